@@ -1,0 +1,1 @@
+//! The dmbridge Diameter node: configuration, peers, routing, and the application seam.

@@ -1,0 +1,1 @@
+//! libdmbridge: the C ABI used by the OpenSIPS and Kamailio modules.

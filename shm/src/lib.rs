@@ -1,0 +1,1 @@
+//! The shared-memory data plane between the bridge and SIP-server workers.
