@@ -1,0 +1,103 @@
+//! The data formats of RFC 6733 §4.2 (basic) and §4.3 (derived) that an AVP's payload can have.
+//!
+//! Shared by the codec (how to decode a payload), the dictionary (what each AVP is) and the
+//! JSON mapping (how a value is shown to scripts).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// An AVP data format. Derived formats keep their own variant because the JSON mapping and
+/// validation differ (an `Address` is shown as an IP string, an `Enumerated` may be named).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AvpType {
+    OctetString,
+    Integer32,
+    Integer64,
+    Unsigned32,
+    Unsigned64,
+    Float32,
+    Float64,
+    Grouped,
+    Address,
+    Time,
+    UTF8String,
+    DiameterIdentity,
+    DiameterURI,
+    Enumerated,
+    IPFilterRule,
+    /// RFC 4005/7155 QoSFilterRule: an OctetString with a textual rule, shown as a string.
+    QoSFilterRule,
+}
+
+impl AvpType {
+    /// The canonical name, as written in dictionaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            AvpType::OctetString => "OctetString",
+            AvpType::Integer32 => "Integer32",
+            AvpType::Integer64 => "Integer64",
+            AvpType::Unsigned32 => "Unsigned32",
+            AvpType::Unsigned64 => "Unsigned64",
+            AvpType::Float32 => "Float32",
+            AvpType::Float64 => "Float64",
+            AvpType::Grouped => "Grouped",
+            AvpType::Address => "Address",
+            AvpType::Time => "Time",
+            AvpType::UTF8String => "UTF8String",
+            AvpType::DiameterIdentity => "DiameterIdentity",
+            AvpType::DiameterURI => "DiameterURI",
+            AvpType::Enumerated => "Enumerated",
+            AvpType::IPFilterRule => "IPFilterRule",
+            AvpType::QoSFilterRule => "QoSFilterRule",
+        }
+    }
+
+    /// The exact payload length a fixed-size format requires, for DIAMETER_INVALID_AVP_LENGTH
+    /// (5014) checks; `None` for variable-length formats.
+    pub fn fixed_len(self) -> Option<usize> {
+        match self {
+            AvpType::Integer32
+            | AvpType::Unsigned32
+            | AvpType::Float32
+            | AvpType::Enumerated
+            | AvpType::Time => Some(4),
+            AvpType::Integer64 | AvpType::Unsigned64 | AvpType::Float64 => Some(8),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for AvpType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for AvpType {
+    type Err = ();
+
+    /// Accepts the RFC names and the spellings used by OpenSIPS `aaa_diameter` and
+    /// freeDiameter dictionaries (case-insensitive; `UTF8String`/`Utf8String`, `Unsigned32`, ...).
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let t = match s.to_ascii_lowercase().as_str() {
+            "octetstring" | "string" => AvpType::OctetString,
+            "integer32" | "integer" => AvpType::Integer32,
+            "integer64" => AvpType::Integer64,
+            "unsigned32" => AvpType::Unsigned32,
+            "unsigned64" => AvpType::Unsigned64,
+            "float32" => AvpType::Float32,
+            "float64" => AvpType::Float64,
+            "grouped" => AvpType::Grouped,
+            "address" | "ipaddress" => AvpType::Address,
+            "time" => AvpType::Time,
+            "utf8string" | "utf8" | "utf-8string" => AvpType::UTF8String,
+            "diameteridentity" => AvpType::DiameterIdentity,
+            "diameteruri" => AvpType::DiameterURI,
+            "enumerated" => AvpType::Enumerated,
+            "ipfilterrule" => AvpType::IPFilterRule,
+            "qosfilterrule" => AvpType::QoSFilterRule,
+            _ => return Err(()),
+        };
+        Ok(t)
+    }
+}
