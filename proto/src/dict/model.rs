@@ -1,0 +1,134 @@
+//! What a dictionary holds: AVP, command, application and vendor definitions as plain data.
+//!
+//! These types are the contract between the dictionary (which builds them from built-in and
+//! user files), the validator (which checks messages against the rules) and the JSON mapping
+//! (which needs names, types and enumerations). They are deliberately plain: no lookups here,
+//! see [`super::Dictionary`] for those.
+
+use crate::AvpType;
+
+/// AVP header flag bits (RFC 6733 §4.1).
+pub mod avp_flags {
+    /// Vendor-Specific: a Vendor-ID field is present.
+    pub const V: u8 = 0x80;
+    /// Mandatory: the receiver must understand the AVP or reject the message (5001).
+    pub const M: u8 = 0x40;
+    /// Protected (deprecated by RFC 6733 but still on the wire).
+    pub const P: u8 = 0x20;
+}
+
+/// Which AVP flag bits the dictionary requires set (`must`) and requires clear (`must_not`).
+/// Used both to set bits when encoding from JSON (scripts never set bits) and to check bits
+/// when validating (RFC 6733 §4.1: a violation is DIAMETER_INVALID_AVP_BITS, 3009).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlagRule {
+    pub must: u8,
+    pub must_not: u8,
+}
+
+/// One named value of an `Enumerated` AVP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnumValue {
+    pub value: i32,
+    pub name: Box<str>,
+}
+
+/// Where an AVP may stand in a command or grouped ABNF (RFC 6733 §3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleKind {
+    /// `< AVP >`: at a fixed position (e.g. Session-Id first).
+    Fixed,
+    /// `{ AVP }`: must be present.
+    Required,
+    /// `[ AVP ]`: may be present.
+    Optional,
+}
+
+/// One line of an ABNF: `min*max<kind AVP>`. `max == None` means unbounded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub code: u32,
+    /// 0 for IETF AVPs.
+    pub vendor: u32,
+    pub kind: RuleKind,
+    pub min: u32,
+    pub max: Option<u32>,
+}
+
+/// The ABNF body of a command or a grouped AVP.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rules {
+    pub rules: Vec<Rule>,
+    /// True when the ABNF ends with `*[ AVP ]`: AVPs not listed are allowed (unless they carry
+    /// the M bit and are unknown, which is 5001 anyway).
+    pub extensible: bool,
+}
+
+/// One AVP definition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AvpDef {
+    pub code: u32,
+    /// 0 for IETF AVPs.
+    pub vendor: u32,
+    pub name: Box<str>,
+    pub ty: AvpType,
+    pub flags: FlagRule,
+    /// Named values, for `Enumerated` AVPs (may be empty).
+    pub enums: Vec<EnumValue>,
+    /// The ABNF of a `Grouped` AVP; empty rules and `extensible` when the dictionary gives none.
+    pub group: Rules,
+}
+
+impl AvpDef {
+    /// The name of an enumerated value, if the dictionary knows one.
+    pub fn enum_name(&self, value: i32) -> Option<&str> {
+        self.enums.iter().find(|e| e.value == value).map(|e| &*e.name)
+    }
+
+    /// The value of a named enumeration member (exact match).
+    pub fn enum_value(&self, name: &str) -> Option<i32> {
+        self.enums.iter().find(|e| &*e.name == name).map(|e| e.value)
+    }
+}
+
+/// Whether an application is an authentication/authorization or an accounting application;
+/// it decides which AVP (Auth-Application-Id or Acct-Application-Id) advertises it in CER/CEA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppKind {
+    Auth,
+    Acct,
+}
+
+/// One Diameter application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppDef {
+    pub id: u32,
+    /// Vendor for Vendor-Specific-Application-Id (0 for IETF applications).
+    pub vendor: u32,
+    pub name: Box<str>,
+    pub kind: AppKind,
+}
+
+/// One command (a request/answer pair sharing a code within an application).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandDef {
+    pub code: u32,
+    /// The application the ABNF belongs to (0 for base protocol commands).
+    pub app_id: u32,
+    /// Long name without the "-Request"/"-Answer" suffix, e.g. "Push-Profile".
+    pub name: Box<str>,
+    /// Abbreviations, e.g. "PPR" / "PPA": the script event is `E_DM_<request_abbr>`.
+    pub request_abbr: Box<str>,
+    pub answer_abbr: Box<str>,
+    /// Whether the P bit is set on the request.
+    pub proxiable: bool,
+    pub request: Rules,
+    pub answer: Rules,
+}
+
+/// A vendor (for names in dictionaries and JSON keys).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VendorDef {
+    pub id: u32,
+    pub name: Box<str>,
+}
