@@ -1,0 +1,378 @@
+/*
+ * dmglue: SIP-server independent helpers of the dmbridge modules (see dmglue.h).
+ */
+#include "dmglue.h"
+
+#include <string.h>
+#include <time.h>
+
+static int name_char_ok(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+		   || c == '_' || c == '-';
+}
+
+/* The handled name a route stands for, or NULL when it is no E_DM_ route. */
+static const char *route_handled_name(const char *r)
+{
+	if(r == NULL || strncmp(r, DMG_EVENT_PREFIX, DMG_EVENT_PREFIX_LEN) != 0)
+		return NULL;
+	if(strcmp(r, DMG_EVENT_CATCHALL) == 0)
+		return DMG_HANDLED_ALL;
+	r += DMG_EVENT_PREFIX_LEN;
+	if(*r == '\0')
+		return NULL;
+	for(const char *c = r; *c; c++)
+		if(!name_char_ok(*c))
+			return NULL;
+	return r;
+}
+
+size_t dmg_handled_names(const char *const *routes, size_t nroutes, const char **out, size_t cap)
+{
+	size_t found = 0;
+
+	for(size_t i = 0; i < nroutes; i++) {
+		const char *name = route_handled_name(routes[i]);
+		int dup = 0;
+
+		if(name == NULL)
+			continue;
+		/* against the earlier routes, not `out`, so the count is right when cap is short */
+		for(size_t k = 0; k < i && !dup; k++) {
+			const char *prev = route_handled_name(routes[k]);
+			dup = prev != NULL && strcmp(prev, name) == 0;
+		}
+		if(dup)
+			continue;
+		if(found < cap)
+			out[found] = name;
+		found++;
+	}
+	return found;
+}
+
+int dmg_event_route_name(const char *event, char *buf, size_t cap)
+{
+	size_t elen, plen = 0;
+
+	if(event == NULL || *event == '\0' || buf == NULL)
+		return -1;
+	elen = strlen(event);
+	if(strncmp(event, DMG_EVENT_PREFIX, DMG_EVENT_PREFIX_LEN) != 0)
+		plen = DMG_EVENT_PREFIX_LEN;
+	else if(elen == DMG_EVENT_PREFIX_LEN)
+		return -1;
+	if(plen + elen + 1 > cap)
+		return -1;
+	memcpy(buf, DMG_EVENT_PREFIX, plen);
+	memcpy(buf + plen, event, elen + 1);
+	return (int)(plen + elen);
+}
+
+/* --- JSON syntax check ------------------------------------------------------------------- */
+
+#define DMG_JSON_MAX_DEPTH 64
+
+typedef struct jcur {
+	const char *s;
+	size_t len, pos;
+	const char *err;
+} jcur;
+
+static void jws(jcur *c)
+{
+	while(c->pos < c->len
+			&& (c->s[c->pos] == ' ' || c->s[c->pos] == '\t' || c->s[c->pos] == '\n'
+					|| c->s[c->pos] == '\r'))
+		c->pos++;
+}
+
+static int jfail(jcur *c, const char *msg)
+{
+	if(c->err == NULL)
+		c->err = msg;
+	return -1;
+}
+
+static int jhex(char h)
+{
+	return (h >= '0' && h <= '9') || (h >= 'a' && h <= 'f') || (h >= 'A' && h <= 'F');
+}
+
+static int jstring(jcur *c)
+{
+	c->pos++; /* opening quote */
+	while(c->pos < c->len) {
+		unsigned char ch = (unsigned char)c->s[c->pos];
+		if(ch == '"') {
+			c->pos++;
+			return 0;
+		}
+		if(ch < 0x20)
+			return jfail(c, "control character in string");
+		if(ch == '\\') {
+			c->pos++;
+			if(c->pos >= c->len)
+				break;
+			switch(c->s[c->pos]) {
+				case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r':
+				case 't':
+					c->pos++;
+					break;
+				case 'u':
+					for(int i = 1; i <= 4; i++)
+						if(c->pos + i >= c->len || !jhex(c->s[c->pos + i])) {
+							c->pos += i;
+							return jfail(c, "bad \\u escape");
+						}
+					c->pos += 5;
+					break;
+				default:
+					return jfail(c, "bad escape in string");
+			}
+			continue;
+		}
+		c->pos++;
+	}
+	return jfail(c, "unterminated string");
+}
+
+static int jdigits(jcur *c)
+{
+	size_t start = c->pos;
+	while(c->pos < c->len && c->s[c->pos] >= '0' && c->s[c->pos] <= '9')
+		c->pos++;
+	return c->pos > start ? 0 : jfail(c, "digit expected");
+}
+
+static int jnumber(jcur *c)
+{
+	if(c->s[c->pos] == '-')
+		c->pos++;
+	if(c->pos < c->len && c->s[c->pos] == '0')
+		c->pos++;
+	else if(jdigits(c) < 0)
+		return -1;
+	if(c->pos < c->len && c->s[c->pos] == '.') {
+		c->pos++;
+		if(jdigits(c) < 0)
+			return -1;
+	}
+	if(c->pos < c->len && (c->s[c->pos] == 'e' || c->s[c->pos] == 'E')) {
+		c->pos++;
+		if(c->pos < c->len && (c->s[c->pos] == '+' || c->s[c->pos] == '-'))
+			c->pos++;
+		if(jdigits(c) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int jliteral(jcur *c, const char *lit)
+{
+	size_t n = strlen(lit);
+	if(c->len - c->pos < n || memcmp(c->s + c->pos, lit, n) != 0)
+		return jfail(c, "unexpected character");
+	c->pos += n;
+	return 0;
+}
+
+static int jvalue(jcur *c, int depth);
+
+static int jcontainer(jcur *c, int depth, char close)
+{
+	if(depth >= DMG_JSON_MAX_DEPTH)
+		return jfail(c, "nesting too deep");
+	c->pos++;
+	jws(c);
+	if(c->pos < c->len && c->s[c->pos] == close) {
+		c->pos++;
+		return 0;
+	}
+	for(;;) {
+		jws(c);
+		if(close == '}') {
+			if(c->pos >= c->len || c->s[c->pos] != '"')
+				return jfail(c, "object key (string) expected");
+			if(jstring(c) < 0)
+				return -1;
+			jws(c);
+			if(c->pos >= c->len || c->s[c->pos] != ':')
+				return jfail(c, "':' expected");
+			c->pos++;
+		}
+		if(jvalue(c, depth + 1) < 0)
+			return -1;
+		jws(c);
+		if(c->pos >= c->len)
+			return jfail(c, "unexpected end of input");
+		if(c->s[c->pos] == ',') {
+			c->pos++;
+			continue;
+		}
+		if(c->s[c->pos] == close) {
+			c->pos++;
+			return 0;
+		}
+		return jfail(c, close == ']' ? "',' or ']' expected" : "',' or '}' expected");
+	}
+}
+
+static int jvalue(jcur *c, int depth)
+{
+	jws(c);
+	if(c->pos >= c->len)
+		return jfail(c, "value expected");
+	switch(c->s[c->pos]) {
+		case '[':
+			return jcontainer(c, depth, ']');
+		case '{':
+			return jcontainer(c, depth, '}');
+		case '"':
+			return jstring(c);
+		case 't':
+			return jliteral(c, "true");
+		case 'f':
+			return jliteral(c, "false");
+		case 'n':
+			return jliteral(c, "null");
+		default:
+			if(c->s[c->pos] == '-' || (c->s[c->pos] >= '0' && c->s[c->pos] <= '9'))
+				return jnumber(c);
+			return jfail(c, "unexpected character");
+	}
+}
+
+int dmg_json_check_avps(const char *s, size_t len, size_t *err_off, const char **err_msg)
+{
+	jcur c = {s, len, 0, NULL};
+
+	if(s == NULL)
+		len = c.len = 0;
+	jws(&c);
+	if(c.pos >= c.len) {
+		jfail(&c, "empty input");
+	} else if(c.s[c.pos] != '[') {
+		jfail(&c, "top level must be an array of AVP objects");
+	} else if(jvalue(&c, 0) == 0) {
+		jws(&c);
+		if(c.pos == c.len)
+			return 0;
+		jfail(&c, "trailing characters after the array");
+	}
+	if(err_off)
+		*err_off = c.pos;
+	if(err_msg)
+		*err_msg = c.err;
+	return -1;
+}
+
+int dmg_rc_from_class(int answer_class)
+{
+	switch(answer_class) {
+		case 1:
+			return DMG_RC_OK;
+		case -1:
+			return DMG_RC_ERROR;
+		case -2:
+			return DMG_RC_TIMEOUT;
+		default:
+			return DMG_RC_NOT_SENT;
+	}
+}
+
+/* --- async jobs -------------------------------------------------------------------------- */
+
+dmg_job *dmg_job_new(dmg_alloc_f alloc, void *actx, uint32_t app_id, uint32_t cmd_code,
+		uint32_t timeout_ms, const char *route, size_t route_len, const char *json,
+		size_t json_len)
+{
+	dmg_job *j;
+	size_t size;
+
+	if(route_len > SIZE_MAX / 4 || json_len > SIZE_MAX / 4)
+		return NULL;
+	size = sizeof(*j) + route_len + 1 + json_len + 1;
+	j = alloc(size, actx);
+	if(j == NULL)
+		return NULL;
+	memset(j, 0, sizeof(*j));
+	j->app_id = app_id;
+	j->cmd_code = cmd_code;
+	j->timeout_ms = timeout_ms;
+	j->route = (char *)(j + 1);
+	if(route_len)
+		memcpy(j->route, route, route_len);
+	j->route[route_len] = '\0';
+	j->json = j->route + route_len + 1;
+	if(json_len)
+		memcpy(j->json, json, json_len);
+	j->json[json_len] = '\0';
+	j->json_len = json_len;
+	return j;
+}
+
+static size_t bucket_of(uint64_t handle)
+{
+	/* handles are usually sequential; a multiplicative hash spreads them anyway */
+	return (size_t)((handle * 0x9E3779B97F4A7C15ull) >> 54) % DMG_PENDING_BUCKETS;
+}
+
+void dmg_pending_init(dmg_pending *p)
+{
+	memset(p, 0, sizeof(*p));
+}
+
+void dmg_pending_put(dmg_pending *p, dmg_job *job)
+{
+	size_t b = bucket_of(job->handle);
+	job->next = p->bucket[b];
+	p->bucket[b] = job;
+	p->count++;
+}
+
+dmg_job *dmg_pending_take(dmg_pending *p, uint64_t handle)
+{
+	dmg_job **pp = &p->bucket[bucket_of(handle)];
+	for(; *pp; pp = &(*pp)->next) {
+		if((*pp)->handle == handle) {
+			dmg_job *j = *pp;
+			*pp = j->next;
+			j->next = NULL;
+			p->count--;
+			return j;
+		}
+	}
+	return NULL;
+}
+
+dmg_job *dmg_pending_take_expired(dmg_pending *p, uint64_t now_ms)
+{
+	if(p->count == 0)
+		return NULL;
+	for(size_t b = 0; b < DMG_PENDING_BUCKETS; b++) {
+		for(dmg_job **pp = &p->bucket[b]; *pp; pp = &(*pp)->next) {
+			if((*pp)->deadline_ms <= now_ms) {
+				dmg_job *j = *pp;
+				*pp = j->next;
+				j->next = NULL;
+				p->count--;
+				return j;
+			}
+		}
+	}
+	return NULL;
+}
+
+dmg_job *dmg_pending_take_any(dmg_pending *p)
+{
+	return dmg_pending_take_expired(p, UINT64_MAX);
+}
+
+uint64_t dmg_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}

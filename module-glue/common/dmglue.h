@@ -1,0 +1,117 @@
+/*
+ * dmglue: the parts of the dmbridge SIP-server modules that do not depend on the SIP server.
+ *
+ * Both the Kamailio and the OpenSIPS module need the same small pieces around libdmbridge:
+ * turning the script's event route names into the command names the bridge must route to us,
+ * checking script JSON before it crosses to the bridge (so the script gets a log line with an
+ * offset, not just "rejected"), and carrying an asynchronous request from the SIP worker that
+ * suspended a transaction to the module process that owns the bridge attachment. Keeping them
+ * here, free of any SIP-server header, lets CI test them with a plain C unit test.
+ *
+ * Nothing here allocates on its own: callers pass the allocator (Kamailio shm/pkg, OpenSIPS
+ * shm/pkg, or malloc in the tests).
+ */
+#ifndef DMGLUE_H
+#define DMGLUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Script event names: `E_DM_<ABBR>` per command, `E_DM_REQUEST` catches the rest. */
+#define DMG_EVENT_PREFIX "E_DM_"
+#define DMG_EVENT_PREFIX_LEN 5
+#define DMG_EVENT_CATCHALL "E_DM_REQUEST"
+/** What the bridge is told for "every command" (dmb_set_handled). */
+#define DMG_HANDLED_ALL "*"
+
+/**
+ * Picks the handled command names out of a list of route names.
+ *
+ * Every `E_DM_<X>` with a well-formed X (letters, digits, '_' and '-') yields X; `E_DM_REQUEST`
+ * yields "*". Other names are ignored, duplicates dropped, order kept. `out[i]` points into
+ * `routes[j]` (or at a static "*"), so it lives as long as the route names do.
+ *
+ * Returns the number of names found, which may exceed `cap` (only `cap` are stored): the
+ * caller can size its array and call again.
+ */
+size_t dmg_handled_names(const char *const *routes, size_t nroutes, const char **out, size_t cap);
+
+/**
+ * Writes the route name for an event into buf: "E_DM_PPR" stays as it is, "PPR" becomes
+ * "E_DM_PPR". Returns the length, or -1 when the name is empty or does not fit (NUL included).
+ */
+int dmg_event_route_name(const char *event, char *buf, size_t cap);
+
+/**
+ * Checks that `s` is one well-formed JSON document (RFC 8259) whose top level is an array, as
+ * DESIGN §4 requires of AVP lists. Depth is bounded (64) so hostile input cannot exhaust the
+ * stack. Returns 0 when valid; otherwise -1 with *err_off set to the byte offset at fault and
+ * *err_msg to a static description.
+ */
+int dmg_json_check_avps(const char *s, size_t len, size_t *err_off, const char **err_msg);
+
+/** Script return codes of dm_send_request (DESIGN §3). */
+enum {
+	DMG_RC_OK = 1,         /* 2xxx answer */
+	DMG_RC_ERROR = -1,     /* error answer (3xxx/4xxx/5xxx or E bit) */
+	DMG_RC_TIMEOUT = -2,   /* no answer in time */
+	DMG_RC_NOT_SENT = -3,  /* bad JSON, no route, bridge down */
+};
+
+/** Maps libdmbridge's answer class (1, -1, -2, -3) to the script's return code. */
+int dmg_rc_from_class(int answer_class);
+
+typedef void *(*dmg_alloc_f)(size_t size, void *ctx);
+typedef void (*dmg_free_f)(void *p, void *ctx);
+
+/**
+ * One asynchronous request, from the SIP worker that suspended its transaction to the module
+ * process that sends it and resumes the transaction. Allocated in one block (strings inline)
+ * in memory both processes see, so passing the pointer through a pipe is the whole hand-over.
+ */
+typedef struct dmg_job {
+	struct dmg_job *next; /* pending-table chain, owned by the executing process */
+	uint64_t handle;      /* libdmbridge's async handle, once sent */
+	uint64_t deadline_ms; /* when the executor gives up waiting (safety net) */
+	unsigned int tindex;  /* suspended transaction's identity */
+	unsigned int tlabel;
+	uint32_t app_id;
+	uint32_t cmd_code;
+	uint32_t timeout_ms;
+	size_t json_len;
+	char *route; /* NUL-terminated, inside this block */
+	char *json;  /* NUL-terminated, inside this block */
+} dmg_job;
+
+dmg_job *dmg_job_new(dmg_alloc_f alloc, void *actx, uint32_t app_id, uint32_t cmd_code,
+		uint32_t timeout_ms, const char *route, size_t route_len, const char *json,
+		size_t json_len);
+
+/** Jobs sent and waiting for their answer, by handle. Process-local, no allocation. */
+#define DMG_PENDING_BUCKETS 1024
+typedef struct dmg_pending {
+	dmg_job *bucket[DMG_PENDING_BUCKETS];
+	size_t count;
+} dmg_pending;
+
+void dmg_pending_init(dmg_pending *p);
+void dmg_pending_put(dmg_pending *p, dmg_job *job);
+/** Removes and returns the job with this handle, or NULL. */
+dmg_job *dmg_pending_take(dmg_pending *p, uint64_t handle);
+/** Removes and returns one job whose deadline is <= now_ms, or NULL. */
+dmg_job *dmg_pending_take_expired(dmg_pending *p, uint64_t now_ms);
+/** Removes and returns any job (for shutdown), or NULL when empty. */
+dmg_job *dmg_pending_take_any(dmg_pending *p);
+
+/** Monotonic milliseconds. */
+uint64_t dmg_now_ms(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,195 @@
+/*
+ * Unit test of dmglue (no SIP server, no bridge). Built with AddressSanitizer/UBSan by
+ * `make -C module-glue/common test`; prints "N passed, N failed" and exits non-zero on failure.
+ */
+#include "dmglue.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int passed, failed;
+
+#define CHECK(cond)                                                              \
+	do {                                                                         \
+		if(cond) {                                                               \
+			passed++;                                                            \
+		} else {                                                                 \
+			failed++;                                                            \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+		}                                                                        \
+	} while(0)
+
+static void *t_alloc(size_t n, void *ctx)
+{
+	(*(int *)ctx)++;
+	return malloc(n);
+}
+
+static void test_handled_names(void)
+{
+	const char *routes[] = {"E_DM_PPR", "htable:mod-init", "E_DM_RTR", NULL, "E_DM_",
+			"E_DM_PPR", "E_DM_8388622", "E_DM_bad name", "E_DM_REQUEST", "xE_DM_UAR",
+			"E_DM_REQUEST"};
+	const char *out[8];
+	size_t n = dmg_handled_names(routes, sizeof(routes) / sizeof(routes[0]), out, 8);
+	CHECK(n == 4);
+	CHECK(strcmp(out[0], "PPR") == 0);
+	CHECK(strcmp(out[1], "RTR") == 0);
+	CHECK(strcmp(out[2], "8388622") == 0);
+	CHECK(strcmp(out[3], DMG_HANDLED_ALL) == 0);
+	/* names point into the route strings, no copies */
+	CHECK(out[0] == routes[0] + DMG_EVENT_PREFIX_LEN);
+
+	/* a too small array: the count still tells the full size, nothing written past cap */
+	const char *small[2] = {NULL, NULL};
+	CHECK(dmg_handled_names(routes, sizeof(routes) / sizeof(routes[0]), small, 1) == 4);
+	CHECK(strcmp(small[0], "PPR") == 0 && small[1] == NULL);
+
+	const char *none[] = {"E_DM", "event_route", "e_dm_PPR"};
+	CHECK(dmg_handled_names(none, 3, out, 8) == 0);
+}
+
+static void test_event_route_name(void)
+{
+	char buf[16];
+	CHECK(dmg_event_route_name("PPR", buf, sizeof(buf)) == 8 && strcmp(buf, "E_DM_PPR") == 0);
+	CHECK(dmg_event_route_name("E_DM_RTR", buf, sizeof(buf)) == 8
+			&& strcmp(buf, "E_DM_RTR") == 0);
+	CHECK(dmg_event_route_name("", buf, sizeof(buf)) == -1);
+	CHECK(dmg_event_route_name("E_DM_", buf, sizeof(buf)) == -1);
+	CHECK(dmg_event_route_name(NULL, buf, sizeof(buf)) == -1);
+	CHECK(dmg_event_route_name("0123456789A", buf, sizeof(buf)) == -1); /* 16 + NUL */
+	CHECK(dmg_event_route_name("0123456789", buf, sizeof(buf)) == 15);
+}
+
+static int json_ok(const char *s)
+{
+	size_t off;
+	const char *msg;
+	return dmg_json_check_avps(s, strlen(s), &off, &msg) == 0;
+}
+
+static size_t json_err_off(const char *s)
+{
+	size_t off = (size_t)-1;
+	const char *msg = NULL;
+	if(dmg_json_check_avps(s, strlen(s), &off, &msg) == 0)
+		return (size_t)-1;
+	return msg ? off : (size_t)-2;
+}
+
+static void test_json(void)
+{
+	CHECK(json_ok("[]"));
+	CHECK(json_ok(" [ {\"Session-Id\":\"a;1\"}, {\"Result-Code\":2001} ] \n"));
+	CHECK(json_ok("[{\"Subscription-Id\":[{\"Subscription-Id-Type\":0},"
+				  "{\"Subscription-Id-Data\":\"123\"}]},{\"701:10415\":{\"hex\":\"00ff\"}},"
+				  "{\"x\":-1.5e+3},{\"y\":[true,false,null]},{\"z\":\"\\u00e9\\n\\\"\"}]"));
+	CHECK(json_ok("[{\"big\":18446744073709551615}]"));
+
+	CHECK(json_err_off("") == 0);
+	CHECK(json_err_off("{\"a\":1}") == 0);           /* must be an array */
+	CHECK(json_err_off("[{\"a\":1}") == 8);          /* unterminated */
+	CHECK(json_err_off("[{\"a\" 1}]") == 6);         /* ':' expected */
+	CHECK(json_err_off("[{a:1}]") == 2);             /* key must be a string */
+	CHECK(json_err_off("[1,]") == 3);                /* value expected */
+	CHECK(json_err_off("[01]") == 2);                /* leading zero */
+	CHECK(json_err_off("[\"a\tb\"]") == 3);          /* raw control char */
+	CHECK(json_err_off("[\"\\x\"]") == 3);           /* bad escape */
+	CHECK(json_err_off("[\"\\u12g4\"]") == 6);       /* bad \u */
+	CHECK(json_err_off("[] x") == 3);                /* trailing */
+	CHECK(json_err_off("[tru]") == 1);
+	CHECK(json_err_off("[1.]") == 3);
+
+	/* nesting is bounded: 64 levels pass, 65 fail, 100000 fail without recursion blow-up */
+	char deep[200001];
+	for(int i = 0; i < 64; i++) {
+		deep[i] = '[';
+		deep[64 + i] = ']';
+	}
+	deep[128] = '\0';
+	CHECK(json_ok(deep));
+	for(int i = 0; i < 100000; i++) {
+		deep[i] = '[';
+		deep[100000 + i] = ']';
+	}
+	deep[200000] = '\0';
+	CHECK(json_err_off(deep) == 64);
+
+	/* not NUL-terminated: the length bounds the scan */
+	char buf[4] = {'[', ']', '[', ']'};
+	size_t off;
+	const char *msg;
+	CHECK(dmg_json_check_avps(buf, 2, &off, &msg) == 0);
+	CHECK(dmg_json_check_avps(NULL, 0, &off, &msg) == -1);
+}
+
+static void test_rc(void)
+{
+	CHECK(dmg_rc_from_class(1) == 1);
+	CHECK(dmg_rc_from_class(-1) == -1);
+	CHECK(dmg_rc_from_class(-2) == -2);
+	CHECK(dmg_rc_from_class(-3) == -3);
+	CHECK(dmg_rc_from_class(0) == -3);
+	CHECK(dmg_rc_from_class(42) == -3);
+}
+
+static void test_jobs_and_pending(void)
+{
+	int allocs = 0;
+	const char json[] = "[{\"Result-Code\":2001}]";
+	dmg_job *j = dmg_job_new(t_alloc, &allocs, 16777216, 301, 2500, "SAR_DONE", 8, json,
+			strlen(json));
+	CHECK(j != NULL && allocs == 1);
+	CHECK(strcmp(j->route, "SAR_DONE") == 0);
+	CHECK(strcmp(j->json, json) == 0 && j->json_len == strlen(json));
+	CHECK(j->app_id == 16777216 && j->cmd_code == 301 && j->timeout_ms == 2500);
+	free(j);
+
+	dmg_pending p;
+	dmg_pending_init(&p);
+	enum { N = 3000 };
+	static dmg_job *jobs[N];
+	for(int i = 0; i < N; i++) {
+		jobs[i] = dmg_job_new(t_alloc, &allocs, 1, 2, 3, "r", 1, "[]", 2);
+		jobs[i]->handle = (uint64_t)i * 7 + 1;
+		jobs[i]->deadline_ms = 1000 + (uint64_t)(i % 10);
+		dmg_pending_put(&p, jobs[i]);
+	}
+	CHECK(p.count == N);
+	CHECK(dmg_pending_take(&p, 7 * 10 + 1) == jobs[10]);
+	CHECK(dmg_pending_take(&p, 7 * 10 + 1) == NULL); /* only once */
+	CHECK(dmg_pending_take(&p, 2) == NULL);          /* never put */
+	CHECK(p.count == N - 1);
+
+	/* at 1000 only the i%10==0 jobs are due (300, one of them already taken) */
+	int expired = 0;
+	dmg_job *e;
+	while((e = dmg_pending_take_expired(&p, 1000)) != NULL) {
+		CHECK(e->deadline_ms <= 1000);
+		expired++;
+	}
+	CHECK(expired == N / 10 - 1);
+	int rest = 0;
+	while((e = dmg_pending_take_any(&p)) != NULL)
+		rest++;
+	CHECK(rest == N - N / 10);
+	CHECK(p.count == 0);
+	for(int i = 0; i < N; i++)
+		free(jobs[i]);
+
+	uint64_t t0 = dmg_now_ms(), t1 = dmg_now_ms();
+	CHECK(t1 >= t0);
+}
+
+int main(void)
+{
+	test_handled_names();
+	test_event_route_name();
+	test_json();
+	test_rc();
+	test_jobs_and_pending();
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed ? 1 : 0;
+}
