@@ -2,3 +2,10 @@
 pub mod avp_type;
 pub use avp_type::AvpType;
 pub mod dict;
+pub mod avp;
+pub mod error;
+pub mod header;
+pub mod result_code;
+pub use avp::{Avp, AvpFlags, AvpIter, AvpRef, AvpRefs};
+pub use error::{AvpError, AvpErrorKind, DecodeError, EncodeError, HeaderError, ValueError};
+pub use header::{Flags, Header};

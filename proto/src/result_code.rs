@@ -1,0 +1,197 @@
+//! Result-Code values: RFC 6733 §7.1 (base protocol, in the Result-Code AVP) and the 3GPP
+//! TS 29.229 Cx/Dx values carried in Experimental-Result (vendor 10415).
+//!
+//! The class is the thousands digit: 1xxx informational, 2xxx success, 3xxx protocol errors
+//! (answered with the E bit), 4xxx transient failures, 5xxx permanent failures.
+//! Experimental codes reuse numbers of the base space with other meanings, which is why they
+//! are named `EXPERIMENTAL_*` and looked up with [`experimental_name`].
+
+// 1xxx informational
+pub const DIAMETER_MULTI_ROUND_AUTH: u32 = 1001;
+// 2xxx success
+pub const DIAMETER_SUCCESS: u32 = 2001;
+pub const DIAMETER_LIMITED_SUCCESS: u32 = 2002;
+// 3xxx protocol errors
+pub const DIAMETER_COMMAND_UNSUPPORTED: u32 = 3001;
+pub const DIAMETER_UNABLE_TO_DELIVER: u32 = 3002;
+pub const DIAMETER_REALM_NOT_SERVED: u32 = 3003;
+pub const DIAMETER_TOO_BUSY: u32 = 3004;
+pub const DIAMETER_LOOP_DETECTED: u32 = 3005;
+pub const DIAMETER_REDIRECT_INDICATION: u32 = 3006;
+pub const DIAMETER_APPLICATION_UNSUPPORTED: u32 = 3007;
+pub const DIAMETER_INVALID_HDR_BITS: u32 = 3008;
+pub const DIAMETER_INVALID_AVP_BITS: u32 = 3009;
+pub const DIAMETER_UNKNOWN_PEER: u32 = 3010;
+// 4xxx transient failures
+pub const DIAMETER_AUTHENTICATION_REJECTED: u32 = 4001;
+pub const DIAMETER_OUT_OF_SPACE: u32 = 4002;
+pub const ELECTION_LOST: u32 = 4003;
+// 5xxx permanent failures
+pub const DIAMETER_AVP_UNSUPPORTED: u32 = 5001;
+pub const DIAMETER_UNKNOWN_SESSION_ID: u32 = 5002;
+pub const DIAMETER_AUTHORIZATION_REJECTED: u32 = 5003;
+pub const DIAMETER_INVALID_AVP_VALUE: u32 = 5004;
+pub const DIAMETER_MISSING_AVP: u32 = 5005;
+pub const DIAMETER_RESOURCES_EXCEEDED: u32 = 5006;
+pub const DIAMETER_CONTRADICTING_AVPS: u32 = 5007;
+pub const DIAMETER_AVP_NOT_ALLOWED: u32 = 5008;
+pub const DIAMETER_AVP_OCCURS_TOO_MANY_TIMES: u32 = 5009;
+pub const DIAMETER_NO_COMMON_APPLICATION: u32 = 5010;
+pub const DIAMETER_UNSUPPORTED_VERSION: u32 = 5011;
+pub const DIAMETER_UNABLE_TO_COMPLY: u32 = 5012;
+pub const DIAMETER_INVALID_BIT_IN_HEADER: u32 = 5013;
+pub const DIAMETER_INVALID_AVP_LENGTH: u32 = 5014;
+pub const DIAMETER_INVALID_MESSAGE_LENGTH: u32 = 5015;
+pub const DIAMETER_INVALID_AVP_BIT_COMBO: u32 = 5016;
+pub const DIAMETER_NO_COMMON_SECURITY: u32 = 5017;
+
+/// The 3GPP vendor id, under which the `EXPERIMENTAL_*` codes are defined.
+pub const VENDOR_3GPP: u32 = 10415;
+
+// 3GPP TS 29.229 §6.2 (Cx/Dx), sent in Experimental-Result with Vendor-Id 10415.
+pub const EXPERIMENTAL_DIAMETER_FIRST_REGISTRATION: u32 = 2001;
+pub const EXPERIMENTAL_DIAMETER_SUBSEQUENT_REGISTRATION: u32 = 2002;
+pub const EXPERIMENTAL_DIAMETER_UNREGISTERED_SERVICE: u32 = 2003;
+pub const EXPERIMENTAL_DIAMETER_SUCCESS_SERVER_NAME_NOT_STORED: u32 = 2004;
+pub const EXPERIMENTAL_DIAMETER_ERROR_USER_UNKNOWN: u32 = 5001;
+pub const EXPERIMENTAL_DIAMETER_ERROR_IDENTITIES_DONT_MATCH: u32 = 5002;
+pub const EXPERIMENTAL_DIAMETER_ERROR_IDENTITY_NOT_REGISTERED: u32 = 5003;
+pub const EXPERIMENTAL_DIAMETER_ERROR_ROAMING_NOT_ALLOWED: u32 = 5004;
+pub const EXPERIMENTAL_DIAMETER_ERROR_IDENTITY_ALREADY_REGISTERED: u32 = 5005;
+pub const EXPERIMENTAL_DIAMETER_ERROR_AUTH_SCHEME_NOT_SUPPORTED: u32 = 5006;
+pub const EXPERIMENTAL_DIAMETER_ERROR_IN_ASSIGNMENT_TYPE: u32 = 5007;
+pub const EXPERIMENTAL_DIAMETER_ERROR_TOO_MUCH_DATA: u32 = 5008;
+pub const EXPERIMENTAL_DIAMETER_ERROR_NOT_SUPPORTED_USER_DATA: u32 = 5009;
+pub const EXPERIMENTAL_DIAMETER_ERROR_FEATURE_UNSUPPORTED: u32 = 5011;
+pub const EXPERIMENTAL_DIAMETER_ERROR_SERVING_NODE_FEATURE_UNSUPPORTED: u32 = 5012;
+
+/// The RFC 6733 name of a Result-Code, e.g. `name(5005) == Some("DIAMETER_MISSING_AVP")`.
+pub fn name(code: u32) -> Option<&'static str> {
+    Some(match code {
+        DIAMETER_MULTI_ROUND_AUTH => "DIAMETER_MULTI_ROUND_AUTH",
+        DIAMETER_SUCCESS => "DIAMETER_SUCCESS",
+        DIAMETER_LIMITED_SUCCESS => "DIAMETER_LIMITED_SUCCESS",
+        DIAMETER_COMMAND_UNSUPPORTED => "DIAMETER_COMMAND_UNSUPPORTED",
+        DIAMETER_UNABLE_TO_DELIVER => "DIAMETER_UNABLE_TO_DELIVER",
+        DIAMETER_REALM_NOT_SERVED => "DIAMETER_REALM_NOT_SERVED",
+        DIAMETER_TOO_BUSY => "DIAMETER_TOO_BUSY",
+        DIAMETER_LOOP_DETECTED => "DIAMETER_LOOP_DETECTED",
+        DIAMETER_REDIRECT_INDICATION => "DIAMETER_REDIRECT_INDICATION",
+        DIAMETER_APPLICATION_UNSUPPORTED => "DIAMETER_APPLICATION_UNSUPPORTED",
+        DIAMETER_INVALID_HDR_BITS => "DIAMETER_INVALID_HDR_BITS",
+        DIAMETER_INVALID_AVP_BITS => "DIAMETER_INVALID_AVP_BITS",
+        DIAMETER_UNKNOWN_PEER => "DIAMETER_UNKNOWN_PEER",
+        DIAMETER_AUTHENTICATION_REJECTED => "DIAMETER_AUTHENTICATION_REJECTED",
+        DIAMETER_OUT_OF_SPACE => "DIAMETER_OUT_OF_SPACE",
+        ELECTION_LOST => "ELECTION_LOST",
+        DIAMETER_AVP_UNSUPPORTED => "DIAMETER_AVP_UNSUPPORTED",
+        DIAMETER_UNKNOWN_SESSION_ID => "DIAMETER_UNKNOWN_SESSION_ID",
+        DIAMETER_AUTHORIZATION_REJECTED => "DIAMETER_AUTHORIZATION_REJECTED",
+        DIAMETER_INVALID_AVP_VALUE => "DIAMETER_INVALID_AVP_VALUE",
+        DIAMETER_MISSING_AVP => "DIAMETER_MISSING_AVP",
+        DIAMETER_RESOURCES_EXCEEDED => "DIAMETER_RESOURCES_EXCEEDED",
+        DIAMETER_CONTRADICTING_AVPS => "DIAMETER_CONTRADICTING_AVPS",
+        DIAMETER_AVP_NOT_ALLOWED => "DIAMETER_AVP_NOT_ALLOWED",
+        DIAMETER_AVP_OCCURS_TOO_MANY_TIMES => "DIAMETER_AVP_OCCURS_TOO_MANY_TIMES",
+        DIAMETER_NO_COMMON_APPLICATION => "DIAMETER_NO_COMMON_APPLICATION",
+        DIAMETER_UNSUPPORTED_VERSION => "DIAMETER_UNSUPPORTED_VERSION",
+        DIAMETER_UNABLE_TO_COMPLY => "DIAMETER_UNABLE_TO_COMPLY",
+        DIAMETER_INVALID_BIT_IN_HEADER => "DIAMETER_INVALID_BIT_IN_HEADER",
+        DIAMETER_INVALID_AVP_LENGTH => "DIAMETER_INVALID_AVP_LENGTH",
+        DIAMETER_INVALID_MESSAGE_LENGTH => "DIAMETER_INVALID_MESSAGE_LENGTH",
+        DIAMETER_INVALID_AVP_BIT_COMBO => "DIAMETER_INVALID_AVP_BIT_COMBO",
+        DIAMETER_NO_COMMON_SECURITY => "DIAMETER_NO_COMMON_SECURITY",
+        _ => return None,
+    })
+}
+
+/// The name of an Experimental-Result-Code for a vendor (only 3GPP Cx/Dx codes are known),
+/// e.g. `experimental_name(10415, 2001) == Some("DIAMETER_FIRST_REGISTRATION")`.
+pub fn experimental_name(vendor: u32, code: u32) -> Option<&'static str> {
+    if vendor != VENDOR_3GPP {
+        return None;
+    }
+    Some(match code {
+        EXPERIMENTAL_DIAMETER_FIRST_REGISTRATION => "DIAMETER_FIRST_REGISTRATION",
+        EXPERIMENTAL_DIAMETER_SUBSEQUENT_REGISTRATION => "DIAMETER_SUBSEQUENT_REGISTRATION",
+        EXPERIMENTAL_DIAMETER_UNREGISTERED_SERVICE => "DIAMETER_UNREGISTERED_SERVICE",
+        EXPERIMENTAL_DIAMETER_SUCCESS_SERVER_NAME_NOT_STORED => {
+            "DIAMETER_SUCCESS_SERVER_NAME_NOT_STORED"
+        }
+        EXPERIMENTAL_DIAMETER_ERROR_USER_UNKNOWN => "DIAMETER_ERROR_USER_UNKNOWN",
+        EXPERIMENTAL_DIAMETER_ERROR_IDENTITIES_DONT_MATCH => "DIAMETER_ERROR_IDENTITIES_DONT_MATCH",
+        EXPERIMENTAL_DIAMETER_ERROR_IDENTITY_NOT_REGISTERED => {
+            "DIAMETER_ERROR_IDENTITY_NOT_REGISTERED"
+        }
+        EXPERIMENTAL_DIAMETER_ERROR_ROAMING_NOT_ALLOWED => "DIAMETER_ERROR_ROAMING_NOT_ALLOWED",
+        EXPERIMENTAL_DIAMETER_ERROR_IDENTITY_ALREADY_REGISTERED => {
+            "DIAMETER_ERROR_IDENTITY_ALREADY_REGISTERED"
+        }
+        EXPERIMENTAL_DIAMETER_ERROR_AUTH_SCHEME_NOT_SUPPORTED => {
+            "DIAMETER_ERROR_AUTH_SCHEME_NOT_SUPPORTED"
+        }
+        EXPERIMENTAL_DIAMETER_ERROR_IN_ASSIGNMENT_TYPE => "DIAMETER_ERROR_IN_ASSIGNMENT_TYPE",
+        EXPERIMENTAL_DIAMETER_ERROR_TOO_MUCH_DATA => "DIAMETER_ERROR_TOO_MUCH_DATA",
+        EXPERIMENTAL_DIAMETER_ERROR_NOT_SUPPORTED_USER_DATA => {
+            "DIAMETER_ERROR_NOT_SUPPORTED_USER_DATA"
+        }
+        EXPERIMENTAL_DIAMETER_ERROR_FEATURE_UNSUPPORTED => "DIAMETER_ERROR_FEATURE_UNSUPPORTED",
+        EXPERIMENTAL_DIAMETER_ERROR_SERVING_NODE_FEATURE_UNSUPPORTED => {
+            "DIAMETER_ERROR_SERVING_NODE_FEATURE_UNSUPPORTED"
+        }
+        _ => return None,
+    })
+}
+
+/// Whether a Result-Code is a protocol error (3xxx), which RFC 6733 §7.1.3 sends with the E
+/// bit set in the answer header.
+pub const fn is_protocol_error(code: u32) -> bool {
+    code >= 3000 && code < 4000
+}
+
+/// Whether a Result-Code reports success (2xxx).
+pub const fn is_success(code: u32) -> bool {
+    code >= 2000 && code < 3000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_all_rfc_codes() {
+        let known: Vec<u32> = (1000..6000).filter(|c| name(*c).is_some()).collect();
+        let expect: Vec<u32> = [1001, 2001, 2002]
+            .into_iter()
+            .chain(3001..=3010)
+            .chain(4001..=4003)
+            .chain(5001..=5017)
+            .collect();
+        assert_eq!(known, expect);
+        assert_eq!(name(5008), Some("DIAMETER_AVP_NOT_ALLOWED"));
+        assert_eq!(name(5009), Some("DIAMETER_AVP_OCCURS_TOO_MANY_TIMES"));
+        assert_eq!(name(3008), Some("DIAMETER_INVALID_HDR_BITS"));
+        assert_eq!(name(4003), Some("ELECTION_LOST"));
+        assert_eq!(name(6000), None);
+    }
+
+    #[test]
+    fn experimental_names() {
+        assert_eq!(
+            experimental_name(VENDOR_3GPP, 2001),
+            Some("DIAMETER_FIRST_REGISTRATION")
+        );
+        assert_eq!(
+            experimental_name(VENDOR_3GPP, 5001),
+            Some("DIAMETER_ERROR_USER_UNKNOWN")
+        );
+        assert_eq!(experimental_name(VENDOR_3GPP, 5010), None);
+        assert_eq!(experimental_name(0, 2001), None);
+    }
+
+    #[test]
+    fn classes() {
+        assert!(is_protocol_error(3001) && !is_protocol_error(5001) && !is_protocol_error(2999));
+        assert!(is_success(2001) && !is_success(1001) && !is_success(3000));
+    }
+}
