@@ -204,7 +204,11 @@ impl<'a> AvpRef<'a> {
     /// Iterates the payload as a Grouped AVP's children (meaningful only when the dictionary
     /// says the AVP is Grouped). Yields [`AvpErrorKind::TooDeep`] past [`MAX_DEPTH`].
     pub fn group(&self) -> AvpRefs<'a> {
-        AvpRefs::nested(self.data, self.offset + self.header_len(), self.depth as usize + 1)
+        AvpRefs::nested(
+            self.data,
+            self.offset + self.header_len(),
+            self.depth as usize + 1,
+        )
     }
 
     /// The owned, reference-counted form, sliced from `backing` without copying when
@@ -532,8 +536,11 @@ mod tests {
 
     #[test]
     fn grouped_iteration_and_offsets() {
-        let inner = [avp(444, 0x40, None, b"123", true), avp(450, 0x40, None, &[0, 0, 0, 1], true)]
-            .concat();
+        let inner = [
+            avp(444, 0x40, None, b"123", true),
+            avp(450, 0x40, None, &[0, 0, 0, 1], true),
+        ]
+        .concat();
         let g = avp(443, 0x40, None, &inner, true);
         let body = [avp(263, 0x40, None, b"s", true), g].concat();
         let top: Vec<_> = AvpRefs::new(&body, 20).collect::<Result<_, _>>().unwrap();
@@ -542,7 +549,10 @@ mod tests {
         assert_eq!(kids[0].offset, 20 + 12 + 8);
         assert_eq!(kids[0].depth, 1);
         assert_eq!(kids[1].data, &[0, 0, 0, 1]);
-        let owned = AvpIter::new(Bytes::from(body.clone()), 20).nth(1).unwrap().unwrap();
+        let owned = AvpIter::new(Bytes::from(body.clone()), 20)
+            .nth(1)
+            .unwrap()
+            .unwrap();
         let okids: Vec<_> = owned.group().collect::<Result<_, _>>().unwrap();
         assert_eq!(okids[1].as_ref(), kids[1]);
         // A grouped payload that is not AVPs reports an error, with the inner offset.
@@ -582,7 +592,10 @@ mod tests {
         assert_eq!(AvpFlags(0xE0).to_string(), "VMP");
         assert_eq!(AvpFlags(0x41).to_string(), "M");
         assert_eq!(AvpFlags(0x41).reserved(), 1);
-        assert_eq!(format!("{:?}", AvpFlags(0x41)), "AvpFlags(\"M\" reserved=0x1)");
+        assert_eq!(
+            format!("{:?}", AvpFlags(0x41)),
+            "AvpFlags(\"M\" reserved=0x1)"
+        );
         assert!(AvpFlags(0x20).is_protected());
     }
 

@@ -6,6 +6,8 @@ pub mod avp;
 pub mod error;
 pub mod header;
 pub mod result_code;
+pub mod value;
 pub use avp::{Avp, AvpFlags, AvpIter, AvpRef, AvpRefs};
 pub use error::{AvpError, AvpErrorKind, DecodeError, EncodeError, HeaderError, ValueError};
 pub use header::{Flags, Header};
+pub use value::{Address, Value};
