@@ -149,6 +149,10 @@ pub enum EncodeError {
     /// `end_group` without a matching `begin_group`.
     #[error("end_group without begin_group")]
     UnbalancedGroup,
+    /// [`MessageWriter::raw`](crate::encode::MessageWriter::raw) given bytes whose AVP Length
+    /// does not match their size.
+    #[error("raw AVP bytes do not match their AVP Length")]
+    BadRawAvp,
     /// `finish` while groups are still open.
     #[error("{0} grouped AVP(s) still open at finish")]
     OpenGroups(usize),
