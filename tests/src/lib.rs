@@ -1,1 +1,31 @@
-//! Test harness: free ports, child-process guards, and launchers for real Diameter peers.
+//! Test harness for dmbridge's end-to-end tests with real programs.
+//!
+//! - [`ports::free_port`]: race-free ports for parallel tests.
+//! - [`tempdir::TestDir`]: a directory per test, kept when the test fails.
+//! - [`child::ChildGuard`]: a child process that is always stopped and reaped (also on panic),
+//!   with its output in files whose tails are printed when the test fails.
+//! - [`wait`]: bounded waits for ports and log lines.
+//! - [`peers`]: freeDiameter, Erlang/OTP diameter and Kamailio launchers (configs as in
+//!   `shared/peers/`).
+//! - [`wire`]: a small independent Diameter encoder/parser and blocking TCP client.
+//! - [`capture`] and [`tshark`]: loopback capture and Wireshark's dissector as the oracle.
+//! - [`dmbridge`]: the product binary, built once per test process.
+//!
+//! Helpers that set things up panic with a message saying what is missing and which setup
+//! command provides it; tests never skip silently.
+
+pub mod capture;
+pub mod child;
+pub mod dmbridge;
+pub mod paths;
+pub mod peers;
+pub mod ports;
+pub mod tempdir;
+pub mod tshark;
+pub mod wait;
+pub mod wire;
+
+pub use child::{ChildGuard, Sig};
+pub use ports::free_port;
+pub use tempdir::TestDir;
+pub use wait::{wait_for_log_line, wait_for_port, WaitError};

@@ -1,0 +1,65 @@
+//! Locating the `dmbridge` binary from tests in this (other) package.
+//!
+//! `env!("CARGO_BIN_EXE_dmbridge")` exists only inside the bridge package, so the harness
+//! builds it once per test process with the same profile as the running test and finds it in
+//! the target directory. `DMBRIDGE_BIN` overrides all of that.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::paths::repo_root;
+
+static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// The `dmbridge` binary (built on first call), or why it could not be had.
+pub fn dmbridge_bin() -> Result<PathBuf, String> {
+    BIN.get_or_init(build).clone()
+}
+
+/// The directory of the running test's profile (`target/debug`), from the test executable's
+/// path (`target/debug/deps/<test>-<hash>`).
+fn profile_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let deps = exe.parent()?;
+    Some(deps.parent()?.to_path_buf())
+}
+
+fn build() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("DMBRIDGE_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let profile =
+        profile_dir().ok_or("cannot tell the target directory from the test executable")?;
+    let release = profile.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root()).args([
+        "build",
+        "--quiet",
+        "-p",
+        "dmbridge-bridge",
+        "--bin",
+        "dmbridge",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    if let Some(target) = profile.parent() {
+        cmd.env("CARGO_TARGET_DIR", target);
+    }
+    let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo build -p dmbridge-bridge --bin dmbridge failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let bin = profile.join("dmbridge");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("built dmbridge but {} is missing", bin.display()))
+    }
+}

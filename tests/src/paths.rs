@@ -1,0 +1,81 @@
+//! Where things live: the repository, the shared peer configs, built third-party pieces, and
+//! the programs the tests run.
+//!
+//! Tests never skip silently when a program is missing: CI runs the setup script first, so a
+//! missing program is a setup bug and the failure message says which command installs it.
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+/// The workspace root (the directory holding the top-level `Cargo.toml`).
+pub fn repo_root() -> PathBuf {
+    // CARGO_MANIFEST_DIR is <root>/tests at compile time of this crate.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// The team's `shared/` directory (peer configs, DESIGN.md): `$DMBRIDGE_SHARED`, else
+/// `<repo root>/../shared`.
+pub fn shared_dir() -> PathBuf {
+    if let Some(dir) = env::var_os("DMBRIDGE_SHARED") {
+        return PathBuf::from(dir);
+    }
+    repo_root().join("..").join("shared")
+}
+
+/// `shared/peers/<rel>`, panicking with a clear message when it does not exist.
+pub fn shared_peer_file(rel: &str) -> PathBuf {
+    let path = shared_dir().join("peers").join(rel);
+    if !path.exists() {
+        panic!(
+            "missing {}: the tests expect the team's shared/ directory beside the repository \
+             (or DMBRIDGE_SHARED pointing at it)",
+            path.display()
+        );
+    }
+    path
+}
+
+/// Directory with freeDiameter's `test_app.fdx` and `bind_lo.so`:
+/// `$DMBRIDGE_FD_DEPS`, else `<repo root>/build/deps/fd` (where the setup script builds them).
+pub fn fd_deps_dir() -> PathBuf {
+    if let Some(dir) = env::var_os("DMBRIDGE_FD_DEPS") {
+        return PathBuf::from(dir);
+    }
+    repo_root().join("build").join("deps").join("fd")
+}
+
+/// Returns `fd_deps_dir()/<file>`, panicking with the build command when it is missing.
+pub fn fd_dep(file: &str) -> PathBuf {
+    let path = fd_deps_dir().join(file);
+    if !path.is_file() {
+        panic!(
+            "missing {}: build it with `sh {} {}` (scripts/setup.sh runs this)",
+            path.display(),
+            shared_dir()
+                .join("peers/freediameter/build-test-app.sh")
+                .display(),
+            fd_deps_dir().display()
+        );
+    }
+    path
+}
+
+/// Finds `program` in `$PATH`.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Finds `program` in `$PATH` or panics naming the Debian package and the setup command.
+pub fn require_program(program: &str, debian_package: &str) -> PathBuf {
+    find_program(program).unwrap_or_else(|| {
+        panic!(
+            "this test needs `{program}`, which is not in PATH: run scripts/setup.sh \
+             (it installs the Debian package `{debian_package}`: \
+             `apt-get install -y {debian_package}`)"
+        )
+    })
+}

@@ -1,0 +1,179 @@
+//! Erlang/OTP `diameter` through `shared/peers/erlang/dia_peer.escript`: a server answering
+//! test_app (`ta`) and base accounting (`acct`), and a bounded load client that prints one
+//! `RESULT` line.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::child::ChildGuard;
+use crate::paths::{require_program, shared_peer_file};
+use crate::wait::WaitError;
+
+/// A running `dia_peer.escript` (server or client); stopped on drop.
+pub struct ErlangPeer {
+    guard: ChildGuard,
+    host: String,
+    port: Option<u16>,
+}
+
+/// Client options; `Default` is 100 `ta` requests, 10 in flight, 10 s cap.
+#[derive(Debug, Clone)]
+pub struct ErlClientOptions {
+    /// Server port on 127.0.0.1.
+    pub rport: u16,
+    /// Requests to send.
+    pub n: u32,
+    /// Requests in flight.
+    pub k: u32,
+    /// Hard cap on the sending phase, seconds.
+    pub duration: u32,
+    /// `ta` or `acct`.
+    pub app: String,
+    /// Apps to advertise in CER (`ta,acct`).
+    pub apps: String,
+    /// Origin-Host.
+    pub host: String,
+    /// Destination-Host (default: the peer's Origin-Host from CEA).
+    pub dest_host: Option<String>,
+}
+
+impl Default for ErlClientOptions {
+    fn default() -> Self {
+        ErlClientOptions {
+            rport: 3868,
+            n: 100,
+            k: 10,
+            duration: 10,
+            app: "ta".into(),
+            apps: "ta,acct".into(),
+            host: "erlclient.test.local".into(),
+            dest_host: None,
+        }
+    }
+}
+
+/// The client's `RESULT` line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErlResult {
+    pub ok: u64,
+    pub err: u64,
+    pub wall_s: f64,
+    pub rps: f64,
+    pub lat_us_p50: u64,
+    pub p99: u64,
+    pub max: u64,
+    /// The whole line.
+    pub line: String,
+}
+
+fn escript_cmd() -> Command {
+    let escript = require_program("escript", "erlang-base erlang-diameter erlang-dev");
+    let script = shared_peer_file("erlang/dia_peer.escript");
+    let mut cmd = Command::new(escript);
+    cmd.arg(script);
+    cmd
+}
+
+impl ErlangPeer {
+    /// A server `erlserver.test.local` on 127.0.0.1:`port` advertising `apps` (`"ta,acct"`);
+    /// returns once it listens. It exits by itself after 120 s.
+    pub fn server(dir: &Path, port: u16, apps: &str) -> ErlangPeer {
+        ErlangPeer::server_as(dir, port, apps, "erlserver.test.local")
+    }
+
+    /// Like [`ErlangPeer::server`] with another Origin-Host.
+    pub fn server_as(dir: &Path, port: u16, apps: &str, host: &str) -> ErlangPeer {
+        let mut cmd = escript_cmd();
+        cmd.args([
+            "server",
+            "--port",
+            &port.to_string(),
+            "--apps",
+            apps,
+            "--host",
+            host,
+            "--duration",
+            "120",
+        ]);
+        let mut guard = ChildGuard::spawn(&format!("erlang-server-{port}"), cmd, dir);
+        guard
+            .wait_for_line("listening 127.0.0.1:", Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("Erlang diameter server did not start: {e}"));
+        ErlangPeer {
+            guard,
+            host: host.to_string(),
+            port: Some(port),
+        }
+    }
+
+    /// Starts a load client; read its outcome with [`ErlangPeer::wait_result`].
+    pub fn client(dir: &Path, opts: &ErlClientOptions) -> ErlangPeer {
+        let mut cmd = escript_cmd();
+        cmd.args([
+            "client",
+            "--rport",
+            &opts.rport.to_string(),
+            "--n",
+            &opts.n.to_string(),
+            "--k",
+            &opts.k.to_string(),
+            "--duration",
+            &opts.duration.to_string(),
+            "--app",
+            &opts.app,
+            "--apps",
+            &opts.apps,
+            "--host",
+            &opts.host,
+        ]);
+        if let Some(dh) = &opts.dest_host {
+            cmd.args(["--dest-host", dh]);
+        }
+        let guard = ChildGuard::spawn(&format!("erlang-client-{}", opts.rport), cmd, dir);
+        ErlangPeer {
+            guard,
+            host: opts.host.clone(),
+            port: None,
+        }
+    }
+
+    /// The peer's Origin-Host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The server's port (`None` for a client).
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// The process guard.
+    pub fn guard(&mut self) -> &mut ChildGuard {
+        &mut self.guard
+    }
+
+    /// Client: waits for the `RESULT` line and parses it.
+    pub fn wait_result(&mut self, timeout: Duration) -> Result<ErlResult, WaitError> {
+        let line = self.guard.wait_for_line("RESULT ", timeout)?;
+        parse_result(&line).ok_or_else(|| WaitError::new(format!("cannot parse {line:?}")))
+    }
+}
+
+/// Parses `RESULT app=ta n=.. k=.. ok=N err=N wall_s=F rps=F lat_us_p50=N p99=N max=N ...`.
+pub fn parse_result(line: &str) -> Option<ErlResult> {
+    let get = |key: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+    };
+    Some(ErlResult {
+        ok: get("ok")?.parse().ok()?,
+        err: get("err")?.parse().ok()?,
+        wall_s: get("wall_s")?.parse().ok()?,
+        rps: get("rps")?.parse().ok()?,
+        lat_us_p50: get("lat_us_p50")?.parse().ok()?,
+        p99: get("p99")?.parse().ok()?,
+        max: get("max")?.parse().ok()?,
+        line: line.to_string(),
+    })
+}
