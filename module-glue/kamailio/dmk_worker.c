@@ -1,0 +1,283 @@
+/*
+ * dmbridge Kamailio module: the module processes.
+ *
+ * Each one owns a bridge attachment and waits (poll) on two things: the attachment's fd
+ * (incoming requests, answers to what it sent, bridge state changes) and a pipe on which SIP
+ * workers hand over asynchronous requests. Incoming requests run event_route[E_DM_<ABBR>] (or
+ * E_DM_REQUEST, or the KEMI event callback); async requests are sent from here because
+ * answers come back to the sender, and their suspended transactions resume here, in the
+ * script route the caller named, with $dm(reply_json), $dm(result_code) and $dm(result) set.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/sr_module.h"
+#include "core/dprint.h"
+#include "core/route.h"
+#include "core/action.h"
+#include "core/fmsg.h"
+#include "core/kemi.h"
+#include "core/receive.h"
+#include "core/mem/shm_mem.h"
+#include "core/cfg/cfg_struct.h"
+
+#include "dmk.h"
+
+/* how long past its own timeout an async request may wait for libdmbridge's outcome before
+ * the module resumes the transaction with a timeout itself (a safety net, never expected) */
+#define DMK_ASYNC_GRACE_MS 2000
+/* requests / answers taken per wake-up before looking at the other queue */
+#define DMK_BATCH 64
+
+static dmg_pending _dmk_pending;
+
+/* E bit only for protocol errors (3xxx), as RFC 6733 §7.1.3 wants */
+static int dmk_code_is_protocol_error(int code)
+{
+	return code >= 3000 && code < 4000;
+}
+
+static void dmk_reply_code(dmb_request *r, int code, const char *why)
+{
+	char json[48];
+	const char *sid = dmb_request_sess_id(r);
+
+	snprintf(json, sizeof(json), "[{\"Result-Code\":%d}]", code);
+	LM_WARN("%s (session %s): %s, answering %d\n", dmb_request_event(r), sid ? sid : "-", why,
+			code);
+	if(dmb_reply(_dmk_w, dmb_request_token(r), json, strlen(json),
+			   dmk_code_is_protocol_error(code))
+			< 0)
+		LM_ERR("answering %d failed: %s\n", code, dmb_last_error());
+	else
+		DMK_INC(auto_replies);
+}
+
+static void dmk_run_request(dmb_request *r)
+{
+	const char *ev = dmb_request_event(r);
+	char rname[128];
+	sr_kemi_eng_t *keng = NULL;
+	struct run_act_ctx ctx;
+	sip_msg_t *fmsg;
+	int ri = -1, backup_rt;
+
+	DMK_INC(requests_in);
+	if(ev == NULL || dmg_event_route_name(ev, rname, sizeof(rname)) < 0) {
+		LM_ERR("request with an invalid event name [%s]\n", ev ? ev : "(null)");
+		snprintf(rname, sizeof(rname), "%s", DMG_EVENT_CATCHALL);
+	}
+	if(_dmk_event_callback.len > 0) {
+		keng = sr_kemi_eng_get();
+		if(keng == NULL) {
+			dmk_reply_code(r, 3001, "event_callback set but no KEMI engine");
+			dmb_request_free(r);
+			return;
+		}
+	} else {
+		ri = route_lookup(&event_rt, rname);
+		if(ri < 0 || event_rt.rlist[ri] == NULL)
+			ri = _dmk_rt_catchall;
+		if(ri < 0 || event_rt.rlist[ri] == NULL) {
+			/* the bridge only routes declared commands here; this is a race with a change */
+			dmk_reply_code(r, 3001, "no event route");
+			dmb_request_free(r);
+			return;
+		}
+	}
+
+	_dmk_cur_req = r;
+	_dmk_cur_replied = 0;
+	backup_rt = get_route_type();
+	set_route_type(EVENT_ROUTE);
+	fmsg = faked_msg_next();
+	if(keng != NULL) {
+		str evname = {rname, (int)strlen(rname)};
+		if(sr_kemi_route(keng, fmsg, EVENT_ROUTE, &_dmk_event_callback, &evname) < 0)
+			LM_ERR("error running KEMI callback for %s\n", rname);
+	} else {
+		init_run_actions_ctx(&ctx);
+		run_top_route(event_rt.rlist[ri], fmsg, &ctx);
+	}
+	set_route_type(backup_rt);
+	ksr_msg_env_reset();
+
+	if(!_dmk_cur_replied && _dmk_auto_reply_code > 0)
+		dmk_reply_code(r, _dmk_auto_reply_code, "script sent no reply");
+	_dmk_cur_req = NULL;
+	_dmk_cur_replied = 0;
+	dmb_request_free(r);
+}
+
+static void dmk_async_resume(
+		dmg_job *job, int rc, uint32_t code, const char *json, const char *error)
+{
+	sr_kemi_eng_t *keng;
+	int ri, ret;
+
+	dmk_count_outcome(rc);
+	dmk_set_outcome(rc, code, json, error);
+	keng = sr_kemi_eng_get();
+	if(keng == NULL) {
+		ri = route_lookup(&main_rt, job->route);
+		if(ri < 0 || main_rt.rlist[ri] == NULL) {
+			/* checked when suspending; only an empty route block gets here */
+			LM_ERR("route [%s] is empty, transaction [%u:%u] resumes without it\n", job->route,
+					job->tindex, job->tlabel);
+			ret = _dmk_tmb.t_cancel_suspend(job->tindex, job->tlabel);
+		} else {
+			ret = _dmk_tmb.t_continue(job->tindex, job->tlabel, main_rt.rlist[ri]);
+		}
+	} else {
+		str cb = {job->route, (int)strlen(job->route)};
+		str ev = str_init("dmbridge:async");
+		ret = _dmk_tmb.t_continue_cb(job->tindex, job->tlabel, &cb, &ev);
+	}
+	if(ret < 0)
+		LM_ERR("cannot resume transaction [%u:%u] (already gone?)\n", job->tindex, job->tlabel);
+	shm_free(job);
+}
+
+static void dmk_async_start(dmg_job *job)
+{
+	uint64_t handle = 0;
+
+	if(dmk_attach("dm") < 0) {
+		dmk_async_resume(job, DMG_RC_NOT_SENT, 0, NULL, "bridge not attached");
+		return;
+	}
+	if(dmb_send_request_async(_dmk_w, job->app_id, job->cmd_code, job->json, job->json_len,
+			   job->timeout_ms, &handle)
+			< 0) {
+		const char *err = dmb_last_error();
+		LM_ERR("dm_send_request_async(%u, %u): %s\n", job->app_id, job->cmd_code, err);
+		dmk_async_resume(job, DMG_RC_NOT_SENT, 0, NULL, err);
+		return;
+	}
+	job->handle = handle;
+	job->deadline_ms = dmg_now_ms() + job->timeout_ms + DMK_ASYNC_GRACE_MS;
+	dmg_pending_put(&_dmk_pending, job);
+}
+
+static void dmk_async_finish(dmb_answer *a)
+{
+	dmg_job *job = dmg_pending_take(&_dmk_pending, dmb_answer_handle(a));
+
+	if(job == NULL) {
+		LM_WARN("answer for unknown async handle %llu (given up on already?)\n",
+				(unsigned long long)dmb_answer_handle(a));
+		dmb_answer_free(a);
+		return;
+	}
+	dmk_async_resume(job, dmg_rc_from_class(dmb_answer_class(a)), dmb_answer_result_code(a),
+			dmb_answer_avps_json(a), dmb_answer_error(a));
+	dmb_answer_free(a);
+}
+
+static void dmk_drain_pipe(int fd)
+{
+	dmg_job *job;
+	ssize_t n;
+
+	for(;;) {
+		n = read(fd, &job, sizeof(job));
+		if(n == sizeof(job)) {
+			dmk_async_start(job);
+			continue;
+		}
+		if(n < 0 && errno == EINTR)
+			continue;
+		if(n > 0)
+			LM_CRIT("short read of %zd bytes on the job pipe\n", n);
+		return;
+	}
+}
+
+static void dmk_log_queue_error(const char *what)
+{
+	static uint64_t last = 0;
+	uint64_t now = dmg_now_ms();
+
+	if(now - last >= 5000) {
+		LM_ERR("%s: %s\n", what, dmb_last_error());
+		last = now;
+	}
+}
+
+void dmk_worker_main(int idx)
+{
+	int rfd = _dmk_pipes[2 * idx];
+	dmb_request *req;
+	dmb_answer *ans;
+	dmg_job *job;
+
+	_dmk_worker_idx = idx;
+	dmg_pending_init(&_dmk_pending);
+	LM_INFO("dmbridge worker %d started\n", idx + 1);
+
+	for(;;) {
+		struct pollfd pfd[2];
+		int nfd = 1, timeout, n;
+
+		cfg_update();
+		if(_dmk_w == NULL && dmk_attach("dm") == 0)
+			__atomic_fetch_add(&_dmk_stats->workers_attached, 1, __ATOMIC_RELAXED);
+
+		pfd[0].fd = rfd;
+		pfd[0].events = POLLIN;
+		pfd[0].revents = 0;
+		timeout = 1000;
+		if(_dmk_w != NULL) {
+			pfd[1].fd = dmb_fd(_dmk_w);
+			pfd[1].events = POLLIN;
+			pfd[1].revents = 0;
+			if(pfd[1].fd >= 0)
+				nfd = 2;
+		} else if(_dmk_reconnect_interval < timeout) {
+			timeout = _dmk_reconnect_interval;
+		}
+		if(_dmk_pending.count > 0 && timeout > 250)
+			timeout = 250;
+
+		n = poll(pfd, nfd, timeout);
+		if(n < 0 && errno != EINTR) {
+			LM_ERR("poll: %s\n", strerror(errno));
+			usleep(100000);
+			continue;
+		}
+		if(n > 0 && (pfd[0].revents & POLLIN))
+			dmk_drain_pipe(rfd);
+
+		/* always look at the queues: a missed wake-up costs at most one poll timeout */
+		if(_dmk_w != NULL) {
+			for(int i = 0; i < DMK_BATCH; i++) {
+				int rc = dmb_next_request(_dmk_w, &req);
+				if(rc < 0)
+					dmk_log_queue_error("taking a request");
+				if(rc <= 0 || req == NULL)
+					break;
+				dmk_run_request(req);
+			}
+			for(int i = 0; i < DMK_BATCH; i++) {
+				int rc = dmb_next_answer(_dmk_w, &ans);
+				if(rc < 0)
+					dmk_log_queue_error("taking an answer");
+				if(rc <= 0 || ans == NULL)
+					break;
+				dmk_async_finish(ans);
+			}
+		}
+		if(_dmk_pending.count > 0) {
+			uint64_t now = dmg_now_ms();
+			while((job = dmg_pending_take_expired(&_dmk_pending, now)) != NULL) {
+				LM_ERR("async request %llu: no outcome from libdmbridge %d ms after its"
+					   " timeout, resuming with a timeout\n",
+						(unsigned long long)job->handle, DMK_ASYNC_GRACE_MS);
+				dmk_async_resume(job, DMG_RC_TIMEOUT, 0, NULL, "no answer (module safety net)");
+			}
+		}
+	}
+}
