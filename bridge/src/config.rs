@@ -229,7 +229,10 @@ pub fn check(text: &str) -> Vec<ConfigError> {
 
 /// Parses and validates a configuration, returning every error found.
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
-    let mut cx = Cx { src: text, errors: Vec::new() };
+    let mut cx = Cx {
+        src: text,
+        errors: Vec::new(),
+    };
     let doc = match ImDocument::parse(text) {
         Ok(doc) => doc,
         Err(e) => {
@@ -257,8 +260,17 @@ impl Cx<'_> {
         let offset = span.map(|s| s.start).unwrap_or(0).min(self.src.len());
         let before = self.src.get(..offset).unwrap_or("");
         let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
-        self.errors.push(ConfigError { line, column, message: message.into() });
+        let column = before
+            .rsplit('\n')
+            .next()
+            .map(|l| l.chars().count())
+            .unwrap_or(0)
+            + 1;
+        self.errors.push(ConfigError {
+            line,
+            column,
+            message: message.into(),
+        });
     }
 }
 
@@ -330,7 +342,10 @@ impl<'a> Section<'a> {
     }
 
     fn missing(&self, cx: &mut Cx<'_>, key: &str) {
-        cx.error(self.tbl.span(), format!("{} is missing required key `{key}`", self.name));
+        cx.error(
+            self.tbl.span(),
+            format!("{} is missing required key `{key}`", self.name),
+        );
     }
 
     fn string(&self, cx: &mut Cx<'_>, key: &str) -> Option<String> {
@@ -356,7 +371,10 @@ impl<'a> Section<'a> {
         let (span, item) = self.item(key)?;
         let b = item.as_bool();
         if b.is_none() {
-            cx.error(span, format!("`{key}` in {} must be true or false", self.name));
+            cx.error(
+                span,
+                format!("`{key}` in {} must be true or false", self.name),
+            );
         }
         b
     }
@@ -378,7 +396,8 @@ impl<'a> Section<'a> {
     }
 
     fn u32(&self, cx: &mut Cx<'_>, key: &str) -> Option<u32> {
-        self.int(cx, key, 0, u32::MAX.into()).and_then(|v| u32::try_from(v).ok())
+        self.int(cx, key, 0, u32::MAX.into())
+            .and_then(|v| u32::try_from(v).ok())
     }
 
     /// A duration: an integer number of seconds, or a string with a unit (`"500ms"`, `"30s"`,
@@ -407,7 +426,10 @@ impl<'a> Section<'a> {
     fn strings(&self, cx: &mut Cx<'_>, key: &str) -> Option<Vec<(String, Option<Range<usize>>)>> {
         let (span, item) = self.item(key)?;
         let Some(array) = item.as_array() else {
-            cx.error(span, format!("`{key}` in {} must be an array of strings", self.name));
+            cx.error(
+                span,
+                format!("`{key}` in {} must be an array of strings", self.name),
+            );
             return None;
         };
         let mut out = Vec::new();
@@ -454,14 +476,18 @@ pub fn is_diameter_identity(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
 /// The sub-tables of an array-of-tables key (`[[peers]]`), also accepting an inline array of
 /// inline tables (`peers = [{...}]`).
 fn table_list<'a>(cx: &mut Cx<'_>, root: Tbl<'a>, key: &str) -> Vec<Tbl<'a>> {
-    let Some((_, item)) = root.get(key) else { return Vec::new() };
+    let Some((_, item)) = root.get(key) else {
+        return Vec::new();
+    };
     match item {
         Item::ArrayOfTables(list) => list.iter().map(Tbl::Table).collect(),
         Item::Value(Value::Array(array)) => {
@@ -475,7 +501,10 @@ fn table_list<'a>(cx: &mut Cx<'_>, root: Tbl<'a>, key: &str) -> Vec<Tbl<'a>> {
             out
         }
         other => {
-            cx.error(other.span(), format!("`{key}` must be written as [[{key}]] tables"));
+            cx.error(
+                other.span(),
+                format!("`{key}` must be written as [[{key}]] tables"),
+            );
             Vec::new()
         }
     }
@@ -490,8 +519,16 @@ fn sub_table<'a>(cx: &mut Cx<'_>, root: Tbl<'a>, key: &str) -> Option<Tbl<'a>> {
     t
 }
 
-const ROOT_KEYS: &[&str] =
-    &["node", "applications", "peers", "routes", "default_route", "timers", "limits", "app"];
+const ROOT_KEYS: &[&str] = &[
+    "node",
+    "applications",
+    "peers",
+    "routes",
+    "default_route",
+    "timers",
+    "limits",
+    "app",
+];
 const NODE_KEYS: &[&str] = &[
     "origin_host",
     "origin_realm",
@@ -506,8 +543,14 @@ const APP_KEYS: &[&str] = &["id", "kind", "vendor"];
 const PEER_KEYS: &[&str] = &["host", "address", "port", "mode", "transport"];
 const ROUTE_KEYS: &[&str] = &["realm", "app_id", "peers", "priority"];
 const DEFAULT_ROUTE_KEYS: &[&str] = &["peers"];
-const TIMER_KEYS: &[&str] =
-    &["tc", "tw", "answer_timeout", "cer_timeout", "dpa_timeout", "drain_timeout"];
+const TIMER_KEYS: &[&str] = &[
+    "tc",
+    "tw",
+    "answer_timeout",
+    "cer_timeout",
+    "dpa_timeout",
+    "drain_timeout",
+];
 const LIMIT_KEYS: &[&str] = &[
     "max_message_size",
     "max_pending_requests",
@@ -515,7 +558,13 @@ const LIMIT_KEYS: &[&str] = &[
     "dup_cache_entries",
     "dup_cache_ttl",
 ];
-const SHM_KEYS: &[&str] = &["segment", "control_socket", "reply_timeout", "max_workers", "ring_size"];
+const SHM_KEYS: &[&str] = &[
+    "segment",
+    "control_socket",
+    "reply_timeout",
+    "max_workers",
+    "ring_size",
+];
 
 fn read_config(cx: &mut Cx<'_>, root: &Table) -> Config {
     let root = Tbl::Table(root);
@@ -542,10 +591,17 @@ fn read_config(cx: &mut Cx<'_>, root: &Table) -> Config {
 }
 
 fn identity(cx: &mut Cx<'_>, s: &Section<'_>, key: &str, required: bool) -> Option<String> {
-    let v = if required { s.required_string(cx, key) } else { s.string(cx, key) }?;
+    let v = if required {
+        s.required_string(cx, key)
+    } else {
+        s.string(cx, key)
+    }?;
     if !is_diameter_identity(&v) {
         let span = s.item(key).and_then(|(span, _)| span);
-        cx.error(span, format!("`{key}` = {v:?} is not a valid DiameterIdentity (FQDN)"));
+        cx.error(
+            span,
+            format!("`{key}` = {v:?} is not a valid DiameterIdentity (FQDN)"),
+        );
         return None;
     }
     Some(v)
@@ -573,7 +629,10 @@ fn read_node(cx: &mut Cx<'_>, root: Tbl<'_>) -> NodeConfig {
     node.origin_realm = identity(cx, &s, "origin_realm", true).unwrap_or_default();
     if let Some(p) = s.string(cx, "product_name") {
         if p.is_empty() {
-            cx.error(s.item("product_name").and_then(|i| i.0), "`product_name` must not be empty");
+            cx.error(
+                s.item("product_name").and_then(|i| i.0),
+                "`product_name` must not be empty",
+            );
         }
         node.product_name = p;
     }
@@ -634,7 +693,10 @@ fn read_applications(cx: &mut Cx<'_>, root: Tbl<'_>) -> Vec<AppAdvert> {
             Some("acct") => Some(AppKind::Acct),
             Some(other) => {
                 let span = s.item("kind").and_then(|i| i.0);
-                cx.error(span, format!("`kind` = {other:?}: expected \"auth\" or \"acct\""));
+                cx.error(
+                    span,
+                    format!("`kind` = {other:?}: expected \"auth\" or \"acct\""),
+                );
                 None
             }
         };
@@ -665,7 +727,10 @@ fn read_peers(cx: &mut Cx<'_>, root: Tbl<'_>) -> (Vec<PeerConfig>, Vec<String>) 
             Some("accept") => Some(PeerMode::AcceptOnly),
             Some(other) => {
                 let span = s.item("mode").and_then(|i| i.0);
-                cx.error(span, format!("`mode` = {other:?}: expected \"connect\" or \"accept\""));
+                cx.error(
+                    span,
+                    format!("`mode` = {other:?}: expected \"connect\" or \"accept\""),
+                );
                 None
             }
         };
@@ -673,7 +738,10 @@ fn read_peers(cx: &mut Cx<'_>, root: Tbl<'_>) -> (Vec<PeerConfig>, Vec<String>) 
             None | Some("tcp") => Some(Transport::Tcp),
             Some(t @ ("tls" | "sctp")) => {
                 let span = s.item("transport").and_then(|i| i.0);
-                cx.error(span, format!("transport {t:?} is not supported yet (only \"tcp\")"));
+                cx.error(
+                    span,
+                    format!("transport {t:?} is not supported yet (only \"tcp\")"),
+                );
                 None
             }
             Some(other) => {
@@ -698,7 +766,9 @@ fn read_peers(cx: &mut Cx<'_>, root: Tbl<'_>) -> (Vec<PeerConfig>, Vec<String>) 
         };
         let port = match s.item("port") {
             None => Some(DEFAULT_PORT),
-            Some(_) => s.int(cx, "port", 1, 65535).and_then(|p| u16::try_from(p).ok()),
+            Some(_) => s
+                .int(cx, "port", 1, 65535)
+                .and_then(|p| u16::try_from(p).ok()),
         };
         if mode == Some(PeerMode::Connect) && s.item("address").is_none() {
             cx.error(
@@ -722,17 +792,18 @@ fn read_peers(cx: &mut Cx<'_>, root: Tbl<'_>) -> (Vec<PeerConfig>, Vec<String>) 
         if s.item("address").is_some() && address.is_none() {
             continue;
         }
-        peers.push(PeerConfig { host, address, port, mode, transport });
+        peers.push(PeerConfig {
+            host,
+            address,
+            port,
+            mode,
+            transport,
+        });
     }
     (peers, names)
 }
 
-fn peer_refs(
-    cx: &mut Cx<'_>,
-    s: &Section<'_>,
-    peers: &[String],
-    what: &str,
-) -> Vec<String> {
+fn peer_refs(cx: &mut Cx<'_>, s: &Section<'_>, peers: &[String], what: &str) -> Vec<String> {
     let Some(list) = s.strings(cx, "peers") else {
         s.missing(cx, "peers");
         return Vec::new();
@@ -744,7 +815,10 @@ fn peer_refs(
     let mut out: Vec<String> = Vec::new();
     for (name, span) in list {
         match peers.iter().find(|p| p.eq_ignore_ascii_case(&name)) {
-            None => cx.error(span, format!("unknown peer {name:?} in {what} (not in [[peers]])")),
+            None => cx.error(
+                span,
+                format!("unknown peer {name:?} in {what} (not in [[peers]])"),
+            ),
             Some(p) if out.contains(p) => {
                 cx.error(span, format!("peer {name:?} is listed twice in {what}"))
             }
@@ -754,11 +828,7 @@ fn peer_refs(
     out
 }
 
-fn read_routes(
-    cx: &mut Cx<'_>,
-    root: Tbl<'_>,
-    peers: &[String],
-) -> Vec<RouteConfig> {
+fn read_routes(cx: &mut Cx<'_>, root: Tbl<'_>, peers: &[String]) -> Vec<RouteConfig> {
     let mut routes = Vec::new();
     for (i, tbl) in table_list(cx, root, "routes").into_iter().enumerate() {
         let name = format!("[[routes]] #{}", i + 1);
@@ -768,25 +838,30 @@ fn read_routes(
         let priority = s.u32(cx, "priority").unwrap_or(0);
         let refs = peer_refs(cx, &s, peers, &name);
         if let Some(realm) = realm {
-            routes.push(RouteConfig { realm, app_id, peers: refs, priority });
+            routes.push(RouteConfig {
+                realm,
+                app_id,
+                peers: refs,
+                priority,
+            });
         }
     }
     routes
 }
 
-fn read_default_route(
-    cx: &mut Cx<'_>,
-    root: Tbl<'_>,
-    peers: &[String],
-) -> Vec<String> {
-    let Some(tbl) = sub_table(cx, root, "default_route") else { return Vec::new() };
+fn read_default_route(cx: &mut Cx<'_>, root: Tbl<'_>, peers: &[String]) -> Vec<String> {
+    let Some(tbl) = sub_table(cx, root, "default_route") else {
+        return Vec::new();
+    };
     let s = Section::new(cx, tbl, "[default_route]".into(), DEFAULT_ROUTE_KEYS);
     peer_refs(cx, &s, peers, "[default_route]")
 }
 
 fn read_timers(cx: &mut Cx<'_>, root: Tbl<'_>) -> Timers {
     let mut t = Timers::default();
-    let Some(tbl) = sub_table(cx, root, "timers") else { return t };
+    let Some(tbl) = sub_table(cx, root, "timers") else {
+        return t;
+    };
     let s = Section::new(cx, tbl, "[timers]".into(), TIMER_KEYS);
     let fields: [(&str, &mut Duration); 6] = [
         ("tc", &mut t.tc),
@@ -810,14 +885,17 @@ fn read_timers(cx: &mut Cx<'_>, root: Tbl<'_>) -> Timers {
 
 fn read_limits(cx: &mut Cx<'_>, root: Tbl<'_>) -> Limits {
     let mut l = Limits::default();
-    let Some(tbl) = sub_table(cx, root, "limits") else { return l };
+    let Some(tbl) = sub_table(cx, root, "limits") else {
+        return l;
+    };
     let s = Section::new(cx, tbl, "[limits]".into(), LIMIT_KEYS);
     // The Diameter header's length field is 24 bits; 4 KiB is the floor so CER/CEA fit.
     if let Some(v) = s.int(cx, "max_message_size", 4096, 0xff_ffff) {
         l.max_message_size = u32::try_from(v).unwrap_or(l.max_message_size);
     }
     let count = |cx: &mut Cx<'_>, key: &str| {
-        s.int(cx, key, 1, 100_000_000).and_then(|v| usize::try_from(v).ok())
+        s.int(cx, key, 1, 100_000_000)
+            .and_then(|v| usize::try_from(v).ok())
     };
     if let Some(v) = count(cx, "max_pending_requests") {
         l.max_pending_requests = v;
@@ -836,15 +914,22 @@ fn read_limits(cx: &mut Cx<'_>, root: Tbl<'_>) -> Limits {
 
 fn read_shm(cx: &mut Cx<'_>, root: Tbl<'_>) -> ShmSettings {
     let mut shm = ShmSettings::default();
-    let Some(tbl) = sub_table(cx, root, "app") else { return shm };
+    let Some(tbl) = sub_table(cx, root, "app") else {
+        return shm;
+    };
     // Unknown keys are the shm side's business: keep them, do not report them.
     for (key, item) in tbl.keys() {
         if !SHM_KEYS.contains(&key.get()) {
             let raw = item.span().and_then(|r| cx.src.get(r)).unwrap_or("");
-            shm.extra.push((key.get().to_string(), raw.trim().to_string()));
+            shm.extra
+                .push((key.get().to_string(), raw.trim().to_string()));
         }
     }
-    let s = Section { tbl, name: "[app]".into(), known: SHM_KEYS };
+    let s = Section {
+        tbl,
+        name: "[app]".into(),
+        known: SHM_KEYS,
+    };
     if let Some(p) = s.path(cx, "segment") {
         shm.segment = p;
     }
@@ -928,12 +1013,23 @@ something_else = { a = 1 }
         assert_eq!(
             c.applications,
             vec![
-                AppAdvert { id: 16777216, kind: AppKind::Auth, vendor: Some(10415) },
-                AppAdvert { id: 3, kind: AppKind::Acct, vendor: None },
+                AppAdvert {
+                    id: 16777216,
+                    kind: AppKind::Auth,
+                    vendor: Some(10415)
+                },
+                AppAdvert {
+                    id: 3,
+                    kind: AppKind::Acct,
+                    vendor: None
+                },
             ]
         );
         assert_eq!(c.peers.len(), 3);
-        assert_eq!(c.peers[1].socket_addr(), Some("[2001:db8::2]:3869".parse().unwrap()));
+        assert_eq!(
+            c.peers[1].socket_addr(),
+            Some("[2001:db8::2]:3869".parse().unwrap())
+        );
         assert_eq!(c.peers[2].mode, PeerMode::AcceptOnly);
         assert_eq!(c.peers[0].port, DEFAULT_PORT);
         assert_eq!(c.routes[0].app_id, Some(16777216));
@@ -945,12 +1041,18 @@ something_else = { a = 1 }
         assert_eq!(c.timers.dpa_timeout, Timers::default().dpa_timeout);
         assert_eq!(c.limits.max_pending_requests, 100);
         assert_eq!(c.app.ring_size, 65536);
-        assert_eq!(c.app.extra, vec![("something_else".into(), "{ a = 1 }".into())]);
+        assert_eq!(
+            c.app.extra,
+            vec![("something_else".into(), "{ a = 1 }".into())]
+        );
         assert!(check(GOOD).is_empty());
     }
 
     fn lines(text: &str) -> Vec<(usize, String)> {
-        check(text).into_iter().map(|e| (e.line, e.message)).collect()
+        check(text)
+            .into_iter()
+            .map(|e| (e.line, e.message))
+            .collect()
     }
 
     #[test]
@@ -1068,7 +1170,9 @@ origin_realm = "net"
 
     #[test]
     fn identities() {
-        assert!(is_diameter_identity("hss-1.ims.mnc001.mcc001.3gppnetwork.org"));
+        assert!(is_diameter_identity(
+            "hss-1.ims.mnc001.mcc001.3gppnetwork.org"
+        ));
         assert!(!is_diameter_identity("a..b"));
         assert!(!is_diameter_identity("a b"));
         assert!(!is_diameter_identity(""));

@@ -4,3 +4,4 @@
 //! plain types whose methods take the current time as an argument and return what should
 //! happen (actions, events) instead of doing it. The driver owns the sockets and the clock.
 pub mod config;
+pub mod peer;

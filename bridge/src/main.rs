@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "dmbridge", version, about = "Diameter node for OpenSIPS/Kamailio scripts")]
+#[command(
+    name = "dmbridge",
+    version,
+    about = "Diameter node for OpenSIPS/Kamailio scripts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,0 +1,312 @@
+//! Capabilities exchange (RFC 6733 §5.3): what a CER/CEA says, and whether two nodes can talk.
+//!
+//! [`Capabilities`] is the typed content of a CER or CEA; its conversion to and from Diameter
+//! messages lives in [`super::wire`] so that this module (and the state machine using it)
+//! does not depend on the codec. [`negotiate`] is the `Process-CER` / `Process-CEA` decision.
+
+use std::net::IpAddr;
+
+use crate::config::{AppAdvert, AppKind, Config, RELAY_APP_ID};
+
+/// Result-Code values used by the capabilities exchange (RFC 6733 §7.1).
+pub mod result {
+    pub const SUCCESS: u32 = 2001;
+    pub const UNABLE_TO_DELIVER: u32 = 3002;
+    pub const UNKNOWN_PEER: u32 = 3010;
+    pub const ELECTION_LOST: u32 = 4003;
+    pub const NO_COMMON_APPLICATION: u32 = 5010;
+    pub const UNABLE_TO_COMPLY: u32 = 5012;
+}
+
+/// One Vendor-Specific-Application-Id: a Vendor-Id and exactly one of Auth-/Acct-Application-Id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VendorApp {
+    pub vendor_id: u32,
+    pub kind: AppKind,
+    pub app_id: u32,
+}
+
+/// The content of a CER or CEA (RFC 6733 §5.3.1, §5.3.2), without the Result-Code.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub origin_host: String,
+    pub origin_realm: String,
+    pub host_ip_addresses: Vec<IpAddr>,
+    pub vendor_id: u32,
+    pub product_name: String,
+    pub origin_state_id: Option<u32>,
+    pub supported_vendor_ids: Vec<u32>,
+    pub auth_app_ids: Vec<u32>,
+    pub acct_app_ids: Vec<u32>,
+    pub vendor_specific_apps: Vec<VendorApp>,
+    pub inband_security_ids: Vec<u32>,
+    pub firmware_revision: Option<u32>,
+}
+
+impl Capabilities {
+    /// Our own capabilities, from the configuration. `origin_state_id` should change on every
+    /// restart (RFC 6733 §8.16: the start time is the usual choice) so peers can tell that our
+    /// state was lost. `host_ips` are used when the configuration lists none (the driver
+    /// passes the connection's local address).
+    pub fn local(config: &Config, origin_state_id: u32, host_ips: &[IpAddr]) -> Capabilities {
+        let node = &config.node;
+        let mut caps = Capabilities {
+            origin_host: node.origin_host.clone(),
+            origin_realm: node.origin_realm.clone(),
+            host_ip_addresses: if node.host_ip_addresses.is_empty() {
+                host_ips.to_vec()
+            } else {
+                node.host_ip_addresses.clone()
+            },
+            vendor_id: node.vendor_id,
+            product_name: node.product_name.clone(),
+            origin_state_id: Some(origin_state_id),
+            firmware_revision: node.firmware_revision,
+            ..Capabilities::default()
+        };
+        for app in &config.applications {
+            caps.advertise(*app);
+        }
+        caps
+    }
+
+    /// Adds one application in the AVP the RFC wants for it.
+    pub fn advertise(&mut self, app: AppAdvert) {
+        match (app.vendor, app.kind) {
+            (Some(vendor_id), kind) => {
+                self.vendor_specific_apps.push(VendorApp {
+                    vendor_id,
+                    kind,
+                    app_id: app.id,
+                });
+                if vendor_id != 0 && !self.supported_vendor_ids.contains(&vendor_id) {
+                    self.supported_vendor_ids.push(vendor_id);
+                }
+            }
+            (None, AppKind::Auth) => self.auth_app_ids.push(app.id),
+            (None, AppKind::Acct) => self.acct_app_ids.push(app.id),
+        }
+    }
+
+    /// Every application id advertised, in any of the three AVPs.
+    pub fn applications(&self) -> AppSet {
+        AppSet::from_ids(
+            self.auth_app_ids
+                .iter()
+                .chain(&self.acct_app_ids)
+                .chain(self.vendor_specific_apps.iter().map(|v| &v.app_id))
+                .copied(),
+        )
+    }
+}
+
+/// A set of application ids, with the relay application (0xffffffff) as "everything".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppSet {
+    /// Sorted, without duplicates, without the relay id.
+    ids: Vec<u32>,
+    relay: bool,
+}
+
+impl AppSet {
+    pub fn from_ids(ids: impl IntoIterator<Item = u32>) -> AppSet {
+        let mut set = AppSet::default();
+        for id in ids {
+            if id == RELAY_APP_ID {
+                set.relay = true;
+            } else {
+                set.ids.push(id);
+            }
+        }
+        set.ids.sort_unstable();
+        set.ids.dedup();
+        set
+    }
+
+    /// The relay application: every application is accepted.
+    pub fn relay() -> AppSet {
+        AppSet {
+            ids: Vec::new(),
+            relay: true,
+        }
+    }
+
+    pub fn is_relay(&self) -> bool {
+        self.relay
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.relay && self.ids.is_empty()
+    }
+
+    /// Whether a request of application `app_id` may be sent to a peer with this set.
+    /// The base protocol (application 0) is always supported.
+    pub fn supports(&self, app_id: u32) -> bool {
+        app_id == 0 || self.relay || self.ids.binary_search(&app_id).is_ok()
+    }
+
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// The applications both sides can use (RFC 6733 §5.3: a relay takes everything).
+    pub fn common(&self, other: &AppSet) -> AppSet {
+        match (self.relay, other.relay) {
+            (true, true) => AppSet::relay(),
+            (true, false) => other.clone(),
+            (false, true) => self.clone(),
+            (false, false) => AppSet {
+                ids: self
+                    .ids
+                    .iter()
+                    .copied()
+                    .filter(|id| other.supports(*id))
+                    .collect(),
+                relay: false,
+            },
+        }
+    }
+}
+
+/// Why a capabilities exchange failed, as the Result-Code to put in the CEA (or the one a CEA
+/// carried).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapabilitiesError {
+    pub result_code: u32,
+    pub message: String,
+}
+
+/// `Process-CER` / `Process-CEA`: the applications we and the peer share, or 5010.
+pub fn negotiate(local: &Capabilities, remote: &Capabilities) -> Result<AppSet, CapabilitiesError> {
+    let common = local.applications().common(&remote.applications());
+    if common.is_empty() {
+        Err(CapabilitiesError {
+            result_code: result::NO_COMMON_APPLICATION,
+            message: format!(
+                "no common application: we advertise {:?}, {} advertises {:?}",
+                local.applications().ids(),
+                remote.origin_host,
+                remote.applications().ids()
+            ),
+        })
+    } else {
+        Ok(common)
+    }
+}
+
+/// RFC 6733 §5.6.4: the election is won by the node whose Origin-Host is higher. Identities
+/// are compared as octet strings, except that ASCII letters compare case-insensitively (DNS
+/// names are case-insensitive, and the RFC asks for exactly that).
+pub fn wins_election(local_host: &str, remote_host: &str) -> bool {
+    let fold = |s: &str| {
+        s.bytes()
+            .map(|b| b.to_ascii_lowercase())
+            .collect::<Vec<u8>>()
+    };
+    fold(local_host) > fold(remote_host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(host: &str, auth: &[u32], acct: &[u32], vsa: &[(u32, u32)]) -> Capabilities {
+        Capabilities {
+            origin_host: host.into(),
+            origin_realm: "example.net".into(),
+            auth_app_ids: auth.to_vec(),
+            acct_app_ids: acct.to_vec(),
+            vendor_specific_apps: vsa
+                .iter()
+                .map(|&(vendor_id, app_id)| VendorApp {
+                    vendor_id,
+                    kind: AppKind::Auth,
+                    app_id,
+                })
+                .collect(),
+            ..Capabilities::default()
+        }
+    }
+
+    #[test]
+    fn common_application_through_any_avp() {
+        let local = caps("a", &[4], &[], &[(10415, 16777216)]);
+        let remote = caps("b", &[], &[], &[(10415, 16777216), (10415, 16777217)]);
+        let common = negotiate(&local, &remote).unwrap();
+        assert_eq!(common.ids(), &[16777216]);
+        assert!(common.supports(16777216));
+        assert!(!common.supports(4));
+        assert!(common.supports(0), "base protocol is always there");
+    }
+
+    #[test]
+    fn no_common_application_is_5010() {
+        let local = caps("a", &[4], &[], &[]);
+        let remote = caps("b", &[16777238], &[3], &[]);
+        let err = negotiate(&local, &remote).unwrap_err();
+        assert_eq!(err.result_code, result::NO_COMMON_APPLICATION);
+    }
+
+    #[test]
+    fn relay_peer_shares_all_our_applications() {
+        let local = caps("a", &[4, 16777216], &[], &[]);
+        let remote = caps("dra", &[RELAY_APP_ID], &[], &[]);
+        let common = negotiate(&local, &remote).unwrap();
+        assert_eq!(common.ids(), &[4, 16777216]);
+        assert!(!common.is_relay());
+        let both = AppSet::relay().common(&AppSet::relay());
+        assert!(both.is_relay() && both.supports(12345));
+    }
+
+    #[test]
+    fn election_compares_origin_hosts_case_insensitively() {
+        assert!(wins_election("b.example.net", "a.example.net"));
+        assert!(!wins_election("a.example.net", "b.example.net"));
+        assert!(wins_election("B.example.net", "a.example.net"));
+        assert!(!wins_election("A.example.net", "b.example.net"));
+        // A longer string with the same prefix is higher.
+        assert!(wins_election("a.example.net.x", "a.example.net"));
+        assert!(
+            !wins_election("a.example.net", "A.EXAMPLE.NET"),
+            "equal is not a win"
+        );
+    }
+
+    #[test]
+    fn local_capabilities_from_config() {
+        let text = r#"
+[node]
+origin_host = "me.example.net"
+origin_realm = "example.net"
+vendor_id = 10415
+firmware_revision = 7
+[[applications]]
+id = 16777216
+vendor = 10415
+[[applications]]
+id = 3
+kind = "acct"
+[[applications]]
+id = 4
+"#;
+        let config = crate::config::parse(text).unwrap();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let c = Capabilities::local(&config, 1234, &[ip]);
+        assert_eq!(c.origin_host, "me.example.net");
+        assert_eq!(c.host_ip_addresses, vec![ip]);
+        assert_eq!(c.origin_state_id, Some(1234));
+        assert_eq!(c.firmware_revision, Some(7));
+        assert_eq!(c.auth_app_ids, vec![4]);
+        assert_eq!(c.acct_app_ids, vec![3]);
+        assert_eq!(
+            c.vendor_specific_apps,
+            vec![VendorApp {
+                vendor_id: 10415,
+                kind: AppKind::Auth,
+                app_id: 16777216
+            }]
+        );
+        assert_eq!(c.supported_vendor_ids, vec![10415]);
+        assert_eq!(c.applications().ids(), &[3, 4, 16777216]);
+    }
+}

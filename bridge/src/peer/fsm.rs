@@ -1,0 +1,914 @@
+//! The peer state machine of RFC 6733 §5.6, with the election of §5.6.4, sans-IO.
+//!
+//! One [`PeerFsm`] per configured (or accepted unknown) peer. It never touches a socket: the
+//! driver feeds it [`Event`]s — a connection attempt succeeded, a CER arrived on an accepted
+//! connection, a DPR came in — together with the current time, and drains the resulting
+//! [`Action`]s with [`PeerFsm::poll_action`]: connect, send this CEA on that connection, close
+//! that one, the peer is up with these applications. Connections are named by [`ConnId`] so
+//! that, during an election, the driver knows which of the two sockets an action is about.
+//!
+//! The states and transitions are those of the §5.6 table; each arm below cites its row. Where
+//! the RFC is silent we chose, and say so in place:
+//!
+//! - `Process-CER` can fail (no common application, 5010): we answer the CER with that
+//!   Result-Code, close that connection, and stay in the state we were in.
+//! - A CEA with an error in Wait-Returns, where a good responder connection waits, falls back
+//!   to that connection (R-Snd-CEA, R-Open) rather than dropping both.
+//! - `Stop` is accepted in every state. In an open state it first *drains*: the peer is
+//!   marked unusable for new requests, and DPR is sent when the driver reports
+//!   [`Event::Drained`] (no more pending requests) or the drain timeout passes.
+//! - Reconnection (Closed with a `connect` peer) waits Tc after a failure-free close, and
+//!   doubles it per consecutive failure up to 16×Tc. A peer's DPR cause is honoured:
+//!   REBOOTING reconnects after Tc, BUSY backs off starting at 4×Tc, and
+//!   DO_NOT_WANT_TO_TALK_TO_YOU stops reconnecting until [`Event::Start`] comes again
+//!   (operator restart). The peer may still connect to us.
+//! - The RFC 3539 watchdog ([`super::watchdog`]) runs while open; it decides whether the peer
+//!   may carry new requests ([`Action::Usable`]) and when to fail over or close.
+//!
+//! Unknown peers (3010) are refused before a state machine exists: see [`super::table`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::capabilities::{negotiate, result, wins_election, AppSet, Capabilities};
+use super::watchdog::{Watchdog, WatchdogAction};
+use crate::config::Timers;
+
+/// Names one transport connection for the lifetime of the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Hands out [`ConnId`]s; one per node so that ids never repeat across peers.
+#[derive(Debug, Default)]
+pub struct ConnIds {
+    next: u64,
+}
+
+impl ConnIds {
+    pub fn next_id(&mut self) -> ConnId {
+        self.next += 1;
+        ConnId(self.next)
+    }
+}
+
+/// The states of RFC 6733 §5.6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Closed,
+    WaitConnAck,
+    WaitICea,
+    WaitConnAckElect,
+    WaitReturns,
+    ROpen,
+    IOpen,
+    Closing,
+}
+
+/// Disconnect-Cause values (RFC 6733 §5.4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisconnectCause {
+    Rebooting,
+    Busy,
+    DoNotWantToTalkToYou,
+}
+
+impl DisconnectCause {
+    pub fn code(self) -> u32 {
+        match self {
+            DisconnectCause::Rebooting => 0,
+            DisconnectCause::Busy => 1,
+            DisconnectCause::DoNotWantToTalkToYou => 2,
+        }
+    }
+
+    /// Unknown values are read as BUSY: back off, but do not give up on the peer.
+    pub fn from_code(code: u32) -> DisconnectCause {
+        match code {
+            0 => DisconnectCause::Rebooting,
+            2 => DisconnectCause::DoNotWantToTalkToYou,
+            _ => DisconnectCause::Busy,
+        }
+    }
+}
+
+/// The identifiers of a received request, needed to answer it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsgIds {
+    pub hop_by_hop: u32,
+    pub end_to_end: u32,
+}
+
+/// A CER, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedCer {
+    pub ids: MsgIds,
+    pub caps: Capabilities,
+}
+
+/// What a [`PeerFsm`] reacts to: the events of the §5.6 table (the I-/R- prefixes are
+/// implied by which connection `conn` is).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Start: connect to the peer (ignored for accept-only peers).
+    Start,
+    /// R-Conn-CER: an accepted connection sent this CER and its Origin-Host is this peer.
+    RConnCer { conn: ConnId, cer: ReceivedCer },
+    /// Rcv-Conn-Ack: our connection attempt succeeded.
+    RcvConnAck { conn: ConnId },
+    /// Rcv-Conn-Nack: our connection attempt failed.
+    RcvConnNack { conn: ConnId },
+    /// Rcv-CEA.
+    RcvCea {
+        conn: ConnId,
+        result_code: u32,
+        caps: Capabilities,
+    },
+    /// Rcv-Non-CEA: something other than a CEA arrived while we waited for one.
+    RcvNonCea { conn: ConnId },
+    /// Rcv-CER on an already established connection (a protocol error).
+    RcvCer { conn: ConnId, cer: ReceivedCer },
+    /// Peer-Disc: the connection closed or failed.
+    PeerDisc { conn: ConnId },
+    /// Rcv-DPR.
+    RcvDpr {
+        conn: ConnId,
+        ids: MsgIds,
+        cause: DisconnectCause,
+    },
+    /// Rcv-DPA.
+    RcvDpa { conn: ConnId },
+    /// Rcv-DWR (Process-DWR, Snd-DWA).
+    RcvDwr { conn: ConnId, ids: MsgIds },
+    /// Rcv-DWA (Process-DWA).
+    RcvDwa { conn: ConnId },
+    /// Rcv-Message: any other message; see [`PeerFsm::handle`]'s return value.
+    RcvMessage { conn: ConnId },
+    /// Stop: shut this peer down, telling it why.
+    Stop { cause: DisconnectCause },
+    /// No request we sent to this peer is pending any more (after Stop).
+    Drained,
+}
+
+/// A base-protocol message the driver must build and send (the driver owns the hop-by-hop
+/// counter and our [`Capabilities`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    Cer,
+    Cea {
+        ids: MsgIds,
+        result_code: u32,
+        error_message: Option<String>,
+    },
+    Dwr,
+    Dwa {
+        ids: MsgIds,
+    },
+    Dpr {
+        cause: DisconnectCause,
+    },
+    Dpa {
+        ids: MsgIds,
+    },
+}
+
+/// Why a connection is closed (for logs and tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Connect or CER/CEA did not complete in time.
+    Timeout,
+    /// We won the election and drop the connection we initiated, or lost it and drop theirs.
+    Election,
+    /// A second connection from a peer we already talk to (R-Reject).
+    Rejected,
+    /// The capabilities exchange failed (error CEA sent or received).
+    Capabilities,
+    /// The peer broke the protocol (e.g. a non-CEA before CEA, a CER on an open connection).
+    ProtocolError,
+    /// The watchdog declared the connection dead.
+    Watchdog,
+    /// DPR/DPA completed, or the DPA did not come in time.
+    Disconnect,
+    /// Stop while not open.
+    Stopped,
+}
+
+/// What the driver must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Snd-Conn-Req: open a transport connection, then report RcvConnAck / RcvConnNack.
+    Connect {
+        conn: ConnId,
+        addr: SocketAddr,
+    },
+    /// R-Accept: the accepted connection now belongs to this peer.
+    Accept {
+        conn: ConnId,
+    },
+    Send {
+        conn: ConnId,
+        msg: Outgoing,
+    },
+    /// Close after flushing what was queued before (so a CEA/DPA goes out first).
+    Close {
+        conn: ConnId,
+        reason: CloseReason,
+    },
+    /// Capabilities exchanged: the peer is open on `conn` with these shared applications.
+    Up {
+        conn: ConnId,
+        remote: Box<Capabilities>,
+        apps: AppSet,
+    },
+    /// Whether new requests may be routed to the peer (watchdog OKAY and not stopping).
+    Usable {
+        conn: ConnId,
+        usable: bool,
+    },
+    /// The watchdog suspects `conn`: resend its pending requests elsewhere (T flag).
+    Failover {
+        conn: ConnId,
+    },
+    /// The open connection is gone; requests still pending on it must be failed over.
+    Down {
+        conn: ConnId,
+    },
+}
+
+/// The per-peer settings a state machine needs.
+#[derive(Clone, Debug)]
+pub struct PeerSettings {
+    /// The peer's Diameter identity.
+    pub host: String,
+    /// `Some` for peers we connect to; `None` for accept-only peers.
+    pub connect_to: Option<SocketAddr>,
+    pub timers: Timers,
+    /// Seed for the watchdog's jitter.
+    pub seed: u64,
+}
+
+/// How reconnection is limited by the last thing the peer told us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reconnect {
+    Normal,
+    Busy,
+    Never,
+}
+
+/// The CER received on the responder connection, kept until we answer it.
+#[derive(Clone, Debug)]
+struct PendingCer {
+    ids: MsgIds,
+    caps: Capabilities,
+    apps: AppSet,
+}
+
+/// The largest backoff factor: 16 × Tc.
+const MAX_BACKOFF_SHIFT: u32 = 4;
+
+/// The RFC 6733 §5.6 state machine of one peer.
+#[derive(Debug)]
+pub struct PeerFsm {
+    settings: PeerSettings,
+    local: Arc<Capabilities>,
+    state: State,
+    /// The connection we initiated (I-side).
+    i_conn: Option<ConnId>,
+    /// The connection the peer initiated (R-side).
+    r_conn: Option<ConnId>,
+    r_cer: Option<PendingCer>,
+    /// The connection of R-Open / I-Open / Closing.
+    open_conn: Option<ConnId>,
+    remote: Option<Capabilities>,
+    apps: AppSet,
+    /// The state's timer: connect/CEA/election timeout, drain, DPA timeout, or reconnect.
+    deadline: Option<Instant>,
+    watchdog: Watchdog,
+    /// Consecutive failures, for the reconnect backoff.
+    failures: u32,
+    reconnect: Reconnect,
+    /// Stop was requested: no reconnecting; in an open state, draining.
+    stopping: Option<DisconnectCause>,
+    actions: VecDeque<Action>,
+}
+
+impl PeerFsm {
+    pub fn new(settings: PeerSettings, local: Arc<Capabilities>) -> PeerFsm {
+        let watchdog = Watchdog::new(settings.timers.tw, settings.seed);
+        PeerFsm {
+            settings,
+            local,
+            state: State::Closed,
+            i_conn: None,
+            r_conn: None,
+            r_cer: None,
+            open_conn: None,
+            remote: None,
+            apps: AppSet::default(),
+            deadline: None,
+            watchdog,
+            failures: 0,
+            reconnect: Reconnect::Normal,
+            stopping: None,
+            actions: VecDeque::new(),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn host(&self) -> &str {
+        &self.settings.host
+    }
+
+    pub fn watchdog(&self) -> &Watchdog {
+        &self.watchdog
+    }
+
+    /// The peer's capabilities, while open.
+    pub fn remote(&self) -> Option<&Capabilities> {
+        self.remote.as_ref()
+    }
+
+    /// The applications shared with the peer, while open.
+    pub fn apps(&self) -> &AppSet {
+        &self.apps
+    }
+
+    /// The connection of the open state (also while closing).
+    pub fn open_conn(&self) -> Option<ConnId> {
+        self.open_conn
+    }
+
+    /// Send-Message: the connection a new request may be sent on — open, watchdog OKAY, and
+    /// not shutting down. Answers to the peer's requests may use [`PeerFsm::open_conn`].
+    pub fn send_target(&self) -> Option<ConnId> {
+        match self.state {
+            State::ROpen | State::IOpen if self.stopping.is_none() && self.watchdog.is_usable() => {
+                self.open_conn
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `conn` is one of this peer's connections.
+    pub fn owns(&self, conn: ConnId) -> bool {
+        [self.i_conn, self.r_conn, self.open_conn].contains(&Some(conn))
+    }
+
+    /// The next action for the driver, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`PeerFsm::handle_timeout`] must be called next.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        let wd = match self.state {
+            State::ROpen | State::IOpen => self.watchdog.deadline(),
+            _ => None,
+        };
+        match (self.deadline, wd) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs the timers that are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant, ids: &mut ConnIds) {
+        if matches!(self.state, State::ROpen | State::IOpen) {
+            if let Some(action) = self.watchdog.on_timeout(now) {
+                self.watchdog_action(action, now);
+            }
+        }
+        if self.deadline.is_some_and(|d| d <= now) {
+            self.deadline = None;
+            self.timeout(now, ids);
+        }
+    }
+
+    /// Feeds one event. Returns whether a received message should be processed (handed to
+    /// routing or the application): true only for [`Event::RcvMessage`] on the open
+    /// connection; messages on a connection that is not open must be refused by the driver.
+    pub fn handle(&mut self, event: Event, now: Instant, ids: &mut ConnIds) -> bool {
+        use State::*;
+        match event {
+            Event::Start => {
+                self.stopping = None;
+                self.reconnect = Reconnect::Normal;
+                if self.state == Closed {
+                    self.deadline = None;
+                    self.start(now, ids);
+                }
+            }
+            Event::RConnCer { conn, cer } => self.r_conn_cer(conn, cer, now),
+            Event::RcvConnAck { conn } if Some(conn) == self.i_conn => match self.state {
+                // Wait-Conn-Ack, I-Rcv-Conn-Ack: I-Snd-CER -> Wait-I-CEA
+                WaitConnAck => {
+                    self.send(conn, Outgoing::Cer);
+                    self.state = WaitICea;
+                    self.deadline = Some(now + self.settings.timers.cer_timeout);
+                }
+                // Wait-Conn-Ack/Elect, I-Rcv-Conn-Ack: I-Snd-CER, Elect -> Wait-Returns
+                WaitConnAckElect => {
+                    self.send(conn, Outgoing::Cer);
+                    self.state = WaitReturns;
+                    self.deadline = Some(now + self.settings.timers.cer_timeout);
+                    self.elect(now);
+                }
+                _ => {}
+            },
+            Event::RcvConnNack { conn } if Some(conn) == self.i_conn => match self.state {
+                // Wait-Conn-Ack, I-Rcv-Conn-Nack: Cleanup -> Closed
+                WaitConnAck => {
+                    self.i_conn = None;
+                    self.closed(now, true);
+                }
+                // Wait-Conn-Ack/Elect, I-Rcv-Conn-Nack: R-Snd-CEA -> R-Open
+                WaitConnAckElect => {
+                    self.i_conn = None;
+                    self.r_snd_cea_open(now);
+                }
+                _ => {}
+            },
+            Event::RcvCea {
+                conn,
+                result_code,
+                caps,
+            } if Some(conn) == self.i_conn => self.rcv_cea(conn, result_code, caps, now),
+            Event::RcvNonCea { conn } if Some(conn) == self.i_conn => match self.state {
+                // Wait-I-CEA, I-Rcv-Non-CEA: Error -> Closed
+                WaitICea => {
+                    self.i_disc(CloseReason::ProtocolError);
+                    self.closed(now, true);
+                }
+                // Not in the table: treat like I-Peer-Disc, keeping the responder side.
+                WaitReturns => {
+                    self.i_disc(CloseReason::ProtocolError);
+                    self.r_snd_cea_open(now);
+                }
+                _ => {}
+            },
+            Event::RcvCer { conn, .. } => {
+                if Some(conn) == self.open_conn {
+                    self.close_open(CloseReason::ProtocolError, now, true);
+                }
+            }
+            Event::PeerDisc { conn } => self.peer_disc(conn, now),
+            Event::RcvDpr {
+                conn,
+                ids: msg,
+                cause,
+            } if Some(conn) == self.open_conn => {
+                // R-/I-Open (and Closing, DPRs crossing), Rcv-DPR: Snd-DPA -> Closed
+                self.send(conn, Outgoing::Dpa { ids: msg });
+                self.reconnect = match cause {
+                    DisconnectCause::Rebooting => Reconnect::Normal,
+                    DisconnectCause::Busy => Reconnect::Busy,
+                    DisconnectCause::DoNotWantToTalkToYou => Reconnect::Never,
+                };
+                self.actions.push_back(Action::Close {
+                    conn,
+                    reason: CloseReason::Disconnect,
+                });
+                self.watchdog.reset();
+                self.leave_open(now, false);
+            }
+            Event::RcvDpa { conn } if Some(conn) == self.open_conn && self.state == Closing => {
+                // Closing, Rcv-DPA: Disc -> Closed
+                self.actions.push_back(Action::Close {
+                    conn,
+                    reason: CloseReason::Disconnect,
+                });
+                self.watchdog.reset();
+                self.leave_open(now, false);
+            }
+            Event::RcvDwr { conn, ids: msg } if Some(conn) == self.open_conn => {
+                // Process-DWR, Snd-DWA; any message is traffic for the watchdog.
+                self.send(conn, Outgoing::Dwa { ids: msg });
+                if let Some(a) = self.watchdog.on_traffic(now) {
+                    self.watchdog_action(a, now);
+                }
+            }
+            Event::RcvDwa { conn } if Some(conn) == self.open_conn => {
+                // Process-DWA
+                if let Some(a) = self.watchdog.on_dwa(now) {
+                    self.watchdog_action(a, now);
+                }
+            }
+            Event::RcvMessage { conn } if Some(conn) == self.open_conn => {
+                // Process (also in Closing: answers to our requests still arrive).
+                if let Some(a) = self.watchdog.on_traffic(now) {
+                    self.watchdog_action(a, now);
+                }
+                return true;
+            }
+            Event::Stop { cause } => self.stop(cause, now),
+            Event::Drained => {
+                if matches!(self.state, ROpen | IOpen) {
+                    if let Some(cause) = self.stopping {
+                        self.snd_dpr(cause, now);
+                    }
+                }
+            }
+            // Events about connections that are not (or no longer) ours: stale, ignore.
+            Event::RcvConnAck { conn } | Event::RcvConnNack { conn } => {
+                if !self.owns(conn) {
+                    // A late connect result for an attempt we gave up on: close it.
+                    self.actions.push_back(Action::Close {
+                        conn,
+                        reason: CloseReason::Timeout,
+                    });
+                }
+            }
+            Event::RcvCea { .. }
+            | Event::RcvNonCea { .. }
+            | Event::RcvDpr { .. }
+            | Event::RcvDpa { .. }
+            | Event::RcvDwr { .. }
+            | Event::RcvDwa { .. }
+            | Event::RcvMessage { .. } => {}
+        }
+        false
+    }
+
+    fn send(&mut self, conn: ConnId, msg: Outgoing) {
+        self.actions.push_back(Action::Send { conn, msg });
+    }
+
+    /// Closed, Start: I-Snd-Conn-Req -> Wait-Conn-Ack (accept-only peers stay Closed).
+    fn start(&mut self, now: Instant, ids: &mut ConnIds) {
+        let Some(addr) = self.settings.connect_to else {
+            return;
+        };
+        let conn = ids.next_id();
+        self.i_conn = Some(conn);
+        self.actions.push_back(Action::Connect { conn, addr });
+        self.state = State::WaitConnAck;
+        self.deadline = Some(now + self.settings.timers.cer_timeout);
+    }
+
+    fn r_conn_cer(&mut self, conn: ConnId, cer: ReceivedCer, now: Instant) {
+        use State::*;
+        match self.state {
+            // Closed, R-Conn-CER: R-Accept, Process-CER, R-Snd-CEA -> R-Open
+            Closed => {
+                if let Some(pending) = self.accept_and_process(conn, cer) {
+                    self.r_cer = Some(pending);
+                    self.r_snd_cea_open(now);
+                }
+            }
+            // Wait-Conn-Ack, R-Conn-CER: R-Accept, Process-CER -> Wait-Conn-Ack/Elect
+            WaitConnAck => {
+                if let Some(pending) = self.accept_and_process(conn, cer) {
+                    self.r_cer = Some(pending);
+                    self.state = WaitConnAckElect;
+                }
+            }
+            // Wait-I-CEA, R-Conn-CER: R-Accept, Process-CER, Elect -> Wait-Returns
+            WaitICea => {
+                if let Some(pending) = self.accept_and_process(conn, cer) {
+                    self.r_cer = Some(pending);
+                    self.state = WaitReturns;
+                    self.elect(now);
+                }
+            }
+            // Wait-Conn-Ack/Elect, Wait-Returns, R-Open, I-Open, R-Conn-CER: R-Reject.
+            // Closing too: we are leaving, a new connection is not wanted.
+            WaitConnAckElect | WaitReturns | ROpen | IOpen | Closing => {
+                self.actions.push_back(Action::Close {
+                    conn,
+                    reason: CloseReason::Rejected,
+                });
+            }
+        }
+    }
+
+    /// R-Accept and Process-CER. On failure the CER is answered with the error and the
+    /// connection closed; the state does not change.
+    fn accept_and_process(&mut self, conn: ConnId, cer: ReceivedCer) -> Option<PendingCer> {
+        self.actions.push_back(Action::Accept { conn });
+        match negotiate(&self.local, &cer.caps) {
+            Ok(apps) => {
+                self.r_conn = Some(conn);
+                Some(PendingCer {
+                    ids: cer.ids,
+                    caps: cer.caps,
+                    apps,
+                })
+            }
+            Err(e) => {
+                self.send(
+                    conn,
+                    Outgoing::Cea {
+                        ids: cer.ids,
+                        result_code: e.result_code,
+                        error_message: Some(e.message),
+                    },
+                );
+                self.actions.push_back(Action::Close {
+                    conn,
+                    reason: CloseReason::Capabilities,
+                });
+                None
+            }
+        }
+    }
+
+    /// Elect: if we win, Win-Election follows at once (Wait-Returns only: in
+    /// Wait-Conn-Ack/Elect the election waits for our own CER to be sent).
+    fn elect(&mut self, now: Instant) {
+        let Some(pending) = &self.r_cer else { return };
+        if self.state == State::WaitReturns
+            && wins_election(&self.local.origin_host, &pending.caps.origin_host)
+        {
+            // Wait-Returns, Win-Election: I-Disc, R-Snd-CEA -> R-Open
+            self.i_disc(CloseReason::Election);
+            self.r_snd_cea_open(now);
+        }
+    }
+
+    /// R-Snd-CEA and enter R-Open with the stored CER.
+    fn r_snd_cea_open(&mut self, now: Instant) {
+        let (Some(conn), Some(pending)) = (self.r_conn.take(), self.r_cer.take()) else {
+            self.closed(now, true);
+            return;
+        };
+        self.send(
+            conn,
+            Outgoing::Cea {
+                ids: pending.ids,
+                result_code: result::SUCCESS,
+                error_message: None,
+            },
+        );
+        self.open(State::ROpen, conn, pending.caps, pending.apps, now);
+    }
+
+    fn rcv_cea(&mut self, conn: ConnId, result_code: u32, caps: Capabilities, now: Instant) {
+        use State::*;
+        let accepted = if result_code == result::SUCCESS {
+            negotiate(&self.local, &caps).ok()
+        } else {
+            None
+        };
+        match (self.state, accepted) {
+            // Wait-I-CEA, I-Rcv-CEA: Process-CEA -> I-Open
+            (WaitICea, Some(apps)) => {
+                self.i_conn = None;
+                self.open(IOpen, conn, caps, apps, now);
+            }
+            (WaitICea, None) => {
+                self.i_disc(CloseReason::Capabilities);
+                self.closed(now, true);
+            }
+            // Wait-Returns, I-Rcv-CEA: R-Disc -> I-Open (we lost the election)
+            (WaitReturns, Some(apps)) => {
+                self.r_disc(CloseReason::Election);
+                self.i_conn = None;
+                self.open(IOpen, conn, caps, apps, now);
+            }
+            // Not in the table: the responder connection is still good, use it.
+            (WaitReturns, None) => {
+                self.i_disc(CloseReason::Capabilities);
+                self.r_snd_cea_open(now);
+            }
+            _ => {}
+        }
+    }
+
+    fn peer_disc(&mut self, conn: ConnId, now: Instant) {
+        use State::*;
+        let is_i = Some(conn) == self.i_conn;
+        let is_r = Some(conn) == self.r_conn;
+        let is_open = Some(conn) == self.open_conn;
+        match self.state {
+            // Wait-Conn-Ack: the attempt failed (same as Nack).
+            WaitConnAck if is_i => {
+                self.i_conn = None;
+                self.closed(now, true);
+            }
+            // Wait-I-CEA, I-Peer-Disc: I-Disc -> Closed
+            WaitICea if is_i => {
+                self.i_conn = None;
+                self.closed(now, true);
+            }
+            // Wait-Conn-Ack/Elect, R-Peer-Disc: R-Disc -> Wait-Conn-Ack
+            WaitConnAckElect if is_r => {
+                self.r_conn = None;
+                self.r_cer = None;
+                self.state = WaitConnAck;
+            }
+            // (our connect attempt failed: same as I-Rcv-Conn-Nack)
+            WaitConnAckElect if is_i => {
+                self.i_conn = None;
+                self.r_snd_cea_open(now);
+            }
+            // Wait-Returns, I-Peer-Disc: I-Disc, R-Snd-CEA -> R-Open
+            WaitReturns if is_i => {
+                self.i_conn = None;
+                self.r_snd_cea_open(now);
+            }
+            // Wait-Returns, R-Peer-Disc: R-Disc -> Wait-I-CEA
+            WaitReturns if is_r => {
+                self.r_conn = None;
+                self.r_cer = None;
+                self.state = WaitICea;
+            }
+            // R-Open / I-Open / Closing, Peer-Disc: Disc -> Closed
+            ROpen | IOpen | Closing if is_open => {
+                self.open_conn = None;
+                let failure = self.state != Closing;
+                if failure {
+                    self.watchdog.connection_down();
+                } else {
+                    self.watchdog.reset();
+                }
+                self.actions.push_back(Action::Down { conn });
+                self.closed(now, failure);
+            }
+            _ => {}
+        }
+    }
+
+    fn stop(&mut self, cause: DisconnectCause, now: Instant) {
+        use State::*;
+        match self.state {
+            // R-Open / I-Open, Stop: drain, then Snd-DPR -> Closing.
+            ROpen | IOpen => {
+                if self.stopping.is_none() {
+                    self.stopping = Some(cause);
+                    if let Some(conn) = self.open_conn {
+                        self.actions.push_back(Action::Usable {
+                            conn,
+                            usable: false,
+                        });
+                    }
+                    self.deadline = Some(now + self.settings.timers.drain_timeout);
+                }
+            }
+            Closing => {}
+            // Not in the table: Cleanup -> Closed, and stay there.
+            Closed | WaitConnAck | WaitICea | WaitConnAckElect | WaitReturns => {
+                self.stopping = Some(cause);
+                self.i_disc(CloseReason::Stopped);
+                self.r_disc(CloseReason::Stopped);
+                self.closed(now, false);
+            }
+        }
+    }
+
+    /// Snd-DPR -> Closing.
+    fn snd_dpr(&mut self, cause: DisconnectCause, now: Instant) {
+        let Some(conn) = self.open_conn else { return };
+        self.send(conn, Outgoing::Dpr { cause });
+        self.state = State::Closing;
+        self.deadline = Some(now + self.settings.timers.dpa_timeout);
+    }
+
+    fn timeout(&mut self, now: Instant, ids: &mut ConnIds) {
+        use State::*;
+        match self.state {
+            // Reconnect timer.
+            Closed => self.start(now, ids),
+            // Wait-Conn-Ack / Wait-I-CEA / Wait-Conn-Ack/Elect / Wait-Returns, Timeout:
+            // Error -> Closed
+            WaitConnAck | WaitICea | WaitConnAckElect | WaitReturns => {
+                self.i_disc(CloseReason::Timeout);
+                self.r_disc(CloseReason::Timeout);
+                self.closed(now, true);
+            }
+            // Draining took too long: DPR anyway.
+            ROpen | IOpen => {
+                if let Some(cause) = self.stopping {
+                    self.snd_dpr(cause, now);
+                }
+            }
+            // Closing, Timeout: Error -> Closed
+            Closing => {
+                self.watchdog.reset();
+                self.close_open(CloseReason::Disconnect, now, false);
+            }
+        }
+    }
+
+    fn watchdog_action(&mut self, action: WatchdogAction, now: Instant) {
+        let Some(conn) = self.open_conn else { return };
+        match action {
+            WatchdogAction::SendDwr => self.send(conn, Outgoing::Dwr),
+            WatchdogAction::Failover => {
+                self.actions.push_back(Action::Usable {
+                    conn,
+                    usable: false,
+                });
+                self.actions.push_back(Action::Failover { conn });
+            }
+            WatchdogAction::Failback => {
+                if self.stopping.is_none() {
+                    self.actions
+                        .push_back(Action::Usable { conn, usable: true });
+                }
+            }
+            WatchdogAction::Close => self.close_open(CloseReason::Watchdog, now, true),
+        }
+    }
+
+    /// Enter R-Open or I-Open.
+    fn open(
+        &mut self,
+        state: State,
+        conn: ConnId,
+        remote: Capabilities,
+        apps: AppSet,
+        now: Instant,
+    ) {
+        self.state = state;
+        self.open_conn = Some(conn);
+        self.deadline = None;
+        self.failures = 0;
+        self.reconnect = Reconnect::Normal;
+        self.actions.push_back(Action::Up {
+            conn,
+            remote: Box::new(remote.clone()),
+            apps: apps.clone(),
+        });
+        self.remote = Some(remote);
+        self.apps = apps;
+        if let Some(WatchdogAction::SendDwr) = self.watchdog.connection_up(now) {
+            self.send(conn, Outgoing::Dwr);
+        }
+        if self.watchdog.is_usable() {
+            self.actions
+                .push_back(Action::Usable { conn, usable: true });
+        }
+    }
+
+    /// Close the open connection ourselves and go to Closed.
+    fn close_open(&mut self, reason: CloseReason, now: Instant, failure: bool) {
+        if let Some(conn) = self.open_conn {
+            self.actions.push_back(Action::Close { conn, reason });
+            if failure {
+                self.watchdog.connection_down();
+            }
+        }
+        self.leave_open(now, failure);
+    }
+
+    /// Leave R-Open/I-Open/Closing for Closed, announcing Down.
+    fn leave_open(&mut self, now: Instant, failure: bool) {
+        if let Some(conn) = self.open_conn.take() {
+            self.actions.push_back(Action::Down { conn });
+        }
+        self.closed(now, failure);
+    }
+
+    fn i_disc(&mut self, reason: CloseReason) {
+        if let Some(conn) = self.i_conn.take() {
+            self.actions.push_back(Action::Close { conn, reason });
+        }
+    }
+
+    fn r_disc(&mut self, reason: CloseReason) {
+        self.r_cer = None;
+        if let Some(conn) = self.r_conn.take() {
+            self.actions.push_back(Action::Close { conn, reason });
+        }
+    }
+
+    /// Enter Closed and arm the reconnect timer when we should reconnect.
+    fn closed(&mut self, now: Instant, failure: bool) {
+        self.state = State::Closed;
+        self.remote = None;
+        self.apps = AppSet::default();
+        self.deadline = None;
+        if failure {
+            self.failures = self.failures.saturating_add(1);
+        }
+        if self.stopping.is_some() || self.settings.connect_to.is_none() {
+            return;
+        }
+        if let Some(delay) = self.reconnect_delay() {
+            self.deadline = Some(now + delay);
+        }
+    }
+
+    /// Tc after a clean close, doubling per consecutive failure up to 16×Tc; BUSY starts at
+    /// 4×Tc; DO_NOT_WANT_TO_TALK_TO_YOU never.
+    fn reconnect_delay(&self) -> Option<Duration> {
+        let shift = match self.reconnect {
+            Reconnect::Never => return None,
+            Reconnect::Normal => self.failures.saturating_sub(1),
+            Reconnect::Busy => self.failures.saturating_add(2),
+        };
+        Some(
+            self.settings
+                .timers
+                .tc
+                .saturating_mul(1 << shift.min(MAX_BACKOFF_SHIFT)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
