@@ -1,0 +1,1 @@
+//! Renders definitions for `dmbridge dict`.
