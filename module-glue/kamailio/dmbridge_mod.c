@@ -143,7 +143,7 @@ struct module_exports exports = {
 };
 /* clang-format on */
 
-/* Collects the handled command names from the event_route[E_DM_*] blocks of the script. */
+/* Collects the handled command names from the event_route[dmbridge:E_DM_*] blocks. */
 static int dmk_collect_handled(void)
 {
 	const char **names = NULL;
@@ -162,8 +162,9 @@ static int dmk_collect_handled(void)
 		{
 			if(e->u.n < 0 || e->u.n >= event_rt.entries || event_rt.rlist[e->u.n] == NULL)
 				continue;
-			if(e->key.len < DMG_EVENT_PREFIX_LEN
-					|| strncmp(e->key.s, DMG_EVENT_PREFIX, DMG_EVENT_PREFIX_LEN) != 0)
+			/* dmbridge:E_DM_<X> -> E_DM_<X> */
+			if(e->key.len < (int)DMK_RT_PREFIX_LEN
+					|| strncmp(e->key.s, DMK_RT_PREFIX, DMK_RT_PREFIX_LEN) != 0)
 				continue;
 			if(n == cap) {
 				size_t ncap = cap ? cap * 2 : 16;
@@ -175,13 +176,14 @@ static int dmk_collect_handled(void)
 				names = nn;
 				cap = ncap;
 			}
-			char *k = pkg_malloc(e->key.len + 1);
+			int klen = e->key.len - (int)DMK_RT_PREFIX_LEN;
+			char *k = pkg_malloc(klen + 1);
 			if(k == NULL) {
 				PKG_MEM_ERROR;
 				return -1;
 			}
-			memcpy(k, e->key.s, e->key.len);
-			k[e->key.len] = '\0';
+			memcpy(k, e->key.s + DMK_RT_PREFIX_LEN, klen);
+			k[klen] = '\0';
 			names[n++] = k;
 			if(strcmp(k, DMG_EVENT_CATCHALL) == 0)
 				_dmk_rt_catchall = e->u.n;
@@ -240,7 +242,7 @@ static int mod_init(void)
 		cfg_register_child(_dmk_workers);
 	}
 	if(_dmk_workers == 0 && _dmk_handled_n > 0)
-		LM_WARN("event_route[E_DM_*] present but workers=0: no process will run them\n");
+		LM_WARN("event_route[dmbridge:E_DM_*] present but workers=0: no process will run them\n");
 	LM_INFO("libdmbridge %s, bridge %s, %d worker(s), %zu handled command name(s)\n",
 			dmb_version(), _dmk_bridge_socket, _dmk_workers, _dmk_handled_n);
 	return 0;
@@ -496,7 +498,7 @@ static int ki_dm_send_reply_ex(sip_msg_t *msg, str *json, int is_error)
 {
 	if(_dmk_cur_req == NULL || _dmk_w == NULL) {
 		LM_ERR("dm_send_reply: no Diameter request is being handled here"
-			   " (use it in event_route[E_DM_*])\n");
+			   " (use it in event_route[dmbridge:E_DM_*])\n");
 		return -1;
 	}
 	if(_dmk_cur_replied) {

@@ -21,6 +21,12 @@
 #include "dmbridge.h"
 #include "dmglue.h"
 
+/* Kamailio's grammar wants event route names as "module:event", so the script's routes are
+ * event_route[dmbridge:E_DM_PPR], event_route[dmbridge:E_DM_REQUEST]; the event names
+ * themselves (what the bridge and KEMI see) are the DESIGN §3 ones, E_DM_<ABBR>. */
+#define DMK_RT_PREFIX "dmbridge:"
+#define DMK_RT_PREFIX_LEN (sizeof(DMK_RT_PREFIX) - 1)
+
 /* module parameters */
 extern char *_dmk_bridge_socket;
 extern int _dmk_workers;

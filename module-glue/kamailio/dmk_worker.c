@@ -3,10 +3,11 @@
  *
  * Each one owns a bridge attachment and waits (poll) on two things: the attachment's fd
  * (incoming requests, answers to what it sent, bridge state changes) and a pipe on which SIP
- * workers hand over asynchronous requests. Incoming requests run event_route[E_DM_<ABBR>] (or
- * E_DM_REQUEST, or the KEMI event callback); async requests are sent from here because
- * answers come back to the sender, and their suspended transactions resume here, in the
- * script route the caller named, with $dm(reply_json), $dm(result_code) and $dm(result) set.
+ * workers hand over asynchronous requests. Incoming requests run
+ * event_route[dmbridge:E_DM_<ABBR>] (or dmbridge:E_DM_REQUEST, or the KEMI event callback).
+ * Async requests are sent from here because answers come back to the sender; their suspended
+ * transactions resume here, in the script route the caller named, with $dm(reply_json),
+ * $dm(result_code) and $dm(result) set.
  */
 #include <errno.h>
 #include <poll.h>
@@ -66,9 +67,15 @@ static void dmk_run_request(dmb_request *r)
 	int ri = -1, backup_rt;
 
 	DMK_INC(requests_in);
-	if(ev == NULL || dmg_event_route_name(ev, rname, sizeof(rname)) < 0) {
+	/* rname = "dmbridge:E_DM_<X>"; the event name (for KEMI) starts after the prefix */
+	memcpy(rname, DMK_RT_PREFIX, DMK_RT_PREFIX_LEN);
+	if(ev == NULL
+			|| dmg_event_route_name(
+					   ev, rname + DMK_RT_PREFIX_LEN, sizeof(rname) - DMK_RT_PREFIX_LEN)
+					   < 0) {
 		LM_ERR("request with an invalid event name [%s]\n", ev ? ev : "(null)");
-		snprintf(rname, sizeof(rname), "%s", DMG_EVENT_CATCHALL);
+		snprintf(rname + DMK_RT_PREFIX_LEN, sizeof(rname) - DMK_RT_PREFIX_LEN, "%s",
+				DMG_EVENT_CATCHALL);
 	}
 	if(_dmk_event_callback.len > 0) {
 		keng = sr_kemi_eng_get();
@@ -95,7 +102,7 @@ static void dmk_run_request(dmb_request *r)
 	set_route_type(EVENT_ROUTE);
 	fmsg = faked_msg_next();
 	if(keng != NULL) {
-		str evname = {rname, (int)strlen(rname)};
+		str evname = {rname + DMK_RT_PREFIX_LEN, (int)strlen(rname + DMK_RT_PREFIX_LEN)};
 		if(sr_kemi_route(keng, fmsg, EVENT_ROUTE, &_dmk_event_callback, &evname) < 0)
 			LM_ERR("error running KEMI callback for %s\n", rname);
 	} else {

@@ -40,6 +40,8 @@ for f in $(printf '%s\n' "$flags" | tr ',' ' '); do
   case "$f" in
     FAST_LOCK-*) d="$d -DFAST_LOCK"
                  for part in $(echo "${f#FAST_LOCK-}" | tr '-' ' '); do d="$d -D$part"; done ;;
+    # printed under another name than its define (src/core/ver_defs.h, Makefile.defs)
+    TLS_PTHREAD_MUTEX_SHARED) d="$d -DKSR_PTHREAD_MUTEX_SHARED -pthread" ;;
     *[!A-Za-z0-9_]*) echo "kamailio-defs.sh: unexpected flag '$f'" >&2; exit 1 ;;
     *) d="$d -D$f" ;;
   esac
