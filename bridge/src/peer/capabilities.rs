@@ -8,14 +8,15 @@ use std::net::IpAddr;
 
 use crate::config::{AppAdvert, AppKind, Config, RELAY_APP_ID};
 
-/// Result-Code values used by the capabilities exchange (RFC 6733 §7.1).
+/// Result-Code values used by the peer layer (RFC 6733 §7.1), under short names.
 pub mod result {
-    pub const SUCCESS: u32 = 2001;
-    pub const UNABLE_TO_DELIVER: u32 = 3002;
-    pub const UNKNOWN_PEER: u32 = 3010;
-    pub const ELECTION_LOST: u32 = 4003;
-    pub const NO_COMMON_APPLICATION: u32 = 5010;
-    pub const UNABLE_TO_COMPLY: u32 = 5012;
+    use dmproto::result_code as rc;
+    pub const SUCCESS: u32 = rc::DIAMETER_SUCCESS;
+    pub const UNABLE_TO_DELIVER: u32 = rc::DIAMETER_UNABLE_TO_DELIVER;
+    pub const UNKNOWN_PEER: u32 = rc::DIAMETER_UNKNOWN_PEER;
+    pub const ELECTION_LOST: u32 = rc::ELECTION_LOST;
+    pub const NO_COMMON_APPLICATION: u32 = rc::DIAMETER_NO_COMMON_APPLICATION;
+    pub const UNABLE_TO_COMPLY: u32 = rc::DIAMETER_UNABLE_TO_COMPLY;
 }
 
 /// One Vendor-Specific-Application-Id: a Vendor-Id and exactly one of Auth-/Acct-Application-Id.

@@ -3,6 +3,7 @@
 pub mod capabilities;
 pub mod fsm;
 pub mod watchdog;
+pub mod wire;
 
 pub use capabilities::{AppSet, Capabilities};
 pub use fsm::{Action, ConnId, ConnIds, Event, PeerFsm, State};
