@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::avp::{padded, AvpFlags, AVP_HEADER_LEN, AVP_VENDOR_HEADER_LEN, MAX_AVP_LEN, MAX_DEPTH};
 use crate::error::EncodeError;
-use crate::header::{Header, HEADER_LEN, MAX_MESSAGE_LEN};
+use crate::header::{Header, MAX_MESSAGE_LEN};
 use crate::value::Value;
 
 /// Writes one Diameter message into a buffer. See the module docs.

@@ -232,7 +232,7 @@ pub(crate) fn check_prefix(version: u8, length: u32) -> Result<(), HeaderError> 
     if version != VERSION {
         return Err(HeaderError::Version(version));
     }
-    if (length as usize) < HEADER_LEN || length % 4 != 0 {
+    if (length as usize) < HEADER_LEN || !length.is_multiple_of(4) {
         return Err(HeaderError::BadLength(length));
     }
     Ok(())
