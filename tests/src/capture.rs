@@ -10,7 +10,7 @@ use crate::child::{ChildGuard, Sig};
 use crate::paths::require_program;
 use crate::ports::free_port;
 use crate::tshark::{fields, tshark_program};
-use crate::wait::poll_until;
+use crate::wait::{poll_until, WaitError};
 use crate::wire::{from_hex, split_frames};
 
 /// A running `dumpcap -i lo -f 'tcp port N'`. Stopped (cleanly, so the file is complete) by
@@ -65,6 +65,30 @@ impl Capture {
             panic!("{e}\n{}", guard.tail(10));
         }
         Capture { guard, pcap, port }
+    }
+
+    /// Packets recorded so far, from dumpcap's progress counter (updated about twice a
+    /// second; includes the start-up probe packets and TCP acks).
+    pub fn packets(&self) -> u64 {
+        let err = self.guard.stderr();
+        err.rsplit("Packets: ")
+            .next()
+            .filter(|_| err.contains("Packets: "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until at least `n` packets were recorded; returns the count.
+    pub fn wait_packets(&self, n: u64, timeout: Duration) -> Result<u64, WaitError> {
+        poll_until(
+            &format!("{n} captured packets on port {}", self.port),
+            timeout,
+            || {
+                let got = self.packets();
+                (got >= n).then_some(got)
+            },
+        )
     }
 
     /// The port being captured.

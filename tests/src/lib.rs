@@ -9,6 +9,7 @@
 //!   `shared/peers/`).
 //! - [`wire`]: a small independent Diameter encoder/parser and blocking TCP client.
 //! - [`capture`] and [`tshark`]: loopback capture and Wireshark's dissector as the oracle.
+//! - [`oracle`]: `dmproto`'s decoding compared with tshark's, AVP by AVP.
 //! - [`dmbridge`]: the product binary, built once per test process.
 //!
 //! Helpers that set things up panic with a message saying what is missing and which setup
@@ -17,6 +18,7 @@
 pub mod capture;
 pub mod child;
 pub mod dmbridge;
+pub mod oracle;
 pub mod paths;
 pub mod peers;
 pub mod ports;
