@@ -9,6 +9,8 @@ pub mod framer;
 pub mod header;
 pub mod message;
 pub mod result_code;
+#[doc(hidden)]
+pub mod samples;
 pub mod validate;
 pub mod value;
 pub use avp::{Avp, AvpFlags, AvpIter, AvpRef, AvpRefs};
