@@ -1,0 +1,628 @@
+//! All peers of the node, and the connections not yet tied to one.
+//!
+//! An accepted connection does not belong to any peer until its CER names one: RFC 6733
+//! identifies peers by Origin-Host, not by address. [`Peers`] holds such connections with a
+//! deadline (a connection that sends no CER within the CER timeout is closed), reads their
+//! CER, and hands it to the matching [`PeerFsm`] as R-Conn-CER — or refuses it: 3010
+//! DIAMETER_UNKNOWN_PEER for an Origin-Host not configured (unless `allow_unknown_peers`,
+//! which creates an accept-only peer on the fly), or the CER's own decoding error.
+//!
+//! It also maps every message received on a peer's connection to the right state machine
+//! event, so the driver's read loop is: frame, decode, [`Peers::received`], act.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use dmproto::{Header, Message};
+
+use super::capabilities::{result, Capabilities};
+use super::fsm::{
+    Action, CloseReason, ConnId, ConnIds, DisconnectCause, Event, PeerFsm, PeerSettings, State,
+};
+use super::wire::{self, BaseKind, WireError};
+use crate::config::{Config, PeerMode, Timers};
+
+/// Index of a peer in [`Peers`]; stable for the node's lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub usize);
+
+/// What the driver must do: a peer's action, or something about a connection no peer owns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeAction {
+    Peer {
+        peer: PeerId,
+        action: Action,
+    },
+    /// Answer the CER whose header is `request` with a CEA carrying `error`, then close.
+    RefuseCer {
+        conn: ConnId,
+        request: Header,
+        error: WireError,
+    },
+    /// Close a connection that belongs to no peer (no CER in time, or not a CER first).
+    Close {
+        conn: ConnId,
+        reason: CloseReason,
+    },
+}
+
+/// What to do with a received message after [`Peers::received`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Application traffic (or a base request the peer layer does not own) on an open
+    /// connection of `peer`: route it, answer it, or match it to a pending request.
+    Process { peer: PeerId },
+    /// Handled by the peer layer (CER, DWR, ...), or dropped with the connection.
+    Consumed,
+    /// A request on a connection that is not open: answer it with 3002
+    /// DIAMETER_UNABLE_TO_DELIVER rather than leave it unanswered.
+    NotOpen,
+}
+
+/// All peers and all connections.
+#[derive(Debug)]
+pub struct Peers {
+    local: Arc<Capabilities>,
+    timers: Timers,
+    allow_unknown: bool,
+    peers: Vec<PeerFsm>,
+    by_host: HashMap<String, PeerId>,
+    owner: HashMap<ConnId, PeerId>,
+    /// Accepted connections waiting for their CER, with the deadline.
+    unidentified: HashMap<ConnId, Instant>,
+    deadlines: BTreeMap<(Instant, ConnId), ()>,
+    ids: ConnIds,
+    seed: u64,
+    actions: VecDeque<NodeAction>,
+}
+
+fn key(host: &str) -> String {
+    host.to_ascii_lowercase()
+}
+
+impl Peers {
+    /// One state machine per configured peer. `seed` feeds the watchdogs' jitter.
+    pub fn new(config: &Config, local: Arc<Capabilities>, seed: u64) -> Peers {
+        let mut peers = Peers {
+            local,
+            timers: config.timers,
+            allow_unknown: config.node.allow_unknown_peers,
+            peers: Vec::new(),
+            by_host: HashMap::new(),
+            owner: HashMap::new(),
+            unidentified: HashMap::new(),
+            deadlines: BTreeMap::new(),
+            ids: ConnIds::default(),
+            seed,
+            actions: VecDeque::new(),
+        };
+        for p in &config.peers {
+            let connect_to = match p.mode {
+                PeerMode::Connect => p.socket_addr(),
+                PeerMode::AcceptOnly => None,
+            };
+            peers.add(&p.host, connect_to);
+        }
+        peers
+    }
+
+    fn add(&mut self, host: &str, connect_to: Option<std::net::SocketAddr>) -> PeerId {
+        let id = PeerId(self.peers.len());
+        self.seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let settings = PeerSettings {
+            host: host.to_string(),
+            connect_to,
+            timers: self.timers,
+            seed: self.seed,
+        };
+        self.peers.push(PeerFsm::new(settings, self.local.clone()));
+        self.by_host.insert(key(host), id);
+        id
+    }
+
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    pub fn get(&self, id: PeerId) -> Option<&PeerFsm> {
+        self.peers.get(id.0)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (PeerId, &PeerFsm)> {
+        self.peers.iter().enumerate().map(|(i, p)| (PeerId(i), p))
+    }
+
+    /// The peer with this Diameter identity (case-insensitive).
+    pub fn by_host(&self, host: &str) -> Option<PeerId> {
+        self.by_host.get(&key(host)).copied()
+    }
+
+    /// The peer owning a connection.
+    pub fn owner(&self, conn: ConnId) -> Option<PeerId> {
+        self.owner.get(&conn).copied()
+    }
+
+    /// Connections open or being opened (for `max_connections`).
+    pub fn connection_count(&self) -> usize {
+        self.owner.len() + self.unidentified.len()
+    }
+
+    pub fn local(&self) -> &Capabilities {
+        &self.local
+    }
+
+    /// Start every peer we connect to.
+    pub fn start_all(&mut self, now: Instant) {
+        for i in 0..self.peers.len() {
+            self.event(PeerId(i), Event::Start, now);
+        }
+    }
+
+    /// Stop every peer (graceful shutdown: drain, DPR). Report [`Peers::drained`] per peer.
+    pub fn stop_all(&mut self, cause: DisconnectCause, now: Instant) {
+        for i in 0..self.peers.len() {
+            self.event(PeerId(i), Event::Stop { cause }, now);
+        }
+    }
+
+    /// No requests remain pending towards `peer`.
+    pub fn drained(&mut self, peer: PeerId, now: Instant) {
+        self.event(peer, Event::Drained, now);
+    }
+
+    /// Whether every peer is Closed (shutdown complete).
+    pub fn all_closed(&self) -> bool {
+        self.peers.iter().all(|p| p.state() == State::Closed)
+    }
+
+    /// A new inbound connection: returns its id and arms the CER timer.
+    pub fn accepted(&mut self, now: Instant) -> ConnId {
+        let conn = self.ids.next_id();
+        let deadline = now + self.timers.cer_timeout;
+        self.unidentified.insert(conn, deadline);
+        self.deadlines.insert((deadline, conn), ());
+        conn
+    }
+
+    /// Our connection attempt finished.
+    pub fn connect_result(&mut self, conn: ConnId, ok: bool, now: Instant) {
+        match self.owner(conn) {
+            Some(peer) => {
+                let ev = if ok {
+                    Event::RcvConnAck { conn }
+                } else {
+                    Event::RcvConnNack { conn }
+                };
+                self.event(peer, ev, now);
+            }
+            None if ok => self.actions.push_back(NodeAction::Close {
+                conn,
+                reason: CloseReason::Timeout,
+            }),
+            None => {}
+        }
+    }
+
+    /// The transport connection closed or failed.
+    pub fn disconnected(&mut self, conn: ConnId, now: Instant) {
+        if let Some(deadline) = self.unidentified.remove(&conn) {
+            self.deadlines.remove(&(deadline, conn));
+            return;
+        }
+        if let Some(peer) = self.owner(conn) {
+            self.event(peer, Event::PeerDisc { conn }, now);
+            self.owner.remove(&conn);
+        }
+    }
+
+    /// A message arrived on `conn`.
+    pub fn received(&mut self, conn: ConnId, msg: &Message, now: Instant) -> Received {
+        let kind = wire::classify(&msg.header);
+        if let Some(deadline) = self.unidentified.remove(&conn) {
+            self.deadlines.remove(&(deadline, conn));
+            if kind == BaseKind::Cer {
+                self.identify(conn, msg, now);
+            } else {
+                // RFC 6733 §5.6: nothing but a CER may open a connection.
+                self.actions.push_back(NodeAction::Close {
+                    conn,
+                    reason: CloseReason::ProtocolError,
+                });
+            }
+            return Received::Consumed;
+        }
+        let Some(peer) = self.owner(conn) else {
+            return Received::Consumed;
+        };
+        let Some(fsm) = self.peers.get(peer.0) else {
+            return Received::Consumed;
+        };
+        let waiting_cea = matches!(fsm.state(), State::WaitICea | State::WaitReturns)
+            && fsm.open_conn() != Some(conn);
+        let ids = wire::ids_of(&msg.header);
+        let event = match kind {
+            BaseKind::Cea => {
+                let caps = wire::decode_capabilities(msg);
+                let code = wire::result_code(msg).unwrap_or(result::UNABLE_TO_COMPLY);
+                match caps {
+                    Ok(caps) => Event::RcvCea {
+                        conn,
+                        result_code: code,
+                        caps,
+                    },
+                    Err(_) => Event::RcvNonCea { conn },
+                }
+            }
+            _ if waiting_cea => Event::RcvNonCea { conn },
+            BaseKind::Cer => match wire::decode_cer(msg) {
+                Ok(cer) => Event::RcvCer { conn, cer },
+                Err(_) => Event::RcvNonCea { conn },
+            },
+            BaseKind::Dwr => Event::RcvDwr { conn, ids },
+            BaseKind::Dwa => Event::RcvDwa { conn },
+            BaseKind::Dpr => Event::RcvDpr {
+                conn,
+                ids,
+                cause: wire::disconnect_cause(msg),
+            },
+            BaseKind::Dpa => Event::RcvDpa { conn },
+            BaseKind::Other => Event::RcvMessage { conn },
+        };
+        let is_other = matches!(event, Event::RcvMessage { .. });
+        let process = self.event(peer, event, now);
+        if process {
+            Received::Process { peer }
+        } else if is_other && msg.header.flags.is_request() {
+            Received::NotOpen
+        } else {
+            Received::Consumed
+        }
+    }
+
+    fn identify(&mut self, conn: ConnId, msg: &Message, now: Instant) {
+        let cer = match wire::decode_cer(msg) {
+            Ok(cer) => cer,
+            Err(error) => {
+                self.actions.push_back(NodeAction::RefuseCer {
+                    conn,
+                    request: msg.header,
+                    error,
+                });
+                return;
+            }
+        };
+        let peer = match self.by_host(&cer.caps.origin_host) {
+            Some(p) => p,
+            None if self.allow_unknown => self.add(&cer.caps.origin_host.clone(), None),
+            None => {
+                let error = WireError {
+                    result_code: result::UNKNOWN_PEER,
+                    message: format!("unknown peer {:?}", cer.caps.origin_host),
+                    failed_avp: None,
+                };
+                self.actions.push_back(NodeAction::RefuseCer {
+                    conn,
+                    request: msg.header,
+                    error,
+                });
+                return;
+            }
+        };
+        self.owner.insert(conn, peer);
+        self.event(peer, Event::RConnCer { conn, cer }, now);
+    }
+
+    /// Feeds one event to a peer and collects its actions. Returns the FSM's verdict.
+    fn event(&mut self, peer: PeerId, event: Event, now: Instant) -> bool {
+        let Some(fsm) = self.peers.get_mut(peer.0) else {
+            return false;
+        };
+        let process = fsm.handle(event, now, &mut self.ids);
+        self.collect(peer);
+        process
+    }
+
+    fn collect(&mut self, peer: PeerId) {
+        let Some(fsm) = self.peers.get_mut(peer.0) else {
+            return;
+        };
+        while let Some(action) = fsm.poll_action() {
+            match &action {
+                Action::Connect { conn, .. } | Action::Accept { conn } => {
+                    self.owner.insert(*conn, peer);
+                }
+                Action::Close { conn, .. } => {
+                    // A rejected second connection may not be this peer's: free it anyway.
+                    self.owner.remove(conn);
+                }
+                _ => {}
+            }
+            self.actions.push_back(NodeAction::Peer { peer, action });
+        }
+    }
+
+    /// The next action for the driver.
+    pub fn poll_action(&mut self) -> Option<NodeAction> {
+        self.actions.pop_front()
+    }
+
+    pub fn next_timeout(&self) -> Option<Instant> {
+        let cer = self.deadlines.keys().next().map(|(t, _)| *t);
+        self.peers
+            .iter()
+            .filter_map(PeerFsm::next_timeout)
+            .chain(cer)
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((&(t, conn), _)) = self.deadlines.iter().next() {
+            if t > now {
+                break;
+            }
+            self.deadlines.remove(&(t, conn));
+            self.unidentified.remove(&conn);
+            self.actions.push_back(NodeAction::Close {
+                conn,
+                reason: CloseReason::Timeout,
+            });
+        }
+        for i in 0..self.peers.len() {
+            let Some(fsm) = self.peers.get_mut(i) else {
+                break;
+            };
+            if fsm.next_timeout().is_some_and(|t| t <= now) {
+                fsm.handle_timeout(now, &mut self.ids);
+                self.collect(PeerId(i));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::fsm::Outgoing;
+    use crate::peer::wire::encode;
+    use std::time::Duration;
+
+    const CONFIG: &str = r#"
+[node]
+origin_host = "m.example.net"
+origin_realm = "example.net"
+[[applications]]
+id = 4
+[[peers]]
+host = "known.example.net"
+mode = "accept"
+[[peers]]
+host = "out.example.net"
+address = "127.0.0.1"
+port = 3999
+[timers]
+cer_timeout = "3s"
+"#;
+
+    fn peers(allow_unknown: bool) -> Peers {
+        let mut config = crate::config::parse(CONFIG).unwrap();
+        config.node.allow_unknown_peers = allow_unknown;
+        let local = Arc::new(Capabilities::local(&config, 1, &[]));
+        Peers::new(&config, local, 99)
+    }
+
+    fn remote(host: &str) -> Capabilities {
+        Capabilities {
+            origin_host: host.into(),
+            origin_realm: "example.net".into(),
+            auth_app_ids: vec![4],
+            product_name: "test".into(),
+            ..Capabilities::default()
+        }
+    }
+
+    fn cer_from(host: &str) -> Message {
+        Message::decode(encode(&Outgoing::Cer, &remote(host), 1, 2).unwrap()).unwrap()
+    }
+
+    fn drain(p: &mut Peers) -> Vec<NodeAction> {
+        std::iter::from_fn(|| p.poll_action()).collect()
+    }
+
+    #[test]
+    fn known_peer_cer_opens_it() {
+        let mut p = peers(false);
+        let now = Instant::now();
+        let conn = p.accepted(now);
+        assert_eq!(
+            p.received(conn, &cer_from("KNOWN.example.net"), now),
+            Received::Consumed
+        );
+        let id = p.by_host("known.example.net").unwrap();
+        assert_eq!(p.get(id).unwrap().state(), State::ROpen);
+        assert_eq!(p.owner(conn), Some(id));
+        let actions = drain(&mut p);
+        assert!(actions.contains(&NodeAction::Peer {
+            peer: id,
+            action: Action::Accept { conn }
+        }));
+    }
+
+    #[test]
+    fn unknown_peer_is_refused_with_3010() {
+        let mut p = peers(false);
+        let now = Instant::now();
+        let conn = p.accepted(now);
+        p.received(conn, &cer_from("stranger.example.net"), now);
+        match drain(&mut p).as_slice() {
+            [NodeAction::RefuseCer { conn: c, error, .. }] => {
+                assert_eq!(*c, conn);
+                assert_eq!(error.result_code, 3010);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.connection_count(), 0);
+    }
+
+    #[test]
+    fn unknown_peer_is_admitted_when_allowed() {
+        let mut p = peers(true);
+        let now = Instant::now();
+        let conn = p.accepted(now);
+        p.received(conn, &cer_from("stranger.example.net"), now);
+        let id = p.by_host("stranger.example.net").expect("created");
+        assert_eq!(p.get(id).unwrap().state(), State::ROpen);
+        assert_eq!(p.len(), 3);
+    }
+
+    #[test]
+    fn no_cer_in_time_closes_the_connection() {
+        let mut p = peers(false);
+        let now = Instant::now();
+        let conn = p.accepted(now);
+        assert_eq!(p.next_timeout(), Some(now + Duration::from_secs(3)));
+        p.handle_timeout(now + Duration::from_secs(2));
+        assert_eq!(drain(&mut p), vec![]);
+        p.handle_timeout(now + Duration::from_secs(3));
+        assert_eq!(
+            drain(&mut p),
+            vec![NodeAction::Close {
+                conn,
+                reason: CloseReason::Timeout
+            }]
+        );
+        assert_eq!(p.connection_count(), 0);
+        assert_eq!(p.next_timeout(), None);
+    }
+
+    #[test]
+    fn first_message_not_a_cer_closes() {
+        let mut p = peers(false);
+        let now = Instant::now();
+        let conn = p.accepted(now);
+        let dwr =
+            Message::decode(encode(&Outgoing::Dwr, &remote("known.example.net"), 1, 1).unwrap())
+                .unwrap();
+        p.received(conn, &dwr, now);
+        assert_eq!(
+            drain(&mut p),
+            vec![NodeAction::Close {
+                conn,
+                reason: CloseReason::ProtocolError
+            }]
+        );
+    }
+
+    #[test]
+    fn undecodable_cer_is_refused_with_its_error() {
+        let mut p = peers(false);
+        let now = Instant::now();
+        let conn = p.accepted(now);
+        let mut w = dmproto::MessageWriter::new(Header::request(257, 0, 1, 1));
+        w.str(296, 0x40, 0, "example.net");
+        let msg = Message::decode(w.finish().unwrap()).unwrap();
+        p.received(conn, &msg, now);
+        match drain(&mut p).as_slice() {
+            [NodeAction::RefuseCer { error, .. }] => assert_eq!(error.result_code, 5005),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn outgoing_peer_full_handshake_and_traffic() {
+        let mut p = peers(false);
+        let now = Instant::now();
+        p.start_all(now);
+        let out = p.by_host("out.example.net").unwrap();
+        let conn = match drain(&mut p).as_slice() {
+            [NodeAction::Peer {
+                peer,
+                action: Action::Connect { conn, addr },
+            }] => {
+                assert_eq!(*peer, out);
+                assert_eq!(addr.port(), 3999);
+                *conn
+            }
+            other => panic!("{other:?}"),
+        };
+        p.connect_result(conn, true, now);
+        assert_eq!(
+            drain(&mut p),
+            vec![NodeAction::Peer {
+                peer: out,
+                action: Action::Send {
+                    conn,
+                    msg: Outgoing::Cer
+                }
+            }]
+        );
+        let cea_ids = crate::peer::fsm::MsgIds {
+            hop_by_hop: 1,
+            end_to_end: 2,
+        };
+        let cea = Outgoing::Cea {
+            ids: cea_ids,
+            result_code: 2001,
+            error_message: None,
+        };
+        let cea = Message::decode(encode(&cea, &remote("out.example.net"), 0, 0).unwrap()).unwrap();
+        assert_eq!(p.received(conn, &cea, now), Received::Consumed);
+        assert_eq!(p.get(out).unwrap().state(), State::IOpen);
+        drain(&mut p);
+        let mut w = dmproto::MessageWriter::new(Header::request(272, 4, 7, 8));
+        w.str(263, 0x40, 0, "s;1");
+        let ccr = Message::decode(w.finish().unwrap()).unwrap();
+        assert_eq!(p.received(conn, &ccr, now), Received::Process { peer: out });
+        // DWR is answered by the peer layer.
+        let dwr =
+            Message::decode(encode(&Outgoing::Dwr, &remote("out.example.net"), 3, 3).unwrap())
+                .unwrap();
+        assert_eq!(p.received(conn, &dwr, now), Received::Consumed);
+        assert!(matches!(
+            drain(&mut p).as_slice(),
+            [NodeAction::Peer {
+                action: Action::Send {
+                    msg: Outgoing::Dwa { .. },
+                    ..
+                },
+                ..
+            }]
+        ));
+        // Transport loss.
+        p.disconnected(conn, now);
+        assert_eq!(p.get(out).unwrap().state(), State::Closed);
+        assert!(drain(&mut p).contains(&NodeAction::Peer {
+            peer: out,
+            action: Action::Down { conn }
+        }));
+    }
+
+    #[test]
+    fn request_on_a_connection_that_is_not_open_must_be_refused() {
+        let mut p = peers(false);
+        let now = Instant::now();
+        p.start_all(now);
+        let conn = match drain(&mut p).as_slice() {
+            [NodeAction::Peer {
+                action: Action::Connect { conn, .. },
+                ..
+            }] => *conn,
+            other => panic!("{other:?}"),
+        };
+        p.connect_result(conn, true, now);
+        let mut w = dmproto::MessageWriter::new(Header::request(272, 4, 7, 8));
+        w.str(263, 0x40, 0, "s;1");
+        let ccr = Message::decode(w.finish().unwrap()).unwrap();
+        // Waiting for CEA: this is Rcv-Non-CEA, which closes the connection.
+        assert_eq!(p.received(conn, &ccr, now), Received::Consumed);
+        assert_eq!(p.get(PeerId(1)).unwrap().state(), State::Closed);
+    }
+}
