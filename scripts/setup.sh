@@ -19,11 +19,11 @@ shared="$top/../shared"
 deps="$top/build/deps"
 
 # Everything the project builds or tests with. Kamailio and its module packages are the
-# binaries the module loads into; the rest: peers (freeDiameter, Erlang diameter), the wire
+# binaries the module loads into (lua: the module's KEMI test); the rest: peers (freeDiameter, Erlang diameter), the wire
 # oracle (tshark), the SIP client (sipp = sip-tester), memory checking (valgrind, clang's ASan
 # runtime), C toolchain and the tools `apt-get source` / test_app's build need.
 packages=(
-  kamailio kamailio-ims-modules kamailio-extra-modules
+  kamailio kamailio-ims-modules kamailio-extra-modules kamailio-lua-modules
   freediameterd freediameter-extensions libfreediameter-dev
   erlang-base erlang-diameter erlang-dev
   tshark sip-tester valgrind

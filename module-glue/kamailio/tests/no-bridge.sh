@@ -40,16 +40,17 @@ make -s -C "$top/module-glue/kamailio" >"$work/build.log" 2>&1 || { cat "$work/b
 start_kamailio() { # name cfg port  -> pid in $kpid, log $work/name.log
   mkdir -p "$work/$1"
   kamailio -DD -E -Y "$work/$1" -f "$2" -A "SIP_PORT=$3" -A "DMB_SO=\"$so\"" \
-    -A "DMB_SOCKET=\"$work/no-such-bridge.sock\"" >"$work/$1.log" 2>&1 &
+    -A "DMB_SOCKET=\"$work/no-such-bridge.sock\"" -A "KEMI_LUA=\"$here/kemi.lua\"" \
+    >"$work/$1.log" 2>&1 &
   kpid=$!
   pids+=("$kpid")
 }
 
 # 1. check mode: parses the cfg, loads the module (Kamailio compares its compile flags)
-for cfg in "$top/cfg-examples/kamailio.cfg" "$here/no-bridge.cfg"; do
+for cfg in "$top/cfg-examples/kamailio.cfg" "$here/no-bridge.cfg" "$here/kemi.cfg"; do
   port=$(free_port)
   kamailio -c -f "$cfg" -A "SIP_PORT=$port" -A "DMB_SO=\"$so\"" -A 'DMB_SOCKET="/nonexistent"' \
-    >"$work/check.log" 2>&1
+    -A "KEMI_LUA=\"$here/kemi.lua\"" >"$work/check.log" 2>&1
   check "kamailio -c $(basename "$cfg")" "grep -q 'config file ok' '$work/check.log'" "$work/check.log"
 done
 check "no compile-flags mismatch" "! grep -q 'compile flags mismatch' '$work/check.log'"
@@ -84,6 +85,17 @@ check "sync: invalid JSON log line names the offset" "wait_log '$log' 'invalid A
 r=$("$here/sipsend.py" "$port" OPTIONS 'X-Json: [{"User-Name":"alice"}]' 2>&1)
 check "sync: no bridge -> -3 'bridge not attached', reply var reset to null (0 for a var) (got '$r')" "printf '%s' \"\$r\" | grep -q '^SIP/2.0 299 rc=-3 err=bridge not attached var=0'" "$log"
 check "sync: no crash" "! grep -qiE 'segfault|signal 11|CRITICAL: <core> \\[core/pass_fd' '$log'"
+
+# 4. KEMI (Lua): the same functions from KSR.dmbridge, async resumes in a Lua function
+port=$(free_port)
+start_kamailio kemi "$here/kemi.cfg" "$port"
+log="$work/kemi.log"
+check "kemi: module worker started, every command declared (event_callback)" \
+  "wait_log '$log' 'dmbridge worker 1 started' 10 && grep -q '1 handled command name' '$log'" "$log"
+r=$("$here/sipsend.py" "$port" OPTIONS 2>&1)
+check "kemi: dm_send_request -> -3 (got '$r')" "[ '$r' = 'SIP/2.0 299 rc=-3 err=bridge not attached' ]" "$log"
+r=$("$here/sipsend.py" "$port" REGISTER 2>&1)
+check "kemi: dm_send_request_async resumes in the Lua callback (got '$r')" "[ '$r' = 'SIP/2.0 504 result -3' ]" "$log"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
