@@ -1,0 +1,710 @@
+//! The unix control socket: registration, doorbell and liveness.
+//!
+//! `SOCK_SEQPACKET` keeps message boundaries (no framing code) and, like a
+//! stream socket, reports EOF when the other process dies — which is how
+//! each side learns the other is gone, without heartbeats. The same
+//! connection carries the doorbell: a one-byte message sent only when the
+//! ring header says the other side sleeps (see [`crate::ring`]).
+//!
+//! Messages (first byte is the kind):
+//!
+//! | kind | direction | content |
+//! |------|-----------|---------|
+//! | 0x01 | both | doorbell |
+//! | 0x10 | worker -> bridge | Hello: wire version, pid, worker name |
+//! | 0x11 | bridge -> worker | Welcome: wire version, slot, generation, max_msg, segment path; the segment fd rides along (SCM_RIGHTS) |
+//! | 0x12 | bridge -> worker | Refused: reason (the connection is then closed) |
+//! | 0x13 | worker -> bridge | Handles: the event names this worker serves |
+//! | 0x14 | worker -> bridge | StatusQuery |
+//! | 0x15 | bridge -> worker | Status: the bridge's status JSON |
+//!
+//! Hello and Welcome put the wire version right after the kind so that any
+//! future layout can still tell an old peer *why* it is refused.
+//!
+//! The segment travels as a file descriptor rather than only as a path: the
+//! worker maps exactly the file the bridge created, even if a restarting
+//! bridge has already replaced the path.
+
+use crate::error::{Error, Result};
+use crate::record::Reader;
+use std::fs::File;
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Duration;
+
+/// Largest control message (status JSON is truncated to fit).
+pub const MAX_CONTROL_MSG: usize = 64 * 1024;
+/// Most event names one worker may declare.
+pub const MAX_HANDLES: usize = 1024;
+/// Longest event name.
+pub const MAX_NAME: usize = 128;
+
+const K_DOORBELL: u8 = 0x01;
+const K_HELLO: u8 = 0x10;
+const K_WELCOME: u8 = 0x11;
+const K_REFUSED: u8 = 0x12;
+const K_HANDLES: u8 = 0x13;
+const K_STATUS_QUERY: u8 = 0x14;
+const K_STATUS: u8 = 0x15;
+
+/// Why a registration was refused. This message's shape never changes, so
+/// any library version can show any bridge's reason.
+pub mod refusal {
+    /// Wire versions differ.
+    pub const VERSION: u32 = 1;
+    /// No free worker slot.
+    pub const NO_SLOT: u32 = 2;
+    /// Anything else.
+    pub const OTHER: u32 = 3;
+}
+
+/// One control message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ctl {
+    /// Wake up and look at the rings.
+    Doorbell,
+    /// First message of a worker.
+    Hello {
+        version: u32,
+        pid: u32,
+        name: String,
+    },
+    /// The bridge accepted the worker (segment fd attached).
+    Welcome {
+        version: u32,
+        slot: u32,
+        generation: u64,
+        max_msg: u32,
+        segment_path: String,
+    },
+    /// The bridge refused the worker; `code` is one of [`refusal`].
+    Refused { code: u32, reason: String },
+    /// Event names served by this worker (`PPR`, `E_DM_PPR`, `*`, ...).
+    Handles { names: Vec<String> },
+    /// Ask for the bridge's status.
+    StatusQuery,
+    /// The bridge's status as JSON.
+    Status { json: String },
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+impl Ctl {
+    /// Serialises the message.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        match self {
+            Ctl::Doorbell => out.push(K_DOORBELL),
+            Ctl::Hello { version, pid, name } => {
+                out.push(K_HELLO);
+                out.extend_from_slice(&version.to_le_bytes());
+                out.extend_from_slice(&pid.to_le_bytes());
+                put_str(&mut out, name);
+            }
+            Ctl::Welcome {
+                version,
+                slot,
+                generation,
+                max_msg,
+                segment_path,
+            } => {
+                out.push(K_WELCOME);
+                out.extend_from_slice(&version.to_le_bytes());
+                out.extend_from_slice(&slot.to_le_bytes());
+                out.extend_from_slice(&generation.to_le_bytes());
+                out.extend_from_slice(&max_msg.to_le_bytes());
+                put_str(&mut out, segment_path);
+            }
+            Ctl::Refused { code, reason } => {
+                out.push(K_REFUSED);
+                out.extend_from_slice(&code.to_le_bytes());
+                put_str(&mut out, reason);
+            }
+            Ctl::Handles { names } => {
+                out.push(K_HANDLES);
+                out.extend_from_slice(
+                    &u32::try_from(names.len()).unwrap_or(u32::MAX).to_le_bytes(),
+                );
+                for n in names {
+                    put_str(&mut out, n);
+                }
+            }
+            Ctl::StatusQuery => out.push(K_STATUS_QUERY),
+            Ctl::Status { json } => {
+                out.push(K_STATUS);
+                put_str(&mut out, json);
+            }
+        }
+        out
+    }
+
+    /// Parses one message; every length is checked.
+    pub fn decode(buf: &[u8]) -> Result<Ctl> {
+        let mut r = Reader {
+            buf,
+            what: "control message",
+        };
+        let kind = r.u8()?;
+        let msg = match kind {
+            K_DOORBELL => Ctl::Doorbell,
+            K_HELLO => {
+                let version = r.u32()?;
+                if version != crate::segment::WIRE_VERSION {
+                    // Do not parse further: the rest may have another shape.
+                    return Ok(Ctl::Hello {
+                        version,
+                        pid: 0,
+                        name: String::new(),
+                    });
+                }
+                Ctl::Hello {
+                    version,
+                    pid: r.u32()?,
+                    name: r.str()?.to_owned(),
+                }
+            }
+            K_WELCOME => {
+                let version = r.u32()?;
+                if version != crate::segment::WIRE_VERSION {
+                    return Ok(Ctl::Welcome {
+                        version,
+                        slot: 0,
+                        generation: 0,
+                        max_msg: 0,
+                        segment_path: String::new(),
+                    });
+                }
+                Ctl::Welcome {
+                    version,
+                    slot: r.u32()?,
+                    generation: r.u64()?,
+                    max_msg: r.u32()?,
+                    segment_path: r.str()?.to_owned(),
+                }
+            }
+            K_REFUSED => Ctl::Refused {
+                code: r.u32()?,
+                reason: r.str()?.to_owned(),
+            },
+            K_HANDLES => {
+                let n = r.u32()? as usize;
+                if n > MAX_HANDLES {
+                    return Err(Error::Protocol(format!(
+                        "{n} handled names, at most {MAX_HANDLES}"
+                    )));
+                }
+                let mut names = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let s = r.str()?;
+                    if s.is_empty() || s.len() > MAX_NAME {
+                        return Err(Error::Protocol(format!("bad handled name {s:?}")));
+                    }
+                    names.push(s.to_owned());
+                }
+                Ctl::Handles { names }
+            }
+            K_STATUS_QUERY => Ctl::StatusQuery,
+            K_STATUS => Ctl::Status {
+                json: r.str()?.to_owned(),
+            },
+            other => {
+                return Err(Error::Protocol(format!(
+                    "unknown control message kind {other:#x}"
+                )))
+            }
+        };
+        if !r.buf.is_empty() {
+            return Err(Error::Protocol("trailing bytes in control message".into()));
+        }
+        Ok(msg)
+    }
+}
+
+/// What a non-blocking receive produced.
+#[derive(Debug)]
+pub enum Recv {
+    /// A message of this many bytes (and a descriptor, if one came along).
+    Msg(usize, Option<OwnedFd>),
+    /// Nothing queued.
+    WouldBlock,
+    /// The other side closed or died.
+    Eof,
+}
+
+/// One end of a control connection (non-blocking, close-on-exec).
+#[derive(Debug)]
+pub struct Conn {
+    fd: OwnedFd,
+}
+
+fn sockaddr(path: &Path) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(Error::Invalid(format!(
+            "control socket path {:?} is empty, contains NUL or is longer than {} bytes",
+            path,
+            addr.sun_path.len() - 1
+        )));
+    }
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    let len = size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    Ok((addr, len as libc::socklen_t))
+}
+
+fn new_socket() -> Result<OwnedFd> {
+    // SAFETY: plain syscall; the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(Error::last_os("creating control socket"));
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl Conn {
+    /// Connects to the bridge's control socket.
+    pub fn connect(path: &Path) -> Result<Conn> {
+        let (addr, len) = sockaddr(path)?;
+        let fd = new_socket()?;
+        // SAFETY: addr/len describe a valid sockaddr_un.
+        let rc = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                len,
+            )
+        };
+        if rc < 0 {
+            return Err(Error::io(
+                format!("connecting to the bridge at {}", path.display()),
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(Conn { fd })
+    }
+
+    /// A connected pair (tests).
+    pub fn pair() -> Result<(Conn, Conn)> {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for two descriptors.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        if rc < 0 {
+            return Err(Error::last_os("socketpair"));
+        }
+        // SAFETY: both are fresh descriptors we own.
+        Ok(unsafe {
+            (
+                Conn {
+                    fd: OwnedFd::from_raw_fd(fds[0]),
+                },
+                Conn {
+                    fd: OwnedFd::from_raw_fd(fds[1]),
+                },
+            )
+        })
+    }
+
+    /// Sends one message, optionally with a descriptor. Never blocks: a full
+    /// socket buffer is `WouldBlock` (for a doorbell that is harmless — the
+    /// other side already has one queued).
+    pub fn send(&self, msg: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+        let mut iov = libc::iovec {
+            iov_base: msg.as_ptr() as *mut libc::c_void,
+            iov_len: msg.len(),
+        };
+        // SAFETY: msghdr is plain data; all-zero is valid.
+        let mut hdr: libc::msghdr = unsafe { zeroed() };
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        // u64 array: correctly aligned for cmsghdr.
+        let mut cbuf = [0u64; 4];
+        if let Some(fd) = fd {
+            // SAFETY: CMSG_SPACE is a pure computation.
+            let space = unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as u32) } as usize;
+            hdr.msg_control = cbuf.as_mut_ptr().cast();
+            hdr.msg_controllen = space as _;
+            // SAFETY: msg_control points at `space` <= 32 bytes of aligned
+            // buffer, so the first header and its data fit.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(&hdr);
+                (*c).cmsg_level = libc::SOL_SOCKET;
+                (*c).cmsg_type = libc::SCM_RIGHTS;
+                (*c).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd.as_raw_fd());
+            }
+        }
+        // SAFETY: hdr points at live iov/control buffers for the call.
+        let n = unsafe {
+            libc::sendmsg(
+                self.fd.as_raw_fd(),
+                &hdr,
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Receives one message into `buf` without blocking. A message longer
+    /// than `buf` is an error (the protocol bounds them).
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Recv> {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain data; all-zero is valid.
+        let mut hdr: libc::msghdr = unsafe { zeroed() };
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        let mut cbuf = [0u64; 8];
+        hdr.msg_control = cbuf.as_mut_ptr().cast();
+        hdr.msg_controllen = size_of::<[u64; 8]>() as _;
+        // SAFETY: hdr points at live buffers for the duration of the call.
+        let n = unsafe {
+            libc::recvmsg(
+                self.fd.as_raw_fd(),
+                &mut hdr,
+                libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock => Ok(Recv::WouldBlock),
+                io::ErrorKind::ConnectionReset => Ok(Recv::Eof),
+                _ => Err(e),
+            };
+        }
+        // Collect descriptors first so none leaks, even on error below.
+        let mut got: Option<OwnedFd> = None;
+        // SAFETY: walking the control buffer the kernel filled, with the
+        // CMSG_* macros, bounded by msg_controllen.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&hdr);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                    let count =
+                        ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / size_of::<RawFd>();
+                    for i in 0..count {
+                        let fd = OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i)));
+                        if got.is_none() {
+                            got = Some(fd);
+                        } // extra descriptors are closed by dropping them
+                    }
+                }
+                c = libc::CMSG_NXTHDR(&hdr, c);
+            }
+        }
+        if hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "control message too long",
+            ));
+        }
+        if n == 0 {
+            return Ok(Recv::Eof);
+        }
+        Ok(Recv::Msg(n as usize, got))
+    }
+
+    /// Sends a control message.
+    pub fn send_ctl(&self, msg: &Ctl, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+        self.send(&msg.encode(), fd)
+    }
+
+    /// Rings the other side's doorbell (errors ignored: a full buffer means
+    /// one is already pending; a dead peer is noticed by EOF).
+    pub fn ring(&self) {
+        let _ = self.send(&[K_DOORBELL], None);
+    }
+
+    /// Waits until readable (or EOF) or `timeout`; true if readable.
+    pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        poll_in(self.fd.as_fd(), timeout)
+    }
+
+    /// The peer's pid/uid/gid (SO_PEERCRED).
+    pub fn peer_cred(&self) -> io::Result<libc::ucred> {
+        // SAFETY: ucred is plain data.
+        let mut cred: libc::ucred = unsafe { zeroed() };
+        let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: cred/len describe a writable ucred.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(cred)
+    }
+}
+
+impl AsRawFd for Conn {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for Conn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// poll(2) for readability.
+pub fn poll_in(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    loop {
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut p, 1, ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(rc > 0);
+    }
+}
+
+/// The bridge's listening control socket. Removes its path on drop.
+#[derive(Debug)]
+pub struct Listener {
+    fd: OwnedFd,
+    path: std::path::PathBuf,
+}
+
+impl Listener {
+    /// Binds `path` (replacing a stale socket file) with mode 0600, or 0660
+    /// and group `group`.
+    pub fn bind(path: &Path, group: Option<u32>) -> Result<Listener> {
+        let (addr, len) = sockaddr(path)?;
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
+                std::fs::remove_file(path).map_err(|e| {
+                    Error::io(format!("removing stale socket {}", path.display()), e)
+                })?
+            }
+            Ok(_) => {
+                return Err(Error::Invalid(format!(
+                    "{} exists and is not a socket; refusing to replace it",
+                    path.display()
+                )))
+            }
+            Err(_) => {}
+        }
+        let fd = new_socket()?;
+        // SAFETY: addr/len describe a valid sockaddr_un.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                len,
+            )
+        };
+        if rc < 0 {
+            return Err(Error::last_os(format!(
+                "binding control socket {}",
+                path.display()
+            )));
+        }
+        let listener = Listener {
+            fd,
+            path: path.to_path_buf(),
+        };
+        if let Some(gid) = group {
+            std::os::unix::fs::chown(path, None, Some(gid))
+                .map_err(|e| Error::io(format!("giving {} to group {gid}", path.display()), e))?;
+        }
+        let mode = if group.is_some() { 0o660 } else { 0o600 };
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(|e| Error::io("setting control socket permissions", e))?;
+        // SAFETY: plain syscall on our socket.
+        if unsafe { libc::listen(listener.fd.as_raw_fd(), 128) } < 0 {
+            return Err(Error::last_os("listen on control socket"));
+        }
+        Ok(listener)
+    }
+
+    /// Accepts one pending connection without blocking.
+    pub fn accept(&self) -> io::Result<Option<Conn>> {
+        loop {
+            // SAFETY: plain syscall; null address arguments are allowed.
+            let fd = unsafe {
+                libc::accept4(
+                    self.fd.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: fresh descriptor we own.
+                return Ok(Some(Conn {
+                    fd: unsafe { OwnedFd::from_raw_fd(fd) },
+                }));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return Ok(None),
+                io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Turns a received descriptor into the segment file.
+pub fn fd_to_file(fd: OwnedFd) -> File {
+    File::from(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_roundtrip() {
+        let msgs = vec![
+            Ctl::Doorbell,
+            Ctl::Hello {
+                version: crate::segment::WIRE_VERSION,
+                pid: 42,
+                name: "worker 3".into(),
+            },
+            Ctl::Welcome {
+                version: crate::segment::WIRE_VERSION,
+                slot: 2,
+                generation: 99,
+                max_msg: 65536,
+                segment_path: "/dev/shm/x".into(),
+            },
+            Ctl::Refused {
+                code: refusal::OTHER,
+                reason: "no".into(),
+            },
+            Ctl::Handles {
+                names: vec!["PPR".into(), "*".into()],
+            },
+            Ctl::StatusQuery,
+            Ctl::Status { json: "{}".into() },
+        ];
+        for m in msgs {
+            let b = m.encode();
+            assert_eq!(Ctl::decode(&b).unwrap(), m);
+            for n in 0..b.len() {
+                let _ = Ctl::decode(&b[..n]);
+            }
+        }
+        assert!(Ctl::decode(&[0x77]).is_err());
+        assert!(Ctl::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn foreign_version_hello_is_still_recognised() {
+        let mut b = vec![K_HELLO];
+        b.extend_from_slice(&7u32.to_le_bytes());
+        b.extend_from_slice(b"whatever comes in version 7");
+        assert_eq!(
+            Ctl::decode(&b).unwrap(),
+            Ctl::Hello {
+                version: 7,
+                pid: 0,
+                name: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn fd_passing_and_eof() {
+        let (a, b) = Conn::pair().unwrap();
+        let f = std::fs::File::open("/dev/null").unwrap();
+        a.send_ctl(
+            &Ctl::Refused {
+                code: 2,
+                reason: "x".into(),
+            },
+            Some(f.as_fd()),
+        )
+        .unwrap();
+        let mut buf = [0u8; 128];
+        match b.recv(&mut buf).unwrap() {
+            Recv::Msg(n, Some(_fd)) => assert_eq!(
+                Ctl::decode(&buf[..n]).unwrap(),
+                Ctl::Refused {
+                    code: 2,
+                    reason: "x".into()
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(b.recv(&mut buf).unwrap(), Recv::WouldBlock));
+        a.ring();
+        assert!(b.wait_readable(Duration::from_secs(1)).unwrap());
+        assert!(matches!(b.recv(&mut buf).unwrap(), Recv::Msg(1, None)));
+        drop(a);
+        assert!(matches!(b.recv(&mut buf).unwrap(), Recv::Eof));
+    }
+}

@@ -1,0 +1,927 @@
+//! The worker's side: what `libdmbridge` wraps for OpenSIPS and Kamailio
+//! processes.
+//!
+//! # The stable descriptor
+//!
+//! [`Worker::fd`] is an epoll descriptor owned by the worker, created once
+//! and never replaced. Inside it are the current control connection (the
+//! bridge's doorbell and EOF), an eventfd the library sets while it holds
+//! something the caller has not collected yet, and a timerfd for re-attach
+//! attempts and answer deadlines. SIP servers register a descriptor in their
+//! reactor once (OpenSIPS) or poll it from a loop (Kamailio); because the
+//! epoll descriptor outlives bridge restarts, neither needs to know when the
+//! connection inside is swapped.
+//!
+//! # Caller contract
+//!
+//! One `Worker` per process, used by one thread at a time, created after
+//! fork. When `fd()` is readable, call [`Worker::next_request`] and
+//! [`Worker::next_answer`] until each returns `None` (each call first
+//! services the connection: doorbells, EOF, re-attach, deadlines). At the
+//! end of every call that looked at the rings the library either leaves the
+//! descriptor readable or tells the bridge it sleeps, so no wake-up is lost.
+//!
+//! # Bridge restarts
+//!
+//! EOF on the connection detaches: the mapping is dropped, every outgoing
+//! request still in flight completes with class -3 ("bridge went away"),
+//! tokens of unreplied incoming requests become invalid (the old bridge
+//! instance answered them or died with them), and calls fail fast with
+//! [`Error::Detached`]. The worker re-attaches by itself — on any call, at
+//! most every `min_retry`, and from the timerfd every `retry_interval` while
+//! the caller only waits on the fd — and re-sends its handled names.
+
+use crate::control::{refusal, Conn, Ctl, Recv, MAX_CONTROL_MSG, MAX_HANDLES, MAX_NAME};
+use crate::error::{Error, Result};
+use crate::record::{class, OutgoingRequest, Record, Reply, ReplyStatus};
+use crate::ring::{Consumer, Producer, PushError};
+use crate::segment::{RingId, Segment, ShmRing, WIRE_VERSION};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How to reach the bridge and how patient to be.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The bridge's control socket.
+    pub control_path: PathBuf,
+    /// Shown in the bridge's logs and status ("opensips worker 3").
+    pub name: String,
+    /// Longest wait for the bridge's Welcome.
+    pub handshake_timeout: Duration,
+    /// Re-attach period while detached and idle (timerfd).
+    pub retry_interval: Duration,
+    /// Calls made while detached try to re-attach at most this often.
+    pub min_retry: Duration,
+    /// Extra time beyond a request's timeout before the library gives up on
+    /// the bridge's answer (the bridge itself answers -2 at the timeout).
+    pub grace: Duration,
+    /// Timeout used when the caller passes 0.
+    pub default_timeout_ms: u32,
+    /// Most outgoing requests in flight.
+    pub max_in_flight: usize,
+}
+
+impl WorkerConfig {
+    /// Sensible defaults for `path` and `name`.
+    pub fn new(control_path: impl Into<PathBuf>, name: impl Into<String>) -> WorkerConfig {
+        WorkerConfig {
+            control_path: control_path.into(),
+            name: name.into(),
+            handshake_timeout: Duration::from_millis(1000),
+            retry_interval: Duration::from_millis(250),
+            min_retry: Duration::from_millis(20),
+            grace: Duration::from_millis(2000),
+            default_timeout_ms: 5000,
+            max_in_flight: 4096,
+        }
+    }
+}
+
+/// An incoming request, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub token: u64,
+    pub app_id: u32,
+    pub cmd_code: u32,
+    pub event: String,
+    pub sess_id: String,
+    pub cmd_name: String,
+    pub origin_host: String,
+    pub origin_realm: String,
+    pub avps_json: String,
+}
+
+/// The outcome of an outgoing request, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub handle: u64,
+    /// One of [`crate::record::class`].
+    pub class: i32,
+    pub result_code: u32,
+    pub avps_json: String,
+    pub error: String,
+}
+
+impl Completion {
+    fn not_sent(handle: u64, error: String) -> Completion {
+        Completion {
+            handle,
+            class: class::NOT_SENT,
+            result_code: 0,
+            avps_json: String::new(),
+            error,
+        }
+    }
+}
+
+/// Counters and state for status output.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerStatus {
+    pub attached: bool,
+    pub name: String,
+    pub pid: u32,
+    pub slot: Option<u32>,
+    pub generation: Option<u64>,
+    pub segment: Option<String>,
+    pub control_socket: String,
+    pub handles: Vec<String>,
+    pub max_msg: Option<u32>,
+    pub in_flight: usize,
+    pub queued_answers: usize,
+    pub unreplied_requests: usize,
+    pub attaches: u64,
+    pub requests_received: u64,
+    pub replies_sent: u64,
+    pub requests_sent: u64,
+    pub answers_received: u64,
+    pub last_error: Option<String>,
+    /// The bridge's own status JSON, if it answered.
+    pub bridge: Option<String>,
+}
+
+/// One attachment to one bridge instance.
+struct Link {
+    // Rings and mapping first: dropped before the connection, so the bridge
+    // sees EOF only once this process no longer touches the segment.
+    req_rx: Consumer<ShmRing>,
+    ans_rx: Consumer<ShmRing>,
+    tx: Producer<ShmRing>,
+    segment: Segment,
+    conn: Conn,
+    slot: u32,
+    max_msg: u32,
+}
+
+const TAG_CONN: u64 = 1;
+const TAG_EVENT: u64 = 2;
+const TAG_TIMER: u64 = 3;
+
+/// A registered worker process.
+pub struct Worker {
+    cfg: WorkerConfig,
+    link: Option<Link>,
+    epoll: OwnedFd,
+    efd: OwnedFd,
+    tfd: OwnedFd,
+    efd_set: bool,
+    timer_at: Option<Instant>,
+    handled: Vec<String>,
+    answers: VecDeque<Completion>,
+    in_flight: HashMap<u64, Instant>,
+    deadlines: BTreeSet<(Instant, u64)>,
+    tokens: HashSet<u64>,
+    next_handle: u64,
+    last_try: Option<Instant>,
+    last_error: Option<String>,
+    stats: WorkerStatus,
+    status_reply: Option<String>,
+    buf: Vec<u8>,
+    enc: Vec<u8>,
+    ctl: Vec<u8>,
+}
+
+fn sys_fd(rc: libc::c_int, what: &str) -> Result<OwnedFd> {
+    if rc < 0 {
+        return Err(Error::last_os(what));
+    }
+    // SAFETY: rc is a fresh descriptor returned to us by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc) })
+}
+
+fn epoll_ctl(ep: &OwnedFd, op: libc::c_int, fd: RawFd, tag: u64) -> Result<()> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: tag,
+    };
+    // SAFETY: ep is our epoll fd; ev is a valid event struct.
+    let rc = unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd, &mut ev) };
+    if rc < 0 {
+        return Err(Error::last_os("epoll_ctl"));
+    }
+    Ok(())
+}
+
+impl Worker {
+    /// Creates the worker's descriptors and attaches to the bridge. A bridge
+    /// that is not running yet is not an error: the worker starts detached
+    /// and attaches by itself later ([`Worker::is_attached`] tells). A
+    /// version mismatch, a refusal or a bad path is an error.
+    pub fn attach(cfg: WorkerConfig) -> Result<Worker> {
+        if cfg.name.len() > 256 {
+            return Err(Error::Invalid("worker name longer than 256 bytes".into()));
+        }
+        // SAFETY: plain syscalls; results checked by sys_fd.
+        let epoll = sys_fd(
+            unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) },
+            "epoll_create1",
+        )?;
+        // SAFETY: as above.
+        let efd = sys_fd(
+            unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) },
+            "eventfd",
+        )?;
+        // SAFETY: as above.
+        let tfd = sys_fd(
+            unsafe {
+                libc::timerfd_create(
+                    libc::CLOCK_MONOTONIC,
+                    libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+                )
+            },
+            "timerfd_create",
+        )?;
+        epoll_ctl(&epoll, libc::EPOLL_CTL_ADD, efd.as_raw_fd(), TAG_EVENT)?;
+        epoll_ctl(&epoll, libc::EPOLL_CTL_ADD, tfd.as_raw_fd(), TAG_TIMER)?;
+        let stats = WorkerStatus {
+            name: cfg.name.clone(),
+            pid: std::process::id(),
+            control_socket: cfg.control_path.display().to_string(),
+            ..WorkerStatus::default()
+        };
+        let mut w = Worker {
+            cfg,
+            link: None,
+            epoll,
+            efd,
+            tfd,
+            efd_set: false,
+            timer_at: None,
+            handled: Vec::new(),
+            answers: VecDeque::new(),
+            in_flight: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            tokens: HashSet::new(),
+            next_handle: 1,
+            last_try: None,
+            last_error: None,
+            stats,
+            status_reply: None,
+            buf: Vec::new(),
+            enc: Vec::new(),
+            ctl: vec![0; MAX_CONTROL_MSG],
+        };
+        match w.connect() {
+            Ok(()) => {}
+            Err(e @ (Error::Version { .. } | Error::Refused(_) | Error::Invalid(_))) => {
+                return Err(e)
+            }
+            Err(e) => w.last_error = Some(e.to_string()),
+        }
+        w.arm();
+        Ok(w)
+    }
+
+    /// The descriptor to poll for readability (stable for the worker's life).
+    pub fn fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    /// True while connected to a bridge.
+    pub fn is_attached(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Why the last attach failed or the last detach happened.
+    pub fn last_attach_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// Largest message accepted right now (None while detached).
+    pub fn max_msg(&self) -> Option<u32> {
+        self.link.as_ref().map(|l| l.max_msg)
+    }
+
+    fn connect(&mut self) -> Result<()> {
+        self.last_try = Some(Instant::now());
+        let conn = Conn::connect(&self.cfg.control_path)?;
+        let hello = Ctl::Hello {
+            version: WIRE_VERSION,
+            pid: std::process::id(),
+            name: self.cfg.name.clone(),
+        };
+        conn.send_ctl(&hello, None)
+            .map_err(|e| Error::io("sending Hello to the bridge", e))?;
+        let deadline = Instant::now() + self.cfg.handshake_timeout;
+        let (msg, fd) = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Detached(format!(
+                    "the bridge at {} did not answer the registration within {:?}",
+                    self.cfg.control_path.display(),
+                    self.cfg.handshake_timeout
+                )));
+            }
+            conn.wait_readable(left)
+                .map_err(|e| Error::io("waiting for the bridge's Welcome", e))?;
+            match conn
+                .recv(&mut self.ctl)
+                .map_err(|e| Error::io("reading the bridge's Welcome", e))?
+            {
+                Recv::WouldBlock => continue,
+                Recv::Eof => {
+                    return Err(Error::Detached(
+                        "the bridge closed the connection during registration".into(),
+                    ))
+                }
+                Recv::Msg(n, fd) => break (Ctl::decode(self.ctl.get(..n).unwrap_or(&[]))?, fd),
+            }
+        };
+        let (slot, generation, max_msg, path) = match msg {
+            Ctl::Welcome { version, .. } if version != WIRE_VERSION => {
+                return Err(Error::Version {
+                    ours: WIRE_VERSION,
+                    theirs: version,
+                    detail: "the bridge's Welcome",
+                })
+            }
+            Ctl::Welcome {
+                slot,
+                generation,
+                max_msg,
+                segment_path,
+                ..
+            } => (slot, generation, max_msg, segment_path),
+            Ctl::Refused {
+                code: refusal::VERSION,
+                reason,
+            } => {
+                return Err(Error::Refused(reason));
+            }
+            Ctl::Refused { reason, .. } => return Err(Error::Refused(reason)),
+            other => return Err(Error::Protocol(format!("expected Welcome, got {other:?}"))),
+        };
+        let Some(fd) = fd else {
+            return Err(Error::Protocol(
+                "the bridge's Welcome carried no segment descriptor".into(),
+            ));
+        };
+        let path = PathBuf::from(path);
+        let segment = Segment::open(crate::control::fd_to_file(fd), &path, generation)?;
+        let g = segment.geometry();
+        if g.max_msg != max_msg {
+            return Err(Error::Protocol(
+                "Welcome and segment disagree on max_msg".into(),
+            ));
+        }
+        let ring = |id| {
+            segment
+                .ring(slot, id)
+                .ok_or_else(|| Error::Protocol(format!("slot {slot} outside the segment")))
+        };
+        let max = max_msg as usize;
+        let link = Link {
+            req_rx: Consumer::new(ring(RingId::Requests)?, max),
+            ans_rx: Consumer::new(ring(RingId::Answers)?, max),
+            tx: Producer::new(ring(RingId::ToBridge)?, max),
+            segment,
+            conn,
+            slot,
+            max_msg,
+        };
+        if !self.handled.is_empty() {
+            link.conn
+                .send_ctl(
+                    &Ctl::Handles {
+                        names: self.handled.clone(),
+                    },
+                    None,
+                )
+                .map_err(|e| Error::io("sending handled names", e))?;
+        }
+        epoll_ctl(
+            &self.epoll,
+            libc::EPOLL_CTL_ADD,
+            link.conn.as_raw_fd(),
+            TAG_CONN,
+        )?;
+        self.link = Some(link);
+        self.stats.attaches += 1;
+        self.last_error = None;
+        Ok(())
+    }
+
+    /// Drops the attachment: every request in flight completes with -3.
+    fn detach(&mut self, reason: String) {
+        if let Some(link) = self.link.take() {
+            let _ = epoll_ctl(
+                &self.epoll,
+                libc::EPOLL_CTL_DEL,
+                link.conn.as_raw_fd(),
+                TAG_CONN,
+            );
+            drop(link);
+        }
+        let mut handles: Vec<u64> = self.in_flight.drain().map(|(h, _)| h).collect();
+        handles.sort_unstable();
+        for h in handles {
+            self.answers.push_back(Completion::not_sent(
+                h,
+                format!("bridge went away before answering: {reason}"),
+            ));
+        }
+        self.deadlines.clear();
+        self.tokens.clear();
+        self.last_error = Some(reason);
+    }
+
+    /// Explicitly detaches (the bridge sees EOF). The worker re-attaches on
+    /// a later call like after a bridge restart; dropping it is final.
+    pub fn detach_now(&mut self) {
+        self.detach("detached by the caller".into());
+    }
+
+    fn maybe_reattach(&mut self) {
+        if self.link.is_some() {
+            return;
+        }
+        if let Some(t) = self.last_try {
+            if t.elapsed() < self.cfg.min_retry {
+                return;
+            }
+        }
+        if let Err(e) = self.connect() {
+            self.last_error = Some(e.to_string());
+        }
+    }
+
+    /// Doorbells, EOF, timer, re-attach, deadlines.
+    fn service(&mut self) {
+        let mut t = [0u8; 8];
+        // SAFETY: reading at most 8 bytes into t from our timerfd.
+        let _ = unsafe { libc::read(self.tfd.as_raw_fd(), t.as_mut_ptr().cast(), 8) };
+        self.timer_at = None;
+        self.drain_conn();
+        if self.link.is_none() {
+            self.maybe_reattach();
+        }
+        let now = Instant::now();
+        while let Some(&(at, h)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if self.in_flight.remove(&h).is_some() {
+                self.answers.push_back(Completion {
+                    handle: h,
+                    class: class::TIMEOUT,
+                    result_code: 0,
+                    avps_json: String::new(),
+                    error: "no answer from the bridge in time (request timeout plus grace)".into(),
+                });
+            }
+        }
+    }
+
+    /// Reads every queued control message; detaches on EOF.
+    fn drain_conn(&mut self) {
+        let Some(link) = &self.link else { return };
+        let mut gone = None;
+        loop {
+            match link.conn.recv(&mut self.ctl) {
+                Ok(Recv::WouldBlock) => break,
+                Ok(Recv::Eof) => {
+                    gone = Some(
+                        "the bridge closed the connection (stopped or restarting)".to_string(),
+                    );
+                    break;
+                }
+                Err(e) => {
+                    gone = Some(format!("control socket error: {e}"));
+                    break;
+                }
+                Ok(Recv::Msg(n, _)) => match Ctl::decode(self.ctl.get(..n).unwrap_or(&[])) {
+                    Ok(Ctl::Doorbell) => {}
+                    Ok(Ctl::Status { json }) => self.status_reply = Some(json),
+                    Ok(other) => {
+                        gone = Some(format!(
+                            "unexpected control message from the bridge: {other:?}"
+                        ));
+                        break;
+                    }
+                    Err(e) => {
+                        gone = Some(e.to_string());
+                        break;
+                    }
+                },
+            }
+        }
+        if let Some(reason) = gone {
+            self.detach(reason);
+        }
+    }
+
+    /// Tells the bridge we sleep, and makes the fd readable if anything is
+    /// left for the caller; re-arms the timer.
+    fn arm(&mut self) {
+        let mut pending = !self.answers.is_empty();
+        if let Some(link) = &mut self.link {
+            // Both flags are armed (no short-circuit): a doorbell is wanted
+            // for whichever ring gets a record first.
+            let req_empty = link.req_rx.prepare_sleep();
+            let ans_empty = link.ans_rx.prepare_sleep();
+            pending |= !(req_empty && ans_empty);
+        }
+        if pending != self.efd_set {
+            if pending {
+                let one = 1u64.to_ne_bytes();
+                // SAFETY: writing 8 bytes to our eventfd.
+                let _ = unsafe { libc::write(self.efd.as_raw_fd(), one.as_ptr().cast(), 8) };
+            } else {
+                let mut b = [0u8; 8];
+                // SAFETY: reading 8 bytes from our eventfd (non-blocking).
+                let _ = unsafe { libc::read(self.efd.as_raw_fd(), b.as_mut_ptr().cast(), 8) };
+            }
+            self.efd_set = pending;
+        }
+        let mut next = self.deadlines.first().map(|&(at, _)| at);
+        if self.link.is_none() {
+            let retry = Instant::now() + self.cfg.retry_interval;
+            next = Some(next.map_or(retry, |n| n.min(retry)));
+        }
+        if next != self.timer_at {
+            let rel = next.map(|n| {
+                n.saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1))
+            });
+            let spec = libc::itimerspec {
+                it_interval: libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                },
+                it_value: match rel {
+                    Some(d) => libc::timespec {
+                        tv_sec: d.as_secs() as libc::time_t,
+                        tv_nsec: d.subsec_nanos() as _,
+                    },
+                    None => libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    },
+                },
+            };
+            // SAFETY: valid itimerspec; old value not requested.
+            unsafe { libc::timerfd_settime(self.tfd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+            self.timer_at = next;
+        }
+    }
+
+    /// Declares the events this worker serves: command abbreviations
+    /// (`PPR`) or event names (`E_DM_PPR`), `*`/`E_DM_REQUEST` for every
+    /// command. Replaces the previous list; survives re-attaches.
+    pub fn set_handled(&mut self, names: &[String]) -> Result<()> {
+        if names.len() > MAX_HANDLES {
+            return Err(Error::Invalid(format!(
+                "{} names, at most {MAX_HANDLES}",
+                names.len()
+            )));
+        }
+        for n in names {
+            if n.is_empty() || n.len() > MAX_NAME || !n.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(Error::Invalid(format!(
+                    "bad event name {n:?}: 1..={MAX_NAME} printable ASCII characters expected"
+                )));
+            }
+        }
+        self.handled = names.to_vec();
+        if let Some(link) = &self.link {
+            if let Err(e) = link.conn.send_ctl(
+                &Ctl::Handles {
+                    names: self.handled.clone(),
+                },
+                None,
+            ) {
+                self.detach(format!("sending handled names: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The next incoming request, if any (never blocks).
+    pub fn next_request(&mut self) -> Result<Option<Request>> {
+        self.service();
+        let Some(link) = &mut self.link else {
+            self.arm();
+            return Ok(None);
+        };
+        match link.req_rx.pop_into(&mut self.buf) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.arm();
+                return Ok(None);
+            }
+            Err(e) => {
+                self.detach(e.to_string());
+                self.arm();
+                return Err(e.into());
+            }
+        }
+        match Record::decode(&self.buf) {
+            Ok(Record::Incoming(r)) => {
+                self.tokens.insert(r.token);
+                self.stats.requests_received += 1;
+                Ok(Some(Request {
+                    token: r.token,
+                    app_id: r.app_id,
+                    cmd_code: r.cmd_code,
+                    event: r.event.to_owned(),
+                    sess_id: r.sess_id.to_owned(),
+                    cmd_name: r.cmd_name.to_owned(),
+                    origin_host: r.origin_host.to_owned(),
+                    origin_realm: r.origin_realm.to_owned(),
+                    avps_json: r.avps_json.to_owned(),
+                }))
+            }
+            Ok(other) => Err(Error::Protocol(format!(
+                "unexpected record in the requests ring: {other:?}"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Answers an incoming request. `Failed` (with `error`) makes the bridge
+    /// answer 5012 at once, for replies the library rejected. A reply larger
+    /// than the maximum is turned into such a failure (so the peer still gets
+    /// exactly one answer) and reported as [`Error::TooBig`].
+    pub fn reply(
+        &mut self,
+        token: u64,
+        status: ReplyStatus,
+        avps_json: &[u8],
+        error: &str,
+    ) -> Result<()> {
+        let Some(link) = &mut self.link else {
+            return Err(Error::Detached(format!(
+                "cannot reply to token {token:#x}: {}",
+                self.last_error.as_deref().unwrap_or("bridge not attached")
+            )));
+        };
+        if !self.tokens.contains(&token) {
+            return Err(Error::Invalid(format!(
+                "unknown token {token:#x}: never received, already replied, or from before a bridge restart"
+            )));
+        }
+        Record::Reply(Reply {
+            token,
+            status,
+            avps_json,
+            error,
+        })
+        .encode(&mut self.enc);
+        let result = match link.tx.push(&[&self.enc]) {
+            Ok(()) => Ok(()),
+            Err(PushError::TooBig { len, max }) => {
+                let why =
+                    format!("reply of {len} bytes exceeds the configured maximum of {max} bytes");
+                Record::Reply(Reply {
+                    token,
+                    status: ReplyStatus::Failed,
+                    avps_json: b"",
+                    error: &why,
+                })
+                .encode(&mut self.enc);
+                link.tx.push(&[&self.enc]).map_err(Error::from)?;
+                Err(Error::TooBig { len, max })
+            }
+            Err(e) => return Err(e.into()), // token kept: the caller may retry
+        };
+        self.tokens.remove(&token);
+        self.stats.replies_sent += 1;
+        if link.tx.needs_wakeup() {
+            link.conn.ring();
+        }
+        result
+    }
+
+    /// Queues an outgoing request; its completion comes from
+    /// [`Worker::next_answer`] (the fd becomes readable).
+    pub fn send_request_async(
+        &mut self,
+        app_id: u32,
+        cmd_code: u32,
+        avps_json: &[u8],
+        timeout_ms: u32,
+    ) -> Result<u64> {
+        if self.link.is_none() {
+            self.service();
+        }
+        let r = self.start(app_id, cmd_code, avps_json, timeout_ms);
+        if self.link.is_none() {
+            self.arm();
+        }
+        r
+    }
+
+    fn start(
+        &mut self,
+        app_id: u32,
+        cmd_code: u32,
+        avps_json: &[u8],
+        timeout_ms: u32,
+    ) -> Result<u64> {
+        let Some(link) = &mut self.link else {
+            return Err(Error::Detached(
+                self.last_error
+                    .clone()
+                    .unwrap_or_else(|| "bridge not attached".into()),
+            ));
+        };
+        if self.in_flight.len() >= self.cfg.max_in_flight {
+            return Err(Error::Invalid(format!(
+                "{} requests already in flight",
+                self.in_flight.len()
+            )));
+        }
+        let handle = self.next_handle;
+        let timeout_ms = if timeout_ms == 0 {
+            self.cfg.default_timeout_ms
+        } else {
+            timeout_ms
+        };
+        Record::Outgoing(OutgoingRequest {
+            handle,
+            app_id,
+            cmd_code,
+            timeout_ms,
+            avps_json,
+        })
+        .encode(&mut self.enc);
+        match link.tx.push(&[&self.enc]) {
+            Ok(()) => {}
+            Err(PushError::TooBig { .. }) => {
+                // Report the size of what the caller gave, not of our record.
+                return Err(Error::TooBig {
+                    len: avps_json.len(),
+                    max: link
+                        .tx
+                        .max_record()
+                        .saturating_sub(self.enc.len() - avps_json.len()),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if link.tx.needs_wakeup() {
+            link.conn.ring();
+        }
+        self.next_handle += 1;
+        let deadline =
+            Instant::now() + Duration::from_millis(u64::from(timeout_ms)) + self.cfg.grace;
+        self.in_flight.insert(handle, deadline);
+        self.deadlines.insert((deadline, handle));
+        self.stats.requests_sent += 1;
+        Ok(handle)
+    }
+
+    /// Moves every record of the answers ring to the local queue (dropping
+    /// answers nobody waits for any more). Detaches on corruption.
+    fn drain_answers(&mut self) {
+        let Some(link) = &mut self.link else { return };
+        let mut bad = None;
+        loop {
+            match link.ans_rx.pop_into(&mut self.buf) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    bad = Some(e.to_string());
+                    break;
+                }
+            }
+            match Record::decode(&self.buf) {
+                Ok(Record::Answer(a)) => {
+                    if let Some(deadline) = self.in_flight.remove(&a.handle) {
+                        self.deadlines.remove(&(deadline, a.handle));
+                        self.stats.answers_received += 1;
+                        self.answers.push_back(Completion {
+                            handle: a.handle,
+                            class: a.class,
+                            result_code: a.result_code,
+                            avps_json: a.avps_json.to_owned(),
+                            error: a.error.to_owned(),
+                        });
+                    }
+                }
+                Ok(other) => {
+                    bad = Some(format!("unexpected record in the answers ring: {other:?}"));
+                    break;
+                }
+                Err(e) => {
+                    bad = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if link.ans_rx.space_wakeup_needed() {
+            link.conn.ring();
+        }
+        if let Some(reason) = bad {
+            self.detach(reason);
+        }
+    }
+
+    /// The next completed outgoing request, if any (never blocks).
+    pub fn next_answer(&mut self) -> Option<Completion> {
+        self.service();
+        self.drain_answers();
+        let next = self.answers.pop_front();
+        if next.is_none() {
+            self.arm();
+        }
+        next
+    }
+
+    fn take_local(&mut self, handle: u64) -> Option<Completion> {
+        let i = self.answers.iter().position(|c| c.handle == handle)?;
+        self.answers.remove(i)
+    }
+
+    /// Sends a request and waits for its outcome. Always returns a
+    /// completion: class -3 with the reason when it could not be sent.
+    /// Incoming requests that arrive meanwhile stay in their ring (the fd
+    /// is readable afterwards); other answers are kept for `next_answer`.
+    pub fn send_request(
+        &mut self,
+        app_id: u32,
+        cmd_code: u32,
+        avps_json: &[u8],
+        timeout_ms: u32,
+    ) -> Completion {
+        self.service();
+        let c = match self.start(app_id, cmd_code, avps_json, timeout_ms) {
+            Ok(handle) => self.wait_for(handle),
+            Err(e) => Completion::not_sent(0, e.to_string()),
+        };
+        self.arm();
+        c
+    }
+
+    fn wait_for(&mut self, handle: u64) -> Completion {
+        loop {
+            self.drain_answers();
+            if let Some(c) = self.take_local(handle) {
+                return c;
+            }
+            let Some(&deadline) = self.in_flight.get(&handle) else {
+                return Completion::not_sent(handle, "request lost by the library (bug)".into());
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.in_flight.remove(&handle);
+                self.deadlines.remove(&(deadline, handle));
+                return Completion {
+                    handle,
+                    class: class::TIMEOUT,
+                    result_code: 0,
+                    avps_json: String::new(),
+                    error: "no answer from the bridge in time (request timeout plus grace)".into(),
+                };
+            }
+            let Some(link) = &mut self.link else { continue };
+            if !link.ans_rx.prepare_sleep() {
+                continue;
+            }
+            if let Err(e) = link.conn.wait_readable(left) {
+                self.detach(format!("waiting for the bridge: {e}"));
+                continue;
+            }
+            self.drain_conn();
+        }
+    }
+
+    /// The worker's counters plus the bridge's own status (asked over the
+    /// control socket, waiting at most `timeout`).
+    pub fn status(&mut self, timeout: Duration) -> WorkerStatus {
+        self.service();
+        self.status_reply = None;
+        if let Some(link) = &self.link {
+            if link.conn.send_ctl(&Ctl::StatusQuery, None).is_ok() {
+                let deadline = Instant::now() + timeout;
+                while self.status_reply.is_none() && self.link.is_some() {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let Some(link) = &self.link else { break };
+                    if left.is_zero() || !link.conn.wait_readable(left).unwrap_or(false) {
+                        break;
+                    }
+                    self.drain_conn();
+                }
+            }
+        }
+        let mut s = self.stats.clone();
+        s.attached = self.link.is_some();
+        s.slot = self.link.as_ref().map(|l| l.slot);
+        s.generation = self.link.as_ref().map(|l| l.segment.generation());
+        s.segment = self
+            .link
+            .as_ref()
+            .map(|l| l.segment.path().display().to_string());
+        s.max_msg = self.max_msg();
+        s.handles = self.handled.clone();
+        s.in_flight = self.in_flight.len();
+        s.queued_answers = self.answers.len();
+        s.unreplied_requests = self.tokens.len();
+        s.last_error = self.last_error.clone();
+        s.bridge = self.status_reply.take();
+        self.arm();
+        s
+    }
+}

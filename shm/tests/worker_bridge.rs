@@ -1,0 +1,428 @@
+//! The worker side against the bridge side, in one process: registration,
+//! dispatch, replies, sync/async requests, backpressure, restarts, worker
+//! loss. Each test uses its own socket/segment paths.
+
+use dmshm::bridge::{Bridge, BridgeConfig, BridgeEvent, Dispatch};
+use dmshm::record::{class, Answer, IncomingRequest, ReplyStatus};
+use dmshm::reference::{EchoBridge, CMD_ERROR_ANSWER, CMD_INJECT, CMD_NEVER_ANSWER};
+use dmshm::segment::Geometry;
+use dmshm::worker::{Worker, WorkerConfig};
+use dmshm::Error;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn paths(name: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir();
+    let id = format!("{}-{name}", std::process::id());
+    (
+        dir.join(format!("dmshm-{id}.sock")),
+        PathBuf::from(format!("/dev/shm/dmshm-test-{id}")),
+    )
+}
+
+fn cfg(name: &str) -> BridgeConfig {
+    let (c, s) = paths(name);
+    let mut cfg = BridgeConfig::new(c, s);
+    cfg.geometry = Geometry {
+        slots: 4,
+        ring_bytes: 16384,
+        max_msg: 4096,
+    };
+    cfg
+}
+
+fn wcfg(b: &BridgeConfig, name: &str) -> WorkerConfig {
+    let mut w = WorkerConfig::new(&b.control_path, name);
+    w.grace = Duration::from_millis(300);
+    w
+}
+
+fn req<'a>(sess: &'a str, json: &'a str) -> IncomingRequest<'a> {
+    IncomingRequest {
+        token: 0,
+        app_id: 16777216,
+        cmd_code: 305,
+        event: "",
+        sess_id: sess,
+        cmd_name: "Push-Profile-Request",
+        origin_host: "hss",
+        origin_realm: "realm",
+        avps_json: json,
+    }
+}
+
+fn poll_fd(fd: i32, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, ms) > 0 }
+}
+
+/// Services the bridge until `pred` holds on the collected events.
+fn pump(
+    b: &mut Bridge,
+    watched: &mut Vec<u32>,
+    evs: &mut Vec<BridgeEvent>,
+    pred: impl Fn(&[BridgeEvent]) -> bool,
+) {
+    let t0 = Instant::now();
+    while !pred(evs) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "timed out; events so far: {evs:?}"
+        );
+        watched.extend(b.accept_all(evs).unwrap());
+        for s in watched.clone() {
+            while b.service(s, evs) {}
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn dispatch_reply_and_gone_with_outstanding_tokens() {
+    let bc = cfg("dispatch");
+    let mut b = Bridge::create(bc.clone()).unwrap();
+    let mut evs = Vec::new();
+    let mut watched = Vec::new();
+    // The worker's handshake needs the bridge to answer: attach on a thread.
+    let wc = wcfg(&bc, "w1");
+    let t = std::thread::spawn(move || Worker::attach(wc).unwrap());
+    pump(&mut b, &mut watched, &mut evs, |e| {
+        e.iter()
+            .any(|e| matches!(e, BridgeEvent::WorkerAttached { .. }))
+    });
+    let mut w = t.join().unwrap();
+    assert!(w.is_attached());
+
+    assert_eq!(
+        b.dispatch("PPR", &req("s;1", "[]")),
+        Dispatch::Unhandled,
+        "no handles declared yet"
+    );
+    w.set_handled(&["PPR".into(), "E_DM_RTR".into()]).unwrap();
+    pump(&mut b, &mut watched, &mut evs, |e| {
+        e.iter().any(|e| matches!(e, BridgeEvent::Handles { .. }))
+    });
+    assert_eq!(
+        b.handled_names(),
+        vec!["PPR".to_string(), "RTR".to_string()]
+    );
+    assert_eq!(b.dispatch("ASR", &req("s;0", "[]")), Dispatch::Unhandled);
+
+    let Dispatch::Sent {
+        token: t1, event, ..
+    } = b.dispatch("PPR", &req("s;1", r#"[{"a":1}]"#))
+    else {
+        panic!()
+    };
+    assert_eq!(event, "E_DM_PPR");
+    let Dispatch::Sent {
+        token: t2, event, ..
+    } = b.dispatch("RTR", &req("s;2", "[]"))
+    else {
+        panic!()
+    };
+    assert_eq!(event, "E_DM_RTR");
+    assert!(
+        poll_fd(w.fd(), 1000),
+        "doorbell makes the worker fd readable"
+    );
+    let r1 = w.next_request().unwrap().unwrap();
+    assert_eq!(
+        (r1.token, r1.sess_id.as_str(), r1.avps_json.as_str()),
+        (t1, "s;1", r#"[{"a":1}]"#)
+    );
+    let r2 = w.next_request().unwrap().unwrap();
+    assert_eq!(r2.token, t2);
+    assert!(w.next_request().unwrap().is_none());
+    assert!(!poll_fd(w.fd(), 0), "nothing left: fd not readable");
+
+    w.reply(t1, ReplyStatus::Ok, br#"[{"Result-Code":2001}]"#, "")
+        .unwrap();
+    let e = w.reply(t1, ReplyStatus::Ok, b"[]", "").unwrap_err();
+    assert!(e.to_string().contains("already replied"), "{e}");
+    pump(&mut b, &mut watched, &mut evs, |e| {
+        e.iter().any(|e| matches!(e, BridgeEvent::Reply { .. }))
+    });
+    assert!(evs.iter().any(
+        |e| matches!(e, BridgeEvent::Reply { token, status: ReplyStatus::Ok, .. } if *token == t1)
+    ));
+
+    // The worker goes away holding t2: the bridge gets exactly that list.
+    drop(w);
+    pump(&mut b, &mut watched, &mut evs, |e| {
+        e.iter()
+            .any(|e| matches!(e, BridgeEvent::WorkerGone { .. }))
+    });
+    let gone: Vec<_> = evs
+        .iter()
+        .filter(|e| matches!(e, BridgeEvent::WorkerGone { .. }))
+        .collect();
+    assert_eq!(gone.len(), 1);
+    let BridgeEvent::WorkerGone {
+        tokens, handles, ..
+    } = gone[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(tokens, &vec![t2]);
+    assert!(handles.is_empty());
+    assert_eq!(b.dispatch("PPR", &req("s;3", "[]")), Dispatch::NoWorker);
+}
+
+#[test]
+fn full_ring_is_busy_and_nothing_is_lost() {
+    let bc = cfg("busy");
+    let mut b = Bridge::create(bc.clone()).unwrap();
+    let (mut evs, mut watched) = (Vec::new(), Vec::new());
+    let wc = wcfg(&bc, "w");
+    let t = std::thread::spawn(move || {
+        let mut w = Worker::attach(wc).unwrap();
+        w.set_handled(&["*".into()]).unwrap();
+        w
+    });
+    pump(&mut b, &mut watched, &mut evs, |e| {
+        e.iter().any(|e| matches!(e, BridgeEvent::Handles { .. }))
+    });
+    let mut w = t.join().unwrap();
+    let json = "x".repeat(1000);
+    let mut sent = Vec::new();
+    loop {
+        match b.dispatch("CCR", &req("s", &json)) {
+            Dispatch::Sent { token, event, .. } => {
+                assert_eq!(event, "E_DM_REQUEST");
+                sent.push(token)
+            }
+            Dispatch::Busy => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        sent.len() >= 10 && sent.len() < 20,
+        "16 KiB ring holds ~15 of these: {}",
+        sent.len()
+    );
+    let mut got = Vec::new();
+    while let Some(r) = w.next_request().unwrap() {
+        got.push(r.token);
+    }
+    assert_eq!(got, sent, "every accepted request arrives once, in order");
+    assert!(
+        matches!(b.dispatch("CCR", &req("s", &json)), Dispatch::Sent { .. }),
+        "room again"
+    );
+    let big = "y".repeat(5000);
+    assert!(matches!(
+        b.dispatch("CCR", &req("s", &big)),
+        Dispatch::TooBig { .. }
+    ));
+}
+
+#[test]
+fn requests_sync_async_timeout_and_errors_against_the_reference_bridge() {
+    let bc = cfg("echo");
+    let h = EchoBridge::spawn(bc.clone()).unwrap();
+    let mut w = Worker::attach(wcfg(&bc, "w")).unwrap();
+    assert!(w.is_attached());
+
+    let c = w.send_request(4, 272, br#"[{"Session-Id":"x"}]"#, 1000);
+    assert_eq!(
+        (c.class, c.result_code, c.avps_json.as_str()),
+        (class::SUCCESS, 2001, r#"[{"Session-Id":"x"}]"#)
+    );
+    let c = w.send_request(4, CMD_ERROR_ANSWER, b"[]", 1000);
+    assert_eq!((c.class, c.result_code), (class::ERROR_ANSWER, 5012));
+    let c = w.send_request(4, CMD_NEVER_ANSWER, b"[]", 50);
+    assert_eq!(c.class, class::TIMEOUT);
+
+    let big = vec![b'z'; 5000];
+    let c = w.send_request(4, 272, &big, 1000);
+    assert_eq!(c.class, class::NOT_SENT);
+    assert!(
+        c.error.contains("exceeds the configured maximum"),
+        "{}",
+        c.error
+    );
+    assert!(matches!(
+        w.send_request_async(4, 272, &big, 1000),
+        Err(Error::TooBig { .. })
+    ));
+
+    // Async: several in flight, completions through the fd.
+    let hs: Vec<u64> = (0..50)
+        .map(|i| {
+            w.send_request_async(4, 272, format!("[{i}]").as_bytes(), 1000)
+                .unwrap()
+        })
+        .collect();
+    let mut done = Vec::new();
+    let t0 = Instant::now();
+    while done.len() < hs.len() {
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        poll_fd(w.fd(), 100);
+        while let Some(c) = w.next_answer() {
+            assert_eq!(c.class, class::SUCCESS);
+            done.push(c.handle);
+        }
+    }
+    assert_eq!(done, hs, "each completes exactly once, in order");
+
+    // Inject incoming requests while nothing handles them, then with a handler.
+    let c = w.send_request(1, CMD_INJECT, br#""PPR""#, 1000);
+    assert!(
+        c.avps_json.contains(r#"{"unhandled":1}"#),
+        "{}",
+        c.avps_json
+    );
+    w.set_handled(&["PPR".into()]).unwrap();
+    let c = w.send_request(3, CMD_INJECT, br#""PPR""#, 1000);
+    assert!(c.avps_json.contains(r#"{"sent":3}"#), "{}", c.avps_json);
+    // Requests that arrived during the synchronous wait were kept and the fd
+    // says so.
+    assert!(poll_fd(w.fd(), 1000));
+    let mut n = 0;
+    while let Some(r) = w.next_request().unwrap() {
+        assert_eq!(r.event, "E_DM_PPR");
+        w.reply(
+            r.token,
+            ReplyStatus::Ok,
+            format!("[{{\"echo\":\"{}\"}}]", r.sess_id).as_bytes(),
+            "",
+        )
+        .unwrap();
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    let t0 = Instant::now();
+    while h.stats().replies_matched < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let s = w.status(Duration::from_millis(500));
+    assert!(s.attached);
+    assert_eq!((s.requests_received, s.replies_sent), (3, 3));
+    let st = h.stop();
+    assert_eq!(st.replies_mismatched, 0);
+}
+
+#[test]
+fn bridge_restart_fails_fast_then_reattaches() {
+    let bc = cfg("restart");
+    let h = EchoBridge::spawn(bc.clone()).unwrap();
+    let mut w = Worker::attach(wcfg(&bc, "w")).unwrap();
+    w.set_handled(&["PPR".into()]).unwrap();
+    let in_flight = w
+        .send_request_async(4, CMD_NEVER_ANSWER, b"[]", 10_000)
+        .unwrap();
+    let gen1 = w.status(Duration::from_millis(200)).generation;
+    drop(h); // bridge stops: connection closes
+
+    assert!(poll_fd(w.fd(), 2000), "EOF wakes the worker");
+    let c = w.next_answer().unwrap();
+    assert_eq!(
+        (c.handle, c.class),
+        (in_flight, class::NOT_SENT),
+        "{}",
+        c.error
+    );
+    assert!(!w.is_attached());
+    let t0 = Instant::now();
+    let c = w.send_request(4, 272, b"[]", 1000);
+    assert_eq!(c.class, class::NOT_SENT);
+    assert!(
+        t0.elapsed() < Duration::from_millis(200),
+        "fails fast while the bridge is down"
+    );
+    assert!(c.error.contains("bridge"), "{}", c.error);
+
+    let h2 = EchoBridge::spawn(bc.clone()).unwrap();
+    // The worker re-attaches by itself, driven only by its fd (timer).
+    let t0 = Instant::now();
+    while !w.is_attached() {
+        assert!(t0.elapsed() < Duration::from_secs(3), "no re-attach");
+        if poll_fd(w.fd(), 100) {
+            let _ = w.next_request();
+        }
+    }
+    assert_ne!(w.status(Duration::from_millis(200)).generation, gen1);
+    assert_eq!(w.send_request(4, 272, b"[1]", 1000).class, class::SUCCESS);
+    // Handled names were re-declared: injected PPRs reach us.
+    let c = w.send_request(1, CMD_INJECT, br#""PPR""#, 1000);
+    assert!(c.avps_json.contains(r#"{"sent":1}"#), "{}", c.avps_json);
+    drop(h2);
+}
+
+#[test]
+fn version_mismatch_is_refused_clearly() {
+    let mut bc = cfg("version");
+    bc.wire_version = 99;
+    let h = EchoBridge::spawn(bc.clone()).unwrap();
+    let e = Worker::attach(wcfg(&bc, "w"))
+        .err()
+        .expect("must be refused");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("version mismatch") && msg.contains("99"),
+        "{msg}"
+    );
+    assert_eq!(h.stop().refused.len(), 1);
+}
+
+#[test]
+fn answers_overflow_is_held_not_lost() {
+    // A worker that sends many async requests without reading answers: the
+    // bridge queues what does not fit and delivers it as space frees.
+    let bc = cfg("overflow");
+    let h = EchoBridge::spawn(bc.clone()).unwrap();
+    let mut w = Worker::attach(wcfg(&bc, "w")).unwrap();
+    let json = vec![b'q'; 3000];
+    let mut hs = Vec::new();
+    for _ in 0..40 {
+        loop {
+            match w.send_request_async(4, 272, &json, 5000) {
+                Ok(h) => {
+                    hs.push(h);
+                    break;
+                }
+                Err(Error::Full) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    while got.len() < hs.len() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "got {} of {}",
+            got.len(),
+            hs.len()
+        );
+        poll_fd(w.fd(), 50);
+        while let Some(c) = w.next_answer() {
+            assert_eq!(c.class, class::SUCCESS);
+            got.push(c.handle);
+        }
+    }
+    assert_eq!(got, hs);
+    drop(h);
+}
+
+#[test]
+fn answer_for_unknown_handle_is_rejected() {
+    let bc = cfg("unknown");
+    let mut b = Bridge::create(bc).unwrap();
+    let a = Answer {
+        handle: 1,
+        class: class::SUCCESS,
+        result_code: 2001,
+        avps_json: "[]",
+        error: "",
+    };
+    assert!(b.push_answer(0, &a).is_err());
+}
