@@ -1,0 +1,576 @@
+//! Where an outgoing request goes (RFC 6733 §6.1): a plain decision over plain data.
+//!
+//! The router keeps what it needs to know about each peer — its identity and realm, whether
+//! it may carry new requests (open, watchdog OKAY, not draining), and the applications it
+//! shares with us from CER/CEA — updated by the node from the peer state machines' actions.
+//! [`Router::route`] then decides, in this order:
+//!
+//! 1. **Loop**: our own Origin-Host in a Route-Record → 3005 DIAMETER_LOOP_DETECTED.
+//! 2. **Destination-Host**: that peer, if it is usable and shares the application.
+//! 3. **Realm table**: the `[[routes]]` entries for the Destination-Realm (with this app id,
+//!    or for any app), the lowest priority that has a usable peer sharing the application.
+//! 4. **Directly connected peers of that realm** (their Origin-Realm from CER/CEA), when the
+//!    realm table has no entry for it — a peer is the obvious route to its own realm.
+//! 5. **Default route**.
+//!
+//! Equal candidates share load round-robin. When nothing fits: 3007
+//! DIAMETER_APPLICATION_UNSUPPORTED if some usable peer on the route lacks only the
+//! application, 3002 DIAMETER_UNABLE_TO_DELIVER if the route's peers are all unusable, 3003
+//! DIAMETER_REALM_NOT_SERVED if no route applies at all.
+
+use std::collections::HashMap;
+
+use dmproto::result_code as rc;
+
+use crate::config::Config;
+use crate::peer::{AppSet, PeerId};
+
+/// A request, as far as routing cares.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RouteRequest<'a> {
+    pub app_id: u32,
+    pub destination_host: Option<&'a str>,
+    pub destination_realm: Option<&'a str>,
+    pub route_records: &'a [&'a str],
+}
+
+/// Why a request cannot be sent: the Result-Code of the local error answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message} (Result-Code {result_code})")]
+pub struct RouteError {
+    pub result_code: u32,
+    pub message: String,
+}
+
+/// What the router knows about one peer.
+#[derive(Clone, Debug, Default)]
+struct PeerInfo {
+    host: String,
+    /// Origin-Realm from CER/CEA, once open.
+    realm: Option<String>,
+    usable: bool,
+    apps: AppSet,
+}
+
+#[derive(Clone, Debug)]
+struct Route {
+    realm: String,
+    app_id: Option<u32>,
+    priority: u32,
+    peers: Vec<PeerId>,
+}
+
+/// Round-robin positions, per group of equal candidates.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum RrKey {
+    Table {
+        realm: String,
+        app_id: u32,
+        priority: u32,
+    },
+    Realm {
+        realm: String,
+        app_id: u32,
+    },
+    Default {
+        app_id: u32,
+    },
+}
+
+/// The routing table and peer view.
+#[derive(Debug)]
+pub struct Router {
+    origin_host: String,
+    peers: Vec<PeerInfo>,
+    routes: Vec<Route>,
+    default: Vec<PeerId>,
+    rr: HashMap<RrKey, usize>,
+}
+
+impl Router {
+    /// Builds the table from the configuration. `peer_id` maps a configured host to the id
+    /// the peer table gave it.
+    pub fn new(config: &Config, peer_id: impl Fn(&str) -> Option<PeerId>) -> Router {
+        let ids = |hosts: &[String]| hosts.iter().filter_map(|h| peer_id(h)).collect::<Vec<_>>();
+        let mut router = Router {
+            origin_host: config.node.origin_host.clone(),
+            peers: Vec::new(),
+            routes: config
+                .routes
+                .iter()
+                .map(|r| Route {
+                    realm: r.realm.to_ascii_lowercase(),
+                    app_id: r.app_id,
+                    priority: r.priority,
+                    peers: ids(&r.peers),
+                })
+                .collect(),
+            default: ids(&config.default_route),
+            rr: HashMap::new(),
+        };
+        for p in &config.peers {
+            if let Some(id) = peer_id(&p.host) {
+                router.info_mut(id).host = p.host.clone();
+            }
+        }
+        router
+    }
+
+    fn info_mut(&mut self, id: PeerId) -> &mut PeerInfo {
+        if self.peers.len() <= id.0 {
+            self.peers.resize_with(id.0 + 1, PeerInfo::default);
+        }
+        // In range after the resize above. Peer ids come from the peer table, never from
+        // the wire, so the resize is bounded by the number of peers.
+        &mut self.peers[id.0]
+    }
+
+    fn info(&self, id: PeerId) -> Option<&PeerInfo> {
+        self.peers.get(id.0)
+    }
+
+    /// The peer finished its capabilities exchange: identity, realm, shared applications.
+    /// It is not usable until [`Router::set_usable`] says so (watchdog OKAY).
+    pub fn peer_up(&mut self, id: PeerId, host: &str, realm: &str, apps: AppSet) {
+        let info = self.info_mut(id);
+        info.host = host.to_string();
+        info.realm = Some(realm.to_ascii_lowercase());
+        info.apps = apps;
+    }
+
+    pub fn set_usable(&mut self, id: PeerId, usable: bool) {
+        self.info_mut(id).usable = usable;
+    }
+
+    /// The peer's connection is gone.
+    pub fn peer_down(&mut self, id: PeerId) {
+        let info = self.info_mut(id);
+        info.usable = false;
+        info.realm = None;
+        info.apps = AppSet::default();
+    }
+
+    pub fn is_usable(&self, id: PeerId) -> bool {
+        self.info(id).is_some_and(|p| p.usable)
+    }
+
+    /// Chooses the peer for `req`.
+    pub fn route(&mut self, req: &RouteRequest<'_>) -> Result<PeerId, RouteError> {
+        self.route_excluding(req, &[])
+    }
+
+    /// Like [`Router::route`], never choosing a peer in `exclude` (used to find an
+    /// alternate peer when a request is retransmitted after a failover).
+    pub fn route_excluding(
+        &mut self,
+        req: &RouteRequest<'_>,
+        exclude: &[PeerId],
+    ) -> Result<PeerId, RouteError> {
+        let app = req.app_id;
+        if req
+            .route_records
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&self.origin_host))
+        {
+            return Err(RouteError {
+                result_code: rc::DIAMETER_LOOP_DETECTED,
+                message: format!("loop: {} is already in Route-Record", self.origin_host),
+            });
+        }
+        let ok = |r: &Router, id: PeerId| {
+            !exclude.contains(&id) && r.info(id).is_some_and(|p| p.usable && p.apps.supports(app))
+        };
+
+        if let Some(host) = req.destination_host {
+            let found = self
+                .peers
+                .iter()
+                .position(|p| p.host.eq_ignore_ascii_case(host))
+                .map(PeerId);
+            if let Some(id) = found.filter(|id| ok(self, *id)) {
+                return Ok(id);
+            }
+        }
+
+        let mut lacking_app = false;
+        if let Some(realm) = req.destination_realm {
+            let realm = realm.to_ascii_lowercase();
+            let tiers = self.tiers(&realm, app);
+            if !tiers.is_empty() {
+                for (priority, mut tier) in tiers {
+                    lacking_app |= tier.iter().any(|id| self.lacks_only_app(*id, app, exclude));
+                    tier.retain(|id| ok(self, *id));
+                    let key = RrKey::Table {
+                        realm: realm.clone(),
+                        app_id: app,
+                        priority,
+                    };
+                    if let Some(id) = self.pick(key, &tier) {
+                        return Ok(id);
+                    }
+                }
+                return Err(self.no_peer(&realm, app, lacking_app));
+            }
+            let mut direct: Vec<PeerId> = (0..self.peers.len())
+                .map(PeerId)
+                .filter(|id| self.info(*id).and_then(|p| p.realm.as_deref()) == Some(&realm))
+                .collect();
+            lacking_app |= direct
+                .iter()
+                .any(|id| self.lacks_only_app(*id, app, exclude));
+            direct.retain(|id| ok(self, *id));
+            if let Some(id) = self.pick(
+                RrKey::Realm {
+                    realm: realm.clone(),
+                    app_id: app,
+                },
+                &direct,
+            ) {
+                return Ok(id);
+            }
+        }
+
+        if self.default.is_empty() {
+            let realm = req.destination_realm.unwrap_or("(none)");
+            if lacking_app {
+                return Err(self.no_peer(realm, app, true));
+            }
+            return Err(RouteError {
+                result_code: rc::DIAMETER_REALM_NOT_SERVED,
+                message: format!("no route to realm {realm} and no default route"),
+            });
+        }
+        let mut default = self.default.clone();
+        lacking_app |= default
+            .iter()
+            .any(|id| self.lacks_only_app(*id, app, exclude));
+        default.retain(|id| ok(self, *id));
+        match self.pick(RrKey::Default { app_id: app }, &default) {
+            Some(id) => Ok(id),
+            None => Err(self.no_peer(
+                req.destination_realm.unwrap_or("(default route)"),
+                app,
+                lacking_app,
+            )),
+        }
+    }
+
+    /// The realm-table entries for (realm, app), as (priority, peers) from the most preferred.
+    fn tiers(&self, realm: &str, app: u32) -> Vec<(u32, Vec<PeerId>)> {
+        let mut tiers: Vec<(u32, Vec<PeerId>)> = Vec::new();
+        for r in &self.routes {
+            if r.realm != realm || r.app_id.is_some_and(|a| a != app) {
+                continue;
+            }
+            match tiers.iter_mut().find(|(p, _)| *p == r.priority) {
+                Some((_, peers)) => peers.extend(&r.peers),
+                None => tiers.push((r.priority, r.peers.clone())),
+            }
+        }
+        tiers.sort_by_key(|(p, _)| *p);
+        for (_, peers) in &mut tiers {
+            peers.sort();
+            peers.dedup();
+        }
+        tiers
+    }
+
+    /// Usable and not excluded, but without the application.
+    fn lacks_only_app(&self, id: PeerId, app: u32, exclude: &[PeerId]) -> bool {
+        !exclude.contains(&id)
+            && self
+                .info(id)
+                .is_some_and(|p| p.usable && !p.apps.supports(app))
+    }
+
+    fn no_peer(&self, realm: &str, app: u32, lacking_app: bool) -> RouteError {
+        if lacking_app {
+            RouteError {
+                result_code: rc::DIAMETER_APPLICATION_UNSUPPORTED,
+                message: format!("no peer for realm {realm} advertised application {app}"),
+            }
+        } else {
+            RouteError {
+                result_code: rc::DIAMETER_UNABLE_TO_DELIVER,
+                message: format!("no usable peer for realm {realm}, application {app}"),
+            }
+        }
+    }
+
+    fn pick(&mut self, key: RrKey, candidates: &[PeerId]) -> Option<PeerId> {
+        if candidates.is_empty() {
+            return None;
+        }
+        let next = self.rr.entry(key).or_insert(0);
+        let chosen = candidates.get(*next % candidates.len()).copied();
+        *next = next.wrapping_add(1);
+        chosen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[node]
+origin_host = "me.example.net"
+origin_realm = "example.net"
+[[applications]]
+id = 16777216
+vendor = 10415
+[[peers]]
+host = "hss1.ims.net"
+address = "192.0.2.1"
+[[peers]]
+host = "hss2.ims.net"
+address = "192.0.2.2"
+[[peers]]
+host = "hss3.ims.net"
+address = "192.0.2.3"
+[[peers]]
+host = "dra.example.net"
+address = "192.0.2.9"
+[[peers]]
+host = "ocs.billing.net"
+mode = "accept"
+[[routes]]
+realm = "ims.net"
+app_id = 16777216
+peers = ["hss1.ims.net", "hss2.ims.net"]
+priority = 1
+[[routes]]
+realm = "ims.net"
+peers = ["hss3.ims.net"]
+priority = 5
+"#;
+
+    const CX: u32 = 16777216;
+    const SH: u32 = 16777217;
+
+    fn id(host: &str) -> PeerId {
+        PeerId(match host {
+            "hss1.ims.net" => 0,
+            "hss2.ims.net" => 1,
+            "hss3.ims.net" => 2,
+            "dra.example.net" => 3,
+            "ocs.billing.net" => 4,
+            _ => 99,
+        })
+    }
+
+    fn router(default: bool) -> Router {
+        let mut config = crate::config::parse(CONFIG).unwrap();
+        if default {
+            config.default_route = vec!["dra.example.net".into()];
+        }
+        Router::new(&config, |h| Some(id(h)))
+    }
+
+    fn up(r: &mut Router, host: &str, realm: &str, apps: &[u32]) {
+        r.peer_up(
+            id(host),
+            host,
+            realm,
+            AppSet::from_ids(apps.iter().copied()),
+        );
+        r.set_usable(id(host), true);
+    }
+
+    fn req(
+        app: u32,
+        host: Option<&'static str>,
+        realm: Option<&'static str>,
+    ) -> RouteRequest<'static> {
+        RouteRequest {
+            app_id: app,
+            destination_host: host,
+            destination_realm: realm,
+            route_records: &[],
+        }
+    }
+
+    #[test]
+    fn round_robin_among_equal_priority_peers() {
+        let mut r = router(false);
+        up(&mut r, "hss1.ims.net", "ims.net", &[CX]);
+        up(&mut r, "hss2.ims.net", "ims.net", &[CX]);
+        up(&mut r, "hss3.ims.net", "ims.net", &[CX]);
+        let picks: Vec<PeerId> = (0..4)
+            .map(|_| r.route(&req(CX, None, Some("IMS.net"))).unwrap())
+            .collect();
+        assert_eq!(
+            picks,
+            vec![
+                id("hss1.ims.net"),
+                id("hss2.ims.net"),
+                id("hss1.ims.net"),
+                id("hss2.ims.net")
+            ]
+        );
+    }
+
+    #[test]
+    fn lower_priority_is_used_when_preferred_peers_are_down() {
+        let mut r = router(false);
+        up(&mut r, "hss1.ims.net", "ims.net", &[CX]);
+        up(&mut r, "hss3.ims.net", "ims.net", &[CX]);
+        r.set_usable(id("hss1.ims.net"), false);
+        assert_eq!(
+            r.route(&req(CX, None, Some("ims.net"))),
+            Ok(id("hss3.ims.net"))
+        );
+        r.set_usable(id("hss1.ims.net"), true);
+        assert_eq!(
+            r.route(&req(CX, None, Some("ims.net"))),
+            Ok(id("hss1.ims.net"))
+        );
+    }
+
+    #[test]
+    fn destination_host_wins_when_open_and_advertised() {
+        let mut r = router(false);
+        up(&mut r, "hss1.ims.net", "ims.net", &[CX]);
+        up(&mut r, "hss2.ims.net", "ims.net", &[CX]);
+        for _ in 0..3 {
+            assert_eq!(
+                r.route(&req(CX, Some("HSS2.ims.net"), Some("ims.net"))),
+                Ok(id("hss2.ims.net"))
+            );
+        }
+        // Not usable: falls back to the realm.
+        r.peer_down(id("hss2.ims.net"));
+        assert_eq!(
+            r.route(&req(CX, Some("hss2.ims.net"), Some("ims.net"))),
+            Ok(id("hss1.ims.net"))
+        );
+    }
+
+    #[test]
+    fn destination_host_without_the_app_is_not_used() {
+        let mut r = router(false);
+        up(&mut r, "hss1.ims.net", "ims.net", &[CX]);
+        up(&mut r, "hss3.ims.net", "ims.net", &[SH]);
+        // hss3 is the Destination-Host but lacks Cx: the realm table gives hss1.
+        assert_eq!(
+            r.route(&req(CX, Some("hss3.ims.net"), Some("ims.net"))),
+            Ok(id("hss1.ims.net"))
+        );
+    }
+
+    #[test]
+    fn only_peers_that_advertised_the_app_are_chosen() {
+        let mut r = router(false);
+        up(&mut r, "hss1.ims.net", "ims.net", &[SH]);
+        up(&mut r, "hss2.ims.net", "ims.net", &[CX]);
+        for _ in 0..3 {
+            assert_eq!(
+                r.route(&req(CX, None, Some("ims.net"))),
+                Ok(id("hss2.ims.net"))
+            );
+        }
+    }
+
+    #[test]
+    fn relay_peer_takes_any_app() {
+        let mut r = router(true);
+        up(
+            &mut r,
+            "dra.example.net",
+            "example.net",
+            &[crate::config::RELAY_APP_ID],
+        );
+        assert_eq!(
+            r.route(&req(SH, None, Some("elsewhere.net"))),
+            Ok(id("dra.example.net"))
+        );
+    }
+
+    #[test]
+    fn application_unsupported_is_3007() {
+        let mut r = router(false);
+        up(&mut r, "hss1.ims.net", "ims.net", &[SH]);
+        up(&mut r, "hss2.ims.net", "ims.net", &[SH]);
+        let e = r.route(&req(CX, None, Some("ims.net"))).unwrap_err();
+        assert_eq!(e.result_code, 3007);
+    }
+
+    #[test]
+    fn all_route_peers_down_is_3002() {
+        let mut r = router(false);
+        let e = r.route(&req(CX, None, Some("ims.net"))).unwrap_err();
+        assert_eq!(e.result_code, 3002);
+    }
+
+    #[test]
+    fn unknown_realm_without_default_is_3003() {
+        let mut r = router(false);
+        up(&mut r, "hss1.ims.net", "ims.net", &[CX]);
+        let e = r.route(&req(CX, None, Some("nowhere.net"))).unwrap_err();
+        assert_eq!(e.result_code, 3003);
+    }
+
+    #[test]
+    fn default_route_catches_other_realms() {
+        let mut r = router(true);
+        up(&mut r, "dra.example.net", "example.net", &[CX]);
+        assert_eq!(
+            r.route(&req(CX, None, Some("nowhere.net"))),
+            Ok(id("dra.example.net"))
+        );
+        r.set_usable(id("dra.example.net"), false);
+        assert_eq!(
+            r.route(&req(CX, None, Some("nowhere.net")))
+                .unwrap_err()
+                .result_code,
+            3002
+        );
+    }
+
+    #[test]
+    fn directly_connected_peer_of_the_realm() {
+        let mut r = router(false);
+        up(&mut r, "ocs.billing.net", "billing.net", &[4]);
+        assert_eq!(
+            r.route(&req(4, None, Some("billing.net"))),
+            Ok(id("ocs.billing.net"))
+        );
+        assert_eq!(
+            r.route(&req(5, None, Some("billing.net")))
+                .unwrap_err()
+                .result_code,
+            3007
+        );
+    }
+
+    #[test]
+    fn loop_is_3005() {
+        let mut r = router(true);
+        up(&mut r, "dra.example.net", "example.net", &[CX]);
+        let rr = ["dra.example.net", "ME.example.net"];
+        let q = RouteRequest {
+            route_records: &rr,
+            ..req(CX, None, Some("x.net"))
+        };
+        assert_eq!(r.route(&q).unwrap_err().result_code, 3005);
+    }
+
+    #[test]
+    fn exclusion_finds_an_alternate() {
+        let mut r = router(false);
+        up(&mut r, "hss1.ims.net", "ims.net", &[CX]);
+        up(&mut r, "hss2.ims.net", "ims.net", &[CX]);
+        up(&mut r, "hss3.ims.net", "ims.net", &[CX]);
+        let q = req(CX, None, Some("ims.net"));
+        for _ in 0..3 {
+            assert_eq!(
+                r.route_excluding(&q, &[id("hss1.ims.net")]),
+                Ok(id("hss2.ims.net"))
+            );
+        }
+        let both = [id("hss1.ims.net"), id("hss2.ims.net")];
+        assert_eq!(r.route_excluding(&q, &both), Ok(id("hss3.ims.net")));
+        let all = [id("hss1.ims.net"), id("hss2.ims.net"), id("hss3.ims.net")];
+        assert_eq!(r.route_excluding(&q, &all).unwrap_err().result_code, 3002);
+    }
+}
