@@ -235,8 +235,11 @@ static int mod_init(void)
 				LM_ERR("pipe: %s\n", strerror(errno));
 				return -1;
 			}
-			/* the worker drains its end without blocking */
+			/* the worker drains its end without blocking; a SIP worker never waits on a
+			 * full pipe (a stuck module worker): the call fails and the transaction is
+			 * released instead */
 			fcntl(_dmk_pipes[2 * i], F_SETFL, O_NONBLOCK);
+			fcntl(_dmk_pipes[2 * i + 1], F_SETFL, O_NONBLOCK);
 		}
 		register_procs(_dmk_workers);
 		cfg_register_child(_dmk_workers);
@@ -685,7 +688,7 @@ static int dmk_send_async(sip_msg_t *msg, int app_id, int cmd_code, str *json, s
 	job->tindex = tindex;
 	job->tlabel = tlabel;
 	widx = (int)(rr++ % (unsigned int)_dmk_workers);
-	/* a pointer is 8 bytes < PIPE_BUF: the write is atomic */
+	/* a pointer is 8 bytes < PIPE_BUF: the write is atomic, whole or EAGAIN */
 	if(write(_dmk_pipes[2 * widx + 1], &job, sizeof(job)) != sizeof(job)) {
 		LM_ERR("dm_send_request_async: cannot hand the job to worker %d: %s\n", widx + 1,
 				strerror(errno));
