@@ -1,0 +1,299 @@
+//! Oracle test: the built-in dictionaries against Wireshark's Diameter dictionaries.
+//!
+//! Wireshark's XML files (Debian package `tshark`/`wireshark-common`, in
+//! /usr/share/wireshark/diameter/) are an independent, widely used description of the same
+//! specifications. For every built-in AVP the same (code, vendor) must exist there with the
+//! same name (modulo the spelling variants listed below, each with its reason) and the same
+//! data format; for every built-in command the code must exist with the same name. Wireshark's
+//! files are read at test time only; nothing of them is copied into this repository.
+
+use dmproto::dict::Dictionary;
+use dmproto::AvpType;
+use std::collections::HashMap;
+use std::path::Path;
+
+const DIR: &str = "/usr/share/wireshark/diameter";
+
+/// (code, vendor, our name, Wireshark's name): the same AVP spelled differently, with why.
+const NAME_VARIANTS: &[(u32, u32, &str, &str)] = &[
+    // RFC 6733 section 9.8.6 spells it "Acct-Multi-Session-Id".
+    (
+        50,
+        0,
+        "Acct-Multi-Session-Id",
+        "Accounting-Multi-Session-Id",
+    ),
+    // TS 29.229 renamed Wildcarded-PSI to Wildcarded-Public-Identity in Rel-9.
+    (634, 10415, "Wildcarded-Public-Identity", "Wildcarded-PSI"),
+];
+
+/// (code, vendor, our type, Wireshark's type, why ours is right).
+const TYPE_VARIANTS: &[(u32, u32, &str, &str, &str)] = &[
+    (
+        291,
+        0,
+        "Unsigned32",
+        "Integer32",
+        "RFC 6733 8.9: Authorization-Lifetime is Unsigned32",
+    ),
+    (
+        8,
+        0,
+        "OctetString",
+        "IPAddress",
+        "RFC 7155 4.4.10.5.1: Framed-IP-Address is OctetString",
+    ),
+    (
+        9,
+        0,
+        "OctetString",
+        "IPAddress",
+        "RFC 7155 4.4.10.5.2: Framed-IP-Netmask is OctetString",
+    ),
+    (
+        4,
+        0,
+        "OctetString",
+        "IPAddress",
+        "RFC 7155 4.2.3: NAS-IP-Address is OctetString",
+    ),
+];
+
+#[derive(Debug, Default)]
+struct WsAvp {
+    name: String,
+    ty: String,
+}
+
+/// Attributes of one XML start tag, e.g. `avp name="X" code="1"`.
+fn attrs(tag: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = tag;
+    while let Some(eq) = rest.find('=') {
+        let key = rest[..eq]
+            .split_whitespace()
+            .last()
+            .unwrap_or("")
+            .to_string();
+        let after = rest[eq + 1..].trim_start();
+        let Some(q) = after.chars().next() else { break };
+        if q != '"' && q != '\'' {
+            break;
+        }
+        let Some(end) = after[1..].find(q) else { break };
+        out.insert(key, after[1..1 + end].to_string());
+        rest = &after[1 + end + 1..];
+    }
+    out
+}
+
+/// Every start tag `<name ...>` in the text, with its attributes and the text up to the
+/// matching close tag (only needed for `avp`, which does not nest).
+fn tags<'a>(text: &'a str, name: &str) -> Vec<(HashMap<String, String>, &'a str)> {
+    let open = format!("<{name} ");
+    let close = format!("</{name}>");
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(i) = text[pos..].find(&open) {
+        let start = pos + i;
+        let Some(gt) = text[start..].find('>') else {
+            break;
+        };
+        let tag = &text[start + open.len()..start + gt];
+        let self_closing = tag.ends_with('/');
+        let body_start = start + gt + 1;
+        let body = if self_closing {
+            ""
+        } else {
+            match text[body_start..].find(&close) {
+                Some(e) => &text[body_start..body_start + e],
+                None => "",
+            }
+        };
+        out.push((attrs(tag.trim_end_matches('/')), body));
+        pos = body_start;
+    }
+    out
+}
+
+struct Oracle {
+    avps: HashMap<(u32, u32), Vec<WsAvp>>,
+    commands: HashMap<u32, Vec<String>>,
+}
+
+fn load_oracle(dir: &Path) -> Oracle {
+    let mut texts = Vec::new();
+    for e in std::fs::read_dir(dir)
+        .expect("read wireshark dir")
+        .flatten()
+    {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "xml") {
+            texts.push(std::fs::read_to_string(&p).unwrap_or_default());
+        }
+    }
+    let mut vendors: HashMap<String, u32> = HashMap::new();
+    vendors.insert("None".into(), 0);
+    for t in &texts {
+        for (a, _) in tags(t, "vendor") {
+            if let (Some(id), Some(code)) = (a.get("vendor-id"), a.get("code")) {
+                if let Ok(c) = code.parse() {
+                    vendors.insert(id.clone(), c);
+                }
+            }
+        }
+    }
+    let mut avps: HashMap<(u32, u32), Vec<WsAvp>> = HashMap::new();
+    let mut commands: HashMap<u32, Vec<String>> = HashMap::new();
+    for t in &texts {
+        for (a, body) in tags(t, "avp") {
+            let (Some(name), Some(code)) = (a.get("name"), a.get("code")) else {
+                continue;
+            };
+            let Ok(code) = code.parse::<u32>() else {
+                continue;
+            };
+            let vendor = a
+                .get("vendor-id")
+                .and_then(|v| vendors.get(v).copied())
+                .unwrap_or(0);
+            let ty = if body.contains("<grouped") {
+                "Grouped".to_string()
+            } else {
+                tags(body, "type")
+                    .first()
+                    .and_then(|(ta, _)| ta.get("type-name").cloned())
+                    .unwrap_or_default()
+            };
+            avps.entry((code, vendor)).or_default().push(WsAvp {
+                name: name.clone(),
+                ty,
+            });
+        }
+        for (a, _) in tags(t, "command") {
+            if let (Some(name), Some(code)) = (a.get("name"), a.get("code")) {
+                if let Ok(c) = code.parse() {
+                    commands.entry(c).or_default().push(name.clone());
+                }
+            }
+        }
+    }
+    Oracle { avps, commands }
+}
+
+/// Wireshark's type names mapped onto ours (it has a few derived names of its own).
+fn ws_type(t: &str) -> Option<AvpType> {
+    match t {
+        "AppId" | "VendorId" => Some(AvpType::Unsigned32),
+        "IPAddress" => Some(AvpType::Address),
+        "MIPRegistrationRequest" => Some(AvpType::OctetString),
+        _ => t.parse().ok(),
+    }
+}
+
+fn norm(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+#[test]
+fn builtin_agrees_with_wireshark() {
+    let dir = Path::new(DIR);
+    if !dir.is_dir() {
+        eprintln!(
+            "SKIPPED: {DIR} is absent (install the Debian package tshark to run this oracle)"
+        );
+        return;
+    }
+    let oracle = load_oracle(dir);
+    assert!(
+        oracle.avps.len() > 1000,
+        "Wireshark dictionaries look incomplete ({} AVPs)",
+        oracle.avps.len()
+    );
+    let dict = Dictionary::builtin();
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    let mut absent = Vec::new();
+    for d in dict.avps() {
+        if d.vendor == 0 && (204..=231).contains(&d.code) {
+            continue; // OpenSIPS's private AVPs (opensips.dict), unknown to Wireshark.
+        }
+        if d.vendor == 9 {
+            continue; // Cisco-AVPair from opensips.dict
+        }
+        let Some(cands) = oracle.avps.get(&(d.code, d.vendor)) else {
+            absent.push(format!("{} {}:{}", d.name, d.code, d.vendor));
+            continue;
+        };
+        checked += 1;
+        let name_ok = cands.iter().any(|w| norm(&w.name) == norm(&d.name))
+            || NAME_VARIANTS
+                .iter()
+                .any(|&(c, v, ours, _)| c == d.code && v == d.vendor && ours == &*d.name);
+        if !name_ok {
+            let theirs: Vec<_> = cands.iter().map(|w| w.name.as_str()).collect();
+            problems.push(format!(
+                "name: {}:{} ours {} wireshark {:?}",
+                d.code, d.vendor, d.name, theirs
+            ));
+        }
+        // Wireshark declares plain integers with named values (Result-Code, ...) Enumerated.
+        let named_int = |w: &WsAvp| {
+            w.ty == "Enumerated" && matches!(d.ty, AvpType::Unsigned32 | AvpType::Integer32)
+        };
+        // ... and "OctetStringOrUTF8" where a spec allows either.
+        let either = |w: &WsAvp| {
+            w.ty == "OctetStringOrUTF8"
+                && matches!(d.ty, AvpType::OctetString | AvpType::UTF8String)
+        };
+        let type_ok = cands
+            .iter()
+            .any(|w| ws_type(&w.ty) == Some(d.ty) || named_int(w) || either(w))
+            || TYPE_VARIANTS
+                .iter()
+                .any(|&(c, v, _, _, _)| c == d.code && v == d.vendor);
+        if !type_ok {
+            let theirs: Vec<_> = cands.iter().map(|w| w.ty.as_str()).collect();
+            problems.push(format!(
+                "type: {} {}:{} ours {} wireshark {:?}",
+                d.name, d.code, d.vendor, d.ty, theirs
+            ));
+        }
+    }
+    for c in dict.commands() {
+        match oracle.commands.get(&c.code) {
+            None => problems.push(format!(
+                "command {} {} unknown to wireshark",
+                c.code, c.name
+            )),
+            Some(names) => {
+                if !names.iter().any(|n| norm(n) == norm(&c.name)) {
+                    problems.push(format!(
+                        "command {} ours {} wireshark {:?}",
+                        c.code, c.name, names
+                    ));
+                }
+            }
+        }
+    }
+    eprintln!(
+        "checked {checked} AVPs and {} commands against Wireshark; {} AVPs it does not know: {:?}",
+        dict.commands().count(),
+        absent.len(),
+        absent
+    );
+    assert!(
+        problems.is_empty(),
+        "{} disagreements with Wireshark:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    // Nearly every AVP must be known to the oracle, or the test checks little.
+    assert!(
+        absent.len() * 20 <= checked,
+        "too many AVPs unknown to Wireshark: {absent:?}"
+    );
+}
