@@ -189,9 +189,16 @@ static int dmk_collect_handled(void)
 				_dmk_rt_catchall = e->u.n;
 		}
 	}
-	/* dmg_handled_names filters, dedups and strips the prefix, in place */
-	_dmk_handled_n = dmg_handled_names(names, n, names, n);
-	_dmk_handled = names;
+	/* dmg_handled_names filters, dedups and strips the prefix; the names point into the
+	 * route names, which (like both arrays) live for the whole run */
+	if(n > 0) {
+		_dmk_handled = pkg_malloc(n * sizeof(*_dmk_handled));
+		if(_dmk_handled == NULL) {
+			PKG_MEM_ERROR;
+			return -1;
+		}
+		_dmk_handled_n = dmg_handled_names(names, n, _dmk_handled, n);
+	}
 	return 0;
 }
 
@@ -248,6 +255,8 @@ static int mod_init(void)
 		LM_WARN("event_route[dmbridge:E_DM_*] present but workers=0: no process will run them\n");
 	LM_INFO("libdmbridge %s, bridge %s, %d worker(s), %zu handled command name(s)\n",
 			dmb_version(), _dmk_bridge_socket, _dmk_workers, _dmk_handled_n);
+	for(size_t i = 0; i < _dmk_handled_n; i++)
+		LM_INFO("handles command [%s]\n", _dmk_handled[i]);
 	return 0;
 }
 

@@ -62,6 +62,7 @@ scscf_pid=$kpid
 log="$work/scscf.log"
 check "example: module workers start" "wait_log '$log' 'dmbridge worker 2 started' 10" "$log"
 check "example: 2 handled commands declared from event routes" "grep -q '2 handled command name' '$log'" "$log"
+check "example: they are PPR and RTR" "grep -q 'handles command \[PPR\]' '$log' && grep -q 'handles command \[RTR\]' '$log'" "$log"
 check "example: clear attach failure logged" "wait_log '$log' 'cannot attach to bridge at .*no-such-bridge.sock' 5" "$log"
 r=$("$here/sipsend.py" "$port" REGISTER 2>&1)
 check "example: REGISTER answered 504 when the SAR cannot be sent (got '$r')" "[ '$r' = 'SIP/2.0 504 HSS Timeout' ]" "$log"
@@ -79,6 +80,7 @@ port=$(free_port)
 start_kamailio sync "$here/no-bridge.cfg" "$port"
 log="$work/sync.log"
 check "sync: module worker started" "wait_log '$log' 'dmbridge worker 1 started' 10" "$log"
+check "sync: E_DM_REQUEST declared as '*', ASR as ASR" "grep -q 'handles command \[\*\]' '$log' && grep -q 'handles command \[ASR\]' '$log'" "$log"
 r=$("$here/sipsend.py" "$port" OPTIONS 'X-Json: [{"User-Name":"alice"' 2>&1)
 check "sync: invalid JSON -> -3 (got '$r')" "printf '%s' \"\$r\" | grep -q '^SIP/2.0 299 rc=-3 err=invalid JSON'" "$log"
 check "sync: invalid JSON log line names the offset" "wait_log '$log' 'invalid AVP JSON at offset 21' 3" "$log"
