@@ -5,4 +5,5 @@
 //! happen (actions, events) instead of doing it. The driver owns the sockets and the clock.
 pub mod config;
 pub mod peer;
+pub mod pending;
 pub mod router;
