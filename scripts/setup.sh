@@ -27,7 +27,7 @@ packages=(
   freediameterd freediameter-extensions libfreediameter-dev
   erlang-base erlang-diameter erlang-dev
   tshark sip-tester valgrind
-  gcc make pkg-config clang libclang-rt-14-dev
+  gcc make pkg-config clang libclang-rt-14-dev python3
   bison flex dpkg-dev
 )
 
