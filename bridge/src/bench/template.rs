@@ -182,6 +182,13 @@ impl Template {
         &self.filled
     }
 
+    /// The payload of the first top-level AVP with this code and vendor (as encoded, with
+    /// placeholders unexpanded).
+    pub fn top_level_data(&self, code: u32, vendor: u32) -> Option<Vec<u8>> {
+        let m = Message::decode(self.bytes.clone()).ok()?;
+        m.find_ref(code, vendor).map(|a| a.data.to_vec())
+    }
+
     /// True when every request is the same bytes apart from the header ids.
     pub fn is_static(&self) -> bool {
         self.ops.iter().all(|op| matches!(op, Op::Copy { .. }))

@@ -1,0 +1,324 @@
+//! What a run measures: per-connection tallies (merged at the end), the shared counters the
+//! progress line reads, and the summary in text and JSON.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use dmproto::result_code;
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value as Json};
+
+/// Highest latency the histogram resolves (longer ones are clamped): far above any timeout.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// The outcome an answer reports: Result-Code, or Experimental-Result-Code with its vendor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    Result(u32),
+    Experimental { vendor: u32, code: u32 },
+    /// An answer with neither (malformed for any command that needs one).
+    Missing,
+}
+
+impl Outcome {
+    /// 2xxx (in either AVP) is success; anything else counts as an error.
+    pub fn is_success(self) -> bool {
+        match self {
+            Outcome::Result(c) | Outcome::Experimental { code: c, .. } => (2000..3000).contains(&c),
+            Outcome::Missing => false,
+        }
+    }
+
+    /// The key in summaries: `"2001"`, `"5001:10415"` (experimental, with its vendor, as AVP
+    /// keys are written), `"none"`.
+    pub fn key(self) -> String {
+        match self {
+            Outcome::Result(c) => c.to_string(),
+            Outcome::Experimental { vendor, code } => format!("{code}:{vendor}"),
+            Outcome::Missing => "none".into(),
+        }
+    }
+
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Outcome::Result(c) => result_code::name(c),
+            Outcome::Experimental { vendor, code } => result_code::experimental_name(vendor, code),
+            Outcome::Missing => None,
+        }
+    }
+}
+
+/// Counters shared by all connections, read once a second by the progress line. Relaxed
+/// atomics: uncontended on the default single thread, and a progress line needs no ordering.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub sent: AtomicU64,
+    pub answered: AtomicU64,
+    pub errors: AtomicU64,
+    pub timeouts: AtomicU64,
+}
+
+impl Live {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}
+
+/// One connection's tallies (merged into the run's at the end).
+#[derive(Debug)]
+pub struct Tally {
+    pub sent: u64,
+    pub answered: u64,
+    pub timeouts: u64,
+    /// In flight when the run ended (the connection closed, or the drain gave up).
+    pub unanswered: u64,
+    /// Answers to no request in flight: after their timeout, or with an unknown hop-by-hop id.
+    pub unmatched: u64,
+    /// Watchdog requests from the peer that were answered.
+    pub dwr_answered: u64,
+    /// Answers by outcome, few distinct ones: a small vector beats a map.
+    pub outcomes: Vec<(Outcome, u64)>,
+    /// Latency in microseconds.
+    pub latency: Histogram<u64>,
+    pub last_answer: Option<Instant>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            sent: 0,
+            answered: 0,
+            timeouts: 0,
+            unanswered: 0,
+            unmatched: 0,
+            dwr_answered: 0,
+            outcomes: Vec::new(),
+            latency: new_histogram(),
+            last_answer: None,
+        }
+    }
+}
+
+/// 3 significant digits from 1 us to an hour: ~100 kB per connection.
+fn new_histogram() -> Histogram<u64> {
+    // Constant, valid bounds (low >= 1, high >= 2 * low, sigfig <= 5): this cannot fail, and
+    // it depends on no input.
+    #[allow(clippy::expect_used)]
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
+}
+
+impl Tally {
+    pub fn record_answer(&mut self, outcome: Outcome, latency: Duration, now: Instant) {
+        self.answered += 1;
+        let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
+        self.latency.saturating_record(us);
+        match self.outcomes.iter_mut().find(|(o, _)| *o == outcome) {
+            Some((_, n)) => *n += 1,
+            None => self.outcomes.push((outcome, 1)),
+        }
+        self.last_answer = Some(now);
+    }
+
+    pub fn merge(&mut self, other: &Tally) {
+        self.sent += other.sent;
+        self.answered += other.answered;
+        self.timeouts += other.timeouts;
+        self.unanswered += other.unanswered;
+        self.unmatched += other.unmatched;
+        self.dwr_answered += other.dwr_answered;
+        for &(o, n) in &other.outcomes {
+            match self.outcomes.iter_mut().find(|(x, _)| *x == o) {
+                Some((_, m)) => *m += n,
+                None => self.outcomes.push((o, n)),
+            }
+        }
+        // Same bounds on both sides: cannot fail; a failure would only lose latency samples.
+        let _ = self.latency.add(&other.latency);
+        self.last_answer = self.last_answer.max(other.last_answer);
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.outcomes
+            .iter()
+            .filter(|(o, _)| !o.is_success())
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// The final report of a run.
+#[derive(Debug)]
+pub struct Summary {
+    pub tally: Tally,
+    pub connections: usize,
+    /// From the start of the load to the last answer (the throughput's denominator).
+    pub active: Duration,
+    /// From the start of the load to the end of the run (drain and DPR included).
+    pub elapsed: Duration,
+    /// Connections that failed or were closed before the run ended, with why.
+    pub failures: Vec<String>,
+}
+
+impl Summary {
+    pub fn answers_per_sec(&self) -> f64 {
+        let s = self.active.as_secs_f64();
+        if s > 0.0 {
+            self.tally.answered as f64 / s
+        } else {
+            0.0
+        }
+    }
+
+    fn percentile_us(&self, q: f64) -> u64 {
+        if self.tally.latency.is_empty() {
+            0
+        } else {
+            self.tally.latency.value_at_quantile(q)
+        }
+    }
+
+    /// One JSON object (the `--json` output). Latencies in microseconds.
+    pub fn to_json(&self) -> Json {
+        let t = &self.tally;
+        let mut outcomes = t.outcomes.clone();
+        outcomes.sort();
+        let mut codes = Map::new();
+        let mut errors = Map::new();
+        for (o, n) in outcomes {
+            codes.insert(o.key(), json!(n));
+            if !o.is_success() {
+                errors.insert(o.key(), json!(n));
+            }
+        }
+        let lat = &t.latency;
+        json!({
+            "connections": self.connections,
+            "sent": t.sent,
+            "answered": t.answered,
+            "answers_per_sec": (self.answers_per_sec() * 10.0).round() / 10.0,
+            "active_s": self.active.as_secs_f64(),
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "success": t.answered - t.errors(),
+            "errors": t.errors(),
+            "result_codes": codes,
+            "errors_by_code": errors,
+            "timeouts": t.timeouts,
+            "unanswered": t.unanswered,
+            "unmatched_answers": t.unmatched,
+            "dwr_answered": t.dwr_answered,
+            "latency_us": {
+                "min": if lat.is_empty() { 0 } else { lat.min() },
+                "mean": (lat.mean() * 10.0).round() / 10.0,
+                "p50": self.percentile_us(0.50),
+                "p90": self.percentile_us(0.90),
+                "p99": self.percentile_us(0.99),
+                "p999": self.percentile_us(0.999),
+                "max": lat.max(),
+            },
+            "failures": self.failures,
+        })
+    }
+
+    /// The human-readable report.
+    pub fn to_text(&self) -> String {
+        let t = &self.tally;
+        let ms = |us: u64| us as f64 / 1000.0;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "sent {}  answered {}  in {:.3} s  =>  {:.0} answers/s  ({} connection{})",
+            t.sent,
+            t.answered,
+            self.active.as_secs_f64(),
+            self.answers_per_sec(),
+            self.connections,
+            if self.connections == 1 { "" } else { "s" }
+        );
+        let _ = writeln!(
+            s,
+            "success {}  errors {}  timeouts {}  unanswered {}  unmatched answers {}  DWR answered {}",
+            t.answered - t.errors(),
+            t.errors(),
+            t.timeouts,
+            t.unanswered,
+            t.unmatched,
+            t.dwr_answered
+        );
+        let mut outcomes = t.outcomes.clone();
+        outcomes.sort();
+        for (o, n) in outcomes {
+            let kind = match o {
+                Outcome::Experimental { .. } => "Experimental-Result-Code",
+                _ => "Result-Code",
+            };
+            let _ = writeln!(
+                s,
+                "  {kind} {:<12} {:<40} {n}",
+                o.key(),
+                o.name().unwrap_or("")
+            );
+        }
+        let _ = writeln!(
+            s,
+            "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
+            ms(self.percentile_us(0.5)),
+            ms(self.percentile_us(0.9)),
+            ms(self.percentile_us(0.99)),
+            ms(self.percentile_us(0.999)),
+            ms(t.latency.max()),
+            t.latency.mean() / 1000.0
+        );
+        for f in &self.failures {
+            let _ = writeln!(s, "connection failure: {f}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_keys_and_success() {
+        assert!(Outcome::Result(2001).is_success());
+        assert!(!Outcome::Result(5012).is_success());
+        assert!(!Outcome::Experimental { vendor: 10415, code: 5001 }.is_success());
+        assert!(Outcome::Experimental { vendor: 10415, code: 2001 }.is_success());
+        assert_eq!(Outcome::Experimental { vendor: 10415, code: 5001 }.key(), "5001:10415");
+        assert_eq!(Outcome::Missing.key(), "none");
+        assert_eq!(Outcome::Result(5012).name(), Some("DIAMETER_UNABLE_TO_COMPLY"));
+    }
+
+    #[test]
+    fn merge_adds_everything() {
+        let t0 = Instant::now();
+        let mut a = Tally::default();
+        let mut b = Tally::default();
+        a.sent = 3;
+        b.sent = 2;
+        a.record_answer(Outcome::Result(2001), Duration::from_micros(100), t0);
+        a.record_answer(Outcome::Result(5012), Duration::from_micros(300), t0);
+        b.record_answer(Outcome::Result(2001), Duration::from_micros(200), t0);
+        b.timeouts = 1;
+        a.merge(&b);
+        assert_eq!((a.sent, a.answered, a.timeouts, a.errors()), (5, 3, 1, 1));
+        assert_eq!(a.latency.len(), 3);
+        let s = Summary {
+            tally: a,
+            connections: 2,
+            active: Duration::from_secs(1),
+            elapsed: Duration::from_secs(2),
+            failures: vec![],
+        };
+        let j = s.to_json();
+        assert_eq!(j["result_codes"]["2001"], 2);
+        assert_eq!(j["errors_by_code"]["5012"], 1);
+        assert!(j["errors_by_code"].get("2001").is_none());
+        assert_eq!(j["answers_per_sec"], 3.0);
+        let p50 = j["latency_us"]["p50"].as_u64().unwrap();
+        assert!((199..=201).contains(&p50), "{p50}");
+        assert!(s.to_text().contains("DIAMETER_UNABLE_TO_COMPLY"));
+    }
+}
