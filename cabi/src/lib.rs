@@ -1,1 +1,953 @@
 //! libdmbridge: the C ABI used by the OpenSIPS and Kamailio modules.
+//!
+//! A thin layer over [`dmshm::worker`]: it converts C arguments, validates
+//! JSON syntax before anything reaches the bridge, and turns every failure
+//! into a negative return value plus a thread-local message
+//! ([`dmb_last_error`]). No function aborts: each body runs under
+//! `catch_unwind`, and a panic becomes [`DMB_E_PANIC`]. Everything the
+//! library returns is allocated and freed by the library (`*_free`); it never
+//! uses the SIP server's allocators.
+//!
+//! The header `include/dmbridge.h` is generated from this file by cbindgen
+//! (`cabi/cbindgen.toml`); `cargo test -p dmbridge-cabi` fails when the
+//! committed header is stale (`DMB_BLESS=1` rewrites it).
+
+#![allow(non_camel_case_types)]
+
+use dmshm::record::ReplyStatus;
+use dmshm::worker::{Completion, Request, Worker, WorkerConfig};
+use dmshm::Error;
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+/// Success.
+pub const DMB_OK: c_int = 0;
+/// A bad argument: NULL pointer, invalid UTF-8 or JSON, unknown token.
+pub const DMB_E_INVAL: c_int = -1;
+/// Not attached to a bridge right now (it is down or restarting); the
+/// worker re-attaches by itself, retry later.
+pub const DMB_E_DETACHED: c_int = -2;
+/// The ring towards the bridge is full (the bridge is not keeping up).
+pub const DMB_E_FULL: c_int = -3;
+/// The message exceeds the configured maximum size.
+pub const DMB_E_TOO_BIG: c_int = -4;
+/// The library and the bridge speak different wire versions.
+pub const DMB_E_VERSION: c_int = -5;
+/// The bridge refused the worker (for example: no free slot).
+pub const DMB_E_REFUSED: c_int = -6;
+/// A system call failed.
+pub const DMB_E_SYS: c_int = -7;
+/// The other side broke the protocol (damaged segment or message).
+pub const DMB_E_PROTO: c_int = -8;
+/// Internal error (a bug in the library); the call had no effect or only part.
+pub const DMB_E_PANIC: c_int = -9;
+
+/// Answer class: a 2xxx answer.
+pub const DMB_ANSWER_SUCCESS: c_int = 1;
+/// Answer class: an answer with an error Result-Code.
+pub const DMB_ANSWER_ERROR: c_int = -1;
+/// Answer class: no answer within the timeout.
+pub const DMB_ANSWER_TIMEOUT: c_int = -2;
+/// Answer class: not sent (bad JSON, no route, bridge down, too big, busy).
+pub const DMB_ANSWER_NOT_SENT: c_int = -3;
+
+/// A worker's connection to the bridge (opaque). One per process, created
+/// after fork, used by one thread at a time.
+pub struct dmb_worker {
+    inner: Worker,
+}
+
+/// An incoming Diameter request (opaque); free with [`dmb_request_free`].
+pub struct dmb_request {
+    token: u64,
+    app_id: u32,
+    cmd_code: u32,
+    event: CString,
+    sess_id: CString,
+    cmd_name: CString,
+    origin_host: CString,
+    origin_realm: CString,
+    avps_json: CString,
+}
+
+/// The outcome of an outgoing request (opaque); free with
+/// [`dmb_answer_free`].
+pub struct dmb_answer {
+    handle: u64,
+    class: c_int,
+    result_code: u32,
+    avps_json: CString,
+    error: CString,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+/// A C string from text that may contain NUL bytes (they are dropped; valid
+/// JSON and Diameter identities never contain raw NULs).
+fn cstring(s: String) -> CString {
+    CString::new(s).unwrap_or_else(|e| {
+        let mut v = e.into_vec();
+        v.retain(|b| *b != 0);
+        CString::new(v).unwrap_or_default()
+    })
+}
+
+fn set_error(msg: impl Into<String>) {
+    let c = cstring(msg.into());
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+fn code_of(e: &Error) -> c_int {
+    match e {
+        Error::Io { .. } => DMB_E_SYS,
+        Error::Version { .. } | Error::Incompatible(_) => DMB_E_VERSION,
+        Error::Protocol(_) => DMB_E_PROTO,
+        Error::Refused(_) => DMB_E_REFUSED,
+        Error::Detached(_) => DMB_E_DETACHED,
+        Error::TooBig { .. } => DMB_E_TOO_BIG,
+        Error::Full => DMB_E_FULL,
+        Error::Invalid(_) => DMB_E_INVAL,
+    }
+}
+
+fn fail(e: Error) -> c_int {
+    set_error(e.to_string());
+    code_of(&e)
+}
+
+fn invalid(msg: impl Into<String>) -> c_int {
+    set_error(msg);
+    DMB_E_INVAL
+}
+
+/// Runs `f`, turning a panic into `on_panic` and a message.
+fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            set_error(format!(
+                "internal error in libdmbridge (please report): {what}"
+            ));
+            on_panic
+        }
+    }
+}
+
+/// # Safety
+/// `p` is NULL or a NUL-terminated string.
+unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, c_int> {
+    if p.is_null() {
+        return Err(invalid(format!("{what} is NULL")));
+    }
+    // SAFETY: non-NULL and NUL-terminated per the caller's contract.
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| invalid(format!("{what} is not valid UTF-8")))
+}
+
+/// # Safety
+/// `p` is NULL (then `len` must be 0) or points at `len` readable bytes.
+unsafe fn bytes_arg<'a>(p: *const c_char, len: usize) -> Result<&'a [u8], c_int> {
+    if p.is_null() {
+        return if len == 0 {
+            Ok(b"")
+        } else {
+            Err(invalid("json is NULL but len is not 0"))
+        };
+    }
+    // SAFETY: p points at len bytes per the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) })
+}
+
+/// Checks that `json` is a JSON array (DESIGN §4: a list of single-key
+/// objects); the bridge checks AVP names and types against the dictionary.
+/// Empty input means "no AVPs".
+fn check_avps_json(json: &[u8]) -> Result<&[u8], String> {
+    if json.iter().all(u8::is_ascii_whitespace) {
+        return Ok(b"[]");
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(json) {
+        return Err(format!("avps_json is not valid JSON: {e}"));
+    }
+    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+        return Err(
+            "avps_json must be a JSON array of AVP objects, like [{\"Session-Id\":\"x\"}]".into(),
+        );
+    }
+    Ok(json)
+}
+
+/// The library's version and the wire version it speaks, e.g.
+/// `"libdmbridge 0.1.0 (wire 1)"`. Static storage; never NULL.
+#[no_mangle]
+pub extern "C" fn dmb_version() -> *const c_char {
+    static V: &str = concat!("libdmbridge ", env!("CARGO_PKG_VERSION"), " (wire 1)\0");
+    V.as_ptr().cast()
+}
+
+/// The message describing this thread's most recent failure ("" if none).
+/// Valid until the next failing call on the same thread; never NULL.
+/// Failures set it; successful calls leave it unchanged.
+#[no_mangle]
+pub extern "C" fn dmb_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// Registers the calling process with the bridge listening on
+/// `control_socket_path` (call after fork, once per process).
+///
+/// Returns 1 when attached; 0 when the worker was created but the bridge is
+/// not reachable yet (it attaches by itself later; `dmb_last_error()` says
+/// why); a negative `DMB_E_*` code on failure, with `*out` set to NULL — in
+/// particular `DMB_E_VERSION` when library and bridge versions differ.
+/// Free the worker with [`dmb_detach`].
+///
+/// # Safety
+/// `control_socket_path` and `worker_name` are NUL-terminated strings;
+/// `out` points at writable storage for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_attach(
+    control_socket_path: *const c_char,
+    worker_name: *const c_char,
+    out: *mut *mut dmb_worker,
+) -> c_int {
+    guard(DMB_E_PANIC, || {
+        if out.is_null() {
+            return invalid("out is NULL");
+        }
+        // SAFETY: out is non-NULL and writable per the contract.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: per the contract.
+        let path = match unsafe { str_arg(control_socket_path, "control_socket_path") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        // SAFETY: per the contract.
+        let name = match unsafe { str_arg(worker_name, "worker_name") } {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        match Worker::attach(WorkerConfig::new(path, name)) {
+            Ok(w) => {
+                let attached = w.is_attached();
+                if let Some(e) = w.last_attach_error() {
+                    set_error(e.to_string());
+                }
+                // SAFETY: out is writable per the contract.
+                unsafe { *out = Box::into_raw(Box::new(dmb_worker { inner: w })) };
+                c_int::from(attached)
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Closes the connection (the bridge sees the worker leave), unmaps the
+/// segment and frees the worker. Requests received and not replied are
+/// answered 5012 by the bridge. NULL is ignored.
+///
+/// # Safety
+/// `w` is NULL or a worker from [`dmb_attach`] not yet detached.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_detach(w: *mut dmb_worker) {
+    guard((), || {
+        if !w.is_null() {
+            // SAFETY: w came from Box::into_raw in dmb_attach.
+            drop(unsafe { Box::from_raw(w) });
+        }
+    })
+}
+
+/// The descriptor to wait on for readability (poll/epoll/reactor). It stays
+/// the same for the worker's whole life, across bridge restarts. When it is
+/// readable call [`dmb_next_request`] and [`dmb_next_answer`] until each
+/// returns 0. -1 if `w` is NULL.
+///
+/// # Safety
+/// `w` is NULL or a live worker.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_fd(w: *const dmb_worker) -> c_int {
+    guard(-1, || {
+        // SAFETY: w is NULL or live per the contract.
+        match unsafe { w.as_ref() } {
+            Some(w) => w.inner.fd(),
+            None => invalid("worker is NULL"),
+        }
+    })
+}
+
+/// 1 while attached to a bridge, 0 while detached, `DMB_E_INVAL` for NULL.
+///
+/// # Safety
+/// `w` is NULL or a live worker.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_is_attached(w: *const dmb_worker) -> c_int {
+    guard(DMB_E_PANIC, || {
+        // SAFETY: w is NULL or live per the contract.
+        match unsafe { w.as_ref() } {
+            Some(w) => c_int::from(w.inner.is_attached()),
+            None => invalid("worker is NULL"),
+        }
+    })
+}
+
+/// Declares the incoming requests this worker serves: command
+/// abbreviations (`"PPR"`) or event names (`"E_DM_PPR"`), and `"*"` or
+/// `"E_DM_REQUEST"` for every command. Replaces the previous list and is
+/// re-sent after re-attaching. The bridge answers 3001 for commands no
+/// worker serves. Returns `DMB_OK` or a negative code.
+///
+/// # Safety
+/// `names` points at `n` NUL-terminated strings (or is NULL with n == 0).
+#[no_mangle]
+pub unsafe extern "C" fn dmb_set_handled(
+    w: *mut dmb_worker,
+    names: *const *const c_char,
+    n: usize,
+) -> c_int {
+    guard(DMB_E_PANIC, || {
+        // SAFETY: w is NULL or live per the contract.
+        let Some(w) = (unsafe { w.as_mut() }) else {
+            return invalid("worker is NULL");
+        };
+        if names.is_null() && n != 0 {
+            return invalid("names is NULL but n is not 0");
+        }
+        let mut v = Vec::with_capacity(n.min(1024));
+        for i in 0..n {
+            // SAFETY: names points at n pointers per the contract.
+            let p = unsafe { *names.add(i) };
+            // SAFETY: each is a NUL-terminated string per the contract.
+            match unsafe { str_arg(p, "a handled name") } {
+                Ok(s) => v.push(s.to_owned()),
+                Err(c) => return c,
+            }
+        }
+        match w.inner.set_handled(&v) {
+            Ok(()) => DMB_OK,
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Takes the next incoming request without blocking. Returns 1 and sets
+/// `*out` (free it with [`dmb_request_free`]), 0 when there is none, or a
+/// negative code (`*out` NULL; for a damaged record, later calls may still
+/// succeed).
+///
+/// # Safety
+/// `w` is NULL or a live worker; `out` points at writable storage.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_next_request(w: *mut dmb_worker, out: *mut *mut dmb_request) -> c_int {
+    guard(DMB_E_PANIC, || {
+        if out.is_null() {
+            return invalid("out is NULL");
+        }
+        // SAFETY: out is writable per the contract.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: w is NULL or live per the contract.
+        let Some(w) = (unsafe { w.as_mut() }) else {
+            return invalid("worker is NULL");
+        };
+        match w.inner.next_request() {
+            Ok(None) => 0,
+            Ok(Some(r)) => {
+                let Request {
+                    token,
+                    app_id,
+                    cmd_code,
+                    event,
+                    sess_id,
+                    cmd_name,
+                    origin_host,
+                    origin_realm,
+                    avps_json,
+                } = r;
+                let req = dmb_request {
+                    token,
+                    app_id,
+                    cmd_code,
+                    event: cstring(event),
+                    sess_id: cstring(sess_id),
+                    cmd_name: cstring(cmd_name),
+                    origin_host: cstring(origin_host),
+                    origin_realm: cstring(origin_realm),
+                    avps_json: cstring(avps_json),
+                };
+                // SAFETY: out is writable per the contract.
+                unsafe { *out = Box::into_raw(Box::new(req)) };
+                1
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// The token to pass to [`dmb_reply`] (0 if `r` is NULL).
+///
+/// # Safety
+/// `r` is NULL or a live request.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_request_token(r: *const dmb_request) -> u64 {
+    // SAFETY: r is NULL or live per the contract.
+    match unsafe { r.as_ref() } {
+        Some(r) => r.token,
+        None => 0,
+    }
+}
+/// The event to raise: `"E_DM_<ABBR>"`, `"E_DM_<code>"` or
+/// `"E_DM_REQUEST"` ("" if `r` is NULL). Valid until the request is freed.
+///
+/// # Safety
+/// `r` is NULL or a live request.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_request_event(r: *const dmb_request) -> *const c_char {
+    // SAFETY: r is NULL or live per the contract.
+    match unsafe { r.as_ref() } {
+        Some(r) => r.event.as_ptr(),
+        None => c"".as_ptr(),
+    }
+}
+/// The Session-Id ("" if none). Valid until the request is freed.
+///
+/// # Safety
+/// `r` is NULL or a live request.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_request_sess_id(r: *const dmb_request) -> *const c_char {
+    // SAFETY: r is NULL or live per the contract.
+    match unsafe { r.as_ref() } {
+        Some(r) => r.sess_id.as_ptr(),
+        None => c"".as_ptr(),
+    }
+}
+/// The Application-Id of the header.
+///
+/// # Safety
+/// `r` is NULL or a live request.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_request_app_id(r: *const dmb_request) -> u32 {
+    // SAFETY: r is NULL or live per the contract.
+    match unsafe { r.as_ref() } {
+        Some(r) => r.app_id,
+        None => 0,
+    }
+}
+/// The Command-Code.
+///
+/// # Safety
+/// `r` is NULL or a live request.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_request_cmd_code(r: *const dmb_request) -> u32 {
+    // SAFETY: r is NULL or live per the contract.
+    match unsafe { r.as_ref() } {
+        Some(r) => r.cmd_code,
+        None => 0,
+    }
+}
+/// The command's name from the dictionary ("" if unknown).
+///
+/// # Safety
+/// `r` is NULL or a live request.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_request_cmd_name(r: *const dmb_request) -> *const c_char {
+    // SAFETY: r is NULL or live per the contract.
+    match unsafe { r.as_ref() } {
+        Some(r) => r.cmd_name.as_ptr(),
+        None => c"".as_ptr(),
+    }
+}
+/// The Origin-Host of the request.
+///
+/// # Safety
+/// `r` is NULL or a live request.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_request_origin_host(r: *const dmb_request) -> *const c_char {
+    // SAFETY: r is NULL or live per the contract.
+    match unsafe { r.as_ref() } {
+        Some(r) => r.origin_host.as_ptr(),
+        None => c"".as_ptr(),
+    }
+}
+/// The Origin-Realm of the request.
+///
+/// # Safety
+/// `r` is NULL or a live request.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_request_origin_realm(r: *const dmb_request) -> *const c_char {
+    // SAFETY: r is NULL or live per the contract.
+    match unsafe { r.as_ref() } {
+        Some(r) => r.origin_realm.as_ptr(),
+        None => c"".as_ptr(),
+    }
+}
+
+/// The request's AVPs as JSON (NUL-terminated); its length in bytes is
+/// stored in `*len` when `len` is not NULL. Valid until the request is freed.
+///
+/// # Safety
+/// `r` is NULL or a live request; `len` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_request_avps_json(
+    r: *const dmb_request,
+    len: *mut usize,
+) -> *const c_char {
+    // SAFETY: r is NULL or live per the contract.
+    let (p, n) = match unsafe { r.as_ref() } {
+        Some(r) => (r.avps_json.as_ptr(), r.avps_json.as_bytes().len()),
+        None => (c"".as_ptr(), 0),
+    };
+    if !len.is_null() {
+        // SAFETY: len is writable per the contract.
+        unsafe { *len = n };
+    }
+    p
+}
+
+/// Frees a request (NULL is ignored). Its token stays valid for
+/// [`dmb_reply`].
+///
+/// # Safety
+/// `r` is NULL or a request from [`dmb_next_request`] not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_request_free(r: *mut dmb_request) {
+    guard((), || {
+        if !r.is_null() {
+            // SAFETY: r came from Box::into_raw in dmb_next_request.
+            drop(unsafe { Box::from_raw(r) });
+        }
+    })
+}
+
+/// Answers the incoming request `token` with the AVPs in `json` (`len`
+/// bytes; NULL/0 for none: the bridge adds Result-Code 2001). `is_error`
+/// non-zero asks for an error answer. Each token can be answered once.
+///
+/// Invalid JSON returns `DMB_E_INVAL` *and* tells the bridge, which answers
+/// the peer 5012 at once (the peer always gets exactly one answer); so does
+/// an oversized reply (`DMB_E_TOO_BIG`). `DMB_E_FULL` leaves the token open:
+/// retry later. `DMB_E_DETACHED`: the bridge restarted; the old bridge
+/// instance already dealt with the request.
+///
+/// # Safety
+/// `w` is NULL or a live worker; `json` points at `len` bytes or is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_reply(
+    w: *mut dmb_worker,
+    token: u64,
+    json: *const c_char,
+    len: usize,
+    is_error: c_int,
+) -> c_int {
+    guard(DMB_E_PANIC, || {
+        // SAFETY: w is NULL or live per the contract.
+        let Some(w) = (unsafe { w.as_mut() }) else {
+            return invalid("worker is NULL");
+        };
+        // SAFETY: json/len per the contract.
+        let json = match unsafe { bytes_arg(json, len) } {
+            Ok(j) => j,
+            Err(c) => return c,
+        };
+        let status = if is_error != 0 {
+            ReplyStatus::Error
+        } else {
+            ReplyStatus::Ok
+        };
+        match check_avps_json(json) {
+            Ok(json) => match w.inner.reply(token, status, json, "") {
+                Ok(()) => DMB_OK,
+                Err(e) => fail(e),
+            },
+            Err(why) => {
+                let why = format!("reply to token {token:#x} rejected: {why}");
+                match w.inner.reply(token, ReplyStatus::Failed, b"", &why) {
+                    Ok(()) => invalid(format!("{why}; the bridge answers the peer 5012")),
+                    Err(e) => fail(e),
+                }
+            }
+        }
+    })
+}
+
+fn answer_box(c: Completion) -> *mut dmb_answer {
+    Box::into_raw(Box::new(dmb_answer {
+        handle: c.handle,
+        class: c.class,
+        result_code: c.result_code,
+        avps_json: cstring(c.avps_json),
+        error: cstring(c.error),
+    }))
+}
+
+/// Sends a request to a Diameter peer through the bridge and waits for the
+/// outcome (at most `timeout_ms`, 0 for the default 5 s, plus a short grace).
+/// Incoming requests arriving meanwhile stay queued (the fd is readable
+/// afterwards).
+///
+/// Returns the answer class: `DMB_ANSWER_SUCCESS` (1, a 2xxx answer),
+/// `DMB_ANSWER_ERROR` (-1), `DMB_ANSWER_TIMEOUT` (-2) or
+/// `DMB_ANSWER_NOT_SENT` (-3: bad JSON, no route, bridge down, too big, ring
+/// full; `dmb_last_error()` says which). When `out` is not NULL, `*out`
+/// receives the answer (also for -2/-3, with the reason in
+/// [`dmb_answer_error`]); free it with [`dmb_answer_free`].
+///
+/// # Safety
+/// `w` is NULL or a live worker; `json` points at `len` bytes or is NULL;
+/// `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_send_request(
+    w: *mut dmb_worker,
+    app_id: u32,
+    cmd_code: u32,
+    json: *const c_char,
+    len: usize,
+    timeout_ms: u32,
+    out: *mut *mut dmb_answer,
+) -> c_int {
+    guard(DMB_ANSWER_NOT_SENT, || {
+        if !out.is_null() {
+            // SAFETY: out is writable per the contract.
+            unsafe { *out = std::ptr::null_mut() };
+        }
+        // SAFETY: w is NULL or live per the contract.
+        let Some(w) = (unsafe { w.as_mut() }) else {
+            invalid("worker is NULL");
+            return DMB_ANSWER_NOT_SENT;
+        };
+        // SAFETY: json/len per the contract.
+        let checked = unsafe { bytes_arg(json, len) }
+            .map_err(|_| String::from("json is NULL but len is not 0"))
+            .and_then(|j| check_avps_json(j).map(<[u8]>::to_vec));
+        let c = match checked {
+            Ok(json) => w.inner.send_request(app_id, cmd_code, &json, timeout_ms),
+            Err(why) => Completion {
+                handle: 0,
+                class: DMB_ANSWER_NOT_SENT,
+                result_code: 0,
+                avps_json: String::new(),
+                error: why,
+            },
+        };
+        let class = c.class;
+        if class == DMB_ANSWER_NOT_SENT || class == DMB_ANSWER_TIMEOUT {
+            set_error(c.error.clone());
+        }
+        if !out.is_null() {
+            // SAFETY: out is writable per the contract.
+            unsafe { *out = answer_box(c) };
+        }
+        class
+    })
+}
+
+/// Queues a request without waiting; `*handle` identifies it. Its outcome
+/// (exactly one, also on timeout or bridge restart) makes [`dmb_fd`]
+/// readable and comes from [`dmb_next_answer`]. Returns `DMB_OK` or a
+/// negative code (`DMB_E_INVAL` bad JSON, `DMB_E_DETACHED` bridge down,
+/// `DMB_E_TOO_BIG`, `DMB_E_FULL`): then nothing was queued.
+///
+/// # Safety
+/// `w` is NULL or a live worker; `json` points at `len` bytes or is NULL;
+/// `handle` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_send_request_async(
+    w: *mut dmb_worker,
+    app_id: u32,
+    cmd_code: u32,
+    json: *const c_char,
+    len: usize,
+    timeout_ms: u32,
+    handle: *mut u64,
+) -> c_int {
+    guard(DMB_E_PANIC, || {
+        if handle.is_null() {
+            return invalid("handle is NULL");
+        }
+        // SAFETY: w is NULL or live per the contract.
+        let Some(w) = (unsafe { w.as_mut() }) else {
+            return invalid("worker is NULL");
+        };
+        // SAFETY: json/len per the contract.
+        let json = match unsafe { bytes_arg(json, len) } {
+            Ok(j) => j,
+            Err(c) => return c,
+        };
+        let json = match check_avps_json(json) {
+            Ok(j) => j,
+            Err(why) => return invalid(why),
+        };
+        match w
+            .inner
+            .send_request_async(app_id, cmd_code, json, timeout_ms)
+        {
+            Ok(h) => {
+                // SAFETY: handle is writable per the contract.
+                unsafe { *handle = h };
+                DMB_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Takes the next completed asynchronous request without blocking. Returns
+/// 1 and sets `*out` (free with [`dmb_answer_free`]), 0 when there is none,
+/// or a negative code.
+///
+/// # Safety
+/// `w` is NULL or a live worker; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_next_answer(w: *mut dmb_worker, out: *mut *mut dmb_answer) -> c_int {
+    guard(DMB_E_PANIC, || {
+        if out.is_null() {
+            return invalid("out is NULL");
+        }
+        // SAFETY: out is writable per the contract.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: w is NULL or live per the contract.
+        let Some(w) = (unsafe { w.as_mut() }) else {
+            return invalid("worker is NULL");
+        };
+        match w.inner.next_answer() {
+            Some(c) => {
+                // SAFETY: out is writable per the contract.
+                unsafe { *out = answer_box(c) };
+                1
+            }
+            None => 0,
+        }
+    })
+}
+
+/// The handle [`dmb_send_request_async`] returned (0 for a synchronous
+/// request that was not sent).
+///
+/// # Safety
+/// `a` is NULL or a live answer.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_answer_handle(a: *const dmb_answer) -> u64 {
+    // SAFETY: a is NULL or live per the contract.
+    match unsafe { a.as_ref() } {
+        Some(a) => a.handle,
+        None => 0,
+    }
+}
+/// The class: `DMB_ANSWER_SUCCESS`, `_ERROR`, `_TIMEOUT` or `_NOT_SENT`
+/// (`DMB_ANSWER_NOT_SENT` if `a` is NULL).
+///
+/// # Safety
+/// `a` is NULL or a live answer.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_answer_class(a: *const dmb_answer) -> c_int {
+    // SAFETY: a is NULL or live per the contract.
+    match unsafe { a.as_ref() } {
+        Some(a) => a.class,
+        None => DMB_ANSWER_NOT_SENT,
+    }
+}
+/// The Result-Code (or Experimental-Result-Code) of the answer, 0 if
+/// there was no answer.
+///
+/// # Safety
+/// `a` is NULL or a live answer.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_answer_result_code(a: *const dmb_answer) -> u32 {
+    // SAFETY: a is NULL or live per the contract.
+    match unsafe { a.as_ref() } {
+        Some(a) => a.result_code,
+        None => 0,
+    }
+}
+/// Why the request timed out or was not sent ("" otherwise). Valid
+/// until the answer is freed.
+///
+/// # Safety
+/// `a` is NULL or a live answer.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_answer_error(a: *const dmb_answer) -> *const c_char {
+    // SAFETY: a is NULL or live per the contract.
+    match unsafe { a.as_ref() } {
+        Some(a) => a.error.as_ptr(),
+        None => c"".as_ptr(),
+    }
+}
+
+/// The answer's AVPs as JSON ("" if there was no answer); its length is
+/// stored in `*len` when `len` is not NULL. Valid until the answer is freed.
+///
+/// # Safety
+/// `a` is NULL or a live answer; `len` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_answer_avps_json(
+    a: *const dmb_answer,
+    len: *mut usize,
+) -> *const c_char {
+    // SAFETY: a is NULL or live per the contract.
+    let (p, n) = match unsafe { a.as_ref() } {
+        Some(a) => (a.avps_json.as_ptr(), a.avps_json.as_bytes().len()),
+        None => (c"".as_ptr(), 0),
+    };
+    if !len.is_null() {
+        // SAFETY: len is writable per the contract.
+        unsafe { *len = n };
+    }
+    p
+}
+
+/// Frees an answer (NULL is ignored).
+///
+/// # Safety
+/// `a` is NULL or an answer from this library not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_answer_free(a: *mut dmb_answer) {
+    guard((), || {
+        if !a.is_null() {
+            // SAFETY: a came from Box::into_raw in answer_box.
+            drop(unsafe { Box::from_raw(a) });
+        }
+    })
+}
+
+fn status_json(w: &mut Worker) -> String {
+    let s = w.status(Duration::from_millis(500));
+    let bridge = s
+        .bridge
+        .as_deref()
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    serde_json::json!({
+        "library": env!("CARGO_PKG_VERSION"),
+        "attached": s.attached,
+        "name": s.name,
+        "pid": s.pid,
+        "slot": s.slot,
+        "generation": s.generation,
+        "segment": s.segment,
+        "control_socket": s.control_socket,
+        "handles": s.handles,
+        "max_msg": s.max_msg,
+        "in_flight": s.in_flight,
+        "queued_answers": s.queued_answers,
+        "unreplied_requests": s.unreplied_requests,
+        "attaches": s.attaches,
+        "requests_received": s.requests_received,
+        "replies_sent": s.replies_sent,
+        "requests_sent": s.requests_sent,
+        "answers_received": s.answers_received,
+        "last_error": s.last_error,
+        "bridge": bridge,
+    })
+    .to_string()
+}
+
+/// The worker's state and counters plus the bridge's own status (peers,
+/// states, counters; `null` if it did not answer within 500 ms) as one JSON
+/// object in `*out`; free it with [`dmb_string_free`]. Returns `DMB_OK` or a
+/// negative code.
+///
+/// # Safety
+/// `w` is NULL or a live worker; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_status_json(w: *mut dmb_worker, out: *mut *mut c_char) -> c_int {
+    guard(DMB_E_PANIC, || {
+        if out.is_null() {
+            return invalid("out is NULL");
+        }
+        // SAFETY: out is writable per the contract.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: w is NULL or live per the contract.
+        let Some(w) = (unsafe { w.as_mut() }) else {
+            return invalid("worker is NULL");
+        };
+        let s = cstring(status_json(&mut w.inner));
+        // SAFETY: out is writable per the contract.
+        unsafe { *out = s.into_raw() };
+        DMB_OK
+    })
+}
+
+/// Frees a string returned by this library (NULL is ignored).
+///
+/// # Safety
+/// `s` is NULL or a string from [`dmb_status_json`] not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_string_free(s: *mut c_char) {
+    guard((), || {
+        if !s.is_null() {
+            // SAFETY: s came from CString::into_raw in this library.
+            drop(unsafe { CString::from_raw(s) });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_checks() {
+        assert_eq!(check_avps_json(b"  ").unwrap(), b"[]");
+        assert!(check_avps_json(br#"[{"Session-Id":"x"}]"#).is_ok());
+        assert!(check_avps_json(b"[{")
+            .unwrap_err()
+            .contains("not valid JSON"));
+        assert!(check_avps_json(br#"{"a":1}"#)
+            .unwrap_err()
+            .contains("array"));
+    }
+
+    #[test]
+    fn errors_are_reported_not_aborted() {
+        // SAFETY: exercising NULL handling, which the functions allow.
+        unsafe {
+            let mut w: *mut dmb_worker = std::ptr::null_mut();
+            assert_eq!(
+                dmb_attach(std::ptr::null(), c"x".as_ptr(), &mut w),
+                DMB_E_INVAL
+            );
+            let msg = CStr::from_ptr(dmb_last_error()).to_str().unwrap();
+            assert!(msg.contains("control_socket_path is NULL"), "{msg}");
+            assert_eq!(dmb_fd(std::ptr::null()), DMB_E_INVAL);
+            assert_eq!(
+                dmb_reply(std::ptr::null_mut(), 1, std::ptr::null(), 0, 0),
+                DMB_E_INVAL
+            );
+            let mut a: *mut dmb_answer = std::ptr::null_mut();
+            assert_eq!(
+                dmb_send_request(std::ptr::null_mut(), 1, 2, std::ptr::null(), 0, 0, &mut a),
+                DMB_ANSWER_NOT_SENT
+            );
+            assert!(a.is_null());
+            dmb_detach(std::ptr::null_mut());
+            dmb_request_free(std::ptr::null_mut());
+            dmb_answer_free(std::ptr::null_mut());
+            dmb_string_free(std::ptr::null_mut());
+            assert_eq!(dmb_request_token(std::ptr::null()), 0);
+            assert!(CStr::from_ptr(dmb_version())
+                .to_str()
+                .unwrap()
+                .starts_with("libdmbridge "));
+        }
+    }
+
+    #[test]
+    fn panics_become_error_codes() {
+        let r = guard(DMB_E_PANIC, || -> c_int { panic!("boom") });
+        assert_eq!(r, DMB_E_PANIC);
+        // SAFETY: dmb_last_error returns a valid NUL-terminated string.
+        let msg = unsafe { CStr::from_ptr(dmb_last_error()) }
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(msg.contains("boom"), "{msg}");
+    }
+}

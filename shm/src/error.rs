@@ -18,7 +18,10 @@ pub enum Error {
     },
     /// The segment or a message from the other side is malformed.
     Protocol(String),
-    /// The bridge refused the registration (no free slot, version, ...).
+    /// The bridge refused the registration because the versions differ
+    /// (its reason, which names both versions).
+    Incompatible(String),
+    /// The bridge refused the registration (no free slot, ...).
     Refused(String),
     /// Not attached to a bridge right now (it is down or restarting).
     Detached(String),
@@ -57,6 +60,7 @@ impl fmt::Display for Error {
                  side {theirs} ({detail}); install a libdmbridge and a dmbridge of the same release"
             ),
             Error::Protocol(m) => write!(f, "protocol error: {m}"),
+            Error::Incompatible(m) => write!(f, "bridge refused the worker: {m}"),
             Error::Refused(m) => write!(f, "bridge refused the worker: {m}"),
             Error::Detached(m) => write!(f, "not attached to the bridge: {m}"),
             Error::TooBig { len, max } => {

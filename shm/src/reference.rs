@@ -8,7 +8,7 @@
 //! |----------|--------|
 //! | [`CMD_NEVER_ANSWER`] | none until `timeout_ms`, then class -2 (timeout) |
 //! | [`CMD_ERROR_ANSWER`] | class -1, Result-Code 5012, the AVPs echoed |
-//! | [`CMD_INJECT`] | dispatches `app_id` incoming requests for the command named by the JSON string in `avps_json` (e.g. `"PPR"`), then class 1 with `[{"sent":n},{"busy":n},{"unhandled":n},{"no_worker":n}]` |
+//! | [`CMD_INJECT`] | dispatches `app_id` incoming requests for the command named in `avps_json` as `[{"inject":"PPR"}]`, then class 1 with `[{"sent":n},{"busy":n},{"unhandled":n},{"no_worker":n}]` |
 //! | anything else | class 1, Result-Code 2001, the AVPs echoed |
 //!
 //! Injected requests carry `sess_id` `ref;<n>`; a reply whose JSON contains
@@ -240,7 +240,10 @@ impl EchoBridge {
             }
             CMD_ERROR_ANSWER => (class::ERROR_ANSWER, 5012, text),
             CMD_INJECT => {
-                let name = text.trim().trim_matches('"').to_owned();
+                let name = text
+                    .split_once("\"inject\":\"")
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .map_or_else(String::new, |(n, _)| n.to_owned());
                 let (mut sent, mut busy, mut unhandled, mut none) = (0, 0, 0, 0);
                 for _ in 0..app_id.min(100_000) {
                     self.seq += 1;

@@ -272,14 +272,14 @@ fn requests_sync_async_timeout_and_errors_against_the_reference_bridge() {
     assert_eq!(done, hs, "each completes exactly once, in order");
 
     // Inject incoming requests while nothing handles them, then with a handler.
-    let c = w.send_request(1, CMD_INJECT, br#""PPR""#, 1000);
+    let c = w.send_request(1, CMD_INJECT, br#"[{"inject":"PPR"}]"#, 1000);
     assert!(
         c.avps_json.contains(r#"{"unhandled":1}"#),
         "{}",
         c.avps_json
     );
     w.set_handled(&["PPR".into()]).unwrap();
-    let c = w.send_request(3, CMD_INJECT, br#""PPR""#, 1000);
+    let c = w.send_request(3, CMD_INJECT, br#"[{"inject":"PPR"}]"#, 1000);
     assert!(c.avps_json.contains(r#"{"sent":3}"#), "{}", c.avps_json);
     // Requests that arrived during the synchronous wait were kept and the fd
     // says so.
@@ -351,7 +351,7 @@ fn bridge_restart_fails_fast_then_reattaches() {
     assert_ne!(w.status(Duration::from_millis(200)).generation, gen1);
     assert_eq!(w.send_request(4, 272, b"[1]", 1000).class, class::SUCCESS);
     // Handled names were re-declared: injected PPRs reach us.
-    let c = w.send_request(1, CMD_INJECT, br#""PPR""#, 1000);
+    let c = w.send_request(1, CMD_INJECT, br#"[{"inject":"PPR"}]"#, 1000);
     assert!(c.avps_json.contains(r#"{"sent":1}"#), "{}", c.avps_json);
     drop(h2);
 }
