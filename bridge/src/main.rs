@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(
     name = "dmbridge",
@@ -29,10 +31,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Load generator: connect as a Diameter peer and send requests from a JSON template.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Bench(args) => bench::main(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Run { config } => {
             // The tokio driver is not there yet; refuse clearly rather than pretend to run.

@@ -1,0 +1,299 @@
+//! Answers the node builds: from the application's [`AnswerBody`], and local error answers
+//! (3001, 3002, 3004, 5012, validation errors...).
+//!
+//! RFC 6733 §6.2: an answer carries the request's hop-by-hop and end-to-end ids, its
+//! Session-Id (first, when the request had one), Result-Code, our Origin-Host and
+//! Origin-Realm, and the request's Proxy-Info AVPs in order. Protocol errors (3xxx) carry the
+//! E bit. The application only supplies what is specific to its answer; the rest is filled
+//! here so no script can get it wrong.
+
+use bytes::Bytes;
+use dmproto::avp::AvpFlags;
+use dmproto::{AvpRefs, EncodeError, Flags, Message, MessageWriter};
+
+use crate::app::AnswerBody;
+use crate::peer::wire::avp;
+
+/// Session-Id, Proxy-Info and Experimental-Result codes (RFC 6733 §8.8, §6.7.2, §7.6).
+pub const SESSION_ID: u32 = 263;
+pub const PROXY_INFO: u32 = 284;
+pub const EXPERIMENTAL_RESULT: u32 = 297;
+
+const M: u8 = AvpFlags::M;
+
+/// Who we are, for Origin-Host/Origin-Realm.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin<'a> {
+    pub host: &'a str,
+    pub realm: &'a str,
+}
+
+/// Why an application answer could not be built; the node answers 5012 instead.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    #[error("the application's AVPs are malformed: {0}")]
+    BadAvps(String),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+fn is_protocol_error(code: u32) -> bool {
+    (3000..4000).contains(&code)
+}
+
+/// Starts an answer to `request`: header, Session-Id. The E bit is set by the caller.
+fn begin(request: &Message, error: bool, max_len: usize) -> MessageWriter {
+    let mut header = request.answer_header();
+    if error {
+        header.flags = header.flags.with(Flags::E);
+    }
+    let mut w = MessageWriter::new(header).max_len(max_len);
+    if let Some(sid) = request.find_ref(SESSION_ID, 0) {
+        w.raw(sid.raw);
+    }
+    w
+}
+
+fn origin_avps(w: &mut MessageWriter, origin: Origin<'_>) {
+    w.str(avp::ORIGIN_HOST, M, 0, origin.host);
+    w.str(avp::ORIGIN_REALM, M, 0, origin.realm);
+}
+
+fn proxy_info(w: &mut MessageWriter, request: &Message) {
+    for a in request.avp_refs().map_while(Result::ok) {
+        if a.code == PROXY_INFO && a.vendor == 0 {
+            w.raw(a.raw);
+        }
+    }
+}
+
+/// The answer to `request` from the application's `body`. Result-Code 2001 is added unless
+/// the body has a Result-Code or Experimental-Result; Session-Id, Origin-Host and
+/// Origin-Realm in the body are ignored (ours are authoritative).
+pub fn app_answer(
+    request: &Message,
+    origin: Origin<'_>,
+    body: &AnswerBody,
+    max_len: usize,
+) -> Result<Bytes, AnswerError> {
+    let mut has_result = false;
+    let mut result_code = None;
+    for a in AvpRefs::new(&body.avps, 0) {
+        let a = a.map_err(|e| AnswerError::BadAvps(e.to_string()))?;
+        if a.vendor == 0 && (a.code == avp::RESULT_CODE || a.code == EXPERIMENTAL_RESULT) {
+            has_result = true;
+            if a.code == avp::RESULT_CODE {
+                result_code = dmproto::value::decode_u32(a.data).ok();
+            }
+        }
+    }
+    let error = body.is_error || result_code.is_some_and(is_protocol_error);
+    let mut w = begin(request, error, max_len);
+    if !has_result {
+        w.u32(
+            avp::RESULT_CODE,
+            M,
+            0,
+            dmproto::result_code::DIAMETER_SUCCESS,
+        );
+    }
+    origin_avps(&mut w, origin);
+    for a in AvpRefs::new(&body.avps, 0).map_while(Result::ok) {
+        let ours = a.vendor == 0
+            && matches!(
+                a.code,
+                SESSION_ID | avp::ORIGIN_HOST | avp::ORIGIN_REALM | PROXY_INFO
+            );
+        if !ours {
+            w.raw(a.raw);
+        }
+    }
+    proxy_info(&mut w, request);
+    Ok(w.finish()?)
+}
+
+/// A local error answer to `request`: Result-Code, Error-Message, and Failed-AVP when given.
+pub fn error_answer(
+    request: &Message,
+    origin: Origin<'_>,
+    result_code: u32,
+    message: &str,
+    failed_avp: Option<&[u8]>,
+    max_len: usize,
+) -> Result<Bytes, EncodeError> {
+    let mut w = begin(request, is_protocol_error(result_code), max_len);
+    w.u32(avp::RESULT_CODE, M, 0, result_code);
+    origin_avps(&mut w, origin);
+    if !message.is_empty() {
+        // Error-Message must not carry M (RFC 6733 §7.3).
+        w.str(avp::ERROR_MESSAGE, 0, 0, message);
+    }
+    if let Some(raw) = failed_avp {
+        w.group(avp::FAILED_AVP, M, 0, |w| {
+            w.raw(raw);
+        });
+    }
+    proxy_info(&mut w, request);
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dmproto::Header;
+
+    const ORIGIN: Origin<'static> = Origin {
+        host: "bridge.example.net",
+        realm: "example.net",
+    };
+
+    fn request(proxiable: bool) -> Message {
+        let mut h = Header::request(305, 16777217, 41, 42);
+        if proxiable {
+            h.flags = h.flags.with(Flags::P);
+        }
+        let mut w = MessageWriter::new(h);
+        w.str(SESSION_ID, M, 0, "hss;1;2");
+        w.str(avp::ORIGIN_HOST, M, 0, "hss.example.net");
+        w.group(PROXY_INFO, M, 0, |w| {
+            w.str(280, M, 0, "proxy1");
+            w.str(33, M, 0, "state1");
+        });
+        w.group(PROXY_INFO, M, 0, |w| {
+            w.str(280, M, 0, "proxy2");
+            w.str(33, M, 0, "state2");
+        });
+        Message::decode(w.finish().unwrap()).unwrap()
+    }
+
+    fn avps(f: impl FnOnce(&mut MessageWriter)) -> Bytes {
+        let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
+        f(&mut w);
+        w.finish().unwrap().slice(20..)
+    }
+
+    fn codes(m: &Message) -> Vec<u32> {
+        m.avp_refs().map(|a| a.unwrap().code).collect()
+    }
+
+    #[test]
+    fn app_answer_fills_session_result_origin_and_proxy_info() {
+        let req = request(true);
+        let body = AnswerBody {
+            avps: avps(|w| {
+                w.str(SESSION_ID, M, 0, "script-must-not-override");
+                w.u32(1, M, 10415, 7);
+            }),
+            is_error: false,
+        };
+        let ans = Message::decode(app_answer(&req, ORIGIN, &body, 65536).unwrap()).unwrap();
+        assert!(!ans.is_request());
+        assert!(ans.header.flags.is_proxiable(), "P is kept");
+        assert!(!ans.header.flags.is_error());
+        assert_eq!((ans.header.hop_by_hop, ans.header.end_to_end), (41, 42));
+        assert_eq!((ans.header.code, ans.header.app_id), (305, 16777217));
+        assert_eq!(
+            codes(&ans),
+            vec![SESSION_ID, 268, 264, 296, 1, PROXY_INFO, PROXY_INFO]
+        );
+        assert_eq!(ans.session_id(), Some("hss;1;2"));
+        assert_eq!(ans.find_u32(268, 0), Some(2001));
+        let origin = ans.find_ref(264, 0).unwrap();
+        assert_eq!(origin.data, b"bridge.example.net");
+        // Proxy-Info copied byte for byte, in order.
+        let req_pi: Vec<&[u8]> = req
+            .avp_refs()
+            .map(|a| a.unwrap())
+            .filter(|a| a.code == PROXY_INFO)
+            .map(|a| a.raw)
+            .collect();
+        let ans_pi: Vec<&[u8]> = ans
+            .avp_refs()
+            .map(|a| a.unwrap())
+            .filter(|a| a.code == PROXY_INFO)
+            .map(|a| a.raw)
+            .collect();
+        assert_eq!(req_pi, ans_pi);
+    }
+
+    #[test]
+    fn app_result_code_is_kept_and_3xxx_sets_e() {
+        let req = request(false);
+        let body = AnswerBody {
+            avps: avps(|w| {
+                w.u32(268, M, 0, 3002);
+            }),
+            is_error: false,
+        };
+        let ans = Message::decode(app_answer(&req, ORIGIN, &body, 65536).unwrap()).unwrap();
+        assert_eq!(ans.find_u32(268, 0), Some(3002));
+        assert_eq!(codes(&ans).iter().filter(|c| **c == 268).count(), 1);
+        assert!(ans.header.flags.is_error());
+
+        let body = AnswerBody {
+            avps: avps(|w| {
+                w.group(EXPERIMENTAL_RESULT, M, 0, |w| {
+                    w.u32(266, M, 0, 10415);
+                    w.u32(298, M, 0, 5001);
+                });
+            }),
+            is_error: false,
+        };
+        let ans = Message::decode(app_answer(&req, ORIGIN, &body, 65536).unwrap()).unwrap();
+        assert_eq!(
+            ans.find_u32(268, 0),
+            None,
+            "Experimental-Result replaces Result-Code"
+        );
+    }
+
+    #[test]
+    fn malformed_app_avps_are_an_error_not_a_bad_message() {
+        let req = request(false);
+        let body = AnswerBody {
+            avps: Bytes::from_static(&[0, 0, 1, 7, 0x40, 0, 0, 99]),
+            is_error: false,
+        };
+        assert!(matches!(
+            app_answer(&req, ORIGIN, &body, 65536),
+            Err(AnswerError::BadAvps(_))
+        ));
+    }
+
+    #[test]
+    fn oversized_answer_is_refused() {
+        let req = request(false);
+        let body = AnswerBody {
+            avps: avps(|w| {
+                w.avp(1, 0, 0, &[0u8; 5000]);
+            }),
+            is_error: false,
+        };
+        assert!(matches!(
+            app_answer(&req, ORIGIN, &body, 4096),
+            Err(AnswerError::Encode(_))
+        ));
+    }
+
+    #[test]
+    fn error_answer_with_failed_avp() {
+        let req = request(true);
+        let failed = req.find_ref(avp::ORIGIN_HOST, 0).unwrap().raw.to_vec();
+        let ans = error_answer(&req, ORIGIN, 5005, "missing X", Some(&failed), 65536).unwrap();
+        let ans = Message::decode(ans).unwrap();
+        assert!(!ans.header.flags.is_error(), "5xxx: no E bit");
+        assert_eq!(ans.find_u32(268, 0), Some(5005));
+        assert_eq!(ans.find_ref(281, 0).unwrap().data, b"missing X");
+        let fa = ans.find(279, 0).unwrap();
+        assert_eq!(&fa.group().next().unwrap().unwrap().raw[..], &failed[..]);
+
+        let ans =
+            Message::decode(error_answer(&req, ORIGIN, 3002, "", None, 65536).unwrap()).unwrap();
+        assert!(ans.header.flags.is_error());
+        assert!(ans.header.flags.is_proxiable());
+        assert_eq!(
+            codes(&ans),
+            vec![SESSION_ID, 268, 264, 296, PROXY_INFO, PROXY_INFO]
+        );
+    }
+}

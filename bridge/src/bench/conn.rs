@@ -1,0 +1,171 @@
+//! The tokio side of one bench connection: connect and exchange capabilities, then drive a
+//! [`Client`] over the socket from a single task.
+//!
+//! One task per connection, no channels and no split halves: the loop polls the client, which
+//! appends every due request to one output buffer, writes that buffer with as few `write`
+//! calls as the socket allows (requests made in one poll leave in one segment train), and
+//! waits for whichever comes first of readable, writable (only while output is pending) and
+//! the client's next timer. Reads go straight into the framer's buffer; frames are split off
+//! without copying. The clock is read once per wake-up and shared by everything handled in it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use dmproto::{Framer, Message};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::capabilities::{self as caps, AppAdvert, LocalNode, PeerInfo};
+use super::client::Client;
+
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 64 * 1024;
+/// Largest message accepted from the peer.
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+/// Connects, sends CER and checks the CEA, all within `timeout`.
+pub async fn handshake(
+    addr: SocketAddr,
+    node: &LocalNode,
+    apps: &[AppAdvert],
+    ids: (u32, u32),
+    timeout: Duration,
+) -> Result<(TcpStream, Framer, PeerInfo), String> {
+    let work = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        // Requests are small and latency is measured: never let Nagle hold them back.
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("{addr}: TCP_NODELAY: {e}"))?;
+        let local = stream
+            .local_addr()
+            .map_err(|e| format!("{addr}: local address: {e}"))?;
+        let cer = caps::cer(node, local.ip(), apps, ids.0, ids.1)
+            .map_err(|e| format!("encoding CER: {e}"))?;
+        stream
+            .write_all(&cer)
+            .await
+            .map_err(|e| format!("{addr}: sending CER: {e}"))?;
+        let mut framer = Framer::new(MAX_MESSAGE);
+        loop {
+            if let Some(frame) = framer
+                .next_frame()
+                .map_err(|e| format!("{addr}: bad data instead of CEA: {e}"))?
+            {
+                let m = Message::decode(frame).map_err(|e| format!("{addr}: bad CEA: {e}"))?;
+                let info = caps::check_cea(&m).map_err(|e| format!("{addr}: {e}"))?;
+                return Ok((stream, framer, info));
+            }
+            let buf = framer
+                .read_space(READ_CHUNK)
+                .map_err(|e| format!("{addr}: {e}"))?;
+            stream.readable().await.map_err(|e| format!("{addr}: {e}"))?;
+            match stream.try_read_buf(buf) {
+                Ok(0) => return Err(format!("{addr}: the peer closed the connection before CEA")),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(format!("{addr}: reading CEA: {e}")),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("{addr}: no CEA within {} ms", timeout.as_millis()))?
+}
+
+/// Writes as much of `out` as the socket takes now.
+fn flush(stream: &TcpStream, out: &mut BytesMut) -> io::Result<()> {
+    while !out.is_empty() {
+        match stream.try_write(out) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => out.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if out.is_empty() {
+        // Reuse the allocation from the start instead of creeping through it.
+        out.clear();
+    }
+    Ok(())
+}
+
+/// Runs the connection until the client is done; returns it with its tally.
+pub async fn drive(mut stream: TcpStream, mut framer: Framer, mut client: Client) -> Client {
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
+    let sleep = tokio::time::sleep_until(far());
+    tokio::pin!(sleep);
+    loop {
+        let now = Instant::now();
+        client.poll(now, &mut out);
+        if let Err(e) = flush(&stream, &mut out) {
+            client.end(Some(format!("write: {e}")));
+            break;
+        }
+        if client.is_done() {
+            break;
+        }
+        let wake = client.next_wakeup(now);
+        if let Some(w) = wake {
+            let w = tokio::time::Instant::from_std(w);
+            if sleep.deadline() != w {
+                sleep.as_mut().reset(w);
+            }
+        }
+        tokio::select! {
+            biased;
+            r = stream.readable() => {
+                if let Err(e) = r {
+                    client.end(Some(format!("read: {e}")));
+                    break;
+                }
+                if let Err(why) = read_once(&stream, &mut framer, &mut client, &mut out) {
+                    client.end(Some(why));
+                    break;
+                }
+            }
+            r = stream.writable(), if !out.is_empty() => {
+                if let Err(e) = r {
+                    client.end(Some(format!("write: {e}")));
+                    break;
+                }
+            }
+            _ = &mut sleep, if wake.is_some() => {}
+        }
+    }
+    // Whatever is still queued (a DPA to the peer's DPR, our DPR): best effort, bounded.
+    if !out.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+    client
+}
+
+/// One `read` into the framer, then every complete frame to the client.
+fn read_once(
+    stream: &TcpStream,
+    framer: &mut Framer,
+    client: &mut Client,
+    out: &mut BytesMut,
+) -> Result<(), String> {
+    let buf = framer.read_space(READ_CHUNK).map_err(|e| e.to_string())?;
+    match stream.try_read_buf(buf) {
+        Ok(0) => return Err("the peer closed the connection".into()),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+        Err(e) => return Err(format!("read: {e}")),
+    }
+    let now = Instant::now();
+    while let Some(frame) = framer.next_frame().map_err(|e| format!("framing: {e}"))? {
+        client.on_frame(now, frame, out)?;
+        if client.is_done() {
+            break;
+        }
+    }
+    Ok(())
+}

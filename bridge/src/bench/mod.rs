@@ -1,0 +1,378 @@
+//! `dmbridge bench`: a Diameter load generator, in the manner of seagull or freeDiameter's
+//! test_app benchmark mode.
+//!
+//! It connects to a peer as a Diameter client peer (CER/CEA, answers DWR and DPR, DPR at the
+//! end), sends requests built from a message-JSON template (DESIGN §8) with per-request
+//! substitutions, either with a fixed number in flight (closed loop) or at a fixed rate (open
+//! loop, latency measured from the schedule so a slow server cannot hide behind a waiting
+//! client), for a duration and/or a count, and reports throughput, outcomes by Result-Code
+//! and latency percentiles.
+//!
+//! It shares the machine with the server it measures, so it is built to cost little: the
+//! template is compiled once into a byte program ([`template`]), the pending table is a
+//! window indexed by hop-by-hop id ([`pending`]), each connection is one task on (by default)
+//! a single-threaded runtime ([`conn`]), and the per-connection logic is a sans-IO state
+//! machine ([`client`]) tested without sockets.
+
+pub mod capabilities;
+pub mod client;
+pub mod conn;
+mod json_shim;
+pub mod pending;
+pub mod stats;
+pub mod template;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dmproto::dict::Dictionary;
+
+use capabilities::{AppAdvert, LocalNode};
+use client::{Client, Pace, Plan, Shared};
+use stats::{Summary, Tally};
+use template::{Identity, Template};
+
+/// Default run length when neither `--duration` nor `--count` is given.
+const DEFAULT_DURATION_S: f64 = 10.0;
+
+/// `dmbridge bench` options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// The peer to load: HOST:PORT, [IPv6]:PORT, or HOST (port 3868).
+    #[arg(long, value_name = "ADDR")]
+    pub connect: String,
+    /// Request template: a message JSON file (DESIGN §8). Placeholders in string values:
+    /// {{counter}}, {{random}}, {{session}}, {{conn}}.
+    #[arg(long, value_name = "FILE")]
+    pub template: PathBuf,
+    /// Extra dictionary files (aaa_diameter format), loaded over the built-ins.
+    #[arg(long, value_name = "FILE")]
+    pub dict: Vec<PathBuf>,
+    /// Our Origin-Host.
+    #[arg(long, default_value = "bench.test.local")]
+    pub origin_host: String,
+    /// Our Origin-Realm.
+    #[arg(long, default_value = "test.local")]
+    pub origin_realm: String,
+    /// Destination-Realm filled into requests that lack one (default: the peer's realm).
+    #[arg(long)]
+    pub dest_realm: Option<String>,
+    /// Destination-Host filled into requests that lack one.
+    #[arg(long)]
+    pub dest_host: Option<String>,
+    /// Number of connections (each a separate Diameter peer connection).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub connections: u32,
+    /// Closed loop: requests in flight, over all connections (default 100 without --rate).
+    #[arg(long, conflicts_with = "rate", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub concurrency: Option<u32>,
+    /// Open loop: requests per second, over all connections.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Rate mode: most requests in flight per connection before sends wait.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_in_flight: usize,
+    /// Stop sending after this many seconds (default 10 unless --count is given).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Stop after sending this many requests in total.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// A request unanswered after this many milliseconds counts as a timeout.
+    #[arg(long, default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// Connect + CER/CEA time limit per connection, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub connect_timeout_ms: u64,
+    /// Advertise the template's application as accounting (Acct-Application-Id).
+    #[arg(long)]
+    pub acct: bool,
+    /// Advertise the application inside Vendor-Specific-Application-Id with this vendor.
+    #[arg(long)]
+    pub app_vendor: Option<u32>,
+    /// Runtime threads; 1 (default) runs everything on the calling thread, leaving the other
+    /// cores to the server under test.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub threads: u32,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Runs the bench; the exit code is non-zero when a connection failed (connect, CEA, or lost
+/// during the run) or the options/template are unusable.
+pub fn main(args: BenchArgs) -> ExitCode {
+    match run(&args) {
+        Ok(summary) => {
+            if args.json {
+                println!("{}", summary.to_json());
+            } else {
+                print!("{}", summary.to_text());
+            }
+            if summary.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("dmbridge bench: {e}");
+            if args.json {
+                println!("{}", serde_json::json!({ "error": e }));
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves `--connect`: HOST:PORT, [V6]:PORT, a bare V6 address, or HOST (port 3868).
+pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    if let Ok(ip) = addr.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 3868));
+    }
+    let with_port = if addr.contains(':') {
+        addr.to_string()
+    } else {
+        format!("{addr}:3868")
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("--connect {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--connect {addr}: no address"))
+}
+
+fn load_dictionary(files: &[PathBuf]) -> Result<Dictionary, String> {
+    let mut d = Dictionary::new_with_builtin();
+    for f in files {
+        d.load_file(f).map_err(|e| e.to_string())?;
+    }
+    Ok(d)
+}
+
+/// Runs a whole bench and returns its summary; `Err` only when nothing could run.
+pub fn run(args: &BenchArgs) -> Result<Summary, String> {
+    if let Some(r) = args.rate {
+        if !(r.is_finite() && r > 0.0) {
+            return Err(format!("--rate {r}: must be a positive number"));
+        }
+    }
+    if let Some(d) = args.duration {
+        if !(d.is_finite() && d > 0.0) {
+            return Err(format!("--duration {d}: must be a positive number of seconds"));
+        }
+    }
+    let addr = resolve(&args.connect)?;
+    let dict = load_dictionary(&args.dict)?;
+    let text = std::fs::read_to_string(&args.template)
+        .map_err(|e| format!("{}: {e}", args.template.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: {e}", args.template.display()))?;
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut id = Identity {
+        origin_host: args.origin_host.clone(),
+        origin_realm: args.origin_realm.clone(),
+        destination_realm: args.dest_realm.clone().unwrap_or_default(),
+        destination_host: args.dest_host.clone(),
+        session_high: now_unix as u32,
+    };
+    // Compile once up front so a bad template fails before any connection; recompiled
+    // below when the Destination-Realm comes from the peer's CEA.
+    let probe = Template::compile(&json, &id, &dict)
+        .map_err(|e| format!("{}: {e}", args.template.display()))?;
+    let mut app = AppAdvert::for_template(&probe, &dict);
+    app.acct |= args.acct;
+    if let Some(v) = args.app_vendor {
+        app.vendor = v;
+    }
+    let node = Arc::new(LocalNode {
+        origin_host: args.origin_host.clone(),
+        origin_realm: args.origin_realm.clone(),
+        origin_state_id: now_unix as u32,
+    });
+
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads as usize)
+            .enable_all()
+            .build()
+    }
+    .map_err(|e| format!("tokio runtime: {e}"))?;
+
+    runtime.block_on(async move {
+        let n = args.connections;
+        let mut seed = seed_from(now_unix);
+        let mut handshakes = Vec::with_capacity(n as usize);
+        let connect_timeout = Duration::from_millis(args.connect_timeout_ms);
+        for _ in 0..n {
+            let ids = (next_u32(&mut seed), e2e_base(now_unix, next_u32(&mut seed)));
+            handshakes.push(conn::handshake(addr, &node, &[app], ids, connect_timeout).await?);
+        }
+        if args.dest_realm.is_none() {
+            id.destination_realm = handshakes
+                .first()
+                .map(|(_, _, p)| p.origin_realm.clone())
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| args.origin_realm.clone());
+        }
+        let template = Arc::new(
+            Template::compile(&json, &id, &dict)
+                .map_err(|e| format!("{}: {e}", args.template.display()))?,
+        );
+        if !args.quiet {
+            let p = &handshakes.first().map(|h| h.2.clone()).unwrap_or_default();
+            eprintln!(
+                "dmbridge bench: {n} connection(s) to {addr} ({} {}, realm {}); application {}{}",
+                p.origin_host,
+                p.product_name,
+                p.origin_realm,
+                app.id,
+                if template.is_static() { ", static template" } else { "" }
+            );
+        }
+
+        let (count, duration) = match (args.count, args.duration) {
+            (None, None) => (u64::MAX, Some(DEFAULT_DURATION_S)),
+            (c, d) => (c.unwrap_or(u64::MAX), d),
+        };
+        let shared = Arc::new(Shared::new(count));
+        let start = Instant::now();
+        // "No duration" still needs a bound for the schedule's arithmetic: a century.
+        let stop_at = start
+            + duration
+                .and_then(|d| Duration::try_from_secs_f64(d).ok())
+                .unwrap_or(Duration::from_secs(100 * 365 * 86_400));
+        let concurrency = args.concurrency.unwrap_or(100) as usize;
+        let mut tasks = Vec::with_capacity(n as usize);
+        for (i, (stream, framer, _)) in handshakes.into_iter().enumerate() {
+            let i = i as u32;
+            let pace = match args.rate {
+                Some(per_sec) => Pace::Rate {
+                    per_sec,
+                    stride: u64::from(n),
+                    offset: u64::from(i),
+                },
+                None => {
+                    let base = concurrency / n as usize;
+                    let extra = usize::from((i as usize) < concurrency % n as usize);
+                    Pace::Concurrency(base + extra)
+                }
+            };
+            let plan = Plan {
+                conn: i,
+                pace,
+                timeout: Duration::from_millis(args.timeout_ms),
+                start,
+                stop_at,
+                max_in_flight: args.max_in_flight.max(1),
+                first_hop_by_hop: next_u32(&mut seed),
+                first_end_to_end: e2e_base(now_unix, next_u32(&mut seed)),
+                seed: next_u64(&mut seed),
+            };
+            let client = Client::new(plan, template.clone(), node.clone(), shared.clone());
+            tasks.push(tokio::spawn(conn::drive(stream, framer, client)));
+        }
+        let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), start)));
+        let ctrl_c = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("dmbridge bench: interrupted; draining");
+                    shared.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        };
+        let mut total = Tally::default();
+        let mut failures = Vec::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await {
+                Ok(c) => {
+                    total.merge(&c.tally);
+                    if let Some(f) = c.failure {
+                        failures.push(format!("connection {i}: {f}"));
+                    }
+                }
+                Err(e) => failures.push(format!("connection {i}: task failed: {e}")),
+            }
+        }
+        let elapsed = start.elapsed();
+        if let Some(p) = progress {
+            p.abort();
+        }
+        ctrl_c.abort();
+        let active = total
+            .last_answer
+            .map_or(elapsed, |t| t.saturating_duration_since(start));
+        Ok(Summary {
+            tally: total,
+            connections: n as usize,
+            active,
+            elapsed,
+            failures,
+        })
+    })
+}
+
+/// Prints a progress line to stderr every second.
+async fn progress(shared: Arc<Shared>, start: Instant) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::from_std(start) + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_answered = 0;
+    let mut last_t = start;
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let l = &shared.live;
+        let (sent, answered) = (l.sent.load(Relaxed), l.answered.load(Relaxed));
+        let dt = now.saturating_duration_since(last_t).as_secs_f64().max(1e-9);
+        eprintln!(
+            "[{:>5.1}s] sent {sent}  answered {answered}  {:.0}/s  in flight {}  errors {}  timeouts {}",
+            now.saturating_duration_since(start).as_secs_f64(),
+            (answered - last_answered) as f64 / dt,
+            sent.saturating_sub(answered + l.timeouts.load(Relaxed)),
+            l.errors.load(Relaxed),
+            l.timeouts.load(Relaxed),
+        );
+        last_answered = answered;
+        last_t = now;
+    }
+}
+
+/// splitmix64 seeded from the clock and the process id: distinct ids for parallel benches.
+fn seed_from(now_unix: u64) -> u64 {
+    now_unix ^ (u64::from(std::process::id()) << 32) ^ 0x9E37_79B9_7F4A_7C15
+}
+
+fn next_u64(s: &mut u64) -> u64 {
+    *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn next_u32(s: &mut u64) -> u32 {
+    (next_u64(s) >> 32) as u32
+}
+
+/// RFC 6733 §3: the end-to-end id's high 12 bits from the clock, low 20 bits random.
+fn e2e_base(now_unix: u64, random: u32) -> u32 {
+    ((now_unix as u32 & 0xFFF) << 20) | (random & 0xF_FFFF)
+}

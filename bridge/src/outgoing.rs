@@ -1,0 +1,349 @@
+//! Completing the requests the application originates (DESIGN §2): the script gives the
+//! AVPs that matter to it, the node adds what the protocol requires.
+//!
+//! - **Session-Id** first: the script's, moved to the front, or a new one (RFC 6733 §8.8
+//!   format `<Origin-Host>;<high 32 bits>;<low 32 bits>`) when the command's ABNF begins with
+//!   `< Session-Id >`.
+//! - **Origin-Host / Origin-Realm**: always ours (answers must find their way back to this
+//!   node); the script's, if any, are dropped.
+//! - **Destination-Realm** from the configuration when the script gives none.
+//! - **The application-id AVP** the ABNF asks for (Auth-Application-Id, Acct-Application-Id or
+//!   Vendor-Specific-Application-Id), matching how we advertise the application, when absent.
+//! - The **P bit** from the dictionary's command definition.
+//!
+//! [`route_info`] then reads the finished request for the router.
+
+use bytes::Bytes;
+use dmproto::avp::AvpFlags;
+use dmproto::dict::Dictionary;
+use dmproto::{AvpRefs, Flags, Header, Message, MessageWriter};
+
+use crate::answer::{Origin, SESSION_ID};
+use crate::app::{OutgoingRequest, RequestError};
+use crate::config::{AppAdvert, AppKind};
+use crate::peer::wire::avp;
+use crate::router::RouteRequest;
+
+const M: u8 = AvpFlags::M;
+
+/// Generates Session-Ids unique to this node run.
+#[derive(Clone, Debug)]
+pub struct SessionIds {
+    host: String,
+    high: u32,
+    low: u32,
+}
+
+impl SessionIds {
+    /// `high` should differ per run (the start time in seconds is the RFC's suggestion).
+    pub fn new(origin_host: &str, high: u32) -> SessionIds {
+        SessionIds {
+            host: origin_host.to_string(),
+            high,
+            low: 0,
+        }
+    }
+
+    pub fn next_id(&mut self) -> String {
+        self.low = self.low.wrapping_add(1);
+        if self.low == 0 {
+            self.high = self.high.wrapping_add(1);
+        }
+        format!("{};{};{}", self.host, self.high, self.low)
+    }
+}
+
+/// What completing a request needs from the node.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestContext<'a> {
+    pub origin: Origin<'a>,
+    /// Destination-Realm for requests that give none.
+    pub destination_realm: Option<&'a str>,
+    pub applications: &'a [AppAdvert],
+    pub dict: &'a Dictionary,
+    pub max_len: usize,
+}
+
+/// Builds the complete request.
+pub fn build_request(
+    ctx: &RequestContext<'_>,
+    req: &OutgoingRequest,
+    hop_by_hop: u32,
+    end_to_end: u32,
+    sessions: &mut SessionIds,
+) -> Result<Bytes, RequestError> {
+    let mut session = None;
+    let mut has_dest_realm = false;
+    let mut has_app_avp = false;
+    for a in AvpRefs::new(&req.avps, 0) {
+        let a = a.map_err(|e| RequestError::Invalid(format!("malformed AVPs: {e}")))?;
+        if a.vendor != 0 {
+            continue;
+        }
+        match a.code {
+            SESSION_ID if session.is_none() => session = Some(a.raw),
+            avp::DESTINATION_REALM => has_dest_realm = true,
+            avp::AUTH_APPLICATION_ID
+            | avp::ACCT_APPLICATION_ID
+            | avp::VENDOR_SPECIFIC_APPLICATION_ID => has_app_avp = true,
+            _ => {}
+        }
+    }
+    let command = ctx.dict.command(req.app_id, req.cmd_code);
+    let mut header = Header::request(req.cmd_code, req.app_id, hop_by_hop, end_to_end);
+    if command.map_or(true, |c| c.proxiable) {
+        header.flags = header.flags.with(Flags::P);
+    }
+    let mut w = MessageWriter::new(header).max_len(ctx.max_len);
+    let rules = command.map(|c| &c.request.rules[..]).unwrap_or(&[]);
+    let listed = |code: u32| rules.iter().any(|r| r.code == code && r.vendor == 0);
+
+    match session {
+        Some(raw) => {
+            w.raw(raw);
+        }
+        None if rules
+            .first()
+            .is_some_and(|r| r.code == SESSION_ID && r.vendor == 0) =>
+        {
+            w.str(SESSION_ID, M, 0, &sessions.next_id());
+        }
+        None => {}
+    }
+    if !has_app_avp {
+        let advert = ctx.applications.iter().find(|a| a.id == req.app_id);
+        match advert {
+            Some(a) if a.vendor.is_some() && listed(avp::VENDOR_SPECIFIC_APPLICATION_ID) => {
+                let code = match a.kind {
+                    AppKind::Auth => avp::AUTH_APPLICATION_ID,
+                    AppKind::Acct => avp::ACCT_APPLICATION_ID,
+                };
+                w.group(avp::VENDOR_SPECIFIC_APPLICATION_ID, M, 0, |w| {
+                    w.u32(avp::VENDOR_ID, M, 0, a.vendor.unwrap_or(0));
+                    w.u32(code, M, 0, req.app_id);
+                });
+            }
+            _ if listed(avp::AUTH_APPLICATION_ID) => {
+                w.u32(avp::AUTH_APPLICATION_ID, M, 0, req.app_id);
+            }
+            _ if listed(avp::ACCT_APPLICATION_ID) => {
+                w.u32(avp::ACCT_APPLICATION_ID, M, 0, req.app_id);
+            }
+            _ => {}
+        }
+    }
+    w.str(avp::ORIGIN_HOST, M, 0, ctx.origin.host);
+    w.str(avp::ORIGIN_REALM, M, 0, ctx.origin.realm);
+    if !has_dest_realm {
+        if let Some(realm) = ctx.destination_realm {
+            w.str(avp::DESTINATION_REALM, M, 0, realm);
+        }
+    }
+    let mut first_session = true;
+    for a in AvpRefs::new(&req.avps, 0).map_while(Result::ok) {
+        if a.vendor == 0 {
+            match a.code {
+                SESSION_ID if first_session => {
+                    first_session = false;
+                    continue;
+                }
+                avp::ORIGIN_HOST | avp::ORIGIN_REALM => continue,
+                _ => {}
+            }
+        }
+        w.raw(a.raw);
+    }
+    w.finish().map_err(|e| RequestError::Invalid(e.to_string()))
+}
+
+/// The routing-relevant AVPs of a request: Destination-Host, Destination-Realm and the
+/// Route-Record values (as text; invalid UTF-8 ones are skipped).
+pub struct RouteInfo<'m> {
+    pub destination_host: Option<&'m str>,
+    pub destination_realm: Option<&'m str>,
+    pub route_records: Vec<&'m str>,
+}
+
+pub fn route_info(msg: &Message) -> RouteInfo<'_> {
+    let mut info = RouteInfo {
+        destination_host: None,
+        destination_realm: None,
+        route_records: Vec::new(),
+    };
+    for a in msg.avp_refs().map_while(Result::ok) {
+        if a.vendor != 0 {
+            continue;
+        }
+        let text = || std::str::from_utf8(a.data).ok();
+        match a.code {
+            avp::DESTINATION_HOST => info.destination_host = text(),
+            avp::DESTINATION_REALM => info.destination_realm = text(),
+            avp::ROUTE_RECORD => info.route_records.extend(text()),
+            _ => {}
+        }
+    }
+    info
+}
+
+impl RouteInfo<'_> {
+    pub fn request(&self, app_id: u32) -> RouteRequest<'_> {
+        RouteRequest {
+            app_id,
+            destination_host: self.destination_host,
+            destination_realm: self.destination_realm,
+            route_records: &self.route_records,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CX: u32 = 16777216;
+    const ORIGIN: Origin<'static> = Origin {
+        host: "bridge.example.net",
+        realm: "example.net",
+    };
+
+    fn apps() -> Vec<AppAdvert> {
+        vec![
+            AppAdvert {
+                id: CX,
+                kind: AppKind::Auth,
+                vendor: Some(10415),
+            },
+            AppAdvert {
+                id: 4,
+                kind: AppKind::Auth,
+                vendor: None,
+            },
+        ]
+    }
+
+    fn avps(f: impl FnOnce(&mut MessageWriter)) -> Bytes {
+        let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
+        f(&mut w);
+        w.finish().unwrap().slice(20..)
+    }
+
+    fn build(app_id: u32, cmd: u32, body: Bytes) -> Message {
+        let apps = apps();
+        let ctx = RequestContext {
+            origin: ORIGIN,
+            destination_realm: Some("ims.example.net"),
+            applications: &apps,
+            dict: Dictionary::builtin(),
+            max_len: 65536,
+        };
+        let mut sessions = SessionIds::new("bridge.example.net", 1700000000);
+        let req = OutgoingRequest {
+            app_id,
+            cmd_code: cmd,
+            avps: body,
+        };
+        Message::decode(build_request(&ctx, &req, 7, 8, &mut sessions).unwrap()).unwrap()
+    }
+
+    fn codes(m: &Message) -> Vec<u32> {
+        m.avp_refs().map(|a| a.unwrap().code).collect()
+    }
+
+    #[test]
+    fn cx_uar_gets_session_vsai_origin_and_destination() {
+        // UAR (300) of Cx: < Session-Id > first, [ Vendor-Specific-Application-Id ].
+        let m = build(
+            CX,
+            300,
+            avps(|w| {
+                w.str(1, M, 0, "user@example.net"); // User-Name
+            }),
+        );
+        assert!(m.is_request());
+        assert!(m.header.flags.is_proxiable());
+        assert_eq!((m.header.hop_by_hop, m.header.end_to_end), (7, 8));
+        assert_eq!(codes(&m), vec![263, 260, 264, 296, 283, 1]);
+        assert_eq!(m.session_id(), Some("bridge.example.net;1700000000;1"));
+        let vsai = m.find(260, 0).unwrap();
+        let inner: Vec<(u32, u32)> = vsai
+            .group()
+            .map(|a| a.unwrap())
+            .map(|a| (a.code, dmproto::value::decode_u32(&a.data).unwrap()))
+            .collect();
+        assert_eq!(inner, vec![(266, 10415), (258, CX)]);
+    }
+
+    #[test]
+    fn script_session_id_is_moved_first_and_origin_replaced() {
+        let m = build(
+            4,
+            272,
+            avps(|w| {
+                w.u32(416, M, 0, 1); // CC-Request-Type
+                w.str(263, M, 0, "mine;1");
+                w.str(264, M, 0, "spoofed.example.net");
+                w.str(283, M, 0, "ocs.net");
+            }),
+        );
+        assert_eq!(m.session_id(), Some("mine;1"));
+        assert_eq!(codes(&m).first(), Some(&263));
+        assert_eq!(m.find_ref(264, 0).unwrap().data, b"bridge.example.net");
+        assert_eq!(codes(&m).iter().filter(|c| **c == 264).count(), 1);
+        assert_eq!(
+            m.find_ref(283, 0).unwrap().data,
+            b"ocs.net",
+            "script's realm kept"
+        );
+        assert_eq!(codes(&m).iter().filter(|c| **c == 283).count(), 1);
+        assert_eq!(m.find_u32(258, 0), Some(4), "CCR lists Auth-Application-Id");
+    }
+
+    #[test]
+    fn session_ids_are_unique() {
+        let mut s = SessionIds::new("h", 5);
+        let a = s.next_id();
+        let b = s.next_id();
+        assert_ne!(a, b);
+        assert_eq!(a, "h;5;1");
+    }
+
+    #[test]
+    fn malformed_avps_are_invalid() {
+        let apps = apps();
+        let ctx = RequestContext {
+            origin: ORIGIN,
+            destination_realm: None,
+            applications: &apps,
+            dict: Dictionary::builtin(),
+            max_len: 65536,
+        };
+        let req = OutgoingRequest {
+            app_id: 4,
+            cmd_code: 272,
+            avps: Bytes::from_static(&[1, 2, 3]),
+        };
+        let mut s = SessionIds::new("h", 1);
+        assert!(matches!(
+            build_request(&ctx, &req, 1, 1, &mut s),
+            Err(RequestError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn route_info_reads_destination_and_route_records() {
+        let m = build(
+            4,
+            272,
+            avps(|w| {
+                w.str(293, M, 0, "ocs1.ocs.net");
+                w.str(282, M, 0, "dra1.net");
+                w.str(282, M, 0, "dra2.net");
+            }),
+        );
+        let info = route_info(&m);
+        assert_eq!(info.destination_host, Some("ocs1.ocs.net"));
+        assert_eq!(info.destination_realm, Some("ims.example.net"));
+        assert_eq!(info.route_records, vec!["dra1.net", "dra2.net"]);
+        assert_eq!(info.request(4).app_id, 4);
+    }
+}
