@@ -91,7 +91,7 @@ pub fn build_request(
     }
     let command = ctx.dict.command(req.app_id, req.cmd_code);
     let mut header = Header::request(req.cmd_code, req.app_id, hop_by_hop, end_to_end);
-    if command.map_or(true, |c| c.proxiable) {
+    if !matches!(command, Some(c) if !c.proxiable) {
         header.flags = header.flags.with(Flags::P);
     }
     let mut w = MessageWriter::new(header).max_len(ctx.max_len);
