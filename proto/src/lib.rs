@@ -7,6 +7,7 @@ pub mod encode;
 pub mod error;
 pub mod framer;
 pub mod header;
+pub mod json;
 pub mod message;
 pub mod result_code;
 #[doc(hidden)]
