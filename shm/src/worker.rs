@@ -264,9 +264,12 @@ impl Worker {
         };
         match w.connect() {
             Ok(()) => {}
-            Err(e @ (Error::Version { .. } | Error::Refused(_) | Error::Invalid(_))) => {
-                return Err(e)
-            }
+            Err(
+                e @ (Error::Version { .. }
+                | Error::Incompatible(_)
+                | Error::Refused(_)
+                | Error::Invalid(_)),
+            ) => return Err(e),
             Err(e) => w.last_error = Some(e.to_string()),
         }
         w.arm();
@@ -347,7 +350,7 @@ impl Worker {
                 code: refusal::VERSION,
                 reason,
             } => {
-                return Err(Error::Refused(reason));
+                return Err(Error::Incompatible(reason));
             }
             Ctl::Refused { reason, .. } => return Err(Error::Refused(reason)),
             other => return Err(Error::Protocol(format!("expected Welcome, got {other:?}"))),
