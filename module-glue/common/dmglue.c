@@ -3,6 +3,7 @@
  */
 #include "dmglue.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -368,6 +369,235 @@ dmg_job *dmg_pending_take_expired(dmg_pending *p, uint64_t now_ms)
 dmg_job *dmg_pending_take_any(dmg_pending *p)
 {
 	return dmg_pending_take_expired(p, UINT64_MAX);
+}
+
+/* --- event names of the dictionaries' request commands ------------------------------------ */
+
+static const dmg_command builtin_requests[] = {
+	/* base protocol (RFC 6733) and base accounting; CER/DWR/DPR are the bridge's own */
+	{258, "RAR", "Re-Auth"},
+	{274, "ASR", "Abort-Session"},
+	{275, "STR", "Session-Termination"},
+	{271, "ACR", "Accounting"},
+	/* Credit-Control (RFC 4006/8506), Gx, Ro */
+	{272, "CCR", "Credit-Control"},
+	/* Rx (TS 29.214), NASREQ */
+	{265, "AAR", "AA"},
+	/* SIP application (RFC 4740) */
+	{283, "UAR", "User-Authorization"},
+	{284, "SAR", "Server-Assignment"},
+	{285, "LIR", "Location-Info"},
+	{286, "MAR", "Multimedia-Auth"},
+	{287, "RTR", "Registration-Termination"},
+	{288, "PPR", "Push-Profile"},
+	/* Cx/Dx (TS 29.229) */
+	{300, "UAR", "User-Authorization"},
+	{301, "SAR", "Server-Assignment"},
+	{302, "LIR", "Location-Info"},
+	{303, "MAR", "Multimedia-Auth"},
+	{304, "RTR", "Registration-Termination"},
+	{305, "PPR", "Push-Profile"},
+	/* Sh (TS 29.329) */
+	{306, "UDR", "User-Data"},
+	{307, "PUR", "Profile-Update"},
+	{308, "SNR", "Subscribe-Notifications"},
+	{309, "PNR", "Push-Notification"},
+	/* S6a/S6d (TS 29.272) */
+	{316, "ULR", "Update-Location"},
+	{317, "CLR", "Cancel-Location"},
+	{318, "AIR", "Authentication-Information"},
+	{319, "IDR", "Insert-Subscriber-Data"},
+	{320, "DSR", "Delete-Subscriber-Data"},
+	{321, "PUR", "Purge-UE"},
+	{322, "RSR", "Reset"},
+	{323, "NOR", "Notify"},
+};
+
+const dmg_command *dmg_builtin_requests(size_t *n)
+{
+	if(n)
+		*n = sizeof(builtin_requests) / sizeof(builtin_requests[0]);
+	return builtin_requests;
+}
+
+const char *dmg_builtin_abbr(uint32_t code)
+{
+	for(size_t i = 0; i < sizeof(builtin_requests) / sizeof(builtin_requests[0]); i++)
+		if(builtin_requests[i].code == code)
+			return builtin_requests[i].abbr;
+	return NULL;
+}
+
+/* One line of a dictionary file split in up to 4 words (the rest is ignored). */
+typedef struct dline {
+	const char *w[4];
+	size_t wl[4];
+	int nw;
+} dline;
+
+static void dict_split(const char *s, size_t len, dline *l)
+{
+	size_t i = 0;
+	l->nw = 0;
+	while(l->nw < 4) {
+		while(i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r'))
+			i++;
+		if(i >= len || s[i] == '#')
+			return;
+		l->w[l->nw] = s + i;
+		while(i < len && s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '#')
+			i++;
+		l->wl[l->nw] = (size_t)(s + i - l->w[l->nw]);
+		l->nw++;
+	}
+}
+
+static int word_is(const dline *l, int k, const char *kw)
+{
+	size_t n = strlen(kw);
+	if(k >= l->nw || l->wl[k] != n)
+		return 0;
+	for(size_t i = 0; i < n; i++) {
+		char c = l->w[k][i];
+		if(c >= 'a' && c <= 'z')
+			c = (char)(c - 'a' + 'A');
+		if(c != kw[i])
+			return 0;
+	}
+	return 1;
+}
+
+/* A decimal command code (24 bits on the wire). */
+static int word_code(const dline *l, int k, uint32_t *code)
+{
+	uint32_t v = 0;
+	if(k >= l->nw || l->wl[k] == 0 || l->wl[k] > 8)
+		return -1;
+	for(size_t i = 0; i < l->wl[k]; i++) {
+		if(l->w[k][i] < '0' || l->w[k][i] > '9')
+			return -1;
+		v = v * 10 + (uint32_t)(l->w[k][i] - '0');
+	}
+	if(v > 0xFFFFFFu)
+		return -1;
+	*code = v;
+	return 0;
+}
+
+static int abbr_ok(const char *s, size_t n)
+{
+	if(n == 0 || n > 16)
+		return 0;
+	for(size_t i = 0; i < n; i++)
+		if(!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z')
+				   || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+			return 0;
+	return 1;
+}
+
+/* Iterates the lines of text: *pos is advanced past the line returned in *s and *n. */
+static int next_line(const char *text, size_t len, size_t *pos, const char **s, size_t *n)
+{
+	const char *nl;
+	if(*pos >= len)
+		return 0;
+	*s = text + *pos;
+	nl = memchr(*s, '\n', len - *pos);
+	*n = nl ? (size_t)(nl - *s) : len - *pos;
+	*pos += *n + (nl ? 1 : 0);
+	return 1;
+}
+
+/* The file's own COMMAND abbreviation for `code` (validated), or NULL. */
+static const char *dict_command_abbr(const char *text, size_t len, uint32_t code, size_t *alen)
+{
+	size_t pos = 0, n;
+	const char *s;
+	dline l;
+	uint32_t c;
+
+	while(next_line(text, len, &pos, &s, &n)) {
+		dict_split(s, n, &l);
+		if(word_is(&l, 0, "COMMAND") && word_code(&l, 1, &c) == 0 && c == code
+				&& l.nw >= 3 && abbr_ok(l.w[2], l.wl[2])) {
+			*alen = l.wl[2];
+			return l.w[2];
+		}
+	}
+	return NULL;
+}
+
+int dmg_dict_request_events(const char *text, size_t len,
+		void (*cb)(const char *event, void *ctx), void *ctx, size_t *err_line)
+{
+	size_t pos = 0, n, line = 0;
+	const char *s;
+	dline l;
+	int found = 0;
+
+	if(text == NULL)
+		len = 0;
+	while(next_line(text, len, &pos, &s, &n)) {
+		char ev[DMG_EVENT_PREFIX_LEN + 17];
+		const char *abbr;
+		size_t alen = 0;
+		uint32_t code;
+
+		line++;
+		dict_split(s, n, &l);
+		if(word_is(&l, 0, "COMMAND")) {
+			if(word_code(&l, 1, &code) < 0 || l.nw < 3 || !abbr_ok(l.w[2], l.wl[2]))
+				goto bad;
+			continue;
+		}
+		if(!word_is(&l, 0, "REQUEST"))
+			continue;
+		if(word_code(&l, 1, &code) < 0 || l.nw < 3)
+			goto bad;
+		abbr = dict_command_abbr(text, len, code, &alen);
+		if(abbr == NULL && (abbr = dmg_builtin_abbr(code)) != NULL)
+			alen = strlen(abbr);
+		memcpy(ev, DMG_EVENT_PREFIX, DMG_EVENT_PREFIX_LEN);
+		if(abbr != NULL) {
+			memcpy(ev + DMG_EVENT_PREFIX_LEN, abbr, alen);
+			ev[DMG_EVENT_PREFIX_LEN + alen] = '\0';
+		} else {
+			snprintf(ev + DMG_EVENT_PREFIX_LEN, sizeof(ev) - DMG_EVENT_PREFIX_LEN, "%u",
+					(unsigned)code);
+		}
+		found++;
+		if(cb)
+			cb(ev, ctx);
+	}
+	return found;
+bad:
+	if(err_line)
+		*err_line = line;
+	return -1;
+}
+
+int dmg_aaa_url_dict_file(const char *url, const char **out, size_t *out_len)
+{
+	static const char key[] = "extra-avps-file:";
+	const char *p, *end;
+
+	if(url == NULL)
+		return -1;
+	for(p = url; (p = strstr(p, key)) != NULL; p++) {
+		/* only at the start of a ';'-separated item */
+		if(p != url && p[-1] != ';')
+			continue;
+		p += sizeof(key) - 1;
+		end = strchr(p, ';');
+		if(end == NULL)
+			end = p + strlen(p);
+		if(end == p)
+			return -1;
+		*out = p;
+		*out_len = (size_t)(end - p);
+		return 0;
+	}
+	return -1;
 }
 
 uint64_t dmg_now_ms(void)

@@ -107,6 +107,46 @@ dmg_job *dmg_pending_take_expired(dmg_pending *p, uint64_t now_ms);
 /** Removes and returns any job (for shutdown), or NULL when empty. */
 dmg_job *dmg_pending_take_any(dmg_pending *p);
 
+/* --- event names of the dictionaries' request commands ------------------------------------ */
+
+/** A request command a script can serve: E_DM_<abbr> (DESIGN §3). */
+typedef struct dmg_command {
+	uint32_t code;
+	const char *abbr; /* request abbreviation, e.g. "PPR" */
+	const char *name; /* dictionary name, e.g. "Push-Profile" */
+} dmg_command;
+
+/**
+ * The request commands of the bridge's built-in dictionaries (proto/src/dict/builtin/ *.dict files,
+ * their COMMAND lines) that a peer may send to a SIP server: the base protocol's
+ * CER/DWR/DPR are left out, the bridge answers those itself. libdmbridge does not expose the
+ * dictionary, so the table is kept here; the unit test checks it against the .dict files.
+ * A code may appear more than once (Sh PUR 307 and S6a PUR 321 share "PUR"). Sets *n.
+ */
+const dmg_command *dmg_builtin_requests(size_t *n);
+
+/** The built-in abbreviation of a request code, or NULL. */
+const char *dmg_builtin_abbr(uint32_t code);
+
+/**
+ * Calls `cb(event, ctx)` with the event name of every request command declared in a dictionary
+ * file in the aaa_diameter format (`REQUEST <code> <name>` lines), which the module publishes
+ * at start-up: E_DM_<abbr> with the abbreviation from the file's own `COMMAND <code> <req>
+ * <ans>` line (dmbridge's extension), else the built-in one for that code, else E_DM_<code>
+ * (as the bridge names it). Keywords are case-insensitive, '#' starts a comment. Returns the
+ * number of REQUEST lines, or -1 with *err_line (1-based) set at a malformed REQUEST/COMMAND
+ * line. Nothing is allocated; `event` is valid during the call only.
+ */
+int dmg_dict_request_events(const char *text, size_t len,
+		void (*cb)(const char *event, void *ctx), void *ctx, size_t *err_line);
+
+/**
+ * The extra-avps-file named in an aaa_diameter `aaa_url` ("diameter:fd.conf;extra-avps-file:
+ * dict.opensips"): sets *out and *out_len to the path inside `url` and returns 0, or -1 when the
+ * URL names none.
+ */
+int dmg_aaa_url_dict_file(const char *url, const char **out, size_t *out_len);
+
 /** Monotonic milliseconds. */
 uint64_t dmg_now_ms(void);
 

@@ -183,6 +183,125 @@ static void test_jobs_and_pending(void)
 	CHECK(t1 >= t0);
 }
 
+/* --- dictionaries' request events ---------------------------------------------------------- */
+
+typedef struct evlist {
+	char names[16][24];
+	int n;
+} evlist;
+
+static void ev_collect(const char *event, void *ctx)
+{
+	evlist *l = ctx;
+	if(l->n < 16)
+		snprintf(l->names[l->n], sizeof(l->names[0]), "%s", event);
+	l->n++;
+}
+
+static void test_builtin_requests(void)
+{
+	size_t n;
+	const dmg_command *t = dmg_builtin_requests(&n);
+	CHECK(n > 20);
+	CHECK(strcmp(dmg_builtin_abbr(305), "PPR") == 0);
+	CHECK(strcmp(dmg_builtin_abbr(304), "RTR") == 0);
+	CHECK(strcmp(dmg_builtin_abbr(272), "CCR") == 0);
+	CHECK(dmg_builtin_abbr(257) == NULL); /* CER: the bridge's own */
+	CHECK(dmg_builtin_abbr(92001) == NULL);
+	for(size_t i = 0; i < n; i++) {
+		char buf[32];
+		/* every entry makes a valid route name that dmg_handled_names maps back */
+		const char *r[1] = {buf};
+		const char *out[1];
+		CHECK(dmg_event_route_name(t[i].abbr, buf, sizeof(buf)) > 0);
+		CHECK(dmg_handled_names(r, 1, out, 1) == 1 && strcmp(out[0], t[i].abbr) == 0);
+	}
+
+#ifdef DMG_DICT_DIR
+	/* every proxiable COMMAND of the bridge's built-in dictionaries is in the table, so the
+	 * module publishes the events the bridge raises */
+	static const char *files[] = {"base.dict", "credit_control.dict", "cx.dict", "gx.dict",
+			"nas.dict", "ro_rf.dict", "rx.dict", "s6a.dict", "sh.dict", "sip.dict"};
+	int seen = 0;
+	for(size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+		char path[512], line[512];
+		snprintf(path, sizeof(path), "%s/%s", DMG_DICT_DIR, files[f]);
+		FILE *fp = fopen(path, "r");
+		CHECK(fp != NULL);
+		if(fp == NULL)
+			continue;
+		while(fgets(line, sizeof(line), fp)) {
+			unsigned code;
+			char req[32], ans[32], extra[32] = "";
+			if(sscanf(line, "COMMAND %u %31s %31s %31s", &code, req, ans, extra) < 3)
+				continue;
+			if(strcmp(extra, "not-proxiable") == 0)
+				continue;
+			const char *a = dmg_builtin_abbr(code);
+			int ok = a != NULL && strcmp(a, req) == 0;
+			if(!ok)
+				fprintf(stderr, "%s: COMMAND %u %s missing from dmglue's table\n", files[f],
+						code, req);
+			CHECK(ok);
+			seen++;
+		}
+		fclose(fp);
+	}
+	CHECK(seen >= 20);
+#endif
+}
+
+static void test_dict_events(void)
+{
+	evlist l;
+	size_t err = 0;
+	const char dict[] = "# an aaa_diameter dictionary.opensips\n"
+						"ATTRIBUTE out_gw 232 string\n"
+						"APPLICATION 42 My Diameter Application\n"
+						"REQUEST 92001 My-Custom-Request\n"
+						"{\n\tOrigin-Host | REQUIRED | 1\n}\n"
+						"ANSWER 92001 My-Custom-Answer\n"
+						"  request 272 Credit-Control-Request   # built-in code: CCR\n"
+						"REQUEST 92002 Other-Request\n"
+						"COMMAND 92002 OTR OTA\n"
+						"ANSWER 92002 Other-Answer";
+	memset(&l, 0, sizeof(l));
+	CHECK(dmg_dict_request_events(dict, strlen(dict), ev_collect, &l, &err) == 3);
+	CHECK(l.n == 3);
+	CHECK(strcmp(l.names[0], "E_DM_92001") == 0);
+	CHECK(strcmp(l.names[1], "E_DM_CCR") == 0);
+	CHECK(strcmp(l.names[2], "E_DM_OTR") == 0);
+
+	memset(&l, 0, sizeof(l));
+	CHECK(dmg_dict_request_events("", 0, ev_collect, &l, &err) == 0 && l.n == 0);
+	CHECK(dmg_dict_request_events(NULL, 5, ev_collect, &l, &err) == 0);
+	/* the length bounds the scan: "REQUEST 1 A" is cut before its name */
+	CHECK(dmg_dict_request_events("REQUEST 1 A", 9, ev_collect, &l, &err) == -1 && err == 1);
+
+	const char bad1[] = "APPLICATION 1 x\nREQUEST abc Foo-Request\n";
+	err = 0;
+	CHECK(dmg_dict_request_events(bad1, strlen(bad1), ev_collect, &l, &err) == -1 && err == 2);
+	const char bad2[] = "\n\nCOMMAND 5 bad-abbr! X\n";
+	CHECK(dmg_dict_request_events(bad2, strlen(bad2), ev_collect, &l, &err) == -1 && err == 3);
+	const char bad3[] = "REQUEST 99999999 Too-Big-Request\n"; /* > 24 bits */
+	CHECK(dmg_dict_request_events(bad3, strlen(bad3), ev_collect, &l, &err) == -1 && err == 1);
+}
+
+static void test_aaa_url(void)
+{
+	const char *p = NULL;
+	size_t n = 0;
+	CHECK(dmg_aaa_url_dict_file("diameter:fd.conf;extra-avps-file:/etc/dict.opensips", &p, &n)
+			== 0);
+	CHECK(n == strlen("/etc/dict.opensips") && strncmp(p, "/etc/dict.opensips", n) == 0);
+	CHECK(dmg_aaa_url_dict_file("diameter:a.conf;extra-avps-file:d.txt;x:y", &p, &n) == 0
+			&& n == 5 && strncmp(p, "d.txt", 5) == 0);
+	CHECK(dmg_aaa_url_dict_file("diameter:fd.conf", &p, &n) == -1);
+	CHECK(dmg_aaa_url_dict_file("diameter:fd.conf;extra-avps-file:", &p, &n) == -1);
+	CHECK(dmg_aaa_url_dict_file("diameter:xextra-avps-file:a", &p, &n) == -1);
+	CHECK(dmg_aaa_url_dict_file(NULL, &p, &n) == -1);
+}
+
 int main(void)
 {
 	test_handled_names();
@@ -190,6 +309,9 @@ int main(void)
 	test_json();
 	test_rc();
 	test_jobs_and_pending();
+	test_builtin_requests();
+	test_dict_events();
+	test_aaa_url();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }
