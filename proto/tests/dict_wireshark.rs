@@ -25,12 +25,17 @@ const NAME_VARIANTS: &[(u32, u32, &str, &str)] = &[
     ),
     // TS 29.229 renamed Wildcarded-PSI to Wildcarded-Public-Identity in Rel-9.
     (634, 10415, "Wildcarded-Public-Identity", "Wildcarded-PSI"),
+    // TS 32.299 7.2.175 calls it Reporting-Reason; no other Reporting-Reason exists here.
+    (872, 10415, "Reporting-Reason", "3GPP-Reporting-Reason"),
+    // TS 29.272 7.3.41 (Rel-9 on) calls it Call-Barring-Info.
+    (1488, 10415, "Call-Barring-Info", "Call-Barring-Infor-List"),
 ];
 
 /// (code, vendor, our type, Wireshark's type, why ours is right).
 const TYPE_VARIANTS: &[(u32, u32, &str, &str, &str)] = &[
     (291, 0, "Unsigned32", "Integer32", "RFC 6733 8.9: Authorization-Lifetime is Unsigned32"),
     (524, 10415, "OctetString", "UTF8String", "TS 29.214 5.3.7: Codec-Data is OctetString"),
+    (2708, 10415, "UTF8String", "IPAddress", "TS 32.299: From-Address carries the SIP From header"),
 ];
 
 /// (code, vendor, why): AVPs whose M-bit rule we take from the specification where Wireshark
@@ -283,7 +288,11 @@ fn builtin_agrees_with_wireshark() {
                 c.code, c.name
             )),
             Some(names) => {
-                if !names.iter().any(|n| norm(n) == norm(&c.name)) {
+                // Wireshark prefixes the S6a command names with "3GPP-".
+                let same = |n: &String| {
+                    norm(n) == norm(&c.name) || norm(n) == format!("3gpp{}", norm(&c.name))
+                };
+                if !names.iter().any(same) {
                     problems.push(format!(
                         "command {} ours {} wireshark {:?}",
                         c.code, c.name, names
