@@ -159,7 +159,9 @@ pub fn cer(
 fn firmware_revision() -> u32 {
     let mut n = 0u32;
     for part in env!("CARGO_PKG_VERSION").split('.').take(3) {
-        n = n.saturating_mul(100).saturating_add(part.parse().unwrap_or(0));
+        n = n
+            .saturating_mul(100)
+            .saturating_add(part.parse().unwrap_or(0));
     }
     n
 }
@@ -209,7 +211,10 @@ pub fn check_cea(m: &Message) -> Result<PeerInfo, String> {
                 }
             ))
         }
-        None => Err(format!("CEA from {:?} has no Result-Code", info.origin_host)),
+        None => Err(format!(
+            "CEA from {:?} has no Result-Code",
+            info.origin_host
+        )),
     }
 }
 
@@ -294,9 +299,21 @@ mod tests {
     #[test]
     fn cer_advertises_apps_and_identity() {
         let apps = [
-            AppAdvert { id: 4, vendor: 0, acct: false },
-            AppAdvert { id: 16777216, vendor: 10415, acct: false },
-            AppAdvert { id: 3, vendor: 0, acct: true },
+            AppAdvert {
+                id: 4,
+                vendor: 0,
+                acct: false,
+            },
+            AppAdvert {
+                id: 16777216,
+                vendor: 10415,
+                acct: false,
+            },
+            AppAdvert {
+                id: 3,
+                vendor: 0,
+                acct: true,
+            },
         ];
         let b = cer(&node(), "::1".parse().unwrap(), &apps, 1, 2).unwrap();
         let m = Message::decode(b).unwrap();
@@ -333,9 +350,15 @@ mod tests {
         assert_eq!(outcome(&answer(Some(2001), None)), Outcome::Result(2001));
         assert_eq!(
             outcome(&answer(None, Some((10415, 5001)))),
-            Outcome::Experimental { vendor: 10415, code: 5001 }
+            Outcome::Experimental {
+                vendor: 10415,
+                code: 5001
+            }
         );
-        assert_eq!(outcome(&answer(Some(5012), Some((10415, 5001)))), Outcome::Result(5012));
+        assert_eq!(
+            outcome(&answer(Some(5012), Some((10415, 5001)))),
+            Outcome::Result(5012)
+        );
         assert_eq!(outcome(&answer(None, None)), Outcome::Missing);
     }
 
@@ -348,21 +371,32 @@ mod tests {
                 .str(avp::ERROR_MESSAGE, 0, 0, "go away");
             Message::decode(w.finish().unwrap()).unwrap()
         };
-        assert_eq!(check_cea(&mk(2001)).unwrap().origin_host, "server.test.local");
+        assert_eq!(
+            check_cea(&mk(2001)).unwrap().origin_host,
+            "server.test.local"
+        );
         let e = check_cea(&mk(3010)).unwrap_err();
-        assert!(e.contains("3010") && e.contains("DIAMETER_UNKNOWN_PEER") && e.contains("go away"), "{e}");
-        let req = Message::decode(cer(&node(), "127.0.0.1".parse().unwrap(), &[], 1, 1).unwrap()).unwrap();
+        assert!(
+            e.contains("3010") && e.contains("DIAMETER_UNKNOWN_PEER") && e.contains("go away"),
+            "{e}"
+        );
+        let req = Message::decode(cer(&node(), "127.0.0.1".parse().unwrap(), &[], 1, 1).unwrap())
+            .unwrap();
         assert!(check_cea(&req).is_err());
     }
 
     #[test]
     fn answers_to_peer_requests() {
         let mut w = MessageWriter::new(Header::request(cmd::DWR, 0, 5, 6));
-        w.str(avp::ORIGIN_HOST, M, 0, "x").str(avp::ORIGIN_REALM, M, 0, "y");
+        w.str(avp::ORIGIN_HOST, M, 0, "x")
+            .str(avp::ORIGIN_REALM, M, 0, "y");
         let dwr = Message::decode(w.finish().unwrap()).unwrap();
         let a = Message::decode(dwa(&node(), &dwr).unwrap()).unwrap();
         assert!(!a.is_request());
-        assert_eq!((a.header.code, a.header.hop_by_hop, a.header.end_to_end), (280, 5, 6));
+        assert_eq!(
+            (a.header.code, a.header.hop_by_hop, a.header.end_to_end),
+            (280, 5, 6)
+        );
         assert_eq!(a.find_u32(avp::RESULT_CODE, 0), Some(2001));
         let u = Message::decode(unsupported(&node(), &dwr).unwrap()).unwrap();
         assert!(u.header.flags.contains(Flags::E));

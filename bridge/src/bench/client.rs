@@ -117,7 +117,12 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(plan: Plan, template: Arc<Template>, node: Arc<LocalNode>, shared: Arc<Shared>) -> Client {
+    pub fn new(
+        plan: Plan,
+        template: Arc<Template>,
+        node: Arc<LocalNode>,
+        shared: Arc<Shared>,
+    ) -> Client {
         Client {
             window: Window::new(plan.first_hop_by_hop),
             end_to_end: plan.first_end_to_end,
@@ -138,6 +143,7 @@ impl Client {
         self.state == State::Done
     }
 
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.window.live()
     }
@@ -232,7 +238,8 @@ impl Client {
                 random: self.random(),
                 conn: self.plan.conn,
             };
-            self.template.write(out, hop_by_hop, self.end_to_end, &subst);
+            self.template
+                .write(out, hop_by_hop, self.end_to_end, &subst);
             sent += 1;
         }
         if sent > 0 {
@@ -303,8 +310,14 @@ impl Client {
     /// Handles one framed message from the peer; answers to the peer's requests go to `out`.
     /// An error means the peer sent something that is not a Diameter message: the caller
     /// closes the connection.
-    pub fn on_frame(&mut self, now: Instant, frame: Bytes, out: &mut BytesMut) -> Result<(), String> {
-        let m = Message::decode(frame).map_err(|e| format!("undecodable message from the peer: {e}"))?;
+    pub fn on_frame(
+        &mut self,
+        now: Instant,
+        frame: Bytes,
+        out: &mut BytesMut,
+    ) -> Result<(), String> {
+        let m = Message::decode(frame)
+            .map_err(|e| format!("undecodable message from the peer: {e}"))?;
         if m.is_request() {
             let answer = match m.header.code {
                 cmd::DWR => {

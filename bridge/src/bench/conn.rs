@@ -63,7 +63,10 @@ pub async fn handshake(
             let buf = framer
                 .read_space(READ_CHUNK)
                 .map_err(|e| format!("{addr}: {e}"))?;
-            stream.readable().await.map_err(|e| format!("{addr}: {e}"))?;
+            stream
+                .readable()
+                .await
+                .map_err(|e| format!("{addr}: {e}"))?;
             match stream.try_read_buf(buf) {
                 Ok(0) => return Err(format!("{addr}: the peer closed the connection before CEA")),
                 Ok(_) => {}

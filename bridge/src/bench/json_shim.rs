@@ -37,7 +37,12 @@ pub fn encode_message(dict: &Dictionary, msg: &Json) -> Result<Bytes, String> {
             .map_err(|_| format!("$.flags: bad flag letters {s:?} (R, P, E, T)"))?,
         Some(_) => return Err("$.flags: expected a string".into()),
     };
-    let mut header = Header::request(cmd_code, num("app_id")?, num("hop_by_hop")?, num("end_to_end")?);
+    let mut header = Header::request(
+        cmd_code,
+        num("app_id")?,
+        num("hop_by_hop")?,
+        num("end_to_end")?,
+    );
     header.flags = flags;
     let avps = match obj.get("avps") {
         None => &[][..],

@@ -168,15 +168,17 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
     }
     if let Some(d) = args.duration {
         if !(d.is_finite() && d > 0.0) {
-            return Err(format!("--duration {d}: must be a positive number of seconds"));
+            return Err(format!(
+                "--duration {d}: must be a positive number of seconds"
+            ));
         }
     }
     let addr = resolve(&args.connect)?;
     let dict = load_dictionary(&args.dict)?;
     let text = std::fs::read_to_string(&args.template)
         .map_err(|e| format!("{}: {e}", args.template.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: {e}", args.template.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", args.template.display()))?;
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -203,7 +205,9 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
     });
 
     let runtime = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(args.threads as usize)
@@ -240,7 +244,11 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
                 p.product_name,
                 p.origin_realm,
                 app.id,
-                if template.is_static() { ", static template" } else { "" }
+                if template.is_static() {
+                    ", static template"
+                } else {
+                    ""
+                }
             );
         }
 
@@ -291,7 +299,9 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
             tokio::spawn(async move {
                 if tokio::signal::ctrl_c().await.is_ok() {
                     eprintln!("dmbridge bench: interrupted; draining");
-                    shared.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    shared
+                        .stop
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
             })
         };
@@ -341,7 +351,10 @@ async fn progress(shared: Arc<Shared>, start: Instant) {
         let now = Instant::now();
         let l = &shared.live;
         let (sent, answered) = (l.sent.load(Relaxed), l.answered.load(Relaxed));
-        let dt = now.saturating_duration_since(last_t).as_secs_f64().max(1e-9);
+        let dt = now
+            .saturating_duration_since(last_t)
+            .as_secs_f64()
+            .max(1e-9);
         eprintln!(
             "[{:>5.1}s] sent {sent}  answered {answered}  {:.0}/s  in flight {}  errors {}  timeouts {}",
             now.saturating_duration_since(start).as_secs_f64(),

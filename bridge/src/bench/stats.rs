@@ -16,7 +16,10 @@ const MAX_LATENCY_US: u64 = 3_600_000_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Outcome {
     Result(u32),
-    Experimental { vendor: u32, code: u32 },
+    Experimental {
+        vendor: u32,
+        code: u32,
+    },
     /// An answer with neither (malformed for any command that needs one).
     Missing,
 }
@@ -284,11 +287,29 @@ mod tests {
     fn outcomes_keys_and_success() {
         assert!(Outcome::Result(2001).is_success());
         assert!(!Outcome::Result(5012).is_success());
-        assert!(!Outcome::Experimental { vendor: 10415, code: 5001 }.is_success());
-        assert!(Outcome::Experimental { vendor: 10415, code: 2001 }.is_success());
-        assert_eq!(Outcome::Experimental { vendor: 10415, code: 5001 }.key(), "5001:10415");
+        assert!(!Outcome::Experimental {
+            vendor: 10415,
+            code: 5001
+        }
+        .is_success());
+        assert!(Outcome::Experimental {
+            vendor: 10415,
+            code: 2001
+        }
+        .is_success());
+        assert_eq!(
+            Outcome::Experimental {
+                vendor: 10415,
+                code: 5001
+            }
+            .key(),
+            "5001:10415"
+        );
         assert_eq!(Outcome::Missing.key(), "none");
-        assert_eq!(Outcome::Result(5012).name(), Some("DIAMETER_UNABLE_TO_COMPLY"));
+        assert_eq!(
+            Outcome::Result(5012).name(),
+            Some("DIAMETER_UNABLE_TO_COMPLY")
+        );
     }
 
     #[test]

@@ -103,9 +103,15 @@ enum Part {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
     /// Copy encoded bytes (whole AVPs with their padding).
-    Copy { start: u32, end: u32 },
+    Copy {
+        start: u32,
+        end: u32,
+    },
     /// Write a Grouped AVP's header; its length is patched at the matching `Close`.
-    Open { start: u32, hdr_len: u8 },
+    Open {
+        start: u32,
+        hdr_len: u8,
+    },
     Close,
     /// A string AVP with placeholders: header (length patched), parts, padding.
     Field {
@@ -125,10 +131,7 @@ pub struct Template {
     parts: Vec<Part>,
     origin_host: Box<[u8]>,
     session_high: u32,
-    cmd_code: u32,
     app_id: u32,
-    /// The message JSON after filling, kept for the application ids advertised in CER.
-    filled: Json,
 }
 
 /// Largest template accepted (the encoded form): requests of a load test are small, and a
@@ -137,7 +140,11 @@ pub const MAX_TEMPLATE_LEN: usize = 1 << 20;
 
 impl Template {
     /// Fills what the template omits (module docs), encodes it with `dict` and compiles it.
-    pub fn compile(msg: &Json, id: &Identity, dict: &Dictionary) -> Result<Template, TemplateError> {
+    pub fn compile(
+        msg: &Json,
+        id: &Identity,
+        dict: &Dictionary,
+    ) -> Result<Template, TemplateError> {
         let filled = fill(msg, id, dict)?;
         let bytes = super::json_shim::encode_message(dict, &filled).map_err(TemplateError)?;
         if bytes.len() > MAX_TEMPLATE_LEN {
@@ -158,28 +165,17 @@ impl Template {
         };
         c.list(m.avp_refs(), 0)?;
         Ok(Template {
-            cmd_code: m.header.code,
             app_id: m.header.app_id,
             bytes,
             ops: c.ops,
             parts: c.parts,
             origin_host: id.origin_host.as_bytes().into(),
             session_high: id.session_high,
-            filled,
         })
-    }
-
-    pub fn cmd_code(&self) -> u32 {
-        self.cmd_code
     }
 
     pub fn app_id(&self) -> u32 {
         self.app_id
-    }
-
-    /// The template after filling, as JSON (for CER application ids and for `--dry-run`).
-    pub fn filled_json(&self) -> &Json {
-        &self.filled
     }
 
     /// The payload of the first top-level AVP with this code and vendor (as encoded, with
@@ -479,7 +475,10 @@ fn fill(msg: &Json, id: &Identity, dict: &Dictionary) -> Result<Json, TemplateEr
     // Session-Id for commands whose ABNF has it, and for commands the dictionary does not
     // know (most application requests are session-based; test_app's are).
     let wants_session = def.map_or(true, |d| {
-        d.request.rules.iter().any(|r| r.code == code::SESSION_ID && r.vendor == 0)
+        d.request
+            .rules
+            .iter()
+            .any(|r| r.code == code::SESSION_ID && r.vendor == 0)
     });
     let mut front = Vec::new();
     if wants_session && !has(avps, code::SESSION_ID) {
@@ -501,7 +500,10 @@ fn fill(msg: &Json, id: &Identity, dict: &Dictionary) -> Result<Json, TemplateEr
     }
     // The Session-Id must stay first (RFC 6733 §8.8): insert the filled AVPs after it when
     // the template has one at the front.
-    let at = usize::from(avps.first().is_some_and(|a| names_code(dict, a, code::SESSION_ID)));
+    let at = usize::from(
+        avps.first()
+            .is_some_and(|a| names_code(dict, a, code::SESSION_ID)),
+    );
     avps.splice(at..at, front);
     Ok(msg)
 }
