@@ -80,6 +80,17 @@ pub struct NodeConfig {
     pub host_ip_addresses: Vec<IpAddr>,
     /// Accept CERs from Origin-Hosts not listed in `[[peers]]` instead of answering 3010.
     pub allow_unknown_peers: bool,
+    /// Destination-Realm for originated requests that give none (default: our realm).
+    pub destination_realm: Option<String>,
+}
+
+impl NodeConfig {
+    /// The Destination-Realm to add to originated requests that have none.
+    pub fn default_destination_realm(&self) -> &str {
+        self.destination_realm
+            .as_deref()
+            .unwrap_or(&self.origin_realm)
+    }
 }
 
 /// Whether an application is advertised in Auth-Application-Id or Acct-Application-Id.
@@ -538,6 +549,7 @@ const NODE_KEYS: &[&str] = &[
     "listen",
     "host_ip_addresses",
     "allow_unknown_peers",
+    "destination_realm",
 ];
 const APP_KEYS: &[&str] = &["id", "kind", "vendor"];
 const PEER_KEYS: &[&str] = &["host", "address", "port", "mode", "transport"];
@@ -617,6 +629,7 @@ fn read_node(cx: &mut Cx<'_>, root: Tbl<'_>) -> NodeConfig {
         listen: vec![SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))],
         host_ip_addresses: Vec::new(),
         allow_unknown_peers: false,
+        destination_realm: None,
     };
     let Some(tbl) = sub_table(cx, root, "node") else {
         if root.get("node").is_none() {
@@ -668,6 +681,7 @@ fn read_node(cx: &mut Cx<'_>, root: Tbl<'_>) -> NodeConfig {
     if let Some(b) = s.bool(cx, "allow_unknown_peers") {
         node.allow_unknown_peers = b;
     }
+    node.destination_realm = identity(cx, &s, "destination_realm", false);
     node
 }
 

@@ -6,7 +6,9 @@
 pub mod answer;
 pub mod app;
 pub mod config;
+pub mod node;
 pub mod outgoing;
 pub mod peer;
 pub mod pending;
 pub mod router;
+pub mod transport;

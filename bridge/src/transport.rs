@@ -1,0 +1,311 @@
+//! Moving bytes: one reader and one writer task per connection, over any async stream.
+//!
+//! The tasks know nothing of Diameter beyond framing. The reader feeds the [`Framer`] and
+//! sends every complete frame to the node as a [`ConnEvent`]; the writer drains a bounded
+//! queue of encoded messages. Both are generic over `AsyncRead + AsyncWrite`, which is the
+//! seam for TLS (a `tokio-rustls` stream) and SCTP later: only the code that *opens* a
+//! stream needs to know what it is.
+//!
+//! Closing: [`ConnHandle::close`] makes the writer flush what was queued before (so a CEA or
+//! DPA reaches the peer), shut the stream down, and stop the reader. Whatever ends a
+//! connection — our close, the peer's, an I/O error, a framing error — the reader reports
+//! [`ConnEvent::Closed`] exactly once.
+
+use std::io;
+
+use bytes::Bytes;
+use dmproto::{FrameError, Framer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::peer::ConnId;
+
+/// Messages a connection may have queued for writing before it is considered stuck (a peer
+/// that stops reading) and closed, rather than buffering without bound.
+pub const WRITE_QUEUE: usize = 8192;
+
+/// Bytes read from the socket per call.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What a connection tells the node.
+#[derive(Debug)]
+pub enum ConnEvent {
+    /// One complete Diameter message (framing checked; decode it).
+    Frame { conn: ConnId, frame: Bytes },
+    /// The stream cannot be framed any more; the connection is being closed. The error may
+    /// carry the offending header, to answer it (5011/5015).
+    FrameError { conn: ConnId, error: FrameError },
+    /// The connection is gone (sent once, last).
+    Closed { conn: ConnId, error: Option<String> },
+}
+
+enum Command {
+    Send(Bytes),
+    Close,
+}
+
+/// The node's handle on a connection's writer.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    tx: mpsc::Sender<Command>,
+    /// Set to abort both tasks at once, when a graceful close cannot even be queued.
+    abort: std::sync::Arc<watch::Sender<bool>>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Send(b) => write!(f, "Send({} bytes)", b.len()),
+            Command::Close => f.write_str("Close"),
+        }
+    }
+}
+
+impl ConnHandle {
+    /// Queues a message. False when the queue is full or the connection is gone: the caller
+    /// should close it (a full queue means the peer does not read).
+    pub fn send(&self, bytes: Bytes) -> bool {
+        self.tx.try_send(Command::Send(bytes)).is_ok()
+    }
+
+    /// Flush what is queued, then close. If the queue is full (the peer stopped reading),
+    /// the connection is aborted instead.
+    pub fn close(&self) {
+        if self.tx.try_send(Command::Close).is_err() {
+            self.abort();
+        }
+    }
+
+    /// Close now, dropping whatever is queued.
+    pub fn abort(&self) {
+        let _ = self.abort.send(true);
+    }
+}
+
+/// Starts the reader and writer of one connection. Events go to `events`.
+pub fn spawn<S>(
+    conn: ConnId,
+    stream: S,
+    max_message_len: usize,
+    events: mpsc::Sender<ConnEvent>,
+) -> ConnHandle
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (read_half, write_half) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let (abort_tx, abort_rx) = watch::channel(false);
+    tokio::spawn(writer(write_half, rx, stop_tx, abort_rx.clone()));
+    tokio::spawn(reader(
+        conn,
+        read_half,
+        max_message_len,
+        events,
+        stop_rx,
+        abort_rx,
+    ));
+    ConnHandle {
+        tx,
+        abort: std::sync::Arc::new(abort_tx),
+    }
+}
+
+async fn aborted(mut abort: watch::Receiver<bool>) {
+    while !*abort.borrow_and_update() {
+        if abort.changed().await.is_err() {
+            // Every handle is gone: not an abort. The writer ends by itself once its queue
+            // is drained (flushing what was queued, e.g. a last answer or DPA).
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn writer<W: AsyncWrite + Unpin>(
+    w: W,
+    mut rx: mpsc::Receiver<Command>,
+    stop_reader: oneshot::Sender<()>,
+    abort: watch::Receiver<bool>,
+) {
+    let mut w = BufWriter::with_capacity(64 * 1024, w);
+    let write_all = async {
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                Command::Send(b) => w.write_all(&b).await?,
+                Command::Close => break,
+            }
+            // Batch what is already queued into one flush.
+            while let Ok(cmd) = rx.try_recv() {
+                match cmd {
+                    Command::Send(b) => w.write_all(&b).await?,
+                    Command::Close => {
+                        w.flush().await?;
+                        return Ok::<(), io::Error>(());
+                    }
+                }
+            }
+            w.flush().await?;
+        }
+        w.flush().await
+    };
+    let graceful = tokio::select! {
+        r = write_all => r.is_ok(),
+        _ = aborted(abort) => false,
+    };
+    if graceful {
+        let _ = w.shutdown().await;
+    }
+    let _ = stop_reader.send(());
+}
+
+async fn reader<R: AsyncRead + Unpin>(
+    conn: ConnId,
+    mut r: R,
+    max_message_len: usize,
+    events: mpsc::Sender<ConnEvent>,
+    mut stop: oneshot::Receiver<()>,
+    abort: watch::Receiver<bool>,
+) {
+    let abort = aborted(abort);
+    tokio::pin!(abort);
+    let mut framer = Framer::new(max_message_len);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let error = loop {
+        let n = tokio::select! {
+            _ = &mut stop => break None,
+            _ = &mut abort => break Some("aborted".to_string()),
+            n = r.read(&mut buf) => n,
+        };
+        let n = match n {
+            Ok(0) => break None,
+            Ok(n) => n,
+            Err(e) => break Some(e.to_string()),
+        };
+        let data = buf.get(..n).unwrap_or(&[]);
+        if let Err(error) = framer.feed(data) {
+            let _ = events.send(ConnEvent::FrameError { conn, error }).await;
+            break Some(error.to_string());
+        }
+        let mut failed = None;
+        loop {
+            match framer.next_frame() {
+                Ok(Some(frame)) => {
+                    if events.send(ConnEvent::Frame { conn, frame }).await.is_err() {
+                        return; // the node is gone
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    let _ = events.send(ConnEvent::FrameError { conn, error }).await;
+                    failed = Some(error.to_string());
+                    break;
+                }
+            }
+        }
+        if failed.is_some() {
+            break failed;
+        }
+    };
+    let _ = events.send(ConnEvent::Closed { conn, error }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dmproto::{Header, Message, MessageWriter};
+    use tokio::io::duplex;
+
+    fn msg(hbh: u32) -> Bytes {
+        let mut w = MessageWriter::new(Header::request(280, 0, hbh, hbh));
+        w.str(264, 0x40, 0, "peer.example.net");
+        w.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn frames_in_order_and_close_once() {
+        let (ours, mut theirs) = duplex(1 << 16);
+        let (tx, mut rx) = mpsc::channel(16);
+        let handle = spawn(ConnId(1), ours, 4096, tx);
+        // Two messages in one write, one split across two writes.
+        let (a, b, c) = (msg(1), msg(2), msg(3));
+        let mut first = a.to_vec();
+        first.extend_from_slice(&b);
+        first.extend_from_slice(&c[..7]);
+        theirs.write_all(&first).await.unwrap();
+        theirs.write_all(&c[7..]).await.unwrap();
+        for want in 1..=3 {
+            match rx.recv().await.unwrap() {
+                ConnEvent::Frame { conn, frame } => {
+                    assert_eq!(conn, ConnId(1));
+                    assert_eq!(Message::decode(frame).unwrap().header.hop_by_hop, want);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Our side writes, then closes after flushing.
+        assert!(handle.send(msg(9)));
+        handle.close();
+        let mut got = vec![0u8; 1024];
+        let mut read = 0;
+        loop {
+            let n = theirs.read(&mut got[read..]).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            read += n;
+        }
+        assert_eq!(
+            Message::decode(Bytes::copy_from_slice(&got[..read]))
+                .unwrap()
+                .header
+                .hop_by_hop,
+            9
+        );
+        assert!(matches!(
+            rx.recv().await.unwrap(),
+            ConnEvent::Closed {
+                conn: ConnId(1),
+                ..
+            }
+        ));
+        assert!(rx.recv().await.is_none(), "Closed is the last event");
+    }
+
+    #[tokio::test]
+    async fn oversized_message_is_a_frame_error_with_its_header() {
+        let (ours, mut theirs) = duplex(1 << 16);
+        let (tx, mut rx) = mpsc::channel(16);
+        let _handle = spawn(ConnId(2), ours, 4096, tx);
+        let mut h = Header::request(272, 4, 5, 6);
+        h.length = 100_000;
+        let mut b = bytes::BytesMut::new();
+        h.encode(&mut b);
+        theirs.write_all(&b).await.unwrap();
+        match rx.recv().await.unwrap() {
+            ConnEvent::FrameError { error, .. } => {
+                assert_eq!(error.result_code(), Some(5015));
+                assert_eq!(error.header.map(|h| h.hop_by_hop), Some(5));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            rx.recv().await.unwrap(),
+            ConnEvent::Closed { error: Some(_), .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn peer_close_is_reported() {
+        let (ours, theirs) = duplex(1024);
+        let (tx, mut rx) = mpsc::channel(16);
+        let _handle = spawn(ConnId(3), ours, 4096, tx);
+        drop(theirs);
+        assert!(matches!(
+            rx.recv().await.unwrap(),
+            ConnEvent::Closed {
+                conn: ConnId(3),
+                ..
+            }
+        ));
+    }
+}
