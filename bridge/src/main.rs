@@ -39,14 +39,73 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Bench(args) => bench::main(args),
         Command::CheckConfig { file } => check_config(&file),
-        Command::Run { config } => {
-            // The tokio driver is not there yet; refuse clearly rather than pretend to run.
-            if check_config(&config) != ExitCode::SUCCESS {
-                return ExitCode::FAILURE;
-            }
-            eprintln!("dmbridge run: the network driver is not implemented yet");
-            ExitCode::FAILURE
+        Command::Run { config } => run(&config),
+    }
+}
+
+/// `dmbridge run`: the node, until SIGINT or SIGTERM, then a graceful stop (drain, DPR).
+fn run(file: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::FAILURE;
         }
+    };
+    let config = match dmnode::config::parse(&text) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{}:{}:{}: {}", file.display(), e.line, e.column, e.message);
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dmbridge: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let node =
+            match dmnode::node::Node::bind(config, dmproto::dict::Dictionary::builtin()).await {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("dmbridge: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+        for addr in node.local_addrs() {
+            eprintln!("dmbridge: listening on {addr}");
+        }
+        // Until the shared-memory application is attached, requests are answered 3001.
+        let app = std::sync::Arc::new(dmnode::node::Unsupported);
+        let (_handle, submissions) = dmnode::app::channel(1024);
+        match node.run(app, submissions, stop_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dmbridge: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 
