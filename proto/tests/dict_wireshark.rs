@@ -33,9 +33,27 @@ const NAME_VARIANTS: &[(u32, u32, &str, &str)] = &[
 
 /// (code, vendor, our type, Wireshark's type, why ours is right).
 const TYPE_VARIANTS: &[(u32, u32, &str, &str, &str)] = &[
-    (291, 0, "Unsigned32", "Integer32", "RFC 6733 8.9: Authorization-Lifetime is Unsigned32"),
-    (524, 10415, "OctetString", "UTF8String", "TS 29.214 5.3.7: Codec-Data is OctetString"),
-    (2708, 10415, "UTF8String", "IPAddress", "TS 32.299: From-Address carries the SIP From header"),
+    (
+        291,
+        0,
+        "Unsigned32",
+        "Integer32",
+        "RFC 6733 8.9: Authorization-Lifetime is Unsigned32",
+    ),
+    (
+        524,
+        10415,
+        "OctetString",
+        "UTF8String",
+        "TS 29.214 5.3.7: Codec-Data is OctetString",
+    ),
+    (
+        2708,
+        10415,
+        "UTF8String",
+        "IPAddress",
+        "TS 32.299: From-Address carries the SIP From header",
+    ),
 ];
 
 /// (code, vendor, why): AVPs whose M-bit rule we take from the specification where Wireshark

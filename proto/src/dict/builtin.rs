@@ -10,18 +10,26 @@
 use super::loader;
 use super::Dictionary;
 
-/// (file name, text) of every built-in dictionary, in load order.
+/// (file name, text) of every built-in dictionary, in load order. The order decides which
+/// definition the by-abbreviation and by-name look-ups return when two share one: base
+/// protocol first, then Cx before Sh before S6a (PUR is Sh's Profile-Update), RFC 4740 last.
 pub const FILES: &[(&str, &str)] = &[
     ("base.dict", include_str!("builtin/base.dict")),
     ("nas.dict", include_str!("builtin/nas.dict")),
-    ("credit_control.dict", include_str!("builtin/credit_control.dict")),
-    ("sip.dict", include_str!("builtin/sip.dict")),
+    (
+        "credit_control.dict",
+        include_str!("builtin/credit_control.dict"),
+    ),
     ("cx.dict", include_str!("builtin/cx.dict")),
     ("sh.dict", include_str!("builtin/sh.dict")),
     ("rx.dict", include_str!("builtin/rx.dict")),
     ("gx.dict", include_str!("builtin/gx.dict")),
     ("ro_rf.dict", include_str!("builtin/ro_rf.dict")),
     ("s6a.dict", include_str!("builtin/s6a.dict")),
+    // Last of the applications: where abbreviations or names collide (PPR, RTR, UAR, ...),
+    // the first definition wins the by-abbreviation and by-name look-ups, and IMS scripts
+    // mean Cx's, not RFC 4740's.
+    ("sip.dict", include_str!("builtin/sip.dict")),
     ("opensips.dict", include_str!("builtin/opensips.dict")),
 ];
 

@@ -498,8 +498,7 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Parsed, DictError> {
                     }
                 };
                 for a in [req, ans] {
-                    if a.len() > 16 || !a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                    {
+                    if a.len() > 16 || !a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                         return Err(cx.syntax(
                             ln,
                             format!("abbreviation '{a}' must be 1-16 letters, digits or '_'"),
@@ -680,9 +679,9 @@ fn parse_block(cx: &Ctx<'_>, opener: usize, lines: &mut Lines<'_>) -> Result<PBl
             lines.next(); // comment
             continue;
         }
-        if l.starts_with('}') {
+        if let Some(after) = l.strip_prefix('}') {
             lines.next();
-            if !l[1..].trim().is_empty() {
+            if !after.trim().is_empty() {
                 return Err(cx.syntax(ln, "unexpected text after '}'"));
             }
             break;
@@ -749,10 +748,7 @@ fn parse_rule(cx: &Ctx<'_>, ln: usize, l: &str) -> Result<PRule, DictError> {
     };
     if let Some(m) = max {
         if min > m {
-            return Err(cx.syntax(
-                ln,
-                format!("{name}: minimum {min} is above maximum {m}"),
-            ));
+            return Err(cx.syntax(ln, format!("{name}: minimum {min} is above maximum {m}")));
         }
     }
     Ok(PRule {
@@ -802,10 +798,11 @@ impl Parsed {
             v.file += off;
             v
         }));
-        self.commands.extend(other.commands.into_iter().map(|mut c| {
-            c.file += off;
-            c
-        }));
+        self.commands
+            .extend(other.commands.into_iter().map(|mut c| {
+                c.file += off;
+                c
+            }));
         self.infos.extend(other.infos.into_iter().map(|mut c| {
             c.file += off;
             c
@@ -988,7 +985,10 @@ pub(crate) fn apply(dict: &mut Dictionary, p: Parsed) -> Result<(), DictError> {
                 return Err(fx.conflict(
                     v.file,
                     v.line,
-                    format!("{}: value name {} already means {}", d.name, v.name, e.value),
+                    format!(
+                        "{}: value name {} already means {}",
+                        d.name, v.name, e.value
+                    ),
                 ));
             }
             continue;
@@ -1052,7 +1052,11 @@ pub(crate) fn apply(dict: &mut Dictionary, p: Parsed) -> Result<(), DictError> {
             for c in blocks {
                 let rules = resolve_rules(dict, &fx, c.file, &c.body.rules)?;
                 if let Some(d) = dict.commands.get_mut(i) {
-                    let target = if is_req { &mut d.request } else { &mut d.answer };
+                    let target = if is_req {
+                        &mut d.request
+                    } else {
+                        &mut d.answer
+                    };
                     let closed = !target.extensible;
                     merge_rules(target, rules, closed);
                 }

@@ -156,8 +156,9 @@ impl Dictionary {
     }
 
     /// The command with this request or answer abbreviation ("PPR", "ppa"); case-insensitive.
-    /// Where several applications share an abbreviation (RAR in base, Rx and Gx) this is the
-    /// first defined (the base protocol's); use [`Dictionary::command`] with the application.
+    /// Where several applications share an abbreviation (RAR in base, Rx and Gx; PPR in Cx and
+    /// RFC 4740) this is the first defined (the base protocol's, Cx's: see
+    /// [`builtin::FILES`]); use [`Dictionary::command`] with the application to be exact.
     pub fn command_by_abbr(&self, abbr: &str) -> Option<&CommandDef> {
         let bytes = abbr.as_bytes();
         if bytes.len() > MAX_ABBR {
@@ -197,7 +198,9 @@ impl Dictionary {
     /// The vendor with this id.
     #[inline]
     pub fn vendor(&self, id: u32) -> Option<&VendorDef> {
-        self.vendor_by_id.get(&id).and_then(|&i| self.vendors.get(i))
+        self.vendor_by_id
+            .get(&id)
+            .and_then(|&i| self.vendors.get(i))
     }
 
     /// All vendors, in load order.

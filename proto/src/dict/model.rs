@@ -82,12 +82,18 @@ pub struct AvpDef {
 impl AvpDef {
     /// The name of an enumerated value, if the dictionary knows one.
     pub fn enum_name(&self, value: i32) -> Option<&str> {
-        self.enums.iter().find(|e| e.value == value).map(|e| &*e.name)
+        self.enums
+            .iter()
+            .find(|e| e.value == value)
+            .map(|e| &*e.name)
     }
 
     /// The value of a named enumeration member (exact match).
     pub fn enum_value(&self, name: &str) -> Option<i32> {
-        self.enums.iter().find(|e| &*e.name == name).map(|e| e.value)
+        self.enums
+            .iter()
+            .find(|e| &*e.name == name)
+            .map(|e| e.value)
     }
 }
 
