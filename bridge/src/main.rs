@@ -32,12 +32,12 @@ enum Command {
         config: PathBuf,
     },
     /// Load generator: connect as a Diameter peer and send requests from a JSON template.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Bench(args) => bench::main(args),
+        Command::Bench(args) => bench::main(*args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Run { config } => run(&config),
     }

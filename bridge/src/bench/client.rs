@@ -159,7 +159,10 @@ impl Client {
             }
         }
         if self.state == State::Running {
-            if now >= self.plan.stop_at || self.shared.stop.load(Relaxed) {
+            // In rate mode the schedule itself ends at `stop_at` (send_due drains there), so
+            // requests scheduled before it still go out after a late wake-up.
+            let over = matches!(self.plan.pace, Pace::Concurrency(_)) && now >= self.plan.stop_at;
+            if over || self.shared.stop.load(Relaxed) {
                 self.state = State::Draining;
             } else {
                 self.send_due(now, out);

@@ -172,7 +172,7 @@ fn write_avp(
 
 fn hex(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if b.len() & 1 != 0 {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16);

@@ -464,7 +464,7 @@ fn fill(msg: &Json, id: &Identity, dict: &Dictionary) -> Result<Json, TemplateEr
         .ok()
         .and_then(|a| dict.command_exact(a, cmd).or_else(|| dict.command(a, cmd)));
     if !obj.contains_key("flags") {
-        let proxiable = def.map_or(true, |d| d.proxiable);
+        let proxiable = !matches!(def, Some(d) if !d.proxiable);
         obj.insert("flags".into(), json!(if proxiable { "RP" } else { "R" }));
     }
     let avps = obj.entry("avps").or_insert_with(|| json!([]));
@@ -474,12 +474,14 @@ fn fill(msg: &Json, id: &Identity, dict: &Dictionary) -> Result<Json, TemplateEr
     let has = |avps: &[Json], code: u32| avps.iter().any(|a| names_code(dict, a, code));
     // Session-Id for commands whose ABNF has it, and for commands the dictionary does not
     // know (most application requests are session-based; test_app's are).
-    let wants_session = def.map_or(true, |d| {
-        d.request
+    let wants_session = match def {
+        Some(d) => d
+            .request
             .rules
             .iter()
-            .any(|r| r.code == code::SESSION_ID && r.vendor == 0)
-    });
+            .any(|r| r.code == code::SESSION_ID && r.vendor == 0),
+        None => true,
+    };
     let mut front = Vec::new();
     if wants_session && !has(avps, code::SESSION_ID) {
         front.push(json!({"Session-Id": "{{session}}"}));

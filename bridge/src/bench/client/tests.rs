@@ -178,6 +178,15 @@ fn open_loop_follows_the_schedule_and_measures_from_it() {
     let h = &c.tally.latency;
     assert_eq!(h.max(), h.highest_equivalent(50_000));
     assert_eq!(h.min(), h.lowest_equivalent(10_000));
+    // Waking long after the end still sends what was scheduled before it, then drains:
+    // 70, 90, ..., 9990 ms is 497 more requests.
+    let mut n = 0;
+    for _ in 0..10 {
+        c.poll(t0 + Duration::from_secs(11), &mut out);
+        n += take(&mut out).len();
+    }
+    assert_eq!(n, 497);
+    assert_eq!(c.tally.sent, 500);
 }
 
 #[test]
