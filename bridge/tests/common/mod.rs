@@ -1,0 +1,240 @@
+//! Shared by the interop tests: a guard for third-party peer processes, a node runner, and a
+//! test_app-compatible application.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dmnode::app::{self, AnswerBody, AppHandle, Application, IncomingRequest, Responder};
+use dmnode::config;
+use dmnode::node::Node;
+use dmproto::dict::Dictionary;
+use dmproto::{Header, Message, MessageWriter};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// freeDiameter's test_app (also spoken by the Erlang peer's `ta`).
+pub const TA_APP: u32 = 16777215;
+pub const TA_VENDOR: u32 = 999999;
+pub const TA_CMD: u32 = 16777214;
+pub const TEST_AVP: u32 = 345678;
+pub const M: u8 = 0x40;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+pub fn workdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dmbridge-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A child process in its own process group, stopped (whole group, by PID) and reaped on
+/// drop; its output goes to a log file, printed when a test fails.
+pub struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command, log: &Path) -> Proc {
+        use std::os::unix::process::CommandExt;
+        let out = std::fs::File::create(log).unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .process_group(0);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        Proc {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal to the process (not its group).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Waits (bounded) until the log contains `needle`.
+    pub async fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if self.log().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// Waits (bounded) for the process to exit by itself.
+    pub async fn wait_exit(&mut self, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &group])
+                    .stderr(Stdio::null())
+                    .status();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if std::thread::panicking() {
+                eprintln!("--- {} ---\n{}", self.log.display(), self.log());
+            }
+            self.kill();
+        }
+    }
+}
+
+/// Echoes test_app's Test-AVP, as test_app's own server does, counting requests.
+pub struct TaEcho(pub AtomicUsize);
+
+impl TaEcho {
+    pub fn new() -> Arc<TaEcho> {
+        Arc::new(TaEcho(AtomicUsize::new(0)))
+    }
+
+    pub fn seen(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Application for TaEcho {
+    fn on_request(&self, request: IncomingRequest, responder: Responder) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
+        if let Some(a) = request.message.find_ref(TEST_AVP, TA_VENDOR) {
+            w.raw(a.raw);
+        }
+        let avps = w.finish().map(|b| b.slice(20..)).unwrap_or_default();
+        responder.answer(AnswerBody {
+            avps,
+            is_error: false,
+        });
+    }
+}
+
+/// A node running in the test's runtime; stopped gracefully by [`Running::stop`], aborted on
+/// drop.
+pub struct Running {
+    pub handle: AppHandle,
+    pub addrs: Vec<std::net::SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    pub async fn start(toml: &str, app: Arc<dyn Application>) -> Running {
+        let config = config::parse(toml).unwrap_or_else(|e| panic!("{e:?}"));
+        let node = Node::bind(config, Dictionary::builtin()).await.unwrap();
+        let addrs = node.local_addrs();
+        let (handle, subs) = app::channel(1024);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(node.run(app, subs, async move {
+            let _ = rx.await;
+        }));
+        Running {
+            handle,
+            addrs,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), t)
+                .await
+                .expect("node stops in time")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// A Test-Request's AVPs (the node adds Origin-*, Destination-Realm).
+pub fn test_request(n: i32, dest_host: &str) -> Bytes {
+    let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
+    w.str(263, M, 0, &format!("bridge.test.local;1;{n}"));
+    w.str(293, M, 0, dest_host);
+    w.i32(TEST_AVP, 0, TA_VENDOR, n);
+    w.finish().unwrap().slice(20..)
+}
+
+/// Sends until one is answered (the peer may still be connecting); bounded.
+pub async fn first_answer(h: &AppHandle, dest_host: &str) -> Message {
+    let mut last = None;
+    for _ in 0..200 {
+        match h
+            .send_request(TA_APP, TA_CMD, test_request(0, dest_host))
+            .await
+        {
+            Ok(a) => return a,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never answered: {last:?}");
+}

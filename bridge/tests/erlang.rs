@@ -1,0 +1,166 @@
+//! The node against Erlang/OTP `diameter` (shared/peers/erlang/dia_peer.escript, speaking
+//! freeDiameter's test_app), as responder and as initiator.
+//!
+//! Needs `escript` on PATH (Debian erlang-base, erlang-diameter, erlang-dev) and the shared/
+//! directory beside the repository. When missing, the tests say so on stderr and pass without
+//! running. Loopback only, free ports, every process stopped by its guard.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn script() -> Option<PathBuf> {
+    let path = std::env::var_os("DMBRIDGE_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+        .join("peers/erlang/dia_peer.escript");
+    if path.is_file() && on_path("escript") {
+        Some(path)
+    } else {
+        eprintln!("SKIPPED: escript or {} missing", path.display());
+        None
+    }
+}
+
+fn erl(script: &PathBuf, args: &[&str], log: &std::path::Path) -> Proc {
+    let mut cmd = Command::new("escript");
+    cmd.arg(script).args(args);
+    Proc::spawn(cmd, log)
+}
+
+#[tokio::test]
+async fn bridge_initiates_to_erlang_server() {
+    let Some(script) = script() else { return };
+    let work = workdir("erl-srv");
+    let port = free_port();
+    let p = port.to_string();
+    let server = erl(
+        &script,
+        &["server", "--port", &p, "--apps", "ta", "--duration", "60"],
+        &work.join("server.log"),
+    );
+    assert!(
+        server.wait_log("listening", Duration::from_secs(20)).await,
+        "Erlang server did not start:\n{}",
+        server.log()
+    );
+    let node = Running::start(
+        &format!(
+            r#"
+[node]
+origin_host = "bridge.test.local"
+origin_realm = "test.local"
+listen = ["127.0.0.1:0"]
+[[applications]]
+id = {TA_APP}
+vendor = {TA_VENDOR}
+[[peers]]
+host = "erlserver.test.local"
+address = "127.0.0.1"
+port = {port}
+[timers]
+tc = "1s"
+tw = "6s"
+cer_timeout = "3s"
+answer_timeout = "3s"
+dpa_timeout = "2s"
+drain_timeout = "2s"
+"#
+        ),
+        TaEcho::new(),
+    )
+    .await;
+    let a = first_answer(&node.handle, "erlserver.test.local").await;
+    assert_eq!(a.find_u32(268, 0), Some(2001));
+    for n in 1..=50 {
+        let a = node
+            .handle
+            .send_request(TA_APP, TA_CMD, test_request(n, "erlserver.test.local"))
+            .await
+            .unwrap();
+        assert_eq!(a.find_u32(268, 0), Some(2001), "answer {n}");
+        let echoed = a.find_ref(TEST_AVP, TA_VENDOR).expect("Test-AVP echoed");
+        assert_eq!(echoed.data, n.to_be_bytes());
+    }
+    // Our DPR is answered: the node stops within its DPA timeout, not by the hard deadline.
+    let t = std::time::Instant::now();
+    node.stop().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "DPA not received: {:?}",
+        t.elapsed()
+    );
+    server.stop();
+}
+
+#[tokio::test]
+async fn erlang_client_initiates_and_every_request_is_answered() {
+    let Some(script) = script() else { return };
+    let work = workdir("erl-cli");
+    let port = free_port();
+    let echo = TaEcho::new();
+    let node = Running::start(
+        &format!(
+            r#"
+[node]
+origin_host = "bridge.test.local"
+origin_realm = "test.local"
+listen = ["127.0.0.1:{port}"]
+[[applications]]
+id = {TA_APP}
+vendor = {TA_VENDOR}
+[[peers]]
+host = "erlclient.test.local"
+mode = "accept"
+[timers]
+tw = "6s"
+dpa_timeout = "2s"
+drain_timeout = "2s"
+"#
+        ),
+        echo.clone(),
+    )
+    .await;
+    let p = port.to_string();
+    let mut client = erl(
+        &script,
+        &[
+            "client",
+            "--rport",
+            &p,
+            "--n",
+            "500",
+            "--k",
+            "20",
+            "--app",
+            "ta",
+            "--apps",
+            "ta",
+            "--duration",
+            "20",
+        ],
+        &work.join("client.log"),
+    );
+    assert!(
+        client.wait_exit(Duration::from_secs(40)).await,
+        "client did not finish:\n{}",
+        client.log()
+    );
+    let log = client.log();
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("RESULT"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    assert_eq!((field("ok"), field("err")), (500, 0), "{line}");
+    assert_eq!(echo.seen(), 500, "each request handled once");
+    node.stop().await;
+}
