@@ -96,10 +96,22 @@ impl Capture {
         self.port
     }
 
-    /// Stops the capture and returns the pcapng path. Waits a moment first so packets
-    /// already sent are in the kernel's capture buffer.
+    /// Stops the capture and returns the pcapng path.
+    ///
+    /// Call it once the traffic of interest has ended. dumpcap drops what it has not yet read
+    /// from the kernel when it is interrupted, and a busy machine can leave it behind; so this
+    /// first waits (up to 5 s) until its packet counter, updated every ~0.5 s, holds still for
+    /// 0.7 s.
     pub fn stop(mut self) -> PathBuf {
-        std::thread::sleep(Duration::from_millis(300));
+        let mut last = self.packets();
+        for _ in 0..7 {
+            std::thread::sleep(Duration::from_millis(700));
+            let now = self.packets();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
         let status = self.guard.stop(Duration::from_secs(5));
         if !self.pcap.is_file() {
             panic!(

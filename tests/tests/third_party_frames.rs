@@ -221,11 +221,21 @@ fn erlang_frames_decode_like_tshark() {
     let msgs = diameter_messages(&pcap);
     maybe_update_fixtures("erlang", &msgs);
     let (decoded, kinds) = check_against_tshark(dir.path(), "erlang", &both_directions(&msgs));
+    let order: Vec<String> = msgs
+        .iter()
+        .map(|m| {
+            format!(
+                "{}:{}",
+                m.stream,
+                label(&RawMessage::parse(&m.bytes).unwrap())
+            )
+        })
+        .collect();
     for k in ["CER", "CEA"] {
-        assert_eq!(kinds.get(k), Some(&2), "{kinds:?}");
+        assert_eq!(kinds.get(k), Some(&2), "{kinds:?} in {order:?}");
     }
     for k in ["TR", "TA", "ACR", "ACA"] {
-        assert_eq!(kinds.get(k), Some(&TEST_REQUESTS), "{kinds:?}");
+        assert_eq!(kinds.get(k), Some(&TEST_REQUESTS), "{kinds:?} in {order:?}");
     }
     let aca: Vec<&TsMessage> = decoded
         .iter()

@@ -83,27 +83,39 @@ impl ErlangPeer {
     }
 
     /// Like [`ErlangPeer::server`] with another Origin-Host.
+    ///
+    /// The script checks its listener 300 ms after starting the transport and gives up with
+    /// "listen failed" when the machine is too busy to have it up by then; that is retried
+    /// (twice) rather than failing the test.
     pub fn server_as(dir: &Path, port: u16, apps: &str, host: &str) -> ErlangPeer {
-        let mut cmd = escript_cmd();
-        cmd.args([
-            "server",
-            "--port",
-            &port.to_string(),
-            "--apps",
-            apps,
-            "--host",
-            host,
-            "--duration",
-            "120",
-        ]);
-        let mut guard = ChildGuard::spawn(&format!("erlang-server-{port}"), cmd, dir);
-        guard
-            .wait_for_line("listening 127.0.0.1:", Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("Erlang diameter server did not start: {e}"));
-        ErlangPeer {
-            guard,
-            host: host.to_string(),
-            port: Some(port),
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut cmd = escript_cmd();
+            cmd.args([
+                "server",
+                "--port",
+                &port.to_string(),
+                "--apps",
+                apps,
+                "--host",
+                host,
+                "--duration",
+                "120",
+            ]);
+            let name = format!("erlang-server-{port}-{attempt}");
+            let mut guard = ChildGuard::spawn(&name, cmd, dir);
+            match guard.wait_for_line("listening 127.0.0.1:", Duration::from_secs(30)) {
+                Ok(_) => {
+                    return ErlangPeer {
+                        guard,
+                        host: host.to_string(),
+                        port: Some(port),
+                    }
+                }
+                Err(_) if attempt < 3 && guard.output().contains("listen failed") => continue,
+                Err(e) => panic!("Erlang diameter server did not start: {e}"),
+            }
         }
     }
 
@@ -130,7 +142,12 @@ impl ErlangPeer {
         if let Some(dh) = &opts.dest_host {
             cmd.args(["--dest-host", dh]);
         }
-        let guard = ChildGuard::spawn(&format!("erlang-client-{}", opts.rport), cmd, dir);
+        let name = format!(
+            "erlang-client-{}-{}",
+            opts.host.split('.').next().unwrap_or("c"),
+            opts.rport
+        );
+        let guard = ChildGuard::spawn(&name, cmd, dir);
         ErlangPeer {
             guard,
             host: opts.host.clone(),

@@ -109,10 +109,13 @@ impl FreeDiameter {
                 acl_fdx.display()
             );
         }
-        let node_dir = dir.join(format!(
-            "fd-{}",
-            opts.identity.split('.').next().unwrap_or("node")
-        ));
+        let short = opts
+            .identity
+            .split('.')
+            .next()
+            .unwrap_or("node")
+            .to_string();
+        let node_dir = dir.join(format!("fd-{short}-{}", opts.port));
         std::fs::create_dir_all(&node_dir)
             .unwrap_or_else(|e| panic!("mkdir {}: {e}", node_dir.display()));
         let write = |name: &str, text: String| {
@@ -179,10 +182,7 @@ impl FreeDiameter {
 
         let mut cmd = Command::new(daemon);
         cmd.arg("-c").arg(&conf_path).env("LD_PRELOAD", &bind_lo);
-        let name = format!(
-            "freediameter-{}",
-            opts.identity.split('.').next().unwrap_or("node")
-        );
+        let name = format!("freediameter-{short}");
         let mut guard = ChildGuard::spawn(&name, cmd, &node_dir);
         guard
             .wait_for_line("freeDiameterd daemon initialized", Duration::from_secs(15))

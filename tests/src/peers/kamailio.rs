@@ -35,7 +35,7 @@ impl KamailioIms {
                 panic!("missing {MODULES}/{module}: run scripts/setup.sh (apt-get install -y kamailio-ims-modules)");
             }
         }
-        let kdir = dir.join("kamailio");
+        let kdir = dir.join(format!("kamailio-{port}"));
         std::fs::create_dir_all(kdir.join("run"))
             .unwrap_or_else(|e| panic!("mkdir {}: {e}", kdir.display()));
         let xml = substitute(
