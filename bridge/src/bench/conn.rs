@@ -103,7 +103,11 @@ pub async fn drive(mut stream: TcpStream, mut framer: Framer, mut client: Client
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
     let sleep = tokio::time::sleep_until(far());
     tokio::pin!(sleep);
-    loop {
+    // Frames that arrived with the CEA (a DWR right behind it) are already in the framer.
+    if let Err(why) = handle_frames(&mut framer, &mut client, &mut out) {
+        client.end(Some(why));
+    }
+    while !client.is_done() {
         let now = Instant::now();
         client.poll(now, &mut out);
         if let Err(e) = flush(&stream, &mut out) {
@@ -163,6 +167,15 @@ fn read_once(
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
         Err(e) => return Err(format!("read: {e}")),
     }
+    handle_frames(framer, client, out)
+}
+
+/// Hands every complete frame in the framer to the client, with one clock reading.
+fn handle_frames(
+    framer: &mut Framer,
+    client: &mut Client,
+    out: &mut BytesMut,
+) -> Result<(), String> {
     let now = Instant::now();
     while let Some(frame) = framer.next_frame().map_err(|e| format!("framing: {e}"))? {
         client.on_frame(now, frame, out)?;
