@@ -628,3 +628,104 @@ drain_timeout = "1s"
     a.stop().await;
     b.stop().await;
 }
+
+/// Keeps every responder unanswered (a server that hangs).
+struct Hold(std::sync::Mutex<Vec<Responder>>);
+impl Application for Hold {
+    fn on_request(&self, _: IncomingRequest, r: Responder) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(r);
+        }
+    }
+}
+
+/// Counts requests and how many carried the T flag.
+struct Count {
+    all: AtomicUsize,
+    retransmitted: AtomicUsize,
+}
+impl Application for Count {
+    fn on_request(&self, request: IncomingRequest, responder: Responder) {
+        self.all.fetch_add(1, Ordering::SeqCst);
+        if request.message.header.flags.is_retransmit() {
+            self.retransmitted.fetch_add(1, Ordering::SeqCst);
+        }
+        responder.answer(AnswerBody::default());
+    }
+}
+
+#[tokio::test]
+async fn abrupt_peer_loss_resends_pending_requests_with_t_flag() {
+    let hold = Arc::new(Hold(std::sync::Mutex::new(Vec::new())));
+    let count = Arc::new(Count {
+        all: AtomicUsize::new(0),
+        retransmitted: AtomicUsize::new(0),
+    });
+    let s1 = start(
+        &server_config("s1.example.net", "")
+            .replace("reply_timeout = \"1s\"", "reply_timeout = \"8s\""),
+        hold.clone(),
+    )
+    .await;
+    let s2 = start(&server_config("s2.example.net", ""), count.clone()).await;
+    let client = start(
+        &client_config(&[("s1.example.net", s1.addr), ("s2.example.net", s2.addr)]),
+        Arc::new(Mute),
+    )
+    .await;
+    // Wait until both servers are open: requests to s1 hang, so probe s2 by Destination-Host
+    // first, then look at s1's held responders.
+    let mut to_s2 = request_avps(0).to_vec();
+    let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
+    w.str(293, M, 0, "s2.example.net");
+    to_s2.extend_from_slice(&w.finish().unwrap()[20..]);
+    let to_s2 = Bytes::from(to_s2);
+    let mut up = false;
+    for _ in 0..200 {
+        if client
+            .handle
+            .send_request(4, CCA, to_s2.clone())
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "s2 never routable");
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let h = client.handle.clone();
+        tasks.push(tokio::spawn(async move {
+            h.send_request(4, CCA, request_avps(7)).await
+        }));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if hold.0.lock().unwrap().len() >= 20 {
+            break;
+        }
+    }
+    let held = hold.0.lock().unwrap().len();
+    assert!(held >= 20, "s1 never got requests ({held})");
+    // s1 dies without DPR: its connections just close.
+    drop(s1);
+    let n = tasks.len();
+    let mut ok = 0;
+    for t in tasks {
+        match timeout(WAIT, t).await.expect("an outcome in time").unwrap() {
+            Ok(a) => {
+                assert_eq!(a.find_u32(268, 0), Some(2001));
+                ok += 1;
+            }
+            Err(e) => panic!("request lost to the failover: {e:?}"),
+        }
+    }
+    assert_eq!(ok, n, "every request answered once");
+    assert!(
+        count.retransmitted.load(Ordering::SeqCst) >= held,
+        "the {held} requests pending on s1 were resent with T: {}",
+        count.retransmitted.load(Ordering::SeqCst)
+    );
+    client.stop().await;
+    s2.stop().await;
+}
