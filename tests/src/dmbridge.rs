@@ -63,3 +63,14 @@ fn build() -> Result<PathBuf, String> {
         Err(format!("built dmbridge but {} is missing", bin.display()))
     }
 }
+
+/// True when `dmbridge --help` lists `subcommand` (tests of tools still being written use this
+/// to know whether there is anything to run yet).
+pub fn has_subcommand(bin: &std::path::Path, subcommand: &str) -> bool {
+    let Ok(out) = Command::new(bin).arg("--help").output() else {
+        return false;
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(subcommand))
+}

@@ -255,6 +255,173 @@ fn civil(unix: i64) -> (i64, u32, u32, i64, i64, i64) {
     (y, m, d, secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
+/// Compares one `dmbridge decode` JSON document (DESIGN §8) with tshark's decoding of the same
+/// message: header fields, the flag letters, and each AVP's key (name, `"code"` or
+/// `"code:vendor"`), position and value per DESIGN §4.
+pub fn compare_json_with_tshark(doc: &serde_json::Value, ts: &TsMessage) -> Comparison {
+    let mut cmp = Comparison::default();
+    let int = |k: &str| doc.get(k).and_then(serde_json::Value::as_u64);
+    let ours = (
+        int("cmd_code"),
+        int("app_id"),
+        int("hop_by_hop"),
+        int("end_to_end"),
+    );
+    let theirs = (
+        Some(u64::from(ts.cmd_code)),
+        Some(u64::from(ts.app_id)),
+        Some(u64::from(ts.hbh)),
+        Some(u64::from(ts.e2e)),
+    );
+    if ours != theirs {
+        cmp.mismatches.push(format!(
+            "header (cmd_code, app_id, hbh, e2e): json {ours:?} tshark {theirs:?}"
+        ));
+    }
+    let letters: String = [(0x80, 'R'), (0x40, 'P'), (0x20, 'E'), (0x10, 'T')]
+        .iter()
+        .filter(|(bit, _)| ts.flags & bit != 0)
+        .map(|(_, c)| *c)
+        .collect();
+    if doc.get("flags").and_then(serde_json::Value::as_str) != Some(letters.as_str()) {
+        cmp.mismatches.push(format!(
+            "flags: json {:?} tshark {letters:?}",
+            doc.get("flags")
+        ));
+    }
+    match doc.get("avps").and_then(serde_json::Value::as_array) {
+        Some(avps) => compare_json_avps("", avps, &ts.avps, Dictionary::builtin(), &mut cmp),
+        None => cmp.mismatches.push("no \"avps\" array".into()),
+    }
+    cmp
+}
+
+fn compare_json_avps(
+    path: &str,
+    ours: &[serde_json::Value],
+    theirs: &[TsAvp],
+    dict: &Dictionary,
+    cmp: &mut Comparison,
+) {
+    if ours.len() != theirs.len() {
+        cmp.mismatches.push(format!(
+            "{path}: json has {} AVPs, tshark {}",
+            ours.len(),
+            theirs.len()
+        ));
+    }
+    for (i, (entry, t)) in ours.iter().zip(theirs).enumerate() {
+        let Some((key, value)) = entry
+            .as_object()
+            .filter(|o| o.len() == 1)
+            .and_then(|o| o.iter().next())
+        else {
+            cmp.mismatches
+                .push(format!("{path}[{i}]: not a single-key object: {entry}"));
+            continue;
+        };
+        let here = format!("{path}/{key}");
+        cmp.avps += 1;
+        // The key names the AVP: by code, code:vendor, or dictionary name.
+        let by_code = key.split_once(':').map_or_else(
+            || key.parse::<u32>().ok().map(|c| (c, 0)),
+            |(c, v)| Some((c.parse().ok()?, v.parse().ok()?)),
+        );
+        let ident = by_code.or_else(|| dict.avp_by_name(key).map(|d| (d.code, d.vendor)));
+        match ident {
+            Some(id) if id == (t.code, t.vendor.unwrap_or(0)) => {}
+            Some(id) => {
+                cmp.mismatches.push(format!(
+                    "{here}: key means {id:?}, tshark sees ({}, {:?})",
+                    t.code, t.vendor
+                ));
+                continue;
+            }
+            None => {
+                cmp.mismatches.push(format!(
+                    "{here}: key is neither a code nor a dictionary name"
+                ));
+                continue;
+            }
+        }
+        match json_value_matches(value, t) {
+            Ok(true) => {
+                if !value.is_array() {
+                    cmp.values += 1;
+                }
+            }
+            Ok(false) => cmp.mismatches.push(format!(
+                "{here}: json {value}, tshark {:?} {:?}",
+                t.value, t.details
+            )),
+            Err(note) => cmp.notes.push(format!("{here}: {note}")),
+        }
+        if let Some(children) = value.as_array() {
+            if t.children.is_empty() {
+                cmp.notes
+                    .push(format!("{here}: grouped in json, not for tshark"));
+            } else {
+                compare_json_avps(&here, children, &t.children, dict, cmp);
+            }
+        }
+    }
+}
+
+/// `Ok(equal?)`, or `Err(note)` when tshark's view cannot be compared with this JSON type.
+fn json_value_matches(v: &serde_json::Value, t: &TsAvp) -> Result<bool, String> {
+    use serde_json::Value as J;
+    let shown = t.value.as_deref();
+    match v {
+        J::Array(_) => Ok(true),
+        J::Number(n) => {
+            if let Some(x) = n
+                .as_i64()
+                .map(i128::from)
+                .or_else(|| n.as_u64().map(i128::from))
+            {
+                if let Some(s) = shown {
+                    if let Ok(y) = s.parse::<i128>() {
+                        return Ok(x == y);
+                    }
+                    if let Ok(unix) = i64::try_from(x) {
+                        if same_time(s, unix) {
+                            return Ok(true);
+                        }
+                    }
+                }
+                // Fall back to the bytes: a big-endian integer of the AVP's data length.
+                let data = t.data();
+                let be = data
+                    .iter()
+                    .fold(0i128, |acc, b| (acc << 8) | i128::from(*b));
+                let signed = match data.len() {
+                    4 => i128::from(i32::from_be_bytes([data[0], data[1], data[2], data[3]])),
+                    8 => i128::from(i64::from_be_bytes(data.try_into().unwrap_or([0; 8]))),
+                    _ => be,
+                };
+                Ok(x == be || x == signed)
+            } else if let (Some(x), Some(s)) = (n.as_f64(), shown) {
+                s.parse::<f64>()
+                    .map(|y| (x - y).abs() <= x.abs() * 1e-6)
+                    .map_err(|_| format!("float vs {s:?}"))
+            } else {
+                Err(format!("number vs {shown:?}"))
+            }
+        }
+        J::String(s) => {
+            if let Some(ip) = t.detail("IPv4").or_else(|| t.detail("IPv6")) {
+                return Ok(ip == s);
+            }
+            Ok(t.data() == s.as_bytes())
+        }
+        J::Object(o) => match o.get("hex").and_then(J::as_str) {
+            Some(h) => Ok(from_hex(h).ok().as_deref() == Some(t.data())),
+            None => Err(format!("object value {v}")),
+        },
+        other => Err(format!("unexpected JSON value {other}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -326,3 +326,45 @@ fn capture_returns_the_exact_bytes_exchanged() {
     );
     assert!(Path::new(&pcap).starts_with(dir.path()));
 }
+
+/// The JSON comparison (for `dmbridge decode` output) accepts a correct DESIGN §8 document
+/// and catches wrong values, flags, keys and structure.
+#[test]
+fn json_comparison_accepts_the_contract_and_catches_errors() {
+    use harness::oracle::compare_json_with_tshark;
+    let dir = TestDir::new("json-vs-tshark");
+    let cer = wire::cer("client.test.local", "test.local", 1, 2);
+    let ts = &decode_offline(dir.path(), "cer", &[cer])[0];
+    let good = serde_json::json!({
+        "cmd_code": 257, "app_id": 0, "flags": "R", "hop_by_hop": 1, "end_to_end": 2,
+        "avps": [
+            {"Origin-Host": "client.test.local"}, {"296": "test.local"},
+            {"Host-IP-Address": "127.0.0.1"}, {"Vendor-Id": 0},
+            {"Product-Name": "dmbridge-harness"}, {"Supported-Vendor-Id": 999_999},
+            {"Auth-Application-Id": 16_777_215},
+            {"Vendor-Specific-Application-Id": [{"Vendor-Id": 999_999}, {"Auth-Application-Id": {"hex": "00ffffff"}}]}
+        ]
+    });
+    let cmp = compare_json_with_tshark(&good, ts);
+    cmp.assert_ok("hand-written CER JSON");
+    assert!(cmp.values >= 9, "{cmp:?}");
+
+    let mutate = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut doc = good.clone();
+        f(&mut doc);
+        compare_json_with_tshark(&doc, ts).mismatches
+    };
+    assert!(!mutate(&|d| d["flags"] = "RP".into()).is_empty());
+    assert!(!mutate(&|d| d["hop_by_hop"] = 7.into()).is_empty());
+    assert!(!mutate(&|d| d["avps"][0]["Origin-Host"] = "other.test.local".into()).is_empty());
+    assert!(!mutate(&|d| d["avps"][2]["Host-IP-Address"] = "127.0.0.2".into()).is_empty());
+    assert!(!mutate(&|d| d["avps"][1] = serde_json::json!({"264": "test.local"})).is_empty());
+    assert!(!mutate(
+        &|d| d["avps"][7]["Vendor-Specific-Application-Id"][0]["Vendor-Id"] = 1.into()
+    )
+    .is_empty());
+    assert!(!mutate(&|d| {
+        d["avps"].as_array_mut().unwrap().pop();
+    })
+    .is_empty());
+}

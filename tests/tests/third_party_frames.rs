@@ -255,11 +255,7 @@ fn erlang_frames_decode_like_tshark() {
     let _ = code::SESSION_ID;
 }
 
-/// The saved frames, without any peer: dmproto agrees with tshark and with the harness's own
-/// parser on every one.
-#[test]
-fn saved_third_party_frames_decode_like_tshark() {
-    let dir = TestDir::new("fixture-frames");
+fn fixture_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
         .unwrap_or_else(|e| panic!("{}: {e}", fixtures_dir().display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -270,28 +266,45 @@ fn saved_third_party_frames_decode_like_tshark() {
         files.len() >= 2,
         "expected fixtures from freeDiameter and Erlang: {files:?}"
     );
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap();
-        let mut msgs = Vec::new();
-        let mut kinds = Vec::new();
-        for line in text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        {
-            let (kind, hex) = line
-                .split_once(' ')
-                .unwrap_or_else(|| panic!("{}: bad line {line:?}", f.display()));
-            let bytes = wire::from_hex(hex).unwrap();
-            assert_eq!(
-                label(&RawMessage::parse(&bytes).unwrap()),
-                kind,
-                "{}",
-                f.display()
-            );
-            kinds.push(kind.to_string());
-            msgs.push(bytes);
-        }
-        assert!(msgs.len() >= 6, "{}: only {kinds:?}", f.display());
+    files
+}
+
+/// Reads `<kind> <hex>` lines, checking each kind label against the frame.
+fn read_fixture(f: &Path) -> Vec<Vec<u8>> {
+    let text = std::fs::read_to_string(f).unwrap();
+    let mut msgs = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let (kind, hex) = line
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("{}: bad line {line:?}", f.display()));
+        let bytes = wire::from_hex(hex).unwrap();
+        assert_eq!(
+            label(&RawMessage::parse(&bytes).unwrap()),
+            kind,
+            "{}",
+            f.display()
+        );
+        msgs.push(bytes);
+    }
+    assert!(
+        msgs.len() >= 6,
+        "{}: only {} frames",
+        f.display(),
+        msgs.len()
+    );
+    msgs
+}
+
+/// The saved frames, without any peer: dmproto agrees with tshark and with the harness's own
+/// parser on every one.
+#[test]
+fn saved_third_party_frames_decode_like_tshark() {
+    let dir = TestDir::new("fixture-frames");
+    for f in fixture_files() {
+        let msgs = read_fixture(&f);
         let name = f.file_stem().unwrap().to_string_lossy().into_owned();
         check_against_tshark(dir.path(), &name, &msgs);
         for bytes in &msgs {
@@ -310,4 +323,64 @@ fn saved_third_party_frames_decode_like_tshark() {
             assert_eq!(top, raw);
         }
     }
+}
+
+/// `dmbridge decode` (DESIGN §8) on the saved third-party frames, as raw binary (all frames
+/// of a file concatenated: one JSON document per line out) and as `--hex`: each document
+/// agrees with tshark. Runs once the subcommand exists.
+#[test]
+fn saved_third_party_frames_decode_with_the_dmbridge_binary() {
+    let bin =
+        harness::dmbridge::dmbridge_bin().unwrap_or_else(|e| panic!("cannot build dmbridge: {e}"));
+    if !harness::dmbridge::has_subcommand(&bin, "decode") {
+        eprintln!("dmbridge has no decode subcommand yet; nothing to run");
+        return;
+    }
+    let dir = TestDir::new("fixture-frames-bin");
+    for f in fixture_files() {
+        let msgs = read_fixture(&f);
+        let name = f.file_stem().unwrap().to_string_lossy().into_owned();
+        let decoded = decode_offline(dir.path(), &name, &msgs);
+        let all: Vec<u8> = msgs.concat();
+        let binary = run_tool(&bin, &["decode"], &all);
+        let hex = run_tool(&bin, &["decode", "--hex"], wire::to_hex(&all).as_bytes());
+        assert_eq!(binary, hex, "{name}: decode and decode --hex differ");
+        let docs: Vec<serde_json::Value> = String::from_utf8(binary)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {l}"))
+            })
+            .collect();
+        assert_eq!(
+            docs.len(),
+            msgs.len(),
+            "{name}: one JSON document per message"
+        );
+        for (doc, ts) in docs.iter().zip(&decoded) {
+            let cmp = harness::oracle::compare_json_with_tshark(doc, ts);
+            cmp.assert_ok(&format!("dmbridge decode, {name} frame {}", ts.frame));
+        }
+    }
+}
+
+fn run_tool(bin: &Path, args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "dmbridge {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
