@@ -1,0 +1,504 @@
+/*
+ * dmbridge OpenSIPS module: the reactor side (see dmo.h for the process model).
+ *
+ * The attachment's descriptor sits in the process's reactor as an F_FD_ASYNC reader that never
+ * completes. When it is readable, dmo_on_fd() takes incoming requests and runs their event
+ * routes in place, and takes the outcomes of async requests and resumes their transactions.
+ *
+ * Why async requests do not put the descriptor itself into the reactor (fd = dmb_fd): the
+ * reactor refuses a second registration of the same fd with other data, so only one async
+ * request per process could be in flight. Instead each async request is started with
+ * ASYNC_NO_FD and resumed by dmo_on_fd() through async_script_resume_f() when libdmbridge
+ * returns its outcome (exactly one per request, also on timeout or bridge restart); this is the
+ * pattern OpenSIPS' own event_routing module uses.
+ */
+/* first: io_wait.h must include <fcntl.h> itself, with F_SETSIG enabled */
+#include "../../reactor_defs.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../sr_module.h"
+#include "../../dprint.h"
+#include "../../ut.h"
+#include "../../pt.h"
+#include "../../ipc.h"
+#include "../../route.h"
+#include "../../action.h"
+#include "../../usr_avp.h"
+#include "../../mem/mem.h"
+#include "../../mem/shm_mem.h"
+
+#include "dmo.h"
+
+/* requests / answers taken per wake-up, so a flood of Diameter cannot starve SIP: the library
+ * leaves the descriptor readable while anything is left */
+#define DMO_BATCH 64
+/* how long past its timeout an async request waits for libdmbridge's outcome when the module
+ * has to wait for it synchronously (never expected: a safety net) */
+#define DMO_ASYNC_GRACE_MS 2000
+
+/* one async request of this process; `job` first so dmg_pending's pointers convert back */
+typedef struct dmo_async {
+	dmg_job job;           /* handle, deadline, chaining in dmo_pending */
+	async_ctx *ctx;        /* the suspended transaction's context */
+	pv_spec_t *rpl;        /* reply variable or NULL */
+	dmb_answer *ans;       /* the outcome, once taken */
+	int rc;                /* its script return code */
+	struct dmo_async *next_done;
+} dmo_async;
+
+static dmg_pending dmo_pending; /* static storage: zeroed, i.e. initialised */
+/* outcomes taken while waiting synchronously for another request; resumed from the reactor */
+static dmo_async *dmo_done_head, *dmo_done_tail;
+static int dmo_kick_queued;
+
+static void dmo_resume_done(void);
+
+static void dmo_ipc_kick(int sender, void *param)
+{
+	dmo_kick_queued = 0;
+	dmo_resume_done();
+}
+
+/* --- $param() in event_route[E_DM_*] ------------------------------------------------------- */
+
+enum {
+	DMO_P_SESS_ID = 1,
+	DMO_P_APP_ID,
+	DMO_P_CMD_CODE,
+	DMO_P_AVPS_JSON,
+	DMO_P_CMD_NAME,
+	DMO_P_ORIGIN_HOST,
+	DMO_P_ORIGIN_REALM,
+	DMO_P_EVENT,
+};
+
+static const struct {
+	const char *name;
+	int id;
+} dmo_param_names[] = {
+	{"sess_id", DMO_P_SESS_ID},
+	{"app_id", DMO_P_APP_ID},
+	{"cmd_code", DMO_P_CMD_CODE},
+	{"avps_json", DMO_P_AVPS_JSON},
+	{"cmd_name", DMO_P_CMD_NAME},
+	{"origin_host", DMO_P_ORIGIN_HOST},
+	{"origin_realm", DMO_P_ORIGIN_REALM},
+	{"event", DMO_P_EVENT},
+};
+#define DMO_NPARAMS ((int)(sizeof(dmo_param_names) / sizeof(dmo_param_names[0])))
+
+static int dmo_param_str(pv_value_t *res, const char *s, size_t len)
+{
+	res->rs.s = (char *)s;
+	res->rs.len = (int)len;
+	res->flags = PV_VAL_STR;
+	return 0;
+}
+
+static int dmo_param_int(pv_value_t *res, uint32_t v)
+{
+	res->ri = (int)v;
+	res->rs.s = int2str((unsigned long)v, &res->rs.len);
+	res->flags = PV_VAL_STR | PV_VAL_INT | PV_TYPE_INT;
+	return 0;
+}
+
+/* The $param() getter the core calls while our event route runs (param_getf_t). Names as
+ * aaa_diameter's E_DM_REQUEST (sess_id, app_id, cmd_code, avps_json) plus cmd_name,
+ * origin_host, origin_realm, event; an index 1..8 selects in that order. */
+static int dmo_param_get(struct sip_msg *msg, pv_param_t *ip, pv_value_t *res, void *params,
+		void *extra)
+{
+	dmb_request *r = params;
+	pv_value_t tv;
+	const char *s;
+	size_t len = 0;
+	int id = 0;
+
+	if(r == NULL)
+		return pv_get_null(msg, ip, res);
+	memset(&tv, 0, sizeof(tv));
+	if(ip->pvn.type == PV_NAME_INTSTR) {
+		if(ip->pvn.u.isname.type != 0) {
+			tv.rs = ip->pvn.u.isname.name.s;
+			tv.flags = PV_VAL_STR;
+		} else {
+			tv.ri = ip->pvn.u.isname.name.n;
+			tv.flags = PV_VAL_INT | PV_TYPE_INT;
+		}
+	} else if(pv_get_spec_value(msg, (pv_spec_p)(ip->pvn.u.dname), &tv) != 0
+			  || (tv.flags & (PV_VAL_NULL | PV_VAL_EMPTY))) {
+		LM_ERR("invalid $param() name\n");
+		return -1;
+	}
+	if(tv.flags & PV_VAL_INT) {
+		if(tv.ri >= 1 && tv.ri <= DMO_NPARAMS)
+			id = dmo_param_names[tv.ri - 1].id;
+	} else {
+		for(int i = 0; i < DMO_NPARAMS; i++)
+			if((int)strlen(dmo_param_names[i].name) == tv.rs.len
+					&& memcmp(dmo_param_names[i].name, tv.rs.s, tv.rs.len) == 0)
+				id = dmo_param_names[i].id;
+	}
+	switch(id) {
+		case DMO_P_SESS_ID:
+			s = dmb_request_sess_id(r);
+			return s && *s ? dmo_param_str(res, s, strlen(s)) : pv_get_null(msg, ip, res);
+		case DMO_P_APP_ID:
+			return dmo_param_int(res, dmb_request_app_id(r));
+		case DMO_P_CMD_CODE:
+			return dmo_param_int(res, dmb_request_cmd_code(r));
+		case DMO_P_AVPS_JSON:
+			s = dmb_request_avps_json(r, &len);
+			return s ? dmo_param_str(res, s, len) : pv_get_null(msg, ip, res);
+		case DMO_P_CMD_NAME:
+			s = dmb_request_cmd_name(r);
+			break;
+		case DMO_P_ORIGIN_HOST:
+			s = dmb_request_origin_host(r);
+			break;
+		case DMO_P_ORIGIN_REALM:
+			s = dmb_request_origin_realm(r);
+			break;
+		case DMO_P_EVENT:
+			s = dmb_request_event(r);
+			break;
+		default:
+			if(tv.flags & PV_VAL_INT)
+				LM_WARN("$param(%d) does not exist in a Diameter event (1..%d)\n", tv.ri,
+						DMO_NPARAMS);
+			else
+				LM_WARN("$param(%.*s) does not exist in a Diameter event\n", tv.rs.len,
+						tv.rs.s);
+			return pv_get_null(msg, ip, res);
+	}
+	return s ? dmo_param_str(res, s, strlen(s)) : pv_get_null(msg, ip, res);
+}
+
+/* --- incoming requests ------------------------------------------------------------------- */
+
+/* E bit only for protocol errors (3xxx), as RFC 6733 §7.1.3 wants */
+static void dmo_reply_code(dmb_request *r, int code, const char *why)
+{
+	char json[48];
+	const char *sid = dmb_request_sess_id(r);
+	int n = snprintf(json, sizeof(json), "[{\"Result-Code\":%d}]", code);
+
+	LM_WARN("%s (session %s): %s, answering %d\n", dmb_request_event(r), sid ? sid : "-", why,
+			code);
+	if(dmb_reply(dmo_w, dmb_request_token(r), json, (size_t)n, code >= 3000 && code < 4000)
+			< 0)
+		LM_ERR("answering %d failed: %s\n", code, dmb_last_error());
+	else
+		DMO_INC(auto_replies);
+}
+
+static int dmo_event_route(const char *name)
+{
+	int idx;
+
+	if(name == NULL)
+		return -1;
+	idx = get_script_route_ID_by_name((char *)name, sroutes->event, EVENT_RT_NO);
+	if(idx < 1 || sroutes->event[idx].a == NULL)
+		return -1;
+	return idx;
+}
+
+static void dmo_run_request(dmb_request *r)
+{
+	const char *ev = dmb_request_event(r);
+	struct sip_msg *msg;
+	int idx, old_route_type;
+
+	DMO_INC(requests_in);
+	idx = dmo_event_route(ev);
+	if(idx < 0)
+		idx = dmo_event_route(DMG_EVENT_CATCHALL);
+	if(idx < 0) {
+		/* the bridge routes only declared commands here: a script reload removed the route */
+		if(dmo_auto_reply_code > 0)
+			dmo_reply_code(r, 3001, "no event route");
+		dmb_request_free(r);
+		return;
+	}
+	msg = get_dummy_sip_msg();
+	if(msg == NULL) {
+		LM_ERR("cannot create a dummy SIP message for the event route\n");
+		dmo_reply_code(r, 5012, "out of memory");
+		dmb_request_free(r);
+		return;
+	}
+
+	dmo_cur_req = r;
+	dmo_cur_replied = 0;
+	route_params_push_level(sroutes->event[idx].name, r, NULL, dmo_param_get);
+	swap_route_type(old_route_type, EVENT_ROUTE);
+	run_top_route(sroutes->event[idx], msg);
+	set_route_type(old_route_type);
+	route_params_pop_level();
+	release_dummy_sip_msg(msg);
+	reset_avps();
+
+	if(!dmo_cur_replied && dmo_auto_reply_code > 0)
+		dmo_reply_code(r, dmo_auto_reply_code, "the script sent no reply");
+	dmo_cur_req = NULL;
+	dmo_cur_replied = 0;
+	dmb_request_free(r);
+}
+
+/* --- async requests ---------------------------------------------------------------------- */
+
+static void dmo_async_free(dmo_async *a)
+{
+	if(a->ans)
+		dmb_answer_free(a->ans);
+	pkg_free(a);
+}
+
+/* Takes every outcome libdmbridge holds; `want` (if any) is only marked, the others are queued
+ * for dmo_resume_done(). Returns 1 when `want` is complete. */
+static int dmo_take_answers(dmo_async *want, int limit)
+{
+	dmb_answer *ans;
+	int got_want = 0;
+
+	for(int i = 0; limit <= 0 || i < limit; i++) {
+		int rc = dmb_next_answer(dmo_w, &ans);
+		dmo_async *a;
+
+		if(rc < 0) {
+			LM_ERR("taking an answer: %s\n", dmb_last_error());
+			break;
+		}
+		if(rc == 0 || ans == NULL)
+			break;
+		a = (dmo_async *)dmg_pending_take(&dmo_pending, dmb_answer_handle(ans));
+		if(a == NULL) {
+			LM_WARN("answer for unknown async handle %llu\n",
+					(unsigned long long)dmb_answer_handle(ans));
+			dmb_answer_free(ans);
+			continue;
+		}
+		a->ans = ans;
+		a->rc = dmg_rc_from_class(dmb_answer_class(ans));
+		if(a == want) {
+			got_want = 1;
+			continue;
+		}
+		a->next_done = NULL;
+		if(dmo_done_tail)
+			dmo_done_tail->next_done = a;
+		else
+			dmo_done_head = a;
+		dmo_done_tail = a;
+	}
+	return got_want;
+}
+
+/* async_resume_module: called by tm with the faked request of the suspended transaction */
+static enum async_ret_code dmo_async_resume(int fd, struct sip_msg *msg, void *param)
+{
+	dmo_async *a = param;
+	const char *json = NULL;
+	size_t len = 0;
+	int rc;
+
+	if(a->ans == NULL) {
+		/* tm runs us synchronously (a route without async support): wait for the outcome */
+		uint64_t deadline = dmg_now_ms() + a->job.timeout_ms + DMO_ASYNC_GRACE_MS;
+		while(a->ans == NULL) {
+			struct pollfd pfd = {dmb_fd(dmo_w), POLLIN, 0};
+			uint64_t now = dmg_now_ms();
+			if(now >= deadline) {
+				dmg_pending_take(&dmo_pending, a->job.handle);
+				a->rc = DMG_RC_TIMEOUT;
+				LM_ERR("async request %llu: no outcome from libdmbridge in time\n",
+						(unsigned long long)a->job.handle);
+				break;
+			}
+			/* requests keep the descriptor readable: sleep a little instead of spinning */
+			if(poll(&pfd, 1, 10) >= 0)
+				dmo_take_answers(a, 0);
+			usleep(200);
+		}
+	}
+	if(a->ans) {
+		json = dmb_answer_avps_json(a->ans, &len);
+		if(a->rc == DMG_RC_NOT_SENT || a->rc == DMG_RC_TIMEOUT) {
+			const char *why = dmb_answer_error(a->ans);
+			LM_NOTICE("dm_send_request(%u, %u): %s\n", a->job.app_id, a->job.cmd_code,
+					why && *why ? why
+								: (a->rc == DMG_RC_TIMEOUT ? "no answer in time" : "not sent"));
+		}
+	}
+	rc = a->rc;
+	dmo_set_reply_var(msg, a->rpl, json, len);
+	dmo_count_outcome(rc);
+	dmo_async_free(a);
+	async_status = ASYNC_DONE;
+	if(dmo_done_head != NULL && !dmo_kick_queued) {
+		/* others completed while we waited: resume them from the reactor, not from inside
+		 * this resume */
+		if(ipc_send_rpc(process_no, dmo_ipc_kick, NULL) == 0)
+			dmo_kick_queued = 1;
+		else
+			LM_ERR("cannot schedule %s: they resume with the next answer\n",
+					"completed async requests");
+	}
+	return rc;
+}
+
+static void dmo_resume_one(dmo_async *a)
+{
+	async_ctx *ctx = a->ctx;
+
+	if(async_script_resume_f == NULL) {
+		LM_BUG("async request completed but no async engine (tm) is loaded\n");
+		dmo_async_free(a);
+		return;
+	}
+	/* tm calls dmo_async_resume(), which frees `a`, then runs the resume route */
+	async_script_resume_f(ASYNC_FD_NONE, ctx, 0);
+}
+
+static void dmo_resume_done(void)
+{
+	while(dmo_done_head != NULL) {
+		dmo_async *a = dmo_done_head;
+		dmo_done_head = a->next_done;
+		if(dmo_done_head == NULL)
+			dmo_done_tail = NULL;
+		dmo_resume_one(a);
+	}
+}
+
+int dmo_async_start(struct sip_msg *msg, async_ctx *ctx, uint32_t app_id, uint32_t cmd_code,
+		const str *json, pv_spec_t *rpl)
+{
+	dmo_async *a;
+	uint64_t handle = 0;
+	int rc;
+
+	DMO_INC(sent_async);
+	if(dmo_check_json("dm_send_request", json) < 0)
+		goto not_sent;
+	if(dmo_attach("sip") < 0) {
+		LM_ERR("dm_send_request(%u, %u): bridge not attached\n", app_id, cmd_code);
+		goto not_sent;
+	}
+	if(!dmo_serving && dmo_serve() < 0)
+		goto sync; /* no reactor to wake us here: do it synchronously */
+	if(route_type != REQUEST_ROUTE && route_type != ONREPLY_ROUTE)
+		goto sync; /* tm would resume at once; let it find the outcome ready */
+
+	a = pkg_malloc(sizeof(*a));
+	if(a == NULL) {
+		LM_ERR("no more pkg memory\n");
+		goto not_sent;
+	}
+	memset(a, 0, sizeof(*a));
+	rc = dmb_send_request_async(dmo_w, app_id, cmd_code, json->s, (size_t)json->len,
+			(uint32_t)dmo_request_timeout, &handle);
+	if(rc < 0) {
+		LM_ERR("dm_send_request(%u, %u): %s\n", app_id, cmd_code, dmb_last_error());
+		pkg_free(a);
+		goto not_sent;
+	}
+	a->job.handle = handle;
+	a->job.app_id = app_id;
+	a->job.cmd_code = cmd_code;
+	a->job.timeout_ms = (uint32_t)dmo_request_timeout;
+	a->ctx = ctx;
+	a->rpl = rpl;
+	a->rc = DMG_RC_TIMEOUT;
+	dmg_pending_put(&dmo_pending, &a->job);
+	ctx->resume_param = a;
+	ASYNC_SET_RESUME_F(ctx, dmo_async_resume);
+	async_status = ASYNC_NO_FD;
+	return 1;
+
+sync: {
+	dmb_answer *ans = NULL;
+	const char *aj = NULL;
+	size_t alen = 0;
+
+	rc = dmb_send_request(dmo_w, app_id, cmd_code, json->s, (size_t)json->len,
+			(uint32_t)dmo_request_timeout, &ans);
+	rc = ans ? dmg_rc_from_class(dmb_answer_class(ans)) : DMG_RC_NOT_SENT;
+	if(ans)
+		aj = dmb_answer_avps_json(ans, &alen);
+	dmo_set_reply_var(msg, rpl, aj, alen);
+	if(ans)
+		dmb_answer_free(ans);
+	dmo_count_outcome(rc);
+	async_status = ASYNC_SYNC;
+	return rc;
+}
+not_sent:
+	dmo_set_reply_var(msg, rpl, NULL, 0);
+	dmo_count_outcome(DMG_RC_NOT_SENT);
+	async_status = ASYNC_NO_IO;
+	return DMG_RC_NOT_SENT;
+}
+
+/* --- the descriptor in the reactor ------------------------------------------------------- */
+
+static int dmo_on_fd(int fd, void *param)
+{
+	dmb_request *req;
+
+	if(dmo_w == NULL) {
+		async_status = ASYNC_DONE;
+		return 0;
+	}
+	for(int i = 0; i < DMO_BATCH; i++) {
+		int rc = dmb_next_request(dmo_w, &req);
+		if(rc < 0) {
+			LM_ERR("taking a request: %s\n", dmb_last_error());
+			if(rc != DMB_E_PROTO)
+				break;
+			continue; /* a damaged record: later ones may be fine */
+		}
+		if(rc == 0 || req == NULL)
+			break;
+		dmo_run_request(req);
+	}
+	dmo_take_answers(NULL, DMO_BATCH);
+	dmo_resume_done();
+	/* the scripts we ran may have changed it: this reader stays in the reactor */
+	async_status = ASYNC_CONTINUE;
+	return 0;
+}
+
+int dmo_serve(void)
+{
+	int fd;
+
+	if(dmo_serving)
+		return 0;
+	if(dmo_w == NULL || !dmo_has_reactor())
+		return -1;
+	fd = dmb_fd(dmo_w);
+	if(fd < 0) {
+		LM_ERR("libdmbridge gave no descriptor\n");
+		return -1;
+	}
+	if(dmo_handled_n > 0
+			&& dmb_set_handled(dmo_w, (const char *const *)dmo_handled, dmo_handled_n) < 0) {
+		LM_ERR("declaring the handled commands: %s\n", dmb_last_error());
+		return -1;
+	}
+	if(register_async_fd(fd, dmo_on_fd, NULL) < 0) {
+		LM_ERR("cannot put the bridge descriptor into the reactor\n");
+		return -1;
+	}
+	dmo_serving = 1;
+	__atomic_fetch_add(&dmo_stats->workers_serving, 1, __ATOMIC_RELAXED);
+	return 0;
+}
