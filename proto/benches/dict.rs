@@ -51,7 +51,7 @@ fn lookups(c: &mut Criterion) {
     c.bench_function("dict/command_by_abbr(ppr)", |b| {
         b.iter(|| d.command_by_abbr(black_box("ppr")).map(|c| c.code))
     });
-    c.bench_function("dict/builtin parse (cold)", |b| {
+    c.bench_function("dict/new_with_builtin (clone)", |b| {
         b.iter(|| Dictionary::builtin().clone())
     });
 }
