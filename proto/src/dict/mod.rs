@@ -113,6 +113,8 @@ impl Dictionary {
     /// Loads dictionary text; `origin` names it in errors (`origin:line: what`). All or
     /// nothing: on error the dictionary is unchanged.
     pub fn load_str(&mut self, text: &str, origin: &str) -> Result<(), DictError> {
+        // Editors on some systems start UTF-8 files with a byte order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let parsed = loader::parse(text, origin)?;
         let mut staged = self.clone();
         loader::apply(&mut staged, parsed)?;

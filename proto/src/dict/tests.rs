@@ -498,6 +498,14 @@ COMMAND 5000 PNT PNA not-proxiable
 }
 
 #[test]
+fn windows_line_ends_and_byte_order_mark() {
+    let d = load("\u{feff}VENDOR 4243 Win\r\nATTRIBUTE W 3450 grouped\r\n{\r\n\tUser-Name | REQUIRED | 1\r\n}\r\n")
+        .expect("loads");
+    assert_eq!(d.vendor(4243).map(|v| &*v.name), Some("Win"));
+    assert_eq!(d.avp_by_name("W").map(|a| a.group.rules.len()), Some(1));
+}
+
+#[test]
 fn application_line_forms() {
     let d = load("APPLICATION -AUTH 70 Seventy\nAPPLICATION-ACC 71 / 4242 Seventy One\n")
         .expect("loads");
