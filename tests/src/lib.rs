@@ -10,11 +10,13 @@
 //! - [`wire`]: a small independent Diameter encoder/parser and blocking TCP client.
 //! - [`capture`] and [`tshark`]: loopback capture and Wireshark's dissector as the oracle.
 //! - [`oracle`]: `dmproto`'s decoding compared with tshark's, AVP by AVP.
-//! - [`dmbridge`]: the product binary, built once per test process.
+//! - [`dmbridge`]: the product binary, built once per test process; [`bridge::Bridge`] runs
+//!   it as a node with a per-test configuration.
 //!
 //! Helpers that set things up panic with a message saying what is missing and which setup
 //! command provides it; tests never skip silently.
 
+pub mod bridge;
 pub mod capture;
 pub mod child;
 pub mod dmbridge;
