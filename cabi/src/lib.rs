@@ -57,6 +57,26 @@ pub const DMB_ANSWER_NOT_SENT: c_int = -3;
 /// after fork, used by one thread at a time.
 pub struct dmb_worker {
     inner: Worker,
+    /// The process that attached: a worker inherited through fork must not
+    /// be used (it would share the parent's slot and rings).
+    pid: u32,
+}
+
+/// The worker behind `w`, if it is usable from this process.
+///
+/// # Safety
+/// `w` is NULL or a live worker.
+unsafe fn worker<'a>(w: *mut dmb_worker) -> Result<&'a mut Worker, c_int> {
+    // SAFETY: w is NULL or live per the caller's contract.
+    let Some(w) = (unsafe { w.as_mut() }) else {
+        return Err(invalid("worker is NULL"));
+    };
+    if w.pid != std::process::id() {
+        return Err(invalid(
+            "this worker was attached by the parent process; call dmb_attach again after fork",
+        ));
+    }
+    Ok(&mut w.inner)
 }
 
 /// An incoming Diameter request (opaque); free with [`dmb_request_free`].
@@ -243,7 +263,12 @@ pub unsafe extern "C" fn dmb_attach(
                     set_error(e.to_string());
                 }
                 // SAFETY: out is writable per the contract.
-                unsafe { *out = Box::into_raw(Box::new(dmb_worker { inner: w })) };
+                unsafe {
+                    *out = Box::into_raw(Box::new(dmb_worker {
+                        inner: w,
+                        pid: std::process::id(),
+                    }))
+                };
                 c_int::from(attached)
             }
             Err(e) => fail(e),
@@ -316,8 +341,9 @@ pub unsafe extern "C" fn dmb_set_handled(
 ) -> c_int {
     guard(DMB_E_PANIC, || {
         // SAFETY: w is NULL or live per the contract.
-        let Some(w) = (unsafe { w.as_mut() }) else {
-            return invalid("worker is NULL");
+        let w = match unsafe { worker(w) } {
+            Ok(w) => w,
+            Err(c) => return c,
         };
         if names.is_null() && n != 0 {
             return invalid("names is NULL but n is not 0");
@@ -332,7 +358,7 @@ pub unsafe extern "C" fn dmb_set_handled(
                 Err(c) => return c,
             }
         }
-        match w.inner.set_handled(&v) {
+        match w.set_handled(&v) {
             Ok(()) => DMB_OK,
             Err(e) => fail(e),
         }
@@ -355,10 +381,11 @@ pub unsafe extern "C" fn dmb_next_request(w: *mut dmb_worker, out: *mut *mut dmb
         // SAFETY: out is writable per the contract.
         unsafe { *out = std::ptr::null_mut() };
         // SAFETY: w is NULL or live per the contract.
-        let Some(w) = (unsafe { w.as_mut() }) else {
-            return invalid("worker is NULL");
+        let w = match unsafe { worker(w) } {
+            Ok(w) => w,
+            Err(c) => return c,
         };
-        match w.inner.next_request() {
+        match w.next_request() {
             Ok(None) => 0,
             Ok(Some(r)) => {
                 let Request {
@@ -549,8 +576,9 @@ pub unsafe extern "C" fn dmb_reply(
 ) -> c_int {
     guard(DMB_E_PANIC, || {
         // SAFETY: w is NULL or live per the contract.
-        let Some(w) = (unsafe { w.as_mut() }) else {
-            return invalid("worker is NULL");
+        let w = match unsafe { worker(w) } {
+            Ok(w) => w,
+            Err(c) => return c,
         };
         // SAFETY: json/len per the contract.
         let json = match unsafe { bytes_arg(json, len) } {
@@ -563,13 +591,13 @@ pub unsafe extern "C" fn dmb_reply(
             ReplyStatus::Ok
         };
         match check_avps_json(json) {
-            Ok(json) => match w.inner.reply(token, status, json, "") {
+            Ok(json) => match w.reply(token, status, json, "") {
                 Ok(()) => DMB_OK,
                 Err(e) => fail(e),
             },
             Err(why) => {
                 let why = format!("reply to token {token:#x} rejected: {why}");
-                match w.inner.reply(token, ReplyStatus::Failed, b"", &why) {
+                match w.reply(token, ReplyStatus::Failed, b"", &why) {
                     Ok(()) => invalid(format!("{why}; the bridge answers the peer 5012")),
                     Err(e) => fail(e),
                 }
@@ -619,16 +647,16 @@ pub unsafe extern "C" fn dmb_send_request(
             unsafe { *out = std::ptr::null_mut() };
         }
         // SAFETY: w is NULL or live per the contract.
-        let Some(w) = (unsafe { w.as_mut() }) else {
-            invalid("worker is NULL");
-            return DMB_ANSWER_NOT_SENT;
+        let w = match unsafe { worker(w) } {
+            Ok(w) => w,
+            Err(_) => return DMB_ANSWER_NOT_SENT,
         };
         // SAFETY: json/len per the contract.
         let checked = unsafe { bytes_arg(json, len) }
             .map_err(|_| String::from("json is NULL but len is not 0"))
             .and_then(|j| check_avps_json(j).map(<[u8]>::to_vec));
         let c = match checked {
-            Ok(json) => w.inner.send_request(app_id, cmd_code, &json, timeout_ms),
+            Ok(json) => w.send_request(app_id, cmd_code, &json, timeout_ms),
             Err(why) => Completion {
                 handle: 0,
                 class: DMB_ANSWER_NOT_SENT,
@@ -673,8 +701,9 @@ pub unsafe extern "C" fn dmb_send_request_async(
             return invalid("handle is NULL");
         }
         // SAFETY: w is NULL or live per the contract.
-        let Some(w) = (unsafe { w.as_mut() }) else {
-            return invalid("worker is NULL");
+        let w = match unsafe { worker(w) } {
+            Ok(w) => w,
+            Err(c) => return c,
         };
         // SAFETY: json/len per the contract.
         let json = match unsafe { bytes_arg(json, len) } {
@@ -685,10 +714,7 @@ pub unsafe extern "C" fn dmb_send_request_async(
             Ok(j) => j,
             Err(why) => return invalid(why),
         };
-        match w
-            .inner
-            .send_request_async(app_id, cmd_code, json, timeout_ms)
-        {
+        match w.send_request_async(app_id, cmd_code, json, timeout_ms) {
             Ok(h) => {
                 // SAFETY: handle is writable per the contract.
                 unsafe { *handle = h };
@@ -714,10 +740,11 @@ pub unsafe extern "C" fn dmb_next_answer(w: *mut dmb_worker, out: *mut *mut dmb_
         // SAFETY: out is writable per the contract.
         unsafe { *out = std::ptr::null_mut() };
         // SAFETY: w is NULL or live per the contract.
-        let Some(w) = (unsafe { w.as_mut() }) else {
-            return invalid("worker is NULL");
+        let w = match unsafe { worker(w) } {
+            Ok(w) => w,
+            Err(c) => return c,
         };
-        match w.inner.next_answer() {
+        match w.next_answer() {
             Some(c) => {
                 // SAFETY: out is writable per the contract.
                 unsafe { *out = answer_box(c) };
@@ -865,10 +892,11 @@ pub unsafe extern "C" fn dmb_status_json(w: *mut dmb_worker, out: *mut *mut c_ch
         // SAFETY: out is writable per the contract.
         unsafe { *out = std::ptr::null_mut() };
         // SAFETY: w is NULL or live per the contract.
-        let Some(w) = (unsafe { w.as_mut() }) else {
-            return invalid("worker is NULL");
+        let w = match unsafe { worker(w) } {
+            Ok(w) => w,
+            Err(c) => return c,
         };
-        let s = cstring(status_json(&mut w.inner));
+        let s = cstring(status_json(w));
         // SAFETY: out is writable per the contract.
         unsafe { *out = s.into_raw() };
         DMB_OK

@@ -271,6 +271,18 @@ impl Bridge {
         }
     }
 
+    /// A duplicate of [`Bridge::worker_fd`] owned by the caller, for async
+    /// runtimes: wrap it in `tokio::io::unix::AsyncFd` and drop it on the
+    /// slot's [`BridgeEvent::WorkerGone`]. Owning a duplicate means the
+    /// descriptor number cannot be reused by a new connection while the
+    /// runtime still has the old one registered.
+    pub fn worker_fd_dup(&self, slot: SlotId) -> Option<std::os::fd::OwnedFd> {
+        let fd = self.worker_fd(slot)?;
+        // SAFETY: fd is open (owned by the slot's connection) for this call.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        borrowed.try_clone_to_owned().ok()
+    }
+
     /// The JSON a worker gets back from `dmb_status_json` under `"bridge"`
     /// (peers, states, counters: whatever the bridge wants to show).
     pub fn set_status_json(&mut self, json: String) {

@@ -45,9 +45,17 @@
 //! never trusts positions or lengths read from the other process and reports
 //! [`RingError::Corrupt`] instead of reading out of bounds.
 
-use crate::sync::{fence, AtomicU32, AtomicU64};
+use crate::sync::{dekker_fence, fence, AtomicU32, AtomicU64};
 use std::fmt;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+
+/// Ordering of the tail store that publishes a record. Weakened to Relaxed
+/// under `--cfg dmshm_mutant_relaxed_publish` (with `--cfg loom`) to show
+/// that the loom models catch the data race that follows.
+#[cfg(not(dmshm_mutant_relaxed_publish))]
+const PUBLISH: std::sync::atomic::Ordering = Release;
+#[cfg(dmshm_mutant_relaxed_publish)]
+const PUBLISH: std::sync::atomic::Ordering = Relaxed;
 
 /// Size of the per-record frame header (length and its complement).
 pub const FRAME_HEADER: usize = 8;
@@ -284,14 +292,14 @@ impl<M: RingMem> Producer<M> {
             }
         }
         self.tail += need;
-        self.mem.header().tail.0.store(self.tail, Release);
+        self.mem.header().tail.0.store(self.tail, PUBLISH);
         Ok(())
     }
 
     /// After one or more pushes: true if the consumer declared it sleeps and
     /// must be woken (the flag is cleared, so exactly one doorbell is sent).
     pub fn needs_wakeup(&self) -> bool {
-        fence(SeqCst);
+        dekker_fence();
         let f = &self.mem.header().flags.0.consumer_sleeping;
         f.load(Relaxed) != 0 && f.swap(0, Relaxed) != 0
     }
@@ -301,7 +309,7 @@ impl<M: RingMem> Producer<M> {
     /// instead of waiting).
     pub fn arm_space_wakeup(&mut self, bytes: usize) -> bool {
         self.mem.header().flags.0.producer_waiting.store(1, Relaxed);
-        fence(SeqCst);
+        dekker_fence();
         self.head_cache = self.mem.header().head.0.load(Acquire);
         matches!(self.free_cached(), Ok(free) if free >= frame_size(bytes))
     }
@@ -392,7 +400,7 @@ impl<M: RingMem> Consumer<M> {
             .0
             .consumer_sleeping
             .store(1, Relaxed);
-        fence(SeqCst);
+        dekker_fence();
         if self.is_empty() {
             true
         } else {
@@ -409,7 +417,7 @@ impl<M: RingMem> Consumer<M> {
     /// After popping: true if the producer is waiting for space and must be
     /// told (the flag is cleared, so exactly one doorbell is sent).
     pub fn space_wakeup_needed(&self) -> bool {
-        fence(SeqCst);
+        dekker_fence();
         let f = &self.mem.header().flags.0.producer_waiting;
         f.load(Relaxed) != 0 && f.swap(0, Relaxed) != 0
     }

@@ -224,17 +224,21 @@ static int child_main(int idx, const char *sock, int ctl_fd, int ready_fd)
 
 /* Holds VICTIM_HOLDS requests without replying, reports their tokens, and
  * waits to be killed. */
-static void victim_main(const char *sock, int ready_fd)
+static void victim_main(const char *sock, int ready_fd, dmb_worker *inherited)
 {
     who = "victim";
     checks = failures = 0;
+    /* The parent's worker, inherited through fork, must refuse to work. */
+    uint64_t h;
+    int rc = dmb_send_request_async(inherited, 4, 272, "[]", 2, 1000, &h);
+    char verdict = (rc == DMB_E_INVAL && contains(dmb_last_error(), "after fork")) ? 'r' : 'x';
     dmb_worker *w = NULL;
     if (dmb_attach(sock, "victim", &w) != 1)
         _exit(1);
     const char *names[] = {"KIL"};
     if (dmb_set_handled(w, names, 1) != DMB_OK)
         _exit(1);
-    char c = 'r';
+    char c = verdict;
     if (write(ready_fd, &c, 1) != 1)
         _exit(1);
     uint64_t tokens[VICTIM_HOLDS];
@@ -484,11 +488,11 @@ int main(int argc, char **argv)
     pid_t victim = fork();
     if (victim == 0) {
         close(vp[0]);
-        victim_main(sock, vp[1]);
+        victim_main(sock, vp[1], w);
     }
     close(vp[1]);
     char c;
-    CHECK(read(vp[0], &c, 1) == 1, "victim ready");
+    CHECK(read(vp[0], &c, 1) == 1 && c == 'r', "victim ready; inherited worker refused after fork");
     inject(w, "KIL", VICTIM_HOLDS, VICTIM_HOLDS);
     CHECK(read(vp[0], &c, 1) == 1, "victim holds its requests");
     close(vp[0]);
