@@ -5,6 +5,10 @@
 //! parent-death signal so that even a test process killed by SIGKILL leaves nothing behind.
 //! Its stdout and stderr go to files in the test's directory; when the test fails, the drop
 //! prints their tails so the failure explains itself.
+//!
+//! Caveat of the parent-death signal: Linux sends it when the *thread* that spawned the child
+//! exits. Spawn children on the test's own thread (or on a thread that outlives them), not on
+//! a short-lived helper thread.
 
 use std::fs::{self, File};
 use std::io;
