@@ -6,6 +6,7 @@
 pub mod answer;
 pub mod app;
 pub mod config;
+pub mod core;
 pub mod node;
 pub mod outgoing;
 pub mod peer;

@@ -164,6 +164,12 @@ impl<T> PendingTable<T> {
         out
     }
 
+    /// Removes and returns every entry (when the node gives up at shutdown).
+    pub fn take_all(&mut self) -> Vec<PendingEntry<T>> {
+        self.deadlines.clear();
+        std::mem::take(&mut self.entries).into_values().collect()
+    }
+
     /// The connection is gone: removes and returns its entries, oldest id first, for resending
     /// elsewhere (or failing, if no alternate peer exists).
     pub fn connection_lost(&mut self, conn: ConnId) -> Vec<PendingEntry<T>> {

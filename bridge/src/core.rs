@@ -1,0 +1,609 @@
+//! The whole node as one sans-IO state machine (the analogue of quinn-proto's `Endpoint`).
+//!
+//! [`Core`] ties the pieces together — the peer table and its state machines, the router,
+//! the pending table, the duplicate cache, request completion and answer building — and
+//! exposes them as inputs (a connection was accepted, a frame arrived, the application
+//! replied, a request was submitted, time passed) and [`Output`]s (transmit these bytes on
+//! that connection, close it, connect there, deliver this request to the application). The
+//! tokio driver in [`crate::node`] only moves bytes and time between sockets and this type;
+//! every protocol decision is here and unit-tested without sockets by wiring cores together
+//! in memory.
+//!
+//! Outcomes of originated requests are delivered through their [`Completion`] (a channel
+//! send, never blocking) as soon as they are known.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use dmproto::dict::Dictionary;
+use dmproto::{validate_request, FrameError, Message};
+
+use crate::answer::{self, Origin};
+use crate::app::{Completion, IncomingRequest, OutgoingRequest, PeerInfo, Reply, RequestError};
+use crate::config::Config;
+use crate::outgoing::{self, RequestContext, SessionIds};
+use crate::peer::fsm::{Action, DisconnectCause};
+use crate::peer::table::{NodeAction, PeerId, Peers, Received};
+use crate::peer::{wire, Capabilities, ConnId};
+use crate::pending::{self, DupCache, DupCheck, PendingEntry, PendingTable, Requester};
+use crate::router::Router;
+
+/// What the driver must do.
+#[derive(Debug)]
+pub enum Output {
+    /// Queue one encoded message on the connection.
+    Transmit { conn: ConnId, bytes: Bytes },
+    /// Close the connection after what is queued has been written.
+    Close { conn: ConnId },
+    /// Open a connection to `addr`, then report [`Core::connected`].
+    Connect { conn: ConnId, addr: SocketAddr },
+    /// Hand the request to the application; report its reply with [`Core::reply`] (the
+    /// driver applies the reply timeout: no reply in time is [`Reply::Unanswered`]).
+    Deliver {
+        conn: ConnId,
+        request: IncomingRequest,
+    },
+}
+
+/// A request we sent, as kept in the pending table.
+struct Inflight {
+    completion: Completion,
+    /// The encoded request, for a resend after failover.
+    request: Bytes,
+    app_id: u32,
+    /// Peers it was sent to, so a resend goes elsewhere.
+    tried: Vec<PeerId>,
+}
+
+/// Seeds for one run of the node: they make ids differ across restarts.
+#[derive(Clone, Copy, Debug)]
+pub struct Seeds {
+    /// Seconds since the epoch at start: Origin-State-Id, Session-Id high part.
+    pub start_secs: u32,
+    /// Randomness for hop-by-hop and end-to-end ids and the watchdog jitter.
+    pub random: u64,
+}
+
+impl Seeds {
+    /// From the system clock and the process id.
+    pub fn now() -> Seeds {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Seeds {
+            start_secs: t.as_secs() as u32,
+            random: (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32),
+        }
+    }
+}
+
+/// The node's protocol state. See the module docs.
+pub struct Core {
+    config: Arc<Config>,
+    dict: &'static Dictionary,
+    local: Arc<Capabilities>,
+    peers: Peers,
+    router: Router,
+    pending: PendingTable<Inflight>,
+    dup: DupCache,
+    sessions: SessionIds,
+    /// Open transport connections, with their local address (for Host-IP-Address).
+    conns: HashMap<ConnId, Option<IpAddr>>,
+    /// Hop-by-hop ids of our base requests (CER, DWR, DPR), which the peer layer matches by
+    /// command code, not through the pending table.
+    base_hbh: u32,
+    end_to_end: u32,
+    stopping: bool,
+    out: VecDeque<Output>,
+}
+
+impl Core {
+    pub fn new(config: Config, dict: &'static Dictionary, seeds: Seeds) -> Core {
+        let local = Arc::new(Capabilities::local(&config, seeds.start_secs, &[]));
+        let peers = Peers::new(&config, local.clone(), seeds.random);
+        let router = Router::new(&config, |h| peers.by_host(h));
+        let limits = config.limits;
+        Core {
+            local,
+            router,
+            pending: PendingTable::new(limits.max_pending_requests, seeds.random as u32),
+            dup: DupCache::new(
+                limits.dup_cache_entries,
+                limits.dup_cache_entries.saturating_mul(4096),
+                limits.dup_cache_ttl,
+            ),
+            sessions: SessionIds::new(&config.node.origin_host, seeds.start_secs),
+            peers,
+            conns: HashMap::new(),
+            // RFC 6733 §3: the high 12 bits of end-to-end ids from the clock, the low 20
+            // random then counting, so ids do not repeat across restarts.
+            end_to_end: (seeds.start_secs << 20) ^ (seeds.random as u32 & 0xfffff),
+            base_hbh: (seeds.random >> 32) as u32,
+            stopping: false,
+            out: VecDeque::new(),
+            config: Arc::new(config),
+            dict,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn max_len(&self) -> usize {
+        self.config.limits.max_message_size as usize
+    }
+
+    fn origin(&self) -> Origin<'_> {
+        Origin {
+            host: &self.config.node.origin_host,
+            realm: &self.config.node.origin_realm,
+        }
+    }
+
+    /// The next thing for the driver to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Starts the peers we connect to.
+    pub fn start(&mut self, now: Instant) {
+        self.peers.start_all(now);
+        self.act(now);
+    }
+
+    /// Graceful shutdown: no new requests; peers drain their pending requests, then DPR.
+    pub fn stop(&mut self, now: Instant) {
+        if !self.stopping {
+            self.stopping = true;
+            self.peers.stop_all(DisconnectCause::Rebooting, now);
+            self.act(now);
+            self.after(now);
+        }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// Stopped and nothing left to wait for.
+    pub fn is_finished(&self) -> bool {
+        self.stopping && self.peers.all_closed() && self.pending.is_empty()
+    }
+
+    /// Fails whatever is still pending (the driver gives up waiting).
+    pub fn abandon(&mut self) {
+        for e in self.pending.take_all() {
+            e.data.completion.complete(Err(RequestError::NodeDown));
+        }
+        for conn in self.conns.keys().copied().collect::<Vec<_>>() {
+            self.out.push_back(Output::Close { conn });
+        }
+    }
+
+    pub fn next_timeout(&self) -> Option<Instant> {
+        [self.peers.next_timeout(), self.pending.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.peers.handle_timeout(now);
+        for e in self.pending.expire(now) {
+            e.data.completion.complete(Err(RequestError::Timeout));
+        }
+        self.act(now);
+        self.after(now);
+    }
+
+    /// A connection was accepted. `None`: refuse it (close the socket) — too many
+    /// connections, or stopping.
+    pub fn accept(&mut self, local_ip: Option<IpAddr>, now: Instant) -> Option<ConnId> {
+        if self.stopping || self.peers.connection_count() >= self.config.limits.max_connections {
+            return None;
+        }
+        let conn = self.peers.accepted(now);
+        self.conns.insert(conn, local_ip);
+        Some(conn)
+    }
+
+    /// Our connection attempt finished: `Some(local ip)` on success. Returns false when the
+    /// connection is no longer wanted (the attempt timed out meanwhile): drop the socket.
+    pub fn connected(
+        &mut self,
+        conn: ConnId,
+        result: Option<Option<IpAddr>>,
+        now: Instant,
+    ) -> bool {
+        let wanted = self.peers.owner(conn).is_some();
+        let keep = match result {
+            Some(local_ip) if wanted => {
+                self.conns.insert(conn, local_ip);
+                self.peers.connect_result(conn, true, now);
+                true
+            }
+            Some(_) => false,
+            None => {
+                self.peers.connect_result(conn, false, now);
+                false
+            }
+        };
+        self.act(now);
+        keep
+    }
+
+    /// The connection closed (either side, or an error).
+    pub fn closed(&mut self, conn: ConnId, now: Instant) {
+        self.conns.remove(&conn);
+        self.peers.disconnected(conn, now);
+        // The peer layer's Down (in `act`) fails pending requests over after the router has
+        // learnt the peer is gone; anything still on `conn` goes then too.
+        self.act(now);
+        self.failover(conn, now);
+        self.after(now);
+    }
+
+    /// The connection's stream cannot be framed any more.
+    pub fn frame_error(&mut self, conn: ConnId, error: FrameError, now: Instant) {
+        if let (Some(code), Some(header)) = (error.result_code(), error.header) {
+            if header.flags.is_request() {
+                let req = Message {
+                    header,
+                    body: Bytes::new(),
+                };
+                if let Ok(b) = answer::error_answer(
+                    &req,
+                    self.origin(),
+                    code,
+                    &error.to_string(),
+                    None,
+                    self.max_len(),
+                ) {
+                    self.transmit(conn, b);
+                }
+            }
+        }
+        self.out.push_back(Output::Close { conn });
+        self.after(now);
+    }
+
+    /// One complete message arrived on `conn`.
+    pub fn frame(&mut self, conn: ConnId, frame: Bytes, now: Instant) {
+        match Message::decode(frame) {
+            Ok(msg) => self.message(conn, msg, now),
+            // The framer checked version and length; anything else cannot be answered.
+            Err(_) => self.out.push_back(Output::Close { conn }),
+        }
+        self.act(now);
+        self.after(now);
+    }
+
+    fn transmit(&mut self, conn: ConnId, bytes: Bytes) {
+        if self.conns.contains_key(&conn) {
+            self.out.push_back(Output::Transmit { conn, bytes });
+        }
+    }
+
+    fn message(&mut self, conn: ConnId, msg: Message, now: Instant) {
+        match self.peers.received(conn, &msg, now) {
+            Received::Consumed => {}
+            Received::NotOpen => {
+                if let Ok(b) = answer::error_answer(
+                    &msg,
+                    self.origin(),
+                    dmproto::result_code::DIAMETER_UNABLE_TO_DELIVER,
+                    "connection not open",
+                    None,
+                    self.max_len(),
+                ) {
+                    self.transmit(conn, b);
+                }
+            }
+            Received::Process { peer } if msg.is_request() => self.incoming(conn, peer, msg, now),
+            Received::Process { .. } => {
+                // Unmatched answers (late, after a timeout or a failover) are dropped: their
+                // request already has its outcome.
+                if let Some(entry) = self.pending.answer(conn, msg.header.hop_by_hop) {
+                    entry.data.completion.complete(Ok(msg));
+                }
+            }
+        }
+    }
+
+    fn incoming(&mut self, conn: ConnId, peer: PeerId, msg: Message, now: Instant) {
+        if let Err(e) = validate_request(&msg, self.dict) {
+            if let Ok(b) = answer::error_answer(
+                &msg,
+                self.origin(),
+                e.result_code,
+                &e.message,
+                e.failed_avp.as_deref(),
+                self.max_len(),
+            ) {
+                self.transmit(conn, b);
+            }
+            return;
+        }
+        let origin_host = origin_host(&msg).to_string();
+        let from = Requester {
+            conn,
+            hop_by_hop: msg.header.hop_by_hop,
+        };
+        let retransmit = msg.header.flags.is_retransmit();
+        match self
+            .dup
+            .check(&origin_host, msg.header.end_to_end, retransmit, from, now)
+        {
+            DupCheck::New => {}
+            DupCheck::InProgress => return,
+            DupCheck::Answered(a) => {
+                self.transmit(conn, pending::with_hop_by_hop(&a, msg.header.hop_by_hop));
+                return;
+            }
+        }
+        let info = match self.peers.get(peer).and_then(|p| p.remote()) {
+            Some(r) => PeerInfo {
+                host: r.origin_host.clone(),
+                realm: r.origin_realm.clone(),
+            },
+            None => PeerInfo {
+                host: String::new(),
+                realm: String::new(),
+            },
+        };
+        self.out.push_back(Output::Deliver {
+            conn,
+            request: IncomingRequest {
+                peer: info,
+                message: msg,
+            },
+        });
+    }
+
+    /// The application's reply to a request delivered on `conn` (or `Unanswered`).
+    pub fn reply(&mut self, conn: ConnId, request: &Message, reply: &Reply, now: Instant) {
+        let built = match reply {
+            Reply::Answer(body) => answer::app_answer(request, self.origin(), body, self.max_len())
+                .map_err(|e| e.to_string()),
+            Reply::Unanswered => Err("the application gave no answer".to_string()),
+        };
+        let bytes = match built {
+            Ok(b) => b,
+            Err(why) => match answer::error_answer(
+                request,
+                self.origin(),
+                dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY,
+                &why,
+                None,
+                self.max_len(),
+            ) {
+                Ok(b) => b,
+                Err(_) => return,
+            },
+        };
+        for waiter in self.dup.complete(
+            origin_host(request),
+            request.header.end_to_end,
+            bytes.clone(),
+        ) {
+            self.transmit(
+                waiter.conn,
+                pending::with_hop_by_hop(&bytes, waiter.hop_by_hop),
+            );
+        }
+        self.transmit(conn, bytes);
+        self.after(now);
+    }
+
+    /// An application request: complete it, route it, send it — or fail it at once.
+    pub fn submit(&mut self, req: OutgoingRequest, completion: Completion, now: Instant) {
+        if self.stopping {
+            return completion.complete(Err(RequestError::NodeDown));
+        }
+        if !completion.is_wanted() {
+            return;
+        }
+        self.end_to_end = self.end_to_end.wrapping_add(1);
+        let e2e = self.end_to_end;
+        let ctx = RequestContext {
+            origin: Origin {
+                host: &self.config.node.origin_host,
+                realm: &self.config.node.origin_realm,
+            },
+            destination_realm: Some(self.config.node.default_destination_realm()),
+            applications: &self.config.applications,
+            dict: self.dict,
+            max_len: self.config.limits.max_message_size as usize,
+        };
+        let bytes = match outgoing::build_request(&ctx, &req, 0, e2e, &mut self.sessions) {
+            Ok(b) => b,
+            Err(e) => return completion.complete(Err(e)),
+        };
+        let inflight = Inflight {
+            completion,
+            request: bytes,
+            app_id: req.app_id,
+            tried: Vec::new(),
+        };
+        let deadline = now + self.config.timers.answer_timeout;
+        self.dispatch(inflight, deadline, e2e, None);
+    }
+
+    /// Routes and sends a request (new, or a resend after failover with its count).
+    fn dispatch(
+        &mut self,
+        mut inflight: Inflight,
+        deadline: Instant,
+        e2e: u32,
+        resend: Option<u32>,
+    ) {
+        let msg = match Message::decode(inflight.request.clone()) {
+            Ok(m) => m,
+            Err(e) => {
+                return inflight
+                    .completion
+                    .complete(Err(RequestError::Invalid(e.to_string())))
+            }
+        };
+        let info = outgoing::route_info(&msg);
+        let peer = match self
+            .router
+            .route_excluding(&info.request(inflight.app_id), &inflight.tried)
+        {
+            Ok(p) => p,
+            Err(e) => {
+                return inflight.completion.complete(Err(RequestError::NoRoute {
+                    result_code: e.result_code,
+                    message: e.message,
+                }))
+            }
+        };
+        let Some(conn) = self.peers.get(peer).and_then(|p| p.send_target()) else {
+            return inflight.completion.complete(Err(RequestError::NoRoute {
+                result_code: dmproto::result_code::DIAMETER_UNABLE_TO_DELIVER,
+                message: "the chosen peer is not open".into(),
+            }));
+        };
+        inflight.tried.push(peer);
+        let request = inflight.request.clone();
+        let inserted = match resend {
+            None => self.pending.insert(conn, e2e, deadline, inflight),
+            Some(retransmissions) => self.pending.insert_retransmission(
+                conn,
+                PendingEntry {
+                    conn,
+                    hop_by_hop: 0,
+                    end_to_end: e2e,
+                    deadline,
+                    retransmissions,
+                    data: inflight,
+                },
+            ),
+        };
+        let hbh = match inserted {
+            Ok(h) => h,
+            Err(pending::Full(i)) => return i.completion.complete(Err(RequestError::TooBusy)),
+        };
+        let bytes = if resend.is_some() {
+            pending::retransmission(&request, hbh)
+        } else {
+            Some(pending::with_hop_by_hop(&request, hbh))
+        };
+        match bytes {
+            Some(b) => self.transmit(conn, b),
+            None => {
+                if let Some(e) = self.pending.answer(conn, hbh) {
+                    e.data
+                        .completion
+                        .complete(Err(RequestError::Invalid("truncated".into())));
+                }
+            }
+        }
+    }
+
+    /// Resends what was pending on `conn` to other peers (T flag), or fails it.
+    fn failover(&mut self, conn: ConnId, now: Instant) {
+        for e in self.pending.connection_lost(conn) {
+            let (deadline, e2e, n) = (e.deadline, e.end_to_end, e.retransmissions);
+            if self.stopping {
+                e.data.completion.complete(Err(RequestError::NodeDown));
+            } else if now >= deadline {
+                e.data.completion.complete(Err(RequestError::Timeout));
+            } else {
+                self.dispatch(e.data, deadline, e2e, Some(n));
+            }
+        }
+    }
+
+    /// After each input: while stopping, tell peers with nothing pending that they drained.
+    fn after(&mut self, now: Instant) {
+        if !self.stopping {
+            return;
+        }
+        let ready: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter_map(|(id, p)| {
+                p.open_conn()
+                    .filter(|c| self.pending.count_on(*c) == 0)
+                    .map(|_| id)
+            })
+            .collect();
+        for id in ready {
+            self.peers.drained(id, now);
+        }
+        self.act(now);
+    }
+
+    /// Carries out the peer layer's actions.
+    fn act(&mut self, now: Instant) {
+        while let Some(action) = self.peers.poll_action() {
+            match action {
+                NodeAction::Peer { peer, action } => self.peer_action(peer, action, now),
+                NodeAction::RefuseCer {
+                    conn,
+                    request,
+                    error,
+                } => {
+                    let local = self.local_for(conn);
+                    if let Ok(b) = wire::encode_cea_error(&request, &local, &error) {
+                        self.transmit(conn, b);
+                    }
+                    self.out.push_back(Output::Close { conn });
+                }
+                NodeAction::Close { conn, .. } => self.out.push_back(Output::Close { conn }),
+            }
+        }
+    }
+
+    /// Our capabilities as sent on `conn` (Host-IP-Address = the connection's local address
+    /// unless the configuration names addresses).
+    fn local_for(&self, conn: ConnId) -> Capabilities {
+        let mut caps = (*self.local).clone();
+        if caps.host_ip_addresses.is_empty() {
+            if let Some(Some(ip)) = self.conns.get(&conn) {
+                caps.host_ip_addresses.push(*ip);
+            }
+        }
+        caps
+    }
+
+    fn peer_action(&mut self, peer: PeerId, action: Action, now: Instant) {
+        match action {
+            Action::Connect { conn, addr } => self.out.push_back(Output::Connect { conn, addr }),
+            Action::Accept { .. } => {}
+            Action::Send { conn, msg } => {
+                self.base_hbh = self.base_hbh.wrapping_add(1);
+                self.end_to_end = self.end_to_end.wrapping_add(1);
+                let local = self.local_for(conn);
+                if let Ok(b) = wire::encode(&msg, &local, self.base_hbh, self.end_to_end) {
+                    self.transmit(conn, b);
+                }
+            }
+            Action::Close { conn, .. } => self.out.push_back(Output::Close { conn }),
+            Action::Up { remote, apps, .. } => {
+                self.router
+                    .peer_up(peer, &remote.origin_host, &remote.origin_realm, apps);
+            }
+            Action::Usable { usable, .. } => self.router.set_usable(peer, usable),
+            Action::Failover { conn } => self.failover(conn, now),
+            Action::Down { conn } => {
+                self.router.peer_down(peer);
+                self.failover(conn, now);
+            }
+        }
+    }
+}
+
+fn origin_host(msg: &Message) -> &str {
+    msg.find_ref(wire::avp::ORIGIN_HOST, 0)
+        .and_then(|a| std::str::from_utf8(a.data).ok())
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,513 @@
+//! Cores wired together in memory: whole-node behaviour (capabilities, requests both ways,
+//! timeouts, failover, drain-then-DPR, watchdog, reconnection) with simulated time and no
+//! sockets.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dmproto::{Header, MessageWriter};
+
+use super::*;
+use crate::app::{self, AnswerBody, AppHandle, PendingAnswer, Submissions};
+use crate::peer::wire::BaseKind;
+
+const M: u8 = 0x40;
+const CCR: u32 = 272;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Behaviour {
+    /// Answer at once with 2001 and the CC-Request-Number.
+    Echo,
+    /// Keep the request unanswered until the test releases it.
+    Hold,
+}
+
+struct Node {
+    core: Core,
+    behaviour: Behaviour,
+    addr: SocketAddr,
+    held: Vec<(ConnId, Message)>,
+    delivered: Vec<Message>,
+    handle: AppHandle,
+    subs: Submissions,
+    up: bool,
+}
+
+/// A message seen on a link.
+struct Seen {
+    from: usize,
+    msg: Message,
+}
+
+struct Net {
+    nodes: Vec<Node>,
+    /// (node, conn) -> (node, conn)
+    links: HashMap<(usize, ConnId), (usize, ConnId)>,
+    seen: Vec<Seen>,
+    now: Instant,
+}
+
+fn config(host: &str, peers: &[(&str, SocketAddr)], accept: &[&str]) -> Config {
+    let mut s = format!(
+        r#"
+[node]
+origin_host = "{host}"
+origin_realm = "example.net"
+[[applications]]
+id = 4
+[timers]
+tc = "5s"
+tw = "30s"
+answer_timeout = "3s"
+cer_timeout = "2s"
+dpa_timeout = "1s"
+drain_timeout = "4s"
+"#
+    );
+    for (h, a) in peers {
+        s += &format!(
+            "[[peers]]\nhost = \"{h}\"\naddress = \"{}\"\nport = {}\n",
+            a.ip(),
+            a.port()
+        );
+    }
+    for h in accept {
+        s += &format!("[[peers]]\nhost = \"{h}\"\nmode = \"accept\"\n");
+    }
+    crate::config::parse(&s).unwrap()
+}
+
+fn addr(i: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 2], 4000 + i))
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            nodes: Vec::new(),
+            links: HashMap::new(),
+            seen: Vec::new(),
+            now: Instant::now(),
+        }
+    }
+
+    fn add(&mut self, config: Config, behaviour: Behaviour) -> usize {
+        let i = self.nodes.len();
+        let seeds = Seeds {
+            start_secs: 1_700_000_000 + i as u32,
+            random: 77 + i as u64,
+        };
+        let (handle, subs) = app::channel(64);
+        self.nodes.push(Node {
+            core: Core::new(config, dmproto::dict::Dictionary::builtin(), seeds),
+            behaviour,
+            addr: addr(i as u16),
+            held: Vec::new(),
+            delivered: Vec::new(),
+            handle,
+            subs,
+            up: true,
+        });
+        i
+    }
+
+    fn start(&mut self) {
+        for n in &mut self.nodes {
+            n.core.start(self.now);
+        }
+        self.run();
+    }
+
+    /// Processes outputs until every core is quiet.
+    fn run(&mut self) {
+        for _ in 0..10_000 {
+            let mut busy = false;
+            for i in 0..self.nodes.len() {
+                while let Some(sub) = self.nodes[i].subs.try_recv() {
+                    let (req, c) = sub.into_parts();
+                    self.nodes[i].core.submit(req, c, self.now);
+                }
+                while let Some(out) = self.nodes[i].core.poll_output() {
+                    busy = true;
+                    self.output(i, out);
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+        panic!("the network never went quiet");
+    }
+
+    fn output(&mut self, i: usize, out: Output) {
+        let now = self.now;
+        match out {
+            Output::Transmit { conn, bytes } => {
+                if let Some(&(j, peer_conn)) = self.links.get(&(i, conn)) {
+                    self.seen.push(Seen {
+                        from: i,
+                        msg: Message::decode(bytes.clone()).unwrap(),
+                    });
+                    self.nodes[j].core.frame(peer_conn, bytes, now);
+                }
+            }
+            Output::Close { conn } => self.cut(i, conn),
+            Output::Connect { conn, addr } => {
+                let target = self.nodes.iter().position(|n| n.addr == addr && n.up);
+                match target.and_then(|j| self.nodes[j].core.accept(None, now).map(|c| (j, c))) {
+                    Some((j, their)) => {
+                        self.links.insert((i, conn), (j, their));
+                        self.links.insert((j, their), (i, conn));
+                        if !self.nodes[i].core.connected(conn, Some(None), now) {
+                            self.cut(i, conn);
+                        }
+                    }
+                    None => {
+                        self.nodes[i].core.connected(conn, None, now);
+                    }
+                }
+            }
+            Output::Deliver { conn, request } => {
+                let msg = request.message;
+                self.nodes[i].delivered.push(msg.clone());
+                match self.nodes[i].behaviour {
+                    Behaviour::Echo => {
+                        let reply = Reply::Answer(echo_body(&msg));
+                        self.nodes[i].core.reply(conn, &msg, &reply, now);
+                    }
+                    Behaviour::Hold => self.nodes[i].held.push((conn, msg)),
+                }
+            }
+        }
+    }
+
+    /// Closes a link from both ends.
+    fn cut(&mut self, i: usize, conn: ConnId) {
+        let now = self.now;
+        if let Some((j, their)) = self.links.remove(&(i, conn)) {
+            self.links.remove(&(j, their));
+            self.nodes[j].core.closed(their, now);
+        }
+        self.nodes[i].core.closed(conn, now);
+    }
+
+    /// Kills node `j`: every link to it breaks, and it accepts nothing until revived.
+    fn kill(&mut self, j: usize) {
+        self.nodes[j].up = false;
+        let mine: Vec<(usize, ConnId)> = self
+            .links
+            .keys()
+            .filter(|(n, _)| *n == j)
+            .copied()
+            .collect();
+        let now = self.now;
+        for (n, c) in mine {
+            if let Some((other, their)) = self.links.remove(&(n, c)) {
+                self.links.remove(&(other, their));
+                self.nodes[other].core.closed(their, now);
+            }
+            // Its own side of the connections is gone with it.
+            self.nodes[n].core.closed(c, now);
+        }
+        self.run();
+    }
+
+    /// Advances simulated time to `now + d`, firing every timer on the way.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            let next = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.core.next_timeout())
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    for n in &mut self.nodes {
+                        if n.core.next_timeout().is_some_and(|x| x <= t) {
+                            n.core.handle_timeout(t);
+                        }
+                    }
+                    self.run();
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+        self.run();
+    }
+
+    fn submit(&mut self, i: usize, n: u32) -> PendingAnswer {
+        let req = app::OutgoingRequest {
+            app_id: 4,
+            cmd_code: CCR,
+            avps: ccr_avps(n),
+        };
+        let p = self.nodes[i].handle.submit(req).unwrap();
+        self.run();
+        p
+    }
+
+    fn release(&mut self, i: usize) {
+        let held = std::mem::take(&mut self.nodes[i].held);
+        let now = self.now;
+        for (conn, msg) in held {
+            self.nodes[i]
+                .core
+                .reply(conn, &msg, &Reply::Answer(echo_body(&msg)), now);
+        }
+        self.run();
+    }
+
+    fn sent_by(&self, i: usize, kind: BaseKind) -> usize {
+        self.seen
+            .iter()
+            .filter(|s| s.from == i && wire::classify(&s.msg.header) == kind)
+            .count()
+    }
+}
+
+fn ccr_avps(n: u32) -> Bytes {
+    let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
+    w.str(461, M, 0, "32251@3gpp.org");
+    w.u32(416, M, 0, 1);
+    w.u32(415, M, 0, n);
+    w.finish().unwrap().slice(20..)
+}
+
+fn echo_body(req: &Message) -> AnswerBody {
+    let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
+    if let Some(n) = req.find_u32(415, 0) {
+        w.u32(415, M, 0, n);
+    }
+    w.u32(416, M, 0, 1);
+    AnswerBody {
+        avps: w.finish().unwrap().slice(20..),
+        is_error: false,
+    }
+}
+
+fn answered(p: &mut PendingAnswer) -> Option<Result<Message, RequestError>> {
+    p.try_take()
+}
+
+/// client (0) connecting to servers 1.. (each accepting the client).
+fn net(servers: &[Behaviour]) -> Net {
+    let mut net = Net::new();
+    let peers: Vec<(String, SocketAddr)> = (0..servers.len())
+        .map(|k| (format!("s{}.example.net", k + 1), addr(k as u16 + 1)))
+        .collect();
+    let refs: Vec<(&str, SocketAddr)> = peers.iter().map(|(h, a)| (h.as_str(), *a)).collect();
+    let mut client = config("client.example.net", &refs, &[]);
+    client.routes.push(crate::config::RouteConfig {
+        realm: "example.net".into(),
+        app_id: None,
+        peers: peers.iter().map(|(h, _)| h.clone()).collect(),
+        priority: 0,
+    });
+    net.add(client, Behaviour::Echo);
+    for (k, b) in servers.iter().enumerate() {
+        net.add(
+            config(
+                &format!("s{}.example.net", k + 1),
+                &[],
+                &["client.example.net"],
+            ),
+            *b,
+        );
+    }
+    net.start();
+    net
+}
+
+#[test]
+fn capabilities_exchange_then_request_and_answer() {
+    let mut net = net(&[Behaviour::Echo]);
+    assert_eq!(net.sent_by(0, BaseKind::Cer), 1);
+    assert_eq!(net.sent_by(1, BaseKind::Cea), 1);
+    let mut p = net.submit(0, 42);
+    let a = answered(&mut p).expect("answered at once").unwrap();
+    assert_eq!(a.find_u32(268, 0), Some(2001));
+    assert_eq!(a.find_u32(415, 0), Some(42));
+    // The server saw a complete request: Session-Id first, our Origin-Host, its realm.
+    let req = &net.nodes[1].delivered[0];
+    assert!(req.session_id().unwrap().starts_with("client.example.net;"));
+    assert_eq!(req.find_ref(264, 0).unwrap().data, b"client.example.net");
+    assert_eq!(req.find_ref(283, 0).unwrap().data, b"example.net");
+}
+
+#[test]
+fn answer_timeout_gives_exactly_one_timeout() {
+    let mut net = net(&[Behaviour::Hold]);
+    let mut p = net.submit(0, 1);
+    net.advance(Duration::from_millis(2900));
+    assert!(answered(&mut p).is_none());
+    net.advance(Duration::from_millis(200));
+    assert_eq!(answered(&mut p), Some(Err(RequestError::Timeout)));
+    // The late answer is dropped, not delivered twice (the channel is already used).
+    net.release(1);
+    assert_eq!(
+        answered(&mut p),
+        Some(Err(RequestError::NodeDown)),
+        "consumed: closed"
+    );
+}
+
+#[test]
+fn connection_loss_resends_pending_with_t_flag_to_the_other_peer() {
+    let mut net = net(&[Behaviour::Hold, Behaviour::Echo]);
+    let mut ps: Vec<PendingAnswer> = (0..6).map(|n| net.submit(0, n)).collect();
+    let held = net.nodes[1].held.len();
+    assert_eq!(held, 3, "round-robin sent half to s1");
+    net.kill(1);
+    for (n, p) in ps.iter_mut().enumerate() {
+        let a = answered(p).expect("answered after failover").unwrap();
+        assert_eq!(a.find_u32(415, 0), Some(n as u32));
+    }
+    let resent: Vec<&Message> = net.nodes[2]
+        .delivered
+        .iter()
+        .filter(|m| m.header.flags.is_retransmit())
+        .collect();
+    assert_eq!(resent.len(), held);
+    // Same end-to-end ids as the originals sent to s1.
+    let mut orig: Vec<u32> = net
+        .seen
+        .iter()
+        .filter(|s| s.from == 0 && s.msg.header.code == CCR && !s.msg.header.flags.is_retransmit())
+        .map(|s| s.msg.header.end_to_end)
+        .collect();
+    orig.sort();
+    for m in resent {
+        assert!(orig.binary_search(&m.header.end_to_end).is_ok());
+    }
+}
+
+#[test]
+fn failover_without_alternate_fails_clearly() {
+    let mut net = net(&[Behaviour::Hold]);
+    let mut p = net.submit(0, 1);
+    net.kill(1);
+    match answered(&mut p) {
+        Some(Err(RequestError::NoRoute { result_code, .. })) => assert_eq!(result_code, 3002),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn stop_drains_pending_requests_before_dpr() {
+    let mut net = net(&[Behaviour::Hold]);
+    let mut p = net.submit(0, 5);
+    net.nodes[0].core.stop(net.now);
+    net.run();
+    assert_eq!(
+        net.sent_by(0, BaseKind::Dpr),
+        0,
+        "no DPR while a request is pending"
+    );
+    // New requests are refused while stopping.
+    let mut refused = net.submit(0, 6);
+    assert_eq!(answered(&mut refused), Some(Err(RequestError::NodeDown)));
+    net.release(1);
+    assert!(answered(&mut p).unwrap().is_ok());
+    assert_eq!(net.sent_by(0, BaseKind::Dpr), 1);
+    assert_eq!(net.sent_by(1, BaseKind::Dpa), 1);
+    assert!(net.nodes[0].core.is_finished());
+}
+
+#[test]
+fn stop_sends_dpr_after_drain_timeout_and_fails_the_rest() {
+    let mut net = net(&[Behaviour::Hold]);
+    let mut p = net.submit(0, 5);
+    net.nodes[0].core.stop(net.now);
+    net.run();
+    // The answer timeout (3 s) comes before the drain timeout (4 s).
+    net.advance(Duration::from_secs(3));
+    assert_eq!(answered(&mut p), Some(Err(RequestError::Timeout)));
+    assert_eq!(net.sent_by(0, BaseKind::Dpr), 1, "drained by the timeout");
+    assert!(net.nodes[0].core.is_finished());
+}
+
+#[test]
+fn idle_connection_is_watched_with_dwr() {
+    let mut net = net(&[Behaviour::Echo]);
+    net.advance(Duration::from_secs(33));
+    // Whichever side's Tw expires first sends DWR; the DWR is traffic for the other side,
+    // which then has no reason to send its own.
+    let dwr = net.sent_by(0, BaseKind::Dwr) + net.sent_by(1, BaseKind::Dwr);
+    let dwa = net.sent_by(0, BaseKind::Dwa) + net.sent_by(1, BaseKind::Dwa);
+    assert!(dwr >= 1 && dwa == dwr, "{dwr} DWR, {dwa} DWA");
+    let mut p = net.submit(0, 1);
+    assert!(answered(&mut p).unwrap().is_ok(), "still usable");
+}
+
+#[test]
+fn reconnects_after_the_peer_comes_back() {
+    let mut net = net(&[Behaviour::Echo]);
+    net.kill(1);
+    let mut p = net.submit(0, 1);
+    assert!(matches!(
+        answered(&mut p),
+        Some(Err(RequestError::NoRoute { .. }))
+    ));
+    net.nodes[1].up = true;
+    net.advance(Duration::from_secs(6)); // Tc = 5 s
+    assert_eq!(net.sent_by(0, BaseKind::Cer), 2);
+    // Reopened after a failure: three DWAs before it carries requests (RFC 3539 REOPEN).
+    let mut p = net.submit(0, 2);
+    assert!(matches!(
+        answered(&mut p),
+        Some(Err(RequestError::NoRoute { .. }))
+    ));
+    net.advance(Duration::from_secs(100));
+    let mut p = net.submit(0, 3);
+    assert!(answered(&mut p).unwrap().is_ok());
+}
+
+#[test]
+fn retransmitted_request_is_answered_from_cache() {
+    let mut net = net(&[Behaviour::Echo]);
+    let mut p = net.submit(0, 9);
+    assert!(answered(&mut p).unwrap().is_ok());
+    // Replay the client's request with T to the server on the same link.
+    let original = net
+        .seen
+        .iter()
+        .find(|s| s.from == 0 && s.msg.header.code == CCR)
+        .map(|s| s.msg.to_bytes())
+        .unwrap();
+    let again = pending::retransmission(&original, 0xabcdef).unwrap();
+    let (&(_, client_conn), &(_, server_conn)) =
+        net.links.iter().find(|((n, _), _)| *n == 0).unwrap();
+    let _ = client_conn;
+    let now = net.now;
+    net.nodes[1].core.frame(server_conn, again, now);
+    net.run();
+    assert_eq!(net.nodes[1].delivered.len(), 1, "handled once");
+    let replies: Vec<&Seen> = net
+        .seen
+        .iter()
+        .filter(|s| s.from == 1 && s.msg.header.code == CCR)
+        .collect();
+    assert_eq!(replies.len(), 2);
+    assert_eq!(replies[1].msg.header.hop_by_hop, 0xabcdef);
+    assert_eq!(replies[0].msg.body, replies[1].msg.body, "the same answer");
+}
+
+#[test]
+fn stop_without_pending_requests_sends_dpr_at_once() {
+    let mut net = net(&[Behaviour::Echo, Behaviour::Echo]);
+    net.nodes[0].core.stop(net.now);
+    net.run();
+    assert_eq!(net.sent_by(0, BaseKind::Dpr), 2);
+    assert_eq!(
+        net.sent_by(1, BaseKind::Dpa) + net.sent_by(2, BaseKind::Dpa),
+        2
+    );
+    assert!(net.nodes[0].core.is_finished());
+    // The servers were told REBOOTING: they keep no connection and do not reconnect
+    // (they are accept-only for the client).
+    assert!(net.links.is_empty());
+}
