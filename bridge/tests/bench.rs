@@ -157,6 +157,7 @@ fn serve(mut sock: TcpStream, b: Behaviour, seen: &Mutex<Seen>, counter: &Atomic
                         return;
                     }
                 }
+                280 => write(&mut sock, base_answer(&m, 2001)),
                 282 => {
                     seen.lock().unwrap().dpr += 1;
                     write(&mut sock, base_answer(&m, 2001));

@@ -236,6 +236,17 @@ pub fn unsupported(node: &LocalNode, req: &Message) -> Result<Bytes, EncodeError
     base_answer(req, node, rc::DIAMETER_COMMAND_UNSUPPORTED).finish()
 }
 
+/// Device-Watchdog-Request: sent once after the CEA, and the load starts with its DWA.
+/// Some servers (Erlang/OTP diameter) register a new peer only after answering its CER and
+/// silently drop requests that arrive in between; a DWR round trip closes that gap.
+pub fn dwr(node: &LocalNode, hop_by_hop: u32, end_to_end: u32) -> Result<Bytes, EncodeError> {
+    let mut w = MessageWriter::new(Header::request(cmd::DWR, 0, hop_by_hop, end_to_end));
+    w.str(avp::ORIGIN_HOST, M, 0, &node.origin_host)
+        .str(avp::ORIGIN_REALM, M, 0, &node.origin_realm)
+        .u32(avp::ORIGIN_STATE_ID, M, 0, node.origin_state_id);
+    w.finish()
+}
+
 /// Disconnect-Peer-Request.
 pub fn dpr(
     node: &LocalNode,

@@ -25,14 +25,24 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Largest message accepted from the peer.
 pub const MAX_MESSAGE: usize = 1 << 20;
 
-/// Connects, sends CER and checks the CEA, all within `timeout`.
+/// A connection past CER/CEA and the first DWR/DWA.
+pub struct Established {
+    pub stream: TcpStream,
+    /// May already hold messages that followed the DWA.
+    pub framer: Framer,
+    pub peer: PeerInfo,
+    /// The peer's DWRs answered during the handshake.
+    pub dwr_answered: u64,
+}
+
+/// Connects, sends CER, checks the CEA and does one DWR/DWA round trip, all within `timeout`.
 pub async fn handshake(
     addr: SocketAddr,
     node: &LocalNode,
     apps: &[AppAdvert],
     ids: (u32, u32),
     timeout: Duration,
-) -> Result<(TcpStream, Framer, PeerInfo), String> {
+) -> Result<Established, String> {
     let work = async {
         let mut stream = TcpStream::connect(addr)
             .await
@@ -51,33 +61,82 @@ pub async fn handshake(
             .await
             .map_err(|e| format!("{addr}: sending CER: {e}"))?;
         let mut framer = Framer::new(MAX_MESSAGE);
+        let cea = next_message(&stream, &mut framer, addr, "CEA").await?;
+        let info = caps::check_cea(&cea).map_err(|e| format!("{addr}: {e}"))?;
+        // DWR round trip before the load (see `caps::dwr`); the peer's own requests in
+        // between are answered.
+        let (dwr_hbh, dwr_e2e) = (ids.0.wrapping_sub(1), ids.1.wrapping_sub(1));
+        let dwr = caps::dwr(node, dwr_hbh, dwr_e2e).map_err(|e| format!("encoding DWR: {e}"))?;
+        stream
+            .write_all(&dwr)
+            .await
+            .map_err(|e| format!("{addr}: sending DWR: {e}"))?;
+        let mut dwr_answered = 0;
         loop {
-            if let Some(frame) = framer
-                .next_frame()
-                .map_err(|e| format!("{addr}: bad data instead of CEA: {e}"))?
-            {
-                let m = Message::decode(frame).map_err(|e| format!("{addr}: bad CEA: {e}"))?;
-                let info = caps::check_cea(&m).map_err(|e| format!("{addr}: {e}"))?;
-                return Ok((stream, framer, info));
-            }
-            let buf = framer
-                .read_space(READ_CHUNK)
-                .map_err(|e| format!("{addr}: {e}"))?;
-            stream
-                .readable()
-                .await
-                .map_err(|e| format!("{addr}: {e}"))?;
-            match stream.try_read_buf(buf) {
-                Ok(0) => return Err(format!("{addr}: the peer closed the connection before CEA")),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(format!("{addr}: reading CEA: {e}")),
+            let m = next_message(&stream, &mut framer, addr, "DWA").await?;
+            if m.is_request() {
+                let answer = match m.header.code {
+                    caps::cmd::DWR => {
+                        dwr_answered += 1;
+                        caps::dwa(node, &m)
+                    }
+                    _ => caps::unsupported(node, &m),
+                }
+                .map_err(|e| format!("encoding an answer: {e}"))?;
+                stream
+                    .write_all(&answer)
+                    .await
+                    .map_err(|e| format!("{addr}: {e}"))?;
+                if m.header.code == caps::cmd::DPR {
+                    return Err(format!("{addr}: the peer sent DPR right after CEA"));
+                }
+            } else if m.header.code == caps::cmd::DWR && m.header.hop_by_hop == dwr_hbh {
+                return Ok(Established {
+                    stream,
+                    framer,
+                    peer: info,
+                    dwr_answered,
+                });
             }
         }
     };
     tokio::time::timeout(timeout, work)
         .await
-        .map_err(|_| format!("{addr}: no CEA within {} ms", timeout.as_millis()))?
+        .map_err(|_| format!("{addr}: no CEA/DWA within {} ms", timeout.as_millis()))?
+}
+
+/// Reads until the framer yields a message.
+async fn next_message(
+    stream: &TcpStream,
+    framer: &mut Framer,
+    addr: SocketAddr,
+    what: &str,
+) -> Result<Message, String> {
+    loop {
+        if let Some(frame) = framer
+            .next_frame()
+            .map_err(|e| format!("{addr}: bad data instead of {what}: {e}"))?
+        {
+            return Message::decode(frame).map_err(|e| format!("{addr}: bad {what}: {e}"));
+        }
+        let buf = framer
+            .read_space(READ_CHUNK)
+            .map_err(|e| format!("{addr}: {e}"))?;
+        stream
+            .readable()
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        match stream.try_read_buf(buf) {
+            Ok(0) => {
+                return Err(format!(
+                    "{addr}: the peer closed the connection before {what}"
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("{addr}: reading {what}: {e}")),
+        }
+    }
 }
 
 /// Writes as much of `out` as the socket takes now.

@@ -63,7 +63,9 @@ pub struct BenchArgs {
     /// Destination-Host filled into requests that lack one.
     #[arg(long)]
     pub dest_host: Option<String>,
-    /// Number of connections (each a separate Diameter peer connection).
+    /// Number of connections. Each is a Diameter peer of its own, so each needs its own
+    /// Origin-Host: connection i > 0 inserts "-i" after the first label
+    /// (bench.test.local, bench-1.test.local, ...).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub connections: u32,
     /// Closed loop: requests in flight, over all connections (default 100 without --rate).
@@ -198,11 +200,15 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
     if let Some(v) = args.app_vendor {
         app.vendor = v;
     }
-    let node = Arc::new(LocalNode {
-        origin_host: args.origin_host.clone(),
-        origin_realm: args.origin_realm.clone(),
-        origin_state_id: now_unix as u32,
-    });
+    let nodes: Vec<Arc<LocalNode>> = (0..args.connections)
+        .map(|i| {
+            Arc::new(LocalNode {
+                origin_host: connection_host(&args.origin_host, i),
+                origin_realm: args.origin_realm.clone(),
+                origin_state_id: now_unix as u32,
+            })
+        })
+        .collect();
 
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -221,34 +227,39 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
         let mut seed = seed_from(now_unix);
         let mut handshakes = Vec::with_capacity(n as usize);
         let connect_timeout = Duration::from_millis(args.connect_timeout_ms);
-        for _ in 0..n {
+        for node in &nodes {
             let ids = (next_u32(&mut seed), e2e_base(now_unix, next_u32(&mut seed)));
-            handshakes.push(conn::handshake(addr, &node, &[app], ids, connect_timeout).await?);
+            handshakes.push(conn::handshake(addr, node, &[app], ids, connect_timeout).await?);
         }
         if args.dest_realm.is_none() {
             id.destination_realm = handshakes
                 .first()
-                .map(|(_, _, p)| p.origin_realm.clone())
+                .map(|h| h.peer.origin_realm.clone())
                 .filter(|r| !r.is_empty())
                 .unwrap_or_else(|| args.origin_realm.clone());
         }
-        let template = Arc::new(
-            Template::compile(&json, &id, &dict)
-                .map_err(|e| format!("{}: {e}", args.template.display()))?,
-        );
+        // One compiled template per connection: the Origin-Host (and so the Session-Id)
+        // differs between them.
+        let mut templates = Vec::with_capacity(nodes.len());
+        for node in &nodes {
+            id.origin_host = node.origin_host.clone();
+            let t = Template::compile(&json, &id, &dict)
+                .map_err(|e| format!("{}: {e}", args.template.display()))?;
+            templates.push(Arc::new(t));
+        }
+        let is_static = templates.first().is_some_and(|t| t.is_static());
         if !args.quiet {
-            let p = &handshakes.first().map(|h| h.2.clone()).unwrap_or_default();
+            let p = &handshakes
+                .first()
+                .map(|h| h.peer.clone())
+                .unwrap_or_default();
             eprintln!(
                 "dmbridge bench: {n} connection(s) to {addr} ({} {}, realm {}); application {}{}",
                 p.origin_host,
                 p.product_name,
                 p.origin_realm,
                 app.id,
-                if template.is_static() {
-                    ", static template"
-                } else {
-                    ""
-                }
+                if is_static { ", static template" } else { "" }
             );
         }
 
@@ -265,7 +276,8 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
                 .unwrap_or(Duration::from_secs(100 * 365 * 86_400));
         let concurrency = args.concurrency.unwrap_or(100) as usize;
         let mut tasks = Vec::with_capacity(n as usize);
-        for (i, (stream, framer, _)) in handshakes.into_iter().enumerate() {
+        let per_conn = handshakes.into_iter().zip(templates).zip(&nodes);
+        for (i, ((est, template), node)) in per_conn.enumerate() {
             let i = i as u32;
             let pace = match args.rate {
                 Some(per_sec) => Pace::Rate {
@@ -290,8 +302,9 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
                 first_end_to_end: e2e_base(now_unix, next_u32(&mut seed)),
                 seed: next_u64(&mut seed),
             };
-            let client = Client::new(plan, template.clone(), node.clone(), shared.clone());
-            tasks.push(tokio::spawn(conn::drive(stream, framer, client)));
+            let mut client = Client::new(plan, template, node.clone(), shared.clone());
+            client.tally.dwr_answered = est.dwr_answered;
+            tasks.push(tokio::spawn(conn::drive(est.stream, est.framer, client)));
         }
         let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), start)));
         let ctrl_c = {
@@ -336,6 +349,19 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
     })
 }
 
+/// The Origin-Host of connection `i`: `host` for the first, then the first label suffixed
+/// with `-i` (two connections from one Origin-Host are one peer connecting twice, which a
+/// server refuses or treats as an election).
+pub fn connection_host(host: &str, i: u32) -> String {
+    if i == 0 {
+        return host.to_string();
+    }
+    match host.split_once('.') {
+        Some((first, rest)) => format!("{first}-{i}.{rest}"),
+        None => format!("{host}-{i}"),
+    }
+}
+
 /// Prints a progress line to stderr every second.
 async fn progress(shared: Arc<Shared>, start: Instant) {
     use std::sync::atomic::Ordering::Relaxed;
@@ -365,6 +391,27 @@ async fn progress(shared: Arc<Shared>, start: Instant) {
         );
         last_answered = answered;
         last_t = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_hosts_are_distinct() {
+        assert_eq!(connection_host("bench.test.local", 0), "bench.test.local");
+        assert_eq!(connection_host("bench.test.local", 3), "bench-3.test.local");
+        assert_eq!(connection_host("bench", 1), "bench-1");
+    }
+
+    #[test]
+    fn connect_addresses() {
+        assert_eq!(resolve("127.0.0.1:3869").unwrap().port(), 3869);
+        assert_eq!(resolve("[::1]:3870").unwrap().to_string(), "[::1]:3870");
+        assert_eq!(resolve("::1").unwrap().to_string(), "[::1]:3868");
+        assert_eq!(resolve("localhost").unwrap().port(), 3868);
+        assert!(resolve("no such host name").is_err());
     }
 }
 
