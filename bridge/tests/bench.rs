@@ -542,7 +542,7 @@ fn failed_cea_or_connection_exits_non_zero() {
     // A broken template is refused before connecting, naming what is wrong.
     let bad = template_file(
         "bad",
-        r#"{"cmd_code": 272, "avps": [{"User-Name": "{{nope}}"}]}"#,
+        r#"{"cmd_code": 272, "app_id": 4, "avps": [{"User-Name": "{{nope}}"}]}"#,
     );
     let out = run_bench(&["--connect", &addr, "--template", bad.to_str().unwrap()]);
     assert!(!out.status.success());

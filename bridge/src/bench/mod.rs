@@ -17,7 +17,6 @@
 pub mod capabilities;
 pub mod client;
 pub mod conn;
-mod json_shim;
 pub mod pending;
 pub mod stats;
 pub mod template;
@@ -394,27 +393,6 @@ async fn progress(shared: Arc<Shared>, start: Instant) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connection_hosts_are_distinct() {
-        assert_eq!(connection_host("bench.test.local", 0), "bench.test.local");
-        assert_eq!(connection_host("bench.test.local", 3), "bench-3.test.local");
-        assert_eq!(connection_host("bench", 1), "bench-1");
-    }
-
-    #[test]
-    fn connect_addresses() {
-        assert_eq!(resolve("127.0.0.1:3869").unwrap().port(), 3869);
-        assert_eq!(resolve("[::1]:3870").unwrap().to_string(), "[::1]:3870");
-        assert_eq!(resolve("::1").unwrap().to_string(), "[::1]:3868");
-        assert_eq!(resolve("localhost").unwrap().port(), 3868);
-        assert!(resolve("no such host name").is_err());
-    }
-}
-
 /// splitmix64 seeded from the clock and the process id: distinct ids for parallel benches.
 fn seed_from(now_unix: u64) -> u64 {
     now_unix ^ (u64::from(std::process::id()) << 32) ^ 0x9E37_79B9_7F4A_7C15
@@ -435,4 +413,25 @@ fn next_u32(s: &mut u64) -> u32 {
 /// RFC 6733 §3: the end-to-end id's high 12 bits from the clock, low 20 bits random.
 fn e2e_base(now_unix: u64, random: u32) -> u32 {
     ((now_unix as u32 & 0xFFF) << 20) | (random & 0xF_FFFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_hosts_are_distinct() {
+        assert_eq!(connection_host("bench.test.local", 0), "bench.test.local");
+        assert_eq!(connection_host("bench.test.local", 3), "bench-3.test.local");
+        assert_eq!(connection_host("bench", 1), "bench-1");
+    }
+
+    #[test]
+    fn connect_addresses() {
+        assert_eq!(resolve("127.0.0.1:3869").unwrap().port(), 3869);
+        assert_eq!(resolve("[::1]:3870").unwrap().to_string(), "[::1]:3870");
+        assert_eq!(resolve("::1").unwrap().to_string(), "[::1]:3868");
+        assert_eq!(resolve("localhost").unwrap().port(), 3868);
+        assert!(resolve("no such host name").is_err());
+    }
 }

@@ -146,13 +146,7 @@ impl Template {
         dict: &Dictionary,
     ) -> Result<Template, TemplateError> {
         let filled = fill(msg, id, dict)?;
-        let bytes = super::json_shim::encode_message(dict, &filled).map_err(TemplateError)?;
-        if bytes.len() > MAX_TEMPLATE_LEN {
-            return err(format!(
-                "template is {} bytes encoded; the limit is {MAX_TEMPLATE_LEN}",
-                bytes.len()
-            ));
-        }
+        let bytes = encode(&filled, dict)?;
         let m = Message::decode(bytes.clone())
             .map_err(|e| TemplateError(format!("encoded template does not decode: {e}")))?;
         if !m.is_request() {
@@ -271,6 +265,12 @@ impl Template {
             }
         }
     }
+}
+
+/// Encodes a (filled) message JSON with proto's §8 reader, within [`MAX_TEMPLATE_LEN`].
+fn encode(msg: &Json, dict: &Dictionary) -> Result<Bytes, TemplateError> {
+    dmproto::json::read_message(&msg.to_string(), dict, MAX_TEMPLATE_LEN)
+        .map_err(|e| TemplateError(format!("$: {e}")))
 }
 
 /// Writes the low 24 bits of `len` at `at..at+3` (a Message or AVP Length field).

@@ -1,5 +1,4 @@
 use super::*;
-use crate::bench::json_shim::encode_message;
 
 fn id() -> Identity {
     Identity {
@@ -38,7 +37,7 @@ fn expected(msg: &Json, s: &Subst) -> Bytes {
     }
     let mut filled = fill(msg, &id(), dict()).unwrap();
     walk(&mut filled, s);
-    encode_message(dict(), &filled).unwrap()
+    encode(&filled, dict()).unwrap()
 }
 
 fn render(t: &Template, hbh: u32, e2e: u32, s: &Subst) -> Bytes {
@@ -234,11 +233,12 @@ fn bad_templates_are_refused_with_their_place() {
     assert!(m.contains("cmd_code"), "{m}");
     let m = e(json!([1]));
     assert!(m.starts_with('$'), "{m}");
-    let m = e(json!({"cmd_code": 272, "flags": "P", "avps": []}));
+    let m = e(json!({"cmd_code": 272, "app_id": 4, "flags": "P", "avps": []}));
     assert!(m.contains("R flag"), "{m}");
-    let m = e(json!({"cmd_code": 272, "avps": [{"No-Such-AVP": 1}]}));
+    let m = e(json!({"cmd_code": 272, "app_id": 4, "avps": [{"No-Such-AVP": 1}]}));
     assert!(m.contains("No-Such-AVP"), "{m}");
-    let m = e(json!({"cmd_code": 272, "avps": [{"CC-Request-Number": "{{counter}}"}]}));
+    let m =
+        e(json!({"cmd_code": 272, "app_id": 4, "avps": [{"CC-Request-Number": "{{counter}}"}]}));
     assert!(m.contains("CC-Request-Number"), "{m}");
 }
 
@@ -267,5 +267,51 @@ fn decimal_formatting() {
         let mut b = BytesMut::new();
         put_decimal(&mut b, n);
         assert_eq!(&b[..], n.to_string().as_bytes());
+    }
+}
+
+#[test]
+fn shipped_examples_compile_and_validate() {
+    let examples = [
+        (
+            "cx_ppr",
+            include_str!("../../../../cfg-examples/bench/cx_ppr.json"),
+            true,
+        ),
+        (
+            "ro_ccr_initial",
+            include_str!("../../../../cfg-examples/bench/ro_ccr_initial.json"),
+            true,
+        ),
+        // test_app's command is not in our dictionary: nothing to validate against.
+        (
+            "test_app",
+            include_str!("../../../../cfg-examples/bench/test_app.json"),
+            false,
+        ),
+    ];
+    for (name, text, validate) in examples {
+        let msg: Json = serde_json::from_str(text).unwrap();
+        let t = Template::compile(&msg, &id(), dict()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let m = Message::decode(render(
+            &t,
+            1,
+            2,
+            &Subst {
+                counter: 77,
+                ..Subst::default()
+            },
+        ))
+        .unwrap();
+        assert_eq!(
+            m.session_id(),
+            Some("bench.test.local;1700000000;77"),
+            "{name}"
+        );
+        if validate {
+            if let Err(e) = dmproto::validate_request(&m, dict()) {
+                panic!("{name}: {e:?}");
+            }
+        }
     }
 }
