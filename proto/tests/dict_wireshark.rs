@@ -23,6 +23,9 @@ const NAME_VARIANTS: &[(u32, u32, &str, &str)] = &[
         "Acct-Multi-Session-Id",
         "Accounting-Multi-Session-Id",
     ),
+    // TS 29.229's name; Wireshark's "Cx-User-Data" is accepted as an alias (Sh's 702 is
+    // Sh-User-Data here, as there).
+    (606, 10415, "User-Data", "Cx-User-Data"),
     // TS 29.229 renamed Wildcarded-PSI to Wildcarded-Public-Identity in Rel-9.
     (634, 10415, "Wildcarded-Public-Identity", "Wildcarded-PSI"),
     // TS 32.299 7.2.175 calls it Reporting-Reason; no other Reporting-Reason exists here.

@@ -44,6 +44,8 @@
 //! separate lines still load there):
 //! - `VALUE <avp-name> <value-name> <number>` (FreeRADIUS style): a named value of an
 //!   Enumerated (or Integer32/Unsigned32) AVP, e.g. `VALUE Subscription-Id-Type END_USER_E164 0`.
+//! - `ALIAS <avp-name> <other-name>`: another name that resolves to the AVP on input (the
+//!   AVP keeps showing its own name), e.g. `ALIAS User-Data Cx-User-Data`.
 //! - Flag words after the vendor on an ATTRIBUTE line: `M` (M bit must be set, the default),
 //!   `M?` (may), `!M` (must not). For an IETF AVP with flag words write vendor `0`.
 //! - `COMMAND <code> <request-abbr> <answer-abbr> [not-proxiable]`: the abbreviations scripts
@@ -107,7 +109,7 @@ impl fmt::Display for DictErrorKind {
             DictErrorKind::Io(e) => write!(f, "cannot read: {e}"),
             DictErrorKind::UnknownKeyword(k) => write!(
                 f,
-                "unknown keyword '{k}' (expected VENDOR, ATTRIBUTE, VALUE, APPLICATION, \
+                "unknown keyword '{k}' (expected VENDOR, ATTRIBUTE, VALUE, ALIAS, APPLICATION, \
                  REQUEST, ANSWER or COMMAND)"
             ),
             DictErrorKind::UnknownType(t) => write!(f, "unknown AVP type '{t}'"),
@@ -190,6 +192,14 @@ struct PInfo {
 }
 
 #[derive(Debug)]
+struct PAlias {
+    file: u32,
+    line: usize,
+    name: String,
+    alias: String,
+}
+
+#[derive(Debug)]
 struct PValue {
     file: u32,
     line: usize,
@@ -207,6 +217,7 @@ pub(crate) struct Parsed {
     apps: Vec<(usize, AppDef)>,
     avps: Vec<PAvp>,
     values: Vec<PValue>,
+    aliases: Vec<PAlias>,
     commands: Vec<PCmd>,
     infos: Vec<PInfo>,
 }
@@ -271,6 +282,7 @@ const KEYWORDS: &[&str] = &[
     "VENDOR",
     "ATTRIBUTE",
     "VALUE",
+    "ALIAS",
     "APPLICATION",
     "APPLICATION-AUTH",
     "APPLICATION-ACC",
@@ -405,6 +417,19 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Parsed, DictError> {
                     avp: avp.into(),
                     name: name.into(),
                     value,
+                });
+            }
+            "ALIAS" => {
+                let (name, r) = word(rest);
+                let (alias, r) = word(r);
+                if name.is_empty() || alias.is_empty() || !r.is_empty() {
+                    return Err(cx.syntax(ln, "expected ALIAS <avp-name> <other-name>"));
+                }
+                out.aliases.push(PAlias {
+                    file: 0,
+                    line: ln,
+                    name: name.into(),
+                    alias: alias.into(),
                 });
             }
             k if k.starts_with("APPLICATION") => {
@@ -798,6 +823,10 @@ impl Parsed {
             v.file += off;
             v
         }));
+        self.aliases.extend(other.aliases.into_iter().map(|mut a| {
+            a.file += off;
+            a
+        }));
         self.commands
             .extend(other.commands.into_iter().map(|mut c| {
                 c.file += off;
@@ -942,6 +971,38 @@ pub(crate) fn apply(dict: &mut Dictionary, p: Parsed) -> Result<(), DictError> {
         };
         bound_here.insert(a.name.as_str(), (i, a.file, a.line));
         avp_idx.push(i);
+    }
+
+    for al in &p.aliases {
+        let Some(&i) = dict.avp_by_name.get(al.name.as_str()) else {
+            return Err(fx.err(
+                al.file,
+                al.line,
+                DictErrorKind::UndefinedAvp(al.name.clone()),
+            ));
+        };
+        match dict.avp_by_name.get(al.alias.as_str()) {
+            Some(&j) if j != i => {
+                let other = dict
+                    .avps
+                    .get(j)
+                    .map(|d| (d.code, d.vendor))
+                    .unwrap_or_default();
+                return Err(fx.conflict(
+                    al.file,
+                    al.line,
+                    format!(
+                        "'{}' already names AVP {}{}",
+                        al.alias,
+                        other.0,
+                        vendor_suffix(other.1)
+                    ),
+                ));
+            }
+            _ => {
+                dict.avp_by_name.insert(al.alias.as_str().into(), i);
+            }
+        }
     }
 
     // Grouped bodies, now that every name of this load is known.

@@ -57,8 +57,12 @@ fn avp_lookup_by_code_vendor_and_name() {
         d.avp_by_name("public-identity").is_none(),
         "names are exact"
     );
-    // Both "User-Data" AVPs exist under distinct names.
-    assert_eq!(d.avp_by_name("Cx-User-Data").map(|a| a.code), Some(606));
+    // Both "User-Data" AVPs exist under distinct names; Cx's answers to an alias too.
+    assert_eq!(d.avp_by_name("User-Data").map(|a| a.code), Some(606));
+    assert_eq!(
+        d.avp_by_name("Cx-User-Data").map(|a| &*a.name),
+        Some("User-Data")
+    );
     assert_eq!(d.avp_by_name("Sh-User-Data").map(|a| a.code), Some(702));
     // RFC 4740 and TS 29.229 clash on SIP-Auth-Data-Item: both kept.
     assert_eq!(
@@ -503,6 +507,26 @@ fn windows_line_ends_and_byte_order_mark() {
         .expect("loads");
     assert_eq!(d.vendor(4243).map(|v| &*v.name), Some("Win"));
     assert_eq!(d.avp_by_name("W").map(|a| a.group.rules.len()), Some(1));
+}
+
+#[test]
+fn aliases() {
+    let d = load("ATTRIBUTE Hue 3460 unsigned32\nALIAS Hue Colour-Tone\nATTRIBUTE G 3461 grouped\n{\n Colour-Tone | OPTIONAL | 1\n}\n")
+        .expect("loads");
+    assert_eq!(d.avp_by_name("Colour-Tone").map(|a| &*a.name), Some("Hue"));
+    assert_eq!(
+        d.avp_by_name("G")
+            .and_then(|g| g.group.rules.first())
+            .map(|r| r.code),
+        Some(3460)
+    );
+    let e = err("ALIAS No-Such-Avp Other\n");
+    assert_eq!(e.kind, DictErrorKind::UndefinedAvp("No-Such-Avp".into()));
+    let e = err("ALIAS Session-Id Origin-Host\n");
+    assert!(matches!(e.kind, DictErrorKind::Conflict(_)), "{e}");
+    let e = err("ALIAS Session-Id\n");
+    assert!(matches!(e.kind, DictErrorKind::Syntax(_)), "{e}");
+    assert!(load("ALIAS Session-Id Session-Id\n").is_ok());
 }
 
 #[test]
