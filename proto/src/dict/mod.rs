@@ -9,7 +9,7 @@
 //!
 //! The built-in dictionaries are data files in the same (extended) format users write,
 //! embedded in the binary and parsed on first use (see [`builtin`]); [`loader`] documents the
-//! format and its extensions, [`print`] renders definitions for `dmbridge dict`.
+//! format and its extensions, [`print`](mod@print) renders definitions for `dmbridge dict`.
 
 pub mod builtin;
 pub mod loader;
