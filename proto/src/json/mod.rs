@@ -51,6 +51,7 @@
 mod bytes_text;
 mod error;
 mod read;
+mod swar;
 mod time;
 mod write;
 

@@ -26,6 +26,7 @@ use crate::AvpType;
 
 use super::bytes_text::{decode_base64, decode_hex};
 use super::error::{JsonError, JsonErrorKind as K, PathSegment};
+use super::swar;
 use super::time::parse_rfc3339;
 
 type R<T> = Result<T, JsonError>;
@@ -170,7 +171,14 @@ impl<'a, 'd, 's> Parser<'a, 'd, 's> {
         let open = self.pos;
         self.pos += 1;
         let start = self.pos;
-        // Fast path: up to the closing quote with no escape.
+        // Fast path: up to the closing quote with no escape, a word at a time while no byte
+        // of the word can end or interrupt the string.
+        while let Some(x) = swar::word_at(self.b, self.pos) {
+            if swar::string_stop(x) {
+                break;
+            }
+            self.pos += 8;
+        }
         loop {
             match self.b.get(self.pos) {
                 Some(b'"') => {
@@ -425,17 +433,18 @@ impl<'a, 'd, 's> Parser<'a, 'd, 's> {
         }
     }
 
-    /// A key: a dictionary name, `code` or `code:vendor`.
+    /// A key: a dictionary name, `code` or `code:vendor` (names may start with a digit,
+    /// e.g. `3GPP-SIP-Method`, so the numeric forms are tried first and must be all digits).
     fn resolve(&self, key: &str, at: usize) -> R<Target> {
-        let first = key.as_bytes().first().copied().unwrap_or(0);
-        if first.is_ascii_digit() {
-            let (code, vendor) = match key.split_once(':') {
-                Some((c, v)) => (parse_u32(c), parse_u32(v)),
-                None => (parse_u32(key), Some(0)),
-            };
-            let (Some(code), Some(vendor)) = (code, vendor) else {
-                return err(K::UnknownAvp(key.to_string()), at);
-            };
+        let numeric = if key.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+            match key.split_once(':') {
+                Some((c, v)) => parse_u32(c).zip(parse_u32(v)),
+                None => parse_u32(key).map(|c| (c, 0)),
+            }
+        } else {
+            None
+        };
+        if let Some((code, vendor)) = numeric {
             return Ok(match self.dict.avp(code, vendor) {
                 Some(d) => Target {
                     code,

@@ -36,7 +36,8 @@ fn dict() -> &'static Dictionary {
              ATTRIBUTE Test-URI 60009 DiameterURI\n\
              ATTRIBUTE Test-Filter 60010 IPFilterRule\n\
              ATTRIBUTE Test-QoS 60011 QoSFilterRule\n\
-             ATTRIBUTE Test-Id 60012 DiameterIdentity\n",
+             ATTRIBUTE Test-Id 60012 DiameterIdentity\n\
+             ATTRIBUTE 3GPP-Test 60013 UTF8String\n",
             "test.dict",
         )
         .expect("test dictionary loads");
@@ -371,6 +372,16 @@ fn keys_by_code_and_vendor() {
                 w.u32(268, M, 0, 1);
             });
         })
+    );
+}
+
+#[test]
+fn names_may_start_with_a_digit() {
+    both_ways(
+        |w| {
+            w.str(60013, M, 0, "x");
+        },
+        r#"[{"3GPP-Test":"x"}]"#,
     );
 }
 

@@ -17,6 +17,7 @@ use crate::value::{Address, Value};
 use crate::AvpType;
 
 use super::bytes_text::push_hex;
+use super::swar;
 
 /// Appends the AVPs of `avps` (a message body or a grouped payload) to `out` as a JSON array
 /// (DESIGN §4). On a structural fault in the list itself `out` is restored to its length
@@ -179,44 +180,68 @@ pub(crate) fn push_escaped_str(out: &mut String, s: &str) {
 /// holds a control character other than TAB, LF, CR (C0, DEL, or C1 U+0080..U+009F): such an
 /// OctetString is binary and is shown as hex instead (the caller rewinds). TAB, LF and CR are
 /// allowed so that XML and other text payloads (Sh/Cx User-Data) stay readable.
+///
+/// Words of 8 bytes with nothing to escape are skipped whole (see [`super::swar`]); runs of
+/// plain bytes are copied with one `push_str`.
 fn push_escaped(out: &mut String, s: &str, octets: bool) -> bool {
     let bytes = s.as_bytes();
     let mut run = 0;
     let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let e = ESCAPE[usize::from(b)];
-        if e == 0 {
-            i += 1;
-            continue;
-        }
-        if e == 1 {
+    loop {
+        while let Some(x) = swar::word_at(bytes, i) {
+            let mut stop =
+                swar::has_less(x, 0x20) | swar::has_byte(x, b'"') | swar::has_byte(x, b'\\');
             if octets {
-                let c1 = b == 0xC2 && bytes.get(i + 1).is_some_and(|&n| n < 0xA0);
-                if b == 0x7F || c1 {
-                    return false;
+                stop |= swar::has_del_or_high(x);
+            }
+            if stop != 0 {
+                break;
+            }
+            i += 8;
+        }
+        // Byte by byte through the word that stopped the fast loop (or the tail).
+        let end = (i + 8).min(bytes.len());
+        while i < end {
+            let b = bytes.get(i).copied().unwrap_or(0);
+            let e = ESCAPE[usize::from(b)];
+            if e == 0 {
+                i += 1;
+                continue;
+            }
+            if e == 1 {
+                if octets {
+                    let c1 = b == 0xC2 && bytes.get(i + 1).is_some_and(|&n| n < 0xA0);
+                    if b == 0x7F || c1 {
+                        return false;
+                    }
                 }
+                i += 1;
+                continue;
+            }
+            if octets && matches!(e, b'u' | b'b' | b'f') {
+                return false;
+            }
+            out.push_str(s.get(run..i).unwrap_or_default());
+            out.push('\\');
+            if e == b'u' {
+                out.push_str("u00");
+                out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+                out.push(char::from(HEX_DIGITS[usize::from(b & 0xF)]));
+            } else {
+                out.push(char::from(e));
             }
             i += 1;
-            continue;
+            run = i;
         }
-        if octets && matches!(e, b'u' | b'b' | b'f') {
-            return false;
+        if i >= bytes.len() {
+            break;
         }
-        out.push_str(s.get(run..i).unwrap_or_default());
-        out.push('\\');
-        if e == b'u' {
-            out.push_str("u00");
-            out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-            out.push(char::from(b"0123456789abcdef"[usize::from(b & 0xF)]));
-        } else {
-            out.push(char::from(e));
-        }
-        i += 1;
-        run = i;
     }
     out.push_str(s.get(run..).unwrap_or_default());
     true
 }
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends a message as the DESIGN §8 document
 /// `{"cmd_code":272,"app_id":4,"flags":"RP","hop_by_hop":1,"end_to_end":2,"avps":[...]}`.
