@@ -678,6 +678,30 @@ mod tests {
     }
 
     #[test]
+    fn listener_is_owner_only_and_refuses_to_replace_a_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("dmshm-ctl-{}.sock", std::process::id()));
+        let l = Listener::bind(&path, None).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let c = Conn::connect(&path).unwrap();
+        assert!(poll_in(l.as_fd(), Duration::from_secs(1)).unwrap());
+        let server = l.accept().unwrap().unwrap();
+        assert_eq!(server.peer_cred().unwrap().pid as u32, std::process::id());
+        drop((c, server));
+        // A stale socket is replaced; a regular file is not.
+        std::mem::forget(l); // leave the socket file behind, as a crashed bridge would
+        let l2 = Listener::bind(&path, None).unwrap();
+        drop(l2);
+        std::fs::write(&path, b"not a socket").unwrap();
+        let e = Listener::bind(&path, None).unwrap_err();
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn fd_passing_and_eof() {
         let (a, b) = Conn::pair().unwrap();
         let f = std::fs::File::open("/dev/null").unwrap();

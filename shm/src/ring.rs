@@ -655,7 +655,7 @@ mod tests {
             for i in 0..N {
                 let rec = payload(i, i % 300);
                 while p.push(&[&(i as u64).to_le_bytes(), &rec]) == Err(PushError::Full) {
-                    std::hint::spin_loop();
+                    std::thread::yield_now();
                 }
             }
         });

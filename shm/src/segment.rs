@@ -463,6 +463,25 @@ mod tests {
     }
 
     #[test]
+    fn group_mode_is_0660() {
+        let path = tmp("seg-group");
+        // SAFETY: getgid has no preconditions.
+        let gid = unsafe { libc::getgid() };
+        let _seg = Segment::create(&CreateOptions {
+            path: path.clone(),
+            geometry: geo(),
+            group: Some(gid),
+            generation: 1,
+            version: WIRE_VERSION,
+        })
+        .unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), gid);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn garbage_file_refused() {
         let path = tmp("seg-garbage");
         std::fs::write(&path, vec![0xAB; 8192]).unwrap();
