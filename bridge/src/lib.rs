@@ -12,6 +12,7 @@
 //! - [`outgoing`], [`answer`]: completing originated requests and building answers.
 //! - [`app`]: the seam to the application (incoming requests, originated requests).
 //! - [`core`]: all of the above as one state machine; [`node`] drives it with tokio.
+//! - [`responders`]: built-in applications (3001 for everything; an echo for benchmarks).
 pub mod answer;
 pub mod app;
 pub mod config;
@@ -20,5 +21,6 @@ pub mod node;
 pub mod outgoing;
 pub mod peer;
 pub mod pending;
+pub mod responders;
 pub mod router;
 pub mod transport;

@@ -30,6 +30,10 @@ enum Command {
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// Answer every request in process (2001, echoing the request's application AVPs)
+        /// instead of 3001: for benchmarks and interop checks without a SIP server.
+        #[arg(long)]
+        echo: bool,
     },
     /// Load generator: connect as a Diameter peer and send requests from a JSON template.
     Bench(Box<bench::BenchArgs>),
@@ -39,12 +43,12 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Bench(args) => bench::main(*args),
         Command::CheckConfig { file } => check_config(&file),
-        Command::Run { config } => run(&config),
+        Command::Run { config, echo } => run(&config, echo),
     }
 }
 
 /// `dmbridge run`: the node, until SIGINT or SIGTERM, then a graceful stop (drain, DPR).
-fn run(file: &std::path::Path) -> ExitCode {
+fn run(file: &std::path::Path, echo: bool) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
@@ -84,7 +88,11 @@ fn run(file: &std::path::Path) -> ExitCode {
             eprintln!("dmbridge: listening on {addr}");
         }
         // Until the shared-memory application is attached, requests are answered 3001.
-        let app = std::sync::Arc::new(dmnode::node::Unsupported);
+        let app: std::sync::Arc<dyn dmnode::app::Application> = if echo {
+            std::sync::Arc::new(dmnode::responders::Echo)
+        } else {
+            std::sync::Arc::new(dmnode::responders::Unsupported)
+        };
         let (_handle, submissions) = dmnode::app::channel(1024);
         match node.run(app, submissions, stop_signal()).await {
             Ok(()) => ExitCode::SUCCESS,

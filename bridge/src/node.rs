@@ -19,10 +19,10 @@ use dmproto::Message;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::app::{AnswerBody, Application, IncomingRequest, Reply, Responder, Submissions};
+use crate::app::{Application, Reply, Responder, Submissions};
 use crate::config::Config;
 use crate::core::{Core, Output, Seeds};
-use crate::peer::{wire, ConnId};
+use crate::peer::ConnId;
 use crate::transport::{self, ConnEvent, ConnHandle};
 
 /// Inputs of the node loop other than connection events.
@@ -294,24 +294,5 @@ impl Driver {
                 }
             }
         }
-    }
-}
-
-/// An [`Application`] for a node with no application attached: every request is answered
-/// 3001 DIAMETER_COMMAND_UNSUPPORTED (DESIGN §3: never leave a peer waiting).
-pub struct Unsupported;
-
-impl Application for Unsupported {
-    fn on_request(&self, _request: IncomingRequest, responder: Responder) {
-        let mut w = dmproto::MessageWriter::new(dmproto::Header::request(0, 0, 0, 0));
-        w.u32(wire::avp::RESULT_CODE, dmproto::avp::AvpFlags::M, 0, 3001);
-        let avps = w
-            .finish()
-            .map(|b| b.slice(dmproto::header::HEADER_LEN..))
-            .unwrap_or_default();
-        responder.answer(AnswerBody {
-            avps,
-            is_error: true,
-        });
     }
 }
