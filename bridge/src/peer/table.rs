@@ -66,6 +66,11 @@ pub struct Peers {
     local: Arc<Capabilities>,
     timers: Timers,
     allow_unknown: bool,
+    /// How many peers the configuration names; those after them were admitted as unknown.
+    configured: usize,
+    /// At most this many unknown peers are admitted (each keeps a state machine), so a
+    /// client rotating Origin-Hosts cannot grow the table without bound.
+    max_unknown: usize,
     peers: Vec<PeerFsm>,
     by_host: HashMap<String, PeerId>,
     owner: HashMap<ConnId, PeerId>,
@@ -88,6 +93,8 @@ impl Peers {
             local,
             timers: config.timers,
             allow_unknown: config.node.allow_unknown_peers,
+            configured: config.peers.len(),
+            max_unknown: config.limits.max_connections,
             peers: Vec::new(),
             by_host: HashMap::new(),
             owner: HashMap::new(),
@@ -301,7 +308,24 @@ impl Peers {
         };
         let peer = match self.by_host(&cer.caps.origin_host) {
             Some(p) => p,
-            None if self.allow_unknown => self.add(&cer.caps.origin_host.clone(), None),
+            None if self.allow_unknown
+                && self.peers.len().saturating_sub(self.configured) < self.max_unknown =>
+            {
+                self.add(&cer.caps.origin_host.clone(), None)
+            }
+            None if self.allow_unknown => {
+                let error = WireError {
+                    result_code: dmproto::result_code::DIAMETER_TOO_BUSY,
+                    message: format!("too many unknown peers ({})", self.max_unknown),
+                    failed_avp: None,
+                };
+                self.actions.push_back(NodeAction::RefuseCer {
+                    conn,
+                    request: msg.header,
+                    error,
+                });
+                return;
+            }
             None => {
                 let error = WireError {
                     result_code: result::UNKNOWN_PEER,
@@ -481,6 +505,29 @@ cer_timeout = "3s"
         let id = p.by_host("stranger.example.net").expect("created");
         assert_eq!(p.get(id).unwrap().state(), State::ROpen);
         assert_eq!(p.len(), 3);
+    }
+
+    #[test]
+    fn unknown_peers_are_bounded() {
+        let mut config = crate::config::parse(CONFIG).unwrap();
+        config.node.allow_unknown_peers = true;
+        config.limits.max_connections = 2;
+        let local = Arc::new(Capabilities::local(&config, 1, &[]));
+        let mut p = Peers::new(&config, local, 1);
+        let now = Instant::now();
+        for i in 0..3 {
+            let conn = p.accepted(now);
+            p.received(conn, &cer_from(&format!("u{i}.example.net")), now);
+        }
+        assert_eq!(p.len(), 4, "two configured + two unknown");
+        let refused: Vec<u32> = drain(&mut p)
+            .into_iter()
+            .filter_map(|a| match a {
+                NodeAction::RefuseCer { error, .. } => Some(error.result_code),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refused, vec![3004]);
     }
 
     #[test]
