@@ -151,8 +151,9 @@ impl Driver {
                     .as_mut()
                     .reset(next.map(Into::into).unwrap_or_else(far));
             }
+            // Not `biased`: under a steady stream of frames, replies, submissions and timers
+            // must still get their turn (tokio picks a ready branch at random).
             tokio::select! {
-                biased;
                 _ = &mut shutdown, if !self.core.is_stopping() => {
                     for t in accept_tasks {
                         t.abort();
