@@ -82,6 +82,9 @@ pub struct NodeConfig {
     pub allow_unknown_peers: bool,
     /// Destination-Realm for originated requests that give none (default: our realm).
     pub destination_realm: Option<String>,
+    /// Dictionary files (OpenSIPS `aaa_diameter` format) loaded over the built-ins, in order.
+    /// Relative paths are relative to the configuration file.
+    pub dictionaries: Vec<PathBuf>,
 }
 
 impl NodeConfig {
@@ -550,6 +553,7 @@ const NODE_KEYS: &[&str] = &[
     "host_ip_addresses",
     "allow_unknown_peers",
     "destination_realm",
+    "dictionaries",
 ];
 const APP_KEYS: &[&str] = &["id", "kind", "vendor"];
 const PEER_KEYS: &[&str] = &["host", "address", "port", "mode", "transport"];
@@ -630,6 +634,7 @@ fn read_node(cx: &mut Cx<'_>, root: Tbl<'_>) -> NodeConfig {
         host_ip_addresses: Vec::new(),
         allow_unknown_peers: false,
         destination_realm: None,
+        dictionaries: Vec::new(),
     };
     let Some(tbl) = sub_table(cx, root, "node") else {
         if root.get("node").is_none() {
@@ -682,6 +687,15 @@ fn read_node(cx: &mut Cx<'_>, root: Tbl<'_>) -> NodeConfig {
         node.allow_unknown_peers = b;
     }
     node.destination_realm = identity(cx, &s, "destination_realm", false);
+    if let Some(list) = s.strings(cx, "dictionaries") {
+        for (path, span) in list {
+            if path.is_empty() {
+                cx.error(span, "empty dictionary path");
+            } else {
+                node.dictionaries.push(PathBuf::from(path));
+            }
+        }
+    }
     node
 }
 

@@ -65,6 +65,9 @@ fn run(file: &std::path::Path, echo: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let Some(dict) = load_dictionaries(&config, file) else {
+        return ExitCode::FAILURE;
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,14 +79,13 @@ fn run(file: &std::path::Path, echo: bool) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let node =
-            match dmnode::node::Node::bind(config, dmproto::dict::Dictionary::builtin()).await {
-                Ok(n) => n,
-                Err(e) => {
-                    eprintln!("dmbridge: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+        let node = match dmnode::node::Node::bind(config, dict).await {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("dmbridge: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         for addr in node.local_addrs() {
             eprintln!("dmbridge: listening on {addr}");
         }
@@ -125,14 +127,40 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let errors = dmnode::config::check(&text);
-    for e in &errors {
-        eprintln!("{}:{}:{}: {}", file.display(), e.line, e.column, e.message);
+    let config = match dmnode::config::parse(&text) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{}:{}:{}: {}", file.display(), e.line, e.column, e.message);
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    // The dictionaries it names must load too.
+    if load_dictionaries(&config, file).is_none() {
+        return ExitCode::FAILURE;
     }
-    if errors.is_empty() {
-        println!("{}: ok", file.display());
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    println!("{}: ok", file.display());
+    ExitCode::SUCCESS
+}
+
+/// The built-in dictionary, extended with the configuration's dictionary files (relative to
+/// the configuration file). Errors are printed with their file and line.
+fn load_dictionaries(
+    config: &dmnode::config::Config,
+    config_file: &std::path::Path,
+) -> Option<&'static dmproto::dict::Dictionary> {
+    if config.node.dictionaries.is_empty() {
+        return Some(dmproto::dict::Dictionary::builtin());
     }
+    let base = config_file.parent().unwrap_or(std::path::Path::new("."));
+    let mut dict = dmproto::dict::Dictionary::new_with_builtin();
+    for path in &config.node.dictionaries {
+        if let Err(e) = dict.load_file(&base.join(path)) {
+            eprintln!("{e}");
+            return None;
+        }
+    }
+    // Built once at start-up and read for the life of the process.
+    Some(Box::leak(Box::new(dict)))
 }
