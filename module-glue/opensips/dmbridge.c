@@ -47,6 +47,7 @@ int dmo_serving = 0;
 dmb_request *dmo_cur_req = NULL;
 int dmo_cur_replied = 0;
 
+static int dmo_w_pid = 0; /* the process that attached dmo_w */
 static uint64_t dmo_next_attach_ms = 0;
 static int dmo_attach_logged = 0;
 #define DMO_ATTACH_RETRY_MS 1000
@@ -361,7 +362,7 @@ static int child_init(int rank)
 
 static void mod_destroy(void)
 {
-	if(dmo_w != NULL) {
+	if(dmo_w != NULL && dmo_w_pid == (int)getpid()) {
 		dmb_detach(dmo_w);
 		dmo_w = NULL;
 	}
@@ -375,8 +376,13 @@ int dmo_attach(const char *role)
 	uint64_t now;
 	int rc;
 
-	if(dmo_w != NULL)
-		return 0;
+	if(dmo_w != NULL) {
+		if(dmo_w_pid == (int)getpid())
+			return 0;
+		/* inherited through a fork: the parent's slot, not ours (libdmbridge refuses it) */
+		dmo_w = NULL;
+		dmo_serving = 0;
+	}
 	now = dmg_now_ms();
 	if(now < dmo_next_attach_ms)
 		return -1;
@@ -399,6 +405,7 @@ int dmo_attach(const char *role)
 				dmo_bridge_socket, dmb_last_error());
 		dmo_attach_logged = 1;
 	}
+	dmo_w_pid = (int)getpid();
 	__atomic_fetch_add(&dmo_stats->workers_attached, 1, __ATOMIC_RELAXED);
 	return 0;
 }

@@ -164,11 +164,7 @@ check "clean shutdown" "grep -q 'Thank you for running opensips' '$work/scscf.lo
 pids=()
 
 # --- 3. with the bridge ----------------------------------------------------------------------
-if [ -x "$here/with-bridge.sh" ]; then
-  . "$here/with-bridge.sh"
-else
-  echo "# with-bridge part: SKIPPED (not available yet)"
-fi
+. "$here/with-bridge.sh"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
