@@ -77,7 +77,8 @@ fn escript_cmd() -> Command {
 
 impl ErlangPeer {
     /// A server `erlserver.test.local` on 127.0.0.1:`port` advertising `apps` (`"ta,acct"`);
-    /// returns once it listens. It exits by itself after 120 s.
+    /// returns once it listens. Stopped on drop; as a last resort it exits by itself after
+    /// 600 s (long enough for a test that builds the bridge binary after starting it).
     pub fn server(dir: &Path, port: u16, apps: &str) -> ErlangPeer {
         ErlangPeer::server_as(dir, port, apps, "erlserver.test.local")
     }
@@ -101,7 +102,7 @@ impl ErlangPeer {
                 "--host",
                 host,
                 "--duration",
-                "120",
+                "600",
             ]);
             let name = format!("erlang-server-{port}-{attempt}");
             let mut guard = ChildGuard::spawn(&name, cmd, dir);
