@@ -123,59 +123,104 @@ fn be32_at(buf: &[u8], at: usize) -> Option<u32> {
 }
 
 /// Parses the AVP starting at `pos` in `buf`. `base` is the offset of `buf` in the message
-/// (for error reporting).
+/// (for error reporting). The success path is kept branch-light (it runs for every AVP of
+/// every message); the error is worked out separately in [`parse_error`].
 #[inline]
 fn parse_at(buf: &[u8], pos: usize, base: usize) -> Result<Parsed, AvpError> {
-    let mut err = AvpError {
-        kind: AvpErrorKind::TruncatedHeader,
-        offset: base + pos,
-        code: 0,
-        flags: 0,
-        vendor: 0,
+    let rest = buf.get(pos..).unwrap_or_default();
+    // Fewer than 12 bytes left: only a tiny last AVP without Vendor-ID can be there.
+    let Some((h, _)) = rest.split_first_chunk::<12>() else {
+        return parse_short(buf, pos, base);
     };
-    let (Some(code), Some(w1)) = (be32_at(buf, pos), be32_at(buf, pos + 4)) else {
-        err.code = be32_at(buf, pos).unwrap_or(0);
-        return Err(err);
-    };
-    let flags = (w1 >> 24) as u8;
-    let len = (w1 & 0x00FF_FFFF) as usize;
-    err.code = code;
-    err.flags = flags;
+    let code = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    let flags = h[4];
+    let len = u32::from_be_bytes([0, h[5], h[6], h[7]]) as usize;
     let (vendor, hdr) = if flags & AvpFlags::V != 0 {
-        match be32_at(buf, pos + 8) {
-            Some(v) => (v, AVP_VENDOR_HEADER_LEN),
-            None => return Err(err),
-        }
+        (
+            u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
+            AVP_VENDOR_HEADER_LEN,
+        )
     } else {
         (0, AVP_HEADER_LEN)
     };
-    err.vendor = vendor;
-    if len < hdr {
-        err.kind = AvpErrorKind::LengthTooShort;
-        return Err(err);
-    }
-    let remaining = buf.len() - pos; // pos + 8 <= len checked above
-    if len > remaining {
-        err.kind = AvpErrorKind::LengthOverrun;
-        return Err(err);
-    }
-    let end = pos + len;
+    let padded_len = padded(len);
     // The last AVP of a grouped payload sometimes comes without its padding; accept it when it
     // ends exactly at the end of the buffer, since nothing can follow it.
-    let next = (pos + padded(len)).min(buf.len());
-    if next != pos + padded(len) && end != buf.len() {
-        err.kind = AvpErrorKind::LengthOverrun;
-        return Err(err);
+    if len < hdr || len > rest.len() || (padded_len > rest.len() && len != rest.len()) {
+        return Err(parse_error(buf, pos, base));
     }
+    let step = padded_len.min(rest.len());
     Ok(Parsed {
         code,
         flags,
         vendor,
         start: pos,
         data: pos + hdr,
-        end,
-        next,
+        end: pos + len,
+        next: pos + step,
     })
+}
+
+/// [`parse_at`] for fewer than 12 remaining bytes (rare: only an empty or tiny last AVP).
+#[cold]
+fn parse_short(buf: &[u8], pos: usize, base: usize) -> Result<Parsed, AvpError> {
+    let rest = buf.get(pos..).unwrap_or_default();
+    let (Some(code), Some(w1)) = (be32_at(rest, 0), be32_at(rest, 4)) else {
+        return Err(parse_error(buf, pos, base));
+    };
+    let flags = (w1 >> 24) as u8;
+    let len = (w1 & 0x00FF_FFFF) as usize;
+    if flags & AvpFlags::V != 0
+        || len < AVP_HEADER_LEN
+        || len > rest.len()
+        || (padded(len) > rest.len() && len != rest.len())
+    {
+        return Err(parse_error(buf, pos, base));
+    }
+    let step = padded(len).min(rest.len());
+    Ok(Parsed {
+        code,
+        flags,
+        vendor: 0,
+        start: pos,
+        data: pos + AVP_HEADER_LEN,
+        end: pos + len,
+        next: pos + step,
+    })
+}
+
+/// Works out why the AVP at `pos` does not parse, with as much of its header as exists.
+#[cold]
+fn parse_error(buf: &[u8], pos: usize, base: usize) -> AvpError {
+    let rest = buf.get(pos..).unwrap_or_default();
+    let mut err = AvpError {
+        kind: AvpErrorKind::TruncatedHeader,
+        offset: base + pos,
+        code: be32_at(rest, 0).unwrap_or(0),
+        flags: 0,
+        vendor: 0,
+    };
+    let Some(w1) = be32_at(rest, 4) else {
+        return err;
+    };
+    let flags = (w1 >> 24) as u8;
+    let len = (w1 & 0x00FF_FFFF) as usize;
+    err.flags = flags;
+    let hdr = if flags & AvpFlags::V != 0 {
+        match be32_at(rest, 8) {
+            Some(v) => err.vendor = v,
+            None => return err,
+        }
+        AVP_VENDOR_HEADER_LEN
+    } else {
+        AVP_HEADER_LEN
+    };
+    err.kind = if len < hdr {
+        AvpErrorKind::LengthTooShort
+    } else {
+        AvpErrorKind::LengthOverrun
+    };
+    err
 }
 
 /// A borrowed view of one AVP.

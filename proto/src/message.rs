@@ -5,7 +5,7 @@
 //! them, and fully by `validate`. That keeps decoding O(1) and lets a caller that only needs
 //! the Session-Id or the hop-by-hop id stop early.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::avp::{Avp, AvpIter, AvpRef, AvpRefs};
 use crate::error::{DecodeError, HeaderError};
@@ -37,10 +37,10 @@ impl Message {
             }
             .into());
         }
-        Ok(Message {
-            header,
-            body: buf.slice(HEADER_LEN..),
-        })
+        // `advance` moves the start in place: no reference-count traffic, unlike `slice`.
+        let mut body = buf;
+        body.advance(HEADER_LEN);
+        Ok(Message { header, body })
     }
 
     /// Iterates the top-level AVPs as reference-counted [`Avp`]s.

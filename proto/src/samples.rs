@@ -5,7 +5,7 @@
 //! is a complete message (header included) and validates against the built-in dictionaries
 //! once they define the commands involved.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::avp::AvpFlags;
 use crate::encode::MessageWriter;
@@ -39,8 +39,8 @@ fn header(code: u32, app: u32, request: bool, proxiable: bool, hbh: u32) -> Head
     }
 }
 
-fn finish(w: MessageWriter) -> Bytes {
-    match w.finish() {
+fn finish(w: MessageWriter) -> BytesMut {
+    match w.finish_buf() {
         Ok(b) => b,
         // The samples are fixed data well inside every limit; failing here is a bug.
         Err(e) => unreachable!("sample message failed to encode: {e}"),
@@ -49,7 +49,12 @@ fn finish(w: MessageWriter) -> Bytes {
 
 /// Capabilities-Exchange-Request (RFC 6733 §5.3.1) advertising Cx and Credit-Control.
 pub fn cer() -> Bytes {
-    let mut w = MessageWriter::new(header(257, 0, true, false, 0x0000_0001));
+    write_cer(BytesMut::new()).freeze()
+}
+
+/// Appends [`cer`] to `buf` (for benches that reuse a buffer).
+pub fn write_cer(buf: BytesMut) -> BytesMut {
+    let mut w = MessageWriter::with_buffer(buf, header(257, 0, true, false, 0x0000_0001));
     w.str(264, M, 0, "scscf.ims.example.net")
         .str(296, M, 0, "ims.example.net")
         .avp(257, M, 0, &[0, 1, 192, 0, 2, 10])
@@ -67,7 +72,12 @@ pub fn cer() -> Bytes {
 
 /// Device-Watchdog-Request (RFC 6733 §5.5.1).
 pub fn dwr() -> Bytes {
-    let mut w = MessageWriter::new(header(280, 0, true, false, 0x0000_0002));
+    write_dwr(BytesMut::new()).freeze()
+}
+
+/// Appends [`dwr`] to `buf` (for benches that reuse a buffer).
+pub fn write_dwr(buf: BytesMut) -> BytesMut {
+    let mut w = MessageWriter::with_buffer(buf, header(280, 0, true, false, 0x0000_0002));
     w.str(264, M, 0, "scscf.ims.example.net")
         .str(296, M, 0, "ims.example.net")
         .u32(278, M, 0, 1_700_000_000);
@@ -77,7 +87,12 @@ pub fn dwr() -> Bytes {
 /// A Ro Credit-Control-Request (INITIAL, 3GPP TS 32.299) of about 300 bytes with
 /// Subscription-Id and one Multiple-Services-Credit-Control.
 pub fn ro_ccr() -> Bytes {
-    let mut w = MessageWriter::new(header(272, APP_CC, true, true, 0x1234_0001));
+    write_ro_ccr(BytesMut::new()).freeze()
+}
+
+/// Appends [`ro_ccr`] to `buf` (for benches that reuse a buffer).
+pub fn write_ro_ccr(buf: BytesMut) -> BytesMut {
+    let mut w = MessageWriter::with_buffer(buf, header(272, APP_CC, true, true, 0x1234_0001));
     w.str(263, M, 0, "scscf.ims.example.net;1700000000;42")
         .str(264, M, 0, "scscf.ims.example.net")
         .str(296, M, 0, "ims.example.net")
@@ -130,8 +145,12 @@ pub fn cx_user_data() -> String {
 
 /// A Cx Server-Assignment-Answer (3GPP TS 29.229) carrying a ~4 kB User-Data.
 pub fn cx_saa() -> Bytes {
-    let user_data = cx_user_data();
-    let mut w = MessageWriter::new(header(301, APP_CX, false, true, 0x1234_0002));
+    write_cx_saa(BytesMut::new(), &cx_user_data()).freeze()
+}
+
+/// Appends [`cx_saa`] with the given User-Data to `buf`.
+pub fn write_cx_saa(buf: BytesMut, user_data: &str) -> BytesMut {
+    let mut w = MessageWriter::with_buffer(buf, header(301, APP_CX, false, true, 0x1234_0002));
     w.str(263, M, 0, "scscf.ims.example.net;1700000000;43")
         .group(260, M, 0, |w| {
             w.u32(266, M, 0, V3GPP).u32(258, M, 0, APP_CX);
@@ -141,7 +160,7 @@ pub fn cx_saa() -> Bytes {
         .str(264, M, 0, "hss.ims.example.net")
         .str(296, M, 0, "ims.example.net")
         .str(1, M, 0, "alice@ims.example.net")
-        .str(606, M, V3GPP, &user_data)
+        .str(606, M, V3GPP, user_data)
         .group(618, M, V3GPP, |w| {
             w.str(
                 619,
@@ -163,7 +182,12 @@ pub fn cx_saa() -> Bytes {
 /// three Multiple-Services-Credit-Control with Requested/Used-Service-Unit and IMS
 /// Service-Information with Event-Type and Time-Stamps.
 pub fn grouped_heavy() -> Bytes {
-    let mut w = MessageWriter::new(header(272, APP_CC, true, true, 0x1234_0003));
+    write_grouped_heavy(BytesMut::new()).freeze()
+}
+
+/// Appends [`grouped_heavy`] to `buf` (for benches that reuse a buffer).
+pub fn write_grouped_heavy(buf: BytesMut) -> BytesMut {
+    let mut w = MessageWriter::with_buffer(buf, header(272, APP_CC, true, true, 0x1234_0003));
     w.str(263, M, 0, "scscf.ims.example.net;1700000000;44") // 1
         .str(264, M, 0, "scscf.ims.example.net")
         .str(296, M, 0, "ims.example.net")

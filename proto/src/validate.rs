@@ -42,7 +42,9 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::avp::{padded, AvpFlags, AvpRefs, AVP_HEADER_LEN, AVP_VENDOR_HEADER_LEN, MAX_DEPTH};
+use crate::avp::{
+    padded, AvpFlags, AvpRef, AvpRefs, AVP_HEADER_LEN, AVP_VENDOR_HEADER_LEN, MAX_DEPTH,
+};
 use crate::dict::{AvpDef, Dictionary, Rule, RuleKind, Rules};
 use crate::error::AvpError;
 use crate::header::{Flags, HEADER_LEN, VERSION};
@@ -261,6 +263,9 @@ impl Ctx<'_> {
 
     /// Checks the AVPs in `buf` (a message body or a grouped payload at `depth`) against
     /// `rules` (`None`: no ABNF known, only the per-AVP checks).
+    ///
+    /// The loop body is what every AVP of every message costs, so each check is one
+    /// predictable branch and every way of failing is in a `#[cold]` function.
     fn container(
         &self,
         buf: &[u8],
@@ -285,91 +290,61 @@ impl Ctx<'_> {
         let mut seen_other = false;
 
         for item in AvpRefs::nested(buf, base, depth) {
-            let avp = item.map_err(|e| self.structural(e, path))?;
-            if avp.flags.reserved() != 0 {
-                return Err(self.fail(
-                    rc::DIAMETER_INVALID_AVP_BITS,
-                    avp.raw,
-                    path,
-                    format!(
-                        "reserved flag bits set on AVP {}",
-                        self.name(avp.code, avp.vendor)
-                    ),
-                ));
-            }
+            let avp = match item {
+                Ok(a) => a,
+                Err(e) => return Err(self.structural(e, path)),
+            };
+            let flags = avp.flags.bits();
             let Some(def) = self.dict.avp(avp.code, avp.vendor) else {
-                if avp.flags.is_mandatory() {
-                    return Err(self.fail(
-                        rc::DIAMETER_AVP_UNSUPPORTED,
-                        avp.raw,
-                        path,
-                        format!(
-                            "unknown AVP {} with the M bit",
-                            self.name(avp.code, avp.vendor)
-                        ),
-                    ));
+                if flags & (AvpFlags::M | AvpFlags::RESERVED) != 0 {
+                    return Err(self.unknown(&avp, path));
                 }
                 // RFC 6733 §4.1: an unrecognised AVP without M is ignored.
                 seen_other = true;
                 continue;
             };
-            self.check_bits(def, avp.flags, avp.raw, path)?;
+            // Reserved bits, bits that must not be set, and (strict) bits that must be set.
+            // V is implied by the (code, vendor) look-up that found `def`.
+            let must = if self.opts.strict_must_bits {
+                def.flags.must & !AvpFlags::V
+            } else {
+                0
+            };
+            if (flags & (AvpFlags::RESERVED | (def.flags.must_not & !AvpFlags::V)))
+                | (must & !flags)
+                != 0
+            {
+                return Err(self.bad_bits(def, &avp, must, path));
+            }
             if let Err(e) = Value::check(def.ty, avp.data) {
-                return Err(self.fail(
-                    e.result_code(),
-                    avp.raw,
-                    path,
-                    format!("AVP {}: {e}", def.name),
-                ));
+                return Err(self.bad_value(def, &avp, e, path));
             }
 
             match find_rule(list, avp.code, avp.vendor, &mut hint) {
                 Some(i) => {
-                    let Some(rule) = list.get(i) else { continue };
-                    if rule.max == Some(0) {
-                        return Err(self.fail(
-                            rc::DIAMETER_AVP_NOT_ALLOWED,
-                            avp.raw,
-                            path,
-                            format!("AVP {} is not allowed", def.name),
-                        ));
+                    let (Some(rule), Some(c)) = (list.get(i), counts.get_mut(i)) else {
+                        continue;
+                    };
+                    *c = c.saturating_add(1);
+                    if rule.max.is_some_and(|m| u32::from(*c) > m) {
+                        return Err(self.too_many(def, &avp, rule, path));
                     }
                     if i < fixed_head {
                         if seen_other || last_fixed.is_some_and(|l| l >= i) {
-                            return Err(self.fail(
-                                rc::DIAMETER_AVP_NOT_ALLOWED,
-                                avp.raw,
+                            return Err(self.not_allowed(
+                                def,
+                                &avp,
+                                "is not at its fixed position",
                                 path,
-                                format!("AVP {} is not at its fixed position", def.name),
                             ));
                         }
                         last_fixed = Some(i);
                     } else {
                         seen_other = true;
                     }
-                    if let Some(c) = counts.get_mut(i) {
-                        *c = c.saturating_add(1);
-                        if rule.max.is_some_and(|m| u32::from(*c) > m) {
-                            return Err(self.fail(
-                                rc::DIAMETER_AVP_OCCURS_TOO_MANY_TIMES,
-                                avp.raw,
-                                path,
-                                format!(
-                                    "AVP {} occurs more than {} time(s)",
-                                    def.name,
-                                    rule.max.unwrap_or(0)
-                                ),
-                            ));
-                        }
-                    }
                 }
                 None if !extensible => {
-                    return Err(self.fail(
-                        rc::DIAMETER_AVP_NOT_ALLOWED,
-                        avp.raw,
-                        path,
-                        format!("AVP {} is not allowed here", def.name),
-                    ));
+                    return Err(self.not_allowed(def, &avp, "is not allowed here", path));
                 }
                 None => seen_other = true,
             }
@@ -385,7 +360,7 @@ impl Ctx<'_> {
                 }
                 let inner = Path {
                     code: avp.code,
-                    flags: avp.flags.bits(),
+                    flags,
                     vendor: avp.vendor,
                     parent: path,
                 };
@@ -399,43 +374,127 @@ impl Ctx<'_> {
             }
         }
 
-        for (rule, &n) in list.iter().zip(counts.iter()) {
-            if u32::from(n) < rule.min {
-                return Err(self.missing(rule, path));
-            }
+        let short = list
+            .iter()
+            .zip(counts.iter())
+            .any(|(rule, &n)| u32::from(n) < rule.min);
+        if short {
+            return Err(self.first_missing(list, counts, path));
         }
         Ok(())
     }
 
-    fn check_bits(
+    #[cold]
+    fn unknown(&self, avp: &AvpRef<'_>, path: Option<&Path<'_>>) -> ProtocolError {
+        let name = self.name(avp.code, avp.vendor);
+        if avp.flags.reserved() != 0 {
+            return self.fail(
+                rc::DIAMETER_INVALID_AVP_BITS,
+                avp.raw,
+                path,
+                format!("reserved flag bits set on AVP {name}"),
+            );
+        }
+        self.fail(
+            rc::DIAMETER_AVP_UNSUPPORTED,
+            avp.raw,
+            path,
+            format!("unknown AVP {name} with the M bit"),
+        )
+    }
+
+    #[cold]
+    fn bad_bits(
         &self,
         def: &AvpDef,
-        flags: AvpFlags,
-        raw: &[u8],
+        avp: &AvpRef<'_>,
+        must: u8,
         path: Option<&Path<'_>>,
-    ) -> Result<(), ProtocolError> {
-        // V is implied by the (code, vendor) look-up that found `def`.
-        let f = flags.bits() & !AvpFlags::V;
-        let forbidden = f & def.flags.must_not;
-        let missing = if self.opts.strict_must_bits {
-            def.flags.must & !AvpFlags::V & !f
-        } else {
-            0
-        };
-        if forbidden == 0 && missing == 0 {
-            return Ok(());
-        }
-        let what = if forbidden != 0 {
+    ) -> ProtocolError {
+        let f = avp.flags.bits();
+        let forbidden = f & def.flags.must_not & !AvpFlags::V;
+        let what = if avp.flags.reserved() != 0 {
+            "reserved flag bits set".to_string()
+        } else if forbidden != 0 {
             format!("flag {} must not be set", AvpFlags(forbidden))
         } else {
-            format!("flag {} must be set", AvpFlags(missing))
+            format!("flag {} must be set", AvpFlags(must & !f))
         };
-        Err(self.fail(
+        self.fail(
             rc::DIAMETER_INVALID_AVP_BITS,
-            raw,
+            avp.raw,
             path,
             format!("AVP {}: {what}", def.name),
-        ))
+        )
+    }
+
+    #[cold]
+    fn bad_value(
+        &self,
+        def: &AvpDef,
+        avp: &AvpRef<'_>,
+        e: crate::error::ValueError,
+        path: Option<&Path<'_>>,
+    ) -> ProtocolError {
+        self.fail(
+            e.result_code(),
+            avp.raw,
+            path,
+            format!("AVP {}: {e}", def.name),
+        )
+    }
+
+    #[cold]
+    fn too_many(
+        &self,
+        def: &AvpDef,
+        avp: &AvpRef<'_>,
+        rule: &Rule,
+        path: Option<&Path<'_>>,
+    ) -> ProtocolError {
+        let max = rule.max.unwrap_or(0);
+        if max == 0 {
+            return self.not_allowed(def, avp, "is not allowed", path);
+        }
+        self.fail(
+            rc::DIAMETER_AVP_OCCURS_TOO_MANY_TIMES,
+            avp.raw,
+            path,
+            format!("AVP {} occurs more than {max} time(s)", def.name),
+        )
+    }
+
+    #[cold]
+    fn not_allowed(
+        &self,
+        def: &AvpDef,
+        avp: &AvpRef<'_>,
+        why: &str,
+        path: Option<&Path<'_>>,
+    ) -> ProtocolError {
+        self.fail(
+            rc::DIAMETER_AVP_NOT_ALLOWED,
+            avp.raw,
+            path,
+            format!("AVP {} {why}", def.name),
+        )
+    }
+
+    #[cold]
+    fn first_missing(
+        &self,
+        list: &[Rule],
+        counts: &[u16],
+        path: Option<&Path<'_>>,
+    ) -> ProtocolError {
+        match list
+            .iter()
+            .zip(counts.iter())
+            .find(|(rule, &n)| u32::from(n) < rule.min)
+        {
+            Some((rule, _)) => self.missing(rule, path),
+            None => ProtocolError::new(rc::DIAMETER_MISSING_AVP, None, "missing AVP".into()),
+        }
     }
 
     /// 5014 (or 5004 for depth) for an AVP whose structure is broken: Failed-AVP gets the
