@@ -194,5 +194,120 @@ fn round_trip(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, one_way, round_trip);
+/// The whole library path: the bridge dispatches IncomingRequests, a worker
+/// thread (dmshm::worker, what libdmbridge wraps) takes each from its fd and
+/// replies, the bridge collects the replies; up to 256 in flight, doorbells
+/// only when a side sleeps. Elements = requests answered.
+fn request_reply(c: &mut Criterion) {
+    use dmshm::bridge::{Bridge, BridgeConfig, BridgeEvent, Dispatch};
+    use dmshm::record::ReplyStatus;
+    use dmshm::worker::{Worker, WorkerConfig};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let id = std::process::id();
+    let mut cfg = BridgeConfig::new(
+        format!("/tmp/dmshm-bench-{id}.sock"),
+        format!("/dev/shm/dmshm-bench-api-{id}"),
+    );
+    cfg.geometry = Geometry {
+        slots: 2,
+        ring_bytes: 1 << 20,
+        max_msg: 64 * 1024,
+    };
+    let mut b = Bridge::create(cfg.clone()).expect("bridge");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let wcfg = WorkerConfig::new(&cfg.control_path, "bench worker");
+    let worker = std::thread::spawn(move || {
+        let mut w = Worker::attach(wcfg).expect("attach");
+        w.set_handled(&["PPR".into()]).expect("handles");
+        let reply = br#"[{"Result-Code":2001}]"#;
+        while !stop2.load(Ordering::Relaxed) {
+            let mut p = libc::pollfd {
+                fd: w.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut p, 1, 50) };
+            while let Ok(Some(r)) = w.next_request() {
+                while w.reply(r.token, ReplyStatus::Ok, reply, "").is_err() {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    });
+    let mut evs = Vec::new();
+    let mut slots: Vec<u32> = Vec::new();
+    let t0 = Instant::now();
+    while !evs.iter().any(|e| matches!(e, BridgeEvent::Handles { .. })) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "worker did not attach"
+        );
+        slots.extend(b.accept_all(&mut evs).expect("accept"));
+        for s in &slots {
+            while b.service(*s, &mut evs) {}
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let slot = slots[0];
+    let fd = b.worker_fd(slot).expect("fd");
+    let avps = r#"[{"Session-Id":"hss.example;1;2"},{"Origin-Host":"hss.example"},{"User-Name":"alice@example"}]"#;
+    let req = IncomingRequest {
+        token: 0,
+        app_id: 16777216,
+        cmd_code: 305,
+        event: "",
+        sess_id: "hss.example;1;2",
+        cmd_name: "Push-Profile-Request",
+        origin_host: "hss.example",
+        origin_realm: "example",
+        avps_json: avps,
+    };
+    let mut g = c.benchmark_group("request_reply");
+    g.measurement_time(Duration::from_secs(3)).sample_size(10);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("window_256", |bch| {
+        bch.iter_custom(|iters| {
+            let t0 = Instant::now();
+            let (mut sent, mut done, mut in_flight) = (0u64, 0u64, 0u64);
+            while done < iters {
+                while sent < iters && in_flight < 256 {
+                    match b.dispatch("PPR", &req) {
+                        Dispatch::Sent { .. } => {
+                            sent += 1;
+                            in_flight += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                evs.clear();
+                let more = b.service(slot, &mut evs);
+                let replies = evs
+                    .iter()
+                    .filter(|e| matches!(e, BridgeEvent::Reply { .. }))
+                    .count() as u64;
+                done += replies;
+                in_flight -= replies;
+                if replies == 0 && !more {
+                    let mut p = libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut p, 1, 10) };
+                }
+            }
+            t0.elapsed()
+        })
+    });
+    g.finish();
+    stop.store(true, Ordering::Relaxed);
+    let _ = worker.join();
+}
+
+criterion_group!(benches, one_way, round_trip, request_reply);
 criterion_main!(benches);

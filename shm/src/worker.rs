@@ -451,10 +451,13 @@ impl Worker {
 
     /// Doorbells, EOF, timer, re-attach, deadlines.
     fn service(&mut self) {
-        let mut t = [0u8; 8];
-        // SAFETY: reading at most 8 bytes into t from our timerfd.
-        let _ = unsafe { libc::read(self.tfd.as_raw_fd(), t.as_mut_ptr().cast(), 8) };
-        self.timer_at = None;
+        if self.timer_at.is_some_and(|t| t <= Instant::now()) {
+            // Expired, so the timerfd is readable: consume that.
+            let mut t = [0u8; 8];
+            // SAFETY: reading at most 8 bytes into t from our timerfd.
+            let _ = unsafe { libc::read(self.tfd.as_raw_fd(), t.as_mut_ptr().cast(), 8) };
+            self.timer_at = None;
+        }
         self.drain_conn();
         if self.link.is_none() {
             self.maybe_reattach();
@@ -603,12 +606,15 @@ impl Worker {
 
     /// The next incoming request, if any (never blocks).
     pub fn next_request(&mut self) -> Result<Option<Request>> {
-        self.service();
-        let Some(link) = &mut self.link else {
-            self.arm();
-            return Ok(None);
-        };
-        match link.req_rx.pop_into(&mut self.buf) {
+        // Fast path without system calls while records are waiting; the
+        // connection (doorbells, EOF, timer) is serviced when the ring runs
+        // dry, which is also when a dead bridge shows.
+        let mut popped = self.pop_request();
+        if matches!(popped, Ok(false)) {
+            self.service();
+            popped = self.pop_request();
+        }
+        match popped {
             Ok(true) => {}
             Ok(false) => {
                 self.arm();
@@ -822,10 +828,20 @@ impl Worker {
         }
     }
 
+    fn pop_request(&mut self) -> Result<bool, crate::ring::RingError> {
+        match &mut self.link {
+            Some(link) => link.req_rx.pop_into(&mut self.buf),
+            None => Ok(false),
+        }
+    }
+
     /// The next completed outgoing request, if any (never blocks).
     pub fn next_answer(&mut self) -> Option<Completion> {
-        self.service();
         self.drain_answers();
+        if self.answers.is_empty() {
+            self.service();
+            self.drain_answers();
+        }
         let next = self.answers.pop_front();
         if next.is_none() {
             self.arm();
