@@ -278,3 +278,94 @@ fn batches_are_bounded() {
     c.poll(t0, &mut out);
     assert_eq!(take(&mut out).len(), 10);
 }
+
+/// Counts heap allocations made by the current thread (other tests run on other threads).
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        pub static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    // SAFETY: delegates every call to the system allocator unchanged; the thread-local
+    // counter is const-initialised, so touching it never allocates or recurses.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as ours, passed through.
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            // SAFETY: same contract as ours, passed through.
+            unsafe { System.dealloc(p, l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as ours, passed through.
+            unsafe { System.realloc(p, l, n) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+
+    pub fn count() -> u64 {
+        ALLOCS.with(Cell::get)
+    }
+}
+
+#[test]
+fn steady_state_allocates_nothing_per_request() {
+    const K: usize = 16;
+    const ROUNDS: usize = 200;
+    let t0 = Instant::now();
+    let (mut c, _) = client(Pace::Concurrency(K), u64::MAX, t0);
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    // Answers for every request the run will send, built before measuring: hop-by-hop ids
+    // are sequential from 1000. The template's request is the answer's model.
+    c.poll(t0, &mut out);
+    let model = take(&mut out).remove(0);
+    let answers: Vec<Bytes> = (0..(ROUNDS + 2) * K)
+        .map(|i| {
+            let mut h = model.header;
+            h.hop_by_hop = 1000 + i as u32;
+            let mut w = MessageWriter::answer_to(&h);
+            w.u32(268, AvpFlags::M, 0, if i % 7 == 0 { 5012 } else { 2001 });
+            w.finish().unwrap()
+        })
+        .collect();
+    // Warm-up round: the window, the outcome list and the buffer reach their working size.
+    let mut next = 0;
+    for a in &answers[..K] {
+        c.on_frame(t0, a.clone(), &mut out).unwrap();
+        next += 1;
+    }
+    c.poll(t0, &mut out);
+    out.clear();
+    let before = counting::count();
+    for _ in 0..ROUNDS {
+        for a in &answers[next..next + K] {
+            c.on_frame(t0 + MS, a.clone(), &mut out).unwrap();
+        }
+        next += K;
+        c.poll(t0 + MS, &mut out);
+        assert!(!out.is_empty());
+        out.clear();
+    }
+    let allocs = counting::count() - before;
+    // The counter does see this thread's allocations.
+    let probe = counting::count();
+    let v = std::hint::black_box(vec![1u8; 10]);
+    assert_eq!(counting::count(), probe + 1);
+    drop(v);
+    assert_eq!(c.tally.answered as usize, next);
+    assert_eq!(
+        allocs,
+        0,
+        "{allocs} allocations for {} requests and answers",
+        ROUNDS * K
+    );
+}
