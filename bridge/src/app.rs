@@ -68,35 +68,73 @@ pub enum Reply {
 /// DIAMETER_UNABLE_TO_COMPLY (see the module docs).
 #[derive(Debug)]
 pub struct Responder {
-    tx: Option<oneshot::Sender<Reply>>,
+    sink: Option<Sink>,
 }
+
+/// Where a reply goes: its own channel, or the node's shared reply queue under a token.
+#[derive(Debug)]
+enum Sink {
+    Oneshot(oneshot::Sender<Reply>),
+    Queue { token: u64, tx: ReplyQueue },
+}
+
+/// The node's queue of replies, each tagged with the token of its request. Unbounded on
+/// purpose: its length is bounded by the number of requests the node delivers at once, which
+/// the node limits (beyond it, requests are answered 3004 DIAMETER_TOO_BUSY).
+pub type ReplyQueue = mpsc::UnboundedSender<(u64, Reply)>;
 
 impl Responder {
     /// A responder and the node's end of it.
     pub fn new() -> (Responder, ReplyReceiver) {
         let (tx, rx) = oneshot::channel();
-        (Responder { tx: Some(tx) }, ReplyReceiver { rx })
+        (
+            Responder {
+                sink: Some(Sink::Oneshot(tx)),
+            },
+            ReplyReceiver { rx },
+        )
     }
 
-    /// Sends the answer. Returns false if the node no longer waits (it timed out, or is
-    /// shutting down): the answer is discarded, the peer already got one.
+    /// A responder whose reply (or [`Reply::Unanswered`] on drop) goes to the node's shared
+    /// queue as `(token, reply)`: one channel for all requests, no task per request.
+    pub fn queued(token: u64, tx: ReplyQueue) -> Responder {
+        Responder {
+            sink: Some(Sink::Queue { token, tx }),
+        }
+    }
+
+    /// Sends the answer. Returns false if it is known not to be wanted any more (the node
+    /// timed out or is gone); a node that timed out after this returns true still discards
+    /// it — the peer got exactly one answer either way.
     pub fn answer(mut self, body: AnswerBody) -> bool {
-        self.tx
-            .take()
-            .is_some_and(|tx| tx.send(Reply::Answer(body)).is_ok())
+        match self.sink.take() {
+            Some(Sink::Oneshot(tx)) => tx.send(Reply::Answer(body)).is_ok(),
+            Some(Sink::Queue { token, tx }) => tx.send((token, Reply::Answer(body))).is_ok(),
+            None => false,
+        }
     }
 
-    /// Whether the node still waits for this answer (false after its reply timeout).
+    /// Whether the node may still want this answer (false once it is known not to).
     pub fn is_wanted(&self) -> bool {
-        self.tx.as_ref().is_some_and(|tx| !tx.is_closed())
+        match &self.sink {
+            Some(Sink::Oneshot(tx)) => !tx.is_closed(),
+            Some(Sink::Queue { tx, .. }) => !tx.is_closed(),
+            None => false,
+        }
     }
 }
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            // The node may be gone too; then nobody needs to know.
-            let _ = tx.send(Reply::Unanswered);
+        // The node may be gone too; then nobody needs to know.
+        match self.sink.take() {
+            Some(Sink::Oneshot(tx)) => {
+                let _ = tx.send(Reply::Unanswered);
+            }
+            Some(Sink::Queue { token, tx }) => {
+                let _ = tx.send((token, Reply::Unanswered));
+            }
+            None => {}
         }
     }
 }
@@ -366,6 +404,25 @@ mod tests {
         );
         app.0.lock().unwrap().clear();
         assert_eq!(reply.await, Reply::Unanswered);
+    }
+
+    #[tokio::test]
+    async fn queued_responders_report_under_their_token() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let a = Responder::queued(7, tx.clone());
+        let b = Responder::queued(8, tx.clone());
+        let body = AnswerBody {
+            avps: Bytes::from_static(b"x"),
+            is_error: false,
+        };
+        assert!(a.is_wanted());
+        drop(b);
+        assert!(a.answer(body.clone()));
+        assert_eq!(rx.recv().await, Some((8, Reply::Unanswered)));
+        assert_eq!(rx.recv().await, Some((7, Reply::Answer(body))));
+        drop(rx);
+        let c = Responder::queued(9, tx);
+        assert!(!c.is_wanted(), "node gone");
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@
 //! Outcomes of originated requests are delivered through their [`Completion`] (a channel
 //! send, never blocking) as soon as they are known.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,12 +40,20 @@ pub enum Output {
     Close { conn: ConnId },
     /// Open a connection to `addr`, then report [`Core::connected`].
     Connect { conn: ConnId, addr: SocketAddr },
-    /// Hand the request to the application; report its reply with [`Core::reply`] (the
-    /// driver applies the reply timeout: no reply in time is [`Reply::Unanswered`]).
+    /// Hand the request to the application; report its reply with [`Core::reply`] under
+    /// `token`. The core applies the reply timeout itself (5012 when it passes; a later
+    /// reply is ignored).
     Deliver {
-        conn: ConnId,
+        token: u64,
         request: IncomingRequest,
     },
+}
+
+/// A request handed to the application and not answered yet.
+struct Delivered {
+    conn: ConnId,
+    request: Message,
+    deadline: Instant,
 }
 
 /// A request we sent, as kept in the pending table.
@@ -97,6 +105,10 @@ pub struct Core {
     base_hbh: u32,
     end_to_end: u32,
     stopping: bool,
+    /// Requests delivered to the application, by token, with their reply deadlines.
+    delivered: HashMap<u64, Delivered>,
+    delivered_deadlines: BTreeSet<(Instant, u64)>,
+    next_token: u64,
     out: VecDeque<Output>,
 }
 
@@ -123,6 +135,9 @@ impl Core {
             end_to_end: (seeds.start_secs << 20) ^ (seeds.random as u32 & 0xfffff),
             base_hbh: (seeds.random >> 32) as u32,
             stopping: false,
+            delivered: HashMap::new(),
+            delivered_deadlines: BTreeSet::new(),
+            next_token: 0,
             out: VecDeque::new(),
             config: Arc::new(config),
             dict,
@@ -185,13 +200,24 @@ impl Core {
     }
 
     pub fn next_timeout(&self) -> Option<Instant> {
-        [self.peers.next_timeout(), self.pending.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        let reply = self.delivered_deadlines.iter().next().map(|(t, _)| *t);
+        [
+            self.peers.next_timeout(),
+            self.pending.next_deadline(),
+            reply,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(t, token)) = self.delivered_deadlines.iter().next() {
+            if t > now {
+                break;
+            }
+            self.reply(token, &Reply::Unanswered, now);
+        }
         self.peers.handle_timeout(now);
         for e in self.pending.expire(now) {
             e.data.completion.complete(Err(RequestError::Timeout));
@@ -345,6 +371,16 @@ impl Core {
                 return;
             }
         }
+        if self.delivered.len() >= self.config.limits.max_pending_requests {
+            // The application is that far behind: say so rather than queue without bound.
+            let busy = dmproto::result_code::DIAMETER_TOO_BUSY;
+            self.finish(
+                conn,
+                &msg,
+                Err((busy, "too many requests in progress".into())),
+            );
+            return;
+        }
         let info = match self.peers.get(peer).and_then(|p| p.remote()) {
             Some(r) => PeerInfo {
                 host: r.origin_host.clone(),
@@ -355,8 +391,20 @@ impl Core {
                 realm: String::new(),
             },
         };
+        self.next_token = self.next_token.wrapping_add(1);
+        let token = self.next_token;
+        let deadline = now + self.config.app.reply_timeout;
+        self.delivered_deadlines.insert((deadline, token));
+        self.delivered.insert(
+            token,
+            Delivered {
+                conn,
+                request: msg.clone(),
+                deadline,
+            },
+        );
         self.out.push_back(Output::Deliver {
-            conn,
+            token,
             request: IncomingRequest {
                 peer: info,
                 message: msg,
@@ -364,39 +412,50 @@ impl Core {
         });
     }
 
-    /// The application's reply to a request delivered on `conn` (or `Unanswered`).
-    pub fn reply(&mut self, conn: ConnId, request: &Message, reply: &Reply, now: Instant) {
-        let built = match reply {
-            Reply::Answer(body) => answer::app_answer(request, self.origin(), body, self.max_len())
-                .map_err(|e| e.to_string()),
-            Reply::Unanswered => Err("the application gave no answer".to_string()),
+    /// The application's reply to the request delivered under `token` (or `Unanswered`).
+    /// A reply after the reply timeout (or a second one) is ignored: the peer already has
+    /// its one answer.
+    pub fn reply(&mut self, token: u64, reply: &Reply, now: Instant) {
+        let Some(d) = self.delivered.remove(&token) else {
+            return;
         };
-        let bytes = match built {
+        self.delivered_deadlines.remove(&(d.deadline, token));
+        let unable = dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY;
+        let outcome = match reply {
+            Reply::Answer(body) => {
+                answer::app_answer(&d.request, self.origin(), body, self.max_len())
+                    .map_err(|e| (unable, e.to_string()))
+            }
+            Reply::Unanswered if now >= d.deadline => {
+                Err((unable, "no answer from the application in time".to_string()))
+            }
+            Reply::Unanswered => Err((unable, "the application gave no answer".to_string())),
+        };
+        self.finish(d.conn, &d.request, outcome);
+        self.after(now);
+    }
+
+    /// Sends the answer to `request` (or a local error answer), also to the copies of it
+    /// that arrived meanwhile, and caches it for later retransmissions.
+    fn finish(&mut self, conn: ConnId, request: &Message, outcome: Result<Bytes, (u32, String)>) {
+        let bytes = match outcome {
             Ok(b) => b,
-            Err(why) => match answer::error_answer(
-                request,
-                self.origin(),
-                dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY,
-                &why,
-                None,
-                self.max_len(),
-            ) {
-                Ok(b) => b,
-                Err(_) => return,
-            },
+            Err((code, why)) => {
+                match answer::error_answer(request, self.origin(), code, &why, None, self.max_len())
+                {
+                    Ok(b) => b,
+                    Err(_) => return,
+                }
+            }
         };
-        for waiter in self.dup.complete(
-            origin_host(request),
-            request.header.end_to_end,
-            bytes.clone(),
-        ) {
+        let e2e = request.header.end_to_end;
+        for waiter in self.dup.complete(origin_host(request), e2e, bytes.clone()) {
             self.transmit(
                 waiter.conn,
                 pending::with_hop_by_hop(&bytes, waiter.hop_by_hop),
             );
         }
         self.transmit(conn, bytes);
-        self.after(now);
     }
 
     /// An application request: complete it, route it, send it — or fail it at once.

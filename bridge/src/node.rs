@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dmproto::dict::Dictionary;
-use dmproto::Message;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::app::{Application, Reply, Responder, Submissions};
+use crate::app::{Application, Reply, ReplyQueue, Responder, Submissions};
 use crate::config::Config;
 use crate::core::{Core, Output, Seeds};
 use crate::peer::ConnId;
@@ -31,11 +30,6 @@ enum Input {
     Connected {
         conn: ConnId,
         result: io::Result<TcpStream>,
-    },
-    Reply {
-        conn: ConnId,
-        request: Message,
-        reply: Reply,
     },
 }
 
@@ -97,15 +91,24 @@ impl Node {
                 }
             }));
         }
+        let (reply_tx, reply_rx) = mpsc::unbounded_channel();
         let mut driver = Driver {
             core: Core::new(self.config, self.dict, Seeds::now()),
             conns: HashMap::new(),
             app,
             conn_tx,
             input_tx,
+            reply_tx,
         };
         let result = driver
-            .run(conn_rx, input_rx, submissions, shutdown, &accept_tasks)
+            .run(
+                conn_rx,
+                input_rx,
+                reply_rx,
+                submissions,
+                shutdown,
+                &accept_tasks,
+            )
             .await;
         for t in accept_tasks {
             t.abort();
@@ -120,6 +123,8 @@ struct Driver {
     app: Arc<dyn Application>,
     conn_tx: mpsc::Sender<ConnEvent>,
     input_tx: mpsc::Sender<Input>,
+    /// Where every [`Responder`] reports (the core bounds how many are outstanding).
+    reply_tx: ReplyQueue,
 }
 
 impl Driver {
@@ -127,6 +132,7 @@ impl Driver {
         &mut self,
         mut conn_rx: mpsc::Receiver<ConnEvent>,
         mut input_rx: mpsc::Receiver<Input>,
+        mut reply_rx: mpsc::UnboundedReceiver<(u64, Reply)>,
         mut submissions: Submissions,
         shutdown: impl Future<Output = ()>,
         accept_tasks: &[tokio::task::JoinHandle<()>],
@@ -167,6 +173,9 @@ impl Driver {
                 }
                 Some(ev) = conn_rx.recv() => self.on_conn_event(ev),
                 Some(input) = input_rx.recv() => self.on_input(input),
+                Some((token, reply)) = reply_rx.recv() => {
+                    self.core.reply(token, &reply, Instant::now());
+                }
                 Some(sub) = submissions.recv(), if !self.core.is_stopping() => {
                     let (req, completion) = sub.into_parts();
                     self.core.submit(req, completion, Instant::now());
@@ -227,11 +236,6 @@ impl Driver {
                     self.core.connected(conn, None, now);
                 }
             },
-            Input::Reply {
-                conn,
-                request,
-                reply,
-            } => self.core.reply(conn, &request, &reply, now),
         }
     }
 
@@ -274,24 +278,9 @@ impl Driver {
                         let _ = tx.send(Input::Connected { conn, result }).await;
                     });
                 }
-                Output::Deliver { conn, request } => {
-                    let message = request.message.clone();
-                    let (responder, rx) = Responder::new();
+                Output::Deliver { token, request } => {
+                    let responder = Responder::queued(token, self.reply_tx.clone());
                     self.app.on_request(request, responder);
-                    let timeout = self.core.config().app.reply_timeout;
-                    let tx = self.input_tx.clone();
-                    tokio::spawn(async move {
-                        let reply = tokio::time::timeout(timeout, rx)
-                            .await
-                            .unwrap_or(Reply::Unanswered);
-                        let _ = tx
-                            .send(Input::Reply {
-                                conn,
-                                request: message,
-                                reply,
-                            })
-                            .await;
-                    });
                 }
             }
         }

@@ -27,7 +27,7 @@ struct Node {
     core: Core,
     behaviour: Behaviour,
     addr: SocketAddr,
-    held: Vec<(ConnId, Message)>,
+    held: Vec<u64>,
     delivered: Vec<Message>,
     handle: AppHandle,
     subs: Submissions,
@@ -168,15 +168,15 @@ impl Net {
                     }
                 }
             }
-            Output::Deliver { conn, request } => {
+            Output::Deliver { token, request } => {
                 let msg = request.message;
                 self.nodes[i].delivered.push(msg.clone());
                 match self.nodes[i].behaviour {
                     Behaviour::Echo => {
                         let reply = Reply::Answer(echo_body(&msg));
-                        self.nodes[i].core.reply(conn, &msg, &reply, now);
+                        self.nodes[i].core.reply(token, &reply, now);
                     }
-                    Behaviour::Hold => self.nodes[i].held.push((conn, msg)),
+                    Behaviour::Hold => self.nodes[i].held.push(token),
                 }
             }
         }
@@ -253,10 +253,10 @@ impl Net {
     fn release(&mut self, i: usize) {
         let held = std::mem::take(&mut self.nodes[i].held);
         let now = self.now;
-        for (conn, msg) in held {
-            self.nodes[i]
-                .core
-                .reply(conn, &msg, &Reply::Answer(echo_body(&msg)), now);
+        for token in held {
+            // Echo whatever the request was: find it among the delivered ones.
+            let body = echo_body(self.nodes[i].delivered.last().unwrap());
+            self.nodes[i].core.reply(token, &Reply::Answer(body), now);
         }
         self.run();
     }
@@ -510,4 +510,62 @@ fn stop_without_pending_requests_sends_dpr_at_once() {
     // The servers were told REBOOTING: they keep no connection and do not reconnect
     // (they are accept-only for the client).
     assert!(net.links.is_empty());
+}
+
+/// Client 0 and one server built from `server`'s config tweak.
+fn net_with(server_tweak: impl FnOnce(&mut Config), behaviour: Behaviour) -> Net {
+    let mut net = Net::new();
+    let mut client = config("client.example.net", &[("s1.example.net", addr(1))], &[]);
+    client.routes.push(crate::config::RouteConfig {
+        realm: "example.net".into(),
+        app_id: None,
+        peers: vec!["s1.example.net".into()],
+        priority: 0,
+    });
+    net.add(client, Behaviour::Echo);
+    let mut server = config("s1.example.net", &[], &["client.example.net"]);
+    server_tweak(&mut server);
+    net.add(server, behaviour);
+    net.start();
+    net
+}
+
+#[test]
+fn application_silence_is_answered_5012_after_the_reply_timeout() {
+    let mut net = net_with(
+        |c| c.app.reply_timeout = Duration::from_secs(1),
+        Behaviour::Hold,
+    );
+    let mut p = net.submit(0, 1);
+    net.advance(Duration::from_millis(999));
+    assert!(answered(&mut p).is_none());
+    net.advance(Duration::from_millis(2));
+    let a = answered(&mut p).unwrap().unwrap();
+    assert_eq!(a.find_u32(268, 0), Some(5012));
+    // The application answering late changes nothing: one answer per request.
+    let before = net
+        .seen
+        .iter()
+        .filter(|s| s.from == 1 && s.msg.header.code == CCR)
+        .count();
+    net.release(1);
+    let after = net
+        .seen
+        .iter()
+        .filter(|s| s.from == 1 && s.msg.header.code == CCR)
+        .count();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn too_many_requests_in_the_application_is_3004() {
+    let mut net = net_with(|c| c.limits.max_pending_requests = 2, Behaviour::Hold);
+    let mut ps: Vec<PendingAnswer> = (0..3).map(|n| net.submit(0, n)).collect();
+    assert!(answered(&mut ps[0]).is_none());
+    assert!(answered(&mut ps[1]).is_none());
+    let busy = answered(&mut ps[2]).unwrap().unwrap();
+    assert_eq!(busy.find_u32(268, 0), Some(3004));
+    assert!(busy.header.flags.is_error());
+    net.release(1);
+    assert!(answered(&mut ps[0]).unwrap().is_ok());
 }
