@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod tools;
 
 #[derive(Parser)]
 #[command(
@@ -37,11 +38,21 @@ enum Command {
     },
     /// Load generator: connect as a Diameter peer and send requests from a JSON template.
     Bench(Box<bench::BenchArgs>),
+    /// Decode Diameter messages (raw binary, or hex text with --hex) into one JSON document
+    /// per line: {"cmd_code":..,"app_id":..,"flags":"RP","hop_by_hop":..,"end_to_end":..,"avps":[..]}.
+    Decode(tools::DecodeArgs),
+    /// Encode one message JSON document (as `decode` prints) into raw binary, or hex with --hex.
+    Encode(tools::EncodeArgs),
+    /// Print the dictionary definition of an AVP, command or application.
+    Dict(tools::DictArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Bench(args) => bench::main(*args),
+        Command::Decode(args) => tools::decode(args),
+        Command::Encode(args) => tools::encode(args),
+        Command::Dict(args) => tools::dict(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Run { config, echo } => run(&config, echo),
     }
