@@ -2,6 +2,7 @@
 pub mod avp_type;
 pub use avp_type::AvpType;
 pub mod dict;
+pub mod answer;
 pub mod avp;
 pub mod encode;
 pub mod error;
