@@ -226,7 +226,7 @@ fn run_decode(args: &DecodeArgs) -> Result<(), ToolError> {
     let raw = read_input(args.file.as_deref())?;
     let input = Bytes::from(if args.hex { parse_hex(&raw)? } else { raw });
     let where_ = if args.hex {
-        " of the decoded bytes"
+        " (offsets count decoded bytes, not hex characters)"
     } else {
         ""
     };
