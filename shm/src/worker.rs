@@ -29,7 +29,10 @@
 //! instance answered them or died with them), and calls fail fast with
 //! [`Error::Detached`]. The worker re-attaches by itself — on any call, at
 //! most every `min_retry`, and from the timerfd every `retry_interval` while
-//! the caller only waits on the fd — and re-sends its handled names.
+//! the caller only waits on the fd — and re-sends its handled names. A
+//! re-attach never blocks: the Hello goes out, the connection joins the epoll
+//! set, and the Welcome is taken when the fd fires, so even a hung bridge
+//! cannot stall a SIP worker.
 
 use crate::control::{refusal, Conn, Ctl, Recv, MAX_CONTROL_MSG, MAX_HANDLES, MAX_NAME};
 use crate::error::{Error, Result};
@@ -162,6 +165,8 @@ const TAG_TIMER: u64 = 3;
 pub struct Worker {
     cfg: WorkerConfig,
     link: Option<Link>,
+    /// A re-attach in progress: Hello sent, Welcome not read yet.
+    pending: Option<(Conn, Instant)>,
     epoll: OwnedFd,
     efd: OwnedFd,
     tfd: OwnedFd,
@@ -243,6 +248,7 @@ impl Worker {
         let mut w = Worker {
             cfg,
             link: None,
+            pending: None,
             epoll,
             efd,
             tfd,
@@ -296,7 +302,8 @@ impl Worker {
         self.link.as_ref().map(|l| l.max_msg)
     }
 
-    fn connect(&mut self) -> Result<()> {
+    /// Connects and sends Hello (non-blocking).
+    fn begin_connect(&mut self) -> Result<Conn> {
         self.last_try = Some(Instant::now());
         let conn = Conn::connect(&self.cfg.control_path)?;
         let hello = Ctl::Hello {
@@ -306,31 +313,76 @@ impl Worker {
         };
         conn.send_ctl(&hello, None)
             .map_err(|e| Error::io("sending Hello to the bridge", e))?;
+        Ok(conn)
+    }
+
+    /// The first attach: waits for the Welcome (at most the handshake
+    /// timeout), so `dmb_attach` can say whether it is attached.
+    fn connect(&mut self) -> Result<()> {
+        let conn = self.begin_connect()?;
         let deadline = Instant::now() + self.cfg.handshake_timeout;
-        let (msg, fd) = loop {
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::Detached(format!(
-                    "the bridge at {} did not answer the registration within {:?}",
-                    self.cfg.control_path.display(),
-                    self.cfg.handshake_timeout
-                )));
+                return Err(self.no_welcome());
             }
             conn.wait_readable(left)
                 .map_err(|e| Error::io("waiting for the bridge's Welcome", e))?;
-            match conn
-                .recv(&mut self.ctl)
-                .map_err(|e| Error::io("reading the bridge's Welcome", e))?
-            {
-                Recv::WouldBlock => continue,
-                Recv::Eof => {
-                    return Err(Error::Detached(
-                        "the bridge closed the connection during registration".into(),
-                    ))
-                }
-                Recv::Msg(n, fd) => break (Ctl::decode(self.ctl.get(..n).unwrap_or(&[]))?, fd),
+            if let Some((msg, fd)) = self.read_welcome(&conn)? {
+                return self.finish_connect(conn, msg, fd);
             }
+        }
+    }
+
+    fn no_welcome(&self) -> Error {
+        Error::Detached(format!(
+            "the bridge at {} did not answer the registration within {:?}",
+            self.cfg.control_path.display(),
+            self.cfg.handshake_timeout
+        ))
+    }
+
+    /// One non-blocking read of the handshake answer.
+    fn read_welcome(&mut self, conn: &Conn) -> Result<Option<(Ctl, Option<OwnedFd>)>> {
+        match conn
+            .recv(&mut self.ctl)
+            .map_err(|e| Error::io("reading the bridge's Welcome", e))?
+        {
+            Recv::WouldBlock => Ok(None),
+            Recv::Eof => Err(Error::Detached(
+                "the bridge closed the connection during registration".into(),
+            )),
+            Recv::Msg(n, fd) => Ok(Some((Ctl::decode(self.ctl.get(..n).unwrap_or(&[]))?, fd))),
+        }
+    }
+
+    /// Re-attach without blocking: the Hello goes out now, the Welcome is
+    /// picked up by a later `service` when the fd fires, so calls made while
+    /// a (possibly wedged) bridge is starting still fail fast.
+    fn poll_pending(&mut self) {
+        let Some((conn, deadline)) = self.pending.take() else {
+            return;
         };
+        let outcome = match self.read_welcome(&conn) {
+            Ok(Some((msg, fd))) => {
+                let _ = epoll_ctl(&self.epoll, libc::EPOLL_CTL_DEL, conn.as_raw_fd(), TAG_CONN);
+                self.finish_connect(conn, msg, fd)
+            }
+            Ok(None) if Instant::now() < deadline => {
+                self.pending = Some((conn, deadline));
+                return;
+            }
+            Ok(None) => Err(self.no_welcome()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            // (A conn still registered is removed from epoll when closed.)
+            self.last_error = Some(e.to_string());
+        }
+    }
+
+    /// Validates the Welcome, maps the segment and becomes attached.
+    fn finish_connect(&mut self, conn: Conn, msg: Ctl, fd: Option<OwnedFd>) -> Result<()> {
         let (slot, generation, max_msg, path) = match msg {
             Ctl::Welcome { version, .. } if version != WIRE_VERSION => {
                 return Err(Error::Version {
@@ -439,14 +491,26 @@ impl Worker {
         if self.link.is_some() {
             return;
         }
-        if let Some(t) = self.last_try {
-            if t.elapsed() < self.cfg.min_retry {
-                return;
+        if self.pending.is_none()
+            && !matches!(self.last_try, Some(t) if t.elapsed() < self.cfg.min_retry)
+        {
+            match self.begin_connect() {
+                Ok(conn) => {
+                    if let Err(e) =
+                        epoll_ctl(&self.epoll, libc::EPOLL_CTL_ADD, conn.as_raw_fd(), TAG_CONN)
+                    {
+                        self.last_error = Some(e.to_string());
+                        return;
+                    }
+                    self.pending = Some((conn, Instant::now() + self.cfg.handshake_timeout));
+                }
+                Err(e) => {
+                    self.last_error = Some(e.to_string());
+                    return;
+                }
             }
         }
-        if let Err(e) = self.connect() {
-            self.last_error = Some(e.to_string());
-        }
+        self.poll_pending();
     }
 
     /// Doorbells, EOF, timer, re-attach, deadlines.
@@ -543,7 +607,10 @@ impl Worker {
         }
         let mut next = self.deadlines.first().map(|&(at, _)| at);
         if self.link.is_none() {
-            let retry = Instant::now() + self.cfg.retry_interval;
+            let mut retry = Instant::now() + self.cfg.retry_interval;
+            if let Some((_, deadline)) = &self.pending {
+                retry = retry.min(*deadline);
+            }
             next = Some(next.map_or(retry, |n| n.min(retry)));
         }
         if next != self.timer_at {

@@ -426,3 +426,25 @@ fn answer_for_unknown_handle_is_rejected() {
     };
     assert!(b.push_answer(0, &a).is_err());
 }
+
+#[test]
+fn wedged_bridge_does_not_block_calls() {
+    // A bridge that accepts connections but never answers the registration
+    // (a hung process): calls must still fail fast, not wait for the
+    // handshake timeout each time.
+    let bc = cfg("wedged");
+    let h = EchoBridge::spawn(bc.clone()).unwrap();
+    let mut wc = wcfg(&bc, "w");
+    wc.handshake_timeout = Duration::from_secs(3);
+    let mut w = Worker::attach(wc).unwrap();
+    drop(h);
+    let _hung = dmshm::control::Listener::bind(&bc.control_path, None).unwrap();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let c = w.send_request(4, 272, b"[]", 10_000);
+        assert_eq!(c.class, class::NOT_SENT);
+        assert!(t0.elapsed() < Duration::from_secs(1), "blocked {:?} on a hung bridge", t0.elapsed());
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(!w.is_attached());
+}
