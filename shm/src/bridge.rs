@@ -175,7 +175,7 @@ struct Attached {
 enum Slot {
     Free,
     /// Connected, Hello not read yet.
-    Handshaking(Conn),
+    Handshaking(Conn, std::time::Instant),
     Attached(Box<Attached>),
     /// Dropped for breaking the protocol while possibly still alive: never
     /// reused by this bridge instance, so a confused worker cannot write
@@ -265,7 +265,7 @@ impl Bridge {
     /// The descriptor of a connected slot (handshaking or attached).
     pub fn worker_fd(&self, slot: SlotId) -> Option<RawFd> {
         match self.slots.get(slot as usize)? {
-            Slot::Handshaking(c) => Some(c.as_raw_fd()),
+            Slot::Handshaking(c, _) => Some(c.as_raw_fd()),
             Slot::Attached(a) => Some(a.conn.as_raw_fd()),
             Slot::Free | Slot::Quarantined => None,
         }
@@ -302,7 +302,7 @@ impl Bridge {
             match self.slots.iter().position(|s| matches!(s, Slot::Free)) {
                 Some(i) => {
                     if let Some(s) = self.slots.get_mut(i) {
-                        *s = Slot::Handshaking(conn);
+                        *s = Slot::Handshaking(conn, std::time::Instant::now());
                         new.push(i as SlotId);
                     }
                 }
@@ -326,13 +326,41 @@ impl Bridge {
         Ok(new)
     }
 
+    /// Frees slots whose connection sent no Hello within `max_age` of being
+    /// accepted (a stuck or hostile local client must not hold a slot). Call
+    /// it from a periodic timer, e.g. every second with `max_age` 2 s.
+    pub fn expire_handshakes(
+        &mut self,
+        now: std::time::Instant,
+        max_age: std::time::Duration,
+        events: &mut Vec<BridgeEvent>,
+    ) {
+        for s in self.slots.iter_mut() {
+            if let Slot::Handshaking(conn, since) = s {
+                if now.saturating_duration_since(*since) >= max_age {
+                    let pid = conn.peer_cred().map(|c| c.pid as u32).unwrap_or(0);
+                    let reason = format!("no registration within {max_age:?} of connecting");
+                    let _ = conn.send_ctl(
+                        &Ctl::Refused {
+                            code: refusal::OTHER,
+                            reason: reason.clone(),
+                        },
+                        None,
+                    );
+                    events.push(BridgeEvent::WorkerRefused { pid, reason });
+                    *s = Slot::Free;
+                }
+            }
+        }
+    }
+
     /// Handles everything pending on `slot`: control messages (Hello,
     /// handles, status queries, doorbells, EOF) and up to the service budget
     /// of ring records. Returns true if it stopped because of the budget or
     /// found more work after arming its sleep flag: call again soon.
     pub fn service(&mut self, slot: SlotId, events: &mut Vec<BridgeEvent>) -> bool {
         match self.slots.get(slot as usize) {
-            Some(Slot::Handshaking(_)) => {
+            Some(Slot::Handshaking(..)) => {
                 self.handshake(slot, events);
                 false
             }
@@ -348,7 +376,7 @@ impl Bridge {
     }
 
     fn handshake(&mut self, slot: SlotId, events: &mut Vec<BridgeEvent>) {
-        let Some(Slot::Handshaking(conn)) = self.slots.get(slot as usize) else {
+        let Some(Slot::Handshaking(conn, _)) = self.slots.get(slot as usize) else {
             return;
         };
         let pid_cred = conn.peer_cred().map(|c| c.pid as u32).unwrap_or(0);
@@ -401,7 +429,7 @@ impl Bridge {
         let Some(s) = self.slots.get_mut(slot as usize) else {
             return;
         };
-        let Slot::Handshaking(conn) = std::mem::replace(s, Slot::Free) else {
+        let Slot::Handshaking(conn, _) = std::mem::replace(s, Slot::Free) else {
             return;
         };
         self.segment.reset_slot(slot, pid_cred);

@@ -138,6 +138,8 @@ impl EchoBridge {
             }
         }
         self.expire();
+        self.bridge
+            .expire_handshakes(Instant::now(), Duration::from_secs(2), &mut self.events);
         let events = std::mem::take(&mut self.events);
         for ev in events {
             self.handle(ev);

@@ -443,8 +443,42 @@ fn wedged_bridge_does_not_block_calls() {
         let t0 = Instant::now();
         let c = w.send_request(4, 272, b"[]", 10_000);
         assert_eq!(c.class, class::NOT_SENT);
-        assert!(t0.elapsed() < Duration::from_secs(1), "blocked {:?} on a hung bridge", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "blocked {:?} on a hung bridge",
+            t0.elapsed()
+        );
         std::thread::sleep(Duration::from_millis(30));
     }
     assert!(!w.is_attached());
+}
+
+#[test]
+fn silent_connection_loses_its_slot() {
+    let mut bc = cfg("silent");
+    bc.geometry.slots = 1;
+    let mut b = Bridge::create(bc.clone()).unwrap();
+    let mut evs = Vec::new();
+    let _silent = dmshm::control::Conn::connect(&bc.control_path).unwrap();
+    let t0 = Instant::now();
+    let mut slots = Vec::new();
+    while slots.is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        slots = b.accept_all(&mut evs).unwrap();
+    }
+    b.expire_handshakes(Instant::now(), Duration::from_secs(60), &mut evs);
+    assert!(evs.is_empty(), "young handshake kept");
+    b.expire_handshakes(
+        Instant::now() + Duration::from_secs(61),
+        Duration::from_secs(60),
+        &mut evs,
+    );
+    assert!(
+        matches!(&evs[..], [BridgeEvent::WorkerRefused { reason, .. }] if reason.contains("no registration")),
+        "{evs:?}"
+    );
+    assert!(
+        b.worker_fd(slots[0]).is_none(),
+        "slot freed for the next worker"
+    );
 }
