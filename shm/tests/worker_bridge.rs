@@ -482,3 +482,87 @@ fn silent_connection_loses_its_slot() {
         "slot freed for the next worker"
     );
 }
+
+/// Bridge restarted twice while three workers keep requests in flight:
+/// every request ends exactly once (answer or -3), the workers carry on by
+/// themselves, and nothing hangs.
+#[test]
+fn restart_under_load_every_request_ends_exactly_once() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let bc = cfg("load");
+    let mut bridge = Some(EchoBridge::spawn(bc.clone()).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for i in 0..3 {
+        let wc = wcfg(&bc, &format!("load {i}"));
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut w = Worker::attach(wc).unwrap();
+            let mut open: HashMap<u64, ()> = HashMap::new();
+            let (mut ok, mut not_sent, mut refused_fast, mut ok_after) = (0u32, 0u32, 0u32, 0u32);
+            let t_end = Instant::now() + Duration::from_secs(30);
+            loop {
+                let stopping = stop.load(Ordering::Relaxed);
+                while !stopping && open.len() < 32 {
+                    match w.send_request_async(4, 272, b"[1]", 5000) {
+                        Ok(h) => assert!(open.insert(h, ()).is_none(), "handle reused"),
+                        Err(Error::Detached(_)) | Err(Error::Full) => {
+                            refused_fast += 1;
+                            break;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                poll_fd(w.fd(), 10);
+                while let Some(c) = w.next_answer() {
+                    assert!(
+                        open.remove(&c.handle).is_some(),
+                        "completion for unknown or finished handle {}",
+                        c.handle
+                    );
+                    match c.class {
+                        class::SUCCESS => {
+                            ok += 1;
+                            if stopping {
+                                ok_after += 1;
+                            }
+                        }
+                        class::NOT_SENT => not_sent += 1,
+                        other => panic!("class {other}: {}", c.error),
+                    }
+                }
+                if stopping && open.is_empty() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < t_end,
+                    "{} requests never completed",
+                    open.len()
+                );
+            }
+            // After the last restart this worker works normally again.
+            let c = w.send_request(4, 272, b"[2]", 5000);
+            assert_eq!(c.class, class::SUCCESS, "{}", c.error);
+            (ok, not_sent, refused_fast, ok_after)
+        }));
+    }
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(bridge.take());
+        std::thread::sleep(Duration::from_millis(150));
+        bridge = Some(EchoBridge::spawn(bc.clone()).unwrap());
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    stop.store(true, Ordering::Relaxed);
+    let mut totals = (0, 0, 0);
+    for t in threads {
+        let (ok, not_sent, refused, _) = t.join().unwrap();
+        assert!(ok > 0);
+        totals = (totals.0 + ok, totals.1 + not_sent, totals.2 + refused);
+    }
+    assert!(totals.1 + totals.2 > 0, "restarts were noticed: {totals:?}");
+    drop(bridge);
+}
