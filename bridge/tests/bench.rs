@@ -450,11 +450,10 @@ fn open_loop_sends_exactly_the_schedule() {
         "--rate",
         "400",
         "--duration",
-        "0.5",
+        "1.2",
         "--connections",
         "2",
         "--json",
-        "--quiet",
     ]);
     assert!(
         out.status.success(),
@@ -462,9 +461,18 @@ fn open_loop_sends_exactly_the_schedule() {
         String::from_utf8_lossy(&out.stderr)
     );
     let j = json_summary(&out);
-    assert_eq!(j["sent"], 200, "0.5 s at 400/s");
-    assert_eq!(j["answered"], 200);
-    assert_eq!(r.seen().requests, 200);
+    assert_eq!(j["sent"], 480, "1.2 s at 400/s");
+    assert_eq!(j["answered"], 480);
+    assert_eq!(r.seen().requests, 480);
+    // One progress line a second on stderr, none on stdout (which holds only the JSON).
+    let err = String::from_utf8_lossy(&out.stderr);
+    let progress: Vec<&str> = err.lines().filter(|l| l.starts_with('[')).collect();
+    assert!(
+        progress
+            .first()
+            .is_some_and(|l| l.contains("s] sent ") && l.contains("answered")),
+        "{err}"
+    );
 }
 
 #[test]
