@@ -174,6 +174,13 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
             ));
         }
     }
+    if args.rate.is_none() && args.concurrency.unwrap_or(100) < args.connections {
+        return Err(format!(
+            "--concurrency {} is less than --connections {}: some connections would never send",
+            args.concurrency.unwrap_or(100),
+            args.connections
+        ));
+    }
     let addr = resolve(&args.connect)?;
     let dict = load_dictionary(&args.dict)?;
     let text = std::fs::read_to_string(&args.template)
