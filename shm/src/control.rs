@@ -357,18 +357,23 @@ impl Conn {
                 std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd.as_raw_fd());
             }
         }
-        // SAFETY: hdr points at live iov/control buffers for the call.
-        let n = unsafe {
-            libc::sendmsg(
-                self.fd.as_raw_fd(),
-                &hdr,
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
+        loop {
+            // SAFETY: hdr points at live iov/control buffers for the call.
+            let n = unsafe {
+                libc::sendmsg(
+                    self.fd.as_raw_fd(),
+                    &hdr,
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            };
+            if n >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
         }
-        Ok(())
     }
 
     /// Receives one message into `buf` without blocking. A message longer
@@ -385,22 +390,26 @@ impl Conn {
         let mut cbuf = [0u64; 8];
         hdr.msg_control = cbuf.as_mut_ptr().cast();
         hdr.msg_controllen = size_of::<[u64; 8]>() as _;
-        // SAFETY: hdr points at live buffers for the duration of the call.
-        let n = unsafe {
-            libc::recvmsg(
-                self.fd.as_raw_fd(),
-                &mut hdr,
-                libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock => Ok(Recv::WouldBlock),
-                io::ErrorKind::ConnectionReset => Ok(Recv::Eof),
-                _ => Err(e),
+        let n = loop {
+            // SAFETY: hdr points at live buffers for the duration of the call.
+            let n = unsafe {
+                libc::recvmsg(
+                    self.fd.as_raw_fd(),
+                    &mut hdr,
+                    libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+                )
             };
-        }
+            if n >= 0 {
+                break n;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(Recv::WouldBlock),
+                io::ErrorKind::ConnectionReset => return Ok(Recv::Eof),
+                _ => return Err(e),
+            }
+        };
         // Collect descriptors first so none leaks, even on error below.
         let mut got: Option<OwnedFd> = None;
         // SAFETY: walking the control buffer the kernel filled, with the
