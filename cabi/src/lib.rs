@@ -348,6 +348,12 @@ pub unsafe extern "C" fn dmb_set_handled(
         if names.is_null() && n != 0 {
             return invalid("names is NULL but n is not 0");
         }
+        if n > dmshm::control::MAX_HANDLES {
+            return invalid(format!(
+                "{n} names, at most {}",
+                dmshm::control::MAX_HANDLES
+            ));
+        }
         let mut v = Vec::with_capacity(n.min(1024));
         for i in 0..n {
             // SAFETY: names points at n pointers per the contract.
