@@ -82,11 +82,12 @@ pub struct BenchArgs {
     /// Stop after sending this many requests in total.
     #[arg(long)]
     pub count: Option<u64>,
-    /// A request unanswered after this many milliseconds counts as a timeout.
-    #[arg(long, default_value_t = 5000)]
+    /// A request unanswered after this many milliseconds counts as a timeout (at most an
+    /// hour).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub timeout_ms: u64,
-    /// Connect + CER/CEA time limit per connection, in milliseconds.
-    #[arg(long, default_value_t = 5000)]
+    /// Connect + CER/CEA + first DWR/DWA time limit per connection, in milliseconds.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub connect_timeout_ms: u64,
     /// Advertise the template's application as accounting (Acct-Application-Id).
     #[arg(long)]
