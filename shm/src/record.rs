@@ -413,6 +413,20 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_panic() {
+        use proptest::prelude::*;
+        proptest!(|(mut bytes in proptest::collection::vec(any::<u8>(), 0..200), kind in 1u8..=4)| {
+            // Half the cases get a valid head so the field decoders are reached.
+            if bytes.len() >= 4 && kind % 2 == 0 {
+                bytes[0] = kind;
+                bytes[1] = RECORD_VERSION;
+            }
+            let _ = Record::decode(&bytes);
+            let _ = crate::control::Ctl::decode(&bytes);
+        });
+    }
+
+    #[test]
     fn version_mismatch_is_named() {
         let mut buf = Vec::new();
         samples()[0].encode(&mut buf);

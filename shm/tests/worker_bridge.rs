@@ -566,3 +566,40 @@ fn restart_under_load_every_request_ends_exactly_once() {
     assert!(totals.1 + totals.2 > 0, "restarts were noticed: {totals:?}");
     drop(bridge);
 }
+
+#[test]
+fn full_ring_towards_the_bridge_is_an_error_for_the_worker() {
+    let bc = cfg("wfull");
+    let mut b = Bridge::create(bc.clone()).unwrap();
+    let (mut evs, mut watched) = (Vec::new(), Vec::new());
+    let wc = wcfg(&bc, "w");
+    let t = std::thread::spawn(move || Worker::attach(wc).unwrap());
+    pump(&mut b, &mut watched, &mut evs, |e| {
+        e.iter()
+            .any(|e| matches!(e, BridgeEvent::WorkerAttached { .. }))
+    });
+    let mut w = t.join().unwrap();
+    // The bridge does not read: the worker's ring fills and it is told so.
+    let json = vec![b'j'; 1000];
+    let mut sent = 0;
+    let err = loop {
+        match w.send_request_async(4, 272, &json, 5000) {
+            Ok(_) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 100, "16 KiB ring never filled");
+    };
+    assert!(matches!(err, Error::Full), "{err}");
+    let c = w.send_request(4, 272, &json, 5000);
+    assert_eq!(c.class, class::NOT_SENT);
+    assert!(c.error.contains("ring full"), "{}", c.error);
+    // Once the bridge drains, every queued request is there, once.
+    evs.clear();
+    pump(&mut b, &mut watched, &mut evs, |e| {
+        e.iter()
+            .filter(|e| matches!(e, BridgeEvent::Request { .. }))
+            .count()
+            == sent
+    });
+    assert!(w.send_request_async(4, 272, &json, 5000).is_ok());
+}
