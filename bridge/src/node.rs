@@ -24,6 +24,9 @@ use crate::core::{Core, Output, Seeds};
 use crate::peer::ConnId;
 use crate::transport::{self, ConnEvent, ConnHandle};
 
+/// Most queued inputs of one kind handled per wake-up of the node loop.
+const BATCH: usize = 64;
+
 /// Inputs of the node loop other than connection events.
 enum Input {
     Accepted(TcpStream),
@@ -171,14 +174,33 @@ impl Driver {
                         Some(now + t.drain_timeout + t.dpa_timeout + Duration::from_secs(1));
                     self.core.stop(now);
                 }
-                Some(ev) = conn_rx.recv() => self.on_conn_event(ev),
+                // Each branch also takes what else is already queued (up to BATCH), so that
+                // under load one wake-up serves many messages.
+                Some(ev) = conn_rx.recv() => {
+                    self.on_conn_event(ev);
+                    for _ in 1..BATCH {
+                        let Ok(ev) = conn_rx.try_recv() else { break };
+                        self.on_conn_event(ev);
+                    }
+                }
                 Some(input) = input_rx.recv() => self.on_input(input),
                 Some((token, reply)) = reply_rx.recv() => {
-                    self.core.reply(token, &reply, Instant::now());
+                    let now = Instant::now();
+                    self.core.reply(token, &reply, now);
+                    for _ in 1..BATCH {
+                        let Ok((token, reply)) = reply_rx.try_recv() else { break };
+                        self.core.reply(token, &reply, now);
+                    }
                 }
                 Some(sub) = submissions.recv(), if !self.core.is_stopping() => {
+                    let now = Instant::now();
                     let (req, completion) = sub.into_parts();
-                    self.core.submit(req, completion, Instant::now());
+                    self.core.submit(req, completion, now);
+                    for _ in 1..BATCH {
+                        let Some(sub) = submissions.try_recv() else { break };
+                        let (req, completion) = sub.into_parts();
+                        self.core.submit(req, completion, now);
+                    }
                 }
                 _ = &mut sleep => {
                     armed = None;
