@@ -14,7 +14,7 @@
 //! | AVP | JSON out | JSON accepted in |
 //! |---|---|---|
 //! | key | dictionary name, else `"code"` / `"code:vendor"` | name, `"263"`, `"701:10415"` |
-//! | Integer32/64, Unsigned32/64 | number, exact to 64 bits | integer in the type's range |
+//! | Integer32/64, Unsigned32/64 | number, exact to 64 bits | integer in the type's range; for 32-bit types with named values (Result-Code), also a name |
 //! | Enumerated | number | integer, or a name from the dictionary |
 //! | Float32/64 | number (shortest form that reads back to the same bits) | number |
 //! | UTF8String, DiameterIdentity, DiameterURI, IPFilterRule, QoSFilterRule | string | string |

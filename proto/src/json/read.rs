@@ -530,11 +530,21 @@ impl<'a, 'd, 's> Parser<'a, 'd, 's> {
                 let bytes = self.bytes_of(&s);
                 w.avp(code, flags, vendor, bytes);
             }
+            // Integer types with named values in the dictionary (Result-Code's
+            // DIAMETER_SUCCESS, ...) accept the names too.
+            AvpType::Unsigned32 if self.peek() == Some(b'"') => {
+                let v = self.enum_name(code, vendor, at)?;
+                w.u32(code, flags, vendor, v as u32);
+            }
+            AvpType::Integer32 | AvpType::Enumerated if self.peek() == Some(b'"') => {
+                let v = self.enum_name(code, vendor, at)?;
+                w.i32(code, flags, vendor, v);
+            }
             AvpType::Unsigned32 => {
                 let v = self.int(ty, 0, u64::from(u32::MAX))?;
                 w.u32(code, flags, vendor, v as u32);
             }
-            AvpType::Integer32 => {
+            AvpType::Integer32 | AvpType::Enumerated => {
                 let v = self.int(ty, i64::from(i32::MIN), u64::from(i32::MAX as u32))?;
                 w.i32(code, flags, vendor, v as i32);
             }
@@ -550,21 +560,6 @@ impl<'a, 'd, 's> Parser<'a, 'd, 's> {
             AvpType::Integer64 => {
                 let v = self.int(ty, i64::MIN, i64::MAX as u64)?;
                 w.i64(code, flags, vendor, v);
-            }
-            AvpType::Enumerated => {
-                if self.peek() == Some(b'"') {
-                    let s = self.string()?;
-                    let name = self.str_of(&s);
-                    let v = self
-                        .dict
-                        .avp(code, vendor)
-                        .and_then(|d| d.enum_value(&name))
-                        .ok_or_else(|| JsonError::new(K::UnknownEnum(name.into_owned()), at))?;
-                    w.i32(code, flags, vendor, v);
-                } else {
-                    let v = self.int(ty, i64::from(i32::MIN), u64::from(i32::MAX as u32))?;
-                    w.i32(code, flags, vendor, v as i32);
-                }
             }
             AvpType::Time => {
                 let unix = if self.peek() == Some(b'"') {
@@ -618,6 +613,19 @@ impl<'a, 'd, 's> Parser<'a, 'd, 's> {
             AvpType::Grouped => return err(K::Expected("an array of AVP objects"), at),
         }
         Ok(())
+    }
+
+    /// A string naming a value of the AVP's enumeration (the string's opening quote is at
+    /// `pos`).
+    fn enum_name(&mut self, code: u32, vendor: u32, at: usize) -> R<i32> {
+        let s = self.string()?;
+        let name = self.str_of(&s);
+        let def = self.dict.avp(code, vendor);
+        if def.is_some_and(|d| d.enums.is_empty()) {
+            return err(K::Expected("integer"), at);
+        }
+        def.and_then(|d| d.enum_value(&name))
+            .ok_or_else(|| JsonError::new(K::UnknownEnum(name.into_owned()), at))
     }
 
     /// Reads a number where type `ty` wants one.

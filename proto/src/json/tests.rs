@@ -190,6 +190,16 @@ fn enumerated_by_number_and_name() {
             w.i32(416, M, 0, 3);
         })
     );
+    // Integer AVPs with named values accept the names too (Result-Code is Unsigned32).
+    assert_eq!(
+        from_json(
+            r#"[{"Result-Code":"DIAMETER_SUCCESS"},{"Result-Code":"DIAMETER_UNABLE_TO_COMPLY"}]"#
+        )
+        .unwrap(),
+        body(|w| {
+            w.u32(268, M, 0, 2001).u32(268, M, 0, 5012);
+        })
+    );
 }
 
 #[test]
@@ -497,7 +507,8 @@ fn error_paths_name_the_avp_at_fault() {
 #[test]
 fn type_errors() {
     let cases: &[(&str, &str)] = &[
-        (r#"[{"Result-Code":"2001"}]"#, "[0].Result-Code: expected integer at byte 16"),
+        (r#"[{"Origin-State-Id":"1"}]"#, "[0].Origin-State-Id: expected integer at byte 20"),
+        (r#"[{"Result-Code":"2001"}]"#, "[0].Result-Code: unknown enumeration value \"2001\" at byte 16"),
         (r#"[{"Result-Code":1.5}]"#, "[0].Result-Code: expected integer at byte 16"),
         (r#"[{"Result-Code":1e3}]"#, "[0].Result-Code: expected integer at byte 16"),
         (r#"[{"Result-Code":null}]"#, "[0].Result-Code: expected integer at byte 16"),
