@@ -228,6 +228,10 @@ impl Driver {
             ConnEvent::Frame { conn, frame } => self.core.frame(conn, frame, now),
             ConnEvent::FrameError { conn, error } => self.core.frame_error(conn, error, now),
             ConnEvent::Closed { conn, .. } => {
+                // What the core queued for this connection before it closed (an error answer
+                // to its last frame) must reach the writer before the handle goes: the writer
+                // drains its queue when the handle is dropped.
+                self.outputs();
                 self.conns.remove(&conn);
                 self.core.closed(conn, now);
             }
