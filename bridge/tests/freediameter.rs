@@ -218,3 +218,61 @@ drain_timeout = "2s"
     );
     client.stop();
 }
+
+#[tokio::test]
+async fn both_sides_connecting_with_freediameter_converge_on_one_connection() {
+    let Some(fd) = fd_dir() else { return };
+    let work = workdir("fd-elect");
+    let (node_port, fd_port) = (free_port(), free_port());
+    // freeDiameter's client role connects to "server.test.local" at node_port; the node (with
+    // that identity) connects back to client.test.local at fd_port. Both start at once; which
+    // CER arrives first decides whether an election happens (the state machine tests cover
+    // both outcomes deterministically). Either way one connection must survive.
+    let client = Fd::start(&fd, &work, "client", fd_port, node_port, (1, 5));
+    let node = Running::start(
+        &format!(
+            r#"
+[node]
+origin_host = "server.test.local"
+origin_realm = "test.local"
+listen = ["127.0.0.1:{node_port}"]
+[[applications]]
+id = {TA_APP}
+vendor = {TA_VENDOR}
+[[peers]]
+host = "client.test.local"
+address = "127.0.0.1"
+port = {fd_port}
+[timers]
+tc = "1s"
+tw = "6s"
+cer_timeout = "3s"
+dpa_timeout = "2s"
+drain_timeout = "2s"
+"#
+        ),
+        TaEcho::new(),
+    )
+    .await;
+    assert!(
+        client.wait_log("STATE_OPEN", Duration::from_secs(15)).await,
+        "no open connection after the election:\n{}",
+        client.log()
+    );
+    // One connection survives and carries freeDiameter's requests.
+    client.signal("USR1");
+    assert!(
+        client
+            .wait_log("Test Complete", Duration::from_secs(15))
+            .await,
+        "benchmark did not complete:\n{}",
+        client.log()
+    );
+    let log = client.log();
+    assert!(
+        log.contains("0 error(s) received") && !log.contains(" 1 error(s)"),
+        "{log}"
+    );
+    node.stop().await;
+    client.stop();
+}

@@ -331,10 +331,12 @@ async fn hostile_bytes_close_one_connection_and_the_node_keeps_serving() {
     assert_eq!(a.find_u32(268, 0), Some(5011));
     assert!(bad.recv().await.is_none());
 
-    // Garbage and a huge length before any CER: closed.
+    // Garbage, a huge length, and a truncated header (then silence, until the CER timeout)
+    // before any CER: closed.
     for junk in [
         &b"GET / HTTP/1.1\r\n\r\n"[..],
         &[1, 0xff, 0xff, 0xff, 0, 0, 0, 0],
+        &[1, 0, 0, 64, 0x80, 0, 1, 1, 0, 0],
     ] {
         let mut r = Raw::connect(node.addr).await;
         r.send(junk).await;
@@ -546,7 +548,7 @@ async fn no_route_and_timeout_are_reported() {
 }
 
 #[tokio::test]
-async fn election_when_both_connect_at_once_leaves_one_connection() {
+async fn both_nodes_connecting_to_each_other_converge_and_talk_both_ways() {
     // Two nodes configured to connect to each other.
     let cfg = |me: &str, other: &str, port: u16| {
         format!(
