@@ -62,6 +62,7 @@ struct Inflight {
     /// The encoded request, for a resend after failover.
     request: Bytes,
     app_id: u32,
+    cmd_code: u32,
     /// Peers it was sent to, so a resend goes elsewhere.
     tried: Vec<PeerId>,
 }
@@ -332,9 +333,19 @@ impl Core {
             Received::Process { peer } if msg.is_request() => self.incoming(conn, peer, msg, now),
             Received::Process { .. } => {
                 // Unmatched answers (late, after a timeout or a failover) are dropped: their
-                // request already has its outcome.
-                if let Some(entry) = self.pending.answer(conn, msg.header.hop_by_hop) {
-                    entry.data.completion.complete(Ok(msg));
+                // request already has its outcome. An answer whose command or end-to-end id
+                // is not the request's is not its answer (a confused or hostile peer): it is
+                // dropped too, and the request keeps waiting for its own.
+                let hbh = msg.header.hop_by_hop;
+                let matches = self.pending.get(conn, hbh).is_some_and(|e| {
+                    e.end_to_end == msg.header.end_to_end
+                        && e.data.cmd_code == msg.header.code
+                        && e.data.app_id == msg.header.app_id
+                });
+                if matches {
+                    if let Some(entry) = self.pending.answer(conn, hbh) {
+                        entry.data.completion.complete(Ok(msg));
+                    }
                 }
             }
         }
@@ -486,6 +497,7 @@ impl Core {
             completion,
             request: bytes,
             app_id: req.app_id,
+            cmd_code: req.cmd_code,
             tried: Vec::new(),
         };
         let deadline = now + self.config.timers.answer_timeout;

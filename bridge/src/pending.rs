@@ -144,6 +144,11 @@ impl<T> PendingTable<T> {
         Some(entry)
     }
 
+    /// The entry waiting on (`conn`, `hop_by_hop`), without removing it.
+    pub fn get(&self, conn: ConnId, hop_by_hop: u32) -> Option<&PendingEntry<T>> {
+        self.entries.get(&(conn, hop_by_hop))
+    }
+
     /// The earliest answer deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.iter().next().map(|(t, _, _)| *t)

@@ -569,3 +569,41 @@ fn too_many_requests_in_the_application_is_3004() {
     net.release(1);
     assert!(answered(&mut ps[0]).unwrap().is_ok());
 }
+
+#[test]
+fn an_answer_must_match_its_request_to_complete_it() {
+    let mut net = net(&[Behaviour::Hold]);
+    let mut p = net.submit(0, 1);
+    let req = net
+        .seen
+        .iter()
+        .find(|s| s.from == 0 && s.msg.header.code == CCR)
+        .map(|s| s.msg.clone())
+        .unwrap();
+    let (&(_, client_conn), _) = net.links.iter().find(|((n, _), _)| *n == 0).unwrap();
+    // Same hop-by-hop id, wrong end-to-end id, then wrong command: both ignored.
+    for (code, e2e) in [
+        (CCR, req.header.end_to_end ^ 1),
+        (271, req.header.end_to_end),
+    ] {
+        let mut h = req.header.answer();
+        h.code = code;
+        h.end_to_end = e2e;
+        let mut w = MessageWriter::new(h);
+        w.str(263, M, 0, req.session_id().unwrap());
+        w.u32(268, M, 0, 2001);
+        w.str(264, M, 0, "s1.example.net");
+        w.str(296, M, 0, "example.net");
+        let now = net.now;
+        net.nodes[0]
+            .core
+            .frame(client_conn, w.finish().unwrap(), now);
+        net.run();
+        assert!(
+            answered(&mut p).is_none(),
+            "a mismatched answer completed the request"
+        );
+    }
+    net.release(1);
+    assert!(answered(&mut p).unwrap().is_ok());
+}
