@@ -590,19 +590,20 @@ impl Core {
         }
     }
 
-    /// After each input: while stopping, tell peers with nothing pending that they drained.
+    /// After each input: while stopping, tell peers with nothing in flight that they drained.
     fn after(&mut self, now: Instant) {
         if !self.stopping {
             return;
         }
+        // Drained both ways: no request of ours waits for this peer's answer, and no request
+        // of the peer waits for the application's (its answer must go out before DPR).
+        let busy = |c: ConnId| {
+            self.pending.count_on(c) > 0 || self.delivered.values().any(|d| d.conn == c)
+        };
         let ready: Vec<PeerId> = self
             .peers
             .iter()
-            .filter_map(|(id, p)| {
-                p.open_conn()
-                    .filter(|c| self.pending.count_on(*c) == 0)
-                    .map(|_| id)
-            })
+            .filter_map(|(id, p)| p.open_conn().filter(|c| !busy(*c)).map(|_| id))
             .collect();
         for id in ready {
             self.peers.drained(id, now);

@@ -607,3 +607,18 @@ fn an_answer_must_match_its_request_to_complete_it() {
     net.release(1);
     assert!(answered(&mut p).unwrap().is_ok());
 }
+
+#[test]
+fn stop_waits_for_the_application_to_answer_the_peer_before_dpr() {
+    // Server 1 holds the client's request; the *server* stops: its DPR must wait until its
+    // application answered, so the client gets the answer, then DPR.
+    let mut net = net(&[Behaviour::Hold]);
+    let mut p = net.submit(0, 3);
+    net.nodes[1].core.stop(net.now);
+    net.run();
+    assert_eq!(net.sent_by(1, BaseKind::Dpr), 0, "DPR before the answer");
+    net.release(1);
+    assert!(answered(&mut p).unwrap().is_ok());
+    assert_eq!(net.sent_by(1, BaseKind::Dpr), 1);
+    assert!(net.nodes[1].core.is_finished());
+}
