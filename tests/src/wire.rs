@@ -558,6 +558,23 @@ impl RawClient {
         }
     }
 
+    /// Waits until the peer closes the connection, reading (and discarding) whatever it sends
+    /// meanwhile; returns the messages it sent before closing, or `TimedOut`. For hostile-input
+    /// tests whose expected outcome is "an error answer, then a disconnect".
+    pub fn wait_closed(&mut self, timeout: Duration) -> io::Result<Vec<RawMessage>> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_message(left) {
+                Ok(m) => seen.push(m),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(seen),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(seen),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Reads messages until one satisfies `pred`, answering DWRs from the peer on the way.
     pub fn read_until(
         &mut self,

@@ -368,3 +368,35 @@ fn json_comparison_accepts_the_contract_and_catches_errors() {
     })
     .is_empty());
 }
+
+#[test]
+fn raw_client_sees_a_disconnect_and_the_last_answer_before_it() {
+    let port = free_port();
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).unwrap(); // garbage arrives
+        let req = RawMessage::parse(&wire::dwr("x", "y", 9, 9)).unwrap();
+        s.write_all(&wire::answer_to(
+            &req,
+            3009,
+            "srv.test.local",
+            "test.local",
+            &[],
+        ))
+        .unwrap();
+        // dropping `s` closes the connection
+    });
+    let mut c = RawClient::connect(port, Duration::from_secs(2)).unwrap();
+    c.send(b"junk").unwrap();
+    let seen = c.wait_closed(Duration::from_secs(5)).unwrap();
+    server.join().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].result_code(), Some(3009));
+    assert_ne!(
+        seen[0].flags & flags::ERROR,
+        0,
+        "3xxx answers carry the E bit"
+    );
+}
