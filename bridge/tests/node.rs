@@ -731,3 +731,37 @@ async fn abrupt_peer_loss_resends_pending_requests_with_t_flag() {
     client.stop().await;
     s2.stop().await;
 }
+
+#[tokio::test]
+async fn ipv6_listen_and_connect() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: no IPv6 loopback");
+        return;
+    }
+    let echo = Arc::new(Echo {
+        name: "v6",
+        seen: AtomicUsize::new(0),
+    });
+    let cfg = server_config("s1.example.net", "")
+        .replace("listen = [\"127.0.0.1:0\"]", "listen = [\"[::1]:0\"]");
+    let server = start(&cfg, echo).await;
+    assert!(server.addr.is_ipv6());
+    // A raw peer over IPv6 gets its CEA with an IPv6 Host-IP-Address.
+    let (_raw, cea) = Raw::handshake(server.addr, "client.example.net").await;
+    assert_eq!(wire::result_code(&cea), Some(2001));
+    let caps = wire::decode_capabilities(&cea).unwrap();
+    assert_eq!(
+        caps.host_ip_addresses,
+        vec!["::1".parse::<std::net::IpAddr>().unwrap()]
+    );
+    drop(_raw);
+    // A node connects to it over IPv6 and gets answers.
+    let client = start(
+        &client_config(&[("s1.example.net", server.addr)]),
+        Arc::new(Mute),
+    )
+    .await;
+    until_routable(&client, 1).await;
+    client.stop().await;
+    server.stop().await;
+}
