@@ -307,6 +307,12 @@ int dmk_attach(const char *role)
 		return -1;
 	snprintf(name, sizeof(name), "kamailio-%s-%d", role, my_pid());
 	rc = dmb_attach(_dmk_bridge_socket, name, &_dmk_w);
+	if(rc == 0 && _dmk_w != NULL) {
+		/* created but the bridge is not reachable yet: this module retries by itself */
+		dmb_detach(_dmk_w);
+		_dmk_w = NULL;
+		rc = -1;
+	}
 	if(rc < 0 || _dmk_w == NULL) {
 		_dmk_w = NULL;
 		_dmk_next_attach_ms = now + (uint64_t)_dmk_reconnect_interval;
@@ -575,17 +581,17 @@ static int dmk_send_sync(sip_msg_t *msg, int app_id, int cmd_code, str *json)
 		dmk_set_outcome(rc, 0, NULL, "bridge not attached");
 		goto done;
 	}
-	if(dmb_send_request(_dmk_w, (uint32_t)app_id, (uint32_t)cmd_code, json->s,
-			   (size_t)json->len, (uint32_t)_dmk_request_timeout, &ans)
-					< 0
-			|| ans == NULL) {
+	/* returns the answer class (negative for -1/-2/-3); only a NULL answer is a failure */
+	dmb_send_request(_dmk_w, (uint32_t)app_id, (uint32_t)cmd_code, json->s, (size_t)json->len,
+			(uint32_t)_dmk_request_timeout, &ans);
+	if(ans == NULL) {
 		LM_ERR("dm_send_request(%d, %d): %s\n", app_id, cmd_code, dmb_last_error());
 		rc = DMG_RC_NOT_SENT;
 		dmk_set_outcome(rc, 0, NULL, dmb_last_error());
 		goto done;
 	}
 	rc = dmg_rc_from_class(dmb_answer_class(ans));
-	dmk_set_outcome(rc, dmb_answer_result_code(ans), dmb_answer_avps_json(ans),
+	dmk_set_outcome(rc, dmb_answer_result_code(ans), dmb_answer_avps_json(ans, NULL),
 			dmb_answer_error(ans));
 	if(rc == DMG_RC_NOT_SENT || rc == DMG_RC_TIMEOUT)
 		LM_NOTICE("dm_send_request(%d, %d): %s\n", app_id, cmd_code,
@@ -835,7 +841,7 @@ static int pv_get_dm(sip_msg_t *msg, pv_param_t *param, pv_value_t *res)
 		case DMK_PV_CMD_CODE:
 			return pv_get_uintval(msg, param, res, dmb_request_cmd_code(r));
 		case DMK_PV_AVPS_JSON:
-			return pv_get_cstr(msg, param, res, dmb_request_avps_json(r));
+			return pv_get_cstr(msg, param, res, dmb_request_avps_json(r, NULL));
 		case DMK_PV_CMD_NAME:
 			return pv_get_cstr(msg, param, res, dmb_request_cmd_name(r));
 		case DMK_PV_ORIGIN_HOST:

@@ -180,7 +180,7 @@ static void dmk_async_finish(dmb_answer *a)
 		return;
 	}
 	dmk_async_resume(job, dmg_rc_from_class(dmb_answer_class(a)), dmb_answer_result_code(a),
-			dmb_answer_avps_json(a), dmb_answer_error(a));
+			dmb_answer_avps_json(a, NULL), dmb_answer_error(a));
 	dmb_answer_free(a);
 }
 
