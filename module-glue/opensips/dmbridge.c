@@ -577,11 +577,19 @@ static mi_response_t *mi_dm_status(const mi_params_t *params, struct mi_handler 
 
 	if(dmo_attach("mi") == 0 && dmb_is_attached(dmo_w) == 1
 			&& dmb_status_json(dmo_w, &bridge) >= 0 && bridge != NULL) {
-		mi_item_t *b = cJSON_Parse(bridge);
+		/* MI builds its replies with the system allocator (it frees them that way too) and
+		 * leaves cJSON's hooks on pkg in between */
+		mi_item_t *b;
+		_init_mi_sys_mem_hooks();
+		b = cJSON_Parse(bridge);
+		_init_mi_pkg_mem_hooks();
 		if(add_mi_bool(obj, MI_SSTR("attached"), 1) < 0)
 			goto error;
-		if(b != NULL)
+		if(b != NULL) {
+			_init_mi_sys_mem_hooks();
 			cJSON_AddItemToObject(obj, "bridge", b);
+			_init_mi_pkg_mem_hooks();
+		}
 		else if(add_mi_string(obj, MI_SSTR("bridge"), bridge, strlen(bridge)) < 0)
 			goto error;
 	} else {

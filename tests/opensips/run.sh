@@ -11,6 +11,10 @@
 #   2. without a bridge: SIP keeps being served, REGISTER -> async SAR -> -3 -> 504, sync
 #      requests fail with -3 and the reason (invalid JSON with its offset, no bridge), the reply
 #      variable is NULL, MI dm_status says not attached and counts the failures;
+#   2b. with shm's reference bridge (echo_bridge example): sync and async outcomes 1/-1/-2 with
+#      the answer in the variable, 100 async requests in flight at once, injected PPR/RTR/CCR
+#      run E_DM_PPR (with every $param), 5012 for a route without reply, E_DM_REQUEST for the
+#      rest, each answered exactly once; bridge stopped -> -3 at once, restarted -> re-attached;
 #   3. with the bridge (target/release/dmbridge) and hss.py as the Cx HSS peer, when the
 #      bridge serves SIP-server workers (else skipped, saying so): PPR stores a profile and is
 #      answered 2001, RTR removes the binding (2001), a command without a route gets 3001 from
@@ -43,7 +47,7 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$p" 2>/dev/null
   done
-  rm -f /tmp/dmoe2e_$$_*
+  rm -f /tmp/dmoe2e_$$_* "/dev/shm/dmo-ref-$$" "/dev/shm/dmo-e2e-$$"
   if [ "$failed" = 0 ] || [ -z "${KEEP_WORK:-}" ]; then rm -rf "$work"; else echo "kept $work"; fi
 }
 trap cleanup EXIT
@@ -161,6 +165,12 @@ check "no crash" "! grep -qiE 'segfault|signal 11|core dump|BUG' '$work/scscf.lo
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 for p in "${pids[@]}"; do for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done; done
 check "clean shutdown" "grep -q 'Thank you for running opensips' '$work/scscf.log' && grep -q 'Thank you for running opensips' '$work/compat.log'"
+pids=()
+
+# --- 2b. with the reference bridge ------------------------------------------------------------
+. "$here/with-ref-bridge.sh"
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+for p in "${pids[@]}"; do for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done; done
 pids=()
 
 # --- 3. with the bridge ----------------------------------------------------------------------
