@@ -96,12 +96,12 @@
 
 /**
  * The outcome of an outgoing request (opaque); free with
- * [`dmb_answer_free`].
+ * `dmb_answer_free()`.
  */
 typedef struct dmb_answer dmb_answer;
 
 /**
- * An incoming Diameter request (opaque); free with [`dmb_request_free`].
+ * An incoming Diameter request (opaque); free with `dmb_request_free()`.
  */
 typedef struct dmb_request dmb_request;
 
@@ -136,7 +136,7 @@ const char *dmb_last_error(void);
  * not reachable yet (it attaches by itself later; `dmb_last_error()` says
  * why); a negative `DMB_E_*` code on failure, with `*out` set to NULL — in
  * particular `DMB_E_VERSION` when library and bridge versions differ.
- * Free the worker with [`dmb_detach`].
+ * Free the worker with `dmb_detach()`.
  *
  * # Safety
  * `control_socket_path` and `worker_name` are NUL-terminated strings;
@@ -150,14 +150,14 @@ int dmb_attach(const char *control_socket_path, const char *worker_name, dmb_wor
  * answered 5012 by the bridge. NULL is ignored.
  *
  * # Safety
- * `w` is NULL or a worker from [`dmb_attach`] not yet detached.
+ * `w` is NULL or a worker from `dmb_attach()` not yet detached.
  */
 void dmb_detach(dmb_worker *w);
 
 /**
  * The descriptor to wait on for readability (poll/epoll/reactor). It stays
  * the same for the worker's whole life, across bridge restarts. When it is
- * readable call [`dmb_next_request`] and [`dmb_next_answer`] until each
+ * readable call `dmb_next_request()` and `dmb_next_answer()` until each
  * returns 0. -1 if `w` is NULL.
  *
  * # Safety
@@ -187,7 +187,7 @@ int dmb_set_handled(dmb_worker *w, const char *const *names, size_t n);
 
 /**
  * Takes the next incoming request without blocking. Returns 1 and sets
- * `*out` (free it with [`dmb_request_free`]), 0 when there is none, or a
+ * `*out` (free it with `dmb_request_free()`), 0 when there is none, or a
  * negative code (`*out` NULL; for a damaged record, later calls may still
  * succeed).
  *
@@ -197,7 +197,7 @@ int dmb_set_handled(dmb_worker *w, const char *const *names, size_t n);
 int dmb_next_request(dmb_worker *w, dmb_request **out);
 
 /**
- * The token to pass to [`dmb_reply`] (0 if `r` is NULL).
+ * The token to pass to `dmb_reply()` (0 if `r` is NULL).
  *
  * # Safety
  * `r` is NULL or a live request.
@@ -272,10 +272,10 @@ const char *dmb_request_avps_json(const dmb_request *r, size_t *len);
 
 /**
  * Frees a request (NULL is ignored). Its token stays valid for
- * [`dmb_reply`].
+ * `dmb_reply()`.
  *
  * # Safety
- * `r` is NULL or a request from [`dmb_next_request`] not yet freed.
+ * `r` is NULL or a request from `dmb_next_request()` not yet freed.
  */
 void dmb_request_free(dmb_request *r);
 
@@ -306,7 +306,7 @@ int dmb_reply(dmb_worker *w, uint64_t token, const char *json, size_t len, int i
  * `DMB_ANSWER_NOT_SENT` (-3: bad JSON, no route, bridge down, too big, ring
  * full; `dmb_last_error()` says which). When `out` is not NULL, `*out`
  * receives the answer (also for -2/-3, with the reason in
- * [`dmb_answer_error`]); free it with [`dmb_answer_free`].
+ * `dmb_answer_error()`); free it with `dmb_answer_free()`.
  *
  * # Safety
  * `w` is NULL or a live worker; `json` points at `len` bytes or is NULL;
@@ -322,8 +322,8 @@ int dmb_send_request(dmb_worker *w,
 
 /**
  * Queues a request without waiting; `*handle` identifies it. Its outcome
- * (exactly one, also on timeout or bridge restart) makes [`dmb_fd`]
- * readable and comes from [`dmb_next_answer`]. Returns `DMB_OK` or a
+ * (exactly one, also on timeout or bridge restart) makes `dmb_fd()`
+ * readable and comes from `dmb_next_answer()`. Returns `DMB_OK` or a
  * negative code (`DMB_E_INVAL` bad JSON, `DMB_E_DETACHED` bridge down,
  * `DMB_E_TOO_BIG`, `DMB_E_FULL`): then nothing was queued.
  *
@@ -341,7 +341,7 @@ int dmb_send_request_async(dmb_worker *w,
 
 /**
  * Takes the next completed asynchronous request without blocking. Returns
- * 1 and sets `*out` (free with [`dmb_answer_free`]), 0 when there is none,
+ * 1 and sets `*out` (free with `dmb_answer_free()`), 0 when there is none,
  * or a negative code.
  *
  * # Safety
@@ -350,7 +350,7 @@ int dmb_send_request_async(dmb_worker *w,
 int dmb_next_answer(dmb_worker *w, dmb_answer **out);
 
 /**
- * The handle [`dmb_send_request_async`] returned (0 for a synchronous
+ * The handle `dmb_send_request_async()` returned (0 for a synchronous
  * request that was not sent).
  *
  * # Safety
@@ -405,7 +405,7 @@ void dmb_answer_free(dmb_answer *a);
 /**
  * The worker's state and counters plus the bridge's own status (peers,
  * states, counters; `null` if it did not answer within 500 ms) as one JSON
- * object in `*out`; free it with [`dmb_string_free`]. Returns `DMB_OK` or a
+ * object in `*out`; free it with `dmb_string_free()`. Returns `DMB_OK` or a
  * negative code.
  *
  * # Safety
@@ -417,7 +417,7 @@ int dmb_status_json(dmb_worker *w, char **out);
  * Frees a string returned by this library (NULL is ignored).
  *
  * # Safety
- * `s` is NULL or a string from [`dmb_status_json`] not yet freed.
+ * `s` is NULL or a string from `dmb_status_json()` not yet freed.
  */
 void dmb_string_free(char *s);
 

@@ -3,8 +3,8 @@
 //! A thin layer over [`dmshm::worker`]: it converts C arguments, validates
 //! JSON syntax before anything reaches the bridge, and turns every failure
 //! into a negative return value plus a thread-local message
-//! ([`dmb_last_error`]). No function aborts: each body runs under
-//! `catch_unwind`, and a panic becomes [`DMB_E_PANIC`]. Everything the
+//! (`dmb_last_error()`). No function aborts: each body runs under
+//! `catch_unwind`, and a panic becomes `DMB_E_PANIC`. Everything the
 //! library returns is allocated and freed by the library (`*_free`); it never
 //! uses the SIP server's allocators.
 //!
@@ -79,7 +79,7 @@ unsafe fn worker<'a>(w: *mut dmb_worker) -> Result<&'a mut Worker, c_int> {
     Ok(&mut w.inner)
 }
 
-/// An incoming Diameter request (opaque); free with [`dmb_request_free`].
+/// An incoming Diameter request (opaque); free with `dmb_request_free()`.
 pub struct dmb_request {
     token: u64,
     app_id: u32,
@@ -93,7 +93,7 @@ pub struct dmb_request {
 }
 
 /// The outcome of an outgoing request (opaque); free with
-/// [`dmb_answer_free`].
+/// `dmb_answer_free()`.
 pub struct dmb_answer {
     handle: u64,
     class: c_int,
@@ -229,7 +229,7 @@ pub extern "C" fn dmb_last_error() -> *const c_char {
 /// not reachable yet (it attaches by itself later; `dmb_last_error()` says
 /// why); a negative `DMB_E_*` code on failure, with `*out` set to NULL — in
 /// particular `DMB_E_VERSION` when library and bridge versions differ.
-/// Free the worker with [`dmb_detach`].
+/// Free the worker with `dmb_detach()`.
 ///
 /// # Safety
 /// `control_socket_path` and `worker_name` are NUL-terminated strings;
@@ -281,7 +281,7 @@ pub unsafe extern "C" fn dmb_attach(
 /// answered 5012 by the bridge. NULL is ignored.
 ///
 /// # Safety
-/// `w` is NULL or a worker from [`dmb_attach`] not yet detached.
+/// `w` is NULL or a worker from `dmb_attach()` not yet detached.
 #[no_mangle]
 pub unsafe extern "C" fn dmb_detach(w: *mut dmb_worker) {
     guard((), || {
@@ -294,7 +294,7 @@ pub unsafe extern "C" fn dmb_detach(w: *mut dmb_worker) {
 
 /// The descriptor to wait on for readability (poll/epoll/reactor). It stays
 /// the same for the worker's whole life, across bridge restarts. When it is
-/// readable call [`dmb_next_request`] and [`dmb_next_answer`] until each
+/// readable call `dmb_next_request()` and `dmb_next_answer()` until each
 /// returns 0. -1 if `w` is NULL.
 ///
 /// # Safety
@@ -372,7 +372,7 @@ pub unsafe extern "C" fn dmb_set_handled(
 }
 
 /// Takes the next incoming request without blocking. Returns 1 and sets
-/// `*out` (free it with [`dmb_request_free`]), 0 when there is none, or a
+/// `*out` (free it with `dmb_request_free()`), 0 when there is none, or a
 /// negative code (`*out` NULL; for a damaged record, later calls may still
 /// succeed).
 ///
@@ -425,7 +425,7 @@ pub unsafe extern "C" fn dmb_next_request(w: *mut dmb_worker, out: *mut *mut dmb
     })
 }
 
-/// The token to pass to [`dmb_reply`] (0 if `r` is NULL).
+/// The token to pass to `dmb_reply()` (0 if `r` is NULL).
 ///
 /// # Safety
 /// `r` is NULL or a live request.
@@ -546,10 +546,10 @@ pub unsafe extern "C" fn dmb_request_avps_json(
 }
 
 /// Frees a request (NULL is ignored). Its token stays valid for
-/// [`dmb_reply`].
+/// `dmb_reply()`.
 ///
 /// # Safety
-/// `r` is NULL or a request from [`dmb_next_request`] not yet freed.
+/// `r` is NULL or a request from `dmb_next_request()` not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn dmb_request_free(r: *mut dmb_request) {
     guard((), || {
@@ -632,7 +632,7 @@ fn answer_box(c: Completion) -> *mut dmb_answer {
 /// `DMB_ANSWER_NOT_SENT` (-3: bad JSON, no route, bridge down, too big, ring
 /// full; `dmb_last_error()` says which). When `out` is not NULL, `*out`
 /// receives the answer (also for -2/-3, with the reason in
-/// [`dmb_answer_error`]); free it with [`dmb_answer_free`].
+/// `dmb_answer_error()`); free it with `dmb_answer_free()`.
 ///
 /// # Safety
 /// `w` is NULL or a live worker; `json` points at `len` bytes or is NULL;
@@ -684,8 +684,8 @@ pub unsafe extern "C" fn dmb_send_request(
 }
 
 /// Queues a request without waiting; `*handle` identifies it. Its outcome
-/// (exactly one, also on timeout or bridge restart) makes [`dmb_fd`]
-/// readable and comes from [`dmb_next_answer`]. Returns `DMB_OK` or a
+/// (exactly one, also on timeout or bridge restart) makes `dmb_fd()`
+/// readable and comes from `dmb_next_answer()`. Returns `DMB_OK` or a
 /// negative code (`DMB_E_INVAL` bad JSON, `DMB_E_DETACHED` bridge down,
 /// `DMB_E_TOO_BIG`, `DMB_E_FULL`): then nothing was queued.
 ///
@@ -732,7 +732,7 @@ pub unsafe extern "C" fn dmb_send_request_async(
 }
 
 /// Takes the next completed asynchronous request without blocking. Returns
-/// 1 and sets `*out` (free with [`dmb_answer_free`]), 0 when there is none,
+/// 1 and sets `*out` (free with `dmb_answer_free()`), 0 when there is none,
 /// or a negative code.
 ///
 /// # Safety
@@ -761,7 +761,7 @@ pub unsafe extern "C" fn dmb_next_answer(w: *mut dmb_worker, out: *mut *mut dmb_
     })
 }
 
-/// The handle [`dmb_send_request_async`] returned (0 for a synchronous
+/// The handle `dmb_send_request_async()` returned (0 for a synchronous
 /// request that was not sent).
 ///
 /// # Safety
@@ -884,7 +884,7 @@ fn status_json(w: &mut Worker) -> String {
 
 /// The worker's state and counters plus the bridge's own status (peers,
 /// states, counters; `null` if it did not answer within 500 ms) as one JSON
-/// object in `*out`; free it with [`dmb_string_free`]. Returns `DMB_OK` or a
+/// object in `*out`; free it with `dmb_string_free()`. Returns `DMB_OK` or a
 /// negative code.
 ///
 /// # Safety
@@ -912,7 +912,7 @@ pub unsafe extern "C" fn dmb_status_json(w: *mut dmb_worker, out: *mut *mut c_ch
 /// Frees a string returned by this library (NULL is ignored).
 ///
 /// # Safety
-/// `s` is NULL or a string from [`dmb_status_json`] not yet freed.
+/// `s` is NULL or a string from `dmb_status_json()` not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn dmb_string_free(s: *mut c_char) {
     guard((), || {
