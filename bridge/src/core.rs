@@ -505,40 +505,46 @@ impl Core {
     }
 
     /// Routes and sends a request (new, or a resend after failover with its count).
-    fn dispatch(
+    fn dispatch(&mut self, inflight: Inflight, deadline: Instant, e2e: u32, resend: Option<u32>) {
+        match self.route(&inflight) {
+            Ok((peer, conn)) => self.send_to(inflight, peer, conn, deadline, e2e, resend),
+            Err(e) => inflight.completion.complete(Err(e)),
+        }
+    }
+
+    /// The peer and connection for a request (excluding the peers it already went to).
+    fn route(&mut self, inflight: &Inflight) -> Result<(PeerId, ConnId), RequestError> {
+        let msg = Message::decode(inflight.request.clone())
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        let info = outgoing::route_info(&msg);
+        let peer = self
+            .router
+            .route_excluding(&info.request(inflight.app_id), &inflight.tried)
+            .map_err(|e| RequestError::NoRoute {
+                result_code: e.result_code,
+                message: e.message,
+            })?;
+        let conn = self
+            .peers
+            .get(peer)
+            .and_then(|p| p.send_target())
+            .ok_or_else(|| RequestError::NoRoute {
+                result_code: dmproto::result_code::DIAMETER_UNABLE_TO_DELIVER,
+                message: "the chosen peer is not open".into(),
+            })?;
+        Ok((peer, conn))
+    }
+
+    /// Registers and transmits a routed request.
+    fn send_to(
         &mut self,
         mut inflight: Inflight,
+        peer: PeerId,
+        conn: ConnId,
         deadline: Instant,
         e2e: u32,
         resend: Option<u32>,
     ) {
-        let msg = match Message::decode(inflight.request.clone()) {
-            Ok(m) => m,
-            Err(e) => {
-                return inflight
-                    .completion
-                    .complete(Err(RequestError::Invalid(e.to_string())))
-            }
-        };
-        let info = outgoing::route_info(&msg);
-        let peer = match self
-            .router
-            .route_excluding(&info.request(inflight.app_id), &inflight.tried)
-        {
-            Ok(p) => p,
-            Err(e) => {
-                return inflight.completion.complete(Err(RequestError::NoRoute {
-                    result_code: e.result_code,
-                    message: e.message,
-                }))
-            }
-        };
-        let Some(conn) = self.peers.get(peer).and_then(|p| p.send_target()) else {
-            return inflight.completion.complete(Err(RequestError::NoRoute {
-                result_code: dmproto::result_code::DIAMETER_UNABLE_TO_DELIVER,
-                message: "the chosen peer is not open".into(),
-            }));
-        };
         inflight.tried.push(peer);
         let request = inflight.request.clone();
         let inserted = match resend {
@@ -576,7 +582,8 @@ impl Core {
         }
     }
 
-    /// Resends what was pending on `conn` to other peers (T flag), or fails it.
+    /// The connection is gone: resends what was pending on it to other peers (T flag), or
+    /// fails it.
     fn failover(&mut self, conn: ConnId, now: Instant) {
         for e in self.pending.connection_lost(conn) {
             let (deadline, e2e, n) = (e.deadline, e.end_to_end, e.retransmissions);
@@ -586,6 +593,32 @@ impl Core {
                 e.data.completion.complete(Err(RequestError::Timeout));
             } else {
                 self.dispatch(e.data, deadline, e2e, Some(n));
+            }
+        }
+    }
+
+    /// The watchdog suspects `conn` (RFC 3539 `Failover()`): requests pending on it move to
+    /// an alternate peer when there is one. Without one they stay where they are — the
+    /// suspect connection may still answer, and failing them early would be worse.
+    fn suspect(&mut self, conn: ConnId, now: Instant) {
+        for e in self.pending.connection_lost(conn) {
+            if self.stopping || now >= e.deadline {
+                // Its timer (or the shutdown) decides; keep it where it was.
+                if let Err(pending::Full(lost)) = self.pending.restore(e) {
+                    lost.completion.complete(Err(RequestError::NodeDown));
+                }
+                continue;
+            }
+            match self.route(&e.data) {
+                Ok((peer, to)) => {
+                    let (deadline, e2e, n) = (e.deadline, e.end_to_end, e.retransmissions);
+                    self.send_to(e.data, peer, to, deadline, e2e, Some(n));
+                }
+                Err(_) => {
+                    if let Err(pending::Full(lost)) = self.pending.restore(e) {
+                        lost.completion.complete(Err(RequestError::TooBusy));
+                    }
+                }
             }
         }
     }
@@ -662,7 +695,7 @@ impl Core {
                     .peer_up(peer, &remote.origin_host, &remote.origin_realm, apps);
             }
             Action::Usable { usable, .. } => self.router.set_usable(peer, usable),
-            Action::Failover { conn } => self.failover(conn, now),
+            Action::Failover { conn } => self.suspect(conn, now),
             Action::Down { conn } => {
                 self.router.peer_down(peer);
                 self.failover(conn, now);

@@ -136,6 +136,19 @@ impl<T> PendingTable<T> {
         Ok(hbh)
     }
 
+    /// Puts back an entry taken by [`PendingTable::connection_lost`] under its own key
+    /// (connection, hop-by-hop id, deadline unchanged), e.g. when no alternate peer exists.
+    pub fn restore(&mut self, entry: PendingEntry<T>) -> Result<(), Full<T>> {
+        let key = (entry.conn, entry.hop_by_hop);
+        if self.entries.len() >= self.max || self.entries.contains_key(&key) {
+            return Err(Full(entry.data));
+        }
+        self.deadlines
+            .insert((entry.deadline, entry.conn, entry.hop_by_hop));
+        self.entries.insert(key, entry);
+        Ok(())
+    }
+
     /// The answer with this hop-by-hop id arrived on `conn`: the entry, once. An answer
     /// nobody waits for (late, duplicate, or forged) gives `None` and is to be dropped.
     pub fn answer(&mut self, conn: ConnId, hop_by_hop: u32) -> Option<PendingEntry<T>> {
@@ -491,6 +504,21 @@ mod tests {
             (500, d, 1)
         );
         assert_eq!(t.answer(A, h1), None);
+    }
+
+    #[test]
+    fn restore_puts_an_entry_back_under_its_own_key() {
+        let (mut t, now) = table(10);
+        let d = now + Duration::from_secs(5);
+        let h = t.insert(A, 9, d, "x").unwrap();
+        let e = t.connection_lost(A).pop().unwrap();
+        assert!(t.is_empty());
+        t.restore(e).unwrap();
+        assert_eq!(t.next_deadline(), Some(d));
+        assert_eq!(
+            t.answer(A, h).map(|e| (e.data, e.end_to_end)),
+            Some(("x", 9))
+        );
     }
 
     #[test]

@@ -42,6 +42,8 @@ struct Seen {
 
 struct Net {
     nodes: Vec<Node>,
+    /// Nodes whose traffic is silently lost (a partition, not a close).
+    muted: std::collections::HashSet<usize>,
     /// (node, conn) -> (node, conn)
     links: HashMap<(usize, ConnId), (usize, ConnId)>,
     seen: Vec<Seen>,
@@ -86,6 +88,7 @@ impl Net {
     fn new() -> Net {
         Net {
             nodes: Vec::new(),
+            muted: Default::default(),
             links: HashMap::new(),
             seen: Vec::new(),
             now: Instant::now(),
@@ -145,6 +148,9 @@ impl Net {
         match out {
             Output::Transmit { conn, bytes } => {
                 if let Some(&(j, peer_conn)) = self.links.get(&(i, conn)) {
+                    if self.muted.contains(&i) || self.muted.contains(&j) {
+                        return;
+                    }
                     self.seen.push(Seen {
                         from: i,
                         msg: Message::decode(bytes.clone()).unwrap(),
@@ -295,6 +301,14 @@ fn answered(p: &mut PendingAnswer) -> Option<Result<Message, RequestError>> {
 
 /// client (0) connecting to servers 1.. (each accepting the client).
 fn net(servers: &[Behaviour]) -> Net {
+    net_cfg(servers, |_| {}, |_| {})
+}
+
+fn net_cfg(
+    servers: &[Behaviour],
+    client_tweak: impl FnOnce(&mut Config),
+    server_tweak: impl Fn(&mut Config),
+) -> Net {
     let mut net = Net::new();
     let peers: Vec<(String, SocketAddr)> = (0..servers.len())
         .map(|k| (format!("s{}.example.net", k + 1), addr(k as u16 + 1)))
@@ -307,16 +321,16 @@ fn net(servers: &[Behaviour]) -> Net {
         peers: peers.iter().map(|(h, _)| h.clone()).collect(),
         priority: 0,
     });
+    client_tweak(&mut client);
     net.add(client, Behaviour::Echo);
     for (k, b) in servers.iter().enumerate() {
-        net.add(
-            config(
-                &format!("s{}.example.net", k + 1),
-                &[],
-                &["client.example.net"],
-            ),
-            *b,
+        let mut server = config(
+            &format!("s{}.example.net", k + 1),
+            &[],
+            &["client.example.net"],
         );
+        server_tweak(&mut server);
+        net.add(server, *b);
     }
     net.start();
     net
@@ -621,4 +635,45 @@ fn stop_waits_for_the_application_to_answer_the_peer_before_dpr() {
     assert!(answered(&mut p).unwrap().is_ok());
     assert_eq!(net.sent_by(1, BaseKind::Dpr), 1);
     assert!(net.nodes[1].core.is_finished());
+}
+
+#[test]
+fn watchdog_suspicion_moves_requests_to_an_alternate_peer() {
+    let long = |c: &mut Config| c.timers.answer_timeout = Duration::from_secs(300);
+    let mut net = net_cfg(&[Behaviour::Hold, Behaviour::Echo], long, |_| {});
+    let mut ps: Vec<PendingAnswer> = (0..4).map(|n| net.submit(0, n)).collect();
+    assert_eq!(net.nodes[1].held.len(), 2);
+    // s1 goes silent without closing: DWR unanswered, then SUSPECT (2 Tw) moves its requests.
+    net.muted.insert(1);
+    net.advance(Duration::from_secs(70));
+    for (n, p) in ps.iter_mut().enumerate() {
+        let a = answered(p).expect("answered").unwrap();
+        assert_eq!(a.find_u32(415, 0), Some(n as u32));
+    }
+    let resent = net.nodes[2]
+        .delivered
+        .iter()
+        .filter(|m| m.header.flags.is_retransmit())
+        .count();
+    assert_eq!(resent, 2);
+}
+
+#[test]
+fn watchdog_suspicion_without_alternate_keeps_waiting_for_the_answer() {
+    let long = |c: &mut Config| c.timers.answer_timeout = Duration::from_secs(300);
+    // The server's application takes its time too (no 5012 while the link is silent).
+    let patient = |c: &mut Config| c.app.reply_timeout = Duration::from_secs(300);
+    let mut net = net_cfg(&[Behaviour::Hold], long, patient);
+    let mut p = net.submit(0, 8);
+    net.muted.insert(1);
+    // Past SUSPECT (2 Tw ~ 60 s) but before DOWN (3 Tw ~ 90 s).
+    net.advance(Duration::from_secs(66));
+    assert!(
+        answered(&mut p).is_none(),
+        "not failed early: the peer may still answer"
+    );
+    net.muted.clear();
+    net.release(1);
+    let a = answered(&mut p).expect("the late answer matched").unwrap();
+    assert_eq!(a.find_u32(415, 0), Some(8));
 }
