@@ -170,6 +170,9 @@ pub struct OutgoingRequest {
     /// ABNF starts with it), Origin-Host, Origin-Realm, Destination-Realm, and the
     /// application-id AVP matching how we advertise the application.
     pub avps: Bytes,
+    /// How long to wait for the answer (the script's own timeout); `None`: the configured
+    /// answer timeout. Failover resends count against the same deadline.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Why an outgoing request got no answer. Each request ends in exactly one of these or an
@@ -290,6 +293,7 @@ impl AppHandle {
             app_id,
             cmd_code,
             avps,
+            timeout: None,
         })?
         .await
     }

@@ -500,7 +500,7 @@ impl Core {
             cmd_code: req.cmd_code,
             tried: Vec::new(),
         };
-        let deadline = now + self.config.timers.answer_timeout;
+        let deadline = now + req.timeout.unwrap_or(self.config.timers.answer_timeout);
         self.dispatch(inflight, deadline, e2e, None);
     }
 

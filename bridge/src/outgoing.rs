@@ -241,6 +241,7 @@ mod tests {
             app_id,
             cmd_code: cmd,
             avps: body,
+            timeout: None,
         };
         Message::decode(build_request(&ctx, &req, 7, 8, &mut sessions).unwrap()).unwrap()
     }
@@ -321,6 +322,7 @@ mod tests {
             app_id: 4,
             cmd_code: 272,
             avps: Bytes::from_static(&[1, 2, 3]),
+            timeout: None,
         };
         let mut s = SessionIds::new("h", 1);
         assert!(matches!(

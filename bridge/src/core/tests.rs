@@ -250,6 +250,7 @@ impl Net {
             app_id: 4,
             cmd_code: CCR,
             avps: ccr_avps(n),
+            timeout: None,
         };
         let p = self.nodes[i].handle.submit(req).unwrap();
         self.run();
@@ -676,4 +677,21 @@ fn watchdog_suspicion_without_alternate_keeps_waiting_for_the_answer() {
     net.release(1);
     let a = answered(&mut p).expect("the late answer matched").unwrap();
     assert_eq!(a.find_u32(415, 0), Some(8));
+}
+
+#[test]
+fn a_request_may_bring_its_own_timeout() {
+    let mut net = net(&[Behaviour::Hold]);
+    let req = app::OutgoingRequest {
+        app_id: 4,
+        cmd_code: CCR,
+        avps: ccr_avps(1),
+        timeout: Some(Duration::from_millis(500)),
+    };
+    let mut p = net.nodes[0].handle.submit(req).unwrap();
+    net.run();
+    net.advance(Duration::from_millis(499));
+    assert!(answered(&mut p).is_none());
+    net.advance(Duration::from_millis(2));
+    assert_eq!(answered(&mut p), Some(Err(RequestError::Timeout)));
 }
