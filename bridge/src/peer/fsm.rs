@@ -342,6 +342,11 @@ impl PeerFsm {
         self.open_conn
     }
 
+    /// The connection we initiated and whose CEA we may be waiting for.
+    pub fn initiator_conn(&self) -> Option<ConnId> {
+        self.i_conn
+    }
+
     /// Send-Message: the connection a new request may be sent on — open, watchdog OKAY, and
     /// not shutting down. Answers to the peer's requests may use [`PeerFsm::open_conn`].
     pub fn send_target(&self) -> Option<ConnId> {

@@ -252,8 +252,10 @@ impl Peers {
         let Some(fsm) = self.peers.get(peer.0) else {
             return Received::Consumed;
         };
+        // Only on the connection we initiated is a non-CEA "Rcv-Non-CEA"; anything on the
+        // responder side before our CEA is a message on a connection that is not open.
         let waiting_cea = matches!(fsm.state(), State::WaitICea | State::WaitReturns)
-            && fsm.open_conn() != Some(conn);
+            && fsm.initiator_conn() == Some(conn);
         let ids = wire::ids_of(&msg.header);
         let event = match kind {
             BaseKind::Cea => {
@@ -650,6 +652,37 @@ cer_timeout = "3s"
             peer: out,
             action: Action::Down { conn }
         }));
+    }
+
+    #[test]
+    fn request_on_the_responder_side_during_an_election_is_refused_not_dropped() {
+        let mut p = peers(false);
+        let now = Instant::now();
+        p.start_all(now);
+        let out = p.by_host("out.example.net").unwrap();
+        let i = match drain(&mut p).as_slice() {
+            [NodeAction::Peer {
+                action: Action::Connect { conn, .. },
+                ..
+            }] => *conn,
+            other => panic!("{other:?}"),
+        };
+        p.connect_result(i, true, now);
+        // The peer connects to us too. We are "m.example.net", it is "out.example.net",
+        // which is higher: we lose the election and wait for our CEA (Wait-Returns).
+        let r = p.accepted(now);
+        p.received(r, &cer_from("out.example.net"), now);
+        assert_eq!(p.get(out).unwrap().state(), State::WaitReturns);
+        drain(&mut p);
+        let mut w = dmproto::MessageWriter::new(Header::request(272, 4, 7, 8));
+        w.str(263, 0x40, 0, "s;1");
+        let ccr = Message::decode(w.finish().unwrap()).unwrap();
+        assert_eq!(p.received(r, &ccr, now), Received::NotOpen);
+        assert_eq!(
+            p.get(out).unwrap().state(),
+            State::WaitReturns,
+            "no error on the I side"
+        );
     }
 
     #[test]
