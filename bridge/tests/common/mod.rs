@@ -38,11 +38,38 @@ pub fn on_path(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-pub fn workdir(name: &str) -> PathBuf {
+/// A scratch directory for one test, removed when the test passes (kept, and named on
+/// stderr, when it fails, for its logs).
+pub struct WorkDir(PathBuf);
+
+impl WorkDir {
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl std::ops::Deref for WorkDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test files kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub fn workdir(name: &str) -> WorkDir {
     let d = std::env::temp_dir().join(format!("dmbridge-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    WorkDir(d)
 }
 
 /// A child process in its own process group, stopped (whole group, by PID) and reaped on
