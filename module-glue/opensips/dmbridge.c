@@ -302,6 +302,12 @@ static int dmo_collect_handled(void)
 		return -1;
 	}
 	dmo_handled_n = dmg_handled_names(routes, nr, dmo_handled, nr);
+	/* E_DM_<code> routes of commands no dictionary here names: 3.4/3.5's event_route module
+	 * subscribes the script's routes only to published events (3.6+ publish them itself) */
+	for(size_t i = 0; i < nr; i++)
+		if(strncmp(routes[i], DMG_EVENT_PREFIX, DMG_EVENT_PREFIX_LEN) == 0
+				&& dmo_publish(routes[i]) < 0)
+			return -1;
 	return 0;
 }
 
