@@ -56,7 +56,7 @@ impl Application for Echo {
     }
 }
 
-/// The request's top-level AVPs minus [`NOT_ECHOED`], each padded.
+/// The request's top-level AVPs minus those the node sets itself, each padded.
 pub fn echo_avps(msg: &dmproto::Message) -> Bytes {
     let mut out = BytesMut::with_capacity(msg.body.len());
     for a in msg.avp_refs().map_while(Result::ok) {
