@@ -556,3 +556,95 @@ fn failed_cea_or_connection_exits_non_zero() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("{{nope}}"));
 }
+
+#[test]
+fn print_request_shows_the_first_request_without_connecting() {
+    let t = template_file("print", CCR);
+    let out = run_bench(&[
+        "--template",
+        t.to_str().unwrap(),
+        "--print-request",
+        "--dest-realm",
+        "ocs.realm",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let j: Json = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(
+        (j["cmd_code"].as_u64(), j["flags"].as_str()),
+        (Some(272), Some("RP"))
+    );
+    let avps = j["avps"].as_array().unwrap();
+    assert_eq!(avps[0]["Session-Id"], "bench.test.local;0;0");
+    assert!(avps.iter().any(|a| a["Destination-Realm"] == "ocs.realm"));
+    assert!(avps
+        .iter()
+        .any(|a| a["Subscription-Id"][1]["Subscription-Id-Data"] == "491700"));
+    let hex = lines.next().unwrap();
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let m = Message::decode(bytes.into()).unwrap();
+    assert_eq!(m.session_id(), Some("bench.test.local;0;0"));
+    assert_eq!(m.avp_refs().count(), avps.len());
+}
+
+#[test]
+fn interrupt_stops_sending_drains_and_reports() {
+    let mut r = Responder::start("127.0.0.1:0", behaviour(|_| Fate::Answer(2001), 1)).unwrap();
+    let t = template_file("int", CCR);
+    let addr = r.addr.to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_dmbridge"))
+        .args([
+            "bench",
+            "--connect",
+            &addr,
+            "--template",
+            t.to_str().unwrap(),
+        ])
+        .args(["--rate", "200", "--duration", "30", "--json", "--quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = Bench(Some(child));
+    let pid = guard.0.as_ref().unwrap().id().to_string();
+    // Wait until it is sending (the responder counts), then interrupt it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while r.seen.lock().unwrap().requests < 20 {
+        assert!(Instant::now() < deadline, "the bench never started sending");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let kill = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while guard.0.as_mut().unwrap().try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "SIGINT did not end the run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = guard.0.take().unwrap().wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = json_summary(&out);
+    let sent = j["sent"].as_u64().unwrap();
+    assert!((20..6000).contains(&sent), "{j}");
+    assert_eq!(
+        j["answered"].as_u64(),
+        Some(sent),
+        "drained: every request answered"
+    );
+    assert_eq!(j["unanswered"], 0);
+    let seen = r.seen();
+    assert_eq!(u64::from(seen.requests), sent);
+    assert_eq!(seen.dpr, 1);
+}

@@ -41,8 +41,8 @@ const DEFAULT_DURATION_S: f64 = 10.0;
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// The peer to load: HOST:PORT, [IPv6]:PORT, or HOST (port 3868).
-    #[arg(long, value_name = "ADDR")]
-    pub connect: String,
+    #[arg(long, value_name = "ADDR", required_unless_present = "print_request")]
+    pub connect: Option<String>,
     /// Request template: a message JSON file (DESIGN §8). Placeholders in string values:
     /// {{counter}}, {{random}}, {{session}}, {{conn}}.
     #[arg(long, value_name = "FILE")]
@@ -105,11 +105,28 @@ pub struct BenchArgs {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Print the first request (`{{counter}}` 0) as message JSON and its hex on stdout, then
+    /// exit without connecting: to check a template. The Destination-Realm is the
+    /// --dest-realm, else shown as "<peer realm>".
+    #[arg(long)]
+    pub print_request: bool,
 }
 
 /// Runs the bench; the exit code is non-zero when a connection failed (connect, CEA, or lost
 /// during the run) or the options/template are unusable.
 pub fn main(args: BenchArgs) -> ExitCode {
+    if args.print_request {
+        return match print_request(&args) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dmbridge bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(&args) {
         Ok(summary) => {
             if args.json {
@@ -161,6 +178,44 @@ fn load_dictionary(files: &[PathBuf]) -> Result<Dictionary, String> {
     Ok(d)
 }
 
+/// Loads the dictionary and the template file.
+fn load(args: &BenchArgs) -> Result<(Dictionary, serde_json::Value), String> {
+    let dict = load_dictionary(&args.dict)?;
+    let text = std::fs::read_to_string(&args.template)
+        .map_err(|e| format!("{}: {e}", args.template.display()))?;
+    let json =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", args.template.display()))?;
+    Ok((dict, json))
+}
+
+/// `--print-request`: the first request as §8 JSON, then its bytes in hex.
+fn print_request(args: &BenchArgs) -> Result<String, String> {
+    let (dict, json) = load(args)?;
+    let id = Identity {
+        origin_host: args.origin_host.clone(),
+        origin_realm: args.origin_realm.clone(),
+        destination_realm: args
+            .dest_realm
+            .clone()
+            .unwrap_or_else(|| "<peer realm>".into()),
+        destination_host: args.dest_host.clone(),
+        session_high: 0,
+    };
+    let t = Template::compile(&json, &id, &dict)
+        .map_err(|e| format!("{}: {e}", args.template.display()))?;
+    let mut buf = bytes::BytesMut::new();
+    t.write(&mut buf, 1, 1, &template::Subst::default());
+    let bytes = buf.freeze();
+    let m = dmproto::Message::decode(bytes.clone()).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    dmproto::json::write_message(&mut out, &m, &dict).map_err(|e| e.to_string())?;
+    out.push('\n');
+    for b in bytes.iter() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    Ok(out)
+}
+
 /// Runs a whole bench and returns its summary; `Err` only when nothing could run.
 pub fn run(args: &BenchArgs) -> Result<Summary, String> {
     if let Some(r) = args.rate {
@@ -182,12 +237,8 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
             args.connections
         ));
     }
-    let addr = resolve(&args.connect)?;
-    let dict = load_dictionary(&args.dict)?;
-    let text = std::fs::read_to_string(&args.template)
-        .map_err(|e| format!("{}: {e}", args.template.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", args.template.display()))?;
+    let addr = resolve(args.connect.as_deref().unwrap_or_default())?;
+    let (dict, json) = load(args)?;
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
