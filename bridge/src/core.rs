@@ -94,6 +94,8 @@ pub struct Core {
     config: Arc<Config>,
     dict: &'static Dictionary,
     local: Arc<Capabilities>,
+    /// The applications we advertise: requests for others are answered 3007.
+    apps: crate::peer::AppSet,
     peers: Peers,
     router: Router,
     pending: PendingTable<Inflight>,
@@ -119,7 +121,9 @@ impl Core {
         let peers = Peers::new(&config, local.clone(), seeds.random);
         let router = Router::new(&config, |h| peers.by_host(h));
         let limits = config.limits;
+        let apps = local.applications();
         Core {
+            apps,
             local,
             router,
             pending: PendingTable::new(limits.max_pending_requests, seeds.random as u32),
@@ -352,6 +356,17 @@ impl Core {
     }
 
     fn incoming(&mut self, conn: ConnId, peer: PeerId, msg: Message, now: Instant) {
+        if !self.apps.supports(msg.header.app_id) {
+            // RFC 6733 §6.1: an application we did not advertise is not ours to serve.
+            let unsupported = dmproto::result_code::DIAMETER_APPLICATION_UNSUPPORTED;
+            let why = format!("application {} is not supported here", msg.header.app_id);
+            if let Ok(b) =
+                answer::error_answer(&msg, self.origin(), unsupported, &why, None, self.max_len())
+            {
+                self.transmit(conn, b);
+            }
+            return;
+        }
         if let Err(e) = validate_request(&msg, self.dict) {
             if let Ok(b) = answer::error_answer(
                 &msg,

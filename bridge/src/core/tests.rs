@@ -695,3 +695,23 @@ fn a_request_may_bring_its_own_timeout() {
     net.advance(Duration::from_millis(2));
     assert_eq!(answered(&mut p), Some(Err(RequestError::Timeout)));
 }
+
+#[test]
+fn request_for_an_application_we_do_not_advertise_is_3007() {
+    let mut net = net(&[Behaviour::Echo]);
+    let (&(_, _), &(_, server_conn)) = net.links.iter().find(|((n, _), _)| *n == 0).unwrap();
+    let mut w = MessageWriter::new(Header::request(300, 16777216, 5, 6)); // Cx UAR
+    w.str(263, M, 0, "client.example.net;1;9");
+    w.str(264, M, 0, "client.example.net");
+    w.str(296, M, 0, "example.net");
+    let now = net.now;
+    net.nodes[1]
+        .core
+        .frame(server_conn, w.finish().unwrap(), now);
+    net.run();
+    let a = &net.seen.last().unwrap().msg;
+    assert_eq!(net.seen.last().unwrap().from, 1);
+    assert_eq!((a.header.hop_by_hop, a.find_u32(268, 0)), (5, Some(3007)));
+    assert!(a.header.flags.is_error());
+    assert!(net.nodes[1].delivered.is_empty());
+}
