@@ -4,9 +4,9 @@
 //!
 //! * `one_way/<size>`: messages/s from this process to the peer, which
 //!   consumes them and acknowledges each batch (criterion reports elements/s).
-//! * `round_trip/<size>`: one message to the peer and its echo back, spinning
-//!   on both sides (the doorbell path is not involved: a busy worker never
-//!   sleeps).
+//! * `round_trip/<size>`: one message to the peer and its echo back, both
+//!   sides polling the ring (spin, then yield; the doorbell path is not
+//!   involved: a busy worker never sleeps).
 //! * `round_trip_encoded`: the same with a realistic IncomingRequest record
 //!   encoded and decoded on each side.
 //!
@@ -17,6 +17,22 @@ use dmshm::record::{IncomingRequest, Record};
 use dmshm::ring::{Consumer, Producer, PushError};
 use dmshm::segment::{CreateOptions, Geometry, RingId, Segment, ShmRing, WIRE_VERSION};
 use std::time::{Duration, Instant};
+
+/// Spins briefly, then yields the core: with two processes on two shared
+/// cores, pure spinning measures the scheduler, not the ring.
+#[derive(Default)]
+struct Backoff(u32);
+
+impl Backoff {
+    fn snooze(&mut self) {
+        self.0 += 1;
+        if self.0 < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
 
 const OP_ECHO: u8 = 1;
 const OP_ACK_AFTER: u8 = 2;
@@ -35,11 +51,12 @@ fn peer(seg: &Segment) -> ! {
     let mut tx = Producer::new(tx, max);
     let mut buf = Vec::with_capacity(max);
     let mut counted = 0u64;
+    let mut idle = Backoff::default();
     loop {
         match rx.pop_into(&mut buf) {
-            Ok(true) => {}
+            Ok(true) => idle = Backoff::default(),
             Ok(false) => {
-                std::hint::spin_loop();
+                idle.snooze();
                 continue;
             }
             // SAFETY: _exit in the forked child.
@@ -52,14 +69,16 @@ fn peer(seg: &Segment) -> ! {
                     // Encoded record: decode it like the worker would.
                     let _ = Record::decode(&buf[2..]);
                 }
+                let mut b = Backoff::default();
                 while tx.push(&[&buf]) == Err(PushError::Full) {
-                    std::hint::spin_loop();
+                    b.snooze();
                 }
             }
             Some(OP_ACK_AFTER) => {
                 counted += 1;
+                let mut b = Backoff::default();
                 while tx.push(&[&counted.to_le_bytes()]) == Err(PushError::Full) {
-                    std::hint::spin_loop();
+                    b.snooze();
                 }
                 counted = 0;
             }
@@ -111,14 +130,16 @@ impl Peer {
     }
 
     fn push(&mut self, parts: &[&[u8]]) {
+        let mut b = Backoff::default();
         while self.tx.push(parts) == Err(PushError::Full) {
-            std::hint::spin_loop();
+            b.snooze();
         }
     }
 
     fn pop(&mut self) {
+        let mut b = Backoff::default();
         while !self.rx.pop_into(&mut self.buf).expect("ring") {
-            std::hint::spin_loop();
+            b.snooze();
         }
     }
 }
