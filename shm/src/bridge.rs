@@ -198,6 +198,10 @@ pub struct Bridge {
     enc: Vec<u8>,
     ctl: Vec<u8>,
     status_json: String,
+    /// Refused connections kept open until the worker has read the reason
+    /// (closing a socket whose Hello is still unread would make the worker
+    /// see ECONNRESET instead of the Refused message).
+    refusing: VecDeque<(Conn, std::time::Instant)>,
 }
 
 fn normalize(name: &str) -> &str {
@@ -244,6 +248,7 @@ impl Bridge {
             enc: Vec::new(),
             ctl: vec![0; MAX_CONTROL_MSG],
             status_json: String::from("{}"),
+            refusing: VecDeque::new(),
         })
     }
 
@@ -320,10 +325,35 @@ impl Bridge {
                         None,
                     );
                     events.push(BridgeEvent::WorkerRefused { pid, reason });
+                    self.linger(conn);
                 }
             }
         }
         Ok(new)
+    }
+
+    /// Keeps a refused connection until the worker closes it (or a while),
+    /// bounded; swept on every accept and handshake expiry.
+    fn linger(&mut self, conn: Conn) {
+        if self.refusing.len() >= 64 {
+            self.refusing.pop_front();
+        }
+        self.refusing.push_back((conn, std::time::Instant::now()));
+        self.sweep_refusing(std::time::Instant::now());
+    }
+
+    fn sweep_refusing(&mut self, now: std::time::Instant) {
+        let ctl = &mut self.ctl;
+        self.refusing.retain(|(conn, since)| {
+            loop {
+                match conn.recv(ctl) {
+                    Ok(Recv::Msg(..)) => continue, // the Hello: drained
+                    Ok(Recv::WouldBlock) => break,
+                    Ok(Recv::Eof) | Err(_) => return false,
+                }
+            }
+            now.saturating_duration_since(*since) < std::time::Duration::from_secs(2)
+        });
     }
 
     /// Frees slots whose connection sent no Hello within `max_age` of being
@@ -335,6 +365,7 @@ impl Bridge {
         max_age: std::time::Duration,
         events: &mut Vec<BridgeEvent>,
     ) {
+        self.sweep_refusing(now);
         for s in self.slots.iter_mut() {
             if let Slot::Handshaking(conn, since) = s {
                 if now.saturating_duration_since(*since) >= max_age {

@@ -603,3 +603,35 @@ fn full_ring_towards_the_bridge_is_an_error_for_the_worker() {
     });
     assert!(w.send_request_async(4, 272, &json, 5000).is_ok());
 }
+
+#[test]
+fn slot_of_a_gone_worker_is_reused_and_extra_workers_are_refused() {
+    let mut bc = cfg("reuse");
+    bc.geometry.slots = 1;
+    let h = EchoBridge::spawn(bc.clone()).unwrap();
+    let mut w1 = Worker::attach(wcfg(&bc, "first")).unwrap();
+    assert_eq!(w1.send_request(4, 272, b"[1]", 1000).class, class::SUCCESS);
+    let e = Worker::attach(wcfg(&bc, "second"))
+        .err()
+        .expect("no free slot");
+    assert!(
+        matches!(e, Error::Refused(_)) && e.to_string().contains("slots are in use"),
+        "{e}"
+    );
+    drop(w1);
+    // The bridge notices the EOF and frees the slot for the next worker.
+    let t0 = Instant::now();
+    let mut w2 = loop {
+        match Worker::attach(wcfg(&bc, "third")) {
+            Ok(w) => break w,
+            Err(Error::Refused(_)) if t0.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(w2.send_request(4, 272, b"[2]", 1000).class, class::SUCCESS);
+    let st = h.stop();
+    assert_eq!(st.gone.len(), 1, "{st:?}");
+    assert!(!st.refused.is_empty(), "{st:?}");
+}
