@@ -56,6 +56,22 @@ struct Delivered {
     deadline: Instant,
 }
 
+/// One peer as reported by [`Core::status`] (for `dm_status`-style monitoring).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub host: String,
+    /// The RFC 6733 §5.6 state.
+    pub state: crate::peer::State,
+    /// The RFC 3539 watchdog state.
+    pub watchdog: crate::peer::watchdog::WatchdogState,
+    /// New requests may be routed to it.
+    pub usable: bool,
+    /// Shared applications (ids), while open.
+    pub apps: Vec<u32>,
+    /// Requests of ours waiting for its answers.
+    pub pending: usize,
+}
+
 /// A request we sent, as kept in the pending table.
 struct Inflight {
     completion: Completion,
@@ -112,6 +128,7 @@ pub struct Core {
     delivered: HashMap<u64, Delivered>,
     delivered_deadlines: BTreeSet<(Instant, u64)>,
     next_token: u64,
+    status_version: u64,
     out: VecDeque<Output>,
 }
 
@@ -143,6 +160,7 @@ impl Core {
             delivered: HashMap::new(),
             delivered_deadlines: BTreeSet::new(),
             next_token: 0,
+            status_version: 0,
             out: VecDeque::new(),
             config: Arc::new(config),
             dict,
@@ -187,6 +205,27 @@ impl Core {
 
     pub fn is_stopping(&self) -> bool {
         self.stopping
+    }
+
+    /// Every peer's state, for monitoring.
+    pub fn status(&self) -> Vec<PeerStatus> {
+        self.peers
+            .iter()
+            .map(|(_, p)| PeerStatus {
+                host: p.host().to_string(),
+                state: p.state(),
+                watchdog: p.watchdog().state(),
+                usable: p.send_target().is_some(),
+                apps: p.apps().ids().to_vec(),
+                pending: p.open_conn().map_or(0, |c| self.pending.count_on(c)),
+            })
+            .collect()
+    }
+
+    /// Incremented whenever a peer's state or usability changes (cheap change detection
+    /// for publishing [`Core::status`]).
+    pub fn status_version(&self) -> u64 {
+        self.status_version
     }
 
     /// Stopped and nothing left to wait for.
@@ -693,6 +732,15 @@ impl Core {
     }
 
     fn peer_action(&mut self, peer: PeerId, action: Action, now: Instant) {
+        if matches!(
+            action,
+            Action::Up { .. }
+                | Action::Usable { .. }
+                | Action::Down { .. }
+                | Action::Failover { .. }
+        ) {
+            self.status_version += 1;
+        }
         match action {
             Action::Connect { conn, addr } => self.out.push_back(Output::Connect { conn, addr }),
             Action::Accept { .. } => {}

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use dmproto::dict::Dictionary;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::app::{Application, Reply, ReplyQueue, Responder, Submissions};
 use crate::config::Config;
-use crate::core::{Core, Output, Seeds};
+use crate::core::{Core, Output, PeerStatus, Seeds};
 use crate::peer::ConnId;
 use crate::transport::{self, ConnEvent, ConnHandle};
 
@@ -41,6 +41,7 @@ pub struct Node {
     config: Config,
     dict: &'static Dictionary,
     listeners: Vec<TcpListener>,
+    status: watch::Sender<Vec<PeerStatus>>,
 }
 
 impl Node {
@@ -57,7 +58,14 @@ impl Node {
             config,
             dict,
             listeners,
+            status: watch::channel(Vec::new()).0,
         })
+    }
+
+    /// The peers' states, republished whenever one changes (open, usable, down); the
+    /// pending counts are as of that moment. For monitoring (`dm_status`).
+    pub fn status(&self) -> watch::Receiver<Vec<PeerStatus>> {
+        self.status.subscribe()
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -102,6 +110,8 @@ impl Node {
             conn_tx,
             input_tx,
             reply_tx,
+            status: self.status,
+            status_version: u64::MAX,
         };
         let result = driver
             .run(
@@ -128,6 +138,9 @@ struct Driver {
     input_tx: mpsc::Sender<Input>,
     /// Where every [`Responder`] reports (the core bounds how many are outstanding).
     reply_tx: ReplyQueue,
+    status: watch::Sender<Vec<PeerStatus>>,
+    /// The core's status version last published.
+    status_version: u64,
 }
 
 impl Driver {
@@ -213,6 +226,10 @@ impl Driver {
                 }
             }
             self.outputs();
+            if self.core.status_version() != self.status_version {
+                self.status_version = self.core.status_version();
+                self.status.send_replace(self.core.status());
+            }
             if self.core.is_finished() {
                 break;
             }

@@ -765,3 +765,32 @@ async fn ipv6_listen_and_connect() {
     client.stop().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn status_is_published_when_peers_come_up() {
+    let server = start(&server_config("s1.example.net", ""), Arc::new(Mute)).await;
+    let config = config::parse(&client_config(&[("s1.example.net", server.addr)])).unwrap();
+    let node = Node::bind(config, Dictionary::builtin()).await.unwrap();
+    let mut status = node.status();
+    let (_handle, subs) = app::channel(8);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(node.run(Arc::new(Mute), subs, async move {
+        let _ = stop_rx.await;
+    }));
+    let up = timeout(WAIT, async {
+        loop {
+            status.changed().await.unwrap();
+            let s = status.borrow_and_update().clone();
+            if s.iter().any(|p| p.usable) {
+                return s;
+            }
+        }
+    })
+    .await
+    .expect("status in time");
+    assert_eq!(up[0].host, "s1.example.net");
+    assert_eq!(up[0].apps, vec![4]);
+    let _ = stop_tx.send(());
+    timeout(WAIT, task).await.unwrap().unwrap().unwrap();
+    server.stop().await;
+}

@@ -715,3 +715,23 @@ fn request_for_an_application_we_do_not_advertise_is_3007() {
     assert!(a.header.flags.is_error());
     assert!(net.nodes[1].delivered.is_empty());
 }
+
+#[test]
+fn status_reports_each_peer() {
+    let mut net = net(&[Behaviour::Hold, Behaviour::Echo]);
+    let v0 = net.nodes[0].core.status_version();
+    assert!(v0 > 0, "peers came up");
+    let _p = net.submit(0, 1); // held by s1
+    let st = net.nodes[0].core.status();
+    assert_eq!(st.len(), 2);
+    assert_eq!(st[0].host, "s1.example.net");
+    assert_eq!(st[0].state, crate::peer::State::IOpen);
+    assert!(st[0].usable);
+    assert_eq!(st[0].apps, vec![4]);
+    assert_eq!(st.iter().map(|s| s.pending).sum::<usize>(), 1);
+    net.kill(1);
+    assert!(net.nodes[0].core.status_version() > v0);
+    let st = net.nodes[0].core.status();
+    assert_eq!(st[0].state, crate::peer::State::Closed);
+    assert!(!st[0].usable);
+}
