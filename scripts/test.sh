@@ -30,3 +30,8 @@ else
 fi
 
 cargo test --workspace --release --no-fail-fast
+
+# The shared-memory ring protocol under the loom model checker (every interleaving of the
+# publication and sleep/wake-up protocol, bounded), in its own target dir: --cfg loom changes
+# every dependency's build.
+RUSTFLAGS="--cfg loom" cargo test -q -p dmbridge-shm --lib --release --target-dir target/loom -- loom
