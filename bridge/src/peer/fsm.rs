@@ -17,6 +17,8 @@
 //! - `Stop` is accepted in every state. In an open state it first *drains*: the peer is
 //!   marked unusable for new requests, and DPR is sent when the driver reports
 //!   [`Event::Drained`] (no more pending requests) or the drain timeout passes.
+//! - A connect timeout in Wait-Conn-Ack/Elect counts as I-Rcv-Conn-Nack (answer the
+//!   waiting responder connection and open on it) rather than the table's Error.
 //! - Reconnection (Closed with a `connect` peer) waits Tc after a failure-free close, and
 //!   doubles it per consecutive failure up to 16×Tc. A peer's DPR cause is honoured:
 //!   REBOOTING reconnects after Tc, BUSY backs off starting at 4×Tc, and
@@ -777,9 +779,16 @@ impl PeerFsm {
         match self.state {
             // Reconnect timer.
             Closed => self.start(now, ids),
-            // Wait-Conn-Ack / Wait-I-CEA / Wait-Conn-Ack/Elect / Wait-Returns, Timeout:
-            // Error -> Closed
-            WaitConnAck | WaitICea | WaitConnAckElect | WaitReturns => {
+            // Wait-Conn-Ack/Elect, Timeout: the table says Error -> Closed, dropping the
+            // good responder connection too. Our connect attempt timing out is a failed
+            // attempt, i.e. I-Rcv-Conn-Nack, whose row is R-Snd-CEA -> R-Open: we follow
+            // that, so a peer that reached us is not turned away for our own failure.
+            WaitConnAckElect => {
+                self.i_disc(CloseReason::Timeout);
+                self.r_snd_cea_open(now);
+            }
+            // Wait-Conn-Ack / Wait-I-CEA / Wait-Returns, Timeout: Error -> Closed
+            WaitConnAck | WaitICea | WaitReturns => {
                 self.i_disc(CloseReason::Timeout);
                 self.r_disc(CloseReason::Timeout);
                 self.closed(now, true);

@@ -515,7 +515,7 @@ fn elect_second_r_conn_cer_is_rejected() {
 }
 
 #[test]
-fn elect_timeout_is_error() {
+fn elect_connect_timeout_counts_as_nack_and_opens_the_responder_side() {
     let (mut h, i, r) = to_elect(HIGHER);
     h.fire();
     assert_eq!(
@@ -525,13 +525,15 @@ fn elect_timeout_is_error() {
                 conn: i,
                 reason: CloseReason::Timeout
             },
-            Action::Close {
+            cea_ok(r, 5),
+            up(r, HIGHER),
+            Action::Usable {
                 conn: r,
-                reason: CloseReason::Timeout
+                usable: true
             },
         ]
     );
-    assert_eq!(h.state(), State::Closed);
+    assert_eq!(h.state(), State::ROpen);
 }
 
 // ---- Wait-Returns (election lost) ----
