@@ -36,6 +36,22 @@ enum Input {
     },
 }
 
+/// Binds one listening socket. IPv6 sockets are IPv6-only, so that `0.0.0.0:3868` and
+/// `[::]:3868` can be listed together (Linux would otherwise refuse the second with
+/// EADDRINUSE); SO_REUSEADDR lets a restarted node bind at once despite TIME_WAIT.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// A bound, not yet running node.
 pub struct Node {
     config: Config,
@@ -49,8 +65,7 @@ impl Node {
     pub async fn bind(config: Config, dict: &'static Dictionary) -> io::Result<Node> {
         let mut listeners = Vec::new();
         for addr in &config.node.listen {
-            let l = TcpListener::bind(addr)
-                .await
+            let l = listen(*addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("listen on {addr}: {e}")))?;
             listeners.push(l);
         }

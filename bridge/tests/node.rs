@@ -794,3 +794,32 @@ async fn status_is_published_when_peers_come_up() {
     timeout(WAIT, task).await.unwrap().unwrap().unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn ipv4_and_ipv6_wildcards_on_one_port_both_bind() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: no IPv6");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = server_config("s1.example.net", "").replace(
+        "listen = [\"127.0.0.1:0\"]",
+        &format!("listen = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]"),
+    );
+    let node = start(&cfg, Arc::new(Mute)).await;
+    // Two different peers (both configured), one per address family.
+    let v4 = Raw::handshake(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        "client.example.net",
+    );
+    let (_r4, cea4) = v4.await;
+    let v6 = Raw::handshake(format!("[::1]:{port}").parse().unwrap(), "a.example.net");
+    let (_r6, cea6) = v6.await;
+    assert_eq!(wire::result_code(&cea4), Some(2001));
+    assert_eq!(wire::result_code(&cea6), Some(2001));
+    node.stop().await;
+}
