@@ -125,7 +125,7 @@ fn be32_at(buf: &[u8], at: usize) -> Option<u32> {
 /// Parses the AVP starting at `pos` in `buf`. `base` is the offset of `buf` in the message
 /// (for error reporting). The success path is kept branch-light (it runs for every AVP of
 /// every message); the error is worked out separately in [`parse_error`].
-#[inline]
+#[inline(always)]
 fn parse_at(buf: &[u8], pos: usize, base: usize) -> Result<Parsed, AvpError> {
     let rest = buf.get(pos..).unwrap_or_default();
     // Fewer than 12 bytes left: only a tiny last AVP without Vendor-ID can be there.
@@ -320,7 +320,7 @@ impl<'a> AvpRefs<'a> {
 impl<'a> Iterator for AvpRefs<'a> {
     type Item = Result<AvpRef<'a>, AvpError>;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.done || self.pos >= self.buf.len() {
             return None;

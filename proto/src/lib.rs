@@ -14,6 +14,7 @@ pub mod result_code;
 #[doc(hidden)]
 pub mod samples;
 pub mod validate;
+pub mod validator;
 pub mod value;
 pub use avp::{Avp, AvpFlags, AvpIter, AvpRef, AvpRefs};
 pub use error::{AvpError, AvpErrorKind, DecodeError, EncodeError, HeaderError, ValueError};
@@ -23,3 +24,4 @@ pub use encode::MessageWriter;
 pub use message::Message;
 pub use framer::{FrameError, Framer};
 pub use validate::{validate, validate_answer, validate_request, ProtocolError};
+pub use validator::Validator;

@@ -127,6 +127,22 @@ pub fn validate_with(
     request: Option<bool>,
     opts: Options,
 ) -> Result<(), ProtocolError> {
+    let is_request = preflight(msg, request)?;
+    let h = &msg.header;
+    let cmd = dict.command(h.app_id, h.code);
+    let rules = if !is_request && h.flags.is_error() {
+        Some(error_answer_rules())
+    } else {
+        cmd.map(|c| if is_request { &c.request } else { &c.answer })
+    };
+    let ctx = Ctx { dict, opts };
+    ctx.container(&msg.body, HEADER_LEN, 0, rules, None)
+        .map_err(|e| in_command(e, cmd, is_request))
+}
+
+/// The header checks shared by every validator: version (5011), length (5015), header bits
+/// (3008). Returns whether the message is to be treated as a request.
+pub(crate) fn preflight(msg: &Message, request: Option<bool>) -> Result<bool, ProtocolError> {
     let h = &msg.header;
     if h.version != VERSION {
         return Err(ProtocolError::new(
@@ -145,22 +161,21 @@ pub fn validate_with(
     }
     let is_request = request.unwrap_or(h.flags.is_request());
     check_header_bits(h.flags, is_request)?;
+    Ok(is_request)
+}
 
-    let cmd = dict.command(h.app_id, h.code);
-    let rules = if !is_request && h.flags.is_error() {
-        Some(error_answer_rules())
-    } else {
-        cmd.map(|c| if is_request { &c.request } else { &c.answer })
-    };
-    let ctx = Ctx { dict, opts };
-    ctx.container(&msg.body, HEADER_LEN, 0, rules, None)
-        .map_err(|mut e| {
-            if let Some(c) = cmd {
-                let kind = if is_request { "Request" } else { "Answer" };
-                e.message = format!("{} in {}-{kind}", e.message, c.name);
-            }
-            e
-        })
+/// Names the command in an error message ("... in Credit-Control-Request").
+#[cold]
+pub(crate) fn in_command(
+    mut e: ProtocolError,
+    cmd: Option<&crate::dict::CommandDef>,
+    is_request: bool,
+) -> ProtocolError {
+    if let Some(c) = cmd {
+        let kind = if is_request { "Request" } else { "Answer" };
+        e.message = format!("{} in {}-{kind}", e.message, c.name);
+    }
+    e
 }
 
 fn check_header_bits(f: Flags, is_request: bool) -> Result<(), ProtocolError> {
@@ -188,7 +203,7 @@ fn check_header_bits(f: Flags, is_request: bool) -> Result<(), ProtocolError> {
 }
 
 /// RFC 6733 §7.2 `answer-message`: the shape of every error answer (E bit).
-fn error_answer_rules() -> &'static Rules {
+pub(crate) fn error_answer_rules() -> &'static Rules {
     static RULES: std::sync::OnceLock<Rules> = std::sync::OnceLock::new();
     RULES.get_or_init(|| {
         let r = |code, kind, min, max| Rule {
@@ -218,37 +233,86 @@ fn error_answer_rules() -> &'static Rules {
 
 /// The chain of grouped AVPs enclosing the one being checked, innermost first, for wrapping
 /// a Failed-AVP (lives on the stack; only read on the error path).
-struct Path<'p> {
-    code: u32,
-    flags: u8,
-    vendor: u32,
-    parent: Option<&'p Path<'p>>,
+pub(crate) struct Path<'p> {
+    pub(crate) code: u32,
+    pub(crate) flags: u8,
+    pub(crate) vendor: u32,
+    pub(crate) parent: Option<&'p Path<'p>>,
 }
 
-struct Ctx<'d> {
-    dict: &'d Dictionary,
-    opts: Options,
+pub(crate) struct Ctx<'d> {
+    pub(crate) dict: &'d Dictionary,
+    pub(crate) opts: Options,
 }
 
 /// Occurrence counters: on the stack for ordinary ABNFs.
-enum Counts {
+pub(crate) enum Counts {
     Stack([u16; STACK_RULES]),
     Heap(Vec<u16>),
 }
 
 impl Counts {
-    fn new(n: usize) -> Counts {
+    pub(crate) fn new(n: usize) -> Counts {
         if n <= STACK_RULES {
             Counts::Stack([0; STACK_RULES])
         } else {
             Counts::Heap(vec![0; n])
         }
     }
-    fn slice(&mut self) -> &mut [u16] {
+    pub(crate) fn slice(&mut self) -> &mut [u16] {
         match self {
             Counts::Stack(a) => a,
             Counts::Heap(v) => v,
         }
+    }
+}
+
+/// Position and occurrence bookkeeping for one container.
+pub(crate) struct Tally {
+    fixed_head: usize,
+    last_fixed: Option<usize>,
+    pub(crate) seen_other: bool,
+}
+
+impl Tally {
+    pub(crate) fn new(fixed_head: usize) -> Tally {
+        Tally {
+            fixed_head,
+            last_fixed: None,
+            seen_other: false,
+        }
+    }
+
+    /// Records an occurrence of rule `i`: 5009 past its max (5008 for max 0), 5008 for a
+    /// fixed-position AVP out of place.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn hit(
+        &mut self,
+        ctx: &Ctx<'_>,
+        list: &[Rule],
+        counts: &mut [u16],
+        i: usize,
+        def: &AvpDef,
+        avp: &AvpRef<'_>,
+        path: Option<&Path<'_>>,
+    ) -> Result<(), ProtocolError> {
+        let (Some(rule), Some(c)) = (list.get(i), counts.get_mut(i)) else {
+            return Ok(());
+        };
+        *c = c.saturating_add(1);
+        if rule.max.is_some_and(|m| u32::from(*c) > m) {
+            return Err(ctx.too_many(def, avp, rule, path));
+        }
+        if i < self.fixed_head {
+            if self.seen_other || self.last_fixed.is_some_and(|l| l >= i) {
+                return Err(ctx.not_allowed(def, avp, "is not at its fixed position", path));
+            }
+            self.last_fixed = Some(i);
+        } else {
+            self.seen_other = true;
+        }
+        Ok(())
     }
 }
 
@@ -286,8 +350,7 @@ impl Ctx<'_> {
         let mut counts = Counts::new(list.len());
         let counts = counts.slice();
         let mut hint = 0usize;
-        let mut last_fixed: Option<usize> = None;
-        let mut seen_other = false;
+        let mut tally = Tally::new(fixed_head);
 
         for item in AvpRefs::nested(buf, base, depth) {
             let avp = match item {
@@ -300,63 +363,21 @@ impl Ctx<'_> {
                     return Err(self.unknown(&avp, path));
                 }
                 // RFC 6733 §4.1: an unrecognised AVP without M is ignored.
-                seen_other = true;
+                tally.seen_other = true;
                 continue;
             };
-            // Reserved bits, bits that must not be set, and (strict) bits that must be set.
-            // V is implied by the (code, vendor) look-up that found `def`.
-            let must = if self.opts.strict_must_bits {
-                def.flags.must & !AvpFlags::V
-            } else {
-                0
-            };
-            if (flags & (AvpFlags::RESERVED | (def.flags.must_not & !AvpFlags::V)))
-                | (must & !flags)
-                != 0
-            {
-                return Err(self.bad_bits(def, &avp, must, path));
-            }
-            if let Err(e) = Value::check(def.ty, avp.data) {
-                return Err(self.bad_value(def, &avp, e, path));
-            }
-
+            self.check_def(def, &avp, path)?;
             match find_rule(list, avp.code, avp.vendor, &mut hint) {
-                Some(i) => {
-                    let (Some(rule), Some(c)) = (list.get(i), counts.get_mut(i)) else {
-                        continue;
-                    };
-                    *c = c.saturating_add(1);
-                    if rule.max.is_some_and(|m| u32::from(*c) > m) {
-                        return Err(self.too_many(def, &avp, rule, path));
-                    }
-                    if i < fixed_head {
-                        if seen_other || last_fixed.is_some_and(|l| l >= i) {
-                            return Err(self.not_allowed(
-                                def,
-                                &avp,
-                                "is not at its fixed position",
-                                path,
-                            ));
-                        }
-                        last_fixed = Some(i);
-                    } else {
-                        seen_other = true;
-                    }
-                }
+                Some(i) => tally.hit(self, list, counts, i, def, &avp, path)?,
                 None if !extensible => {
                     return Err(self.not_allowed(def, &avp, "is not allowed here", path));
                 }
-                None => seen_other = true,
+                None => tally.seen_other = true,
             }
 
             if def.ty == AvpType::Grouped {
                 if depth >= MAX_DEPTH {
-                    return Err(self.fail(
-                        rc::DIAMETER_INVALID_AVP_VALUE,
-                        avp.raw,
-                        path,
-                        format!("grouped AVPs nested deeper than {MAX_DEPTH}"),
-                    ));
+                    return Err(self.too_deep(&avp, path));
                 }
                 let inner = Path {
                     code: avp.code,
@@ -384,8 +405,46 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// The checks of one known AVP that need no ABNF: flag bits (3009) and the value
+    /// (5014 for lengths, 5004 for text).
+    #[inline(always)]
+    pub(crate) fn check_def(
+        &self,
+        def: &AvpDef,
+        avp: &AvpRef<'_>,
+        path: Option<&Path<'_>>,
+    ) -> Result<(), ProtocolError> {
+        let flags = avp.flags.bits();
+        // Reserved bits, bits that must not be set, and (strict) bits that must be set.
+        // V is implied by the (code, vendor) look-up that found `def`.
+        let must = if self.opts.strict_must_bits {
+            def.flags.must & !AvpFlags::V
+        } else {
+            0
+        };
+        if (flags & (AvpFlags::RESERVED | (def.flags.must_not & !AvpFlags::V))) | (must & !flags)
+            != 0
+        {
+            return Err(self.bad_bits(def, avp, must, path));
+        }
+        if let Err(e) = Value::check(def.ty, avp.data) {
+            return Err(self.bad_value(def, avp, e, path));
+        }
+        Ok(())
+    }
+
     #[cold]
-    fn unknown(&self, avp: &AvpRef<'_>, path: Option<&Path<'_>>) -> ProtocolError {
+    pub(crate) fn too_deep(&self, avp: &AvpRef<'_>, path: Option<&Path<'_>>) -> ProtocolError {
+        self.fail(
+            rc::DIAMETER_INVALID_AVP_VALUE,
+            avp.raw,
+            path,
+            format!("grouped AVPs nested deeper than {MAX_DEPTH}"),
+        )
+    }
+
+    #[cold]
+    pub(crate) fn unknown(&self, avp: &AvpRef<'_>, path: Option<&Path<'_>>) -> ProtocolError {
         let name = self.name(avp.code, avp.vendor);
         if avp.flags.reserved() != 0 {
             return self.fail(
@@ -404,7 +463,7 @@ impl Ctx<'_> {
     }
 
     #[cold]
-    fn bad_bits(
+    pub(crate) fn bad_bits(
         &self,
         def: &AvpDef,
         avp: &AvpRef<'_>,
@@ -429,7 +488,7 @@ impl Ctx<'_> {
     }
 
     #[cold]
-    fn bad_value(
+    pub(crate) fn bad_value(
         &self,
         def: &AvpDef,
         avp: &AvpRef<'_>,
@@ -445,7 +504,7 @@ impl Ctx<'_> {
     }
 
     #[cold]
-    fn too_many(
+    pub(crate) fn too_many(
         &self,
         def: &AvpDef,
         avp: &AvpRef<'_>,
@@ -465,7 +524,7 @@ impl Ctx<'_> {
     }
 
     #[cold]
-    fn not_allowed(
+    pub(crate) fn not_allowed(
         &self,
         def: &AvpDef,
         avp: &AvpRef<'_>,
@@ -481,7 +540,7 @@ impl Ctx<'_> {
     }
 
     #[cold]
-    fn first_missing(
+    pub(crate) fn first_missing(
         &self,
         list: &[Rule],
         counts: &[u16],
@@ -499,14 +558,14 @@ impl Ctx<'_> {
 
     /// 5014 (or 5004 for depth) for an AVP whose structure is broken: Failed-AVP gets the
     /// header as read and a zero-filled payload of the minimal length (RFC 6733 §7.1.5).
-    fn structural(&self, e: AvpError, path: Option<&Path<'_>>) -> ProtocolError {
+    pub(crate) fn structural(&self, e: AvpError, path: Option<&Path<'_>>) -> ProtocolError {
         let ty = self.dict.avp(e.code, e.vendor).map(|d| d.ty);
         let avp = minimal_avp(e.code, e.flags, e.vendor, ty);
         self.fail(e.result_code(), &avp, path, e.to_string())
     }
 
     /// 5005 with an AVP of the missing code (RFC 6733 §7.5).
-    fn missing(&self, rule: &Rule, path: Option<&Path<'_>>) -> ProtocolError {
+    pub(crate) fn missing(&self, rule: &Rule, path: Option<&Path<'_>>) -> ProtocolError {
         let def = self.dict.avp(rule.code, rule.vendor);
         let flags = def.map_or(AvpFlags::M, |d| d.flags.must);
         let avp = minimal_avp(rule.code, flags, rule.vendor, def.map(|d| d.ty));
@@ -523,7 +582,7 @@ impl Ctx<'_> {
     }
 
     /// Builds the error with `avp` wrapped in the enclosing grouped AVPs.
-    fn fail(
+    pub(crate) fn fail(
         &self,
         code: u32,
         avp: &[u8],
@@ -617,6 +676,29 @@ mod tests {
 
     const M: u8 = AvpFlags::M;
     const V3: u32 = 10415;
+
+    // Every test below runs through both validators, which must agree exactly: these
+    // shadow the glob-imported functions.
+    fn validate_with(
+        m: &Message,
+        d: &Dictionary,
+        request: Option<bool>,
+        opts: Options,
+    ) -> Result<(), ProtocolError> {
+        let direct = super::validate_with(m, d, request, opts);
+        let compiled = crate::validator::Validator::with_options(d, opts).validate_as(m, request);
+        assert_eq!(direct, compiled, "direct and compiled validators disagree");
+        direct
+    }
+    fn validate(m: &Message, d: &Dictionary) -> Result<(), ProtocolError> {
+        validate_with(m, d, None, Options::default())
+    }
+    fn validate_request(m: &Message, d: &Dictionary) -> Result<(), ProtocolError> {
+        validate_with(m, d, Some(true), Options::default())
+    }
+    fn validate_answer(m: &Message, d: &Dictionary) -> Result<(), ProtocolError> {
+        validate_with(m, d, Some(false), Options::default())
+    }
 
     fn rule(code: u32, vendor: u32, kind: RuleKind, min: u32, max: Option<u32>) -> Rule {
         Rule {
@@ -1088,7 +1170,7 @@ mod tests {
     }
 
     #[test]
-    fn not_allowed() {
+    pub(crate) fn not_allowed() {
         // Session-Id not first.
         let mut w = MessageWriter::new(ccr_header());
         w.str(264, M, 0, "h")
@@ -1123,7 +1205,7 @@ mod tests {
     }
 
     #[test]
-    fn too_many() {
+    pub(crate) fn too_many() {
         let m = ccr(|w| {
             w.str(264, M, 0, "again").str(264, M, 0, "third");
         });
