@@ -44,16 +44,18 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 buf.clear();
                 let mut w = MessageWriter::with_buffer(std::mem::take(&mut buf), m.header);
-                reader
-                    .read_avps(black_box(&json), &mut w)
-                    .expect("reads");
+                reader.read_avps(black_box(&json), &mut w).expect("reads");
                 buf = w.finish_buf().expect("encodes");
                 buf.len()
             })
         });
         g.finish();
         // The JSON sizes, for BENCHMARKS.md.
-        eprintln!("{name}: {} bytes on the wire, {} bytes of JSON", wire.len(), json.len());
+        eprintln!(
+            "{name}: {} bytes on the wire, {} bytes of JSON",
+            wire.len(),
+            json.len()
+        );
     }
 }
 

@@ -231,9 +231,24 @@ impl<'a, 'd, 's> Parser<'a, 'd, 's> {
                 Some(&c) if c < 0x20 => {
                     return err(K::Syntax("control character in string"), self.pos)
                 }
-                Some(&c) => {
-                    self.scratch.push(c);
+                Some(_) => {
+                    // A run of plain bytes: find its end a word at a time, copy it at once.
+                    let run = self.pos;
                     self.pos += 1;
+                    while let Some(x) = swar::word_at(self.b, self.pos) {
+                        if swar::string_stop(x) {
+                            break;
+                        }
+                        self.pos += 8;
+                    }
+                    while let Some(&c) = self.b.get(self.pos) {
+                        if c == b'"' || c == b'\\' || c < 0x20 {
+                            break;
+                        }
+                        self.pos += 1;
+                    }
+                    self.scratch
+                        .extend_from_slice(self.b.get(run..self.pos).unwrap_or_default());
                 }
                 None => return err(K::Syntax("unterminated string"), open),
             }

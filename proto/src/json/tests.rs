@@ -138,6 +138,24 @@ fn strings_are_escaped_and_unescaped() {
 }
 
 #[test]
+fn long_strings_with_escapes_between_runs() {
+    // Runs longer than a word on both sides of escapes, and escapes back to back.
+    let text = format!(
+        "{}\"{}\\\n\"{}é{}\u{1}",
+        "a".repeat(17),
+        "b".repeat(9),
+        "c".repeat(8),
+        "d".repeat(31)
+    );
+    let b = body(|w| {
+        w.str(1, M, 0, &text);
+    });
+    let json = to_json(&b);
+    assert_eq!(from_json(&json).unwrap(), b, "{json}");
+    assert_eq!(json.matches('\\').count(), 6, "{json}");
+}
+
+#[test]
 fn integer_types_full_range() {
     both_ways(
         |w| {
