@@ -366,7 +366,7 @@ impl Ctx<'_> {
                 tally.seen_other = true;
                 continue;
             };
-            self.check_def(def, &avp, path)?;
+            self.check_known(def.ty, self.masks(def), def, &avp, path)?;
             match find_rule(list, avp.code, avp.vendor, &mut hint) {
                 Some(i) => tally.hit(self, list, counts, i, def, &avp, path)?,
                 None if !extensible => {
@@ -405,29 +405,39 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// The checks of one known AVP that need no ABNF: flag bits (3009) and the value
-    /// (5014 for lengths, 5004 for text).
+    /// The flag masks `check_known` applies to an AVP defined by `def`: bits that must be
+    /// clear (reserved ones and the dictionary's must-not), and bits that must be set (only
+    /// with [`Options::strict_must_bits`]). V is left out: the (code, vendor) look-up that
+    /// found `def` already implies it.
     #[inline(always)]
-    pub(crate) fn check_def(
+    pub(crate) fn masks(&self, def: &AvpDef) -> (u8, u8) {
+        let forbid = AvpFlags::RESERVED | (def.flags.must_not & !AvpFlags::V);
+        let need = if self.opts.strict_must_bits {
+            def.flags.must & !AvpFlags::V
+        } else {
+            0
+        };
+        (forbid, need)
+    }
+
+    /// The checks of one known AVP that need no ABNF: flag bits (3009) and the value (5014
+    /// for lengths, 5004 for text). Takes the type and masks separately from `def` so a
+    /// caller holding them elsewhere (the compiled [`crate::Validator`]) does not touch the
+    /// definition's memory unless there is an error to report.
+    #[inline(always)]
+    pub(crate) fn check_known(
         &self,
+        ty: AvpType,
+        (forbid, need): (u8, u8),
         def: &AvpDef,
         avp: &AvpRef<'_>,
         path: Option<&Path<'_>>,
     ) -> Result<(), ProtocolError> {
         let flags = avp.flags.bits();
-        // Reserved bits, bits that must not be set, and (strict) bits that must be set.
-        // V is implied by the (code, vendor) look-up that found `def`.
-        let must = if self.opts.strict_must_bits {
-            def.flags.must & !AvpFlags::V
-        } else {
-            0
-        };
-        if (flags & (AvpFlags::RESERVED | (def.flags.must_not & !AvpFlags::V))) | (must & !flags)
-            != 0
-        {
-            return Err(self.bad_bits(def, avp, must, path));
+        if (flags & forbid) | (need & !flags) != 0 {
+            return Err(self.bad_bits(def, avp, need, path));
         }
-        if let Err(e) = Value::check(def.ty, avp.data) {
+        if let Err(e) = Value::check(ty, avp.data) {
             return Err(self.bad_value(def, avp, e, path));
         }
         Ok(())

@@ -39,6 +39,11 @@ struct Slot<'d> {
     code: u32,
     vendor: u32,
     rule: u16,
+    /// Copied from the definition so the common path never touches its memory (dictionary
+    /// definitions are large and scattered: loading one is a cache miss per AVP).
+    ty: AvpType,
+    forbid: u8,
+    need: u8,
     /// The AVP's definition, or `None` when the ABNF names an AVP the dictionary lacks
     /// (then it is treated as unknown, as [`crate::validate`] does).
     def: Option<&'d AvpDef>,
@@ -182,6 +187,9 @@ impl<'d> Validator<'d> {
                 code: 0,
                 vendor: 0,
                 rule: EMPTY,
+                ty: AvpType::OctetString,
+                forbid: 0,
+                need: 0,
                 def: None,
                 group: NO_RULES,
             };
@@ -197,10 +205,14 @@ impl<'d> Validator<'d> {
             let mut at = slot_hash(r.code, r.vendor, shift);
             while let Some(s) = slots.get_mut(at & mask) {
                 if s.rule == EMPTY {
+                    let (forbid, need) = def.map_or((0, 0), |d| self.ctx.masks(d));
                     *s = Slot {
                         code: r.code,
                         vendor: r.vendor,
                         rule: i as u16,
+                        ty: def.map_or(AvpType::OctetString, |d| d.ty),
+                        forbid,
+                        need,
                         def,
                         group,
                     };
@@ -288,13 +300,16 @@ impl<'d> Validator<'d> {
                 Ok(a) => a,
                 Err(e) => return Err(ctx.structural(e, path)),
             };
-            let (def, rule, group) = match plan.slot(avp.code, avp.vendor) {
+            let (def, ty, masks, rule, group) = match plan.slot(avp.code, avp.vendor) {
                 Some(&Slot {
                     def: Some(def),
+                    ty,
+                    forbid,
+                    need,
                     rule,
                     group,
                     ..
-                }) => (def, Some(rule as usize), group),
+                }) => (def, ty, (forbid, need), Some(rule as usize), group),
                 found => {
                     let def = match found {
                         Some(_) => None,
@@ -316,10 +331,10 @@ impl<'d> Validator<'d> {
                     } else {
                         NO_RULES
                     };
-                    (def, None, group)
+                    (def, def.ty, ctx.masks(def), None, group)
                 }
             };
-            ctx.check_def(def, &avp, path)?;
+            ctx.check_known(ty, masks, def, &avp, path)?;
             match rule {
                 Some(i) => tally.hit(ctx, list, counts, i, def, &avp, path)?,
                 None if !plan.extensible => {
@@ -328,7 +343,7 @@ impl<'d> Validator<'d> {
                 None => tally.seen_other = true,
             }
 
-            if def.ty == AvpType::Grouped {
+            if ty == AvpType::Grouped {
                 if depth >= MAX_DEPTH {
                     return Err(ctx.too_deep(&avp, path));
                 }
