@@ -13,6 +13,7 @@
 //! - [`app`]: the seam to the application (incoming requests, originated requests).
 //! - [`core`]: all of the above as one state machine; [`node`] drives it with tokio.
 //! - [`responders`]: built-in applications (3001 for everything; an echo for benchmarks).
+//! - [`shm_app`]: the application over the shared-memory segment (SIP-server workers).
 pub mod answer;
 pub mod app;
 pub mod config;
@@ -23,4 +24,5 @@ pub mod peer;
 pub mod pending;
 pub mod responders;
 pub mod router;
+pub mod shm_app;
 pub mod transport;

@@ -90,7 +90,7 @@ fn run(file: &std::path::Path, echo: bool) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let node = match dmnode::node::Node::bind(config, dict).await {
+        let node = match dmnode::node::Node::bind(config.clone(), dict).await {
             Ok(n) => n,
             Err(e) => {
                 eprintln!("dmbridge: {e}");
@@ -100,14 +100,27 @@ fn run(file: &std::path::Path, echo: bool) -> ExitCode {
         for addr in node.local_addrs() {
             eprintln!("dmbridge: listening on {addr}");
         }
-        // Until the shared-memory application is attached, requests are answered 3001.
-        let app: std::sync::Arc<dyn dmnode::app::Application> = if echo {
-            std::sync::Arc::new(dmnode::responders::Echo)
+        // The SIP server's workers over shared memory, unless --echo answers in process.
+        let (handle, submissions) = dmnode::app::channel(4096);
+        let (app, shm): (std::sync::Arc<dyn dmnode::app::Application>, _) = if echo {
+            (std::sync::Arc::new(dmnode::responders::Echo), None)
         } else {
-            std::sync::Arc::new(dmnode::responders::Unsupported)
+            match dmnode::shm_app::ShmService::start(&config, dict, handle.clone(), node.status()) {
+                Ok((app, service)) => (app, Some(service)),
+                Err(e) => {
+                    eprintln!("dmbridge: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
         };
-        let (_handle, submissions) = dmnode::app::channel(1024);
-        match node.run(app, submissions, stop_signal()).await {
+        let result = node.run(app, submissions, stop_signal()).await;
+        // After the node's graceful stop (which waited for the workers' replies): the
+        // segment goes, workers see EOF and re-attach to the next bridge by themselves.
+        if let Some(service) = shm {
+            service.stop().await;
+        }
+        drop(handle);
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("dmbridge: {e}");

@@ -1,0 +1,319 @@
+//! Messages <-> what the workers see, as plain functions (no rings, no sockets): the event
+//! name of a request, its JSON record fields, a worker's reply JSON -> answer AVPs, a peer's
+//! answer -> the outcome record of a worker's outgoing request, and the bodies of the
+//! answers the bridge gives on the workers' behalf (3001, 3004, 5012).
+//!
+//! Kept apart from the driver so each rule of DESIGN §3 (event names, result classes) is
+//! unit-tested without shared memory.
+
+use bytes::Bytes;
+use dmproto::dict::Dictionary;
+use dmproto::json::JsonReader;
+use dmproto::{AvpFlags, Header, Message, MessageWriter};
+
+use crate::app::{AnswerBody, RequestError};
+use crate::peer::wire::avp;
+use dmshm::record::class;
+
+/// Experimental-Result and Experimental-Result-Code (RFC 6733 §7.6, §7.7).
+const EXPERIMENTAL_RESULT: u32 = 297;
+const EXPERIMENTAL_RESULT_CODE: u32 = 298;
+const SESSION_ID: u32 = 263;
+
+/// What the workers' routing needs to know about a request: the name the worker declared it
+/// handles (`PPR`, or the command code as text) and the command's long name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventName {
+    /// `PPR` (dispatch raises `E_DM_PPR`), or `"8388620"` when the dictionary knows no
+    /// abbreviation (`E_DM_8388620`).
+    pub name: String,
+    /// `Push-Profile-Request`, or empty when the dictionary does not know the command.
+    pub cmd_name: String,
+}
+
+/// DESIGN §3: `E_DM_<ABBR>` from the dictionary's request abbreviation (for the request's own
+/// application first), else `E_DM_<cmd_code>`.
+pub fn event_name(dict: &Dictionary, app_id: u32, cmd_code: u32) -> EventName {
+    match dict.command(app_id, cmd_code) {
+        Some(c) => {
+            let abbr = c.request_abbr.trim();
+            let name = if abbr.is_empty() || !abbr.bytes().all(|b| b.is_ascii_graphic()) {
+                cmd_code.to_string()
+            } else {
+                abbr.to_ascii_uppercase()
+            };
+            EventName {
+                name,
+                cmd_name: format!("{}-Request", c.name),
+            }
+        }
+        None => EventName {
+            name: cmd_code.to_string(),
+            cmd_name: String::new(),
+        },
+    }
+}
+
+/// The text of a top-level UTF8String/DiameterIdentity AVP (empty when absent or not text).
+pub fn text_avp(msg: &Message, code: u32) -> &str {
+    msg.find_ref(code, 0)
+        .and_then(|a| std::str::from_utf8(a.data).ok())
+        .unwrap_or("")
+}
+
+/// Session-Id, Origin-Host and Origin-Realm of a request, for the record's parameters.
+pub fn request_ids(msg: &Message) -> (&str, &str, &str) {
+    (
+        text_avp(msg, SESSION_ID),
+        text_avp(msg, avp::ORIGIN_HOST),
+        text_avp(msg, avp::ORIGIN_REALM),
+    )
+}
+
+/// Encoded AVPs (message body form) from a DESIGN §4 JSON array, at most `max_len` bytes.
+/// The error names the JSON path at fault.
+pub fn json_to_avps(
+    reader: &mut JsonReader<'_>,
+    json: &[u8],
+    max_len: usize,
+) -> Result<Bytes, String> {
+    let text = std::str::from_utf8(json).map_err(|e| format!("JSON is not UTF-8: {e}"))?;
+    let header_len = dmproto::header::HEADER_LEN;
+    let mut w =
+        MessageWriter::new(Header::request(0, 0, 0, 0)).max_len(max_len.saturating_add(header_len));
+    reader.read_avps(text, &mut w).map_err(|e| e.to_string())?;
+    let bytes = w.finish().map_err(|e| e.to_string())?;
+    Ok(bytes.slice(header_len.min(bytes.len())..))
+}
+
+/// A worker's reply: the answer body the node completes (Session-Id, Origin-*, Proxy-Info,
+/// Result-Code 2001 unless given; E bit when `is_error`).
+pub fn reply_body(
+    reader: &mut JsonReader<'_>,
+    json: &[u8],
+    is_error: bool,
+    max_len: usize,
+) -> Result<AnswerBody, String> {
+    Ok(AnswerBody {
+        avps: json_to_avps(reader, json, max_len)?,
+        is_error,
+    })
+}
+
+/// An answer the bridge gives itself: Result-Code (E bit for 3xxx) and an Error-Message.
+pub fn local_answer(result_code: u32, message: &str) -> AnswerBody {
+    let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
+    w.u32(avp::RESULT_CODE, AvpFlags::M, 0, result_code);
+    if !message.is_empty() {
+        // Error-Message must not carry M (RFC 6733 §7.3).
+        w.str(avp::ERROR_MESSAGE, 0, 0, message);
+    }
+    let avps = w
+        .finish()
+        .map(|b| b.slice(dmproto::header::HEADER_LEN..))
+        .unwrap_or_default();
+    AnswerBody {
+        avps,
+        is_error: (3000..4000).contains(&result_code),
+    }
+}
+
+/// The Result-Code of an answer, else its Experimental-Result-Code (0: neither).
+pub fn answer_result_code(msg: &Message) -> u32 {
+    if let Some(rc) = msg.find_u32(avp::RESULT_CODE, 0) {
+        return rc;
+    }
+    msg.find_ref(EXPERIMENTAL_RESULT, 0)
+        .and_then(|g| {
+            g.group()
+                .map_while(Result::ok)
+                .find(|a| a.code == EXPERIMENTAL_RESULT_CODE && a.vendor == 0)
+                .and_then(|a| dmproto::value::decode_u32(a.data).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The outcome record fields of a worker's outgoing request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub class: i32,
+    pub result_code: u32,
+    pub avps_json: String,
+    pub error: String,
+}
+
+impl Outcome {
+    /// Class -3: the request was not sent (bad JSON, no route, bridge stopping, ...).
+    pub fn not_sent(error: impl Into<String>) -> Outcome {
+        Outcome {
+            class: class::NOT_SENT,
+            result_code: 0,
+            avps_json: String::new(),
+            error: error.into(),
+        }
+    }
+}
+
+/// DESIGN §3 return codes: 1 for a 2xxx answer (Result-Code or Experimental-Result-Code),
+/// -1 for any other answer (or one with the E bit), -2 timeout, -3 not sent.
+pub fn outcome(dict: &Dictionary, result: Result<Message, RequestError>) -> Outcome {
+    match result {
+        Ok(msg) => {
+            let rc = answer_result_code(&msg);
+            let ok = (2000..3000).contains(&rc) && !msg.header.flags.is_error();
+            let (avps_json, error) = match dmproto::json::avps_to_string(msg.avp_refs(), dict) {
+                Ok(j) => (j, String::new()),
+                Err(e) => (String::from("[]"), format!("answer AVPs unreadable: {e}")),
+            };
+            Outcome {
+                class: if ok {
+                    class::SUCCESS
+                } else {
+                    class::ERROR_ANSWER
+                },
+                result_code: rc,
+                avps_json,
+                error,
+            }
+        }
+        Err(RequestError::Timeout) => Outcome {
+            class: class::TIMEOUT,
+            result_code: 0,
+            avps_json: String::new(),
+            error: RequestError::Timeout.to_string(),
+        },
+        Err(RequestError::NoRoute {
+            result_code,
+            message,
+        }) => Outcome {
+            class: class::NOT_SENT,
+            result_code,
+            avps_json: String::new(),
+            error: format!("no route: {message}"),
+        },
+        Err(e) => Outcome::not_sent(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dmproto::Flags;
+
+    fn dict() -> &'static Dictionary {
+        Dictionary::builtin()
+    }
+
+    #[test]
+    fn event_names_from_dictionary_abbreviations_else_codes() {
+        let cx = 16777216;
+        let ppr = event_name(dict(), cx, 305);
+        assert_eq!(ppr.name, "PPR");
+        assert_eq!(ppr.cmd_name, "Push-Profile-Request");
+        assert_eq!(event_name(dict(), cx, 304).name, "RTR");
+        assert_eq!(event_name(dict(), 4, 272).name, "CCR");
+        let unknown = event_name(dict(), 4242, 8_388_620);
+        assert_eq!(unknown.name, "8388620");
+        assert_eq!(unknown.cmd_name, "");
+    }
+
+    #[test]
+    fn reply_json_becomes_avps_and_bad_json_names_the_path() {
+        let mut r = JsonReader::new(dict());
+        let body = reply_body(
+            &mut r,
+            br#"[{"Result-Code":2001},{"User-Name":"alice"}]"#,
+            false,
+            4096,
+        )
+        .unwrap();
+        let codes: Vec<u32> = dmproto::AvpRefs::new(&body.avps, 0)
+            .map(|a| a.unwrap().code)
+            .collect();
+        assert_eq!(codes, vec![268, 1]);
+        let err = reply_body(&mut r, br#"[{"No-Such-AVP":1}]"#, false, 4096).unwrap_err();
+        assert!(err.contains("No-Such-AVP"), "{err}");
+        assert!(reply_body(&mut r, b"[{", false, 4096).is_err());
+        assert!(reply_body(&mut r, b"\xff", false, 4096).is_err());
+    }
+
+    #[test]
+    fn oversized_reply_is_refused() {
+        let mut r = JsonReader::new(dict());
+        let big = format!(r#"[{{"User-Name":"{}"}}]"#, "x".repeat(5000));
+        assert!(reply_body(&mut r, big.as_bytes(), false, 1000).is_err());
+        assert!(reply_body(&mut r, big.as_bytes(), false, 10_000).is_ok());
+    }
+
+    #[test]
+    fn local_answers_set_e_for_protocol_errors_only() {
+        let b = local_answer(3001, "no route in the script");
+        assert!(b.is_error);
+        let a: Vec<(u32, u8)> = dmproto::AvpRefs::new(&b.avps, 0)
+            .map(|a| {
+                let a = a.unwrap();
+                (a.code, a.flags.bits())
+            })
+            .collect();
+        assert_eq!(a, vec![(268, AvpFlags::M), (281, 0)]);
+        assert!(!local_answer(5012, "").is_error);
+    }
+
+    fn answer(e: bool, f: impl FnOnce(&mut MessageWriter)) -> Message {
+        let mut h = Header::request(301, 16777216, 1, 2);
+        h.flags = Flags::default();
+        if e {
+            h.flags = h.flags.with(Flags::E);
+        }
+        let mut w = MessageWriter::new(h);
+        w.str(SESSION_ID, AvpFlags::M, 0, "s;1");
+        f(&mut w);
+        Message::decode(w.finish().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn outcome_classes() {
+        let ok = answer(false, |w| {
+            w.u32(268, AvpFlags::M, 0, 2001);
+        });
+        let o = outcome(dict(), Ok(ok));
+        assert_eq!((o.class, o.result_code), (1, 2001));
+        assert!(
+            o.avps_json.contains("\"Session-Id\":\"s;1\""),
+            "{}",
+            o.avps_json
+        );
+
+        let exp_ok = answer(false, |w| {
+            w.group(EXPERIMENTAL_RESULT, AvpFlags::M, 0, |w| {
+                w.u32(266, AvpFlags::M, 0, 10415);
+                w.u32(EXPERIMENTAL_RESULT_CODE, AvpFlags::M, 0, 2002);
+            });
+        });
+        assert_eq!(outcome(dict(), Ok(exp_ok)).class, 1);
+        let exp_err = answer(false, |w| {
+            w.group(EXPERIMENTAL_RESULT, AvpFlags::M, 0, |w| {
+                w.u32(266, AvpFlags::M, 0, 10415);
+                w.u32(EXPERIMENTAL_RESULT_CODE, AvpFlags::M, 0, 5001);
+            });
+        });
+        let o = outcome(dict(), Ok(exp_err));
+        assert_eq!((o.class, o.result_code), (-1, 5001));
+        let e_bit = answer(true, |w| {
+            w.u32(268, AvpFlags::M, 0, 3002);
+        });
+        assert_eq!(outcome(dict(), Ok(e_bit)).class, -1);
+        assert_eq!(outcome(dict(), Err(RequestError::Timeout)).class, -2);
+        let nr = outcome(
+            dict(),
+            Err(RequestError::NoRoute {
+                result_code: 3003,
+                message: "realm x".into(),
+            }),
+        );
+        assert_eq!((nr.class, nr.result_code), (-3, 3003));
+        assert!(nr.error.contains("realm x"));
+        assert_eq!(outcome(dict(), Err(RequestError::NodeDown)).class, -3);
+        assert_eq!(outcome(dict(), Err(RequestError::TooBusy)).class, -3);
+    }
+}

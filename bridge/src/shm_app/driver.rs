@@ -1,0 +1,702 @@
+//! The shm driver: one tokio task owning `dmshm::bridge::Bridge` (see the [module
+//! docs](super) for what it guarantees).
+//!
+//! It sleeps in one `select!` on: the node's requests, the readiness of the control listener
+//! and of every worker connection (`AsyncFd`), outgoing requests completing (a `JoinSet`),
+//! the node's peer status, and one timer (the earliest reply deadline, handshake expiry,
+//! the next status refresh). Readiness is cleared *before* a slot is serviced and
+//! `Bridge::service` reads until the socket would block and then arms the ring's sleep flag,
+//! so a record published after that comes with a doorbell: no wake-up is lost and none is
+//! spent on an idle ring. A slot that used up its service budget is serviced again on the
+//! next turn without waiting for its descriptor (other work gets its turn in between).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use dmproto::dict::Dictionary;
+use dmproto::json::JsonReader;
+use dmproto::Message;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use dmshm::bridge::{Bridge, BridgeEvent, Dispatch, SlotId};
+use dmshm::record::{self, ReplyStatus};
+
+use super::convert::{self, Outcome};
+use super::status::{self, Counters, Identity};
+use super::ShmOptions;
+use crate::app::{AppHandle, IncomingRequest, OutgoingRequest, RequestError, Responder};
+use crate::core::PeerStatus;
+
+/// Most queued requests taken per wake-up (others get their turn in between).
+const BATCH: usize = 256;
+/// How long a connected worker may take to register.
+const HANDSHAKE_MAX: Duration = Duration::from_secs(2);
+/// Counters alone republish the status at most this often.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// What the driver needs to know about the node.
+#[derive(Clone, Debug)]
+pub struct NodeView {
+    pub origin_host: String,
+    pub origin_realm: String,
+    /// Bound for answers built from workers' replies and requests from their JSON.
+    pub max_message_size: usize,
+}
+
+/// The listener's descriptor, owned by the `Bridge`; the driver drops its `AsyncFd` before
+/// the `Bridge` (field order of [`Driver`]), so the descriptor outlives its registration.
+struct ListenerFd(RawFd);
+
+impl AsRawFd for ListenerFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// An incoming request handed to a worker, waiting for its reply.
+struct Held {
+    responder: Responder,
+    slot: SlotId,
+}
+
+/// The outcome of a worker's outgoing request, for the worker that asked.
+struct Done {
+    slot: SlotId,
+    epoch: u64,
+    handle: u64,
+    result: Result<Message, RequestError>,
+}
+
+/// Readiness found by one poll.
+#[derive(Default)]
+struct Ready {
+    listener: bool,
+    slots: Vec<SlotId>,
+}
+
+/// The descriptors the driver waits on. Declared before the `Bridge` in [`Driver`]: dropped
+/// (deregistered) first.
+struct Fds {
+    listener: AsyncFd<ListenerFd>,
+    /// A duplicate of each connected slot's socket (`Bridge::worker_fd_dup`).
+    workers: HashMap<SlotId, AsyncFd<OwnedFd>>,
+}
+
+impl Fds {
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Ready> {
+        let mut ready = Ready::default();
+        if let Poll::Ready(r) = self.listener.poll_read_ready(cx) {
+            if let Ok(mut g) = r {
+                g.clear_ready();
+            }
+            ready.listener = true;
+        }
+        for (slot, fd) in &self.workers {
+            if let Poll::Ready(r) = fd.poll_read_ready(cx) {
+                // Cleared before servicing: data arriving after this raises readiness anew,
+                // data before it is read by `service`, which reads until it would block.
+                if let Ok(mut g) = r {
+                    g.clear_ready();
+                }
+                ready.slots.push(*slot);
+            }
+        }
+        if ready.listener || !ready.slots.is_empty() {
+            Poll::Ready(ready)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// The driver's state. Field order matters: `fds` before `bridge`.
+pub struct Driver {
+    fds: Fds,
+    bridge: Bridge,
+    node: NodeView,
+    dict: &'static Dictionary,
+    reader: JsonReader<'static>,
+    handle: AppHandle,
+    peers: watch::Receiver<Vec<PeerStatus>>,
+    reply_timeout: Duration,
+    /// Incoming requests waiting for their worker's reply, by token.
+    held: HashMap<u64, Held>,
+    /// Their deadlines in order (all share one timeout, so arrival order is deadline order);
+    /// entries of tokens already replied are skipped when they come up.
+    deadlines: VecDeque<(Instant, u64)>,
+    /// Bumped on every attach to a slot, so outcomes never reach a later tenant of it.
+    epochs: HashMap<SlotId, u64>,
+    /// Slots connected but not registered yet.
+    handshaking: HashSet<SlotId>,
+    /// Slots whose service stopped at its budget: serviced again without waiting.
+    hot: Vec<SlotId>,
+    events: Vec<BridgeEvent>,
+    json: String,
+    counters: Counters,
+    started: Instant,
+    stopping: bool,
+    /// Workers or peers changed: publish the status now.
+    status_dirty: bool,
+    /// Only counters changed: publish at `status_due`.
+    counters_dirty: bool,
+    status_due: Instant,
+    expire_due: Option<Instant>,
+}
+
+fn log(msg: std::fmt::Arguments<'_>) {
+    eprintln!("dmbridge: shm: {msg}");
+}
+
+impl Driver {
+    /// Creates the segment and the control socket; must run inside a tokio runtime.
+    pub fn new(
+        options: &ShmOptions,
+        node: NodeView,
+        dict: &'static Dictionary,
+        handle: AppHandle,
+        peers: watch::Receiver<Vec<PeerStatus>>,
+    ) -> Result<Driver, String> {
+        let cfg = options.bridge.clone();
+        let bridge = Bridge::create(cfg.clone()).map_err(|e| {
+            format!(
+                "cannot create the shared-memory segment {} / control socket {}: {e}",
+                cfg.segment_path.display(),
+                cfg.control_path.display()
+            )
+        })?;
+        // SAFETY: the descriptor is the bridge's listener, open for the bridge's whole life;
+        // this AsyncFd lives in `Driver::fds`, declared before `Driver::bridge`, so it is
+        // dropped (deregistered) before the bridge closes the descriptor.
+        let listener = unsafe { AsyncFd::register(ListenerFd(bridge.listener_fd())) }
+            .map_err(|e| format!("registering the control socket: {e}"))?;
+        let now = Instant::now();
+        Ok(Driver {
+            fds: Fds {
+                listener,
+                workers: HashMap::new(),
+            },
+            bridge,
+            node,
+            dict,
+            reader: JsonReader::new(dict),
+            handle,
+            peers,
+            reply_timeout: options.reply_timeout,
+            held: HashMap::new(),
+            deadlines: VecDeque::new(),
+            epochs: HashMap::new(),
+            handshaking: HashSet::new(),
+            hot: Vec::new(),
+            events: Vec::new(),
+            json: String::new(),
+            counters: Counters::default(),
+            started: now,
+            stopping: false,
+            status_dirty: true,
+            counters_dirty: false,
+            status_due: now,
+            expire_due: None,
+        })
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.bridge.generation()
+    }
+
+    /// Runs until `stop` fires (or its sender is dropped).
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::UnboundedReceiver<(IncomingRequest, Responder)>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        let cfg = self.bridge.config();
+        log(format_args!(
+            "serving workers on {} (segment {}, {} slots, rings {} bytes, messages up to {} bytes, reply timeout {:?})",
+            cfg.control_path.display(),
+            cfg.segment_path.display(),
+            cfg.geometry.slots,
+            cfg.geometry.ring_bytes,
+            cfg.geometry.max_msg,
+            self.reply_timeout,
+        ));
+        let mut outgoing: JoinSet<Done> = JoinSet::new();
+        let far = || Instant::now() + Duration::from_secs(3600);
+        let sleep = tokio::time::sleep_until(far());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
+        let mut requests_open = true;
+        let mut peers_open = true;
+        self.publish_status();
+        loop {
+            self.service_hot();
+            let next = self.next_deadline();
+            if next != armed {
+                armed = next;
+                sleep.as_mut().reset(next.unwrap_or_else(far));
+            }
+            let hot = !self.hot.is_empty();
+            tokio::select! {
+                _ = &mut stop => break,
+                r = requests.recv(), if requests_open => match r {
+                    Some((req, responder)) => {
+                        self.incoming(req, responder);
+                        for _ in 1..BATCH {
+                            let Ok((req, responder)) = requests.try_recv() else { break };
+                            self.incoming(req, responder);
+                        }
+                    }
+                    None => requests_open = false,
+                },
+                ready = std::future::poll_fn(|cx| self.fds.poll_ready(cx)) => {
+                    if ready.listener {
+                        self.accept();
+                    }
+                    for slot in ready.slots {
+                        self.service(slot);
+                    }
+                }
+                Some(done) = outgoing.join_next(), if !outgoing.is_empty() => {
+                    if let Ok(done) = done {
+                        self.complete(done);
+                    }
+                    for _ in 1..BATCH {
+                        let Some(Ok(done)) = outgoing.try_join_next() else { break };
+                        self.complete(done);
+                    }
+                }
+                r = self.peers.changed(), if peers_open => match r {
+                    Ok(()) => self.status_dirty = true,
+                    Err(_) => peers_open = false,
+                },
+                _ = &mut sleep => {
+                    armed = None;
+                    self.timers();
+                }
+                _ = std::future::ready(()), if hot => {}
+            }
+            self.handle_events(&mut outgoing);
+            self.sync_fds();
+            self.maybe_publish();
+        }
+        self.stopping = true;
+        let held = self.held.len();
+        if held > 0 {
+            log(format_args!(
+                "stopping with {held} requests unreplied: each is answered 5012"
+            ));
+        }
+        self.publish_status();
+        // Drops the responders (5012 each, if the node still runs), the outgoing tasks, the
+        // descriptors and then the bridge, which removes the segment and the socket.
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let reply = self.deadlines.front().map(|(t, _)| *t);
+        let status = self.counters_dirty.then_some(self.status_due);
+        [reply, self.expire_due, status].into_iter().flatten().min()
+    }
+
+    fn accept(&mut self) {
+        match self.bridge.accept_all(&mut self.events) {
+            Ok(slots) => {
+                for slot in slots {
+                    self.watch(slot);
+                    self.handshaking.insert(slot);
+                }
+                if !self.handshaking.is_empty() && self.expire_due.is_none() {
+                    self.expire_due = Some(Instant::now() + Duration::from_secs(1));
+                }
+            }
+            Err(e) => log(format_args!("accepting workers: {e}")),
+        }
+    }
+
+    /// Starts waiting on a slot's connection (replacing a previous tenant's descriptor).
+    fn watch(&mut self, slot: SlotId) {
+        let Some(fd) = self.bridge.worker_fd_dup(slot) else {
+            return;
+        };
+        // SAFETY: an OwnedFd is open and refers to the same file description until it is
+        // dropped, which happens only with this AsyncFd.
+        match unsafe { AsyncFd::register(fd) } {
+            Ok(a) => {
+                self.fds.workers.insert(slot, a);
+                // A new connection may already have its Hello waiting.
+                self.hot.push(slot);
+            }
+            Err(e) => log(format_args!("watching worker slot {slot}: {e}")),
+        }
+    }
+
+    fn service(&mut self, slot: SlotId) {
+        if self.bridge.service(slot, &mut self.events) && !self.hot.contains(&slot) {
+            self.hot.push(slot);
+        }
+    }
+
+    /// One more round for slots that stopped at their budget (or are new).
+    fn service_hot(&mut self) {
+        if self.hot.is_empty() {
+            return;
+        }
+        let hot = std::mem::take(&mut self.hot);
+        for slot in hot {
+            self.service(slot);
+        }
+    }
+
+    /// Drops the descriptors of slots the bridge no longer has a connection for (gone,
+    /// refused, quarantined): our duplicate must not keep the socket open, or the worker
+    /// would not see EOF.
+    fn sync_fds(&mut self) {
+        let bridge = &self.bridge;
+        self.fds
+            .workers
+            .retain(|slot, _| bridge.worker_fd(*slot).is_some());
+        self.handshaking
+            .retain(|slot| bridge.worker_fd(*slot).is_some());
+        self.hot.retain(|slot| bridge.worker_fd(*slot).is_some());
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&(at, token)) = self.deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            if let Some(h) = self.held.remove(&token) {
+                // Dropping the responder: the node answers 5012 (if its own reply timer did
+                // not already).
+                self.counters.reply_timeouts += 1;
+                self.counters_dirty = true;
+                log(format_args!(
+                    "no reply from worker slot {} within {:?} (token {token:#x}): answered 5012",
+                    h.slot, self.reply_timeout
+                ));
+                drop(h);
+            }
+        }
+        if self.expire_due.is_some_and(|t| t <= now) {
+            self.bridge
+                .expire_handshakes(now.into_std(), HANDSHAKE_MAX, &mut self.events);
+            self.expire_due = (!self.handshaking.is_empty()).then(|| now + Duration::from_secs(1));
+        }
+    }
+
+    /// An incoming request from the node: to a worker, or answered here.
+    fn incoming(&mut self, req: IncomingRequest, responder: Responder) {
+        let msg = &req.message;
+        let (app_id, cmd_code) = (msg.header.app_id, msg.header.code);
+        let ev = convert::event_name(self.dict, app_id, cmd_code);
+        self.json.clear();
+        if let Err(e) = dmproto::json::write_avps(&mut self.json, msg.avp_refs(), self.dict) {
+            // Validation ran before delivery, so this is not expected; still one answer.
+            log(format_args!("request {ev:?} not convertible to JSON: {e}"));
+            responder.answer(convert::local_answer(
+                dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY,
+                "request not convertible for the application",
+            ));
+            return;
+        }
+        let (sess_id, origin_host, origin_realm) = convert::request_ids(msg);
+        let rec = record::IncomingRequest {
+            token: 0,
+            app_id,
+            cmd_code,
+            event: "",
+            sess_id,
+            cmd_name: &ev.cmd_name,
+            origin_host,
+            origin_realm,
+            avps_json: &self.json,
+        };
+        self.counters_dirty = true;
+        match self.bridge.dispatch(&ev.name, &rec) {
+            Dispatch::Sent { slot, token, .. } => {
+                self.counters.dispatched += 1;
+                let deadline = Instant::now() + self.reply_timeout;
+                self.held.insert(token, Held { responder, slot });
+                self.deadlines.push_back((deadline, token));
+            }
+            Dispatch::Unhandled => {
+                self.counters.unhandled += 1;
+                let why = format!("no SIP-server route handles E_DM_{}", ev.name);
+                responder.answer(convert::local_answer(
+                    dmproto::result_code::DIAMETER_COMMAND_UNSUPPORTED,
+                    &why,
+                ));
+            }
+            Dispatch::Busy => {
+                self.counters.busy += 1;
+                responder.answer(convert::local_answer(
+                    dmproto::result_code::DIAMETER_TOO_BUSY,
+                    "every SIP-server worker queue is full",
+                ));
+            }
+            Dispatch::NoWorker => {
+                self.counters.busy += 1;
+                responder.answer(convert::local_answer(
+                    dmproto::result_code::DIAMETER_TOO_BUSY,
+                    "no SIP-server worker is attached",
+                ));
+            }
+            Dispatch::TooBig { len, max } => {
+                self.counters.too_big += 1;
+                let why = format!(
+                    "request too large for the SIP-server queue ({len} bytes as JSON, max {max}; raise [app] max_message_size)"
+                );
+                log(format_args!("E_DM_{}: {why}", ev.name));
+                responder.answer(convert::local_answer(
+                    dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY,
+                    &why,
+                ));
+            }
+        }
+    }
+
+    fn handle_events(&mut self, outgoing: &mut JoinSet<Done>) {
+        if self.events.is_empty() {
+            return;
+        }
+        let mut events = std::mem::take(&mut self.events);
+        for ev in events.drain(..) {
+            self.event(ev, outgoing);
+        }
+        // Keep the allocation (handling an event queues no new ones).
+        if self.events.is_empty() {
+            self.events = events;
+        }
+    }
+
+    fn event(&mut self, ev: BridgeEvent, outgoing: &mut JoinSet<Done>) {
+        match ev {
+            BridgeEvent::WorkerAttached { slot, pid, name } => {
+                *self.epochs.entry(slot).or_insert(0) += 1;
+                self.handshaking.remove(&slot);
+                self.counters.workers_attached += 1;
+                self.status_dirty = true;
+                log(format_args!(
+                    "worker {name:?} (pid {pid}) attached in slot {slot}"
+                ));
+            }
+            BridgeEvent::WorkerRefused { pid, reason } => {
+                log(format_args!("worker pid {pid} refused: {reason}"));
+            }
+            BridgeEvent::Handles { slot, names } => {
+                self.status_dirty = true;
+                log(format_args!("worker slot {slot} handles {names:?}"));
+            }
+            BridgeEvent::Warning { slot, message } => {
+                log(format_args!("worker slot {slot}: {message}"));
+            }
+            BridgeEvent::Reply {
+                slot,
+                token,
+                status,
+                avps_json,
+                error,
+            } => self.reply(slot, token, status, &avps_json, &error),
+            BridgeEvent::Request {
+                slot,
+                handle,
+                app_id,
+                cmd_code,
+                timeout_ms,
+                avps_json,
+            } => self.request(
+                slot, handle, app_id, cmd_code, timeout_ms, &avps_json, outgoing,
+            ),
+            BridgeEvent::WorkerGone {
+                slot,
+                pid,
+                name,
+                tokens,
+                handles,
+                reason,
+            } => {
+                let mut answered = 0;
+                for t in &tokens {
+                    // Dropped: the node answers 5012, once.
+                    if self.held.remove(t).is_some() {
+                        answered += 1;
+                    }
+                }
+                self.counters.worker_lost += answered;
+                self.counters.workers_gone += 1;
+                self.status_dirty = true;
+                log(format_args!(
+                    "worker {name:?} (pid {pid}, slot {slot}) gone: {reason}; {answered} requests it held answered 5012, {} of its outgoing requests abandoned",
+                    handles.len()
+                ));
+            }
+        }
+    }
+
+    fn reply(&mut self, slot: SlotId, token: u64, status: ReplyStatus, json: &[u8], error: &str) {
+        self.counters_dirty = true;
+        let Some(h) = self.held.remove(&token) else {
+            self.counters.late_replies += 1;
+            log(format_args!(
+                "late reply from worker slot {slot} (token {token:#x}) dropped: the peer already got 5012 after the reply timeout"
+            ));
+            return;
+        };
+        let unable = dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY;
+        let body = match status {
+            ReplyStatus::Failed => Err(format!("the worker reported a failed reply: {error}")),
+            ReplyStatus::Ok | ReplyStatus::Error => convert::reply_body(
+                &mut self.reader,
+                json,
+                status == ReplyStatus::Error,
+                self.node.max_message_size,
+            )
+            .map_err(|e| format!("invalid reply JSON: {e}")),
+        };
+        match body {
+            Ok(body) => {
+                self.counters.replies += 1;
+                h.responder.answer(body);
+            }
+            Err(why) => {
+                self.counters.bad_replies += 1;
+                log(format_args!(
+                    "worker slot {slot}, token {token:#x}: {why}; the peer is answered 5012"
+                ));
+                h.responder.answer(convert::local_answer(
+                    unable,
+                    "the application's answer was invalid",
+                ));
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &mut self,
+        slot: SlotId,
+        handle: u64,
+        app_id: u32,
+        cmd_code: u32,
+        timeout_ms: u32,
+        json: &[u8],
+        outgoing: &mut JoinSet<Done>,
+    ) {
+        self.counters.requests_sent += 1;
+        self.counters_dirty = true;
+        let epoch = self.epochs.get(&slot).copied().unwrap_or(0);
+        let avps = match convert::json_to_avps(&mut self.reader, json, self.node.max_message_size) {
+            Ok(a) => a,
+            Err(e) => {
+                let o = Outcome::not_sent(format!("invalid request JSON: {e}"));
+                return self.deliver(slot, handle, o);
+            }
+        };
+        let req = OutgoingRequest {
+            app_id,
+            cmd_code,
+            avps,
+            timeout: (timeout_ms > 0).then(|| Duration::from_millis(u64::from(timeout_ms))),
+        };
+        match self.handle.submit(req) {
+            Ok(pending) => {
+                outgoing.spawn(async move {
+                    Done {
+                        slot,
+                        epoch,
+                        handle,
+                        result: pending.await,
+                    }
+                });
+            }
+            Err(e) => {
+                let o = convert::outcome(self.dict, Err(e));
+                self.deliver(slot, handle, o);
+            }
+        }
+    }
+
+    fn complete(&mut self, done: Done) {
+        if self.epochs.get(&done.slot).copied().unwrap_or(0) != done.epoch {
+            self.counters.outcomes_dropped += 1;
+            return;
+        }
+        let o = convert::outcome(self.dict, done.result);
+        self.deliver(done.slot, done.handle, o);
+    }
+
+    /// Puts an outcome in the worker's answers ring; one too large for it becomes a -3 that
+    /// says so.
+    fn deliver(&mut self, slot: SlotId, handle: u64, o: Outcome) {
+        self.counters_dirty = true;
+        let answer = record::Answer {
+            handle,
+            class: o.class,
+            result_code: o.result_code,
+            avps_json: &o.avps_json,
+            error: &o.error,
+        };
+        let r = match self.bridge.push_answer(slot, &answer) {
+            Err(dmshm::Error::TooBig { len, max }) => {
+                let why = format!(
+                    "the answer ({len} bytes as JSON) exceeds the SIP-server queue's maximum of {max} bytes (raise [app] max_message_size); Result-Code {}",
+                    o.result_code
+                );
+                log(format_args!("worker slot {slot}, handle {handle}: {why}"));
+                let short = record::Answer {
+                    handle,
+                    class: record::class::NOT_SENT,
+                    result_code: o.result_code,
+                    avps_json: "",
+                    error: &why,
+                };
+                self.bridge
+                    .push_answer(slot, &short)
+                    .map(|_| record::class::NOT_SENT)
+            }
+            r => r.map(|_| o.class),
+        };
+        match r {
+            Ok(c) => match c {
+                record::class::SUCCESS => self.counters.outcome_success += 1,
+                record::class::ERROR_ANSWER => self.counters.outcome_error += 1,
+                record::class::TIMEOUT => self.counters.outcome_timeout += 1,
+                _ => self.counters.outcome_not_sent += 1,
+            },
+            Err(_) => self.counters.outcomes_dropped += 1,
+        }
+    }
+
+    fn maybe_publish(&mut self) {
+        if self.status_dirty || (self.counters_dirty && Instant::now() >= self.status_due) {
+            self.publish_status();
+        }
+    }
+
+    fn publish_status(&mut self) {
+        let peers = self.peers.borrow().clone();
+        let id = Identity {
+            origin_host: &self.node.origin_host,
+            origin_realm: &self.node.origin_realm,
+            generation: self.bridge.generation(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            stopping: self.stopping,
+        };
+        let json = status::render(
+            &id,
+            &peers,
+            &self.bridge.workers(),
+            &self.bridge.handled_names(),
+            &self.counters,
+        );
+        self.bridge.set_status_json(json);
+        self.status_dirty = false;
+        self.counters_dirty = false;
+        self.status_due = Instant::now() + STATUS_EVERY;
+    }
+}

@@ -1,0 +1,143 @@
+//! The [`Application`] over the shared-memory segment: how `dmbridge run` serves the SIP
+//! server's workers (DESIGN §2, §3, §5).
+//!
+//! ```text
+//!  node loop --on_request--> [channel] --> shm driver task --dispatch--> worker rings
+//!  node loop <--Responder--- shm driver <--service(slot)--- worker rings / control sockets
+//!  node loop <--AppHandle--- shm driver <--OutgoingRequest records-- workers
+//! ```
+//!
+//! [`ShmApp::on_request`] only moves the request into a channel; everything else happens in
+//! one tokio task (the *shm driver*, [`driver`]) that owns `dmshm::bridge::Bridge`, so the
+//! JSON work runs beside the node loop (on the other core) instead of inside it. The driver
+//! waits on `AsyncFd`s — the control listener and a duplicate of each worker's connection —
+//! and on its channels and one timer; it never polls in a loop: with nothing to do it sleeps
+//! until a worker rings (the rings' doorbells ring only when the bridge said it sleeps), a
+//! request arrives, an outgoing request completes, or a deadline passes.
+//!
+//! Exactly one answer per incoming request:
+//! - dispatched to a worker: the worker's reply, converted from JSON ([`convert`]); a reply the
+//!   bridge cannot use (bad JSON, the library's `Failed`) is logged and answered 5012;
+//! - no attached worker serves the command (neither its `E_DM_<ABBR>` name nor
+//!   `E_DM_REQUEST`): 3001 with the E bit, at once;
+//! - no worker attached, or every eligible ring full: 3004 DIAMETER_TOO_BUSY (backpressure
+//!   instead of an unbounded queue); larger than the segment's maximum message: 5012 with an
+//!   Error-Message saying so;
+//! - no reply within `[app] reply_timeout`, or the worker died holding it: the held
+//!   [`Responder`] is dropped, which the node answers 5012 (and the node's own reply timer
+//!   does the same, whichever is first — the node answers once). A reply that arrives later
+//!   finds no responder and is dropped with a log line.
+//!
+//! Outgoing requests from workers go through the node's [`AppHandle`]; each ends in exactly
+//! one outcome record back to the very worker (slot *and* attachment epoch: a worker that
+//! re-attached to the same slot never receives its predecessor's answers).
+//!
+//! Life cycle: workers re-attach by themselves when the bridge restarts (dmshm's worker
+//! side); a worker whose connection ends (exit, crash, `kill -9`) is noticed at once by EOF
+//! on its control socket, its held requests are answered 5012 and its slot is free again.
+//! When the node stops, outgoing requests still coming in fail fast (-3, node down); when this
+//! service stops, the segment and socket are removed and the workers see EOF.
+//!
+//! Status: a JSON document ([`status`]) with the peers' states (from the node), the workers
+//! and counters, published to workers through `Bridge::set_status_json`, so `dmb_status_json`
+//! (Kamailio `dmbridge.status`, OpenSIPS `dm_status`) shows it.
+
+pub mod convert;
+pub mod driver;
+pub mod settings;
+pub mod status;
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::app::{AppHandle, Application, IncomingRequest, Responder};
+use crate::config::Config;
+use crate::core::PeerStatus;
+use dmproto::dict::Dictionary;
+
+pub use settings::ShmOptions;
+
+/// The node's side of the seam: hands each request to the shm driver. Never blocks.
+pub struct ShmApp {
+    tx: mpsc::UnboundedSender<(IncomingRequest, Responder)>,
+}
+
+impl Application for ShmApp {
+    fn on_request(&self, request: IncomingRequest, responder: Responder) {
+        // If the driver is gone the pair is dropped here, and the dropped responder makes the
+        // node answer 5012: the peer is never left waiting. The channel is unbounded because
+        // the node bounds how many requests are delivered and unanswered at once
+        // (`[limits] max_pending_requests`, beyond which it answers 3004 itself).
+        let _ = self.tx.send((request, responder));
+    }
+}
+
+/// The running shm driver. [`ShmService::stop`] (or dropping it) ends it.
+pub struct ShmService {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    generation: u64,
+}
+
+impl ShmService {
+    /// Creates the segment and control socket and starts the driver on the current tokio
+    /// runtime. `handle` submits the workers' requests to the node; `peers` is the node's
+    /// status (for the status document).
+    pub fn start(
+        config: &Config,
+        dict: &'static Dictionary,
+        handle: AppHandle,
+        peers: watch::Receiver<Vec<PeerStatus>>,
+    ) -> Result<(Arc<ShmApp>, ShmService), String> {
+        let options = ShmOptions::from_settings(&config.app)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let d = driver::Driver::new(
+            &options,
+            driver::NodeView {
+                origin_host: config.node.origin_host.clone(),
+                origin_realm: config.node.origin_realm.clone(),
+                max_message_size: config.limits.max_message_size as usize,
+            },
+            dict,
+            handle,
+            peers,
+        )?;
+        let generation = d.generation();
+        let task = tokio::spawn(d.run(rx, stop_rx));
+        Ok((
+            Arc::new(ShmApp { tx }),
+            ShmService {
+                stop: Some(stop_tx),
+                task: Some(task),
+                generation,
+            },
+        ))
+    }
+
+    /// The segment's generation (changes on every start).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Stops the driver and waits for it: held requests are released (answered 5012 by the
+    /// node if it still runs), the segment and socket are removed, workers see EOF.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for ShmService {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}

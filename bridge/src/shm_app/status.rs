@@ -1,0 +1,171 @@
+//! The bridge's status document, as workers read it with `dmb_status_json` (under
+//! `"bridge"`) and the SIP servers show it (Kamailio RPC `dmbridge.status`, OpenSIPS MI
+//! `dm_status`): the peers and their states, the workers, and counters.
+//!
+//! Built from plain values so its shape is tested here; the driver republishes it through
+//! `Bridge::set_status_json` when peers or workers change, and at most once a second while
+//! only counters move.
+
+use serde_json::{json, Value};
+
+use crate::core::PeerStatus;
+use dmshm::bridge::WorkerInfo;
+
+/// What happened to requests, both ways, since the bridge started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Incoming requests handed to a worker.
+    pub dispatched: u64,
+    /// Answered 3001: no attached worker handles the command.
+    pub unhandled: u64,
+    /// Answered 3004: no worker attached, or every eligible ring full.
+    pub busy: u64,
+    /// Answered 5012: larger than the segment's maximum message.
+    pub too_big: u64,
+    /// Replies from workers turned into answers.
+    pub replies: u64,
+    /// Replies that could not be used (bad JSON, library-reported failure): 5012.
+    pub bad_replies: u64,
+    /// Requests given up on after the reply timeout: 5012.
+    pub reply_timeouts: u64,
+    /// Requests held by workers that died: 5012.
+    pub worker_lost: u64,
+    /// Replies that came after the request's timeout (dropped).
+    pub late_replies: u64,
+    /// Outgoing requests from workers.
+    pub requests_sent: u64,
+    /// Their outcomes by class: answered 2xxx, error answer, timeout, not sent.
+    pub outcome_success: u64,
+    pub outcome_error: u64,
+    pub outcome_timeout: u64,
+    pub outcome_not_sent: u64,
+    /// Outcomes dropped because their worker was gone.
+    pub outcomes_dropped: u64,
+    pub workers_attached: u64,
+    pub workers_gone: u64,
+}
+
+/// Identity and state of this bridge instance.
+#[derive(Clone, Debug)]
+pub struct Identity<'a> {
+    pub origin_host: &'a str,
+    pub origin_realm: &'a str,
+    pub generation: u64,
+    pub uptime_secs: u64,
+    pub stopping: bool,
+}
+
+fn peer(p: &PeerStatus) -> Value {
+    json!({
+        "host": p.host,
+        "state": format!("{:?}", p.state),
+        "watchdog": format!("{:?}", p.watchdog),
+        "usable": p.usable,
+        "apps": p.apps,
+        "pending": p.pending,
+    })
+}
+
+fn worker(w: &WorkerInfo) -> Value {
+    json!({
+        "slot": w.slot,
+        "pid": w.pid,
+        "name": w.name,
+        "handles": w.handles,
+        "outstanding": w.outstanding,
+        "in_flight": w.in_flight,
+        "queued_answers": w.queued_answers,
+    })
+}
+
+/// The status document.
+pub fn render(
+    id: &Identity<'_>,
+    peers: &[PeerStatus],
+    workers: &[WorkerInfo],
+    handled: &[String],
+    c: &Counters,
+) -> String {
+    let doc = json!({
+        "origin_host": id.origin_host,
+        "origin_realm": id.origin_realm,
+        "generation": id.generation,
+        "uptime_s": id.uptime_secs,
+        "state": if id.stopping { "stopping" } else { "running" },
+        "peers": peers.iter().map(peer).collect::<Vec<_>>(),
+        "peers_open": peers.iter().filter(|p| p.usable).count(),
+        "workers": workers.iter().map(worker).collect::<Vec<_>>(),
+        "handled": handled,
+        "counters": {
+            "dispatched": c.dispatched,
+            "answered_3001_unhandled": c.unhandled,
+            "answered_3004_busy": c.busy,
+            "answered_5012_too_big": c.too_big,
+            "replies": c.replies,
+            "answered_5012_bad_reply": c.bad_replies,
+            "answered_5012_reply_timeout": c.reply_timeouts,
+            "answered_5012_worker_lost": c.worker_lost,
+            "late_replies_dropped": c.late_replies,
+            "requests_sent": c.requests_sent,
+            "outcomes": {
+                "success": c.outcome_success,
+                "error_answer": c.outcome_error,
+                "timeout": c.outcome_timeout,
+                "not_sent": c.outcome_not_sent,
+                "dropped_worker_gone": c.outcomes_dropped,
+            },
+            "workers_attached": c.workers_attached,
+            "workers_gone": c.workers_gone,
+        },
+    });
+    doc.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::watchdog::WatchdogState;
+    use crate::peer::State;
+
+    #[test]
+    fn document_names_peers_workers_and_counters() {
+        let peers = vec![PeerStatus {
+            host: "hss.test.local".into(),
+            state: State::ROpen,
+            watchdog: WatchdogState::Okay,
+            usable: true,
+            apps: vec![16777216],
+            pending: 2,
+        }];
+        let workers = vec![WorkerInfo {
+            slot: 3,
+            pid: 42,
+            name: "kamailio 1".into(),
+            handles: vec!["PPR".into()],
+            outstanding: 1,
+            in_flight: 0,
+            queued_answers: 0,
+        }];
+        let c = Counters {
+            dispatched: 7,
+            busy: 1,
+            ..Counters::default()
+        };
+        let id = Identity {
+            origin_host: "b.test.local",
+            origin_realm: "test.local",
+            generation: 9,
+            uptime_secs: 1,
+            stopping: false,
+        };
+        let text = render(&id, &peers, &workers, &["PPR".into()], &c);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["peers"][0]["host"], "hss.test.local");
+        assert_eq!(v["peers"][0]["state"], "ROpen");
+        assert_eq!(v["peers_open"], 1);
+        assert_eq!(v["workers"][0]["pid"], 42);
+        assert_eq!(v["counters"]["dispatched"], 7);
+        assert_eq!(v["counters"]["answered_3004_busy"], 1);
+        assert_eq!(v["state"], "running");
+    }
+}
