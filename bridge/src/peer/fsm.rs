@@ -402,11 +402,22 @@ impl PeerFsm {
         use State::*;
         match event {
             Event::Start => {
-                self.stopping = None;
+                let was_draining = self.stopping.take().is_some();
                 self.reconnect = Reconnect::Normal;
-                if self.state == Closed {
-                    self.deadline = None;
-                    self.start(now, ids);
+                match self.state {
+                    Closed => {
+                        self.deadline = None;
+                        self.start(now, ids);
+                    }
+                    // A Start while draining cancels the stop.
+                    ROpen | IOpen if was_draining => {
+                        self.deadline = None;
+                        if let (Some(conn), true) = (self.open_conn, self.watchdog.is_usable()) {
+                            self.actions
+                                .push_back(Action::Usable { conn, usable: true });
+                        }
+                    }
+                    _ => {}
                 }
             }
             Event::RConnCer { conn, cer } => self.r_conn_cer(conn, cer, now),

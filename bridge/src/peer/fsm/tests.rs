@@ -1191,3 +1191,24 @@ fn reconnect_backoff_doubles_up_to_sixteen_tc() {
     h.ev(Event::PeerDisc { conn: i });
     assert_eq!(h.fsm.next_timeout(), Some(h.now + TC));
 }
+
+#[test]
+fn start_while_draining_cancels_the_stop() {
+    for (mut h, c) in open_both() {
+        h.ev(Event::Stop {
+            cause: DisconnectCause::Rebooting,
+        });
+        h.actions();
+        h.ev(Event::Start);
+        assert_eq!(
+            h.actions(),
+            vec![Action::Usable {
+                conn: c,
+                usable: true
+            }]
+        );
+        assert_eq!(h.fsm.send_target(), Some(c));
+        h.ev(Event::Drained);
+        assert_eq!(h.actions(), vec![], "no DPR: not stopping any more");
+    }
+}
