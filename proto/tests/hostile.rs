@@ -44,6 +44,12 @@ fn walk(avps: AvpRefs<'_>) -> usize {
     n
 }
 
+/// The compiled validator, built once (compiling the dictionary is the expensive part).
+fn validator() -> &'static dmproto::Validator<'static> {
+    static V: std::sync::OnceLock<dmproto::Validator<'static>> = std::sync::OnceLock::new();
+    V.get_or_init(|| dmproto::Validator::new(Dictionary::builtin()))
+}
+
 /// Everything a receiver does with a buffer.
 fn exercise(buf: &[u8]) {
     let dict = Dictionary::builtin();
@@ -55,7 +61,9 @@ fn exercise(buf: &[u8]) {
             assert!(seen <= (buf.len() / 8 + 1) * (dmproto::avp::MAX_DEPTH + 1));
             let _ = m.find(263, 0);
             let _ = m.session_id();
-            if let Err(e) = validate(&m, dict) {
+            let direct = validate(&m, dict);
+            assert_eq!(direct, validator().validate(&m));
+            if let Err(e) = direct {
                 assert!(result_code::name(e.result_code).is_some(), "{e}");
                 if let Some(f) = &e.failed_avp {
                     // A Failed-AVP entry is itself one well-formed AVP.
