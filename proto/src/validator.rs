@@ -4,7 +4,7 @@
 //! AVP, a dictionary hash probe plus a search of the ABNF, and for every container a pass over
 //! all its rules (to find the fixed-position head and to check minimum counts). A
 //! `Validator` does that work once: each ABNF (every command's request and answer, every
-//! grouped AVP, the §7.2 error answer) becomes a [`Plan`] with a small open-addressing table
+//! grouped AVP, the §7.2 error answer) becomes a plan with a small open-addressing table
 //! from (code, vendor) to the rule, the AVP definition and the plan of its own group, plus the
 //! list of rules with a minimum. Validating an AVP listed in its container's ABNF is then one
 //! probe of a table of a few dozen slots; only AVPs outside the ABNF fall back to the
