@@ -1,0 +1,1086 @@
+//! `dmbridge run` serving SIP-server workers over shared memory, end to end: a raw Diameter
+//! client (the harness's independent codec) sends requests to the real binary, worker
+//! *processes* (this test executable re-run as `worker_process`, using dmshm's worker side —
+//! what libdmbridge wraps) serve them, and a raw Diameter peer answers the requests the
+//! workers originate.
+//!
+//! Every fault test counts: each request sent gets exactly one answer (by hop-by-hop id), of
+//! the expected kind, and nothing more arrives afterwards.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use harness::bridge::{Bridge, BridgeOptions, BridgePeer};
+use harness::wire::{
+    self, answer_to, code, encode_message, flags, test_app, Avp, RawClient, RawMessage,
+};
+use harness::{free_port, ChildGuard, Sig, TestDir};
+
+const WORKER_ENV: &str = "DMB_E2E_WORKER";
+const WAIT: Duration = Duration::from_secs(10);
+const CLIENT: (&str, &str) = ("client.test.local", "test.local");
+const PEER: (&str, &str) = ("peer.test.local", "test.local");
+/// test_app's command has no abbreviation in the dictionary: its event is E_DM_<code>.
+const TA_EVENT: &str = "16777214";
+
+/// The worker process of the other tests: they start this executable again with
+/// `worker_process --exact --ignored` and the mode in `DMB_E2E_WORKER`.
+#[test]
+#[ignore = "the worker process of the other tests in this file (they start it themselves)"]
+fn worker_process() {
+    if let Ok(mode) = std::env::var(WORKER_ENV) {
+        worker::main(&mode);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Set-up helpers
+
+fn options(port: u16, app_toml: &str) -> BridgeOptions {
+    BridgeOptions {
+        port,
+        peers: vec![BridgePeer {
+            host: PEER.0.into(),
+            port: None,
+        }],
+        default_route: vec![PEER.0.into()],
+        extra_toml: format!("max_workers = 8\n{app_toml}"),
+        ..BridgeOptions::default()
+    }
+}
+
+fn control_socket(b: &Bridge) -> PathBuf {
+    b.config_path()
+        .parent()
+        .expect("config has a directory")
+        .join("control.sock")
+}
+
+/// Starts a worker process: `mode` (see [`worker`]), serving `handles` (comma-separated).
+fn spawn_worker(
+    dir: &Path,
+    name: &str,
+    ctl: &Path,
+    mode: &str,
+    handles: &str,
+    env: &[(&str, String)],
+) -> ChildGuard {
+    let exe = std::env::current_exe().expect("test executable");
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "worker_process",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(WORKER_ENV, mode)
+    .env("DMB_CTL", ctl)
+    .env("DMB_NAME", name)
+    .env("DMB_HANDLES", handles);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut g = ChildGuard::spawn(name, cmd, dir).with_stop_signal(Sig::Kill);
+    if let Err(e) = g.wait_for_line("W attached true", WAIT) {
+        panic!("worker {name} did not attach: {e}");
+    }
+    g
+}
+
+/// Waits until the bridge's log shows `n` lines containing `needle`.
+fn wait_log_count(b: &mut Bridge, needle: &str, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let count = b.guard().output().matches(needle).count();
+        if count >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bridge log has {count} of {n} lines with {needle:?}:\n{}",
+            b.guard().tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Lines of a worker's stdout starting with `prefix`.
+fn worker_lines(g: &ChildGuard, prefix: &str) -> Vec<String> {
+    g.stdout()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_worker_lines(g: &ChildGuard, prefix: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let lines = worker_lines(g, prefix);
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker {} printed {} of {n} {prefix:?} lines:\n{}",
+            g.name(),
+            lines.len(),
+            g.tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn client(b: &Bridge) -> RawClient {
+    let mut c = RawClient::connect(b.port(), WAIT).expect("connect to the bridge");
+    let cea = c.handshake(CLIENT.0, CLIENT.1, WAIT).expect("CEA");
+    assert_eq!(cea.result_code(), Some(2001), "CEA");
+    c
+}
+
+/// A test_app request with `extra` AVPs after the routing ones; returns (bytes, hop-by-hop).
+fn ta_request(c: &mut RawClient, sid: &str, extra: &[Avp]) -> (Vec<u8>, u32) {
+    let id = c.next_id();
+    let mut avps = vec![
+        Avp::str(code::SESSION_ID, sid),
+        Avp::str(code::ORIGIN_HOST, CLIENT.0),
+        Avp::str(code::ORIGIN_REALM, CLIENT.1),
+        Avp::str(code::DESTINATION_REALM, "test.local"),
+    ];
+    avps.extend_from_slice(extra);
+    let bytes = encode_message(
+        flags::REQUEST | flags::PROXIABLE,
+        test_app::CMD,
+        test_app::APP_ID,
+        id,
+        id,
+        &avps,
+    );
+    (bytes, id)
+}
+
+/// Reads answers until every id in `ids` has one (answering DWRs), failing on duplicates or
+/// strangers; returns the Result-Code by hop-by-hop id.
+fn collect_answers(c: &mut RawClient, ids: &[u32], timeout: Duration) -> HashMap<u32, RawMessage> {
+    let mut got: HashMap<u32, RawMessage> = HashMap::new();
+    let deadline = Instant::now() + timeout;
+    while got.len() < ids.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = c
+            .read_until(left, CLIENT, |m| !m.is_request())
+            .unwrap_or_else(|e| panic!("{} of {} answers, then: {e}", got.len(), ids.len()));
+        assert!(ids.contains(&m.hbh), "answer to an unknown id {:#x}", m.hbh);
+        assert!(
+            got.insert(m.hbh, m).is_none(),
+            "a second answer for one request"
+        );
+    }
+    got
+}
+
+/// Fails if any message other than a DWR arrives within `quiet`.
+fn assert_no_more_answers(c: &mut RawClient, quiet: Duration) {
+    match c.read_until(quiet, CLIENT, |m| !m.is_request()) {
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+        Err(e) => panic!("connection trouble while checking for extra answers: {e}"),
+        Ok(m) => panic!(
+            "unexpected extra answer: hbh {:#x}, Result-Code {:?}",
+            m.hbh,
+            m.result_code()
+        ),
+    }
+}
+
+fn codes_of(answers: &HashMap<u32, RawMessage>) -> HashMap<u32, usize> {
+    let mut by = HashMap::new();
+    for m in answers.values() {
+        *by.entry(m.result_code().unwrap_or(0)).or_insert(0) += 1;
+    }
+    by
+}
+
+// ---------------------------------------------------------------------------------------------
+// Incoming requests
+
+/// Every AVP kind the JSON mapping must carry exactly: vendor (known and unknown), grouped,
+/// 64-bit, binary OctetString.
+fn rich_avps() -> Vec<Avp> {
+    vec![
+        Avp::str(1, "alice"),
+        Avp::i32(test_app::TEST_AVP, 7)
+            .vendor(test_app::VENDOR_ID)
+            .flags(wire::avp_flags::VENDOR),
+        Avp::grouped(443, &[Avp::u32(450, 0), Avp::str(444, "123")]),
+        Avp::str(601, "sip:alice@test.local")
+            .vendor(10415)
+            .flags(wire::avp_flags::VENDOR | wire::avp_flags::MANDATORY),
+        Avp::grouped(
+            code::VENDOR_SPECIFIC_APPLICATION_ID,
+            &[
+                Avp::u32(code::VENDOR_ID, 10415),
+                Avp::u32(code::AUTH_APPLICATION_ID, 16777216),
+            ],
+        ),
+        Avp::u64(363, (1u64 << 63) + 5),
+        Avp::raw(25, vec![0u8, 1, 2, 0xff]),
+    ]
+}
+
+#[test]
+fn requests_are_served_by_workers_with_exact_avps_both_ways() {
+    let dir = TestDir::new("shm-roundtrip");
+    let mut b = Bridge::start(dir.path(), &options(free_port(), ""));
+    let ctl = control_socket(&b);
+    let w = spawn_worker(
+        dir.path(),
+        "w-echo",
+        &ctl,
+        "echo",
+        TA_EVENT,
+        &[("DMB_VERBOSE", "1".into())],
+    );
+    wait_log_count(&mut b, " handles [", 1);
+    let mut c = client(&b);
+
+    let (req, id) = ta_request(&mut c, "client;rt;1", &rich_avps());
+    let ans = c.request(&req, id, CLIENT, WAIT).expect("answer");
+    assert_eq!(ans.result_code(), Some(2001));
+    assert_eq!(ans.flags & flags::ERROR, 0);
+    assert_eq!(ans.session_id().as_deref(), Some("client;rt;1"));
+    assert_eq!(ans.origin_host().as_deref(), Some("bridge.test.local"));
+    // The answer carries every AVP the script replied with, byte for byte as sent (the
+    // script echoed the JSON it was given).
+    let sent = RawMessage::parse(&req).unwrap().avps().unwrap();
+    let answered = ans.avps().unwrap();
+    for a in sent
+        .iter()
+        .filter(|a| ![263, 264, 296, 283].contains(&a.code))
+    {
+        let back = answered
+            .iter()
+            .find(|x| x.code == a.code && x.vendor == a.vendor)
+            .unwrap_or_else(|| panic!("AVP {}:{:?} missing from the answer", a.code, a.vendor));
+        assert_eq!(
+            back.data, a.data,
+            "payload of AVP {}:{:?}",
+            a.code, a.vendor
+        );
+    }
+
+    // What the script saw: event name, parameters, DESIGN §4 JSON.
+    let line = wait_worker_lines(&w, "W req ", 1).remove(0);
+    let v: serde_json::Value =
+        serde_json::from_str(line.trim_start_matches("W req ")).expect("worker line is JSON");
+    assert_eq!(v["event"], "E_DM_16777214");
+    assert_eq!(v["sess_id"], "client;rt;1");
+    assert_eq!(v["origin_host"], CLIENT.0);
+    assert_eq!(v["origin_realm"], CLIENT.1);
+    assert_eq!(v["app_id"], test_app::APP_ID);
+    assert_eq!(v["cmd_code"], test_app::CMD);
+    let avps: serde_json::Value =
+        serde_json::from_str(v["avps_json"].as_str().unwrap()).expect("avps_json is JSON");
+    let want = serde_json::json!([
+        {"Session-Id": "client;rt;1"},
+        {"Origin-Host": CLIENT.0},
+        {"Origin-Realm": CLIENT.1},
+        {"Destination-Realm": "test.local"},
+        {"User-Name": "alice"},
+        {"345678:999999": {"hex": "00000007"}},
+        {"Subscription-Id": [{"Subscription-Id-Type": 0}, {"Subscription-Id-Data": "123"}]},
+        {"Public-Identity": "sip:alice@test.local"},
+        {"Vendor-Specific-Application-Id": [{"Vendor-Id": 10415}, {"Auth-Application-Id": 16777216}]},
+        {"Accounting-Input-Octets": 9223372036854775813u64},
+        {"Class": {"hex": "000102ff"}},
+    ]);
+    assert_eq!(avps, want);
+}
+
+#[test]
+fn named_events_unhandled_commands_and_no_worker() {
+    let dir = TestDir::new("shm-3001");
+    let mut b = Bridge::start(dir.path(), &options(free_port(), ""));
+    let ctl = control_socket(&b);
+    let mut c = client(&b);
+
+    // No worker attached at all: 3004 with the E bit.
+    let (req, id) = ta_request(&mut c, "client;nw;1", &[]);
+    let ans = c.request(&req, id, CLIENT, WAIT).unwrap();
+    assert_eq!(ans.result_code(), Some(3004));
+    assert_ne!(ans.flags & flags::ERROR, 0);
+
+    // A worker that serves only accounting: test_app requests get 3001 at once (E bit); an
+    // ACR raises E_DM_ACR.
+    let w = spawn_worker(
+        dir.path(),
+        "w-acr",
+        &ctl,
+        "echo",
+        "ACR",
+        &[("DMB_VERBOSE", "1".into())],
+    );
+    wait_log_count(&mut b, " handles [", 1);
+    let (req, id) = ta_request(&mut c, "client;un;1", &[]);
+    let ans = c.request(&req, id, CLIENT, WAIT).unwrap();
+    assert_eq!(ans.result_code(), Some(3001));
+    assert_ne!(ans.flags & flags::ERROR, 0, "3001 carries the E bit");
+    assert_eq!(ans.session_id().as_deref(), Some("client;un;1"));
+
+    let id = c.next_id();
+    let acr = encode_message(
+        flags::REQUEST | flags::PROXIABLE,
+        wire::cmd::ACR,
+        3,
+        id,
+        id,
+        &[
+            Avp::str(code::SESSION_ID, "client;acr;1"),
+            Avp::str(code::ORIGIN_HOST, CLIENT.0),
+            Avp::str(code::ORIGIN_REALM, CLIENT.1),
+            Avp::str(code::DESTINATION_REALM, "test.local"),
+            Avp::u32(480, 2),
+            Avp::u32(485, 0),
+            Avp::u32(code::ACCT_APPLICATION_ID, 3),
+        ],
+    );
+    let ans = c.request(&acr, id, CLIENT, WAIT).unwrap();
+    assert_eq!(ans.result_code(), Some(2001));
+    assert_eq!(ans.find(480, None).and_then(|a| a.as_u32()), Some(2));
+    let line = wait_worker_lines(&w, "W req ", 1).remove(0);
+    let v: serde_json::Value = serde_json::from_str(line.trim_start_matches("W req ")).unwrap();
+    assert_eq!(v["event"], "E_DM_ACR");
+    assert_eq!(v["cmd_name"], "Accounting-Request");
+
+    // A catch-all worker (E_DM_REQUEST) takes what nobody else serves.
+    let _all = spawn_worker(dir.path(), "w-all", &ctl, "echo", "E_DM_REQUEST", &[]);
+    wait_log_count(&mut b, " handles [", 2);
+    let (req, id) = ta_request(&mut c, "client;all;1", &[]);
+    let ans = c.request(&req, id, CLIENT, WAIT).unwrap();
+    assert_eq!(ans.result_code(), Some(2001));
+}
+
+#[test]
+fn bad_replies_get_one_5012_and_script_result_codes_are_kept() {
+    let dir = TestDir::new("shm-badreply");
+    let mut b = Bridge::start(dir.path(), &options(free_port(), ""));
+    let ctl = control_socket(&b);
+    let _w = spawn_worker(dir.path(), "w-echo", &ctl, "echo", TA_EVENT, &[]);
+    wait_log_count(&mut b, " handles [", 1);
+    let mut c = client(&b);
+    let mut ids = Vec::new();
+    let mut want = HashMap::new();
+    for (user, rc) in [
+        ("bad-avp", 5012),     // JSON naming an AVP no dictionary has
+        ("broken-json", 5012), // not JSON at all
+        ("failed", 5012),      // the library's "Failed" reply
+        ("error-5003", 5003),  // the script's own Result-Code (is_error)
+        ("fine", 2001),
+    ] {
+        let (req, id) = ta_request(&mut c, &format!("client;{user}"), &[Avp::str(1, user)]);
+        c.send(&req).unwrap();
+        ids.push(id);
+        want.insert(id, rc);
+    }
+    let answers = collect_answers(&mut c, &ids, WAIT);
+    for (id, m) in &answers {
+        assert_eq!(m.result_code(), Some(want[id]), "answer {id:#x}");
+    }
+    assert_no_more_answers(&mut c, Duration::from_millis(300));
+    let log = b.guard().output();
+    assert!(
+        log.contains("invalid reply JSON"),
+        "bad reply logged:\n{log}"
+    );
+    assert!(log.contains("failed reply"), "failed reply logged:\n{log}");
+}
+
+#[test]
+fn worker_killed_holding_requests_each_gets_exactly_one_5012() {
+    const N: usize = 25;
+    let dir = TestDir::new("shm-kill9");
+    let mut b = Bridge::start(
+        dir.path(),
+        &options(free_port(), "reply_timeout = \"3s\"\n"),
+    );
+    let ctl = control_socket(&b);
+    let w = spawn_worker(dir.path(), "w-hold", &ctl, "hold", TA_EVENT, &[]);
+    wait_log_count(&mut b, " handles [", 1);
+    let mut c = client(&b);
+    let ids: Vec<u32> = (0..N)
+        .map(|i| {
+            let (req, id) = ta_request(&mut c, &format!("client;k;{i}"), &[]);
+            c.send(&req).unwrap();
+            id
+        })
+        .collect();
+    // The worker holds all N (read from its ring, never replied).
+    wait_worker_lines(&w, "W held ", N);
+    w.signal(Sig::Kill).unwrap();
+    let answers = collect_answers(&mut c, &ids, WAIT);
+    assert_eq!(codes_of(&answers), HashMap::from([(5012, N)]));
+    // Past the reply timeout too: nothing is answered twice.
+    assert_no_more_answers(&mut c, Duration::from_millis(3500));
+    let log = b.guard().output();
+    assert!(
+        log.contains(&format!("{N} requests it held answered 5012")),
+        "{log}"
+    );
+    // The slot is free again: a new worker serves.
+    let _w2 = spawn_worker(dir.path(), "w-echo", &ctl, "echo", TA_EVENT, &[]);
+    wait_log_count(&mut b, " handles [", 2);
+    let (req, id) = ta_request(&mut c, "client;k;after", &[]);
+    assert_eq!(
+        c.request(&req, id, CLIENT, WAIT).unwrap().result_code(),
+        Some(2001)
+    );
+}
+
+#[test]
+fn reply_timeout_answers_5012_once_and_late_replies_are_dropped() {
+    let dir = TestDir::new("shm-timeout");
+    let mut b = Bridge::start(
+        dir.path(),
+        &options(free_port(), "reply_timeout = \"500ms\"\n"),
+    );
+    let ctl = control_socket(&b);
+    let w = spawn_worker(
+        dir.path(),
+        "w-late",
+        &ctl,
+        "late",
+        TA_EVENT,
+        &[("DMB_DELAY_MS", "1200".into())],
+    );
+    wait_log_count(&mut b, " handles [", 1);
+    let mut c = client(&b);
+    let ids: Vec<u32> = (0..3)
+        .map(|i| {
+            let (req, id) = ta_request(&mut c, &format!("client;t;{i}"), &[]);
+            c.send(&req).unwrap();
+            id
+        })
+        .collect();
+    let answers = collect_answers(&mut c, &ids, WAIT);
+    assert_eq!(codes_of(&answers), HashMap::from([(5012, 3)]));
+    // The worker does reply, late: dropped with a log line, no second answer.
+    wait_worker_lines(&w, "W replied ", 3);
+    assert_no_more_answers(&mut c, Duration::from_millis(500));
+    wait_log_count(&mut b, "late reply from worker", 3);
+}
+
+#[test]
+fn full_rings_answer_3004_and_lose_nothing() {
+    const N: usize = 120;
+    let dir = TestDir::new("shm-ringfull");
+    // 4 KiB rings, 1 KiB messages: a handful of requests fill a worker's ring.
+    let opts = options(
+        free_port(),
+        "ring_size = 4096\nmax_message_size = 1024\nreply_timeout = \"20s\"\n",
+    );
+    let mut b = Bridge::start(dir.path(), &opts);
+    let ctl = control_socket(&b);
+    let go = dir.join("go");
+    let w = spawn_worker(
+        dir.path(),
+        "w-gated",
+        &ctl,
+        "gated",
+        TA_EVENT,
+        &[("DMB_GO", go.display().to_string())],
+    );
+    wait_log_count(&mut b, " handles [", 1);
+    let mut c = client(&b);
+    let ids: Vec<u32> = (0..N)
+        .map(|i| {
+            let (req, id) = ta_request(&mut c, &format!("client;f;{i}"), &[Avp::str(1, "x")]);
+            c.send(&req).unwrap();
+            id
+        })
+        .collect();
+    // The worker reads nothing yet: whatever does not fit is answered 3004 now (read until
+    // the bridge has been quiet for a while; correctness does not depend on that wait, the
+    // totals below do the counting).
+    let mut early = HashMap::new();
+    while let Ok(m) = c.read_until(Duration::from_millis(700), CLIENT, |m| !m.is_request()) {
+        assert_eq!(
+            m.result_code(),
+            Some(3004),
+            "only 3004 while the worker sleeps"
+        );
+        assert_ne!(m.flags & flags::ERROR, 0);
+        assert!(early.insert(m.hbh, m).is_none(), "answered twice");
+    }
+    assert!(!early.is_empty(), "no 3004 although the ring is tiny");
+    // Now the worker reads: each request in its ring is answered 2001; every request has
+    // exactly one answer in total, none is lost.
+    std::fs::write(&go, b"go").unwrap();
+    let rest: Vec<u32> = ids
+        .iter()
+        .copied()
+        .filter(|i| !early.contains_key(i))
+        .collect();
+    assert!(!rest.is_empty(), "the ring took nothing");
+    let answers = collect_answers(&mut c, &rest, WAIT);
+    assert_no_more_answers(&mut c, Duration::from_millis(300));
+    let replied = worker_lines(&w, "W replied ").len();
+    let by = codes_of(&answers);
+    assert_eq!(by.get(&2001).copied().unwrap_or(0), replied, "{by:?}");
+    assert_eq!(early.len() + answers.len(), N);
+    assert!(by.keys().all(|k| *k == 2001 || *k == 3004), "{by:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outgoing requests (workers -> bridge -> peer)
+
+/// A Diameter peer on its own thread: connects to the bridge as `peer.test.local` (again
+/// after every disconnect, until stopped) and answers test_app requests by their User-Name:
+/// `err` -> 5012, `exp` -> Experimental-Result 2001 only, `noanswer` -> nothing, else 2001
+/// echoing Test-AVP.
+struct Peer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Peer {
+    fn start(port: u16) -> Peer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut answered = 0;
+            while !s.load(Ordering::Relaxed) {
+                let Ok(mut c) = RawClient::connect(port, Duration::from_millis(500)) else {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                };
+                if c.handshake(PEER.0, PEER.1, Duration::from_secs(3)).is_err() {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                while !s.load(Ordering::Relaxed) {
+                    let m = match c.read_message(Duration::from_millis(100)) {
+                        Ok(m) => m,
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                        Err(_) => break,
+                    };
+                    if !m.is_request() {
+                        continue;
+                    }
+                    let reply = match m.cmd_code {
+                        wire::cmd::DWR | wire::cmd::DPR => answer_to(&m, 2001, PEER.0, PEER.1, &[]),
+                        _ => {
+                            let user = m.find(1, None).and_then(|a| a.as_str().map(String::from));
+                            match user.as_deref() {
+                                Some("noanswer") => continue,
+                                Some("err") => answer_to(&m, 5012, PEER.0, PEER.1, &[]),
+                                Some("exp") => exp_answer(&m),
+                                _ => {
+                                    let echo: Vec<Avp> = m
+                                        .find(test_app::TEST_AVP, Some(test_app::VENDOR_ID))
+                                        .map(|a| {
+                                            Avp::raw(test_app::TEST_AVP, a.data)
+                                                .vendor(test_app::VENDOR_ID)
+                                                .flags(wire::avp_flags::VENDOR)
+                                        })
+                                        .into_iter()
+                                        .collect();
+                                    answer_to(&m, 2001, PEER.0, PEER.1, &echo)
+                                }
+                            }
+                        }
+                    };
+                    if c.send(&reply).is_err() {
+                        break;
+                    }
+                    answered += 1;
+                }
+            }
+            answered
+        });
+        Peer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An answer with Experimental-Result (3GPP style) and no Result-Code.
+fn exp_answer(req: &RawMessage) -> Vec<u8> {
+    let mut avps = Vec::new();
+    if let Some(sid) = req.find(code::SESSION_ID, None) {
+        avps.push(Avp::raw(code::SESSION_ID, sid.data));
+    }
+    avps.push(Avp::grouped(
+        297,
+        &[Avp::u32(code::VENDOR_ID, 10415), Avp::u32(298, 2001)],
+    ));
+    avps.push(Avp::str(code::ORIGIN_HOST, PEER.0));
+    avps.push(Avp::str(code::ORIGIN_REALM, PEER.1));
+    encode_message(
+        req.flags & flags::PROXIABLE,
+        req.cmd_code,
+        req.app_id,
+        req.hbh,
+        req.e2e,
+        &avps,
+    )
+}
+
+/// Waits until the bridge's status document (what `dmb_status_json` returns: read here by a
+/// probe worker attached from the test process) shows the peer open, and returns it.
+fn wait_peer_open(ctl: &Path) -> serde_json::Value {
+    use dmshm::worker::{Worker, WorkerConfig};
+    let mut probe = Worker::attach(WorkerConfig::new(ctl, "status-probe")).expect("probe attaches");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let st = probe.status(Duration::from_millis(500));
+        let doc: serde_json::Value = st
+            .bridge
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default();
+        let open = doc["peers"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["host"] == PEER.0 && p["usable"] == true)
+        });
+        if open {
+            return doc;
+        }
+        assert!(Instant::now() < deadline, "peer never open; status: {doc}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn outgoing_requests_get_their_outcome_class_in_their_own_worker() {
+    let dir = TestDir::new("shm-outgoing");
+    let b = Bridge::start(dir.path(), &options(free_port(), ""));
+    let ctl = control_socket(&b);
+    let _peer = Peer::start(b.port());
+    let status = wait_peer_open(&ctl);
+    // The status document workers read (Kamailio dmbridge.status, OpenSIPS dm_status).
+    assert_eq!(status["origin_host"], "bridge.test.local");
+    assert_eq!(status["state"], "running");
+    assert!(status["counters"]["requests_sent"].is_u64(), "{status}");
+    assert!(status["workers"].is_array(), "{status}");
+    let w = spawn_worker(dir.path(), "w-out", &ctl, "outgoing", "", &[]);
+    let lines = wait_worker_lines(&w, "W out ", 7);
+    let get = |label: &str| -> serde_json::Value {
+        let l = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("W out {label} ")))
+            .unwrap_or_else(|| panic!("no outcome for {label}: {lines:?}"));
+        serde_json::from_str(l.splitn(4, ' ').nth(3).unwrap()).unwrap()
+    };
+    let ok = get("ok");
+    assert_eq!(
+        (ok["class"].as_i64(), ok["rc"].as_u64()),
+        (Some(1), Some(2001)),
+        "{ok}"
+    );
+    let avps = ok["json"].as_str().unwrap();
+    assert!(
+        avps.contains(r#"{"345678:999999":{"hex":"00000007"}}"#),
+        "{avps}"
+    );
+    assert!(
+        avps.contains(r#"{"Origin-Host":"peer.test.local"}"#),
+        "{avps}"
+    );
+    let exp = get("exp");
+    assert_eq!(
+        (exp["class"].as_i64(), exp["rc"].as_u64()),
+        (Some(1), Some(2001)),
+        "{exp}"
+    );
+    let err = get("err");
+    assert_eq!(
+        (err["class"].as_i64(), err["rc"].as_u64()),
+        (Some(-1), Some(5012)),
+        "{err}"
+    );
+    let to = get("timeout");
+    assert_eq!(to["class"].as_i64(), Some(-2), "{to}");
+    let bad = get("badjson");
+    assert_eq!(bad["class"].as_i64(), Some(-3), "{bad}");
+    assert!(
+        bad["error"].as_str().unwrap().contains("No-Such-AVP"),
+        "{bad}"
+    );
+    let nr = get("noroute");
+    assert_eq!(nr["class"].as_i64(), Some(-3), "{nr}");
+    let big = get("toobig");
+    assert_eq!(big["class"].as_i64(), Some(-3), "{big}");
+    assert!(big["error"].as_str().unwrap().contains("exceeds"), "{big}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bridge restarts under load
+
+fn last_tick(g: &ChildGuard) -> HashMap<String, i64> {
+    worker_lines(g, "W tick ")
+        .last()
+        .map(|l| parse_kv(l.trim_start_matches("W tick ")))
+        .unwrap_or_default()
+}
+
+fn parse_kv(s: &str) -> HashMap<String, i64> {
+    s.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+/// Waits until every worker's success count passed `floor[i] + 20`.
+fn wait_progress(ws: &[ChildGuard], floor: &[i64]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (w, f) in ws.iter().zip(floor) {
+        loop {
+            let ok = last_tick(w).get("ok").copied().unwrap_or(0);
+            if ok > f + 20 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker {} made no progress (ok {ok}, before {f}):\n{}",
+                w.name(),
+                w.tail(10)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn bridge_restarts_under_load_every_outgoing_request_ends_and_workers_resume() {
+    let dir = TestDir::new("shm-restart");
+    let opts = options(free_port(), "");
+    let mut b = Bridge::start(dir.path(), &opts);
+    let ctl = control_socket(&b);
+    let _peer = Peer::start(b.port());
+    wait_peer_open(&ctl);
+    let stop = dir.join("stop-load");
+    let env = [
+        ("DMB_SECS", "60".to_string()),
+        ("DMB_INFLIGHT", "16".to_string()),
+        ("DMB_STOP", stop.display().to_string()),
+    ];
+    let ws: Vec<ChildGuard> = (0..2)
+        .map(|i| spawn_worker(dir.path(), &format!("w-load{i}"), &ctl, "load", "", &env))
+        .collect();
+    let zero = vec![0, 0];
+    wait_progress(&ws, &zero);
+
+    // 1: graceful restart (SIGTERM: drain, DPR), then a new bridge on the same paths.
+    let floor: Vec<i64> = ws.iter().map(|w| last_tick(w)["ok"]).collect();
+    let st = b.guard().stop(Duration::from_secs(10));
+    assert!(st.success(), "bridge exit status {st:?}");
+    drop(b);
+    let mut b = Bridge::start(dir.path(), &opts);
+    wait_progress(&ws, &floor);
+
+    // 2: the bridge is killed (no drain at all), then started again.
+    let floor: Vec<i64> = ws.iter().map(|w| last_tick(w)["ok"]).collect();
+    b.guard().signal(Sig::Kill).unwrap();
+    let _ = b.guard().wait_exit(WAIT);
+    drop(b);
+    let b = Bridge::start(dir.path(), &opts);
+    wait_progress(&ws, &floor);
+    std::fs::write(&stop, b"stop").unwrap();
+
+    // Every request each worker sent ended in exactly one outcome; the failures while the
+    // bridge was away came fast (well before the request's own timeout of 2 s).
+    for w in &ws {
+        let line = wait_worker_lines(w, "W summary ", 1).remove(0);
+        let s = parse_kv(line.trim_start_matches("W summary "));
+        assert_eq!(s["pending"], 0, "{}: {line}", w.name());
+        assert_eq!(
+            s["sent"],
+            s["ok"] + s["err"] + s["timeout"] + s["notsent"],
+            "{}: {line}",
+            w.name()
+        );
+        assert!(s["ok"] > 60, "{}: {line}", w.name());
+        assert!(
+            s["notsent"] + s["sendfail"] > 0,
+            "{}: the restarts were noticed: {line}",
+            w.name()
+        );
+        assert!(s["max_notsent_ms"] < 1000, "{}: {line}", w.name());
+        assert_eq!(
+            s["attaches"],
+            3,
+            "{}: attached to each bridge: {line}",
+            w.name()
+        );
+    }
+    drop(b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker processes
+
+mod worker {
+    use super::*;
+    use dmshm::record::ReplyStatus;
+    use dmshm::worker::{Worker, WorkerConfig};
+    use std::io::Write as _;
+
+    fn env(k: &str) -> String {
+        std::env::var(k).unwrap_or_default()
+    }
+
+    fn say(line: String) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+
+    pub fn main(mode: &str) {
+        let cfg = WorkerConfig::new(env("DMB_CTL"), env("DMB_NAME"));
+        let mut w = match Worker::attach(cfg) {
+            Ok(w) => w,
+            Err(e) => {
+                say(format!("W attach failed: {e}"));
+                std::process::exit(1);
+            }
+        };
+        let handles: Vec<String> = env("DMB_HANDLES")
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if !handles.is_empty() {
+            w.set_handled(&handles).expect("set_handled");
+        }
+        say(format!("W attached {}", w.is_attached()));
+        match mode {
+            "echo" | "hold" | "late" | "gated" => serve(&mut w, mode),
+            "outgoing" => outgoing(&mut w),
+            "load" => load(&mut w),
+            other => say(format!("W unknown mode {other}")),
+        }
+    }
+
+    /// The script's reply: the request's AVPs minus those the bridge sets itself; special
+    /// User-Names ask for bad replies.
+    fn echo_reply(json: &str) -> (ReplyStatus, Vec<u8>, String) {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+        let user = v
+            .as_array()
+            .and_then(|a| a.iter().find_map(|o| o.get("User-Name")?.as_str()))
+            .unwrap_or("");
+        match user {
+            "bad-avp" => (
+                ReplyStatus::Ok,
+                br#"[{"No-Such-AVP":1}]"#.to_vec(),
+                String::new(),
+            ),
+            "broken-json" => (ReplyStatus::Ok, b"[{".to_vec(), String::new()),
+            "failed" => (ReplyStatus::Failed, Vec::new(), "script error".into()),
+            "error-5003" => (
+                ReplyStatus::Error,
+                br#"[{"Result-Code":5003}]"#.to_vec(),
+                String::new(),
+            ),
+            _ => {
+                let skip = [
+                    "Session-Id",
+                    "Origin-Host",
+                    "Origin-Realm",
+                    "Destination-Host",
+                    "Destination-Realm",
+                    "Route-Record",
+                    "Proxy-Info",
+                ];
+                let kept: Vec<serde_json::Value> = v
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter(|o| {
+                                o.as_object()
+                                    .and_then(|m| m.keys().next())
+                                    .is_some_and(|k| !skip.contains(&k.as_str()))
+                            })
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (
+                    ReplyStatus::Ok,
+                    serde_json::to_vec(&kept).unwrap_or_default(),
+                    String::new(),
+                )
+            }
+        }
+    }
+
+    fn serve(w: &mut Worker, mode: &str) {
+        let verbose = !env("DMB_VERBOSE").is_empty();
+        let delay = Duration::from_millis(env("DMB_DELAY_MS").parse().unwrap_or(0));
+        let go = PathBuf::from(env("DMB_GO"));
+        let mut later: Vec<(Instant, u64, String)> = Vec::new();
+        loop {
+            if mode == "gated" && !go.exists() {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            let mut idle = true;
+            while let Ok(Some(r)) = w.next_request() {
+                idle = false;
+                if verbose {
+                    let doc = serde_json::json!({
+                        "event": r.event, "sess_id": r.sess_id, "app_id": r.app_id,
+                        "cmd_code": r.cmd_code, "cmd_name": r.cmd_name,
+                        "origin_host": r.origin_host, "origin_realm": r.origin_realm,
+                        "avps_json": r.avps_json,
+                    });
+                    say(format!("W req {doc}"));
+                }
+                match mode {
+                    "hold" => say(format!("W held {}", r.token)),
+                    "late" => later.push((Instant::now() + delay, r.token, r.avps_json)),
+                    _ => {
+                        let (st, json, err) = echo_reply(&r.avps_json);
+                        match w.reply(r.token, st, &json, &err) {
+                            Ok(()) => say(format!("W replied {}", r.token)),
+                            Err(e) => say(format!("W reply failed {e}")),
+                        }
+                    }
+                }
+            }
+            let now = Instant::now();
+            while let Some(i) = later.iter().position(|(t, ..)| *t <= now) {
+                let (_, token, json) = later.remove(i);
+                let (st, json, err) = echo_reply(&json);
+                match w.reply(token, st, &json, &err) {
+                    Ok(()) => say(format!("W replied {token}")),
+                    Err(e) => say(format!("W reply failed {e}")),
+                }
+            }
+            if idle {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    fn outgoing(w: &mut Worker) {
+        let ta = test_app::APP_ID;
+        let cmd = test_app::CMD;
+        let big = format!(r#"[{{"User-Name":"{}"}}]"#, "x".repeat(300_000));
+        let cases: Vec<(&str, u32, String, u32)> = vec![
+            (
+                "ok",
+                ta,
+                r#"[{"User-Name":"ok"},{"345678:999999":{"hex":"00000007"}}]"#.into(),
+                2000,
+            ),
+            ("exp", ta, r#"[{"User-Name":"exp"}]"#.into(), 2000),
+            ("err", ta, r#"[{"User-Name":"err"}]"#.into(), 2000),
+            ("timeout", ta, r#"[{"User-Name":"noanswer"}]"#.into(), 300),
+            ("badjson", ta, r#"[{"No-Such-AVP":1}]"#.into(), 2000),
+            // Cx: neither we nor the peer advertise it.
+            ("noroute", 16777216, r#"[{"User-Name":"x"}]"#.into(), 2000),
+            ("toobig", ta, big, 2000),
+        ];
+        for (label, app, json, timeout) in cases {
+            let c = w.send_request(app, cmd, json.as_bytes(), timeout);
+            let doc = serde_json::json!({
+                "class": c.class, "rc": c.result_code, "json": c.avps_json, "error": c.error,
+            });
+            say(format!("W out {label} {doc}"));
+        }
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Keeps `DMB_INFLIGHT` async requests going for `DMB_SECS`, counting outcomes; then
+    /// waits for the last ones and prints a summary.
+    fn load(w: &mut Worker) {
+        let secs: u64 = env("DMB_SECS").parse().unwrap_or(10);
+        let max: usize = env("DMB_INFLIGHT").parse().unwrap_or(8);
+        let stop = PathBuf::from(env("DMB_STOP"));
+        let mut end = Instant::now() + Duration::from_secs(secs);
+        let mut started: HashMap<u64, Instant> = HashMap::new();
+        let (mut sent, mut ok, mut err, mut timeout, mut notsent, mut sendfail) =
+            (0i64, 0i64, 0i64, 0i64, 0i64, 0i64);
+        let mut max_notsent_ms = 0u128;
+        let mut last_tick = Instant::now();
+        let json = br#"[{"User-Name":"load"},{"345678:999999":{"hex":"00000001"}}]"#;
+        loop {
+            let mut now = Instant::now();
+            if now < end && stop.is_file() {
+                end = now;
+                now = Instant::now();
+            }
+            let running = now < end;
+            while running && started.len() < max {
+                match w.send_request_async(test_app::APP_ID, test_app::CMD, json, 2000) {
+                    Ok(h) => {
+                        sent += 1;
+                        started.insert(h, Instant::now());
+                    }
+                    Err(_) => {
+                        // Fails at once while no bridge is there (-3 in script terms).
+                        sendfail += 1;
+                        break;
+                    }
+                }
+            }
+            let mut any = false;
+            while let Some(c) = w.next_answer() {
+                any = true;
+                let t0 = started.remove(&c.handle);
+                match c.class {
+                    1 => ok += 1,
+                    -1 => err += 1,
+                    -2 => timeout += 1,
+                    _ => {
+                        notsent += 1;
+                        if let Some(t0) = t0 {
+                            max_notsent_ms = max_notsent_ms.max(t0.elapsed().as_millis());
+                        }
+                    }
+                }
+            }
+            if last_tick.elapsed() >= Duration::from_millis(100) {
+                last_tick = Instant::now();
+                say(format!(
+                    "W tick ok={ok} err={err} timeout={timeout} notsent={notsent} sendfail={sendfail} inflight={}",
+                    started.len()
+                ));
+            }
+            if !running && started.is_empty() {
+                break;
+            }
+            if !running && now > end + Duration::from_secs(6) {
+                break; // reported as pending
+            }
+            if !any {
+                std::thread::sleep(Duration::from_millis(if w.is_attached() { 1 } else { 5 }));
+            }
+        }
+        let st = w.status(Duration::from_millis(500));
+        say(format!(
+            "W summary sent={sent} ok={ok} err={err} timeout={timeout} notsent={notsent} sendfail={sendfail} pending={} max_notsent_ms={max_notsent_ms} attaches={}",
+            started.len(),
+            st.attaches
+        ));
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
