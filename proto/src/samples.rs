@@ -226,15 +226,199 @@ pub fn write_grouped_heavy(buf: BytesMut) -> BytesMut {
     finish(w)
 }
 
-/// Every sample with a short name, for table-driven tests and fuzz seeds.
+/// 3GPP Rx application (TS 29.214).
+pub const APP_RX: u32 = 16_777_236;
+/// 3GPP S6a/S6d application (TS 29.272).
+pub const APP_S6A: u32 = 16_777_251;
+
+fn cx_app_id(w: &mut MessageWriter) {
+    w.group(260, M, 0, |w| {
+        w.u32(266, M, 0, V3GPP).u32(258, M, 0, APP_CX);
+    });
+}
+
+/// Capabilities-Exchange-Answer (RFC 6733 §5.3.2) to [`cer`].
+pub fn cea() -> Bytes {
+    let mut w = MessageWriter::new(header(257, 0, false, false, 0x0000_0001));
+    w.u32(268, M, 0, 2001)
+        .str(264, M, 0, "hss.ims.example.net")
+        .str(296, M, 0, "ims.example.net")
+        .avp(
+            257,
+            M,
+            0,
+            &[
+                0, 2, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+            ],
+        )
+        .u32(266, M, 0, V3GPP)
+        .str(269, 0, 0, "hss")
+        .u32(265, M, 0, V3GPP);
+    cx_app_id(&mut w);
+    finish(w).freeze()
+}
+
+/// Cx User-Authorization-Request (3GPP TS 29.229 §6.1.1).
+pub fn cx_uar() -> Bytes {
+    let mut w = MessageWriter::new(header(300, APP_CX, true, true, 0x1234_0010));
+    w.str(263, M, 0, "icscf.ims.example.net;1700000000;50");
+    cx_app_id(&mut w);
+    w.u32(277, M, 0, 1)
+        .str(264, M, 0, "icscf.ims.example.net")
+        .str(296, M, 0, "ims.example.net")
+        .str(283, M, 0, "ims.example.net")
+        .str(1, M, 0, "alice@ims.example.net")
+        .str(601, M, V3GPP, "sip:alice@ims.example.net")
+        .avp(600, M, V3GPP, b"ims.example.net")
+        .u32(623, M, V3GPP, 0); // REGISTRATION
+    finish(w).freeze()
+}
+
+/// Cx Server-Assignment-Request (3GPP TS 29.229 §6.1.3), the request [`cx_saa`] answers.
+pub fn cx_sar() -> Bytes {
+    let mut w = MessageWriter::new(header(301, APP_CX, true, true, 0x1234_0002));
+    w.str(263, M, 0, "scscf.ims.example.net;1700000000;43");
+    cx_app_id(&mut w);
+    w.u32(277, M, 0, 1)
+        .str(264, M, 0, "scscf.ims.example.net")
+        .str(296, M, 0, "ims.example.net")
+        .str(283, M, 0, "ims.example.net")
+        .str(1, M, 0, "alice@ims.example.net")
+        .str(601, M, V3GPP, "sip:alice@ims.example.net")
+        .str(602, M, V3GPP, "sip:scscf.ims.example.net:5060")
+        .u32(614, M, V3GPP, 1) // REGISTRATION
+        .u32(624, M, V3GPP, 0); // USER_DATA_NOT_AVAILABLE
+    finish(w).freeze()
+}
+
+/// Cx Push-Profile-Request (3GPP TS 29.229 §6.1.7) from the HSS with a new User-Data and
+/// Charging-Information.
+pub fn cx_ppr() -> Bytes {
+    let mut w = MessageWriter::new(header(305, APP_CX, true, true, 0x1234_0011));
+    w.str(263, M, 0, "hss.ims.example.net;1700000000;51");
+    cx_app_id(&mut w);
+    w.u32(277, M, 0, 1)
+        .str(264, M, 0, "hss.ims.example.net")
+        .str(296, M, 0, "ims.example.net")
+        .str(293, M, 0, "scscf.ims.example.net")
+        .str(283, M, 0, "ims.example.net")
+        .str(1, M, 0, "alice@ims.example.net")
+        .str(
+            606,
+            M,
+            V3GPP,
+            "<?xml version=\"1.0\"?><IMSSubscription><PrivateID>alice@ims.example.net\
+             </PrivateID></IMSSubscription>",
+        )
+        .group(618, M, V3GPP, |w| {
+            w.str(619, M, V3GPP, "aaa://ocs.ims.example.net:3868");
+        });
+    finish(w).freeze()
+}
+
+/// Cx Registration-Termination-Request (3GPP TS 29.229 §6.1.9) with grouped vendor AVPs:
+/// Deregistration-Reason and Associated-Identities.
+pub fn cx_rtr() -> Bytes {
+    let mut w = MessageWriter::new(header(304, APP_CX, true, true, 0x1234_0012));
+    w.str(263, M, 0, "hss.ims.example.net;1700000000;52");
+    cx_app_id(&mut w);
+    w.u32(277, M, 0, 1)
+        .str(264, M, 0, "hss.ims.example.net")
+        .str(296, M, 0, "ims.example.net")
+        .str(293, M, 0, "scscf.ims.example.net")
+        .str(283, M, 0, "ims.example.net")
+        .str(1, M, 0, "alice@ims.example.net")
+        .group(632, 0, V3GPP, |w| {
+            w.str(1, M, 0, "alice-2@ims.example.net");
+        })
+        .str(601, M, V3GPP, "sip:alice@ims.example.net")
+        .group(615, M, V3GPP, |w| {
+            w.u32(616, M, V3GPP, 0) // PERMANENT_TERMINATION
+                .str(617, M, V3GPP, "subscription removed");
+        });
+    finish(w).freeze()
+}
+
+/// Rx AA-Request (3GPP TS 29.214 §5.6.1) with one Media-Component-Description holding a
+/// Media-Sub-Component with two Flow-Descriptions.
+pub fn rx_aar() -> Bytes {
+    let mut w = MessageWriter::new(header(265, APP_RX, true, true, 0x1234_0013));
+    w.str(263, M, 0, "pcscf.ims.example.net;1700000000;53")
+        .u32(258, M, 0, APP_RX)
+        .str(264, M, 0, "pcscf.ims.example.net")
+        .str(296, M, 0, "ims.example.net")
+        .str(283, M, 0, "pcrf.example.net")
+        .avp(504, M, V3GPP, b"IMS Services")
+        .group(517, M, V3GPP, |w| {
+            w.u32(518, M, V3GPP, 1)
+                .group(519, M, V3GPP, |w| {
+                    w.u32(509, M, V3GPP, 1)
+                        .str(
+                            507,
+                            M,
+                            V3GPP,
+                            "permit out 17 from 192.0.2.10 49152 to 198.51.100.20 50000",
+                        )
+                        .str(
+                            507,
+                            M,
+                            V3GPP,
+                            "permit in 17 from 198.51.100.20 50000 to 192.0.2.10 49152",
+                        )
+                        .u32(512, M, V3GPP, 0); // NO_INFORMATION
+                })
+                .u32(520, M, V3GPP, 0) // AUDIO
+                .u32(516, M, V3GPP, 64_000)
+                .u32(515, M, V3GPP, 64_000)
+                .u32(511, M, V3GPP, 2); // ENABLED
+        })
+        .avp(505, M, V3GPP, b"icid-0001");
+    finish(w).freeze()
+}
+
+/// S6a Update-Location-Request (3GPP TS 29.272 §7.2.3) from an MME.
+pub fn s6a_ulr() -> Bytes {
+    let mut w = MessageWriter::new(header(316, APP_S6A, true, true, 0x1234_0014));
+    w.str(263, M, 0, "mme.epc.example.net;1700000000;54")
+        .u32(277, M, 0, 1)
+        .str(264, M, 0, "mme.epc.example.net")
+        .str(296, M, 0, "epc.example.net")
+        .str(283, M, 0, "epc.example.net")
+        .str(1, M, 0, "001010123456789")
+        .group(1401, M, V3GPP, |w| {
+            w.str(1402, M, V3GPP, "35395803121326")
+                .str(1403, M, V3GPP, "01");
+        })
+        .u32(1032, 0, V3GPP, 1004) // EUTRAN
+        .u32(1405, M, V3GPP, 0x22)
+        .avp(1407, M, V3GPP, &[0x00, 0xF1, 0x10]);
+    finish(w).freeze()
+}
+
+/// Every sample with a short name, for table-driven tests and fuzz seeds. All their values
+/// are text or numbers (the JSON tests use that); samples with binary OctetStrings, like
+/// [`s6a_ulr`], are listed by [`all_with_binary`].
 pub fn all() -> Vec<(&'static str, Bytes)> {
     vec![
         ("cer", cer()),
+        ("cea", cea()),
         ("dwr", dwr()),
         ("ro_ccr", ro_ccr()),
+        ("cx_uar", cx_uar()),
+        ("cx_sar", cx_sar()),
         ("cx_saa", cx_saa()),
+        ("cx_ppr", cx_ppr()),
+        ("cx_rtr", cx_rtr()),
+        ("rx_aar", rx_aar()),
         ("grouped_heavy", grouped_heavy()),
     ]
+}
+
+/// [`all`] plus the samples carrying binary OctetStrings (S6a Visited-PLMN-Id).
+pub fn all_with_binary() -> Vec<(&'static str, Bytes)> {
+    let mut v = all();
+    v.push(("s6a_ulr", s6a_ulr()));
+    v
 }
 
 #[cfg(test)]
@@ -246,7 +430,9 @@ mod tests {
 
     /// Counts AVPs at every level, treating as grouped the codes these samples group.
     fn count(avps: crate::avp::AvpRefs<'_>) -> usize {
-        const GROUPED: [u32; 12] = [260, 443, 456, 437, 446, 873, 876, 823, 833, 618, 431, 458];
+        const GROUPED: [u32; 17] = [
+            260, 443, 456, 437, 446, 873, 876, 823, 833, 618, 431, 458, 632, 615, 517, 519, 1401,
+        ];
         avps.map(|a| {
             let a: AvpRef = a.unwrap();
             1 + if GROUPED.contains(&a.code) {
@@ -260,7 +446,7 @@ mod tests {
 
     #[test]
     fn samples_are_well_formed_and_sized_as_documented() {
-        for (name, b) in all() {
+        for (name, b) in all_with_binary() {
             let m = Message::decode(b.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(count(m.avp_refs()) > 0, "{name}");
             assert_eq!(m.to_bytes(), b, "{name}");
@@ -295,7 +481,7 @@ mod tests {
     #[test]
     fn samples_validate_against_the_builtin_dictionary() {
         let d = Dictionary::builtin();
-        for (name, b) in all() {
+        for (name, b) in all_with_binary() {
             let m = Message::decode(b).unwrap();
             // The built-in dictionaries are being filled in application by application; a
             // sample is checked as soon as its command and all its AVPs are defined.

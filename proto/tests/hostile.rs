@@ -108,11 +108,11 @@ proptest! {
 
     #[test]
     fn mutated_samples_never_panic(
-        which in 0usize..5,
+        which in 0usize..12,
         edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
         cut in any::<usize>(),
     ) {
-        let all = samples::all();
+        let all = samples::all_with_binary();
         let mut v = all[which % all.len()].1.to_vec();
         for (at, byte) in edits {
             let i = at % v.len();
@@ -128,7 +128,7 @@ proptest! {
 
 #[test]
 fn samples_pass_unchanged() {
-    for (name, s) in samples::all() {
+    for (name, s) in samples::all_with_binary() {
         let m = Message::decode(s).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(walk(m.avp_refs()) > 0);
     }

@@ -195,11 +195,11 @@ proptest! {
 
     #[test]
     fn compiled_agrees_on_mutated_samples(
-        which in 0usize..5,
+        which in 0usize..12,
         edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
     ) {
         let d = Dictionary::builtin();
-        let all = samples::all();
+        let all = samples::all_with_binary();
         let mut b = all[which % all.len()].1.to_vec();
         for (at, byte) in edits {
             // Keep the header's version and length so the body is what gets validated.
@@ -249,7 +249,7 @@ fn compiled_agrees_on_generated_messages() {
 fn samples_validate_the_same() {
     let d = Dictionary::builtin();
     let v = Validator::new(d);
-    for (name, b) in samples::all() {
+    for (name, b) in samples::all_with_binary() {
         let m = Message::decode(b).unwrap();
         assert_eq!(v.validate(&m), dmproto::validate(&m, d), "{name}");
     }
