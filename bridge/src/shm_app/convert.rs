@@ -12,6 +12,7 @@ use dmproto::json::JsonReader;
 use dmproto::{AvpFlags, Header, Message, MessageWriter};
 
 use crate::app::{AnswerBody, RequestError};
+use crate::config::{AppAdvert, AppKind};
 use crate::peer::wire::avp;
 use dmshm::record::class;
 
@@ -195,6 +196,39 @@ pub fn outcome(dict: &Dictionary, result: Result<Message, RequestError>) -> Outc
     }
 }
 
+/// The applications to advertise in CER/CEA for the event names workers declared they serve
+/// (DESIGN §3: "the CER advertises the applications of the handled commands"): `PPR` ->
+/// 3GPP Cx (16777216, Vendor-Specific-Application-Id with vendor 10415). Names that do not
+/// identify an application add nothing: the catch-all (`*`, `REQUEST`), bare command codes,
+/// and base-protocol commands (application 0, which every peer supports). Sorted, without
+/// duplicates.
+pub fn handled_applications(dict: &Dictionary, names: &[String]) -> Vec<AppAdvert> {
+    let mut out: Vec<AppAdvert> = names
+        .iter()
+        .map(|n| n.strip_prefix("E_DM_").unwrap_or(n))
+        .filter_map(|abbr| dict.command_by_abbr(abbr))
+        .filter(|c| c.app_id != 0)
+        .map(|c| match dict.application(c.app_id) {
+            Some(a) => AppAdvert {
+                id: a.id,
+                kind: match a.kind {
+                    dmproto::dict::AppKind::Auth => AppKind::Auth,
+                    dmproto::dict::AppKind::Acct => AppKind::Acct,
+                },
+                vendor: (a.vendor != 0).then_some(a.vendor),
+            },
+            None => AppAdvert {
+                id: c.app_id,
+                kind: AppKind::Auth,
+                vendor: None,
+            },
+        })
+        .collect();
+    out.sort_by_key(|a| (a.id, a.vendor, a.kind == AppKind::Acct));
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +249,39 @@ mod tests {
         let unknown = event_name(dict(), 4242, 8_388_620);
         assert_eq!(unknown.name, "8388620");
         assert_eq!(unknown.cmd_name, "");
+    }
+
+    #[test]
+    fn handled_names_map_to_their_applications() {
+        let names: Vec<String> = [
+            "PPR",
+            "E_DM_RTR",
+            "ACR",
+            "*",
+            "E_DM_REQUEST",
+            "16777214",
+            "DWR",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let apps = handled_applications(dict(), &names);
+        assert_eq!(
+            apps,
+            vec![
+                AppAdvert {
+                    id: 3,
+                    kind: AppKind::Acct,
+                    vendor: None
+                },
+                AppAdvert {
+                    id: 16777216,
+                    kind: AppKind::Auth,
+                    vendor: Some(10415)
+                },
+            ]
+        );
+        assert!(handled_applications(dict(), &[]).is_empty());
     }
 
     #[test]

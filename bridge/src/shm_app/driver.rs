@@ -30,6 +30,7 @@ use super::convert::{self, Outcome};
 use super::status::{self, Counters, Identity};
 use super::ShmOptions;
 use crate::app::{AppHandle, IncomingRequest, OutgoingRequest, RequestError, Responder};
+use crate::config::AppAdvert;
 use crate::core::PeerStatus;
 
 /// Most queued requests taken per wake-up (others get their turn in between).
@@ -123,6 +124,10 @@ pub struct Driver {
     reader: JsonReader<'static>,
     handle: AppHandle,
     peers: watch::Receiver<Vec<PeerStatus>>,
+    /// The applications of the commands attached workers serve (for CER/CEA).
+    adverts: watch::Sender<Vec<AppAdvert>>,
+    /// A worker's handled names changed, or a worker left: recompute `adverts`.
+    handles_changed: bool,
     reply_timeout: Duration,
     /// Incoming requests waiting for their worker's reply, by token.
     held: HashMap<u64, Held>,
@@ -186,6 +191,8 @@ impl Driver {
             reader: JsonReader::new(dict),
             handle,
             peers,
+            adverts: watch::channel(Vec::new()).0,
+            handles_changed: false,
             reply_timeout: options.reply_timeout,
             held: HashMap::new(),
             deadlines: VecDeque::new(),
@@ -206,6 +213,12 @@ impl Driver {
 
     pub fn generation(&self) -> u64 {
         self.bridge.generation()
+    }
+
+    /// The applications of the commands the attached workers serve, republished whenever
+    /// that set changes (see [`super::ShmService::advertised`]).
+    pub fn advertised(&self) -> watch::Receiver<Vec<AppAdvert>> {
+        self.adverts.subscribe()
     }
 
     /// Runs until `stop` fires (or its sender is dropped).
@@ -281,6 +294,17 @@ impl Driver {
             }
             self.handle_events(&mut outgoing);
             self.sync_fds();
+            if std::mem::take(&mut self.handles_changed) {
+                let apps = convert::handled_applications(self.dict, &self.bridge.handled_names());
+                self.adverts.send_if_modified(|cur| {
+                    let changed = *cur != apps;
+                    if changed {
+                        log(format_args!("workers serve the applications {apps:?}"));
+                        *cur = apps;
+                    }
+                    changed
+                });
+            }
             self.maybe_publish();
         }
         self.stopping = true;
@@ -490,6 +514,7 @@ impl Driver {
             }
             BridgeEvent::Handles { slot, names } => {
                 self.status_dirty = true;
+                self.handles_changed = true;
                 log(format_args!("worker slot {slot} handles {names:?}"));
             }
             BridgeEvent::Warning { slot, message } => {
@@ -530,6 +555,7 @@ impl Driver {
                 self.counters.worker_lost += answered;
                 self.counters.workers_gone += 1;
                 self.status_dirty = true;
+                self.handles_changed = true;
                 log(format_args!(
                     "worker {name:?} (pid {pid}, slot {slot}) gone: {reason}; {answered} requests it held answered 5012, {} of its outgoing requests abandoned",
                     handles.len()

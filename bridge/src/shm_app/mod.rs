@@ -53,7 +53,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::app::{AppHandle, Application, IncomingRequest, Responder};
-use crate::config::Config;
+use crate::config::{AppAdvert, Config};
 use crate::core::PeerStatus;
 use dmproto::dict::Dictionary;
 
@@ -79,6 +79,7 @@ pub struct ShmService {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     generation: u64,
+    advertised: watch::Receiver<Vec<AppAdvert>>,
 }
 
 impl ShmService {
@@ -106,6 +107,7 @@ impl ShmService {
             peers,
         )?;
         let generation = d.generation();
+        let advertised = d.advertised();
         let task = tokio::spawn(d.run(rx, stop_rx));
         Ok((
             Arc::new(ShmApp { tx }),
@@ -113,6 +115,7 @@ impl ShmService {
                 stop: Some(stop_tx),
                 task: Some(task),
                 generation,
+                advertised,
             },
         ))
     }
@@ -120,6 +123,13 @@ impl ShmService {
     /// The segment's generation (changes on every start).
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The applications of the commands attached workers serve, updated as workers declare
+    /// their events or leave ([`convert::handled_applications`]). The node advertises these
+    /// in CER/CEA beside the configured `[[applications]]`.
+    pub fn advertised(&self) -> watch::Receiver<Vec<AppAdvert>> {
+        self.advertised.clone()
     }
 
     /// Stops the driver and waits for it: held requests are released (answered 5012 by the
