@@ -125,23 +125,68 @@ pub enum Transport {
     Tcp,
 }
 
+/// A peer's address as configured: an IP address, or a DNS name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerAddress {
+    Ip(IpAddr),
+    Name(String),
+}
+
+/// Where to connect to a peer. A name is resolved at every attempt (the driver's job), so
+/// a peer that moves is found again on reconnection.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Addr(SocketAddr),
+    Name { host: String, port: u16 },
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Addr(a) => write!(f, "{a}"),
+            Endpoint::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
 /// One configured peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerConfig {
     /// The peer's Diameter identity (its Origin-Host in CER/CEA).
     pub host: String,
     /// Where to connect; required in `Connect` mode, optional (unused) for accept-only.
-    pub address: Option<IpAddr>,
+    pub address: Option<PeerAddress>,
     pub port: u16,
     pub mode: PeerMode,
     pub transport: Transport,
 }
 
 impl PeerConfig {
-    /// The socket address to connect to, when there is one.
-    pub fn socket_addr(&self) -> Option<SocketAddr> {
-        self.address.map(|a| SocketAddr::new(a, self.port))
+    /// Where to connect, when there is an address.
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        match &self.address {
+            Some(PeerAddress::Ip(ip)) => Some(Endpoint::Addr(SocketAddr::new(*ip, self.port))),
+            Some(PeerAddress::Name(host)) => Some(Endpoint::Name {
+                host: host.clone(),
+                port: self.port,
+            }),
+            None => None,
+        }
     }
+}
+
+/// An address as written in `[[peers]]`: an IP address, or a host name. Strings that look
+/// like an IP address but are not one (`192.0.2.300`, anything with `:`) are refused rather
+/// than looked up as names.
+pub fn parse_peer_address(text: &str) -> Option<PeerAddress> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(PeerAddress::Ip(ip));
+    }
+    let looks_numeric = text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if looks_numeric || text.contains(':') || !is_diameter_identity(text) {
+        return None;
+    }
+    Some(PeerAddress::Name(text.to_string()))
 }
 
 /// One realm-table entry: requests for `realm` (and `app_id`, if given) go to `peers`.
@@ -780,13 +825,15 @@ fn read_peers(cx: &mut Cx<'_>, root: Tbl<'_>) -> (Vec<PeerConfig>, Vec<String>) 
         };
         let address = match s.string(cx, "address") {
             None => None,
-            Some(text) => match text.parse::<IpAddr>() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
+            Some(text) => match parse_peer_address(&text) {
+                Some(a) => Some(a),
+                None => {
                     let span = s.item("address").and_then(|i| i.0);
                     cx.error(
                         span,
-                        format!("bad address {text:?}: expected an IPv4 or IPv6 address"),
+                        format!(
+                            "bad address {text:?}: expected an IPv4 or IPv6 address or a host name"
+                        ),
                     );
                     None
                 }
@@ -1055,8 +1102,8 @@ something_else = { a = 1 }
         );
         assert_eq!(c.peers.len(), 3);
         assert_eq!(
-            c.peers[1].socket_addr(),
-            Some("[2001:db8::2]:3869".parse().unwrap())
+            c.peers[1].endpoint(),
+            Some(Endpoint::Addr("[2001:db8::2]:3869".parse().unwrap()))
         );
         assert_eq!(c.peers[2].mode, PeerMode::AcceptOnly);
         assert_eq!(c.peers[0].port, DEFAULT_PORT);
@@ -1100,7 +1147,7 @@ listen = ["1.2.3.4"]
 id = 4
 [[peers]]
 host = "a.example.net"
-address = "not-an-ip"
+address = "192.0.2.300"
 [[peers]]
 host = "A.example.net"
 address = "192.0.2.1"
@@ -1184,7 +1231,51 @@ origin_host = "h.net"
 origin_realm = "net"
 "#;
         let c = parse(text).unwrap();
-        assert_eq!(c.peers[0].address, Some("::1".parse().unwrap()));
+        assert_eq!(
+            c.peers[0].address,
+            Some(PeerAddress::Ip("::1".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn peer_addresses_are_ips_or_host_names() {
+        assert_eq!(
+            parse_peer_address("192.0.2.1"),
+            Some(PeerAddress::Ip([192, 0, 2, 1].into()))
+        );
+        assert!(matches!(
+            parse_peer_address("2001:db8::1"),
+            Some(PeerAddress::Ip(_))
+        ));
+        assert_eq!(
+            parse_peer_address("hss1.ims.example.net"),
+            Some(PeerAddress::Name("hss1.ims.example.net".into()))
+        );
+        for bad in [
+            "192.0.2.300",
+            "1.2.3",
+            "2001:db8::zz",
+            "a b",
+            "",
+            "host..net",
+        ] {
+            assert_eq!(parse_peer_address(bad), None, "{bad:?}");
+        }
+        let text = r#"
+applications = [{ id = 4 }]
+peers = [{ host = "p.net", address = "localhost", port = 3999 }]
+[node]
+origin_host = "h.net"
+origin_realm = "net"
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(
+            c.peers[0].endpoint(),
+            Some(Endpoint::Name {
+                host: "localhost".into(),
+                port: 3999
+            })
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! send, never blocking) as soon as they are known.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,7 +39,10 @@ pub enum Output {
     /// Close the connection after what is queued has been written.
     Close { conn: ConnId },
     /// Open a connection to `addr`, then report [`Core::connected`].
-    Connect { conn: ConnId, addr: SocketAddr },
+    Connect {
+        conn: ConnId,
+        addr: crate::config::Endpoint,
+    },
     /// Hand the request to the application; report its reply with [`Core::reply`] under
     /// `token`. The core applies the reply timeout itself (5012 when it passes; a later
     /// reply is ignored).

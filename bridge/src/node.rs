@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::app::{Application, Reply, ReplyQueue, Responder, Submissions};
-use crate::config::Config;
+use crate::config::{Config, Endpoint};
 use crate::core::{Core, Output, PeerStatus, Seeds};
 use crate::peer::ConnId;
 use crate::transport::{self, ConnEvent, ConnHandle};
@@ -50,6 +50,15 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     TcpListener::from_std(socket.into())
+}
+
+/// Opens a TCP connection to a peer. A name is resolved now (every attempt, so a peer that
+/// moved is found again) and its addresses are tried in order.
+async fn connect(endpoint: &Endpoint) -> io::Result<TcpStream> {
+    match endpoint {
+        Endpoint::Addr(a) => TcpStream::connect(a).await,
+        Endpoint::Name { host, port } => TcpStream::connect((host.as_str(), *port)).await,
+    }
 }
 
 /// A bound, not yet running node.
@@ -326,13 +335,12 @@ impl Driver {
                     let tx = self.input_tx.clone();
                     let limit = self.core.config().timers.cer_timeout;
                     tokio::spawn(async move {
-                        let result =
-                            match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
-                                Ok(r) => r,
-                                Err(_) => {
-                                    Err(io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))
-                                }
-                            };
+                        let result = match tokio::time::timeout(limit, connect(&addr)).await {
+                            Ok(r) => r,
+                            Err(_) => {
+                                Err(io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))
+                            }
+                        };
                         let _ = tx.send(Input::Connected { conn, result }).await;
                     });
                 }

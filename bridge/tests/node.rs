@@ -823,3 +823,20 @@ async fn ipv4_and_ipv6_wildcards_on_one_port_both_bind() {
     assert_eq!(wire::result_code(&cea6), Some(2001));
     node.stop().await;
 }
+
+#[tokio::test]
+async fn peer_address_may_be_a_host_name() {
+    let echo = Arc::new(Echo {
+        name: "named",
+        seen: AtomicUsize::new(0),
+    });
+    let server = start(&server_config("s1.example.net", ""), echo.clone()).await;
+    let cfg = client_config(&[("s1.example.net", server.addr)])
+        .replace("address = \"127.0.0.1\"", "address = \"localhost\"");
+    assert!(cfg.contains("\"localhost\""));
+    let client = start(&cfg, Arc::new(Mute)).await;
+    until_routable(&client, 1).await;
+    assert!(echo.seen.load(Ordering::SeqCst) >= 1);
+    client.stop().await;
+    server.stop().await;
+}

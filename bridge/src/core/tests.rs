@@ -3,6 +3,7 @@
 //! sockets.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -160,7 +161,10 @@ impl Net {
             }
             Output::Close { conn } => self.cut(i, conn),
             Output::Connect { conn, addr } => {
-                let target = self.nodes.iter().position(|n| n.addr == addr && n.up);
+                let target = self
+                    .nodes
+                    .iter()
+                    .position(|n| crate::config::Endpoint::Addr(n.addr) == addr && n.up);
                 match target.and_then(|j| self.nodes[j].core.accept(None, now).map(|c| (j, c))) {
                     Some((j, their)) => {
                         self.links.insert((i, conn), (j, their));

@@ -30,13 +30,12 @@
 //! Unknown peers (3010) are refused before a state machine exists: see [`super::table`].
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::capabilities::{negotiate, result, wins_election, AppSet, Capabilities};
 use super::watchdog::{Watchdog, WatchdogAction};
-use crate::config::Timers;
+use crate::config::{Endpoint, Timers};
 
 /// Names one transport connection for the lifetime of the node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -202,7 +201,7 @@ pub enum Action {
     /// Snd-Conn-Req: open a transport connection, then report RcvConnAck / RcvConnNack.
     Connect {
         conn: ConnId,
-        addr: SocketAddr,
+        addr: Endpoint,
     },
     /// R-Accept: the accepted connection now belongs to this peer.
     Accept {
@@ -244,7 +243,7 @@ pub struct PeerSettings {
     /// The peer's Diameter identity.
     pub host: String,
     /// `Some` for peers we connect to; `None` for accept-only peers.
-    pub connect_to: Option<SocketAddr>,
+    pub connect_to: Option<Endpoint>,
     pub timers: Timers,
     /// Seed for the watchdog's jitter.
     pub seed: u64,
@@ -557,7 +556,7 @@ impl PeerFsm {
 
     /// Closed, Start: I-Snd-Conn-Req -> Wait-Conn-Ack (accept-only peers stay Closed).
     fn start(&mut self, now: Instant, ids: &mut ConnIds) {
-        let Some(addr) = self.settings.connect_to else {
+        let Some(addr) = self.settings.connect_to.clone() else {
             return;
         };
         let conn = ids.next_id();

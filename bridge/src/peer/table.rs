@@ -106,7 +106,7 @@ impl Peers {
         };
         for p in &config.peers {
             let connect_to = match p.mode {
-                PeerMode::Connect => p.socket_addr(),
+                PeerMode::Connect => p.endpoint(),
                 PeerMode::AcceptOnly => None,
             };
             peers.add(&p.host, connect_to);
@@ -114,7 +114,7 @@ impl Peers {
         peers
     }
 
-    fn add(&mut self, host: &str, connect_to: Option<std::net::SocketAddr>) -> PeerId {
+    fn add(&mut self, host: &str, connect_to: Option<crate::config::Endpoint>) -> PeerId {
         let id = PeerId(self.peers.len());
         self.seed = self
             .seed
@@ -597,7 +597,10 @@ cer_timeout = "3s"
                 action: Action::Connect { conn, addr },
             }] => {
                 assert_eq!(*peer, out);
-                assert_eq!(addr.port(), 3999);
+                assert_eq!(
+                    *addr,
+                    crate::config::Endpoint::Addr("127.0.0.1:3999".parse().unwrap())
+                );
                 *conn
             }
             other => panic!("{other:?}"),

@@ -64,7 +64,8 @@ impl H {
         };
         let settings = PeerSettings {
             host: host.into(),
-            connect_to: connect.then(|| "192.0.2.1:3868".parse().unwrap()),
+            connect_to: connect
+                .then(|| crate::config::Endpoint::Addr("192.0.2.1:3868".parse().unwrap())),
             timers,
             seed: 7,
         };
