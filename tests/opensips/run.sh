@@ -97,8 +97,14 @@ mkcfg() { # in out port socket fifo
   sed -e "s#^mpath=.*#mpath=\"$src/modules/\"#" -e "s#udp:127.0.0.1:5060#udp:127.0.0.1:$3#" \
     -e "s#/run/opensips/opensips_fifo#$5#" -e "s#/run/dmbridge/control.sock#$4#" \
     -e "s#@MPATH@#$src/modules/#" -e "s#@SIP_PORT@#$3#" -e "s#@DMB_SOCKET@#$4#" \
-    -e "s#@FIFO@#$5#" -e "s#@DICT@#$here/dictionary.opensips#" "$1" >"$2"
+    -e "s#@FIFO@#$5#" -e "s#@DICT@#$here/dictionary.opensips#" "${er_args[@]}" "$1" >"$2"
 }
+# 3.4/3.5 run event routes only with the event_route module loaded (3.6 made it core)
+er_args=()
+if [ -d "$src/modules/event_route" ]; then
+  er_args=(-e '/^loadmodule "dmbridge.so"/i loadmodule "event_route.so"')
+  [ -f "$src/modules/event_route/event_route.so" ] || make -C "$src" modules module=event_route >>"$work/build.log" 2>&1
+fi
 
 start_opensips() { # name cfg -> pid in $opid, log $work/name.log
   "$osips" -F -f "$2" -w "$work" >"$work/$1.log" 2>&1 &
