@@ -29,7 +29,6 @@ pub struct MessageWriter {
     error: Option<EncodeError>,
 }
 
-const PAD: [u8; 3] = [0; 3];
 
 impl MessageWriter {
     /// A writer for a message with `header` (its `length` is ignored and patched at the end).
@@ -135,7 +134,7 @@ impl MessageWriter {
         if self.room(padded(len)) {
             self.put_header(code, flags, vendor, len);
             self.buf.put_slice(data);
-            self.buf.put_slice(&PAD[..padded(len) - len]);
+            self.buf.put_bytes(0, padded(len) - len);
         }
         self
     }
@@ -155,7 +154,7 @@ impl MessageWriter {
                 self.fail(e.into());
                 return self;
             }
-            self.buf.put_slice(&PAD[..padded(len) - len]);
+            self.buf.put_bytes(0, padded(len) - len);
         }
         self
     }
@@ -199,7 +198,7 @@ impl MessageWriter {
         }
         if self.room(padded(raw.len())) {
             self.buf.put_slice(raw);
-            self.buf.put_slice(&PAD[..padded(raw.len()) - raw.len()]);
+            self.buf.put_bytes(0, padded(raw.len()) - raw.len());
         }
         self
     }
