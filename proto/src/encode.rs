@@ -29,7 +29,6 @@ pub struct MessageWriter {
     error: Option<EncodeError>,
 }
 
-
 impl MessageWriter {
     /// A writer for a message with `header` (its `length` is ignored and patched at the end).
     pub fn new(header: Header) -> MessageWriter {
