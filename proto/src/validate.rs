@@ -137,7 +137,7 @@ pub fn validate_with(
     };
     let ctx = Ctx { dict, opts };
     ctx.container(&msg.body, HEADER_LEN, 0, rules, None)
-        .map_err(|e| in_command(e, cmd, is_request))
+        .map_err(|e| in_command(*e, cmd, is_request))
 }
 
 /// The header checks shared by every validator: version (5011), length (5015), header bits
@@ -296,7 +296,7 @@ impl Tally {
         def: &AvpDef,
         avp: &AvpRef<'_>,
         path: Option<&Path<'_>>,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<(), Box<ProtocolError>> {
         let (Some(rule), Some(c)) = (list.get(i), counts.get_mut(i)) else {
             return Ok(());
         };
@@ -337,7 +337,7 @@ impl Ctx<'_> {
         depth: usize,
         rules: Option<&Rules>,
         path: Option<&Path<'_>>,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<(), Box<ProtocolError>> {
         // An empty closed ABNF is treated as "no ABNF": nothing real is defined that way.
         let rules = rules.filter(|r| !r.rules.is_empty() || r.extensible);
         let list: &[Rule] = rules.map_or(&[], |r| &r.rules);
@@ -432,7 +432,7 @@ impl Ctx<'_> {
         def: &AvpDef,
         avp: &AvpRef<'_>,
         path: Option<&Path<'_>>,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<(), Box<ProtocolError>> {
         let flags = avp.flags.bits();
         if (flags & forbid) | (need & !flags) != 0 {
             return Err(self.bad_bits(def, avp, need, path));
@@ -444,7 +444,7 @@ impl Ctx<'_> {
     }
 
     #[cold]
-    pub(crate) fn too_deep(&self, avp: &AvpRef<'_>, path: Option<&Path<'_>>) -> ProtocolError {
+    pub(crate) fn too_deep(&self, avp: &AvpRef<'_>, path: Option<&Path<'_>>) -> Box<ProtocolError> {
         self.fail(
             rc::DIAMETER_INVALID_AVP_VALUE,
             avp.raw,
@@ -454,7 +454,7 @@ impl Ctx<'_> {
     }
 
     #[cold]
-    pub(crate) fn unknown(&self, avp: &AvpRef<'_>, path: Option<&Path<'_>>) -> ProtocolError {
+    pub(crate) fn unknown(&self, avp: &AvpRef<'_>, path: Option<&Path<'_>>) -> Box<ProtocolError> {
         let name = self.name(avp.code, avp.vendor);
         if avp.flags.reserved() != 0 {
             return self.fail(
@@ -479,7 +479,7 @@ impl Ctx<'_> {
         avp: &AvpRef<'_>,
         must: u8,
         path: Option<&Path<'_>>,
-    ) -> ProtocolError {
+    ) -> Box<ProtocolError> {
         let f = avp.flags.bits();
         let forbidden = f & def.flags.must_not & !AvpFlags::V;
         let what = if avp.flags.reserved() != 0 {
@@ -504,7 +504,7 @@ impl Ctx<'_> {
         avp: &AvpRef<'_>,
         e: crate::error::ValueError,
         path: Option<&Path<'_>>,
-    ) -> ProtocolError {
+    ) -> Box<ProtocolError> {
         self.fail(
             e.result_code(),
             avp.raw,
@@ -520,7 +520,7 @@ impl Ctx<'_> {
         avp: &AvpRef<'_>,
         rule: &Rule,
         path: Option<&Path<'_>>,
-    ) -> ProtocolError {
+    ) -> Box<ProtocolError> {
         let max = rule.max.unwrap_or(0);
         if max == 0 {
             return self.not_allowed(def, avp, "is not allowed", path);
@@ -540,7 +540,7 @@ impl Ctx<'_> {
         avp: &AvpRef<'_>,
         why: &str,
         path: Option<&Path<'_>>,
-    ) -> ProtocolError {
+    ) -> Box<ProtocolError> {
         self.fail(
             rc::DIAMETER_AVP_NOT_ALLOWED,
             avp.raw,
@@ -555,27 +555,31 @@ impl Ctx<'_> {
         list: &[Rule],
         counts: &[u16],
         path: Option<&Path<'_>>,
-    ) -> ProtocolError {
+    ) -> Box<ProtocolError> {
         match list
             .iter()
             .zip(counts.iter())
             .find(|(rule, &n)| u32::from(n) < rule.min)
         {
             Some((rule, _)) => self.missing(rule, path),
-            None => ProtocolError::new(rc::DIAMETER_MISSING_AVP, None, "missing AVP".into()),
+            None => Box::new(ProtocolError::new(
+                rc::DIAMETER_MISSING_AVP,
+                None,
+                "missing AVP".into(),
+            )),
         }
     }
 
     /// 5014 (or 5004 for depth) for an AVP whose structure is broken: Failed-AVP gets the
     /// header as read and a zero-filled payload of the minimal length (RFC 6733 §7.1.5).
-    pub(crate) fn structural(&self, e: AvpError, path: Option<&Path<'_>>) -> ProtocolError {
+    pub(crate) fn structural(&self, e: AvpError, path: Option<&Path<'_>>) -> Box<ProtocolError> {
         let ty = self.dict.avp(e.code, e.vendor).map(|d| d.ty);
         let avp = minimal_avp(e.code, e.flags, e.vendor, ty);
         self.fail(e.result_code(), &avp, path, e.to_string())
     }
 
     /// 5005 with an AVP of the missing code (RFC 6733 §7.5).
-    pub(crate) fn missing(&self, rule: &Rule, path: Option<&Path<'_>>) -> ProtocolError {
+    pub(crate) fn missing(&self, rule: &Rule, path: Option<&Path<'_>>) -> Box<ProtocolError> {
         let def = self.dict.avp(rule.code, rule.vendor);
         let flags = def.map_or(AvpFlags::M, |d| d.flags.must);
         let avp = minimal_avp(rule.code, flags, rule.vendor, def.map(|d| d.ty));
@@ -598,14 +602,14 @@ impl Ctx<'_> {
         avp: &[u8],
         path: Option<&Path<'_>>,
         message: String,
-    ) -> ProtocolError {
+    ) -> Box<ProtocolError> {
         let mut cur = Bytes::copy_from_slice(avp);
         let mut p = path;
         while let Some(g) = p {
             cur = encode_avp(g.code, g.flags, g.vendor, &cur, true);
             p = g.parent;
         }
-        ProtocolError::new(code, Some(cur), message)
+        Box::new(ProtocolError::new(code, Some(cur), message))
     }
 }
 

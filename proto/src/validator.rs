@@ -275,7 +275,7 @@ impl<'d> Validator<'d> {
                 .map_or(NO_RULES, |p| if is_request { p[0] } else { p[1] })
         };
         self.container(plan, &msg.body, HEADER_LEN, 0, None)
-            .map_err(|e| in_command(e, cmd, is_request))
+            .map_err(|e| in_command(*e, cmd, is_request))
     }
 
     fn container(
@@ -285,7 +285,7 @@ impl<'d> Validator<'d> {
         base: usize,
         depth: usize,
         path: Option<&Path<'_>>,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<(), Box<ProtocolError>> {
         let ctx = &self.ctx;
         let Some(plan) = self.plans.get(plan as usize) else {
             return Ok(());
