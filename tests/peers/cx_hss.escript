@@ -1,0 +1,415 @@
+#!/usr/bin/env escript
+%%! -smp enable
+%% cx_hss.escript -- a Cx HSS (3GPP TS 29.229) on Erlang/OTP diameter, for dmbridge's
+%% Kamailio end-to-end test and demo. Loopback only; exits by itself after --duration.
+%%
+%% It listens for the S-CSCF's Diameter node (the bridge connects to it, and reconnects after
+%% a restart), answers every Server-Assignment-Request, and sends Push-Profile,
+%% Registration-Termination and User-Authorization requests when told to on a line-based
+%% control port:
+%%
+%%   cx_hss.escript --port P --ctl-port C [--host hss.test.local] [--realm hss.test.local]
+%%                  [--sar "bob=e5001,carol=5012"] [--duration 120]
+%%
+%% --sar: SAA outcome per user (the user part of User-Name); N = Result-Code N,
+%%        eN = Experimental-Result (3GPP) N; anyone else gets 2001.
+%%
+%% Control commands (one line each, one line back):
+%%   up [SECONDS]          -> "UP <peer host>" once a peer is up, or "ERROR not up"
+%%   ppr USER              -> sends PPR (User-Data, Supported-Features, Charging-Information)
+%%   rtr USER [IMPU ...]   -> sends RTR (Deregistration-Reason, Associated-Identities, IMPUs)
+%%   uar USER IMPU         -> sends UAR (the example S-CSCF has no route for it)
+%% An answer comes back as
+%%   "ANSWER cmd=<code> e=<0|1> rc=<Result-Code|0> exp=<Experimental-Result-Code|0>
+%%    assoc=<User-Names in Associated-Identities, comma-separated> sid=<Session-Id>"
+%% a failure as "ERROR <reason>". Every SAR is printed on stdout as
+%% "SAR user=<User-Name> impu=<Public-Identity> sat=<type> -> <outcome>".
+-mode(compile).
+-export([main/1, peer_up/3, peer_down/3, pick_peer/4, prepare_request/3, prepare_retransmit/3,
+         handle_answer/4, handle_error/4, handle_request/3]).
+
+-include_lib("diameter/include/diameter.hrl").
+
+%% The parts of Cx this HSS uses. Answers list most AVPs as optional so that whatever the
+%% S-CSCF sends is decoded and reported, not refused by this peer's codec.
+-define(CX_DIA, <<"
+@id 16777216
+@name cx_dict
+@prefix cx
+@vendor 10415 3GPP
+@inherits diameter_gen_base_rfc6733
+@avp_types
+   Visited-Network-Identifier 600 OctetString MV
+   Public-Identity 601 UTF8String MV
+   Server-Name 602 UTF8String MV
+   User-Data 606 OctetString MV
+   Server-Assignment-Type 614 Enumerated MV
+   Deregistration-Reason 615 Grouped MV
+   Reason-Code 616 Enumerated MV
+   Reason-Info 617 UTF8String MV
+   Charging-Information 618 Grouped MV
+   Primary-Event-Charging-Function-Name 619 DiameterURI MV
+   Primary-Charging-Collection-Function-Name 621 DiameterURI MV
+   User-Data-Already-Available 624 Enumerated MV
+   Supported-Features 628 Grouped V
+   Feature-List-ID 629 Unsigned32 V
+   Feature-List 630 Unsigned32 V
+   Associated-Identities 632 Grouped V
+@grouped
+   Deregistration-Reason ::= < AVP Header: 615 >
+          { Reason-Code }
+          [ Reason-Info ]
+        * [ AVP ]
+   Charging-Information ::= < AVP Header: 618 >
+          [ Primary-Event-Charging-Function-Name ]
+          [ Primary-Charging-Collection-Function-Name ]
+        * [ AVP ]
+   Supported-Features ::= < AVP Header: 628 >
+          { Vendor-Id }
+          { Feature-List-ID }
+          { Feature-List }
+        * [ AVP ]
+   Associated-Identities ::= < AVP Header: 632 >
+        * [ User-Name ]
+        * [ AVP ]
+@messages
+   SAR ::= < Diameter Header: 301, REQ, PXY >
+          < Session-Id >
+          { Origin-Host }
+          { Origin-Realm }
+          [ Vendor-Specific-Application-Id ]
+          [ Auth-Session-State ]
+          [ Destination-Host ]
+          [ Destination-Realm ]
+          [ User-Name ]
+        * [ Supported-Features ]
+        * [ Public-Identity ]
+          [ Server-Name ]
+          [ Server-Assignment-Type ]
+          [ User-Data-Already-Available ]
+        * [ AVP ]
+   SAA ::= < Diameter Header: 301, PXY >
+          < Session-Id >
+          { Auth-Session-State }
+          { Origin-Host }
+          { Origin-Realm }
+          [ Vendor-Specific-Application-Id ]
+          [ Result-Code ]
+          [ Experimental-Result ]
+          [ User-Name ]
+          [ User-Data ]
+          [ Charging-Information ]
+        * [ AVP ]
+   PPR ::= < Diameter Header: 305, REQ, PXY >
+          < Session-Id >
+          { Vendor-Specific-Application-Id }
+          { Auth-Session-State }
+          { Origin-Host }
+          { Origin-Realm }
+          { Destination-Host }
+          { Destination-Realm }
+          { User-Name }
+        * [ Supported-Features ]
+          [ User-Data ]
+          [ Charging-Information ]
+        * [ AVP ]
+   PPA ::= < Diameter Header: 305, PXY >
+          < Session-Id >
+          [ Vendor-Specific-Application-Id ]
+          [ Result-Code ]
+          [ Experimental-Result ]
+          [ Auth-Session-State ]
+          [ Origin-Host ]
+          [ Origin-Realm ]
+        * [ Supported-Features ]
+        * [ AVP ]
+   RTR ::= < Diameter Header: 304, REQ, PXY >
+          < Session-Id >
+          { Vendor-Specific-Application-Id }
+          { Auth-Session-State }
+          { Origin-Host }
+          { Origin-Realm }
+          { Destination-Host }
+          { Destination-Realm }
+          { User-Name }
+          { Deregistration-Reason }
+          [ Associated-Identities ]
+        * [ Supported-Features ]
+        * [ Public-Identity ]
+        * [ AVP ]
+   RTA ::= < Diameter Header: 304, PXY >
+          < Session-Id >
+          [ Vendor-Specific-Application-Id ]
+          [ Result-Code ]
+          [ Experimental-Result ]
+          [ Auth-Session-State ]
+          [ Origin-Host ]
+          [ Origin-Realm ]
+          [ Associated-Identities ]
+        * [ Supported-Features ]
+        * [ AVP ]
+   UAR ::= < Diameter Header: 300, REQ, PXY >
+          < Session-Id >
+          { Vendor-Specific-Application-Id }
+          { Auth-Session-State }
+          { Origin-Host }
+          { Origin-Realm }
+          { Destination-Realm }
+          { User-Name }
+          { Public-Identity }
+          { Visited-Network-Identifier }
+          [ Destination-Host ]
+        * [ AVP ]
+   UAA ::= < Diameter Header: 300, PXY >
+          < Session-Id >
+          [ Vendor-Specific-Application-Id ]
+          [ Result-Code ]
+          [ Experimental-Result ]
+          [ Auth-Session-State ]
+          [ Origin-Host ]
+          [ Origin-Realm ]
+        * [ AVP ]
+@enum Server-Assignment-Type
+   NO_ASSIGNMENT 0
+   REGISTRATION 1
+   RE_REGISTRATION 2
+   UNREGISTERED_USER 3
+   TIMEOUT_DEREGISTRATION 4
+   USER_DEREGISTRATION 5
+@enum Reason-Code
+   PERMANENT_TERMINATION 0
+   NEW_SERVER_ASSIGNED 1
+   SERVER_CHANGE 2
+   REMOVE_S-CSCF 3
+@enum User-Data-Already-Available
+   USER_DATA_NOT_AVAILABLE 0
+   USER_DATA_ALREADY_AVAILABLE 1
+">>).
+
+-define(VENDOR_3GPP, 10415).
+-define(CX_APP, 16777216).
+
+main(Args) ->
+    O = parse(Args, #{}),
+    load_dict(),
+    ok = diameter:start(),
+    Host = opt(host, O, "hss.test.local"),
+    Realm = opt(realm, O, "hss.test.local"),
+    ets:new(hss, [named_table, public, set]),
+    ets:insert(hss, {sar, parse_sar(opt(sar, O, ""))}),
+    ets:insert(hss, {peers, []}),
+    ok = diameter:start_service(svc, service(Host, Realm)),
+    true = diameter:subscribe(svc),
+    Port = iopt(port, O, 3868),
+    %% {okay, 0}: a peer that reconnects (a restarted bridge) is usable at once, instead of
+    %% after the three watchdog exchanges of RFC 3539's REOPEN state (90 s with Tw = 30 s)
+    {ok, _} = diameter:add_transport(svc, {listen, [{transport_module, diameter_tcp},
+        {transport_config, [{ip, {127,0,0,1}}, {port, Port}, {reuseaddr, true}]},
+        {watchdog_config, [{okay, 0}]}]}),
+    {ok, L} = gen_tcp:listen(iopt('ctl-port', O, 3870),
+                             [list, {packet, line}, {active, false}, {reuseaddr, true},
+                              {ip, {127,0,0,1}}]),
+    %% diameter_tcp retries a failed listen silently: check that the port really listens.
+    wait_listening(Port, 50),
+    out("HSS ~s (realm ~s) listening 127.0.0.1:~p, control 127.0.0.1:~s",
+        [Host, Realm, Port, opt('ctl-port', O, "3870")]),
+    spawn(fun() -> accept(L) end),
+    Deadline = erlang:monotonic_time(millisecond) + 1000 * iopt(duration, O, 120),
+    events(Deadline).
+
+wait_listening(Port, 0) -> out("listen failed on port ~p", [Port]), halt(1);
+wait_listening(Port, N) ->
+    case gen_tcp:connect({127,0,0,1}, Port, [], 200) of
+        {ok, S} -> gen_tcp:close(S);
+        _ -> timer:sleep(100), wait_listening(Port, N - 1)
+    end.
+
+parse(["--" ++ K, V | T], M) -> parse(T, M#{list_to_atom(K) => V});
+parse([], M) -> M;
+parse(_, _) -> io:format("usage: see the header of cx_hss.escript~n"), halt(2).
+
+opt(K, M, D) -> maps:get(K, M, D).
+iopt(K, M, D) -> list_to_integer(opt(K, M, integer_to_list(D))).
+
+%% "bob=e5001,carol=5012" -> [{"bob", {exp, 5001}}, {"carol", {rc, 5012}}]
+parse_sar(S) ->
+    [case string:split(E, "=") of
+         [U, "e" ++ C] -> {U, {exp, list_to_integer(C)}};
+         [U, C] -> {U, {rc, list_to_integer(C)}}
+     end || E <- string:tokens(S, ",")].
+
+out(Fmt, Args) -> io:format(Fmt ++ "~n", Args).
+
+load_dict() ->
+    {ok, [Forms | _]} = diameter_make:codec(?CX_DIA, [return, forms]),
+    {ok, Mod, Bin} = compile:forms(Forms, [binary, return_errors]),
+    {module, Mod} = code:load_binary(Mod, "cx_dict.erl", Bin).
+
+service(Host, Realm) ->
+    [{'Origin-Host', Host}, {'Origin-Realm', Realm},
+     {'Vendor-Id', 0}, {'Product-Name', "cx-hss-escript"},
+     {'Host-IP-Address', [{127,0,0,1}]},
+     {'Supported-Vendor-Id', [?VENDOR_3GPP]},
+     {'Vendor-Specific-Application-Id',
+      [[{'Vendor-Id', ?VENDOR_3GPP}, {'Auth-Application-Id', [?CX_APP]}]]},
+     {decode_format, map}, {string_decode, false},
+     {application, [{alias, cx}, {dictionary, cx_dict}, {module, ?MODULE},
+                    {answer_errors, callback}, {request_errors, callback}]}].
+
+%% Peer up/down events on stdout, until the deadline.
+events(Deadline) ->
+    Left = Deadline - erlang:monotonic_time(millisecond),
+    case Left =< 0 of
+        true -> out("duration elapsed, exiting", []), halt(0);
+        false -> ok
+    end,
+    receive
+        #diameter_event{info = Info} when element(1, Info) == up ->
+            {_, Caps} = caps_of(Info),
+            Peer = peer_host(Caps),
+            ets:insert(hss, {peers, [Peer]}),
+            out("PEER up ~s", [Peer]),
+            events(Deadline);
+        #diameter_event{info = Info} when element(1, Info) == down ->
+            ets:insert(hss, {peers, []}),
+            out("PEER down", []),
+            events(Deadline);
+        _ -> events(Deadline)
+    after min(Left, 1000) -> events(Deadline)
+    end.
+
+%% {up, Ref, {PeerRef, Caps}, Config, Pkt} or {up, Ref, {PeerRef, Caps}, Config}
+caps_of(Info) -> element(3, Info).
+
+peer_host(#diameter_caps{origin_host = {_, DH}}) -> binary_to_list(iolist_to_binary(DH));
+peer_host(_) -> "?".
+
+%% ---------------- control port ----------------
+accept(L) ->
+    {ok, S} = gen_tcp:accept(L),
+    spawn(fun() -> control(S) end),
+    accept(L).
+
+control(S) ->
+    case gen_tcp:recv(S, 0) of
+        {ok, Line} ->
+            Reply = try command(string:tokens(string:trim(Line), " "))
+                    catch C:R -> io_lib:format("ERROR ~p:~0p", [C, R]) end,
+            gen_tcp:send(S, [Reply, "\n"]),
+            control(S);
+        _ -> gen_tcp:close(S)
+    end.
+
+command(["up"]) -> command(["up", "10"]);
+command(["up", Secs]) -> wait_up(list_to_integer(Secs) * 10);
+command(["ppr", User]) ->
+    call(['PPR',
+          {'Vendor-Specific-Application-Id', vsai()},
+          {'Auth-Session-State', 1},
+          {'User-Name', User},
+          {'Supported-Features', [#{'Vendor-Id' => ?VENDOR_3GPP, 'Feature-List-ID' => 1,
+                                    'Feature-List' => 1}]},
+          {'User-Data', [profile(User)]},
+          {'Charging-Information',
+           [#{'Primary-Event-Charging-Function-Name' => [<<"aaa://ecf.test.local:3868">>],
+              'Primary-Charging-Collection-Function-Name' => [<<"aaa://ccf.test.local:3868">>]}]}]);
+command(["rtr", User | Impus]) ->
+    call(['RTR',
+          {'Vendor-Specific-Application-Id', vsai()},
+          {'Auth-Session-State', 1},
+          {'User-Name', User},
+          {'Associated-Identities', [#{'User-Name' => [User]}]},
+          {'Public-Identity', Impus},
+          {'Deregistration-Reason', #{'Reason-Code' => 0,
+                                      'Reason-Info' => [<<"subscription ended">>]}}]);
+command(["uar", User, Impu]) ->
+    call(['UAR',
+          {'Vendor-Specific-Application-Id', vsai()},
+          {'Auth-Session-State', 1},
+          {'User-Name', User},
+          {'Public-Identity', Impu},
+          {'Visited-Network-Identifier', <<"test.local">>}]);
+command(Other) -> io_lib:format("ERROR unknown command ~p", [Other]).
+
+profile(User) ->
+    iolist_to_binary(["<IMSSubscription><PrivateID>", User,
+                      "</PrivateID><ServiceProfile><PublicIdentity><Identity>sip:", User,
+                      "</Identity></PublicIdentity></ServiceProfile></IMSSubscription>"]).
+
+vsai() -> #{'Vendor-Id' => ?VENDOR_3GPP, 'Auth-Application-Id' => [?CX_APP]}.
+
+wait_up(0) -> "ERROR not up";
+wait_up(N) ->
+    case ets:lookup(hss, peers) of
+        [{peers, [P | _]}] -> "UP " ++ P;
+        _ -> timer:sleep(100), wait_up(N - 1)
+    end.
+
+call(Msg) ->
+    case diameter:call(svc, cx, Msg, [{timeout, 5000}]) of
+        {ok, #diameter_packet{} = P} -> describe(P);
+        {error, R} -> io_lib:format("ERROR ~0p", [R]);
+        Other -> io_lib:format("ERROR ~0p", [Other])
+    end.
+
+describe(#diameter_packet{header = H, msg = [_Name | Map]}) when is_map(Map) ->
+    E = case H#diameter_header.is_error of true -> 1; _ -> 0 end,
+    Rc = case maps:get('Result-Code', Map, []) of [C] -> C; C when is_integer(C) -> C; _ -> 0 end,
+    Exp = case maps:get('Experimental-Result', Map, []) of
+              [#{'Experimental-Result-Code' := X}] -> X;
+              #{'Experimental-Result-Code' := X} -> X;
+              _ -> 0
+          end,
+    Assoc = case maps:get('Associated-Identities', Map, []) of
+                [#{'User-Name' := Us}] -> lists:join(",", Us);
+                _ -> ""
+            end,
+    Sid = maps:get('Session-Id', Map, <<>>),
+    io_lib:format("ANSWER cmd=~p e=~p rc=~p exp=~p assoc=~s sid=~s",
+                  [H#diameter_header.cmd_code, E, Rc, Exp, Assoc, Sid]);
+describe(#diameter_packet{header = H}) ->
+    io_lib:format("ANSWER cmd=~p undecoded", [H#diameter_header.cmd_code]).
+
+%% ---------------- diameter callbacks ----------------
+peer_up(_Svc, _Peer, State) -> State.
+peer_down(_Svc, _Peer, State) -> State.
+pick_peer([Peer | _], _, _Svc, _State) -> {ok, Peer};
+pick_peer([], _, _Svc, _State) -> false.
+
+prepare_request(#diameter_packet{msg = [Name | Avps]}, _Svc, {_, Caps}) ->
+    #diameter_caps{origin_host = {OH, DH}, origin_realm = {OR, DR}} = Caps,
+    {send, [Name, {'Session-Id', diameter:session_id(OH)}, {'Origin-Host', OH},
+            {'Origin-Realm', OR}, {'Destination-Host', DH}, {'Destination-Realm', DR}
+            | Avps]}.
+
+prepare_retransmit(P, Svc, Peer) -> prepare_request(P, Svc, Peer).
+handle_answer(#diameter_packet{} = P, _Req, _Svc, _Peer) -> {ok, P}.
+handle_error(Reason, _Req, _Svc, _Peer) -> {error, Reason}.
+
+handle_request(#diameter_packet{msg = ['SAR' | Req]}, _Svc, {_, Caps}) ->
+    #diameter_caps{origin_host = {OH, _}, origin_realm = {OR, _}} = Caps,
+    User = case maps:get('User-Name', Req, []) of [U] -> binary_to_list(U); _ -> "" end,
+    Impu = case maps:get('Public-Identity', Req, []) of [I | _] -> I; _ -> <<>> end,
+    Sat = case maps:get('Server-Assignment-Type', Req, []) of [T] -> T; _ -> -1 end,
+    [{sar, Table}] = ets:lookup(hss, sar),
+    Local = hd(string:split(User, "@")),
+    Outcome = proplists:get_value(Local, Table, {rc, 2001}),
+    out("SAR user=~s impu=~s sat=~p -> ~s", [User, Impu, Sat, outcome(Outcome)]),
+    Base = #{'Session-Id' => maps:get('Session-Id', Req), 'Auth-Session-State' => 1,
+             'Origin-Host' => OH, 'Origin-Realm' => OR,
+             'Vendor-Specific-Application-Id' => [vsai()],
+             'User-Name' => [User]},
+    Ans = case Outcome of
+              {rc, 2001} -> Base#{'Result-Code' => [2001], 'User-Data' => [profile(User)]};
+              {rc, C} -> Base#{'Result-Code' => [C]};
+              {exp, C} -> Base#{'Experimental-Result' =>
+                                    [#{'Vendor-Id' => ?VENDOR_3GPP,
+                                       'Experimental-Result-Code' => C}]}
+          end,
+    {reply, ['SAA' | Ans]};
+handle_request(#diameter_packet{header = H}, _Svc, _Peer) ->
+    out("REQUEST cmd=~p not served here: 3001", [H#diameter_header.cmd_code]),
+    {answer_message, 3001}.
+
+outcome({rc, C}) -> io_lib:format("Result-Code ~p", [C]);
+outcome({exp, C}) -> io_lib:format("Experimental-Result-Code ~p", [C]).
