@@ -1,4 +1,10 @@
 //! Sans-IO Diameter core: everything about Diameter messages that needs no socket and no clock.
+//!
+//! Receiving: [`framer::Framer`] splits a TCP stream into message buffers;
+//! [`Message::decode`] reads the [`header`] and gives zero-copy AVP iterators ([`avp`]);
+//! [`value`] decodes payloads by type; [`Validator`] (or [`validate()`]) checks a message
+//! against the [`dict`]ionary with RFC 6733 §7.1 Result-Codes ([`result_code`]), and
+//! [`answer`] builds the error answer. Sending: [`MessageWriter`] ([`encode`]).
 pub mod avp_type;
 pub use avp_type::AvpType;
 pub mod dict;
