@@ -2,16 +2,19 @@
 """A small Cx HSS for the OpenSIPS module's end-to-end test (RFC 6733 over TCP, loopback).
 
 Connects to the bridge, does CER/CEA, answers DWR, answers every SAR (2001 DIAMETER_SUCCESS,
-or Experimental-Result 5001 DIAMETER_ERROR_USER_UNKNOWN for users named bob*), and sends the
-requests written as lines to the control FIFO:
+or what --sar gives for the user), and sends the requests written as lines to the control
+FIFO:
     ppr USER              Push-Profile-Request with User-Data
     rtr USER [IMPU]       Registration-Termination-Request (Public-Identity IMPU if given)
     udr USER              Sh User-Data-Request (a command the example has no route for)
-Every answer is printed as "ANSWER <cmd> rc=<Result-Code|Experimental-Result-Code> e=<0|1>",
-every SAR as "SAR user=<User-Name> impu=<Public-Identity>". Stops after --duration seconds or
+    uar USER IMPU         Cx User-Authorization-Request (no route in the example either)
+Every answer is printed as "ANSWER <cmd> rc=<Result-Code|Experimental-Result-Code> e=<0|1>
+assoc=<Associated-Identities/User-Name> sid=<Session-Id>", every SAR as "SAR user=<User-Name>
+impu=<Public-Identity> sat=<Server-Assignment-Type> -> <what it answers>". Stops after --duration seconds or
 on EOF from the bridge.
 
 usage: hss.py --port BRIDGE_PORT --ctl FIFO --dest-host ORIGIN_HOST_OF_BRIDGE [--duration S]
+              [--sar bob=e5001,carol=5012]
 """
 import argparse
 import os
@@ -38,7 +41,15 @@ AVPS = {
     "Public-Identity": (601, VENDOR_3GPP, "str"), "User-Data": (606, VENDOR_3GPP, "str"),
     "Deregistration-Reason": (615, VENDOR_3GPP, "grp"), "Reason-Code": (616, VENDOR_3GPP, "u32"),
     "User-Identity": (700, VENDOR_3GPP, "grp"), "Data-Reference": (703, VENDOR_3GPP, "u32"),
+    "Server-Name": (602, VENDOR_3GPP, "str"), "Server-Assignment-Type": (614, VENDOR_3GPP, "u32"),
+    "Reason-Info": (617, VENDOR_3GPP, "str"), "Charging-Information": (618, VENDOR_3GPP, "grp"),
+    "Primary-Event-Charging-Function-Name": (619, VENDOR_3GPP, "str"),
+    "Primary-Charging-Collection-Function-Name": (621, VENDOR_3GPP, "str"),
+    "Supported-Features": (628, VENDOR_3GPP, "grp"), "Feature-List-ID": (629, VENDOR_3GPP, "u32"),
+    "Feature-List": (630, VENDOR_3GPP, "u32"), "Associated-Identities": (632, VENDOR_3GPP, "grp"),
+    "Visited-Network-Identifier": (600, VENDOR_3GPP, "str"),
 }
+NOT_MANDATORY = {"Supported-Features", "Feature-List-ID", "Feature-List", "Associated-Identities"}
 BY_CODE = {(c, v): (n, t) for n, (c, v, t) in AVPS.items()}
 
 
@@ -52,7 +63,8 @@ def avp(name, value):
         data = b"".join(avp(n, v) for n, v in value)
     else:
         data = value.encode()
-    flags = 0x40 | (0x80 if vendor else 0)
+    # the M bit as TS 29.229 wants it (the bridge checks it: 3009 otherwise)
+    flags = (0 if name in NOT_MANDATORY else 0x40) | (0x80 if vendor else 0)
     hlen = 12 if vendor else 8
     head = struct.pack("!I", code) + struct.pack("!I", (flags << 24) | (hlen + len(data)))
     if vendor:
@@ -97,8 +109,13 @@ def find(avps, name):
 
 
 class Hss:
-    def __init__(self, sock, dest_host):
+    def __init__(self, sock, dest_host, sar):
         self.sock, self.dest_host = sock, dest_host
+        # user -> ("rc"|"exp", code) for SAR answers; default Result-Code 2001
+        self.sar = {}
+        for item in filter(None, sar.split(",")):
+            user, _, outcome = item.partition("=")
+            self.sar[user] = ("exp", int(outcome[1:])) if outcome.startswith("e") else ("rc", int(outcome))
         self.lock = threading.Lock()
         self.hbh = 0x1000
         self.pending = {}  # hop-by-hop -> command label
@@ -136,13 +153,27 @@ class Hss:
         if words[0] == "ppr" and len(words) >= 2:
             self.request("ppr", 305, CX_APP, self.common(CX_APP) + [
                 ("User-Name", words[1]),
-                ("User-Data", f"<IMSSubscription><PrivateID>{words[1]}</PrivateID></IMSSubscription>")])
+                ("Supported-Features", [("Vendor-Id", VENDOR_3GPP), ("Feature-List-ID", 1),
+                                        ("Feature-List", 1)]),
+                ("User-Data", f"<IMSSubscription><PrivateID>{words[1]}</PrivateID></IMSSubscription>"),
+                ("Charging-Information", [
+                    ("Primary-Event-Charging-Function-Name", "aaa://ecf.test.local:3868"),
+                    ("Primary-Charging-Collection-Function-Name", "aaa://ccf.test.local")])])
         elif words[0] == "rtr" and len(words) >= 2:
             avps = self.common(CX_APP) + [("User-Name", words[1])]
             if len(words) >= 3:
                 avps.append(("Public-Identity", words[2]))
-            avps.append(("Deregistration-Reason", [("Reason-Code", 0)]))
+            avps.append(("Deregistration-Reason", [("Reason-Code", 0),
+                                                   ("Reason-Info", "subscription ended")]))
             self.request("rtr", 304, CX_APP, avps)
+        elif words[0] == "uar" and len(words) >= 3:
+            self.request("uar", 300, CX_APP, self.common(CX_APP)[:1] + [
+                ("Vendor-Specific-Application-Id", [("Vendor-Id", VENDOR_3GPP),
+                                                    ("Auth-Application-Id", CX_APP)]),
+                ("Auth-Session-State", 1), ("Origin-Host", ME), ("Origin-Realm", REALM),
+                ("Destination-Host", self.dest_host), ("Destination-Realm", REALM),
+                ("User-Name", words[1]), ("Public-Identity", words[2]),
+                ("Visited-Network-Identifier", REALM)])
         elif words[0] == "udr" and len(words) >= 2:
             self.request("udr", 306, SH_APP, self.common(SH_APP) + [
                 ("User-Identity", [("Public-Identity", words[1])]), ("Data-Reference", 0)])
@@ -165,12 +196,16 @@ class Hss:
                     ("Origin-Host", ME), ("Origin-Realm", REALM), ("Result-Code", 2001)]))
             elif cmd == 301:
                 user = find(avps, "User-Name") or ""
-                print(f"SAR user={user} impu={find(avps, 'Public-Identity')}", flush=True)
-                if user.startswith("bob"):
+                kind, code = self.sar.get(user.split("@")[0], ("rc", 2001))
+                print(f"SAR user={user} impu={find(avps, 'Public-Identity')} "
+                      f"sat={find(avps, 'Server-Assignment-Type')} -> "
+                      f"{'Result-Code' if kind == 'rc' else 'Experimental-Result-Code'} {code}",
+                      flush=True)
+                if kind == "exp":
                     self.answer(hdr, avps, [("Experimental-Result", [
-                        ("Vendor-Id", VENDOR_3GPP), ("Experimental-Result-Code", 5001)])])
+                        ("Vendor-Id", VENDOR_3GPP), ("Experimental-Result-Code", code)])])
                 else:
-                    self.answer(hdr, avps, [("Result-Code", 2001)])
+                    self.answer(hdr, avps, [("Result-Code", code)])
             elif cmd == 282:  # DPR
                 self.send(message(282, 0, 0x00, hbh, e2e, [
                     ("Origin-Host", ME), ("Origin-Realm", REALM), ("Result-Code", 2001)]))
@@ -182,7 +217,9 @@ class Hss:
         if rc is None:
             er = find(avps, "Experimental-Result") or []
             rc = find(er, "Experimental-Result-Code")
-        print(f"ANSWER {label} rc={rc} e={1 if flags & 0x20 else 0}", flush=True)
+        assoc = find(find(avps, "Associated-Identities") or [], "User-Name") or ""
+        print(f"ANSWER {label} rc={rc} e={1 if flags & 0x20 else 0} assoc={assoc} "
+              f"sid={find(avps, 'Session-Id')}", flush=True)
 
 
 def read_msg(sock, buf):
@@ -205,6 +242,8 @@ def main():
     ap.add_argument("--ctl", required=True)
     ap.add_argument("--dest-host", required=True)
     ap.add_argument("--duration", type=float, default=60)
+    ap.add_argument("--sar", default="", help="SAR outcomes: user=CODE (Result-Code) or "
+                    "user=eCODE (Experimental-Result-Code), comma-separated; else 2001")
     a = ap.parse_args()
 
     deadline = time.time() + a.duration
@@ -219,7 +258,7 @@ def main():
         print("cannot connect", flush=True)
         return 1
     sock.settimeout(None)
-    hss = Hss(sock, a.dest_host)
+    hss = Hss(sock, a.dest_host, a.sar)
     hss.send(message(257, 0, 0x80, 1, 1, [
         ("Origin-Host", ME), ("Origin-Realm", REALM), ("Host-IP-Address", "127.0.0.1"),
         ("Vendor-Id", VENDOR_3GPP), ("Product-Name", "dmbridge-test-hss"),
