@@ -225,6 +225,11 @@ void dmk_worker_main(int idx)
 	dmg_pending_init(&_dmk_pending);
 	LM_INFO("dmbridge worker %d started\n", idx + 1);
 
+	/* set when a batch limit was hit: the queues may hold more, and the library rings the
+	 * doorbell only after a take found a queue empty (the worker said it sleeps), so the
+	 * next poll must not wait */
+	int more = 0;
+
 	for(;;) {
 		struct pollfd pfd[2];
 		int nfd = 1, timeout, n;
@@ -248,6 +253,9 @@ void dmk_worker_main(int idx)
 		}
 		if(_dmk_pending.count > 0 && timeout > 250)
 			timeout = 250;
+		if(more)
+			timeout = 0;
+		more = 0;
 
 		n = poll(pfd, nfd, timeout);
 		if(n < 0 && errno != EINTR) {
@@ -260,7 +268,8 @@ void dmk_worker_main(int idx)
 
 		/* always look at the queues: a missed wake-up costs at most one poll timeout */
 		if(_dmk_w != NULL) {
-			for(int i = 0; i < DMK_BATCH; i++) {
+			int i;
+			for(i = 0; i < DMK_BATCH; i++) {
 				int rc = dmb_next_request(_dmk_w, &req);
 				if(rc < 0)
 					dmk_log_queue_error("taking a request");
@@ -268,7 +277,9 @@ void dmk_worker_main(int idx)
 					break;
 				dmk_run_request(req);
 			}
-			for(int i = 0; i < DMK_BATCH; i++) {
+			if(i == DMK_BATCH)
+				more = 1;
+			for(i = 0; i < DMK_BATCH; i++) {
 				int rc = dmb_next_answer(_dmk_w, &ans);
 				if(rc < 0)
 					dmk_log_queue_error("taking an answer");
@@ -276,6 +287,8 @@ void dmk_worker_main(int idx)
 					break;
 				dmk_async_finish(ans);
 			}
+			if(i == DMK_BATCH)
+				more = 1;
 		}
 		if(_dmk_pending.count > 0) {
 			uint64_t now = dmg_now_ms();

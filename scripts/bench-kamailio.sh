@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Kamailio + dmbridge vs Kamailio's own ims_diameter_server (cdp), one run each, the same
+# client for both: `dmbridge bench` sending freeDiameter test_app requests (closed loop,
+# CONCURRENCY in flight, SECONDS long) to
+#   A. dmbridge run + kamailio with dmbridge.so and tests/kamailio/bench-echo.cfg, whose event
+#      route echoes the request's Test-AVP with dm_send_reply;
+#   B. kamailio with cdp + ims_diameter_server (../shared/peers/kamailio-ims/run.sh), whose
+#      event_route[diameter:request] echoes the Test-AVP the same way.
+# Prints answers/s, p99 and the ratio; the raw JSON summaries are kept in the work dir.
+#
+# usage: scripts/bench-kamailio.sh [SECONDS (10)] [CONCURRENCY (100)]
+# Needs scripts/setup.sh, `cargo build --release -p dmbridge-bridge -p dmbridge-cabi` and
+# `make -C module-glue/kamailio` (done here when missing). Loopback only, free ports; bounded:
+# about 2 x (SECONDS + 5) s. Stops everything it started (by PID) on exit.
+set -euo pipefail
+exec </dev/null
+secs=${1:-10}
+conc=${2:-100}
+top=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+shared=${DMBRIDGE_SHARED:-$top/../shared}
+dmb="$top/target/release/dmbridge"
+so="$top/build/kamailio/dmbridge.so"
+work=$(mktemp -d /tmp/dmb-bench-kam.XXXXXX)
+pids=()
+
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+  rm -f "/dev/shm/dmb-bench-kam-$$"
+}
+trap cleanup EXIT
+
+log() { printf 'bench-kamailio: %s\n' "$*" >&2; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_log() { # file pattern seconds
+  for _ in $(seq $(($3 * 10))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  log "timed out waiting for '$2' in $1"; tail -n 20 "$1" >&2; return 1
+}
+
+if [ ! -x "$dmb" ] || [ ! -f "$top/target/release/libdmbridge.a" ]; then
+  log "building dmbridge and libdmbridge (release)"
+  (cd "$top" && cargo build --release -q -p dmbridge-bridge -p dmbridge-cabi)
+fi
+[ -f "$so" ] || make -s -C "$top/module-glue/kamailio" >/dev/null
+
+bench() { # name port origin-host -> $work/name.json
+  "$dmb" bench --connect "127.0.0.1:$2" --template "$top/cfg-examples/bench/test_app.json" \
+    --origin-host "$3" --app-vendor 999999 --concurrency "$conc" --duration "$secs" \
+    --timeout-ms 5000 --json --quiet >"$work/$1.json" 2>"$work/$1.bench.log" || {
+      log "bench against $1 failed:"; cat "$work/$1.bench.log" >&2; return 1; }
+}
+
+# --- A: Kamailio + dmbridge ----------------------------------------------------------------
+bport=$(free_port)
+cat >"$work/dmbridge.toml" <<EOF
+[node]
+origin_host = "server.test.local"
+origin_realm = "test.local"
+listen = ["127.0.0.1:$bport"]
+allow_unknown_peers = true
+
+[[applications]]
+id = 16777215
+vendor = 999999
+
+[app]
+segment = "/dev/shm/dmb-bench-kam-$$"
+control_socket = "$work/control.sock"
+EOF
+"$dmb" run --config "$work/dmbridge.toml" >"$work/bridge.log" 2>&1 &
+pids+=($!)
+wait_log "$work/bridge.log" "serving workers" 10
+mkdir -p "$work/kam-a"
+kamailio -DD -E -Y "$work/kam-a" -f "$top/tests/kamailio/bench-echo.cfg" \
+  -A "SIP_PORT=$(free_port)" -A "DMB_SO=\"$so\"" -A "DMB_SOCKET=\"$work/control.sock\"" \
+  >"$work/kamailio-dmbridge.log" 2>&1 &
+kam_a=$!
+pids+=("$kam_a")
+wait_log "$work/bridge.log" 'handles \["16777214"\]' 15
+sleep 1
+log "A: dmbridge bench -> dmbridge run + Kamailio dmbridge.so (${secs}s, $conc in flight)"
+bench dmbridge "$bport" bench.test.local
+kill "$kam_a" 2>/dev/null || true
+
+# --- B: Kamailio cdp + ims_diameter_server -------------------------------------------------
+iport=$(free_port)
+mkdir -p "$work/ims"
+sh "$shared/peers/kamailio-ims/run.sh" "$work/ims" "$iport" "$(free_port)" 4 "$(free_port)"
+pids+=("$(cat "$work/ims/kamailio.pid")")
+for _ in $(seq 100); do
+  python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$iport)))" && break
+  sleep 0.1
+done
+sleep 1
+log "B: dmbridge bench -> Kamailio cdp + ims_diameter_server (${secs}s, $conc in flight)"
+bench ims "$iport" client.test.local
+
+# --- summary -------------------------------------------------------------------------------
+python3 - "$work/dmbridge.json" "$work/ims.json" "$secs" "$conc" <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+def get(d, *keys):
+    for k in keys:
+        if isinstance(d, dict) and k in d:
+            return d[k]
+    return None
+def row(name, d):
+    rps = get(d, "answers_per_sec", "answers_per_s", "rps")
+    lat = d.get("latency_us") or d.get("latency") or {}
+    p99 = get(lat, "p99", "p99_us") if isinstance(lat, dict) else None
+    if p99 is None:
+        p99 = get(d, "p99_us", "latency_p99_us")
+    codes = get(d, "result_codes") or {}
+    print(f"{name:<44} {rps:>12,.0f} {p99 if p99 is not None else '?':>10}  "
+          f"answered={get(d, 'answered')} timeouts={get(d, 'timeouts')} codes={json.dumps(codes)}")
+    return rps
+print(f"test_app echo, {sys.argv[4]} in flight, {sys.argv[3]} s, client: dmbridge bench")
+print(f"{'server':<44} {'answers/s':>12} {'p99 (us)':>10}")
+ra = row("Kamailio + dmbridge.so + dmbridge run", a)
+rb = row("Kamailio cdp + ims_diameter_server", b)
+if ra and rb:
+    print(f"ratio: {ra / rb:.1f}x")
+EOF
+log "raw summaries in $work/{dmbridge,ims}.json"
