@@ -23,7 +23,7 @@ use dmproto::{validate_request, FrameError, Message};
 
 use crate::answer::{self, Origin};
 use crate::app::{Completion, IncomingRequest, OutgoingRequest, PeerInfo, Reply, RequestError};
-use crate::config::Config;
+use crate::config::{AppAdvert, Config};
 use crate::outgoing::{self, RequestContext, SessionIds};
 use crate::peer::fsm::{Action, DisconnectCause};
 use crate::peer::table::{NodeAction, PeerId, Peers, Received};
@@ -208,6 +208,27 @@ impl Core {
 
     pub fn is_stopping(&self) -> bool {
         self.stopping
+    }
+
+    /// Advertises `extra` applications beside the configured `[[applications]]` (those of
+    /// the commands the SIP server's workers serve: DESIGN §2, "the CER advertises the
+    /// applications of the handled commands plus the configured ones"). Takes effect for
+    /// every capabilities exchange from now on — new connections and reconnections; a
+    /// connection already open keeps what it negotiated, since RFC 6733 has no way to
+    /// renegotiate on an open connection. Requests for the added applications are accepted
+    /// from now on (no 3007). An application already configured keeps its configured form.
+    pub fn advertise_extra(&mut self, extra: &[AppAdvert]) {
+        let state_id = self.local.origin_state_id.unwrap_or(0);
+        let mut caps = Capabilities::local(&self.config, state_id, &[]);
+        for a in extra {
+            if !caps.applications().ids().contains(&a.id) {
+                caps.advertise(*a);
+            }
+        }
+        self.apps = caps.applications();
+        let local = Arc::new(caps);
+        self.peers.set_local(local.clone());
+        self.local = local;
     }
 
     /// Every peer's state, for monitoring.

@@ -90,7 +90,7 @@ fn run(file: &std::path::Path, echo: bool) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let node = match dmnode::node::Node::bind(config.clone(), dict).await {
+        let mut node = match dmnode::node::Node::bind(config.clone(), dict).await {
             Ok(n) => n,
             Err(e) => {
                 eprintln!("dmbridge: {e}");
@@ -106,7 +106,12 @@ fn run(file: &std::path::Path, echo: bool) -> ExitCode {
             (std::sync::Arc::new(dmnode::responders::Echo), None)
         } else {
             match dmnode::shm_app::ShmService::start(&config, dict, handle.clone(), node.status()) {
-                Ok((app, service)) => (app, Some(service)),
+                Ok((app, service)) => {
+                    // CER/CEA: the configured applications plus those of the commands the
+                    // attached workers serve.
+                    node.advertise_also(service.advertised());
+                    (app, Some(service))
+                }
                 Err(e) => {
                     eprintln!("dmbridge: {e}");
                     return ExitCode::FAILURE;

@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::app::{Application, Reply, ReplyQueue, Responder, Submissions};
-use crate::config::{Config, Endpoint};
+use crate::config::{AppAdvert, Config, Endpoint};
 use crate::core::{Core, Output, PeerStatus, Seeds};
 use crate::peer::ConnId;
 use crate::transport::{self, ConnEvent, ConnHandle};
@@ -67,6 +67,7 @@ pub struct Node {
     dict: &'static Dictionary,
     listeners: Vec<TcpListener>,
     status: watch::Sender<Vec<PeerStatus>>,
+    advertised: Option<watch::Receiver<Vec<AppAdvert>>>,
 }
 
 impl Node {
@@ -83,6 +84,7 @@ impl Node {
             dict,
             listeners,
             status: watch::channel(Vec::new()).0,
+            advertised: None,
         })
     }
 
@@ -98,6 +100,13 @@ impl Node {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
+    }
+
+    /// Also advertises the applications `rx` holds, from now on and whenever they change
+    /// (the shared-memory application publishes those of the commands its workers serve);
+    /// see [`Core::advertise_extra`] for when peers see them.
+    pub fn advertise_also(&mut self, rx: watch::Receiver<Vec<AppAdvert>>) {
+        self.advertised = Some(rx);
     }
 
     /// Runs until `shutdown` resolves, then stops gracefully (drain, DPR) and returns.
@@ -127,6 +136,11 @@ impl Node {
             }));
         }
         let (reply_tx, reply_rx) = mpsc::unbounded_channel();
+        // Without a source of extra applications the branch stays disabled.
+        let (advertised_open, advertised) = match self.advertised {
+            Some(rx) => (true, rx),
+            None => (false, watch::channel(Vec::new()).1),
+        };
         let mut driver = Driver {
             core: Core::new(self.config, self.dict, Seeds::now()),
             conns: HashMap::new(),
@@ -136,6 +150,8 @@ impl Node {
             reply_tx,
             status: self.status,
             status_version: u64::MAX,
+            advertised,
+            advertised_open,
         };
         let result = driver
             .run(
@@ -165,6 +181,9 @@ struct Driver {
     status: watch::Sender<Vec<PeerStatus>>,
     /// The core's status version last published.
     status_version: u64,
+    /// Applications to advertise beside the configured ones ([`Node::advertise_also`]).
+    advertised: watch::Receiver<Vec<AppAdvert>>,
+    advertised_open: bool,
 }
 
 impl Driver {
@@ -178,6 +197,10 @@ impl Driver {
         accept_tasks: &[tokio::task::JoinHandle<()>],
     ) -> io::Result<()> {
         tokio::pin!(shutdown);
+        if self.advertised_open {
+            let extra = self.advertised.borrow_and_update().clone();
+            self.core.advertise_extra(&extra);
+        }
         self.core.start(Instant::now());
         self.outputs();
         // One timer, re-armed only when the core's next deadline changes.
@@ -239,6 +262,13 @@ impl Driver {
                         self.core.submit(req, completion, now);
                     }
                 }
+                r = self.advertised.changed(), if self.advertised_open => match r {
+                    Ok(()) => {
+                        let extra = self.advertised.borrow_and_update().clone();
+                        self.core.advertise_extra(&extra);
+                    }
+                    Err(_) => self.advertised_open = false,
+                },
                 _ = &mut sleep => {
                     armed = None;
                     let now = Instant::now();

@@ -1084,3 +1084,105 @@ mod worker {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Capabilities: the applications of the commands workers serve
+
+/// Application ids a CEA advertises (Auth-, Acct- and inside Vendor-Specific-Application-Id).
+fn cea_apps(cea: &RawMessage) -> Vec<u32> {
+    let mut ids = Vec::new();
+    for a in cea.avps().unwrap() {
+        match a.code {
+            code::AUTH_APPLICATION_ID | code::ACCT_APPLICATION_ID => ids.extend(a.as_u32()),
+            code::VENDOR_SPECIFIC_APPLICATION_ID => {
+                for c in a.children().unwrap() {
+                    if c.code == code::AUTH_APPLICATION_ID || c.code == code::ACCT_APPLICATION_ID {
+                        ids.extend(c.as_u32());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    ids
+}
+
+#[test]
+fn cer_advertises_the_applications_of_served_commands_from_then_on() {
+    const CX: u32 = 16_777_216;
+    let dir = TestDir::new("shm-cer");
+    let mut b = Bridge::start(dir.path(), &options(free_port(), ""));
+    let ctl = control_socket(&b);
+    let mut c1 = RawClient::connect(b.port(), WAIT).unwrap();
+    let cea = c1.handshake(CLIENT.0, CLIENT.1, WAIT).unwrap();
+    assert!(
+        !cea_apps(&cea).contains(&CX),
+        "Cx before any worker serves it"
+    );
+
+    let w = spawn_worker(
+        dir.path(),
+        "w-cx",
+        &ctl,
+        "echo",
+        "PPR,RTR",
+        &[("DMB_VERBOSE", "1".into())],
+    );
+    wait_log_count(&mut b, "advertising the applications of served commands", 1);
+    // A connection made from now on sees Cx advertised (vendor-specific, 3GPP).
+    let mut c2 = RawClient::connect(b.port(), WAIT).unwrap();
+    let cea = c2
+        .handshake("client2.test.local", "test.local", WAIT)
+        .unwrap();
+    assert_eq!(cea.result_code(), Some(2001));
+    assert!(
+        cea_apps(&cea).contains(&CX),
+        "Cx advertised after PPR is served"
+    );
+    let vsai = cea
+        .avps()
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.code == code::VENDOR_SPECIFIC_APPLICATION_ID)
+        .find(|a| a.children().unwrap().iter().any(|c| c.as_u32() == Some(CX)))
+        .expect("Cx in a Vendor-Specific-Application-Id");
+    assert!(vsai
+        .children()
+        .unwrap()
+        .iter()
+        .any(|c| c.code == code::VENDOR_ID && c.as_u32() == Some(10415)));
+
+    // And a Cx PPR is served by the worker (not refused 3007).
+    let id = c2.next_id();
+    let ppr = encode_message(
+        flags::REQUEST | flags::PROXIABLE,
+        305,
+        CX,
+        id,
+        id,
+        &[
+            Avp::str(code::SESSION_ID, "client2;ppr;1"),
+            Avp::grouped(
+                code::VENDOR_SPECIFIC_APPLICATION_ID,
+                &[
+                    Avp::u32(code::VENDOR_ID, 10415),
+                    Avp::u32(code::AUTH_APPLICATION_ID, CX),
+                ],
+            ),
+            Avp::u32(277, 1),
+            Avp::str(code::ORIGIN_HOST, "client2.test.local"),
+            Avp::str(code::ORIGIN_REALM, "test.local"),
+            Avp::str(code::DESTINATION_HOST, "bridge.test.local"),
+            Avp::str(code::DESTINATION_REALM, "test.local"),
+            Avp::str(1, "alice@test.local"),
+        ],
+    );
+    let ans = c2
+        .request(&ppr, id, ("client2.test.local", "test.local"), WAIT)
+        .unwrap();
+    assert_eq!(ans.result_code(), Some(2001), "PPA");
+    let line = wait_worker_lines(&w, "W req ", 1).remove(0);
+    let v: serde_json::Value = serde_json::from_str(line.trim_start_matches("W req ")).unwrap();
+    assert_eq!(v["event"], "E_DM_PPR");
+    assert_eq!(v["cmd_name"], "Push-Profile-Request");
+}

@@ -320,6 +320,13 @@ impl PeerFsm {
         self.state
     }
 
+    /// Replaces our capabilities for capabilities exchanges from now on (the applications
+    /// advertised can grow while the node runs; see `Core::advertise_extra`). What an open
+    /// connection negotiated stays as it was.
+    pub fn set_local(&mut self, local: Arc<Capabilities>) {
+        self.local = local;
+    }
+
     pub fn host(&self) -> &str {
         &self.settings.host
     }

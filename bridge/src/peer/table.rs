@@ -166,6 +166,14 @@ impl Peers {
         &self.local
     }
 
+    /// Our capabilities for every peer's next capabilities exchange.
+    pub fn set_local(&mut self, local: Arc<Capabilities>) {
+        for p in &mut self.peers {
+            p.set_local(local.clone());
+        }
+        self.local = local;
+    }
+
     /// Start every peer we connect to.
     pub fn start_all(&mut self, now: Instant) {
         for i in 0..self.peers.len() {

@@ -296,11 +296,20 @@ impl Driver {
             self.sync_fds();
             if std::mem::take(&mut self.handles_changed) {
                 let apps = convert::handled_applications(self.dict, &self.bridge.handled_names());
+                // Only ever grows while the bridge runs: a SIP server restarting (all workers
+                // gone for a moment) must not make new connections drop its applications.
                 self.adverts.send_if_modified(|cur| {
-                    let changed = *cur != apps;
+                    let before = cur.len();
+                    for a in apps {
+                        if !cur.iter().any(|c| c.id == a.id) {
+                            cur.push(a);
+                        }
+                    }
+                    let changed = cur.len() != before;
                     if changed {
-                        log(format_args!("workers serve the applications {apps:?}"));
-                        *cur = apps;
+                        log(format_args!(
+                            "advertising the applications of served commands: {cur:?}"
+                        ));
                     }
                     changed
                 });
