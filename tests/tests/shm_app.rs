@@ -1186,3 +1186,32 @@ fn cer_advertises_the_applications_of_served_commands_from_then_on() {
     assert_eq!(v["event"], "E_DM_PPR");
     assert_eq!(v["cmd_name"], "Push-Profile-Request");
 }
+
+#[test]
+fn requests_larger_than_the_queue_maximum_get_a_clear_5012() {
+    let dir = TestDir::new("shm-toobig");
+    let opts = options(free_port(), "ring_size = 4096\nmax_message_size = 1024\n");
+    let mut b = Bridge::start(dir.path(), &opts);
+    let ctl = control_socket(&b);
+    let _w = spawn_worker(dir.path(), "w-echo", &ctl, "echo", TA_EVENT, &[]);
+    wait_log_count(&mut b, " handles [", 1);
+    let mut c = client(&b);
+    let (req, id) = ta_request(&mut c, "client;big;1", &[Avp::str(1, &"u".repeat(3000))]);
+    let ans = c.request(&req, id, CLIENT, WAIT).unwrap();
+    assert_eq!(ans.result_code(), Some(5012));
+    let msg = ans
+        .find(281, None)
+        .and_then(|a| a.as_str().map(String::from))
+        .unwrap_or_default();
+    assert!(
+        msg.contains("too large") && msg.contains("max_message_size"),
+        "{msg}"
+    );
+    assert!(b.guard().output().contains("request too large"));
+    // A request that fits is still served.
+    let (req, id) = ta_request(&mut c, "client;big;2", &[Avp::str(1, "small")]);
+    assert_eq!(
+        c.request(&req, id, CLIENT, WAIT).unwrap().result_code(),
+        Some(2001)
+    );
+}
