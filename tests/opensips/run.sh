@@ -15,10 +15,13 @@
 #      the answer in the variable, 100 async requests in flight at once, injected PPR/RTR/CCR
 #      run E_DM_PPR (with every $param), 5012 for a route without reply, E_DM_REQUEST for the
 #      rest, each answered exactly once; bridge stopped -> -3 at once, restarted -> re-attached;
-#   3. with the bridge (target/release/dmbridge) and hss.py as the Cx HSS peer, when the
-#      bridge serves SIP-server workers (else skipped, saying so): PPR stores a profile and is
-#      answered 2001, RTR removes the binding (2001), a command without a route gets 3001 from
-#      the bridge, REGISTER -> async SAR -> 2001 -> 200 and -> 5xxx -> 403, dm_status attached.
+#   3. with the bridge (target/release/dmbridge) and hss.py as the Cx HSS peer (what the
+#      Kamailio e2e test asserts): PPR for an unregistered user -> 5001, the event route sees
+#      every AVP in wire order with grouped/vendor values, REGISTER -> async SAR -> 200 / 403
+#      (Experimental-Result 5001, Result-Code 5012), PPR stores the profile (2001), RTR removes
+#      the binding and answers Associated-Identities, 5001 again after it, UAR (no route) ->
+#      3001 with the E bit from the bridge, dm_status peer state and exact counters; then the
+#      aaa_diameter script answers through E_DM_REQUEST with $param()s as aaa_diameter's.
 # Loopback only, free ports, bounded waits; every process started here is stopped by PID, also
 # on failure.
 #

@@ -144,11 +144,13 @@ kill "$opid" 2>/dev/null; for _ in $(seq 50); do kill -0 "$opid" 2>/dev/null || 
 # the aaa_diameter script: its E_DM_REQUEST route answers everything with dm_send_answer
 port=$(free_port)
 mkcfg "$here/aaa-compat.cfg" "$work/compat2.cfg" "$port" "$work/bridge.sock" "$work/compat2.fifo"
+n0=$(grep -c 'handles \["\*"\]' "$work/bridge.log")
 start_opensips compat2 "$work/compat2.cfg"
 log="$work/compat2.log"
-for _ in $(seq 50); do
-  mi "$work/compat2.fifo" dm_status 2>/dev/null | grep -q '"attached":true' && break
-  sleep 0.2
+# ready when the bridge has the new workers' declaration of "*"
+for _ in $(seq 100); do
+  [ "$(grep -c 'handles \["\*"\]' "$work/bridge.log")" -gt "$n0" ] && break
+  sleep 0.1
 done
 hss udr sip:alice@test.local
 a=$(wait_answer udr 1)
