@@ -390,6 +390,17 @@ fn bad_replies_get_one_5012_and_script_result_codes_are_kept() {
         assert_eq!(m.result_code(), Some(want[id]), "answer {id:#x}");
     }
     assert_no_more_answers(&mut c, Duration::from_millis(300));
+    // The worker can read why (dmb_status_json): its entry names its last refused reply
+    // (the requests went in this order, so that is the "failed" one).
+    let status = wait_status(&ctl);
+    let me = status["workers"]
+        .as_array()
+        .and_then(|ws| ws.iter().find(|w| w["name"] == "w-echo"))
+        .cloned()
+        .unwrap_or_default();
+    let last = me["last_reply_error"].as_str().unwrap_or("");
+    assert!(last.contains("failed reply: script error"), "{status}");
+    assert_eq!(status["counters"]["answered_5012_bad_reply"], 3, "{status}");
     let log = b.guard().output();
     assert!(
         log.contains("invalid reply JSON"),
@@ -636,6 +647,31 @@ fn exp_answer(req: &RawMessage) -> Vec<u8> {
         req.e2e,
         &avps,
     )
+}
+
+/// The bridge's status document as a worker reads it (`dmb_status_json`), through a probe
+/// worker attached from the test process; waits until it counts replies (counters are
+/// republished at most once a second).
+fn wait_status(ctl: &Path) -> serde_json::Value {
+    use dmshm::worker::{Worker, WorkerConfig};
+    let mut probe = Worker::attach(WorkerConfig::new(ctl, "status-probe")).expect("probe attaches");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let st = probe.status(Duration::from_millis(500));
+        let doc: serde_json::Value = st
+            .bridge
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default();
+        if doc["counters"]["replies"].as_u64().unwrap_or(0) > 0 {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no counted replies in the status: {doc}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Waits until the bridge's status document (what `dmb_status_json` returns: read here by a
@@ -1214,4 +1250,51 @@ fn requests_larger_than_the_queue_maximum_get_a_clear_5012() {
         c.request(&req, id, CLIENT, WAIT).unwrap().result_code(),
         Some(2001)
     );
+}
+
+#[test]
+fn segment_and_control_socket_are_owner_only_unless_a_group_is_configured() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = TestDir::new("shm-perms");
+    let port = free_port();
+    let b = Bridge::start(dir.path(), &options(port, ""));
+    let seg = PathBuf::from(format!(
+        "/dev/shm/dmbridge-test-{}-{port}",
+        std::process::id()
+    ));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&seg), 0o600, "{}", seg.display());
+    assert_eq!(mode(&control_socket(&b)), 0o600);
+    drop(b);
+    assert!(
+        !seg.exists(),
+        "the segment is removed when the bridge stops"
+    );
+
+    // With a group (ours, so the test needs no privileges): 0660 and that group.
+    let gid = std::fs::metadata(dir.path()).unwrap().gid();
+    let port = free_port();
+    let b = Bridge::start(dir.path(), &options(port, &format!("group = {gid}\n")));
+    let seg = PathBuf::from(format!(
+        "/dev/shm/dmbridge-test-{}-{port}",
+        std::process::id()
+    ));
+    assert_eq!(mode(&seg), 0o660);
+    assert_eq!(std::fs::metadata(&seg).unwrap().gid(), gid);
+    assert_eq!(mode(&control_socket(&b)), 0o660);
+    drop(b);
+
+    // A misspelt [app] key is refused with its name, not ignored.
+    let bad = options(free_port(), "max_mesage_size = 1\n");
+    let cfg = dir.join("bad.toml");
+    std::fs::write(&cfg, bad.to_toml(dir.path())).unwrap();
+    let bin = harness::dmbridge::dmbridge_bin().unwrap();
+    let out = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_mesage_size"), "{err}");
 }

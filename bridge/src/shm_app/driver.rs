@@ -141,6 +141,10 @@ pub struct Driver {
     /// Slots whose service stopped at its budget: serviced again without waiting.
     hot: Vec<SlotId>,
     events: Vec<BridgeEvent>,
+    /// Why each worker's last unusable reply was refused, for the status document: a reply
+    /// whose JSON parses but does not fit the dictionary is only found out here, after the
+    /// library accepted it, so this is where the SIP server can read it (`dmb_status_json`).
+    last_reply_error: HashMap<SlotId, String>,
     json: String,
     counters: Counters,
     started: Instant,
@@ -200,6 +204,7 @@ impl Driver {
             handshaking: HashSet::new(),
             hot: Vec::new(),
             events: Vec::new(),
+            last_reply_error: HashMap::new(),
             json: String::new(),
             counters: Counters::default(),
             started: now,
@@ -511,6 +516,7 @@ impl Driver {
         match ev {
             BridgeEvent::WorkerAttached { slot, pid, name } => {
                 *self.epochs.entry(slot).or_insert(0) += 1;
+                self.last_reply_error.remove(&slot);
                 self.handshaking.remove(&slot);
                 self.counters.workers_attached += 1;
                 self.status_dirty = true;
@@ -600,6 +606,9 @@ impl Driver {
             }
             Err(why) => {
                 self.counters.bad_replies += 1;
+                self.status_dirty = true;
+                self.last_reply_error
+                    .insert(slot, format!("token {token:#x}: {why}"));
                 log(format_args!(
                     "worker slot {slot}, token {token:#x}: {why}; the peer is answered 5012"
                 ));
@@ -726,6 +735,7 @@ impl Driver {
             &id,
             &peers,
             &self.bridge.workers(),
+            &self.last_reply_error,
             &self.bridge.handled_names(),
             &self.counters,
         );

@@ -18,6 +18,9 @@ use dmshm::segment::Geometry;
 
 use crate::config::ShmSettings;
 
+/// The `[app]` keys read here rather than by the node's parser.
+const EXTRA_KEYS: [&str; 2] = ["group", "max_message_size"];
+
 /// Everything the shared-memory application needs from the configuration.
 #[derive(Clone, Debug)]
 pub struct ShmOptions {
@@ -68,6 +71,18 @@ fn resolve_group(raw: &str, etc_group: &str) -> Result<u32, String> {
 impl ShmOptions {
     /// From the `[app]` section; errors say which key is wrong and why.
     pub fn from_settings(s: &ShmSettings) -> Result<ShmOptions, String> {
+        // The node's parser keeps unknown `[app]` keys for us; a misspelt one must not be
+        // silently ignored.
+        if let Some((k, _)) = s
+            .extra
+            .iter()
+            .find(|(k, _)| !EXTRA_KEYS.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "[app]: unknown key {k:?} (known: segment, control_socket, reply_timeout, max_workers, ring_size, {})",
+                EXTRA_KEYS.join(", ")
+            ));
+        }
         let group = match extra(s, "group") {
             None => None,
             Some(raw) => {
@@ -144,5 +159,11 @@ mod tests {
             ShmOptions::from_settings(&settings(&[("max_message_size", "900000")])).unwrap_err();
         assert!(e.contains("max_msg"), "{e}");
         assert!(ShmOptions::from_settings(&settings(&[("max_message_size", "big")])).is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = ShmOptions::from_settings(&settings(&[("max_mesage_size", "1")])).unwrap_err();
+        assert!(e.contains("max_mesage_size"), "{e}");
     }
 }

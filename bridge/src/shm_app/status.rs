@@ -66,7 +66,7 @@ fn peer(p: &PeerStatus) -> Value {
     })
 }
 
-fn worker(w: &WorkerInfo) -> Value {
+fn worker(w: &WorkerInfo, last_error: Option<&String>) -> Value {
     json!({
         "slot": w.slot,
         "pid": w.pid,
@@ -75,6 +75,7 @@ fn worker(w: &WorkerInfo) -> Value {
         "outstanding": w.outstanding,
         "in_flight": w.in_flight,
         "queued_answers": w.queued_answers,
+        "last_reply_error": last_error,
     })
 }
 
@@ -83,6 +84,7 @@ pub fn render(
     id: &Identity<'_>,
     peers: &[PeerStatus],
     workers: &[WorkerInfo],
+    last_errors: &std::collections::HashMap<u32, String>,
     handled: &[String],
     c: &Counters,
 ) -> String {
@@ -94,7 +96,10 @@ pub fn render(
         "state": if id.stopping { "stopping" } else { "running" },
         "peers": peers.iter().map(peer).collect::<Vec<_>>(),
         "peers_open": peers.iter().filter(|p| p.usable).count(),
-        "workers": workers.iter().map(worker).collect::<Vec<_>>(),
+        "workers": workers
+            .iter()
+            .map(|w| worker(w, last_errors.get(&w.slot)))
+            .collect::<Vec<_>>(),
         "handled": handled,
         "counters": {
             "dispatched": c.dispatched,
@@ -158,12 +163,14 @@ mod tests {
             uptime_secs: 1,
             stopping: false,
         };
-        let text = render(&id, &peers, &workers, &["PPR".into()], &c);
+        let errors = std::collections::HashMap::from([(3, "invalid reply JSON".to_string())]);
+        let text = render(&id, &peers, &workers, &errors, &["PPR".into()], &c);
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["peers"][0]["host"], "hss.test.local");
         assert_eq!(v["peers"][0]["state"], "ROpen");
         assert_eq!(v["peers_open"], 1);
         assert_eq!(v["workers"][0]["pid"], 42);
+        assert_eq!(v["workers"][0]["last_reply_error"], "invalid reply JSON");
         assert_eq!(v["counters"]["dispatched"], 7);
         assert_eq!(v["counters"]["answered_3004_busy"], 1);
         assert_eq!(v["state"], "running");
