@@ -21,7 +21,9 @@
 //! Other failures (5xxx) are ordinary answers of the command, so they must also satisfy the
 //! command's answer ABNF: the AVPs it requires that the request carries and an error answer
 //! cannot invent (Auth-Application-Id, CC-Request-Type, CC-Request-Number, ...) are copied
-//! from the request. Proxy-Info AVPs are copied back in order (§6.2).
+//! from the request. Proxy-Info AVPs are copied back in order (§6.2). Copied AVPs keep their
+//! payload but get the flags the dictionary gives them, so a request whose fault was an
+//! AVP's flags does not get an answer with the same fault.
 
 use bytes::Bytes;
 
@@ -63,7 +65,7 @@ pub fn error_answer(
     };
     let mut w = MessageWriter::new(header);
     if let Some(s) = request.find_ref(SESSION_ID, 0) {
-        w.raw(s.raw);
+        copy(&mut w, &s, dict);
     }
     write_result(&mut w, me, err.result_code, &err.message);
     if let Some(f) = &err.failed_avp {
@@ -72,8 +74,18 @@ pub fn error_answer(
     if !err.is_protocol_error() {
         copy_required(&mut w, request, dict);
     }
-    copy_proxy_info(&mut w, request);
+    copy_proxy_info(&mut w, request, dict);
     w.finish()
+}
+
+/// Copies an AVP of the request into the answer with the same payload, its flags set as the
+/// dictionary says (M if it does not know the AVP): the request's own flags may be what was
+/// wrong with it, and the answer must not repeat the fault.
+fn copy(w: &mut MessageWriter, avp: &crate::avp::AvpRef<'_>, dict: &Dictionary) {
+    let flags = dict
+        .avp(avp.code, avp.vendor)
+        .map_or(AvpFlags::M, |d| d.flags.must);
+    w.avp(avp.code, flags, avp.vendor, avp.data);
 }
 
 /// An answer built from a header alone, for requests whose body could not be read at all
@@ -121,15 +133,15 @@ fn copy_required(w: &mut MessageWriter, request: &Message, dict: &Dictionary) {
             continue;
         }
         if let Some(a) = request.find_ref(rule.code, rule.vendor) {
-            w.raw(a.raw);
+            copy(w, &a, dict);
         }
     }
 }
 
-fn copy_proxy_info(w: &mut MessageWriter, request: &Message) {
+fn copy_proxy_info(w: &mut MessageWriter, request: &Message, dict: &Dictionary) {
     for a in request.avp_refs().map_while(Result::ok) {
         if a.code == PROXY_INFO && a.vendor == 0 {
-            w.raw(a.raw);
+            copy(w, &a, dict);
         }
     }
 }
@@ -225,6 +237,25 @@ mod tests {
             }
             assert_eq!(validate_answer(&a, d), Ok(()));
         }
+    }
+
+    #[test]
+    fn copied_avps_get_dictionary_flags() {
+        // A Session-Id whose reserved flag bits were the fault comes back clean.
+        let mut h = Header::request(280, 0, 1, 2);
+        h.flags = Flags(Flags::R);
+        let mut w = MessageWriter::new(h);
+        w.avp(263, AvpFlags::M | 0x01, 0, b"s;1")
+            .str(264, AvpFlags::M, 0, "peer")
+            .str(296, AvpFlags::M, 0, "example");
+        let req = Message::decode(w.finish().unwrap()).unwrap();
+        let err = crate::validate::validate(&req, Dictionary::builtin()).unwrap_err();
+        assert_eq!(err.result_code, 3009);
+        let a =
+            Message::decode(error_answer(&req, &err, Dictionary::builtin(), ME).unwrap()).unwrap();
+        let sid = a.find_ref(263, 0).unwrap();
+        assert_eq!((sid.flags.bits(), sid.data), (AvpFlags::M, &b"s;1"[..]));
+        assert_eq!(validate_answer(&a, Dictionary::builtin()), Ok(()));
     }
 
     #[test]

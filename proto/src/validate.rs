@@ -18,7 +18,8 @@
 //!
 //! Grouped AVPs are checked against their own ABNF the same way, recursively; a fault inside
 //! one is reported with the enclosing grouped AVP(s) wrapped around the offending AVP, as
-//! RFC 6733 §7.5 allows. Error answers (E bit) are checked against the generic
+//! RFC 6733 §7.5 allows. The one exception is Failed-AVP, whose contents are the faulty
+//! AVPs another node reported and are not checked. Error answers (E bit) are checked against the generic
 //! `answer-message` ABNF of RFC 6733 §7.2, not the command's.
 //!
 //! Choices where the RFC leaves room (made for interoperability with real peers):
@@ -375,7 +376,7 @@ impl Ctx<'_> {
                 None => tally.seen_other = true,
             }
 
-            if def.ty == AvpType::Grouped {
+            if def.ty == AvpType::Grouped && !is_failed_avp(avp.code, avp.vendor) {
                 if depth >= MAX_DEPTH {
                     return Err(self.too_deep(&avp, path));
                 }
@@ -611,6 +612,14 @@ impl Ctx<'_> {
         }
         Box::new(ProtocolError::new(code, Some(cur), message))
     }
+}
+
+/// Failed-AVP (RFC 6733 §7.5) carries copies of the AVPs another node rejected: its contents
+/// are wrong by definition (unknown, bad bits, bad lengths) and must not make the answer that
+/// reports them invalid, so validation does not look inside it.
+#[inline(always)]
+pub(crate) fn is_failed_avp(code: u32, vendor: u32) -> bool {
+    code == 279 && vendor == 0
 }
 
 /// Searches `rules` for (code, vendor) starting at `hint` and wrapping around; remembers the
@@ -1264,6 +1273,29 @@ mod tests {
             .u32(268, M, 0, 2001);
         let e = validate_answer(&Message::decode(w.finish().unwrap()).unwrap(), &d).unwrap_err();
         assert_eq!(e.result_code, 5005);
+    }
+
+    #[test]
+    fn failed_avp_contents_are_not_checked() {
+        // An error answer reporting an unknown M-bit AVP with a bad length is itself valid.
+        let req = ccr(|_| {});
+        let mut w = MessageWriter::new(req.header.error_answer());
+        w.str(263, M, 0, "host;1;2")
+            .str(264, M, 0, "server")
+            .str(296, M, 0, "example")
+            .u32(268, M, 0, 5001)
+            .group(279, M, 0, |w| {
+                w.avp(5555, M | 0x01, 0, b"x").avp(268, M, 0, b"");
+            });
+        let a = Message::decode(w.finish().unwrap()).unwrap();
+        let mut d = dict();
+        let mut failed = avp_def(279, 0, "Failed-AVP", AvpType::Grouped, FlagRule::default());
+        failed.group = Rules {
+            rules: Vec::new(),
+            extensible: true,
+        };
+        d.insert_avp(failed, origin());
+        assert_eq!(validate_answer(&a, &d), Ok(()));
     }
 
     #[test]

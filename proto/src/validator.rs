@@ -23,7 +23,8 @@ use crate::dict::{AvpDef, Dictionary, Rule, RuleKind, Rules};
 use crate::header::HEADER_LEN;
 use crate::message::Message;
 use crate::validate::{
-    error_answer_rules, in_command, preflight, Counts, Ctx, Options, Path, ProtocolError, Tally,
+    error_answer_rules, in_command, is_failed_avp, preflight, Counts, Ctx, Options, Path,
+    ProtocolError, Tally,
 };
 use crate::AvpType;
 
@@ -343,7 +344,7 @@ impl<'d> Validator<'d> {
                 None => tally.seen_other = true,
             }
 
-            if ty == AvpType::Grouped {
+            if ty == AvpType::Grouped && !is_failed_avp(avp.code, avp.vendor) {
                 if depth >= MAX_DEPTH {
                     return Err(ctx.too_deep(&avp, path));
                 }

@@ -65,6 +65,7 @@ fn exercise(buf: &[u8]) {
             assert_eq!(direct, validator().validate(&m));
             if let Err(e) = direct {
                 assert!(result_code::name(e.result_code).is_some(), "{e}");
+                check_error_answer(&m, &e);
                 if let Some(f) = &e.failed_avp {
                     // A Failed-AVP entry is itself one well-formed AVP.
                     let mut it = AvpRefs::new(f, 0);
@@ -81,6 +82,40 @@ fn exercise(buf: &[u8]) {
     if f.feed(buf).is_ok() {
         while let Ok(Some(frame)) = f.next_frame() {
             assert!(Message::decode(frame).is_ok());
+        }
+    }
+}
+
+/// The answer the node sends for a rejected message must itself be sound: same ids, E bit
+/// exactly for 3xxx, the Result-Code, and (for protocol errors, whose shape is fixed by RFC
+/// 6733 §7.2) a valid answer apart from the echoed AVPs.
+fn check_error_answer(req: &Message, e: &dmproto::ProtocolError) {
+    let me = dmproto::answer::Identity {
+        origin_host: "bridge.example",
+        origin_realm: "example",
+    };
+    let dict = Dictionary::builtin();
+    let bytes = dmproto::answer::error_answer(req, e, dict, me).expect("answer encodes");
+    let a = Message::decode(bytes).expect("answer decodes");
+    assert_eq!(a.header.hop_by_hop, req.header.hop_by_hop);
+    assert_eq!(a.header.end_to_end, req.header.end_to_end);
+    assert_eq!(a.header.code, req.header.code);
+    assert!(!a.header.flags.is_request());
+    assert_eq!(a.header.flags.is_error(), e.is_protocol_error());
+    assert_eq!(a.find_u32(268, 0), Some(e.result_code));
+    if e.is_protocol_error() {
+        // Valid, except for what the answer must echo as received (Session-Id, Proxy-Info
+        // payloads): a request whose Session-Id is not UTF-8 gets it back byte for byte.
+        if let Err(ae) = dmproto::validate_answer(&a, dict) {
+            let f = ae.failed_avp.as_deref().unwrap_or_default();
+            let code = dmproto::AvpRefs::new(f, 0)
+                .next()
+                .and_then(Result::ok)
+                .map(|x| x.code);
+            assert!(
+                matches!(code, Some(263 | 284)),
+                "answer to {e} is invalid: {ae}"
+            );
         }
     }
 }
