@@ -165,8 +165,12 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The dictionaries it names must load too.
+    // The dictionaries it names must load too, and the shared-memory settings must hold.
     if load_dictionaries(&config, file).is_none() {
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = dmnode::shm_app::ShmOptions::from_settings(&config.app) {
+        eprintln!("{}: {e}", file.display());
         return ExitCode::FAILURE;
     }
     println!("{}: ok", file.display());

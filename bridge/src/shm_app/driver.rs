@@ -333,7 +333,16 @@ impl Driver {
         // descriptors and then the bridge, which removes the segment and the socket.
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
+    fn next_deadline(&mut self) -> Option<Instant> {
+        // Replied requests leave their entry behind; drop those at the front so the timer is
+        // armed only for a request still waiting (otherwise, under steady load, it would fire
+        // once per request) and the queue stays as long as the oldest outstanding request.
+        while let Some(&(_, token)) = self.deadlines.front() {
+            if self.held.contains_key(&token) {
+                break;
+            }
+            self.deadlines.pop_front();
+        }
         let reply = self.deadlines.front().map(|(t, _)| *t);
         let status = self.counters_dirty.then_some(self.status_due);
         [reply, self.expire_due, status].into_iter().flatten().min()
