@@ -228,6 +228,14 @@ fn rich_avps() -> Vec<Avp> {
         ),
         Avp::u64(363, (1u64 << 63) + 5),
         Avp::raw(25, vec![0u8, 1, 2, 0xff]),
+        // Proxy-Info: the node copies it into the answer itself (RFC 6733 §6.2).
+        Avp::grouped(
+            284,
+            &[
+                Avp::str(280, "proxy1.test.local"),
+                Avp::raw(33, b"state-1".to_vec()),
+            ],
+        ),
     ]
 }
 
@@ -272,6 +280,12 @@ fn requests_are_served_by_workers_with_exact_avps_both_ways() {
         );
     }
 
+    assert_eq!(
+        answered.iter().filter(|a| a.code == 284).count(),
+        1,
+        "Proxy-Info once"
+    );
+
     // What the script saw: event name, parameters, DESIGN §4 JSON.
     let line = wait_worker_lines(&w, "W req ", 1).remove(0);
     let v: serde_json::Value =
@@ -296,6 +310,7 @@ fn requests_are_served_by_workers_with_exact_avps_both_ways() {
         {"Vendor-Specific-Application-Id": [{"Vendor-Id": 10415}, {"Auth-Application-Id": 16777216}]},
         {"Accounting-Input-Octets": 9223372036854775813u64},
         {"Class": {"hex": "000102ff"}},
+        {"Proxy-Info": [{"Proxy-Host": "proxy1.test.local"}, {"Proxy-State": "state-1"}]},
     ]);
     assert_eq!(avps, want);
 }
