@@ -2,8 +2,8 @@
 //! freeDiameter's test_app), as responder and as initiator.
 //!
 //! Needs `escript` on PATH (Debian erlang-base, erlang-diameter, erlang-dev) and the shared/
-//! directory beside the repository. When missing, the tests say so on stderr and pass without
-//! running. Loopback only, free ports, every process stopped by its guard.
+//! directory beside the repository (or `DMBRIDGE_SHARED`). When missing, the tests fail with
+//! a message naming scripts/setup.sh, which CI runs first. Loopback only, free ports, every process stopped by its guard.
 
 mod common;
 
@@ -13,17 +13,11 @@ use std::time::Duration;
 
 use common::*;
 
-fn script() -> Option<PathBuf> {
-    let path = std::env::var_os("DMBRIDGE_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-        .join("peers/erlang/dia_peer.escript");
-    if path.is_file() && on_path("escript") {
-        Some(path)
-    } else {
-        eprintln!("SKIPPED: escript or {} missing", path.display());
-        None
-    }
+/// The Erlang peer script. A missing `escript` or script fails the test naming
+/// scripts/setup.sh: CI runs it first, so this is a setup bug, never a silent pass.
+fn script() -> PathBuf {
+    harness::paths::require_program("escript", "erlang-base erlang-diameter erlang-dev");
+    harness::paths::shared_peer_file("erlang/dia_peer.escript")
 }
 
 fn erl(script: &PathBuf, args: &[&str], log: &std::path::Path) -> Proc {
@@ -34,7 +28,7 @@ fn erl(script: &PathBuf, args: &[&str], log: &std::path::Path) -> Proc {
 
 #[tokio::test]
 async fn bridge_initiates_to_erlang_server() {
-    let Some(script) = script() else { return };
+    let script = script();
     let work = workdir("erl-srv");
     let port = free_port();
     let p = port.to_string();
@@ -99,7 +93,7 @@ drain_timeout = "2s"
 
 #[tokio::test]
 async fn erlang_client_initiates_and_every_request_is_answered() {
-    let Some(script) = script() else { return };
+    let script = script();
     let work = workdir("erl-cli");
     let port = free_port();
     let echo = TaEcho::new();
