@@ -146,9 +146,10 @@ fn write_value(out: &mut String, a: &AvpRef<'_>, def: &AvpDef, dict: &Dictionary
     }
 }
 
-/// What each byte needs when written inside a JSON string: 0 = as is, else the escape
-/// letter (`n`, `"`, ...) or `u` for `\u00XX`. Bytes >= 0x80 are always 0 here (UTF-8 is
-/// copied through); the OctetString text test treats C1 controls separately.
+/// What each byte needs when written inside a JSON string: 0 = copied as is; 1 = copied as
+/// is in text, but looked at by the OctetString "is this text?" test (DEL, and 0xC2, the lead
+/// byte of the C1 controls U+0080..U+009F); else the escape letter (`n`, `"`, ...) or `u`
+/// for `\u00XX`. Other bytes >= 0x80 are 0: UTF-8 is copied through.
 static ESCAPE: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
@@ -163,8 +164,6 @@ static ESCAPE: [u8; 256] = {
     t[0x0D] = b'r';
     t[b'"' as usize] = b'"';
     t[b'\\' as usize] = b'\\';
-    // DEL and 0xC2 (the lead byte of U+0080..U+00BF) are marked so the OctetString test sees
-    // them; in text they are copied as they are.
     t[0x7F] = 1;
     t[0xC2] = 1;
     t
