@@ -7,9 +7,9 @@
 //! [`answer`] builds the error answer. Sending: [`MessageWriter`] ([`encode`]).
 pub mod avp_type;
 pub use avp_type::AvpType;
-pub mod dict;
 pub mod answer;
 pub mod avp;
+pub mod dict;
 pub mod encode;
 pub mod error;
 pub mod framer;
@@ -23,11 +23,11 @@ pub mod validate;
 pub mod validator;
 pub mod value;
 pub use avp::{Avp, AvpFlags, AvpIter, AvpRef, AvpRefs};
-pub use error::{AvpError, AvpErrorKind, DecodeError, EncodeError, HeaderError, ValueError};
-pub use header::{Flags, Header};
-pub use value::{Address, Value};
 pub use encode::MessageWriter;
-pub use message::Message;
+pub use error::{AvpError, AvpErrorKind, DecodeError, EncodeError, HeaderError, ValueError};
 pub use framer::{FrameError, Framer};
+pub use header::{Flags, Header};
+pub use message::Message;
 pub use validate::{validate, validate_answer, validate_request, ProtocolError};
 pub use validator::Validator;
+pub use value::{Address, Value};
