@@ -1313,3 +1313,104 @@ fn segment_and_control_socket_are_owner_only_unless_a_group_is_configured() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_mesage_size"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The C library: workers written in C on libdmbridge (what the SIP-server modules link)
+
+/// Builds libdmbridge (this test's profile) and `tests/c/dmb_echo_worker.c` against it
+/// through `include/dmbridge.h`; returns the program.
+fn build_c_echo_worker(dir: &Path) -> PathBuf {
+    let root = harness::paths::repo_root();
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let release = profile.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&root)
+        .args(["build", "--quiet", "-p", "dmbridge-cabi"]);
+    if release {
+        cmd.arg("--release");
+    }
+    if let Some(target) = profile.parent() {
+        cmd.env("CARGO_TARGET_DIR", target);
+    }
+    let out = cmd.output().expect("run cargo");
+    assert!(
+        out.status.success(),
+        "cargo build -p dmbridge-cabi: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cc = harness::paths::require_program("cc", "gcc");
+    let bin = dir.join("dmb_echo_worker");
+    let out = Command::new(cc)
+        .args(["-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(root.join("include"))
+        .arg("-o")
+        .arg(&bin)
+        .arg(root.join("tests/c/dmb_echo_worker.c"))
+        .arg(format!("-L{}", profile.display()))
+        .arg("-ldmbridge")
+        .arg(format!("-Wl,-rpath,{}", profile.display()))
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "compiling dmb_echo_worker.c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+/// Sends `n` test_app requests pipelined, each with its own Test-AVP value, and checks every
+/// answer: 2001 and the value echoed by the C worker.
+fn echo_round(c: &mut RawClient, tag: &str, n: usize) {
+    let mut want = HashMap::new();
+    let ids: Vec<u32> = (0..n)
+        .map(|i| {
+            let v = i as i32 * 7 + 1;
+            let (req, id) = ta_request(
+                c,
+                &format!("client;{tag};{i}"),
+                &[Avp::i32(test_app::TEST_AVP, v)
+                    .vendor(test_app::VENDOR_ID)
+                    .flags(wire::avp_flags::VENDOR)],
+            );
+            c.send(&req).unwrap();
+            want.insert(id, v);
+            id
+        })
+        .collect();
+    let answers = collect_answers(c, &ids, WAIT);
+    for (id, m) in &answers {
+        assert_eq!(m.result_code(), Some(2001), "{tag}: answer {id:#x}");
+        let echoed = m
+            .find(test_app::TEST_AVP, Some(test_app::VENDOR_ID))
+            .and_then(|a| a.as_i32());
+        assert_eq!(echoed, Some(want[id]), "{tag}: Test-AVP of {id:#x}");
+    }
+}
+
+#[test]
+fn c_workers_on_libdmbridge_serve_and_survive_a_bridge_restart() {
+    let dir = TestDir::new("shm-c-workers");
+    let prog = build_c_echo_worker(dir.path());
+    let opts = options(free_port(), "");
+    let mut b = Bridge::start(dir.path(), &opts);
+    let ctl = control_socket(&b);
+    let mut cmd = Command::new(&prog);
+    cmd.arg(&ctl).arg("2").arg("*");
+    let _workers = ChildGuard::spawn("c-workers", cmd, dir.path());
+    wait_log_count(&mut b, " handles [", 2);
+    let mut c = client(&b);
+    echo_round(&mut c, "before", 200);
+
+    // The bridge restarts; the C workers are not touched and re-attach by themselves.
+    drop(c);
+    let st = b.guard().stop(Duration::from_secs(10));
+    assert!(st.success(), "{st:?}");
+    drop(b);
+    let mut b = Bridge::start(dir.path(), &opts);
+    wait_log_count(&mut b, " handles [", 2);
+    let mut c = client(&b);
+    echo_round(&mut c, "after", 200);
+}
