@@ -10,7 +10,7 @@
 //! spent on an idle ring. A slot that used up its service budget is serviced again on the
 //! next turn without waiting for its descriptor (other work gets its turn in between).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,6 +27,7 @@ use dmshm::bridge::{Bridge, BridgeEvent, Dispatch, SlotId};
 use dmshm::record::{self, ReplyStatus};
 
 use super::convert::{self, Outcome};
+use super::held::Held;
 use super::status::{self, Counters, Identity};
 use super::ShmOptions;
 use crate::app::{AppHandle, IncomingRequest, OutgoingRequest, RequestError, Responder};
@@ -57,12 +58,6 @@ impl AsRawFd for ListenerFd {
     fn as_raw_fd(&self) -> RawFd {
         self.0
     }
-}
-
-/// An incoming request handed to a worker, waiting for its reply.
-struct Held {
-    responder: Responder,
-    slot: SlotId,
 }
 
 /// The outcome of a worker's outgoing request, for the worker that asked.
@@ -128,12 +123,8 @@ pub struct Driver {
     adverts: watch::Sender<Vec<AppAdvert>>,
     /// A worker's handled names changed, or a worker left: recompute `adverts`.
     handles_changed: bool,
-    reply_timeout: Duration,
-    /// Incoming requests waiting for their worker's reply, by token.
-    held: HashMap<u64, Held>,
-    /// Their deadlines in order (all share one timeout, so arrival order is deadline order);
-    /// entries of tokens already replied are skipped when they come up.
-    deadlines: VecDeque<(Instant, u64)>,
+    /// Incoming requests waiting for their worker's reply, by token, with their deadlines.
+    held: Held<Responder>,
     /// Bumped on every attach to a slot, so outcomes never reach a later tenant of it.
     epochs: HashMap<SlotId, u64>,
     /// Slots connected but not registered yet.
@@ -197,9 +188,7 @@ impl Driver {
             peers,
             adverts: watch::channel(Vec::new()).0,
             handles_changed: false,
-            reply_timeout: options.reply_timeout,
-            held: HashMap::new(),
-            deadlines: VecDeque::new(),
+            held: Held::new(options.reply_timeout),
             epochs: HashMap::new(),
             handshaking: HashSet::new(),
             hot: Vec::new(),
@@ -240,7 +229,7 @@ impl Driver {
             cfg.geometry.slots,
             cfg.geometry.ring_bytes,
             cfg.geometry.max_msg,
-            self.reply_timeout,
+            self.held.timeout(),
         ));
         let mut outgoing: JoinSet<Done> = JoinSet::new();
         let far = || Instant::now() + Duration::from_secs(3600);
@@ -334,16 +323,7 @@ impl Driver {
     }
 
     fn next_deadline(&mut self) -> Option<Instant> {
-        // Replied requests leave their entry behind; drop those at the front so the timer is
-        // armed only for a request still waiting (otherwise, under steady load, it would fire
-        // once per request) and the queue stays as long as the oldest outstanding request.
-        while let Some(&(_, token)) = self.deadlines.front() {
-            if self.held.contains_key(&token) {
-                break;
-            }
-            self.deadlines.pop_front();
-        }
-        let reply = self.deadlines.front().map(|(t, _)| *t);
+        let reply = self.held.next_deadline().map(Instant::from_std);
         let status = self.counters_dirty.then_some(self.status_due);
         [reply, self.expire_due, status].into_iter().flatten().min()
     }
@@ -412,22 +392,16 @@ impl Driver {
 
     fn timers(&mut self) {
         let now = Instant::now();
-        while let Some(&(at, token)) = self.deadlines.front() {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop_front();
-            if let Some(h) = self.held.remove(&token) {
-                // Dropping the responder: the node answers 5012 (if its own reply timer did
-                // not already).
-                self.counters.reply_timeouts += 1;
-                self.counters_dirty = true;
-                log(format_args!(
-                    "no reply from worker slot {} within {:?} (token {token:#x}): answered 5012",
-                    h.slot, self.reply_timeout
-                ));
-                drop(h);
-            }
+        for (token, slot, responder) in self.held.expire(now.into_std()) {
+            // Dropping the responder: the node answers 5012 (if its own reply timer did not
+            // already).
+            self.counters.reply_timeouts += 1;
+            self.counters_dirty = true;
+            log(format_args!(
+                "no reply from worker slot {slot} within {:?} (token {token:#x}): answered 5012",
+                self.held.timeout()
+            ));
+            drop(responder);
         }
         if self.expire_due.is_some_and(|t| t <= now) {
             self.bridge
@@ -467,9 +441,8 @@ impl Driver {
         match self.bridge.dispatch(&ev.name, &rec) {
             Dispatch::Sent { slot, token, .. } => {
                 self.counters.dispatched += 1;
-                let deadline = Instant::now() + self.reply_timeout;
-                self.held.insert(token, Held { responder, slot });
-                self.deadlines.push_back((deadline, token));
+                self.held
+                    .insert(token, slot, responder, std::time::Instant::now());
             }
             Dispatch::Unhandled => {
                 self.counters.unhandled += 1;
@@ -569,13 +542,8 @@ impl Driver {
                 handles,
                 reason,
             } => {
-                let mut answered = 0;
-                for t in &tokens {
-                    // Dropped: the node answers 5012, once.
-                    if self.held.remove(t).is_some() {
-                        answered += 1;
-                    }
-                }
+                // Dropped: the node answers each 5012, once.
+                let answered = self.held.take_all(&tokens).len() as u64;
                 self.counters.worker_lost += answered;
                 self.counters.workers_gone += 1;
                 self.status_dirty = true;
@@ -590,7 +558,7 @@ impl Driver {
 
     fn reply(&mut self, slot: SlotId, token: u64, status: ReplyStatus, json: &[u8], error: &str) {
         self.counters_dirty = true;
-        let Some(h) = self.held.remove(&token) else {
+        let Some((responder, _)) = self.held.take(token) else {
             self.counters.late_replies += 1;
             log(format_args!(
                 "late reply from worker slot {slot} (token {token:#x}) dropped: the peer already got 5012 after the reply timeout"
@@ -611,7 +579,7 @@ impl Driver {
         match body {
             Ok(body) => {
                 self.counters.replies += 1;
-                h.responder.answer(body);
+                responder.answer(body);
             }
             Err(why) => {
                 self.counters.bad_replies += 1;
@@ -621,7 +589,7 @@ impl Driver {
                 log(format_args!(
                     "worker slot {slot}, token {token:#x}: {why}; the peer is answered 5012"
                 ));
-                h.responder.answer(convert::local_answer(
+                responder.answer(convert::local_answer(
                     unable,
                     "the application's answer was invalid",
                 ));

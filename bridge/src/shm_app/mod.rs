@@ -44,6 +44,7 @@
 
 pub mod convert;
 pub mod driver;
+pub mod held;
 pub mod settings;
 pub mod status;
 

@@ -1,0 +1,152 @@
+//! Incoming requests handed to workers and not replied yet, with their reply deadlines.
+//!
+//! Plain data (time passed in), so the exactly-once rules are tested without rings or
+//! runtimes: a request leaves this table exactly once — replied ([`Held::take`]), given up
+//! at its deadline ([`Held::expire`]) or released because its worker died
+//! ([`Held::take_all`]) — and whatever leaves it is answered by whoever took it. A reply that
+//! finds nothing here is late (or a duplicate) and must be dropped.
+//!
+//! Every request shares one reply timeout, so arrival order is deadline order and a queue
+//! suffices (no heap). Replied requests leave their queue entry behind; [`Held::next_deadline`]
+//! drops such entries from the front, so the timer is armed only for a request that still
+//! waits (under steady load it would otherwise fire once per request) and the queue is only
+//! as long as the span since the oldest outstanding request.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// The table; `R` is what answers the request (the node's `Responder`).
+#[derive(Debug)]
+pub struct Held<R> {
+    by_token: HashMap<u64, (R, u32)>,
+    deadlines: VecDeque<(Instant, u64)>,
+    timeout: Duration,
+}
+
+impl<R> Held<R> {
+    /// An empty table whose requests may wait `timeout` for their reply.
+    pub fn new(timeout: Duration) -> Held<R> {
+        Held {
+            by_token: HashMap::new(),
+            deadlines: VecDeque::new(),
+            timeout,
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Requests waiting.
+    pub fn len(&self) -> usize {
+        self.by_token.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_token.is_empty()
+    }
+
+    /// A request handed to the worker in `slot` under `token` at `now`.
+    pub fn insert(&mut self, token: u64, slot: u32, responder: R, now: Instant) {
+        if self.by_token.insert(token, (responder, slot)).is_none() {
+            self.deadlines.push_back((now + self.timeout, token));
+        }
+    }
+
+    /// The request `token`, if it still waits (its reply arrived in time).
+    pub fn take(&mut self, token: u64) -> Option<(R, u32)> {
+        self.by_token.remove(&token)
+    }
+
+    /// The requests among `tokens` that still wait (their worker is gone).
+    pub fn take_all(&mut self, tokens: &[u64]) -> Vec<(u64, R)> {
+        tokens
+            .iter()
+            .filter_map(|t| self.by_token.remove(t).map(|(r, _)| (*t, r)))
+            .collect()
+    }
+
+    /// The requests whose deadline is at or before `now`: (token, slot, responder).
+    pub fn expire(&mut self, now: Instant) -> Vec<(u64, u32, R)> {
+        let mut out = Vec::new();
+        while let Some(&(at, token)) = self.deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            if let Some((r, slot)) = self.by_token.remove(&token) {
+                out.push((token, slot, r));
+            }
+        }
+        out
+    }
+
+    /// The earliest deadline of a request that still waits.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(&(at, token)) = self.deadlines.front() {
+            if self.by_token.contains_key(&token) {
+                return Some(at);
+            }
+            self.deadlines.pop_front();
+        }
+        None
+    }
+
+    /// Queue entries kept (for tests: bounded by the outstanding span).
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.deadlines.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn each_request_leaves_exactly_once() {
+        let t0 = Instant::now();
+        let mut h = Held::new(T);
+        h.insert(1, 0, "a", t0);
+        h.insert(2, 0, "b", t0);
+        h.insert(3, 1, "c", t0);
+        assert_eq!(h.take(1), Some(("a", 0)));
+        assert_eq!(h.take(1), None, "a second reply finds nothing");
+        assert_eq!(h.take_all(&[3, 99]), vec![(3, "c")]);
+        let expired = h.expire(t0 + T);
+        assert_eq!(expired, vec![(2, 0, "b")]);
+        assert!(h.expire(t0 + T + T).is_empty());
+        assert_eq!(h.take(2), None, "a late reply finds nothing");
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn deadlines_follow_arrival_and_skip_replied_requests() {
+        let t0 = Instant::now();
+        let mut h = Held::new(T);
+        for i in 0..100u64 {
+            h.insert(i, 0, i, t0 + Duration::from_millis(i));
+        }
+        for i in 0..99u64 {
+            assert!(h.take(i).is_some());
+        }
+        // Only request 99 waits: the timer is for it, and the replied entries are gone.
+        assert_eq!(h.next_deadline(), Some(t0 + Duration::from_millis(99) + T));
+        assert_eq!(h.queued(), 1);
+        assert!(h.expire(t0 + T).is_empty());
+        assert_eq!(h.expire(t0 + Duration::from_millis(99) + T).len(), 1);
+        assert_eq!(h.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_token_inserted_twice_keeps_one_deadline() {
+        let t0 = Instant::now();
+        let mut h = Held::new(T);
+        h.insert(7, 0, 'x', t0);
+        h.insert(7, 1, 'y', t0);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h.expire(t0 + T), vec![(7, 1, 'y')]);
+    }
+}
