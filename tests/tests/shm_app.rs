@@ -869,7 +869,7 @@ fn bridge_restarts_under_load_every_outgoing_request_ends_and_workers_resume() {
             "{}: the restarts were noticed: {line}",
             w.name()
         );
-        assert!(s["max_notsent_ms"] < 1000, "{}: {line}", w.name());
+        assert!(s["max_notsent_ms"] < 2000, "{}: failures come before the timeout: {line}", w.name());
         assert_eq!(
             s["attaches"],
             3,
