@@ -98,20 +98,18 @@ impl fmt::Debug for AvpFlags {
     }
 }
 
-/// The parsed header of one AVP and where it sits in its buffer.
+/// The parsed header of one AVP and its bytes.
 #[derive(Clone, Copy)]
-struct Parsed {
+struct Parsed<'a> {
     code: u32,
     flags: u8,
     vendor: u32,
-    /// Start of the AVP in the buffer.
-    start: usize,
-    /// Start of the payload.
-    data: usize,
-    /// End of the payload (= end of `raw`, without padding).
-    end: usize,
-    /// Where the next AVP starts (after padding).
-    next: usize,
+    /// The whole AVP without padding.
+    raw: &'a [u8],
+    /// The payload.
+    data: &'a [u8],
+    /// How far the next AVP is from this one's start (padding included).
+    step: usize,
 }
 
 #[inline]
@@ -126,7 +124,7 @@ fn be32_at(buf: &[u8], at: usize) -> Option<u32> {
 /// (for error reporting). The success path is kept branch-light (it runs for every AVP of
 /// every message); the error is worked out separately in [`parse_error`].
 #[inline(always)]
-fn parse_at(buf: &[u8], pos: usize, base: usize) -> Result<Parsed, AvpError> {
+fn parse_at(buf: &[u8], pos: usize, base: usize) -> Result<Parsed<'_>, AvpError> {
     let rest = buf.get(pos..).unwrap_or_default();
     // Fewer than 12 bytes left: only a tiny last AVP without Vendor-ID can be there.
     let Some((h, _)) = rest.split_first_chunk::<12>() else {
@@ -149,21 +147,27 @@ fn parse_at(buf: &[u8], pos: usize, base: usize) -> Result<Parsed, AvpError> {
     if len < hdr || len > rest.len() || (padded_len > rest.len() && len != rest.len()) {
         return Err(parse_error(buf, pos, base));
     }
-    let step = padded_len.min(rest.len());
+    // Both slices are in range by the checks above; `get` keeps that visible to the
+    // optimiser without a panicking path.
+    let (Some(raw), step) = (rest.get(..len), padded_len.min(rest.len())) else {
+        return Err(parse_error(buf, pos, base));
+    };
+    let Some(data) = raw.get(hdr..) else {
+        return Err(parse_error(buf, pos, base));
+    };
     Ok(Parsed {
         code,
         flags,
         vendor,
-        start: pos,
-        data: pos + hdr,
-        end: pos + len,
-        next: pos + step,
+        raw,
+        data,
+        step,
     })
 }
 
 /// [`parse_at`] for fewer than 12 remaining bytes (rare: only an empty or tiny last AVP).
 #[cold]
-fn parse_short(buf: &[u8], pos: usize, base: usize) -> Result<Parsed, AvpError> {
+fn parse_short(buf: &[u8], pos: usize, base: usize) -> Result<Parsed<'_>, AvpError> {
     let rest = buf.get(pos..).unwrap_or_default();
     let (Some(code), Some(w1)) = (be32_at(rest, 0), be32_at(rest, 4)) else {
         return Err(parse_error(buf, pos, base));
@@ -177,15 +181,16 @@ fn parse_short(buf: &[u8], pos: usize, base: usize) -> Result<Parsed, AvpError> 
     {
         return Err(parse_error(buf, pos, base));
     }
-    let step = padded(len).min(rest.len());
+    let (Some(raw), Some(data)) = (rest.get(..len), rest.get(AVP_HEADER_LEN..len)) else {
+        return Err(parse_error(buf, pos, base));
+    };
     Ok(Parsed {
         code,
         flags,
         vendor: 0,
-        start: pos,
-        data: pos + AVP_HEADER_LEN,
-        end: pos + len,
-        next: pos + step,
+        raw,
+        data,
+        step: padded(len).min(rest.len()),
     })
 }
 
@@ -331,14 +336,15 @@ impl<'a> Iterator for AvpRefs<'a> {
         }
         match parse_at(self.buf, self.pos, self.base) {
             Ok(p) => {
-                self.pos = p.next;
+                let offset = self.base + self.pos;
+                self.pos += p.step;
                 Some(Ok(AvpRef {
                     code: p.code,
                     flags: AvpFlags(p.flags),
                     vendor: p.vendor,
-                    data: self.buf.get(p.data..p.end).unwrap_or_default(),
-                    raw: self.buf.get(p.start..p.end).unwrap_or_default(),
-                    offset: self.base + p.start,
+                    data: p.data,
+                    raw: p.raw,
+                    offset,
                     depth: self.depth as u8,
                 }))
             }
@@ -444,14 +450,16 @@ impl Iterator for AvpIter {
         }
         match parse_at(&self.buf, self.pos, self.base) {
             Ok(p) => {
-                self.pos = p.next;
+                let start = self.pos;
+                let (hdr, end) = (p.raw.len() - p.data.len(), start + p.raw.len());
+                self.pos += p.step;
                 Some(Ok(Avp {
                     code: p.code,
                     flags: AvpFlags(p.flags),
                     vendor: p.vendor,
-                    data: self.buf.slice(p.data..p.end),
-                    raw: self.buf.slice(p.start..p.end),
-                    offset: self.base + p.start,
+                    data: self.buf.slice(start + hdr..end),
+                    raw: self.buf.slice(start..end),
+                    offset: self.base + start,
                     depth: self.depth as u8,
                 }))
             }
