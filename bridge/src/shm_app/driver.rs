@@ -38,6 +38,8 @@ use crate::core::PeerStatus;
 const BATCH: usize = 256;
 /// How long a connected worker may take to register.
 const HANDSHAKE_MAX: Duration = Duration::from_secs(2);
+/// Most (application, command) event names kept.
+const MAX_CACHED_NAMES: usize = 1024;
 /// Counters alone republish the status at most this often.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
@@ -132,6 +134,8 @@ pub struct Driver {
     /// Slots whose service stopped at its budget: serviced again without waiting.
     hot: Vec<SlotId>,
     events: Vec<BridgeEvent>,
+    /// Event names of the commands seen so far (see `incoming`).
+    names: HashMap<(u32, u32), convert::EventName>,
     /// Why each worker's last unusable reply was refused, for the status document: a reply
     /// whose JSON parses but does not fit the dictionary is only found out here, after the
     /// library accepted it, so this is where the SIP server can read it (`dmb_status_json`).
@@ -193,6 +197,7 @@ impl Driver {
             handshaking: HashSet::new(),
             hot: Vec::new(),
             events: Vec::new(),
+            names: HashMap::new(),
             last_reply_error: HashMap::new(),
             json: String::new(),
             counters: Counters::default(),
@@ -414,7 +419,21 @@ impl Driver {
     fn incoming(&mut self, req: IncomingRequest, responder: Responder) {
         let msg = &req.message;
         let (app_id, cmd_code) = (msg.header.app_id, msg.header.code);
-        let ev = convert::event_name(self.dict, app_id, cmd_code);
+        // Event names by (application, command): looked up once, not per request. Bounded:
+        // a peer cycling through unknown command codes only costs the lookups.
+        let key = (app_id, cmd_code);
+        if !self.names.contains_key(&key) && self.names.len() < MAX_CACHED_NAMES {
+            self.names
+                .insert(key, convert::event_name(self.dict, app_id, cmd_code));
+        }
+        let computed;
+        let ev = match self.names.get(&key) {
+            Some(e) => e,
+            None => {
+                computed = convert::event_name(self.dict, app_id, cmd_code);
+                &computed
+            }
+        };
         self.json.clear();
         if let Err(e) = dmproto::json::write_avps(&mut self.json, msg.avp_refs(), self.dict) {
             // Validation ran before delivery, so this is not expected; still one answer.

@@ -38,6 +38,14 @@
 //! When the node stops, outgoing requests still coming in fail fast (-3, node down); when this
 //! service stops, the segment and socket are removed and the workers see EOF.
 //!
+//! Capabilities: the applications of the commands workers declare they serve (`PPR` -> Cx)
+//! are published by [`ShmService::advertised`]; `dmbridge run` hands them to the node
+//! (`Node::advertise_also`), which advertises them beside the configured `[[applications]]`
+//! in every capabilities exchange from then on — new connections and reconnections; an open
+//! connection keeps what it negotiated (RFC 6733 cannot renegotiate in place). The set only
+//! grows while the bridge runs, so a SIP server restarting does not make it flap. Configure
+//! the applications in `[[applications]]` too when peers must see them from the first CER.
+//!
 //! Status: a JSON document ([`status`]) with the peers' states (from the node), the workers
 //! and counters, published to workers through `Bridge::set_status_json`, so `dmb_status_json`
 //! (Kamailio `dmbridge.status`, OpenSIPS `dm_status`) shows it.
