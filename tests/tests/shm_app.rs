@@ -48,7 +48,11 @@ fn options(port: u16, app_toml: &str) -> BridgeOptions {
             port: None,
         }],
         default_route: vec![PEER.0.into()],
-        extra_toml: format!("max_workers = 8\n{app_toml}"),
+        extra_toml: if app_toml.contains("max_workers") {
+            app_toml.to_string()
+        } else {
+            format!("max_workers = 8\n{app_toml}")
+        },
         ..BridgeOptions::default()
     }
 }
@@ -430,7 +434,9 @@ fn worker_killed_holding_requests_each_gets_exactly_one_5012() {
     let dir = TestDir::new("shm-kill9");
     let mut b = Bridge::start(
         dir.path(),
-        &options(free_port(), "reply_timeout = \"3s\"\n"),
+        // One slot only: the replacement worker below attaches only if the dead one's slot
+        // was reclaimed.
+        &options(free_port(), "reply_timeout = \"3s\"\nmax_workers = 1\n"),
     );
     let ctl = control_socket(&b);
     let w = spawn_worker(dir.path(), "w-hold", &ctl, "hold", TA_EVENT, &[]);
@@ -455,7 +461,7 @@ fn worker_killed_holding_requests_each_gets_exactly_one_5012() {
         log.contains(&format!("{N} requests it held answered 5012")),
         "{log}"
     );
-    // The slot is free again: a new worker serves.
+    // The slot is free again (the only one): a new worker attaches and serves.
     let _w2 = spawn_worker(dir.path(), "w-echo", &ctl, "echo", TA_EVENT, &[]);
     wait_log_count(&mut b, " handles [", 2);
     let (req, id) = ta_request(&mut c, "client;k;after", &[]);
@@ -869,7 +875,11 @@ fn bridge_restarts_under_load_every_outgoing_request_ends_and_workers_resume() {
             "{}: the restarts were noticed: {line}",
             w.name()
         );
-        assert!(s["max_notsent_ms"] < 2000, "{}: failures come before the timeout: {line}", w.name());
+        assert!(
+            s["max_notsent_ms"] < 2000,
+            "{}: failures come before the timeout: {line}",
+            w.name()
+        );
         assert_eq!(
             s["attaches"],
             3,
