@@ -1,8 +1,9 @@
 //! Built-in [`Application`]s: what answers when no SIP server is attached.
 //!
-//! - [`Unsupported`] (the default of `dmbridge run` until the shared-memory application is
-//!   attached): every request gets 3001 DIAMETER_COMMAND_UNSUPPORTED — DESIGN §3, never leave
-//!   a peer waiting.
+//! - [`Unsupported`]: every request gets 3001 DIAMETER_COMMAND_UNSUPPORTED — DESIGN §3, never
+//!   leave a peer waiting. (`dmbridge run` itself serves the SIP server's workers through
+//!   [`crate::shm_app`], which answers 3001 per command no worker serves, and 3004 while no
+//!   worker is attached.)
 //! - [`Echo`] (`dmbridge run --echo`): an in-process responder for benchmarks and interop
 //!   checks. It answers 2001 with the request's own AVPs, minus those the node sets itself
 //!   (Session-Id, Origin-*, Destination-*, Route-Record, Proxy-Info), so test_app's Test-AVP
