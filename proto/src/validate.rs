@@ -284,8 +284,8 @@ impl Tally {
         }
     }
 
-    /// Records an occurrence of rule `i`: 5009 past its max (5008 for max 0), 5008 for a
-    /// fixed-position AVP out of place.
+    /// Records an occurrence of rule `i`, whose max is `max` (`u32::MAX` for none): 5009
+    /// past its max (5008 for max 0), 5008 for a fixed-position AVP out of place.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn hit(
@@ -294,16 +294,19 @@ impl Tally {
         list: &[Rule],
         counts: &mut [u16],
         i: usize,
+        max: u32,
         def: &AvpDef,
         avp: &AvpRef<'_>,
         path: Option<&Path<'_>>,
     ) -> Result<(), Box<ProtocolError>> {
-        let (Some(rule), Some(c)) = (list.get(i), counts.get_mut(i)) else {
+        let Some(c) = counts.get_mut(i) else {
             return Ok(());
         };
         *c = c.saturating_add(1);
-        if rule.max.is_some_and(|m| u32::from(*c) > m) {
-            return Err(ctx.too_many(def, avp, rule, path));
+        if u32::from(*c) > max {
+            if let Some(rule) = list.get(i) {
+                return Err(ctx.too_many(def, avp, rule, path));
+            }
         }
         if i < self.fixed_head {
             if self.seen_other || self.last_fixed.is_some_and(|l| l >= i) {
@@ -369,7 +372,10 @@ impl Ctx<'_> {
             };
             self.check_known(def.ty, self.masks(def), def, &avp, path)?;
             match find_rule(list, avp.code, avp.vendor, &mut hint) {
-                Some(i) => tally.hit(self, list, counts, i, def, &avp, path)?,
+                Some(i) => {
+                    let max = list.get(i).and_then(|r| r.max).unwrap_or(u32::MAX);
+                    tally.hit(self, list, counts, i, max, def, &avp, path)?
+                }
                 None if !extensible => {
                     return Err(self.not_allowed(def, &avp, "is not allowed here", path));
                 }

@@ -40,6 +40,8 @@ struct Slot<'d> {
     code: u32,
     vendor: u32,
     rule: u16,
+    /// The rule's max (`u32::MAX` for none), so counting needs no look at the rule.
+    max: u32,
     /// Copied from the definition so the common path never touches its memory (dictionary
     /// definitions are large and scattered: loading one is a cache miss per AVP).
     ty: AvpType,
@@ -188,6 +190,7 @@ impl<'d> Validator<'d> {
                 code: 0,
                 vendor: 0,
                 rule: EMPTY,
+                max: u32::MAX,
                 ty: AvpType::OctetString,
                 forbid: 0,
                 need: 0,
@@ -211,6 +214,7 @@ impl<'d> Validator<'d> {
                         code: r.code,
                         vendor: r.vendor,
                         rule: i as u16,
+                        max: r.max.unwrap_or(u32::MAX),
                         ty: def.map_or(AvpType::OctetString, |d| d.ty),
                         forbid,
                         need,
@@ -308,9 +312,10 @@ impl<'d> Validator<'d> {
                     forbid,
                     need,
                     rule,
+                    max,
                     group,
                     ..
-                }) => (def, ty, (forbid, need), Some(rule as usize), group),
+                }) => (def, ty, (forbid, need), Some((rule as usize, max)), group),
                 found => {
                     let def = match found {
                         Some(_) => None,
@@ -337,7 +342,7 @@ impl<'d> Validator<'d> {
             };
             ctx.check_known(ty, masks, def, &avp, path)?;
             match rule {
-                Some(i) => tally.hit(ctx, list, counts, i, def, &avp, path)?,
+                Some((i, max)) => tally.hit(ctx, list, counts, i, max, def, &avp, path)?,
                 None if !plan.extensible => {
                     return Err(ctx.not_allowed(def, &avp, "is not allowed here", path));
                 }
