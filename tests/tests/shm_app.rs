@@ -783,6 +783,44 @@ fn outgoing_requests_get_their_outcome_class_in_their_own_worker() {
     assert!(big["error"].as_str().unwrap().contains("exceeds"), "{big}");
 }
 
+#[test]
+fn outcomes_never_reach_the_next_tenant_of_a_dead_workers_slot() {
+    let dir = TestDir::new("shm-epoch");
+    // One slot: the second worker gets the first one's slot, and (a new process) the same
+    // request handle numbers.
+    let mut b = Bridge::start(dir.path(), &options(free_port(), "max_workers = 1\n"));
+    let ctl = control_socket(&b);
+    let _peer = Peer::start(b.port());
+    wait_peer_open(&ctl);
+    let async_env = [
+        ("DMB_ASYNC", "1".to_string()),
+        ("DMB_TIMEOUT_MS", "1000".to_string()),
+    ];
+    let mut first = spawn_worker(dir.path(), "w-first", &ctl, "unanswered", "", &async_env);
+    let sent = wait_worker_lines(&first, "W sent ", 1).remove(0);
+    first.signal(Sig::Kill).unwrap();
+    let _ = first.wait_exit(WAIT);
+    // (The status probe of wait_peer_open left before: its departure is the first "gone:".)
+    wait_log_count(&mut b, "gone:", 2);
+    // Its request times out in the bridge about 1 s after it was sent; the new tenant's
+    // request (same handle) must wait for its own timeout of 3 s, not take that outcome.
+    let sync_env = [("DMB_TIMEOUT_MS", "3000".to_string())];
+    let second = spawn_worker(dir.path(), "w-second", &ctl, "unanswered", "", &sync_env);
+    let done = wait_worker_lines(&second, "W done ", 1).remove(0);
+    let kv = parse_kv(done.trim_start_matches("W done "));
+    assert_eq!(
+        kv["handle"].to_string(),
+        sent.trim_start_matches("W sent "),
+        "same handle number in both workers"
+    );
+    assert_eq!(kv["class"], -2, "{done}");
+    assert!(kv["ms"] >= 2500, "got the dead worker's outcome: {done}");
+    assert!(
+        b.guard().output().contains("\"w-first\" (pid"),
+        "the first worker was seen"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bridge restarts under load
 
@@ -930,6 +968,7 @@ mod worker {
         match mode {
             "echo" | "hold" | "late" | "gated" => serve(&mut w, mode),
             "outgoing" => outgoing(&mut w),
+            "unanswered" => unanswered(&mut w),
             "load" => load(&mut w),
             other => say(format!("W unknown mode {other}")),
         }
@@ -1062,6 +1101,32 @@ mod worker {
                 "class": c.class, "rc": c.result_code, "json": c.avps_json, "error": c.error,
             });
             say(format!("W out {label} {doc}"));
+        }
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends one request the peer never answers (timeout `DMB_TIMEOUT_MS`): asynchronously
+    /// with `DMB_ASYNC` (then waits to be killed), else synchronously, printing the outcome's
+    /// class and how long it took.
+    fn unanswered(w: &mut Worker) {
+        let timeout: u32 = env("DMB_TIMEOUT_MS").parse().unwrap_or(1000);
+        let json = br#"[{"User-Name":"noanswer"}]"#;
+        if !env("DMB_ASYNC").is_empty() {
+            match w.send_request_async(test_app::APP_ID, test_app::CMD, json, timeout) {
+                Ok(h) => say(format!("W sent {h}")),
+                Err(e) => say(format!("W send failed {e}")),
+            }
+        } else {
+            let t0 = Instant::now();
+            let c = w.send_request(test_app::APP_ID, test_app::CMD, json, timeout);
+            say(format!(
+                "W done handle={} class={} ms={}",
+                c.handle,
+                c.class,
+                t0.elapsed().as_millis()
+            ));
         }
         loop {
             std::thread::sleep(Duration::from_millis(100));
