@@ -389,3 +389,33 @@ impl std::fmt::Debug for Validator<'_> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shareable_across_threads() {
+        // The bridge compiles one validator at start-up and uses it from every task.
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Validator<'static>>();
+        send_sync::<Message>();
+        send_sync::<crate::framer::Framer>();
+    }
+
+    #[test]
+    fn plans_cover_commands_and_groups() {
+        let d = Dictionary::builtin();
+        let v = Validator::new(d);
+        let grouped = d.avps().filter(|a| a.ty == AvpType::Grouped).count();
+        // One empty plan, one per grouped AVP, two per command, one for error answers.
+        assert!(v.plans.len() > grouped);
+        assert_eq!(v.groups.len() + 1 + 2 * v.commands.len() + 1, v.plans.len());
+        // Every slot table is at most half full, so probes always end.
+        for p in &v.plans {
+            let used = p.slots.iter().filter(|s| s.rule != EMPTY).count();
+            assert!(p.slots.is_empty() || used * 2 <= p.slots.len());
+            assert!(p.slots.is_empty() || p.slots.len().is_power_of_two());
+        }
+    }
+}
