@@ -145,7 +145,8 @@ fn module_so() -> PathBuf {
     so
 }
 
-/// A foreground Kamailio with the module; returns once both module workers started.
+/// A foreground Kamailio with the module; returns once its ctl socket exists (module workers
+/// are forked by then; [`wait_attached`] waits for them to attach).
 struct Kamailio {
     guard: ChildGuard,
     run_dir: PathBuf,
@@ -154,6 +155,11 @@ struct Kamailio {
 
 impl Kamailio {
     fn start(dir: &Path, name: &str, cfg: &Path, socket: &Path) -> Kamailio {
+        Kamailio::start_with(dir, name, cfg, socket, false)
+    }
+
+    /// `echo_regex`: also `-A ECHO_REGEX` (tests/kamailio/bench-echo.cfg's regex variant).
+    fn start_with(dir: &Path, name: &str, cfg: &Path, socket: &Path, echo_regex: bool) -> Kamailio {
         let kamailio = require_program("kamailio", "kamailio kamailio-extra-modules");
         let so = module_so();
         let sip_port = free_port();
@@ -172,10 +178,20 @@ impl Kamailio {
             .arg(format!("DMB_SO=\"{}\"", so.display()))
             .arg("-A")
             .arg(format!("DMB_SOCKET=\"{}\"", socket.display()));
-        let mut guard = ChildGuard::spawn(name, cmd, dir);
-        guard
-            .wait_for_line("dmbridge worker 2 started", Duration::from_secs(20))
-            .unwrap_or_else(|e| panic!("kamailio did not start: {e}"));
+        if echo_regex {
+            cmd.arg("-A").arg("ECHO_REGEX");
+        }
+        let guard = ChildGuard::spawn(name, cmd, dir);
+        let ctl = run_dir.join("kamailio_ctl");
+        let up = retry(
+            "kamailio's ctl socket",
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            || ctl.exists().then_some(()),
+        );
+        if let Err(e) = up {
+            panic!("kamailio did not start: {e}\n{}", guard.tail(30));
+        }
         Kamailio {
             guard,
             run_dir,
@@ -219,7 +235,8 @@ impl Kamailio {
     }
 }
 
-/// Waits until every module worker of `k` is attached to the bridge (status RPC).
+/// Waits until both module workers of `k` (the cfgs here have 2) are attached to the bridge
+/// (status RPC).
 fn wait_attached(k: &Kamailio) {
     let r = retry(
         "attached",
@@ -227,7 +244,8 @@ fn wait_attached(k: &Kamailio) {
         Duration::from_millis(200),
         || {
             let st = k.kamcmd(&["dmbridge.status"]);
-            st.contains("attached: yes").then_some(st)
+            let workers = st.lines().any(|l| l.trim() == "workers_attached: 2");
+            (st.contains("attached: yes") && workers).then_some(st)
         },
     );
     if let Err(e) = r {
@@ -718,4 +736,71 @@ fn kamailio_faults_counted() {
     assert_eq!(k.guard.pid(), kpid);
     assert!(k.guard.is_running(), "kamailio died: {}", k.guard.tail(30));
     let _ = k.wait_log("PPR for [again@test.local]", 2);
+}
+
+// ------------------------------------------------------------------------------------------
+// The benchmark's echo route (scripts/bench-kamailio.sh) really echoes
+
+#[test]
+fn bench_echo_route_echoes_the_test_avp() {
+    use harness::wire::{avp_flags, test_app};
+    let dir = TestDir::new("kamailio-bench-echo");
+    let _ = harness::dmbridge::dmbridge_bin();
+    let bport = free_port();
+    let opts = BridgeOptions {
+        origin_host: "server.test.local".into(),
+        port: bport,
+        ..BridgeOptions::default()
+    };
+    let _bridge = Bridge::start(dir.path(), &opts);
+    let socket = dir
+        .path()
+        .join(format!("bridge-{bport}"))
+        .join("control.sock");
+    let cfg = repo_root().join("tests/kamailio/bench-echo.cfg");
+    for (name, regex) in [("echo-strings", false), ("echo-regex", true)] {
+        let mut k = Kamailio::start_with(dir.path(), name, &cfg, &socket, regex);
+        wait_attached(&k);
+        let mut c = RawClient::connect(bport, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        c.handshake("bench.test.local", "test.local", Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("CER: {e}"));
+        for v in [42, -7, 0x7fff_ffff] {
+            let id = c.next_id();
+            let sid = format!("bench.test.local;{name};{id}");
+            // Test-AVP with the V bit only, as test_app sends it (with M, the bridge would
+            // refuse this AVP it has no dictionary entry for: 5001)
+            let req = encode_message(
+                flags::REQUEST | flags::PROXIABLE,
+                test_app::CMD,
+                test_app::APP_ID,
+                id,
+                id,
+                &[
+                    Avp::str(263, &sid),
+                    Avp::str(264, "bench.test.local"),
+                    Avp::str(296, "test.local"),
+                    Avp::str(283, "test.local"),
+                    Avp::i32(test_app::TEST_AVP, v)
+                        .vendor(test_app::VENDOR_ID)
+                        .flags(avp_flags::VENDOR),
+                ],
+            );
+            let a = c
+                .request(
+                    &req,
+                    id,
+                    ("bench.test.local", "test.local"),
+                    Duration::from_secs(5),
+                )
+                .unwrap_or_else(|e| panic!("{name}: no answer: {e}\n{}", k.guard.tail(20)));
+            assert_eq!(a.result_code(), Some(2001), "{name}");
+            assert_eq!(a.session_id().as_deref(), Some(sid.as_str()), "{name}");
+            let echoed = a
+                .find(test_app::TEST_AVP, Some(test_app::VENDOR_ID))
+                .and_then(|x| x.as_i32());
+            assert_eq!(echoed, Some(v), "{name}: Test-AVP not echoed");
+        }
+        k.guard.stop(Duration::from_secs(5));
+    }
 }
