@@ -89,33 +89,35 @@ fn wire(pcap: &std::path::Path) -> (Vec<RawMessage>, Vec<RawMessage>) {
     (sent, answers)
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.expect("harness call")
+/// The node's runtime. The test's own thread starts and stops the peers and captures: the
+/// harness starts children with a parent-death signal, which fires when the *thread* that
+/// spawned them ends, so they must not be spawned from a pool thread that may retire.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
-async fn run(victim: Victim) {
+fn run(victim: Victim) {
+    let rt = runtime();
     let dir = TestDir::new(&format!("failover-{victim:?}"));
     let root = dir.path().to_path_buf();
     let (fd_port, erl_port) = (free_port(), free_port());
-    let fd_dir = root.clone();
-    let mut fd = blocking(move || {
-        FreeDiameter::start(
-            &fd_dir,
-            FdOptions {
-                identity: "server1.test.local".into(),
-                port: fd_port,
-                ..FdOptions::default()
-            },
-        )
-    })
-    .await;
-    let erl_dir = root.clone();
-    let mut erl = blocking(move || ErlangPeer::server(&erl_dir, erl_port, "ta")).await;
-    let (cap_dir1, cap_dir2) = (root.clone(), root.clone());
-    let cap_fd = blocking(move || Capture::start(&cap_dir1, fd_port)).await;
-    let cap_erl = blocking(move || Capture::start(&cap_dir2, erl_port)).await;
+    let mut fd = FreeDiameter::start(
+        &root,
+        FdOptions {
+            identity: "server1.test.local".into(),
+            port: fd_port,
+            ..FdOptions::default()
+        },
+    );
+    let mut erl = ErlangPeer::server(&root, erl_port, "ta");
+    let cap_fd = Capture::start(&root, fd_port);
+    let cap_erl = Capture::start(&root, erl_port);
 
-    let node = Running::start(
+    let node = rt.block_on(Running::start(
         &format!(
             r#"
 [node]
@@ -146,112 +148,113 @@ drain_timeout = "2s"
 "#
         ),
         TaEcho::new(),
-    )
-    .await;
-    // Both servers open (each answers a request by Destination-Host) before the load starts.
+    ));
     // Both servers open before the load starts: each answers a request addressed to it
     // (checked by the answer's Origin-Host: while one is still connecting, the realm route
     // would let the other answer). Bounded.
-    for host in ["server1.test.local", "erlserver.test.local"] {
-        let mut last = None;
-        for _ in 0..100 {
-            let a = first_answer(&node.handle, host).await;
-            let origin = a.find_ref(264, 0).map(|o| o.data.to_vec());
-            last = Some((origin.clone(), a.find_u32(268, 0)));
-            if origin.as_deref() == Some(host.as_bytes()) && a.find_u32(268, 0) == Some(2001) {
-                last = None;
-                break;
+    let (outcomes, killed_at) = rt.block_on(async {
+        for host in ["server1.test.local", "erlserver.test.local"] {
+            let mut last = None;
+            for _ in 0..100 {
+                let a = first_answer(&node.handle, host).await;
+                let origin = a.find_ref(264, 0).map(|o| o.data.to_vec());
+                last = Some((origin.clone(), a.find_u32(268, 0)));
+                if origin.as_deref() == Some(host.as_bytes()) && a.find_u32(268, 0) == Some(2001) {
+                    last = None;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(last.is_none(), "{host} never answered itself: {last:?}");
         }
-        assert!(last.is_none(), "{host} never answered itself: {last:?}");
-    }
 
-    let outcomes = Arc::new(Mutex::new(Outcomes {
-        per_request: vec![0; TOTAL as usize],
-        ..Outcomes::default()
-    }));
-    let next = Arc::new(AtomicU32::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..IN_FLIGHT {
-        let (h, next, done, outcomes) = (
-            node.handle.clone(),
-            next.clone(),
-            done.clone(),
-            outcomes.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1, Ordering::SeqCst);
-                if n >= TOTAL {
-                    return;
-                }
-                // No Destination-Host: routed by realm, round-robin over both servers.
-                let avps = realm_request(n as i32);
-                let outcome = h.send_request(TA_APP, TA_CMD, avps).await;
-                let mut o = outcomes.lock().unwrap();
-                o.per_request[n as usize] += 1;
-                match outcome {
-                    Ok(a) => {
-                        let rc = a.find_u32(268, 0);
-                        let echo = a.find_ref(TEST_AVP, TA_VENDOR).map(|x| x.data.to_vec());
-                        if rc == Some(2001)
-                            && echo.as_deref() == Some(&(n as i32).to_be_bytes()[..])
-                        {
-                            o.answered += 1;
-                        } else {
-                            o.wrong
-                                .push(format!("request {n}: Result-Code {rc:?}, echo {echo:?}"));
-                        }
-                    }
-                    Err(RequestError::Timeout) => o.timeouts += 1,
-                    Err(e) => o.wrong.push(format!("request {n}: {e}")),
-                }
-                drop(o);
-                done.fetch_add(1, Ordering::SeqCst);
-            }
+        let outcomes = Arc::new(Mutex::new(Outcomes {
+            per_request: vec![0; TOTAL as usize],
+            ..Outcomes::default()
         }));
-    }
+        let next = Arc::new(AtomicU32::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut workers = Vec::new();
+        for _ in 0..IN_FLIGHT {
+            let (h, next, done, outcomes) = (
+                node.handle.clone(),
+                next.clone(),
+                done.clone(),
+                outcomes.clone(),
+            );
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    if n >= TOTAL {
+                        return;
+                    }
+                    // No Destination-Host: routed by realm, round-robin over both servers.
+                    let avps = realm_request(n as i32);
+                    let outcome = h.send_request(TA_APP, TA_CMD, avps).await;
+                    let mut o = outcomes.lock().unwrap();
+                    o.per_request[n as usize] += 1;
+                    match outcome {
+                        Ok(a) => {
+                            let rc = a.find_u32(268, 0);
+                            let echo = a.find_ref(TEST_AVP, TA_VENDOR).map(|x| x.data.to_vec());
+                            if rc == Some(2001)
+                                && echo.as_deref() == Some(&(n as i32).to_be_bytes()[..])
+                            {
+                                o.answered += 1;
+                            } else {
+                                o.wrong.push(format!(
+                                    "request {n}: Result-Code {rc:?}, echo {echo:?}"
+                                ));
+                            }
+                        }
+                        Err(RequestError::Timeout) => o.timeouts += 1,
+                        Err(e) => o.wrong.push(format!("request {n}: {e}")),
+                    }
+                    drop(o);
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
 
-    // Mid-load, the victim hangs (SIGSTOP to its process group), so requests pile up on its
-    // connection unanswered, then dies (SIGKILL, no DPR: the kernel resets the connection).
-    // Killing a fast server outright often catches nothing in flight (its answers are
-    // already in the socket), which would prove nothing.
-    let end = Instant::now() + Duration::from_secs(20);
-    while done.load(Ordering::SeqCst) < KILL_AFTER {
-        assert!(Instant::now() < end, "load did not progress");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let victim_pid = match victim {
-        Victim::FreeDiameter => fd.guard().pid(),
-        Victim::Erlang => erl.guard().pid(),
-    };
-    let stopped = std::process::Command::new("kill")
-        .args(["-STOP", "--", &format!("-{victim_pid}")])
-        .status()
-        .expect("kill -STOP");
-    assert!(stopped.success());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let killed_at = done.load(Ordering::SeqCst);
-    match victim {
-        Victim::FreeDiameter => fd.guard().signal_group(Sig::Kill).unwrap(),
-        Victim::Erlang => erl.guard().signal_group(Sig::Kill).unwrap(),
-    }
-    for w in workers {
-        tokio::time::timeout(Duration::from_secs(30), w)
-            .await
-            .expect("every request has an outcome in time")
-            .unwrap();
-    }
-    node.stop().await;
+        // Mid-load, the victim hangs (SIGSTOP to its process group), so requests pile up on its
+        // connection unanswered, then dies (SIGKILL, no DPR: the kernel resets the connection).
+        // Killing a fast server outright often catches nothing in flight (its answers are
+        // already in the socket), which would prove nothing.
+        let end = Instant::now() + Duration::from_secs(20);
+        while done.load(Ordering::SeqCst) < KILL_AFTER {
+            assert!(Instant::now() < end, "load did not progress");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let victim_pid = match victim {
+            Victim::FreeDiameter => fd.guard().pid(),
+            Victim::Erlang => erl.guard().pid(),
+        };
+        let stopped = std::process::Command::new("kill")
+            .args(["-STOP", "--", &format!("-{victim_pid}")])
+            .status()
+            .expect("kill -STOP");
+        assert!(stopped.success());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let killed_at = done.load(Ordering::SeqCst);
+        match victim {
+            Victim::FreeDiameter => fd.guard().signal_group(Sig::Kill).unwrap(),
+            Victim::Erlang => erl.guard().signal_group(Sig::Kill).unwrap(),
+        }
+        for w in workers {
+            tokio::time::timeout(Duration::from_secs(30), w)
+                .await
+                .expect("every request has an outcome in time")
+                .unwrap();
+        }
+        node.stop().await;
+        (outcomes, killed_at)
+    });
 
     let (cap_victim, cap_survivor) = match victim {
         Victim::FreeDiameter => (cap_fd, cap_erl),
         Victim::Erlang => (cap_erl, cap_fd),
     };
-    let (victim_pcap, survivor_pcap) =
-        blocking(move || (cap_victim.stop(), cap_survivor.stop())).await;
+    let (victim_pcap, survivor_pcap) = (cap_victim.stop(), cap_survivor.stop());
     drop(fd);
     drop(erl);
 
@@ -359,12 +362,12 @@ fn realm_request(n: i32) -> bytes::Bytes {
     w.finish().unwrap().slice(20..)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn freediameter_killed_mid_load_fails_over_to_erlang_counted() {
-    run(Victim::FreeDiameter).await;
+#[test]
+fn freediameter_killed_mid_load_fails_over_to_erlang_counted() {
+    run(Victim::FreeDiameter);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn erlang_killed_mid_load_fails_over_to_freediameter_counted() {
-    run(Victim::Erlang).await;
+#[test]
+fn erlang_killed_mid_load_fails_over_to_freediameter_counted() {
+    run(Victim::Erlang);
 }

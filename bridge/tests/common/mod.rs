@@ -98,6 +98,11 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal to the process (not its group).
     pub fn signal(&self, sig: &str) {
         let _ = Command::new("kill")

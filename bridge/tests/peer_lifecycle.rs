@@ -1,0 +1,506 @@
+//! Connection life cycle against real peers, checked on the wire (dumpcap + the harness's
+//! framer): election when the node and freeDiameter connect to each other at once, requests
+//! both ways over the one surviving connection, DPR/DPA when the *peer* stops, watchdog
+//! exchanges in both directions, and reconnection after an Erlang/OTP peer restarts.
+//!
+//! The node runs in process (the `dmnode` lib, an in-process test_app echo as application);
+//! peers come from the harness launchers (shared/peers configs). Everything binds 127.0.0.1
+//! on free ports; guards stop every process by PID, also when a test fails. A missing
+//! freeDiameterd / test_app.fdx / escript / dumpcap fails the test naming scripts/setup.sh.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use harness::capture::{tcp_conversations, Capture};
+use harness::peers::ErlangPeer;
+use harness::wire::{split_frames, RawMessage};
+use harness::{free_port, TestDir};
+
+const R_FLAG: u8 = 0x80;
+const CER: u32 = 257;
+const DWR: u32 = 280;
+const DPR: u32 = 282;
+
+/// Runs a blocking harness call (start/stop a peer or a capture) right here, on the test's
+/// own thread: a multi-thread `tokio::test` polls its body there while the node runs on the
+/// workers. Not `spawn_blocking`: the harness gives its children a parent-death signal,
+/// which fires when the *thread* that spawned them ends, and the blocking pool retires idle
+/// threads after 10 s (that killed dumpcap and a restarted peer mid-test).
+async fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    f()
+}
+
+/// One captured TCP connection: who opened it and the whole messages each side sent.
+#[derive(Debug)]
+struct Conn {
+    /// Messages from the side that opened the connection.
+    from_opener: Vec<RawMessage>,
+    /// Messages from the side that accepted it.
+    from_acceptor: Vec<RawMessage>,
+}
+
+impl Conn {
+    fn count(msgs: &[RawMessage], cmd: u32, request: bool) -> usize {
+        msgs.iter()
+            .filter(|m| m.cmd_code == cmd && (m.flags & R_FLAG != 0) == request)
+            .count()
+    }
+}
+
+fn conns(pcap: &Path) -> Vec<Conn> {
+    let split = |b: &[u8]| -> Vec<RawMessage> {
+        let (frames, _tail) = split_frames(b).unwrap_or_else(|e| panic!("{e}"));
+        frames
+            .iter()
+            .map(|f| RawMessage::parse(f).unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    };
+    tcp_conversations(pcap)
+        .into_iter()
+        .map(|c| Conn {
+            from_opener: split(&c.to_server),
+            from_acceptor: split(&c.to_client),
+        })
+        // The capture's own liveness probe (SYN, RST) carries nothing.
+        .filter(|c| !c.from_opener.is_empty() || !c.from_acceptor.is_empty())
+        .collect()
+}
+
+fn fd_dir() -> PathBuf {
+    harness::paths::require_program("freeDiameterd", "freediameterd freediameter-extensions");
+    harness::paths::fd_dep("bind_lo.so");
+    let ta = harness::paths::fd_dep("test_app.fdx");
+    ta.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// freeDiameterd `client.test.local` with test_app in mode "both" (answers Test-Requests and
+/// sends one to `peer` on each SIGUSR1), connecting to `peer` at 127.0.0.1:`peer_port`.
+fn fd_both(fd: &Path, work: &Path, port: u16, peer: &str, peer_port: u16) -> Proc {
+    let ta = work.join("ta.conf");
+    std::fs::write(
+        &ta,
+        format!(
+            "vendor-id = {TA_VENDOR}; appli-id = {TA_APP}; cmd-id = {TA_CMD}; avp-id = {TEST_AVP};\n\
+             mode = both; dest-realm = \"test.local\"; dest-host = \"{peer}\";\n"
+        ),
+    )
+    .unwrap();
+    let acl = work.join("acl_wl.conf");
+    std::fs::write(&acl, "ALLOW_IPSEC *.test.local\n").unwrap();
+    let conf = work.join("fd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Identity = \"client.test.local\"; Realm = \"test.local\"; Port = {port}; SecPort = 0; No_SCTP; No_IPv6;\n\
+             TcTimer = 1; TwTimer = 6;\n\
+             LoadExtension = \"{}\" : \"{}\";\n\
+             LoadExtension = \"/usr/lib/freeDiameter/acl_wl.fdx\" : \"{}\";\n\
+             ConnectPeer = \"{peer}\" {{ ConnectTo = \"127.0.0.1\"; No_TLS; No_SCTP; Port = {peer_port}; }};\n",
+            fd.join("test_app.fdx").display(),
+            ta.display(),
+            acl.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("freeDiameterd");
+    cmd.arg("-c")
+        .arg(&conf)
+        .env("LD_PRELOAD", fd.join("bind_lo.so"));
+    Proc::spawn(cmd, &work.join("fd.log"))
+}
+
+/// A TCP relay in front of freeDiameter that holds what the node sends (its CER) until
+/// released, so both sides' CERs surely cross: the node sits in Wait-I-CEA when fD's own CER
+/// arrives, which is the election case of RFC 6733 §5.6.4. fD's bytes pass at once. A node
+/// connection that closed before the release is dropped, not replayed to fD.
+struct Relay {
+    port: u16,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+async fn relay(upstream: u16) -> Relay {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (release, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((down, _)) = listener.accept().await {
+            let mut rx = rx.clone();
+            tokio::spawn(async move {
+                if rx.wait_for(|r| *r).await.is_err() {
+                    return;
+                }
+                // What the node sent meanwhile, and whether it already hung up.
+                let mut held = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let ready =
+                        tokio::time::timeout(Duration::from_millis(50), down.readable()).await;
+                    if !matches!(ready, Ok(Ok(()))) {
+                        break;
+                    }
+                    match down.try_read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(n) => held.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(_) => return,
+                    }
+                }
+                let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                if up.write_all(&held).await.is_err() {
+                    return;
+                }
+                let mut down = down;
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            });
+        }
+    });
+    Relay { port, release }
+}
+
+/// Whether some TCP connection to 127.0.0.1:`port` is established (`ss`, iproute2).
+fn established_to(port: u16) -> bool {
+    Command::new("ss")
+        .args([
+            "-Htn",
+            "state",
+            "established",
+            &format!("( sport = :{port} )"),
+        ])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false)
+}
+
+fn node_toml(me: &str, node_port: u16, peer: &str, peer_port: u16) -> String {
+    format!(
+        r#"
+[node]
+origin_host = "{me}"
+origin_realm = "test.local"
+listen = ["127.0.0.1:{node_port}"]
+[[applications]]
+id = {TA_APP}
+vendor = {TA_VENDOR}
+[[peers]]
+host = "{peer}"
+address = "127.0.0.1"
+port = {peer_port}
+[timers]
+tc = "1s"
+tw = "6s"
+cer_timeout = "4s"
+answer_timeout = "3s"
+dpa_timeout = "2s"
+drain_timeout = "2s"
+"#
+    )
+}
+
+/// Both sides are configured to connect to each other and do so at once: the node's
+/// connection goes through a [`Relay`] that holds its CER until freeDiameter's own
+/// connection and CER have reached the node (the node is then in Wait-I-CEA and must hold an
+/// election). The side with the higher Origin-Host wins and keeps the connection its peer
+/// initiated (RFC 6733 §5.6.4 state table); exactly one connection survives and carries requests both ways; with
+/// `idle`, it then idles past Tw and each side's DWR is answered by a DWA 2001; then fD
+/// stops (SIGTERM) and its DPR is answered by the node's DPA.
+async fn election_with_freediameter(me: &str, idle: bool) -> bool {
+    let fd = fd_dir();
+    let dir = TestDir::new(&format!("election-{me}"));
+    let work = dir.path().to_path_buf();
+    let (node_port, fd_port) = (free_port(), free_port());
+    let (w1, w2) = (work.clone(), work.clone());
+    let cap_node = blocking(move || Capture::start(&w1, node_port)).await;
+    let cap_fd = blocking(move || Capture::start(&w2, fd_port)).await;
+
+    let relay = relay(fd_port).await;
+    let echo = TaEcho::new();
+    // The node starts first: it connects (to the relay) and sends its CER, held there.
+    let node = Running::start(
+        &node_toml(me, node_port, "client.test.local", relay.port)
+            .replace("cer_timeout = \"4s\"", "cer_timeout = \"10s\""),
+        echo.clone(),
+    )
+    .await;
+    let mut fdp = fd_both(&fd, &work, fd_port, me, node_port);
+    assert!(
+        fdp.wait_log("daemon initialized", Duration::from_secs(15))
+            .await,
+        "freeDiameterd did not start:\n{}",
+        fdp.log()
+    );
+    // fD connects to the node as it starts: wait until that connection is established (its
+    // CER follows at once; a moment more for it to be read), then let ours go.
+    let end = Instant::now() + Duration::from_secs(10);
+    while !established_to(node_port) {
+        assert!(
+            Instant::now() < end,
+            "fD never connected to the node:\n{}",
+            fdp.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.release.send_replace(true);
+    assert!(
+        fdp.wait_log("'STATE_OPEN'", Duration::from_secs(15)).await,
+        "no open connection:\n{}",
+        fdp.log()
+    );
+
+    // Node -> fD: answered by fD's test_app with our Test-AVP.
+    let a = first_answer(&node.handle, "client.test.local").await;
+    assert_eq!(a.find_u32(268, 0), Some(2001));
+    for n in 1..=5 {
+        let a = node
+            .handle
+            .send_request(TA_APP, TA_CMD, test_request(n, "client.test.local"))
+            .await
+            .unwrap();
+        assert_eq!(a.find_u32(268, 0), Some(2001));
+        let origin = a.find_ref(264, 0).map(|o| o.data.to_vec());
+        assert_eq!(origin.as_deref(), Some(&b"client.test.local"[..]));
+        assert_eq!(
+            a.find_ref(TEST_AVP, TA_VENDOR).map(|x| x.data.to_vec()),
+            Some(n.to_be_bytes().to_vec())
+        );
+    }
+    // fD -> node: three Test-Requests, each answered 2001 with its Test-AVP ("Ok").
+    for i in 1..=3 {
+        fdp.signal("USR1");
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = fdp.log().matches("RECV ").count();
+            if got >= i {
+                break;
+            }
+            assert!(Instant::now() < end, "fD got no answer {i}:\n{}", fdp.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let log = fdp.log();
+    let recv: Vec<&str> = log.lines().filter(|l| l.contains("RECV ")).collect();
+    assert!(
+        recv.iter()
+            .all(|l| l.contains("(Ok)") && l.contains("Status: 2001")),
+        "{recv:?}"
+    );
+    assert_eq!(echo.seen(), 3, "each of fD's requests handled once");
+
+    if idle {
+        // Longer than Tw (6 s) + jitter on both sides: each probes the other with DWR.
+        tokio::time::sleep(Duration::from_secs(9)).await;
+    }
+
+    // fD stops: DPR to the node, which answers DPA; fD then exits by itself.
+    fdp.signal("TERM");
+    assert!(
+        fdp.wait_exit(Duration::from_secs(10)).await,
+        "freeDiameterd did not exit after SIGTERM"
+    );
+    node.stop().await;
+    let (node_pcap, fd_pcap) = blocking(move || (cap_node.stop(), cap_fd.stop())).await;
+    drop(fdp);
+
+    // fD opened the connections to node_port, the node those to fd_port.
+    let by_fd = conns(&node_pcap);
+    let by_node = conns(&fd_pcap);
+    let carries = |c: &Conn| {
+        Conn::count(&c.from_opener, TA_CMD, true) + Conn::count(&c.from_acceptor, TA_CMD, true) > 0
+    };
+    let cer_sent = |c: &Conn| Conn::count(&c.from_opener, CER, true) > 0;
+    // The node's CER was held by the relay until fD's had arrived: an election.
+    let election = by_fd.iter().any(cer_sent);
+    let live_by_fd: Vec<&Conn> = by_fd.iter().filter(|c| carries(c)).collect();
+    let live_by_node: Vec<&Conn> = by_node.iter().filter(|c| carries(c)).collect();
+    eprintln!(
+        "{me} vs client.test.local: connections opened by fD {}, by the node {}, fD's CER \
+         crossed ours: {election}; survivor opened by {}",
+        by_fd.len(),
+        by_node.len(),
+        if live_by_node.is_empty() {
+            "fD"
+        } else {
+            "the node"
+        }
+    );
+    assert_eq!(
+        live_by_fd.len() + live_by_node.len(),
+        1,
+        "exactly one connection carries requests"
+    );
+    assert!(
+        election,
+        "fD's CER never reached the node: no election was held"
+    );
+    // RFC 6733 §5.6.4 table: the winner (higher Origin-Host) drops the connection it
+    // initiated and answers the loser's CER (Wait-Returns, Win-Election: I-Disc, R-Snd-CEA);
+    // the loser keeps its own (Wait-Returns, I-Rcv-CEA: R-Disc). So the survivor is the
+    // connection the lower Origin-Host opened.
+    let node_won = me > "client.test.local";
+    assert_eq!(
+        live_by_node.len(),
+        usize::from(!node_won),
+        "election: the survivor is the connection the lower Origin-Host initiated"
+    );
+    // On the survivor: requests both ways, and fD's DPR answered by a DPA 2001.
+    let (node_side, fd_side) = match (live_by_node.first(), live_by_fd.first()) {
+        (Some(c), _) => (&c.from_opener, &c.from_acceptor),
+        (None, Some(c)) => (&c.from_acceptor, &c.from_opener),
+        (None, None) => unreachable!(),
+    };
+    assert!(Conn::count(node_side, TA_CMD, true) >= 6);
+    assert_eq!(Conn::count(fd_side, TA_CMD, true), 3);
+    assert_eq!(Conn::count(fd_side, DPR, true), 1, "fD sent DPR");
+    let dpa: Vec<&RawMessage> = node_side
+        .iter()
+        .filter(|m| m.cmd_code == DPR && m.flags & R_FLAG == 0)
+        .collect();
+    assert_eq!(dpa.len(), 1, "the node answered DPA");
+    assert_eq!(dpa[0].result_code(), Some(2001));
+    if idle {
+        // Whoever's Tw expires first probes; the DWR resets the other side's timer, so one
+        // direction may stay silent. Every DWR, either way, is answered by a DWA 2001.
+        let mut probes = 0;
+        for (who, requests, answers) in [("node", node_side, fd_side), ("fD", fd_side, node_side)] {
+            let dwr = Conn::count(requests, DWR, true);
+            let dwa: Vec<&RawMessage> = answers
+                .iter()
+                .filter(|m| m.cmd_code == DWR && m.flags & R_FLAG == 0)
+                .collect();
+            assert_eq!(dwa.len(), dwr, "every DWR from {who} answered");
+            assert!(dwa.iter().all(|m| m.result_code() == Some(2001)));
+            probes += dwr;
+        }
+        assert!(
+            probes >= 1,
+            "no DWR on a connection idle for longer than Tw"
+        );
+    }
+    election
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn election_with_freediameter_node_has_higher_origin_host_and_watchdog() {
+    election_with_freediameter("server.test.local", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn election_with_freediameter_node_has_lower_origin_host() {
+    election_with_freediameter("aaa.test.local", false).await;
+}
+
+/// The node initiates to an Erlang/OTP server: capabilities, a request answered, then the
+/// connection idles past Tw (6 s + jitter) and the node's DWRs are answered by DWA 2001;
+/// our stop sends DPR, answered by DPA. (The Erlang peer's own Tw is 30 s; freeDiameter's
+/// DWRs to the node are covered by the election test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erlang_server_watchdog_and_our_dpr() {
+    let dir = TestDir::new("erl-watchdog");
+    let work = dir.path().to_path_buf();
+    let port = free_port();
+    let w = work.clone();
+    let cap = blocking(move || Capture::start(&w, port)).await;
+    let server = blocking(move || ErlangPeer::server(&work, port, "ta")).await;
+    let node = Running::start(
+        &node_toml("bridge.test.local", 0, "erlserver.test.local", port),
+        TaEcho::new(),
+    )
+    .await;
+    let a = first_answer(&node.handle, "erlserver.test.local").await;
+    assert_eq!(a.find_u32(268, 0), Some(2001));
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    node.stop().await;
+    let pcap = blocking(move || cap.stop()).await;
+    drop(server);
+
+    let cs = conns(&pcap);
+    assert_eq!(cs.len(), 1, "one connection");
+    let c = &cs[0];
+    assert_eq!(Conn::count(&c.from_opener, CER, true), 1);
+    assert_eq!(Conn::count(&c.from_acceptor, CER, false), 1);
+    let dwr = Conn::count(&c.from_opener, DWR, true);
+    let dwa: Vec<&RawMessage> = c
+        .from_acceptor
+        .iter()
+        .filter(|m| m.cmd_code == DWR && m.flags & R_FLAG == 0)
+        .collect();
+    assert!(dwr >= 1, "the node sent no DWR on an idle connection");
+    assert_eq!(dwa.len(), dwr, "every DWR answered");
+    assert!(dwa.iter().all(|m| m.result_code() == Some(2001)));
+    assert_eq!(Conn::count(&c.from_opener, DPR, true), 1, "our DPR");
+    assert_eq!(Conn::count(&c.from_acceptor, DPR, false), 1, "Erlang's DPA");
+}
+
+/// The Erlang/OTP server is killed (no DPR) and started again on the same port: the node
+/// notices, reconnects (Tc 1 s, doubling per failed attempt while the VM boots), and is
+/// served again on a new connection with a new capabilities exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erlang_server_restart_and_reconnect() {
+    let dir = TestDir::new("erl-restart");
+    let work = dir.path().to_path_buf();
+    let port = free_port();
+    let w = work.clone();
+    let cap = blocking(move || Capture::start(&w, port)).await;
+    let w = work.join("first");
+    std::fs::create_dir_all(&w).unwrap();
+    let mut server = blocking(move || ErlangPeer::server(&w, port, "ta")).await;
+    let node = Running::start(
+        &node_toml("bridge.test.local", 0, "erlserver.test.local", port),
+        TaEcho::new(),
+    )
+    .await;
+    let a = first_answer(&node.handle, "erlserver.test.local").await;
+    assert_eq!(a.find_u32(268, 0), Some(2001));
+
+    let w = work.join("second");
+    std::fs::create_dir_all(&w).unwrap();
+    server = blocking(move || {
+        server.guard().signal_group(harness::Sig::Kill).unwrap();
+        drop(server);
+        ErlangPeer::server(&w, port, "ta")
+    })
+    .await;
+    // REOPEN (RFC 3539): usable again after three DWAs, i.e. up to Tc backoff + 2 x (Tw + 2 s).
+    let restarted = Instant::now();
+    let end = restarted + Duration::from_secs(25);
+    let mut last = None;
+    while Instant::now() < end {
+        match node
+            .handle
+            .send_request(TA_APP, TA_CMD, test_request(7, "erlserver.test.local"))
+            .await
+        {
+            Ok(a) => {
+                last = None;
+                assert_eq!(a.find_u32(268, 0), Some(2001));
+                eprintln!("served again {:?} after the restart", restarted.elapsed());
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.stop().await;
+    let pcap = blocking(move || cap.stop()).await;
+    drop(server);
+    assert!(
+        last.is_none(),
+        "not served again after the restart: {last:?}"
+    );
+
+    let cs = conns(&pcap);
+    assert_eq!(cs.len(), 2, "a second connection after the restart");
+    for c in &cs {
+        assert_eq!(Conn::count(&c.from_opener, CER, true), 1);
+        assert_eq!(Conn::count(&c.from_acceptor, CER, false), 1);
+        assert!(Conn::count(&c.from_acceptor, TA_CMD, false) >= 1);
+    }
+}
