@@ -840,3 +840,181 @@ async fn peer_address_may_be_a_host_name() {
     client.stop().await;
     server.stop().await;
 }
+
+/// The code of the first AVP inside a Failed-AVP (279), if any.
+fn failed_avp_code(m: &Message) -> Option<u32> {
+    let f = m.find_ref(279, 0)?;
+    let code = f.data.get(..4)?;
+    Some(u32::from_be_bytes([code[0], code[1], code[2], code[3]]))
+}
+
+/// A CCR without the AVP `skip`, plus `extra` encoded AVPs.
+fn ccr_with(hbh: u32, skip: u32, extra: &[u8]) -> Vec<u8> {
+    let full = ccr(hbh, hbh, 0);
+    let msg = Message::decode(full.clone()).unwrap();
+    let mut out = full[..20].to_vec();
+    for a in msg.avps().flatten() {
+        if a.code != skip {
+            out.extend_from_slice(&a.raw);
+            out.resize(out.len().div_ceil(4) * 4, 0);
+        }
+    }
+    out.extend_from_slice(extra);
+    let len = out.len() as u32;
+    out[1..4].copy_from_slice(&len.to_be_bytes()[1..]);
+    out
+}
+
+/// Drains `r` until the node closes it (bounded by `Raw::recv`'s timeout); returns the
+/// messages it sent before closing.
+async fn until_closed(r: &mut Raw) -> Vec<Message> {
+    let mut got = Vec::new();
+    while let Some(m) = r.recv().await {
+        got.push(m);
+        assert!(got.len() < 10, "the node keeps talking to a hostile peer");
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_gets_errors_or_a_disconnect_while_another_peer_is_served() {
+    let extra = "[[peers]]\nhost = \"b.example.net\"\nmode = \"accept\"\n\
+                 [[peers]]\nhost = \"c.example.net\"\nmode = \"accept\"\n\
+                 [[peers]]\nhost = \"d.example.net\"\nmode = \"accept\"\n";
+    let echo = Arc::new(Echo {
+        name: "srv",
+        seen: AtomicUsize::new(0),
+    });
+    let node = start(&server_config("srv.example.net", extra), echo.clone()).await;
+
+    // The other peer: a steady stream of requests in batches of 20 the whole time, each
+    // answered 2001 with its own hop-by-hop id, counted.
+    let (mut good, _) = Raw::handshake(node.addr, "client.example.net").await;
+    let served = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (served2, stop2) = (served.clone(), stop.clone());
+    let other = tokio::spawn(async move {
+        let mut hbh = 1000u32;
+        while !stop2.load(Ordering::SeqCst) {
+            let first = hbh;
+            let mut batch = Vec::new();
+            for _ in 0..20 {
+                batch.extend_from_slice(&ccr(hbh, hbh, 1));
+                hbh += 1;
+            }
+            good.send(&batch).await;
+            for want in first..hbh {
+                let a = good.recv().await.expect("the other peer's answer");
+                assert_eq!(a.header.hop_by_hop, want);
+                assert_eq!(a.find_u32(268, 0), Some(2001));
+                served2.fetch_add(1, Ordering::SeqCst);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        good
+    });
+    // After each hostile case, the other peer must have been served some more.
+    let still_served = |what: &'static str| {
+        let served = served.clone();
+        async move {
+            let before = served.load(Ordering::SeqCst);
+            let end = std::time::Instant::now() + WAIT;
+            while served.load(Ordering::SeqCst) < before + 40 {
+                assert!(
+                    std::time::Instant::now() < end,
+                    "the other peer starved after {what}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+
+    // Before any CER: garbage, a huge length, a wrong version, a truncated header (then
+    // silence until the CER timeout): each connection is closed, nothing answered.
+    for (what, junk) in [
+        ("garbage", &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..]),
+        (
+            "huge length",
+            &[1, 0xff, 0xff, 0xff, 0x80, 0, 1, 1, 0, 0, 0, 0][..],
+        ),
+        (
+            "wrong version",
+            &[
+                2, 0, 0, 20, 0x80, 0, 1, 1, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0, 1,
+            ][..],
+        ),
+        ("truncated header", &[1, 0, 0, 64, 0x80, 0, 1, 1, 0, 0][..]),
+    ] {
+        let mut r = Raw::connect(node.addr).await;
+        r.send(junk).await;
+        let got = until_closed(&mut r).await;
+        assert!(
+            got.iter()
+                .all(|m| m.find_u32(268, 0).is_some_and(|rc| rc >= 3000)),
+            "{what}: {got:?}"
+        );
+        still_served(what).await;
+    }
+
+    // On open connections.
+    // Unknown AVP with the M bit: 5001 naming it in Failed-AVP; the connection stays usable.
+    let (mut a, _) = Raw::handshake(node.addr, "a.example.net").await;
+    let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
+    w.u32(99999, M, 0, 1);
+    let unknown = w.finish().unwrap();
+    a.send(&ccr_with(7, 0, &unknown[20..])).await;
+    let ans = a.recv().await.unwrap();
+    assert_eq!(
+        (ans.header.hop_by_hop, ans.find_u32(268, 0)),
+        (7, Some(5001))
+    );
+    assert_eq!(failed_avp_code(&ans), Some(99999));
+    // Missing mandatory CC-Request-Type (416): 5005 naming it in Failed-AVP.
+    a.send(&ccr_with(8, 416, &[])).await;
+    let ans = a.recv().await.unwrap();
+    assert_eq!(
+        (ans.header.hop_by_hop, ans.find_u32(268, 0)),
+        (8, Some(5005))
+    );
+    assert_eq!(failed_avp_code(&ans), Some(416));
+    a.send(&ccr(9, 9, 1)).await;
+    assert_eq!(a.recv().await.unwrap().find_u32(268, 0), Some(2001));
+    still_served("5001/5005").await;
+
+    // Wrong version, a huge length, garbage, a header cut short by the peer's close: each
+    // ends that connection (after an error answer where the header was readable).
+    let mut bad_version = ccr(10, 10, 0).to_vec();
+    bad_version[0] = 2;
+    let mut huge = ccr(11, 11, 0).to_vec();
+    huge[1..4].copy_from_slice(&[0xff, 0xff, 0xff]);
+    for (host, what, junk) in [
+        ("b.example.net", "wrong version", bad_version),
+        ("c.example.net", "huge length", huge),
+        (
+            "d.example.net",
+            "garbage",
+            b"\x01garbage that is not Diameter at all".to_vec(),
+        ),
+    ] {
+        let (mut r, _) = Raw::handshake(node.addr, host).await;
+        r.send(&junk).await;
+        let got = until_closed(&mut r).await;
+        assert!(
+            got.iter()
+                .all(|m| m.find_u32(268, 0).is_some_and(|rc| rc >= 3000)),
+            "{what}: {got:?}"
+        );
+        still_served(what).await;
+    }
+
+    stop.store(true, Ordering::SeqCst);
+    let mut good = timeout(WAIT, other)
+        .await
+        .expect("other peer done")
+        .unwrap();
+    // And the other peer's connection is still fine.
+    good.send(&ccr(1, 1, 1)).await;
+    assert_eq!(good.recv().await.unwrap().find_u32(268, 0), Some(2001));
+    assert!(served.load(Ordering::SeqCst) >= 9 * 40);
+    node.stop().await;
+}
