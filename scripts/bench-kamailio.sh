@@ -9,6 +9,8 @@
 # Prints answers/s, p99 and the ratio; the raw JSON summaries are kept in the work dir.
 #
 # usage: scripts/bench-kamailio.sh [SECONDS (10)] [CONCURRENCY (100)]
+#        ECHO_REGEX=1 scripts/bench-kamailio.sh ...   A's route extracts the value with the
+#                                                     regex of B's route (see bench-echo.cfg)
 # Needs scripts/setup.sh, `cargo build --release -p dmbridge-bridge -p dmbridge-cabi` and
 # `make -C module-glue/kamailio` (done here when missing). Loopback only, free ports; bounded:
 # about 2 x (SECONDS + 5) s. Stops everything it started (by PID) on exit.
@@ -49,7 +51,7 @@ fi
 bench() { # name port origin-host -> $work/name.json
   "$dmb" bench --connect "127.0.0.1:$2" --template "$top/cfg-examples/bench/test_app.json" \
     --origin-host "$3" --app-vendor 999999 --concurrency "$conc" --duration "$secs" \
-    --timeout-ms 5000 --json --quiet >"$work/$1.json" 2>"$work/$1.bench.log" || {
+    --timeout-ms 5000 --connect-timeout-ms 15000 --json --quiet >"$work/$1.json" 2>"$work/$1.bench.log" || {
       log "bench against $1 failed:"; cat "$work/$1.bench.log" >&2; return 1; }
 }
 
@@ -76,13 +78,16 @@ wait_log "$work/bridge.log" "serving workers" 10
 mkdir -p "$work/kam-a"
 kamailio -DD -E -Y "$work/kam-a" -f "$top/tests/kamailio/bench-echo.cfg" \
   -A "SIP_PORT=$(free_port)" -A "DMB_SO=\"$so\"" -A "DMB_SOCKET=\"$work/control.sock\"" \
-  >"$work/kamailio-dmbridge.log" 2>&1 &
+  ${ECHO_REGEX:+-A ECHO_REGEX} >"$work/kamailio-dmbridge.log" 2>&1 &
 kam_a=$!
 pids+=("$kam_a")
 wait_log "$work/bridge.log" 'handles \["16777214"\]' 15
 sleep 1
 log "A: dmbridge bench -> dmbridge run + Kamailio dmbridge.so (${secs}s, $conc in flight)"
 bench dmbridge "$bport" bench.test.local
+# the script's own count: every answer above must have come from dm_send_reply
+kamcmd -s "unix:$work/kam-a/kamailio_ctl" dmbridge.status >"$work/status.txt" 2>&1 || true
+replies=$(sed -n 's/^[[:space:]]*replies: //p' "$work/status.txt")
 kill "$kam_a" 2>/dev/null || true
 
 # --- B: Kamailio cdp + ims_diameter_server -------------------------------------------------
@@ -99,9 +104,10 @@ log "B: dmbridge bench -> Kamailio cdp + ims_diameter_server (${secs}s, $conc in
 bench ims "$iport" client.test.local
 
 # --- summary -------------------------------------------------------------------------------
-python3 - "$work/dmbridge.json" "$work/ims.json" "$secs" "$conc" <<'EOF'
+python3 - "$work/dmbridge.json" "$work/ims.json" "$secs" "$conc" "${replies:-?}" <<'EOF'
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
+script_replies = sys.argv[5]
 def get(d, *keys):
     for k in keys:
         if isinstance(d, dict) and k in d:
@@ -121,6 +127,8 @@ print(f"test_app echo, {sys.argv[4]} in flight, {sys.argv[3]} s, client: dmbridg
 print(f"{'server':<44} {'answers/s':>12} {'p99 (us)':>10}")
 ra = row("Kamailio + dmbridge.so + dmbridge run", a)
 rb = row("Kamailio cdp + ims_diameter_server", b)
+print(f"dm_send_reply calls counted by the module (dmbridge.status replies): {script_replies}"
+      f" for {a.get('answered')} answers")
 if ra and rb:
     print(f"ratio: {ra / rb:.1f}x")
 EOF
