@@ -23,7 +23,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::bridge::{Bridge, BridgeApp, BridgeOptions, BridgePeer};
+use harness::capture::Capture;
 use harness::paths::{repo_root, require_program};
+use harness::tshark;
 use harness::wire::{encode_message, flags, Avp, RawClient, RawMessage};
 use harness::{free_port, ChildGuard, Sig, TestDir};
 use serde_json::{json, Value};
@@ -237,7 +239,9 @@ impl Kamailio {
 
 /// Waits until both module workers of `k` (the cfgs here have 2) are attached to the bridge
 /// (status RPC).
-fn wait_attached(k: &Kamailio) {
+/// `handled` is how the bridge's status lists what they declared, e.g. `["PPR","RTR"]`.
+fn wait_attached(k: &Kamailio, handled: &str) {
+    let handled = format!("\"handled\":{handled}");
     let r = retry(
         "attached",
         Duration::from_secs(15),
@@ -245,7 +249,7 @@ fn wait_attached(k: &Kamailio) {
         || {
             let st = k.kamcmd(&["dmbridge.status"]);
             let workers = st.lines().any(|l| l.trim() == "workers_attached: 2");
-            (st.contains("attached: yes") && workers).then_some(st)
+            (st.contains("attached: yes") && workers && st.contains(&handled)).then_some(st)
         },
     );
     if let Err(e) = r {
@@ -396,6 +400,8 @@ fn cx_example_end_to_end() {
     let dir = TestDir::new("kamailio-cx-e2e");
     let _ = harness::dmbridge::dmbridge_bin();
     let hss_port = free_port();
+    // the HSS's side of the wire, for tshark (Wireshark's dissector) as the oracle
+    let capture = Capture::start(dir.path(), hss_port);
     let mut hss = Hss::start(dir.path(), hss_port, "bob=e5001,carol=5012");
     let bport = free_port();
     let opts = bridge_options(bport, hss_port);
@@ -407,7 +413,7 @@ fn cx_example_end_to_end() {
     let cfg = repo_root().join("cfg-examples/kamailio.cfg");
     let mut k = Kamailio::start(dir.path(), "kamailio-example", &cfg, &socket);
     hss.wait_up(15);
-    wait_attached(&k);
+    wait_attached(&k, r#"["PPR","RTR"]"#);
 
     // PPR for a user the S-CSCF does not know: the script's Experimental-Result 5001
     let a = parse_answer(&hss.cmd("ppr alice@test.local"));
@@ -532,6 +538,93 @@ fn cx_example_end_to_end() {
         );
     }
     assert!(k.guard.is_running());
+
+    // on the wire: every Cx request got exactly one answer, the script's answers are what the
+    // HSS reported, and Wireshark finds nothing malformed
+    let pcap = capture.stop();
+    let msgs = tshark::decode_pcap(&pcap, &[hss_port]);
+    let cx: Vec<_> = msgs.iter().filter(|m| m.app_id == CX_APP).collect();
+    let mut answers_of = std::collections::BTreeMap::new();
+    for m in &cx {
+        let e = answers_of.entry((m.cmd_code, m.hbh)).or_insert((0, 0));
+        if m.is_request() {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+    }
+    for ((cmd, hbh), (req, ans)) in &answers_of {
+        assert_eq!(
+            (*req, *ans),
+            (1, 1),
+            "cmd {cmd} hbh {hbh:#x}: requests/answers"
+        );
+    }
+    let count = |cmd: u32, req: bool| {
+        cx.iter()
+            .filter(|m| m.cmd_code == cmd && m.is_request() == req)
+            .count()
+    };
+    // 3 PPR, 1 RTR, 1 UAR from the HSS; 3 SAR from the S-CSCF
+    assert_eq!(
+        (
+            count(305, true),
+            count(304, true),
+            count(300, true),
+            count(301, true)
+        ),
+        (3, 1, 1, 3)
+    );
+    let ppa: Vec<String> = cx
+        .iter()
+        .filter(|m| m.cmd_code == 305 && !m.is_request())
+        .map(|m| {
+            let exp = m.find_deep("Experimental-Result-Code");
+            match (
+                m.value("Result-Code"),
+                exp.first().and_then(|a| a.value.as_deref()),
+            ) {
+                (Some(rc), _) => format!("rc {rc}"),
+                (None, Some(e)) => format!("exp {e}"),
+                _ => "none".into(),
+            }
+        })
+        .collect();
+    let ppa_codes: Vec<String> = ppa
+        .iter()
+        .map(|s| s.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(ppa_codes.len(), 3, "{ppa:?}");
+    assert!(ppa_codes[0].starts_with("exp 5001"), "{ppa:?}");
+    assert!(ppa_codes[1].starts_with("rc 2001"), "{ppa:?}");
+    assert!(ppa_codes[2].starts_with("exp 5001"), "{ppa:?}");
+    let rta = cx
+        .iter()
+        .find(|m| m.cmd_code == 304 && !m.is_request())
+        .unwrap_or_else(|| panic!("no RTA on the wire"));
+    let names: Vec<_> = rta
+        .find_deep("User-Name")
+        .iter()
+        .filter_map(|a| a.value.clone())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "alice@test.local"),
+        "RTA User-Names {names:?}"
+    );
+    let uaa = cx
+        .iter()
+        .find(|m| m.cmd_code == 300 && !m.is_request())
+        .unwrap_or_else(|| panic!("no UAA on the wire"));
+    assert!(uaa.flags & 0x20 != 0, "3001 without the E bit");
+    assert_eq!(
+        uaa.value("Result-Code")
+            .map(|v| v.split_whitespace().next().unwrap_or("")),
+        Some("3001")
+    );
+    for m in &msgs {
+        let p = m.problems(tshark::EXPERT_WARN, tshark::is_unknown_to_dictionary);
+        assert!(p.is_empty(), "tshark: {p:?}");
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -623,7 +716,7 @@ fn kamailio_faults_counted() {
     let mut k = Kamailio::start(dir.path(), "kamailio-faults", &cfg, &socket);
     let kpid = k.guard.pid();
     hss.wait_up(15);
-    wait_attached(&k);
+    wait_attached(&k, r#"["PPR"]"#);
 
     // the synchronous path works: 1 and the SAA's code
     let sar = "X-Json: [{\"User-Name\":\"alice@test.local\"},{\"Public-Identity\":\"sip:alice@test.local\"},\
@@ -719,12 +812,13 @@ fn kamailio_faults_counted() {
     );
     assert!(ok.is_ok(), "dm_send_request after the restart: {ok:?}");
     let ok = retry(
-        "attached after the restart",
+        "the module workers declared PPR to the restarted bridge",
         Duration::from_secs(10),
         Duration::from_millis(300),
         || {
             let st = k.kamcmd(&["dmbridge.status"]);
-            (st.contains("workers_attached") && st.contains("attached: yes")).then_some(st)
+            // the bridge's own status (inside the module's) lists what its workers handle
+            (st.contains("attached: yes") && st.contains("\"handled\":[\"PPR\"]")).then_some(st)
         },
     );
     assert!(ok.is_ok(), "status after the restart: {ok:?}");
@@ -760,7 +854,7 @@ fn bench_echo_route_echoes_the_test_avp() {
     let cfg = repo_root().join("tests/kamailio/bench-echo.cfg");
     for (name, regex) in [("echo-strings", false), ("echo-regex", true)] {
         let mut k = Kamailio::start_with(dir.path(), name, &cfg, &socket, regex);
-        wait_attached(&k);
+        wait_attached(&k, r#"["16777214"]"#);
         let mut c = RawClient::connect(bport, Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("connect: {e}"));
         c.handshake("bench.test.local", "test.local", Duration::from_secs(5))
