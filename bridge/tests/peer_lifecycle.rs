@@ -504,3 +504,85 @@ async fn erlang_server_restart_and_reconnect() {
         assert!(Conn::count(&c.from_acceptor, TA_CMD, false) >= 1);
     }
 }
+
+/// Erlang/OTP as initiator, twice in a row: each client connects (CER/CEA), sends its
+/// requests (each answered once by the in-process application), and on finishing stops its
+/// service, which sends DPR; the node answers DPA 2001. The second client's connection is
+/// accepted like the first: the peer reconnecting after its own restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erlang_client_dpr_answered_and_reconnect_accepted() {
+    let dir = TestDir::new("erl-client-dpr");
+    let work = dir.path().to_path_buf();
+    let port = free_port();
+    let w = work.clone();
+    let cap = blocking(move || Capture::start(&w, port)).await;
+    let echo = TaEcho::new();
+    let node = Running::start(
+        &format!(
+            r#"
+[node]
+origin_host = "bridge.test.local"
+origin_realm = "test.local"
+listen = ["127.0.0.1:{port}"]
+[[applications]]
+id = {TA_APP}
+vendor = {TA_VENDOR}
+[[peers]]
+host = "erlclient.test.local"
+mode = "accept"
+[timers]
+tw = "6s"
+dpa_timeout = "2s"
+drain_timeout = "2s"
+"#
+        ),
+        echo.clone(),
+    )
+    .await;
+    for round in 1..=2u64 {
+        let w = work.join(&format!("client{round}"));
+        let result = blocking(move || {
+            std::fs::create_dir_all(&w).unwrap();
+            let mut c = ErlangPeer::client(
+                &w,
+                &harness::peers::ErlClientOptions {
+                    rport: port,
+                    n: 200,
+                    k: 10,
+                    duration: 15,
+                    apps: "ta".into(),
+                    ..Default::default()
+                },
+            );
+            let r = c.wait_result(Duration::from_secs(20));
+            // After RESULT the script stops its service (DPR) and exits.
+            let exited = c.guard().wait_exit(Duration::from_secs(10));
+            (r, exited)
+        })
+        .await;
+        let (r, exited) = result;
+        let r = r.unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!((r.ok, r.err), (200, 0), "{}", r.line);
+        assert!(exited.is_some(), "the Erlang client did not exit");
+        assert_eq!(echo.seen() as u64, 200 * round, "each request handled once");
+    }
+    node.stop().await;
+    let pcap = blocking(move || cap.stop()).await;
+
+    let cs = conns(&pcap);
+    assert_eq!(cs.len(), 2, "one connection per client");
+    for c in &cs {
+        assert_eq!(Conn::count(&c.from_opener, CER, true), 1);
+        assert_eq!(Conn::count(&c.from_acceptor, CER, false), 1);
+        assert_eq!(Conn::count(&c.from_opener, TA_CMD, true), 200);
+        assert_eq!(Conn::count(&c.from_acceptor, TA_CMD, false), 200);
+        assert_eq!(Conn::count(&c.from_opener, DPR, true), 1, "Erlang's DPR");
+        let dpa: Vec<&RawMessage> = c
+            .from_acceptor
+            .iter()
+            .filter(|m| m.cmd_code == DPR && m.flags & R_FLAG == 0)
+            .collect();
+        assert_eq!(dpa.len(), 1, "our DPA");
+        assert_eq!(dpa[0].result_code(), Some(2001));
+    }
+}
