@@ -1,7 +1,12 @@
 //! Connection life cycle against real peers, checked on the wire (dumpcap + the harness's
-//! framer): election when the node and freeDiameter connect to each other at once, requests
-//! both ways over the one surviving connection, DPR/DPA when the *peer* stops, watchdog
-//! exchanges in both directions, and reconnection after an Erlang/OTP peer restarts.
+//! framer), with freeDiameter 1.2.1 and Erlang/OTP diameter each as initiator and responder:
+//! - election when the node and freeDiameter connect to each other at once (both Origin-Host
+//!   orders), requests both ways over the one surviving connection, DWR/DWA while idle, and
+//!   fD's DPR on stopping answered by our DPA;
+//! - Erlang as responder: the node's DWRs answered, our DPR answered on stop; killed and
+//!   restarted: the node reconnects (Tc backoff, REOPEN) and is served again;
+//! - Erlang and freeDiameter as initiators, stopped (DPR -> our DPA 2001) and started again:
+//!   the new connection is accepted and served.
 //!
 //! The node runs in process (the `dmnode` lib, an in-process test_app echo as application);
 //! peers come from the harness launchers (shared/peers configs). Everything binds 127.0.0.1
@@ -577,6 +582,91 @@ drain_timeout = "2s"
         assert_eq!(Conn::count(&c.from_opener, TA_CMD, true), 200);
         assert_eq!(Conn::count(&c.from_acceptor, TA_CMD, false), 200);
         assert_eq!(Conn::count(&c.from_opener, DPR, true), 1, "Erlang's DPR");
+        let dpa: Vec<&RawMessage> = c
+            .from_acceptor
+            .iter()
+            .filter(|m| m.cmd_code == DPR && m.flags & R_FLAG == 0)
+            .collect();
+        assert_eq!(dpa.len(), 1, "our DPA");
+        assert_eq!(dpa[0].result_code(), Some(2001));
+    }
+}
+
+/// freeDiameter as initiator, stopped and restarted: its requests are answered, its DPR on
+/// SIGTERM gets our DPA 2001, and after it restarts it connects again (a fresh CER/CEA) and
+/// is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freediameter_initiator_dpr_answered_and_restart_served() {
+    let fd = fd_dir();
+    let dir = TestDir::new("fd-initiator-restart");
+    let work = dir.path().to_path_buf();
+    let node_port = free_port();
+    let w = work.clone();
+    let cap = blocking(move || Capture::start(&w, node_port)).await;
+    let echo = TaEcho::new();
+    let node = Running::start(
+        &format!(
+            r#"
+[node]
+origin_host = "server.test.local"
+origin_realm = "test.local"
+listen = ["127.0.0.1:{node_port}"]
+[[applications]]
+id = {TA_APP}
+vendor = {TA_VENDOR}
+[[peers]]
+host = "client.test.local"
+mode = "accept"
+[timers]
+tw = "6s"
+dpa_timeout = "2s"
+drain_timeout = "2s"
+"#
+        ),
+        echo.clone(),
+    )
+    .await;
+    for round in 1..=2usize {
+        let w = work.join(format!("fd{round}"));
+        std::fs::create_dir_all(&w).unwrap();
+        let mut fdp = fd_both(&fd, &w, free_port(), "server.test.local", node_port);
+        assert!(
+            fdp.wait_log("'STATE_OPEN'", Duration::from_secs(15)).await,
+            "round {round}: no capabilities exchange:\n{}",
+            fdp.log()
+        );
+        for i in 1..=2 {
+            fdp.signal("USR1");
+            let end = Instant::now() + Duration::from_secs(5);
+            while fdp.log().matches("RECV ").count() < i {
+                assert!(Instant::now() < end, "no answer {i}:\n{}", fdp.log());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let log = fdp.log();
+        assert!(
+            log.lines()
+                .filter(|l| l.contains("RECV "))
+                .all(|l| l.contains("(Ok)") && l.contains("Status: 2001")),
+            "{log}"
+        );
+        assert_eq!(echo.seen(), 2 * round);
+        fdp.signal("TERM");
+        assert!(
+            fdp.wait_exit(Duration::from_secs(10)).await,
+            "freeDiameterd did not exit after SIGTERM"
+        );
+    }
+    node.stop().await;
+    let pcap = blocking(move || cap.stop()).await;
+
+    let cs = conns(&pcap);
+    assert_eq!(cs.len(), 2, "one connection per freeDiameter run");
+    for c in &cs {
+        assert_eq!(Conn::count(&c.from_opener, CER, true), 1);
+        assert_eq!(Conn::count(&c.from_acceptor, CER, false), 1);
+        assert_eq!(Conn::count(&c.from_opener, TA_CMD, true), 2);
+        assert_eq!(Conn::count(&c.from_opener, DPR, true), 1, "fD's DPR");
         let dpa: Vec<&RawMessage> = c
             .from_acceptor
             .iter()
