@@ -545,7 +545,7 @@ drain_timeout = "2s"
     )
     .await;
     for round in 1..=2u64 {
-        let w = work.join(&format!("client{round}"));
+        let w = work.join(format!("client{round}"));
         let result = blocking(move || {
             std::fs::create_dir_all(&w).unwrap();
             let mut c = ErlangPeer::client(
