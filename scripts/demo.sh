@@ -31,7 +31,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi
+say() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 info() { printf '   %s\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -46,6 +47,14 @@ scripts/setup.sh
 cargo build --release -q -p dmbridge-bridge -p dmbridge-cabi
 make -s -C module-glue/kamailio
 dmb="$top/target/release/dmbridge"
+
+# a watchdog bounds the rest: whatever hangs, the demo ends (and cleans up) within 2 minutes
+(
+  trap 'kill "$sp" 2>/dev/null; exit 0' TERM
+  sleep 120 & sp=$!
+  wait "$sp" && { echo "demo: took more than 120 s, stopping" >&2; kill -TERM $$; }
+) &
+pids+=($!)
 
 # --- start: HSS, bridge, Kamailio -----------------------------------------------------------
 hss_port=$(free_port); ctl_port=$(free_port); bport=$(free_port); sip_port=$(free_port)
