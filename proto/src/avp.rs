@@ -100,16 +100,16 @@ impl fmt::Debug for AvpFlags {
 
 /// The parsed header of one AVP and its bytes.
 #[derive(Clone, Copy)]
-struct Parsed<'a> {
-    code: u32,
-    flags: u8,
-    vendor: u32,
+pub(crate) struct Parsed<'a> {
+    pub(crate) code: u32,
+    pub(crate) flags: u8,
+    pub(crate) vendor: u32,
     /// The whole AVP without padding.
-    raw: &'a [u8],
+    pub(crate) raw: &'a [u8],
     /// The payload.
-    data: &'a [u8],
+    pub(crate) data: &'a [u8],
     /// How far the next AVP is from this one's start (padding included).
-    step: usize,
+    pub(crate) step: usize,
 }
 
 #[inline]
@@ -124,7 +124,7 @@ fn be32_at(buf: &[u8], at: usize) -> Option<u32> {
 /// (for error reporting). The success path is kept branch-light (it runs for every AVP of
 /// every message); the error is worked out separately in [`parse_error`].
 #[inline(always)]
-fn parse_at(buf: &[u8], pos: usize, base: usize) -> Result<Parsed<'_>, AvpError> {
+pub(crate) fn parse_at(buf: &[u8], pos: usize, base: usize) -> Result<Parsed<'_>, AvpError> {
     let rest = buf.get(pos..).unwrap_or_default();
     // Fewer than 12 bytes left: only a tiny last AVP without Vendor-ID can be there.
     let Some((h, _)) = rest.split_first_chunk::<12>() else {
@@ -358,7 +358,8 @@ impl<'a> Iterator for AvpRefs<'a> {
 
 impl std::iter::FusedIterator for AvpRefs<'_> {}
 
-fn too_deep(offset: usize) -> AvpError {
+#[cold]
+pub(crate) fn too_deep(offset: usize) -> AvpError {
     AvpError {
         kind: AvpErrorKind::TooDeep,
         offset,

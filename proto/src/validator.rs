@@ -18,14 +18,15 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::avp::{AvpFlags, AvpRefs, MAX_DEPTH};
+use crate::avp::{parse_at, too_deep, AvpFlags, AvpRef, MAX_DEPTH};
 use crate::dict::{AvpDef, Dictionary, Rule, RuleKind, Rules};
 use crate::header::HEADER_LEN;
 use crate::message::Message;
 use crate::validate::{
     error_answer_rules, in_command, is_failed_avp, preflight, Counts, Ctx, Options, Path,
-    ProtocolError, Tally,
+    ProtocolError,
 };
+use crate::value::Value;
 use crate::AvpType;
 
 /// Index of a plan in [`Validator::plans`].
@@ -298,25 +299,71 @@ impl<'d> Validator<'d> {
         let list = plan.list;
         let mut counts = Counts::new(list.len());
         let counts = counts.slice();
-        let mut tally = Tally::new(plan.fixed_head);
+        // Position bookkeeping (what `validate`'s `Tally` holds), kept in locals so they
+        // stay in registers.
+        let fixed_head = plan.fixed_head;
+        let mut last_fixed: Option<usize> = None;
+        let mut seen_other = false;
 
-        for item in AvpRefs::nested(buf, base, depth) {
-            let avp = match item {
-                Ok(a) => a,
+        // The same walk as `AvpRefs::nested(buf, base, depth)`, written out so each header is
+        // parsed once and its fields stay in registers: the `AvpRef` view (which error
+        // reports need) is only built on the paths that report or that leave the compiled
+        // tables, never for a listed AVP that passes.
+        if depth > MAX_DEPTH && !buf.is_empty() {
+            return Err(ctx.structural(too_deep(base), path));
+        }
+        let mut pos = 0;
+        while pos < buf.len() {
+            let p = match parse_at(buf, pos, base) {
+                Ok(p) => p,
                 Err(e) => return Err(ctx.structural(e, path)),
             };
-            let (def, ty, masks, rule, group) = match plan.slot(avp.code, avp.vendor) {
-                Some(&Slot {
-                    def: Some(def),
-                    ty,
-                    forbid,
-                    need,
-                    rule,
-                    max,
-                    group,
-                    ..
-                }) => (def, ty, (forbid, need), Some((rule as usize, max)), group),
+            let offset = base + pos;
+            pos += p.step;
+            let view = || AvpRef {
+                code: p.code,
+                flags: AvpFlags(p.flags),
+                vendor: p.vendor,
+                data: p.data,
+                raw: p.raw,
+                offset,
+                depth: depth as u8,
+            };
+            let (ty, group) = match plan.slot(p.code, p.vendor) {
+                Some(s @ &Slot { def: Some(def), .. }) => {
+                    // Fast path: the same checks as `Ctx::check_known` and `Tally::hit`, in
+                    // the same order; a failure re-runs the full check for its report.
+                    if (p.flags & s.forbid) | (s.need & !p.flags) != 0
+                        || Value::check(s.ty, p.data).is_err()
+                    {
+                        ctx.check_known(s.ty, (s.forbid, s.need), def, &view(), path)?;
+                    }
+                    let i = s.rule as usize;
+                    if let Some(c) = counts.get_mut(i) {
+                        *c = c.saturating_add(1);
+                        if u32::from(*c) > s.max {
+                            if let Some(rule) = list.get(i) {
+                                return Err(ctx.too_many(def, &view(), rule, path));
+                            }
+                        }
+                        if i < fixed_head {
+                            if seen_other || last_fixed.is_some_and(|l| l >= i) {
+                                return Err(ctx.not_allowed(
+                                    def,
+                                    &view(),
+                                    "is not at its fixed position",
+                                    path,
+                                ));
+                            }
+                            last_fixed = Some(i);
+                        } else {
+                            seen_other = true;
+                        }
+                    }
+                    (s.ty, s.group)
+                }
                 found => {
+                    let avp = view();
                     let def = match found {
                         Some(_) => None,
                         None => ctx.dict.avp(avp.code, avp.vendor),
@@ -326,7 +373,7 @@ impl<'d> Validator<'d> {
                             return Err(ctx.unknown(&avp, path));
                         }
                         // RFC 6733 §4.1: an unrecognised AVP without M is ignored.
-                        tally.seen_other = true;
+                        seen_other = true;
                         continue;
                     };
                     let group = if def.ty == AvpType::Grouped {
@@ -337,32 +384,29 @@ impl<'d> Validator<'d> {
                     } else {
                         NO_RULES
                     };
-                    (def, def.ty, ctx.masks(def), None, group)
+                    ctx.check_known(def.ty, ctx.masks(def), def, &avp, path)?;
+                    if !plan.extensible {
+                        return Err(ctx.not_allowed(def, &avp, "is not allowed here", path));
+                    }
+                    seen_other = true;
+                    (def.ty, group)
                 }
             };
-            ctx.check_known(ty, masks, def, &avp, path)?;
-            match rule {
-                Some((i, max)) => tally.hit(ctx, list, counts, i, max, def, &avp, path)?,
-                None if !plan.extensible => {
-                    return Err(ctx.not_allowed(def, &avp, "is not allowed here", path));
-                }
-                None => tally.seen_other = true,
-            }
 
-            if ty == AvpType::Grouped && !is_failed_avp(avp.code, avp.vendor) {
+            if ty == AvpType::Grouped && !is_failed_avp(p.code, p.vendor) {
                 if depth >= MAX_DEPTH {
-                    return Err(ctx.too_deep(&avp, path));
+                    return Err(ctx.too_deep(&view(), path));
                 }
                 let inner = Path {
-                    code: avp.code,
-                    flags: avp.flags.bits(),
-                    vendor: avp.vendor,
+                    code: p.code,
+                    flags: p.flags,
+                    vendor: p.vendor,
                     parent: path,
                 };
                 self.container(
                     group,
-                    avp.data,
-                    avp.offset + avp.header_len(),
+                    p.data,
+                    offset + (p.raw.len() - p.data.len()),
                     depth + 1,
                     Some(&inner),
                 )?;
