@@ -26,7 +26,7 @@ use crate::validate::{
     error_answer_rules, in_command, is_failed_avp, preflight, Counts, Ctx, Options, Path,
     ProtocolError,
 };
-use crate::value::Value;
+use crate::value;
 use crate::AvpType;
 
 /// Index of a plan in [`Validator::plans`].
@@ -334,7 +334,7 @@ impl<'d> Validator<'d> {
                     // Fast path: the same checks as `Ctx::check_known` and `Tally::hit`, in
                     // the same order; a failure re-runs the full check for its report.
                     if (p.flags & s.forbid) | (s.need & !p.flags) != 0
-                        || Value::check(s.ty, p.data).is_err()
+                        || !value::is_valid(s.ty, p.data)
                     {
                         ctx.check_known(s.ty, (s.forbid, s.need), def, &view(), path)?;
                     }

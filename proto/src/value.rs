@@ -169,6 +169,19 @@ pub fn decode_address(data: &[u8]) -> Result<Address<'_>, ValueError> {
 /// What [`Value::check`] does per type, indexed by the `AvpType` discriminant: a fixed
 /// payload length (4 or 8), or one of the classes below. A unit test keeps it in step with
 /// [`AvpType::fixed_len`] and the enum's order.
+/// Whether [`Value::check`] accepts `data` as a `ty` payload. The boolean form lets the
+/// validator's per-AVP fast path branch once without building a `Result` (the error is
+/// worked out by `check` only when this says no).
+#[inline(always)]
+pub(crate) fn is_valid(ty: AvpType, data: &[u8]) -> bool {
+    match CHECK.get(ty as usize).copied().unwrap_or(ANY) {
+        ANY => true,
+        TEXT => data.is_ascii() || std::str::from_utf8(data).is_ok(),
+        ADDRESS => decode_address(data).is_ok(),
+        n => data.len() == n as usize,
+    }
+}
+
 const ANY: u8 = 0;
 const TEXT: u8 = 1;
 const ADDRESS: u8 = 2;
@@ -492,6 +505,30 @@ mod tests {
             let is_text = matches!(Value::decode(ty, &[0xFF]), Err(ValueError::Utf8 { .. }));
             assert_eq!(class == TEXT, is_text, "{ty}");
             assert_eq!(class == ADDRESS, ty == AvpType::Address, "{ty}");
+        }
+    }
+
+    #[test]
+    fn is_valid_agrees_with_check() {
+        let samples: [&[u8]; 9] = [
+            b"",
+            b"ab",
+            &[0, 0, 0, 1],
+            &[0, 1, 10, 0, 0, 1],
+            &[0; 8],
+            &[0xFF],
+            "grüße".as_bytes(),
+            &[0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            &[0xC3],
+        ];
+        for ty in ALL {
+            for data in samples {
+                assert_eq!(
+                    is_valid(ty, data),
+                    Value::check(ty, data).is_ok(),
+                    "{ty} {data:?}"
+                );
+            }
         }
     }
 
