@@ -19,7 +19,7 @@
 use rustc_hash::FxHashMap;
 
 use crate::avp::{parse_at, too_deep, AvpFlags, AvpRef, MAX_DEPTH};
-use crate::dict::{AvpDef, Dictionary, Rule, RuleKind, Rules};
+use crate::dict::{AvpDef, CommandDef, Dictionary, Rule, RuleKind, Rules};
 use crate::header::HEADER_LEN;
 use crate::message::Message;
 use crate::validate::{
@@ -101,8 +101,10 @@ impl<'d> Plan<'d> {
 pub struct Validator<'d> {
     ctx: Ctx<'d>,
     plans: Vec<Plan<'d>>,
-    /// (command's app_id, code) -> [request plan, answer plan].
-    commands: FxHashMap<(u32, u32), [PlanId; 2]>,
+    /// (command's app_id, code) -> the command and its [request plan, answer plan]. Holding
+    /// the command too means a message for a known (application, command) costs one hash
+    /// probe here instead of one in the dictionary and one in this map.
+    commands: FxHashMap<(u32, u32), (&'d CommandDef, [PlanId; 2])>,
     /// Grouped AVP (code, vendor) -> plan of its ABNF.
     groups: FxHashMap<(u32, u32), PlanId>,
     error_answer: PlanId,
@@ -161,7 +163,7 @@ impl<'d> Validator<'d> {
             let ans = v.add(Some(&cmd.answer));
             v.commands
                 .entry((cmd.app_id, cmd.code))
-                .or_insert([req, ans]);
+                .or_insert((cmd, [req, ans]));
         }
         v.error_answer = v.add(Some(error_answer_rules()));
         v
@@ -273,12 +275,22 @@ impl<'d> Validator<'d> {
     pub fn validate_as(&self, msg: &Message, request: Option<bool>) -> Result<(), ProtocolError> {
         let is_request = preflight(msg, request)?;
         let h = &msg.header;
-        let cmd = self.ctx.dict.command(h.app_id, h.code);
+        // An exact (application, command) hit is what `Dictionary::command` would return;
+        // otherwise ask the dictionary, which also falls back to the command code alone.
+        let (cmd, plans) = match self.commands.get(&(h.app_id, h.code)) {
+            Some(&(c, p)) => (Some(c), Some(p)),
+            None => {
+                let cmd = self.ctx.dict.command(h.app_id, h.code);
+                let plans = cmd
+                    .and_then(|c| self.commands.get(&(c.app_id, c.code)))
+                    .map(|e| e.1);
+                (cmd, plans)
+            }
+        };
         let plan = if !is_request && h.flags.is_error() {
             self.error_answer
         } else {
-            cmd.and_then(|c| self.commands.get(&(c.app_id, c.code)))
-                .map_or(NO_RULES, |p| if is_request { p[0] } else { p[1] })
+            plans.map_or(NO_RULES, |p| if is_request { p[0] } else { p[1] })
         };
         self.container(plan, &msg.body, HEADER_LEN, 0, None)
             .map_err(|e| in_command(*e, cmd, is_request))
