@@ -40,8 +40,29 @@ const BATCH: usize = 256;
 const HANDSHAKE_MAX: Duration = Duration::from_secs(2);
 /// Most (application, command) event names kept.
 const MAX_CACHED_NAMES: usize = 1024;
-/// Counters alone republish the status at most this often.
+/// Counters alone republish the status at most this often; while workers are attached it is
+/// also refreshed this often so `uptime_s` moves (one render a second, no busy loop).
 const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// How long after attaching a worker that has not declared its events yet counts as "not
+/// ready" (3004) rather than "serves nothing" (3001): a worker that declares nothing (it only
+/// originates requests) never sends a Handles record, so the wait must end.
+const DECLARE_GRACE: Duration = Duration::from_secs(2);
+
+/// The answer for a request no declared worker serves: 3004 DIAMETER_TOO_BUSY (transient)
+/// while some worker attached within `grace` has not declared its events yet — right after a
+/// bridge restart workers re-attach before they re-declare, and a permanent 3001 then would
+/// be wrong — else 3001 DIAMETER_COMMAND_UNSUPPORTED.
+fn unhandled_result_code(
+    undeclared: &HashMap<SlotId, Instant>,
+    now: Instant,
+    grace: Duration,
+) -> u32 {
+    if undeclared.values().any(|&at| now < at + grace) {
+        dmproto::result_code::DIAMETER_TOO_BUSY
+    } else {
+        dmproto::result_code::DIAMETER_COMMAND_UNSUPPORTED
+    }
+}
 
 /// What the driver needs to know about the node.
 #[derive(Clone, Debug)]
@@ -131,6 +152,9 @@ pub struct Driver {
     epochs: HashMap<SlotId, u64>,
     /// Slots connected but not registered yet.
     handshaking: HashSet<SlotId>,
+    /// Attached workers that have not declared their events yet, with when they attached
+    /// (see [`unhandled_result_code`]).
+    undeclared: HashMap<SlotId, Instant>,
     /// Slots whose service stopped at its budget: serviced again without waiting.
     hot: Vec<SlotId>,
     events: Vec<BridgeEvent>,
@@ -195,6 +219,7 @@ impl Driver {
             held: Held::new(options.reply_timeout),
             epochs: HashMap::new(),
             handshaking: HashSet::new(),
+            undeclared: HashMap::new(),
             hot: Vec::new(),
             events: Vec::new(),
             names: HashMap::new(),
@@ -329,7 +354,7 @@ impl Driver {
 
     fn next_deadline(&mut self) -> Option<Instant> {
         let reply = self.held.next_deadline().map(Instant::from_std);
-        let status = self.counters_dirty.then_some(self.status_due);
+        let status = (self.counters_dirty || self.workers_attached()).then_some(self.status_due);
         [reply, self.expire_due, status].into_iter().flatten().min()
     }
 
@@ -464,12 +489,20 @@ impl Driver {
                     .insert(token, slot, responder, std::time::Instant::now());
             }
             Dispatch::Unhandled => {
-                self.counters.unhandled += 1;
-                let why = format!("no SIP-server route handles E_DM_{}", ev.name);
-                responder.answer(convert::local_answer(
-                    dmproto::result_code::DIAMETER_COMMAND_UNSUPPORTED,
-                    &why,
-                ));
+                let now = Instant::now();
+                self.undeclared.retain(|_, at| now < *at + DECLARE_GRACE);
+                let code = unhandled_result_code(&self.undeclared, now, DECLARE_GRACE);
+                if code == dmproto::result_code::DIAMETER_TOO_BUSY {
+                    self.counters.busy += 1;
+                    responder.answer(convert::local_answer(
+                        code,
+                        "SIP-server workers attached but not ready yet (events not declared)",
+                    ));
+                } else {
+                    self.counters.unhandled += 1;
+                    let why = format!("no SIP-server route handles E_DM_{}", ev.name);
+                    responder.answer(convert::local_answer(code, &why));
+                }
             }
             Dispatch::Busy => {
                 self.counters.busy += 1;
@@ -519,6 +552,7 @@ impl Driver {
                 *self.epochs.entry(slot).or_insert(0) += 1;
                 self.last_reply_error.remove(&slot);
                 self.handshaking.remove(&slot);
+                self.undeclared.insert(slot, Instant::now());
                 self.counters.workers_attached += 1;
                 self.status_dirty = true;
                 log(format_args!(
@@ -529,6 +563,7 @@ impl Driver {
                 log(format_args!("worker pid {pid} refused: {reason}"));
             }
             BridgeEvent::Handles { slot, names } => {
+                self.undeclared.remove(&slot);
                 self.status_dirty = true;
                 self.handles_changed = true;
                 log(format_args!("worker slot {slot} handles {names:?}"));
@@ -562,6 +597,7 @@ impl Driver {
                 reason,
             } => {
                 // Dropped: the node answers each 5012, once.
+                self.undeclared.remove(&slot);
                 let answered = self.held.take_all(&tokens).len() as u64;
                 self.counters.worker_lost += answered;
                 self.counters.workers_gone += 1;
@@ -712,8 +748,14 @@ impl Driver {
         }
     }
 
+    /// Workers are attached (someone may read the status): keep `uptime_s` fresh.
+    fn workers_attached(&self) -> bool {
+        self.counters.workers_attached > self.counters.workers_gone
+    }
+
     fn maybe_publish(&mut self) {
-        if self.status_dirty || (self.counters_dirty && Instant::now() >= self.status_due) {
+        let due = Instant::now() >= self.status_due;
+        if self.status_dirty || (due && (self.counters_dirty || self.workers_attached())) {
             self.publish_status();
         }
     }
@@ -739,5 +781,44 @@ impl Driver {
         self.status_dirty = false;
         self.counters_dirty = false;
         self.status_due = Instant::now() + STATUS_EVERY;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dmproto::result_code::{DIAMETER_COMMAND_UNSUPPORTED, DIAMETER_TOO_BUSY};
+
+    #[test]
+    fn unhandled_is_busy_only_while_a_fresh_worker_has_not_declared() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(2);
+        let mut undeclared = HashMap::new();
+        // Every attached worker declared: the command is not served.
+        assert_eq!(
+            unhandled_result_code(&undeclared, t0, grace),
+            DIAMETER_COMMAND_UNSUPPORTED
+        );
+        // A worker just (re-)attached and not declared yet: not ready, transient.
+        undeclared.insert(3, t0);
+        assert_eq!(
+            unhandled_result_code(&undeclared, t0, grace),
+            DIAMETER_TOO_BUSY
+        );
+        assert_eq!(
+            unhandled_result_code(&undeclared, t0 + Duration::from_millis(1999), grace),
+            DIAMETER_TOO_BUSY
+        );
+        // Bounded: one that never declares (it only originates) stops counting.
+        assert_eq!(
+            unhandled_result_code(&undeclared, t0 + grace, grace),
+            DIAMETER_COMMAND_UNSUPPORTED
+        );
+        // Any one fresh undeclared worker is enough.
+        undeclared.insert(4, t0 + grace);
+        assert_eq!(
+            unhandled_result_code(&undeclared, t0 + grace, grace),
+            DIAMETER_TOO_BUSY
+        );
     }
 }
