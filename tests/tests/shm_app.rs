@@ -1489,3 +1489,73 @@ fn c_workers_on_libdmbridge_serve_and_survive_a_bridge_restart() {
     let mut c = client(&b);
     echo_round(&mut c, "after", 200);
 }
+
+/// The status document a worker reads is refreshed while nothing but counters and time move
+/// (no peer or worker change in between): `dispatched` and `replies` count the requests
+/// served and `uptime_s` advances. And a worker attached but not yet declared means "not
+/// ready": 3004 (transient), and 3001 only once it had its time to declare.
+#[test]
+fn status_counters_and_uptime_move_and_undeclared_workers_mean_busy_not_unsupported() {
+    use dmshm::worker::{Worker, WorkerConfig};
+    let dir = TestDir::new("shm-status-live");
+    let mut b = Bridge::start(dir.path(), &options(free_port(), ""));
+    let ctl = control_socket(&b);
+    let mut c = client(&b);
+
+    // A worker that attaches and declares nothing (yet): a request now is "not ready".
+    let attached = Instant::now();
+    let mut probe = Worker::attach(WorkerConfig::new(&ctl, "status-probe")).expect("attaches");
+    let (req, id) = ta_request(&mut c, "client;early;1", &[]);
+    let ans = c.request(&req, id, CLIENT, WAIT).expect("answer");
+    // (Only judged if it arrived well within the bridge's 2 s declaration grace.)
+    if attached.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(ans.result_code(), Some(3004), "undeclared worker: too busy");
+        assert_ne!(ans.flags & flags::ERROR, 0);
+    }
+    // Bounded: a worker that never declares (it only originates) does not hide 3001 forever.
+    std::thread::sleep(Duration::from_millis(2100));
+    let (req, id) = ta_request(&mut c, "client;late;1", &[]);
+    let ans = c.request(&req, id, CLIENT, WAIT).expect("answer");
+    assert_eq!(
+        ans.result_code(),
+        Some(3001),
+        "nobody serves it: unsupported"
+    );
+
+    let _w = spawn_worker(dir.path(), "w-echo", &ctl, "echo", TA_EVENT, &[]);
+    wait_log_count(&mut b, " handles [", 1);
+    let read = |probe: &mut Worker| -> serde_json::Value {
+        let st = probe.status(Duration::from_millis(500));
+        st.bridge
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default()
+    };
+    let before = read(&mut probe);
+    let n = 3u64;
+    for i in 0..n {
+        let (req, id) = ta_request(&mut c, &format!("client;st;{i}"), &[]);
+        let ans = c.request(&req, id, CLIENT, WAIT).expect("answer");
+        assert_eq!(ans.result_code(), Some(2001));
+    }
+    // No worker or peer changes from here on: only the periodic refresh can show these.
+    let count = |d: &serde_json::Value, k: &str| d["counters"][k].as_u64().unwrap_or(0);
+    let up0 = before["uptime_s"].as_u64().unwrap_or(0);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let doc = read(&mut probe);
+        if count(&doc, "dispatched") >= count(&before, "dispatched") + n
+            && count(&doc, "replies") >= count(&before, "replies") + n
+            && doc["uptime_s"].as_u64().unwrap_or(0) > up0
+        {
+            assert_eq!(count(&doc, "answered_3004_busy"), 1, "{doc}");
+            assert_eq!(count(&doc, "answered_3001_unhandled"), 1, "{doc}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never showed the served requests / uptime: before {before}, now {doc}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
