@@ -246,15 +246,28 @@ pub(crate) struct Ctx<'d> {
     pub(crate) opts: Options,
 }
 
-/// Occurrence counters: on the stack for ordinary ABNFs.
+/// Rules an ABNF may have for its counters to use the small stack array.
+const SMALL_RULES: usize = 16;
+/// Rules an ABNF may have for its counters to use the medium stack array.
+const MEDIUM_RULES: usize = 32;
+
+/// Occurrence counters: on the stack for ordinary ABNFs. Most grouped AVPs have a handful
+/// of rules, so they get a small array: building a variant zeroes only its own bytes, which
+/// saves clearing all [`STACK_RULES`] counters for every nested container.
 pub(crate) enum Counts {
+    Small([u16; SMALL_RULES]),
+    Medium([u16; MEDIUM_RULES]),
     Stack([u16; STACK_RULES]),
     Heap(Vec<u16>),
 }
 
 impl Counts {
     pub(crate) fn new(n: usize) -> Counts {
-        if n <= STACK_RULES {
+        if n <= SMALL_RULES {
+            Counts::Small([0; SMALL_RULES])
+        } else if n <= MEDIUM_RULES {
+            Counts::Medium([0; MEDIUM_RULES])
+        } else if n <= STACK_RULES {
             Counts::Stack([0; STACK_RULES])
         } else {
             Counts::Heap(vec![0; n])
@@ -262,6 +275,8 @@ impl Counts {
     }
     pub(crate) fn slice(&mut self) -> &mut [u16] {
         match self {
+            Counts::Small(a) => a,
+            Counts::Medium(a) => a,
             Counts::Stack(a) => a,
             Counts::Heap(v) => v,
         }
