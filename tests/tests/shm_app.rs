@@ -1509,7 +1509,12 @@ fn status_counters_and_uptime_move_and_undeclared_workers_mean_busy_not_unsuppor
     let ans = c.request(&req, id, CLIENT, WAIT).expect("answer");
     // (Only judged if it arrived well within the bridge's 2 s declaration grace.)
     if attached.elapsed() < Duration::from_millis(1500) {
-        assert_eq!(ans.result_code(), Some(3004), "undeclared worker: too busy");
+        assert_eq!(
+            ans.result_code(),
+            Some(3004),
+            "undeclared worker: too busy; bridge log:\n{}",
+            b.guard().output()
+        );
         assert_ne!(ans.flags & flags::ERROR, 0);
     }
     // Bounded: a worker that never declares (it only originates) does not hide 3001 forever.

@@ -271,6 +271,9 @@ impl Driver {
         self.publish_status();
         loop {
             self.service_hot();
+            // Before anything else is taken in: a worker attached there (its Welcome already
+            // sent) must count before a request that may have raced in (see `incoming`).
+            self.handle_events(&mut outgoing);
             let next = self.next_deadline();
             if next != armed {
                 armed = next;
