@@ -296,6 +296,21 @@ impl<'d> Validator<'d> {
             .map_err(|e| in_command(*e, cmd, is_request))
     }
 
+    /// The full check of a listed AVP whose fast check failed, for its report; out of line
+    /// and cold so the loop in [`Validator::container`] does not carry it.
+    #[cold]
+    #[inline(never)]
+    fn listed_fault(
+        &self,
+        s: &Slot<'d>,
+        def: &'d AvpDef,
+        avp: &AvpRef<'_>,
+        path: Option<&Path<'_>>,
+    ) -> Result<(), Box<ProtocolError>> {
+        self.ctx
+            .check_known(s.ty, (s.forbid, s.need), def, avp, path)
+    }
+
     /// An AVP the plan's table does not settle: not listed in the ABNF, or listed but
     /// missing from the dictionary. Kept out of line so the listed-AVP loop in
     /// [`Validator::container`] keeps its registers. `Ok(None)`: an unknown AVP without M,
@@ -387,7 +402,7 @@ impl<'d> Validator<'d> {
                     if (p.flags & s.forbid) | (s.need & !p.flags) != 0
                         || !value::is_valid(s.ty, p.data)
                     {
-                        ctx.check_known(s.ty, (s.forbid, s.need), def, &view(), path)?;
+                        self.listed_fault(s, def, &view(), path)?;
                     }
                     let i = s.rule as usize;
                     if let Some(c) = counts.get_mut(i) {
