@@ -1503,8 +1503,15 @@ fn status_counters_and_uptime_move_and_undeclared_workers_mean_busy_not_unsuppor
     let mut c = client(&b);
 
     // A worker that attaches and declares nothing (yet): a request now is "not ready".
-    let attached = Instant::now();
     let mut probe = Worker::attach(WorkerConfig::new(&ctl, "status-probe")).expect("attaches");
+    // Barrier: a status round trip over the control socket is served by the bridge's driver
+    // loop, so once it returns the bridge has handled the attachment (Worker::attach may
+    // finish its handshake lazily, and the bridge learns of it in its own loop).
+    let barrier = Instant::now() + Duration::from_secs(5);
+    while !probe.status(Duration::from_millis(500)).attached && Instant::now() < barrier {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let attached = Instant::now();
     let (req, id) = ta_request(&mut c, "client;early;1", &[]);
     let ans = c.request(&req, id, CLIENT, WAIT).expect("answer");
     // (Only judged if it arrived well within the bridge's 2 s declaration grace.)
