@@ -19,7 +19,9 @@
 //! - dispatched to a worker: the worker's reply, converted from JSON ([`convert`]); a reply the
 //!   bridge cannot use (bad JSON, the library's `Failed`) is logged and answered 5012;
 //! - no attached worker serves the command (neither its `E_DM_<ABBR>` name nor
-//!   `E_DM_REQUEST`): 3001 with the E bit, at once;
+//!   `E_DM_REQUEST`): 3001 with the E bit, at once — unless a worker attached less than 2 s
+//!   ago has not declared its commands yet: then 3004 (not ready, transient), so a bridge or
+//!   SIP-server restart does not answer a permanent error for a command about to be served;
 //! - no worker attached, or every eligible ring full: 3004 DIAMETER_TOO_BUSY (backpressure
 //!   instead of an unbounded queue); larger than the segment's maximum message: 5012 with an
 //!   Error-Message saying so;
