@@ -533,16 +533,8 @@ pub unsafe extern "C" fn dmb_request_avps_json(
     r: *const dmb_request,
     len: *mut usize,
 ) -> *const c_char {
-    // SAFETY: r is NULL or live per the contract.
-    let (p, n) = match unsafe { r.as_ref() } {
-        Some(r) => (r.avps_json.as_ptr(), r.avps_json.as_bytes().len()),
-        None => (c"".as_ptr(), 0),
-    };
-    if !len.is_null() {
-        // SAFETY: len is writable per the contract.
-        unsafe { *len = n };
-    }
-    p
+    // SAFETY: r is NULL or live per the contract; len is NULL or writable.
+    unsafe { json_out(r.as_ref().map(|r| r.avps_json.as_c_str()), len) }
 }
 
 /// Frees a request (NULL is ignored). Its token stays valid for
@@ -824,16 +816,22 @@ pub unsafe extern "C" fn dmb_answer_avps_json(
     a: *const dmb_answer,
     len: *mut usize,
 ) -> *const c_char {
-    // SAFETY: a is NULL or live per the contract.
-    let (p, n) = match unsafe { a.as_ref() } {
-        Some(a) => (a.avps_json.as_ptr(), a.avps_json.as_bytes().len()),
-        None => (c"".as_ptr(), 0),
-    };
+    // SAFETY: a is NULL or live per the contract; len is NULL or writable.
+    unsafe { json_out(a.as_ref().map(|a| a.avps_json.as_c_str()), len) }
+}
+
+/// The pointer and (through `len`, when not NULL) the length of a JSON string the library
+/// owns, `""` for none: the one shape of every `*_avps_json` accessor.
+///
+/// # Safety
+/// `len` is NULL or writable.
+unsafe fn json_out(json: Option<&CStr>, len: *mut usize) -> *const c_char {
+    let json = json.unwrap_or(c"");
     if !len.is_null() {
-        // SAFETY: len is writable per the contract.
-        unsafe { *len = n };
+        // SAFETY: len is writable per the caller's contract.
+        unsafe { *len = json.to_bytes().len() };
     }
-    p
+    json.as_ptr()
 }
 
 /// Frees an answer (NULL is ignored).
