@@ -101,15 +101,29 @@ impl fmt::Debug for AvpFlags {
 /// The parsed header of one AVP and its bytes.
 #[derive(Clone, Copy)]
 pub(crate) struct Parsed<'a> {
-    pub(crate) code: u32,
+    /// `(vendor << 32) | code`, one word: callers that look the AVP up by both (the
+    /// validator's tables) load it whole, and a whole-word load after two half-word stores
+    /// would stall store forwarding on every AVP.
+    pub(crate) key: u64,
     pub(crate) flags: u8,
-    pub(crate) vendor: u32,
     /// The whole AVP without padding.
     pub(crate) raw: &'a [u8],
     /// The payload.
     pub(crate) data: &'a [u8],
     /// How far the next AVP is from this one's start (padding included).
     pub(crate) step: usize,
+}
+
+impl Parsed<'_> {
+    #[inline(always)]
+    pub(crate) fn code(&self) -> u32 {
+        self.key as u32
+    }
+
+    #[inline(always)]
+    pub(crate) fn vendor(&self) -> u32 {
+        (self.key >> 32) as u32
+    }
 }
 
 #[inline]
@@ -121,77 +135,62 @@ fn be32_at(buf: &[u8], at: usize) -> Option<u32> {
 }
 
 /// Parses the AVP starting at `pos` in `buf`. `base` is the offset of `buf` in the message
-/// (for error reporting). The success path is kept branch-light (it runs for every AVP of
-/// every message); the error is worked out separately in [`parse_error`].
+/// (for error reporting).
+///
+/// The success path runs for every AVP of every message, so it is straight-line code: one
+/// 8-byte big-endian load for code, flags and length, a conditional move for the Vendor-ID
+/// and one combined range check. The rare shapes (fewer than 12 bytes left, a last grouped
+/// AVP without its padding) are handled inline with values, never by merging in a parse done
+/// elsewhere: a result that some path fills through memory makes every path go through
+/// memory, which costs a store-and-reload of the whole view per AVP.
 #[inline(always)]
 pub(crate) fn parse_at(buf: &[u8], pos: usize, base: usize) -> Result<Parsed<'_>, AvpError> {
     let rest = buf.get(pos..).unwrap_or_default();
-    // Fewer than 12 bytes left: only a tiny last AVP without Vendor-ID can be there.
-    let Some((h, _)) = rest.split_first_chunk::<12>() else {
-        return parse_short(buf, pos, base);
-    };
-    let code = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
-    let flags = h[4];
-    let len = u32::from_be_bytes([0, h[5], h[6], h[7]]) as usize;
-    let (vendor, hdr) = if flags & AvpFlags::V != 0 {
-        (
+    let (w, v) = match rest.first_chunk::<12>() {
+        Some(h) => (
+            u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]),
             u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
-            AVP_VENDOR_HEADER_LEN,
-        )
-    } else {
-        (0, AVP_HEADER_LEN)
+        ),
+        None => short_header(rest),
     };
+    let code = (w >> 32) as u32;
+    let flags = (w >> 24) as u8;
+    let len = (w & 0x00FF_FFFF) as usize;
+    let vendor = if flags & AvpFlags::V != 0 { v } else { 0 };
+    // 8, or 12 with the V bit (0x80 >> 5 == 4).
+    let hdr = AVP_HEADER_LEN | usize::from((flags & AvpFlags::V) >> 5);
     let padded_len = padded(len);
-    // The last AVP of a grouped payload sometimes comes without its padding; accept it when it
-    // ends exactly at the end of the buffer, since nothing can follow it.
-    if len < hdr || len > rest.len() || (padded_len > rest.len() && len != rest.len()) {
+    let fits = padded_len <= rest.len();
+    // The last AVP of a grouped payload sometimes comes without its padding; accept it when
+    // it ends exactly at the end of the buffer, since nothing can follow it.
+    let step = if fits { padded_len } else { len };
+    if len < hdr || !(fits || len == rest.len()) {
         return Err(parse_error(buf, pos, base));
     }
-    // Both slices are in range by the checks above; `get` keeps that visible to the
+    // In range by the checks above (`len <= padded_len`); `get` keeps that visible to the
     // optimiser without a panicking path.
-    let (Some(raw), step) = (rest.get(..len), padded_len.min(rest.len())) else {
-        return Err(parse_error(buf, pos, base));
-    };
-    let Some(data) = raw.get(hdr..) else {
+    let (Some((raw, _)), Some(data)) = (rest.split_at_checked(len), rest.get(hdr..len)) else {
         return Err(parse_error(buf, pos, base));
     };
     Ok(Parsed {
-        code,
+        key: (u64::from(vendor) << 32) | u64::from(code),
         flags,
-        vendor,
         raw,
         data,
         step,
     })
 }
 
-/// [`parse_at`] for fewer than 12 remaining bytes (rare: only an empty or tiny last AVP).
+/// The header words of an AVP with fewer than 12 bytes left (only an empty or tiny last
+/// AVP without Vendor-ID fits): the first 8 bytes, or a length of 0 (which
+/// [`parse_at`] rejects) when there are not even 8.
 #[cold]
-fn parse_short(buf: &[u8], pos: usize, base: usize) -> Result<Parsed<'_>, AvpError> {
-    let rest = buf.get(pos..).unwrap_or_default();
-    let (Some(code), Some(w1)) = (be32_at(rest, 0), be32_at(rest, 4)) else {
-        return Err(parse_error(buf, pos, base));
-    };
-    let flags = (w1 >> 24) as u8;
-    let len = (w1 & 0x00FF_FFFF) as usize;
-    if flags & AvpFlags::V != 0
-        || len < AVP_HEADER_LEN
-        || len > rest.len()
-        || (padded(len) > rest.len() && len != rest.len())
-    {
-        return Err(parse_error(buf, pos, base));
+#[inline(never)]
+fn short_header(rest: &[u8]) -> (u64, u32) {
+    match rest.first_chunk::<8>() {
+        Some(h) => (u64::from_be_bytes(*h), 0),
+        None => (0, 0),
     }
-    let (Some(raw), Some(data)) = (rest.get(..len), rest.get(AVP_HEADER_LEN..len)) else {
-        return Err(parse_error(buf, pos, base));
-    };
-    Ok(Parsed {
-        code,
-        flags,
-        vendor: 0,
-        raw,
-        data,
-        step: padded(len).min(rest.len()),
-    })
 }
 
 /// Works out why the AVP at `pos` does not parse, with as much of its header as exists.
@@ -339,9 +338,9 @@ impl<'a> Iterator for AvpRefs<'a> {
                 let offset = self.base + self.pos;
                 self.pos += p.step;
                 Some(Ok(AvpRef {
-                    code: p.code,
+                    code: p.code(),
                     flags: AvpFlags(p.flags),
-                    vendor: p.vendor,
+                    vendor: p.vendor(),
                     data: p.data,
                     raw: p.raw,
                     offset,
@@ -455,9 +454,9 @@ impl Iterator for AvpIter {
                 let (hdr, end) = (p.raw.len() - p.data.len(), start + p.raw.len());
                 self.pos += p.step;
                 Some(Ok(Avp {
-                    code: p.code,
+                    code: p.code(),
                     flags: AvpFlags(p.flags),
-                    vendor: p.vendor,
+                    vendor: p.vendor(),
                     data: self.buf.slice(start + hdr..end),
                     raw: self.buf.slice(start..end),
                     offset: self.base + start,

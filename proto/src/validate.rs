@@ -72,7 +72,11 @@ pub struct ProtocolError {
 }
 
 impl ProtocolError {
-    fn new(result_code: u32, failed_avp: Option<Bytes>, message: String) -> ProtocolError {
+    pub(crate) fn new(
+        result_code: u32,
+        failed_avp: Option<Bytes>,
+        message: String,
+    ) -> ProtocolError {
         ProtocolError {
             result_code,
             failed_avp,
@@ -349,7 +353,7 @@ impl Ctx<'_> {
     ///
     /// The loop body is what every AVP of every message costs, so each check is one
     /// predictable branch and every way of failing is in a `#[cold]` function.
-    fn container(
+    pub(crate) fn container(
         &self,
         buf: &[u8],
         base: usize,
