@@ -648,7 +648,11 @@ impl<'d> Validator<'d> {
                     {
                         self.listed_fault(info, &view, path)?;
                     }
-                    self.hit(plan, seen, counts, (slot, info), &view, path)?;
+                    // Without a counter or a `stop` bit set (a Grouped AVP, a text value
+                    // that is not ASCII) there is nothing for `hit` to find.
+                    if info.counter.is_some() || seen & slot.stop & !ALWAYS != 0 {
+                        self.hit(plan, seen, counts, (slot, info), &view, path)?;
+                    }
                     seen |= slot.mark;
                     info.group
                 }
