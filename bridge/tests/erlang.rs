@@ -43,43 +43,17 @@ async fn bridge_initiates_to_erlang_server() {
         server.log()
     );
     let node = Running::start(
-        &format!(
-            r#"
-[node]
-origin_host = "bridge.test.local"
-origin_realm = "test.local"
-listen = ["127.0.0.1:0"]
-[[applications]]
-id = {TA_APP}
-vendor = {TA_VENDOR}
-[[peers]]
-host = "erlserver.test.local"
-address = "127.0.0.1"
-port = {port}
-[timers]
-tc = "1s"
-tw = "6s"
-cer_timeout = "3s"
-answer_timeout = "3s"
-dpa_timeout = "2s"
-drain_timeout = "2s"
-"#
+        &ta_node_toml(
+            "bridge.test.local",
+            0,
+            PeerAt::Connect("erlserver.test.local", port),
         ),
         TaEcho::new(),
     )
     .await;
     let a = first_answer(&node.handle, "erlserver.test.local").await;
     assert_eq!(a.find_u32(268, 0), Some(2001));
-    for n in 1..=50 {
-        let a = node
-            .handle
-            .send_request(TA_APP, TA_CMD, test_request(n, "erlserver.test.local"))
-            .await
-            .unwrap();
-        assert_eq!(a.find_u32(268, 0), Some(2001), "answer {n}");
-        let echoed = a.find_ref(TEST_AVP, TA_VENDOR).expect("Test-AVP echoed");
-        assert_eq!(echoed.data, n.to_be_bytes());
-    }
+    echo_round(&node.handle, "erlserver.test.local", 50).await;
     // Our DPR is answered: the node stops within its DPA timeout, not by the hard deadline.
     let t = std::time::Instant::now();
     node.stop().await;
@@ -98,23 +72,10 @@ async fn erlang_client_initiates_and_every_request_is_answered() {
     let port = free_port();
     let echo = TaEcho::new();
     let node = Running::start(
-        &format!(
-            r#"
-[node]
-origin_host = "bridge.test.local"
-origin_realm = "test.local"
-listen = ["127.0.0.1:{port}"]
-[[applications]]
-id = {TA_APP}
-vendor = {TA_VENDOR}
-[[peers]]
-host = "erlclient.test.local"
-mode = "accept"
-[timers]
-tw = "6s"
-dpa_timeout = "2s"
-drain_timeout = "2s"
-"#
+        &ta_node_toml(
+            "bridge.test.local",
+            port,
+            PeerAt::Accept("erlclient.test.local"),
         ),
         echo.clone(),
     )

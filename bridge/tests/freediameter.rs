@@ -89,43 +89,17 @@ async fn bridge_initiates_to_freediameter_server_and_reconnects_after_restart() 
     let port = free_port();
     let server = Fd::start(&fd, &work, "server", port, 0, (0, 0));
     let node = Running::start(
-        &format!(
-            r#"
-[node]
-origin_host = "bridge.test.local"
-origin_realm = "test.local"
-listen = ["127.0.0.1:0"]
-[[applications]]
-id = {TA_APP}
-vendor = {TA_VENDOR}
-[[peers]]
-host = "server.test.local"
-address = "127.0.0.1"
-port = {port}
-[timers]
-tc = "1s"
-tw = "6s"
-cer_timeout = "3s"
-answer_timeout = "3s"
-dpa_timeout = "2s"
-drain_timeout = "2s"
-"#
+        &ta_node_toml(
+            "bridge.test.local",
+            0,
+            PeerAt::Connect("server.test.local", port),
         ),
         TaEcho::new(),
     )
     .await;
     let a = first_answer(&node.handle, "server.test.local").await;
     assert_eq!(a.find_u32(268, 0), Some(2001));
-    for n in 1..=50 {
-        let a = node
-            .handle
-            .send_request(TA_APP, TA_CMD, test_request(n, "server.test.local"))
-            .await
-            .unwrap();
-        assert_eq!(a.find_u32(268, 0), Some(2001), "answer {n}");
-        let echoed = a.find_ref(TEST_AVP, TA_VENDOR).expect("Test-AVP echoed");
-        assert_eq!(echoed.data, n.to_be_bytes());
-    }
+    echo_round(&node.handle, "server.test.local", 50).await;
 
     // The server restarts: the node notices, reconnects (Tc = 1 s), and serves again.
     server.stop();
@@ -150,23 +124,10 @@ async fn freediameter_client_initiates_and_its_requests_are_answered() {
     let port = free_port();
     let echo = TaEcho::new();
     let node = Running::start(
-        &format!(
-            r#"
-[node]
-origin_host = "server.test.local"
-origin_realm = "test.local"
-listen = ["127.0.0.1:{port}"]
-[[applications]]
-id = {TA_APP}
-vendor = {TA_VENDOR}
-[[peers]]
-host = "client.test.local"
-mode = "accept"
-[timers]
-tw = "6s"
-dpa_timeout = "2s"
-drain_timeout = "2s"
-"#
+        &ta_node_toml(
+            "server.test.local",
+            port,
+            PeerAt::Accept("client.test.local"),
         ),
         echo.clone(),
     )
@@ -224,26 +185,10 @@ async fn both_sides_connecting_with_freediameter_converge_on_one_connection() {
     // both outcomes deterministically). Either way one connection must survive.
     let client = Fd::start(&fd, &work, "client", fd_port, node_port, (1, 5));
     let node = Running::start(
-        &format!(
-            r#"
-[node]
-origin_host = "server.test.local"
-origin_realm = "test.local"
-listen = ["127.0.0.1:{node_port}"]
-[[applications]]
-id = {TA_APP}
-vendor = {TA_VENDOR}
-[[peers]]
-host = "client.test.local"
-address = "127.0.0.1"
-port = {fd_port}
-[timers]
-tc = "1s"
-tw = "6s"
-cer_timeout = "3s"
-dpa_timeout = "2s"
-drain_timeout = "2s"
-"#
+        &ta_node_toml(
+            "server.test.local",
+            node_port,
+            PeerAt::Connect("client.test.local", fd_port),
         ),
         TaEcho::new(),
     )

@@ -184,31 +184,6 @@ fn established_to(port: u16) -> bool {
         .unwrap_or(false)
 }
 
-fn node_toml(me: &str, node_port: u16, peer: &str, peer_port: u16) -> String {
-    format!(
-        r#"
-[node]
-origin_host = "{me}"
-origin_realm = "test.local"
-listen = ["127.0.0.1:{node_port}"]
-[[applications]]
-id = {TA_APP}
-vendor = {TA_VENDOR}
-[[peers]]
-host = "{peer}"
-address = "127.0.0.1"
-port = {peer_port}
-[timers]
-tc = "1s"
-tw = "6s"
-cer_timeout = "4s"
-answer_timeout = "3s"
-dpa_timeout = "2s"
-drain_timeout = "2s"
-"#
-    )
-}
-
 /// Both sides are configured to connect to each other and do so at once: the node's
 /// connection goes through a [`Relay`] that holds its CER until freeDiameter's own
 /// connection and CER have reached the node (the node is then in Wait-I-CEA and must hold an
@@ -229,8 +204,12 @@ async fn election_with_freediameter(me: &str, idle: bool) -> bool {
     let echo = TaEcho::new();
     // The node starts first: it connects (to the relay) and sends its CER, held there.
     let node = Running::start(
-        &node_toml(me, node_port, "client.test.local", relay.port)
-            .replace("cer_timeout = \"4s\"", "cer_timeout = \"10s\""),
+        &ta_node_toml(
+            me,
+            node_port,
+            PeerAt::Connect("client.test.local", relay.port),
+        )
+        .replace("cer_timeout = \"4s\"", "cer_timeout = \"10s\""),
         echo.clone(),
     )
     .await;
@@ -263,20 +242,7 @@ async fn election_with_freediameter(me: &str, idle: bool) -> bool {
     // Node -> fD: answered by fD's test_app with our Test-AVP.
     let a = first_answer(&node.handle, "client.test.local").await;
     assert_eq!(a.find_u32(268, 0), Some(2001));
-    for n in 1..=5 {
-        let a = node
-            .handle
-            .send_request(TA_APP, TA_CMD, test_request(n, "client.test.local"))
-            .await
-            .unwrap();
-        assert_eq!(a.find_u32(268, 0), Some(2001));
-        let origin = a.find_ref(264, 0).map(|o| o.data.to_vec());
-        assert_eq!(origin.as_deref(), Some(&b"client.test.local"[..]));
-        assert_eq!(
-            a.find_ref(TEST_AVP, TA_VENDOR).map(|x| x.data.to_vec()),
-            Some(n.to_be_bytes().to_vec())
-        );
-    }
+    echo_round(&node.handle, "client.test.local", 5).await;
     // fD -> node: three Test-Requests, each answered 2001 with its Test-AVP ("Ok").
     for i in 1..=3 {
         fdp.signal("USR1");
@@ -415,7 +381,11 @@ async fn erlang_server_watchdog_and_our_dpr() {
     let cap = blocking(move || Capture::start(&w, port)).await;
     let server = blocking(move || ErlangPeer::server(&work, port, "ta")).await;
     let node = Running::start(
-        &node_toml("bridge.test.local", 0, "erlserver.test.local", port),
+        &ta_node_toml(
+            "bridge.test.local",
+            0,
+            PeerAt::Connect("erlserver.test.local", port),
+        ),
         TaEcho::new(),
     )
     .await;
@@ -458,7 +428,11 @@ async fn erlang_server_restart_and_reconnect() {
     std::fs::create_dir_all(&w).unwrap();
     let mut server = blocking(move || ErlangPeer::server(&w, port, "ta")).await;
     let node = Running::start(
-        &node_toml("bridge.test.local", 0, "erlserver.test.local", port),
+        &ta_node_toml(
+            "bridge.test.local",
+            0,
+            PeerAt::Connect("erlserver.test.local", port),
+        ),
         TaEcho::new(),
     )
     .await;
@@ -523,23 +497,10 @@ async fn erlang_client_dpr_answered_and_reconnect_accepted() {
     let cap = blocking(move || Capture::start(&w, port)).await;
     let echo = TaEcho::new();
     let node = Running::start(
-        &format!(
-            r#"
-[node]
-origin_host = "bridge.test.local"
-origin_realm = "test.local"
-listen = ["127.0.0.1:{port}"]
-[[applications]]
-id = {TA_APP}
-vendor = {TA_VENDOR}
-[[peers]]
-host = "erlclient.test.local"
-mode = "accept"
-[timers]
-tw = "6s"
-dpa_timeout = "2s"
-drain_timeout = "2s"
-"#
+        &ta_node_toml(
+            "bridge.test.local",
+            port,
+            PeerAt::Accept("erlclient.test.local"),
         ),
         echo.clone(),
     )
@@ -577,19 +538,25 @@ drain_timeout = "2s"
     let cs = conns(&pcap);
     assert_eq!(cs.len(), 2, "one connection per client");
     for c in &cs {
-        assert_eq!(Conn::count(&c.from_opener, CER, true), 1);
-        assert_eq!(Conn::count(&c.from_acceptor, CER, false), 1);
+        assert_opened_and_closed_by_peer(c);
         assert_eq!(Conn::count(&c.from_opener, TA_CMD, true), 200);
         assert_eq!(Conn::count(&c.from_acceptor, TA_CMD, false), 200);
-        assert_eq!(Conn::count(&c.from_opener, DPR, true), 1, "Erlang's DPR");
-        let dpa: Vec<&RawMessage> = c
-            .from_acceptor
-            .iter()
-            .filter(|m| m.cmd_code == DPR && m.flags & R_FLAG == 0)
-            .collect();
-        assert_eq!(dpa.len(), 1, "our DPA");
-        assert_eq!(dpa[0].result_code(), Some(2001));
     }
+}
+
+/// A connection the peer opened and closed in good order: its one CER and our CEA, its one
+/// DPR and our one DPA with 2001.
+fn assert_opened_and_closed_by_peer(c: &Conn) {
+    assert_eq!(Conn::count(&c.from_opener, CER, true), 1, "the peer's CER");
+    assert_eq!(Conn::count(&c.from_acceptor, CER, false), 1, "our CEA");
+    assert_eq!(Conn::count(&c.from_opener, DPR, true), 1, "the peer's DPR");
+    let dpa: Vec<&RawMessage> = c
+        .from_acceptor
+        .iter()
+        .filter(|m| m.cmd_code == DPR && m.flags & R_FLAG == 0)
+        .collect();
+    assert_eq!(dpa.len(), 1, "our DPA");
+    assert_eq!(dpa[0].result_code(), Some(2001));
 }
 
 /// freeDiameter as initiator, stopped and restarted: its requests are answered, its DPR on
@@ -605,23 +572,10 @@ async fn freediameter_initiator_dpr_answered_and_restart_served() {
     let cap = blocking(move || Capture::start(&w, node_port)).await;
     let echo = TaEcho::new();
     let node = Running::start(
-        &format!(
-            r#"
-[node]
-origin_host = "server.test.local"
-origin_realm = "test.local"
-listen = ["127.0.0.1:{node_port}"]
-[[applications]]
-id = {TA_APP}
-vendor = {TA_VENDOR}
-[[peers]]
-host = "client.test.local"
-mode = "accept"
-[timers]
-tw = "6s"
-dpa_timeout = "2s"
-drain_timeout = "2s"
-"#
+        &ta_node_toml(
+            "server.test.local",
+            node_port,
+            PeerAt::Accept("client.test.local"),
         ),
         echo.clone(),
     )
@@ -663,16 +617,7 @@ drain_timeout = "2s"
     let cs = conns(&pcap);
     assert_eq!(cs.len(), 2, "one connection per freeDiameter run");
     for c in &cs {
-        assert_eq!(Conn::count(&c.from_opener, CER, true), 1);
-        assert_eq!(Conn::count(&c.from_acceptor, CER, false), 1);
+        assert_opened_and_closed_by_peer(c);
         assert_eq!(Conn::count(&c.from_opener, TA_CMD, true), 2);
-        assert_eq!(Conn::count(&c.from_opener, DPR, true), 1, "fD's DPR");
-        let dpa: Vec<&RawMessage> = c
-            .from_acceptor
-            .iter()
-            .filter(|m| m.cmd_code == DPR && m.flags & R_FLAG == 0)
-            .collect();
-        assert_eq!(dpa.len(), 1, "our DPA");
-        assert_eq!(dpa[0].result_code(), Some(2001));
     }
 }

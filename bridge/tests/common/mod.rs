@@ -246,6 +246,60 @@ impl Drop for Running {
     }
 }
 
+/// How the node of [`ta_node_toml`] reaches its one peer.
+pub enum PeerAt<'a> {
+    /// The node opens the connection to `host` at 127.0.0.1:`port` (and may accept one).
+    Connect(&'a str, u16),
+    /// The node only accepts the peer `host`'s connection.
+    Accept(&'a str),
+}
+
+/// The config of a node named `me`, listening on 127.0.0.1:`listen_port` (0: any free
+/// port), serving test_app with one peer, with timers short enough for tests: Tc 1 s, so a
+/// restarted peer is reconnected quickly, and DPA/drain 2 s, so a stop is prompt.
+pub fn ta_node_toml(me: &str, listen_port: u16, peer: PeerAt<'_>) -> String {
+    let (peer, timers) = match peer {
+        PeerAt::Connect(host, port) => (
+            format!("host = \"{host}\"\naddress = \"127.0.0.1\"\nport = {port}"),
+            "tc = \"1s\"\ncer_timeout = \"4s\"\nanswer_timeout = \"3s\"\n",
+        ),
+        PeerAt::Accept(host) => (format!("host = \"{host}\"\nmode = \"accept\""), ""),
+    };
+    format!(
+        r#"
+[node]
+origin_host = "{me}"
+origin_realm = "test.local"
+listen = ["127.0.0.1:{listen_port}"]
+[[applications]]
+id = {TA_APP}
+vendor = {TA_VENDOR}
+[[peers]]
+{peer}
+[timers]
+{timers}tw = "6s"
+dpa_timeout = "2s"
+drain_timeout = "2s"
+"#
+    )
+}
+
+/// Sends Test-Requests 1..=`n` to `dest_host` one after the other: each must be answered
+/// 2001 by `dest_host`, echoing its Test-AVP.
+pub async fn echo_round(h: &AppHandle, dest_host: &str, n: i32) {
+    for i in 1..=n {
+        let a = h
+            .send_request(TA_APP, TA_CMD, test_request(i, dest_host))
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e:?}"));
+        assert_eq!(a.find_u32(268, 0), Some(2001), "answer {i}");
+        let origin = a.find_ref(264, 0).map(|o| o.data.to_vec());
+        assert_eq!(origin.as_deref(), Some(dest_host.as_bytes()), "answer {i}");
+        let echoed = a.find_ref(TEST_AVP, TA_VENDOR).expect("Test-AVP echoed");
+        assert_eq!(echoed.data, i.to_be_bytes(), "answer {i}");
+    }
+}
+
 /// A Test-Request's AVPs (the node adds Origin-*, Destination-Realm).
 pub fn test_request(n: i32, dest_host: &str) -> Bytes {
     let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
