@@ -10,15 +10,22 @@
 use bytes::Bytes;
 use dmproto::dict::Dictionary;
 use dmproto::json::{read_avps, read_message, write_avps, write_message};
-use dmproto::{validate, Framer, Header, Message, MessageWriter};
+use dmproto::{validate, Framer, Header, Message, MessageWriter, Validator};
 
 /// Largest message the harness lets the framer accept (keeps runs fast; hostile lengths
 /// beyond it exercise the framer's refusal path).
 const MAX: usize = 64 * 1024;
 
+/// The compiled validator the bridge uses on every message, built once per process.
+fn validator() -> &'static Validator<'static> {
+    static V: std::sync::OnceLock<Validator<'static>> = std::sync::OnceLock::new();
+    V.get_or_init(|| Validator::new(Dictionary::builtin()))
+}
+
 /// Arbitrary bytes as a TCP stream: framer (fed in two reads split where the first byte
-/// says) -> `Message::decode` -> `validate` -> AVP->JSON -> JSON->AVP -> AVP->JSON again,
-/// which must give the same JSON (the JSON form is a fixed point after one trip).
+/// says) -> `Message::decode` -> `validate`, which the compiled `Validator` must match
+/// exactly -> AVP->JSON -> JSON->AVP -> AVP->JSON again, which must give the same JSON (the
+/// JSON form is a fixed point after one trip).
 pub fn decode(data: &[u8]) {
     let dict = Dictionary::builtin();
     let split = data.first().map_or(0, |&b| usize::from(b)).min(data.len());
@@ -37,7 +44,11 @@ pub fn decode(data: &[u8]) {
     frames.push(Bytes::copy_from_slice(data));
     for f in frames {
         let Ok(m) = Message::decode(f) else { continue };
-        let _ = validate(&m, dict);
+        assert_eq!(
+            validator().validate(&m),
+            validate(&m, dict),
+            "the compiled Validator agrees with validate()"
+        );
         let _ = m.session_id();
         let mut json = String::new();
         if write_message(&mut json, &m, dict).is_err() {
