@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use dmproto::dict::Dictionary;
-use dmproto::{validate_request, FrameError, Message};
+use dmproto::{FrameError, Message, Validator};
 
 use crate::answer::{self, Origin};
 use crate::app::{Completion, IncomingRequest, OutgoingRequest, PeerInfo, Reply, RequestError};
@@ -112,6 +112,9 @@ impl Seeds {
 pub struct Core {
     config: Arc<Config>,
     dict: &'static Dictionary,
+    /// The dictionary's ABNFs compiled once: every incoming request is validated with it
+    /// (same result as `dmproto::validate_request`, about half the cost).
+    validator: Validator<'static>,
     local: Arc<Capabilities>,
     /// The applications we advertise: requests for others are answered 3007.
     apps: crate::peer::AppSet,
@@ -167,6 +170,7 @@ impl Core {
             out: VecDeque::new(),
             config: Arc::new(config),
             dict,
+            validator: Validator::new(dict),
         }
     }
 
@@ -430,7 +434,7 @@ impl Core {
             }
             return;
         }
-        if let Err(e) = validate_request(&msg, self.dict) {
+        if let Err(e) = self.validator.validate_request(&msg) {
             if let Ok(b) = answer::error_answer(
                 &msg,
                 self.origin(),
