@@ -8,8 +8,8 @@
 //! from (code, vendor) to what the per-AVP checks need.
 //!
 //! Occurrences and order are tracked in one 64-bit word per container, `seen`: a bit per
-//! rule (the first [`BITS`] rules), [`OTHER`] once a non-fixed-position AVP has come, and
-//! [`ALWAYS`], set from the start. Each slot holds the bits that must still be clear when
+//! rule (the first `BITS` rules), `OTHER` once a non-fixed-position AVP has come, and
+//! `ALWAYS`, set from the start. Each slot holds the bits that must still be clear when
 //! its AVP arrives (`stop`: its own bit for a rule allowed once, every later rule and
 //! OTHER for a fixed-position rule, ALWAYS for anything the fast lane does not handle) and
 //! the bits its arrival sets (`mark`). A listed AVP that passes therefore costs one probe,
