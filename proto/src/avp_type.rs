@@ -30,6 +30,27 @@ pub enum AvpType {
 }
 
 impl AvpType {
+    /// Every format, in declaration order (the discriminant order tables indexed by type
+    /// rely on).
+    pub const ALL: [AvpType; 16] = [
+        AvpType::OctetString,
+        AvpType::Integer32,
+        AvpType::Integer64,
+        AvpType::Unsigned32,
+        AvpType::Unsigned64,
+        AvpType::Float32,
+        AvpType::Float64,
+        AvpType::Grouped,
+        AvpType::Address,
+        AvpType::Time,
+        AvpType::UTF8String,
+        AvpType::DiameterIdentity,
+        AvpType::DiameterURI,
+        AvpType::Enumerated,
+        AvpType::IPFilterRule,
+        AvpType::QoSFilterRule,
+    ];
+
     /// The canonical name, as written in dictionaries.
     pub fn name(self) -> &'static str {
         match self {
@@ -99,5 +120,18 @@ impl FromStr for AvpType {
             _ => return Err(()),
         };
         Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_format_in_discriminant_order() {
+        for (i, ty) in AvpType::ALL.into_iter().enumerate() {
+            assert_eq!(ty as usize, i, "{ty}");
+            assert_eq!(ty.name().parse::<AvpType>(), Ok(ty));
+        }
     }
 }

@@ -357,25 +357,6 @@ impl<'a> Value<'a> {
 mod tests {
     use super::*;
 
-    const ALL: [AvpType; 16] = [
-        AvpType::OctetString,
-        AvpType::Integer32,
-        AvpType::Integer64,
-        AvpType::Unsigned32,
-        AvpType::Unsigned64,
-        AvpType::Float32,
-        AvpType::Float64,
-        AvpType::Grouped,
-        AvpType::Address,
-        AvpType::Time,
-        AvpType::UTF8String,
-        AvpType::DiameterIdentity,
-        AvpType::DiameterURI,
-        AvpType::Enumerated,
-        AvpType::IPFilterRule,
-        AvpType::QoSFilterRule,
-    ];
-
     fn enc(v: &Value) -> Vec<u8> {
         let mut b = BytesMut::new();
         v.encode(&mut b).unwrap();
@@ -434,12 +415,12 @@ mod tests {
             assert!(Value::check(v.ty(), &wire).is_ok());
             seen.insert(v.ty());
         }
-        assert_eq!(seen.len(), ALL.len(), "every type covered");
+        assert_eq!(seen.len(), AvpType::ALL.len(), "every type covered");
     }
 
     #[test]
     fn fixed_types_reject_wrong_length() {
-        for ty in ALL {
+        for ty in AvpType::ALL {
             let Some(n) = ty.fixed_len() else { continue };
             for len in [0, n - 1, n + 1, 2 * n] {
                 let data = vec![0u8; len];
@@ -528,7 +509,7 @@ mod tests {
 
     #[test]
     fn check_table_matches_the_types() {
-        for ty in ALL {
+        for ty in AvpType::ALL {
             let class = CHECK[ty as usize];
             match ty.fixed_len() {
                 Some(n) => assert_eq!(class as usize, n, "{ty}"),
@@ -567,7 +548,7 @@ mod tests {
             &[0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
             &[0xC3],
         ];
-        for ty in ALL {
+        for ty in AvpType::ALL {
             for data in samples {
                 assert_eq!(
                     is_valid_class(check_class(ty), data),
@@ -580,7 +561,7 @@ mod tests {
 
     #[test]
     fn variable_types_accept_empty() {
-        for ty in ALL.into_iter().filter(|t| t.fixed_len().is_none()) {
+        for ty in AvpType::ALL.into_iter().filter(|t| t.fixed_len().is_none()) {
             let r = Value::decode(ty, &[]);
             assert_eq!(r.is_ok(), ty != AvpType::Address, "{ty}");
         }
