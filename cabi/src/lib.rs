@@ -79,6 +79,21 @@ unsafe fn worker<'a>(w: *mut dmb_worker) -> Result<&'a mut Worker, c_int> {
     Ok(&mut w.inner)
 }
 
+/// The start of every function that hands back one pointer: `*out` is cleared first, so it
+/// is NULL on every error, then the worker is checked as by [`worker`].
+///
+/// # Safety
+/// `w` is NULL or a live worker (the caller's contract); `out` is NULL or writable.
+unsafe fn worker_out<'a, T>(w: *mut dmb_worker, out: *mut *mut T) -> Result<&'a mut Worker, c_int> {
+    if out.is_null() {
+        return Err(invalid("out is NULL"));
+    }
+    // SAFETY: out is non-NULL and writable per the caller's contract.
+    unsafe { *out = std::ptr::null_mut() };
+    // SAFETY: w is NULL or live per the caller's contract.
+    unsafe { worker(w) }
+}
+
 /// An incoming Diameter request (opaque); free with `dmb_request_free()`.
 pub struct dmb_request {
     token: u64,
@@ -381,13 +396,8 @@ pub unsafe extern "C" fn dmb_set_handled(
 #[no_mangle]
 pub unsafe extern "C" fn dmb_next_request(w: *mut dmb_worker, out: *mut *mut dmb_request) -> c_int {
     guard(DMB_E_PANIC, || {
-        if out.is_null() {
-            return invalid("out is NULL");
-        }
-        // SAFETY: out is writable per the contract.
-        unsafe { *out = std::ptr::null_mut() };
-        // SAFETY: w is NULL or live per the contract.
-        let w = match unsafe { worker(w) } {
+        // SAFETY: w and out per the contract.
+        let w = match unsafe { worker_out(w, out) } {
             Ok(w) => w,
             Err(c) => return c,
         };
@@ -732,13 +742,8 @@ pub unsafe extern "C" fn dmb_send_request_async(
 #[no_mangle]
 pub unsafe extern "C" fn dmb_next_answer(w: *mut dmb_worker, out: *mut *mut dmb_answer) -> c_int {
     guard(DMB_E_PANIC, || {
-        if out.is_null() {
-            return invalid("out is NULL");
-        }
-        // SAFETY: out is writable per the contract.
-        unsafe { *out = std::ptr::null_mut() };
-        // SAFETY: w is NULL or live per the contract.
-        let w = match unsafe { worker(w) } {
+        // SAFETY: w and out per the contract.
+        let w = match unsafe { worker_out(w, out) } {
             Ok(w) => w,
             Err(c) => return c,
         };
@@ -890,13 +895,8 @@ fn status_json(w: &mut Worker) -> String {
 #[no_mangle]
 pub unsafe extern "C" fn dmb_status_json(w: *mut dmb_worker, out: *mut *mut c_char) -> c_int {
     guard(DMB_E_PANIC, || {
-        if out.is_null() {
-            return invalid("out is NULL");
-        }
-        // SAFETY: out is writable per the contract.
-        unsafe { *out = std::ptr::null_mut() };
-        // SAFETY: w is NULL or live per the contract.
-        let w = match unsafe { worker(w) } {
+        // SAFETY: w and out per the contract.
+        let w = match unsafe { worker_out(w, out) } {
             Ok(w) => w,
             Err(c) => return c,
         };
