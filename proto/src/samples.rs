@@ -237,6 +237,30 @@ fn cx_app_id(w: &mut MessageWriter) {
     });
 }
 
+/// A Cx request's common head, in ABNF order: Session-Id, Vendor-Specific-Application-Id,
+/// Auth-Session-State (NO_STATE_MAINTAINED), Origin-Host, Origin-Realm, [Destination-Host],
+/// Destination-Realm, User-Name (alice's private identity).
+fn cx_request(
+    code: u32,
+    hbh: u32,
+    session: &str,
+    origin: &str,
+    dest_host: Option<&str>,
+) -> MessageWriter {
+    let mut w = MessageWriter::new(header(code, APP_CX, true, true, hbh));
+    w.str(263, M, 0, session);
+    cx_app_id(&mut w);
+    w.u32(277, M, 0, 1)
+        .str(264, M, 0, origin)
+        .str(296, M, 0, "ims.example.net");
+    if let Some(h) = dest_host {
+        w.str(293, M, 0, h);
+    }
+    w.str(283, M, 0, "ims.example.net")
+        .str(1, M, 0, "alice@ims.example.net");
+    w
+}
+
 /// Capabilities-Exchange-Answer (RFC 6733 §5.3.2) to [`cer`].
 pub fn cea() -> Bytes {
     let mut w = MessageWriter::new(header(257, 0, false, false, 0x0000_0001));
@@ -260,15 +284,14 @@ pub fn cea() -> Bytes {
 
 /// Cx User-Authorization-Request (3GPP TS 29.229 §6.1.1).
 pub fn cx_uar() -> Bytes {
-    let mut w = MessageWriter::new(header(300, APP_CX, true, true, 0x1234_0010));
-    w.str(263, M, 0, "icscf.ims.example.net;1700000000;50");
-    cx_app_id(&mut w);
-    w.u32(277, M, 0, 1)
-        .str(264, M, 0, "icscf.ims.example.net")
-        .str(296, M, 0, "ims.example.net")
-        .str(283, M, 0, "ims.example.net")
-        .str(1, M, 0, "alice@ims.example.net")
-        .str(601, M, V3GPP, "sip:alice@ims.example.net")
+    let mut w = cx_request(
+        300,
+        0x1234_0010,
+        "icscf.ims.example.net;1700000000;50",
+        "icscf.ims.example.net",
+        None,
+    );
+    w.str(601, M, V3GPP, "sip:alice@ims.example.net")
         .avp(600, M, V3GPP, b"ims.example.net")
         .u32(623, M, V3GPP, 0); // REGISTRATION
     finish(w).freeze()
@@ -276,15 +299,14 @@ pub fn cx_uar() -> Bytes {
 
 /// Cx Server-Assignment-Request (3GPP TS 29.229 §6.1.3), the request [`cx_saa`] answers.
 pub fn cx_sar() -> Bytes {
-    let mut w = MessageWriter::new(header(301, APP_CX, true, true, 0x1234_0002));
-    w.str(263, M, 0, "scscf.ims.example.net;1700000000;43");
-    cx_app_id(&mut w);
-    w.u32(277, M, 0, 1)
-        .str(264, M, 0, "scscf.ims.example.net")
-        .str(296, M, 0, "ims.example.net")
-        .str(283, M, 0, "ims.example.net")
-        .str(1, M, 0, "alice@ims.example.net")
-        .str(601, M, V3GPP, "sip:alice@ims.example.net")
+    let mut w = cx_request(
+        301,
+        0x1234_0002,
+        "scscf.ims.example.net;1700000000;43",
+        "scscf.ims.example.net",
+        None,
+    );
+    w.str(601, M, V3GPP, "sip:alice@ims.example.net")
         .str(602, M, V3GPP, "sip:scscf.ims.example.net:5060")
         .u32(614, M, V3GPP, 1) // REGISTRATION
         .u32(624, M, V3GPP, 0); // USER_DATA_NOT_AVAILABLE
@@ -294,48 +316,44 @@ pub fn cx_sar() -> Bytes {
 /// Cx Push-Profile-Request (3GPP TS 29.229 §6.1.7) from the HSS with a new User-Data and
 /// Charging-Information.
 pub fn cx_ppr() -> Bytes {
-    let mut w = MessageWriter::new(header(305, APP_CX, true, true, 0x1234_0011));
-    w.str(263, M, 0, "hss.ims.example.net;1700000000;51");
-    cx_app_id(&mut w);
-    w.u32(277, M, 0, 1)
-        .str(264, M, 0, "hss.ims.example.net")
-        .str(296, M, 0, "ims.example.net")
-        .str(293, M, 0, "scscf.ims.example.net")
-        .str(283, M, 0, "ims.example.net")
-        .str(1, M, 0, "alice@ims.example.net")
-        .str(
-            606,
-            M,
-            V3GPP,
-            "<?xml version=\"1.0\"?><IMSSubscription><PrivateID>alice@ims.example.net\
+    let mut w = cx_request(
+        305,
+        0x1234_0011,
+        "hss.ims.example.net;1700000000;51",
+        "hss.ims.example.net",
+        Some("scscf.ims.example.net"),
+    );
+    w.str(
+        606,
+        M,
+        V3GPP,
+        "<?xml version=\"1.0\"?><IMSSubscription><PrivateID>alice@ims.example.net\
              </PrivateID></IMSSubscription>",
-        )
-        .group(618, M, V3GPP, |w| {
-            w.str(619, M, V3GPP, "aaa://ocs.ims.example.net:3868");
-        });
+    )
+    .group(618, M, V3GPP, |w| {
+        w.str(619, M, V3GPP, "aaa://ocs.ims.example.net:3868");
+    });
     finish(w).freeze()
 }
 
 /// Cx Registration-Termination-Request (3GPP TS 29.229 §6.1.9) with grouped vendor AVPs:
 /// Deregistration-Reason and Associated-Identities.
 pub fn cx_rtr() -> Bytes {
-    let mut w = MessageWriter::new(header(304, APP_CX, true, true, 0x1234_0012));
-    w.str(263, M, 0, "hss.ims.example.net;1700000000;52");
-    cx_app_id(&mut w);
-    w.u32(277, M, 0, 1)
-        .str(264, M, 0, "hss.ims.example.net")
-        .str(296, M, 0, "ims.example.net")
-        .str(293, M, 0, "scscf.ims.example.net")
-        .str(283, M, 0, "ims.example.net")
-        .str(1, M, 0, "alice@ims.example.net")
-        .group(632, 0, V3GPP, |w| {
-            w.str(1, M, 0, "alice-2@ims.example.net");
-        })
-        .str(601, M, V3GPP, "sip:alice@ims.example.net")
-        .group(615, M, V3GPP, |w| {
-            w.u32(616, M, V3GPP, 0) // PERMANENT_TERMINATION
-                .str(617, M, V3GPP, "subscription removed");
-        });
+    let mut w = cx_request(
+        304,
+        0x1234_0012,
+        "hss.ims.example.net;1700000000;52",
+        "hss.ims.example.net",
+        Some("scscf.ims.example.net"),
+    );
+    w.group(632, 0, V3GPP, |w| {
+        w.str(1, M, 0, "alice-2@ims.example.net");
+    })
+    .str(601, M, V3GPP, "sip:alice@ims.example.net")
+    .group(615, M, V3GPP, |w| {
+        w.u32(616, M, V3GPP, 0) // PERMANENT_TERMINATION
+            .str(617, M, V3GPP, "subscription removed");
+    });
     finish(w).freeze()
 }
 
