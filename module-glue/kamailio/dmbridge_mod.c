@@ -69,8 +69,13 @@ static int mod_init(void);
 static int child_init(int rank);
 static void mod_destroy(void);
 
-static int w_dm_send_reply(sip_msg_t *msg, char *pjson, char *perr);
-static int w_dm_send_request(sip_msg_t *msg, char *papp, char *pcmd, char *pjson, char *pvar);
+/* One C wrapper per arity: Kamailio calls a 3-parameter function through a 3-argument
+ * pointer type (action.c, MODULE3_T), so a wrapper shared with the 4-parameter form would read
+ * a fourth argument that was never passed (a register's garbage: issue 16's crash). */
+static int w_dm_send_reply1(sip_msg_t *msg, char *pjson, char *unused);
+static int w_dm_send_reply2(sip_msg_t *msg, char *pjson, char *perr);
+static int w_dm_send_request3(sip_msg_t *msg, char *papp, char *pcmd, char *pjson);
+static int w_dm_send_request4(sip_msg_t *msg, char *papp, char *pcmd, char *pjson, char *pvar);
 static int w_dm_send_request_async(
 		sip_msg_t *msg, char *papp, char *pcmd, char *pjson, char *proute);
 static int fixup_dm_reply(void **param, int param_no);
@@ -87,17 +92,17 @@ static void dmk_rpc_status(rpc_t *rpc, void *ctx);
 
 /* clang-format off */
 static cmd_export_t cmds[] = {
-	{"dm_send_reply", (cmd_function)w_dm_send_reply, 1, fixup_dm_reply,
+	{"dm_send_reply", (cmd_function)w_dm_send_reply1, 1, fixup_dm_reply,
 		fixup_free_dm_reply, ANY_ROUTE},
-	{"dm_send_reply", (cmd_function)w_dm_send_reply, 2, fixup_dm_reply,
+	{"dm_send_reply", (cmd_function)w_dm_send_reply2, 2, fixup_dm_reply,
 		fixup_free_dm_reply, ANY_ROUTE},
-	{"dm_send_answer", (cmd_function)w_dm_send_reply, 1, fixup_dm_reply,
+	{"dm_send_answer", (cmd_function)w_dm_send_reply1, 1, fixup_dm_reply,
 		fixup_free_dm_reply, ANY_ROUTE},
-	{"dm_send_answer", (cmd_function)w_dm_send_reply, 2, fixup_dm_reply,
+	{"dm_send_answer", (cmd_function)w_dm_send_reply2, 2, fixup_dm_reply,
 		fixup_free_dm_reply, ANY_ROUTE},
-	{"dm_send_request", (cmd_function)w_dm_send_request, 3, fixup_dm_request,
+	{"dm_send_request", (cmd_function)w_dm_send_request3, 3, fixup_dm_request,
 		fixup_free_dm_request, ANY_ROUTE},
-	{"dm_send_request", (cmd_function)w_dm_send_request, 4, fixup_dm_request,
+	{"dm_send_request", (cmd_function)w_dm_send_request4, 4, fixup_dm_request,
 		fixup_free_dm_request, ANY_ROUTE},
 	{"dm_send_request_async", (cmd_function)w_dm_send_request_async, 4,
 		fixup_dm_request_async, fixup_free_dm_request_async, REQUEST_ROUTE},
@@ -541,7 +546,7 @@ static int ki_dm_send_reply(sip_msg_t *msg, str *json)
 	return ki_dm_send_reply_ex(msg, json, 0);
 }
 
-static int w_dm_send_reply(sip_msg_t *msg, char *pjson, char *perr)
+static int w_dm_send_reply2(sip_msg_t *msg, char *pjson, char *perr)
 {
 	str json;
 	int is_error = 0;
@@ -555,6 +560,11 @@ static int w_dm_send_reply(sip_msg_t *msg, char *pjson, char *perr)
 		return -1;
 	}
 	return ki_dm_send_reply_ex(msg, &json, is_error);
+}
+
+static int w_dm_send_reply1(sip_msg_t *msg, char *pjson, char *unused)
+{
+	return w_dm_send_reply2(msg, pjson, NULL);
 }
 
 /* --- dm_send_request (synchronous) ----------------------------------------------------------- */
@@ -607,7 +617,7 @@ static int ki_dm_send_request(sip_msg_t *msg, int app_id, int cmd_code, str *jso
 	return dmk_send_sync(msg, app_id, cmd_code, json);
 }
 
-static int w_dm_send_request(sip_msg_t *msg, char *papp, char *pcmd, char *pjson, char *pvar)
+static int w_dm_send_request4(sip_msg_t *msg, char *papp, char *pcmd, char *pjson, char *pvar)
 {
 	int app_id, cmd_code, rc;
 	str json;
@@ -635,6 +645,11 @@ static int w_dm_send_request(sip_msg_t *msg, char *papp, char *pcmd, char *pjson
 			LM_ERR("dm_send_request: cannot set the reply variable\n");
 	}
 	return rc;
+}
+
+static int w_dm_send_request3(sip_msg_t *msg, char *papp, char *pcmd, char *pjson)
+{
+	return w_dm_send_request4(msg, papp, pcmd, pjson, NULL);
 }
 
 /* --- dm_send_request_async ------------------------------------------------------------------ */

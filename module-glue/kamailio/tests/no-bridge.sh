@@ -86,6 +86,13 @@ check "sync: invalid JSON -> -3 (got '$r')" "printf '%s' \"\$r\" | grep -q '^SIP
 check "sync: invalid JSON log line names the offset" "wait_log '$log' 'invalid AVP JSON at offset 21' 3" "$log"
 r=$("$here/sipsend.py" "$port" OPTIONS 'X-Json: [{"User-Name":"alice"}]' 2>&1)
 check "sync: no bridge -> -3 'bridge not attached', reply var reset to null (0 for a var) (got '$r')" "printf '%s' \"\$r\" | grep -q '^SIP/2.0 299 rc=-3 err=bridge not attached var=0'" "$log"
+sip_pid=$kpid
+for i in 1 2 3; do
+  r=$("$here/sipsend.py" "$port" INFO 2>&1)
+  check "sync: 3-parameter dm_send_request -> -3, no reply variable touched (call $i, got '$r')" \
+    "[ '$r' = 'SIP/2.0 299 rc=-3 err=bridge not attached' ]" "$log"
+done
+check "sync: kamailio still running after the 3-parameter form" "kill -0 $sip_pid"
 check "sync: no crash" "! grep -qiE 'segfault|signal 11|CRITICAL: <core> \\[core/pass_fd' '$log'"
 
 # 4. KEMI (Lua): the same functions from KSR.dmbridge, async resumes in a Lua function
