@@ -25,6 +25,9 @@ if [ -f include/dmbridge.h ]; then
   make -s -C module-glue/kamailio
   # the real kamailio binary with the module and no bridge: loads, fails fast, keeps serving
   module-glue/kamailio/tests/no-bridge.sh
+  # every script function in every arity, parameter kind and route kind, native and KEMI,
+  # with and without the reference bridge; bad arguments refused at start or at run time
+  module-glue/kamailio/tests/functions.py
 else
   echo "test.sh: include/dmbridge.h not generated yet: Kamailio module build and tests skipped" >&2
 fi

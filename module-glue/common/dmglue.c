@@ -269,6 +269,29 @@ int dmg_json_check_avps(const char *s, size_t len, size_t *err_off, const char *
 	return -1;
 }
 
+int dmg_parse_u32(const char *s, size_t len, uint32_t *out, const char **why)
+{
+	uint64_t v = 0;
+
+	if(s == NULL || len == 0) {
+		*why = "empty";
+		return -1;
+	}
+	for(size_t i = 0; i < len; i++) {
+		if(s[i] < '0' || s[i] > '9') {
+			*why = "not a decimal number";
+			return -1;
+		}
+		v = v * 10 + (uint64_t)(s[i] - '0');
+		if(v > UINT32_MAX) {
+			*why = "larger than 4294967295";
+			return -1;
+		}
+	}
+	*out = (uint32_t)v;
+	return 0;
+}
+
 int dmg_rc_from_class(int answer_class)
 {
 	switch(answer_class) {

@@ -54,6 +54,13 @@ int dmg_event_route_name(const char *event, char *buf, size_t cap);
  */
 int dmg_json_check_avps(const char *s, size_t len, size_t *err_off, const char **err_msg);
 
+/**
+ * Parses an Application-Id or Command-Code written in the script: decimal digits only (no
+ * sign, no spaces), 0..4294967295 (RFC 6733 §3: both are 32- and 24-bit unsigned; the bridge
+ * checks the command code's range). Returns 0, or -1 with *why set to a static reason.
+ */
+int dmg_parse_u32(const char *s, size_t len, uint32_t *out, const char **why);
+
 /** Script return codes of dm_send_request (DESIGN §3). */
 enum {
 	DMG_RC_OK = 1,         /* 2xxx answer */

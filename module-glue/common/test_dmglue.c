@@ -125,6 +125,22 @@ static void test_json(void)
 	CHECK(dmg_json_check_avps(NULL, 0, &off, &msg) == -1);
 }
 
+static void test_parse_u32(void)
+{
+	uint32_t v = 7;
+	const char *why = NULL;
+	CHECK(dmg_parse_u32("16777216", 8, &v, &why) == 0 && v == 16777216);
+	CHECK(dmg_parse_u32("4294967295", 10, &v, &why) == 0 && v == 4294967295u);
+	CHECK(dmg_parse_u32("0", 1, &v, &why) == 0 && v == 0);
+	CHECK(dmg_parse_u32("4294967296", 10, &v, &why) == -1 && why != NULL);
+	CHECK(dmg_parse_u32("99999999999999999999999", 23, &v, &why) == -1);
+	CHECK(dmg_parse_u32("abc", 3, &v, &why) == -1);
+	CHECK(dmg_parse_u32("-5", 2, &v, &why) == -1);
+	CHECK(dmg_parse_u32(" 1", 2, &v, &why) == -1);
+	CHECK(dmg_parse_u32("", 0, &v, &why) == -1);
+	CHECK(dmg_parse_u32("12x", 2, &v, &why) == 0 && v == 12); /* only len bytes are read */
+}
+
 static void test_rc(void)
 {
 	CHECK(dmg_rc_from_class(1) == 1);
@@ -306,6 +322,7 @@ int main(void)
 {
 	test_handled_names();
 	test_event_route_name();
+	test_parse_u32();
 	test_json();
 	test_rc();
 	test_jobs_and_pending();

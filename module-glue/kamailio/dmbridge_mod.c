@@ -432,14 +432,93 @@ static int dmk_check_json(const char *fname, str *json)
 	return -1;
 }
 
-static int fixup_dm_json(void **param)
+/* An Application-Id or Command-Code parameter: a number checked when the script is loaded,
+ * or a variable read (and checked) at each call. */
+typedef struct dmk_u32_param
+{
+	pv_spec_t *pv; /* NULL for a literal */
+	uint32_t v;
+} dmk_u32_param_t;
+
+static int fixup_dm_u32(void **param, const char *fname, const char *what)
+{
+	char *s = (char *)*param;
+	const char *why = NULL;
+	dmk_u32_param_t *p = pkg_mallocxz(sizeof(*p));
+
+	if(p == NULL) {
+		PKG_MEM_ERROR;
+		return E_OUT_OF_MEM;
+	}
+	if(s[0] == '$') {
+		str n = {s, (int)strlen(s)};
+		p->pv = pv_cache_get(&n);
+		if(p->pv == NULL) {
+			LM_ERR("%s: %s [%s] is not a valid variable\n", fname, what, s);
+			pkg_free(p);
+			return E_CFG;
+		}
+	} else if(dmg_parse_u32(s, strlen(s), &p->v, &why) < 0) {
+		LM_ERR("%s: %s [%s] is %s: write a number 0..4294967295 or a variable\n", fname,
+				what, s, why);
+		pkg_free(p);
+		return E_CFG;
+	}
+	*param = p;
+	return 0;
+}
+
+/* The value of an app id / command code parameter for this call; -1 and a log line when a
+ * variable holds no number. */
+static int dmk_get_u32(sip_msg_t *msg, void *param, const char *fname, const char *what,
+		uint32_t *out)
+{
+	dmk_u32_param_t *p = (dmk_u32_param_t *)param;
+	pv_value_t val;
+	const char *why = NULL;
+
+	if(p->pv == NULL) {
+		*out = p->v;
+		return 0;
+	}
+	memset(&val, 0, sizeof(val));
+	if(pv_get_spec_value(msg, p->pv, &val) < 0 || (val.flags & PV_VAL_NULL)) {
+		LM_ERR("%s: the %s variable has no value\n", fname, what);
+		return -1;
+	}
+	if(val.flags & PV_TYPE_INT) {
+		if(val.ri < 0) {
+			LM_ERR("%s: %s %d is negative\n", fname, what, val.ri);
+			return -1;
+		}
+		*out = (uint32_t)val.ri;
+		return 0;
+	}
+	if(dmg_parse_u32(val.rs.s, (size_t)val.rs.len, out, &why) < 0) {
+		LM_ERR("%s: %s [%.*s] is %s\n", fname, what, val.rs.len > 64 ? 64 : val.rs.len,
+				val.rs.s, why);
+		return -1;
+	}
+	return 0;
+}
+
+static int fixup_dm_json(void **param, const char *fname)
 {
 	str s = {(char *)*param, strlen((char *)*param)};
 	pv_elem_t *model = NULL;
+	size_t off = 0;
+	const char *why = NULL;
 
 	if(pv_parse_format(&s, &model) < 0 || model == NULL) {
-		LM_ERR("invalid JSON parameter format [%s]\n", s.s);
+		LM_ERR("%s: invalid JSON parameter format [%s]\n", fname, s.s);
 		return E_UNSPEC;
+	}
+	/* a literal (no variable in it) is checked now, so a typo stops the start */
+	if(model->next == NULL && (model->spec == NULL || model->spec->type == PVT_NONE)
+			&& dmg_json_check_avps(s.s, (size_t)s.len, &off, &why) < 0) {
+		LM_ERR("%s: invalid AVP JSON at offset %zu: %s (%s)\n", fname, off, why, s.s);
+		pv_elem_free_all(model);
+		return E_CFG;
 	}
 	*param = (void *)model;
 	return 0;
@@ -457,7 +536,7 @@ static int fixup_free_dm_json(void **param)
 static int fixup_dm_reply(void **param, int param_no)
 {
 	if(param_no == 1)
-		return fixup_dm_json(param);
+		return fixup_dm_json(param, "dm_send_reply");
 	if(param_no == 2)
 		return fixup_igp_all(param, param_no);
 	return E_UNSPEC;
@@ -474,16 +553,21 @@ static int fixup_free_dm_reply(void **param, int param_no)
 
 static int fixup_dm_request(void **param, int param_no)
 {
-	if(param_no == 1 || param_no == 2)
-		return fixup_igp_all(param, param_no);
+	if(param_no == 1)
+		return fixup_dm_u32(param, "dm_send_request", "app_id");
+	if(param_no == 2)
+		return fixup_dm_u32(param, "dm_send_request", "cmd_code");
 	if(param_no == 3)
-		return fixup_dm_json(param);
+		return fixup_dm_json(param, "dm_send_request");
 	if(param_no == 4) {
-		if(fixup_pvar_all(param, param_no) < 0)
-			return E_UNSPEC;
+		char *name = (char *)*param;
+		if(fixup_pvar_all(param, param_no) < 0) {
+			LM_ERR("dm_send_request: reply variable [%s] is not a variable\n", name);
+			return E_CFG;
+		}
 		if(!pv_is_w((pv_spec_t *)*param)) {
-			LM_ERR("dm_send_request: reply variable is read-only\n");
-			return E_UNSPEC;
+			LM_ERR("dm_send_request: reply variable [%s] is read-only\n", name);
+			return E_CFG;
 		}
 		return 0;
 	}
@@ -492,8 +576,11 @@ static int fixup_dm_request(void **param, int param_no)
 
 static int fixup_free_dm_request(void **param, int param_no)
 {
-	if(param_no == 1 || param_no == 2)
-		return fixup_free_igp_all(param, param_no);
+	if(param_no == 1 || param_no == 2) {
+		pkg_free(*param);
+		*param = NULL;
+		return 0;
+	}
 	if(param_no == 3)
 		return fixup_free_dm_json(param);
 	if(param_no == 4)
@@ -503,9 +590,25 @@ static int fixup_free_dm_request(void **param, int param_no)
 
 static int fixup_dm_request_async(void **param, int param_no)
 {
-	if(param_no == 4)
-		return fixup_spve_all(param, param_no);
-	return fixup_dm_request(param, param_no);
+	if(param_no == 4) {
+		gparam_t *gp;
+		if(fixup_spve_all(param, param_no) < 0)
+			return E_CFG;
+		gp = (gparam_t *)*param;
+		/* a literal route name must name a route[] of the script */
+		if(gp->type == GPARAM_TYPE_STR && route_lookup(&main_rt, gp->v.str.s) < 0) {
+			LM_ERR("dm_send_request_async: route [%s] does not exist\n", gp->v.str.s);
+			return E_CFG;
+		}
+		return 0;
+	}
+	if(param_no == 1)
+		return fixup_dm_u32(param, "dm_send_request_async", "app_id");
+	if(param_no == 2)
+		return fixup_dm_u32(param, "dm_send_request_async", "cmd_code");
+	if(param_no == 3)
+		return fixup_dm_json(param, "dm_send_request_async");
+	return E_UNSPEC;
 }
 
 static int fixup_free_dm_request_async(void **param, int param_no)
@@ -569,14 +672,14 @@ static int w_dm_send_reply1(sip_msg_t *msg, char *pjson, char *unused)
 
 /* --- dm_send_request (synchronous) ----------------------------------------------------------- */
 
-static int dmk_send_sync(sip_msg_t *msg, int app_id, int cmd_code, str *json)
+static int dmk_send_sync(sip_msg_t *msg, int64_t app_id, int64_t cmd_code, str *json)
 {
 	dmb_answer *ans = NULL;
 	int rc;
 
 	DMK_INC(sent_sync);
-	if(app_id < 0 || cmd_code < 0) {
-		LM_ERR("dm_send_request: app_id and cmd_code must be >= 0\n");
+	if(app_id < 0 || cmd_code < 0 || app_id > UINT32_MAX || cmd_code > UINT32_MAX) {
+		LM_ERR("dm_send_request: app_id and cmd_code must be 0..4294967295\n");
 		rc = DMG_RC_NOT_SENT;
 		dmk_set_outcome(rc, 0, NULL, "invalid app_id or cmd_code");
 		goto done;
@@ -595,7 +698,8 @@ static int dmk_send_sync(sip_msg_t *msg, int app_id, int cmd_code, str *json)
 	dmb_send_request(_dmk_w, (uint32_t)app_id, (uint32_t)cmd_code, json->s, (size_t)json->len,
 			(uint32_t)_dmk_request_timeout, &ans);
 	if(ans == NULL) {
-		LM_ERR("dm_send_request(%d, %d): %s\n", app_id, cmd_code, dmb_last_error());
+		LM_ERR("dm_send_request(%lld, %lld): %s\n", (long long)app_id, (long long)cmd_code,
+				dmb_last_error());
 		rc = DMG_RC_NOT_SENT;
 		dmk_set_outcome(rc, 0, NULL, dmb_last_error());
 		goto done;
@@ -604,7 +708,7 @@ static int dmk_send_sync(sip_msg_t *msg, int app_id, int cmd_code, str *json)
 	dmk_set_outcome(rc, dmb_answer_result_code(ans), dmb_answer_avps_json(ans, NULL),
 			dmb_answer_error(ans));
 	if(rc == DMG_RC_NOT_SENT || rc == DMG_RC_TIMEOUT)
-		LM_NOTICE("dm_send_request(%d, %d): %s\n", app_id, cmd_code,
+		LM_NOTICE("dm_send_request(%lld, %lld): %s\n", (long long)app_id, (long long)cmd_code,
 				dmb_answer_error(ans) ? dmb_answer_error(ans) : "no answer");
 	dmb_answer_free(ans);
 done:
@@ -619,19 +723,24 @@ static int ki_dm_send_request(sip_msg_t *msg, int app_id, int cmd_code, str *jso
 
 static int w_dm_send_request4(sip_msg_t *msg, char *papp, char *pcmd, char *pjson, char *pvar)
 {
-	int app_id, cmd_code, rc;
+	uint32_t app_id, cmd_code;
+	int rc;
 	str json;
 
-	if(fixup_get_ivalue(msg, (gparam_t *)papp, &app_id) < 0
-			|| fixup_get_ivalue(msg, (gparam_t *)pcmd, &cmd_code) < 0) {
-		LM_ERR("dm_send_request: invalid app_id or cmd_code parameter\n");
-		return DMG_RC_NOT_SENT;
+	if(dmk_get_u32(msg, papp, "dm_send_request", "app_id", &app_id) < 0
+			|| dmk_get_u32(msg, pcmd, "dm_send_request", "cmd_code", &cmd_code) < 0) {
+		dmk_set_outcome(DMG_RC_NOT_SENT, 0, NULL, "invalid app_id or cmd_code");
+		DMK_INC(sent_sync);
+		dmk_count_outcome(DMG_RC_NOT_SENT);
+		rc = DMG_RC_NOT_SENT;
+		goto setvar;
 	}
 	if(dmk_get_json(msg, (pv_elem_t *)pjson, &json) < 0) {
 		LM_ERR("dm_send_request: cannot print the JSON parameter\n");
 		return DMG_RC_NOT_SENT;
 	}
 	rc = dmk_send_sync(msg, app_id, cmd_code, &json);
+setvar:
 	if(pvar != NULL) {
 		pv_value_t val;
 		memset(&val, 0, sizeof(val));
@@ -659,7 +768,8 @@ static void *dmk_shm_alloc(size_t size, void *ctx)
 	return shm_malloc(size);
 }
 
-static int dmk_send_async(sip_msg_t *msg, int app_id, int cmd_code, str *json, str *route)
+static int dmk_send_async(
+		sip_msg_t *msg, int64_t app_id, int64_t cmd_code, str *json, str *route)
 {
 	static unsigned int rr = 0;
 	unsigned int tindex = 0, tlabel = 0;
@@ -672,8 +782,8 @@ static int dmk_send_async(sip_msg_t *msg, int app_id, int cmd_code, str *json, s
 		LM_ERR("dm_send_request_async needs tm and workers > 0\n");
 		return -1;
 	}
-	if(app_id < 0 || cmd_code < 0) {
-		LM_ERR("dm_send_request_async: app_id and cmd_code must be >= 0\n");
+	if(app_id < 0 || cmd_code < 0 || app_id > UINT32_MAX || cmd_code > UINT32_MAX) {
+		LM_ERR("dm_send_request_async: app_id and cmd_code must be 0..4294967295\n");
 		return -1;
 	}
 	if(route == NULL || route->len <= 0 || route->len >= (int)sizeof(rname)) {
@@ -740,14 +850,12 @@ static int ki_dm_send_request_async(
 static int w_dm_send_request_async(
 		sip_msg_t *msg, char *papp, char *pcmd, char *pjson, char *proute)
 {
-	int app_id, cmd_code;
+	uint32_t app_id, cmd_code;
 	str json, route;
 
-	if(fixup_get_ivalue(msg, (gparam_t *)papp, &app_id) < 0
-			|| fixup_get_ivalue(msg, (gparam_t *)pcmd, &cmd_code) < 0) {
-		LM_ERR("dm_send_request_async: invalid app_id or cmd_code parameter\n");
+	if(dmk_get_u32(msg, papp, "dm_send_request_async", "app_id", &app_id) < 0
+			|| dmk_get_u32(msg, pcmd, "dm_send_request_async", "cmd_code", &cmd_code) < 0)
 		return -1;
-	}
 	if(fixup_get_svalue(msg, (gparam_t *)proute, &route) < 0) {
 		LM_ERR("dm_send_request_async: invalid route parameter\n");
 		return -1;

@@ -1,0 +1,243 @@
+"""Shared parts of the per-server script-function matrix tests (issue 16).
+
+Each server's test (module-glue/kamailio/tests/functions.py, module-glue/opensips/tests/
+functions.py) derives the list of script functions and arities from its module's own export
+table (the C source), checks that its table of test rows covers every one of them in every
+parameter kind, generates a script with one block per row in every route kind the server
+allows, runs the real server (optionally under valgrind) with and without a bridge (shm's
+reference bridge, the echo_bridge example), drives each row with one SIP request and checks the
+return code the row logged and that the server is still alive.
+
+This file holds what does not depend on the server: processes, ports, the SIP client and the
+SIP UAS the failure/onreply routes relay to, the reference bridge, log waiting, the report.
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+KINDS = ("literal", "variable", "format")
+
+# What the reference bridge (dmshm::reference) does with the command codes the rows use.
+APP = 16777216
+CMD_ECHO = 301  # answered 2001 with the AVPs echoed: class 1
+CMD_INJECT = 999003  # makes the bridge dispatch app_id incoming requests of the named command
+
+
+class Report:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, name, cond, detail=""):
+        if cond:
+            self.passed += 1
+            print(f"ok - {name}", flush=True)
+        else:
+            self.failed += 1
+            print(f"FAIL - {name}", flush=True)
+            for line in str(detail).splitlines()[-30:]:
+                print(f"    {line}")
+        return cond
+
+    def done(self):
+        print(f"{self.passed} passed, {self.failed} failed")
+        return 0 if self.failed == 0 else 1
+
+
+def free_port(kind=socket.SOCK_DGRAM):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Procs:
+    """Every process started here, stopped by PID (also on failure: use as a context manager)."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, argv, log_path, **kw):
+        f = open(log_path, "wb")
+        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, timeout=10):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                # the whole group: kamailio's and opensips's children share it
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        for p in list(self.procs):
+            self.stop(p)
+
+
+def wait_for(path, pattern, timeout, start=0):
+    """Waits until the file (from byte offset start) matches the regex; returns the match."""
+    rx = re.compile(pattern)
+    end = time.time() + timeout
+    while True:
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                m = rx.search(f.read().decode(errors="replace"))
+                if m:
+                    return m
+        except FileNotFoundError:
+            pass
+        if time.time() >= end:
+            return None
+        time.sleep(0.05)
+
+
+def log_size(path):
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+def sip_request(port, method, headers, timeout=5.0):
+    """Sends one SIP request over UDP and returns the final reply's status line (or None)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(timeout)
+    me = s.getsockname()[1]
+    lines = [
+        f"{method} sip:bob@test.local SIP/2.0",
+        f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-{me}-{time.monotonic_ns()}",
+        "Max-Forwards: 70",
+        "From: <sip:alice@test.local>;tag=1",
+        "To: <sip:bob@test.local>",
+        f"Call-ID: {me}-{time.monotonic_ns()}@test",
+        f"CSeq: 1 {method}",
+        f"Contact: <sip:alice@127.0.0.1:{me}>",
+    ] + headers + ["Content-Length: 0", "", ""]
+    s.sendto("\r\n".join(lines).encode(), ("127.0.0.1", port))
+    try:
+        while True:
+            data, _ = s.recvfrom(65535)
+            line = data.decode(errors="replace").split("\r\n", 1)[0]
+            if not line.startswith("SIP/2.0 1"):
+                return line
+    except socket.timeout:
+        return None
+    finally:
+        s.close()
+
+
+class Uas(threading.Thread):
+    """A SIP UAS for relayed requests: 486 when the request has X-Fail (failure routes), else
+    200; copies X-Case into the reply (onreply routes read it there)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stopping = False
+
+    def run(self):
+        while not self.stopping:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            text = data.decode(errors="replace")
+            head = text.split("\r\n\r\n", 1)[0].split("\r\n")
+            if not head or head[0].startswith("SIP/2.0") or head[0].startswith("ACK"):
+                continue
+            keep = [h for h in head[1:] if re.match(r"(?i)(via|from|to|call-id|cseq|x-case):", h)]
+            code = "486 Busy Here" if any(h.lower().startswith("x-fail:") for h in head) \
+                else "200 OK"
+            to = [h for h in keep if h.lower().startswith("to:")]
+            out = [f"SIP/2.0 {code}"] + [h if h not in to else h + ";tag=uas" for h in keep]
+            out += ["Content-Length: 0", "", ""]
+            self.sock.sendto("\r\n".join(out).encode(), addr)
+
+    def close(self):
+        self.stopping = True
+        self.sock.close()
+
+
+def repo_top(here):
+    return subprocess.check_output(["git", "-C", here, "rev-parse", "--show-toplevel"],
+                                   text=True).strip()
+
+
+def build_echo_bridge(top, work):
+    """Builds shm's reference bridge; returns its path or None (with the log)."""
+    exe = os.path.join(top, "target/release/examples/echo_bridge")
+    r = subprocess.run(["cargo", "build", "--release", "-q", "-p", "dmbridge-shm", "--example",
+                        "echo_bridge"], cwd=top, capture_output=True, text=True)
+    if r.returncode != 0 or not os.path.exists(exe):
+        return None, r.stdout + r.stderr
+    return exe, ""
+
+
+def start_echo_bridge(procs, exe, work, tag):
+    sock = os.path.join(work, "ref.sock")
+    seg = f"/dev/shm/dmb-fnmatrix-{tag}-{os.getpid()}"
+    log = os.path.join(work, "ref-bridge.log")
+    p = procs.start([exe, sock, seg, "16"], log)
+    ok = wait_for(log, "listening on", 10) is not None
+    return p, sock, seg, log, ok
+
+
+def valgrind_prefix(work, name):
+    """valgrind for a forking server: every process's report in its own file."""
+    return ["valgrind", "--error-exitcode=0", "--leak-check=full", "--show-leak-kinds=definite",
+            "--errors-for-leak-kinds=definite", "--track-origins=no", "--num-callers=30",
+            "--child-silent-after-fork=no", "--trace-children=no",
+            f"--log-file={work}/vg-{name}.%p"]
+
+
+def valgrind_summary(work, name):
+    """Sums the valgrind reports of one run: (invalid reads/writes and other errors, definitely
+    lost bytes, number of process reports, the first error text)."""
+    errors = lost = files = 0
+    first = ""
+    for f in sorted(os.listdir(work)):
+        if not f.startswith(f"vg-{name}."):
+            continue
+        files += 1
+        text = open(os.path.join(work, f), errors="replace").read()
+        m = re.findall(r"ERROR SUMMARY: (\d+) errors", text)
+        if m:
+            errors += int(m[-1])
+        m = re.search(r"definitely lost: ([\d,]+) bytes", text)
+        if m:
+            lost += int(m.group(1).replace(",", ""))
+        if not first:
+            e = re.search(r"==\d+== (Invalid (read|write|free)|Conditional jump|Syscall param"
+                          r"|Use of uninitialised)[\s\S]{0,1500}", text)
+            if e:
+                first = f"{f}:\n{e.group(0)}"
+    return errors, lost, files, first
+
+
+def fail_exit(msg):
+    print(f"FAIL - {msg}")
+    print("0 passed, 1 failed")
+    sys.exit(1)
