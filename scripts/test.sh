@@ -37,6 +37,8 @@ cargo test --workspace --release --no-fail-fast
 # The OpenSIPS module's end-to-end test: needs a built OpenSIPS source tree in OPENSIPS_SRC
 # (OpenSIPS is not packaged by Debian); without it the script says it is skipped.
 tests/opensips/run.sh
+# every script function of the OpenSIPS module in every arity, kind and route (same condition)
+module-glue/opensips/tests/functions.py
 
 # The shared-memory ring protocol under the loom model checker (every interleaving of the
 # publication and sleep/wake-up protocol, bounded), in its own target dir: --cfg loom changes

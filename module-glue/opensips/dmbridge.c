@@ -51,6 +51,7 @@ static int dmo_w_pid = 0; /* the process that attached dmo_w */
 static uint64_t dmo_next_attach_ms = 0;
 static int dmo_attach_logged = 0;
 #define DMO_ATTACH_RETRY_MS 1000
+static int dmo_fixing_script = 1; /* fixups run for the script's literals (see fixup_dm_json) */
 
 static int mod_init(void);
 static int child_init(int rank);
@@ -62,6 +63,8 @@ static int w_dm_send_request(struct sip_msg *msg, int *app_id, int *cmd_code, st
 static int w_dm_send_request_async(struct sip_msg *msg, async_ctx *ctx, int *app_id,
 		int *cmd_code, str *json, pv_spec_t *rpl);
 static mi_response_t *mi_dm_status(const mi_params_t *params, struct mi_handler *async_hdl);
+static int fixup_dm_json(void **param);
+static int fixup_dm_reply_var(void **param);
 
 /* clang-format off */
 static const cmd_export_t cmds[] = {
@@ -77,8 +80,8 @@ static const cmd_export_t cmds[] = {
 	{"dm_send_request", (cmd_function)w_dm_send_request, {
 		{CMD_PARAM_INT, 0, 0},
 		{CMD_PARAM_INT, 0, 0},
-		{CMD_PARAM_STR, 0, 0},
-		{CMD_PARAM_VAR | CMD_PARAM_OPT, 0, 0}, {0, 0, 0}},
+		{CMD_PARAM_STR, fixup_dm_json, 0},
+		{CMD_PARAM_VAR | CMD_PARAM_OPT, fixup_dm_reply_var, 0}, {0, 0, 0}},
 		ALL_ROUTES},
 	{0, 0, {{0, 0, 0}}, 0}
 };
@@ -87,8 +90,8 @@ static const acmd_export_t acmds[] = {
 	{"dm_send_request", (acmd_function)w_dm_send_request_async, {
 		{CMD_PARAM_INT, 0, 0},
 		{CMD_PARAM_INT, 0, 0},
-		{CMD_PARAM_STR, 0, 0},
-		{CMD_PARAM_VAR | CMD_PARAM_OPT, 0, 0}, {0, 0, 0}}},
+		{CMD_PARAM_STR, fixup_dm_json, 0},
+		{CMD_PARAM_VAR | CMD_PARAM_OPT, fixup_dm_reply_var, 0}, {0, 0, 0}}},
 	{0, 0, {{0, 0, 0}}}
 };
 
@@ -355,6 +358,7 @@ static int mod_init(void)
 
 static int child_init(int rank)
 {
+	dmo_fixing_script = 0;
 	/* only processes with a reactor serve requests: SIP workers (and 4.0's timer workers);
 	 * the reactor is set up before child_init there */
 	if(rank < 1 || !dmo_has_reactor())
@@ -372,6 +376,41 @@ static void mod_destroy(void)
 		dmb_detach(dmo_w);
 		dmo_w = NULL;
 	}
+}
+
+/* --- fixups ------------------------------------------------------------------------------ */
+
+/* OpenSIPS calls a parameter's fixup for literals when it loads the script, and again at each
+ * call for values printed from variables. Only the first kind is checked here (until
+ * child_init clears dmo_fixing_script), so that a typo in a literal stops the start; values of
+ * variables are checked at the call (-3 and a log line). */
+
+static int fixup_dm_json(void **param)
+{
+	str *json = (str *)*param;
+	size_t off = 0;
+	const char *why = NULL;
+
+	if(!dmo_fixing_script || json == NULL || json->s == NULL)
+		return 0;
+	if(dmg_json_check_avps(json->s, (size_t)json->len, &off, &why) < 0) {
+		LM_ERR("dm_send_request: invalid AVP JSON at offset %zu: %s (%.*s)\n", off,
+				why ? why : "syntax error", json->len > 200 ? 200 : json->len, json->s);
+		return E_CFG;
+	}
+	return 0;
+}
+
+static int fixup_dm_reply_var(void **param)
+{
+	pv_spec_t *sp = (pv_spec_t *)*param;
+
+	if(sp != NULL && !pv_is_w(sp)) {
+		LM_ERR("dm_send_request: reply variable is read-only: use a writable one"
+			   " such as $var(x) or $avp(x)\n");
+		return E_CFG;
+	}
+	return 0;
 }
 
 /* --- attachment -------------------------------------------------------------------------- */

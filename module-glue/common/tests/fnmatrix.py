@@ -13,10 +13,12 @@ SIP UAS the failure/onreply routes relay to, the reference bridge, log waiting, 
 """
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -206,17 +208,36 @@ def start_echo_bridge(procs, exe, work, tag):
 
 
 def valgrind_prefix(work, name):
-    """valgrind for a forking server: every process's report in its own file."""
+    """valgrind for a forking server (forks without exec are followed): every process's report
+    in its own file; leaks are reported but not counted as errors (valgrind_summary sorts
+    them)."""
     return ["valgrind", "--error-exitcode=0", "--leak-check=full", "--show-leak-kinds=definite",
-            "--errors-for-leak-kinds=definite", "--track-origins=no", "--num-callers=30",
-            "--child-silent-after-fork=no", "--trace-children=no",
-            f"--log-file={work}/vg-{name}.%p"]
+            "--errors-for-leak-kinds=none", "--track-origins=no", "--num-callers=40",
+            "--child-silent-after-fork=no", f"--log-file={work}/vg-{name}.%p"]
+
+
+OURS = re.compile(r"dmbridge|libdmbridge|\b(dmk|dmo|dmg|dmb)_\w+|dmshm|dmbridge_cabi")
+
+
+GENERIC = re.compile(r"\b(malloc|calloc|realloc|memalign|posix_memalign|strdup|__rust_\w+|"
+                     r"alloc::|core::|std::|hashbrown::|<alloc|<core|<std|<hashbrown)")
+
+
+def allocated_by_us(record):
+    """Whose code allocated a lost block: the first stack frame that is not an allocator or
+    Rust's standard library (a leak of another module in a process we forked is not ours)."""
+    for frame in re.findall(r"(?:at|by) 0x[0-9A-F]+: (.*)", record):
+        if not GENERIC.search(frame):
+            return OURS.search(frame) is not None
+    return False
 
 
 def valgrind_summary(work, name):
-    """Sums the valgrind reports of one run: (invalid reads/writes and other errors, definitely
-    lost bytes, number of process reports, the first error text)."""
-    errors = lost = files = 0
+    """Sums the valgrind reports of one run: errors (invalid reads/writes/frees, uses of
+    uninitialised values), bytes definitely lost in blocks allocated under the module or
+    libdmbridge, bytes definitely lost elsewhere (the server and its other modules), the
+    number of process reports, and the first error or own leak's text."""
+    errors = ours = others = files = 0
     first = ""
     for f in sorted(os.listdir(work)):
         if not f.startswith(f"vg-{name}."):
@@ -226,15 +247,99 @@ def valgrind_summary(work, name):
         m = re.findall(r"ERROR SUMMARY: (\d+) errors", text)
         if m:
             errors += int(m[-1])
-        m = re.search(r"definitely lost: ([\d,]+) bytes", text)
-        if m:
-            lost += int(m.group(1).replace(",", ""))
+        for rec in re.split(r"\n==\d+== \n", text):
+            lm = re.search(r"([\d,]+) bytes in [\d,]+ blocks are definitely lost", rec)
+            if not lm:
+                continue
+            n = int(lm.group(1).replace(",", ""))
+            if allocated_by_us(rec):
+                ours += n
+                first = first or f"{f}:\n{rec}"
+            else:
+                others += n
         if not first:
             e = re.search(r"==\d+== (Invalid (read|write|free)|Conditional jump|Syscall param"
-                          r"|Use of uninitialised)[\s\S]{0,1500}", text)
+                          r"|Use of uninitialised|Mismatched free)[\s\S]{0,1500}", text)
             if e:
                 first = f"{f}:\n{e.group(0)}"
-    return errors, lost, files, first
+    return errors, ours, others, files, first
+
+
+def valgrind_check(report, work, tag, requests):
+    """One check per valgrind run: no errors, nothing lost under our code; prints the counts."""
+    errors, ours, others, files, first = valgrind_summary(work, tag)
+    print(f"# valgrind {tag}: {requests} requests, {files} process reports, {errors} errors, "
+          f"{ours} bytes definitely lost under the module/libdmbridge, {others} elsewhere")
+    report.check(f"{tag}: valgrind: no invalid reads/writes or other errors ({errors}), "
+                 f"nothing lost under the module or libdmbridge ({ours} bytes)",
+                 errors == 0 and ours == 0, first)
+
+
+def log_tail(path, n=30):
+    try:
+        return "".join(open(path, errors="replace").readlines()[-n:])
+    except FileNotFoundError:
+        return ""
+
+
+def send_row(port, log, row, slow):
+    """Sends a row's SIP request and waits for its log line: (value, reply variable or None,
+    SIP status). Sync rows log "CASE <id> rc=<rc>[ r=<var>]", async rows "FIN <id>
+    result=<rc>[ r=<var>]"."""
+    pos = log_size(log)
+    hdrs = [f"X-Case: {row['id']}", f"X-Where: {row['where']}"]
+    if row["where"] == "fail":
+        hdrs.append("X-Fail: 1")
+    status = sip_request(port, "OPTIONS", hdrs, timeout=5 * slow)
+    what, key = ("FIN", "result") if row["fkind"] == "async" else ("CASE", "rc")
+    m = wait_for(log, rf"{what} {row['id']} {key}=(\S+)(?: r=(\S*))?", 5 * slow, pos)
+    return (m.group(1), m.group(2), status) if m else (None, None, status)
+
+
+def run_phases(report, prefix, top, before, phase):
+    """The skeleton of a matrix test: a work directory, the UAS, `before(procs, work)`, then
+    `phase(procs, work, uas, socket, bridge)` without a bridge and with the reference bridge;
+    everything stopped at the end, also on failure. Exits with the report's status."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    uas = Uas()
+    uas.start()
+    try:
+        with Procs() as procs:
+            before(procs, work)
+            phase(procs, work, uas, os.path.join(work, "no-such-bridge.sock"), False)
+            exe, blog = build_echo_bridge(top, work)
+            if report.check("reference bridge (echo_bridge example) builds", exe, blog):
+                p, sock, seg, rlog, ok = start_echo_bridge(procs, exe, work, prefix.strip("."))
+                if report.check("reference bridge starts", ok, log_tail(rlog)):
+                    phase(procs, work, uas, sock, True)
+                procs.stop(p)
+                for f in (sock, seg):
+                    if os.path.exists(f):
+                        os.unlink(f)
+    finally:
+        uas.close()
+        code = report.done()
+        if code == 0 or not os.environ.get("KEEP_WORK"):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept {work}")
+    sys.exit(code)
+
+
+def runtime_cases(report, procs, work, server, proc, port, log, cases, slow, valgrind):
+    """Runs (where, value, rc, log regex) cases against a script that calls a function with
+    X-V as an argument chosen by X-Where and answers "299 rc=<rc>"; then checks the server is
+    alive, stops it and, under valgrind, checks its reports."""
+    for where, val, rc, rx in cases:
+        pos = log_size(log)
+        st = sip_request(port, "OPTIONS", [f"X-Where: {where}", f"X-V: {val}"], 5 * slow)
+        ok = st == f"SIP/2.0 299 rc={rc}" and wait_for(log, rx, 3 * slow, pos) is not None
+        report.check(f"runtime: {where} = {val!r} -> {rc} and a log line /{rx}/", ok,
+                     f"got {st}\n{log_tail(log)}")
+    report.check(f"runtime: {server} still running", proc.poll() is None, log_tail(log))
+    procs.stop(proc, timeout=60 if valgrind else 10)
+    if valgrind:
+        valgrind_check(report, work, "rt", len(cases))
 
 
 def fail_exit(msg):

@@ -24,10 +24,8 @@ Loopback only, free ports, bounded waits; every process started here is stopped 
 import glob
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(here, "../../common/tests"))
@@ -350,39 +348,28 @@ def run_rows(procs, rs, api, cfg_path, sock, bridge, work, tag, uas):
     k = procs.start(kamailio_argv(cfg_path, port, sock, rundir, tag, work), log)
     slow = 10 if VALGRIND else 1
     if not report.check(f"{tag}: module worker started",
-                        fm.wait_for(log, "dmbridge worker 1 started", 20 * slow), log_tail(log)):
+                        fm.wait_for(log, "dmbridge worker 1 started", 20 * slow), fm.log_tail(log)):
         return
     if bridge:
         report.check(f"{tag}: module worker attached to the reference bridge",
-                     fm.wait_for(log, "attached to bridge", 10 * slow), log_tail(log))
+                     fm.wait_for(log, "attached to bridge", 10 * slow), fm.log_tail(log))
     n = 0
     for r in rs:
         if r["api"] != api or (r["where"] == "event" and not bridge):
             continue
         n += 1
-        pos = fm.log_size(log)
-        hdrs = [f"X-Case: {r['id']}", f"X-Where: {r['where']}"]
-        if r["where"] == "fail":
-            hdrs.append("X-Fail: 1")
-        status = fm.sip_request(port, "OPTIONS", hdrs, timeout=5 * slow)
+        got, var, status = fm.send_row(port, log, r, slow)
         exp = expected(r["fkind"], r["where"], bridge)
         label = (f"{tag}: {r['name']}/{r['arity']} {r['kind']} in {r['where']} route -> "
                  f"{exp}")
-        if r["fkind"] == "async":
-            m = fm.wait_for(log, rf"FIN {r['id']} result=(\S+)", 5 * slow, pos)
-            got = m.group(1) if m else None
-        else:
-            m = fm.wait_for(log, rf"CASE {r['id']} rc=(\S+) r=(\S*)|CASE {r['id']} rc=(\S+)",
-                            5 * slow, pos)
-            got = (m.group(1) or m.group(3)) if m else None
         ok = got == exp
-        detail = f"got {got}, SIP reply {status}\n{log_tail(log)}"
+        detail = f"got {got}, SIP reply {status}\n{fm.log_tail(log)}"
         # the reply variable: the answer's AVPs, NULL (printed 0) when not sent, untouched
         # ("unset") by the 3-parameter form
-        if ok and api == "native" and r["name"] == "dm_send_request" and m:
+        if ok and api == "native" and r["name"] == "dm_send_request":
             want_r = "unset" if r["arity"] == 3 else (J if bridge else "0")
-            ok = m.group(2) == want_r
-            detail = f"reply variable {m.group(2)!r}, expected {want_r!r}\n" + detail
+            ok = var == want_r
+            detail = f"reply variable {var!r}, expected {want_r!r}\n" + detail
             label += f", reply variable {want_r}"
         report.check(label, ok, detail)
     alive = k.poll() is None
@@ -390,21 +377,10 @@ def run_rows(procs, rs, api, cfg_path, sock, bridge, work, tag, uas):
     crash = re.search(r"(?i)segfault|signal 11|core dump|child process \d+ exited by a signal",
                       text)
     report.check(f"{tag}: {n} rows run, kamailio still running, no crash in its log",
-                 alive and not crash, crash.group(0) if crash else log_tail(log))
+                 alive and not crash, crash.group(0) if crash else fm.log_tail(log))
     procs.stop(k, timeout=60 if VALGRIND else 10)
     if VALGRIND:
-        errors, lost, files, first = fm.valgrind_summary(work, tag)
-        print(f"# valgrind {tag}: {files} process reports, {errors} errors, "
-              f"{lost} bytes definitely lost")
-        report.check(f"{tag}: valgrind: no invalid reads/writes or other errors ({errors})",
-                     errors == 0, first)
-
-
-def log_tail(path, n=30):
-    try:
-        return "".join(open(path, errors="replace").readlines()[-n:])
-    except FileNotFoundError:
-        return ""
+        fm.valgrind_check(report, work, tag, n)
 
 
 # --- config-time and run-time argument errors (item 3) --------------------------------------
@@ -485,31 +461,20 @@ route[FIN] { t_reply("299", "fin"); }
                                   work), log)
     slow = 10 if VALGRIND else 1
     if not report.check("runtime: kamailio started",
-                        fm.wait_for(log, "dmbridge worker 1 started", 20 * slow), log_tail(log)):
+                        fm.wait_for(log, "dmbridge worker 1 started", 20 * slow), fm.log_tail(log)):
         return
-    for where, val, rc, rx in [
+    cases = [
         ("app", "abc", "-3", r"app_id \[abc\] is not a decimal number"),
         ("app", "-5", "-3", r"app_id \[-5\] is not a decimal number"),
         ("json", '{"User-Name":"a"}', "-3", r"invalid AVP JSON at offset 0"),
         ("json", "[{", "-3", r"invalid AVP JSON at offset"),
         ("route", "NO_SUCH_ROUTE", "-1", r"route \[NO_SUCH_ROUTE\] does not exist"),
         ("reply", "[]", "-1", r"no Diameter request is being handled here"),
-    ]:
-        pos = fm.log_size(log)
-        st = fm.sip_request(port, "OPTIONS", [f"X-Where: {where}", f"X-V: {val}"], 5 * slow)
-        ok = st == f"SIP/2.0 299 rc={rc}" and fm.wait_for(log, rx, 3 * slow, pos) is not None
-        report.check(f"runtime: {where} = {val!r} -> {rc} and a log line /{rx}/", ok,
-                     f"got {st}\n{log_tail(log)}")
-    report.check("runtime: kamailio still running", k.poll() is None, log_tail(log))
-    procs.stop(k, timeout=60 if VALGRIND else 10)
-    if VALGRIND:
-        errors, lost, files, first = fm.valgrind_summary(work, "rt")
-        print(f"# valgrind rt: {files} process reports, {errors} errors, {lost} bytes lost")
-        report.check(f"rt: valgrind: no errors ({errors})", errors == 0, first)
+    ]
+    fm.runtime_cases(report, procs, work, "kamailio", k, port, log, cases, slow, VALGRIND)
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="dmk-functions.")
     r = subprocess.run(["make", "-s", "-C", os.path.join(top, "module-glue/kamailio")],
                        capture_output=True, text=True)
     if r.returncode != 0:
@@ -518,39 +483,23 @@ def main():
     report.check(f"export tables parsed: {len(native)} native (name, arity), {len(kemi)} KEMI",
                  len(native) >= 7 and len(kemi) >= 5, f"{native} {kemi}")
     rs = rows(native, kemi)
-    uas = fm.Uas()
-    uas.start()
-    try:
-        with fm.Procs() as procs:
-            config_errors(work)
-            runtime_errors(procs, work)
-            ncfg = os.path.join(work, "native.cfg")
-            open(ncfg, "w").write(native_cfg(rs, uas.port))
-            kcfg_text, lua = kemi_files(rs, uas.port, os.path.join(work, "cases.lua"))
-            kcfg = os.path.join(work, "kemi.cfg")
-            open(kcfg, "w").write(kcfg_text)
-            open(os.path.join(work, "cases.lua"), "w").write(lua)
-            none = os.path.join(work, "no-such-bridge.sock")
-            run_rows(procs, rs, "native", ncfg, none, False, work, "native-nobridge", uas)
-            run_rows(procs, rs, "kemi", kcfg, none, False, work, "kemi-nobridge", uas)
-            exe, blog = fm.build_echo_bridge(top, work)
-            if report.check("reference bridge (echo_bridge example) builds", exe, blog):
-                p, sock, seg, rlog, ok = fm.start_echo_bridge(procs, exe, work, "k")
-                if report.check("reference bridge starts", ok, log_tail(rlog)):
-                    run_rows(procs, rs, "native", ncfg, sock, True, work, "native-bridge", uas)
-                    run_rows(procs, rs, "kemi", kcfg, sock, True, work, "kemi-bridge", uas)
-                procs.stop(p)
-                for f in (sock, seg):
-                    if os.path.exists(f):
-                        os.unlink(f)
-    finally:
-        uas.close()
-        code = report.done()
-        if code == 0 or not os.environ.get("KEEP_WORK"):
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"kept {work}")
-    sys.exit(code)
+
+    def before(procs, work):
+        config_errors(work)
+        runtime_errors(procs, work)
+
+    def phase(procs, work, uas, sock, bridge):
+        ncfg = os.path.join(work, "native.cfg")
+        open(ncfg, "w").write(native_cfg(rs, uas.port))
+        kcfg_text, lua = kemi_files(rs, uas.port, os.path.join(work, "cases.lua"))
+        kcfg = os.path.join(work, "kemi.cfg")
+        open(kcfg, "w").write(kcfg_text)
+        open(os.path.join(work, "cases.lua"), "w").write(lua)
+        suffix = "bridge" if bridge else "nobridge"
+        run_rows(procs, rs, "native", ncfg, sock, bridge, work, f"native-{suffix}", uas)
+        run_rows(procs, rs, "kemi", kcfg, sock, bridge, work, f"kemi-{suffix}", uas)
+
+    fm.run_phases(report, "dmk-functions.", top, before, phase)
 
 
 if __name__ == "__main__":
