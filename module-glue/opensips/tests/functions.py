@@ -27,6 +27,7 @@ import subprocess
 import sys
 
 here = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(here, "../../common/tests"))
 import fnmatrix as fm  # noqa: E402
 
