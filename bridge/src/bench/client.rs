@@ -7,7 +7,17 @@
 //! and waits for the requests in flight (each ends as an answer or a timeout, so this is
 //! bounded by the timeout); `Closing` has sent DPR and waits a bounded time for the DPA;
 //! `Done`. A DPR from the peer is answered and ends the connection at once.
+//!
+//! Session mode (`--then`): each request of the main template opens a session; when its
+//! answer is a success, the follow-up templates are sent one after the other, each after the
+//! previous one's answer, with the session's Session-Id and, as Destination-Host, the
+//! Origin-Host of the answer before (RFC 4006 §5.5/§8: the CCR-Update and CCR-Terminate of a
+//! session go to the server that answered its CCR-Initial; DESIGN §7: the node holding the
+//! session's state). An answer to a follow-up from another host is counted as `wrong_host`;
+//! a failed step ends its session. Follow-ups queued when the sending phase ends are still
+//! sent (the sessions are terminated), within the drain.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +27,7 @@ use dmproto::Message;
 
 use super::capabilities::{self as caps, cmd, LocalNode};
 use super::pending::{Slot, Window};
-use super::stats::{Live, Tally};
+use super::stats::{Live, Outcome, Tally};
 use super::template::{Subst, Template};
 
 /// How long to wait for the DPA after our DPR.
@@ -96,11 +106,27 @@ enum State {
     Done,
 }
 
+/// A session in progress (session mode): its Session-Id, the step its request in flight is
+/// (0 = the main template), and the host its follow-ups are bound to.
+#[derive(Clone, Debug)]
+struct Session {
+    id: Bytes,
+    step: usize,
+    bound: Option<Bytes>,
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct Client {
     plan: Plan,
     template: Arc<Template>,
+    /// Session mode: the follow-up templates, in order (empty: no sessions).
+    followups: Arc<Vec<Template>>,
+    /// Session mode: the session of each request in flight, by hop-by-hop id.
+    sessions: HashMap<u32, Session>,
+    /// Session mode: follow-ups due (their previous step was answered), sent before new
+    /// sessions.
+    ready: VecDeque<Session>,
     node: Arc<LocalNode>,
     shared: Arc<Shared>,
     window: Window,
@@ -124,6 +150,9 @@ impl Client {
         shared: Arc<Shared>,
     ) -> Client {
         Client {
+            followups: Arc::new(Vec::new()),
+            sessions: HashMap::new(),
+            ready: VecDeque::new(),
             window: Window::new(plan.first_hop_by_hop),
             end_to_end: plan.first_end_to_end,
             rng: plan.seed | 1,
@@ -137,6 +166,16 @@ impl Client {
             tally: Tally::default(),
             failure: None,
         }
+    }
+
+    /// Session mode: `followups` are sent after each successful answer (module docs).
+    pub fn with_followups(mut self, followups: Arc<Vec<Template>>) -> Client {
+        self.followups = followups;
+        self
+    }
+
+    fn session_mode(&self) -> bool {
+        !self.followups.is_empty()
     }
 
     pub fn is_done(&self) -> bool {
@@ -168,7 +207,10 @@ impl Client {
                 self.send_due(now, out);
             }
         }
-        if self.state == State::Draining && self.window.live() == 0 {
+        if self.state == State::Draining && !self.ready.is_empty() {
+            self.send_followups(now, out, usize::MAX);
+        }
+        if self.state == State::Draining && self.window.live() == 0 && self.ready.is_empty() {
             self.close(now, out);
         }
         if let State::Closing { deadline, .. } = self.state {
@@ -197,8 +239,61 @@ impl Client {
         }
     }
 
+    /// Session mode: sends queued follow-ups while fewer than `limit` are in flight.
+    fn send_followups(&mut self, now: Instant, out: &mut BytesMut, limit: usize) -> usize {
+        let mut sent = 0;
+        while self.window.live() < limit && sent < MAX_BATCH {
+            let Some(sess) = self.ready.pop_front() else {
+                break;
+            };
+            let followups = self.followups.clone();
+            let Some(t) = followups.get(sess.step - 1) else {
+                continue;
+            };
+            let hop_by_hop = self.window.push(Slot {
+                intended: now,
+                deadline: now + self.plan.timeout,
+            });
+            self.end_to_end = self.end_to_end.wrapping_add(1);
+            let subst = Subst {
+                counter: self.tally.followups_sent,
+                random: self.random(),
+                conn: self.plan.conn,
+            };
+            let mut buf = BytesMut::new();
+            t.write(&mut buf, hop_by_hop, self.end_to_end, &subst);
+            match bind_to_session(&buf, &sess.id, sess.bound.as_deref()) {
+                Some(b) => out.extend_from_slice(&b),
+                None => {
+                    self.window.take(hop_by_hop);
+                    continue;
+                }
+            }
+            self.sessions.insert(hop_by_hop, sess);
+            self.tally.followups_sent += 1;
+            sent += 1;
+        }
+        if sent > 0 {
+            self.tally.sent += sent as u64;
+            Live::add(&self.shared.live.sent, sent as u64);
+        }
+        sent
+    }
+
     fn send_due(&mut self, now: Instant, out: &mut BytesMut) {
         let mut sent = 0usize;
+        if self.session_mode() && !self.ready.is_empty() {
+            let limit = match self.plan.pace {
+                Pace::Concurrency(k) => k,
+                Pace::Rate { .. } => self.plan.max_in_flight,
+            };
+            // Counted in `tally.sent` there; here only for the batch limit.
+            let followups = self.send_followups(now, out, limit);
+            if followups >= MAX_BATCH {
+                self.more_due = true;
+                return;
+            }
+        }
         loop {
             if sent == MAX_BATCH {
                 self.more_due = true;
@@ -241,8 +336,20 @@ impl Client {
                 random: self.random(),
                 conn: self.plan.conn,
             };
+            let at = out.len();
             self.template
                 .write(out, hop_by_hop, self.end_to_end, &subst);
+            if self.session_mode() {
+                if let Some(id) = session_id(&out[at..]) {
+                    self.tally.sessions += 1;
+                    let sess = Session {
+                        id,
+                        step: 0,
+                        bound: None,
+                    };
+                    self.sessions.insert(hop_by_hop, sess);
+                }
+            }
             sent += 1;
         }
         if sent > 0 {
@@ -356,22 +463,95 @@ impl Client {
                 if !outcome.is_success() {
                     Live::add(&self.shared.live.errors, 1);
                 }
+                if let Some(sess) = self.sessions.remove(&m.header.hop_by_hop) {
+                    self.session_answer(sess, &m, outcome);
+                }
             }
             None => self.tally.unmatched += 1,
         }
         Ok(())
     }
 
+    /// Session mode: accounts an answer to a session's request and queues its next step.
+    fn session_answer(&mut self, mut sess: Session, answer: &Message, outcome: Outcome) {
+        let success = outcome.is_success();
+        let origin = answer
+            .find_ref(super::template::code::ORIGIN_HOST, 0)
+            .map(|a| Bytes::copy_from_slice(a.data));
+        if let Some(o) = &origin {
+            self.tally.count_origin(o);
+        }
+        if sess.step > 0 {
+            if !success {
+                self.tally.followup_errors += 1;
+                self.tally.count_followup_error(outcome);
+            }
+            if success && origin.is_some() && origin != sess.bound {
+                self.tally.wrong_host += 1;
+            }
+        }
+        if success && sess.step < self.followups.len() {
+            if sess.bound.is_none() {
+                sess.bound = origin;
+            }
+            sess.step += 1;
+            self.ready.push_back(sess);
+        } else if success {
+            self.tally.sessions_completed += 1;
+        }
+    }
+
     /// The connection is gone (or must go): requests in flight are unanswered; `why` is
     /// recorded as a failure unless the run had reached its DPR already.
     pub fn end(&mut self, why: Option<String>) {
         self.tally.unanswered += self.window.clear() as u64;
+        self.sessions.clear();
+        self.ready.clear();
         let expected = matches!(self.state, State::Closing { .. } | State::Done);
         if !expected && self.failure.is_none() {
             self.failure = why;
         }
         self.state = State::Done;
     }
+}
+
+/// The Session-Id of an encoded request.
+fn session_id(request: &[u8]) -> Option<Bytes> {
+    let m = Message::decode(Bytes::copy_from_slice(request)).ok()?;
+    m.find_ref(super::template::code::SESSION_ID, 0)
+        .map(|a| Bytes::copy_from_slice(a.data))
+}
+
+/// A rendered follow-up request re-addressed to its session: the Session-Id replaced by
+/// `session` (and put first, RFC 6733 §8.8), the Destination-Host by `bound` (added when the
+/// template has none); every other AVP as rendered.
+fn bind_to_session(rendered: &[u8], session: &[u8], bound: Option<&[u8]>) -> Option<Bytes> {
+    use super::template::code::{DESTINATION_HOST, SESSION_ID};
+    use dmproto::avp::AvpFlags;
+    let m = Message::decode(Bytes::copy_from_slice(rendered)).ok()?;
+    let mut w = dmproto::MessageWriter::new(m.header);
+    w.avp(SESSION_ID, AvpFlags::M, 0, session);
+    let mut has_dh = false;
+    for a in m.avp_refs() {
+        let a = a.ok()?;
+        match (a.code, a.vendor) {
+            (SESSION_ID, 0) => {}
+            (DESTINATION_HOST, 0) => {
+                has_dh = true;
+                match bound {
+                    Some(h) => w.avp(DESTINATION_HOST, AvpFlags::M, 0, h),
+                    None => w.raw(a.raw),
+                };
+            }
+            _ => {
+                w.raw(a.raw);
+            }
+        }
+    }
+    if let (false, Some(h)) = (has_dh, bound) {
+        w.avp(DESTINATION_HOST, AvpFlags::M, 0, h);
+    }
+    w.finish().ok()
 }
 
 #[cfg(test)]

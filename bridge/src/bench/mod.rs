@@ -47,6 +47,13 @@ pub struct BenchArgs {
     /// {{counter}}, {{random}}, {{session}}, {{conn}}.
     #[arg(long, value_name = "FILE")]
     pub template: PathBuf,
+    /// Session mode: follow-up request templates (repeat for several, e.g. a CCR-Update then
+    /// a CCR-Terminate). Each request of --template opens a session; after each success
+    /// answer the next follow-up is sent with the session's Session-Id and, as
+    /// Destination-Host, the Origin-Host that answered the session's first request. The
+    /// summary adds per-session counts (wrong_host: a follow-up answered by another host).
+    #[arg(long = "then", value_name = "FILE")]
+    pub then: Vec<PathBuf>,
     /// Extra dictionary files (aaa_diameter format), loaded over the built-ins.
     #[arg(long, value_name = "FILE")]
     pub dict: Vec<PathBuf>,
@@ -181,11 +188,12 @@ fn load_dictionary(files: &[PathBuf]) -> Result<Dictionary, String> {
 /// Loads the dictionary and the template file.
 fn load(args: &BenchArgs) -> Result<(Dictionary, serde_json::Value), String> {
     let dict = load_dictionary(&args.dict)?;
-    let text = std::fs::read_to_string(&args.template)
-        .map_err(|e| format!("{}: {e}", args.template.display()))?;
-    let json =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", args.template.display()))?;
-    Ok((dict, json))
+    Ok((dict, load_json(&args.template)?))
+}
+
+fn load_json(path: &std::path::Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// `--print-request`: the first request as §8 JSON, then its bytes in hex.
@@ -239,6 +247,11 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
     }
     let addr = resolve(args.connect.as_deref().unwrap_or_default())?;
     let (dict, json) = load(args)?;
+    let then_json = args
+        .then
+        .iter()
+        .map(|p| load_json(p).map(|j| (p, j)))
+        .collect::<Result<Vec<_>, _>>()?;
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -305,6 +318,13 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
                 .map_err(|e| format!("{}: {e}", args.template.display()))?;
             templates.push(Arc::new(t));
         }
+        let mut followups = Vec::with_capacity(then_json.len());
+        for (path, j) in &then_json {
+            let t =
+                Template::compile(j, &id, &dict).map_err(|e| format!("{}: {e}", path.display()))?;
+            followups.push(t);
+        }
+        let followups = Arc::new(followups);
         let is_static = templates.first().is_some_and(|t| t.is_static());
         if !args.quiet {
             let p = &handshakes
@@ -360,7 +380,8 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
                 first_end_to_end: e2e_base(now_unix, next_u32(&mut seed)),
                 seed: next_u64(&mut seed),
             };
-            let mut client = Client::new(plan, template, node.clone(), shared.clone());
+            let mut client = Client::new(plan, template, node.clone(), shared.clone())
+                .with_followups(followups.clone());
             client.tally.dwr_answered = est.dwr_answered;
             tasks.push(tokio::spawn(conn::drive(est.stream, est.framer, client)));
         }

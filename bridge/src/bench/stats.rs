@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use dmproto::result_code;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value as Json};
@@ -85,6 +86,21 @@ pub struct Tally {
     /// Latency in microseconds.
     pub latency: Histogram<u64>,
     pub last_answer: Option<Instant>,
+    /// Session mode (`--then`): sessions opened (main-template requests sent).
+    pub sessions: u64,
+    /// Session mode: sessions whose every step was answered with success.
+    pub sessions_completed: u64,
+    /// Session mode: follow-up requests sent.
+    pub followups_sent: u64,
+    /// Session mode: follow-ups answered with an error (e.g. their bound host is gone).
+    pub followup_errors: u64,
+    /// Session mode: follow-up errors by outcome.
+    pub followup_outcomes: Vec<(Outcome, u64)>,
+    /// Session mode: successful follow-up answers from a host other than the one the session
+    /// is bound to.
+    pub wrong_host: u64,
+    /// Session mode: answers by their Origin-Host (few distinct hosts: a small vector).
+    pub by_origin: Vec<(Bytes, u64)>,
 }
 
 impl Default for Tally {
@@ -99,6 +115,13 @@ impl Default for Tally {
             outcomes: Vec::new(),
             latency: new_histogram(),
             last_answer: None,
+            sessions: 0,
+            sessions_completed: 0,
+            followups_sent: 0,
+            followup_errors: 0,
+            wrong_host: 0,
+            followup_outcomes: Vec::new(),
+            by_origin: Vec::new(),
         }
     }
 }
@@ -111,30 +134,58 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
 }
 
+/// Adds `n` to `key`'s count in a small vector of counts (few distinct keys: beats a map).
+fn add_count<K: PartialEq + Clone>(counts: &mut Vec<(K, u64)>, key: &K, n: u64) {
+    match counts.iter_mut().find(|(k, _)| k == key) {
+        Some((_, m)) => *m += n,
+        None => counts.push((key.clone(), n)),
+    }
+}
+
 impl Tally {
     pub fn record_answer(&mut self, outcome: Outcome, latency: Duration, now: Instant) {
         self.answered += 1;
         let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
         self.latency.saturating_record(us);
-        match self.outcomes.iter_mut().find(|(o, _)| *o == outcome) {
-            Some((_, n)) => *n += 1,
-            None => self.outcomes.push((outcome, 1)),
-        }
+        add_count(&mut self.outcomes, &outcome, 1);
         self.last_answer = Some(now);
     }
 
+    pub fn count_followup_error(&mut self, outcome: Outcome) {
+        match self
+            .followup_outcomes
+            .iter_mut()
+            .find(|(o, _)| *o == outcome)
+        {
+            Some((_, n)) => *n += 1,
+            None => self.followup_outcomes.push((outcome, 1)),
+        }
+    }
+
+    pub fn count_origin(&mut self, host: &Bytes) {
+        add_count(&mut self.by_origin, host, 1);
+    }
+
     pub fn merge(&mut self, other: &Tally) {
+        self.sessions += other.sessions;
+        self.sessions_completed += other.sessions_completed;
+        self.followups_sent += other.followups_sent;
+        self.followup_errors += other.followup_errors;
+        self.wrong_host += other.wrong_host;
+        for (o, n) in &other.followup_outcomes {
+            add_count(&mut self.followup_outcomes, o, *n);
+        }
+        for (h, n) in &other.by_origin {
+            add_count(&mut self.by_origin, h, *n);
+        }
         self.sent += other.sent;
         self.answered += other.answered;
         self.timeouts += other.timeouts;
         self.unanswered += other.unanswered;
         self.unmatched += other.unmatched;
         self.dwr_answered += other.dwr_answered;
-        for &(o, n) in &other.outcomes {
-            match self.outcomes.iter_mut().find(|(x, _)| *x == o) {
-                Some((_, m)) => *m += n,
-                None => self.outcomes.push((o, n)),
-            }
+        for (o, n) in &other.outcomes {
+            add_count(&mut self.outcomes, o, *n);
         }
         // Same bounds on both sides: cannot fail; a failure would only lose latency samples.
         let _ = self.latency.add(&other.latency);
@@ -220,6 +271,23 @@ impl Summary {
                 "max": lat.max(),
             },
             "failures": self.failures,
+            "sessions": {
+                "opened": t.sessions,
+                "completed": t.sessions_completed,
+                "followups_sent": t.followups_sent,
+                "followup_errors": t.followup_errors,
+                "wrong_host": t.wrong_host,
+                "followup_errors_by_code": t
+                    .followup_outcomes
+                    .iter()
+                    .map(|(o, n)| (o.key(), json!(n)))
+                    .collect::<Map<String, Json>>(),
+                "answers_by_origin_host": t
+                    .by_origin
+                    .iter()
+                    .map(|(h, n)| (String::from_utf8_lossy(h).into_owned(), json!(n)))
+                    .collect::<Map<String, Json>>(),
+            },
         })
     }
 
@@ -272,6 +340,16 @@ impl Summary {
             ms(t.latency.max()),
             t.latency.mean() / 1000.0
         );
+        if t.sessions > 0 {
+            let _ = writeln!(
+                s,
+                "sessions {}  completed {}  follow-ups {}  follow-up errors {}  wrong host {}",
+                t.sessions, t.sessions_completed, t.followups_sent, t.followup_errors, t.wrong_host
+            );
+            for (h, n) in &t.by_origin {
+                let _ = writeln!(s, "  answers from {:<40} {n}", String::from_utf8_lossy(h));
+            }
+        }
         for f in &self.failures {
             let _ = writeln!(s, "connection failure: {f}");
         }

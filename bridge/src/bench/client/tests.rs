@@ -369,3 +369,96 @@ fn steady_state_allocates_nothing_per_request() {
         ROUNDS * K
     );
 }
+
+fn answer_from(req: &Message, result: u32, origin: &str) -> Bytes {
+    let mut w = MessageWriter::answer_to(&req.header);
+    if let Some(s) = req.find_ref(263, 0) {
+        w.raw(s.raw);
+    }
+    w.u32(268, AvpFlags::M, 0, result);
+    w.str(264, AvpFlags::M, 0, origin);
+    w.finish().unwrap()
+}
+
+#[test]
+fn session_mode_binds_followups_to_the_host_that_answered() {
+    let t0 = Instant::now();
+    let id = Identity {
+        origin_host: "bench.test.local".into(),
+        origin_realm: "test.local".into(),
+        destination_realm: "test.local".into(),
+        destination_host: None,
+        session_high: 1,
+    };
+    let d = Dictionary::builtin();
+    let ccr = |t: u32| {
+        json!({"cmd_code": 272, "app_id": 4, "avps": [
+            {"Session-Id": "{{session}}"}, {"Auth-Application-Id": 4},
+            {"CC-Request-Type": t}, {"CC-Request-Number": t - 1}
+        ]})
+    };
+    let main = Template::compile(&ccr(1), &id, d).unwrap();
+    let then = vec![
+        Template::compile(&ccr(2), &id, d).unwrap(),
+        Template::compile(&ccr(3), &id, d).unwrap(),
+    ];
+    let shared = Arc::new(Shared::new(2));
+    let plan = Plan {
+        conn: 0,
+        pace: Pace::Concurrency(2),
+        timeout: 100 * MS,
+        start: t0,
+        stop_at: t0 + Duration::from_secs(10),
+        max_in_flight: 1000,
+        first_hop_by_hop: 1,
+        first_end_to_end: 5,
+        seed: 42,
+    };
+    let mut c = Client::new(plan, Arc::new(main), node(), shared).with_followups(Arc::new(then));
+    let mut out = BytesMut::new();
+    c.poll(t0, &mut out);
+    let first = take(&mut out);
+    assert_eq!(first.len(), 2);
+    let sids: Vec<String> = first
+        .iter()
+        .map(|m| m.session_id().unwrap().to_string())
+        .collect();
+    assert_ne!(sids[0], sids[1]);
+    // Session 0 answered by node2, session 1 by node3.
+    c.on_frame(t0, answer_from(&first[0], 2001, "node2"), &mut out)
+        .unwrap();
+    c.on_frame(t0, answer_from(&first[1], 2001, "node3"), &mut out)
+        .unwrap();
+    c.poll(t0, &mut out);
+    let ups = take(&mut out);
+    assert_eq!(ups.len(), 2, "one update per session");
+    for (u, (sid, host)) in ups.iter().zip([(&sids[0], "node2"), (&sids[1], "node3")]) {
+        assert_eq!(u.session_id(), Some(sid.as_str()));
+        assert_eq!(u.find_ref(293, 0).unwrap().data, host.as_bytes());
+        assert_eq!(u.find_u32(416, 0), Some(2), "CC-Request-Type UPDATE");
+        assert_eq!(u.avp_refs().next().unwrap().unwrap().code, 263);
+    }
+    // Session 0's update answered by the wrong host; session 1's update fails.
+    c.on_frame(t0, answer_from(&ups[0], 2001, "node3"), &mut out)
+        .unwrap();
+    c.on_frame(t0, answer_from(&ups[1], 3002, "dra"), &mut out)
+        .unwrap();
+    c.poll(t0, &mut out);
+    let terms = take(&mut out);
+    assert_eq!(terms.len(), 1, "a failed step ends its session");
+    assert_eq!(terms[0].find_u32(416, 0), Some(3));
+    assert_eq!(terms[0].find_ref(293, 0).unwrap().data, b"node2");
+    c.on_frame(t0, answer_from(&terms[0], 2001, "node2"), &mut out)
+        .unwrap();
+    c.poll(t0, &mut out);
+    assert_eq!(c.tally.sessions, 2);
+    assert_eq!(
+        c.tally.sent, 5,
+        "2 initial + 3 follow-ups, each counted once"
+    );
+    assert_eq!(c.tally.followups_sent, 3);
+    assert_eq!(c.tally.wrong_host, 1);
+    assert_eq!(c.tally.followup_errors, 1);
+    assert_eq!(c.tally.sessions_completed, 1);
+    assert_eq!(c.in_flight(), 0);
+}
