@@ -20,6 +20,7 @@ pub mod bridge;
 pub mod capture;
 pub mod child;
 pub mod dmbridge;
+pub mod echo_worker;
 pub mod oracle;
 pub mod paths;
 pub mod peers;

@@ -1392,49 +1392,7 @@ fn segment_and_control_socket_are_owner_only_unless_a_group_is_configured() {
 // ---------------------------------------------------------------------------------------------
 // The C library: workers written in C on libdmbridge (what the SIP-server modules link)
 
-/// Builds libdmbridge (this test's profile) and `tests/c/dmb_echo_worker.c` against it
-/// through `include/dmbridge.h`; returns the program.
-fn build_c_echo_worker(dir: &Path) -> PathBuf {
-    let root = harness::paths::repo_root();
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let release = profile.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root)
-        .args(["build", "--quiet", "-p", "dmbridge-cabi"]);
-    if release {
-        cmd.arg("--release");
-    }
-    if let Some(target) = profile.parent() {
-        cmd.env("CARGO_TARGET_DIR", target);
-    }
-    let out = cmd.output().expect("run cargo");
-    assert!(
-        out.status.success(),
-        "cargo build -p dmbridge-cabi: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cc = harness::paths::require_program("cc", "gcc");
-    let bin = dir.join("dmb_echo_worker");
-    let out = Command::new(cc)
-        .args(["-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-I"])
-        .arg(root.join("include"))
-        .arg("-o")
-        .arg(&bin)
-        .arg(root.join("tests/c/dmb_echo_worker.c"))
-        .arg(format!("-L{}", profile.display()))
-        .arg("-ldmbridge")
-        .arg(format!("-Wl,-rpath,{}", profile.display()))
-        .output()
-        .expect("run cc");
-    assert!(
-        out.status.success(),
-        "compiling dmb_echo_worker.c: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
-}
+use harness::echo_worker::build_c_echo_worker;
 
 /// Sends `n` test_app requests pipelined, each with its own Test-AVP value, and checks every
 /// answer: 2001 and the value echoed by the C worker.

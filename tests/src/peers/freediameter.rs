@@ -225,11 +225,7 @@ impl FreeDiameter {
 
     /// Waits until the connection to/from `peer` is in state OPEN.
     pub fn wait_peer_open(&mut self, peer: &str, timeout: Duration) -> Result<String, WaitError> {
-        let what = format!("-> 'STATE_OPEN' for {peer}");
-        let quoted = format!("'{peer}'");
-        self.guard.wait_for_line_matching(&what, timeout, |l| {
-            l.contains("-> 'STATE_OPEN'") && l.contains(&quoted)
-        })
+        wait_state_open(&mut self.guard, peer, timeout)
     }
 
     /// Client without benchmark: sends one Test-Request (SIGUSR1).
@@ -272,6 +268,19 @@ impl FreeDiameter {
     pub fn stop(&mut self, grace: Duration) {
         self.guard.stop(grace);
     }
+}
+
+/// Waits until freeDiameter logs the connection to/from `peer` entering state OPEN.
+pub fn wait_state_open(
+    guard: &mut ChildGuard,
+    peer: &str,
+    timeout: Duration,
+) -> Result<String, WaitError> {
+    let what = format!("-> 'STATE_OPEN' for {peer}");
+    let quoted = format!("'{peer}'");
+    guard.wait_for_line_matching(&what, timeout, |l| {
+        l.contains("-> 'STATE_OPEN'") && l.contains(&quoted)
+    })
 }
 
 /// Parses `... Throughput: 7791 messages / sec`.

@@ -2,10 +2,12 @@
 //! README for the facts these configs encode). Every launcher binds 127.0.0.1 only and returns
 //! a value whose drop stops the peer.
 
+pub mod dra;
 pub mod erlang;
 pub mod freediameter;
 pub mod kamailio;
 
+pub use dra::{Dra, DraOptions};
 pub use erlang::{ErlClientOptions, ErlResult, ErlangPeer};
 pub use freediameter::{Benchmark, FdOptions, FreeDiameter};
 pub use kamailio::KamailioIms;
