@@ -11,8 +11,9 @@
 # usage: scripts/bench-kamailio.sh [SECONDS (10)] [CONCURRENCY (100)]
 #        ECHO_REGEX=1 scripts/bench-kamailio.sh ...   A's route extracts the value with the
 #                                                     regex of B's route (see bench-echo.cfg)
-# Needs scripts/setup.sh, `cargo build --release -p dmbridge-bridge -p dmbridge-cabi` and
-# `make -C module-glue/kamailio` (done here when missing). Loopback only, free ports; bounded:
+# Needs scripts/setup.sh, `cargo build --release -p dmbridge-bridge -p dmbridge-cabi` (done
+# here when missing; DMBRIDGE_BIN / DMB_LIBDIR take another dmbridge / libdmbridge.a, for A/B
+# runs); the module is built into target/kamailio-module. Loopback only, free ports; bounded:
 # about 2 x (SECONDS + 5) s. Stops everything it started (by PID) on exit.
 set -euo pipefail
 exec </dev/null
@@ -20,33 +21,21 @@ secs=${1:-10}
 conc=${2:-100}
 top=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 shared=${DMBRIDGE_SHARED:-$top/../shared}
-dmb="$top/target/release/dmbridge"
-so="$top/build/kamailio/dmbridge.so"
+dmb=${DMBRIDGE_BIN:-$top/target/release/dmbridge}
+libdir=${DMB_LIBDIR:-$top/target/release}
+kmod="$top/target/kamailio-module"
+so="$kmod/dmbridge.so"
 work=$(mktemp -d /tmp/dmb-bench-kam.XXXXXX)
-pids=()
+bench_name=bench-kamailio
+shm_name="dmb-bench-kam-$$"
+. "$top/scripts/bench-lib.sh"
 
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
-  rm -f "/dev/shm/dmb-bench-kam-$$"
-}
-trap cleanup EXIT
-
-log() { printf 'bench-kamailio: %s\n' "$*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_log() { # file pattern seconds
-  for _ in $(seq $(($3 * 10))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  log "timed out waiting for '$2' in $1"; tail -n 20 "$1" >&2; return 1
-}
-
-if [ ! -x "$dmb" ] || [ ! -f "$top/target/release/libdmbridge.a" ]; then
+if [ ! -x "$dmb" ] || [ ! -f "$libdir/libdmbridge.a" ]; then
   log "building dmbridge and libdmbridge (release)"
   (cd "$top" && cargo build --release -q -p dmbridge-bridge -p dmbridge-cabi)
 fi
-[ -f "$so" ] || make -s -C "$top/module-glue/kamailio" >/dev/null
+# the module goes to this worktree's target/, next to the libdmbridge it links
+make -s -C "$top/module-glue/kamailio" OUT="$kmod" DMB_LIBDIR="$libdir" >/dev/null
 
 bench() { # name port origin-host -> $work/name.json
   "$dmb" bench --connect "127.0.0.1:$2" --template "$top/cfg-examples/bench/test_app.json" \
@@ -69,7 +58,7 @@ id = 16777215
 vendor = 999999
 
 [app]
-segment = "/dev/shm/dmb-bench-kam-$$"
+segment = "/dev/shm/$shm_name"
 control_socket = "$work/control.sock"
 EOF
 "$dmb" run --config "$work/dmbridge.toml" >"$work/bridge.log" 2>&1 &

@@ -1,0 +1,393 @@
+#!/usr/bin/env bash
+# The originate path raced in one run: SIP MESSAGE requests from sipp make the SIP server's
+# script send a Diameter request and wait for (sync) or resume on (async) its answer; the SIP
+# reply carries the answer's Result-Code ("X-Result:"; sipp fails any call without a 200 and a
+# 2xxx there). The Diameter peers answer at once:
+#   ta  freeDiameter 1.2.1 test_app server (../shared/peers/freediameter/run.sh), Test-Request
+#   ro  an Erlang/OTP diameter online charging server (tests/peers/ro_ocs.escript), Ro
+#       CCR-Initial with Subscription-Ids, MSCC, User-Equipment-Info and IMS-Information
+# Sides (all started once, then taking turns, so every figure of a round shares one load):
+#   sip-only     Kamailio, the same route and JSON building without the Diameter request
+#                (`none`: sl reply, the sync ceiling; `none-tm`: t_newtran + t_reply, async's)
+#   dmb-sync     Kamailio + dmbridge.so + dmbridge run, dm_send_request
+#   dmb-async    the same, dm_send_request_async (tm suspends, the module's worker sends)
+#   ims-sync     Kamailio cdp + ims_diameter_server, diameter_request
+#   ims-async    the same, t_suspend + diameter_request_async + t_continue from
+#                event_route[diameter:response]
+#   osips-*      OpenSIPS + dmbridge / aaa_diameter, sync and async(), when OPENSIPS_SRC is set
+#                (a built OpenSIPS tree; nothing of it is part of this project)
+# All Kamailio sides run tests/kamailio/bench-originate.cfg (4 SIP workers, 1 GB shared
+# memory for the transactions the async sides keep), so the routes are the same text.
+#
+# usage: scripts/bench-originate.sh [SECONDS (10)] [ROUNDS (1)]
+# environment:
+#   APPS="ta ro"            Diameter requests to race
+#   SIDES="sip-only dmb-sync ims-sync dmb-async ims-async"
+#   CONCURRENCY=100         closed loop: calls in flight, over all sipp clients
+#   CLIENTS=2               sipp instances per run (each CONCURRENCY/CLIENTS in flight)
+#   LOW=1                   also LOW_CALLS (2000) calls one at a time per side from a plain
+#                           UDP socket: the round trip at low load, in microseconds
+#   LOADS="0.2 0.5 0.8"     also fixed-rate runs at these fractions of each side's closed-loop
+#                           rate of the same round (empty: none)
+#   RESULTS=FILE            append one JSON line per run
+#   DMBRIDGE_BIN, DMB_LIBDIR  another dmbridge binary / libdmbridge.a (A/B runs)
+# Loopback only, free ports, every process bounded and stopped by PID on exit.
+set -euo pipefail
+exec </dev/null
+secs=${1:-10}
+rounds=${2:-1}
+apps=${APPS:-ta ro}
+sides=${SIDES:-sip-only dmb-sync ims-sync dmb-async ims-async}
+conc=${CONCURRENCY:-100}
+clients=${CLIENTS:-2}
+low=${LOW:-1}
+low_calls=${LOW_CALLS:-2000}
+loads=${LOADS-0.2 0.5 0.8}
+top=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+shared=${DMBRIDGE_SHARED:-$top/../shared}
+dmb=${DMBRIDGE_BIN:-$top/target/release/dmbridge}
+libdir=${DMB_LIBDIR:-$top/target/release}
+kmod="$top/target/kamailio-module"
+so="$kmod/dmbridge.so"
+cfg="$top/tests/kamailio/bench-originate.cfg"
+scen="$top/tests/kamailio/bench-originate.xml"
+work=$(mktemp -d /tmp/dmb-bench-orig.XXXXXX)
+results=${RESULTS:-$work/results.jsonl}
+bench_name=bench-originate
+shm_name="dmb-bench-orig-$$"
+. "$top/scripts/bench-lib.sh"
+# CPU time (clock ticks) of a process and its children: "pid utime+stime" per line.
+tree() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; }
+ticks() { # pids... -> total utime+stime
+  local t=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    t=$((t + $(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+
+if [ ! -x "$dmb" ] || [ ! -f "$libdir/libdmbridge.a" ]; then
+  log "building dmbridge and libdmbridge (release)"
+  (cd "$top" && cargo build --release -q -p dmbridge-bridge -p dmbridge-cabi)
+fi
+# the module goes to this worktree's target/, next to the libdmbridge it links
+make -s -C "$top/module-glue/kamailio" OUT="$kmod" DMB_LIBDIR="$libdir" >/dev/null
+
+# --- Diameter peers ----------------------------------------------------------------------
+fd_port=$(free_port)
+mkdir -p "$work/fd"
+cp "$top/build/deps/fd/test_app.fdx" "$top/build/deps/fd/bind_lo.so" "$work/fd/"
+sh "$shared/peers/freediameter/run.sh" server "$work/fd" "$fd_port"
+fd_pid=$(cat "$work/fd/server.pid"); pids+=("$fd_pid")
+ocs_port=$(free_port)
+escript "$top/tests/peers/ro_ocs.escript" --port "$ocs_port" --duration 3600 >"$work/ocs.log" 2>&1 &
+ocs_pid=$!; pids+=("$ocs_pid")
+wait_log "$work/ocs.log" listening 30
+
+# --- dmbridge + Kamailio -----------------------------------------------------------------
+cat >"$work/dmbridge.toml" <<EOF
+[node]
+origin_host = "bridge.test.local"
+origin_realm = "test.local"
+listen = ["127.0.0.1:$(free_port)"]
+
+[[applications]]
+id = 16777215
+vendor = 999999
+
+[[applications]]
+id = 4
+
+[[peers]]
+host = "server.test.local"
+address = "127.0.0.1"
+port = $fd_port
+
+[[peers]]
+host = "ocs.test.local"
+address = "127.0.0.1"
+port = $ocs_port
+
+[[routes]]
+realm = "test.local"
+app_id = 16777215
+peers = ["server.test.local"]
+
+[[routes]]
+realm = "test.local"
+app_id = 4
+peers = ["ocs.test.local"]
+
+[app]
+segment = "/dev/shm/$shm_name"
+control_socket = "$work/control.sock"
+EOF
+"$dmb" run --config "$work/dmbridge.toml" >"$work/bridge.log" 2>&1 &
+bridge_pid=$!; pids+=("$bridge_pid")
+wait_log "$work/bridge.log" "serving workers" 10
+kam_dmb_port=$(free_udp_port)
+mkdir -p "$work/kam-dmb"
+kamailio -m 1024 -DD -E -Y "$work/kam-dmb" -f "$cfg" -A "SIP_PORT=$kam_dmb_port" \
+  -A "DMB_SO=\"$so\"" -A "DMB_SOCKET=\"$work/control.sock\"" >"$work/kam-dmb.log" 2>&1 &
+kam_dmb=$!; pids+=("$kam_dmb")
+
+# --- Kamailio cdp + ims_diameter_server ----------------------------------------------------
+kam_ims_port=$(free_udp_port)
+mkdir -p "$work/kam-ims"
+cat >"$work/cdp.xml" <<EOF
+<?xml version="1.0" encoding="UTF-8"?>
+<DiameterPeer FQDN="cdp.test.local" Realm="test.local" Vendor_Id="10415"
+	Product_Name="CDiameterPeer" AcceptUnknownPeers="1" DropUnknownOnDisconnect="1"
+	Tc="2" Workers="4" QueueLength="1024" TransactionTimeout="5" SessionsHashSize="1024"
+	DefaultAuthSessionTimeout="3600" MaxAuthSessionTimeout="3600">
+	<!-- cdp connects to a peer's FQDN by name resolution (no address attribute): loopback
+	     names that resolve without touching the system's hosts file -->
+	<Peer FQDN="127.0.0.1" Realm="test.local" port="$fd_port"/>
+	<Peer FQDN="localhost" Realm="test.local" port="$ocs_port"/>
+	<Acceptor port="$(free_port)" bind="127.0.0.1"/>
+	<Auth id="16777215" vendor="999999"/>
+	<Auth id="4" vendor="0"/>
+	<SupportedVendor vendor="999999"/>
+	<SupportedVendor vendor="10415"/>
+	<DefaultRoute FQDN="127.0.0.1" metric="10"/>
+</DiameterPeer>
+EOF
+kamailio -m 1024 -DD -E -Y "$work/kam-ims" -f "$cfg" -A "SIP_PORT=$kam_ims_port" -A IMS \
+  -A "CDP_XML=\"$work/cdp.xml\"" >"$work/kam-ims.log" 2>&1 &
+kam_ims=$!; pids+=("$kam_ims")
+
+# --- OpenSIPS sides (optional) -------------------------------------------------------------
+if [ -n "${OPENSIPS_SRC:-}" ]; then
+  log "OPENSIPS_SRC is set, but the OpenSIPS sides are not wired into this script yet"
+fi
+
+# --- runs ----------------------------------------------------------------------------------
+port_of() { case $1 in sip-only*|dmb-*) echo "$kam_dmb_port" ;; ims-*) echo "$kam_ims_port" ;; esac; }
+user_of() { # side app -> Request-URI user
+  case $1 in
+    sip-only) echo "none-$2" ;;
+    sip-only-tm) echo "none-tm-$2" ;;
+    *-sync) echo "sync-$2" ;;
+    *-async) echo "async-$2" ;;
+  esac
+}
+# one sipp run: side app mode(closed|rate) value(in flight | calls/s) seconds tag
+run_sipp() {
+  local side=$1 app=$2 mode=$3 value=$4 s=$5 tag=$6 i n dir
+  local port user
+  port=$(port_of "$side"); user=$(user_of "$side" "$app")
+  dir="$work/runs/$tag"; mkdir -p "$dir"
+  n=$clients
+  [ "$mode" = closed ] && [ "$value" -lt "$n" ] && n=$value
+  local cpids=()
+  local procs_kam procs_other
+  case $side in
+    ims-*) procs_kam=$(tree "$kam_ims") ;;
+    *) procs_kam=$(tree "$kam_dmb") ;;
+  esac
+  local b0 k0 f0 o0 t0 l0
+  b0=$(ticks "$bridge_pid"); k0=$(ticks $procs_kam); f0=$(ticks "$fd_pid"); o0=$(ticks $(tree "$ocs_pid"))
+  l0=$(cut -d' ' -f1 /proc/loadavg)
+  t0=$(date +%s.%N)
+  for i in $(seq "$n"); do
+    local opts
+    if [ "$mode" = closed ]; then
+      opts="-l $(( (value + i - 1) / n )) -r 1000000"
+    else
+      # open loop: a fixed rate per client, no cap on calls in flight below sipp's own
+      opts="-r $(python3 -c "print(max(1, round($value / $n)))") -l 100000"
+    fi
+    # `times`: the CPU the sipp child used, written when it has exited
+    (cd "$dir" && timeout $((s + 30)) sipp -sf "$scen" -s "$user" "127.0.0.1:$port" \
+      -i 127.0.0.1 -p "$(free_udp_port)" $opts -timeout "$s" -nostdin \
+      -trace_stat -stf "stat$i.csv" -fd 1 -trace_rtt -rtt_freq 200 \
+      -trace_err -error_file "err$i.log" >"out$i.txt" 2>&1; times >"cpu$i.txt") &
+    cpids+=($!)
+  done
+  local c
+  for c in "${cpids[@]}"; do wait "$c" || true; done
+  local t1 b1 k1 f1 o1 l1
+  t1=$(date +%s.%N)
+  b1=$(ticks "$bridge_pid"); k1=$(ticks $procs_kam); f1=$(ticks "$fd_pid"); o1=$(ticks $(tree "$ocs_pid"))
+  l1=$(cut -d' ' -f1 /proc/loadavg)
+  python3 - "$dir" "$side" "$app" "$mode" "$value" "$s" "$tag" \
+    "$((b1 - b0))" "$((k1 - k0))" "$((f1 - f0))" "$((o1 - o0))" \
+    "$(python3 -c "print($t1 - $t0)")" "$l0" "$l1" \
+    >>"$results" <<'EOF'
+import csv, glob, json, os, sys
+(d, side, app, mode, value, secs, tag, bt, kt, ft, ot, wall, l0, l1) = sys.argv[1:]
+def times_cpu(path):
+    # bash `times`: second line "XmY.YYYs XmY.YYYs" = children's user and system time
+    try:
+        line = open(path).read().splitlines()[1]
+    except (OSError, IndexError):
+        return 0.0
+    total = 0.0
+    for t in line.split():
+        m, sec = t.rstrip("s").split("m")
+        total += int(m) * 60 + float(sec)
+    return total
+sipp_cpu = sum(times_cpu(f) for f in glob.glob(os.path.join(d, "cpu*.txt")))
+ok = failed = 0
+elapsed = 0.0
+for f in glob.glob(os.path.join(d, "stat*.csv")):
+    rows = list(csv.reader(open(f), delimiter=";"))
+    if len(rows) < 2:
+        continue
+    h, last = rows[0], rows[-1]
+    col = {k: i for i, k in enumerate(h)}
+    ok += int(last[col["SuccessfulCall(C)"]])
+    failed += int(last[col["FailedCall(C)"]])
+    e = last[col["ElapsedTime(C)"]]           # hh:mm:ss
+    hh, mm, ss = (int(x) for x in e.split(":")[:3])
+    elapsed = max(elapsed, hh * 3600 + mm * 60 + ss)
+lat = []
+for f in glob.glob(os.path.join(d, "*_rtt.csv")):
+    for line in open(f):
+        p = line.strip().split(";")
+        if len(p) >= 2 and p[0] != "Date_ms":
+            lat.append(float(p[1]))
+lat.sort()
+def pct(q):
+    return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None
+secs = float(secs)
+hz = os.sysconf("SC_CLK_TCK")
+cpu = lambda t: round(int(t) / hz / secs, 3)
+print(json.dumps({
+    "tag": tag, "side": side, "app": app, "mode": mode,
+    ("in_flight" if mode == "closed" else "rate"): float(value),
+    "seconds": secs, "ok": ok, "failed": failed,
+    "calls_per_s": round(ok / secs, 1),
+    "latency_ms": {"samples": len(lat), "p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999),
+                   "max": lat[-1] if lat else None},
+    "cpu_cores": {"sip_server": cpu(kt), "bridge": cpu(bt) if side.startswith("dmb") else 0,
+                  "fd_server": cpu(ft), "erlang_ocs": cpu(ot),
+                  "sipp": round(sipp_cpu / secs, 3)},
+    "loadavg": [float(l0), float(l1)],
+}))
+EOF
+  tail -n1 "$results"
+}
+
+# Latency at low load, at microsecond resolution (sipp's response times are whole
+# milliseconds): one MESSAGE at a time from a plain UDP socket, timed from send to the final
+# reply, which must be the 200 with a 2xxx or "answered" X-Result.
+low_latency() { # side app calls tag
+  local port user l0
+  port=$(port_of "$1"); user=$(user_of "$1" "$2"); l0=$(cut -d' ' -f1 /proc/loadavg)
+  python3 - "$port" "$user" "$3" "$1" "$2" "$4" "$l0" >>"$results" <<'EOF'
+import json, re, socket, sys, time
+port, user, n, side, app, tag, l0 = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), *sys.argv[4:]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+s.settimeout(2.0)
+lp = s.getsockname()[1]
+lat, failed = [], 0
+ok_re = re.compile(rb"^SIP/2\.0 200 .*^X-Result: (2[0-9]{3}|answered)\r$", re.S | re.M)
+for i in range(n):
+    msg = (f"MESSAGE sip:{user}@127.0.0.1:{port} SIP/2.0\r\n"
+           f"Via: SIP/2.0/UDP 127.0.0.1:{lp};branch=z9hG4bK-lat-{i}\r\n"
+           f"From: <sip:49171{i}@test.local>;tag=lat{i}\r\nTo: <sip:{user}@test.local>\r\n"
+           f"Call-ID: lat-{i}-{lp}@127.0.0.1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n"
+           f"Content-Length: 0\r\n\r\n").encode()
+    t0 = time.perf_counter()
+    s.sendto(msg, ("127.0.0.1", port))
+    try:
+        while True:
+            data = s.recv(65535)
+            if not data.startswith(b"SIP/2.0 1"):
+                break
+    except socket.timeout:
+        failed += 1
+        continue
+    t1 = time.perf_counter()
+    if ok_re.search(data):
+        lat.append((t1 - t0) * 1000.0)
+    else:
+        failed += 1
+lat.sort()
+pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 3) if lat else None
+print(json.dumps({"tag": tag, "side": side, "app": app, "mode": "one-at-a-time", "calls": n,
+                  "ok": len(lat), "failed": failed, "calls_per_s": None,
+                  "latency_ms": {"samples": len(lat), "p50": pct(0.5), "p99": pct(0.99),
+                                 "p999": pct(0.999), "max": lat[-1] if lat else None},
+                  "cpu_cores": None,
+                  "loadavg": [float(l0), float(open("/proc/loadavg").read().split()[0])]}))
+EOF
+  tail -n1 "$results"
+}
+
+# --- warm-up: every side answers (peers up, cdp past its start-up) -------------------------
+wait_log "$work/bridge.log" 'kamailio' 20 || true
+ready=0
+for _ in $(seq 60); do
+  for p in "${pids[@]}"; do
+    kill -0 "$p" 2>/dev/null || { log "process $p exited; logs in $work"; exit 1; }
+  done
+  ready=1; failing=""
+  for app in $apps; do
+    for side in dmb-sync ims-sync; do
+      u=$(user_of "$side" "$app"); p=$(port_of "$side")
+      if ! (cd "$work" && timeout 10 sipp -sf "$scen" -s "$u" "127.0.0.1:$p" -i 127.0.0.1 \
+          -p "$(free_udp_port)" -m 3 -l 1 -recv_timeout 2000 -nostdin >/dev/null 2>&1); then
+        ready=0; failing="$failing $side/$app"
+      fi
+    done
+  done
+  [ "$ready" = 1 ] && break
+  sleep 1
+done
+[ "$ready" = 1 ] || { log "not answering after 60 tries:$failing; logs in $work"; exit 1; }
+log "all sides answer; results in $results (one JSON line per run)"
+
+for r in $(seq "$rounds"); do
+  for app in $apps; do
+    for side in $sides; do
+      list=$side
+      [ "$side" = sip-only ] && list="sip-only sip-only-tm"
+      for sd in $list; do
+        log "round $r: $sd $app closed loop $conc in flight, ${secs}s"
+        line=$(run_sipp "$sd" "$app" closed "$conc" "$secs" "r$r-$app-$sd-c$conc")
+        echo "$line"
+        if [ "$low" = 1 ]; then
+          log "round $r: $sd $app one call at a time ($low_calls calls)"
+          low_latency "$sd" "$app" "$low_calls" "r$r-$app-$sd-one"
+        fi
+        if [ -n "$loads" ]; then
+          max=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['calls_per_s'])" "$line")
+          for f in $loads; do
+            rate=$(python3 -c "print(int($max * $f))")
+            [ "$rate" -ge 1 ] || continue
+            log "round $r: $sd $app rate $rate/s ($f of $max)"
+            run_sipp "$sd" "$app" rate "$rate" "$secs" "r$r-$app-$sd-rate$f"
+          done
+        fi
+      done
+    done
+  done
+done
+
+# --- summary -------------------------------------------------------------------------------
+python3 - "$results" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(f"{'run':<34} {'calls/s':>9} {'ok':>8} {'fail':>5} {'p50':>7} {'p99':>7} {'p999':>7}"
+      f"  cpu: {'sip':>5} {'bridge':>6} {'peer':>5} {'sipp':>5}  load")
+f = lambda v: "-" if v is None else f"{v:g}"
+for r in rows:
+    l = r["latency_ms"]; c = r["cpu_cores"]
+    if r["mode"] == "closed":
+        what = f"c{int(r['in_flight'])}"
+    elif r["mode"] == "rate":
+        what = f"@{int(r['rate'])}/s"
+    else:
+        what = "one at a time"
+    what = f"{r['side']} {r['app']} {what}"
+    rate = "-" if r["calls_per_s"] is None else f"{r['calls_per_s']:,.0f}"
+    cpu = "" if c is None else (f"{c['sip_server']:>5} {c['bridge']:>6} "
+                                f"{max(c['fd_server'], c['erlang_ocs']):>5} {c['sipp']:>5}")
+    print(f"{what:<34} {rate:>9} {r['ok']:>8} {r['failed']:>5} {f(l['p50']):>7} {f(l['p99']):>7}"
+          f" {f(l['p999']):>7}       {cpu:<26}  {r['loadavg'][0]}-{r['loadavg'][1]}")
+EOF
+log "work dir $work"
