@@ -138,6 +138,12 @@ const char *dmb_last_error(void);
  * particular `DMB_E_VERSION` when library and bridge versions differ.
  * Free the worker with `dmb_detach()`.
  *
+ * `DMB_E_REFUSED`: the bridge refused this process (for example: no free
+ * slot). The library paces the retries: calls in the next 250 ms fail at
+ * once without asking the bridge, and each further refusal doubles that
+ * wait, up to 30 s; `dmb_last_error()` says so ("retrying with backoff,
+ * next attempt in N ms"), for the module's log. Keep calling it as usual.
+ *
  * # Safety
  * `control_socket_path` and `worker_name` are NUL-terminated strings;
  * `out` points at writable storage for one pointer.
@@ -271,8 +277,11 @@ const char *dmb_request_origin_realm(const dmb_request *r);
 const char *dmb_request_avps_json(const dmb_request *r, size_t *len);
 
 /**
- * Frees a request (NULL is ignored). Its token stays valid for
- * `dmb_reply()`.
+ * Frees a request (NULL is ignored). A request not answered yet is
+ * answered now: the bridge sends the peer 5012
+ * (DIAMETER_UNABLE_TO_COMPLY, RFC 6733 §7.1.5), so every request gets
+ * exactly one answer whatever the script did (RFC 6733 §6.2: an answer is
+ * owed for every request). Answer before freeing.
  *
  * # Safety
  * `r` is NULL or a request from `dmb_next_request()` not yet freed.

@@ -21,7 +21,9 @@ deps="$top/build/deps"
 # Everything the project builds or tests with. Kamailio and its module packages are the
 # binaries the module loads into (lua: the module's KEMI test); the rest: peers (freeDiameter, Erlang diameter), the wire
 # oracle (tshark), the SIP client (sipp = sip-tester), memory checking (valgrind, clang's ASan
-# runtime), C toolchain and the tools `apt-get source` / test_app's build need.
+# runtime), C toolchain and the tools `apt-get source` / test_app's build need; the modules'
+# READMEs are generated from their DocBook (xsltproc, docbook-xsl, lynx, pandoc); libjson-c-dev is for
+# the json module of an OpenSIPS tree built for tests/opensips (OpenSIPS is not packaged).
 packages=(
   kamailio kamailio-ims-modules kamailio-extra-modules kamailio-lua-modules
   freediameterd freediameter-extensions libfreediameter-dev
@@ -29,6 +31,7 @@ packages=(
   tshark sip-tester valgrind
   gcc make pkg-config clang libclang-rt-14-dev python3
   bison flex dpkg-dev
+  xsltproc docbook-xsl docbook-xml lynx pandoc libjson-c-dev
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

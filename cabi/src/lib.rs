@@ -17,10 +17,11 @@
 use dmshm::record::ReplyStatus;
 use dmshm::worker::{Completion, Request, Worker, WorkerConfig};
 use dmshm::Error;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// Success.
 pub const DMB_OK: c_int = 0;
@@ -60,6 +61,15 @@ pub struct dmb_worker {
     /// The process that attached: a worker inherited through fork must not
     /// be used (it would share the parent's slot and rings).
     pid: u32,
+    /// Cleared when the worker is freed: requests taken from it check it
+    /// before answering through it (see [`dmb_request_free`]).
+    alive: Rc<Cell<bool>>,
+}
+
+impl Drop for dmb_worker {
+    fn drop(&mut self) {
+        self.alive.set(false);
+    }
 }
 
 /// The worker behind `w`, if it is usable from this process.
@@ -96,6 +106,10 @@ unsafe fn worker_out<'a, T>(w: *mut dmb_worker, out: *mut *mut T) -> Result<&'a 
 
 /// An incoming Diameter request (opaque); free with `dmb_request_free()`.
 pub struct dmb_request {
+    /// The worker it came from, usable while `alive` is set (the exactly-one-answer rule:
+    /// freeing an unanswered request answers it through this worker).
+    owner: *mut dmb_worker,
+    alive: Rc<Cell<bool>>,
     token: u64,
     app_id: u32,
     cmd_code: u32,
@@ -119,6 +133,57 @@ pub struct dmb_answer {
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// Set while the bridge refuses this process (no free slot, not allowed): further
+    /// `dmb_attach()` calls wait for `next` instead of knocking again at once.
+    static REFUSED: RefCell<Option<Backoff>> = const { RefCell::new(None) };
+}
+
+/// The pacing of attach attempts after a refusal: the first retry after
+/// [`BACKOFF_FIRST`], each further refusal doubles the wait up to [`BACKOFF_MAX`];
+/// an attach that succeeds (or fails for another reason) starts over. A SIP server
+/// calls `dmb_attach()` on every use while it is not attached, so without this a
+/// full bridge would be asked again hundreds of times a second by each process.
+struct Backoff {
+    next: Instant,
+    delay: Duration,
+    reason: String,
+}
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Before an attach: `Err(DMB_E_REFUSED)` (and the message) while the backoff runs.
+fn backoff_wait() -> Result<(), c_int> {
+    REFUSED.with(|b| match &*b.borrow() {
+        Some(b) if Instant::now() < b.next => {
+            set_error(format!(
+                "the bridge refused this process ({}); next attach attempt in {} ms \
+                 (backoff, at most every {} s)",
+                b.reason,
+                b.next.saturating_duration_since(Instant::now()).as_millis(),
+                BACKOFF_MAX.as_secs()
+            ));
+            Err(DMB_E_REFUSED)
+        }
+        _ => Ok(()),
+    })
+}
+
+/// After an attach: a refusal starts or doubles the backoff, anything else ends it.
+fn backoff_note(refused: Option<&str>) {
+    REFUSED.with(|b| {
+        let mut b = b.borrow_mut();
+        *b = refused.map(|reason| {
+            let delay = b
+                .as_ref()
+                .map_or(BACKOFF_FIRST, |p| (p.delay * 2).min(BACKOFF_MAX));
+            Backoff {
+                next: Instant::now() + delay,
+                delay,
+                reason: reason.to_owned(),
+            }
+        });
+    });
 }
 
 /// A C string from text that may contain NUL bytes (they are dropped; valid
@@ -246,6 +311,12 @@ pub extern "C" fn dmb_last_error() -> *const c_char {
 /// particular `DMB_E_VERSION` when library and bridge versions differ.
 /// Free the worker with `dmb_detach()`.
 ///
+/// `DMB_E_REFUSED`: the bridge refused this process (for example: no free
+/// slot). The library paces the retries: calls in the next 250 ms fail at
+/// once without asking the bridge, and each further refusal doubles that
+/// wait, up to 30 s; `dmb_last_error()` says so ("retrying with backoff,
+/// next attempt in N ms"), for the module's log. Keep calling it as usual.
+///
 /// # Safety
 /// `control_socket_path` and `worker_name` are NUL-terminated strings;
 /// `out` points at writable storage for one pointer.
@@ -271,7 +342,23 @@ pub unsafe extern "C" fn dmb_attach(
             Ok(p) => p,
             Err(c) => return c,
         };
-        match Worker::attach(WorkerConfig::new(path, name)) {
+        if let Err(c) = backoff_wait() {
+            return c;
+        }
+        let attached = Worker::attach(WorkerConfig::new(path, name));
+        backoff_note(match &attached {
+            Err(Error::Refused(reason)) => Some(reason),
+            _ => None,
+        });
+        match attached {
+            Err(Error::Refused(reason)) => {
+                let wait = REFUSED.with(|b| b.borrow().as_ref().map_or(0, |b| b.delay.as_millis()));
+                set_error(format!(
+                    "refused by the bridge: {reason}; retrying with backoff, next attempt in \
+                     {wait} ms"
+                ));
+                DMB_E_REFUSED
+            }
             Ok(w) => {
                 let attached = w.is_attached();
                 if let Some(e) = w.last_attach_error() {
@@ -282,6 +369,7 @@ pub unsafe extern "C" fn dmb_attach(
                     *out = Box::into_raw(Box::new(dmb_worker {
                         inner: w,
                         pid: std::process::id(),
+                        alive: Rc::new(Cell::new(true)),
                     }))
                 };
                 c_int::from(attached)
@@ -396,11 +484,15 @@ pub unsafe extern "C" fn dmb_set_handled(
 #[no_mangle]
 pub unsafe extern "C" fn dmb_next_request(w: *mut dmb_worker, out: *mut *mut dmb_request) -> c_int {
     guard(DMB_E_PANIC, || {
+        let owner = w;
         // SAFETY: w and out per the contract.
         let w = match unsafe { worker_out(w, out) } {
             Ok(w) => w,
             Err(c) => return c,
         };
+        // SAFETY: worker_out checked that owner is a live worker of this process; only its
+        // `alive` field is read here, next to the `inner` borrowed as `w`.
+        let alive = unsafe { Rc::clone(&(*owner).alive) };
         match w.next_request() {
             Ok(None) => 0,
             Ok(Some(r)) => {
@@ -416,6 +508,8 @@ pub unsafe extern "C" fn dmb_next_request(w: *mut dmb_worker, out: *mut *mut dmb
                     avps_json,
                 } = r;
                 let req = dmb_request {
+                    owner,
+                    alive,
                     token,
                     app_id,
                     cmd_code,
@@ -547,18 +641,38 @@ pub unsafe extern "C" fn dmb_request_avps_json(
     unsafe { json_out(r.as_ref().map(|r| r.avps_json.as_c_str()), len) }
 }
 
-/// Frees a request (NULL is ignored). Its token stays valid for
-/// `dmb_reply()`.
+/// Frees a request (NULL is ignored). A request not answered yet is
+/// answered now: the bridge sends the peer 5012
+/// (DIAMETER_UNABLE_TO_COMPLY, RFC 6733 §7.1.5), so every request gets
+/// exactly one answer whatever the script did (RFC 6733 §6.2: an answer is
+/// owed for every request). Answer before freeing.
 ///
 /// # Safety
 /// `r` is NULL or a request from `dmb_next_request()` not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn dmb_request_free(r: *mut dmb_request) {
     guard((), || {
-        if !r.is_null() {
-            // SAFETY: r came from Box::into_raw in dmb_next_request.
-            drop(unsafe { Box::from_raw(r) });
+        if r.is_null() {
+            return;
         }
+        // SAFETY: r came from Box::into_raw in dmb_next_request.
+        let req = unsafe { Box::from_raw(r) };
+        if !req.alive.get() {
+            return; // the worker was freed: the bridge answered what it held
+        }
+        // SAFETY: `alive` is cleared when the worker is dropped, so `owner` is live; C uses a
+        // worker from one thread at a time and no other borrow of it exists during this call.
+        let owner = unsafe { &mut *req.owner };
+        if owner.pid != std::process::id() {
+            return; // freed in a forked child: the request belongs to the parent's slot
+        }
+        // An unknown token (answered already, or the bridge restarted) changes nothing.
+        let _ = owner.inner.reply(
+            req.token,
+            ReplyStatus::Failed,
+            b"",
+            "the SIP server freed the request without answering it",
+        );
     })
 }
 

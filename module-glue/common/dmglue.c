@@ -269,6 +269,80 @@ int dmg_json_check_avps(const char *s, size_t len, size_t *err_off, const char *
 	return -1;
 }
 
+void dmg_count_outcome(dmg_stats *st, int rc)
+{
+	switch(rc) {
+		case DMG_RC_OK:
+			DMG_INC(st, answers_ok);
+			break;
+		case DMG_RC_ERROR:
+			DMG_INC(st, answers_error);
+			break;
+		case DMG_RC_TIMEOUT:
+			DMG_INC(st, timeouts);
+			break;
+		default:
+			DMG_INC(st, not_sent);
+	}
+}
+
+static const char *const dmg_param_names[DMG_P_COUNT] = {"sess_id", "app_id", "cmd_code",
+		"avps_json", "cmd_name", "origin_host", "origin_realm", "event"};
+
+int dmg_param_id(const char *name, size_t len)
+{
+	for(int i = 0; i < DMG_P_COUNT; i++)
+		if(strlen(dmg_param_names[i]) == len && memcmp(dmg_param_names[i], name, len) == 0)
+			return i + 1;
+	return 0;
+}
+
+const char *dmg_param_name(int id)
+{
+	return id >= 1 && id <= DMG_P_COUNT ? dmg_param_names[id - 1] : NULL;
+}
+
+int dmg_param_is_int(int id)
+{
+	return id == DMG_P_APP_ID || id == DMG_P_CMD_CODE;
+}
+
+int dmg_attach_due(const dmg_attach_pacer *p, uint64_t now_ms)
+{
+	return now_ms >= p->next_ms;
+}
+
+int dmg_attach_failed(dmg_attach_pacer *p, uint64_t now_ms, const char *why)
+{
+	static const char refused[] = "refused by the bridge";
+
+	p->next_ms = now_ms + p->interval_ms;
+	p->failing++;
+	if(p->failing == 1)
+		return 1;
+	return why != NULL && strncmp(why, refused, sizeof(refused) - 1) == 0;
+}
+
+int dmg_attach_ok(dmg_attach_pacer *p)
+{
+	int was = p->failing > 0;
+
+	p->failing = 0;
+	p->next_ms = 0;
+	return was;
+}
+
+int dmg_result_code_json(uint32_t code, char *buf, size_t cap)
+{
+	int n = snprintf(buf, cap, "[{\"Result-Code\":%u}]", (unsigned)code);
+	return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
+int dmg_code_is_protocol_error(uint32_t code)
+{
+	return code >= 3000 && code < 4000;
+}
+
 int dmg_parse_u32(const char *s, size_t len, uint32_t *out, const char **why)
 {
 	uint64_t v = 0;

@@ -61,6 +61,83 @@ int dmg_json_check_avps(const char *s, size_t len, size_t *err_off, const char *
  */
 int dmg_parse_u32(const char *s, size_t len, uint32_t *out, const char **why);
 
+/* --- what both modules count, show and pace --------------------------------------------- */
+
+/**
+ * The module's counters, one copy in shared memory for all of the SIP server's processes
+ * (updated with atomic builtins: DMG_INC), shown by dmbridge.status / dm_status.
+ */
+typedef struct dmg_stats {
+	uint64_t requests_in;     /* incoming requests given to the script */
+	uint64_t replies;         /* dm_send_reply calls that reached the bridge */
+	uint64_t auto_replies;    /* requests the module answered (no route, no reply) */
+	uint64_t sent_sync;       /* dm_send_request */
+	uint64_t sent_async;      /* dm_send_request_async / async(dm_send_request) */
+	uint64_t answers_ok;      /* outcome 1 */
+	uint64_t answers_error;   /* outcome -1 */
+	uint64_t timeouts;        /* outcome -2 */
+	uint64_t not_sent;        /* outcome -3 */
+	int32_t workers_attached; /* processes attached to the bridge */
+	int32_t workers_serving;  /* of those, the ones taking incoming requests */
+} dmg_stats;
+
+#define DMG_INC(st, field) __atomic_fetch_add(&(st)->field, 1, __ATOMIC_RELAXED)
+
+/** Counts one outcome of a sent request (1, -1, -2, anything else as not sent). */
+void dmg_count_outcome(dmg_stats *st, int rc);
+
+/**
+ * The event parameters of an incoming request, as the script reads them: $param(name) in
+ * OpenSIPS (aaa_diameter's names first, so $param(1)..$param(4) match it), $dm(name) in
+ * Kamailio. DMG_P_* are 1-based, in this order.
+ */
+enum {
+	DMG_P_SESS_ID = 1,
+	DMG_P_APP_ID,
+	DMG_P_CMD_CODE,
+	DMG_P_AVPS_JSON,
+	DMG_P_CMD_NAME,
+	DMG_P_ORIGIN_HOST,
+	DMG_P_ORIGIN_REALM,
+	DMG_P_EVENT,
+	DMG_P_COUNT = DMG_P_EVENT
+};
+
+/** The DMG_P_* id of a parameter name (`len` bytes), 0 when there is none. */
+int dmg_param_id(const char *name, size_t len);
+/** The name of a DMG_P_* id, NULL outside 1..DMG_P_COUNT. */
+const char *dmg_param_name(int id);
+/** 1 when the parameter is a number (app_id, cmd_code), 0 when it is text. */
+int dmg_param_is_int(int id);
+
+/**
+ * When a process that is not attached tries again. Both modules attach on use and from their
+ * loops; the library itself backs off after a refusal (dmb_attach's DMB_E_REFUSED), this adds
+ * the module's own interval for the other failures (bridge not running) and says what to log:
+ * the first failure of a run of failures, and every refusal that reached the bridge.
+ */
+typedef struct dmg_attach_pacer {
+	uint64_t next_ms;     /* no attempt before this */
+	uint32_t interval_ms; /* between attempts while failing */
+	int failing;          /* failures since the last success */
+} dmg_attach_pacer;
+
+/** 1 when an attempt may be made now. */
+int dmg_attach_due(const dmg_attach_pacer *p, uint64_t now_ms);
+/**
+ * Records a failed attempt (`why` is dmb_last_error()). Returns 1 when it should be logged:
+ * the first failure after a success, or a refusal the bridge just gave (the library's message
+ * starts with "refused by the bridge" then; its fast "next attach attempt in" ones are not).
+ */
+int dmg_attach_failed(dmg_attach_pacer *p, uint64_t now_ms, const char *why);
+/** Records a success; returns 1 when it ends a run of failures (worth an "attached" line). */
+int dmg_attach_ok(dmg_attach_pacer *p);
+
+/** The JSON of an answer carrying only a Result-Code: `[{"Result-Code":5012}]`. */
+int dmg_result_code_json(uint32_t code, char *buf, size_t cap);
+/** Whether an answer with this Result-Code sets the E bit (protocol errors, RFC 6733 §7.1.3). */
+int dmg_code_is_protocol_error(uint32_t code);
+
 /** Script return codes of dm_send_request (DESIGN §3). */
 enum {
 	DMG_RC_OK = 1,         /* 2xxx answer */

@@ -141,6 +141,42 @@ static void test_parse_u32(void)
 	CHECK(dmg_parse_u32("12x", 2, &v, &why) == 0 && v == 12); /* only len bytes are read */
 }
 
+static void test_common_homes(void)
+{
+	dmg_stats st;
+	memset(&st, 0, sizeof(st));
+	dmg_count_outcome(&st, 1);
+	dmg_count_outcome(&st, -1);
+	dmg_count_outcome(&st, -2);
+	dmg_count_outcome(&st, -3);
+	dmg_count_outcome(&st, 7);
+	CHECK(st.answers_ok == 1 && st.answers_error == 1 && st.timeouts == 1 && st.not_sent == 2);
+
+	CHECK(dmg_param_id("sess_id", 7) == DMG_P_SESS_ID);
+	CHECK(dmg_param_id("event", 5) == DMG_P_EVENT);
+	CHECK(dmg_param_id("events", 6) == 0 && dmg_param_id("even", 4) == 0);
+	CHECK(strcmp(dmg_param_name(DMG_P_AVPS_JSON), "avps_json") == 0);
+	CHECK(dmg_param_name(0) == NULL && dmg_param_name(DMG_P_COUNT + 1) == NULL);
+	CHECK(dmg_param_is_int(DMG_P_APP_ID) && !dmg_param_is_int(DMG_P_CMD_NAME));
+	for(int i = 1; i <= DMG_P_COUNT; i++)
+		CHECK(dmg_param_id(dmg_param_name(i), strlen(dmg_param_name(i))) == i);
+
+	dmg_attach_pacer p = {0, 1000, 0};
+	CHECK(dmg_attach_due(&p, 5));
+	CHECK(dmg_attach_failed(&p, 5, "connecting: No such file") == 1); /* first: logged */
+	CHECK(!dmg_attach_due(&p, 1004) && dmg_attach_due(&p, 1005));
+	CHECK(dmg_attach_failed(&p, 1005, "connecting: No such file") == 0); /* same run: quiet */
+	CHECK(dmg_attach_failed(&p, 2005, "refused by the bridge: no free slot; retrying") == 1);
+	CHECK(dmg_attach_failed(&p, 3005, "the bridge refused this process (x); next attach") == 0);
+	CHECK(dmg_attach_ok(&p) == 1 && dmg_attach_ok(&p) == 0 && dmg_attach_due(&p, 0));
+
+	char b[32];
+	CHECK(dmg_result_code_json(5012, b, sizeof(b)) == 22 && strcmp(b, "[{\"Result-Code\":5012}]") == 0);
+	CHECK(dmg_result_code_json(5012, b, 10) == -1);
+	CHECK(dmg_code_is_protocol_error(3001) && !dmg_code_is_protocol_error(5012)
+			&& !dmg_code_is_protocol_error(2001));
+}
+
 static void test_rc(void)
 {
 	CHECK(dmg_rc_from_class(1) == 1);
@@ -323,6 +359,7 @@ int main(void)
 	test_handled_names();
 	test_event_route_name();
 	test_parse_u32();
+	test_common_homes();
 	test_json();
 	test_rc();
 	test_jobs_and_pending();

@@ -10,6 +10,7 @@
  * $dm(result_code) and $dm(result) set.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,10 +23,12 @@
 #include "core/fmsg.h"
 #include "core/kemi.h"
 #include "core/receive.h"
+#include "core/mem/mem.h"
 #include "core/mem/shm_mem.h"
 #include "core/cfg/cfg_struct.h"
 
-#include "dmk.h"
+#include "dmk_state.h"
+#include "dmk_worker.h"
 
 /* how long past its own timeout an async request may wait for libdmbridge's outcome before
  * the module resumes the transaction with a timeout itself (a safety net, never expected) */
@@ -34,27 +37,66 @@
 #define DMK_BATCH 64
 
 static dmg_pending _dmk_pending;
+/* pipes from SIP workers to module worker i: _dmk_pipes[2*i] read, [2*i+1] write */
+static int *_dmk_pipes = NULL;
+static int _dmk_npipes = 0;
 
-/* E bit only for protocol errors (3xxx), as RFC 6733 §7.1.3 wants */
-static int dmk_code_is_protocol_error(int code)
+int dmk_worker_init(int n)
 {
-	return code >= 3000 && code < 4000;
+	if(n <= 0)
+		return 0;
+	_dmk_pipes = pkg_malloc(2 * n * sizeof(int));
+	if(_dmk_pipes == NULL) {
+		PKG_MEM_ERROR;
+		return -1;
+	}
+	for(int i = 0; i < n; i++) {
+		if(pipe(&_dmk_pipes[2 * i]) < 0) {
+			LM_ERR("pipe: %s\n", strerror(errno));
+			return -1;
+		}
+		/* the worker drains its end without blocking; a SIP worker never waits on a full
+		 * pipe (a stuck module worker): the call fails and the transaction is released */
+		fcntl(_dmk_pipes[2 * i], F_SETFL, O_NONBLOCK);
+		fcntl(_dmk_pipes[2 * i + 1], F_SETFL, O_NONBLOCK);
+	}
+	_dmk_npipes = n;
+	return 0;
+}
+
+int dmk_worker_hand_over(dmg_job *job)
+{
+	static unsigned int rr = 0;
+	int widx;
+
+	if(_dmk_npipes <= 0)
+		return -1;
+	widx = (int)(rr++ % (unsigned int)_dmk_npipes);
+	/* a pointer is 8 bytes < PIPE_BUF: the write is atomic, whole or EAGAIN */
+	if(write(_dmk_pipes[2 * widx + 1], &job, sizeof(job)) != sizeof(job)) {
+		LM_ERR("cannot hand the job to worker %d: %s\n", widx + 1, strerror(errno));
+		return -1;
+	}
+	LM_DBG("job handed to worker %d\n", widx + 1);
+	return 0;
 }
 
 static void dmk_reply_code(dmb_request *r, int code, const char *why)
 {
 	char json[48];
 	const char *sid = dmb_request_sess_id(r);
+	int n = dmg_result_code_json((uint32_t)code, json, sizeof(json));
 
-	snprintf(json, sizeof(json), "[{\"Result-Code\":%d}]", code);
 	LM_WARN("%s (session %s): %s, answering %d\n", dmb_request_event(r), sid ? sid : "-", why,
 			code);
-	if(dmb_reply(_dmk_w, dmb_request_token(r), json, strlen(json),
-			   dmk_code_is_protocol_error(code))
-			< 0)
+	/* E bit only for protocol errors (3xxx), as RFC 6733 §7.1.3 wants */
+	if(n < 0
+			|| dmb_reply(dmk_w(), dmb_request_token(r), json, (size_t)n,
+					   dmg_code_is_protocol_error((uint32_t)code))
+					   < 0)
 		LM_ERR("answering %d failed: %s\n", code, dmb_last_error());
 	else
-		DMK_INC(auto_replies);
+		DMG_INC(dmk_stats(), auto_replies);
 }
 
 static void dmk_run_request(dmb_request *r)
@@ -66,7 +108,7 @@ static void dmk_run_request(dmb_request *r)
 	sip_msg_t *fmsg;
 	int ri = -1, backup_rt;
 
-	DMK_INC(requests_in);
+	DMG_INC(dmk_stats(), requests_in);
 	/* rname = "dmbridge:E_DM_<X>"; the event name (for KEMI) starts after the prefix */
 	memcpy(rname, DMK_RT_PREFIX, DMK_RT_PREFIX_LEN);
 	if(ev == NULL
@@ -77,7 +119,7 @@ static void dmk_run_request(dmb_request *r)
 		snprintf(rname + DMK_RT_PREFIX_LEN, sizeof(rname) - DMK_RT_PREFIX_LEN, "%s",
 				DMG_EVENT_CATCHALL);
 	}
-	if(_dmk_event_callback.len > 0) {
+	if(dmk_cfg.event_callback.len > 0) {
 		keng = sr_kemi_eng_get();
 		if(keng == NULL) {
 			dmk_reply_code(r, 3001, "event_callback set but no KEMI engine");
@@ -87,7 +129,7 @@ static void dmk_run_request(dmb_request *r)
 	} else {
 		ri = route_lookup(&event_rt, rname);
 		if(ri < 0 || event_rt.rlist[ri] == NULL)
-			ri = _dmk_rt_catchall;
+			ri = route_lookup(&event_rt, DMK_RT_PREFIX DMG_EVENT_CATCHALL);
 		if(ri < 0 || event_rt.rlist[ri] == NULL) {
 			/* the bridge only routes declared commands here; this is a race with a change */
 			dmk_reply_code(r, 3001, "no event route");
@@ -96,14 +138,13 @@ static void dmk_run_request(dmb_request *r)
 		}
 	}
 
-	_dmk_cur_req = r;
-	_dmk_cur_replied = 0;
+	dmk_request_begin(r);
 	backup_rt = get_route_type();
 	set_route_type(EVENT_ROUTE);
 	fmsg = faked_msg_next();
 	if(keng != NULL) {
 		str evname = {rname + DMK_RT_PREFIX_LEN, (int)strlen(rname + DMK_RT_PREFIX_LEN)};
-		if(sr_kemi_route(keng, fmsg, EVENT_ROUTE, &_dmk_event_callback, &evname) < 0)
+		if(sr_kemi_route(keng, fmsg, EVENT_ROUTE, &dmk_cfg.event_callback, &evname) < 0)
 			LM_ERR("error running KEMI callback for %s\n", rname);
 	} else {
 		init_run_actions_ctx(&ctx);
@@ -112,10 +153,11 @@ static void dmk_run_request(dmb_request *r)
 	set_route_type(backup_rt);
 	ksr_msg_env_reset();
 
-	if(!_dmk_cur_replied && _dmk_auto_reply_code > 0)
-		dmk_reply_code(r, _dmk_auto_reply_code, "script sent no reply");
-	_dmk_cur_req = NULL;
-	_dmk_cur_replied = 0;
+	if(!dmk_request_replied() && dmk_cfg.auto_reply_code > 0)
+		dmk_reply_code(r, dmk_cfg.auto_reply_code, "script sent no reply");
+	dmk_request_end();
+	/* a request still unanswered (auto_reply_code 0, or the answer failed) is answered 5012
+	 * by libdmbridge when it is freed: exactly one answer either way */
 	dmb_request_free(r);
 }
 
@@ -125,8 +167,8 @@ static void dmk_async_resume(
 	sr_kemi_eng_t *keng;
 	int ri, ret;
 
-	dmk_count_outcome(rc);
-	dmk_set_outcome(rc, code, json, error);
+	dmg_count_outcome(dmk_stats(), rc);
+	dmk_outcome_set(rc, code, json, error);
 	keng = sr_kemi_eng_get();
 	if(keng == NULL) {
 		ri = route_lookup(&main_rt, job->route);
@@ -134,14 +176,14 @@ static void dmk_async_resume(
 			/* checked when suspending; only an empty route block gets here */
 			LM_ERR("route [%s] is empty, transaction [%u:%u] resumes without it\n", job->route,
 					job->tindex, job->tlabel);
-			ret = _dmk_tmb.t_cancel_suspend(job->tindex, job->tlabel);
+			ret = dmk_tm()->t_cancel_suspend(job->tindex, job->tlabel);
 		} else {
-			ret = _dmk_tmb.t_continue(job->tindex, job->tlabel, main_rt.rlist[ri]);
+			ret = dmk_tm()->t_continue(job->tindex, job->tlabel, main_rt.rlist[ri]);
 		}
 	} else {
 		str cb = {job->route, (int)strlen(job->route)};
 		str ev = str_init("dmbridge:async");
-		ret = _dmk_tmb.t_continue_cb(job->tindex, job->tlabel, &cb, &ev);
+		ret = dmk_tm()->t_continue_cb(job->tindex, job->tlabel, &cb, &ev);
 	}
 	if(ret < 0)
 		LM_ERR("cannot resume transaction [%u:%u] (already gone?)\n", job->tindex, job->tlabel);
@@ -156,7 +198,7 @@ static void dmk_async_start(dmg_job *job)
 		dmk_async_resume(job, DMG_RC_NOT_SENT, 0, NULL, "bridge not attached");
 		return;
 	}
-	if(dmb_send_request_async(_dmk_w, job->app_id, job->cmd_code, job->json, job->json_len,
+	if(dmb_send_request_async(dmk_w(), job->app_id, job->cmd_code, job->json, job->json_len,
 			   job->timeout_ms, &handle)
 			< 0) {
 		const char *err = dmb_last_error();
@@ -217,11 +259,12 @@ static void dmk_log_queue_error(const char *what)
 void dmk_worker_main(int idx)
 {
 	int rfd = _dmk_pipes[2 * idx];
+	dmb_worker *w;
 	dmb_request *req;
 	dmb_answer *ans;
 	dmg_job *job;
 
-	_dmk_worker_idx = idx;
+	dmk_state_set_worker(idx);
 	dmg_pending_init(&_dmk_pending);
 	LM_INFO("dmbridge worker %d started\n", idx + 1);
 
@@ -235,21 +278,24 @@ void dmk_worker_main(int idx)
 		int nfd = 1, timeout, n;
 
 		cfg_update();
-		if(_dmk_w == NULL && dmk_attach("dm") == 0)
-			__atomic_fetch_add(&_dmk_stats->workers_attached, 1, __ATOMIC_RELAXED);
+		if(dmk_w() == NULL && dmk_attach("dm") == 0) {
+			__atomic_fetch_add(&dmk_stats()->workers_attached, 1, __ATOMIC_RELAXED);
+			__atomic_fetch_add(&dmk_stats()->workers_serving, 1, __ATOMIC_RELAXED);
+		}
+		w = dmk_w();
 
 		pfd[0].fd = rfd;
 		pfd[0].events = POLLIN;
 		pfd[0].revents = 0;
 		timeout = 1000;
-		if(_dmk_w != NULL) {
-			pfd[1].fd = dmb_fd(_dmk_w);
+		if(w != NULL) {
+			pfd[1].fd = dmb_fd(w);
 			pfd[1].events = POLLIN;
 			pfd[1].revents = 0;
 			if(pfd[1].fd >= 0)
 				nfd = 2;
-		} else if(_dmk_reconnect_interval < timeout) {
-			timeout = _dmk_reconnect_interval;
+		} else if(dmk_cfg.reconnect_interval < timeout) {
+			timeout = dmk_cfg.reconnect_interval;
 		}
 		if(_dmk_pending.count > 0 && timeout > 250)
 			timeout = 250;
@@ -267,10 +313,10 @@ void dmk_worker_main(int idx)
 			dmk_drain_pipe(rfd);
 
 		/* always look at the queues: a missed wake-up costs at most one poll timeout */
-		if(_dmk_w != NULL) {
+		if(w != NULL) {
 			int i;
 			for(i = 0; i < DMK_BATCH; i++) {
-				int rc = dmb_next_request(_dmk_w, &req);
+				int rc = dmb_next_request(w, &req);
 				if(rc < 0)
 					dmk_log_queue_error("taking a request");
 				if(rc <= 0 || req == NULL)
@@ -280,7 +326,7 @@ void dmk_worker_main(int idx)
 			if(i == DMK_BATCH)
 				more = 1;
 			for(i = 0; i < DMK_BATCH; i++) {
-				int rc = dmb_next_answer(_dmk_w, &ans);
+				int rc = dmb_next_answer(w, &ans);
 				if(rc < 0)
 					dmk_log_queue_error("taking an answer");
 				if(rc <= 0 || ans == NULL)

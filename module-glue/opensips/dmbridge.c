@@ -3,8 +3,13 @@
  * dmbridge sidecar (libdmbridge). A drop-in for aaa_diameter scripts: same function names,
  * parameters, return codes, event and $param() names (see README.md).
  *
- * This file holds the exports, parameters, init, the script functions and the MI command; the
- * reactor side (incoming requests, event routes, async answers) is in dmo_worker.c.
+ * This file holds the exports and the init (events published, handled commands collected,
+ * attach retries before SIP messages). The rest, each file using only the ones before it:
+ *   dmo_state.c   configuration and each process's state (attachment, current request)
+ *   dmo_worker.c  the reactor side: incoming requests, event routes, async requests
+ *   dmo_script.c  the script functions and their fixups
+ *   dmo_mi.c      dm_status and dm_peers
+ *   dmo_glue.c    module-glue/common, compiled in
  */
 /* first: io_wait.h must include <fcntl.h> itself, with F_SETSIG enabled */
 #include "../../reactor_defs.h"
@@ -25,46 +30,23 @@
 #include "../../mem/shm_mem.h"
 #include "../../mi/mi.h"
 #include "../../evi/evi_modules.h"
+#include "../../script_cb.h"
 
-#include "dmo.h"
+#include "dmo_state.h"
+#include "dmo_worker.h"
+#include "dmo_script.h"
+#include "dmo_mi.h"
 
-char *dmo_bridge_socket = "/run/dmbridge/control.sock";
-int dmo_request_timeout = 2000; /* ms, aaa_diameter's answer_timeout default */
-int dmo_auto_reply_code = 5012;
-int dmo_max_json_log_size = 512;
 static char *dmo_dict_file = NULL;
 static char *dmo_aaa_url = NULL;
 static int dmo_fd_log_level = -1;
 static char *dmo_realm = NULL;
 static char *dmo_peer_identity = NULL;
 
-const char **dmo_handled = NULL;
-size_t dmo_handled_n = 0;
-dmo_stats_t *dmo_stats = NULL;
-
-dmb_worker *dmo_w = NULL;
-int dmo_serving = 0;
-dmb_request *dmo_cur_req = NULL;
-int dmo_cur_replied = 0;
-
-static int dmo_w_pid = 0; /* the process that attached dmo_w */
-static uint64_t dmo_next_attach_ms = 0;
-static int dmo_attach_logged = 0;
-#define DMO_ATTACH_RETRY_MS 1000
-static int dmo_fixing_script = 1; /* fixups run for the script's literals (see fixup_dm_json) */
-
 static int mod_init(void);
 static int child_init(int rank);
+static int dmo_retry_attach(struct sip_msg *msg, void *param);
 static void mod_destroy(void);
-
-static int w_dm_send_reply(struct sip_msg *msg, str *json, int *is_error);
-static int w_dm_send_request(struct sip_msg *msg, int *app_id, int *cmd_code, str *json,
-		pv_spec_t *rpl);
-static int w_dm_send_request_async(struct sip_msg *msg, async_ctx *ctx, int *app_id,
-		int *cmd_code, str *json, pv_spec_t *rpl);
-static mi_response_t *mi_dm_status(const mi_params_t *params, struct mi_handler *async_hdl);
-static int fixup_dm_json(void **param);
-static int fixup_dm_reply_var(void **param);
 
 /* clang-format off */
 static const cmd_export_t cmds[] = {
@@ -96,13 +78,13 @@ static const acmd_export_t acmds[] = {
 };
 
 static const param_export_t params[] = {
-	{"bridge_socket",     STR_PARAM, &dmo_bridge_socket},
-	{"request_timeout",   INT_PARAM, &dmo_request_timeout},
-	{"auto_reply_code",   INT_PARAM, &dmo_auto_reply_code},
+	{"bridge_socket",     STR_PARAM, &dmo_cfg.bridge_socket},
+	{"request_timeout",   INT_PARAM, &dmo_cfg.request_timeout},
+	{"auto_reply_code",   INT_PARAM, &dmo_cfg.auto_reply_code},
 	{"dict_file",         STR_PARAM, &dmo_dict_file},
-	{"max_json_log_size", INT_PARAM, &dmo_max_json_log_size},
+	{"max_json_log_size", INT_PARAM, &dmo_cfg.max_json_log_size},
 	/* aaa_diameter's parameters, so its scripts only change loadmodule */
-	{"answer_timeout",    INT_PARAM, &dmo_request_timeout},
+	{"answer_timeout",    INT_PARAM, &dmo_cfg.request_timeout},
 	{"aaa_url",           STR_PARAM, &dmo_aaa_url},
 	{"fd_log_level",      INT_PARAM, &dmo_fd_log_level},
 	{"realm",             STR_PARAM, &dmo_realm},
@@ -117,6 +99,15 @@ static const mi_export_t mi_cmds[] = {
 		{EMPTY_MI_RECIPE}}
 #if DMO_OPENSIPS_VER >= 400
 		, {0}  /* 4.0: aliases */
+#endif
+	},
+	{"dm_peers", "the bridge's Diameter peers: host, state, watchdog, usable, applications,"
+		" pending requests",
+		0, 0, {
+		{mi_dm_peers, {0}},
+		{EMPTY_MI_RECIPE}}
+#if DMO_OPENSIPS_VER >= 400
+		, {0}
 #endif
 	},
 	{EMPTY_MI_EXPORT}
@@ -285,7 +276,7 @@ static int dmo_publish_events(void)
 }
 
 /* The handled names: one per event_route[E_DM_*] of the script (E_DM_REQUEST -> "*"). */
-static int dmo_collect_handled(void)
+static int dmo_collect_handled(const char ***handled, size_t *nhandled)
 {
 	const char *routes[EVENT_RT_NO];
 	size_t nr = 0;
@@ -295,16 +286,17 @@ static int dmo_collect_handled(void)
 			continue;
 		routes[nr++] = sroutes->event[i].name;
 	}
-	dmo_handled_n = 0;
+	*handled = NULL;
+	*nhandled = 0;
 	if(nr == 0)
 		return 0;
 	/* the names point into the route names, which live as long as the script */
-	dmo_handled = pkg_malloc(nr * sizeof(*dmo_handled));
-	if(dmo_handled == NULL) {
+	*handled = pkg_malloc(nr * sizeof(**handled));
+	if(*handled == NULL) {
 		LM_ERR("no more pkg memory\n");
 		return -1;
 	}
-	dmo_handled_n = dmg_handled_names(routes, nr, dmo_handled, nr);
+	*nhandled = dmg_handled_names(routes, nr, *handled, nr);
 	/* E_DM_<code> routes of commands no dictionary here names: 3.4/3.5's event_route module
 	 * subscribes the script's routes only to published events (3.6+ publish them itself) */
 	for(size_t i = 0; i < nr; i++)
@@ -316,15 +308,18 @@ static int dmo_collect_handled(void)
 
 static int mod_init(void)
 {
-	if(dmo_request_timeout <= 0) {
+	const char **handled = NULL;
+	size_t nhandled = 0;
+
+	if(dmo_cfg.request_timeout <= 0) {
 		LM_ERR("request_timeout (answer_timeout) must be > 0 ms\n");
 		return -1;
 	}
-	if(dmo_bridge_socket == NULL || *dmo_bridge_socket == '\0') {
+	if(dmo_cfg.bridge_socket == NULL || *dmo_cfg.bridge_socket == '\0') {
 		LM_ERR("bridge_socket is empty\n");
 		return -1;
 	}
-	if(dmo_auto_reply_code < 0 || dmo_auto_reply_code > 9999) {
+	if(dmo_cfg.auto_reply_code < 0 || dmo_cfg.auto_reply_code > 9999) {
 		LM_ERR("auto_reply_code must be a Result-Code (0 disables)\n");
 		return -1;
 	}
@@ -335,30 +330,38 @@ static int mod_init(void)
 		LM_NOTICE("realm/peer_identity are aaa_diameter's: ignored, Origin-Realm and the"
 				  " peers are the bridge's configuration\n");
 
-	dmo_stats = shm_malloc(sizeof(*dmo_stats));
-	if(dmo_stats == NULL) {
-		LM_ERR("no more shm memory\n");
-		return -1;
-	}
-	memset(dmo_stats, 0, sizeof(*dmo_stats));
-
 	if(dmo_publish_events() < 0)
 		return -1;
-	if(dmo_collect_handled() < 0)
+	if(dmo_collect_handled(&handled, &nhandled) < 0 || dmo_state_init(handled, nhandled) < 0)
 		return -1;
+	/* a SIP worker the bridge refused (or that started before it) tries again before the
+	 * messages it handles, paced by dmo_attach and libdmbridge's backoff */
+	if(register_script_cb(dmo_retry_attach, PRE_SCRIPT_CB | REQ_TYPE_CB | RPL_TYPE_CB, 0)
+			< 0) {
+		LM_ERR("cannot register the attach retry callback\n");
+		return -1;
+	}
 
-	LM_INFO("%s, bridge %s, %zu handled command name(s)\n", dmb_version(), dmo_bridge_socket,
-			dmo_handled_n);
-	for(size_t i = 0; i < dmo_handled_n; i++)
-		LM_INFO("handles command [%s]\n", dmo_handled[i]);
-	if(dmo_handled_n == 0)
+	LM_INFO("%s, bridge %s, %zu handled command name(s)\n", dmb_version(),
+			dmo_cfg.bridge_socket, nhandled);
+	for(size_t i = 0; i < nhandled; i++)
+		LM_INFO("handles command [%s]\n", handled[i]);
+	if(nhandled == 0)
 		LM_INFO("no event_route[E_DM_*]: the bridge answers incoming requests with 3001\n");
 	return 0;
 }
 
+/* Before each SIP message of a process with a reactor that does not serve yet. */
+static int dmo_retry_attach(struct sip_msg *msg, void *param)
+{
+	if(!dmo_serving() && dmo_has_reactor() && dmo_attach("sip") == 0)
+		dmo_serve();
+	return SCB_RUN_ALL;
+}
+
 static int child_init(int rank)
 {
-	dmo_fixing_script = 0;
+	dmo_script_loaded();
 	/* only processes with a reactor serve requests: SIP workers (and 4.0's timer workers);
 	 * the reactor is set up before child_init there */
 	if(rank < 1 || !dmo_has_reactor())
@@ -372,312 +375,6 @@ static int child_init(int rank)
 
 static void mod_destroy(void)
 {
-	if(dmo_w != NULL && dmo_w_pid == (int)getpid()) {
-		dmb_detach(dmo_w);
-		dmo_w = NULL;
-	}
+	dmo_detach();
 }
 
-/* --- fixups ------------------------------------------------------------------------------ */
-
-/* OpenSIPS calls a parameter's fixup for literals when it loads the script, and again at each
- * call for values printed from variables. Only the first kind is checked here (until
- * child_init clears dmo_fixing_script), so that a typo in a literal stops the start; values of
- * variables are checked at the call (-3 and a log line). */
-
-static int fixup_dm_json(void **param)
-{
-	str *json = (str *)*param;
-	size_t off = 0;
-	const char *why = NULL;
-
-	if(!dmo_fixing_script || json == NULL || json->s == NULL)
-		return 0;
-	if(dmg_json_check_avps(json->s, (size_t)json->len, &off, &why) < 0) {
-		LM_ERR("dm_send_request: invalid AVP JSON at offset %zu: %s (%.*s)\n", off,
-				why ? why : "syntax error", json->len > 200 ? 200 : json->len, json->s);
-		return E_CFG;
-	}
-	return 0;
-}
-
-static int fixup_dm_reply_var(void **param)
-{
-	pv_spec_t *sp = (pv_spec_t *)*param;
-
-	if(sp != NULL && !pv_is_w(sp)) {
-		LM_ERR("dm_send_request: reply variable is read-only: use a writable one"
-			   " such as $var(x) or $avp(x)\n");
-		return E_CFG;
-	}
-	return 0;
-}
-
-/* --- attachment -------------------------------------------------------------------------- */
-
-int dmo_attach(const char *role)
-{
-	char name[64];
-	uint64_t now;
-	int rc;
-
-	if(dmo_w != NULL) {
-		if(dmo_w_pid == (int)getpid())
-			return 0;
-		/* inherited through a fork: the parent's slot, not ours (libdmbridge refuses it) */
-		dmo_w = NULL;
-		dmo_serving = 0;
-	}
-	now = dmg_now_ms();
-	if(now < dmo_next_attach_ms)
-		return -1;
-	dmo_next_attach_ms = now + DMO_ATTACH_RETRY_MS;
-
-	snprintf(name, sizeof(name), "opensips %s %d (pid %d)", role, process_no, (int)getpid());
-	rc = dmb_attach(dmo_bridge_socket, name, &dmo_w);
-	if(rc < 0 || dmo_w == NULL) {
-		/* no worker at all (version mismatch, refused, bad path): retried on use */
-		if(!dmo_attach_logged)
-			LM_ERR("cannot attach to bridge at %s: %s\n", dmo_bridge_socket, dmb_last_error());
-		dmo_attach_logged = 1;
-		dmo_w = NULL;
-		return -1;
-	}
-	if(rc == 0 && !dmo_attach_logged) {
-		/* the worker exists and attaches by itself when the bridge comes up */
-		LM_WARN("bridge at %s not reachable yet (%s): Diameter calls fail with -3 until it"
-				" is; SIP keeps running\n",
-				dmo_bridge_socket, dmb_last_error());
-		dmo_attach_logged = 1;
-	}
-	dmo_w_pid = (int)getpid();
-	__atomic_fetch_add(&dmo_stats->workers_attached, 1, __ATOMIC_RELAXED);
-	return 0;
-}
-
-/* --- JSON checks ------------------------------------------------------------------------- */
-
-int dmo_check_json(const char *fn, const str *json)
-{
-	size_t off = 0;
-	const char *why = NULL;
-	int show;
-
-	if(json == NULL || json->s == NULL) {
-		LM_ERR("%s: NULL JSON input\n", fn);
-		return -1;
-	}
-	if(dmg_json_check_avps(json->s, (size_t)json->len, &off, &why) == 0)
-		return 0;
-	show = json->len > dmo_max_json_log_size ? dmo_max_json_log_size : json->len;
-	LM_ERR("%s: invalid AVP JSON at offset %zu: %s ('%.*s'%s, len: %d)\n", fn, off,
-			why ? why : "syntax error", show, json->s, show < json->len ? " ..." : "",
-			json->len);
-	return -1;
-}
-
-/* --- dm_send_reply ----------------------------------------------------------------------- */
-
-static int w_dm_send_reply(struct sip_msg *msg, str *json, int *is_error)
-{
-	int rc;
-
-	if(dmo_cur_req == NULL || dmo_w == NULL) {
-		LM_ERR("dm_send_reply: no Diameter request is being handled here"
-			   " (use it in event_route[E_DM_*])\n");
-		return -1;
-	}
-	if(dmo_cur_replied) {
-		LM_ERR("dm_send_reply: this request was already answered\n");
-		return -1;
-	}
-	if(dmo_check_json("dm_send_reply", json) < 0) {
-		/* the module answers 5012 (auto_reply_code) after the route */
-		return -1;
-	}
-	rc = dmb_reply(dmo_w, dmb_request_token(dmo_cur_req), json->s, (size_t)json->len,
-			(is_error && *is_error) ? 1 : 0);
-	if(rc < 0) {
-		LM_ERR("dm_send_reply: %s\n", dmb_last_error());
-		/* INVAL/TOO_BIG: the library already told the bridge (5012 to the peer);
-		 * DETACHED: the old bridge dealt with it; FULL: the module retries after the route */
-		if(rc != DMB_E_FULL)
-			dmo_cur_replied = 1;
-		return -1;
-	}
-	dmo_cur_replied = 1;
-	DMO_INC(replies);
-	return 1;
-}
-
-/* --- dm_send_request (synchronous) ------------------------------------------------------- */
-
-void dmo_count_outcome(int rc)
-{
-	switch(rc) {
-		case DMG_RC_OK:
-			DMO_INC(answers_ok);
-			break;
-		case DMG_RC_ERROR:
-			DMO_INC(answers_error);
-			break;
-		case DMG_RC_TIMEOUT:
-			DMO_INC(timeouts);
-			break;
-		default:
-			DMO_INC(not_sent);
-	}
-}
-
-void dmo_set_reply_var(struct sip_msg *msg, pv_spec_t *rpl, const char *json, size_t len)
-{
-	pv_value_t val;
-
-	if(rpl == NULL)
-		return;
-	memset(&val, 0, sizeof(val));
-	if(json != NULL && len > 0) {
-		val.rs.s = (char *)json;
-		val.rs.len = (int)len;
-		val.flags = PV_VAL_STR;
-	} else {
-		val.flags = PV_VAL_NULL;
-	}
-	if(pv_set_value(msg, rpl, 0, &val) != 0)
-		LM_ERR("dm_send_request: cannot set the reply variable\n");
-}
-
-static int w_dm_send_request(struct sip_msg *msg, int *app_id, int *cmd_code, str *json,
-		pv_spec_t *rpl)
-{
-	dmb_answer *ans = NULL;
-	const char *aj = NULL;
-	size_t alen = 0;
-	int rc;
-
-	DMO_INC(sent_sync);
-	if(*app_id < 0 || *cmd_code < 0) {
-		LM_ERR("dm_send_request: app_id and cmd_code must be >= 0\n");
-		rc = DMG_RC_NOT_SENT;
-		goto done;
-	}
-	if(dmo_check_json("dm_send_request", json) < 0) {
-		rc = DMG_RC_NOT_SENT;
-		goto done;
-	}
-	if(dmo_attach(dmo_serving ? "sip" : "aux") < 0) {
-		LM_ERR("dm_send_request(%d, %d): bridge not attached\n", *app_id, *cmd_code);
-		rc = DMG_RC_NOT_SENT;
-		goto done;
-	}
-	rc = dmb_send_request(dmo_w, (uint32_t)*app_id, (uint32_t)*cmd_code, json->s,
-			(size_t)json->len, (uint32_t)dmo_request_timeout, &ans);
-	if(ans == NULL) {
-		LM_ERR("dm_send_request(%d, %d): %s\n", *app_id, *cmd_code, dmb_last_error());
-		rc = DMG_RC_NOT_SENT;
-		goto done;
-	}
-	rc = dmg_rc_from_class(dmb_answer_class(ans));
-	aj = dmb_answer_avps_json(ans, &alen);
-	if(rc == DMG_RC_NOT_SENT || rc == DMG_RC_TIMEOUT) {
-		const char *why = dmb_answer_error(ans);
-		LM_NOTICE("dm_send_request(%d, %d): %s\n", *app_id, *cmd_code,
-				why && *why ? why : (rc == DMG_RC_TIMEOUT ? "no answer in time" : "not sent"));
-	}
-done:
-	dmo_set_reply_var(msg, rpl, aj, alen);
-	if(ans)
-		dmb_answer_free(ans);
-	dmo_count_outcome(rc);
-	return rc;
-}
-
-static int w_dm_send_request_async(struct sip_msg *msg, async_ctx *ctx, int *app_id,
-		int *cmd_code, str *json, pv_spec_t *rpl)
-{
-	if(*app_id < 0 || *cmd_code < 0) {
-		LM_ERR("dm_send_request: app_id and cmd_code must be >= 0\n");
-		dmo_set_reply_var(msg, rpl, NULL, 0);
-		DMO_INC(sent_async);
-		dmo_count_outcome(DMG_RC_NOT_SENT);
-		async_status = ASYNC_NO_IO;
-		return DMG_RC_NOT_SENT;
-	}
-	return dmo_async_start(msg, ctx, (uint32_t)*app_id, (uint32_t)*cmd_code, json, rpl);
-}
-
-/* --- MI ---------------------------------------------------------------------------------- */
-
-static mi_response_t *mi_dm_status(const mi_params_t *params, struct mi_handler *async_hdl)
-{
-	mi_response_t *resp;
-	mi_item_t *obj, *arr, *cnt;
-	char *bridge = NULL;
-	dmo_stats_t s;
-
-	resp = init_mi_result_object(&obj);
-	if(resp == NULL)
-		return NULL;
-	memcpy(&s, dmo_stats, sizeof(s)); /* counters only: a torn read is harmless */
-
-	if(dmo_attach("mi") == 0 && dmb_is_attached(dmo_w) == 1
-			&& dmb_status_json(dmo_w, &bridge) >= 0 && bridge != NULL) {
-		/* MI builds its replies with the system allocator (it frees them that way too) and
-		 * leaves cJSON's hooks on pkg in between */
-		mi_item_t *b;
-		_init_mi_sys_mem_hooks();
-		b = cJSON_Parse(bridge);
-		_init_mi_pkg_mem_hooks();
-		if(add_mi_bool(obj, MI_SSTR("attached"), 1) < 0)
-			goto error;
-		if(b != NULL) {
-			_init_mi_sys_mem_hooks();
-			cJSON_AddItemToObject(obj, "bridge", b);
-			_init_mi_pkg_mem_hooks();
-		}
-		else if(add_mi_string(obj, MI_SSTR("bridge"), bridge, strlen(bridge)) < 0)
-			goto error;
-	} else {
-		const char *err = dmb_last_error();
-		if(add_mi_bool(obj, MI_SSTR("attached"), 0) < 0
-				|| add_mi_string(obj, MI_SSTR("error"), (char *)err, strlen(err)) < 0)
-			goto error;
-	}
-	if(add_mi_string(obj, MI_SSTR("socket"), dmo_bridge_socket, strlen(dmo_bridge_socket)) < 0
-			|| add_mi_string(obj, MI_SSTR("library"), (char *)dmb_version(),
-					   strlen(dmb_version()))
-					   < 0
-			|| add_mi_number(obj, MI_SSTR("request_timeout_ms"), dmo_request_timeout) < 0
-			|| add_mi_number(obj, MI_SSTR("workers_attached"),
-					   __atomic_load_n(&dmo_stats->workers_attached, __ATOMIC_RELAXED))
-					   < 0
-			|| add_mi_number(obj, MI_SSTR("workers_serving"),
-					   __atomic_load_n(&dmo_stats->workers_serving, __ATOMIC_RELAXED))
-					   < 0)
-		goto error;
-	arr = add_mi_array(obj, MI_SSTR("handled"));
-	if(arr == NULL)
-		goto error;
-	for(size_t i = 0; i < dmo_handled_n; i++)
-		if(add_mi_string(arr, 0, 0, (char *)dmo_handled[i], strlen(dmo_handled[i])) < 0)
-			goto error;
-	cnt = add_mi_object(obj, MI_SSTR("counters"));
-	if(cnt == NULL || add_mi_number(cnt, MI_SSTR("requests_in"), (double)s.requests_in) < 0
-			|| add_mi_number(cnt, MI_SSTR("replies"), (double)s.replies) < 0
-			|| add_mi_number(cnt, MI_SSTR("auto_replies"), (double)s.auto_replies) < 0
-			|| add_mi_number(cnt, MI_SSTR("sent_sync"), (double)s.sent_sync) < 0
-			|| add_mi_number(cnt, MI_SSTR("sent_async"), (double)s.sent_async) < 0
-			|| add_mi_number(cnt, MI_SSTR("answers_ok"), (double)s.answers_ok) < 0
-			|| add_mi_number(cnt, MI_SSTR("answers_error"), (double)s.answers_error) < 0
-			|| add_mi_number(cnt, MI_SSTR("timeouts"), (double)s.timeouts) < 0
-			|| add_mi_number(cnt, MI_SSTR("not_sent"), (double)s.not_sent) < 0)
-		goto error;
-	if(bridge)
-		dmb_string_free(bridge);
-	return resp;
-error:
-	if(bridge)
-		dmb_string_free(bridge);
-	free_mi_response(resp);
-	return init_mi_error(500, MI_SSTR("Internal error building the reply"));
-}

@@ -1,5 +1,6 @@
 /*
- * dmbridge OpenSIPS module: the reactor side (see dmo.h for the process model).
+ * dmbridge OpenSIPS module: the reactor side (see dmo_state.h for the process model). Above
+ * dmo_state; the script functions start async requests here.
  *
  * The attachment's descriptor sits in the process's reactor as an F_FD_ASYNC reader that never
  * completes. When it is readable, dmo_on_fd() takes incoming requests and runs their event
@@ -32,7 +33,8 @@
 #include "../../mem/mem.h"
 #include "../../mem/shm_mem.h"
 
-#include "dmo.h"
+#include "dmo_state.h"
+#include "dmo_worker.h"
 
 /* requests / answers taken per wake-up, so a flood of Diameter cannot starve SIP: the library
  * leaves the descriptor readable while anything is left */
@@ -66,31 +68,8 @@ static void dmo_ipc_kick(int sender, void *param)
 
 /* --- $param() in event_route[E_DM_*] ------------------------------------------------------- */
 
-enum {
-	DMO_P_SESS_ID = 1,
-	DMO_P_APP_ID,
-	DMO_P_CMD_CODE,
-	DMO_P_AVPS_JSON,
-	DMO_P_CMD_NAME,
-	DMO_P_ORIGIN_HOST,
-	DMO_P_ORIGIN_REALM,
-	DMO_P_EVENT,
-};
-
-static const struct {
-	const char *name;
-	int id;
-} dmo_param_names[] = {
-	{"sess_id", DMO_P_SESS_ID},
-	{"app_id", DMO_P_APP_ID},
-	{"cmd_code", DMO_P_CMD_CODE},
-	{"avps_json", DMO_P_AVPS_JSON},
-	{"cmd_name", DMO_P_CMD_NAME},
-	{"origin_host", DMO_P_ORIGIN_HOST},
-	{"origin_realm", DMO_P_ORIGIN_REALM},
-	{"event", DMO_P_EVENT},
-};
-#define DMO_NPARAMS ((int)(sizeof(dmo_param_names) / sizeof(dmo_param_names[0])))
+/* names and order from module-glue/common (DMG_P_*): aaa_diameter's four first */
+#define DMO_NPARAMS DMG_P_COUNT
 
 static int dmo_param_str(pv_value_t *res, const char *s, size_t len)
 {
@@ -138,34 +117,31 @@ static int dmo_param_get(struct sip_msg *msg, pv_param_t *ip, pv_value_t *res, v
 	}
 	if(tv.flags & PV_VAL_INT) {
 		if(tv.ri >= 1 && tv.ri <= DMO_NPARAMS)
-			id = dmo_param_names[tv.ri - 1].id;
+			id = tv.ri;
 	} else {
-		for(int i = 0; i < DMO_NPARAMS; i++)
-			if((int)strlen(dmo_param_names[i].name) == tv.rs.len
-					&& memcmp(dmo_param_names[i].name, tv.rs.s, tv.rs.len) == 0)
-				id = dmo_param_names[i].id;
+		id = dmg_param_id(tv.rs.s, (size_t)tv.rs.len);
 	}
 	switch(id) {
-		case DMO_P_SESS_ID:
+		case DMG_P_SESS_ID:
 			s = dmb_request_sess_id(r);
 			return s && *s ? dmo_param_str(res, s, strlen(s)) : pv_get_null(msg, ip, res);
-		case DMO_P_APP_ID:
+		case DMG_P_APP_ID:
 			return dmo_param_int(res, dmb_request_app_id(r));
-		case DMO_P_CMD_CODE:
+		case DMG_P_CMD_CODE:
 			return dmo_param_int(res, dmb_request_cmd_code(r));
-		case DMO_P_AVPS_JSON:
+		case DMG_P_AVPS_JSON:
 			s = dmb_request_avps_json(r, &len);
 			return s ? dmo_param_str(res, s, len) : pv_get_null(msg, ip, res);
-		case DMO_P_CMD_NAME:
+		case DMG_P_CMD_NAME:
 			s = dmb_request_cmd_name(r);
 			break;
-		case DMO_P_ORIGIN_HOST:
+		case DMG_P_ORIGIN_HOST:
 			s = dmb_request_origin_host(r);
 			break;
-		case DMO_P_ORIGIN_REALM:
+		case DMG_P_ORIGIN_REALM:
 			s = dmb_request_origin_realm(r);
 			break;
-		case DMO_P_EVENT:
+		case DMG_P_EVENT:
 			s = dmb_request_event(r);
 			break;
 		default:
@@ -187,15 +163,18 @@ static void dmo_reply_code(dmb_request *r, int code, const char *why)
 {
 	char json[48];
 	const char *sid = dmb_request_sess_id(r);
-	int n = snprintf(json, sizeof(json), "[{\"Result-Code\":%d}]", code);
+	int n = dmg_result_code_json((uint32_t)code, json, sizeof(json));
 
 	LM_WARN("%s (session %s): %s, answering %d\n", dmb_request_event(r), sid ? sid : "-", why,
 			code);
-	if(dmb_reply(dmo_w, dmb_request_token(r), json, (size_t)n, code >= 3000 && code < 4000)
-			< 0)
+	/* E bit only for protocol errors (3xxx), as RFC 6733 §7.1.3 wants */
+	if(n < 0
+			|| dmb_reply(dmo_w(), dmb_request_token(r), json, (size_t)n,
+					   dmg_code_is_protocol_error((uint32_t)code))
+					   < 0)
 		LM_ERR("answering %d failed: %s\n", code, dmb_last_error());
 	else
-		DMO_INC(auto_replies);
+		DMG_INC(dmo_stats(), auto_replies);
 }
 
 static int dmo_event_route(const char *name)
@@ -216,13 +195,13 @@ static void dmo_run_request(dmb_request *r)
 	struct sip_msg *msg;
 	int idx, old_route_type;
 
-	DMO_INC(requests_in);
+	DMG_INC(dmo_stats(), requests_in);
 	idx = dmo_event_route(ev);
 	if(idx < 0)
 		idx = dmo_event_route(DMG_EVENT_CATCHALL);
 	if(idx < 0) {
 		/* the bridge routes only declared commands here: a script reload removed the route */
-		if(dmo_auto_reply_code > 0)
+		if(dmo_cfg.auto_reply_code > 0)
 			dmo_reply_code(r, 3001, "no event route");
 		dmb_request_free(r);
 		return;
@@ -235,8 +214,7 @@ static void dmo_run_request(dmb_request *r)
 		return;
 	}
 
-	dmo_cur_req = r;
-	dmo_cur_replied = 0;
+	dmo_request_begin(r);
 	route_params_push_level(sroutes->event[idx].name, r, NULL, dmo_param_get);
 	swap_route_type(old_route_type, EVENT_ROUTE);
 	run_top_route(sroutes->event[idx], msg);
@@ -245,10 +223,11 @@ static void dmo_run_request(dmb_request *r)
 	release_dummy_sip_msg(msg);
 	reset_avps();
 
-	if(!dmo_cur_replied && dmo_auto_reply_code > 0)
-		dmo_reply_code(r, dmo_auto_reply_code, "the script sent no reply");
-	dmo_cur_req = NULL;
-	dmo_cur_replied = 0;
+	if(!dmo_request_replied() && dmo_cfg.auto_reply_code > 0)
+		dmo_reply_code(r, dmo_cfg.auto_reply_code, "the script sent no reply");
+	dmo_request_end();
+	/* a request still unanswered (auto_reply_code 0, or the answer failed) is answered 5012
+	 * by libdmbridge when it is freed: exactly one answer either way */
 	dmb_request_free(r);
 }
 
@@ -269,7 +248,7 @@ static int dmo_take_answers(dmo_async *want, int limit)
 	int got_want = 0;
 
 	for(int i = 0; limit <= 0 || i < limit; i++) {
-		int rc = dmb_next_answer(dmo_w, &ans);
+		int rc = dmb_next_answer(dmo_w(), &ans);
 		dmo_async *a;
 
 		if(rc < 0) {
@@ -313,7 +292,7 @@ static enum async_ret_code dmo_async_resume(int fd, struct sip_msg *msg, void *p
 		/* tm runs us synchronously (a route without async support): wait for the outcome */
 		uint64_t deadline = dmg_now_ms() + a->job.timeout_ms + DMO_ASYNC_GRACE_MS;
 		while(a->ans == NULL) {
-			struct pollfd pfd = {dmb_fd(dmo_w), POLLIN, 0};
+			struct pollfd pfd = {dmb_fd(dmo_w()), POLLIN, 0};
 			uint64_t now = dmg_now_ms();
 			if(now >= deadline) {
 				dmg_pending_take(&dmo_pending, a->job.handle);
@@ -339,7 +318,7 @@ static enum async_ret_code dmo_async_resume(int fd, struct sip_msg *msg, void *p
 	}
 	rc = a->rc;
 	dmo_set_reply_var(msg, a->rpl, json, len);
-	dmo_count_outcome(rc);
+	dmg_count_outcome(dmo_stats(), rc);
 	dmo_async_free(a);
 	async_status = ASYNC_DONE;
 	if(dmo_done_head != NULL && !dmo_kick_queued) {
@@ -385,14 +364,14 @@ int dmo_async_start(struct sip_msg *msg, async_ctx *ctx, uint32_t app_id, uint32
 	uint64_t handle = 0;
 	int rc;
 
-	DMO_INC(sent_async);
+	DMG_INC(dmo_stats(), sent_async);
 	if(dmo_check_json("dm_send_request", json) < 0)
 		goto not_sent;
 	if(dmo_attach("sip") < 0) {
 		LM_ERR("dm_send_request(%u, %u): bridge not attached\n", app_id, cmd_code);
 		goto not_sent;
 	}
-	if(!dmo_serving && dmo_serve() < 0)
+	if(!dmo_serving() && dmo_serve() < 0)
 		goto sync; /* no reactor to wake us here: do it synchronously */
 	if(route_type != REQUEST_ROUTE && route_type != ONREPLY_ROUTE)
 		goto sync; /* tm would resume at once; let it find the outcome ready */
@@ -403,8 +382,8 @@ int dmo_async_start(struct sip_msg *msg, async_ctx *ctx, uint32_t app_id, uint32
 		goto not_sent;
 	}
 	memset(a, 0, sizeof(*a));
-	rc = dmb_send_request_async(dmo_w, app_id, cmd_code, json->s, (size_t)json->len,
-			(uint32_t)dmo_request_timeout, &handle);
+	rc = dmb_send_request_async(dmo_w(), app_id, cmd_code, json->s, (size_t)json->len,
+			(uint32_t)dmo_cfg.request_timeout, &handle);
 	if(rc < 0) {
 		LM_ERR("dm_send_request(%u, %u): %s\n", app_id, cmd_code, dmb_last_error());
 		pkg_free(a);
@@ -413,7 +392,7 @@ int dmo_async_start(struct sip_msg *msg, async_ctx *ctx, uint32_t app_id, uint32
 	a->job.handle = handle;
 	a->job.app_id = app_id;
 	a->job.cmd_code = cmd_code;
-	a->job.timeout_ms = (uint32_t)dmo_request_timeout;
+	a->job.timeout_ms = (uint32_t)dmo_cfg.request_timeout;
 	a->ctx = ctx;
 	a->rpl = rpl;
 	a->rc = DMG_RC_TIMEOUT;
@@ -428,21 +407,21 @@ sync: {
 	const char *aj = NULL;
 	size_t alen = 0;
 
-	rc = dmb_send_request(dmo_w, app_id, cmd_code, json->s, (size_t)json->len,
-			(uint32_t)dmo_request_timeout, &ans);
+	rc = dmb_send_request(dmo_w(), app_id, cmd_code, json->s, (size_t)json->len,
+			(uint32_t)dmo_cfg.request_timeout, &ans);
 	rc = ans ? dmg_rc_from_class(dmb_answer_class(ans)) : DMG_RC_NOT_SENT;
 	if(ans)
 		aj = dmb_answer_avps_json(ans, &alen);
 	dmo_set_reply_var(msg, rpl, aj, alen);
 	if(ans)
 		dmb_answer_free(ans);
-	dmo_count_outcome(rc);
+	dmg_count_outcome(dmo_stats(), rc);
 	async_status = ASYNC_SYNC;
 	return rc;
 }
 not_sent:
 	dmo_set_reply_var(msg, rpl, NULL, 0);
-	dmo_count_outcome(DMG_RC_NOT_SENT);
+	dmg_count_outcome(dmo_stats(), DMG_RC_NOT_SENT);
 	async_status = ASYNC_NO_IO;
 	return DMG_RC_NOT_SENT;
 }
@@ -452,13 +431,14 @@ not_sent:
 static int dmo_on_fd(int fd, void *param)
 {
 	dmb_request *req;
+	dmb_worker *w = dmo_w();
 
-	if(dmo_w == NULL) {
+	if(w == NULL) {
 		async_status = ASYNC_DONE;
 		return 0;
 	}
 	for(int i = 0; i < DMO_BATCH; i++) {
-		int rc = dmb_next_request(dmo_w, &req);
+		int rc = dmb_next_request(w, &req);
 		if(rc < 0) {
 			LM_ERR("taking a request: %s\n", dmb_last_error());
 			if(rc != DMB_E_PROTO)
@@ -479,18 +459,20 @@ static int dmo_on_fd(int fd, void *param)
 int dmo_serve(void)
 {
 	int fd;
+	size_t nhandled = 0;
+	const char **handled = dmo_handled(&nhandled);
+	dmb_worker *w = dmo_w();
 
-	if(dmo_serving)
+	if(dmo_serving())
 		return 0;
-	if(dmo_w == NULL || !dmo_has_reactor())
+	if(w == NULL || !dmo_has_reactor())
 		return -1;
-	fd = dmb_fd(dmo_w);
+	fd = dmb_fd(w);
 	if(fd < 0) {
 		LM_ERR("libdmbridge gave no descriptor\n");
 		return -1;
 	}
-	if(dmo_handled_n > 0
-			&& dmb_set_handled(dmo_w, (const char *const *)dmo_handled, dmo_handled_n) < 0) {
+	if(nhandled > 0 && dmb_set_handled(w, (const char *const *)handled, nhandled) < 0) {
 		LM_ERR("declaring the handled commands: %s\n", dmb_last_error());
 		return -1;
 	}
@@ -498,7 +480,6 @@ int dmo_serve(void)
 		LM_ERR("cannot put the bridge descriptor into the reactor\n");
 		return -1;
 	}
-	dmo_serving = 1;
-	__atomic_fetch_add(&dmo_stats->workers_serving, 1, __ATOMIC_RELAXED);
+	dmo_set_serving();
 	return 0;
 }

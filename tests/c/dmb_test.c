@@ -222,8 +222,8 @@ static int child_main(int idx, const char *sock, int ctl_fd, int ready_fd)
     return failures ? 1 : 0;
 }
 
-/* Holds VICTIM_HOLDS requests without replying, reports their tokens, and
- * waits to be killed. */
+/* Holds VICTIM_HOLDS requests without replying (and without freeing them:
+ * freeing answers them), reports their tokens, and waits to be killed. */
 static void victim_main(const char *sock, int ready_fd, dmb_worker *inherited)
 {
     who = "victim";
@@ -248,8 +248,7 @@ static void victim_main(const char *sock, int ready_fd, dmb_worker *inherited)
         readable(dmb_fd(w), 200);
         dmb_request *r;
         while (held < VICTIM_HOLDS && dmb_next_request(w, &r) == 1) {
-            tokens[held++] = dmb_request_token(r);
-            dmb_request_free(r);
+            tokens[held++] = dmb_request_token(r); /* r is kept: killed holding it */
         }
     }
     char line[256];
@@ -368,6 +367,19 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < 3; i++)
         dmb_request_free(r[i]);
+
+    /* Exactly one answer: a request freed without a reply is answered by the library (the
+     * bridge answers the peer 5012); its token is then spent. */
+    inject(w, "RTR", 1, 1);
+    CHECK(readable(fd, 5000), "the unanswered request arrives");
+    dmb_request *lost = NULL;
+    CHECK(dmb_next_request(w, &lost) == 1 && lost, "unanswered RTR taken");
+    if (lost) {
+        uint64_t t = dmb_request_token(lost);
+        dmb_request_free(lost);
+        CHECK(dmb_reply(w, t, "[]", 2, 0) == DMB_E_INVAL && contains(dmb_last_error(), "unknown token"),
+              "freeing it answered it (token spent)");
+    }
 
     /* Synchronous requests: each class. */
     char got[512];

@@ -85,6 +85,7 @@ if [ ! -f "$top/target/release/libdmbridge.a" ] || [ ! -f "$top/include/dmbridge
     || { cat "$work/cargo.log"; echo "0 passed, 1 failed"; exit 1; }
 fi
 mkdir -p "$src/modules/dmbridge"
+rm -f "$src"/modules/dmbridge/*.[chod] # an older version of the module and its deps
 cp "$top"/module-glue/opensips/{Makefile,*.c,*.h,README.md} "$src/modules/dmbridge/"
 echo "DMB_TOP := $top" >"$src/modules/dmbridge/dmbridge-top.mk"
 if make -C "$src" modules module=dmbridge >"$work/build.log" 2>&1; then

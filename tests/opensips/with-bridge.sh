@@ -138,6 +138,11 @@ check "e2e: dm_status names the HSS peer and its state" \
   "printf '%s' \"\$st\" | grep -q 'hss.test.local' && printf '%s' \"\$st\" | grep -qi 'open'"
 check "e2e: dm_status counters (4 in, 4 replies, 3 async: 1 ok, 2 error answers)" \
   "printf '%s' \"\$st\" | grep -q '\"requests_in\":4,\"replies\":4,\"auto_replies\":0,\"sent_sync\":0,\"sent_async\":3,\"answers_ok\":1,\"answers_error\":2,\"timeouts\":0,\"not_sent\":0'"
+# dm_peers: the bridge's peer table
+pe=$(mi "$work/e2e.fifo" dm_peers)
+# (keys in cJSON's order; the HSS peer advertises Cx and Sh)
+check "e2e: MI dm_peers lists the HSS peer, open, watchdog okay, Cx, nothing pending (got $pe)" \
+  "printf '%s' \"\$pe\" | grep -q '\"peers\":\[{' && (for f in '\"host\":\"hss.test.local\"' '\"state\":\"[RI]Open\"' '\"watchdog\":\"Okay\"' '\"usable\":true' '\"apps\":\[16777216[],]' '\"pending\":0'; do printf '%s' \"\$pe\" | grep -q \"\$f\" || exit 1; done)"
 check "e2e: opensips still running" "kill -0 $opid"
 kill "$opid" 2>/dev/null; for _ in $(seq 50); do kill -0 "$opid" 2>/dev/null || break; sleep 0.1; done
 

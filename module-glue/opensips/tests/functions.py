@@ -362,6 +362,8 @@ def build_module():
             fm.fail_exit(f"libdmbridge build\n{r.stderr}")
     dst = os.path.join(src, "modules/dmbridge")
     os.makedirs(dst, exist_ok=True)
+    for f in glob.glob(os.path.join(dst, "*.[chod]")):  # an older module version, its deps
+        os.unlink(f)
     for f in glob.glob(os.path.join(top, "module-glue/opensips/*")):
         if os.path.isfile(f):
             shutil.copy(f, dst)

@@ -1,5 +1,6 @@
 /*
- * dmbridge OpenSIPS module: declarations shared by its source files.
+ * dmbridge OpenSIPS module: the configuration and each process's state, behind functions: the
+ * lowest layer of the module (libdmbridge and module-glue/common below it, nothing of the module).
  *
  * Process model (why there is no module process):
  *   libdmbridge hands each incoming request to one attached process and only that process may
@@ -15,8 +16,8 @@
  *   Processes without a reactor (MI, main, module processes) attach on first use, for
  *   synchronous requests and dm_status only, and declare nothing.
  */
-#ifndef DMO_H
-#define DMO_H
+#ifndef DMO_STATE_H
+#define DMO_STATE_H
 
 #include <stdint.h>
 
@@ -41,52 +42,40 @@
 /* whether this process runs a reactor (set up before child_init in SIP/timer workers) */
 #define dmo_has_reactor() (_worker_io.fd_hash != NULL)
 
-/* module parameters */
-extern char *dmo_bridge_socket;
-extern int dmo_request_timeout;
-extern int dmo_auto_reply_code;
-extern int dmo_max_json_log_size;
+/* the module parameters (modparam writes them before mod_init; read-only afterwards) */
+typedef struct dmo_cfg {
+	char *bridge_socket;
+	int request_timeout;   /* ms, aaa_diameter's answer_timeout default */
+	int auto_reply_code;   /* answer for requests the script leaves unanswered; 0: none */
+	int max_json_log_size; /* characters of bad JSON quoted in a log line */
+} dmo_cfg_t;
+extern dmo_cfg_t dmo_cfg;
 
-/* handled command names (for dmb_set_handled), from the script's E_DM_* event routes */
-extern const char **dmo_handled;
-extern size_t dmo_handled_n;
+/* mod_init: the shared counters, the handled command names (they live as long as the script) */
+int dmo_state_init(const char **handled, size_t nhandled);
+dmg_stats *dmo_stats(void);
+const char **dmo_handled(size_t *n);
 
-/* counters in shm, shared by all processes (atomic builtins) */
-typedef struct dmo_stats {
-	uint64_t requests_in;   /* incoming requests given to the script */
-	uint64_t replies;       /* dm_send_reply calls that reached the bridge */
-	uint64_t auto_replies;  /* requests answered by the module (no route, no reply) */
-	uint64_t sent_sync;     /* dm_send_request */
-	uint64_t sent_async;    /* async(dm_send_request) */
-	uint64_t answers_ok;    /* outcome 1 */
-	uint64_t answers_error; /* outcome -1 */
-	uint64_t timeouts;      /* outcome -2 */
-	uint64_t not_sent;      /* outcome -3 */
-	int32_t workers_attached;
-	int32_t workers_serving; /* with the descriptor in their reactor */
-} dmo_stats_t;
-extern dmo_stats_t *dmo_stats;
+/* --- this process's attachment --- */
 
-#define DMO_INC(field) __atomic_fetch_add(&dmo_stats->field, 1, __ATOMIC_RELAXED)
-
-/* per-process state */
-extern dmb_worker *dmo_w;         /* this process's attachment, or NULL */
-extern int dmo_serving;           /* its descriptor is in this process's reactor */
-extern dmb_request *dmo_cur_req;  /* request whose event route runs now */
-extern int dmo_cur_replied;
-
-/* attaches this process if it is not yet (rate-limited retries); 0 attached, -1 not */
+/* Attaches if it is not attached (paced; libdmbridge backs off after a refusal); 0 attached
+ * (possibly still waiting for the bridge: libdmbridge attaches by itself), -1 not. */
 int dmo_attach(const char *role);
-/* puts the attachment's descriptor into this process's reactor (once) */
-int dmo_serve(void);
-void dmo_count_outcome(int rc);
+dmb_worker *dmo_w(void); /* this process's attachment or NULL */
+void dmo_detach(void);   /* mod_destroy: only the process that attached */
+/* whether the attachment's descriptor is in this process's reactor (dmo_serve) */
+int dmo_serving(void);
+void dmo_set_serving(void);
+
+/* --- the incoming request whose event route runs now --- */
+void dmo_request_begin(dmb_request *r);
+dmb_request *dmo_request(void);
+int dmo_request_replied(void);
+void dmo_request_set_replied(void);
+void dmo_request_end(void);
+
 /* logs a JSON error with at most max_json_log_size characters of the input */
 int dmo_check_json(const char *fn, const str *json);
-
-/* async dm_send_request: the module-side half (dmo_worker.c) */
-int dmo_async_start(struct sip_msg *msg, async_ctx *ctx, uint32_t app_id, uint32_t cmd_code,
-		const str *json, pv_spec_t *rpl);
-
 /* sets the reply variable to the answer's AVPs (or NULL) */
 void dmo_set_reply_var(struct sip_msg *msg, pv_spec_t *rpl, const char *json, size_t len);
 

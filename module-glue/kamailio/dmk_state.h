@@ -1,0 +1,75 @@
+/*
+ * dmbridge Kamailio module: the module's configuration and each process's state, behind
+ * functions. The lowest layer of the module: it uses libdmbridge and module-glue/common and
+ * nothing else of the module.
+ *
+ * Process model:
+ *  - `workers` module processes (forked from PROC_MAIN) attach to the bridge, declare the
+ *    commands the script has event routes for, run those routes for incoming requests, and
+ *    execute asynchronous requests handed over by SIP workers (answers always come back to
+ *    the process that sent the request, so the process that sends is the one that resumes).
+ *  - SIP workers, RPC and timer processes attach lazily, only for synchronous requests and
+ *    status, and declare no handled commands so the bridge never routes requests to them.
+ */
+#ifndef DMK_STATE_H
+#define DMK_STATE_H
+
+#include <stdint.h>
+
+#include "core/str.h"
+#include "modules/tm/tm_load.h"
+
+#include "dmbridge.h"
+#include "dmglue.h"
+
+/* Kamailio's grammar wants event route names as "module:event", so the script's routes are
+ * event_route[dmbridge:E_DM_PPR], event_route[dmbridge:E_DM_REQUEST]; the event names
+ * themselves (what the bridge and KEMI see) are the DESIGN §3 ones, E_DM_<ABBR>. */
+#define DMK_RT_PREFIX "dmbridge:"
+#define DMK_RT_PREFIX_LEN (sizeof(DMK_RT_PREFIX) - 1)
+
+/* the module parameters (modparam writes them before mod_init; read-only afterwards) */
+typedef struct dmk_cfg {
+	char *bridge_socket;
+	int workers;
+	int request_timeout;    /* ms */
+	int auto_reply_code;    /* answer for requests the script leaves unanswered; 0: none */
+	int reconnect_interval; /* ms between attach attempts of a process */
+	str event_callback;     /* KEMI: the function that gets every incoming request */
+} dmk_cfg_t;
+extern dmk_cfg_t dmk_cfg;
+
+/* mod_init: the shared counters; the tm API (NULL functions when tm is not loaded); the
+ * handled command names (they live for the whole run) */
+int dmk_state_init(const char **handled, size_t nhandled);
+dmg_stats *dmk_stats(void);
+tm_api_t *dmk_tm(void);
+const char **dmk_handled(size_t *n);
+
+/* --- this process's attachment --- */
+
+/* Marks this process as module worker `idx`: it declares the handled commands when it
+ * attaches (everyone else declares none, so the bridge never routes requests to them). */
+void dmk_state_set_worker(int idx);
+int dmk_worker_index(void); /* -1 outside module workers */
+/* Attaches if it is not attached (paced: reconnect_interval, the library's backoff after a
+ * refusal); 0 attached, -1 not (logged when worth it). */
+int dmk_attach(const char *role);
+dmb_worker *dmk_w(void); /* the attachment or NULL */
+void dmk_detach(void);
+
+/* --- the incoming request whose event route runs now (module workers) --- */
+void dmk_request_begin(dmb_request *r);
+dmb_request *dmk_request(void);
+int dmk_request_replied(void);
+void dmk_request_set_replied(void);
+void dmk_request_end(void);
+
+/* --- the outcome of the last request this process sent ($dm(reply_json) etc.) --- */
+void dmk_outcome_set(int rc, uint32_t result_code, const char *json, const char *error);
+int dmk_outcome_rc(void);
+uint32_t dmk_outcome_code(void);
+str *dmk_outcome_json(void); /* len 0 when none */
+const char *dmk_outcome_error(void); /* NULL when none */
+
+#endif

@@ -1,0 +1,198 @@
+/*
+ * dmbridge OpenSIPS module: the configuration and each process's state (see dmo_state.h).
+ */
+/* first: io_wait.h must include <fcntl.h> itself, with F_SETSIG enabled */
+#include "../../reactor_defs.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../sr_module.h"
+#include "../../dprint.h"
+#include "../../pt.h"
+#include "../../mem/shm_mem.h"
+
+#include "dmo_state.h"
+
+dmo_cfg_t dmo_cfg = {
+	.bridge_socket = "/run/dmbridge/control.sock",
+	.request_timeout = 2000,
+	.auto_reply_code = 5012,
+	.max_json_log_size = 512,
+};
+
+/* shared by all processes, set in mod_init */
+static dmg_stats *_dmo_stats = NULL;
+static const char **_dmo_handled = NULL;
+static size_t _dmo_handled_n = 0;
+
+/* per process */
+static dmb_worker *_dmo_w = NULL;
+static int _dmo_w_pid = 0; /* the process that attached _dmo_w */
+static int _dmo_serving = 0;
+static dmg_attach_pacer _dmo_pacer = {0, 1000, 0};
+static int _dmo_unreachable_logged = 0;
+static dmb_request *_dmo_cur_req = NULL;
+static int _dmo_cur_replied = 0;
+
+int dmo_state_init(const char **handled, size_t nhandled)
+{
+	_dmo_stats = shm_malloc(sizeof(*_dmo_stats));
+	if(_dmo_stats == NULL) {
+		LM_ERR("no more shm memory\n");
+		return -1;
+	}
+	memset(_dmo_stats, 0, sizeof(*_dmo_stats));
+	_dmo_handled = handled;
+	_dmo_handled_n = nhandled;
+	return 0;
+}
+
+dmg_stats *dmo_stats(void)
+{
+	return _dmo_stats;
+}
+
+const char **dmo_handled(size_t *n)
+{
+	*n = _dmo_handled_n;
+	return _dmo_handled;
+}
+
+/* --- attachment -------------------------------------------------------------------------- */
+
+int dmo_attach(const char *role)
+{
+	char name[64];
+	uint64_t now;
+	int rc;
+
+	if(_dmo_w != NULL) {
+		if(_dmo_w_pid == (int)getpid())
+			return 0;
+		/* inherited through a fork: the parent's slot, not ours (libdmbridge refuses it) */
+		_dmo_w = NULL;
+		_dmo_serving = 0;
+	}
+	now = dmg_now_ms();
+	if(!dmg_attach_due(&_dmo_pacer, now))
+		return -1;
+
+	snprintf(name, sizeof(name), "opensips %s %d (pid %d)", role, process_no, (int)getpid());
+	rc = dmb_attach(dmo_cfg.bridge_socket, name, &_dmo_w);
+	if(rc < 0 || _dmo_w == NULL) {
+		/* no worker at all (version mismatch, refused, bad path): retried on use and, in
+		 * SIP workers, before each message (dmbridge.c) */
+		const char *why = dmb_last_error();
+		if(dmg_attach_failed(&_dmo_pacer, now, why))
+			LM_ERR("cannot attach to bridge at %s: %s\n", dmo_cfg.bridge_socket, why);
+		_dmo_w = NULL;
+		return -1;
+	}
+	dmg_attach_ok(&_dmo_pacer);
+	if(rc == 0 && !_dmo_unreachable_logged) {
+		/* the worker exists and attaches by itself when the bridge comes up */
+		LM_WARN("bridge at %s not reachable yet (%s): Diameter calls fail with -3 until it"
+				" is; SIP keeps running\n",
+				dmo_cfg.bridge_socket, dmb_last_error());
+		_dmo_unreachable_logged = 1;
+	}
+	_dmo_w_pid = (int)getpid();
+	__atomic_fetch_add(&_dmo_stats->workers_attached, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+dmb_worker *dmo_w(void)
+{
+	return _dmo_w != NULL && _dmo_w_pid == (int)getpid() ? _dmo_w : NULL;
+}
+
+void dmo_detach(void)
+{
+	if(_dmo_w != NULL && _dmo_w_pid == (int)getpid()) {
+		dmb_detach(_dmo_w);
+		_dmo_w = NULL;
+	}
+}
+
+int dmo_serving(void)
+{
+	return _dmo_serving;
+}
+
+void dmo_set_serving(void)
+{
+	_dmo_serving = 1;
+	__atomic_fetch_add(&_dmo_stats->workers_serving, 1, __ATOMIC_RELAXED);
+}
+
+/* --- the request being handled ------------------------------------------------------------ */
+
+void dmo_request_begin(dmb_request *r)
+{
+	_dmo_cur_req = r;
+	_dmo_cur_replied = 0;
+}
+
+dmb_request *dmo_request(void)
+{
+	return _dmo_cur_req;
+}
+
+int dmo_request_replied(void)
+{
+	return _dmo_cur_replied;
+}
+
+void dmo_request_set_replied(void)
+{
+	_dmo_cur_replied = 1;
+}
+
+void dmo_request_end(void)
+{
+	_dmo_cur_req = NULL;
+	_dmo_cur_replied = 0;
+}
+
+/* --- JSON checks ------------------------------------------------------------------------- */
+
+int dmo_check_json(const char *fn, const str *json)
+{
+	size_t off = 0;
+	const char *why = NULL;
+	int show;
+
+	if(json == NULL || json->s == NULL) {
+		LM_ERR("%s: NULL JSON input\n", fn);
+		return -1;
+	}
+	if(dmg_json_check_avps(json->s, (size_t)json->len, &off, &why) == 0)
+		return 0;
+	show = json->len > dmo_cfg.max_json_log_size ? dmo_cfg.max_json_log_size : json->len;
+	LM_ERR("%s: invalid AVP JSON at offset %zu: %s ('%.*s'%s, len: %d)\n", fn, off,
+			why ? why : "syntax error", show, json->s, show < json->len ? " ..." : "",
+			json->len);
+	return -1;
+}
+
+/* --- the reply variable ------------------------------------------------------------------- */
+
+void dmo_set_reply_var(struct sip_msg *msg, pv_spec_t *rpl, const char *json, size_t len)
+{
+	pv_value_t val;
+
+	if(rpl == NULL)
+		return;
+	memset(&val, 0, sizeof(val));
+	if(json != NULL && len > 0) {
+		val.rs.s = (char *)json;
+		val.rs.len = (int)len;
+		val.flags = PV_VAL_STR;
+	} else {
+		val.flags = PV_VAL_NULL;
+	}
+	if(pv_set_value(msg, rpl, 0, &val) != 0)
+		LM_ERR("dm_send_request: cannot set the reply variable\n");
+}
