@@ -110,8 +110,20 @@ if [ -d "$src/modules/event_route" ]; then
   [ -f "$src/modules/event_route/event_route.so" ] || make -C "$src" modules module=event_route >>"$work/build.log" 2>&1
 fi
 
+# OPENSIPS_VALGRIND_DIR=<dir>: every opensips process under valgrind, one report per process in
+# <dir> (the counts in tests/README.md)
+vg=()
+if [ -n "${OPENSIPS_VALGRIND_DIR:-}" ]; then
+  vg=(valgrind --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=none
+    --num-callers=40)
+fi
 start_opensips() { # name cfg -> pid in $opid, log $work/name.log
-  "$osips" -F -f "$2" -w "$work" >"$work/$1.log" 2>&1 &
+  if [ "${#vg[@]}" -gt 0 ]; then
+    "${vg[@]}" "--log-file=$OPENSIPS_VALGRIND_DIR/vg-$1.%p" "$osips" -F -f "$2" -w "$work" \
+      >"$work/$1.log" 2>&1 &
+  else
+    "$osips" -F -f "$2" -w "$work" >"$work/$1.log" 2>&1 &
+  fi
   opid=$!
   pids+=("$opid")
 }

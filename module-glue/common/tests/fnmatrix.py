@@ -198,11 +198,11 @@ def build_echo_bridge(top, work):
     return exe, ""
 
 
-def start_echo_bridge(procs, exe, work, tag):
-    sock = os.path.join(work, "ref.sock")
-    seg = f"/dev/shm/dmb-fnmatrix-{tag}-{os.getpid()}"
-    log = os.path.join(work, "ref-bridge.log")
-    p = procs.start([exe, sock, seg, "16"], log)
+def start_echo_bridge(procs, exe, work, tag, slots=16):
+    sock = os.path.join(work, f"ref-{slots}.sock")
+    seg = f"/dev/shm/dmb-fnmatrix-{tag}-{slots}-{os.getpid()}"
+    log = os.path.join(work, f"ref-bridge-{slots}.log")
+    p = procs.start([exe, sock, seg, str(slots)], log)
     ok = wait_for(log, "listening on", 10) is not None
     return p, sock, seg, log, ok
 
@@ -296,10 +296,12 @@ def send_row(port, log, row, slow):
     return (m.group(1), m.group(2), status) if m else (None, None, status)
 
 
-def run_phases(report, prefix, top, before, phase):
+def run_phases(report, prefix, top, before, phase, refused=None):
     """The skeleton of a matrix test: a work directory, the UAS, `before(procs, work)`, then
-    `phase(procs, work, uas, socket, bridge)` without a bridge and with the reference bridge;
-    everything stopped at the end, also on failure. Exits with the report's status."""
+    `phase(procs, work, uas, socket, bridge)` without a bridge and with the reference bridge,
+    then `refused(procs, work, uas, socket)` with a reference bridge of one slot (a second
+    process is refused); everything stopped at the end, also on failure. Exits with the
+    report's status."""
     work = tempfile.mkdtemp(prefix=prefix)
     uas = Uas()
     uas.start()
@@ -316,6 +318,16 @@ def run_phases(report, prefix, top, before, phase):
                 for f in (sock, seg):
                     if os.path.exists(f):
                         os.unlink(f)
+                if refused is not None:
+                    p, sock, seg, rlog, ok = start_echo_bridge(procs, exe, work,
+                                                               prefix.strip("."), slots=1)
+                    if report.check("reference bridge with one slot starts", ok,
+                                    log_tail(rlog)):
+                        refused(procs, work, uas, sock)
+                    procs.stop(p)
+                    for f in (sock, seg):
+                        if os.path.exists(f):
+                            os.unlink(f)
     finally:
         uas.close()
         code = report.done()
@@ -346,3 +358,21 @@ def fail_exit(msg):
     print(f"FAIL - {msg}")
     print("0 passed, 1 failed")
     sys.exit(1)
+
+
+if __name__ == "__main__":
+    # python3 module-glue/common/tests/fnmatrix.py DIR: the counts of the valgrind reports a
+    # run left in DIR (vg-<name>.<pid> files: DMB_VALGRIND_DIR, OPENSIPS_VALGRIND_DIR)
+    if len(sys.argv) != 2:
+        print("usage: fnmatrix.py VALGRIND_REPORT_DIR", file=sys.stderr)
+        sys.exit(2)
+    names = sorted({f.split(".")[0][3:] for f in os.listdir(sys.argv[1]) if f.startswith("vg-")})
+    bad = 0
+    for n in names:
+        errors, ours, others, files, first = valgrind_summary(sys.argv[1], n)
+        print(f"{n}: {files} process reports, {errors} errors, {ours} bytes definitely lost "
+              f"under the module/libdmbridge, {others} elsewhere")
+        if errors or ours:
+            bad = 1
+            print(first)
+    sys.exit(bad)

@@ -500,7 +500,33 @@ def main():
         run_rows(procs, rs, "native", ncfg, sock, bridge, work, f"native-{suffix}", uas)
         run_rows(procs, rs, "kemi", kcfg, sock, bridge, work, f"kemi-{suffix}", uas)
 
-    fm.run_phases(report, "dmk-functions.", top, before, phase)
+    def refused(procs, work, uas, sock):
+        # the module worker takes the only slot; the SIP worker's attach is refused: its call
+        # fails with -3 and the log says the library retries with backoff
+        ncfg = os.path.join(work, "native.cfg")
+        port = fm.free_port()
+        rundir = os.path.join(work, "run-refused")
+        os.makedirs(rundir, exist_ok=True)
+        log = os.path.join(work, "refused.log")
+        k = procs.start(kamailio_argv(ncfg, port, sock, rundir), log)
+        if not report.check("refused: module worker attached (the only slot)",
+                            fm.wait_for(log, "attached to bridge", 20), fm.log_tail(log)):
+            return
+        row = next(r for r in rs if r["api"] == "native" and r["name"] == "dm_send_request"
+                   and r["arity"] == 3 and r["kind"] == "literal" and r["where"] == "req")
+        got, _, status = fm.send_row(port, log, row, 1)
+        report.check(f"refused: a SIP worker's dm_send_request -> -3 (got {got})", got == "-3",
+                     fm.log_tail(log))
+        report.check("refused: the log says the bridge refused and the library backs off",
+                     fm.wait_for(log, r"refused by the bridge: .*retrying with backoff, next "
+                                 r"attempt in 250 ms", 5), fm.log_tail(log))
+        got, _, status = fm.send_row(port, log, row, 1)
+        report.check(f"refused: at once again, within the backoff (got {got})", got == "-3",
+                     fm.log_tail(log))
+        report.check("refused: kamailio still running", k.poll() is None, fm.log_tail(log))
+        procs.stop(k)
+
+    fm.run_phases(report, "dmk-functions.", top, before, phase, refused)
 
 
 if __name__ == "__main__":

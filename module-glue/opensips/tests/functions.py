@@ -389,7 +389,27 @@ def main():
         run_rows(procs, rs, script(rs, fm.free_port(), sock, uas.port), bridge, work,
                  "bridge" if bridge else "nobridge")
 
-    fm.run_phases(report, "dmo-functions.", top, before, phase)
+    def refused(procs, work, uas, sock):
+        # two SIP workers, one slot: one of them is refused in child_init; the log says the
+        # library retries with backoff, and OpenSIPS keeps serving SIP
+        port = fm.free_port()
+        cfg = os.path.join(work, "refused.cfg")
+        open(cfg, "w").write(script(rs, port, sock, uas.port).replace("udp_workers=1",
+                                                                     "udp_workers=2"))
+        k, log = start(procs, cfg, work, "refused")
+        report.check("refused: the log says the bridge refused a worker and the library backs "
+                     "off", fm.wait_for(log, r"refused by the bridge: .*retrying with backoff",
+                                        20), fm.log_tail(log))
+        st = None
+        for _ in range(50):
+            st = fm.sip_request(port, "OPTIONS", ["X-Case: 0", "X-Where: none"], 0.2)
+            if st:
+                break
+        report.check(f"refused: SIP still served (got {st})", st is not None, fm.log_tail(log))
+        report.check("refused: opensips still running", k.poll() is None, fm.log_tail(log))
+        procs.stop(k)
+
+    fm.run_phases(report, "dmo-functions.", top, before, phase, refused)
 
 
 if __name__ == "__main__":
