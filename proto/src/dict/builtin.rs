@@ -48,6 +48,8 @@ pub(crate) fn try_build() -> Result<Dictionary, loader::DictError> {
     if let Some(all) = all {
         loader::apply(&mut dict, all)?;
     }
+    // Last, so the names above win where freeDiameter's collide with them.
+    super::freediameter::apply(&mut dict);
     Ok(dict)
 }
 

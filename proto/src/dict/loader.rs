@@ -789,6 +789,13 @@ fn parse_rule(cx: &Ctx<'_>, ln: usize, l: &str) -> Result<PRule, DictError> {
 // Applying: items -> dictionary, resolving names and checking conflicts.
 // ---------------------------------------------------------------------------------------
 
+/// Whether two AVP types put the same bytes on the wire (all string-like types and Address
+/// are octets; Integer32, Unsigned32, Enumerated and Time are 4 bytes; ...): what decides
+/// whether a re-declaration, or another dictionary's definition, is compatible.
+pub fn same_wire_format(a: AvpType, b: AvpType) -> bool {
+    wire_class(a) == wire_class(b)
+}
+
 /// The wire format family, for deciding whether a re-declaration is compatible.
 fn wire_class(t: AvpType) -> u8 {
     match t {

@@ -12,11 +12,12 @@
 //! format and its extensions, [`print`](mod@print) renders definitions for `dmbridge dict`.
 
 pub mod builtin;
+pub mod freediameter;
 pub mod loader;
 pub mod model;
 pub mod print;
 
-pub use loader::{DictError, DictErrorKind};
+pub use loader::{same_wire_format, DictError, DictErrorKind};
 pub use model::*;
 
 use rustc_hash::FxHashMap;
@@ -63,6 +64,12 @@ pub struct Dictionary {
     pub(crate) app_by_id: FxHashMap<u32, usize>,
     pub(crate) vendors: Vec<VendorDef>,
     pub(crate) vendor_by_id: FxHashMap<u32, usize>,
+
+    /// freeDiameter's name of each AVP its dictionaries define, by (code, vendor), for
+    /// [`Dictionary::use_freediameter_names`] (see [`freediameter`]).
+    pub(crate) fd_names: FxHashMap<(u32, u32), Box<str>>,
+    /// freeDiameter's name (without -Request/-Answer) of each command, by (application, code).
+    pub(crate) fd_commands: FxHashMap<(u32, u32), Box<str>>,
 }
 
 /// Longest abbreviation [`Dictionary::command_by_abbr`] upper-cases on the stack.
