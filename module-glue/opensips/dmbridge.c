@@ -137,7 +137,7 @@ struct module_exports exports = {
 	mi_cmds,          /* exported MI functions */
 	NULL,             /* exported pseudo-variables */
 	NULL,             /* exported transformations */
-	NULL,             /* extra processes: none, see dmo.h */
+	NULL,             /* extra processes: none, see dmo_state.h */
 	NULL,             /* module pre-initialization function */
 	mod_init,         /* module initialization function */
 	NULL,             /* reply processing function */
