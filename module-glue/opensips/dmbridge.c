@@ -26,6 +26,7 @@
 #include "../../ut.h"
 #include "../../pt.h"
 #include "../../route.h"
+#include "../../route_struct.h"
 #include "../../mem/mem.h"
 #include "../../mem/shm_mem.h"
 #include "../../mi/mi.h"
@@ -351,6 +352,35 @@ static int mod_init(void)
 	return 0;
 }
 
+/* Whether an action list uses async(dm_send_request(...), ROUTE) with a ROUTE the script does
+ * not define: OpenSIPS starts with it (the reference is resolved to nothing) and a SIP worker
+ * dies when such a request resumes, so the module refuses the start instead. Route references
+ * are resolved after mod_init (fix_rls), hence the check from child_init. */
+static int dmo_undefined_resume_route(struct action *a)
+{
+	for(; a != NULL; a = a->next) {
+		if(a->type == ASYNC_T && a->elem[0].type == ACTIONS_ST
+				&& a->elem[1].type == ROUTE_REF_ST) {
+			struct action *call = (struct action *)a->elem[0].u.data;
+			struct script_route_ref *ref = (struct script_route_ref *)a->elem[1].u.data;
+			const acmd_export_t *acmd =
+					call && call->type == AMODULE_T ? call->elem[0].u.data_const : NULL;
+			if(acmd != NULL && acmd->function == (acmd_function)w_dm_send_request_async
+					&& ref != NULL && ref->idx < 0) {
+				LM_ERR("async(dm_send_request(...), %s) in %s line %d: route[%s] does not"
+					   " exist\n",
+						ref->name.s, a->file ? a->file : "?", a->line, ref->name.s);
+				return 1;
+			}
+		}
+		for(int i = 0; i < MAX_ACTION_ELEMS; i++)
+			if(a->elem[i].type == ACTIONS_ST
+					&& dmo_undefined_resume_route((struct action *)a->elem[i].u.data))
+				return 1;
+	}
+	return 0;
+}
+
 /* Before each SIP message of a process with a reactor that does not serve yet. */
 static int dmo_retry_attach(struct sip_msg *msg, void *param)
 {
@@ -361,7 +391,16 @@ static int dmo_retry_attach(struct sip_msg *msg, void *param)
 
 static int child_init(int rank)
 {
+	static int routes_checked = 0;
+
 	dmo_script_loaded();
+	if(!routes_checked) {
+		routes_checked = 1;
+		for(int i = 0; i < RT_NO; i++)
+			if(sroutes->request[i].a != NULL
+					&& dmo_undefined_resume_route(sroutes->request[i].a))
+				return -1;
+	}
 	/* only processes with a reactor serve requests: SIP workers (and 4.0's timer workers);
 	 * the reactor is set up before child_init there */
 	if(rank < 1 || !dmo_has_reactor())
