@@ -159,6 +159,9 @@ check "example: MI dm_status says not attached, with the reason" \
 check "example: MI dm_status counts the async request as not sent" \
   "printf '%s' \"\$st\" | grep -q '\"sent_async\":1' && printf '%s' \"\$st\" | grep -q '\"not_sent\":1'"
 check "example: MI dm_status lists the handled commands" "printf '%s' \"\$st\" | grep -q '\"handled\":\[\"PPR\",\"RTR\"\]'"
+pe=$(mi "$work/scscf.fifo" dm_peers)
+check "example: MI dm_peers without a bridge -> 503 with the reason (got $pe)" \
+  "printf '%s' \"\$pe\" | grep -q '\"code\":503,\"message\":\"bridge not attached\".*no-such-bridge.sock'"
 check "example: opensips still running" "kill -0 $scscf_pid"
 
 port=$(free_port)

@@ -73,6 +73,9 @@ st=$(kamcmd -s "unix:$work/scscf/kamailio_ctl" dmbridge.status 2>&1)
 check "example: dmbridge.status says not attached" "printf '%s' \"\$st\" | grep -q 'attached: no'"
 check "example: dmbridge.status counts the async request as not sent" \
   "printf '%s' \"\$st\" | grep -q 'sent_async: 1' && printf '%s' \"\$st\" | grep -q 'not_sent: 1'"
+pe=$(kamcmd -s "unix:$work/scscf/kamailio_ctl" dmbridge.peers 2>&1)
+check "example: dmbridge.peers without a bridge -> 503 with the reason (got '$pe')" \
+  "printf '%s' \"\$pe\" | grep -q '503 - bridge not attached: .*no-such-bridge.sock'"
 check "example: kamailio still running" "kill -0 $scscf_pid"
 
 # 3. synchronous dm_send_request: invalid JSON and no bridge both give -3, with the reason
