@@ -19,16 +19,16 @@ shared="$top/../shared"
 deps="$top/build/deps"
 
 # Everything the project builds or tests with. Kamailio and its module packages are the
-# binaries the module loads into (lua: the module's KEMI test); the rest: peers (freeDiameter, Erlang diameter), the wire
+# binaries the module loads into (lua: the module's KEMI test; sqlite: the role scripts' databases, with the sqlite3 tool); the rest: peers (freeDiameter, Erlang diameter), the wire
 # oracle (tshark), the SIP client (sipp = sip-tester), memory checking (valgrind, clang's ASan
 # runtime), C toolchain and the tools `apt-get source` / test_app's build need; the modules'
 # READMEs are generated from their DocBook (xsltproc, docbook-xsl, lynx, pandoc); libjson-c-dev is for
 # the json module of an OpenSIPS tree built for tests/opensips (OpenSIPS is not packaged).
 packages=(
-  kamailio kamailio-ims-modules kamailio-extra-modules kamailio-lua-modules
+  kamailio kamailio-ims-modules kamailio-extra-modules kamailio-lua-modules kamailio-sqlite-modules
   freediameterd freediameter-extensions libfreediameter-dev
   erlang-base erlang-diameter erlang-dev
-  tshark sip-tester valgrind
+  tshark sip-tester valgrind sqlite3
   gcc make pkg-config clang libclang-rt-14-dev python3
   bison flex dpkg-dev
   xsltproc docbook-xsl docbook-xml lynx pandoc libjson-c-dev

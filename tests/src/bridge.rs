@@ -52,6 +52,8 @@ pub struct BridgeOptions {
     pub timers: Vec<(String, String)>,
     /// Appended verbatim.
     pub extra_toml: String,
+    /// `[node] dictionaries`: extra dictionary files (aaa_diameter format).
+    pub dictionaries: Vec<PathBuf>,
 }
 
 impl Default for BridgeOptions {
@@ -80,6 +82,7 @@ impl Default for BridgeOptions {
                 ("answer_timeout".into(), "2s".into()),
             ],
             extra_toml: String::new(),
+            dictionaries: Vec::new(),
         }
     }
 }
@@ -94,6 +97,14 @@ impl BridgeOptions {
         let _ = writeln!(t, "listen = [\"127.0.0.1:{}\"]", self.port);
         let _ = writeln!(t, "host_ip_addresses = [\"127.0.0.1\"]");
         let _ = writeln!(t, "allow_unknown_peers = {}", self.allow_unknown_peers);
+        if !self.dictionaries.is_empty() {
+            let files: Vec<String> = self
+                .dictionaries
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            let _ = writeln!(t, "dictionaries = {files:?}");
+        }
         for a in &self.applications {
             let _ = writeln!(t, "\n[[applications]]\nid = {}", a.id);
             if let Some(v) = a.vendor {

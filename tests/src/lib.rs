@@ -9,6 +9,8 @@
 //!   `shared/peers/`).
 //! - [`wire`]: a small independent Diameter encoder/parser and blocking TCP client.
 //! - [`capture`] and [`tshark`]: loopback capture and Wireshark's dissector as the oracle.
+//! - [`roles`]: Kamailio with a role cfg of `cfg-examples/roles/`, and the scripted peers'
+//!   control ports.
 //! - [`oracle`]: `dmproto`'s decoding compared with tshark's, AVP by AVP.
 //! - [`dmbridge`]: the product binary, built once per test process; [`bridge::Bridge`] runs
 //!   it as a node with a per-test configuration.
@@ -25,6 +27,7 @@ pub mod oracle;
 pub mod paths;
 pub mod peers;
 pub mod ports;
+pub mod roles;
 pub mod tempdir;
 pub mod tshark;
 pub mod wait;

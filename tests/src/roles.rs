@@ -1,0 +1,169 @@
+//! Launchers for the IMS role tests (`tests/tests/roles_*.rs`): a Kamailio running one of the
+//! `cfg-examples/roles/` scripts with the dmbridge module, and the line-based control port of
+//! the scripted Erlang/OTP peers in `tests/peers/`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::child::ChildGuard;
+use crate::paths::{repo_root, require_program};
+use crate::ports::free_port;
+use crate::wait::poll_until;
+
+/// `build/kamailio/dmbridge.so`, or a panic naming the build commands.
+pub fn kamailio_module() -> PathBuf {
+    let so = repo_root().join("build/kamailio/dmbridge.so");
+    assert!(
+        so.is_file(),
+        "{} is missing: build it with `cargo build --release -p dmbridge-cabi && make -C \
+         module-glue/kamailio` (scripts/test.sh does)",
+        so.display()
+    );
+    so
+}
+
+/// A foreground Kamailio with the dmbridge module and a role cfg; stopped on drop.
+pub struct RoleKamailio {
+    pub guard: ChildGuard,
+    pub run_dir: PathBuf,
+    pub sip_port: u16,
+}
+
+impl RoleKamailio {
+    /// Starts `kamailio -DD -E -f CFG` with `-A SIP_PORT=.. -A DMB_SO=.. -A DMB_SOCKET=..` and
+    /// each of `defines` as one more `-A`; returns once its ctl socket exists and `workers`
+    /// module workers are attached to the bridge (status RPC).
+    pub fn start(
+        dir: &Path,
+        name: &str,
+        cfg: &Path,
+        socket: &Path,
+        defines: &[String],
+        workers: u32,
+    ) -> RoleKamailio {
+        let kamailio = require_program("kamailio", "kamailio kamailio-extra-modules");
+        let so = kamailio_module();
+        let sip_port = free_port();
+        let run_dir = dir.join(format!("{name}-run"));
+        std::fs::create_dir_all(&run_dir).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        let mut cmd = Command::new(kamailio);
+        cmd.args(["-DD", "-E", "-Y"])
+            .arg(&run_dir)
+            .arg("-f")
+            .arg(cfg)
+            .arg("-A")
+            .arg(format!("SIP_PORT={sip_port}"))
+            .arg("-A")
+            .arg(format!("DMB_SO=\"{}\"", so.display()))
+            .arg("-A")
+            .arg(format!("DMB_SOCKET=\"{}\"", socket.display()));
+        for d in defines {
+            cmd.arg("-A").arg(d);
+        }
+        let guard = ChildGuard::spawn(name, cmd, dir);
+        let k = RoleKamailio {
+            guard,
+            run_dir,
+            sip_port,
+        };
+        let want = format!("workers_attached: {workers}");
+        let up = poll_until(
+            "kamailio attached to the bridge",
+            Duration::from_secs(25),
+            || {
+                if !k.run_dir.join("kamailio_ctl").exists() {
+                    return None;
+                }
+                let st = k.kamcmd(&["dmbridge.status"]);
+                (st.contains("attached: yes") && st.lines().any(|l| l.trim() == want)).then_some(())
+            },
+        );
+        if let Err(e) = up {
+            panic!(
+                "kamailio did not start and attach: {e}\n{}\n{}",
+                k.kamcmd(&["dmbridge.status"]),
+                k.guard.tail(40)
+            );
+        }
+        k
+    }
+
+    /// `kamcmd -s unix:<run>/kamailio_ctl ARGS...`, stdout and stderr.
+    pub fn kamcmd(&self, args: &[&str]) -> String {
+        let kamcmd = require_program("kamcmd", "kamailio");
+        let out = Command::new(kamcmd)
+            .arg("-s")
+            .arg(format!(
+                "unix:{}",
+                self.run_dir.join("kamailio_ctl").display()
+            ))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("kamcmd: {e}"));
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// Log lines containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.guard
+            .output()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// A scripted Erlang/OTP Diameter peer from `tests/peers/` with a line-based control port:
+/// one command line in, one line back.
+pub struct ScriptedPeer {
+    pub guard: ChildGuard,
+    ctl: u16,
+}
+
+impl ScriptedPeer {
+    /// `escript tests/peers/SCRIPT ARGS... --ctl-port C`; returns once it printed `ready`
+    /// (a line of its own start-up output).
+    pub fn start(dir: &Path, script: &str, args: &[String], ready: &str) -> ScriptedPeer {
+        let escript = require_program("escript", "erlang-base erlang-diameter erlang-dev");
+        let ctl = free_port();
+        let mut cmd = Command::new(escript);
+        cmd.arg(repo_root().join("tests/peers").join(script))
+            .args(args)
+            .args(["--ctl-port", &ctl.to_string()]);
+        let mut guard = ChildGuard::spawn(&format!("{script}-{ctl}"), cmd, dir);
+        guard
+            .wait_for_line(ready, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{script} did not start: {e}"));
+        ScriptedPeer { guard, ctl }
+    }
+
+    /// One control command, its one-line reply.
+    pub fn cmd(&self, line: &str) -> String {
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, self.ctl))
+            .unwrap_or_else(|e| panic!("control port: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap_or_else(|e| panic!("set_read_timeout: {e}"));
+        s.write_all(format!("{line}\n").as_bytes())
+            .unwrap_or_else(|e| panic!("control write: {e}"));
+        let mut reply = String::new();
+        BufReader::new(s)
+            .read_line(&mut reply)
+            .unwrap_or_else(|e| panic!("control read ({line}): {e}"));
+        reply.trim().to_string()
+    }
+
+    /// `key=value` of a reply line, or a panic showing the line.
+    pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+    }
+}
