@@ -1,6 +1,6 @@
-//! The tokio driver: sockets, timers, and the application around the sans-IO [`Core`].
+//! The tokio driver: sockets, timers, and the application around the sans-IO [`Endpoint`].
 //!
-//! One task (the *node loop*) owns the [`Core`], so no protocol state needs a lock. Around
+//! One task (the *node loop*) owns the [`Endpoint`], so no protocol state needs a lock. Around
 //! it: a listener task per listen address, a connect task per connection attempt, a reader
 //! and a writer task per connection ([`crate::transport`]), and a small task per incoming
 //! request that waits (with the reply timeout) for the application's answer. The loop feeds
@@ -18,11 +18,12 @@ use dmproto::dict::Dictionary;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::app::{Application, Reply, ReplyQueue, Responder, Submissions};
-use crate::config::{AppAdvert, Config, Endpoint};
-use crate::core::{Core, Output, PeerStatus, Seeds};
-use crate::peer::ConnId;
+use crate::app::{Application, Completion, Reply, ReplyQueue, Responder, Submission, Submissions};
 use crate::transport::{self, ConnEvent, ConnHandle};
+use dmnode::app::RequestId;
+use dmnode::config::{self, AppAdvert, Config};
+use dmnode::endpoint::{Endpoint, Output, PeerStatus, Seeds};
+use dmnode::peer::ConnId;
 
 /// Most queued inputs of one kind handled per wake-up of the node loop.
 const BATCH: usize = 64;
@@ -54,10 +55,21 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Opens a TCP connection to a peer. A name is resolved now (every attempt, so a peer that
 /// moved is found again) and its addresses are tried in order.
-async fn connect(endpoint: &Endpoint) -> io::Result<TcpStream> {
+/// This run's seeds, from the system clock and the process id.
+fn seeds_from_clock() -> Seeds {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Seeds {
+        start_secs: t.as_secs() as u32,
+        random: (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32),
+    }
+}
+
+async fn connect(endpoint: &config::Endpoint) -> io::Result<TcpStream> {
     match endpoint {
-        Endpoint::Addr(a) => TcpStream::connect(a).await,
-        Endpoint::Name { host, port } => TcpStream::connect((host.as_str(), *port)).await,
+        config::Endpoint::Addr(a) => TcpStream::connect(a).await,
+        config::Endpoint::Name { host, port } => TcpStream::connect((host.as_str(), *port)).await,
     }
 }
 
@@ -104,7 +116,7 @@ impl Node {
 
     /// Also advertises the applications `rx` holds, from now on and whenever they change
     /// (the shared-memory application publishes those of the commands its workers serve);
-    /// see [`Core::advertise_extra`] for when peers see them.
+    /// see [`Endpoint::advertise_extra`] for when peers see them.
     pub fn advertise_also(&mut self, rx: watch::Receiver<Vec<AppAdvert>>) {
         self.advertised = Some(rx);
     }
@@ -142,7 +154,7 @@ impl Node {
             None => (false, watch::channel(Vec::new()).1),
         };
         let mut driver = Driver {
-            core: Core::new(self.config, self.dict, Seeds::now()),
+            endpoint: Endpoint::new(self.config, self.dict, seeds_from_clock()),
             conns: HashMap::new(),
             app,
             conn_tx,
@@ -152,6 +164,8 @@ impl Node {
             status_version: u64::MAX,
             advertised,
             advertised_open,
+            completions: HashMap::new(),
+            next_request: 0,
         };
         let result = driver
             .run(
@@ -171,7 +185,7 @@ impl Node {
 }
 
 struct Driver {
-    core: Core,
+    endpoint: Endpoint,
     conns: HashMap<ConnId, ConnHandle>,
     app: Arc<dyn Application>,
     conn_tx: mpsc::Sender<ConnEvent>,
@@ -184,6 +198,10 @@ struct Driver {
     /// Applications to advertise beside the configured ones ([`Node::advertise_also`]).
     advertised: watch::Receiver<Vec<AppAdvert>>,
     advertised_open: bool,
+    /// The submitters of requests in flight, by the id the endpoint reports their outcome
+    /// under ([`Output::Outcome`]).
+    completions: HashMap<RequestId, Completion>,
+    next_request: u64,
 }
 
 impl Driver {
@@ -199,9 +217,9 @@ impl Driver {
         tokio::pin!(shutdown);
         if self.advertised_open {
             let extra = self.advertised.borrow_and_update().clone();
-            self.core.advertise_extra(&extra);
+            self.endpoint.advertise_extra(&extra);
         }
-        self.core.start(Instant::now());
+        self.endpoint.start(Instant::now());
         self.outputs();
         // One timer, re-armed only when the core's next deadline changes.
         let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
@@ -210,7 +228,7 @@ impl Driver {
         let mut armed: Option<Instant> = None;
         let mut hard_deadline: Option<Instant> = None;
         loop {
-            let next = [self.core.next_timeout(), hard_deadline]
+            let next = [self.endpoint.next_timeout(), hard_deadline]
                 .into_iter()
                 .flatten()
                 .min();
@@ -223,16 +241,16 @@ impl Driver {
             // Not `biased`: under a steady stream of frames, replies, submissions and timers
             // must still get their turn (tokio picks a ready branch at random).
             tokio::select! {
-                _ = &mut shutdown, if !self.core.is_stopping() => {
+                _ = &mut shutdown, if !self.endpoint.is_stopping() => {
                     for t in accept_tasks {
                         t.abort();
                     }
                     submissions.close();
                     let now = Instant::now();
-                    let t = self.core.config().timers;
+                    let t = self.endpoint.config().timers;
                     hard_deadline =
                         Some(now + t.drain_timeout + t.dpa_timeout + Duration::from_secs(1));
-                    self.core.stop(now);
+                    self.endpoint.stop(now);
                 }
                 // Each branch also takes what else is already queued (up to BATCH), so that
                 // under load one wake-up serves many messages.
@@ -246,33 +264,31 @@ impl Driver {
                 Some(input) = input_rx.recv() => self.on_input(input),
                 Some((token, reply)) = reply_rx.recv() => {
                     let now = Instant::now();
-                    self.core.reply(token, &reply, now);
+                    self.endpoint.reply(token, &reply, now);
                     for _ in 1..BATCH {
                         let Ok((token, reply)) = reply_rx.try_recv() else { break };
-                        self.core.reply(token, &reply, now);
+                        self.endpoint.reply(token, &reply, now);
                     }
                 }
-                Some(sub) = submissions.recv(), if !self.core.is_stopping() => {
+                Some(sub) = submissions.recv(), if !self.endpoint.is_stopping() => {
                     let now = Instant::now();
-                    let (req, completion) = sub.into_parts();
-                    self.core.submit(req, completion, now);
+                    self.submit(sub, now);
                     for _ in 1..BATCH {
                         let Some(sub) = submissions.try_recv() else { break };
-                        let (req, completion) = sub.into_parts();
-                        self.core.submit(req, completion, now);
+                        self.submit(sub, now);
                     }
                 }
                 r = self.advertised.changed(), if self.advertised_open => match r {
                     Ok(()) => {
                         let extra = self.advertised.borrow_and_update().clone();
-                        self.core.advertise_extra(&extra);
+                        self.endpoint.advertise_extra(&extra);
                     }
                     Err(_) => self.advertised_open = false,
                 },
                 _ = &mut sleep => {
                     armed = None;
                     let now = Instant::now();
-                    self.core.handle_timeout(now);
+                    self.endpoint.handle_timeout(now);
                     if hard_deadline.is_some_and(|d| d <= now) {
                         self.outputs();
                         break;
@@ -280,31 +296,46 @@ impl Driver {
                 }
             }
             self.outputs();
-            if self.core.status_version() != self.status_version {
-                self.status_version = self.core.status_version();
-                self.status.send_replace(self.core.status());
+            if self.endpoint.status_version() != self.status_version {
+                self.status_version = self.endpoint.status_version();
+                self.status.send_replace(self.endpoint.status());
             }
-            if self.core.is_finished() {
+            if self.endpoint.is_finished() {
                 break;
             }
         }
-        self.core.abandon();
+        self.endpoint.abandon();
         self.outputs();
+        // Any submitter still waiting reads NodeDown when its completion is dropped.
+        self.completions.clear();
         Ok(())
+    }
+
+    /// A request from the application: into the endpoint under a fresh id, unless its
+    /// submitter stopped waiting already.
+    fn submit(&mut self, sub: Submission, now: Instant) {
+        if !sub.is_wanted() {
+            return;
+        }
+        let (req, completion) = sub.into_parts();
+        self.next_request = self.next_request.wrapping_add(1);
+        let id = RequestId(self.next_request);
+        self.completions.insert(id, completion);
+        self.endpoint.submit(req, id, now);
     }
 
     fn on_conn_event(&mut self, ev: ConnEvent) {
         let now = Instant::now();
         match ev {
-            ConnEvent::Frame { conn, frame } => self.core.frame(conn, frame, now),
-            ConnEvent::FrameError { conn, error } => self.core.frame_error(conn, error, now),
+            ConnEvent::Frame { conn, frame } => self.endpoint.frame(conn, frame, now),
+            ConnEvent::FrameError { conn, error } => self.endpoint.frame_error(conn, error, now),
             ConnEvent::Closed { conn, .. } => {
                 // What the core queued for this connection before it closed (an error answer
                 // to its last frame) must reach the writer before the handle goes: the writer
                 // drains its queue when the handle is dropped.
                 self.outputs();
                 self.conns.remove(&conn);
-                self.core.closed(conn, now);
+                self.endpoint.closed(conn, now);
             }
         }
     }
@@ -314,7 +345,7 @@ impl Driver {
         match input {
             Input::Accepted(stream) => {
                 let ip = stream.local_addr().ok().map(|a| a.ip());
-                if let Some(conn) = self.core.accept(ip, now) {
+                if let Some(conn) = self.endpoint.accept(ip, now) {
                     self.attach(conn, stream);
                 }
             }
@@ -323,14 +354,14 @@ impl Driver {
                     let ip = stream.local_addr().ok().map(|a| a.ip());
                     // Attach first: the core answers with a CER on this connection.
                     self.attach(conn, stream);
-                    if !self.core.connected(conn, Some(ip), now) {
+                    if !self.endpoint.connected(conn, Some(ip), now) {
                         if let Some(h) = self.conns.remove(&conn) {
                             h.close();
                         }
                     }
                 }
                 Err(_) => {
-                    self.core.connected(conn, None, now);
+                    self.endpoint.connected(conn, None, now);
                 }
             },
         }
@@ -338,14 +369,14 @@ impl Driver {
 
     fn attach(&mut self, conn: ConnId, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
-        let max = self.core.config().limits.max_message_size as usize;
+        let max = self.endpoint.config().limits.max_message_size as usize;
         let handle = transport::spawn(conn, stream, max, self.conn_tx.clone());
         self.conns.insert(conn, handle);
     }
 
     /// Carries out what the core asked for.
     fn outputs(&mut self) {
-        while let Some(out) = self.core.poll_output() {
+        while let Some(out) = self.endpoint.poll_output() {
             match out {
                 Output::Transmit { conn, bytes } => {
                     if let Some(h) = self.conns.get(&conn) {
@@ -363,7 +394,7 @@ impl Driver {
                 }
                 Output::Connect { conn, addr } => {
                     let tx = self.input_tx.clone();
-                    let limit = self.core.config().timers.cer_timeout;
+                    let limit = self.endpoint.config().timers.cer_timeout;
                     tokio::spawn(async move {
                         let result = match tokio::time::timeout(limit, connect(&addr)).await {
                             Ok(r) => r,
@@ -377,6 +408,11 @@ impl Driver {
                 Output::Deliver { token, request } => {
                     let responder = Responder::queued(token, self.reply_tx.clone());
                     self.app.on_request(request, responder);
+                }
+                Output::Outcome { id, result } => {
+                    if let Some(c) = self.completions.remove(&id) {
+                        c.complete(result);
+                    }
                 }
             }
         }

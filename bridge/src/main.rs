@@ -90,7 +90,7 @@ fn run(file: &std::path::Path, echo: bool) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let mut node = match dmnode::node::Node::bind(config.clone(), dict).await {
+        let mut node = match dmrun::driver::Node::bind(config.clone(), dict).await {
             Ok(n) => n,
             Err(e) => {
                 eprintln!("dmbridge: {e}");
@@ -101,11 +101,11 @@ fn run(file: &std::path::Path, echo: bool) -> ExitCode {
             eprintln!("dmbridge: listening on {addr}");
         }
         // The SIP server's workers over shared memory, unless --echo answers in process.
-        let (handle, submissions) = dmnode::app::channel(4096);
-        let (app, shm): (std::sync::Arc<dyn dmnode::app::Application>, _) = if echo {
-            (std::sync::Arc::new(dmnode::responders::Echo), None)
+        let (handle, submissions) = dmrun::app::channel(4096);
+        let (app, shm): (std::sync::Arc<dyn dmrun::app::Application>, _) = if echo {
+            (std::sync::Arc::new(dmrun::responders::Echo), None)
         } else {
-            match dmnode::shm_app::ShmService::start(&config, dict, handle.clone(), node.status()) {
+            match dmrun::shm_app::ShmService::start(&config, dict, handle.clone(), node.status()) {
                 Ok((app, service)) => {
                     // CER/CEA: the configured applications plus those of the commands the
                     // attached workers serve.
@@ -169,7 +169,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     if load_dictionaries(&config, file).is_none() {
         return ExitCode::FAILURE;
     }
-    if let Err(e) = dmnode::shm_app::ShmOptions::from_settings(&config.app) {
+    if let Err(e) = dmrun::shm_app::ShmOptions::from_settings(&config.app) {
         eprintln!("{}: {e}", file.display());
         return ExitCode::FAILURE;
     }

@@ -2,8 +2,8 @@
 //!
 //! - [`Unsupported`]: every request gets 3001 DIAMETER_COMMAND_UNSUPPORTED — DESIGN §3, never
 //!   leave a peer waiting. (`dmbridge run` itself serves the SIP server's workers through
-//!   [`crate::shm_app`], which answers 3001 per command no worker serves, and 3004 while no
-//!   worker is attached.)
+//!   the runtime's shared-memory application, `dmrun::shm_app`, which answers 3001 per
+//!   command no worker serves, and 3004 while no worker is attached.)
 //! - [`Echo`] (`dmbridge run --echo`): an in-process responder for benchmarks and interop
 //!   checks. It answers 2001 with the request's own AVPs, minus those the node sets itself
 //!   (Session-Id, Origin-*, Destination-*, Route-Record, Proxy-Info), so test_app's Test-AVP
@@ -14,7 +14,7 @@ use dmproto::avp::AvpFlags;
 use dmproto::{Header, MessageWriter};
 
 use crate::app::{AnswerBody, Application, IncomingRequest, Responder};
-use crate::peer::wire::avp;
+use dmproto::avp_code as avp;
 
 /// Answers 3001 DIAMETER_COMMAND_UNSUPPORTED with the E bit.
 pub struct Unsupported;

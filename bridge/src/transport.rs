@@ -18,7 +18,7 @@ use dmproto::{FrameError, Framer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::peer::ConnId;
+use dmnode::peer::ConnId;
 
 /// Messages a connection may have queued for writing before it is considered stuck (a peer
 /// that stops reading) and closed, rather than buffering without bound.

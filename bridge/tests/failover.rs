@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use dmnode::app::RequestError;
+use dmrun::app::RequestError;
 use harness::capture::{tcp_conversations, Capture};
 use harness::peers::{ErlangPeer, FdOptions, FreeDiameter};
 use harness::wire::{split_frames, RawMessage};

@@ -8,16 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dmnode::app::{
-    self, AnswerBody, AppHandle, Application, IncomingRequest, RequestError, Responder,
-};
 use dmnode::config;
-use dmnode::node::Node;
 use dmnode::peer::fsm::Outgoing;
 use dmnode::peer::wire;
 use dmnode::peer::Capabilities;
 use dmproto::dict::Dictionary;
 use dmproto::{Flags, Framer, Header, Message, MessageWriter};
+use dmrun::app::{
+    self, AnswerBody, AppHandle, Application, IncomingRequest, RequestError, Responder,
+};
+use dmrun::driver::Node;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;

@@ -8,7 +8,7 @@
 //! - Erlang and freeDiameter as initiators, stopped (DPR -> our DPA 2001) and started again:
 //!   the new connection is accepted and served.
 //!
-//! The node runs in process (the `dmnode` lib, an in-process test_app echo as application);
+//! The node runs in process (the `dmrun` driver over `dmnode`, an in-process test_app echo as application);
 //! peers come from the harness launchers (shared/peers configs). Everything binds 127.0.0.1
 //! on free ports; guards stop every process by PID, also when a test fails. A missing
 //! freeDiameterd / test_app.fdx / escript / dumpcap fails the test naming scripts/setup.sh.

@@ -14,10 +14,7 @@ use dmproto::{AvpRefs, EncodeError, Flags, Message, MessageWriter};
 use crate::app::AnswerBody;
 use crate::peer::wire::avp;
 
-/// Session-Id, Proxy-Info and Experimental-Result codes (RFC 6733 §8.8, §6.7.2, §7.6).
-pub const SESSION_ID: u32 = 263;
-pub const PROXY_INFO: u32 = 284;
-pub const EXPERIMENTAL_RESULT: u32 = 297;
+pub use dmproto::avp_code::{EXPERIMENTAL_RESULT, PROXY_INFO, SESSION_ID};
 
 const M: u8 = AvpFlags::M;
 
@@ -30,6 +27,7 @@ pub struct Origin<'a> {
 
 /// Why an application answer could not be built; the node answers 5012 instead.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AnswerError {
     #[error("the application's AVPs are malformed: {0}")]
     BadAvps(String),

@@ -1,16 +1,18 @@
 //! The whole node as one sans-IO state machine (the analogue of quinn-proto's `Endpoint`).
 //!
-//! [`Core`] ties the pieces together — the peer table and its state machines, the router,
+//! [`Endpoint`] ties the pieces together — the peer table and its state machines, the router,
 //! the pending table, the duplicate cache, request completion and answer building — and
 //! exposes them as inputs (a connection was accepted, a frame arrived, the application
 //! replied, a request was submitted, time passed) and [`Output`]s (transmit these bytes on
-//! that connection, close it, connect there, deliver this request to the application). The
-//! tokio driver in [`crate::node`] only moves bytes and time between sockets and this type;
-//! every protocol decision is here and unit-tested without sockets by wiring cores together
-//! in memory.
+//! that connection, close it, connect there, deliver this request to the application, this
+//! is the outcome of a request we sent). The
+//! tokio driver in the runtime crate (`dmbridge-bridge`, its `driver`) only moves bytes and
+//! time between sockets and this type; every protocol decision is here and unit-tested
+//! without sockets by wiring endpoints together in memory.
 //!
-//! Outcomes of originated requests are delivered through their [`Completion`] (a channel
-//! send, never blocking) as soon as they are known.
+//! Outcomes of originated requests leave as [`Output::Outcome`] with the [`RequestId`] they
+//! were submitted under, as soon as they are known — polled like everything else, symmetric
+//! with incoming requests ([`Output::Deliver`] with a token): no channel, no task per request.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -22,13 +24,14 @@ use dmproto::dict::Dictionary;
 use dmproto::{FrameError, Message, Validator};
 
 use crate::answer::{self, Origin};
-use crate::app::{Completion, IncomingRequest, OutgoingRequest, PeerInfo, Reply, RequestError};
+use crate::app::{IncomingRequest, OutgoingRequest, PeerInfo, Reply, RequestError, RequestId};
 use crate::config::{AppAdvert, Config};
+use crate::duplicates::{DupCache, DupCheck, Requester};
 use crate::outgoing::{self, RequestContext, SessionIds};
 use crate::peer::fsm::{Action, DisconnectCause};
 use crate::peer::table::{NodeAction, PeerId, Peers, Received};
 use crate::peer::{wire, Capabilities, ConnId};
-use crate::pending::{self, DupCache, DupCheck, PendingEntry, PendingTable, Requester};
+use crate::pending::{self, PendingEntry, PendingTable};
 use crate::router::Router;
 
 /// What the driver must do.
@@ -38,17 +41,23 @@ pub enum Output {
     Transmit { conn: ConnId, bytes: Bytes },
     /// Close the connection after what is queued has been written.
     Close { conn: ConnId },
-    /// Open a connection to `addr`, then report [`Core::connected`].
+    /// Open a connection to `addr`, then report [`Endpoint::connected`].
     Connect {
         conn: ConnId,
         addr: crate::config::Endpoint,
     },
-    /// Hand the request to the application; report its reply with [`Core::reply`] under
+    /// Hand the request to the application; report its reply with [`Endpoint::reply`] under
     /// `token`. The core applies the reply timeout itself (5012 when it passes; a later
     /// reply is ignored).
     Deliver {
         token: u64,
         request: IncomingRequest,
+    },
+    /// The one outcome of the request submitted under `id` ([`Endpoint::submit`]): its
+    /// answer, or why there is none.
+    Outcome {
+        id: RequestId,
+        result: Result<Message, RequestError>,
     },
 }
 
@@ -59,7 +68,7 @@ struct Delivered {
     deadline: Instant,
 }
 
-/// One peer as reported by [`Core::status`] (for `dm_status`-style monitoring).
+/// One peer as reported by [`Endpoint::status`] (for `dm_status`-style monitoring).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerStatus {
     pub host: String,
@@ -77,7 +86,8 @@ pub struct PeerStatus {
 
 /// A request we sent, as kept in the pending table.
 struct Inflight {
-    completion: Completion,
+    /// Whom the outcome is for.
+    id: RequestId,
     /// The encoded request, for a resend after failover.
     request: Bytes,
     app_id: u32,
@@ -86,7 +96,8 @@ struct Inflight {
     tried: Vec<PeerId>,
 }
 
-/// Seeds for one run of the node: they make ids differ across restarts.
+/// Seeds for one run of the node: they make ids differ across restarts. The driver makes
+/// them from the system clock and the process id; tests pass fixed ones.
 #[derive(Clone, Copy, Debug)]
 pub struct Seeds {
     /// Seconds since the epoch at start: Origin-State-Id, Session-Id high part.
@@ -95,21 +106,8 @@ pub struct Seeds {
     pub random: u64,
 }
 
-impl Seeds {
-    /// From the system clock and the process id.
-    pub fn now() -> Seeds {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Seeds {
-            start_secs: t.as_secs() as u32,
-            random: (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32),
-        }
-    }
-}
-
 /// The node's protocol state. See the module docs.
-pub struct Core {
+pub struct Endpoint {
     config: Arc<Config>,
     dict: &'static Dictionary,
     /// The dictionary's ABNFs compiled once: every incoming request is validated with it
@@ -138,14 +136,14 @@ pub struct Core {
     out: VecDeque<Output>,
 }
 
-impl Core {
-    pub fn new(config: Config, dict: &'static Dictionary, seeds: Seeds) -> Core {
+impl Endpoint {
+    pub fn new(config: Config, dict: &'static Dictionary, seeds: Seeds) -> Endpoint {
         let local = Arc::new(Capabilities::local(&config, seeds.start_secs, &[]));
         let peers = Peers::new(&config, local.clone(), seeds.random);
         let router = Router::new(&config, |h| peers.by_host(h));
         let limits = config.limits;
         let apps = local.applications();
-        Core {
+        Endpoint {
             apps,
             local,
             router,
@@ -251,7 +249,7 @@ impl Core {
     }
 
     /// Incremented whenever a peer's state or usability changes (cheap change detection
-    /// for publishing [`Core::status`]).
+    /// for publishing [`Endpoint::status`]).
     pub fn status_version(&self) -> u64 {
         self.status_version
     }
@@ -264,7 +262,7 @@ impl Core {
     /// Fails whatever is still pending (the driver gives up waiting).
     pub fn abandon(&mut self) {
         for e in self.pending.take_all() {
-            e.data.completion.complete(Err(RequestError::NodeDown));
+            self.complete(e.data.id, Err(RequestError::NodeDown));
         }
         for conn in self.conns.keys().copied().collect::<Vec<_>>() {
             self.out.push_back(Output::Close { conn });
@@ -292,7 +290,7 @@ impl Core {
         }
         self.peers.handle_timeout(now);
         for e in self.pending.expire(now) {
-            e.data.completion.complete(Err(RequestError::Timeout));
+            self.complete(e.data.id, Err(RequestError::Timeout));
         }
         self.act(now);
         self.after(now);
@@ -415,7 +413,7 @@ impl Core {
                 });
                 if matches {
                     if let Some(entry) = self.pending.answer(conn, hbh) {
-                        entry.data.completion.complete(Ok(msg));
+                        self.complete(entry.data.id, Ok(msg));
                     }
                 }
             }
@@ -551,13 +549,16 @@ impl Core {
         self.transmit(conn, bytes);
     }
 
-    /// An application request: complete it, route it, send it — or fail it at once.
-    pub fn submit(&mut self, req: OutgoingRequest, completion: Completion, now: Instant) {
+    /// Its one outcome, for the driver to pass on.
+    fn complete(&mut self, id: RequestId, result: Result<Message, RequestError>) {
+        self.out.push_back(Output::Outcome { id, result });
+    }
+
+    /// An application request: complete it, route it, send it — or fail it at once. Its
+    /// outcome comes back as [`Output::Outcome`] under `id`, exactly once.
+    pub fn submit(&mut self, req: OutgoingRequest, id: RequestId, now: Instant) {
         if self.stopping {
-            return completion.complete(Err(RequestError::NodeDown));
-        }
-        if !completion.is_wanted() {
-            return;
+            return self.complete(id, Err(RequestError::NodeDown));
         }
         self.end_to_end = self.end_to_end.wrapping_add(1);
         let e2e = self.end_to_end;
@@ -573,10 +574,10 @@ impl Core {
         };
         let bytes = match outgoing::build_request(&ctx, &req, 0, e2e, &mut self.sessions) {
             Ok(b) => b,
-            Err(e) => return completion.complete(Err(e)),
+            Err(e) => return self.complete(id, Err(e)),
         };
         let inflight = Inflight {
-            completion,
+            id,
             request: bytes,
             app_id: req.app_id,
             cmd_code: req.cmd_code,
@@ -590,7 +591,7 @@ impl Core {
     fn dispatch(&mut self, inflight: Inflight, deadline: Instant, e2e: u32, resend: Option<u32>) {
         match self.route(&inflight) {
             Ok((peer, conn)) => self.send_to(inflight, peer, conn, deadline, e2e, resend),
-            Err(e) => inflight.completion.complete(Err(e)),
+            Err(e) => self.complete(inflight.id, Err(e)),
         }
     }
 
@@ -645,7 +646,7 @@ impl Core {
         };
         let hbh = match inserted {
             Ok(h) => h,
-            Err(pending::Full(i)) => return i.completion.complete(Err(RequestError::TooBusy)),
+            Err(pending::Full(i)) => return self.complete(i.id, Err(RequestError::TooBusy)),
         };
         let bytes = if resend.is_some() {
             pending::retransmission(&request, hbh)
@@ -656,9 +657,7 @@ impl Core {
             Some(b) => self.transmit(conn, b),
             None => {
                 if let Some(e) = self.pending.answer(conn, hbh) {
-                    e.data
-                        .completion
-                        .complete(Err(RequestError::Invalid("truncated".into())));
+                    self.complete(e.data.id, Err(RequestError::Invalid("truncated".into())));
                 }
             }
         }
@@ -670,9 +669,9 @@ impl Core {
         for e in self.pending.connection_lost(conn) {
             let (deadline, e2e, n) = (e.deadline, e.end_to_end, e.retransmissions);
             if self.stopping {
-                e.data.completion.complete(Err(RequestError::NodeDown));
+                self.complete(e.data.id, Err(RequestError::NodeDown));
             } else if now >= deadline {
-                e.data.completion.complete(Err(RequestError::Timeout));
+                self.complete(e.data.id, Err(RequestError::Timeout));
             } else {
                 self.dispatch(e.data, deadline, e2e, Some(n));
             }
@@ -687,7 +686,7 @@ impl Core {
             if self.stopping || now >= e.deadline {
                 // Its timer (or the shutdown) decides; keep it where it was.
                 if let Err(pending::Full(lost)) = self.pending.restore(e) {
-                    lost.completion.complete(Err(RequestError::NodeDown));
+                    self.complete(lost.id, Err(RequestError::NodeDown));
                 }
                 continue;
             }
@@ -698,7 +697,7 @@ impl Core {
                 }
                 Err(_) => {
                     if let Err(pending::Full(lost)) = self.pending.restore(e) {
-                        lost.completion.complete(Err(RequestError::TooBusy));
+                        self.complete(lost.id, Err(RequestError::TooBusy));
                     }
                 }
             }

@@ -1,4 +1,4 @@
-//! Requests in flight, both ways.
+//! Sent requests: the requests *we* sent, waiting for their answers (RFC 6733 §5.5.4, §6.2).
 //!
 //! [`PendingTable`]: the requests *we* sent, waiting for answers. An answer is matched by the
 //! connection it arrives on and the hop-by-hop id we allocated for that connection — never by
@@ -11,17 +11,16 @@
 //! The table is bounded: beyond `max` entries, [`PendingTable::insert`] refuses (the caller
 //! answers 3004 DIAMETER_TOO_BUSY rather than queue without bound).
 //!
-//! [`DupCache`]: the requests *peers* sent us, by (Origin-Host, end-to-end id), so that a
-//! retransmission (T flag) after a failover gets the answer already given instead of being
-//! handled twice. Entries are bounded in number, in cached bytes, and in age.
+//! The other direction — requests *peers* sent us, and their retransmissions — is
+//! [`crate::duplicates`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use dmproto::Flags;
 
-use crate::peer::ConnId;
+use crate::conn::ConnId;
 
 /// One request waiting for its answer. `data` is the caller's: typically the encoded request
 /// (for a resend) and where the answer must go.
@@ -223,7 +222,8 @@ pub fn retransmission(request: &[u8], hop_by_hop: u32) -> Option<Bytes> {
     Some(b.freeze())
 }
 
-/// A cached answer re-addressed to another copy of the request (its own hop-by-hop id).
+/// A message re-addressed with another hop-by-hop id: a cached answer for another copy of
+/// the request (see [`crate::duplicates`]), or a request for its connection (its own hop-by-hop id).
 pub fn with_hop_by_hop(answer: &Bytes, hop_by_hop: u32) -> Bytes {
     let mut b = BytesMut::from(&answer[..]);
     if let Some(slot) = b.get_mut(12..16) {
@@ -232,193 +232,11 @@ pub fn with_hop_by_hop(answer: &Bytes, hop_by_hop: u32) -> Bytes {
     b.freeze()
 }
 
-/// Where a copy of a request came from, to answer it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Requester {
-    pub conn: ConnId,
-    pub hop_by_hop: u32,
-}
-
-/// What the duplicate cache says about an incoming request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DupCheck {
-    /// Handle it (and call [`DupCache::complete`] with the answer).
-    New,
-    /// The original is still being handled; this copy will get the same answer from
-    /// [`DupCache::complete`]. Do not handle it.
-    InProgress,
-    /// Already answered: send this answer (re-addressed with [`with_hop_by_hop`]).
-    Answered(Bytes),
-}
-
-#[derive(Debug)]
-enum DupState {
-    InProgress(Vec<Requester>),
-    Answered(Bytes),
-}
-
-#[derive(Debug)]
-struct DupEntry {
-    seq: u64,
-    state: DupState,
-}
-
-/// Recently seen incoming requests, by (Origin-Host, end-to-end id).
-#[derive(Debug)]
-pub struct DupCache {
-    entries: HashMap<(String, u32), DupEntry>,
-    /// Insertion order, for age and size eviction; stale items are skipped by `seq`.
-    order: VecDeque<(Instant, u64, (String, u32))>,
-    seq: u64,
-    max_entries: usize,
-    max_bytes: usize,
-    bytes: usize,
-    ttl: Duration,
-}
-
-/// At most this many waiting copies per request: a peer resending one request more often
-/// than that is misbehaving, and extra copies are simply not answered twice.
-const MAX_WAITERS: usize = 8;
-
-impl DupCache {
-    pub fn new(max_entries: usize, max_bytes: usize, ttl: Duration) -> DupCache {
-        DupCache {
-            entries: HashMap::new(),
-            order: VecDeque::new(),
-            seq: 0,
-            max_entries: max_entries.max(1),
-            max_bytes,
-            bytes: 0,
-            ttl,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Bytes of cached answers.
-    pub fn cached_bytes(&self) -> usize {
-        self.bytes
-    }
-
-    /// Looks up an incoming request. Only requests with the T flag (`retransmit`) are
-    /// matched against the cache: without it, RFC 6733 §6.1 gives no reason to suspect a
-    /// duplicate, and the request replaces any old entry. Every new request is recorded,
-    /// because the first copy of a request arrives *without* the T flag.
-    pub fn check(
-        &mut self,
-        origin_host: &str,
-        end_to_end: u32,
-        retransmit: bool,
-        from: Requester,
-        now: Instant,
-    ) -> DupCheck {
-        self.purge(now);
-        let key = (origin_host.to_ascii_lowercase(), end_to_end);
-        if retransmit {
-            match self.entries.get_mut(&key).map(|e| &mut e.state) {
-                Some(DupState::Answered(answer)) => return DupCheck::Answered(answer.clone()),
-                Some(DupState::InProgress(waiters)) => {
-                    if waiters.len() < MAX_WAITERS {
-                        waiters.push(from);
-                    }
-                    return DupCheck::InProgress;
-                }
-                None => {}
-            }
-        }
-        self.remove(&key);
-        while self.entries.len() >= self.max_entries {
-            if !self.evict_oldest() {
-                break;
-            }
-        }
-        self.seq += 1;
-        self.entries.insert(
-            key.clone(),
-            DupEntry {
-                seq: self.seq,
-                state: DupState::InProgress(Vec::new()),
-            },
-        );
-        self.order.push_back((now, self.seq, key));
-        DupCheck::New
-    }
-
-    /// The request was answered with `answer`: caches it and returns the copies that arrived
-    /// meanwhile, each to be sent the answer under its own hop-by-hop id.
-    pub fn complete(
-        &mut self,
-        origin_host: &str,
-        end_to_end: u32,
-        answer: Bytes,
-    ) -> Vec<Requester> {
-        let key = (origin_host.to_ascii_lowercase(), end_to_end);
-        let Some(entry) = self.entries.get_mut(&key) else {
-            return Vec::new();
-        };
-        let waiters = match &mut entry.state {
-            DupState::InProgress(w) => std::mem::take(w),
-            DupState::Answered(_) => return Vec::new(),
-        };
-        if answer.len() <= self.max_bytes {
-            self.bytes += answer.len();
-            entry.state = DupState::Answered(answer);
-            while self.bytes > self.max_bytes {
-                if !self.evict_oldest() {
-                    break;
-                }
-            }
-        } else {
-            // Too big to cache: forget it (a retransmission will be handled again).
-            self.remove(&key);
-        }
-        waiters
-    }
-
-    fn remove(&mut self, key: &(String, u32)) {
-        if let Some(old) = self.entries.remove(key) {
-            if let DupState::Answered(a) = old.state {
-                self.bytes -= a.len();
-            }
-        }
-    }
-
-    /// Drops the oldest live entry; false when there is none.
-    fn evict_oldest(&mut self) -> bool {
-        while let Some((_, seq, key)) = self.order.pop_front() {
-            if self.entries.get(&key).is_some_and(|e| e.seq == seq) {
-                self.remove(&key);
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Drops entries older than the TTL.
-    pub fn purge(&mut self, now: Instant) {
-        while let Some((t, seq, key)) = self.order.front() {
-            if now.saturating_duration_since(*t) < self.ttl {
-                break;
-            }
-            let (seq, key) = (*seq, key.clone());
-            self.order.pop_front();
-            if self.entries.get(&key).is_some_and(|e| e.seq == seq) {
-                self.remove(&key);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use dmproto::{Header, Message, MessageWriter};
+    use std::time::Duration;
 
     const A: ConnId = ConnId(1);
     const B: ConnId = ConnId(2);
@@ -544,109 +362,5 @@ mod tests {
         assert_eq!((again.header.hop_by_hop, again.header.end_to_end), (99, 20));
         assert_eq!(again.session_id(), Some("s;1"));
         assert_eq!(retransmission(&orig[..10], 1), None);
-    }
-
-    fn req(conn: u64, hbh: u32) -> Requester {
-        Requester {
-            conn: ConnId(conn),
-            hop_by_hop: hbh,
-        }
-    }
-
-    #[test]
-    fn duplicate_with_t_flag_gets_the_cached_answer() {
-        let mut c = DupCache::new(100, 1 << 20, Duration::from_secs(240));
-        let now = Instant::now();
-        assert_eq!(c.check("hss.net", 7, false, req(1, 1), now), DupCheck::New);
-        assert!(c
-            .complete("hss.net", 7, Bytes::from_static(b"answer"))
-            .is_empty());
-        assert_eq!(
-            c.check("HSS.net", 7, true, req(2, 50), now),
-            DupCheck::Answered(Bytes::from_static(b"answer"))
-        );
-        // Another end-to-end id, or another origin, is new.
-        assert_eq!(c.check("hss.net", 8, true, req(2, 51), now), DupCheck::New);
-        assert_eq!(
-            c.check("other.net", 7, true, req(2, 52), now),
-            DupCheck::New
-        );
-    }
-
-    #[test]
-    fn duplicate_while_in_progress_waits_for_the_answer() {
-        let mut c = DupCache::new(100, 1 << 20, Duration::from_secs(240));
-        let now = Instant::now();
-        assert_eq!(c.check("hss.net", 7, false, req(1, 1), now), DupCheck::New);
-        assert_eq!(
-            c.check("hss.net", 7, true, req(2, 9), now),
-            DupCheck::InProgress
-        );
-        assert_eq!(
-            c.complete("hss.net", 7, Bytes::from_static(b"a")),
-            vec![req(2, 9)]
-        );
-        assert!(
-            c.complete("hss.net", 7, Bytes::from_static(b"a"))
-                .is_empty(),
-            "once"
-        );
-    }
-
-    #[test]
-    fn without_t_flag_the_request_is_handled_again() {
-        let mut c = DupCache::new(100, 1 << 20, Duration::from_secs(240));
-        let now = Instant::now();
-        c.check("hss.net", 7, false, req(1, 1), now);
-        c.complete("hss.net", 7, Bytes::from_static(b"a"));
-        assert_eq!(c.check("hss.net", 7, false, req(1, 2), now), DupCheck::New);
-    }
-
-    #[test]
-    fn bounded_by_count_bytes_and_age() {
-        let now = Instant::now();
-        let mut c = DupCache::new(2, 1 << 20, Duration::from_secs(10));
-        for e2e in 0..3 {
-            c.check("h", e2e, false, req(1, e2e), now);
-            c.complete("h", e2e, Bytes::from_static(b"abc"));
-        }
-        assert_eq!(c.len(), 2);
-        assert_eq!(
-            c.check("h", 0, true, req(1, 9), now),
-            DupCheck::New,
-            "oldest evicted"
-        );
-
-        let mut c = DupCache::new(100, 10, Duration::from_secs(10));
-        for e2e in 0..4 {
-            c.check("h", e2e, false, req(1, e2e), now);
-            c.complete("h", e2e, Bytes::from_static(b"abcd"));
-        }
-        assert!(c.cached_bytes() <= 10, "{}", c.cached_bytes());
-        assert!(matches!(
-            c.check("h", 3, true, req(1, 9), now),
-            DupCheck::Answered(_)
-        ));
-        assert_eq!(c.check("h", 0, true, req(1, 9), now), DupCheck::New);
-
-        let mut c = DupCache::new(100, 1 << 20, Duration::from_secs(10));
-        c.check("h", 1, false, req(1, 1), now);
-        c.complete("h", 1, Bytes::from_static(b"x"));
-        let later = now + Duration::from_secs(10);
-        assert_eq!(
-            c.check("h", 1, true, req(1, 2), later),
-            DupCheck::New,
-            "expired"
-        );
-        assert_eq!(c.cached_bytes(), 0);
-    }
-
-    #[test]
-    fn cached_answer_is_readdressed() {
-        let mut w = MessageWriter::new(Header::request(272, 4, 10, 20).answer());
-        w.u32(268, 0x40, 0, 2001);
-        let a = w.finish().unwrap();
-        let b = Message::decode(with_hop_by_hop(&a, 4242)).unwrap();
-        assert_eq!((b.header.hop_by_hop, b.header.end_to_end), (4242, 20));
     }
 }

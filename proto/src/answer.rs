@@ -35,12 +35,9 @@ use crate::header::Header;
 use crate::message::{Message, SESSION_ID};
 use crate::validate::ProtocolError;
 
-pub const ORIGIN_HOST: u32 = 264;
-pub const ORIGIN_REALM: u32 = 296;
-pub const RESULT_CODE: u32 = 268;
-pub const ERROR_MESSAGE: u32 = 281;
-pub const FAILED_AVP: u32 = 279;
-pub const PROXY_INFO: u32 = 284;
+pub use crate::avp_code::{
+    ERROR_MESSAGE, FAILED_AVP, ORIGIN_HOST, ORIGIN_REALM, PROXY_INFO, RESULT_CODE,
+};
 
 /// Who is answering: the node's own identity.
 #[derive(Clone, Copy, Debug)]

@@ -5,10 +5,12 @@
 //! [`value`] decodes payloads by type; [`Validator`] (or [`validate()`]) checks a message
 //! against the [`dict`]ionary with RFC 6733 §7.1 Result-Codes ([`result_code`]), and
 //! [`answer`] builds the error answer. Sending: [`MessageWriter`] ([`encode`]).
+#![forbid(unsafe_code)]
 pub mod avp_type;
 pub use avp_type::AvpType;
 pub mod answer;
 pub mod avp;
+pub mod avp_code;
 pub mod dict;
 pub mod encode;
 pub mod error;
@@ -20,7 +22,8 @@ pub mod result_code;
 #[doc(hidden)]
 pub mod samples;
 pub mod validate;
-pub mod validator;
+/// The compiled validator under its former path: [`validate::compiled`].
+pub use validate::compiled as validator;
 pub mod value;
 pub use avp::{Avp, AvpFlags, AvpIter, AvpRef, AvpRefs};
 pub use encode::MessageWriter;
@@ -28,6 +31,6 @@ pub use error::{AvpError, AvpErrorKind, DecodeError, EncodeError, HeaderError, V
 pub use framer::{FrameError, Framer};
 pub use header::{Flags, Header};
 pub use message::Message;
+pub use validate::compiled::Validator;
 pub use validate::{validate, validate_answer, validate_request, ProtocolError};
-pub use validator::Validator;
 pub use value::{Address, Value};

@@ -13,7 +13,7 @@ use crate::header::{Header, HEADER_LEN};
 use crate::value;
 
 /// Session-Id AVP code (RFC 6733 §8.8).
-pub const SESSION_ID: u32 = 263;
+pub use crate::avp_code::SESSION_ID;
 
 /// One Diameter message. `body` holds the AVPs (everything after the 20-byte header) and
 /// shares the buffer the message was decoded from.

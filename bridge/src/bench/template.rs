@@ -28,11 +28,9 @@ use serde_json::{json, Value as Json};
 
 /// AVP codes the bench fills in when a template leaves them out.
 pub mod code {
-    pub const SESSION_ID: u32 = 263;
-    pub const ORIGIN_HOST: u32 = 264;
-    pub const ORIGIN_REALM: u32 = 296;
-    pub const DESTINATION_REALM: u32 = 283;
-    pub const DESTINATION_HOST: u32 = 293;
+    pub use dmproto::avp_code::{
+        DESTINATION_HOST, DESTINATION_REALM, ORIGIN_HOST, ORIGIN_REALM, SESSION_ID,
+    };
 }
 
 /// Where the bench stands and whom it addresses: the values filled into a template that

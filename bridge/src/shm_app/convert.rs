@@ -12,14 +12,11 @@ use dmproto::json::JsonReader;
 use dmproto::{AvpFlags, Header, Message, MessageWriter};
 
 use crate::app::{AnswerBody, RequestError};
-use crate::config::{AppAdvert, AppKind};
-use crate::peer::wire::avp;
+use dmnode::config::{AppAdvert, AppKind};
+use dmnode::peer::wire::avp;
 use dmshm::record::class;
 
-/// Experimental-Result and Experimental-Result-Code (RFC 6733 §7.6, §7.7).
-const EXPERIMENTAL_RESULT: u32 = 297;
-const EXPERIMENTAL_RESULT_CODE: u32 = 298;
-const SESSION_ID: u32 = 263;
+use dmproto::avp_code::{EXPERIMENTAL_RESULT, EXPERIMENTAL_RESULT_CODE, SESSION_ID};
 
 /// What the workers' routing needs to know about a request: the name the worker declared it
 /// handles (`PPR`, or the command code as text) and the command's long name.

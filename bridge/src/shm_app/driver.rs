@@ -31,8 +31,8 @@ use super::held::Held;
 use super::status::{self, Counters, Identity};
 use super::ShmOptions;
 use crate::app::{AppHandle, IncomingRequest, OutgoingRequest, RequestError, Responder};
-use crate::config::AppAdvert;
-use crate::core::PeerStatus;
+use dmnode::config::AppAdvert;
+use dmnode::endpoint::PeerStatus;
 
 /// Most queued requests taken per wake-up (others get their turn in between).
 const BATCH: usize = 256;

@@ -64,8 +64,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::app::{AppHandle, Application, IncomingRequest, Responder};
-use crate::config::{AppAdvert, Config};
-use crate::core::PeerStatus;
+use dmnode::config::{AppAdvert, Config};
+use dmnode::endpoint::PeerStatus;
 use dmproto::dict::Dictionary;
 
 pub use settings::ShmOptions;

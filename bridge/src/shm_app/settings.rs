@@ -1,25 +1,16 @@
 //! `[app]` settings -> the shared-memory bridge's configuration.
 //!
-//! The typed keys of [`ShmSettings`] (segment, control_socket, reply_timeout, max_workers,
-//! ring_size) come from the node's configuration parser; two more keys are read here from its
-//! `extra` list, because only the shared-memory side gives them meaning:
-//!
-//! - `group = "kamailio"` (a group name or a numeric gid): the segment and the control socket
-//!   become 0660 with that group, so SIP-server workers running as another user of that group
-//!   can attach. Without it both are owner-only (0600): DESIGN §5, permissions follow the SIP
-//!   server's user.
-//! - `max_message_size = 262144` (bytes): the largest record in a ring — a request's JSON
-//!   plus its parameters, or a reply. Defaults to a quarter of `ring_size`; at most half.
+//! The node's configuration reader checks every `[app]` key's type and range, with its line
+//! ([`ShmSettings`]); what only the shared-memory side can check happens here: the group
+//! name exists in `/etc/group`, and the maximum message fits the ring
+//! (`dmshm::segment::Geometry::validate`).
 
 use std::time::Duration;
 
 use dmshm::bridge::BridgeConfig;
 use dmshm::segment::Geometry;
 
-use crate::config::ShmSettings;
-
-/// The `[app]` keys read here rather than by the node's parser.
-const EXTRA_KEYS: [&str; 2] = ["group", "max_message_size"];
+use dmnode::config::{GroupSpec, ShmSettings};
 
 /// Everything the shared-memory application needs from the configuration.
 #[derive(Clone, Debug)]
@@ -29,33 +20,13 @@ pub struct ShmOptions {
     pub reply_timeout: Duration,
 }
 
-/// The raw TOML text of an `extra` key, if present.
-fn extra<'a>(s: &'a ShmSettings, key: &str) -> Option<&'a str> {
-    s.extra
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.trim())
-}
-
-/// A TOML string literal's content (basic or literal quotes, no escapes needed for names).
-fn toml_str(raw: &str) -> Option<&str> {
-    raw.strip_prefix('"')
-        .and_then(|r| r.strip_suffix('"'))
-        .or_else(|| raw.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')))
-}
-
-/// A group name or gid -> gid, looked up in `/etc/group` (the bridge links no libc name
+/// A group name or gid -> gid, names looked up in `/etc/group` (the bridge links no libc name
 /// service: local groups are what SIP servers run under).
-fn resolve_group(raw: &str, etc_group: &str) -> Result<u32, String> {
-    if let Ok(gid) = raw.parse::<u32>() {
-        return Ok(gid);
-    }
-    let name = toml_str(raw).ok_or_else(|| {
-        format!("[app] group: expected a group name in quotes or a numeric gid, got {raw}")
-    })?;
-    if let Ok(gid) = name.parse::<u32>() {
-        return Ok(gid);
-    }
+fn resolve_group(group: &GroupSpec, etc_group: &str) -> Result<u32, String> {
+    let name = match group {
+        GroupSpec::Gid(gid) => return Ok(*gid),
+        GroupSpec::Name(name) => name,
+    };
     etc_group
         .lines()
         .filter_map(|l| {
@@ -71,32 +42,15 @@ fn resolve_group(raw: &str, etc_group: &str) -> Result<u32, String> {
 impl ShmOptions {
     /// From the `[app]` section; errors say which key is wrong and why.
     pub fn from_settings(s: &ShmSettings) -> Result<ShmOptions, String> {
-        // The node's parser keeps unknown `[app]` keys for us; a misspelt one must not be
-        // silently ignored.
-        if let Some((k, _)) = s
-            .extra
-            .iter()
-            .find(|(k, _)| !EXTRA_KEYS.contains(&k.as_str()))
-        {
-            return Err(format!(
-                "[app]: unknown key {k:?} (known: segment, control_socket, reply_timeout, max_workers, ring_size, {})",
-                EXTRA_KEYS.join(", ")
-            ));
-        }
-        let group = match extra(s, "group") {
+        let group = match &s.group {
             None => None,
-            Some(raw) => {
+            Some(g) => {
                 let etc = std::fs::read_to_string("/etc/group").unwrap_or_default();
-                Some(resolve_group(raw, &etc)?)
+                Some(resolve_group(g, &etc)?)
             }
         };
         let ring_bytes = s.ring_size.max(4096).next_power_of_two();
-        let max_msg = match extra(s, "max_message_size") {
-            None => (ring_bytes / 4).max(256),
-            Some(raw) => raw.replace('_', "").parse::<u32>().map_err(|_| {
-                format!("[app] max_message_size: expected a number of bytes, got {raw}")
-            })?,
-        };
+        let max_msg = s.max_message_size.unwrap_or((ring_bytes / 4).max(256));
         let geometry = Geometry {
             slots: s.max_workers,
             ring_bytes,
@@ -119,21 +73,18 @@ impl ShmOptions {
 mod tests {
     use super::*;
 
-    fn settings(extra: &[(&str, &str)]) -> ShmSettings {
+    fn settings(max_message_size: Option<u32>) -> ShmSettings {
         ShmSettings {
             ring_size: 1 << 20,
             max_workers: 8,
-            extra: extra
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            max_message_size,
             ..ShmSettings::default()
         }
     }
 
     #[test]
     fn defaults_are_owner_only_and_a_quarter_ring_messages() {
-        let o = ShmOptions::from_settings(&settings(&[])).unwrap();
+        let o = ShmOptions::from_settings(&settings(None)).unwrap();
         assert_eq!(o.bridge.group, None);
         assert_eq!(o.bridge.geometry.max_msg, 1 << 18);
         assert_eq!(o.bridge.geometry.slots, 8);
@@ -142,28 +93,20 @@ mod tests {
     #[test]
     fn group_by_name_or_gid() {
         let etc = "root:x:0:\nkamailio:x:123:\nopensips:x:456:a,b\n";
-        assert_eq!(resolve_group("\"kamailio\"", etc), Ok(123));
-        assert_eq!(resolve_group("'opensips'", etc), Ok(456));
-        assert_eq!(resolve_group("77", etc), Ok(77));
-        assert!(resolve_group("\"nobody-here\"", etc)
+        let name = |n: &str| GroupSpec::Name(n.into());
+        assert_eq!(resolve_group(&name("kamailio"), etc), Ok(123));
+        assert_eq!(resolve_group(&name("opensips"), etc), Ok(456));
+        assert_eq!(resolve_group(&GroupSpec::Gid(77), etc), Ok(77));
+        assert!(resolve_group(&name("nobody-here"), etc)
             .unwrap_err()
             .contains("nobody-here"));
-        assert!(resolve_group("kamailio", etc).is_err());
     }
 
     #[test]
     fn message_size_is_checked_against_the_ring() {
-        let o = ShmOptions::from_settings(&settings(&[("max_message_size", "65536")])).unwrap();
+        let o = ShmOptions::from_settings(&settings(Some(65536))).unwrap();
         assert_eq!(o.bridge.geometry.max_msg, 65536);
-        let e =
-            ShmOptions::from_settings(&settings(&[("max_message_size", "900000")])).unwrap_err();
+        let e = ShmOptions::from_settings(&settings(Some(900_000))).unwrap_err();
         assert!(e.contains("max_msg"), "{e}");
-        assert!(ShmOptions::from_settings(&settings(&[("max_message_size", "big")])).is_err());
-    }
-
-    #[test]
-    fn unknown_keys_are_errors() {
-        let e = ShmOptions::from_settings(&settings(&[("max_mesage_size", "1")])).unwrap_err();
-        assert!(e.contains("max_mesage_size"), "{e}");
     }
 }

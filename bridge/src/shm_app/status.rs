@@ -8,7 +8,7 @@
 
 use serde_json::{json, Value};
 
-use crate::core::PeerStatus;
+use dmnode::endpoint::PeerStatus;
 use dmshm::bridge::WorkerInfo;
 
 /// What happened to requests, both ways, since the bridge started.
@@ -129,8 +129,8 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::watchdog::WatchdogState;
-    use crate::peer::State;
+    use dmnode::peer::watchdog::WatchdogState;
+    use dmnode::peer::State;
 
     #[test]
     fn document_names_peers_workers_and_counters() {

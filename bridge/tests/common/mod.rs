@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dmnode::app::{self, AnswerBody, AppHandle, Application, IncomingRequest, Responder};
 use dmnode::config;
-use dmnode::node::Node;
 use dmproto::dict::Dictionary;
 use dmproto::{Header, Message, MessageWriter};
+use dmrun::app::{self, AnswerBody, AppHandle, Application, IncomingRequest, Responder};
+use dmrun::driver::Node;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

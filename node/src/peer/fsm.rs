@@ -34,25 +34,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::capabilities::{negotiate, result, wins_election, AppSet, Capabilities};
+pub use super::disconnect::DisconnectCause;
+use super::disconnect::Reconnect;
 use super::watchdog::{Watchdog, WatchdogAction};
 use crate::config::{Endpoint, Timers};
-
-/// Names one transport connection for the lifetime of the node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
-
-/// Hands out [`ConnId`]s; one per node so that ids never repeat across peers.
-#[derive(Debug, Default)]
-pub struct ConnIds {
-    next: u64,
-}
-
-impl ConnIds {
-    pub fn next_id(&mut self) -> ConnId {
-        self.next += 1;
-        ConnId(self.next)
-    }
-}
+pub use crate::conn::{ConnId, ConnIds};
 
 /// The states of RFC 6733 §5.6.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,33 +51,6 @@ pub enum State {
     ROpen,
     IOpen,
     Closing,
-}
-
-/// Disconnect-Cause values (RFC 6733 §5.4.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DisconnectCause {
-    Rebooting,
-    Busy,
-    DoNotWantToTalkToYou,
-}
-
-impl DisconnectCause {
-    pub fn code(self) -> u32 {
-        match self {
-            DisconnectCause::Rebooting => 0,
-            DisconnectCause::Busy => 1,
-            DisconnectCause::DoNotWantToTalkToYou => 2,
-        }
-    }
-
-    /// Unknown values are read as BUSY: back off, but do not give up on the peer.
-    pub fn from_code(code: u32) -> DisconnectCause {
-        match code {
-            0 => DisconnectCause::Rebooting,
-            2 => DisconnectCause::DoNotWantToTalkToYou,
-            _ => DisconnectCause::Busy,
-        }
-    }
 }
 
 /// The identifiers of a received request, needed to answer it.
@@ -249,14 +208,6 @@ pub struct PeerSettings {
     pub seed: u64,
 }
 
-/// How reconnection is limited by the last thing the peer told us.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Reconnect {
-    Normal,
-    Busy,
-    Never,
-}
-
 /// The CER received on the responder connection, kept until we answer it.
 #[derive(Clone, Debug)]
 struct PendingCer {
@@ -264,9 +215,6 @@ struct PendingCer {
     caps: Capabilities,
     apps: AppSet,
 }
-
-/// The largest backoff factor: 16 × Tc.
-const MAX_BACKOFF_SHIFT: u32 = 4;
 
 /// The RFC 6733 §5.6 state machine of one peer.
 #[derive(Debug)]
@@ -321,7 +269,7 @@ impl PeerFsm {
     }
 
     /// Replaces our capabilities for capabilities exchanges from now on (the applications
-    /// advertised can grow while the node runs; see `Core::advertise_extra`). What an open
+    /// advertised can grow while the node runs; see `Endpoint::advertise_extra`). What an open
     /// connection negotiated stays as it was.
     pub fn set_local(&mut self, local: Arc<Capabilities>) {
         self.local = local;
@@ -487,11 +435,7 @@ impl PeerFsm {
             } if Some(conn) == self.open_conn => {
                 // R-/I-Open (and Closing, DPRs crossing), Rcv-DPR: Snd-DPA -> Closed
                 self.send(conn, Outgoing::Dpa { ids: msg });
-                self.reconnect = match cause {
-                    DisconnectCause::Rebooting => Reconnect::Normal,
-                    DisconnectCause::Busy => Reconnect::Busy,
-                    DisconnectCause::DoNotWantToTalkToYou => Reconnect::Never,
-                };
+                self.reconnect = Reconnect::after(cause);
                 self.actions.push_back(Action::Close {
                     conn,
                     reason: CloseReason::Disconnect,
@@ -924,20 +868,9 @@ impl PeerFsm {
         }
     }
 
-    /// Tc after a clean close, doubling per consecutive failure up to 16×Tc; BUSY starts at
-    /// 4×Tc; DO_NOT_WANT_TO_TALK_TO_YOU never.
+    /// See [`Reconnect::delay`].
     fn reconnect_delay(&self) -> Option<Duration> {
-        let shift = match self.reconnect {
-            Reconnect::Never => return None,
-            Reconnect::Normal => self.failures.saturating_sub(1),
-            Reconnect::Busy => self.failures.saturating_add(2),
-        };
-        Some(
-            self.settings
-                .timers
-                .tc
-                .saturating_mul(1 << shift.min(MAX_BACKOFF_SHIFT)),
-        )
+        self.reconnect.delay(self.settings.timers.tc, self.failures)
     }
 }
 

@@ -23,28 +23,8 @@ pub mod cmd {
     pub const DISCONNECT_PEER: u32 = 282;
 }
 
-/// AVP codes used here (RFC 6733 §4.5).
-pub mod avp {
-    pub const HOST_IP_ADDRESS: u32 = 257;
-    pub const AUTH_APPLICATION_ID: u32 = 258;
-    pub const ACCT_APPLICATION_ID: u32 = 259;
-    pub const VENDOR_SPECIFIC_APPLICATION_ID: u32 = 260;
-    pub const ORIGIN_HOST: u32 = 264;
-    pub const SUPPORTED_VENDOR_ID: u32 = 265;
-    pub const VENDOR_ID: u32 = 266;
-    pub const FIRMWARE_REVISION: u32 = 267;
-    pub const RESULT_CODE: u32 = 268;
-    pub const PRODUCT_NAME: u32 = 269;
-    pub const DISCONNECT_CAUSE: u32 = 273;
-    pub const ORIGIN_STATE_ID: u32 = 278;
-    pub const FAILED_AVP: u32 = 279;
-    pub const ERROR_MESSAGE: u32 = 281;
-    pub const ROUTE_RECORD: u32 = 282;
-    pub const DESTINATION_REALM: u32 = 283;
-    pub const DESTINATION_HOST: u32 = 293;
-    pub const ORIGIN_REALM: u32 = 296;
-    pub const INBAND_SECURITY_ID: u32 = 299;
-}
+/// The base protocol's AVP codes, from their one home.
+pub use dmproto::avp_code as avp;
 
 const M: u8 = AvpFlags::M;
 

@@ -30,7 +30,7 @@ use crate::avp::{padded, parse_at, too_deep, AvpFlags, AvpRef, AVP_HEADER_LEN, M
 use crate::dict::{AvpDef, CommandDef, Dictionary, Rule, RuleKind, Rules};
 use crate::header::HEADER_LEN;
 use crate::message::Message;
-use crate::validate::{
+use crate::validate::reference::{
     error_answer_rules, in_command, is_failed_avp, preflight, Counts, Ctx, Options, Path,
     ProtocolError,
 };

@@ -734,7 +734,8 @@ mod tests {
         opts: Options,
     ) -> Result<(), ProtocolError> {
         let direct = super::validate_with(m, d, request, opts);
-        let compiled = crate::validator::Validator::with_options(d, opts).validate_as(m, request);
+        let compiled =
+            crate::validate::compiled::Validator::with_options(d, opts).validate_as(m, request);
         assert_eq!(direct, compiled, "direct and compiled validators disagree");
         direct
     }

@@ -1,0 +1,283 @@
+//! The configuration model: what a validated configuration file says, as plain types. The
+//! reader ([`super::reader`]) and the section readers ([`super::sections`]) build it;
+//! everything else in the node only reads it.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::reader::is_diameter_identity;
+
+/// The Diameter relay application id (RFC 6733 §2.4): a peer advertising it accepts every
+/// application.
+pub const RELAY_APP_ID: u32 = 0xffff_ffff;
+
+/// The IANA port for Diameter over TCP/SCTP (RFC 6733 §2.1).
+pub const DEFAULT_PORT: u16 = 3868;
+
+/// One problem in a configuration file, with its 1-based line and column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}:{}: {}", self.line, self.column, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole node configuration, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub applications: Vec<AppAdvert>,
+    pub peers: Vec<PeerConfig>,
+    pub routes: Vec<RouteConfig>,
+    /// Peers (by host) used when neither Destination-Host nor the realm table decides.
+    pub default_route: Vec<String>,
+    pub timers: Timers,
+    pub limits: Limits,
+    pub app: ShmSettings,
+}
+
+/// Who this node is and where it listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub origin_host: String,
+    pub origin_realm: String,
+    pub product_name: String,
+    pub vendor_id: u32,
+    pub firmware_revision: Option<u32>,
+    /// Addresses to accept connections on; IPv4 and IPv6 both allowed.
+    pub listen: Vec<SocketAddr>,
+    /// Host-IP-Address values for CER/CEA. Empty: the driver uses the local address of each
+    /// connection (the usual choice).
+    pub host_ip_addresses: Vec<IpAddr>,
+    /// Accept CERs from Origin-Hosts not listed in `[[peers]]` instead of answering 3010.
+    pub allow_unknown_peers: bool,
+    /// Destination-Realm for originated requests that give none (default: our realm).
+    pub destination_realm: Option<String>,
+    /// Dictionary files (OpenSIPS `aaa_diameter` format) loaded over the built-ins, in order.
+    /// Relative paths are relative to the configuration file.
+    pub dictionaries: Vec<PathBuf>,
+}
+
+impl NodeConfig {
+    /// The Destination-Realm to add to originated requests that have none.
+    pub fn default_destination_realm(&self) -> &str {
+        self.destination_realm
+            .as_deref()
+            .unwrap_or(&self.origin_realm)
+    }
+}
+
+/// Whether an application is advertised in Auth-Application-Id or Acct-Application-Id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AppKind {
+    Auth,
+    Acct,
+}
+
+/// One advertised application. `vendor: Some(v)` advertises it inside a
+/// Vendor-Specific-Application-Id with Vendor-Id `v` (as 3GPP applications require).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AppAdvert {
+    pub id: u32,
+    pub kind: AppKind,
+    pub vendor: Option<u32>,
+}
+
+/// Whether we open the connection to a peer or only wait for it to connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerMode {
+    Connect,
+    AcceptOnly,
+}
+
+/// The transport to a peer. Only TCP today; the enum is the seam for TLS and SCTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+}
+
+/// A peer's address as configured: an IP address, or a DNS name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerAddress {
+    Ip(IpAddr),
+    Name(String),
+}
+
+/// Where to connect to a peer. A name is resolved at every attempt (the driver's job), so
+/// a peer that moves is found again on reconnection.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Addr(SocketAddr),
+    Name { host: String, port: u16 },
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Addr(a) => write!(f, "{a}"),
+            Endpoint::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// One configured peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// The peer's Diameter identity (its Origin-Host in CER/CEA).
+    pub host: String,
+    /// Where to connect; required in `Connect` mode, optional (unused) for accept-only.
+    pub address: Option<PeerAddress>,
+    pub port: u16,
+    pub mode: PeerMode,
+    pub transport: Transport,
+}
+
+impl PeerConfig {
+    /// Where to connect, when there is an address.
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        match &self.address {
+            Some(PeerAddress::Ip(ip)) => Some(Endpoint::Addr(SocketAddr::new(*ip, self.port))),
+            Some(PeerAddress::Name(host)) => Some(Endpoint::Name {
+                host: host.clone(),
+                port: self.port,
+            }),
+            None => None,
+        }
+    }
+}
+
+/// An address as written in `[[peers]]`: an IP address, or a host name. Strings that look
+/// like an IP address but are not one (`192.0.2.300`, anything with `:`) are refused rather
+/// than looked up as names.
+pub fn parse_peer_address(text: &str) -> Option<PeerAddress> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(PeerAddress::Ip(ip));
+    }
+    let looks_numeric = text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if looks_numeric || text.contains(':') || !is_diameter_identity(text) {
+        return None;
+    }
+    Some(PeerAddress::Name(text.to_string()))
+}
+
+/// One realm-table entry: requests for `realm` (and `app_id`, if given) go to `peers`.
+/// Lower `priority` is preferred; peers of equal priority share load round-robin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub realm: String,
+    /// `None`: any application.
+    pub app_id: Option<u32>,
+    pub peers: Vec<String>,
+    pub priority: u32,
+}
+
+/// The protocol timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timers {
+    /// Tc: reconnect interval (RFC 6733 §12), the base of the exponential backoff.
+    pub tc: Duration,
+    /// Tw: watchdog interval (RFC 3539 §3.4.1); at least 6 s.
+    pub tw: Duration,
+    /// How long an outgoing request waits for its answer.
+    pub answer_timeout: Duration,
+    /// How long a connection may stay without CER (responder) or CEA (initiator).
+    pub cer_timeout: Duration,
+    /// How long we wait for a DPA before closing anyway.
+    pub dpa_timeout: Duration,
+    /// On shutdown, how long pending requests may drain before DPR is sent regardless.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            tc: Duration::from_secs(30),
+            tw: Duration::from_secs(30),
+            answer_timeout: Duration::from_secs(5),
+            cer_timeout: Duration::from_secs(10),
+            dpa_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Resource limits: every queue and cache in the node is bounded by one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_message_size: u32,
+    pub max_pending_requests: usize,
+    pub max_connections: usize,
+    pub dup_cache_entries: usize,
+    pub dup_cache_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 1 << 20,
+            max_pending_requests: 65_536,
+            max_connections: 256,
+            dup_cache_entries: 16_384,
+            // RFC 6733 §3: end-to-end ids stay unique for at least 4 minutes.
+            dup_cache_ttl: Duration::from_secs(240),
+        }
+    }
+}
+
+/// Settings of the shared-memory seam (`[app]`), read by the same typed reader as every
+/// other section: an unknown or mistyped key is an error with its line and column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShmSettings {
+    /// The shared-memory segment's path.
+    pub segment: PathBuf,
+    /// The control socket the workers attach through.
+    pub control_socket: PathBuf,
+    /// How long a worker may take to reply to an incoming request.
+    pub reply_timeout: Duration,
+    /// How many workers can attach at once (one ring pair each).
+    pub max_workers: u32,
+    /// Each ring's size in bytes (rounded up to a power of two by the shm side).
+    pub ring_size: u32,
+    /// `group = "kamailio"` (a group name or a numeric gid): the segment and the control
+    /// socket become 0660 with that group, so SIP-server workers running as another user of
+    /// that group can attach. Without it both are owner-only (0600): DESIGN §5, permissions
+    /// follow the SIP server's user. A name is looked up when the bridge starts.
+    pub group: Option<GroupSpec>,
+    /// `max_message_size = 262144` (bytes): the largest record in a ring — a request's JSON
+    /// plus its parameters, or a reply. `None`: a quarter of `ring_size` (the shm side checks
+    /// it against the ring: at most half).
+    pub max_message_size: Option<u32>,
+}
+
+/// A group as written in `[app] group`: a numeric gid, or a name to look up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupSpec {
+    /// `group = 123` or `group = "123"`.
+    Gid(u32),
+    /// `group = "kamailio"`.
+    Name(String),
+}
+
+impl Default for ShmSettings {
+    fn default() -> Self {
+        ShmSettings {
+            segment: PathBuf::from("/dev/shm/dmbridge"),
+            control_socket: PathBuf::from("/run/dmbridge/control.sock"),
+            reply_timeout: Duration::from_secs(5),
+            max_workers: 64,
+            ring_size: 1 << 20,
+            group: None,
+            max_message_size: None,
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! dmbridge's Diameter node, sans-IO: configuration, peers, routing, requests in flight, and
+//! the application seam — the protocol half of the node, as quinn-proto is to quinn.
+//!
+//! Every type here is plain data and methods that take the current time as an argument and
+//! return what should happen (actions, outputs) instead of doing it; nothing opens a socket
+//! or reads a clock. The runtime crate (`dmbridge-bridge`: the tokio driver, the transport,
+//! the shared-memory application, the command line) drives [`endpoint::Endpoint`].
+//!
+//! - [`config`]: the TOML file, every error with its line.
+//! - [`peer`]: capabilities exchange, the RFC 6733 §5.6 state machine with election, the
+//!   RFC 3539 watchdog, disconnection, the peer table (CER gate for accepted connections),
+//!   wire encoding.
+//! - [`conn`]: connection names ([`conn::ConnId`]).
+//! - [`router`]: Destination-Host / realm table / default route, round-robin, local errors.
+//! - [`pending`]: requests we sent (by connection and hop-by-hop id).
+//! - [`duplicates`]: requests peers sent us, by (Origin-Host, end-to-end id).
+//! - [`outgoing`], [`answer`]: completing originated requests and building answers.
+//! - [`app`]: the seam to the application (incoming requests, originated requests).
+//! - [`endpoint`]: all of the above as one state machine.
+#![forbid(unsafe_code)]
+pub mod answer;
+pub mod app;
+pub mod config;
+pub mod conn;
+pub mod duplicates;
+pub mod endpoint;
+pub mod outgoing;
+pub mod peer;
+pub mod pending;
+pub mod router;
