@@ -48,6 +48,9 @@
 //!   AVP keeps showing its own name), e.g. `ALIAS User-Data Cx-User-Data`.
 //! - Flag words after the vendor on an ATTRIBUTE line: `M` (M bit must be set, the default),
 //!   `M?` (may), `!M` (must not). For an IETF AVP with flag words write vendor `0`.
+//! - `NAMES freediameter`: from this file on, output (JSON keys, tools) uses the names of
+//!   freeDiameter's dictionaries, as OpenSIPS aaa_diameter scripts see them (see
+//!   [`super::freediameter`]); input accepts both namings either way.
 //! - `COMMAND <code> <request-abbr> <answer-abbr> [not-proxiable]`: the abbreviations scripts
 //!   see as event names (`E_DM_PPR`) and whether the P bit is set (it is by default, as in
 //!   OpenSIPS), for the command of the current application. Commands without one have no
@@ -109,7 +112,7 @@ impl fmt::Display for DictErrorKind {
             DictErrorKind::Io(e) => write!(f, "cannot read: {e}"),
             DictErrorKind::UnknownKeyword(k) => write!(
                 f,
-                "unknown keyword '{k}' (expected VENDOR, ATTRIBUTE, VALUE, ALIAS, APPLICATION, \
+                "unknown keyword '{k}' (expected VENDOR, ATTRIBUTE, VALUE, ALIAS, NAMES, APPLICATION, \
                  REQUEST, ANSWER or COMMAND)"
             ),
             DictErrorKind::UnknownType(t) => write!(f, "unknown AVP type '{t}'"),
@@ -220,6 +223,8 @@ pub(crate) struct Parsed {
     aliases: Vec<PAlias>,
     commands: Vec<PCmd>,
     infos: Vec<PInfo>,
+    /// `NAMES freediameter`: show freeDiameter's names from now on.
+    pub(crate) freediameter_names: bool,
 }
 
 struct Ctx<'a> {
@@ -283,6 +288,7 @@ const KEYWORDS: &[&str] = &[
     "ATTRIBUTE",
     "VALUE",
     "ALIAS",
+    "NAMES",
     "APPLICATION",
     "APPLICATION-AUTH",
     "APPLICATION-ACC",
@@ -418,6 +424,15 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Parsed, DictError> {
                     name: name.into(),
                     value,
                 });
+            }
+            "NAMES" => {
+                if !rest.eq_ignore_ascii_case("freediameter") {
+                    return Err(cx.syntax(
+                        ln,
+                        "expected NAMES freediameter (output freeDiameter's AVP names)",
+                    ));
+                }
+                out.freediameter_names = true;
             }
             "ALIAS" => {
                 let (name, r) = word(rest);
@@ -843,6 +858,7 @@ impl Parsed {
             c.file += off;
             c
         }));
+        self.freediameter_names |= other.freediameter_names;
     }
 }
 

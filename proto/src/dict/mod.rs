@@ -123,8 +123,12 @@ impl Dictionary {
         // Editors on some systems start UTF-8 files with a byte order mark.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let parsed = loader::parse(text, origin)?;
+        let fd_names = parsed.freediameter_names;
         let mut staged = self.clone();
         loader::apply(&mut staged, parsed)?;
+        if fd_names {
+            staged.use_freediameter_names();
+        }
         *self = staged;
         Ok(())
     }

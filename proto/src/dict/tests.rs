@@ -891,3 +891,22 @@ mod hostile {
         }
     }
 }
+
+// ---- freeDiameter's names on output (NAMES freediameter) -------------------------------
+
+#[test]
+fn names_freediameter_line_switches_output_names() {
+    let d = load("# drop-in for aaa_diameter scripts\nNAMES freediameter\n").expect("loads");
+    assert_eq!(
+        d.avp(702, 10415).map(|a| &*a.name),
+        Some("User-Data-29.329")
+    );
+    assert_eq!(d.avp_by_name("Sh-User-Data").map(|a| a.code), Some(702));
+    assert_eq!(d.avp(263, 0).map(|a| &*a.name), Some("Session-Id"));
+    // without the line, the built-in names stay
+    let d = load("VENDOR 99999 Acme\n").expect("loads");
+    assert_eq!(d.avp(702, 10415).map(|a| &*a.name), Some("Sh-User-Data"));
+    let e = err("NAMES wireshark\n");
+    assert_eq!(e.line, 1);
+    assert!(e.to_string().contains("expected NAMES freediameter"), "{e}");
+}
