@@ -587,10 +587,9 @@ impl Listener {
                 )
             };
             if fd >= 0 {
-                // SAFETY: fresh descriptor we own.
-                return Ok(Some(Conn {
-                    fd: unsafe { OwnedFd::from_raw_fd(fd) },
-                }));
+                // SAFETY: accept4 just returned this descriptor: open, and owned by nobody else.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                return Ok(Some(Conn { fd }));
             }
             let e = io::Error::last_os_error();
             match e.kind() {
