@@ -252,6 +252,7 @@ impl Client {
             };
             let hop_by_hop = self.window.push(Slot {
                 intended: now,
+                sent: now,
                 deadline: now + self.plan.timeout,
             });
             self.end_to_end = self.end_to_end.wrapping_add(1);
@@ -328,6 +329,7 @@ impl Client {
             self.next_k += 1;
             let hop_by_hop = self.window.push(Slot {
                 intended,
+                sent: now,
                 deadline: now + self.plan.timeout,
             });
             self.end_to_end = self.end_to_end.wrapping_add(1);
@@ -369,6 +371,7 @@ impl Client {
     fn close(&mut self, now: Instant, out: &mut BytesMut) {
         let hop_by_hop = self.window.push(Slot {
             intended: now,
+            sent: now,
             deadline: now + DPA_WAIT,
         });
         // The DPR is not a bench request: keep it out of the window's accounting.
@@ -459,6 +462,8 @@ impl Client {
                 let outcome = caps::outcome(&m);
                 let latency = now.saturating_duration_since(slot.intended);
                 self.tally.record_answer(outcome, latency, now);
+                self.tally
+                    .record_from_send(now.saturating_duration_since(slot.sent));
                 Live::add(&self.shared.live.answered, 1);
                 if !outcome.is_success() {
                     Live::add(&self.shared.live.errors, 1);

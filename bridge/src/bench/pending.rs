@@ -18,6 +18,10 @@ pub struct Slot {
     /// send time in concurrency mode): latency is measured from here, so a client that falls
     /// behind its schedule shows it in the latency instead of hiding it (coordinated omission).
     pub intended: Instant,
+    /// When the request was actually written out. In rate mode requests leave in batches at
+    /// the timer's ~1 ms ticks, so latency from `intended` cannot resolve less than that;
+    /// latency from here is the server's share alone.
+    pub sent: Instant,
     /// When the request counts as timed out.
     pub deadline: Instant,
 }
@@ -120,6 +124,7 @@ mod tests {
     fn slot(t0: Instant, ms: u64) -> Slot {
         Slot {
             intended: t0 + Duration::from_millis(ms),
+            sent: t0 + Duration::from_millis(ms),
             deadline: t0 + Duration::from_millis(ms + 100),
         }
     }

@@ -85,6 +85,9 @@ pub struct Tally {
     pub outcomes: Vec<(Outcome, u64)>,
     /// Latency in microseconds.
     pub latency: Histogram<u64>,
+    /// Latency from the moment each request was written out, in microseconds: the same as
+    /// `latency` in concurrency mode; in rate mode without the wait for the timer's tick.
+    pub from_send: Histogram<u64>,
     pub last_answer: Option<Instant>,
     /// Session mode (`--then`): sessions opened (main-template requests sent).
     pub sessions: u64,
@@ -114,6 +117,7 @@ impl Default for Tally {
             dwr_answered: 0,
             outcomes: Vec::new(),
             latency: new_histogram(),
+            from_send: new_histogram(),
             last_answer: None,
             sessions: 0,
             sessions_completed: 0,
@@ -123,6 +127,15 @@ impl Default for Tally {
             followup_outcomes: Vec::new(),
             by_origin: Vec::new(),
         }
+    }
+}
+
+/// The latency at quantile `q`, 0 when nothing was recorded.
+fn quantile(h: &Histogram<u64>, q: f64) -> u64 {
+    if h.is_empty() {
+        0
+    } else {
+        h.value_at_quantile(q)
     }
 }
 
@@ -162,6 +175,11 @@ impl Tally {
         }
     }
 
+    pub fn record_from_send(&mut self, latency: Duration) {
+        let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
+        self.from_send.saturating_record(us);
+    }
+
     pub fn count_origin(&mut self, host: &Bytes) {
         add_count(&mut self.by_origin, host, 1);
     }
@@ -189,6 +207,7 @@ impl Tally {
         }
         // Same bounds on both sides: cannot fail; a failure would only lose latency samples.
         let _ = self.latency.add(&other.latency);
+        let _ = self.from_send.add(&other.from_send);
         self.last_answer = self.last_answer.max(other.last_answer);
     }
 
@@ -225,11 +244,7 @@ impl Summary {
     }
 
     fn percentile_us(&self, q: f64) -> u64 {
-        if self.tally.latency.is_empty() {
-            0
-        } else {
-            self.tally.latency.value_at_quantile(q)
-        }
+        quantile(&self.tally.latency, q)
     }
 
     /// One JSON object (the `--json` output). Latencies in microseconds.
@@ -269,6 +284,13 @@ impl Summary {
                 "p99": self.percentile_us(0.99),
                 "p999": self.percentile_us(0.999),
                 "max": lat.max(),
+            },
+            "latency_from_send_us": {
+                "p50": quantile(&t.from_send, 0.50),
+                "p90": quantile(&t.from_send, 0.90),
+                "p99": quantile(&t.from_send, 0.99),
+                "p999": quantile(&t.from_send, 0.999),
+                "max": t.from_send.max(),
             },
             "failures": self.failures,
             "sessions": {
@@ -339,6 +361,15 @@ impl Summary {
             ms(self.percentile_us(0.999)),
             ms(t.latency.max()),
             t.latency.mean() / 1000.0
+        );
+        let _ = writeln!(
+            s,
+            "  from send: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+            ms(quantile(&t.from_send, 0.5)),
+            ms(quantile(&t.from_send, 0.9)),
+            ms(quantile(&t.from_send, 0.99)),
+            ms(quantile(&t.from_send, 0.999)),
+            ms(t.from_send.max()),
         );
         if t.sessions > 0 {
             let _ = writeln!(
