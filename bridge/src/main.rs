@@ -35,6 +35,11 @@ enum Command {
         /// instead of 3001: for benchmarks and interop checks without a SIP server.
         #[arg(long)]
         echo: bool,
+        /// Runtime worker threads (default: one per core). The node loop and the shared-memory
+        /// driver are one task each and the connections' readers and writers are spread over
+        /// the threads, so more threads than cores only adds cross-thread wake-ups.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        threads: Option<u16>,
     },
     /// Load generator: connect as a Diameter peer and send requests from a JSON template.
     Bench(Box<bench::BenchArgs>),
@@ -54,12 +59,16 @@ fn main() -> ExitCode {
         Command::Encode(args) => tools::encode(args),
         Command::Dict(args) => tools::dict(args),
         Command::CheckConfig { file } => check_config(&file),
-        Command::Run { config, echo } => run(&config, echo),
+        Command::Run {
+            config,
+            echo,
+            threads,
+        } => run(&config, echo, threads),
     }
 }
 
 /// `dmbridge run`: the node, until SIGINT or SIGTERM, then a graceful stop (drain, DPR).
-fn run(file: &std::path::Path, echo: bool) -> ExitCode {
+fn run(file: &std::path::Path, echo: bool, threads: Option<u16>) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
@@ -79,10 +88,11 @@ fn run(file: &std::path::Path, echo: bool) -> ExitCode {
     let Some(dict) = load_dictionaries(&config, file) else {
         return ExitCode::FAILURE;
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dmbridge: cannot start the runtime: {e}");
