@@ -31,6 +31,7 @@
 #                           rate of the same round (empty: none)
 #   RESULTS=FILE            append one JSON line per run
 #   DMBRIDGE_BIN, DMB_LIBDIR  another dmbridge binary / libdmbridge.a (A/B runs)
+#   BRIDGE_THREADS=N        dmbridge run --threads N
 # Loopback only, free ports, every process bounded and stopped by PID on exit.
 set -euo pipefail
 exec </dev/null
@@ -123,7 +124,8 @@ peers = ["ocs.test.local"]
 segment = "/dev/shm/$shm_name"
 control_socket = "$work/control.sock"
 EOF
-"$dmb" run --config "$work/dmbridge.toml" >"$work/bridge.log" 2>&1 &
+"$dmb" run --config "$work/dmbridge.toml" ${BRIDGE_THREADS:+--threads "$BRIDGE_THREADS"} \
+  >"$work/bridge.log" 2>&1 &
 bridge_pid=$!; pids+=("$bridge_pid")
 wait_log "$work/bridge.log" "serving workers" 10
 kam_dmb_port=$(free_udp_port)

@@ -35,9 +35,10 @@ enum Command {
         /// instead of 3001: for benchmarks and interop checks without a SIP server.
         #[arg(long)]
         echo: bool,
-        /// Runtime worker threads (default: one per core). The node loop and the shared-memory
-        /// driver are one task each and the connections' readers and writers are spread over
-        /// the threads, so more threads than cores only adds cross-thread wake-ups.
+        /// Runtime threads (default: one worker per core). 1 runs everything on one thread;
+        /// N > 1 spreads the connections' readers and writers and the shared-memory driver
+        /// over N workers (the node loop is one task), so more threads than cores only adds
+        /// cross-thread wake-ups.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         threads: Option<u16>,
     },
@@ -88,10 +89,18 @@ fn run(file: &std::path::Path, echo: bool, threads: Option<u16>) -> ExitCode {
     let Some(dict) = load_dictionaries(&config, file) else {
         return ExitCode::FAILURE;
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        builder.worker_threads(usize::from(n));
-    }
+    // One thread: a current-thread runtime, so the node loop, the shm driver and the
+    // connections never hand work to another thread (no futex wake-up per hand-over). More:
+    // that many workers, plus the thread that runs the node loop.
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(n));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
