@@ -9,11 +9,14 @@
 # Prints answers/s, p99 and the ratio; the raw JSON summaries are kept in the work dir.
 #
 # usage: scripts/bench-kamailio.sh [SECONDS (10)] [CONCURRENCY (100)]
+#        LOADS="0.2 0.5 0.8" scripts/bench-kamailio.sh ...  also fixed-rate runs at these
+#                                                     fractions of each side's maximum
 #        ECHO_REGEX=1 scripts/bench-kamailio.sh ...   A's route extracts the value with the
 #                                                     regex of B's route (see bench-echo.cfg)
 # Needs scripts/setup.sh, `cargo build --release -p dmbridge-bridge -p dmbridge-cabi` (done
 # here when missing; DMBRIDGE_BIN / DMB_LIBDIR take another dmbridge / libdmbridge.a, for A/B
-# runs); the module is built into target/kamailio-module. Loopback only, free ports; bounded:
+# runs; BRIDGE_THREADS=N: dmbridge run --threads N); the module is built into
+# target/kamailio-module. Loopback only, free ports; bounded:
 # about 2 x (SECONDS + 5) s. Stops everything it started (by PID) on exit.
 set -euo pipefail
 exec </dev/null
@@ -44,6 +47,28 @@ bench() { # name port origin-host -> $work/name.json
       log "bench against $1 failed:"; cat "$work/$1.bench.log" >&2; return 1; }
 }
 
+# LOADS="0.2 0.5 0.8": open-loop runs at these fractions of the closed-loop rate just
+# measured, for latency under load (p50/p99/p99.9 from the schedule and from the send).
+at_loads() { # name port origin-host
+  local f rate max
+  [ -n "${LOADS:-}" ] || return 0
+  max=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['answers_per_sec'])" "$work/$1.json")
+  for f in $LOADS; do
+    rate=$(python3 -c "print(int($max * $f))")
+    log "$1: rate $rate/s ($f of $max), ${secs}s"
+    "$dmb" bench --connect "127.0.0.1:$2" --template "$top/cfg-examples/bench/test_app.json" \
+      --origin-host "$3" --app-vendor 999999 --rate "$rate" --duration "$secs" \
+      --timeout-ms 5000 --connect-timeout-ms 15000 --json --quiet >"$work/$1-load$f.json"
+    python3 - "$work/$1-load$f.json" "$1" "$f" "$rate" "$(cut -d' ' -f1 /proc/loadavg)" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1])); l, s = d["latency_us"], d.get("latency_from_send_us", {})
+print(f"{sys.argv[2]:<9} load {sys.argv[3]:<4} {int(sys.argv[4]):>8}/s  answered {d['answered']}/{d['sent']}"
+      f" timeouts {d['timeouts']}  us from schedule p50 {l['p50']} p99 {l['p99']} p99.9 {l['p999']}"
+      f"  from send p50 {s.get('p50')} p99 {s.get('p99')} p99.9 {s.get('p999')}  loadavg {sys.argv[5]}")
+EOF
+  done
+}
+
 # --- A: Kamailio + dmbridge ----------------------------------------------------------------
 bport=$(free_port)
 cat >"$work/dmbridge.toml" <<EOF
@@ -61,7 +86,8 @@ vendor = 999999
 segment = "/dev/shm/$shm_name"
 control_socket = "$work/control.sock"
 EOF
-"$dmb" run --config "$work/dmbridge.toml" >"$work/bridge.log" 2>&1 &
+"$dmb" run --config "$work/dmbridge.toml" ${BRIDGE_THREADS:+--threads "$BRIDGE_THREADS"} \
+  >"$work/bridge.log" 2>&1 &
 pids+=($!)
 wait_log "$work/bridge.log" "serving workers" 10
 mkdir -p "$work/kam-a"
@@ -74,6 +100,7 @@ wait_log "$work/bridge.log" 'handles \["16777214"\]' 15
 sleep 1
 log "A: dmbridge bench -> dmbridge run + Kamailio dmbridge.so (${secs}s, $conc in flight)"
 bench dmbridge "$bport" bench.test.local
+at_loads dmbridge "$bport" bench.test.local
 # the script's own count: every answer above must have come from dm_send_reply
 kamcmd -s "unix:$work/kam-a/kamailio_ctl" dmbridge.status >"$work/status.txt" 2>&1 || true
 replies=$(sed -n 's/^[[:space:]]*replies: //p' "$work/status.txt")
@@ -91,6 +118,7 @@ done
 sleep 1
 log "B: dmbridge bench -> Kamailio cdp + ims_diameter_server (${secs}s, $conc in flight)"
 bench ims "$iport" client.test.local
+at_loads ims "$iport" client.test.local
 
 # --- summary -------------------------------------------------------------------------------
 python3 - "$work/dmbridge.json" "$work/ims.json" "$secs" "$conc" "${replies:-?}" <<'EOF'
