@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Instructions per request on the incoming path, per process, counted by valgrind's callgrind:
+# a count of executed instructions does not move with the load of a shared machine, so two
+# builds (or two stacks) compare where wall-clock rates cannot. Each stack answers the same
+# freeDiameter test_app requests from `dmbridge bench` (closed loop, 100 in flight):
+#   echo      `dmbridge run --echo` (the node answering in process)
+#   kamailio  `dmbridge run` + Kamailio with dmbridge.so running tests/kamailio/bench-echo.cfg
+#             (the route of scripts/bench-kamailio.sh)
+#   ims       Kamailio cdp + ims_diameter_server (../shared/peers/kamailio-ims, string
+#             transformations route), the anchor of the same race
+# Every process of a stack runs under callgrind, twice: once answering WARMUP + COUNT requests,
+# once answering WARMUP only; each process writes its instruction total when it exits, and
+# (first run - second run) / COUNT is the cost of one request, start-up and shut-down
+# cancelled out (callgrind_control cannot reach Kamailio's forked children while they sleep
+# in poll(2), so the counters are not zeroed in place).
+#
+# usage: scripts/bench-instructions.sh [COUNT (20000)] [STACKS ("echo kamailio ims")]
+# DMBRIDGE_BIN / DMB_LIBDIR: another dmbridge / libdmbridge.a (before/after comparisons).
+# Slow (valgrind runs everything ~50x slower): about a minute per stack for 20000 requests.
+# Loopback only, free ports; stops what it started by PID.
+set -euo pipefail
+exec </dev/null
+count=${1:-20000}
+stacks=${2:-echo kamailio ims}
+warmup=${WARMUP:-2000}
+top=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+shared=${DMBRIDGE_SHARED:-$top/../shared}
+dmb=${DMBRIDGE_BIN:-$top/target/release/dmbridge}
+libdir=${DMB_LIBDIR:-$top/target/release}
+kmod="$top/target/kamailio-module"
+so="$kmod/dmbridge.so"
+work=$(mktemp -d /tmp/dmb-bench-instr.XXXXXX)
+bench_name=bench-instructions
+shm_name="dmb-bench-instr-$$"
+. "$top/scripts/bench-lib.sh"
+
+if [ ! -x "$dmb" ] || [ ! -f "$libdir/libdmbridge.a" ]; then
+  log "building dmbridge and libdmbridge (release)"
+  (cd "$top" && cargo build --release -q -p dmbridge-bridge -p dmbridge-cabi)
+fi
+make -s -C "$top/module-glue/kamailio" OUT="$kmod" DMB_LIBDIR="$libdir" >/dev/null
+
+cg() { # out-prefix command... : run under callgrind (exec: started with &, $! is its pid)
+  exec valgrind --tool=callgrind --callgrind-out-file="$1.%p" "${@:2}"
+}
+bench() { # port origin-host count
+  "$dmb" bench --connect "127.0.0.1:$1" --template "$top/cfg-examples/bench/test_app.json" \
+    --origin-host "$2" --app-vendor 999999 --concurrency 100 --count "$3" --timeout-ms 60000 \
+    --connect-timeout-ms 60000 --json --quiet
+}
+# instruction totals of the processes whose callgrind files start with prefix: bridge pid ->
+# "bridge others"
+totals() { # prefix bridge-pid
+  local f b=0 o=0 n
+  for f in "$1".*; do
+    [ -e "$f" ] || continue
+    n=$(sed -n 's/^totals: \([0-9]*\).*/\1/p' "$f" | head -n1)
+    [ -n "$n" ] || continue
+    if [ "${f##*.}" = "$2" ]; then b=$((b + n)); else o=$((o + n)); fi
+  done
+  echo "$b $o"
+}
+
+stop() { # pids: TERM, then wait until they are gone (callgrind writes its totals on exit)
+  local p
+  kill "$@" 2>/dev/null || true
+  for p in "$@"; do
+    for _ in $(seq 600); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
+}
+
+# Starts the stack under callgrind with output prefix $1; sets port, host, bpid (the
+# bridge, empty for ims) and spid (the SIP server's main process, empty for echo).
+start_stack() { # stack prefix
+  local stack=$1 prefix=$2
+  port=$(free_port) bpid="" spid="" host=bench.test.local
+  rm -f "/dev/shm/$shm_name"
+  case $stack in
+  echo | kamailio)
+    cat >"$work/bridge.toml" <<EOF
+[node]
+origin_host = "server.test.local"
+origin_realm = "test.local"
+listen = ["127.0.0.1:$port"]
+allow_unknown_peers = true
+
+[[applications]]
+id = 16777215
+vendor = 999999
+
+[app]
+segment = "/dev/shm/$shm_name"
+control_socket = "$work/control.sock"
+EOF
+    local echo=()
+    [ "$stack" = echo ] && echo=(--echo)
+    cg "$prefix" "$dmb" run --config "$work/bridge.toml" "${echo[@]}" >"$prefix.log" 2>&1 &
+    bpid=$!; pids+=("$bpid")
+    wait_log "$prefix.log" "listening on" 120
+    if [ "$stack" = kamailio ]; then
+      mkdir -p "$work/kam"
+      cg "$prefix" kamailio -DD -E -Y "$work/kam" -f "$top/tests/kamailio/bench-echo.cfg" \
+        -A "SIP_PORT=$(free_udp_port)" -A "DMB_SO=\"$so\"" \
+        -A "DMB_SOCKET=\"$work/control.sock\"" >"$prefix.kamailio.log" 2>&1 &
+      spid=$!; pids+=("$spid")
+      wait_log "$prefix.log" 'handles \["16777214"\]' 180
+      sleep 2
+    fi
+    ;;
+  ims)
+    host=client.test.local
+    rm -rf "$work/ims"; mkdir -p "$work/ims" "$work/wrap"
+    # run.sh starts `kamailio` from PATH: this one runs it under callgrind
+    printf '#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=%s %s "$@"\n' \
+      "$prefix.%p" "$(command -v kamailio)" >"$work/wrap/kamailio"
+    chmod +x "$work/wrap/kamailio"
+    PATH="$work/wrap:$PATH" sh "$shared/peers/kamailio-ims/run.sh" "$work/ims" "$port" \
+      "$(free_port)" 4 "$(free_udp_port)"
+    spid=$(cat "$work/ims/kamailio.pid"); pids+=("$spid")
+    for _ in $(seq 600); do
+      python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$port)))" && break
+      sleep 0.2
+    done
+    sleep 5   # cdp accepts the first CER only a few seconds after start
+    ;;
+  esac
+}
+
+for stack in $stacks; do
+  log "$stack: $warmup + $count requests"
+  start_stack "$stack" "$work/cg-$stack-full"
+  bench "$port" "$host" "$warmup" >"$work/$stack.warmup.json"
+  bench "$port" "$host" "$count" >"$work/$stack.json"
+  sleep 1
+  stop $spid $bpid
+  read -r fb fs < <(totals "$work/cg-$stack-full" "$bpid")
+  log "$stack: $warmup requests (the baseline)"
+  start_stack "$stack" "$work/cg-$stack-base"
+  bench "$port" "$host" "$warmup" >"$work/$stack.base.json"
+  sleep 1
+  stop $spid $bpid
+  read -r bb bs < <(totals "$work/cg-$stack-base" "$bpid")
+  python3 - "$stack" "$count" "$fb" "$fs" "$bb" "$bs" "$work/$stack.json" <<'EOF' | tee -a "$work/results.jsonl"
+import json, sys
+stack, n = sys.argv[1], int(sys.argv[2])
+fb, fs, bb, bs = (int(x) for x in sys.argv[3:7])
+b = json.load(open(sys.argv[7]))
+bi, si = (fb - bb) / n, (fs - bs) / n
+print(json.dumps({"stack": stack, "requests": n, "answered": b.get("answered"),
+                  "result_codes": b.get("result_codes"),
+                  "bridge_instructions_per_request": round(bi),
+                  "sip_server_instructions_per_request": round(si),
+                  "total_per_request": round(bi + si)}))
+EOF
+done
+log "callgrind files and bench summaries in $work"
