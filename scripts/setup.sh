@@ -24,11 +24,12 @@ deps="$top/build/deps"
 # runtime), C toolchain and the tools `apt-get source` / test_app's build need; the modules'
 # READMEs are generated from their DocBook (xsltproc, docbook-xsl, lynx, pandoc); libjson-c-dev is for
 # the json module of an OpenSIPS tree built for tests/opensips (OpenSIPS is not packaged).
+# linux-perf profiles the bridge and the SIP server for BENCHMARKS.md.
 packages=(
   kamailio kamailio-ims-modules kamailio-extra-modules kamailio-lua-modules kamailio-sqlite-modules
   freediameterd freediameter-extensions libfreediameter-dev
   erlang-base erlang-diameter erlang-dev
-  tshark sip-tester valgrind sqlite3
+  tshark sip-tester valgrind sqlite3 linux-perf
   gcc make pkg-config clang libclang-rt-14-dev python3
   bison flex dpkg-dev
   xsltproc docbook-xsl docbook-xml lynx pandoc libjson-c-dev
