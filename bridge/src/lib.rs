@@ -11,4 +11,5 @@ pub mod app;
 pub mod driver;
 pub mod responders;
 pub mod shm_app;
+pub mod tls;
 pub mod transport;

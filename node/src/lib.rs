@@ -28,3 +28,4 @@ pub mod outgoing;
 pub mod peer;
 pub mod pending;
 pub mod router;
+pub mod trust;

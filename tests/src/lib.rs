@@ -8,6 +8,7 @@
 //! - [`peers`]: freeDiameter, Erlang/OTP diameter and Kamailio launchers (configs as in
 //!   `shared/peers/`).
 //! - [`wire`]: a small independent Diameter encoder/parser and blocking TCP client.
+//! - [`certs`]: a test CA and node certificates (good, expired, other CA, other name).
 //! - [`capture`] and [`tshark`]: loopback capture and Wireshark's dissector as the oracle.
 //! - [`roles`]: Kamailio with a role cfg of `cfg-examples/roles/`, and the scripted peers'
 //!   control ports.
@@ -20,6 +21,7 @@
 
 pub mod bridge;
 pub mod capture;
+pub mod certs;
 pub mod child;
 pub mod dmbridge;
 pub mod echo_worker;
