@@ -166,6 +166,8 @@ impl Node {
             advertised_open,
             completions: HashMap::new(),
             next_request: 0,
+            budget: Arc::new(transport::Budget::new(64 << 20)),
+            refusals: Arc::new(dmnode::trust::Refusals::new()),
         };
         let result = driver
             .run(
@@ -202,6 +204,8 @@ struct Driver {
     /// under ([`Output::Outcome`]).
     completions: HashMap<RequestId, Completion>,
     next_request: u64,
+    budget: Arc<transport::Budget>,
+    refusals: Arc<dmnode::trust::Refusals>,
 }
 
 impl Driver {
@@ -370,7 +374,14 @@ impl Driver {
     fn attach(&mut self, conn: ConnId, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let max = self.endpoint.config().limits.max_message_size as usize;
-        let handle = transport::spawn(conn, stream, max, self.conn_tx.clone());
+        let limits = transport::ReadLimits {
+            before_open: max,
+            message_timeout: Duration::from_secs(10),
+            budget: self.budget.clone(),
+            refusals: self.refusals.clone(),
+            source: stream.peer_addr().ok().map(|a| a.ip()),
+        };
+        let handle = transport::spawn(conn, stream, limits, self.conn_tx.clone());
         self.conns.insert(conn, handle);
     }
 

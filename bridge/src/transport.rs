@@ -6,12 +6,24 @@
 //! seam for TLS (a `tokio-rustls` stream) and SCTP later: only the code that *opens* a
 //! stream needs to know what it is.
 //!
+//! What a peer can make the reader hold is bounded three ways (DESIGN §10): the maximum
+//! message size, small until the capabilities exchange identified the peer and raised by
+//! [`ConnHandle::open`]; [`ReadLimits::message_timeout`], the time a message may take to
+//! arrive once its first bytes did (a peer trickling one byte at a time is cut off, not
+//! kept until the watchdog gives up); and a [`Budget`] of bytes buffered by all connections
+//! together, past which the connection whose read overflows it is closed. Each such close is
+//! counted and logged through [`Refusals`].
+//!
 //! Closing: [`ConnHandle::close`] makes the writer flush what was queued before (so a CEA or
 //! DPA reaches the peer), shut the stream down, and stop the reader. Whatever ends a
 //! connection — our close, the peer's, an I/O error, a framing error — the reader reports
 //! [`ConnEvent::Closed`] exactly once.
 
 use std::io;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use dmproto::{FrameError, Framer};
@@ -19,13 +31,64 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use dmnode::peer::ConnId;
+use dmnode::trust::{Refusal, Refusals};
 
 /// Messages a connection may have queued for writing before it is considered stuck (a peer
 /// that stops reading) and closed, rather than buffering without bound.
 pub const WRITE_QUEUE: usize = 8192;
 
-/// Bytes read from the socket per call.
+/// Bytes read from the socket per call, once the connection is open; before, at most the
+/// pre-CER message size.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Bytes buffered by every connection's reader together; see the module docs.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Budget {
+        Budget {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Bytes buffered now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Moves one reader's share from `old` to `new` bytes; false if that exceeds the limit
+    /// (the share is then released: the reader is about to close).
+    fn account(&self, old: usize, new: usize) -> bool {
+        if new > old {
+            let before = self.used.fetch_add(new - old, Ordering::Relaxed);
+            if before + (new - old) > self.limit {
+                self.used.fetch_sub(new, Ordering::Relaxed);
+                return false;
+            }
+        } else {
+            self.used.fetch_sub(old - new, Ordering::Relaxed);
+        }
+        true
+    }
+}
+
+/// How much a connection's reader may hold, and for how long.
+#[derive(Clone, Debug)]
+pub struct ReadLimits {
+    /// Maximum message size until [`ConnHandle::open`] (a CER/CEA fits in a few kB).
+    pub before_open: usize,
+    /// A message whose first bytes arrived must be complete within this time.
+    pub message_timeout: Duration,
+    pub budget: Arc<Budget>,
+    pub refusals: Arc<Refusals>,
+    /// The remote address, for the refusal log.
+    pub source: Option<IpAddr>,
+}
 
 /// What a connection tells the node.
 #[derive(Debug)]
@@ -48,6 +111,8 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
     tx: mpsc::Sender<Command>,
+    /// The reader's maximum message size; raised by [`ConnHandle::open`].
+    max_len: Arc<AtomicUsize>,
     /// Set to abort both tasks at once, when a graceful close cannot even be queued.
     abort: std::sync::Arc<watch::Sender<bool>>,
 }
@@ -76,6 +141,11 @@ impl ConnHandle {
         }
     }
 
+    /// The capabilities exchange identified the peer: accept messages up to `max_len`.
+    pub fn open(&self, max_len: usize) {
+        self.max_len.store(max_len, Ordering::Relaxed);
+    }
+
     /// Close now, dropping whatever is queued.
     pub fn abort(&self) {
         let _ = self.abort.send(true);
@@ -86,7 +156,7 @@ impl ConnHandle {
 pub fn spawn<S>(
     conn: ConnId,
     stream: S,
-    max_message_len: usize,
+    limits: ReadLimits,
     events: mpsc::Sender<ConnEvent>,
 ) -> ConnHandle
 where
@@ -96,17 +166,19 @@ where
     let (tx, rx) = mpsc::channel(WRITE_QUEUE);
     let (stop_tx, stop_rx) = oneshot::channel();
     let (abort_tx, abort_rx) = watch::channel(false);
+    let max_len = Arc::new(AtomicUsize::new(limits.before_open));
     tokio::spawn(writer(write_half, rx, stop_tx, abort_rx.clone()));
     tokio::spawn(reader(
         conn,
         read_half,
-        max_message_len,
+        (limits, max_len.clone()),
         events,
         stop_rx,
         abort_rx,
     ));
     ConnHandle {
         tx,
+        max_len,
         abort: std::sync::Arc::new(abort_tx),
     }
 }
@@ -161,19 +233,51 @@ async fn writer<W: AsyncWrite + Unpin>(
 async fn reader<R: AsyncRead + Unpin>(
     conn: ConnId,
     mut r: R,
-    max_message_len: usize,
+    (limits, max_len): (ReadLimits, Arc<AtomicUsize>),
     events: mpsc::Sender<ConnEvent>,
     mut stop: oneshot::Receiver<()>,
     abort: watch::Receiver<bool>,
 ) {
     let abort = aborted(abort);
     tokio::pin!(abort);
-    let mut framer = Framer::new(max_message_len);
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut max = max_len.load(Ordering::Relaxed);
+    let mut framer = Framer::new(max);
+    let mut buf = vec![0u8; max.min(READ_CHUNK)];
+    // Bytes this reader counts against the budget, and when the partial message it holds
+    // started to arrive.
+    let mut share = 0usize;
+    let mut partial_since: Option<tokio::time::Instant> = None;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+    let refuse = |cause: Refusal, detail: String| {
+        limits.refusals.record(
+            cause,
+            limits.source,
+            &format!("connection {conn:?}: {detail}"),
+            std::time::Instant::now(),
+        );
+        Some(detail)
+    };
     let error = loop {
+        let raised = max_len.load(Ordering::Relaxed);
+        if raised != max {
+            max = raised;
+            framer.set_max_message_len(max);
+            buf.resize(max.min(READ_CHUNK), 0);
+        }
+        let deadline = partial_since.map_or(far, |t| t + limits.message_timeout);
         let n = tokio::select! {
             _ = &mut stop => break None,
             _ = &mut abort => break Some("aborted".to_string()),
+            _ = tokio::time::sleep_until(deadline) => {
+                break refuse(
+                    Refusal::MessageTimeout,
+                    format!(
+                        "message incomplete {:?} after its first bytes ({} bytes buffered)",
+                        limits.message_timeout,
+                        framer.buffered()
+                    ),
+                );
+            }
             n = r.read(&mut buf) => n,
         };
         let n = match n {
@@ -181,23 +285,30 @@ async fn reader<R: AsyncRead + Unpin>(
             Ok(n) => n,
             Err(e) => break Some(e.to_string()),
         };
+        // The limit may have been raised while this read waited (the CEA went out meanwhile).
+        let raised = max_len.load(Ordering::Relaxed);
+        if raised != max {
+            max = raised;
+            framer.set_max_message_len(max);
+        }
         let data = buf.get(..n).unwrap_or(&[]);
         if let Err(error) = framer.feed(data) {
             let _ = events.send(ConnEvent::FrameError { conn, error }).await;
-            break Some(error.to_string());
+            break refuse(Refusal::MessageTooLarge, error.to_string());
         }
         let mut failed = None;
         loop {
             match framer.next_frame() {
                 Ok(Some(frame)) => {
                     if events.send(ConnEvent::Frame { conn, frame }).await.is_err() {
+                        limits.budget.account(share, 0);
                         return; // the node is gone
                     }
                 }
                 Ok(None) => break,
                 Err(error) => {
                     let _ = events.send(ConnEvent::FrameError { conn, error }).await;
-                    failed = Some(error.to_string());
+                    failed = refuse(Refusal::MessageTooLarge, error.to_string());
                     break;
                 }
             }
@@ -205,7 +316,25 @@ async fn reader<R: AsyncRead + Unpin>(
         if failed.is_some() {
             break failed;
         }
+        let held = framer.buffered();
+        partial_since = match (held, partial_since) {
+            (0, _) => None,
+            (_, Some(t)) => Some(t),
+            (_, None) => Some(tokio::time::Instant::now()),
+        };
+        if !limits.budget.account(share, held) {
+            share = 0;
+            break refuse(
+                Refusal::BufferBudget,
+                format!(
+                    "global receive buffer budget spent ({} bytes held here)",
+                    held
+                ),
+            );
+        }
+        share = held;
     };
+    limits.budget.account(share, 0);
     let _ = events.send(ConnEvent::Closed { conn, error }).await;
 }
 
@@ -214,6 +343,16 @@ mod tests {
     use super::*;
     use dmproto::{Header, Message, MessageWriter};
     use tokio::io::duplex;
+
+    fn limits(max: usize) -> ReadLimits {
+        ReadLimits {
+            before_open: max,
+            message_timeout: Duration::from_secs(5),
+            budget: Arc::new(Budget::new(1 << 20)),
+            refusals: Arc::new(Refusals::new()),
+            source: None,
+        }
+    }
 
     fn msg(hbh: u32) -> Bytes {
         let mut w = MessageWriter::new(Header::request(280, 0, hbh, hbh));
@@ -225,7 +364,7 @@ mod tests {
     async fn frames_in_order_and_close_once() {
         let (ours, mut theirs) = duplex(1 << 16);
         let (tx, mut rx) = mpsc::channel(16);
-        let handle = spawn(ConnId(1), ours, 4096, tx);
+        let handle = spawn(ConnId(1), ours, limits(4096), tx);
         // Two messages in one write, one split across two writes.
         let (a, b, c) = (msg(1), msg(2), msg(3));
         let mut first = a.to_vec();
@@ -275,7 +414,7 @@ mod tests {
     async fn oversized_message_is_a_frame_error_with_its_header() {
         let (ours, mut theirs) = duplex(1 << 16);
         let (tx, mut rx) = mpsc::channel(16);
-        let _handle = spawn(ConnId(2), ours, 4096, tx);
+        let _handle = spawn(ConnId(2), ours, limits(4096), tx);
         let mut h = Header::request(272, 4, 5, 6);
         h.length = 100_000;
         let mut b = bytes::BytesMut::new();
@@ -298,7 +437,7 @@ mod tests {
     async fn peer_close_is_reported() {
         let (ours, theirs) = duplex(1024);
         let (tx, mut rx) = mpsc::channel(16);
-        let _handle = spawn(ConnId(3), ours, 4096, tx);
+        let _handle = spawn(ConnId(3), ours, limits(4096), tx);
         drop(theirs);
         assert!(matches!(
             rx.recv().await.unwrap(),
@@ -307,5 +446,77 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[tokio::test]
+    async fn trickled_message_is_cut_off_and_counted() {
+        let (ours, mut theirs) = duplex(1 << 16);
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut l = limits(4096);
+        l.message_timeout = Duration::from_millis(300);
+        let refusals = l.refusals.clone();
+        let budget = l.budget.clone();
+        let _handle = spawn(ConnId(4), ours, l, tx);
+        let m = msg(1);
+        theirs.write_all(&m[..24]).await.unwrap();
+        // One more byte every 100 ms: each read is progress, but the message never ends.
+        for i in 24..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = theirs.write_all(&m[i..i + 1]).await;
+        }
+        match rx.recv().await.unwrap() {
+            ConnEvent::Closed { error: Some(e), .. } => assert!(e.contains("incomplete"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(refusals.get(Refusal::MessageTimeout), 1);
+        assert_eq!(budget.used(), 0, "the reader's share is released");
+    }
+
+    #[tokio::test]
+    async fn small_limit_until_open_then_raised() {
+        let (ours, mut theirs) = duplex(1 << 16);
+        let (tx, mut rx) = mpsc::channel(16);
+        let handle = spawn(ConnId(5), ours, limits(64), tx);
+        // Fits the small limit; after `open`, a bigger one passes too.
+        let small = msg(1);
+        assert!(small.len() <= 64, "{}", small.len());
+        theirs.write_all(&small).await.unwrap();
+        assert!(matches!(rx.recv().await.unwrap(), ConnEvent::Frame { .. }));
+        handle.open(4096);
+        let mut w = MessageWriter::new(Header::request(280, 0, 2, 2));
+        w.str(264, 0x40, 0, &"x".repeat(200));
+        let big = w.finish().unwrap();
+        theirs.write_all(&big).await.unwrap();
+        assert!(matches!(rx.recv().await.unwrap(), ConnEvent::Frame { .. }));
+        // And before `open`, the same message is refused as too large.
+        let (ours, mut theirs) = duplex(1 << 16);
+        let (tx, mut rx) = mpsc::channel(16);
+        let _h = spawn(ConnId(6), ours, limits(64), tx);
+        theirs.write_all(&big).await.unwrap();
+        assert!(matches!(
+            rx.recv().await.unwrap(),
+            ConnEvent::FrameError { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn budget_overflow_closes_the_connection_that_overflows() {
+        let (ours, mut theirs) = duplex(1 << 16);
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut l = limits(4096);
+        l.budget = Arc::new(Budget::new(100));
+        let refusals = l.refusals.clone();
+        let _h = spawn(ConnId(7), ours, l, tx);
+        let mut h = Header::request(272, 4, 5, 6);
+        h.length = 2000;
+        let mut b = bytes::BytesMut::new();
+        h.encode(&mut b);
+        b.extend_from_slice(&[0u8; 200]);
+        theirs.write_all(&b).await.unwrap();
+        match rx.recv().await.unwrap() {
+            ConnEvent::Closed { error: Some(e), .. } => assert!(e.contains("budget"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(refusals.get(Refusal::BufferBudget), 1);
     }
 }

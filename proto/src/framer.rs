@@ -104,6 +104,14 @@ impl Framer {
         self.max_message
     }
 
+    /// Changes the maximum message size from the next message on (clamped like
+    /// [`Framer::new`]). The node frames with a small limit until the capabilities exchange
+    /// has identified the peer, then raises it (DESIGN §10: what a stranger can make us buffer
+    /// is small).
+    pub fn set_max_message_len(&mut self, max_message_len: usize) {
+        self.max_message = max_message_len.clamp(HEADER_LEN, MAX_MESSAGE_LEN);
+    }
+
     /// The most bytes the framer holds: one partial maximal message plus [`READ_SLACK`].
     pub fn buffer_limit(&self) -> usize {
         self.max_message + READ_SLACK
