@@ -44,6 +44,31 @@ pub struct FdOptions {
     pub tw_seconds: Option<u32>,
     /// Reconnect timer Tc in seconds (default 30).
     pub tc_seconds: Option<u32>,
+    /// TLS (GnuTLS in freeDiameter). `None`: no TLS at all (`SecPort = 0`, `No_TLS`).
+    pub tls: Option<FdTls>,
+}
+
+/// freeDiameter's TLS settings: its credentials, the CA it trusts, and how it secures the
+/// connection it opens (`connect_to`).
+#[derive(Debug, Clone)]
+pub struct FdTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
+    /// Its TLS-at-connect listening port (`SecPort`, RFC 6733 §13).
+    pub sec_port: u16,
+    /// How the connection to `connect_to` is secured.
+    pub connect: FdTlsConnect,
+}
+
+/// How freeDiameter secures a connection it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdTlsConnect {
+    /// TLS from the first byte (RFC 6733 §13; freeDiameter's default without `No_TLS`);
+    /// `connect_to`'s port is then the peer's TLS port.
+    AtConnect,
+    /// `TLS_old_method`: plain CER/CEA with Inband-Security-Id TLS, then TLS (RFC 3588).
+    Inband,
 }
 
 impl Default for FdOptions {
@@ -56,6 +81,7 @@ impl Default for FdOptions {
             benchmark: None,
             tw_seconds: None,
             tc_seconds: None,
+            tls: None,
         }
     }
 }
@@ -150,10 +176,20 @@ impl FreeDiameter {
         let ta_conf = write("test_app.conf", ta);
         let acl = write("acl_wl.conf", "ALLOW_IPSEC *.test.local\n".into());
 
+        let sec_port = opts.tls.as_ref().map_or(0, |t| t.sec_port);
         let mut conf = format!(
-            "Identity = \"{}\"; Realm = \"{REALM}\"; Port = {}; SecPort = 0; No_SCTP; No_IPv6;\n",
+            "Identity = \"{}\"; Realm = \"{REALM}\"; Port = {}; SecPort = {sec_port}; No_SCTP; No_IPv6;\n",
             opts.identity, opts.port
         );
+        if let Some(t) = &opts.tls {
+            let _ = writeln!(
+                conf,
+                "TLS_Cred = \"{}\", \"{}\";\nTLS_CA = \"{}\";",
+                t.cert_file.display(),
+                t.key_file.display(),
+                t.ca_file.display()
+            );
+        }
         if let Some(tw) = opts.tw_seconds {
             let _ = writeln!(conf, "TwTimer = {tw};");
         }
@@ -173,9 +209,14 @@ impl FreeDiameter {
             acl.display()
         );
         if let Some((peer, port)) = &opts.connect_to {
+            let security = match opts.tls.as_ref().map(|t| t.connect) {
+                None => "No_TLS;",
+                Some(FdTlsConnect::AtConnect) => "",
+                Some(FdTlsConnect::Inband) => "TLS_old_method;",
+            };
             let _ = writeln!(
                 conf,
-                "ConnectPeer = \"{peer}\" {{ ConnectTo = \"127.0.0.1\"; No_TLS; No_SCTP; Port = {port}; }};"
+                "ConnectPeer = \"{peer}\" {{ ConnectTo = \"127.0.0.1\"; {security} No_SCTP; Port = {port}; }};"
             );
         }
         let conf_path = write("freeDiameter.conf", conf);
@@ -302,6 +343,7 @@ impl FdOptions {
             benchmark,
             tw_seconds: None,
             tc_seconds: None,
+            tls: None,
         }
     }
 }
