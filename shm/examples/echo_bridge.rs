@@ -3,8 +3,9 @@
 //! SIP-server module by hand.
 //!
 //! `cargo run -p dmbridge-shm --example echo_bridge -- CONTROL_SOCKET SEGMENT [SLOTS]`
-//! e.g. `... -- /tmp/dmb.sock /dev/shm/dmb-try 8`; stop with Ctrl-C (which
-//! leaves the socket and segment files behind; the next start replaces them).
+//! e.g. `... -- /tmp/dmb.sock dmb-try 8` (SEGMENT names the per-worker
+//! memfds; no file is made); stop with Ctrl-C (which leaves the socket file
+//! behind; the next start replaces it).
 
 use dmshm::bridge::BridgeConfig;
 use dmshm::reference::EchoBridge;
@@ -13,7 +14,7 @@ use std::time::Duration;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(control), Some(segment)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: echo_bridge CONTROL_SOCKET SEGMENT_PATH [SLOTS]");
+        eprintln!("usage: echo_bridge CONTROL_SOCKET SEGMENT_NAME [SLOTS]");
         std::process::exit(2);
     };
     let mut cfg = BridgeConfig::new(control, segment);

@@ -1,11 +1,12 @@
-//! The bridge's side of the segment: accepting workers, dispatching incoming
+//! The bridge's side of the seam: admitting workers, dispatching incoming
 //! requests, collecting replies and outgoing requests, delivering answers.
 //!
 //! Nothing here blocks or spawns threads. The driver (the bridge's tokio
 //! layer, or [`crate::reference`]'s poll loop) watches these descriptors:
 //!
 //! * [`Bridge::listener_fd`] readable -> [`Bridge::accept_all`], which
-//!   returns the new slots whose [`Bridge::worker_fd`] to watch from now on;
+//!   admits and registers workers and returns the new slots whose
+//!   [`Bridge::worker_fd`] to watch from now on;
 //! * [`Bridge::worker_fd`] readable -> [`Bridge::service`] for that slot,
 //!   which turns doorbells, control messages, ring records and EOF into
 //!   [`BridgeEvent`]s, and returns whether it stopped early (budget) so the
@@ -16,35 +17,99 @@
 //! armed, so the next record comes with a doorbell that makes the fd
 //! readable again).
 //!
-//! Exactly-once bookkeeping lives here, per slot: the tokens handed to a
-//! worker and not yet replied, and the handles of its outgoing requests not
-//! yet answered. When the worker's connection ends both lists come back in
-//! [`BridgeEvent::WorkerGone`], so the bridge answers each held request once
-//! (5012) and drops the answers it would have delivered.
+//! # Admission (DESIGN §10: the local seam trusts only the SIP server)
+//!
+//! 1. On accept, the connecting process's credentials (SO_PEERCRED, taken by
+//!    the kernel at `connect`, not claimed by the peer) are checked against
+//!    [`PeerAllow`]: by default the bridge's own uid and the configured
+//!    group. Anyone else is refused at once with the reason, before a byte
+//!    of theirs is read.
+//! 2. An admitted connection waits for its Hello *without holding a slot*:
+//!    it sits in a bounded list of pending registrations
+//!    ([`BridgeConfig::max_pending`], oldest evicted first) for at most
+//!    [`BridgeConfig::handshake_timeout`]. Silent connections therefore
+//!    cannot lock workers out of the slots; a real worker sends its Hello
+//!    with its connect, and it is read before newer connections are taken.
+//!    The listener and the pending connections share one epoll descriptor
+//!    (that is what [`Bridge::listener_fd`] returns), so a Hello makes it
+//!    readable like a new connection does.
+//! 3. A Hello of the right version gets a free slot and a segment of its own:
+//!    a sealed memfd holding only that worker's three rings
+//!    ([`Segment::create_anonymous`]), passed with the Welcome (SCM_RIGHTS).
+//!    No other worker, and no other local user, has a way to map it.
+//!
+//! Every refusal is a [`BridgeEvent::WorkerRefused`] with pid, uid, gid and
+//! a [`RefusalCause`], and is counted in [`SeamCounters`].
+//!
+//! # Exactly once
+//!
+//! Per slot: the tokens handed to a worker and not yet replied, and the
+//! handles of its outgoing requests not yet answered. When the worker's
+//! connection ends both lists come back in [`BridgeEvent::WorkerGone`], so
+//! the bridge answers each held request once (5012) and drops the answers it
+//! would have delivered. A worker that breaks the protocol (garbage in its
+//! rings or on its socket) is dropped the same way; its segment was its own,
+//! so the slot is reused at once with a fresh one.
 
-use crate::control::{refusal, Conn, Ctl, Listener, Recv, MAX_CONTROL_MSG};
+use crate::control::{
+    prepare_runtime_dir, refusal, Conn, Ctl, Listener, Recv, RuntimeDir, MAX_CONTROL_MSG,
+};
 use crate::error::{Error, Result};
 use crate::record::{self, Answer, IncomingRequest, Record, ReplyStatus};
 use crate::ring::{Consumer, Producer, PushError};
-use crate::segment::{CreateOptions, Geometry, RingId, Segment, ShmRing, WIRE_VERSION};
+use crate::segment::{Geometry, RingId, Segment, ShmRing, WIRE_VERSION};
 use std::collections::{HashSet, VecDeque};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-/// Index of a worker slot in the segment.
+/// Index of a worker slot.
 pub type SlotId = u32;
+
+/// Longest worker name accepted in a Hello (the library sends at most 256).
+const MAX_WORKER_NAME: usize = 256;
+
+/// Who may attach: a connecting process is admitted if its uid (SO_PEERCRED)
+/// is in `uids` or its gid (the effective gid the kernel reports, i.e. the
+/// group a SIP server switches to with `-g`/`group=`) is in `gids`.
+/// Supplementary group membership is deliberately not enough: it is what
+/// lets a user reach a group-mode socket, not a statement that the user is
+/// the SIP server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerAllow {
+    pub uids: Vec<u32>,
+    pub gids: Vec<u32>,
+}
+
+impl PeerAllow {
+    /// Whether a process with these credentials may attach.
+    pub fn permits(&self, uid: u32, gid: u32) -> bool {
+        self.uids.contains(&uid) || self.gids.contains(&gid)
+    }
+}
 
 /// Where and how big.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
-    /// The control socket workers connect to.
+    /// The control socket workers connect to. Its directory is created
+    /// (0700, or 0750 with `group`) when missing: [`prepare_runtime_dir`].
     pub control_path: PathBuf,
-    /// The segment file (normally under `/dev/shm`).
+    /// Names the per-worker segments (its last component, plus the slot,
+    /// is the memfd's name in `/proc/<pid>/maps`). No file is created.
     pub segment_path: PathBuf,
-    /// Slots, ring size, maximum message.
+    /// `slots`: most workers attached at once (nothing is reserved for a
+    /// slot until a worker registers); ring size, maximum message.
     pub geometry: Geometry,
-    /// Group that may attach too (files become 0660); owner-only if `None`.
+    /// Group that may attach too (the socket becomes 0660); owner-only if
+    /// `None`.
     pub group: Option<u32>,
+    /// Who may attach; `None`: the bridge's effective uid, plus `group`.
+    pub allow: Option<PeerAllow>,
+    /// How long an admitted connection may take to send its Hello.
+    pub handshake_timeout: Duration,
+    /// Most connections waiting to register at once (beyond: the oldest is
+    /// refused). They hold no slot and no memory beyond the socket.
+    pub max_pending: usize,
     /// Most outgoing requests one worker may have unanswered; bounds the
     /// answers the bridge may have to hold when that worker's answer ring is
     /// full.
@@ -58,7 +123,8 @@ pub struct BridgeConfig {
 }
 
 impl BridgeConfig {
-    /// Defaults: 32 slots, 256 KiB rings, 64 KiB messages.
+    /// Defaults: 32 slots, 256 KiB rings, 64 KiB messages, only the
+    /// bridge's own uid admitted, 2 s to register, 64 pending registrations.
     pub fn new(control_path: impl Into<PathBuf>, segment_path: impl Into<PathBuf>) -> BridgeConfig {
         BridgeConfig {
             control_path: control_path.into(),
@@ -69,10 +135,132 @@ impl BridgeConfig {
                 max_msg: 64 * 1024,
             },
             group: None,
+            allow: None,
+            handshake_timeout: Duration::from_secs(2),
+            max_pending: 64,
             max_in_flight: 4096,
             service_budget: 1024,
             wire_version: WIRE_VERSION,
         }
+    }
+
+    /// The allow list in force: [`BridgeConfig::allow`], or by default the
+    /// bridge's effective uid and `group`.
+    pub fn effective_allow(&self) -> PeerAllow {
+        match &self.allow {
+            Some(a) => a.clone(),
+            None => PeerAllow {
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                uids: vec![unsafe { libc::geteuid() }],
+                gids: self.group.into_iter().collect(),
+            },
+        }
+    }
+
+    /// Bytes of one worker's segment (header and three rings): what each
+    /// attached worker costs in shared memory, at most (pages are touched
+    /// as the rings are used).
+    pub fn segment_bytes_per_worker(&self) -> u64 {
+        Geometry {
+            slots: 1,
+            ..self.geometry
+        }
+        .segment_size()
+    }
+}
+
+/// Why a connection was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalCause {
+    /// Its uid/gid is not in the allow list.
+    NotAllowed,
+    /// The library speaks another wire version.
+    Version,
+    /// Every slot is taken.
+    NoSlot,
+    /// The first message was not a well-formed Hello.
+    BadHello,
+    /// No Hello within the handshake timeout.
+    HandshakeTimeout,
+    /// Evicted from a full list of pending registrations.
+    PendingFull,
+    /// The bridge could not set up the worker's segment.
+    Internal,
+}
+
+impl RefusalCause {
+    /// A short stable name for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCause::NotAllowed => "not_allowed",
+            RefusalCause::Version => "version",
+            RefusalCause::NoSlot => "no_slot",
+            RefusalCause::BadHello => "bad_hello",
+            RefusalCause::HandshakeTimeout => "handshake_timeout",
+            RefusalCause::PendingFull => "pending_full",
+            RefusalCause::Internal => "internal",
+        }
+    }
+
+    fn code(self) -> u32 {
+        match self {
+            RefusalCause::NotAllowed => refusal::NOT_ALLOWED,
+            RefusalCause::Version => refusal::VERSION,
+            RefusalCause::NoSlot => refusal::NO_SLOT,
+            _ => refusal::OTHER,
+        }
+    }
+}
+
+/// The seam's counters since the bridge started: plain numbers, for the
+/// status document and for metrics exporters ([`Bridge::counters`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeamCounters {
+    /// Connections admitted (credentials allowed).
+    pub connections_admitted: u64,
+    /// Refusals by cause.
+    pub refused_not_allowed: u64,
+    pub refused_version: u64,
+    pub refused_no_slot: u64,
+    pub refused_bad_hello: u64,
+    pub refused_handshake_timeout: u64,
+    pub refused_pending_full: u64,
+    pub refused_internal: u64,
+    /// Connections that closed before registering (not refusals).
+    pub handshakes_abandoned: u64,
+    pub workers_attached: u64,
+    /// Workers whose connection ended (exit, crash, detach).
+    pub workers_gone: u64,
+    /// Workers dropped for breaking the protocol (garbage in their rings or
+    /// on their socket); included in `workers_gone`.
+    pub workers_dropped: u64,
+    /// Shared memory of the attached workers' segments now (bytes).
+    pub segment_bytes: u64,
+}
+
+impl SeamCounters {
+    fn refused(&mut self, cause: RefusalCause) {
+        let c = match cause {
+            RefusalCause::NotAllowed => &mut self.refused_not_allowed,
+            RefusalCause::Version => &mut self.refused_version,
+            RefusalCause::NoSlot => &mut self.refused_no_slot,
+            RefusalCause::BadHello => &mut self.refused_bad_hello,
+            RefusalCause::HandshakeTimeout => &mut self.refused_handshake_timeout,
+            RefusalCause::PendingFull => &mut self.refused_pending_full,
+            RefusalCause::Internal => &mut self.refused_internal,
+        };
+        *c += 1;
+    }
+
+    /// All refusals together.
+    pub fn refused_total(&self) -> u64 {
+        self.refused_not_allowed
+            + self.refused_version
+            + self.refused_no_slot
+            + self.refused_bad_hello
+            + self.refused_handshake_timeout
+            + self.refused_pending_full
+            + self.refused_internal
     }
 }
 
@@ -85,8 +273,15 @@ pub enum BridgeEvent {
         pid: u32,
         name: String,
     },
-    /// A connection was turned away (version mismatch, no free slot, ...).
-    WorkerRefused { pid: u32, reason: String },
+    /// A connection was turned away; pid/uid/gid are the kernel's
+    /// (SO_PEERCRED), `reason` is what the worker was told.
+    WorkerRefused {
+        pid: u32,
+        uid: u32,
+        gid: u32,
+        cause: RefusalCause,
+        reason: String,
+    },
     /// The worker declared the events it serves (replaces earlier lists).
     Handles { slot: SlotId, names: Vec<String> },
     /// A worker replied to `token`.
@@ -170,26 +365,39 @@ struct Attached {
     tokens: HashSet<u64>,
     in_flight: HashSet<u64>,
     overflow: VecDeque<Vec<u8>>,
+    /// Set where a broken ring is found but no event can be reported
+    /// (dispatch, push_answer); the connection is shut down so the next
+    /// `service` of this slot runs and drops the worker.
+    broken: Option<String>,
 }
 
 enum Slot {
     Free,
-    /// Connected, Hello not read yet.
-    Handshaking(Conn, std::time::Instant),
     Attached(Box<Attached>),
-    /// Dropped for breaking the protocol while possibly still alive: never
-    /// reused by this bridge instance, so a confused worker cannot write
-    /// into a ring a new worker owns.
-    Quarantined,
 }
 
-/// The bridge's end of one segment. Dropping it closes every worker's
+/// A connection admitted by its credentials, waiting for its Hello.
+struct Pending {
+    conn: Conn,
+    since: Instant,
+    pid: u32,
+    uid: u32,
+    gid: u32,
+}
+
+/// The bridge's end of the seam. Dropping it closes every worker's
 /// connection (they see EOF and fail fast until a new bridge appears) and
-/// removes the segment file and socket.
+/// removes the socket; the workers' segments vanish with their last mapping.
 pub struct Bridge {
     cfg: BridgeConfig,
+    allow: PeerAllow,
+    /// The listener and the pending connections; what the driver polls.
+    ep: OwnedFd,
+    pending: VecDeque<Pending>,
     listener: Listener,
-    segment: Segment,
+    runtime_dir: Option<RuntimeDir>,
+    generation: u64,
+    seg_name: String,
     slots: Vec<Slot>,
     token_tag: u64,
     next_seq: u64,
@@ -198,10 +406,11 @@ pub struct Bridge {
     enc: Vec<u8>,
     ctl: Vec<u8>,
     status_json: String,
+    counters: SeamCounters,
     /// Refused connections kept open until the worker has read the reason
     /// (closing a socket whose Hello is still unread would make the worker
     /// see ECONNRESET instead of the Refused message).
-    refusing: VecDeque<(Conn, std::time::Instant)>,
+    refusing: VecDeque<(Conn, Instant)>,
 }
 
 fn normalize(name: &str) -> &str {
@@ -212,8 +421,21 @@ fn is_catch_all(name: &str) -> bool {
     matches!(normalize(name), "*" | "REQUEST")
 }
 
+fn ep_ctl(ep: &OwnedFd, op: libc::c_int, fd: RawFd) -> Result<()> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: fd as u64,
+    };
+    // SAFETY: ep is our epoll descriptor; ev is a valid event.
+    if unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd, &mut ev) } < 0 {
+        return Err(Error::last_os("epoll_ctl (bridge listener set)"));
+    }
+    Ok(())
+}
+
 impl Bridge {
-    /// Creates the segment (new generation) and binds the control socket.
+    /// Prepares the socket's directory, binds the control socket and picks
+    /// a new generation. Segments are created per worker, on registration.
     pub fn create(cfg: BridgeConfig) -> Result<Bridge> {
         cfg.geometry.validate()?;
         let generation = std::time::SystemTime::now()
@@ -221,26 +443,36 @@ impl Bridge {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
             ^ u64::from(std::process::id());
-        let segment = Segment::create(&CreateOptions {
-            path: cfg.segment_path.clone(),
-            geometry: cfg.geometry,
-            group: cfg.group,
-            generation,
-            version: cfg.wire_version,
-        })?;
-        let listener = match Listener::bind(&cfg.control_path, cfg.group) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = std::fs::remove_file(&cfg.segment_path);
-                return Err(e);
-            }
+        let runtime_dir = match cfg.control_path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => Some(prepare_runtime_dir(d, cfg.group)?),
+            _ => None,
         };
+        let listener = Listener::bind(&cfg.control_path, cfg.group)?;
+        // SAFETY: plain syscall; the result is checked below.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(Error::last_os("epoll_create1"));
+        }
+        // SAFETY: a fresh descriptor we own.
+        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+        ep_ctl(&ep, libc::EPOLL_CTL_ADD, listener.as_raw_fd())?;
+        let seg_name = cfg
+            .segment_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "dmbridge".into());
         let slots = (0..cfg.geometry.slots).map(|_| Slot::Free).collect();
         Ok(Bridge {
             token_tag: (generation & 0xFF_FFFF) << 40,
+            allow: cfg.effective_allow(),
             cfg,
+            ep,
+            pending: VecDeque::new(),
             listener,
-            segment,
+            runtime_dir,
+            generation,
+            seg_name,
             slots,
             next_seq: 0,
             rr: 0,
@@ -248,13 +480,14 @@ impl Bridge {
             enc: Vec::new(),
             ctl: vec![0; MAX_CONTROL_MSG],
             status_json: String::from("{}"),
+            counters: SeamCounters::default(),
             refusing: VecDeque::new(),
         })
     }
 
     /// This instance's generation (changes on every start).
     pub fn generation(&self) -> u64 {
-        self.segment.generation()
+        self.generation
     }
 
     /// The configuration in force.
@@ -262,17 +495,38 @@ impl Bridge {
         &self.cfg
     }
 
-    /// Readable when workers are connecting.
-    pub fn listener_fd(&self) -> RawFd {
-        self.listener.as_raw_fd()
+    /// Who may attach (the configured list or the default).
+    pub fn allow(&self) -> &PeerAllow {
+        &self.allow
     }
 
-    /// The descriptor of a connected slot (handshaking or attached).
+    /// What was done about the control socket's directory (for the log).
+    pub fn runtime_dir(&self) -> Option<&RuntimeDir> {
+        self.runtime_dir.as_ref()
+    }
+
+    /// The seam's counters (refusals by cause, attaches, drops, memory).
+    pub fn counters(&self) -> SeamCounters {
+        self.counters
+    }
+
+    /// Connections admitted and waiting for their Hello.
+    pub fn pending_registrations(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Readable when workers are connecting or registering (an epoll
+    /// descriptor holding the listening socket and the pending
+    /// connections): call [`Bridge::accept_all`].
+    pub fn listener_fd(&self) -> RawFd {
+        self.ep.as_raw_fd()
+    }
+
+    /// The descriptor of an attached slot.
     pub fn worker_fd(&self, slot: SlotId) -> Option<RawFd> {
         match self.slots.get(slot as usize)? {
-            Slot::Handshaking(c, _) => Some(c.as_raw_fd()),
             Slot::Attached(a) => Some(a.conn.as_raw_fd()),
-            Slot::Free | Slot::Quarantined => None,
+            Slot::Free => None,
         }
     }
 
@@ -281,11 +535,11 @@ impl Bridge {
     /// slot's [`BridgeEvent::WorkerGone`]. Owning a duplicate means the
     /// descriptor number cannot be reused by a new connection while the
     /// runtime still has the old one registered.
-    pub fn worker_fd_dup(&self, slot: SlotId) -> Option<std::os::fd::OwnedFd> {
-        let fd = self.worker_fd(slot)?;
-        // SAFETY: fd is open (owned by the slot's connection) for this call.
-        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        borrowed.try_clone_to_owned().ok()
+    pub fn worker_fd_dup(&self, slot: SlotId) -> Option<OwnedFd> {
+        match self.slots.get(slot as usize)? {
+            Slot::Attached(a) => a.conn.as_fd().try_clone_to_owned().ok(),
+            Slot::Free => None,
+        }
     }
 
     /// The JSON a worker gets back from `dmb_status_json` under `"bridge"`
@@ -294,42 +548,161 @@ impl Bridge {
         self.status_json = json;
     }
 
-    /// Accepts every pending connection. Returns the slots to watch from
-    /// now on (each is readable once its Hello arrives). Connections beyond
-    /// the slot count are refused with a reason.
+    /// Admits pending connections by their credentials, registers those
+    /// whose Hello arrived, and expires silent ones. Returns the slots that
+    /// got a worker (watch their [`Bridge::worker_fd`] from now on).
     pub fn accept_all(&mut self, events: &mut Vec<BridgeEvent>) -> Result<Vec<SlotId>> {
+        let now = Instant::now();
+        self.sweep_refusing(now);
         let mut new = Vec::new();
+        // Hellos already waiting first, so a burst of new connections cannot
+        // evict a worker that is registering.
+        self.poll_pending(now, events, &mut new);
+        let mut fresh = false;
         while let Some(conn) = self
             .listener
             .accept()
             .map_err(|e| Error::io("accepting a worker", e))?
         {
-            match self.slots.iter().position(|s| matches!(s, Slot::Free)) {
-                Some(i) => {
-                    if let Some(s) = self.slots.get_mut(i) {
-                        *s = Slot::Handshaking(conn, std::time::Instant::now());
-                        new.push(i as SlotId);
+            // Credentials as the kernel recorded them at connect().
+            let (pid, uid, gid) = match conn.peer_cred() {
+                Ok(c) => (c.pid as u32, c.uid, c.gid),
+                Err(_) => (0, u32::MAX, u32::MAX),
+            };
+            if !self.allow.permits(uid, gid) {
+                let reason = format!(
+                    "uid {uid} gid {gid} may not attach (allowed uids {:?}, gids {:?}; see the \
+                     bridge's [app] allow_users/allow_groups)",
+                    self.allow.uids, self.allow.gids
+                );
+                self.refuse(
+                    conn,
+                    (pid, uid, gid),
+                    RefusalCause::NotAllowed,
+                    reason,
+                    events,
+                );
+                continue;
+            }
+            self.counters.connections_admitted += 1;
+            if self.pending.len() >= self.cfg.max_pending.max(1) {
+                if let Some(old) = self.pending.pop_front() {
+                    let reason = format!(
+                        "more than {} connections waiting to register; the oldest is dropped",
+                        self.cfg.max_pending
+                    );
+                    self.refuse_pending(old, RefusalCause::PendingFull, reason, events);
+                }
+            }
+            if let Err(e) = ep_ctl(&self.ep, libc::EPOLL_CTL_ADD, conn.as_raw_fd()) {
+                self.refuse(
+                    conn,
+                    (pid, uid, gid),
+                    RefusalCause::Internal,
+                    e.to_string(),
+                    events,
+                );
+                continue;
+            }
+            self.pending.push_back(Pending {
+                conn,
+                since: now,
+                pid,
+                uid,
+                gid,
+            });
+            fresh = true;
+        }
+        if fresh {
+            self.poll_pending(now, events, &mut new);
+        }
+        Ok(new)
+    }
+
+    /// When the oldest pending registration expires, if any (a driver may
+    /// call [`Bridge::expire_handshakes`] then; `accept_all` also expires).
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.pending
+            .front()
+            .map(|p| p.since + self.cfg.handshake_timeout)
+    }
+
+    /// Reads the Hello of every pending connection that has one; expires
+    /// the silent ones that are too old.
+    fn poll_pending(&mut self, now: Instant, events: &mut Vec<BridgeEvent>, new: &mut Vec<SlotId>) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let Some(p) = self.pending.get(i) else { break };
+            match p.conn.recv(&mut self.ctl) {
+                Ok(Recv::WouldBlock) => {
+                    if now.saturating_duration_since(p.since) >= self.cfg.handshake_timeout {
+                        if let Some(p) = self.pending.remove(i) {
+                            let reason = format!(
+                                "no registration within {:?} of connecting",
+                                self.cfg.handshake_timeout
+                            );
+                            self.refuse_pending(p, RefusalCause::HandshakeTimeout, reason, events);
+                        }
+                    } else {
+                        i += 1;
                     }
                 }
-                None => {
-                    let reason = format!(
-                        "all {} worker slots are in use; raise the bridge's shm slots setting",
-                        self.cfg.geometry.slots
-                    );
-                    let pid = conn.peer_cred().map(|c| c.pid as u32).unwrap_or(0);
-                    let _ = conn.send_ctl(
-                        &Ctl::Refused {
-                            code: refusal::NO_SLOT,
-                            reason: reason.clone(),
-                        },
-                        None,
-                    );
-                    events.push(BridgeEvent::WorkerRefused { pid, reason });
-                    self.linger(conn);
+                Ok(Recv::Eof) | Err(_) => {
+                    if let Some(p) = self.pending.remove(i) {
+                        let _ = ep_ctl(&self.ep, libc::EPOLL_CTL_DEL, p.conn.as_raw_fd());
+                        self.counters.handshakes_abandoned += 1;
+                    }
+                }
+                Ok(Recv::Msg(n, _fd)) => {
+                    let msg = Ctl::decode(self.ctl.get(..n).unwrap_or(&[]));
+                    if let Some(p) = self.pending.remove(i) {
+                        let _ = ep_ctl(&self.ep, libc::EPOLL_CTL_DEL, p.conn.as_raw_fd());
+                        if let Some(slot) = self.register(p, msg, events) {
+                            new.push(slot);
+                        }
+                    }
                 }
             }
         }
-        Ok(new)
+    }
+
+    fn refuse_pending(
+        &mut self,
+        p: Pending,
+        cause: RefusalCause,
+        reason: String,
+        events: &mut Vec<BridgeEvent>,
+    ) {
+        let _ = ep_ctl(&self.ep, libc::EPOLL_CTL_DEL, p.conn.as_raw_fd());
+        self.refuse(p.conn, (p.pid, p.uid, p.gid), cause, reason, events);
+    }
+
+    /// Tells the peer why, reports and counts the refusal, and keeps the
+    /// connection a little so the reason can be read.
+    fn refuse(
+        &mut self,
+        conn: Conn,
+        (pid, uid, gid): (u32, u32, u32),
+        cause: RefusalCause,
+        reason: String,
+        events: &mut Vec<BridgeEvent>,
+    ) {
+        let _ = conn.send_ctl(
+            &Ctl::Refused {
+                code: cause.code(),
+                reason: reason.clone(),
+            },
+            None,
+        );
+        self.counters.refused(cause);
+        events.push(BridgeEvent::WorkerRefused {
+            pid,
+            uid,
+            gid,
+            cause,
+            reason,
+        });
+        self.linger(conn);
     }
 
     /// Keeps a refused connection until the worker closes it (or a while),
@@ -338,67 +711,56 @@ impl Bridge {
         if self.refusing.len() >= 64 {
             self.refusing.pop_front();
         }
-        self.refusing.push_back((conn, std::time::Instant::now()));
-        self.sweep_refusing(std::time::Instant::now());
+        self.refusing.push_back((conn, Instant::now()));
     }
 
-    fn sweep_refusing(&mut self, now: std::time::Instant) {
+    fn sweep_refusing(&mut self, now: Instant) {
         let ctl = &mut self.ctl;
         self.refusing.retain(|(conn, since)| {
-            loop {
+            // Drain what the peer sent (its Hello), a bounded number of
+            // messages per sweep: a refused peer cannot keep us here.
+            for _ in 0..8 {
                 match conn.recv(ctl) {
-                    Ok(Recv::Msg(..)) => continue, // the Hello: drained
+                    Ok(Recv::Msg(..)) => continue,
                     Ok(Recv::WouldBlock) => break,
                     Ok(Recv::Eof) | Err(_) => return false,
                 }
             }
-            now.saturating_duration_since(*since) < std::time::Duration::from_secs(2)
+            now.saturating_duration_since(*since) < Duration::from_secs(2)
         });
     }
 
-    /// Frees slots whose connection sent no Hello within `max_age` of being
-    /// accepted (a stuck or hostile local client must not hold a slot). Call
-    /// it from a periodic timer, e.g. every second with `max_age` 2 s.
+    /// Refuses connections that sent no Hello within `max_age` of being
+    /// accepted (they hold no slot meanwhile, but a socket each). Call it
+    /// from a periodic timer, or at [`Bridge::next_expiry`].
     pub fn expire_handshakes(
         &mut self,
-        now: std::time::Instant,
-        max_age: std::time::Duration,
+        now: Instant,
+        max_age: Duration,
         events: &mut Vec<BridgeEvent>,
     ) {
         self.sweep_refusing(now);
-        for s in self.slots.iter_mut() {
-            if let Slot::Handshaking(conn, since) = s {
-                if now.saturating_duration_since(*since) >= max_age {
-                    let pid = conn.peer_cred().map(|c| c.pid as u32).unwrap_or(0);
-                    let reason = format!("no registration within {max_age:?} of connecting");
-                    let _ = conn.send_ctl(
-                        &Ctl::Refused {
-                            code: refusal::OTHER,
-                            reason: reason.clone(),
-                        },
-                        None,
-                    );
-                    events.push(BridgeEvent::WorkerRefused { pid, reason });
-                    *s = Slot::Free;
-                }
+        while let Some(p) = self.pending.front() {
+            if now.saturating_duration_since(p.since) < max_age {
+                break;
+            }
+            if let Some(p) = self.pending.pop_front() {
+                let reason = format!("no registration within {max_age:?} of connecting");
+                self.refuse_pending(p, RefusalCause::HandshakeTimeout, reason, events);
             }
         }
     }
 
-    /// Handles everything pending on `slot`: control messages (Hello,
-    /// handles, status queries, doorbells, EOF) and up to the service budget
-    /// of ring records. Returns true if it stopped because of the budget or
-    /// found more work after arming its sleep flag: call again soon.
+    /// Handles everything pending on `slot`: control messages (handles,
+    /// status queries, doorbells, EOF) and up to the service budget of ring
+    /// records. Returns true if it stopped because of the budget or found
+    /// more work after arming its sleep flag: call again soon.
     pub fn service(&mut self, slot: SlotId, events: &mut Vec<BridgeEvent>) -> bool {
         match self.slots.get(slot as usize) {
-            Some(Slot::Handshaking(..)) => {
-                self.handshake(slot, events);
-                false
-            }
             Some(Slot::Attached(_)) => match self.service_attached(slot, events) {
                 Ok(more) => more,
-                Err((reason, quarantine)) => {
-                    self.drop_worker(slot, reason, quarantine, events);
+                Err((reason, breach)) => {
+                    self.drop_worker(slot, reason, breach, events);
                     false
                 }
             },
@@ -406,165 +768,176 @@ impl Bridge {
         }
     }
 
-    fn handshake(&mut self, slot: SlotId, events: &mut Vec<BridgeEvent>) {
-        let Some(Slot::Handshaking(conn, _)) = self.slots.get(slot as usize) else {
-            return;
-        };
-        let pid_cred = conn.peer_cred().map(|c| c.pid as u32).unwrap_or(0);
-        let n = match conn.recv(&mut self.ctl) {
-            Ok(Recv::WouldBlock) => return,
-            Ok(Recv::Msg(n, _)) => n,
-            Ok(Recv::Eof) | Err(_) => {
-                self.free(slot);
-                return;
+    /// A Hello (or whatever came first) from an admitted connection: a slot
+    /// and a segment of its own, or a refusal.
+    fn register(
+        &mut self,
+        p: Pending,
+        msg: Result<Ctl>,
+        events: &mut Vec<BridgeEvent>,
+    ) -> Option<SlotId> {
+        match self.check_hello(msg) {
+            Ok((slot, name, segment, seg_file)) => {
+                self.attach(p, slot, name, segment, seg_file, events)
             }
-        };
-        let msg = Ctl::decode(self.ctl.get(..n).unwrap_or(&[]));
-        let (verdict, name) = match msg {
-            Ok(Ctl::Hello { version, name, .. }) if version == self.cfg.wire_version => {
-                (None, name)
+            Err((cause, reason)) => {
+                self.refuse(p.conn, (p.pid, p.uid, p.gid), cause, reason, events);
+                None
             }
-            Ok(Ctl::Hello { version, .. }) => (
-                Some((
-                    refusal::VERSION,
-                    Error::Version {
-                        ours: self.cfg.wire_version,
-                        theirs: version,
-                        detail: "bridge refused the library's Hello",
-                    }
-                    .to_string(),
-                )),
-                String::new(),
-            ),
-            Ok(other) => (
-                Some((refusal::OTHER, format!("expected Hello, got {other:?}"))),
-                String::new(),
-            ),
-            Err(e) => (Some((refusal::OTHER, e.to_string())), String::new()),
-        };
-        if let Some((code, reason)) = verdict {
-            let _ = conn.send_ctl(
-                &Ctl::Refused {
-                    code,
-                    reason: reason.clone(),
-                },
-                None,
-            );
-            events.push(BridgeEvent::WorkerRefused {
-                pid: pid_cred,
-                reason,
-            });
-            self.free(slot);
-            return;
         }
-        let Some(s) = self.slots.get_mut(slot as usize) else {
-            return;
+    }
+
+    /// The Hello is well formed and of our version, a slot is free and its
+    /// segment made: (slot, worker name, segment, descriptor to pass).
+    fn check_hello(
+        &self,
+        msg: Result<Ctl>,
+    ) -> Result<(SlotId, String, Segment, std::fs::File), (RefusalCause, String)> {
+        let name = match msg {
+            Ok(Ctl::Hello { version, name, .. }) if version == self.cfg.wire_version => name,
+            Ok(Ctl::Hello { version, .. }) => {
+                let e = Error::Version {
+                    ours: self.cfg.wire_version,
+                    theirs: version,
+                    detail: "bridge refused the library's Hello",
+                };
+                return Err((RefusalCause::Version, e.to_string()));
+            }
+            Ok(other) => {
+                return Err((
+                    RefusalCause::BadHello,
+                    format!("expected Hello, got {other:?}"),
+                ))
+            }
+            Err(e) => return Err((RefusalCause::BadHello, e.to_string())),
         };
-        let Slot::Handshaking(conn, _) = std::mem::replace(s, Slot::Free) else {
-            return;
+        if name.len() > MAX_WORKER_NAME || name.chars().any(char::is_control) {
+            return Err((
+                RefusalCause::BadHello,
+                format!(
+                    "worker name must be at most {MAX_WORKER_NAME} bytes without control characters"
+                ),
+            ));
+        }
+        let Some(slot) = self.slots.iter().position(|s| matches!(s, Slot::Free)) else {
+            return Err((
+                RefusalCause::NoSlot,
+                format!(
+                    "all {} worker slots are in use; raise the bridge's [app] max_workers",
+                    self.cfg.geometry.slots
+                ),
+            ));
         };
-        self.segment.reset_slot(slot, pid_cred);
+        let slot = slot as SlotId;
+        let seg_name = format!("{}-slot{slot}", self.seg_name);
+        let (segment, seg_file) = Segment::create_anonymous(
+            &seg_name,
+            self.cfg.geometry,
+            self.generation,
+            self.cfg.wire_version,
+        )
+        .map_err(|e| {
+            (
+                RefusalCause::Internal,
+                format!("bridge cannot create the worker's segment: {e}"),
+            )
+        })?;
+        Ok((slot, name, segment, seg_file))
+    }
+
+    /// Welcomes the worker with its segment and takes the slot.
+    fn attach(
+        &mut self,
+        p: Pending,
+        slot: SlotId,
+        name: String,
+        segment: Segment,
+        seg_file: std::fs::File,
+        events: &mut Vec<BridgeEvent>,
+    ) -> Option<SlotId> {
+        segment.reset_slot(0, p.pid);
         let max = self.cfg.geometry.max_msg as usize;
         let rings = (
-            self.segment.ring(slot, RingId::Requests),
-            self.segment.ring(slot, RingId::Answers),
-            self.segment.ring(slot, RingId::ToBridge),
+            segment.ring(0, RingId::Requests),
+            segment.ring(0, RingId::Answers),
+            segment.ring(0, RingId::ToBridge),
         );
         let (Some(rq), Some(an), Some(tb)) = rings else {
-            return;
+            return None;
         };
         let welcome = Ctl::Welcome {
             version: self.cfg.wire_version,
             slot,
-            generation: self.segment.generation(),
+            generation: self.generation,
             max_msg: self.cfg.geometry.max_msg,
-            segment_path: self.segment.path().display().to_string(),
-        };
-        let seg_file = match std::fs::File::options()
-            .read(true)
-            .write(true)
-            .open(self.segment.path())
-        {
-            Ok(f) => f,
-            Err(e) => {
-                let reason = format!("bridge cannot reopen its segment: {e}");
-                let _ = conn.send_ctl(
-                    &Ctl::Refused {
-                        code: refusal::OTHER,
-                        reason: reason.clone(),
-                    },
-                    None,
-                );
-                events.push(BridgeEvent::WorkerRefused {
-                    pid: pid_cred,
-                    reason,
-                });
-                return;
-            }
+            segment_path: segment.path().display().to_string(),
         };
         // Arm "bridge sleeps" before the worker can publish anything, so its
         // first record comes with a doorbell.
         let mut rx = Consumer::new(tb, max);
         rx.prepare_sleep();
-        if conn.send_ctl(&welcome, Some(seg_file.as_fd())).is_err() {
-            return; // the worker went away during the handshake
+        if p.conn.send_ctl(&welcome, Some(seg_file.as_fd())).is_err() {
+            self.counters.handshakes_abandoned += 1;
+            return None; // the worker went away during the handshake
         }
-        let Some(s) = self.slots.get_mut(slot as usize) else {
-            return;
-        };
+        // Our descriptor is no longer needed: the mappings keep the memory.
+        drop(seg_file);
+        let s = self.slots.get_mut(slot as usize)?;
         *s = Slot::Attached(Box::new(Attached {
             req_tx: Producer::new(rq, max),
             ans_tx: Producer::new(an, max),
             rx,
-            conn,
-            pid: pid_cred,
+            conn: p.conn,
+            pid: p.pid,
             name: name.clone(),
             handles: Vec::new(),
             catch_all: false,
             tokens: HashSet::new(),
             in_flight: HashSet::new(),
             overflow: VecDeque::new(),
+            broken: None,
         }));
+        self.counters.workers_attached += 1;
+        self.counters.segment_bytes += segment.geometry().segment_size();
         events.push(BridgeEvent::WorkerAttached {
             slot,
-            pid: pid_cred,
+            pid: p.pid,
             name,
         });
-    }
-
-    fn free(&mut self, slot: SlotId) {
-        if let Some(s) = self.slots.get_mut(slot as usize) {
-            *s = Slot::Free;
-        }
+        Some(slot)
     }
 
     fn drop_worker(
         &mut self,
         slot: SlotId,
         reason: String,
-        quarantine: bool,
+        breach: bool,
         events: &mut Vec<BridgeEvent>,
     ) {
         let Some(s) = self.slots.get_mut(slot as usize) else {
             return;
         };
-        let old = std::mem::replace(
-            s,
-            if quarantine {
-                Slot::Quarantined
-            } else {
-                Slot::Free
-            },
-        );
+        // The segment was this worker's alone: the slot is free for the
+        // next worker at once, who gets a fresh segment, even if this one is
+        // still alive and scribbling.
+        let old = std::mem::replace(s, Slot::Free);
         if let Slot::Attached(a) = old {
             let a = *a;
             let mut tokens: Vec<u64> = a.tokens.into_iter().collect();
             tokens.sort_unstable();
             let mut handles: Vec<u64> = a.in_flight.into_iter().collect();
             handles.sort_unstable();
-            if !quarantine {
-                self.segment.reset_slot(slot, 0);
+            if breach {
+                // Make sure the worker sees EOF even while a driver still
+                // holds a duplicate of the socket.
+                a.conn.shutdown();
+                self.counters.workers_dropped += 1;
             }
+            self.counters.workers_gone += 1;
+            self.counters.segment_bytes = self
+                .counters
+                .segment_bytes
+                .saturating_sub(self.cfg.segment_bytes_per_worker());
             events.push(BridgeEvent::WorkerGone {
                 slot,
                 pid: a.pid,
@@ -576,7 +949,8 @@ impl Bridge {
         }
     }
 
-    /// Err((reason, quarantine)) when the worker must be dropped.
+    /// Err((reason, breach)) when the worker must be dropped; `breach`: it
+    /// broke the protocol (rather than simply going away).
     fn service_attached(
         &mut self,
         slot: SlotId,
@@ -587,6 +961,9 @@ impl Bridge {
         let Some(Slot::Attached(a)) = self.slots.get_mut(slot as usize) else {
             return Ok(false);
         };
+        if let Some(why) = a.broken.take() {
+            return Err((why, true));
+        }
         // Control messages.
         loop {
             match a.conn.recv(&mut self.ctl) {
@@ -719,6 +1096,9 @@ impl Bridge {
         for (i, s) in self.slots.iter().enumerate() {
             if let Slot::Attached(a) = s {
                 any_attached = true;
+                if a.broken.is_some() {
+                    continue;
+                }
                 let i = i as u32;
                 let key = (a.tokens.len(), (i + n - self.rr % n) % n, i);
                 if a.handles.iter().any(|h| h == name) {
@@ -762,7 +1142,16 @@ impl Bridge {
                 }
                 Err(PushError::Full) => continue,
                 Err(PushError::TooBig { len, max }) => return Dispatch::TooBig { len, max },
-                Err(PushError::Corrupt) => continue, // noticed on the next service
+                Err(PushError::Corrupt) => {
+                    // The worker moved its ring's positions to impossible
+                    // values. No event can be reported from here: shut its
+                    // connection so the driver services the slot, which
+                    // drops the worker (its held requests answered 5012).
+                    a.broken =
+                        Some("its requests ring was corrupted (impossible positions)".into());
+                    a.conn.shutdown();
+                    continue;
+                }
             }
         }
         Dispatch::Busy
@@ -802,7 +1191,11 @@ impl Bridge {
                     return Ok(());
                 }
                 Err(PushError::Full) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    a.broken = Some(format!("its answers ring: {e}"));
+                    a.conn.shutdown();
+                    return Err(e.into());
+                }
             }
         }
         a.overflow.push_back(self.enc.clone());
@@ -858,12 +1251,6 @@ impl Bridge {
         v.sort();
         v.dedup();
         v
-    }
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.segment.path());
     }
 }
 

@@ -32,6 +32,7 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -59,6 +60,8 @@ pub mod refusal {
     pub const NO_SLOT: u32 = 2;
     /// Anything else.
     pub const OTHER: u32 = 3;
+    /// The connecting process's uid/gid (SO_PEERCRED) is not allowed.
+    pub const NOT_ALLOWED: u32 = 4;
 }
 
 /// One control message.
@@ -481,6 +484,17 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Shuts the connection down both ways: the other side sees EOF, and so
+    /// does every holder of this socket here (a driver's duplicate becomes
+    /// readable), which is how the bridge drops a worker from a place that
+    /// cannot report events (see `Bridge::dispatch`).
+    pub fn shutdown(&self) {
+        // SAFETY: plain syscall on our socket.
+        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR) };
+    }
+}
+
 impl AsRawFd for Conn {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
@@ -512,6 +526,85 @@ pub fn poll_in(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
             return Err(e);
         }
         return Ok(rc > 0);
+    }
+}
+
+/// What [`prepare_runtime_dir`] did, for the bridge's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeDir {
+    /// The directory was missing and was created with this mode (and group).
+    Created { mode: u32, group: Option<u32> },
+    /// It existed and passed the checks; left as it is (an operator or
+    /// systemd's `RuntimeDirectory=` made it).
+    Existing,
+}
+
+/// Makes sure the directory that will hold the control socket exists and is
+/// safe (DESIGN §10): created here when missing — only its last component,
+/// `0700`, or `0750` with `group` so that group's workers can reach the
+/// socket — owned by the bridge's user. An existing directory is refused if
+/// it is a symlink, not a directory, or writable by others without the
+/// sticky bit (anyone could replace the socket there); otherwise it is left
+/// as it is: `/tmp`-like shared directories are fine because the socket file
+/// itself is owner/group-only and workers are checked by SO_PEERCRED.
+///
+/// systemd alternative: `RuntimeDirectory=dmbridge` with
+/// `RuntimeDirectoryMode=0750` and `Group=<SIP server group>` in the unit
+/// creates `/run/dmbridge` before start and removes it after stop; this
+/// function then finds it existing and leaves it alone.
+pub fn prepare_runtime_dir(dir: &Path, group: Option<u32>) -> Result<RuntimeDir> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) => {
+            if m.file_type().is_symlink() {
+                return Err(Error::Invalid(format!(
+                    "control socket directory {} is a symlink; refusing to use it",
+                    dir.display()
+                )));
+            }
+            if !m.is_dir() {
+                return Err(Error::Invalid(format!(
+                    "control socket directory {} is not a directory",
+                    dir.display()
+                )));
+            }
+            let mode = m.mode() & 0o7777;
+            if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+                return Err(Error::Invalid(format!(
+                    "control socket directory {} is writable by everyone (mode {mode:04o}) without \
+                     the sticky bit: anyone could replace the socket; use a directory of the \
+                     bridge's own (e.g. /run/dmbridge, created by the bridge or by systemd's \
+                     RuntimeDirectory=)",
+                    dir.display()
+                )));
+            }
+            Ok(RuntimeDir::Existing)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mode = if group.is_some() { 0o750 } else { 0o700 };
+            std::fs::DirBuilder::new()
+                .mode(mode)
+                .create(dir)
+                .map_err(|e| {
+                    Error::io(
+                        format!("creating the control socket directory {}", dir.display()),
+                        e,
+                    )
+                })?;
+            if let Some(gid) = group {
+                std::os::unix::fs::chown(dir, None, Some(gid)).map_err(|e| {
+                    Error::io(format!("giving {} to group {gid}", dir.display()), e)
+                })?;
+            }
+            // The umask may have removed bits; set exactly what we mean.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io(format!("setting the mode of {}", dir.display()), e))?;
+            Ok(RuntimeDir::Created { mode, group })
+        }
+        Err(e) => Err(Error::io(
+            format!("looking at the control socket directory {}", dir.display()),
+            e,
+        )),
     }
 }
 

@@ -14,7 +14,9 @@
 //! Injected requests carry `sess_id` `ref;<n>`; a reply whose JSON contains
 //! its request's `sess_id` counts as matched in [`EchoStats`].
 
-use crate::bridge::{Bridge, BridgeConfig, BridgeEvent, Dispatch, SlotId};
+use crate::bridge::{
+    Bridge, BridgeConfig, BridgeEvent, Dispatch, RefusalCause, SeamCounters, SlotId,
+};
 use crate::error::Result;
 use crate::record::{class, Answer, IncomingRequest, ReplyStatus};
 use std::collections::HashMap;
@@ -34,6 +36,10 @@ pub const CMD_INJECT: u32 = 999_003;
 pub struct EchoStats {
     pub attached: u64,
     pub refused: Vec<String>,
+    /// (cause, pid, uid) of every refusal, in order.
+    pub refusals: Vec<(RefusalCause, u32, u32)>,
+    /// The bridge's own counters, as of the last poll.
+    pub seam: SeamCounters,
     pub requests_answered: u64,
     pub timeouts: u64,
     pub injected: u64,
@@ -62,7 +68,7 @@ pub struct EchoBridge {
 }
 
 impl EchoBridge {
-    /// Creates the segment and the control socket.
+    /// Binds the control socket (segments are made per worker).
     pub fn new(cfg: BridgeConfig) -> Result<EchoBridge> {
         Ok(EchoBridge {
             bridge: Bridge::create(cfg)?,
@@ -144,6 +150,8 @@ impl EchoBridge {
         for ev in events {
             self.handle(ev);
         }
+        let seam = self.bridge.counters();
+        self.lock().seam = seam;
         Ok(())
     }
 
@@ -175,7 +183,17 @@ impl EchoBridge {
         }
         match ev {
             BridgeEvent::WorkerAttached { .. } => self.lock().attached += 1,
-            BridgeEvent::WorkerRefused { reason, .. } => self.lock().refused.push(reason),
+            BridgeEvent::WorkerRefused {
+                reason,
+                cause,
+                pid,
+                uid,
+                ..
+            } => {
+                let mut st = self.lock();
+                st.refused.push(reason);
+                st.refusals.push((cause, pid, uid));
+            }
             BridgeEvent::Handles { .. } => {}
             BridgeEvent::Warning { message, .. } => self.lock().warnings.push(message),
             BridgeEvent::Reply {

@@ -1,12 +1,14 @@
-//! The shared-memory segment: one file (normally in `/dev/shm`) per SIP
-//! server, created by the bridge, mapped by every worker.
+//! The shared-memory segments: one per attached worker, created by the
+//! bridge when the worker registers, passed to that worker (and only to it)
+//! as a sealed memfd over the control socket.
 //!
-//! Layout (all offsets from the start of the file):
+//! Layout of one segment (all offsets from the start of the file):
 //!
 //! ```text
 //! 0        SegmentHeader (magic, wire version, geometry, generation)  4 KiB
 //! 4096     slot 0: SlotHeader | 3 RingHeaders | 3 data areas          slot_stride
-//! ...      slot 1 ...
+//! ...      (a file made by `Segment::create` may hold more slots; the
+//!           per-worker memfds of `Segment::create_anonymous` hold one)
 //! ```
 //!
 //! Per slot the three rings are: requests to the worker, answers to the
@@ -17,15 +19,27 @@
 //! they keep exerting backpressure on the bridge (3004) instead of piling up
 //! in the worker's private memory.
 //!
+//! Why one memfd per worker (DESIGN §10: a worker reads and writes only its
+//! own rings): a worker holds a descriptor for its own segment and nothing
+//! else; there is no file name another local user (or another worker) could
+//! open, and a worker that scribbles over its segment damages only its own
+//! rings. The memfd is sealed against shrinking and growing, so a hostile
+//! worker cannot truncate it under the bridge (which would make the bridge's
+//! next access fault with SIGBUS). Memory follows the attached workers: a
+//! segment exists only while its worker is attached (DESIGN §7; the old
+//! single file reserved every slot up front).
+//!
 //! The header is validated field by field by the worker (magic, version,
 //! sizes against the file's real length), so a mismatched or damaged segment
-//! is refused with a message instead of being read out of bounds.
+//! is refused with a message instead of being read out of bounds. The bridge
+//! never reads a header back: it keeps its own copy of the geometry.
 
 use crate::error::{Error, Result};
 use crate::ring::{RingHeader, RingMem};
 use crate::sync::AtomicU32;
 use memmap2::MmapRaw;
 use std::fs::{File, OpenOptions, Permissions};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -35,7 +49,8 @@ use std::sync::Arc;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"DMBRSHM\0");
 /// Version of the segment layout, record formats and control messages
 /// together; bumped on any incompatible change.
-pub const WIRE_VERSION: u32 = 1;
+/// Version 2: one segment (memfd) per worker, its slot at index 0.
+pub const WIRE_VERSION: u32 = 2;
 
 const HEADER_BYTES: u64 = 4096;
 const SLOT_HEADER_BYTES: u64 = 256;
@@ -203,12 +218,67 @@ impl Segment {
             generation: opts.generation,
             path: opts.path.clone(),
         };
-        let g = opts.geometry;
+        // Nobody else has the file yet (created with O_EXCL).
+        seg.write_header(opts.version, size);
+        Ok(seg)
+    }
+
+    /// Creates a one-slot segment in an anonymous, sealed memfd named
+    /// `name` (shown in `/proc/<pid>/maps`), for one worker. Returns the
+    /// mapping and the descriptor to pass to that worker. Only holders of
+    /// the descriptor can map it; its size can no longer change (seals).
+    pub fn create_anonymous(
+        name: &str,
+        geometry: Geometry,
+        generation: u64,
+        version: u32,
+    ) -> Result<(Segment, File)> {
+        let geometry = Geometry {
+            slots: 1,
+            ..geometry
+        };
+        geometry.validate()?;
+        let cname = std::ffi::CString::new(name.replace('\0', "?"))
+            .map_err(|_| Error::Invalid("segment name contains NUL".into()))?;
+        // SAFETY: cname is a valid NUL-terminated string; flags are constants.
+        let fd = unsafe {
+            libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
+        if fd < 0 {
+            return Err(Error::last_os("memfd_create for a worker segment"));
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let file = unsafe { File::from_raw_fd(fd) };
+        // Owner-only: the worker gets the descriptor itself; nobody needs to
+        // reopen it through /proc.
+        file.set_permissions(Permissions::from_mode(0o600))
+            .map_err(|e| Error::io("setting worker segment permissions", e))?;
+        let size = geometry.segment_size();
+        file.set_len(size)
+            .map_err(|e| Error::io(format!("sizing worker segment to {size} bytes"), e))?;
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: plain fcntl on our descriptor.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+            return Err(Error::last_os("sealing the worker segment"));
+        }
+        let map = MmapRaw::map_raw(&file).map_err(|e| Error::io("mapping worker segment", e))?;
+        let seg = Segment {
+            map: Arc::new(map),
+            geometry,
+            generation,
+            path: PathBuf::from(name),
+        };
+        seg.write_header(version, size);
+        Ok((seg, file))
+    }
+
+    fn write_header(&self, version: u32, size: u64) {
+        let g = self.geometry;
         let hdr = SegmentHeader {
             magic: MAGIC,
-            version: opts.version,
+            version,
             header_bytes: HEADER_BYTES as u32,
-            generation: opts.generation,
+            generation: self.generation,
             segment_size: size,
             slot_stride: g.slot_stride(),
             slots: g.slots,
@@ -216,10 +286,9 @@ impl Segment {
             max_msg: g.max_msg,
             bridge_pid: std::process::id(),
         };
-        // SAFETY: the mapping is at least HEADER_BYTES long, page aligned,
-        // and nobody else has the file yet (created with O_EXCL).
-        unsafe { std::ptr::write(seg.map.as_mut_ptr().cast::<SegmentHeader>(), hdr) };
-        Ok(seg)
+        // SAFETY: the mapping is at least HEADER_BYTES long (segment_size
+        // includes it), page aligned, and only we write the header.
+        unsafe { std::ptr::write(self.map.as_mut_ptr().cast::<SegmentHeader>(), hdr) };
     }
 
     /// Maps a segment the bridge passed over the control socket and checks

@@ -420,10 +420,18 @@ impl Worker {
                 "Welcome and segment disagree on max_msg".into(),
             ));
         }
+        // The segment is this worker's own (one slot, index 0); `slot` is the
+        // bridge's name for the worker, shown in status output.
+        if g.slots != 1 {
+            return Err(Error::Protocol(format!(
+                "the bridge passed a segment of {} slots; a worker's own segment has one",
+                g.slots
+            )));
+        }
         let ring = |id| {
             segment
-                .ring(slot, id)
-                .ok_or_else(|| Error::Protocol(format!("slot {slot} outside the segment")))
+                .ring(0, id)
+                .ok_or_else(|| Error::Protocol("ring outside the segment".into()))
         };
         let max = max_msg as usize;
         let link = Link {

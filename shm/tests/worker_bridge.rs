@@ -2,11 +2,14 @@
 //! dispatch, replies, sync/async requests, backpressure, restarts, worker
 //! loss. Each test uses its own socket/segment paths.
 
-use dmshm::bridge::{Bridge, BridgeConfig, BridgeEvent, Dispatch};
+mod common;
+
+use common::{poll_fd, wcfg};
+use dmshm::bridge::{Bridge, BridgeConfig, BridgeEvent, Dispatch, RefusalCause};
 use dmshm::record::{class, Answer, IncomingRequest, ReplyStatus};
 use dmshm::reference::{EchoBridge, CMD_ERROR_ANSWER, CMD_INJECT, CMD_NEVER_ANSWER};
 use dmshm::segment::Geometry;
-use dmshm::worker::{Worker, WorkerConfig};
+use dmshm::worker::Worker;
 use dmshm::Error;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -31,12 +34,6 @@ fn cfg(name: &str) -> BridgeConfig {
     cfg
 }
 
-fn wcfg(b: &BridgeConfig, name: &str) -> WorkerConfig {
-    let mut w = WorkerConfig::new(&b.control_path, name);
-    w.grace = Duration::from_millis(300);
-    w
-}
-
 fn req<'a>(sess: &'a str, json: &'a str) -> IncomingRequest<'a> {
     IncomingRequest {
         token: 0,
@@ -49,16 +46,6 @@ fn req<'a>(sess: &'a str, json: &'a str) -> IncomingRequest<'a> {
         origin_realm: "realm",
         avps_json: json,
     }
-}
-
-fn poll_fd(fd: i32, ms: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, ms) > 0 }
 }
 
 /// Services the bridge until `pred` holds on the collected events.
@@ -454,18 +441,21 @@ fn wedged_bridge_does_not_block_calls() {
 }
 
 #[test]
-fn silent_connection_loses_its_slot() {
+fn silent_connection_holds_no_slot_and_expires() {
     let mut bc = cfg("silent");
     bc.geometry.slots = 1;
     let mut b = Bridge::create(bc.clone()).unwrap();
     let mut evs = Vec::new();
     let _silent = dmshm::control::Conn::connect(&bc.control_path).unwrap();
     let t0 = Instant::now();
-    let mut slots = Vec::new();
-    while slots.is_empty() {
+    while b.pending_registrations() == 0 {
         assert!(t0.elapsed() < Duration::from_secs(5));
-        slots = b.accept_all(&mut evs).unwrap();
+        assert!(
+            b.accept_all(&mut evs).unwrap().is_empty(),
+            "no slot before a Hello"
+        );
     }
+    assert!(b.next_expiry().is_some());
     b.expire_handshakes(Instant::now(), Duration::from_secs(60), &mut evs);
     assert!(evs.is_empty(), "young handshake kept");
     b.expire_handshakes(
@@ -474,13 +464,12 @@ fn silent_connection_loses_its_slot() {
         &mut evs,
     );
     assert!(
-        matches!(&evs[..], [BridgeEvent::WorkerRefused { reason, .. }] if reason.contains("no registration")),
+        matches!(&evs[..], [BridgeEvent::WorkerRefused { reason, cause: RefusalCause::HandshakeTimeout, pid, .. }]
+            if reason.contains("no registration") && *pid == std::process::id()),
         "{evs:?}"
     );
-    assert!(
-        b.worker_fd(slots[0]).is_none(),
-        "slot freed for the next worker"
-    );
+    assert_eq!(b.pending_registrations(), 0);
+    assert_eq!(b.counters().refused_handshake_timeout, 1);
 }
 
 /// Bridge restarted twice while three workers keep requests in flight:
