@@ -670,10 +670,14 @@ fn exp_answer(req: &RawMessage) -> Vec<u8> {
     )
 }
 
-/// The bridge's status document as a worker reads it (`dmb_status_json`), through a probe
-/// worker attached from the test process; waits until it counts replies (counters are
-/// republished at most once a second).
-fn wait_status(ctl: &Path) -> serde_json::Value {
+/// The bridge's status document as a worker reads it (`dmb_status_json`: Kamailio
+/// dmbridge.status, OpenSIPS dm_status), through a probe worker attached from the test process,
+/// once `pred` holds on it (counters are republished at most once a second).
+fn status_until(
+    ctl: &Path,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     use dmshm::worker::{Worker, WorkerConfig};
     let mut probe = Worker::attach(WorkerConfig::new(ctl, "status-probe")).expect("probe attaches");
     let deadline = Instant::now() + WAIT;
@@ -684,40 +688,29 @@ fn wait_status(ctl: &Path) -> serde_json::Value {
             .as_deref()
             .and_then(|j| serde_json::from_str(j).ok())
             .unwrap_or_default();
-        if doc["counters"]["replies"].as_u64().unwrap_or(0) > 0 {
+        if pred(&doc) {
             return doc;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no counted replies in the status: {doc}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(Instant::now() < deadline, "{what}; status: {doc}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// Waits until the bridge's status document (what `dmb_status_json` returns: read here by a
-/// probe worker attached from the test process) shows the peer open, and returns it.
+/// The status once it counts replies.
+fn wait_status(ctl: &Path) -> serde_json::Value {
+    status_until(ctl, "no counted replies in the status", |doc| {
+        doc["counters"]["replies"].as_u64().unwrap_or(0) > 0
+    })
+}
+
+/// The status once it shows the peer open.
 fn wait_peer_open(ctl: &Path) -> serde_json::Value {
-    use dmshm::worker::{Worker, WorkerConfig};
-    let mut probe = Worker::attach(WorkerConfig::new(ctl, "status-probe")).expect("probe attaches");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let st = probe.status(Duration::from_millis(500));
-        let doc: serde_json::Value = st
-            .bridge
-            .as_deref()
-            .and_then(|j| serde_json::from_str(j).ok())
-            .unwrap_or_default();
-        let open = doc["peers"].as_array().is_some_and(|ps| {
+    status_until(ctl, "peer never open", |doc| {
+        doc["peers"].as_array().is_some_and(|ps| {
             ps.iter()
                 .any(|p| p["host"] == PEER.0 && p["usable"] == true)
-        });
-        if open {
-            return doc;
-        }
-        assert!(Instant::now() < deadline, "peer never open; status: {doc}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        })
+    })
 }
 
 #[test]
@@ -1343,34 +1336,27 @@ fn requests_larger_than_the_queue_maximum_get_a_clear_5012() {
 }
 
 #[test]
-fn segment_and_control_socket_are_owner_only_unless_a_group_is_configured() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+fn control_socket_is_owner_only_unless_a_group_is_configured_and_no_segment_file_exists() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = TestDir::new("shm-perms");
     let port = free_port();
     let b = Bridge::start(dir.path(), &options(port, ""));
+    // Segments are per-worker memfds passed over the socket: nothing in /dev/shm to open.
     let seg = PathBuf::from(format!(
         "/dev/shm/dmbridge-test-{}-{port}",
         std::process::id()
     ));
+    assert!(!seg.exists(), "{}", seg.display());
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&seg), 0o600, "{}", seg.display());
     assert_eq!(mode(&control_socket(&b)), 0o600);
     drop(b);
-    assert!(
-        !seg.exists(),
-        "the segment is removed when the bridge stops"
-    );
 
     // With a group (ours, so the test needs no privileges): 0660 and that group.
-    let gid = std::fs::metadata(dir.path()).unwrap().gid();
-    let port = free_port();
-    let b = Bridge::start(dir.path(), &options(port, &format!("group = {gid}\n")));
-    let seg = PathBuf::from(format!(
-        "/dev/shm/dmbridge-test-{}-{port}",
-        std::process::id()
-    ));
-    assert_eq!(mode(&seg), 0o660);
-    assert_eq!(std::fs::metadata(&seg).unwrap().gid(), gid);
+    let gid = std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(dir.path()).unwrap());
+    let b = Bridge::start(
+        dir.path(),
+        &options(free_port(), &format!("group = {gid}\n")),
+    );
     assert_eq!(mode(&control_socket(&b)), 0o660);
     drop(b);
 
@@ -1528,4 +1514,72 @@ fn status_counters_and_uptime_move_and_undeclared_workers_mean_busy_not_unsuppor
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Local clients attacking the seam while a worker serves: a hundred connections that never
+/// register, and a registered client that writes garbage records into its ring. The worker
+/// keeps answering every request; the garbage writer is dropped and counted; the silent ones
+/// hold no slot (max_workers = 3: the worker, the scribbler and the status probe) and are
+/// refused when their registration time is up, counted.
+#[test]
+fn silent_and_scribbling_local_clients_leave_the_worker_served() {
+    use dmshm::control::{Conn, Ctl, Recv};
+    let dir = TestDir::new("shm-attacks");
+    let mut b = Bridge::start(dir.path(), &options(free_port(), "max_workers = 3\n"));
+    let ctl = control_socket(&b);
+    let mut silent = Vec::new();
+    let t0 = Instant::now();
+    while silent.len() < 100 {
+        match Conn::connect(&ctl) {
+            Ok(c) => silent.push(c),
+            // The listen backlog is full until the bridge accepts: try again.
+            Err(e) => {
+                assert!(t0.elapsed() < WAIT, "{e}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    let _w = spawn_worker(dir.path(), "w-echo", &ctl, "echo", TA_EVENT, &[]);
+    wait_log_count(&mut b, " handles [", 1);
+    let mut c = client(&b);
+    echo_round(&mut c, "silent", 20);
+
+    // The scribbler: registers by hand and publishes well-framed garbage in its own ring.
+    let s = Conn::connect(&ctl).unwrap();
+    s.send_ctl(
+        &Ctl::Hello {
+            version: dmshm::segment::WIRE_VERSION,
+            pid: std::process::id(),
+            name: "scribbler".into(),
+        },
+        None,
+    )
+    .unwrap();
+    let mut buf = vec![0u8; dmshm::control::MAX_CONTROL_MSG];
+    let (generation, file) = loop {
+        assert!(s.wait_readable(WAIT).unwrap(), "no Welcome");
+        if let Recv::Msg(n, Some(fd)) = s.recv(&mut buf).unwrap() {
+            match Ctl::decode(&buf[..n]).unwrap() {
+                Ctl::Welcome { generation, .. } => break (generation, std::fs::File::from(fd)),
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let seg = dmshm::segment::Segment::open(file, Path::new("scribbler"), generation).unwrap();
+    let mut p =
+        dmshm::ring::Producer::new(seg.ring(0, dmshm::segment::RingId::ToBridge).unwrap(), 1024);
+    p.push(&[b"\xff garbage, not a record"]).unwrap();
+    s.send(&[0x01], None).unwrap(); // its doorbell
+    wait_log_count(&mut b, "\"scribbler\" (pid", 2); // attached, then gone
+    echo_round(&mut c, "scribbled", 20);
+
+    let doc = status_until(&ctl, "attacks counted", |d| {
+        let seam = &d["counters"]["seam"];
+        seam["workers_dropped_protocol"] == 1
+            && seam["refused"]["handshake_timeout"].as_u64().unwrap_or(0)
+                + seam["refused"]["pending_full"].as_u64().unwrap_or(0)
+                >= 100
+    });
+    assert_eq!(doc["workers"].as_array().map(Vec::len), Some(2), "{doc}");
+    drop(silent);
 }

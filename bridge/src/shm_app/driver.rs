@@ -10,7 +10,7 @@
 //! spent on an idle ring. A slot that used up its service budget is serviced again on the
 //! next turn without waiting for its descriptor (other work gets its turn in between).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,6 +28,7 @@ use dmshm::record::{self, ReplyStatus};
 
 use super::convert::{self, Outcome};
 use super::held::Held;
+use super::refusals::RefusalLog;
 use super::status::{self, Counters, Identity};
 use super::ShmOptions;
 use crate::app::{AppHandle, IncomingRequest, OutgoingRequest, RequestError, Responder};
@@ -36,8 +37,6 @@ use dmnode::endpoint::PeerStatus;
 
 /// Most queued requests taken per wake-up (others get their turn in between).
 const BATCH: usize = 256;
-/// How long a connected worker may take to register.
-const HANDSHAKE_MAX: Duration = Duration::from_secs(2);
 /// Most (application, command) event names kept.
 const MAX_CACHED_NAMES: usize = 1024;
 /// Counters alone republish the status at most this often; while workers are attached it is
@@ -150,8 +149,8 @@ pub struct Driver {
     held: Held<Responder>,
     /// Bumped on every attach to a slot, so outcomes never reach a later tenant of it.
     epochs: HashMap<SlotId, u64>,
-    /// Slots connected but not registered yet.
-    handshaking: HashSet<SlotId>,
+    /// Refusals logged per cause and uid per interval.
+    refusals: RefusalLog,
     /// Attached workers that have not declared their events yet, with when they attached
     /// (see [`unhandled_result_code`]).
     undeclared: HashMap<SlotId, Instant>,
@@ -173,7 +172,6 @@ pub struct Driver {
     /// Only counters changed: publish at `status_due`.
     counters_dirty: bool,
     status_due: Instant,
-    expire_due: Option<Instant>,
 }
 
 fn log(msg: std::fmt::Arguments<'_>) {
@@ -218,7 +216,7 @@ impl Driver {
             handles_changed: false,
             held: Held::new(options.reply_timeout),
             epochs: HashMap::new(),
-            handshaking: HashSet::new(),
+            refusals: RefusalLog::default(),
             undeclared: HashMap::new(),
             hot: Vec::new(),
             events: Vec::new(),
@@ -231,7 +229,6 @@ impl Driver {
             status_dirty: true,
             counters_dirty: false,
             status_due: now,
-            expire_due: None,
         })
     }
 
@@ -252,14 +249,27 @@ impl Driver {
         mut stop: oneshot::Receiver<()>,
     ) {
         let cfg = self.bridge.config();
+        if let Some(dmshm::control::RuntimeDir::Created { mode, group }) = self.bridge.runtime_dir()
+        {
+            log(format_args!(
+                "created the control socket directory {} (mode {mode:04o}, group {group:?})",
+                cfg.control_path
+                    .parent()
+                    .unwrap_or(cfg.control_path.as_path())
+                    .display()
+            ));
+        }
+        let allow = self.bridge.allow();
         log(format_args!(
-            "serving workers on {} (segment {}, {} slots, rings {} bytes, messages up to {} bytes, reply timeout {:?})",
+            "serving workers on {} (up to {} workers, each with its own segment of {} bytes: rings {} bytes, messages up to {} bytes; reply timeout {:?}; workers allowed: uids {:?}, gids {:?})",
             cfg.control_path.display(),
-            cfg.segment_path.display(),
             cfg.geometry.slots,
+            cfg.segment_bytes_per_worker(),
             cfg.geometry.ring_bytes,
             cfg.geometry.max_msg,
             self.held.timeout(),
+            allow.uids,
+            allow.gids,
         ));
         let mut outgoing: JoinSet<Done> = JoinSet::new();
         let far = || Instant::now() + Duration::from_secs(3600);
@@ -358,18 +368,17 @@ impl Driver {
     fn next_deadline(&mut self) -> Option<Instant> {
         let reply = self.held.next_deadline().map(Instant::from_std);
         let status = (self.counters_dirty || self.workers_attached()).then_some(self.status_due);
-        [reply, self.expire_due, status].into_iter().flatten().min()
+        // Registrations that never said Hello hold no slot; refuse them when their time is up.
+        let expiry = self.bridge.next_expiry().map(Instant::from_std);
+        [reply, expiry, status].into_iter().flatten().min()
     }
 
     fn accept(&mut self) {
         match self.bridge.accept_all(&mut self.events) {
             Ok(slots) => {
+                // Registered workers (their WorkerAttached events are queued).
                 for slot in slots {
                     self.watch(slot);
-                    self.handshaking.insert(slot);
-                }
-                if !self.handshaking.is_empty() && self.expire_due.is_none() {
-                    self.expire_due = Some(Instant::now() + Duration::from_secs(1));
                 }
             }
             Err(e) => log(format_args!("accepting workers: {e}")),
@@ -418,8 +427,6 @@ impl Driver {
         self.fds
             .workers
             .retain(|slot, _| bridge.worker_fd(*slot).is_some());
-        self.handshaking
-            .retain(|slot| bridge.worker_fd(*slot).is_some());
         self.hot.retain(|slot| bridge.worker_fd(*slot).is_some());
     }
 
@@ -436,10 +443,14 @@ impl Driver {
             ));
             drop(responder);
         }
-        if self.expire_due.is_some_and(|t| t <= now) {
+        if self
+            .bridge
+            .next_expiry()
+            .is_some_and(|t| t <= now.into_std())
+        {
+            let max = self.bridge.config().handshake_timeout;
             self.bridge
-                .expire_handshakes(now.into_std(), HANDSHAKE_MAX, &mut self.events);
-            self.expire_due = (!self.handshaking.is_empty()).then(|| now + Duration::from_secs(1));
+                .expire_handshakes(now.into_std(), max, &mut self.events);
         }
     }
 
@@ -554,7 +565,6 @@ impl Driver {
             BridgeEvent::WorkerAttached { slot, pid, name } => {
                 *self.epochs.entry(slot).or_insert(0) += 1;
                 self.last_reply_error.remove(&slot);
-                self.handshaking.remove(&slot);
                 self.undeclared.insert(slot, Instant::now());
                 self.counters.workers_attached += 1;
                 self.status_dirty = true;
@@ -562,8 +572,27 @@ impl Driver {
                     "worker {name:?} (pid {pid}) attached in slot {slot}"
                 ));
             }
-            BridgeEvent::WorkerRefused { pid, reason } => {
-                log(format_args!("worker pid {pid} refused: {reason}"));
+            BridgeEvent::WorkerRefused {
+                pid,
+                uid,
+                gid,
+                cause,
+                reason,
+            } => {
+                // Counted by the bridge (SeamCounters, published under counters.seam).
+                self.counters_dirty = true;
+                if let Some(suppressed) = self.refusals.admit(cause, uid, Instant::now().into_std())
+                {
+                    log(format_args!(
+                        "worker connection refused ({}): pid {pid} uid {uid} gid {gid}: {reason}{}",
+                        cause.as_str(),
+                        if suppressed > 0 {
+                            format!(" ({suppressed} more of this cause and uid not logged)")
+                        } else {
+                            String::new()
+                        }
+                    ));
+                }
             }
             BridgeEvent::Handles { slot, names } => {
                 self.undeclared.remove(&slot);
@@ -764,6 +793,7 @@ impl Driver {
     }
 
     fn publish_status(&mut self) {
+        self.counters.seam = self.bridge.counters();
         let peers = self.peers.borrow().clone();
         let id = Identity {
             origin_host: &self.node.origin_host,

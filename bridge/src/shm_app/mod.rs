@@ -55,6 +55,7 @@
 pub mod convert;
 pub mod driver;
 pub mod held;
+pub mod refusals;
 pub mod settings;
 pub mod status;
 

@@ -43,6 +43,9 @@ pub struct Counters {
     pub outcomes_dropped: u64,
     pub workers_attached: u64,
     pub workers_gone: u64,
+    /// The local seam's own counters (refusals by cause, protocol drops, segment bytes): a
+    /// plain struct kept by `dmshm::bridge::Bridge::counters`, copied here on publication.
+    pub seam: dmshm::bridge::SeamCounters,
 }
 
 /// Identity and state of this bridge instance.
@@ -76,6 +79,24 @@ fn worker(w: &WorkerInfo, last_error: Option<&String>) -> Value {
         "in_flight": w.in_flight,
         "queued_answers": w.queued_answers,
         "last_reply_error": last_error,
+    })
+}
+
+fn seam(s: &dmshm::bridge::SeamCounters) -> Value {
+    json!({
+        "connections_admitted": s.connections_admitted,
+        "refused": {
+            "not_allowed": s.refused_not_allowed,
+            "version": s.refused_version,
+            "no_slot": s.refused_no_slot,
+            "bad_hello": s.refused_bad_hello,
+            "handshake_timeout": s.refused_handshake_timeout,
+            "pending_full": s.refused_pending_full,
+            "internal": s.refused_internal,
+        },
+        "handshakes_abandoned": s.handshakes_abandoned,
+        "workers_dropped_protocol": s.workers_dropped,
+        "segment_bytes": s.segment_bytes,
     })
 }
 
@@ -121,6 +142,7 @@ pub fn render(
             },
             "workers_attached": c.workers_attached,
             "workers_gone": c.workers_gone,
+            "seam": seam(&c.seam),
         },
     });
     doc.to_string()
@@ -173,6 +195,7 @@ mod tests {
         assert_eq!(v["workers"][0]["last_reply_error"], "invalid reply JSON");
         assert_eq!(v["counters"]["dispatched"], 7);
         assert_eq!(v["counters"]["answered_3004_busy"], 1);
+        assert_eq!(v["counters"]["seam"]["refused"]["not_allowed"], 0);
         assert_eq!(v["state"], "running");
     }
 }
