@@ -33,6 +33,8 @@ packages=(
   gcc make pkg-config clang libclang-rt-14-dev python3
   bison flex dpkg-dev
   xsltproc docbook-xsl docbook-xml lynx pandoc libjson-c-dev
+  # operations: the metrics end-to-end test's scraper, and the packages test's unit check
+  prometheus systemd adduser
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
