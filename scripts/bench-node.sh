@@ -12,7 +12,9 @@
 # on exit (also on Ctrl-C or failure). Needs scripts/setup.sh (freeDiameter, test_app.fdx,
 # Erlang) and a release build (built here unless DMBRIDGE_BIN names a binary).
 # Env: DMBRIDGE_FD_DEPS (default build/deps/fd), DMBRIDGE_SHARED (default ../shared),
-#      BENCH_JSON_DIR (keep each run's --json summary there).
+#      BENCH_JSON_DIR (keep each run's --json summary there),
+#      DMBRIDGE_BASELINE_BIN (a second dmbridge, e.g. one built from an older commit: it runs
+#      as "baseline" in every round beside "bridge", for before/after numbers in one run).
 set -euo pipefail
 secs=${1:-10}
 rounds=${2:-2}
@@ -73,6 +75,15 @@ EOF
 pids+=($!); disown
 wait_listen "$bport" "dmbridge run --echo"
 
+# 1b. The same bridge configuration on the baseline binary, when one is given.
+if [ -n "${DMBRIDGE_BASELINE_BIN:-}" ]; then
+  blport=$(free_port)
+  sed "s/127.0.0.1:$bport/127.0.0.1:$blport/" "$work/bridge.toml" > "$work/baseline.toml"
+  "$DMBRIDGE_BASELINE_BIN" run --echo --config "$work/baseline.toml" > "$work/baseline.log" 2>&1 &
+  pids+=($!); disown
+  wait_listen "$blport" "baseline dmbridge run --echo"
+fi
+
 # 2. freeDiameter's test_app server.
 fport=$(free_port)
 cp "$deps/test_app.fdx" "$deps/bind_lo.so" "$work/"
@@ -108,18 +119,25 @@ print(f"{name:8} {j['answers_per_sec']:>10.0f} answers/s  p50 {l['p50']/1000:6.2
 PY
 }
 
+ratio() { # other-name bridge.json other.json
+  python3 - "$@" <<'PY'
+import json, sys
+name = sys.argv[1]
+try:
+    b, f = (json.load(open(p))["answers_per_sec"] for p in sys.argv[2:4])
+    print(f"         bridge / {name} = {b / f:.3f}x" if f else f"         {name} answered nothing")
+except Exception as e:
+    print(f"         no {name} ratio ({e})")
+PY
+}
+
 echo "dmbridge bench, template test_app.json, 100 in flight, ${secs} s per run, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq 1 "$rounds"); do
   echo "round $r"
   run_one bridge "$bport" "$r"
+  [ -n "${DMBRIDGE_BASELINE_BIN:-}" ] && run_one baseline "$blport" "$r"
   run_one fd "$fport" "$r"
   run_one erlang "$eport" "$r"
-  python3 - "$work/bridge-$r.json" "$work/fd-$r.json" <<'PY'
-import json, sys
-try:
-    b, f = (json.load(open(p))["answers_per_sec"] for p in sys.argv[1:3])
-    print(f"         bridge / freeDiameter = {b / f:.2f}x" if f else "         freeDiameter answered nothing")
-except Exception as e:
-    print(f"         no ratio ({e})")
-PY
+  ratio freeDiameter "$work/bridge-$r.json" "$work/fd-$r.json"
+  [ -n "${DMBRIDGE_BASELINE_BIN:-}" ] && ratio baseline "$work/bridge-$r.json" "$work/baseline-$r.json"
 done

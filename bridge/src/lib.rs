@@ -7,9 +7,13 @@
 //! - [`app`]: the application seam with channels (responders, a handle to submit requests).
 //! - [`responders`]: built-in applications (3001 for everything; an echo for benchmarks).
 //! - [`shm_app`]: the application over the shared-memory segment (SIP-server workers).
+pub mod admin;
 pub mod app;
 pub mod driver;
+pub mod logging;
+pub mod metrics;
 pub mod responders;
+pub mod sd_notify;
 pub mod shm_app;
 pub mod tls;
 pub mod transport;

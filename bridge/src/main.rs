@@ -51,6 +51,56 @@ enum Command {
     Encode(tools::EncodeArgs),
     /// Print the dictionary definition of an AVP, command or application.
     Dict(tools::DictArgs),
+    /// Talk to a running bridge over its admin socket (owner-only): show its state, reload
+    /// its configuration, take a peer down or up, change the log filter.
+    Ctl(CtlArgs),
+}
+
+#[derive(clap::Args)]
+struct CtlArgs {
+    /// The admin socket. Default: `[admin] socket` of --config, else `admin.sock` beside its
+    /// `[app] control_socket`, else /run/dmbridge/admin.sock.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// The running bridge's configuration file (only read to find the admin socket).
+    #[arg(long, default_value = "/etc/dmbridge/dmbridge.toml")]
+    config: PathBuf,
+    /// Print the answer as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Seconds to wait for the answer (a reload waits for the node to apply it).
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Identity, uptime, counts of peers, pending requests and workers, the log filter.
+    Status,
+    /// The peer table: RFC 6733 state, watchdog, usable, disabled, pending, applications.
+    Peers,
+    /// The realm routing table and the default route.
+    Routes,
+    /// The SIP-server workers attached over shared memory.
+    Workers,
+    /// Re-read the configuration file and dictionaries (as SIGHUP does); a bad file is
+    /// refused with its line numbers and the running configuration kept.
+    Reload,
+    /// Take a peer down (drain its pending requests, then DPR) until enabled, or bring it back.
+    Peer {
+        #[command(subcommand)]
+        action: PeerAction,
+    },
+    /// Replace the log filter (RUST_LOG syntax: `debug`, `info,dmnode::peer=debug`, ...).
+    LogLevel { filter: String },
+}
+
+#[derive(Subcommand)]
+enum PeerAction {
+    Disable { name: String },
+    Enable { name: String },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +109,7 @@ fn main() -> ExitCode {
         Command::Decode(args) => tools::decode(args),
         Command::Encode(args) => tools::encode(args),
         Command::Dict(args) => tools::dict(args),
+        Command::Ctl(args) => ctl(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Run {
             config,
@@ -164,6 +215,49 @@ async fn stop_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// `dmbridge ctl`: one command over the admin socket, the answer as a table or JSON.
+fn ctl(args: CtlArgs) -> ExitCode {
+    use dmnode::admin::{self, Command as C};
+    let command = match args.command {
+        CtlCommand::Status => C::Status,
+        CtlCommand::Peers => C::Peers,
+        CtlCommand::Routes => C::Routes,
+        CtlCommand::Workers => C::Workers,
+        CtlCommand::Reload => C::Reload,
+        CtlCommand::Peer {
+            action: PeerAction::Disable { name },
+        } => C::PeerDisable(name),
+        CtlCommand::Peer {
+            action: PeerAction::Enable { name },
+        } => C::PeerEnable(name),
+        CtlCommand::LogLevel { filter } => C::LogLevel(filter),
+    };
+    let socket = args.socket.unwrap_or_else(|| {
+        std::fs::read_to_string(&args.config)
+            .ok()
+            .and_then(|t| admin::socket_from_config(&t))
+            .unwrap_or_else(|| PathBuf::from(admin::DEFAULT_SOCKET))
+    });
+    let timeout = std::time::Duration::from_secs(args.timeout.max(1));
+    match admin::request(&socket, &command, timeout) {
+        Ok(data) => {
+            if args.json {
+                println!("{data}");
+            } else {
+                print!("{}", admin::render(&command, &data));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if args.json {
+                println!("{}", serde_json::json!({ "error": e }));
+            }
+            eprintln!("dmbridge ctl: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

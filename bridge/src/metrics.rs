@@ -1,0 +1,923 @@
+//! Prometheus metrics: the registry, the per-request recorder, and the HTTP exporter.
+//!
+//! Names follow the Prometheus conventions (`dmbridge_` prefix, base units, `_total` for
+//! counters, `_seconds` for durations); the exposition is OpenMetrics text from
+//! `prometheus-client`. Served on `[metrics] listen` (off unless configured; the example
+//! binds loopback), at `/metrics`.
+//!
+//! Per-request cost: the node loop owns a [`Recorder`] that resolves each label set once
+//! (first time a peer/application/command/Result-Code combination is seen) into a counter
+//! handle kept in its own map; afterwards a request costs hash look-ups in that map and
+//! relaxed atomic increments — no allocation, no lock. The latency histograms are
+//! [`LatencyHistogram`]s, plain atomics per bucket (the crate's own `Histogram` takes a lock
+//! per observation). Gauges that describe state (peer and watchdog state, workers, rings,
+//! process) are read at scrape time from the sources the driver registers.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+
+/// Upper bounds (seconds) of the latency buckets: Diameter answers on a LAN take
+/// sub-millisecond to tens of milliseconds; timeouts are seconds.
+const LATENCY_BOUNDS_US: [u64; 14] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000,
+];
+
+/// A latency histogram on atomics: `observe` is a bucket search and three relaxed
+/// increments. Clones share the counts.
+#[derive(Clone, Debug, Default)]
+pub struct LatencyHistogram(Arc<HistInner>);
+
+#[derive(Debug, Default)]
+struct HistInner {
+    /// Non-cumulative counts; the last one is +Inf.
+    buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.0.count.fetch_add(1, Ordering::Relaxed);
+        self.0.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.0.count.load(Ordering::Relaxed)
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut buckets = [(0.0, 0u64); LATENCY_BOUNDS_US.len() + 1];
+        for (i, b) in buckets.iter_mut().enumerate() {
+            let bound = LATENCY_BOUNDS_US
+                .get(i)
+                .map_or(f64::MAX, |&us| us as f64 / 1e6);
+            *b = (bound, self.0.buckets[i].load(Ordering::Relaxed));
+        }
+        // The count is the buckets' sum, so a scrape racing an observation stays coherent.
+        let count = buckets.iter().map(|b| b.1).sum();
+        let sum = self.0.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Which way a message went, from the bridge's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Received from a peer (requests to serve; answers to our requests).
+    In,
+    /// Sent to a peer (our requests; answers we give).
+    Out,
+}
+
+impl Direction {
+    fn label(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MsgLabels {
+    peer: String,
+    app: String,
+    command: String,
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnswerLabels {
+    peer: String,
+    app: String,
+    command: String,
+    direction: String,
+    result_code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerAppLabels {
+    peer: String,
+    app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LocalAnswerLabels {
+    result_code: String,
+    cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlotLabels {
+    slot: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: String,
+}
+
+/// One peer as the gauges show it (read at scrape time).
+#[derive(Clone, Debug, Default)]
+pub struct PeerGauge {
+    pub host: String,
+    /// The RFC 6733 §5.6 state, e.g. "I-Open", "Closed".
+    pub state: String,
+    /// The RFC 3539 watchdog state, e.g. "Okay", "Suspect".
+    pub watchdog: String,
+    pub usable: bool,
+    pub pending: u64,
+    /// Held down by `ctl peer disable`.
+    pub disabled: bool,
+}
+
+/// One attached worker as the gauges show it.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerGauge {
+    pub slot: u32,
+    pub pid: u32,
+    pub name: String,
+    /// Requests handed to it and not replied to.
+    pub in_flight: u64,
+    /// Bytes waiting in its to-worker ring.
+    pub ring_to_worker_bytes: u64,
+    /// Bytes waiting in its to-bridge ring.
+    pub ring_to_bridge_bytes: u64,
+}
+
+type Source<T> = Box<dyn Fn() -> Vec<T> + Send + Sync>;
+
+#[derive(Default)]
+struct Sources {
+    peers: Option<Source<PeerGauge>>,
+    workers: Option<Source<WorkerGauge>>,
+}
+
+/// Everything the registry shows; shared by the node loop (through [`Recorder`]), the
+/// shared-memory driver and the exporter.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<MsgLabels, Counter>,
+    answers: Family<AnswerLabels, Counter>,
+    answer_latency: Family<PeerAppLabels, LatencyHistogram>,
+    /// From handing a request to a worker to its reply.
+    pub script_reply_latency: LatencyHistogram,
+    refusals: Family<CauseLabels, Counter>,
+    local_answers: Family<LocalAnswerLabels, Counter>,
+    ring_full: Family<SlotLabels, Counter>,
+    events: Family<EventLabels, Counter>,
+    pending: Gauge<i64, AtomicI64>,
+    reloads: Family<[(&'static str, &'static str); 1], Counter>,
+    sources: Arc<Mutex<Sources>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<MsgLabels, Counter>::default();
+        registry.register(
+            "dmbridge_requests",
+            "Diameter requests (not base protocol) by peer, application, command and direction (in: from the peer, out: ours)",
+            requests.clone(),
+        );
+        let answers = Family::<AnswerLabels, Counter>::default();
+        registry.register(
+            "dmbridge_answers",
+            "Diameter answers by peer, application, command, direction (in: to our requests, out: ours) and Result-Code",
+            answers.clone(),
+        );
+        let answer_latency = Family::<PeerAppLabels, LatencyHistogram>::default();
+        registry.register(
+            "dmbridge_answer_latency_seconds",
+            "Time from sending our request to the peer's answer",
+            answer_latency.clone(),
+        );
+        let script_reply_latency = LatencyHistogram::default();
+        registry.register(
+            "dmbridge_script_reply_latency_seconds",
+            "Time from handing an incoming request to a SIP-server worker to its script's reply",
+            script_reply_latency.clone(),
+        );
+        let refusals = Family::<CauseLabels, Counter>::default();
+        registry.register(
+            "dmbridge_refusals",
+            "Connections, messages and peers refused, by cause",
+            refusals.clone(),
+        );
+        let local_answers = Family::<LocalAnswerLabels, Counter>::default();
+        registry.register(
+            "dmbridge_local_answers",
+            "Answers the bridge made itself (no script involved), by Result-Code and cause",
+            local_answers.clone(),
+        );
+        let ring_full = Family::<SlotLabels, Counter>::default();
+        registry.register(
+            "dmbridge_worker_ring_full",
+            "Requests a worker's ring had no room for (answered 3004 when no other worker could take them)",
+            ring_full.clone(),
+        );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "dmbridge_events",
+            "Protocol events: duplicate (answered from the duplicate cache), retransmission (sent again with the T flag after failover), failover",
+            events.clone(),
+        );
+        let pending = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "dmbridge_pending_requests",
+            "Our requests waiting for an answer",
+            pending.clone(),
+        );
+        let reloads = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "dmbridge_config_reloads",
+            "Configuration reloads by result (ok, refused)",
+            reloads.clone(),
+        );
+        let sources = Arc::new(Mutex::new(Sources::default()));
+        registry.register_collector(Box::new(StateCollector {
+            sources: sources.clone(),
+        }));
+        registry.register_collector(Box::new(ProcessCollector));
+        Metrics {
+            registry,
+            requests,
+            answers,
+            answer_latency,
+            script_reply_latency,
+            refusals,
+            local_answers,
+            ring_full,
+            events,
+            pending,
+            reloads,
+            sources,
+        }
+    }
+
+    /// Where the peer gauges come from (the node's status).
+    pub fn set_peer_source(&self, f: impl Fn() -> Vec<PeerGauge> + Send + Sync + 'static) {
+        lock(&self.sources).peers = Some(Box::new(f));
+    }
+
+    /// Where the worker and ring gauges come from (the shared-memory driver).
+    pub fn set_worker_source(&self, f: impl Fn() -> Vec<WorkerGauge> + Send + Sync + 'static) {
+        lock(&self.sources).workers = Some(Box::new(f));
+    }
+
+    /// A refusal (not per request: connections, CERs, frames), counted by cause.
+    pub fn refusal(&self, cause: &str) {
+        self.refusals
+            .get_or_create(&CauseLabels {
+                cause: cause.to_string(),
+            })
+            .inc();
+    }
+
+    /// A worker's ring had no room.
+    pub fn ring_full(&self, slot: u32) {
+        self.ring_full
+            .get_or_create(&SlotLabels {
+                slot: slot.to_string(),
+            })
+            .inc();
+    }
+
+    /// A configuration reload, accepted or refused.
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&[("result", if ok { "ok" } else { "refused" })])
+            .inc();
+    }
+
+    /// The exposition, OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+            out.push_str("# EOF\n");
+        }
+        out
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Label values of an application id and command code, resolved once per combination.
+pub trait Names {
+    /// e.g. "CCR"/"CCA" (or the decimal code when the dictionary has no name).
+    fn command(&self, app: u32, cmd: u32, request: bool) -> String;
+}
+
+/// The node loop's handle on the metrics: counters resolved once per label set and kept
+/// here, so a request costs map look-ups and atomic increments (see the module docs).
+pub struct Recorder {
+    m: Arc<Metrics>,
+    names: Box<dyn Names + Send>,
+    peers: HashMap<Box<str>, u32>,
+    peer_names: Vec<String>,
+    requests: HashMap<(u32, u32, u32, Direction), Counter>,
+    answers: HashMap<(u32, u32, u32, Direction, u32), Counter>,
+    latency: HashMap<(u32, u32), LatencyHistogram>,
+    local: HashMap<(u32, &'static str), Counter>,
+    events: HashMap<&'static str, Counter>,
+}
+
+impl Recorder {
+    pub fn new(m: Arc<Metrics>, names: Box<dyn Names + Send>) -> Recorder {
+        Recorder {
+            m,
+            names,
+            peers: HashMap::new(),
+            peer_names: Vec::new(),
+            requests: HashMap::new(),
+            answers: HashMap::new(),
+            latency: HashMap::new(),
+            local: HashMap::new(),
+            events: HashMap::new(),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.m
+    }
+
+    fn peer(&mut self, host: &str) -> u32 {
+        if let Some(&i) = self.peers.get(host) {
+            return i;
+        }
+        let i = self.peer_names.len() as u32;
+        self.peer_names.push(host.to_string());
+        self.peers.insert(host.into(), i);
+        i
+    }
+
+    /// A request received from (`In`) or sent to (`Out`) `peer`.
+    pub fn request(&mut self, peer: &str, app: u32, cmd: u32, dir: Direction) {
+        let p = self.peer(peer);
+        if let Some(c) = self.requests.get(&(p, app, cmd, dir)) {
+            c.inc();
+            return;
+        }
+        let labels = MsgLabels {
+            peer: self.peer_names[p as usize].clone(),
+            app: app.to_string(),
+            command: self.names.command(app, cmd, true),
+            direction: dir.label().to_string(),
+        };
+        let c = self.m.requests.get_or_create(&labels).clone();
+        c.inc();
+        self.requests.insert((p, app, cmd, dir), c);
+    }
+
+    /// An answer received (`In`, to our request, with its latency) or sent (`Out`).
+    pub fn answer(
+        &mut self,
+        peer: &str,
+        app: u32,
+        cmd: u32,
+        dir: Direction,
+        result_code: u32,
+        latency: Option<Duration>,
+    ) {
+        let p = self.peer(peer);
+        match self.answers.get(&(p, app, cmd, dir, result_code)) {
+            Some(c) => {
+                c.inc();
+            }
+            None => {
+                let labels = AnswerLabels {
+                    peer: self.peer_names[p as usize].clone(),
+                    app: app.to_string(),
+                    command: self.names.command(app, cmd, false),
+                    direction: dir.label().to_string(),
+                    result_code: result_code.to_string(),
+                };
+                let c = self.m.answers.get_or_create(&labels).clone();
+                c.inc();
+                self.answers.insert((p, app, cmd, dir, result_code), c);
+            }
+        }
+        if let Some(d) = latency {
+            if let Some(h) = self.latency.get(&(p, app)) {
+                h.observe(d);
+                return;
+            }
+            let labels = PeerAppLabels {
+                peer: self.peer_names[p as usize].clone(),
+                app: app.to_string(),
+            };
+            let h = self.m.answer_latency.get_or_create(&labels).clone();
+            h.observe(d);
+            self.latency.insert((p, app), h);
+        }
+    }
+
+    /// An answer the bridge made itself (3001, 3002, 3004, 5012...), with why.
+    pub fn local_answer(&mut self, result_code: u32, cause: &'static str) {
+        if let Some(c) = self.local.get(&(result_code, cause)) {
+            c.inc();
+            return;
+        }
+        let c = self
+            .m
+            .local_answers
+            .get_or_create(&LocalAnswerLabels {
+                result_code: result_code.to_string(),
+                cause: cause.to_string(),
+            })
+            .clone();
+        c.inc();
+        self.local.insert((result_code, cause), c);
+    }
+
+    /// A protocol event: "duplicate", "retransmission", "failover".
+    pub fn event(&mut self, event: &'static str) {
+        if let Some(c) = self.events.get(event) {
+            c.inc();
+            return;
+        }
+        let c = self
+            .m
+            .events
+            .get_or_create(&EventLabels {
+                event: event.to_string(),
+            })
+            .clone();
+        c.inc();
+        self.events.insert(event, c);
+    }
+
+    /// Our requests waiting for answers, now.
+    pub fn pending(&self, n: usize) {
+        self.m.pending.set(n as i64);
+    }
+}
+
+/// Peer, watchdog, worker and ring gauges, read from the registered sources at scrape time.
+struct StateCollector {
+    sources: Arc<Mutex<Sources>>,
+}
+
+impl std::fmt::Debug for StateCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateCollector")
+    }
+}
+
+/// The states a peer can be in (RFC 6733 §5.6), each exported as 0/1 so that every state
+/// has a series (a missing series is not a 0 in PromQL).
+const PEER_STATES: [&str; 8] = [
+    "Closed",
+    "Wait-Conn-Ack",
+    "Wait-I-CEA",
+    "Wait-Conn-Ack/Elect",
+    "Wait-Returns",
+    "I-Open",
+    "R-Open",
+    "Closing",
+];
+const WATCHDOG_STATES: [&str; 5] = ["Initial", "Okay", "Suspect", "Down", "Reopen"];
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (peers, workers) = {
+            let s = lock(&self.sources);
+            (
+                s.peers.as_ref().map(|f| f()).unwrap_or_default(),
+                s.workers.as_ref().map(|f| f()).unwrap_or_default(),
+            )
+        };
+        per_peer_state(
+            &mut encoder,
+            "dmbridge_peer_state",
+            "RFC 6733 peer state (1 for the current one)",
+            &peers,
+            &PEER_STATES,
+            |p| &p.state,
+        )?;
+        per_peer_state(
+            &mut encoder,
+            "dmbridge_peer_watchdog_state",
+            "RFC 3539 watchdog state (1 for the current one)",
+            &peers,
+            &WATCHDOG_STATES,
+            |p| &p.watchdog,
+        )?;
+        per_peer(
+            &mut encoder,
+            "dmbridge_peer_up",
+            "1 when new requests may be routed to the peer (open, watchdog okay, not disabled)",
+            &peers,
+            |p| i64::from(p.usable),
+        )?;
+        per_peer(
+            &mut encoder,
+            "dmbridge_peer_disabled",
+            "1 when an operator disabled the peer (dmbridge ctl peer disable)",
+            &peers,
+            |p| i64::from(p.disabled),
+        )?;
+        per_peer(
+            &mut encoder,
+            "dmbridge_peer_pending_requests",
+            "Our requests waiting for this peer's answer (as of the peer's last state change)",
+            &peers,
+            |p| p.pending as i64,
+        )?;
+        encoder
+            .encode_descriptor(
+                "dmbridge_workers_attached",
+                "SIP-server worker processes attached over shared memory",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&(workers.len() as i64))?;
+        {
+            let mut e = encoder.encode_descriptor(
+                "dmbridge_worker_in_flight_requests",
+                "Requests handed to the worker and not replied to",
+                None,
+                MetricType::Gauge,
+            )?;
+            for w in &workers {
+                let slot = w.slot.to_string();
+                e.encode_family(&[("slot", slot.as_str()), ("name", w.name.as_str())])?
+                    .encode_gauge(&(w.in_flight as i64))?;
+            }
+        }
+        {
+            let mut e = encoder.encode_descriptor(
+                "dmbridge_worker_ring_depth_bytes",
+                "Bytes waiting in a worker's ring (ring: to_worker, to_bridge)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for w in &workers {
+                let slot = w.slot.to_string();
+                for (ring, v) in [
+                    ("to_worker", w.ring_to_worker_bytes),
+                    ("to_bridge", w.ring_to_bridge_bytes),
+                ] {
+                    e.encode_family(&[
+                        ("slot", slot.as_str()),
+                        ("name", w.name.as_str()),
+                        ("ring", ring),
+                    ])?
+                    .encode_gauge(&(v as i64))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One gauge with a `peer` label, a value per peer.
+fn per_peer(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    peers: &[PeerGauge],
+    value: impl Fn(&PeerGauge) -> i64,
+) -> Result<(), std::fmt::Error> {
+    let mut e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for p in peers {
+        e.encode_family(&[("peer", p.host.as_str())])?
+            .encode_gauge(&value(p))?;
+    }
+    Ok(())
+}
+
+/// A 0/1 gauge per peer and known state (labels `peer`, `state`), 1 for the current one.
+fn per_peer_state(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    peers: &[PeerGauge],
+    known: &[&str],
+    current: impl Fn(&PeerGauge) -> &String,
+) -> Result<(), std::fmt::Error> {
+    let mut e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for p in peers {
+        let now = current(p);
+        for st in known_or(known, now) {
+            e.encode_family(&[("peer", p.host.as_str()), ("state", st)])?
+                .encode_gauge(&i64::from(st == now.as_str()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The known states, plus `current` when it is not one of them.
+fn known_or<'a>(known: &'a [&'a str], current: &'a str) -> Vec<&'a str> {
+    let mut v = known.to_vec();
+    if !known.contains(&current) {
+        v.push(current);
+    }
+    v
+}
+
+/// The standard `process_*` metrics, from /proc/self.
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on every Linux ABI).
+const USER_HZ: f64 = 100.0;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(p) = ProcessStats::read() else {
+            return Ok(());
+        };
+        encoder
+            .encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+                &p.cpu_seconds,
+                None,
+            )?;
+        for (name, help, v) in [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                p.rss_bytes,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                p.vsize_bytes,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                p.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                p.max_fds,
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process",
+                p.threads,
+            ),
+        ] {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Gauge)?
+                .encode_gauge(&(v as i64))?;
+        }
+        encoder
+            .encode_descriptor(
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch in seconds",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&p.start_time_seconds)?;
+        Ok(())
+    }
+}
+
+struct ProcessStats {
+    cpu_seconds: f64,
+    rss_bytes: u64,
+    vsize_bytes: u64,
+    open_fds: u64,
+    max_fds: u64,
+    threads: u64,
+    start_time_seconds: f64,
+}
+
+impl ProcessStats {
+    fn read() -> Option<ProcessStats> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may hold spaces and parentheses).
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // rest[0] is field 3 (state): utime 14, stime 15, threads 20, starttime 22, vsize 23,
+        // rss 24 (pages).
+        let field = |n: usize| f.get(n - 3).and_then(|s| s.parse::<u64>().ok());
+        let utime = field(14)?;
+        let stime = field(15)?;
+        let threads = field(20)?;
+        let start_ticks = field(22)?;
+        let vsize = field(23)?;
+        let rss_pages = field(24)?;
+        let boot = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|s| s.trim().parse::<u64>().ok())?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+        let max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|l| {
+                l.lines()
+                    .find(|l| l.starts_with("Max open files"))
+                    .and_then(|l| l.split_whitespace().nth(3))
+                    .and_then(|s| s.parse().ok())
+            })
+            .unwrap_or(0);
+        Some(ProcessStats {
+            cpu_seconds: (utime + stime) as f64 / USER_HZ,
+            rss_bytes: rss_pages * 4096,
+            vsize_bytes: vsize,
+            open_fds,
+            max_fds,
+            threads,
+            start_time_seconds: boot as f64 + start_ticks as f64 / USER_HZ,
+        })
+    }
+}
+
+/// The HTTP exporter: `GET /metrics` (OpenMetrics text), anything else 404. One request per
+/// connection; the request head must arrive within 5 s and fit 8 kB. Bind it to loopback or a
+/// management network: it has no authentication (the example configuration leaves it off).
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), answer_http(stream, &m)).await;
+        });
+    }
+}
+
+async fn answer_http(mut s: tokio::net::TcpStream, m: &Metrics) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await?;
+        if n == 0 || head.len() + n > 8192 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, path) = (parts.next(), parts.next());
+    let path = path.map(|p| p.split(|&b| b == b'?').next().unwrap_or_default());
+    let (status, ctype, body) = match (method, path) {
+        (Some(b"GET"), Some(b"/metrics")) => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            m.encode(),
+        ),
+        (Some(b"GET"), _) => ("404 Not Found", "text/plain", "see /metrics\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n".to_string(),
+        ),
+    };
+    let mut resp = String::with_capacity(body.len() + 128);
+    let _ = write!(
+        resp,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    resp.push_str(&body);
+    s.write_all(resp.as_bytes()).await?;
+    s.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Codes;
+    impl Names for Codes {
+        fn command(&self, _app: u32, cmd: u32, request: bool) -> String {
+            format!("{cmd}{}", if request { "R" } else { "A" })
+        }
+    }
+
+    #[test]
+    fn recorder_counts_reuse_handles_and_encode_as_prometheus_names() {
+        let m = Arc::new(Metrics::new());
+        let mut r = Recorder::new(m.clone(), Box::new(Codes));
+        for _ in 0..3 {
+            r.request("hss1", 16777216, 301, Direction::Out);
+            r.answer(
+                "hss1",
+                16777216,
+                301,
+                Direction::In,
+                2001,
+                Some(Duration::from_micros(700)),
+            );
+        }
+        r.answer("hss1", 16777216, 301, Direction::In, 5012, None);
+        r.local_answer(3004, "no_worker");
+        r.event("duplicate");
+        r.pending(7);
+        m.refusal("cer_unknown_peer");
+        m.set_peer_source(|| {
+            vec![PeerGauge {
+                host: "hss1".into(),
+                state: "I-Open".into(),
+                watchdog: "Okay".into(),
+                usable: true,
+                pending: 2,
+                disabled: false,
+            }]
+        });
+        assert_eq!(r.requests.len(), 1);
+        let text = m.encode();
+        for want in [
+            r#"dmbridge_requests_total{peer="hss1",app="16777216",command="301R",direction="out"} 3"#,
+            r#"dmbridge_answers_total{peer="hss1",app="16777216",command="301A",direction="in",result_code="2001"} 3"#,
+            r#"dmbridge_answers_total{peer="hss1",app="16777216",command="301A",direction="in",result_code="5012"} 1"#,
+            r#"dmbridge_answer_latency_seconds_bucket{le="0.001",peer="hss1",app="16777216"} 3"#,
+            r#"dmbridge_answer_latency_seconds_count{peer="hss1",app="16777216"} 3"#,
+            r#"dmbridge_local_answers_total{result_code="3004",cause="no_worker"} 1"#,
+            r#"dmbridge_events_total{event="duplicate"} 1"#,
+            r#"dmbridge_pending_requests 7"#,
+            r#"dmbridge_refusals_total{cause="cer_unknown_peer"} 1"#,
+            r#"dmbridge_peer_state{peer="hss1",state="I-Open"} 1"#,
+            r#"dmbridge_peer_state{peer="hss1",state="Closed"} 0"#,
+            r#"dmbridge_peer_up{peer="hss1"} 1"#,
+            r#"dmbridge_workers_attached 0"#,
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "# EOF",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_inf() {
+        let h = LatencyHistogram::default();
+        h.observe(Duration::from_micros(100));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(60));
+        let mut reg = Registry::default();
+        reg.register("t_seconds", "t", h.clone());
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, &reg).unwrap();
+        assert!(s.contains(r#"t_seconds_bucket{le="0.00025"} 1"#), "{s}");
+        assert!(s.contains(r#"t_seconds_bucket{le="0.005"} 2"#), "{s}");
+        assert!(s.contains(r#"t_seconds_bucket{le="+Inf"} 3"#), "{s}");
+        assert!(s.contains("t_seconds_count 3"), "{s}");
+        assert_eq!(h.count(), 3);
+    }
+}
