@@ -30,7 +30,7 @@ const BATCH: usize = 64;
 
 /// Inputs of the node loop other than connection events.
 enum Input {
-    Accepted(TcpStream),
+    Accepted(TcpStream, SocketAddr),
     Connected {
         conn: ConnId,
         result: io::Result<TcpStream>,
@@ -80,6 +80,8 @@ pub struct Node {
     listeners: Vec<TcpListener>,
     status: watch::Sender<Vec<PeerStatus>>,
     advertised: Option<watch::Receiver<Vec<AppAdvert>>>,
+    observer: Option<Box<dyn dmnode::observe::Observer>>,
+    admin: Option<mpsc::Receiver<crate::ops::NodeCall>>,
 }
 
 impl Node {
@@ -97,7 +99,22 @@ impl Node {
             listeners,
             status: watch::channel(Vec::new()).0,
             advertised: None,
+            observer: None,
+            admin: None,
         })
+    }
+
+    /// Where the endpoint's per-request counts and latencies go (the metrics recorder).
+    pub fn set_observer(&mut self, observer: Box<dyn dmnode::observe::Observer>) {
+        self.observer = Some(observer);
+    }
+
+    /// The channel of admin calls the node loop answers between inputs (`dmbridge ctl`,
+    /// reloads, the systemd watchdog's ping).
+    pub fn admin(&mut self) -> mpsc::Sender<crate::ops::NodeCall> {
+        let (tx, rx) = mpsc::channel(16);
+        self.admin = Some(rx);
+        tx
     }
 
     /// The peers' states, republished whenever one changes (open, usable, down); the
@@ -136,8 +153,8 @@ impl Node {
             accept_tasks.push(tokio::spawn(async move {
                 loop {
                     match l.accept().await {
-                        Ok((stream, _)) => {
-                            if tx.send(Input::Accepted(stream)).await.is_err() {
+                        Ok((stream, from)) => {
+                            if tx.send(Input::Accepted(stream, from)).await.is_err() {
                                 return;
                             }
                         }
@@ -153,8 +170,19 @@ impl Node {
             Some(rx) => (true, rx),
             None => (false, watch::channel(Vec::new()).1),
         };
+        let mut endpoint = Endpoint::new(self.config, self.dict, seeds_from_clock());
+        if let Some(o) = self.observer {
+            endpoint.set_observer(o);
+        }
+        let (admin_open, admin) = match self.admin {
+            Some(rx) => (true, rx),
+            None => (false, mpsc::channel(1).1),
+        };
         let mut driver = Driver {
-            endpoint: Endpoint::new(self.config, self.dict, seeds_from_clock()),
+            endpoint,
+            admin,
+            admin_open,
+            close_log: dmnode::log_limit::LogLimit::refusals(),
             conns: HashMap::new(),
             app,
             conn_tx,
@@ -188,6 +216,11 @@ impl Node {
 
 struct Driver {
     endpoint: Endpoint,
+    /// Admin calls ([`Node::admin`]); the branch is disabled without a sender.
+    admin: mpsc::Receiver<crate::ops::NodeCall>,
+    admin_open: bool,
+    /// Flood control of the per-connection close lines.
+    close_log: dmnode::log_limit::LogLimit,
     conns: HashMap<ConnId, ConnHandle>,
     app: Arc<dyn Application>,
     conn_tx: mpsc::Sender<ConnEvent>,
@@ -266,6 +299,10 @@ impl Driver {
                     }
                 }
                 Some(input) = input_rx.recv() => self.on_input(input),
+                call = self.admin.recv(), if self.admin_open => match call {
+                    Some(call) => self.on_admin(call),
+                    None => self.admin_open = false,
+                },
                 Some((token, reply)) = reply_rx.recv() => {
                     let now = Instant::now();
                     self.endpoint.reply(token, &reply, now);
@@ -333,7 +370,14 @@ impl Driver {
         match ev {
             ConnEvent::Frame { conn, frame } => self.endpoint.frame(conn, frame, now),
             ConnEvent::FrameError { conn, error } => self.endpoint.frame_error(conn, error, now),
-            ConnEvent::Closed { conn, .. } => {
+            ConnEvent::Closed { conn, error } => {
+                if let Some(error) = error {
+                    if let Some(suppressed) = self.close_log.admit(now) {
+                        tracing::info!(conn = conn.0, suppressed, "connection closed: {error}");
+                    }
+                } else {
+                    tracing::debug!(conn = conn.0, "connection closed");
+                }
                 // What the core queued for this connection before it closed (an error answer
                 // to its last frame) must reach the writer before the handle goes: the writer
                 // drains its queue when the handle is dropped.
@@ -347,9 +391,11 @@ impl Driver {
     fn on_input(&mut self, input: Input) {
         let now = Instant::now();
         match input {
-            Input::Accepted(stream) => {
+            Input::Accepted(stream, from) => {
                 let ip = stream.local_addr().ok().map(|a| a.ip());
                 if let Some(conn) = self.endpoint.accept(ip, now) {
+                    tracing::debug!(conn = conn.0, %from, "connection accepted");
+                    self.endpoint.set_remote(conn, from);
                     self.attach(conn, stream);
                 }
             }
@@ -364,7 +410,8 @@ impl Driver {
                         }
                     }
                 }
-                Err(_) => {
+                Err(e) => {
+                    tracing::info!(conn = conn.0, "connection attempt failed: {e}");
                     self.endpoint.connected(conn, None, now);
                 }
             },
@@ -383,6 +430,44 @@ impl Driver {
         };
         let handle = transport::spawn(conn, stream, limits, self.conn_tx.clone());
         self.conns.insert(conn, handle);
+    }
+
+    /// An admin call, answered between two inputs.
+    fn on_admin(&mut self, call: crate::ops::NodeCall) {
+        use crate::ops::{self, NodeRequest};
+        use serde_json::json;
+        let now = Instant::now();
+        let answer = match call.request {
+            NodeRequest::Ping => Ok(serde_json::Value::Null),
+            NodeRequest::Status => Ok(ops::status_json(
+                self.endpoint.config(),
+                &self.endpoint.status(),
+                self.endpoint.is_stopping(),
+            )),
+            NodeRequest::Peers => Ok(ops::peers_json(&self.endpoint.status())),
+            NodeRequest::Routes => Ok(ops::routes_json(self.endpoint.config())),
+            NodeRequest::PeerDisable(host) => self
+                .endpoint
+                .disable_peer(&host, now)
+                .map(|()| json!(format!("peer {host} disabled: draining, then DPR"))),
+            NodeRequest::PeerEnable(host) => self
+                .endpoint
+                .enable_peer(&host, now)
+                .map(|()| json!(format!("peer {host} enabled"))),
+            NodeRequest::Reload(config) => {
+                let r = self.endpoint.reconfigure(*config, now);
+                for what in &r.restart_needed {
+                    tracing::warn!("reload: {what} changed: takes effect at the next restart");
+                }
+                Ok(json!({
+                    "added": r.added,
+                    "removed": r.removed,
+                    "changed": r.changed,
+                    "restart_needed": r.restart_needed,
+                }))
+            }
+        };
+        let _ = call.reply.send(answer);
     }
 
     /// Carries out what the core asked for.

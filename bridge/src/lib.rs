@@ -12,6 +12,7 @@ pub mod app;
 pub mod driver;
 pub mod logging;
 pub mod metrics;
+pub mod ops;
 pub mod responders;
 pub mod sd_notify;
 pub mod shm_app;

@@ -140,6 +140,22 @@ fn run(file: &std::path::Path, echo: bool, threads: Option<u16>) -> ExitCode {
     let Some(dict) = load_dictionaries(&config, file) else {
         return ExitCode::FAILURE;
     };
+    // The configuration decides the log format and filter (RUST_LOG wins over its level).
+    let format = dmrun::logging::LogFormat::parse(&config.ops.log_format).unwrap_or_default();
+    let log = match dmrun::logging::init(&config.ops.log_level, format) {
+        Ok(l) => Some(std::sync::Arc::new(l)),
+        Err(e) => {
+            eprintln!("dmbridge: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        file = %file.display(),
+        origin_host = %config.node.origin_host,
+        peers = config.peers.len(),
+        routes = config.routes.len(),
+        "configuration loaded"
+    );
     // One thread: a current-thread runtime, so the node loop, the shm driver and the
     // connections never hand work to another thread (no futex wake-up per hand-over). More:
     // that many workers, plus the thread that runs the node loop.
@@ -155,21 +171,44 @@ fn run(file: &std::path::Path, echo: bool, threads: Option<u16>) -> ExitCode {
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("dmbridge: cannot start the runtime: {e}");
+            tracing::error!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     rt.block_on(async move {
+        let started = std::time::Instant::now();
         let mut node = match dmrun::driver::Node::bind(config.clone(), dict).await {
             Ok(n) => n,
             Err(e) => {
-                eprintln!("dmbridge: {e}");
+                tracing::error!("{e}");
                 return ExitCode::FAILURE;
             }
         };
         for addr in node.local_addrs() {
-            eprintln!("dmbridge: listening on {addr}");
+            tracing::info!(%addr, "listening on {addr}");
         }
+        // Metrics: the recorder goes into the node loop; the exporter serves the registry.
+        let metrics = match config.ops.metrics_listen {
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    let m = std::sync::Arc::new(dmrun::metrics::Metrics::new());
+                    let status = node.status();
+                    m.set_peer_source(move || dmrun::ops::peer_gauges(&status.borrow()));
+                    node.set_observer(Box::new(dmrun::metrics::Recorder::new(
+                        m.clone(),
+                        Box::new(DictNames(dict)),
+                    )));
+                    tracing::info!(%addr, "metrics at http://{addr}/metrics");
+                    tokio::spawn(dmrun::metrics::serve(l, m.clone()));
+                    Some(m)
+                }
+                Err(e) => {
+                    tracing::error!(%addr, "metrics listener: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
         // The SIP server's workers over shared memory, unless --echo answers in process.
         let (handle, submissions) = dmrun::app::channel(4096);
         let (app, shm): (std::sync::Arc<dyn dmrun::app::Application>, _) = if echo {
@@ -183,26 +222,87 @@ fn run(file: &std::path::Path, echo: bool, threads: Option<u16>) -> ExitCode {
                     (app, Some(service))
                 }
                 Err(e) => {
-                    eprintln!("dmbridge: {e}");
+                    tracing::error!("{e}");
                     return ExitCode::FAILURE;
                 }
             }
         };
+        let workers: Option<dmrun::ops::WorkerTable> = shm.as_ref().map(|s| {
+            let doc = s.status_doc();
+            let f: dmrun::ops::WorkerTable = std::sync::Arc::new(move || {
+                serde_json::from_str::<serde_json::Value>(&doc.borrow())
+                    .ok()
+                    .map_or(serde_json::json!([]), |v| v["workers"].clone())
+            });
+            f
+        });
+        if let (Some(m), Some(w)) = (&metrics, &workers) {
+            let w = w.clone();
+            m.set_worker_source(move || dmrun::ops::worker_gauges(&w()));
+        }
+        // The admin socket (owner-only) and its commands; SIGHUP reloads.
+        let node_calls = node.admin();
+        let admin_path = config
+            .ops
+            .admin_socket
+            .clone()
+            .unwrap_or_else(|| dmrun::admin::default_socket(Some(&config.app.control_socket)));
+        match dmrun::admin::bind(&admin_path) {
+            Ok(listener) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(16);
+                tokio::spawn(dmrun::admin::serve(listener, tx));
+                let ops = dmrun::ops::Ops {
+                    config_path: file.to_path_buf(),
+                    log: log.clone(),
+                    node: node_calls.clone(),
+                    workers,
+                    metrics: metrics.clone(),
+                    started,
+                };
+                tokio::spawn(dmrun::ops::serve(ops, rx));
+                tracing::info!(socket = %admin_path.display(), "admin socket ready (dmbridge ctl)");
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        if let Some(interval) = dmrun::sd_notify::watchdog_interval() {
+            tokio::spawn(dmrun::ops::watchdog(node_calls, interval));
+        }
+        dmrun::sd_notify::notify("READY=1\nSTATUS=serving");
         let result = node.run(app, submissions, stop_signal()).await;
         // After the node's graceful stop (which waited for the workers' replies): the
         // segment goes, workers see EOF and re-attach to the next bridge by themselves.
         if let Some(service) = shm {
             service.stop().await;
         }
+        let _ = std::fs::remove_file(&admin_path);
         drop(handle);
         match result {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
             Err(e) => {
-                eprintln!("dmbridge: {e}");
+                tracing::error!("{e}");
                 ExitCode::FAILURE
             }
         }
     })
+}
+
+/// Metric labels for commands: the dictionary's abbreviation (CCR/CCA, ...) or the code.
+struct DictNames(&'static dmproto::dict::Dictionary);
+
+impl dmrun::metrics::Names for DictNames {
+    fn command(&self, app: u32, cmd: u32, request: bool) -> String {
+        match self.0.command(app, cmd) {
+            Some(c) if request && !c.request_abbr.is_empty() => c.request_abbr.to_string(),
+            Some(c) if !request && !c.answer_abbr.is_empty() => c.answer_abbr.to_string(),
+            _ => cmd.to_string(),
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -220,7 +320,7 @@ async fn stop_signal() {
 
 /// `dmbridge ctl`: one command over the admin socket, the answer as a table or JSON.
 fn ctl(args: CtlArgs) -> ExitCode {
-    use dmnode::admin::{self, Command as C};
+    use dmrun::admin::{self, Command as C};
     let command = match args.command {
         CtlCommand::Status => C::Status,
         CtlCommand::Peers => C::Peers,

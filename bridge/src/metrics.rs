@@ -27,6 +27,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
+pub use dmnode::observe::{Direction, LocalCause, Observer};
+
 /// Upper bounds (seconds) of the latency buckets: Diameter answers on a LAN take
 /// sub-millisecond to tens of milliseconds; timeouts are seconds.
 const LATENCY_BOUNDS_US: [u64; 14] = [
@@ -90,21 +92,10 @@ impl EncodeMetric for LatencyHistogram {
     }
 }
 
-/// Which way a message went, from the bridge's point of view.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// Received from a peer (requests to serve; answers to our requests).
-    In,
-    /// Sent to a peer (our requests; answers we give).
-    Out,
-}
-
-impl Direction {
-    fn label(self) -> &'static str {
-        match self {
-            Direction::In => "in",
-            Direction::Out => "out",
-        }
+fn direction_label(d: Direction) -> &'static str {
+    match d {
+        Direction::In => "in",
+        Direction::Out => "out",
     }
 }
 
@@ -370,6 +361,7 @@ pub struct Recorder {
     latency: HashMap<(u32, u32), LatencyHistogram>,
     local: HashMap<(u32, &'static str), Counter>,
     events: HashMap<&'static str, Counter>,
+    refusals: HashMap<&'static str, Counter>,
 }
 
 impl Recorder {
@@ -384,6 +376,7 @@ impl Recorder {
             latency: HashMap::new(),
             local: HashMap::new(),
             events: HashMap::new(),
+            refusals: HashMap::new(),
         }
     }
 
@@ -412,7 +405,7 @@ impl Recorder {
             peer: self.peer_names[p as usize].clone(),
             app: app.to_string(),
             command: self.names.command(app, cmd, true),
-            direction: dir.label().to_string(),
+            direction: direction_label(dir).to_string(),
         };
         let c = self.m.requests.get_or_create(&labels).clone();
         c.inc();
@@ -439,7 +432,7 @@ impl Recorder {
                     peer: self.peer_names[p as usize].clone(),
                     app: app.to_string(),
                     command: self.names.command(app, cmd, false),
-                    direction: dir.label().to_string(),
+                    direction: direction_label(dir).to_string(),
                     result_code: result_code.to_string(),
                 };
                 let c = self.m.answers.get_or_create(&labels).clone();
@@ -463,7 +456,8 @@ impl Recorder {
     }
 
     /// An answer the bridge made itself (3001, 3002, 3004, 5012...), with why.
-    pub fn local_answer(&mut self, result_code: u32, cause: &'static str) {
+    pub fn local_answer(&mut self, result_code: u32, cause: LocalCause) {
+        let cause = cause.as_str();
         if let Some(c) = self.local.get(&(result_code, cause)) {
             c.inc();
             return;
@@ -500,6 +494,50 @@ impl Recorder {
     /// Our requests waiting for answers, now.
     pub fn pending(&self, n: usize) {
         self.m.pending.set(n as i64);
+    }
+}
+
+impl Observer for Recorder {
+    fn request(&mut self, peer: &str, app: u32, cmd: u32, dir: Direction) {
+        Recorder::request(self, peer, app, cmd, dir);
+    }
+    fn answer(
+        &mut self,
+        peer: &str,
+        app: u32,
+        cmd: u32,
+        dir: Direction,
+        result_code: u32,
+        latency: Option<Duration>,
+    ) {
+        Recorder::answer(self, peer, app, cmd, dir, result_code, latency);
+    }
+    fn local_answer(&mut self, result_code: u32, cause: LocalCause) {
+        Recorder::local_answer(self, result_code, cause);
+    }
+    fn refusal(&mut self, cause: &'static str) {
+        if let Some(c) = self.refusals.get(cause) {
+            c.inc();
+            return;
+        }
+        let c = self
+            .m
+            .refusals
+            .get_or_create(&CauseLabels {
+                cause: cause.to_string(),
+            })
+            .clone();
+        c.inc();
+        self.refusals.insert(cause, c);
+    }
+    fn event(&mut self, event: &'static str) {
+        Recorder::event(self, event);
+    }
+    fn pending(&mut self, count: usize) {
+        Recorder::pending(self, count);
+    }
+    fn reply_latency(&mut self, latency: Duration) {
+        self.m.script_reply_latency.observe(latency);
     }
 }
 
@@ -866,7 +904,7 @@ mod tests {
             );
         }
         r.answer("hss1", 16777216, 301, Direction::In, 5012, None);
-        r.local_answer(3004, "no_worker");
+        r.local_answer(3004, LocalCause::Application("no_worker"));
         r.event("duplicate");
         r.pending(7);
         m.refusal("cer_unknown_peer");

@@ -167,15 +167,21 @@ where
     let (stop_tx, stop_rx) = oneshot::channel();
     let (abort_tx, abort_rx) = watch::channel(false);
     let max_len = Arc::new(AtomicUsize::new(limits.before_open));
-    tokio::spawn(writer(write_half, rx, stop_tx, abort_rx.clone()));
-    tokio::spawn(reader(
-        conn,
-        read_half,
-        (limits, max_len.clone()),
-        events,
-        stop_rx,
-        abort_rx,
-    ));
+    // One span per connection: whatever the reader and writer log carries its id.
+    use tracing::Instrument;
+    let span = tracing::debug_span!("conn", id = conn.0);
+    tokio::spawn(writer(write_half, rx, stop_tx, abort_rx.clone()).instrument(span.clone()));
+    tokio::spawn(
+        reader(
+            conn,
+            read_half,
+            (limits, max_len.clone()),
+            events,
+            stop_rx,
+            abort_rx,
+        )
+        .instrument(span),
+    );
     ConnHandle {
         tx,
         max_len,

@@ -25,8 +25,10 @@ use dmproto::{FrameError, Message, Validator};
 
 use crate::answer::{self, Origin};
 use crate::app::{IncomingRequest, OutgoingRequest, PeerInfo, Reply, RequestError, RequestId};
-use crate::config::{AppAdvert, Config};
+use crate::config::{AppAdvert, Config, PeerMode};
 use crate::duplicates::{DupCache, DupCheck, Requester};
+use crate::log_limit::LogLimit;
+use crate::observe::{Direction, LocalCause, Nothing, Observer};
 use crate::outgoing::{self, RequestContext, SessionIds};
 use crate::peer::fsm::{Action, DisconnectCause};
 use crate::peer::table::{NodeAction, PeerId, Peers, Received};
@@ -66,6 +68,8 @@ struct Delivered {
     conn: ConnId,
     request: Message,
     deadline: Instant,
+    /// When it was handed over (script reply latency).
+    at: Instant,
 }
 
 /// One peer as reported by [`Endpoint::status`] (for `dm_status`-style monitoring).
@@ -82,6 +86,19 @@ pub struct PeerStatus {
     pub apps: Vec<u32>,
     /// Requests of ours waiting for its answers.
     pub pending: usize,
+    /// Held down by the operator (`ctl peer disable`) until enabled.
+    pub disabled: bool,
+}
+
+/// What a reload changed ([`Endpoint::reconfigure`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconfigured {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Peers whose address, port or mode changed (used from their next connection).
+    pub changed: Vec<String>,
+    /// Settings that changed in the file but keep their running value until a restart.
+    pub restart_needed: Vec<&'static str>,
 }
 
 /// A request we sent, as kept in the pending table.
@@ -94,6 +111,8 @@ struct Inflight {
     cmd_code: u32,
     /// Peers it was sent to, so a resend goes elsewhere.
     tried: Vec<PeerId>,
+    /// When it was first sent (answer latency).
+    sent: Instant,
 }
 
 /// Seeds for one run of the node: they make ids differ across restarts. The driver makes
@@ -134,6 +153,16 @@ pub struct Endpoint {
     next_token: u64,
     status_version: u64,
     out: VecDeque<Output>,
+    /// Per-request counts and latencies go here (the runtime's metrics).
+    observer: Box<dyn Observer>,
+    /// The applications last given to [`Endpoint::advertise_extra`] (kept across reloads).
+    extra: Vec<AppAdvert>,
+    /// Source addresses of connections, as the driver reported them (for log lines).
+    remotes: HashMap<ConnId, std::net::SocketAddr>,
+    /// Flood control of refusal lines (connections, CERs, frames) and of bridge-made
+    /// error answers: each kind is logged at most 10 times per 10 s, then summarised.
+    refusal_log: LogLimit,
+    local_answer_log: LogLimit,
 }
 
 impl Endpoint {
@@ -166,6 +195,11 @@ impl Endpoint {
             next_token: 0,
             status_version: 0,
             out: VecDeque::new(),
+            observer: Box::new(Nothing),
+            extra: Vec::new(),
+            remotes: HashMap::new(),
+            refusal_log: LogLimit::refusals(),
+            local_answer_log: LogLimit::refusals(),
             config: Arc::new(config),
             dict,
             validator: Validator::new(dict),
@@ -174,6 +208,50 @@ impl Endpoint {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Where per-request counts and latencies go (default: nowhere).
+    pub fn set_observer(&mut self, observer: Box<dyn Observer>) {
+        self.observer = observer;
+    }
+
+    /// The source address of an accepted connection (named in refusal log lines).
+    pub fn set_remote(&mut self, conn: ConnId, addr: std::net::SocketAddr) {
+        self.remotes.insert(conn, addr);
+    }
+
+    fn remote(&self, conn: ConnId) -> String {
+        self.remotes
+            .get(&conn)
+            .map_or_else(|| "-".to_string(), ToString::to_string)
+    }
+
+    fn peer_host(&self, conn: ConnId) -> &str {
+        self.peers
+            .owner(conn)
+            .and_then(|p| self.peers.get(p))
+            .map_or("", |p| p.host())
+    }
+
+    /// Counts and logs (rate-limited, debug per request otherwise) an answer the node made
+    /// itself.
+    fn local_answer(&mut self, code: u32, cause: LocalCause, now: Instant) {
+        self.observer.local_answer(code, cause);
+        tracing::debug!(
+            result_code = code,
+            cause = cause.as_str(),
+            "answered by the node"
+        );
+        if code >= 3004 && code != 3007 {
+            if let Some(suppressed) = self.local_answer_log.admit(now) {
+                tracing::warn!(
+                    result_code = code,
+                    cause = cause.as_str(),
+                    suppressed,
+                    "request answered by the node, not the application"
+                );
+            }
+        }
     }
 
     fn max_len(&self) -> usize {
@@ -220,6 +298,7 @@ impl Endpoint {
     /// renegotiate on an open connection. Requests for the added applications are accepted
     /// from now on (no 3007). An application already configured keeps its configured form.
     pub fn advertise_extra(&mut self, extra: &[AppAdvert]) {
+        self.extra = extra.to_vec();
         let state_id = self.local.origin_state_id.unwrap_or(0);
         let mut caps = Capabilities::local(&self.config, state_id, &[]);
         for a in extra {
@@ -237,13 +316,15 @@ impl Endpoint {
     pub fn status(&self) -> Vec<PeerStatus> {
         self.peers
             .iter()
-            .map(|(_, p)| PeerStatus {
+            .filter(|(id, _)| !self.peers.is_retired(*id))
+            .map(|(id, p)| PeerStatus {
                 host: p.host().to_string(),
                 state: p.state(),
                 watchdog: p.watchdog().state(),
                 usable: p.send_target().is_some(),
                 apps: p.apps().ids().to_vec(),
                 pending: p.open_conn().map_or(0, |c| self.pending.count_on(c)),
+                disabled: self.peers.is_disabled(id),
             })
             .collect()
     }
@@ -292,6 +373,16 @@ impl Endpoint {
         for e in self.pending.expire(now) {
             self.complete(e.data.id, Err(RequestError::Timeout));
         }
+        self.observer.pending(self.pending.len());
+        if let Some(n) = self.refusal_log.flush(now) {
+            tracing::warn!(suppressed = n, "refusals not logged in the last 10 s");
+        }
+        if let Some(n) = self.local_answer_log.flush(now) {
+            tracing::warn!(
+                suppressed = n,
+                "node-made answers not logged in the last 10 s"
+            );
+        }
         self.act(now);
         self.after(now);
     }
@@ -300,6 +391,15 @@ impl Endpoint {
     /// connections, or stopping.
     pub fn accept(&mut self, local_ip: Option<IpAddr>, now: Instant) -> Option<ConnId> {
         if self.stopping || self.peers.connection_count() >= self.config.limits.max_connections {
+            self.observer.refusal("max_connections");
+            if let Some(suppressed) = self.refusal_log.admit(now) {
+                tracing::warn!(
+                    limit = self.config.limits.max_connections,
+                    stopping = self.stopping,
+                    suppressed,
+                    "connection refused: too many connections (or stopping)"
+                );
+            }
             return None;
         }
         let conn = self.peers.accepted(now);
@@ -335,6 +435,7 @@ impl Endpoint {
     /// The connection closed (either side, or an error).
     pub fn closed(&mut self, conn: ConnId, now: Instant) {
         self.conns.remove(&conn);
+        self.remotes.remove(&conn);
         self.peers.disconnected(conn, now);
         // The peer layer's Down (in `act`) fails pending requests over after the router has
         // learnt the peer is gone; anything still on `conn` goes then too.
@@ -345,6 +446,17 @@ impl Endpoint {
 
     /// The connection's stream cannot be framed any more.
     pub fn frame_error(&mut self, conn: ConnId, error: FrameError, now: Instant) {
+        self.observer.refusal("frame_error");
+        if let Some(suppressed) = self.refusal_log.admit(now) {
+            tracing::warn!(
+                conn = conn.0,
+                from = %self.remote(conn),
+                peer = self.peer_host(conn),
+                result_code = error.result_code(),
+                suppressed,
+                "framing error, connection closed: {error}"
+            );
+        }
         if let (Some(code), Some(header)) = (error.result_code(), error.header) {
             if header.flags.is_request() {
                 let req = Message {
@@ -388,6 +500,11 @@ impl Endpoint {
         match self.peers.received(conn, &msg, now) {
             Received::Consumed => {}
             Received::NotOpen => {
+                self.local_answer(
+                    dmproto::result_code::DIAMETER_UNABLE_TO_DELIVER,
+                    LocalCause::NotOpen,
+                    now,
+                );
                 if let Ok(b) = answer::error_answer(
                     &msg,
                     self.origin(),
@@ -413,8 +530,21 @@ impl Endpoint {
                 });
                 if matches {
                     if let Some(entry) = self.pending.answer(conn, hbh) {
+                        let code = result_code(&msg.body);
+                        let host = self.peers.owner(conn).and_then(|p| self.peers.get(p));
+                        self.observer.answer(
+                            host.map_or("", |p| p.host()),
+                            msg.header.app_id,
+                            msg.header.code,
+                            Direction::In,
+                            code,
+                            Some(now.saturating_duration_since(entry.data.sent)),
+                        );
                         self.complete(entry.data.id, Ok(msg));
+                        self.observer.pending(self.pending.len());
                     }
+                } else {
+                    tracing::debug!(conn = conn.0, hop_by_hop = hbh, "unmatched answer dropped");
                 }
             }
         }
@@ -425,6 +555,7 @@ impl Endpoint {
             // RFC 6733 §6.1: an application we did not advertise is not ours to serve.
             let unsupported = dmproto::result_code::DIAMETER_APPLICATION_UNSUPPORTED;
             let why = format!("application {} is not supported here", msg.header.app_id);
+            self.local_answer(unsupported, LocalCause::ApplicationUnsupported, now);
             if let Ok(b) =
                 answer::error_answer(&msg, self.origin(), unsupported, &why, None, self.max_len())
             {
@@ -433,6 +564,12 @@ impl Endpoint {
             return;
         }
         if let Err(e) = self.validator.validate_request(&msg) {
+            self.local_answer(e.result_code, LocalCause::Invalid, now);
+            tracing::debug!(
+                result_code = e.result_code,
+                "invalid request: {}",
+                e.message
+            );
             if let Ok(b) = answer::error_answer(
                 &msg,
                 self.origin(),
@@ -455,9 +592,19 @@ impl Endpoint {
             .dup
             .check(&origin_host, msg.header.end_to_end, retransmit, from, now)
         {
-            DupCheck::New => {}
-            DupCheck::InProgress => return,
+            DupCheck::New => {
+                let host = self.peers.get(peer).map_or("", |p| p.host());
+                self.observer
+                    .request(host, msg.header.app_id, msg.header.code, Direction::In);
+            }
+            DupCheck::InProgress => {
+                self.observer.event("duplicate");
+                tracing::debug!(origin_host = %origin_host, e2e = msg.header.end_to_end, "duplicate of a request in progress");
+                return;
+            }
             DupCheck::Answered(a) => {
+                self.observer.event("duplicate");
+                tracing::debug!(origin_host = %origin_host, e2e = msg.header.end_to_end, "duplicate answered from the cache");
                 self.transmit(conn, pending::with_hop_by_hop(&a, msg.header.hop_by_hop));
                 return;
             }
@@ -465,6 +612,7 @@ impl Endpoint {
         if self.delivered.len() >= self.config.limits.max_pending_requests {
             // The application is that far behind: say so rather than queue without bound.
             let busy = dmproto::result_code::DIAMETER_TOO_BUSY;
+            self.local_answer(busy, LocalCause::Overloaded, now);
             self.finish(
                 conn,
                 &msg,
@@ -492,6 +640,7 @@ impl Endpoint {
                 conn,
                 request: msg.clone(),
                 deadline,
+                at: now,
             },
         );
         self.out.push_back(Output::Deliver {
@@ -514,13 +663,23 @@ impl Endpoint {
         let unable = dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY;
         let outcome = match reply {
             Reply::Answer(body) => {
-                answer::app_answer(&d.request, self.origin(), body, self.max_len())
-                    .map_err(|e| (unable, e.to_string()))
+                self.observer
+                    .reply_latency(now.saturating_duration_since(d.at));
+                let built = answer::app_answer(&d.request, self.origin(), body, self.max_len())
+                    .map_err(|e| (unable, e.to_string()));
+                if built.is_err() {
+                    self.local_answer(unable, LocalCause::BadReply, now);
+                }
+                built
             }
             Reply::Unanswered if now >= d.deadline => {
+                self.local_answer(unable, LocalCause::ReplyTimeout, now);
                 Err((unable, "no answer from the application in time".to_string()))
             }
-            Reply::Unanswered => Err((unable, "the application gave no answer".to_string())),
+            Reply::Unanswered => {
+                self.local_answer(unable, LocalCause::NoReply, now);
+                Err((unable, "the application gave no answer".to_string()))
+            }
         };
         self.finish(d.conn, &d.request, outcome);
         self.after(now);
@@ -539,6 +698,16 @@ impl Endpoint {
                 }
             }
         };
+        let code = result_code(bytes.get(20..).unwrap_or_default());
+        let host = self.peers.owner(conn).and_then(|p| self.peers.get(p));
+        self.observer.answer(
+            host.map_or("", |p| p.host()),
+            request.header.app_id,
+            request.header.code,
+            Direction::Out,
+            code,
+            None,
+        );
         let e2e = request.header.end_to_end;
         for waiter in self.dup.complete(origin_host(request), e2e, bytes.clone()) {
             self.transmit(
@@ -582,6 +751,7 @@ impl Endpoint {
             app_id: req.app_id,
             cmd_code: req.cmd_code,
             tried: Vec::new(),
+            sent: now,
         };
         let deadline = now + req.timeout.unwrap_or(self.config.timers.answer_timeout);
         self.dispatch(inflight, deadline, e2e, None);
@@ -629,6 +799,20 @@ impl Endpoint {
         resend: Option<u32>,
     ) {
         inflight.tried.push(peer);
+        let host = self.peers.get(peer).map_or("", |p| p.host());
+        match resend {
+            None => self
+                .observer
+                .request(host, inflight.app_id, inflight.cmd_code, Direction::Out),
+            Some(n) => {
+                self.observer.event("retransmission");
+                tracing::debug!(
+                    peer = host,
+                    retransmissions = n,
+                    "request sent again with the T flag"
+                );
+            }
+        }
         let request = inflight.request.clone();
         let inserted = match resend {
             None => self.pending.insert(conn, e2e, deadline, inflight),
@@ -666,7 +850,16 @@ impl Endpoint {
     /// The connection is gone: resends what was pending on it to other peers (T flag), or
     /// fails it.
     fn failover(&mut self, conn: ConnId, now: Instant) {
-        for e in self.pending.connection_lost(conn) {
+        let lost = self.pending.connection_lost(conn);
+        if !lost.is_empty() {
+            self.observer.event("failover");
+            tracing::info!(
+                conn = conn.0,
+                requests = lost.len(),
+                "connection lost with requests pending: failing them over (T flag) or failing them"
+            );
+        }
+        for e in lost {
             let (deadline, e2e, n) = (e.deadline, e.end_to_end, e.retransmissions);
             if self.stopping {
                 self.complete(e.data.id, Err(RequestError::NodeDown));
@@ -682,7 +875,17 @@ impl Endpoint {
     /// an alternate peer when there is one. Without one they stay where they are — the
     /// suspect connection may still answer, and failing them early would be worse.
     fn suspect(&mut self, conn: ConnId, now: Instant) {
-        for e in self.pending.connection_lost(conn) {
+        let lost = self.pending.connection_lost(conn);
+        if !lost.is_empty() {
+            self.observer.event("failover");
+            tracing::warn!(
+                conn = conn.0,
+                peer = self.peer_host(conn),
+                requests = lost.len(),
+                "watchdog suspects the connection: moving its pending requests to an alternate peer"
+            );
+        }
+        for e in lost {
             if self.stopping || now >= e.deadline {
                 // Its timer (or the shutdown) decides; keep it where it was.
                 if let Err(pending::Full(lost)) = self.pending.restore(e) {
@@ -704,9 +907,160 @@ impl Endpoint {
         }
     }
 
+    /// `dmbridge ctl peer disable`: the peer drains (no new requests are routed to it, its
+    /// pending ones are answered or time out), then gets DPR and stays down until
+    /// [`Endpoint::enable_peer`]. Its CERs meanwhile are refused.
+    pub fn disable_peer(&mut self, host: &str, now: Instant) -> Result<(), String> {
+        let peer = self.peer_named(host)?;
+        tracing::info!(
+            peer = host,
+            "peer disabled by the operator: draining, then DPR"
+        );
+        self.peers.disable(peer, now);
+        self.status_version += 1;
+        self.act(now);
+        self.after(now);
+        Ok(())
+    }
+
+    /// Undoes [`Endpoint::disable_peer`]: a peer we connect to is connected again at once.
+    pub fn enable_peer(&mut self, host: &str, now: Instant) -> Result<(), String> {
+        let peer = self.peer_named(host)?;
+        if !self.peers.is_disabled(peer) {
+            return Err(format!("peer {host} is not disabled"));
+        }
+        tracing::info!(peer = host, "peer enabled by the operator");
+        self.peers.enable(peer, now);
+        self.status_version += 1;
+        self.act(now);
+        Ok(())
+    }
+
+    fn peer_named(&self, host: &str) -> Result<PeerId, String> {
+        self.peers
+            .by_host(host)
+            .filter(|p| !self.peers.is_retired(*p))
+            .ok_or_else(|| format!("no peer named {host}"))
+    }
+
+    /// A reload: applies a new configuration without dropping what it does not change.
+    /// Peers added are started; peers removed drain, get DPR and leave the table; a changed
+    /// address is used from the peer's next connection attempt; the realm table, default
+    /// route, applications, timers of new requests and limits are replaced. What the running
+    /// process cannot change (identity, listen addresses, the shared-memory seam,
+    /// dictionaries, table sizes, the metrics and admin endpoints) keeps its running value
+    /// and is listed in [`Reconfigured::restart_needed`].
+    pub fn reconfigure(&mut self, mut new: Config, now: Instant) -> Reconfigured {
+        let old = self.config.clone();
+        let mut r = Reconfigured::default();
+        let mut keep = |changed: bool, what: &'static str| {
+            if changed {
+                r.restart_needed.push(what);
+            }
+            changed
+        };
+        if keep(
+            new.node.origin_host != old.node.origin_host
+                || new.node.origin_realm != old.node.origin_realm,
+            "[node] origin_host, origin_realm",
+        ) {
+            new.node.origin_host.clone_from(&old.node.origin_host);
+            new.node.origin_realm.clone_from(&old.node.origin_realm);
+        }
+        if keep(new.node.listen != old.node.listen, "[node] listen") {
+            new.node.listen.clone_from(&old.node.listen);
+        }
+        if keep(
+            new.node.dictionaries != old.node.dictionaries,
+            "[node] dictionaries",
+        ) {
+            new.node.dictionaries.clone_from(&old.node.dictionaries);
+        }
+        if keep(new.app != old.app, "[app]") {
+            new.app = old.app.clone();
+        }
+        if keep(
+            new.limits.max_pending_requests != old.limits.max_pending_requests
+                || new.limits.dup_cache_entries != old.limits.dup_cache_entries
+                || new.limits.dup_cache_ttl != old.limits.dup_cache_ttl,
+            "[limits] max_pending_requests, dup_cache_*",
+        ) {
+            new.limits.max_pending_requests = old.limits.max_pending_requests;
+            new.limits.dup_cache_entries = old.limits.dup_cache_entries;
+            new.limits.dup_cache_ttl = old.limits.dup_cache_ttl;
+        }
+        if keep(
+            new.ops.metrics_listen != old.ops.metrics_listen
+                || new.ops.admin_socket != old.ops.admin_socket,
+            "[metrics] listen, [admin] socket",
+        ) {
+            new.ops.metrics_listen = old.ops.metrics_listen;
+            new.ops.admin_socket.clone_from(&old.ops.admin_socket);
+        }
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        for p in &old.peers {
+            if !new.peers.iter().any(|n| same(&n.host, &p.host)) {
+                if let Some(id) = self.peers.by_host(&p.host) {
+                    tracing::info!(peer = %p.host, "reload: peer removed: draining, then DPR");
+                    self.peers.retire(id, now);
+                    r.removed.push(p.host.clone());
+                }
+            }
+        }
+        for p in &new.peers {
+            let connect_to = match p.mode {
+                PeerMode::Connect => p.endpoint(),
+                PeerMode::AcceptOnly => None,
+            };
+            match old.peers.iter().find(|o| same(&o.host, &p.host)) {
+                None => {
+                    match self.peers.by_host(&p.host) {
+                        // Admitted earlier as an unknown peer: now configured.
+                        Some(id) => {
+                            self.peers.set_connect_to(id, connect_to);
+                            self.peers.enable(id, now);
+                        }
+                        None => {
+                            self.peers.add_configured(&p.host, connect_to, now);
+                        }
+                    }
+                    tracing::info!(peer = %p.host, "reload: peer added");
+                    r.added.push(p.host.clone());
+                }
+                Some(o) if o != p => {
+                    if let Some(id) = self.peers.by_host(&p.host) {
+                        self.peers.set_connect_to(id, connect_to);
+                    }
+                    tracing::info!(peer = %p.host, "reload: peer changed (used from its next connection)");
+                    r.changed.push(p.host.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        self.config = Arc::new(new);
+        let peers = &self.peers;
+        self.router.set_routes(&self.config, |h| peers.by_host(h));
+        let extra = std::mem::take(&mut self.extra);
+        self.advertise_extra(&extra);
+        self.status_version += 1;
+        self.act(now);
+        self.after(now);
+        r
+    }
+
     /// After each input: while stopping, tell peers with nothing in flight that they drained.
     fn after(&mut self, now: Instant) {
-        if !self.stopping {
+        // While stopping, every peer; otherwise the peers the operator (or a reload) takes
+        // down that are still open — usually none, so this costs nothing per message.
+        let held: Vec<PeerId> = if self.stopping {
+            self.peers.iter().map(|(id, _)| id).collect()
+        } else {
+            self.peers
+                .held_down()
+                .filter(|id| self.peers.get(*id).is_some_and(|p| p.open_conn().is_some()))
+                .collect()
+        };
+        if held.is_empty() {
             return;
         }
         // Drained both ways: no request of ours waits for this peer's answer, and no request
@@ -714,10 +1068,14 @@ impl Endpoint {
         let busy = |c: ConnId| {
             self.pending.count_on(c) > 0 || self.delivered.values().any(|d| d.conn == c)
         };
-        let ready: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter_map(|(id, p)| p.open_conn().filter(|c| !busy(*c)).map(|_| id))
+        let ready: Vec<PeerId> = held
+            .into_iter()
+            .filter(|id| {
+                self.peers
+                    .get(*id)
+                    .and_then(|p| p.open_conn())
+                    .is_some_and(|c| !busy(c))
+            })
             .collect();
         for id in ready {
             self.peers.drained(id, now);
@@ -735,13 +1093,46 @@ impl Endpoint {
                     request,
                     error,
                 } => {
+                    let cause = match error.result_code {
+                        dmproto::result_code::DIAMETER_UNKNOWN_PEER => "cer_unknown_peer",
+                        dmproto::result_code::DIAMETER_TOO_BUSY => "cer_too_many_unknown_peers",
+                        dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY => "cer_peer_disabled",
+                        _ => "cer_invalid",
+                    };
+                    self.observer.refusal(cause);
+                    if let Some(suppressed) = self.refusal_log.admit(now) {
+                        tracing::warn!(
+                            conn = conn.0,
+                            from = %self.remote(conn),
+                            result_code = error.result_code,
+                            suppressed,
+                            "CER refused: {}",
+                            error.message
+                        );
+                    }
                     let local = self.local_for(conn);
                     if let Ok(b) = wire::encode_cea_error(&request, &local, &error) {
                         self.transmit(conn, b);
                     }
                     self.out.push_back(Output::Close { conn });
                 }
-                NodeAction::Close { conn, .. } => self.out.push_back(Output::Close { conn }),
+                NodeAction::Close { conn, reason } => {
+                    let cause = match reason {
+                        crate::peer::fsm::CloseReason::Timeout => "cer_timeout",
+                        _ => "not_cer_first",
+                    };
+                    self.observer.refusal(cause);
+                    if let Some(suppressed) = self.refusal_log.admit(now) {
+                        tracing::warn!(
+                            conn = conn.0,
+                            from = %self.remote(conn),
+                            reason = ?reason,
+                            suppressed,
+                            "connection closed before a capabilities exchange"
+                        );
+                    }
+                    self.out.push_back(Output::Close { conn });
+                }
             }
         }
     }
@@ -768,10 +1159,19 @@ impl Endpoint {
         ) {
             self.status_version += 1;
         }
+        let host = self
+            .peers
+            .get(peer)
+            .map_or_else(String::new, |p| p.host().to_string());
+        let host = host.as_str();
         match action {
-            Action::Connect { conn, addr } => self.out.push_back(Output::Connect { conn, addr }),
+            Action::Connect { conn, addr } => {
+                tracing::debug!(peer = host, conn = conn.0, addr = ?addr, "connecting");
+                self.out.push_back(Output::Connect { conn, addr })
+            }
             Action::Accept { .. } => {}
             Action::Send { conn, msg } => {
+                tracing::debug!(peer = host, conn = conn.0, msg = ?msg, "base protocol message");
                 self.base_hbh = self.base_hbh.wrapping_add(1);
                 self.end_to_end = self.end_to_end.wrapping_add(1);
                 let local = self.local_for(conn);
@@ -779,19 +1179,75 @@ impl Endpoint {
                     self.transmit(conn, b);
                 }
             }
-            Action::Close { conn, .. } => self.out.push_back(Output::Close { conn }),
-            Action::Up { remote, apps, .. } => {
+            Action::Close { conn, reason } => {
+                let state = self.peers.get(peer).map_or("?", |p| p.state().name());
+                use crate::peer::fsm::CloseReason as R;
+                if matches!(
+                    reason,
+                    R::Watchdog | R::ProtocolError | R::Timeout | R::Capabilities
+                ) {
+                    tracing::warn!(peer = host, conn = conn.0, reason = ?reason, state, "peer connection closed");
+                } else {
+                    tracing::info!(peer = host, conn = conn.0, reason = ?reason, state, "peer connection closed");
+                }
+                self.out.push_back(Output::Close { conn });
+            }
+            Action::Up { conn, remote, apps } => {
+                let state = self.peers.get(peer).map_or("?", |p| p.state().name());
+                tracing::info!(
+                    peer = host,
+                    conn = conn.0,
+                    realm = %remote.origin_realm,
+                    apps = ?apps.ids(),
+                    state,
+                    "peer open (capabilities exchanged)"
+                );
                 self.router
                     .peer_up(peer, &remote.origin_host, &remote.origin_realm, apps);
             }
-            Action::Usable { usable, .. } => self.router.set_usable(peer, usable),
-            Action::Failover { conn } => self.suspect(conn, now),
+            Action::Usable { conn, usable } => {
+                let watchdog = self.peers.get(peer).map(|p| p.watchdog().state());
+                tracing::info!(peer = host, conn = conn.0, usable, watchdog = ?watchdog, "peer usability changed (watchdog or stop)");
+                self.router.set_usable(peer, usable);
+            }
+            Action::Failover { conn } => {
+                tracing::warn!(
+                    peer = host,
+                    conn = conn.0,
+                    "watchdog: connection suspect (no answer to DWR)"
+                );
+                self.suspect(conn, now);
+            }
             Action::Down { conn } => {
+                let state = self.peers.get(peer).map_or("?", |p| p.state().name());
+                tracing::info!(peer = host, conn = conn.0, state, "peer down");
                 self.router.peer_down(peer);
                 self.failover(conn, now);
             }
         }
     }
+}
+
+/// The Result-Code of a message body (AVPs after the header), 0 when it has none: a walk
+/// over the top-level AVP headers, no decoding and no allocation (for the answer counters).
+fn result_code(body: &[u8]) -> u32 {
+    let mut at = 0usize;
+    while let Some(h) = body.get(at..at + 8) {
+        let code = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+        let vendor = h[4] & 0x80 != 0;
+        let len = usize::from(h[5]) << 16 | usize::from(h[6]) << 8 | usize::from(h[7]);
+        let data = at + if vendor { 12 } else { 8 };
+        if len < data - at {
+            return 0;
+        }
+        if code == dmproto::avp_code::RESULT_CODE && !vendor && len == 12 {
+            return body
+                .get(data..data + 4)
+                .map_or(0, |v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+        }
+        at += (len + 3) & !3;
+    }
+    0
 }
 
 fn origin_host(msg: &Message) -> &str {

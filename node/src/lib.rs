@@ -17,6 +17,9 @@
 //! - [`outgoing`], [`answer`]: completing originated requests and building answers.
 //! - [`app`]: the seam to the application (incoming requests, originated requests).
 //! - [`endpoint`]: all of the above as one state machine.
+//! - [`observe`]: what the endpoint reports per request (the runtime's metrics plug in).
+//! - [`log_limit`]: flood control for log lines (refusals, faults): use it for any line an
+//!   outsider can cause repeatedly.
 #![forbid(unsafe_code)]
 pub mod answer;
 pub mod app;
@@ -24,6 +27,8 @@ pub mod config;
 pub mod conn;
 pub mod duplicates;
 pub mod endpoint;
+pub mod log_limit;
+pub mod observe;
 pub mod outgoing;
 pub mod peer;
 pub mod pending;

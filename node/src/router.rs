@@ -116,6 +116,20 @@ impl Router {
         router
     }
 
+    /// A reload: the realm table and default route from `config`; what the router learnt
+    /// of each peer (up, realm, applications, usable) stays, so open peers keep serving.
+    pub fn set_routes(&mut self, config: &Config, peer_id: impl Fn(&str) -> Option<PeerId>) {
+        let fresh = Router::new(config, &peer_id);
+        self.routes = fresh.routes;
+        self.default = fresh.default;
+        self.rr.clear();
+        for p in &config.peers {
+            if let Some(id) = peer_id(&p.host) {
+                self.info_mut(id).host.clone_from(&p.host);
+            }
+        }
+    }
+
     fn info_mut(&mut self, id: PeerId) -> &mut PeerInfo {
         if self.peers.len() <= id.0 {
             self.peers.resize_with(id.0 + 1, PeerInfo::default);

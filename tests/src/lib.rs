@@ -29,6 +29,7 @@ pub mod oracle;
 pub mod paths;
 pub mod peers;
 pub mod ports;
+pub mod prometheus;
 pub mod roles;
 pub mod tempdir;
 pub mod tshark;

@@ -143,6 +143,8 @@ pub struct Driver {
     peers: watch::Receiver<Vec<PeerStatus>>,
     /// The applications of the commands attached workers serve (for CER/CEA).
     adverts: watch::Sender<Vec<AppAdvert>>,
+    /// The status document as last published to workers (for `ctl workers` and metrics).
+    status_doc: watch::Sender<String>,
     /// A worker's handled names changed, or a worker left: recompute `adverts`.
     handles_changed: bool,
     /// Incoming requests waiting for their worker's reply, by token, with their deadlines.
@@ -174,8 +176,25 @@ pub struct Driver {
     status_due: Instant,
 }
 
+/// A state change of the seam (workers attaching, leaving, declaring; start and stop):
+/// bounded by the number of workers, never per request.
 fn log(msg: std::fmt::Arguments<'_>) {
-    eprintln!("dmbridge: shm: {msg}");
+    tracing::info!(target: "dmbridge::shm", "{msg}");
+}
+
+/// A fault that can come once per request (reply timeouts, bad or late replies, requests
+/// that cannot be converted): rate-limited, the suppressed ones counted in the next line.
+/// The lock is taken on this fault path only.
+fn fault(msg: std::fmt::Arguments<'_>) {
+    static LIMIT: std::sync::Mutex<dmnode::log_limit::LogLimit> =
+        std::sync::Mutex::new(dmnode::log_limit::LogLimit::refusals());
+    let admitted = LIMIT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .admit(std::time::Instant::now());
+    if let Some(suppressed) = admitted {
+        tracing::warn!(target: "dmbridge::shm", suppressed, "{msg}");
+    }
 }
 
 impl Driver {
@@ -213,6 +232,7 @@ impl Driver {
             handle,
             peers,
             adverts: watch::channel(Vec::new()).0,
+            status_doc: watch::channel(String::new()).0,
             handles_changed: false,
             held: Held::new(options.reply_timeout),
             epochs: HashMap::new(),
@@ -240,6 +260,11 @@ impl Driver {
     /// that set changes (see [`super::ShmService::advertised`]).
     pub fn advertised(&self) -> watch::Receiver<Vec<AppAdvert>> {
         self.adverts.subscribe()
+    }
+
+    /// The status document ([`status::render`]) each time it is published.
+    pub fn status_doc(&self) -> watch::Receiver<String> {
+        self.status_doc.subscribe()
     }
 
     /// Runs until `stop` fires (or its sender is dropped).
@@ -381,7 +406,7 @@ impl Driver {
                     self.watch(slot);
                 }
             }
-            Err(e) => log(format_args!("accepting workers: {e}")),
+            Err(e) => fault(format_args!("accepting workers: {e}")),
         }
     }
 
@@ -398,7 +423,7 @@ impl Driver {
                 // A new connection may already have its Hello waiting.
                 self.hot.push(slot);
             }
-            Err(e) => log(format_args!("watching worker slot {slot}: {e}")),
+            Err(e) => fault(format_args!("watching worker slot {slot}: {e}")),
         }
     }
 
@@ -437,7 +462,7 @@ impl Driver {
             // already).
             self.counters.reply_timeouts += 1;
             self.counters_dirty = true;
-            log(format_args!(
+            fault(format_args!(
                 "no reply from worker slot {slot} within {:?} (token {token:#x}): answered 5012",
                 self.held.timeout()
             ));
@@ -476,7 +501,7 @@ impl Driver {
         self.json.clear();
         if let Err(e) = dmproto::json::write_avps(&mut self.json, msg.avp_refs(), self.dict) {
             // Validation ran before delivery, so this is not expected; still one answer.
-            log(format_args!("request {ev:?} not convertible to JSON: {e}"));
+            fault(format_args!("request {ev:?} not convertible to JSON: {e}"));
             responder.answer(convert::local_answer(
                 dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY,
                 "request not convertible for the application",
@@ -537,7 +562,7 @@ impl Driver {
                 let why = format!(
                     "request too large for the SIP-server queue ({len} bytes as JSON, max {max}; raise [app] max_message_size)"
                 );
-                log(format_args!("E_DM_{}: {why}", ev.name));
+                fault(format_args!("E_DM_{}: {why}", ev.name));
                 responder.answer(convert::local_answer(
                     dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY,
                     &why,
@@ -647,7 +672,7 @@ impl Driver {
         self.counters_dirty = true;
         let Some((responder, _)) = self.held.take(token) else {
             self.counters.late_replies += 1;
-            log(format_args!(
+            fault(format_args!(
                 "late reply from worker slot {slot} (token {token:#x}) dropped: the peer already got 5012 after the reply timeout"
             ));
             return;
@@ -673,7 +698,7 @@ impl Driver {
                 self.status_dirty = true;
                 self.last_reply_error
                     .insert(slot, format!("token {token:#x}: {why}"));
-                log(format_args!(
+                fault(format_args!(
                     "worker slot {slot}, token {token:#x}: {why}; the peer is answered 5012"
                 ));
                 responder.answer(convert::local_answer(
@@ -755,7 +780,7 @@ impl Driver {
                     "the answer ({len} bytes as JSON) exceeds the SIP-server queue's maximum of {max} bytes (raise [app] max_message_size); Result-Code {}",
                     o.result_code
                 );
-                log(format_args!("worker slot {slot}, handle {handle}: {why}"));
+                fault(format_args!("worker slot {slot}, handle {handle}: {why}"));
                 let short = record::Answer {
                     handle,
                     class: record::class::NOT_SENT,
@@ -810,6 +835,7 @@ impl Driver {
             &self.bridge.handled_names(),
             &self.counters,
         );
+        self.status_doc.send_replace(json.clone());
         self.bridge.set_status_json(json);
         self.status_dirty = false;
         self.counters_dirty = false;

@@ -92,6 +92,7 @@ pub struct ShmService {
     task: Option<JoinHandle<()>>,
     generation: u64,
     advertised: watch::Receiver<Vec<AppAdvert>>,
+    status_doc: watch::Receiver<String>,
 }
 
 impl ShmService {
@@ -120,6 +121,7 @@ impl ShmService {
         )?;
         let generation = d.generation();
         let advertised = d.advertised();
+        let status_doc = d.status_doc();
         let task = tokio::spawn(d.run(rx, stop_rx));
         Ok((
             Arc::new(ShmApp { tx }),
@@ -128,6 +130,7 @@ impl ShmService {
                 task: Some(task),
                 generation,
                 advertised,
+                status_doc,
             },
         ))
     }
@@ -142,6 +145,12 @@ impl ShmService {
     /// in CER/CEA beside the configured `[[applications]]`.
     pub fn advertised(&self) -> watch::Receiver<Vec<AppAdvert>> {
         self.advertised.clone()
+    }
+
+    /// The status document as last published to the workers (JSON: peers, workers,
+    /// counters), for `dmbridge ctl workers` and the worker metrics.
+    pub fn status_doc(&self) -> watch::Receiver<String> {
+        self.status_doc.clone()
     }
 
     /// Stops the driver and waits for it: held requests are released (answered 5012 by the

@@ -163,6 +163,7 @@ mod tests {
             usable: true,
             apps: vec![16777216],
             pending: 2,
+            disabled: false,
         }];
         let workers = vec![WorkerInfo {
             slot: 3,

@@ -240,6 +240,48 @@ colour = "blue"
     }
 
     #[test]
+    fn log_metrics_admin_sections() {
+        let base = "[node]\norigin_host = \"b.example.net\"\norigin_realm = \"example.net\"\n\
+                    [[applications]]\nid = 4\n";
+        let c = parse(base).unwrap();
+        assert_eq!(c.ops, OpsSettings::default());
+        assert_eq!(
+            c.ops.metrics_listen, None,
+            "metrics are off unless configured"
+        );
+        let c = parse(&format!(
+            "{base}[log]\nlevel = \"warn,dmnode::peer=debug\"\nformat = \"json\"\n\
+             [metrics]\nlisten = \"127.0.0.1:9464\"\n[admin]\nsocket = \"/run/x/admin.sock\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.ops.log_level, "warn,dmnode::peer=debug");
+        assert_eq!(c.ops.log_format, "json");
+        assert_eq!(
+            c.ops.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(c.ops.admin_socket, Some("/run/x/admin.sock".into()));
+        let errs = lines(&format!(
+            "{base}[log]\nformat = \"xml\"\n[metrics]\nlisten = \"localhost\"\nport = 1\n"
+        ));
+        assert!(
+            errs.iter()
+                .any(|(l, m)| *l == 7 && m.contains("\"text\" or \"json\"")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|(l, m)| *l == 9 && m.contains("address:port")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|(l, m)| *l == 10 && m.contains("unknown key `port`")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn type_and_range_errors() {
         let text = r#"[node]
 origin_host = 5

@@ -44,6 +44,8 @@ pub struct Config {
     pub timers: Timers,
     pub limits: Limits,
     pub app: ShmSettings,
+    /// `[log]`, `[metrics]`, `[admin]`.
+    pub ops: OpsSettings,
 }
 
 /// Who this node is and where it listens.
@@ -278,6 +280,32 @@ impl Default for ShmSettings {
             ring_size: 1 << 20,
             group: None,
             max_message_size: None,
+        }
+    }
+}
+
+/// `[log]`, `[metrics]`, `[admin]`: operating the running node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpsSettings {
+    /// `[log] level`: a `RUST_LOG`-style filter (`info`, `warn,dmnode::peer=debug`); the
+    /// `RUST_LOG` environment variable wins over it. Default `info`.
+    pub log_level: String,
+    /// `[log] format`: `"text"` (default) or `"json"` lines.
+    pub log_format: String,
+    /// `[metrics] listen`: where the Prometheus exporter listens; `None` (default): off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `[admin] socket`: the admin socket (`dmbridge ctl`); default `admin.sock` beside
+    /// `[app] control_socket`.
+    pub admin_socket: Option<PathBuf>,
+}
+
+impl Default for OpsSettings {
+    fn default() -> Self {
+        OpsSettings {
+            log_level: "info".into(),
+            log_format: "text".into(),
+            metrics_listen: None,
+            admin_socket: None,
         }
     }
 }

@@ -20,6 +20,9 @@ const ROOT_KEYS: &[&str] = &[
     "timers",
     "limits",
     "app",
+    "log",
+    "metrics",
+    "admin",
 ];
 const NODE_KEYS: &[&str] = &[
     "origin_host",
@@ -52,6 +55,9 @@ const LIMIT_KEYS: &[&str] = &[
     "dup_cache_entries",
     "dup_cache_ttl",
 ];
+const LOG_KEYS: &[&str] = &["level", "format"];
+const METRICS_KEYS: &[&str] = &["listen"];
+const ADMIN_KEYS: &[&str] = &["socket"];
 const SHM_KEYS: &[&str] = &[
     "segment",
     "control_socket",
@@ -74,6 +80,7 @@ pub(super) fn read_config(cx: &mut Cx<'_>, root: &Table) -> Config {
     let timers = read_timers(cx, root);
     let limits = read_limits(cx, root);
     let app = read_shm(cx, root);
+    let ops = read_ops(cx, root);
     Config {
         node,
         applications,
@@ -83,6 +90,7 @@ pub(super) fn read_config(cx: &mut Cx<'_>, root: &Table) -> Config {
         timers,
         limits,
         app,
+        ops,
     }
 }
 
@@ -480,4 +488,48 @@ fn read_group(cx: &mut Cx<'_>, s: &Section<'_>) -> Option<GroupSpec> {
             None
         }
     }
+}
+
+/// `[log]`, `[metrics]` and `[admin]`: how the running node is operated (the driver's
+/// business; the protocol core only carries them).
+fn read_ops(cx: &mut Cx<'_>, root: Tbl<'_>) -> OpsSettings {
+    let mut ops = OpsSettings::default();
+    if let Some(tbl) = sub_table(cx, root, "log") {
+        let s = Section::new(cx, tbl, "[log]".into(), LOG_KEYS);
+        if let Some(level) = s.string(cx, "level") {
+            ops.log_level = level;
+        }
+        if let Some(format) = s.string(cx, "format") {
+            match format.as_str() {
+                "text" | "json" => ops.log_format = format,
+                other => {
+                    let span = s.item("format").and_then(|(span, _)| span);
+                    cx.error(
+                        span,
+                        format!("`format` in [log] must be \"text\" or \"json\", not {other:?}"),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(tbl) = sub_table(cx, root, "metrics") {
+        let s = Section::new(cx, tbl, "[metrics]".into(), METRICS_KEYS);
+        if let Some(listen) = s.string(cx, "listen") {
+            match listen.parse::<SocketAddr>() {
+                Ok(a) => ops.metrics_listen = Some(a),
+                Err(_) => {
+                    let span = s.item("listen").and_then(|(span, _)| span);
+                    cx.error(
+                        span,
+                        format!("`listen` in [metrics] = {listen:?} is not an address:port (e.g. \"127.0.0.1:9464\")"),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(tbl) = sub_table(cx, root, "admin") {
+        let s = Section::new(cx, tbl, "[admin]".into(), ADMIN_KEYS);
+        ops.admin_socket = s.path(cx, "socket");
+    }
+    ops
 }

@@ -53,6 +53,22 @@ pub enum State {
     Closing,
 }
 
+impl State {
+    /// The state's name as RFC 6733 §5.6 writes it (logs, metrics, `ctl peers`).
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Closed => "Closed",
+            State::WaitConnAck => "Wait-Conn-Ack",
+            State::WaitICea => "Wait-I-CEA",
+            State::WaitConnAckElect => "Wait-Conn-Ack/Elect",
+            State::WaitReturns => "Wait-Returns",
+            State::ROpen => "R-Open",
+            State::IOpen => "I-Open",
+            State::Closing => "Closing",
+        }
+    }
+}
+
 /// The identifiers of a received request, needed to answer it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MsgIds {
@@ -271,6 +287,11 @@ impl PeerFsm {
     /// Replaces our capabilities for capabilities exchanges from now on (the applications
     /// advertised can grow while the node runs; see `Endpoint::advertise_extra`). What an open
     /// connection negotiated stays as it was.
+    /// Where the peer is reached from the next connection attempt on (a reload changed it).
+    pub fn set_connect_to(&mut self, connect_to: Option<Endpoint>) {
+        self.settings.connect_to = connect_to;
+    }
+
     pub fn set_local(&mut self, local: Arc<Capabilities>) {
         self.local = local;
     }

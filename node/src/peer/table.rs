@@ -10,7 +10,7 @@
 //! It also maps every message received on a peer's connection to the right state machine
 //! event, so the driver's read loop is: frame, decode, [`Peers::received`], act.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -80,6 +80,10 @@ pub struct Peers {
     ids: ConnIds,
     seed: u64,
     actions: VecDeque<NodeAction>,
+    /// Held down by the operator or removed by a reload: no reconnection, CERs refused.
+    disabled: HashSet<PeerId>,
+    /// Removed by a reload (also in `disabled`): not shown, not found by name.
+    retired: HashSet<PeerId>,
 }
 
 fn key(host: &str) -> String {
@@ -103,6 +107,8 @@ impl Peers {
             ids: ConnIds::default(),
             seed,
             actions: VecDeque::new(),
+            disabled: HashSet::new(),
+            retired: HashSet::new(),
         };
         for p in &config.peers {
             let connect_to = match p.mode {
@@ -172,6 +178,78 @@ impl Peers {
             p.set_local(local.clone());
         }
         self.local = local;
+    }
+
+    /// Operator control (`dmbridge ctl peer disable`): the peer drains its pending requests,
+    /// sends DPR (Disconnect-Cause BUSY) and stays Closed — no reconnection, and its CERs are
+    /// refused — until [`Peers::enable`].
+    pub fn disable(&mut self, peer: PeerId, now: Instant) {
+        self.disabled.insert(peer);
+        self.event(
+            peer,
+            Event::Stop {
+                cause: DisconnectCause::Busy,
+            },
+            now,
+        );
+    }
+
+    /// Undoes [`Peers::disable`]: a peer we connect to connects again at once.
+    pub fn enable(&mut self, peer: PeerId, now: Instant) {
+        if self.disabled.remove(&peer) {
+            self.event(peer, Event::Start, now);
+        }
+    }
+
+    pub fn is_disabled(&self, peer: PeerId) -> bool {
+        self.disabled.contains(&peer)
+    }
+
+    /// Peers taken down by the operator or by a reload (they drain, then DPR).
+    pub fn held_down(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.disabled.iter().copied()
+    }
+
+    /// A reload added a peer to the configuration: a new state machine, started at once.
+    pub fn add_configured(
+        &mut self,
+        host: &str,
+        connect_to: Option<crate::config::Endpoint>,
+        now: Instant,
+    ) -> PeerId {
+        let id = self.add(host, connect_to);
+        self.configured += 1;
+        self.event(id, Event::Start, now);
+        id
+    }
+
+    /// A reload removed a peer: it is taken down like a disabled one and forgotten by name,
+    /// so its next CER is that of an unknown peer. Its slot stays (ids are stable).
+    pub fn retire(&mut self, peer: PeerId, now: Instant) {
+        if let Some(p) = self.peers.get(peer.0) {
+            self.by_host.remove(&key(p.host()));
+        }
+        self.retired.insert(peer);
+        self.disabled.insert(peer);
+        self.event(
+            peer,
+            Event::Stop {
+                cause: DisconnectCause::DoNotWantToTalkToYou,
+            },
+            now,
+        );
+    }
+
+    pub fn is_retired(&self, peer: PeerId) -> bool {
+        self.retired.contains(&peer)
+    }
+
+    /// A reload changed where a configured peer is reached: used from its next connection
+    /// attempt on; the open connection, if any, is left alone.
+    pub fn set_connect_to(&mut self, peer: PeerId, connect_to: Option<crate::config::Endpoint>) {
+        if let Some(p) = self.peers.get_mut(peer.0) {
+            p.set_connect_to(connect_to);
+        }
     }
 
     /// Start every peer we connect to.
@@ -350,6 +428,22 @@ impl Peers {
                 return;
             }
         };
+        if self.disabled.contains(&peer) {
+            let error = WireError {
+                result_code: dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY,
+                message: format!(
+                    "peer {:?} is disabled by the operator",
+                    cer.caps.origin_host
+                ),
+                failed_avp: None,
+            };
+            self.actions.push_back(NodeAction::RefuseCer {
+                conn,
+                request: msg.header,
+                error,
+            });
+            return;
+        }
         self.owner.insert(conn, peer);
         self.event(peer, Event::RConnCer { conn, cer }, now);
     }

@@ -1,0 +1,125 @@
+//! Metrics end to end: `dmbridge run --echo` with `[metrics] listen` on loopback, a real
+//! Prometheus (Debian's package) scraping it every 500 ms, `dmbridge bench` sending a counted
+//! number of requests; PromQL through Prometheus' HTTP API must return exactly the counts the
+//! client saw (requests in, answers out by Result-Code), the peer's state series and the
+//! process metrics. Bounded: 3000 requests, waits of a few seconds.
+
+use std::process::Command;
+use std::time::Duration;
+
+use harness::bridge::BridgeOptions;
+use harness::dmbridge::dmbridge_bin;
+use harness::paths::repo_root;
+use harness::prometheus::{http_get, Prometheus};
+use harness::{free_port, wait_for_port, ChildGuard, TestDir};
+
+const COUNT: u64 = 3000;
+
+#[test]
+fn prometheus_scrapes_the_counts_a_bench_run_caused() {
+    let bin = dmbridge_bin().unwrap_or_else(|e| panic!("{e}"));
+    let dir = TestDir::new("ops_metrics");
+    let port = free_port();
+    let mport = free_port();
+    let opts = BridgeOptions {
+        port,
+        extra_toml: format!("\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n"),
+        ..BridgeOptions::default()
+    };
+    let config = dir.join("dmbridge.toml");
+    std::fs::write(&config, opts.to_toml(dir.path())).unwrap();
+    let mut cmd = Command::new(&bin);
+    cmd.args(["run", "--echo", "--config"]).arg(&config);
+    let mut bridge = ChildGuard::spawn("dmbridge", cmd, dir.path());
+    bridge
+        .wait_for_line("listening on", Duration::from_secs(15))
+        .unwrap();
+    wait_for_port(mport, Duration::from_secs(5)).unwrap();
+
+    // The exporter itself: OpenMetrics text, 404 elsewhere.
+    let (status, body) = http_get(mport, "/metrics", Duration::from_secs(5)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("# TYPE dmbridge_requests counter"), "{body}");
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+    assert_eq!(http_get(mport, "/", Duration::from_secs(5)).unwrap().0, 404);
+
+    let prom = Prometheus::start(
+        dir.path(),
+        &[format!("127.0.0.1:{mport}")],
+        Duration::from_millis(500),
+    );
+    assert_eq!(
+        prom.wait_value("up{job=\"dmbridge\"}", 1.0, Duration::from_secs(10)),
+        Some(1.0),
+        "Prometheus does not scrape the bridge"
+    );
+
+    // Load: a counted run.
+    let out = Command::new(&bin)
+        .args(["bench", "--connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--template")
+        .arg(repo_root().join("cfg-examples/bench/test_app.json"))
+        .args(["--concurrency", "50", "--json", "--quiet", "--count"])
+        .arg(COUNT.to_string())
+        .output()
+        .unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bench summary: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(summary["sent"], COUNT, "{summary}");
+    assert_eq!(summary["answered"], COUNT, "{summary}");
+    let ok = summary["result_codes"]["2001"].as_u64().unwrap_or(0);
+    assert_eq!(ok, COUNT, "{summary}");
+
+    let peer = "bench.test.local";
+    let q_in = format!(
+        "sum(dmbridge_requests_total{{job=\"dmbridge\",peer=\"{peer}\",direction=\"in\"}})"
+    );
+    assert_eq!(
+        prom.wait_value(&q_in, COUNT as f64, Duration::from_secs(10)),
+        Some(COUNT as f64),
+        "{q_in}\n{}",
+        bridge.tail(20)
+    );
+    let q_ans = format!(
+        "sum(dmbridge_answers_total{{peer=\"{peer}\",direction=\"out\",result_code=\"2001\"}})"
+    );
+    assert_eq!(
+        prom.wait_value(&q_ans, ok as f64, Duration::from_secs(10)),
+        Some(ok as f64),
+        "{q_ans}"
+    );
+    // The command label comes from the dictionary (test_app's request).
+    let by_cmd = prom
+        .query("sum by (command, app) (dmbridge_requests_total{direction=\"in\"})")
+        .unwrap();
+    assert_eq!(by_cmd.len(), 1, "{by_cmd:?}");
+    assert_eq!(by_cmd[0]["metric"]["app"], "16777215", "{by_cmd:?}");
+    // Answers per second as Prometheus computes it: the run happened.
+    let rate = prom
+        .value("sum(increase(dmbridge_answers_total{direction=\"out\"}[1m]))")
+        .unwrap()
+        .unwrap_or(0.0);
+    assert!(rate > 0.0, "increase() saw no answers");
+    // Process metrics.
+    let cpu = prom
+        .value("process_cpu_seconds_total{job=\"dmbridge\"}")
+        .unwrap()
+        .unwrap_or(0.0);
+    assert!(cpu > 0.0, "no process_cpu_seconds_total");
+    let rss = prom
+        .value("process_resident_memory_bytes{job=\"dmbridge\"}")
+        .unwrap()
+        .unwrap_or(0.0);
+    assert!(rss > 1e6, "resident memory {rss}");
+    // No request of ours is pending.
+    assert_eq!(
+        prom.value("dmbridge_pending_requests{job=\"dmbridge\"}")
+            .unwrap(),
+        Some(0.0)
+    );
+}
