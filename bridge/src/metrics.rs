@@ -212,18 +212,10 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
-        let requests = Family::<MsgLabels, Counter>::default();
-        registry.register(
-            "dmbridge_requests",
-            "Diameter requests (not base protocol) by peer, application, command and direction (in: from the peer, out: ours)",
-            requests.clone(),
-        );
-        let answers = Family::<AnswerLabels, Counter>::default();
-        registry.register(
-            "dmbridge_answers",
-            "Diameter answers by peer, application, command, direction (in: to our requests, out: ours) and Result-Code",
-            answers.clone(),
-        );
+        let requests: Family<MsgLabels, Counter> =
+            family(&mut registry, "dmbridge_requests", "Diameter requests (not base protocol) by peer, application, command and direction (in: from the peer, out: ours)");
+        let answers: Family<AnswerLabels, Counter> =
+            family(&mut registry, "dmbridge_answers", "Diameter answers by peer, application, command, direction (in: to our requests, out: ours) and Result-Code");
         let answer_latency = Family::<PeerAppLabels, LatencyHistogram>::default();
         registry.register(
             "dmbridge_answer_latency_seconds",
@@ -236,30 +228,20 @@ impl Metrics {
             "Time from handing an incoming request to a SIP-server worker to its script's reply",
             script_reply_latency.clone(),
         );
-        let refusals = Family::<CauseLabels, Counter>::default();
-        registry.register(
+        let refusals: Family<CauseLabels, Counter> = family(
+            &mut registry,
             "dmbridge_refusals",
             "Connections, messages and peers refused, by cause",
-            refusals.clone(),
         );
-        let local_answers = Family::<LocalAnswerLabels, Counter>::default();
-        registry.register(
+        let local_answers: Family<LocalAnswerLabels, Counter> = family(
+            &mut registry,
             "dmbridge_local_answers",
             "Answers the bridge made itself (no script involved), by Result-Code and cause",
-            local_answers.clone(),
         );
-        let ring_full = Family::<SlotLabels, Counter>::default();
-        registry.register(
-            "dmbridge_worker_ring_full",
-            "Requests a worker's ring had no room for (answered 3004 when no other worker could take them)",
-            ring_full.clone(),
-        );
-        let events = Family::<EventLabels, Counter>::default();
-        registry.register(
-            "dmbridge_events",
-            "Protocol events: duplicate (answered from the duplicate cache), retransmission (sent again with the T flag after failover), failover",
-            events.clone(),
-        );
+        let ring_full: Family<SlotLabels, Counter> =
+            family(&mut registry, "dmbridge_worker_ring_full", "Requests a worker's ring had no room for (answered 3004 when no other worker could take them)");
+        let events: Family<EventLabels, Counter> =
+            family(&mut registry, "dmbridge_events", "Protocol events: duplicate (answered from the duplicate cache), retransmission (sent again with the T flag after failover), failover");
         let pending = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "dmbridge_pending_requests",
@@ -337,6 +319,16 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A counter family registered under `name`.
+fn family<L>(registry: &mut Registry, name: &str, help: &str) -> Family<L, Counter>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let f = Family::<L, Counter>::default();
+    registry.register(name, help, f.clone());
+    f
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

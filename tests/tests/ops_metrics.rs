@@ -99,12 +99,6 @@ fn prometheus_scrapes_the_counts_a_bench_run_caused() {
         .unwrap();
     assert_eq!(by_cmd.len(), 1, "{by_cmd:?}");
     assert_eq!(by_cmd[0]["metric"]["app"], "16777215", "{by_cmd:?}");
-    // Answers per second as Prometheus computes it: the run happened.
-    let rate = prom
-        .value("sum(increase(dmbridge_answers_total{direction=\"out\"}[1m]))")
-        .unwrap()
-        .unwrap_or(0.0);
-    assert!(rate > 0.0, "increase() saw no answers");
     // Process metrics.
     let cpu = prom
         .value("process_cpu_seconds_total{job=\"dmbridge\"}")

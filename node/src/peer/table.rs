@@ -402,50 +402,37 @@ impl Peers {
                 self.add(&cer.caps.origin_host.clone(), None)
             }
             None if self.allow_unknown => {
-                let error = WireError {
-                    result_code: dmproto::result_code::DIAMETER_TOO_BUSY,
-                    message: format!("too many unknown peers ({})", self.max_unknown),
-                    failed_avp: None,
-                };
-                self.actions.push_back(NodeAction::RefuseCer {
-                    conn,
-                    request: msg.header,
-                    error,
-                });
-                return;
+                let why = format!("too many unknown peers ({})", self.max_unknown);
+                return self.refuse_cer(conn, msg, dmproto::result_code::DIAMETER_TOO_BUSY, why);
             }
             None => {
-                let error = WireError {
-                    result_code: result::UNKNOWN_PEER,
-                    message: format!("unknown peer {:?}", cer.caps.origin_host),
-                    failed_avp: None,
-                };
-                self.actions.push_back(NodeAction::RefuseCer {
-                    conn,
-                    request: msg.header,
-                    error,
-                });
-                return;
+                let why = format!("unknown peer {:?}", cer.caps.origin_host);
+                return self.refuse_cer(conn, msg, result::UNKNOWN_PEER, why);
             }
         };
         if self.disabled.contains(&peer) {
-            let error = WireError {
-                result_code: dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY,
-                message: format!(
-                    "peer {:?} is disabled by the operator",
-                    cer.caps.origin_host
-                ),
-                failed_avp: None,
-            };
-            self.actions.push_back(NodeAction::RefuseCer {
-                conn,
-                request: msg.header,
-                error,
-            });
-            return;
+            let why = format!(
+                "peer {:?} is disabled by the operator",
+                cer.caps.origin_host
+            );
+            let code = dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY;
+            return self.refuse_cer(conn, msg, code, why);
         }
         self.owner.insert(conn, peer);
         self.event(peer, Event::RConnCer { conn, cer }, now);
+    }
+
+    /// Answers the CER on `conn` with a CEA carrying `result_code`, then closes.
+    fn refuse_cer(&mut self, conn: ConnId, msg: &Message, result_code: u32, message: String) {
+        self.actions.push_back(NodeAction::RefuseCer {
+            conn,
+            request: msg.header,
+            error: WireError {
+                result_code,
+                message,
+                failed_avp: None,
+            },
+        });
     }
 
     /// Feeds one event to a peer and collects its actions. Returns the FSM's verdict.
