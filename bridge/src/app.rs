@@ -130,26 +130,75 @@ pub trait Application: Send + Sync + 'static {
     fn on_request(&self, request: IncomingRequest, responder: Responder);
 }
 
+/// A submitter's queue of outcomes, each tagged with the tag it submitted under
+/// ([`AppHandle::submit_queued`]): one channel for all of its requests, no task per request.
+/// Unbounded on purpose: its length is bounded by the requests the submitter has in flight,
+/// which the node bounds (`[limits] max_pending_requests`).
+pub type OutcomeQueue = mpsc::UnboundedSender<(u64, Result<Message, RequestError>)>;
+
+/// Where one outcome goes: its own channel, or the submitter's queue under a tag.
+#[derive(Debug)]
+enum OutcomeSink {
+    Oneshot(oneshot::Sender<Result<Message, RequestError>>),
+    Queue { tag: u64, tx: OutcomeQueue },
+}
+
+/// Sends one outcome, once. Dropped without one, a queued submitter reads
+/// [`RequestError::NodeDown`] under its tag (a oneshot's receiver reads it by itself).
+#[derive(Debug)]
+struct OutcomeTx(Option<OutcomeSink>);
+
+impl OutcomeTx {
+    fn send(mut self, outcome: Result<Message, RequestError>) {
+        // The submitter may have given up waiting; that is its right.
+        match self.0.take() {
+            Some(OutcomeSink::Oneshot(tx)) => {
+                let _ = tx.send(outcome);
+            }
+            Some(OutcomeSink::Queue { tag, tx }) => {
+                let _ = tx.send((tag, outcome));
+            }
+            None => {}
+        }
+    }
+
+    fn is_wanted(&self) -> bool {
+        match &self.0 {
+            Some(OutcomeSink::Oneshot(tx)) => !tx.is_closed(),
+            Some(OutcomeSink::Queue { tx, .. }) => !tx.is_closed(),
+            None => false,
+        }
+    }
+}
+
+impl Drop for OutcomeTx {
+    fn drop(&mut self) {
+        if let Some(OutcomeSink::Queue { tag, tx }) = self.0.take() {
+            let _ = tx.send((tag, Err(RequestError::NodeDown)));
+        }
+    }
+}
+
 /// One submitted request, as the node receives it.
 #[derive(Debug)]
 pub struct Submission {
     pub request: OutgoingRequest,
-    reply: oneshot::Sender<Result<Message, RequestError>>,
+    reply: OutcomeTx,
 }
 
 impl Submission {
     /// Delivers the outcome. Consumes the submission: one outcome per request.
     pub fn complete(self, outcome: Result<Message, RequestError>) {
-        // The submitter may have given up waiting; that is its right.
-        let _ = self.reply.send(outcome);
+        self.reply.send(outcome);
     }
 
     /// Whether the submitter still waits.
     pub fn is_wanted(&self) -> bool {
-        !self.reply.is_closed()
+        self.reply.is_wanted()
     }
 
-    /// Splits into the request and its outcome sender (kept in the pending table).
+    /// Splits into the request and its outcome sender (kept by the driver, under the
+    /// request's id, until the endpoint reports the outcome).
     pub fn into_parts(self) -> (OutgoingRequest, Completion) {
         (self.request, Completion { reply: self.reply })
     }
@@ -159,16 +208,18 @@ impl Submission {
 /// submitter reads [`RequestError::NodeDown`]: it never waits forever.
 #[derive(Debug)]
 pub struct Completion {
-    reply: oneshot::Sender<Result<Message, RequestError>>,
+    reply: OutcomeTx,
 }
 
 impl Completion {
+    /// Delivers the outcome, once.
     pub fn complete(self, outcome: Result<Message, RequestError>) {
-        let _ = self.reply.send(outcome);
+        self.reply.send(outcome);
     }
 
+    /// Whether the submitter still waits.
     pub fn is_wanted(&self) -> bool {
-        !self.reply.is_closed()
+        self.reply.is_wanted()
     }
 }
 
@@ -210,10 +261,40 @@ impl AppHandle {
     /// when the queue is full ([`RequestError::TooBusy`]) or the node is gone.
     pub fn submit(&self, request: OutgoingRequest) -> Result<PendingAnswer, RequestError> {
         let (tx, rx) = oneshot::channel();
-        match self.tx.try_send(Submission { request, reply: tx }) {
-            Ok(()) => Ok(PendingAnswer { rx }),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(RequestError::TooBusy),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(RequestError::NodeDown),
+        self.send(request, OutcomeSink::Oneshot(tx))?;
+        Ok(PendingAnswer { rx })
+    }
+
+    /// Submits a request whose one outcome arrives on `queue` as `(tag, outcome)` — for a
+    /// submitter with many requests in flight that waits on one channel instead of a task
+    /// per request (the shared-memory application). An `Err` here is the outcome: nothing
+    /// is queued then.
+    pub fn submit_queued(
+        &self,
+        request: OutgoingRequest,
+        tag: u64,
+        queue: &OutcomeQueue,
+    ) -> Result<(), RequestError> {
+        let tx = queue.clone();
+        self.send(request, OutcomeSink::Queue { tag, tx })
+    }
+
+    fn send(&self, request: OutgoingRequest, sink: OutcomeSink) -> Result<(), RequestError> {
+        let sub = Submission {
+            request,
+            reply: OutcomeTx(Some(sink)),
+        };
+        match self.tx.try_send(sub) {
+            Ok(()) => Ok(()),
+            // Disarmed: the error returned is this request's one outcome.
+            Err(mpsc::error::TrySendError::Full(mut s)) => {
+                s.reply.0 = None;
+                Err(RequestError::TooBusy)
+            }
+            Err(mpsc::error::TrySendError::Closed(mut s)) => {
+                s.reply.0 = None;
+                Err(RequestError::NodeDown)
+            }
         }
     }
 
@@ -402,6 +483,34 @@ mod tests {
         let (_, completion) = subs.recv().await.unwrap().into_parts();
         completion.complete(Err(RequestError::Timeout));
         assert_eq!(pending.try_take(), Some(Err(RequestError::Timeout)));
+    }
+
+    #[tokio::test]
+    async fn queued_submissions_report_under_their_tag_exactly_once() {
+        let (handle, mut subs) = channel(2);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        handle
+            .submit_queued(OutgoingRequest::default(), 1, &tx)
+            .unwrap();
+        handle
+            .submit_queued(OutgoingRequest::default(), 2, &tx)
+            .unwrap();
+        // Refused at once: the error is the outcome, nothing arrives on the queue for it.
+        assert_eq!(
+            handle.submit_queued(OutgoingRequest::default(), 3, &tx),
+            Err(RequestError::TooBusy)
+        );
+        let (_, first) = subs.recv().await.unwrap().into_parts();
+        let second = subs.recv().await.unwrap();
+        first.complete(Err(RequestError::Timeout));
+        // Dropped by the node without an outcome: NodeDown, under its own tag.
+        drop(second);
+        assert_eq!(rx.recv().await, Some((1, Err(RequestError::Timeout))));
+        assert_eq!(rx.recv().await, Some((2, Err(RequestError::NodeDown))));
+        assert!(
+            rx.try_recv().is_err(),
+            "one outcome each, none for the refused one"
+        );
     }
 
     #[tokio::test]

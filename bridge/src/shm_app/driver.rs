@@ -2,7 +2,8 @@
 //! docs](super) for what it guarantees).
 //!
 //! It sleeps in one `select!` on: the node's requests, the readiness of the control listener
-//! and of every worker connection (`AsyncFd`), outgoing requests completing (a `JoinSet`),
+//! and of every worker connection (`AsyncFd`), the outcomes of outgoing requests (one queue
+//! for all of them, [`crate::app::OutcomeQueue`]: no task per request),
 //! the node's peer status, and one timer (the earliest reply deadline, handshake expiry,
 //! the next status refresh). Readiness is cleared *before* a slot is serviced and
 //! `Bridge::service` reads until the socket would block and then arms the ring's sleep flag,
@@ -20,7 +21,6 @@ use dmproto::json::JsonReader;
 use dmproto::Message;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use dmshm::bridge::{Bridge, BridgeEvent, Dispatch, SlotId};
@@ -28,10 +28,13 @@ use dmshm::record::{self, ReplyStatus};
 
 use super::convert::{self, Outcome};
 use super::held::Held;
+use super::policy::Policy;
 use super::refusals::RefusalLog;
 use super::status::{self, Counters, Identity};
 use super::ShmOptions;
-use crate::app::{AppHandle, IncomingRequest, OutgoingRequest, RequestError, Responder};
+use crate::app::{
+    AppHandle, IncomingRequest, OutcomeQueue, OutgoingRequest, RequestError, Responder,
+};
 use dmnode::config::AppAdvert;
 use dmnode::endpoint::PeerStatus;
 
@@ -43,25 +46,10 @@ const MAX_CACHED_NAMES: usize = 1024;
 /// also refreshed this often so `uptime_s` moves (one render a second, no busy loop).
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// How long after attaching a worker that has not declared its events yet counts as "not
-/// ready" (3004) rather than "serves nothing" (3001): a worker that declares nothing (it only
-/// originates requests) never sends a Handles record, so the wait must end.
+/// ready" (3004) rather than "serves nothing" (3001): a worker of an older module that only
+/// originates requests may never send a Handles record, so the wait must end
+/// ([`Policy::unhandled`]).
 const DECLARE_GRACE: Duration = Duration::from_secs(2);
-
-/// The answer for a request no declared worker serves: 3004 DIAMETER_TOO_BUSY (transient)
-/// while some worker attached within `grace` has not declared its events yet — right after a
-/// bridge restart workers re-attach before they re-declare, and a permanent 3001 then would
-/// be wrong — else 3001 DIAMETER_COMMAND_UNSUPPORTED.
-fn unhandled_result_code(
-    undeclared: &HashMap<SlotId, Instant>,
-    now: Instant,
-    grace: Duration,
-) -> u32 {
-    if undeclared.values().any(|&at| now < at + grace) {
-        dmproto::result_code::DIAMETER_TOO_BUSY
-    } else {
-        dmproto::result_code::DIAMETER_COMMAND_UNSUPPORTED
-    }
-}
 
 /// What the driver needs to know about the node.
 #[derive(Clone, Debug)]
@@ -82,12 +70,11 @@ impl AsRawFd for ListenerFd {
     }
 }
 
-/// The outcome of a worker's outgoing request, for the worker that asked.
-struct Done {
+/// A worker's outgoing request in flight: whom its outcome is for.
+struct Asker {
     slot: SlotId,
     epoch: u64,
     handle: u64,
-    result: Result<Message, RequestError>,
 }
 
 /// Readiness found by one poll.
@@ -149,13 +136,14 @@ pub struct Driver {
     handles_changed: bool,
     /// Incoming requests waiting for their worker's reply, by token, with their deadlines.
     held: Held<Responder>,
-    /// Bumped on every attach to a slot, so outcomes never reach a later tenant of it.
-    epochs: HashMap<SlotId, u64>,
     /// Refusals logged per cause and uid per interval.
     refusals: RefusalLog,
-    /// Attached workers that have not declared their events yet, with when they attached
-    /// (see [`unhandled_result_code`]).
-    undeclared: HashMap<SlotId, Instant>,
+    /// Epochs, declarations (3001 or 3004), handshake checks: the decisions, time passed in.
+    policy: Policy,
+    /// Outgoing requests in flight by tag, and the queue their outcomes arrive on.
+    asked: HashMap<u64, Asker>,
+    next_tag: u64,
+    outcomes: OutcomeQueue,
     /// Slots whose service stopped at its budget: serviced again without waiting.
     hot: Vec<SlotId>,
     events: Vec<BridgeEvent>,
@@ -205,6 +193,7 @@ impl Driver {
         dict: &'static Dictionary,
         handle: AppHandle,
         peers: watch::Receiver<Vec<PeerStatus>>,
+        outcomes: OutcomeQueue,
     ) -> Result<Driver, String> {
         let cfg = options.bridge.clone();
         let bridge = Bridge::create(cfg.clone()).map_err(|e| {
@@ -235,9 +224,11 @@ impl Driver {
             status_doc: watch::channel(String::new()).0,
             handles_changed: false,
             held: Held::new(options.reply_timeout),
-            epochs: HashMap::new(),
             refusals: RefusalLog::default(),
-            undeclared: HashMap::new(),
+            policy: Policy::new(DECLARE_GRACE),
+            asked: HashMap::new(),
+            next_tag: 0,
+            outcomes,
             hot: Vec::new(),
             events: Vec::new(),
             names: HashMap::new(),
@@ -271,6 +262,7 @@ impl Driver {
     pub async fn run(
         mut self,
         mut requests: mpsc::UnboundedReceiver<(IncomingRequest, Responder)>,
+        mut outcomes: mpsc::UnboundedReceiver<(u64, Result<Message, RequestError>)>,
         mut stop: oneshot::Receiver<()>,
     ) {
         let cfg = self.bridge.config();
@@ -296,7 +288,6 @@ impl Driver {
             allow.uids,
             allow.gids,
         ));
-        let mut outgoing: JoinSet<Done> = JoinSet::new();
         let far = || Instant::now() + Duration::from_secs(3600);
         let sleep = tokio::time::sleep_until(far());
         tokio::pin!(sleep);
@@ -308,7 +299,7 @@ impl Driver {
             self.service_hot();
             // Before anything else is taken in: a worker attached there (its Welcome already
             // sent) must count before a request that may have raced in (see `incoming`).
-            self.handle_events(&mut outgoing);
+            self.handle_events();
             let next = self.next_deadline();
             if next != armed {
                 armed = next;
@@ -335,13 +326,11 @@ impl Driver {
                         self.service(slot);
                     }
                 }
-                Some(done) = outgoing.join_next(), if !outgoing.is_empty() => {
-                    if let Ok(done) = done {
-                        self.complete(done);
-                    }
+                Some((tag, result)) = outcomes.recv() => {
+                    self.complete(tag, result);
                     for _ in 1..BATCH {
-                        let Some(Ok(done)) = outgoing.try_join_next() else { break };
-                        self.complete(done);
+                        let Ok((tag, result)) = outcomes.try_recv() else { break };
+                        self.complete(tag, result);
                     }
                 }
                 r = self.peers.changed(), if peers_open => match r {
@@ -354,7 +343,7 @@ impl Driver {
                 }
                 _ = std::future::ready(()), if hot => {}
             }
-            self.handle_events(&mut outgoing);
+            self.handle_events();
             self.sync_fds();
             if std::mem::take(&mut self.handles_changed) {
                 let apps = convert::handled_applications(self.dict, &self.bridge.handled_names());
@@ -386,8 +375,9 @@ impl Driver {
             ));
         }
         self.publish_status();
-        // Drops the responders (5012 each, if the node still runs), the outgoing tasks, the
-        // descriptors and then the bridge, which removes the segment and the socket.
+        // Drops the responders (5012 each, if the node still runs), the descriptors and then
+        // the bridge, which removes the segment and the socket. Outcomes still to come find
+        // no receiver.
     }
 
     fn next_deadline(&mut self) -> Option<Instant> {
@@ -528,9 +518,7 @@ impl Driver {
                     .insert(token, slot, responder, std::time::Instant::now());
             }
             Dispatch::Unhandled => {
-                let now = Instant::now();
-                self.undeclared.retain(|_, at| now < *at + DECLARE_GRACE);
-                let code = unhandled_result_code(&self.undeclared, now, DECLARE_GRACE);
+                let code = self.policy.unhandled(std::time::Instant::now());
                 if code == dmproto::result_code::DIAMETER_TOO_BUSY {
                     self.counters.busy += 1;
                     responder.answer(convert::local_answer(
@@ -571,13 +559,13 @@ impl Driver {
         }
     }
 
-    fn handle_events(&mut self, outgoing: &mut JoinSet<Done>) {
+    fn handle_events(&mut self) {
         if self.events.is_empty() {
             return;
         }
         let mut events = std::mem::take(&mut self.events);
         for ev in events.drain(..) {
-            self.event(ev, outgoing);
+            self.event(ev);
         }
         // Keep the allocation (handling an event queues no new ones).
         if self.events.is_empty() {
@@ -585,12 +573,11 @@ impl Driver {
         }
     }
 
-    fn event(&mut self, ev: BridgeEvent, outgoing: &mut JoinSet<Done>) {
+    fn event(&mut self, ev: BridgeEvent) {
         match ev {
             BridgeEvent::WorkerAttached { slot, pid, name } => {
-                *self.epochs.entry(slot).or_insert(0) += 1;
+                self.policy.attached(slot, std::time::Instant::now());
                 self.last_reply_error.remove(&slot);
-                self.undeclared.insert(slot, Instant::now());
                 self.counters.workers_attached += 1;
                 self.status_dirty = true;
                 log(format_args!(
@@ -620,7 +607,7 @@ impl Driver {
                 }
             }
             BridgeEvent::Handles { slot, names } => {
-                self.undeclared.remove(&slot);
+                self.policy.declared(slot, !names.is_empty());
                 self.status_dirty = true;
                 self.handles_changed = true;
                 log(format_args!("worker slot {slot} handles {names:?}"));
@@ -642,9 +629,7 @@ impl Driver {
                 cmd_code,
                 timeout_ms,
                 avps_json,
-            } => self.request(
-                slot, handle, app_id, cmd_code, timeout_ms, &avps_json, outgoing,
-            ),
+            } => self.request(slot, handle, app_id, cmd_code, timeout_ms, &avps_json),
             BridgeEvent::WorkerGone {
                 slot,
                 pid,
@@ -654,7 +639,7 @@ impl Driver {
                 reason,
             } => {
                 // Dropped: the node answers each 5012, once.
-                self.undeclared.remove(&slot);
+                self.policy.gone(slot);
                 let answered = self.held.take_all(&tokens).len() as u64;
                 self.counters.worker_lost += answered;
                 self.counters.workers_gone += 1;
@@ -709,7 +694,6 @@ impl Driver {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn request(
         &mut self,
         slot: SlotId,
@@ -718,11 +702,10 @@ impl Driver {
         cmd_code: u32,
         timeout_ms: u32,
         json: &[u8],
-        outgoing: &mut JoinSet<Done>,
     ) {
         self.counters.requests_sent += 1;
         self.counters_dirty = true;
-        let epoch = self.epochs.get(&slot).copied().unwrap_or(0);
+        let epoch = self.policy.epoch(slot);
         let avps = match convert::json_to_avps(&mut self.reader, json, self.node.max_message_size) {
             Ok(a) => a,
             Err(e) => {
@@ -736,16 +719,18 @@ impl Driver {
             avps,
             timeout: (timeout_ms > 0).then(|| Duration::from_millis(u64::from(timeout_ms))),
         };
-        match self.handle.submit(req) {
-            Ok(pending) => {
-                outgoing.spawn(async move {
-                    Done {
+        self.next_tag = self.next_tag.wrapping_add(1);
+        let tag = self.next_tag;
+        match self.handle.submit_queued(req, tag, &self.outcomes) {
+            Ok(()) => {
+                self.asked.insert(
+                    tag,
+                    Asker {
                         slot,
                         epoch,
                         handle,
-                        result: pending.await,
-                    }
-                });
+                    },
+                );
             }
             Err(e) => {
                 let o = convert::outcome(self.dict, Err(e));
@@ -754,13 +739,16 @@ impl Driver {
         }
     }
 
-    fn complete(&mut self, done: Done) {
-        if self.epochs.get(&done.slot).copied().unwrap_or(0) != done.epoch {
+    fn complete(&mut self, tag: u64, result: Result<Message, RequestError>) {
+        let Some(asker) = self.asked.remove(&tag) else {
+            return;
+        };
+        if !self.policy.is_current(asker.slot, asker.epoch) {
             self.counters.outcomes_dropped += 1;
             return;
         }
-        let o = convert::outcome(self.dict, done.result);
-        self.deliver(done.slot, done.handle, o);
+        let o = convert::outcome(self.dict, result);
+        self.deliver(asker.slot, asker.handle, o);
     }
 
     /// Puts an outcome in the worker's answers ring; one too large for it becomes a -3 that
@@ -840,44 +828,5 @@ impl Driver {
         self.status_dirty = false;
         self.counters_dirty = false;
         self.status_due = Instant::now() + STATUS_EVERY;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use dmproto::result_code::{DIAMETER_COMMAND_UNSUPPORTED, DIAMETER_TOO_BUSY};
-
-    #[test]
-    fn unhandled_is_busy_only_while_a_fresh_worker_has_not_declared() {
-        let t0 = Instant::now();
-        let grace = Duration::from_secs(2);
-        let mut undeclared = HashMap::new();
-        // Every attached worker declared: the command is not served.
-        assert_eq!(
-            unhandled_result_code(&undeclared, t0, grace),
-            DIAMETER_COMMAND_UNSUPPORTED
-        );
-        // A worker just (re-)attached and not declared yet: not ready, transient.
-        undeclared.insert(3, t0);
-        assert_eq!(
-            unhandled_result_code(&undeclared, t0, grace),
-            DIAMETER_TOO_BUSY
-        );
-        assert_eq!(
-            unhandled_result_code(&undeclared, t0 + Duration::from_millis(1999), grace),
-            DIAMETER_TOO_BUSY
-        );
-        // Bounded: one that never declares (it only originates) stops counting.
-        assert_eq!(
-            unhandled_result_code(&undeclared, t0 + grace, grace),
-            DIAMETER_COMMAND_UNSUPPORTED
-        );
-        // Any one fresh undeclared worker is enough.
-        undeclared.insert(4, t0 + grace);
-        assert_eq!(
-            unhandled_result_code(&undeclared, t0 + grace, grace),
-            DIAMETER_TOO_BUSY
-        );
     }
 }

@@ -55,6 +55,7 @@
 pub mod convert;
 pub mod driver;
 pub mod held;
+pub mod policy;
 pub mod refusals;
 pub mod settings;
 pub mod status;
@@ -108,6 +109,7 @@ impl ShmService {
         let options = ShmOptions::from_settings(&config.app)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
         let d = driver::Driver::new(
             &options,
             driver::NodeView {
@@ -118,11 +120,12 @@ impl ShmService {
             dict,
             handle,
             peers,
+            outcomes_tx,
         )?;
         let generation = d.generation();
         let advertised = d.advertised();
         let status_doc = d.status_doc();
-        let task = tokio::spawn(d.run(rx, stop_rx));
+        let task = tokio::spawn(d.run(rx, outcomes_rx, stop_rx));
         Ok((
             Arc::new(ShmApp { tx }),
             ShmService {

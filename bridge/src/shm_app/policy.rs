@@ -1,0 +1,181 @@
+//! The shared-memory application's decisions, as a plain type with time passed in (DESIGN
+//! §6): attachment epochs, and which answer a request no declared worker serves gets (3001
+//! or 3004 during the declaration grace period).
+//! The tokio task ([`super::driver`]) only feeds it events and the clock.
+//!
+//! **3001 or 3004.** A worker attaches, then declares the event names it serves (a Handles
+//! record). Right after a bridge or SIP-server restart workers re-attach before they
+//! re-declare; a permanent 3001 DIAMETER_COMMAND_UNSUPPORTED for a command about to be
+//! served would be wrong, so a request no declared worker serves is answered 3004
+//! DIAMETER_TOO_BUSY (transient) while a worker attached less than the grace period ago has
+//! not declared yet. Two limits keep that rule from hiding a definite 3001:
+//! - a worker that declares it serves nothing (an empty Handles record: an OpenSIPS MI or
+//!   Kamailio RPC process attaching to read the status) is declared, and delays nothing;
+//! - once any attached worker has declared a non-empty set, the SIP server's script is known
+//!   (all its workers run the same script and declare the same events): a command outside
+//!   it is a definite 3001, whatever attaches later.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use dmproto::result_code::{DIAMETER_COMMAND_UNSUPPORTED, DIAMETER_TOO_BUSY};
+use dmshm::bridge::SlotId;
+
+/// What is known of one attached worker's declaration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Declared {
+    /// Attached at this time, nothing declared yet.
+    Not(Instant),
+    /// Declared it serves nothing.
+    Nothing,
+    /// Declared at least one event name.
+    Events,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Policy {
+    grace: Duration,
+    /// Bumped on every attach to a slot, so outcomes never reach a later tenant of it.
+    epochs: HashMap<SlotId, u64>,
+    /// Attached workers and their declarations.
+    attached: HashMap<SlotId, Declared>,
+}
+
+impl Policy {
+    /// `grace`: how long an attached worker that has not declared its events yet counts as
+    /// "not ready" (3004) rather than "serves nothing".
+    pub fn new(grace: Duration) -> Policy {
+        Policy {
+            grace,
+            epochs: HashMap::new(),
+            attached: HashMap::new(),
+        }
+    }
+
+    /// A worker attached to `slot` at `now`; returns its epoch.
+    pub fn attached(&mut self, slot: SlotId, now: Instant) -> u64 {
+        self.attached.insert(slot, Declared::Not(now));
+        let e = self.epochs.entry(slot).or_insert(0);
+        *e += 1;
+        *e
+    }
+
+    /// The worker in `slot` declared the event names it serves (`serves_any`: at least one).
+    pub fn declared(&mut self, slot: SlotId, serves_any: bool) {
+        if let Some(d) = self.attached.get_mut(&slot) {
+            *d = if serves_any {
+                Declared::Events
+            } else {
+                Declared::Nothing
+            };
+        }
+    }
+
+    /// The worker in `slot` is gone.
+    pub fn gone(&mut self, slot: SlotId) {
+        self.attached.remove(&slot);
+    }
+
+    /// The current attachment epoch of `slot` (0: never attached).
+    pub fn epoch(&self, slot: SlotId) -> u64 {
+        self.epochs.get(&slot).copied().unwrap_or(0)
+    }
+
+    /// Whether an outcome for the tenant of `slot` at `epoch` may still be delivered.
+    pub fn is_current(&self, slot: SlotId, epoch: u64) -> bool {
+        self.epoch(slot) == epoch
+    }
+
+    /// The Result-Code for a request no declared worker serves, at `now` (module docs).
+    pub fn unhandled(&self, now: Instant) -> u32 {
+        let script_known = self.attached.values().any(|d| *d == Declared::Events);
+        let fresh_undeclared = self
+            .attached
+            .values()
+            .any(|d| matches!(d, Declared::Not(at) if now < *at + self.grace));
+        if !script_known && fresh_undeclared {
+            DIAMETER_TOO_BUSY
+        } else {
+            DIAMETER_COMMAND_UNSUPPORTED
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn unhandled_is_busy_only_while_a_fresh_worker_has_not_declared() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(GRACE);
+        // Nobody attached (dispatch says NoWorker before asking) or all declared: 3001.
+        assert_eq!(p.unhandled(t0), DIAMETER_COMMAND_UNSUPPORTED);
+        // A worker just (re-)attached and not declared yet: not ready, transient.
+        p.attached(3, t0);
+        assert_eq!(p.unhandled(t0), DIAMETER_TOO_BUSY);
+        assert_eq!(
+            p.unhandled(t0 + Duration::from_millis(1999)),
+            DIAMETER_TOO_BUSY
+        );
+        // Bounded: one that never declares (it only originates) stops counting.
+        assert_eq!(p.unhandled(t0 + GRACE), DIAMETER_COMMAND_UNSUPPORTED);
+        // Any one fresh undeclared worker is enough, while no script is known.
+        p.attached(4, t0 + GRACE);
+        assert_eq!(p.unhandled(t0 + GRACE), DIAMETER_TOO_BUSY);
+        // It leaves: nothing fresh any more.
+        p.gone(4);
+        assert_eq!(p.unhandled(t0 + GRACE), DIAMETER_COMMAND_UNSUPPORTED);
+    }
+
+    #[test]
+    fn a_worker_declaring_nothing_does_not_delay_3001() {
+        // OpenSIPS's MI process attaching on the first dm_status, serving no event.
+        let t0 = Instant::now();
+        let mut p = Policy::new(GRACE);
+        p.attached(7, t0);
+        p.declared(7, false);
+        assert_eq!(p.unhandled(t0), DIAMETER_COMMAND_UNSUPPORTED);
+    }
+
+    #[test]
+    fn grace_never_turns_a_definite_3001_into_3004() {
+        // The SIP workers declared their events; a late process attaches without declaring
+        // (an MI process on an older module): the script is known, the command is not in it.
+        let t0 = Instant::now();
+        let mut p = Policy::new(GRACE);
+        p.attached(1, t0);
+        p.declared(1, true);
+        assert_eq!(p.unhandled(t0), DIAMETER_COMMAND_UNSUPPORTED);
+        let t1 = t0 + Duration::from_secs(60);
+        p.attached(2, t1);
+        assert_eq!(p.unhandled(t1), DIAMETER_COMMAND_UNSUPPORTED);
+        // After a SIP-server restart (every declared worker gone) the grace applies again.
+        p.gone(1);
+        p.gone(2);
+        let t2 = t1 + Duration::from_secs(1);
+        p.attached(1, t2);
+        assert_eq!(p.unhandled(t2), DIAMETER_TOO_BUSY);
+        p.declared(1, true);
+        assert_eq!(p.unhandled(t2), DIAMETER_COMMAND_UNSUPPORTED);
+    }
+
+    #[test]
+    fn epochs_tell_tenants_of_a_slot_apart() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(GRACE);
+        assert_eq!(p.epoch(5), 0);
+        let first = p.attached(5, t0);
+        assert!(p.is_current(5, first));
+        p.gone(5);
+        // Gone: its epoch stays until a new tenant attaches, whose outcomes are its own.
+        let second = p.attached(5, t0);
+        assert_ne!(first, second);
+        assert!(!p.is_current(5, first));
+        assert!(p.is_current(5, second));
+        assert_eq!(p.epoch(6), 0);
+    }
+}
