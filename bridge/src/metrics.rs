@@ -134,11 +134,6 @@ struct LocalAnswerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SlotLabels {
-    slot: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
     event: String,
 }
@@ -165,10 +160,16 @@ pub struct WorkerGauge {
     pub name: String,
     /// Requests handed to it and not replied to.
     pub in_flight: u64,
-    /// Bytes waiting in its to-worker ring.
-    pub ring_to_worker_bytes: u64,
-    /// Bytes waiting in its to-bridge ring.
+    /// Bytes waiting in its requests ring (bridge to worker).
+    pub ring_requests_bytes: u64,
+    /// Bytes waiting in its answers ring (bridge to worker).
+    pub ring_answers_bytes: u64,
+    /// Bytes waiting in its ring to the bridge.
     pub ring_to_bridge_bytes: u64,
+    /// Requests its ring had no room for, since it attached.
+    pub requests_ring_full: u64,
+    /// Answers its answers ring had no room for (queued), since it attached.
+    pub answers_ring_full: u64,
 }
 
 type Source<T> = Box<dyn Fn() -> Vec<T> + Send + Sync>;
@@ -190,7 +191,6 @@ pub struct Metrics {
     pub script_reply_latency: LatencyHistogram,
     refusals: Family<CauseLabels, Counter>,
     local_answers: Family<LocalAnswerLabels, Counter>,
-    ring_full: Family<SlotLabels, Counter>,
     events: Family<EventLabels, Counter>,
     pending: Gauge<i64, AtomicI64>,
     reloads: Family<[(&'static str, &'static str); 1], Counter>,
@@ -238,8 +238,6 @@ impl Metrics {
             "dmbridge_local_answers",
             "Answers the bridge made itself (no script involved), by Result-Code and cause",
         );
-        let ring_full: Family<SlotLabels, Counter> =
-            family(&mut registry, "dmbridge_worker_ring_full", "Requests a worker's ring had no room for (answered 3004 when no other worker could take them)");
         let events: Family<EventLabels, Counter> =
             family(&mut registry, "dmbridge_events", "Protocol events: duplicate (answered from the duplicate cache), retransmission (sent again with the T flag after failover), failover");
         let pending = Gauge::<i64, AtomicI64>::default();
@@ -267,7 +265,6 @@ impl Metrics {
             script_reply_latency,
             refusals,
             local_answers,
-            ring_full,
             events,
             pending,
             reloads,
@@ -290,15 +287,6 @@ impl Metrics {
         self.refusals
             .get_or_create(&CauseLabels {
                 cause: cause.to_string(),
-            })
-            .inc();
-    }
-
-    /// A worker's ring had no room.
-    pub fn ring_full(&self, slot: u32) {
-        self.ring_full
-            .get_or_create(&SlotLabels {
-                slot: slot.to_string(),
             })
             .inc();
     }
@@ -625,30 +613,68 @@ impl Collector for StateCollector {
                     .encode_gauge(&(w.in_flight as i64))?;
             }
         }
-        {
-            let mut e = encoder.encode_descriptor(
-                "dmbridge_worker_ring_depth_bytes",
-                "Bytes waiting in a worker's ring (ring: to_worker, to_bridge)",
-                None,
-                MetricType::Gauge,
-            )?;
-            for w in &workers {
-                let slot = w.slot.to_string();
-                for (ring, v) in [
-                    ("to_worker", w.ring_to_worker_bytes),
+        per_worker_ring(
+            &mut encoder,
+            "dmbridge_worker_ring_depth_bytes",
+            "Bytes waiting in a worker's ring, frames included (ring: requests and answers \
+             from the bridge to the worker, to_bridge from the worker), as of the bridge's last \
+             status publication (at least once a second while workers are attached)",
+            MetricType::Gauge,
+            &workers,
+            |w| {
+                [
+                    ("requests", w.ring_requests_bytes),
+                    ("answers", w.ring_answers_bytes),
                     ("to_bridge", w.ring_to_bridge_bytes),
-                ] {
-                    e.encode_family(&[
-                        ("slot", slot.as_str()),
-                        ("name", w.name.as_str()),
-                        ("ring", ring),
-                    ])?
-                    .encode_gauge(&(v as i64))?;
-                }
-            }
-        }
+                ]
+            },
+        )?;
+        per_worker_ring(
+            &mut encoder,
+            "dmbridge_worker_ring_full",
+            "Times a worker's ring had no room since it attached (ring=requests: the request \
+             went to another worker or was answered 3004; ring=answers: the answer was queued)",
+            MetricType::Counter,
+            &workers,
+            |w| {
+                [
+                    ("requests", w.requests_ring_full),
+                    ("answers", w.answers_ring_full),
+                ]
+            },
+        )?;
         Ok(())
     }
+}
+
+/// A gauge or counter per worker and ring (labels `slot`, `name`, `ring`).
+fn per_worker_ring<const N: usize>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    workers: &[WorkerGauge],
+    values: impl Fn(&WorkerGauge) -> [(&'static str, u64); N],
+) -> Result<(), std::fmt::Error> {
+    let mut e = encoder.encode_descriptor(name, help, None, kind)?;
+    for w in workers {
+        let slot = w.slot.to_string();
+        for (ring, v) in values(w) {
+            let labels = [
+                ("slot", slot.as_str()),
+                ("name", w.name.as_str()),
+                ("ring", ring),
+            ];
+            let mut m = e.encode_family(&labels)?;
+            match kind {
+                MetricType::Counter => {
+                    m.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&v, None)?
+                }
+                _ => m.encode_gauge(&(v as i64))?,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One gauge with a `peer` label, a value per peer.

@@ -350,6 +350,18 @@ pub struct WorkerInfo {
     pub in_flight: usize,
     /// Answers waiting for room in its answer ring.
     pub queued_answers: usize,
+    /// Bytes waiting in its requests ring (bridge to worker: incoming requests).
+    pub ring_requests_bytes: u64,
+    /// Bytes waiting in its answers ring (bridge to worker: outcomes of its requests).
+    pub ring_answers_bytes: u64,
+    /// Bytes waiting in its ring to the bridge (replies, its requests).
+    pub ring_to_bridge_bytes: u64,
+    /// Times its requests ring had no room for a request since it attached (the request
+    /// went to another worker or was answered 3004).
+    pub requests_ring_full: u64,
+    /// Times its answers ring had no room for an answer since it attached (the answer was
+    /// queued, see `queued_answers`).
+    pub answers_ring_full: u64,
 }
 
 struct Attached {
@@ -365,6 +377,9 @@ struct Attached {
     tokens: HashSet<u64>,
     in_flight: HashSet<u64>,
     overflow: VecDeque<Vec<u8>>,
+    /// Ring-full events (see [`WorkerInfo`]): plain counters, read at status time.
+    requests_ring_full: u64,
+    answers_ring_full: u64,
     /// Set where a broken ring is found but no event can be reported
     /// (dispatch, push_answer); the connection is shut down so the next
     /// `service` of this slot runs and drops the worker.
@@ -895,6 +910,8 @@ impl Bridge {
             tokens: HashSet::new(),
             in_flight: HashSet::new(),
             overflow: VecDeque::new(),
+            requests_ring_full: 0,
+            answers_ring_full: 0,
             broken: None,
         }));
         self.counters.workers_attached += 1;
@@ -1140,7 +1157,10 @@ impl Bridge {
                     self.next_seq += 1;
                     return Dispatch::Sent { slot, token, event };
                 }
-                Err(PushError::Full) => continue,
+                Err(PushError::Full) => {
+                    a.requests_ring_full += 1;
+                    continue;
+                }
                 Err(PushError::TooBig { len, max }) => return Dispatch::TooBig { len, max },
                 Err(PushError::Corrupt) => {
                     // The worker moved its ring's positions to impossible
@@ -1190,7 +1210,7 @@ impl Bridge {
                     }
                     return Ok(());
                 }
-                Err(PushError::Full) => {}
+                Err(PushError::Full) => a.answers_ring_full += 1,
                 Err(e) => {
                     a.broken = Some(format!("its answers ring: {e}"));
                     a.conn.shutdown();
@@ -1230,6 +1250,11 @@ impl Bridge {
                     outstanding: a.tokens.len(),
                     in_flight: a.in_flight.len(),
                     queued_answers: a.overflow.len(),
+                    ring_requests_bytes: a.req_tx.used_bytes(),
+                    ring_answers_bytes: a.ans_tx.used_bytes(),
+                    ring_to_bridge_bytes: a.rx.used_bytes(),
+                    requests_ring_full: a.requests_ring_full,
+                    answers_ring_full: a.answers_ring_full,
                 }),
                 _ => None,
             })

@@ -318,6 +318,18 @@ impl<M: RingMem> Producer<M> {
     pub fn is_drained(&self) -> bool {
         self.mem.header().head.0.load(Acquire) == self.tail
     }
+
+    /// Bytes published and not yet consumed (frames included), at most the capacity: the
+    /// ring's depth as the metrics show it. One load of the other side's position.
+    pub fn used_bytes(&self) -> u64 {
+        used(&self.mem, self.mem.header().head.0.load(Acquire), self.tail)
+    }
+}
+
+/// Bytes between `head` and `tail`, clamped to the capacity (the other side may have written
+/// impossible positions; that is found and reported by push/pop, not here).
+fn used<M: RingMem>(mem: &M, head: u64, tail: u64) -> u64 {
+    tail.wrapping_sub(head).min(mem.capacity())
 }
 
 /// The reading end of a ring. Exactly one may exist per ring at a time.
@@ -388,6 +400,11 @@ impl<M: RingMem> Consumer<M> {
         self.head += frame_size(len);
         self.mem.header().head.0.store(self.head, Release);
         Ok(true)
+    }
+
+    /// Bytes published and not yet consumed (frames included), at most the capacity.
+    pub fn used_bytes(&self) -> u64 {
+        used(&self.mem, self.head, self.mem.header().tail.0.load(Acquire))
     }
 
     /// Declares that the consumer is about to block and re-checks the ring.
@@ -586,6 +603,9 @@ mod tests {
                         None => prop_assert!(!got),
                     }
                 }
+                // The depth the metrics export, from either end.
+                prop_assert_eq!(p.used_bytes(), used);
+                prop_assert_eq!(c.used_bytes(), used);
             }
         });
     }

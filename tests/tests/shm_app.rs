@@ -507,13 +507,26 @@ fn reply_timeout_answers_5012_once_and_late_replies_are_dropped() {
 #[test]
 fn full_rings_answer_3004_and_lose_nothing() {
     const N: usize = 120;
+    const RING: f64 = 4096.0;
+    const MAX_MSG: f64 = 1024.0;
     let dir = TestDir::new("shm-ringfull");
-    // 4 KiB rings, 1 KiB messages: a handful of requests fill a worker's ring.
+    // 4 KiB rings, 1 KiB messages: a handful of requests fill a worker's ring. Metrics on,
+    // scraped by a real Prometheus: the ring's depth and its full events as PromQL sees them.
+    let mport = free_port();
     let opts = options(
         free_port(),
-        "ring_size = 4096\nmax_message_size = 1024\nreply_timeout = \"20s\"\n",
+        &format!(
+            "ring_size = {RING}\nmax_message_size = {MAX_MSG}\nreply_timeout = \"20s\"\n\
+             \n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n"
+        ),
     );
     let mut b = Bridge::start(dir.path(), &opts);
+    harness::wait_for_port(mport, WAIT).unwrap();
+    let prom = harness::prometheus::Prometheus::start(
+        dir.path(),
+        &[format!("127.0.0.1:{mport}")],
+        Duration::from_millis(300),
+    );
     let ctl = control_socket(&b);
     let go = dir.join("go");
     let w = spawn_worker(
@@ -547,6 +560,21 @@ fn full_rings_answer_3004_and_lose_nothing() {
         assert!(early.insert(m.hbh, m).is_none(), "answered twice");
     }
     assert!(!early.is_empty(), "no 3004 although the ring is tiny");
+    // One worker: each 3004 is one request its ring had no room for, counted per worker.
+    let full = "sum(dmbridge_worker_ring_full_total{name=\"w-gated\",ring=\"requests\"})";
+    assert_eq!(
+        prom.wait_value(full, early.len() as f64, WAIT),
+        Some(early.len() as f64),
+        "ring-full events vs the 3004 answers the client got"
+    );
+    // The ring is as full as the last refused record made it: less than one record of room
+    // left, never more than its size.
+    let depth = "sum(dmbridge_worker_ring_depth_bytes{name=\"w-gated\",ring=\"requests\"})";
+    let d = prom_until(&prom, depth, |v| v > 0.0);
+    assert!(
+        d > RING - (MAX_MSG + 8.0) && d <= RING,
+        "requests ring depth {d} while the worker sleeps"
+    );
     // Now the worker reads: each request in its ring is answered 2001; every request has
     // exactly one answer in total, none is lost.
     std::fs::write(&go, b"go").unwrap();
@@ -563,6 +591,29 @@ fn full_rings_answer_3004_and_lose_nothing() {
     assert_eq!(by.get(&2001).copied().unwrap_or(0), replied, "{by:?}");
     assert_eq!(early.len() + answers.len(), N);
     assert!(by.keys().all(|k| *k == 2001 || *k == 3004), "{by:?}");
+    // Drained: depth back to 0, and no ring-full event beyond those the test caused.
+    assert_eq!(prom_until(&prom, depth, |v| v == 0.0), 0.0);
+    assert_eq!(
+        prom.value(full).unwrap(),
+        Some(early.len() as f64 + by.get(&3004).copied().unwrap_or(0) as f64)
+    );
+}
+
+/// Polls a PromQL query until its value satisfies `pred`; returns it.
+fn prom_until(
+    prom: &harness::prometheus::Prometheus,
+    promql: &str,
+    pred: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = prom.value(promql).ok().flatten();
+        if let Some(v) = v.filter(|v| pred(*v)) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{promql}: last value {v:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

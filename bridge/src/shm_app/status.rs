@@ -79,6 +79,15 @@ fn worker(w: &WorkerInfo, last_error: Option<&String>) -> Value {
         "in_flight": w.in_flight,
         "queued_answers": w.queued_answers,
         "last_reply_error": last_error,
+        // Depth in bytes (frames included) as of this publication, and ring-full events
+        // since the worker attached (what `dmbridge_worker_ring_*` show).
+        "rings": {
+            "requests_bytes": w.ring_requests_bytes,
+            "answers_bytes": w.ring_answers_bytes,
+            "to_bridge_bytes": w.ring_to_bridge_bytes,
+            "requests_full": w.requests_ring_full,
+            "answers_full": w.answers_ring_full,
+        },
     })
 }
 
@@ -173,6 +182,11 @@ mod tests {
             outstanding: 1,
             in_flight: 0,
             queued_answers: 0,
+            ring_requests_bytes: 96,
+            ring_answers_bytes: 0,
+            ring_to_bridge_bytes: 8,
+            requests_ring_full: 5,
+            answers_ring_full: 1,
         }];
         let c = Counters {
             dispatched: 7,
@@ -194,6 +208,10 @@ mod tests {
         assert_eq!(v["peers_open"], 1);
         assert_eq!(v["workers"][0]["pid"], 42);
         assert_eq!(v["workers"][0]["last_reply_error"], "invalid reply JSON");
+        assert_eq!(v["workers"][0]["rings"]["requests_bytes"], 96);
+        assert_eq!(v["workers"][0]["rings"]["to_bridge_bytes"], 8);
+        assert_eq!(v["workers"][0]["rings"]["requests_full"], 5);
+        assert_eq!(v["workers"][0]["rings"]["answers_full"], 1);
         assert_eq!(v["counters"]["dispatched"], 7);
         assert_eq!(v["counters"]["answered_3004_busy"], 1);
         assert_eq!(v["counters"]["seam"]["refused"]["not_allowed"], 0);
