@@ -454,7 +454,10 @@ impl Driver {
                 .endpoint
                 .enable_peer(&host, now)
                 .map(|()| json!(format!("peer {host} enabled"))),
-            NodeRequest::Reload(config) => {
+            NodeRequest::Reload(config, dict) => {
+                if let Some(d) = dict {
+                    self.endpoint.set_dictionary(d);
+                }
                 let r = self.endpoint.reconfigure(*config, now);
                 for what in &r.restart_needed {
                     tracing::warn!("reload: {what} changed: takes effect at the next restart");

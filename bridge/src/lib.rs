@@ -4,11 +4,13 @@
 //! - [`driver`]: owns sockets and the clock, feeds [`dmnode::endpoint::Endpoint`] and carries
 //!   out its outputs.
 //! - [`transport`]: a reader and a writer task per connection.
+//! - [`dictionary`]: the running dictionary and its reload.
 //! - [`app`]: the application seam with channels (responders, a handle to submit requests).
 //! - [`responders`]: built-in applications (3001 for everything; an echo for benchmarks).
 //! - [`shm_app`]: the application over the shared-memory segment (SIP-server workers).
 pub mod admin;
 pub mod app;
+pub mod dictionary;
 pub mod driver;
 pub mod logging;
 pub mod metrics;

@@ -137,9 +137,10 @@ fn run(file: &std::path::Path, echo: bool, threads: Option<u16>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Some(dict) = load_dictionaries(&config, file) else {
+    let Some((dict, sources)) = load_dictionaries(&config, file) else {
         return ExitCode::FAILURE;
     };
+    let dictionary = dmrun::dictionary::CurrentDictionary::new(dict, sources);
     // The configuration decides the log format and filter (RUST_LOG wins over its level).
     let format = dmrun::logging::LogFormat::parse(&config.ops.log_format).unwrap_or_default();
     let log = match dmrun::logging::init(&config.ops.log_level, format) {
@@ -196,7 +197,7 @@ fn run(file: &std::path::Path, echo: bool, threads: Option<u16>) -> ExitCode {
                     m.set_peer_source(move || dmrun::ops::peer_gauges(&status.borrow()));
                     node.set_observer(Box::new(dmrun::metrics::Recorder::new(
                         m.clone(),
-                        Box::new(DictNames(dict)),
+                        Box::new(DictNames(dictionary.clone())),
                     )));
                     tracing::info!(%addr, "metrics at http://{addr}/metrics");
                     tokio::spawn(dmrun::metrics::serve(l, m.clone()));
@@ -214,7 +215,12 @@ fn run(file: &std::path::Path, echo: bool, threads: Option<u16>) -> ExitCode {
         let (app, shm): (std::sync::Arc<dyn dmrun::app::Application>, _) = if echo {
             (std::sync::Arc::new(dmrun::responders::Echo), None)
         } else {
-            match dmrun::shm_app::ShmService::start(&config, dict, handle.clone(), node.status()) {
+            match dmrun::shm_app::ShmService::start(
+                &config,
+                &dictionary,
+                handle.clone(),
+                node.status(),
+            ) {
                 Ok((app, service)) => {
                     // CER/CEA: the configured applications plus those of the commands the
                     // attached workers serve.
@@ -258,6 +264,7 @@ fn run(file: &std::path::Path, echo: bool, threads: Option<u16>) -> ExitCode {
                     workers,
                     metrics: metrics.clone(),
                     started,
+                    dictionary,
                 };
                 tokio::spawn(dmrun::ops::serve(ops, rx));
                 tracing::info!(socket = %admin_path.display(), "admin socket ready (dmbridge ctl)");
@@ -293,11 +300,13 @@ fn run(file: &std::path::Path, echo: bool, threads: Option<u16>) -> ExitCode {
 }
 
 /// Metric labels for commands: the dictionary's abbreviation (CCR/CCA, ...) or the code.
-struct DictNames(&'static dmproto::dict::Dictionary);
+/// Asked once per label combination (the recorder keeps the counters), so the lock of the
+/// running dictionary is off the per-request path.
+struct DictNames(dmrun::dictionary::CurrentDictionary);
 
 impl dmrun::metrics::Names for DictNames {
     fn command(&self, app: u32, cmd: u32, request: bool) -> String {
-        match self.0.command(app, cmd) {
+        match self.0.get().command(app, cmd) {
             Some(c) if request && !c.request_abbr.is_empty() => c.request_abbr.to_string(),
             Some(c) if !request && !c.answer_abbr.is_empty() => c.answer_abbr.to_string(),
             _ => cmd.to_string(),
@@ -391,22 +400,22 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 }
 
 /// The built-in dictionary, extended with the configuration's dictionary files (relative to
-/// the configuration file). Errors are printed with their file and line.
+/// the configuration file), and those files as read (a reload compares them). Errors are
+/// printed with their file and line.
 fn load_dictionaries(
     config: &dmnode::config::Config,
     config_file: &std::path::Path,
-) -> Option<&'static dmproto::dict::Dictionary> {
-    if config.node.dictionaries.is_empty() {
-        return Some(dmproto::dict::Dictionary::builtin());
-    }
-    let base = config_file.parent().unwrap_or(std::path::Path::new("."));
-    let mut dict = dmproto::dict::Dictionary::new_with_builtin();
-    for path in &config.node.dictionaries {
-        if let Err(e) = dict.load_file(&base.join(path)) {
+) -> Option<(
+    &'static dmproto::dict::Dictionary,
+    dmrun::dictionary::Sources,
+)> {
+    let built = dmrun::dictionary::Sources::read(config, config_file)
+        .and_then(|s| Ok((s.build_static()?, s)));
+    match built {
+        Ok(b) => Some(b),
+        Err(e) => {
             eprintln!("{e}");
-            return None;
+            None
         }
     }
-    // Built once at start-up and read for the life of the process.
-    Some(Box::leak(Box::new(dict)))
 }

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::{Call, Command};
+use crate::dictionary::{CurrentDictionary, Reloaded, Sources};
 use crate::logging::LogControl;
 use crate::metrics::Metrics;
 use crate::sd_notify;
@@ -27,8 +28,9 @@ pub enum NodeRequest {
     Peers,
     /// The realm table and the default route.
     Routes,
-    /// Apply a new configuration; answers what changed.
-    Reload(Box<Config>),
+    /// Apply a new configuration, and the new dictionary when a dictionary file changed;
+    /// answers what changed.
+    Reload(Box<Config>, Option<&'static dmproto::dict::Dictionary>),
     PeerDisable(String),
     PeerEnable(String),
     /// Answered at once: the loop turns (systemd watchdog).
@@ -53,6 +55,8 @@ pub struct Ops {
     pub workers: Option<WorkerTable>,
     pub metrics: Option<Arc<Metrics>>,
     pub started: Instant,
+    /// The running dictionary, replaced by a reload that changed a dictionary file.
+    pub dictionary: CurrentDictionary,
 }
 
 impl Ops {
@@ -140,12 +144,29 @@ impl Ops {
                 .collect::<Vec<_>>()
                 .join("\n")
         })?;
-        // The dictionaries it names must load (their errors name file and line).
-        check_dictionaries(&config, file)?;
+        // The dictionaries it names must load (their errors name file and line); rebuilt
+        // only when a file changed.
+        let sources = Sources::read(&config, file)?;
+        let dict = self.dictionary.prepare(&sources)?;
         if let Some(l) = &self.log {
             l.reload_config(&config.ops.log_level)?;
         }
-        self.ask(NodeRequest::Reload(Box::new(config))).await
+        let new = match dict {
+            Reloaded::Replaced(d) => Some(d),
+            Reloaded::Unchanged => None,
+        };
+        let mut v = self.ask(NodeRequest::Reload(Box::new(config), new)).await?;
+        // The node validates with the new dictionary from now on; the shared-memory driver
+        // takes it at its next turn.
+        if let Some(d) = new {
+            self.dictionary.install(d, sources);
+        }
+        v["dictionaries"] = json!(if new.is_some() {
+            "reloaded"
+        } else {
+            "unchanged"
+        });
+        Ok(v)
     }
 }
 
@@ -254,17 +275,6 @@ pub fn peer_gauges(peers: &[dmnode::endpoint::PeerStatus]) -> Vec<crate::metrics
             disabled: p.disabled,
         })
         .collect()
-}
-
-/// Loads the dictionary files a configuration names (relative to it), for their errors.
-pub fn check_dictionaries(config: &Config, config_file: &std::path::Path) -> Result<(), String> {
-    let base = config_file.parent().unwrap_or(std::path::Path::new("."));
-    let mut dict = dmproto::dict::Dictionary::new_with_builtin();
-    for path in &config.node.dictionaries {
-        dict.load_file(&base.join(path))
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 /// The worker gauges of the metrics, from the workers' table (`ctl workers`' JSON).

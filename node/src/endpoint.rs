@@ -943,12 +943,20 @@ impl Endpoint {
             .ok_or_else(|| format!("no peer named {host}"))
     }
 
+    /// Replaces the dictionary (a reload that changed a dictionary file): requests from now
+    /// on are validated and built with it. Borrowed for the life of the process, so nothing
+    /// still holding the old one is left dangling.
+    pub fn set_dictionary(&mut self, dict: &'static Dictionary) {
+        self.dict = dict;
+        self.validator = Validator::new(dict);
+    }
+
     /// A reload: applies a new configuration without dropping what it does not change.
     /// Peers added are started; peers removed drain, get DPR and leave the table; a changed
     /// address is used from the peer's next connection attempt; the realm table, default
     /// route, applications, timers of new requests and limits are replaced. What the running
-    /// process cannot change (identity, listen addresses, the shared-memory seam,
-    /// dictionaries, table sizes, the metrics and admin endpoints) keeps its running value
+    /// process cannot change (identity, listen addresses, the shared-memory seam, table
+    /// sizes, the metrics and admin endpoints) keeps its running value
     /// and is listed in [`Reconfigured::restart_needed`].
     pub fn reconfigure(&mut self, mut new: Config, now: Instant) -> Reconfigured {
         let old = self.config.clone();
@@ -970,12 +978,7 @@ impl Endpoint {
         if keep(new.node.listen != old.node.listen, "[node] listen") {
             new.node.listen.clone_from(&old.node.listen);
         }
-        if keep(
-            new.node.dictionaries != old.node.dictionaries,
-            "[node] dictionaries",
-        ) {
-            new.node.dictionaries.clone_from(&old.node.dictionaries);
-        }
+        // `[node] dictionaries` is applied by the driver with [`Endpoint::set_dictionary`].
         if keep(new.app != old.app, "[app]") {
             new.app = old.app.clone();
         }

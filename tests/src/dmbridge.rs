@@ -74,3 +74,24 @@ pub fn has_subcommand(bin: &std::path::Path, subcommand: &str) -> bool {
         .lines()
         .any(|l| l.split_whitespace().next() == Some(subcommand))
 }
+
+/// `dmbridge run --echo` with the configuration written from `opts` to `dir/dmbridge.toml`,
+/// once it listens; returns the guard and the configuration's path (for reloads).
+pub fn run_echo(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    opts: &crate::bridge::BridgeOptions,
+) -> (crate::ChildGuard, PathBuf) {
+    let config = dir.join("dmbridge.toml");
+    std::fs::write(&config, opts.to_toml(dir)).expect("write the bridge's configuration");
+    let mut cmd = Command::new(bin);
+    cmd.args(["run", "--echo", "--config"]).arg(&config);
+    let mut bridge = crate::ChildGuard::spawn("dmbridge", cmd, dir);
+    if let Err(e) = bridge.wait_for_line("listening on", std::time::Duration::from_secs(15)) {
+        panic!(
+            "dmbridge run --echo did not listen: {e}\n{}",
+            bridge.tail(30)
+        );
+    }
+    (bridge, config)
+}

@@ -12,10 +12,10 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use harness::bridge::BridgeOptions;
-use harness::dmbridge::dmbridge_bin;
+use harness::dmbridge::{dmbridge_bin, run_echo};
 use harness::paths::repo_root;
 use harness::peers::erlang::ErlangPeer;
-use harness::{free_port, ChildGuard, Sig, TestDir};
+use harness::{free_port, Sig, TestDir};
 use serde_json::Value;
 
 struct Ctl {
@@ -91,14 +91,7 @@ fn reload_disable_enable_and_log_level_under_load_lose_nothing() {
         port,
         ..BridgeOptions::default()
     };
-    let config = dir.join("dmbridge.toml");
-    write_config(&config, &base, dir.path());
-    let mut cmd = Command::new(&bin);
-    cmd.args(["run", "--echo", "--config"]).arg(&config);
-    let mut bridge = ChildGuard::spawn("dmbridge", cmd, dir.path());
-    bridge
-        .wait_for_line("listening on", Duration::from_secs(15))
-        .unwrap();
+    let (bridge, config) = run_echo(&bin, dir.path(), &base);
     let ctl = Ctl {
         bin: bin.clone(),
         socket: dir.join("admin.sock"),
@@ -218,5 +211,112 @@ fn reload_disable_enable_and_log_level_under_load_lose_nothing() {
     assert_eq!(s["result_codes"]["2001"], sent, "{s}");
     let log = bridge.output();
     assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(log.contains("reload refused"), "{log}");
+}
+
+/// A vendor AVP (Acme, vendor 99999) with the M bit, in a test_app request: accepted (2001)
+/// when the running dictionary knows it, 5001 DIAMETER_AVP_UNSUPPORTED when not (RFC 6733
+/// §7.1.5, unknown AVP with the M bit).
+fn acme_request(c: &mut harness::wire::RawClient, code: u32) -> u32 {
+    use harness::wire::{self, avp_flags, flags, test_app, Avp};
+    let id = c.next_id();
+    let req = wire::encode_message(
+        flags::REQUEST | flags::PROXIABLE,
+        test_app::CMD,
+        test_app::APP_ID,
+        id,
+        id,
+        &[
+            Avp::str(
+                wire::code::SESSION_ID,
+                &format!("client.test.local;dict;{id}"),
+            ),
+            Avp::str(wire::code::ORIGIN_HOST, "client.test.local"),
+            Avp::str(wire::code::ORIGIN_REALM, "test.local"),
+            Avp::str(wire::code::DESTINATION_REALM, "test.local"),
+            Avp::u32(code, 7)
+                .vendor(99_999)
+                .flags(avp_flags::VENDOR | avp_flags::MANDATORY),
+        ],
+    );
+    let a = c
+        .request(
+            &req,
+            id,
+            ("client.test.local", "test.local"),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    a.result_code().unwrap_or(0)
+}
+
+#[test]
+fn dictionary_reload_changes_what_is_accepted_and_a_bad_file_keeps_the_running_one() {
+    let bin = dmbridge_bin().unwrap_or_else(|e| panic!("{e}"));
+    let dir = TestDir::new("ops_dict_reload");
+    let dict = dir.join("acme.dict");
+    let acme = |attrs: &str| format!("VENDOR 99999 Acme\n{attrs}");
+    std::fs::write(&dict, acme("ATTRIBUTE Acme-A 1001 unsigned32 99999\n")).unwrap();
+    let port = free_port();
+    let opts = BridgeOptions {
+        port,
+        dictionaries: vec![dict.clone()],
+        ..BridgeOptions::default()
+    };
+    let (bridge, _config) = run_echo(&bin, dir.path(), &opts);
+    let ctl = Ctl {
+        bin: bin.clone(),
+        socket: dir.join("admin.sock"),
+    };
+    // One connection for the whole test: a reload does not drop it.
+    let mut c = harness::wire::RawClient::connect(port, Duration::from_secs(5)).unwrap();
+    let cea = c
+        .handshake("client.test.local", "test.local", Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(cea.result_code(), Some(2001));
+    assert_eq!(acme_request(&mut c, 1001), 2001, "known at start");
+    assert_eq!(acme_request(&mut c, 1002), 5001, "unknown at start");
+
+    // Unchanged files: nothing rebuilt.
+    let r = ctl.json(&["reload"]).unwrap();
+    assert_eq!(r["dictionaries"], "unchanged", "{r}");
+
+    // The file changes: Acme-A goes, Acme-B comes; the running bridge follows.
+    std::fs::write(&dict, acme("ATTRIBUTE Acme-B 1002 unsigned32 99999\n")).unwrap();
+    let r = ctl.json(&["reload"]).unwrap();
+    assert_eq!(r["dictionaries"], "reloaded", "{r}");
+    assert_eq!(acme_request(&mut c, 1002), 2001, "Acme-B after the reload");
+    assert_eq!(acme_request(&mut c, 1001), 5001, "Acme-A after the reload");
+
+    // A bad file: refused with file and line, the running dictionary (with Acme-B) stays.
+    std::fs::write(
+        &dict,
+        acme("ATTRIBUTE Acme-A 1001 unsigned32 99999\nATTRIBUTE Acme-C 1003 nosuchtype 99999\n"),
+    )
+    .unwrap();
+    let e = ctl.json(&["reload"]).unwrap_err();
+    assert!(e.contains("acme.dict:3"), "no file:line in {e}");
+    assert_eq!(
+        acme_request(&mut c, 1002),
+        2001,
+        "the running dictionary was kept"
+    );
+    assert_eq!(
+        acme_request(&mut c, 1001),
+        5001,
+        "the refused file was not applied"
+    );
+
+    // SIGHUP does the same.
+    std::fs::write(&dict, acme("ATTRIBUTE Acme-A 1001 unsigned32 99999\n")).unwrap();
+    bridge.signal(Sig::Hup).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bridge.output().matches("configuration reloaded").count() < 3 {
+        assert!(Instant::now() < deadline, "{}", bridge.tail(20));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(acme_request(&mut c, 1001), 2001, "Acme-A after SIGHUP");
+    assert_eq!(acme_request(&mut c, 1002), 5001, "Acme-B after SIGHUP");
+    let log = bridge.output();
     assert!(log.contains("reload refused"), "{log}");
 }

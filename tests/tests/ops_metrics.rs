@@ -11,7 +11,7 @@ use harness::bridge::BridgeOptions;
 use harness::dmbridge::dmbridge_bin;
 use harness::paths::repo_root;
 use harness::prometheus::{http_get, Prometheus};
-use harness::{free_port, wait_for_port, ChildGuard, TestDir};
+use harness::{free_port, wait_for_port, TestDir};
 
 const COUNT: u64 = 3000;
 
@@ -26,14 +26,7 @@ fn prometheus_scrapes_the_counts_a_bench_run_caused() {
         extra_toml: format!("\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n"),
         ..BridgeOptions::default()
     };
-    let config = dir.join("dmbridge.toml");
-    std::fs::write(&config, opts.to_toml(dir.path())).unwrap();
-    let mut cmd = Command::new(&bin);
-    cmd.args(["run", "--echo", "--config"]).arg(&config);
-    let mut bridge = ChildGuard::spawn("dmbridge", cmd, dir.path());
-    bridge
-        .wait_for_line("listening on", Duration::from_secs(15))
-        .unwrap();
+    let (bridge, _config) = harness::dmbridge::run_echo(&bin, dir.path(), &opts);
     wait_for_port(mport, Duration::from_secs(5)).unwrap();
 
     // The exporter itself: OpenMetrics text, 404 elsewhere.

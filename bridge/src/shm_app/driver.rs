@@ -35,6 +35,7 @@ use super::ShmOptions;
 use crate::app::{
     AppHandle, IncomingRequest, OutcomeQueue, OutgoingRequest, RequestError, Responder,
 };
+use crate::dictionary::CurrentDictionary;
 use dmnode::config::AppAdvert;
 use dmnode::endpoint::PeerStatus;
 
@@ -126,6 +127,9 @@ pub struct Driver {
     node: NodeView,
     dict: &'static Dictionary,
     reader: JsonReader<'static>,
+    /// Where a reload puts a new dictionary, and the generation `dict` is from.
+    current_dict: CurrentDictionary,
+    dict_generation: u64,
     handle: AppHandle,
     peers: watch::Receiver<Vec<PeerStatus>>,
     /// The applications of the commands attached workers serve (for CER/CEA).
@@ -190,11 +194,13 @@ impl Driver {
     pub fn new(
         options: &ShmOptions,
         node: NodeView,
-        dict: &'static Dictionary,
+        current_dict: CurrentDictionary,
         handle: AppHandle,
         peers: watch::Receiver<Vec<PeerStatus>>,
         outcomes: OutcomeQueue,
     ) -> Result<Driver, String> {
+        let dict_generation = current_dict.generation();
+        let dict = current_dict.get();
         let cfg = options.bridge.clone();
         let bridge = Bridge::create(cfg.clone()).map_err(|e| {
             format!(
@@ -218,6 +224,8 @@ impl Driver {
             node,
             dict,
             reader: JsonReader::new(dict),
+            current_dict,
+            dict_generation,
             handle,
             peers,
             adverts: watch::channel(Vec::new()).0,
@@ -296,6 +304,7 @@ impl Driver {
         let mut peers_open = true;
         self.publish_status();
         loop {
+            self.follow_dictionary();
             self.service_hot();
             // Before anything else is taken in: a worker attached there (its Welcome already
             // sent) must count before a request that may have raced in (see `incoming`).
@@ -378,6 +387,24 @@ impl Driver {
         // Drops the responders (5012 each, if the node still runs), the descriptors and then
         // the bridge, which removes the segment and the socket. Outcomes still to come find
         // no receiver.
+    }
+
+    /// Takes a dictionary a reload installed (one atomic load per turn; between requests, so
+    /// each request is converted with one dictionary): the JSON reader, the cached event
+    /// names and the advertised applications follow it.
+    fn follow_dictionary(&mut self) {
+        let generation = self.current_dict.generation();
+        if generation == self.dict_generation {
+            return;
+        }
+        self.dict_generation = generation;
+        self.dict = self.current_dict.get();
+        self.reader = JsonReader::new(self.dict);
+        self.names.clear();
+        self.handles_changed = true;
+        log(format_args!(
+            "dictionary reloaded: requests and replies are converted with it from now on"
+        ));
     }
 
     fn next_deadline(&mut self) -> Option<Instant> {

@@ -66,9 +66,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::app::{AppHandle, Application, IncomingRequest, Responder};
+use crate::dictionary::CurrentDictionary;
 use dmnode::config::{AppAdvert, Config};
 use dmnode::endpoint::PeerStatus;
-use dmproto::dict::Dictionary;
 
 pub use settings::ShmOptions;
 
@@ -102,7 +102,7 @@ impl ShmService {
     /// status (for the status document).
     pub fn start(
         config: &Config,
-        dict: &'static Dictionary,
+        dict: &CurrentDictionary,
         handle: AppHandle,
         peers: watch::Receiver<Vec<PeerStatus>>,
     ) -> Result<(Arc<ShmApp>, ShmService), String> {
@@ -117,7 +117,7 @@ impl ShmService {
                 origin_realm: config.node.origin_realm.clone(),
                 max_message_size: config.limits.max_message_size as usize,
             },
-            dict,
+            dict.clone(),
             handle,
             peers,
             outcomes_tx,
