@@ -9,6 +9,7 @@
 
 use bytes::Bytes;
 use dmproto::avp::AvpFlags;
+use dmproto::dict::Dictionary;
 use dmproto::{AvpRefs, EncodeError, Flags, Message, MessageWriter};
 
 use crate::app::AnswerBody;
@@ -31,6 +32,10 @@ pub struct Origin<'a> {
 pub enum AnswerError {
     #[error("the application's AVPs are malformed: {0}")]
     BadAvps(String),
+    /// The reply would make an answer no peer should accept (DESIGN §9): two Result-Codes,
+    /// Result-Code and Experimental-Result together, a result AVP of the wrong type.
+    #[error("the application's answer would be invalid: {0}")]
+    Invalid(String),
     #[error(transparent)]
     Encode(#[from] EncodeError),
 }
@@ -74,17 +79,7 @@ pub fn app_answer(
     body: &AnswerBody,
     max_len: usize,
 ) -> Result<Bytes, AnswerError> {
-    let mut has_result = false;
-    let mut result_code = None;
-    for a in AvpRefs::new(&body.avps, 0) {
-        let a = a.map_err(|e| AnswerError::BadAvps(e.to_string()))?;
-        if a.vendor == 0 && (a.code == avp::RESULT_CODE || a.code == EXPERIMENTAL_RESULT) {
-            has_result = true;
-            if a.code == avp::RESULT_CODE {
-                result_code = dmproto::value::decode_u32(a.data).ok();
-            }
-        }
-    }
+    let (has_result, result_code) = result_of(body)?;
     let error = body.is_error || result_code.is_some_and(is_protocol_error);
     let mut w = begin(request, error, max_len);
     if !has_result {
@@ -110,7 +105,70 @@ pub fn app_answer(
     Ok(w.finish()?)
 }
 
+/// What the application's answer says about its outcome: whether it has a result AVP, and
+/// its Result-Code. Refuses (DESIGN §9) what would make an invalid answer: RFC 6733 §7.1
+/// gives an answer one Result-Code ("{ Result-Code }" / "[ Result-Code ]" in every base
+/// ABNF), §7.6 puts Experimental-Result in its place ("MUST NOT" carry both in 3GPP answers,
+/// TS 29.229 §6.2), and both have fixed types (Unsigned32; Grouped with an Unsigned32
+/// Experimental-Result-Code).
+fn result_of(body: &AnswerBody) -> Result<(bool, Option<u32>), AnswerError> {
+    let (mut codes, mut experimental) = (Vec::new(), 0usize);
+    for a in AvpRefs::new(&body.avps, 0) {
+        let a = a.map_err(|e| AnswerError::BadAvps(e.to_string()))?;
+        if a.vendor != 0 {
+            continue;
+        }
+        if a.code == avp::RESULT_CODE {
+            let c = dmproto::value::decode_u32(a.data).map_err(|_| {
+                AnswerError::Invalid(format!(
+                    "Result-Code must be an Unsigned32 (4 bytes), got {} bytes",
+                    a.data.len()
+                ))
+            })?;
+            codes.push(c);
+        } else if a.code == EXPERIMENTAL_RESULT {
+            experimental += 1;
+            let code = AvpRefs::new(a.data, 0)
+                .map_while(Result::ok)
+                .find(|c| c.code == dmproto::avp_code::EXPERIMENTAL_RESULT_CODE && c.vendor == 0);
+            if !code.is_some_and(|c| c.data.len() == 4) {
+                return Err(AnswerError::Invalid(
+                    "Experimental-Result needs an Unsigned32 Experimental-Result-Code".into(),
+                ));
+            }
+        }
+    }
+    if codes.len() > 1 {
+        return Err(AnswerError::Invalid(format!(
+            "{} Result-Code AVPs ({codes:?}); an answer has one",
+            codes.len()
+        )));
+    }
+    if experimental > 1 {
+        return Err(AnswerError::Invalid(
+            "more than one Experimental-Result".into(),
+        ));
+    }
+    if !codes.is_empty() && experimental > 0 {
+        return Err(AnswerError::Invalid(
+            "Result-Code and Experimental-Result together; an answer carries one of them".into(),
+        ));
+    }
+    Ok((
+        !codes.is_empty() || experimental > 0,
+        codes.first().copied(),
+    ))
+}
+
 /// A local error answer to `request`: Result-Code, Error-Message, and Failed-AVP when given.
+///
+/// RFC 6733 §7.1.3 / §7.2: a protocol error (3xxx) is answered in the generic
+/// `answer-message` layout with the E bit. Any other failure (5xxx, 4xxx) is an ordinary
+/// answer of the command without the E bit, so it must satisfy the command's answer ABNF:
+/// the AVPs that ABNF requires are copied from the request as the dictionary says
+/// (Auth-Application-Id, Vendor-Specific-Application-Id, Auth-Session-State,
+/// CC-Request-Type, CC-Request-Number, ...; [`dmproto::answer::copy_required`]), so the
+/// peer's validator accepts it (DESIGN §9).
 pub fn error_answer(
     request: &Message,
     origin: Origin<'_>,
@@ -118,6 +176,7 @@ pub fn error_answer(
     message: &str,
     failed_avp: Option<&[u8]>,
     max_len: usize,
+    dict: &Dictionary,
 ) -> Result<Bytes, EncodeError> {
     let mut w = begin(request, is_protocol_error(result_code), max_len);
     w.u32(avp::RESULT_CODE, M, 0, result_code);
@@ -130,6 +189,9 @@ pub fn error_answer(
         w.group(avp::FAILED_AVP, M, 0, |w| {
             w.raw(raw);
         });
+    }
+    if !is_protocol_error(result_code) {
+        dmproto::answer::copy_required(&mut w, request, dict);
     }
     proxy_info(&mut w, request);
     w.finish()
@@ -277,7 +339,16 @@ mod tests {
     fn error_answer_with_failed_avp() {
         let req = request(true);
         let failed = req.find_ref(avp::ORIGIN_HOST, 0).unwrap().raw.to_vec();
-        let ans = error_answer(&req, ORIGIN, 5005, "missing X", Some(&failed), 65536).unwrap();
+        let ans = error_answer(
+            &req,
+            ORIGIN,
+            5005,
+            "missing X",
+            Some(&failed),
+            65536,
+            Dictionary::builtin(),
+        )
+        .unwrap();
         let ans = Message::decode(ans).unwrap();
         assert!(!ans.header.flags.is_error(), "5xxx: no E bit");
         assert_eq!(ans.find_u32(268, 0), Some(5005));
@@ -285,13 +356,85 @@ mod tests {
         let fa = ans.find(279, 0).unwrap();
         assert_eq!(&fa.group().next().unwrap().unwrap().raw[..], &failed[..]);
 
-        let ans =
-            Message::decode(error_answer(&req, ORIGIN, 3002, "", None, 65536).unwrap()).unwrap();
+        let ans = Message::decode(
+            error_answer(&req, ORIGIN, 3002, "", None, 65536, Dictionary::builtin()).unwrap(),
+        )
+        .unwrap();
         assert!(ans.header.flags.is_error());
         assert!(ans.header.flags.is_proxiable());
         assert_eq!(
             codes(&ans),
             vec![SESSION_ID, 268, 264, 296, PROXY_INFO, PROXY_INFO]
         );
+    }
+
+    #[test]
+    fn invalid_app_replies_are_refused() {
+        let req = request(false);
+        let refuse = |f: &dyn Fn(&mut MessageWriter)| {
+            let body = AnswerBody {
+                avps: avps(f),
+                is_error: false,
+            };
+            match app_answer(&req, ORIGIN, &body, 65536) {
+                Err(AnswerError::Invalid(why)) => why,
+                other => panic!("not refused: {other:?}"),
+            }
+        };
+        let two = refuse(&|w| {
+            w.u32(268, M, 0, 2001);
+            w.u32(268, M, 0, 5001);
+        });
+        assert!(two.contains("2 Result-Code"), "{two}");
+        let both = refuse(&|w| {
+            w.u32(268, M, 0, 2001);
+            w.group(EXPERIMENTAL_RESULT, M, 0, |w| {
+                w.u32(266, M, 0, 10415);
+                w.u32(298, M, 0, 2001);
+            });
+        });
+        assert!(both.contains("together"), "{both}");
+        let wrong_type = refuse(&|w| {
+            w.str(268, M, 0, "success");
+        });
+        assert!(wrong_type.contains("Unsigned32"), "{wrong_type}");
+        let empty_er = refuse(&|w| {
+            w.group(EXPERIMENTAL_RESULT, M, 0, |w| {
+                w.u32(266, M, 0, 10415);
+            });
+        });
+        assert!(empty_er.contains("Experimental-Result-Code"), "{empty_er}");
+    }
+
+    #[test]
+    fn permanent_failures_use_the_commands_answer_layout() {
+        // A CCR (RFC 4006): the CCA needs Auth-Application-Id, CC-Request-Type and
+        // CC-Request-Number, which only the request can supply.
+        let mut h = Header::request(272, 4, 9, 10);
+        h.flags = h.flags.with(Flags::P);
+        let mut w = MessageWriter::new(h);
+        w.str(SESSION_ID, M, 0, "c;1")
+            .str(avp::ORIGIN_HOST, M, 0, "client.example.net")
+            .str(avp::ORIGIN_REALM, M, 0, "example.net")
+            .str(283, M, 0, "example.net")
+            .u32(258, M, 0, 4)
+            .u32(416, M, 0, 2)
+            .u32(415, M, 0, 7);
+        let req = Message::decode(w.finish().unwrap()).unwrap();
+        let d = Dictionary::builtin();
+        let v = dmproto::Validator::new(d);
+        let five = Message::decode(error_answer(&req, ORIGIN, 5005, "x", None, 65536, d).unwrap())
+            .unwrap();
+        assert!(!five.header.flags.is_error());
+        assert_eq!(five.find_u32(416, 0), Some(2));
+        assert_eq!(five.find_u32(415, 0), Some(7));
+        assert_eq!(five.find_u32(258, 0), Some(4));
+        assert_eq!(v.validate_answer(&five), Ok(()));
+        // 3xxx: the generic answer-message of §7.2, E bit, nothing of the CCA.
+        let three = Message::decode(error_answer(&req, ORIGIN, 3002, "x", None, 65536, d).unwrap())
+            .unwrap();
+        assert!(three.header.flags.is_error());
+        assert_eq!(three.find_u32(416, 0), None);
+        assert_eq!(v.validate_answer(&three), Ok(()));
     }
 }

@@ -26,6 +26,7 @@ use dmproto::{FrameError, Message, Validator};
 use crate::answer::{self, Origin};
 use crate::app::{IncomingRequest, OutgoingRequest, PeerInfo, Reply, RequestError, RequestId};
 use crate::config::{AppAdvert, Config, PeerMode};
+use crate::delivery::{self, Delivery};
 use crate::duplicates::{DupCache, DupCheck, Requester};
 use crate::log_limit::LogLimit;
 use crate::observe::{Direction, LocalCause, Nothing, Observer};
@@ -101,10 +102,27 @@ pub struct Reconfigured {
     pub restart_needed: Vec<&'static str>,
 }
 
+/// Whom the outcome of a request we sent is for.
+enum Owner {
+    /// The application's request, submitted under this id.
+    App(RequestId),
+    /// A request we relay (RFC 6733 §6.1.8) for a peer.
+    Relay(Relayed),
+}
+
+/// Where a relayed request came from (§6.1.8: "The source of the request is also saved"),
+/// to send its answer back with the original hop-by-hop id (§6.2.2).
+struct Relayed {
+    conn: ConnId,
+    hop_by_hop: u32,
+    /// The request as received, for a local error answer if it cannot be delivered.
+    request: Message,
+}
+
 /// A request we sent, as kept in the pending table.
 struct Inflight {
     /// Whom the outcome is for.
-    id: RequestId,
+    owner: Owner,
     /// The encoded request, for a resend after failover.
     request: Bytes,
     app_id: u32,
@@ -343,7 +361,7 @@ impl Endpoint {
     /// Fails whatever is still pending (the driver gives up waiting).
     pub fn abandon(&mut self) {
         for e in self.pending.take_all() {
-            self.complete(e.data.id, Err(RequestError::NodeDown));
+            self.complete(e.data.owner, Err(RequestError::NodeDown));
         }
         for conn in self.conns.keys().copied().collect::<Vec<_>>() {
             self.out.push_back(Output::Close { conn });
@@ -371,7 +389,7 @@ impl Endpoint {
         }
         self.peers.handle_timeout(now);
         for e in self.pending.expire(now) {
-            self.complete(e.data.id, Err(RequestError::Timeout));
+            self.complete(e.data.owner, Err(RequestError::Timeout));
         }
         self.observer.pending(self.pending.len());
         if let Some(n) = self.refusal_log.flush(now) {
@@ -463,14 +481,7 @@ impl Endpoint {
                     header,
                     body: Bytes::new(),
                 };
-                if let Ok(b) = answer::error_answer(
-                    &req,
-                    self.origin(),
-                    code,
-                    &error.to_string(),
-                    None,
-                    self.max_len(),
-                ) {
+                if let Some(b) = self.error_answer(&req, code, &error.to_string(), None) {
                     self.transmit(conn, b);
                 }
             }
@@ -500,19 +511,9 @@ impl Endpoint {
         match self.peers.received(conn, &msg, now) {
             Received::Consumed => {}
             Received::NotOpen => {
-                self.local_answer(
-                    dmproto::result_code::DIAMETER_UNABLE_TO_DELIVER,
-                    LocalCause::NotOpen,
-                    now,
-                );
-                if let Ok(b) = answer::error_answer(
-                    &msg,
-                    self.origin(),
-                    dmproto::result_code::DIAMETER_UNABLE_TO_DELIVER,
-                    "connection not open",
-                    None,
-                    self.max_len(),
-                ) {
+                let code = dmproto::result_code::DIAMETER_UNABLE_TO_DELIVER;
+                self.local_answer(code, LocalCause::NotOpen, now);
+                if let Some(b) = self.error_answer(&msg, code, "connection not open", None) {
                     self.transmit(conn, b);
                 }
             }
@@ -540,7 +541,7 @@ impl Endpoint {
                             code,
                             Some(now.saturating_duration_since(entry.data.sent)),
                         );
-                        self.complete(entry.data.id, Ok(msg));
+                        self.complete(entry.data.owner, Ok(msg));
                         self.observer.pending(self.pending.len());
                     }
                 } else {
@@ -550,15 +551,43 @@ impl Endpoint {
         }
     }
 
+    /// A request from a peer. RFC 6733 §6.1 decides first, before any application sees it
+    /// (DESIGN §9): a request for another host or realm is relayed when this node is a relay
+    /// agent (§6.1.8), else answered 3002 / 3003; then an application we do not serve is
+    /// answered 3007 (§6.1.4 needs "the Diameter application is locally supported"); then
+    /// the dictionary's ABNF (3xxx/5xxx, §7); then duplicates (§5.6.4 / §9.4); only then the
+    /// application.
     fn incoming(&mut self, conn: ConnId, peer: PeerId, msg: Message, now: Instant) {
+        let relay = self.config.routing.relay;
+        let dest = delivery::Destination::of(&msg);
+        let realms = [self.config.node.origin_realm.as_str()];
+        if let Delivery::Elsewhere(why) =
+            delivery::decide(&dest, &self.config.node.origin_host, &realms)
+        {
+            if relay {
+                return self.relay(conn, peer, msg, now);
+            }
+            tracing::debug!(
+                result_code = why.result_code(),
+                "not for this node (no relay configured): {}",
+                why.message()
+            );
+            self.local_answer(why.result_code(), LocalCause::NotForThisNode, now);
+            if let Some(b) = self.error_answer(&msg, why.result_code(), &why.message(), None) {
+                self.transmit(conn, b);
+            }
+            return;
+        }
         if !self.apps.supports(msg.header.app_id) {
+            if relay {
+                // Ours by realm but not by application: §6.1.6 routes it on.
+                return self.relay(conn, peer, msg, now);
+            }
             // RFC 6733 §6.1: an application we did not advertise is not ours to serve.
             let unsupported = dmproto::result_code::DIAMETER_APPLICATION_UNSUPPORTED;
             let why = format!("application {} is not supported here", msg.header.app_id);
             self.local_answer(unsupported, LocalCause::ApplicationUnsupported, now);
-            if let Ok(b) =
-                answer::error_answer(&msg, self.origin(), unsupported, &why, None, self.max_len())
-            {
+            if let Some(b) = self.error_answer(&msg, unsupported, &why, None) {
                 self.transmit(conn, b);
             }
             return;
@@ -570,14 +599,9 @@ impl Endpoint {
                 "invalid request: {}",
                 e.message
             );
-            if let Ok(b) = answer::error_answer(
-                &msg,
-                self.origin(),
-                e.result_code,
-                &e.message,
-                e.failed_avp.as_deref(),
-                self.max_len(),
-            ) {
+            if let Some(b) =
+                self.error_answer(&msg, e.result_code, &e.message, e.failed_avp.as_deref())
+            {
                 self.transmit(conn, b);
             }
             return;
@@ -665,8 +689,7 @@ impl Endpoint {
             Reply::Answer(body) => {
                 self.observer
                     .reply_latency(now.saturating_duration_since(d.at));
-                let built = answer::app_answer(&d.request, self.origin(), body, self.max_len())
-                    .map_err(|e| (unable, e.to_string()));
+                let built = self.app_answer(&d.request, body);
                 if built.is_err() {
                     self.local_answer(unable, LocalCause::BadReply, now);
                 }
@@ -690,13 +713,10 @@ impl Endpoint {
     fn finish(&mut self, conn: ConnId, request: &Message, outcome: Result<Bytes, (u32, String)>) {
         let bytes = match outcome {
             Ok(b) => b,
-            Err((code, why)) => {
-                match answer::error_answer(request, self.origin(), code, &why, None, self.max_len())
-                {
-                    Ok(b) => b,
-                    Err(_) => return,
-                }
-            }
+            Err((code, why)) => match self.error_answer(request, code, &why, None) {
+                Some(b) => b,
+                None => return,
+            },
         };
         let code = result_code(bytes.get(20..).unwrap_or_default());
         let host = self.peers.owner(conn).and_then(|p| self.peers.get(p));
@@ -718,16 +738,82 @@ impl Endpoint {
         self.transmit(conn, bytes);
     }
 
-    /// Its one outcome, for the driver to pass on.
-    fn complete(&mut self, id: RequestId, result: Result<Message, RequestError>) {
-        self.out.push_back(Output::Outcome { id, result });
+    /// Its one outcome: for a request of the application, an output for the driver to pass
+    /// on; for a relayed request, the answer (or an error answer) to the peer it came from.
+    fn complete(&mut self, owner: Owner, result: Result<Message, RequestError>) {
+        match owner {
+            Owner::App(id) => self.out.push_back(Output::Outcome { id, result }),
+            Owner::Relay(r) => self.relayed_outcome(r, result),
+        }
+    }
+
+    /// A local error answer to `request` in the layout its Result-Code needs (see
+    /// [`answer::error_answer`]); `None` if it cannot be encoded (too large).
+    fn error_answer(
+        &self,
+        request: &Message,
+        code: u32,
+        why: &str,
+        failed_avp: Option<&[u8]>,
+    ) -> Option<Bytes> {
+        answer::error_answer(
+            request,
+            self.origin(),
+            code,
+            why,
+            failed_avp,
+            self.max_len(),
+            self.dict,
+        )
+        .ok()
+    }
+
+    /// The answer built from the application's reply, or the reason to answer 5012 instead
+    /// (DESIGN §9: a reply that would make an invalid answer is refused, logged, and the
+    /// peer gets 5012 DIAMETER_UNABLE_TO_COMPLY, never a malformed answer). Besides the
+    /// result-AVP rules of [`answer::app_answer`], the built answer goes through the
+    /// dictionary's ABNF: AVPs of the wrong type or length (5004/5014) and AVPs that occur
+    /// more often than the answer's ABNF allows (5009) refuse it. A required AVP the reply
+    /// left out (5005) does not: the script may answer tersely, and 5012 would not be better.
+    fn app_answer(
+        &self,
+        request: &Message,
+        body: &crate::app::AnswerBody,
+    ) -> Result<Bytes, (u32, String)> {
+        use dmproto::result_code as rc;
+        let refuse = |why: String| {
+            tracing::warn!(
+                command = request.header.code,
+                application = request.header.app_id,
+                "application reply refused, answering 5012: {why}"
+            );
+            (rc::DIAMETER_UNABLE_TO_COMPLY, why)
+        };
+        let bytes = answer::app_answer(request, self.origin(), body, self.max_len())
+            .map_err(|e| refuse(e.to_string()))?;
+        if let Ok(m) = Message::decode(bytes.clone()) {
+            if let Err(e) = self.validator.validate_answer(&m) {
+                if matches!(
+                    e.result_code,
+                    rc::DIAMETER_INVALID_AVP_VALUE
+                        | rc::DIAMETER_INVALID_AVP_LENGTH
+                        | rc::DIAMETER_AVP_OCCURS_TOO_MANY_TIMES
+                ) {
+                    return Err(refuse(format!(
+                        "the answer would fail validation ({}): {}",
+                        e.result_code, e.message
+                    )));
+                }
+            }
+        }
+        Ok(bytes)
     }
 
     /// An application request: complete it, route it, send it — or fail it at once. Its
     /// outcome comes back as [`Output::Outcome`] under `id`, exactly once.
     pub fn submit(&mut self, req: OutgoingRequest, id: RequestId, now: Instant) {
         if self.stopping {
-            return self.complete(id, Err(RequestError::NodeDown));
+            return self.complete(Owner::App(id), Err(RequestError::NodeDown));
         }
         self.end_to_end = self.end_to_end.wrapping_add(1);
         let e2e = self.end_to_end;
@@ -743,10 +829,10 @@ impl Endpoint {
         };
         let bytes = match outgoing::build_request(&ctx, &req, 0, e2e, &mut self.sessions) {
             Ok(b) => b,
-            Err(e) => return self.complete(id, Err(e)),
+            Err(e) => return self.complete(Owner::App(id), Err(e)),
         };
         let inflight = Inflight {
-            id,
+            owner: Owner::App(id),
             request: bytes,
             app_id: req.app_id,
             cmd_code: req.cmd_code,
@@ -757,11 +843,98 @@ impl Endpoint {
         self.dispatch(inflight, deadline, e2e, None);
     }
 
+    /// Relay agent (RFC 6733 §6.1.8), for a request that is not ours when `[routing] relay`
+    /// is on. "A relay or proxy agent MUST check for forwarding loops when receiving
+    /// requests. A loop is detected if the server finds its own identity in a Route-Record
+    /// AVP": 3005. Otherwise the request goes on by the routing table (Destination-Host
+    /// when it is a peer, §6.1.5; else the realm table and default route, §6.1.6), with a
+    /// Route-Record naming the peer it came from appended, its end-to-end id and every other
+    /// AVP unchanged (Proxy-Info included: a relay does not touch it), and a hop-by-hop id of
+    /// ours from the pending table; the original is kept to restore on the answer (§6.2.2).
+    /// It never goes back to the peer it came from, nor to a peer already in its
+    /// Route-Record. No route: the router's 3002/3003/3005/3007, answered here.
+    fn relay(&mut self, conn: ConnId, from: PeerId, msg: Message, now: Instant) {
+        use dmproto::result_code as rc;
+        let records = delivery::route_records(&msg);
+        let refuse = |e: &mut Self, code: u32, why: &str| {
+            tracing::debug!(result_code = code, "relay refused: {why}");
+            e.local_answer(code, LocalCause::RelayFailed, now);
+            if let Some(b) = e.error_answer(&msg, code, why, None) {
+                e.transmit(conn, b);
+            }
+        };
+        if delivery::is_loop(&records, &self.config.node.origin_host) {
+            let why = format!(
+                "loop: {} is already in Route-Record",
+                self.config.node.origin_host
+            );
+            return refuse(self, rc::DIAMETER_LOOP_DETECTED, &why);
+        }
+        let from_host = self
+            .peers
+            .get(from)
+            .and_then(|p| p.remote())
+            .map(|r| r.origin_host.clone())
+            .unwrap_or_default();
+        let Some(bytes) = delivery::forwarded(&msg.to_bytes(), &from_host, self.max_len()) else {
+            let why = "too large to relay with a Route-Record";
+            return refuse(self, rc::DIAMETER_UNABLE_TO_DELIVER, why);
+        };
+        let mut tried = vec![from];
+        tried.extend(records.iter().filter_map(|r| self.peers.by_host(r)));
+        let inflight = Inflight {
+            owner: Owner::Relay(Relayed {
+                conn,
+                hop_by_hop: msg.header.hop_by_hop,
+                request: msg.clone(),
+            }),
+            request: bytes,
+            app_id: msg.header.app_id,
+            cmd_code: msg.header.code,
+            tried,
+            sent: now,
+        };
+        let deadline = now + self.config.timers.answer_timeout;
+        self.dispatch(inflight, deadline, msg.header.end_to_end, None);
+    }
+
+    /// The outcome of a relayed request goes back to the peer it came from: the answer with
+    /// the original hop-by-hop id restored and nothing else changed (§6.2.2: "If a relay or
+    /// proxy agent receives an answer with a Result-Code AVP indicating a failure, it MUST
+    /// NOT modify the contents of the AVP"), or our own error answer when it could not be
+    /// delivered: the router's Result-Code, 3004 when our pending table is full, 3002 on a
+    /// timeout or shutdown (the next hop did not deliver it).
+    fn relayed_outcome(&mut self, r: Relayed, result: Result<Message, RequestError>) {
+        use dmproto::result_code as rc;
+        match result {
+            Ok(answer) => {
+                let b = delivery::restored(&answer.to_bytes(), r.hop_by_hop);
+                self.transmit(r.conn, b);
+            }
+            Err(e) => {
+                let (code, why) = match e {
+                    RequestError::NoRoute {
+                        result_code,
+                        message,
+                    } => (result_code, message),
+                    RequestError::TooBusy => (rc::DIAMETER_TOO_BUSY, e.to_string()),
+                    other => (rc::DIAMETER_UNABLE_TO_DELIVER, other.to_string()),
+                };
+                // Counted here; logged at debug (no clock here for the rate limit).
+                self.observer.local_answer(code, LocalCause::RelayFailed);
+                tracing::debug!(result_code = code, "relayed request failed: {why}");
+                if let Some(b) = self.error_answer(&r.request, code, &why, None) {
+                    self.transmit(r.conn, b);
+                }
+            }
+        }
+    }
+
     /// Routes and sends a request (new, or a resend after failover with its count).
     fn dispatch(&mut self, inflight: Inflight, deadline: Instant, e2e: u32, resend: Option<u32>) {
         match self.route(&inflight) {
             Ok((peer, conn)) => self.send_to(inflight, peer, conn, deadline, e2e, resend),
-            Err(e) => self.complete(inflight.id, Err(e)),
+            Err(e) => self.complete(inflight.owner, Err(e)),
         }
     }
 
@@ -830,7 +1003,7 @@ impl Endpoint {
         };
         let hbh = match inserted {
             Ok(h) => h,
-            Err(pending::Full(i)) => return self.complete(i.id, Err(RequestError::TooBusy)),
+            Err(pending::Full(i)) => return self.complete(i.owner, Err(RequestError::TooBusy)),
         };
         let bytes = if resend.is_some() {
             pending::retransmission(&request, hbh)
@@ -841,7 +1014,7 @@ impl Endpoint {
             Some(b) => self.transmit(conn, b),
             None => {
                 if let Some(e) = self.pending.answer(conn, hbh) {
-                    self.complete(e.data.id, Err(RequestError::Invalid("truncated".into())));
+                    self.complete(e.data.owner, Err(RequestError::Invalid("truncated".into())));
                 }
             }
         }
@@ -862,9 +1035,9 @@ impl Endpoint {
         for e in lost {
             let (deadline, e2e, n) = (e.deadline, e.end_to_end, e.retransmissions);
             if self.stopping {
-                self.complete(e.data.id, Err(RequestError::NodeDown));
+                self.complete(e.data.owner, Err(RequestError::NodeDown));
             } else if now >= deadline {
-                self.complete(e.data.id, Err(RequestError::Timeout));
+                self.complete(e.data.owner, Err(RequestError::Timeout));
             } else {
                 self.dispatch(e.data, deadline, e2e, Some(n));
             }
@@ -889,7 +1062,7 @@ impl Endpoint {
             if self.stopping || now >= e.deadline {
                 // Its timer (or the shutdown) decides; keep it where it was.
                 if let Err(pending::Full(lost)) = self.pending.restore(e) {
-                    self.complete(lost.id, Err(RequestError::NodeDown));
+                    self.complete(lost.owner, Err(RequestError::NodeDown));
                 }
                 continue;
             }
@@ -900,7 +1073,7 @@ impl Endpoint {
                 }
                 Err(_) => {
                     if let Err(pending::Full(lost)) = self.pending.restore(e) {
-                        self.complete(lost.id, Err(RequestError::TooBusy));
+                        self.complete(lost.owner, Err(RequestError::TooBusy));
                     }
                 }
             }

@@ -11,7 +11,9 @@
 //!   RFC 3539 watchdog, disconnection, the peer table (CER gate for accepted connections),
 //!   wire encoding.
 //! - [`conn`]: connection names ([`conn::ConnId`]).
+//! - [`delivery`]: who a request is for (RFC 6733 §6.1), and what a relay does to it.
 //! - [`router`]: Destination-Host / realm table / default route, round-robin, local errors.
+//! - [`rules`]: rule-based peer selection in freeDiameter's `rt_default.conf` syntax.
 //! - [`pending`]: requests we sent (by connection and hop-by-hop id).
 //! - [`duplicates`]: requests peers sent us, by (Origin-Host, end-to-end id).
 //! - [`outgoing`], [`answer`]: completing originated requests and building answers.
@@ -25,6 +27,7 @@ pub mod answer;
 pub mod app;
 pub mod config;
 pub mod conn;
+pub mod delivery;
 pub mod duplicates;
 pub mod endpoint;
 pub mod log_limit;
@@ -33,4 +36,5 @@ pub mod outgoing;
 pub mod peer;
 pub mod pending;
 pub mod router;
+pub mod rules;
 pub mod trust;

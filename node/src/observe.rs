@@ -28,6 +28,12 @@ pub enum LocalCause {
     NotOpen,
     /// 3004: too many requests waiting for the application.
     Overloaded,
+    /// 3002/3003: Destination-Host or Destination-Realm names someone else and this node
+    /// is not a relay (RFC 6733 §6.1.4).
+    NotForThisNode,
+    /// A request this node would relay (RFC 6733 §6.1.8) answered here instead: loop
+    /// (3005), no route, too large, next hop failed.
+    RelayFailed,
     /// 5012: the application's reply could not make a valid answer.
     BadReply,
     /// 5012: no reply from the application in time.
@@ -47,6 +53,8 @@ impl LocalCause {
             LocalCause::Invalid => "invalid_request",
             LocalCause::NotOpen => "connection_not_open",
             LocalCause::Overloaded => "too_many_in_progress",
+            LocalCause::NotForThisNode => "not_for_this_node",
+            LocalCause::RelayFailed => "relay_failed",
             LocalCause::BadReply => "bad_reply",
             LocalCause::ReplyTimeout => "reply_timeout",
             LocalCause::NoReply => "no_reply",

@@ -115,8 +115,10 @@ fn write_result(w: &mut MessageWriter, me: Identity<'_>, code: u32, message: &st
 }
 
 /// Copies the AVPs the command's answer ABNF requires that this builder does not write
-/// itself, from the request (first occurrence each).
-fn copy_required(w: &mut MessageWriter, request: &Message, dict: &Dictionary) {
+/// itself, from the request (first occurrence each). Public so that every builder of a
+/// permanent-failure (5xxx) answer uses the same rule (RFC 6733 §7: such an answer is an
+/// ordinary answer of the command and must satisfy its ABNF).
+pub fn copy_required(w: &mut MessageWriter, request: &Message, dict: &Dictionary) {
     let Some(cmd) = dict.command(request.header.app_id, request.header.code) else {
         return;
     };

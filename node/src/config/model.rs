@@ -46,6 +46,16 @@ pub struct Config {
     pub app: ShmSettings,
     /// `[log]`, `[metrics]`, `[admin]`.
     pub ops: OpsSettings,
+    pub routing: Routing,
+}
+
+/// `[routing]`: relay agent mode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// Relay agent (RFC 6733 §6.1.8): requests for other hosts or realms are forwarded by
+    /// the routing table instead of answered 3002/3003. Off by default: a SIP node is an
+    /// end node.
+    pub relay: bool,
 }
 
 /// Who this node is and where it listens.

@@ -23,7 +23,9 @@ const ROOT_KEYS: &[&str] = &[
     "log",
     "metrics",
     "admin",
+    "routing",
 ];
+const ROUTING_KEYS: &[&str] = &["relay"];
 const NODE_KEYS: &[&str] = &[
     "origin_host",
     "origin_realm",
@@ -81,7 +83,9 @@ pub(super) fn read_config(cx: &mut Cx<'_>, root: &Table) -> Config {
     let limits = read_limits(cx, root);
     let app = read_shm(cx, root);
     let ops = read_ops(cx, root);
+    let routing = read_routing(cx, root);
     Config {
+        routing,
         node,
         applications,
         peers,
@@ -373,6 +377,17 @@ fn read_default_route(cx: &mut Cx<'_>, root: Tbl<'_>, peers: &[String]) -> Vec<S
     };
     let s = Section::new(cx, tbl, "[default_route]".into(), DEFAULT_ROUTE_KEYS);
     peer_refs(cx, &s, peers, "[default_route]")
+}
+
+/// `[routing]`: `relay` (RFC 6733 §6.1.8 relay agent mode, off by default).
+fn read_routing(cx: &mut Cx<'_>, root: Tbl<'_>) -> Routing {
+    let mut r = Routing::default();
+    let Some(tbl) = sub_table(cx, root, "routing") else {
+        return r;
+    };
+    let s = Section::new(cx, tbl, "[routing]".into(), ROUTING_KEYS);
+    r.relay = s.bool(cx, "relay").unwrap_or(false);
+    r
 }
 
 fn read_timers(cx: &mut Cx<'_>, root: Tbl<'_>) -> Timers {

@@ -766,3 +766,198 @@ fn status_reports_each_peer() {
     assert_eq!(st[0].state, crate::peer::State::Closed);
     assert!(!st[0].usable);
 }
+
+/// A CCR with extra routing AVPs (Destination-Host/Realm, Route-Record, Proxy-Info...).
+fn ccr_with(n: u32, extra: impl FnOnce(&mut MessageWriter)) -> app::OutgoingRequest {
+    let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
+    extra(&mut w);
+    w.str(461, M, 0, "32251@3gpp.org");
+    w.u32(416, M, 0, 1);
+    w.u32(415, M, 0, n);
+    app::OutgoingRequest {
+        app_id: 4,
+        cmd_code: CCR,
+        avps: w.finish().unwrap().slice(20..),
+        timeout: None,
+    }
+}
+
+#[test]
+fn requests_for_another_host_or_realm_are_3002_or_3003_and_never_delivered() {
+    // RFC 6733 §6.1.4 / DESIGN §9: s1 is not the destination and is no relay.
+    let mut net = Net::new();
+    let mut client = config("client.example.net", &[("s1.example.net", addr(1))], &[]);
+    for realm in ["example.net", "far.net"] {
+        client.routes.push(crate::config::RouteConfig {
+            realm: realm.into(),
+            app_id: None,
+            peers: vec!["s1.example.net".into()],
+            priority: 0,
+        });
+    }
+    net.add(client, Behaviour::Echo);
+    net.add(
+        config("s1.example.net", &[], &["client.example.net"]),
+        Behaviour::Echo,
+    );
+    net.start();
+    let mut other_host = net.submit_request(
+        0,
+        ccr_with(1, |w| {
+            w.str(293, M, 0, "s9.example.net");
+        }),
+    );
+    net.run();
+    let a = answered(&mut other_host).unwrap().unwrap();
+    assert_eq!(a.find_u32(268, 0), Some(3002));
+    assert!(a.header.flags.is_error(), "3xxx: E bit");
+    assert_eq!(a.find_u32(416, 0), None, "generic layout, not the CCA's");
+    // A foreign realm, routed to s1 by the client's table.
+    let mut foreign = net.submit_request(
+        0,
+        ccr_with(2, |w| {
+            w.str(283, M, 0, "far.net");
+        }),
+    );
+    net.run();
+    let a = answered(&mut foreign).unwrap().unwrap();
+    assert_eq!(a.find_u32(268, 0), Some(3003));
+    assert!(a.header.flags.is_error());
+    // Ours (Destination-Host names s1, any case): delivered as usual.
+    let mut ours = net.submit_request(
+        0,
+        ccr_with(3, |w| {
+            w.str(293, M, 0, "S1.example.NET");
+        }),
+    );
+    net.run();
+    assert_eq!(
+        answered(&mut ours).unwrap().unwrap().find_u32(268, 0),
+        Some(2001)
+    );
+    assert_eq!(net.nodes[1].delivered.len(), 1, "only the request for s1");
+}
+
+/// client (0) -> relay (1) -> server (2) in realm far.net.
+fn relay_net() -> Net {
+    let mut net = Net::new();
+    let mut client = config("client.example.net", &[("relay.example.net", addr(1))], &[]);
+    client.default_route = vec!["relay.example.net".into()];
+    net.add(client, Behaviour::Echo);
+    let mut relay = config(
+        "relay.example.net",
+        &[("s2.far.net", addr(2))],
+        &["client.example.net"],
+    );
+    relay.routing.relay = true;
+    net.add(relay, Behaviour::Echo);
+    let mut server = config("s2.far.net", &[], &["relay.example.net"]);
+    server.node.origin_realm = "far.net".into();
+    net.add(server, Behaviour::Echo);
+    net.start();
+    net
+}
+
+#[test]
+fn relay_forwards_with_route_record_its_own_hop_by_hop_and_restores_the_answer() {
+    let mut net = relay_net();
+    let mut p = net.submit_request(
+        0,
+        ccr_with(7, |w| {
+            w.str(283, M, 0, "far.net");
+            w.group(284, M, 0, |w| {
+                w.str(280, M, 0, "proxy.example.net");
+                w.str(33, M, 0, "state");
+            });
+        }),
+    );
+    net.run();
+    let a = answered(&mut p).expect("answered").unwrap();
+    assert_eq!(a.find_u32(268, 0), Some(2001));
+    assert_eq!(
+        a.find_ref(264, 0).unwrap().data,
+        b"s2.far.net",
+        "the server's answer"
+    );
+    assert_eq!(
+        net.nodes[1].delivered.len(),
+        0,
+        "the relay's application saw nothing"
+    );
+    let fwd = &net.nodes[2].delivered[0];
+    let rr: Vec<&[u8]> = fwd
+        .avp_refs()
+        .map_while(Result::ok)
+        .filter(|a| a.code == 282)
+        .map(|a| a.data)
+        .collect();
+    assert_eq!(rr, [&b"client.example.net"[..]], "§6.1.8 Route-Record");
+    assert!(
+        fwd.find_ref(284, 0).is_some(),
+        "Proxy-Info relayed untouched"
+    );
+    // Its own hop-by-hop id on the second hop, the end-to-end id kept.
+    let first = net
+        .seen
+        .iter()
+        .find(|s| s.from == 0 && s.msg.header.code == CCR)
+        .unwrap();
+    let second = net
+        .seen
+        .iter()
+        .find(|s| s.from == 1 && s.msg.header.code == CCR && s.msg.is_request())
+        .unwrap();
+    assert_ne!(first.msg.header.hop_by_hop, second.msg.header.hop_by_hop);
+    assert_eq!(first.msg.header.end_to_end, second.msg.header.end_to_end);
+    let back = net
+        .seen
+        .iter()
+        .find(|s| s.from == 1 && s.msg.header.code == CCR && !s.msg.is_request())
+        .unwrap();
+    assert_eq!(
+        back.msg.header.hop_by_hop, first.msg.header.hop_by_hop,
+        "§6.2.2"
+    );
+}
+
+#[test]
+fn relay_detects_loops_and_answers_what_it_cannot_deliver() {
+    let mut net = relay_net();
+    let mut looped = net.submit_request(
+        0,
+        ccr_with(1, |w| {
+            w.str(283, M, 0, "far.net");
+            w.str(282, M, 0, "RELAY.example.net");
+        }),
+    );
+    net.run();
+    let a = answered(&mut looped).unwrap().unwrap();
+    assert_eq!(a.find_u32(268, 0), Some(3005), "DIAMETER_LOOP_DETECTED");
+    assert!(a.header.flags.is_error());
+    let mut nowhere = net.submit_request(
+        0,
+        ccr_with(2, |w| {
+            w.str(283, M, 0, "nowhere.net");
+        }),
+    );
+    net.run();
+    let a = answered(&mut nowhere).unwrap().unwrap();
+    assert_eq!(a.find_u32(268, 0), Some(3003));
+    assert_eq!(net.nodes[2].delivered.len(), 0);
+    // The server dies with a relayed request in flight: the relay answers it.
+    net.nodes[2].behaviour = Behaviour::Hold;
+    let mut lost = net.submit_request(
+        0,
+        ccr_with(3, |w| {
+            w.str(283, M, 0, "far.net");
+        }),
+    );
+    net.run();
+    assert!(answered(&mut lost).is_none());
+    net.kill(2);
+    let a = answered(&mut lost).unwrap().unwrap();
+    // Failover finds no other route: with its only peer gone the realm is unreachable
+    // (the router's 3003); either way one error answer, at once, with the E bit.
+    assert!(matches!(a.find_u32(268, 0), Some(3002 | 3003)), "{a:?}");
+    assert!(a.header.flags.is_error());
+}

@@ -68,6 +68,15 @@ impl Capabilities {
         for app in &config.applications {
             caps.advertise(*app);
         }
+        if config.routing.relay {
+            // RFC 6733 §2.4: "Relay and redirect agents MUST advertise the Relay
+            // Application Id" (0xffffffff).
+            caps.advertise(AppAdvert {
+                id: RELAY_APP_ID,
+                kind: AppKind::Auth,
+                vendor: None,
+            });
+        }
         caps
     }
 
