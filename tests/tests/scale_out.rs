@@ -240,12 +240,25 @@ fn dra_keeps_sessions_on_their_node_and_reroutes_around_dead_and_busy_nodes() {
         assert_eq!(n(&j, &[k]), 0, "{k}: {j}");
     }
     assert_eq!(n(&j, &["sessions", "wrong_host"]), 0, "{j}");
-    let fe_busy = n(&j, &["sessions", "followup_errors_by_code", "3004"]);
-    assert!(fe_busy > 0, "follow-ups bound to node3 get its 3004: {j}");
+    // Seen with freeDiameter 1.2.1 + rt_busypeers: the follow-ups bound to node3 come back
+    // as 3002 (the DRA's retry lands on a node that is not their Destination-Host, which
+    // refuses them, RFC 6733 §6.1), not as node3's 3004. Either is an error the client sees
+    // at once; what must not happen is a session-less request failing or a wrong-node
+    // success.
+    let fe_busy = n(&j, &["sessions", "followup_errors"]);
+    assert!(fe_busy > 0, "follow-ups bound to node3 get an error: {j}");
+    let codes = j["sessions"]["followup_errors_by_code"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        codes.keys().all(|k| k == "3004" || k == "3002"),
+        "bound follow-ups: 3004 from node3 or 3002: {j}"
+    );
     assert_eq!(
-        n(&j, &["errors_by_code", "3004"]),
+        n(&j, &["errors"]),
         fe_busy,
-        "no request without Destination-Host got 3004: the DRA retried it elsewhere: {j}"
+        "no request without Destination-Host failed: the DRA retried node3's 3004 elsewhere: {j}"
     );
     let node3_log = nodes[2].bridge.guard().output();
     assert!(
