@@ -131,11 +131,11 @@ fn result_of(body: &AnswerBody) -> Result<(bool, Option<u32>), AnswerError> {
             let code = AvpRefs::new(a.data, 0)
                 .map_while(Result::ok)
                 .find(|c| c.code == dmproto::avp_code::EXPERIMENTAL_RESULT_CODE && c.vendor == 0);
-            if !code.is_some_and(|c| c.data.len() == 4) {
+            let Some(4) = code.map(|c| c.data.len()) else {
                 return Err(AnswerError::Invalid(
                     "Experimental-Result needs an Unsigned32 Experimental-Result-Code".into(),
                 ));
-            }
+            };
         }
     }
     if codes.len() > 1 {
