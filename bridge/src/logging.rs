@@ -67,8 +67,8 @@ pub fn init(config_level: &str, format: LogFormat) -> Result<LogControl, String>
         LogFormat::Json => fmt::layer()
             .json()
             .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .with_current_span(false)
+            .with_span_list(true)
             .with_writer(std::io::stderr)
             .boxed(),
     };

@@ -167,9 +167,13 @@ where
     let (stop_tx, stop_rx) = oneshot::channel();
     let (abort_tx, abort_rx) = watch::channel(false);
     let max_len = Arc::new(AtomicUsize::new(limits.before_open));
-    // One span per connection: whatever the reader and writer log carries its id.
+    // One span per connection for its whole life: whatever the reader and writer log
+    // carries its id and remote address.
     use tracing::Instrument;
-    let span = tracing::debug_span!("conn", id = conn.0);
+    let span = match limits.source {
+        Some(ip) => dmnode::spans::conn_from(conn, &ip),
+        None => dmnode::spans::conn(conn),
+    };
     tokio::spawn(writer(write_half, rx, stop_tx, abort_rx.clone()).instrument(span.clone()));
     tokio::spawn(
         reader(

@@ -1276,6 +1276,7 @@ impl Endpoint {
                         _ => "cer_invalid",
                     };
                     self.observer.refusal(cause);
+                    let _conn = crate::spans::conn(conn).entered();
                     if let Some(suppressed) = self.refusal_log.admit(now) {
                         tracing::warn!(
                             conn = conn.0,
@@ -1298,6 +1299,7 @@ impl Endpoint {
                         _ => "not_cer_first",
                     };
                     self.observer.refusal(cause);
+                    let _conn = crate::spans::conn(conn).entered();
                     if let Some(suppressed) = self.refusal_log.admit(now) {
                         tracing::warn!(
                             conn = conn.0,
@@ -1340,6 +1342,9 @@ impl Endpoint {
             .get(peer)
             .map_or_else(String::new, |p| p.host().to_string());
         let host = host.as_str();
+        // Everything logged from here on is in the peer's and the connection's context.
+        let _peer = crate::spans::peer(host).entered();
+        let _conn = crate::spans::conn(action.conn()).entered();
         match action {
             Action::Connect { conn, addr } => {
                 tracing::debug!(peer = host, conn = conn.0, addr = ?addr, "connecting");

@@ -37,4 +37,5 @@ pub mod peer;
 pub mod pending;
 pub mod router;
 pub mod rules;
+pub mod spans;
 pub mod trust;

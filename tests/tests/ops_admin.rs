@@ -320,3 +320,61 @@ fn dictionary_reload_changes_what_is_accepted_and_a_bad_file_keeps_the_running_o
     let log = bridge.output();
     assert!(log.contains("reload refused"), "{log}");
 }
+
+/// JSON log lines written while the node acts for a peer carry its context as tracing spans:
+/// `peer{host}` and, inside it, `conn{id}` — the same connection id on its open and its close.
+#[test]
+fn json_log_lines_in_a_peer_context_carry_the_peer_and_connection_spans() {
+    let bin = dmbridge_bin().unwrap_or_else(|e| panic!("{e}"));
+    let dir = TestDir::new("ops_spans");
+    let port = free_port();
+    let opts = BridgeOptions {
+        port,
+        extra_toml: "\n[log]\nformat = \"json\"\nlevel = \"info\"\n".into(),
+        ..BridgeOptions::default()
+    };
+    let (bridge, _config) = run_echo(&bin, dir.path(), &opts);
+    let host = "spans.test.local";
+    let mut c = harness::wire::RawClient::connect(port, Duration::from_secs(5)).unwrap();
+    let cea = c
+        .handshake(host, "test.local", Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(cea.result_code(), Some(2001));
+    drop(c);
+    // The lines of this peer, by message, once both are there.
+    let find = |message: &str| -> Option<Value> {
+        bridge
+            .output()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| {
+                v["message"] == message
+                    && v["spans"]
+                        .as_array()
+                        .is_some_and(|s| s.iter().any(|s| s["host"] == host))
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (open, closed) = loop {
+        match (
+            find("peer open (capabilities exchanged)"),
+            find("peer down").or_else(|| find("peer connection closed")),
+        ) {
+            (Some(o), Some(c)) => break (o, c),
+            _ => {
+                assert!(Instant::now() < deadline, "{}", bridge.tail(20));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    for line in [&open, &closed] {
+        let spans = line["spans"].as_array().unwrap();
+        assert_eq!(spans.len(), 2, "{line}");
+        assert_eq!(spans[0]["name"], "peer", "{line}");
+        assert_eq!(spans[0]["host"], host, "{line}");
+        assert_eq!(spans[1]["name"], "conn", "{line}");
+        assert!(spans[1]["id"].is_u64(), "{line}");
+        assert!(line["timestamp"].is_string(), "{line}");
+    }
+    assert_eq!(open["spans"][1]["id"], closed["spans"][1]["id"]);
+}

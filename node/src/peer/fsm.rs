@@ -212,6 +212,22 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The connection the action is about.
+    pub fn conn(&self) -> ConnId {
+        match self {
+            Action::Connect { conn, .. }
+            | Action::Accept { conn }
+            | Action::Send { conn, .. }
+            | Action::Close { conn, .. }
+            | Action::Up { conn, .. }
+            | Action::Usable { conn, .. }
+            | Action::Failover { conn }
+            | Action::Down { conn } => *conn,
+        }
+    }
+}
+
 /// The per-peer settings a state machine needs.
 #[derive(Clone, Debug)]
 pub struct PeerSettings {
