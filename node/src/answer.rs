@@ -73,11 +73,20 @@ fn proxy_info(w: &mut MessageWriter, request: &Message) {
 /// The answer to `request` from the application's `body`. Result-Code 2001 is added unless
 /// the body has a Result-Code or Experimental-Result; Session-Id, Origin-Host and
 /// Origin-Realm in the body are ignored (ours are authoritative).
+///
+/// AVPs the command's answer ABNF requires that the body left out are copied from the
+/// request when it has them (Vendor-Specific-Application-Id and Auth-Session-State of a Cx
+/// or Sh answer, Auth-Application-Id, CC-Request-Type and CC-Request-Number of a CCA): the
+/// same rule as the bridge's own 5xxx answers ([`dmproto::answer::copy_required`]), so a
+/// script that answers with only what it decided still sends an answer the peer's codec
+/// accepts (RFC 6733 §7: every answer satisfies its command's ABNF). What the body gives
+/// wins; nothing is copied twice.
 pub fn app_answer(
     request: &Message,
     origin: Origin<'_>,
     body: &AnswerBody,
     max_len: usize,
+    dict: &Dictionary,
 ) -> Result<Bytes, AnswerError> {
     let (has_result, result_code) = result_of(body)?;
     let error = body.is_error || result_code.is_some_and(is_protocol_error);
@@ -101,6 +110,11 @@ pub fn app_answer(
             w.raw(a.raw);
         }
     }
+    dmproto::answer::copy_required_except(&mut w, request, dict, |code, vendor| {
+        AvpRefs::new(&body.avps, 0)
+            .map_while(Result::ok)
+            .any(|a| a.code == code && a.vendor == vendor)
+    });
     proxy_info(&mut w, request);
     Ok(w.finish()?)
 }
@@ -246,7 +260,9 @@ mod tests {
             }),
             is_error: false,
         };
-        let ans = Message::decode(app_answer(&req, ORIGIN, &body, 65536).unwrap()).unwrap();
+        let ans =
+            Message::decode(app_answer(&req, ORIGIN, &body, 65536, Dictionary::builtin()).unwrap())
+                .unwrap();
         assert!(!ans.is_request());
         assert!(ans.header.flags.is_proxiable(), "P is kept");
         assert!(!ans.header.flags.is_error());
@@ -276,6 +292,65 @@ mod tests {
         assert_eq!(req_pi, ans_pi);
     }
 
+    /// A terse Cx reply (TS 29.229: UAA requires { Vendor-Specific-Application-Id } and
+    /// { Auth-Session-State }) gets both from the UAR; one the reply gives is not doubled; the
+    /// result passes the dictionary's answer validation.
+    #[test]
+    fn app_answer_copies_required_avps_the_reply_left_out() {
+        let d = Dictionary::builtin();
+        let mut h = Header::request(300, 16777216, 7, 8);
+        h.flags = h.flags.with(Flags::P);
+        let mut w = MessageWriter::new(h);
+        w.str(SESSION_ID, M, 0, "icscf;1");
+        w.group(260, M, 0, |w| {
+            w.u32(266, M, 0, 10415);
+            w.u32(258, M, 0, 16777216);
+        });
+        w.u32(277, M, 0, 1);
+        w.str(avp::ORIGIN_HOST, M, 0, "icscf.example.net");
+        w.str(avp::ORIGIN_REALM, M, 0, "example.net");
+        w.str(283, M, 0, "example.net");
+        w.str(1, M, 0, "alice@example.net");
+        w.str(601, M | AvpFlags::V, 10415, "sip:alice@example.net");
+        w.avp(600, M | AvpFlags::V, 10415, b"example.net");
+        let req = Message::decode(w.finish().unwrap()).unwrap();
+        let v = dmproto::Validator::new(d);
+
+        let terse = AnswerBody {
+            avps: avps(|w| {
+                w.group(EXPERIMENTAL_RESULT, M, 0, |w| {
+                    w.u32(266, M, 0, 10415);
+                    w.u32(298, M, 0, 2001);
+                });
+                w.str(602, M | AvpFlags::V, 10415, "sip:scscf1.example.net");
+            }),
+            is_error: false,
+        };
+        let ans = Message::decode(app_answer(&req, ORIGIN, &terse, 65536, d).unwrap()).unwrap();
+        assert_eq!(
+            codes(&ans),
+            vec![SESSION_ID, 264, 296, EXPERIMENTAL_RESULT, 602, 260, 277]
+        );
+        assert_eq!(
+            ans.find_u32(277, 0),
+            Some(1),
+            "Auth-Session-State from the request"
+        );
+        assert_eq!(v.validate_answer(&ans), Ok(()));
+
+        // the reply's own Auth-Session-State wins and is not doubled
+        let given = AnswerBody {
+            avps: avps(|w| {
+                w.u32(277, M, 0, 0);
+            }),
+            is_error: false,
+        };
+        let ans = Message::decode(app_answer(&req, ORIGIN, &given, 65536, d).unwrap()).unwrap();
+        assert_eq!(codes(&ans), vec![SESSION_ID, 268, 264, 296, 277, 260]);
+        assert_eq!(ans.find_u32(277, 0), Some(0));
+        assert_eq!(v.validate_answer(&ans), Ok(()));
+    }
+
     #[test]
     fn app_result_code_is_kept_and_3xxx_sets_e() {
         let req = request(false);
@@ -285,7 +360,9 @@ mod tests {
             }),
             is_error: false,
         };
-        let ans = Message::decode(app_answer(&req, ORIGIN, &body, 65536).unwrap()).unwrap();
+        let ans =
+            Message::decode(app_answer(&req, ORIGIN, &body, 65536, Dictionary::builtin()).unwrap())
+                .unwrap();
         assert_eq!(ans.find_u32(268, 0), Some(3002));
         assert_eq!(codes(&ans).iter().filter(|c| **c == 268).count(), 1);
         assert!(ans.header.flags.is_error());
@@ -299,7 +376,9 @@ mod tests {
             }),
             is_error: false,
         };
-        let ans = Message::decode(app_answer(&req, ORIGIN, &body, 65536).unwrap()).unwrap();
+        let ans =
+            Message::decode(app_answer(&req, ORIGIN, &body, 65536, Dictionary::builtin()).unwrap())
+                .unwrap();
         assert_eq!(
             ans.find_u32(268, 0),
             None,
@@ -315,7 +394,7 @@ mod tests {
             is_error: false,
         };
         assert!(matches!(
-            app_answer(&req, ORIGIN, &body, 65536),
+            app_answer(&req, ORIGIN, &body, 65536, Dictionary::builtin()),
             Err(AnswerError::BadAvps(_))
         ));
     }
@@ -330,7 +409,7 @@ mod tests {
             is_error: false,
         };
         assert!(matches!(
-            app_answer(&req, ORIGIN, &body, 4096),
+            app_answer(&req, ORIGIN, &body, 4096, Dictionary::builtin()),
             Err(AnswerError::Encode(_))
         ));
     }
@@ -376,7 +455,7 @@ mod tests {
                 avps: avps(f),
                 is_error: false,
             };
-            match app_answer(&req, ORIGIN, &body, 65536) {
+            match app_answer(&req, ORIGIN, &body, 65536, Dictionary::builtin()) {
                 Err(AnswerError::Invalid(why)) => why,
                 other => panic!("not refused: {other:?}"),
             }

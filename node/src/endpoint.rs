@@ -774,7 +774,9 @@ impl Endpoint {
     /// result-AVP rules of [`answer::app_answer`], the built answer goes through the
     /// dictionary's ABNF: AVPs of the wrong type or length (5004/5014) and AVPs that occur
     /// more often than the answer's ABNF allows (5009) refuse it. A required AVP the reply
-    /// left out (5005) does not: the script may answer tersely, and 5012 would not be better.
+    /// left out is copied from the request when it has one ([`answer::app_answer`]); one
+    /// neither has (5005) does not refuse it: the script may answer tersely, and 5012 would
+    /// not be better.
     fn app_answer(
         &self,
         request: &Message,
@@ -789,7 +791,7 @@ impl Endpoint {
             );
             (rc::DIAMETER_UNABLE_TO_COMPLY, why)
         };
-        let bytes = answer::app_answer(request, self.origin(), body, self.max_len())
+        let bytes = answer::app_answer(request, self.origin(), body, self.max_len(), self.dict)
             .map_err(|e| refuse(e.to_string()))?;
         if let Ok(m) = Message::decode(bytes.clone()) {
             if let Err(e) = self.validator.validate_answer(&m) {

@@ -119,6 +119,18 @@ fn write_result(w: &mut MessageWriter, me: Identity<'_>, code: u32, message: &st
 /// permanent-failure (5xxx) answer uses the same rule (RFC 6733 §7: such an answer is an
 /// ordinary answer of the command and must satisfy its ABNF).
 pub fn copy_required(w: &mut MessageWriter, request: &Message, dict: &Dictionary) {
+    copy_required_except(w, request, dict, |_, _| false);
+}
+
+/// [`copy_required`] for an answer that already carries some AVPs: those for which
+/// `present(code, vendor)` is true are not copied again (an answer the application wrote
+/// tersely gets what its ABNF requires and it left out, and nothing twice).
+pub fn copy_required_except(
+    w: &mut MessageWriter,
+    request: &Message,
+    dict: &Dictionary,
+    present: impl Fn(u32, u32) -> bool,
+) {
     let Some(cmd) = dict.command(request.header.app_id, request.header.code) else {
         return;
     };
@@ -129,6 +141,9 @@ pub fn copy_required(w: &mut MessageWriter, request: &Message, dict: &Dictionary
                 SESSION_ID | ORIGIN_HOST | ORIGIN_REALM | RESULT_CODE | FAILED_AVP
             )
         {
+            continue;
+        }
+        if present(rule.code, rule.vendor) {
             continue;
         }
         if let Some(a) = request.find_ref(rule.code, rule.vendor) {
