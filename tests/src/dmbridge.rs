@@ -32,8 +32,7 @@ fn build() -> Result<PathBuf, String> {
     let profile =
         profile_dir().ok_or("cannot tell the target directory from the test executable")?;
     let release = profile.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = crate::paths::cargo_command();
     cmd.current_dir(repo_root()).args([
         "build",
         "--quiet",

@@ -11,8 +11,7 @@ pub fn build_c_echo_worker(dir: &Path) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
     let release = profile.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = crate::paths::cargo_command();
     cmd.current_dir(&root)
         .args(["build", "--quiet", "-p", "dmbridge-cabi"]);
     if release {

@@ -79,3 +79,28 @@ pub fn require_program(program: &str, debian_package: &str) -> PathBuf {
         )
     })
 }
+
+/// `cargo` (the one running the tests) for building a program a test needs, in the running
+/// test's environment minus what cargo set for the test process itself.
+///
+/// A test runs with `CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ... of the tests crate in its
+/// environment. Build scripts that declare `rerun-if-env-changed` on such variables (ring's
+/// does on `CARGO_MANIFEST_DIR`) see them change between the test's build and a plain
+/// `cargo build`, and everything above them (rustls, the bridge) is rebuilt each time the two
+/// alternate: minutes per test run. Without them the nested build finds the work done.
+pub fn cargo_command() -> std::process::Command {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    for (key, _) in env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let set_for_the_test = key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || key.starts_with("CARGO_CRATE_")
+            || key.starts_with("CARGO_BIN_")
+            || matches!(key, "CARGO_TARGET_TMPDIR" | "CARGO_PRIMARY_PACKAGE");
+        if set_for_the_test {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
