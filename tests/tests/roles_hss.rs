@@ -4,8 +4,9 @@
 //! diameter (`tests/peers/cx_cscf.escript`, playing the I-CSCF and the S-CSCF).
 //!
 //! Asserted on the client's side (what its strict codec decoded: every answer must carry the
-//! { Vendor-Specific-Application-Id } and { Auth-Session-State } the answer ABNF requires), in
-//! the database and on the wire (tshark decoding the capture between client and bridge):
+//! { Vendor-Specific-Application-Id } and { Auth-Session-State } the answer ABNF requires,
+//! which the script leaves out and the bridge copies from the request), in the database and on
+//! the wire (tshark decoding the capture between client and bridge):
 //! - a registration as the CSCFs run it: UAR (first registration: Server-Capabilities to pick
 //!   an S-CSCF) -> MAR (one SIP Digest vector: the subscriber's HA1; the S-CSCF is stored) ->
 //!   UAR again (2002 with that S-CSCF) -> SAR REGISTRATION (profile in User-Data) -> LIR
@@ -190,12 +191,20 @@ fn hss_in_kamailio_script() {
             ),
         )
     };
-    assert_eq!(stored(alice.0), format!("{SCSCF1} 0"), "MAR stored the S-CSCF");
+    assert_eq!(
+        stored(alice.0),
+        format!("{SCSCF1} 0"),
+        "MAR stored the S-CSCF"
+    );
 
     // a second UAR (the re-sent REGISTER) now goes to that S-CSCF
     let a = c.cmd(&format!("uar {} {}", alice.0, alice.1));
     let f = answer(&a, 300);
-    assert_eq!((f("exp"), f("server")), ("2002".into(), SCSCF1.into()), "{a}");
+    assert_eq!(
+        (f("exp"), f("server")),
+        ("2002".into(), SCSCF1.into()),
+        "{a}"
+    );
 
     // SAR REGISTRATION: the profile, naming the user's public identity
     let a = c.cmd(&format!("sar {} {} {SCSCF1} 1", alice.0, alice.1));
@@ -207,7 +216,11 @@ fn hss_in_kamailio_script() {
     // LIR for alice (registered): her S-CSCF; for carol (never registered): 2003 + capabilities
     let a = c.cmd(&format!("lir {}", alice.1));
     let f = answer(&a, 302);
-    assert_eq!((f("rc"), f("server")), ("2001".into(), SCSCF1.into()), "{a}");
+    assert_eq!(
+        (f("rc"), f("server")),
+        ("2001".into(), SCSCF1.into()),
+        "{a}"
+    );
     let a = c.cmd("lir sip:carol@ims.test");
     let f = answer(&a, 302);
     assert_eq!((f("exp"), f("caps")), ("2003".into(), both.clone()), "{a}");
@@ -224,7 +237,11 @@ fn hss_in_kamailio_script() {
     let a = c.cmd("uar bob@ims.test sip:bob@ims.test");
     assert_eq!(rc(&a, 300), "5003", "barred: {a}");
     let a = c.cmd("uar carol@ims.test sip:carol@ims.test type=1");
-    assert_eq!(exp(&a, 300), "5003", "de-registering a user nobody serves: {a}");
+    assert_eq!(
+        exp(&a, 300),
+        "5003",
+        "de-registering a user nobody serves: {a}"
+    );
     let a = c.cmd(&format!(
         "mar {} {} {SCSCF1} scheme=Digest-AKAv1-MD5",
         alice.0, alice.1
@@ -239,7 +256,9 @@ fn hss_in_kamailio_script() {
     let a = c.cmd(&format!("uar {} {} type=1", alice.0, alice.1));
     assert_eq!(exp(&a, 300), "5003", "de-registered: {a}");
     assert!(
-        !hss.kamailio.log_lines("Experimental-Result 5006").is_empty(),
+        !hss.kamailio
+            .log_lines("Experimental-Result 5006")
+            .is_empty(),
         "the script logged its answer"
     );
 
@@ -272,8 +291,8 @@ fn hss_in_kamailio_script() {
     assert_eq!(
         codes,
         [
-            "2001", "2001", "2002", "2001", "2001", "2003", "5001", "5001", "5002", "5003",
-            "5003", "5006", "5007", "2001", "5003"
+            "2001", "2001", "2002", "2001", "2001", "2003", "5001", "5001", "5002", "5003", "5003",
+            "5006", "5007", "2001", "5003"
         ],
         "codes on the wire"
     );
