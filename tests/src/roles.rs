@@ -145,6 +145,32 @@ impl ScriptedPeer {
         ScriptedPeer { guard, ctl }
     }
 
+    /// A scripted Diameter client (`ro_ctf`, `cx_cscf`, `rx_af`): connects to the server
+    /// under test on 127.0.0.1:`port`, sends requests to `dest_realm`, exits after 90 s;
+    /// returns once its peer is up (panics with its output otherwise).
+    pub fn client(dir: &Path, script: &str, port: u16, dest_realm: &str) -> ScriptedPeer {
+        let c = ScriptedPeer::start(
+            dir,
+            script,
+            &[
+                "--connect".into(),
+                port.to_string(),
+                "--dest-realm".into(),
+                dest_realm.into(),
+                "--duration".into(),
+                "90".into(),
+            ],
+            "connecting to",
+        );
+        let up = c.cmd("up 15");
+        assert!(
+            up.starts_with("UP "),
+            "{script} not connected: {up}\n{}",
+            c.guard.tail(20)
+        );
+        c
+    }
+
     /// One control command, its one-line reply.
     pub fn cmd(&self, line: &str) -> String {
         let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, self.ctl))
@@ -166,4 +192,21 @@ impl ScriptedPeer {
             .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
             .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
     }
+}
+
+/// `sqlite3 DB SQL`: the script servers' databases, set up and checked by the role tests.
+/// Returns stdout, trimmed; panics with sqlite3's message on failure.
+pub fn sqlite(db: &Path, sql: &str) -> String {
+    let sqlite3 = require_program("sqlite3", "sqlite3");
+    let out = Command::new(sqlite3)
+        .arg(db)
+        .arg(sql)
+        .output()
+        .unwrap_or_else(|e| panic!("sqlite3: {e}"));
+    assert!(
+        out.status.success(),
+        "sqlite3 {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -135,6 +135,16 @@ impl TsMessage {
         self.avp(name).and_then(|a| a.value.as_deref())
     }
 
+    /// The answer's outcome: its Result-Code, else the Experimental-Result-Code inside its
+    /// Experimental-Result (RFC 6733 §7.6).
+    pub fn result_code(&self) -> Option<&str> {
+        self.value("Result-Code").or_else(|| {
+            self.find_deep("Experimental-Result-Code")
+                .first()
+                .and_then(|a| a.value.as_deref())
+        })
+    }
+
     /// Every AVP named `name` at any depth, in wire order.
     pub fn find_deep(&self, name: &str) -> Vec<&TsAvp> {
         fn walk<'a>(avps: &'a [TsAvp], name: &str, out: &mut Vec<&'a TsAvp>) {

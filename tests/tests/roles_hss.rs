@@ -21,8 +21,8 @@ use std::process::{Command, Stdio};
 
 use harness::bridge::{Bridge, BridgeApp, BridgeOptions};
 use harness::capture::Capture;
-use harness::paths::{repo_root, require_program};
-use harness::roles::{RoleKamailio, ScriptedPeer};
+use harness::paths::repo_root;
+use harness::roles::{sqlite, RoleKamailio, ScriptedPeer};
 use harness::{free_port, tshark, TestDir};
 
 const HSS: &str = "hss.test.local";
@@ -30,21 +30,6 @@ const SCSCF1: &str = "sip:scscf1.ims.test:6060";
 const SCSCF2: &str = "sip:scscf2.ims.test:6060";
 const CX_APP: u32 = 16_777_216;
 const VENDOR_3GPP: u32 = 10_415;
-
-fn sqlite(db: &Path, sql: &str) -> String {
-    let sqlite3 = require_program("sqlite3", "sqlite3");
-    let out = Command::new(sqlite3)
-        .arg(db)
-        .arg(sql)
-        .output()
-        .unwrap_or_else(|e| panic!("sqlite3: {e}"));
-    assert!(
-        out.status.success(),
-        "sqlite3 {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// RFC 2617 HA1 = MD5(user ":" realm ":" password), by coreutils' md5sum.
 fn ha1(user: &str, realm: &str, password: &str) -> String {
@@ -148,21 +133,7 @@ fn hss_in_kamailio_script() {
     let port = free_port();
     let capture = Capture::start(dir.path(), port);
     let hss = start_hss(dir.path(), port);
-    let c = ScriptedPeer::start(
-        dir.path(),
-        "cx_cscf.escript",
-        &[
-            "--connect".into(),
-            hss.port.to_string(),
-            "--dest-realm".into(),
-            HSS.into(),
-            "--duration".into(),
-            "90".into(),
-        ],
-        "connecting to",
-    );
-    let up = c.cmd("up 15");
-    assert!(up.starts_with("UP "), "CSCF not connected: {up}");
+    let c = ScriptedPeer::client(dir.path(), "cx_cscf.escript", hss.port, HSS);
 
     let alice = ("alice@ims.test", "sip:alice@ims.test");
     let both = format!("{SCSCF1},{SCSCF2}");
@@ -277,16 +248,7 @@ fn hss_in_kamailio_script() {
     }
     let codes: Vec<String> = answers
         .iter()
-        .map(|m| {
-            m.value("Result-Code")
-                .or_else(|| {
-                    m.find_deep("Experimental-Result-Code")
-                        .first()
-                        .and_then(|a| a.value.as_deref())
-                })
-                .unwrap_or("none")
-                .to_string()
-        })
+        .map(|m| m.result_code().unwrap_or("none").to_string())
         .collect();
     assert_eq!(
         codes,

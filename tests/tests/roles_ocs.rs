@@ -17,30 +17,14 @@
 //!   `Acme-Balance`, which arrives as vendor 99999 code 1002.
 
 use std::path::Path;
-use std::process::Command;
 
 use harness::bridge::{Bridge, BridgeApp, BridgeOptions};
 use harness::capture::Capture;
-use harness::paths::{repo_root, require_program};
-use harness::roles::{RoleKamailio, ScriptedPeer};
+use harness::paths::repo_root;
+use harness::roles::{sqlite, RoleKamailio, ScriptedPeer};
 use harness::{free_port, tshark, TestDir};
 
 const OCS: &str = "ocs.test.local";
-
-fn sqlite(db: &Path, sql: &str) -> String {
-    let sqlite3 = require_program("sqlite3", "sqlite3");
-    let out = Command::new(sqlite3)
-        .arg(db)
-        .arg(sql)
-        .output()
-        .unwrap_or_else(|e| panic!("sqlite3: {e}"));
-    assert!(
-        out.status.success(),
-        "sqlite3 {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn balance(db: &Path, sub: &str) -> i64 {
     sqlite(
@@ -101,29 +85,6 @@ fn start_ocs(dir: &Path, port: u16, balances: &[(&str, i64)]) -> Ocs {
     }
 }
 
-fn ctf(dir: &Path, port: u16) -> ScriptedPeer {
-    let c = ScriptedPeer::start(
-        dir,
-        "ro_ctf.escript",
-        &[
-            "--connect".into(),
-            port.to_string(),
-            "--dest-realm".into(),
-            OCS.into(),
-            "--duration".into(),
-            "90".into(),
-        ],
-        "connecting to",
-    );
-    let up = c.cmd("up 15");
-    assert!(
-        up.starts_with("UP "),
-        "CTF not connected: {up}\n{}",
-        c.guard.tail(20)
-    );
-    c
-}
-
 /// `(rc, gsu, fua, balance)` of an ANSWER line, after checking it echoes type and number.
 fn cca(line: &str, ty: u32, num: u32) -> (u32, i64, i64, i64) {
     assert!(line.starts_with("ANSWER e=0 "), "CCA: {line}");
@@ -153,7 +114,7 @@ fn ocs_in_kamailio_script() {
         ocs_port,
         &[("4917001", 100), ("4917002", 0), ("4917003", 1000)],
     );
-    let c = ctf(dir.path(), ocs.port);
+    let c = ScriptedPeer::client(dir.path(), "ro_ctf.escript", ocs.port, OCS);
 
     // alice: 100 s. Initial asks 60 -> 60 granted, 40 left
     let a = c.cmd("ccr alice initial 0 4917001 req=60");
