@@ -8,6 +8,10 @@
 //! - [`app`]: the application seam with channels (responders, a handle to submit requests).
 //! - [`responders`]: built-in applications (3001 for everything; an echo for benchmarks).
 //! - [`shm_app`]: the application over the shared-memory segment (SIP-server workers).
+
+// `unsafe` lives in shm and cabi (DESIGN §6); the descriptors this crate hands to tokio are
+// registered through `dmshm::reactor`.
+#![forbid(unsafe_code)]
 pub mod admin;
 pub mod app;
 pub mod dictionary;

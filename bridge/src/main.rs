@@ -1,5 +1,9 @@
 //! `dmbridge`: the command line. Each subcommand is one variant of [`Command`] and one function;
 //! add new ones (decode, encode, dict, bench, ...) the same way.
+// As in the library: forbidden in what ships; in tests only denied, for the bench client's
+// counting allocator (a `GlobalAlloc` cannot be written without `unsafe`).
+#![cfg_attr(not(test), forbid(unsafe_code))]
+#![cfg_attr(test, deny(unsafe_code))]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

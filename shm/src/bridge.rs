@@ -537,6 +537,12 @@ impl Bridge {
         self.ep.as_raw_fd()
     }
 
+    /// A duplicate of [`Bridge::listener_fd`] owned by the caller, for async runtimes (see
+    /// [`Bridge::worker_fd_dup`]).
+    pub fn listener_fd_dup(&self) -> std::io::Result<OwnedFd> {
+        self.ep.as_fd().try_clone_to_owned()
+    }
+
     /// The descriptor of an attached slot.
     pub fn worker_fd(&self, slot: SlotId) -> Option<RawFd> {
         match self.slots.get(slot as usize)? {

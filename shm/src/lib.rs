@@ -10,6 +10,8 @@
 //! * [`bridge`]: the bridge's side, non-blocking and fd-driven so a tokio
 //!   layer can run it with `AsyncFd`;
 //! * [`worker`]: the worker's side, wrapped by the C library;
+//! * `reactor` (feature `tokio`): the bridge's descriptors registered with tokio's reactor
+//!   without `unsafe` in the caller;
 //! * [`reference`]: a small synchronous bridge that answers everything, for
 //!   tests and for trying the C library without the real bridge.
 //!
@@ -29,6 +31,8 @@ pub mod ring;
 pub mod bridge;
 #[cfg(not(loom))]
 pub mod control;
+#[cfg(all(feature = "tokio", not(loom)))]
+pub mod reactor;
 #[cfg(not(loom))]
 pub mod record;
 #[cfg(not(loom))]

@@ -12,7 +12,7 @@
 //! next turn without waiting for its descriptor (other work gets its turn in between).
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -61,16 +61,6 @@ pub struct NodeView {
     pub max_message_size: usize,
 }
 
-/// The listener's descriptor, owned by the `Bridge`; the driver drops its `AsyncFd` before
-/// the `Bridge` (field order of [`Driver`]), so the descriptor outlives its registration.
-struct ListenerFd(RawFd);
-
-impl AsRawFd for ListenerFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
-}
-
 /// A worker's outgoing request in flight: whom its outcome is for.
 struct Asker {
     slot: SlotId,
@@ -88,7 +78,8 @@ struct Ready {
 /// The descriptors the driver waits on. Declared before the `Bridge` in [`Driver`]: dropped
 /// (deregistered) first.
 struct Fds {
-    listener: AsyncFd<ListenerFd>,
+    /// A duplicate of the bridge's listener (`Bridge::listener_fd_dup`).
+    listener: AsyncFd<OwnedFd>,
     /// A duplicate of each connected slot's socket (`Bridge::worker_fd_dup`).
     workers: HashMap<SlotId, AsyncFd<OwnedFd>>,
 }
@@ -209,10 +200,9 @@ impl Driver {
                 cfg.control_path.display()
             )
         })?;
-        // SAFETY: the descriptor is the bridge's listener, open for the bridge's whole life;
-        // this AsyncFd lives in `Driver::fds`, declared before `Driver::bridge`, so it is
-        // dropped (deregistered) before the bridge closes the descriptor.
-        let listener = unsafe { AsyncFd::register(ListenerFd(bridge.listener_fd())) }
+        let listener = bridge
+            .listener_fd_dup()
+            .and_then(dmshm::reactor::register)
             .map_err(|e| format!("registering the control socket: {e}"))?;
         let now = Instant::now();
         Ok(Driver {
@@ -432,9 +422,7 @@ impl Driver {
         let Some(fd) = self.bridge.worker_fd_dup(slot) else {
             return;
         };
-        // SAFETY: an OwnedFd is open and refers to the same file description until it is
-        // dropped, which happens only with this AsyncFd.
-        match unsafe { AsyncFd::register(fd) } {
+        match dmshm::reactor::register(fd) {
             Ok(a) => {
                 self.fds.workers.insert(slot, a);
                 // A new connection may already have its Hello waiting.

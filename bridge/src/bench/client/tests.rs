@@ -280,6 +280,8 @@ fn batches_are_bounded() {
 }
 
 /// Counts heap allocations made by the current thread (other tests run on other threads).
+/// The binary's one `unsafe` (tests only, see main.rs).
+#[allow(unsafe_code)]
 mod counting {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
