@@ -16,6 +16,8 @@
 #
 # usage: scripts/bench-instructions.sh [COUNT (20000)] [STACKS ("echo kamailio ims")]
 # DMBRIDGE_BIN / DMB_LIBDIR: another dmbridge / libdmbridge.a (before/after comparisons).
+# BRIDGE_EXTRA_TOML: appended to the bridge's configuration (PORT replaced by a free port),
+# e.g. $'[metrics]\nlisten = "127.0.0.1:PORT"' to count with metrics on.
 # Slow (valgrind runs everything ~50x slower): about a minute per stack for 20000 requests.
 # Loopback only, free ports; stops what it started by PID.
 set -euo pipefail
@@ -92,6 +94,9 @@ vendor = 999999
 segment = "/dev/shm/$shm_name"
 control_socket = "$work/control.sock"
 EOF
+    if [ -n "${BRIDGE_EXTRA_TOML:-}" ]; then
+      printf '%s\n' "${BRIDGE_EXTRA_TOML//PORT/$(free_port)}" >>"$work/bridge.toml"
+    fi
     local echo=()
     [ "$stack" = echo ] && echo=(--echo)
     cg "$prefix" "$dmb" run --config "$work/bridge.toml" "${echo[@]}" >"$prefix.log" 2>&1 &

@@ -14,7 +14,10 @@
 # Env: DMBRIDGE_FD_DEPS (default build/deps/fd), DMBRIDGE_SHARED (default ../shared),
 #      BENCH_JSON_DIR (keep each run's --json summary there),
 #      DMBRIDGE_BASELINE_BIN (a second dmbridge, e.g. one built from an older commit: it runs
-#      as "baseline" in every round beside "bridge", for before/after numbers in one run).
+#      as "baseline" in every round beside "bridge", for before/after numbers in one run),
+#      BRIDGE_EXTRA_TOML (appended to "bridge"'s configuration only, e.g. "[metrics]" with
+#      "listen = ..." to measure with metrics on against a baseline that has none; the word
+#      PORT in it is replaced by a free port).
 set -euo pipefail
 secs=${1:-10}
 rounds=${2:-2}
@@ -71,14 +74,17 @@ allow_unknown_peers = true
 id = 16777215
 vendor = 999999
 EOF
+blport=$(free_port)
+sed "s/127.0.0.1:$bport/127.0.0.1:$blport/" "$work/bridge.toml" > "$work/baseline.toml"
+if [ -n "${BRIDGE_EXTRA_TOML:-}" ]; then
+  printf '%s\n' "${BRIDGE_EXTRA_TOML//PORT/$(free_port)}" >> "$work/bridge.toml"
+fi
 "$bin" run --echo --config "$work/bridge.toml" > "$work/bridge.log" 2>&1 &
 pids+=($!); disown
 wait_listen "$bport" "dmbridge run --echo"
 
 # 1b. The same bridge configuration on the baseline binary, when one is given.
 if [ -n "${DMBRIDGE_BASELINE_BIN:-}" ]; then
-  blport=$(free_port)
-  sed "s/127.0.0.1:$bport/127.0.0.1:$blport/" "$work/bridge.toml" > "$work/baseline.toml"
   "$DMBRIDGE_BASELINE_BIN" run --echo --config "$work/baseline.toml" > "$work/baseline.log" 2>&1 &
   pids+=($!); disown
   wait_listen "$blport" "baseline dmbridge run --echo"

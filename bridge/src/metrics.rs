@@ -7,13 +7,17 @@
 //!
 //! Per-request cost: the node loop owns a [`Recorder`] that resolves each label set once
 //! (first time a peer/application/command/Result-Code combination is seen) into a counter
-//! handle kept in its own map; afterwards a request costs hash look-ups in that map and
-//! relaxed atomic increments — no allocation, no lock. The latency histograms are
+//! handle kept in its own map; afterwards a request costs a comparison with the previous
+//! request's labels (steady traffic repeats them: one-entry caches), else a look-up in that
+//! map (FxHash of a few integers; the peer's name is hashed only when it changes), and relaxed
+//! atomic increments — no allocation, no lock. The latency histograms are
 //! [`LatencyHistogram`]s, plain atomics per bucket (the crate's own `Histogram` takes a lock
 //! per observation). Gauges that describe state (peer and watchdog state, workers, rings,
 //! process) are read at scrape time from the sources the driver registers.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -329,16 +333,26 @@ pub trait Names {
     fn command(&self, app: u32, cmd: u32, request: bool) -> String;
 }
 
+/// (peer index, application, command, direction).
+type RequestKey = (u32, u32, u32, Direction);
+/// (peer index, application, command, direction, Result-Code).
+type AnswerKey = (u32, u32, u32, Direction, u32);
+
 /// The node loop's handle on the metrics: counters resolved once per label set and kept
 /// here, so a request costs map look-ups and atomic increments (see the module docs).
 pub struct Recorder {
     m: Arc<Metrics>,
     names: Box<dyn Names + Send>,
-    peers: HashMap<Box<str>, u32>,
+    peers: FxHashMap<Box<str>, u32>,
     peer_names: Vec<String>,
-    requests: HashMap<(u32, u32, u32, Direction), Counter>,
-    answers: HashMap<(u32, u32, u32, Direction, u32), Counter>,
-    latency: HashMap<(u32, u32), LatencyHistogram>,
+    requests: FxHashMap<RequestKey, Counter>,
+    answers: FxHashMap<AnswerKey, Counter>,
+    latency: FxHashMap<(u32, u32), LatencyHistogram>,
+    /// The previous message's peer and handles (see the module docs).
+    last_peer: Option<u32>,
+    last_request: Option<(RequestKey, Counter)>,
+    last_answer: Option<(AnswerKey, Counter)>,
+    last_latency: Option<((u32, u32), LatencyHistogram)>,
     local: HashMap<(u32, &'static str), Counter>,
     events: HashMap<&'static str, Counter>,
     refusals: HashMap<&'static str, Counter>,
@@ -349,11 +363,15 @@ impl Recorder {
         Recorder {
             m,
             names,
-            peers: HashMap::new(),
+            peers: FxHashMap::default(),
             peer_names: Vec::new(),
-            requests: HashMap::new(),
-            answers: HashMap::new(),
-            latency: HashMap::new(),
+            requests: FxHashMap::default(),
+            answers: FxHashMap::default(),
+            latency: FxHashMap::default(),
+            last_peer: None,
+            last_request: None,
+            last_answer: None,
+            last_latency: None,
             local: HashMap::new(),
             events: HashMap::new(),
             refusals: HashMap::new(),
@@ -365,31 +383,49 @@ impl Recorder {
     }
 
     fn peer(&mut self, host: &str) -> u32 {
-        if let Some(&i) = self.peers.get(host) {
-            return i;
+        if let Some(i) = self.last_peer {
+            if self.peer_names[i as usize] == host {
+                return i;
+            }
         }
-        let i = self.peer_names.len() as u32;
-        self.peer_names.push(host.to_string());
-        self.peers.insert(host.into(), i);
+        let i = match self.peers.get(host) {
+            Some(&i) => i,
+            None => {
+                let i = self.peer_names.len() as u32;
+                self.peer_names.push(host.to_string());
+                self.peers.insert(host.into(), i);
+                i
+            }
+        };
+        self.last_peer = Some(i);
         i
     }
 
     /// A request received from (`In`) or sent to (`Out`) `peer`.
     pub fn request(&mut self, peer: &str, app: u32, cmd: u32, dir: Direction) {
-        let p = self.peer(peer);
-        if let Some(c) = self.requests.get(&(p, app, cmd, dir)) {
-            c.inc();
-            return;
+        let key = (self.peer(peer), app, cmd, dir);
+        if let Some((k, c)) = &self.last_request {
+            if *k == key {
+                c.inc();
+                return;
+            }
         }
-        let labels = MsgLabels {
-            peer: self.peer_names[p as usize].clone(),
-            app: app.to_string(),
-            command: self.names.command(app, cmd, true),
-            direction: direction_label(dir).to_string(),
+        let c = match self.requests.get(&key) {
+            Some(c) => c.clone(),
+            None => {
+                let labels = MsgLabels {
+                    peer: self.peer_names[key.0 as usize].clone(),
+                    app: app.to_string(),
+                    command: self.names.command(app, cmd, true),
+                    direction: direction_label(dir).to_string(),
+                };
+                let c = self.m.requests.get_or_create(&labels).clone();
+                self.requests.insert(key, c.clone());
+                c
+            }
         };
-        let c = self.m.requests.get_or_create(&labels).clone();
         c.inc();
-        self.requests.insert((p, app, cmd, dir), c);
+        self.last_request = Some((key, c));
     }
 
     /// An answer received (`In`, to our request, with its latency) or sent (`Out`).
@@ -403,36 +439,53 @@ impl Recorder {
         latency: Option<Duration>,
     ) {
         let p = self.peer(peer);
-        match self.answers.get(&(p, app, cmd, dir, result_code)) {
-            Some(c) => {
+        let key = (p, app, cmd, dir, result_code);
+        match &self.last_answer {
+            Some((k, c)) if *k == key => {
                 c.inc();
             }
-            None => {
-                let labels = AnswerLabels {
-                    peer: self.peer_names[p as usize].clone(),
-                    app: app.to_string(),
-                    command: self.names.command(app, cmd, false),
-                    direction: direction_label(dir).to_string(),
-                    result_code: result_code.to_string(),
+            _ => {
+                let c = match self.answers.get(&key) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let labels = AnswerLabels {
+                            peer: self.peer_names[p as usize].clone(),
+                            app: app.to_string(),
+                            command: self.names.command(app, cmd, false),
+                            direction: direction_label(dir).to_string(),
+                            result_code: result_code.to_string(),
+                        };
+                        let c = self.m.answers.get_or_create(&labels).clone();
+                        self.answers.insert(key, c.clone());
+                        c
+                    }
                 };
-                let c = self.m.answers.get_or_create(&labels).clone();
                 c.inc();
-                self.answers.insert((p, app, cmd, dir, result_code), c);
+                self.last_answer = Some((key, c));
             }
         }
-        if let Some(d) = latency {
-            if let Some(h) = self.latency.get(&(p, app)) {
+        let Some(d) = latency else { return };
+        let key = (p, app);
+        if let Some((k, h)) = &self.last_latency {
+            if *k == key {
                 h.observe(d);
                 return;
             }
-            let labels = PeerAppLabels {
-                peer: self.peer_names[p as usize].clone(),
-                app: app.to_string(),
-            };
-            let h = self.m.answer_latency.get_or_create(&labels).clone();
-            h.observe(d);
-            self.latency.insert((p, app), h);
         }
+        let h = match self.latency.get(&key) {
+            Some(h) => h.clone(),
+            None => {
+                let labels = PeerAppLabels {
+                    peer: self.peer_names[p as usize].clone(),
+                    app: app.to_string(),
+                };
+                let h = self.m.answer_latency.get_or_create(&labels).clone();
+                self.latency.insert(key, h.clone());
+                h
+            }
+        };
+        h.observe(d);
+        self.last_latency = Some((key, h));
     }
 
     /// An answer the bridge made itself (3001, 3002, 3004, 5012...), with why.
@@ -903,6 +956,43 @@ mod tests {
     impl Names for Codes {
         fn command(&self, _app: u32, cmd: u32, request: bool) -> String {
             format!("{cmd}{}", if request { "R" } else { "A" })
+        }
+    }
+
+    #[test]
+    fn interleaved_label_sets_are_each_counted_exactly() {
+        // The one-entry caches must never count a message under the previous one's labels.
+        let m = Arc::new(Metrics::new());
+        let mut r = Recorder::new(m.clone(), Box::new(Codes));
+        let d = Some(Duration::from_micros(10));
+        for i in 0..10u32 {
+            let peer = if i % 2 == 0 { "a" } else { "bb" };
+            let cmd = if i % 3 == 0 { 301 } else { 302 };
+            r.request(peer, 4, cmd, Direction::Out);
+            r.answer(peer, 4, cmd, Direction::In, 2001 + i % 2, d);
+        }
+        let text = m.encode();
+        // i even -> peer a, 2001; i % 3 == 0 -> 301: a/301 = {0, 6}, a/302 = {2, 4, 8},
+        // bb/301 = {3, 9}, bb/302 = {1, 5, 7}.
+        for (peer, cmd, code, n) in [
+            ("a", 301, 2001, 2),
+            ("a", 302, 2001, 3),
+            ("bb", 301, 2002, 2),
+            ("bb", 302, 2002, 3),
+        ] {
+            let req = format!(
+                r#"dmbridge_requests_total{{peer="{peer}",app="4",command="{cmd}R",direction="out"}} {n}"#
+            );
+            let ans = format!(
+                r#"dmbridge_answers_total{{peer="{peer}",app="4",command="{cmd}A",direction="in",result_code="{code}"}} {n}"#
+            );
+            assert!(text.contains(&req), "missing {req} in\n{text}");
+            assert!(text.contains(&ans), "missing {ans} in\n{text}");
+        }
+        for (peer, n) in [("a", 5), ("bb", 5)] {
+            let lat =
+                format!(r#"dmbridge_answer_latency_seconds_count{{peer="{peer}",app="4"}} {n}"#);
+            assert!(text.contains(&lat), "missing {lat} in\n{text}");
         }
     }
 
