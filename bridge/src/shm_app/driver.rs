@@ -189,21 +189,19 @@ impl Driver {
         handle: AppHandle,
         peers: watch::Receiver<Vec<PeerStatus>>,
         outcomes: OutcomeQueue,
-    ) -> Result<Driver, String> {
+    ) -> Result<Driver, super::StartError> {
         let dict_generation = current_dict.generation();
         let dict = current_dict.get();
         let cfg = options.bridge.clone();
-        let bridge = Bridge::create(cfg.clone()).map_err(|e| {
-            format!(
-                "cannot create the shared-memory segment {} / control socket {}: {e}",
-                cfg.segment_path.display(),
-                cfg.control_path.display()
-            )
+        let bridge = Bridge::create(cfg.clone()).map_err(|source| super::StartError::Create {
+            segment: cfg.segment_path.clone(),
+            socket: cfg.control_path.clone(),
+            source,
         })?;
         let listener = bridge
             .listener_fd_dup()
             .and_then(dmshm::reactor::register)
-            .map_err(|e| format!("registering the control socket: {e}"))?;
+            .map_err(super::StartError::Register)?;
         let now = Instant::now();
         Ok(Driver {
             fds: Fds {

@@ -70,7 +70,28 @@ use crate::dictionary::CurrentDictionary;
 use dmnode::config::{AppAdvert, Config};
 use dmnode::endpoint::PeerStatus;
 
-pub use settings::ShmOptions;
+pub use settings::{SettingsError, ShmOptions};
+
+/// Why the shared-memory application did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The `[app]` settings are wrong.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The segment or the control socket could not be made.
+    #[error(
+        "cannot create the shared-memory segment {segment} / control socket {socket}: {source}"
+    )]
+    Create {
+        segment: std::path::PathBuf,
+        socket: std::path::PathBuf,
+        source: dmshm::Error,
+    },
+    /// The control socket could not be registered with the runtime.
+    #[error("registering the control socket: {0}")]
+    Register(std::io::Error),
+}
 
 /// The node's side of the seam: hands each request to the shm driver. Never blocks.
 pub struct ShmApp {
@@ -105,7 +126,7 @@ impl ShmService {
         dict: &CurrentDictionary,
         handle: AppHandle,
         peers: watch::Receiver<Vec<PeerStatus>>,
-    ) -> Result<(Arc<ShmApp>, ShmService), String> {
+    ) -> Result<(Arc<ShmApp>, ShmService), StartError> {
         let options = ShmOptions::from_settings(&config.app)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = oneshot::channel();

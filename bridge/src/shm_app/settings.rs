@@ -20,9 +20,21 @@ pub struct ShmOptions {
     pub reply_timeout: Duration,
 }
 
+/// Why the `[app]` settings cannot make a shared-memory configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// `[app] group` names a group `/etc/group` does not have.
+    #[error("[app] group: no group named {0:?} in /etc/group")]
+    UnknownGroup(String),
+    /// `max_workers`, `ring_size` and `max_message_size` do not make a valid segment.
+    #[error("[app] (max_workers, ring_size, max_message_size): {0}")]
+    Geometry(String),
+}
+
 /// A group name or gid -> gid, names looked up in `/etc/group` (the bridge links no libc name
 /// service: local groups are what SIP servers run under).
-fn resolve_group(group: &GroupSpec, etc_group: &str) -> Result<u32, String> {
+fn resolve_group(group: &GroupSpec, etc_group: &str) -> Result<u32, SettingsError> {
     let name = match group {
         GroupSpec::Gid(gid) => return Ok(*gid),
         GroupSpec::Name(name) => name,
@@ -36,12 +48,12 @@ fn resolve_group(group: &GroupSpec, etc_group: &str) -> Result<u32, String> {
             (n == name).then_some(gid)
         })
         .next()
-        .ok_or_else(|| format!("[app] group: no group named {name:?} in /etc/group"))
+        .ok_or_else(|| SettingsError::UnknownGroup(name.clone()))
 }
 
 impl ShmOptions {
     /// From the `[app]` section; errors say which key is wrong and why.
-    pub fn from_settings(s: &ShmSettings) -> Result<ShmOptions, String> {
+    pub fn from_settings(s: &ShmSettings) -> Result<ShmOptions, SettingsError> {
         let group = match &s.group {
             None => None,
             Some(g) => {
@@ -58,7 +70,7 @@ impl ShmOptions {
         };
         geometry
             .validate()
-            .map_err(|e| format!("[app] (max_workers, ring_size, max_message_size): {e}"))?;
+            .map_err(|e| SettingsError::Geometry(e.to_string()))?;
         let mut bridge = BridgeConfig::new(&s.control_socket, &s.segment);
         bridge.geometry = geometry;
         bridge.group = group;
@@ -97,9 +109,10 @@ mod tests {
         assert_eq!(resolve_group(&name("kamailio"), etc), Ok(123));
         assert_eq!(resolve_group(&name("opensips"), etc), Ok(456));
         assert_eq!(resolve_group(&GroupSpec::Gid(77), etc), Ok(77));
-        assert!(resolve_group(&name("nobody-here"), etc)
-            .unwrap_err()
-            .contains("nobody-here"));
+        assert_eq!(
+            resolve_group(&name("nobody-here"), etc),
+            Err(SettingsError::UnknownGroup("nobody-here".into()))
+        );
     }
 
     #[test]
@@ -107,6 +120,7 @@ mod tests {
         let o = ShmOptions::from_settings(&settings(Some(65536))).unwrap();
         assert_eq!(o.bridge.geometry.max_msg, 65536);
         let e = ShmOptions::from_settings(&settings(Some(900_000))).unwrap_err();
-        assert!(e.contains("max_msg"), "{e}");
+        assert!(matches!(e, SettingsError::Geometry(_)), "{e}");
+        assert!(e.to_string().contains("max_msg"), "{e}");
     }
 }
