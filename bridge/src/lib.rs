@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 pub mod admin;
 pub mod app;
+pub mod config_file;
 pub mod dictionary;
 pub mod driver;
 pub mod logging;

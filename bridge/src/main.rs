@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod explain;
 mod tools;
 
 #[derive(Parser)]
@@ -55,6 +56,9 @@ enum Command {
     Encode(tools::EncodeArgs),
     /// Print the dictionary definition of an AVP, command or application.
     Dict(tools::DictArgs),
+    /// Show how a request would be routed: the routing rules that match it, every candidate
+    /// peer's score and the peer chosen (`--explain MESSAGE_JSON`).
+    Route(explain::RouteArgs),
     /// Talk to a running bridge over its admin socket (owner-only): show its state, reload
     /// its configuration, take a peer down or up, change the log filter.
     Ctl(CtlArgs),
@@ -113,6 +117,11 @@ fn main() -> ExitCode {
         Command::Decode(args) => tools::decode(args),
         Command::Encode(args) => tools::encode(args),
         Command::Dict(args) => tools::dict(args),
+        Command::Route(args) => explain::main(args, |f| {
+            let c = load_config(f)?;
+            let (dict, _) = load_dictionaries(&c, f)?;
+            Some((c, dict))
+        }),
         Command::Ctl(args) => ctl(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Run {
@@ -125,21 +134,8 @@ fn main() -> ExitCode {
 
 /// `dmbridge run`: the node, until SIGINT or SIGTERM, then a graceful stop (drain, DPR).
 fn run(file: &std::path::Path, echo: bool, threads: Option<u16>) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{}: {e}", file.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    let config = match dmnode::config::parse(&text) {
-        Ok(c) => c,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{}:{}:{}: {}", file.display(), e.line, e.column, e.message);
-            }
-            return ExitCode::FAILURE;
-        }
+    let Some(config) = load_config(file) else {
+        return ExitCode::FAILURE;
     };
     let Some((dict, sources)) = load_dictionaries(&config, file) else {
         return ExitCode::FAILURE;
@@ -374,22 +370,22 @@ fn ctl(args: CtlArgs) -> ExitCode {
     }
 }
 
-fn check_config(file: &std::path::Path) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{}: {e}", file.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    let config = match dmnode::config::parse(&text) {
-        Ok(c) => c,
+/// The configuration and its rules file, or every error printed with its file and line.
+fn load_config(file: &std::path::Path) -> Option<dmnode::config::Config> {
+    match dmrun::config_file::load(file) {
+        Ok(c) => Some(c),
         Err(errors) => {
             for e in &errors {
-                eprintln!("{}:{}:{}: {}", file.display(), e.line, e.column, e.message);
+                eprintln!("{e}");
             }
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let Some(config) = load_config(file) else {
+        return ExitCode::FAILURE;
     };
     // The dictionaries it names must load too, and the shared-memory settings must hold.
     if load_dictionaries(&config, file).is_none() {

@@ -136,14 +136,8 @@ impl Ops {
 
     async fn reload_inner(&self) -> Result<Value, String> {
         let file = &self.config_path;
-        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let config = dmnode::config::parse(&text).map_err(|errors| {
-            errors
-                .iter()
-                .map(|e| format!("{}:{}:{}: {}", file.display(), e.line, e.column, e.message))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
+        // The rules file too: a bad rule refuses the reload like a bad key.
+        let config = crate::config_file::load(file).map_err(|errors| errors.join("\n"))?;
         // The dictionaries it names must load (their errors name file and line); rebuilt
         // only when a file changed.
         let sources = Sources::read(&config, file)?;

@@ -62,10 +62,10 @@ impl Out {
 
 /// Runs `dmbridge args...` with `stdin` (a file in `dir`), for at most 30 s.
 fn run(dir: &TestDir, args: &[&str], stdin: &[u8]) -> Out {
-    let input = dir.file(
-        &format!("stdin-{}", args.join("_").replace('/', "_")),
-        stdin,
-    );
+    // One stdin file per run (a name made of the arguments outgrows NAME_MAX with paths).
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let input = dir.file(&format!("stdin-{n}"), stdin);
     let child = Command::new(env!("CARGO_BIN_EXE_dmbridge"))
         .args(args)
         .stdin(std::fs::File::open(&input).expect("open stdin file"))
@@ -364,5 +364,111 @@ fn user_dictionaries_name_their_avps() {
             .starts_with(&format!("dmbridge decode: {}:2: ", bad.display())),
         "{}",
         o.stderr
+    );
+}
+
+/// The routing rules end to end through the binary: `check-config` names each bad rule's file
+/// and line, `route --explain` prints the matching rules, the scores and the peer chosen,
+/// equal scores take turns only at run time (one explain = one choice), a negative score
+/// excludes.
+#[test]
+fn routing_rules_check_config_and_route_explain() {
+    let dir = TestDir::new("route-explain");
+    let config = "[node]\norigin_host = \"sip1.test.local\"\norigin_realm = \"test.local\"\n\
+        [[applications]]\nid = 4\n\
+        [[peers]]\nhost = \"ocs1.billing.net\"\naddress = \"192.0.2.1\"\n\
+        [[peers]]\nhost = \"ocs2.billing.net\"\naddress = \"192.0.2.2\"\n\
+        [[peers]]\nhost = \"dra.test.local\"\naddress = \"192.0.2.9\"\n\
+        [default_route]\npeers = [\"dra.test.local\"]\n\
+        [routing]\nrules_file = \"rt_default.conf\"\n";
+    let cfg = dir.file("dmbridge.toml", config.as_bytes());
+    let cfg = cfg.to_str().expect("utf-8 path");
+    // Bad rules: each reported with the rules file's name and its line.
+    let rt = dir.file(
+        "rt_default.conf",
+        b"# billing\ndr=\"billing.net\" : [\"^ocs\"] += REALM ;\nxx=\"a\" : \"b\" += 1 ;\n\n* : \"b\" += 1\n",
+    );
+    let out = run(&dir, &["check-config", cfg], b"");
+    assert!(!out.ok, "bad rules must fail check-config: {}", out.stderr);
+    let rt_name = rt.display().to_string();
+    assert!(
+        out.stderr
+            .contains(&format!("{rt_name}:3:1: unknown criteria")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!("{rt_name}:5:1: expected ;")),
+        "{}",
+        out.stderr
+    );
+    // Good rules: alice's requests go to ocs2; ocs1 is never used for User-Name bob.
+    dir.file(
+        "rt_default.conf",
+        b"# billing\ndr=\"billing.net\" : [\"^ocs\"] += REALM ;\nun=\"alice\" : \"ocs2.billing.net\" += 20 ;\nun=\"bob\" : \"ocs1.billing.net\" += NO_DELIVERY ;\n",
+    );
+    let out = run(&dir, &["check-config", cfg], b"");
+    assert!(out.ok, "{}", out.stderr);
+    let ccr = |user: &str| {
+        format!(
+            r#"{{"cmd_code":272,"app_id":4,"flags":"RP","avps":[{{"Session-Id":"s;1"}},{{"Origin-Host":"sip1.test.local"}},{{"Origin-Realm":"test.local"}},{{"Destination-Realm":"billing.net"}},{{"Auth-Application-Id":4}},{{"Service-Context-Id":"32260@3gpp.org"}},{{"CC-Request-Type":1}},{{"CC-Request-Number":0}},{{"User-Name":"{user}"}}]}}"#
+        )
+    };
+    let alice = dir.file("alice.json", ccr("alice").as_bytes());
+    let out = run(
+        &dir,
+        &[
+            "route",
+            "--config",
+            cfg,
+            "--explain",
+            alice.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let text = out.text();
+    assert!(out.ok, "{text}{}", out.stderr);
+    assert!(
+        text.contains("line 2: dr=\"billing.net\" : [\"^ocs\"] += 15 ;"),
+        "{text}"
+    );
+    assert!(
+        text.contains("line 3: un=\"alice\" : \"ocs2.billing.net\" += 20 ;"),
+        "{text}"
+    );
+    assert!(!text.contains("line 4:"), "{text}");
+    // -2 + 15 (rule) + 15 (realm billing.net, the domain of its identity) + 20.
+    assert!(text.contains("   48  ocs2.billing.net"), "{text}");
+    assert!(text.contains("   28  ocs1.billing.net"), "{text}");
+    assert!(text.contains("    3  dra.test.local"), "{text}");
+    assert!(
+        text.trim_end().ends_with("chosen: ocs2.billing.net"),
+        "{text}"
+    );
+    // Bob: ocs1 excluded (negative), ocs2 chosen; the JSON given inline.
+    let out = run(
+        &dir,
+        &["route", "--config", cfg, "--explain", &ccr("bob")],
+        b"",
+    );
+    let text = out.text();
+    assert!(out.ok, "{text}{}", out.stderr);
+    assert!(text.contains("ocs1.billing.net  (excluded)"), "{text}");
+    assert!(
+        text.trim_end().ends_with("chosen: ocs2.billing.net"),
+        "{text}"
+    );
+    // Everything excluded: no route, exit status 1, the Result-Code said.
+    dir.file("rt_default.conf", b"* : [\".\"] += NO_DELIVERY ;\n");
+    let out = run(
+        &dir,
+        &["route", "--config", cfg, "--explain", "-"],
+        ccr("carol").as_bytes(),
+    );
+    let text = out.text();
+    assert!(!out.ok, "{text}");
+    assert!(
+        text.contains("no route:") && text.contains("3002"),
+        "{text}"
     );
 }

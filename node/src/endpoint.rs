@@ -945,9 +945,13 @@ impl Endpoint {
         let msg = Message::decode(inflight.request.clone())
             .map_err(|e| RequestError::Invalid(e.to_string()))?;
         let info = outgoing::route_info(&msg);
+        let abbrev = self
+            .dict
+            .command(inflight.app_id, inflight.cmd_code)
+            .map(|c| &*c.request_abbr);
         let peer = self
             .router
-            .route_excluding(&info.request(inflight.app_id), &inflight.tried)
+            .route_excluding(&info.request(inflight.app_id, abbrev), &inflight.tried)
             .map_err(|e| RequestError::NoRoute {
                 result_code: e.result_code,
                 message: e.message,

@@ -158,17 +158,23 @@ pub fn build_request(
 
 /// The routing-relevant AVPs of a request: Destination-Host, Destination-Realm and the
 /// Route-Record values (as text; invalid UTF-8 ones are skipped).
+/// Also what routing rules may look at (Origin-Host/Realm, User-Name, Session-Id, command).
+#[derive(Default)]
 pub struct RouteInfo<'m> {
     pub destination_host: Option<&'m str>,
     pub destination_realm: Option<&'m str>,
     pub route_records: Vec<&'m str>,
+    pub origin_host: Option<&'m str>,
+    pub origin_realm: Option<&'m str>,
+    pub user_name: Option<&'m str>,
+    pub session_id: Option<&'m str>,
+    pub cmd_code: u32,
 }
 
 pub fn route_info(msg: &Message) -> RouteInfo<'_> {
     let mut info = RouteInfo {
-        destination_host: None,
-        destination_realm: None,
-        route_records: Vec::new(),
+        cmd_code: msg.header.code,
+        ..RouteInfo::default()
     };
     for a in msg.avp_refs().map_while(Result::ok) {
         if a.vendor != 0 {
@@ -179,6 +185,10 @@ pub fn route_info(msg: &Message) -> RouteInfo<'_> {
             avp::DESTINATION_HOST => info.destination_host = text(),
             avp::DESTINATION_REALM => info.destination_realm = text(),
             avp::ROUTE_RECORD => info.route_records.extend(text()),
+            avp::ORIGIN_HOST => info.origin_host = text(),
+            avp::ORIGIN_REALM => info.origin_realm = text(),
+            avp::USER_NAME => info.user_name = text(),
+            avp::SESSION_ID => info.session_id = text(),
             _ => {}
         }
     }
@@ -186,12 +196,20 @@ pub fn route_info(msg: &Message) -> RouteInfo<'_> {
 }
 
 impl RouteInfo<'_> {
-    pub fn request(&self, app_id: u32) -> RouteRequest<'_> {
+    /// The router's view; `cmd_abbrev` is the command's request abbreviation from the
+    /// dictionary, for rules written `cmd="CCR"`.
+    pub fn request<'a>(&'a self, app_id: u32, cmd_abbrev: Option<&'a str>) -> RouteRequest<'a> {
         RouteRequest {
             app_id,
             destination_host: self.destination_host,
             destination_realm: self.destination_realm,
             route_records: &self.route_records,
+            origin_host: self.origin_host,
+            origin_realm: self.origin_realm,
+            user_name: self.user_name,
+            session_id: self.session_id,
+            cmd_code: self.cmd_code,
+            cmd_abbrev,
         }
     }
 }
@@ -346,6 +364,6 @@ mod tests {
         assert_eq!(info.destination_host, Some("ocs1.ocs.net"));
         assert_eq!(info.destination_realm, Some("ims.example.net"));
         assert_eq!(info.route_records, vec!["dra1.net", "dra2.net"]);
-        assert_eq!(info.request(4).app_id, 4);
+        assert_eq!(info.request(4, None).app_id, 4);
     }
 }

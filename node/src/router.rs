@@ -13,6 +13,15 @@
 //!    realm table has no entry for it — a peer is the obvious route to its own realm.
 //! 5. **Default route**.
 //!
+//! With routing rules (`[routing] rules` / `rules_file`, freeDiameter's `rt_default.conf`
+//! syntax, [`crate::rules`]) the order above becomes scores, as freeDiameter's
+//! `routing_dispatch.c` does: every usable peer that shares the application is a candidate
+//! starting at -2; Destination-Host naming it adds FINALDEST (100), its realm being the
+//! Destination-Realm adds REALM (15), being in the most preferred realm-table tier that has a
+//! candidate adds DEFAULT_REALM (10), being in the default route adds DEFAULT (5); then every
+//! matching rule adds its score. The highest score that is not negative wins; a negative score
+//! (NO_DELIVERY) excludes the peer. [`Router::explain`] shows the work.
+//!
 //! Equal candidates share load round-robin. When nothing fits: 3007
 //! DIAMETER_APPLICATION_UNSUPPORTED if some usable peer on the route lacks only the
 //! application, 3002 DIAMETER_UNABLE_TO_DELIVER if the route's peers are all unusable, 3003
@@ -24,6 +33,7 @@ use dmproto::result_code as rc;
 
 use crate::config::Config;
 use crate::peer::{AppSet, PeerId};
+use crate::rules::{score, Candidate, RequestView, RuleSet};
 
 /// A request, as far as routing cares.
 #[derive(Clone, Copy, Debug, Default)]
@@ -32,6 +42,39 @@ pub struct RouteRequest<'a> {
     pub destination_host: Option<&'a str>,
     pub destination_realm: Option<&'a str>,
     pub route_records: &'a [&'a str],
+    /// What routing rules may look at besides the destination (rt_default criteria).
+    pub origin_host: Option<&'a str>,
+    pub origin_realm: Option<&'a str>,
+    pub user_name: Option<&'a str>,
+    pub session_id: Option<&'a str>,
+    pub cmd_code: u32,
+    /// The command's request abbreviation from the dictionary (`CCR`), for `cmd="CCR"`.
+    pub cmd_abbrev: Option<&'a str>,
+}
+
+impl<'a> RouteRequest<'a> {
+    fn view(&self) -> RequestView<'a> {
+        RequestView {
+            origin_host: self.origin_host,
+            origin_realm: self.origin_realm,
+            destination_host: self.destination_host,
+            destination_realm: self.destination_realm,
+            user_name: self.user_name,
+            session_id: self.session_id,
+            app_id: self.app_id,
+            cmd_code: self.cmd_code,
+            cmd_abbrev: self.cmd_abbrev,
+        }
+    }
+}
+
+/// How the routing rules decided (`dmbridge route --explain`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Explanation {
+    /// The rules that matched the request: line in the rules text, and the rule.
+    pub matched: Vec<(usize, String)>,
+    /// Every candidate (usable, shares the application, not excluded) with its final score.
+    pub scores: Vec<(String, i32)>,
 }
 
 /// Why a request cannot be sent: the Result-Code of the local error answer.
@@ -75,6 +118,11 @@ enum RrKey {
     Default {
         app_id: u32,
     },
+    /// Peers tied on the best score under the routing rules.
+    Scored {
+        app_id: u32,
+        peers: Vec<PeerId>,
+    },
 }
 
 /// The routing table and peer view.
@@ -84,6 +132,7 @@ pub struct Router {
     peers: Vec<PeerInfo>,
     routes: Vec<Route>,
     default: Vec<PeerId>,
+    rules: RuleSet,
     rr: HashMap<RrKey, usize>,
 }
 
@@ -106,6 +155,7 @@ impl Router {
                 })
                 .collect(),
             default: ids(&config.default_route),
+            rules: config.routing.rules.clone(),
             rr: HashMap::new(),
         };
         for p in &config.peers {
@@ -122,6 +172,7 @@ impl Router {
         let fresh = Router::new(config, &peer_id);
         self.routes = fresh.routes;
         self.default = fresh.default;
+        self.rules = fresh.rules;
         self.rr.clear();
         for p in &config.peers {
             if let Some(id) = peer_id(&p.host) {
@@ -180,7 +231,31 @@ impl Router {
         req: &RouteRequest<'_>,
         exclude: &[PeerId],
     ) -> Result<PeerId, RouteError> {
-        let app = req.app_id;
+        if self.rules.is_empty() {
+            self.route_plain(req, exclude)
+        } else {
+            self.route_scored(req, exclude, None)
+        }
+    }
+
+    /// Routes `req` as [`Router::route`] does and says how the rules scored the candidates.
+    pub fn explain(&mut self, req: &RouteRequest<'_>) -> (Result<PeerId, RouteError>, Explanation) {
+        let mut e = Explanation::default();
+        let r = if self.rules.is_empty() {
+            self.route_plain(req, &[])
+        } else {
+            self.route_scored(req, &[], Some(&mut e))
+        };
+        (r, e)
+    }
+
+    /// The peer's Diameter identity, as the router knows it.
+    pub fn host(&self, id: PeerId) -> Option<&str> {
+        self.info(id).map(|p| p.host.as_str())
+    }
+
+    /// RFC 6733 §6.1.3: our own identity in a Route-Record is a loop (3005).
+    fn check_loop(&self, req: &RouteRequest<'_>) -> Result<(), RouteError> {
         if req
             .route_records
             .iter()
@@ -191,9 +266,125 @@ impl Router {
                 message: format!("loop: {} is already in Route-Record", self.origin_host),
             });
         }
-        let ok = |r: &Router, id: PeerId| {
-            !exclude.contains(&id) && r.info(id).is_some_and(|p| p.usable && p.apps.supports(app))
+        Ok(())
+    }
+
+    /// Usable, shares the application, not excluded.
+    fn eligible(&self, id: PeerId, app: u32, exclude: &[PeerId]) -> bool {
+        !exclude.contains(&id)
+            && self
+                .info(id)
+                .is_some_and(|p| p.usable && p.apps.supports(app))
+    }
+
+    /// Peer selection by scores (module docs; freeDiameter `routing_dispatch.c`).
+    fn route_scored(
+        &mut self,
+        req: &RouteRequest<'_>,
+        exclude: &[PeerId],
+        explain: Option<&mut Explanation>,
+    ) -> Result<PeerId, RouteError> {
+        self.check_loop(req)?;
+        let app = req.app_id;
+        let ids: Vec<PeerId> = (0..self.peers.len())
+            .map(PeerId)
+            .filter(|id| self.eligible(*id, app, exclude))
+            .collect();
+        let realm = req.destination_realm.map(str::to_ascii_lowercase);
+        let best_tier = realm
+            .as_deref()
+            .and_then(|r| {
+                self.tiers(r, app)
+                    .into_iter()
+                    .map(|(_, t)| t)
+                    .find(|t| t.iter().any(|id| ids.contains(id)))
+            })
+            .unwrap_or_default();
+        let mut scores: Vec<i32> = ids
+            .iter()
+            .map(|id| {
+                let p = &self.peers[id.0];
+                let mut s = score::INI;
+                if req
+                    .destination_host
+                    .is_some_and(|h| h.eq_ignore_ascii_case(&p.host))
+                {
+                    s += score::FINALDEST;
+                }
+                if realm.is_some() && p.realm == realm {
+                    s += score::REALM;
+                }
+                if best_tier.contains(id) {
+                    s += score::DEFAULT_REALM;
+                }
+                if self.default.contains(id) {
+                    s += score::DEFAULT;
+                }
+                s
+            })
+            .collect();
+        let candidates: Vec<Candidate<'_>> = ids
+            .iter()
+            .map(|id| {
+                let p = &self.peers[id.0];
+                Candidate {
+                    host: &p.host,
+                    realm: p.realm.as_deref(),
+                }
+            })
+            .collect();
+        let matched = self.rules.apply(&req.view(), &candidates, &mut scores);
+        if let Some(e) = explain {
+            e.matched = matched
+                .iter()
+                .map(|&i| {
+                    let r = &self.rules.rules()[i];
+                    (r.line, r.to_string())
+                })
+                .collect();
+            e.scores = candidates
+                .iter()
+                .zip(&scores)
+                .map(|(c, s)| (c.host.to_string(), *s))
+                .collect();
+        }
+        let best = scores.iter().copied().max().filter(|b| *b >= 0);
+        let Some(best) = best else {
+            // No candidate: the RFC order says why (3002, 3003, 3005, 3007). A candidate that
+            // the RFC order would take but the rules pushed below 0 is excluded: 3002.
+            return match self.route_plain(req, exclude) {
+                Err(e) => Err(e),
+                Ok(_) => Err(RouteError {
+                    result_code: rc::DIAMETER_UNABLE_TO_DELIVER,
+                    message: format!(
+                        "the routing rules exclude every peer for application {app} (negative score)"
+                    ),
+                }),
+            };
         };
+        let tied: Vec<PeerId> = ids
+            .iter()
+            .zip(&scores)
+            .filter(|(_, s)| **s == best)
+            .map(|(id, _)| *id)
+            .collect();
+        let key = RrKey::Scored {
+            app_id: app,
+            peers: tied.clone(),
+        };
+        self.pick(key, &tied)
+            .ok_or_else(|| self.no_peer("(rules)", app, false))
+    }
+
+    /// The RFC 6733 §6.1 order of the module docs, without rules.
+    fn route_plain(
+        &mut self,
+        req: &RouteRequest<'_>,
+        exclude: &[PeerId],
+    ) -> Result<PeerId, RouteError> {
+        let app = req.app_id;
+        self.check_loop(req)?;
+        let ok = |r: &Router, id: PeerId| r.eligible(id, app, exclude);
 
         if let Some(host) = req.destination_host {
             let found = self
@@ -401,7 +592,108 @@ priority = 5
             destination_host: host,
             destination_realm: realm,
             route_records: &[],
+            ..RouteRequest::default()
         }
+    }
+
+    /// The test router with `rules` (rt_default.conf syntax).
+    fn ruled(rules: &str) -> Router {
+        let mut config = crate::config::parse(CONFIG).unwrap();
+        config.default_route = vec!["dra.example.net".into()];
+        config.routing.rules = crate::rules::parse(rules).unwrap();
+        let mut r = Router::new(&config, |h| Some(id(h)));
+        up(&mut r, "hss1.ims.net", "ims.net", &[CX]);
+        up(&mut r, "hss2.ims.net", "ims.net", &[CX]);
+        up(&mut r, "hss3.ims.net", "ims.net", &[CX]);
+        up(&mut r, "dra.example.net", "example.net", &[CX]);
+        r
+    }
+
+    fn hosts(r: &mut Router, q: &RouteRequest<'_>, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let id = r.route(q).unwrap();
+                r.host(id).unwrap().to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rules_add_scores_and_the_best_wins() {
+        // Without rules, ims.net goes to the priority-1 tier (hss1/hss2). A rule for
+        // User-Name alice moves her to hss3, above the realm-table tier (-2 + 15 + 20).
+        let mut r = ruled("un=\"alice\" : \"hss3.ims.net\" += 20 ;\n");
+        let q = RouteRequest {
+            user_name: Some("alice"),
+            ..req(CX, None, Some("ims.net"))
+        };
+        assert_eq!(hosts(&mut r, &q, 3), ["hss3.ims.net"; 3]);
+        let (chosen, e) = r.explain(&q);
+        assert_eq!(chosen, Ok(id("hss3.ims.net")));
+        assert_eq!(
+            e.matched,
+            [(1, "un=\"alice\" : \"hss3.ims.net\" += 20 ;".into())]
+        );
+        let score = |h: &str| e.scores.iter().find(|(x, _)| x == h).map(|(_, s)| *s);
+        assert_eq!(score("hss1.ims.net"), Some(-2 + 15 + 10));
+        assert_eq!(score("hss3.ims.net"), Some(-2 + 15 + 20));
+        assert_eq!(score("dra.example.net"), Some(-2 + 5));
+        // Bob matches nothing: the realm table's best tier, shared round-robin.
+        let q = RouteRequest {
+            user_name: Some("bob"),
+            ..req(CX, None, Some("ims.net"))
+        };
+        let got = hosts(&mut r, &q, 4);
+        assert_eq!(
+            got,
+            [
+                "hss1.ims.net",
+                "hss2.ims.net",
+                "hss1.ims.net",
+                "hss2.ims.net"
+            ]
+        );
+    }
+
+    #[test]
+    fn equal_rule_scores_take_turns() {
+        // A regex over peers and realms: the three HSSs tie (-2 + 15 + 20, plus 10 for the
+        // priority-1 tier: lift hss3 to match it).
+        let rules = "dr=\"ims.net\" : [\"^hss\"] += 20 ;\n\
+                     * : \"hss3.ims.net\" += DEFAULT_REALM ;\n";
+        let mut r = ruled(rules);
+        let q = req(CX, None, Some("ims.net"));
+        let got = hosts(&mut r, &q, 6);
+        for h in ["hss1.ims.net", "hss2.ims.net", "hss3.ims.net"] {
+            assert_eq!(got.iter().filter(|x| *x == h).count(), 2, "{got:?}");
+        }
+        assert_eq!(got[0..3], got[3..6], "{got:?}");
+    }
+
+    #[test]
+    fn negative_scores_exclude() {
+        let mut r = ruled("cmd=\"CCR\" : rlm=\"ims.net\" += NO_DELIVERY ;\n");
+        let q = RouteRequest {
+            cmd_code: 272,
+            cmd_abbrev: Some("CCR"),
+            ..req(CX, None, Some("ims.net"))
+        };
+        // The HSSs are excluded; the default route remains (-2 + 5).
+        assert_eq!(hosts(&mut r, &q, 2), ["dra.example.net"; 2]);
+        // Even Destination-Host does not override an exclusion (-2 + 100 + 15 + 10 - 70 = 53
+        // is still positive: FINALDEST wins over one NO_DELIVERY, as in freeDiameter).
+        let q2 = RouteRequest {
+            destination_host: Some("hss2.ims.net"),
+            ..q
+        };
+        assert_eq!(hosts(&mut r, &q2, 1), ["hss2.ims.net"]);
+        // Excluding every peer: 3002 (the RFC order would have delivered it).
+        let mut r = ruled("* : [\".\"] += NO_DELIVERY ;\n");
+        let e = r.route(&q).unwrap_err();
+        assert_eq!(e.result_code, 3002, "{e}");
+        // No candidate at all keeps the RFC answer: an app nobody advertised is 3007.
+        let e = r.route(&req(SH, None, Some("ims.net"))).unwrap_err();
+        assert_eq!(e.result_code, 3007, "{e}");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! are the dictionary's business ([`crate::dict`]); the codes here are the ones the node
 //! itself reads or writes (capabilities exchange, watchdog, disconnect, routing, answers).
 
+/// User-Name (RFC 6733 §8.14), UTF8String (routing rules' `un=`).
+pub const USER_NAME: u32 = 1;
 /// Host-IP-Address (RFC 6733 §5.3.5), Address.
 pub const HOST_IP_ADDRESS: u32 = 257;
 /// Auth-Application-Id (RFC 6733 §6.8), Unsigned32.

@@ -404,4 +404,23 @@ origin_realm = "net"
         let text = include_str!("../../../cfg-examples/dmbridge.toml");
         assert_eq!(check(text), Vec::new());
     }
+
+    #[test]
+    fn inline_rules_are_parsed_and_bad_ones_reported_at_their_config_line() {
+        let ok = format!(
+            "{GOOD}\n[routing]\nrules = \"\"\"\n# rt_default.conf\n* : \"hss1.example.net\" += DEFAULT ;\n\"\"\"\n"
+        );
+        let c = parse(&ok).unwrap();
+        assert_eq!(c.routing.rules.rules().len(), 1);
+        let base = GOOD.lines().count() + 3;
+        let bad = format!(
+            "{GOOD}\n[routing]\nrules = \"\"\"\n* : \"a\" += 1 ;\ndh=[\"(\"] : \"a\" += 1 ;\n* : \"a\" += LOTS ;\n\"\"\"\nrules_file = \"x\"\n"
+        );
+        let e = parse(&bad).unwrap_err();
+        let lines: Vec<usize> = e.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [base, base + 2, base + 3], "{e:?}");
+        assert!(e[0].message.contains("not both"), "{e:?}");
+        assert!(e[1].message.contains("regular expression"), "{e:?}");
+        assert!(e[2].message.contains("LOTS"), "{e:?}");
+    }
 }

@@ -49,13 +49,20 @@ pub struct Config {
     pub routing: Routing,
 }
 
-/// `[routing]`: relay agent mode.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `[routing]`: relay agent mode and rt_default-style peer selection rules.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Routing {
     /// Relay agent (RFC 6733 §6.1.8): requests for other hosts or realms are forwarded by
     /// the routing table instead of answered 3002/3003. Off by default: a SIP node is an
     /// end node.
     pub relay: bool,
+    /// `rules_file`: a file in freeDiameter's `rt_default.conf` syntax, relative to the
+    /// configuration file. The node does no I/O: the driver reads it and puts its rules in
+    /// [`Routing::rules`] (`dmrun::config_file`).
+    pub rules_file: Option<PathBuf>,
+    /// The rules (from `rules = """..."""` inline, or from `rules_file` once read).
+    /// Empty: the plain RFC 6733 §6.1 order of [`crate::router`].
+    pub rules: crate::rules::RuleSet,
 }
 
 /// Who this node is and where it listens.

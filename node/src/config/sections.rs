@@ -10,6 +10,7 @@ use toml_edit::Table;
 
 use super::model::*;
 use super::reader::{is_diameter_identity, sub_table, table_list, Cx, Section, Tbl};
+use crate::rules::RuleSet;
 
 const ROOT_KEYS: &[&str] = &[
     "node",
@@ -25,7 +26,7 @@ const ROOT_KEYS: &[&str] = &[
     "admin",
     "routing",
 ];
-const ROUTING_KEYS: &[&str] = &["relay"];
+const ROUTING_KEYS: &[&str] = &["relay", "rules", "rules_file"];
 const NODE_KEYS: &[&str] = &[
     "origin_host",
     "origin_realm",
@@ -387,7 +388,43 @@ fn read_routing(cx: &mut Cx<'_>, root: Tbl<'_>) -> Routing {
     };
     let s = Section::new(cx, tbl, "[routing]".into(), ROUTING_KEYS);
     r.relay = s.bool(cx, "relay").unwrap_or(false);
+    r.rules_file = s.path(cx, "rules_file");
+    if let Some((span, _)) = s.item("rules") {
+        if r.rules_file.is_some() {
+            cx.error(
+                span.clone(),
+                "[routing] takes `rules` or `rules_file`, not both",
+            );
+        }
+        if let Some(text) = s.string(cx, "rules") {
+            r.rules = inline_rules(cx, span, &text);
+        }
+    }
     r
+}
+
+/// `rules = """..."""`: parsed, each bad rule reported at its line in the configuration file
+/// (the string's first line, plus one when the newline after the opening delimiter is
+/// trimmed, as TOML does for multi-line strings).
+fn inline_rules(cx: &mut Cx<'_>, span: Option<std::ops::Range<usize>>, text: &str) -> RuleSet {
+    match crate::rules::parse(text) {
+        Ok(r) => r,
+        Err(errors) => {
+            let start = span.map_or(0, |s| s.start).min(cx.src.len());
+            let raw = &cx.src[start..];
+            let first = cx.src[..start].matches('\n').count() + 1;
+            let trimmed = (raw.starts_with("\"\"\"") || raw.starts_with("'''"))
+                && (raw[3..].starts_with('\n') || raw[3..].starts_with("\r\n"));
+            for e in errors {
+                cx.errors.push(ConfigError {
+                    line: first + e.line - 1 + usize::from(trimmed),
+                    column: e.column,
+                    message: format!("[routing] rules: {}", e.message),
+                });
+            }
+            RuleSet::default()
+        }
+    }
 }
 
 fn read_timers(cx: &mut Cx<'_>, root: Tbl<'_>) -> Timers {
