@@ -6,6 +6,13 @@
 //! request that waits (with the reply timeout) for the application's answer. The loop feeds
 //! each input to the core and carries out the core's [`Output`]s; it makes no protocol
 //! decision of its own.
+//!
+//! TLS (RFC 6733 §13, TLS at connect): connections accepted on a `[tls] listen` address are
+//! admitted by the core first (so handshakes in progress count against the caps on strangers),
+//! then the handshake runs in its own task, bounded by `handshake_timeout`; a failed one is
+//! counted and logged with its cause and closes only that connection. Connections to a
+//! `transport = "tls"` peer are dialled with TLS and the peer's name checked in the
+//! handshake. [`Node::tls`] is the handle for reloading the certificates.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,27 +22,54 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dmproto::dict::Dictionary;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::app::{Application, Completion, Reply, ReplyQueue, Responder, Submission, Submissions};
+use crate::tls::{HandshakeError, Tls};
 use crate::transport::{self, ConnEvent, ConnHandle};
 use dmnode::app::RequestId;
 use dmnode::config::{self, AppAdvert, Config};
 use dmnode::endpoint::{Endpoint, Output, PeerStatus, Seeds};
 use dmnode::peer::ConnId;
+use dmnode::trust::{PeerCert, Refusal, Refusals};
 
 /// Most queued inputs of one kind handled per wake-up of the node loop.
 const BATCH: usize = 64;
 
+/// A connection we opened: plain, or after a TLS handshake with the peer's certificate.
+enum Dialled {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>, PeerCert),
+}
+
 /// Inputs of the node loop other than connection events.
 enum Input {
-    Accepted(TcpStream, SocketAddr),
+    Accepted {
+        stream: TcpStream,
+        from: SocketAddr,
+        tls: bool,
+    },
+    /// The TLS handshake of an accepted connection finished.
+    Handshaken {
+        conn: ConnId,
+        source: Option<std::net::IpAddr>,
+        result: Result<(tokio_rustls::TlsStream<TcpStream>, PeerCert), HandshakeError>,
+    },
     Connected {
         conn: ConnId,
-        result: io::Result<TcpStream>,
+        result: io::Result<Dialled>,
+    },
+    /// A peer's `address` name resolved to these addresses.
+    Resolved {
+        host: String,
+        addrs: Vec<std::net::IpAddr>,
     },
 }
+
+/// How often peers' address names are resolved again (for the source-address check).
+const RESOLVE_EVERY: Duration = Duration::from_secs(300);
 
 /// Binds one listening socket. IPv6 sockets are IPv6-only, so that `0.0.0.0:3868` and
 /// `[::]:3868` can be listed together (Linux would otherwise refuse the second with
@@ -73,11 +107,53 @@ async fn connect(endpoint: &config::Endpoint) -> io::Result<TcpStream> {
     }
 }
 
+/// Opens a connection to a peer, with TLS when `tls` says so (`transport = "tls"`). A failed
+/// handshake is counted and logged, and reported as a failed connection (the peer state
+/// machine then retries after Tc).
+async fn dial(
+    addr: &config::Endpoint,
+    limit: Duration,
+    tls: Option<(dmnode::endpoint::TlsDial, Option<Arc<Tls>>)>,
+    refusals: &Refusals,
+) -> io::Result<Dialled> {
+    let tcp = match tokio::time::timeout(limit, connect(addr)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timeout")),
+    };
+    let _ = tcp.set_nodelay(true);
+    let Some((dial, tls)) = tls else {
+        return Ok(Dialled::Plain(tcp));
+    };
+    // Configuration checks make this impossible: a TLS peer needs [tls].
+    let Some(tls) = tls else {
+        return Err(io::Error::other(format!(
+            "{} needs TLS and no [tls] section is configured",
+            dial.host
+        )));
+    };
+    let source = tcp.peer_addr().ok().map(|a| a.ip());
+    match tls
+        .connect(tcp, &dial.host, dial.ca.as_deref(), dial.verify_host)
+        .await
+    {
+        Ok((s, cert)) => Ok(Dialled::Tls(Box::new(s), cert)),
+        Err(e) => {
+            let why = format!("TLS to {}: {e}", dial.host);
+            refusals.record(Refusal::TlsHandshake, source, &why, Instant::now());
+            Err(io::Error::other(why))
+        }
+    }
+}
+
 /// A bound, not yet running node.
 pub struct Node {
     config: Config,
     dict: &'static Dictionary,
     listeners: Vec<TcpListener>,
+    /// `[tls] listen`: TLS from the first byte.
+    tls_listeners: Vec<TcpListener>,
+    tls: Option<Arc<Tls>>,
+    refusals: Arc<Refusals>,
     status: watch::Sender<Vec<PeerStatus>>,
     advertised: Option<watch::Receiver<Vec<AppAdvert>>>,
     observer: Option<Box<dyn dmnode::observe::Observer>>,
@@ -93,10 +169,39 @@ impl Node {
                 .map_err(|e| io::Error::new(e.kind(), format!("listen on {addr}: {e}")))?;
             listeners.push(l);
         }
+        let mut tls_listeners = Vec::new();
+        let tls = match &config.tls {
+            Some(t) => {
+                let settings = crate::tls::TlsSettings {
+                    ca_file: t.ca_file.clone(),
+                    cert_file: t.cert_file.clone(),
+                    key_file: t.key_file.clone(),
+                    handshake_timeout: t.handshake_timeout,
+                    peer_cas: config
+                        .peers
+                        .iter()
+                        .filter_map(|p| p.tls_ca.clone())
+                        .collect(),
+                };
+                let tls = Tls::load(settings)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+                for addr in &t.listen {
+                    let l = listen(*addr).map_err(|e| {
+                        io::Error::new(e.kind(), format!("TLS listen on {addr}: {e}"))
+                    })?;
+                    tls_listeners.push(l);
+                }
+                Some(Arc::new(tls))
+            }
+            None => None,
+        };
         Ok(Node {
             config,
             dict,
             listeners,
+            tls_listeners,
+            tls,
+            refusals: Arc::new(Refusals::new()),
             status: watch::channel(Vec::new()).0,
             advertised: None,
             observer: None,
@@ -131,6 +236,26 @@ impl Node {
             .collect()
     }
 
+    /// The TLS listeners' addresses.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.tls_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The TLS material, for `reload`/SIGHUP: call [`Tls::reload`] on it (new handshakes use
+    /// the re-read files; a failed reload keeps the old ones and returns why).
+    pub fn tls(&self) -> Option<Arc<Tls>> {
+        self.tls.clone()
+    }
+
+    /// Refusal counters (every cause of DESIGN §10), for status and metrics; live for the
+    /// node's lifetime.
+    pub fn refusals(&self) -> Arc<Refusals> {
+        self.refusals.clone()
+    }
+
     /// Also advertises the applications `rx` holds, from now on and whenever they change
     /// (the shared-memory application publishes those of the commands its workers serve);
     /// see [`Endpoint::advertise_extra`] for when peers see them.
@@ -148,13 +273,15 @@ impl Node {
         let (conn_tx, conn_rx) = mpsc::channel(4096);
         let (input_tx, input_rx) = mpsc::channel(4096);
         let mut accept_tasks = Vec::new();
-        for l in self.listeners {
+        let listeners = self.listeners.into_iter().map(|l| (l, false));
+        let tls_listeners = self.tls_listeners.into_iter().map(|l| (l, true));
+        for (l, tls) in listeners.chain(tls_listeners) {
             let tx = input_tx.clone();
             accept_tasks.push(tokio::spawn(async move {
                 loop {
                     match l.accept().await {
                         Ok((stream, from)) => {
-                            if tx.send(Input::Accepted(stream, from)).await.is_err() {
+                            if tx.send(Input::Accepted { stream, from, tls }).await.is_err() {
                                 return;
                             }
                         }
@@ -164,16 +291,47 @@ impl Node {
                 }
             }));
         }
+        // Peers configured by name: the source-address check needs their addresses.
+        let names: Vec<(String, String, u16)> = self
+            .config
+            .peers
+            .iter()
+            .filter_map(|p| match &p.address {
+                Some(config::PeerAddress::Name(n)) => Some((p.host.clone(), n.clone(), p.port)),
+                _ => None,
+            })
+            .collect();
+        if !names.is_empty() {
+            let tx = input_tx.clone();
+            accept_tasks.push(tokio::spawn(async move {
+                loop {
+                    for (host, name, port) in &names {
+                        if let Ok(found) = tokio::net::lookup_host((name.as_str(), *port)).await {
+                            let addrs = found.map(|a| a.ip()).collect();
+                            let host = host.clone();
+                            if tx.send(Input::Resolved { host, addrs }).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    tokio::time::sleep(RESOLVE_EVERY).await;
+                }
+            }));
+        }
         let (reply_tx, reply_rx) = mpsc::unbounded_channel();
         // Without a source of extra applications the branch stays disabled.
         let (advertised_open, advertised) = match self.advertised {
             Some(rx) => (true, rx),
             None => (false, watch::channel(Vec::new()).1),
         };
+        let budget = Arc::new(transport::Budget::new(
+            self.config.limits.max_buffered_bytes,
+        ));
         let mut endpoint = Endpoint::new(self.config, self.dict, seeds_from_clock());
         if let Some(o) = self.observer {
             endpoint.set_observer(o);
         }
+        endpoint.set_refusals(self.refusals.clone());
         let (admin_open, admin) = match self.admin {
             Some(rx) => (true, rx),
             None => (false, mpsc::channel(1).1),
@@ -183,6 +341,7 @@ impl Node {
             admin,
             admin_open,
             close_log: dmnode::log_limit::LogLimit::refusals(),
+            tls: self.tls,
             conns: HashMap::new(),
             app,
             conn_tx,
@@ -194,8 +353,8 @@ impl Node {
             advertised_open,
             completions: HashMap::new(),
             next_request: 0,
-            budget: Arc::new(transport::Budget::new(64 << 20)),
-            refusals: Arc::new(dmnode::trust::Refusals::new()),
+            budget,
+            refusals: self.refusals,
         };
         let result = driver
             .run(
@@ -238,7 +397,8 @@ struct Driver {
     completions: HashMap<RequestId, Completion>,
     next_request: u64,
     budget: Arc<transport::Budget>,
-    refusals: Arc<dmnode::trust::Refusals>,
+    refusals: Arc<Refusals>,
+    tls: Option<Arc<Tls>>,
 }
 
 impl Driver {
@@ -391,42 +551,99 @@ impl Driver {
     fn on_input(&mut self, input: Input) {
         let now = Instant::now();
         match input {
-            Input::Accepted(stream, from) => {
-                let ip = stream.local_addr().ok().map(|a| a.ip());
-                if let Some(conn) = self.endpoint.accept(ip, now) {
-                    tracing::debug!(conn = conn.0, %from, "connection accepted");
-                    self.endpoint.set_remote(conn, from);
-                    self.attach(conn, stream);
-                }
-            }
-            Input::Connected { conn, result } => match result {
-                Ok(stream) => {
-                    let ip = stream.local_addr().ok().map(|a| a.ip());
-                    // Attach first: the core answers with a CER on this connection.
-                    self.attach(conn, stream);
-                    if !self.endpoint.connected(conn, Some(ip), now) {
-                        if let Some(h) = self.conns.remove(&conn) {
-                            h.close();
-                        }
+            Input::Accepted { stream, from, tls } => {
+                let local = stream.local_addr().ok().map(|a| a.ip());
+                let source = stream.peer_addr().ok().map(|a| a.ip());
+                let Some(conn) = self.endpoint.accept(local, source, None, now) else {
+                    return; // refused (counted and logged by the core): the socket closes
+                };
+                tracing::debug!(conn = conn.0, %from, tls, "connection accepted");
+                self.endpoint.set_remote(conn, from);
+                match (&self.tls, tls) {
+                    (Some(t), true) => {
+                        let (t, tx) = (t.clone(), self.input_tx.clone());
+                        tokio::spawn(async move {
+                            let _ = stream.set_nodelay(true);
+                            let result = t.accept(stream).await;
+                            let _ = tx
+                                .send(Input::Handshaken {
+                                    conn,
+                                    source,
+                                    result,
+                                })
+                                .await;
+                        });
+                    }
+                    _ => {
+                        let _ = stream.set_nodelay(true);
+                        self.attach(conn, stream, source);
                     }
                 }
+            }
+            Input::Handshaken {
+                conn,
+                source,
+                result,
+            } => match result {
+                Ok((stream, cert)) => {
+                    self.endpoint.accepted_tls(conn, cert);
+                    self.attach(conn, stream, source);
+                }
                 Err(e) => {
-                    tracing::info!(conn = conn.0, "connection attempt failed: {e}");
-                    self.endpoint.connected(conn, None, now);
+                    self.refusals
+                        .record(Refusal::TlsHandshake, source, &e.to_string(), now);
+                    self.endpoint.closed(conn, now);
                 }
             },
+            Input::Connected { conn, result } => {
+                let dialled = match result {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::info!(conn = conn.0, "connection attempt failed: {e}");
+                        self.endpoint.connected(conn, None, now);
+                        return;
+                    }
+                };
+                let (local, source) = match &dialled {
+                    Dialled::Plain(s) => (s.local_addr(), s.peer_addr()),
+                    Dialled::Tls(s, _) => (s.get_ref().0.local_addr(), s.get_ref().0.peer_addr()),
+                };
+                let (local, source) = (local.ok().map(|a| a.ip()), source.ok().map(|a| a.ip()));
+                // Attach first: the core answers with a CER on this connection.
+                match dialled {
+                    Dialled::Plain(s) => {
+                        let _ = s.set_nodelay(true);
+                        self.attach(conn, s, source);
+                    }
+                    Dialled::Tls(s, cert) => {
+                        if !self.endpoint.dialled_cert(conn, cert, now) {
+                            self.endpoint.connected(conn, None, now);
+                            return;
+                        }
+                        self.attach(conn, *s, source);
+                    }
+                }
+                if !self.endpoint.connected(conn, Some(local), now) {
+                    if let Some(h) = self.conns.remove(&conn) {
+                        h.close();
+                    }
+                }
+            }
+            Input::Resolved { host, addrs } => self.endpoint.set_resolved(&host, &addrs),
         }
     }
 
-    fn attach(&mut self, conn: ConnId, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        let max = self.endpoint.config().limits.max_message_size as usize;
+    fn attach<S>(&mut self, conn: ConnId, stream: S, source: Option<std::net::IpAddr>)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let l = self.endpoint.config().limits;
         let limits = transport::ReadLimits {
-            before_open: max,
-            message_timeout: Duration::from_secs(10),
+            before_open: l.max_message_size_before_cer as usize,
+            message_timeout: l.message_timeout,
             budget: self.budget.clone(),
             refusals: self.refusals.clone(),
-            source: stream.peer_addr().ok().map(|a| a.ip()),
+            source,
         };
         let handle = transport::spawn(conn, stream, limits, self.conn_tx.clone());
         self.conns.insert(conn, handle);
@@ -491,16 +708,18 @@ impl Driver {
                         h.close();
                     }
                 }
+                Output::Opened { conn } => {
+                    if let Some(h) = self.conns.get(&conn) {
+                        h.open(self.endpoint.config().limits.max_message_size as usize);
+                    }
+                }
                 Output::Connect { conn, addr } => {
                     let tx = self.input_tx.clone();
                     let limit = self.endpoint.config().timers.cer_timeout;
+                    let tls = self.endpoint.dial_tls(conn).map(|d| (d, self.tls.clone()));
+                    let refusals = self.refusals.clone();
                     tokio::spawn(async move {
-                        let result = match tokio::time::timeout(limit, connect(&addr)).await {
-                            Ok(r) => r,
-                            Err(_) => {
-                                Err(io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))
-                            }
-                        };
+                        let result = dial(&addr, limit, tls, &refusals).await;
                         let _ = tx.send(Input::Connected { conn, result }).await;
                     });
                 }

@@ -395,6 +395,10 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         eprintln!("{}: {e}", file.display());
         return ExitCode::FAILURE;
     }
+    // Valid but risky on a port strangers can reach (DESIGN §10): said, not refused.
+    for w in dmnode::config::warnings(&config) {
+        eprintln!("{}: warning: {w}", file.display());
+    }
     println!("{}: ok", file.display());
     ExitCode::SUCCESS
 }

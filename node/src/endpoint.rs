@@ -36,6 +36,17 @@ use crate::peer::table::{NodeAction, PeerId, Peers, Received};
 use crate::peer::{wire, Capabilities, ConnId};
 use crate::pending::{self, PendingEntry, PendingTable};
 use crate::router::Router;
+use crate::trust::{self, PeerCert, Refusal, Refusals};
+
+/// How to dial a `transport = "tls"` peer ([`Endpoint::dial_tls`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsDial {
+    /// The name its certificate must carry.
+    pub host: String,
+    /// Its own CA bundle, if configured.
+    pub ca: Option<String>,
+    pub verify_host: bool,
+}
 
 /// What the driver must do.
 #[derive(Debug)]
@@ -49,6 +60,9 @@ pub enum Output {
         conn: ConnId,
         addr: crate::config::Endpoint,
     },
+    /// The capabilities exchange opened the connection: the driver lifts the small
+    /// pre-CER message size limit to `max_message_size` (DESIGN §10).
+    Opened { conn: ConnId },
     /// Hand the request to the application; report its reply with [`Endpoint::reply`] under
     /// `token`. The core applies the reply timeout itself (5012 when it passes; a later
     /// reply is ignored).
@@ -87,6 +101,8 @@ pub struct PeerStatus {
     pub apps: Vec<u32>,
     /// Requests of ours waiting for its answers.
     pub pending: usize,
+    /// Admitted through `allow_unknown_peers`, not configured.
+    pub unknown: bool,
     /// Held down by the operator (`ctl peer disable`) until enabled.
     pub disabled: bool,
 }
@@ -343,6 +359,7 @@ impl Endpoint {
                 apps: p.apps().ids().to_vec(),
                 pending: p.open_conn().map_or(0, |c| self.pending.count_on(c)),
                 disabled: self.peers.is_disabled(id),
+                unknown: self.peers.is_unknown(id),
             })
             .collect()
     }
@@ -405,24 +422,108 @@ impl Endpoint {
         self.after(now);
     }
 
-    /// A connection was accepted. `None`: refuse it (close the socket) — too many
-    /// connections, or stopping.
-    pub fn accept(&mut self, local_ip: Option<IpAddr>, now: Instant) -> Option<ConnId> {
-        if self.stopping || self.peers.connection_count() >= self.config.limits.max_connections {
-            self.observer.refusal("max_connections");
-            if let Some(suppressed) = self.refusal_log.admit(now) {
-                tracing::warn!(
-                    limit = self.config.limits.max_connections,
-                    stopping = self.stopping,
-                    suppressed,
-                    "connection refused: too many connections (or stopping)"
-                );
-            }
+    /// A connection was accepted from `source`, with the certificate its TLS handshake
+    /// showed (TLS at connect). `None`: refuse it (close the socket) — stopping, or a cap
+    /// reached: all connections (`max_connections`), those that have not finished CER/CEA
+    /// (`max_pending_connections`), or those from this source address
+    /// (`max_connections_per_source`). Each refusal is counted and logged.
+    pub fn accept(
+        &mut self,
+        local_ip: Option<IpAddr>,
+        source: Option<IpAddr>,
+        cert: Option<PeerCert>,
+        now: Instant,
+    ) -> Option<ConnId> {
+        if self.stopping {
             return None;
         }
-        let conn = self.peers.accepted(now);
+        let l = &self.config.limits;
+        let (strangers, from_source) = self.peers.strangers(source);
+        let refused = if self.peers.connection_count() >= l.max_connections {
+            Some((
+                Refusal::ConnectionCap,
+                format!("{} connections open", l.max_connections),
+            ))
+        } else if strangers >= l.max_pending_connections && !self.peers.is_peer_address(source) {
+            // A configured peer's own address is not held back by strangers filling the
+            // pending cap (it still has its per-source cap): the real peer can always
+            // reconnect while strangers are flooding.
+            Some((
+                Refusal::PendingCap,
+                format!("{strangers} connections have not finished CER/CEA"),
+            ))
+        } else if source.is_some() && from_source >= l.max_connections_per_source {
+            Some((
+                Refusal::PerSourceCap,
+                format!("{from_source} connections from this address have not finished CER/CEA"),
+            ))
+        } else {
+            None
+        };
+        if let Some((cause, why)) = refused {
+            self.observer.refusal(cause.name());
+            self.peers.refusals().record(cause, source, &why, now);
+            return None;
+        }
+        let conn = self.peers.accepted(source, now);
+        if let Some(cert) = cert {
+            self.peers.set_cert(conn, cert);
+        }
         self.conns.insert(conn, local_ip);
         Some(conn)
+    }
+
+    /// The refusal counters (DESIGN §10), shared with the driver, which counts what it
+    /// refuses itself (TLS handshakes, message timeouts, the buffer budget) in the same
+    /// place, and with the metrics exporter.
+    pub fn refusals(&self) -> Arc<Refusals> {
+        self.peers.refusals().clone()
+    }
+
+    /// Counts refusals in `refusals` (the driver's, so that both count in one place).
+    pub fn set_refusals(&mut self, refusals: Arc<Refusals>) {
+        self.peers.set_refusals(refusals);
+    }
+
+    /// The TLS handshake of an accepted connection finished: its certificate is what the
+    /// CER's Origin-Host will be checked against.
+    pub fn accepted_tls(&mut self, conn: ConnId, cert: PeerCert) {
+        self.peers.set_cert(conn, cert);
+    }
+
+    /// What a peer's `address` name resolved to (see [`Peers::set_resolved`]).
+    pub fn set_resolved(&mut self, host: &str, addrs: &[IpAddr]) {
+        self.peers.set_resolved(host, addrs);
+    }
+
+    /// For a connection we are opening: the TLS settings to dial it with, when its peer has
+    /// `transport = "tls"`.
+    pub fn dial_tls(&self, conn: ConnId) -> Option<TlsDial> {
+        let peer = self.peers.owner(conn)?;
+        let t = self.peers.trust(peer).filter(|t| t.tls_required)?;
+        Some(TlsDial {
+            host: self.peers.get(peer)?.host().to_string(),
+            ca: t.ca.clone(),
+            verify_host: t.verify_host,
+        })
+    }
+
+    /// The TLS handshake of a connection we opened finished with this certificate (the
+    /// handshake already checked the chain and the name): check the peer's pin. False: the
+    /// connection must not be used (the caller reports it failed).
+    pub fn dialled_cert(&mut self, conn: ConnId, cert: PeerCert, now: Instant) -> bool {
+        let Some(peer) = self.peers.owner(conn) else {
+            return false;
+        };
+        let host = self.peers.get(peer).map(|p| p.host().to_string());
+        if let (Some(host), Some(t)) = (host, self.peers.trust(peer)) {
+            if let Err((cause, why)) = trust::check_identity(&host, t, None, Some(&cert)) {
+                self.peers.refusals().record(cause, None, &why, now);
+                return false;
+            }
+        }
+        self.peers.set_cert(conn, cert);
+        true
     }
 
     /// Our connection attempt finished: `Some(local ip)` on success. Returns false when the
@@ -1389,6 +1490,15 @@ impl Endpoint {
                     state,
                     "peer open (capabilities exchanged)"
                 );
+                self.out.push_back(Output::Opened { conn });
+                if self.peers.is_unknown(peer) {
+                    tracing::info!(
+                        peer = %remote.origin_host,
+                        unknown = true,
+                        "unknown peer {} open (allow_unknown_peers)",
+                        remote.origin_host
+                    );
+                }
                 self.router
                     .peer_up(peer, &remote.origin_host, &remote.origin_realm, apps);
             }

@@ -71,6 +71,9 @@ pub struct PeerTrust {
     /// address, or what its name resolved to. Empty: no address is known, nothing to check
     /// (`check-config` warns about such a peer).
     pub addresses: Vec<IpAddr>,
+    /// The configured address is a name: until it resolved (`addresses` empty), a plain
+    /// connection claiming the peer is refused rather than trusted.
+    pub named: bool,
     /// The peer must use TLS (`transport = "tls"` or in-band TLS required).
     pub tls_required: bool,
     /// Check that the certificate names the peer's Origin-Host (default true).
@@ -218,6 +221,10 @@ pub fn check_identity(
                     ))
                 }
             }
+            _ if trust.named && trust.addresses.is_empty() => Err((
+                Refusal::WrongAddress,
+                format!("{host}'s address has not resolved yet"),
+            )),
             _ => Ok(()),
         },
     }

@@ -66,6 +66,8 @@ fn peer(p: &PeerStatus) -> Value {
         "usable": p.usable,
         "apps": p.apps,
         "pending": p.pending,
+        // Admitted through allow_unknown_peers, not configured.
+        "unknown": p.unknown,
     })
 }
 
@@ -173,6 +175,7 @@ mod tests {
             apps: vec![16777216],
             pending: 2,
             disabled: false,
+            unknown: false,
         }];
         let workers = vec![WorkerInfo {
             slot: 3,

@@ -32,6 +32,7 @@ use toml_edit::ImDocument;
 
 use reader::Cx;
 use sections::read_config;
+pub use sections::{parse_pin, warnings, DEFAULT_TLS_PORT};
 
 /// Every error in `text`, each with its line. Empty means the file is valid.
 pub fn check(text: &str) -> Vec<ConfigError> {

@@ -47,6 +47,8 @@ pub struct Config {
     /// `[log]`, `[metrics]`, `[admin]`.
     pub ops: OpsSettings,
     pub routing: Routing,
+    /// `[tls]`: absent means no TLS.
+    pub tls: Option<TlsConfig>,
 }
 
 /// `[routing]`: relay agent mode and rt_default-style peer selection rules.
@@ -63,6 +65,20 @@ pub struct Routing {
     /// The rules (from `rules = """..."""` inline, or from `rules_file` once read).
     /// Empty: the plain RFC 6733 §6.1 order of [`crate::router`].
     pub rules: crate::rules::RuleSet,
+}
+
+/// `[tls]`: this node's certificate and the CAs it trusts (RFC 6733 §13, TLS at connect).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM bundle of the CAs peers' certificates must chain to.
+    pub ca_file: PathBuf,
+    /// Our certificate chain (PEM, end entity first); its SAN should be our Origin-Host.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Where TLS-at-connect connections are accepted (port 5658 by convention).
+    pub listen: Vec<SocketAddr>,
+    /// A handshake not finished by then is abandoned.
+    pub handshake_timeout: Duration,
 }
 
 /// Who this node is and where it listens.
@@ -119,10 +135,11 @@ pub enum PeerMode {
     AcceptOnly,
 }
 
-/// The transport to a peer. Only TCP today; the enum is the seam for TLS and SCTP.
+/// The transport to a peer: TCP, or TLS from the first byte (RFC 6733 §13).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
     Tcp,
+    Tls,
 }
 
 /// A peer's address as configured: an IP address, or a DNS name.
@@ -159,6 +176,12 @@ pub struct PeerConfig {
     pub port: u16,
     pub mode: PeerMode,
     pub transport: Transport,
+    /// TLS: the certificate must name the peer's Origin-Host (default true).
+    pub tls_verify_host: bool,
+    /// TLS: the peer's chain must also verify against this CA bundle (path as written).
+    pub tls_ca: Option<String>,
+    /// TLS: SHA-256 of the peer's end-entity certificate (DER).
+    pub tls_pin: Option<[u8; 32]>,
 }
 
 impl PeerConfig {
@@ -223,7 +246,7 @@ impl Default for Timers {
             tc: Duration::from_secs(30),
             tw: Duration::from_secs(30),
             answer_timeout: Duration::from_secs(5),
-            cer_timeout: Duration::from_secs(10),
+            cer_timeout: Duration::from_secs(5),
             dpa_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
         }
@@ -234,6 +257,19 @@ impl Default for Timers {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub max_message_size: u32,
+    /// Maximum message size until the capabilities exchange identified the peer (DESIGN
+    /// §10: a CER fits in a few kB; a stranger cannot make us buffer a megabyte).
+    pub max_message_size_before_cer: u32,
+    /// Connections that have not finished CER/CEA, from all sources together (a configured
+    /// peer's own address is exempt, so the real peer can reconnect during a flood).
+    pub max_pending_connections: usize,
+    /// Connections that have not finished CER/CEA from one source address.
+    pub max_connections_per_source: usize,
+    /// Once a message's first bytes arrived, the rest must arrive within this (a peer
+    /// trickling bytes cannot hold a connection until the watchdog gives up).
+    pub message_timeout: Duration,
+    /// Bytes all connections' readers may hold in partial messages together.
+    pub max_buffered_bytes: usize,
     pub max_pending_requests: usize,
     pub max_connections: usize,
     pub dup_cache_entries: usize,
@@ -244,6 +280,11 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_message_size: 1 << 20,
+            max_message_size_before_cer: 8192,
+            max_pending_connections: 64,
+            max_connections_per_source: 8,
+            message_timeout: Duration::from_secs(10),
+            max_buffered_bytes: 64 << 20,
             max_pending_requests: 65_536,
             max_connections: 256,
             dup_cache_entries: 16_384,

@@ -25,6 +25,7 @@ const ROOT_KEYS: &[&str] = &[
     "metrics",
     "admin",
     "routing",
+    "tls",
 ];
 const ROUTING_KEYS: &[&str] = &["relay", "rules", "rules_file"];
 const NODE_KEYS: &[&str] = &[
@@ -40,7 +41,25 @@ const NODE_KEYS: &[&str] = &[
     "dictionaries",
 ];
 const APP_KEYS: &[&str] = &["id", "kind", "vendor"];
-const PEER_KEYS: &[&str] = &["host", "address", "port", "mode", "transport"];
+const PEER_KEYS: &[&str] = &[
+    "host",
+    "address",
+    "port",
+    "mode",
+    "transport",
+    "tls_verify_host",
+    "tls_ca",
+    "tls_pin",
+];
+const TLS_KEYS: &[&str] = &[
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "listen",
+    "handshake_timeout",
+];
+/// The TLS port by convention (RFC 6733 §13, IANA "diameters").
+pub const DEFAULT_TLS_PORT: u16 = 5658;
 const ROUTE_KEYS: &[&str] = &["realm", "app_id", "peers", "priority"];
 const DEFAULT_ROUTE_KEYS: &[&str] = &["peers"];
 const TIMER_KEYS: &[&str] = &[
@@ -53,6 +72,11 @@ const TIMER_KEYS: &[&str] = &[
 ];
 const LIMIT_KEYS: &[&str] = &[
     "max_message_size",
+    "max_message_size_before_cer",
+    "max_pending_connections",
+    "max_connections_per_source",
+    "message_timeout",
+    "max_buffered_bytes",
     "max_pending_requests",
     "max_connections",
     "dup_cache_entries",
@@ -85,8 +109,16 @@ pub(super) fn read_config(cx: &mut Cx<'_>, root: &Table) -> Config {
     let app = read_shm(cx, root);
     let ops = read_ops(cx, root);
     let routing = read_routing(cx, root);
+    let tls = read_tls(cx, root);
+    if tls.is_none() && peers.iter().any(|p| p.transport == Transport::Tls) {
+        cx.error(
+            None,
+            "a peer has transport = \"tls\" but there is no [tls] section",
+        );
+    }
     Config {
         routing,
+        tls,
         node,
         applications,
         peers,
@@ -257,19 +289,39 @@ fn read_peers(cx: &mut Cx<'_>, root: Tbl<'_>) -> (Vec<PeerConfig>, Vec<String>) 
         };
         let transport = match s.string(cx, "transport").as_deref() {
             None | Some("tcp") => Some(Transport::Tcp),
-            Some(t @ ("tls" | "sctp")) => {
+            Some("tls") => Some(Transport::Tls),
+            Some("sctp") => {
                 let span = s.item("transport").and_then(|i| i.0);
                 cx.error(
                     span,
-                    format!("transport {t:?} is not supported yet (only \"tcp\")"),
+                    "transport \"sctp\" is not supported yet (only \"tcp\" and \"tls\")",
                 );
                 None
             }
             Some(other) => {
                 let span = s.item("transport").and_then(|i| i.0);
-                cx.error(span, format!("`transport` = {other:?}: expected \"tcp\""));
+                cx.error(
+                    span,
+                    format!("`transport` = {other:?}: expected \"tcp\" or \"tls\""),
+                );
                 None
             }
+        };
+        let tls_verify_host = s.bool(cx, "tls_verify_host").unwrap_or(true);
+        let tls_ca = s.string(cx, "tls_ca");
+        let tls_pin = match s.string(cx, "tls_pin") {
+            None => None,
+            Some(text) => match parse_pin(&text) {
+                Some(p) => Some(p),
+                None => {
+                    let span = s.item("tls_pin").and_then(|i| i.0);
+                    cx.error(
+                        span,
+                        format!("bad tls_pin {text:?}: expected \"sha256:\" and 64 hex digits"),
+                    );
+                    None
+                }
+            },
         };
         let address = match s.string(cx, "address") {
             None => None,
@@ -288,6 +340,7 @@ fn read_peers(cx: &mut Cx<'_>, root: Tbl<'_>) -> (Vec<PeerConfig>, Vec<String>) 
             },
         };
         let port = match s.item("port") {
+            None if transport == Some(Transport::Tls) => Some(DEFAULT_TLS_PORT),
             None => Some(DEFAULT_PORT),
             Some(_) => s
                 .int(cx, "port", 1, 65535)
@@ -321,6 +374,9 @@ fn read_peers(cx: &mut Cx<'_>, root: Tbl<'_>) -> (Vec<PeerConfig>, Vec<String>) 
             port,
             mode,
             transport,
+            tls_verify_host,
+            tls_ca,
+            tls_pin,
         });
     }
     (peers, names)
@@ -427,6 +483,124 @@ fn inline_rules(cx: &mut Cx<'_>, span: Option<std::ops::Range<usize>>, text: &st
     }
 }
 
+/// `sha256:` and 64 hex digits (colons allowed between bytes, as tools print them).
+pub fn parse_pin(text: &str) -> Option<[u8; 32]> {
+    let hex: String = text
+        .strip_prefix("sha256:")?
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn read_tls(cx: &mut Cx<'_>, root: Tbl<'_>) -> Option<TlsConfig> {
+    let tbl = sub_table(cx, root, "tls")?;
+    let s = Section::new(cx, tbl, "[tls]".into(), TLS_KEYS);
+    let ca = s.required_string(cx, "ca_file");
+    let cert = s.required_string(cx, "cert_file");
+    let key = s.required_string(cx, "key_file");
+    let mut listen = Vec::new();
+    for (text, span) in s.strings(cx, "listen").unwrap_or_default() {
+        match text.parse::<SocketAddr>() {
+            Ok(a) if listen.contains(&a) => {
+                cx.error(span, format!("TLS listen address {text} is given twice"))
+            }
+            Ok(a) => listen.push(a),
+            Err(_) => cx.error(
+                span,
+                format!("bad TLS listen address {text:?}: expected IP:PORT, e.g. \"0.0.0.0:5658\""),
+            ),
+        }
+    }
+    let handshake_timeout = s
+        .duration(cx, "handshake_timeout")
+        .unwrap_or(Duration::from_secs(5));
+    Some(TlsConfig {
+        ca_file: PathBuf::from(ca?),
+        cert_file: PathBuf::from(cert?),
+        key_file: PathBuf::from(key?),
+        listen,
+        handshake_timeout,
+    })
+}
+
+/// Settings that are valid but risky on a port reachable by strangers (DESIGN §10);
+/// `check-config` prints them as warnings. The node starts anyway.
+pub fn warnings(c: &Config) -> Vec<String> {
+    let mut w = Vec::new();
+    let l = &c.limits;
+    if l.max_message_size > 4 << 20 {
+        w.push(format!(
+            "[limits] max_message_size = {} bytes: every open connection may make the node buffer that much (no real peer sends more than a few hundred kB)",
+            l.max_message_size
+        ));
+    }
+    if l.max_message_size_before_cer > 64 << 10 {
+        w.push(format!(
+            "[limits] max_message_size_before_cer = {} bytes: a CER fits in a few kB; strangers may make the node buffer this much each",
+            l.max_message_size_before_cer
+        ));
+    }
+    if l.max_pending_connections > 1024 {
+        w.push(format!(
+            "[limits] max_pending_connections = {}: that many strangers may hold sockets and buffers",
+            l.max_pending_connections
+        ));
+    }
+    if l.max_connections_per_source > 64 {
+        w.push(format!(
+            "[limits] max_connections_per_source = {}: one address may take that many pending slots",
+            l.max_connections_per_source
+        ));
+    }
+    if c.timers.cer_timeout > Duration::from_secs(30) {
+        w.push(format!(
+            "[timers] cer_timeout = {:?}: a silent connection holds its slot that long",
+            c.timers.cer_timeout
+        ));
+    }
+    if l.message_timeout > Duration::from_secs(60) {
+        w.push(format!(
+            "[limits] message_timeout = {:?}: a peer trickling bytes holds its buffer that long",
+            l.message_timeout
+        ));
+    }
+    if l.max_buffered_bytes > 1 << 30 {
+        w.push(format!(
+            "[limits] max_buffered_bytes = {}: more than 1 GiB of partial messages may be held",
+            l.max_buffered_bytes
+        ));
+    }
+    if c.node.allow_unknown_peers && c.tls.is_none() {
+        w.push(
+            "[node] allow_unknown_peers without TLS: anyone who reaches the port becomes a peer"
+                .into(),
+        );
+    }
+    for p in &c.peers {
+        if p.address.is_none() && p.transport == Transport::Tcp {
+            w.push(format!(
+                "peer {}: no address and no TLS, so anyone who reaches the port can claim to be it",
+                p.host
+            ));
+        }
+        if p.transport == Transport::Tls && !p.tls_verify_host {
+            w.push(format!(
+                "peer {}: tls_verify_host = false, any certificate from the CA can claim to be it",
+                p.host
+            ));
+        }
+    }
+    w
+}
+
 fn read_timers(cx: &mut Cx<'_>, root: Tbl<'_>) -> Timers {
     let mut t = Timers::default();
     let Some(tbl) = sub_table(cx, root, "timers") else {
@@ -472,6 +646,21 @@ fn read_limits(cx: &mut Cx<'_>, root: Tbl<'_>) -> Limits {
     }
     if let Some(v) = count(cx, "max_connections") {
         l.max_connections = v;
+    }
+    if let Some(v) = s.int(cx, "max_message_size_before_cer", 1024, 0xff_ffff) {
+        l.max_message_size_before_cer = u32::try_from(v).unwrap_or(l.max_message_size_before_cer);
+    }
+    if let Some(v) = count(cx, "max_pending_connections") {
+        l.max_pending_connections = v;
+    }
+    if let Some(v) = count(cx, "max_connections_per_source") {
+        l.max_connections_per_source = v;
+    }
+    if let Some(v) = s.duration(cx, "message_timeout") {
+        l.message_timeout = v;
+    }
+    if let Some(v) = s.int(cx, "max_buffered_bytes", 65536, 1 << 40) {
+        l.max_buffered_bytes = usize::try_from(v).unwrap_or(l.max_buffered_bytes);
     }
     if let Some(v) = count(cx, "dup_cache_entries") {
         l.dup_cache_entries = v;
@@ -524,7 +713,7 @@ fn read_group(cx: &mut Cx<'_>, s: &Section<'_>) -> Option<GroupSpec> {
         };
     }
     match item.as_str() {
-        Some("") => {
+        Some(name) if name.is_empty() => {
             cx.error(span, "`group` must not be empty");
             None
         }

@@ -175,12 +175,18 @@ impl Net {
                 }
             }
             Output::Close { conn } => self.cut(i, conn),
+            Output::Opened { .. } => {}
             Output::Connect { conn, addr } => {
                 let target = self
                     .nodes
                     .iter()
                     .position(|n| crate::config::Endpoint::Addr(n.addr) == addr && n.up);
-                match target.and_then(|j| self.nodes[j].core.accept(None, now).map(|c| (j, c))) {
+                match target.and_then(|j| {
+                    self.nodes[j]
+                        .core
+                        .accept(None, None, None, now)
+                        .map(|c| (j, c))
+                }) {
                     Some((j, their)) => {
                         self.links.insert((i, conn), (j, their));
                         self.links.insert((j, their), (i, conn));

@@ -7,10 +7,18 @@
 //! DIAMETER_UNKNOWN_PEER for an Origin-Host not configured (unless `allow_unknown_peers`,
 //! which creates an accept-only peer on the fly), or the CER's own decoding error.
 //!
+//! Who may claim a configured peer's identity is decided here too (DESIGN §10): with TLS
+//! the certificate must name the peer, without TLS the connection must come from one of the
+//! peer's configured or resolved addresses ([`crate::trust::check_identity`]); otherwise the
+//! CER is answered 3010 DIAMETER_UNKNOWN_PEER. Connections not yet identified are capped in
+//! number overall and per source address, and each refusal is counted and logged once per
+//! cause and source per interval ([`Refusals`]).
+//!
 //! It also maps every message received on a peer's connection to the right state machine
 //! event, so the driver's read loop is: frame, decode, [`Peers::received`], act.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,7 +29,8 @@ use super::fsm::{
     Action, CloseReason, ConnId, ConnIds, DisconnectCause, Event, PeerFsm, PeerSettings, State,
 };
 use super::wire::{self, BaseKind, WireError};
-use crate::config::{Config, PeerMode, Timers};
+use crate::config::{Config, PeerAddress, PeerMode, Timers, Transport};
+use crate::trust::{self, PeerCert, PeerTrust, Refusal, Refusals};
 
 /// Index of a peer in [`Peers`]; stable for the node's lifetime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,6 +69,13 @@ pub enum Received {
     NotOpen,
 }
 
+/// What a connection proves about its far end.
+#[derive(Clone, Debug, Default)]
+pub struct Proof {
+    pub source: Option<IpAddr>,
+    pub cert: Option<PeerCert>,
+}
+
 /// All peers and all connections.
 #[derive(Debug)]
 pub struct Peers {
@@ -76,6 +92,11 @@ pub struct Peers {
     owner: HashMap<ConnId, PeerId>,
     /// Accepted connections waiting for their CER, with the deadline.
     unidentified: HashMap<ConnId, Instant>,
+    /// What each connection proves: its source address and TLS certificate.
+    proofs: HashMap<ConnId, Proof>,
+    /// How each configured peer proves itself (index = PeerId; unknown peers have none).
+    trust: Vec<PeerTrust>,
+    refusals: Arc<Refusals>,
     deadlines: BTreeMap<(Instant, ConnId), ()>,
     ids: ConnIds,
     seed: u64,
@@ -103,6 +124,9 @@ impl Peers {
             by_host: HashMap::new(),
             owner: HashMap::new(),
             unidentified: HashMap::new(),
+            proofs: HashMap::new(),
+            trust: Vec::new(),
+            refusals: Arc::new(Refusals::new()),
             deadlines: BTreeMap::new(),
             ids: ConnIds::default(),
             seed,
@@ -116,8 +140,90 @@ impl Peers {
                 PeerMode::AcceptOnly => None,
             };
             peers.add(&p.host, connect_to);
+            peers.trust.push(PeerTrust {
+                addresses: match &p.address {
+                    Some(PeerAddress::Ip(ip)) => vec![*ip],
+                    _ => Vec::new(),
+                },
+                named: matches!(p.address, Some(PeerAddress::Name(_))),
+                tls_required: p.transport == Transport::Tls,
+                verify_host: p.tls_verify_host,
+                ca: p.tls_ca.clone(),
+                pin: p.tls_pin,
+            });
         }
         peers
+    }
+
+    /// The refusal counters (shared with the driver and the metrics exporter).
+    pub fn refusals(&self) -> &Arc<Refusals> {
+        &self.refusals
+    }
+
+    pub fn set_refusals(&mut self, refusals: Arc<Refusals>) {
+        self.refusals = refusals;
+    }
+
+    /// What `host`'s name resolved to (the driver resolves `address` names): a connection
+    /// without TLS claiming `host` must come from one of these.
+    pub fn set_resolved(&mut self, host: &str, addrs: &[IpAddr]) {
+        if let Some(t) = self.by_host(host).and_then(|p| self.trust.get_mut(p.0)) {
+            for a in addrs {
+                let a = trust::canonical(*a);
+                if !t.addresses.contains(&a) {
+                    t.addresses.push(a);
+                }
+            }
+        }
+    }
+
+    /// Whether `source` is one of a configured peer's (configured or resolved) addresses.
+    pub fn is_peer_address(&self, source: Option<IpAddr>) -> bool {
+        let Some(ip) = source.map(trust::canonical) else {
+            return false;
+        };
+        self.trust
+            .iter()
+            .any(|t| t.addresses.iter().any(|a| trust::canonical(*a) == ip))
+    }
+
+    /// The trust settings of a configured peer (`None` for an admitted unknown peer).
+    pub fn trust(&self, peer: PeerId) -> Option<&PeerTrust> {
+        self.trust.get(peer.0)
+    }
+
+    /// Whether `peer` was admitted through `allow_unknown_peers`, not configured.
+    pub fn is_unknown(&self, peer: PeerId) -> bool {
+        peer.0 >= self.configured
+    }
+
+    /// Connections not yet identified by a CER, in all and from `source`.
+    pub fn strangers(&self, source: Option<IpAddr>) -> (usize, usize) {
+        let from = source.map(trust::canonical);
+        let same = self
+            .unidentified
+            .keys()
+            .filter(|c| {
+                from.is_some()
+                    && self
+                        .proofs
+                        .get(c)
+                        .and_then(|p| p.source)
+                        .map(trust::canonical)
+                        == from
+            })
+            .count();
+        (self.unidentified.len(), same)
+    }
+
+    /// The TLS certificate the connection's handshake showed.
+    pub fn set_cert(&mut self, conn: ConnId, cert: PeerCert) {
+        self.proofs.entry(conn).or_default().cert = Some(cert);
+    }
+
+    /// The certificate of a connection, if it has TLS.
+    pub fn cert(&self, conn: ConnId) -> Option<&PeerCert> {
+        self.proofs.get(&conn).and_then(|p| p.cert.as_ref())
     }
 
     fn add(&mut self, host: &str, connect_to: Option<crate::config::Endpoint>) -> PeerId {
@@ -276,9 +382,10 @@ impl Peers {
         self.peers.iter().all(|p| p.state() == State::Closed)
     }
 
-    /// A new inbound connection: returns its id and arms the CER timer.
-    pub fn accepted(&mut self, now: Instant) -> ConnId {
+    /// A new inbound connection from `source`: returns its id and arms the CER timer.
+    pub fn accepted(&mut self, source: Option<IpAddr>, now: Instant) -> ConnId {
         let conn = self.ids.next_id();
+        self.proofs.insert(conn, Proof { source, cert: None });
         let deadline = now + self.timers.cer_timeout;
         self.unidentified.insert(conn, deadline);
         self.deadlines.insert((deadline, conn), ());
@@ -306,6 +413,7 @@ impl Peers {
 
     /// The transport connection closed or failed.
     pub fn disconnected(&mut self, conn: ConnId, now: Instant) {
+        self.proofs.remove(&conn);
         if let Some(deadline) = self.unidentified.remove(&conn) {
             self.deadlines.remove(&(deadline, conn));
             return;
@@ -394,11 +502,49 @@ impl Peers {
                 return;
             }
         };
+        let proof = self.proofs.get(&conn).cloned().unwrap_or_default();
         let peer = match self.by_host(&cer.caps.origin_host) {
+            // RFC 6733 §5.3 leaves it to the node to decide whether it trusts a peer; DESIGN
+            // §10: the CER's Origin-Host alone proves nothing.
+            Some(p) if !self.is_unknown(p) => {
+                let verdict = match self.trust.get(p.0) {
+                    Some(t) => trust::check_identity(
+                        &cer.caps.origin_host,
+                        t,
+                        proof.source,
+                        proof.cert.as_ref(),
+                    ),
+                    None => Ok(()),
+                };
+                if let Err((cause, why)) = verdict {
+                    self.refusals.record(cause, proof.source, &why, now);
+                    let error = WireError {
+                        result_code: result::UNKNOWN_PEER,
+                        message: why,
+                        failed_avp: None,
+                    };
+                    self.actions.push_back(NodeAction::RefuseCer {
+                        conn,
+                        request: msg.header,
+                        error,
+                    });
+                    return;
+                }
+                p
+            }
             Some(p) => p,
             None if self.allow_unknown
                 && self.peers.len().saturating_sub(self.configured) < self.max_unknown =>
             {
+                let source = proof.source.map_or("-".to_string(), |s| s.to_string());
+                tracing::info!(
+                    peer = %cer.caps.origin_host,
+                    source = %source,
+                    unknown = true,
+                    "admitted unknown peer {} from {source} (allow_unknown_peers)",
+                    cer.caps.origin_host
+                );
+                self.refusals.count_unknown_admitted();
                 self.add(&cer.caps.origin_host.clone(), None)
             }
             None if self.allow_unknown => {
@@ -407,6 +553,8 @@ impl Peers {
             }
             None => {
                 let why = format!("unknown peer {:?}", cer.caps.origin_host);
+                self.refusals
+                    .record(Refusal::UnknownPeer, proof.source, &why, now);
                 return self.refuse_cer(conn, msg, result::UNKNOWN_PEER, why);
             }
         };
@@ -485,6 +633,13 @@ impl Peers {
             }
             self.deadlines.remove(&(t, conn));
             self.unidentified.remove(&conn);
+            let source = self.proofs.get(&conn).and_then(|p| p.source);
+            self.refusals.record(
+                Refusal::CerTimeout,
+                source,
+                &format!("no CER within {:?}", self.timers.cer_timeout),
+                now,
+            );
             self.actions.push_back(NodeAction::Close {
                 conn,
                 reason: CloseReason::Timeout,
@@ -555,7 +710,7 @@ cer_timeout = "3s"
     fn known_peer_cer_opens_it() {
         let mut p = peers(false);
         let now = Instant::now();
-        let conn = p.accepted(now);
+        let conn = p.accepted(None, now);
         assert_eq!(
             p.received(conn, &cer_from("KNOWN.example.net"), now),
             Received::Consumed
@@ -574,7 +729,7 @@ cer_timeout = "3s"
     fn unknown_peer_is_refused_with_3010() {
         let mut p = peers(false);
         let now = Instant::now();
-        let conn = p.accepted(now);
+        let conn = p.accepted(None, now);
         p.received(conn, &cer_from("stranger.example.net"), now);
         match drain(&mut p).as_slice() {
             [NodeAction::RefuseCer { conn: c, error, .. }] => {
@@ -591,7 +746,7 @@ cer_timeout = "3s"
     fn unknown_peer_is_admitted_when_allowed() {
         let mut p = peers(true);
         let now = Instant::now();
-        let conn = p.accepted(now);
+        let conn = p.accepted(None, now);
         p.received(conn, &cer_from("stranger.example.net"), now);
         let id = p.by_host("stranger.example.net").expect("created");
         assert_eq!(p.get(id).unwrap().state(), State::ROpen);
@@ -607,7 +762,7 @@ cer_timeout = "3s"
         let mut p = Peers::new(&config, local, 1);
         let now = Instant::now();
         for i in 0..3 {
-            let conn = p.accepted(now);
+            let conn = p.accepted(None, now);
             p.received(conn, &cer_from(&format!("u{i}.example.net")), now);
         }
         assert_eq!(p.len(), 4, "two configured + two unknown");
@@ -625,7 +780,7 @@ cer_timeout = "3s"
     fn no_cer_in_time_closes_the_connection() {
         let mut p = peers(false);
         let now = Instant::now();
-        let conn = p.accepted(now);
+        let conn = p.accepted(None, now);
         assert_eq!(p.next_timeout(), Some(now + Duration::from_secs(3)));
         p.handle_timeout(now + Duration::from_secs(2));
         assert_eq!(drain(&mut p), vec![]);
@@ -645,7 +800,7 @@ cer_timeout = "3s"
     fn first_message_not_a_cer_closes() {
         let mut p = peers(false);
         let now = Instant::now();
-        let conn = p.accepted(now);
+        let conn = p.accepted(None, now);
         let dwr =
             Message::decode(encode(&Outgoing::Dwr, &remote("known.example.net"), 1, 1).unwrap())
                 .unwrap();
@@ -663,7 +818,7 @@ cer_timeout = "3s"
     fn undecodable_cer_is_refused_with_its_error() {
         let mut p = peers(false);
         let now = Instant::now();
-        let conn = p.accepted(now);
+        let conn = p.accepted(None, now);
         let mut w = dmproto::MessageWriter::new(Header::request(257, 0, 1, 1));
         w.str(296, 0x40, 0, "example.net");
         let msg = Message::decode(w.finish().unwrap()).unwrap();
@@ -762,7 +917,7 @@ cer_timeout = "3s"
         p.connect_result(i, true, now);
         // The peer connects to us too. We are "m.example.net", it is "out.example.net",
         // which is higher: we lose the election and wait for our CEA (Wait-Returns).
-        let r = p.accepted(now);
+        let r = p.accepted(None, now);
         p.received(r, &cer_from("out.example.net"), now);
         assert_eq!(p.get(out).unwrap().state(), State::WaitReturns);
         drain(&mut p);
@@ -796,5 +951,90 @@ cer_timeout = "3s"
         // Waiting for CEA: this is Rcv-Non-CEA, which closes the connection.
         assert_eq!(p.received(conn, &ccr, now), Received::Consumed);
         assert_eq!(p.get(PeerId(1)).unwrap().state(), State::Closed);
+    }
+
+    fn refused_with(actions: &[NodeAction]) -> Option<(u32, String)> {
+        actions.iter().find_map(|a| match a {
+            NodeAction::RefuseCer { error, .. } => Some((error.result_code, error.message.clone())),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_configured_peer_is_accepted_only_from_its_address_without_tls() {
+        let mut p = peers(false);
+        let now = Instant::now();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // "out.example.net" is configured at 127.0.0.1: a claim from elsewhere is 3010.
+        let c = p.accepted(ip("127.0.0.2"), now);
+        p.received(c, &cer_from("out.example.net"), now);
+        let (code, why) = refused_with(&drain(&mut p)).expect("refused");
+        assert_eq!(code, result::UNKNOWN_PEER);
+        assert!(why.contains("not expected from 127.0.0.2"), "{why}");
+        assert_eq!(p.refusals().get(Refusal::WrongAddress), 1);
+        // From its address (also as an IPv4-mapped IPv6 source) it is accepted.
+        let c = p.accepted(ip("::ffff:127.0.0.1"), now);
+        p.received(c, &cer_from("out.example.net"), now);
+        assert_eq!(refused_with(&drain(&mut p)), None);
+        // With a TLS certificate naming it, the address does not matter.
+        let mut p = peers(false);
+        let c = p.accepted(ip("192.0.2.7"), now);
+        p.set_cert(
+            c,
+            PeerCert {
+                dns_names: vec!["out.example.net".into()],
+                ..PeerCert::default()
+            },
+        );
+        p.received(c, &cer_from("out.example.net"), now);
+        assert_eq!(refused_with(&drain(&mut p)), None);
+        // A certificate naming another host: 3010.
+        let mut p = peers(false);
+        let c = p.accepted(ip("127.0.0.1"), now);
+        p.set_cert(
+            c,
+            PeerCert {
+                dns_names: vec!["evil.example.net".into()],
+                ..PeerCert::default()
+            },
+        );
+        p.received(c, &cer_from("out.example.net"), now);
+        let (code, _) = refused_with(&drain(&mut p)).expect("refused");
+        assert_eq!(code, result::UNKNOWN_PEER);
+        assert_eq!(p.refusals().get(Refusal::CertNameMismatch), 1);
+    }
+
+    #[test]
+    fn unknown_peers_are_counted_and_marked() {
+        let mut p = peers(true);
+        let now = Instant::now();
+        let c = p.accepted(None, now);
+        p.received(c, &cer_from("stranger.example.net"), now);
+        let id = p.by_host("stranger.example.net").expect("admitted");
+        assert!(p.is_unknown(id));
+        assert!(!p.is_unknown(p.by_host("known.example.net").unwrap()));
+        assert_eq!(p.refusals().unknown_admitted(), 1);
+        let mut p = peers(false);
+        let c = p.accepted(None, now);
+        p.received(c, &cer_from("stranger.example.net"), now);
+        assert_eq!(p.refusals().get(Refusal::UnknownPeer), 1);
+    }
+
+    #[test]
+    fn strangers_counted_overall_and_per_source() {
+        let mut p = peers(false);
+        let now = Instant::now();
+        let a = Some("192.0.2.1".parse::<IpAddr>().unwrap());
+        let b = Some("192.0.2.2".parse::<IpAddr>().unwrap());
+        p.accepted(a, now);
+        p.accepted(a, now);
+        let c = p.accepted(b, now);
+        assert_eq!(p.strangers(a), (3, 2));
+        assert_eq!(p.strangers(b), (3, 1));
+        p.disconnected(c, now);
+        assert_eq!(p.strangers(b), (2, 0));
+        p.handle_timeout(now + Duration::from_secs(60));
+        assert_eq!(p.strangers(a), (0, 0));
+        assert_eq!(p.refusals().get(Refusal::CerTimeout), 2);
     }
 }
