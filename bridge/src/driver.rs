@@ -139,7 +139,13 @@ async fn dial(
         Ok((s, cert)) => Ok(Dialled::Tls(Box::new(s), cert)),
         Err(e) => {
             let why = format!("TLS to {}: {e}", dial.host);
-            refusals.record(Refusal::TlsHandshake, source, &why, Instant::now());
+            refusals.record_kind(
+                Refusal::TlsHandshake,
+                e.kind(),
+                source,
+                &why,
+                Instant::now(),
+            );
             Err(io::Error::other(why))
         }
     }
@@ -281,7 +287,11 @@ impl Node {
                 loop {
                     match l.accept().await {
                         Ok((stream, from)) => {
-                            if tx.send(Input::Accepted { stream, from, tls }).await.is_err() {
+                            if tx
+                                .send(Input::Accepted { stream, from, tls })
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -590,8 +600,13 @@ impl Driver {
                     self.attach(conn, stream, source);
                 }
                 Err(e) => {
-                    self.refusals
-                        .record(Refusal::TlsHandshake, source, &e.to_string(), now);
+                    self.refusals.record_kind(
+                        Refusal::TlsHandshake,
+                        e.kind(),
+                        source,
+                        &e.to_string(),
+                        now,
+                    );
                     self.endpoint.closed(conn, now);
                 }
             },

@@ -98,6 +98,24 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
+    /// A stable name of the failure, so refusals are logged once per kind, cause and source
+    /// ([`dmnode::trust::Refusals::record_kind`]): an unknown CA does not hide an expiry.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandshakeError::Timeout(_) => "timeout",
+            HandshakeError::NotTls(_) => "not_tls",
+            HandshakeError::UnknownCa => "unknown_ca",
+            HandshakeError::Expired => "expired",
+            HandshakeError::NotYetValid => "not_yet_valid",
+            HandshakeError::NameMismatch(_) => "name_mismatch",
+            HandshakeError::NoCertificate => "no_certificate",
+            HandshakeError::BadCertificate(_) => "bad_certificate",
+            HandshakeError::PeerAlert(_) => "peer_alert",
+            HandshakeError::BadName(_) => "bad_name",
+            HandshakeError::Other(_) => "other",
+        }
+    }
+
     fn from_io(e: io::Error) -> HandshakeError {
         let Some(re) = e.get_ref().and_then(|i| i.downcast_ref::<RustlsError>()) else {
             return HandshakeError::Other(e.to_string());

@@ -255,7 +255,7 @@ pub struct Refusals {
     counts: [AtomicU64; Refusal::ALL.len()],
     /// Connections admitted from `allow_unknown_peers` peers.
     unknown_peers_admitted: AtomicU64,
-    log: Mutex<HashMap<(Refusal, Option<IpAddr>), LogSlot>>,
+    log: Mutex<HashMap<(Refusal, &'static str, Option<IpAddr>), LogSlot>>,
 }
 
 #[derive(Debug)]
@@ -292,8 +292,23 @@ impl Refusals {
     /// source was logged less than [`LOG_INTERVAL`] ago; the next line then says how many
     /// were not logged.
     pub fn record(&self, cause: Refusal, source: Option<IpAddr>, detail: &str, now: Instant) {
+        self.record_kind(cause, "", source, detail, now);
+    }
+
+    /// [`Refusals::record`] with a finer log key: refusals of one cause but of different
+    /// `kind` (a TLS handshake failing for an unknown CA, then for an expired certificate)
+    /// each get their line, so the first does not hide the second from the operator. The
+    /// counter is still the cause's.
+    pub fn record_kind(
+        &self,
+        cause: Refusal,
+        kind: &'static str,
+        source: Option<IpAddr>,
+        detail: &str,
+        now: Instant,
+    ) {
         self.counts[cause.index()].fetch_add(1, Ordering::Relaxed);
-        if let Some(suppressed) = self.should_log(cause, source.map(canonical), now) {
+        if let Some(suppressed) = self.should_log(cause, kind, source.map(canonical), now) {
             let source = source.map(|s| s.to_string());
             let source = source.as_deref().unwrap_or("-");
             if suppressed > 0 {
@@ -310,15 +325,21 @@ impl Refusals {
     }
 
     /// `Some(suppressed since the last line)` when a line is due.
-    fn should_log(&self, cause: Refusal, source: Option<IpAddr>, now: Instant) -> Option<u64> {
+    fn should_log(
+        &self,
+        cause: Refusal,
+        kind: &'static str,
+        source: Option<IpAddr>,
+        now: Instant,
+    ) -> Option<u64> {
         let Ok(mut log) = self.log.lock() else {
             return Some(0);
         };
-        let mut key = (cause, source);
+        let mut key = (cause, kind, source);
         if !log.contains_key(&key) && log.len() >= MAX_LOG_KEYS {
             log.retain(|_, s| now.saturating_duration_since(s.last) < LOG_INTERVAL);
             if log.len() >= MAX_LOG_KEYS {
-                key = (cause, None);
+                key = (cause, kind, None);
             }
         }
         match log.get_mut(&key) {
@@ -438,14 +459,24 @@ mod tests {
         let t0 = Instant::now();
         let a = Some("192.0.2.1".parse().unwrap());
         let b = Some("192.0.2.2".parse().unwrap());
-        assert_eq!(r.should_log(Refusal::PendingCap, a, t0), Some(0));
-        assert_eq!(r.should_log(Refusal::PendingCap, a, t0), None);
-        assert_eq!(r.should_log(Refusal::PendingCap, b, t0), Some(0));
-        assert_eq!(r.should_log(Refusal::CerTimeout, a, t0), Some(0));
+        assert_eq!(r.should_log(Refusal::PendingCap, "", a, t0), Some(0));
+        assert_eq!(r.should_log(Refusal::PendingCap, "", a, t0), None);
+        assert_eq!(r.should_log(Refusal::PendingCap, "", b, t0), Some(0));
+        assert_eq!(r.should_log(Refusal::CerTimeout, "", a, t0), Some(0));
         assert_eq!(
-            r.should_log(Refusal::PendingCap, a, t0 + LOG_INTERVAL),
+            r.should_log(Refusal::PendingCap, "", a, t0 + LOG_INTERVAL),
             Some(1)
         );
+        // Another kind of the same cause gets its own line.
+        assert_eq!(
+            r.should_log(Refusal::TlsHandshake, "unknown_ca", a, t0),
+            Some(0)
+        );
+        assert_eq!(
+            r.should_log(Refusal::TlsHandshake, "expired", a, t0),
+            Some(0)
+        );
+        assert_eq!(r.should_log(Refusal::TlsHandshake, "expired", a, t0), None);
         for _ in 0..3 {
             r.record(Refusal::WrongAddress, a, "x", t0);
         }

@@ -62,23 +62,28 @@ main(Args) ->
     Ssl = [{certfile, opt(cert, O)}, {keyfile, opt(key, O)}, {cacertfile, opt(ca, O)},
            {verify, verify_peer}, {versions, ['tlsv1.3', 'tlsv1.2']},
            {server_name_indication, opt('dest-host', O)}],
-    Caps = case Inband of
-               true -> [{capabilities, [{'Inband-Security-Id', [1]}]}];
-               false -> []
+    %% diameter_tcp: {ssl_options, true} is a handshake at connection establishment, the
+    %% TLS options then being ordinary transport options; {ssl_options, List} is the RFC 3588
+    %% upgrade after CER/CEA when Inband-Security-Id TLS was agreed.
+    {Caps, SslCfg} = case Inband of
+               true -> {[{capabilities, [{'Inband-Security-Id', [1]}]}], [{ssl_options, Ssl}]};
+               false -> {[], [{ssl_options, true} | Ssl]}
            end,
     {ok, _} = diameter:add_transport(svc, {connect, Caps ++ [{transport_module, diameter_tcp},
         {transport_config, [{raddr, {127,0,0,1}}, {rport, list_to_integer(opt(rport, O))},
-                            {ip, {127,0,0,1}}, {ssl_options, Ssl}]},
+                            {ip, {127,0,0,1}} | SslCfg]},
         {reconnect_timer, 60000}]}),
     receive #diameter_event{info = {up, _, _, _, _}} -> ok;
             #diameter_event{info = {up, _, _, _}} -> ok
     after 10000 -> io:format("peer did not come up~n"), halt(1) end,
     io:format("peer up~n"),
-    put(dest_host, opt('dest-host', O)),
+    %% prepare_request runs in a process diameter:call spawns: not this process dictionary.
+    persistent_term:put(dest_host, opt('dest-host', O)),
     N = list_to_integer(opt(n, O, "5")),
     Rs = [diameter:call(svc, ta, ['TR', {'Test-AVP', I}], [{timeout, 5000}])
           || I <- lists:seq(1, N)],
     Ok = length([R || {ok, _} = R <- Rs]),
+    [io:format("first error: ~0p~n", [E]) || E <- lists:sublist([R || R <- Rs, element(1, R) =/= ok], 1)],
     io:format("RESULT ok=~p err=~p~n", [Ok, N - Ok]),
     diameter:stop_service(svc),
     halt(0).
@@ -97,7 +102,7 @@ prepare_request(#diameter_packet{msg = [Name | Avps]}, _Svc, {_, Caps}) ->
     #diameter_caps{origin_host = {OH, _}, origin_realm = {OR, DR}} = Caps,
     {send, [Name, {'Session-Id', diameter:session_id(OH)}, {'Origin-Host', OH},
             {'Origin-Realm', OR}, {'Destination-Realm', DR},
-            {'Destination-Host', [get(dest_host)]} | Avps]}.
+            {'Destination-Host', [persistent_term:get(dest_host)]} | Avps]}.
 
 prepare_retransmit(P, Svc, Peer) -> prepare_request(P, Svc, Peer).
 handle_answer(#diameter_packet{msg = Msg}, _Req, _Svc, _Peer) -> {ok, Msg}.

@@ -202,6 +202,10 @@ impl Application for TaEcho {
 pub struct Running {
     pub handle: AppHandle,
     pub addrs: Vec<std::net::SocketAddr>,
+    /// The `[tls] listen` addresses.
+    pub tls_addrs: Vec<std::net::SocketAddr>,
+    /// The node's refusal counters.
+    pub refusals: Arc<dmnode::trust::Refusals>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -211,6 +215,8 @@ impl Running {
         let config = config::parse(toml).unwrap_or_else(|e| panic!("{e:?}"));
         let node = Node::bind(config, Dictionary::builtin()).await.unwrap();
         let addrs = node.local_addrs();
+        let tls_addrs = node.tls_addrs();
+        let refusals = node.refusals();
         let (handle, subs) = app::channel(1024);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(node.run(app, subs, async move {
@@ -219,6 +225,8 @@ impl Running {
         Running {
             handle,
             addrs,
+            tls_addrs,
+            refusals,
             stop: Some(tx),
             task: Some(task),
         }

@@ -9,7 +9,7 @@ pub mod kamailio;
 
 pub use dra::{Dra, DraOptions};
 pub use erlang::{ErlClientOptions, ErlResult, ErlangPeer};
-pub use freediameter::{Benchmark, FdOptions, FreeDiameter};
+pub use freediameter::{Benchmark, FdOptions, FdTls, FdTlsConnect, FreeDiameter};
 pub use kamailio::KamailioIms;
 
 /// The realm every peer launched here lives in (freeDiameter's `acl_wl` admits `*.test.local`).

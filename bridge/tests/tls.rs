@@ -1,0 +1,298 @@
+//! TLS at connect (RFC 6733 §13) against real peers, with certificates made by the test.
+//!
+//! One node with a TLS listener and a plain one. On the TLS port, in turn:
+//! - a client whose certificate is signed by another CA, one whose certificate has expired,
+//!   one whose certificate names another host than the Origin-Host its CER claims, and a
+//!   plain-TCP client sending a CER: each is refused, counted, and logged with a line that
+//!   says why;
+//! - then freeDiameter 1.2.1 (GnuTLS) connects with TLS at connect and its Test-Request is
+//!   answered, and an Erlang/OTP diameter client (diameter_tcp with ssl options) gets its
+//!   requests answered: the listener kept serving.
+//! The node also dials freeDiameter's TLS port (`SecPort`) itself and its requests are
+//! answered there.
+//!
+//! Needs freeDiameterd + test_app.fdx + bind_lo.so and escript (scripts/setup.sh).
+
+mod common;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use dmnode::trust::Refusal;
+use dmrun::tls::{Tls, TlsSettings};
+use harness::certs::{Ca, NodeCert, Validity};
+use harness::peers::{FdOptions, FdTls, FdTlsConnect, FreeDiameter};
+use harness::{free_port, TestDir};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Log lines of the node (the test installs the subscriber; in production ops13's does).
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl Lines {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+    async fn wait(&self, needle: &str) {
+        for _ in 0..100 {
+            if self.text().contains(needle) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no log line with {needle:?} in:\n{}", self.text());
+    }
+}
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        std::io::stderr().write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> Lines {
+    let lines = Lines::default();
+    let w = lines.clone();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(move || w.clone())
+        .with_ansi(false)
+        .try_init();
+    lines
+}
+
+fn client_tls(ca: &Path, cert: &NodeCert) -> Tls {
+    Tls::load(TlsSettings {
+        ca_file: ca.into(),
+        cert_file: cert.cert_file.clone(),
+        key_file: cert.key_file.clone(),
+        handshake_timeout: Duration::from_secs(5),
+        peer_cas: Vec::new(),
+    })
+    .unwrap()
+}
+
+/// A CER from `host` (RFC 6733 §5.3.1), as a peer would send it.
+fn cer(host: &str) -> Vec<u8> {
+    let mut w = dmproto::MessageWriter::new(dmproto::Header::request(257, 0, 1, 1));
+    w.str(264, M, 0, host)
+        .str(296, M, 0, "test.local")
+        .avp(257, M, 0, &[0, 1, 127, 0, 0, 1])
+        .u32(266, M, 0, 0)
+        .str(269, 0, 0, "tls-test")
+        .u32(258, M, 0, TA_APP);
+    w.finish().unwrap().to_vec()
+}
+
+/// Reads one Diameter message (bounded wait); `None` if the node closed first.
+async fn read_message<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<dmproto::Message> {
+    let mut head = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head))
+        .await
+        .ok()?
+        .ok()?;
+    let len = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
+    let mut rest = vec![0u8; len.saturating_sub(4)];
+    s.read_exact(&mut rest).await.ok()?;
+    let mut all = head.to_vec();
+    all.extend_from_slice(&rest);
+    dmproto::Message::decode(bytes::Bytes::from(all)).ok()
+}
+
+#[test]
+fn tls_at_connect_refusals_and_interop() {
+    let lines = capture_logs();
+    let dir = TestDir::new("tls-at-connect");
+    let d = dir.path();
+    let ca = Ca::new(d, "good");
+    let rogue = Ca::new(d, "rogue");
+    let bridge_cert = ca.issue(d, "bridge", "bridge.test.local", Validity::Current);
+    let fd_client_cert = ca.issue(d, "fdclient", "client.test.local", Validity::Current);
+    let fd_server_cert = ca.issue(d, "fdserver", "server.test.local", Validity::Current);
+    let erl_cert = ca.issue(d, "erl", "erlclient.test.local", Validity::Current);
+    let rogue_cert = rogue.issue(d, "rogue", "client.test.local", Validity::Current);
+    let expired_cert = ca.issue(d, "expired", "client.test.local", Validity::Expired);
+    let other_cert = ca.issue(d, "other", "other.test.local", Validity::Current);
+
+    // freeDiameter server with a TLS port, for the node to dial.
+    let fd_sec_port = free_port();
+    let _fd_server = FreeDiameter::start(
+        d,
+        FdOptions {
+            port: free_port(),
+            tls: Some(FdTls {
+                cert_file: fd_server_cert.cert_file.clone(),
+                key_file: fd_server_cert.key_file.clone(),
+                ca_file: ca.cert_file.clone(),
+                sec_port: fd_sec_port,
+                connect: FdTlsConnect::AtConnect,
+            }),
+            ..FdOptions::default()
+        },
+    );
+
+    let tls_port = free_port();
+    let toml = format!(
+        r#"
+[node]
+origin_host = "bridge.test.local"
+origin_realm = "test.local"
+listen = ["127.0.0.1:0"]
+[tls]
+ca_file = "{ca}"
+cert_file = "{cert}"
+key_file = "{key}"
+listen = ["127.0.0.1:{tls_port}"]
+[[applications]]
+id = {TA_APP}
+vendor = {TA_VENDOR}
+[[peers]]
+host = "client.test.local"
+mode = "accept"
+transport = "tls"
+[[peers]]
+host = "erlclient.test.local"
+mode = "accept"
+transport = "tls"
+[[peers]]
+host = "server.test.local"
+address = "127.0.0.1"
+port = {fd_sec_port}
+transport = "tls"
+[timers]
+tc = "1s"
+tw = "6s"
+dpa_timeout = "1s"
+drain_timeout = "1s"
+"#,
+        ca = ca.cert_file.display(),
+        cert = bridge_cert.cert_file.display(),
+        key = bridge_cert.key_file.display(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let node = rt.block_on(Running::start(&toml, TaEcho::new()));
+    let refusals = node.refusals.clone();
+    let tls_addr = format!("127.0.0.1:{tls_port}");
+
+    rt.block_on(async {
+        // The node dials freeDiameter's TLS port; test_app answers there.
+        first_answer(&node.handle, "server.test.local").await;
+        echo_round(&node.handle, "server.test.local", 3).await;
+
+        // Wrong CA.
+        let t = client_tls(&ca.cert_file, &rogue_cert);
+        let tcp = TcpStream::connect(&tls_addr).await.unwrap();
+        if let Ok((mut s, _)) = t.connect(tcp, "bridge.test.local", None, true).await {
+            let _ = s.write_all(&cer("client.test.local")).await;
+            assert!(
+                read_message(&mut s).await.is_none(),
+                "no CEA for a rogue CA"
+            );
+        }
+        lines.wait("not signed by a trusted CA").await;
+        assert_eq!(refusals.get(Refusal::TlsHandshake), 1);
+
+        // Expired.
+        let t = client_tls(&ca.cert_file, &expired_cert);
+        let tcp = TcpStream::connect(&tls_addr).await.unwrap();
+        if let Ok((mut s, _)) = t.connect(tcp, "bridge.test.local", None, true).await {
+            let _ = s.write_all(&cer("client.test.local")).await;
+            assert!(read_message(&mut s).await.is_none(), "no CEA when expired");
+        }
+        lines.wait("peer certificate has expired").await;
+        assert_eq!(refusals.get(Refusal::TlsHandshake), 2);
+
+        // A good chain, but it names another host than the CER's Origin-Host: 3010.
+        let t = client_tls(&ca.cert_file, &other_cert);
+        let tcp = TcpStream::connect(&tls_addr).await.unwrap();
+        let (mut s, _) = t
+            .connect(tcp, "bridge.test.local", None, true)
+            .await
+            .expect("the chain itself is good");
+        s.write_all(&cer("client.test.local")).await.unwrap();
+        let cea = read_message(&mut s).await.expect("an error CEA");
+        assert_eq!(cea.find_u32(268, 0), Some(3010), "DIAMETER_UNKNOWN_PEER");
+        lines
+            .wait("certificate (SAN=other.test.local) does not name Origin-Host client.test.local")
+            .await;
+        assert_eq!(refusals.get(Refusal::CertNameMismatch), 1);
+
+        // Plain TCP to the TLS port.
+        let mut tcp = TcpStream::connect(&tls_addr).await.unwrap();
+        tcp.write_all(&cer("client.test.local")).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("the node closes");
+        assert!(
+            !matches!(n, Ok(n) if n > 0 && buf[0] == 1),
+            "no Diameter answer on the TLS port"
+        );
+        lines.wait("not TLS (plain Diameter on a TLS port?)").await;
+        assert_eq!(refusals.get(Refusal::TlsHandshake), 3);
+    });
+
+    // The listener still serves: freeDiameter (GnuTLS) with TLS at connect.
+    let mut fd = FreeDiameter::start(
+        d,
+        FdOptions {
+            tls: Some(FdTls {
+                cert_file: fd_client_cert.cert_file.clone(),
+                key_file: fd_client_cert.key_file.clone(),
+                ca_file: ca.cert_file.clone(),
+                sec_port: free_port(),
+                connect: FdTlsConnect::AtConnect,
+            }),
+            connect_to: Some(("bridge.test.local".into(), tls_port)),
+            client_dest_host: Some("bridge.test.local".into()),
+            ..FdOptions::client(free_port(), tls_port, None)
+        },
+    );
+    fd.wait_peer_open("bridge.test.local", Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("freeDiameter over TLS: {e}\n{}", lines.text()));
+    fd.send_test_request();
+    let answers = fd.wait_answers(1, Duration::from_secs(10)).unwrap();
+    assert!(answers[0].contains("Status: 2001"), "{answers:?}");
+
+    // And Erlang/OTP diameter over TLS (diameter_tcp + ssl).
+    let escript = harness::paths::require_program("escript", "erlang-base erlang-diameter");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/tls_client.escript");
+    let mut cmd = std::process::Command::new(escript);
+    cmd.arg(script).args([
+        "--rport",
+        &tls_port.to_string(),
+        "--host",
+        "erlclient.test.local",
+        "--dest-host",
+        "bridge.test.local",
+        "--cert",
+        &erl_cert.cert_file.display().to_string(),
+        "--key",
+        &erl_cert.key_file.display().to_string(),
+        "--ca",
+        &ca.cert_file.display().to_string(),
+        "--n",
+        "5",
+    ]);
+    let mut erl = harness::ChildGuard::spawn("erl-tls-client", cmd, d);
+    let line = erl
+        .wait_for_line("RESULT", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("Erlang TLS client: {e}\n{}", lines.text()));
+    assert!(line.contains("ok=5 err=0"), "{line}");
+
+    let mut out = std::io::stderr();
+    let _ = writeln!(out, "refusals: {:?}", refusals.snapshot());
+    rt.block_on(node.stop());
+}
