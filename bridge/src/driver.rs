@@ -55,7 +55,8 @@ enum Input {
     Handshaken {
         conn: ConnId,
         source: Option<std::net::IpAddr>,
-        result: Result<(tokio_rustls::TlsStream<TcpStream>, PeerCert), HandshakeError>,
+        // Boxed: the TLS state is large and this enum travels through a channel.
+        result: Result<(Box<tokio_rustls::TlsStream<TcpStream>>, PeerCert), HandshakeError>,
     },
     Connected {
         conn: ConnId,
@@ -574,7 +575,7 @@ impl Driver {
                         let (t, tx) = (t.clone(), self.input_tx.clone());
                         tokio::spawn(async move {
                             let _ = stream.set_nodelay(true);
-                            let result = t.accept(stream).await;
+                            let result = t.accept(stream).await.map(|(s, c)| (Box::new(s), c));
                             let _ = tx
                                 .send(Input::Handshaken {
                                     conn,

@@ -8,6 +8,7 @@
 //! - then freeDiameter 1.2.1 (GnuTLS) connects with TLS at connect and its Test-Request is
 //!   answered, and an Erlang/OTP diameter client (diameter_tcp with ssl options) gets its
 //!   requests answered: the listener kept serving.
+//!
 //! The node also dials freeDiameter's TLS port (`SecPort`) itself and its requests are
 //! answered there.
 //!
@@ -263,8 +264,19 @@ drain_timeout = "1s"
     fd.wait_peer_open("bridge.test.local", Duration::from_secs(15))
         .unwrap_or_else(|e| panic!("freeDiameter over TLS: {e}\n{}", lines.text()));
     fd.send_test_request();
-    let answers = fd.wait_answers(1, Duration::from_secs(10)).unwrap();
-    assert!(answers[0].contains("Status: 2001"), "{answers:?}");
+    // The RECV line may be read while test_app is still writing it: poll until whole.
+    let started = std::time::Instant::now();
+    let answer = loop {
+        let a = fd
+            .wait_answers(1, Duration::from_secs(10))
+            .unwrap()
+            .remove(0);
+        if a.contains("Status:") || started.elapsed() > Duration::from_secs(10) {
+            break a;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(answer.contains("Status: 2001"), "{answer:?}");
 
     // And Erlang/OTP diameter over TLS (diameter_tcp + ssl).
     let escript = harness::paths::require_program("escript", "erlang-base erlang-diameter");

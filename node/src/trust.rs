@@ -255,8 +255,12 @@ pub struct Refusals {
     counts: [AtomicU64; Refusal::ALL.len()],
     /// Connections admitted from `allow_unknown_peers` peers.
     unknown_peers_admitted: AtomicU64,
-    log: Mutex<HashMap<(Refusal, &'static str, Option<IpAddr>), LogSlot>>,
+    log: Mutex<HashMap<LogKey, LogSlot>>,
 }
+
+/// What one log line stands for: a cause, its kind (e.g. which TLS failure; may be empty),
+/// and the source address (`None` once too many sources are remembered).
+type LogKey = (Refusal, &'static str, Option<IpAddr>);
 
 #[derive(Debug)]
 struct LogSlot {

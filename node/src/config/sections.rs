@@ -713,7 +713,7 @@ fn read_group(cx: &mut Cx<'_>, s: &Section<'_>) -> Option<GroupSpec> {
         };
     }
     match item.as_str() {
-        Some(name) if name.is_empty() => {
+        Some("") => {
             cx.error(span, "`group` must not be empty");
             None
         }
