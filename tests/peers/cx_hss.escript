@@ -9,10 +9,13 @@
 %% control port:
 %%
 %%   cx_hss.escript --port P --ctl-port C [--host hss.test.local] [--realm hss.test.local]
-%%                  [--sar "bob=e5001,carol=5012"] [--duration 120]
+%%                  [--sar "bob=e5001,carol=5012"] [--uar ...] [--lir ...] [--scscf URI]
+%%                  [--duration 120]
 %%
 %% --sar: SAA outcome per user (the user part of User-Name); N = Result-Code N,
 %%        eN = Experimental-Result (3GPP) N; anyone else gets 2001.
+%% --uar, --lir, --scscf URI: the I-CSCF's UAR and LIR (see handle_request): outcomes per user
+%%        in the same form as --sar (e2002 = SUBSEQUENT_REGISTRATION with Server-Name).
 %%
 %% Control commands (one line each, one line back):
 %%   up [SECONDS]          -> "UP <peer host>" once a peer is up, or "ERROR not up"
@@ -52,10 +55,19 @@
    Primary-Charging-Collection-Function-Name 621 DiameterURI MV
    User-Data-Already-Available 624 Enumerated MV
    Supported-Features 628 Grouped V
+   Server-Capabilities 603 Grouped MV
+   Mandatory-Capability 604 Unsigned32 MV
+   Optional-Capability 605 Unsigned32 MV
+   User-Authorization-Type 623 Enumerated MV
    Feature-List-ID 629 Unsigned32 V
    Feature-List 630 Unsigned32 V
    Associated-Identities 632 Grouped V
 @grouped
+   Server-Capabilities ::= < AVP Header: 603 >
+        * [ Mandatory-Capability ]
+        * [ Optional-Capability ]
+        * [ Server-Name ]
+        * [ AVP ]
    Deregistration-Reason ::= < AVP Header: 615 >
           { Reason-Code }
           [ Reason-Info ]
@@ -159,6 +171,7 @@
           { Public-Identity }
           { Visited-Network-Identifier }
           [ Destination-Host ]
+          [ User-Authorization-Type ]
         * [ AVP ]
    UAA ::= < Diameter Header: 300, PXY >
           < Session-Id >
@@ -168,6 +181,29 @@
           [ Auth-Session-State ]
           [ Origin-Host ]
           [ Origin-Realm ]
+          [ Server-Name ]
+          [ Server-Capabilities ]
+        * [ AVP ]
+   LIR ::= < Diameter Header: 302, REQ, PXY >
+          < Session-Id >
+          { Vendor-Specific-Application-Id }
+          { Auth-Session-State }
+          { Origin-Host }
+          { Origin-Realm }
+          { Destination-Realm }
+          { Public-Identity }
+          [ Destination-Host ]
+        * [ AVP ]
+   LIA ::= < Diameter Header: 302, PXY >
+          < Session-Id >
+          [ Vendor-Specific-Application-Id ]
+          [ Auth-Session-State ]
+          [ Origin-Host ]
+          [ Origin-Realm ]
+          [ Result-Code ]
+          [ Experimental-Result ]
+          [ Server-Name ]
+          [ Server-Capabilities ]
         * [ AVP ]
 @enum Server-Assignment-Type
    NO_ASSIGNMENT 0
@@ -176,6 +212,10 @@
    UNREGISTERED_USER 3
    TIMEOUT_DEREGISTRATION 4
    USER_DEREGISTRATION 5
+@enum User-Authorization-Type
+   REGISTRATION 0
+   DE_REGISTRATION 1
+   REGISTRATION_AND_CAPABILITIES 2
 @enum Reason-Code
    PERMANENT_TERMINATION 0
    NEW_SERVER_ASSIGNED 1
@@ -197,6 +237,9 @@ main(Args) ->
     Realm = opt(realm, O, "hss.test.local"),
     ets:new(hss, [named_table, public, set]),
     ets:insert(hss, {sar, parse_sar(opt(sar, O, ""))}),
+    ets:insert(hss, {uar, parse_sar(opt(uar, O, ""))}),
+    ets:insert(hss, {lir, parse_sar(opt(lir, O, ""))}),
+    ets:insert(hss, {scscf, list_to_binary(opt(scscf, O, "sip:scscf.test.local"))}),
     ets:insert(hss, {peers, []}),
     ok = diameter:start_service(svc, service(Host, Realm)),
     true = diameter:subscribe(svc),
@@ -407,6 +450,45 @@ handle_request(#diameter_packet{msg = ['SAR' | Req]}, _Svc, {_, Caps}) ->
                                        'Experimental-Result-Code' => C}]}
           end,
     {reply, ['SAA' | Ans]};
+%% An I-CSCF's questions. UAR: DIAMETER_FIRST_REGISTRATION (Experimental-Result 2001) with
+%% Server-Capabilities naming --scscf, unless --uar says otherwise for the user (e2002 =
+%% DIAMETER_SUBSEQUENT_REGISTRATION with Server-Name). LIR: 2001 with Server-Name
+%% --scscf unless --lir names an outcome for the user part of the Public-Identity.
+handle_request(#diameter_packet{msg = [Cmd | Req]}, _Svc, {_, Caps})
+  when Cmd == 'UAR'; Cmd == 'LIR' ->
+    #diameter_caps{origin_host = {OH, _}, origin_realm = {OR, _}} = Caps,
+    Impu = case maps:get('Public-Identity', Req, []) of
+               [I | _] -> binary_to_list(iolist_to_binary(I));
+               I when is_binary(I) -> binary_to_list(I);
+               _ -> ""
+           end,
+    Local = hd(string:split(lists:last(string:split(Impu, ":")), "@")),
+    [{scscf, Scscf}] = ets:lookup(hss, scscf),
+    Key = case Cmd of 'UAR' -> uar; 'LIR' -> lir end,
+    [{Key, Table}] = ets:lookup(hss, Key),
+    Default = case Cmd of 'UAR' -> {exp, 2001}; 'LIR' -> {rc, 2001} end,
+    Outcome = proplists:get_value(Local, Table, Default),
+    out("~s impu=~s -> ~s", [Cmd, Impu, outcome(Outcome)]),
+    Base = #{'Session-Id' => maps:get('Session-Id', Req), 'Auth-Session-State' => 1,
+             'Origin-Host' => OH, 'Origin-Realm' => OR,
+             'Vendor-Specific-Application-Id' => [vsai()]},
+    Ans = case Outcome of
+              {exp, 2001} ->
+                  Base#{'Experimental-Result' => [#{'Vendor-Id' => ?VENDOR_3GPP,
+                                                    'Experimental-Result-Code' => 2001}],
+                        'Server-Capabilities' => [#{'Mandatory-Capability' => [1],
+                                                    'Server-Name' => [Scscf]}]};
+              {exp, 2002} ->
+                  Base#{'Experimental-Result' => [#{'Vendor-Id' => ?VENDOR_3GPP,
+                                                    'Experimental-Result-Code' => 2002}],
+                        'Server-Name' => [Scscf]};
+              {rc, 2001} -> Base#{'Result-Code' => [2001], 'Server-Name' => [Scscf]};
+              {rc, C} -> Base#{'Result-Code' => [C]};
+              {exp, C} -> Base#{'Experimental-Result' =>
+                                    [#{'Vendor-Id' => ?VENDOR_3GPP,
+                                       'Experimental-Result-Code' => C}]}
+          end,
+    {reply, [case Cmd of 'UAR' -> 'UAA'; 'LIR' -> 'LIA' end | Ans]};
 handle_request(#diameter_packet{header = H}, _Svc, _Peer) ->
     out("REQUEST cmd=~p not served here: 3001", [H#diameter_header.cmd_code]),
     {answer_message, 3001}.

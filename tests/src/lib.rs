@@ -31,6 +31,7 @@ pub mod peers;
 pub mod ports;
 pub mod prometheus;
 pub mod roles;
+pub mod sip;
 pub mod tempdir;
 pub mod tshark;
 pub mod wait;

@@ -17,7 +17,7 @@
 //!   restarting Kamailio.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -305,40 +305,7 @@ fn retry<T>(
 
 /// Sends one SIP request as `user@test.local` and returns the final response's status line.
 fn sip(port: u16, method: &str, user: &str, extra: &[String]) -> String {
-    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap_or_else(|e| panic!("udp: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(8)))
-        .unwrap_or_else(|e| panic!("udp: {e}"));
-    let me = s.local_addr().map(|a| a.port()).unwrap_or(0);
-    let mut msg = format!(
-        "{method} sip:test.local SIP/2.0\r\n\
-         Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-{me}-{user}\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:{user}@test.local>;tag={me}\r\n\
-         To: <sip:{user}@test.local>\r\n\
-         Call-ID: {me}-{user}@test\r\n\
-         CSeq: 1 {method}\r\n\
-         Contact: <sip:{user}@127.0.0.1:{me}>\r\n\
-         Expires: 600\r\n"
-    );
-    for h in extra {
-        msg.push_str(h);
-        msg.push_str("\r\n");
-    }
-    msg.push_str("Content-Length: 0\r\n\r\n");
-    s.send_to(msg.as_bytes(), (Ipv4Addr::LOCALHOST, port))
-        .unwrap_or_else(|e| panic!("udp send: {e}"));
-    let mut buf = vec![0u8; 65535];
-    loop {
-        let n = match s.recv(&mut buf) {
-            Ok(n) => n,
-            Err(e) => return format!("no reply ({e})"),
-        };
-        let text = String::from_utf8_lossy(&buf[..n]);
-        let line = text.lines().next().unwrap_or("").to_string();
-        if !line.starts_with("SIP/2.0 1") {
-            return line;
-        }
-    }
+    harness::sip::request(port, method, "sip:test.local", user, extra)
 }
 
 // ------------------------------------------------------------------------------------------
