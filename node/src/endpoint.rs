@@ -1472,7 +1472,11 @@ impl Endpoint {
                 use crate::peer::fsm::CloseReason as R;
                 if matches!(
                     reason,
-                    R::Watchdog | R::ProtocolError | R::Timeout | R::Capabilities
+                    R::Watchdog
+                        | R::ProtocolError
+                        | R::Timeout
+                        | R::Capabilities
+                        | R::PeerRestarted
                 ) {
                     tracing::warn!(peer = host, conn = conn.0, reason = ?reason, state, "peer connection closed");
                 } else {

@@ -967,3 +967,80 @@ fn relay_detects_loops_and_answers_what_it_cannot_deliver() {
     assert!(matches!(a.find_u32(268, 0), Some(3002 | 3003)), "{a:?}");
     assert!(a.header.flags.is_error());
 }
+
+/// A DWR from node `from` on its link to node `to`, as if sent with Origin-State-Id `osi`.
+fn inject_dwr(net: &mut Net, from: usize, to: usize, osi: u32) {
+    let (&(_, their), _) = net
+        .links
+        .iter()
+        .find(|(&(n, _), &(m, _))| n == from && m == to)
+        .expect("a link");
+    let to_conn = net.links[&(from, their)].1;
+    let host = format!("s{from}.example.net");
+    let mut w = MessageWriter::new(Header::request(280, 0, 0x5151, 0x5252));
+    w.str(264, M, 0, &host);
+    w.str(296, M, 0, "example.net");
+    w.u32(278, M, 0, osi);
+    let bytes = w.finish().unwrap();
+    let now = net.now;
+    net.nodes[to].core.frame(to_conn, bytes, now);
+    net.run();
+}
+
+#[test]
+fn a_peer_that_restarted_is_reset_and_its_pending_requests_fail_over_once() {
+    let long = |c: &mut Config| c.timers.answer_timeout = Duration::from_secs(300);
+    let mut net = net_cfg(&[Behaviour::Hold, Behaviour::Echo], long, |_| {});
+    let mut ps: Vec<PendingAnswer> = (0..4).map(|n| net.submit(0, n)).collect();
+    assert_eq!(net.nodes[1].held.len(), 2, "s1 holds its half");
+    let dwas_before = net.sent_by(0, BaseKind::Dwa);
+    // s1's DWR with the Origin-State-Id it sent in its CEA: nothing happens but the DWA.
+    inject_dwr(&mut net, 1, 0, 1_700_000_001);
+    assert_eq!(net.sent_by(0, BaseKind::Dwa), dwas_before + 1);
+    assert_eq!(net.outcomes.borrow().len(), 2, "s1's two are still waiting");
+    // Now with another value: s1 restarted (RFC 6733 §8.16).
+    inject_dwr(&mut net, 1, 0, 1_700_009_999);
+    assert_eq!(
+        net.sent_by(0, BaseKind::Dwa),
+        dwas_before + 1,
+        "the DWR that showed the restart is not answered"
+    );
+    assert_eq!(
+        net.sent_by(0, BaseKind::Dpr),
+        0,
+        "reset without DPR, as freeDiameter"
+    );
+    assert!(
+        !net.links.keys().any(|&(n, _)| n == 1),
+        "the connection to s1 is closed"
+    );
+    for (n, p) in ps.iter_mut().enumerate() {
+        let a = answered(p)
+            .expect("answered (s2, or s2 after failover)")
+            .unwrap();
+        assert_eq!(a.find_u32(415, 0), Some(n as u32));
+    }
+    let resent = net.nodes[2]
+        .delivered
+        .iter()
+        .filter(|m| m.header.flags.is_retransmit())
+        .count();
+    assert_eq!(resent, 2, "the two held by s1 went to s2 with the T flag");
+    // s1 answering late changes nothing: its connection is gone (and the harness fails on a
+    // second outcome for any request).
+    net.release(1);
+    // Reconnection after Tc (5 s here); the new connection is used at once.
+    let cers = net.sent_by(0, BaseKind::Cer);
+    net.advance(Duration::from_secs(6));
+    assert_eq!(
+        net.sent_by(0, BaseKind::Cer),
+        cers + 1,
+        "reconnected after Tc"
+    );
+    let mut more: Vec<PendingAnswer> = (10..14).map(|n| net.submit(0, n)).collect();
+    assert_eq!(net.nodes[1].held.len(), 2, "s1 carries requests again");
+    net.release(1);
+    for p in &mut more {
+        assert!(answered(p).expect("answered").is_ok());
+    }
+}

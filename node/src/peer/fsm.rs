@@ -121,6 +121,10 @@ pub enum Event {
     RcvDwa { conn: ConnId },
     /// Rcv-Message: any other message; see [`PeerFsm::handle`]'s return value.
     RcvMessage { conn: ConnId },
+    /// A message the peer itself sent (its DWR or DWA) carried Origin-State-Id `value`. Fed
+    /// before the message's own event: when the value changed the peer restarted, and the
+    /// connection is reset before the message is processed (see [`PeerFsm::handle`]).
+    RcvOriginStateId { conn: ConnId, value: u32 },
     /// Stop: shut this peer down, telling it why.
     Stop { cause: DisconnectCause },
     /// No request we sent to this peer is pending any more (after Stop).
@@ -168,6 +172,9 @@ pub enum CloseReason {
     Disconnect,
     /// Stop while not open.
     Stopped,
+    /// The peer's Origin-State-Id changed (RFC 6733 §8.16): it restarted, and what was sent
+    /// on this connection is lost with its previous state.
+    PeerRestarted,
 }
 
 /// What the driver must do, in order.
@@ -509,6 +516,11 @@ impl PeerFsm {
                 }
                 return true;
             }
+            Event::RcvOriginStateId { conn, value }
+                if Some(conn) == self.open_conn && matches!(self.state, ROpen | IOpen) =>
+            {
+                self.origin_state_id(value, now);
+            }
             Event::Stop { cause } => self.stop(cause, now),
             Event::Drained => {
                 if matches!(self.state, ROpen | IOpen) {
@@ -533,7 +545,8 @@ impl PeerFsm {
             | Event::RcvDpa { .. }
             | Event::RcvDwr { .. }
             | Event::RcvDwa { .. }
-            | Event::RcvMessage { .. } => {}
+            | Event::RcvMessage { .. }
+            | Event::RcvOriginStateId { .. } => {}
         }
         false
     }
@@ -578,6 +591,17 @@ impl PeerFsm {
                     self.state = WaitReturns;
                     self.elect(now);
                 }
+            }
+            // Not in the table: a CER from a peer that is open, with another Origin-State-Id
+            // than its open connection's. RFC 6733 §8.16: "A Diameter entity issuing this AVP
+            // MUST create a higher value for this AVP each time its state is reset": the peer
+            // restarted, and the open connection is its previous incarnation's, half-open
+            // (nothing sent on it will be answered). Reset it and take the new one as in
+            // Closed, instead of rejecting the peer until our watchdog gives up on the old one.
+            ROpen | IOpen if self.restarted(cer.caps.origin_state_id) => {
+                self.log_restart(cer.caps.origin_state_id.unwrap_or(0));
+                self.peer_restarted(now);
+                self.r_conn_cer(conn, cer, now);
             }
             // Wait-Conn-Ack/Elect, Wait-Returns, R-Open, I-Open, R-Conn-CER: R-Reject.
             // Closing too: we are leaving, a new connection is not wanted.
@@ -735,6 +759,64 @@ impl PeerFsm {
             }
             _ => {}
         }
+    }
+
+    /// Whether `value`, an Origin-State-Id the peer sent, says it restarted since the
+    /// capabilities exchange of the open connection.
+    ///
+    /// RFC 6733 §8.16: "If an access device does not intend for such inferences to be made,
+    /// it MUST either not include Origin-State-Id in any message, or set its value to 0." So
+    /// an absent or zero value on either side proves nothing. Any other difference counts,
+    /// not only a higher value (as freeDiameter's `check_state_id` in `p_dw.c`): a peer whose
+    /// clock went back after a reboot has still lost its state.
+    fn restarted(&self, value: Option<u32>) -> bool {
+        let known = self.remote.as_ref().and_then(|r| r.origin_state_id);
+        matches!((known, value), (Some(k), Some(v)) if k != 0 && v != 0 && k != v)
+    }
+
+    /// R-Open / I-Open: the peer's own DWR or DWA carried Origin-State-Id `value`.
+    fn origin_state_id(&mut self, value: u32, now: Instant) {
+        if self.restarted(Some(value)) {
+            self.log_restart(value);
+            self.peer_restarted(now);
+            return;
+        }
+        // Not in its CER/CEA (or 0 there): the first non-zero value seen is the one to keep,
+        // as freeDiameter's `check_state_id` does.
+        if let Some(remote) = self.remote.as_mut() {
+            if value != 0 && remote.origin_state_id.unwrap_or(0) == 0 {
+                remote.origin_state_id = Some(value);
+            }
+        }
+    }
+
+    /// Logs the restart with both values (once per reset).
+    fn log_restart(&self, value: u32) {
+        let known = self.remote.as_ref().and_then(|r| r.origin_state_id);
+        tracing::warn!(
+            peer = %self.settings.host,
+            origin_state_id = value,
+            previous = known.unwrap_or(0),
+            "peer restarted (Origin-State-Id changed): resetting its connection, failing over its pending requests"
+        );
+    }
+
+    /// The peer restarted (RFC 6733 §8.16: "By including Origin-State-Id in a message, it
+    /// allows other Diameter entities to infer that sessions associated with a lower
+    /// Origin-State-Id are no longer active"): reset the connection as freeDiameter does
+    /// (`p_dw.c` fails the DWR/DWA, `p_psm.c` jumps to `psm_reset`: the peer goes to CLOSED
+    /// without DPR, its pending requests are failed over, and it is reconnected).
+    ///
+    /// Here: close the open connection without DPR (the state DPR would close is gone) and
+    /// without answering the message that showed the change; [`Action::Down`] makes the
+    /// endpoint fail the requests pending on it over (RFC 6733 §5.5.4, T flag). The
+    /// watchdog starts over trusted (INITIAL, not REOPEN): the transport did not fail, the
+    /// peer restarted — freeDiameter does not mark such a reset as a connection problem
+    /// either. We reconnect after Tc, as after a DPR with REBOOTING.
+    fn peer_restarted(&mut self, now: Instant) {
+        self.watchdog.reset();
+        self.reconnect = Reconnect::after(DisconnectCause::Rebooting);
+        self.close_open(CloseReason::PeerRestarted, now, false);
     }
 
     fn stop(&mut self, cause: DisconnectCause, now: Instant) {

@@ -480,6 +480,17 @@ impl Peers {
             BaseKind::Other => Event::RcvMessage { conn },
         };
         let is_other = matches!(event, Event::RcvMessage { .. });
+        // RFC 6733 §8.16: "Origin-State-Id, if present, MUST reflect the state of the
+        // entity indicated by Origin-Host." The peer's own DWR/DWA are where freeDiameter
+        // (`p_dw.c`) watches it: a changed value means the peer restarted, and the state
+        // machine resets the connection before the DWR/DWA is processed (it is then not
+        // answered). Application messages are left alone: a relay's carry their origin's
+        // Origin-State-Id, not the peer's.
+        if matches!(event, Event::RcvDwr { .. } | Event::RcvDwa { .. }) {
+            if let Some(value) = msg.find_u32(wire::avp::ORIGIN_STATE_ID, 0) {
+                self.event(peer, Event::RcvOriginStateId { conn, value }, now);
+            }
+        }
         let process = self.event(peer, event, now);
         if process {
             Received::Process { peer }

@@ -1213,3 +1213,5 @@ fn start_while_draining_cancels_the_stop() {
         assert_eq!(h.actions(), vec![], "no DPR: not stopping any more");
     }
 }
+
+mod origin_state;
