@@ -30,6 +30,8 @@ packages=(
   freediameterd freediameter-extensions libfreediameter-dev
   erlang-base erlang-diameter erlang-dev
   tshark sip-tester valgrind sqlite3 linux-perf
+  # strace: the order in which `dmbridge run` opens its sockets (tests/tests/control_socket_first.rs)
+  strace
   gcc make pkg-config clang libclang-rt-14-dev python3
   bison flex dpkg-dev
   xsltproc docbook-xsl docbook-xml lynx pandoc libjson-c-dev

@@ -170,6 +170,18 @@ pub struct Node {
 impl Node {
     /// Binds the listen addresses of `config`.
     pub async fn bind(config: Config, dict: &'static Dictionary) -> io::Result<Node> {
+        Node::bind_with_status(config, dict, watch::channel(Vec::new()).0).await
+    }
+
+    /// [`Node::bind`], publishing the peers' states on `status` ([`Node::status`] subscribes
+    /// to it). Made by the caller so that what shows the peers to others — the workers'
+    /// status document — can be started before the node binds: `dmbridge run` opens the
+    /// workers' control socket before the Diameter listeners (issue 11 item 8).
+    pub async fn bind_with_status(
+        config: Config,
+        dict: &'static Dictionary,
+        status: watch::Sender<Vec<PeerStatus>>,
+    ) -> io::Result<Node> {
         let mut listeners = Vec::new();
         for addr in &config.node.listen {
             let l = listen(*addr)
@@ -209,7 +221,7 @@ impl Node {
             tls_listeners,
             tls,
             refusals: Arc::new(Refusals::new()),
-            status: watch::channel(Vec::new()).0,
+            status,
             advertised: None,
             observer: None,
             admin: None,

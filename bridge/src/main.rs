@@ -178,13 +178,48 @@ fn run(file: &std::path::Path, echo: bool, threads: Option<u16>) -> ExitCode {
     };
     rt.block_on(async move {
         let started = std::time::Instant::now();
-        let mut node = match dmrun::driver::Node::bind(config.clone(), dict).await {
+        // The SIP server's workers over shared memory, unless --echo answers in process. Their
+        // control socket opens first, before the Diameter listeners bind and before any peer
+        // is dialled (issue 11 item 8): once a peer can reach this bridge, a worker can too,
+        // so after a restart a script request that comes after the bridge is up does not
+        // meet a missing socket (-3). Requests workers submit meanwhile wait in `submissions`
+        // until the node loop runs.
+        let status = tokio::sync::watch::channel(Vec::new()).0;
+        let (handle, submissions) = dmrun::app::channel(4096);
+        let (app, shm): (std::sync::Arc<dyn dmrun::app::Application>, _) = if echo {
+            (std::sync::Arc::new(dmrun::responders::Echo), None)
+        } else {
+            match dmrun::shm_app::ShmService::start(
+                &config,
+                &dictionary,
+                handle.clone(),
+                status.subscribe(),
+            ) {
+                Ok((app, service)) => (app, Some(service)),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
+        let bound = dmrun::driver::Node::bind_with_status(config.clone(), dict, status).await;
+        let mut node = match bound {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!("{e}");
+                // The segment and socket go with the service: workers see EOF, not a
+                // stale socket.
+                if let Some(service) = shm {
+                    service.stop().await;
+                }
                 return ExitCode::FAILURE;
             }
         };
+        if let Some(service) = &shm {
+            // CER/CEA: the configured applications plus those of the commands the attached
+            // workers serve.
+            node.advertise_also(service.advertised());
+        }
         for addr in node.local_addrs() {
             tracing::info!(%addr, "listening on {addr}");
         }
@@ -205,33 +240,13 @@ fn run(file: &std::path::Path, echo: bool, threads: Option<u16>) -> ExitCode {
                 }
                 Err(e) => {
                     tracing::error!(%addr, "metrics listener: {e}");
+                    if let Some(service) = shm {
+                        service.stop().await;
+                    }
                     return ExitCode::FAILURE;
                 }
             },
             None => None,
-        };
-        // The SIP server's workers over shared memory, unless --echo answers in process.
-        let (handle, submissions) = dmrun::app::channel(4096);
-        let (app, shm): (std::sync::Arc<dyn dmrun::app::Application>, _) = if echo {
-            (std::sync::Arc::new(dmrun::responders::Echo), None)
-        } else {
-            match dmrun::shm_app::ShmService::start(
-                &config,
-                &dictionary,
-                handle.clone(),
-                node.status(),
-            ) {
-                Ok((app, service)) => {
-                    // CER/CEA: the configured applications plus those of the commands the
-                    // attached workers serve.
-                    node.advertise_also(service.advertised());
-                    (app, Some(service))
-                }
-                Err(e) => {
-                    tracing::error!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            }
         };
         let workers: Option<dmrun::ops::WorkerTable> = shm.as_ref().map(|s| {
             let doc = s.status_doc();
