@@ -684,16 +684,25 @@ fn watchdog_suspicion_moves_requests_to_an_alternate_peer() {
     // s1 goes silent without closing: DWR unanswered, then SUSPECT (2 Tw) moves its requests.
     net.muted.insert(1);
     net.advance(Duration::from_secs(70));
+    assert_each_echoed(&mut ps);
+    assert_eq!(retransmitted_to(&net, 2), 2);
+}
+
+/// Each request `n` of `ps` was answered once, with its own CC-Request-Number.
+fn assert_each_echoed(ps: &mut [PendingAnswer]) {
     for (n, p) in ps.iter_mut().enumerate() {
         let a = answered(p).expect("answered").unwrap();
         assert_eq!(a.find_u32(415, 0), Some(n as u32));
     }
-    let resent = net.nodes[2]
+}
+
+/// How many requests node `j` received with the T flag.
+fn retransmitted_to(net: &Net, j: usize) -> usize {
+    net.nodes[j]
         .delivered
         .iter()
         .filter(|m| m.header.flags.is_retransmit())
-        .count();
-    assert_eq!(resent, 2);
+        .count()
 }
 
 #[test]
@@ -1014,18 +1023,12 @@ fn a_peer_that_restarted_is_reset_and_its_pending_requests_fail_over_once() {
         !net.links.keys().any(|&(n, _)| n == 1),
         "the connection to s1 is closed"
     );
-    for (n, p) in ps.iter_mut().enumerate() {
-        let a = answered(p)
-            .expect("answered (s2, or s2 after failover)")
-            .unwrap();
-        assert_eq!(a.find_u32(415, 0), Some(n as u32));
-    }
-    let resent = net.nodes[2]
-        .delivered
-        .iter()
-        .filter(|m| m.header.flags.is_retransmit())
-        .count();
-    assert_eq!(resent, 2, "the two held by s1 went to s2 with the T flag");
+    assert_each_echoed(&mut ps);
+    assert_eq!(
+        retransmitted_to(&net, 2),
+        2,
+        "the two held by s1 went to s2 with the T flag"
+    );
     // s1 answering late changes nothing: its connection is gone (and the harness fails on a
     // second outcome for any request).
     net.release(1);

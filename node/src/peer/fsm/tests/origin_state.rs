@@ -13,29 +13,39 @@ fn caps_with(host: &str, osi: Option<u32>) -> Capabilities {
     }
 }
 
-/// The peer open on either side, with `osi` in its CER (R-Open) or CEA (I-Open).
-fn open_both_with(osi: Option<u32>) -> Vec<(H, ConnId)> {
-    let mut r_open = H::new(HIGHER, true);
-    let r = r_open.accepted();
-    r_open.ev(Event::RConnCer {
-        conn: r,
+/// An R-Conn-CER on `conn` with `osi`.
+fn cer_on(conn: ConnId, osi: Option<u32>, hbh: u32) -> Event {
+    Event::RConnCer {
+        conn,
         cer: ReceivedCer {
             caps: caps_with(HIGHER, osi),
-            ..cer(HIGHER, 1)
+            ..cer(HIGHER, hbh)
         },
-    });
-    r_open.actions();
-    assert_eq!(r_open.state(), State::ROpen);
-    let mut i_open = H::new(HIGHER, true);
-    let i = i_open.enter_wait_i_cea();
-    i_open.ev(Event::RcvCea {
+    }
+}
+
+/// I-Open with `osi` in the CEA.
+fn i_open_with(osi: Option<u32>) -> (H, ConnId) {
+    let mut h = H::new(HIGHER, true);
+    let i = h.enter_wait_i_cea();
+    h.ev(Event::RcvCea {
         conn: i,
         result_code: 2001,
         caps: caps_with(HIGHER, osi),
     });
-    i_open.actions();
-    assert_eq!(i_open.state(), State::IOpen);
-    vec![(r_open, r), (i_open, i)]
+    h.actions();
+    assert_eq!(h.state(), State::IOpen);
+    (h, i)
+}
+
+/// The peer open on either side, with `osi` in its CER (R-Open) or CEA (I-Open).
+fn open_both_with(osi: Option<u32>) -> Vec<(H, ConnId)> {
+    let mut r_open = H::new(HIGHER, true);
+    let r = r_open.accepted();
+    r_open.ev(cer_on(r, osi, 1));
+    r_open.actions();
+    assert_eq!(r_open.state(), State::ROpen);
+    vec![(r_open, r), i_open_with(osi)]
 }
 
 fn dwr(conn: ConnId) -> Event {
@@ -182,13 +192,7 @@ fn closing_is_left_to_finish() {
 fn cer_with_a_new_value_while_open_replaces_the_half_open_connection() {
     for (mut h, c) in open_both_with(Some(OSI)) {
         let r2 = h.accepted();
-        h.ev(Event::RConnCer {
-            conn: r2,
-            cer: ReceivedCer {
-                caps: caps_with(HIGHER, Some(OSI + 10)),
-                ..cer(HIGHER, 3)
-            },
-        });
+        h.ev(cer_on(r2, Some(OSI + 10), 3));
         let mut want = reset(c);
         want.extend([
             Action::Accept { conn: r2 },
@@ -216,13 +220,7 @@ fn cer_with_the_same_or_no_value_while_open_is_still_rejected() {
     for osi in [Some(OSI), None, Some(0)] {
         for (mut h, c) in open_both_with(Some(OSI)) {
             let r2 = h.accepted();
-            h.ev(Event::RConnCer {
-                conn: r2,
-                cer: ReceivedCer {
-                    caps: caps_with(HIGHER, osi),
-                    ..cer(HIGHER, 3)
-                },
-            });
+            h.ev(cer_on(r2, osi, 3));
             assert_eq!(
                 h.actions(),
                 vec![Action::Close {
@@ -238,14 +236,7 @@ fn cer_with_the_same_or_no_value_while_open_is_still_rejected() {
 
 #[test]
 fn reconnection_after_a_restart_is_trusted_at_once() {
-    let mut h = H::new(HIGHER, true);
-    let i = h.enter_wait_i_cea();
-    h.ev(Event::RcvCea {
-        conn: i,
-        result_code: 2001,
-        caps: caps_with(HIGHER, Some(OSI)),
-    });
-    h.actions();
+    let (mut h, i) = i_open_with(Some(OSI));
     h.ev(Event::RcvOriginStateId {
         conn: i,
         value: OSI + 1,
