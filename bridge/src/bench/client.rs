@@ -465,10 +465,18 @@ impl Client {
                 self.tally
                     .record_from_send(now.saturating_duration_since(slot.sent));
                 Live::add(&self.shared.live.answered, 1);
+                let sess = self.sessions.remove(&m.header.hop_by_hop);
                 if !outcome.is_success() {
                     Live::add(&self.shared.live.errors, 1);
+                    // Who answered the error (behind a DRA: the server, the agent, or
+                    // another server the agent retried on).
+                    let host = m
+                        .find_ref(super::template::code::ORIGIN_HOST, 0)
+                        .map_or(&b""[..], |a| a.data);
+                    let followup = sess.as_ref().is_some_and(|s| s.step > 0);
+                    self.tally.count_error_origin(outcome, host, followup);
                 }
-                if let Some(sess) = self.sessions.remove(&m.header.hop_by_hop) {
+                if let Some(sess) = sess {
                     self.session_answer(sess, &m, outcome);
                 }
             }

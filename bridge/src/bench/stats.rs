@@ -104,6 +104,41 @@ pub struct Tally {
     pub wrong_host: u64,
     /// Session mode: answers by their Origin-Host (few distinct hosts: a small vector).
     pub by_origin: Vec<(Bytes, u64)>,
+    /// Error answers by outcome and Origin-Host: who answered each error (behind an agent
+    /// the Origin-Host tells a server's own error from the agent's or another server's).
+    pub error_origins: ErrorOrigins,
+    /// Session mode: the same for the follow-ups' errors.
+    pub followup_error_origins: ErrorOrigins,
+}
+
+/// Counts by (outcome, Origin-Host); few distinct pairs: a small vector.
+pub type ErrorOrigins = Vec<((Outcome, Bytes), u64)>;
+
+/// Adds one to (`outcome`, `host`), allocating only for a pair not seen before.
+fn count_error_origin(counts: &mut ErrorOrigins, outcome: Outcome, host: &[u8]) {
+    match counts
+        .iter_mut()
+        .find(|((o, h), _)| *o == outcome && h.as_ref() == host)
+    {
+        Some((_, n)) => *n += 1,
+        None => counts.push(((outcome, Bytes::copy_from_slice(host)), 1)),
+    }
+}
+
+/// `{"3002": {"node1.test.local": 5}, ...}` (an answer without Origin-Host counts under "").
+fn error_origins_json(counts: &ErrorOrigins) -> Json {
+    let mut sorted: Vec<_> = counts.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Map::new();
+    for ((o, h), n) in sorted {
+        let by_host = out
+            .entry(o.key())
+            .or_insert_with(|| Json::Object(Map::new()));
+        if let Json::Object(m) = by_host {
+            m.insert(String::from_utf8_lossy(h).into_owned(), json!(n));
+        }
+    }
+    Json::Object(out)
 }
 
 impl Default for Tally {
@@ -126,6 +161,8 @@ impl Default for Tally {
             wrong_host: 0,
             followup_outcomes: Vec::new(),
             by_origin: Vec::new(),
+            error_origins: Vec::new(),
+            followup_error_origins: Vec::new(),
         }
     }
 }
@@ -184,6 +221,14 @@ impl Tally {
         add_count(&mut self.by_origin, host, 1);
     }
 
+    /// An error answer (`followup`: to a session's follow-up) came from `host`.
+    pub fn count_error_origin(&mut self, outcome: Outcome, host: &[u8], followup: bool) {
+        count_error_origin(&mut self.error_origins, outcome, host);
+        if followup {
+            count_error_origin(&mut self.followup_error_origins, outcome, host);
+        }
+    }
+
     pub fn merge(&mut self, other: &Tally) {
         self.sessions += other.sessions;
         self.sessions_completed += other.sessions_completed;
@@ -195,6 +240,12 @@ impl Tally {
         }
         for (h, n) in &other.by_origin {
             add_count(&mut self.by_origin, h, *n);
+        }
+        for (k, n) in &other.error_origins {
+            add_count(&mut self.error_origins, k, *n);
+        }
+        for (k, n) in &other.followup_error_origins {
+            add_count(&mut self.followup_error_origins, k, *n);
         }
         self.sent += other.sent;
         self.answered += other.answered;
@@ -272,6 +323,7 @@ impl Summary {
             "errors": t.errors(),
             "result_codes": codes,
             "errors_by_code": errors,
+            "errors_by_code_origin_host": error_origins_json(&t.error_origins),
             "timeouts": t.timeouts,
             "unanswered": t.unanswered,
             "unmatched_answers": t.unmatched,
@@ -304,6 +356,7 @@ impl Summary {
                     .iter()
                     .map(|(o, n)| (o.key(), json!(n)))
                     .collect::<Map<String, Json>>(),
+                "followup_errors_by_code_origin_host": error_origins_json(&t.followup_error_origins),
                 "answers_by_origin_host": t
                     .by_origin
                     .iter()
@@ -340,6 +393,8 @@ impl Summary {
         );
         let mut outcomes = t.outcomes.clone();
         outcomes.sort();
+        let mut origins: Vec<_> = t.error_origins.iter().collect();
+        origins.sort_by(|a, b| a.0.cmp(&b.0));
         for (o, n) in outcomes {
             let kind = match o {
                 Outcome::Experimental { .. } => "Experimental-Result-Code",
@@ -351,6 +406,9 @@ impl Summary {
                 o.key(),
                 o.name().unwrap_or("")
             );
+            for ((_, h), m) in origins.iter().filter(|((e, _), _)| *e == o) {
+                let _ = writeln!(s, "    from {:<40} {m}", String::from_utf8_lossy(h));
+            }
         }
         let _ = writeln!(
             s,
@@ -432,6 +490,10 @@ mod tests {
         a.record_answer(Outcome::Result(5012), Duration::from_micros(300), t0);
         b.record_answer(Outcome::Result(2001), Duration::from_micros(200), t0);
         b.timeouts = 1;
+        a.count_error_origin(Outcome::Result(5012), b"b.test", false);
+        a.count_error_origin(Outcome::Result(3002), b"c.test", true);
+        b.count_error_origin(Outcome::Result(3002), b"c.test", false);
+        b.count_error_origin(Outcome::Result(3002), b"a.test", false);
         a.merge(&b);
         assert_eq!((a.sent, a.answered, a.timeouts, a.errors()), (5, 3, 1, 1));
         assert_eq!(a.latency.len(), 3);
@@ -446,6 +508,14 @@ mod tests {
         assert_eq!(j["result_codes"]["2001"], 2);
         assert_eq!(j["errors_by_code"]["5012"], 1);
         assert!(j["errors_by_code"].get("2001").is_none());
+        assert_eq!(j["errors_by_code_origin_host"]["5012"]["b.test"], 1);
+        assert_eq!(j["errors_by_code_origin_host"]["3002"]["c.test"], 2);
+        assert_eq!(j["errors_by_code_origin_host"]["3002"]["a.test"], 1);
+        assert_eq!(
+            j["sessions"]["followup_errors_by_code_origin_host"]["3002"]["c.test"],
+            1
+        );
+        assert!(j["errors_by_code_origin_host"].get("2001").is_none());
         assert_eq!(j["answers_per_sec"], 3.0);
         let p50 = j["latency_us"]["p50"].as_u64().unwrap();
         assert!((199..=201).contains(&p50), "{p50}");

@@ -463,4 +463,8 @@ fn session_mode_binds_followups_to_the_host_that_answered() {
     assert_eq!(c.tally.followup_errors, 1);
     assert_eq!(c.tally.sessions_completed, 1);
     assert_eq!(c.in_flight(), 0);
+    // The error is counted with the Origin-Host that answered it, as a follow-up's too.
+    let dra = (Outcome::Result(3002), Bytes::from_static(b"dra"));
+    assert_eq!(c.tally.error_origins, vec![(dra.clone(), 1)]);
+    assert_eq!(c.tally.followup_error_origins, vec![(dra, 1)]);
 }
