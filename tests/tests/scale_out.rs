@@ -12,7 +12,30 @@
 //! node the DRA hands them to, which is not their destination: RFC 6733 §6.1), never a
 //! silent wrong-node success, a timeout or a second answer; when a node's SIP server stops
 //! (its bridge stays), it answers 3004 and the DRA retries the requests that were not bound
-//! to it on another node, while those bound to it by Destination-Host get the 3004 back.
+//! to it on another node, where they succeed.
+//!
+//! The requests bound to the busy node by Destination-Host come back as 3002 answered by the
+//! *other* node, not as the busy node's 3004 (issue 11 item 6; the bench reports the
+//! Origin-Host of every error answer, which is how this was established):
+//! - RFC 6733 §7.1.3, DIAMETER_TOO_BUSY: "When returned, a Diameter node SHOULD attempt to
+//!   send the message to an alternate peer. This error MUST only be used when a specific
+//!   server is requested, and it cannot provide the requested service." A bound request is
+//!   exactly the case 3004 is for, and the agent's retry is what the RFC asks of it.
+//! - freeDiameter 1.2.1 `rt_busypeers` (`extensions/rt_busypeers/rtbusy.c`,
+//!   `rt_busy_process_busy`) does that without looking at Destination-Host: on a 3004 with
+//!   the E bit it removes the answering peer (and its Origin-Host) from the request's
+//!   candidates (`fd_rtd_error_add`) and, while a candidate with a score >= 0 remains and
+//!   `RetryMaxPeers` (0 = no limit) is not reached, sends the request again, dropping the
+//!   3004. The DRA's routing (`score_destination_avp`: +15 for a peer in Destination-Realm;
+//!   `rt_default`'s DEFAULT +5 here) leaves every other open node a candidate.
+//! - The node that gets the retry is not the Destination-Host and is no relay, so RFC 6733
+//!   §6.1 ("If none of the above is successful, an answer is returned with the Result-Code
+//!   set to DIAMETER_UNABLE_TO_DELIVER, with the E-bit set") and DESIGN §9 make it answer
+//!   3002, which `rt_busypeers` does not act on: the DRA forwards it to the client.
+//!   The busy node's 3004 reaches the client only when no other node is open.
+//!
+//! (DESIGN §9 says the DRA "does not [re-route] when it was" the Destination-Host; with
+//! rt_busypeers 1.2.1 it does, and the client sees 3002 from the node it landed on.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -175,6 +198,14 @@ fn bench_result(mut bench: ChildGuard, limit: Duration) -> Json {
     j
 }
 
+/// The hosts of a `{host: count}` object (empty when absent).
+fn hosts(by_host: &Json) -> Vec<String> {
+    by_host
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
 fn n(j: &Json, path: &[&str]) -> u64 {
     let mut v = j;
     for p in path {
@@ -209,7 +240,15 @@ fn dra_keeps_sessions_on_their_node_and_reroutes_around_dead_and_busy_nodes() {
     for h in ["node1.test.local", "node2.test.local", "node3.test.local"] {
         assert!(by[h].as_u64().unwrap_or(0) > 0, "{h} served sessions: {j}");
     }
-    // The sessions bound to node2 got an error answer: 3002 (not delivered), and only they.
+    // The sessions bound to node2 got an error answer: 3002 (not delivered), and only they,
+    // answered by the surviving node the DRA handed them to (RFC 6733 §6.1), not by the DRA.
+    let from_3002 = hosts(&j["errors_by_code_origin_host"]["3002"]);
+    assert!(
+        from_3002
+            .iter()
+            .all(|h| h == "node1.test.local" || h == "node3.test.local"),
+        "3002 only from the surviving nodes: {j}"
+    );
     let fe = n(&j, &["sessions", "followup_errors"]);
     assert!(fe > 0, "sessions bound to the dead node see errors: {j}");
     let errors = n(&j, &["errors"]);
@@ -228,8 +267,9 @@ fn dra_keeps_sessions_on_their_node_and_reroutes_around_dead_and_busy_nodes() {
     );
 
     // Phase 2: node3's SIP server stops (its bridge stays up): node3 answers 3004; the DRA
-    // (rt_busypeers) retries requests without Destination-Host on node1, while the
-    // follow-ups bound to node3 by Destination-Host get the 3004.
+    // (rt_busypeers) retries every such request on node1, the only other open node: those
+    // without Destination-Host succeed there, the follow-ups bound to node3 are answered 3002
+    // by node1 (see the module docs for why).
     let bench = start_bench(dir.path(), "bench-busy", &dra, &templates, 30, 4.0);
     std::thread::sleep(Duration::from_millis(1500));
     let mut w = nodes[2].worker.take().expect("node3 worker");
@@ -240,11 +280,6 @@ fn dra_keeps_sessions_on_their_node_and_reroutes_around_dead_and_busy_nodes() {
         assert_eq!(n(&j, &[k]), 0, "{k}: {j}");
     }
     assert_eq!(n(&j, &["sessions", "wrong_host"]), 0, "{j}");
-    // Seen with freeDiameter 1.2.1 + rt_busypeers: the follow-ups bound to node3 come back
-    // as 3002 (the DRA's retry lands on a node that is not their Destination-Host, which
-    // refuses them, RFC 6733 §6.1), not as node3's 3004. Either is an error the client sees
-    // at once; what must not happen is a session-less request failing or a wrong-node
-    // success.
     // A request node3's worker held when it stopped is answered 5012 by node3 (DESIGN §9:
     // the worker took it and gave no answer), whether or not it was bound; node3's log
     // counts them, and the bench must see exactly that many, no more.
@@ -267,15 +302,41 @@ fn dra_keeps_sessions_on_their_node_and_reroutes_around_dead_and_busy_nodes() {
     );
     let fe_busy = n(&j, &["sessions", "followup_errors"]);
     assert!(fe_busy > 0, "follow-ups bound to node3 get an error: {j}");
-    let codes = j["sessions"]["followup_errors_by_code"]
+    // Exactly who answers what: 3002 from node1 (the retry's landing place), 5012 from node3
+    // (held requests), and no 3004 at all (rt_busypeers retried every one while node1 was
+    // open, and dropped it).
+    let by_host = &j["errors_by_code_origin_host"];
+    let codes: Vec<&String> = by_host
         .as_object()
-        .cloned()
+        .map(|m| m.keys().collect())
         .unwrap_or_default();
     assert!(
-        codes
-            .keys()
-            .all(|k| k == "3004" || k == "3002" || k == "5012"),
-        "bound follow-ups: 3004 from node3 or 3002: {j}"
+        codes.iter().all(|k| *k == "3002" || *k == "5012"),
+        "only 3002 and 5012, no 3004 reaches the client: {j}"
+    );
+    assert_eq!(
+        hosts(&by_host["3002"]),
+        ["node1.test.local"],
+        "3002 answered by node1, where the DRA retried node3's 3004: {j}"
+    );
+    assert!(
+        hosts(&by_host["5012"])
+            .iter()
+            .all(|h| h == "node3.test.local"),
+        "5012 only from node3: {j}"
+    );
+    assert_eq!(
+        n(
+            &j,
+            &[
+                "sessions",
+                "followup_errors_by_code_origin_host",
+                "3002",
+                "node1.test.local"
+            ]
+        ),
+        n(&j, &["errors_by_code", "3002"]),
+        "every 3002 is a follow-up bound to node3: {j}"
     );
     let fe_5012 = n(&j, &["sessions", "followup_errors_by_code", "5012"]);
     assert_eq!(

@@ -3,8 +3,9 @@
 //!
 //! `freeDiameterd` with no application of its own, routing with the `rt_default` extension
 //! (rules in its own `rt_default.conf` syntax, given by the test) and, optionally,
-//! `rt_busypeers` (re-sends a request answered 3004 DIAMETER_TOO_BUSY to another peer unless
-//! that peer was the request's Destination-Host). Identity `dra.test.local`, realm
+//! `rt_busypeers` (re-sends a request answered 3004 DIAMETER_TOO_BUSY to another candidate
+//! peer, Destination-Host or not: a request bound to the busy node then lands on a node that
+//! answers 3002; see tests/tests/scale_out.rs). Identity `dra.test.local`, realm
 //! `test.local`; connects to every backend over TCP without TLS and admits any
 //! `*.test.local` client (`acl_wl`). `bind_lo.so` is preloaded because 1.2.1 ignores
 //! `ListenOn` (see the peers README).
