@@ -30,9 +30,13 @@
 //! [`Error::Detached`]. The worker re-attaches by itself — on any call, at
 //! most every `min_retry`, and from the timerfd every `retry_interval` while
 //! the caller only waits on the fd — and re-sends its handled names. A
-//! re-attach never blocks: the Hello goes out, the connection joins the epoll
-//! set, and the Welcome is taken when the fd fires, so even a hung bridge
-//! cannot stall a SIP worker.
+//! re-attach blocks at most `reattach_wait` (100 ms), and only when the
+//! bridge's socket accepted the connection: the Hello goes out, the
+//! connection joins the epoll set, and the call that started it waits that
+//! long for the Welcome (a live bridge answers at once, so the first request
+//! after a restart is not lost); otherwise the Welcome is taken when the fd
+//! fires. A bridge that is down costs nothing (connect fails at once), a hung
+//! one at most `reattach_wait` per attempt.
 
 use crate::control::{refusal, Conn, Ctl, Recv, MAX_CONTROL_MSG, MAX_HANDLES, MAX_NAME};
 use crate::error::{Error, Result};
@@ -57,6 +61,13 @@ pub struct WorkerConfig {
     pub retry_interval: Duration,
     /// Calls made while detached try to re-attach at most this often.
     pub min_retry: Duration,
+    /// When a re-attach's connect succeeded (a bridge is listening), how long
+    /// the call that started it waits for the Welcome before failing with
+    /// [`Error::Detached`]. A live bridge answers the Hello at once, so an
+    /// idle worker's first call after a bridge restart goes through instead
+    /// of failing with -3; a hung bridge costs at most this per attempt (one
+    /// attempt per `handshake_timeout`). Zero: never wait.
+    pub reattach_wait: Duration,
     /// Extra time beyond a request's timeout before the library gives up on
     /// the bridge's answer (the bridge itself answers -2 at the timeout).
     pub grace: Duration,
@@ -75,6 +86,7 @@ impl WorkerConfig {
             handshake_timeout: Duration::from_millis(1000),
             retry_interval: Duration::from_millis(250),
             min_retry: Duration::from_millis(20),
+            reattach_wait: Duration::from_millis(100),
             grace: Duration::from_millis(2000),
             default_timeout_ms: 5000,
             max_in_flight: 4096,
@@ -356,9 +368,10 @@ impl Worker {
         }
     }
 
-    /// Re-attach without blocking: the Hello goes out now, the Welcome is
-    /// picked up by a later `service` when the fd fires, so calls made while
-    /// a (possibly wedged) bridge is starting still fail fast.
+    /// Takes the pending re-attach's Welcome if it is there (without
+    /// waiting): otherwise a later `service` picks it up when the fd fires,
+    /// so calls made while a (possibly wedged) bridge is starting fail fast
+    /// once the first `reattach_wait` is spent.
     fn poll_pending(&mut self) {
         let Some((conn, deadline)) = self.pending.take() else {
             return;
@@ -511,6 +524,7 @@ impl Worker {
                         return;
                     }
                     self.pending = Some((conn, Instant::now() + self.cfg.handshake_timeout));
+                    self.wait_welcome(self.cfg.reattach_wait);
                 }
                 Err(e) => {
                     self.last_error = Some(e.to_string());
@@ -519,6 +533,22 @@ impl Worker {
             }
         }
         self.poll_pending();
+    }
+
+    /// Waits at most `limit` for the pending attempt's Welcome (taking it
+    /// when it comes): the bridge accepted the connection, so it is alive.
+    fn wait_welcome(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some((conn, _)) = &self.pending else {
+                return;
+            };
+            if left.is_zero() || !matches!(conn.wait_readable(left), Ok(true)) {
+                return;
+            }
+            self.poll_pending();
+        }
     }
 
     /// Doorbells, EOF, timer, re-attach, deadlines.

@@ -153,3 +153,35 @@ fn the_control_socket_listens_before_the_diameter_port() {
         listens.join("\n")
     );
 }
+
+/// A worker that was attached to the previous bridge and is idle when it restarts (a SIP
+/// process between requests: nothing polls its descriptor) makes its first request after
+/// the new bridge is up: the request must reach the bridge, not fail with -3 "not attached".
+/// (The bridge has no peers here, so it answers "no route": proof that it got the request.)
+#[test]
+fn an_idle_worker_s_first_request_after_a_restart_reaches_the_bridge() {
+    use dmshm::record::class;
+    let dir = TestDir::new("control_socket_idle_worker");
+    let opts = BridgeOptions {
+        port: free_port(),
+        ..BridgeOptions::default()
+    };
+    let mut first = Bridge::start(dir.path(), &opts);
+    let ctl = first
+        .config_path()
+        .parent()
+        .expect("config has a directory")
+        .join("control.sock");
+    let mut w = Worker::attach(WorkerConfig::new(&ctl, "sip-process")).expect("attach");
+    first.guard().stop(Duration::from_secs(10));
+    drop(first);
+    // Up again: Bridge::start returns once it logged "listening on" and its port accepts.
+    let _second = Bridge::start(dir.path(), &opts);
+    let acr =
+        br#"[{"Session-Id":"w;1;1"},{"Accounting-Record-Type":1},{"Accounting-Record-Number":0}]"#;
+    let c = w.send_request(3, 271, acr, 1000);
+    assert!(
+        c.class != class::NOT_SENT || c.error.starts_with("no route"),
+        "the first request after the restart did not reach the bridge: {c:?}"
+    );
+}
