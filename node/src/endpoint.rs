@@ -31,6 +31,7 @@ use crate::duplicates::{DupCache, DupCheck, Requester};
 use crate::log_limit::LogLimit;
 use crate::observe::{Direction, LocalCause, Nothing, Observer};
 use crate::outgoing::{self, RequestContext, SessionIds};
+use crate::peer::capabilities::{inband, TlsRole};
 use crate::peer::fsm::{Action, DisconnectCause};
 use crate::peer::table::{NodeAction, PeerId, Peers, Received};
 use crate::peer::{wire, Capabilities, ConnId};
@@ -63,6 +64,16 @@ pub enum Output {
     /// The capabilities exchange opened the connection: the driver lifts the small
     /// pre-CER message size limit to `max_message_size` (DESIGN §10).
     Opened { conn: ConnId },
+    /// In-band TLS (RFC 3588 §2.1): once what is queued on the plain connection (our CEA)
+    /// is written, stop reading it as Diameter and run the TLS handshake on it in `role`
+    /// (as a client, the server certificate must satisfy `peer`); then report
+    /// [`Endpoint::inband_tls_up`] with the new stream attached, or [`Endpoint::tls_refused`]
+    /// and [`Endpoint::closed`]. Bytes read past the CER/CEA belong to the handshake.
+    StartTls {
+        conn: ConnId,
+        role: TlsRole,
+        peer: TlsDial,
+    },
     /// Hand the request to the application; report its reply with [`Endpoint::reply`] under
     /// `token`. The core applies the reply timeout itself (5012 when it passes; a later
     /// reply is ignored).
@@ -202,7 +213,12 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn new(config: Config, dict: &'static Dictionary, seeds: Seeds) -> Endpoint {
         let local = Arc::new(Capabilities::local(&config, seeds.start_secs, &[]));
-        let peers = Peers::new(&config, local.clone(), seeds.random);
+        let mut peers = Peers::new(&config, local.clone(), seeds.random);
+        for p in &config.peers {
+            if let Some(id) = peers.by_host(&p.host) {
+                peers.set_inband_tls(id, p.tls_inband);
+            }
+        }
         let router = Router::new(&config, |h| peers.by_host(h));
         let limits = config.limits;
         let apps = local.applications();
@@ -524,6 +540,72 @@ impl Endpoint {
         }
         self.peers.set_cert(conn, cert);
         true
+    }
+
+    /// Whether a plain connection may turn to TLS after its CER/CEA (in-band TLS): the driver
+    /// then reads nothing past the CER or CEA until told to go on ([`Output::Opened`]) or
+    /// to hand the connection to TLS ([`Output::StartTls`]), so that no handshake byte is
+    /// taken for Diameter. Ours: its peer uses in-band TLS; accepted and not identified yet:
+    /// some configured peer does.
+    pub fn may_start_tls(&self, conn: ConnId) -> bool {
+        match self.peers.owner(conn) {
+            Some(p) => self.peers.get(p).is_some_and(|p| p.inband_tls()),
+            None => self.config.peers.iter().any(|p| p.tls_inband),
+        }
+    }
+
+    /// The in-band TLS handshake asked by [`Output::StartTls`] finished with this (verified)
+    /// certificate, and the driver attached the TLS stream to `conn`. The certificate must
+    /// name the peer the CER/CEA identified, as with TLS at connect
+    /// ([`trust::check_identity`]); otherwise the refusal is counted and logged and the
+    /// connection closed. Then the peer opens.
+    pub fn inband_tls_up(
+        &mut self,
+        conn: ConnId,
+        cert: PeerCert,
+        source: Option<IpAddr>,
+        now: Instant,
+    ) {
+        let owner = self.peers.owner(conn);
+        let waiting = owner
+            .and_then(|p| self.peers.get(p))
+            .is_some_and(|p| p.state() == crate::peer::State::TlsHandshake);
+        let Some(peer) = owner.filter(|_| waiting) else {
+            // Given up meanwhile (handshake timeout, stop): not wanted any more.
+            self.out.push_back(Output::Close { conn });
+            return;
+        };
+        let host = self.peers.get(peer).map(|p| p.host().to_string());
+        if let (Some(host), Some(t)) = (host, self.peers.trust(peer)) {
+            if let Err((cause, why)) = trust::check_identity(&host, t, None, Some(&cert)) {
+                self.observer.refusal(cause.name());
+                self.peers
+                    .refusals()
+                    .record(cause, source, &format!("in-band TLS: {why}"), now);
+                self.out.push_back(Output::Close { conn });
+                return;
+            }
+        }
+        self.peers.tls_up(conn, cert, now);
+        self.act(now);
+        self.after(now);
+    }
+
+    /// A TLS handshake failed (at connect, or in-band after CER/CEA): counted in
+    /// [`Refusals`] under `kind` (one log line per kind, cause and source per interval) and
+    /// in the metrics' refusals. The driver then reports the connection closed.
+    pub fn tls_refused(
+        &mut self,
+        kind: &'static str,
+        source: Option<IpAddr>,
+        why: &str,
+        now: Instant,
+    ) {
+        let cause = Refusal::TlsHandshake;
+        self.observer.refusal(cause.name());
+        self.peers
+            .refusals()
+            .record_kind(cause, kind, source, why, now);
     }
 
     /// Our connection attempt finished: `Some(local ip)` on success. Returns false when the
@@ -1301,10 +1383,12 @@ impl Endpoint {
                         // Admitted earlier as an unknown peer: now configured.
                         Some(id) => {
                             self.peers.set_connect_to(id, connect_to);
+                            self.peers.set_inband_tls(id, p.tls_inband);
                             self.peers.enable(id, now);
                         }
                         None => {
-                            self.peers.add_configured(&p.host, connect_to, now);
+                            let id = self.peers.add_configured(&p.host, connect_to, now);
+                            self.peers.set_inband_tls(id, p.tls_inband);
                         }
                     }
                     tracing::info!(peer = %p.host, "reload: peer added");
@@ -1313,6 +1397,7 @@ impl Endpoint {
                 Some(o) if o != p => {
                     if let Some(id) = self.peers.by_host(&p.host) {
                         self.peers.set_connect_to(id, connect_to);
+                        self.peers.set_inband_tls(id, p.tls_inband);
                     }
                     tracing::info!(peer = %p.host, "reload: peer changed (used from its next connection)");
                     r.changed.push(p.host.clone());
@@ -1426,6 +1511,13 @@ impl Endpoint {
     /// unless the configuration names addresses).
     fn local_for(&self, conn: ConnId) -> Capabilities {
         let mut caps = (*self.local).clone();
+        // RFC 6733 §6.10 / RFC 3588 §2.1: on a plain connection of an in-band TLS peer, the
+        // CER (and the CEA that agrees) carries Inband-Security-Id TLS, and only that, as
+        // freeDiameter does for a `TLS_old_method` peer without `No_TLS`.
+        let peer = self.peers.owner(conn).and_then(|p| self.peers.get(p));
+        if peer.is_some_and(|p| p.inband_tls()) && self.peers.cert(conn).is_none() {
+            caps.inband_security_ids = vec![inband::TLS];
+        }
         if caps.host_ip_addresses.is_empty() {
             if let Some(Some(ip)) = self.conns.get(&conn) {
                 caps.host_ip_addresses.push(*ip);
@@ -1470,6 +1562,9 @@ impl Endpoint {
             Action::Close { conn, reason } => {
                 let state = self.peers.get(peer).map_or("?", |p| p.state().name());
                 use crate::peer::fsm::CloseReason as R;
+                if reason == R::NoCommonSecurity {
+                    self.observer.refusal("no_common_security");
+                }
                 if matches!(
                     reason,
                     R::Watchdog
@@ -1477,6 +1572,7 @@ impl Endpoint {
                         | R::Timeout
                         | R::Capabilities
                         | R::PeerRestarted
+                        | R::NoCommonSecurity
                 ) {
                     tracing::warn!(peer = host, conn = conn.0, reason = ?reason, state, "peer connection closed");
                 } else {
@@ -1524,6 +1620,20 @@ impl Endpoint {
                 tracing::info!(peer = host, conn = conn.0, state, "peer down");
                 self.router.peer_down(peer);
                 self.failover(conn, now);
+            }
+            Action::StartTls { conn, role } => {
+                tracing::info!(peer = host, conn = conn.0, role = ?role, "in-band TLS agreed in CER/CEA: TLS handshake");
+                let trust = self.peers.trust(peer);
+                let tls = TlsDial {
+                    host: host.to_string(),
+                    ca: trust.and_then(|t| t.ca.clone()),
+                    verify_host: trust.is_none_or(|t| t.verify_host),
+                };
+                self.out.push_back(Output::StartTls {
+                    conn,
+                    role,
+                    peer: tls,
+                });
             }
         }
     }

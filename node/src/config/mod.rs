@@ -12,7 +12,8 @@
 //! [node]          # origin_host, origin_realm, product_name, vendor_id, firmware_revision,
 //!                 # listen, host_ip_addresses, allow_unknown_peers
 //! [[applications]]  # id, kind = "auth"|"acct", vendor (=> Vendor-Specific-Application-Id)
-//! [[peers]]       # host, address, port, mode = "connect"|"accept", transport = "tcp"
+//! [[peers]]       # host, address, port, mode = "connect"|"accept", transport = "tcp"|"tls",
+//!                 # tls_verify_host, tls_ca, tls_pin, tls_inband (TLS after CER/CEA)
 //! [[routes]]      # realm, app_id (optional), peers, priority
 //! [default_route] # peers
 //! [timers]        # tc, tw, answer_timeout, cer_timeout, dpa_timeout, drain_timeout
@@ -423,5 +424,29 @@ origin_realm = "net"
         assert!(e[0].message.contains("not both"), "{e:?}");
         assert!(e[1].message.contains("regular expression"), "{e:?}");
         assert!(e[2].message.contains("LOTS"), "{e:?}");
+    }
+
+    #[test]
+    fn tls_inband_needs_tls_section_and_tcp() {
+        let base = "[node]\norigin_host = \"a.example.net\"\norigin_realm = \"example.net\"\n[[applications]]\nid = 4\n[[peers]]\nhost = \"fd.example.net\"\naddress = \"192.0.2.1\"\ntls_inband = true\n";
+        let errs = lines(base);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0]
+                .1
+                .contains("tls_inband = true but there is no [tls] section"),
+            "{errs:?}"
+        );
+        let tls = "[tls]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+        let c = parse(&format!("{base}{tls}")).unwrap();
+        assert!(c.peers[0].tls_inband);
+        assert_eq!(c.peers[0].transport, Transport::Tcp);
+        assert_eq!(c.peers[0].port, 3868, "in-band TLS uses the plain port");
+        let errs = lines(&format!("{base}transport = \"tls\"\n{tls}"));
+        assert!(
+            errs.iter()
+                .any(|(l, m)| *l == 9 && m.contains("needs transport = \"tcp\"")),
+            "{errs:?}"
+        );
     }
 }

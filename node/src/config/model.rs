@@ -182,6 +182,11 @@ pub struct PeerConfig {
     pub tls_ca: Option<String>,
     /// TLS: SHA-256 of the peer's end-entity certificate (DER).
     pub tls_pin: Option<[u8; 32]>,
+    /// In-band TLS (RFC 3588 §2.1 / RFC 6733 §6.10; freeDiameter's `TLS_old_method`): plain
+    /// TCP, CER/CEA with Inband-Security-Id TLS, then the TLS handshake on the same
+    /// connection before the peer is open. A CER without Inband-Security-Id TLS is answered
+    /// 5017 DIAMETER_NO_COMMON_SECURITY. Needs `[tls]`; `transport` stays "tcp".
+    pub tls_inband: bool,
 }
 
 impl PeerConfig {

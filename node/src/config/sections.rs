@@ -50,6 +50,7 @@ const PEER_KEYS: &[&str] = &[
     "tls_verify_host",
     "tls_ca",
     "tls_pin",
+    "tls_inband",
 ];
 const TLS_KEYS: &[&str] = &[
     "ca_file",
@@ -115,6 +116,17 @@ pub(super) fn read_config(cx: &mut Cx<'_>, root: &Table) -> Config {
             None,
             "a peer has transport = \"tls\" but there is no [tls] section",
         );
+    }
+    if tls.is_none() {
+        if let Some(p) = peers.iter().find(|p| p.tls_inband) {
+            cx.error(
+                None,
+                format!(
+                    "peer {} has tls_inband = true but there is no [tls] section (the in-band handshake needs its certificate and CA)",
+                    p.host
+                ),
+            );
+        }
     }
     Config {
         routing,
@@ -309,6 +321,14 @@ fn read_peers(cx: &mut Cx<'_>, root: Tbl<'_>) -> (Vec<PeerConfig>, Vec<String>) 
         };
         let tls_verify_host = s.bool(cx, "tls_verify_host").unwrap_or(true);
         let tls_ca = s.string(cx, "tls_ca");
+        let tls_inband = s.bool(cx, "tls_inband").unwrap_or(false);
+        if tls_inband && transport == Some(Transport::Tls) {
+            let span = s.item("tls_inband").and_then(|i| i.0);
+            cx.error(
+                span,
+                "tls_inband = true needs transport = \"tcp\": in-band TLS starts on a plain connection after CER/CEA (transport = \"tls\" is TLS from the first byte)",
+            );
+        }
         let tls_pin = match s.string(cx, "tls_pin") {
             None => None,
             Some(text) => match parse_pin(&text) {
@@ -377,6 +397,7 @@ fn read_peers(cx: &mut Cx<'_>, root: Tbl<'_>) -> (Vec<PeerConfig>, Vec<String>) 
             tls_verify_host,
             tls_ca,
             tls_pin,
+            tls_inband,
         });
     }
     (peers, names)
@@ -585,7 +606,7 @@ pub fn warnings(c: &Config) -> Vec<String> {
         );
     }
     for p in &c.peers {
-        if p.address.is_none() && p.transport == Transport::Tcp {
+        if p.address.is_none() && p.transport == Transport::Tcp && !p.tls_inband {
             w.push(format!(
                 "peer {}: no address and no TLS, so anyone who reaches the port can claim to be it",
                 p.host

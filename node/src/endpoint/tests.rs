@@ -68,6 +68,9 @@ struct Net {
     /// Every id ever reported, to check each request gets exactly one outcome.
     reported: std::collections::HashSet<RequestId>,
     next_id: u64,
+    /// In-band TLS handshakes asked for ([`Output::StartTls`]) and not run yet: node,
+    /// connection, the peer's host.
+    handshakes: Vec<(usize, ConnId, String)>,
 }
 
 fn config(host: &str, peers: &[(&str, SocketAddr)], accept: &[&str]) -> Config {
@@ -115,6 +118,7 @@ impl Net {
             outcomes: Outcomes::default(),
             reported: Default::default(),
             next_id: 0,
+            handshakes: Vec::new(),
         }
     }
 
@@ -176,6 +180,7 @@ impl Net {
             }
             Output::Close { conn } => self.cut(i, conn),
             Output::Opened { .. } => {}
+            Output::StartTls { conn, peer, .. } => self.handshakes.push((i, conn, peer.host)),
             Output::Connect { conn, addr } => {
                 let target = self
                     .nodes
@@ -304,6 +309,24 @@ impl Net {
             // Echo whatever the request was: find it among the delivered ones.
             let body = echo_body(self.nodes[i].delivered.last().unwrap());
             self.nodes[i].core.reply(token, &Reply::Answer(body), now);
+        }
+        self.run();
+    }
+
+    /// Runs the pending in-band handshakes: each side shows a certificate naming what
+    /// `name(node)` says (the peer's host for a good one).
+    fn finish_tls(&mut self, name: impl Fn(usize) -> String) {
+        let now = self.now;
+        for (i, conn, _) in std::mem::take(&mut self.handshakes) {
+            // The certificate node i sees is its peer's, i.e. that of the other end.
+            let Some(&(j, _)) = self.links.get(&(i, conn)) else {
+                continue;
+            };
+            let cert = PeerCert {
+                dns_names: vec![name(j)],
+                ..PeerCert::default()
+            };
+            self.nodes[i].core.inband_tls_up(conn, cert, None, now);
         }
         self.run();
     }
@@ -1046,4 +1069,117 @@ fn a_peer_that_restarted_is_reset_and_its_pending_requests_fail_over_once() {
     for p in &mut more {
         assert!(answered(p).expect("answered").is_ok());
     }
+}
+
+/// Client and server both configured for in-band TLS with each other (as `tweak` leaves it).
+fn inband_net(client: bool, server: bool) -> Net {
+    net_cfg(
+        &[Behaviour::Echo],
+        |c| c.peers[0].tls_inband = client,
+        |c| c.peers[0].tls_inband = server,
+    )
+}
+
+fn isi(net: &Net, from: usize, kind: BaseKind) -> Vec<u32> {
+    let m = net
+        .seen
+        .iter()
+        .find(|s| s.from == from && wire::classify(&s.msg.header) == kind)
+        .map(|s| s.msg.clone())
+        .expect("message seen");
+    wire::decode_capabilities(&m).unwrap().inband_security_ids
+}
+
+fn host_of(i: usize) -> String {
+    if i == 0 {
+        "client.example.net".into()
+    } else {
+        format!("s{i}.example.net")
+    }
+}
+
+#[test]
+fn inband_tls_opens_only_after_the_handshake() {
+    let mut net = inband_net(true, true);
+    // RFC 3588 §2.1: CER and CEA both say TLS; then the handshake, the CER sender as client.
+    assert_eq!(isi(&net, 0, BaseKind::Cer), vec![1]);
+    assert_eq!(isi(&net, 1, BaseKind::Cea), vec![1]);
+    let roles: Vec<usize> = net.handshakes.iter().map(|h| h.0).collect();
+    assert_eq!(
+        roles,
+        vec![1, 0],
+        "the server (CEA sender) first, then the client"
+    );
+    for n in 0..2 {
+        let st = net.nodes[n].core.status();
+        assert_eq!(st[0].state, crate::peer::State::TlsHandshake);
+        assert!(!st[0].usable, "nothing is routed before the handshake");
+    }
+    // No DWR either, however long the handshake takes (within the CER timeout).
+    net.advance(Duration::from_millis(1500));
+    assert_eq!(
+        net.sent_by(0, BaseKind::Dwr) + net.sent_by(1, BaseKind::Dwr),
+        0
+    );
+    net.finish_tls(host_of);
+    for n in 0..2 {
+        let st = net.nodes[n].core.status();
+        assert!(st[0].usable, "{:?}", st[0]);
+    }
+    let mut p = net.submit(0, 7);
+    let a = answered(&mut p).expect("answered").unwrap();
+    assert_eq!(a.find_u32(268, 0), Some(2001));
+}
+
+#[test]
+fn inband_tls_with_a_certificate_for_another_host_is_refused() {
+    let mut net = inband_net(true, true);
+    let refusals = net.nodes[1].core.refusals();
+    // The client's certificate names someone else; the server's is fine.
+    net.finish_tls(|j| {
+        if j == 0 {
+            "intruder.example.net".into()
+        } else {
+            host_of(j)
+        }
+    });
+    assert_eq!(refusals.get(Refusal::CertNameMismatch), 1);
+    assert!(net.links.is_empty(), "the connection is closed");
+    let st = net.nodes[1].core.status();
+    assert_eq!(st[0].state, crate::peer::State::Closed);
+}
+
+#[test]
+fn inband_tls_not_finished_in_time_closes() {
+    let mut net = inband_net(true, true);
+    net.advance(Duration::from_millis(2100));
+    assert!(net.links.is_empty());
+    // A late success changes nothing: the connection is no longer wanted.
+    net.finish_tls(host_of);
+    assert!(net.nodes[0].core.status()[0].state != crate::peer::State::IOpen);
+}
+
+#[test]
+fn no_common_security_is_5017_either_way() {
+    // We require in-band TLS; the peer offers nothing (NO_INBAND_SECURITY).
+    let net = inband_net(false, true);
+    assert_eq!(isi(&net, 0, BaseKind::Cer), Vec::<u32>::new());
+    let cea = net
+        .seen
+        .iter()
+        .find(|s| s.from == 1 && wire::classify(&s.msg.header) == BaseKind::Cea)
+        .unwrap();
+    assert_eq!(cea.msg.find_u32(268, 0), Some(5017));
+    assert!(net.handshakes.is_empty());
+    assert!(net.links.is_empty());
+    // The peer insists on TLS, which we were not told to use with it.
+    let net = inband_net(true, false);
+    assert_eq!(isi(&net, 0, BaseKind::Cer), vec![1]);
+    let cea = net
+        .seen
+        .iter()
+        .find(|s| s.from == 1 && wire::classify(&s.msg.header) == BaseKind::Cea)
+        .unwrap();
+    assert_eq!(cea.msg.find_u32(268, 0), Some(5017));
+    assert!(net.handshakes.is_empty());
 }

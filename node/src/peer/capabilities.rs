@@ -17,6 +17,77 @@ pub mod result {
     pub const ELECTION_LOST: u32 = rc::ELECTION_LOST;
     pub const NO_COMMON_APPLICATION: u32 = rc::DIAMETER_NO_COMMON_APPLICATION;
     pub const UNABLE_TO_COMPLY: u32 = rc::DIAMETER_UNABLE_TO_COMPLY;
+    pub const NO_COMMON_SECURITY: u32 = rc::DIAMETER_NO_COMMON_SECURITY;
+}
+
+/// Inband-Security-Id values (RFC 6733 §6.10).
+pub mod inband {
+    /// NO_INBAND_SECURITY: what a CER/CEA without the AVP means.
+    pub const NO_INBAND_SECURITY: u32 = 0;
+    /// TLS, started on the connection right after CER/CEA (RFC 3588 §2.1).
+    pub const TLS: u32 = 1;
+}
+
+/// Which end of the in-band TLS handshake this node plays (RFC 3588 §2.1 / RFC 6733 §13:
+/// the CER sender is the client, as freeDiameter's `p_ce.c` does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsRole {
+    /// We sent the CER: we start the handshake once the CEA is read.
+    Client,
+    /// We sent the CEA: we wait for the peer's ClientHello right after it.
+    Server,
+}
+
+/// The security of one connection, as the capabilities exchange leaves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Security {
+    /// Nothing more to do: plain TCP agreed (NO_INBAND_SECURITY), or the connection is
+    /// already TLS from its first byte (Inband-Security-Id is then ignored, as RFC 6733
+    /// §6.10 deprecates it and freeDiameter ignores it there).
+    AsIs,
+    /// A TLS handshake follows on the same connection, before the peer is open.
+    InbandTls,
+}
+
+/// The Inband-Security-Id half of `Process-CER` / `Process-CEA` (RFC 6733 §6.10, §5.3).
+///
+/// `inband_tls`: the peer is configured for in-band TLS (`tls_inband = true`), which is then
+/// required; `on_tls`: the connection is TLS already; `offered`: the Inband-Security-Id
+/// values the peer sent (none means NO_INBAND_SECURITY).
+///
+/// - on a TLS connection, whatever is offered: as is;
+/// - in-band TLS wanted: TLS offered → handshake; otherwise 5017;
+/// - not wanted: nothing, or NO_INBAND_SECURITY among the offers → plain; only TLS (or
+///   values we do not know) → 5017, since a peer insisting on TLS would otherwise start a
+///   handshake we do not expect.
+///
+/// RFC 6733 §7.1.5: DIAMETER_NO_COMMON_SECURITY "is returned when a CER message is
+/// received, and there are no common security mechanisms supported between the peers".
+pub fn negotiate_security(
+    inband_tls: bool,
+    on_tls: bool,
+    offered: &[u32],
+    peer: &str,
+) -> Result<Security, CapabilitiesError> {
+    let none = offered.is_empty() || offered.contains(&inband::NO_INBAND_SECURITY);
+    let tls = offered.contains(&inband::TLS);
+    match (on_tls, inband_tls) {
+        (true, _) => Ok(Security::AsIs),
+        (false, true) if tls => Ok(Security::InbandTls),
+        (false, false) if none => Ok(Security::AsIs),
+        (false, want) => Err(CapabilitiesError {
+            result_code: result::NO_COMMON_SECURITY,
+            message: if want {
+                format!(
+                    "no common security: in-band TLS is required for {peer}, which offers Inband-Security-Id {offered:?} (NO_INBAND_SECURITY when empty)"
+                )
+            } else {
+                format!(
+                    "no common security: {peer} offers only Inband-Security-Id {offered:?}, and in-band TLS is not configured for it (tls_inband)"
+                )
+            },
+        }),
+    }
 }
 
 /// One Vendor-Specific-Application-Id: a Vendor-Id and exactly one of Auth-/Acct-Application-Id.
@@ -266,6 +337,36 @@ mod tests {
         assert!(!common.is_relay());
         let both = AppSet::relay().common(&AppSet::relay());
         assert!(both.is_relay() && both.supports(12345));
+    }
+
+    #[test]
+    fn inband_security_table() {
+        use inband::{NO_INBAND_SECURITY as NONE, TLS};
+        let n = |want, on_tls, offered: &[u32]| negotiate_security(want, on_tls, offered, "p");
+        let err = |r: Result<Security, CapabilitiesError>| r.unwrap_err().result_code;
+        // In-band TLS wanted, on a plain connection.
+        assert_eq!(n(true, false, &[TLS]), Ok(Security::InbandTls));
+        assert_eq!(n(true, false, &[NONE, TLS]), Ok(Security::InbandTls));
+        assert_eq!(err(n(true, false, &[NONE])), result::NO_COMMON_SECURITY);
+        assert_eq!(
+            err(n(true, false, &[])),
+            5017,
+            "absent = NO_INBAND_SECURITY"
+        );
+        // Not wanted.
+        assert_eq!(n(false, false, &[]), Ok(Security::AsIs));
+        assert_eq!(n(false, false, &[NONE]), Ok(Security::AsIs));
+        assert_eq!(n(false, false, &[NONE, TLS]), Ok(Security::AsIs));
+        assert_eq!(err(n(false, false, &[TLS])), 5017);
+        assert_eq!(err(n(false, false, &[7])), 5017);
+        // TLS from the first byte: the AVP does not matter.
+        for want in [true, false] {
+            for offered in [&[][..], &[NONE], &[TLS]] {
+                assert_eq!(n(want, true, offered), Ok(Security::AsIs));
+            }
+        }
+        let e = n(true, false, &[NONE]).unwrap_err();
+        assert!(e.message.contains("in-band TLS is required for p"), "{e:?}");
     }
 
     #[test]

@@ -27,13 +27,25 @@
 //! - The RFC 3539 watchdog ([`super::watchdog`]) runs while open; it decides whether the peer
 //!   may carry new requests ([`Action::Usable`]) and when to fail over or close.
 //!
+//! - In-band TLS (RFC 3588 §2.1, RFC 6733 §6.10; freeDiameter's `TLS_old_method`): when the
+//!   capabilities exchange agrees on Inband-Security-Id TLS ([`negotiate_security`]), the
+//!   peer enters [`State::TlsHandshake`] instead of R-Open/I-Open: [`Action::StartTls`] asks
+//!   the driver for the handshake on the same connection (the CER sender is the client),
+//!   and only [`Event::TlsUp`] opens the peer — no request is routed to it and no DWR is
+//!   sent before. RFC 6733 §13: the handshake "begins when both ends successfully reach the
+//!   open state after the CER/CEA exchange"; like freeDiameter (`STATE_OPEN_HANDSHAKE`), we
+//!   count the peer open only once it is done. A failed handshake is a Peer-Disc; one not
+//!   done within the CER timeout closes the connection (Error -> Closed).
+//!
 //! Unknown peers (3010) are refused before a state machine exists: see [`super::table`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::capabilities::{negotiate, result, wins_election, AppSet, Capabilities};
+use super::capabilities::{
+    negotiate, negotiate_security, result, wins_election, AppSet, Capabilities, Security, TlsRole,
+};
 pub use super::disconnect::DisconnectCause;
 use super::disconnect::Reconnect;
 use super::watchdog::{Watchdog, WatchdogAction};
@@ -51,6 +63,9 @@ pub enum State {
     ROpen,
     IOpen,
     Closing,
+    /// CER/CEA agreed on in-band TLS; the handshake runs (freeDiameter's
+    /// STATE_OPEN_HANDSHAKE). Not open: nothing is routed to the peer yet.
+    TlsHandshake,
 }
 
 impl State {
@@ -65,6 +80,7 @@ impl State {
             State::ROpen => "R-Open",
             State::IOpen => "I-Open",
             State::Closing => "Closing",
+            State::TlsHandshake => "TLS-Handshake",
         }
     }
 }
@@ -81,6 +97,8 @@ pub struct MsgIds {
 pub struct ReceivedCer {
     pub ids: MsgIds,
     pub caps: Capabilities,
+    /// The connection is TLS from its first byte (Inband-Security-Id is then ignored).
+    pub on_tls: bool,
 }
 
 /// What a [`PeerFsm`] reacts to: the events of the §5.6 table (the I-/R- prefixes are
@@ -129,6 +147,9 @@ pub enum Event {
     Stop { cause: DisconnectCause },
     /// No request we sent to this peer is pending any more (after Stop).
     Drained,
+    /// The in-band TLS handshake asked by [`Action::StartTls`] succeeded, and the
+    /// certificate names the peer: open.
+    TlsUp { conn: ConnId },
 }
 
 /// A base-protocol message the driver must build and send (the driver owns the hop-by-hop
@@ -164,6 +185,9 @@ pub enum CloseReason {
     Rejected,
     /// The capabilities exchange failed (error CEA sent or received).
     Capabilities,
+    /// No common security (RFC 6733 §6.10): 5017 answered to the CER, or the CEA of an
+    /// in-band TLS peer did not agree on TLS.
+    NoCommonSecurity,
     /// The peer broke the protocol (e.g. a non-CEA before CEA, a CER on an open connection).
     ProtocolError,
     /// The watchdog declared the connection dead.
@@ -217,6 +241,12 @@ pub enum Action {
     Down {
         conn: ConnId,
     },
+    /// CER/CEA agreed on in-band TLS: once what is queued (our CEA) is written, run the TLS
+    /// handshake on `conn` in this role, then report [`Event::TlsUp`] (or close it).
+    StartTls {
+        conn: ConnId,
+        role: TlsRole,
+    },
 }
 
 impl Action {
@@ -230,7 +260,8 @@ impl Action {
             | Action::Up { conn, .. }
             | Action::Usable { conn, .. }
             | Action::Failover { conn }
-            | Action::Down { conn } => *conn,
+            | Action::Down { conn }
+            | Action::StartTls { conn, .. } => *conn,
         }
     }
 }
@@ -251,6 +282,17 @@ pub struct PeerSettings {
 #[derive(Clone, Debug)]
 struct PendingCer {
     ids: MsgIds,
+    caps: Capabilities,
+    apps: AppSet,
+    security: Security,
+}
+
+/// A connection in [`State::TlsHandshake`], and what it opens as once the handshake is done.
+#[derive(Clone, Debug)]
+struct InbandTls {
+    conn: ConnId,
+    /// R-Open or I-Open.
+    opens_as: State,
     caps: Capabilities,
     apps: AppSet,
 }
@@ -278,6 +320,10 @@ pub struct PeerFsm {
     reconnect: Reconnect,
     /// Stop was requested: no reconnecting; in an open state, draining.
     stopping: Option<DisconnectCause>,
+    /// The peer is configured for in-band TLS (`tls_inband`).
+    inband_tls: bool,
+    /// The connection whose in-band TLS handshake runs.
+    handshake: Option<InbandTls>,
     actions: VecDeque<Action>,
 }
 
@@ -299,8 +345,20 @@ impl PeerFsm {
             failures: 0,
             reconnect: Reconnect::Normal,
             stopping: None,
+            inband_tls: false,
+            handshake: None,
             actions: VecDeque::new(),
         }
+    }
+
+    /// In-band TLS after CER/CEA is required with this peer (`tls_inband`), from its next
+    /// capabilities exchange on.
+    pub fn set_inband_tls(&mut self, on: bool) {
+        self.inband_tls = on;
+    }
+
+    pub fn inband_tls(&self) -> bool {
+        self.inband_tls
     }
 
     pub fn state(&self) -> State {
@@ -360,7 +418,8 @@ impl PeerFsm {
 
     /// Whether `conn` is one of this peer's connections.
     pub fn owns(&self, conn: ConnId) -> bool {
-        [self.i_conn, self.r_conn, self.open_conn].contains(&Some(conn))
+        let tls = self.handshake.as_ref().map(|h| h.conn);
+        [self.i_conn, self.r_conn, self.open_conn, tls].contains(&Some(conn))
     }
 
     /// The next action for the driver, in order.
@@ -521,6 +580,14 @@ impl PeerFsm {
             {
                 self.origin_state_id(value, now);
             }
+            Event::TlsUp { conn }
+                if self.state == TlsHandshake
+                    && self.handshake.as_ref().is_some_and(|h| h.conn == conn) =>
+            {
+                if let Some(h) = self.handshake.take() {
+                    self.open(h.opens_as, conn, h.caps, h.apps, now);
+                }
+            }
             Event::Stop { cause } => self.stop(cause, now),
             Event::Drained => {
                 if matches!(self.state, ROpen | IOpen) {
@@ -546,7 +613,8 @@ impl PeerFsm {
             | Event::RcvDwr { .. }
             | Event::RcvDwa { .. }
             | Event::RcvMessage { .. }
-            | Event::RcvOriginStateId { .. } => {}
+            | Event::RcvOriginStateId { .. }
+            | Event::TlsUp { .. } => {}
         }
         false
     }
@@ -605,7 +673,7 @@ impl PeerFsm {
             }
             // Wait-Conn-Ack/Elect, Wait-Returns, R-Open, I-Open, R-Conn-CER: R-Reject.
             // Closing too: we are leaving, a new connection is not wanted.
-            WaitConnAckElect | WaitReturns | ROpen | IOpen | Closing => {
+            WaitConnAckElect | WaitReturns | ROpen | IOpen | Closing | TlsHandshake => {
                 self.actions.push_back(Action::Close {
                     conn,
                     reason: CloseReason::Rejected,
@@ -618,16 +686,29 @@ impl PeerFsm {
     /// connection closed; the state does not change.
     fn accept_and_process(&mut self, conn: ConnId, cer: ReceivedCer) -> Option<PendingCer> {
         self.actions.push_back(Action::Accept { conn });
-        match negotiate(&self.local, &cer.caps) {
-            Ok(apps) => {
+        // Applications first (5010), then security (5017), as freeDiameter's p_ce.c does.
+        let security = negotiate_security(
+            self.inband_tls,
+            cer.on_tls,
+            &cer.caps.inband_security_ids,
+            &cer.caps.origin_host,
+        );
+        match negotiate(&self.local, &cer.caps).and_then(|apps| Ok((security?, apps))) {
+            Ok((security, apps)) => {
                 self.r_conn = Some(conn);
                 Some(PendingCer {
                     ids: cer.ids,
                     caps: cer.caps,
                     apps,
+                    security,
                 })
             }
             Err(e) => {
+                let reason = if e.result_code == result::NO_COMMON_SECURITY {
+                    CloseReason::NoCommonSecurity
+                } else {
+                    CloseReason::Capabilities
+                };
                 self.send(
                     conn,
                     Outgoing::Cea {
@@ -636,10 +717,7 @@ impl PeerFsm {
                         error_message: Some(e.message),
                     },
                 );
-                self.actions.push_back(Action::Close {
-                    conn,
-                    reason: CloseReason::Capabilities,
-                });
+                self.actions.push_back(Action::Close { conn, reason });
                 None
             }
         }
@@ -672,35 +750,102 @@ impl PeerFsm {
                 error_message: None,
             },
         );
-        self.open(State::ROpen, conn, pending.caps, pending.apps, now);
+        match pending.security {
+            // RFC 3588 §2.1: TLS starts right after the CEA; we answered, we are the server.
+            Security::InbandTls => self.start_tls(
+                State::ROpen,
+                conn,
+                pending.caps,
+                pending.apps,
+                TlsRole::Server,
+                now,
+            ),
+            Security::AsIs => self.open(State::ROpen, conn, pending.caps, pending.apps, now),
+        }
+    }
+
+    /// Enter TLS-Handshake on `conn`: the driver runs the handshake, [`Event::TlsUp`] opens.
+    fn start_tls(
+        &mut self,
+        opens_as: State,
+        conn: ConnId,
+        caps: Capabilities,
+        apps: AppSet,
+        role: TlsRole,
+        now: Instant,
+    ) {
+        self.state = State::TlsHandshake;
+        self.deadline = Some(now + self.settings.timers.cer_timeout);
+        self.handshake = Some(InbandTls {
+            conn,
+            opens_as,
+            caps,
+            apps,
+        });
+        self.actions.push_back(Action::StartTls { conn, role });
+    }
+
+    /// I-side of the security negotiation: our CER offered TLS only to an in-band peer, so
+    /// its CEA must carry Inband-Security-Id TLS (freeDiameter's CEA does when it agreed).
+    /// With other peers the CEA's value is not checked (what we sent said plain).
+    fn cea_security(&self, caps: &Capabilities) -> Option<Security> {
+        if !self.inband_tls {
+            return Some(Security::AsIs);
+        }
+        // Our own connections to an in-band peer are plain (configuration checks forbid
+        // tls_inband with transport = "tls").
+        negotiate_security(true, false, &caps.inband_security_ids, &caps.origin_host).ok()
+    }
+
+    /// Open on `conn` as `state`, or first run the in-band handshake as the client.
+    fn open_or_tls(
+        &mut self,
+        state: State,
+        conn: ConnId,
+        caps: Capabilities,
+        apps: AppSet,
+        security: Security,
+        now: Instant,
+    ) {
+        match security {
+            Security::InbandTls => self.start_tls(state, conn, caps, apps, TlsRole::Client, now),
+            Security::AsIs => self.open(state, conn, caps, apps, now),
+        }
     }
 
     fn rcv_cea(&mut self, conn: ConnId, result_code: u32, caps: Capabilities, now: Instant) {
         use State::*;
+        let mut failed = CloseReason::Capabilities;
         let accepted = if result_code == result::SUCCESS {
-            negotiate(&self.local, &caps).ok()
+            negotiate(&self.local, &caps).ok().and_then(|apps| {
+                let security = self.cea_security(&caps);
+                if security.is_none() {
+                    failed = CloseReason::NoCommonSecurity;
+                }
+                Some((apps, security?))
+            })
         } else {
             None
         };
         match (self.state, accepted) {
             // Wait-I-CEA, I-Rcv-CEA: Process-CEA -> I-Open
-            (WaitICea, Some(apps)) => {
+            (WaitICea, Some((apps, security))) => {
                 self.i_conn = None;
-                self.open(IOpen, conn, caps, apps, now);
+                self.open_or_tls(IOpen, conn, caps, apps, security, now);
             }
             (WaitICea, None) => {
-                self.i_disc(CloseReason::Capabilities);
+                self.i_disc(failed);
                 self.closed(now, true);
             }
             // Wait-Returns, I-Rcv-CEA: R-Disc -> I-Open (we lost the election)
-            (WaitReturns, Some(apps)) => {
+            (WaitReturns, Some((apps, security))) => {
                 self.r_disc(CloseReason::Election);
                 self.i_conn = None;
-                self.open(IOpen, conn, caps, apps, now);
+                self.open_or_tls(IOpen, conn, caps, apps, security, now);
             }
             // Not in the table: the responder connection is still good, use it.
             (WaitReturns, None) => {
-                self.i_disc(CloseReason::Capabilities);
+                self.i_disc(failed);
                 self.r_snd_cea_open(now);
             }
             _ => {}
@@ -712,6 +857,7 @@ impl PeerFsm {
         let is_i = Some(conn) == self.i_conn;
         let is_r = Some(conn) == self.r_conn;
         let is_open = Some(conn) == self.open_conn;
+        let is_tls = self.handshake.as_ref().is_some_and(|h| h.conn == conn);
         match self.state {
             // Wait-Conn-Ack: the attempt failed (same as Nack).
             WaitConnAck if is_i => {
@@ -744,6 +890,11 @@ impl PeerFsm {
                 self.r_conn = None;
                 self.r_cer = None;
                 self.state = WaitICea;
+            }
+            // The handshake failed or the peer left during it: never open, nothing to fail over.
+            TlsHandshake if is_tls => {
+                self.handshake = None;
+                self.closed(now, true);
             }
             // R-Open / I-Open / Closing, Peer-Disc: Disc -> Closed
             ROpen | IOpen | Closing if is_open => {
@@ -837,10 +988,11 @@ impl PeerFsm {
             }
             Closing => {}
             // Not in the table: Cleanup -> Closed, and stay there.
-            Closed | WaitConnAck | WaitICea | WaitConnAckElect | WaitReturns => {
+            Closed | WaitConnAck | WaitICea | WaitConnAckElect | WaitReturns | TlsHandshake => {
                 self.stopping = Some(cause);
                 self.i_disc(CloseReason::Stopped);
                 self.r_disc(CloseReason::Stopped);
+                self.tls_disc(CloseReason::Stopped);
                 self.closed(now, false);
             }
         }
@@ -878,6 +1030,11 @@ impl PeerFsm {
                 if let Some(cause) = self.stopping {
                     self.snd_dpr(cause, now);
                 }
+            }
+            // The in-band handshake did not finish in time: Error -> Closed.
+            TlsHandshake => {
+                self.tls_disc(CloseReason::Timeout);
+                self.closed(now, true);
             }
             // Closing, Timeout: Error -> Closed
             Closing => {
@@ -960,6 +1117,15 @@ impl PeerFsm {
     fn i_disc(&mut self, reason: CloseReason) {
         if let Some(conn) = self.i_conn.take() {
             self.actions.push_back(Action::Close { conn, reason });
+        }
+    }
+
+    fn tls_disc(&mut self, reason: CloseReason) {
+        if let Some(h) = self.handshake.take() {
+            self.actions.push_back(Action::Close {
+                conn: h.conn,
+                reason,
+            });
         }
     }
 

@@ -358,6 +358,22 @@ impl Peers {
         }
     }
 
+    /// Whether `peer` uses in-band TLS after CER/CEA (`tls_inband`; see [`PeerFsm`]).
+    pub fn set_inband_tls(&mut self, peer: PeerId, on: bool) {
+        if let Some(p) = self.peers.get_mut(peer.0) {
+            p.set_inband_tls(on);
+        }
+    }
+
+    /// The in-band TLS handshake on `conn` succeeded with this certificate, which the caller
+    /// checked against the peer's identity: the peer opens (RFC 3588 §2.1).
+    pub fn tls_up(&mut self, conn: ConnId, cert: PeerCert, now: Instant) {
+        self.set_cert(conn, cert);
+        if let Some(peer) = self.owner(conn) {
+            self.event(peer, Event::TlsUp { conn }, now);
+        }
+    }
+
     /// Start every peer we connect to.
     pub fn start_all(&mut self, now: Instant) {
         for i in 0..self.peers.len() {
@@ -578,6 +594,10 @@ impl Peers {
             return self.refuse_cer(conn, msg, code, why);
         }
         self.owner.insert(conn, peer);
+        let cer = super::fsm::ReceivedCer {
+            on_tls: proof.cert.is_some(),
+            ..cer
+        };
         self.event(peer, Event::RConnCer { conn, cer }, now);
     }
 

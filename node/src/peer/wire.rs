@@ -202,6 +202,8 @@ pub fn decode_cer(msg: &Message) -> Result<ReceivedCer, WireError> {
     Ok(ReceivedCer {
         ids: ids_of(&msg.header),
         caps: decode_capabilities(msg)?,
+        // The peer table knows; it sets this from the connection's certificate.
+        on_tls: false,
     })
 }
 

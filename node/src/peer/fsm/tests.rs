@@ -43,6 +43,7 @@ fn cer(host: &str, hbh: u32) -> ReceivedCer {
             end_to_end: hbh + 1000,
         },
         caps: remote_caps(host, &[4]),
+        on_tls: false,
     }
 }
 
