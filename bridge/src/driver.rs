@@ -13,6 +13,15 @@
 //! counted and logged with its cause and closes only that connection. Connections to a
 //! `transport = "tls"` peer are dialled with TLS and the peer's name checked in the
 //! handshake. [`Node::tls`] is the handle for reloading the certificates.
+//!
+//! In-band TLS (RFC 3588 §2.1, `tls_inband`): plain connections that may turn to TLS are
+//! started with [`transport::spawn_upgradable`]; when the core says [`Output::StartTls`],
+//! the plain reader and writer are stopped after our CEA is flushed (or right after the
+//! peer's CEA was read), the TCP stream is taken back with whatever was read past the
+//! CER/CEA (replayed first by [`transport::Rewound`]), the rustls handshake runs in its own
+//! task with the same [`Tls`] material, and new tasks are started over the TLS stream
+//! before the core hears [`Endpoint::inband_tls_up`]. A failed handshake is counted and
+//! logged like one at connect ([`Endpoint::tls_refused`]) and closes only that connection.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,10 +37,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::app::{Application, Completion, Reply, ReplyQueue, Responder, Submission, Submissions};
 use crate::tls::{HandshakeError, Tls};
-use crate::transport::{self, ConnEvent, ConnHandle};
+use crate::transport::{self, ConnEvent, ConnHandle, Rewound, Upgrade};
 use dmnode::app::RequestId;
 use dmnode::config::{self, AppAdvert, Config};
 use dmnode::endpoint::{Endpoint, Output, PeerStatus, Seeds};
+use dmnode::peer::capabilities::TlsRole;
 use dmnode::peer::ConnId;
 use dmnode::trust::{PeerCert, Refusal, Refusals};
 
@@ -43,6 +53,9 @@ enum Dialled {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>, PeerCert),
 }
+
+/// A connection turned to TLS after CER/CEA: bytes read past the CER/CEA come first.
+type InbandStream = tokio_rustls::TlsStream<Rewound<TcpStream>>;
 
 /// Inputs of the node loop other than connection events.
 enum Input {
@@ -61,6 +74,14 @@ enum Input {
     Connected {
         conn: ConnId,
         result: io::Result<Dialled>,
+    },
+    /// The in-band TLS handshake after CER/CEA finished.
+    InbandTls {
+        conn: ConnId,
+        source: Option<std::net::IpAddr>,
+        host: String,
+        // Boxed: the TLS state is large and this enum travels through a channel.
+        result: Result<(Box<InbandStream>, PeerCert), HandshakeError>,
     },
     /// A peer's `address` name resolved to these addresses.
     Resolved {
@@ -375,6 +396,7 @@ impl Node {
             advertised,
             advertised_open,
             completions: HashMap::new(),
+            upgrades: HashMap::new(),
             next_request: 0,
             budget,
             refusals: self.refusals,
@@ -418,6 +440,9 @@ struct Driver {
     /// The submitters of requests in flight, by the id the endpoint reports their outcome
     /// under ([`Output::Outcome`]).
     completions: HashMap<RequestId, Completion>,
+    /// Plain connections that may still turn to TLS (in-band), until open or closed: how
+    /// to take their stream back, and their remote address.
+    upgrades: HashMap<ConnId, (Upgrade<TcpStream>, Option<std::net::IpAddr>)>,
     next_request: u64,
     budget: Arc<transport::Budget>,
     refusals: Arc<Refusals>,
@@ -566,6 +591,7 @@ impl Driver {
                 // drains its queue when the handle is dropped.
                 self.outputs();
                 self.conns.remove(&conn);
+                self.upgrades.remove(&conn);
                 self.endpoint.closed(conn, now);
             }
         }
@@ -599,7 +625,7 @@ impl Driver {
                     }
                     _ => {
                         let _ = stream.set_nodelay(true);
-                        self.attach(conn, stream, source);
+                        self.attach_plain(conn, stream, source);
                     }
                 }
             }
@@ -613,13 +639,25 @@ impl Driver {
                     self.attach(conn, stream, source);
                 }
                 Err(e) => {
-                    self.refusals.record_kind(
-                        Refusal::TlsHandshake,
-                        e.kind(),
-                        source,
-                        &e.to_string(),
-                        now,
-                    );
+                    self.endpoint
+                        .tls_refused(e.kind(), source, &e.to_string(), now);
+                    self.endpoint.closed(conn, now);
+                }
+            },
+            Input::InbandTls {
+                conn,
+                source,
+                host,
+                result,
+            } => match result {
+                Ok((stream, cert)) => {
+                    // Attach first: opening makes the core write (DWR) on the TLS stream.
+                    self.attach(conn, *stream, source);
+                    self.endpoint.inband_tls_up(conn, cert, source, now);
+                }
+                Err(e) => {
+                    let why = format!("in-band TLS with {host} after CER/CEA: {e}");
+                    self.endpoint.tls_refused(e.kind(), source, &why, now);
                     self.endpoint.closed(conn, now);
                 }
             },
@@ -641,7 +679,7 @@ impl Driver {
                 match dialled {
                     Dialled::Plain(s) => {
                         let _ = s.set_nodelay(true);
-                        self.attach(conn, s, source);
+                        self.attach_plain(conn, s, source);
                     }
                     Dialled::Tls(s, cert) => {
                         if !self.endpoint.dialled_cert(conn, cert, now) {
@@ -661,20 +699,88 @@ impl Driver {
         }
     }
 
-    fn attach<S>(&mut self, conn: ConnId, stream: S, source: Option<std::net::IpAddr>)
-    where
-        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
+    fn read_limits(&self, source: Option<std::net::IpAddr>) -> transport::ReadLimits {
         let l = self.endpoint.config().limits;
-        let limits = transport::ReadLimits {
+        transport::ReadLimits {
             before_open: l.max_message_size_before_cer as usize,
             message_timeout: l.message_timeout,
             budget: self.budget.clone(),
             refusals: self.refusals.clone(),
             source,
-        };
+        }
+    }
+
+    fn attach<S>(&mut self, conn: ConnId, stream: S, source: Option<std::net::IpAddr>)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let limits = self.read_limits(source);
         let handle = transport::spawn(conn, stream, limits, self.conn_tx.clone());
         self.conns.insert(conn, handle);
+    }
+
+    /// A plain TCP connection: one that may turn to TLS after CER/CEA (in-band TLS, with
+    /// TLS material loaded) keeps the way to take its stream back.
+    fn attach_plain(&mut self, conn: ConnId, stream: TcpStream, source: Option<std::net::IpAddr>) {
+        if self.tls.is_none() || !self.endpoint.may_start_tls(conn) {
+            return self.attach(conn, stream, source);
+        }
+        let limits = self.read_limits(source);
+        let (handle, upgrade) =
+            transport::spawn_upgradable(conn, stream, limits, self.conn_tx.clone());
+        self.conns.insert(conn, handle);
+        self.upgrades.insert(conn, (upgrade, source));
+    }
+
+    /// [`Output::StartTls`]: stop the plain tasks once the CEA is written, take the stream
+    /// back, and run the handshake in its own task (reported as [`Input::InbandTls`]).
+    fn start_tls(&mut self, conn: ConnId, role: TlsRole, peer: dmnode::endpoint::TlsDial) {
+        let handle = self.conns.remove(&conn);
+        let (Some(handle), Some((upgrade, source)), Some(tls)) =
+            (handle, self.upgrades.remove(&conn), self.tls.clone())
+        else {
+            // Not a connection that can turn to TLS (cannot happen: the core asks only for
+            // plain connections of in-band peers, which are started upgradable): close it.
+            tracing::warn!(
+                conn = conn.0,
+                "in-band TLS asked on a connection that cannot do it"
+            );
+            if let Some(h) = self.conns.get(&conn) {
+                h.close();
+            }
+            return;
+        };
+        if !handle.release() {
+            return; // aborted: its Closed event comes from the reader
+        }
+        let tx = self.input_tx.clone();
+        tokio::spawn(async move {
+            let result = match upgrade.wait().await {
+                None => Err(HandshakeError::Other(
+                    "the connection ended before the handshake".into(),
+                )),
+                Some((tcp, leftover)) => {
+                    let io = Rewound::new(leftover, tcp);
+                    let done = match role {
+                        TlsRole::Server => tls.accept(io).await,
+                        TlsRole::Client => {
+                            let ca = peer.ca.as_deref();
+                            tls.connect(io, &peer.host, ca, peer.verify_host).await
+                        }
+                    };
+                    done.map(|(s, c)| (Box::new(s), c))
+                }
+            };
+            let host = peer.host;
+            let _ = tx
+                .send(Input::InbandTls {
+                    conn,
+                    source,
+                    host,
+                    result,
+                })
+                .await;
+        });
     }
 
     /// An admin call, answered between two inputs.
@@ -737,10 +843,12 @@ impl Driver {
                     }
                 }
                 Output::Opened { conn } => {
+                    self.upgrades.remove(&conn);
                     if let Some(h) = self.conns.get(&conn) {
                         h.open(self.endpoint.config().limits.max_message_size as usize);
                     }
                 }
+                Output::StartTls { conn, role, peer } => self.start_tls(conn, role, peer),
                 Output::Connect { conn, addr } => {
                     let tx = self.input_tx.clone();
                     let limit = self.endpoint.config().timers.cer_timeout;

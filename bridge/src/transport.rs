@@ -17,18 +17,31 @@
 //! Closing: [`ConnHandle::close`] makes the writer flush what was queued before (so a CEA or
 //! DPA reaches the peer), shut the stream down, and stop the reader. Whatever ends a
 //! connection — our close, the peer's, an I/O error, a framing error — the reader reports
-//! [`ConnEvent::Closed`] exactly once.
+//! [`ConnEvent::Closed`] exactly once, unless the connection was handed back.
+//!
+//! In-band TLS (RFC 3588 §2.1): a plain connection that may turn to TLS after CER/CEA is
+//! started with [`spawn_upgradable`]. Until [`ConnHandle::open`], its reader reads no
+//! further than one message at a time and waits after each (freeDiameter's receiver does
+//! the same before TLS, `cc_loop = 0` in cnxctx.c), so the peer's ClientHello is never read
+//! as Diameter. [`ConnHandle::release`] then makes the writer flush what was queued (our
+//! CEA) and both tasks give their halves back through [`Upgrade::wait`], without a Closed
+//! event, together with any bytes read past the last message; [`Rewound`] replays those
+//! to the TLS layer first.
 
 use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use dmproto::{FrameError, Framer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::io::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf, ReadHalf, WriteHalf,
+};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use dmnode::peer::ConnId;
 use dmnode::trust::{Refusal, Refusals};
@@ -105,6 +118,16 @@ pub enum ConnEvent {
 enum Command {
     Send(Bytes),
     Close,
+    /// Flush, then give the stream back (in-band TLS) instead of closing it.
+    Release,
+}
+
+/// How the writer ends the reader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Close,
+    /// Give the read half back (and send no Closed event).
+    Release,
 }
 
 /// The node's handle on a connection's writer.
@@ -113,6 +136,8 @@ pub struct ConnHandle {
     tx: mpsc::Sender<Command>,
     /// The reader's maximum message size; raised by [`ConnHandle::open`].
     max_len: Arc<AtomicUsize>,
+    /// Wakes a reader holding after a message (see [`spawn_upgradable`]).
+    opened: Arc<Notify>,
     /// Set to abort both tasks at once, when a graceful close cannot even be queued.
     abort: std::sync::Arc<watch::Sender<bool>>,
 }
@@ -122,6 +147,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Send(b) => write!(f, "Send({} bytes)", b.len()),
             Command::Close => f.write_str("Close"),
+            Command::Release => f.write_str("Release"),
         }
     }
 }
@@ -144,6 +170,18 @@ impl ConnHandle {
     /// The capabilities exchange identified the peer: accept messages up to `max_len`.
     pub fn open(&self, max_len: usize) {
         self.max_len.store(max_len, Ordering::Relaxed);
+        self.opened.notify_one();
+    }
+
+    /// In-band TLS: write what is queued (the CEA), then hand the stream back through the
+    /// [`Upgrade`] of [`spawn_upgradable`] (on a connection started with [`spawn`], this
+    /// closes it). False if that cannot even be queued (the connection is then aborted).
+    pub fn release(&self) -> bool {
+        if self.tx.try_send(Command::Release).is_err() {
+            self.abort();
+            return false;
+        }
+        true
     }
 
     /// Close now, dropping whatever is queued.
@@ -162,11 +200,69 @@ pub fn spawn<S>(
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    start(conn, stream, limits, events, None)
+}
+
+/// The halves of a connection started with [`spawn_upgradable`], once released.
+pub struct Upgrade<S> {
+    read: oneshot::Receiver<(ReadHalf<S>, Bytes)>,
+    write: oneshot::Receiver<WriteHalf<S>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Upgrade<S> {
+    /// After [`ConnHandle::release`]: the stream, and the bytes read past the last message
+    /// (they come first on the stream's next layer). `None` if the connection ended
+    /// otherwise (closed by the peer, aborted).
+    pub async fn wait(self) -> Option<(S, Bytes)> {
+        let w = self.write.await.ok()?;
+        let (r, leftover) = self.read.await.ok()?;
+        Some((r.unsplit(w), leftover))
+    }
+}
+
+/// [`spawn`] for a plain connection that may turn to TLS after CER/CEA: until
+/// [`ConnHandle::open`] the reader holds after each message (see the module docs), and
+/// [`ConnHandle::release`] hands the stream back through the returned [`Upgrade`].
+pub fn spawn_upgradable<S>(
+    conn: ConnId,
+    stream: S,
+    limits: ReadLimits,
+    events: mpsc::Sender<ConnEvent>,
+) -> (ConnHandle, Upgrade<S>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (read_tx, read) = oneshot::channel();
+    let (write_tx, write) = oneshot::channel();
+    let handle = start(conn, stream, limits, events, Some((read_tx, write_tx)));
+    (handle, Upgrade { read, write })
+}
+
+type GiveBack<S> = (
+    oneshot::Sender<(ReadHalf<S>, Bytes)>,
+    oneshot::Sender<WriteHalf<S>>,
+);
+
+fn start<S>(
+    conn: ConnId,
+    stream: S,
+    limits: ReadLimits,
+    events: mpsc::Sender<ConnEvent>,
+    give_back: Option<GiveBack<S>>,
+) -> ConnHandle
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let (read_half, write_half) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(WRITE_QUEUE);
     let (stop_tx, stop_rx) = oneshot::channel();
     let (abort_tx, abort_rx) = watch::channel(false);
     let max_len = Arc::new(AtomicUsize::new(limits.before_open));
+    let opened = Arc::new(Notify::new());
+    let (give_read, give_write) = match give_back {
+        Some((r, w)) => (Some(r), Some(w)),
+        None => (None, None),
+    };
     // One span per connection for its whole life: whatever the reader and writer log
     // carries its id and remote address.
     use tracing::Instrument;
@@ -174,22 +270,89 @@ where
         Some(ip) => dmnode::spans::conn_from(conn, &ip),
         None => dmnode::spans::conn(conn),
     };
-    tokio::spawn(writer(write_half, rx, stop_tx, abort_rx.clone()).instrument(span.clone()));
+    tokio::spawn(
+        writer(write_half, rx, stop_tx, abort_rx.clone(), give_write).instrument(span.clone()),
+    );
     tokio::spawn(
         reader(
             conn,
             read_half,
-            (limits, max_len.clone()),
+            (limits, max_len.clone(), opened.clone()),
             events,
-            stop_rx,
-            abort_rx,
+            (stop_rx, abort_rx),
+            give_read,
         )
         .instrument(span),
     );
     ConnHandle {
         tx,
         max_len,
+        opened,
         abort: std::sync::Arc::new(abort_tx),
+    }
+}
+
+/// A stream whose first bytes are `prefix` (read earlier by someone else), then the
+/// stream's own: the bytes a reader took past the CER/CEA go to the TLS handshake.
+#[derive(Debug)]
+pub struct Rewound<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Rewound<S> {
+    pub fn new(prefix: Bytes, inner: S) -> Rewound<S> {
+        Rewound { prefix, inner }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewound<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewound<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -206,50 +369,80 @@ async fn aborted(mut abort: watch::Receiver<bool>) {
 async fn writer<W: AsyncWrite + Unpin>(
     w: W,
     mut rx: mpsc::Receiver<Command>,
-    stop_reader: oneshot::Sender<()>,
+    stop_reader: oneshot::Sender<Stop>,
     abort: watch::Receiver<bool>,
+    give_back: Option<oneshot::Sender<W>>,
 ) {
     let mut w = BufWriter::with_capacity(64 * 1024, w);
     let write_all = async {
-        while let Some(cmd) = rx.recv().await {
-            match cmd {
-                Command::Send(b) => w.write_all(&b).await?,
-                Command::Close => break,
-            }
+        while let Some(first) = rx.recv().await {
             // Batch what is already queued into one flush.
-            while let Ok(cmd) = rx.try_recv() {
+            let mut next = Some(first);
+            while let Some(cmd) = next {
                 match cmd {
                     Command::Send(b) => w.write_all(&b).await?,
                     Command::Close => {
                         w.flush().await?;
-                        return Ok::<(), io::Error>(());
+                        return Ok::<Stop, io::Error>(Stop::Close);
+                    }
+                    Command::Release => {
+                        w.flush().await?;
+                        return Ok(Stop::Release);
                     }
                 }
+                next = rx.try_recv().ok();
             }
             w.flush().await?;
         }
-        w.flush().await
+        w.flush().await?;
+        Ok(Stop::Close)
     };
-    let graceful = tokio::select! {
-        r = write_all => r.is_ok(),
-        _ = aborted(abort) => false,
+    let ended = tokio::select! {
+        r = write_all => r.ok(),
+        _ = aborted(abort) => None,
     };
-    if graceful {
-        let _ = w.shutdown().await;
+    match (ended, give_back) {
+        (Some(Stop::Release), Some(give)) => {
+            // Flushed: nothing is lost by unwrapping the buffer.
+            let _ = give.send(w.into_inner());
+            let _ = stop_reader.send(Stop::Release);
+        }
+        (Some(_), _) => {
+            let _ = w.shutdown().await;
+            let _ = stop_reader.send(Stop::Close);
+        }
+        (None, _) => {
+            let _ = stop_reader.send(Stop::Close);
+        }
     }
-    let _ = stop_reader.send(());
+}
+
+/// Gives the read half back (in-band TLS), with the bytes read past the last message.
+fn hand_over<R>(give_back: Option<oneshot::Sender<(R, Bytes)>>, r: R, framer: &mut Framer) {
+    if let Some(give) = give_back {
+        let _ = give.send((r, framer.take_buffered()));
+    }
+}
+
+/// What a reader holding after a message (before open) was woken by.
+enum Held {
+    Opened,
+    Stop(Stop),
+    Aborted,
 }
 
 async fn reader<R: AsyncRead + Unpin>(
     conn: ConnId,
     mut r: R,
-    (limits, max_len): (ReadLimits, Arc<AtomicUsize>),
+    (limits, max_len, opened): (ReadLimits, Arc<AtomicUsize>, Arc<Notify>),
     events: mpsc::Sender<ConnEvent>,
-    mut stop: oneshot::Receiver<()>,
-    abort: watch::Receiver<bool>,
+    (mut stop, abort): (oneshot::Receiver<Stop>, watch::Receiver<bool>),
+    give_back: Option<oneshot::Sender<(R, Bytes)>>,
 ) {
     let abort = aborted(abort);
     tokio::pin!(abort);
+    // Hold after each message until open: only on connections that may turn to TLS.
+    let mut hold = give_back.is_some();
     let mut max = max_len.load(Ordering::Relaxed);
     let mut framer = Framer::new(max);
     let mut buf = vec![0u8; max.min(READ_CHUNK)];
@@ -267,7 +460,7 @@ async fn reader<R: AsyncRead + Unpin>(
         );
         Some(detail)
     };
-    let error = loop {
+    let error = 'read: loop {
         let raised = max_len.load(Ordering::Relaxed);
         if raised != max {
             max = raised;
@@ -276,7 +469,13 @@ async fn reader<R: AsyncRead + Unpin>(
         }
         let deadline = partial_since.map_or(far, |t| t + limits.message_timeout);
         let n = tokio::select! {
-            _ = &mut stop => break None,
+            s = &mut stop => match s {
+                Ok(Stop::Release) => {
+                    limits.budget.account(share, 0);
+                    return hand_over(give_back, r, &mut framer);
+                }
+                _ => break None,
+            },
             _ = &mut abort => break Some("aborted".to_string()),
             _ = tokio::time::sleep_until(deadline) => {
                 break refuse(
@@ -313,6 +512,25 @@ async fn reader<R: AsyncRead + Unpin>(
                     if events.send(ConnEvent::Frame { conn, frame }).await.is_err() {
                         limits.budget.account(share, 0);
                         return; // the node is gone
+                    }
+                    if !hold {
+                        continue;
+                    }
+                    // Before open on a connection that may turn to TLS: read no further
+                    // until the node decides (open, hand over to TLS, or close).
+                    let held = tokio::select! {
+                        _ = opened.notified() => Held::Opened,
+                        s = &mut stop => Held::Stop(s.unwrap_or(Stop::Close)),
+                        _ = &mut abort => Held::Aborted,
+                    };
+                    match held {
+                        Held::Opened => hold = false,
+                        Held::Stop(Stop::Release) => {
+                            limits.budget.account(share, 0);
+                            return hand_over(give_back, r, &mut framer);
+                        }
+                        Held::Stop(Stop::Close) => break 'read None,
+                        Held::Aborted => break 'read Some("aborted".to_string()),
                     }
                 }
                 Ok(None) => break,
@@ -528,5 +746,78 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(refusals.get(Refusal::BufferBudget), 1);
+    }
+
+    #[tokio::test]
+    async fn upgradable_holds_after_a_message_and_hands_back_what_follows() {
+        let (ours, mut theirs) = duplex(1 << 16);
+        let (tx, mut rx) = mpsc::channel(16);
+        let (handle, upgrade) = spawn_upgradable(ConnId(8), ours, limits(4096), tx);
+        // A CER and, in the same write, the first bytes of a ClientHello (0x16 0x03 0x01):
+        // not Diameter, and not to be taken for it.
+        let mut first = msg(1).to_vec();
+        first.extend_from_slice(&[0x16, 0x03, 0x01, 0x00, 0x05]);
+        theirs.write_all(&first).await.unwrap();
+        assert!(matches!(rx.recv().await.unwrap(), ConnEvent::Frame { .. }));
+        // More handshake bytes arrive after our answer is queued: the reader holds, so
+        // they stay in the socket.
+        assert!(handle.send(msg(2)));
+        theirs.write_all(b"hello").await.unwrap();
+        assert!(handle.release());
+        let (mut stream, leftover) = upgrade.wait().await.expect("the stream comes back");
+        assert_eq!(&leftover[..], &[0x16, 0x03, 0x01, 0x00, 0x05]);
+        // Our queued answer was written before the hand-over.
+        let answer = read_one(&mut theirs).await;
+        assert_eq!(Message::decode(answer).unwrap().header.hop_by_hop, 2);
+        // The rest is on the stream, in order, through Rewound.
+        let mut rewound = Rewound::new(leftover, &mut stream);
+        let mut got = [0u8; 10];
+        rewound.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"\x16\x03\x01\x00\x05hello");
+        // No Closed event: the connection was handed over, not closed.
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn upgradable_reads_on_once_open() {
+        let (ours, mut theirs) = duplex(1 << 16);
+        let (tx, mut rx) = mpsc::channel(16);
+        let (handle, _upgrade) = spawn_upgradable(ConnId(9), ours, limits(4096), tx);
+        let mut two = msg(1).to_vec();
+        two.extend_from_slice(&msg(2));
+        theirs.write_all(&two).await.unwrap();
+        assert!(matches!(rx.recv().await.unwrap(), ConnEvent::Frame { .. }));
+        // Held: the second message waits for the node's decision.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(rx.try_recv().is_err());
+        handle.open(4096);
+        match rx.recv().await.unwrap() {
+            ConnEvent::Frame { frame, .. } => {
+                assert_eq!(Message::decode(frame).unwrap().header.hop_by_hop, 2)
+            }
+            other => panic!("{other:?}"),
+        }
+        // Closing a held connection still reports Closed once.
+        let (ours, mut theirs) = duplex(1 << 16);
+        let (tx, mut rx) = mpsc::channel(16);
+        let (handle, upgrade) = spawn_upgradable(ConnId(10), ours, limits(4096), tx);
+        theirs.write_all(&msg(3)).await.unwrap();
+        assert!(matches!(rx.recv().await.unwrap(), ConnEvent::Frame { .. }));
+        handle.close();
+        assert!(matches!(
+            rx.recv().await.unwrap(),
+            ConnEvent::Closed { error: None, .. }
+        ));
+        assert!(upgrade.wait().await.is_none());
+    }
+
+    async fn read_one(s: &mut tokio::io::DuplexStream) -> Bytes {
+        let mut head = [0u8; 4];
+        s.read_exact(&mut head).await.unwrap();
+        let len = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
+        let mut all = head.to_vec();
+        all.resize(len, 0);
+        s.read_exact(&mut all[4..]).await.unwrap();
+        Bytes::from(all)
     }
 }

@@ -122,6 +122,13 @@ impl Framer {
         self.buf.len()
     }
 
+    /// Takes the bytes buffered and not yet framed, leaving the framer empty: when the
+    /// stream stops carrying Diameter (in-band TLS after CER/CEA, RFC 3588 §2.1), what was
+    /// read past the last message (a ClientHello) belongs to the next layer.
+    pub fn take_buffered(&mut self) -> Bytes {
+        std::mem::take(&mut self.buf).freeze()
+    }
+
     /// The error the framer is stuck in, if any.
     pub fn error(&self) -> Option<FrameError> {
         self.error
