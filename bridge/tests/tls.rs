@@ -18,95 +18,16 @@ mod common;
 
 use std::io::Write as _;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::tls::*;
 use common::*;
 use dmnode::trust::Refusal;
-use dmrun::tls::{Tls, TlsSettings};
-use harness::certs::{Ca, NodeCert, Validity};
+use harness::certs::{Ca, Validity};
 use harness::peers::{FdOptions, FdTls, FdTlsConnect, FreeDiameter};
 use harness::{free_port, TestDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Log lines of the node (the test installs the subscriber; in production ops13's does).
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Lines {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-    async fn wait(&self, needle: &str) {
-        for _ in 0..100 {
-            if self.text().contains(needle) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no log line with {needle:?} in:\n{}", self.text());
-    }
-}
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        std::io::stderr().write_all(buf)?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> Lines {
-    let lines = Lines::default();
-    let w = lines.clone();
-    let _ = tracing_subscriber::fmt()
-        .with_writer(move || w.clone())
-        .with_ansi(false)
-        .try_init();
-    lines
-}
-
-fn client_tls(ca: &Path, cert: &NodeCert) -> Tls {
-    Tls::load(TlsSettings {
-        ca_file: ca.into(),
-        cert_file: cert.cert_file.clone(),
-        key_file: cert.key_file.clone(),
-        handshake_timeout: Duration::from_secs(5),
-        peer_cas: Vec::new(),
-    })
-    .unwrap()
-}
-
-/// A CER from `host` (RFC 6733 §5.3.1), as a peer would send it.
-fn cer(host: &str) -> Vec<u8> {
-    let mut w = dmproto::MessageWriter::new(dmproto::Header::request(257, 0, 1, 1));
-    w.str(264, M, 0, host)
-        .str(296, M, 0, "test.local")
-        .avp(257, M, 0, &[0, 1, 127, 0, 0, 1])
-        .u32(266, M, 0, 0)
-        .str(269, 0, 0, "tls-test")
-        .u32(258, M, 0, TA_APP);
-    w.finish().unwrap().to_vec()
-}
-
-/// Reads one Diameter message (bounded wait); `None` if the node closed first.
-async fn read_message<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<dmproto::Message> {
-    let mut head = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head))
-        .await
-        .ok()?
-        .ok()?;
-    let len = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
-    let mut rest = vec![0u8; len.saturating_sub(4)];
-    s.read_exact(&mut rest).await.ok()?;
-    let mut all = head.to_vec();
-    all.extend_from_slice(&rest);
-    dmproto::Message::decode(bytes::Bytes::from(all)).ok()
-}
 
 #[test]
 fn tls_at_connect_refusals_and_interop() {

@@ -1552,6 +1552,23 @@ impl Endpoint {
             Action::Accept { .. } => {}
             Action::Send { conn, msg } => {
                 tracing::debug!(peer = host, conn = conn.0, msg = ?msg, "base protocol message");
+                if let crate::peer::fsm::Outgoing::Cea {
+                    result_code: crate::peer::capabilities::result::NO_COMMON_SECURITY,
+                    error_message: Some(why),
+                    ..
+                } = &msg
+                {
+                    if let Some(suppressed) = self.refusal_log.admit(now) {
+                        tracing::warn!(
+                            peer = host,
+                            conn = conn.0,
+                            from = %self.remote(conn),
+                            result_code = 5017,
+                            suppressed,
+                            "CER answered DIAMETER_NO_COMMON_SECURITY: {why}"
+                        );
+                    }
+                }
                 self.base_hbh = self.base_hbh.wrapping_add(1);
                 self.end_to_end = self.end_to_end.wrapping_add(1);
                 let local = self.local_for(conn);

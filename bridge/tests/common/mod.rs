@@ -17,6 +17,8 @@ use dmrun::driver::Node;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod tls;
+
 /// freeDiameter's test_app (also spoken by the Erlang peer's `ta`).
 pub const TA_APP: u32 = 16777215;
 pub const TA_VENDOR: u32 = 999999;

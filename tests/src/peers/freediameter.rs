@@ -46,6 +46,10 @@ pub struct FdOptions {
     pub tc_seconds: Option<u32>,
     /// TLS (GnuTLS in freeDiameter). `None`: no TLS at all (`SecPort = 0`, `No_TLS`).
     pub tls: Option<FdTls>,
+    /// Peers connecting to it (`*.test.local`, through acl_wl) must use in-band TLS after
+    /// CER/CEA (`ALLOW_OLD_TLS`) instead of being admitted in clear (`ALLOW_IPSEC`). Needs
+    /// `tls`.
+    pub accept_inband_tls: bool,
 }
 
 /// freeDiameter's TLS settings: its credentials, the CA it trusts, and how it secures the
@@ -82,6 +86,7 @@ impl Default for FdOptions {
             tw_seconds: None,
             tc_seconds: None,
             tls: None,
+            accept_inband_tls: false,
         }
     }
 }
@@ -174,7 +179,13 @@ impl FreeDiameter {
             }
         }
         let ta_conf = write("test_app.conf", ta);
-        let acl = write("acl_wl.conf", "ALLOW_IPSEC *.test.local\n".into());
+        // acl_wl.c: with both flags a peer gets IPsec (clear), so only one at a time.
+        let acl_flag = if opts.accept_inband_tls {
+            "ALLOW_OLD_TLS"
+        } else {
+            "ALLOW_IPSEC"
+        };
+        let acl = write("acl_wl.conf", format!("{acl_flag} *.test.local\n"));
 
         let sec_port = opts.tls.as_ref().map_or(0, |t| t.sec_port);
         let mut conf = format!(
@@ -344,6 +355,7 @@ impl FdOptions {
             tw_seconds: None,
             tc_seconds: None,
             tls: None,
+            accept_inband_tls: false,
         }
     }
 }
