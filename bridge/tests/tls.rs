@@ -89,22 +89,12 @@ host = "server.test.local"
 address = "127.0.0.1"
 port = {fd_sec_port}
 transport = "tls"
-[timers]
-tc = "1s"
-tw = "6s"
-dpa_timeout = "1s"
-drain_timeout = "1s"
-"#,
+{FAST_TIMERS}"#,
         ca = ca.cert_file.display(),
         cert = bridge_cert.cert_file.display(),
         key = bridge_cert.key_file.display(),
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let node = rt.block_on(Running::start(&toml, TaEcho::new()));
+    let (rt, node) = start_node(&toml);
     let refusals = node.refusals.clone();
     let tls_addr = format!("127.0.0.1:{tls_port}");
 
@@ -167,37 +157,14 @@ drain_timeout = "1s"
     });
 
     // The listener still serves: freeDiameter (GnuTLS) with TLS at connect.
-    let mut fd = FreeDiameter::start(
+    let _fd = fd_tls_client_answered(
         d,
-        FdOptions {
-            tls: Some(FdTls {
-                cert_file: fd_client_cert.cert_file.clone(),
-                key_file: fd_client_cert.key_file.clone(),
-                ca_file: ca.cert_file.clone(),
-                sec_port: free_port(),
-                connect: FdTlsConnect::AtConnect,
-            }),
-            connect_to: Some(("bridge.test.local".into(), tls_port)),
-            client_dest_host: Some("bridge.test.local".into()),
-            ..FdOptions::client(free_port(), tls_port, None)
-        },
+        &fd_client_cert,
+        &ca.cert_file,
+        tls_port,
+        FdTlsConnect::AtConnect,
+        &lines,
     );
-    fd.wait_peer_open("bridge.test.local", Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("freeDiameter over TLS: {e}\n{}", lines.text()));
-    fd.send_test_request();
-    // The RECV line may be read while test_app is still writing it: poll until whole.
-    let started = std::time::Instant::now();
-    let answer = loop {
-        let a = fd
-            .wait_answers(1, Duration::from_secs(10))
-            .unwrap()
-            .remove(0);
-        if a.contains("Status:") || started.elapsed() > Duration::from_secs(10) {
-            break a;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(answer.contains("Status: 2001"), "{answer:?}");
 
     // And Erlang/OTP diameter over TLS (diameter_tcp + ssl).
     let escript = harness::paths::require_program("escript", "erlang-base erlang-diameter");

@@ -17,7 +17,6 @@
 mod common;
 
 use std::io::Write as _;
-use std::time::Duration;
 
 use common::tls::*;
 use common::*;
@@ -90,22 +89,12 @@ tls_inband = true
 host = "legacy.test.local"
 mode = "accept"
 tls_inband = true
-[timers]
-tc = "1s"
-tw = "6s"
-dpa_timeout = "1s"
-drain_timeout = "1s"
-"#,
+{FAST_TIMERS}"#,
         ca = ca.cert_file.display(),
         cert = bridge_cert.cert_file.display(),
         key = bridge_cert.key_file.display(),
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let node = rt.block_on(Running::start(&toml, TaEcho::new()));
+    let (rt, node) = start_node(&toml);
     let refusals = node.refusals.clone();
     let plain = format!("127.0.0.1:{plain_port}");
 
@@ -170,36 +159,14 @@ drain_timeout = "1s"
     });
 
     // The listener still serves: freeDiameter dials the plain port with TLS_old_method.
-    let mut fd = FreeDiameter::start(
+    let fd = fd_tls_client_answered(
         d,
-        FdOptions {
-            tls: Some(FdTls {
-                cert_file: fd_client_cert.cert_file.clone(),
-                key_file: fd_client_cert.key_file.clone(),
-                ca_file: ca.cert_file.clone(),
-                sec_port: free_port(),
-                connect: FdTlsConnect::Inband,
-            }),
-            connect_to: Some(("bridge.test.local".into(), plain_port)),
-            client_dest_host: Some("bridge.test.local".into()),
-            ..FdOptions::client(free_port(), plain_port, None)
-        },
+        &fd_client_cert,
+        &ca.cert_file,
+        plain_port,
+        FdTlsConnect::Inband,
+        &lines,
     );
-    fd.wait_peer_open("bridge.test.local", Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("freeDiameter with TLS_old_method: {e}\n{}", lines.text()));
-    fd.send_test_request();
-    let started = std::time::Instant::now();
-    let answer = loop {
-        let a = fd
-            .wait_answers(1, Duration::from_secs(10))
-            .unwrap()
-            .remove(0);
-        if a.contains("Status:") || started.elapsed() > Duration::from_secs(10) {
-            break a;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(answer.contains("Status: 2001"), "{answer:?}");
     assert!(
         lines.text().contains("role=Server"),
         "the node was the TLS server for the client's connection"

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use dmrun::tls::{Tls, TlsSettings};
 use harness::certs::NodeCert;
+use harness::free_port;
+use harness::peers::{FdOptions, FdTls, FdTlsConnect, FreeDiameter};
 use tokio::io::AsyncReadExt;
 
 use super::{M, TA_APP};
@@ -95,4 +97,64 @@ pub async fn read_message<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<
     let mut all = head.to_vec();
     all.extend_from_slice(&rest);
     dmproto::Message::decode(bytes::Bytes::from(all)).ok()
+}
+
+/// freeDiameter `client.test.local` (certificate `cert`, trusting `ca_file`) dials
+/// `bridge.test.local` on `port` with TLS as `connect` says; once open, its Test-Request
+/// must be answered 2001. Returned running (dropping it stops it).
+pub fn fd_tls_client_answered(
+    dir: &Path,
+    cert: &NodeCert,
+    ca_file: &Path,
+    port: u16,
+    connect: FdTlsConnect,
+    lines: &Lines,
+) -> FreeDiameter {
+    let mut fd = FreeDiameter::start(
+        dir,
+        FdOptions {
+            tls: Some(FdTls {
+                cert_file: cert.cert_file.clone(),
+                key_file: cert.key_file.clone(),
+                ca_file: ca_file.into(),
+                sec_port: free_port(),
+                connect,
+            }),
+            connect_to: Some(("bridge.test.local".into(), port)),
+            client_dest_host: Some("bridge.test.local".into()),
+            ..FdOptions::client(free_port(), port, None)
+        },
+    );
+    fd.wait_peer_open("bridge.test.local", Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("freeDiameter over TLS ({connect:?}): {e}\n{}", lines.text()));
+    fd.send_test_request();
+    // The RECV line may be read while test_app is still writing it: poll until whole.
+    let started = std::time::Instant::now();
+    let answer = loop {
+        let a = fd
+            .wait_answers(1, Duration::from_secs(10))
+            .unwrap()
+            .remove(0);
+        if a.contains("Status:") || started.elapsed() > Duration::from_secs(10) {
+            break a;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(answer.contains("Status: 2001"), "{answer:?}");
+    fd
+}
+
+/// Short timers for the TLS tests' nodes (quick reconnection and shutdown).
+pub const FAST_TIMERS: &str =
+    "[timers]\ntc = \"1s\"\ntw = \"6s\"\ndpa_timeout = \"1s\"\ndrain_timeout = \"1s\"\n";
+
+/// A two-thread runtime and the node of `toml` running in it, answering test_app.
+pub fn start_node(toml: &str) -> (tokio::runtime::Runtime, super::Running) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let node = rt.block_on(super::Running::start(toml, super::TaEcho::new()));
+    (rt, node)
 }

@@ -1090,6 +1090,14 @@ fn isi(net: &Net, from: usize, kind: BaseKind) -> Vec<u32> {
     wire::decode_capabilities(&m).unwrap().inband_security_ids
 }
 
+/// The Result-Code of the server's CEA.
+fn cea_result(net: &Net) -> Option<u32> {
+    net.seen
+        .iter()
+        .find(|s| s.from == 1 && wire::classify(&s.msg.header) == BaseKind::Cea)
+        .and_then(|s| s.msg.find_u32(268, 0))
+}
+
 fn host_of(i: usize) -> String {
     if i == 0 {
         "client.example.net".into()
@@ -1164,22 +1172,12 @@ fn no_common_security_is_5017_either_way() {
     // We require in-band TLS; the peer offers nothing (NO_INBAND_SECURITY).
     let net = inband_net(false, true);
     assert_eq!(isi(&net, 0, BaseKind::Cer), Vec::<u32>::new());
-    let cea = net
-        .seen
-        .iter()
-        .find(|s| s.from == 1 && wire::classify(&s.msg.header) == BaseKind::Cea)
-        .unwrap();
-    assert_eq!(cea.msg.find_u32(268, 0), Some(5017));
+    assert_eq!(cea_result(&net), Some(5017));
     assert!(net.handshakes.is_empty());
     assert!(net.links.is_empty());
     // The peer insists on TLS, which we were not told to use with it.
     let net = inband_net(true, false);
     assert_eq!(isi(&net, 0, BaseKind::Cer), vec![1]);
-    let cea = net
-        .seen
-        .iter()
-        .find(|s| s.from == 1 && wire::classify(&s.msg.header) == BaseKind::Cea)
-        .unwrap();
-    assert_eq!(cea.msg.find_u32(268, 0), Some(5017));
+    assert_eq!(cea_result(&net), Some(5017));
     assert!(net.handshakes.is_empty());
 }
