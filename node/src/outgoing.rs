@@ -23,6 +23,7 @@ use crate::app::{OutgoingRequest, RequestError};
 use crate::config::{AppAdvert, AppKind};
 use crate::peer::wire::avp;
 use crate::router::RouteRequest;
+use crate::rules::RequestView;
 
 const M: u8 = AvpFlags::M;
 
@@ -156,39 +157,32 @@ pub fn build_request(
     w.finish().map_err(|e| RequestError::Invalid(e.to_string()))
 }
 
-/// The routing-relevant AVPs of a request: Destination-Host, Destination-Realm and the
-/// Route-Record values (as text; invalid UTF-8 ones are skipped).
-/// Also what routing rules may look at (Origin-Host/Realm, User-Name, Session-Id, command).
+/// The routing-relevant AVPs of a request: what routing rules may look at (Destination-Host
+/// and -Realm, Origin-Host and -Realm, User-Name, Session-Id, the command) as the rules' own
+/// [`RequestView`], and the Route-Record values (as text; invalid UTF-8 ones are skipped).
 #[derive(Default)]
 pub struct RouteInfo<'m> {
-    pub destination_host: Option<&'m str>,
-    pub destination_realm: Option<&'m str>,
+    pub view: RequestView<'m>,
     pub route_records: Vec<&'m str>,
-    pub origin_host: Option<&'m str>,
-    pub origin_realm: Option<&'m str>,
-    pub user_name: Option<&'m str>,
-    pub session_id: Option<&'m str>,
-    pub cmd_code: u32,
 }
 
 pub fn route_info(msg: &Message) -> RouteInfo<'_> {
-    let mut info = RouteInfo {
-        cmd_code: msg.header.code,
-        ..RouteInfo::default()
-    };
+    let mut info = RouteInfo::default();
+    info.view.cmd_code = msg.header.code;
+    let v = &mut info.view;
     for a in msg.avp_refs().map_while(Result::ok) {
         if a.vendor != 0 {
             continue;
         }
         let text = || std::str::from_utf8(a.data).ok();
         match a.code {
-            avp::DESTINATION_HOST => info.destination_host = text(),
-            avp::DESTINATION_REALM => info.destination_realm = text(),
+            avp::DESTINATION_HOST => v.destination_host = text(),
+            avp::DESTINATION_REALM => v.destination_realm = text(),
             avp::ROUTE_RECORD => info.route_records.extend(text()),
-            avp::ORIGIN_HOST => info.origin_host = text(),
-            avp::ORIGIN_REALM => info.origin_realm = text(),
-            avp::USER_NAME => info.user_name = text(),
-            avp::SESSION_ID => info.session_id = text(),
+            avp::ORIGIN_HOST => v.origin_host = text(),
+            avp::ORIGIN_REALM => v.origin_realm = text(),
+            avp::USER_NAME => v.user_name = text(),
+            avp::SESSION_ID => v.session_id = text(),
             _ => {}
         }
     }
@@ -200,16 +194,12 @@ impl RouteInfo<'_> {
     /// dictionary, for rules written `cmd="CCR"`.
     pub fn request<'a>(&'a self, app_id: u32, cmd_abbrev: Option<&'a str>) -> RouteRequest<'a> {
         RouteRequest {
-            app_id,
-            destination_host: self.destination_host,
-            destination_realm: self.destination_realm,
+            view: RequestView {
+                app_id,
+                cmd_abbrev,
+                ..self.view
+            },
             route_records: &self.route_records,
-            origin_host: self.origin_host,
-            origin_realm: self.origin_realm,
-            user_name: self.user_name,
-            session_id: self.session_id,
-            cmd_code: self.cmd_code,
-            cmd_abbrev,
         }
     }
 }
@@ -361,9 +351,9 @@ mod tests {
             }),
         );
         let info = route_info(&m);
-        assert_eq!(info.destination_host, Some("ocs1.ocs.net"));
-        assert_eq!(info.destination_realm, Some("ims.example.net"));
+        assert_eq!(info.view.destination_host, Some("ocs1.ocs.net"));
+        assert_eq!(info.view.destination_realm, Some("ims.example.net"));
         assert_eq!(info.route_records, vec!["dra1.net", "dra2.net"]);
-        assert_eq!(info.request(4, None).app_id, 4);
+        assert_eq!(info.request(4, None).view.app_id, 4);
     }
 }

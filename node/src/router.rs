@@ -35,37 +35,13 @@ use crate::config::Config;
 use crate::peer::{AppSet, PeerId};
 use crate::rules::{score, Candidate, RequestView, RuleSet};
 
-/// A request, as far as routing cares.
+/// A request, as far as routing cares: what routing rules may look at (the rt_default
+/// criteria, [`RequestView`], which carries the destination too) and the Route-Record values
+/// for loop detection.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RouteRequest<'a> {
-    pub app_id: u32,
-    pub destination_host: Option<&'a str>,
-    pub destination_realm: Option<&'a str>,
+    pub view: RequestView<'a>,
     pub route_records: &'a [&'a str],
-    /// What routing rules may look at besides the destination (rt_default criteria).
-    pub origin_host: Option<&'a str>,
-    pub origin_realm: Option<&'a str>,
-    pub user_name: Option<&'a str>,
-    pub session_id: Option<&'a str>,
-    pub cmd_code: u32,
-    /// The command's request abbreviation from the dictionary (`CCR`), for `cmd="CCR"`.
-    pub cmd_abbrev: Option<&'a str>,
-}
-
-impl<'a> RouteRequest<'a> {
-    fn view(&self) -> RequestView<'a> {
-        RequestView {
-            origin_host: self.origin_host,
-            origin_realm: self.origin_realm,
-            destination_host: self.destination_host,
-            destination_realm: self.destination_realm,
-            user_name: self.user_name,
-            session_id: self.session_id,
-            app_id: self.app_id,
-            cmd_code: self.cmd_code,
-            cmd_abbrev: self.cmd_abbrev,
-        }
-    }
 }
 
 /// How the routing rules decided (`dmbridge route --explain`).
@@ -285,12 +261,12 @@ impl Router {
         explain: Option<&mut Explanation>,
     ) -> Result<PeerId, RouteError> {
         self.check_loop(req)?;
-        let app = req.app_id;
+        let app = req.view.app_id;
         let ids: Vec<PeerId> = (0..self.peers.len())
             .map(PeerId)
             .filter(|id| self.eligible(*id, app, exclude))
             .collect();
-        let realm = req.destination_realm.map(str::to_ascii_lowercase);
+        let realm = req.view.destination_realm.map(str::to_ascii_lowercase);
         let best_tier = realm
             .as_deref()
             .and_then(|r| {
@@ -306,6 +282,7 @@ impl Router {
                 let p = &self.peers[id.0];
                 let mut s = score::INI;
                 if req
+                    .view
                     .destination_host
                     .is_some_and(|h| h.eq_ignore_ascii_case(&p.host))
                 {
@@ -333,7 +310,7 @@ impl Router {
                 }
             })
             .collect();
-        let matched = self.rules.apply(&req.view(), &candidates, &mut scores);
+        let matched = self.rules.apply(&req.view, &candidates, &mut scores);
         if let Some(e) = explain {
             e.matched = matched
                 .iter()
@@ -382,11 +359,11 @@ impl Router {
         req: &RouteRequest<'_>,
         exclude: &[PeerId],
     ) -> Result<PeerId, RouteError> {
-        let app = req.app_id;
+        let app = req.view.app_id;
         self.check_loop(req)?;
         let ok = |r: &Router, id: PeerId| r.eligible(id, app, exclude);
 
-        if let Some(host) = req.destination_host {
+        if let Some(host) = req.view.destination_host {
             let found = self
                 .peers
                 .iter()
@@ -398,7 +375,7 @@ impl Router {
         }
 
         let mut lacking_app = false;
-        if let Some(realm) = req.destination_realm {
+        if let Some(realm) = req.view.destination_realm {
             let realm = realm.to_ascii_lowercase();
             let tiers = self.tiers(&realm, app);
             if !tiers.is_empty() {
@@ -436,7 +413,7 @@ impl Router {
         }
 
         if self.default.is_empty() {
-            let realm = req.destination_realm.unwrap_or("(none)");
+            let realm = req.view.destination_realm.unwrap_or("(none)");
             if lacking_app {
                 return Err(self.no_peer(realm, app, true));
             }
@@ -453,7 +430,7 @@ impl Router {
         match self.pick(RrKey::Default { app_id: app }, &default) {
             Some(id) => Ok(id),
             None => Err(self.no_peer(
-                req.destination_realm.unwrap_or("(default route)"),
+                req.view.destination_realm.unwrap_or("(default route)"),
                 app,
                 lacking_app,
             )),
@@ -588,11 +565,13 @@ priority = 5
         realm: Option<&'static str>,
     ) -> RouteRequest<'static> {
         RouteRequest {
-            app_id: app,
-            destination_host: host,
-            destination_realm: realm,
+            view: RequestView {
+                app_id: app,
+                destination_host: host,
+                destination_realm: realm,
+                ..RequestView::default()
+            },
             route_records: &[],
-            ..RouteRequest::default()
         }
     }
 
@@ -623,10 +602,8 @@ priority = 5
         // Without rules, ims.net goes to the priority-1 tier (hss1/hss2). A rule for
         // User-Name alice moves her to hss3, above the realm-table tier (-2 + 15 + 20).
         let mut r = ruled("un=\"alice\" : \"hss3.ims.net\" += 20 ;\n");
-        let q = RouteRequest {
-            user_name: Some("alice"),
-            ..req(CX, None, Some("ims.net"))
-        };
+        let mut q = req(CX, None, Some("ims.net"));
+        q.view.user_name = Some("alice");
         assert_eq!(hosts(&mut r, &q, 3), ["hss3.ims.net"; 3]);
         let (chosen, e) = r.explain(&q);
         assert_eq!(chosen, Ok(id("hss3.ims.net")));
@@ -639,10 +616,8 @@ priority = 5
         assert_eq!(score("hss3.ims.net"), Some(-2 + 15 + 20));
         assert_eq!(score("dra.example.net"), Some(-2 + 5));
         // Bob matches nothing: the realm table's best tier, shared round-robin.
-        let q = RouteRequest {
-            user_name: Some("bob"),
-            ..req(CX, None, Some("ims.net"))
-        };
+        let mut q = req(CX, None, Some("ims.net"));
+        q.view.user_name = Some("bob");
         let got = hosts(&mut r, &q, 4);
         assert_eq!(
             got,
@@ -673,19 +648,15 @@ priority = 5
     #[test]
     fn negative_scores_exclude() {
         let mut r = ruled("cmd=\"CCR\" : rlm=\"ims.net\" += NO_DELIVERY ;\n");
-        let q = RouteRequest {
-            cmd_code: 272,
-            cmd_abbrev: Some("CCR"),
-            ..req(CX, None, Some("ims.net"))
-        };
+        let mut q = req(CX, None, Some("ims.net"));
+        q.view.cmd_code = 272;
+        q.view.cmd_abbrev = Some("CCR");
         // The HSSs are excluded; the default route remains (-2 + 5).
         assert_eq!(hosts(&mut r, &q, 2), ["dra.example.net"; 2]);
         // Even Destination-Host does not override an exclusion (-2 + 100 + 15 + 10 - 70 = 53
         // is still positive: FINALDEST wins over one NO_DELIVERY, as in freeDiameter).
-        let q2 = RouteRequest {
-            destination_host: Some("hss2.ims.net"),
-            ..q
-        };
+        let mut q2 = q;
+        q2.view.destination_host = Some("hss2.ims.net");
         assert_eq!(hosts(&mut r, &q2, 1), ["hss2.ims.net"]);
         // Excluding every peer: 3002 (the RFC order would have delivered it).
         let mut r = ruled("* : [\".\"] += NO_DELIVERY ;\n");
