@@ -190,6 +190,26 @@ max_message_size = 16_384
             let c = parse(&format!("{base}[app]\n{text}\n")).unwrap();
             assert_eq!(c.app.group, Some(group));
         }
+        // The seam's allow list: names or ids, strings only, no empty or passwd-breaking ones.
+        let c = parse(&format!(
+            "{base}[app]\nallow_users = [\"kamailio\", \"1001\"]\nallow_groups = [\"opensips\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.app.allow_users, vec!["kamailio", "1001"]);
+        assert_eq!(c.app.allow_groups, vec!["opensips"]);
+        assert!(
+            parse(base).unwrap().app.allow_users.is_empty(),
+            "default: none"
+        );
+        let errs = lines(&format!(
+            "{base}[app]\nallow_users = \"kamailio\"\nallow_groups = [\"\", \"a:b\", 7]\n"
+        ));
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(
+            errs[0].0 == 7 && errs[0].1.contains("`allow_users`"),
+            "{errs:?}"
+        );
+        assert!(errs.iter().skip(1).all(|e| e.0 == 8), "{errs:?}");
     }
 
     #[test]

@@ -322,6 +322,13 @@ pub struct ShmSettings {
     /// plus its parameters, or a reply. `None`: a quarter of `ring_size` (the shm side checks
     /// it against the ring: at most half).
     pub max_message_size: Option<u32>,
+    /// `allow_users = ["kamailio", "1001"]`: users (names or numeric uids) whose processes
+    /// may attach besides the bridge's own user (SO_PEERCRED uid, DESIGN §10). Names are
+    /// looked up in /etc/passwd when the bridge starts (and by `check-config`).
+    pub allow_users: Vec<String>,
+    /// `allow_groups = ["opensips"]`: groups (names or gids) whose processes may attach, by
+    /// the effective gid the kernel reports, besides `group`.
+    pub allow_groups: Vec<String>,
 }
 
 /// A group as written in `[app] group`: a numeric gid, or a name to look up.
@@ -343,6 +350,8 @@ impl Default for ShmSettings {
             ring_size: 1 << 20,
             group: None,
             max_message_size: None,
+            allow_users: Vec::new(),
+            allow_groups: Vec::new(),
         }
     }
 }

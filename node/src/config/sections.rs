@@ -94,6 +94,8 @@ const SHM_KEYS: &[&str] = &[
     "ring_size",
     "group",
     "max_message_size",
+    "allow_users",
+    "allow_groups",
 ];
 
 pub(super) fn read_config(cx: &mut Cx<'_>, root: &Table) -> Config {
@@ -715,7 +717,26 @@ fn read_shm(cx: &mut Cx<'_>, root: Tbl<'_>) -> ShmSettings {
     }
     shm.group = read_group(cx, &s);
     shm.max_message_size = s.u32(cx, "max_message_size");
+    shm.allow_users = read_principals(cx, &s, "allow_users");
+    shm.allow_groups = read_principals(cx, &s, "allow_groups");
     shm
+}
+
+/// `allow_users` / `allow_groups`: names or numeric ids, each a plausible passwd/group
+/// entry name (the lookup itself happens when the bridge starts, `check-config` included).
+fn read_principals(cx: &mut Cx<'_>, s: &Section<'_>, key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (text, span) in s.strings(cx, key).unwrap_or_default() {
+        if text.is_empty() || text.contains([':', '\n', ' ']) {
+            cx.error(
+                span,
+                format!("`{key}` entry {text:?} is not a user or group name or id"),
+            );
+        } else if !out.contains(&text) {
+            out.push(text);
+        }
+    }
+    out
 }
 
 /// `group = 123`, `group = "123"` or `group = "kamailio"`.
