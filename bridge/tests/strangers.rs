@@ -17,7 +17,7 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -25,39 +25,6 @@ use dmnode::trust::Refusal;
 use dmproto::{Header, Message, MessageWriter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Lines {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        if std::env::var_os("STRANGERS_LOG").is_some() {
-            std::io::stderr().write_all(buf)?;
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> Lines {
-    let lines = Lines::default();
-    let w = lines.clone();
-    let _ = tracing_subscriber::fmt()
-        .with_writer(move || w.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .try_init();
-    lines
-}
 
 fn node_toml() -> String {
     format!(
@@ -125,20 +92,6 @@ fn test_request(n: i32) -> Vec<u8> {
     w.finish().unwrap().to_vec()
 }
 
-async fn read_message(s: &mut TcpStream) -> Option<Message> {
-    let mut head = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head))
-        .await
-        .ok()?
-        .ok()?;
-    let len = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
-    let mut rest = vec![0u8; len.saturating_sub(4)];
-    s.read_exact(&mut rest).await.ok()?;
-    let mut all = head.to_vec();
-    all.extend_from_slice(&rest);
-    Message::decode(bytes::Bytes::from(all)).ok()
-}
-
 /// The next answer, answering the node's DWRs meanwhile: a peer that comes back after a
 /// lost connection is in the watchdog's REOPEN state and gets DWRs first (RFC 3539 §3.4.1).
 async fn read_answer(s: &mut TcpStream) -> Option<Message> {
@@ -196,7 +149,10 @@ async fn attack(to: SocketAddr, silent: usize) -> Vec<TcpStream> {
 
 #[test]
 fn strangers_are_bounded_and_the_real_peer_is_served() {
-    let lines = capture_logs();
+    let lines = capture_logs(
+        tracing::Level::DEBUG,
+        std::env::var_os("STRANGERS_LOG").is_some(),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

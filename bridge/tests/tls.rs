@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 
 #[test]
 fn tls_at_connect_refusals_and_interop() {
-    let lines = capture_logs();
+    let lines = capture_logs(tracing::Level::INFO, true);
     let dir = TestDir::new("tls-at-connect");
     let d = dir.path();
     let ca = Ca::new(d, "good");

@@ -33,7 +33,7 @@ const TLS: u32 = 1;
 
 #[test]
 fn inband_tls_with_freediameter_both_ways_and_refusals() {
-    let lines = capture_logs();
+    let lines = capture_logs(tracing::Level::INFO, true);
     let dir = TestDir::new("tls-inband");
     let d = dir.path();
     let ca = Ca::new(d, "good");

@@ -334,3 +334,73 @@ pub async fn first_answer(h: &AppHandle, dest_host: &str) -> Message {
     }
     panic!("never answered: {last:?}");
 }
+
+/// The node's log lines, captured by the test's tracing subscriber (in production the
+/// binary's logging module installs its own). `echo` also copies them to stderr.
+#[derive(Clone, Default)]
+pub struct Lines {
+    buf: Arc<std::sync::Mutex<Vec<u8>>>,
+    echo: bool,
+}
+
+impl Lines {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
+    }
+
+    /// Waits (5 s at most) for a line containing `needle`; panics with the log otherwise.
+    pub async fn wait(&self, needle: &str) {
+        for _ in 0..100 {
+            if self.text().contains(needle) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no log line with {needle:?} in:\n{}", self.text());
+    }
+}
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buf.lock().unwrap().extend_from_slice(buf);
+        if self.echo {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs a subscriber that keeps every line at `level` and above (once per test binary).
+pub fn capture_logs(level: tracing::Level, echo: bool) -> Lines {
+    let lines = Lines {
+        echo,
+        ..Lines::default()
+    };
+    let w = lines.clone();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(move || w.clone())
+        .with_ansi(false)
+        .with_max_level(level)
+        .try_init();
+    lines
+}
+
+/// Reads one Diameter message (5 s for its header at most); `None` if the node closed first
+/// or the bytes do not decode.
+pub async fn read_message<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Message> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head))
+        .await
+        .ok()?
+        .ok()?;
+    let len = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
+    let mut rest = vec![0u8; len.saturating_sub(4)];
+    s.read_exact(&mut rest).await.ok()?;
+    let mut all = head.to_vec();
+    all.extend_from_slice(&rest);
+    Message::decode(Bytes::from(all)).ok()
+}
