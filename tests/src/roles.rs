@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::bridge::{Bridge, BridgeApp, BridgeOptions};
 use crate::child::ChildGuard;
 use crate::paths::{repo_root, require_program};
 use crate::ports::free_port;
@@ -118,6 +119,67 @@ impl RoleKamailio {
             .filter(|l| l.contains(needle))
             .map(str::to_string)
             .collect()
+    }
+}
+
+/// A Diameter server role written in the Kamailio script (`cfg-examples/roles/`).
+pub struct ScriptRole<'a> {
+    /// `hss`: the script is `kamailio-hss.cfg`, its database `hss.db`, passed as
+    /// `HSS_DB="hss=>sqlite://..."` (the script's sqlops connection is named after the role).
+    pub role: &'a str,
+    /// Origin-Host and Origin-Realm of the bridge.
+    pub host: &'a str,
+    pub app: BridgeApp,
+    /// Dictionaries the bridge loads besides the built-in ones.
+    pub dictionaries: Vec<PathBuf>,
+    /// SQL that makes the role's database.
+    pub sql: &'a str,
+}
+
+/// A role served by a Kamailio script: the database made from [`ScriptRole::sql`], the bridge
+/// serving [`ScriptRole::app`] on `port`, and Kamailio with the role's cfg and two workers
+/// attached. Dropped in field order: Kamailio first, then the bridge.
+pub struct ScriptServer {
+    pub kamailio: RoleKamailio,
+    pub bridge: Bridge,
+    pub port: u16,
+    pub db: PathBuf,
+}
+
+impl ScriptServer {
+    pub fn start(dir: &Path, port: u16, role: ScriptRole<'_>) -> ScriptServer {
+        let name = role.role;
+        let db = dir.join(format!("{name}.db"));
+        sqlite(&db, role.sql);
+        let mut opts = BridgeOptions {
+            origin_host: role.host.into(),
+            origin_realm: role.host.into(),
+            port,
+            applications: vec![role.app],
+            dictionaries: role.dictionaries,
+            ..BridgeOptions::default()
+        };
+        opts.extra_toml = "reply_timeout = \"3s\"\n".into();
+        let bridge = Bridge::start(dir, &opts);
+        let socket = dir.join(format!("bridge-{port}")).join("control.sock");
+        let kamailio = RoleKamailio::start(
+            dir,
+            &format!("kamailio-{name}"),
+            &repo_root().join(format!("cfg-examples/roles/kamailio-{name}.cfg")),
+            &socket,
+            &[format!(
+                "{}_DB=\"{name}=>sqlite://{}\"",
+                name.to_ascii_uppercase(),
+                db.display()
+            )],
+            2,
+        );
+        ScriptServer {
+            kamailio,
+            bridge,
+            port,
+            db,
+        }
     }
 }
 

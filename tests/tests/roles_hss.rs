@@ -19,10 +19,9 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use harness::bridge::{Bridge, BridgeApp, BridgeOptions};
+use harness::bridge::BridgeApp;
 use harness::capture::Capture;
-use harness::paths::repo_root;
-use harness::roles::{sqlite, RoleKamailio, ScriptedPeer};
+use harness::roles::{sqlite, ScriptRole, ScriptServer, ScriptedPeer};
 use harness::{free_port, tshark, TestDir};
 
 const HSS: &str = "hss.test.local";
@@ -56,15 +55,7 @@ fn ha1(user: &str, realm: &str, password: &str) -> String {
 }
 
 /// The HSS: bridge serving Cx + Kamailio running kamailio-hss.cfg over a fresh database.
-struct Hss {
-    kamailio: RoleKamailio,
-    _bridge: Bridge,
-    port: u16,
-    db: std::path::PathBuf,
-}
-
-fn start_hss(dir: &Path, port: u16) -> Hss {
-    let db = dir.join("hss.db");
+fn start_hss(dir: &Path, port: u16) -> ScriptServer {
     let mut sql = String::from(
         "CREATE TABLE subscriber (impi TEXT PRIMARY KEY, impu TEXT NOT NULL UNIQUE, \
          realm TEXT NOT NULL, ha1 TEXT NOT NULL, barred INTEGER NOT NULL DEFAULT 0, \
@@ -81,35 +72,21 @@ fn start_hss(dir: &Path, port: u16) -> Hss {
     sql.push_str(&format!(
         "INSERT INTO scscf VALUES ('{SCSCF1}', 1), ('{SCSCF2}', 2);"
     ));
-    sqlite(&db, &sql);
-    let mut opts = BridgeOptions {
-        origin_host: HSS.into(),
-        origin_realm: HSS.into(),
-        port,
-        applications: vec![BridgeApp {
-            id: CX_APP,
-            vendor: Some(VENDOR_3GPP),
-            acct: false,
-        }],
-        ..BridgeOptions::default()
-    };
-    opts.extra_toml = "reply_timeout = \"3s\"\n".into();
-    let bridge = Bridge::start(dir, &opts);
-    let socket = dir.join(format!("bridge-{port}")).join("control.sock");
-    let kamailio = RoleKamailio::start(
+    ScriptServer::start(
         dir,
-        "kamailio-hss",
-        &repo_root().join("cfg-examples/roles/kamailio-hss.cfg"),
-        &socket,
-        &[format!("HSS_DB=\"hss=>sqlite://{}\"", db.display())],
-        2,
-    );
-    Hss {
-        kamailio,
-        _bridge: bridge,
         port,
-        db,
-    }
+        ScriptRole {
+            role: "hss",
+            host: HSS,
+            app: BridgeApp {
+                id: CX_APP,
+                vendor: Some(VENDOR_3GPP),
+                acct: false,
+            },
+            dictionaries: Vec::new(),
+            sql: &sql,
+        },
+    )
 }
 
 /// The answer line's fields, after checking the answer decoded under the client's strict

@@ -18,10 +18,10 @@
 
 use std::path::Path;
 
-use harness::bridge::{Bridge, BridgeApp, BridgeOptions};
+use harness::bridge::BridgeApp;
 use harness::capture::Capture;
 use harness::paths::repo_root;
-use harness::roles::{sqlite, RoleKamailio, ScriptedPeer};
+use harness::roles::{sqlite, ScriptRole, ScriptServer, ScriptedPeer};
 use harness::{free_port, tshark, TestDir};
 
 const OCS: &str = "ocs.test.local";
@@ -36,15 +36,7 @@ fn balance(db: &Path, sub: &str) -> i64 {
 }
 
 /// The OCS: bridge (with acme.dict) + Kamailio running kamailio-ocs.cfg over a fresh database.
-struct Ocs {
-    _kamailio: RoleKamailio,
-    _bridge: Bridge,
-    port: u16,
-    db: std::path::PathBuf,
-}
-
-fn start_ocs(dir: &Path, port: u16, balances: &[(&str, i64)]) -> Ocs {
-    let db = dir.join("ocs.db");
+fn start_ocs(dir: &Path, port: u16, balances: &[(&str, i64)]) -> ScriptServer {
     let mut sql = String::from(
         "CREATE TABLE balance (subscriber TEXT PRIMARY KEY, seconds INTEGER NOT NULL);\
          CREATE TABLE reservation (session TEXT PRIMARY KEY, subscriber TEXT NOT NULL, \
@@ -53,36 +45,21 @@ fn start_ocs(dir: &Path, port: u16, balances: &[(&str, i64)]) -> Ocs {
     for (sub, secs) in balances {
         sql.push_str(&format!("INSERT INTO balance VALUES ('{sub}', {secs});"));
     }
-    sqlite(&db, &sql);
-    let mut opts = BridgeOptions {
-        origin_host: OCS.into(),
-        origin_realm: OCS.into(),
-        port,
-        applications: vec![BridgeApp {
-            id: 4,
-            vendor: None,
-            acct: false,
-        }],
-        dictionaries: vec![repo_root().join("cfg-examples/roles/acme.dict")],
-        ..BridgeOptions::default()
-    };
-    opts.extra_toml = "reply_timeout = \"3s\"\n".into();
-    let bridge = Bridge::start(dir, &opts);
-    let socket = dir.join(format!("bridge-{port}")).join("control.sock");
-    let kamailio = RoleKamailio::start(
+    ScriptServer::start(
         dir,
-        "kamailio-ocs",
-        &repo_root().join("cfg-examples/roles/kamailio-ocs.cfg"),
-        &socket,
-        &[format!("OCS_DB=\"ocs=>sqlite://{}\"", db.display())],
-        2,
-    );
-    Ocs {
-        _kamailio: kamailio,
-        _bridge: bridge,
         port,
-        db,
-    }
+        ScriptRole {
+            role: "ocs",
+            host: OCS,
+            app: BridgeApp {
+                id: 4,
+                vendor: None,
+                acct: false,
+            },
+            dictionaries: vec![repo_root().join("cfg-examples/roles/acme.dict")],
+            sql: &sql,
+        },
+    )
 }
 
 /// `(rc, gsu, fua, balance)` of an ANSWER line, after checking it echoes type and number.
@@ -151,7 +128,7 @@ fn ocs_in_kamailio_script() {
     // at tariff 3, 700 pays for 233 s: asking 300 gets the last 233
     let a = c.cmd("ccr carol update 1 4917003 req=300 used=100 tariff=3");
     assert_eq!(cca(&a, 2, 1), (2001, 233, 0, 1), "{a}");
-    let lines = ocs._kamailio.log_lines("tariff 3");
+    let lines = ocs.kamailio.log_lines("tariff 3");
     assert_eq!(
         lines.len(),
         2,

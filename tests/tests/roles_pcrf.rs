@@ -14,10 +14,9 @@
 //!   without an IP-CAN session 5065 IP-CAN_SESSION_NOT_AVAILABLE;
 //! - STR releases the session (2001), a second STR for it 5002; nothing is left in the table.
 
-use harness::bridge::{Bridge, BridgeApp, BridgeOptions};
+use harness::bridge::BridgeApp;
 use harness::capture::Capture;
-use harness::paths::repo_root;
-use harness::roles::{sqlite, RoleKamailio, ScriptedPeer};
+use harness::roles::{sqlite, ScriptRole, ScriptServer, ScriptedPeer};
 use harness::{free_port, tshark, TestDir};
 
 const PCRF: &str = "pcrf.test.local";
@@ -59,45 +58,31 @@ fn pcrf_in_kamailio_script() {
     let port = free_port();
     let capture = Capture::start(dir.path(), port);
 
-    let db = dir.path().join("pcrf.db");
-    sqlite(
-        &db,
-        "CREATE TABLE ipcan (subscriber TEXT PRIMARY KEY, max_ul INTEGER NOT NULL, \
+    let pcrf = ScriptServer::start(
+        dir.path(),
+        port,
+        ScriptRole {
+            role: "pcrf",
+            host: PCRF,
+            app: BridgeApp {
+                id: RX_APP,
+                vendor: Some(10_415),
+                acct: false,
+            },
+            dictionaries: Vec::new(),
+            sql: "CREATE TABLE ipcan (subscriber TEXT PRIMARY KEY, max_ul INTEGER NOT NULL, \
          max_dl INTEGER NOT NULL);\
          CREATE TABLE af_session (session TEXT PRIMARY KEY, subscriber TEXT NOT NULL, \
          ul INTEGER NOT NULL, dl INTEGER NOT NULL);\
          INSERT INTO ipcan VALUES ('sip:alice@ims.test', 200000, 400000);",
+        },
     );
-    let mut opts = BridgeOptions {
-        origin_host: PCRF.into(),
-        origin_realm: PCRF.into(),
-        port,
-        applications: vec![BridgeApp {
-            id: RX_APP,
-            vendor: Some(10_415),
-            acct: false,
-        }],
-        ..BridgeOptions::default()
-    };
-    opts.extra_toml = "reply_timeout = \"3s\"\n".into();
-    let _bridge = Bridge::start(dir.path(), &opts);
-    let socket = dir
-        .path()
-        .join(format!("bridge-{port}"))
-        .join("control.sock");
-    let kamailio = RoleKamailio::start(
-        dir.path(),
-        "kamailio-pcrf",
-        &repo_root().join("cfg-examples/roles/kamailio-pcrf.cfg"),
-        &socket,
-        &[format!("PCRF_DB=\"pcrf=>sqlite://{}\"", db.display())],
-        2,
-    );
+    let (db, kamailio) = (&pcrf.db, &pcrf.kamailio);
     let af = ScriptedPeer::client(dir.path(), "rx_af.escript", port, PCRF);
     let alice = "sip:alice@ims.test";
     let held = || {
         sqlite(
-            &db,
+            db,
             "SELECT COALESCE(SUM(ul), 0) || ' ' || COALESCE(SUM(dl), 0) FROM af_session",
         )
     };
