@@ -234,6 +234,11 @@ fn run(file: &std::path::Path, echo: bool, threads: Option<u16>) -> ExitCode {
                         m.clone(),
                         Box::new(DictNames(dictionary.clone())),
                     )));
+                    // Refusals the driver, its connections and the peer table count (TLS,
+                    // timeouts, caps, identity) reach `dmbridge_refusals_total` from there.
+                    let sink = m.clone();
+                    node.refusals()
+                        .set_sink(move |cause| sink.refusal(cause.name()));
                     tracing::info!(%addr, "metrics at http://{addr}/metrics");
                     tokio::spawn(dmrun::metrics::serve(l, m.clone()));
                     Some(m)

@@ -503,7 +503,7 @@ async fn reader<R: AsyncRead + Unpin>(
         let data = buf.get(..n).unwrap_or(&[]);
         if let Err(error) = framer.feed(data) {
             let _ = events.send(ConnEvent::FrameError { conn, error }).await;
-            break refuse(Refusal::MessageTooLarge, error.to_string());
+            break frame_refusal(&error, refuse);
         }
         let mut failed = None;
         loop {
@@ -536,7 +536,7 @@ async fn reader<R: AsyncRead + Unpin>(
                 Ok(None) => break,
                 Err(error) => {
                     let _ = events.send(ConnEvent::FrameError { conn, error }).await;
-                    failed = refuse(Refusal::MessageTooLarge, error.to_string());
+                    failed = frame_refusal(&error, refuse);
                     break;
                 }
             }
@@ -564,6 +564,21 @@ async fn reader<R: AsyncRead + Unpin>(
     };
     limits.budget.account(share, 0);
     let _ = events.send(ConnEvent::Closed { conn, error }).await;
+}
+
+/// A frame the reader cannot take: a message over the size limit is a refusal of ours
+/// (counted here, as [`Refusal::MessageTooLarge`]); any other framing error is the peer's
+/// and is counted by the node with its answer ([`dmnode::endpoint::Endpoint::frame_error`]),
+/// so that each event is counted once.
+fn frame_refusal(
+    error: &FrameError,
+    refuse: impl Fn(Refusal, String) -> Option<String>,
+) -> Option<String> {
+    if error.is_size_limit() {
+        refuse(Refusal::MessageTooLarge, error.to_string())
+    } else {
+        Some(error.to_string())
+    }
 }
 
 #[cfg(test)]

@@ -477,7 +477,7 @@ impl Endpoint {
             None
         };
         if let Some((cause, why)) = refused {
-            self.observer.refusal(cause.name());
+            // Counted once, in `Refusals`, which reports to the metrics exporter too.
             self.peers.refusals().record(cause, source, &why, now);
             return None;
         }
@@ -647,7 +647,10 @@ impl Endpoint {
 
     /// The connection's stream cannot be framed any more.
     pub fn frame_error(&mut self, conn: ConnId, error: FrameError, now: Instant) {
-        self.observer.refusal("frame_error");
+        // Over the size limit: the transport counted it as `Refusal::MessageTooLarge`.
+        if !error.is_size_limit() {
+            self.observer.refusal("frame_error");
+        }
         if let Some(suppressed) = self.refusal_log.admit(now) {
             tracing::warn!(
                 conn = conn.0,
@@ -1461,13 +1464,21 @@ impl Endpoint {
                     request,
                     error,
                 } => {
+                    // A 3010 was counted by the peer table under its finer `Refusal` cause
+                    // (wrong address, certificate, unknown peer); the others only here.
                     let cause = match error.result_code {
-                        dmproto::result_code::DIAMETER_UNKNOWN_PEER => "cer_unknown_peer",
-                        dmproto::result_code::DIAMETER_TOO_BUSY => "cer_too_many_unknown_peers",
-                        dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY => "cer_peer_disabled",
-                        _ => "cer_invalid",
+                        dmproto::result_code::DIAMETER_UNKNOWN_PEER => None,
+                        dmproto::result_code::DIAMETER_TOO_BUSY => {
+                            Some("cer_too_many_unknown_peers")
+                        }
+                        dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY => {
+                            Some("cer_peer_disabled")
+                        }
+                        _ => Some("cer_invalid"),
                     };
-                    self.observer.refusal(cause);
+                    if let Some(cause) = cause {
+                        self.observer.refusal(cause);
+                    }
                     let _conn = crate::spans::conn(conn).entered();
                     if let Some(suppressed) = self.refusal_log.admit(now) {
                         tracing::warn!(
@@ -1486,11 +1497,10 @@ impl Endpoint {
                     self.out.push_back(Output::Close { conn });
                 }
                 NodeAction::Close { conn, reason } => {
-                    let cause = match reason {
-                        crate::peer::fsm::CloseReason::Timeout => "cer_timeout",
-                        _ => "not_cer_first",
-                    };
-                    self.observer.refusal(cause);
+                    // A CER timeout was counted by the peer table (`Refusal::CerTimeout`).
+                    if reason != crate::peer::fsm::CloseReason::Timeout {
+                        self.observer.refusal("not_cer_first");
+                    }
                     let _conn = crate::spans::conn(conn).entered();
                     if let Some(suppressed) = self.refusal_log.admit(now) {
                         tracing::warn!(

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What the peer's TLS certificate says, as read by the driver after a completed handshake
@@ -249,13 +249,26 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 const MAX_LOG_KEYS: usize = 4096;
 
 /// Refusal counters (monotonic, never reset) and the log rate limiter. Shared by the
-/// driver and the core through an `Arc`; the metrics exporter reads [`Refusals::get`].
+/// driver, its connections' tasks and the core through an `Arc`: every refusal, whoever
+/// made it, is counted here once, and reported to the [`RefusalSink`] (the metrics
+/// exporter's `dmbridge_refusals_total`) in the same step, so the two never disagree.
 #[derive(Debug, Default)]
 pub struct Refusals {
     counts: [AtomicU64; Refusal::ALL.len()],
     /// Connections admitted from `allow_unknown_peers` peers.
     unknown_peers_admitted: AtomicU64,
     log: Mutex<HashMap<LogKey, LogSlot>>,
+    sink: OnceLock<RefusalSink>,
+}
+
+/// Where counted refusals are also reported: the metrics exporter, which the node crate
+/// knows nothing of (set once, when metrics are on).
+pub struct RefusalSink(pub Box<dyn Fn(Refusal) + Send + Sync>);
+
+impl std::fmt::Debug for RefusalSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefusalSink")
+    }
 }
 
 /// What one log line stands for: a cause, its kind (e.g. which TLS failure; may be empty),
@@ -288,6 +301,12 @@ impl Refusals {
         self.unknown_peers_admitted.load(Ordering::Relaxed)
     }
 
+    /// Reports every later refusal to `sink` too. A second call is ignored (one exporter
+    /// per process): returns whether this one took effect.
+    pub fn set_sink(&self, sink: impl Fn(Refusal) + Send + Sync + 'static) -> bool {
+        self.sink.set(RefusalSink(Box::new(sink))).is_ok()
+    }
+
     pub fn count_unknown_admitted(&self) {
         self.unknown_peers_admitted.fetch_add(1, Ordering::Relaxed);
     }
@@ -312,6 +331,9 @@ impl Refusals {
         now: Instant,
     ) {
         self.counts[cause.index()].fetch_add(1, Ordering::Relaxed);
+        if let Some(sink) = self.sink.get() {
+            (sink.0)(cause);
+        }
         if let Some(suppressed) = self.should_log(cause, kind, source.map(canonical), now) {
             let source = source.map(|s| s.to_string());
             let source = source.as_deref().unwrap_or("-");
@@ -485,5 +507,29 @@ mod tests {
             r.record(Refusal::WrongAddress, a, "x", t0);
         }
         assert_eq!(r.get(Refusal::WrongAddress), 3);
+    }
+
+    #[test]
+    fn the_sink_sees_each_refusal_once_whatever_its_log_fate() {
+        let r = Refusals::new();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        assert!(r.set_sink(move |c| s2.lock().unwrap().push(c)));
+        assert!(!r.set_sink(|_| {}), "one sink per process");
+        let t0 = Instant::now();
+        let a = Some("192.0.2.1".parse().unwrap());
+        // The second line is suppressed in the log, not in the count or the sink.
+        r.record(Refusal::CerTimeout, a, "x", t0);
+        r.record(Refusal::CerTimeout, a, "x", t0);
+        r.record_kind(Refusal::TlsHandshake, "expired", a, "y", t0);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                Refusal::CerTimeout,
+                Refusal::CerTimeout,
+                Refusal::TlsHandshake
+            ]
+        );
+        assert_eq!(r.get(Refusal::CerTimeout), 2);
     }
 }

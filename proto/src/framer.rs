@@ -73,6 +73,15 @@ impl FrameError {
             FrameErrorKind::BufferFull { .. } => None,
         }
     }
+
+    /// The message is over the configured size limit (or would overflow the buffer): the
+    /// receiver's limit refused it, rather than the sender breaking the framing.
+    pub fn is_size_limit(&self) -> bool {
+        matches!(
+            self.kind,
+            FrameErrorKind::TooLarge { .. } | FrameErrorKind::BufferFull { .. }
+        )
+    }
 }
 
 /// Stream framer; see the module docs.

@@ -110,3 +110,93 @@ fn prometheus_scrapes_the_counts_a_bench_run_caused() {
         Some(0.0)
     );
 }
+
+/// `dmbridge_refusals_total{cause}` as the exporter says it now (0 when absent).
+fn refusals(mport: u16, cause: &str) -> u64 {
+    let (_, body) = http_get(mport, "/metrics", Duration::from_secs(5)).unwrap();
+    let series = format!("dmbridge_refusals_total{{cause=\"{cause}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{l:?}: {e}", l = v))
+        })
+}
+
+/// Refusals made outside the node loop (the connection's reader: a message over the pre-CER
+/// size limit) and inside it (the peer table: no CER in time; the core: a framing error)
+/// reach the exporter, each counted once under one cause (DESIGN §10: every refusal is
+/// counted in metrics).
+#[test]
+fn every_refusal_reaches_the_exporter_once() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let bin = dmbridge_bin().unwrap_or_else(|e| panic!("{e}"));
+    let dir = TestDir::new("ops_metrics_refusals");
+    let port = free_port();
+    let mport = free_port();
+    let opts = BridgeOptions {
+        port,
+        timers: vec![("cer_timeout".into(), "1s".into())],
+        extra_toml: format!("\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n"),
+        ..BridgeOptions::default()
+    };
+    let (bridge, _config) = harness::dmbridge::run_echo(&bin, dir.path(), &opts);
+    wait_for_port(mport, Duration::from_secs(5)).unwrap();
+    let causes = ["message_too_large", "cer_timeout", "frame_error"];
+    for c in causes {
+        assert_eq!(refusals(mport, c), 0, "{c} before any refusal");
+    }
+    let connect = || {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    };
+    // The closed connection reads EOF or a reset; what came before it is returned.
+    let read_to_close = |s: &mut TcpStream| {
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    };
+    // A CER-less request header declaring 1 MiB: over the pre-CER limit, answered 5015.
+    let mut s = connect();
+    let mut head = vec![1u8, 0x10, 0, 0, 0x80, 0, 1, 1];
+    head.extend_from_slice(&[0; 12]);
+    s.write_all(&head).unwrap();
+    let got = read_to_close(&mut s);
+    assert!(got.len() >= 20, "no answer to the oversize header: {got:?}");
+    // A frame of an unknown version: the peer's framing error.
+    let mut s = connect();
+    let mut bad = vec![2u8, 0, 0, 20, 0x80, 0, 1, 1];
+    bad.extend_from_slice(&[0; 12]);
+    s.write_all(&bad).unwrap();
+    let _ = read_to_close(&mut s);
+    // A silent connection: closed at the CER timeout.
+    let mut s = connect();
+    let t0 = std::time::Instant::now();
+    let _ = read_to_close(&mut s);
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "not closed at the CER timeout"
+    );
+
+    let want = [1u64, 1, 1];
+    let mut got = [0u64; 3];
+    for _ in 0..50 {
+        got = causes.map(|c| refusals(mport, c));
+        if got == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(got, want, "{causes:?}\n{}", bridge.tail(30));
+    // Each once: nothing counted twice under another name.
+    let (_, body) = http_get(mport, "/metrics", Duration::from_secs(5)).unwrap();
+    let total: u64 = body
+        .lines()
+        .filter(|l| l.starts_with("dmbridge_refusals_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(total, 3, "{body}");
+}
