@@ -578,7 +578,7 @@ impl Endpoint {
         let host = self.peers.get(peer).map(|p| p.host().to_string());
         if let (Some(host), Some(t)) = (host, self.peers.trust(peer)) {
             if let Err((cause, why)) = trust::check_identity(&host, t, None, Some(&cert)) {
-                self.observer.refusal(cause.name());
+                // Counted once, in `Refusals`, which reports to the metrics exporter too.
                 self.peers
                     .refusals()
                     .record(cause, source, &format!("in-band TLS: {why}"), now);
@@ -592,8 +592,8 @@ impl Endpoint {
     }
 
     /// A TLS handshake failed (at connect, or in-band after CER/CEA): counted in
-    /// [`Refusals`] under `kind` (one log line per kind, cause and source per interval) and
-    /// in the metrics' refusals. The driver then reports the connection closed.
+    /// [`Refusals`] under `kind` (one log line per kind, cause and source per interval),
+    /// which reports it to the metrics' refusals. The driver then reports the connection closed.
     pub fn tls_refused(
         &mut self,
         kind: &'static str,
@@ -601,11 +601,10 @@ impl Endpoint {
         why: &str,
         now: Instant,
     ) {
-        let cause = Refusal::TlsHandshake;
-        self.observer.refusal(cause.name());
+        // Counted once, in `Refusals`, which reports to the metrics exporter too.
         self.peers
             .refusals()
-            .record_kind(cause, kind, source, why, now);
+            .record_kind(Refusal::TlsHandshake, kind, source, why, now);
     }
 
     /// Our connection attempt finished: `Some(local ip)` on success. Returns false when the
