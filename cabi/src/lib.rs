@@ -14,6 +14,8 @@
 
 #![allow(non_camel_case_types)]
 
+mod avps_check;
+
 use dmshm::record::ReplyStatus;
 use dmshm::worker::{Completion, Request, Worker, WorkerConfig};
 use dmshm::Error;
@@ -272,18 +274,15 @@ unsafe fn bytes_arg<'a>(p: *const c_char, len: usize) -> Result<&'a [u8], c_int>
 /// objects); the bridge checks AVP names and types against the dictionary.
 /// Empty input means "no AVPs".
 fn check_avps_json(json: &[u8]) -> Result<&[u8], String> {
+    check_avps(json).map(|(json, _)| json)
+}
+
+/// [`check_avps_json`] with the reply's result AVPs counted in the same pass.
+fn check_avps(json: &[u8]) -> Result<(&[u8], avps_check::Counts), String> {
     if json.iter().all(u8::is_ascii_whitespace) {
-        return Ok(b"[]");
+        return Ok((b"[]", avps_check::Counts::default()));
     }
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(json) {
-        return Err(format!("avps_json is not valid JSON: {e}"));
-    }
-    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
-        return Err(
-            "avps_json must be a JSON array of AVP objects, like [{\"Session-Id\":\"x\"}]".into(),
-        );
-    }
-    Ok(json)
+    avps_check::scan(json).map(|c| (json, c))
 }
 
 /// The library's version and the wire version it speaks, e.g.
@@ -712,7 +711,12 @@ pub unsafe extern "C" fn dmb_reply(
         } else {
             ReplyStatus::Ok
         };
-        match check_avps_json(json) {
+        // One parse: the shape, and at most one result AVP (DESIGN §9: a reply that would
+        // make an invalid answer is refused here, with an error return, and the bridge
+        // answers the peer 5012).
+        let checked = check_avps(json)
+            .and_then(|(json, counts)| avps_check::check_reply(counts).map(|()| json));
+        match checked {
             Ok(json) => match w.reply(token, status, json, "") {
                 Ok(()) => DMB_OK,
                 Err(e) => fail(e),
