@@ -26,8 +26,9 @@ mod model;
 mod reader;
 mod sections;
 
+pub use model::is_diameter_identity;
 pub use model::*;
-pub use reader::{is_diameter_identity, parse_duration};
+pub use reader::parse_duration;
 
 use toml_edit::ImDocument;
 

@@ -7,8 +7,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::reader::is_diameter_identity;
-
 /// The Diameter relay application id (RFC 6733 §2.4): a peer advertising it accepts every
 /// application.
 pub const RELAY_APP_ID: u32 = 0xffff_ffff;
@@ -380,4 +378,18 @@ impl Default for OpsSettings {
             admin_socket: None,
         }
     }
+}
+
+/// RFC 6733 DiameterIdentity: a FQDN or realm. We accept the DNS host-name alphabet (letters,
+/// digits, `-`, `.`, and `_` which some deployments use) and refuse empty labels.
+pub fn is_diameter_identity(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }

@@ -238,20 +238,6 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     }
 }
 
-/// RFC 6733 DiameterIdentity: a FQDN or realm. We accept the DNS host-name alphabet (letters,
-/// digits, `-`, `.`, and `_` which some deployments use) and refuse empty labels.
-pub fn is_diameter_identity(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 255
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
 /// The sub-tables of an array-of-tables key (`[[peers]]`), also accepting an inline array of
 /// inline tables (`peers = [{...}]`).
 pub(super) fn table_list<'a>(cx: &mut Cx<'_>, root: Tbl<'a>, key: &str) -> Vec<Tbl<'a>> {

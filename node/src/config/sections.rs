@@ -9,7 +9,7 @@ use std::time::Duration;
 use toml_edit::Table;
 
 use super::model::*;
-use super::reader::{is_diameter_identity, sub_table, table_list, Cx, Section, Tbl};
+use super::reader::{sub_table, table_list, Cx, Section, Tbl};
 use crate::rules::RuleSet;
 
 const ROOT_KEYS: &[&str] = &[
