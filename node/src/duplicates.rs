@@ -5,8 +5,11 @@
 //! handled twice, and a copy that arrives while the original is still being handled gets the
 //! same answer when it is ready. Entries are bounded in number, in cached bytes, and in age.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use foldhash::{HashMap, HashMapExt};
 
 use bytes::Bytes;
 
@@ -46,16 +49,33 @@ struct DupEntry {
 }
 
 /// Recently seen incoming requests, by (Origin-Host, end-to-end id).
+///
+/// Keyed in two levels, Origin-Host then end-to-end id, so that a request from a host already
+/// present costs no allocation: the host is looked up as the `&str` the request carries
+/// (lowercased only when it has capitals), and the insertion-order queue shares the map's
+/// `Arc<str>`. The maps use a seeded hasher (foldhash): the keys are the peers' choice.
 #[derive(Debug)]
 pub struct DupCache {
-    entries: HashMap<(String, u32), DupEntry>,
+    hosts: HashMap<Arc<str>, HashMap<u32, DupEntry>>,
+    /// Entries in all hosts' maps.
+    count: usize,
     /// Insertion order, for age and size eviction; stale items are skipped by `seq`.
-    order: VecDeque<(Instant, u64, (String, u32))>,
+    order: VecDeque<(Instant, u64, Arc<str>, u32)>,
     seq: u64,
     max_entries: usize,
     max_bytes: usize,
     bytes: usize,
     ttl: Duration,
+}
+
+/// Origin-Host as the cache keys it: DiameterIdentity compares case-insensitively
+/// (RFC 6733 §4.3.1, FQDNs), and most peers already send lowercase.
+fn host_key(origin_host: &str) -> std::borrow::Cow<'_, str> {
+    if origin_host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(origin_host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(origin_host)
+    }
 }
 
 /// At most this many waiting copies per request: a peer resending one request more often
@@ -65,7 +85,8 @@ const MAX_WAITERS: usize = 8;
 impl DupCache {
     pub fn new(max_entries: usize, max_bytes: usize, ttl: Duration) -> DupCache {
         DupCache {
-            entries: HashMap::new(),
+            hosts: HashMap::new(),
+            count: 0,
             order: VecDeque::new(),
             seq: 0,
             max_entries: max_entries.max(1),
@@ -76,11 +97,11 @@ impl DupCache {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.count == 0
     }
 
     /// Bytes of cached answers.
@@ -101,9 +122,14 @@ impl DupCache {
         now: Instant,
     ) -> DupCheck {
         self.purge(now);
-        let key = (origin_host.to_ascii_lowercase(), end_to_end);
+        let host = host_key(origin_host);
         if retransmit {
-            match self.entries.get_mut(&key).map(|e| &mut e.state) {
+            let state = self
+                .hosts
+                .get_mut(host.as_ref())
+                .and_then(|m| m.get_mut(&end_to_end))
+                .map(|e| &mut e.state);
+            match state {
                 Some(DupState::Answered(answer)) => return DupCheck::Answered(answer.clone()),
                 Some(DupState::InProgress(waiters)) => {
                     if waiters.len() < MAX_WAITERS {
@@ -114,21 +140,27 @@ impl DupCache {
                 None => {}
             }
         }
-        self.remove(&key);
-        while self.entries.len() >= self.max_entries {
+        self.remove(host.as_ref(), end_to_end);
+        while self.count >= self.max_entries {
             if !self.evict_oldest() {
                 break;
             }
         }
         self.seq += 1;
-        self.entries.insert(
-            key.clone(),
-            DupEntry {
-                seq: self.seq,
-                state: DupState::InProgress(Vec::new()),
-            },
-        );
-        self.order.push_back((now, self.seq, key));
+        let entry = DupEntry {
+            seq: self.seq,
+            state: DupState::InProgress(Vec::new()),
+        };
+        let key = match self.hosts.get_key_value(host.as_ref()) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(host.as_ref()),
+        };
+        self.hosts
+            .entry(key.clone())
+            .or_default()
+            .insert(end_to_end, entry);
+        self.count += 1;
+        self.order.push_back((now, self.seq, key, end_to_end));
         DupCheck::New
     }
 
@@ -140,8 +172,12 @@ impl DupCache {
         end_to_end: u32,
         answer: Bytes,
     ) -> Vec<Requester> {
-        let key = (origin_host.to_ascii_lowercase(), end_to_end);
-        let Some(entry) = self.entries.get_mut(&key) else {
+        let host = host_key(origin_host);
+        let Some(entry) = self
+            .hosts
+            .get_mut(host.as_ref())
+            .and_then(|m| m.get_mut(&end_to_end))
+        else {
             return Vec::new();
         };
         let waiters = match &mut entry.state {
@@ -158,24 +194,39 @@ impl DupCache {
             }
         } else {
             // Too big to cache: forget it (a retransmission will be handled again).
-            self.remove(&key);
+            self.remove(host.as_ref(), end_to_end);
         }
         waiters
     }
 
-    fn remove(&mut self, key: &(String, u32)) {
-        if let Some(old) = self.entries.remove(key) {
+    fn remove(&mut self, host: &str, end_to_end: u32) {
+        let Some(m) = self.hosts.get_mut(host) else {
+            return;
+        };
+        if let Some(old) = m.remove(&end_to_end) {
+            self.count -= 1;
             if let DupState::Answered(a) = old.state {
                 self.bytes -= a.len();
             }
         }
+        if m.is_empty() {
+            self.hosts.remove(host);
+        }
+    }
+
+    /// Whether the queue item `(seq, host, e2e)` is still the live entry.
+    fn is_live(&self, seq: u64, host: &str, end_to_end: u32) -> bool {
+        self.hosts
+            .get(host)
+            .and_then(|m| m.get(&end_to_end))
+            .is_some_and(|e| e.seq == seq)
     }
 
     /// Drops the oldest live entry; false when there is none.
     fn evict_oldest(&mut self) -> bool {
-        while let Some((_, seq, key)) = self.order.pop_front() {
-            if self.entries.get(&key).is_some_and(|e| e.seq == seq) {
-                self.remove(&key);
+        while let Some((_, seq, host, e2e)) = self.order.pop_front() {
+            if self.is_live(seq, &host, e2e) {
+                self.remove(&host, e2e);
                 return true;
             }
         }
@@ -184,14 +235,15 @@ impl DupCache {
 
     /// Drops entries older than the TTL.
     pub fn purge(&mut self, now: Instant) {
-        while let Some((t, seq, key)) = self.order.front() {
+        while let Some((t, ..)) = self.order.front() {
             if now.saturating_duration_since(*t) < self.ttl {
                 break;
             }
-            let (seq, key) = (*seq, key.clone());
-            self.order.pop_front();
-            if self.entries.get(&key).is_some_and(|e| e.seq == seq) {
-                self.remove(&key);
+            let Some((_, seq, host, e2e)) = self.order.pop_front() else {
+                break;
+            };
+            if self.is_live(seq, &host, e2e) {
+                self.remove(&host, e2e);
             }
         }
     }
