@@ -15,6 +15,8 @@
 #![allow(non_camel_case_types)]
 
 mod avps_check;
+#[doc(hidden)]
+pub mod fuzzing;
 
 use dmshm::record::ReplyStatus;
 use dmshm::worker::{Completion, Request, Worker, WorkerConfig};
