@@ -6,26 +6,10 @@
 
 #[path = "../../fuzz/node_harness.rs"]
 mod node_harness;
-
-use std::path::PathBuf;
+#[path = "../../fuzz/replay.rs"]
+mod replay;
 
 #[test]
 fn node_corpus() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/node");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("directory entry").path())
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= 10,
-        "node: corpus missing ({} files)",
-        files.len()
-    );
-    for path in files {
-        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        // Name the file when an input fails.
-        let r = std::panic::catch_unwind(|| node_harness::node(&data));
-        assert!(r.is_ok(), "node: {} fails", path.display());
-    }
+    replay::replay("node", node_harness::node);
 }

@@ -5,40 +5,10 @@
 
 #[path = "../../fuzz/harness.rs"]
 mod harness;
+#[path = "../../fuzz/replay.rs"]
+mod replay;
 
-use std::path::PathBuf;
-
-fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("directory entry").path())
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| {
-            let data = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (p, data)
-        })
-        .collect()
-}
-
-fn replay(target: &str, f: fn(&[u8])) {
-    let files = corpus(target);
-    assert!(
-        files.len() >= 10,
-        "{target}: corpus missing ({} files)",
-        files.len()
-    );
-    for (path, data) in files {
-        // Name the file when an input fails.
-        let r = std::panic::catch_unwind(|| f(&data));
-        assert!(r.is_ok(), "{target}: {} fails", path.display());
-    }
-}
+use replay::replay;
 
 #[test]
 fn decode_corpus() {
