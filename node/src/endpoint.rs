@@ -1604,7 +1604,13 @@ impl Endpoint {
                 let state = self.peers.get(peer).map_or("?", |p| p.state().name());
                 use crate::peer::fsm::CloseReason as R;
                 if reason == R::NoCommonSecurity {
-                    self.observer.refusal("no_common_security");
+                    // Counted and logged once per source and interval; the metrics see it
+                    // through the refusals' sink, under the same name as before.
+                    let why = format!("no common security with {host} (Inband-Security-Id in CER/CEA, RFC 6733 §6.10)");
+                    let source = self.remotes.get(&conn).map(|a| a.ip());
+                    self.peers
+                        .refusals()
+                        .record(Refusal::NoCommonSecurity, source, &why, now);
                 }
                 if matches!(
                     reason,

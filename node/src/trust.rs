@@ -115,10 +115,13 @@ pub enum Refusal {
     CertPinMismatch,
     /// The TLS handshake failed: unknown CA, expired, no certificate, not TLS at all...
     TlsHandshake,
+    /// No common Inband-Security-Id in CER/CEA (RFC 6733 §6.10, §7.1.5: 5017 answered to
+    /// a CER, or a CEA that would have us talk clear text to a peer starting TLS).
+    NoCommonSecurity,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 14] = [
+    pub const ALL: [Refusal; 15] = [
         Refusal::PendingCap,
         Refusal::PerSourceCap,
         Refusal::ConnectionCap,
@@ -133,6 +136,7 @@ impl Refusal {
         Refusal::CertWrongCa,
         Refusal::CertPinMismatch,
         Refusal::TlsHandshake,
+        Refusal::NoCommonSecurity,
     ];
 
     /// A stable snake_case name, for metrics labels and log fields.
@@ -152,6 +156,7 @@ impl Refusal {
             Refusal::CertWrongCa => "cert_wrong_ca",
             Refusal::CertPinMismatch => "cert_pin_mismatch",
             Refusal::TlsHandshake => "tls_handshake",
+            Refusal::NoCommonSecurity => "no_common_security",
         }
     }
 

@@ -118,6 +118,8 @@ pub enum Event {
         conn: ConnId,
         result_code: u32,
         caps: Capabilities,
+        /// The connection is TLS from its first byte (Inband-Security-Id is then ignored).
+        on_tls: bool,
     },
     /// Rcv-Non-CEA: something other than a CEA arrived while we waited for one.
     RcvNonCea { conn: ConnId },
@@ -511,7 +513,8 @@ impl PeerFsm {
                 conn,
                 result_code,
                 caps,
-            } if Some(conn) == self.i_conn => self.rcv_cea(conn, result_code, caps, now),
+                on_tls,
+            } if Some(conn) == self.i_conn => self.rcv_cea(conn, result_code, caps, on_tls, now),
             Event::RcvNonCea { conn } if Some(conn) == self.i_conn => match self.state {
                 // Wait-I-CEA, I-Rcv-Non-CEA: Error -> Closed
                 WaitICea => {
@@ -785,16 +788,27 @@ impl PeerFsm {
         self.actions.push_back(Action::StartTls { conn, role });
     }
 
-    /// I-side of the security negotiation: our CER offered TLS only to an in-band peer, so
-    /// its CEA must carry Inband-Security-Id TLS (freeDiameter's CEA does when it agreed).
-    /// With other peers the CEA's value is not checked (what we sent said plain).
-    fn cea_security(&self, caps: &Capabilities) -> Option<Security> {
-        if !self.inband_tls {
-            return Some(Security::AsIs);
-        }
-        // Our own connections to an in-band peer are plain (configuration checks forbid
-        // tls_inband with transport = "tls").
-        negotiate_security(true, false, &caps.inband_security_ids, &caps.origin_host).ok()
+    /// I-side of the security negotiation (`Process-CEA`), with the same table as the
+    /// R-side ([`negotiate_security`]):
+    /// - to an in-band peer our CER offered TLS only, so its CEA must carry
+    ///   Inband-Security-Id TLS (freeDiameter's CEA does when it agreed);
+    /// - to any other peer on a plain connection our CER said nothing (NO_INBAND_SECURITY):
+    ///   a CEA that answers TLS only (or values we do not know) means the peer is about to
+    ///   start a TLS handshake we never asked for. RFC 6733 §6.10: the values advertise
+    ///   "support of the security portion of the application"; §7.1.5: with none in common
+    ///   there is DIAMETER_NO_COMMON_SECURITY. We do not follow the peer into TLS it chose
+    ///   alone (freeDiameter's `p_ce.c` gives up too when TLS is not allowed with that peer:
+    ///   "Clear connection with remote peer '%s' is not (explicitly) allowed"): refused,
+    ///   counted and closed, rather than talking clear text to a peer reading TLS.
+    /// - on a TLS connection (transport = "tls") the value is ignored, as by freeDiameter.
+    fn cea_security(&self, caps: &Capabilities, on_tls: bool) -> Result<Security, String> {
+        negotiate_security(
+            self.inband_tls,
+            on_tls,
+            &caps.inband_security_ids,
+            &caps.origin_host,
+        )
+        .map_err(|e| e.message)
     }
 
     /// Open on `conn` as `state`, or first run the in-band handshake as the client.
@@ -813,16 +827,31 @@ impl PeerFsm {
         }
     }
 
-    fn rcv_cea(&mut self, conn: ConnId, result_code: u32, caps: Capabilities, now: Instant) {
+    fn rcv_cea(
+        &mut self,
+        conn: ConnId,
+        result_code: u32,
+        caps: Capabilities,
+        on_tls: bool,
+        now: Instant,
+    ) {
         use State::*;
         let mut failed = CloseReason::Capabilities;
         let accepted = if result_code == result::SUCCESS {
             negotiate(&self.local, &caps).ok().and_then(|apps| {
-                let security = self.cea_security(&caps);
-                if security.is_none() {
-                    failed = CloseReason::NoCommonSecurity;
+                match self.cea_security(&caps, on_tls) {
+                    Ok(security) => Some((apps, security)),
+                    Err(why) => {
+                        // Counted (Refusal::NoCommonSecurity) where the close is acted on.
+                        tracing::warn!(
+                            peer = %self.settings.host,
+                            conn = conn.0,
+                            "CEA refused (RFC 6733 §6.10, §7.1.5): {why}"
+                        );
+                        failed = CloseReason::NoCommonSecurity;
+                        None
+                    }
                 }
-                Some((apps, security?))
             })
         } else {
             None

@@ -476,6 +476,7 @@ impl Peers {
                         conn,
                         result_code: code,
                         caps,
+                        on_tls: self.cert(conn).is_some(),
                     },
                     Err(_) => Event::RcvNonCea { conn },
                 }

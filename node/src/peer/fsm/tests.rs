@@ -128,6 +128,7 @@ impl H {
             conn: i,
             result_code: 2001,
             caps: remote_caps(self.fsm.host().to_string().as_str(), &[4]),
+            on_tls: false,
         });
         self.actions();
         assert_eq!(self.state(), State::IOpen);
@@ -296,6 +297,7 @@ fn wait_i_cea_cea_opens() {
         conn: i,
         result_code: 2001,
         caps: remote_caps(HIGHER, &[4, 5]),
+        on_tls: false,
     });
     assert_eq!(
         h.actions(),
@@ -324,6 +326,7 @@ fn wait_i_cea_error_cea_closes() {
             conn: i,
             result_code: code,
             caps: remote_caps(HIGHER, apps),
+            on_tls: false,
         });
         assert_eq!(
             h.actions(),
@@ -334,6 +337,53 @@ fn wait_i_cea_error_cea_closes() {
         );
         assert_eq!(h.state(), State::Closed);
         assert!(h.fsm.next_timeout().is_some(), "reconnect is scheduled");
+    }
+}
+
+/// Issue 12: a peer not set to in-band TLS answers our plain CER (NO_INBAND_SECURITY) with a
+/// CEA that says TLS only: it is about to start a handshake, so we must not open in clear
+/// text (RFC 6733 §6.10, §7.1.5). NO_INBAND_SECURITY among the values, or a connection that
+/// is TLS already, is fine.
+#[test]
+fn wait_i_cea_tls_only_cea_to_a_plain_peer_closes() {
+    use crate::peer::capabilities::inband::{NO_INBAND_SECURITY as NONE, TLS};
+    for (isi, on_tls, opens) in [
+        (&[TLS][..], false, false),
+        (&[7][..], false, false),
+        (&[TLS][..], true, true),
+        (&[NONE, TLS][..], false, true),
+        (&[][..], false, true),
+    ] {
+        let mut h = H::new(HIGHER, true);
+        let i = h.enter_wait_i_cea();
+        h.ev(Event::RcvCea {
+            conn: i,
+            result_code: 2001,
+            caps: Capabilities {
+                inband_security_ids: isi.to_vec(),
+                ..remote_caps(HIGHER, &[4])
+            },
+            on_tls,
+        });
+        let actions = h.actions();
+        if opens {
+            assert_eq!(h.state(), State::IOpen, "{isi:?} on_tls={on_tls}");
+            assert!(
+                !actions.iter().any(|a| matches!(a, Action::StartTls { .. })),
+                "no handshake on {isi:?} on_tls={on_tls}: {actions:?}"
+            );
+        } else {
+            assert_eq!(
+                actions,
+                vec![Action::Close {
+                    conn: i,
+                    reason: CloseReason::NoCommonSecurity
+                }],
+                "{isi:?}"
+            );
+            assert_eq!(h.state(), State::Closed);
+            assert!(h.fsm.next_timeout().is_some(), "reconnect is scheduled");
+        }
     }
 }
 
@@ -555,6 +605,7 @@ fn wait_returns_i_rcv_cea_drops_responder() {
         conn: i,
         result_code: 2001,
         caps: remote_caps(HIGHER, &[4]),
+        on_tls: false,
     });
     assert_eq!(
         h.actions(),
@@ -598,6 +649,7 @@ fn wait_returns_error_cea_falls_back_to_responder() {
         conn: i,
         result_code: 5012,
         caps: remote_caps(HIGHER, &[4]),
+        on_tls: false,
     });
     assert_eq!(
         h.actions(),
@@ -627,6 +679,7 @@ fn wait_returns_r_peer_disc_waits_for_cea() {
         conn: i,
         result_code: 2001,
         caps: remote_caps(HIGHER, &[4]),
+        on_tls: false,
     });
     assert_eq!(h.state(), State::IOpen);
 }
@@ -946,6 +999,7 @@ fn reconnect_after_failure_reopens_through_three_dwas() {
         conn: i,
         result_code: 2001,
         caps: remote_caps(HIGHER, &[4]),
+        on_tls: false,
     });
     let a = h.actions();
     assert_eq!(
@@ -1189,6 +1243,7 @@ fn reconnect_backoff_doubles_up_to_sixteen_tc() {
         conn: i,
         result_code: 2001,
         caps: remote_caps(HIGHER, &[4]),
+        on_tls: false,
     });
     h.ev(Event::PeerDisc { conn: i });
     assert_eq!(h.fsm.next_timeout(), Some(h.now + TC));

@@ -32,6 +32,7 @@ fn i_open_with(osi: Option<u32>) -> (H, ConnId) {
         conn: i,
         result_code: 2001,
         caps: caps_with(HIGHER, osi),
+        on_tls: false,
     });
     h.actions();
     assert_eq!(h.state(), State::IOpen);
@@ -253,6 +254,7 @@ fn reconnection_after_a_restart_is_trusted_at_once() {
         conn: i2,
         result_code: 2001,
         caps: caps_with(HIGHER, Some(OSI + 1)),
+        on_tls: false,
     });
     let actions = h.actions();
     assert!(
