@@ -12,6 +12,10 @@
 //!   is the TLS server after its CEA, and the client's Test-Request is answered — the
 //!   listener kept serving.
 //!
+//! And, with a scripted peer: our plain CER to a peer NOT set to in-band TLS answered by a CEA
+//! that says TLS only is refused, counted and closed (not opened in clear text while the peer
+//! starts a handshake).
+//!
 //! Needs freeDiameterd + test_app.fdx + bind_lo.so (scripts/setup.sh).
 
 mod common;
@@ -33,7 +37,7 @@ const TLS: u32 = 1;
 
 #[test]
 fn inband_tls_with_freediameter_both_ways_and_refusals() {
-    let lines = capture_logs(tracing::Level::INFO, true);
+    let lines = shared_logs();
     let dir = TestDir::new("tls-inband");
     let d = dir.path();
     let ca = Ca::new(d, "good");
@@ -177,6 +181,94 @@ tls_inband = true
 
     let mut out = std::io::stderr();
     let _ = writeln!(out, "refusals: {:?}", refusals.snapshot());
+    rt.block_on(node.stop());
+}
+
+/// Issue 12: we dial a peer not set to in-band TLS; our CER offers no Inband-Security-Id
+/// (NO_INBAND_SECURITY); the peer's CEA says 2001 with Inband-Security-Id TLS only, i.e. it
+/// will start a TLS handshake now. RFC 6733 §6.10, §7.1.5: no common security. The node must
+/// close at once (not open the peer and wait for its watchdog), count the refusal and log why.
+#[test]
+fn plain_peer_whose_cea_says_tls_only_is_refused() {
+    let lines = shared_logs();
+    let (rt, node, listener) = {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let toml = format!(
+            r#"
+[node]
+origin_host = "bridge.test.local"
+origin_realm = "test.local"
+listen = ["127.0.0.1:0"]
+[[applications]]
+id = {TA_APP}
+vendor = {TA_VENDOR}
+[[peers]]
+host = "tlsonly.test.local"
+address = "127.0.0.1"
+port = {port}
+[timers]
+tc = "30s"
+dpa_timeout = "1s"
+drain_timeout = "1s"
+"#
+        );
+        let node = rt.block_on(Running::start(&toml, TaEcho::new()));
+        (rt, node, listener)
+    };
+    let refusals = node.refusals.clone();
+    rt.block_on(async {
+        use tokio::io::AsyncReadExt;
+        let (mut tcp, _) = tokio::time::timeout(std::time::Duration::from_secs(10), listener.accept())
+            .await
+            .expect("the node dials")
+            .unwrap();
+        let cer = read_message(&mut tcp).await.expect("a CER");
+        assert_eq!(cer.header.code, 257);
+        let offered: Vec<u32> = cer
+            .avp_refs()
+            .map_while(Result::ok)
+            .filter(|a| a.code == 299)
+            .filter_map(|a| a.data.try_into().ok().map(u32::from_be_bytes))
+            .collect();
+        assert!(
+            !offered.contains(&TLS),
+            "the CER to a plain peer does not offer TLS: {offered:?}"
+        );
+        tcp.write_all(&cea_offering(&cer, "tlsonly.test.local", 2001, &[TLS]))
+            .await
+            .unwrap();
+        // Closed at once: no DWR, no request in clear text (the watchdog would only speak
+        // after Tw, 30 s by default, so a timeout here means the peer was opened).
+        let mut buf = [0u8; 64];
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("the node closes the connection instead of opening the peer");
+        assert!(
+            matches!(got, Ok(0) | Err(_)),
+            "nothing but a close after the CEA: {got:?}"
+        );
+        lines
+            .wait("CEA refused (RFC 6733 §6.10, §7.1.5): no common security: tlsonly.test.local offers only Inband-Security-Id [1]")
+            .await;
+        lines
+            .wait("refused: no common security with tlsonly.test.local")
+            .await;
+        assert_eq!(refusals.get(Refusal::NoCommonSecurity), 1);
+    });
+    let open = rt.block_on(node.handle.send_request(
+        TA_APP,
+        TA_CMD,
+        test_request(1, "tlsonly.test.local"),
+    ));
+    assert!(open.is_err(), "the peer is not open: {open:?}");
     rt.block_on(node.stop());
 }
 

@@ -88,6 +88,37 @@ pub fn fd_tls_client_answered(
     fd
 }
 
+/// A CEA answering `cer` with `result_code` from `host`, carrying these Inband-Security-Id
+/// values (RFC 6733 §5.3.2, §6.10), as a scripted peer sends it.
+pub fn cea_offering(
+    cer: &dmproto::Message,
+    host: &str,
+    result_code: u32,
+    inband_security_ids: &[u32],
+) -> Vec<u8> {
+    let mut w = dmproto::MessageWriter::answer_to(&cer.header);
+    w.u32(268, M, 0, result_code)
+        .str(264, M, 0, host)
+        .str(296, M, 0, "test.local")
+        .avp(257, M, 0, &[0, 1, 127, 0, 0, 1])
+        .u32(266, M, 0, 0)
+        .str(269, 0, 0, "tls-test")
+        .u32(258, M, 0, TA_APP);
+    for v in inband_security_ids {
+        w.u32(299, M, 0, *v);
+    }
+    w.finish().unwrap().to_vec()
+}
+
+/// The log capture of this test binary, shared by its tests (one subscriber per process:
+/// a second [`super::capture_logs`] would get a buffer nobody writes to).
+pub fn shared_logs() -> Lines {
+    static LINES: std::sync::OnceLock<Lines> = std::sync::OnceLock::new();
+    LINES
+        .get_or_init(|| super::capture_logs(tracing::Level::INFO, true))
+        .clone()
+}
+
 /// Short timers for the TLS tests' nodes (quick reconnection and shutdown).
 pub const FAST_TIMERS: &str =
     "[timers]\ntc = \"1s\"\ntw = \"6s\"\ndpa_timeout = \"1s\"\ndrain_timeout = \"1s\"\n";
