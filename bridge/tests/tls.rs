@@ -12,6 +12,12 @@
 //! The node also dials freeDiameter's TLS port (`SecPort`) itself and its requests are
 //! answered there.
 //!
+//! A peer configured `tls_inband = true` that dials the TLS-at-connect listener instead is
+//! served there: the connection is TLS already, so its CER's Inband-Security-Id is ignored,
+//! the CEA does not ask for TLS again and no second handshake follows (RFC 6733 §13,
+//! §6.10; freeDiameter's `p_ce.c` likewise adds no Inband-Security-Id "if we're already
+//! using TLS").
+//!
 //! Needs freeDiameterd + test_app.fdx + bind_lo.so and escript (scripts/setup.sh).
 
 mod common;
@@ -31,7 +37,7 @@ use tokio::net::TcpStream;
 
 #[test]
 fn tls_at_connect_refusals_and_interop() {
-    let lines = capture_logs(tracing::Level::INFO, true);
+    let lines = shared_logs();
     let dir = TestDir::new("tls-at-connect");
     let d = dir.path();
     let ca = Ca::new(d, "good");
@@ -195,4 +201,116 @@ transport = "tls"
     let mut out = std::io::stderr();
     let _ = writeln!(out, "refusals: {:?}", refusals.snapshot());
     rt.block_on(node.stop());
+}
+
+/// Issue 12 item 3: a `tls_inband = true` peer on the TLS-at-connect listener. RFC 6733 §13:
+/// TLS at connect protects the CER/CEA too, and §6.10 deprecates Inband-Security-Id; a
+/// connection that is TLS from its first byte has its security already. So a CER offering
+/// Inband-Security-Id TLS there is answered 2001 without Inband-Security-Id (nothing more to
+/// negotiate; freeDiameter's `p_ce.c` echoes TLS there and then fails its own second
+/// handshake, which is what we must not do) and Diameter flows at once over the same TLS
+/// stream: a request is answered, no second handshake. freeDiameter (GnuTLS, TLS at
+/// connect) is served the same way.
+#[test]
+fn inband_peer_on_the_tls_at_connect_listener() {
+    let lines = shared_logs();
+    let dir = TestDir::new("tls-inband-on-tls-port");
+    let d = dir.path();
+    let ca = Ca::new(d, "good");
+    let bridge_cert = ca.issue(d, "bridge", "bridge.test.local", Validity::Current);
+    let legacy_cert = ca.issue(d, "legacy", "legacy.test.local", Validity::Current);
+    let fd_cert = ca.issue(d, "fdclient", "client.test.local", Validity::Current);
+    let tls_port = free_port();
+    let toml = format!(
+        r#"
+[node]
+origin_host = "bridge.test.local"
+origin_realm = "test.local"
+listen = ["127.0.0.1:0"]
+[tls]
+ca_file = "{ca}"
+cert_file = "{cert}"
+key_file = "{key}"
+listen = ["127.0.0.1:{tls_port}"]
+[[applications]]
+id = {TA_APP}
+vendor = {TA_VENDOR}
+[[peers]]
+host = "legacy.test.local"
+mode = "accept"
+tls_inband = true
+[[peers]]
+host = "client.test.local"
+mode = "accept"
+tls_inband = true
+{FAST_TIMERS}"#,
+        ca = ca.cert_file.display(),
+        cert = bridge_cert.cert_file.display(),
+        key = bridge_cert.key_file.display(),
+    );
+    let (rt, node) = start_node(&toml);
+    let refusals = node.refusals.clone();
+    rt.block_on(async {
+        let t = client_tls(&ca.cert_file, &legacy_cert);
+        let tcp = TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
+        let (mut s, _) = t
+            .connect(tcp, "bridge.test.local", None, true)
+            .await
+            .expect("TLS at connect");
+        // An RFC 3588 peer asks for in-band TLS, on a connection that has it already.
+        s.write_all(&cer_offering("legacy.test.local", &[1]))
+            .await
+            .unwrap();
+        let cea = read_message(&mut s).await.expect("a CEA");
+        assert_eq!(cea.find_u32(268, 0), Some(2001), "{cea:?}");
+        assert_eq!(
+            cea.find_u32(299, 0),
+            None,
+            "no Inband-Security-Id on a TLS connection: nothing more to agree on"
+        );
+        // Diameter at once on the same TLS stream: had the node waited for a second
+        // handshake, this request would be taken for a ClientHello and the connection lost.
+        s.write_all(&raw_test_request(7, "legacy.test.local"))
+            .await
+            .unwrap();
+        let answer = read_message(&mut s)
+            .await
+            .expect("an answer over the TLS stream");
+        assert_eq!(answer.header.code, TA_CMD);
+        assert_eq!(answer.find_u32(268, 0), Some(2001), "{answer:?}");
+        lines
+            .wait("peer open (capabilities exchanged) peer=\"legacy.test.local\"")
+            .await;
+        assert!(
+            !lines.text().contains(
+                "in-band TLS agreed in CER/CEA: TLS handshake peer=\"legacy.test.local\""
+            ),
+            "no in-band handshake on a TLS connection"
+        );
+    });
+    // freeDiameter, TLS at connect, although we would take it in-band on the plain port.
+    let _fd = fd_tls_client_answered(
+        d,
+        &fd_cert,
+        &ca.cert_file,
+        tls_port,
+        FdTlsConnect::AtConnect,
+        &lines,
+    );
+    assert_eq!(refusals.get(Refusal::NoCommonSecurity), 0);
+    assert_eq!(refusals.get(Refusal::TlsHandshake), 0);
+    rt.block_on(node.stop());
+}
+
+/// A test_app request from `host` to the node, with its own Origin-* (as a peer sends it).
+fn raw_test_request(n: i32, host: &str) -> Vec<u8> {
+    let mut w = dmproto::MessageWriter::new(dmproto::Header::request(TA_CMD, TA_APP, 77, 77));
+    w.str(263, M, 0, &format!("{host};1;{n}"))
+        .u32(258, M, 0, TA_APP)
+        .str(264, M, 0, host)
+        .str(296, M, 0, "test.local")
+        .str(283, M, 0, "test.local")
+        .str(293, M, 0, "bridge.test.local")
+        .i32(TEST_AVP, 0, TA_VENDOR, n);
+    w.finish().unwrap().to_vec()
 }
