@@ -68,20 +68,13 @@ fn tls_at_connect_refusals_and_interop() {
     );
 
     let tls_port = free_port();
-    let toml = format!(
-        r#"
-[node]
-origin_host = "bridge.test.local"
-origin_realm = "test.local"
-listen = ["127.0.0.1:0"]
-[tls]
-ca_file = "{ca}"
-cert_file = "{cert}"
-key_file = "{key}"
-listen = ["127.0.0.1:{tls_port}"]
-[[applications]]
-id = {TA_APP}
-vendor = {TA_VENDOR}
+    let toml = tls_node_toml(
+        &ca.cert_file,
+        &bridge_cert,
+        0,
+        Some(tls_port),
+        &format!(
+            r#"
 [[peers]]
 host = "client.test.local"
 mode = "accept"
@@ -94,11 +87,8 @@ transport = "tls"
 host = "server.test.local"
 address = "127.0.0.1"
 port = {fd_sec_port}
-transport = "tls"
-{FAST_TIMERS}"#,
-        ca = ca.cert_file.display(),
-        cert = bridge_cert.cert_file.display(),
-        key = bridge_cert.key_file.display(),
+transport = "tls""#
+        ),
     );
     let (rt, node) = start_node(&toml);
     let refusals = node.refusals.clone();
@@ -221,20 +211,12 @@ fn inband_peer_on_the_tls_at_connect_listener() {
     let legacy_cert = ca.issue(d, "legacy", "legacy.test.local", Validity::Current);
     let fd_cert = ca.issue(d, "fdclient", "client.test.local", Validity::Current);
     let tls_port = free_port();
-    let toml = format!(
+    let toml = tls_node_toml(
+        &ca.cert_file,
+        &bridge_cert,
+        0,
+        Some(tls_port),
         r#"
-[node]
-origin_host = "bridge.test.local"
-origin_realm = "test.local"
-listen = ["127.0.0.1:0"]
-[tls]
-ca_file = "{ca}"
-cert_file = "{cert}"
-key_file = "{key}"
-listen = ["127.0.0.1:{tls_port}"]
-[[applications]]
-id = {TA_APP}
-vendor = {TA_VENDOR}
 [[peers]]
 host = "legacy.test.local"
 mode = "accept"
@@ -242,11 +224,7 @@ tls_inband = true
 [[peers]]
 host = "client.test.local"
 mode = "accept"
-tls_inband = true
-{FAST_TIMERS}"#,
-        ca = ca.cert_file.display(),
-        cert = bridge_cert.cert_file.display(),
-        key = bridge_cert.key_file.display(),
+tls_inband = true"#,
     );
     let (rt, node) = start_node(&toml);
     let refusals = node.refusals.clone();

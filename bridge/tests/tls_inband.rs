@@ -67,19 +67,13 @@ fn inband_tls_with_freediameter_both_ways_and_refusals() {
     );
 
     let plain_port = free_port();
-    let toml = format!(
-        r#"
-[node]
-origin_host = "bridge.test.local"
-origin_realm = "test.local"
-listen = ["127.0.0.1:{plain_port}"]
-[tls]
-ca_file = "{ca}"
-cert_file = "{cert}"
-key_file = "{key}"
-[[applications]]
-id = {TA_APP}
-vendor = {TA_VENDOR}
+    let toml = tls_node_toml(
+        &ca.cert_file,
+        &bridge_cert,
+        plain_port,
+        None,
+        &format!(
+            r#"
 [[peers]]
 host = "server.test.local"
 address = "127.0.0.1"
@@ -92,11 +86,8 @@ tls_inband = true
 [[peers]]
 host = "legacy.test.local"
 mode = "accept"
-tls_inband = true
-{FAST_TIMERS}"#,
-        ca = ca.cert_file.display(),
-        cert = bridge_cert.cert_file.display(),
-        key = bridge_cert.key_file.display(),
+tls_inband = true"#
+        ),
     );
     let (rt, node) = start_node(&toml);
     let refusals = node.refusals.clone();
@@ -191,38 +182,18 @@ tls_inband = true
 #[test]
 fn plain_peer_whose_cea_says_tls_only_is_refused() {
     let lines = shared_logs();
-    let (rt, node, listener) = {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let toml = format!(
-            r#"
-[node]
-origin_host = "bridge.test.local"
-origin_realm = "test.local"
-listen = ["127.0.0.1:0"]
-[[applications]]
-id = {TA_APP}
-vendor = {TA_VENDOR}
-[[peers]]
-host = "tlsonly.test.local"
-address = "127.0.0.1"
-port = {port}
-[timers]
-tc = "30s"
-dpa_timeout = "1s"
-drain_timeout = "1s"
-"#
-        );
-        let node = rt.block_on(Running::start(&toml, TaEcho::new()));
-        (rt, node, listener)
-    };
+    // The scripted peer's port, taken before the node is configured to dial it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let (rt, node) = start_node(&ta_node_toml(
+        "bridge.test.local",
+        0,
+        PeerAt::Connect("tlsonly.test.local", port),
+    ));
+    let listener = rt
+        .block_on(async { tokio::net::TcpListener::from_std(listener) })
+        .unwrap();
     let refusals = node.refusals.clone();
     rt.block_on(async {
         use tokio::io::AsyncReadExt;
@@ -246,7 +217,7 @@ drain_timeout = "1s"
             .await
             .unwrap();
         // Closed at once: no DWR, no request in clear text (the watchdog would only speak
-        // after Tw, 30 s by default, so a timeout here means the peer was opened).
+        // after Tw, 6 s in this config, so a timeout here means the peer was opened).
         let mut buf = [0u8; 64];
         let got = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf))
             .await

@@ -10,7 +10,7 @@ use harness::certs::NodeCert;
 use harness::free_port;
 use harness::peers::{FdOptions, FdTls, FdTlsConnect, FreeDiameter};
 
-use super::{Lines, M, TA_APP};
+use super::{Lines, M, TA_APP, TA_VENDOR};
 
 pub fn client_tls(ca: &Path, cert: &NodeCert) -> Tls {
     Tls::load(TlsSettings {
@@ -31,6 +31,12 @@ pub fn cer(host: &str) -> Vec<u8> {
 /// A CER from `host` with these Inband-Security-Id values (RFC 6733 §6.10).
 pub fn cer_offering(host: &str, inband_security_ids: &[u32]) -> Vec<u8> {
     let mut w = dmproto::MessageWriter::new(dmproto::Header::request(257, 0, 1, 1));
+    ce_avps(&mut w, host, inband_security_ids);
+    w.finish().unwrap().to_vec()
+}
+
+/// The AVPs of a CER or CEA from `host` (RFC 6733 §5.3.1, §5.3.2) offering test_app.
+fn ce_avps(w: &mut dmproto::MessageWriter, host: &str, inband_security_ids: &[u32]) {
     w.str(264, M, 0, host)
         .str(296, M, 0, "test.local")
         .avp(257, M, 0, &[0, 1, 127, 0, 0, 1])
@@ -40,7 +46,6 @@ pub fn cer_offering(host: &str, inband_security_ids: &[u32]) -> Vec<u8> {
     for v in inband_security_ids {
         w.u32(299, M, 0, *v);
     }
-    w.finish().unwrap().to_vec()
 }
 
 /// freeDiameter `client.test.local` (certificate `cert`, trusting `ca_file`) dials
@@ -97,16 +102,8 @@ pub fn cea_offering(
     inband_security_ids: &[u32],
 ) -> Vec<u8> {
     let mut w = dmproto::MessageWriter::answer_to(&cer.header);
-    w.u32(268, M, 0, result_code)
-        .str(264, M, 0, host)
-        .str(296, M, 0, "test.local")
-        .avp(257, M, 0, &[0, 1, 127, 0, 0, 1])
-        .u32(266, M, 0, 0)
-        .str(269, 0, 0, "tls-test")
-        .u32(258, M, 0, TA_APP);
-    for v in inband_security_ids {
-        w.u32(299, M, 0, *v);
-    }
+    w.u32(268, M, 0, result_code);
+    ce_avps(&mut w, host, inband_security_ids);
     w.finish().unwrap().to_vec()
 }
 
@@ -117,6 +114,40 @@ pub fn shared_logs() -> Lines {
     LINES
         .get_or_init(|| super::capture_logs(tracing::Level::INFO, true))
         .clone()
+}
+
+/// The config of node `bridge.test.local` serving test_app with TLS material `cert` (trusting
+/// `ca`), a plain listener on `plain_port` (0: any), a TLS-at-connect one on `tls_port` if
+/// any, these `[[peers]]` (TOML text) and [`FAST_TIMERS`].
+pub fn tls_node_toml(
+    ca: &Path,
+    cert: &NodeCert,
+    plain_port: u16,
+    tls_port: Option<u16>,
+    peers: &str,
+) -> String {
+    let tls_listen = tls_port
+        .map(|p| format!("listen = [\"127.0.0.1:{p}\"]\n"))
+        .unwrap_or_default();
+    format!(
+        r#"
+[node]
+origin_host = "bridge.test.local"
+origin_realm = "test.local"
+listen = ["127.0.0.1:{plain_port}"]
+[tls]
+ca_file = "{ca}"
+cert_file = "{cert}"
+key_file = "{key}"
+{tls_listen}[[applications]]
+id = {TA_APP}
+vendor = {TA_VENDOR}
+{peers}
+{FAST_TIMERS}"#,
+        ca = ca.display(),
+        cert = cert.cert_file.display(),
+        key = cert.key_file.display(),
+    )
 }
 
 /// Short timers for the TLS tests' nodes (quick reconnection and shutdown).
