@@ -805,7 +805,18 @@ impl Driver {
                 .endpoint
                 .enable_peer(&host, now)
                 .map(|()| json!(format!("peer {host} enabled"))),
-            NodeRequest::Reload(config, dict) => {
+            NodeRequest::Reload(config, dict) => 'reload: {
+                // The certificate, key and CA bundles first (issue 12: "certificate reload
+                // on `reload`"): a file that does not load refuses the whole reload, so the
+                // running certificate and configuration stay together. New handshakes use
+                // the new material; open TLS connections keep theirs.
+                if let Some(tls) = &self.tls {
+                    if let Err(e) = tls.reload() {
+                        break 'reload Err(format!(
+                            "TLS material not reloaded, the running certificate stays: {e}"
+                        ));
+                    }
+                }
                 if let Some(d) = dict {
                     self.endpoint.set_dictionary(d);
                 }
@@ -818,6 +829,7 @@ impl Driver {
                     "removed": r.removed,
                     "changed": r.changed,
                     "restart_needed": r.restart_needed,
+                    "tls": self.tls.as_ref().map(|_| "reloaded"),
                 }))
             }
         };

@@ -32,6 +32,7 @@ use dmnode::trust::Refusal;
 use harness::certs::{Ca, Validity};
 use harness::peers::{FdOptions, FdTls, FdTlsConnect, FreeDiameter};
 use harness::{free_port, TestDir};
+use rustls::pki_types::{pem::PemObject, CertificateDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -291,4 +292,153 @@ fn raw_test_request(n: i32, host: &str) -> Vec<u8> {
         .str(293, M, 0, "bridge.test.local")
         .i32(TEST_AVP, 0, TA_VENDOR, n);
     w.finish().unwrap().to_vec()
+}
+
+/// Issue 12 item 1, "certificate reload on `reload`", against the real binary: `dmbridge run`
+/// with a TLS listener; its certificate and key files are replaced by another certificate
+/// (same CA, another key and serial) and `dmbridge ctl reload` is run. A new TLS connection
+/// then receives the new certificate and is served, the connection opened before the reload
+/// keeps working, and a reload with a broken key file is refused with a clear line while
+/// the certificate in use stays the second one.
+#[test]
+fn certificate_reload_end_to_end() {
+    let dir = TestDir::new("tls-reload");
+    let d = dir.path();
+    let ca = Ca::new(d, "good");
+    let first = ca.issue(d, "bridge1", "bridge.test.local", Validity::Current);
+    let second = ca.issue(d, "bridge2", "bridge.test.local", Validity::Current);
+    let clients: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|c| ca.issue(d, c, &format!("{c}.test.local"), Validity::Current))
+        .collect();
+    // The files the node reads, replaced in place as an operator's renewal would.
+    let cert_file = d.join("node-cert.pem");
+    let key_file = d.join("node-key.pem");
+    let install = |c: &harness::certs::NodeCert| {
+        std::fs::copy(&c.cert_file, &cert_file).unwrap();
+        std::fs::copy(&c.key_file, &key_file).unwrap();
+    };
+    install(&first);
+    let tls_port = free_port();
+    let opts = harness::bridge::BridgeOptions {
+        port: free_port(),
+        allow_unknown_peers: false,
+        peers: ["a", "b", "c"]
+            .iter()
+            .map(|c| harness::bridge::BridgePeer {
+                host: format!("{c}.test.local"),
+                port: None,
+            })
+            .collect(),
+        extra_toml: format!(
+            "\n[tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\nlisten = [\"127.0.0.1:{tls_port}\"]\n",
+            ca.cert_file.display().to_string(),
+            cert_file.display().to_string(),
+            key_file.display().to_string()
+        ),
+        ..Default::default()
+    };
+    let (mut bridge, config) =
+        harness::dmbridge::run_echo(Path::new(env!("CARGO_BIN_EXE_dmbridge")), d, &opts);
+    let ctl_reload = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dmbridge"))
+            .args(["ctl", "--timeout", "10", "--config"])
+            .arg(&config)
+            .arg("reload")
+            .output()
+            .expect("run dmbridge ctl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let sha = |c: &harness::certs::NodeCert| {
+        let der = CertificateDer::from_pem_slice(c.pem.as_bytes()).unwrap();
+        dmrun::tls::describe(&der).sha256
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Before: the first certificate; peer a opens and is served.
+        let (mut a, seen) = open_tls_peer(tls_port, &ca.cert_file, &clients[0], "a").await;
+        assert_eq!(seen, sha(&first), "the first certificate before the reload");
+        ask(&mut a, 1, "a.test.local").await;
+
+        install(&second);
+        let (ok, text) = ctl_reload();
+        assert!(ok, "reload: {text}\n{}", bridge.tail(20));
+
+        // A new connection gets the new certificate and is served.
+        let (mut b, seen) = open_tls_peer(tls_port, &ca.cert_file, &clients[1], "b").await;
+        assert_eq!(seen, sha(&second), "the new certificate after the reload");
+        assert!(text.contains("\"tls\":\"reloaded\""), "{text}");
+        assert_ne!(sha(&first), sha(&second));
+        ask(&mut b, 2, "b.test.local").await;
+        // The connection opened before the reload keeps working, on its old session.
+        ask(&mut a, 3, "a.test.local").await;
+
+        // A broken key file: refused, said so, and the second certificate stays in use.
+        std::fs::write(
+            &key_file,
+            b"-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let (ok, text) = ctl_reload();
+        assert!(!ok, "a reload with a broken key is refused: {text}");
+        assert!(
+            text.contains("TLS material not reloaded, the running certificate stays"),
+            "{text}"
+        );
+        let (mut c, seen) = open_tls_peer(tls_port, &ca.cert_file, &clients[2], "c").await;
+        assert_eq!(seen, sha(&second), "still the second certificate");
+        ask(&mut c, 4, "c.test.local").await;
+        ask(&mut a, 5, "a.test.local").await;
+    });
+    bridge
+        .wait_for_line(
+            "reload refused, the running configuration stays: TLS material not reloaded",
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "no log line for the refused reload: {e}\n{}",
+                bridge.tail(30)
+            )
+        });
+    bridge
+        .wait_for_line("TLS material reloaded", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("no log line for the reload: {e}\n{}", bridge.tail(30)));
+}
+
+/// Dials the node's TLS port as `name`.test.local with `cert`, exchanges CER/CEA (2001):
+/// the stream and the fingerprint of the certificate the node presented.
+async fn open_tls_peer(
+    port: u16,
+    ca: &Path,
+    cert: &harness::certs::NodeCert,
+    name: &str,
+) -> (tokio_rustls::TlsStream<TcpStream>, [u8; 32]) {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut s, server) = client_tls(ca, cert)
+        .connect(tcp, "bridge.test.local", None, true)
+        .await
+        .expect("TLS handshake");
+    s.write_all(&cer(&format!("{name}.test.local")))
+        .await
+        .unwrap();
+    let cea = read_message(&mut s).await.expect("a CEA");
+    assert_eq!(cea.find_u32(268, 0), Some(2001), "{cea:?}");
+    (s, server.sha256)
+}
+
+/// One test_app request from `host` on `s`, answered 2001.
+async fn ask(s: &mut tokio_rustls::TlsStream<TcpStream>, n: i32, host: &str) {
+    s.write_all(&raw_test_request(n, host)).await.unwrap();
+    let answer = read_message(s).await.expect("an answer");
+    assert_eq!(answer.header.code, TA_CMD);
+    assert_eq!(answer.find_u32(268, 0), Some(2001), "{answer:?}");
 }
