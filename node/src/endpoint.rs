@@ -412,7 +412,7 @@ impl Endpoint {
             self.complete(e.data.owner, Err(RequestError::NodeDown));
         }
         for conn in self.conns.keys().copied().collect::<Vec<_>>() {
-            self.out.push_back(Output::Close { conn });
+            self.close(conn);
         }
     }
 
@@ -587,7 +587,7 @@ impl Endpoint {
             .is_some_and(|p| p.state() == crate::peer::State::TlsHandshake);
         let Some(peer) = owner.filter(|_| waiting) else {
             // Given up meanwhile (handshake timeout, stop): not wanted any more.
-            self.out.push_back(Output::Close { conn });
+            self.close(conn);
             return;
         };
         let host = self.peers.get(peer).map(|p| p.host().to_string());
@@ -597,7 +597,7 @@ impl Endpoint {
                 self.peers
                     .refusals()
                     .record(cause, source, &format!("in-band TLS: {why}"), now);
-                self.out.push_back(Output::Close { conn });
+                self.close(conn);
                 return;
             }
         }
@@ -661,6 +661,10 @@ impl Endpoint {
 
     /// The connection's stream cannot be framed any more.
     pub fn frame_error(&mut self, conn: ConnId, error: FrameError, now: Instant) {
+        if !self.conns.contains_key(&conn) {
+            // Already closed by us (see `close`).
+            return;
+        }
         // Over the size limit: the transport counted it as `Refusal::MessageTooLarge`.
         if !error.is_size_limit() {
             self.observer.refusal("frame_error");
@@ -686,19 +690,32 @@ impl Endpoint {
                 }
             }
         }
-        self.out.push_back(Output::Close { conn });
+        self.close(conn);
         self.after(now);
     }
 
     /// One complete message arrived on `conn`.
     pub fn frame(&mut self, conn: ConnId, frame: Bytes, now: Instant) {
+        if !self.conns.contains_key(&conn) {
+            // Closed by us (see `close`): what was read after is not acted on.
+            return;
+        }
         match Message::decode(frame) {
             Ok(msg) => self.message(conn, msg, now),
             // The framer checked version and length; anything else cannot be answered.
-            Err(_) => self.out.push_back(Output::Close { conn }),
+            Err(_) => self.close(conn),
         }
         self.act(now);
         self.after(now);
+    }
+
+    /// Asks the driver to close `conn`. From here on the connection gets nothing more from
+    /// the core: [`Endpoint::transmit`] skips it and frames or framing errors the driver
+    /// still reports for it (read in the same batch) are dropped, so a garbage frame
+    /// followed by a request is not answered on a connection already being closed.
+    fn close(&mut self, conn: ConnId) {
+        self.conns.remove(&conn);
+        self.out.push_back(Output::Close { conn });
     }
 
     fn transmit(&mut self, conn: ConnId, bytes: Bytes) {
@@ -1508,7 +1525,7 @@ impl Endpoint {
                     if let Ok(b) = wire::encode_cea_error(&request, &local, &error) {
                         self.transmit(conn, b);
                     }
-                    self.out.push_back(Output::Close { conn });
+                    self.close(conn);
                 }
                 NodeAction::Close { conn, reason } => {
                     // A CER timeout was counted by the peer table (`Refusal::CerTimeout`).
@@ -1525,7 +1542,7 @@ impl Endpoint {
                             "connection closed before a capabilities exchange"
                         );
                     }
-                    self.out.push_back(Output::Close { conn });
+                    self.close(conn);
                 }
             }
         }
@@ -1625,7 +1642,7 @@ impl Endpoint {
                 } else {
                     tracing::info!(peer = host, conn = conn.0, reason = ?reason, state, "peer connection closed");
                 }
-                self.out.push_back(Output::Close { conn });
+                self.close(conn);
             }
             Action::Up { conn, remote, apps } => {
                 let state = self.peers.get(peer).map_or("?", |p| p.state().name());

@@ -1181,3 +1181,41 @@ fn no_common_security_is_5017_either_way() {
     assert_eq!(cea_result(&net), Some(5017));
     assert!(net.handshakes.is_empty());
 }
+
+/// A frame that makes the core close a connection, then a framing error on a request header
+/// read in the same batch: nothing may be sent on the connection after the core's Close
+/// (found by the `node` fuzz target: the 5011 answer to the bad header went out after it).
+#[test]
+fn nothing_is_sent_on_a_connection_after_the_core_closed_it() {
+    let cfg = config("ocs.example.net", &[], &["scscf.example.net"]);
+    let seeds = Seeds {
+        start_secs: 1_700_000_000,
+        random: 1,
+    };
+    let mut core = Endpoint::new(cfg, dmproto::dict::Dictionary::builtin(), seeds);
+    let now = Instant::now();
+    core.start(now);
+    let conn = core.accept(None, None, None, now).expect("accepted");
+    // RFC 6733 §5.3: the first message on an accepted connection must be a CER; an answer
+    // gets the connection closed.
+    core.frame(conn, dmproto::samples::cea(), now);
+    let mut bad = dmproto::samples::ro_ccr().to_vec();
+    bad[0] = 0;
+    let mut framer = dmproto::Framer::new(65_536);
+    let error = match framer.feed(&bad) {
+        Err(e) => e,
+        Ok(()) => framer.next_frame().expect_err("version 0 is refused"),
+    };
+    core.frame_error(conn, error, now);
+    let mut closed = false;
+    while let Some(out) = core.poll_output() {
+        match out {
+            Output::Close { conn: c } if c == conn => closed = true,
+            Output::Transmit { conn: c, .. } if c == conn => {
+                assert!(!closed, "transmit after the core closed the connection")
+            }
+            _ => {}
+        }
+    }
+    assert!(closed, "the CEA before CER closes the connection");
+}
