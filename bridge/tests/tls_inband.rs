@@ -262,3 +262,67 @@ async fn inband_client(
         .ok()?;
     Some((s, cea))
 }
+
+/// Issue 12: Erlang/OTP diameter over in-band TLS (RFC 3588 style): diameter_tcp with
+/// `{ssl_options, Opts}` and Inband-Security-Id TLS in its capabilities dials the node's
+/// plain port; CER/CEA agree on TLS, OTP upgrades the connection as the client and the node
+/// is the TLS server; its Test-Requests are answered over the TLS stream.
+#[test]
+fn erlang_inband_tls_client() {
+    let lines = shared_logs();
+    let dir = TestDir::new("tls-inband-erl");
+    let d = dir.path();
+    let ca = Ca::new(d, "good");
+    let bridge_cert = ca.issue(d, "bridge", "bridge.test.local", Validity::Current);
+    let erl_cert = ca.issue(d, "erl", "erlclient.test.local", Validity::Current);
+    let plain_port = free_port();
+    let toml = tls_node_toml(
+        &ca.cert_file,
+        &bridge_cert,
+        plain_port,
+        None,
+        "[[peers]]\nhost = \"erlclient.test.local\"\nmode = \"accept\"\ntls_inband = true",
+    );
+    let (rt, node) = start_node(&toml);
+    let escript = harness::paths::require_program("escript", "erlang-base erlang-diameter");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/tls_client.escript");
+    let mut cmd = std::process::Command::new(escript);
+    cmd.arg(script).args([
+        "--rport",
+        &plain_port.to_string(),
+        "--host",
+        "erlclient.test.local",
+        "--dest-host",
+        "bridge.test.local",
+        "--cert",
+        &erl_cert.cert_file.display().to_string(),
+        "--key",
+        &erl_cert.key_file.display().to_string(),
+        "--ca",
+        &ca.cert_file.display().to_string(),
+        "--inband",
+        "1",
+        "--n",
+        "5",
+    ]);
+    let mut erl = harness::ChildGuard::spawn("erl-inband-client", cmd, d);
+    let line = erl
+        .wait_for_line("RESULT", std::time::Duration::from_secs(60))
+        .unwrap_or_else(|e| {
+            panic!(
+                "Erlang in-band TLS client: {e}\n{}\n{}",
+                erl.tail(20),
+                lines.text()
+            )
+        });
+    assert!(line.contains("ok=5 err=0"), "{line}\n{}", erl.tail(20));
+    assert!(
+        lines.text().lines().any(|l| l.contains(
+            "in-band TLS agreed in CER/CEA: TLS handshake peer=\"erlclient.test.local\""
+        ) && l.contains("role=Server")),
+        "the answers went over the in-band TLS stream, the node as the TLS server"
+    );
+    assert_eq!(node.refusals.get(Refusal::TlsHandshake), 0);
+    rt.block_on(node.stop());
+}
