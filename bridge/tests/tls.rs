@@ -164,30 +164,7 @@ transport = "tls""#
     );
 
     // And Erlang/OTP diameter over TLS (diameter_tcp + ssl).
-    let escript = harness::paths::require_program("escript", "erlang-base erlang-diameter");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/tls_client.escript");
-    let mut cmd = std::process::Command::new(escript);
-    cmd.arg(script).args([
-        "--rport",
-        &tls_port.to_string(),
-        "--host",
-        "erlclient.test.local",
-        "--dest-host",
-        "bridge.test.local",
-        "--cert",
-        &erl_cert.cert_file.display().to_string(),
-        "--key",
-        &erl_cert.key_file.display().to_string(),
-        "--ca",
-        &ca.cert_file.display().to_string(),
-        "--n",
-        "5",
-    ]);
-    let mut erl = harness::ChildGuard::spawn("erl-tls-client", cmd, d);
-    let line = erl
-        .wait_for_line("RESULT", Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("Erlang TLS client: {e}\n{}", lines.text()));
-    assert!(line.contains("ok=5 err=0"), "{line}");
+    erl_tls_client_answered(d, tls_port, &erl_cert, &ca.cert_file, false, &lines);
 
     let mut out = std::io::stderr();
     let _ = writeln!(out, "refusals: {:?}", refusals.snapshot());

@@ -284,39 +284,7 @@ fn erlang_inband_tls_client() {
         "[[peers]]\nhost = \"erlclient.test.local\"\nmode = \"accept\"\ntls_inband = true",
     );
     let (rt, node) = start_node(&toml);
-    let escript = harness::paths::require_program("escript", "erlang-base erlang-diameter");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/tls_client.escript");
-    let mut cmd = std::process::Command::new(escript);
-    cmd.arg(script).args([
-        "--rport",
-        &plain_port.to_string(),
-        "--host",
-        "erlclient.test.local",
-        "--dest-host",
-        "bridge.test.local",
-        "--cert",
-        &erl_cert.cert_file.display().to_string(),
-        "--key",
-        &erl_cert.key_file.display().to_string(),
-        "--ca",
-        &ca.cert_file.display().to_string(),
-        "--inband",
-        "1",
-        "--n",
-        "5",
-    ]);
-    let mut erl = harness::ChildGuard::spawn("erl-inband-client", cmd, d);
-    let line = erl
-        .wait_for_line("RESULT", std::time::Duration::from_secs(60))
-        .unwrap_or_else(|e| {
-            panic!(
-                "Erlang in-band TLS client: {e}\n{}\n{}",
-                erl.tail(20),
-                lines.text()
-            )
-        });
-    assert!(line.contains("ok=5 err=0"), "{line}\n{}", erl.tail(20));
+    erl_tls_client_answered(d, plain_port, &erl_cert, &ca.cert_file, true, &lines);
     assert!(
         lines.text().lines().any(|l| l.contains(
             "in-band TLS agreed in CER/CEA: TLS handshake peer=\"erlclient.test.local\""

@@ -150,6 +150,45 @@ vendor = {TA_VENDOR}
     )
 }
 
+/// Erlang/OTP diameter client `erlclient.test.local` (tests/peers/tls_client.escript) with
+/// certificate `cert` trusting `ca`, dialling `port` with TLS at connect or, `inband`, plain
+/// then TLS after CER/CEA; its 5 Test-Requests to the node must all be answered.
+pub fn erl_tls_client_answered(
+    dir: &Path,
+    port: u16,
+    cert: &NodeCert,
+    ca: &Path,
+    inband: bool,
+    lines: &Lines,
+) {
+    let escript = harness::paths::require_program("escript", "erlang-base erlang-diameter");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/tls_client.escript");
+    let mut cmd = std::process::Command::new(escript);
+    cmd.arg(script).args([
+        "--rport",
+        &port.to_string(),
+        "--host",
+        "erlclient.test.local",
+        "--dest-host",
+        "bridge.test.local",
+        "--cert",
+        &cert.cert_file.display().to_string(),
+        "--key",
+        &cert.key_file.display().to_string(),
+        "--ca",
+        &ca.display().to_string(),
+        "--inband",
+        if inband { "1" } else { "0" },
+        "--n",
+        "5",
+    ]);
+    let mut erl = harness::ChildGuard::spawn("erl-tls-client", cmd, dir);
+    let line = erl
+        .wait_for_line("RESULT", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("Erlang TLS client: {e}\n{}\n{}", erl.tail(20), lines.text()));
+    assert!(line.contains("ok=5 err=0"), "{line}\n{}", erl.tail(20));
+}
+
 /// Short timers for the TLS tests' nodes (quick reconnection and shutdown).
 pub const FAST_TIMERS: &str =
     "[timers]\ntc = \"1s\"\ntw = \"6s\"\ndpa_timeout = \"1s\"\ndrain_timeout = \"1s\"\n";
