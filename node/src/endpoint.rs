@@ -1209,10 +1209,21 @@ impl Endpoint {
                 );
             }
         }
-        let request = inflight.request.clone();
+        // The hop-by-hop id is ours, per connection (RFC 6733 §3); a resend after failover
+        // carries the T flag (§5.5.4). Written into the stored request while the pending table
+        // stores it, in place when nothing else holds the buffer (a request just built): the
+        // transmitted bytes are the stored ones, not a copy.
+        let mut wire = None;
+        let stamp = |i: &mut Inflight, hbh: u32| {
+            if pending::stamp(&mut i.request, hbh, resend.is_some()) {
+                wire = Some(i.request.clone());
+            }
+        };
         let inserted = match resend {
-            None => self.pending.insert(conn, e2e, deadline, inflight),
-            Some(retransmissions) => self.pending.insert_retransmission(
+            None => self
+                .pending
+                .insert_with(conn, e2e, deadline, inflight, stamp),
+            Some(retransmissions) => self.pending.insert_retransmission_with(
                 conn,
                 PendingEntry {
                     conn,
@@ -1222,18 +1233,14 @@ impl Endpoint {
                     retransmissions,
                     data: inflight,
                 },
+                stamp,
             ),
         };
         let hbh = match inserted {
             Ok(h) => h,
             Err(pending::Full(i)) => return self.complete(i.owner, Err(RequestError::TooBusy)),
         };
-        let bytes = if resend.is_some() {
-            pending::retransmission(&request, hbh)
-        } else {
-            Some(pending::with_hop_by_hop(&request, hbh))
-        };
-        match bytes {
+        match wire {
             Some(b) => self.transmit(conn, b),
             None => {
                 if let Some(e) = self.pending.answer(conn, hbh) {

@@ -82,7 +82,21 @@ impl<T> PendingTable<T> {
         deadline: Instant,
         data: T,
     ) -> Result<u32, Full<T>> {
-        self.insert_entry(conn, end_to_end, deadline, 0, data)
+        self.insert_with(conn, end_to_end, deadline, data, |_, _| {})
+    }
+
+    /// [`insert`](Self::insert), with `stamp` given the data and the new hop-by-hop id
+    /// before the entry is stored: the caller writes the id into its encoded request while
+    /// that buffer is still its own ([`stamp`]), so the request is not copied to carry it.
+    pub fn insert_with(
+        &mut self,
+        conn: ConnId,
+        end_to_end: u32,
+        deadline: Instant,
+        data: T,
+        stamp: impl FnOnce(&mut T, u32),
+    ) -> Result<u32, Full<T>> {
+        self.insert_entry(conn, end_to_end, deadline, 0, data, stamp)
     }
 
     /// Registers the resend of an entry returned by [`PendingTable::connection_lost`] on
@@ -93,12 +107,24 @@ impl<T> PendingTable<T> {
         conn: ConnId,
         entry: PendingEntry<T>,
     ) -> Result<u32, Full<T>> {
+        self.insert_retransmission_with(conn, entry, |_, _| {})
+    }
+
+    /// [`insert_retransmission`](Self::insert_retransmission) with a `stamp`, as
+    /// [`insert_with`](Self::insert_with).
+    pub fn insert_retransmission_with(
+        &mut self,
+        conn: ConnId,
+        entry: PendingEntry<T>,
+        stamp: impl FnOnce(&mut T, u32),
+    ) -> Result<u32, Full<T>> {
         self.insert_entry(
             conn,
             entry.end_to_end,
             entry.deadline,
             entry.retransmissions.saturating_add(1),
             entry.data,
+            stamp,
         )
     }
 
@@ -108,7 +134,8 @@ impl<T> PendingTable<T> {
         end_to_end: u32,
         deadline: Instant,
         retransmissions: u32,
-        data: T,
+        mut data: T,
+        stamp: impl FnOnce(&mut T, u32),
     ) -> Result<u32, Full<T>> {
         if self.entries.len() >= self.max {
             return Err(Full(data));
@@ -120,6 +147,7 @@ impl<T> PendingTable<T> {
             hbh = hbh.wrapping_add(1);
         }
         self.next_hbh = hbh.wrapping_add(1);
+        stamp(&mut data, hbh);
         self.deadlines.insert((deadline, conn, hbh));
         self.entries.insert(
             (conn, hbh),
@@ -206,30 +234,46 @@ impl<T> PendingTable<T> {
     }
 }
 
-/// An encoded request prepared for resending: the T flag set and a new hop-by-hop id; the
-/// end-to-end id and everything else unchanged. Returns `None` if `request` is shorter than
-/// a header.
-pub fn retransmission(request: &[u8], hop_by_hop: u32) -> Option<Bytes> {
-    if request.len() < dmproto::header::HEADER_LEN {
-        return None;
+/// Writes `hop_by_hop` into an encoded message's header, and the T flag when `retransmit`
+/// (RFC 6733 §3: "The T flag ... MUST be set when resending requests not yet acknowledged";
+/// the end-to-end id and everything else stay as they are). In place when `msg` is the only
+/// handle on its buffer (a request just built), so setting the id costs no copy; on a copy
+/// when the buffer is shared (a cached answer, a request still queued on another
+/// connection). Returns `false`, leaving `msg` as it was, if it is shorter than a header.
+pub fn stamp(msg: &mut Bytes, hop_by_hop: u32, retransmit: bool) -> bool {
+    if msg.len() < dmproto::header::HEADER_LEN {
+        return false;
     }
-    let mut b = BytesMut::from(request);
-    if let Some(flags) = b.get_mut(4) {
-        *flags |= Flags::T;
+    let mut b = match std::mem::take(msg).try_into_mut() {
+        Ok(own) => own,
+        Err(shared) => BytesMut::from(&shared[..]),
+    };
+    if retransmit {
+        if let Some(flags) = b.get_mut(4) {
+            *flags |= Flags::T;
+        }
     }
-    b.get_mut(12..16)?
-        .copy_from_slice(&hop_by_hop.to_be_bytes());
-    Some(b.freeze())
-}
-
-/// A message re-addressed with another hop-by-hop id: a cached answer for another copy of
-/// the request (see [`crate::duplicates`]), or a request for its connection (its own hop-by-hop id).
-pub fn with_hop_by_hop(answer: &Bytes, hop_by_hop: u32) -> Bytes {
-    let mut b = BytesMut::from(&answer[..]);
     if let Some(slot) = b.get_mut(12..16) {
         slot.copy_from_slice(&hop_by_hop.to_be_bytes());
     }
-    b.freeze()
+    *msg = b.freeze();
+    true
+}
+
+/// An encoded request prepared for resending: the T flag set and a new hop-by-hop id (see
+/// [`stamp`]), on a copy. Returns `None` if `request` is shorter than a header.
+pub fn retransmission(request: &[u8], hop_by_hop: u32) -> Option<Bytes> {
+    let mut b = Bytes::copy_from_slice(request);
+    stamp(&mut b, hop_by_hop, true).then_some(b)
+}
+
+/// A message re-addressed with another hop-by-hop id: a cached answer for another copy of
+/// the request (see [`crate::duplicates`]). `answer` stays as it was (the copy is a new
+/// buffer when `answer` shares its own with the cache).
+pub fn with_hop_by_hop(answer: &Bytes, hop_by_hop: u32) -> Bytes {
+    let mut b = answer.clone();
+    stamp(&mut b, hop_by_hop, false);
+    b
 }
 
 #[cfg(test)]
@@ -362,5 +406,40 @@ mod tests {
         assert_eq!((again.header.hop_by_hop, again.header.end_to_end), (99, 20));
         assert_eq!(again.session_id(), Some("s;1"));
         assert_eq!(retransmission(&orig[..10], 1), None);
+    }
+
+    #[test]
+    fn stamp_writes_in_place_when_unique_and_copies_when_shared() {
+        let mut w = MessageWriter::new(Header::request(272, 4, 0, 20));
+        w.str(263, 0x40, 0, "s;1");
+        let mut req = w.finish().unwrap();
+        let at = req.as_ptr();
+        assert!(stamp(&mut req, 7, false));
+        assert_eq!(req.as_ptr(), at, "a request only we hold is not copied");
+        let m = Message::decode(req.clone()).unwrap();
+        assert_eq!((m.header.hop_by_hop, m.header.end_to_end), (7, 20));
+        assert!(!m.header.flags.is_retransmit());
+        // `req` is shared now (with `m`): the resend goes on a copy, `m` keeps its id.
+        let mut resend = req.clone();
+        assert!(stamp(&mut resend, 8, true));
+        assert_ne!(resend.as_ptr(), at);
+        let again = Message::decode(resend).unwrap();
+        assert_eq!((again.header.hop_by_hop, again.header.end_to_end), (8, 20));
+        assert!(again.header.flags.is_retransmit());
+        assert_eq!(Message::decode(req).unwrap().header.hop_by_hop, 7);
+        let mut short = Bytes::from_static(&[1, 2, 3]);
+        assert!(!stamp(&mut short, 1, true));
+        assert_eq!(&short[..], &[1, 2, 3]);
+    }
+
+    #[test]
+    fn insert_with_stamps_the_data_with_the_id_it_stores() {
+        let (mut t, now) = table(4);
+        let mut seen = None;
+        let h = t
+            .insert_with(A, 1, now, "req", |d, id| seen = Some((*d, id)))
+            .unwrap();
+        assert_eq!(seen, Some(("req", h)));
+        assert_eq!(t.get(A, h).map(|e| e.hop_by_hop), Some(h));
     }
 }
