@@ -1036,20 +1036,29 @@ impl Endpoint {
         }
         self.end_to_end = self.end_to_end.wrapping_add(1);
         let e2e = self.end_to_end;
+        // Its own handle: the route facts borrow from the configuration while `self` routes.
+        let config = Arc::clone(&self.config);
         let ctx = RequestContext {
             origin: Origin {
-                host: &self.config.node.origin_host,
-                realm: &self.config.node.origin_realm,
+                host: &config.node.origin_host,
+                realm: &config.node.origin_realm,
             },
-            destination_realm: Some(self.config.node.default_destination_realm()),
-            applications: &self.config.applications,
+            destination_realm: Some(config.node.default_destination_realm()),
+            applications: &config.applications,
             dict: self.dict,
-            max_len: self.config.limits.max_message_size as usize,
+            max_len: config.limits.max_message_size as usize,
         };
-        let bytes = match outgoing::build_request(&ctx, &req, 0, e2e, &mut self.sessions) {
+        let outgoing::Built {
+            bytes,
+            mut route,
+            session,
+        } = match outgoing::build_request(&ctx, &req, e2e, &mut self.sessions) {
             Ok(b) => b,
             Err(e) => return self.complete(Owner::App(id), Err(e)),
         };
+        if session.is_some() {
+            route.view.session_id = session.as_deref();
+        }
         let inflight = Inflight {
             owner: Owner::App(id),
             request: bytes,
@@ -1058,8 +1067,8 @@ impl Endpoint {
             tried: Vec::new(),
             sent: now,
         };
-        let deadline = now + req.timeout.unwrap_or(self.config.timers.answer_timeout);
-        self.dispatch(inflight, deadline, e2e, None);
+        let deadline = now + req.timeout.unwrap_or(config.timers.answer_timeout);
+        self.dispatch(inflight, Some(&route), deadline, e2e, None);
     }
 
     /// Relay agent (RFC 6733 §6.1.8), for a request that is not ours when `[routing] relay`
@@ -1113,8 +1122,13 @@ impl Endpoint {
             tried,
             sent: now,
         };
+        // The routing facts of the request as forwarded: the received one's, plus the
+        // Route-Record just appended.
+        let mut route = outgoing::route_info(&msg);
+        route.route_records.push(&from_host);
         let deadline = now + self.config.timers.answer_timeout;
-        self.dispatch(inflight, deadline, msg.header.end_to_end, None);
+        let e2e = msg.header.end_to_end;
+        self.dispatch(inflight, Some(&route), deadline, e2e, None);
     }
 
     /// The outcome of a relayed request goes back to the peer it came from: the answer with
@@ -1149,19 +1163,41 @@ impl Endpoint {
         }
     }
 
-    /// Routes and sends a request (new, or a resend after failover with its count).
-    fn dispatch(&mut self, inflight: Inflight, deadline: Instant, e2e: u32, resend: Option<u32>) {
-        match self.route(&inflight) {
+    /// Routes and sends a request (new, or a resend after failover with its count). `route`:
+    /// its routing facts as the builder returned them; `None` for a stored request (a
+    /// resend), whose facts are read from its bytes.
+    fn dispatch(
+        &mut self,
+        inflight: Inflight,
+        route: Option<&outgoing::RouteInfo<'_>>,
+        deadline: Instant,
+        e2e: u32,
+        resend: Option<u32>,
+    ) {
+        let routed = match route {
+            Some(info) => self.route(&inflight, info),
+            None => self.route_stored(&inflight),
+        };
+        match routed {
             Ok((peer, conn)) => self.send_to(inflight, peer, conn, deadline, e2e, resend),
             Err(e) => self.complete(inflight.owner, Err(e)),
         }
     }
 
-    /// The peer and connection for a request (excluding the peers it already went to).
-    fn route(&mut self, inflight: &Inflight) -> Result<(PeerId, ConnId), RequestError> {
+    /// [`route`](Self::route) for a stored request (failover): the facts decoded from it.
+    fn route_stored(&mut self, inflight: &Inflight) -> Result<(PeerId, ConnId), RequestError> {
         let msg = Message::decode(inflight.request.clone())
             .map_err(|e| RequestError::Invalid(e.to_string()))?;
-        let info = outgoing::route_info(&msg);
+        self.route(inflight, &outgoing::route_info(&msg))
+    }
+
+    /// The peer and connection for a request with these routing facts (excluding the peers
+    /// it already went to).
+    fn route(
+        &mut self,
+        inflight: &Inflight,
+        info: &outgoing::RouteInfo<'_>,
+    ) -> Result<(PeerId, ConnId), RequestError> {
         let abbrev = self
             .dict
             .command(inflight.app_id, inflight.cmd_code)
@@ -1269,7 +1305,7 @@ impl Endpoint {
             } else if now >= deadline {
                 self.complete(e.data.owner, Err(RequestError::Timeout));
             } else {
-                self.dispatch(e.data, deadline, e2e, Some(n));
+                self.dispatch(e.data, None, deadline, e2e, Some(n));
             }
         }
     }
@@ -1296,7 +1332,7 @@ impl Endpoint {
                 }
                 continue;
             }
-            match self.route(&e.data) {
+            match self.route_stored(&e.data) {
                 Ok((peer, to)) => {
                     let (deadline, e2e, n) = (e.deadline, e.end_to_end, e.retransmissions);
                     self.send_to(e.data, peer, to, deadline, e2e, Some(n));

@@ -11,7 +11,9 @@
 //!   Vendor-Specific-Application-Id), matching how we advertise the application, when absent.
 //! - The **P bit** from the dictionary's command definition.
 //!
-//! [`route_info`] then reads the finished request for the router.
+//! The builder returns, with the bytes, the routing facts it wrote ([`Built::route`]): the
+//! router reads those rather than decoding what was just encoded. [`route_info`] reads them
+//! from an encoded request (a received one to relay, a stored one to resend after failover).
 
 use bytes::Bytes;
 use dmproto::avp::AvpFlags;
@@ -65,33 +67,61 @@ pub struct RequestContext<'a> {
     pub max_len: usize,
 }
 
+/// A request built by [`build_request`], with the routing facts it carries.
+pub struct Built<'a> {
+    /// The encoded request, hop-by-hop id 0: it is written when the request is sent on a
+    /// connection ([`crate::pending::stamp`]), the id being per connection (RFC 6733 §3).
+    pub bytes: Bytes,
+    /// What [`route_info`] would read from `bytes`, borrowed from the context and the
+    /// script's AVPs; its Session-Id is `None` when the node generated one (`session`).
+    pub route: RouteInfo<'a>,
+    /// The Session-Id the node generated, if it did.
+    pub session: Option<String>,
+}
+
 /// Builds the complete request.
-pub fn build_request(
-    ctx: &RequestContext<'_>,
-    req: &OutgoingRequest,
-    hop_by_hop: u32,
+pub fn build_request<'a>(
+    ctx: &RequestContext<'a>,
+    req: &'a OutgoingRequest,
     end_to_end: u32,
     sessions: &mut SessionIds,
-) -> Result<Bytes, RequestError> {
+) -> Result<Built<'a>, RequestError> {
     let mut session = None;
     let mut has_dest_realm = false;
     let mut has_app_avp = false;
+    // The facts as `route_info` reads them from the finished request: ours for Origin-*
+    // (the script's are dropped), the script's others, the last occurrence winning.
+    let mut route = RouteInfo::default();
+    route.view.cmd_code = req.cmd_code;
+    route.view.origin_host = Some(ctx.origin.host);
+    route.view.origin_realm = Some(ctx.origin.realm);
     for a in AvpRefs::new(&req.avps, 0) {
         let a = a.map_err(|e| RequestError::Invalid(format!("malformed AVPs: {e}")))?;
         if a.vendor != 0 {
             continue;
         }
+        let text = || std::str::from_utf8(a.data).ok();
+        let v = &mut route.view;
         match a.code {
-            SESSION_ID if session.is_none() => session = Some(a.raw),
-            avp::DESTINATION_REALM => has_dest_realm = true,
+            SESSION_ID => {
+                session = session.or(Some(a.raw));
+                v.session_id = text();
+            }
+            avp::DESTINATION_REALM => {
+                has_dest_realm = true;
+                v.destination_realm = text();
+            }
             avp::AUTH_APPLICATION_ID
             | avp::ACCT_APPLICATION_ID
             | avp::VENDOR_SPECIFIC_APPLICATION_ID => has_app_avp = true,
+            avp::DESTINATION_HOST => v.destination_host = text(),
+            avp::ROUTE_RECORD => route.route_records.extend(text()),
+            avp::USER_NAME => v.user_name = text(),
             _ => {}
         }
     }
     let command = ctx.dict.command(req.app_id, req.cmd_code);
-    let mut header = Header::request(req.cmd_code, req.app_id, hop_by_hop, end_to_end);
+    let mut header = Header::request(req.cmd_code, req.app_id, 0, end_to_end);
     if !matches!(command, Some(c) if !c.proxiable) {
         header.flags = header.flags.with(Flags::P);
     }
@@ -99,6 +129,7 @@ pub fn build_request(
     let rules = command.map(|c| &c.request.rules[..]).unwrap_or(&[]);
     let listed = |code: u32| rules.iter().any(|r| r.code == code && r.vendor == 0);
 
+    let mut generated = None;
     match session {
         Some(raw) => {
             w.raw(raw);
@@ -107,7 +138,9 @@ pub fn build_request(
             .first()
             .is_some_and(|r| r.code == SESSION_ID && r.vendor == 0) =>
         {
-            w.str(SESSION_ID, M, 0, &sessions.next_id());
+            let id = sessions.next_id();
+            w.str(SESSION_ID, M, 0, &id);
+            generated = Some(id);
         }
         None => {}
     }
@@ -138,6 +171,7 @@ pub fn build_request(
     if !has_dest_realm {
         if let Some(realm) = ctx.destination_realm {
             w.str(avp::DESTINATION_REALM, M, 0, realm);
+            route.view.destination_realm = Some(realm);
         }
     }
     let mut first_session = true;
@@ -154,7 +188,14 @@ pub fn build_request(
         }
         w.raw(a.raw);
     }
-    w.finish().map_err(|e| RequestError::Invalid(e.to_string()))
+    let bytes = w
+        .finish()
+        .map_err(|e| RequestError::Invalid(e.to_string()))?;
+    Ok(Built {
+        bytes,
+        route,
+        session: generated,
+    })
 }
 
 /// The routing-relevant AVPs of a request: what routing rules may look at (Destination-Host
@@ -251,7 +292,15 @@ mod tests {
             avps: body,
             timeout: None,
         };
-        Message::decode(build_request(&ctx, &req, 7, 8, &mut sessions).unwrap()).unwrap()
+        let built = build_request(&ctx, &req, 8, &mut sessions).unwrap();
+        let m = Message::decode(built.bytes.clone()).unwrap();
+        // The facts the builder returns are the ones the router would read from the bytes.
+        let mut facts = built.route;
+        facts.view.session_id = facts.view.session_id.or(built.session.as_deref());
+        let read = route_info(&m);
+        assert_eq!(facts.view, read.view);
+        assert_eq!(facts.route_records, read.route_records);
+        m
     }
 
     fn codes(m: &Message) -> Vec<u32> {
@@ -270,7 +319,11 @@ mod tests {
         );
         assert!(m.is_request());
         assert!(m.header.flags.is_proxiable());
-        assert_eq!((m.header.hop_by_hop, m.header.end_to_end), (7, 8));
+        assert_eq!(
+            (m.header.hop_by_hop, m.header.end_to_end),
+            (0, 8),
+            "the hop-by-hop id is written when it is sent"
+        );
         assert_eq!(codes(&m), vec![263, 260, 264, 296, 283, 1]);
         assert_eq!(m.session_id(), Some("bridge.example.net;1700000000;1"));
         let vsai = m.find(260, 0).unwrap();
@@ -334,7 +387,7 @@ mod tests {
         };
         let mut s = SessionIds::new("h", 1);
         assert!(matches!(
-            build_request(&ctx, &req, 1, 1, &mut s),
+            build_request(&ctx, &req, 1, &mut s),
             Err(RequestError::Invalid(_))
         ));
     }
@@ -355,5 +408,46 @@ mod tests {
         assert_eq!(info.view.destination_realm, Some("ims.example.net"));
         assert_eq!(info.route_records, vec!["dra1.net", "dra2.net"]);
         assert_eq!(info.request(4, None).view.app_id, 4);
+    }
+
+    #[test]
+    fn built_route_facts_match_the_bytes_in_the_odd_cases_too() {
+        // `build` asserts that the facts returned equal those read back from the bytes:
+        // two Session-Ids (the last is read), an invalid UTF-8 Destination-Host after a
+        // valid one, the script's realm and its own Origin-Host (dropped), a User-Name.
+        let script: [(u32, &[u8]); 7] = [
+            (263, b"first;1"),
+            (1, b"alice"),
+            (293, b"ocs1.ocs.net"),
+            (293, &[0xff, 0xfe]),
+            (283, b"other.net"),
+            (264, b"spoofed.example.net"),
+            (263, b"second;2"),
+        ];
+        let body = avps(|w| {
+            for (code, data) in script {
+                w.avp(code, M, 0, data);
+            }
+            w.u32(293, M, 10415, 1); // vendor-specific: not a routing fact
+        });
+        let m = build(4, 272, body);
+        let v = route_info(&m).view;
+        assert_eq!(
+            (v.session_id, v.destination_host, v.destination_realm),
+            (Some("second;2"), None, Some("other.net"))
+        );
+        assert_eq!(
+            (v.origin_host, v.user_name),
+            (Some("bridge.example.net"), Some("alice"))
+        );
+        // A generated Session-Id is returned beside the facts.
+        let g = build(
+            CX,
+            300,
+            avps(|w| {
+                w.str(1, M, 0, "bob");
+            }),
+        );
+        assert_eq!(route_info(&g).view.session_id, g.session_id());
     }
 }

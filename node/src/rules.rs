@@ -196,7 +196,7 @@ impl fmt::Display for RuleError {
 impl std::error::Error for RuleError {}
 
 /// The request fields the criteria look at.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RequestView<'a> {
     pub origin_host: Option<&'a str>,
     pub origin_realm: Option<&'a str>,
