@@ -11,7 +11,7 @@
 
 use bytes::{Bytes, BytesMut};
 use dmproto::avp::AvpFlags;
-use dmproto::{Header, MessageWriter};
+use dmproto::MessageWriter;
 
 use crate::app::{AnswerBody, Application, IncomingRequest, Responder};
 use dmproto::avp_code as avp;
@@ -21,12 +21,9 @@ pub struct Unsupported;
 
 impl Application for Unsupported {
     fn on_request(&self, _request: IncomingRequest, responder: Responder) {
-        let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
+        let mut w = MessageWriter::avps_only();
         w.u32(avp::RESULT_CODE, AvpFlags::M, 0, 3001);
-        let avps = w
-            .finish()
-            .map(|b| b.slice(dmproto::header::HEADER_LEN..))
-            .unwrap_or_default();
+        let avps = w.finish().unwrap_or_default();
         responder.answer(AnswerBody {
             avps,
             is_error: true,
@@ -74,7 +71,7 @@ pub fn echo_avps(msg: &dmproto::Message) -> Bytes {
 mod tests {
     use super::*;
     use crate::app::{PeerInfo, Reply};
-    use dmproto::Message;
+    use dmproto::{Header, Message};
 
     fn request() -> IncomingRequest {
         let mut w = MessageWriter::new(Header::request(16777214, 16777215, 1, 2));

@@ -271,9 +271,9 @@ mod tests {
     }
 
     fn avps(f: impl FnOnce(&mut MessageWriter)) -> Bytes {
-        let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
+        let mut w = MessageWriter::avps_only();
         f(&mut w);
-        w.finish().unwrap().slice(20..)
+        w.finish().unwrap()
     }
 
     fn build(app_id: u32, cmd: u32, body: Bytes) -> Message {

@@ -5,6 +5,10 @@
 //! `end_group` patches it. The writer enforces a size limit before every write and stops at
 //! the first error (kept until [`MessageWriter::finish`]), so a caller can chain calls
 //! without checking each one and a failed encode never allocates past the limit.
+//!
+//! [`MessageWriter::avps_only`] writes AVPs without a message header: the body of an answer
+//! the application gives, or the AVPs of a request it originates, which the node completes
+//! and puts under a header of its own.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -27,12 +31,28 @@ pub struct MessageWriter {
     depth: usize,
     max_len: usize,
     error: Option<EncodeError>,
+    /// No message header: [`finish`](Self::finish) gives the AVPs alone.
+    avps_only: bool,
 }
 
 impl MessageWriter {
     /// A writer for a message with `header` (its `length` is ignored and patched at the end).
     pub fn new(header: Header) -> MessageWriter {
         MessageWriter::with_buffer(BytesMut::with_capacity(512), header)
+    }
+
+    /// A writer for AVPs alone, without a message header (see the module docs): `len`
+    /// and the size limit count the AVPs only, and [`finish`](Self::finish) returns them.
+    pub fn avps_only() -> MessageWriter {
+        MessageWriter {
+            buf: BytesMut::with_capacity(256),
+            start: 0,
+            groups: [0; MAX_DEPTH],
+            depth: 0,
+            max_len: MAX_MESSAGE_LEN,
+            error: None,
+            avps_only: true,
+        }
     }
 
     /// A writer for an answer to `request` (see [`Header::answer`]).
@@ -52,6 +72,7 @@ impl MessageWriter {
             depth: 0,
             max_len: MAX_MESSAGE_LEN,
             error: None,
+            avps_only: false,
         }
     }
 
@@ -62,14 +83,15 @@ impl MessageWriter {
         self
     }
 
-    /// Bytes written so far for this message, header included.
+    /// Bytes written so far for this message, header included (none in
+    /// [`avps_only`](Self::avps_only) mode).
     pub fn len(&self) -> usize {
         self.buf.len() - self.start
     }
 
-    /// Never true: the header is written at construction.
+    /// Nothing written yet: never for a message (its header is written at construction).
     pub fn is_empty(&self) -> bool {
-        false
+        self.len() == 0
     }
 
     /// The first error met, if any (writing stops there).
@@ -271,17 +293,25 @@ impl MessageWriter {
         if let Some(e) = self.error {
             return Err(e);
         }
-        let len = self.len() as u32;
-        if let Some(l) = self.buf.get_mut(self.start + 1..self.start + 4) {
-            l.copy_from_slice(&len.to_be_bytes()[1..]);
+        if !self.avps_only {
+            let len = self.len() as u32;
+            if let Some(l) = self.buf.get_mut(self.start + 1..self.start + 4) {
+                l.copy_from_slice(&len.to_be_bytes()[1..]);
+            }
         }
         Ok(self.buf)
     }
 
-    /// Patches the Message Length and returns this message's bytes.
+    /// Patches the Message Length and returns this message's bytes (the AVPs alone in
+    /// [`avps_only`](Self::avps_only) mode).
     pub fn finish(self) -> Result<Bytes, EncodeError> {
         let start = self.start;
         let mut buf = self.finish_buf()?;
+        if start == 0 {
+            // The buffer is the message: frozen as it is, still uniquely owned (`split_off`
+            // would make it a shared buffer, an allocation, for nothing).
+            return Ok(buf.freeze());
+        }
         Ok(buf.split_off(start).freeze())
     }
 }
@@ -290,7 +320,7 @@ impl MessageWriter {
 mod tests {
     use super::*;
     use crate::avp::AvpRefs;
-    use crate::header::Flags;
+    use crate::header::{Flags, HEADER_LEN};
     use crate::message::Message;
     use crate::value::Address;
 
@@ -457,5 +487,32 @@ mod tests {
         w.u32(1, 0, 0, 1);
         assert_eq!(w.finish().unwrap().len(), 32);
         assert_eq!(AvpRefs::new(&[], 0).count(), 0);
+    }
+
+    #[test]
+    fn avps_only_writes_no_header_and_limits_the_avps() {
+        let mut w = MessageWriter::avps_only();
+        assert!(w.is_empty());
+        w.str(263, AvpFlags::M, 0, "abc").group(456, 0, 0, |w| {
+            w.u32(432, 0, 0, 1);
+        });
+        assert_eq!(w.len(), 12 + 20);
+        let avps = w.finish().unwrap();
+        let mut m = MessageWriter::new(hdr());
+        m.str(263, AvpFlags::M, 0, "abc").group(456, 0, 0, |w| {
+            w.u32(432, 0, 0, 1);
+        });
+        let whole = m.finish().unwrap();
+        assert_eq!(
+            avps,
+            whole.slice(HEADER_LEN..),
+            "the same AVPs as under a header"
+        );
+        let mut w = MessageWriter::avps_only().max_len(12);
+        w.str(1, 0, 0, "abcd");
+        assert!(w.error().is_none());
+        w.str(1, 0, 0, "e");
+        assert_eq!(w.finish(), Err(EncodeError::TooLarge { max: 12 }));
+        assert_eq!(MessageWriter::avps_only().finish().unwrap().len(), 0);
     }
 }

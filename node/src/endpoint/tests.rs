@@ -340,21 +340,21 @@ impl Net {
 }
 
 fn ccr_avps(n: u32) -> Bytes {
-    let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
+    let mut w = MessageWriter::avps_only();
     w.str(461, M, 0, "32251@3gpp.org");
     w.u32(416, M, 0, 1);
     w.u32(415, M, 0, n);
-    w.finish().unwrap().slice(20..)
+    w.finish().unwrap()
 }
 
 fn echo_body(req: &Message) -> AnswerBody {
-    let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
+    let mut w = MessageWriter::avps_only();
     if let Some(n) = req.find_u32(415, 0) {
         w.u32(415, M, 0, n);
     }
     w.u32(416, M, 0, 1);
     AnswerBody {
-        avps: w.finish().unwrap().slice(20..),
+        avps: w.finish().unwrap(),
         is_error: false,
     }
 }
@@ -807,7 +807,7 @@ fn status_reports_each_peer() {
 
 /// A CCR with extra routing AVPs (Destination-Host/Realm, Route-Record, Proxy-Info...).
 fn ccr_with(n: u32, extra: impl FnOnce(&mut MessageWriter)) -> app::OutgoingRequest {
-    let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
+    let mut w = MessageWriter::avps_only();
     extra(&mut w);
     w.str(461, M, 0, "32251@3gpp.org");
     w.u32(416, M, 0, 1);
@@ -815,7 +815,7 @@ fn ccr_with(n: u32, extra: impl FnOnce(&mut MessageWriter)) -> app::OutgoingRequ
     app::OutgoingRequest {
         app_id: 4,
         cmd_code: CCR,
-        avps: w.finish().unwrap().slice(20..),
+        avps: w.finish().unwrap(),
         timeout: None,
     }
 }
