@@ -56,7 +56,7 @@ struct DupEntry {
 /// `Arc<str>`. The maps use a seeded hasher (foldhash): the keys are the peers' choice.
 #[derive(Debug)]
 pub struct DupCache {
-    hosts: HashMap<Arc<str>, HashMap<u32, DupEntry>>,
+    hosts: HashMap<Arc<str>, HostEntries>,
     /// Entries in all hosts' maps.
     count: usize,
     /// Insertion order, for age and size eviction; stale items are skipped by `seq`.
@@ -66,6 +66,16 @@ pub struct DupCache {
     max_bytes: usize,
     bytes: usize,
     ttl: Duration,
+}
+
+/// One Origin-Host's entries, by end-to-end id. The host's key is kept beside them, so a
+/// new entry of a known host takes the `Arc<str>` for the queue from the one lookup that
+/// finds the map (std's map gives no key with a mutable value; without this the host was
+/// hashed twice more per request).
+#[derive(Debug)]
+struct HostEntries {
+    key: Arc<str>,
+    by_e2e: HashMap<u32, DupEntry>,
 }
 
 /// Origin-Host as the cache keys it: DiameterIdentity compares case-insensitively
@@ -127,7 +137,7 @@ impl DupCache {
             let state = self
                 .hosts
                 .get_mut(host.as_ref())
-                .and_then(|m| m.get_mut(&end_to_end))
+                .and_then(|h| h.by_e2e.get_mut(&end_to_end))
                 .map(|e| &mut e.state);
             match state {
                 Some(DupState::Answered(answer)) => return DupCheck::Answered(answer.clone()),
@@ -140,7 +150,9 @@ impl DupCache {
                 None => {}
             }
         }
-        self.remove(host.as_ref(), end_to_end);
+        // Room first: the eviction may drop this host's map. When the request replaces an
+        // entry of its own key, that makes the cache one entry smaller than the bound, at
+        // most (the bound is what matters, and a reused end-to-end id is rare).
         while self.count >= self.max_entries {
             if !self.evict_oldest() {
                 break;
@@ -151,14 +163,30 @@ impl DupCache {
             seq: self.seq,
             state: DupState::InProgress(Vec::new()),
         };
-        let key = match self.hosts.get_key_value(host.as_ref()) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(host.as_ref()),
+        // One hash of the host for a known one: the map found gives the key for the queue.
+        let key = match self.hosts.get_mut(host.as_ref()) {
+            Some(h) => {
+                if let Some(old) = h.by_e2e.insert(end_to_end, entry) {
+                    // A new request without the T flag replaces the old entry (see above).
+                    self.count -= 1;
+                    if let DupState::Answered(a) = old.state {
+                        self.bytes -= a.len();
+                    }
+                }
+                h.key.clone()
+            }
+            None => {
+                let key: Arc<str> = Arc::from(host.as_ref());
+                let mut by_e2e = HashMap::new();
+                by_e2e.insert(end_to_end, entry);
+                let entries = HostEntries {
+                    key: key.clone(),
+                    by_e2e,
+                };
+                self.hosts.insert(key.clone(), entries);
+                key
+            }
         };
-        self.hosts
-            .entry(key.clone())
-            .or_default()
-            .insert(end_to_end, entry);
         self.count += 1;
         self.order.push_back((now, self.seq, key, end_to_end));
         DupCheck::New
@@ -176,7 +204,7 @@ impl DupCache {
         let Some(entry) = self
             .hosts
             .get_mut(host.as_ref())
-            .and_then(|m| m.get_mut(&end_to_end))
+            .and_then(|h| h.by_e2e.get_mut(&end_to_end))
         else {
             return Vec::new();
         };
@@ -200,16 +228,16 @@ impl DupCache {
     }
 
     fn remove(&mut self, host: &str, end_to_end: u32) {
-        let Some(m) = self.hosts.get_mut(host) else {
+        let Some(h) = self.hosts.get_mut(host) else {
             return;
         };
-        if let Some(old) = m.remove(&end_to_end) {
+        if let Some(old) = h.by_e2e.remove(&end_to_end) {
             self.count -= 1;
             if let DupState::Answered(a) = old.state {
                 self.bytes -= a.len();
             }
         }
-        if m.is_empty() {
+        if h.by_e2e.is_empty() {
             self.hosts.remove(host);
         }
     }
@@ -218,7 +246,7 @@ impl DupCache {
     fn is_live(&self, seq: u64, host: &str, end_to_end: u32) -> bool {
         self.hosts
             .get(host)
-            .and_then(|m| m.get(&end_to_end))
+            .and_then(|h| h.by_e2e.get(&end_to_end))
             .is_some_and(|e| e.seq == seq)
     }
 

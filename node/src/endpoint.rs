@@ -14,7 +14,7 @@
 //! were submitted under, as soon as they are known — polled like everything else, symmetric
 //! with incoming requests ([`Output::Deliver`] with a token): no channel, no task per request.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +22,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use dmproto::dict::Dictionary;
 use dmproto::{FrameError, Message, Validator};
+use rustc_hash::FxHashMap;
 
 use crate::answer::{self, Origin};
 use crate::app::{IncomingRequest, OutgoingRequest, PeerInfo, Reply, RequestError, RequestId};
@@ -92,6 +93,9 @@ pub enum Output {
 /// A request handed to the application and not answered yet.
 struct Delivered {
     conn: ConnId,
+    /// The peer it came from (its host labels the answer's metrics without a lookup of
+    /// the connection's owner).
+    peer: PeerId,
     request: Message,
     deadline: Instant,
     /// When it was handed over (script reply latency).
@@ -187,15 +191,18 @@ pub struct Endpoint {
     pending: PendingTable<Inflight>,
     dup: DupCache,
     sessions: SessionIds,
-    /// Open transport connections, with their local address (for Host-IP-Address).
-    conns: HashMap<ConnId, Option<IpAddr>>,
+    /// Open transport connections, with their local address (for Host-IP-Address). Looked up
+    /// for every message sent; the keys are ids we allocate, not a peer's choice, so an
+    /// unseeded fast hasher (FxHash) is enough, where SipHash cost ~140 instructions a lookup.
+    conns: FxHashMap<ConnId, Option<IpAddr>>,
     /// Hop-by-hop ids of our base requests (CER, DWR, DPR), which the peer layer matches by
     /// command code, not through the pending table.
     base_hbh: u32,
     end_to_end: u32,
     stopping: bool,
-    /// Requests delivered to the application, by token, with their reply deadlines.
-    delivered: HashMap<u64, Delivered>,
+    /// Requests delivered to the application, by token, with their reply deadlines. Tokens
+    /// are our own counter (no peer chooses them): FxHash, as for `conns`.
+    delivered: FxHashMap<u64, Delivered>,
     delivered_deadlines: BTreeSet<(Instant, u64)>,
     next_token: u64,
     status_version: u64,
@@ -204,8 +211,9 @@ pub struct Endpoint {
     observer: Box<dyn Observer>,
     /// The applications last given to [`Endpoint::advertise_extra`] (kept across reloads).
     extra: Vec<AppAdvert>,
-    /// Source addresses of connections, as the driver reported them (for log lines).
-    remotes: HashMap<ConnId, std::net::SocketAddr>,
+    /// Source addresses of connections, as the driver reported them (for log lines). Keyed
+    /// by our connection ids: FxHash, as for `conns`.
+    remotes: FxHashMap<ConnId, std::net::SocketAddr>,
     /// Flood control of refusal lines (connections, CERs, frames) and of bridge-made
     /// error answers: each kind is logged at most 10 times per 10 s, then summarised.
     refusal_log: LogLimit,
@@ -249,20 +257,20 @@ impl Endpoint {
             ),
             sessions: SessionIds::new(&config.node.origin_host, seeds.start_secs),
             peers,
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             // RFC 6733 §3: the high 12 bits of end-to-end ids from the clock, the low 20
             // random then counting, so ids do not repeat across restarts.
             end_to_end: (seeds.start_secs << 20) ^ (seeds.random as u32 & 0xfffff),
             base_hbh: (seeds.random >> 32) as u32,
             stopping: false,
-            delivered: HashMap::new(),
+            delivered: FxHashMap::default(),
             delivered_deadlines: BTreeSet::new(),
             next_token: 0,
             status_version: 0,
             out: VecDeque::new(),
             observer: Box::new(Nothing),
             extra: Vec::new(),
-            remotes: HashMap::new(),
+            remotes: FxHashMap::default(),
             refusal_log: LogLimit::refusals(),
             local_answer_log: LogLimit::refusals(),
             config: Arc::new(config),
@@ -856,6 +864,7 @@ impl Endpoint {
             self.local_answer(busy, LocalCause::Overloaded, now);
             self.finish(
                 conn,
+                peer,
                 &msg,
                 Err((busy, "too many requests in progress".into())),
             );
@@ -879,6 +888,7 @@ impl Endpoint {
             token,
             Delivered {
                 conn,
+                peer,
                 request: msg.clone(),
                 deadline,
                 at: now,
@@ -921,13 +931,19 @@ impl Endpoint {
                 Err((unable, "the application gave no answer".to_string()))
             }
         };
-        self.finish(d.conn, &d.request, outcome);
+        self.finish(d.conn, d.peer, &d.request, outcome);
         self.after(now);
     }
 
     /// Sends the answer to `request` (or a local error answer), also to the copies of it
     /// that arrived meanwhile, and caches it for later retransmissions.
-    fn finish(&mut self, conn: ConnId, request: &Message, outcome: Result<Bytes, (u32, String)>) {
+    fn finish(
+        &mut self,
+        conn: ConnId,
+        peer: PeerId,
+        request: &Message,
+        outcome: Result<Bytes, (u32, String)>,
+    ) {
         let bytes = match outcome {
             Ok(b) => b,
             Err((code, why)) => match self.error_answer(request, code, &why, None) {
@@ -936,7 +952,7 @@ impl Endpoint {
             },
         };
         let code = result_code(bytes.get(20..).unwrap_or_default());
-        let host = self.peers.owner(conn).and_then(|p| self.peers.get(p));
+        let host = self.peers.get(peer);
         self.observer.answer(
             host.map_or("", |p| p.host()),
             request.header.app_id,
