@@ -11,8 +11,8 @@
 //!   its requests are answered, and every refusal is counted and logged once per cause and
 //!   source per interval.
 //!
-//! `strangers_footprint` (ignored; run by hand) prints fds and RSS before, during and after
-//! the same attacks at full size, for BENCHMARKS.md.
+//! The footprint of the same attacks at full size (RSS and fds before, during and after)
+//! is measured against the real binary by `scripts/bench-strangers.sh` (BENCHMARKS.md).
 
 mod common;
 
@@ -256,70 +256,4 @@ fn strangers_are_bounded_and_the_real_peer_is_served() {
         "{text}"
     );
     assert!(text.contains("message incomplete"), "{text}");
-}
-
-fn footprint() -> (usize, u64) {
-    let fds = std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0);
-    (fds, rss)
-}
-
-/// Numbers for BENCHMARKS.md: fds and RSS (this process holds both the node and the
-/// attackers' sockets, so fds count both ends) before, while 256 silent connections, 100
-/// pre-CER 1 MiB announcements and 20 tricklers are attempted, and after.
-#[test]
-#[ignore]
-fn strangers_footprint() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let node = Running::start(&node_toml(), TaEcho::new()).await;
-        let to = node.addrs[0];
-        let (fd0, rss0) = footprint();
-        let mut held = attack(to, 256).await;
-        for i in 0..100u8 {
-            if let Ok(mut s) = connect_from(100 + (i % 50), to).await {
-                let mut h = Header::request(257, 0, 9, 9);
-                h.length = 1 << 20;
-                let mut head = bytes::BytesMut::new();
-                h.encode(&mut head);
-                head.extend_from_slice(&[0u8; 4096]);
-                let _ = s.write_all(&head).await;
-                held.push(s);
-            }
-        }
-        for i in 0..20u8 {
-            if let Ok(mut s) = connect_from(200 + i, to).await {
-                let _ = s.write_all(&cer("client.test.local")[..30]).await;
-                held.push(s);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let (fd1, rss1) = footprint();
-        let t = Instant::now();
-        legitimate_round(to, 10).await;
-        let served = t.elapsed();
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        drop(held);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let (fd2, rss2) = footprint();
-        println!(
-            "strangers_footprint: fds {fd0} -> {fd1} (attack) -> {fd2}; RSS {rss0} kB -> {rss1} kB -> {rss2} kB; \
-             legitimate peer CER+10 requests during the attack in {served:?}; refusals {:?}",
-            node.refusals.snapshot()
-        );
-        node.stop().await;
-    });
 }
