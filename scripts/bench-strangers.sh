@@ -27,18 +27,12 @@ if [ ! -x "$bin" ]; then
 fi
 command -v python3 >/dev/null || { echo "bench-strangers: python3 missing" >&2; exit 1; }
 
+bench_name=bench-strangers
+shm_name=dmbridge-strangers-$$
+. "$top/scripts/bench-lib.sh"
 work=$(mktemp -d /tmp/bench-strangers.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+trap 'bench_cleanup; rm -rf "$work"' EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 port=$(free_port)
 mport=$(free_port)
 cat >"$work/dmbridge.toml" <<TOML
@@ -57,17 +51,13 @@ mode = "accept"
 [metrics]
 listen = "127.0.0.1:$mport"
 [app]
-segment = "/dev/shm/dmbridge-strangers-$$"
+segment = "/dev/shm/$shm_name"
 control_socket = "$work/control.sock"
 TOML
 "$bin" run --echo --config "$work/dmbridge.toml" >"$work/bridge.log" 2>&1 &
 node=$!
 pids+=("$node")
-for _ in $(seq 100); do
-  grep -q "listening on" "$work/bridge.log" && break
-  sleep 0.1
-done
-grep -q "listening on" "$work/bridge.log" || { cat "$work/bridge.log"; exit 1; }
+wait_log "$work/bridge.log" "listening on" 10
 
 # The legitimate peer: 20 requests/s for the whole run.
 total=$((4 * (secs + 12) + 8))
