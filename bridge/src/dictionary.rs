@@ -58,6 +58,22 @@ impl Sources {
         Ok(dict)
     }
 
+    /// The files for the workers' library ([`dmshm::control::encode_sources`]), which builds
+    /// the same dictionary with [`Sources::build`]'s rule.
+    pub fn blob(&self) -> Vec<u8> {
+        let names: Vec<String> = self
+            .0
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        dmshm::control::encode_sources(
+            names
+                .iter()
+                .zip(&self.0)
+                .map(|(n, (_, bytes))| (n.as_str(), bytes.as_slice())),
+        )
+    }
+
     /// [`Sources::build`], kept for the life of the process (see the module docs); the
     /// built-in dictionary itself when no file is named.
     pub fn build_static(&self) -> Result<&'static Dictionary, String> {
@@ -110,6 +126,11 @@ impl CurrentDictionary {
     /// The running dictionary.
     pub fn get(&self) -> &'static Dictionary {
         self.lock().0
+    }
+
+    /// The running dictionary's files, for the workers ([`Sources::blob`]).
+    pub fn sources_blob(&self) -> Vec<u8> {
+        self.lock().1.blob()
     }
 
     /// Builds the dictionary of `sources` if they differ from the running ones. Refuses a bad

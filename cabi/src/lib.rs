@@ -17,8 +17,9 @@
 mod avps_check;
 #[doc(hidden)]
 pub mod fuzzing;
+mod reply;
 
-use dmshm::record::ReplyStatus;
+use dmshm::record::{Payload, ReplyStatus};
 use dmshm::worker::{Completion, Request, Worker, WorkerConfig};
 use dmshm::Error;
 use std::cell::{Cell, RefCell};
@@ -68,6 +69,8 @@ pub struct dmb_worker {
     /// Cleared when the worker is freed: requests taken from it check it
     /// before answering through it (see [`dmb_request_free`]).
     alive: Rc<Cell<bool>>,
+    /// The bridge's dictionary, for converting replies here (see [`reply`]).
+    dict: reply::ReplyDictionary,
 }
 
 impl Drop for dmb_worker {
@@ -82,6 +85,15 @@ impl Drop for dmb_worker {
 /// `w` is NULL or a live worker.
 unsafe fn worker<'a>(w: *mut dmb_worker) -> Result<&'a mut Worker, c_int> {
     // SAFETY: w is NULL or live per the caller's contract.
+    unsafe { handle(w) }.map(|h| &mut h.inner)
+}
+
+/// [`worker`], with the library's own state of that worker.
+///
+/// # Safety
+/// `w` is NULL or a live worker.
+unsafe fn handle<'a>(w: *mut dmb_worker) -> Result<&'a mut dmb_worker, c_int> {
+    // SAFETY: w is NULL or live per the caller's contract.
     let Some(w) = (unsafe { w.as_mut() }) else {
         return Err(invalid("worker is NULL"));
     };
@@ -90,7 +102,7 @@ unsafe fn worker<'a>(w: *mut dmb_worker) -> Result<&'a mut Worker, c_int> {
             "this worker was attached by the parent process; call dmb_attach again after fork",
         ));
     }
-    Ok(&mut w.inner)
+    Ok(w)
 }
 
 /// The start of every function that hands back one pointer: `*out` is cleared first, so it
@@ -288,10 +300,10 @@ fn check_avps(json: &[u8]) -> Result<(&[u8], avps_check::Counts), String> {
 }
 
 /// The library's version and the wire version it speaks, e.g.
-/// `"libdmbridge 0.1.0 (wire 1)"`. Static storage; never NULL.
+/// `"libdmbridge 0.1.0 (wire 3)"`. Static storage; never NULL.
 #[no_mangle]
 pub extern "C" fn dmb_version() -> *const c_char {
-    static V: &str = concat!("libdmbridge ", env!("CARGO_PKG_VERSION"), " (wire 1)\0");
+    static V: &str = concat!("libdmbridge ", env!("CARGO_PKG_VERSION"), " (wire 3)\0");
     V.as_ptr().cast()
 }
 
@@ -371,6 +383,7 @@ pub unsafe extern "C" fn dmb_attach(
                         inner: w,
                         pid: std::process::id(),
                         alive: Rc::new(Cell::new(true)),
+                        dict: reply::ReplyDictionary::new(),
                     }))
                 };
                 c_int::from(attached)
@@ -671,6 +684,7 @@ pub unsafe extern "C" fn dmb_request_free(r: *mut dmb_request) {
         let _ = owner.inner.reply(
             req.token,
             ReplyStatus::Failed,
+            Payload::Json,
             b"",
             "the SIP server freed the request without answering it",
         );
@@ -699,8 +713,8 @@ pub unsafe extern "C" fn dmb_reply(
 ) -> c_int {
     guard(DMB_E_PANIC, || {
         // SAFETY: w is NULL or live per the contract.
-        let w = match unsafe { worker(w) } {
-            Ok(w) => w,
+        let h = match unsafe { handle(w) } {
+            Ok(h) => h,
             Err(c) => return c,
         };
         // SAFETY: json/len per the contract.
@@ -713,19 +727,26 @@ pub unsafe extern "C" fn dmb_reply(
         } else {
             ReplyStatus::Ok
         };
-        // One parse: the shape, and at most one result AVP (DESIGN §9: a reply that would
-        // make an invalid answer is refused here, with an error return, and the bridge
-        // answers the peer 5012).
-        let checked = check_avps(json)
-            .and_then(|(json, counts)| avps_check::check_reply(counts).map(|()| json));
+        let w = &mut h.inner;
+        // One parse on the whole reply path. With the bridge's dictionary: converted here,
+        // names, types, size and the result AVPs checked (DESIGN §9: a reply that would make
+        // an invalid answer is refused here, with an error return, and the bridge answers the
+        // peer 5012). Without it yet: the shape and the result AVPs, and the bridge converts.
+        let max = w.max_msg().map_or(usize::MAX, |m| m as usize);
+        let checked = match h.dict.get(w.dictionary()) {
+            Some(dict) => reply::encode(dict, json, max).map(|avps| (Payload::Avps, avps)),
+            None => check_avps(json)
+                .and_then(|(json, counts)| avps_check::check_reply(counts).map(|()| json))
+                .map(|json| (Payload::Json, json.to_vec())),
+        };
         match checked {
-            Ok(json) => match w.reply(token, status, json, "") {
+            Ok((form, avps)) => match w.reply(token, status, form, &avps, "") {
                 Ok(()) => DMB_OK,
                 Err(e) => fail(e),
             },
             Err(why) => {
                 let why = format!("reply to token {token:#x} rejected: {why}");
-                match w.reply(token, ReplyStatus::Failed, b"", &why) {
+                match w.reply(token, ReplyStatus::Failed, Payload::Json, b"", &why) {
                     Ok(()) => invalid(format!("{why}; the bridge answers the peer 5012")),
                     Err(e) => fail(e),
                 }

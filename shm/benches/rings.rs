@@ -13,7 +13,7 @@
 //! Run: `cargo bench -p dmbridge-shm --bench rings`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use dmshm::record::{IncomingRequest, Record};
+use dmshm::record::{IncomingRequest, Payload, Record};
 use dmshm::ring::{Consumer, Producer, PushError};
 use dmshm::segment::{CreateOptions, Geometry, RingId, Segment, ShmRing, WIRE_VERSION};
 use std::time::{Duration, Instant};
@@ -253,7 +253,10 @@ fn request_reply(c: &mut Criterion) {
             // SAFETY: one valid pollfd.
             unsafe { libc::poll(&mut p, 1, 50) };
             while let Ok(Some(r)) = w.next_request() {
-                while w.reply(r.token, ReplyStatus::Ok, reply, "").is_err() {
+                while w
+                    .reply(r.token, ReplyStatus::Ok, Payload::Json, reply, "")
+                    .is_err()
+                {
                     std::thread::yield_now();
                 }
             }

@@ -55,7 +55,7 @@ use crate::control::{
     prepare_runtime_dir, refusal, Conn, Ctl, Listener, Recv, RuntimeDir, MAX_CONTROL_MSG,
 };
 use crate::error::{Error, Result};
-use crate::record::{self, Answer, IncomingRequest, Record, ReplyStatus};
+use crate::record::{self, Answer, IncomingRequest, Payload, Record, ReplyStatus};
 use crate::ring::{Consumer, Producer, PushError};
 use crate::segment::{Geometry, RingId, Segment, ShmRing, WIRE_VERSION};
 use std::collections::{HashSet, VecDeque};
@@ -289,7 +289,9 @@ pub enum BridgeEvent {
         slot: SlotId,
         token: u64,
         status: ReplyStatus,
-        avps_json: Vec<u8>,
+        /// What `avps` holds: JSON, or AVPs the library encoded with the dictionary.
+        form: Payload,
+        avps: Vec<u8>,
         error: String,
     },
     /// A worker wants a request sent; answer with [`Bridge::push_answer`].
@@ -421,6 +423,9 @@ pub struct Bridge {
     enc: Vec<u8>,
     ctl: Vec<u8>,
     status_json: String,
+    /// The dictionary sources workers get after their Welcome (a sealed memfd, see
+    /// [`Bridge::set_dictionary`]) and its generation; `None` until the driver sets one.
+    dictionary: Option<(u64, OwnedFd)>,
     counters: SeamCounters,
     /// Refused connections kept open until the worker has read the reason
     /// (closing a socket whose Hello is still unread would make the worker
@@ -495,6 +500,7 @@ impl Bridge {
             enc: Vec::new(),
             ctl: vec![0; MAX_CONTROL_MSG],
             status_json: String::from("{}"),
+            dictionary: None,
             counters: SeamCounters::default(),
             refusing: VecDeque::new(),
         })
@@ -567,6 +573,26 @@ impl Bridge {
     /// (peers, states, counters: whatever the bridge wants to show).
     pub fn set_status_json(&mut self, json: String) {
         self.status_json = json;
+    }
+
+    /// The dictionary workers convert their replies with: `sources` is
+    /// [`crate::control::encode_sources`] of the files the bridge loaded on top of the
+    /// built-in dictionary. Sent to every attached worker now and to each new one after its
+    /// Welcome (DESIGN §9: a reply that does not fit the dictionary is refused in the
+    /// library, with an error return to the script). A worker that cannot be told is left
+    /// to the bridge's own check of its JSON replies.
+    pub fn set_dictionary(&mut self, sources: &[u8]) -> Result<()> {
+        let fd = crate::control::sealed_blob("dmbridge-dictionary", sources)?;
+        let generation = self.dictionary.as_ref().map_or(1, |(g, _)| g + 1);
+        let msg = Ctl::Dictionary { generation };
+        for slot in &self.slots {
+            if let Slot::Attached(a) = slot {
+                // A worker gone meanwhile is found by its next service.
+                let _ = a.conn.send_ctl(&msg, Some(fd.as_fd()));
+            }
+        }
+        self.dictionary = Some((generation, fd));
+        Ok(())
     }
 
     /// Admits pending connections by their credentials, registers those
@@ -903,6 +929,13 @@ impl Bridge {
         }
         // Our descriptor is no longer needed: the mappings keep the memory.
         drop(seg_file);
+        if let Some((generation, fd)) = &self.dictionary {
+            let msg = Ctl::Dictionary {
+                generation: *generation,
+            };
+            // Without it the worker sends JSON replies, which the bridge checks itself.
+            let _ = p.conn.send_ctl(&msg, Some(fd.as_fd()));
+        }
         let s = self.slots.get_mut(slot as usize)?;
         *s = Slot::Attached(Box::new(Attached {
             req_tx: Producer::new(rq, max),
@@ -1062,7 +1095,8 @@ impl Bridge {
                             slot,
                             token: r.token,
                             status: r.status,
-                            avps_json: r.avps_json.to_vec(),
+                            form: r.form,
+                            avps: r.avps.to_vec(),
                             error: r.error.to_owned(),
                         });
                     } else {

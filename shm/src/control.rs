@@ -17,6 +17,7 @@
 //! | 0x13 | worker -> bridge | Handles: the event names this worker serves |
 //! | 0x14 | worker -> bridge | StatusQuery |
 //! | 0x15 | bridge -> worker | Status: the bridge's status JSON |
+//! | 0x16 | bridge -> worker | Dictionary: generation; a sealed memfd with the bridge's dictionary sources rides along (SCM_RIGHTS) |
 //!
 //! Hello and Welcome put the wire version right after the kind so that any
 //! future layout can still tell an old peer *why* it is refused.
@@ -50,6 +51,10 @@ const K_REFUSED: u8 = 0x12;
 const K_HANDLES: u8 = 0x13;
 const K_STATUS_QUERY: u8 = 0x14;
 const K_STATUS: u8 = 0x15;
+const K_DICTIONARY: u8 = 0x16;
+
+/// Largest dictionary blob a worker reads (the bridge's dictionary files, all together).
+pub const MAX_DICTIONARY_BLOB: usize = 64 * 1024 * 1024;
 
 /// Why a registration was refused. This message's shape never changes, so
 /// any library version can show any bridge's reason.
@@ -91,6 +96,12 @@ pub enum Ctl {
     StatusQuery,
     /// The bridge's status as JSON.
     Status { json: String },
+    /// The dictionary the bridge runs with, as the dictionary files it loaded on top of the
+    /// built-in one ([`encode_sources`]), in a sealed memfd passed with the message. Sent
+    /// after the Welcome and again after a reload changed it; `generation` grows with each.
+    /// The library converts a script's reply with it, so a reply that does not fit the
+    /// dictionary gets an error return in the script (DESIGN §9).
+    Dictionary { generation: u64 },
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -139,6 +150,10 @@ impl Ctl {
                 }
             }
             Ctl::StatusQuery => out.push(K_STATUS_QUERY),
+            Ctl::Dictionary { generation } => {
+                out.push(K_DICTIONARY);
+                out.extend_from_slice(&generation.to_le_bytes());
+            }
             Ctl::Status { json } => {
                 out.push(K_STATUS);
                 put_str(&mut out, json);
@@ -215,6 +230,9 @@ impl Ctl {
             K_STATUS_QUERY => Ctl::StatusQuery,
             K_STATUS => Ctl::Status {
                 json: r.str()?.to_owned(),
+            },
+            K_DICTIONARY => Ctl::Dictionary {
+                generation: r.u64()?,
             },
             other => {
                 return Err(Error::Protocol(format!(
@@ -722,6 +740,90 @@ pub fn fd_to_file(fd: OwnedFd) -> File {
     File::from(fd)
 }
 
+/// Named byte strings (the dictionary files: path, contents) as one blob:
+/// `u32 count`, then per item `u32 name length, name, u32 length, bytes` (little-endian).
+pub fn encode_sources<'a>(items: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
+    let items: Vec<_> = items.into_iter().collect();
+    let mut out = Vec::new();
+    out.extend_from_slice(&u32::try_from(items.len()).unwrap_or(u32::MAX).to_le_bytes());
+    for (name, bytes) in items {
+        put_str(&mut out, name);
+        out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+/// The items of an [`encode_sources`] blob, borrowed from it; every length is checked.
+pub fn decode_sources(blob: &[u8]) -> Result<Vec<(&str, &[u8])>> {
+    let mut r = Reader {
+        buf: blob,
+        what: "dictionary sources",
+    };
+    let n = r.u32()? as usize;
+    // Each item takes at least 8 bytes: a count larger than that is damage, not a reason
+    // to reserve memory.
+    if n > blob.len() / 8 {
+        return Err(Error::Protocol(format!(
+            "dictionary sources: bad count {n}"
+        )));
+    }
+    let mut items = Vec::with_capacity(n);
+    for _ in 0..n {
+        items.push((r.str()?, r.bytes()?));
+    }
+    if !r.buf.is_empty() {
+        return Err(Error::Protocol(
+            "trailing bytes in dictionary sources".into(),
+        ));
+    }
+    Ok(items)
+}
+
+/// `bytes` in a new anonymous memfd named `name`, sealed against every change, so the
+/// processes it is passed to read exactly what the bridge wrote (DESIGN §10: a worker
+/// cannot alter what another worker reads).
+pub fn sealed_blob(name: &str, bytes: &[u8]) -> Result<OwnedFd> {
+    use std::io::Write;
+    let cname = std::ffi::CString::new(name.replace('\0', "?"))
+        .map_err(|_| Error::Invalid("blob name contains NUL".into()))?;
+    // SAFETY: cname is a valid NUL-terminated string; flags are constants.
+    let fd =
+        unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(Error::last_os("memfd_create for a blob"));
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    file.write_all(bytes)
+        .map_err(|e| Error::io("writing a blob", e))?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    // SAFETY: plain fcntl on our descriptor.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(Error::last_os("sealing a blob"));
+    }
+    Ok(OwnedFd::from(file))
+}
+
+/// Reads a blob passed as `fd` (at most `max` bytes) from its start.
+pub fn read_blob(fd: OwnedFd, max: usize) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let file = File::from(fd);
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("reading a blob's size", e))?
+        .len();
+    if len > max as u64 {
+        return Err(Error::Protocol(format!(
+            "blob of {len} bytes, at most {max}"
+        )));
+    }
+    let mut out = vec![0; len as usize];
+    file.read_exact_at(&mut out, 0)
+        .map_err(|e| Error::io("reading a blob", e))?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,6 +832,7 @@ mod tests {
     fn messages_roundtrip() {
         let msgs = vec![
             Ctl::Doorbell,
+            Ctl::Dictionary { generation: 7 },
             Ctl::Hello {
                 version: crate::segment::WIRE_VERSION,
                 pid: 42,
@@ -831,5 +934,35 @@ mod tests {
         assert!(matches!(b.recv(&mut buf).unwrap(), Recv::Msg(1, None)));
         drop(a);
         assert!(matches!(b.recv(&mut buf).unwrap(), Recv::Eof));
+    }
+
+    #[test]
+    fn sources_roundtrip_and_damage() {
+        let blob = encode_sources([("a.dict", &b"ATTRIBUTE x"[..]), ("b", &b""[..])]);
+        assert_eq!(
+            decode_sources(&blob).unwrap(),
+            vec![("a.dict", &b"ATTRIBUTE x"[..]), ("b", &b""[..])]
+        );
+        assert_eq!(decode_sources(&encode_sources([])).unwrap(), vec![]);
+        for cut in 0..blob.len() {
+            assert!(decode_sources(&blob[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = blob.clone();
+        longer.push(0);
+        assert!(decode_sources(&longer).is_err());
+        // A huge count is refused before any allocation.
+        assert!(decode_sources(&u32::MAX.to_le_bytes()).is_err());
+    }
+
+    #[test]
+    fn sealed_blob_is_read_back_and_cannot_change() {
+        let fd = sealed_blob("dmb-test-blob", b"hello").unwrap();
+        let copy = fd.try_clone().unwrap();
+        assert_eq!(read_blob(fd, 100).unwrap(), b"hello");
+        let mut f = File::from(copy);
+        use std::io::Write;
+        assert!(f.write_all(b"x").is_err(), "the seal forbids writes");
+        let fd = sealed_blob("dmb-test-blob", b"hello").unwrap();
+        assert!(read_blob(fd, 4).is_err(), "larger than the bound");
     }
 }

@@ -58,6 +58,25 @@ pub enum ReplyStatus {
     Failed = 2,
 }
 
+/// What a [`Reply`]'s AVP bytes are.
+///
+/// A library that has the bridge's dictionary (sent over the control socket, see
+/// [`crate::control::Ctl::Dictionary`]) converts the script's JSON itself: the script gets an
+/// error return for a reply that does not fit the dictionary (DESIGN §9), and the JSON is
+/// parsed once on the whole reply path instead of once in the library and again in the
+/// bridge. Without the dictionary (not received yet) it sends the JSON as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// DESIGN §4 JSON; the bridge converts it.
+    Json,
+    /// Encoded Diameter AVPs (RFC 6733 §4.1, message-body form); the bridge checks their
+    /// framing and uses them as they are.
+    Avps,
+}
+
+/// On the wire, the Reply's status word carries the payload form in this bit.
+const REPLY_AVPS: u32 = 0x100;
+
 /// A worker's reply to an [`IncomingRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply<'a> {
@@ -65,8 +84,10 @@ pub struct Reply<'a> {
     pub token: u64,
     /// What kind of reply.
     pub status: ReplyStatus,
-    /// The answer's AVPs as JSON (empty when `Failed`).
-    pub avps_json: &'a [u8],
+    /// What `avps` holds.
+    pub form: Payload,
+    /// The answer's AVPs, as JSON or encoded per `form` (empty when `Failed`).
+    pub avps: &'a [u8],
     /// Why, when `Failed`.
     pub error: &'a str,
 }
@@ -169,8 +190,12 @@ impl Record<'_> {
             Record::Reply(r) => {
                 head(out, KIND_REPLY);
                 put_u64(out, r.token);
-                put_u32(out, r.status as u32);
-                put_bytes(out, r.avps_json);
+                let form = match r.form {
+                    Payload::Json => 0,
+                    Payload::Avps => REPLY_AVPS,
+                };
+                put_u32(out, r.status as u32 | form);
+                put_bytes(out, r.avps);
                 put_bytes(out, r.error.as_bytes());
             }
             Record::Outgoing(r) => {
@@ -226,7 +251,13 @@ impl Record<'_> {
             KIND_REPLY => {
                 r.what = "Reply";
                 let token = r.u64()?;
-                let status = match r.u32()? {
+                let word = r.u32()?;
+                let form = if word & REPLY_AVPS != 0 {
+                    Payload::Avps
+                } else {
+                    Payload::Json
+                };
+                let status = match word & !REPLY_AVPS {
                     0 => ReplyStatus::Ok,
                     1 => ReplyStatus::Error,
                     2 => ReplyStatus::Failed,
@@ -239,7 +270,8 @@ impl Record<'_> {
                 Record::Reply(Reply {
                     token,
                     status,
-                    avps_json: r.bytes()?,
+                    form,
+                    avps: r.bytes()?,
                     error: r.str()?,
                 })
             }
@@ -351,13 +383,22 @@ mod tests {
             Record::Reply(Reply {
                 token: 9,
                 status: ReplyStatus::Error,
-                avps_json: b"[]",
+                form: Payload::Json,
+                avps: b"[]",
+                error: "",
+            }),
+            Record::Reply(Reply {
+                token: 10,
+                status: ReplyStatus::Ok,
+                form: Payload::Avps,
+                avps: b"\x00\x00\x01\x0c\x40\x00\x00\x0c\x00\x00\x07\xd1",
                 error: "",
             }),
             Record::Reply(Reply {
                 token: 9,
                 status: ReplyStatus::Failed,
-                avps_json: b"",
+                form: Payload::Json,
+                avps: b"",
                 error: "bad json",
             }),
             Record::Outgoing(OutgoingRequest {

@@ -199,7 +199,7 @@ impl EchoBridge {
             BridgeEvent::Reply {
                 token,
                 status,
-                avps_json,
+                avps: avps_json,
                 error,
                 ..
             } => {

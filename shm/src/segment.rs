@@ -50,7 +50,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"DMBRSHM\0");
 /// Version of the segment layout, record formats and control messages
 /// together; bumped on any incompatible change.
 /// Version 2: one segment (memfd) per worker, its slot at index 0.
-pub const WIRE_VERSION: u32 = 2;
+/// Version 3: the Dictionary control message; a Reply may carry encoded AVPs.
+pub const WIRE_VERSION: u32 = 3;
 
 const HEADER_BYTES: u64 = 4096;
 const SLOT_HEADER_BYTES: u64 = 256;

@@ -38,9 +38,11 @@
 //! fires. A bridge that is down costs nothing (connect fails at once), a hung
 //! one at most `reattach_wait` per attempt.
 
-use crate::control::{refusal, Conn, Ctl, Recv, MAX_CONTROL_MSG, MAX_HANDLES, MAX_NAME};
+use crate::control::{
+    refusal, Conn, Ctl, Recv, MAX_CONTROL_MSG, MAX_DICTIONARY_BLOB, MAX_HANDLES, MAX_NAME,
+};
 use crate::error::{Error, Result};
-use crate::record::{class, OutgoingRequest, Record, Reply, ReplyStatus};
+use crate::record::{class, OutgoingRequest, Payload, Record, Reply, ReplyStatus};
 use crate::ring::{Consumer, Producer, PushError};
 use crate::segment::{RingId, Segment, ShmRing, WIRE_VERSION};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -194,6 +196,11 @@ pub struct Worker {
     last_error: Option<String>,
     stats: WorkerStatus,
     status_reply: Option<String>,
+    /// The bridge's dictionary sources (`Ctl::Dictionary`) for this attachment, numbered by
+    /// `dictionary_seq`, which grows with every one received (a restarted bridge counts its
+    /// generations from 1 again, so the bridge's number alone would not tell a change).
+    dictionary: Option<(u64, Vec<u8>)>,
+    dictionary_seq: u64,
     buf: Vec<u8>,
     enc: Vec<u8>,
     ctl: Vec<u8>,
@@ -276,6 +283,8 @@ impl Worker {
             last_error: None,
             stats,
             status_reply: None,
+            dictionary: None,
+            dictionary_seq: 0,
             buf: Vec::new(),
             enc: Vec::new(),
             ctl: vec![0; MAX_CONTROL_MSG],
@@ -499,7 +508,18 @@ impl Worker {
         }
         self.deadlines.clear();
         self.tokens.clear();
+        // The next bridge sends its own.
+        self.dictionary = None;
         self.last_error = Some(reason);
+    }
+
+    /// The dictionary sources the bridge runs with ([`crate::control::decode_sources`]
+    /// reads them) and a number that changes whenever they do; `None` until the bridge sent
+    /// them in this attachment, or after it could not be read.
+    pub fn dictionary(&self) -> Option<(u64, &[u8])> {
+        self.dictionary
+            .as_ref()
+            .map(|(seq, b)| (*seq, b.as_slice()))
     }
 
     /// Explicitly detaches (the bridge sees EOF). The worker re-attaches on
@@ -599,9 +619,16 @@ impl Worker {
                     gone = Some(format!("control socket error: {e}"));
                     break;
                 }
-                Ok(Recv::Msg(n, _)) => match Ctl::decode(self.ctl.get(..n).unwrap_or(&[])) {
+                Ok(Recv::Msg(n, fd)) => match Ctl::decode(self.ctl.get(..n).unwrap_or(&[])) {
                     Ok(Ctl::Doorbell) => {}
                     Ok(Ctl::Status { json }) => self.status_reply = Some(json),
+                    Ok(Ctl::Dictionary { .. }) => {
+                        // Unreadable: replies go as JSON and the bridge checks them itself.
+                        self.dictionary_seq += 1;
+                        self.dictionary = fd
+                            .and_then(|fd| crate::control::read_blob(fd, MAX_DICTIONARY_BLOB).ok())
+                            .map(|blob| (self.dictionary_seq, blob));
+                    }
                     Ok(other) => {
                         gone = Some(format!(
                             "unexpected control message from the bridge: {other:?}"
@@ -762,7 +789,8 @@ impl Worker {
         &mut self,
         token: u64,
         status: ReplyStatus,
-        avps_json: &[u8],
+        form: Payload,
+        avps: &[u8],
         error: &str,
     ) -> Result<()> {
         let Some(link) = &mut self.link else {
@@ -779,7 +807,8 @@ impl Worker {
         Record::Reply(Reply {
             token,
             status,
-            avps_json,
+            form,
+            avps,
             error,
         })
         .encode(&mut self.enc);
@@ -791,7 +820,8 @@ impl Worker {
                 Record::Reply(Reply {
                     token,
                     status: ReplyStatus::Failed,
-                    avps_json: b"",
+                    form: Payload::Json,
+                    avps: b"",
                     error: &why,
                 })
                 .encode(&mut self.enc);

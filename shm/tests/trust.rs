@@ -57,8 +57,14 @@ fn serve(w: &mut Worker) -> u64 {
     let mut served = 0;
     while let Some(r) = w.next_request().unwrap() {
         let json = format!("[{{\"Session-Id\":\"{}\"}}]", r.sess_id);
-        w.reply(r.token, dmshm::record::ReplyStatus::Ok, json.as_bytes(), "")
-            .unwrap();
+        w.reply(
+            r.token,
+            dmshm::record::ReplyStatus::Ok,
+            dmshm::record::Payload::Json,
+            json.as_bytes(),
+            "",
+        )
+        .unwrap();
         served += 1;
     }
     served

@@ -6,7 +6,7 @@ mod common;
 
 use common::{poll_fd, wcfg};
 use dmshm::bridge::{Bridge, BridgeConfig, BridgeEvent, Dispatch, RefusalCause};
-use dmshm::record::{class, Answer, IncomingRequest, ReplyStatus};
+use dmshm::record::{class, Answer, IncomingRequest, Payload, ReplyStatus};
 use dmshm::reference::{EchoBridge, CMD_ERROR_ANSWER, CMD_INJECT, CMD_NEVER_ANSWER};
 use dmshm::segment::Geometry;
 use dmshm::worker::Worker;
@@ -69,20 +69,30 @@ fn pump(
     }
 }
 
+/// A worker "w1" attached to `b` (the handshake needs the bridge to answer: the worker
+/// attaches on a thread while the bridge is pumped).
+fn attach(
+    b: &mut Bridge,
+    bc: &BridgeConfig,
+    watched: &mut Vec<u32>,
+    evs: &mut Vec<BridgeEvent>,
+) -> Worker {
+    let wc = wcfg(bc, "w1");
+    let t = std::thread::spawn(move || Worker::attach(wc).unwrap());
+    pump(b, watched, evs, |e| {
+        e.iter()
+            .any(|e| matches!(e, BridgeEvent::WorkerAttached { .. }))
+    });
+    t.join().unwrap()
+}
+
 #[test]
 fn dispatch_reply_and_gone_with_outstanding_tokens() {
     let bc = cfg("dispatch");
     let mut b = Bridge::create(bc.clone()).unwrap();
     let mut evs = Vec::new();
     let mut watched = Vec::new();
-    // The worker's handshake needs the bridge to answer: attach on a thread.
-    let wc = wcfg(&bc, "w1");
-    let t = std::thread::spawn(move || Worker::attach(wc).unwrap());
-    pump(&mut b, &mut watched, &mut evs, |e| {
-        e.iter()
-            .any(|e| matches!(e, BridgeEvent::WorkerAttached { .. }))
-    });
-    let mut w = t.join().unwrap();
+    let mut w = attach(&mut b, &bc, &mut watched, &mut evs);
     assert!(w.is_attached());
 
     assert_eq!(
@@ -128,9 +138,17 @@ fn dispatch_reply_and_gone_with_outstanding_tokens() {
     assert!(w.next_request().unwrap().is_none());
     assert!(!poll_fd(w.fd(), 0), "nothing left: fd not readable");
 
-    w.reply(t1, ReplyStatus::Ok, br#"[{"Result-Code":2001}]"#, "")
-        .unwrap();
-    let e = w.reply(t1, ReplyStatus::Ok, b"[]", "").unwrap_err();
+    w.reply(
+        t1,
+        ReplyStatus::Ok,
+        Payload::Json,
+        br#"[{"Result-Code":2001}]"#,
+        "",
+    )
+    .unwrap();
+    let e = w
+        .reply(t1, ReplyStatus::Ok, Payload::Json, b"[]", "")
+        .unwrap_err();
     assert!(e.to_string().contains("already replied"), "{e}");
     pump(&mut b, &mut watched, &mut evs, |e| {
         e.iter().any(|e| matches!(e, BridgeEvent::Reply { .. }))
@@ -277,6 +295,7 @@ fn requests_sync_async_timeout_and_errors_against_the_reference_bridge() {
         w.reply(
             r.token,
             ReplyStatus::Ok,
+            Payload::Json,
             format!("[{{\"echo\":\"{}\"}}]", r.sess_id).as_bytes(),
             "",
         )
@@ -623,4 +642,58 @@ fn slot_of_a_gone_worker_is_reused_and_extra_workers_are_refused() {
     let st = h.stop();
     assert_eq!(st.gone.len(), 1, "{st:?}");
     assert!(!st.refused.is_empty(), "{st:?}");
+}
+
+/// DESIGN §9: the bridge's dictionary reaches each worker after its Welcome and again when
+/// it changes; a reply the worker encoded arrives marked as such.
+#[test]
+fn dictionary_follows_the_welcome_and_each_change() {
+    let bc = cfg("dictionary");
+    let mut b = Bridge::create(bc.clone()).unwrap();
+    let first = dmshm::control::encode_sources([("a.dict", &b"ATTRIBUTE A 1 integer32"[..])]);
+    b.set_dictionary(&first).unwrap();
+    let mut evs = Vec::new();
+    let mut watched = Vec::new();
+    let mut w = attach(&mut b, &bc, &mut watched, &mut evs);
+    let wait = |w: &mut Worker, want: &[u8]| {
+        let t0 = Instant::now();
+        loop {
+            let _ = w.next_request();
+            if let Some((seq, blob)) = w.dictionary() {
+                if blob == want {
+                    return seq;
+                }
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "dictionary not received"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let s1 = wait(&mut w, &first);
+    let second = dmshm::control::encode_sources([]);
+    b.set_dictionary(&second).unwrap();
+    let s2 = wait(&mut w, &second);
+    assert_ne!(s1, s2, "a change is seen as one");
+
+    w.set_handled(&["PPR".into()]).unwrap();
+    pump(&mut b, &mut watched, &mut evs, |e| {
+        e.iter().any(|e| matches!(e, BridgeEvent::Handles { .. }))
+    });
+    let Dispatch::Sent { token, .. } = b.dispatch("PPR", &req("s;1", "[]")) else {
+        panic!()
+    };
+    assert!(poll_fd(w.fd(), 1000));
+    let r = w.next_request().unwrap().unwrap();
+    let avps = b"\x00\x00\x01\x0c\x40\x00\x00\x0c\x00\x00\x07\xd1";
+    w.reply(r.token, ReplyStatus::Ok, Payload::Avps, avps, "")
+        .unwrap();
+    pump(&mut b, &mut watched, &mut evs, |e| {
+        e.iter().any(|e| matches!(e, BridgeEvent::Reply { .. }))
+    });
+    assert!(evs.iter().any(|e| matches!(
+        e,
+        BridgeEvent::Reply { token: t, form: Payload::Avps, avps: a, .. } if *t == token && a == avps
+    )));
 }

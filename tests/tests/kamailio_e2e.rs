@@ -748,6 +748,8 @@ fn kamailio_faults_counted() {
     let badjson = raw.send_ppr("badjson@test.local");
     let badonly = raw.send_ppr("badonly@test.local");
     let fine = raw.send_ppr("fine@test.local");
+    let badtype = raw.send_ppr("badtype@test.local");
+    let badname = raw.send_ppr("badname@test.local");
     // reply_timeout is 2 s: wait past it, long enough to see any duplicate
     let got = raw.answers_for(Duration::from_millis(4500));
     let count = |id: u32| got.iter().filter(|(h, _, _)| *h == id).count();
@@ -756,10 +758,12 @@ fn kamailio_faults_counted() {
         ("badjson", badjson),
         ("badonly", badonly),
         ("fine", fine),
+        ("badtype", badtype),
+        ("badname", badname),
     ] {
         assert_eq!(count(id), 1, "{what}: answers {got:#?}");
     }
-    assert_eq!(got.len(), 4, "unexpected extra answers: {got:#?}");
+    assert_eq!(got.len(), 6, "unexpected extra answers: {got:#?}");
     let answer = |id: u32| {
         got.iter()
             .find(|(h, _, _)| *h == id)
@@ -782,6 +786,24 @@ fn kamailio_faults_counted() {
     );
     assert_eq!(answer(badonly).0, Some(5012), "only a refused reply");
     assert_eq!(answer(fine).0, Some(2001));
+    // DESIGN §9: a reply that does not fit the dictionary is refused by dm_send_reply itself
+    // (the library converts it with the dictionary the bridge sent), and the peer gets 5012
+    // at once, not after the reply timeout
+    for (what, id, line) in [
+        ("badtype", badtype, "wrong type refused: rc=-1"),
+        ("badname", badname, "unknown name refused: rc=-1"),
+    ] {
+        let (rc, after) = answer(id);
+        assert_eq!(rc, Some(5012), "{what}");
+        assert!(after < Duration::from_millis(1800), "{what}: {after:?}");
+        assert_eq!(k.log_lines(line).len(), 1, "{what}: {}", k.guard.tail(40));
+    }
+    let why = k.log_lines("dm_send_reply: reply to token");
+    assert!(
+        why.iter().any(|l| l.contains("Result-Code"))
+            && why.iter().any(|l| l.contains("No-Such-AVP-Name")),
+        "the module logs the library's reason, naming the AVP: {why:#?}"
+    );
     let refused = k.log_lines("invalid reply refused: rc=-1");
     assert_eq!(refused.len(), 2, "{refused:#?}");
     let why = k.log_lines("dm_send_reply: invalid AVP JSON at offset");

@@ -1098,7 +1098,7 @@ mod worker {
                     "late" => later.push((Instant::now() + delay, r.token, r.avps_json)),
                     _ => {
                         let (st, json, err) = echo_reply(&r.avps_json);
-                        match w.reply(r.token, st, &json, &err) {
+                        match w.reply(r.token, st, dmshm::record::Payload::Json, &json, &err) {
                             Ok(()) => say(format!("W replied {}", r.token)),
                             Err(e) => say(format!("W reply failed {e}")),
                         }
@@ -1109,7 +1109,7 @@ mod worker {
             while let Some(i) = later.iter().position(|(t, ..)| *t <= now) {
                 let (_, token, json) = later.remove(i);
                 let (st, json, err) = echo_reply(&json);
-                match w.reply(token, st, &json, &err) {
+                match w.reply(token, st, dmshm::record::Payload::Json, &json, &err) {
                     Ok(()) => say(format!("W replied {token}")),
                     Err(e) => say(format!("W reply failed {e}")),
                 }

@@ -98,6 +98,42 @@ pub fn reply_body(
     })
 }
 
+/// A worker's reply the library already converted with the bridge's dictionary
+/// (`Payload::Avps`): taken as it is once its framing holds (RFC 6733 §4: each AVP's length
+/// inside its parent, Grouped AVPs of the dictionary made of AVPs in turn), so a damaged or
+/// hostile record cannot make the bridge send a malformed answer. At most `max_len` bytes.
+pub fn reply_avps(
+    dict: &Dictionary,
+    avps: &[u8],
+    is_error: bool,
+    max_len: usize,
+) -> Result<AnswerBody, String> {
+    if avps.len() > max_len {
+        return Err(format!(
+            "{} bytes of AVPs, more than the maximum message size of {max_len}",
+            avps.len()
+        ));
+    }
+    check_framing(dict, avps, 0, 0)?;
+    Ok(AnswerBody {
+        avps: Bytes::copy_from_slice(avps),
+        is_error,
+    })
+}
+
+fn check_framing(dict: &Dictionary, buf: &[u8], base: usize, depth: usize) -> Result<(), String> {
+    for a in dmproto::AvpRefs::nested(buf, base, depth) {
+        let a = a.map_err(|e| format!("encoded AVPs damaged: {e}"))?;
+        let grouped = dict
+            .avp(a.code, a.vendor)
+            .is_some_and(|d| d.ty == dmproto::AvpType::Grouped);
+        if grouped {
+            check_framing(dict, a.data, a.offset + a.header_len(), depth + 1)?;
+        }
+    }
+    Ok(())
+}
+
 /// An answer the bridge gives itself: Result-Code (E bit for 3xxx) and an Error-Message.
 pub fn local_answer(result_code: u32, message: &str) -> AnswerBody {
     let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
@@ -296,6 +332,32 @@ mod tests {
             .collect();
         assert_eq!(codes, vec![268, 1]);
         let err = reply_body(&mut r, br#"[{"No-Such-AVP":1}]"#, false, 4096).unwrap_err();
+        // What the library encoded is taken as it is when its framing holds.
+        let dict = Dictionary::builtin();
+        let good = reply_body(
+            &mut r,
+            br#"[{"Result-Code":2001},{"Experimental-Result":[{"Vendor-Id":10415},{"Experimental-Result-Code":2001}]}]"#,
+            false,
+            4096,
+        )
+        .unwrap()
+        .avps;
+        assert_eq!(reply_avps(dict, &good, true, 4096).unwrap().avps, good);
+        assert!(!reply_avps(dict, &good, false, 4096).unwrap().is_error);
+        assert!(reply_avps(dict, &good, false, good.len() - 1).is_err());
+        // Cut anywhere but after the first AVP (12 bytes, a whole Result-Code): damaged.
+        for cut in (1..good.len()).filter(|&c| c != 12) {
+            assert!(
+                reply_avps(dict, &good[..cut], false, 4096).is_err(),
+                "cut {cut}"
+            );
+        }
+        // A Grouped AVP whose inner length overruns it.
+        let mut bad = good.to_vec();
+        // Result-Code (12 bytes), the Experimental-Result header (8), then the first inner
+        // AVP's code (4) and flags (1): its length's high byte.
+        bad[12 + 8 + 5] = 0xff;
+        assert!(reply_avps(dict, &bad, false, 4096).is_err());
         assert!(err.contains("No-Such-AVP"), "{err}");
         assert!(reply_body(&mut r, b"[{", false, 4096).is_err());
         assert!(reply_body(&mut r, b"\xff", false, 4096).is_err());

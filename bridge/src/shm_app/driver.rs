@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use dmshm::bridge::{Bridge, BridgeEvent, Dispatch, SlotId};
-use dmshm::record::{self, ReplyStatus};
+use dmshm::record::{self, Payload, ReplyStatus};
 
 use super::convert::{self, Outcome};
 use super::held::Held;
@@ -180,6 +180,17 @@ fn fault(msg: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Gives the workers the dictionary (DESIGN §9: the library converts replies with it and
+/// refuses, with an error return, one that does not fit). If that fails, the workers send
+/// JSON, which the driver converts and checks itself: nothing is lost but the error return.
+fn tell_dictionary(bridge: &mut Bridge, current: &CurrentDictionary) {
+    if let Err(e) = bridge.set_dictionary(&current.sources_blob()) {
+        fault(format_args!(
+            "cannot pass the dictionary to the workers ({e}): their replies are checked here only"
+        ));
+    }
+}
+
 impl Driver {
     /// Creates the segment and the control socket; must run inside a tokio runtime.
     pub fn new(
@@ -198,6 +209,8 @@ impl Driver {
             socket: cfg.control_path.clone(),
             source,
         })?;
+        let mut bridge = bridge;
+        tell_dictionary(&mut bridge, &current_dict);
         let listener = bridge
             .listener_fd_dup()
             .and_then(dmshm::reactor::register)
@@ -388,6 +401,7 @@ impl Driver {
         self.dict_generation = generation;
         self.dict = self.current_dict.get();
         self.reader = JsonReader::new(self.dict);
+        tell_dictionary(&mut self.bridge, &self.current_dict);
         self.names.clear();
         self.handles_changed = true;
         log(format_args!(
@@ -632,9 +646,10 @@ impl Driver {
                 slot,
                 token,
                 status,
-                avps_json,
+                form,
+                avps,
                 error,
-            } => self.reply(slot, token, status, &avps_json, &error),
+            } => self.reply(slot, token, status, form, &avps, &error),
             BridgeEvent::Request {
                 slot,
                 handle,
@@ -666,7 +681,15 @@ impl Driver {
         }
     }
 
-    fn reply(&mut self, slot: SlotId, token: u64, status: ReplyStatus, json: &[u8], error: &str) {
+    fn reply(
+        &mut self,
+        slot: SlotId,
+        token: u64,
+        status: ReplyStatus,
+        form: Payload,
+        avps: &[u8],
+        error: &str,
+    ) {
         self.counters_dirty = true;
         let Some((responder, _)) = self.held.take(token) else {
             self.counters.late_replies += 1;
@@ -678,13 +701,22 @@ impl Driver {
         let unable = dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY;
         let body = match status {
             ReplyStatus::Failed => Err(format!("the worker reported a failed reply: {error}")),
-            ReplyStatus::Ok | ReplyStatus::Error => convert::reply_body(
-                &mut self.reader,
-                json,
-                status == ReplyStatus::Error,
-                self.node.max_message_size,
-            )
-            .map_err(|e| format!("invalid reply JSON: {e}")),
+            ReplyStatus::Ok | ReplyStatus::Error => match form {
+                Payload::Json => convert::reply_body(
+                    &mut self.reader,
+                    avps,
+                    status == ReplyStatus::Error,
+                    self.node.max_message_size,
+                )
+                .map_err(|e| format!("invalid reply JSON: {e}")),
+                Payload::Avps => convert::reply_avps(
+                    self.dict,
+                    avps,
+                    status == ReplyStatus::Error,
+                    self.node.max_message_size,
+                )
+                .map_err(|e| format!("invalid reply: {e}")),
+            },
         };
         match body {
             Ok(body) => {

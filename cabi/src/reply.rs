@@ -1,0 +1,163 @@
+//! A script's reply, converted here with the bridge's own dictionary (DESIGN §9: "a script
+//! reply that would be an invalid answer is refused: error return, log line, 5012 to the
+//! peer").
+//!
+//! The bridge sends the dictionary it runs with after the Welcome (the files it loaded on
+//! top of the built-in one; `Ctl::Dictionary`), and again after a reload changed it. With
+//! it, the library converts the reply's JSON to Diameter AVPs itself: a name the dictionary
+//! does not know, a value of the wrong type, or a second result AVP is an error return from
+//! `dmb_reply` (the peer gets 5012 from the bridge), and the bridge takes the encoded AVPs
+//! as they are instead of parsing the JSON a second time. Until the dictionary has arrived
+//! (the first moments of an attachment), or if it cannot be read, the reply goes as JSON and
+//! the bridge converts and checks it, as before.
+
+use dmproto::avp::AvpRefs;
+use dmproto::avp_code::{EXPERIMENTAL_RESULT, RESULT_CODE};
+use dmproto::dict::Dictionary;
+use dmproto::json::JsonReader;
+use dmproto::{Header, MessageWriter};
+use dmshm::control::decode_sources;
+
+use crate::avps_check::{self, Counts};
+
+/// The dictionary the replies of one worker are converted with, built from the sources of
+/// the worker's current attachment (`seq`: [`dmshm::worker::Worker::dictionary`]).
+pub(crate) struct ReplyDictionary {
+    seq: u64,
+    dict: Option<Built>,
+}
+
+enum Built {
+    /// The bridge loads no file: the built-in dictionary, shared, built once per process.
+    Builtin,
+    /// The built-in dictionary and the bridge's files.
+    Extended(Box<Dictionary>),
+}
+
+impl ReplyDictionary {
+    pub(crate) const fn new() -> ReplyDictionary {
+        ReplyDictionary { seq: 0, dict: None }
+    }
+
+    /// The dictionary for `sources` (rebuilt when `seq` changed); `None` when there are no
+    /// sources yet or they do not build (the bridge built them, so that is damage: the
+    /// bridge's own check of JSON replies still holds).
+    pub(crate) fn get(&mut self, sources: Option<(u64, &[u8])>) -> Option<&Dictionary> {
+        let (seq, blob) = sources?;
+        if seq != self.seq {
+            self.seq = seq;
+            self.dict = build(blob);
+        }
+        match self.dict.as_ref()? {
+            Built::Builtin => Some(Dictionary::builtin()),
+            Built::Extended(d) => Some(d),
+        }
+    }
+}
+
+fn build(blob: &[u8]) -> Option<Built> {
+    let items = decode_sources(blob).ok()?;
+    if items.is_empty() {
+        return Some(Built::Builtin);
+    }
+    let mut dict = Dictionary::new_with_builtin();
+    for (name, bytes) in items {
+        dict.load_str(std::str::from_utf8(bytes).ok()?, name).ok()?;
+    }
+    Some(Built::Extended(Box::new(dict)))
+}
+
+/// The reply's JSON (`[]` when blank) as encoded AVPs (message-body form), at most `max`
+/// bytes, with at most one result AVP; the error is a sentence for the script writer that
+/// names the JSON path at fault.
+pub(crate) fn encode(dict: &Dictionary, json: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    let text = std::str::from_utf8(json).map_err(|e| format!("avps_json is not UTF-8: {e}"))?;
+    let text = if text.trim().is_empty() { "[]" } else { text };
+    let header_len = dmproto::header::HEADER_LEN;
+    let mut w =
+        MessageWriter::new(Header::request(0, 0, 0, 0)).max_len(max.saturating_add(header_len));
+    JsonReader::new(dict)
+        .read_avps(text, &mut w)
+        .map_err(|e| e.to_string())?;
+    let bytes = w.finish().map_err(|e| e.to_string())?;
+    let avps = bytes.get(header_len..).unwrap_or_default();
+    avps_check::check_reply(result_counts(avps))?;
+    Ok(avps.to_vec())
+}
+
+/// Top-level Result-Code and Experimental-Result AVPs of encoded AVPs.
+fn result_counts(avps: &[u8]) -> Counts {
+    let mut counts = Counts::default();
+    for a in AvpRefs::new(avps, 0).map_while(Result::ok) {
+        match (a.code, a.vendor) {
+            (RESULT_CODE, 0) => counts.result_code += 1,
+            (EXPERIMENTAL_RESULT, 0) => counts.experimental_result += 1,
+            _ => {}
+        }
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builtin() -> Vec<u8> {
+        dmshm::control::encode_sources([])
+    }
+
+    #[test]
+    fn converts_with_the_builtin_dictionary() {
+        let mut d = ReplyDictionary::new();
+        let blob = builtin();
+        let dict = d.get(Some((1, &blob))).unwrap();
+        let avps = encode(dict, br#"[{"Result-Code":2001}]"#, 4096).unwrap();
+        assert_eq!(avps, b"\x00\x00\x01\x0c\x40\x00\x00\x0c\x00\x00\x07\xd1");
+        assert_eq!(encode(dict, b"  ", 4096).unwrap(), b"");
+    }
+
+    #[test]
+    fn refuses_what_the_bridge_would_refuse() {
+        let dict = Dictionary::builtin();
+        for (json, why) in [
+            (&br#"[{"Result-Code":"two thousand"}]"#[..], "Result-Code"),
+            (br#"[{"No-Such-AVP":1}]"#, "No-Such-AVP"),
+            (br#"[{"Result-Code":2001},{"Result-Code":2001}]"#, "2 Result-Code"),
+            (
+                br#"[{"Result-Code":2001},{"Experimental-Result":[{"Vendor-Id":10415},{"Experimental-Result-Code":2001}]}]"#,
+                "both",
+            ),
+            (b"[{", "JSON"),
+            (b"\xff", "UTF-8"),
+        ] {
+            let e = encode(dict, json, 4096).unwrap_err();
+            assert!(
+                e.contains(why) || !why.is_ascii(),
+                "{}: {e}",
+                String::from_utf8_lossy(json)
+            );
+        }
+        let big = format!(r#"[{{"Error-Message":"{}"}}]"#, "x".repeat(2000));
+        assert!(encode(dict, big.as_bytes(), 1000).is_err());
+        assert!(encode(dict, big.as_bytes(), 4000).is_ok());
+    }
+
+    #[test]
+    fn the_bridge_files_extend_it_and_a_change_rebuilds() {
+        let file = "VENDOR 999999 Test-Vendor\nATTRIBUTE My-Test-AVP 345678 integer32 999999\n";
+        let blob = dmshm::control::encode_sources([("test.dict", file.as_bytes())]);
+        let mut d = ReplyDictionary::new();
+        let json = br#"[{"My-Test-AVP":5}]"#;
+        let dict = d.get(Some((1, &blob))).expect("builds");
+        assert!(encode(dict, json, 4096).is_ok());
+        let blob2 = builtin();
+        let dict = d.get(Some((2, &blob2))).expect("builds");
+        assert!(
+            encode(dict, json, 4096).is_err(),
+            "the name left with the file"
+        );
+        assert!(d.get(None).is_none());
+        let broken = dmshm::control::encode_sources([("bad.dict", &b"ATTRIBUTE"[..])]);
+        assert!(d.get(Some((3, &broken))).is_none());
+    }
+}
