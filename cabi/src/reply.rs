@@ -15,7 +15,7 @@ use dmproto::avp::AvpRefs;
 use dmproto::avp_code::{EXPERIMENTAL_RESULT, RESULT_CODE};
 use dmproto::dict::Dictionary;
 use dmproto::json::JsonReader;
-use dmproto::{Header, MessageWriter};
+use dmproto::MessageWriter;
 use dmshm::control::decode_sources;
 
 use crate::avps_check::{self, Counts};
@@ -73,15 +73,12 @@ fn build(blob: &[u8]) -> Option<Built> {
 pub(crate) fn encode(dict: &Dictionary, json: &[u8], max: usize) -> Result<Vec<u8>, String> {
     let text = std::str::from_utf8(json).map_err(|e| format!("avps_json is not UTF-8: {e}"))?;
     let text = if text.trim().is_empty() { "[]" } else { text };
-    let header_len = dmproto::header::HEADER_LEN;
-    let mut w =
-        MessageWriter::new(Header::request(0, 0, 0, 0)).max_len(max.saturating_add(header_len));
+    let mut w = MessageWriter::avps_only().max_len(max);
     JsonReader::new(dict)
         .read_avps(text, &mut w)
         .map_err(|e| e.to_string())?;
-    let bytes = w.finish().map_err(|e| e.to_string())?;
-    let avps = bytes.get(header_len..).unwrap_or_default();
-    avps_check::check_reply(result_counts(avps))?;
+    let avps = w.finish().map_err(|e| e.to_string())?;
+    avps_check::check_reply(result_counts(&avps))?;
     Ok(avps.to_vec())
 }
 

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use dmproto::dict::Dictionary;
 use dmproto::json::JsonReader;
-use dmproto::{AvpFlags, Header, Message, MessageWriter};
+use dmproto::{AvpFlags, Message, MessageWriter};
 
 use crate::app::{AnswerBody, RequestError};
 use dmnode::config::{AppAdvert, AppKind};
@@ -76,12 +76,9 @@ pub fn json_to_avps(
     max_len: usize,
 ) -> Result<Bytes, String> {
     let text = std::str::from_utf8(json).map_err(|e| format!("JSON is not UTF-8: {e}"))?;
-    let header_len = dmproto::header::HEADER_LEN;
-    let mut w =
-        MessageWriter::new(Header::request(0, 0, 0, 0)).max_len(max_len.saturating_add(header_len));
+    let mut w = MessageWriter::avps_only().max_len(max_len);
     reader.read_avps(text, &mut w).map_err(|e| e.to_string())?;
-    let bytes = w.finish().map_err(|e| e.to_string())?;
-    Ok(bytes.slice(header_len.min(bytes.len())..))
+    w.finish().map_err(|e| e.to_string())
 }
 
 /// A worker's reply: the answer body the node completes (Session-Id, Origin-*, Proxy-Info,
@@ -136,16 +133,13 @@ fn check_framing(dict: &Dictionary, buf: &[u8], base: usize, depth: usize) -> Re
 
 /// An answer the bridge gives itself: Result-Code (E bit for 3xxx) and an Error-Message.
 pub fn local_answer(result_code: u32, message: &str) -> AnswerBody {
-    let mut w = MessageWriter::new(Header::request(0, 0, 0, 0));
+    let mut w = MessageWriter::avps_only();
     w.u32(avp::RESULT_CODE, AvpFlags::M, 0, result_code);
     if !message.is_empty() {
         // Error-Message must not carry M (RFC 6733 §7.3).
         w.str(avp::ERROR_MESSAGE, 0, 0, message);
     }
-    let avps = w
-        .finish()
-        .map(|b| b.slice(dmproto::header::HEADER_LEN..))
-        .unwrap_or_default();
+    let avps = w.finish().unwrap_or_default();
     AnswerBody {
         avps,
         is_error: (3000..4000).contains(&result_code),
@@ -265,7 +259,7 @@ pub fn handled_applications(dict: &Dictionary, names: &[String]) -> Vec<AppAdver
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dmproto::Flags;
+    use dmproto::{Flags, Header};
 
     fn dict() -> &'static Dictionary {
         Dictionary::builtin()
