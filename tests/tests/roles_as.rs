@@ -1,0 +1,336 @@
+//! An IMS Application Server in Kamailio (`cfg-examples/roles/kamailio-as.cfg`) reading its
+//! call-forwarding data over Sh from an HSS on Erlang/OTP diameter
+//! (`tests/peers/sh_hss.escript`, per-user Sh-Data XML files) through the real `dmbridge run`,
+//! with a SIP client and three stand-in next hops on loopback: the S-CSCF (calls not
+//! forwarded) and two forwarding targets.
+//!
+//! Asserted on the SIP side (final responses, which next hop got which INVITE), in the HSS's
+//! log (what its strict codec decoded, the subscriptions it holds) and on the wire (tshark
+//! between bridge and HSS):
+//! - INVITE -> UDR (User-Identity, Data-Reference RepositoryData, Service-Indication); the
+//!   UDA's User-Data names the target the INVITE is forwarded to; Experimental-Result 4100
+//!   (no data) -> the S-CSCF; 5001 -> 404; 5100 -> 403;
+//! - the first UDA of a user -> SNR (Subs-Req-Type 0, the same Data-Reference and
+//!   Service-Indication); the next INVITE reads the htable, no UDR;
+//! - PNR with new User-Data -> PNA 2001 and the next INVITE goes to the new target; PNR for a
+//!   user without subscription -> 5107; PNR whose document is not the service's repository
+//!   data -> 5100 and the data stays.
+
+use std::path::Path;
+
+use harness::bridge::{Bridge, BridgeApp, BridgeOptions, BridgePeer};
+use harness::capture::Capture;
+use harness::paths::repo_root;
+use harness::roles::{RoleKamailio, ScriptedPeer};
+use harness::sip::{request, Uas};
+use harness::tshark::{self, TsMessage};
+use harness::{free_port, TestDir};
+
+const HSS: &str = "hss.test.local";
+const AS: &str = "as.test.local";
+const SH_APP: u32 = 16_777_217;
+const SERVICE: &str = "call-forwarding";
+
+/// A Sh-Data document (TS 29.328 Annex D) with the example's call-forwarding repository data,
+/// over several lines as an HSS may store it.
+fn sh_data(seq: u32, active: bool, target: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Sh-Data>\n  <RepositoryData>\n    \
+         <ServiceIndication>{SERVICE}</ServiceIndication>\n    <SequenceNumber>{seq}</SequenceNumber>\n    \
+         <ServiceData>\n      <CallForwarding>\n        <Active>{active}</Active>\n        \
+         <Target>{target}</Target>\n      </CallForwarding>\n    </ServiceData>\n  \
+         </RepositoryData>\n</Sh-Data>\n"
+    )
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Request lines of what a next hop received.
+fn request_lines(uas: &Uas) -> Vec<String> {
+    uas.received()
+        .iter()
+        .map(|m| m.lines().next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// The Public-Identity inside a message's User-Identity.
+fn impu_of(m: &TsMessage) -> Option<String> {
+    m.avp("User-Identity").and_then(|g| {
+        g.children
+            .iter()
+            .find(|c| c.name.as_deref() == Some("Public-Identity"))
+            .and_then(|c| c.value.clone())
+    })
+}
+
+/// Data-Reference and Service-Indication of a UDR or SNR: one each, RepositoryData (0) and
+/// the service's name.
+fn assert_repository_ref(m: &TsMessage) {
+    let drefs: Vec<_> = m
+        .avps
+        .iter()
+        .filter(|a| a.name.as_deref() == Some("Data-Reference"))
+        .collect();
+    assert_eq!(drefs.len(), 1, "one Data-Reference in frame {}", m.frame);
+    assert_eq!(drefs[0].data(), [0, 0, 0, 0], "RepositoryData (0)");
+    assert_eq!(drefs[0].vendor, Some(10_415));
+    let si = m
+        .avp("Service-Indication")
+        .unwrap_or_else(|| panic!("Service-Indication in frame {}", m.frame));
+    assert_eq!(si.data(), SERVICE.as_bytes());
+}
+
+#[test]
+fn application_server_in_kamailio_reads_sh_data() {
+    let dir = TestDir::new("roles-as");
+    let _ = harness::dmbridge::dmbridge_bin();
+    let scscf = Uas::start();
+    let voicemail = Uas::start();
+    let mobile = Uas::start();
+    let vm_target = format!("sip:alice-vm@127.0.0.1:{}", voicemail.port);
+    let mobile_target = format!("sip:alice-mobile@127.0.0.1:{}", mobile.port);
+
+    let data = dir.subdir("sh-data");
+    write(&data.join("alice.xml"), &sh_data(1, true, &vm_target));
+    write(&data.join("erin.xml"), &sh_data(1, false, &vm_target));
+    write(&data.join("frank.xml"), &sh_data(1, true, &vm_target));
+
+    let hss_port = free_port();
+    let capture = Capture::start(dir.path(), hss_port);
+    let hss = ScriptedPeer::start(
+        dir.path(),
+        "sh_hss.escript",
+        &[
+            "--port".into(),
+            hss_port.to_string(),
+            "--host".into(),
+            HSS.into(),
+            "--realm".into(),
+            HSS.into(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--udr".into(),
+            "carol=e5001,dave=e5100".into(),
+            "--duration".into(),
+            "90".into(),
+        ],
+        "listening 127.0.0.1:",
+    );
+
+    let port = free_port();
+    let mut opts = BridgeOptions {
+        origin_host: AS.into(),
+        origin_realm: "test.local".into(),
+        port,
+        ..BridgeOptions::default()
+    };
+    opts.applications.push(BridgeApp {
+        id: SH_APP,
+        vendor: Some(10_415),
+        acct: false,
+    });
+    opts.peers.push(BridgePeer {
+        host: HSS.into(),
+        port: Some(hss_port),
+    });
+    opts.default_route = vec![HSS.into()];
+    let _bridge = Bridge::start(dir.path(), &opts);
+    let up = hss.cmd("up 15");
+    assert!(
+        up.starts_with("UP "),
+        "bridge not connected to the HSS: {up}"
+    );
+    let socket = dir
+        .path()
+        .join(format!("bridge-{port}"))
+        .join("control.sock");
+    let k = RoleKamailio::start(
+        dir.path(),
+        "kamailio-as",
+        &repo_root().join("cfg-examples/roles/kamailio-as.cfg"),
+        &socket,
+        &[
+            format!("HSS_REALM=\"{HSS}\""),
+            format!("NEXT_HOP=\"sip:127.0.0.1:{}\"", scscf.port),
+        ],
+        2,
+    );
+    let invite = |user: &str| {
+        request(
+            k.sip_port,
+            "INVITE",
+            &format!("sip:{user}@test.local"),
+            "zoe",
+            &[],
+        )
+    };
+
+    // first call to alice: UDR, forwarded to the target in her data, SNR
+    assert_eq!(invite("alice"), "SIP/2.0 200 OK", "INVITE alice (UDR)");
+    // second call: from the htable, same target
+    assert_eq!(invite("alice"), "SIP/2.0 200 OK", "INVITE alice (cached)");
+    // no repository data (4100): not forwarded, to the S-CSCF
+    assert_eq!(invite("bob"), "SIP/2.0 200 OK", "INVITE bob");
+    assert_eq!(
+        invite("carol"),
+        "SIP/2.0 404 Not Found",
+        "INVITE carol (5001)"
+    );
+    assert_eq!(
+        invite("dave"),
+        "SIP/2.0 403 Forbidden",
+        "INVITE dave (5100)"
+    );
+    // data with the service off: to the S-CSCF, subscribed all the same
+    assert_eq!(invite("erin"), "SIP/2.0 200 OK", "INVITE erin");
+    assert_eq!(
+        hss.cmd("subs"),
+        "SUBS sip:alice@test.local/call-forwarding,sip:erin@test.local/call-forwarding",
+        "the subscriptions the HSS holds after the SNRs"
+    );
+
+    // alice's data changes in the HSS: PNR, and the next call follows it
+    write(&data.join("alice.xml"), &sh_data(2, true, &mobile_target));
+    let pna = hss.cmd("pnr alice");
+    assert_eq!(ScriptedPeer::field(&pna, "rc"), "2001", "{pna}");
+    assert_eq!(ScriptedPeer::field(&pna, "errors"), "0", "{pna}");
+    assert_eq!(invite("alice"), "SIP/2.0 200 OK", "INVITE alice after PNR");
+    // no subscription for frank: 5107
+    let pna = hss.cmd("pnr frank");
+    assert_eq!(ScriptedPeer::field(&pna, "exp"), "5107", "{pna}");
+    assert_eq!(ScriptedPeer::field(&pna, "e"), "0", "{pna}");
+    // erin's document is no longer this service's repository data: 5100, old data kept
+    write(
+        &data.join("erin.xml"),
+        "<Sh-Data><PublicIdentifiers><IMSPublicIdentity>sip:erin@test.local\
+         </IMSPublicIdentity></PublicIdentifiers></Sh-Data>",
+    );
+    let pna = hss.cmd("pnr erin");
+    assert_eq!(ScriptedPeer::field(&pna, "exp"), "5100", "{pna}");
+    assert_eq!(
+        invite("erin"),
+        "SIP/2.0 200 OK",
+        "INVITE erin after a refused PNR"
+    );
+
+    // SIP: who got which INVITE
+    assert_eq!(
+        request_lines(&voicemail),
+        [
+            format!("INVITE {vm_target} SIP/2.0"),
+            format!("INVITE {vm_target} SIP/2.0")
+        ],
+        "alice's first target, before the PNR"
+    );
+    assert_eq!(
+        request_lines(&mobile),
+        [format!("INVITE {mobile_target} SIP/2.0")],
+        "alice's target after the PNR"
+    );
+    for m in voicemail.received().iter().chain(mobile.received().iter()) {
+        assert!(
+            m.contains("Diversion: <sip:alice@test.local>;reason=unconditional"),
+            "a forwarded INVITE says from whom: {m}"
+        );
+    }
+    assert_eq!(
+        request_lines(&scscf),
+        [
+            "INVITE sip:bob@test.local SIP/2.0",
+            "INVITE sip:erin@test.local SIP/2.0",
+            "INVITE sip:erin@test.local SIP/2.0"
+        ],
+        "calls not forwarded, to the S-CSCF"
+    );
+
+    // the HSS's log: one UDR per uncached call, one SNR per user with data, all decoded clean
+    let log = hss.guard.output();
+    let udrs: Vec<&str> = log.lines().filter(|l| l.starts_with("UDR ")).collect();
+    let snrs: Vec<&str> = log.lines().filter(|l| l.starts_with("SNR ")).collect();
+    assert_eq!(udrs.len(), 5, "UDRs:\n{log}");
+    assert_eq!(snrs.len(), 2, "SNRs:\n{log}");
+    for l in udrs.iter().chain(snrs.iter()) {
+        assert!(l.contains(" dref=[0] si=call-forwarding errors=0 "), "{l}");
+    }
+    for u in ["alice", "erin"] {
+        assert!(
+            snrs.iter()
+                .any(|l| l.contains(&format!("impu=sip:{u}@test.local type=0 "))),
+            "{u} subscribed: {snrs:?}"
+        );
+    }
+
+    // the wire, as Wireshark decodes it
+    let pcap = capture.stop();
+    let msgs = tshark::decode_pcap(&pcap, &[hss_port]);
+    for m in msgs.iter().filter(|m| m.app_id == SH_APP) {
+        let problems = m.problems(tshark::EXPERT_WARN, |_| false);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(
+            m.avp("Vendor-Specific-Application-Id").is_some(),
+            "Vendor-Specific-Application-Id in frame {}",
+            m.frame
+        );
+    }
+    let udr: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.cmd_code == 306 && m.is_request())
+        .collect();
+    let udr_users: Vec<String> = udr.iter().filter_map(|m| impu_of(m)).collect();
+    assert_eq!(
+        udr_users,
+        [
+            "sip:alice@test.local",
+            "sip:bob@test.local",
+            "sip:carol@test.local",
+            "sip:dave@test.local",
+            "sip:erin@test.local"
+        ],
+        "UDR User-Identity/Public-Identity"
+    );
+    let snr: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.cmd_code == 308 && m.is_request())
+        .collect();
+    assert_eq!(
+        snr.iter().filter_map(|m| impu_of(m)).collect::<Vec<_>>(),
+        ["sip:alice@test.local", "sip:erin@test.local"],
+        "SNR User-Identity/Public-Identity"
+    );
+    for m in udr.iter().chain(snr.iter()) {
+        assert_eq!(m.value("Origin-Host"), Some(AS));
+        assert_eq!(m.value("Destination-Realm"), Some(HSS));
+        assert_repository_ref(m);
+    }
+    for m in &snr {
+        let t = m.avp("Subs-Req-Type").expect("Subs-Req-Type");
+        assert_eq!(t.data(), [0, 0, 0, 0], "Subs-Req-Type Subscribe (0)");
+    }
+    let pnr = msgs
+        .iter()
+        .filter(|m| m.cmd_code == 309 && m.is_request())
+        .count();
+    assert_eq!(pnr, 3, "PNRs from the HSS");
+    let pna: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.cmd_code == 309 && !m.is_request())
+        .collect();
+    assert_eq!(
+        pna.iter()
+            .map(|m| m.result_code().unwrap_or("none").to_string())
+            .collect::<Vec<_>>(),
+        ["2001", "5107", "5100"],
+        "PNA outcomes"
+    );
+    for m in &pna {
+        assert_eq!(m.flags & 0x20, 0, "PNA without the E bit");
+        assert_eq!(m.value("Origin-Host"), Some(AS));
+        assert!(
+            m.avp("Auth-Session-State").is_some(),
+            "Auth-Session-State in PNA"
+        );
+    }
+    drop(k);
+}
