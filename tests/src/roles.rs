@@ -272,3 +272,92 @@ pub fn sqlite(db: &Path, sql: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A SIP role that is the Diameter client of one scripted server peer (the AS of
+/// `roles_as.rs` asking its HSS): the bridge as `origin_host` (realm `test.local`) with
+/// `app`, the peer `peer_host` on 127.0.0.1:`peer_port` as its default route and connected
+/// (the peer's `up`), and Kamailio with `cfg-examples/roles/kamailio-<role>.cfg` and
+/// `defines`, two workers attached. Dropped in field order: Kamailio first, then the bridge.
+pub struct PeerClientRole {
+    pub kamailio: RoleKamailio,
+    pub bridge: Bridge,
+}
+
+/// Who [`PeerClientRole::start`] connects to: the scripted peer, its Origin-Host and port.
+pub struct ServerPeer<'a> {
+    pub peer: &'a ScriptedPeer,
+    pub host: &'a str,
+    pub port: u16,
+}
+
+impl PeerClientRole {
+    pub fn start(
+        dir: &Path,
+        role: &str,
+        origin_host: &str,
+        app: BridgeApp,
+        server: ServerPeer<'_>,
+        defines: &[String],
+    ) -> PeerClientRole {
+        let port = free_port();
+        let opts = BridgeOptions {
+            origin_host: origin_host.into(),
+            origin_realm: "test.local".into(),
+            port,
+            applications: vec![app],
+            peers: vec![crate::bridge::BridgePeer {
+                host: server.host.into(),
+                port: Some(server.port),
+            }],
+            default_route: vec![server.host.into()],
+            ..BridgeOptions::default()
+        };
+        let bridge = Bridge::start(dir, &opts);
+        let up = server.peer.cmd("up 15");
+        assert!(
+            up.starts_with("UP "),
+            "bridge not connected to {}: {up}",
+            server.host
+        );
+        let socket = dir.join(format!("bridge-{port}")).join("control.sock");
+        let kamailio = RoleKamailio::start(
+            dir,
+            &format!("kamailio-{role}"),
+            &repo_root().join(format!("cfg-examples/roles/kamailio-{role}.cfg")),
+            &socket,
+            defines,
+            2,
+        );
+        PeerClientRole { kamailio, bridge }
+    }
+}
+
+/// A scripted Diameter server peer (`cx_hss`, `sh_hss`...) as `host` (its realm too) on a
+/// free port, with a loopback capture of that port started first so the capture holds the
+/// capabilities exchange; `extra` are the script's own options. Returns the peer, its port and
+/// the capture.
+pub fn captured_server(
+    dir: &Path,
+    script: &str,
+    host: &str,
+    extra: &[String],
+) -> (ScriptedPeer, u16, crate::capture::Capture) {
+    let port = free_port();
+    let capture = crate::capture::Capture::start(dir, port);
+    let mut args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--host",
+        host,
+        "--realm",
+        host,
+        "--duration",
+        "90",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend_from_slice(extra);
+    let peer = ScriptedPeer::start(dir, script, &args, "listening 127.0.0.1:");
+    (peer, port, capture)
+}

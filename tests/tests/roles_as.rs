@@ -18,13 +18,11 @@
 
 use std::path::Path;
 
-use harness::bridge::{Bridge, BridgeApp, BridgeOptions, BridgePeer};
-use harness::capture::Capture;
-use harness::paths::repo_root;
-use harness::roles::{RoleKamailio, ScriptedPeer};
+use harness::bridge::BridgeApp;
+use harness::roles::{captured_server, PeerClientRole, ScriptedPeer, ServerPeer};
 use harness::sip::{request, Uas};
 use harness::tshark::{self, TsMessage};
-use harness::{free_port, TestDir};
+use harness::TestDir;
 
 const HSS: &str = "hss.test.local";
 const AS: &str = "as.test.local";
@@ -97,66 +95,38 @@ fn application_server_in_kamailio_reads_sh_data() {
     write(&data.join("erin.xml"), &sh_data(1, false, &vm_target));
     write(&data.join("frank.xml"), &sh_data(1, true, &vm_target));
 
-    let hss_port = free_port();
-    let capture = Capture::start(dir.path(), hss_port);
-    let hss = ScriptedPeer::start(
+    let (hss, hss_port, capture) = captured_server(
         dir.path(),
         "sh_hss.escript",
+        HSS,
         &[
-            "--port".into(),
-            hss_port.to_string(),
-            "--host".into(),
-            HSS.into(),
-            "--realm".into(),
-            HSS.into(),
             "--data-dir".into(),
             data.display().to_string(),
             "--udr".into(),
             "carol=e5001,dave=e5100".into(),
-            "--duration".into(),
-            "90".into(),
         ],
-        "listening 127.0.0.1:",
     );
 
-    let port = free_port();
-    let mut opts = BridgeOptions {
-        origin_host: AS.into(),
-        origin_realm: "test.local".into(),
-        port,
-        ..BridgeOptions::default()
-    };
-    opts.applications.push(BridgeApp {
-        id: SH_APP,
-        vendor: Some(10_415),
-        acct: false,
-    });
-    opts.peers.push(BridgePeer {
-        host: HSS.into(),
-        port: Some(hss_port),
-    });
-    opts.default_route = vec![HSS.into()];
-    let _bridge = Bridge::start(dir.path(), &opts);
-    let up = hss.cmd("up 15");
-    assert!(
-        up.starts_with("UP "),
-        "bridge not connected to the HSS: {up}"
-    );
-    let socket = dir
-        .path()
-        .join(format!("bridge-{port}"))
-        .join("control.sock");
-    let k = RoleKamailio::start(
+    let role = PeerClientRole::start(
         dir.path(),
-        "kamailio-as",
-        &repo_root().join("cfg-examples/roles/kamailio-as.cfg"),
-        &socket,
+        "as",
+        AS,
+        BridgeApp {
+            id: SH_APP,
+            vendor: Some(10_415),
+            acct: false,
+        },
+        ServerPeer {
+            peer: &hss,
+            host: HSS,
+            port: hss_port,
+        },
         &[
             format!("HSS_REALM=\"{HSS}\""),
             format!("NEXT_HOP=\"sip:127.0.0.1:{}\"", scscf.port),
         ],
-        2,
     );
+    let k = &role.kamailio;
     let invite = |user: &str| {
         request(
             k.sip_port,
@@ -332,5 +302,5 @@ fn application_server_in_kamailio_reads_sh_data() {
             "Auth-Session-State in PNA"
         );
     }
-    drop(k);
+    drop(role);
 }
