@@ -276,8 +276,9 @@ pub fn sqlite(db: &Path, sql: &str) -> String {
 /// A SIP role that is the Diameter client of one scripted server peer (the AS of
 /// `roles_as.rs` asking its HSS): the bridge as `origin_host` (realm `test.local`) with
 /// `app`, the peer `peer_host` on 127.0.0.1:`peer_port` as its default route and connected
-/// (the peer's `up`), and Kamailio with `cfg-examples/roles/kamailio-<role>.cfg` and
-/// `defines`, two workers attached. Dropped in field order: Kamailio first, then the bridge.
+/// (the peer's `up`), the dictionary files `dictionaries` loaded, and Kamailio with
+/// `cfg-examples/roles/kamailio-<role>.cfg` and `defines`, two workers attached. Dropped in
+/// field order: Kamailio first, then the bridge.
 pub struct PeerClientRole {
     pub kamailio: RoleKamailio,
     pub bridge: Bridge,
@@ -297,6 +298,7 @@ impl PeerClientRole {
         origin_host: &str,
         app: BridgeApp,
         server: ServerPeer<'_>,
+        dictionaries: &[PathBuf],
         defines: &[String],
     ) -> PeerClientRole {
         let port = free_port();
@@ -310,6 +312,7 @@ impl PeerClientRole {
                 port: Some(server.port),
             }],
             default_route: vec![server.host.into()],
+            dictionaries: dictionaries.to_vec(),
             ..BridgeOptions::default()
         };
         let bridge = Bridge::start(dir, &opts);

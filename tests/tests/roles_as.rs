@@ -15,10 +15,15 @@
 //! - PNR with new User-Data -> PNA 2001 and the next INVITE goes to the new target; PNR for a
 //!   user without subscription -> 5107; PNR whose document is not the service's repository
 //!   data -> 5100 and the data stays.
+//!
+//! Run twice: with the bridge's default names (User-Data is `Sh-User-Data`) and under
+//! `cfg-examples/freediameter-names.dict` (`User-Data-29.329`, aaa_diameter's name, whose dot a
+//! Kamailio jansson path cannot hold: the script must find it all the same).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use harness::bridge::BridgeApp;
+use harness::paths::repo_root;
 use harness::roles::{captured_server, PeerClientRole, ScriptedPeer, ServerPeer};
 use harness::sip::{request, Uas};
 use harness::tshark::{self, TsMessage};
@@ -80,9 +85,38 @@ fn assert_repository_ref(m: &TsMessage) {
     assert_eq!(si.data(), SERVICE.as_bytes());
 }
 
+/// The bridge's dictionaries, and the name the script then finds Sh's User-Data under.
+struct Names {
+    dictionaries: Vec<PathBuf>,
+    user_data: &'static str,
+}
+
 #[test]
 fn application_server_in_kamailio_reads_sh_data() {
-    let dir = TestDir::new("roles-as");
+    as_scenario(
+        "roles-as",
+        Names {
+            dictionaries: Vec::new(),
+            user_data: "Sh-User-Data",
+        },
+    );
+}
+
+/// The same with the bridge writing freeDiameter's names (`NAMES freediameter`), as a script
+/// written for OpenSIPS aaa_diameter expects them: User-Data is `User-Data-29.329`.
+#[test]
+fn application_server_reads_sh_data_under_freediameter_names() {
+    as_scenario(
+        "roles-as-fdnames",
+        Names {
+            dictionaries: vec![repo_root().join("cfg-examples/freediameter-names.dict")],
+            user_data: "User-Data-29.329",
+        },
+    );
+}
+
+fn as_scenario(name: &str, names: Names) {
+    let dir = TestDir::new(name);
     let _ = harness::dmbridge::dmbridge_bin();
     let scscf = Uas::start();
     let voicemail = Uas::start();
@@ -121,6 +155,7 @@ fn application_server_in_kamailio_reads_sh_data() {
             host: HSS,
             port: hss_port,
         },
+        &names.dictionaries,
         &[
             format!("HSS_REALM=\"{HSS}\""),
             format!("NEXT_HOP=\"sip:127.0.0.1:{}\"", scscf.port),
@@ -214,6 +249,12 @@ fn application_server_in_kamailio_reads_sh_data() {
         ],
         "calls not forwarded, to the S-CSCF"
     );
+
+    // the script found User-Data under the name the bridge's dictionary gives it
+    let found = format!("sip:alice@test.local: {} of ", names.user_data);
+    assert_eq!(k.log_lines(&found).len(), 1, "UDA {found}");
+    let found = format!("new data for sip:alice@test.local ({})", names.user_data);
+    assert_eq!(k.log_lines(&found).len(), 1, "PNR {found}");
 
     // the HSS's log: one UDR per uncached call, one SNR per user with data, all decoded clean
     let log = hss.guard.output();
