@@ -15,7 +15,8 @@
 %% user is the user part of the Public-Identity inside User-Identity (sip:alice@... -> alice).
 %% The files are read at each request, so a test changes a user's data by rewriting the file
 %% and then telling the HSS to notify (`pnr`).
-%% UDR outcome: --udr names one per user (N = Result-Code N, eN = Experimental-Result N);
+%% UDR outcome: --udr names one per user (N = Result-Code N, eN = Experimental-Result N,
+%% drop = no answer at all, for the AS's timeout path);
 %% otherwise 2001 with the file, or Experimental-Result 4100 DIAMETER_USER_DATA_NOT_AVAILABLE
 %% when the user has no file. A UDR or SNR that does not ask for RepositoryData (Data-Reference
 %% 0) with a Service-Indication gets 5101 DIAMETER_ERROR_OPERATION_NOT_ALLOWED: this HSS only
@@ -235,6 +236,7 @@ iopt(K, M, D) -> list_to_integer(opt(K, M, integer_to_list(D))).
 parse_outcomes(S) ->
     [case string:split(E, "=") of
          [U, "e" ++ C] -> {U, {exp, list_to_integer(C)}};
+         [U, "drop"] -> {U, drop};
          [U, C] -> {U, {rc, list_to_integer(C)}}
      end || E <- string:tokens(S, ",")].
 
@@ -409,15 +411,20 @@ handle_request(#diameter_packet{msg = [Cmd | Req], errors = Errs}, _Svc, {_, Cap
     out("~s impu=~s~s dref=~w si=~s errors=~p -> ~s",
         [Cmd, Impu, Shown, Drefs, lists:join(",", Sis), length(Errs), outcome(Outcome)]),
     Ans = case Outcome of
+              drop -> drop;
               {rc, C} -> maps:merge(Base#{'Result-Code' => [C]}, Extra);
               {exp, C} -> Base#{'Experimental-Result' =>
                                     [#{'Vendor-Id' => ?VENDOR_3GPP,
                                        'Experimental-Result-Code' => C}]}
           end,
-    {reply, [case Cmd of 'UDR' -> 'UDA'; 'SNR' -> 'SNA' end | Ans]};
+    case Ans of
+        drop -> discard;
+        _ -> {reply, [case Cmd of 'UDR' -> 'UDA'; 'SNR' -> 'SNA' end | Ans]}
+    end;
 handle_request(#diameter_packet{header = H}, _Svc, _Peer) ->
     out("REQUEST cmd=~p not served here: 3001", [H#diameter_header.cmd_code]),
     {answer_message, 3001}.
 
+outcome(drop) -> "no answer";
 outcome({rc, C}) -> io_lib:format("Result-Code ~p", [C]);
 outcome({exp, C}) -> io_lib:format("Experimental-Result-Code ~p", [C]).

@@ -9,7 +9,7 @@
 //! between bridge and HSS):
 //! - INVITE -> UDR (User-Identity, Data-Reference RepositoryData, Service-Indication); the
 //!   UDA's User-Data names the target the INVITE is forwarded to; Experimental-Result 4100
-//!   (no data) -> the S-CSCF; 5001 -> 404; 5100 -> 403;
+//!   (no data) -> the S-CSCF; 5001 -> 404; 5100 -> 403; no answer -> 504;
 //! - the first UDA of a user -> SNR (Subs-Req-Type 0, the same Data-Reference and
 //!   Service-Indication); the next INVITE reads the htable, no UDR;
 //! - PNR with new User-Data -> PNA 2001 and the next INVITE goes to the new target; PNR for a
@@ -137,7 +137,7 @@ fn as_scenario(name: &str, names: Names) {
             "--data-dir".into(),
             data.display().to_string(),
             "--udr".into(),
-            "carol=e5001,dave=e5100".into(),
+            "carol=e5001,dave=e5100,gina=drop".into(),
         ],
     );
 
@@ -187,6 +187,12 @@ fn as_scenario(name: &str, names: Names) {
         invite("dave"),
         "SIP/2.0 403 Forbidden",
         "INVITE dave (5100)"
+    );
+    // the HSS does not answer: the module's request_timeout, 504
+    assert_eq!(
+        invite("gina"),
+        "SIP/2.0 504 HSS Timeout",
+        "INVITE gina (no UDA)"
     );
     // data with the service off: to the S-CSCF, subscribed all the same
     assert_eq!(invite("erin"), "SIP/2.0 200 OK", "INVITE erin");
@@ -260,7 +266,7 @@ fn as_scenario(name: &str, names: Names) {
     let log = hss.guard.output();
     let udrs: Vec<&str> = log.lines().filter(|l| l.starts_with("UDR ")).collect();
     let snrs: Vec<&str> = log.lines().filter(|l| l.starts_with("SNR ")).collect();
-    assert_eq!(udrs.len(), 5, "UDRs:\n{log}");
+    assert_eq!(udrs.len(), 6, "UDRs:\n{log}");
     assert_eq!(snrs.len(), 2, "SNRs:\n{log}");
     for l in udrs.iter().chain(snrs.iter()) {
         assert!(l.contains(" dref=[0] si=call-forwarding errors=0 "), "{l}");
@@ -297,6 +303,7 @@ fn as_scenario(name: &str, names: Names) {
             "sip:bob@test.local",
             "sip:carol@test.local",
             "sip:dave@test.local",
+            "sip:gina@test.local",
             "sip:erin@test.local"
         ],
         "UDR User-Identity/Public-Identity"
