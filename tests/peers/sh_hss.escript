@@ -9,7 +9,8 @@
 %% and sends Push-Notification-Requests (309) when told to on a line-based control port:
 %%
 %%   sh_hss.escript --port P --ctl-port C --data-dir DIR [--host hss.test.local]
-%%                  [--realm hss.test.local] [--udr "carol=e5001,dave=e5100"] [--duration 120]
+%%                  [--realm hss.test.local] [--udr "carol=e5001,dave=e5100"]
+%%                  [--state "ivy=0"] [--duration 120]
 %%
 %% DIR/<user>.xml is the user's Sh-Data document (TS 29.328 Annex D), sent as User-Data: the
 %% user is the user part of the Public-Identity inside User-Identity (sip:alice@... -> alice).
@@ -18,9 +19,12 @@
 %% UDR outcome: --udr names one per user (N = Result-Code N, eN = Experimental-Result N,
 %% drop = no answer at all, for the AS's timeout path);
 %% otherwise 2001 with the file, or Experimental-Result 4100 DIAMETER_USER_DATA_NOT_AVAILABLE
-%% when the user has no file. A UDR or SNR that does not ask for RepositoryData (Data-Reference
-%% 0) with a Service-Indication gets 5101 DIAMETER_ERROR_OPERATION_NOT_ALLOWED: this HSS only
-%% keeps repository data, and a request without a Service-Indication cannot name it.
+%% when the user has no file. A UDR for IMSUserState (Data-Reference 11, no
+%% Service-Indication) gets 2001 with <Sh-IMS-Data><IMSUserState>N</IMSUserState>: N from
+%% --state for the user, else 1 (REGISTERED). Any other UDR or SNR that does not ask for
+%% RepositoryData (Data-Reference 0) with a Service-Indication gets 5101
+%% DIAMETER_ERROR_OPERATION_NOT_ALLOWED: a request without a Service-Indication cannot name
+%% repository data, and this HSS keeps no other data.
 %%
 %% Control commands (one line each, one line back):
 %%   up [SECONDS]  -> "UP <peer host>" once a peer is up, or "ERROR not up"
@@ -199,6 +203,8 @@ main(Args) ->
     ets:new(hss, [named_table, public, set]),
     ets:insert(hss, {udr, parse_outcomes(opt(udr, O, ""))}),
     ets:insert(hss, {dir, opt('data-dir', O, ".")}),
+    ets:insert(hss, {state, [list_to_tuple(string:split(E, "="))
+                             || E <- string:tokens(opt(state, O, ""), ",")]}),
     ets:insert(hss, {subs, []}),
     ets:insert(hss, {peers, []}),
     ok = diameter:start_service(svc, service(Host, Realm)),
@@ -383,11 +389,18 @@ handle_request(#diameter_packet{msg = [Cmd | Req], errors = Errs}, _Svc, {_, Cap
     Drefs = maps:get('Data-Reference', Req, []),
     Sis = [binary_to_list(S) || S <- maps:get('Service-Indication', Req, [])],
     Repository = Drefs == [0] andalso Sis /= [],
+    UserState = Cmd == 'UDR' andalso Drefs == [11] andalso Sis == [],
     Base = #{'Session-Id' => maps:get('Session-Id', Req), 'Auth-Session-State' => 1,
              'Origin-Host' => OH, 'Origin-Realm' => OR,
              'Vendor-Specific-Application-Id' => vsai()},
     {Outcome, Extra} =
         case {Cmd, Repository} of
+            {'UDR', false} when UserState ->
+                [{state, States}] = ets:lookup(hss, state),
+                N = proplists:get_value(User, States, "1"),
+                {{rc, 2001}, #{'User-Data' => [list_to_binary(
+                    ["<?xml version=\"1.0\" encoding=\"UTF-8\"?><Sh-Data><Sh-IMS-Data>"
+                     "<IMSUserState>", N, "</IMSUserState></Sh-IMS-Data></Sh-Data>"])]}};
             {_, false} -> {{exp, 5101}, #{}};
             {'UDR', true} ->
                 [{udr, Table}] = ets:lookup(hss, udr),

@@ -10,6 +10,8 @@
 //! - INVITE -> UDR (User-Identity, Data-Reference RepositoryData, Service-Indication); the
 //!   UDA's User-Data names the target the INVITE is forwarded to; Experimental-Result 4100
 //!   (no data) -> the S-CSCF; 5001 -> 404; 5100 -> 403; no answer -> 504;
+//! - forwarding on condition "not-registered": a second UDR, Data-Reference IMSUserState
+//!   (11), forwarded only when the HSS says the callee is not registered;
 //! - the first UDA of a user -> SNR (Subs-Req-Type 0, the same Data-Reference and
 //!   Service-Indication); the next INVITE reads the htable, no UDR;
 //! - PNR with new User-Data -> PNA 2001 and the next INVITE goes to the new target; PNR for a
@@ -128,6 +130,22 @@ fn as_scenario(name: &str, names: Names) {
     write(&data.join("alice.xml"), &sh_data(1, true, &vm_target));
     write(&data.join("erin.xml"), &sh_data(1, false, &vm_target));
     write(&data.join("frank.xml"), &sh_data(1, true, &vm_target));
+    // forwarding on not registered: hank is registered, ivy is not (the HSS's --state)
+    let ivy_target = format!("sip:ivy-vm@127.0.0.1:{}", voicemail.port);
+    let not_registered = |doc: String| {
+        doc.replace(
+            "<Target>",
+            "<Condition>not-registered</Condition>\n        <Target>",
+        )
+    };
+    write(
+        &data.join("hank.xml"),
+        &not_registered(sh_data(1, true, &vm_target)),
+    );
+    write(
+        &data.join("ivy.xml"),
+        &not_registered(sh_data(1, true, &ivy_target)),
+    );
 
     let (hss, hss_port, capture) = captured_server(
         dir.path(),
@@ -138,6 +156,8 @@ fn as_scenario(name: &str, names: Names) {
             data.display().to_string(),
             "--udr".into(),
             "carol=e5001,dave=e5100,gina=drop".into(),
+            "--state".into(),
+            "ivy=0".into(),
         ],
     );
 
@@ -196,9 +216,15 @@ fn as_scenario(name: &str, names: Names) {
     );
     // data with the service off: to the S-CSCF, subscribed all the same
     assert_eq!(invite("erin"), "SIP/2.0 200 OK", "INVITE erin");
+    // conditional forwarding: UDR IMSUserState; registered hank gets the call himself
+    assert_eq!(invite("hank"), "SIP/2.0 200 OK", "INVITE hank");
+    // ivy is not registered: forwarded, on the first call (after UDR, SNR) and from the cache
+    assert_eq!(invite("ivy"), "SIP/2.0 200 OK", "INVITE ivy");
+    assert_eq!(invite("ivy"), "SIP/2.0 200 OK", "INVITE ivy (cached)");
     assert_eq!(
         hss.cmd("subs"),
-        "SUBS sip:alice@test.local/call-forwarding,sip:erin@test.local/call-forwarding",
+        "SUBS sip:alice@test.local/call-forwarding,sip:erin@test.local/call-forwarding,\
+         sip:hank@test.local/call-forwarding,sip:ivy@test.local/call-forwarding",
         "the subscriptions the HSS holds after the SNRs"
     );
 
@@ -231,9 +257,11 @@ fn as_scenario(name: &str, names: Names) {
         request_lines(&voicemail),
         [
             format!("INVITE {vm_target} SIP/2.0"),
-            format!("INVITE {vm_target} SIP/2.0")
+            format!("INVITE {vm_target} SIP/2.0"),
+            format!("INVITE {ivy_target} SIP/2.0"),
+            format!("INVITE {ivy_target} SIP/2.0")
         ],
-        "alice's first target, before the PNR"
+        "alice's first target (before the PNR), ivy's (not registered)"
     );
     assert_eq!(
         request_lines(&mobile),
@@ -241,9 +269,14 @@ fn as_scenario(name: &str, names: Names) {
         "alice's target after the PNR"
     );
     for m in voicemail.received().iter().chain(mobile.received().iter()) {
+        let diversion = if m.starts_with("INVITE sip:ivy-vm@") {
+            "Diversion: <sip:ivy@test.local>;reason=unavailable"
+        } else {
+            "Diversion: <sip:alice@test.local>;reason=unconditional"
+        };
         assert!(
-            m.contains("Diversion: <sip:alice@test.local>;reason=unconditional"),
-            "a forwarded INVITE says from whom: {m}"
+            m.contains(diversion),
+            "a forwarded INVITE says from whom and why: {m}"
         );
     }
     assert_eq!(
@@ -251,6 +284,7 @@ fn as_scenario(name: &str, names: Names) {
         [
             "INVITE sip:bob@test.local SIP/2.0",
             "INVITE sip:erin@test.local SIP/2.0",
+            "INVITE sip:hank@test.local SIP/2.0",
             "INVITE sip:erin@test.local SIP/2.0"
         ],
         "calls not forwarded, to the S-CSCF"
@@ -262,22 +296,25 @@ fn as_scenario(name: &str, names: Names) {
     let found = format!("new data for sip:alice@test.local ({})", names.user_data);
     assert_eq!(k.log_lines(&found).len(), 1, "PNR {found}");
 
-    // the HSS's log: one UDR per uncached call, one SNR per user with data, all decoded clean
+    // the HSS's log: one UDR for repository data per uncached call and one for IMSUserState
+    // per conditional forwarding, one SNR per user with data, all decoded clean
     let log = hss.guard.output();
-    let udrs: Vec<&str> = log.lines().filter(|l| l.starts_with("UDR ")).collect();
-    let snrs: Vec<&str> = log.lines().filter(|l| l.starts_with("SNR ")).collect();
-    assert_eq!(udrs.len(), 6, "UDRs:\n{log}");
-    assert_eq!(snrs.len(), 2, "SNRs:\n{log}");
-    for l in udrs.iter().chain(snrs.iter()) {
-        assert!(l.contains(" dref=[0] si=call-forwarding errors=0 "), "{l}");
-    }
-    for u in ["alice", "erin"] {
-        assert!(
-            snrs.iter()
-                .any(|l| l.contains(&format!("impu=sip:{u}@test.local type=0 "))),
-            "{u} subscribed: {snrs:?}"
-        );
-    }
+    let lines = |prefix: &str, part: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.starts_with(prefix) && l.contains(part))
+            .map(str::to_string)
+            .collect()
+    };
+    let repository = " dref=[0] si=call-forwarding errors=0 ";
+    assert_eq!(lines("UDR ", "").len(), 11, "UDRs:\n{log}");
+    assert_eq!(lines("UDR ", repository).len(), 8, "UDRs:\n{log}");
+    assert_eq!(
+        lines("UDR ", " dref=[11] si= errors=0 -> Result-Code 2001"),
+        lines("UDR ", " dref=[11] "),
+        "IMSUserState UDRs:\n{log}"
+    );
+    assert_eq!(lines("SNR ", "").len(), 4, "SNRs:\n{log}");
+    assert_eq!(lines("SNR ", repository).len(), 4, "SNRs:\n{log}");
 
     // the wire, as Wireshark decodes it
     let pcap = capture.stop();
@@ -291,35 +328,61 @@ fn as_scenario(name: &str, names: Names) {
             m.frame
         );
     }
-    let udr: Vec<_> = msgs
-        .iter()
-        .filter(|m| m.cmd_code == 306 && m.is_request())
-        .collect();
-    let udr_users: Vec<String> = udr.iter().filter_map(|m| impu_of(m)).collect();
+    let requests = |code: u32| -> Vec<&TsMessage> {
+        msgs.iter()
+            .filter(|m| m.cmd_code == code && m.is_request())
+            .collect()
+    };
+    let users =
+        |ms: &[&TsMessage]| -> Vec<String> { ms.iter().filter_map(|m| impu_of(m)).collect() };
+    let (udr_state, udr): (Vec<&TsMessage>, Vec<&TsMessage>) = requests(306)
+        .into_iter()
+        .partition(|m| m.avp("Data-Reference").map(|a| a.data()) == Some(&[0, 0, 0, 11][..]));
     assert_eq!(
-        udr_users,
+        users(&udr),
         [
             "sip:alice@test.local",
             "sip:bob@test.local",
             "sip:carol@test.local",
             "sip:dave@test.local",
             "sip:gina@test.local",
-            "sip:erin@test.local"
+            "sip:erin@test.local",
+            "sip:hank@test.local",
+            "sip:ivy@test.local"
         ],
-        "UDR User-Identity/Public-Identity"
+        "UDR (RepositoryData) User-Identity/Public-Identity"
     );
-    let snr: Vec<_> = msgs
-        .iter()
-        .filter(|m| m.cmd_code == 308 && m.is_request())
-        .collect();
     assert_eq!(
-        snr.iter().filter_map(|m| impu_of(m)).collect::<Vec<_>>(),
-        ["sip:alice@test.local", "sip:erin@test.local"],
+        users(&udr_state),
+        [
+            "sip:hank@test.local",
+            "sip:ivy@test.local",
+            "sip:ivy@test.local"
+        ],
+        "UDR (IMSUserState) User-Identity/Public-Identity"
+    );
+    for m in &udr_state {
+        assert!(
+            m.avp("Service-Indication").is_none(),
+            "no Service-Indication for IMSUserState"
+        );
+    }
+    let snr = requests(308);
+    assert_eq!(
+        users(&snr),
+        [
+            "sip:alice@test.local",
+            "sip:erin@test.local",
+            "sip:hank@test.local",
+            "sip:ivy@test.local"
+        ],
         "SNR User-Identity/Public-Identity"
     );
-    for m in udr.iter().chain(snr.iter()) {
+    for m in udr.iter().chain(snr.iter()).chain(udr_state.iter()) {
         assert_eq!(m.value("Origin-Host"), Some(AS));
         assert_eq!(m.value("Destination-Realm"), Some(HSS));
+    }
+    for m in udr.iter().chain(snr.iter()) {
         assert_repository_ref(m);
     }
     for m in &snr {
