@@ -32,6 +32,7 @@ pub mod ports;
 pub mod prometheus;
 pub mod roles;
 pub mod sip;
+pub mod sip_call;
 pub mod tempdir;
 pub mod tshark;
 pub mod wait;
