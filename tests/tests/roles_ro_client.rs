@@ -1,0 +1,374 @@
+//! Online charging of calls from Kamailio (`cfg-examples/roles/kamailio-ro-client.cfg`, the Ro
+//! client: RFC 4006 credit control, 3GPP TS 32.299) through the real `dmbridge run`, against
+//! an OCS on Erlang/OTP diameter with a strict codec and short grants
+//! (`tests/peers/ro_ocs_session.escript`), with SIP phones on loopback (`harness::sip_call`).
+//!
+//! Asserted on the SIP side (what each phone got), in the OCS's log (its decoded CCRs and its
+//! session checks) and on the wire (tshark between bridge and OCS):
+//! - INVITE -> CCR-Initial (Service-Context-Id, Subscription-Id of the caller,
+//!   Requested-Service-Unit, IMS-Information with the calling and called party) -> 2001: the
+//!   call is connected; 4012 -> 402 Payment Required, nothing forwarded, no dialog, no CCR-T.
+//! - The granted seconds run out: CCR-Update with Used-Service-Unit (QUOTA_EXHAUSTED) of at
+//!   least the grant; an update answered 4012 ends the call with BYEs to both phones and no
+//!   CCR-Terminate (the failed answer closed the session).
+//! - RAR -> RAA 2001 and a CCR-Update (FORCED_REAUTHORISATION) follows; RAR for an unknown
+//!   session -> 5002. ASR -> ASA 2001, BYEs to both phones, CCR-Terminate.
+//! - BYE -> CCR-Terminate with the last used seconds; per call one Session-Id and
+//!   CC-Request-Numbers 0, 1, 2... (the OCS checks the sequence); the used seconds reported
+//!   in a call add up to no more than the call lasted.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use harness::bridge::{Bridge, BridgeApp, BridgeOptions, BridgePeer};
+use harness::capture::Capture;
+use harness::paths::repo_root;
+use harness::roles::{RoleKamailio, ScriptedPeer};
+use harness::sip_call::Phone;
+use harness::wait::poll_until;
+use harness::{free_port, tshark, TestDir};
+
+const OCS: &str = "ocs.test.local";
+const CTF: &str = "ctf.test.local";
+/// Seconds the OCS grants per request: short, so updates happen within the test.
+const GRANT: u32 = 2;
+
+/// One CCR as the OCS printed it.
+#[derive(Debug, Clone)]
+struct Ccr {
+    ty: u32,
+    num: u32,
+    sid: String,
+    user: String,
+    ctx: String,
+    rsu: String,
+    usu: Option<u32>,
+    reason: String,
+    calling: String,
+    called: String,
+    seq_ok: bool,
+    rc: u32,
+}
+
+fn ccrs(ocs: &ScriptedPeer) -> Vec<Ccr> {
+    ocs.guard
+        .output()
+        .lines()
+        .filter(|l| l.starts_with("CCR "))
+        .map(|l| {
+            let f = |k: &str| ScriptedPeer::field(l, k).to_string();
+            let int = |k: &str| {
+                f(k).parse::<u32>()
+                    .unwrap_or_else(|e| panic!("{k} in {l}: {e}"))
+            };
+            Ccr {
+                ty: int("type"),
+                num: int("num"),
+                sid: f("sid"),
+                user: f("user"),
+                ctx: f("ctx"),
+                rsu: f("rsu"),
+                usu: f("usu").parse().ok(),
+                reason: f("reason"),
+                calling: f("calling"),
+                called: f("called"),
+                seq_ok: f("seq") == "ok",
+                rc: l
+                    .rsplit("-> ")
+                    .next()
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or_else(|| panic!("no outcome in {l}")),
+            }
+        })
+        .collect()
+}
+
+/// Waits until the OCS has printed a CCR matching `want`.
+fn wait_ccr(ocs: &ScriptedPeer, what: &str, want: impl Fn(&Ccr) -> bool) -> Ccr {
+    poll_until(what, Duration::from_secs(15), || {
+        ccrs(ocs).into_iter().find(|c| want(c))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", ocs.guard.tail(30)))
+}
+
+/// Unsigned32/Enumerated value of a decoded AVP.
+fn u32_of(a: &tshark::TsAvp) -> u32 {
+    let d = a.data();
+    assert_eq!(d.len(), 4, "AVP {} is not 32-bit: {d:?}", a.code);
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+}
+
+#[test]
+fn ro_client_in_kamailio_charges_calls() {
+    let dir = TestDir::new("roles-ro-client");
+    let _ = harness::dmbridge::dmbridge_bin();
+    let ocs_port = free_port();
+    let capture = Capture::start(dir.path(), ocs_port);
+    let ocs = ScriptedPeer::start(
+        dir.path(),
+        "ro_ocs_session.escript",
+        &[
+            "--port".into(),
+            ocs_port.to_string(),
+            "--host".into(),
+            OCS.into(),
+            "--realm".into(),
+            OCS.into(),
+            "--grant".into(),
+            GRANT.to_string(),
+            "--deny".into(),
+            "bob".into(),
+            "--deny-update".into(),
+            "carol".into(),
+            "--duration".into(),
+            "120".into(),
+        ],
+        "listening 127.0.0.1:",
+    );
+
+    let port = free_port();
+    let mut opts = BridgeOptions {
+        origin_host: CTF.into(),
+        origin_realm: "test.local".into(),
+        port,
+        ..BridgeOptions::default()
+    };
+    opts.applications.push(BridgeApp {
+        id: 4,
+        vendor: None,
+        acct: false,
+    });
+    opts.peers.push(BridgePeer {
+        host: OCS.into(),
+        port: Some(ocs_port),
+    });
+    opts.default_route = vec![OCS.into()];
+    let _bridge = Bridge::start(dir.path(), &opts);
+    let up = ocs.cmd("up 15");
+    assert!(
+        up.starts_with("UP "),
+        "bridge not connected to the OCS: {up}"
+    );
+    let socket = dir
+        .path()
+        .join(format!("bridge-{port}"))
+        .join("control.sock");
+    let k = RoleKamailio::start(
+        dir.path(),
+        "kamailio-ro-client",
+        &repo_root().join("cfg-examples/roles/kamailio-ro-client.cfg"),
+        &socket,
+        &[format!("OCS_REALM=\"{OCS}\"")],
+        2,
+    );
+    let sip = k.sip_port;
+    let callee = Phone::start("callee");
+    let [alice, bob, carol, dave] = ["alice", "bob", "carol", "dave"].map(Phone::start);
+    let sid_of = |user: &str| {
+        let r = ocs.cmd(&format!("sid {user}"));
+        r.strip_prefix("SID ")
+            .unwrap_or_else(|| panic!("no session for {user}: {r}"))
+            .to_string()
+    };
+
+    // no credit: 4012 on the CCR-Initial -> 402, the callee never hears of it
+    let b = bob.invite(sip, &callee.uri());
+    assert_eq!(b.status, "SIP/2.0 402 Payment Required", "bob");
+
+    let a = alice.invite(sip, &callee.uri());
+    let alice_started = Instant::now();
+    assert!(a.answered(), "alice: {}\n{}", a.status, k.guard.tail(30));
+    let c = carol.invite(sip, &callee.uri());
+    assert!(c.answered(), "carol: {}", c.status);
+    let d = dave.invite(sip, &callee.uri());
+    assert!(d.answered(), "dave: {}", d.status);
+    for call in [&a, &c, &d] {
+        // the dialog is confirmed (the ACK went through) before the OCS acts on it
+        assert!(
+            callee.wait_request("ACK", &call.call_id, 10).is_some(),
+            "no ACK relayed for {}",
+            call.call_id
+        );
+    }
+    let (asid, csid, dsid) = (sid_of("alice"), sid_of("carol"), sid_of("dave"));
+
+    // ASR: dave's call is ended by the OCS: BYE to both sides, then the CCR-Terminate
+    let r = ocs.cmd(&format!("asr {dsid}"));
+    assert!(r.starts_with("ANSWER cmd=274 rc=2001 "), "ASA: {r}");
+    assert!(
+        dave.wait_request("BYE", &d.call_id, 10).is_some(),
+        "dave got no BYE\n{}",
+        k.guard.tail(30)
+    );
+    assert!(
+        callee.wait_request("BYE", &d.call_id, 10).is_some(),
+        "the callee got no BYE for dave's call"
+    );
+    wait_ccr(&ocs, "dave's CCR-Terminate", |c| c.ty == 3 && c.sid == dsid);
+
+    // the grant runs out: CCR-Update; carol's is refused (4012), her call is ended
+    wait_ccr(&ocs, "alice's CCR-Update (quota used up)", |c| {
+        c.ty == 2 && c.sid == asid && c.reason == "3"
+    });
+    wait_ccr(&ocs, "carol's CCR-Update", |c| c.ty == 2 && c.sid == csid);
+    assert!(
+        carol.wait_request("BYE", &c.call_id, 10).is_some(),
+        "carol got no BYE after 4012\n{}",
+        k.guard.tail(30)
+    );
+    assert!(
+        callee.wait_request("BYE", &c.call_id, 10).is_some(),
+        "the callee got no BYE for carol's call"
+    );
+
+    // RAR: answered, and a CCR-Update (FORCED_REAUTHORISATION) follows at once
+    let r = ocs.cmd(&format!("rar {asid}"));
+    assert!(r.starts_with("ANSWER cmd=258 rc=2001 "), "RAA: {r}");
+    wait_ccr(&ocs, "alice's CCR-Update after the RAR", |c| {
+        c.ty == 2 && c.sid == asid && c.reason == "7"
+    });
+    let r = ocs.cmd("rar ctf.test.local;1;404");
+    assert!(
+        r.starts_with("ANSWER cmd=258 rc=5002 "),
+        "RAA, unknown: {r}"
+    );
+
+    // alice hangs up: the BYE reaches the callee, the CCR-Terminate reports the rest
+    assert_eq!(alice.bye(sip, &a), "SIP/2.0 200 OK", "alice's BYE");
+    let alice_secs = alice_started.elapsed().as_secs_f64().ceil() as u32;
+    assert!(
+        callee.wait_request("BYE", &a.call_id, 10).is_some(),
+        "alice's BYE was not relayed"
+    );
+    wait_ccr(&ocs, "alice's CCR-Terminate", |c| {
+        c.ty == 3 && c.sid == asid
+    });
+    assert_eq!(
+        callee
+            .received()
+            .iter()
+            .filter(|m| m.starts_with("INVITE "))
+            .count(),
+        3,
+        "INVITEs forwarded (not bob's)"
+    );
+
+    // the OCS's view: per session the types, numbers, outcomes
+    let all = ccrs(&ocs);
+    let mut by_sid: BTreeMap<&str, Vec<&Ccr>> = BTreeMap::new();
+    for c in &all {
+        by_sid.entry(c.sid.as_str()).or_default().push(c);
+        assert!(c.seq_ok, "CC-Request-Number out of sequence: {c:?}");
+        assert_eq!(c.ctx, "32260@3gpp.org", "Service-Context-Id: {c:?}");
+    }
+    assert_eq!(by_sid.len(), 4, "one Session-Id per call: {all:#?}");
+    let shape = |sid: &str| -> Vec<(u32, u32, u32)> {
+        by_sid[sid].iter().map(|c| (c.ty, c.num, c.rc)).collect()
+    };
+    let bob_ccrs: Vec<_> = all.iter().filter(|c| c.user == "bob").collect();
+    assert_eq!(bob_ccrs.len(), 1, "bob: {bob_ccrs:?}");
+    assert_eq!((bob_ccrs[0].ty, bob_ccrs[0].rc), (1, 4012));
+    assert_eq!(
+        shape(&csid),
+        [(1, 0, 2001), (2, 1, 4012)],
+        "carol: no CCR-T after the 4012"
+    );
+    assert_eq!(shape(&dsid), [(1, 0, 2001), (3, 1, 2001)], "dave");
+    let alice_ccrs = &by_sid[asid.as_str()];
+    let n = alice_ccrs.len() as u32;
+    assert!(n >= 4, "alice: I, U (quota), U (RAR), T: {alice_ccrs:#?}");
+    for (i, c) in alice_ccrs.iter().enumerate() {
+        let i = i as u32;
+        let ty = if i == 0 {
+            1
+        } else if i == n - 1 {
+            3
+        } else {
+            2
+        };
+        assert_eq!((c.ty, c.num, c.rc), (ty, i, 2001), "alice #{i}: {c:?}");
+        if ty == 1 {
+            assert_eq!(c.usu, None);
+            assert_eq!(c.rsu, "60", "Requested-Service-Unit");
+            assert_eq!(c.calling, "sip:alice@test.local");
+            assert_eq!(c.called, callee.uri());
+        } else {
+            assert!(c.usu.is_some(), "Used-Service-Unit in {c:?}");
+        }
+        if c.reason == "3" {
+            // the timer fires when the grant is used up, never before
+            assert!(
+                c.usu >= Some(GRANT),
+                "QUOTA_EXHAUSTED before the grant: {c:?}"
+            );
+        }
+    }
+    assert_eq!(alice_ccrs[n as usize - 1].reason, "2", "FINAL in the CCR-T");
+    let used: u32 = alice_ccrs.iter().filter_map(|c| c.usu).sum();
+    assert!(
+        used <= alice_secs + 1,
+        "alice reported {used} s for a call of at most {alice_secs} s: {alice_ccrs:#?}"
+    );
+
+    // the wire: the CCRs as Wireshark decodes them, and the script's RAA/ASA
+    let pcap = capture.stop();
+    let msgs = tshark::decode_pcap(&pcap, &[ocs_port]);
+    let wire_ccrs: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.cmd_code == 272 && m.is_request())
+        .collect();
+    assert_eq!(wire_ccrs.len(), all.len(), "CCRs on the wire");
+    for (m, c) in wire_ccrs.iter().zip(&all) {
+        let problems = m.problems(tshark::EXPERT_WARN, |_| false);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(m.app_id, 4);
+        assert_eq!(m.value("Origin-Host"), Some(CTF));
+        assert_eq!(m.value("Session-Id"), Some(c.sid.as_str()));
+        let ty = m
+            .avps
+            .iter()
+            .find(|a| a.code == 416)
+            .map(u32_of)
+            .unwrap_or_else(|| panic!("no CC-Request-Type in frame {}", m.frame));
+        let num = m
+            .avps
+            .iter()
+            .find(|a| a.code == 415)
+            .map(u32_of)
+            .unwrap_or_else(|| panic!("no CC-Request-Number in frame {}", m.frame));
+        assert_eq!((ty, num), (c.ty, c.num), "frame {}", m.frame);
+        let usu = m.find_deep("Used-Service-Unit");
+        assert_eq!(
+            usu.is_empty(),
+            ty == 1,
+            "Used-Service-Unit in frame {}",
+            m.frame
+        );
+        if ty == 1 {
+            assert!(!m.find_deep("Requested-Service-Unit").is_empty());
+            assert!(!m.find_deep("Subscription-Id-Data").is_empty());
+            assert!(!m.find_deep("Calling-Party-Address").is_empty());
+        }
+    }
+    let server_answers: Vec<(u32, String)> = msgs
+        .iter()
+        .filter(|m| matches!(m.cmd_code, 258 | 274) && !m.is_request())
+        .map(|m| {
+            assert_eq!(m.value("Origin-Host"), Some(CTF));
+            (
+                m.cmd_code,
+                m.value("Result-Code").unwrap_or("none").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        server_answers,
+        [
+            (274, "2001".to_string()),
+            (258, "2001".to_string()),
+            (258, "5002".to_string())
+        ],
+        "ASA and RAAs from the script"
+    );
+}
