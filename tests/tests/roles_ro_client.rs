@@ -20,13 +20,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use harness::bridge::{Bridge, BridgeApp, BridgeOptions, BridgePeer};
-use harness::capture::Capture;
-use harness::paths::repo_root;
-use harness::roles::{RoleKamailio, ScriptedPeer};
+use harness::bridge::BridgeApp;
+use harness::roles::{captured_server, PeerClientRole, RoleKamailio, ScriptedPeer, ServerPeer};
 use harness::sip_call::Phone;
 use harness::wait::poll_until;
-use harness::{free_port, tshark, TestDir};
+use harness::{tshark, TestDir};
 
 const OCS: &str = "ocs.test.local";
 const CTF: &str = "ctf.test.local";
@@ -92,6 +90,18 @@ fn wait_ccr(ocs: &ScriptedPeer, what: &str, want: impl Fn(&Ccr) -> bool) -> Ccr 
     .unwrap_or_else(|e| panic!("{e}\n{}", ocs.guard.tail(30)))
 }
 
+/// Both phones of the call `call_id` got a BYE from the script (within 10 s).
+fn assert_both_got_bye(k: &RoleKamailio, phones: [&Phone; 2], call_id: &str) {
+    for p in phones {
+        assert!(
+            p.wait_request("BYE", call_id, 10).is_some(),
+            "{} got no BYE for {call_id}\n{}",
+            p.user,
+            k.guard.tail(30)
+        );
+    }
+}
+
 /// Unsigned32/Enumerated value of a decoded AVP.
 fn u32_of(a: &tshark::TsAvp) -> u32 {
     let d = a.data();
@@ -103,65 +113,37 @@ fn u32_of(a: &tshark::TsAvp) -> u32 {
 fn ro_client_in_kamailio_charges_calls() {
     let dir = TestDir::new("roles-ro-client");
     let _ = harness::dmbridge::dmbridge_bin();
-    let ocs_port = free_port();
-    let capture = Capture::start(dir.path(), ocs_port);
-    let ocs = ScriptedPeer::start(
+    let (ocs, ocs_port, capture) = captured_server(
         dir.path(),
         "ro_ocs_session.escript",
+        OCS,
         &[
-            "--port".into(),
-            ocs_port.to_string(),
-            "--host".into(),
-            OCS.into(),
-            "--realm".into(),
-            OCS.into(),
             "--grant".into(),
             GRANT.to_string(),
             "--deny".into(),
             "bob".into(),
             "--deny-update".into(),
             "carol".into(),
-            "--duration".into(),
-            "120".into(),
         ],
-        "listening 127.0.0.1:",
     );
-
-    let port = free_port();
-    let mut opts = BridgeOptions {
-        origin_host: CTF.into(),
-        origin_realm: "test.local".into(),
-        port,
-        ..BridgeOptions::default()
-    };
-    opts.applications.push(BridgeApp {
-        id: 4,
-        vendor: None,
-        acct: false,
-    });
-    opts.peers.push(BridgePeer {
-        host: OCS.into(),
-        port: Some(ocs_port),
-    });
-    opts.default_route = vec![OCS.into()];
-    let _bridge = Bridge::start(dir.path(), &opts);
-    let up = ocs.cmd("up 15");
-    assert!(
-        up.starts_with("UP "),
-        "bridge not connected to the OCS: {up}"
-    );
-    let socket = dir
-        .path()
-        .join(format!("bridge-{port}"))
-        .join("control.sock");
-    let k = RoleKamailio::start(
+    let role = PeerClientRole::start(
         dir.path(),
-        "kamailio-ro-client",
-        &repo_root().join("cfg-examples/roles/kamailio-ro-client.cfg"),
-        &socket,
+        "ro-client",
+        CTF,
+        BridgeApp {
+            id: 4,
+            vendor: None,
+            acct: false,
+        },
+        ServerPeer {
+            peer: &ocs,
+            host: OCS,
+            port: ocs_port,
+        },
+        &[],
         &[format!("OCS_REALM=\"{OCS}\"")],
-        2,
     );
+    let k = &role.kamailio;
     let sip = k.sip_port;
     let callee = Phone::start("callee");
     let [alice, bob, carol, dave] = ["alice", "bob", "carol", "dave"].map(Phone::start);
@@ -196,15 +178,7 @@ fn ro_client_in_kamailio_charges_calls() {
     // ASR: dave's call is ended by the OCS: BYE to both sides, then the CCR-Terminate
     let r = ocs.cmd(&format!("asr {dsid}"));
     assert!(r.starts_with("ANSWER cmd=274 rc=2001 "), "ASA: {r}");
-    assert!(
-        dave.wait_request("BYE", &d.call_id, 10).is_some(),
-        "dave got no BYE\n{}",
-        k.guard.tail(30)
-    );
-    assert!(
-        callee.wait_request("BYE", &d.call_id, 10).is_some(),
-        "the callee got no BYE for dave's call"
-    );
+    assert_both_got_bye(k, [&dave, &callee], &d.call_id);
     wait_ccr(&ocs, "dave's CCR-Terminate", |c| c.ty == 3 && c.sid == dsid);
 
     // the grant runs out: CCR-Update; carol's is refused (4012), her call is ended
@@ -212,15 +186,7 @@ fn ro_client_in_kamailio_charges_calls() {
         c.ty == 2 && c.sid == asid && c.reason == "3"
     });
     wait_ccr(&ocs, "carol's CCR-Update", |c| c.ty == 2 && c.sid == csid);
-    assert!(
-        carol.wait_request("BYE", &c.call_id, 10).is_some(),
-        "carol got no BYE after 4012\n{}",
-        k.guard.tail(30)
-    );
-    assert!(
-        callee.wait_request("BYE", &c.call_id, 10).is_some(),
-        "the callee got no BYE for carol's call"
-    );
+    assert_both_got_bye(k, [&carol, &callee], &c.call_id);
 
     // RAR: answered, and a CCR-Update (FORCED_REAUTHORISATION) follows at once
     let r = ocs.cmd(&format!("rar {asid}"));
