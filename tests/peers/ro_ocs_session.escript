@@ -9,6 +9,7 @@
 %%
 %%   ro_ocs_session.escript --port P --ctl-port C [--host ocs.test.local] [--realm test.local]
 %%       [--grant 2] [--validity 30] [--deny "bob,..."] [--deny-update "carol,..."]
+%%       [--drop "frank,..."]
 %%       [--duration 120]
 %%
 %% Users are the user part of the CCR's Subscription-Id-Data (END_USER_SIP_URI).
@@ -16,6 +17,7 @@
 %%   Multiple-Services-Credit-Control, Granted-Service-Unit CC-Time --grant seconds,
 %%   Validity-Time --validity and Result-Code 2001 (TS 32.299 §6.3.2 / RFC 4006 §8.16-8.17).
 %% CCR-Update: the same grant, or 4012 for --deny-update users (their balance is used up).
+%% --drop users: their CCR-Initial is printed (-> drop) and never answered (an OCS down).
 %% CCR-Terminate: 2001, no grant. Every CCR is checked against the session: CC-Request-Number
 %%   must be the previous one + 1 (RFC 4006 §8.2), the Session-Id one the OCS knows (else
 %%   5002 DIAMETER_UNKNOWN_SESSION_ID); the check's outcome is in the printed line.
@@ -225,6 +227,7 @@ main(Args) ->
     ets:insert(ocs, {validity, iopt(validity, O, 30)}),
     ets:insert(ocs, {deny, string:tokens(opt(deny, O, ""), ",")}),
     ets:insert(ocs, {deny_update, string:tokens(opt('deny-update', O, ""), ",")}),
+    ets:insert(ocs, {drop, string:tokens(opt(drop, O, ""), ",")}),
     ets:insert(ocs, {peers, []}),
     ok = diameter:start_service(svc, service(Host, Realm)),
     true = diameter:subscribe(svc),
@@ -381,10 +384,14 @@ handle_request(#diameter_packet{msg = ['CCR' | Req], errors = Errors}, _Svc, {_,
               {T, P2} when T > 1, is_integer(P2), Num == P2 + 1 -> ok;
               _ -> bad
           end,
+    [{drop, Drop}] = ets:lookup(ocs, drop),
     Rc = case {Errors, Type, Prev} of
              {[_ | _], _, _} -> 5004;
+             {_, 1, _} -> case lists:member(User, Drop) of
+                              true -> drop;
+                              false -> deny(deny, User)
+                          end;
              {_, T2, none} when T2 > 1 -> 5002;
-             {_, 1, _} -> deny(deny, User);
              {_, 2, _} -> deny(deny_update, User);
              _ -> 2001
          end,
@@ -397,6 +404,13 @@ handle_request(#diameter_packet{msg = ['CCR' | Req], errors = Errors}, _Svc, {_,
         1 -> ets:insert(ocs, {{last_sid, User}, Sid});
         _ -> ok
     end,
+    answer(Rc, Type, Num, Sid, Mscc, OH, OR);
+handle_request(#diameter_packet{header = H}, _Svc, _Peer) ->
+    out("REQUEST cmd=~p not served here: 3001", [H#diameter_header.cmd_code]),
+    {answer_message, 3001}.
+
+answer(drop, _Type, _Num, _Sid, _Mscc, _OH, _OR) -> discard;
+answer(Rc, Type, Num, Sid, Mscc, OH, OR) ->
     case {Type, Rc} of
         {3, _} -> ets:delete(ocs, {num, Sid});
         {_, 2001} -> ets:insert(ocs, {{num, Sid}, Num});
@@ -416,10 +430,7 @@ handle_request(#diameter_packet{msg = ['CCR' | Req], errors = Errors}, _Svc, {_,
                        'Origin-Host' => OH, 'Origin-Realm' => OR,
                        'Auth-Application-Id' => ?CC_APP,
                        'CC-Request-Type' => Type, 'CC-Request-Number' => Num,
-                       'Multiple-Services-Credit-Control' => Grants}]};
-handle_request(#diameter_packet{header = H}, _Svc, _Peer) ->
-    out("REQUEST cmd=~p not served here: 3001", [H#diameter_header.cmd_code]),
-    {answer_message, 3001}.
+                       'Multiple-Services-Credit-Control' => Grants}]}.
 
 deny(Key, User) ->
     [{Key, Users}] = ets:lookup(ocs, Key),

@@ -50,6 +50,16 @@ impl Call {
 
 impl Phone {
     pub fn start(user: &str) -> Phone {
+        Phone::spawn(user, None)
+    }
+
+    /// A phone that refuses every INVITE with `code` (e.g. 486 Busy Here): the call fails
+    /// after the SIP server has let it through.
+    pub fn rejecting(user: &str, code: u16) -> Phone {
+        Phone::spawn(user, Some(code))
+    }
+
+    fn spawn(user: &str, reject: Option<u16>) -> Phone {
         let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap_or_else(|e| panic!("udp: {e}"));
         s.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap_or_else(|e| panic!("udp: {e}"));
@@ -77,7 +87,13 @@ impl Phone {
                     continue;
                 }
                 if !text.starts_with("ACK ") {
-                    let _ = s2.send_to(answer_200(&text, &me, port).as_bytes(), from);
+                    let answer = match reject {
+                        Some(code) if text.starts_with("INVITE ") => answer_200(&text, &me, port)
+                            .replacen("SIP/2.0 200 OK", &format!("SIP/2.0 {code} Rejected"), 1)
+                            .replace(&format!("Contact: <sip:{me}@127.0.0.1:{port}>\r\n"), ""),
+                        _ => answer_200(&text, &me, port),
+                    };
+                    let _ = s2.send_to(answer.as_bytes(), from);
                 }
                 rq.lock().unwrap_or_else(|e| e.into_inner()).push(text);
             }

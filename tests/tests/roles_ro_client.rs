@@ -7,7 +7,9 @@
 //! session checks) and on the wire (tshark between bridge and OCS):
 //! - INVITE -> CCR-Initial (Service-Context-Id, Subscription-Id of the caller,
 //!   Requested-Service-Unit, IMS-Information with the calling and called party) -> 2001: the
-//!   call is connected; 4012 -> 402 Payment Required, nothing forwarded, no dialog, no CCR-T.
+//!   call is connected; 4012 -> 402 Payment Required, nothing forwarded, no dialog, no CCR-T;
+//!   no answer -> 503. A charged call the callee refuses (486) gets a CCR-Terminate with 0
+//!   seconds used (the reservation is released).
 //! - The granted seconds run out: CCR-Update with Used-Service-Unit (QUOTA_EXHAUSTED) of at
 //!   least the grant; an update answered 4012 ends the call with BYEs to both phones and no
 //!   CCR-Terminate (the failed answer closed the session).
@@ -71,11 +73,12 @@ fn ccrs(ocs: &ScriptedPeer) -> Vec<Ccr> {
                 calling: f("calling"),
                 called: f("called"),
                 seq_ok: f("seq") == "ok",
+                // 0: not answered (--drop)
                 rc: l
                     .rsplit("-> ")
                     .next()
                     .and_then(|r| r.split_whitespace().next())
-                    .and_then(|r| r.parse().ok())
+                    .map(|r| r.parse().unwrap_or(0))
                     .unwrap_or_else(|| panic!("no outcome in {l}")),
             }
         })
@@ -124,6 +127,8 @@ fn ro_client_in_kamailio_charges_calls() {
             "bob".into(),
             "--deny-update".into(),
             "carol".into(),
+            "--drop".into(),
+            "frank".into(),
         ],
     );
     let role = PeerClientRole::start(
@@ -146,6 +151,10 @@ fn ro_client_in_kamailio_charges_calls() {
     let k = &role.kamailio;
     let sip = k.sip_port;
     let callee = Phone::start("callee");
+    // the OCS never answers frank's CCR-Initial: 503 after the module's request_timeout;
+    // in its own thread, so the other calls go on meanwhile
+    let uri = callee.uri();
+    let frank_call = std::thread::spawn(move || Phone::start("frank").invite(sip, &uri));
     let [alice, bob, carol, dave] = ["alice", "bob", "carol", "dave"].map(Phone::start);
     let sid_of = |user: &str| {
         let r = ocs.cmd(&format!("sid {user}"));
@@ -157,6 +166,10 @@ fn ro_client_in_kamailio_charges_calls() {
     // no credit: 4012 on the CCR-Initial -> 402, the callee never hears of it
     let b = bob.invite(sip, &callee.uri());
     assert_eq!(b.status, "SIP/2.0 402 Payment Required", "bob");
+    // charged, then refused by the callee: the CCR-Terminate releases the reservation
+    let busy = Phone::rejecting("busy", 486);
+    let e = Phone::start("erin").invite(sip, &busy.uri());
+    assert_eq!(e.status, "SIP/2.0 486 Rejected", "erin");
 
     let a = alice.invite(sip, &callee.uri());
     let alice_started = Instant::now();
@@ -228,7 +241,7 @@ fn ro_client_in_kamailio_charges_calls() {
         assert!(c.seq_ok, "CC-Request-Number out of sequence: {c:?}");
         assert_eq!(c.ctx, "32260@3gpp.org", "Service-Context-Id: {c:?}");
     }
-    assert_eq!(by_sid.len(), 4, "one Session-Id per call: {all:#?}");
+    assert_eq!(by_sid.len(), 6, "one Session-Id per call: {all:#?}");
     let shape = |sid: &str| -> Vec<(u32, u32, u32)> {
         by_sid[sid].iter().map(|c| (c.ty, c.num, c.rc)).collect()
     };
@@ -241,6 +254,18 @@ fn ro_client_in_kamailio_charges_calls() {
         "carol: no CCR-T after the 4012"
     );
     assert_eq!(shape(&dsid), [(1, 0, 2001), (3, 1, 2001)], "dave");
+    let esid = sid_of("erin");
+    assert_eq!(shape(&esid), [(1, 0, 2001), (3, 1, 2001)], "erin");
+    assert_eq!(by_sid[esid.as_str()][1].usu, Some(0), "erin used nothing");
+    let frank = frank_call
+        .join()
+        .unwrap_or_else(|_| panic!("frank's call panicked"));
+    assert_eq!(frank.status, "SIP/2.0 503 Charging Unavailable", "frank");
+    assert_eq!(
+        shape(&sid_of("frank")),
+        [(1, 0, 0)],
+        "frank: one CCR, unanswered"
+    );
     let alice_ccrs = &by_sid[asid.as_str()];
     let n = alice_ccrs.len() as u32;
     assert!(n >= 4, "alice: I, U (quota), U (RAR), T: {alice_ccrs:#?}");
