@@ -12,6 +12,8 @@
 //!   (no data) -> the S-CSCF; 5001 -> 404; 5100 -> 403; no answer -> 504;
 //! - forwarding on condition "not-registered": a second UDR, Data-Reference IMSUserState
 //!   (11), forwarded only when the HSS says the callee is not registered;
+//! - a third-party REGISTER -> UDR and SNR before the first call, 200 also without data; a
+//!   re-registration and the user's first call then send nothing;
 //! - the first UDA of a user -> SNR (Subs-Req-Type 0, the same Data-Reference and
 //!   Service-Indication); the next INVITE reads the htable, no UDR;
 //! - PNR with new User-Data -> PNA 2001 and the next INVITE goes to the new target; PNR for a
@@ -146,6 +148,8 @@ fn as_scenario(name: &str, names: Names) {
         &data.join("ivy.xml"),
         &not_registered(sh_data(1, true, &ivy_target)),
     );
+    let jack_target = format!("sip:jack-vm@127.0.0.1:{}", voicemail.port);
+    write(&data.join("jack.xml"), &sh_data(1, true, &jack_target));
 
     let (hss, hss_port, capture) = captured_server(
         dir.path(),
@@ -221,10 +225,18 @@ fn as_scenario(name: &str, names: Names) {
     // ivy is not registered: forwarded, on the first call (after UDR, SNR) and from the cache
     assert_eq!(invite("ivy"), "SIP/2.0 200 OK", "INVITE ivy");
     assert_eq!(invite("ivy"), "SIP/2.0 200 OK", "INVITE ivy (cached)");
+    // third-party REGISTER from the S-CSCF: UDR and SNR before any call, 200 whatever the
+    // HSS says; a re-registration and the first call need no Diameter
+    let register = |user: &str| request(k.sip_port, "REGISTER", "sip:test.local", user, &[]);
+    assert_eq!(register("jack"), "SIP/2.0 200 OK", "REGISTER jack");
+    assert_eq!(register("jack"), "SIP/2.0 200 OK", "REGISTER jack again");
+    assert_eq!(invite("jack"), "SIP/2.0 200 OK", "INVITE jack");
+    assert_eq!(register("bob"), "SIP/2.0 200 OK", "REGISTER bob (no data)");
     assert_eq!(
         hss.cmd("subs"),
         "SUBS sip:alice@test.local/call-forwarding,sip:erin@test.local/call-forwarding,\
-         sip:hank@test.local/call-forwarding,sip:ivy@test.local/call-forwarding",
+         sip:hank@test.local/call-forwarding,sip:ivy@test.local/call-forwarding,\
+         sip:jack@test.local/call-forwarding",
         "the subscriptions the HSS holds after the SNRs"
     );
 
@@ -259,9 +271,10 @@ fn as_scenario(name: &str, names: Names) {
             format!("INVITE {vm_target} SIP/2.0"),
             format!("INVITE {vm_target} SIP/2.0"),
             format!("INVITE {ivy_target} SIP/2.0"),
-            format!("INVITE {ivy_target} SIP/2.0")
+            format!("INVITE {ivy_target} SIP/2.0"),
+            format!("INVITE {jack_target} SIP/2.0")
         ],
-        "alice's first target (before the PNR), ivy's (not registered)"
+        "alice's first target (before the PNR), ivy's (not registered), jack's"
     );
     assert_eq!(
         request_lines(&mobile),
@@ -271,6 +284,8 @@ fn as_scenario(name: &str, names: Names) {
     for m in voicemail.received().iter().chain(mobile.received().iter()) {
         let diversion = if m.starts_with("INVITE sip:ivy-vm@") {
             "Diversion: <sip:ivy@test.local>;reason=unavailable"
+        } else if m.starts_with("INVITE sip:jack-vm@") {
+            "Diversion: <sip:jack@test.local>;reason=unconditional"
         } else {
             "Diversion: <sip:alice@test.local>;reason=unconditional"
         };
@@ -306,15 +321,15 @@ fn as_scenario(name: &str, names: Names) {
             .collect()
     };
     let repository = " dref=[0] si=call-forwarding errors=0 ";
-    assert_eq!(lines("UDR ", "").len(), 11, "UDRs:\n{log}");
-    assert_eq!(lines("UDR ", repository).len(), 8, "UDRs:\n{log}");
+    assert_eq!(lines("UDR ", "").len(), 13, "UDRs:\n{log}");
+    assert_eq!(lines("UDR ", repository).len(), 10, "UDRs:\n{log}");
     assert_eq!(
         lines("UDR ", " dref=[11] si= errors=0 -> Result-Code 2001"),
         lines("UDR ", " dref=[11] "),
         "IMSUserState UDRs:\n{log}"
     );
-    assert_eq!(lines("SNR ", "").len(), 4, "SNRs:\n{log}");
-    assert_eq!(lines("SNR ", repository).len(), 4, "SNRs:\n{log}");
+    assert_eq!(lines("SNR ", "").len(), 5, "SNRs:\n{log}");
+    assert_eq!(lines("SNR ", repository).len(), 5, "SNRs:\n{log}");
 
     // the wire, as Wireshark decodes it
     let pcap = capture.stop();
@@ -348,7 +363,9 @@ fn as_scenario(name: &str, names: Names) {
             "sip:gina@test.local",
             "sip:erin@test.local",
             "sip:hank@test.local",
-            "sip:ivy@test.local"
+            "sip:ivy@test.local",
+            "sip:jack@test.local",
+            "sip:bob@test.local"
         ],
         "UDR (RepositoryData) User-Identity/Public-Identity"
     );
@@ -374,7 +391,8 @@ fn as_scenario(name: &str, names: Names) {
             "sip:alice@test.local",
             "sip:erin@test.local",
             "sip:hank@test.local",
-            "sip:ivy@test.local"
+            "sip:ivy@test.local",
+            "sip:jack@test.local"
         ],
         "SNR User-Identity/Public-Identity"
     );
