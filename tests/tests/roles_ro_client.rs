@@ -336,6 +336,19 @@ fn ro_client_in_kamailio_charges_calls() {
             "Used-Service-Unit in frame {}",
             m.frame
         );
+        // the used seconds as sent are what the OCS decoded
+        let used: Vec<u32> = usu
+            .iter()
+            .flat_map(|u| u.children.iter())
+            .filter(|a| a.code == 420)
+            .map(u32_of)
+            .collect();
+        assert_eq!(
+            used,
+            c.usu.into_iter().collect::<Vec<_>>(),
+            "frame {}",
+            m.frame
+        );
         if ty == 1 {
             assert!(!m.find_deep("Requested-Service-Unit").is_empty());
             assert!(!m.find_deep("Subscription-Id-Data").is_empty());
