@@ -9,7 +9,7 @@
 %%
 %%   ro_ocs_session.escript --port P --ctl-port C [--host ocs.test.local] [--realm test.local]
 %%       [--grant 2] [--validity 30] [--deny "bob,..."] [--deny-update "carol,..."]
-%%       [--drop "frank,..."]
+%%       [--drop "frank,..."] [--drop-update "gina,..."]
 %%       [--duration 120]
 %%
 %% Users are the user part of the CCR's Subscription-Id-Data (END_USER_SIP_URI).
@@ -17,7 +17,8 @@
 %%   Multiple-Services-Credit-Control, Granted-Service-Unit CC-Time --grant seconds,
 %%   Validity-Time --validity and Result-Code 2001 (TS 32.299 §6.3.2 / RFC 4006 §8.16-8.17).
 %% CCR-Update: the same grant, or 4012 for --deny-update users (their balance is used up).
-%% --drop users: their CCR-Initial is printed (-> drop) and never answered (an OCS down).
+%% --drop users: their CCR-Initial is printed (-> drop) and never answered (an OCS down);
+%% --drop-update users: the same for their CCR-Updates (the request number still counts).
 %% CCR-Terminate: 2001, no grant. Every CCR is checked against the session: CC-Request-Number
 %%   must be the previous one + 1 (RFC 4006 §8.2), the Session-Id one the OCS knows (else
 %%   5002 DIAMETER_UNKNOWN_SESSION_ID); the check's outcome is in the printed line.
@@ -25,7 +26,8 @@
 %% Every CCR is printed on stdout as
 %%   "CCR type=<1|2|3> num=<n> sid=<Session-Id> user=<u> ctx=<Service-Context-Id>
 %%    rsu=<requested CC-Time|-> usu=<used CC-Time|-> reason=<Reporting-Reason|->
-%%    calling=<Calling-Party-Address|-> called=<Called-Party-Address|-> seq=<ok|bad> -> <rc>"
+%%    calling=<Calling-Party-Address|-> called=<Called-Party-Address|->
+%%    cause=<Termination-Cause|-> seq=<ok|bad> -> <rc|drop>"
 %%
 %% Control commands (one line each, one line back):
 %%   up [SECONDS]   -> "UP <peer host>" once a peer is up, or "ERROR not up"
@@ -228,6 +230,7 @@ main(Args) ->
     ets:insert(ocs, {deny, string:tokens(opt(deny, O, ""), ",")}),
     ets:insert(ocs, {deny_update, string:tokens(opt('deny-update', O, ""), ",")}),
     ets:insert(ocs, {drop, string:tokens(opt(drop, O, ""), ",")}),
+    ets:insert(ocs, {drop_update, string:tokens(opt('drop-update', O, ""), ",")}),
     ets:insert(ocs, {peers, []}),
     ok = diameter:start_service(svc, service(Host, Realm)),
     true = diameter:subscribe(svc),
@@ -384,22 +387,24 @@ handle_request(#diameter_packet{msg = ['CCR' | Req], errors = Errors}, _Svc, {_,
               {T, P2} when T > 1, is_integer(P2), Num == P2 + 1 -> ok;
               _ -> bad
           end,
-    [{drop, Drop}] = ets:lookup(ocs, drop),
     Rc = case {Errors, Type, Prev} of
              {[_ | _], _, _} -> 5004;
-             {_, 1, _} -> case lists:member(User, Drop) of
+             {_, 1, _} -> case member(drop, User) of
                               true -> drop;
                               false -> deny(deny, User)
                           end;
              {_, T2, none} when T2 > 1 -> 5002;
-             {_, 2, _} -> deny(deny_update, User);
+             {_, 2, _} -> case member(drop_update, User) of
+                              true -> drop;
+                              false -> deny(deny_update, User)
+                          end;
              _ -> 2001
          end,
     out("CCR type=~p num=~p sid=~s user=~s ctx=~s rsu=~s usu=~s reason=~s calling=~s "
-        "called=~s seq=~s -> ~p~s",
+        "called=~s cause=~s seq=~s -> ~p~s",
         [Type, Num, Sid, User, maps:get('Service-Context-Id', Req), rsu(Mscc), usu(Mscc),
          reason(Mscc), party('Calling-Party-Address', Req), party('Called-Party-Address', Req),
-         Seq, Rc, errors(Errors)]),
+         join(as_list(maps:get('Termination-Cause', Req, []))), Seq, Rc, errors(Errors)]),
     case Type of
         1 -> ets:insert(ocs, {{last_sid, User}, Sid});
         _ -> ok
@@ -409,7 +414,10 @@ handle_request(#diameter_packet{header = H}, _Svc, _Peer) ->
     out("REQUEST cmd=~p not served here: 3001", [H#diameter_header.cmd_code]),
     {answer_message, 3001}.
 
-answer(drop, _Type, _Num, _Sid, _Mscc, _OH, _OR) -> discard;
+answer(drop, 1, _Num, _Sid, _Mscc, _OH, _OR) -> discard;
+answer(drop, _Type, Num, Sid, _Mscc, _OH, _OR) ->
+    ets:insert(ocs, {{num, Sid}, Num}),
+    discard;
 answer(Rc, Type, Num, Sid, Mscc, OH, OR) ->
     case {Type, Rc} of
         {3, _} -> ets:delete(ocs, {num, Sid});
@@ -433,8 +441,11 @@ answer(Rc, Type, Num, Sid, Mscc, OH, OR) ->
                        'Multiple-Services-Credit-Control' => Grants}]}.
 
 deny(Key, User) ->
+    case member(Key, User) of true -> 4012; false -> 2001 end.
+
+member(Key, User) ->
     [{Key, Users}] = ets:lookup(ocs, Key),
-    case lists:member(User, Users) of true -> 4012; false -> 2001 end.
+    lists:member(User, Users).
 
 %% "sip:alice@test.local" -> "alice"
 user_of([#{'Subscription-Id-Data' := D} | _]) ->

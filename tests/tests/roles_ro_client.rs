@@ -9,7 +9,8 @@
 //!   Requested-Service-Unit, IMS-Information with the calling and called party) -> 2001: the
 //!   call is connected; 4012 -> 402 Payment Required, nothing forwarded, no dialog, no CCR-T;
 //!   no answer -> 503. A charged call the callee refuses (486) gets a CCR-Terminate with 0
-//!   seconds used (the reservation is released).
+//!   seconds used (the reservation is released). A CCR-Update left unanswered ends the call
+//!   (Credit-Control-Failure-Handling TERMINATE) and the CCR-Terminate follows.
 //! - The granted seconds run out: CCR-Update with Used-Service-Unit (QUOTA_EXHAUSTED) of at
 //!   least the grant; an update answered 4012 ends the call with BYEs to both phones and no
 //!   CCR-Terminate (the failed answer closed the session).
@@ -46,6 +47,8 @@ struct Ccr {
     reason: String,
     calling: String,
     called: String,
+    /// Termination-Cause, "-" when none
+    cause: String,
     seq_ok: bool,
     rc: u32,
 }
@@ -72,6 +75,7 @@ fn ccrs(ocs: &ScriptedPeer) -> Vec<Ccr> {
                 reason: f("reason"),
                 calling: f("calling"),
                 called: f("called"),
+                cause: f("cause"),
                 seq_ok: f("seq") == "ok",
                 // 0: not answered (--drop)
                 rc: l
@@ -129,6 +133,8 @@ fn ro_client_in_kamailio_charges_calls() {
             "carol".into(),
             "--drop".into(),
             "frank".into(),
+            "--drop-update".into(),
+            "gina".into(),
         ],
     );
     let role = PeerClientRole::start(
@@ -155,7 +161,8 @@ fn ro_client_in_kamailio_charges_calls() {
     // in its own thread, so the other calls go on meanwhile
     let uri = callee.uri();
     let frank_call = std::thread::spawn(move || Phone::start("frank").invite(sip, &uri));
-    let [alice, bob, carol, dave] = ["alice", "bob", "carol", "dave"].map(Phone::start);
+    let [alice, bob, carol, dave, gina] =
+        ["alice", "bob", "carol", "dave", "gina"].map(Phone::start);
     let sid_of = |user: &str| {
         let r = ocs.cmd(&format!("sid {user}"));
         r.strip_prefix("SID ")
@@ -178,7 +185,9 @@ fn ro_client_in_kamailio_charges_calls() {
     assert!(c.answered(), "carol: {}", c.status);
     let d = dave.invite(sip, &callee.uri());
     assert!(d.answered(), "dave: {}", d.status);
-    for call in [&a, &c, &d] {
+    let g = gina.invite(sip, &callee.uri());
+    assert!(g.answered(), "gina: {}", g.status);
+    for call in [&a, &c, &d, &g] {
         // the dialog is confirmed (the ACK went through) before the OCS acts on it
         assert!(
             callee.wait_request("ACK", &call.call_id, 10).is_some(),
@@ -200,6 +209,9 @@ fn ro_client_in_kamailio_charges_calls() {
     });
     wait_ccr(&ocs, "carol's CCR-Update", |c| c.ty == 2 && c.sid == csid);
     assert_both_got_bye(k, [&carol, &callee], &c.call_id);
+    // gina's CCR-Update is never answered: Credit-Control-Failure-Handling TERMINATE
+    // (RFC 4006 §5.7), the call is ended after the module's request_timeout
+    assert_both_got_bye(k, [&gina, &callee], &g.call_id);
 
     // RAR: answered, and a CCR-Update (FORCED_REAUTHORISATION) follows at once
     let r = ocs.cmd(&format!("rar {asid}"));
@@ -229,7 +241,7 @@ fn ro_client_in_kamailio_charges_calls() {
             .iter()
             .filter(|m| m.starts_with("INVITE "))
             .count(),
-        3,
+        4,
         "INVITEs forwarded (not bob's)"
     );
 
@@ -241,7 +253,7 @@ fn ro_client_in_kamailio_charges_calls() {
         assert!(c.seq_ok, "CC-Request-Number out of sequence: {c:?}");
         assert_eq!(c.ctx, "32260@3gpp.org", "Service-Context-Id: {c:?}");
     }
-    assert_eq!(by_sid.len(), 6, "one Session-Id per call: {all:#?}");
+    assert_eq!(by_sid.len(), 7, "one Session-Id per call: {all:#?}");
     let shape = |sid: &str| -> Vec<(u32, u32, u32)> {
         by_sid[sid].iter().map(|c| (c.ty, c.num, c.rc)).collect()
     };
@@ -254,6 +266,22 @@ fn ro_client_in_kamailio_charges_calls() {
         "carol: no CCR-T after the 4012"
     );
     assert_eq!(shape(&dsid), [(1, 0, 2001), (3, 1, 2001)], "dave");
+    assert_eq!(
+        by_sid[dsid.as_str()][1].cause,
+        "4",
+        "ADMINISTRATIVE after the ASR"
+    );
+    let gsid = sid_of("gina");
+    assert_eq!(
+        shape(&gsid),
+        [(1, 0, 2001), (2, 1, 0), (3, 2, 2001)],
+        "gina: the unanswered update, then the CCR-T"
+    );
+    assert_eq!(
+        by_sid[gsid.as_str()][2].cause,
+        "4",
+        "gina's Termination-Cause"
+    );
     let esid = sid_of("erin");
     assert_eq!(shape(&esid), [(1, 0, 2001), (3, 1, 2001)], "erin");
     assert_eq!(by_sid[esid.as_str()][1].usu, Some(0), "erin used nothing");
@@ -296,6 +324,7 @@ fn ro_client_in_kamailio_charges_calls() {
         }
     }
     assert_eq!(alice_ccrs[n as usize - 1].reason, "2", "FINAL in the CCR-T");
+    assert_eq!(alice_ccrs[n as usize - 1].cause, "1", "LOGOUT after a BYE");
     let used: u32 = alice_ccrs.iter().filter_map(|c| c.usu).sum();
     assert!(
         used <= alice_secs + 1,
