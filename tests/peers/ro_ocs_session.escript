@@ -15,7 +15,7 @@
 %% Users are the user part of the CCR's Subscription-Id-Data (END_USER_SIP_URI).
 %% CCR-Initial: 4012 DIAMETER_CREDIT_LIMIT_REACHED for --deny users, else 2001 with, in each
 %%   Multiple-Services-Credit-Control, Granted-Service-Unit CC-Time --grant seconds,
-%%   Validity-Time --validity and Result-Code 2001 (TS 32.299 §6.3.2 / RFC 4006 §8.16-8.17).
+%%   Validity-Time --validity and Result-Code 2001 (RFC 4006 §8.16, §8.17, §8.33).
 %% CCR-Update: the same grant, or 4012 for --deny-update users (their balance is used up).
 %% --drop users: their CCR-Initial is printed (-> drop) and never answered (an OCS down);
 %% --drop-update users: the same for their CCR-Updates (the request number still counts).
@@ -331,8 +331,8 @@ command(["sid", User]) ->
 command(["rar", Sid]) ->
     call(['RAR', {'Session-Id', Sid}, {'Auth-Application-Id', ?CC_APP},
           {'Re-Auth-Request-Type', 0}]);
-%% RFC 6733 §8.5 / RFC 4006 §5.5: the server ends the session; the client answers, stops the
-%% service and reports the final usage with a CCR-Terminate.
+%% RFC 6733 §8.5 and RFC 4006 §7 ("user service terminated"): the server ends the session;
+%% the client answers, stops the service and reports the final usage with a CCR-Terminate.
 command(["asr", Sid]) ->
     call(['ASR', {'Session-Id', Sid}, {'Auth-Application-Id', ?CC_APP}]);
 command(Other) -> io_lib:format("ERROR unknown command ~p", [Other]).
