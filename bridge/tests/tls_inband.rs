@@ -250,10 +250,13 @@ async fn inband_client(
     plain: &str,
     tls: &dmrun::tls::Tls,
 ) -> Option<(tokio_rustls::TlsStream<TcpStream>, dmproto::Message)> {
-    // The previous case's connection for the same Origin-Host may still be in the peer's
-    // TLS-Handshake state when this CER arrives: the node then rejects the new connection
-    // (RFC 6733 §5.6.4 R-Conn-CER in a busy state: R-Reject, closed without CEA). Seen once in
-    // a CI run; the client tries again, as a real peer redials.
+    // A real peer redials when its CER is rejected (RFC 6733 §5.6.4 R-Reject, closed without
+    // CEA), and so does this client (70c41d9: a CI run once found the previous case's
+    // connection for the same Origin-Host still in the peer's TLS-Handshake state). The node
+    // no longer makes it necessary: the peer is Closed as soon as the core refuses the
+    // previous handshake, not when the socket is reported gone (node unit test
+    // a_redial_right_after_a_refused_inband_handshake_is_accepted). So the first dial must
+    // be answered; the loop stays to tell "rejected, then answered" from "never answered".
     let mut attempt = 0;
     let (tcp, cea) = loop {
         attempt += 1;
@@ -267,6 +270,7 @@ async fn inband_client(
             None => panic!("no CEA in {attempt} attempts"),
         }
     };
+    assert_eq!(attempt, 1, "the CEA came only on dial {attempt}");
     assert_eq!(cea.find_u32(268, 0), Some(2001), "{cea:?}");
     let (s, _) = tls
         .connect(tcp, "bridge.test.local", None, true)

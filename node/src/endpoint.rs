@@ -605,7 +605,15 @@ impl Endpoint {
                 self.peers
                     .refusals()
                     .record(cause, source, &format!("in-band TLS: {why}"), now);
-                self.close(conn);
+                // The peer closes the connection (its Close action) and is Closed now, so
+                // that a redial is not rejected while the driver tears this one down.
+                self.peers.tls_refused(conn, now);
+                self.act(now);
+                if self.conns.contains_key(&conn) {
+                    // Not the peer's handshake connection after all: close it anyway.
+                    self.close(conn);
+                }
+                self.after(now);
                 return;
             }
         }

@@ -71,6 +71,9 @@ struct Net {
     /// In-band TLS handshakes asked for ([`Output::StartTls`]) and not run yet: node,
     /// connection, the peer's host.
     handshakes: Vec<(usize, ConnId, String)>,
+    /// `Some`: a core's [`Output::Close`] is held here instead of being reported back at once,
+    /// as a driver tearing a socket down does later ([`Net::release_closes`]).
+    held_closes: Option<Vec<(usize, ConnId)>>,
 }
 
 fn config(host: &str, peers: &[(&str, SocketAddr)], accept: &[&str]) -> Config {
@@ -119,6 +122,7 @@ impl Net {
             reported: Default::default(),
             next_id: 0,
             handshakes: Vec::new(),
+            held_closes: None,
         }
     }
 
@@ -178,7 +182,10 @@ impl Net {
                     self.nodes[j].core.frame(peer_conn, bytes, now);
                 }
             }
-            Output::Close { conn } => self.cut(i, conn),
+            Output::Close { conn } => match &mut self.held_closes {
+                Some(held) => held.push((i, conn)),
+                None => self.cut(i, conn),
+            },
             Output::Opened { .. } => {}
             Output::StartTls { conn, peer, .. } => self.handshakes.push((i, conn, peer.host)),
             Output::Connect { conn, addr } => {
@@ -230,6 +237,14 @@ impl Net {
             self.nodes[j].core.closed(their, now);
         }
         self.nodes[i].core.closed(conn, now);
+    }
+
+    /// Reports the held closes ([`Net::held_closes`]) and closes no longer wait.
+    fn release_closes(&mut self) {
+        for (i, conn) in self.held_closes.take().unwrap_or_default() {
+            self.cut(i, conn);
+        }
+        self.run();
     }
 
     /// Kills node `j`: every link to it breaks, and it accepts nothing until revived.
@@ -1155,6 +1170,73 @@ fn inband_tls_with_a_certificate_for_another_host_is_refused() {
     assert!(net.links.is_empty(), "the connection is closed");
     let st = net.nodes[1].core.status();
     assert_eq!(st[0].state, crate::peer::State::Closed);
+}
+
+/// The server refuses the client's in-band certificate; before the driver has reported that
+/// connection closed, the same Origin-Host dials again. The peer must be Closed as soon as the
+/// close is decided, so the new CER is answered (2001, TLS) at once instead of being rejected
+/// as a second connection of a busy peer (RFC 6733 §5.6.4 R-Reject, closed without CEA); and
+/// the late close of the refused connection must not take the new one down.
+#[test]
+fn a_redial_right_after_a_refused_inband_handshake_is_accepted() {
+    let mut net = inband_net(true, true);
+    net.held_closes = Some(Vec::new());
+    net.finish_tls(|j| {
+        if j == 0 {
+            "intruder.example.net".into()
+        } else {
+            host_of(j)
+        }
+    });
+    let held = net.held_closes.clone().unwrap_or_default();
+    assert_eq!(held.len(), 1, "the server closes the refused connection");
+    let refused = held[0].1;
+    assert_eq!(
+        net.nodes[1].core.status()[0].state,
+        crate::peer::State::Closed,
+        "Closed when the close is decided, not when the socket is reported gone"
+    );
+    // The same Origin-Host dials again while the refused connection is still being torn down.
+    let mut again = config("client.example.net", &[("s1.example.net", addr(1))], &[]);
+    again.peers[0].tls_inband = true;
+    again.routes.push(crate::config::RouteConfig {
+        realm: "example.net".into(),
+        app_id: None,
+        peers: vec!["s1.example.net".into()],
+        priority: 0,
+    });
+    let k = net.add(again, Behaviour::Echo);
+    let ceas = net.sent_by(1, BaseKind::Cea);
+    let now = net.now;
+    net.nodes[k].core.start(now);
+    net.run();
+    assert_eq!(
+        net.sent_by(1, BaseKind::Cea),
+        ceas + 1,
+        "the redial is answered"
+    );
+    let cea = net
+        .seen
+        .iter()
+        .rev()
+        .find(|s| s.from == 1 && wire::classify(&s.msg.header) == BaseKind::Cea)
+        .map(|s| s.msg.clone())
+        .expect("a CEA");
+    assert_eq!(cea.find_u32(268, 0), Some(2001));
+    assert!(
+        net.handshakes.iter().any(|h| h.0 == 1),
+        "the server starts the in-band handshake on the new connection"
+    );
+    // The refused connection's close arrives now: it is not the peer's connection any more.
+    net.release_closes();
+    // Node k is client.example.net too.
+    net.finish_tls(|j| host_of(if j == k { 0 } else { j }));
+    let st = net.nodes[1].core.status();
+    assert!(st[0].usable, "{:?}", st[0]);
+    assert!(net.links.keys().all(|&(n, c)| !(n == 1 && c == refused)));
+    let mut p = net.submit(k, 9);
+    let a = answered(&mut p).expect("answered").unwrap();
+    assert_eq!(a.find_u32(268, 0), Some(2001));
 }
 
 #[test]

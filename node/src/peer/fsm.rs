@@ -152,6 +152,10 @@ pub enum Event {
     /// The in-band TLS handshake asked by [`Action::StartTls`] succeeded, and the
     /// certificate names the peer: open.
     TlsUp { conn: ConnId },
+    /// The in-band TLS handshake on `conn` finished but is refused (its certificate does not
+    /// name the peer): the core closes the connection now, without waiting for the driver
+    /// to report it closed.
+    TlsRefused { conn: ConnId },
 }
 
 /// A base-protocol message the driver must build and send (the driver owns the hop-by-hop
@@ -201,6 +205,9 @@ pub enum CloseReason {
     /// The peer's Origin-State-Id changed (RFC 6733 §8.16): it restarted, and what was sent
     /// on this connection is lost with its previous state.
     PeerRestarted,
+    /// The in-band TLS handshake ended with a certificate that does not name the peer
+    /// (counted and logged as a refusal where it was decided).
+    TlsRefused,
 }
 
 /// What the driver must do, in order.
@@ -591,6 +598,25 @@ impl PeerFsm {
                     self.open(h.opens_as, conn, h.caps, h.apps, now);
                 }
             }
+            // Not in RFC 6733's table (TLS-Handshake is freeDiameter's STATE_OPEN_HANDSHAKE);
+            // written as the table's rows are:
+            //
+            //   state          event                  action     next state
+            //   -------------  ---------------------  ---------  ----------
+            //   TLS-Handshake  TLS-Refused            Disc       Closed
+            //   TLS-Handshake  Peer-Disc              (none)     Closed
+            //
+            // Closed when the close is decided, not when the driver reports the socket gone:
+            // in between, a redial's CER (R-Conn-CER) would find the peer still busy and be
+            // rejected (R-Reject, §5.6.4). Its later Peer-Disc is for a connection that is
+            // no longer ours and is ignored.
+            Event::TlsRefused { conn }
+                if self.state == TlsHandshake
+                    && self.handshake.as_ref().is_some_and(|h| h.conn == conn) =>
+            {
+                self.tls_disc(CloseReason::TlsRefused);
+                self.closed(now, true);
+            }
             Event::Stop { cause } => self.stop(cause, now),
             Event::Drained => {
                 if matches!(self.state, ROpen | IOpen) {
@@ -617,7 +643,8 @@ impl PeerFsm {
             | Event::RcvDwa { .. }
             | Event::RcvMessage { .. }
             | Event::RcvOriginStateId { .. }
-            | Event::TlsUp { .. } => {}
+            | Event::TlsUp { .. }
+            | Event::TlsRefused { .. } => {}
         }
         false
     }

@@ -374,6 +374,14 @@ impl Peers {
         }
     }
 
+    /// The in-band TLS handshake on `conn` finished with a certificate the caller refused:
+    /// the peer closes the connection and is Closed from now on (see [`Event::TlsRefused`]).
+    pub fn tls_refused(&mut self, conn: ConnId, now: Instant) {
+        if let Some(peer) = self.owner(conn) {
+            self.event(peer, Event::TlsRefused { conn }, now);
+        }
+    }
+
     /// Start every peer we connect to.
     pub fn start_all(&mut self, now: Instant) {
         for i in 0..self.peers.len() {
