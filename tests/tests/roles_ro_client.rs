@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use harness::bridge::BridgeApp;
+use harness::capture::Capture;
 use harness::roles::{captured_server, PeerClientRole, RoleKamailio, ScriptedPeer, ServerPeer};
 use harness::sip_call::Phone;
 use harness::wait::poll_until;
@@ -116,10 +117,10 @@ fn u32_of(a: &tshark::TsAvp) -> u32 {
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
 
-#[test]
-fn ro_client_in_kamailio_charges_calls() {
-    let dir = TestDir::new("roles-ro-client");
-    let _ = harness::dmbridge::dmbridge_bin();
+/// The OCS (with its capture) and the Ro client role (bridge + Kamailio with `defines` added
+/// to `OCS_REALM`). Users: bob gets 4012 on the CCR-I, carol on the CCR-U; frank's CCR-I and
+/// gina's CCR-U are never answered.
+fn start(dir: &TestDir, defines: &[String]) -> (ScriptedPeer, u16, Capture, PeerClientRole) {
     let (ocs, ocs_port, capture) = captured_server(
         dir.path(),
         "ro_ocs_session.escript",
@@ -137,6 +138,8 @@ fn ro_client_in_kamailio_charges_calls() {
             "gina".into(),
         ],
     );
+    let mut all_defines = vec![format!("OCS_REALM=\"{OCS}\"")];
+    all_defines.extend_from_slice(defines);
     let role = PeerClientRole::start(
         dir.path(),
         "ro-client",
@@ -152,8 +155,16 @@ fn ro_client_in_kamailio_charges_calls() {
             port: ocs_port,
         },
         &[],
-        &[format!("OCS_REALM=\"{OCS}\"")],
+        &all_defines,
     );
+    (ocs, ocs_port, capture, role)
+}
+
+#[test]
+fn ro_client_in_kamailio_charges_calls() {
+    let dir = TestDir::new("roles-ro-client");
+    let _ = harness::dmbridge::dmbridge_bin();
+    let (ocs, ocs_port, capture, role) = start(&dir, &[]);
     let k = &role.kamailio;
     let sip = k.sip_port;
     let callee = Phone::start("callee");
@@ -399,4 +410,35 @@ fn ro_client_in_kamailio_charges_calls() {
         ],
         "ASA and RAAs from the script"
     );
+}
+
+/// The safety net: a dialog whose timeout passes without an update renewing it (here the
+/// timeout is set 1 s short of the grant, TIMEOUT_GRACE=-1, so it comes before the update
+/// timer) is ended by the script: BYE to both phones, CCR-Terminate with Termination-Cause 8
+/// DIAMETER_SESSION_TIMEOUT.
+#[test]
+fn ro_client_ends_calls_whose_dialog_timed_out() {
+    let dir = TestDir::new("roles-ro-client-expiry");
+    let _ = harness::dmbridge::dmbridge_bin();
+    let (ocs, _ocs_port, _capture, role) = start(&dir, &["TIMEOUT_GRACE=-1".to_string()]);
+    let k = &role.kamailio;
+    let callee = Phone::start("callee");
+    let harry = Phone::start("harry");
+    let h = harry.invite(k.sip_port, &callee.uri());
+    assert!(h.answered(), "harry: {}", h.status);
+    assert_both_got_bye(k, [&harry, &callee], &h.call_id);
+    let sid = ocs.cmd("sid harry");
+    let sid = sid
+        .strip_prefix("SID ")
+        .unwrap_or_else(|| panic!("no session: {sid}"));
+    let t = wait_ccr(&ocs, "harry's CCR-Terminate", |c| c.ty == 3 && c.sid == sid);
+    assert_eq!((t.num, t.rc, t.cause.as_str()), (1, 2001, "8"), "{t:?}");
+    assert!(t.usu.is_some_and(|u| u < GRANT + 1), "used: {t:?}");
+    // the dialog's timeout came before the update timer (what this test is about)
+    let types: Vec<u32> = ccrs(&ocs)
+        .iter()
+        .filter(|c| c.sid == sid)
+        .map(|c| c.ty)
+        .collect();
+    assert_eq!(types, [1, 3], "harry's CCRs");
 }
