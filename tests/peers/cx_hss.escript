@@ -4,18 +4,26 @@
 %% Kamailio end-to-end test and demo. Loopback only; exits by itself after --duration.
 %%
 %% It listens for the S-CSCF's Diameter node (the bridge connects to it, and reconnects after
-%% a restart), answers every Server-Assignment-Request, and sends Push-Profile,
+%% a restart), answers every Server-Assignment-Request and Multimedia-Auth-Request (one SIP
+%% Digest vector per subscriber of --subscribers), and sends Push-Profile,
 %% Registration-Termination and User-Authorization requests when told to on a line-based
 %% control port:
 %%
 %%   cx_hss.escript --port P --ctl-port C [--host hss.test.local] [--realm hss.test.local]
 %%                  [--sar "bob=e5001,carol=5012"] [--uar ...] [--lir ...] [--scscf URI]
-%%                  [--duration 120]
+%%                  [--subscribers "alice:secret,..."] [--digest-realm test.local]
+%%                  [--mar "bob=e5001,slow=drop"] [--duration 120]
 %%
 %% --sar: SAA outcome per user (the user part of User-Name); N = Result-Code N,
 %%        eN = Experimental-Result (3GPP) N; anyone else gets 2001.
 %% --uar, --lir, --scscf URI: the I-CSCF's UAR and LIR (see handle_request): outcomes per user
 %%        in the same form as --sar (e2002 = SUBSEQUENT_REGISTRATION with Server-Name).
+%% --subscribers: USER:PASSWORD pairs (USER = the user part of User-Name); a MAR for one of
+%%        them gets 2001 with one SIP Digest vector whose Digest-HA1 is
+%%        MD5(User-Name ":" digest-realm ":" PASSWORD) (RFC 2617 §3.2.2.2, TS 29.229 §6.3.x
+%%        SIP-Digest-Authenticate); anyone else Experimental-Result 5001 USER_UNKNOWN.
+%% --mar: overrides per user, as --sar, plus USER=drop: the MAR is never answered (the
+%%        S-CSCF's timeout path).
 %%
 %% Control commands (one line each, one line back):
 %%   up [SECONDS]          -> "UP <peer host>" once a peer is up, or "ERROR not up"
@@ -26,7 +34,9 @@
 %%   "ANSWER cmd=<code> e=<0|1> rc=<Result-Code|0> exp=<Experimental-Result-Code|0>
 %%    assoc=<User-Names in Associated-Identities, comma-separated> sid=<Session-Id>"
 %% a failure as "ERROR <reason>". Every SAR is printed on stdout as
-%% "SAR user=<User-Name> impu=<Public-Identity> sat=<type> -> <outcome>".
+%% "SAR user=<User-Name> impu=<Public-Identity> sat=<type> -> <outcome>", every MAR as
+%% "MAR user=<User-Name> impu=<Public-Identity> scheme=<SIP-Authentication-Scheme, spaces as _>
+%%  items=<SIP-Number-Auth-Items> server=<Server-Name> errors=<codec errors> -> <outcome>".
 -mode(compile).
 -export([main/1, peer_up/3, peer_down/3, pick_peer/4, prepare_request/3, prepare_retransmit/3,
          handle_answer/4, handle_error/4, handle_request/3]).
@@ -42,6 +52,15 @@
 @vendor 10415 3GPP
 @inherits diameter_gen_base_rfc6733
 @avp_types
+   Digest-Realm 104 UTF8String M
+   Digest-QoP 110 UTF8String M
+   Digest-Algorithm 111 UTF8String M
+   Digest-HA1 121 UTF8String M
+   SIP-Number-Auth-Items 607 Unsigned32 MV
+   SIP-Authentication-Scheme 608 UTF8String MV
+   SIP-Auth-Data-Item 612 Grouped MV
+   SIP-Item-Number 613 Unsigned32 MV
+   SIP-Digest-Authenticate 635 Grouped V
    Visited-Network-Identifier 600 OctetString MV
    Public-Identity 601 UTF8String MV
    Server-Name 602 UTF8String MV
@@ -83,6 +102,17 @@
         * [ AVP ]
    Associated-Identities ::= < AVP Header: 632 >
         * [ User-Name ]
+        * [ AVP ]
+   SIP-Auth-Data-Item ::= < AVP Header: 612 >
+          [ SIP-Item-Number ]
+          [ SIP-Authentication-Scheme ]
+          [ SIP-Digest-Authenticate ]
+        * [ AVP ]
+   SIP-Digest-Authenticate ::= < AVP Header: 635 >
+          { Digest-Realm }
+          { Digest-QoP }
+          { Digest-HA1 }
+          [ Digest-Algorithm ]
         * [ AVP ]
 @messages
    SAR ::= < Diameter Header: 301, REQ, PXY >
@@ -205,6 +235,34 @@
           [ Server-Name ]
           [ Server-Capabilities ]
         * [ AVP ]
+   MAR ::= < Diameter Header: 303, REQ, PXY >
+          < Session-Id >
+          { Vendor-Specific-Application-Id }
+          { Auth-Session-State }
+          { Origin-Host }
+          { Origin-Realm }
+          { Destination-Realm }
+          { User-Name }
+          { Public-Identity }
+          { SIP-Auth-Data-Item }
+          { SIP-Number-Auth-Items }
+          { Server-Name }
+          [ Destination-Host ]
+        * [ Supported-Features ]
+        * [ AVP ]
+   MAA ::= < Diameter Header: 303, PXY >
+          < Session-Id >
+          [ Vendor-Specific-Application-Id ]
+          [ Result-Code ]
+          [ Experimental-Result ]
+          [ Auth-Session-State ]
+          [ Origin-Host ]
+          [ Origin-Realm ]
+          [ User-Name ]
+          [ Public-Identity ]
+          [ SIP-Number-Auth-Items ]
+        * [ SIP-Auth-Data-Item ]
+        * [ AVP ]
 @enum Server-Assignment-Type
    NO_ASSIGNMENT 0
    REGISTRATION 1
@@ -239,6 +297,10 @@ main(Args) ->
     ets:insert(hss, {sar, parse_sar(opt(sar, O, ""))}),
     ets:insert(hss, {uar, parse_sar(opt(uar, O, ""))}),
     ets:insert(hss, {lir, parse_sar(opt(lir, O, ""))}),
+    ets:insert(hss, {mar, parse_sar(opt(mar, O, ""))}),
+    ets:insert(hss, {subscribers, [list_to_tuple(string:split(E, ":"))
+                                   || E <- string:tokens(opt(subscribers, O, ""), ",")]}),
+    ets:insert(hss, {digest_realm, list_to_binary(opt('digest-realm', O, "test.local"))}),
     ets:insert(hss, {scscf, list_to_binary(opt(scscf, O, "sip:scscf.test.local"))}),
     ets:insert(hss, {peers, []}),
     ok = diameter:start_service(svc, service(Host, Realm)),
@@ -274,9 +336,10 @@ parse(_, _) -> io:format("usage: see the header of cx_hss.escript~n"), halt(2).
 opt(K, M, D) -> maps:get(K, M, D).
 iopt(K, M, D) -> list_to_integer(opt(K, M, integer_to_list(D))).
 
-%% "bob=e5001,carol=5012" -> [{"bob", {exp, 5001}}, {"carol", {rc, 5012}}]
+%% "bob=e5001,carol=5012,dan=drop" -> [{"bob", {exp, 5001}}, {"carol", {rc, 5012}}, {"dan", drop}]
 parse_sar(S) ->
     [case string:split(E, "=") of
+         [U, "drop"] -> {U, drop};
          [U, "e" ++ C] -> {U, {exp, list_to_integer(C)}};
          [U, C] -> {U, {rc, list_to_integer(C)}}
      end || E <- string:tokens(S, ",")].
@@ -489,9 +552,61 @@ handle_request(#diameter_packet{msg = [Cmd | Req]}, _Svc, {_, Caps})
                                        'Experimental-Result-Code' => C}]}
           end,
     {reply, [case Cmd of 'UAR' -> 'UAA'; 'LIR' -> 'LIA' end | Ans]};
+%% The S-CSCF's MAR (TS 29.228 §6.3): one SIP Digest vector for a subscriber of --subscribers
+%% (HA1 from the password), 5001 USER_UNKNOWN for anyone else, --mar overriding per user. The
+%% MAR's ABNF marks what TS 29.229 §6.1.7 requires with { }: a missing one shows in errors=.
+handle_request(#diameter_packet{msg = ['MAR' | Req], errors = Errs}, _Svc, {_, Caps}) ->
+    #diameter_caps{origin_host = {OH, _}, origin_realm = {OR, _}} = Caps,
+    User = str(maps:get('User-Name', Req, <<>>)),
+    Impu = str(maps:get('Public-Identity', Req, <<>>)),
+    Item = case maps:get('SIP-Auth-Data-Item', Req, #{}) of M when is_map(M) -> M; _ -> #{} end,
+    Scheme = str(maps:get('SIP-Authentication-Scheme', Item, <<>>)),
+    Local = hd(string:split(User, "@")),
+    [{mar, Table}] = ets:lookup(hss, mar),
+    [{subscribers, Subs}] = ets:lookup(hss, subscribers),
+    [{digest_realm, Realm}] = ets:lookup(hss, digest_realm),
+    Default = case proplists:get_value(Local, Subs) of
+                  undefined -> {exp, 5001};
+                  Pw -> {vector, Pw}
+              end,
+    Outcome = proplists:get_value(Local, Table, Default),
+    out("MAR user=~s impu=~s scheme=~s items=~p server=~s errors=~0p -> ~s",
+        [User, Impu, lists:flatten(string:replace(Scheme, " ", "_", all)),
+         maps:get('SIP-Number-Auth-Items', Req, -1), str(maps:get('Server-Name', Req, <<>>)),
+         Errs, case Outcome of {vector, _} -> "vector"; _ -> outcome(Outcome) end]),
+    Base = #{'Session-Id' => maps:get('Session-Id', Req), 'Auth-Session-State' => 1,
+             'Origin-Host' => OH, 'Origin-Realm' => OR,
+             'Vendor-Specific-Application-Id' => [vsai()],
+             'User-Name' => [User], 'Public-Identity' => [Impu]},
+    case Outcome of
+        drop -> discard;
+        {vector, Password} ->
+            Ha1 = md5_hex([User, ":", Realm, ":", Password]),
+            {reply, ['MAA' | Base#{'Result-Code' => [2001], 'SIP-Number-Auth-Items' => [1],
+                'SIP-Auth-Data-Item' =>
+                    [#{'SIP-Item-Number' => [1],
+                       'SIP-Authentication-Scheme' => [<<"SIP Digest">>],
+                       'SIP-Digest-Authenticate' =>
+                           [#{'Digest-Realm' => Realm, 'Digest-QoP' => <<"auth">>,
+                              'Digest-HA1' => Ha1, 'Digest-Algorithm' => [<<"MD5">>]}]}]}]};
+        {rc, C} -> {reply, ['MAA' | Base#{'Result-Code' => [C]}]};
+        {exp, C} -> {reply, ['MAA' | Base#{'Experimental-Result' =>
+                                                [#{'Vendor-Id' => ?VENDOR_3GPP,
+                                                   'Experimental-Result-Code' => C}]}]}
+    end;
 handle_request(#diameter_packet{header = H}, _Svc, _Peer) ->
     out("REQUEST cmd=~p not served here: 3001", [H#diameter_header.cmd_code]),
     {answer_message, 3001}.
 
+outcome(drop) -> "no answer";
 outcome({rc, C}) -> io_lib:format("Result-Code ~p", [C]);
 outcome({exp, C}) -> io_lib:format("Experimental-Result-Code ~p", [C]).
+
+str(B) when is_binary(B) -> binary_to_list(B);
+str([B | _]) when is_binary(B) -> binary_to_list(B);
+str(L) when is_list(L) -> L;
+str(_) -> "".
+
+%% Lower-case hex MD5 (RFC 2617 §3.2.2.2 writes HA1 as 32 hex digits).
+md5_hex(Data) ->
+    list_to_binary([io_lib:format("~2.16.0b", [B]) || <<B>> <= erlang:md5(Data)]).
