@@ -364,3 +364,54 @@ pub fn captured_server(
     let peer = ScriptedPeer::start(dir, script, &args, "listening 127.0.0.1:");
     (peer, port, capture)
 }
+
+/// A Cx client role (I-CSCF, S-CSCF) against the Cx HSS `tests/peers/cx_hss.escript`
+/// (`hss.test.local`, started by [`captured_server`] with `hss_options`): Kamailio with
+/// `kamailio-<role>.cfg` as `origin_host`, given `HSS_REALM` and `defines`. Dropped in field
+/// order: the role (Kamailio, bridge), then the HSS, then the capture.
+pub struct CxRole {
+    pub role: PeerClientRole,
+    pub hss: ScriptedPeer,
+    pub hss_port: u16,
+    pub capture: crate::capture::Capture,
+}
+
+impl CxRole {
+    pub const HSS: &'static str = "hss.test.local";
+
+    pub fn start(
+        dir: &Path,
+        role: &str,
+        origin_host: &str,
+        hss_options: &[String],
+        defines: &[String],
+    ) -> CxRole {
+        let (hss, hss_port, capture) =
+            captured_server(dir, "cx_hss.escript", Self::HSS, hss_options);
+        let mut all = vec![format!("HSS_REALM=\"{}\"", Self::HSS)];
+        all.extend_from_slice(defines);
+        let role = PeerClientRole::start(
+            dir,
+            role,
+            origin_host,
+            BridgeApp {
+                id: 16_777_216,
+                vendor: Some(10_415),
+                acct: false,
+            },
+            ServerPeer {
+                peer: &hss,
+                host: Self::HSS,
+                port: hss_port,
+            },
+            &[],
+            &all,
+        );
+        CxRole {
+            role,
+            hss,
+            hss_port,
+            capture,
+        }
+    }
+}

@@ -128,3 +128,13 @@ fn ok_for(request: &str) -> String {
     out.push_str("Content-Length: 0\r\n\r\n");
     out
 }
+
+impl Uas {
+    /// The request lines (`METHOD URI SIP/2.0`) of the requests received so far.
+    pub fn request_lines(&self) -> Vec<String> {
+        self.received()
+            .iter()
+            .map(|m| m.lines().next().unwrap_or("").to_string())
+            .collect()
+    }
+}

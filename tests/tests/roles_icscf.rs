@@ -10,14 +10,10 @@
 //! - INVITE -> LIR; 2001 with Server-Name: forwarded; 5001 -> 404; 5003 IDENTITY_NOT_REGISTERED
 //!   -> 480.
 
-use harness::bridge::{Bridge, BridgeApp, BridgeOptions, BridgePeer};
-use harness::capture::Capture;
-use harness::paths::repo_root;
-use harness::roles::{RoleKamailio, ScriptedPeer};
+use harness::roles::CxRole;
 use harness::sip::{request, Uas};
-use harness::{free_port, tshark, TestDir};
+use harness::{tshark, TestDir};
 
-const HSS: &str = "hss.test.local";
 const ICSCF: &str = "icscf.test.local";
 const CX_APP: u32 = 16_777_216;
 
@@ -27,65 +23,21 @@ fn icscf_in_kamailio_asks_the_hss() {
     let _ = harness::dmbridge::dmbridge_bin();
     let scscf = Uas::start();
     let scscf_uri = format!("sip:127.0.0.1:{}", scscf.port);
-    let hss_port = free_port();
-    let capture = Capture::start(dir.path(), hss_port);
-    let hss = ScriptedPeer::start(
+    let cx = CxRole::start(
         dir.path(),
-        "cx_hss.escript",
+        "icscf",
+        ICSCF,
         &[
-            "--port".into(),
-            hss_port.to_string(),
-            "--host".into(),
-            HSS.into(),
-            "--realm".into(),
-            HSS.into(),
             "--scscf".into(),
             scscf_uri.clone(),
             "--uar".into(),
             "dave=e2002,bob=e5001".into(),
             "--lir".into(),
             "nobody=e5001,carol=e5003".into(),
-            "--duration".into(),
-            "90".into(),
         ],
-        "listening 127.0.0.1:",
+        &[],
     );
-
-    let port = free_port();
-    let mut opts = BridgeOptions {
-        origin_host: ICSCF.into(),
-        origin_realm: "test.local".into(),
-        port,
-        ..BridgeOptions::default()
-    };
-    opts.applications.push(BridgeApp {
-        id: CX_APP,
-        vendor: Some(10_415),
-        acct: false,
-    });
-    opts.peers.push(BridgePeer {
-        host: HSS.into(),
-        port: Some(hss_port),
-    });
-    opts.default_route = vec![HSS.into()];
-    let _bridge = Bridge::start(dir.path(), &opts);
-    let up = hss.cmd("up 15");
-    assert!(
-        up.starts_with("UP "),
-        "bridge not connected to the HSS: {up}"
-    );
-    let socket = dir
-        .path()
-        .join(format!("bridge-{port}"))
-        .join("control.sock");
-    let k = RoleKamailio::start(
-        dir.path(),
-        "kamailio-icscf",
-        &repo_root().join("cfg-examples/roles/kamailio-icscf.cfg"),
-        &socket,
-        &[format!("HSS_REALM=\"{HSS}\"")],
-        2,
-    );
+    let (k, hss) = (&cx.role.kamailio, &cx.hss);
 
     // first registration: the S-CSCF from Server-Capabilities gets the REGISTER
     let r = request(k.sip_port, "REGISTER", "sip:test.local", "alice", &[]);
@@ -104,13 +56,8 @@ fn icscf_in_kamailio_asks_the_hss() {
     let r = request(k.sip_port, "INVITE", "sip:carol@test.local", "erin", &[]);
     assert_eq!(r, "SIP/2.0 480 Temporarily Unavailable", "INVITE carol");
 
-    let got: Vec<String> = scscf
-        .received()
-        .iter()
-        .map(|m| m.lines().next().unwrap_or("").to_string())
-        .collect();
     assert_eq!(
-        got,
+        scscf.request_lines(),
         [
             "REGISTER sip:test.local SIP/2.0",
             "REGISTER sip:test.local SIP/2.0",
@@ -139,8 +86,8 @@ fn icscf_in_kamailio_asks_the_hss() {
     );
 
     // the wire: UAR/LIR as Wireshark decodes them, from the I-CSCF's bridge
-    let pcap = capture.stop();
-    let msgs = tshark::decode_pcap(&pcap, &[hss_port]);
+    let pcap = cx.capture.stop();
+    let msgs = tshark::decode_pcap(&pcap, &[cx.hss_port]);
     let reqs: Vec<_> = msgs
         .iter()
         .filter(|m| matches!(m.cmd_code, 300 | 302) && m.is_request())
