@@ -253,7 +253,7 @@ fn ro_client_in_kamailio_charges_calls() {
             .filter(|m| m.starts_with("INVITE "))
             .count(),
         4,
-        "INVITEs forwarded (not bob's)"
+        "INVITEs forwarded (not bob's nor frank's)"
     );
 
     // the OCS's view: per session the types, numbers, outcomes
