@@ -384,10 +384,34 @@ fn ro_client_in_kamailio_charges_calls() {
             "frame {}",
             m.frame
         );
+        assert_eq!(m.value("Service-Context-Id"), Some("32260@3gpp.org"));
+        // every request names who pays: the caller's From URI
+        let payer: Vec<_> = m
+            .find_deep("Subscription-Id-Data")
+            .iter()
+            .filter_map(|a| a.value.clone())
+            .collect();
+        assert_eq!(
+            payer,
+            [format!("sip:{}@test.local", c.user)],
+            "frame {}",
+            m.frame
+        );
         if ty == 1 {
             assert!(!m.find_deep("Requested-Service-Unit").is_empty());
-            assert!(!m.find_deep("Subscription-Id-Data").is_empty());
-            assert!(!m.find_deep("Calling-Party-Address").is_empty());
+            let party = |name: &str| {
+                m.find_deep(name)
+                    .first()
+                    .and_then(|a| a.value.clone())
+                    .unwrap_or_default()
+            };
+            assert_eq!(
+                party("Calling-Party-Address"),
+                c.calling,
+                "frame {}",
+                m.frame
+            );
+            assert_eq!(party("Called-Party-Address"), c.called, "frame {}", m.frame);
         }
     }
     let server_answers: Vec<(u32, String)> = msgs
