@@ -33,6 +33,7 @@ pub mod prometheus;
 pub mod roles;
 pub mod sip;
 pub mod sip_call;
+pub mod sip_media;
 pub mod tempdir;
 pub mod tshark;
 pub mod wait;
