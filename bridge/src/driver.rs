@@ -670,11 +670,16 @@ impl Driver {
                         return;
                     }
                 };
-                let (local, source) = match &dialled {
+                let (local, remote) = match &dialled {
                     Dialled::Plain(s) => (s.local_addr(), s.peer_addr()),
                     Dialled::Tls(s, _) => (s.get_ref().0.local_addr(), s.get_ref().0.peer_addr()),
                 };
-                let (local, source) = (local.ok().map(|a| a.ip()), source.ok().map(|a| a.ip()));
+                // The address we dialled, as for accepted connections: refusals of this
+                // connection (a CEA with no common security, a pin mismatch) name it.
+                if let Ok(remote) = remote {
+                    self.endpoint.set_remote(conn, remote);
+                }
+                let (local, source) = (local.ok().map(|a| a.ip()), remote.ok().map(|a| a.ip()));
                 // Attach first: the core answers with a CER on this connection.
                 match dialled {
                     Dialled::Plain(s) => {

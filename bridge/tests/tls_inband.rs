@@ -229,9 +229,14 @@ fn plain_peer_whose_cea_says_tls_only_is_refused() {
         lines
             .wait("CEA refused (RFC 6733 §6.10, §7.1.5): no common security: tlsonly.test.local offers only Inband-Security-Id [1]")
             .await;
-        lines
-            .wait("refused: no common security with tlsonly.test.local")
+        // The refusal names the address we dialled (it was "-" for connections we open).
+        let line = lines
+            .wait_line("refused: no common security with tlsonly.test.local")
             .await;
+        assert!(
+            line.contains("source=\"127.0.0.1\""),
+            "the refusal names the dialled address: {line}"
+        );
         assert_eq!(refusals.get(Refusal::NoCommonSecurity), 1);
     });
     let open = rt.block_on(node.handle.send_request(

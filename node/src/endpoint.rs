@@ -288,7 +288,8 @@ impl Endpoint {
         self.observer = observer;
     }
 
-    /// The source address of an accepted connection (named in refusal log lines).
+    /// The far end of a connection: the source address of an accepted one, the address we
+    /// dialled for ours (named in refusal log lines).
     pub fn set_remote(&mut self, conn: ConnId, addr: std::net::SocketAddr) {
         self.remotes.insert(conn, addr);
     }
@@ -557,7 +558,8 @@ impl Endpoint {
         let host = self.peers.get(peer).map(|p| p.host().to_string());
         if let (Some(host), Some(t)) = (host, self.peers.trust(peer)) {
             if let Err((cause, why)) = trust::check_identity(&host, t, None, Some(&cert)) {
-                self.peers.refusals().record(cause, None, &why, now);
+                let source = self.remotes.get(&conn).map(|a| a.ip());
+                self.peers.refusals().record(cause, source, &why, now);
                 return false;
             }
         }
@@ -655,6 +657,8 @@ impl Endpoint {
             }
             Some(_) => false,
             None => {
+                // No connection: nothing will report it closed.
+                self.remotes.remove(&conn);
                 self.peers.connect_result(conn, false, now);
                 false
             }

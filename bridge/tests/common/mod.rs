@@ -358,6 +358,14 @@ impl Lines {
         }
         panic!("no log line with {needle:?} in:\n{}", self.text());
     }
+
+    /// [`Lines::wait`], then the first line containing `needle` (to check its fields).
+    pub async fn wait_line(&self, needle: &str) -> String {
+        self.wait(needle).await;
+        let text = self.text();
+        let line = text.lines().find(|l| l.contains(needle)).unwrap_or("");
+        line.to_string()
+    }
 }
 
 impl std::io::Write for Lines {
