@@ -13,8 +13,8 @@
 %%                   [--aar "mallory=e5063,eve=e5065"] [--duration 120]
 %%
 %% --aar: the AAA's outcome per user (the user part of the Subscription-Id-Data SIP URI);
-%%        N = Result-Code N, eN = Experimental-Result (3GPP) N; anyone else gets 2001, and the
-%%        session is kept (until its STR) for rar/asr.
+%%        N = Result-Code N, eN = Experimental-Result (3GPP) N, drop = no answer at all;
+%%        anyone else gets 2001, and the session is kept (until its STR) for rar/asr.
 %%
 %% Control commands (one line each, one line back):
 %%   up [SECONDS]            -> "UP <peer host>" once a peer is up, or "ERROR not up"
@@ -242,6 +242,7 @@ iopt(K, M, D) -> list_to_integer(opt(K, M, integer_to_list(D))).
 %% "mallory=e5063,bob=5012" -> [{"mallory", {exp, 5063}}, {"bob", {rc, 5012}}]
 parse_outcomes(S) ->
     [case string:split(E, "=") of
+         [U, "drop"] -> {U, drop};
          [U, "e" ++ C] -> {U, {exp, list_to_integer(C)}};
          [U, C] -> {U, {rc, list_to_integer(C)}}
      end || E <- string:tokens(S, ",")].
@@ -384,20 +385,8 @@ handle_request(#diameter_packet{msg = ['AAR' | Req], errors = Errs}, _Svc, {_, C
         [Sid, Sub, length(maps:get('Media-Component-Description', Req, [])), length(Errs),
          outcome(Outcome)]),
     [out("AAR decode error ~0p", [E]) || E <- Errs],
-    Base = #{'Session-Id' => Sid, 'Auth-Application-Id' => ?RX_APP,
-             'Origin-Host' => OH, 'Origin-Realm' => OR},
-    Ans = case Outcome of
-              {rc, 2001} ->
-                  ets:insert(pcrf, {{session, Sid}, true}),
-                  ets:insert(pcrf, {last, Sid}),
-                  %% STATE_MAINTAINED: the P-CSCF ends the session with STR (TS 29.214 §5.3)
-                  Base#{'Result-Code' => [2001], 'Auth-Session-State' => [0]};
-              {rc, C} -> Base#{'Result-Code' => [C]};
-              {exp, C} -> Base#{'Experimental-Result' =>
-                                    [#{'Vendor-Id' => ?VENDOR_3GPP,
-                                       'Experimental-Result-Code' => C}]}
-          end,
-    {reply, ['AAA' | Ans]};
+    aaa(Outcome, #{'Session-Id' => Sid, 'Auth-Application-Id' => ?RX_APP,
+                   'Origin-Host' => OH, 'Origin-Realm' => OR});
 handle_request(#diameter_packet{msg = ['STR' | Req], errors = Errs}, _Svc, {_, Caps}) ->
     #diameter_caps{origin_host = {OH, _}, origin_realm = {OR, _}} = Caps,
     Sid = maps:get('Session-Id', Req),
@@ -411,5 +400,22 @@ handle_request(#diameter_packet{header = H}, _Svc, _Peer) ->
     out("REQUEST cmd=~p not served here: 3001", [H#diameter_header.cmd_code]),
     {answer_message, 3001}.
 
+%% The AAA for an outcome of --aar (no answer for drop).
+aaa(drop, _Base) -> discard;
+aaa(Outcome, #{'Session-Id' := Sid} = Base) ->
+    Ans = case Outcome of
+              {rc, 2001} ->
+                  ets:insert(pcrf, {{session, Sid}, true}),
+                  ets:insert(pcrf, {last, Sid}),
+                  %% STATE_MAINTAINED: the P-CSCF ends the session with STR (TS 29.214 §5.3)
+                  Base#{'Result-Code' => [2001], 'Auth-Session-State' => [0]};
+              {rc, C} -> Base#{'Result-Code' => [C]};
+              {exp, C} -> Base#{'Experimental-Result' =>
+                                    [#{'Vendor-Id' => ?VENDOR_3GPP,
+                                       'Experimental-Result-Code' => C}]}
+          end,
+    {reply, ['AAA' | Ans]}.
+
+outcome(drop) -> "no answer";
 outcome({rc, C}) -> io_lib:format("Result-Code ~p", [C]);
 outcome({exp, C}) -> io_lib:format("Experimental-Result-Code ~p", [C]).

@@ -1,6 +1,6 @@
 //! A P-CSCF in Kamailio (`cfg-examples/roles/kamailio-pcscf.cfg`) asking a PCRF on Erlang/OTP
 //! diameter (`tests/peers/rx_pcrf.escript`) over Rx through the real `dmbridge run`, with a
-//! caller and a callee (`harness::sip_call`) on loopback.
+//! caller and a callee (`harness::sip_media`) on loopback.
 //!
 //! Asserted on the SIP side (what each phone receives), in the PCRF's log (its strict codec
 //! decodes every AAR and STR) and on the wire (tshark between bridge and PCRF):
@@ -8,9 +8,9 @@
 //!   type, b=AS as Max-Requested-Bandwidth-UL (answer) and -DL (offer), Flow-Status from the
 //!   direction attribute, the RTP and RTCP Flow-Descriptions from c=/m= of offer and answer;
 //!   Framed-IP-Address, Subscription-Id. AAA 2001: the caller gets the 183 and the 200;
-//! - AAA 5063 REQUESTED_SERVICE_NOT_AUTHORIZED and 5065 IP-CAN_SESSION_NOT_AVAILABLE: the caller
-//!   gets 503, the callee a CANCEL; a refusal of media first answered in a 200: BYE to both
-//!   sides after the ACK;
+//! - AAA 5063 REQUESTED_SERVICE_NOT_AUTHORIZED, 5065 IP-CAN_SESSION_NOT_AVAILABLE, or no AAA
+//!   at all: the caller gets 503, the callee a CANCEL; a refusal of media first answered in a
+//!   200: BYE to both sides after the ACK;
 //! - RAR for the call: RAA 2001 and the Specific-Action logged; for an unknown session 5002;
 //! - BYE -> STR (DIAMETER_LOGOUT) for the AAR's Session-Id, the BYE reaches the callee;
 //! - ASR: ASA 2001, BYE to caller and callee, STR (DIAMETER_ADMINISTRATIVE).
@@ -218,7 +218,10 @@ fn pcscf_in_kamailio_asks_the_pcrf() {
         dir.path(),
         "rx_pcrf.escript",
         PCRF,
-        &["--aar".into(), "mallory=e5063,eve=e5065,trudy=e5063".into()],
+        &[
+            "--aar".into(),
+            "mallory=e5063,eve=e5065,dave=drop,trudy=e5063".into(),
+        ],
     );
     let role = PeerClientRole::start(
         dir.path(),
@@ -278,8 +281,13 @@ fn pcscf_in_kamailio_asks_the_pcrf() {
         )
         .unwrap_or_else(|e| panic!("no STR on BYE: {e}\n{}", pcrf.guard.tail(20)));
 
-    // calls 2 and 3, refused on the 183: 503 to the caller, CANCEL to the callee
-    for (user, code) in [("mallory", 5063), ("eve", 5065)] {
+    // calls 2 to 4, refused on the 183 (5063, 5065, no AAA before the timeout): 503 to the
+    // caller, CANCEL to the callee
+    for (user, outcome) in [
+        ("mallory", "Experimental-Result-Code 5063"),
+        ("eve", "Experimental-Result-Code 5065"),
+        ("dave", "no answer"),
+    ] {
         let caller = SdpPhone::start(user);
         let c = caller.invite(k.sip_port, "sip:bob@test.local", &o);
         let inv = bob.next_request("INVITE");
@@ -296,43 +304,43 @@ fn pcscf_in_kamailio_asks_the_pcrf() {
         assert_eq!(bob.next_request("ACK").header("Call-ID"), c.call_id);
         assert!(
             pcrf.guard.output().contains(&format!(
-                "sub=sip:{user}@test.local mcd=2 errors=0 -> Experimental-Result-Code {code}"
+                "sub=sip:{user}@test.local mcd=2 errors=0 -> {outcome}"
             )),
             "{user}: {}",
             pcrf.guard.tail(10)
         );
     }
 
-    // call 4, refused when the media is first answered in a 200: it cannot be held back,
+    // call 5, refused when the media is first answered in a 200: it cannot be held back,
     // the call is released with a BYE to each side once the ACK passed
     let trudy = SdpPhone::start("trudy");
-    let c4 = trudy.invite(k.sip_port, "sip:bob@test.local", &o);
+    let c5 = trudy.invite(k.sip_port, "sip:bob@test.local", &o);
     let inv = bob.next_request("INVITE");
     bob.reply(&inv, 200, "OK", Some(&a));
-    let ok4 = trudy.wait_final(&c4);
-    assert_eq!(ok4.status(), Some(200), "{}", trudy.dump());
-    trudy.ack(&c4, &ok4);
-    assert_eq!(bob.next_request("ACK").header("Call-ID"), c4.call_id);
+    let ok5 = trudy.wait_final(&c5);
+    assert_eq!(ok5.status(), Some(200), "{}", trudy.dump());
+    trudy.ack(&c5, &ok5);
+    assert_eq!(bob.next_request("ACK").header("Call-ID"), c5.call_id);
     let bye = trudy.next_request("BYE");
-    assert_eq!(bye.header("Call-ID"), c4.call_id);
+    assert_eq!(bye.header("Call-ID"), c5.call_id);
     let bye = bob.next_request("BYE");
-    assert_eq!(bye.header("Call-ID"), c4.call_id);
+    assert_eq!(bye.header("Call-ID"), c5.call_id);
 
-    // call 5, authorised, then aborted by the PCRF: ASA, BYE both ways, STR
-    let (c5, _) = answered_call(&alice, &bob, k.sip_port);
-    let sid5 = pcrf.cmd("last");
-    let sid5 = sid5.strip_prefix("SESSION ").unwrap_or("").to_string();
-    assert_ne!(sid5, sid1, "a new Rx session per call");
-    let r = pcrf.cmd(&format!("asr {sid5}"));
+    // call 6, authorised, then aborted by the PCRF: ASA, BYE both ways, STR
+    let (c6, _) = answered_call(&alice, &bob, k.sip_port);
+    let sid6 = pcrf.cmd("last");
+    let sid6 = sid6.strip_prefix("SESSION ").unwrap_or("").to_string();
+    assert_ne!(sid6, sid1, "a new Rx session per call");
+    let r = pcrf.cmd(&format!("asr {sid6}"));
     assert!(r.starts_with("ANSWER cmd=274 e=0 rc=2001 "), "{r}");
     let to_alice = alice.next_request("BYE");
     let to_bob = bob.next_request("BYE");
     for m in [&to_alice, &to_bob] {
-        assert_eq!(m.header("Call-ID"), c5.call_id, "{}", m.text);
+        assert_eq!(m.header("Call-ID"), c6.call_id, "{}", m.text);
     }
     pcrf.guard
         .wait_for_line(
-            &format!("STR sid={sid5} cause=4 known=1 errors=0"),
+            &format!("STR sid={sid6} cause=4 known=1 errors=0"),
             Duration::from_secs(10),
         )
         .unwrap_or_else(|e| panic!("no STR after ASR: {e}\n{}", pcrf.guard.tail(20)));
@@ -360,7 +368,7 @@ fn pcscf_in_kamailio_asks_the_pcrf() {
         .iter()
         .filter(|m| m.cmd_code == 265 && m.is_request())
         .collect();
-    let callers = ["alice", "mallory", "eve", "trudy", "alice"];
+    let callers = ["alice", "mallory", "eve", "dave", "trudy", "alice"];
     assert_eq!(aars.len(), callers.len(), "one AAR per call");
     for (m, caller) in aars.iter().zip(callers) {
         assert_eq!(m.value("Origin-Host"), Some(PCSCF));
@@ -368,7 +376,7 @@ fn pcscf_in_kamailio_asks_the_pcrf() {
         check_aar(m, caller);
     }
     assert_eq!(session_of(aars[0]), sid1);
-    assert_eq!(session_of(aars[4]), sid5);
+    assert_eq!(session_of(aars[5]), sid6);
     let strs: Vec<(String, String)> = rx
         .iter()
         .filter(|m| m.cmd_code == 275 && m.is_request())
@@ -383,7 +391,7 @@ fn pcscf_in_kamailio_asks_the_pcrf() {
         strs,
         [
             (sid1.clone(), "1".to_string()),
-            (sid5.clone(), "4".to_string())
+            (sid6.clone(), "4".to_string())
         ],
         "STR on BYE (DIAMETER_LOGOUT) and after ASR (DIAMETER_ADMINISTRATIVE), no other"
     );
