@@ -377,10 +377,16 @@ fn pcscf_in_kamailio_asks_the_pcrf() {
     }
     assert_eq!(session_of(aars[0]), sid1);
     assert_eq!(session_of(aars[5]), sid6);
+    // the STR goes to the PCRF that answered the AAR (its Origin-Host kept with the dialog)
     let strs: Vec<(String, String)> = rx
         .iter()
         .filter(|m| m.cmd_code == 275 && m.is_request())
         .map(|m| {
+            assert_eq!(
+                m.value("Destination-Host"),
+                Some(PCRF),
+                "STR Destination-Host"
+            );
             (
                 session_of(m),
                 m.value("Termination-Cause").unwrap_or("").to_string(),
@@ -401,6 +407,12 @@ fn pcscf_in_kamailio_asks_the_pcrf() {
             .map(|m| m.result_code().unwrap_or("none").to_string())
             .collect()
     };
+    let rar = rx
+        .iter()
+        .find(|m| m.cmd_code == 258 && m.is_request())
+        .expect("RAR");
+    assert_eq!(session_of(rar), sid1);
+    assert_eq!(rar.value("Specific-Action"), Some("2"));
     assert_eq!(codes(258), ["2001", "5002"], "RAAs from the script");
     assert_eq!(codes(274), ["2001"], "ASA from the script");
 }
