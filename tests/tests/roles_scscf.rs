@@ -8,7 +8,10 @@
 //! and on the wire (tshark between bridge and HSS):
 //! - REGISTER -> MAR (SIP Digest, one item, User-Name/Public-Identity/Server-Name) -> 401
 //!   with the HSS's realm and qop=auth -> REGISTER with the right response -> SAR
-//!   REGISTRATION -> 200 with Service-Route; an INVITE for the user reaches its contact;
+//!   REGISTRATION -> 200 with the binding's Contact;expires and Service-Route; an INVITE for
+//!   the user reaches its contact; a re-registration is challenged again and sends
+//!   RE_REGISTRATION, a de-registration (Expires: 0) USER_DEREGISTRATION and removes the
+//!   binding (a later INVITE: 404);
 //! - a wrong password: 401 then 403, and a SAR AUTHENTICATION_FAILURE tells the HSS;
 //! - a user the HSS does not know (MAA 5001): 403 without a challenge; an HSS that does not
 //!   answer the MAR: 504;
@@ -71,6 +74,8 @@ struct Ue {
     user: String,
     contact_port: u16,
     cseq: u32,
+    /// The Expires header of the next REGISTER (0: de-register).
+    expires: u32,
 }
 
 impl Ue {
@@ -84,6 +89,7 @@ impl Ue {
             user: user.into(),
             contact_port,
             cseq: 0,
+            expires: 600,
         }
     }
 
@@ -91,7 +97,8 @@ impl Ue {
     fn register(&mut self, authorization: Option<&str>) -> String {
         self.cseq += 1;
         let me = self.sock.local_addr().map(|a| a.port()).unwrap_or(0);
-        let (user, cseq, contact) = (&self.user, self.cseq, self.contact_port);
+        let (user, cseq, contact, expires) =
+            (&self.user, self.cseq, self.contact_port, self.expires);
         let mut msg = format!(
             "REGISTER sip:test.local SIP/2.0\r\n\
              Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-{me}-{cseq}\r\n\
@@ -101,7 +108,7 @@ impl Ue {
              Call-ID: {me}-{user}@ue\r\n\
              CSeq: {cseq} REGISTER\r\n\
              Contact: <sip:{user}@127.0.0.1:{contact}>\r\n\
-             Expires: 600\r\n"
+             Expires: {expires}\r\n"
         );
         if let Some(a) = authorization {
             msg.push_str(&format!("Authorization: {a}\r\n"));
@@ -189,7 +196,7 @@ fn scscf_in_kamailio_registers_with_digest_from_the_hss() {
         SCSCF,
         &[
             "--subscribers".into(),
-            "alice:alice-secret,carol:carol-secret".into(),
+            "alice:alice-secret,carol:carol-secret,dave:dave-secret".into(),
             "--digest-realm".into(),
             DIGEST_REALM.into(),
             "--mar".into(),
@@ -218,9 +225,32 @@ fn scscf_in_kamailio_registers_with_digest_from_the_hss() {
         Some(format!("<{SCSCF_NAME};lr>").as_str()),
         "{ok}"
     );
+    assert_eq!(
+        header(&ok, "Contact"),
+        Some(format!("<sip:alice@127.0.0.1:{}>;expires=600", ue.port)),
+        "the 200 lists the binding: {ok}"
+    );
     // a terminating INVITE reaches alice's contact
     let r = request(k.sip_port, "INVITE", "sip:alice@test.local", "erin", &[]);
     assert_eq!(r, "SIP/2.0 200 OK", "INVITE alice");
+
+    // dave registers, re-registers (a fresh challenge: one vector per registration) and
+    // de-registers (Expires: 0); afterwards a request for him finds no binding
+    let mut dave = Ue::new(k.sip_port, "dave", ue.port);
+    for (expires, what) in [
+        (600, "registers"),
+        (600, "re-registers"),
+        (0, "de-registers"),
+    ] {
+        dave.expires = expires;
+        let (_, r) = dave.register_with("dave-secret");
+        assert_eq!(status(&r), "SIP/2.0 200 OK", "dave {what}: {r}");
+    }
+    let r = request(k.sip_port, "INVITE", "sip:dave@test.local", "erin", &[]);
+    assert_eq!(
+        r, "SIP/2.0 404 Not Found",
+        "INVITE dave after de-registration"
+    );
 
     // carol: a wrong password -> 403 after the challenge
     let mut carol = Ue::new(k.sip_port, "carol", ue.port);
@@ -265,12 +295,13 @@ fn scscf_in_kamailio_registers_with_digest_from_the_hss() {
     let mars: Vec<&str> = out.lines().filter(|l| l.starts_with("MAR ")).collect();
     assert_eq!(
         mars.len(),
-        4,
+        7,
         "one MAR per unauthenticated REGISTER:\n{out}"
     );
     for (user, outcome) in [
         ("alice", "vector"),
         ("carol", "vector"),
+        ("dave", "vector"),
         ("bob", "Experimental-Result-Code 5001"),
         ("slow", "no answer"),
     ] {
@@ -285,9 +316,12 @@ fn scscf_in_kamailio_registers_with_digest_from_the_hss() {
         sars,
         [
             "SAR user=alice@test.local impu=sip:alice@test.local sat=1 -> Result-Code 2001",
+            "SAR user=dave@test.local impu=sip:dave@test.local sat=1 -> Result-Code 2001",
+            "SAR user=dave@test.local impu=sip:dave@test.local sat=2 -> Result-Code 2001",
+            "SAR user=dave@test.local impu=sip:dave@test.local sat=5 -> Result-Code 2001",
             "SAR user=carol@test.local impu=sip:carol@test.local sat=9 -> Result-Code 2001",
         ],
-        "REGISTRATION for alice, AUTHENTICATION_FAILURE for carol"
+        "REGISTRATION, RE_REGISTRATION, USER_DEREGISTRATION, AUTHENTICATION_FAILURE"
     );
 
     // the wire, as Wireshark decodes it
@@ -302,7 +336,7 @@ fn scscf_in_kamailio_registers_with_digest_from_the_hss() {
         .iter()
         .filter(|m| m.cmd_code == 303 && m.is_request())
         .collect();
-    assert_eq!(mar.len(), 4, "MARs on the wire");
+    assert_eq!(mar.len(), 7, "MARs on the wire");
     for m in &mar {
         assert_eq!(m.value("Origin-Host"), Some(SCSCF));
         assert_eq!(m.value("Destination-Realm"), Some(HSS));
@@ -343,11 +377,14 @@ fn scscf_in_kamailio_registers_with_digest_from_the_hss() {
         .iter()
         .filter(|m| m.cmd_code == 301 && m.is_request())
         .collect();
-    assert_eq!(sar.len(), 2, "SARs on the wire");
-    for (m, (user, sat)) in sar
-        .iter()
-        .zip([("alice@test.local", "1"), ("carol@test.local", "9")])
-    {
+    assert_eq!(sar.len(), 5, "SARs on the wire");
+    for (m, (user, sat)) in sar.iter().zip([
+        ("alice@test.local", "1"),
+        ("dave@test.local", "1"),
+        ("dave@test.local", "2"),
+        ("dave@test.local", "5"),
+        ("carol@test.local", "9"),
+    ]) {
         assert_eq!(m.value("User-Name"), Some(user));
         let t = m
             .value("Server-Assignment-Type")
