@@ -15,7 +15,7 @@
 %%                  [--mar "bob=e5001,slow=drop"] [--duration 120]
 %%
 %% --sar: SAA outcome per user (the user part of User-Name); N = Result-Code N,
-%%        eN = Experimental-Result (3GPP) N; anyone else gets 2001.
+%%        eN = Experimental-Result (3GPP) N, drop = no answer; anyone else gets 2001.
 %% --uar, --lir, --scscf URI: the I-CSCF's UAR and LIR (see handle_request): outcomes per user
 %%        in the same form as --sar (e2002 = SUBSEQUENT_REGISTRATION with Server-Name).
 %% --subscribers: USER:PASSWORD pairs (USER = the user part of User-Name); a MAR for one of
@@ -514,14 +514,15 @@ handle_request(#diameter_packet{msg = ['SAR' | Req]}, _Svc, {_, Caps}) ->
              'Origin-Host' => OH, 'Origin-Realm' => OR,
              'Vendor-Specific-Application-Id' => [vsai()],
              'User-Name' => [User]},
-    Ans = case Outcome of
-              {rc, 2001} -> Base#{'Result-Code' => [2001], 'User-Data' => [profile(User)]};
-              {rc, C} -> Base#{'Result-Code' => [C]};
-              {exp, C} -> Base#{'Experimental-Result' =>
-                                    [#{'Vendor-Id' => ?VENDOR_3GPP,
-                                       'Experimental-Result-Code' => C}]}
-          end,
-    {reply, ['SAA' | Ans]};
+    case Outcome of
+        drop -> discard;
+        {rc, 2001} -> {reply, ['SAA' | Base#{'Result-Code' => [2001],
+                                             'User-Data' => [profile(User)]}]};
+        {rc, C} -> {reply, ['SAA' | Base#{'Result-Code' => [C]}]};
+        {exp, C} -> {reply, ['SAA' | Base#{'Experimental-Result' =>
+                                               [#{'Vendor-Id' => ?VENDOR_3GPP,
+                                                  'Experimental-Result-Code' => C}]}]}
+    end;
 %% An I-CSCF's questions. UAR: DIAMETER_FIRST_REGISTRATION (Experimental-Result 2001) with
 %% Server-Capabilities naming --scscf, unless --uar says otherwise for the user (e2002 =
 %% DIAMETER_SUBSEQUENT_REGISTRATION with Server-Name). LIR: 2001 with Server-Name

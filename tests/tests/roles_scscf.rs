@@ -14,7 +14,7 @@
 //!   binding (a later INVITE: 404);
 //! - a wrong password: 401 then 403, and a SAR AUTHENTICATION_FAILURE tells the HSS;
 //! - a user the HSS does not know (MAA 5001): 403 without a challenge; an HSS that does not
-//!   answer the MAR: 504;
+//!   answer the MAR: 504; an SAR not answered: 504, refused (SAA 5001): 403;
 //! - PPR from the HSS: PPA 2001 for the registered user (profile stored), 5001 for another;
 //! - RTR from the HSS: RTA 2001 naming the IMPI, and a later INVITE for the user gets 404.
 
@@ -196,11 +196,13 @@ fn scscf_in_kamailio_registers_with_digest_from_the_hss() {
         SCSCF,
         &[
             "--subscribers".into(),
-            "alice:alice-secret,carol:carol-secret,dave:dave-secret".into(),
+            "alice:alice-secret,carol:carol-secret,dave:dave-secret,erin:erin-secret,frank:frank-secret".into(),
             "--digest-realm".into(),
             DIGEST_REALM.into(),
             "--mar".into(),
             "slow=drop".into(),
+            "--sar".into(),
+            "erin=drop,frank=e5001".into(),
         ],
         &[format!("SCSCF_NAME=\"{SCSCF_NAME}\"")],
     );
@@ -263,6 +265,12 @@ fn scscf_in_kamailio_registers_with_digest_from_the_hss() {
     let r = Ue::new(k.sip_port, "slow", ue.port).register(None);
     assert_eq!(status(&r), "SIP/2.0 504 Server Time-out", "slow: {r}");
 
+    // authenticated, but the HSS does not answer the SAR (504) or refuses it (403)
+    let (_, r) = Ue::new(k.sip_port, "erin", ue.port).register_with("erin-secret");
+    assert_eq!(status(&r), "SIP/2.0 504 Server Time-out", "erin: {r}");
+    let (_, r) = Ue::new(k.sip_port, "frank", ue.port).register_with("frank-secret");
+    assert_eq!(status(&r), "SIP/2.0 403 Forbidden", "frank: {r}");
+
     // PPR: alice is served here (2001, her new profile stored), dave is not (5001)
     let a = hss.cmd("ppr alice@test.local");
     assert!(a.starts_with("ANSWER cmd=305 e=0 "), "{a}");
@@ -295,13 +303,15 @@ fn scscf_in_kamailio_registers_with_digest_from_the_hss() {
     let mars: Vec<&str> = out.lines().filter(|l| l.starts_with("MAR ")).collect();
     assert_eq!(
         mars.len(),
-        7,
+        9,
         "one MAR per unauthenticated REGISTER:\n{out}"
     );
     for (user, outcome) in [
         ("alice", "vector"),
         ("carol", "vector"),
         ("dave", "vector"),
+        ("erin", "vector"),
+        ("frank", "vector"),
         ("bob", "Experimental-Result-Code 5001"),
         ("slow", "no answer"),
     ] {
@@ -320,6 +330,9 @@ fn scscf_in_kamailio_registers_with_digest_from_the_hss() {
             "SAR user=dave@test.local impu=sip:dave@test.local sat=2 -> Result-Code 2001",
             "SAR user=dave@test.local impu=sip:dave@test.local sat=5 -> Result-Code 2001",
             "SAR user=carol@test.local impu=sip:carol@test.local sat=9 -> Result-Code 2001",
+            "SAR user=erin@test.local impu=sip:erin@test.local sat=1 -> no answer",
+            "SAR user=frank@test.local impu=sip:frank@test.local sat=1 -> \
+             Experimental-Result-Code 5001",
         ],
         "REGISTRATION, RE_REGISTRATION, USER_DEREGISTRATION, AUTHENTICATION_FAILURE"
     );
@@ -336,7 +349,7 @@ fn scscf_in_kamailio_registers_with_digest_from_the_hss() {
         .iter()
         .filter(|m| m.cmd_code == 303 && m.is_request())
         .collect();
-    assert_eq!(mar.len(), 7, "MARs on the wire");
+    assert_eq!(mar.len(), 9, "MARs on the wire");
     for m in &mar {
         assert_eq!(m.value("Origin-Host"), Some(SCSCF));
         assert_eq!(m.value("Destination-Realm"), Some(HSS));
@@ -377,13 +390,15 @@ fn scscf_in_kamailio_registers_with_digest_from_the_hss() {
         .iter()
         .filter(|m| m.cmd_code == 301 && m.is_request())
         .collect();
-    assert_eq!(sar.len(), 5, "SARs on the wire");
+    assert_eq!(sar.len(), 7, "SARs on the wire");
     for (m, (user, sat)) in sar.iter().zip([
         ("alice@test.local", "1"),
         ("dave@test.local", "1"),
         ("dave@test.local", "2"),
         ("dave@test.local", "5"),
         ("carol@test.local", "9"),
+        ("erin@test.local", "1"),
+        ("frank@test.local", "1"),
     ]) {
         assert_eq!(m.value("User-Name"), Some(user));
         let t = m
