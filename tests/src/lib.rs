@@ -34,6 +34,7 @@ pub mod roles;
 pub mod sip;
 pub mod sip_call;
 pub mod sip_media;
+pub mod sip_register;
 pub mod tempdir;
 pub mod tshark;
 pub mod wait;

@@ -13,7 +13,8 @@
 //! - forwarding on condition "not-registered": a second UDR, Data-Reference IMSUserState
 //!   (11), forwarded only when the HSS says the callee is not registered;
 //! - a third-party REGISTER -> UDR and SNR before the first call, 200 also without data; a
-//!   re-registration and the user's first call then send nothing;
+//!   re-registration and the user's first call then send nothing; the de-registration
+//!   (Expires: 0) -> SNR Subs-Req-Type 1, and a later PNR for the user -> 5107;
 //! - the first UDA of a user -> SNR (Subs-Req-Type 0, the same Data-Reference and
 //!   Service-Indication); the next INVITE reads the htable, no UDR;
 //! - PNR with new User-Data -> PNA 2001 and the next INVITE goes to the new target; PNR for a
@@ -29,8 +30,8 @@ use std::path::{Path, PathBuf};
 use harness::bridge::BridgeApp;
 use harness::paths::repo_root;
 use harness::roles::{captured_server, PeerClientRole, ScriptedPeer, ServerPeer};
-use harness::sip::request;
 use harness::sip_call::Phone;
+use harness::sip_register::third_party_register;
 use harness::tshark::{self, TsMessage};
 use harness::TestDir;
 
@@ -231,7 +232,7 @@ fn as_scenario(name: &str, names: Names) {
     assert_eq!(invite("ivy"), "SIP/2.0 200 OK", "INVITE ivy (cached)");
     // third-party REGISTER from the S-CSCF: UDR and SNR before any call, 200 whatever the
     // HSS says; a re-registration and the first call need no Diameter
-    let register = |user: &str| request(k.sip_port, "REGISTER", "sip:test.local", user, &[]);
+    let register = |user: &str| third_party_register(k.sip_port, user, 600);
     assert_eq!(register("jack"), "SIP/2.0 200 OK", "REGISTER jack");
     assert_eq!(register("jack"), "SIP/2.0 200 OK", "REGISTER jack again");
     assert_eq!(invite("jack"), "SIP/2.0 200 OK", "INVITE jack");
@@ -267,6 +268,20 @@ fn as_scenario(name: &str, names: Names) {
         "SIP/2.0 200 OK",
         "INVITE erin after a refused PNR"
     );
+    // jack de-registers: SNR Subs-Req-Type 1, and the HSS's next PNR for him is refused
+    assert_eq!(
+        third_party_register(k.sip_port, "jack", 0),
+        "SIP/2.0 200 OK",
+        "de-REGISTER jack"
+    );
+    assert_eq!(
+        hss.cmd("subs"),
+        "SUBS sip:alice@test.local/call-forwarding,sip:erin@test.local/call-forwarding,\
+         sip:hank@test.local/call-forwarding,sip:ivy@test.local/call-forwarding",
+        "jack unsubscribed"
+    );
+    let pna = hss.cmd("pnr jack");
+    assert_eq!(ScriptedPeer::field(&pna, "exp"), "5107", "{pna}");
 
     // SIP: who got which INVITE
     assert_eq!(
@@ -333,8 +348,14 @@ fn as_scenario(name: &str, names: Names) {
         lines("UDR ", " dref=[11] "),
         "IMSUserState UDRs:\n{log}"
     );
-    assert_eq!(lines("SNR ", "").len(), 5, "SNRs:\n{log}");
-    assert_eq!(lines("SNR ", repository).len(), 5, "SNRs:\n{log}");
+    assert_eq!(lines("SNR ", "").len(), 6, "SNRs:\n{log}");
+    assert_eq!(lines("SNR ", repository).len(), 6, "SNRs:\n{log}");
+    assert_eq!(
+        lines("SNR ", " type=1 "),
+        lines("SNR ", "impu=sip:jack@test.local type=1 "),
+        "one unsubscription, jack's:\n{log}"
+    );
+    assert_eq!(lines("SNR ", " type=1 ").len(), 1, "SNRs:\n{log}");
 
     // the wire, as Wireshark decodes it
     let pcap = capture.stop();
@@ -397,6 +418,7 @@ fn as_scenario(name: &str, names: Names) {
             "sip:erin@test.local",
             "sip:hank@test.local",
             "sip:ivy@test.local",
+            "sip:jack@test.local",
             "sip:jack@test.local"
         ],
         "SNR User-Identity/Public-Identity"
@@ -408,15 +430,24 @@ fn as_scenario(name: &str, names: Names) {
     for m in udr.iter().chain(snr.iter()) {
         assert_repository_ref(m);
     }
-    for m in &snr {
-        let t = m.avp("Subs-Req-Type").expect("Subs-Req-Type");
-        assert_eq!(t.data(), [0, 0, 0, 0], "Subs-Req-Type Subscribe (0)");
-    }
+    let types: Vec<_> = snr
+        .iter()
+        .map(|m| {
+            m.avp("Subs-Req-Type")
+                .expect("Subs-Req-Type")
+                .data()
+                .to_vec()
+        })
+        .collect();
+    // Subscribe (0) five times, then jack's Unsubscribe (1)
+    let mut want = vec![vec![0u8, 0, 0, 0]; 5];
+    want.push(vec![0, 0, 0, 1]);
+    assert_eq!(types, want, "Subs-Req-Type of each SNR");
     let pnr = msgs
         .iter()
         .filter(|m| m.cmd_code == 309 && m.is_request())
         .count();
-    assert_eq!(pnr, 3, "PNRs from the HSS");
+    assert_eq!(pnr, 4, "PNRs from the HSS");
     let pna: Vec<_> = msgs
         .iter()
         .filter(|m| m.cmd_code == 309 && !m.is_request())
@@ -425,7 +456,7 @@ fn as_scenario(name: &str, names: Names) {
         pna.iter()
             .map(|m| m.result_code().unwrap_or("none").to_string())
             .collect::<Vec<_>>(),
-        ["2001", "5107", "5100"],
+        ["2001", "5107", "5100", "5107"],
         "PNA outcomes"
     );
     for m in &pna {
