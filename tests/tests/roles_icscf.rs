@@ -42,8 +42,17 @@ fn icscf_in_kamailio_asks_the_hss() {
     // first registration: the S-CSCF from Server-Capabilities gets the REGISTER
     let r = request(k.sip_port, "REGISTER", "sip:test.local", "alice", &[]);
     assert_eq!(r, "SIP/2.0 200 OK", "alice");
-    // subsequent registration: Server-Name
-    let r = request(k.sip_port, "REGISTER", "sip:test.local", "dave", &[]);
+    // subsequent registration: Server-Name; the REGISTER answers an S-CSCF's challenge, so
+    // the private identity is the whole Authorization username (TS 24.229 §5.3.1.2)
+    let auth = "Authorization: Digest username=\"dave@test.local\", realm=\"test.local\", \
+                nonce=\"n1\", uri=\"sip:test.local\", response=\"00000000000000000000000000000000\"";
+    let r = request(
+        k.sip_port,
+        "REGISTER",
+        "sip:test.local",
+        "dave",
+        &[auth.to_string()],
+    );
     assert_eq!(r, "SIP/2.0 200 OK", "dave");
     // unknown user: 403, not forwarded
     let r = request(k.sip_port, "REGISTER", "sip:test.local", "bob", &[]);
@@ -92,7 +101,16 @@ fn icscf_in_kamailio_asks_the_hss() {
         .iter()
         .filter(|m| matches!(m.cmd_code, 300 | 302) && m.is_request())
         .collect();
-    assert_eq!(reqs.iter().filter(|m| m.cmd_code == 300).count(), 3);
+    let uar_users: Vec<_> = reqs
+        .iter()
+        .filter(|m| m.cmd_code == 300)
+        .map(|m| m.value("User-Name").unwrap_or("-"))
+        .collect();
+    assert_eq!(
+        uar_users,
+        ["alice@test.local", "dave@test.local", "bob@test.local"],
+        "UAR User-Name: the private identity"
+    );
     assert_eq!(reqs.iter().filter(|m| m.cmd_code == 302).count(), 3);
     for m in &reqs {
         let problems = m.problems(tshark::EXPERT_WARN, |_| false);
