@@ -43,23 +43,20 @@ impl Sources {
             .map(Sources)
     }
 
-    /// The built-in dictionary extended with these files, all or nothing; an error names its
-    /// file and line.
+    /// The built-in dictionary extended with these files, all or nothing
+    /// ([`Dictionary::with_files`], the rule the workers' library builds with too); an error
+    /// names its file and line.
     pub fn build(&self) -> Result<Dictionary, String> {
-        let mut dict = Dictionary::new_with_builtin();
-        for (path, bytes) in &self.0 {
-            let r = match std::str::from_utf8(bytes) {
-                Ok(text) => dict.load_str(text, &path.display().to_string()),
-                // The file loader reports the line of the bad byte.
-                Err(_) => dict.load_file(path),
-            };
-            r.map_err(|e| e.to_string())?;
-        }
-        Ok(dict)
+        Dictionary::with_files(
+            self.0
+                .iter()
+                .map(|(path, bytes)| (path.display().to_string(), bytes)),
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// The files for the workers' library ([`dmshm::control::encode_sources`]), which builds
-    /// the same dictionary with [`Sources::build`]'s rule.
+    /// the same dictionary with [`Dictionary::with_files`].
     pub fn blob(&self) -> Vec<u8> {
         let names: Vec<String> = self
             .0

@@ -94,6 +94,25 @@ impl Dictionary {
         Dictionary::builtin().clone()
     }
 
+    /// The built-in dictionaries extended with these files (name, contents), in order, all
+    /// or nothing. This is the one rule for "the dictionary a configuration names": the
+    /// bridge builds its dictionary with it, and the worker library builds the same one from
+    /// the files the bridge sends it, so a script's reply is converted in the SIP worker
+    /// exactly as the bridge would convert it.
+    pub fn with_files<N, B>(
+        files: impl IntoIterator<Item = (N, B)>,
+    ) -> Result<Dictionary, DictError>
+    where
+        N: AsRef<str>,
+        B: AsRef<[u8]>,
+    {
+        let mut dict = Dictionary::new_with_builtin();
+        for (name, bytes) in files {
+            dict.load_bytes(bytes.as_ref(), name.as_ref())?;
+        }
+        Ok(dict)
+    }
+
     /// Loads a dictionary file in the `aaa_diameter` format. All or nothing: on error the
     /// dictionary is unchanged.
     pub fn load_file(&mut self, path: &Path) -> Result<(), DictError> {
@@ -103,18 +122,25 @@ impl Dictionary {
             line: 0,
             kind: DictErrorKind::Io(e.to_string()),
         })?;
-        let text = String::from_utf8(text).map_err(|e| {
-            let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+        self.load_bytes(&text, &origin)
+    }
+
+    /// Loads a dictionary file's contents; `origin` names it in errors. Bytes that are not
+    /// UTF-8 are an error naming the line of the first bad byte (a file saved in Latin-1 is
+    /// the usual cause). All or nothing.
+    pub fn load_bytes(&mut self, bytes: &[u8], origin: &str) -> Result<(), DictError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            let line = 1 + bytes[..e.valid_up_to()]
                 .iter()
                 .filter(|&&b| b == b'\n')
                 .count();
             DictError {
-                origin: origin.clone(),
+                origin: origin.to_string(),
                 line,
                 kind: DictErrorKind::Syntax("not valid UTF-8".into()),
             }
         })?;
-        self.load_str(&text, &origin)
+        self.load_str(text, origin)
     }
 
     /// Loads dictionary text; `origin` names it in errors (`origin:line: what`). All or

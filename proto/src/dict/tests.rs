@@ -734,6 +734,38 @@ fn load_file_reports_io_and_encoding_errors() {
 }
 
 #[test]
+fn with_files_is_the_builtin_plus_each_file_in_order_all_or_nothing() {
+    let d = Dictionary::with_files([
+        ("a.dict", &b"ATTRIBUTE A 3900 unsigned32\n"[..]),
+        ("b.dict", &b"ATTRIBUTE B 3901 utf8string\n"[..]),
+    ])
+    .expect("builds");
+    assert!(d.avp(263, 0).is_some(), "the built-in is there");
+    assert!(d
+        .avp_origin(3900, 0)
+        .is_some_and(|o| o.ends_with("a.dict:1")));
+    assert!(d
+        .avp_origin(3901, 0)
+        .is_some_and(|o| o.ends_with("b.dict:1")));
+
+    // A later file may use what an earlier one defined; order matters.
+    let e = Dictionary::with_files([
+        ("b.dict", &b"VALUE A One 1\n"[..]),
+        ("a.dict", &b"ATTRIBUTE A 3900 unsigned32\n"[..]),
+    ])
+    .expect_err("VALUE before its ATTRIBUTE");
+    assert_eq!(e.origin, "b.dict");
+
+    // Bytes that are not UTF-8 name the file and the line of the first bad byte.
+    let e = Dictionary::with_files([(
+        "latin1.dict",
+        &b"ATTRIBUTE A 3900 unsigned32\nATTRIBUTE \xe9 3901\n"[..],
+    )])
+    .expect_err("not UTF-8");
+    assert_eq!((e.origin.as_str(), e.line), ("latin1.dict", 2));
+}
+
+#[test]
 fn empty_dictionary_knows_nothing() {
     let d = Dictionary::empty();
     assert!(d.avp(263, 0).is_none());
