@@ -17,6 +17,48 @@ use dmnode::peer::wire::avp;
 use dmshm::record::class;
 
 use dmproto::avp_code::{EXPERIMENTAL_RESULT, EXPERIMENTAL_RESULT_CODE, SESSION_ID};
+use dmproto::json::JsonError;
+use dmproto::{AvpError, EncodeError};
+
+/// Why a worker's JSON or encoded AVPs do not make AVPs the node can send. The driver logs
+/// it, counts it, and answers the peer 5012 (a reply) or gives the script -3 (a request).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConvertError {
+    /// The JSON is not UTF-8 (RFC 8259 §8.1).
+    NotUtf8(std::str::Utf8Error),
+    /// The JSON does not fit the dictionary (unknown name, wrong type, bad shape); the
+    /// error names the JSON path at fault.
+    Json(JsonError),
+    /// The AVPs do not encode (too large for the message size limit, a value out of range).
+    Encode(EncodeError),
+    /// Encoded AVPs from the library larger than the node's maximum message size.
+    TooLarge {
+        /// Bytes of AVPs in the record.
+        len: usize,
+        /// The node's `max_message_size`.
+        max: usize,
+    },
+    /// Encoded AVPs from the library whose framing does not hold (RFC 6733 §4).
+    Damaged(AvpError),
+}
+
+impl std::fmt::Display for ConvertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConvertError::NotUtf8(e) => write!(f, "JSON is not UTF-8: {e}"),
+            ConvertError::Json(e) => write!(f, "{e}"),
+            ConvertError::Encode(e) => write!(f, "{e}"),
+            ConvertError::TooLarge { len, max } => write!(
+                f,
+                "{len} bytes of AVPs, more than the maximum message size of {max}"
+            ),
+            ConvertError::Damaged(e) => write!(f, "encoded AVPs damaged: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConvertError {}
 
 /// What the workers' routing needs to know about a request: the name the worker declared it
 /// handles (`PPR`, or the command code as text) and the command's long name.
@@ -74,11 +116,11 @@ pub fn json_to_avps(
     reader: &mut JsonReader<'_>,
     json: &[u8],
     max_len: usize,
-) -> Result<Bytes, String> {
-    let text = std::str::from_utf8(json).map_err(|e| format!("JSON is not UTF-8: {e}"))?;
+) -> Result<Bytes, ConvertError> {
+    let text = std::str::from_utf8(json).map_err(ConvertError::NotUtf8)?;
     let mut w = MessageWriter::avps_only().max_len(max_len);
-    reader.read_avps(text, &mut w).map_err(|e| e.to_string())?;
-    w.finish().map_err(|e| e.to_string())
+    reader.read_avps(text, &mut w).map_err(ConvertError::Json)?;
+    w.finish().map_err(ConvertError::Encode)
 }
 
 /// A worker's reply: the answer body the node completes (Session-Id, Origin-*, Proxy-Info,
@@ -88,7 +130,7 @@ pub fn reply_body(
     json: &[u8],
     is_error: bool,
     max_len: usize,
-) -> Result<AnswerBody, String> {
+) -> Result<AnswerBody, ConvertError> {
     Ok(AnswerBody {
         avps: json_to_avps(reader, json, max_len)?,
         is_error,
@@ -99,28 +141,31 @@ pub fn reply_body(
 /// (`Payload::Avps`): taken as it is once its framing holds (RFC 6733 §4: each AVP's length
 /// inside its parent, Grouped AVPs of the dictionary made of AVPs in turn), so a damaged or
 /// hostile record cannot make the bridge send a malformed answer. At most `max_len` bytes.
+/// The record's bytes become the answer's body without a copy.
 pub fn reply_avps(
     dict: &Dictionary,
-    avps: &[u8],
+    avps: Bytes,
     is_error: bool,
     max_len: usize,
-) -> Result<AnswerBody, String> {
+) -> Result<AnswerBody, ConvertError> {
     if avps.len() > max_len {
-        return Err(format!(
-            "{} bytes of AVPs, more than the maximum message size of {max_len}",
-            avps.len()
-        ));
+        return Err(ConvertError::TooLarge {
+            len: avps.len(),
+            max: max_len,
+        });
     }
-    check_framing(dict, avps, 0, 0)?;
-    Ok(AnswerBody {
-        avps: Bytes::copy_from_slice(avps),
-        is_error,
-    })
+    check_framing(dict, &avps, 0, 0)?;
+    Ok(AnswerBody { avps, is_error })
 }
 
-fn check_framing(dict: &Dictionary, buf: &[u8], base: usize, depth: usize) -> Result<(), String> {
+fn check_framing(
+    dict: &Dictionary,
+    buf: &[u8],
+    base: usize,
+    depth: usize,
+) -> Result<(), ConvertError> {
     for a in dmproto::AvpRefs::nested(buf, base, depth) {
-        let a = a.map_err(|e| format!("encoded AVPs damaged: {e}"))?;
+        let a = a.map_err(ConvertError::Damaged)?;
         let grouped = dict
             .avp(a.code, a.vendor)
             .is_some_and(|d| d.ty == dmproto::AvpType::Grouped);
@@ -336,13 +381,26 @@ mod tests {
         )
         .unwrap()
         .avps;
-        assert_eq!(reply_avps(dict, &good, true, 4096).unwrap().avps, good);
-        assert!(!reply_avps(dict, &good, false, 4096).unwrap().is_error);
-        assert!(reply_avps(dict, &good, false, good.len() - 1).is_err());
+        assert_eq!(
+            reply_avps(dict, good.clone(), true, 4096).unwrap().avps,
+            good
+        );
+        assert!(
+            !reply_avps(dict, good.clone(), false, 4096)
+                .unwrap()
+                .is_error
+        );
+        assert!(matches!(
+            reply_avps(dict, good.clone(), false, good.len() - 1),
+            Err(ConvertError::TooLarge { .. })
+        ));
         // Cut anywhere but after the first AVP (12 bytes, a whole Result-Code): damaged.
         for cut in (1..good.len()).filter(|&c| c != 12) {
             assert!(
-                reply_avps(dict, &good[..cut], false, 4096).is_err(),
+                matches!(
+                    reply_avps(dict, good.slice(..cut), false, 4096),
+                    Err(ConvertError::Damaged(_))
+                ),
                 "cut {cut}"
             );
         }
@@ -351,10 +409,17 @@ mod tests {
         // Result-Code (12 bytes), the Experimental-Result header (8), then the first inner
         // AVP's code (4) and flags (1): its length's high byte.
         bad[12 + 8 + 5] = 0xff;
-        assert!(reply_avps(dict, &bad, false, 4096).is_err());
-        assert!(err.contains("No-Such-AVP"), "{err}");
-        assert!(reply_body(&mut r, b"[{", false, 4096).is_err());
-        assert!(reply_body(&mut r, b"\xff", false, 4096).is_err());
+        assert!(reply_avps(dict, Bytes::from(bad), false, 4096).is_err());
+        assert!(matches!(err, ConvertError::Json(_)), "{err}");
+        assert!(err.to_string().contains("No-Such-AVP"), "{err}");
+        assert!(matches!(
+            reply_body(&mut r, b"[{", false, 4096),
+            Err(ConvertError::Json(_))
+        ));
+        assert!(matches!(
+            reply_body(&mut r, b"\xff", false, 4096),
+            Err(ConvertError::NotUtf8(_))
+        ));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::os::fd::OwnedFd;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use dmproto::dict::Dictionary;
 use dmproto::json::JsonReader;
 use dmproto::Message;
@@ -649,7 +650,7 @@ impl Driver {
                 form,
                 avps,
                 error,
-            } => self.reply(slot, token, status, form, &avps, &error),
+            } => self.reply(slot, token, status, form, avps, &error),
             BridgeEvent::Request {
                 slot,
                 handle,
@@ -687,7 +688,7 @@ impl Driver {
         token: u64,
         status: ReplyStatus,
         form: Payload,
-        avps: &[u8],
+        avps: Vec<u8>,
         error: &str,
     ) {
         self.counters_dirty = true;
@@ -704,14 +705,15 @@ impl Driver {
             ReplyStatus::Ok | ReplyStatus::Error => match form {
                 Payload::Json => convert::reply_body(
                     &mut self.reader,
-                    avps,
+                    &avps,
                     status == ReplyStatus::Error,
                     self.node.max_message_size,
                 )
                 .map_err(|e| format!("invalid reply JSON: {e}")),
+                // The record's own allocation becomes the answer's body (no copy).
                 Payload::Avps => convert::reply_avps(
                     self.dict,
-                    avps,
+                    Bytes::from(avps),
                     status == ReplyStatus::Error,
                     self.node.max_message_size,
                 )
