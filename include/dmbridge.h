@@ -293,9 +293,16 @@ void dmb_request_free(dmb_request *r);
  * bytes; NULL/0 for none: the bridge adds Result-Code 2001). `is_error`
  * non-zero asks for an error answer. Each token can be answered once.
  *
- * Invalid JSON returns `DMB_E_INVAL` *and* tells the bridge, which answers
- * the peer 5012 at once (the peer always gets exactly one answer); so does
- * an oversized reply (`DMB_E_TOO_BIG`). `DMB_E_FULL` leaves the token open:
+ * JSON that is not an AVP array (a syntax error, a top level that is not an
+ * array) returns `DMB_E_INVAL` and leaves the token open: nothing was
+ * answered, a corrected reply may follow, and a request freed unanswered is
+ * answered 5012. A reply that is an AVP array but would make an invalid
+ * answer (a name or type the dictionary refuses, two result AVPs) returns
+ * `DMB_E_INVAL` *and* tells the bridge, which answers the peer 5012 at once
+ * (the peer always gets exactly one answer); so does an oversized reply
+ * (`DMB_E_TOO_BIG`). The glue tells the two `DMB_E_INVAL`s apart with its
+ * own syntax check, run only on this error path, so a reply that succeeds
+ * is parsed once. `DMB_E_FULL` leaves the token open:
  * retry later. `DMB_E_DETACHED`: the bridge restarted; the old bridge
  * instance already dealt with the request.
  *

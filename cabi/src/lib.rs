@@ -695,9 +695,16 @@ pub unsafe extern "C" fn dmb_request_free(r: *mut dmb_request) {
 /// bytes; NULL/0 for none: the bridge adds Result-Code 2001). `is_error`
 /// non-zero asks for an error answer. Each token can be answered once.
 ///
-/// Invalid JSON returns `DMB_E_INVAL` *and* tells the bridge, which answers
-/// the peer 5012 at once (the peer always gets exactly one answer); so does
-/// an oversized reply (`DMB_E_TOO_BIG`). `DMB_E_FULL` leaves the token open:
+/// JSON that is not an AVP array (a syntax error, a top level that is not an
+/// array) returns `DMB_E_INVAL` and leaves the token open: nothing was
+/// answered, a corrected reply may follow, and a request freed unanswered is
+/// answered 5012. A reply that is an AVP array but would make an invalid
+/// answer (a name or type the dictionary refuses, two result AVPs) returns
+/// `DMB_E_INVAL` *and* tells the bridge, which answers the peer 5012 at once
+/// (the peer always gets exactly one answer); so does an oversized reply
+/// (`DMB_E_TOO_BIG`). The glue tells the two `DMB_E_INVAL`s apart with its
+/// own syntax check, run only on this error path, so a reply that succeeds
+/// is parsed once. `DMB_E_FULL` leaves the token open:
 /// retry later. `DMB_E_DETACHED`: the bridge restarted; the old bridge
 /// instance already dealt with the request.
 ///
@@ -733,17 +740,25 @@ pub unsafe extern "C" fn dmb_reply(
         // an invalid answer is refused here, with an error return, and the bridge answers the
         // peer 5012). Without it yet: the shape and the result AVPs, and the bridge converts.
         let max = w.max_msg().map_or(usize::MAX, |m| m as usize);
-        let checked = match h.dict.get(w.dictionary()) {
-            Some(dict) => reply::encode(dict, json, max).map(|avps| (Payload::Avps, avps)),
+        // The record is written from the encoded AVPs (or the script's own JSON) as they
+        // are: one copy, into the ring.
+        let sent = match h.dict.get(w.dictionary()) {
+            Some(dict) => reply::encode(dict, json, max)
+                .map(|avps| w.reply(token, status, Payload::Avps, &avps, "")),
             None => check_avps(json)
                 .and_then(|(json, counts)| avps_check::check_reply(counts).map(|()| json))
-                .map(|json| (Payload::Json, json.to_vec())),
+                .map(|json| w.reply(token, status, Payload::Json, json, "")),
         };
-        match checked {
-            Ok((form, avps)) => match w.reply(token, status, form, &avps, "") {
-                Ok(()) => DMB_OK,
-                Err(e) => fail(e),
-            },
+        match sent {
+            Ok(Ok(())) => DMB_OK,
+            Ok(Err(e)) => fail(e),
+            // Not an AVP array at all: the script's text is broken, not its answer; nothing
+            // is answered yet (see the doc comment). Checked only on this error path.
+            Err(why)
+                if !json.iter().all(u8::is_ascii_whitespace) && avps_check::scan(json).is_err() =>
+            {
+                invalid(format!("reply to token {token:#x} not sent: {why}"))
+            }
             Err(why) => {
                 let why = format!("reply to token {token:#x} rejected: {why}");
                 match w.reply(token, ReplyStatus::Failed, Payload::Json, b"", &why) {

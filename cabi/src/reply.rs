@@ -11,6 +11,7 @@
 //! (the first moments of an attachment), or if it cannot be read, the reply goes as JSON and
 //! the bridge converts and checks it, as before.
 
+use bytes::Bytes;
 use dmproto::avp::AvpRefs;
 use dmproto::avp_code::{EXPERIMENTAL_RESULT, RESULT_CODE};
 use dmproto::dict::Dictionary;
@@ -68,7 +69,7 @@ fn build(blob: &[u8]) -> Option<Built> {
 /// The reply's JSON (`[]` when blank) as encoded AVPs (message-body form), at most `max`
 /// bytes, with at most one result AVP; the error is a sentence for the script writer that
 /// names the JSON path at fault.
-pub(crate) fn encode(dict: &Dictionary, json: &[u8], max: usize) -> Result<Vec<u8>, String> {
+pub(crate) fn encode(dict: &Dictionary, json: &[u8], max: usize) -> Result<Bytes, String> {
     let text = std::str::from_utf8(json).map_err(|e| format!("avps_json is not UTF-8: {e}"))?;
     let text = if text.trim().is_empty() { "[]" } else { text };
     let mut w = MessageWriter::avps_only().max_len(max);
@@ -77,7 +78,7 @@ pub(crate) fn encode(dict: &Dictionary, json: &[u8], max: usize) -> Result<Vec<u
         .map_err(|e| e.to_string())?;
     let avps = w.finish().map_err(|e| e.to_string())?;
     avps_check::check_reply(result_counts(&avps))?;
-    Ok(avps.to_vec())
+    Ok(avps)
 }
 
 /// Top-level Result-Code and Experimental-Result AVPs of encoded AVPs.
@@ -111,7 +112,7 @@ mod tests {
             &avps[..],
             b"\x00\x00\x01\x0c\x40\x00\x00\x0c\x00\x00\x07\xd1"
         );
-        assert_eq!(encode(dict, b"  ", 4096).unwrap(), b"");
+        assert!(encode(dict, b"  ", 4096).unwrap().is_empty());
     }
 
     #[test]

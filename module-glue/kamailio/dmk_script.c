@@ -263,6 +263,8 @@ int fixup_free_dm_request_async(void **param, int param_no)
 
 int ki_dm_send_reply_ex(sip_msg_t *msg, str *json, int is_error)
 {
+	int rc;
+
 	if(dmk_request() == NULL || dmk_w() == NULL) {
 		LM_ERR("dm_send_reply: no Diameter request is being handled here"
 			   " (use it in event_route[dmbridge:E_DM_*])\n");
@@ -272,12 +274,19 @@ int ki_dm_send_reply_ex(sip_msg_t *msg, str *json, int is_error)
 		LM_ERR("dm_send_reply: this request was already answered\n");
 		return -1;
 	}
-	if(dmk_check_json("dm_send_reply", json) < 0)
-		return -1;
-	if(dmb_reply(dmk_w(), dmb_request_token(dmk_request()), json->s, (size_t)json->len,
-			   is_error ? 1 : 0)
-			< 0) {
+	/* libdmbridge parses and converts the reply once; the syntax check here runs only when it
+	 * refused the reply, to name the offset of a syntax error (then nothing was answered: a
+	 * corrected dm_send_reply may follow, else auto_reply_code) */
+	rc = dmb_reply(dmk_w(), dmb_request_token(dmk_request()), json->s, (size_t)json->len,
+			is_error ? 1 : 0);
+	if(rc < 0) {
+		if(rc == DMB_E_INVAL && dmk_check_json("dm_send_reply", json) < 0)
+			return -1;
 		LM_ERR("dm_send_reply: %s\n", dmb_last_error());
+		/* INVAL/TOO_BIG: the library already told the bridge (5012 to the peer);
+		 * DETACHED: the old bridge dealt with it; FULL: auto_reply_code after the route */
+		if(rc != DMB_E_FULL)
+			dmk_request_set_replied();
 		return -1;
 	}
 	dmk_request_set_replied();

@@ -72,13 +72,15 @@ int w_dm_send_reply(struct sip_msg *msg, str *json, int *is_error)
 		LM_ERR("dm_send_reply: this request was already answered\n");
 		return -1;
 	}
-	if(dmo_check_json("dm_send_reply", json) < 0) {
-		/* the module answers 5012 (auto_reply_code) after the route */
-		return -1;
-	}
+	/* libdmbridge parses and converts the reply once; the syntax check here runs only when it
+	 * refused the reply, to name the offset of a syntax error (then nothing was answered: a
+	 * corrected dm_send_reply may follow, else the module answers auto_reply_code after the
+	 * route) */
 	rc = dmb_reply(dmo_w(), dmb_request_token(dmo_request()), json->s, (size_t)json->len,
 			(is_error && *is_error) ? 1 : 0);
 	if(rc < 0) {
+		if(rc == DMB_E_INVAL && dmo_check_json("dm_send_reply", json) < 0)
+			return -1;
 		LM_ERR("dm_send_reply: %s\n", dmb_last_error());
 		/* INVAL/TOO_BIG: the library already told the bridge (5012 to the peer);
 		 * DETACHED: the old bridge dealt with it; FULL: the module retries after the route */

@@ -351,8 +351,14 @@ int main(int argc, char **argv)
     CHECK(dmb_next_request(w, &none) == 0 && none == NULL, "no more requests");
     if (r[0] && r[1] && r[2]) {
         uint64_t t0 = dmb_request_token(r[0]);
+        /* Not JSON: refused, nothing answered, the token stays open for a corrected reply. */
         CHECK(dmb_reply(w, t0, "[{", 2, 0) == DMB_E_INVAL, "bad JSON reply refused");
-        CHECK(contains(dmb_last_error(), "not valid JSON"), "says why");
+        CHECK(contains(dmb_last_error(), "not valid JSON") && contains(dmb_last_error(), "not sent"),
+              "says why: %s", dmb_last_error());
+        /* An AVP array that would make an invalid answer: refused, and the bridge answers 5012. */
+        const char *two = "[{\"Result-Code\":2001},{\"Result-Code\":2001}]";
+        CHECK(dmb_reply(w, t0, two, strlen(two), 0) == DMB_E_INVAL, "two Result-Codes refused");
+        CHECK(contains(dmb_last_error(), "2 Result-Code AVPs"), "says why: %s", dmb_last_error());
         CHECK(dmb_reply(w, t0, "[]", 2, 0) == DMB_E_INVAL, "token answered once (bridge got a 5012)");
         CHECK(contains(dmb_last_error(), "unknown token"), "says why");
         CHECK(dmb_reply(w, dmb_request_token(r[1]), "[{\"Result-Code\":5012}]", 22, 1) == DMB_OK, "error reply");
