@@ -14,7 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::avp::{padded, AvpFlags, AVP_HEADER_LEN, AVP_VENDOR_HEADER_LEN, MAX_AVP_LEN, MAX_DEPTH};
 use crate::error::EncodeError;
-use crate::header::{Header, MAX_MESSAGE_LEN};
+use crate::header::{Header, HEADER_LEN, MAX_MESSAGE_LEN};
 use crate::value::Value;
 
 /// Writes one Diameter message into a buffer. See the module docs.
@@ -73,6 +73,19 @@ impl MessageWriter {
             max_len: MAX_MESSAGE_LEN,
             error: None,
             avps_only: false,
+        }
+    }
+
+    /// Replaces the message's header (its `length` is ignored and patched at the end), for a
+    /// writer that learns the header only while the AVPs are written: in a JSON message
+    /// `"cmd_code"` may come after `"avps"`. No effect in [`avps_only`](Self::avps_only)
+    /// mode, which has no header.
+    pub fn set_header(&mut self, header: Header) {
+        if self.avps_only {
+            return;
+        }
+        if let Some(dst) = self.buf.get_mut(self.start..self.start + HEADER_LEN) {
+            dst.copy_from_slice(&header.to_bytes());
         }
     }
 
@@ -514,5 +527,38 @@ mod tests {
         w.str(1, 0, 0, "e");
         assert_eq!(w.finish(), Err(EncodeError::TooLarge { max: 12 }));
         assert_eq!(MessageWriter::avps_only().finish().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn set_header_replaces_the_header_of_this_message_only() {
+        // A message appended after another one: the first must not be touched.
+        let mut buf = BytesMut::new();
+        let mut first = MessageWriter::with_buffer(std::mem::take(&mut buf), hdr());
+        first.u32(268, AvpFlags::M, 0, 2001);
+        buf = first.finish_buf().unwrap();
+        let before = buf.clone();
+        let mut w = MessageWriter::with_buffer(buf, Header::request(0, 0, 0, 0));
+        w.u32(268, AvpFlags::M, 0, 2001);
+        let mut h = Header::request(301, 16777216, 7, 9);
+        h.length = 12345; // ignored: patched at the end
+        w.set_header(h);
+        let all = w.finish_buf().unwrap();
+        assert_eq!(&all[..before.len()], &before[..]);
+        let m = Message::decode(bytes::Bytes::copy_from_slice(&all[before.len()..])).unwrap();
+        assert_eq!(
+            (
+                m.header.app_id,
+                m.header.code,
+                m.header.hop_by_hop,
+                m.header.end_to_end
+            ),
+            (16777216, 301, 7, 9)
+        );
+        assert_eq!(m.header.length as usize, all.len() - before.len());
+
+        let mut w = MessageWriter::avps_only();
+        w.u32(268, AvpFlags::M, 0, 2001);
+        w.set_header(hdr());
+        assert_eq!(w.finish().unwrap().len(), 12, "no header in avps_only mode");
     }
 }

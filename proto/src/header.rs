@@ -218,11 +218,23 @@ impl Header {
 
     /// Appends the 20 header bytes to `buf`.
     pub fn encode(&self, buf: &mut BytesMut) {
-        buf.put_u32(((self.version as u32) << 24) | (self.length & 0x00FF_FFFF));
-        buf.put_u32(((self.flags.0 as u32) << 24) | (self.code & 0x00FF_FFFF));
-        buf.put_u32(self.app_id);
-        buf.put_u32(self.hop_by_hop);
-        buf.put_u32(self.end_to_end);
+        buf.put_slice(&self.to_bytes());
+    }
+
+    /// The header's 20 bytes (RFC 6733 §3), for writing over a header already in a buffer.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let words = [
+            ((self.version as u32) << 24) | (self.length & 0x00FF_FFFF),
+            ((self.flags.0 as u32) << 24) | (self.code & 0x00FF_FFFF),
+            self.app_id,
+            self.hop_by_hop,
+            self.end_to_end,
+        ];
+        let mut out = [0; HEADER_LEN];
+        for (dst, w) in out.chunks_exact_mut(4).zip(words) {
+            dst.copy_from_slice(&w.to_be_bytes());
+        }
+        out
     }
 }
 

@@ -20,7 +20,7 @@ use bytes::BytesMut;
 use crate::avp::{AvpFlags, MAX_DEPTH};
 use crate::dict::Dictionary;
 use crate::encode::MessageWriter;
-use crate::header::{Flags, Header, HEADER_LEN, VERSION};
+use crate::header::{Flags, Header, VERSION};
 use crate::value::{unix_to_ntp, Address, Value};
 use crate::AvpType;
 
@@ -733,6 +733,8 @@ impl<'a, 'd, 's> Parser<'a, 'd, 's> {
             );
         }
         self.pos += 1;
+        // The header's fields may come after "avps": written with a placeholder header that
+        // `set_header` replaces once the object is read.
         let mut w =
             MessageWriter::with_buffer(BytesMut::with_capacity(256), Header::request(0, 0, 0, 0))
                 .max_len(max_len);
@@ -800,17 +802,9 @@ impl<'a, 'd, 's> Parser<'a, 'd, 's> {
             end_to_end: e2e.unwrap_or(0),
         };
         // "avps" may be omitted: a message without AVPs.
-        let mut buf = w
-            .finish_buf()
-            .map_err(|e| JsonError::new(K::Encode(e), self.pos))?;
-        let mut h = header;
-        h.length = buf.len() as u32;
-        let mut hb = BytesMut::with_capacity(HEADER_LEN);
-        h.encode(&mut hb);
-        if let Some(dst) = buf.get_mut(..HEADER_LEN) {
-            dst.copy_from_slice(&hb);
-        }
-        Ok(buf.freeze())
+        w.set_header(header);
+        w.finish()
+            .map_err(|e| JsonError::new(K::Encode(e), self.pos))
     }
 
     fn header_int(&mut self, max: u32) -> R<u32> {
