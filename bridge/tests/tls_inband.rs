@@ -16,7 +16,12 @@
 //! that says TLS only is refused, counted and closed (not opened in clear text while the peer
 //! starts a handshake).
 //!
-//! Needs freeDiameterd + test_app.fdx + bind_lo.so (scripts/setup.sh).
+//! With Erlang/OTP diameter (escripts in tests/peers/): OTP dials the plain port and upgrades
+//! as the TLS client; the node dials an OTP server and upgrades as the client. The latter
+//! needs `{active, once}` in OTP's ssl_options because of a race in OTP 25's diameter_tcp
+//! (erlang_inband_tls_server_stock_otp, ignored, says where).
+//!
+//! Needs freeDiameterd + test_app.fdx + bind_lo.so (scripts/setup.sh), escript.
 
 mod common;
 
@@ -311,6 +316,109 @@ fn erlang_inband_tls_client() {
             "in-band TLS agreed in CER/CEA: TLS handshake peer=\"erlclient.test.local\""
         ) && l.contains("role=Server")),
         "the answers went over the in-band TLS stream, the node as the TLS server"
+    );
+    assert_eq!(node.refusals.get(Refusal::TlsHandshake), 0);
+    rt.block_on(node.stop());
+}
+
+/// The other way: the node dials an Erlang/OTP diameter server that listens with
+/// `{ssl_options, Opts}` and advertises Inband-Security-Id TLS (tests/peers/tls_server.escript):
+/// CER/CEA agree on TLS, the node is the TLS client after the CEA, and the server's test_app
+/// answers the node's requests over the TLS stream.
+///
+/// The server runs with `{active, once}` in its `ssl_options`, the work-around for the OTP
+/// 25 race documented at [`erlang_inband_tls_server_stock_otp`].
+#[test]
+fn erlang_inband_tls_server() {
+    erlang_inband_tls_server_answers(&["--active-once", "1"]);
+}
+
+/// The same with OTP's diameter_tcp as configured by the book: OTP 25.2.3 (diameter 2.2.7,
+/// ssl 10.8.7) then answers nothing over TLS, neither our DWR nor our requests, with TLS 1.3
+/// or 1.2. Not ours to fix: it is a race in OTP's server-side upgrade, and we follow RFC 6733
+/// §13 / RFC 3588 §2.1 (the handshake "begins when both ends successfully reach the open
+/// state after the CER/CEA exchange"; the client is open once it has read the CEA, as
+/// freeDiameter's client also starts its handshake at once).
+///
+/// In diameter-2.2.7/src/transport/diameter_tcp.erl:
+/// - after the CER, `recv/2` re-arms the plain socket (line 746,
+///   `B andalso setopts(M, Sock)`: `{active, once}`) and records `active = B` (line 749);
+/// - on `{diameter, {tls, ...}}` from the peer FSM (after its CEA is sent), `tls_handshake/3`
+///   calls `ssl:handshake(Sock, Opts)` (lines 716, 730) and keeps `active = true`.
+///
+/// Our ClientHello, sent as soon as the CEA is read, can reach the socket before
+/// `ssl:handshake` takes it: the armed `{active, once}` delivers it to the transport process
+/// (gen_tcp's controlling_process later hands it to ssl, so the handshake still completes)
+/// and the socket is left `{active, false}`. ssl copies the socket's current options into
+/// the TLS socket (ssl-10.8.7/src/ssl.erl lines 2611-2613, `tls_socket:getopts` merged into
+/// the emulated options), so the TLS socket starts `{active, false}`; diameter_tcp believes a
+/// read is armed (`active = true`, so `setopts/1`, line 919 `when B, not A`, never re-arms)
+/// and nothing read over TLS is ever delivered. Observed with a trace of
+/// `tls_socket:getopts/3` in `ssl:handshake`: `{active,false}` in the failing runs,
+/// `{active,once}` when the node waited 300 ms before its ClientHello (then answered); 3 s
+/// after "peer up" in a failing run the TLS socket is `{active,false}`, the transport's state
+/// `#transport{active = true, recv = true, frag = <<>>}` and its mailbox empty, while OTP's
+/// ssl log shows our DWR and requests arriving as application records (tls_server.escript's
+/// TLS_SERVER_DEBUG and TLS_SERVER_TRACE).
+///
+/// Work-around on the OTP side: `{active, once}` in `ssl_options` (an emulated option of
+/// ssl's, which wins over the socket's value), as [`erlang_inband_tls_server`] does.
+#[test]
+#[ignore = "Erlang/OTP 25 diameter_tcp race: the TLS socket starts {active,false} when the ClientHello arrives before ssl:handshake (see the doc comment); run with --ignored to see it"]
+fn erlang_inband_tls_server_stock_otp() {
+    erlang_inband_tls_server_answers(&[]);
+}
+
+/// Starts tls_server.escript with `extra` arguments, the node dialling it with in-band TLS,
+/// and checks that requests are answered over the TLS stream.
+fn erlang_inband_tls_server_answers(extra: &[&str]) {
+    let lines = shared_logs();
+    let dir = TestDir::new("tls-inband-erl-server");
+    let d = dir.path();
+    let ca = Ca::new(d, "good");
+    let bridge_cert = ca.issue(d, "bridge", "bridge.test.local", Validity::Current);
+    let erl_cert = ca.issue(d, "erlsrv", "erlserver.test.local", Validity::Current);
+    let erl_port = free_port();
+    let escript = harness::paths::require_program("escript", "erlang-base erlang-diameter");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/tls_server.escript");
+    let mut cmd = std::process::Command::new(escript);
+    cmd.arg(script).args([
+        "--port",
+        &erl_port.to_string(),
+        "--host",
+        "erlserver.test.local",
+        "--cert",
+        &erl_cert.cert_file.display().to_string(),
+        "--key",
+        &erl_cert.key_file.display().to_string(),
+        "--ca",
+        &ca.cert_file.display().to_string(),
+        "--seconds",
+        "60",
+    ]);
+    cmd.args(extra);
+    let mut erl = harness::ChildGuard::spawn("erl-inband-server", cmd, d);
+    erl.wait_for_line("listening", std::time::Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("Erlang in-band TLS server: {e}\n{}", erl.tail(20)));
+    let toml = tls_node_toml(
+        &ca.cert_file,
+        &bridge_cert,
+        0,
+        None,
+        &format!("[[peers]]\nhost = \"erlserver.test.local\"\naddress = \"127.0.0.1\"\nport = {erl_port}\ntls_inband = true"),
+    );
+    let (rt, node) = start_node(&toml);
+    rt.block_on(async {
+        first_answer(&node.handle, "erlserver.test.local").await;
+        echo_round(&node.handle, "erlserver.test.local", 3).await;
+    });
+    assert!(
+        lines.text().lines().any(|l| l.contains(
+            "in-band TLS agreed in CER/CEA: TLS handshake peer=\"erlserver.test.local\""
+        ) && l.contains("role=Client")),
+        "the node was the TLS client after the CEA\n{}",
+        erl.tail(20)
     );
     assert_eq!(node.refusals.get(Refusal::TlsHandshake), 0);
     rt.block_on(node.stop());
