@@ -379,26 +379,24 @@ fn erlang_inband_tls_server_answers(extra: &[&str]) {
     let bridge_cert = ca.issue(d, "bridge", "bridge.test.local", Validity::Current);
     let erl_cert = ca.issue(d, "erlsrv", "erlserver.test.local", Validity::Current);
     let erl_port = free_port();
-    let escript = harness::paths::require_program("escript", "erlang-base erlang-diameter");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/tls_server.escript");
-    let mut cmd = std::process::Command::new(escript);
-    cmd.arg(script).args([
+    let port = erl_port.to_string();
+    let mut args = vec![
         "--port",
-        &erl_port.to_string(),
+        &port,
         "--host",
         "erlserver.test.local",
-        "--cert",
-        &erl_cert.cert_file.display().to_string(),
-        "--key",
-        &erl_cert.key_file.display().to_string(),
-        "--ca",
-        &ca.cert_file.display().to_string(),
         "--seconds",
         "60",
-    ]);
-    cmd.args(extra);
-    let mut erl = harness::ChildGuard::spawn("erl-inband-server", cmd, d);
+    ];
+    args.extend_from_slice(extra);
+    let mut erl = erl_tls_peer(
+        d,
+        "erl-inband-server",
+        "tls_server.escript",
+        &erl_cert,
+        &ca.cert_file,
+        &args,
+    );
     erl.wait_for_line("listening", std::time::Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("Erlang in-band TLS server: {e}\n{}", erl.tail(20)));
     let toml = tls_node_toml(

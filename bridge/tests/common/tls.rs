@@ -161,32 +161,50 @@ pub fn erl_tls_client_answered(
     inband: bool,
     lines: &Lines,
 ) {
-    let escript = harness::paths::require_program("escript", "erlang-base erlang-diameter");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/tls_client.escript");
-    let mut cmd = std::process::Command::new(escript);
-    cmd.arg(script).args([
+    let port = port.to_string();
+    let args = [
         "--rport",
-        &port.to_string(),
+        &port,
         "--host",
         "erlclient.test.local",
         "--dest-host",
         "bridge.test.local",
-        "--cert",
-        &cert.cert_file.display().to_string(),
-        "--key",
-        &cert.key_file.display().to_string(),
-        "--ca",
-        &ca.display().to_string(),
         "--inband",
         if inband { "1" } else { "0" },
         "--n",
         "5",
-    ]);
-    let mut erl = harness::ChildGuard::spawn("erl-tls-client", cmd, dir);
+    ];
+    let mut erl = erl_tls_peer(dir, "erl-tls-client", "tls_client.escript", cert, ca, &args);
     let line = erl
         .wait_for_line("RESULT", Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("Erlang TLS client: {e}\n{}\n{}", erl.tail(20), lines.text()));
     assert!(line.contains("ok=5 err=0"), "{line}\n{}", erl.tail(20));
+}
+
+/// Starts the Erlang/OTP diameter peer tests/peers/`script` (an escript) as `name` in
+/// `dir`, with certificate `cert`, CA bundle `ca` and `args`.
+pub fn erl_tls_peer(
+    dir: &Path,
+    name: &str,
+    script: &str,
+    cert: &NodeCert,
+    ca: &Path,
+    args: &[&str],
+) -> harness::ChildGuard {
+    let escript = harness::paths::require_program("escript", "erlang-base erlang-diameter");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/peers")
+        .join(script);
+    let mut cmd = std::process::Command::new(escript);
+    cmd.arg(script).args(args).args([
+        "--cert".as_ref(),
+        cert.cert_file.as_os_str(),
+        "--key".as_ref(),
+        cert.key_file.as_os_str(),
+        "--ca".as_ref(),
+        ca.as_os_str(),
+    ]);
+    harness::ChildGuard::spawn(name, cmd, dir)
 }
 
 /// Short timers for the TLS tests' nodes (quick reconnection and shutdown).
