@@ -35,7 +35,9 @@
 //!   sent before. RFC 6733 §13: the handshake "begins when both ends successfully reach the
 //!   open state after the CER/CEA exchange"; like freeDiameter (`STATE_OPEN_HANDSHAKE`), we
 //!   count the peer open only once it is done. A failed handshake is a Peer-Disc; one not
-//!   done within the CER timeout closes the connection (Error -> Closed).
+//!   done within the CER timeout closes the connection (Error -> Closed); one whose
+//!   certificate does not name the peer is [`Event::TlsRefused`], Closed as soon as the core
+//!   decides to close it (so that a redial is not rejected meanwhile).
 //!
 //! Unknown peers (3010) are refused before a state machine exists: see [`super::table`].
 
