@@ -29,7 +29,7 @@ use dmshm::record::{self, Payload, ReplyStatus};
 
 use super::convert::{self, Outcome};
 use super::held::Held;
-use super::policy::Policy;
+use super::policy::{OwnAnswerKind, Policy};
 use super::refusals::RefusalLog;
 use super::status::{self, Counters, Identity};
 use super::ShmOptions;
@@ -539,52 +539,30 @@ impl Driver {
             avps_json: &self.json,
         };
         self.counters_dirty = true;
-        match self.bridge.dispatch(&ev.name, &rec) {
-            Dispatch::Sent { slot, token, .. } => {
-                self.counters.dispatched += 1;
-                self.held
-                    .insert(token, slot, responder, std::time::Instant::now());
-            }
-            Dispatch::Unhandled => {
-                let code = self.policy.unhandled(std::time::Instant::now());
-                if code == dmproto::result_code::DIAMETER_TOO_BUSY {
-                    self.counters.busy += 1;
-                    responder.answer(convert::local_answer(
-                        code,
-                        "SIP-server workers attached but not ready yet (events not declared)",
-                    ));
-                } else {
-                    self.counters.unhandled += 1;
-                    let why = format!("no SIP-server route handles E_DM_{}", ev.name);
-                    responder.answer(convert::local_answer(code, &why));
-                }
-            }
-            Dispatch::Busy => {
-                self.counters.busy += 1;
-                responder.answer(convert::local_answer(
-                    dmproto::result_code::DIAMETER_TOO_BUSY,
-                    "every SIP-server worker queue is full",
-                ));
-            }
-            Dispatch::NoWorker => {
-                self.counters.busy += 1;
-                responder.answer(convert::local_answer(
-                    dmproto::result_code::DIAMETER_TOO_BUSY,
-                    "no SIP-server worker is attached",
-                ));
-            }
-            Dispatch::TooBig { len, max } => {
+        let dispatch = self.bridge.dispatch(&ev.name, &rec);
+        if let Dispatch::Sent { slot, token, .. } = dispatch {
+            self.counters.dispatched += 1;
+            self.held
+                .insert(token, slot, responder, std::time::Instant::now());
+            return;
+        }
+        let Some(own) = self
+            .policy
+            .own_answer(&dispatch, &ev.name, std::time::Instant::now())
+        else {
+            // Only `Sent` has none (handled above); were it otherwise, the dropped responder
+            // would still answer the peer 5012.
+            return;
+        };
+        match own.kind {
+            OwnAnswerKind::Busy => self.counters.busy += 1,
+            OwnAnswerKind::Unhandled => self.counters.unhandled += 1,
+            OwnAnswerKind::TooBig => {
                 self.counters.too_big += 1;
-                let why = format!(
-                    "request too large for the SIP-server queue ({len} bytes as JSON, max {max}; raise [app] max_message_size)"
-                );
-                fault(format_args!("E_DM_{}: {why}", ev.name));
-                responder.answer(convert::local_answer(
-                    dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY,
-                    &why,
-                ));
+                fault(format_args!("E_DM_{}: {}", ev.name, own.message));
             }
         }
+        responder.answer(convert::local_answer(own.code, &own.message));
     }
 
     fn handle_events(&mut self) {

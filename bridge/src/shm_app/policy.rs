@@ -1,6 +1,10 @@
 //! The shared-memory application's decisions, as a plain type with time passed in (DESIGN
-//! §6): attachment epochs, and which answer a request no declared worker serves gets (3001
-//! or 3004 during the declaration grace period).
+//! §6): attachment epochs, which answer a request no declared worker serves gets (3001 or
+//! 3004 during the declaration grace period), and the bridge's own answer for each way a
+//! request can fail to reach a worker ([`Policy::own_answer`]: 3001, 3004 or 5012). Which
+//! worker gets a request is the data plane's round robin among the workers that declared its
+//! event ([`dmshm::bridge::Bridge::dispatch`], pure and tested there); this type decides what
+//! its outcome means on the wire.
 //! The tokio task ([`super::driver`]) only feeds it events and the clock.
 //!
 //! **3001 or 3004.** A worker attaches, then declares the event names it serves (a Handles
@@ -18,8 +22,34 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use dmproto::result_code::{DIAMETER_COMMAND_UNSUPPORTED, DIAMETER_TOO_BUSY};
-use dmshm::bridge::SlotId;
+use dmproto::result_code::{
+    DIAMETER_COMMAND_UNSUPPORTED, DIAMETER_TOO_BUSY, DIAMETER_UNABLE_TO_COMPLY,
+};
+use dmshm::bridge::{Dispatch, SlotId};
+
+/// The counter a request the bridge answered itself goes under (the status and metrics
+/// report them apart: an operator acts differently on each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnAnswerKind {
+    /// No worker could take it now (3004): queues full, none attached, or not declared yet.
+    Busy,
+    /// The SIP server's script serves no such event (3001).
+    Unhandled,
+    /// It can never fit a worker's ring (5012): a configuration limit to raise.
+    TooBig,
+}
+
+/// The bridge's own answer to a request no worker took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnAnswer {
+    /// RFC 6733 §7.1 Result-Code: 3001 and 3004 are protocol errors (E bit, a DRA may route
+    /// the request elsewhere, §6.1.4 for 3004), 5012 is permanent.
+    pub code: u32,
+    /// The Error-Message AVP's text (RFC 6733 §7.3): says what to change.
+    pub message: String,
+    /// Which counter it goes under.
+    pub kind: OwnAnswerKind,
+}
 
 /// What is known of one attached worker's declaration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +115,50 @@ impl Policy {
     /// Whether an outcome for the tenant of `slot` at `epoch` may still be delivered.
     pub fn is_current(&self, slot: SlotId, epoch: u64) -> bool {
         self.epoch(slot) == epoch
+    }
+
+    /// The bridge's own answer when `dispatch` did not hand the request for `event` to a
+    /// worker, at `now`; `None` when it did (`Dispatch::Sent`: the worker answers).
+    pub fn own_answer(&self, dispatch: &Dispatch, event: &str, now: Instant) -> Option<OwnAnswer> {
+        let (code, message, kind) = match dispatch {
+            Dispatch::Sent { .. } => return None,
+            Dispatch::Unhandled => match self.unhandled(now) {
+                DIAMETER_TOO_BUSY => (
+                    DIAMETER_TOO_BUSY,
+                    "SIP-server workers attached but not ready yet (events not declared)".into(),
+                    OwnAnswerKind::Busy,
+                ),
+                code => (
+                    code,
+                    format!("no SIP-server route handles E_DM_{event}"),
+                    OwnAnswerKind::Unhandled,
+                ),
+            },
+            // RFC 6733 §7.1.3: 3004 "the node is too busy", transient: a DRA retries elsewhere.
+            Dispatch::Busy => (
+                DIAMETER_TOO_BUSY,
+                "every SIP-server worker queue is full".into(),
+                OwnAnswerKind::Busy,
+            ),
+            Dispatch::NoWorker => (
+                DIAMETER_TOO_BUSY,
+                "no SIP-server worker is attached".into(),
+                OwnAnswerKind::Busy,
+            ),
+            // Permanent for this request: retrying elsewhere would hit the same limit.
+            Dispatch::TooBig { len, max } => (
+                DIAMETER_UNABLE_TO_COMPLY,
+                format!(
+                    "request too large for the SIP-server queue ({len} bytes as JSON, max {max}; raise [app] max_message_size)"
+                ),
+                OwnAnswerKind::TooBig,
+            ),
+        };
+        Some(OwnAnswer {
+            code,
+            message,
+            kind,
+        })
     }
 
     /// The Result-Code for a request no declared worker serves, at `now` (module docs).
@@ -161,6 +235,61 @@ mod tests {
         assert_eq!(p.unhandled(t2), DIAMETER_TOO_BUSY);
         p.declared(1, true);
         assert_eq!(p.unhandled(t2), DIAMETER_COMMAND_UNSUPPORTED);
+    }
+
+    #[test]
+    fn each_dispatch_outcome_has_its_own_answer() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(GRACE);
+        let sent = Dispatch::Sent {
+            slot: 1,
+            token: 9,
+            event: "E_DM_PPR".into(),
+        };
+        assert_eq!(p.own_answer(&sent, "PPR", t0), None, "the worker answers");
+        let answer = |p: &Policy, d: &Dispatch, now| {
+            let a = p.own_answer(d, "PPR", now).expect("answered here");
+            (a.code, a.kind)
+        };
+        assert_eq!(
+            answer(&p, &Dispatch::NoWorker, t0),
+            (DIAMETER_TOO_BUSY, OwnAnswerKind::Busy)
+        );
+        assert_eq!(
+            answer(&p, &Dispatch::Busy, t0),
+            (DIAMETER_TOO_BUSY, OwnAnswerKind::Busy)
+        );
+        let big = Dispatch::TooBig {
+            len: 70000,
+            max: 65536,
+        };
+        assert_eq!(
+            answer(&p, &big, t0),
+            (DIAMETER_UNABLE_TO_COMPLY, OwnAnswerKind::TooBig)
+        );
+        assert!(
+            p.own_answer(&big, "PPR", t0).is_some_and(
+                |a| a.message.contains("70000") && a.message.contains("max_message_size")
+            )
+        );
+        // Unhandled: 3001 naming the event, but 3004 while a fresh worker has not declared.
+        let a = p
+            .own_answer(&Dispatch::Unhandled, "PPR", t0)
+            .expect("answered");
+        assert_eq!(
+            (a.code, a.kind),
+            (DIAMETER_COMMAND_UNSUPPORTED, OwnAnswerKind::Unhandled)
+        );
+        assert!(a.message.contains("E_DM_PPR"), "{}", a.message);
+        p.attached(2, t0);
+        assert_eq!(
+            answer(&p, &Dispatch::Unhandled, t0),
+            (DIAMETER_TOO_BUSY, OwnAnswerKind::Busy)
+        );
+        assert_eq!(
+            answer(&p, &Dispatch::Unhandled, t0 + GRACE),
+            (DIAMETER_COMMAND_UNSUPPORTED, OwnAnswerKind::Unhandled)
+        );
     }
 
     #[test]
