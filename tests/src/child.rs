@@ -213,6 +213,15 @@ impl ChildGuard {
         s
     }
 
+    /// The lines of [`ChildGuard::output`] containing `needle` (a server's log lines).
+    pub fn lines_containing(&self, needle: &str) -> Vec<String> {
+        let out = self.output();
+        out.lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The last `n` lines of stdout and of stderr, labelled, for failure messages.
     pub fn tail(&self, n: usize) -> String {
         format!(

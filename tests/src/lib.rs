@@ -25,6 +25,8 @@ pub mod certs;
 pub mod child;
 pub mod dmbridge;
 pub mod echo_worker;
+pub mod ocs;
+pub mod opensips;
 pub mod oracle;
 pub mod paths;
 pub mod peers;

@@ -1,0 +1,252 @@
+//! OpenSIPS for the role tests: a built OpenSIPS source tree named by `OPENSIPS_SRC` (OpenSIPS
+//! is not packaged by Debian, so CI has none and these tests say they are skipped, as
+//! `tests/opensips/run.sh` does), the dmbridge module built into it, and an `opensips -F`
+//! running a role cfg of `cfg-examples/roles/` rewritten for the test's paths and ports.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::bridge::Bridge;
+use crate::child::ChildGuard;
+use crate::dmbridge::dmbridge_bin;
+use crate::paths::repo_root;
+use crate::ports::free_port;
+use crate::wait::poll_until;
+
+/// Why an OpenSIPS test cannot run here.
+#[derive(Debug)]
+pub enum NoOpensips {
+    /// `OPENSIPS_SRC` is not set.
+    Unset,
+    /// It is set, but not to a built tree (no `opensips` binary or `Makefile.modules`).
+    NotBuilt(PathBuf),
+    /// The tree lacks modules the cfg loads (their names).
+    MissingModules(PathBuf, Vec<String>),
+}
+
+impl std::fmt::Display for NoOpensips {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoOpensips::Unset => write!(f, "OPENSIPS_SRC is not set"),
+            NoOpensips::NotBuilt(p) => write!(
+                f,
+                "OPENSIPS_SRC={} has no built ./opensips and Makefile.modules",
+                p.display()
+            ),
+            NoOpensips::MissingModules(p, m) => write!(
+                f,
+                "OPENSIPS_SRC={} lacks the module(s) {} (build them there: make modules \
+                 modules=\"{}\")",
+                p.display(),
+                m.join(" "),
+                m.iter()
+                    .map(|m| format!("modules/{m}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        }
+    }
+}
+
+/// A built OpenSIPS source tree.
+pub struct OpensipsTree {
+    pub src: PathBuf,
+}
+
+impl OpensipsTree {
+    /// The tree `OPENSIPS_SRC` names, if it is built and has `modules/<m>/<m>.so` for each of
+    /// `modules` (dmbridge itself is built by [`OpensipsTree::build_dmbridge`]).
+    pub fn from_env(modules: &[&str]) -> Result<OpensipsTree, NoOpensips> {
+        let src = std::env::var_os("OPENSIPS_SRC").ok_or(NoOpensips::Unset)?;
+        let src = PathBuf::from(src);
+        if !src.join("opensips").is_file() || !src.join("Makefile.modules").is_file() {
+            return Err(NoOpensips::NotBuilt(src));
+        }
+        let missing: Vec<String> = modules
+            .iter()
+            .filter(|m| !src.join(format!("modules/{m}/{m}.so")).is_file())
+            .map(|m| m.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(NoOpensips::MissingModules(src, missing));
+        }
+        Ok(OpensipsTree { src })
+    }
+
+    /// Copies `module-glue/opensips` to `<tree>/modules/dmbridge` and builds it there against
+    /// this checkout's `target/release/libdmbridge.a` (as `tests/opensips/run.sh` does); the
+    /// build log goes to `dir/opensips-module-build.log`. Panics with the log's tail.
+    pub fn build_dmbridge(&self, dir: &Path) {
+        let top = repo_root();
+        let lib = top.join("target/release/libdmbridge.a");
+        assert!(
+            lib.is_file() && top.join("include/dmbridge.h").is_file(),
+            "{} is missing: `cargo build --release --workspace` first",
+            lib.display()
+        );
+        let dst = self.src.join("modules/dmbridge");
+        std::fs::create_dir_all(&dst).unwrap_or_else(|e| panic!("mkdir {}: {e}", dst.display()));
+        // an older version's sources and objects must not stay behind
+        for e in std::fs::read_dir(&dst).unwrap_or_else(|e| panic!("{}: {e}", dst.display())) {
+            let p = e
+                .unwrap_or_else(|e| panic!("{}: {e}", dst.display()))
+                .path();
+            if matches!(
+                p.extension().and_then(|x| x.to_str()),
+                Some("c" | "h" | "o" | "d")
+            ) {
+                std::fs::remove_file(&p).unwrap_or_else(|e| panic!("rm {}: {e}", p.display()));
+            }
+        }
+        let glue = top.join("module-glue/opensips");
+        for e in std::fs::read_dir(&glue).unwrap_or_else(|e| panic!("{}: {e}", glue.display())) {
+            let p = e
+                .unwrap_or_else(|e| panic!("{}: {e}", glue.display()))
+                .path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name == "Makefile" || name.ends_with(".c") || name.ends_with(".h") {
+                std::fs::copy(&p, dst.join(name))
+                    .unwrap_or_else(|e| panic!("cp {}: {e}", p.display()));
+            }
+        }
+        std::fs::write(
+            dst.join("dmbridge-top.mk"),
+            format!("DMB_TOP := {}\n", top.display()),
+        )
+        .unwrap_or_else(|e| panic!("dmbridge-top.mk: {e}"));
+        let log = dir.join("opensips-module-build.log");
+        let out = Command::new("make")
+            .arg("-C")
+            .arg(&self.src)
+            .args(["modules", "module=dmbridge"])
+            .output()
+            .unwrap_or_else(|e| panic!("make: {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&log, &text).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        assert!(
+            out.status.success(),
+            "the dmbridge module does not build in {}:\n{}",
+            self.src.display(),
+            text.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        );
+    }
+}
+
+/// Says on the test's real stderr (past libtest's capture, so CI logs show it) that `test` is
+/// skipped and why.
+pub fn say_skipped(test: &str, why: &NoOpensips) {
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "{test}: SKIPPED - {why}; set OPENSIPS_SRC to a built OpenSIPS source tree to run it"
+    );
+}
+
+/// A foreground OpenSIPS (`opensips -F`) running a copy of a role cfg; stopped on drop.
+pub struct RoleOpensips {
+    pub guard: ChildGuard,
+    pub sip_port: u16,
+}
+
+impl RoleOpensips {
+    /// Writes `dir/<name>.cfg`, a copy of `cfg` with its `mpath=` line pointing at the tree's
+    /// modules, its `udp:127.0.0.1:5060` socket on a free port, its
+    /// `/run/dmbridge/control.sock` replaced by `bridge`'s control socket and each
+    /// `(from, to)` of `rewrites` applied (each must occur: a cfg that changed fails here, not
+    /// later with a default path); starts it and returns once `workers` of its processes are
+    /// attached to the bridge (`dmbridge ctl workers`).
+    pub fn start(
+        tree: &OpensipsTree,
+        dir: &Path,
+        name: &str,
+        cfg: &Path,
+        bridge: &Bridge,
+        rewrites: &[(&str, String)],
+        workers: usize,
+    ) -> RoleOpensips {
+        let sip_port = free_port();
+        let text =
+            std::fs::read_to_string(cfg).unwrap_or_else(|e| panic!("{}: {e}", cfg.display()));
+        let socket = bridge
+            .config_path()
+            .parent()
+            .unwrap_or(dir)
+            .join("control.sock");
+        let mut all = vec![
+            ("udp:127.0.0.1:5060", format!("udp:127.0.0.1:{sip_port}")),
+            ("/run/dmbridge/control.sock", socket.display().to_string()),
+        ];
+        all.extend(rewrites.iter().cloned());
+        let mut text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("mpath=") {
+                    format!("mpath=\"{}/modules/\"\n", tree.src.display())
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        for (from, to) in &all {
+            assert!(text.contains(from), "{} has no {from:?}", cfg.display());
+            text = text.replace(from, to);
+        }
+        let copy = dir.join(format!("{name}.cfg"));
+        std::fs::write(&copy, text).unwrap_or_else(|e| panic!("{}: {e}", copy.display()));
+
+        let run_dir = dir.join(format!("{name}-run"));
+        std::fs::create_dir_all(&run_dir).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        let mut cmd = Command::new(tree.src.join("opensips"));
+        cmd.arg("-F").arg("-f").arg(&copy).arg("-w").arg(&run_dir);
+        let guard = ChildGuard::spawn(name, cmd, dir);
+        let mut o = RoleOpensips { guard, sip_port };
+        let up = poll_until(
+            "opensips attached to the bridge",
+            Duration::from_secs(25),
+            || {
+                if !o.guard.is_running() {
+                    return Some(Err("opensips exited".to_string()));
+                }
+                (attached_workers(bridge) >= workers).then_some(Ok(()))
+            },
+        );
+        match up {
+            Ok(Ok(())) => o,
+            Ok(Err(e)) => panic!("{e}\n{}", o.guard.tail(40)),
+            Err(e) => panic!(
+                "opensips did not start and attach: {e}\n{}",
+                o.guard.tail(40)
+            ),
+        }
+    }
+
+    /// Log lines containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.guard.lines_containing(needle)
+    }
+}
+
+/// How many SIP-server workers are attached to `bridge` (`dmbridge ctl workers --json`); 0
+/// when it cannot tell.
+fn attached_workers(bridge: &Bridge) -> usize {
+    let Ok(bin) = dmbridge_bin() else { return 0 };
+    let Ok(out) = Command::new(bin)
+        .arg("ctl")
+        .arg("--config")
+        .arg(bridge.config_path())
+        .args(["--json", "--timeout", "5", "workers"])
+        .output()
+    else {
+        return 0;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        return 0;
+    };
+    let list = if v.is_array() { &v } else { &v["workers"] };
+    list.as_array().map_or(0, Vec::len)
+}
