@@ -23,7 +23,7 @@
 //! before the core hears [`Endpoint::inband_tls_up`]. A failed handshake is counted and
 //! logged like one at connect ([`Endpoint::tls_refused`]) and closes only that connection.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -386,7 +386,7 @@ impl Node {
             admin_open,
             close_log: dmnode::log_limit::LogLimit::refusals(),
             tls: self.tls,
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             app,
             conn_tx,
             input_tx,
@@ -395,8 +395,8 @@ impl Node {
             status_version: u64::MAX,
             advertised,
             advertised_open,
-            completions: HashMap::new(),
-            upgrades: HashMap::new(),
+            completions: FxHashMap::default(),
+            upgrades: FxHashMap::default(),
             next_request: 0,
             budget,
             refusals: self.refusals,
@@ -425,7 +425,9 @@ struct Driver {
     admin_open: bool,
     /// Flood control of the per-connection close lines.
     close_log: dmnode::log_limit::LogLimit,
-    conns: HashMap<ConnId, ConnHandle>,
+    /// Keyed by the node's own ids (connections, requests), looked up per message: FxHash
+    /// (no peer chooses these keys), where SipHash cost ~140 instructions a lookup.
+    conns: FxHashMap<ConnId, ConnHandle>,
     app: Arc<dyn Application>,
     conn_tx: mpsc::Sender<ConnEvent>,
     input_tx: mpsc::Sender<Input>,
@@ -439,10 +441,10 @@ struct Driver {
     advertised_open: bool,
     /// The submitters of requests in flight, by the id the endpoint reports their outcome
     /// under ([`Output::Outcome`]).
-    completions: HashMap<RequestId, Completion>,
+    completions: FxHashMap<RequestId, Completion>,
     /// Plain connections that may still turn to TLS (in-band), until open or closed: how
     /// to take their stream back, and their remote address.
-    upgrades: HashMap<ConnId, (Upgrade<TcpStream>, Option<std::net::IpAddr>)>,
+    upgrades: FxHashMap<ConnId, (Upgrade<TcpStream>, Option<std::net::IpAddr>)>,
     next_request: u64,
     budget: Arc<transport::Budget>,
     refusals: Arc<Refusals>,
