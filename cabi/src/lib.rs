@@ -303,6 +303,12 @@ fn check_avps(json: &[u8]) -> Result<(&[u8], avps_check::Counts), String> {
 /// `"libdmbridge 0.1.0 (wire 3)"`. Static storage; never NULL.
 #[no_mangle]
 pub extern "C" fn dmb_version() -> *const c_char {
+    // `concat!` takes literals only: the number is written here, and the build fails when
+    // it is not `WIRE_VERSION`, so a bump cannot leave the version text behind.
+    const _: () = assert!(
+        dmshm::segment::WIRE_VERSION == 3,
+        "dmb_version's text names another wire version than dmshm::segment::WIRE_VERSION"
+    );
     static V: &str = concat!("libdmbridge ", env!("CARGO_PKG_VERSION"), " (wire 3)\0");
     V.as_ptr().cast()
 }
