@@ -9,14 +9,21 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// A UDP socket on 127.0.0.1 with a free port and this read timeout, and its port: every SIP
+/// endpoint of the tests starts with one.
+pub fn loopback_udp(read_timeout: Duration) -> (UdpSocket, u16) {
+    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap_or_else(|e| panic!("udp: {e}"));
+    s.set_read_timeout(Some(read_timeout))
+        .unwrap_or_else(|e| panic!("udp: {e}"));
+    let port = s.local_addr().map(|a| a.port()).unwrap_or(0);
+    (s, port)
+}
+
 /// Sends one SIP request `METHOD RURI` from `user@test.local` to 127.0.0.1:`port` (To = the
 /// Request-URI's user for INVITE, `user` otherwise) and returns the final response's status
 /// line, or "no reply (...)" after 8 s. `extra`: header lines added as they are.
 pub fn request(port: u16, method: &str, ruri: &str, user: &str, extra: &[String]) -> String {
-    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap_or_else(|e| panic!("udp: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(8)))
-        .unwrap_or_else(|e| panic!("udp: {e}"));
-    let me = s.local_addr().map(|a| a.port()).unwrap_or(0);
+    let (s, me) = loopback_udp(Duration::from_secs(8));
     let to = if method == "INVITE" {
         ruri.to_string()
     } else {
@@ -64,10 +71,7 @@ pub struct Uas {
 
 impl Uas {
     pub fn start() -> Uas {
-        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap_or_else(|e| panic!("udp: {e}"));
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap_or_else(|e| panic!("udp: {e}"));
-        let port = s.local_addr().map(|a| a.port()).unwrap_or(0);
+        let (s, port) = loopback_udp(Duration::from_millis(100));
         let got = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (g, st) = (got.clone(), stop.clone());

@@ -60,10 +60,7 @@ impl Phone {
     }
 
     fn spawn(user: &str, reject: Option<u16>) -> Phone {
-        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap_or_else(|e| panic!("udp: {e}"));
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap_or_else(|e| panic!("udp: {e}"));
-        let port = s.local_addr().map(|a| a.port()).unwrap_or(0);
+        let (s, port) = crate::sip::loopback_udp(Duration::from_millis(100));
         let sock = Arc::new(s);
         let requests = Arc::new(Mutex::new(Vec::new()));
         let responses = Arc::new(Mutex::new(Vec::new()));

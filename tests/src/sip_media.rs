@@ -99,10 +99,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 impl SdpPhone {
     pub fn start(user: &str) -> SdpPhone {
-        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap_or_else(|e| panic!("udp: {e}"));
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap_or_else(|e| panic!("udp: {e}"));
-        let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
+        let (sock, port) = crate::sip::loopback_udp(Duration::from_millis(100));
         let inbox = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, ib, st) = (

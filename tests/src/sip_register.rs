@@ -3,17 +3,14 @@
 //! Expires the registration's, 0 when the user de-registered. [`crate::sip::request`] always
 //! says `Expires: 600` and takes any final response; this one waits for its own (Call-ID).
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 /// Sends the third-party REGISTER for `user@test.local` with `expires` to the AS on
 /// 127.0.0.1:`port`; returns the status line of its final response, or "no reply (...)"
 /// after 8 s.
 pub fn third_party_register(port: u16, user: &str, expires: u32) -> String {
-    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap_or_else(|e| panic!("udp: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(8)))
-        .unwrap_or_else(|e| panic!("udp: {e}"));
-    let me = s.local_addr().map(|a| a.port()).unwrap_or(0);
+    let (s, me) = crate::sip::loopback_udp(Duration::from_secs(8));
     let call_id = format!("3pr-{me}-{user}-{expires}@scscf.test.local");
     let msg = format!(
         "REGISTER sip:as.test.local SIP/2.0\r\n\
