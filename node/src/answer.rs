@@ -22,7 +22,9 @@ const M: u8 = AvpFlags::M;
 /// Who we are, for Origin-Host/Origin-Realm.
 #[derive(Clone, Copy, Debug)]
 pub struct Origin<'a> {
+    /// Our DiameterIdentity (`[node] origin_host`), written as Origin-Host (RFC 6733 §6.3).
     pub host: &'a str,
+    /// Our realm (`[node] origin_realm`), written as Origin-Realm (RFC 6733 §6.4).
     pub realm: &'a str,
 }
 
@@ -30,12 +32,16 @@ pub struct Origin<'a> {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AnswerError {
+    /// The application's AVP bytes do not parse as AVPs (bad length, truncated header);
+    /// the text is the decoder's reason, for the log line next to the 5012.
     #[error("the application's AVPs are malformed: {0}")]
     BadAvps(String),
     /// The reply would make an answer no peer should accept (DESIGN §9): two Result-Codes,
     /// Result-Code and Experimental-Result together, a result AVP of the wrong type.
     #[error("the application's answer would be invalid: {0}")]
     Invalid(String),
+    /// The answer could not be encoded: in practice it exceeds `[limits] max_message_size`
+    /// (the size a peer is told it may send us is also what we send it).
     #[error(transparent)]
     Encode(#[from] EncodeError),
 }

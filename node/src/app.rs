@@ -26,12 +26,14 @@ pub struct PeerInfo {
     /// The peer's Origin-Host from CER/CEA (the previous hop, not necessarily the
     /// request's originator: see the request's own Origin-Host for that).
     pub host: String,
+    /// The peer's Origin-Realm from CER/CEA.
     pub realm: String,
 }
 
 /// An incoming request handed to the application.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IncomingRequest {
+    /// The connection's peer: what the script sees as the previous hop.
     pub peer: PeerInfo,
     /// The whole request, already validated against the dictionary.
     pub message: Message,
@@ -51,6 +53,8 @@ pub struct AnswerBody {
 /// What the node receives for an incoming request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
+    /// The application answered: the node completes it ([`crate::answer`]) and sends it on
+    /// the connection the request came from (RFC 6733 §6.2).
     Answer(AnswerBody),
     /// The responder was dropped unanswered: the node answers 5012.
     Unanswered,
@@ -59,7 +63,10 @@ pub enum Reply {
 /// A request the application wants sent.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OutgoingRequest {
+    /// Application-Id for the header (RFC 6733 §3); also what routing matches peers'
+    /// advertised applications against (§6.1.1: 3007 if none supports it).
     pub app_id: u32,
+    /// Command-Code for the header; the R bit is set by the node.
     pub cmd_code: u32,
     /// Encoded AVPs. The node fills in what is missing: Session-Id (for commands whose
     /// ABNF starts with it), Origin-Host, Origin-Realm, Destination-Realm, and the
@@ -75,11 +82,19 @@ pub struct OutgoingRequest {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
+    /// No answer before the deadline ([`OutgoingRequest::timeout`] or `[timers]
+    /// answer_timeout`), failover resends included; the caller must not assume the peer
+    /// did not act on it.
     #[error("no answer within the answer timeout")]
     Timeout,
     /// No peer can take it: 3002, 3003, 3005 or 3007 with the reason.
     #[error("no route: {message} (Result-Code {result_code})")]
-    NoRoute { result_code: u32, message: String },
+    NoRoute {
+        /// The Result-Code the node would have answered with (RFC 6733 §7.1.3).
+        result_code: u32,
+        /// Why, for the caller's log: which realm or application had no peer.
+        message: String,
+    },
     /// Too many requests pending, or the node's queue is full.
     #[error("too busy")]
     TooBusy,

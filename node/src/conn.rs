@@ -12,6 +12,7 @@ pub struct ConnIds {
 }
 
 impl ConnIds {
+    /// A fresh id, never handed out before by this allocator (starts at 1).
     pub fn next_id(&mut self) -> ConnId {
         self.next += 1;
         ConnId(self.next)

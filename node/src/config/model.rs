@@ -17,8 +17,12 @@ pub const DEFAULT_PORT: u16 = 3868;
 /// One problem in a configuration file, with its 1-based line and column.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
+    /// 1-based line of the offending key or value (1 when the error is about the file as
+    /// a whole, e.g. a missing table).
     pub line: usize,
+    /// 1-based column, in characters, on that line.
     pub column: usize,
+    /// What is wrong and, where there is one, what was expected.
     pub message: String,
 }
 
@@ -33,17 +37,27 @@ impl std::error::Error for ConfigError {}
 /// The whole node configuration, validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
+    /// `[node]`: our identity (CER/CEA, every answer's Origin-*) and listening addresses.
     pub node: NodeConfig,
+    /// `[[applications]]`: what CER/CEA advertise (RFC 6733 §5.3); a peer sharing none of
+    /// them (a relay, application 0xffffffff, shares all) is answered 5010 DIAMETER_NO_COMMON_APPLICATION.
     pub applications: Vec<AppAdvert>,
+    /// `[[peers]]`: the peers we know by name; others are refused with 3010 unless
+    /// `allow_unknown_peers`.
     pub peers: Vec<PeerConfig>,
+    /// `[[routes]]`: the realm-based routing table (RFC 6733 §2.7).
     pub routes: Vec<RouteConfig>,
     /// Peers (by host) used when neither Destination-Host nor the realm table decides.
     pub default_route: Vec<String>,
+    /// `[timers]`: Tc, Tw and the node's own timeouts.
     pub timers: Timers,
+    /// `[limits]`: the bounds on every queue, cache and buffer (DESIGN §10).
     pub limits: Limits,
+    /// `[app]`: the shared-memory seam to the SIP server's workers.
     pub app: ShmSettings,
     /// `[log]`, `[metrics]`, `[admin]`.
     pub ops: OpsSettings,
+    /// `[routing]`: relay mode and rule-based peer selection.
     pub routing: Routing,
     /// `[tls]`: absent means no TLS.
     pub tls: Option<TlsConfig>,
@@ -72,6 +86,7 @@ pub struct TlsConfig {
     pub ca_file: PathBuf,
     /// Our certificate chain (PEM, end entity first); its SAN should be our Origin-Host.
     pub cert_file: PathBuf,
+    /// The private key of `cert_file` (PEM); readable by the bridge's user only, in practice.
     pub key_file: PathBuf,
     /// Where TLS-at-connect connections are accepted (port 5658 by convention).
     pub listen: Vec<SocketAddr>,
@@ -82,10 +97,18 @@ pub struct TlsConfig {
 /// Who this node is and where it listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
+    /// Our DiameterIdentity (RFC 6733 §6.3 Origin-Host): what peers list us as and what
+    /// their Destination-Host names. Required.
     pub origin_host: String,
+    /// Our realm (§6.4 Origin-Realm): requests with this Destination-Realm are ours to
+    /// answer (§6.1.4). Required.
     pub origin_realm: String,
+    /// Product-Name in CER/CEA (§5.3.7), for the peer's logs; default `dmbridge`.
     pub product_name: String,
+    /// Vendor-Id in CER/CEA (§5.3.3): our vendor's IANA enterprise number; default 0
+    /// (none). Not the vendor of the applications we advertise: that is [`AppAdvert::vendor`].
     pub vendor_id: u32,
+    /// Firmware-Revision in CER/CEA (§5.3.4), sent only when set; default absent.
     pub firmware_revision: Option<u32>,
     /// Addresses to accept connections on; IPv4 and IPv6 both allowed.
     pub listen: Vec<SocketAddr>,
@@ -113,7 +136,10 @@ impl NodeConfig {
 /// Whether an application is advertised in Auth-Application-Id or Acct-Application-Id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AppKind {
+    /// Auth-Application-Id (RFC 6733 §6.8): authentication/authorization applications —
+    /// every 3GPP interface the SIP servers use (Cx, Sh, Rx, Ro's credit control). The default.
     Auth,
+    /// Acct-Application-Id (§6.9): accounting applications (base accounting, Rf).
     Acct,
 }
 
@@ -121,29 +147,43 @@ pub enum AppKind {
 /// Vendor-Specific-Application-Id with Vendor-Id `v` (as 3GPP applications require).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AppAdvert {
+    /// The application id (IANA registry; 3GPP's are 16777xxx, e.g. Cx 16777216).
     pub id: u32,
+    /// Which AVP advertises it; `kind = "auth"` (default) or `"acct"`.
     pub kind: AppKind,
+    /// Vendor-Id of the Vendor-Specific-Application-Id (10415 for 3GPP); `None`: advertised
+    /// bare, as IETF applications are.
     pub vendor: Option<u32>,
 }
 
 /// Whether we open the connection to a peer or only wait for it to connect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerMode {
+    /// `mode = "connect"` (default): we dial the peer and redial while it is closed, with
+    /// backoff from Tc (RFC 6733 §2.1, §12); it may dial us too, and the election (§5.6.4)
+    /// keeps one connection.
     Connect,
+    /// `mode = "accept"`: we never dial; the peer is known (its CER is accepted) but must
+    /// connect to us: for peers we cannot reach (behind NAT, dynamic addresses).
     AcceptOnly,
 }
 
 /// The transport to a peer: TCP, or TLS from the first byte (RFC 6733 §13).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
+    /// Plain TCP (default port 3868); TLS may still follow CER/CEA in band
+    /// ([`PeerConfig::tls_inband`]).
     Tcp,
+    /// TLS at connect (default port 5658), as RFC 6733 §13 recommends; needs `[tls]`.
     Tls,
 }
 
 /// A peer's address as configured: an IP address, or a DNS name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerAddress {
+    /// A literal IPv4 or IPv6 address: connected to as is.
     Ip(IpAddr),
+    /// A DNS name, resolved by the driver at each connection attempt.
     Name(String),
 }
 
@@ -151,8 +191,15 @@ pub enum PeerAddress {
 /// a peer that moves is found again on reconnection.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Endpoint {
+    /// A literal address and port.
     Addr(SocketAddr),
-    Name { host: String, port: u16 },
+    /// A name to resolve, with the peer's port.
+    Name {
+        /// The DNS name as configured.
+        host: String,
+        /// The peer's `port`.
+        port: u16,
+    },
 }
 
 impl fmt::Display for Endpoint {
@@ -171,8 +218,11 @@ pub struct PeerConfig {
     pub host: String,
     /// Where to connect; required in `Connect` mode, optional (unused) for accept-only.
     pub address: Option<PeerAddress>,
+    /// The peer's port; default 3868 for TCP, 5658 for TLS (RFC 6733 §2.1, §13).
     pub port: u16,
+    /// Whether we dial it (default) or only accept it.
     pub mode: PeerMode,
+    /// TCP (default) or TLS at connect; SCTP is refused with an explanation.
     pub transport: Transport,
     /// TLS: the certificate must name the peer's Origin-Host (default true).
     pub tls_verify_host: bool,
@@ -219,10 +269,14 @@ pub fn parse_peer_address(text: &str) -> Option<PeerAddress> {
 /// Lower `priority` is preferred; peers of equal priority share load round-robin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteConfig {
+    /// The Destination-Realm this entry serves (RFC 6733 §2.7 Realm Name), matched exactly.
     pub realm: String,
     /// `None`: any application.
     pub app_id: Option<u32>,
+    /// The peers (by `[[peers]] host`) that serve the realm; each must be configured.
     pub peers: Vec<String>,
+    /// Default 0. Entries with the lowest priority that has a usable peer win; operators
+    /// give backups a higher number.
     pub priority: u32,
 }
 
@@ -259,6 +313,9 @@ impl Default for Timers {
 /// Resource limits: every queue and cache in the node is bounded by one of these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
+    /// Largest message in bytes we accept from an identified peer or build ourselves
+    /// (default 1 MiB, range 4096..2^24-1; DESIGN §10). RFC 6733 §3 allows up to the 24-bit
+    /// Message Length; the bound is our memory policy, as each connection may buffer one.
     pub max_message_size: u32,
     /// Maximum message size until the capabilities exchange identified the peer (DESIGN
     /// §10: a CER fits in a few kB; a stranger cannot make us buffer a megabyte).
@@ -273,9 +330,18 @@ pub struct Limits {
     pub message_timeout: Duration,
     /// Bytes all connections' readers may hold in partial messages together.
     pub max_buffered_bytes: usize,
+    /// Requests in progress each way (default 65536): requests we sent awaiting answers
+    /// (beyond it a submission fails [`crate::app::RequestError::TooBusy`]) and requests
+    /// delivered to the application awaiting its reply (beyond it: 3004 DIAMETER_TOO_BUSY).
     pub max_pending_requests: usize,
+    /// Open connections of every kind together (default 256); also the most unknown
+    /// peers admitted under `allow_unknown_peers`. Beyond it new connections are refused.
     pub max_connections: usize,
+    /// Answers remembered for duplicate detection (default 16384); raise it when the
+    /// request rate times `dup_cache_ttl` exceeds it, or retransmissions get re-executed.
     pub dup_cache_entries: usize,
+    /// How long an answer is remembered (default 240 s, RFC 6733 §3's four minutes of
+    /// end-to-end uniqueness).
     pub dup_cache_ttl: Duration,
 }
 
