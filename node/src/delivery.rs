@@ -65,11 +65,15 @@ impl NotOurs {
 /// The request's Destination-Host and Destination-Realm, as text (lossy: a value that is
 /// not UTF-8 cannot name us, and is reported as it is).
 pub struct Destination {
+    /// Destination-Host (RFC 6733 §6.5); `None`: any host of the realm may answer.
     pub host: Option<String>,
+    /// Destination-Realm (§6.6); `None` with no Destination-Host either: the request is for
+    /// this node (§6.1.4, third case).
     pub realm: Option<String>,
 }
 
 impl Destination {
+    /// Reads both AVPs (the first of each) from `msg`.
     pub fn of(msg: &Message) -> Destination {
         let text = |code| {
             msg.find_ref(code, 0)

@@ -20,7 +20,10 @@ use crate::pending::with_hop_by_hop;
 /// Where a copy of a request came from, to answer it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Requester {
+    /// The connection the copy arrived on: the answer goes back on it (RFC 6733 §6.2).
     pub conn: ConnId,
+    /// The copy's own hop-by-hop id, which its answer must carry (§6.2); each copy may
+    /// have a different one, as the peer sent it on another connection or as a new hop.
     pub hop_by_hop: u32,
 }
 
@@ -93,6 +96,9 @@ fn host_key(origin_host: &str) -> std::borrow::Cow<'_, str> {
 const MAX_WAITERS: usize = 8;
 
 impl DupCache {
+    /// An empty cache holding at most `max_entries` requests (`[limits] dup_cache_entries`;
+    /// at least 1), `max_bytes` of cached answers (an answer larger than that is not kept),
+    /// each for `ttl` (`[limits] dup_cache_ttl`).
     pub fn new(max_entries: usize, max_bytes: usize, ttl: Duration) -> DupCache {
         DupCache {
             hosts: HashMap::new(),
@@ -106,10 +112,12 @@ impl DupCache {
         }
     }
 
+    /// Requests remembered, in progress or answered.
     pub fn len(&self) -> usize {
         self.count
     }
 
+    /// No request is remembered.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

@@ -47,6 +47,8 @@ impl SessionIds {
         }
     }
 
+    /// The next `<Origin-Host>;<high 32 bits>;<low 32 bits>` (RFC 6733 §8.8's recommended
+    /// form); the low part counts, carrying into the high part.
     pub fn next_id(&mut self) -> String {
         self.low = self.low.wrapping_add(1);
         if self.low == 0 {
@@ -59,11 +61,19 @@ impl SessionIds {
 /// What completing a request needs from the node.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestContext<'a> {
+    /// Our Origin-Host/-Realm: they replace any the script wrote (RFC 6733 §6.3: the
+    /// originator's identity is the node's, not the script's to choose).
     pub origin: Origin<'a>,
     /// Destination-Realm for requests that give none.
     pub destination_realm: Option<&'a str>,
+    /// How we advertise each application: decides whether the application-id AVP added
+    /// to a request is Vendor-Specific-Application-Id or a bare Auth/Acct-Application-Id.
     pub applications: &'a [AppAdvert],
+    /// The command's ABNF: whether it starts with Session-Id, which application-id AVP it
+    /// lists, whether it is proxiable (the P bit).
     pub dict: &'a Dictionary,
+    /// `[limits] max_message_size`, in bytes: a larger request fails
+    /// [`RequestError::Invalid`] instead of being sent.
     pub max_len: usize,
 }
 
@@ -203,10 +213,16 @@ pub fn build_request<'a>(
 /// [`RequestView`], and the Route-Record values (as text; invalid UTF-8 ones are skipped).
 #[derive(Default)]
 pub struct RouteInfo<'m> {
+    /// What the rules and the realm table match on; `app_id` and `cmd_abbrev` are filled by
+    /// [`RouteInfo::request`].
     pub view: RequestView<'m>,
+    /// Route-Record values, in order: the hosts the request has passed; our own among them
+    /// is a loop (RFC 6733 §6.1.3: 3005 DIAMETER_LOOP_DETECTED).
     pub route_records: Vec<&'m str>,
 }
 
+/// Reads a finished request's routing facts: for relayed requests and failover resends,
+/// whose bytes are all we have (a request we build reports them from [`build_request`]).
 pub fn route_info(msg: &Message) -> RouteInfo<'_> {
     let mut info = RouteInfo::default();
     info.view.cmd_code = msg.header.code;

@@ -26,12 +26,19 @@ use crate::conn::ConnId;
 /// (for a resend) and where the answer must go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingEntry<T> {
+    /// The connection it was sent on: only an answer arriving there can match it.
     pub conn: ConnId,
+    /// The hop-by-hop id we gave it on that connection (RFC 6733 §3); the answer echoes it.
     pub hop_by_hop: u32,
+    /// Its end-to-end id, kept across failover resends so that the receiver's duplicate
+    /// detection recognises them (§5.5.4).
     pub end_to_end: u32,
+    /// When the caller gives up: the request's own timeout or `[timers] answer_timeout`,
+    /// from the first send (resends do not extend it).
     pub deadline: Instant,
     /// How many times it has been resent after a failover.
     pub retransmissions: u32,
+    /// The caller's: what it needs to resend the request or complete its outcome.
     pub data: T,
 }
 
@@ -60,10 +67,12 @@ impl<T> PendingTable<T> {
         }
     }
 
+    /// Requests waiting for an answer, on all connections.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// No request is waiting for an answer.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

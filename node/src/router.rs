@@ -40,7 +40,9 @@ use crate::rules::{score, Candidate, RequestView, RuleSet};
 /// for loop detection.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RouteRequest<'a> {
+    /// Destination-Host/-Realm, application and the rule criteria.
     pub view: RequestView<'a>,
+    /// Route-Record values; our own Origin-Host among them is a loop (§6.1.3: 3005).
     pub route_records: &'a [&'a str],
 }
 
@@ -57,7 +59,10 @@ pub struct Explanation {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message} (Result-Code {result_code})")]
 pub struct RouteError {
+    /// 3002, 3003, 3005 or 3007 (RFC 6733 §7.1.3): what a relayed request is answered, and
+    /// what [`crate::app::RequestError::NoRoute`] reports to the script.
     pub result_code: u32,
+    /// Why, naming the realm, host or application that had no usable peer (Error-Message).
     pub message: String,
 }
 
@@ -181,6 +186,9 @@ impl Router {
         info.apps = apps;
     }
 
+    /// Whether the peer may take new requests, from the state machine's
+    /// [`crate::peer::Action::Usable`]: set at watchdog OKAY (RFC 3539 §3.4), cleared when
+    /// the connection turns suspect or the peer is stopping.
     pub fn set_usable(&mut self, id: PeerId, usable: bool) {
         self.info_mut(id).usable = usable;
     }
@@ -193,6 +201,7 @@ impl Router {
         info.apps = AppSet::default();
     }
 
+    /// Whether [`Router::route`] may choose the peer now.
     pub fn is_usable(&self, id: PeerId) -> bool {
         self.info(id).is_some_and(|p| p.usable)
     }

@@ -121,6 +121,8 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every cause, for export. The counters are indexed by position here: a new variant
+    /// missing from this list would be counted as the first one.
     pub const ALL: [Refusal; 15] = [
         Refusal::PendingCap,
         Refusal::PerSourceCap,
@@ -287,6 +289,7 @@ struct LogSlot {
 }
 
 impl Refusals {
+    /// All counts zero, no sink.
     pub fn new() -> Refusals {
         Refusals::default()
     }
@@ -312,6 +315,8 @@ impl Refusals {
         self.sink.set(RefusalSink(Box::new(sink))).is_ok()
     }
 
+    /// Counts one connection admitted under `allow_unknown_peers`: not a refusal, but the
+    /// number an operator watches to see who relies on the open door.
     pub fn count_unknown_admitted(&self) {
         self.unknown_peers_admitted.fetch_add(1, Ordering::Relaxed);
     }
