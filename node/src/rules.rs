@@ -38,17 +38,38 @@ use std::fmt;
 
 /// Scores with names (freeDiameter `enum fd_rt_out_score`, `libfdcore.h`).
 pub mod score {
+    //! The values are freeDiameter's, so a rules file written for its `rt_default` scores
+    //! the same here. The `REDIR_*` ones are what freeDiameter's redirect handling adds for
+    //! each Redirect-Host-Usage (RFC 6733 §6.13); dmbridge follows no redirects, so here
+    //! they are only names a rule may use for its score.
+
+    /// A rule's way to keep matching requests off a peer: the final score is negative
+    /// unless something as strong as FINALDEST (the peer is the Destination-Host) outweighs it.
     pub const NO_DELIVERY: i32 = -70;
+    /// Every usable candidate's starting score: negative, so a peer nothing speaks for is
+    /// not chosen.
     pub const INI: i32 = -2;
+    /// The peer is in the default route (`default_route`).
     pub const DEFAULT: i32 = 5;
+    /// The peer is in the most preferred realm-table tier with a candidate for the request's
+    /// realm (`[[routes]]`).
     pub const DEFAULT_REALM: i32 = 10;
+    /// The peer's own realm (from CER/CEA) is the request's Destination-Realm.
     pub const REALM: i32 = 15;
+    /// Redirect-Host-Usage ALL_HOST.
     pub const REDIR_HOST: i32 = 25;
+    /// Redirect-Host-Usage ALL_APPLICATION.
     pub const REDIR_APP: i32 = 30;
+    /// Redirect-Host-Usage ALL_REALM.
     pub const REDIR_REALM: i32 = 35;
+    /// Redirect-Host-Usage REALM_AND_APPLICATION.
     pub const REDIR_REALM_APP: i32 = 40;
+    /// Redirect-Host-Usage ALL_USER.
     pub const REDIR_USER: i32 = 45;
+    /// Redirect-Host-Usage ALL_SESSION.
     pub const REDIR_SESSION: i32 = 50;
+    /// The peer is the request's Destination-Host (the final destination, §6.1.5): more
+    /// than every other reason together.
     pub const FINALDEST: i32 = 100;
 
     /// The named constant `name` (case-insensitive), as the rule syntax accepts it.
@@ -75,13 +96,21 @@ pub mod score {
 /// Which field of the request a criterion looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Field {
+    /// `oh=`: Origin-Host, the request's originator (to route one client's traffic apart).
     OriginHost,
+    /// `or=`: Origin-Realm.
     OriginRealm,
+    /// `dh=`: Destination-Host.
     DestinationHost,
+    /// `dr=`: Destination-Realm.
     DestinationRealm,
+    /// `un=`: User-Name (e.g. to shard subscribers over HSSs by IMPI).
     UserName,
+    /// `si=`: Session-Id.
     SessionId,
+    /// `app=`: the header's Application-Id, matched as decimal text (ours, not freeDiameter's).
     Application,
+    /// `cmd=`: the Command-Code as decimal text, or the dictionary's abbreviation (`CCR`).
     Command,
 }
 
@@ -118,11 +147,16 @@ impl Field {
 /// `"exact"` (ASCII case-insensitive) or `["regex"]` (searched, case-sensitive).
 #[derive(Clone, Debug)]
 pub enum Pattern {
+    /// `"text"`: the whole value, ignoring ASCII case (DiameterIdentity comparison, RFC
+    /// 6733 §4.3.1).
     Exact(String),
+    /// `["regex"]`: searched anywhere in the value, case-sensitive, as freeDiameter's
+    /// `regexec` does (anchor with `^...$` to match the whole value).
     Regex(regex::Regex),
 }
 
 impl Pattern {
+    /// Whether `value` matches.
     pub fn matches(&self, value: &str) -> bool {
         match self {
             Pattern::Exact(s) => s.eq_ignore_ascii_case(value),
@@ -143,7 +177,9 @@ impl fmt::Display for Pattern {
 /// Which messages a rule applies to.
 #[derive(Clone, Debug)]
 pub enum Criteria {
+    /// `*`: every request.
     Any,
+    /// One field against one pattern; a request without that AVP does not match.
     Field(Field, Pattern),
 }
 
@@ -159,9 +195,13 @@ pub enum Target {
 /// One rule, with where it was written.
 #[derive(Clone, Debug)]
 pub struct Rule {
+    /// 1-based line in the rules text, for `route --explain` and error messages.
     pub line: usize,
+    /// Which requests it applies to.
     pub criteria: Criteria,
+    /// Which candidates it scores.
     pub target: Target,
+    /// Added to each matching candidate's score (the named constants already summed).
     pub score: i32,
 }
 
@@ -182,8 +222,12 @@ impl fmt::Display for Rule {
 /// A bad rule: 1-based line and column in the rules text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleError {
+    /// 1-based line in the rules text (the config reader adds the offset of an inline
+    /// `rules = """..."""`).
     pub line: usize,
+    /// 1-based column on that line.
     pub column: usize,
+    /// What is wrong, and what was expected.
     pub message: String,
 }
 
@@ -198,13 +242,21 @@ impl std::error::Error for RuleError {}
 /// The request fields the criteria look at.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RequestView<'a> {
+    /// Origin-Host (`oh=`); `None` when absent or not UTF-8, which no pattern matches.
     pub origin_host: Option<&'a str>,
+    /// Origin-Realm (`or=`).
     pub origin_realm: Option<&'a str>,
+    /// Destination-Host (`dh=`); also what the router's §6.1 steps use.
     pub destination_host: Option<&'a str>,
+    /// Destination-Realm (`dr=`); also what the realm table is looked up by.
     pub destination_realm: Option<&'a str>,
+    /// User-Name (`un=`).
     pub user_name: Option<&'a str>,
+    /// Session-Id (`si=`).
     pub session_id: Option<&'a str>,
+    /// The header's Application-Id (`app=`); candidates must share it.
     pub app_id: u32,
+    /// The header's Command-Code (`cmd=`).
     pub cmd_code: u32,
     /// The command's abbreviation from the dictionary (`CCR`), for `cmd="CCR"`.
     pub cmd_abbrev: Option<&'a str>,
@@ -213,6 +265,7 @@ pub struct RequestView<'a> {
 /// A peer the request could go to.
 #[derive(Clone, Copy, Debug)]
 pub struct Candidate<'a> {
+    /// Its Diameter identity, what `"STR"` targets match.
     pub host: &'a str,
     /// Its realm from CER/CEA (or the configuration), when known.
     pub realm: Option<&'a str>,
@@ -238,10 +291,12 @@ impl PartialEq for RuleSet {
 }
 
 impl RuleSet {
+    /// No rules: the router uses the plain RFC 6733 §6.1 order instead of scores.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 
+    /// The rules in the order written (the indexes [`RuleSet::apply`] returns).
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
