@@ -47,6 +47,8 @@ pub struct TlsDial {
     pub host: String,
     /// Its own CA bundle, if configured.
     pub ca: Option<String>,
+    /// The peer's `tls_verify_host` (default true): check that the certificate names
+    /// `host`; operators turn it off for peers whose certificates name something else.
     pub verify_host: bool,
 }
 
@@ -54,38 +56,59 @@ pub struct TlsDial {
 #[derive(Debug)]
 pub enum Output {
     /// Queue one encoded message on the connection.
-    Transmit { conn: ConnId, bytes: Bytes },
+    Transmit {
+        /// The connection, open or still in its capabilities exchange.
+        conn: ConnId,
+        /// One whole Diameter message, hop-by-hop id already set for this connection.
+        bytes: Bytes,
+    },
     /// Close the connection after what is queued has been written.
-    Close { conn: ConnId },
+    Close {
+        /// The connection; the endpoint sends nothing more on it. Report
+        /// [`Endpoint::closed`] once the socket is gone, as for a close by the peer.
+        conn: ConnId,
+    },
     /// Open a connection to `addr`, then report [`Endpoint::connected`].
     Connect {
+        /// The id the endpoint gave the attempt: report it back with the result.
         conn: ConnId,
+        /// The peer's address; a name is resolved now, by the driver.
         addr: crate::config::Endpoint,
     },
     /// The capabilities exchange opened the connection: the driver lifts the small
     /// pre-CER message size limit to `max_message_size` (DESIGN §10).
-    Opened { conn: ConnId },
+    Opened {
+        /// The connection now in state I-Open or R-Open (RFC 6733 §5.6).
+        conn: ConnId,
+    },
     /// In-band TLS (RFC 3588 §2.1): once what is queued on the plain connection (our CEA)
     /// is written, stop reading it as Diameter and run the TLS handshake on it in `role`
     /// (as a client, the server certificate must satisfy `peer`); then report
     /// [`Endpoint::inband_tls_up`] with the new stream attached, or [`Endpoint::tls_refused`]
     /// and [`Endpoint::closed`]. Bytes read past the CER/CEA belong to the handshake.
     StartTls {
+        /// The plain connection that CER/CEA just agreed to secure.
         conn: ConnId,
+        /// Client if we sent the CER (we initiated the connection), server otherwise.
         role: TlsRole,
+        /// What the peer's certificate must satisfy (as for TLS at connect).
         peer: TlsDial,
     },
     /// Hand the request to the application; report its reply with [`Endpoint::reply`] under
     /// `token`. The core applies the reply timeout itself (5012 when it passes; a later
     /// reply is ignored).
     Deliver {
+        /// Names this delivery in [`Endpoint::reply`]; never reused in a run.
         token: u64,
+        /// The validated request and the peer it came from.
         request: IncomingRequest,
     },
     /// The one outcome of the request submitted under `id` ([`Endpoint::submit`]): its
     /// answer, or why there is none.
     Outcome {
+        /// The id the driver submitted it under.
         id: RequestId,
+        /// The answer (any Result-Code: an error answer is still an answer), or why none came.
         result: Result<Message, RequestError>,
     },
 }
@@ -105,6 +128,7 @@ struct Delivered {
 /// One peer as reported by [`Endpoint::status`] (for `dm_status`-style monitoring).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerStatus {
+    /// Its Diameter identity (as configured, or from the CER of an unknown peer).
     pub host: String,
     /// The RFC 6733 §5.6 state.
     pub state: crate::peer::State,
@@ -125,7 +149,9 @@ pub struct PeerStatus {
 /// What a reload changed ([`Endpoint::reconfigure`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reconfigured {
+    /// Peers (by host) new in the file: dialled now when `mode = "connect"`, as at startup.
     pub added: Vec<String>,
+    /// Peers gone from the file: retired (they drain their pending requests, then DPR).
     pub removed: Vec<String>,
     /// Peers whose address, port or mode changed (used from their next connection).
     pub changed: Vec<String>,
@@ -221,6 +247,8 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// A node for `config` (already validated), speaking `dict`; nothing happens until
+    /// [`Endpoint::start`] (peers to dial) or [`Endpoint::accepted`] (a peer dialled us).
     pub fn new(config: Config, dict: &'static Dictionary, seeds: Seeds) -> Endpoint {
         Endpoint::with_validator(config, dict, Arc::new(Validator::new(dict)), seeds)
     }
@@ -279,6 +307,7 @@ impl Endpoint {
         }
     }
 
+    /// The configuration in force (the last one given to [`Endpoint::reconfigure`]).
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -360,6 +389,7 @@ impl Endpoint {
         }
     }
 
+    /// [`Endpoint::stop`] was called: new requests are refused while peers drain.
     pub fn is_stopping(&self) -> bool {
         self.stopping
     }
@@ -425,6 +455,9 @@ impl Endpoint {
         }
     }
 
+    /// When to call [`Endpoint::handle_timeout`] next: the earliest of the peers' timers
+    /// (Tc, Tw, CER/DPA/message timeouts), request deadlines and reply deadlines; `None`
+    /// when nothing is timed (the driver then waits for input only).
     pub fn next_timeout(&self) -> Option<Instant> {
         let reply = self.delivered_deadlines.iter().next().map(|(t, _)| *t);
         [
@@ -437,6 +470,9 @@ impl Endpoint {
         .min()
     }
 
+    /// Fires every timer due at `now`: unanswered deliveries get 5012, peers run their
+    /// watchdog and reconnect timers, expired requests end in [`RequestError::Timeout`].
+    /// Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(t, token)) = self.delivered_deadlines.iter().next() {
             if t > now {
