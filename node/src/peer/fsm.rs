@@ -57,13 +57,32 @@ pub use crate::conn::{ConnId, ConnIds};
 /// The states of RFC 6733 §5.6.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
+    /// No connection. A `connect` peer leaves it on Start or its reconnect timer
+    /// (I-Snd-Conn-Req); any peer leaves it on R-Conn-CER (R-Accept, Process-CER,
+    /// R-Snd-CEA -> R-Open).
     Closed,
+    /// We are opening a connection: I-Rcv-Conn-Ack sends our CER (-> Wait-I-CEA), a Nack or
+    /// the connect timeout goes back to Closed, the peer's own CER meanwhile goes to
+    /// Wait-Conn-Ack/Elect.
     WaitConnAck,
+    /// Our CER is sent on our connection: I-Rcv-CEA opens it (-> I-Open); the peer's CER
+    /// on a connection of its own starts the election (-> Wait-Returns).
     WaitICea,
+    /// The peer's CER arrived (and is held unanswered) while our connection is still being
+    /// opened: our Conn-Ack sends our CER and holds the election (-> Wait-Returns); a Nack
+    /// answers the held CER instead (-> R-Open).
     WaitConnAckElect,
+    /// Two connections, each with a CER on it (§5.6.4 election): if we win, our connection
+    /// is dropped and the peer's CER answered (-> R-Open); otherwise we wait for the CEA on
+    /// ours, and drop theirs when it comes (-> I-Open).
     WaitReturns,
+    /// Open on the connection the peer initiated (we sent the CEA): requests flow, the
+    /// watchdog runs.
     ROpen,
+    /// Open on the connection we initiated (we received the CEA); otherwise as R-Open.
     IOpen,
+    /// We sent DPR (after draining) and wait for the DPA or the DPA timeout; answers to our
+    /// requests still arrive, new ones are not sent.
     Closing,
     /// CER/CEA agreed on in-band TLS; the handshake runs (freeDiameter's
     /// STATE_OPEN_HANDSHAKE). Not open: nothing is routed to the peer yet.
@@ -90,14 +109,18 @@ impl State {
 /// The identifiers of a received request, needed to answer it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MsgIds {
+    /// The request's hop-by-hop id, which its answer must repeat (RFC 6733 §3).
     pub hop_by_hop: u32,
+    /// The request's end-to-end id, which its answer must repeat (§3).
     pub end_to_end: u32,
 }
 
 /// A CER, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReceivedCer {
+    /// To answer it with the CEA.
     pub ids: MsgIds,
+    /// What the peer advertised: identity, applications, security, Origin-State-Id.
     pub caps: Capabilities,
     /// The connection is TLS from its first byte (Inband-Security-Id is then ignored).
     pub on_tls: bool,
@@ -110,74 +133,144 @@ pub enum Event {
     /// Start: connect to the peer (ignored for accept-only peers).
     Start,
     /// R-Conn-CER: an accepted connection sent this CER and its Origin-Host is this peer.
-    RConnCer { conn: ConnId, cer: ReceivedCer },
+    RConnCer {
+        /// The accepted connection, not yet any peer's.
+        conn: ConnId,
+        /// Its first message.
+        cer: ReceivedCer,
+    },
     /// Rcv-Conn-Ack: our connection attempt succeeded.
-    RcvConnAck { conn: ConnId },
-    /// Rcv-Conn-Nack: our connection attempt failed.
-    RcvConnNack { conn: ConnId },
+    RcvConnAck {
+        /// The id [`Action::Connect`] gave the attempt.
+        conn: ConnId,
+    },
+    /// Rcv-Conn-Nack: our connection attempt failed (refused, unreachable, name not
+    /// resolved, TLS handshake failed).
+    RcvConnNack {
+        /// The id [`Action::Connect`] gave the attempt.
+        conn: ConnId,
+    },
     /// Rcv-CEA.
     RcvCea {
+        /// The connection we initiated, where our CER went.
         conn: ConnId,
+        /// Its Result-Code: anything but 2001 fails the exchange (§5.3.2, §7.1).
         result_code: u32,
+        /// What the peer advertised.
         caps: Capabilities,
         /// The connection is TLS from its first byte (Inband-Security-Id is then ignored).
         on_tls: bool,
     },
     /// Rcv-Non-CEA: something other than a CEA arrived while we waited for one.
-    RcvNonCea { conn: ConnId },
+    RcvNonCea {
+        /// The connection we initiated.
+        conn: ConnId,
+    },
     /// Rcv-CER on an already established connection (a protocol error).
-    RcvCer { conn: ConnId, cer: ReceivedCer },
+    RcvCer {
+        /// The connection it came on: closed if it is the open one.
+        conn: ConnId,
+        /// The CER (unused: it is not answered).
+        cer: ReceivedCer,
+    },
     /// Peer-Disc: the connection closed or failed.
-    PeerDisc { conn: ConnId },
+    PeerDisc {
+        /// Which of the peer's connections (initiator, responder, open, handshaking).
+        conn: ConnId,
+    },
     /// Rcv-DPR.
     RcvDpr {
+        /// The open connection.
         conn: ConnId,
+        /// To answer it with the DPA.
         ids: MsgIds,
+        /// Disconnect-Cause: how soon (or whether) to reconnect (§5.4.3).
         cause: DisconnectCause,
     },
     /// Rcv-DPA.
-    RcvDpa { conn: ConnId },
+    RcvDpa {
+        /// The connection our DPR went on.
+        conn: ConnId,
+    },
     /// Rcv-DWR (Process-DWR, Snd-DWA).
-    RcvDwr { conn: ConnId, ids: MsgIds },
+    RcvDwr {
+        /// The open connection.
+        conn: ConnId,
+        /// To answer it with the DWA.
+        ids: MsgIds,
+    },
     /// Rcv-DWA (Process-DWA).
-    RcvDwa { conn: ConnId },
+    RcvDwa {
+        /// The open connection.
+        conn: ConnId,
+    },
     /// Rcv-Message: any other message; see [`PeerFsm::handle`]'s return value.
-    RcvMessage { conn: ConnId },
+    RcvMessage {
+        /// The connection it came on (processed only if it is the open one).
+        conn: ConnId,
+    },
     /// A message the peer itself sent (its DWR or DWA) carried Origin-State-Id `value`. Fed
     /// before the message's own event: when the value changed the peer restarted, and the
     /// connection is reset before the message is processed (see [`PeerFsm::handle`]).
-    RcvOriginStateId { conn: ConnId, value: u32 },
+    RcvOriginStateId {
+        /// The open connection.
+        conn: ConnId,
+        /// The Origin-State-Id (§8.16): it only grows, at each restart of the peer.
+        value: u32,
+    },
     /// Stop: shut this peer down, telling it why.
-    Stop { cause: DisconnectCause },
+    Stop {
+        /// Sent in our DPR: whether the peer should reconnect to us (§5.4.3).
+        cause: DisconnectCause,
+    },
     /// No request we sent to this peer is pending any more (after Stop).
     Drained,
     /// The in-band TLS handshake asked by [`Action::StartTls`] succeeded, and the
     /// certificate names the peer: open.
-    TlsUp { conn: ConnId },
+    TlsUp {
+        /// The connection of [`Action::StartTls`].
+        conn: ConnId,
+    },
     /// The in-band TLS handshake on `conn` finished but is refused (its certificate does not
     /// name the peer): the core closes the connection now, without waiting for the driver
     /// to report it closed.
-    TlsRefused { conn: ConnId },
+    TlsRefused {
+        /// The connection of [`Action::StartTls`].
+        conn: ConnId,
+    },
 }
 
 /// A base-protocol message the driver must build and send (the driver owns the hop-by-hop
 /// counter and our [`Capabilities`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outgoing {
+    /// Capabilities-Exchange-Request (§5.3.1), with our [`Capabilities`].
     Cer,
+    /// Capabilities-Exchange-Answer (§5.3.2).
     Cea {
+        /// The CER's ids.
         ids: MsgIds,
+        /// 2001, or why the exchange failed (5010 no common application, 5017 no common
+        /// security); with an error the connection is closed after it.
         result_code: u32,
+        /// Error-Message text for a failed exchange, for the peer's operator.
         error_message: Option<String>,
     },
+    /// Device-Watchdog-Request (§5.5.1), sent by the watchdog after Tw without traffic.
     Dwr,
+    /// Device-Watchdog-Answer (§5.5.2).
     Dwa {
+        /// The DWR's ids.
         ids: MsgIds,
     },
+    /// Disconnect-Peer-Request (§5.4.1).
     Dpr {
+        /// Our Disconnect-Cause.
         cause: DisconnectCause,
     },
+    /// Disconnect-Peer-Answer (§5.4.2); the connection is closed after it.
     Dpa {
+        /// The DPR's ids.
         ids: MsgIds,
     },
 }
@@ -217,45 +310,64 @@ pub enum CloseReason {
 pub enum Action {
     /// Snd-Conn-Req: open a transport connection, then report RcvConnAck / RcvConnNack.
     Connect {
+        /// A fresh id for the attempt, to report the result under.
         conn: ConnId,
+        /// The peer's configured address.
         addr: Endpoint,
     },
     /// R-Accept: the accepted connection now belongs to this peer.
     Accept {
+        /// The accepted connection.
         conn: ConnId,
     },
+    /// Snd-CER, Snd-CEA, Snd-DWR/DWA, Snd-DPR/DPA: encode and queue the message.
     Send {
+        /// The connection to send it on.
         conn: ConnId,
+        /// What to build.
         msg: Outgoing,
     },
     /// Close after flushing what was queued before (so a CEA/DPA goes out first).
     Close {
+        /// The connection; it is no longer the peer's, so a later Peer-Disc for it is
+        /// ignored.
         conn: ConnId,
+        /// Why, for the log and the refusal counters.
         reason: CloseReason,
     },
     /// Capabilities exchanged: the peer is open on `conn` with these shared applications.
     Up {
+        /// The open connection.
         conn: ConnId,
+        /// What the peer advertised (boxed: the other actions are small).
         remote: Box<Capabilities>,
+        /// The applications we both support: what may be routed to it.
         apps: AppSet,
     },
     /// Whether new requests may be routed to the peer (watchdog OKAY and not stopping).
     Usable {
+        /// The open connection.
         conn: ConnId,
+        /// True at watchdog OKAY; false when suspect or stopping.
         usable: bool,
     },
     /// The watchdog suspects `conn`: resend its pending requests elsewhere (T flag).
     Failover {
+        /// The suspect connection: it stays open (RFC 3539 §3.4.1: a DWA may yet bring it
+        /// back to OKAY), but what was pending on it moves.
         conn: ConnId,
     },
     /// The open connection is gone; requests still pending on it must be failed over.
     Down {
+        /// The connection that was open.
         conn: ConnId,
     },
     /// CER/CEA agreed on in-band TLS: once what is queued (our CEA) is written, run the TLS
     /// handshake on `conn` in this role, then report [`Event::TlsUp`] (or close it).
     StartTls {
+        /// The plain connection of the capabilities exchange.
         conn: ConnId,
+        /// Client if we sent the CER, server if we answered it (RFC 3588 §2.1).
         role: TlsRole,
     },
 }
@@ -284,6 +396,7 @@ pub struct PeerSettings {
     pub host: String,
     /// `Some` for peers we connect to; `None` for accept-only peers.
     pub connect_to: Option<Endpoint>,
+    /// Tc, Tw, CER and DPA timeouts (`[timers]`).
     pub timers: Timers,
     /// Seed for the watchdog's jitter.
     pub seed: u64,
@@ -339,6 +452,7 @@ pub struct PeerFsm {
 }
 
 impl PeerFsm {
+    /// A peer in Closed; nothing happens until [`Event::Start`] or an R-Conn-CER.
     pub fn new(settings: PeerSettings, local: Arc<Capabilities>) -> PeerFsm {
         let watchdog = Watchdog::new(settings.timers.tw, settings.seed);
         PeerFsm {
@@ -368,30 +482,34 @@ impl PeerFsm {
         self.inband_tls = on;
     }
 
+    /// Whether in-band TLS is required with this peer (`tls_inband`).
     pub fn inband_tls(&self) -> bool {
         self.inband_tls
     }
 
+    /// The current §5.6 state.
     pub fn state(&self) -> State {
         self.state
     }
 
-    /// Replaces our capabilities for capabilities exchanges from now on (the applications
-    /// advertised can grow while the node runs; see `Endpoint::advertise_extra`). What an open
-    /// connection negotiated stays as it was.
     /// Where the peer is reached from the next connection attempt on (a reload changed it).
     pub fn set_connect_to(&mut self, connect_to: Option<Endpoint>) {
         self.settings.connect_to = connect_to;
     }
 
+    /// Replaces our capabilities for capabilities exchanges from now on (the applications
+    /// advertised can grow while the node runs; see `Endpoint::advertise_extra`). What an open
+    /// connection negotiated stays as it was.
     pub fn set_local(&mut self, local: Arc<Capabilities>) {
         self.local = local;
     }
 
+    /// The peer's Diameter identity (its configured `host`).
     pub fn host(&self) -> &str {
         &self.settings.host
     }
 
+    /// The RFC 3539 watchdog of the open connection (its state for status and metrics).
     pub fn watchdog(&self) -> &Watchdog {
         &self.watchdog
     }
