@@ -10,13 +10,22 @@ use crate::config::{AppAdvert, AppKind, Config, RELAY_APP_ID};
 
 /// Result-Code values used by the peer layer (RFC 6733 §7.1), under short names.
 pub mod result {
+    //! Aliases of `dmproto::result_code`, the one home of the values.
     use dmproto::result_code as rc;
+    /// 2001: the only CEA Result-Code that opens the peer.
     pub const SUCCESS: u32 = rc::DIAMETER_SUCCESS;
+    /// 3002 DIAMETER_UNABLE_TO_DELIVER (§7.1.3).
     pub const UNABLE_TO_DELIVER: u32 = rc::DIAMETER_UNABLE_TO_DELIVER;
+    /// 3010: a CER from an Origin-Host not configured (and `allow_unknown_peers` off).
     pub const UNKNOWN_PEER: u32 = rc::DIAMETER_UNKNOWN_PEER;
+    /// 4003 (RFC 6733 §7.1.4): the §5.6.4 election was lost. Not sent by us: the losing
+    /// connection is closed without an answer, as the §5.6 table's R-Disc/I-Disc says.
     pub const ELECTION_LOST: u32 = rc::ELECTION_LOST;
+    /// 5010: no application in common (§5.3).
     pub const NO_COMMON_APPLICATION: u32 = rc::DIAMETER_NO_COMMON_APPLICATION;
+    /// 5012: also what a CEA without a Result-Code is taken as.
     pub const UNABLE_TO_COMPLY: u32 = rc::DIAMETER_UNABLE_TO_COMPLY;
+    /// 5017: no Inband-Security-Id in common (§6.10, §7.1.5).
     pub const NO_COMMON_SECURITY: u32 = rc::DIAMETER_NO_COMMON_SECURITY;
 }
 
@@ -93,25 +102,41 @@ pub fn negotiate_security(
 /// One Vendor-Specific-Application-Id: a Vendor-Id and exactly one of Auth-/Acct-Application-Id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VendorApp {
+    /// The Vendor-Id inside the group (10415 for 3GPP's applications).
     pub vendor_id: u32,
+    /// Whether the group holds Auth- or Acct-Application-Id.
     pub kind: AppKind,
+    /// The application id.
     pub app_id: u32,
 }
 
 /// The content of a CER or CEA (RFC 6733 §5.3.1, §5.3.2), without the Result-Code.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Capabilities {
+    /// Origin-Host: the identity the peer table knows the sender by (3010 if unknown).
     pub origin_host: String,
+    /// Origin-Realm: the realm routing reaches the peer for (step 4 of [`crate::router`]).
     pub origin_realm: String,
+    /// Host-IP-Address values (§5.3.5; at least one in a valid CER/CEA).
     pub host_ip_addresses: Vec<IpAddr>,
+    /// Vendor-Id (§5.3.3): the sender's vendor, informative.
     pub vendor_id: u32,
+    /// Product-Name (§5.3.7), informative.
     pub product_name: String,
+    /// Origin-State-Id (§8.16): grows at each restart of the sender; a new value on an open
+    /// peer means it lost its state, and its old connection is reset.
     pub origin_state_id: Option<u32>,
+    /// Supported-Vendor-Id (§5.3.6): vendors whose AVPs the sender understands.
     pub supported_vendor_ids: Vec<u32>,
+    /// Auth-Application-Id values (§6.8).
     pub auth_app_ids: Vec<u32>,
+    /// Acct-Application-Id values (§6.9).
     pub acct_app_ids: Vec<u32>,
+    /// Vendor-Specific-Application-Id groups (§6.11), as 3GPP applications are advertised.
     pub vendor_specific_apps: Vec<VendorApp>,
+    /// Inband-Security-Id values (§6.10); empty means NO_INBAND_SECURITY.
     pub inband_security_ids: Vec<u32>,
+    /// Firmware-Revision (§5.3.4), informative.
     pub firmware_revision: Option<u32>,
 }
 
@@ -190,6 +215,7 @@ pub struct AppSet {
 }
 
 impl AppSet {
+    /// The set of `ids`; 0xffffffff among them makes it the relay set.
     pub fn from_ids(ids: impl IntoIterator<Item = u32>) -> AppSet {
         let mut set = AppSet::default();
         for id in ids {
@@ -212,10 +238,12 @@ impl AppSet {
         }
     }
 
+    /// Whether the relay application is in the set (it then supports everything).
     pub fn is_relay(&self) -> bool {
         self.relay
     }
 
+    /// Nothing is supported (but base protocol): a capabilities exchange fails with 5010.
     pub fn is_empty(&self) -> bool {
         !self.relay && self.ids.is_empty()
     }
@@ -226,6 +254,7 @@ impl AppSet {
         app_id == 0 || self.relay || self.ids.binary_search(&app_id).is_ok()
     }
 
+    /// The explicit ids, sorted, without the relay id (for status and logs).
     pub fn ids(&self) -> &[u32] {
         &self.ids
     }
@@ -253,7 +282,9 @@ impl AppSet {
 /// carried).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CapabilitiesError {
+    /// 5010 or 5017 (or the failed CEA's own code): what the CEA says.
     pub result_code: u32,
+    /// Error-Message for the CEA and our log: what each side advertised.
     pub message: String,
 }
 

@@ -8,12 +8,20 @@ use std::time::Duration;
 /// Disconnect-Cause values (RFC 6733 §5.4.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DisconnectCause {
+    /// REBOOTING (0): the sender is restarting; reconnect after Tc. What we send when the
+    /// node stops.
     Rebooting,
+    /// BUSY (1): the sender is overloaded; reconnect, but with backoff from 4×Tc. What
+    /// `ctl peer disable` sends.
     Busy,
+    /// DO_NOT_WANT_TO_TALK_TO_YOU (2): do not reconnect until the peer is started again by
+    /// an operator ([`super::Event::Start`]); it may still connect to us. What a reload that
+    /// removes the peer sends.
     DoNotWantToTalkToYou,
 }
 
 impl DisconnectCause {
+    /// The Disconnect-Cause AVP value.
     pub fn code(self) -> u32 {
         match self {
             DisconnectCause::Rebooting => 0,

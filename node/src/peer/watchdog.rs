@@ -34,9 +34,15 @@ pub const REOPEN_DWAS: i32 = 3;
 pub enum WatchdogState {
     /// No connection has been up yet (or the last one closed gracefully).
     Initial,
+    /// Traffic or DWAs arrive: the connection carries requests (the only usable state).
     Okay,
+    /// A DWR went unanswered for Tw: no new requests, pending ones failed over; any message
+    /// received brings it back to OKAY, another silent Tw closes it.
     Suspect,
+    /// The connection was closed as dead; the next one starts in REOPEN.
     Down,
+    /// A connection re-established after DOWN, on probation: three DWAs in a row
+    /// ([`REOPEN_DWAS`]) before OKAY.
     Reopen,
 }
 
@@ -80,6 +86,7 @@ impl Watchdog {
         }
     }
 
+    /// The current §3.4.1 state (for status and metrics).
     pub fn state(&self) -> WatchdogState {
         self.state
     }

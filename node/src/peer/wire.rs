@@ -18,8 +18,11 @@ use crate::config::AppKind;
 
 /// Command codes of the base protocol (RFC 6733 §3.1).
 pub mod cmd {
+    /// CER/CEA (§5.3).
     pub const CAPABILITIES_EXCHANGE: u32 = 257;
+    /// DWR/DWA (§5.5).
     pub const DEVICE_WATCHDOG: u32 = 280;
+    /// DPR/DPA (§5.4).
     pub const DISCONNECT_PEER: u32 = 282;
 }
 
@@ -31,11 +34,17 @@ const M: u8 = AvpFlags::M;
 /// What kind of base-protocol message a received message is, for the peer layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BaseKind {
+    /// Capabilities-Exchange-Request: the first message of a connection the peer opened.
     Cer,
+    /// Capabilities-Exchange-Answer: the answer to our CER.
     Cea,
+    /// Device-Watchdog-Request: answered with a DWA on the spot.
     Dwr,
+    /// Device-Watchdog-Answer: fed to the watchdog.
     Dwa,
+    /// Disconnect-Peer-Request: answered, then the connection closes.
     Dpr,
+    /// Disconnect-Peer-Answer: the answer to our DPR.
     Dpa,
     /// Anything else: application traffic (or base commands the peer layer does not own).
     Other,
@@ -59,7 +68,10 @@ pub fn classify(header: &Header) -> BaseKind {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct WireError {
+    /// 5005 DIAMETER_MISSING_AVP, 5004 DIAMETER_INVALID_AVP_VALUE and the like (§7.1.5):
+    /// what the CEA answering a bad CER says.
     pub result_code: u32,
+    /// Error-Message and log text: which AVP, what was wrong.
     pub message: String,
     /// The offending AVP, ready for Failed-AVP, when one is to blame.
     pub failed_avp: Option<Bytes>,
@@ -207,6 +219,7 @@ pub fn decode_cer(msg: &Message) -> Result<ReceivedCer, WireError> {
     })
 }
 
+/// The ids an answer to `header`'s request must repeat (RFC 6733 §3).
 pub fn ids_of(header: &Header) -> MsgIds {
     MsgIds {
         hop_by_hop: header.hop_by_hop,
