@@ -248,7 +248,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// A node for `config` (already validated), speaking `dict`; nothing happens until
-    /// [`Endpoint::start`] (peers to dial) or [`Endpoint::accepted`] (a peer dialled us).
+    /// [`Endpoint::start`] (peers to dial) or [`Endpoint::accept`] (a peer dialled us).
     pub fn new(config: Config, dict: &'static Dictionary, seeds: Seeds) -> Endpoint {
         Endpoint::with_validator(config, dict, Arc::new(Validator::new(dict)), seeds)
     }

@@ -41,19 +41,27 @@ pub struct PeerId(pub usize);
 /// What the driver must do: a peer's action, or something about a connection no peer owns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeAction {
+    /// One peer state machine's action, to carry out as [`Action`] says.
     Peer {
+        /// The peer whose state machine asked.
         peer: PeerId,
+        /// What it asked.
         action: Action,
     },
     /// Answer the CER whose header is `request` with a CEA carrying `error`, then close.
     RefuseCer {
+        /// The connection, which no peer owns.
         conn: ConnId,
+        /// The CER's header: the CEA repeats its ids.
         request: Header,
+        /// Result-Code (3010, 5004, 5005, ...), Error-Message and Failed-AVP for the CEA.
         error: WireError,
     },
     /// Close a connection that belongs to no peer (no CER in time, or not a CER first).
     Close {
+        /// The connection, which no peer owns.
         conn: ConnId,
+        /// Why, for the log.
         reason: CloseReason,
     },
 }
@@ -63,7 +71,10 @@ pub enum NodeAction {
 pub enum Received {
     /// Application traffic (or a base request the peer layer does not own) on an open
     /// connection of `peer`: route it, answer it, or match it to a pending request.
-    Process { peer: PeerId },
+    Process {
+        /// The peer whose open connection it came on.
+        peer: PeerId,
+    },
     /// Handled by the peer layer (CER, DWR, ...), or dropped with the connection.
     Consumed,
     /// A request on a connection that is not open: answer it with 3002
@@ -74,7 +85,10 @@ pub enum Received {
 /// What a connection proves about its far end.
 #[derive(Clone, Debug, Default)]
 pub struct Proof {
+    /// The remote address, checked against the peer's configured or resolved addresses
+    /// when the connection is not TLS; `None` when the driver could not tell.
     pub source: Option<IpAddr>,
+    /// The certificate of TLS at connect, checked against the Origin-Host (and pin) instead.
     pub cert: Option<PeerCert>,
 }
 
@@ -165,6 +179,8 @@ impl Peers {
         &self.refusals
     }
 
+    /// Counts in the driver's `refusals` instead of our own, so every refusal, whoever
+    /// decided it, is counted once.
     pub fn set_refusals(&mut self, refusals: Arc<Refusals>) {
         self.refusals = refusals;
     }
@@ -248,18 +264,23 @@ impl Peers {
         id
     }
 
+    /// Peers with a state machine: configured, admitted unknown, and retired ones (whose
+    /// slots stay so that ids are stable).
     pub fn len(&self) -> usize {
         self.peers.len()
     }
 
+    /// No peer at all (nothing configured, nobody admitted).
     pub fn is_empty(&self) -> bool {
         self.peers.is_empty()
     }
 
+    /// The peer's state machine.
     pub fn get(&self, id: PeerId) -> Option<&PeerFsm> {
         self.peers.get(id.0)
     }
 
+    /// Every peer with its id, retired ones included (see [`Peers::is_retired`]).
     pub fn iter(&self) -> impl Iterator<Item = (PeerId, &PeerFsm)> {
         self.peers.iter().enumerate().map(|(i, p)| (PeerId(i), p))
     }
@@ -279,6 +300,7 @@ impl Peers {
         self.owner.len() + self.unidentified.len()
     }
 
+    /// Our capabilities, as the next CER/CEA will advertise them.
     pub fn local(&self) -> &Capabilities {
         &self.local
     }
@@ -312,6 +334,7 @@ impl Peers {
         }
     }
 
+    /// Held down by [`Peers::disable`] or a reload ([`Peers::retire`]).
     pub fn is_disabled(&self, peer: PeerId) -> bool {
         self.disabled.contains(&peer)
     }
@@ -351,6 +374,8 @@ impl Peers {
         );
     }
 
+    /// Removed by a reload: its slot stays (ids are stable), but status and name look-ups
+    /// skip it.
     pub fn is_retired(&self, peer: PeerId) -> bool {
         self.retired.contains(&peer)
     }
@@ -662,6 +687,7 @@ impl Peers {
         self.actions.pop_front()
     }
 
+    /// The earliest of the peers' timers and the CER deadlines of unidentified connections.
     pub fn next_timeout(&self) -> Option<Instant> {
         let cer = self.deadlines.keys().next().map(|(t, _)| *t);
         self.peers
@@ -671,6 +697,8 @@ impl Peers {
             .min()
     }
 
+    /// Closes unidentified connections whose CER is overdue (counted as
+    /// [`Refusal::CerTimeout`]) and runs every peer's due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some((&(t, conn), _)) = self.deadlines.iter().next() {
             if t > now {
