@@ -37,11 +37,12 @@
 use std::fmt;
 
 /// Scores with names (freeDiameter `enum fd_rt_out_score`, `libfdcore.h`).
+///
+/// The values are freeDiameter's, so a rules file written for its `rt_default` scores the
+/// same here. The `REDIR_*` ones are what freeDiameter's redirect handling adds for each
+/// Redirect-Host-Usage (RFC 6733 §6.13); dmbridge follows no redirects, so here they are
+/// only names a rule may use for its score.
 pub mod score {
-    //! The values are freeDiameter's, so a rules file written for its `rt_default` scores
-    //! the same here. The `REDIR_*` ones are what freeDiameter's redirect handling adds for
-    //! each Redirect-Host-Usage (RFC 6733 §6.13); dmbridge follows no redirects, so here
-    //! they are only names a rule may use for its score.
 
     /// A rule's way to keep matching requests off a peer: the final score is negative
     /// unless something as strong as FINALDEST (the peer is the Destination-Host) outweighs it.

@@ -8,9 +8,9 @@ use std::net::IpAddr;
 
 use crate::config::{AppAdvert, AppKind, Config, RELAY_APP_ID};
 
-/// Result-Code values used by the peer layer (RFC 6733 §7.1), under short names.
+/// Result-Code values used by the peer layer (RFC 6733 §7.1), under short names: aliases
+/// of `dmproto::result_code`, the one home of the values.
 pub mod result {
-    //! Aliases of `dmproto::result_code`, the one home of the values.
     use dmproto::result_code as rc;
     /// 2001: the only CEA Result-Code that opens the peer.
     pub const SUCCESS: u32 = rc::DIAMETER_SUCCESS;
