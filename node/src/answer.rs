@@ -41,7 +41,7 @@ pub enum AnswerError {
     #[error("the application's answer would be invalid: {0}")]
     Invalid(String),
     /// The answer could not be encoded: in practice it exceeds `[limits] max_message_size`
-    /// (the size a peer is told it may send us is also what we send it).
+    /// (the bound on what we send is the one on what we accept).
     #[error(transparent)]
     Encode(#[from] EncodeError),
 }

@@ -456,7 +456,8 @@ impl Endpoint {
     }
 
     /// When to call [`Endpoint::handle_timeout`] next: the earliest of the peers' timers
-    /// (Tc, Tw, CER/DPA/message timeouts), request deadlines and reply deadlines; `None`
+    /// (reconnect, watchdog, CER, drain and DPA timeouts), request deadlines and reply
+    /// deadlines; `None`
     /// when nothing is timed (the driver then waits for input only).
     pub fn next_timeout(&self) -> Option<Instant> {
         let reply = self.delivered_deadlines.iter().next().map(|(t, _)| *t);

@@ -86,7 +86,7 @@ pub struct TlsConfig {
     pub ca_file: PathBuf,
     /// Our certificate chain (PEM, end entity first); its SAN should be our Origin-Host.
     pub cert_file: PathBuf,
-    /// The private key of `cert_file` (PEM); readable by the bridge's user only, in practice.
+    /// The private key of `cert_file` (PEM); keep it readable by the bridge's user only.
     pub key_file: PathBuf,
     /// Where TLS-at-connect connections are accepted (port 5658 by convention).
     pub listen: Vec<SocketAddr>,
