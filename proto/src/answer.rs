@@ -42,7 +42,10 @@ pub use crate::avp_code::{
 /// Who is answering: the node's own identity.
 #[derive(Clone, Copy, Debug)]
 pub struct Identity<'a> {
+    /// Origin-Host of every answer we build (RFC 6733 §6.2: an answer names its sender, not the
+    /// request's).
     pub origin_host: &'a str,
+    /// Origin-Realm of every answer we build.
     pub origin_realm: &'a str,
 }
 

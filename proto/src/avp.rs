@@ -50,27 +50,39 @@ pub const fn padded(len: usize) -> usize {
 pub struct AvpFlags(pub u8);
 
 impl AvpFlags {
+    /// V (§4.1): a 4-byte Vendor-ID follows the AVP header; the code is then in that vendor's
+    /// space.
     pub const V: u8 = 0x80;
+    /// M (§4.1): the receiver must understand the AVP or reject the message with 5001; our
+    /// dictionary decides what we understand.
     pub const M: u8 = 0x40;
+    /// P (§4.1): reserved for end-to-end security, which RFC 6733 deprecates; carried but not acted
+    /// on.
     pub const P: u8 = 0x20;
     /// Must be zero (RFC 6733 §4.1); a set bit is DIAMETER_INVALID_AVP_BITS (3009).
     pub const RESERVED: u8 = 0x1F;
 
+    /// The raw octet, reserved bits included, for encoding and for the 3009 check.
     pub const fn bits(self) -> u8 {
         self.0
     }
+    /// Whether every bit of `bit` is set.
     pub const fn contains(self, bit: u8) -> bool {
         self.0 & bit == bit
     }
+    /// V bit: the header is 12 bytes and carries a Vendor-ID.
     pub const fn is_vendor(self) -> bool {
         self.contains(Self::V)
     }
+    /// M bit: unknown here means 5001 DIAMETER_AVP_UNSUPPORTED.
     pub const fn is_mandatory(self) -> bool {
         self.contains(Self::M)
     }
+    /// P bit (deprecated end-to-end security).
     pub const fn is_protected(self) -> bool {
         self.contains(Self::P)
     }
+    /// The reserved bits that are set (must be 0: 3009 otherwise).
     pub const fn reserved(self) -> u8 {
         self.0 & Self::RESERVED
     }
@@ -230,7 +242,9 @@ fn parse_error(buf: &[u8], pos: usize, base: usize) -> AvpError {
 /// A borrowed view of one AVP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AvpRef<'a> {
+    /// AVP Code (§4.1): with `vendor`, names the AVP in the dictionary.
     pub code: u32,
+    /// The flags as received, so validation can check them against the dictionary's M/V rules.
     pub flags: AvpFlags,
     /// Vendor-ID, 0 when the V bit is clear.
     pub vendor: u32,
@@ -371,7 +385,9 @@ pub(crate) fn too_deep(offset: usize) -> AvpError {
 /// One AVP holding reference-counted slices of its message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Avp {
+    /// AVP Code (§4.1): with `vendor`, names the AVP in the dictionary.
     pub code: u32,
+    /// The flags as received, so validation can check them against the dictionary's M/V rules.
     pub flags: AvpFlags,
     /// Vendor-ID, 0 when the V bit is clear.
     pub vendor: u32,

@@ -10,20 +10,44 @@ use std::str::FromStr;
 /// validation differ (an `Address` is shown as an IP string, an `Enumerated` may be named).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AvpType {
+    /// §4.2: arbitrary bytes (passwords, tokens, SIP bodies); shown to scripts as a JSON string
+    /// when UTF-8, else as `{"hex": ...}`, since scripts mostly put text in them.
     OctetString,
+    /// §4.2: signed 32-bit, big-endian; the payload must be exactly 4 bytes or it is 5014.
     Integer32,
+    /// §4.2: signed 64-bit, big-endian; exactly 8 bytes.
     Integer64,
+    /// §4.2: unsigned 32-bit, big-endian; exactly 4 bytes (Result-Code, Vendor-Id,
+    /// Application-Ids).
     Unsigned32,
+    /// §4.2: unsigned 64-bit, big-endian; exactly 8 bytes (octet counters in accounting).
     Unsigned64,
+    /// §4.2: IEEE 754 single, big-endian; a non-finite value has no JSON number, so it is shown as
+    /// hex.
     Float32,
+    /// §4.2: IEEE 754 double, big-endian; non-finite values are shown as hex, as for Float32.
     Float64,
+    /// §4.4: a sequence of AVPs as payload; validated against its own ABNF, shown as a nested AVP
+    /// list.
     Grouped,
+    /// §4.3.1: a 2-byte IANA address family then the address; IPv4 and IPv6 are shown as address
+    /// strings, other families as hex.
     Address,
+    /// §4.3.1: 32-bit NTP seconds; shown as Unix seconds, with the 2036 era rule of
+    /// [`crate::value::ntp_to_unix`].
     Time,
+    /// §4.3.1: an OctetString that must be valid UTF-8 (5004 otherwise), so it is shown as a plain
+    /// string.
     UTF8String,
+    /// §4.3.1: a host's FQDN or realm (Origin-Host, Destination-Realm): ASCII text the router
+    /// compares, so it gets its own format.
     DiameterIdentity,
+    /// §4.3.1: an `aaa://` or `aaas://` URI naming a Diameter node (Redirect-Host); text.
     DiameterURI,
+    /// §4.3.1: an Integer32 whose values the dictionary names; scripts may send the name or the
+    /// number.
     Enumerated,
+    /// §4.3.1: a packet-filter rule in text (NASREQ, Gx); carried as a string and not parsed here.
     IPFilterRule,
     /// RFC 4005/7155 QoSFilterRule: an OctetString with a textual rule, shown as a string.
     QoSFilterRule,

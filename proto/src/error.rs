@@ -11,7 +11,10 @@ use crate::result_code as rc;
 pub enum HeaderError {
     /// Fewer than 20 bytes were available.
     #[error("message truncated: {len} bytes, a header needs 20")]
-    Truncated { len: usize },
+    Truncated {
+        /// How many bytes there were: less than 20 means the caller framed too early.
+        len: usize,
+    },
     /// The version octet is not 1 (DIAMETER_UNSUPPORTED_VERSION, 5011).
     #[error("unsupported Diameter version {0}")]
     Version(u8),
@@ -21,7 +24,12 @@ pub enum HeaderError {
     BadLength(u32),
     /// The declared length does not match the bytes given (5015).
     #[error("message length {declared} does not match the {actual} bytes received")]
-    LengthMismatch { declared: u32, actual: usize },
+    LengthMismatch {
+        /// The header's Message Length.
+        declared: u32,
+        /// The bytes the caller handed over as one message.
+        actual: usize,
+    },
 }
 
 impl HeaderError {
@@ -52,6 +60,7 @@ pub enum AvpErrorKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{} at offset {offset} (AVP code {code}, vendor {vendor})", kind_text(*kind))]
 pub struct AvpError {
+    /// Which structural rule the AVP broke; decides 5014 or 5004.
     pub kind: AvpErrorKind,
     /// Offset of the offending AVP within the message (0 when no message context).
     pub offset: usize,
@@ -88,17 +97,27 @@ pub enum ValueError {
     /// A fixed-size type with the wrong payload length, or an Address whose length does not
     /// fit its family (DIAMETER_INVALID_AVP_LENGTH, 5014).
     #[error("invalid length {actual} for {ty}")]
-    Length { ty: crate::AvpType, actual: usize },
+    Length {
+        /// The format the dictionary gives the AVP.
+        ty: crate::AvpType,
+        /// The payload length received, in bytes (without padding).
+        actual: usize,
+    },
     /// Text types that are not UTF-8 (DIAMETER_INVALID_AVP_VALUE, 5004).
     #[error("{ty} is not valid UTF-8")]
-    Utf8 { ty: crate::AvpType },
+    Utf8 {
+        /// The text format the dictionary gives the AVP.
+        ty: crate::AvpType,
+    },
     /// A Unix time outside the range the 32-bit NTP format can carry (1968..2104).
     #[error("time {0} is outside the NTP era range (1968-2104)")]
     TimeRange(i64),
     /// The value given for encoding does not belong to the AVP type it is encoded as.
     #[error("a {value} value cannot be encoded as {ty}")]
     TypeMismatch {
+        /// The format the AVP is defined with.
         ty: crate::AvpType,
+        /// The format of the value that was handed over.
         value: crate::AvpType,
     },
 }
@@ -116,8 +135,11 @@ impl ValueError {
 /// Why a buffer is not a Diameter message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// The header is unusable (5011 or 5015): nothing after it can be trusted.
     #[error(transparent)]
     Header(#[from] HeaderError),
+    /// An AVP's framing is broken (5014, or 5004 when nested too deep); the header is fine,
+    /// so the message can still be answered.
     #[error(transparent)]
     Avp(#[from] AvpError),
 }
@@ -139,10 +161,16 @@ pub enum EncodeError {
     /// The message would exceed the writer's size limit (at most 2^24 - 1, the 24-bit
     /// Message Length).
     #[error("message exceeds the maximum size of {max} bytes")]
-    TooLarge { max: usize },
+    TooLarge {
+        /// The writer's limit in bytes.
+        max: usize,
+    },
     /// One AVP exceeds 2^24 - 1 bytes (the 24-bit AVP Length).
     #[error("AVP {code} exceeds the 24-bit AVP length")]
-    AvpTooLarge { code: u32 },
+    AvpTooLarge {
+        /// The AVP code, to tell the caller which value was too big.
+        code: u32,
+    },
     /// Grouped AVPs nested deeper than [`crate::avp::MAX_DEPTH`].
     #[error("grouped AVPs nested deeper than {0}")]
     TooDeep(usize),

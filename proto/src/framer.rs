@@ -32,9 +32,17 @@ pub enum FrameErrorKind {
     /// The declared length is below 20 or not a multiple of 4.
     BadLength(u32),
     /// The declared length exceeds the configured maximum.
-    TooLarge { len: u32, max: usize },
+    TooLarge {
+        /// The header's Message Length.
+        len: u32,
+        /// The limit in force (small before the capabilities exchange, DESIGN §10).
+        max: usize,
+    },
     /// The caller fed more bytes without draining complete frames first.
-    BufferFull { limit: usize },
+    BufferFull {
+        /// One maximal message plus [`READ_SLACK`], in bytes.
+        limit: usize,
+    },
 }
 
 /// A framing error, with the offending message's header when 20 bytes of it were buffered
@@ -42,7 +50,10 @@ pub enum FrameErrorKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{}", describe(self.kind))]
 pub struct FrameError {
+    /// What broke the framing; decides 5011, 5015 or no answer.
     pub kind: FrameErrorKind,
+    /// The offending message's header, when 20 bytes of it had arrived: the answer needs its
+    /// Hop-by-Hop and End-to-End ids, and without them the connection is closed unanswered.
     pub header: Option<Header>,
 }
 

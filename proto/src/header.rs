@@ -49,30 +49,40 @@ impl Flags {
     /// The four low bits, which RFC 6733 reserves and requires to be zero.
     pub const RESERVED: u8 = 0x0F;
 
+    /// No bits set: the starting point for building flags with [`with`](Self::with).
     pub const fn empty() -> Flags {
         Flags(0)
     }
+    /// The raw octet, reserved bits included, for encoding and for the 3008 check.
     pub const fn bits(self) -> u8 {
         self.0
     }
+    /// Whether every bit of `bit` (one of the constants, or several or-ed) is set.
     pub const fn contains(self, bit: u8) -> bool {
         self.0 & bit == bit
     }
+    /// `self` with `bit` set.
     pub const fn with(self, bit: u8) -> Flags {
         Flags(self.0 | bit)
     }
+    /// `self` with `bit` cleared.
     pub const fn without(self, bit: u8) -> Flags {
         Flags(self.0 & !bit)
     }
+    /// R: a request, which needs an answer with the same Hop-by-Hop and End-to-End ids (§3).
     pub const fn is_request(self) -> bool {
         self.contains(Self::R)
     }
+    /// P: the request may be relayed (§6.1.9), and the answer keeps the bit (§6.2).
     pub const fn is_proxiable(self) -> bool {
         self.contains(Self::P)
     }
+    /// E: an answer carrying a 3xxx protocol error in the generic error layout (§7.2).
     pub const fn is_error(self) -> bool {
         self.contains(Self::E)
     }
+    /// T: a request re-sent after failover (§5.5.4); a server looks it up in its duplicate cache
+    /// (End-to-End id + Origin-Host) instead of running it twice.
     pub const fn is_retransmit(self) -> bool {
         self.contains(Self::T)
     }
@@ -139,13 +149,24 @@ impl FromStr for Flags {
 /// [`Header::encode`] writes only their low 24 bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Header {
+    /// Version: 1 for RFC 6733; anything else is kept as received so the 5011 answer can still be
+    /// built.
     pub version: u8,
     /// Message Length: header plus body, in bytes.
     pub length: u32,
+    /// The command flags, reserved bits included.
     pub flags: Flags,
+    /// Command Code (24 bits): with the R bit and `app_id`, what the message is (e.g. 272
+    /// Credit-Control).
     pub code: u32,
+    /// Application-ID: which application's dictionary and routing apply (§2.4); 0 for the base
+    /// protocol's own commands.
     pub app_id: u32,
+    /// Hop-by-Hop Identifier: unique per connection at the sender, rewritten by each relay
+    /// (§6.1.9), and the key that matches an answer to its outstanding request.
     pub hop_by_hop: u32,
+    /// End-to-End Identifier: set by the originator and kept through relays; with Origin-Host it
+    /// detects duplicates (§3).
     pub end_to_end: u32,
 }
 

@@ -6,6 +6,8 @@
 //! against the [`dict`]ionary with RFC 6733 §7.1 Result-Codes ([`result_code`]), and
 //! [`answer`] builds the error answer. Sending: [`MessageWriter`] ([`encode`]).
 #![forbid(unsafe_code)]
+// Public items carry doc comments (issue 10 item 7); CI's clippy -D warnings makes it an error.
+#![warn(missing_docs)]
 pub mod avp_type;
 pub use avp_type::AvpType;
 pub mod answer;

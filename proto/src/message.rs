@@ -19,7 +19,10 @@ pub use crate::avp_code::SESSION_ID;
 /// shares the buffer the message was decoded from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
+    /// The decoded header, kept as received (even flags we reject) so an error answer can reuse its
+    /// ids.
     pub header: Header,
+    /// The AVPs after the header, a slice of the received buffer (no copy).
     pub body: Bytes,
 }
 
@@ -80,6 +83,7 @@ impl Message {
             .and_then(|a| value::decode_u32(a.data).ok())
     }
 
+    /// The R bit: a request we must answer, rather than an answer to match to one we sent.
     pub fn is_request(&self) -> bool {
         self.header.flags.is_request()
     }

@@ -17,18 +17,24 @@ use crate::AvpType;
 
 /// IANA address family numbers used by the Address format (RFC 6733 §4.3.1).
 pub mod family {
+    /// Address family 1 (IPv4): a 4-byte address follows.
     pub const IPV4: u16 = 1;
+    /// Address family 2 (IPv6): a 16-byte address follows.
     pub const IPV6: u16 = 2;
 }
 
 /// An Address payload: a 2-byte address family followed by the address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Address<'a> {
+    /// Family 1; shown to scripts as dotted-quad text.
     V4(Ipv4Addr),
+    /// Family 2; shown to scripts in RFC 5952 text form.
     V6(Ipv6Addr),
     /// Any other family (e.g. 8 = E.164), kept as received.
     Other {
+        /// The IANA address family number, needed to re-encode the payload unchanged.
         family: u16,
+        /// The address bytes after the family, unchecked: their length depends on the family.
         addr: &'a [u8],
     },
 }
@@ -95,22 +101,38 @@ pub const fn unix_to_ntp(unix: i64) -> Option<u32> {
 /// UTF-8; Grouped is the raw payload, to iterate with [`crate::avp::AvpRefs`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Value<'a> {
+    /// §4.2: the payload as received, not copied.
     OctetString(&'a [u8]),
+    /// §4.2 Integer32.
     Integer32(i32),
+    /// §4.2 Integer64.
     Integer64(i64),
+    /// §4.2 Unsigned32.
     Unsigned32(u32),
+    /// §4.2 Unsigned64.
     Unsigned64(u64),
+    /// §4.2 Float32.
     Float32(f32),
+    /// §4.2 Float64.
     Float64(f64),
+    /// §4.4: the undecoded payload (the inner AVPs), so a caller that only forwards it pays
+    /// nothing; iterate with [`crate::avp::AvpRefs`].
     Grouped(&'a [u8]),
+    /// §4.3.1: the family-tagged address.
     Address(Address<'a>),
     /// Unix seconds (converted from NTP with the era rule of [`ntp_to_unix`]).
     Time(i64),
+    /// §4.3.1: checked to be UTF-8 (5004 otherwise).
     UTF8String(&'a str),
+    /// §4.3.1: an FQDN or realm, checked to be UTF-8.
     DiameterIdentity(&'a str),
+    /// §4.3.1: an `aaa://` URI, checked to be UTF-8.
     DiameterURI(&'a str),
+    /// §4.3.1: the numeric value; naming it is the dictionary's job.
     Enumerated(i32),
+    /// §4.3.1: the rule text, checked to be UTF-8 and not parsed.
     IPFilterRule(&'a str),
+    /// RFC 7155 QoSFilterRule: the rule text, checked to be UTF-8 and not parsed.
     QoSFilterRule(&'a str),
 }
 

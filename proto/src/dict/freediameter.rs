@@ -39,14 +39,18 @@ pub const NAMES: &str = include_str!("freediameter/names.tsv");
 /// What one line of [`NAMES`] defines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// An AVP definition (code in its vendor's space).
     Avp,
+    /// A command (code in its application; request and answer are separate lines).
     Command,
+    /// An application id, so a CER/CEA's Auth-Application-Id can be shown by name.
     Application,
 }
 
 /// One line of [`NAMES`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry<'a> {
+    /// Which table the line belongs in.
     pub kind: Kind,
     /// AVP or command code, or application id.
     pub code: u32,
@@ -58,6 +62,7 @@ pub struct Entry<'a> {
     pub m_bit: &'a str,
     /// The freeDiameter source file (e.g. `dict_sip`).
     pub file: &'a str,
+    /// The name freeDiameter gives the item, which dictionaries and scripts use to refer to it.
     pub name: &'a str,
 }
 

@@ -82,6 +82,7 @@ pub struct DictError {
     pub origin: String,
     /// 1-based line; 0 when the error is about the whole file (it could not be read).
     pub line: usize,
+    /// What is wrong on that line.
     pub kind: DictErrorKind,
 }
 
@@ -95,7 +96,12 @@ pub enum DictErrorKind {
     /// An ATTRIBUTE type that is not a Diameter or OpenSIPS type name.
     UnknownType(String),
     /// A number that is missing, not decimal, or out of range.
-    BadNumber { what: &'static str, text: String },
+    BadNumber {
+        /// Which number the line needed (e.g. "AVP code", "vendor id").
+        what: &'static str,
+        /// The text found in its place.
+        text: String,
+    },
     /// Malformed line.
     Syntax(String),
     /// A block or VALUE names an AVP no dictionary defines.
@@ -103,7 +109,10 @@ pub enum DictErrorKind {
     /// A definition that contradicts an earlier one.
     Conflict(String),
     /// A `{` block that never closes.
-    Unterminated { opened: usize },
+    Unterminated {
+        /// The 1-based line of the opening `{`, which is where the fix belongs.
+        opened: usize,
+    },
 }
 
 impl fmt::Display for DictErrorKind {

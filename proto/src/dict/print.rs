@@ -13,8 +13,11 @@ use std::fmt::{self, Write};
 /// One thing a query matched.
 #[derive(Clone, Copy, Debug)]
 pub enum Found<'a> {
+    /// An AVP definition (by name, code or `code:vendor`).
     Avp(&'a AvpDef),
+    /// A command (by name, abbreviation or code); request and answer are one entry.
     Command(&'a CommandDef),
+    /// An application (by id or name).
     Application(&'a AppDef),
 }
 

@@ -69,6 +69,7 @@ impl fmt::Display for JsonErrorKind {
 /// (without the `path: ` prefix when the fault is outside any AVP).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JsonError {
+    /// What was wrong (syntax, an unknown AVP name, a value of the wrong type, an encode failure).
     pub kind: JsonErrorKind,
     /// Byte offset in the JSON text where the fault was found.
     pub offset: usize,

@@ -40,6 +40,8 @@ pub struct JsonReader<'d> {
 }
 
 impl<'d> JsonReader<'d> {
+    /// A reader for messages of `dict`; make one per connection or worker and reuse it, so the
+    /// scratch buffer is allocated once.
     pub fn new(dict: &'d Dictionary) -> JsonReader<'d> {
         JsonReader {
             dict,
