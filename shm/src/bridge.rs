@@ -77,7 +77,9 @@ const MAX_WORKER_NAME: usize = 256;
 /// the SIP server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerAllow {
+    /// Uids admitted as they are (typically the SIP server's user).
     pub uids: Vec<u32>,
+    /// Effective gids admitted (the group the SIP server runs as).
     pub gids: Vec<u32>,
 }
 
@@ -220,14 +222,23 @@ pub struct SeamCounters {
     pub connections_admitted: u64,
     /// Refusals by cause.
     pub refused_not_allowed: u64,
+    /// [`RefusalCause::Version`]: a library of another release; someone must upgrade one side.
     pub refused_version: u64,
+    /// [`RefusalCause::NoSlot`]: more workers than `slots`; raise it or run fewer workers.
     pub refused_no_slot: u64,
+    /// [`RefusalCause::BadHello`]: the first message was not a Hello (not a dmbridge library, or a
+    /// broken one).
     pub refused_bad_hello: u64,
+    /// [`RefusalCause::HandshakeTimeout`]: connected but sent no Hello in time.
     pub refused_handshake_timeout: u64,
+    /// [`RefusalCause::PendingFull`]: evicted because too many connections were registering at
+    /// once.
     pub refused_pending_full: u64,
+    /// [`RefusalCause::Internal`]: the bridge could not create the worker's segment (memory, fds).
     pub refused_internal: u64,
     /// Connections that closed before registering (not refusals).
     pub handshakes_abandoned: u64,
+    /// Workers that registered, over the bridge's life (a re-attaching worker counts again).
     pub workers_attached: u64,
     /// Workers whose connection ended (exit, crash, detach).
     pub workers_gone: u64,
@@ -269,52 +280,91 @@ impl SeamCounters {
 pub enum BridgeEvent {
     /// A worker registered and got `slot`.
     WorkerAttached {
+        /// The slot whose rings and socket are now this worker's.
         slot: SlotId,
+        /// The worker's pid as the kernel reports it (SO_PEERCRED), not as it claims.
         pid: u32,
+        /// The name from its Hello, for logs and status.
         name: String,
     },
     /// A connection was turned away; pid/uid/gid are the kernel's
     /// (SO_PEERCRED), `reason` is what the worker was told.
     WorkerRefused {
+        /// Process id (SO_PEERCRED).
         pid: u32,
+        /// User id (SO_PEERCRED), the one checked against [`PeerAllow`].
         uid: u32,
+        /// Effective group id (SO_PEERCRED), the other one checked.
         gid: u32,
+        /// Why, as a stable label for logs and metrics.
         cause: RefusalCause,
+        /// The text sent to the worker in the Refused message.
         reason: String,
     },
     /// The worker declared the events it serves (replaces earlier lists).
-    Handles { slot: SlotId, names: Vec<String> },
+    Handles {
+        /// The worker that declared them.
+        slot: SlotId,
+        /// Command abbreviations, event names or `*` (see [`crate::control::Ctl::Handles`]).
+        names: Vec<String>,
+    },
     /// A worker replied to `token`.
     Reply {
+        /// The worker that replied.
         slot: SlotId,
+        /// The token its request was dispatched under ([`Dispatch::Sent`]); the driver looks up the
+        /// Diameter request it stands for and answers it exactly once.
         token: u64,
+        /// Whether the script answered, asked for an error answer, or sent an unusable reply
+        /// (answer 5012 at once and log `error`).
         status: ReplyStatus,
         /// What `avps` holds: JSON, or AVPs the library encoded with the dictionary.
         form: Payload,
+        /// The reply's AVPs, in the form `form` names.
         avps: Vec<u8>,
+        /// Why the reply failed, when `status` is [`ReplyStatus::Failed`]; empty otherwise.
         error: String,
     },
     /// A worker wants a request sent; answer with [`Bridge::push_answer`].
     Request {
+        /// The worker that sent it, where the answer goes.
         slot: SlotId,
+        /// The worker's id for the request, echoed in the answer so the library finds its caller.
         handle: u64,
+        /// Application-Id of the request to send.
         app_id: u32,
+        /// Command Code of the request to send.
         cmd_code: u32,
+        /// How long to wait for the answer, in milliseconds (0: the node's default); after it
+        /// the worker gets a timeout outcome instead.
         timeout_ms: u32,
+        /// The request's AVPs as DESIGN §4 JSON.
         avps_json: Vec<u8>,
     },
     /// Something odd but survivable (a reply to an unknown token, ...).
-    Warning { slot: SlotId, message: String },
+    Warning {
+        /// The worker it concerns.
+        slot: SlotId,
+        /// What happened, for the log line.
+        message: String,
+    },
     /// The worker is gone (EOF: it died or detached; or it broke the
     /// protocol and was dropped). `tokens` were handed to it and never
     /// replied: each needs exactly one 5012 answer. `handles` were its
     /// outgoing requests still unanswered: drop their answers.
     WorkerGone {
+        /// The slot now free again.
         slot: SlotId,
+        /// The worker's pid, for the log line.
         pid: u32,
+        /// The worker's name, for the log line.
         name: String,
+        /// Incoming requests dispatched to it and never replied: each needs exactly one 5012
+        /// answer.
         tokens: Vec<u64>,
+        /// Its outgoing requests still unanswered: drop their answers when they arrive.
         handles: Vec<u64>,
+        /// Why it is gone (EOF, or the protocol fault it was dropped for), for the log line.
         reason: String,
     },
 }
@@ -324,8 +374,12 @@ pub enum BridgeEvent {
 pub enum Dispatch {
     /// Queued to `slot` under `token`, raising `event`.
     Sent {
+        /// The worker it was queued to.
         slot: SlotId,
+        /// What its reply will carry (the `token` of [`BridgeEvent::Reply`]): keep the Diameter
+        /// request under it.
         token: u64,
+        /// The script event raised (e.g. `E_DM_PPR`), for logs.
         event: String,
     },
     /// Workers are attached but none serves this command: answer 3001.
@@ -336,15 +390,24 @@ pub enum Dispatch {
     NoWorker,
     /// The request can never fit a ring (larger than max_msg): answer 5012
     /// (or 3004) and log.
-    TooBig { len: usize, max: usize },
+    TooBig {
+        /// The request's record size in bytes.
+        len: usize,
+        /// The segment's max_msg in bytes.
+        max: usize,
+    },
 }
 
 /// Public view of one attached worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerInfo {
+    /// Its slot.
     pub slot: SlotId,
+    /// Its pid (SO_PEERCRED).
     pub pid: u32,
+    /// The name from its Hello.
     pub name: String,
+    /// The event names it declared it serves (its last Handles).
     pub handles: Vec<String>,
     /// Incoming requests handed over and not replied yet.
     pub outstanding: usize,

@@ -76,32 +76,58 @@ pub enum Ctl {
     Doorbell,
     /// First message of a worker.
     Hello {
+        /// The worker's wire version, first so any bridge can refuse a mismatch with a reason.
         version: u32,
+        /// The worker's process id, for logs and status (the bridge trusts SO_PEERCRED, not this).
         pid: u32,
+        /// The worker's name (e.g. "opensips worker 3"), shown in status and logs.
         name: String,
     },
     /// The bridge accepted the worker (segment fd attached).
     Welcome {
+        /// The bridge's wire version; the worker refuses anything but its own.
         version: u32,
+        /// The worker slot the bridge gave this worker: which rings in the segment are its own.
         slot: u32,
+        /// The bridge instance's generation (new on every start); the segment header must carry
+        /// the same, so a worker never uses a segment a previous bridge left behind.
         generation: u64,
+        /// Largest record either side may push, in bytes; must equal the segment's geometry.
         max_msg: u32,
+        /// Where the segment lives, for logs and status: the fd that rides along is what is
+        /// mapped, since a restarting bridge may already have replaced the path.
         segment_path: String,
     },
     /// The bridge refused the worker; `code` is one of [`refusal`].
-    Refused { code: u32, reason: String },
+    Refused {
+        /// One of [`refusal`]: [`refusal::VERSION`] becomes [`Error::Incompatible`] in the
+        /// worker (someone must upgrade), anything else [`Error::Refused`].
+        code: u32,
+        /// The bridge's words for the operator (names both versions on a mismatch).
+        reason: String,
+    },
     /// Event names served by this worker (`PPR`, `E_DM_PPR`, `*`, ...).
-    Handles { names: Vec<String> },
+    Handles {
+        /// At most [`MAX_HANDLES`] names of at most [`MAX_NAME`] bytes each.
+        names: Vec<String>,
+    },
     /// Ask for the bridge's status.
     StatusQuery,
     /// The bridge's status as JSON.
-    Status { json: String },
+    Status {
+        /// The status document, truncated to fit [`MAX_CONTROL_MSG`].
+        json: String,
+    },
     /// The dictionary the bridge runs with, as the dictionary files it loaded on top of the
     /// built-in one ([`encode_sources`]), in a sealed memfd passed with the message. Sent
     /// after the Welcome and again after a reload changed it; `generation` grows with each.
     /// The library converts a script's reply with it, so a reply that does not fit the
     /// dictionary gets an error return in the script (DESIGN §9).
-    Dictionary { generation: u64 },
+    Dictionary {
+        /// 1 for the bridge instance's first dictionary, then one more per reload that changed
+        /// it.
+        generation: u64,
+    },
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -551,7 +577,12 @@ pub fn poll_in(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeDir {
     /// The directory was missing and was created with this mode (and group).
-    Created { mode: u32, group: Option<u32> },
+    Created {
+        /// The permission bits it was created with.
+        mode: u32,
+        /// The group it was handed to (the SIP server's), when one was configured.
+        group: Option<u32>,
+    },
     /// It existed and passed the checks; left as it is (an operator or
     /// systemd's `RuntimeDirectory=` made it).
     Existing,

@@ -8,12 +8,20 @@ use std::io;
 #[derive(Debug)]
 pub enum Error {
     /// A system call failed; `what` says which step.
-    Io { what: String, source: io::Error },
+    Io {
+        /// The step that failed (e.g. "mmap segment"), for the operator's log line.
+        what: String,
+        /// The OS error behind it.
+        source: io::Error,
+    },
     /// The two sides speak different wire versions (layout, records or
     /// control messages). Never retried silently: someone must upgrade.
     Version {
+        /// The version this build speaks ([`crate::segment::WIRE_VERSION`]).
         ours: u32,
+        /// The version the other side's header or message declared.
         theirs: u32,
+        /// Where the mismatch was seen (e.g. "segment header", "the bridge's Welcome").
         detail: &'static str,
     },
     /// The segment or a message from the other side is malformed.
@@ -26,7 +34,12 @@ pub enum Error {
     /// Not attached to a bridge right now (it is down or restarting).
     Detached(String),
     /// A record is larger than the configured maximum.
-    TooBig { len: usize, max: usize },
+    TooBig {
+        /// The record's size in bytes.
+        len: usize,
+        /// The configured maximum message size in bytes.
+        max: usize,
+    },
     /// The ring towards the other side is full (backpressure).
     Full,
     /// A caller's argument is wrong (unknown token, bad JSON, ...).

@@ -34,19 +34,32 @@ pub const CMD_INJECT: u32 = 999_003;
 /// What the reference bridge saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EchoStats {
+    /// Workers that completed registration.
     pub attached: u64,
+    /// The reason text of every refused registration, in order (what the worker's
+    /// `dmb_last_error()` shows).
     pub refused: Vec<String>,
     /// (cause, pid, uid) of every refusal, in order.
     pub refusals: Vec<(RefusalCause, u32, u32)>,
     /// The bridge's own counters, as of the last poll.
     pub seam: SeamCounters,
+    /// Outgoing requests answered (echo, 5012 or inject), timeouts excluded.
     pub requests_answered: u64,
+    /// [`CMD_NEVER_ANSWER`] requests answered with class -2 when their timeout passed.
     pub timeouts: u64,
+    /// Incoming requests dispatched to workers by [`CMD_INJECT`].
     pub injected: u64,
+    /// Replies with status Ok whose JSON contains their request's `sess_id`: the reply reached the
+    /// right request.
     pub replies_matched: u64,
+    /// Replies with status Ok that did not contain their request's `sess_id` (a mix-up between
+    /// requests).
     pub replies_mismatched: u64,
+    /// Replies with status Error (the script asked for an error answer).
     pub replies_error: u64,
+    /// The error text of every Failed reply (the script's reply could not be used).
     pub replies_failed: Vec<String>,
+    /// Every bridge warning (e.g. a malformed record), in order.
     pub warnings: Vec<String>,
     /// (pid, worker name, unreplied tokens, unanswered handles) per gone worker.
     pub gone: Vec<(u32, String, Vec<u64>, Vec<u64>)>,

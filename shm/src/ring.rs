@@ -140,7 +140,12 @@ pub enum PushError {
     /// Not enough free bytes right now; nothing was written (backpressure).
     Full,
     /// The record is larger than the configured maximum; it can never fit.
-    TooBig { len: usize, max: usize },
+    TooBig {
+        /// The record's size in bytes (its payload, without the ring's framing).
+        len: usize,
+        /// The largest record this ring accepts, in bytes.
+        max: usize,
+    },
     /// The consumer's position is impossible; the other process is broken.
     Corrupt,
 }

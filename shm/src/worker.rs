@@ -99,25 +99,39 @@ impl WorkerConfig {
 /// An incoming request, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// The bridge's id for the request; pass it to [`Worker::reply`] exactly once. It is tied to
+    /// the bridge instance: after a re-attach, tokens from before are refused.
     pub token: u64,
+    /// Application-Id from the header.
     pub app_id: u32,
+    /// Command Code from the header.
     pub cmd_code: u32,
+    /// The script event to raise: `E_DM_<ABBR>`, `E_DM_<code>` or `E_DM_REQUEST`.
     pub event: String,
+    /// Session-Id, empty if the request has none; the script's key for its session state.
     pub sess_id: String,
+    /// The command's name from the bridge's dictionary, empty if unknown.
     pub cmd_name: String,
+    /// Origin-Host of the request: who asked (already checked by the bridge's peer table).
     pub origin_host: String,
+    /// Origin-Realm of the request.
     pub origin_realm: String,
+    /// The AVPs as DESIGN §4 JSON.
     pub avps_json: String,
 }
 
 /// The outcome of an outgoing request, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
+    /// The id [`Worker::send_request_async`] returned, so the caller can find its context.
     pub handle: u64,
     /// One of [`crate::record::class`].
     pub class: i32,
+    /// The answer's Result-Code (or Experimental-Result-Code), 0 when there was no answer.
     pub result_code: u32,
+    /// The answer's AVPs as DESIGN §4 JSON; empty for timeouts and unsent requests.
     pub avps_json: String,
+    /// Why the request failed or was not sent; empty on success.
     pub error: String,
 }
 
@@ -136,23 +150,41 @@ impl Completion {
 /// Counters and state for status output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkerStatus {
+    /// Whether rings are mapped now; false while the bridge is down or restarting.
     pub attached: bool,
+    /// [`WorkerConfig::name`].
     pub name: String,
+    /// This process's pid.
     pub pid: u32,
+    /// The slot the bridge gave this worker, while attached.
     pub slot: Option<u32>,
+    /// The bridge instance's generation, while attached.
     pub generation: Option<u64>,
+    /// The segment's path as the bridge named it, while attached.
     pub segment: Option<String>,
+    /// The control socket path it connects to.
     pub control_socket: String,
+    /// The event names it declared (re-sent on every attach).
     pub handles: Vec<String>,
+    /// Largest record in bytes, while attached.
     pub max_msg: Option<u32>,
+    /// Outgoing requests waiting for an answer.
     pub in_flight: usize,
+    /// Answers taken off the ring and not yet collected by [`Worker::next_answer`].
     pub queued_answers: usize,
+    /// Incoming requests handed to the caller and not replied yet (each still owes a reply).
     pub unreplied_requests: usize,
+    /// Successful attaches since the worker was created (more than 1 means the bridge restarted).
     pub attaches: u64,
+    /// Incoming requests taken by the caller.
     pub requests_received: u64,
+    /// Replies pushed to the bridge.
     pub replies_sent: u64,
+    /// Outgoing requests pushed to the bridge.
     pub requests_sent: u64,
+    /// Answers delivered to the caller.
     pub answers_received: u64,
+    /// The last failure (connect, refusal, protocol), for the operator.
     pub last_error: Option<String>,
     /// The bridge's own status JSON, if it answered.
     pub bridge: Option<String>,
