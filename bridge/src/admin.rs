@@ -34,13 +34,23 @@ const MAX_LINE: usize = 4096;
 /// One admin command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
+    /// `status`: identity, uptime and counts, for `dmbridge ctl status`.
     Status,
+    /// `peers`: the peer table with each connection's state.
     Peers,
+    /// `routes`: the realm table and the default route.
     Routes,
+    /// `workers`: the attached SIP workers and their rings.
     Workers,
+    /// `reload`: re-read the configuration file and its dictionaries (as SIGHUP does).
     Reload,
+    /// `peer-disable NAME`: drain the peer, send DPR (RFC 6733 §5.4) and keep it down until
+    /// enabled, for maintenance without a restart.
     PeerDisable(String),
+    /// `peer-enable NAME`: let a disabled peer connect again.
     PeerEnable(String),
+    /// `log-level FILTER`: replace the tracing filter (`info`, `dmbridge=debug`, ...) without a
+    /// restart.
     LogLevel(String),
 }
 
@@ -84,7 +94,9 @@ impl Command {
 
 /// A command on its way to whoever serves it, with where the answer goes.
 pub struct Call {
+    /// What was asked.
     pub command: Command,
+    /// Where the JSON answer (or the error text shown to the operator) goes.
     pub reply: oneshot::Sender<Result<Value, String>>,
 }
 

@@ -127,6 +127,9 @@ impl Future for ReplyReceiver {
 /// The application side of incoming traffic. Implementations must not block: hand the
 /// request over (to a ring, a task, a thread) and return.
 pub trait Application: Send + Sync + 'static {
+    /// Takes one incoming request. Answer through `responder` (from any thread, later if need be);
+    /// dropping it unanswered makes the node answer 5012, so the peer always gets exactly one
+    /// answer.
     fn on_request(&self, request: IncomingRequest, responder: Responder);
 }
 
@@ -182,6 +185,7 @@ impl Drop for OutcomeTx {
 /// One submitted request, as the node receives it.
 #[derive(Debug)]
 pub struct Submission {
+    /// The request to send, with its routing and timeout.
     pub request: OutgoingRequest,
     reply: OutcomeTx,
 }
@@ -236,10 +240,14 @@ pub struct Submissions {
 }
 
 impl Submissions {
+    /// The next submission; `None` once every [`AppHandle`] is dropped (or [`close`](Self::close)
+    /// drained the queue), which is the node loop's sign that no application remains.
     pub async fn recv(&mut self) -> Option<Submission> {
         self.rx.recv().await
     }
 
+    /// The next submission if one is queued now, without waiting: the node loop drains a burst in
+    /// one turn.
     pub fn try_recv(&mut self) -> Option<Submission> {
         self.rx.try_recv().ok()
     }

@@ -12,6 +12,8 @@
 // `unsafe` lives in shm and cabi (DESIGN §6); the descriptors this crate hands to tokio are
 // registered through `dmshm::reactor`.
 #![forbid(unsafe_code)]
+// Public items carry doc comments (issue 10 item 7); CI's clippy -D warnings makes it an error.
+#![warn(missing_docs)]
 pub mod admin;
 pub mod app;
 pub mod config_file;

@@ -24,6 +24,8 @@ pub enum LogFormat {
 }
 
 impl LogFormat {
+    /// The format `[log] format` names (`text` or `json`; the config reader already refused
+    /// other values, so the caller falls back to text on `None`).
     pub fn parse(s: &str) -> Option<LogFormat> {
         match s {
             "text" => Some(LogFormat::Text),

@@ -54,6 +54,7 @@ struct HistInner {
 }
 
 impl LatencyHistogram {
+    /// Counts one latency; durations over the last bound land in +Inf, so a timeout still shows.
     pub fn observe(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let i = LATENCY_BOUNDS_US
@@ -145,12 +146,15 @@ struct EventLabels {
 /// One peer as the gauges show it (read at scrape time).
 #[derive(Clone, Debug, Default)]
 pub struct PeerGauge {
+    /// The peer's Origin-Host, the `peer` label.
     pub host: String,
     /// The RFC 6733 §5.6 state, e.g. "I-Open", "Closed".
     pub state: String,
     /// The RFC 3539 watchdog state, e.g. "Okay", "Suspect".
     pub watchdog: String,
+    /// Whether new requests may be routed to it (open, watchdog OKAY, not being stopped).
     pub usable: bool,
+    /// Our requests waiting for its answers: a growing number means the peer is slow or gone.
     pub pending: u64,
     /// Held down by `ctl peer disable`.
     pub disabled: bool,
@@ -159,8 +163,11 @@ pub struct PeerGauge {
 /// One attached worker as the gauges show it.
 #[derive(Clone, Debug, Default)]
 pub struct WorkerGauge {
+    /// The worker's slot, the `slot` label.
     pub slot: u32,
+    /// The worker's pid, so a gauge can be matched with `ps`.
     pub pid: u32,
+    /// The worker's name from its Hello.
     pub name: String,
     /// Requests handed to it and not replied to.
     pub in_flight: u64,
@@ -214,6 +221,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A registry with every dmbridge family registered and zero values; share it between the node
+    /// loop's [`Recorder`] and the exporter.
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
         let requests: Family<MsgLabels, Counter> =
@@ -359,6 +368,8 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// The node loop's recorder over `m`; `names` turns application and command codes into label
+    /// values once per combination.
     pub fn new(m: Arc<Metrics>, names: Box<dyn Names + Send>) -> Recorder {
         Recorder {
             m,
@@ -378,6 +389,7 @@ impl Recorder {
         }
     }
 
+    /// The registry the recorder writes to, for gauges and the exporter.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.m
     }

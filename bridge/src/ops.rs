@@ -31,7 +31,9 @@ pub enum NodeRequest {
     /// Apply a new configuration, and the new dictionary when a dictionary file changed;
     /// answers what changed.
     Reload(Box<Config>, Option<&'static dmproto::dict::Dictionary>),
+    /// Drain the named peer, send DPR and keep it down (RFC 6733 §5.4).
     PeerDisable(String),
+    /// Let the named peer connect again.
     PeerEnable(String),
     /// Answered at once: the loop turns (systemd watchdog).
     Ping,
@@ -39,7 +41,9 @@ pub enum NodeRequest {
 
 /// A [`NodeRequest`] with where its answer goes.
 pub struct NodeCall {
+    /// What the node loop is asked.
     pub request: NodeRequest,
+    /// Where the JSON answer (or the error text) goes.
     pub reply: oneshot::Sender<Result<Value, String>>,
 }
 
@@ -50,10 +54,17 @@ pub type WorkerTable = Arc<dyn Fn() -> Value + Send + Sync>;
 pub struct Ops {
     /// The configuration file `run` was started with (re-read on reload).
     pub config_path: PathBuf,
+    /// Changes the log filter at run time; `None` when logging was set up without a reload handle
+    /// (tests).
     pub log: Option<Arc<LogControl>>,
+    /// The node loop's mailbox: peers, routes and reloads are its state, so the admin side asks
+    /// rather than touches.
     pub node: mpsc::Sender<NodeCall>,
+    /// The workers' table, when the shared-memory application runs.
     pub workers: Option<WorkerTable>,
+    /// The metrics registry, for counters shown in `status`.
     pub metrics: Option<Arc<Metrics>>,
+    /// When the bridge started, for `status`'s uptime.
     pub started: Instant,
     /// The running dictionary, replaced by a reload that changed a dictionary file.
     pub dictionary: CurrentDictionary,

@@ -58,14 +58,38 @@ pub struct TlsSettings {
 /// The TLS material could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A configured file could not be read, or its PEM could not be parsed.
     #[error("cannot read {path}: {error}")]
-    Read { path: PathBuf, error: String },
+    Read {
+        /// The file, as configured.
+        path: PathBuf,
+        /// The OS or PEM error's text.
+        error: String,
+    },
+    /// A certificate or CA file holds no PEM certificate (wrong file, or DER instead of PEM).
     #[error("{path}: no PEM certificate in it")]
-    NoCertificate { path: PathBuf },
+    NoCertificate {
+        /// The file, as configured.
+        path: PathBuf,
+    },
+    /// `key_file` holds no usable PEM private key (PKCS#8, PKCS#1 or SEC1).
     #[error("{path}: no PEM private key in it ({error})")]
-    NoKey { path: PathBuf, error: String },
+    NoKey {
+        /// The file, as configured.
+        path: PathBuf,
+        /// What the PEM reader found instead.
+        error: String,
+    },
+    /// A CA bundle contains a certificate rustls will not use as a trust anchor.
     #[error("{path}: CA certificate refused: {error}")]
-    BadCa { path: PathBuf, error: String },
+    BadCa {
+        /// The bundle, as configured.
+        path: PathBuf,
+        /// rustls's reason.
+        error: String,
+    },
+    /// rustls refused the assembled configuration (e.g. the key does not match the
+    /// certificate).
     #[error("TLS configuration refused: {0}")]
     Config(String),
 }
@@ -73,26 +97,42 @@ pub enum TlsError {
 /// Why a TLS handshake failed, in words an operator can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeError {
+    /// Not finished within `handshake_timeout` (the limit given): a stalled or hostile
+    /// stranger, whose cost this bounds (DESIGN §10).
     #[error("TLS handshake not finished within {0:?}")]
     Timeout(Duration),
+    /// The bytes are not a TLS record, typically plain Diameter sent to a TLS port or a TLS
+    /// port configured where the peer expects in-band TLS after CER/CEA (RFC 6733 §13).
     #[error("not TLS (plain Diameter on a TLS port?): {0}")]
     NotTls(String),
+    /// The peer's chain does not lead to our CA bundle (or the peer's `tls_ca`).
     #[error("peer certificate is not signed by a trusted CA")]
     UnknownCa,
+    /// The peer's certificate has expired: renew it, or check the clocks.
     #[error("peer certificate has expired")]
     Expired,
+    /// The peer's certificate starts later than our clock: usually clock skew.
     #[error("peer certificate is not valid yet")]
     NotYetValid,
+    /// Connecting: the server's certificate does not name the configured peer host (its
+    /// Origin-Host, DESIGN §10); holds the host we expected.
     #[error("peer certificate does not name {0}")]
     NameMismatch(String),
+    /// Accepting: the client presented no certificate, but Diameter peers authenticate
+    /// mutually.
     #[error("peer sent no certificate (mutual authentication is required)")]
     NoCertificate,
+    /// Any other certificate fault rustls reports (bad signature, wrong usage, ...).
     #[error("peer certificate refused: {0}")]
     BadCertificate(String),
+    /// The peer aborted with a TLS alert (it refused our certificate, or no common cipher
+    /// suite or version).
     #[error("the peer refused the handshake (alert {0})")]
     PeerAlert(String),
+    /// The configured peer host is not a DNS name TLS can verify against.
     #[error("{0:?} is not a DNS name usable for TLS")]
     BadName(String),
+    /// I/O errors and anything not classified above, with the underlying text.
     #[error("TLS handshake failed: {0}")]
     Other(String),
 }
@@ -376,6 +416,7 @@ impl Tls {
         })
     }
 
+    /// The paths it was loaded from, for status and for re-reading on reload.
     pub fn settings(&self) -> &TlsSettings {
         &self.settings
     }

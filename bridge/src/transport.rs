@@ -62,6 +62,8 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// A budget of `limit` bytes shared by every reader it is cloned into (through an `Arc`): what
+    /// all strangers together can make us buffer.
     pub fn new(limit: usize) -> Budget {
         Budget {
             used: AtomicUsize::new(0),
@@ -97,7 +99,9 @@ pub struct ReadLimits {
     pub before_open: usize,
     /// A message whose first bytes arrived must be complete within this time.
     pub message_timeout: Duration,
+    /// The byte budget this reader shares with every other connection's.
     pub budget: Arc<Budget>,
+    /// Where closes for a limit are counted and logged (rate-limited per source).
     pub refusals: Arc<Refusals>,
     /// The remote address, for the refusal log.
     pub source: Option<IpAddr>,
@@ -107,12 +111,27 @@ pub struct ReadLimits {
 #[derive(Debug)]
 pub enum ConnEvent {
     /// One complete Diameter message (framing checked; decode it).
-    Frame { conn: ConnId, frame: Bytes },
+    Frame {
+        /// The connection it came from.
+        conn: ConnId,
+        /// Exactly one message, header included, sliced from the read buffer without a copy.
+        frame: Bytes,
+    },
     /// The stream cannot be framed any more; the connection is being closed. The error may
     /// carry the offending header, to answer it (5011/5015).
-    FrameError { conn: ConnId, error: FrameError },
+    FrameError {
+        /// The connection being closed.
+        conn: ConnId,
+        /// What broke the framing, with the header when one was read.
+        error: FrameError,
+    },
     /// The connection is gone (sent once, last).
-    Closed { conn: ConnId, error: Option<String> },
+    Closed {
+        /// The connection, whose id the node may now forget.
+        conn: ConnId,
+        /// Why, when it was not an orderly close (I/O error, limit, timeout), for the log.
+        error: Option<String>,
+    },
 }
 
 enum Command {
@@ -301,10 +320,12 @@ pub struct Rewound<S> {
 }
 
 impl<S> Rewound<S> {
+    /// `inner`, with `prefix` (bytes a Diameter reader took past the CEA) read first.
     pub fn new(prefix: Bytes, inner: S) -> Rewound<S> {
         Rewound { prefix, inner }
     }
 
+    /// The underlying stream, e.g. to read its peer address.
     pub fn get_ref(&self) -> &S {
         &self.inner
     }

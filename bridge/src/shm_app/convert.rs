@@ -209,9 +209,14 @@ pub fn answer_result_code(msg: &Message) -> u32 {
 /// The outcome record fields of a worker's outgoing request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
+    /// One of [`dmshm::record::class`]: 1 success, -1 error answer, -2 timeout, -3 not sent; the
+    /// script branches on it.
     pub class: i32,
+    /// The answer's Result-Code (or Experimental-Result-Code), 0 without an answer.
     pub result_code: u32,
+    /// The answer's AVPs as DESIGN §4 JSON, empty without an answer.
     pub avps_json: String,
+    /// Why it failed or was not sent, for the script's log; empty on success.
     pub error: String,
 }
 

@@ -56,7 +56,10 @@ const DECLARE_GRACE: Duration = Duration::from_secs(2);
 /// What the driver needs to know about the node.
 #[derive(Clone, Debug)]
 pub struct NodeView {
+    /// Our Origin-Host, written into answers built from workers' replies and into requests built
+    /// from their JSON (scripts do not write it).
     pub origin_host: String,
+    /// Our Origin-Realm, likewise.
     pub origin_realm: String,
     /// Bound for answers built from workers' replies and requests from their JSON.
     pub max_message_size: usize,
@@ -253,6 +256,8 @@ impl Driver {
         })
     }
 
+    /// The shared-memory bridge's instance generation (new at each start), shown in status so an
+    /// operator can tell a restart.
     pub fn generation(&self) -> u64 {
         self.bridge.generation()
     }

@@ -33,6 +33,8 @@ impl<R> Held<R> {
         }
     }
 
+    /// The one reply timeout every request shares (`[app] reply_timeout`); the reason arrival order
+    /// is deadline order.
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
@@ -42,6 +44,7 @@ impl<R> Held<R> {
         self.by_token.len()
     }
 
+    /// No request waits for a reply.
     pub fn is_empty(&self) -> bool {
         self.by_token.is_empty()
     }

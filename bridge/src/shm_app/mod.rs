@@ -84,8 +84,11 @@ pub enum StartError {
         "cannot create the shared-memory segment {segment} / control socket {socket}: {source}"
     )]
     Create {
+        /// `[app] segment`: names the per-worker segments.
         segment: std::path::PathBuf,
+        /// `[app] control_socket`: where workers connect.
         socket: std::path::PathBuf,
+        /// What failed (the socket directory's checks, or the bind).
         source: dmshm::Error,
     },
     /// The control socket could not be registered with the runtime.

@@ -15,6 +15,7 @@ use dmnode::config::{GroupSpec, ShmSettings};
 /// Everything the shared-memory application needs from the configuration.
 #[derive(Clone, Debug)]
 pub struct ShmOptions {
+    /// The segment geometry, control socket and who may attach, for [`dmshm::bridge::Bridge`].
     pub bridge: BridgeConfig,
     /// How long a worker may take to reply to an incoming request.
     pub reply_timeout: Duration,
@@ -30,8 +31,11 @@ pub enum SettingsError {
     /// `[app] allow_users` / `allow_groups` names a user or group the system does not have.
     #[error("[app] {key}: no entry named {name:?} in {file}")]
     UnknownId {
+        /// The `[app]` key at fault (`allow_users` or `allow_groups`).
         key: &'static str,
+        /// The name that was not found.
         name: String,
+        /// Where it was looked up (`/etc/passwd` or `/etc/group`).
         file: &'static str,
     },
     /// `max_workers`, `ring_size` and `max_message_size` do not make a valid segment.

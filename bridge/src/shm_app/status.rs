@@ -34,14 +34,19 @@ pub struct Counters {
     pub late_replies: u64,
     /// Outgoing requests from workers.
     pub requests_sent: u64,
-    /// Their outcomes by class: answered 2xxx, error answer, timeout, not sent.
+    /// Outcomes of class 1: answered with a 2xxx Result-Code.
     pub outcome_success: u64,
+    /// Outcomes of class -1: answered with another Result-Code or the E bit.
     pub outcome_error: u64,
+    /// Outcomes of class -2: no answer before the request's timeout.
     pub outcome_timeout: u64,
+    /// Outcomes of class -3: never sent (bad JSON, no route, ring full, stopping).
     pub outcome_not_sent: u64,
     /// Outcomes dropped because their worker was gone.
     pub outcomes_dropped: u64,
+    /// Worker attachments since start (a re-attach counts again).
     pub workers_attached: u64,
+    /// Workers whose connection ended (exit, crash, detach, protocol fault).
     pub workers_gone: u64,
     /// The local seam's own counters (refusals by cause, protocol drops, segment bytes): a
     /// plain struct kept by `dmshm::bridge::Bridge::counters`, copied here on publication.
@@ -51,10 +56,15 @@ pub struct Counters {
 /// Identity and state of this bridge instance.
 #[derive(Clone, Debug)]
 pub struct Identity<'a> {
+    /// Our Origin-Host.
     pub origin_host: &'a str,
+    /// Our Origin-Realm.
     pub origin_realm: &'a str,
+    /// The shared-memory bridge's generation: a new value means the bridge restarted.
     pub generation: u64,
+    /// Seconds since start.
     pub uptime_secs: u64,
+    /// Shutting down: no new requests are taken; peers drain, then get DPR (RFC 6733 §5.4).
     pub stopping: bool,
 }
 
