@@ -12,7 +12,7 @@
 //! * [`worker`]: the worker's side, wrapped by the C library;
 //! * `reactor` (feature `tokio`): the bridge's descriptors registered with tokio's reactor
 //!   without `unsafe` in the caller;
-//! * [`reference`]: a small synchronous bridge that answers everything, for
+//! * [`reference`](mod@reference): a small synchronous bridge that answers everything, for
 //!   tests and for trying the C library without the real bridge.
 //!
 //! Model checking: `RUSTFLAGS="--cfg loom" cargo test -p dmbridge-shm --lib

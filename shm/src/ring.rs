@@ -43,7 +43,7 @@
 //!
 //! Nothing here blocks, allocates in shared memory or takes a lock; the ring
 //! never trusts positions or lengths read from the other process and reports
-//! [`RingError::Corrupt`] instead of reading out of bounds.
+//! [`PushError::Corrupt`] or [`RingError`] instead of reading out of bounds.
 
 use crate::sync::{dekker_fence, fence, AtomicU32, AtomicU64};
 use std::fmt;

@@ -157,7 +157,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
     }
 }
 
-/// Resolves `--connect`: HOST:PORT, [V6]:PORT, a bare V6 address, or HOST (port 3868).
+/// Resolves `--connect`: `HOST:PORT`, `[V6]:PORT`, a bare V6 address, or `HOST` (port 3868).
 pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
     if let Ok(sa) = addr.parse::<SocketAddr>() {
         return Ok(sa);

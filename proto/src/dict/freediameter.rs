@@ -7,7 +7,7 @@
 //! dictionary and of the extensions such a node loads (`dict_dcca_3gpp` and the RFC ones:
 //! `dict_dcca`, `dict_nasreq`, `dict_sip`, `dict_rfc5777`, `dict_eap`, `dict_mip6a`,
 //! `dict_mip6i`, `dict_nas_mipv6`), extracted from their sources by `freediameter/extract.py`.
-//! [`apply`] folds it into the built-in dictionary:
+//! `apply` (crate-private, run when the dictionary is built) folds it into the built-in dictionary:
 //!
 //! - an AVP the built-ins know under another name gets freeDiameter's name as an alias
 //!   (input only: output keeps the built-in name unless [`Dictionary::use_freediameter_names`]);
