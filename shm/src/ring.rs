@@ -264,6 +264,11 @@ impl<M: RingMem> Producer<M> {
     /// Appends one record made of the concatenation of `parts` and publishes
     /// it. Never blocks: a full ring is reported as [`PushError::Full`] and
     /// nothing is written.
+    ///
+    /// Ordering: the free space is judged against an Acquire load of `head` (the consumer
+    /// has finished copying those bytes out), and the frame and payload are written before
+    /// the Release store of `tail`, so a consumer that Acquire-loads the new `tail` reads the
+    /// whole record. Call [`needs_wakeup`](Self::needs_wakeup) after the last push of a batch.
     pub fn push(&mut self, parts: &[&[u8]]) -> Result<(), PushError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if len > self.max_record {
@@ -303,6 +308,10 @@ impl<M: RingMem> Producer<M> {
 
     /// After one or more pushes: true if the consumer declared it sleeps and
     /// must be woken (the flag is cleared, so exactly one doorbell is sent).
+    ///
+    /// The SeqCst fence orders our `tail` store before the flag load; it pairs with the fence
+    /// in [`Consumer::prepare_sleep`], so either we see the flag or the consumer sees the new
+    /// `tail` (no lost wake-up, module docs).
     pub fn needs_wakeup(&self) -> bool {
         dekker_fence();
         let f = &self.mem.header().flags.0.consumer_sleeping;
@@ -370,6 +379,12 @@ impl<M: RingMem> Consumer<M> {
 
     /// Copies the next record's payload into `buf` (replacing its contents).
     /// `Ok(false)` when the ring is empty.
+    ///
+    /// Ordering and ownership: `tail` is Acquire-loaded before the bytes are read, and the
+    /// copy is complete before `head` is stored with Release, which hands those bytes back to
+    /// the producer. Nothing is read in place, so the producer may overwrite the area at
+    /// once. A length that fails its complement check or exceeds the published bytes or
+    /// `max_record` is a [`RingError`]: the other process is broken, never trusted.
     pub fn pop_into(&mut self, buf: &mut Vec<u8>) -> Result<bool, RingError> {
         if self.is_empty() {
             return Ok(false);
@@ -415,6 +430,9 @@ impl<M: RingMem> Consumer<M> {
     /// Declares that the consumer is about to block and re-checks the ring.
     /// Returns true if it is still empty (blocking is safe: the producer will
     /// ring); false if a record raced in (do not block; the flag is cleared).
+    ///
+    /// The flag store, a SeqCst fence, then the `tail` load: the mirror of
+    /// [`Producer::needs_wakeup`] (Dekker, module docs; checked by the loom models).
     pub fn prepare_sleep(&mut self) -> bool {
         self.mem
             .header()

@@ -357,7 +357,9 @@ impl Segment {
         })
     }
 
-    /// The sizes.
+    /// Slots, ring size and maximum message size as the header declares them, already
+    /// checked against the file's size (the worker also refuses a Welcome whose `max_msg`
+    /// differs).
     pub fn geometry(&self) -> Geometry {
         self.geometry
     }
