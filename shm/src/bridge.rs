@@ -220,7 +220,8 @@ impl RefusalCause {
 pub struct SeamCounters {
     /// Connections admitted (credentials allowed).
     pub connections_admitted: u64,
-    /// Refusals by cause.
+    /// [`RefusalCause::NotAllowed`]: uid/gid not in the allow list (DESIGN §10: only the SIP
+    /// server's processes attach); a non-zero value is someone else knocking.
     pub refused_not_allowed: u64,
     /// [`RefusalCause::Version`]: a library of another release; someone must upgrade one side.
     pub refused_version: u64,

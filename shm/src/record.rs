@@ -80,15 +80,18 @@ const REPLY_AVPS: u32 = 0x100;
 /// A worker's reply to an [`IncomingRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply<'a> {
-    /// The request's token.
+    /// The token of the [`IncomingRequest`] it answers. The bridge answers that Diameter
+    /// request once; a reply whose token it no longer holds (late, or a second reply) is
+    /// dropped.
     pub token: u64,
-    /// What kind of reply.
+    /// Answer, error answer, or unusable (then the bridge answers 5012 at once).
     pub status: ReplyStatus,
-    /// What `avps` holds.
+    /// Whether `avps` is JSON for the bridge to convert or AVPs the library already encoded
+    /// with the bridge's dictionary.
     pub form: Payload,
     /// The answer's AVPs, as JSON or encoded per `form` (empty when `Failed`).
     pub avps: &'a [u8],
-    /// Why, when `Failed`.
+    /// Why the reply is unusable, when `status` is `Failed`, for the bridge's log.
     pub error: &'a str,
 }
 
@@ -97,9 +100,9 @@ pub struct Reply<'a> {
 pub struct OutgoingRequest<'a> {
     /// The worker's id for it; the answer carries it back.
     pub handle: u64,
-    /// Application-Id.
+    /// Application-Id of the request to build: the header's, and what routing matches on.
     pub app_id: u32,
-    /// Command-Code.
+    /// Command Code; with `app_id`, the ABNF the AVPs are checked against.
     pub cmd_code: u32,
     /// How long the bridge waits for the peer's answer (0: its default).
     pub timeout_ms: u32,
@@ -109,11 +112,11 @@ pub struct OutgoingRequest<'a> {
 
 /// Outcome classes of an outgoing request (DESIGN §3 return codes).
 pub mod class {
-    /// A 2xxx answer.
+    /// A 2xxx answer: the script goes on with its AVPs.
     pub const SUCCESS: i32 = 1;
     /// An answer with another Result-Code (or the E bit).
     pub const ERROR_ANSWER: i32 = -1;
-    /// No answer in time.
+    /// No answer within the request's timeout; an answer that comes later is dropped.
     pub const TIMEOUT: i32 = -2;
     /// Not sent: bad JSON, no route, bridge down, ring full, too big.
     pub const NOT_SENT: i32 = -3;
