@@ -14,15 +14,27 @@
 #   ims-sync     Kamailio cdp + ims_diameter_server, diameter_request
 #   ims-async    the same, t_suspend + diameter_request_async + t_continue from
 #                event_route[diameter:response]
-#   osips-*      OpenSIPS + dmbridge / aaa_diameter, sync and async(), when OPENSIPS_SRC is set
-#                (a built OpenSIPS tree; nothing of it is part of this project)
+#   opensips-sip-only  OpenSIPS, the same route without Diameter (`none` sl / `none-tm` tm)
+#   opensips-dmb-sync  OpenSIPS + dmbridge.so + a dmbridge run of its own, dm_send_request
+#   opensips-dmb-async the same, async(dm_send_request(...), ROUTE)
+#   opensips-aaa-sync  OpenSIPS + its stock aaa_diameter (freeDiameter inside OpenSIPS, a
+#                      client config written here), dm_send_request
+#   opensips-aaa-async the same, async()
+#   The opensips-* sides run only when OPENSIPS_SRC names a built OpenSIPS tree (./opensips
+#   and the modules signaling sl tm sipmsgops json; aaa_diameter for the aaa sides);
+#   the dmbridge module is built in that tree as tests/opensips/run.sh does (nothing of
+#   OpenSIPS is built here or part of this project). Without it they are skipped, saying so.
 # All Kamailio sides run tests/kamailio/bench-originate.cfg (4 SIP workers, 1 GB shared
-# memory for the transactions the async sides keep), so the routes are the same text.
+# memory for the transactions the async sides keep), so the routes are the same text; all
+# OpenSIPS sides run tests/opensips/bench-originate.cfg (4 UDP workers, 1 GB shared memory).
 #
 # usage: scripts/bench-originate.sh [SECONDS (10)] [ROUNDS (1)]
 # environment:
 #   APPS="ta ro"            Diameter requests to race
-#   SIDES="sip-only dmb-sync ims-sync dmb-async ims-async"
+#   SIDES="sip-only dmb-sync ims-sync dmb-async ims-async"  (+ "opensips-sip-only
+#                           opensips-dmb-sync opensips-aaa-sync opensips-dmb-async
+#                           opensips-aaa-async" when OPENSIPS_SRC is usable)
+#   OPENSIPS_SRC=DIR        a built OpenSIPS source tree (3.6 here), for the opensips-* sides
 #   CONCURRENCY=100         closed loop: calls in flight, over all sipp clients
 #   CLIENTS=2               sipp instances per run (each CONCURRENCY/CLIENTS in flight)
 #   LOW=1                   also LOW_CALLS (2000) calls one at a time per side from a plain
@@ -38,7 +50,9 @@ exec </dev/null
 secs=${1:-10}
 rounds=${2:-1}
 apps=${APPS:-ta ro}
-sides=${SIDES:-sip-only dmb-sync ims-sync dmb-async ims-async}
+kam_sides="sip-only dmb-sync ims-sync dmb-async ims-async"
+os_sides="opensips-sip-only opensips-dmb-sync opensips-aaa-sync opensips-dmb-async opensips-aaa-async"
+sides=${SIDES:-$kam_sides $os_sides}
 conc=${CONCURRENCY:-100}
 clients=${CLIENTS:-2}
 low=${LOW:-1}
@@ -57,6 +71,9 @@ results=${RESULTS:-$work/results.jsonl}
 bench_name=bench-originate
 shm_name="dmb-bench-orig-$$"
 . "$top/scripts/bench-lib.sh"
+# the OpenSIPS sides' bridge has a segment of its own
+trap 'bench_cleanup; rm -f "/dev/shm/$shm_name-os"' EXIT
+os_bridge_pid="" os_dmb="" os_aaa=""
 # CPU time (clock ticks) of a process and its children: "pid utime+stime" per line.
 tree() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; }
 ticks() { # pids... -> total utime+stime
@@ -87,9 +104,15 @@ ocs_pid=$!; pids+=("$ocs_pid")
 wait_log "$work/ocs.log" listening 30
 
 # --- dmbridge + Kamailio -----------------------------------------------------------------
-cat >"$work/dmbridge.toml" <<EOF
+# bridge_toml FILE ORIGIN_HOST SEGMENT SOCKET [DICTIONARY]: the same peers and routes for every
+# bridge of the race (the test_app server and the OCS)
+bridge_toml() {
+  local dicts=""
+  [ -z "${5:-}" ] || dicts="dictionaries = [\"$5\"]"
+  cat >"$1" <<EOF
 [node]
-origin_host = "bridge.test.local"
+origin_host = "$2"
+$dicts
 origin_realm = "test.local"
 listen = ["127.0.0.1:$(free_port)"]
 
@@ -121,9 +144,11 @@ app_id = 4
 peers = ["ocs.test.local"]
 
 [app]
-segment = "/dev/shm/$shm_name"
-control_socket = "$work/control.sock"
+segment = "/dev/shm/$3"
+control_socket = "$4"
 EOF
+}
+bridge_toml "$work/dmbridge.toml" bridge.test.local "$shm_name" "$work/control.sock"
 "$dmb" run --config "$work/dmbridge.toml" ${BRIDGE_THREADS:+--threads "$BRIDGE_THREADS"} \
   >"$work/bridge.log" 2>&1 &
 bridge_pid=$!; pids+=("$bridge_pid")
@@ -160,16 +185,127 @@ kamailio -m 1024 -DD -E -Y "$work/kam-ims" -f "$cfg" -A "SIP_PORT=$kam_ims_port"
 kam_ims=$!; pids+=("$kam_ims")
 
 # --- OpenSIPS sides (optional) -------------------------------------------------------------
-if [ -n "${OPENSIPS_SRC:-}" ]; then
-  log "OPENSIPS_SRC is set, but the OpenSIPS sides are not wired into this script yet"
+# drop_sides PATTERN REASON: remove the sides matching PATTERN from the race, saying why
+drop_sides() {
+  local kept="" sd dropped=""
+  for sd in $sides; do
+    # shellcheck disable=SC2254 # PATTERN is a glob on purpose
+    case $sd in $1) dropped="$dropped $sd" ;; *) kept="$kept $sd" ;; esac
+  done
+  [ -z "$dropped" ] || log "SKIPPED$dropped: $2"
+  sides=$kept
+}
+os_cfg="$top/tests/opensips/bench-originate.cfg"
+os_src=""
+case " $sides " in
+  *" opensips-"*)
+    if [ -z "${OPENSIPS_SRC:-}" ] || [ ! -x "${OPENSIPS_SRC}/opensips" ] \
+        || [ ! -f "${OPENSIPS_SRC}/Makefile.modules" ]; then
+      drop_sides 'opensips-*' "set OPENSIPS_SRC to a built OpenSIPS source tree (./opensips and its modules)"
+    else
+      os_src=$(cd "$OPENSIPS_SRC" && pwd)
+      missing=""
+      for m in signaling sl tm sipmsgops json; do # proto_udp is in the core (3.6)
+        [ -f "$os_src/modules/$m/$m.so" ] || missing="$missing $m"
+      done
+      if [ -n "$missing" ]; then
+        drop_sides 'opensips-*' "modules not built in $os_src:$missing"
+        os_src=""
+      elif [ ! -f "$os_src/modules/aaa_diameter/aaa_diameter.so" ]; then
+        drop_sides 'opensips-aaa-*' "aaa_diameter is not built in $os_src"
+      fi
+    fi
+    ;;
+esac
+if [ -n "$os_src" ]; then
+  # the dmbridge module, built in the tree against this checkout's libdmbridge (as
+  # tests/opensips/run.sh does); OpenSIPS itself is never built here
+  mkdir -p "$os_src/modules/dmbridge"
+  rm -f "$os_src"/modules/dmbridge/*.[chod]
+  cp "$top"/module-glue/opensips/{Makefile,*.c,*.h,README.md} "$os_src/modules/dmbridge/"
+  echo "DMB_TOP := $top" >"$os_src/modules/dmbridge/dmbridge-top.mk"
+  make -C "$os_src" modules module=dmbridge DMB_LIB="$libdir/libdmbridge.a" \
+    >"$work/os-module-build.log" 2>&1 \
+    || { log "building the dmbridge module in $os_src failed"; tail -n 20 "$work/os-module-build.log" >&2; exit 1; }
+  # start_opensips NAME MODULE(DMB|AAA) SIP_PORT [ENV...]: a copy of the cfg with the lines of
+  # one Diameter module uncommented and this run's paths
+  start_opensips() {
+    local name=$1 mod=$2 port=$3
+    shift 3
+    mkdir -p "$work/$name"
+    sed -e "s|^#$mod ||" -e "s|@MPATH@|$os_src/modules/|" -e "s|@SIP_PORT@|$port|" \
+      -e "s|@DMB_SOCKET@|$work/os-control.sock|" -e "s|@FD_CONF@|$work/$name/fd.conf|" \
+      -e "s|@DICT@|$work/$name/bench.dict|" "$os_cfg" >"$work/$name.cfg"
+    env "$@" "$os_src/opensips" -F -m 1024 -M 32 -f "$work/$name.cfg" -w "$work/$name" \
+      >>"$work/$name.log" 2>&1 &
+    os_started=$!
+  }
+  # OpenSIPS + dmbridge: a bridge of its own (the same peers and routes as the Kamailio
+  # sides' bridge), with test_app's dictionary: the script names Test-AVP, as aaa_diameter
+  # must
+  bridge_toml "$work/os-bridge.toml" osbridge.test.local "$shm_name-os" "$work/os-control.sock" \
+    "$top/tests/opensips/bench/dictionary.bench"
+  "$dmb" run --config "$work/os-bridge.toml" ${BRIDGE_THREADS:+--threads "$BRIDGE_THREADS"} \
+    >"$work/os-bridge.log" 2>&1 &
+  os_bridge_pid=$!; pids+=("$os_bridge_pid")
+  wait_log "$work/os-bridge.log" "serving workers" 10
+  os_dmb_port=$(free_udp_port)
+  start_opensips os-dmb DMB "$os_dmb_port"
+  os_dmb=$os_started; pids+=("$os_dmb")
+  case " $sides " in
+    *" opensips-aaa-"*)
+      # OpenSIPS + aaa_diameter: freeDiameter 1.2.1 inside OpenSIPS as client
+      # opensips.test.local, connected to both peers (no extension: freeDiameter's own
+      # Credit-Control dictionaries collide with aaa_diameter's, see bench-originate-ro.dict).
+      # Its extra-avps-file: Ro, then test_app from the file the bridge loads (that order:
+      # the layout rule in bench-originate-ro.dict). aaa_diameter advertises (CER) and takes
+      # answers for (fd_disp_register) only the applications of that file
+      # (modules/aaa_diameter/dm_impl.c dm_register_callbacks).
+      os_aaa_port=$(free_udp_port)
+      mkdir -p "$work/os-aaa"
+      { cat "$top/tests/opensips/bench-originate-ro.dict"
+        echo
+        cat "$top/tests/opensips/bench/dictionary.bench"
+      } >"$work/os-aaa/bench.dict"
+      {
+        echo "Identity = \"opensips.test.local\"; Realm = \"test.local\"; Port = $(free_port); SecPort = 0; No_SCTP; No_IPv6;"
+        echo "ConnectPeer = \"server.test.local\" { ConnectTo = \"127.0.0.1\"; No_TLS; No_SCTP; Port = $fd_port; };"
+        echo "ConnectPeer = \"ocs.test.local\" { ConnectTo = \"127.0.0.1\"; No_TLS; No_SCTP; Port = $ocs_port; };"
+      } >"$work/os-aaa/fd.conf"
+      # freeDiameter 1.2.1 binds 0.0.0.0 whatever ListenOn says: bind_lo.so keeps it on loopback
+      start_opensips os-aaa AAA "$os_aaa_port" "LD_PRELOAD=$work/fd/bind_lo.so"
+      os_aaa=$os_started; pids+=("$os_aaa")
+      ;;
+  esac
 fi
 
 # --- runs ----------------------------------------------------------------------------------
-port_of() { case $1 in sip-only*|dmb-*) echo "$kam_dmb_port" ;; ims-*) echo "$kam_ims_port" ;; esac; }
+port_of() {
+  case $1 in
+    sip-only*|dmb-*) echo "$kam_dmb_port" ;;
+    ims-*) echo "$kam_ims_port" ;;
+    opensips-sip-only*|opensips-dmb-*) echo "$os_dmb_port" ;;
+    opensips-aaa-*) echo "$os_aaa_port" ;;
+  esac
+}
+server_of() { # side -> the SIP server's main process
+  case $1 in
+    sip-only*|dmb-*) echo "$kam_dmb" ;;
+    ims-*) echo "$kam_ims" ;;
+    opensips-sip-only*|opensips-dmb-*) echo "$os_dmb" ;;
+    opensips-aaa-*) echo "$os_aaa" ;;
+  esac
+}
+bridge_of() { # side -> the bridge it sends through (none: nothing)
+  case $1 in
+    dmb-*) echo "$bridge_pid" ;;
+    opensips-dmb-*) echo "$os_bridge_pid" ;;
+  esac
+}
 user_of() { # side app -> Request-URI user
   case $1 in
-    sip-only) echo "none-$2" ;;
-    sip-only-tm) echo "none-tm-$2" ;;
+    *sip-only) echo "none-$2" ;;
+    *sip-only-tm) echo "none-tm-$2" ;;
     *-sync) echo "sync-$2" ;;
     *-async) echo "async-$2" ;;
   esac
@@ -183,13 +319,11 @@ run_sipp() {
   n=$clients
   [ "$mode" = closed ] && [ "$value" -lt "$n" ] && n=$value
   local cpids=()
-  local procs_kam procs_other
-  case $side in
-    ims-*) procs_kam=$(tree "$kam_ims") ;;
-    *) procs_kam=$(tree "$kam_dmb") ;;
-  esac
+  local procs_srv bridge
+  procs_srv=$(tree "$(server_of "$side")")
+  bridge=$(bridge_of "$side")
   local b0 k0 f0 o0 t0 l0
-  b0=$(ticks "$bridge_pid"); k0=$(ticks $procs_kam); f0=$(ticks "$fd_pid"); o0=$(ticks $(tree "$ocs_pid"))
+  b0=$(ticks $bridge); k0=$(ticks $procs_srv); f0=$(ticks "$fd_pid"); o0=$(ticks $(tree "$ocs_pid"))
   l0=$(cut -d' ' -f1 /proc/loadavg)
   t0=$(date +%s.%N)
   for i in $(seq "$n"); do
@@ -211,7 +345,7 @@ run_sipp() {
   for c in "${cpids[@]}"; do wait "$c" || true; done
   local t1 b1 k1 f1 o1 l1
   t1=$(date +%s.%N)
-  b1=$(ticks "$bridge_pid"); k1=$(ticks $procs_kam); f1=$(ticks "$fd_pid"); o1=$(ticks $(tree "$ocs_pid"))
+  b1=$(ticks $bridge); k1=$(ticks $procs_srv); f1=$(ticks "$fd_pid"); o1=$(ticks $(tree "$ocs_pid"))
   l1=$(cut -d' ' -f1 /proc/loadavg)
   python3 - "$dir" "$side" "$app" "$mode" "$value" "$s" "$tag" \
     "$((b1 - b0))" "$((k1 - k0))" "$((f1 - f0))" "$((o1 - o0))" \
@@ -263,7 +397,7 @@ print(json.dumps({
     "calls_per_s": round(ok / secs, 1),
     "latency_ms": {"samples": len(lat), "p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999),
                    "max": lat[-1] if lat else None},
-    "cpu_cores": {"sip_server": cpu(kt), "bridge": cpu(bt) if side.startswith("dmb") else 0,
+    "cpu_cores": {"sip_server": cpu(kt), "bridge": cpu(bt),
                   "fd_server": cpu(ft), "erlang_ocs": cpu(ot),
                   "sipp": round(sipp_cpu / secs, 3)},
     "loadavg": [float(l0), float(l1)],
@@ -322,38 +456,83 @@ EOF
 
 # --- warm-up: every side answers (peers up, cdp past its start-up) -------------------------
 wait_log "$work/bridge.log" 'kamailio' 20 || true
-ready=0
-for _ in $(seq 60); do
-  for p in "${pids[@]}"; do
-    kill -0 "$p" 2>/dev/null || { log "process $p exited; logs in $work"; exit 1; }
-  done
-  ready=1; failing=""
-  for app in $apps; do
-    for side in dmb-sync ims-sync; do
-      u=$(user_of "$side" "$app"); p=$(port_of "$side")
-      if ! (cd "$work" && timeout 10 sipp -sf "$scen" -s "$u" "127.0.0.1:$p" -i 127.0.0.1 \
-          -p "$(free_udp_port)" -m 3 -l 1 -recv_timeout 2000 -nostdin >/dev/null 2>&1); then
-        ready=0; failing="$failing $side/$app"
-      fi
-    done
-  done
-  [ "$ready" = 1 ] && break
-  sleep 1
+# one sync side per SIP server the chosen sides use
+warm=""
+for side in $sides; do
+  case $side in
+    sip-only*|dmb-*) w=dmb-sync ;;
+    ims-*) w=ims-sync ;;
+    opensips-sip-only*|opensips-dmb-*) w=opensips-dmb-sync ;;
+    opensips-aaa-*) w=opensips-aaa-sync ;;
+    *) log "unknown side $side"; exit 1 ;;
+  esac
+  case " $warm " in *" $w "*) ;; *) warm="$warm $w" ;; esac
 done
-[ "$ready" = 1 ] || { log "not answering after 60 tries:$failing; logs in $work"; exit 1; }
+answers() { # side app: three calls one after the other, all 200 with a 2xxx
+  local u p
+  u=$(user_of "$1" "$2"); p=$(port_of "$1")
+  (cd "$work" && timeout 10 sipp -sf "$scen" -s "$u" "127.0.0.1:$p" -i 127.0.0.1 \
+    -p "$(free_udp_port)" -m 3 -l 1 -recv_timeout 2000 -nostdin >/dev/null 2>&1)
+}
+# wait_answering TRIES SIDE...: every side answers every app (failing: those that do not)
+wait_answering() {
+  local tries=$1 n p side app
+  shift
+  for n in $(seq "$tries"); do
+    for p in "${pids[@]}"; do
+      kill -0 "$p" 2>/dev/null || { log "process $p exited; logs in $work"; exit 1; }
+    done
+    failing=""
+    for app in $apps; do
+      for side in "$@"; do
+        answers "$side" "$app" || failing="$failing $side/$app"
+      done
+    done
+    [ -z "$failing" ] && return 0
+    [ "$n" = "$tries" ] || sleep 1
+  done
+  return 1
+}
+# shellcheck disable=SC2086 # one word per side
+wait_answering 60 $warm || { log "not answering after 60 tries:$failing; logs in $work"; exit 1; }
 log "all sides answer; results in $results (one JSON line per run)"
+
+# aaa_diameter's sender wedges for good once requests queue up in it (BENCHMARKS.md, issue
+# 15 OpenSIPS section: a lost wake-up in its freeDiameter sending thread), and then answers
+# nothing in time: every opensips-aaa-* run gets an OpenSIPS of its own, started afresh and
+# answering, so no row measures what an earlier run broke. Its log keeps every instance's lines.
+fresh() { # side
+  case $1 in
+    opensips-aaa-*) ;;
+    *) return 0 ;;
+  esac
+  local kids p
+  kids=$(pgrep -P "$os_aaa" 2>/dev/null || true)
+  kill "$os_aaa" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$os_aaa" 2>/dev/null || break; sleep 0.1; done
+  for p in $os_aaa $kids; do kill -9 "$p" 2>/dev/null || true; done
+  local kept=()
+  for p in "${pids[@]}"; do [ "$p" = "$os_aaa" ] || kept+=("$p"); done
+  pids=("${kept[@]}")
+  start_opensips os-aaa AAA "$os_aaa_port" "LD_PRELOAD=$work/fd/bind_lo.so"
+  os_aaa=$os_started; pids+=("$os_aaa")
+  wait_answering 30 opensips-aaa-sync \
+    || { log "a fresh OpenSIPS + aaa_diameter does not answer:$failing; logs in $work"; exit 1; }
+}
 
 for r in $(seq "$rounds"); do
   for app in $apps; do
     for side in $sides; do
       list=$side
-      [ "$side" = sip-only ] && list="sip-only sip-only-tm"
+      case $side in *sip-only) list="$side $side-tm" ;; esac
       for sd in $list; do
         log "round $r: $sd $app closed loop $conc in flight, ${secs}s"
+        fresh "$sd"
         line=$(run_sipp "$sd" "$app" closed "$conc" "$secs" "r$r-$app-$sd-c$conc")
         echo "$line"
         if [ "$low" = 1 ]; then
           log "round $r: $sd $app one call at a time ($low_calls calls)"
+          fresh "$sd"
           low_latency "$sd" "$app" "$low_calls" "r$r-$app-$sd-one"
         fi
         if [ -n "$loads" ]; then
@@ -362,6 +541,7 @@ for r in $(seq "$rounds"); do
             rate=$(python3 -c "print(int($max * $f))")
             [ "$rate" -ge 1 ] || continue
             log "round $r: $sd $app rate $rate/s ($f of $max)"
+            fresh "$sd"
             run_sipp "$sd" "$app" rate "$rate" "$secs" "r$r-$app-$sd-rate$f"
           done
         fi
@@ -371,6 +551,7 @@ for r in $(seq "$rounds"); do
 done
 
 # --- summary -------------------------------------------------------------------------------
+[ -s "$results" ] || { log "no run"; exit 0; }
 python3 - "$results" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
