@@ -280,22 +280,18 @@ if [ -n "$os_src" ]; then
 fi
 
 # --- runs ----------------------------------------------------------------------------------
-port_of() {
+instance_of() { # side -> the SIP server it runs on: the variable holding its main PID (and
+  # NAME_port its SIP port)
   case $1 in
-    sip-only*|dmb-*) echo "$kam_dmb_port" ;;
-    ims-*) echo "$kam_ims_port" ;;
-    opensips-sip-only*|opensips-dmb-*) echo "$os_dmb_port" ;;
-    opensips-aaa-*) echo "$os_aaa_port" ;;
+    sip-only*|dmb-*) echo kam_dmb ;;
+    ims-*) echo kam_ims ;;
+    opensips-sip-only*|opensips-dmb-*) echo os_dmb ;;
+    opensips-aaa-*) echo os_aaa ;;
+    *) log "unknown side $1"; exit 1 ;;
   esac
 }
-server_of() { # side -> the SIP server's main process
-  case $1 in
-    sip-only*|dmb-*) echo "$kam_dmb" ;;
-    ims-*) echo "$kam_ims" ;;
-    opensips-sip-only*|opensips-dmb-*) echo "$os_dmb" ;;
-    opensips-aaa-*) echo "$os_aaa" ;;
-  esac
-}
+port_of() { local v; v="$(instance_of "$1")_port"; echo "${!v}"; }
+server_of() { local v; v=$(instance_of "$1"); echo "${!v}"; }
 bridge_of() { # side -> the bridge it sends through (none: nothing)
   case $1 in
     dmb-*) echo "$bridge_pid" ;;
@@ -459,13 +455,8 @@ wait_log "$work/bridge.log" 'kamailio' 20 || true
 # one sync side per SIP server the chosen sides use
 warm=""
 for side in $sides; do
-  case $side in
-    sip-only*|dmb-*) w=dmb-sync ;;
-    ims-*) w=ims-sync ;;
-    opensips-sip-only*|opensips-dmb-*) w=opensips-dmb-sync ;;
-    opensips-aaa-*) w=opensips-aaa-sync ;;
-    *) log "unknown side $side"; exit 1 ;;
-  esac
+  i=$(instance_of "$side") || exit 1
+  case $i in kam_*) w=${i#kam_}-sync ;; *) w=opensips-${i#os_}-sync ;; esac
   case " $warm " in *" $w "*) ;; *) warm="$warm $w" ;; esac
 done
 answers() { # side app: three calls one after the other, all 200 with a 2xxx
