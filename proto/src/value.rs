@@ -167,7 +167,8 @@ pub fn decode_str(data: &[u8]) -> Result<&str, ValueError> {
     text(AvpType::UTF8String, data)
 }
 
-/// Decodes an Address payload.
+/// Decodes an Address payload (§4.3.1): IPv4 and IPv6 must have exactly 4 and 16 address
+/// bytes (5014 otherwise); other families are kept unchecked, since their lengths vary.
 pub fn decode_address(data: &[u8]) -> Result<Address<'_>, ValueError> {
     let bad = ValueError::Length {
         ty: AvpType::Address,
@@ -259,7 +260,8 @@ const CHECK: [u8; 16] = [
 ];
 
 impl<'a> Value<'a> {
-    /// Decodes `data` as `ty`.
+    /// Decodes `data` as `ty`, borrowing it: a wrong length for a fixed-size format is
+    /// [`ValueError::Length`] (5014), text that is not UTF-8 [`ValueError::Utf8`] (5004).
     pub fn decode(ty: AvpType, data: &'a [u8]) -> Result<Value<'a>, ValueError> {
         Ok(match ty {
             AvpType::OctetString => Value::OctetString(data),

@@ -52,9 +52,9 @@ pub enum RuleKind {
 /// One line of an ABNF: `min*max<kind AVP>`. `max == None` means unbounded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
-    /// AVP Code.
+    /// AVP Code of the AVP the rule is about.
     pub code: u32,
-    /// 0 for IETF AVPs.
+    /// Its Vendor-Id, 0 for IETF AVPs: (code, vendor) is the identity the rule matches on.
     pub vendor: u32,
     /// How the AVP may appear: fixed position, required or optional.
     pub kind: RuleKind,
@@ -79,7 +79,7 @@ pub struct Rules {
 pub struct AvpDef {
     /// AVP Code (§4.1); with `vendor`, the AVP's identity.
     pub code: u32,
-    /// 0 for IETF AVPs.
+    /// Vendor-Id, 0 for IETF AVPs; non-zero means the V bit is set on the wire (§4.1).
     pub vendor: u32,
     /// The name JSON keys and dictionaries use (e.g. "Subscription-Id").
     pub name: Box<str>,
