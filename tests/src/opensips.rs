@@ -6,6 +6,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::bridge::Bridge;
@@ -78,7 +79,21 @@ impl OpensipsTree {
     /// Copies `module-glue/opensips` to `<tree>/modules/dmbridge` and builds it there against
     /// this checkout's `target/release/libdmbridge.a` (as `tests/opensips/run.sh` does); the
     /// build log goes to `dir/opensips-module-build.log`. Panics with the log's tail.
+    ///
+    /// Several tests of one binary may call it at once: the first builds (the others wait for
+    /// it, as they would otherwise overwrite each other's sources and objects in the one
+    /// tree), the later calls find it built by this process and return.
     pub fn build_dmbridge(&self, dir: &Path) {
+        static BUILT: Mutex<bool> = Mutex::new(false);
+        let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+        if *built {
+            return;
+        }
+        self.build_dmbridge_now(dir);
+        *built = true;
+    }
+
+    fn build_dmbridge_now(&self, dir: &Path) {
         let top = repo_root();
         let lib = top.join("target/release/libdmbridge.a");
         assert!(
