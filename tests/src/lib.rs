@@ -32,6 +32,7 @@ pub mod paths;
 pub mod peers;
 pub mod ports;
 pub mod prometheus;
+pub mod ro_client;
 pub mod roles;
 pub mod sip;
 pub mod sip_call;
