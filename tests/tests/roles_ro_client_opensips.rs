@@ -1,0 +1,96 @@
+//! Online charging of calls from OpenSIPS (`cfg-examples/roles/opensips-ro-client.cfg`, the
+//! Ro client: RFC 4006 credit control, 3GPP TS 32.299) through the real `dmbridge run`,
+//! against the OCS on Erlang/OTP diameter with short grants
+//! (`tests/peers/ro_ocs_session.escript`), with SIP phones on loopback. The same scenario as
+//! the Kamailio Ro client (`roles_ro_client.rs`), from `tests/src/ro_client.rs`: CCR-Initial
+//! (402 on 4012, 503 without an answer, CCR-T of 0 s for a refused call), CCR-Update when the
+//! grant is used up (here the dialog module's own timeout route), BYEs both ways and no
+//! CCR-Terminate after a refused or unanswered update, CCR-Terminate on BYE, RAR and ASR
+//! served, checked at the phones, at the OCS and on the wire (tshark).
+//!
+//! Kamailio's second test, the dialog-timeout safety net, has no counterpart: in this script
+//! the dialog's lifetime IS the quota timer (its timeout route renews it), so there is no
+//! second timer to fall back on (the cfg's header says why).
+//!
+//! Needs OPENSIPS_SRC: a built OpenSIPS source tree (3.4 - 4.0) with the modules signaling sl
+//! tm rr maxfwd sipmsgops dialog cachedb_local json cfgutils built (3.4/3.5 also need
+//! event_route, whose loadmodule the test adds). The test builds the dmbridge module in that
+//! tree. Without OPENSIPS_SRC (CI: OpenSIPS is not packaged by Debian), or with modules
+//! missing, it says it is skipped, naming what is missing.
+
+use harness::bridge::{Bridge, BridgeOptions, BridgePeer};
+use harness::opensips::{say_skipped, OpensipsTree, RoleOpensips};
+use harness::paths::repo_root;
+use harness::ro_client::{run_ro_client_scenario, start_ocs, CTF, OCS, RO_APP};
+use harness::{free_port, TestDir};
+
+/// The modules opensips-ro-client.cfg loads, besides dmbridge and proto_udp (in the core).
+const MODULES: &[&str] = &[
+    "signaling",
+    "sl",
+    "tm",
+    "rr",
+    "maxfwd",
+    "sipmsgops",
+    "dialog",
+    "cachedb_local",
+    "json",
+    "cfgutils",
+];
+
+#[test]
+fn ro_client_in_opensips_charges_calls() {
+    let tree = match OpensipsTree::from_env(MODULES) {
+        Ok(t) => t,
+        Err(why) => {
+            say_skipped("roles_ro_client_opensips", &why);
+            return;
+        }
+    };
+    let dir = TestDir::new("roles-ro-client-opensips");
+    // the bridge binary first: the OCS below exits on its own after a while
+    let _ = harness::dmbridge::dmbridge_bin();
+    tree.build_dmbridge(dir.path());
+    let ocs = start_ocs(dir.path(), &[]);
+    // the bridge as the CTF, the OCS its peer and default route (as PeerClientRole does for
+    // Kamailio)
+    let bridge = Bridge::start(
+        dir.path(),
+        &BridgeOptions {
+            origin_host: CTF.into(),
+            origin_realm: "test.local".into(),
+            port: free_port(),
+            applications: vec![RO_APP],
+            peers: vec![BridgePeer {
+                host: OCS.into(),
+                port: Some(ocs.port),
+            }],
+            default_route: vec![OCS.into()],
+            ..BridgeOptions::default()
+        },
+    );
+    let up = ocs.peer.cmd("up 15");
+    assert!(up.starts_with("UP "), "bridge not connected to {OCS}: {up}");
+    // 3.4/3.5 run event routes only with the event_route module (core from 3.6 on)
+    let mut rewrites = Vec::new();
+    if tree.src.join("modules/event_route").is_dir() {
+        rewrites.push((
+            "loadmodule \"dmbridge.so\"",
+            "loadmodule \"event_route.so\"\nloadmodule \"dmbridge.so\"".to_string(),
+        ));
+    }
+    // both UDP workers (udp_workers=2) attach; the dialog timer's process attaches on its
+    // first CCR-Update
+    let opensips = RoleOpensips::start(
+        &tree,
+        dir.path(),
+        "opensips-ro-client",
+        &repo_root().join("cfg-examples/roles/opensips-ro-client.cfg"),
+        &bridge,
+        &rewrites,
+        2,
+    );
+    run_ro_client_scenario(ocs, opensips.sip_port, &opensips.guard);
+    let errors = opensips.log_lines("ERROR:");
+    assert!(errors.is_empty(), "errors in the OpenSIPS log: {errors:#?}");
+}
