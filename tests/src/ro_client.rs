@@ -361,18 +361,16 @@ pub fn run_ro_client_scenario(ocs: RoOcs, sip: u16, server: &ChildGuard) {
         assert_eq!(m.app_id, 4);
         assert_eq!(m.value("Origin-Host"), Some(CTF));
         assert_eq!(m.value("Session-Id"), Some(c.sid.as_str()));
-        let ty = m
-            .avps
-            .iter()
-            .find(|a| a.code == 416)
-            .map(u32_of)
-            .unwrap_or_else(|| panic!("no CC-Request-Type in frame {}", m.frame));
-        let num = m
-            .avps
-            .iter()
-            .find(|a| a.code == 415)
-            .map(u32_of)
-            .unwrap_or_else(|| panic!("no CC-Request-Number in frame {}", m.frame));
+        // a top-level Unsigned32/Enumerated AVP by code, as Wireshark decoded it
+        let top_u32 = |code: u32, name: &str| {
+            m.avps
+                .iter()
+                .find(|a| a.code == code)
+                .map(u32_of)
+                .unwrap_or_else(|| panic!("no {name} in frame {}", m.frame))
+        };
+        let ty = top_u32(416, "CC-Request-Type");
+        let num = top_u32(415, "CC-Request-Number");
         assert_eq!((ty, num), (c.ty, c.num), "frame {}", m.frame);
         let usu = m.find_deep("Used-Service-Unit");
         assert_eq!(
