@@ -71,8 +71,7 @@ fn ro_client_in_opensips_charges_calls() {
     );
     let up = ocs.peer.cmd("up 15");
     assert!(up.starts_with("UP "), "bridge not connected to {OCS}: {up}");
-    // both UDP workers (udp_workers=2) attached (the timer process, where the dialog timer
-    // sends the CCR-Updates, attaches too)
+    // both UDP workers (udp_workers=2) attached (the Timer handler process attaches too)
     let opensips = RoleOpensips::start(
         &tree,
         dir.path(),
