@@ -265,17 +265,3 @@ fn attached_workers(bridge: &Bridge) -> usize {
     let list = if v.is_array() { &v } else { &v["workers"] };
     list.as_array().map_or(0, Vec::len)
 }
-
-/// The cfg rewrites (for [`RoleOpensips::start`]) that `tree`'s version needs for a role cfg
-/// written for 3.6: 3.4 and 3.5 run event routes only with the event_route module (in the core
-/// from 3.6 on), so its `loadmodule` goes before dmbridge's when the tree has it.
-pub fn event_route_rewrites(tree: &OpensipsTree) -> Vec<(&'static str, String)> {
-    if tree.src.join("modules/event_route").is_dir() {
-        vec![(
-            "loadmodule \"dmbridge.so\"",
-            "loadmodule \"event_route.so\"\nloadmodule \"dmbridge.so\"".into(),
-        )]
-    } else {
-        Vec::new()
-    }
-}
