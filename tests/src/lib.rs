@@ -19,6 +19,7 @@
 //! Helpers that set things up panic with a message saying what is missing and which setup
 //! command provides it; tests never skip silently.
 
+pub mod as_sh;
 pub mod bridge;
 pub mod capture;
 pub mod certs;
