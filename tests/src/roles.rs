@@ -415,3 +415,37 @@ impl CxRole {
         }
     }
 }
+
+/// The bridge of a SIP role that is the Diameter client of one scripted server peer, for a
+/// SIP server other than Kamailio (the OpenSIPS roles; [`PeerClientRole`] is Kamailio's):
+/// `origin_host` (realm `test.local`) with `app`, the peer as its one peer and default route,
+/// `dictionaries` loaded; returns once the peer says the connection is up.
+pub fn peer_client_bridge(
+    dir: &Path,
+    origin_host: &str,
+    app: BridgeApp,
+    server: &ServerPeer<'_>,
+    dictionaries: &[PathBuf],
+) -> Bridge {
+    let opts = BridgeOptions {
+        origin_host: origin_host.into(),
+        origin_realm: "test.local".into(),
+        port: free_port(),
+        applications: vec![app],
+        peers: vec![crate::bridge::BridgePeer {
+            host: server.host.into(),
+            port: Some(server.port),
+        }],
+        default_route: vec![server.host.into()],
+        dictionaries: dictionaries.to_vec(),
+        ..BridgeOptions::default()
+    };
+    let bridge = Bridge::start(dir, &opts);
+    let up = server.peer.cmd("up 15");
+    assert!(
+        up.starts_with("UP "),
+        "bridge not connected to {}: {up}",
+        server.host
+    );
+    bridge
+}
