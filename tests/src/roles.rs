@@ -301,28 +301,10 @@ impl PeerClientRole {
         dictionaries: &[PathBuf],
         defines: &[String],
     ) -> PeerClientRole {
-        let port = free_port();
-        let opts = BridgeOptions {
-            origin_host: origin_host.into(),
-            origin_realm: "test.local".into(),
-            port,
-            applications: vec![app],
-            peers: vec![crate::bridge::BridgePeer {
-                host: server.host.into(),
-                port: Some(server.port),
-            }],
-            default_route: vec![server.host.into()],
-            dictionaries: dictionaries.to_vec(),
-            ..BridgeOptions::default()
-        };
-        let bridge = Bridge::start(dir, &opts);
-        let up = server.peer.cmd("up 15");
-        assert!(
-            up.starts_with("UP "),
-            "bridge not connected to {}: {up}",
-            server.host
-        );
-        let socket = dir.join(format!("bridge-{port}")).join("control.sock");
+        let bridge = peer_client_bridge(dir, origin_host, app, &server, dictionaries);
+        let socket = dir
+            .join(format!("bridge-{}", bridge.port()))
+            .join("control.sock");
         let kamailio = RoleKamailio::start(
             dir,
             &format!("kamailio-{role}"),
@@ -416,10 +398,10 @@ impl CxRole {
     }
 }
 
-/// The bridge of a SIP role that is the Diameter client of one scripted server peer, for a
-/// SIP server other than Kamailio (the OpenSIPS roles; [`PeerClientRole`] is Kamailio's):
-/// `origin_host` (realm `test.local`) with `app`, the peer as its one peer and default route,
-/// `dictionaries` loaded; returns once the peer says the connection is up.
+/// The bridge of a SIP role that is the Diameter client of one scripted server peer (the
+/// Kamailio roles' [`PeerClientRole`], the OpenSIPS ones directly): `origin_host` (realm
+/// `test.local`) with `app`, the peer as its one peer and default route, `dictionaries`
+/// loaded; returns once the peer says the connection is up.
 pub fn peer_client_bridge(
     dir: &Path,
     origin_host: &str,
@@ -448,4 +430,20 @@ pub fn peer_client_bridge(
         server.host
     );
     bridge
+}
+
+/// The rewrite an OpenSIPS role cfg with event routes needs in `tree` for
+/// [`crate::opensips::RoleOpensips::start`]: OpenSIPS 3.4/3.5 run event routes only with the
+/// event_route module (in the core from 3.6 on), so where the tree has it, its loadmodule goes
+/// before dmbridge's.
+pub fn opensips_event_route_rewrites(
+    tree: &crate::opensips::OpensipsTree,
+) -> Vec<(&'static str, String)> {
+    if !tree.src.join("modules/event_route").is_dir() {
+        return Vec::new();
+    }
+    vec![(
+        "loadmodule \"dmbridge.so\"",
+        "loadmodule \"event_route.so\"\nloadmodule \"dmbridge.so\"".into(),
+    )]
 }

@@ -23,7 +23,7 @@ use harness::as_sh::{run_as_scenario, AsSetup, AsUnderTest, ShNames, AS, SH_BRID
 use harness::bridge::Bridge;
 use harness::opensips::{say_skipped, OpensipsTree, RoleOpensips};
 use harness::paths::repo_root;
-use harness::roles::peer_client_bridge;
+use harness::roles::{opensips_event_route_rewrites, peer_client_bridge};
 
 /// The modules opensips-as.cfg loads, besides dmbridge and proto_udp (built into the core).
 const MODULES: &[&str] = &[
@@ -67,18 +67,12 @@ fn opensips_as(test: &str, name: &str, names: ShNames) {
         tree.build_dmbridge(setup.dir);
         let bridge =
             peer_client_bridge(setup.dir, AS, SH_BRIDGE_APP, &setup.hss, setup.dictionaries);
-        // the next hop is the test's stand-in S-CSCF; 3.4/3.5 run event routes only with the
-        // event_route module (core from 3.6 on)
+        // the next hop is the test's stand-in S-CSCF
         let mut rewrites = vec![(
             "\"sip:scscf.test.local\"",
             format!("\"{}\"", setup.next_hop),
         )];
-        if tree.src.join("modules/event_route").is_dir() {
-            rewrites.push((
-                "loadmodule \"dmbridge.so\"",
-                "loadmodule \"event_route.so\"\nloadmodule \"dmbridge.so\"".into(),
-            ));
-        }
+        rewrites.extend(opensips_event_route_rewrites(&tree));
         // both UDP workers (udp_workers=2) attach: either may get the PNRs
         let opensips = RoleOpensips::start(
             &tree,

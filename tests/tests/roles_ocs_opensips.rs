@@ -20,7 +20,7 @@ use harness::capture::Capture;
 use harness::ocs::{ocs_dictionaries, ocs_sql, run_ocs_scenario, OCS, OCS_APP};
 use harness::opensips::{say_skipped, OpensipsTree, RoleOpensips};
 use harness::paths::repo_root;
-use harness::roles::sqlite;
+use harness::roles::{opensips_event_route_rewrites, sqlite};
 use harness::{free_port, TestDir};
 
 /// The modules opensips-ocs.cfg loads, besides dmbridge and proto_udp (built into the core).
@@ -53,17 +53,11 @@ fn ocs_in_opensips_script() {
     };
     opts.extra_toml = "reply_timeout = \"3s\"\n".into();
     let bridge = Bridge::start(dir.path(), &opts);
-    // 3.4/3.5 run event routes only with the event_route module (core from 3.6 on)
     let mut rewrites = vec![(
         "sqlite:///var/lib/opensips/ocs.db",
         format!("sqlite://{}", db.display()),
     )];
-    if tree.src.join("modules/event_route").is_dir() {
-        rewrites.push((
-            "loadmodule \"dmbridge.so\"",
-            "loadmodule \"event_route.so\"\nloadmodule \"dmbridge.so\"".into(),
-        ));
-    }
+    rewrites.extend(opensips_event_route_rewrites(&tree));
     // both UDP workers (udp_workers=2) serve Diameter requests
     let opensips = RoleOpensips::start(
         &tree,
