@@ -10,7 +10,7 @@
 %%
 %%   sh_hss.escript --port P --ctl-port C --data-dir DIR [--host hss.test.local]
 %%                  [--realm hss.test.local] [--udr "carol=e5001,dave=e5100"]
-%%                  [--state "ivy=0"] [--duration 120]
+%%                  [--state "ivy=0"] [--expiry "kim=3"] [--duration 120]
 %%
 %% DIR/<user>.xml is the user's Sh-Data document (TS 29.328 Annex D), sent as User-Data: the
 %% user is the user part of the Public-Identity inside User-Identity (sip:alice@... -> alice).
@@ -25,6 +25,9 @@
 %% RepositoryData (Data-Reference 0) with a Service-Indication gets 5101
 %% DIAMETER_ERROR_OPERATION_NOT_ALLOWED: a request without a Service-Indication cannot name
 %% repository data, and this HSS keeps no other data.
+%% Subscriptions: --expiry names users whose subscriptions this HSS bounds (TS 29.328 §6.1.3,
+%% TS 29.329 §6.1.3): the SNA that subscribes them carries Expiry-Time = now + N seconds, and
+%% the subscription ends then (`subs` no longer lists it); the others do not expire.
 %%
 %% Control commands (one line each, one line back):
 %%   up [SECONDS]  -> "UP <peer host>" once a peer is up, or "ERROR not up"
@@ -205,6 +208,8 @@ main(Args) ->
     ets:insert(hss, {dir, opt('data-dir', O, ".")}),
     ets:insert(hss, {state, [list_to_tuple(string:split(E, "="))
                              || E <- string:tokens(opt(state, O, ""), ",")]}),
+    ets:insert(hss, {expiry, [{U, list_to_integer(N)} || E <- string:tokens(opt(expiry, O, ""), ","),
+                                                      [U, N] <- [string:split(E, "=")]]}),
     ets:insert(hss, {subs, []}),
     ets:insert(hss, {peers, []}),
     ok = diameter:start_service(svc, service(Host, Realm)),
@@ -307,8 +312,7 @@ control(S) ->
 command(["up"]) -> command(["up", "10"]);
 command(["up", Secs]) -> wait_up(list_to_integer(Secs) * 10);
 command(["subs"]) ->
-    [{subs, Subs}] = ets:lookup(hss, subs),
-    "SUBS " ++ lists:join(",", [[I, "/", S] || {I, S} <- lists:sort(Subs)]);
+    "SUBS " ++ lists:join(",", [[I, "/", S] || {I, S} <- lists:sort(live_subs())]);
 command(["pnr", User]) ->
     case user_data(User) of
         {ok, Xml} ->
@@ -322,6 +326,15 @@ command(["pnr", User]) ->
 command(Other) -> io_lib:format("ERROR unknown command ~p", [Other]).
 
 impu(User) -> list_to_binary(["sip:", User, "@test.local"]).
+
+now_s() -> calendar:datetime_to_gregorian_seconds(calendar:universal_time()).
+
+%% The subscriptions held: {Impu, Service-Indication} with the second they end (infinity for
+%% none), those that ended dropped.
+live_subs() ->
+    [{subs, Subs}] = ets:lookup(hss, subs),
+    Now = now_s(),
+    [K || {K, Until} <- Subs, Until == infinity orelse Until > Now].
 
 vsai() -> #{'Vendor-Id' => ?VENDOR_3GPP, 'Auth-Application-Id' => [?SH_APP]}.
 
@@ -410,14 +423,24 @@ handle_request(#diameter_packet{msg = [Cmd | Req], errors = Errs}, _Svc, {_, Cap
                     {O, _} -> {O, #{}}
                 end;
             {'SNR', true} ->
-                [{subs, Subs0}] = ets:lookup(hss, subs),
                 Keys = [{Impu, S} || S <- Sis],
+                [{expiry, Bounded}] = ets:lookup(hss, expiry),
+                Secs = proplists:get_value(User, Bounded),
+                Until = case Secs of undefined -> infinity; _ -> now_s() + Secs end,
+                Subs0 = [{K, U} || {K, U} <- element(2, hd(ets:lookup(hss, subs))),
+                                   lists:member(K, live_subs()), not lists:member(K, Keys)],
                 Subs1 = case maps:get('Subs-Req-Type', Req) of
-                            0 -> lists:usort(Subs0 ++ Keys);
-                            _ -> Subs0 -- Keys
+                            0 -> Subs0 ++ [{K, Until} || K <- Keys];
+                            _ -> Subs0
                         end,
                 ets:insert(hss, {subs, Subs1}),
-                {{rc, 2001}, #{}}
+                %% Expiry-Time (709, TS 29.329 §6.3; §6.1.3 for the SNA): when the subscription ends, UTC
+                Expiry = case {maps:get('Subs-Req-Type', Req), Until} of
+                             {0, U} when U /= infinity ->
+                                 #{'Expiry-Time' => [calendar:gregorian_seconds_to_datetime(U)]};
+                             _ -> #{}
+                         end,
+                {{rc, 2001}, Expiry}
         end,
     Shown = case Cmd of 'SNR' -> io_lib:format(" type=~p", [maps:get('Subs-Req-Type', Req, -1)]);
                         _ -> "" end,
