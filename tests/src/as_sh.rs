@@ -23,13 +23,16 @@
 //!   Service-Indication); the next INVITE reads the cache, no UDR;
 //! - PNR with new User-Data -> PNA 2001 and the next INVITE goes to the new target; PNR for a
 //!   user without subscription -> 5107; PNR whose document is not the service's repository
-//!   data -> 5100 and the data stays.
+//!   data -> 5100 and the data stays;
+//! - a subscription the HSS bounds (Expiry-Time in the SNA, TS 29.329 §6.1.3) ends for the AS
+//!   too: once it has passed, a PNR gets 5107 and the next INVITE reads and subscribes again.
 //!
 //! Each test runs it twice: with the bridge's default names (User-Data is `Sh-User-Data`) and
 //! under `cfg-examples/freediameter-names.dict` (`User-Data-29.329`, aaa_diameter's name): the
 //! scripts must find User-Data under either.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::bridge::BridgeApp;
 use crate::paths::repo_root;
@@ -37,6 +40,7 @@ use crate::roles::{captured_server, PeerClientRole, ScriptedPeer, ServerPeer};
 use crate::sip_call::Phone;
 use crate::sip_register::third_party_register;
 use crate::tshark::{self, TsMessage};
+use crate::wait::poll_until;
 use crate::TestDir;
 
 /// The HSS's Origin-Host and realm (the AS's Destination-Realm).
@@ -210,6 +214,8 @@ pub fn run_as_scenario(
     );
     let jack_target = format!("sip:jack-vm@127.0.0.1:{}", voicemail.port);
     write(&data.join("jack.xml"), &sh_data(1, true, &jack_target));
+    let kim_target = format!("sip:kim-vm@127.0.0.1:{}", voicemail.port);
+    write(&data.join("kim.xml"), &sh_data(1, true, &kim_target));
 
     let (hss, hss_port, capture) = captured_server(
         dir.path(),
@@ -222,6 +228,9 @@ pub fn run_as_scenario(
             "carol=e5001,dave=e5100,gina=drop".into(),
             "--state".into(),
             "ivy=0".into(),
+            // the HSS bounds kim's subscriptions: 2 s, said in the SNA's Expiry-Time
+            "--expiry".into(),
+            "kim=2".into(),
         ],
     );
 
@@ -293,17 +302,20 @@ pub fn run_as_scenario(
     assert_eq!(ScriptedPeer::field(&pna, "errors"), "0", "{pna}");
     assert_eq!(invite("alice"), "SIP/2.0 200 OK", "INVITE alice after PNR");
     // no subscription for frank: 5107
-    let pna = hss.cmd("pnr frank");
-    assert_eq!(ScriptedPeer::field(&pna, "exp"), "5107", "{pna}");
-    assert_eq!(ScriptedPeer::field(&pna, "e"), "0", "{pna}");
+    // a PNR the AS refuses: the Experimental-Result-Code of its PNA, without the E bit
+    let pnr_refused = |user: &str, exp: &str| {
+        let pna = hss.cmd(&format!("pnr {user}"));
+        assert_eq!(ScriptedPeer::field(&pna, "exp"), exp, "{pna}");
+        assert_eq!(ScriptedPeer::field(&pna, "e"), "0", "{pna}");
+    };
+    pnr_refused("frank", "5107");
     // erin's document is no longer this service's repository data: 5100, old data kept
     write(
         &data.join("erin.xml"),
         "<Sh-Data><PublicIdentifiers><IMSPublicIdentity>sip:erin@test.local\
          </IMSPublicIdentity></PublicIdentifiers></Sh-Data>",
     );
-    let pna = hss.cmd("pnr erin");
-    assert_eq!(ScriptedPeer::field(&pna, "exp"), "5100", "{pna}");
+    pnr_refused("erin", "5100");
     assert_eq!(
         invite("erin"),
         "SIP/2.0 200 OK",
@@ -321,8 +333,29 @@ pub fn run_as_scenario(
          sip:hank@test.local/call-forwarding,sip:ivy@test.local/call-forwarding",
         "jack unsubscribed"
     );
-    let pna = hss.cmd("pnr jack");
-    assert_eq!(ScriptedPeer::field(&pna, "exp"), "5107", "{pna}");
+    pnr_refused("jack", "5107");
+
+    // kim's subscription ends (the SNA's Expiry-Time): after that the AS no longer trusts its
+    // copy, a PNR gets 5107 and the next call reads and subscribes again
+    let kim_subscribed = || hss.cmd("subs").contains("sip:kim@test.local/");
+    assert_eq!(invite("kim"), "SIP/2.0 200 OK", "INVITE kim (UDR, SNR)");
+    assert!(kim_subscribed(), "kim subscribed");
+    poll_until(
+        "the HSS ends kim's subscription",
+        Duration::from_secs(15),
+        || (!kim_subscribed()).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // past the end on the AS's clock too: it reads whole seconds (OpenSIPS's cachedb_local
+    // expires an entry in the second after its time)
+    std::thread::sleep(Duration::from_millis(2500));
+    pnr_refused("kim", "5107");
+    assert_eq!(
+        invite("kim"),
+        "SIP/2.0 200 OK",
+        "INVITE kim after the subscription ended (UDR, SNR again)"
+    );
+    assert!(kim_subscribed(), "kim subscribed again");
 
     // SIP: who got which INVITE
     assert_eq!(
@@ -332,9 +365,11 @@ pub fn run_as_scenario(
             format!("INVITE {vm_target} SIP/2.0"),
             format!("INVITE {ivy_target} SIP/2.0"),
             format!("INVITE {ivy_target} SIP/2.0"),
-            format!("INVITE {jack_target} SIP/2.0")
+            format!("INVITE {jack_target} SIP/2.0"),
+            format!("INVITE {kim_target} SIP/2.0"),
+            format!("INVITE {kim_target} SIP/2.0")
         ],
-        "alice's first target (before the PNR), ivy's (not registered), jack's"
+        "alice's first target (before the PNR), ivy's (not registered), jack's, kim's"
     );
     assert_eq!(
         request_lines(&mobile),
@@ -347,6 +382,8 @@ pub fn run_as_scenario(
             "Diversion: <sip:ivy@test.local>;reason=unavailable"
         } else if m.starts_with("INVITE sip:jack-vm@") {
             "Diversion: <sip:jack@test.local>;reason=unconditional"
+        } else if m.starts_with("INVITE sip:kim-vm@") {
+            "Diversion: <sip:kim@test.local>;reason=unconditional"
         } else {
             "Diversion: <sip:alice@test.local>;reason=unconditional"
         };
@@ -382,15 +419,15 @@ pub fn run_as_scenario(
             .collect()
     };
     let repository = " dref=[0] si=call-forwarding errors=0 ";
-    assert_eq!(lines("UDR ", "").len(), 13, "UDRs:\n{log}");
-    assert_eq!(lines("UDR ", repository).len(), 10, "UDRs:\n{log}");
+    assert_eq!(lines("UDR ", "").len(), 15, "UDRs:\n{log}");
+    assert_eq!(lines("UDR ", repository).len(), 12, "UDRs:\n{log}");
     assert_eq!(
         lines("UDR ", " dref=[11] si= errors=0 -> Result-Code 2001"),
         lines("UDR ", " dref=[11] "),
         "IMSUserState UDRs:\n{log}"
     );
-    assert_eq!(lines("SNR ", "").len(), 6, "SNRs:\n{log}");
-    assert_eq!(lines("SNR ", repository).len(), 6, "SNRs:\n{log}");
+    assert_eq!(lines("SNR ", "").len(), 8, "SNRs:\n{log}");
+    assert_eq!(lines("SNR ", repository).len(), 8, "SNRs:\n{log}");
     assert_eq!(
         lines("SNR ", " type=1 "),
         lines("SNR ", "impu=sip:jack@test.local type=1 "),
@@ -432,7 +469,9 @@ pub fn run_as_scenario(
             "sip:hank@test.local",
             "sip:ivy@test.local",
             "sip:jack@test.local",
-            "sip:bob@test.local"
+            "sip:bob@test.local",
+            "sip:kim@test.local",
+            "sip:kim@test.local"
         ],
         "UDR (RepositoryData) User-Identity/Public-Identity"
     );
@@ -460,10 +499,25 @@ pub fn run_as_scenario(
             "sip:hank@test.local",
             "sip:ivy@test.local",
             "sip:jack@test.local",
-            "sip:jack@test.local"
+            "sip:jack@test.local",
+            "sip:kim@test.local",
+            "sip:kim@test.local"
         ],
         "SNR User-Identity/Public-Identity"
     );
+    // the SNAs: Expiry-Time (Time, vendor 10415) in kim's two only, the end the HSS set
+    let snas: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.cmd_code == 308 && !m.is_request())
+        .collect();
+    assert_eq!(snas.len(), snr.len(), "one SNA per SNR");
+    let bounded: Vec<_> = snas
+        .iter()
+        .filter(|m| m.avp("Expiry-Time").is_some())
+        .map(|m| m.hbh)
+        .collect();
+    let kims: Vec<_> = snr[snr.len() - 2..].iter().map(|m| m.hbh).collect();
+    assert_eq!(bounded, kims, "Expiry-Time in the SNAs of kim's SNRs only");
     for m in udr.iter().chain(snr.iter()).chain(udr_state.iter()) {
         assert_eq!(m.value("Origin-Host"), Some(AS));
         assert_eq!(m.value("Destination-Realm"), Some(HSS));
@@ -480,15 +534,16 @@ pub fn run_as_scenario(
                 .to_vec()
         })
         .collect();
-    // Subscribe (0) five times, then jack's Unsubscribe (1)
+    // Subscribe (0) five times, jack's Unsubscribe (1), kim's two Subscribes
     let mut want = vec![vec![0u8, 0, 0, 0]; 5];
     want.push(vec![0, 0, 0, 1]);
+    want.extend([vec![0, 0, 0, 0], vec![0, 0, 0, 0]]);
     assert_eq!(types, want, "Subs-Req-Type of each SNR");
     let pnr = msgs
         .iter()
         .filter(|m| m.cmd_code == 309 && m.is_request())
         .count();
-    assert_eq!(pnr, 4, "PNRs from the HSS");
+    assert_eq!(pnr, 5, "PNRs from the HSS");
     let pna: Vec<_> = msgs
         .iter()
         .filter(|m| m.cmd_code == 309 && !m.is_request())
@@ -497,7 +552,7 @@ pub fn run_as_scenario(
         pna.iter()
             .map(|m| m.result_code().unwrap_or("none").to_string())
             .collect::<Vec<_>>(),
-        ["2001", "5107", "5100", "5107"],
+        ["2001", "5107", "5100", "5107", "5107"],
         "PNA outcomes"
     );
     for m in &pna {
