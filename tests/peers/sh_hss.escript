@@ -26,7 +26,7 @@
 %% DIAMETER_ERROR_OPERATION_NOT_ALLOWED: a request without a Service-Indication cannot name
 %% repository data, and this HSS keeps no other data.
 %% Subscriptions: --expiry names users whose subscriptions this HSS bounds (TS 29.328 §6.1.3,
-%% TS 29.329 §6.1.3): the SNA that subscribes them carries Expiry-Time = now + N seconds, and
+%% TS 29.329 §6.1.6): the SNA that subscribes them carries Expiry-Time = now + N seconds, and
 %% the subscription ends then (`subs` no longer lists it); the others do not expire.
 %%
 %% Control commands (one line each, one line back):
@@ -434,7 +434,7 @@ handle_request(#diameter_packet{msg = [Cmd | Req], errors = Errs}, _Svc, {_, Cap
                             _ -> Subs0
                         end,
                 ets:insert(hss, {subs, Subs1}),
-                %% Expiry-Time (709, TS 29.329 §6.3; §6.1.3 for the SNA): when the subscription ends, UTC
+                %% Expiry-Time (709, TS 29.329 §6.3; §6.1.6 for the SNA): when the subscription ends, UTC
                 Expiry = case {maps:get('Subs-Req-Type', Req), Until} of
                              {0, U} when U /= infinity ->
                                  #{'Expiry-Time' => [calendar:gregorian_seconds_to_datetime(U)]};

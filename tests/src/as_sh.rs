@@ -24,7 +24,7 @@
 //! - PNR with new User-Data -> PNA 2001 and the next INVITE goes to the new target; PNR for a
 //!   user without subscription -> 5107; PNR whose document is not the service's repository
 //!   data -> 5100 and the data stays;
-//! - a subscription the HSS bounds (Expiry-Time in the SNA, TS 29.329 §6.1.3) ends for the AS
+//! - a subscription the HSS bounds (Expiry-Time in the SNA, TS 29.328 §6.1.3) ends for the AS
 //!   too: once it has passed, a PNR gets 5107 and the next INVITE reads and subscribes again.
 //!
 //! Each test runs it twice: with the bridge's default names (User-Data is `Sh-User-Data`) and
