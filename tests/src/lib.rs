@@ -30,6 +30,7 @@ pub mod ocs;
 pub mod opensips;
 pub mod oracle;
 pub mod paths;
+pub mod pcrf;
 pub mod peers;
 pub mod ports;
 pub mod prometheus;

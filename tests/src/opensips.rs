@@ -265,3 +265,58 @@ fn attached_workers(bridge: &Bridge) -> usize {
     let list = if v.is_array() { &v } else { &v["workers"] };
     list.as_array().map_or(0, Vec::len)
 }
+
+/// A Diameter server role written in the OpenSIPS script (the HSS of `roles_hss_opensips.rs`,
+/// the OCS of `roles_ocs_opensips.rs`): the database made from [`ScriptRole::sql`] as
+/// `dir/<role>.db`, the bridge serving [`ScriptRole::app`] on `port`, and OpenSIPS running
+/// `cfg-examples/roles/opensips-<role>.cfg` with its `sqlite:///var/lib/opensips/<role>.db`
+/// pointed at that database and both UDP workers (`udp_workers=2`) attached. Dropped in field
+/// order: OpenSIPS first, then the bridge.
+///
+/// [`ScriptRole::sql`]: crate::roles::ScriptRole::sql
+/// [`ScriptRole::app`]: crate::roles::ScriptRole::app
+pub struct OpensipsScriptServer {
+    pub opensips: RoleOpensips,
+    pub bridge: Bridge,
+    pub db: PathBuf,
+}
+
+impl OpensipsScriptServer {
+    pub fn start(
+        tree: &OpensipsTree,
+        dir: &Path,
+        port: u16,
+        role: crate::roles::ScriptRole<'_>,
+    ) -> OpensipsScriptServer {
+        let name = role.role;
+        let db = dir.join(format!("{name}.db"));
+        crate::roles::sqlite(&db, role.sql);
+        let mut opts = crate::bridge::BridgeOptions {
+            origin_host: role.host.into(),
+            origin_realm: role.host.into(),
+            port,
+            applications: vec![role.app],
+            dictionaries: role.dictionaries,
+            ..crate::bridge::BridgeOptions::default()
+        };
+        opts.extra_toml = "reply_timeout = \"3s\"\n".into();
+        let bridge = Bridge::start(dir, &opts);
+        let default_db = format!("sqlite:///var/lib/opensips/{name}.db");
+        let mut rewrites = vec![(default_db.as_str(), format!("sqlite://{}", db.display()))];
+        rewrites.extend(crate::roles::opensips_event_route_rewrites(tree));
+        let opensips = RoleOpensips::start(
+            tree,
+            dir,
+            &format!("opensips-{name}"),
+            &repo_root().join(format!("cfg-examples/roles/opensips-{name}.cfg")),
+            &bridge,
+            &rewrites,
+            2,
+        );
+        OpensipsScriptServer {
+            opensips,
+            bridge,
+            db,
+        }
+    }
+}
