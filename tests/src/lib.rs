@@ -31,6 +31,7 @@ pub mod opensips;
 pub mod oracle;
 pub mod paths;
 pub mod pcrf;
+pub mod pcscf;
 pub mod peers;
 pub mod ports;
 pub mod prometheus;
