@@ -29,6 +29,11 @@
 %% TS 29.329 §6.1.6): the SNA that subscribes them carries Expiry-Time = now + N seconds, and
 %% the subscription ends then (`subs` no longer lists it); the others do not expire.
 %%
+%% PUR (307, TS 29.329 §6.1.3; TS 29.328 §6.1.2 Sh-Update) writes DIR/<user>.xml when its
+%% User-Data is this service's repository data (Data-Reference 0) whose SequenceNumber is the
+%% stored one plus 1 (65535 -> 1; 0 for a new document; TS 29.328 §6.1.2), else answers
+%% Experimental-Result 5105 DIAMETER_ERROR_TRANSPARENT_DATA_OUT_OF_SYNC and keeps the file;
+%% printed as "PUR impu=<...> dref=<n> seq=<new> stored=<old> errors=<n> -> <outcome>".
 %% Control commands (one line each, one line back):
 %%   up [SECONDS]  -> "UP <peer host>" once a peer is up, or "ERROR not up"
 %%   subs          -> "SUBS <impu>/<service-indication>,..." (the SNR subscriptions held)
@@ -152,6 +157,37 @@
         * [ Supported-Features ]
           [ User-Data ]
           [ Expiry-Time ]
+        * [ AVP ]
+          [ Failed-AVP ]
+        * [ Proxy-Info ]
+        * [ Route-Record ]
+   PUR ::= < Diameter Header: 307, REQ, PXY >
+          < Session-Id >
+          { Vendor-Specific-Application-Id }
+          { Auth-Session-State }
+          { Origin-Host }
+          { Origin-Realm }
+          { Destination-Realm }
+          { User-Identity }
+          { Data-Reference }
+          { User-Data }
+          [ Destination-Host ]
+        * [ Supported-Features ]
+          [ Wildcarded-Public-Identity ]
+          [ User-Name ]
+        * [ AVP ]
+        * [ Proxy-Info ]
+        * [ Route-Record ]
+   PUA ::= < Diameter Header: 307, PXY >
+          < Session-Id >
+          { Vendor-Specific-Application-Id }
+          { Auth-Session-State }
+          { Origin-Host }
+          { Origin-Realm }
+          [ Result-Code ]
+          [ Experimental-Result ]
+          [ Wildcarded-Public-Identity ]
+        * [ Supported-Features ]
         * [ AVP ]
           [ Failed-AVP ]
         * [ Proxy-Info ]
@@ -457,6 +493,43 @@ handle_request(#diameter_packet{msg = [Cmd | Req], errors = Errs}, _Svc, {_, Cap
         drop -> discard;
         _ -> {reply, [case Cmd of 'UDR' -> 'UDA'; 'SNR' -> 'SNA' end | Ans]}
     end;
+handle_request(#diameter_packet{msg = ['PUR' | Req], errors = Errs}, _Svc, {_, Caps}) ->
+    #diameter_caps{origin_host = {OH, _}, origin_realm = {OR, _}} = Caps,
+    Impu = case maps:get('User-Identity', Req, #{}) of
+               #{'Public-Identity' := [I]} -> binary_to_list(I);
+               _ -> ""
+           end,
+    User = hd(string:split(lists:last(string:split(Impu, ":")), "@")),
+    Dref = maps:get('Data-Reference', Req, -1),
+    Xml = maps:get('User-Data', Req, <<>>),
+    Seq = fun(Doc) ->
+              case re:run(Doc, "<SequenceNumber>([0-9]+)</SequenceNumber>",
+                          [{capture, all_but_first, list}]) of
+                  {match, [N]} -> list_to_integer(N);
+                  _ -> none
+              end
+          end,
+    New = Seq(Xml),
+    Stored = case user_data(User) of {ok, Old} -> Seq(Old); error -> none end,
+    Next = case Stored of none -> 0; 65535 -> 1; N -> N + 1 end,
+    Outcome = case Dref == 0 andalso New == Next of
+                  true ->
+                      [{dir, Dir}] = ets:lookup(hss, dir),
+                      ok = file:write_file(filename:join(Dir, User ++ ".xml"), Xml),
+                      {rc, 2001};
+                  false -> {exp, 5105}
+              end,
+    out("PUR impu=~s dref=~p seq=~p stored=~p errors=~p -> ~s",
+        [Impu, Dref, New, Stored, length(Errs), outcome(Outcome)]),
+    Base = #{'Session-Id' => maps:get('Session-Id', Req), 'Auth-Session-State' => 1,
+             'Origin-Host' => OH, 'Origin-Realm' => OR,
+             'Vendor-Specific-Application-Id' => vsai()},
+    {reply, ['PUA' | case Outcome of
+                         {rc, C} -> Base#{'Result-Code' => [C]};
+                         {exp, C} -> Base#{'Experimental-Result' =>
+                                               [#{'Vendor-Id' => ?VENDOR_3GPP,
+                                                  'Experimental-Result-Code' => C}]}
+                     end]};
 handle_request(#diameter_packet{header = H}, _Svc, _Peer) ->
     out("REQUEST cmd=~p not served here: 3001", [H#diameter_header.cmd_code]),
     {answer_message, 3001}.
