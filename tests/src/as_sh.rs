@@ -25,7 +25,11 @@
 //!   user without subscription -> 5107; PNR whose document is not the service's repository
 //!   data -> 5100 and the data stays;
 //! - a subscription the HSS bounds (Expiry-Time in the SNA, TS 29.328 §6.1.3) ends for the AS
-//!   too: once it has passed, a PNR gets 5107 and the next INVITE reads and subscribes again.
+//!   too: once it has passed, a PNR gets 5107 and the next INVITE reads and subscribes again;
+//! - the served user sets a new target (SIP MESSAGE with Call-Forwarding-Target) -> PUR with
+//!   the document and the next SequenceNumber (Data-Reference RepositoryData): PUA 2001 -> the
+//!   HSS stores it and the next INVITE follows it; a PUR out of sync with the HSS's document
+//!   -> 5105, SIP 500, and the next INVITE reads the HSS's document again.
 //!
 //! Each test runs it twice: with the bridge's default names (User-Data is `Sh-User-Data`) and
 //! under `cfg-examples/freediameter-names.dict` (`User-Data-29.329`, aaa_diameter's name): the
@@ -357,6 +361,51 @@ pub fn run_as_scenario(
     );
     assert!(kim_subscribed(), "kim subscribed again");
 
+    // alice sets a new target herself (MESSAGE -> PUR): the AS writes it with the next
+    // SequenceNumber (her document is at 2 since the PNR), and her next call follows it
+    let alice_new = format!("sip:alice-new@127.0.0.1:{}", mobile.port);
+    let set_target = |user: &str, target: &str| {
+        crate::sip::request(
+            sip_port,
+            "MESSAGE",
+            "sip:call-forwarding@as.test.local",
+            user,
+            &[format!("Call-Forwarding-Target: {target}")],
+        )
+    };
+    assert_eq!(
+        set_target("alice", &alice_new),
+        "SIP/2.0 200 OK",
+        "MESSAGE alice (PUR)"
+    );
+    let stored = std::fs::read_to_string(data.join("alice.xml"))
+        .unwrap_or_else(|e| panic!("alice.xml: {e}"));
+    assert!(
+        stored.contains(&format!("<Target>{alice_new}</Target>"))
+            && stored.contains("<SequenceNumber>3</SequenceNumber>"),
+        "the HSS stored the AS's document: {stored}"
+    );
+    assert_eq!(invite("alice"), "SIP/2.0 200 OK", "INVITE alice after PUR");
+    // the HSS's document moves on without a PNR (another AS wrote it): the AS's next PUR is
+    // out of sync (5105), it drops its copy, and the next call reads the HSS's document
+    write(&data.join("alice.xml"), &sh_data(7, true, &mobile_target));
+    assert_eq!(
+        set_target("alice", &vm_target),
+        "SIP/2.0 500 Service Data Out Of Sync",
+        "MESSAGE alice (PUR, 5105)"
+    );
+    assert_eq!(
+        invite("alice"),
+        "SIP/2.0 200 OK",
+        "INVITE alice after the refused PUR (UDR)"
+    );
+    // no PUR for a user whose data the AS does not hold
+    assert_eq!(
+        set_target("frank", &vm_target),
+        "SIP/2.0 403 Service Data Not Held",
+        "MESSAGE frank"
+    );
+
     // SIP: who got which INVITE
     assert_eq!(
         request_lines(&voicemail),
@@ -373,8 +422,12 @@ pub fn run_as_scenario(
     );
     assert_eq!(
         request_lines(&mobile),
-        [format!("INVITE {mobile_target} SIP/2.0")],
-        "alice's target after the PNR"
+        [
+            format!("INVITE {mobile_target} SIP/2.0"),
+            format!("INVITE {alice_new} SIP/2.0"),
+            format!("INVITE {mobile_target} SIP/2.0")
+        ],
+        "alice's target after the PNR, after her PUR, after the refused PUR"
     );
     let forwarded = voicemail.received().into_iter().chain(mobile.received());
     for m in forwarded.filter(|m| m.starts_with("INVITE ")) {
@@ -403,9 +456,10 @@ pub fn run_as_scenario(
         "calls not forwarded, to the S-CSCF"
     );
 
-    // the script found User-Data under the name the bridge's dictionary gives it
+    // the script found User-Data under the name the bridge's dictionary gives it (alice's
+    // two UDAs: her first call, and the read after the refused PUR)
     let found = format!("sip:alice@test.local: {} of ", names.user_data);
-    assert_eq!(server.log_lines(&found).len(), 1, "UDA {found}");
+    assert_eq!(server.log_lines(&found).len(), 2, "UDA {found}");
     let found = format!("new data for sip:alice@test.local ({})", names.user_data);
     assert_eq!(server.log_lines(&found).len(), 1, "PNR {found}");
 
@@ -419,8 +473,17 @@ pub fn run_as_scenario(
             .collect()
     };
     let repository = " dref=[0] si=call-forwarding errors=0 ";
-    assert_eq!(lines("UDR ", "").len(), 15, "UDRs:\n{log}");
-    assert_eq!(lines("UDR ", repository).len(), 12, "UDRs:\n{log}");
+    assert_eq!(lines("UDR ", "").len(), 16, "UDRs:\n{log}");
+    assert_eq!(lines("UDR ", repository).len(), 13, "UDRs:\n{log}");
+    assert_eq!(
+        lines("PUR ", ""),
+        [
+            "PUR impu=sip:alice@test.local dref=0 seq=3 stored=2 errors=0 -> Result-Code 2001",
+            "PUR impu=sip:alice@test.local dref=0 seq=4 stored=7 errors=0 -> \
+             Experimental-Result-Code 5105"
+        ],
+        "PURs:\n{log}"
+    );
     assert_eq!(
         lines("UDR ", " dref=[11] si= errors=0 -> Result-Code 2001"),
         lines("UDR ", " dref=[11] "),
@@ -471,7 +534,8 @@ pub fn run_as_scenario(
             "sip:jack@test.local",
             "sip:bob@test.local",
             "sip:kim@test.local",
-            "sip:kim@test.local"
+            "sip:kim@test.local",
+            "sip:alice@test.local"
         ],
         "UDR (RepositoryData) User-Identity/Public-Identity"
     );
@@ -539,6 +603,27 @@ pub fn run_as_scenario(
     want.push(vec![0, 0, 0, 1]);
     want.extend([vec![0, 0, 0, 0], vec![0, 0, 0, 0]]);
     assert_eq!(types, want, "Subs-Req-Type of each SNR");
+    // PUR: Data-Reference RepositoryData, no Service-Indication (it is in the document);
+    // the PUAs 2001, then 5105
+    let pur = requests(307);
+    assert_eq!(
+        users(&pur),
+        ["sip:alice@test.local"; 2],
+        "PUR User-Identity"
+    );
+    for m in &pur {
+        assert_eq!(
+            m.avp("Data-Reference").map(|a| a.data()),
+            Some(&[0, 0, 0, 0][..])
+        );
+        assert!(m.avp("Service-Indication").is_none(), "frame {}", m.frame);
+    }
+    let pua: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.cmd_code == 307 && !m.is_request())
+        .map(|m| m.result_code().unwrap_or("none").to_string())
+        .collect();
+    assert_eq!(pua, ["2001", "5105"], "PUA outcomes");
     let pnr = msgs
         .iter()
         .filter(|m| m.cmd_code == 309 && m.is_request())
