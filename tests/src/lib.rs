@@ -37,6 +37,7 @@ pub mod ports;
 pub mod prometheus;
 pub mod ro_client;
 pub mod roles;
+pub mod scscf;
 pub mod sip;
 pub mod sip_call;
 pub mod sip_media;
