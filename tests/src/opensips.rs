@@ -320,3 +320,118 @@ impl OpensipsScriptServer {
         }
     }
 }
+
+/// A Cx client role (I-CSCF, S-CSCF) on OpenSIPS against the Cx HSS
+/// `tests/peers/cx_hss.escript` (`hss.test.local`, started by
+/// [`crate::roles::captured_server`] with `hss_options`): the bridge as `origin_host` (realm
+/// `test.local`) with the HSS as its peer and default route, and OpenSIPS running
+/// `cfg-examples/roles/opensips-<role>.cfg` (with `rewrites`, see [`RoleOpensips::start`]),
+/// two workers attached. The OpenSIPS counterpart of [`crate::roles::CxRole`]. Dropped in
+/// field order: OpenSIPS, the bridge, the HSS, the capture.
+pub struct CxRoleOpensips {
+    pub opensips: RoleOpensips,
+    pub bridge: Bridge,
+    pub hss: crate::roles::ScriptedPeer,
+    pub hss_port: u16,
+    pub capture: crate::capture::Capture,
+}
+
+impl CxRoleOpensips {
+    pub fn start(
+        tree: &OpensipsTree,
+        dir: &Path,
+        role: &str,
+        origin_host: &str,
+        hss_options: &[String],
+        rewrites: &[(&str, String)],
+    ) -> CxRoleOpensips {
+        // built (once per process) before the HSS starts its 90 s
+        let _ = dmbridge_bin();
+        let hss_host = crate::roles::CxRole::HSS;
+        let (hss, hss_port, capture) =
+            crate::roles::captured_server(dir, "cx_hss.escript", hss_host, hss_options);
+        let opts = crate::bridge::BridgeOptions {
+            origin_host: origin_host.into(),
+            origin_realm: "test.local".into(),
+            port: free_port(),
+            applications: vec![crate::bridge::BridgeApp {
+                id: 16_777_216,
+                vendor: Some(10_415),
+                acct: false,
+            }],
+            peers: vec![crate::bridge::BridgePeer {
+                host: hss_host.into(),
+                port: Some(hss_port),
+            }],
+            default_route: vec![hss_host.into()],
+            ..crate::bridge::BridgeOptions::default()
+        };
+        let bridge = Bridge::start(dir, &opts);
+        let up = hss.cmd("up 15");
+        assert!(
+            up.starts_with("UP "),
+            "bridge not connected to the HSS: {up}"
+        );
+        let name = format!("opensips-{role}");
+        let opensips = RoleOpensips::start(
+            tree,
+            dir,
+            &name,
+            &repo_root().join(format!("cfg-examples/roles/{name}.cfg")),
+            &bridge,
+            rewrites,
+            2,
+        );
+        CxRoleOpensips {
+            opensips,
+            bridge,
+            hss,
+            hss_port,
+            capture,
+        }
+    }
+}
+
+/// One MI command over OpenSIPS's FIFO `fifo` (mi_fifo, JSON-RPC): `method` with the JSON
+/// object `params`; returns the reply's text ("" when none came within 5 s). The reply FIFO
+/// is made under mi_fifo's default reply_dir, /tmp/, and removed afterwards.
+pub fn mi_fifo(fifo: &Path, method: &str, params: &serde_json::Value) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // mi_fifo refuses reply FIFO names with dots
+    let name = format!(
+        "dmbtest_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let reply = Path::new("/tmp").join(&name);
+    let _ = std::fs::remove_file(&reply);
+    let made = Command::new("mkfifo")
+        .args(["-m", "600"])
+        .arg(&reply)
+        .status()
+        .unwrap_or_else(|e| panic!("mkfifo: {e}"));
+    assert!(made.success(), "mkfifo {}", reply.display());
+    // the reader first: mi_fifo opens the reply FIFO without blocking (retrying briefly)
+    let reader = Command::new("timeout")
+        .arg("5")
+        .arg("cat")
+        .arg(&reply)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cat {}: {e}", reply.display()));
+    let line = format!(
+        ":{name}:{}\n",
+        serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1})
+    );
+    let sent = std::fs::OpenOptions::new()
+        .write(true)
+        .open(fifo)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    let out = reader
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("cat {}: {e}", reply.display()));
+    let _ = std::fs::remove_file(&reply);
+    sent.unwrap_or_else(|e| panic!("MI FIFO {}: {e}", fifo.display()));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
