@@ -17,11 +17,11 @@
 //! builds the dmbridge module in that tree. Without OPENSIPS_SRC (CI: OpenSIPS is not packaged
 //! by Debian), or with modules missing, it says it is skipped, naming what is missing.
 
-use harness::opensips::{mi_fifo, say_skipped, CxRoleOpensips, OpensipsTree, RoleOpensips};
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use harness::opensips::{mi_fifo, say_skipped, CxRoleOpensips, OpensipsTree, RoleOpensips};
 use harness::scscf::{
     hss_options, run_scscf_scenario, run_stale_nonce_scenario, ScscfUnderTest, SCSCF,
 };
@@ -39,6 +39,13 @@ const MODULES: &[&str] = &[
     "json",
     "mi_fifo",
 ];
+
+/// The tree OPENSIPS_SRC names, or None after saying the test is skipped and why.
+fn tree() -> Option<OpensipsTree> {
+    OpensipsTree::from_env(MODULES)
+        .map_err(|why| say_skipped("roles_scscf_opensips", &why))
+        .ok()
+}
 
 /// The S-CSCF on OpenSIPS in `dir` with the cfg's `rewrites` besides the MI FIFO's path (in
 /// `dir`, returned) and, for 3.4/3.5, the event_route module.
@@ -81,13 +88,7 @@ fn assert_no_errors(opensips: &RoleOpensips) {
 
 #[test]
 fn scscf_in_opensips_registers_with_digest_from_the_hss() {
-    let tree = match OpensipsTree::from_env(MODULES) {
-        Ok(t) => t,
-        Err(why) => {
-            say_skipped("roles_scscf_opensips", &why);
-            return;
-        }
-    };
+    let Some(tree) = tree() else { return };
     let dir = TestDir::new("roles-scscf-opensips");
     let (cx, fifo) = start(&tree, dir.path(), &[]);
     run_scscf_scenario(ScscfUnderTest {
@@ -102,13 +103,7 @@ fn scscf_in_opensips_registers_with_digest_from_the_hss() {
 
 #[test]
 fn scscf_in_opensips_challenges_a_stale_nonce_again() {
-    let tree = match OpensipsTree::from_env(MODULES) {
-        Ok(t) => t,
-        Err(why) => {
-            say_skipped("roles_scscf_opensips", &why);
-            return;
-        }
-    };
+    let Some(tree) = tree() else { return };
     let dir = TestDir::new("roles-scscf-opensips-stale");
     let nonce_expire = Duration::from_secs(2);
     let (cx, fifo) = start(
