@@ -350,27 +350,20 @@ impl CxRoleOpensips {
         let hss_host = crate::roles::CxRole::HSS;
         let (hss, hss_port, capture) =
             crate::roles::captured_server(dir, "cx_hss.escript", hss_host, hss_options);
-        let opts = crate::bridge::BridgeOptions {
-            origin_host: origin_host.into(),
-            origin_realm: "test.local".into(),
-            port: free_port(),
-            applications: vec![crate::bridge::BridgeApp {
+        let bridge = crate::roles::peer_client_bridge(
+            dir,
+            origin_host,
+            crate::bridge::BridgeApp {
                 id: 16_777_216,
                 vendor: Some(10_415),
                 acct: false,
-            }],
-            peers: vec![crate::bridge::BridgePeer {
-                host: hss_host.into(),
-                port: Some(hss_port),
-            }],
-            default_route: vec![hss_host.into()],
-            ..crate::bridge::BridgeOptions::default()
-        };
-        let bridge = Bridge::start(dir, &opts);
-        let up = hss.cmd("up 15");
-        assert!(
-            up.starts_with("UP "),
-            "bridge not connected to the HSS: {up}"
+            },
+            &crate::roles::ServerPeer {
+                peer: &hss,
+                host: hss_host,
+                port: hss_port,
+            },
+            &[],
         );
         let name = format!("opensips-{role}");
         let opensips = RoleOpensips::start(

@@ -18,10 +18,10 @@
 //! by Debian), or with modules missing, it says it is skipped, naming what is missing.
 
 use std::path::Path;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use harness::opensips::{mi_fifo, say_skipped, CxRoleOpensips, OpensipsTree, RoleOpensips};
+use harness::roles::opensips_event_route_rewrites;
 use harness::scscf::{
     hss_options, run_scscf_scenario, run_stale_nonce_scenario, ScscfUnderTest, SCSCF,
 };
@@ -54,19 +54,11 @@ fn start(
     dir: &Path,
     extra: &[(&str, String)],
 ) -> (CxRoleOpensips, std::path::PathBuf) {
-    // both tests of this file use the one module build (two concurrent builds in the tree
-    // would remove each other's objects)
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| tree.build_dmbridge(dir));
+    // once per process: both tests of this file use the one build
+    tree.build_dmbridge(dir);
     let fifo = dir.join("opensips-scscf.fifo");
     let mut rewrites = vec![("/run/opensips/opensips_fifo", fifo.display().to_string())];
-    // 3.4/3.5 run event routes only with the event_route module (core from 3.6 on)
-    if tree.src.join("modules/event_route").is_dir() {
-        rewrites.push((
-            "loadmodule \"dmbridge.so\"",
-            "loadmodule \"event_route.so\"\nloadmodule \"dmbridge.so\"".into(),
-        ));
-    }
+    rewrites.extend(opensips_event_route_rewrites(tree));
     rewrites.extend(extra.iter().cloned());
     let cx = CxRoleOpensips::start(tree, dir, "scscf", SCSCF, &hss_options(), &rewrites);
     (cx, fifo)
