@@ -3,7 +3,8 @@
 //! (`tests/peers/sh_hss.escript`) through the real `dmbridge run`: UDR on INVITE (repository
 //! data, IMSUserState for conditional forwarding), SNR after the first read and
 //! unsubscription on de-registration, third-party REGISTER, PNR served (2001 / 5107 / 5100),
-//! UDA 5001 -> 404, 5100 -> 403, no answer -> 504. The scenario and what it asserts (SIP
+//! UDA 5001 -> 404, 5100 -> 403, no answer -> 504, a subscription bounded by the SNA's
+//! Expiry-Time renewed after it ends, PUR on the user's MESSAGE (2001, 5105). The scenario and what it asserts (SIP
 //! outcomes, the HSS's log, the wire) are in `tests/src/as_sh.rs`, shared with the OpenSIPS
 //! AS (`roles_as_opensips.rs`).
 //!

@@ -5,7 +5,8 @@
 //! `tests/src/as_sh.rs`: UDR on INVITE (repository data, IMSUserState for conditional
 //! forwarding), SNR after the first read and unsubscription on de-registration, third-party
 //! REGISTER, PNR served (2001 / 5107 / 5100) changing later routing, UDA 5001 -> 404, 5100 ->
-//! 403, no answer -> 504; checked on the SIP side, in the HSS's log, in the script's log and
+//! 403, no answer -> 504, a subscription bounded by the SNA's Expiry-Time renewed after it
+//! ends, PUR on the user's MESSAGE (2001, 5105); checked on the SIP side, in the HSS's log, in the script's log and
 //! on the wire (tshark).
 //!
 //! Run twice, the second time under `NAMES freediameter`: an aaa_diameter script finds Sh's
