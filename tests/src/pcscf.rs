@@ -18,12 +18,14 @@
 //! - RAR for the call: RAA 2001 and the Specific-Action logged; for an unknown session 5002;
 //! - BYE -> STR (DIAMETER_LOGOUT) for the AAR's Session-Id, the BYE reaches the callee;
 //! - ASR: ASA 2001, BYE to caller and callee, STR (DIAMETER_ADMINISTRATIVE).
+//! - CANCEL before the answer: of a call whose media was authorised on the 183, STR
+//!   (DIAMETER_LOGOUT); of a call that only rang (no SDP answer, no AAR), no STR.
 
 use std::path::Path;
 use std::time::Duration;
 
 use crate::pcrf::{PCRF, RX_APP};
-use crate::roles::{captured_server, PeerClientRole, ServerPeer};
+use crate::roles::{captured_server, PeerClientRole, ScriptedPeer, ServerPeer};
 use crate::sip_media::{Call, SdpPhone, SipMsg};
 use crate::tshark::{self, TsAvp, TsMessage};
 
@@ -237,6 +239,18 @@ fn answered_call(caller: &SdpPhone, callee: &SdpPhone, pcscf: u16) -> (Call, Sip
     (call, ok)
 }
 
+/// Waits for the PCRF's log to show the STR of Rx session `sid` with Termination-Cause
+/// `cause`, for a session it knew and decoded without error; `what` names the event in the
+/// panic.
+fn wait_str(pcrf: &mut ScriptedPeer, sid: &str, cause: u32, what: &str) {
+    pcrf.guard
+        .wait_for_line(
+            &format!("STR sid={sid} cause={cause} known=1 errors=0"),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("no STR {what}: {e}\n{}", pcrf.guard.tail(20)));
+}
+
 /// Runs the scenario in `dir`: the PCRF (`tests/peers/rx_pcrf.escript`, refusing mallory
 /// 5063, eve 5065, trudy 5063 and not answering dave) listening with a capture of its port,
 /// the callee bob, and the P-CSCF that `start(pcrf, bob_port)` starts: its bridge connected
@@ -293,12 +307,7 @@ pub fn run_pcscf_scenario(dir: &Path, start: &dyn Fn(ServerPeer<'_>, u16) -> Box
     let bye_ok = alice.bye(&mut call, &ok);
     assert_eq!(bye_ok.status(), Some(200), "{}", alice.dump());
     assert_eq!(bob.next_request("BYE").header("Call-ID"), call.call_id);
-    pcrf.guard
-        .wait_for_line(
-            &format!("STR sid={sid1} cause=1 known=1 errors=0"),
-            Duration::from_secs(10),
-        )
-        .unwrap_or_else(|e| panic!("no STR on BYE: {e}\n{}", pcrf.guard.tail(20)));
+    wait_str(&mut pcrf, &sid1, 1, "on BYE");
 
     // calls 2 to 4, refused on the 183 (5063, 5065, no AAA before the timeout): 503 to the
     // caller, CANCEL to the callee
@@ -357,12 +366,34 @@ pub fn run_pcscf_scenario(dir: &Path, start: &dyn Fn(ServerPeer<'_>, u16) -> Box
     for m in [&to_alice, &to_bob] {
         assert_eq!(m.header("Call-ID"), c6.call_id, "{}", m.text);
     }
-    pcrf.guard
-        .wait_for_line(
-            &format!("STR sid={sid6} cause=4 known=1 errors=0"),
-            Duration::from_secs(10),
-        )
-        .unwrap_or_else(|e| panic!("no STR after ASR: {e}\n{}", pcrf.guard.tail(20)));
+    wait_str(&mut pcrf, &sid6, 4, "after ASR");
+
+    // call 7, authorised on the 183, then cancelled by the caller before the answer: CANCEL
+    // to the callee, 487 to the caller, and the Rx session is released with an STR
+    // (DIAMETER_LOGOUT) as for a BYE
+    let c7 = alice.invite(sip, "sip:bob@test.local", &o);
+    let inv = bob.next_request("INVITE");
+    bob.reply(&inv, 183, "Session Progress", Some(&a));
+    let early = alice.wait_response(&c7, "INVITE", |s| s == 183 || s >= 200);
+    assert_eq!(early.status(), Some(183), "{}", alice.dump());
+    let sid7 = pcrf.cmd("last");
+    let sid7 = sid7.strip_prefix("SESSION ").unwrap_or("").to_string();
+    assert_ne!(sid7, sid6, "a new Rx session per call");
+    alice.cancel(&c7);
+    assert_eq!(bob.next_request("CANCEL").header("Call-ID"), c7.call_id);
+    let fin = alice.wait_final(&c7);
+    assert_eq!(fin.status(), Some(487), "{}", alice.dump());
+    wait_str(&mut pcrf, &sid7, 1, "after CANCEL");
+    // call 8, cancelled while ringing without SDP: no AAR was sent, so no STR either (the
+    // wire's STR list below has none for it)
+    let c8 = alice.invite(sip, "sip:bob@test.local", &o);
+    let inv = bob.next_request("INVITE");
+    bob.reply(&inv, 180, "Ringing", None);
+    alice.wait_response(&c8, "INVITE", |s| s == 180);
+    alice.cancel(&c8);
+    assert_eq!(bob.next_request("CANCEL").header("Call-ID"), c8.call_id);
+    let fin = alice.wait_final(&c8);
+    assert_eq!(fin.status(), Some(487), "{}", alice.dump());
 
     let errors = k.errors();
     assert!(
@@ -387,7 +418,7 @@ pub fn run_pcscf_scenario(dir: &Path, start: &dyn Fn(ServerPeer<'_>, u16) -> Box
         .iter()
         .filter(|m| m.cmd_code == 265 && m.is_request())
         .collect();
-    let callers = ["alice", "mallory", "eve", "dave", "trudy", "alice"];
+    let callers = ["alice", "mallory", "eve", "dave", "trudy", "alice", "alice"];
     assert_eq!(aars.len(), callers.len(), "one AAR per call");
     for (m, caller) in aars.iter().zip(callers) {
         assert_eq!(m.value("Origin-Host"), Some(PCSCF));
@@ -396,6 +427,7 @@ pub fn run_pcscf_scenario(dir: &Path, start: &dyn Fn(ServerPeer<'_>, u16) -> Box
     }
     assert_eq!(session_of(aars[0]), sid1);
     assert_eq!(session_of(aars[5]), sid6);
+    assert_eq!(session_of(aars[6]), sid7);
     // the STR goes to the PCRF that answered the AAR (its Origin-Host kept with the dialog)
     let strs: Vec<(String, String)> = rx
         .iter()
@@ -416,9 +448,11 @@ pub fn run_pcscf_scenario(dir: &Path, start: &dyn Fn(ServerPeer<'_>, u16) -> Box
         strs,
         [
             (sid1.clone(), "1".to_string()),
-            (sid6.clone(), "4".to_string())
+            (sid6.clone(), "4".to_string()),
+            (sid7.clone(), "1".to_string())
         ],
-        "STR on BYE (DIAMETER_LOGOUT) and after ASR (DIAMETER_ADMINISTRATIVE), no other"
+        "STR on BYE (DIAMETER_LOGOUT), after ASR (DIAMETER_ADMINISTRATIVE) and after the CANCEL \
+         of an authorised call (DIAMETER_LOGOUT), no other"
     );
     let codes = |cmd: u32| -> Vec<String> {
         rx.iter()

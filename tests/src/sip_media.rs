@@ -81,6 +81,8 @@ pub struct Call {
     from: String,
     proxy: u16,
     cseq: u32,
+    /// The INVITE's Via branch, which its CANCEL repeats (RFC 3261 §9.1).
+    branch: u64,
 }
 
 /// A SIP user agent on 127.0.0.1 that records everything it receives; stopped on drop.
@@ -151,25 +153,13 @@ impl SdpPhone {
             from: format!("<sip:{}@test.local>;tag={tag}", self.user),
             proxy,
             cseq: 1,
+            branch: unique(),
         };
-        let msg = format!(
-            "INVITE {ruri} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{br}\r\n\
-             Max-Forwards: 70\r\n\
-             From: {from}\r\n\
-             To: <{ruri}>\r\n\
-             Call-ID: {cid}\r\n\
-             CSeq: 1 INVITE\r\n\
-             Contact: <sip:{user}@127.0.0.1:{port}>\r\n\
-             Content-Type: application/sdp\r\n\
-             Content-Length: {len}\r\n\r\n{sdp}",
-            port = self.port,
-            br = unique(),
-            from = call.from,
-            cid = call.call_id,
-            user = self.user,
-            len = sdp.len(),
+        let extra = format!(
+            "Contact: <sip:{}@127.0.0.1:{}>\r\nContent-Type: application/sdp\r\n",
+            self.user, self.port
         );
+        let msg = self.initial_request("INVITE", &call, &extra, sdp);
         self.send(&msg, proxy);
         call
     }
@@ -188,6 +178,34 @@ impl SdpPhone {
     /// The final response to the call's INVITE.
     pub fn wait_final(&self, call: &Call) -> SipMsg {
         self.wait_response(call, "INVITE", |s| s >= 200)
+    }
+
+    /// CANCEL of the call's INVITE, before its final response (RFC 3261 §9.1: the INVITE's
+    /// Request-URI, Call-ID, From, To, CSeq number and Via branch).
+    pub fn cancel(&self, call: &Call) {
+        let msg = self.initial_request("CANCEL", call, "", "");
+        self.send(&msg, call.proxy);
+    }
+
+    /// The call's INVITE, or its CANCEL (the same Request-URI, Via branch, From, To, Call-ID
+    /// and CSeq number), with `extra` header lines and `body`.
+    fn initial_request(&self, method: &str, call: &Call, extra: &str, body: &str) -> String {
+        format!(
+            "{method} {ruri} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{br}\r\n\
+             Max-Forwards: 70\r\n\
+             From: {from}\r\n\
+             To: <{ruri}>\r\n\
+             Call-ID: {cid}\r\n\
+             CSeq: 1 {method}\r\n\
+             {extra}Content-Length: {len}\r\n\r\n{body}",
+            ruri = call.ruri,
+            port = self.port,
+            br = call.branch,
+            from = call.from,
+            cid = call.call_id,
+            len = body.len(),
+        )
     }
 
     /// ACK for the 2xx `ok` (RFC 3261 §13.2.2.4): to the Contact, through the route set.
