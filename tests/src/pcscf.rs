@@ -330,13 +330,14 @@ pub fn run_pcscf_scenario(dir: &Path, start: &dyn Fn(ServerPeer<'_>, u16) -> Box
         assert_eq!(cancel.header("Call-ID"), c.call_id);
         // the proxy ACKs the callee's 487 (RFC 3261 §17.1.1.3)
         assert_eq!(bob.next_request("ACK").header("Call-ID"), c.call_id);
-        assert!(
-            pcrf.guard.output().contains(&format!(
-                "sub=sip:{user}@test.local mcd=2 errors=0 -> {outcome}"
-            )),
-            "{user}: {}",
-            pcrf.guard.tail(10)
-        );
+        // (waited for: the PCRF logs its AAR after answering it, which may be after the
+        // caller has its 503)
+        pcrf.guard
+            .wait_for_line(
+                &format!("sub=sip:{user}@test.local mcd=2 errors=0 -> {outcome}"),
+                Duration::from_secs(10),
+            )
+            .unwrap_or_else(|e| panic!("{user}: {e}"));
     }
 
     // call 5, refused when the media is first answered in a 200: it cannot be held back,
