@@ -26,6 +26,7 @@ pub mod certs;
 pub mod child;
 pub mod dmbridge;
 pub mod echo_worker;
+pub mod hss;
 pub mod ocs;
 pub mod opensips;
 pub mod oracle;

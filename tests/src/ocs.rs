@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use crate::bridge::BridgeApp;
 use crate::capture::Capture;
 use crate::paths::repo_root;
-use crate::roles::{sqlite, ScriptedPeer};
+use crate::roles::{sqlite, ScriptRole, ScriptedPeer};
 use crate::tshark;
 
 /// The OCS's Origin-Host and realm (the client's Destination-Realm).
@@ -52,6 +52,19 @@ pub fn ocs_sql() -> String {
         sql.push_str(&format!("INSERT INTO balance VALUES ('{sub}', {secs});"));
     }
     sql
+}
+
+/// The OCS as a script role (`<server>-ocs.cfg`, database `ocs.db`, acme.dict loaded) over the
+/// database `sql` makes (from [`ocs_sql`]), for [`crate::roles::ScriptServer`] and
+/// [`crate::opensips::OpensipsScriptServer`].
+pub fn ocs_role(sql: &str) -> ScriptRole<'_> {
+    ScriptRole {
+        role: "ocs",
+        host: OCS,
+        app: OCS_APP,
+        dictionaries: ocs_dictionaries(),
+        sql,
+    }
 }
 
 fn balance(db: &Path, sub: &str) -> i64 {

@@ -6,8 +6,8 @@
 //! `tests/src/ocs.rs`, shared with the OpenSIPS OCS (`roles_ocs_opensips.rs`).
 
 use harness::capture::Capture;
-use harness::ocs::{ocs_dictionaries, ocs_sql, run_ocs_scenario, OCS, OCS_APP};
-use harness::roles::{ScriptRole, ScriptServer};
+use harness::ocs::{ocs_role, ocs_sql, run_ocs_scenario};
+use harness::roles::ScriptServer;
 use harness::{free_port, TestDir};
 
 #[test]
@@ -18,17 +18,7 @@ fn ocs_in_kamailio_script() {
     // the client connects to the bridge on ocs_port; capture that conversation
     let capture = Capture::start(dir.path(), ocs_port);
     // the OCS: bridge (with acme.dict) + Kamailio running kamailio-ocs.cfg over a fresh database
-    let ocs = ScriptServer::start(
-        dir.path(),
-        ocs_port,
-        ScriptRole {
-            role: "ocs",
-            host: OCS,
-            app: OCS_APP,
-            dictionaries: ocs_dictionaries(),
-            sql: &ocs_sql(),
-        },
-    );
+    let ocs = ScriptServer::start(dir.path(), ocs_port, ocs_role(&ocs_sql()));
     run_ocs_scenario(dir.path(), ocs.port, &ocs.db, capture, &|needle| {
         ocs.kamailio.log_lines(needle)
     });

@@ -15,12 +15,9 @@
 //! builds the dmbridge module in that tree. Without OPENSIPS_SRC (CI: OpenSIPS is not packaged
 //! by Debian), or with modules missing, it says it is skipped, naming what is missing.
 
-use harness::bridge::{Bridge, BridgeOptions};
 use harness::capture::Capture;
-use harness::ocs::{ocs_dictionaries, ocs_sql, run_ocs_scenario, OCS, OCS_APP};
-use harness::opensips::{say_skipped, OpensipsTree, RoleOpensips};
-use harness::paths::repo_root;
-use harness::roles::{opensips_event_route_rewrites, sqlite};
+use harness::ocs::{ocs_role, ocs_sql, run_ocs_scenario};
+use harness::opensips::{say_skipped, OpensipsScriptServer, OpensipsTree};
 use harness::{free_port, TestDir};
 
 /// The modules opensips-ocs.cfg loads, besides dmbridge and proto_udp (built into the core).
@@ -37,40 +34,15 @@ fn ocs_in_opensips_script() {
     };
     let dir = TestDir::new("roles-ocs-opensips");
     tree.build_dmbridge(dir.path());
-    let db = dir.join("ocs.db");
-    sqlite(&db, &ocs_sql());
-
     let ocs_port = free_port();
     // the client connects to the bridge on ocs_port; capture that conversation
     let capture = Capture::start(dir.path(), ocs_port);
-    let mut opts = BridgeOptions {
-        origin_host: OCS.into(),
-        origin_realm: OCS.into(),
-        port: ocs_port,
-        applications: vec![OCS_APP],
-        dictionaries: ocs_dictionaries(),
-        ..BridgeOptions::default()
-    };
-    opts.extra_toml = "reply_timeout = \"3s\"\n".into();
-    let bridge = Bridge::start(dir.path(), &opts);
-    let mut rewrites = vec![(
-        "sqlite:///var/lib/opensips/ocs.db",
-        format!("sqlite://{}", db.display()),
-    )];
-    rewrites.extend(opensips_event_route_rewrites(&tree));
-    // both UDP workers (udp_workers=2) serve Diameter requests
-    let opensips = RoleOpensips::start(
-        &tree,
-        dir.path(),
-        "opensips-ocs",
-        &repo_root().join("cfg-examples/roles/opensips-ocs.cfg"),
-        &bridge,
-        &rewrites,
-        2,
-    );
-    run_ocs_scenario(dir.path(), ocs_port, &db, capture, &|needle| {
-        opensips.log_lines(needle)
+    // the bridge (with acme.dict) + OpenSIPS running opensips-ocs.cfg over a fresh database,
+    // both UDP workers (udp_workers=2) serving Diameter requests
+    let ocs = OpensipsScriptServer::start(&tree, dir.path(), ocs_port, ocs_role(&ocs_sql()));
+    run_ocs_scenario(dir.path(), ocs_port, &ocs.db, capture, &|needle| {
+        ocs.opensips.log_lines(needle)
     });
-    let errors = opensips.log_lines("ERROR:");
+    let errors = ocs.opensips.log_lines("ERROR:");
     assert!(errors.is_empty(), "errors in the OpenSIPS log: {errors:#?}");
 }
