@@ -27,6 +27,7 @@ pub mod child;
 pub mod dmbridge;
 pub mod echo_worker;
 pub mod hss;
+pub mod icscf;
 pub mod ocs;
 pub mod opensips;
 pub mod oracle;
