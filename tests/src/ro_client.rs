@@ -443,3 +443,71 @@ pub fn run_ro_client_scenario(ocs: RoOcs, sip: u16, server: &ChildGuard) {
         "ASA and RAAs from the script"
     );
 }
+
+/// The grant of the Validity-Time scenario ([`run_validity_time_scenario`]): longer than the
+/// scenario lasts.
+pub const LONG_GRANT: u32 = 6;
+/// The Validity-Time that comes with [`LONG_GRANT`]: the grant's own expiry, shorter.
+pub const VALIDITY: u32 = 2;
+
+/// The OCS options ([`start_ocs`]) of the Validity-Time scenario: grants of [`LONG_GRANT`]
+/// seconds valid for [`VALIDITY`] seconds.
+pub fn validity_ocs_args() -> Vec<String> {
+    [
+        "--grant".to_string(),
+        LONG_GRANT.to_string(),
+        "--validity".to_string(),
+        VALIDITY.to_string(),
+    ]
+    .to_vec()
+}
+
+/// A grant whose Validity-Time is shorter than its CC-Time (an OCS started with
+/// [`validity_ocs_args`]): RFC 4006 §8.33, the client must ask again when the Validity-Time
+/// passes, used up or not. The CCR-Update comes at the Validity-Time, not at the grant's end
+/// (reporting at least [`VALIDITY`] and less than [`LONG_GRANT`] seconds), with
+/// Reporting-Reason 4 VALIDITY_TIME (TS 32.299 §7.2) in the OCS's decoding and on the wire;
+/// then a BYE gets the CCR-Terminate. Same arguments as [`run_ro_client_scenario`].
+pub fn run_validity_time_scenario(ro_ocs: RoOcs, sip: u16, server: &ChildGuard) {
+    let ocs = &ro_ocs.peer;
+    let (callee, ivan) = (Phone::start("callee"), Phone::start("ivan"));
+    let call = ivan.invite(sip, &callee.uri());
+    assert!(
+        call.answered(),
+        "ivan: {}\n{}",
+        call.status,
+        server.tail(30)
+    );
+    let sid = sid_of(ocs, "ivan");
+    let u = wait_ccr(ocs, "ivan's CCR-Update at the Validity-Time", |c| {
+        c.ty == 2 && c.sid == sid
+    });
+    assert_eq!((u.num, u.rc, u.reason.as_str()), (1, 2001, "4"), "{u:?}");
+    assert!(
+        u.usu >= Some(VALIDITY) && u.usu < Some(LONG_GRANT),
+        "the update came at the Validity-Time ({VALIDITY} s), not at the grant's end \
+         ({LONG_GRANT} s): {u:?}"
+    );
+    assert_eq!(ivan.bye(sip, &call), "SIP/2.0 200 OK", "ivan's BYE");
+    let t = wait_ccr(ocs, "ivan's CCR-Terminate", |c| c.ty == 3 && c.sid == sid);
+    assert_eq!((t.num, t.rc, t.reason.as_str()), (2, 2001, "2"), "{t:?}");
+    // the update as sent: Reporting-Reason VALIDITY_TIME in its Used-Service-Unit
+    let pcap = ro_ocs.capture.stop();
+    let reasons: Vec<u32> = tshark::decode_pcap(&pcap, &[ro_ocs.port])
+        .iter()
+        .filter(|m| m.cmd_code == 272 && m.is_request())
+        .flat_map(|m| {
+            m.find_deep("Used-Service-Unit")
+                .into_iter()
+                .flat_map(|u| u.children.iter())
+                .filter(|a| a.code == 872)
+                .map(u32_of)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [4, 2],
+        "Reporting-Reasons of the CCR-U and the CCR-T"
+    );
+}

@@ -8,17 +8,17 @@
 //! Kamailio script has, is tested here.
 
 use harness::ro_client::{
-    assert_both_got_bye, ccrs, run_ro_client_scenario, sid_of, start_ocs, wait_ccr, RoOcs, CTF,
-    GRANT, OCS, RO_APP,
+    assert_both_got_bye, ccrs, run_ro_client_scenario, run_validity_time_scenario, sid_of,
+    start_ocs, validity_ocs_args, wait_ccr, RoOcs, CTF, GRANT, OCS, RO_APP,
 };
 use harness::roles::{PeerClientRole, ServerPeer};
 use harness::sip_call::Phone;
 use harness::TestDir;
 
-/// The OCS (with its capture) and the Ro client role (bridge + Kamailio with `defines` added
-/// to `OCS_REALM`).
-fn start(dir: &TestDir, defines: &[String]) -> (RoOcs, PeerClientRole) {
-    let ocs = start_ocs(dir.path(), &[]);
+/// The OCS (with its capture, `ocs_args` added to the scenario's) and the Ro client role
+/// (bridge + Kamailio with `defines` added to `OCS_REALM`).
+fn start(dir: &TestDir, ocs_args: &[String], defines: &[String]) -> (RoOcs, PeerClientRole) {
+    let ocs = start_ocs(dir.path(), ocs_args);
     let mut all_defines = vec![format!("OCS_REALM=\"{OCS}\"")];
     all_defines.extend_from_slice(defines);
     let role = PeerClientRole::start(
@@ -41,9 +41,20 @@ fn start(dir: &TestDir, defines: &[String]) -> (RoOcs, PeerClientRole) {
 fn ro_client_in_kamailio_charges_calls() {
     let dir = TestDir::new("roles-ro-client");
     let _ = harness::dmbridge::dmbridge_bin();
-    let (ocs, role) = start(&dir, &[]);
+    let (ocs, role) = start(&dir, &[], &[]);
     let k = &role.kamailio;
     run_ro_client_scenario(ocs, k.sip_port, &k.guard);
+}
+
+/// A Validity-Time shorter than the grant: the timer is armed for the Validity-Time and the
+/// CCR-Update says VALIDITY_TIME (`tests/src/ro_client.rs`, run_validity_time_scenario).
+#[test]
+fn ro_client_updates_when_the_validity_time_passes() {
+    let dir = TestDir::new("roles-ro-client-validity");
+    let _ = harness::dmbridge::dmbridge_bin();
+    let (ocs, role) = start(&dir, &validity_ocs_args(), &[]);
+    let k = &role.kamailio;
+    run_validity_time_scenario(ocs, k.sip_port, &k.guard);
 }
 
 /// The safety net: a dialog whose timeout passes without an update renewing it (here the
@@ -54,7 +65,7 @@ fn ro_client_in_kamailio_charges_calls() {
 fn ro_client_ends_calls_whose_dialog_timed_out() {
     let dir = TestDir::new("roles-ro-client-expiry");
     let _ = harness::dmbridge::dmbridge_bin();
-    let (ocs, role) = start(&dir, &["TIMEOUT_GRACE=-1".to_string()]);
+    let (ocs, role) = start(&dir, &[], &["TIMEOUT_GRACE=-1".to_string()]);
     let ocs = &ocs.peer;
     let k = &role.kamailio;
     let callee = Phone::start("callee");

@@ -6,7 +6,8 @@
 //! (402 on 4012, 503 without an answer, CCR-T of 0 s for a refused call), CCR-Update when the
 //! grant is used up (here the dialog module's own timeout route), BYEs both ways and no
 //! CCR-Terminate after a refused or unanswered update, CCR-Terminate on BYE, RAR and ASR
-//! served, checked at the phones, at the OCS and on the wire (tshark).
+//! served, checked at the phones, at the OCS and on the wire (tshark); and a grant whose
+//! Validity-Time is shorter than its CC-Time, updated at the Validity-Time.
 //!
 //! Kamailio's second test, the dialog-timeout safety net, has no counterpart: in this script
 //! the dialog's lifetime IS the quota timer (its timeout route renews it), so there is no
@@ -19,9 +20,13 @@
 //! missing, it says it is skipped, naming what is missing.
 
 use harness::bridge::{Bridge, BridgeOptions, BridgePeer};
+use harness::child::ChildGuard;
 use harness::opensips::{say_skipped, OpensipsTree, RoleOpensips};
 use harness::paths::repo_root;
-use harness::ro_client::{run_ro_client_scenario, start_ocs, CTF, OCS, RO_APP};
+use harness::ro_client::{
+    run_ro_client_scenario, run_validity_time_scenario, start_ocs, validity_ocs_args, RoOcs, CTF,
+    OCS, RO_APP,
+};
 use harness::{free_port, TestDir};
 
 /// The modules opensips-ro-client.cfg loads, besides dmbridge and proto_udp (in the core).
@@ -38,8 +43,11 @@ const MODULES: &[&str] = &[
     "cfgutils",
 ];
 
-#[test]
-fn ro_client_in_opensips_charges_calls() {
+/// Runs `scenario` (one of `harness::ro_client`'s) against OpenSIPS with opensips-ro-client.cfg,
+/// its bridge and the OCS started with `ocs_args`, in a test directory named `name`; says the
+/// test is skipped when OPENSIPS_SRC does not name a tree with [`MODULES`]. Afterwards the
+/// OpenSIPS log must hold no ERROR line.
+fn run(name: &str, ocs_args: &[String], scenario: fn(RoOcs, u16, &ChildGuard)) {
     let tree = match OpensipsTree::from_env(MODULES) {
         Ok(t) => t,
         Err(why) => {
@@ -47,11 +55,11 @@ fn ro_client_in_opensips_charges_calls() {
             return;
         }
     };
-    let dir = TestDir::new("roles-ro-client-opensips");
+    let dir = TestDir::new(name);
     // the bridge binary first: the OCS below exits on its own after a while
     let _ = harness::dmbridge::dmbridge_bin();
     tree.build_dmbridge(dir.path());
-    let ocs = start_ocs(dir.path(), &[]);
+    let ocs = start_ocs(dir.path(), ocs_args);
     // the bridge as the CTF, the OCS its peer and default route (as PeerClientRole does for
     // Kamailio)
     let bridge = Bridge::start(
@@ -89,7 +97,23 @@ fn ro_client_in_opensips_charges_calls() {
         &rewrites,
         2,
     );
-    run_ro_client_scenario(ocs, opensips.sip_port, &opensips.guard);
+    scenario(ocs, opensips.sip_port, &opensips.guard);
     let errors = opensips.log_lines("ERROR:");
     assert!(errors.is_empty(), "errors in the OpenSIPS log: {errors:#?}");
+}
+
+#[test]
+fn ro_client_in_opensips_charges_calls() {
+    run("roles-ro-client-opensips", &[], run_ro_client_scenario);
+}
+
+/// A Validity-Time shorter than the grant: the dialog's lifetime is the Validity-Time and the
+/// CCR-Update says VALIDITY_TIME.
+#[test]
+fn ro_client_in_opensips_updates_when_the_validity_time_passes() {
+    run(
+        "roles-ro-client-opensips-validity",
+        &validity_ocs_args(),
+        run_validity_time_scenario,
+    );
 }
