@@ -19,7 +19,6 @@
 //! tree. Without OPENSIPS_SRC (CI: OpenSIPS is not packaged by Debian), or with modules
 //! missing, it says it is skipped, naming what is missing.
 
-use harness::bridge::{Bridge, BridgeOptions, BridgePeer};
 use harness::child::ChildGuard;
 use harness::opensips::{say_skipped, OpensipsTree, RoleOpensips};
 use harness::paths::repo_root;
@@ -27,7 +26,8 @@ use harness::ro_client::{
     run_ro_client_scenario, run_validity_time_scenario, start_ocs, validity_ocs_args, RoOcs, CTF,
     OCS, RO_APP,
 };
-use harness::{free_port, TestDir};
+use harness::roles::{opensips_event_route_rewrites, peer_client_bridge, ServerPeer};
+use harness::TestDir;
 
 /// The modules opensips-ro-client.cfg loads, besides dmbridge and proto_udp (in the core).
 const MODULES: &[&str] = &[
@@ -60,33 +60,18 @@ fn run(name: &str, ocs_args: &[String], scenario: fn(RoOcs, u16, &ChildGuard)) {
     let _ = harness::dmbridge::dmbridge_bin();
     tree.build_dmbridge(dir.path());
     let ocs = start_ocs(dir.path(), ocs_args);
-    // the bridge as the CTF, the OCS its peer and default route (as PeerClientRole does for
-    // Kamailio)
-    let bridge = Bridge::start(
+    // the bridge as the CTF, the OCS its peer and default route
+    let bridge = peer_client_bridge(
         dir.path(),
-        &BridgeOptions {
-            origin_host: CTF.into(),
-            origin_realm: "test.local".into(),
-            port: free_port(),
-            applications: vec![RO_APP],
-            peers: vec![BridgePeer {
-                host: OCS.into(),
-                port: Some(ocs.port),
-            }],
-            default_route: vec![OCS.into()],
-            ..BridgeOptions::default()
+        CTF,
+        RO_APP,
+        &ServerPeer {
+            peer: &ocs.peer,
+            host: OCS,
+            port: ocs.port,
         },
+        &[],
     );
-    let up = ocs.peer.cmd("up 15");
-    assert!(up.starts_with("UP "), "bridge not connected to {OCS}: {up}");
-    // 3.4/3.5 run event routes only with the event_route module (core from 3.6 on)
-    let mut rewrites = Vec::new();
-    if tree.src.join("modules/event_route").is_dir() {
-        rewrites.push((
-            "loadmodule \"dmbridge.so\"",
-            "loadmodule \"event_route.so\"\nloadmodule \"dmbridge.so\"".to_string(),
-        ));
-    }
     // both UDP workers (udp_workers=2) attached (the Timer handler process attaches too)
     let opensips = RoleOpensips::start(
         &tree,
@@ -94,7 +79,7 @@ fn run(name: &str, ocs_args: &[String], scenario: fn(RoOcs, u16, &ChildGuard)) {
         "opensips-ro-client",
         &repo_root().join("cfg-examples/roles/opensips-ro-client.cfg"),
         &bridge,
-        &rewrites,
+        &opensips_event_route_rewrites(&tree),
         2,
     );
     scenario(ocs, opensips.sip_port, &opensips.guard);
