@@ -312,6 +312,23 @@ void dmb_request_free(dmb_request *r);
 int dmb_reply(dmb_worker *w, uint64_t token, const char *json, size_t len, int is_error);
 
 /**
+ * Answers the incoming request `token` with only a Result-Code: the glue's
+ * own answers (no event route, the script sent no reply, out of memory).
+ * The E bit is set exactly for protocol errors, 3xxx (RFC 6733 §7.1.3 and
+ * §7.2: the 'E' bit marks an answer to a request that caused a protocol
+ * error; transient and permanent failures, 4xxx and 5xxx, §7.1.4/§7.1.5,
+ * are answered without it), so the glue does not carry that rule.
+ *
+ * Return codes as [`dmb_reply`]: `DMB_OK`; `DMB_E_FULL` leaves the token
+ * open (retry later); a code the dictionary refuses or an unknown token
+ * gives `DMB_E_INVAL`; `DMB_E_DETACHED` when the bridge restarted.
+ *
+ * # Safety
+ * `w` is NULL or a live worker.
+ */
+int dmb_reply_result(dmb_worker *w, uint64_t token, uint32_t result_code);
+
+/**
  * Sends a request to a Diameter peer through the bridge and waits for the
  * outcome (at most `timeout_ms`, 0 for the default 5 s, plus a short grace).
  * Incoming requests arriving meanwhile stay queued (the fd is readable

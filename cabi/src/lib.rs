@@ -742,40 +742,87 @@ pub unsafe extern "C" fn dmb_reply(
         } else {
             ReplyStatus::Ok
         };
-        let w = &mut h.inner;
-        // One parse on the whole reply path. With the bridge's dictionary: converted here,
-        // names, types, size and the result AVPs checked (DESIGN §9: a reply that would make
-        // an invalid answer is refused here, with an error return, and the bridge answers the
-        // peer 5012). Without it yet: the shape and the result AVPs, and the bridge converts.
-        let max = w.max_msg().map_or(usize::MAX, |m| m as usize);
-        // The record is written from the encoded AVPs (or the script's own JSON) as they
-        // are: one copy, into the ring.
-        let sent = match h.dict.get(w.dictionary()) {
-            Some(dict) => reply::encode(dict, json, max)
-                .map(|avps| w.reply(token, status, Payload::Avps, &avps, "")),
-            None => check_avps(json)
-                .and_then(|(json, counts)| avps_check::check_reply(counts).map(|()| json))
-                .map(|json| w.reply(token, status, Payload::Json, json, "")),
+        reply_json(h, token, json, status)
+    })
+}
+
+/// Answers the incoming request `token` with only a Result-Code: the glue's
+/// own answers (no event route, the script sent no reply, out of memory).
+/// The E bit is set exactly for protocol errors, 3xxx (RFC 6733 §7.1.3 and
+/// §7.2: the 'E' bit marks an answer to a request that caused a protocol
+/// error; transient and permanent failures, 4xxx and 5xxx, §7.1.4/§7.1.5,
+/// are answered without it), so the glue does not carry that rule.
+///
+/// Return codes as [`dmb_reply`]: `DMB_OK`; `DMB_E_FULL` leaves the token
+/// open (retry later); a code the dictionary refuses or an unknown token
+/// gives `DMB_E_INVAL`; `DMB_E_DETACHED` when the bridge restarted.
+///
+/// # Safety
+/// `w` is NULL or a live worker.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_reply_result(
+    w: *mut dmb_worker,
+    token: u64,
+    result_code: u32,
+) -> c_int {
+    guard(DMB_E_PANIC, || {
+        // SAFETY: w is NULL or live per the contract.
+        let h = match unsafe { handle(w) } {
+            Ok(h) => h,
+            Err(c) => return c,
         };
-        match sent {
-            Ok(Ok(())) => DMB_OK,
-            Ok(Err(e)) => fail(e),
-            // Not an AVP array at all: the script's text is broken, not its answer; nothing
-            // is answered yet (see the doc comment). Checked only on this error path.
-            Err(why)
-                if !json.iter().all(u8::is_ascii_whitespace) && avps_check::scan(json).is_err() =>
-            {
-                invalid(format!("reply to token {token:#x} not sent: {why}"))
-            }
-            Err(why) => {
-                let why = format!("reply to token {token:#x} rejected: {why}");
-                match w.reply(token, ReplyStatus::Failed, Payload::Json, b"", &why) {
-                    Ok(()) => invalid(format!("{why}; the bridge answers the peer 5012")),
-                    Err(e) => fail(e),
-                }
+        let (json, status) = result_code_reply(result_code);
+        reply_json(h, token, json.as_bytes(), status)
+    })
+}
+
+/// The AVPs and the status of an answer carrying only `code`: an error
+/// answer (E bit) exactly for 3xxx, RFC 6733 §7.1.3 / §7.2.
+fn result_code_reply(code: u32) -> (String, ReplyStatus) {
+    let status = if dmproto::result_code::is_protocol_error(code) {
+        ReplyStatus::Error
+    } else {
+        ReplyStatus::Ok
+    };
+    (format!("[{{\"Result-Code\":{code}}}]"), status)
+}
+
+/// The reply path shared by [`dmb_reply`] and [`dmb_reply_result`]: `json`
+/// checked and converted once, then written to the ring.
+fn reply_json(h: &mut dmb_worker, token: u64, json: &[u8], status: ReplyStatus) -> c_int {
+    let w = &mut h.inner;
+    // One parse on the whole reply path. With the bridge's dictionary: converted here,
+    // names, types, size and the result AVPs checked (DESIGN §9: a reply that would make
+    // an invalid answer is refused here, with an error return, and the bridge answers the
+    // peer 5012). Without it yet: the shape and the result AVPs, and the bridge converts.
+    let max = w.max_msg().map_or(usize::MAX, |m| m as usize);
+    // The record is written from the encoded AVPs (or the script's own JSON) as they
+    // are: one copy, into the ring.
+    let sent = match h.dict.get(w.dictionary()) {
+        Some(dict) => reply::encode(dict, json, max)
+            .map(|avps| w.reply(token, status, Payload::Avps, &avps, "")),
+        None => check_avps(json)
+            .and_then(|(json, counts)| avps_check::check_reply(counts).map(|()| json))
+            .map(|json| w.reply(token, status, Payload::Json, json, "")),
+    };
+    match sent {
+        Ok(Ok(())) => DMB_OK,
+        Ok(Err(e)) => fail(e),
+        // Not an AVP array at all: the script's text is broken, not its answer; nothing
+        // is answered yet (see dmb_reply's doc comment). Checked only on this error path.
+        Err(why)
+            if !json.iter().all(u8::is_ascii_whitespace) && avps_check::scan(json).is_err() =>
+        {
+            invalid(format!("reply to token {token:#x} not sent: {why}"))
+        }
+        Err(why) => {
+            let why = format!("reply to token {token:#x} rejected: {why}");
+            match w.reply(token, ReplyStatus::Failed, Payload::Json, b"", &why) {
+                Ok(()) => invalid(format!("{why}; the bridge answers the peer 5012")),
+                Err(e) => fail(e),
             }
         }
-    })
+    }
 }
 
 fn answer_box(c: Completion) -> *mut dmb_answer {
@@ -1133,6 +1180,29 @@ mod tests {
                 .unwrap()
                 .starts_with("libdmbridge "));
         }
+    }
+
+    #[test]
+    fn result_code_answers_set_the_e_bit_exactly_for_3xxx() {
+        // RFC 6733 §7.1.3: protocol errors (3xxx) only are answered with the E bit.
+        for code in [
+            1001, 2001, 2999, 3000, 3001, 3010, 3999, 4000, 4001, 5012, 5999,
+        ] {
+            let (json, status) = result_code_reply(code);
+            assert_eq!(json, format!("[{{\"Result-Code\":{code}}}]"));
+            let want = if (3000..=3999).contains(&code) {
+                ReplyStatus::Error
+            } else {
+                ReplyStatus::Ok
+            };
+            assert_eq!(status, want, "Result-Code {code}");
+            assert!(check_avps_json(json.as_bytes()).is_ok(), "{json}");
+        }
+        // SAFETY: a NULL worker is allowed and refused.
+        assert_eq!(
+            unsafe { dmb_reply_result(std::ptr::null_mut(), 1, 3001) },
+            DMB_E_INVAL
+        );
     }
 
     #[test]

@@ -332,17 +332,6 @@ int dmg_attach_ok(dmg_attach_pacer *p)
 	return was;
 }
 
-int dmg_result_code_json(uint32_t code, char *buf, size_t cap)
-{
-	int n = snprintf(buf, cap, "[{\"Result-Code\":%u}]", (unsigned)code);
-	return n < 0 || (size_t)n >= cap ? -1 : n;
-}
-
-int dmg_code_is_protocol_error(uint32_t code)
-{
-	return code >= 3000 && code < 4000;
-}
-
 int dmg_parse_u32(const char *s, size_t len, uint32_t *out, const char **why)
 {
 	uint64_t v = 0;

@@ -133,11 +133,6 @@ int dmg_attach_failed(dmg_attach_pacer *p, uint64_t now_ms, const char *why);
 /** Records a success; returns 1 when it ends a run of failures (worth an "attached" line). */
 int dmg_attach_ok(dmg_attach_pacer *p);
 
-/** The JSON of an answer carrying only a Result-Code: `[{"Result-Code":5012}]`. */
-int dmg_result_code_json(uint32_t code, char *buf, size_t cap);
-/** Whether an answer with this Result-Code sets the E bit (protocol errors, RFC 6733 §7.1.3). */
-int dmg_code_is_protocol_error(uint32_t code);
-
 /** Script return codes of dm_send_request (DESIGN §3). */
 enum {
 	DMG_RC_OK = 1,         /* 2xxx answer */

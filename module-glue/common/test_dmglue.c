@@ -169,12 +169,6 @@ static void test_common_homes(void)
 	CHECK(dmg_attach_failed(&p, 2005, "refused by the bridge: no free slot; retrying") == 1);
 	CHECK(dmg_attach_failed(&p, 3005, "the bridge refused this process (x); next attach") == 0);
 	CHECK(dmg_attach_ok(&p) == 1 && dmg_attach_ok(&p) == 0 && dmg_attach_due(&p, 0));
-
-	char b[32];
-	CHECK(dmg_result_code_json(5012, b, sizeof(b)) == 22 && strcmp(b, "[{\"Result-Code\":5012}]") == 0);
-	CHECK(dmg_result_code_json(5012, b, 10) == -1);
-	CHECK(dmg_code_is_protocol_error(3001) && !dmg_code_is_protocol_error(5012)
-			&& !dmg_code_is_protocol_error(2001));
 }
 
 static void test_rc(void)

@@ -158,20 +158,14 @@ static int dmo_param_get(struct sip_msg *msg, pv_param_t *ip, pv_value_t *res, v
 
 /* --- incoming requests ------------------------------------------------------------------- */
 
-/* E bit only for protocol errors (3xxx), as RFC 6733 §7.1.3 wants */
+/* An answer carrying only a Result-Code; libdmbridge sets the E bit for 3xxx (RFC 6733 §7.1.3) */
 static void dmo_reply_code(dmb_request *r, int code, const char *why)
 {
-	char json[48];
 	const char *sid = dmb_request_sess_id(r);
-	int n = dmg_result_code_json((uint32_t)code, json, sizeof(json));
 
 	LM_WARN("%s (session %s): %s, answering %d\n", dmb_request_event(r), sid ? sid : "-", why,
 			code);
-	/* E bit only for protocol errors (3xxx), as RFC 6733 §7.1.3 wants */
-	if(n < 0
-			|| dmb_reply(dmo_w(), dmb_request_token(r), json, (size_t)n,
-					   dmg_code_is_protocol_error((uint32_t)code))
-					   < 0)
+	if(dmb_reply_result(dmo_w(), dmb_request_token(r), (uint32_t)code) < 0)
 		LM_ERR("answering %d failed: %s\n", code, dmb_last_error());
 	else
 		DMG_INC(dmo_stats(), auto_replies);

@@ -387,6 +387,25 @@ int main(int argc, char **argv)
               "freeing it answered it (token spent)");
     }
 
+    /* Answers carrying only a Result-Code: the library sets the E bit exactly for 3xxx
+     * (RFC 6733 §7.1.3); the driver counts one more error reply (3001) and one more plain
+     * reply without the Session-Id (5012). */
+    inject(w, "RTR", 2, 2);
+    CHECK(readable(fd, 5000), "the Result-Code-only requests arrive");
+    dmb_request *rc[2] = {0};
+    for (int i = 0; i < 2; i++)
+        CHECK(dmb_next_request(w, &rc[i]) == 1 && rc[i], "RTR for dmb_reply_result %d", i);
+    if (rc[0] && rc[1]) {
+        CHECK(dmb_reply_result(w, dmb_request_token(rc[0]), 3001) == DMB_OK, "3001 answer");
+        CHECK(dmb_reply_result(w, dmb_request_token(rc[1]), 5012) == DMB_OK, "5012 answer");
+        CHECK(dmb_reply_result(w, dmb_request_token(rc[1]), 5012) == DMB_E_INVAL
+                  && contains(dmb_last_error(), "unknown token"),
+              "a token answered by dmb_reply_result is spent");
+    }
+    CHECK(dmb_reply_result(NULL, 1, 5012) == DMB_E_INVAL, "NULL worker refused");
+    for (int i = 0; i < 2; i++)
+        dmb_request_free(rc[i]);
+
     /* Synchronous requests: each class. */
     char got[512];
     uint32_t rcode = 0;
