@@ -392,19 +392,19 @@ int main(int argc, char **argv)
      * reply without the Session-Id (5012). */
     inject(w, "RTR", 2, 2);
     CHECK(readable(fd, 5000), "the Result-Code-only requests arrive");
-    dmb_request *rc[2] = {0};
+    dmb_request *rr[2] = {0};
     for (int i = 0; i < 2; i++)
-        CHECK(dmb_next_request(w, &rc[i]) == 1 && rc[i], "RTR for dmb_reply_result %d", i);
-    if (rc[0] && rc[1]) {
-        CHECK(dmb_reply_result(w, dmb_request_token(rc[0]), 3001) == DMB_OK, "3001 answer");
-        CHECK(dmb_reply_result(w, dmb_request_token(rc[1]), 5012) == DMB_OK, "5012 answer");
-        CHECK(dmb_reply_result(w, dmb_request_token(rc[1]), 5012) == DMB_E_INVAL
+        CHECK(dmb_next_request(w, &rr[i]) == 1 && rr[i], "RTR for dmb_reply_result %d", i);
+    if (rr[0] && rr[1]) {
+        CHECK(dmb_reply_result(w, dmb_request_token(rr[0]), 3001) == DMB_OK, "3001 answer");
+        CHECK(dmb_reply_result(w, dmb_request_token(rr[1]), 5012) == DMB_OK, "5012 answer");
+        CHECK(dmb_reply_result(w, dmb_request_token(rr[1]), 5012) == DMB_E_INVAL
                   && contains(dmb_last_error(), "unknown token"),
               "a token answered by dmb_reply_result is spent");
     }
     CHECK(dmb_reply_result(NULL, 1, 5012) == DMB_E_INVAL, "NULL worker refused");
     for (int i = 0; i < 2; i++)
-        dmb_request_free(rc[i]);
+        dmb_request_free(rr[i]);
 
     /* Synchronous requests: each class. */
     char got[512];
