@@ -1199,10 +1199,8 @@ mod tests {
             assert!(check_avps_json(json.as_bytes()).is_ok(), "{json}");
         }
         // SAFETY: a NULL worker is allowed and refused.
-        assert_eq!(
-            unsafe { dmb_reply_result(std::ptr::null_mut(), 1, 3001) },
-            DMB_E_INVAL
-        );
+        let r = unsafe { dmb_reply_result(std::ptr::null_mut(), 1, 3001) };
+        assert_eq!(r, DMB_E_INVAL);
     }
 
     #[test]
