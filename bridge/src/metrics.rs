@@ -332,6 +332,24 @@ where
     f
 }
 
+/// Increments the counter kept in `cache` under `key`; the first time, it is made in `family`
+/// from `labels()` and kept, so later calls hash a small key instead of the label strings (see
+/// [`Recorder`]).
+fn inc_cached<K, L>(
+    cache: &mut HashMap<K, Counter>,
+    key: K,
+    family: &Family<L, Counter>,
+    labels: impl FnOnce() -> L,
+) where
+    K: std::hash::Hash + Eq,
+    L: Clone + std::hash::Hash + Eq,
+{
+    cache
+        .entry(key)
+        .or_insert_with(|| family.get_or_create(&labels()).clone())
+        .inc();
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -503,37 +521,22 @@ impl Recorder {
     /// An answer the bridge made itself (3001, 3002, 3004, 5012...), with why.
     pub fn local_answer(&mut self, result_code: u32, cause: LocalCause) {
         let cause = cause.as_str();
-        if let Some(c) = self.local.get(&(result_code, cause)) {
-            c.inc();
-            return;
-        }
-        let c = self
-            .m
-            .local_answers
-            .get_or_create(&LocalAnswerLabels {
+        inc_cached(
+            &mut self.local,
+            (result_code, cause),
+            &self.m.local_answers,
+            || LocalAnswerLabels {
                 result_code: result_code.to_string(),
                 cause: cause.to_string(),
-            })
-            .clone();
-        c.inc();
-        self.local.insert((result_code, cause), c);
+            },
+        );
     }
 
     /// A protocol event: "duplicate", "retransmission", "failover".
     pub fn event(&mut self, event: &'static str) {
-        if let Some(c) = self.events.get(event) {
-            c.inc();
-            return;
-        }
-        let c = self
-            .m
-            .events
-            .get_or_create(&EventLabels {
-                event: event.to_string(),
-            })
-            .clone();
-        c.inc();
-        self.events.insert(event, c);
+        inc_cached(&mut self.events, event, &self.m.events, || EventLabels {
+            event: event.to_string(),
+        });
     }
 
     /// Our requests waiting for answers, now.
@@ -561,19 +564,11 @@ impl Observer for Recorder {
         Recorder::local_answer(self, result_code, cause);
     }
     fn refusal(&mut self, cause: &'static str) {
-        if let Some(c) = self.refusals.get(cause) {
-            c.inc();
-            return;
-        }
-        let c = self
-            .m
-            .refusals
-            .get_or_create(&CauseLabels {
+        inc_cached(&mut self.refusals, cause, &self.m.refusals, || {
+            CauseLabels {
                 cause: cause.to_string(),
-            })
-            .clone();
-        c.inc();
-        self.refusals.insert(cause, c);
+            }
+        });
     }
     fn event(&mut self, event: &'static str) {
         Recorder::event(self, event);
