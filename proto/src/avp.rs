@@ -126,7 +126,7 @@ pub(crate) struct Parsed<'a> {
     pub(crate) step: usize,
 }
 
-impl Parsed<'_> {
+impl<'a> Parsed<'a> {
     #[inline(always)]
     pub(crate) fn code(&self) -> u32 {
         self.key as u32
@@ -135,6 +135,21 @@ impl Parsed<'_> {
     #[inline(always)]
     pub(crate) fn vendor(&self) -> u32 {
         (self.key >> 32) as u32
+    }
+
+    /// The public view of this AVP, found at `offset` in the message at nesting `depth`:
+    /// one construction for [`AvpRefs`] and the compiled validator's full path.
+    #[inline(always)]
+    pub(crate) fn view(&self, offset: usize, depth: u8) -> AvpRef<'a> {
+        AvpRef {
+            code: self.code(),
+            flags: AvpFlags(self.flags),
+            vendor: self.vendor(),
+            data: self.data,
+            raw: self.raw,
+            offset,
+            depth,
+        }
     }
 }
 
@@ -351,15 +366,7 @@ impl<'a> Iterator for AvpRefs<'a> {
             Ok(p) => {
                 let offset = self.base + self.pos;
                 self.pos += p.step;
-                Some(Ok(AvpRef {
-                    code: p.code(),
-                    flags: AvpFlags(p.flags),
-                    vendor: p.vendor(),
-                    data: p.data,
-                    raw: p.raw,
-                    offset,
-                    depth: self.depth as u8,
-                }))
+                Some(Ok(p.view(offset, self.depth as u8)))
             }
             Err(e) => {
                 self.done = true;

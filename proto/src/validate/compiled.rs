@@ -629,15 +629,7 @@ impl<'d> Validator<'d> {
             };
             let offset = base + pos;
             pos += p.step;
-            let view = AvpRef {
-                code: p.code(),
-                flags: AvpFlags(p.flags),
-                vendor: p.vendor(),
-                data: p.data,
-                raw: p.raw,
-                offset,
-                depth: depth as u8,
-            };
+            let view = p.view(offset, depth as u8);
             let listed = plan
                 .find(p.key)
                 .and_then(|i| Some((plan.slots.get(i)?, plan.info.get(i)?)))
