@@ -10,6 +10,8 @@
 use bytes::Bytes;
 use dmproto::avp::AvpFlags;
 use dmproto::dict::Dictionary;
+// RFC 6733 §7.1.3: 3xxx answers carry the E bit; the rule lives in dmproto, once.
+use dmproto::result_code::is_protocol_error;
 use dmproto::{AvpRefs, EncodeError, Flags, Message, MessageWriter};
 
 use crate::app::AnswerBody;
@@ -44,10 +46,6 @@ pub enum AnswerError {
     /// (the bound on what we send is the one on what we accept).
     #[error(transparent)]
     Encode(#[from] EncodeError),
-}
-
-fn is_protocol_error(code: u32) -> bool {
-    (3000..4000).contains(&code)
 }
 
 /// Starts an answer to `request`: header, Session-Id. The E bit is set by the caller.
