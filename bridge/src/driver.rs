@@ -807,11 +807,13 @@ impl Driver {
             NodeRequest::PeerDisable(host) => self
                 .endpoint
                 .disable_peer(&host, now)
-                .map(|()| json!(format!("peer {host} disabled: draining, then DPR"))),
+                .map(|()| json!(format!("peer {host} disabled: draining, then DPR")))
+                .map_err(|e| e.to_string()),
             NodeRequest::PeerEnable(host) => self
                 .endpoint
                 .enable_peer(&host, now)
-                .map(|()| json!(format!("peer {host} enabled"))),
+                .map(|()| json!(format!("peer {host} enabled")))
+                .map_err(|e| e.to_string()),
             NodeRequest::Reload(config, dict) => 'reload: {
                 // The certificate, key and CA bundles first (issue 12: "certificate reload
                 // on `reload`"): a file that does not load refuses the whole reload, so the

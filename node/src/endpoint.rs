@@ -52,6 +52,19 @@ pub struct TlsDial {
     pub verify_host: bool,
 }
 
+/// Why an operator's `dmbridge ctl peer disable|enable` was refused: the admin socket
+/// shows the text, so an operator can tell a typo in the host from a peer in the wrong state.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerAdminError {
+    /// No configured or connected peer has this Origin-Host (or it was removed by a reload).
+    #[error("no peer named {0}")]
+    NoSuchPeer(String),
+    /// `enable` of a peer that was never disabled: nothing to undo.
+    #[error("peer {0} is not disabled")]
+    NotDisabled(String),
+}
+
 /// What the driver must do.
 #[derive(Debug)]
 pub enum Output {
@@ -1414,7 +1427,7 @@ impl Endpoint {
     /// `dmbridge ctl peer disable`: the peer drains (no new requests are routed to it, its
     /// pending ones are answered or time out), then gets DPR and stays down until
     /// [`Endpoint::enable_peer`]. Its CERs meanwhile are refused.
-    pub fn disable_peer(&mut self, host: &str, now: Instant) -> Result<(), String> {
+    pub fn disable_peer(&mut self, host: &str, now: Instant) -> Result<(), PeerAdminError> {
         let peer = self.peer_named(host)?;
         tracing::info!(
             peer = host,
@@ -1428,10 +1441,10 @@ impl Endpoint {
     }
 
     /// Undoes [`Endpoint::disable_peer`]: a peer we connect to is connected again at once.
-    pub fn enable_peer(&mut self, host: &str, now: Instant) -> Result<(), String> {
+    pub fn enable_peer(&mut self, host: &str, now: Instant) -> Result<(), PeerAdminError> {
         let peer = self.peer_named(host)?;
         if !self.peers.is_disabled(peer) {
-            return Err(format!("peer {host} is not disabled"));
+            return Err(PeerAdminError::NotDisabled(host.to_string()));
         }
         tracing::info!(peer = host, "peer enabled by the operator");
         self.peers.enable(peer, now);
@@ -1440,11 +1453,11 @@ impl Endpoint {
         Ok(())
     }
 
-    fn peer_named(&self, host: &str) -> Result<PeerId, String> {
+    fn peer_named(&self, host: &str) -> Result<PeerId, PeerAdminError> {
         self.peers
             .by_host(host)
             .filter(|p| !self.peers.is_retired(*p))
-            .ok_or_else(|| format!("no peer named {host}"))
+            .ok_or_else(|| PeerAdminError::NoSuchPeer(host.to_string()))
     }
 
     /// Replaces the dictionary (a reload that changed a dictionary file): requests from now

@@ -1301,3 +1301,26 @@ fn nothing_is_sent_on_a_connection_after_the_core_closed_it() {
     }
     assert!(closed, "the CEA before CER closes the connection");
 }
+
+/// `dmbridge ctl peer disable|enable` refusals are typed (issue 10 item 7: no `String`
+/// errors at the node's seam); the admin socket shows their text unchanged.
+#[test]
+fn operator_peer_commands_refuse_unknown_hosts_and_needless_enables() {
+    let mut net = net(&[Behaviour::Echo]);
+    let now = net.now;
+    let core = &mut net.nodes[0].core;
+    assert_eq!(
+        core.enable_peer("s1.example.net", now),
+        Err(PeerAdminError::NotDisabled("s1.example.net".into()))
+    );
+    assert_eq!(
+        core.disable_peer("nobody.example.net", now),
+        Err(PeerAdminError::NoSuchPeer("nobody.example.net".into()))
+    );
+    assert_eq!(core.disable_peer("s1.example.net", now), Ok(()));
+    assert_eq!(core.enable_peer("s1.example.net", now), Ok(()));
+    assert_eq!(
+        PeerAdminError::NoSuchPeer("hss1".into()).to_string(),
+        "no peer named hss1"
+    );
+}
