@@ -76,6 +76,14 @@ impl OpensipsTree {
         Ok(OpensipsTree { src })
     }
 
+    /// The tree for test `test`, or `None` after saying on stderr why it is skipped: the
+    /// opening of every OpenSIPS role test.
+    pub fn for_test(test: &str, modules: &[&str]) -> Option<OpensipsTree> {
+        OpensipsTree::from_env(modules)
+            .map_err(|why| say_skipped(test, &why))
+            .ok()
+    }
+
     /// Copies `module-glue/opensips` to `<tree>/modules/dmbridge` and builds it there against
     /// this checkout's `target/release/libdmbridge.a` (as `tests/opensips/run.sh` does); the
     /// build log goes to `dir/opensips-module-build.log`. Panics with the log's tail.

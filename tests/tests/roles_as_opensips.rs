@@ -22,7 +22,7 @@
 
 use harness::as_sh::{run_as_scenario, AsSetup, AsUnderTest, ShNames, AS, SH_BRIDGE_APP};
 use harness::bridge::Bridge;
-use harness::opensips::{say_skipped, OpensipsTree, RoleOpensips};
+use harness::opensips::{OpensipsTree, RoleOpensips};
 use harness::paths::repo_root;
 use harness::roles::{opensips_event_route_rewrites, peer_client_bridge};
 
@@ -57,12 +57,8 @@ impl AsUnderTest for OpensipsAs {
 
 /// The OpenSIPS AS of `tree` for the scenario, or a skip message.
 fn opensips_as(test: &str, name: &str, names: ShNames) {
-    let tree = match OpensipsTree::from_env(MODULES) {
-        Ok(t) => t,
-        Err(why) => {
-            say_skipped(test, &why);
-            return;
-        }
+    let Some(tree) = OpensipsTree::for_test(test, MODULES) else {
+        return;
     };
     let start = |setup: &AsSetup<'_>| -> Box<dyn AsUnderTest> {
         tree.build_dmbridge(setup.dir);

@@ -17,7 +17,7 @@
 
 use harness::capture::Capture;
 use harness::hss::{hss_role, hss_sql, run_hss_scenario};
-use harness::opensips::{say_skipped, OpensipsScriptServer, OpensipsTree};
+use harness::opensips::{OpensipsScriptServer, OpensipsTree};
 use harness::{free_port, TestDir};
 
 /// The modules opensips-hss.cfg loads, besides dmbridge and proto_udp (built into the core).
@@ -25,12 +25,8 @@ const MODULES: &[&str] = &["sl", "sipmsgops", "json", "db_sqlite", "sqlops"];
 
 #[test]
 fn hss_in_opensips_script() {
-    let tree = match OpensipsTree::from_env(MODULES) {
-        Ok(t) => t,
-        Err(why) => {
-            say_skipped("roles_hss_opensips", &why);
-            return;
-        }
+    let Some(tree) = OpensipsTree::for_test("roles_hss_opensips", MODULES) else {
+        return;
     };
     let dir = TestDir::new("roles-hss-opensips");
     tree.build_dmbridge(dir.path());

@@ -13,7 +13,7 @@
 //! missing.
 
 use harness::icscf::{hss_options, run_icscf_scenario, ICSCF};
-use harness::opensips::{say_skipped, CxRoleOpensips, OpensipsTree};
+use harness::opensips::{CxRoleOpensips, OpensipsTree};
 use harness::sip::Uas;
 use harness::TestDir;
 
@@ -22,12 +22,8 @@ const MODULES: &[&str] = &["sl", "tm", "maxfwd", "sipmsgops", "json"];
 
 #[test]
 fn icscf_in_opensips_asks_the_hss() {
-    let tree = match OpensipsTree::from_env(MODULES) {
-        Ok(t) => t,
-        Err(why) => {
-            say_skipped("roles_icscf_opensips", &why);
-            return;
-        }
+    let Some(tree) = OpensipsTree::for_test("roles_icscf_opensips", MODULES) else {
+        return;
     };
     let dir = TestDir::new("roles-icscf-opensips");
     tree.build_dmbridge(dir.path());

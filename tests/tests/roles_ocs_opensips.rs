@@ -17,7 +17,7 @@
 
 use harness::capture::Capture;
 use harness::ocs::{ocs_role, ocs_sql, run_ocs_scenario};
-use harness::opensips::{say_skipped, OpensipsScriptServer, OpensipsTree};
+use harness::opensips::{OpensipsScriptServer, OpensipsTree};
 use harness::{free_port, TestDir};
 
 /// The modules opensips-ocs.cfg loads, besides dmbridge and proto_udp (built into the core).
@@ -25,12 +25,8 @@ const MODULES: &[&str] = &["sl", "sipmsgops", "json", "db_sqlite", "sqlops"];
 
 #[test]
 fn ocs_in_opensips_script() {
-    let tree = match OpensipsTree::from_env(MODULES) {
-        Ok(t) => t,
-        Err(why) => {
-            say_skipped("roles_ocs_opensips", &why);
-            return;
-        }
+    let Some(tree) = OpensipsTree::for_test("roles_ocs_opensips", MODULES) else {
+        return;
     };
     let dir = TestDir::new("roles-ocs-opensips");
     tree.build_dmbridge(dir.path());

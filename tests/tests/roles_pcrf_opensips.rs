@@ -15,7 +15,7 @@
 //! missing, it says it is skipped, naming what is missing.
 
 use harness::capture::Capture;
-use harness::opensips::{say_skipped, OpensipsScriptServer, OpensipsTree};
+use harness::opensips::{OpensipsScriptServer, OpensipsTree};
 use harness::pcrf::{pcrf_role, run_pcrf_scenario};
 use harness::{free_port, TestDir};
 
@@ -24,12 +24,8 @@ const MODULES: &[&str] = &["sl", "sipmsgops", "json", "db_sqlite", "sqlops"];
 
 #[test]
 fn pcrf_in_opensips_script() {
-    let tree = match OpensipsTree::from_env(MODULES) {
-        Ok(t) => t,
-        Err(why) => {
-            say_skipped("roles_pcrf_opensips", &why);
-            return;
-        }
+    let Some(tree) = OpensipsTree::for_test("roles_pcrf_opensips", MODULES) else {
+        return;
     };
     let dir = TestDir::new("roles-pcrf-opensips");
     tree.build_dmbridge(dir.path());

@@ -16,7 +16,7 @@
 //! missing.
 
 use harness::bridge::Bridge;
-use harness::opensips::{say_skipped, OpensipsTree, RoleOpensips};
+use harness::opensips::{OpensipsTree, RoleOpensips};
 use harness::paths::repo_root;
 use harness::pcrf::RX_APP;
 use harness::pcscf::{run_pcscf_scenario, PcscfServer, PCSCF};
@@ -55,12 +55,8 @@ impl PcscfServer for Pcscf {
 
 #[test]
 fn pcscf_in_opensips_asks_the_pcrf() {
-    let tree = match OpensipsTree::from_env(MODULES) {
-        Ok(t) => t,
-        Err(why) => {
-            say_skipped("roles_pcscf_opensips", &why);
-            return;
-        }
+    let Some(tree) = OpensipsTree::for_test("roles_pcscf_opensips", MODULES) else {
+        return;
     };
     let dir = TestDir::new("roles-pcscf-opensips");
     tree.build_dmbridge(dir.path());

@@ -20,7 +20,7 @@
 //! missing, it says it is skipped, naming what is missing.
 
 use harness::child::ChildGuard;
-use harness::opensips::{say_skipped, OpensipsTree, RoleOpensips};
+use harness::opensips::{OpensipsTree, RoleOpensips};
 use harness::paths::repo_root;
 use harness::ro_client::{
     run_ro_client_scenario, run_validity_time_scenario, start_ocs, validity_ocs_args, RoOcs, CTF,
@@ -48,12 +48,8 @@ const MODULES: &[&str] = &[
 /// test is skipped when OPENSIPS_SRC does not name a tree with [`MODULES`]. Afterwards the
 /// OpenSIPS log must hold no ERROR line.
 fn run(name: &str, ocs_args: &[String], scenario: fn(RoOcs, u16, &ChildGuard)) {
-    let tree = match OpensipsTree::from_env(MODULES) {
-        Ok(t) => t,
-        Err(why) => {
-            say_skipped("roles_ro_client_opensips", &why);
-            return;
-        }
+    let Some(tree) = OpensipsTree::for_test("roles_ro_client_opensips", MODULES) else {
+        return;
     };
     let dir = TestDir::new(name);
     // the bridge binary first: the OCS below exits on its own after a while

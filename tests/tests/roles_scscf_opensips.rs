@@ -20,7 +20,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use harness::opensips::{mi_fifo, say_skipped, CxRoleOpensips, OpensipsTree, RoleOpensips};
+use harness::opensips::{mi_fifo, CxRoleOpensips, OpensipsTree, RoleOpensips};
 use harness::roles::opensips_event_route_rewrites;
 use harness::scscf::{
     hss_options, run_scscf_scenario, run_stale_nonce_scenario, ScscfUnderTest, SCSCF,
@@ -42,9 +42,7 @@ const MODULES: &[&str] = &[
 
 /// The tree OPENSIPS_SRC names, or None after saying the test is skipped and why.
 fn tree() -> Option<OpensipsTree> {
-    OpensipsTree::from_env(MODULES)
-        .map_err(|why| say_skipped("roles_scscf_opensips", &why))
-        .ok()
+    OpensipsTree::for_test("roles_scscf_opensips", MODULES)
 }
 
 /// The S-CSCF on OpenSIPS in `dir` with the cfg's `rewrites` besides the MI FIFO's path (in
