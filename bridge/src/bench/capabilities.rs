@@ -157,16 +157,41 @@ pub struct PeerInfo {
     pub product_name: String,
 }
 
-/// Checks a CEA: it must be an answer to CER with a 2xxx Result-Code. The error text names
-/// the code and the peer's Error-Message, for the operator.
-pub fn check_cea(m: &Message) -> Result<PeerInfo, String> {
+/// Why a CEA refuses us or is not one. The text names the code and the peer's Error-Message,
+/// for the operator.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CeaError {
+    /// Another message came where the CEA was due.
+    #[error("expected a CEA, got {} {code} (application {app_id})", if *.request { "request" } else { "answer" })]
+    NotCea {
+        request: bool,
+        code: u32,
+        app_id: u32,
+    },
+    /// RFC 6733 §5.3.2: a CEA whose Result-Code is not 2xxx refuses the connection.
+    #[error("CEA from {origin_host:?}: Result-Code {code} {}{}",
+        rc::name(*.code).unwrap_or("(unknown)"),
+        if .error_message.is_empty() { String::new() } else { format!(": {}", .error_message) })]
+    Refused {
+        origin_host: String,
+        code: u32,
+        /// The peer's Error-Message, empty when it sent none.
+        error_message: String,
+    },
+    /// RFC 6733 §5.3.2: the Result-Code AVP is required in a CEA.
+    #[error("CEA from {origin_host:?} has no Result-Code")]
+    NoResultCode { origin_host: String },
+}
+
+/// Checks a CEA: it must be an answer to CER with a 2xxx Result-Code.
+pub fn check_cea(m: &Message) -> Result<PeerInfo, CeaError> {
     if m.is_request() || m.header.code != cmd::CER {
-        return Err(format!(
-            "expected a CEA, got {} {} (application {})",
-            if m.is_request() { "request" } else { "answer" },
-            m.header.code,
-            m.header.app_id
-        ));
+        return Err(CeaError::NotCea {
+            request: m.is_request(),
+            code: m.header.code,
+            app_id: m.header.app_id,
+        });
     }
     let text = |code| {
         m.find_ref(code, 0)
@@ -181,23 +206,14 @@ pub fn check_cea(m: &Message) -> Result<PeerInfo, String> {
     };
     match m.find_u32(avp::RESULT_CODE, 0) {
         Some(c) if (2000..3000).contains(&c) => Ok(info),
-        Some(c) => {
-            let msg = text(avp::ERROR_MESSAGE);
-            Err(format!(
-                "CEA from {:?}: Result-Code {c} {}{}",
-                info.origin_host,
-                rc::name(c).unwrap_or("(unknown)"),
-                if msg.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {msg}")
-                }
-            ))
-        }
-        None => Err(format!(
-            "CEA from {:?} has no Result-Code",
-            info.origin_host
-        )),
+        Some(code) => Err(CeaError::Refused {
+            origin_host: info.origin_host,
+            code,
+            error_message: text(avp::ERROR_MESSAGE),
+        }),
+        None => Err(CeaError::NoResultCode {
+            origin_host: info.origin_host,
+        }),
     }
 }
 
@@ -370,13 +386,28 @@ mod tests {
             "server.test.local"
         );
         let e = check_cea(&mk(3010)).unwrap_err();
-        assert!(
-            e.contains("3010") && e.contains("DIAMETER_UNKNOWN_PEER") && e.contains("go away"),
-            "{e}"
+        assert_eq!(
+            e,
+            CeaError::Refused {
+                origin_host: "server.test.local".into(),
+                code: 3010,
+                error_message: "go away".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "CEA from \"server.test.local\": Result-Code 3010 DIAMETER_UNKNOWN_PEER: go away"
         );
         let req = Message::decode(cer(&node(), "127.0.0.1".parse().unwrap(), &[], 1, 1).unwrap())
             .unwrap();
-        assert!(check_cea(&req).is_err());
+        assert!(matches!(
+            check_cea(&req),
+            Err(CeaError::NotCea {
+                request: true,
+                code: 257,
+                ..
+            })
+        ));
     }
 
     #[test]

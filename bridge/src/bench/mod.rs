@@ -34,6 +34,77 @@ use client::{Client, Pace, Plan, Shared};
 use stats::{Summary, Tally};
 use template::{Identity, Template};
 
+/// Why a bench could not run at all (a failure *during* the run is in [`Summary::failures`]
+/// instead). The text is what `dmbridge bench` prints after its name, and what `--json` puts
+/// in `"error"`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// `--rate` is not a positive finite number.
+    #[error("--rate {0}: must be a positive number")]
+    Rate(f64),
+    /// `--duration` is not a positive finite number.
+    #[error("--duration {0}: must be a positive number of seconds")]
+    Duration(f64),
+    /// Closed loop with fewer requests in flight than connections.
+    #[error(
+        "--concurrency {concurrency} is less than --connections {connections}: some connections would never send"
+    )]
+    ConcurrencyBelowConnections { concurrency: u32, connections: u32 },
+    /// `--connect` did not resolve.
+    #[error("--connect {addr}: {source}")]
+    Resolve {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// `--connect` resolved to no address.
+    #[error("--connect {addr}: no address")]
+    NoAddress { addr: String },
+    /// A `--dict` file did not load (the error names file and line).
+    #[error("{0}")]
+    Dictionary(#[from] dmproto::dict::DictError),
+    /// A template file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A template file is not JSON.
+    #[error("{}: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// A template (`--template` or `--then`) does not compile to a request.
+    #[error("{}: {source}", path.display())]
+    Template {
+        path: PathBuf,
+        source: template::TemplateError,
+    },
+    /// `--print-request`: the compiled request does not decode.
+    #[error("{0}")]
+    Decode(#[from] dmproto::DecodeError),
+    /// `--print-request`: the compiled request does not show as message JSON.
+    #[error("{0}")]
+    Show(#[from] dmproto::AvpError),
+    /// The tokio runtime could not start.
+    #[error("tokio runtime: {0}")]
+    Runtime(std::io::Error),
+    /// A connection failed before the load (connect, CER/CEA, DWR/DWA); the text names the
+    /// address and the step ([`conn::handshake`]).
+    #[error("{0}")]
+    Handshake(String),
+}
+
+impl BenchError {
+    fn template(path: &std::path::Path, source: template::TemplateError) -> BenchError {
+        BenchError::Template {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
 /// Default run length when neither `--duration` nor `--count` is given.
 const DEFAULT_DURATION_S: f64 = 10.0;
 
@@ -150,7 +221,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
         Err(e) => {
             eprintln!("dmbridge bench: {e}");
             if args.json {
-                println!("{}", serde_json::json!({ "error": e }));
+                println!("{}", serde_json::json!({ "error": e.to_string() }));
             }
             ExitCode::FAILURE
         }
@@ -158,7 +229,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
 }
 
 /// Resolves `--connect`: `HOST:PORT`, `[V6]:PORT`, a bare V6 address, or `HOST` (port 3868).
-pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
+pub fn resolve(addr: &str) -> Result<SocketAddr, BenchError> {
     if let Ok(sa) = addr.parse::<SocketAddr>() {
         return Ok(sa);
     }
@@ -172,32 +243,43 @@ pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
     };
     with_port
         .to_socket_addrs()
-        .map_err(|e| format!("--connect {addr}: {e}"))?
+        .map_err(|source| BenchError::Resolve {
+            addr: addr.to_string(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("--connect {addr}: no address"))
+        .ok_or_else(|| BenchError::NoAddress {
+            addr: addr.to_string(),
+        })
 }
 
-fn load_dictionary(files: &[PathBuf]) -> Result<Dictionary, String> {
+fn load_dictionary(files: &[PathBuf]) -> Result<Dictionary, BenchError> {
     let mut d = Dictionary::new_with_builtin();
     for f in files {
-        d.load_file(f).map_err(|e| e.to_string())?;
+        d.load_file(f)?;
     }
     Ok(d)
 }
 
 /// Loads the dictionary and the template file.
-fn load(args: &BenchArgs) -> Result<(Dictionary, serde_json::Value), String> {
+fn load(args: &BenchArgs) -> Result<(Dictionary, serde_json::Value), BenchError> {
     let dict = load_dictionary(&args.dict)?;
     Ok((dict, load_json(&args.template)?))
 }
 
-fn load_json(path: &std::path::Path) -> Result<serde_json::Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+fn load_json(path: &std::path::Path) -> Result<serde_json::Value, BenchError> {
+    let text = std::fs::read_to_string(path).map_err(|source| BenchError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| BenchError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// `--print-request`: the first request as §8 JSON, then its bytes in hex.
-fn print_request(args: &BenchArgs) -> Result<String, String> {
+fn print_request(args: &BenchArgs) -> Result<String, BenchError> {
     let (dict, json) = load(args)?;
     let id = Identity {
         origin_host: args.origin_host.clone(),
@@ -210,13 +292,13 @@ fn print_request(args: &BenchArgs) -> Result<String, String> {
         session_high: 0,
     };
     let t = Template::compile(&json, &id, &dict)
-        .map_err(|e| format!("{}: {e}", args.template.display()))?;
+        .map_err(|e| BenchError::template(&args.template, e))?;
     let mut buf = bytes::BytesMut::new();
     t.write(&mut buf, 1, 1, &template::Subst::default());
     let bytes = buf.freeze();
-    let m = dmproto::Message::decode(bytes.clone()).map_err(|e| e.to_string())?;
+    let m = dmproto::Message::decode(bytes.clone())?;
     let mut out = String::new();
-    dmproto::json::write_message(&mut out, &m, &dict).map_err(|e| e.to_string())?;
+    dmproto::json::write_message(&mut out, &m, &dict)?;
     out.push('\n');
     for b in bytes.iter() {
         out.push_str(&format!("{b:02x}"));
@@ -225,25 +307,22 @@ fn print_request(args: &BenchArgs) -> Result<String, String> {
 }
 
 /// Runs a whole bench and returns its summary; `Err` only when nothing could run.
-pub fn run(args: &BenchArgs) -> Result<Summary, String> {
+pub fn run(args: &BenchArgs) -> Result<Summary, BenchError> {
     if let Some(r) = args.rate {
         if !(r.is_finite() && r > 0.0) {
-            return Err(format!("--rate {r}: must be a positive number"));
+            return Err(BenchError::Rate(r));
         }
     }
     if let Some(d) = args.duration {
         if !(d.is_finite() && d > 0.0) {
-            return Err(format!(
-                "--duration {d}: must be a positive number of seconds"
-            ));
+            return Err(BenchError::Duration(d));
         }
     }
     if args.rate.is_none() && args.concurrency.unwrap_or(100) < args.connections {
-        return Err(format!(
-            "--concurrency {} is less than --connections {}: some connections would never send",
-            args.concurrency.unwrap_or(100),
-            args.connections
-        ));
+        return Err(BenchError::ConcurrencyBelowConnections {
+            concurrency: args.concurrency.unwrap_or(100),
+            connections: args.connections,
+        });
     }
     let addr = resolve(args.connect.as_deref().unwrap_or_default())?;
     let (dict, json) = load(args)?;
@@ -265,7 +344,7 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
     // Compile once up front so a bad template fails before any connection; recompiled
     // below when the Destination-Realm comes from the peer's CEA.
     let probe = Template::compile(&json, &id, &dict)
-        .map_err(|e| format!("{}: {e}", args.template.display()))?;
+        .map_err(|e| BenchError::template(&args.template, e))?;
     let mut app = AppAdvert::for_template(&probe, &dict);
     app.acct |= args.acct;
     if let Some(v) = args.app_vendor {
@@ -291,7 +370,7 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
             .enable_all()
             .build()
     }
-    .map_err(|e| format!("tokio runtime: {e}"))?;
+    .map_err(BenchError::Runtime)?;
 
     runtime.block_on(async move {
         let n = args.connections;
@@ -300,7 +379,11 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
         let connect_timeout = Duration::from_millis(args.connect_timeout_ms);
         for node in &nodes {
             let ids = (next_u32(&mut seed), e2e_base(now_unix, next_u32(&mut seed)));
-            handshakes.push(conn::handshake(addr, node, &[app], ids, connect_timeout).await?);
+            handshakes.push(
+                conn::handshake(addr, node, &[app], ids, connect_timeout)
+                    .await
+                    .map_err(BenchError::Handshake)?,
+            );
         }
         if args.dest_realm.is_none() {
             id.destination_realm = handshakes
@@ -315,13 +398,12 @@ pub fn run(args: &BenchArgs) -> Result<Summary, String> {
         for node in &nodes {
             id.origin_host = node.origin_host.clone();
             let t = Template::compile(&json, &id, &dict)
-                .map_err(|e| format!("{}: {e}", args.template.display()))?;
+                .map_err(|e| BenchError::template(&args.template, e))?;
             templates.push(Arc::new(t));
         }
         let mut followups = Vec::with_capacity(then_json.len());
         for (path, j) in &then_json {
-            let t =
-                Template::compile(j, &id, &dict).map_err(|e| format!("{}: {e}", path.display()))?;
+            let t = Template::compile(j, &id, &dict).map_err(|e| BenchError::template(path, e))?;
             followups.push(t);
         }
         let followups = Arc::new(followups);
@@ -512,6 +594,62 @@ mod tests {
         assert_eq!(resolve("[::1]:3870").unwrap().to_string(), "[::1]:3870");
         assert_eq!(resolve("::1").unwrap().to_string(), "[::1]:3868");
         assert_eq!(resolve("localhost").unwrap().port(), 3868);
-        assert!(resolve("no such host name").is_err());
+        assert!(matches!(
+            resolve("no such host name"),
+            Err(BenchError::Resolve { ref addr, .. }) if addr == "no such host name"
+        ));
+    }
+
+    fn args(extra: &[&str]) -> BenchArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let mut argv = vec!["bench", "--connect", "127.0.0.1:1"];
+        argv.extend_from_slice(extra);
+        Cli::parse_from(argv).bench
+    }
+
+    #[test]
+    fn unusable_options_say_which() {
+        let e = run(&args(&["--template", "t.json", "--rate", "0"])).unwrap_err();
+        assert!(matches!(e, BenchError::Rate(r) if r == 0.0), "{e:?}");
+        assert_eq!(e.to_string(), "--rate 0: must be a positive number");
+        let e = run(&args(&["--template", "t.json", "--duration=-1"])).unwrap_err();
+        assert!(matches!(e, BenchError::Duration(_)), "{e:?}");
+        let e = run(&args(&[
+            "--template",
+            "t.json",
+            "--connections",
+            "3",
+            "--concurrency",
+            "2",
+        ]))
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BenchError::ConcurrencyBelowConnections {
+                    concurrency: 2,
+                    connections: 3
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_template_is_a_read_error_with_its_path() {
+        let e = run(&args(&["--template", "/nonexistent/t.json"])).unwrap_err();
+        match &e {
+            BenchError::Read { path, source } => {
+                assert_eq!(path, std::path::Path::new("/nonexistent/t.json"));
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(e.to_string().starts_with("/nonexistent/t.json: "), "{e}");
     }
 }
