@@ -8,6 +8,12 @@
 #             (the route of scripts/bench-kamailio.sh)
 #   ims       Kamailio cdp + ims_diameter_server (../shared/peers/kamailio-ims, string
 #             transformations route), the anchor of the same race
+#   originate the originate path instead (issue 15 item 1): sipp sends SIP MESSAGEs (100 in
+#             flight, no retransmissions) to Kamailio with dmbridge.so running
+#             tests/kamailio/bench-originate.cfg's async route (ORIGINATE_USER, default
+#             async-ta: dm_send_request_async of a test_app Test-Request, t_suspend, resumed
+#             on the answer); `dmbridge run` sends it to the freeDiameter 1.2.1 test_app
+#             server (not under callgrind). Counted per SIP call: bridge and Kamailio.
 # Every process of a stack runs under callgrind, twice: once answering WARMUP + COUNT requests,
 # once answering WARMUP only; each process writes its instruction total when it exits, and
 # (first run - second run) / COUNT is the cost of one request, start-up and shut-down
@@ -15,6 +21,7 @@
 # in poll(2), so the counters are not zeroed in place).
 #
 # usage: scripts/bench-instructions.sh [COUNT (20000)] [STACKS ("echo kamailio ims")]
+# (`originate` is not in the default list: name it, e.g. `scripts/bench-instructions.sh 5000 originate`)
 # DMBRIDGE_BIN / DMB_LIBDIR: another dmbridge / libdmbridge.a (before/after comparisons).
 # BRIDGE_EXTRA_TOML: appended to the bridge's configuration (PORT replaced by a free port),
 # e.g. $'[metrics]\nlisten = "127.0.0.1:PORT"' to count with metrics on.
@@ -71,6 +78,29 @@ stop() { # pids: TERM, then wait until they are gone (callgrind writes its total
   done
 }
 
+# the freeDiameter test_app server the originate stack's bridge sends to (once, not counted)
+fd_pid="" fd_port="" sip_port=""
+start_fd() {
+  [ -z "$fd_pid" ] || return 0
+  fd_port=$(free_port)
+  mkdir -p "$work/fd"
+  cp "$top/build/deps/fd/test_app.fdx" "$top/build/deps/fd/bind_lo.so" "$work/fd/"
+  sh "$shared/peers/freediameter/run.sh" server "$work/fd" "$fd_port"
+  fd_pid=$(cat "$work/fd/server.pid"); pids+=("$fd_pid")
+  for _ in $(seq 100); do
+    python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$fd_port)))" && break
+    sleep 0.1
+  done
+}
+# sipp_calls COUNT IN_FLIGHT RECV_TIMEOUT_MS: COUNT SIP MESSAGEs through the originate route, every one
+# answered 200 with a 2xxx X-Result (tests/kamailio/bench-originate.xml), no retransmissions
+# (-nr: under callgrind an answer may take longer than sipp's 500 ms timer, and a retransmission
+# would add work to one run only); fails unless every call succeeded
+sipp_calls() {
+  (cd "$work" && timeout 900 sipp -sf "$top/tests/kamailio/bench-originate.xml" \
+    -s "${ORIGINATE_USER:-async-ta}" "127.0.0.1:$sip_port" -i 127.0.0.1 -p "$(free_udp_port)" \
+    -m "$1" -l "$2" -r 1000000 -nr -recv_timeout "$3" -nostdin -trace_stat -stf "$work/sipp.csv")
+}
 # Starts the stack under callgrind with output prefix $1; sets port, host, bpid (the
 # bridge, empty for ims) and spid (the SIP server's main process, empty for echo).
 start_stack() { # stack prefix
@@ -112,6 +142,46 @@ EOF
       sleep 2
     fi
     ;;
+  originate)
+    start_fd
+    cat >"$work/bridge.toml" <<EOF
+[node]
+origin_host = "bridge.test.local"
+origin_realm = "test.local"
+listen = ["127.0.0.1:$port"]
+
+[[applications]]
+id = 16777215
+vendor = 999999
+
+[[peers]]
+host = "server.test.local"
+address = "127.0.0.1"
+port = $fd_port
+
+[[routes]]
+realm = "test.local"
+app_id = 16777215
+peers = ["server.test.local"]
+
+[app]
+segment = "/dev/shm/$shm_name"
+control_socket = "$work/control.sock"
+EOF
+    cg "$prefix" "$dmb" run --config "$work/bridge.toml" >"$prefix.log" 2>&1 &
+    bpid=$!; pids+=("$bpid")
+    wait_log "$prefix.log" "serving workers" 120
+    mkdir -p "$work/kam"
+    sip_port=$(free_udp_port)
+    cg "$prefix" kamailio -m 1024 -DD -E -Y "$work/kam" -f "$top/tests/kamailio/bench-originate.cfg" \
+      -A "SIP_PORT=$sip_port" -A "DMB_SO=\"$so\"" \
+      -A "DMB_SOCKET=\"$work/control.sock\"" >"$prefix.kamailio.log" 2>&1 &
+    spid=$!; pids+=("$spid")
+    # answering: one call at a time until one succeeds (the few probes are in both runs)
+    for _ in $(seq 120); do
+      sipp_calls 1 1 2000 >/dev/null 2>&1 && break
+    done
+    ;;
   ims)
     host=client.test.local
     rm -rf "$work/ims"; mkdir -p "$work/ims" "$work/wrap"
@@ -131,17 +201,37 @@ EOF
   esac
 }
 
+# drive STACK COUNT: COUNT requests (Diameter ones from `dmbridge bench`; for originate, SIP
+# calls from sipp), a JSON summary with "answered" on stdout
+drive() {
+  if [ "$1" != originate ]; then
+    bench "$port" "$host" "$2"
+    return
+  fi
+  local rc=0
+  rm -f "$work/sipp.csv"
+  sipp_calls "$2" 100 60000 >/dev/null 2>&1 || rc=$?
+  python3 - "$work/sipp.csv" "$rc" <<'PY'
+import csv, json, sys
+rows = list(csv.reader(open(sys.argv[1]), delimiter=";"))
+col = {k: i for i, k in enumerate(rows[0])}
+last = rows[-1]
+print(json.dumps({"answered": int(last[col["SuccessfulCall(C)"]]),
+                  "failed": int(last[col["FailedCall(C)"]]), "sipp_rc": int(sys.argv[2])}))
+PY
+}
+
 for stack in $stacks; do
   log "$stack: $warmup + $count requests"
   start_stack "$stack" "$work/cg-$stack-full"
-  bench "$port" "$host" "$warmup" >"$work/$stack.warmup.json"
-  bench "$port" "$host" "$count" >"$work/$stack.json"
+  drive "$stack" "$warmup" >"$work/$stack.warmup.json"
+  drive "$stack" "$count" >"$work/$stack.json"
   sleep 1
   stop $spid $bpid
   read -r fb fs < <(totals "$work/cg-$stack-full" "$bpid")
   log "$stack: $warmup requests (the baseline)"
   start_stack "$stack" "$work/cg-$stack-base"
-  bench "$port" "$host" "$warmup" >"$work/$stack.base.json"
+  drive "$stack" "$warmup" >"$work/$stack.base.json"
   sleep 1
   stop $spid $bpid
   read -r bb bs < <(totals "$work/cg-$stack-base" "$bpid")
