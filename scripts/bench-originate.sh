@@ -24,9 +24,9 @@
 #   and the modules signaling sl tm sipmsgops json; aaa_diameter for the aaa sides);
 #   the dmbridge module is built in that tree as tests/opensips/run.sh does (nothing of
 #   OpenSIPS is built here or part of this project). Without it they are skipped, saying so.
-# All Kamailio sides run tests/kamailio/bench-originate.cfg (4 SIP workers, 1 GB shared
-# memory for the transactions the async sides keep), so the routes are the same text; all
-# OpenSIPS sides run tests/opensips/bench-originate.cfg (4 UDP workers, 1 GB shared memory).
+# All Kamailio sides run tests/kamailio/bench-originate.cfg (4 SIP workers, SHM_MB of shared
+# memory for the transactions the tm sides keep), so the routes are the same text; all
+# OpenSIPS sides run tests/opensips/bench-originate.cfg (4 UDP workers, SHM_MB too).
 #
 # usage: scripts/bench-originate.sh [SECONDS (10)] [ROUNDS (1)]
 # environment:
@@ -44,6 +44,11 @@
 #   RESULTS=FILE            append one JSON line per run
 #   DMBRIDGE_BIN, DMB_LIBDIR  another dmbridge binary / libdmbridge.a (A/B runs)
 #   BRIDGE_THREADS=N        dmbridge run --threads N
+#   SHM_MB=4096             shared memory of every Kamailio and OpenSIPS (-m), the same on all
+#                           sides: tm keeps each answered transaction for its wait timer (5 s,
+#                           ~13 KB each in Kamailio 5.6: 79,072 waiting held 1.0 GB), so 16k
+#                           calls/s need ~1.1 GB; at 1024 MB the SIP-only tm side lost ~20% of
+#                           its calls (`new_t(): out of mem`, BENCHMARKS "Session 8")
 # Loopback only, free ports, every process bounded and stopped by PID on exit.
 set -euo pipefail
 exec </dev/null
@@ -58,6 +63,7 @@ clients=${CLIENTS:-2}
 low=${LOW:-1}
 low_calls=${LOW_CALLS:-2000}
 loads=${LOADS-0.2 0.5 0.8}
+shm_mb=${SHM_MB:-4096}
 top=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 shared=${DMBRIDGE_SHARED:-$top/../shared}
 dmb=${DMBRIDGE_BIN:-$top/target/release/dmbridge}
@@ -155,7 +161,7 @@ bridge_pid=$!; pids+=("$bridge_pid")
 wait_log "$work/bridge.log" "serving workers" 10
 kam_dmb_port=$(free_udp_port)
 mkdir -p "$work/kam-dmb"
-kamailio -m 1024 -DD -E -Y "$work/kam-dmb" -f "$cfg" -A "SIP_PORT=$kam_dmb_port" \
+kamailio -m "$shm_mb" -DD -E -Y "$work/kam-dmb" -f "$cfg" -A "SIP_PORT=$kam_dmb_port" \
   -A "DMB_SO=\"$so\"" -A "DMB_SOCKET=\"$work/control.sock\"" >"$work/kam-dmb.log" 2>&1 &
 kam_dmb=$!; pids+=("$kam_dmb")
 
@@ -180,7 +186,7 @@ cat >"$work/cdp.xml" <<EOF
 	<DefaultRoute FQDN="127.0.0.1" metric="10"/>
 </DiameterPeer>
 EOF
-kamailio -m 1024 -DD -E -Y "$work/kam-ims" -f "$cfg" -A "SIP_PORT=$kam_ims_port" -A IMS \
+kamailio -m "$shm_mb" -DD -E -Y "$work/kam-ims" -f "$cfg" -A "SIP_PORT=$kam_ims_port" -A IMS \
   -A "CDP_XML=\"$work/cdp.xml\"" >"$work/kam-ims.log" 2>&1 &
 kam_ims=$!; pids+=("$kam_ims")
 
@@ -236,7 +242,7 @@ if [ -n "$os_src" ]; then
     sed -e "s|^#$mod ||" -e "s|@MPATH@|$os_src/modules/|" -e "s|@SIP_PORT@|$port|" \
       -e "s|@DMB_SOCKET@|$work/os-control.sock|" -e "s|@FD_CONF@|$work/$name/fd.conf|" \
       -e "s|@DICT@|$work/$name/bench.dict|" "$os_cfg" >"$work/$name.cfg"
-    env "$@" "$os_src/opensips" -F -m 1024 -M 32 -f "$work/$name.cfg" -w "$work/$name" \
+    env "$@" "$os_src/opensips" -F -m "$shm_mb" -M 32 -f "$work/$name.cfg" -w "$work/$name" \
       >>"$work/$name.log" 2>&1 &
     os_started=$!
   }
