@@ -101,17 +101,12 @@ sipp_calls() {
     -s "${ORIGINATE_USER:-async-ta}" "127.0.0.1:$sip_port" -i 127.0.0.1 -p "$(free_udp_port)" \
     -m "$1" -l "$2" -r 1000000 -nr -recv_timeout "$3" -nostdin -trace_stat -stf "$work/sipp.csv")
 }
-# Starts the stack under callgrind with output prefix $1; sets port, host, bpid (the
-# bridge, empty for ims) and spid (the SIP server's main process, empty for echo).
-start_stack() { # stack prefix
-  local stack=$1 prefix=$2
-  port=$(free_port) bpid="" spid="" host=bench.test.local
-  rm -f "/dev/shm/$shm_name"
-  case $stack in
-  echo | kamailio)
-    cat >"$work/bridge.toml" <<EOF
+# bridge_toml ORIGIN_HOST: the bridge's configuration (test_app, the segment, the control
+# socket; BRIDGE_EXTRA_TOML appended), listening on $port
+bridge_toml() {
+  cat >"$work/bridge.toml" <<EOF
 [node]
-origin_host = "server.test.local"
+origin_host = "$1"
 origin_realm = "test.local"
 listen = ["127.0.0.1:$port"]
 allow_unknown_peers = true
@@ -124,9 +119,19 @@ vendor = 999999
 segment = "/dev/shm/$shm_name"
 control_socket = "$work/control.sock"
 EOF
-    if [ -n "${BRIDGE_EXTRA_TOML:-}" ]; then
-      printf '%s\n' "${BRIDGE_EXTRA_TOML//PORT/$(free_port)}" >>"$work/bridge.toml"
-    fi
+  if [ -n "${BRIDGE_EXTRA_TOML:-}" ]; then
+    printf '%s\n' "${BRIDGE_EXTRA_TOML//PORT/$(free_port)}" >>"$work/bridge.toml"
+  fi
+}
+# Starts the stack under callgrind with output prefix $1; sets port, host, bpid (the
+# bridge, empty for ims) and spid (the SIP server's main process, empty for echo).
+start_stack() { # stack prefix
+  local stack=$1 prefix=$2
+  port=$(free_port) bpid="" spid="" host=bench.test.local
+  rm -f "/dev/shm/$shm_name"
+  case $stack in
+  echo | kamailio)
+    bridge_toml server.test.local
     local echo=()
     [ "$stack" = echo ] && echo=(--echo)
     cg "$prefix" "$dmb" run --config "$work/bridge.toml" "${echo[@]}" >"$prefix.log" 2>&1 &
@@ -144,15 +149,8 @@ EOF
     ;;
   originate)
     start_fd
-    cat >"$work/bridge.toml" <<EOF
-[node]
-origin_host = "bridge.test.local"
-origin_realm = "test.local"
-listen = ["127.0.0.1:$port"]
-
-[[applications]]
-id = 16777215
-vendor = 999999
+    bridge_toml bridge.test.local
+    cat >>"$work/bridge.toml" <<EOF
 
 [[peers]]
 host = "server.test.local"
@@ -163,10 +161,6 @@ port = $fd_port
 realm = "test.local"
 app_id = 16777215
 peers = ["server.test.local"]
-
-[app]
-segment = "/dev/shm/$shm_name"
-control_socket = "$work/control.sock"
 EOF
     cg "$prefix" "$dmb" run --config "$work/bridge.toml" >"$prefix.log" 2>&1 &
     bpid=$!; pids+=("$bpid")
