@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <pthread.h>
+#include <unistd.h>
 
 static int name_char_ok(char c)
 {
@@ -691,4 +693,25 @@ uint64_t dmg_now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int _dmg_pid = 0;
+/* 1 once the atfork handler is registered (only then may the pid be kept), -1 if it failed */
+static int _dmg_pid_atfork = 0;
+
+static void dmg_pid_forget(void)
+{
+	_dmg_pid = 0;
+}
+
+int dmg_pid(void)
+{
+	if(_dmg_pid != 0)
+		return _dmg_pid;
+	if(_dmg_pid_atfork == 0)
+		_dmg_pid_atfork = pthread_atfork(NULL, NULL, dmg_pid_forget) == 0 ? 1 : -1;
+	if(_dmg_pid_atfork < 0)
+		return (int)getpid();
+	_dmg_pid = (int)getpid();
+	return _dmg_pid;
 }

@@ -229,6 +229,13 @@ int dmg_aaa_url_dict_file(const char *url, const char **out, size_t *out_len);
 /** Monotonic milliseconds. */
 uint64_t dmg_now_ms(void);
 
+/**
+ * This process's pid, cached: getpid() is a system call each time (glibc >= 2.25), and the
+ * OpenSIPS glue checks the pid on every use of its worker (the fork rule). A pthread_atfork
+ * child handler forgets the cached value, so a forked child reads its own.
+ */
+int dmg_pid(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int passed, failed;
 
@@ -348,6 +350,21 @@ static void test_aaa_url(void)
 	CHECK(dmg_aaa_url_dict_file(NULL, &p, &n) == -1);
 }
 
+/* dmg_pid caches the pid; a forked child must see its own, not the parent's cached one */
+static void test_pid(void)
+{
+	int st = 0;
+	pid_t kid;
+
+	CHECK(dmg_pid() == (int)getpid());
+	CHECK(dmg_pid() == (int)getpid()); /* the cached value */
+	kid = fork();
+	if(kid == 0)
+		_exit(dmg_pid() == (int)getpid() && dmg_pid() != (int)getppid() ? 0 : 1);
+	CHECK(kid > 0 && waitpid(kid, &st, 0) == kid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK(dmg_pid() == (int)getpid());
+}
+
 int main(void)
 {
 	test_handled_names();
@@ -360,6 +377,7 @@ int main(void)
 	test_builtin_requests();
 	test_dict_events();
 	test_aaa_url();
+	test_pid();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }

@@ -69,7 +69,7 @@ int dmo_attach(const char *role)
 	int rc;
 
 	if(_dmo_w != NULL) {
-		if(_dmo_w_pid == (int)getpid())
+		if(_dmo_w_pid == dmg_pid())
 			return 0;
 		/* inherited through a fork: the parent's slot, not ours (libdmbridge refuses it) */
 		_dmo_w = NULL;
@@ -98,19 +98,19 @@ int dmo_attach(const char *role)
 				dmo_cfg.bridge_socket, dmb_last_error());
 		_dmo_unreachable_logged = 1;
 	}
-	_dmo_w_pid = (int)getpid();
+	_dmo_w_pid = dmg_pid();
 	__atomic_fetch_add(&_dmo_stats->workers_attached, 1, __ATOMIC_RELAXED);
 	return 0;
 }
 
 dmb_worker *dmo_w(void)
 {
-	return _dmo_w != NULL && _dmo_w_pid == (int)getpid() ? _dmo_w : NULL;
+	return _dmo_w != NULL && _dmo_w_pid == dmg_pid() ? _dmo_w : NULL;
 }
 
 void dmo_detach(void)
 {
-	if(_dmo_w != NULL && _dmo_w_pid == (int)getpid()) {
+	if(_dmo_w != NULL && _dmo_w_pid == dmg_pid()) {
 		dmb_detach(_dmo_w);
 		_dmo_w = NULL;
 	}
