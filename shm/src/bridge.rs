@@ -58,6 +58,7 @@ use crate::error::{Error, Result};
 use crate::record::{self, Answer, IncomingRequest, Payload, Record, ReplyStatus};
 use crate::ring::{Consumer, Producer, PushError};
 use crate::segment::{Geometry, RingId, Segment, ShmRing, WIRE_VERSION};
+use rustc_hash::FxHashSet;
 use std::collections::{HashSet, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -373,15 +374,16 @@ pub enum BridgeEvent {
 /// Where an incoming request went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dispatch {
-    /// Queued to `slot` under `token`, raising `event`.
+    /// Queued to `slot` under `token`.
     Sent {
         /// The worker it was queued to.
         slot: SlotId,
         /// What its reply will carry (the `token` of [`BridgeEvent::Reply`]): keep the Diameter
         /// request under it.
         token: u64,
-        /// The script event raised (e.g. `E_DM_PPR`), for logs.
-        event: String,
+        /// The event raised: `E_DM_REQUEST` (the worker's catch-all) when set, else
+        /// `E_DM_<name>`. A flag, not the name: no `String` per request.
+        catch_all: bool,
     },
     /// Workers are attached but none serves this command: answer 3001.
     Unhandled,
@@ -440,7 +442,9 @@ struct Attached {
     name: String,
     handles: Vec<String>,
     catch_all: bool,
-    tokens: HashSet<u64>,
+    /// Tokens are the bridge's own (`token_tag | seq`), not chosen by anyone outside:
+    /// FxHash instead of SipHash (one insert and one remove per request).
+    tokens: FxHashSet<u64>,
     in_flight: HashSet<u64>,
     overflow: VecDeque<Vec<u8>>,
     /// Ring-full events (see [`WorkerInfo`]): plain counters, read at status time.
@@ -485,6 +489,8 @@ pub struct Bridge {
     rr: u32,
     buf: Vec<u8>,
     enc: Vec<u8>,
+    /// The event name of the request being dispatched (reused: no allocation per request).
+    event: String,
     ctl: Vec<u8>,
     status_json: String,
     /// The dictionary sources workers get after their Welcome (a sealed memfd, see
@@ -562,6 +568,7 @@ impl Bridge {
             rr: 0,
             buf: Vec::new(),
             enc: Vec::new(),
+            event: String::new(),
             ctl: vec![0; MAX_CONTROL_MSG],
             status_json: String::from("{}"),
             dictionary: None,
@@ -1010,7 +1017,7 @@ impl Bridge {
             name: name.clone(),
             handles: Vec::new(),
             catch_all: false,
-            tokens: HashSet::new(),
+            tokens: FxHashSet::default(),
             in_flight: HashSet::new(),
             overflow: VecDeque::new(),
             requests_ring_full: 0,
@@ -1210,9 +1217,12 @@ impl Bridge {
     /// filled in here.
     pub fn dispatch(&mut self, name: &str, req: &IncomingRequest<'_>) -> Dispatch {
         let name = normalize(name);
+        // One pass, no allocation (issue 15 item 2): the least-loaded worker serving `name`,
+        // else the least-loaded catch-all; ties broken round-robin. Only when that one's ring
+        // is full are the others tried, in the same order (`dispatch_others`).
         let mut any_attached = false;
-        let mut specific: Vec<(usize, u32, SlotId)> = Vec::new();
-        let mut fallback: Vec<(usize, u32, SlotId)> = Vec::new();
+        let mut specific: Option<(usize, u32, SlotId)> = None;
+        let mut fallback: Option<(usize, u32, SlotId)> = None;
         let n = self.slots.len() as u32;
         for (i, s) in self.slots.iter().enumerate() {
             if let Slot::Attached(a) = s {
@@ -1222,10 +1232,15 @@ impl Bridge {
                 }
                 let i = i as u32;
                 let key = (a.tokens.len(), (i + n - self.rr % n) % n, i);
-                if a.handles.iter().any(|h| h == name) {
-                    specific.push(key);
+                let best = if a.handles.iter().any(|h| h == name) {
+                    &mut specific
                 } else if a.catch_all {
-                    fallback.push(key);
+                    &mut fallback
+                } else {
+                    continue;
+                };
+                if best.is_none_or(|b| key < b) {
+                    *best = Some(key);
                 }
             }
         }
@@ -1233,49 +1248,98 @@ impl Bridge {
         if !any_attached {
             return Dispatch::NoWorker;
         }
-        let (mut cands, event) = if !specific.is_empty() {
-            (specific, format!("E_DM_{name}"))
-        } else if !fallback.is_empty() {
-            (fallback, String::from("E_DM_REQUEST"))
-        } else {
-            return Dispatch::Unhandled;
+        let (first, catch_all) = match (specific, fallback) {
+            (Some(k), _) => (k, false),
+            (None, Some(k)) => (k, true),
+            (None, None) => return Dispatch::Unhandled,
         };
-        cands.sort_unstable();
+        // The event name written into a buffer kept across requests (not a `format!` each).
+        self.event.clear();
+        if catch_all {
+            self.event.push_str("E_DM_REQUEST");
+        } else {
+            self.event.push_str("E_DM_");
+            self.event.push_str(name);
+        }
         let token = self.token_tag | (self.next_seq & 0xFF_FFFF_FFFF);
         let rec = Record::Incoming(IncomingRequest {
             token,
-            event: &event,
+            event: &self.event,
             ..req.clone()
         });
         rec.encode(&mut self.enc);
+        match self.push_request(first.2, token, catch_all) {
+            Some(d) => d,
+            None => self.dispatch_others(name, catch_all, first.2, token),
+        }
+    }
+
+    /// The encoded request (`self.enc`) pushed to `slot`'s ring under `token`: the outcome, or
+    /// `None` when that ring is full or broken (try another worker).
+    fn push_request(&mut self, slot: SlotId, token: u64, catch_all: bool) -> Option<Dispatch> {
+        let Some(Slot::Attached(a)) = self.slots.get_mut(slot as usize) else {
+            return None;
+        };
+        match a.req_tx.push(&[&self.enc]) {
+            Ok(()) => {
+                if a.req_tx.needs_wakeup() {
+                    a.conn.ring();
+                }
+                a.tokens.insert(token);
+                self.next_seq += 1;
+                Some(Dispatch::Sent {
+                    slot,
+                    token,
+                    catch_all,
+                })
+            }
+            Err(PushError::Full) => {
+                a.requests_ring_full += 1;
+                None
+            }
+            Err(PushError::TooBig { len, max }) => Some(Dispatch::TooBig { len, max }),
+            Err(PushError::Corrupt) => {
+                // The worker moved its ring's positions to impossible
+                // values. No event can be reported from here: shut its
+                // connection so the driver services the slot, which
+                // drops the worker (its held requests answered 5012).
+                a.broken = Some("its requests ring was corrupted (impossible positions)".into());
+                a.conn.shutdown();
+                None
+            }
+        }
+    }
+
+    /// The slow path of [`Bridge::dispatch`] (the first choice's ring was full or broken):
+    /// the other candidates of the same kind, least-loaded first.
+    fn dispatch_others(
+        &mut self,
+        name: &str,
+        catch_all: bool,
+        tried: SlotId,
+        token: u64,
+    ) -> Dispatch {
+        let n = self.slots.len() as u32;
+        // `rr` was advanced once already: the same order as the first pass.
+        let rr = self.rr.wrapping_sub(1);
+        let mut cands: Vec<(usize, u32, SlotId)> = Vec::new();
+        for (i, s) in self.slots.iter().enumerate() {
+            if let Slot::Attached(a) = s {
+                let i = i as u32;
+                let serves = if catch_all {
+                    !a.handles.iter().any(|h| h == name) && a.catch_all
+                } else {
+                    a.handles.iter().any(|h| h == name)
+                };
+                if a.broken.is_none() && serves && i != tried {
+                    cands.push((a.tokens.len(), (i + n - rr % n) % n, i));
+                }
+            }
+        }
+        cands.sort_unstable();
         for (_, _, slot) in cands {
-            let Some(Slot::Attached(a)) = self.slots.get_mut(slot as usize) else {
-                continue;
-            };
-            match a.req_tx.push(&[&self.enc]) {
-                Ok(()) => {
-                    if a.req_tx.needs_wakeup() {
-                        a.conn.ring();
-                    }
-                    a.tokens.insert(token);
-                    self.next_seq += 1;
-                    return Dispatch::Sent { slot, token, event };
-                }
-                Err(PushError::Full) => {
-                    a.requests_ring_full += 1;
-                    continue;
-                }
-                Err(PushError::TooBig { len, max }) => return Dispatch::TooBig { len, max },
-                Err(PushError::Corrupt) => {
-                    // The worker moved its ring's positions to impossible
-                    // values. No event can be reported from here: shut its
-                    // connection so the driver services the slot, which
-                    // drops the worker (its held requests answered 5012).
-                    a.broken =
-                        Some("its requests ring was corrupted (impossible positions)".into());
-                    a.conn.shutdown();
-                    continue;
-                }
+            if let Some(d) = self.push_request(slot, token, catch_all) {
+                return d;
             }
         }
         Dispatch::Busy

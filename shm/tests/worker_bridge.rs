@@ -111,30 +111,39 @@ fn dispatch_reply_and_gone_with_outstanding_tokens() {
     assert_eq!(b.dispatch("ASR", &req("s;0", "[]")), Dispatch::Unhandled);
 
     let Dispatch::Sent {
-        token: t1, event, ..
+        token: t1,
+        catch_all,
+        ..
     } = b.dispatch("PPR", &req("s;1", r#"[{"a":1}]"#))
     else {
         panic!()
     };
-    assert_eq!(event, "E_DM_PPR");
+    assert!(!catch_all, "PPR is served by name");
     let Dispatch::Sent {
-        token: t2, event, ..
+        token: t2,
+        catch_all,
+        ..
     } = b.dispatch("RTR", &req("s;2", "[]"))
     else {
         panic!()
     };
-    assert_eq!(event, "E_DM_RTR");
+    assert!(!catch_all, "RTR is served by name");
     assert!(
         poll_fd(w.fd(), 1000),
         "doorbell makes the worker fd readable"
     );
     let r1 = w.next_request().unwrap().unwrap();
     assert_eq!(
-        (r1.token, r1.sess_id.as_str(), r1.avps_json.as_str()),
-        (t1, "s;1", r#"[{"a":1}]"#)
+        (
+            r1.token,
+            r1.event.as_str(),
+            r1.sess_id.as_str(),
+            r1.avps_json.as_str()
+        ),
+        (t1, "E_DM_PPR", "s;1", r#"[{"a":1}]"#)
     );
     let r2 = w.next_request().unwrap().unwrap();
-    assert_eq!(r2.token, t2);
+    assert_eq!((r2.token, r2.event.as_str()), (t2, "E_DM_RTR"));
     assert!(w.next_request().unwrap().is_none());
     assert!(!poll_fd(w.fd(), 0), "nothing left: fd not readable");
 
@@ -198,8 +207,10 @@ fn full_ring_is_busy_and_nothing_is_lost() {
     let mut sent = Vec::new();
     loop {
         match b.dispatch("CCR", &req("s", &json)) {
-            Dispatch::Sent { token, event, .. } => {
-                assert_eq!(event, "E_DM_REQUEST");
+            Dispatch::Sent {
+                token, catch_all, ..
+            } => {
+                assert!(catch_all, "raised as E_DM_REQUEST");
                 sent.push(token)
             }
             Dispatch::Busy => break,

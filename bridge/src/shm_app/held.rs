@@ -12,13 +12,16 @@
 //! waits (under steady load it would otherwise fire once per request) and the queue is only
 //! as long as the span since the oldest outstanding request.
 
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The table; `R` is what answers the request (the node's `Responder`).
 #[derive(Debug)]
 pub struct Held<R> {
-    by_token: HashMap<u64, (R, u32)>,
+    /// Keyed by the bridge's own tokens (`token_tag | seq`, chosen by no peer): FxHash, not
+    /// SipHash (an insert and a remove per request).
+    by_token: FxHashMap<u64, (R, u32)>,
     deadlines: VecDeque<(Instant, u64)>,
     timeout: Duration,
 }
@@ -27,7 +30,7 @@ impl<R> Held<R> {
     /// An empty table whose requests may wait `timeout` for their reply.
     pub fn new(timeout: Duration) -> Held<R> {
         Held {
-            by_token: HashMap::new(),
+            by_token: FxHashMap::default(),
             deadlines: VecDeque::new(),
             timeout,
         }

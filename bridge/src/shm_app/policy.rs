@@ -244,7 +244,7 @@ mod tests {
         let sent = Dispatch::Sent {
             slot: 1,
             token: 9,
-            event: "E_DM_PPR".into(),
+            catch_all: false,
         };
         assert_eq!(p.own_answer(&sent, "PPR", t0), None, "the worker answers");
         let answer = |p: &Policy, d: &Dispatch, now| {
