@@ -16,7 +16,8 @@
 # Needs scripts/setup.sh, `cargo build --release -p dmbridge-bridge -p dmbridge-cabi` (done
 # here when missing; DMBRIDGE_BIN / DMB_LIBDIR take another dmbridge / libdmbridge.a, for A/B
 # runs; BRIDGE_THREADS=N: dmbridge run --threads N); the module is built into
-# target/kamailio-module. Loopback only, free ports; bounded:
+# target/kamailio-module, or DMB_SO=/path/dmbridge.so runs that build of it instead (a
+# before/after pair of the module, when the shm wire is the same). Loopback only, free ports; bounded:
 # about 2 x (SECONDS + 5) s. Stops everything it started (by PID) on exit.
 set -euo pipefail
 exec </dev/null
@@ -27,7 +28,7 @@ shared=${DMBRIDGE_SHARED:-$top/../shared}
 dmb=${DMBRIDGE_BIN:-$top/target/release/dmbridge}
 libdir=${DMB_LIBDIR:-$top/target/release}
 kmod="$top/target/kamailio-module"
-so="$kmod/dmbridge.so"
+so=${DMB_SO:-$kmod/dmbridge.so}
 work=$(mktemp -d /tmp/dmb-bench-kam.XXXXXX)
 bench_name=bench-kamailio
 shm_name="dmb-bench-kam-$$"
@@ -38,7 +39,7 @@ if [ ! -x "$dmb" ] || [ ! -f "$libdir/libdmbridge.a" ]; then
   (cd "$top" && cargo build --release -q -p dmbridge-bridge -p dmbridge-cabi)
 fi
 # the module goes to this worktree's target/, next to the libdmbridge it links
-make -s -C "$top/module-glue/kamailio" OUT="$kmod" DMB_LIBDIR="$libdir" >/dev/null
+[ -n "${DMB_SO:-}" ] || make -s -C "$top/module-glue/kamailio" OUT="$kmod" DMB_LIBDIR="$libdir" >/dev/null
 
 bench() { # name port origin-host -> $work/name.json
   "$dmb" bench --connect "127.0.0.1:$2" --template "$top/cfg-examples/bench/test_app.json" \
@@ -98,7 +99,7 @@ kam_a=$!
 pids+=("$kam_a")
 wait_log "$work/bridge.log" 'handles \["16777214"\]' 15
 sleep 1
-log "A: dmbridge bench -> dmbridge run + Kamailio dmbridge.so (${secs}s, $conc in flight)"
+log "A: dmbridge bench -> dmbridge run + Kamailio dmbridge.so (${secs}s, $conc in flight; load average $(cut -d' ' -f1-3 /proc/loadavg))"
 bench dmbridge "$bport" bench.test.local
 at_loads dmbridge "$bport" bench.test.local
 # the script's own count: every answer above must have come from dm_send_reply
@@ -116,7 +117,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 sleep 1
-log "B: dmbridge bench -> Kamailio cdp + ims_diameter_server (${secs}s, $conc in flight)"
+log "B: dmbridge bench -> Kamailio cdp + ims_diameter_server (${secs}s, $conc in flight; load average $(cut -d' ' -f1-3 /proc/loadavg))"
 bench ims "$iport" client.test.local
 at_loads ims "$iport" client.test.local
 
