@@ -10,12 +10,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use dmproto::{Framer, Message};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use super::capabilities::{self as caps, AppAdvert, LocalNode, PeerInfo};
 use super::client::Client;
@@ -156,8 +158,15 @@ fn flush(stream: &TcpStream, out: &mut BytesMut) -> io::Result<()> {
     Ok(())
 }
 
-/// Runs the connection until the client is done; returns it with its tally.
-pub async fn drive(mut stream: TcpStream, mut framer: Framer, mut client: Client) -> Client {
+/// Runs the connection until the client is done; returns it with its tally. `tick`: rate
+/// mode's fine clock ([`super::pacer`]), which wakes the loop between tokio's 1 ms timer
+/// ticks so scheduled requests leave close to their time instead of in bursts.
+pub async fn drive(
+    mut stream: TcpStream,
+    mut framer: Framer,
+    mut client: Client,
+    tick: Option<Arc<Notify>>,
+) -> Client {
     let mut out = BytesMut::with_capacity(64 * 1024);
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
     let sleep = tokio::time::sleep_until(far());
@@ -202,6 +211,7 @@ pub async fn drive(mut stream: TcpStream, mut framer: Framer, mut client: Client
                 }
             }
             _ = &mut sleep, if wake.is_some() => {}
+            _ = ticked(tick.as_deref()), if tick.is_some() => {}
         }
     }
     // Whatever is still queued (a DPA to the peer's DPR, our DPR): best effort, bounded.
@@ -210,6 +220,14 @@ pub async fn drive(mut stream: TcpStream, mut framer: Framer, mut client: Client
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
     client
+}
+
+/// The next tick of the pacer (never, without one).
+async fn ticked(tick: Option<&Notify>) {
+    match tick {
+        Some(t) => t.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// One `read` into the framer, then every complete frame to the client.

@@ -18,9 +18,10 @@ pub struct Slot {
     /// send time in concurrency mode): latency is measured from here, so a client that falls
     /// behind its schedule shows it in the latency instead of hiding it (coordinated omission).
     pub intended: Instant,
-    /// When the request was actually written out. In rate mode requests leave in batches at
-    /// the timer's ~1 ms ticks, so latency from `intended` cannot resolve less than that;
-    /// latency from here is the server's share alone.
+    /// When the request was actually written out. In rate mode requests leave at the pacer's
+    /// ticks (tens of µs, `pacer.rs`; tokio's 1 ms timer at low rates), so latency from
+    /// `intended` includes up to one tick's wait; latency from here is the server's share
+    /// (and the client's own reading) alone.
     pub sent: Instant,
     /// When the request counts as timed out.
     pub deadline: Instant,
