@@ -10,15 +10,18 @@
 #
 # usage: scripts/bench-kamailio.sh [SECONDS (10)] [CONCURRENCY (100)]
 #        LOADS="0.2 0.5 0.8" scripts/bench-kamailio.sh ...  also fixed-rate runs at these
-#                                                     fractions of each side's maximum
+#                                                     fractions of each side's maximum, the
+#                                                     bridge's own share (its /metrics) and
+#                                                     the same rates against `run --echo`
 #        ECHO_REGEX=1 scripts/bench-kamailio.sh ...   A's route extracts the value with the
 #                                                     regex of B's route (see bench-echo.cfg)
 # Needs scripts/setup.sh, `cargo build --release -p dmbridge-bridge -p dmbridge-cabi` (done
 # here when missing; DMBRIDGE_BIN / DMB_LIBDIR take another dmbridge / libdmbridge.a, for A/B
 # runs; BRIDGE_THREADS=N: dmbridge run --threads N); the module is built into
 # target/kamailio-module, or DMB_SO=/path/dmbridge.so runs that build of it instead (a
-# before/after pair of the module, when the shm wire is the same). Loopback only, free ports; bounded:
-# about 2 x (SECONDS + 5) s. Stops everything it started (by PID) on exit.
+# before/after pair of the module, when the shm wire is the same). Loopback only, free ports;
+# bounded: about 2 x (SECONDS + 5) s, plus 3 x SECONDS per LOADS entry. Stops everything it
+# started (by PID) on exit.
 set -euo pipefail
 exec </dev/null
 secs=${1:-10}
@@ -50,28 +53,77 @@ bench() { # name port origin-host -> $work/name.json
 
 # LOADS="0.2 0.5 0.8": open-loop runs at these fractions of the closed-loop rate just
 # measured, for latency under load (p50/p99/p99.9 from the schedule and from the send).
-at_loads() { # name port origin-host
-  local f rate max
-  [ -n "${LOADS:-}" ] || return 0
+# For A also what the bridge and the module add (issue 15 item 3): the bridge's
+# dmbridge_script_reply_latency_seconds over the run (its /metrics scraped before and after;
+# quantiles interpolated in the buckets), and, after A, the same rates against
+# `dmbridge run --echo` (answering in the bridge): A's end-to-end minus echo's is what the
+# script round trip adds over answering in the bridge.
+rates_of() { # name -> the absolute rates of LOADS for that side's closed-loop maximum
+  local f max
   max=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['answers_per_sec'])" "$work/$1.json")
+  for f in $LOADS; do python3 -c "print(int($max * $f))"; done
+}
+scrape() { # metrics-port file
+  python3 -c "import urllib.request,sys; open(sys.argv[2],'w').write(urllib.request.urlopen('http://127.0.0.1:'+sys.argv[1]+'/metrics').read().decode())" "$1" "$2"
+}
+at_loads() { # name port origin-host [side whose maximum sets the rates] [metrics port]
+  local f rate rates i=0
+  [ -n "${LOADS:-}" ] || return 0
+  rates=($(rates_of "${4:-$1}"))
   for f in $LOADS; do
-    rate=$(python3 -c "print(int($max * $f))")
-    log "$1: rate $rate/s ($f of $max), ${secs}s"
+    rate=${rates[$i]}; i=$((i + 1))
+    log "$1: rate $rate/s ($f of ${4:-$1}'s maximum), ${secs}s"
+    [ -z "${5:-}" ] || scrape "$5" "$work/$1-load$f.before.prom"
     "$dmb" bench --connect "127.0.0.1:$2" --template "$top/cfg-examples/bench/test_app.json" \
       --origin-host "$3" --app-vendor 999999 --rate "$rate" --duration "$secs" \
       --timeout-ms 5000 --connect-timeout-ms 15000 --json --quiet >"$work/$1-load$f.json"
-    python3 - "$work/$1-load$f.json" "$1" "$f" "$rate" "$(cut -d' ' -f1 /proc/loadavg)" <<'EOF'
-import json, sys
-d = json.load(open(sys.argv[1])); l, s = d["latency_us"], d.get("latency_from_send_us", {})
+    [ -z "${5:-}" ] || scrape "$5" "$work/$1-load$f.after.prom"
+    python3 - "$work/$1-load$f" "$1" "$f" "$rate" "$(cut -d' ' -f1 /proc/loadavg)" <<'EOF'
+import json, os, re, sys
+base = sys.argv[1]
+d = json.load(open(base + ".json")); l, s = d["latency_us"], d.get("latency_from_send_us", {})
 print(f"{sys.argv[2]:<9} load {sys.argv[3]:<4} {int(sys.argv[4]):>8}/s  answered {d['answered']}/{d['sent']}"
       f" timeouts {d['timeouts']}  us from schedule p50 {l['p50']} p99 {l['p99']} p99.9 {l['p999']}"
       f"  from send p50 {s.get('p50')} p99 {s.get('p99')} p99.9 {s.get('p999')}  loadavg {sys.argv[5]}")
+def buckets(path):
+    pat = re.compile(r'^dmbridge_script_reply_latency_seconds_bucket\{le="([^"]+)"\} (\d+)', re.M)
+    return {float(le): int(n) for le, n in pat.findall(open(path).read())}
+if os.path.exists(base + ".after.prom"):
+    a, b = buckets(base + ".after.prom"), buckets(base + ".before.prom")
+    cum = sorted((le, a[le] - b.get(le, 0)) for le in a)  # this run's cumulative counts
+    n = cum[-1][1] if cum else 0
+    def q(p):  # linear within the bucket, as Prometheus' histogram_quantile
+        lo, below = 0.0, 0
+        for le, c in cum:
+            if c >= p * n:
+                if le == float("inf"):
+                    return f">{lo * 1e6:.0f}"
+                return f"{(lo + (le - lo) * (p * n - below) / max(c - below, 1)) * 1e6:.0f}"
+            lo, below = le, c
+    if n:
+        print(f"{'':<9} bridge+module (script_reply_latency, {n} requests) us"
+              f" p50 {q(0.5)} p99 {q(0.99)} p99.9 {q(0.999)}")
 EOF
   done
+}
+added() { # what A adds over echo at the same absolute rates, per quantile
+  [ -n "${LOADS:-}" ] || return 0
+  python3 - "$work" $LOADS <<'EOF'
+import json, sys
+work = sys.argv[1]
+for f in sys.argv[2:]:
+    a, e = (json.load(open(f"{work}/{n}-load{f}.json")) for n in ("dmbridge", "echo"))
+    row = []
+    for k, name in (("latency_us", "from schedule"), ("latency_from_send_us", "from send")):
+        row.append(name + " " + " ".join(f"p{p} {a[k][kk] - e[k][kk]:+}" for p, kk in
+                                          (("50", "p50"), ("99", "p99"), ("99.9", "p999"))))
+    print(f"added by the script round trip at load {f} (dmbridge minus echo): us {'; '.join(row)}")
+EOF
 }
 
 # --- A: Kamailio + dmbridge ----------------------------------------------------------------
 bport=$(free_port)
+mport=$(free_port)
 cat >"$work/dmbridge.toml" <<EOF
 [node]
 origin_host = "server.test.local"
@@ -86,6 +138,9 @@ vendor = 999999
 [app]
 segment = "/dev/shm/$shm_name"
 control_socket = "$work/control.sock"
+
+[metrics]
+listen = "127.0.0.1:$mport"
 EOF
 "$dmb" run --config "$work/dmbridge.toml" ${BRIDGE_THREADS:+--threads "$BRIDGE_THREADS"} \
   >"$work/bridge.log" 2>&1 &
@@ -101,11 +156,24 @@ wait_log "$work/bridge.log" 'handles \["16777214"\]' 15
 sleep 1
 log "A: dmbridge bench -> dmbridge run + Kamailio dmbridge.so (${secs}s, $conc in flight; load average $(cut -d' ' -f1-3 /proc/loadavg))"
 bench dmbridge "$bport" bench.test.local
-at_loads dmbridge "$bport" bench.test.local
+at_loads dmbridge "$bport" bench.test.local dmbridge "$mport"
 # the script's own count: every answer above must have come from dm_send_reply
 kamcmd -s "unix:$work/kam-a/kamailio_ctl" dmbridge.status >"$work/status.txt" 2>&1 || true
 replies=$(sed -n 's/^[[:space:]]*replies: //p' "$work/status.txt")
 kill "$kam_a" 2>/dev/null || true
+if [ -n "${LOADS:-}" ]; then
+  # the same client at A's absolute rates against the bridge answering by itself
+  eport=$(free_port)
+  sed "s/127.0.0.1:$bport/127.0.0.1:$eport/; s/127.0.0.1:$mport/127.0.0.1:$(free_port)/" \
+    "$work/dmbridge.toml" | grep -v -e '^segment' -e '^control_socket' >"$work/echo.toml"
+  "$dmb" run --echo --config "$work/echo.toml" >"$work/echo.log" 2>&1 &
+  echo_pid=$!
+  pids+=("$echo_pid")
+  wait_log "$work/echo.log" "listening on" 10
+  at_loads echo "$eport" bench.test.local dmbridge
+  kill "$echo_pid" 2>/dev/null || true
+  added
+fi
 
 # --- B: Kamailio cdp + ims_diameter_server -------------------------------------------------
 iport=$(free_port)
