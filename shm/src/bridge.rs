@@ -1124,10 +1124,12 @@ impl Bridge {
             }
         }
         // Answers that waited for room.
+        let mut flushed = false;
         while let Some(rec) = a.overflow.front() {
             match a.ans_tx.push(&[rec]) {
                 Ok(()) => {
                     a.overflow.pop_front();
+                    flushed = true;
                 }
                 Err(PushError::Full) => {
                     if !a.ans_tx.arm_space_wakeup(rec.len()) {
@@ -1137,7 +1139,11 @@ impl Bridge {
                 Err(e) => return Err((e.to_string(), true)),
             }
         }
-        if a.ans_tx.needs_wakeup() {
+        // Only after publishing something: the sleep flag is armed whenever the worker waits
+        // (a sync request arms it on every call), and `needs_wakeup` would otherwise ring it
+        // for nothing on every service — one spurious wake-up of the waiting worker per
+        // request (issue 15). `push_answer` rings for the answers it publishes itself.
+        if flushed && a.ans_tx.needs_wakeup() {
             a.conn.ring();
         }
         // Records from the worker.

@@ -708,3 +708,43 @@ fn dictionary_follows_the_welcome_and_each_change() {
         BridgeEvent::Reply { token: t, form: Payload::Avps, avps: a, .. } if *t == token && a == avps
     )));
 }
+
+#[test]
+fn worker_waiting_is_rung_for_answers_only() {
+    // A worker waiting for answers has armed its answers ring's sleep flag. Servicing its
+    // slot when no answer was published must not ring it (a spurious wake-up per sync
+    // request, issue 15); publishing one must (no wake-up lost).
+    let bc = cfg("ring-only-answers");
+    let mut b = Bridge::create(bc.clone()).unwrap();
+    let (mut watched, mut evs) = (Vec::new(), Vec::new());
+    let mut w = attach(&mut b, &bc, &mut watched, &mut evs);
+    let slot = watched[0];
+    // Take whatever the handshake left and arm the sleep flags.
+    while w.next_request().unwrap().is_some() {}
+    assert!(w.next_answer().is_none());
+    let handle = w.send_request_async(4, 272, b"[]", 5000).unwrap();
+    assert!(w.next_answer().is_none(), "armed again, nothing to collect");
+    evs.clear();
+    pump(&mut b, &mut watched, &mut evs, |e| {
+        e.iter()
+            .any(|e| matches!(e, BridgeEvent::Request { handle: h, .. } if *h == handle))
+    });
+    for _ in 0..3 {
+        while b.service(slot, &mut evs) {}
+    }
+    assert!(
+        !poll_fd(w.fd(), 100),
+        "the worker was rung although no answer was published"
+    );
+    let answer = Answer {
+        handle,
+        class: class::SUCCESS,
+        result_code: 2001,
+        avps_json: "[]",
+        error: "",
+    };
+    b.push_answer(slot, &answer).unwrap();
+    assert!(poll_fd(w.fd(), 2000), "the answer's doorbell was lost");
+    let c = w.next_answer().expect("the answer");
+    assert_eq!((c.handle, c.result_code), (handle, 2001));
+}
