@@ -3,7 +3,9 @@
 # script send a Diameter request and wait for (sync) or resume on (async) its answer; the SIP
 # reply carries the answer's Result-Code ("X-Result:"; sipp fails any call without a 200 and a
 # 2xxx there). The Diameter peers answer at once:
-#   ta  freeDiameter 1.2.1 test_app server (../shared/peers/freediameter/run.sh), Test-Request
+#   ta  freeDiameter 1.2.1 test_app server (../shared/peers/freediameter/run.sh), Test-Request;
+#       with TA_PEER=echo a `dmbridge run --echo --threads 1` answers them instead (a peer that
+#       answers at once: freeDiameter's own turnaround is ~75 us of the sync round trip)
 #   ro  an Erlang/OTP diameter online charging server (tests/peers/ro_ocs.escript), Ro
 #       CCR-Initial with Subscription-Ids, MSCC, User-Equipment-Info and IMS-Information
 # Sides (all started once, then taking turns, so every figure of a round shares one load):
@@ -49,6 +51,10 @@
 #                           ~13 KB each in Kamailio 5.6: 79,072 waiting held 1.0 GB), so 16k
 #                           calls/s need ~1.1 GB; at 1024 MB the SIP-only tm side lost ~20% of
 #                           its calls (`new_t(): out of mem`, BENCHMARKS "Session 8")
+#   TA_PEER=fd|echo         who answers the test_app requests: freeDiameter's test_app server
+#                           (fd, default) or `ECHO_BIN run --echo --threads 1` (echo; ECHO_BIN
+#                           defaults to this tree's release binary, so an A/B run with
+#                           DMBRIDGE_BIN swaps the bridge under test, not the peer)
 # Loopback only, free ports, every process bounded and stopped by PID on exit.
 set -euo pipefail
 exec </dev/null
@@ -101,9 +107,35 @@ make -s -C "$top/module-glue/kamailio" OUT="$kmod" DMB_LIBDIR="$libdir" >/dev/nu
 # --- Diameter peers ----------------------------------------------------------------------
 fd_port=$(free_port)
 mkdir -p "$work/fd"
-cp "$top/build/deps/fd/test_app.fdx" "$top/build/deps/fd/bind_lo.so" "$work/fd/"
-sh "$shared/peers/freediameter/run.sh" server "$work/fd" "$fd_port"
-fd_pid=$(cat "$work/fd/server.pid"); pids+=("$fd_pid")
+ta_peer=${TA_PEER:-fd}
+export TA_PEER=$ta_peer
+case $ta_peer in
+  fd)
+    cp "$top/build/deps/fd/test_app.fdx" "$top/build/deps/fd/bind_lo.so" "$work/fd/"
+    sh "$shared/peers/freediameter/run.sh" server "$work/fd" "$fd_port"
+    fd_pid=$(cat "$work/fd/server.pid"); pids+=("$fd_pid")
+    ;;
+  echo)
+    # the test_app server's identity (the bridges' peer entry), answering 2001 in process;
+    # any client may connect (cdp is not configured as its peer)
+    cat >"$work/fd/echo.toml" <<EOF
+[node]
+origin_host = "server.test.local"
+origin_realm = "test.local"
+listen = ["127.0.0.1:$fd_port"]
+allow_unknown_peers = true
+
+[[applications]]
+id = 16777215
+vendor = 999999
+EOF
+    "${ECHO_BIN:-$top/target/release/dmbridge}" run --echo --threads 1 \
+      --config "$work/fd/echo.toml" >"$work/fd/echo.log" 2>&1 &
+    fd_pid=$!; pids+=("$fd_pid")
+    log "test_app requests go to dmbridge run --echo --threads 1 (TA_PEER=echo)"
+    ;;
+  *) log "TA_PEER is fd or echo, not $ta_peer"; exit 1 ;;
+esac
 ocs_port=$(free_port)
 escript "$top/tests/peers/ro_ocs.escript" --port "$ocs_port" --duration 3600 >"$work/ocs.log" 2>&1 &
 ocs_pid=$!; pids+=("$ocs_pid")
@@ -393,7 +425,8 @@ secs = float(secs)
 hz = os.sysconf("SC_CLK_TCK")
 cpu = lambda t: round(int(t) / hz / secs, 3)
 print(json.dumps({
-    "tag": tag, "side": side, "app": app, "mode": mode,
+    "tag": tag, "side": side, "app": app, "ta_peer": os.environ.get("TA_PEER", "fd"),
+    "mode": mode,
     ("in_flight" if mode == "closed" else "rate"): float(value),
     "seconds": secs, "ok": ok, "failed": failed,
     "calls_per_s": round(ok / secs, 1),
@@ -415,7 +448,7 @@ low_latency() { # side app calls tag
   local port user l0
   port=$(port_of "$1"); user=$(user_of "$1" "$2"); l0=$(cut -d' ' -f1 /proc/loadavg)
   python3 - "$port" "$user" "$3" "$1" "$2" "$4" "$l0" >>"$results" <<'EOF'
-import json, re, socket, sys, time
+import json, os, re, socket, sys, time
 port, user, n, side, app, tag, l0 = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), *sys.argv[4:]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", 0))
@@ -447,6 +480,7 @@ for i in range(n):
 lat.sort()
 pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 3) if lat else None
 print(json.dumps({"tag": tag, "side": side, "app": app, "mode": "one-at-a-time", "calls": n,
+                  "ta_peer": os.environ.get("TA_PEER", "fd"),
                   "ok": len(lat), "failed": failed, "calls_per_s": None,
                   "latency_ms": {"samples": len(lat), "p50": pct(0.5), "p99": pct(0.99),
                                  "p999": pct(0.999), "max": lat[-1] if lat else None},
