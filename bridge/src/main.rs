@@ -40,12 +40,14 @@ enum Command {
         /// instead of 3001: for benchmarks and interop checks without a SIP server.
         #[arg(long)]
         echo: bool,
-        /// Runtime threads (default: one worker per core). 1 runs everything on one thread;
-        /// N > 1 spreads the connections' readers and writers and the shared-memory driver
-        /// over N workers (the node loop is one task), so more threads than cores only adds
-        /// cross-thread wake-ups.
-        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
-        threads: Option<u16>,
+        /// Runtime threads (default 1). 1 runs everything on one thread (a current-thread
+        /// runtime); N > 1 spreads the connections' readers and writers and the shared-memory
+        /// driver over N workers (the node loop is one task), so each hand-over between them
+        /// may be a cross-thread wake-up. One thread costs the least per request and has the
+        /// shortest round trip (BENCHMARKS.md, "Cores" and "Session 9: the sync round trip");
+        /// more threads only help a bridge whose one core is saturated.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        threads: u16,
     },
     /// Load generator: connect as a Diameter peer and send requests from a JSON template.
     Bench(Box<bench::BenchArgs>),
@@ -133,7 +135,7 @@ fn main() -> ExitCode {
 }
 
 /// `dmbridge run`: the node, until SIGINT or SIGTERM, then a graceful stop (drain, DPR).
-fn run(file: &std::path::Path, echo: bool, threads: Option<u16>) -> ExitCode {
+fn run(file: &std::path::Path, echo: bool, threads: u16) -> ExitCode {
     let Some(config) = load_config(file) else {
         return ExitCode::FAILURE;
     };
@@ -157,17 +159,19 @@ fn run(file: &std::path::Path, echo: bool, threads: Option<u16>) -> ExitCode {
         routes = config.routes.len(),
         "configuration loaded"
     );
-    // One thread: a current-thread runtime, so the node loop, the shm driver and the
-    // connections never hand work to another thread (no futex wake-up per hand-over). More:
-    // that many workers, plus the thread that runs the node loop.
+    // One thread (the default): a current-thread runtime, so the node loop, the shm driver
+    // and the connections never hand work to another thread. A sync request then wakes the
+    // bridge twice (the worker's doorbell, the peer's answer); with the multi-thread runtime
+    // it woke tokio's other workers 4.4 times more per request, and took 15.9 system calls
+    // instead of 9 (BENCHMARKS.md, "Session 9: the sync round trip"). More threads: that
+    // many workers, plus the thread that runs the node loop.
     let mut builder = match threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(usize::from(n));
             b
         }
-        None => tokio::runtime::Builder::new_multi_thread(),
     };
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
