@@ -441,52 +441,13 @@ EOF
   tail -n1 "$results"
 }
 
-# Latency at low load, at microsecond resolution (sipp's response times are whole
-# milliseconds): one MESSAGE at a time from a plain UDP socket, timed from send to the final
-# reply, which must be the 200 with a 2xxx or "answered" X-Result.
+# Latency at low load: one MESSAGE at a time (scripts/sip-one-at-a-time.py), timed from send
+# to the final reply, which must be the 200 with a 2xxx or "answered" X-Result.
 low_latency() { # side app calls tag
-  local port user l0
-  port=$(port_of "$1"); user=$(user_of "$1" "$2"); l0=$(cut -d' ' -f1 /proc/loadavg)
-  python3 - "$port" "$user" "$3" "$1" "$2" "$4" "$l0" >>"$results" <<'EOF'
-import json, os, re, socket, sys, time
-port, user, n, side, app, tag, l0 = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), *sys.argv[4:]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 0))
-s.settimeout(2.0)
-lp = s.getsockname()[1]
-lat, failed = [], 0
-ok_re = re.compile(rb"^SIP/2\.0 200 .*^X-Result: (2[0-9]{3}|answered)\r$", re.S | re.M)
-for i in range(n):
-    msg = (f"MESSAGE sip:{user}@127.0.0.1:{port} SIP/2.0\r\n"
-           f"Via: SIP/2.0/UDP 127.0.0.1:{lp};branch=z9hG4bK-lat-{i}\r\n"
-           f"From: <sip:49171{i}@test.local>;tag=lat{i}\r\nTo: <sip:{user}@test.local>\r\n"
-           f"Call-ID: lat-{i}-{lp}@127.0.0.1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n"
-           f"Content-Length: 0\r\n\r\n").encode()
-    t0 = time.perf_counter()
-    s.sendto(msg, ("127.0.0.1", port))
-    try:
-        while True:
-            data = s.recv(65535)
-            if not data.startswith(b"SIP/2.0 1"):
-                break
-    except socket.timeout:
-        failed += 1
-        continue
-    t1 = time.perf_counter()
-    if ok_re.search(data):
-        lat.append((t1 - t0) * 1000.0)
-    else:
-        failed += 1
-lat.sort()
-pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 3) if lat else None
-print(json.dumps({"tag": tag, "side": side, "app": app, "mode": "one-at-a-time", "calls": n,
-                  "ta_peer": os.environ.get("TA_PEER", "fd"),
-                  "ok": len(lat), "failed": failed, "calls_per_s": None,
-                  "latency_ms": {"samples": len(lat), "p50": pct(0.5), "p99": pct(0.99),
-                                 "p999": pct(0.999), "max": lat[-1] if lat else None},
-                  "cpu_cores": None,
-                  "loadavg": [float(l0), float(open("/proc/loadavg").read().split()[0])]}))
-EOF
+  local port user extra
+  port=$(port_of "$1"); user=$(user_of "$1" "$2")
+  extra=$(python3 -c 'import json, os, sys; print(json.dumps({"tag": sys.argv[1], "side": sys.argv[2], "app": sys.argv[3], "ta_peer": os.environ.get("TA_PEER", "fd"), "calls_per_s": None, "cpu_cores": None, "loadavg_start": open("/proc/loadavg").read().split()[0]}))' "$4" "$1" "$2")
+  python3 "$top/scripts/sip-one-at-a-time.py" "$port" "$user" "$3" 0 "$extra" >>"$results"
   tail -n1 "$results"
 }
 

@@ -43,25 +43,13 @@ case ${PEER:-fd} in
   *) log "PEER is fd or echo"; exit 1 ;;
 esac
 pids+=("$peer_pid")
+# the bridge: the peer above as the route of test_app, and the workers' socket
 cat >"$work/bridge.toml" <<EOT
-[node]
-origin_host = "bridge.test.local"
-origin_realm = "test.local"
-listen = ["127.0.0.1:$(free_port)"]
-[[applications]]
-id = 16777215
-vendor = 999999
-[[peers]]
-host = "server.test.local"
-address = "127.0.0.1"
-port = $peer_port
-[[routes]]
-realm = "test.local"
-app_id = 16777215
-peers = ["server.test.local"]
-[app]
-segment = "/dev/shm/$shm_name"
-control_socket = "$work/control.sock"
+node = { origin_host = "bridge.test.local", origin_realm = "test.local", listen = ["127.0.0.1:$(free_port)"] }
+applications = [{ id = 16777215, vendor = 999999 }]
+peers = [{ host = "server.test.local", address = "127.0.0.1", port = $peer_port }]
+routes = [{ realm = "test.local", app_id = 16777215, peers = ["server.test.local"] }]
+app = { segment = "/dev/shm/$shm_name", control_socket = "$work/control.sock" }
 EOT
 "$bin" run --config "$work/bridge.toml" ${THREADS:+--threads "$THREADS"} >"$work/bridge.log" 2>&1 &
 bridge_pid=$!; pids+=("$bridge_pid")
@@ -72,37 +60,17 @@ kamailio -m 256 -DD -E -Y "$work/kam" -f "$top/tests/kamailio/bench-originate.cf
   -A "SIP_PORT=$kport" -A SIP_CHILDREN=1 -A "DMB_SO=\"$so\"" \
   -A "DMB_SOCKET=\"$work/control.sock\"" >"$work/kam.log" 2>&1 &
 pids+=($!)
-cat >"$work/calls.py" <<'EOP'
-import socket, sys, time
-port, n, gap = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); s.settimeout(2.0)
-lp = s.getsockname()[1]; lat = []; bad = 0
-for i in range(n):
-    msg = (f"MESSAGE sip:sync-ta@127.0.0.1:{port} SIP/2.0\r\n"
-           f"Via: SIP/2.0/UDP 127.0.0.1:{lp};branch=z9hG4bK-t-{i}\r\n"
-           f"From: <sip:49171{i}@test.local>;tag=t{i}\r\nTo: <sip:sync-ta@test.local>\r\n"
-           f"Call-ID: t-{i}-{lp}@127.0.0.1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n"
-           f"Content-Length: 0\r\n\r\n").encode()
-    t0 = time.perf_counter(); s.sendto(msg, ("127.0.0.1", port))
-    try:
-        while True:
-            d = s.recv(65535)
-            if not d.startswith(b"SIP/2.0 1"): break
-    except socket.timeout:
-        bad += 1; continue
-    lat.append((time.perf_counter() - t0) * 1e3)
-    bad += b" 200 " not in d[:20]
-    time.sleep(gap)
-lat.sort()
-print(f"{n} calls: p50 {lat[len(lat)//2]:.3f} ms, p90 {lat[int(len(lat)*0.9)]:.3f} ms, failed {bad}")
-sys.exit(1 if bad else 0)
-EOP
 # warm-up (Kamailio attached, the peer connected), untraced
-for _ in $(seq 30); do python3 "$work/calls.py" "$kport" 20 0.001 >/dev/null 2>&1 && break; sleep 1; done
+calls() { python3 "$top/scripts/sip-one-at-a-time.py" "$kport" sync-ta "$@"; }
+answered() { # the JSON of sip-one-at-a-time.py -> one line; false when a call failed
+  python3 -c 'import json, sys; d = json.load(sys.stdin); l = d["latency_ms"]; print("%d calls: p50 %s ms, p90 %s ms, failed %d" % (d["calls"], l["p50"], l["p90"], d["failed"])); sys.exit(1 if d["failed"] else 0)'
+}
+for _ in $(seq 30); do calls 20 0.001 | answered >/dev/null && break; sleep 1; done
 log "load average $(cut -d' ' -f1-3 /proc/loadavg)"
 perf record -q -o "$work/perf.data" -a \
   -e sched:sched_switch,sched:sched_wakeup,raw_syscalls:sys_enter,raw_syscalls:sys_exit \
-  -- python3 "$work/calls.py" "$kport" "$calls" 0.002
+  -- python3 "$top/scripts/sip-one-at-a-time.py" "$kport" sync-ta "$calls" 0.002 >"$work/calls.json"
+answered <"$work/calls.json" || log "some calls failed"
 perf script -i "$work/perf.data" -F comm,pid,tid,cpu,time,event,trace >"$work/perf.txt" 2>/dev/null
 python3 - "$work/perf.txt" "$bridge_pid" "$peer_pid" <<'EOP'
 import re, statistics, sys
