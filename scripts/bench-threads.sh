@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The bridge's throughput with 1, 2 and 4 runtime threads (`dmbridge run --threads N`) and
-# with the default (one worker per core), taking turns in each round so every thread count
+# with no --threads (the default: 1 since session 9; older builds: one worker per core), taking turns in each round so every thread count
 # of a round sees the same machine load:
 #   echo      `dmbridge run --echo` (the node answering in process)
 #   kamailio  `dmbridge run` + Kamailio with dmbridge.so (tests/kamailio/bench-echo.cfg, 2
