@@ -45,7 +45,8 @@ use crate::error::{Error, Result};
 use crate::record::{class, OutgoingRequest, Payload, Record, Reply, ReplyStatus};
 use crate::ring::{Consumer, Producer, PushError};
 use crate::segment::{RingId, Segment, ShmRing, WIRE_VERSION};
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use rustc_hash::FxHashSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -222,7 +223,9 @@ pub struct Worker {
     answers: VecDeque<Completion>,
     in_flight: HashMap<u64, Instant>,
     deadlines: BTreeSet<(Instant, u64)>,
-    tokens: HashSet<u64>,
+    /// The bridge's tokens of the requests taken and not replied yet (chosen by the bridge,
+    /// not by a peer): FxHash, not SipHash (an insert, a lookup and a remove per request).
+    tokens: FxHashSet<u64>,
     next_handle: u64,
     last_try: Option<Instant>,
     last_error: Option<String>,
@@ -309,7 +312,7 @@ impl Worker {
             answers: VecDeque::new(),
             in_flight: HashMap::new(),
             deadlines: BTreeSet::new(),
-            tokens: HashSet::new(),
+            tokens: FxHashSet::default(),
             next_handle: 1,
             last_try: None,
             last_error: None,
@@ -338,6 +341,14 @@ impl Worker {
     /// The descriptor to poll for readability (stable for the worker's life).
     pub fn fd(&self) -> RawFd {
         self.epoll.as_raw_fd()
+    }
+
+    /// Whether the request `token` was taken and still waits for its reply: what a caller
+    /// that frees requests checks before answering one itself, instead of calling
+    /// [`Worker::reply`] and getting [`Error::Invalid`] (a `format!`) for every request
+    /// already answered.
+    pub fn owes_reply(&self, token: u64) -> bool {
+        self.tokens.contains(&token)
     }
 
     /// True while connected to a bridge.
