@@ -76,9 +76,10 @@ at_loads() { # name port origin-host [side whose maximum sets the rates] [metric
     [ -z "${5:-}" ] || scrape "$5" "$work/$1-load$f.before.prom"
     "$dmb" bench --connect "127.0.0.1:$2" --template "$top/cfg-examples/bench/test_app.json" \
       --origin-host "$3" --app-vendor 999999 --rate "$rate" --duration "$secs" \
-      --timeout-ms 5000 --connect-timeout-ms 15000 --json --quiet >"$work/$1-load$f.json"
+      --timeout-ms 5000 --connect-timeout-ms 15000 --json --quiet >"$work/$1-load$f.json" ||
+      log "$1 at $rate/s: the run failed (an overloaded server cuts a client off); its counts follow"
     [ -z "${5:-}" ] || scrape "$5" "$work/$1-load$f.after.prom"
-    python3 - "$work/$1-load$f" "$1" "$f" "$rate" "$(cut -d' ' -f1 /proc/loadavg)" <<'EOF'
+    python3 - "$work/$1-load$f" "$1" "$f" "$rate" "$(cut -d' ' -f1 /proc/loadavg)" <<'EOF' ||
 import json, os, re, sys
 base = sys.argv[1]
 d = json.load(open(base + ".json")); l, s = d["latency_us"], d.get("latency_from_send_us", {})
@@ -104,11 +105,12 @@ if os.path.exists(base + ".after.prom"):
         print(f"{'':<9} bridge+module (script_reply_latency, {n} requests) us"
               f" p50 {q(0.5)} p99 {q(0.99)} p99.9 {q(0.999)}")
 EOF
+      log "$1 at $rate/s: no summary"
   done
 }
 added() { # what A adds over echo at the same absolute rates, per quantile
   [ -n "${LOADS:-}" ] || return 0
-  python3 - "$work" $LOADS <<'EOF'
+  python3 - "$work" $LOADS <<'EOF' || log "no difference to echo (a run without a summary)"
 import json, sys
 work = sys.argv[1]
 for f in sys.argv[2:]:
