@@ -12,7 +12,9 @@
 #        LOADS="0.2 0.5 0.8" scripts/bench-kamailio.sh ...  also fixed-rate runs at these
 #                                                     fractions of each side's maximum, the
 #                                                     bridge's own share (its /metrics) and
-#                                                     the same rates against `run --echo`
+#                                                     the same rates against `run --echo`;
+#                                                     TICK_US=N: bench --tick-us N (0: the
+#                                                     1 ms bursts of before the pacer)
 #        ECHO_REGEX=1 scripts/bench-kamailio.sh ...   A's route extracts the value with the
 #                                                     regex of B's route (see bench-echo.cfg)
 # Needs scripts/setup.sh, `cargo build --release -p dmbridge-bridge -p dmbridge-cabi` (done
@@ -76,6 +78,7 @@ at_loads() { # name port origin-host [side whose maximum sets the rates] [metric
     [ -z "${5:-}" ] || scrape "$5" "$work/$1-load$f.before.prom"
     "$dmb" bench --connect "127.0.0.1:$2" --template "$top/cfg-examples/bench/test_app.json" \
       --origin-host "$3" --app-vendor 999999 --rate "$rate" --duration "$secs" \
+      ${TICK_US:+--tick-us "$TICK_US"} \
       --timeout-ms 5000 --connect-timeout-ms 15000 --json --quiet >"$work/$1-load$f.json" ||
       log "$1 at $rate/s: the run failed (an overloaded server cuts a client off); its counts follow"
     [ -z "${5:-}" ] || scrape "$5" "$work/$1-load$f.after.prom"

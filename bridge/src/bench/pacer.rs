@@ -1,5 +1,5 @@
-//! Rate mode's fine clock: a thread that wakes the connections every few tens of
-//! microseconds, so an open-loop schedule leaves in small groups instead of bursts.
+//! Rate mode's fine clock: a thread that wakes the connections every 100 µs or so, so an
+//! open-loop schedule leaves in small groups instead of bursts.
 //!
 //! Why a thread: tokio's timer has a 1 ms resolution (its wheel's slot, and `epoll_wait`
 //! takes milliseconds), so a connection that sleeps until its next scheduled request wakes
@@ -20,9 +20,13 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-/// The shortest tick: below this the thread's own wake-ups (a few µs of CPU each) start to
-/// cost the server under test more than the finer pacing gains.
-pub const MIN_PERIOD: Duration = Duration::from_micros(50);
+/// The shortest default tick (`--tick-us` goes lower). Each tick costs the client a thread
+/// wake-up, a runtime wake-up and a `write`, and the answers come back in smaller groups
+/// (more reads): measured on the 2-core box (echo bridge, load ~12), 50 µs ticks took the
+/// client from ~1 to ~5 µs of CPU per request at 50-80k/s, CPU the server under test then
+/// lacks. 100 µs halves the wake-ups and still cuts a 140k/s burst from ~140 requests
+/// (~0.8 ms of service at 175k/s) to ~14.
+pub const MIN_PERIOD: Duration = Duration::from_micros(100);
 /// From here on tokio's own timer is as fine as the tick: no thread.
 pub const MAX_PERIOD: Duration = Duration::from_millis(1);
 /// Requests per connection per tick the period aims at.
@@ -90,8 +94,9 @@ mod tests {
 
     #[test]
     fn period_aims_at_a_few_requests_per_tick_within_bounds() {
-        // 140k/s on one connection: 4 per tick would be 28.6 µs, floored to 50 µs.
+        // 140k/s on one connection: 4 per tick would be 28.6 µs, floored to 100 µs.
         assert_eq!(period(140_000.0, 1), Some(MIN_PERIOD));
+        assert_eq!(MIN_PERIOD, Duration::from_micros(100));
         // 20k/s: 200 µs (4 requests per tick).
         assert_eq!(period(20_000.0, 1), Some(Duration::from_micros(200)));
         // The same rate over 4 connections: each sends a quarter, so 800 µs ticks.
