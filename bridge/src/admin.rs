@@ -31,6 +31,49 @@ pub const DEFAULT_SOCKET: &str = "/run/dmbridge/admin.sock";
 /// Longest request line accepted.
 const MAX_LINE: usize = 4096;
 
+/// Why a request line is not a command; the admin socket answers the text as `"error"`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// No `"cmd"` string.
+    #[error("missing \"cmd\"")]
+    MissingCmd,
+    /// A `"cmd"` this bridge does not know.
+    #[error("unknown command {0:?}")]
+    UnknownCommand(String),
+    /// The command needs this string field (`name`, `level`).
+    #[error("missing string field {0:?}")]
+    MissingField(&'static str),
+}
+
+/// Why `dmbridge ctl` got no answer's data; the text is what it prints.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// Nobody listens on the socket (or it is not ours to open).
+    #[error("{}: {source} (is the bridge running? --socket)", socket.display())]
+    Connect {
+        /// The admin socket asked.
+        socket: PathBuf,
+        /// What the system or parser said.
+        source: io::Error,
+    },
+    /// Sending the command or reading the answer failed (the timeout included).
+    #[error("{}: {source}", socket.display())]
+    Io {
+        /// The admin socket asked.
+        socket: PathBuf,
+        /// What the system or parser said.
+        source: io::Error,
+    },
+    /// The answer line is not JSON.
+    #[error("bad answer from the bridge: {0}")]
+    BadAnswer(#[source] serde_json::Error),
+    /// The bridge refused the command: its `"error"` text.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// One admin command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -70,12 +113,12 @@ impl Command {
     }
 
     /// Parses a request line's JSON; the error says what is wrong.
-    pub fn from_json(v: &Value) -> Result<Command, String> {
-        let arg = |k: &str| {
+    pub fn from_json(v: &Value) -> Result<Command, CommandError> {
+        let arg = |k: &'static str| {
             v.get(k)
                 .and_then(Value::as_str)
                 .map(str::to_string)
-                .ok_or_else(|| format!("missing string field {k:?}"))
+                .ok_or(CommandError::MissingField(k))
         };
         match v.get("cmd").and_then(Value::as_str) {
             Some("status") => Ok(Command::Status),
@@ -86,8 +129,8 @@ impl Command {
             Some("peer-disable") => Ok(Command::PeerDisable(arg("name")?)),
             Some("peer-enable") => Ok(Command::PeerEnable(arg("name")?)),
             Some("log-level") => Ok(Command::LogLevel(arg("level")?)),
-            Some(other) => Err(format!("unknown command {other:?}")),
-            None => Err("missing \"cmd\"".to_string()),
+            Some(other) => Err(CommandError::UnknownCommand(other.to_string())),
+            None => Err(CommandError::MissingCmd),
         }
     }
 }
@@ -96,8 +139,9 @@ impl Command {
 pub struct Call {
     /// What was asked.
     pub command: Command,
-    /// Where the JSON answer (or the error text shown to the operator) goes.
-    pub reply: oneshot::Sender<Result<Value, String>>,
+    /// Where the JSON answer (or why the command failed: its text is shown to the operator)
+    /// goes.
+    pub reply: oneshot::Sender<Result<Value, crate::ops::OpsError>>,
 }
 
 /// Binds the admin socket: a stale socket file (nobody listening) is replaced, a live one is
@@ -158,18 +202,22 @@ async fn connection(stream: tokio::net::UnixStream, tx: mpsc::Sender<Call>) -> i
     let mut line = String::new();
     let mut r = tokio::io::BufReader::new(r).take(MAX_LINE as u64);
     r.read_line(&mut line).await?;
+    // The texts below are the answer's "error" on the wire.
+    let stopping = || "the bridge is stopping".to_string();
     let answer = match serde_json::from_str::<Value>(&line)
         .map_err(|e| format!("bad request JSON: {e}"))
-        .and_then(|v| Command::from_json(&v))
+        .and_then(|v| Command::from_json(&v).map_err(|e| e.to_string()))
     {
         Err(e) => Err(e),
         Ok(command) => {
             let (reply, rx) = oneshot::channel();
             if tx.send(Call { command, reply }).await.is_err() {
-                Err("the bridge is stopping".to_string())
+                Err(stopping())
             } else {
-                rx.await
-                    .unwrap_or_else(|_| Err("the bridge is stopping".to_string()))
+                match rx.await {
+                    Ok(answer) => answer.map_err(|e| e.to_string()),
+                    Err(_) => Err(stopping()),
+                }
             }
         }
     };
@@ -184,33 +232,34 @@ async fn connection(stream: tokio::net::UnixStream, tx: mpsc::Sender<Call>) -> i
 }
 
 /// Client side: sends `command`, returns the answer's data or its error.
-pub fn request(socket: &Path, command: &Command, timeout: Duration) -> Result<Value, String> {
-    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
-        format!(
-            "{}: {e} (is the bridge running? --socket)",
-            socket.display()
-        )
+pub fn request(socket: &Path, command: &Command, timeout: Duration) -> Result<Value, RequestError> {
+    let io = |source| RequestError::Io {
+        socket: socket.to_path_buf(),
+        source,
+    };
+    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|source| {
+        RequestError::Connect {
+            socket: socket.to_path_buf(),
+            source,
+        }
     })?;
     s.set_read_timeout(Some(timeout)).ok();
     s.set_write_timeout(Some(timeout)).ok();
     let mut line = command.to_json().to_string();
     line.push('\n');
-    s.write_all(line.as_bytes())
-        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    s.write_all(line.as_bytes()).map_err(io)?;
     let mut answer = String::new();
-    BufReader::new(s)
-        .read_line(&mut answer)
-        .map_err(|e| format!("{}: {e}", socket.display()))?;
-    let v: Value =
-        serde_json::from_str(&answer).map_err(|e| format!("bad answer from the bridge: {e}"))?;
+    BufReader::new(s).read_line(&mut answer).map_err(io)?;
+    let v: Value = serde_json::from_str(&answer).map_err(RequestError::BadAnswer)?;
     if v.get("ok").and_then(Value::as_bool) == Some(true) {
         Ok(v.get("data").cloned().unwrap_or(Value::Null))
     } else {
-        Err(v
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown error")
-            .to_string())
+        Err(RequestError::Refused(
+            v.get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown error")
+                .to_string(),
+        ))
     }
 }
 
@@ -379,12 +428,35 @@ mod tests {
         ] {
             assert_eq!(Command::from_json(&c.to_json()), Ok(c));
         }
-        assert!(Command::from_json(&json!({"cmd":"explode"}))
-            .unwrap_err()
-            .contains("explode"));
-        assert!(Command::from_json(&json!({"cmd":"peer-disable"}))
-            .unwrap_err()
-            .contains("name"));
+        let e = Command::from_json(&json!({"cmd":"explode"})).unwrap_err();
+        assert_eq!(e, CommandError::UnknownCommand("explode".into()));
+        assert_eq!(e.to_string(), "unknown command \"explode\"");
+        let e = Command::from_json(&json!({"cmd":"peer-disable"})).unwrap_err();
+        assert_eq!(e, CommandError::MissingField("name"));
+        assert_eq!(e.to_string(), "missing string field \"name\"");
+        assert_eq!(
+            Command::from_json(&json!({"cmd":"log-level", "level": 3})),
+            Err(CommandError::MissingField("level"))
+        );
+        assert_eq!(
+            Command::from_json(&json!({"name":"x"})),
+            Err(CommandError::MissingCmd)
+        );
+    }
+
+    #[test]
+    fn a_client_without_a_bridge_gets_connect_with_the_socket() {
+        let socket =
+            std::env::temp_dir().join(format!("dmb-admin-none-{}.sock", std::process::id()));
+        let e = request(&socket, &Command::Status, Duration::from_secs(1)).unwrap_err();
+        assert!(
+            matches!(&e, RequestError::Connect { socket: s, .. } if s == &socket),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().ends_with("(is the bridge running? --socket)"),
+            "{e}"
+        );
     }
 
     #[test]

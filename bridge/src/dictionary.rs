@@ -21,13 +21,30 @@ use std::sync::{Arc, Mutex};
 use dmnode::config::Config;
 use dmproto::dict::Dictionary;
 
+/// Why the dictionaries were not read or built; the running dictionary stays on a reload.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DictionaryError {
+    /// A file `[node] dictionaries` names could not be read (path as opened).
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file, as opened.
+        path: PathBuf,
+        /// What the system or parser said.
+        source: std::io::Error,
+    },
+    /// A file does not load: the error names its file and line.
+    #[error("{0}")]
+    File(#[from] dmproto::dict::DictError),
+}
+
 /// The dictionary files a configuration names, as read (path, bytes), in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sources(Vec<(PathBuf, Vec<u8>)>);
 
 impl Sources {
     /// Reads the files `[node] dictionaries` names (relative to the configuration file).
-    pub fn read(config: &Config, config_file: &Path) -> Result<Sources, String> {
+    pub fn read(config: &Config, config_file: &Path) -> Result<Sources, DictionaryError> {
         let base = config_file.parent().unwrap_or(Path::new("."));
         config
             .node
@@ -35,9 +52,10 @@ impl Sources {
             .iter()
             .map(|p| {
                 let path = base.join(p);
-                std::fs::read(&path)
-                    .map(|bytes| (path.clone(), bytes))
-                    .map_err(|e| format!("{}: {e}", path.display()))
+                match std::fs::read(&path) {
+                    Ok(bytes) => Ok((path, bytes)),
+                    Err(source) => Err(DictionaryError::Read { path, source }),
+                }
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Sources)
@@ -46,13 +64,12 @@ impl Sources {
     /// The built-in dictionary extended with these files, all or nothing
     /// ([`Dictionary::with_files`], the rule the workers' library builds with too); an error
     /// names its file and line.
-    pub fn build(&self) -> Result<Dictionary, String> {
-        Dictionary::with_files(
+    pub fn build(&self) -> Result<Dictionary, DictionaryError> {
+        Ok(Dictionary::with_files(
             self.0
                 .iter()
                 .map(|(path, bytes)| (path.display().to_string(), bytes)),
-        )
-        .map_err(|e| e.to_string())
+        )?)
     }
 
     /// The files for the workers' library ([`dmshm::control::encode_sources`]), which builds
@@ -73,7 +90,7 @@ impl Sources {
 
     /// [`Sources::build`], kept for the life of the process (see the module docs); the
     /// built-in dictionary itself when no file is named.
-    pub fn build_static(&self) -> Result<&'static Dictionary, String> {
+    pub fn build_static(&self) -> Result<&'static Dictionary, DictionaryError> {
         if self.0.is_empty() {
             return Ok(Dictionary::builtin());
         }
@@ -132,7 +149,7 @@ impl CurrentDictionary {
 
     /// Builds the dictionary of `sources` if they differ from the running ones. Refuses a bad
     /// file (the running dictionary stays). Does not install it: see [`Self::install`].
-    pub fn prepare(&self, sources: &Sources) -> Result<Reloaded, String> {
+    pub fn prepare(&self, sources: &Sources) -> Result<Reloaded, DictionaryError> {
         if self.lock().1 == *sources {
             return Ok(Reloaded::Unchanged);
         }
@@ -181,8 +198,32 @@ mod tests {
 
         let bad = sources("VENDOR 99999 Acme\nATTRIBUTE Acme-Zone 1001 nosuchtype 99999\n");
         let e = cur.prepare(&bad).unwrap_err();
-        assert!(e.contains("acme.dict:2"), "{e}");
+        assert!(matches!(e, DictionaryError::File(_)), "{e:?}");
+        assert!(e.to_string().contains("acme.dict:2"), "{e}");
         assert_eq!(cur.generation(), 1);
         assert!(cur.get().avp_by_name("Acme-Zone").is_some());
+    }
+
+    #[test]
+    fn a_missing_file_is_a_read_error_with_the_path_as_opened() {
+        let dir = std::env::temp_dir().join(format!("dmb-dictionary-{}", std::process::id()));
+        let config = dmnode::config::parse(
+            "[node]\norigin_host = \"me.example.net\"\norigin_realm = \"example.net\"\n\
+             dictionaries = [\"nosuch.dict\"]\n[[applications]]\nid = 4\n",
+        )
+        .unwrap();
+        let e = Sources::read(&config, &dir.join("dmbridge.toml")).unwrap_err();
+        match &e {
+            DictionaryError::Read { path, source } => {
+                assert_eq!(path, &dir.join("nosuch.dict"));
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: ", dir.join("nosuch.dict").display())),
+            "{e}"
+        );
     }
 }

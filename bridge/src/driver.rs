@@ -808,12 +808,12 @@ impl Driver {
                 .endpoint
                 .disable_peer(&host, now)
                 .map(|()| json!(format!("peer {host} disabled: draining, then DPR")))
-                .map_err(|e| e.to_string()),
+                .map_err(ops::OpsError::Peer),
             NodeRequest::PeerEnable(host) => self
                 .endpoint
                 .enable_peer(&host, now)
                 .map(|()| json!(format!("peer {host} enabled")))
-                .map_err(|e| e.to_string()),
+                .map_err(ops::OpsError::Peer),
             NodeRequest::Reload(config, dict) => 'reload: {
                 // The certificate, key and CA bundles first (issue 12: "certificate reload
                 // on `reload`"): a file that does not load refuses the whole reload, so the
@@ -821,9 +821,7 @@ impl Driver {
                 // the new material; open TLS connections keep theirs.
                 if let Some(tls) = &self.tls {
                     if let Err(e) = tls.reload() {
-                        break 'reload Err(format!(
-                            "TLS material not reloaded, the running certificate stays: {e}"
-                        ));
+                        break 'reload Err(ops::OpsError::Tls(e));
                     }
                 }
                 if let Some(d) = dict {

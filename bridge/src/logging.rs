@@ -45,16 +45,40 @@ pub struct LogControl {
     from_env: bool,
 }
 
+/// Why the log filter was not installed or changed; the text is what `dmbridge run` prints and
+/// what `dmbridge ctl log-level` shows.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// A directive list that `tracing-subscriber` does not parse (`dmnode=loud`).
+    #[error("bad log filter {spec:?}: {source}")]
+    Filter {
+        /// The directive list as given.
+        spec: String,
+        /// What the system or parser said.
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// A global subscriber was already installed (a second `init` in one process).
+    #[error("cannot install the log subscriber: {0}")]
+    Install(#[source] tracing_subscriber::util::TryInitError),
+    /// The reload handle's subscriber is gone.
+    #[error("cannot change the log filter: {0}")]
+    Reload(#[source] tracing_subscriber::reload::Error),
+}
+
 /// Checks a directive list (`info`, `warn,dmnode::peer=debug`, ...) without applying it.
-pub fn parse_filter(spec: &str) -> Result<EnvFilter, String> {
+pub fn parse_filter(spec: &str) -> Result<EnvFilter, LogError> {
     EnvFilter::builder()
         .parse(spec)
-        .map_err(|e| format!("bad log filter {spec:?}: {e}"))
+        .map_err(|source| LogError::Filter {
+            spec: spec.to_string(),
+            source,
+        })
 }
 
 /// Installs the global subscriber: `RUST_LOG` if set, else `config_level`. Call once, first
 /// thing in `run`; errors name the bad directive.
-pub fn init(config_level: &str, format: LogFormat) -> Result<LogControl, String> {
+pub fn init(config_level: &str, format: LogFormat) -> Result<LogControl, LogError> {
     let env = std::env::var("RUST_LOG")
         .ok()
         .filter(|s| !s.trim().is_empty());
@@ -78,7 +102,7 @@ pub fn init(config_level: &str, format: LogFormat) -> Result<LogControl, String>
         .with(filter)
         .with(output)
         .try_init()
-        .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
+        .map_err(LogError::Install)?;
     Ok(LogControl {
         handle,
         current: Mutex::new(spec),
@@ -88,18 +112,16 @@ pub fn init(config_level: &str, format: LogFormat) -> Result<LogControl, String>
 
 impl LogControl {
     /// Replaces the filter (`ctl log-level`). The old one stays on error.
-    pub fn set(&self, spec: &str) -> Result<(), String> {
+    pub fn set(&self, spec: &str) -> Result<(), LogError> {
         let filter = parse_filter(spec)?;
-        self.handle
-            .reload(filter)
-            .map_err(|e| format!("cannot change the log filter: {e}"))?;
+        self.handle.reload(filter).map_err(LogError::Reload)?;
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = spec.to_string();
         tracing::info!(filter = spec, "log filter changed");
         Ok(())
     }
 
     /// On a configuration reload: applies `[log] level` unless `RUST_LOG` set the filter.
-    pub fn reload_config(&self, spec: &str) -> Result<(), String> {
+    pub fn reload_config(&self, spec: &str) -> Result<(), LogError> {
         if self.from_env || self.current() == spec {
             return Ok(());
         }
@@ -124,7 +146,15 @@ mod tests {
         assert!(parse_filter("info").is_ok());
         assert!(parse_filter("warn,dmnode::peer=debug").is_ok());
         let e = parse_filter("dmnode=loud").unwrap_err();
-        assert!(e.contains("loud"), "{e}");
+        assert!(
+            matches!(&e, LogError::Filter { spec, .. } if spec == "dmnode=loud"),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("bad log filter \"dmnode=loud\": "),
+            "{e}"
+        );
         assert_eq!(LogFormat::parse("json"), Some(LogFormat::Json));
         assert_eq!(LogFormat::parse("xml"), None);
     }

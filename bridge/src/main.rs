@@ -386,7 +386,7 @@ fn ctl(args: CtlArgs) -> ExitCode {
         }
         Err(e) => {
             if args.json {
-                println!("{}", serde_json::json!({ "error": e }));
+                println!("{}", serde_json::json!({ "error": e.to_string() }));
             }
             eprintln!("dmbridge ctl: {e}");
             ExitCode::FAILURE
@@ -398,10 +398,9 @@ fn ctl(args: CtlArgs) -> ExitCode {
 fn load_config(file: &std::path::Path) -> Option<dmnode::config::Config> {
     match dmrun::config_file::load(file) {
         Ok(c) => Some(c),
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
+        Err(e) => {
+            // One line per problem, each with its file and line.
+            eprintln!("{e}");
             None
         }
     }

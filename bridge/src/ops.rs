@@ -15,10 +15,40 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::{Call, Command};
-use crate::dictionary::{CurrentDictionary, Reloaded, Sources};
-use crate::logging::LogControl;
+use crate::config_file::LoadError;
+use crate::dictionary::{CurrentDictionary, DictionaryError, Reloaded, Sources};
+use crate::logging::{LogControl, LogError};
 use crate::metrics::Metrics;
 use crate::sd_notify;
+
+/// Why an admin command or a reload failed; the admin socket answers the text as `"error"`
+/// and a refused reload logs it ("reload refused, ...: {text}").
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpsError {
+    /// The node loop is gone or going (the bridge is stopping).
+    #[error("the node is stopping")]
+    NodeStopping,
+    /// `log-level` when logging was set up without a reload handle (tests).
+    #[error("logging is not under the bridge's control")]
+    NoLogControl,
+    /// A bad filter (`log-level`, or `[log] level` on reload).
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The configuration or its rules file was refused: every problem, one line each.
+    #[error(transparent)]
+    Config(#[from] LoadError),
+    /// A dictionary file was not read or does not load.
+    #[error(transparent)]
+    Dictionary(#[from] DictionaryError),
+    /// `peer-disable`/`peer-enable` refused by the node.
+    #[error(transparent)]
+    Peer(#[from] dmnode::endpoint::PeerAdminError),
+    /// Issue 12: the certificate, key or CA bundles did not load; the whole reload is
+    /// refused, so the running certificate and configuration stay together.
+    #[error("TLS material not reloaded, the running certificate stays: {0}")]
+    Tls(#[source] crate::tls::TlsError),
+}
 
 /// What the node loop is asked.
 pub enum NodeRequest {
@@ -43,8 +73,8 @@ pub enum NodeRequest {
 pub struct NodeCall {
     /// What the node loop is asked.
     pub request: NodeRequest,
-    /// Where the JSON answer (or the error text) goes.
-    pub reply: oneshot::Sender<Result<Value, String>>,
+    /// Where the JSON answer (or why the request failed) goes.
+    pub reply: oneshot::Sender<Result<Value, OpsError>>,
 }
 
 /// The workers' table, from the shared-memory application (JSON array).
@@ -71,18 +101,17 @@ pub struct Ops {
 }
 
 impl Ops {
-    async fn ask(&self, request: NodeRequest) -> Result<Value, String> {
+    async fn ask(&self, request: NodeRequest) -> Result<Value, OpsError> {
         let (reply, rx) = oneshot::channel();
         self.node
             .send(NodeCall { request, reply })
             .await
-            .map_err(|_| "the node is stopping".to_string())?;
-        rx.await
-            .unwrap_or_else(|_| Err("the node is stopping".to_string()))
+            .map_err(|_| OpsError::NodeStopping)?;
+        rx.await.unwrap_or(Err(OpsError::NodeStopping))
     }
 
     /// One admin command.
-    pub async fn command(&self, command: Command) -> Result<Value, String> {
+    pub async fn command(&self, command: Command) -> Result<Value, OpsError> {
         match command {
             Command::Status => {
                 let mut v = self.ask(NodeRequest::Status).await?;
@@ -117,17 +146,17 @@ impl Ops {
             Command::PeerDisable(name) => self.ask(NodeRequest::PeerDisable(name)).await,
             Command::PeerEnable(name) => self.ask(NodeRequest::PeerEnable(name)).await,
             Command::LogLevel(filter) => match &self.log {
-                Some(l) => l
+                Some(l) => Ok(l
                     .set(&filter)
-                    .map(|()| json!(format!("log filter: {filter}"))),
-                None => Err("logging is not under the bridge's control".to_string()),
+                    .map(|()| json!(format!("log filter: {filter}")))?),
+                None => Err(OpsError::NoLogControl),
             },
         }
     }
 
     /// Re-reads the configuration file and its dictionaries; a bad file is refused (every
     /// error with file:line:column) and the running configuration stays.
-    pub async fn reload(&self) -> Result<Value, String> {
+    pub async fn reload(&self) -> Result<Value, OpsError> {
         sd_notify::notify("RELOADING=1");
         let result = self.reload_inner().await;
         sd_notify::notify("READY=1");
@@ -145,10 +174,10 @@ impl Ops {
         result
     }
 
-    async fn reload_inner(&self) -> Result<Value, String> {
+    async fn reload_inner(&self) -> Result<Value, OpsError> {
         let file = &self.config_path;
         // The rules file too: a bad rule refuses the reload like a bad key.
-        let config = crate::config_file::load(file).map_err(|errors| errors.join("\n"))?;
+        let config = crate::config_file::load(file)?;
         // The dictionaries it names must load (their errors name file and line); rebuilt
         // only when a file changed.
         let sources = Sources::read(&config, file)?;

@@ -11,6 +11,40 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+/// Why a script's `avps_json` was refused. The text is the sentence the script writer sees
+/// (`dmb_last_error`, the module's log line), so each variant keeps today's wording.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScriptJsonError {
+    /// Valid JSON, but not an array (DESIGN §4: a top-level array of AVP objects).
+    #[error("avps_json must be a JSON array of AVP objects, like [{{\"Session-Id\":\"x\"}}]")]
+    NotArray,
+    /// Not JSON at all (or trailing text after the array).
+    #[error("avps_json is not valid JSON: {0}")]
+    Syntax(#[source] serde_json::Error),
+    /// RFC 6733 §7.1: an answer carries one Result-Code; the reply has this many.
+    #[error("the reply has {0} Result-Code AVPs; an answer carries one (RFC 6733 §7.1)")]
+    ResultCodes(usize),
+    /// 3GPP answers carry one Experimental-Result instead; the reply has this many.
+    #[error("the reply has {0} Experimental-Result AVPs; an answer carries one")]
+    ExperimentalResults(usize),
+    /// Result-Code and Experimental-Result both.
+    #[error(
+        "the reply has both Result-Code and Experimental-Result; an answer carries one of them"
+    )]
+    BothResults,
+    /// The bytes are not UTF-8 (converted with the bridge's dictionary, `reply.rs`).
+    #[error("avps_json is not UTF-8: {0}")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    /// An AVP the dictionary does not convert (unknown name, wrong type); the text names
+    /// the JSON path.
+    #[error("{0}")]
+    Convert(#[from] dmproto::json::JsonError),
+    /// The encoded reply does not fit (longer than the ring's largest message).
+    #[error("{0}")]
+    Encode(#[from] dmproto::EncodeError),
+}
+
 /// What the top level of an AVP array holds, as far as the checks go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Counts {
@@ -23,35 +57,26 @@ pub(crate) struct Counts {
 /// Parses `json` once: `Ok` with the top-level result AVP counts when it is a JSON array,
 /// `Err` with a sentence for the script writer otherwise. `json` is not blank (the caller
 /// turns blank into `[]`).
-pub(crate) fn scan(json: &[u8]) -> Result<Counts, String> {
+pub(crate) fn scan(json: &[u8]) -> Result<Counts, ScriptJsonError> {
     let mut de = serde_json::Deserializer::from_slice(json);
     let counts = de.deserialize_any(TopLevel).map_err(|e| {
         if e.is_data() {
-            "avps_json must be a JSON array of AVP objects, like [{\"Session-Id\":\"x\"}]".into()
+            ScriptJsonError::NotArray
         } else {
-            format!("avps_json is not valid JSON: {e}")
+            ScriptJsonError::Syntax(e)
         }
     })?;
-    de.end()
-        .map_err(|e| format!("avps_json is not valid JSON: {e}"))?;
+    de.end().map_err(ScriptJsonError::Syntax)?;
     Ok(counts)
 }
 
 /// A reply's result AVPs: at most one, of one kind.
-pub(crate) fn check_reply(counts: Counts) -> Result<(), String> {
+pub(crate) fn check_reply(counts: Counts) -> Result<(), ScriptJsonError> {
     match (counts.result_code, counts.experimental_result) {
         (0 | 1, 0) | (0, 1) => Ok(()),
-        (rc, 0) => Err(format!(
-            "the reply has {rc} Result-Code AVPs; an answer carries one (RFC 6733 §7.1)"
-        )),
-        (0, er) => Err(format!(
-            "the reply has {er} Experimental-Result AVPs; an answer carries one"
-        )),
-        _ => Err(
-            "the reply has both Result-Code and Experimental-Result; an answer carries one \
-             of them"
-                .into(),
-        ),
+        (rc, 0) => Err(ScriptJsonError::ResultCodes(rc)),
+        (0, er) => Err(ScriptJsonError::ExperimentalResults(er)),
+        _ => Err(ScriptJsonError::BothResults),
     }
 }
 
@@ -171,7 +196,9 @@ mod tests {
     use super::*;
 
     fn counts(json: &str) -> Result<(usize, usize), String> {
-        scan(json.as_bytes()).map(|c| (c.result_code, c.experimental_result))
+        scan(json.as_bytes())
+            .map(|c| (c.result_code, c.experimental_result))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -195,6 +222,13 @@ mod tests {
         assert!(counts("[{").unwrap_err().contains("not valid JSON"));
         assert!(counts(r#"{"a":1}"#).unwrap_err().contains("array"));
         assert!(counts("[] x").unwrap_err().contains("not valid JSON"));
+        assert!(matches!(scan(b"[{"), Err(ScriptJsonError::Syntax(_))));
+        assert!(matches!(scan(b"[] x"), Err(ScriptJsonError::Syntax(_))));
+        assert!(matches!(
+            scan(br#"{"a":1}"#),
+            Err(ScriptJsonError::NotArray)
+        ));
+        assert!(matches!(scan(b"7"), Err(ScriptJsonError::NotArray)));
     }
 
     #[test]
@@ -204,9 +238,14 @@ mod tests {
         assert!(check(r#"[{"Experimental-Result":[]}]"#).is_ok());
         assert!(check("[]").is_ok(), "the bridge adds 2001");
         let e = check(r#"[{"Result-Code":2001},{"Result-Code":5012}]"#).unwrap_err();
-        assert!(e.contains("2 Result-Code"), "{e}");
+        assert!(matches!(e, ScriptJsonError::ResultCodes(2)), "{e:?}");
+        assert!(e.to_string().contains("2 Result-Code"), "{e}");
         let e = check(r#"[{"Result-Code":2001},{"297":[]}]"#).unwrap_err();
-        assert!(e.contains("both"), "{e}");
-        assert!(check(r#"[{"297":[]},{"Experimental-Result":[]}]"#).is_err());
+        assert!(matches!(e, ScriptJsonError::BothResults), "{e:?}");
+        assert!(e.to_string().contains("both"), "{e}");
+        assert!(matches!(
+            check(r#"[{"297":[]},{"Experimental-Result":[]}]"#),
+            Err(ScriptJsonError::ExperimentalResults(2))
+        ));
     }
 }

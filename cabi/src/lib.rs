@@ -325,12 +325,12 @@ unsafe fn bytes_arg<'a>(p: *const c_char, len: usize) -> Result<&'a [u8], c_int>
 /// Checks that `json` is a JSON array (DESIGN §4: a list of single-key
 /// objects); the bridge checks AVP names and types against the dictionary.
 /// Empty input means "no AVPs".
-fn check_avps_json(json: &[u8]) -> Result<&[u8], String> {
+fn check_avps_json(json: &[u8]) -> Result<&[u8], avps_check::ScriptJsonError> {
     check_avps(json).map(|(json, _)| json)
 }
 
 /// [`check_avps_json`] with the reply's result AVPs counted in the same pass.
-fn check_avps(json: &[u8]) -> Result<(&[u8], avps_check::Counts), String> {
+fn check_avps(json: &[u8]) -> Result<(&[u8], avps_check::Counts), avps_check::ScriptJsonError> {
     if json.iter().all(u8::is_ascii_whitespace) {
         return Ok((b"[]", avps_check::Counts::default()));
     }
@@ -912,9 +912,12 @@ pub unsafe extern "C" fn dmb_send_request(
             Err(_) => return DMB_ANSWER_NOT_SENT,
         };
         // SAFETY: json/len per the contract.
-        let checked = unsafe { bytes_arg(json, len) }
-            .map_err(|_| String::from("json is NULL but len is not 0"))
-            .and_then(|j| check_avps_json(j).map(<[u8]>::to_vec));
+        let checked = match unsafe { bytes_arg(json, len) } {
+            Ok(j) => check_avps_json(j)
+                .map(<[u8]>::to_vec)
+                .map_err(|e| e.to_string()),
+            Err(_) => Err(String::from("json is NULL but len is not 0")),
+        };
         let c = match checked {
             Ok(json) => w.send_request(app_id, cmd_code, &json, timeout_ms),
             Err(why) => Completion {
@@ -972,7 +975,7 @@ pub unsafe extern "C" fn dmb_send_request_async(
         };
         let json = match check_avps_json(json) {
             Ok(j) => j,
-            Err(why) => return invalid(why),
+            Err(why) => return invalid(why.to_string()),
         };
         match w.send_request_async(app_id, cmd_code, json, timeout_ms) {
             Ok(h) => {
@@ -1183,9 +1186,11 @@ mod tests {
         assert!(check_avps_json(br#"[{"Session-Id":"x"}]"#).is_ok());
         assert!(check_avps_json(b"[{")
             .unwrap_err()
+            .to_string()
             .contains("not valid JSON"));
         assert!(check_avps_json(br#"{"a":1}"#)
             .unwrap_err()
+            .to_string()
             .contains("array"));
     }
 

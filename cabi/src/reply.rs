@@ -19,7 +19,7 @@ use dmproto::json::JsonReader;
 use dmproto::MessageWriter;
 use dmshm::control::decode_sources;
 
-use crate::avps_check::{self, Counts};
+use crate::avps_check::{self, Counts, ScriptJsonError};
 
 /// The dictionary the replies of one worker are converted with, built from the sources of
 /// the worker's current attachment (`seq`: [`dmshm::worker::Worker::dictionary`]).
@@ -69,14 +69,12 @@ fn build(blob: &[u8]) -> Option<Built> {
 /// The reply's JSON (`[]` when blank) as encoded AVPs (message-body form), at most `max`
 /// bytes, with at most one result AVP; the error is a sentence for the script writer that
 /// names the JSON path at fault.
-pub(crate) fn encode(dict: &Dictionary, json: &[u8], max: usize) -> Result<Bytes, String> {
-    let text = std::str::from_utf8(json).map_err(|e| format!("avps_json is not UTF-8: {e}"))?;
+pub(crate) fn encode(dict: &Dictionary, json: &[u8], max: usize) -> Result<Bytes, ScriptJsonError> {
+    let text = std::str::from_utf8(json).map_err(ScriptJsonError::NotUtf8)?;
     let text = if text.trim().is_empty() { "[]" } else { text };
     let mut w = MessageWriter::avps_only().max_len(max);
-    JsonReader::new(dict)
-        .read_avps(text, &mut w)
-        .map_err(|e| e.to_string())?;
-    let avps = w.finish().map_err(|e| e.to_string())?;
+    JsonReader::new(dict).read_avps(text, &mut w)?;
+    let avps = w.finish()?;
     avps_check::check_reply(result_counts(&avps))?;
     Ok(avps)
 }
@@ -129,13 +127,25 @@ mod tests {
             (b"[{", "JSON"),
             (b"\xff", "UTF-8"),
         ] {
-            let e = encode(dict, json, 4096).unwrap_err();
+            let e = encode(dict, json, 4096).unwrap_err().to_string();
             assert!(
                 e.contains(why) || !why.is_ascii(),
                 "{}: {e}",
                 String::from_utf8_lossy(json)
             );
         }
+        assert!(matches!(
+            encode(dict, b"\xff", 4096),
+            Err(ScriptJsonError::NotUtf8(_))
+        ));
+        assert!(matches!(
+            encode(dict, br#"[{"No-Such-AVP":1}]"#, 4096),
+            Err(ScriptJsonError::Convert(_))
+        ));
+        assert!(matches!(
+            encode(dict, br#"[{"268":2001},{"268":2001}]"#, 4096),
+            Err(ScriptJsonError::ResultCodes(2))
+        ));
         let big = format!(r#"[{{"Error-Message":"{}"}}]"#, "x".repeat(2000));
         assert!(encode(dict, big.as_bytes(), 1000).is_err());
         assert!(encode(dict, big.as_bytes(), 4000).is_ok());
