@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use crate::bridge::BridgeApp;
 use crate::paths::repo_root;
-use crate::roles::{captured_server, PeerClientRole, ScriptedPeer, ServerPeer};
+use crate::roles::{captured_server, ScriptedPeer, ServerPeer, SipServerUnderTest};
 use crate::sip_call::Phone;
 use crate::sip_register::third_party_register;
 use crate::tshark::{self, TsMessage};
@@ -154,36 +154,12 @@ pub struct AsSetup<'a> {
     pub next_hop: String,
 }
 
-/// The AS under test, started by the test (its bridge attached, connected to the HSS): what
-/// the scenario needs of it. Dropped before the HSS and the phones.
-pub trait AsUnderTest {
-    /// The port of its SIP socket on 127.0.0.1.
-    fn sip_port(&self) -> u16;
-    /// Its log lines containing `needle`.
-    fn log_lines(&self, needle: &str) -> Vec<String>;
-    /// The lines of its log at error level (nothing in the scenario is a SIP server error).
-    fn log_errors(&self) -> Vec<String>;
-}
-
-/// The Kamailio AS: `kamailio-as.cfg` with `HSS_REALM` and `NEXT_HOP` as defines.
-impl AsUnderTest for PeerClientRole {
-    fn sip_port(&self) -> u16 {
-        self.kamailio.sip_port
-    }
-    fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.kamailio.log_lines(needle)
-    }
-    fn log_errors(&self) -> Vec<String> {
-        self.kamailio.log_lines(" ERROR: ")
-    }
-}
-
 /// Runs the scenario in a new test directory `name` under `names`; `start` starts the AS
 /// (after the phones and the HSS) and returns it ready for SIP.
 pub fn run_as_scenario(
     name: &str,
     names: ShNames,
-    start: &dyn Fn(&AsSetup<'_>) -> Box<dyn AsUnderTest>,
+    start: &dyn Fn(&AsSetup<'_>) -> Box<dyn SipServerUnderTest>,
 ) {
     let dir = TestDir::new(name);
     let _ = crate::dmbridge::dmbridge_bin();

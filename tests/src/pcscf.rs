@@ -25,36 +25,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::pcrf::{PCRF, RX_APP};
-use crate::roles::{captured_server, PeerClientRole, ScriptedPeer, ServerPeer};
+use crate::roles::{captured_server, ScriptedPeer, ServerPeer, SipServerUnderTest};
 use crate::sip_media::{Call, SdpPhone, SipMsg};
 use crate::tshark::{self, TsAvp, TsMessage};
 
 /// The P-CSCF's Origin-Host (realm `test.local`).
 pub const PCSCF: &str = "pcscf.test.local";
-
-/// The P-CSCF under test, as the scenario sees it: the SIP port the phones send to and the
-/// server's log.
-pub trait PcscfServer {
-    /// The P-CSCF's SIP port on 127.0.0.1.
-    fn sip_port(&self) -> u16;
-    /// Log lines containing `needle`.
-    fn log_lines(&self, needle: &str) -> Vec<String>;
-    /// The error lines of its log (the scenario wants none).
-    fn errors(&self) -> Vec<String>;
-}
-
-/// The Kamailio P-CSCF (`kamailio-pcscf.cfg` in a [`PeerClientRole`]).
-impl PcscfServer for PeerClientRole {
-    fn sip_port(&self) -> u16 {
-        self.kamailio.sip_port
-    }
-    fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.kamailio.log_lines(needle)
-    }
-    fn errors(&self) -> Vec<String> {
-        self.kamailio.log_lines(" ERROR: ")
-    }
-}
 
 /// One m= line of an SDP the test sends.
 struct Media {
@@ -256,7 +232,10 @@ fn wait_str(pcrf: &mut ScriptedPeer, sid: &str, cause: u32, what: &str) {
 /// the callee bob, and the P-CSCF that `start(pcrf, bob_port)` starts: its bridge connected
 /// to `pcrf` as the peer and default route, its SIP server sending originating requests to
 /// 127.0.0.1:`bob_port` (the S-CSCF's place).
-pub fn run_pcscf_scenario(dir: &Path, start: &dyn Fn(ServerPeer<'_>, u16) -> Box<dyn PcscfServer>) {
+pub fn run_pcscf_scenario(
+    dir: &Path,
+    start: &dyn Fn(ServerPeer<'_>, u16) -> Box<dyn SipServerUnderTest>,
+) {
     let bob = SdpPhone::start("bob");
     let (mut pcrf, pcrf_port, capture) = captured_server(
         dir,
@@ -396,7 +375,7 @@ pub fn run_pcscf_scenario(dir: &Path, start: &dyn Fn(ServerPeer<'_>, u16) -> Box
     let fin = alice.wait_final(&c8);
     assert_eq!(fin.status(), Some(487), "{}", alice.dump());
 
-    let errors = k.errors();
+    let errors = k.log_errors();
     assert!(
         errors.is_empty(),
         "the P-CSCF logged errors:\n{}",

@@ -284,6 +284,31 @@ pub struct PeerClientRole {
     pub bridge: Bridge,
 }
 
+/// A SIP server under test, started by a role test with the role's script and its bridge
+/// attached: what the scenarios shared by the Kamailio and OpenSIPS tests of a role
+/// ([`crate::as_sh`], [`crate::pcscf`]) need of it. Dropped before the peers and phones.
+pub trait SipServerUnderTest {
+    /// The port of its SIP socket on 127.0.0.1.
+    fn sip_port(&self) -> u16;
+    /// Its log lines containing `needle`.
+    fn log_lines(&self, needle: &str) -> Vec<String>;
+    /// The lines of its log at error level (the scenarios want none).
+    fn log_errors(&self) -> Vec<String>;
+}
+
+/// Kamailio running a role's cfg (`kamailio-as.cfg`, `kamailio-pcscf.cfg`, ...).
+impl SipServerUnderTest for PeerClientRole {
+    fn sip_port(&self) -> u16 {
+        self.kamailio.sip_port
+    }
+    fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.kamailio.log_lines(needle)
+    }
+    fn log_errors(&self) -> Vec<String> {
+        self.kamailio.log_lines(" ERROR: ")
+    }
+}
+
 /// Who [`PeerClientRole::start`] connects to: the scripted peer, its Origin-Host and port.
 pub struct ServerPeer<'a> {
     pub peer: &'a ScriptedPeer,

@@ -12,12 +12,12 @@
 //! `cfg-examples/freediameter-names.dict` (`User-Data-29.329`, aaa_diameter's name, whose dot a
 //! Kamailio jansson path cannot hold: the script must find it all the same).
 
-use harness::as_sh::{run_as_scenario, AsSetup, AsUnderTest, ShNames, AS, HSS, SH_BRIDGE_APP};
-use harness::roles::{PeerClientRole, ServerPeer};
+use harness::as_sh::{run_as_scenario, AsSetup, ShNames, AS, HSS, SH_BRIDGE_APP};
+use harness::roles::{PeerClientRole, ServerPeer, SipServerUnderTest};
 
 /// The Kamailio AS: bridge as `as.test.local` connected to the HSS, `kamailio-as.cfg` with the
 /// realm and the next hop as defines.
-fn kamailio_as(setup: &AsSetup<'_>) -> Box<dyn AsUnderTest> {
+fn kamailio_as(setup: &AsSetup<'_>) -> Box<dyn SipServerUnderTest> {
     Box::new(PeerClientRole::start(
         setup.dir,
         "as",

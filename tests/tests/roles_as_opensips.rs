@@ -20,11 +20,11 @@
 //! Without OPENSIPS_SRC (CI: OpenSIPS is not packaged by Debian), or with modules missing, it
 //! says it is skipped, naming what is missing.
 
-use harness::as_sh::{run_as_scenario, AsSetup, AsUnderTest, ShNames, AS, SH_BRIDGE_APP};
+use harness::as_sh::{run_as_scenario, AsSetup, ShNames, AS, SH_BRIDGE_APP};
 use harness::bridge::Bridge;
 use harness::opensips::{OpensipsTree, RoleOpensips};
 use harness::paths::repo_root;
-use harness::roles::{opensips_event_route_rewrites, peer_client_bridge};
+use harness::roles::{opensips_event_route_rewrites, peer_client_bridge, SipServerUnderTest};
 
 /// The modules opensips-as.cfg loads, besides dmbridge and proto_udp (built into the core).
 const MODULES: &[&str] = &[
@@ -43,7 +43,7 @@ struct OpensipsAs {
     _bridge: Bridge,
 }
 
-impl AsUnderTest for OpensipsAs {
+impl SipServerUnderTest for OpensipsAs {
     fn sip_port(&self) -> u16 {
         self.opensips.sip_port
     }
@@ -60,7 +60,7 @@ fn opensips_as(test: &str, name: &str, names: ShNames) {
     let Some(tree) = OpensipsTree::for_test(test, MODULES) else {
         return;
     };
-    let start = |setup: &AsSetup<'_>| -> Box<dyn AsUnderTest> {
+    let start = |setup: &AsSetup<'_>| -> Box<dyn SipServerUnderTest> {
         tree.build_dmbridge(setup.dir);
         let bridge =
             peer_client_bridge(setup.dir, AS, SH_BRIDGE_APP, &setup.hss, setup.dictionaries);

@@ -19,8 +19,8 @@ use harness::bridge::Bridge;
 use harness::opensips::{OpensipsTree, RoleOpensips};
 use harness::paths::repo_root;
 use harness::pcrf::RX_APP;
-use harness::pcscf::{run_pcscf_scenario, PcscfServer, PCSCF};
-use harness::roles::{opensips_event_route_rewrites, peer_client_bridge};
+use harness::pcscf::{run_pcscf_scenario, PCSCF};
+use harness::roles::{opensips_event_route_rewrites, peer_client_bridge, SipServerUnderTest};
 use harness::TestDir;
 
 /// The modules opensips-pcscf.cfg loads, besides dmbridge and proto_udp (built into the core).
@@ -41,14 +41,14 @@ struct Pcscf {
     _bridge: Bridge,
 }
 
-impl PcscfServer for Pcscf {
+impl SipServerUnderTest for Pcscf {
     fn sip_port(&self) -> u16 {
         self.opensips.sip_port
     }
     fn log_lines(&self, needle: &str) -> Vec<String> {
         self.opensips.log_lines(needle)
     }
-    fn errors(&self) -> Vec<String> {
+    fn log_errors(&self) -> Vec<String> {
         self.opensips.log_lines("ERROR:")
     }
 }
