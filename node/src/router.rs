@@ -87,8 +87,11 @@ struct Route {
 /// Round-robin positions, per group of equal candidates.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum RrKey {
+    /// A realm-table tier, named by the index of its first route in `Router::routes` (one
+    /// realm, application and priority give one first route; `set_routes` clears the
+    /// positions): no copy of the realm per routed request.
     Table {
-        realm: String,
+        first_route: usize,
         app_id: u32,
         priority: u32,
     },
@@ -134,7 +137,14 @@ impl Router {
                     realm: r.realm.to_ascii_lowercase(),
                     app_id: r.app_id,
                     priority: r.priority,
-                    peers: ids(&r.peers),
+                    // sorted and deduplicated as a tier's candidates are: a tier of one
+                    // route is its list as it stands (`route_table`)
+                    peers: {
+                        let mut p = ids(&r.peers);
+                        p.sort_unstable();
+                        p.dedup();
+                        p
+                    },
                 })
                 .collect(),
             default: ids(&config.default_route),
@@ -387,23 +397,10 @@ impl Router {
 
         let mut lacking_app = false;
         if let Some(realm) = req.view.destination_realm {
-            let realm = realm.to_ascii_lowercase();
-            let tiers = self.tiers(&realm, app);
-            if !tiers.is_empty() {
-                for (priority, mut tier) in tiers {
-                    lacking_app |= tier.iter().any(|id| self.lacks_only_app(*id, app, exclude));
-                    tier.retain(|id| ok(self, *id));
-                    let key = RrKey::Table {
-                        realm: realm.clone(),
-                        app_id: app,
-                        priority,
-                    };
-                    if let Some(id) = self.pick(key, &tier) {
-                        return Ok(id);
-                    }
-                }
-                return Err(self.no_peer(&realm, app, lacking_app));
+            if let Some(routed) = self.route_table(realm, app, exclude) {
+                return routed;
             }
+            let realm = realm.to_ascii_lowercase();
             let mut direct: Vec<PeerId> = (0..self.peers.len())
                 .map(PeerId)
                 .filter(|id| self.info(*id).and_then(|p| p.realm.as_deref()) == Some(&realm))
@@ -449,6 +446,80 @@ impl Router {
     }
 
     /// The realm-table entries for (realm, app), as (priority, peers) from the most preferred.
+    /// Step 3, the realm table, as [`Router::tiers`] orders it, without building the tiers
+    /// (this runs for every request the node originates): tiers by priority, the lowest
+    /// first; in the first tier with a usable peer sharing the application, the next of
+    /// them round-robin. A tier of one route is that route's (sorted) list; only a priority
+    /// shared by several routes is merged into a new list. `None` when no route applies to
+    /// the realm (step 4 follows); the error when routes apply but none has a usable peer.
+    fn route_table(
+        &mut self,
+        realm: &str,
+        app: u32,
+        exclude: &[PeerId],
+    ) -> Option<Result<PeerId, RouteError>> {
+        // routes' realms are lower case (Router::new): equal to the request's lowered
+        let applies =
+            |r: &Route| r.realm.eq_ignore_ascii_case(realm) && r.app_id.is_none_or(|a| a == app);
+        let mut lacking_app = false;
+        let mut done_up_to: Option<u32> = None;
+        loop {
+            // the next tier: the lowest priority above those tried, and its first route
+            let mut next: Option<(u32, usize)> = None;
+            for (i, r) in self.routes.iter().enumerate() {
+                if applies(r)
+                    && done_up_to.is_none_or(|p| r.priority > p)
+                    && next.is_none_or(|(p, _)| r.priority < p)
+                {
+                    next = Some((r.priority, i));
+                }
+            }
+            let Some((priority, first_route)) = next else {
+                break;
+            };
+            done_up_to = Some(priority);
+            let in_tier = |r: &Route| applies(r) && r.priority == priority;
+            let merged: Vec<PeerId>;
+            let tier: &[PeerId] = if self.routes[first_route + 1..].iter().any(in_tier) {
+                let mut v: Vec<PeerId> = self
+                    .routes
+                    .iter()
+                    .filter(|r| in_tier(r))
+                    .flat_map(|r| r.peers.iter().copied())
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                merged = v;
+                &merged
+            } else {
+                &self.routes[first_route].peers
+            };
+            lacking_app |= tier.iter().any(|id| self.lacks_only_app(*id, app, exclude));
+            let usable = tier
+                .iter()
+                .filter(|id| self.eligible(**id, app, exclude))
+                .count();
+            if usable == 0 {
+                continue;
+            }
+            let key = RrKey::Table {
+                first_route,
+                app_id: app,
+                priority,
+            };
+            let position = self.rr.entry(key).or_insert(0);
+            let nth = *position % usable;
+            *position = position.wrapping_add(1);
+            return tier
+                .iter()
+                .copied()
+                .filter(|id| self.eligible(*id, app, exclude))
+                .nth(nth)
+                .map(Ok);
+        }
+        done_up_to.map(|_| Err(self.no_peer(&realm.to_ascii_lowercase(), app, lacking_app)))
+    }
+
     fn tiers(&self, realm: &str, app: u32) -> Vec<(u32, Vec<PeerId>)> {
         let mut tiers: Vec<(u32, Vec<PeerId>)> = Vec::new();
         for r in &self.routes {
@@ -695,6 +766,51 @@ priority = 5
                 id("hss1.ims.net"),
                 id("hss2.ims.net")
             ]
+        );
+    }
+
+    /// Routes of one realm sharing a priority make one tier: their peers merged, in peer-id
+    /// order whatever order each route lists them in, each once; the round-robin skips an
+    /// unusable one and goes on where it was. The routes of a tier need not be adjacent.
+    #[test]
+    fn routes_of_one_priority_share_one_round_robin() {
+        let reversed = CONFIG.replace(
+            "peers = [\"hss1.ims.net\", \"hss2.ims.net\"]\npriority = 1",
+            "peers = [\"hss2.ims.net\", \"hss1.ims.net\"]\npriority = 1",
+        );
+        assert_ne!(reversed, CONFIG);
+        let text = reversed.clone()
+            + r#"
+[[routes]]
+realm = "ims.net"
+peers = ["hss3.ims.net", "hss1.ims.net"]
+priority = 1
+"#;
+        let config = crate::config::parse(&text).unwrap();
+        let mut r = Router::new(&config, |h| Some(id(h)));
+        for h in ["hss1.ims.net", "hss2.ims.net", "hss3.ims.net"] {
+            up(&mut r, h, "ims.net", &[CX]);
+        }
+        let q = req(CX, None, Some("ims.NET"));
+        assert_eq!(
+            hosts(&mut r, &q, 4),
+            [
+                "hss1.ims.net",
+                "hss2.ims.net",
+                "hss3.ims.net",
+                "hss1.ims.net"
+            ]
+        );
+        r.set_usable(id("hss3.ims.net"), false);
+        // position 4 of the two usable ones: hss1, then hss2
+        assert_eq!(hosts(&mut r, &q, 2), ["hss1.ims.net", "hss2.ims.net"]);
+        // a tier of one route is in peer-id order too: its list is sorted once, at load
+        let mut one = Router::new(&crate::config::parse(&reversed).unwrap(), |h| Some(id(h)));
+        up(&mut one, "hss1.ims.net", "ims.net", &[CX]);
+        up(&mut one, "hss2.ims.net", "ims.net", &[CX]);
+        assert_eq!(
+            hosts(&mut one, &req(CX, None, Some("ims.net")), 2),
+            ["hss1.ims.net", "hss2.ims.net"]
         );
     }
 
