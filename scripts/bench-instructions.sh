@@ -23,6 +23,8 @@
 # usage: scripts/bench-instructions.sh [COUNT (20000)] [STACKS ("echo kamailio ims")]
 # (`originate` is not in the default list: name it, e.g. `scripts/bench-instructions.sh 5000 originate`)
 # DMBRIDGE_BIN / DMB_LIBDIR: another dmbridge / libdmbridge.a (before/after comparisons).
+# KAMAILIO_OPTS: more options for the originate stack's Kamailio, e.g. "-x tlsf" (its
+# shared-memory allocator; q_malloc by default).
 # BRIDGE_EXTRA_TOML: appended to the bridge's configuration (PORT replaced by a free port),
 # e.g. $'[metrics]\nlisten = "127.0.0.1:PORT"' to count with metrics on.
 # Slow (valgrind runs everything ~50x slower): about a minute per stack for 20000 requests.
@@ -167,7 +169,9 @@ EOF
     wait_log "$prefix.log" "serving workers" 120
     mkdir -p "$work/kam"
     sip_port=$(free_udp_port)
-    cg "$prefix" kamailio -m 1024 -DD -E -Y "$work/kam" -f "$top/tests/kamailio/bench-originate.cfg" \
+    # shellcheck disable=SC2086 # KAMAILIO_OPTS: words
+    cg "$prefix" kamailio -m 1024 ${KAMAILIO_OPTS:-} -DD -E -Y "$work/kam" \
+      -f "$top/tests/kamailio/bench-originate.cfg" \
       -A "SIP_PORT=$sip_port" -A "DMB_SO=\"$so\"" \
       -A "DMB_SOCKET=\"$work/control.sock\"" >"$prefix.kamailio.log" 2>&1 &
     spid=$!; pids+=("$spid")
