@@ -504,6 +504,17 @@ pub fn run_stale_nonce_scenario(s: ScscfUnderTest<'_>, nonce_expire: Duration) {
     let ok = alice.register(Some(&answer));
     assert_eq!(status(&ok), "SIP/2.0 200 OK", "alice, new nonce: {ok}");
 
+    // The HSS prints its SAR line after it has sent the SAA, and the 200 OK can overtake
+    // that write to its log: wait for the line instead of reading the log once (a read at
+    // load 12-16 found it not there yet).
+    let _ = crate::wait::poll_until("the HSS's SAR line", Duration::from_secs(5), || {
+        s.hss
+            .guard
+            .output()
+            .lines()
+            .any(|l| l.starts_with("SAR "))
+            .then_some(())
+    });
     let out = s.hss.guard.output();
     let mars = out.lines().filter(|l| l.starts_with("MAR ")).count();
     assert_eq!(mars, 1, "the vector is reused, no second MAR:\n{out}");
