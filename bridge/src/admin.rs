@@ -141,8 +141,13 @@ pub struct Call {
     pub command: Command,
     /// Where the JSON answer (or why the command failed: its text is shown to the operator)
     /// goes.
-    pub reply: oneshot::Sender<Result<Value, crate::ops::OpsError>>,
+    pub reply: oneshot::Sender<Result<Value, CallError>>,
 }
+
+/// Why a command failed, as the admin socket carries it: whoever serves the command (the
+/// `ops` module, with its typed `OpsError`) decides the error; this socket only shows its
+/// text, so it takes any error and does not depend on the module above it.
+pub type CallError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Binds the admin socket: a stale socket file (nobody listening) is replaced, a live one is
 /// an error (another bridge runs with this configuration). Mode 0600.

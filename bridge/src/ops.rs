@@ -212,7 +212,7 @@ pub async fn serve(ops: Ops, mut calls: mpsc::Receiver<Call>) {
         tokio::select! {
             call = calls.recv() => {
                 let Some(Call { command, reply }) = call else { return };
-                let _ = reply.send(ops.command(command).await);
+                let _ = reply.send(ops.command(command).await.map_err(Into::into));
             }
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
                 tracing::info!("SIGHUP: reloading the configuration");
