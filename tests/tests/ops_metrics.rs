@@ -93,11 +93,17 @@ fn prometheus_scrapes_the_counts_a_bench_run_caused() {
     assert_eq!(by_cmd.len(), 1, "{by_cmd:?}");
     assert_eq!(by_cmd[0]["metric"]["app"], "16777215", "{by_cmd:?}");
     // Process metrics.
+    // Present, not necessarily above 0: the kernel counts a process's CPU in ticks of
+    // 1/USER_HZ (10 ms), as Prometheus's own process collectors read it, and since the
+    // one-thread runtime the bridge can start and answer these 3,000 requests in less than
+    // one tick (a clean-clone CI run read 0).
     let cpu = prom
         .value("process_cpu_seconds_total{job=\"dmbridge\"}")
-        .unwrap()
-        .unwrap_or(0.0);
-    assert!(cpu > 0.0, "no process_cpu_seconds_total");
+        .unwrap();
+    assert!(
+        matches!(cpu, Some(c) if c >= 0.0),
+        "no process_cpu_seconds_total: {cpu:?}"
+    );
     let rss = prom
         .value("process_resident_memory_bytes{job=\"dmbridge\"}")
         .unwrap()
