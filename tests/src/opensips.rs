@@ -436,3 +436,24 @@ pub fn mi_fifo(fifo: &Path, method: &str, params: &serde_json::Value) -> String 
     sent.unwrap_or_else(|e| panic!("MI FIFO {}: {e}", fifo.display()));
     String::from_utf8_lossy(&out.stdout).to_string()
 }
+
+/// An OpenSIPS role and the bridge it talks to, as the role scenarios run them
+/// ([`crate::roles::SipServerUnderTest`]); dropped in field order, OpenSIPS first.
+pub struct OpensipsWithBridge {
+    /// OpenSIPS running the role's cfg.
+    pub opensips: RoleOpensips,
+    /// Its bridge, kept alive as long as OpenSIPS.
+    pub bridge: Bridge,
+}
+
+impl crate::roles::SipServerUnderTest for OpensipsWithBridge {
+    fn sip_port(&self) -> u16 {
+        self.opensips.sip_port
+    }
+    fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.opensips.log_lines(needle)
+    }
+    fn log_errors(&self) -> Vec<String> {
+        self.opensips.log_lines("ERROR:")
+    }
+}

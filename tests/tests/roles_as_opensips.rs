@@ -21,8 +21,7 @@
 //! says it is skipped, naming what is missing.
 
 use harness::as_sh::{run_as_scenario, AsSetup, ShNames, AS, SH_BRIDGE_APP};
-use harness::bridge::Bridge;
-use harness::opensips::{OpensipsTree, RoleOpensips};
+use harness::opensips::{OpensipsTree, OpensipsWithBridge, RoleOpensips};
 use harness::paths::repo_root;
 use harness::roles::{opensips_event_route_rewrites, peer_client_bridge, SipServerUnderTest};
 
@@ -36,24 +35,6 @@ const MODULES: &[&str] = &[
     "json",
     "xml",
 ];
-
-/// OpenSIPS running opensips-as.cfg and its bridge; dropped in field order, OpenSIPS first.
-struct OpensipsAs {
-    opensips: RoleOpensips,
-    _bridge: Bridge,
-}
-
-impl SipServerUnderTest for OpensipsAs {
-    fn sip_port(&self) -> u16 {
-        self.opensips.sip_port
-    }
-    fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.opensips.log_lines(needle)
-    }
-    fn log_errors(&self) -> Vec<String> {
-        self.opensips.log_lines("ERROR:")
-    }
-}
 
 /// The OpenSIPS AS of `tree` for the scenario, or a skip message.
 fn opensips_as(test: &str, name: &str, names: ShNames) {
@@ -80,10 +61,7 @@ fn opensips_as(test: &str, name: &str, names: ShNames) {
             &rewrites,
             2,
         );
-        Box::new(OpensipsAs {
-            opensips,
-            _bridge: bridge,
-        })
+        Box::new(OpensipsWithBridge { opensips, bridge })
     };
     run_as_scenario(name, names, &start);
 }

@@ -15,12 +15,11 @@
 //! not packaged by Debian), or with modules missing, it says it is skipped, naming what is
 //! missing.
 
-use harness::bridge::Bridge;
-use harness::opensips::{OpensipsTree, RoleOpensips};
+use harness::opensips::{OpensipsTree, OpensipsWithBridge, RoleOpensips};
 use harness::paths::repo_root;
 use harness::pcrf::RX_APP;
 use harness::pcscf::{run_pcscf_scenario, PCSCF};
-use harness::roles::{opensips_event_route_rewrites, peer_client_bridge, SipServerUnderTest};
+use harness::roles::{opensips_event_route_rewrites, peer_client_bridge};
 use harness::TestDir;
 
 /// The modules opensips-pcscf.cfg loads, besides dmbridge and proto_udp (built into the core).
@@ -34,24 +33,6 @@ const MODULES: &[&str] = &[
     "json",
     "mi_script",
 ];
-
-/// OpenSIPS with opensips-pcscf.cfg and its bridge; dropped in field order, OpenSIPS first.
-struct Pcscf {
-    opensips: RoleOpensips,
-    _bridge: Bridge,
-}
-
-impl SipServerUnderTest for Pcscf {
-    fn sip_port(&self) -> u16 {
-        self.opensips.sip_port
-    }
-    fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.opensips.log_lines(needle)
-    }
-    fn log_errors(&self) -> Vec<String> {
-        self.opensips.log_lines("ERROR:")
-    }
-}
 
 #[test]
 fn pcscf_in_opensips_asks_the_pcrf() {
@@ -77,9 +58,6 @@ fn pcscf_in_opensips_asks_the_pcrf() {
             &rewrites,
             2,
         );
-        Box::new(Pcscf {
-            opensips,
-            _bridge: bridge,
-        })
+        Box::new(OpensipsWithBridge { opensips, bridge })
     });
 }
