@@ -416,42 +416,73 @@ void dmg_pending_init(dmg_pending *p)
 void dmg_pending_put(dmg_pending *p, dmg_job *job)
 {
 	size_t b = bucket_of(job->handle);
+	dmg_job *after = p->last;
+
 	job->next = p->bucket[b];
 	p->bucket[b] = job;
+	/* after the last job whose deadline is not later than this one's (FIFO among equals) */
+	while(after != NULL && after->deadline_ms > job->deadline_ms)
+		after = after->dprev;
+	job->dprev = after;
+	job->dnext = after != NULL ? after->dnext : p->first;
+	if(job->dnext != NULL)
+		job->dnext->dprev = job;
+	else
+		p->last = job;
+	if(after != NULL)
+		after->dnext = job;
+	else
+		p->first = job;
 	p->count++;
+}
+
+/* Unlinks `j` (found at *pp in its bucket chain) from the chain and the deadline list. */
+static dmg_job *pending_unlink(dmg_pending *p, dmg_job **pp)
+{
+	dmg_job *j = *pp;
+
+	*pp = j->next;
+	if(j->dprev != NULL)
+		j->dprev->dnext = j->dnext;
+	else
+		p->first = j->dnext;
+	if(j->dnext != NULL)
+		j->dnext->dprev = j->dprev;
+	else
+		p->last = j->dprev;
+	j->next = j->dnext = j->dprev = NULL;
+	p->count--;
+	return j;
+}
+
+/* The link in its bucket chain that points at the job with this handle, or NULL. */
+static dmg_job **pending_find(dmg_pending *p, uint64_t handle)
+{
+	dmg_job **pp = &p->bucket[bucket_of(handle)];
+	for(; *pp; pp = &(*pp)->next) {
+		if((*pp)->handle == handle)
+			return pp;
+	}
+	return NULL;
 }
 
 dmg_job *dmg_pending_take(dmg_pending *p, uint64_t handle)
 {
-	dmg_job **pp = &p->bucket[bucket_of(handle)];
-	for(; *pp; pp = &(*pp)->next) {
-		if((*pp)->handle == handle) {
-			dmg_job *j = *pp;
-			*pp = j->next;
-			j->next = NULL;
-			p->count--;
-			return j;
-		}
-	}
-	return NULL;
+	dmg_job **pp = pending_find(p, handle);
+	return pp != NULL ? pending_unlink(p, pp) : NULL;
 }
 
 dmg_job *dmg_pending_take_expired(dmg_pending *p, uint64_t now_ms)
 {
-	if(p->count == 0)
+	dmg_job **pp;
+
+	if(p->first == NULL || p->first->deadline_ms > now_ms)
 		return NULL;
-	for(size_t b = 0; b < DMG_PENDING_BUCKETS; b++) {
-		for(dmg_job **pp = &p->bucket[b]; *pp; pp = &(*pp)->next) {
-			if((*pp)->deadline_ms <= now_ms) {
-				dmg_job *j = *pp;
-				*pp = j->next;
-				j->next = NULL;
-				p->count--;
-				return j;
-			}
-		}
-	}
-	return NULL;
+	/* the first job's own link in its bucket chain (handles are unique in the table) */
+	for(pp = &p->bucket[bucket_of(p->first->handle)]; *pp != NULL && *pp != p->first;
+			pp = &(*pp)->next)
+		;
+	return *pp != NULL ? pending_unlink(p, pp) : NULL;
 }
 
 dmg_job *dmg_pending_take_any(dmg_pending *p)

@@ -153,7 +153,9 @@ typedef void (*dmg_free_f)(void *p, void *ctx);
  * in memory both processes see, so passing the pointer through a pipe is the whole hand-over.
  */
 typedef struct dmg_job {
-	struct dmg_job *next; /* pending-table chain, owned by the executing process */
+	struct dmg_job *next;  /* pending-table bucket chain, owned by the executing process */
+	struct dmg_job *dnext; /* pending-table deadline order: later (or equal) deadline */
+	struct dmg_job *dprev; /* pending-table deadline order: earlier (or equal) deadline */
 	uint64_t handle;      /* libdmbridge's async handle, once sent */
 	uint64_t deadline_ms; /* when the executor gives up waiting (safety net) */
 	unsigned int tindex;  /* suspended transaction's identity */
@@ -170,18 +172,30 @@ dmg_job *dmg_job_new(dmg_alloc_f alloc, void *actx, uint32_t app_id, uint32_t cm
 		uint32_t timeout_ms, const char *route, size_t route_len, const char *json,
 		size_t json_len);
 
-/** Jobs sent and waiting for their answer, by handle. Process-local, no allocation. */
+/**
+ * Jobs sent and waiting for their answer, by handle, and in deadline order. Process-local, no
+ * allocation (the links are in the jobs). The deadline list lets the module's loop ask "has
+ * anything expired?" every turn by looking at its first job, instead of walking every bucket
+ * (issue 15: that walk cost ~2k instructions per originated call).
+ */
 #define DMG_PENDING_BUCKETS 1024
 typedef struct dmg_pending {
 	dmg_job *bucket[DMG_PENDING_BUCKETS];
+	dmg_job *first; /* earliest deadline */
+	dmg_job *last;  /* latest deadline */
 	size_t count;
 } dmg_pending;
 
 void dmg_pending_init(dmg_pending *p);
+/**
+ * Adds a job; set its handle and deadline_ms first. Jobs put with the same timeout arrive in
+ * deadline order, so the insertion looks at the last job only; an earlier deadline walks back
+ * from the end.
+ */
 void dmg_pending_put(dmg_pending *p, dmg_job *job);
 /** Removes and returns the job with this handle, or NULL. */
 dmg_job *dmg_pending_take(dmg_pending *p, uint64_t handle);
-/** Removes and returns one job whose deadline is <= now_ms, or NULL. */
+/** Removes and returns the job with the earliest deadline if it is <= now_ms, or NULL. */
 dmg_job *dmg_pending_take_expired(dmg_pending *p, uint64_t now_ms);
 /** Removes and returns any job (for shutdown), or NULL when empty. */
 dmg_job *dmg_pending_take_any(dmg_pending *p);

@@ -219,12 +219,52 @@ static void test_jobs_and_pending(void)
 		expired++;
 	}
 	CHECK(expired == N / 10 - 1);
+	/* then in deadline order, FIFO among equal deadlines, never one taken by handle */
+	CHECK(dmg_pending_take(&p, 7 * 11 + 1) == jobs[11]);
+	CHECK(dmg_pending_take(&p, 7 * (N - 1) + 1) == jobs[N - 1]); /* the last put */
 	int rest = 0;
-	while((e = dmg_pending_take_any(&p)) != NULL)
+	uint64_t prev_deadline = 0, prev_handle = 0;
+	while((e = dmg_pending_take_any(&p)) != NULL) {
+		CHECK(e != jobs[11] && e != jobs[N - 1]);
+		CHECK(e->deadline_ms >= prev_deadline);
+		CHECK(e->deadline_ms > prev_deadline || e->handle > prev_handle);
+		prev_deadline = e->deadline_ms;
+		prev_handle = e->handle;
 		rest++;
-	CHECK(rest == N - N / 10);
-	CHECK(p.count == 0);
+	}
+	CHECK(rest == N - N / 10 - 2);
+	CHECK(p.count == 0 && p.first == NULL && p.last == NULL);
 	for(int i = 0; i < N; i++)
+		free(jobs[i]);
+
+	/* the module's loop: same timeout, so deadlines arrive in order; the answers come in any
+	 * order; an expiry check finds nothing due without touching the table */
+	dmg_pending_init(&p);
+	for(int i = 0; i < 8; i++) {
+		jobs[i] = dmg_job_new(t_alloc, &allocs, 1, 2, 3, "r", 1, "[]", 2);
+		jobs[i]->handle = (uint64_t)i + 1;
+		jobs[i]->deadline_ms = 5000 + (uint64_t)i;
+		dmg_pending_put(&p, jobs[i]);
+	}
+	CHECK(dmg_pending_take(&p, 1) == jobs[0]); /* the first */
+	CHECK(dmg_pending_take(&p, 5) == jobs[4]); /* a middle one */
+	CHECK(dmg_pending_take_expired(&p, 5000) == NULL);
+	CHECK(dmg_pending_take_expired(&p, 5002) == jobs[1]);
+	CHECK(dmg_pending_take_expired(&p, 5002) == jobs[2]);
+	CHECK(dmg_pending_take_expired(&p, 5002) == NULL);
+	/* an earlier deadline put late goes first */
+	jobs[8] = dmg_job_new(t_alloc, &allocs, 1, 2, 3, "r", 1, "[]", 2);
+	jobs[8]->handle = 9;
+	jobs[8]->deadline_ms = 10;
+	dmg_pending_put(&p, jobs[8]);
+	CHECK(dmg_pending_take_expired(&p, 10) == jobs[8]);
+	CHECK(dmg_pending_take(&p, 8) == jobs[7]); /* the last */
+	CHECK(dmg_pending_take_expired(&p, UINT64_MAX) == jobs[3]);
+	CHECK(dmg_pending_take_expired(&p, UINT64_MAX) == jobs[5]);
+	CHECK(dmg_pending_take_expired(&p, UINT64_MAX) == jobs[6]);
+	CHECK(dmg_pending_take_expired(&p, UINT64_MAX) == NULL);
+	CHECK(p.count == 0 && p.first == NULL && p.last == NULL);
+	for(int i = 0; i < 9; i++)
 		free(jobs[i]);
 
 	uint64_t t0 = dmg_now_ms(), t1 = dmg_now_ms();
