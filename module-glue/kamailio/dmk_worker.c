@@ -227,8 +227,9 @@ static void dmk_async_start(dmg_job *job)
 		dmk_async_resume(job, DMG_RC_NOT_SENT, 0, NULL, "bridge not attached");
 		return;
 	}
-	if(dmb_send_request_async(dmk_w(), job->app_id, job->cmd_code, job->json, job->json_len,
-			   job->timeout_ms, &handle)
+	/* the SIP worker checked the JSON (dmk_send_async): the library need not look again */
+	if(dmb_send_request_async_checked(dmk_w(), job->app_id, job->cmd_code, job->json,
+			   job->json_len, job->timeout_ms, &handle)
 			< 0) {
 		const char *err = dmb_last_error();
 		LM_ERR("dm_send_request_async(%u, %u): %s\n", job->app_id, job->cmd_code, err);

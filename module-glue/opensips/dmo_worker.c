@@ -376,7 +376,8 @@ int dmo_async_start(struct sip_msg *msg, async_ctx *ctx, uint32_t app_id, uint32
 		goto not_sent;
 	}
 	memset(a, 0, sizeof(*a));
-	rc = dmb_send_request_async(dmo_w(), app_id, cmd_code, json->s, (size_t)json->len,
+	/* checked above (dmo_check_json): the library need not look again */
+	rc = dmb_send_request_async_checked(dmo_w(), app_id, cmd_code, json->s, (size_t)json->len,
 			(uint32_t)dmo_cfg.request_timeout, &handle);
 	if(rc < 0) {
 		LM_ERR("dm_send_request(%u, %u): %s\n", app_id, cmd_code, dmb_last_error());

@@ -433,11 +433,19 @@ int main(int argc, char **argv)
     }
     CHECK(dmb_send_request_async(w, 4, 272, "nope", 4, 1000, &h) == DMB_E_INVAL, "bad JSON async");
     CHECK(dmb_send_request_async(w, 4, 272, "[]", 2, 1000, NULL) == DMB_E_INVAL, "NULL handle");
+    CHECK(dmb_send_request_async_checked(w, 4, 272, "[]", 2, 1000, NULL) == DMB_E_INVAL,
+          "NULL handle (checked)");
 
     /* Asynchronous requests: completions through the fd, including a timeout. */
     uint64_t hs[8];
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < 5; i++)
         CHECK(dmb_send_request_async(w, 4, 272, "[{\"n\":1}]", 9, 5000, &hs[i]) == DMB_OK, "async");
+    /* JSON the caller checked goes as it is (the reference bridge echoes it) */
+    CHECK(dmb_send_request_async_checked(w, 4, 272, "[{\"n\":1}]", 9, 5000, &hs[5]) == DMB_OK,
+          "async, checked by the caller");
+    /* and is not looked at: the library does not refuse it (the real bridge answers -3) */
+    CHECK(dmb_send_request_async_checked(w, 4, 272, "nope", 4, 5000, &hs[6]) == DMB_OK,
+          "async, checked by the caller, not parsed again");
     CHECK(dmb_send_request_async(w, 4, CMD_NEVER_ANSWER, "[]", 2, 150, &hs[7]) == DMB_OK, "async timeout");
     int seen = 0, timeouts = 0;
     long deadline = now_ms() + 10000;
@@ -448,6 +456,8 @@ int main(int argc, char **argv)
             if (dmb_answer_handle(a) == hs[7]) {
                 timeouts++;
                 CHECK(dmb_answer_class(a) == DMB_ANSWER_TIMEOUT, "async timeout class %d", dmb_answer_class(a));
+            } else if (dmb_answer_handle(a) == hs[6]) {
+                CHECK(strcmp(dmb_answer_avps_json(a, NULL), "nope") == 0, "unchecked JSON echoed");
             } else {
                 CHECK(dmb_answer_class(a) == DMB_ANSWER_SUCCESS && dmb_answer_result_code(a) == 2001, "async ok");
                 CHECK(strcmp(dmb_answer_avps_json(a, NULL), "[{\"n\":1}]") == 0, "async json");
