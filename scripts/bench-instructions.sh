@@ -23,6 +23,8 @@
 # usage: scripts/bench-instructions.sh [COUNT (20000)] [STACKS ("echo kamailio ims")]
 # (`originate` is not in the default list: name it, e.g. `scripts/bench-instructions.sh 5000 originate`)
 # DMBRIDGE_BIN / DMB_LIBDIR: another dmbridge / libdmbridge.a (before/after comparisons).
+# DMB_SO: a Kamailio dmbridge.so built elsewhere (the module's C of another commit, e.g. the
+# "before" of a change to module-glue/), instead of building this tree's into target/.
 # KAMAILIO_OPTS: more options for the originate stack's Kamailio, e.g. "-x tlsf" (its
 # shared-memory allocator; q_malloc by default).
 # BRIDGE_EXTRA_TOML: appended to the bridge's configuration (PORT replaced by a free port),
@@ -39,7 +41,7 @@ shared=${DMBRIDGE_SHARED:-$top/../shared}
 dmb=${DMBRIDGE_BIN:-$top/target/release/dmbridge}
 libdir=${DMB_LIBDIR:-$top/target/release}
 kmod="$top/target/kamailio-module"
-so="$kmod/dmbridge.so"
+so=${DMB_SO:-$kmod/dmbridge.so}
 work=$(mktemp -d /tmp/dmb-bench-instr.XXXXXX)
 bench_name=bench-instructions
 shm_name="dmb-bench-instr-$$"
@@ -49,7 +51,7 @@ if [ ! -x "$dmb" ] || [ ! -f "$libdir/libdmbridge.a" ]; then
   log "building dmbridge and libdmbridge (release)"
   (cd "$top" && cargo build --release -q -p dmbridge-bridge -p dmbridge-cabi)
 fi
-make -s -C "$top/module-glue/kamailio" OUT="$kmod" DMB_LIBDIR="$libdir" >/dev/null
+[ -n "${DMB_SO:-}" ] || make -s -C "$top/module-glue/kamailio" OUT="$kmod" DMB_LIBDIR="$libdir" >/dev/null
 
 cg() { # out-prefix command... : run under callgrind (exec: started with &, $! is its pid)
   exec valgrind --tool=callgrind --callgrind-out-file="$1.%p" "${@:2}"

@@ -45,6 +45,7 @@
 #                           rate of the same round (empty: none)
 #   RESULTS=FILE            append one JSON line per run
 #   DMBRIDGE_BIN, DMB_LIBDIR  another dmbridge binary / libdmbridge.a (A/B runs)
+#   DMB_SO                  a Kamailio dmbridge.so built elsewhere (A/B runs of module-glue/)
 #   BRIDGE_THREADS=N        dmbridge run --threads N
 #   SHM_MB=4096             shared memory of every Kamailio and OpenSIPS (-m), the same on all
 #                           sides: tm keeps each answered transaction for its wait timer (5 s,
@@ -75,7 +76,7 @@ shared=${DMBRIDGE_SHARED:-$top/../shared}
 dmb=${DMBRIDGE_BIN:-$top/target/release/dmbridge}
 libdir=${DMB_LIBDIR:-$top/target/release}
 kmod="$top/target/kamailio-module"
-so="$kmod/dmbridge.so"
+so=${DMB_SO:-$kmod/dmbridge.so}
 cfg="$top/tests/kamailio/bench-originate.cfg"
 scen="$top/tests/kamailio/bench-originate.xml"
 work=$(mktemp -d /tmp/dmb-bench-orig.XXXXXX)
@@ -102,7 +103,7 @@ if [ ! -x "$dmb" ] || [ ! -f "$libdir/libdmbridge.a" ]; then
   (cd "$top" && cargo build --release -q -p dmbridge-bridge -p dmbridge-cabi)
 fi
 # the module goes to this worktree's target/, next to the libdmbridge it links
-make -s -C "$top/module-glue/kamailio" OUT="$kmod" DMB_LIBDIR="$libdir" >/dev/null
+[ -n "${DMB_SO:-}" ] || make -s -C "$top/module-glue/kamailio" OUT="$kmod" DMB_LIBDIR="$libdir" >/dev/null
 
 # --- Diameter peers ----------------------------------------------------------------------
 fd_port=$(free_port)
