@@ -104,6 +104,32 @@ static void test_json(void)
 	CHECK(json_err_off("[tru]") == 1);
 	CHECK(json_err_off("[1.]") == 3);
 
+	/* strings are scanned eight bytes at a time: a special byte at every position of a long
+	 * string is found where it is, and UTF-8 (bytes >= 0x80) is plain text */
+	for(int k = 0; k < 24; k++) {
+		char str[64];
+		memset(str, 0, sizeof(str));
+		str[0] = '[';
+		str[1] = '"';
+		memset(str + 2, 'a', 30);
+		str[32] = '"';
+		str[33] = ']';
+		str[2 + k] = '\t';
+		CHECK(json_err_off(str) == (size_t)(2 + k));
+		str[2 + k] = (char)0xc3;
+		str[3 + k] = (char)0xa9;
+		CHECK(json_ok(str));
+		str[2 + k] = '\\';
+		str[3 + k] = 'n';
+		CHECK(json_ok(str));
+		str[3 + k] = 'x';
+		CHECK(json_err_off(str) == (size_t)(3 + k));
+		str[2 + k] = '"';
+		str[3 + k] = 'a';
+		CHECK(json_err_off(str) == (size_t)(3 + k)); /* ']' or ',' expected after it */
+	}
+	CHECK(json_err_off("[\"aaaaaaaaaaaaaaaaaaaaa") == 23); /* unterminated, long */
+
 	/* nesting is bounded: 64 levels pass, 65 fail, 100000 fail without recursion blow-up */
 	char deep[200001];
 	for(int i = 0; i < 64; i++) {
