@@ -445,6 +445,7 @@ def runtime_errors(procs, work):
 	$var(v) = $hdr(X-V);
 	if ($hdr(X-Where) == "app") dm_send_request("$var(v)", 301, '[]');
 	else if ($hdr(X-Where) == "json") dm_send_request(16777216, 301, "$var(v)");
+	else if ($hdr(X-Where) == "ajson") dm_send_request_async(16777216, 301, "$var(v)", "FIN");
 	else if ($hdr(X-Where) == "route") {
 		dm_send_request_async(16777216, 301, '[]', "$var(v)");
 	} else if ($hdr(X-Where) == "reply") dm_send_reply("$var(v)");
@@ -469,6 +470,10 @@ route[FIN] { t_reply("299", "fin"); }
         ("app", "-5", "-3", r"app_id \[-5\] is not a decimal number"),
         ("json", '{"User-Name":"a"}', "-3", r"invalid AVP JSON at offset 0"),
         ("json", "[{", "-3", r"invalid AVP JSON at offset"),
+        # the SIP worker's check is the only one before the bridge (the module worker sends
+        # with dmb_send_request_async_checked): the script gets -3 and the offset
+        ("ajson", '[{"User-Name":"a"}] x', "-3",
+         r"dm_send_request_async: invalid AVP JSON at offset 20: trailing"),
         ("route", "NO_SUCH_ROUTE", "-1", r"route \[NO_SUCH_ROUTE\] does not exist"),
         ("reply", "[]", "-1", r"no Diameter request is being handled here"),
     ]
