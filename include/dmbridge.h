@@ -354,6 +354,23 @@ int dmb_send_request(dmb_worker *w,
                      dmb_answer **out);
 
 /**
+ * [`dmb_send_request`] for a caller that has checked `json` itself, as
+ * [`dmb_send_request_async_checked`]: the library does not parse it a
+ * second time; a document the bridge cannot convert is a
+ * `DMB_ANSWER_NOT_SENT` outcome with the bridge's reason.
+ *
+ * # Safety
+ * As [`dmb_send_request`].
+ */
+int dmb_send_request_checked(dmb_worker *w,
+                             uint32_t app_id,
+                             uint32_t cmd_code,
+                             const char *json,
+                             size_t len,
+                             uint32_t timeout_ms,
+                             dmb_answer **out);
+
+/**
  * Queues a request without waiting; `*handle` identifies it. Its outcome
  * (exactly one, also on timeout or bridge restart) makes `dmb_fd()`
  * readable and comes from `dmb_next_answer()`. Returns `DMB_OK` or a

@@ -911,6 +911,46 @@ pub unsafe extern "C" fn dmb_send_request(
     timeout_ms: u32,
     out: *mut *mut dmb_answer,
 ) -> c_int {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { send_sync(w, app_id, cmd_code, json, len, timeout_ms, out, true) }
+}
+
+/// [`dmb_send_request`] for a caller that has checked `json` itself, as
+/// [`dmb_send_request_async_checked`]: the library does not parse it a
+/// second time; a document the bridge cannot convert is a
+/// `DMB_ANSWER_NOT_SENT` outcome with the bridge's reason.
+///
+/// # Safety
+/// As [`dmb_send_request`].
+#[no_mangle]
+pub unsafe extern "C" fn dmb_send_request_checked(
+    w: *mut dmb_worker,
+    app_id: u32,
+    cmd_code: u32,
+    json: *const c_char,
+    len: usize,
+    timeout_ms: u32,
+    out: *mut *mut dmb_answer,
+) -> c_int {
+    // SAFETY: the caller's contract is dmb_send_request's.
+    unsafe { send_sync(w, app_id, cmd_code, json, len, timeout_ms, out, false) }
+}
+
+/// Both sync entry points; `check` as in [`send_async`].
+///
+/// # Safety
+/// As [`dmb_send_request`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn send_sync(
+    w: *mut dmb_worker,
+    app_id: u32,
+    cmd_code: u32,
+    json: *const c_char,
+    len: usize,
+    timeout_ms: u32,
+    out: *mut *mut dmb_answer,
+    check: bool,
+) -> c_int {
     guard(DMB_ANSWER_NOT_SENT, || {
         if !out.is_null() {
             // SAFETY: out is writable per the contract.
@@ -923,13 +963,12 @@ pub unsafe extern "C" fn dmb_send_request(
         };
         // SAFETY: json/len per the contract.
         let checked = match unsafe { bytes_arg(json, len) } {
-            Ok(j) => check_avps_json(j)
-                .map(<[u8]>::to_vec)
-                .map_err(|e| e.to_string()),
+            Ok(j) if !check => Ok(blank_as_empty(j)),
+            Ok(j) => check_avps_json(j).map_err(|e| e.to_string()),
             Err(_) => Err(String::from("json is NULL but len is not 0")),
         };
         let c = match checked {
-            Ok(json) => w.send_request(app_id, cmd_code, &json, timeout_ms),
+            Ok(json) => w.send_request(app_id, cmd_code, json, timeout_ms),
             Err(why) => Completion {
                 handle: 0,
                 class: DMB_ANSWER_NOT_SENT,

@@ -344,9 +344,10 @@ static int dmk_send_sync(sip_msg_t *msg, int64_t app_id, int64_t cmd_code, str *
 		dmk_outcome_set(rc, 0, NULL, "bridge not attached");
 		goto done;
 	}
-	/* returns the answer class (negative for -1/-2/-3); only a NULL answer is a failure */
-	dmb_send_request(dmk_w(), (uint32_t)app_id, (uint32_t)cmd_code, json->s, (size_t)json->len,
-			(uint32_t)dmk_cfg.request_timeout, &ans);
+	/* returns the answer class (negative for -1/-2/-3); only a NULL answer is a failure;
+	 * the JSON was checked above, the library need not look again */
+	dmb_send_request_checked(dmk_w(), (uint32_t)app_id, (uint32_t)cmd_code, json->s,
+			(size_t)json->len, (uint32_t)dmk_cfg.request_timeout, &ans);
 	if(ans == NULL) {
 		LM_ERR("dm_send_request(%lld, %lld): %s\n", (long long)app_id, (long long)cmd_code,
 				dmb_last_error());

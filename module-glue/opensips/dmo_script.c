@@ -118,7 +118,8 @@ int w_dm_send_request(struct sip_msg *msg, int *app_id, int *cmd_code, str *json
 		rc = DMG_RC_NOT_SENT;
 		goto done;
 	}
-	rc = dmb_send_request(dmo_w(), (uint32_t)*app_id, (uint32_t)*cmd_code, json->s,
+	/* checked above (dmo_check_json): the library need not look again */
+	rc = dmb_send_request_checked(dmo_w(), (uint32_t)*app_id, (uint32_t)*cmd_code, json->s,
 			(size_t)json->len, (uint32_t)dmo_cfg.request_timeout, &ans);
 	if(ans == NULL) {
 		LM_ERR("dm_send_request(%d, %d): %s\n", *app_id, *cmd_code, dmb_last_error());

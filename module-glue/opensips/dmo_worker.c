@@ -402,7 +402,7 @@ sync: {
 	const char *aj = NULL;
 	size_t alen = 0;
 
-	rc = dmb_send_request(dmo_w(), app_id, cmd_code, json->s, (size_t)json->len,
+	rc = dmb_send_request_checked(dmo_w(), app_id, cmd_code, json->s, (size_t)json->len,
 			(uint32_t)dmo_cfg.request_timeout, &ans);
 	rc = ans ? dmg_rc_from_class(dmb_answer_class(ans)) : DMG_RC_NOT_SENT;
 	if(ans)

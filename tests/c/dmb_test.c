@@ -435,6 +435,22 @@ int main(int argc, char **argv)
     CHECK(dmb_send_request_async(w, 4, 272, "[]", 2, 1000, NULL) == DMB_E_INVAL, "NULL handle");
     CHECK(dmb_send_request_async_checked(w, 4, 272, "[]", 2, 1000, NULL) == DMB_E_INVAL,
           "NULL handle (checked)");
+    {
+        /* a caller that checked its JSON: the library passes it on as it is (the reference
+         * bridge echoes it; the real one converts it and answers -3 to what it cannot) */
+        dmb_answer *ca = NULL;
+        CHECK(dmb_send_request_checked(w, 4, 272, "nope", 4, 5000, &ca) == DMB_ANSWER_SUCCESS &&
+                  ca && strcmp(dmb_answer_avps_json(ca, NULL), "nope") == 0,
+              "sync, checked by the caller, not parsed again");
+        dmb_answer_free(ca);
+        ca = NULL;
+        CHECK(dmb_send_request_checked(w, 4, 272, " ", 1, 5000, &ca) == DMB_ANSWER_SUCCESS &&
+                  ca && strcmp(dmb_answer_avps_json(ca, NULL), "[]") == 0,
+              "sync, checked by the caller: blank is []");
+        dmb_answer_free(ca);
+        CHECK(dmb_send_request_checked(w, 4, 272, NULL, 3, 5000, NULL) == DMB_ANSWER_NOT_SENT,
+              "NULL json with a length (checked)");
+    }
 
     /* Asynchronous requests: completions through the fd, including a timeout. */
     uint64_t hs[8];
