@@ -777,7 +777,7 @@ fn outgoing_requests_get_their_outcome_class_in_their_own_worker() {
     assert!(status["counters"]["requests_sent"].is_u64(), "{status}");
     assert!(status["workers"].is_array(), "{status}");
     let w = spawn_worker(dir.path(), "w-out", &ctl, "outgoing", "", &[]);
-    let lines = wait_worker_lines(&w, "W out ", 7);
+    let lines = wait_worker_lines(&w, "W out ", 9);
     let get = |label: &str| -> serde_json::Value {
         let l = lines
             .iter()
@@ -820,6 +820,17 @@ fn outgoing_requests_get_their_outcome_class_in_their_own_worker() {
         bad["error"].as_str().unwrap().contains("No-Such-AVP"),
         "{bad}"
     );
+    for label in ["notjson", "notarray"] {
+        let o = get(label);
+        assert_eq!(o["class"].as_i64(), Some(-3), "{o}");
+        assert!(
+            o["error"]
+                .as_str()
+                .unwrap()
+                .contains("invalid request JSON"),
+            "{o}"
+        );
+    }
     let nr = get("noroute");
     assert_eq!(nr["class"].as_i64(), Some(-3), "{nr}");
     let big = get("toobig");
@@ -1135,6 +1146,10 @@ mod worker {
             ("err", ta, r#"[{"User-Name":"err"}]"#.into(), 2000),
             ("timeout", ta, r#"[{"User-Name":"noanswer"}]"#.into(), 300),
             ("badjson", ta, r#"[{"No-Such-AVP":1}]"#.into(), 2000),
+            // what a worker that skipped its check could send (the modules send with
+            // dmb_send_request(_async)_checked): the bridge refuses it, it does not send it
+            ("notjson", ta, r#"[{"User-Name":"x"}"#.into(), 2000),
+            ("notarray", ta, r#"{"User-Name":"x"}"#.into(), 2000),
             // Cx: neither we nor the peer advertise it.
             ("noroute", 16777216, r#"[{"User-Name":"x"}]"#.into(), 2000),
             ("toobig", ta, big, 2000),
