@@ -338,6 +338,37 @@ fn check_avps(json: &[u8]) -> Result<(&[u8], avps_check::Counts), avps_check::Sc
     avps_check::scan(json).map(|c| (json, c))
 }
 
+/// Why a request's `json`/`len` arguments were refused before anything was sent.
+#[derive(Debug, thiserror::Error)]
+enum RequestJsonError {
+    /// `json` is NULL with a length.
+    #[error("json is NULL but len is not 0")]
+    NullWithLength,
+    /// The library's check of the JSON (callers that did not check it themselves).
+    #[error(transparent)]
+    Script(#[from] avps_check::ScriptJsonError),
+}
+
+/// A request's JSON argument: blank means `[]`; checked with [`check_avps_json`] when
+/// `check`, else passed on as the caller checked it (the bridge converts it and refuses
+/// what it cannot convert).
+///
+/// # Safety
+/// `json` is NULL (then `len` must be 0) or points at `len` readable bytes.
+unsafe fn request_json<'a>(
+    json: *const c_char,
+    len: usize,
+    check: bool,
+) -> Result<&'a [u8], RequestJsonError> {
+    // SAFETY: json/len per the caller's contract.
+    let bytes = unsafe { bytes_arg(json, len) }.map_err(|_| RequestJsonError::NullWithLength)?;
+    if check {
+        Ok(check_avps_json(bytes)?)
+    } else {
+        Ok(blank_as_empty(bytes))
+    }
+}
+
 /// Blank (empty or whitespace only) JSON means "no AVPs": `[]`.
 fn blank_as_empty(json: &[u8]) -> &[u8] {
     if json.iter().all(u8::is_ascii_whitespace) {
@@ -962,19 +993,14 @@ unsafe fn send_sync(
             Err(_) => return DMB_ANSWER_NOT_SENT,
         };
         // SAFETY: json/len per the contract.
-        let checked = match unsafe { bytes_arg(json, len) } {
-            Ok(j) if !check => Ok(blank_as_empty(j)),
-            Ok(j) => check_avps_json(j).map_err(|e| e.to_string()),
-            Err(_) => Err(String::from("json is NULL but len is not 0")),
-        };
-        let c = match checked {
+        let c = match unsafe { request_json(json, len, check) } {
             Ok(json) => w.send_request(app_id, cmd_code, json, timeout_ms),
             Err(why) => Completion {
                 handle: 0,
                 class: DMB_ANSWER_NOT_SENT,
                 result_code: 0,
                 avps_json: String::new(),
-                error: why,
+                error: why.to_string(),
             },
         };
         let class = c.class;
@@ -1038,17 +1064,9 @@ unsafe fn send_async(
             Err(c) => return c,
         };
         // SAFETY: json/len per the contract.
-        let json = match unsafe { bytes_arg(json, len) } {
+        let json = match unsafe { request_json(json, len, check) } {
             Ok(j) => j,
-            Err(c) => return c,
-        };
-        let json = if !check {
-            blank_as_empty(json)
-        } else {
-            match check_avps_json(json) {
-                Ok(j) => j,
-                Err(why) => return invalid(why.to_string()),
-            }
+            Err(why) => return invalid(why.to_string()),
         };
         match w.send_request_async(app_id, cmd_code, json, timeout_ms) {
             Ok(h) => {
