@@ -15,6 +15,15 @@
 #                                                     the same rates against `run --echo`;
 #                                                     TICK_US=N: bench --tick-us N (0: the
 #                                                     1 ms bursts of before the pacer)
+#        RATES="100000 160000" ...                    the same at these absolute rates
+#                                                     instead (LOADS ignored): compares
+#                                                     builds or worker counts at equal load
+#        SCHED=1 ...                                  with LOADS/RATES: `perf sched record`
+#                                                     over each of A's rate runs, then the
+#                                                     run-queue delay per task (root; adds
+#                                                     the tracer's own cost to the run)
+#        DMB_WORKERS=N ...                            A's module workers (bench-echo.cfg: 2)
+#        ANCHOR=0 ECHO=0 ...                          skip B / the `run --echo` rate runs
 #        ECHO_REGEX=1 scripts/bench-kamailio.sh ...   A's route extracts the value with the
 #                                                     regex of B's route (see bench-echo.cfg)
 # Needs scripts/setup.sh, `cargo build --release -p dmbridge-bridge -p dmbridge-cabi` (done
@@ -60,8 +69,10 @@ bench() { # name port origin-host -> $work/name.json
 # quantiles interpolated in the buckets), and, after A, the same rates against
 # `dmbridge run --echo` (answering in the bridge): A's end-to-end minus echo's is what the
 # script round trip adds over answering in the bridge.
+[ -z "${RATES:-}" ] || LOADS="$RATES"
 rates_of() { # name -> the absolute rates of LOADS for that side's closed-loop maximum
   local f max
+  if [ -n "${RATES:-}" ]; then printf '%s\n' $RATES; return; fi
   max=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['answers_per_sec'])" "$work/$1.json")
   for f in $LOADS; do python3 -c "print(int($max * $f))"; done
 }
@@ -76,12 +87,27 @@ at_loads() { # name port origin-host [side whose maximum sets the rates] [metric
     rate=${rates[$i]}; i=$((i + 1))
     log "$1: rate $rate/s ($f of ${4:-$1}'s maximum), ${secs}s"
     [ -z "${5:-}" ] || scrape "$5" "$work/$1-load$f.before.prom"
+    if [ -n "${SCHED:-}" ] && [ -n "${5:-}" ]; then
+      perf sched record -a -o "$work/$1-load$f.sched" -- sleep "$secs" >/dev/null 2>&1 &
+      sched_pid=$!
+      pids+=("$sched_pid")
+    fi
     "$dmb" bench --connect "127.0.0.1:$2" --template "$top/cfg-examples/bench/test_app.json" \
       --origin-host "$3" --app-vendor 999999 --rate "$rate" --duration "$secs" \
       ${TICK_US:+--tick-us "$TICK_US"} \
-      --timeout-ms 5000 --connect-timeout-ms 15000 --json --quiet >"$work/$1-load$f.json" ||
+      --timeout-ms 5000 --connect-timeout-ms 15000 --json --quiet >"$work/$1-load$f.json" &
+    client_pid=$!
+    wait "$client_pid" ||
       log "$1 at $rate/s: the run failed (an overloaded server cuts a client off); its counts follow"
     [ -z "${5:-}" ] || scrape "$5" "$work/$1-load$f.after.prom"
+    if [ -n "${sched_pid:-}" ]; then
+      wait "$sched_pid" || true
+      sched_pid=
+      log "$1 at $rate/s: run-queue delay per task (perf sched; cores = CPU used)"
+      python3 "$top/scripts/sched-delays.py" "$work/$1-load$f.sched" "$bridge_pid=bridge" \
+        "$client_pid=client" || true
+      rm -f "$work/$1-load$f.sched"
+    fi
     python3 - "$work/$1-load$f" "$1" "$f" "$rate" "$(cut -d' ' -f1 /proc/loadavg)" <<'EOF' ||
 import json, os, re, sys
 base = sys.argv[1]
@@ -149,12 +175,13 @@ listen = "127.0.0.1:$mport"
 EOF
 "$dmb" run --config "$work/dmbridge.toml" ${BRIDGE_THREADS:+--threads "$BRIDGE_THREADS"} \
   >"$work/bridge.log" 2>&1 &
+bridge_pid=$!
 pids+=($!)
 wait_log "$work/bridge.log" "serving workers" 10
 mkdir -p "$work/kam-a"
 kamailio -DD -E -Y "$work/kam-a" -f "$top/tests/kamailio/bench-echo.cfg" \
   -A "SIP_PORT=$(free_port)" -A "DMB_SO=\"$so\"" -A "DMB_SOCKET=\"$work/control.sock\"" \
-  ${ECHO_REGEX:+-A ECHO_REGEX} >"$work/kamailio-dmbridge.log" 2>&1 &
+  ${ECHO_REGEX:+-A ECHO_REGEX} ${DMB_WORKERS:+-A "DMB_WORKERS=$DMB_WORKERS"} >"$work/kamailio-dmbridge.log" 2>&1 &
 kam_a=$!
 pids+=("$kam_a")
 wait_log "$work/bridge.log" 'handles \["16777214"\]' 15
@@ -166,7 +193,7 @@ at_loads dmbridge "$bport" bench.test.local dmbridge "$mport"
 kamcmd -s "unix:$work/kam-a/kamailio_ctl" dmbridge.status >"$work/status.txt" 2>&1 || true
 replies=$(sed -n 's/^[[:space:]]*replies: //p' "$work/status.txt")
 kill "$kam_a" 2>/dev/null || true
-if [ -n "${LOADS:-}" ]; then
+if [ -n "${LOADS:-}" ] && [ "${ECHO:-1}" != 0 ]; then
   # the same client at A's absolute rates against the bridge answering by itself
   eport=$(free_port)
   sed "s/127.0.0.1:$bport/127.0.0.1:$eport/; s/127.0.0.1:$mport/127.0.0.1:$(free_port)/" \
@@ -181,6 +208,9 @@ if [ -n "${LOADS:-}" ]; then
 fi
 
 # --- B: Kamailio cdp + ims_diameter_server -------------------------------------------------
+if [ "${ANCHOR:-1}" = 0 ]; then
+  echo '{}' >"$work/ims.json"
+else
 iport=$(free_port)
 mkdir -p "$work/ims"
 sh "$shared/peers/kamailio-ims/run.sh" "$work/ims" "$iport" "$(free_port)" 4 "$(free_port)"
@@ -193,6 +223,7 @@ sleep 1
 log "B: dmbridge bench -> Kamailio cdp + ims_diameter_server (${secs}s, $conc in flight; load average $(cut -d' ' -f1-3 /proc/loadavg))"
 bench ims "$iport" client.test.local
 at_loads ims "$iport" client.test.local
+fi
 
 # --- summary -------------------------------------------------------------------------------
 python3 - "$work/dmbridge.json" "$work/ims.json" "$secs" "$conc" "${replies:-?}" <<'EOF'
@@ -217,7 +248,7 @@ def row(name, d):
 print(f"test_app echo, {sys.argv[4]} in flight, {sys.argv[3]} s, client: dmbridge bench")
 print(f"{'server':<44} {'answers/s':>12} {'p99 (us)':>10}")
 ra = row("Kamailio + dmbridge.so + dmbridge run", a)
-rb = row("Kamailio cdp + ims_diameter_server", b)
+rb = row("Kamailio cdp + ims_diameter_server", b) if b else None
 print(f"dm_send_reply calls counted by the module (dmbridge.status replies): {script_replies}"
       f" for {a.get('answered')} answers")
 if ra and rb:
