@@ -456,6 +456,27 @@ struct Attached {
     broken: Option<String>,
 }
 
+/// A worker whose requests ring holds fewer than this many of its requests (handed and not
+/// replied to) is preferred while it is awake (see [`rank`]).
+pub const AWAKE_BACKLOG: usize = 16;
+
+/// A dispatch candidate's order, lowest first: (tier, requests in flight, round-robin
+/// position, slot).
+type Rank = (u8, usize, u32, SlotId);
+
+/// Where a request waits least (issue 15 item 3). A worker that is awake (it has not set its
+/// ring's sleep flag: it is taking records, or was just rung) with fewer than
+/// [`AWAKE_BACKLOG`] requests in flight comes first: it takes the record in its current
+/// batch, without a doorbell (two system calls here) and without a wake-up, whose
+/// scheduling delay on a busy machine is what a sleeping worker adds, even an emptier one.
+/// Otherwise (every worker asleep, or the awake ones backed up, e.g. descheduled in the
+/// middle of a batch) the least loaded, as before. Ties go round-robin from `rr`.
+fn rank(a: &Attached, slot: SlotId, n: u32, rr: u32) -> Rank {
+    let in_flight = a.tokens.len();
+    let tier = u8::from(!(a.req_tx.consumer_awake() && in_flight < AWAKE_BACKLOG));
+    (tier, in_flight, (slot + n - rr % n) % n, slot)
+}
+
 enum Slot {
     Free,
     Attached(Box<Attached>),
@@ -1217,18 +1238,20 @@ impl Bridge {
         }
     }
 
-    /// Hands an incoming request to the least-loaded worker serving `name`
-    /// (the command's abbreviation like `PPR`, or its code), falling back to
+    /// Hands an incoming request to the best-placed worker serving `name`
+    /// (the command's abbreviation like `PPR`, or its code; [`rank`]: an awake one that is
+    /// not backed up, else the least loaded), falling back to
     /// workers serving `E_DM_REQUEST`/`*`. `req.event` and `req.token` are
     /// filled in here.
     pub fn dispatch(&mut self, name: &str, req: &IncomingRequest<'_>) -> Dispatch {
         let name = normalize(name);
-        // One pass, no allocation (issue 15 item 2): the least-loaded worker serving `name`,
-        // else the least-loaded catch-all; ties broken round-robin. Only when that one's ring
+        // One pass, no allocation (issue 15 item 2): the best-ranked worker serving `name`
+        // (`rank`: awake and not backed up, else least loaded), else the best-ranked
+        // catch-all; ties broken round-robin. Only when that one's ring
         // is full are the others tried, in the same order (`dispatch_others`).
         let mut any_attached = false;
-        let mut specific: Option<(usize, u32, SlotId)> = None;
-        let mut fallback: Option<(usize, u32, SlotId)> = None;
+        let mut specific: Option<Rank> = None;
+        let mut fallback: Option<Rank> = None;
         let n = self.slots.len() as u32;
         for (i, s) in self.slots.iter().enumerate() {
             if let Slot::Attached(a) = s {
@@ -1236,8 +1259,7 @@ impl Bridge {
                 if a.broken.is_some() {
                     continue;
                 }
-                let i = i as u32;
-                let key = (a.tokens.len(), (i + n - self.rr % n) % n, i);
+                let key = rank(a, i as u32, n, self.rr);
                 let best = if a.handles.iter().any(|h| h == name) {
                     &mut specific
                 } else if a.catch_all {
@@ -1274,9 +1296,9 @@ impl Bridge {
             ..req.clone()
         });
         rec.encode(&mut self.enc);
-        match self.push_request(first.2, token, catch_all) {
+        match self.push_request(first.3, token, catch_all) {
             Some(d) => d,
-            None => self.dispatch_others(name, catch_all, first.2, token),
+            None => self.dispatch_others(name, catch_all, first.3, token),
         }
     }
 
@@ -1317,7 +1339,7 @@ impl Bridge {
     }
 
     /// The slow path of [`Bridge::dispatch`] (the first choice's ring was full or broken):
-    /// the other candidates of the same kind, least-loaded first.
+    /// the other candidates of the same kind, best-ranked first.
     fn dispatch_others(
         &mut self,
         name: &str,
@@ -1328,7 +1350,7 @@ impl Bridge {
         let n = self.slots.len() as u32;
         // `rr` was advanced once already: the same order as the first pass.
         let rr = self.rr.wrapping_sub(1);
-        let mut cands: Vec<(usize, u32, SlotId)> = Vec::new();
+        let mut cands: Vec<Rank> = Vec::new();
         for (i, s) in self.slots.iter().enumerate() {
             if let Slot::Attached(a) = s {
                 let i = i as u32;
@@ -1338,12 +1360,12 @@ impl Bridge {
                     a.handles.iter().any(|h| h == name)
                 };
                 if a.broken.is_none() && serves && i != tried {
-                    cands.push((a.tokens.len(), (i + n - rr % n) % n, i));
+                    cands.push(rank(a, i, n, rr));
                 }
             }
         }
         cands.sort_unstable();
-        for (_, _, slot) in cands {
+        for (_, _, _, slot) in cands {
             if let Some(d) = self.push_request(slot, token, catch_all) {
                 return d;
             }

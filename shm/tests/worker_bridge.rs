@@ -748,3 +748,79 @@ fn worker_waiting_is_rung_for_answers_only() {
     let c = w.next_answer().expect("the answer");
     assert_eq!((c.handle, c.result_code), (handle, 2001));
 }
+
+/// Issue 15 item 3: an awake worker (one that has not declared it sleeps, or was rung since)
+/// gets the next request before an emptier one that sleeps, as long as it has fewer than
+/// `AWAKE_BACKLOG` in flight: no doorbell, no wake-up to wait for. Past that, or when only
+/// sleeping workers are left, the least loaded.
+#[test]
+fn awake_worker_is_preferred_until_backed_up() {
+    use dmshm::bridge::AWAKE_BACKLOG;
+    let bc = cfg("awake-first");
+    let mut b = Bridge::create(bc.clone()).unwrap();
+    let (mut watched, mut evs) = (Vec::new(), Vec::new());
+    let mut w1 = attach(&mut b, &bc, &mut watched, &mut evs);
+    evs.clear();
+    let mut w2 = attach(&mut b, &bc, &mut watched, &mut evs);
+    evs.clear();
+    for w in [&mut w1, &mut w2] {
+        w.set_handled(&["PPR".into()]).unwrap();
+    }
+    pump(&mut b, &mut watched, &mut evs, |e| {
+        e.iter()
+            .filter(|e| matches!(e, BridgeEvent::Handles { .. }))
+            .count()
+            == 2
+    });
+    // Both take what there is and declare that they sleep.
+    for w in [&mut w1, &mut w2] {
+        while w.next_request().unwrap().is_some() {}
+    }
+    let sent = |b: &mut Bridge| match b.dispatch("PPR", &req("s;1", "[]")) {
+        Dispatch::Sent { slot, .. } => slot,
+        other => panic!("{other:?}"),
+    };
+    // Both asleep and empty: one of them is rung and so awake; it gets the next ones too,
+    // although the other has none.
+    let first = sent(&mut b);
+    for i in 1..AWAKE_BACKLOG {
+        assert_eq!(
+            sent(&mut b),
+            first,
+            "request {i} went to the sleeping worker"
+        );
+    }
+    // Backed up: the other (asleep, empty) now.
+    let second = sent(&mut b);
+    assert_ne!(
+        second, first,
+        "past the backlog the least loaded must get it"
+    );
+    // The first worker takes its requests, replies to them and sleeps; the second, rung and
+    // not yet running, holds one: it is awake and gets the next, the empty one sleeps.
+    let (wf, ws) = if watched[0] == first {
+        (&mut w1, &mut w2)
+    } else {
+        (&mut w2, &mut w1)
+    };
+    let mut replied = 0;
+    while let Some(r) = wf.next_request().unwrap() {
+        wf.reply(r.token, ReplyStatus::Ok, Payload::Json, b"[]", "")
+            .unwrap();
+        replied += 1;
+    }
+    assert_eq!(replied, AWAKE_BACKLOG);
+    evs.clear();
+    pump(&mut b, &mut watched, &mut evs, |e| {
+        e.iter()
+            .filter(|e| matches!(e, BridgeEvent::Reply { .. }))
+            .count()
+            == AWAKE_BACKLOG
+    });
+    assert!(poll_fd(ws.fd(), 2000), "the second worker was not rung");
+    assert_eq!(
+        sent(&mut b),
+        second,
+        "an awake worker must beat an emptier sleeping one"
+    );
+}
