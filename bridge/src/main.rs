@@ -190,6 +190,8 @@ fn run(file: &std::path::Path, echo: bool, threads: u16) -> ExitCode {
         // until the node loop runs.
         let status = tokio::sync::watch::channel(Vec::new()).0;
         let (handle, submissions) = dmrun::app::channel(4096);
+        // The shm driver observes it from the start; the exporter, if any, shows it.
+        let script_request_latency = dmrun::metrics::LatencyHistogram::default();
         let (app, shm): (std::sync::Arc<dyn dmrun::app::Application>, _) = if echo {
             (std::sync::Arc::new(dmrun::responders::Echo), None)
         } else {
@@ -198,6 +200,7 @@ fn run(file: &std::path::Path, echo: bool, threads: u16) -> ExitCode {
                 &dictionary,
                 handle.clone(),
                 status.subscribe(),
+                script_request_latency.clone(),
             ) {
                 Ok((app, service)) => (app, Some(service)),
                 Err(e) => {
@@ -231,7 +234,10 @@ fn run(file: &std::path::Path, echo: bool, threads: u16) -> ExitCode {
         let metrics = match config.ops.metrics_listen {
             Some(addr) => match tokio::net::TcpListener::bind(addr).await {
                 Ok(l) => {
-                    let m = std::sync::Arc::new(dmrun::metrics::Metrics::new());
+                    let m =
+                        std::sync::Arc::new(dmrun::metrics::Metrics::with_script_request_latency(
+                            script_request_latency,
+                        ));
                     let status = node.status();
                     m.set_peer_source(move || dmrun::ops::peer_gauges(&status.borrow()));
                     node.set_observer(Box::new(dmrun::metrics::Recorder::new(

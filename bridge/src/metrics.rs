@@ -205,6 +205,13 @@ pub struct Metrics {
     /// turn). It leaves out only the hops between the socket and the node loop on either
     /// side (reader -> loop, loop -> writer), which `dmbridge run --echo` has as well.
     pub script_reply_latency: LatencyHistogram,
+    /// The originate path's round trip through the bridge: from the shm driver taking a
+    /// worker's request record to the driver publishing its outcome record (one per request:
+    /// answers, timeouts and requests refused before sending alike). The peer's own
+    /// time is in it too; `dmbridge_answer_latency_seconds` (our request written -> its
+    /// answer read, by the node loop) is that part, so what the bridge adds to a script's
+    /// request is the difference of the two.
+    pub script_request_latency: LatencyHistogram,
     refusals: Family<CauseLabels, Counter>,
     local_answers: Family<LocalAnswerLabels, Counter>,
     events: Family<EventLabels, Counter>,
@@ -229,6 +236,12 @@ impl Metrics {
     /// A registry with every dmbridge family registered and zero values; share it between the node
     /// loop's [`Recorder`] and the exporter.
     pub fn new() -> Metrics {
+        Metrics::with_script_request_latency(LatencyHistogram::default())
+    }
+
+    /// [`Metrics::new`] showing `script_request_latency`, the histogram the shm driver was
+    /// started with (it exists before the exporter).
+    pub fn with_script_request_latency(script_request_latency: LatencyHistogram) -> Metrics {
         let mut registry = Registry::default();
         let requests: Family<MsgLabels, Counter> =
             family(&mut registry, "dmbridge_requests", "Diameter requests (not base protocol) by peer, application, command and direction (in: from the peer, out: ours)");
@@ -245,6 +258,11 @@ impl Metrics {
             "dmbridge_script_reply_latency_seconds",
             "Time from handing an incoming request to a SIP-server worker to its script's reply",
             script_reply_latency.clone(),
+        );
+        registry.register(
+            "dmbridge_script_request_latency_seconds",
+            "Time from a SIP-server worker's request reaching the bridge to its answer handed back (the peer's time included)",
+            script_request_latency.clone(),
         );
         let refusals: Family<CauseLabels, Counter> = family(
             &mut registry,
@@ -281,6 +299,7 @@ impl Metrics {
             answers,
             answer_latency,
             script_reply_latency,
+            script_request_latency,
             refusals,
             local_answers,
             events,

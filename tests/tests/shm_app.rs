@@ -767,7 +767,9 @@ fn wait_peer_open(ctl: &Path) -> serde_json::Value {
 #[test]
 fn outgoing_requests_get_their_outcome_class_in_their_own_worker() {
     let dir = TestDir::new("shm-outgoing");
-    let b = Bridge::start(dir.path(), &options(free_port(), ""));
+    let mport = free_port();
+    let metrics = format!("\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n");
+    let b = Bridge::start(dir.path(), &options(free_port(), &metrics));
     let ctl = control_socket(&b);
     let _peer = Peer::start(b.port());
     let status = wait_peer_open(&ctl);
@@ -836,6 +838,29 @@ fn outgoing_requests_get_their_outcome_class_in_their_own_worker() {
     let big = get("toobig");
     assert_eq!(big["class"].as_i64(), Some(-3), "{big}");
     assert!(big["error"].as_str().unwrap().contains("exceeds"), "{big}");
+    // Each outcome the worker got is one observation of the bridge's originate round trip
+    // (issue 15 item 3): answered, timed out or refused before sending alike.
+    let count = |body: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix("dmbridge_script_request_latency_seconds_count "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = harness::prometheus::http_get(mport, "/metrics", WAIT)
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let n = count(&body);
+        if n == Some(lines.len() as u64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "script_request_latency count {n:?} for {} outcomes:\n{body}",
+            lines.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

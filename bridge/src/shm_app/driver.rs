@@ -37,6 +37,7 @@ use crate::app::{
     AppHandle, IncomingRequest, OutcomeQueue, OutgoingRequest, RequestError, Responder,
 };
 use crate::dictionary::CurrentDictionary;
+use crate::metrics::LatencyHistogram;
 use dmnode::config::AppAdvert;
 use dmnode::endpoint::PeerStatus;
 
@@ -70,6 +71,8 @@ struct Asker {
     slot: SlotId,
     epoch: u64,
     handle: u64,
+    /// When the driver took the worker's request record (for `script_request_latency`).
+    at: std::time::Instant,
 }
 
 /// Readiness found by one poll.
@@ -126,6 +129,9 @@ pub struct Driver {
     current_dict: CurrentDictionary,
     dict_generation: u64,
     handle: AppHandle,
+    /// The originate path's round trip through the bridge: the worker's request record
+    /// taken -> its answer record published (`dmbridge_script_request_latency_seconds`).
+    script_request_latency: LatencyHistogram,
     peers: watch::Receiver<Vec<PeerStatus>>,
     /// The applications of the commands attached workers serve (for CER/CEA).
     adverts: watch::Sender<Vec<AppAdvert>>,
@@ -204,6 +210,7 @@ impl Driver {
         handle: AppHandle,
         peers: watch::Receiver<Vec<PeerStatus>>,
         outcomes: OutcomeQueue,
+        script_request_latency: LatencyHistogram,
     ) -> Result<Driver, super::StartError> {
         let dict_generation = current_dict.generation();
         let dict = current_dict.get();
@@ -232,6 +239,7 @@ impl Driver {
             current_dict,
             dict_generation,
             handle,
+            script_request_latency,
             peers,
             adverts: watch::channel(Vec::new()).0,
             status_doc: watch::channel(String::new()).0,
@@ -733,6 +741,7 @@ impl Driver {
         timeout_ms: u32,
         json: &[u8],
     ) {
+        let at = std::time::Instant::now();
         self.counters.requests_sent += 1;
         self.counters_dirty = true;
         let epoch = self.policy.epoch(slot);
@@ -740,7 +749,7 @@ impl Driver {
             Ok(a) => a,
             Err(e) => {
                 let o = Outcome::not_sent(format!("invalid request JSON: {e}"));
-                return self.deliver(slot, handle, o);
+                return self.deliver(slot, handle, o, at);
             }
         };
         let req = OutgoingRequest {
@@ -759,12 +768,13 @@ impl Driver {
                         slot,
                         epoch,
                         handle,
+                        at,
                     },
                 );
             }
             Err(e) => {
                 let o = convert::outcome(self.dict, Err(e));
-                self.deliver(slot, handle, o);
+                self.deliver(slot, handle, o, at);
             }
         }
     }
@@ -778,12 +788,12 @@ impl Driver {
             return;
         }
         let o = convert::outcome(self.dict, result);
-        self.deliver(asker.slot, asker.handle, o);
+        self.deliver(asker.slot, asker.handle, o, asker.at);
     }
 
     /// Puts an outcome in the worker's answers ring; one too large for it becomes a -3 that
-    /// says so.
-    fn deliver(&mut self, slot: SlotId, handle: u64, o: Outcome) {
+    /// says so. `at`: when the request's record was taken (the round trip is observed).
+    fn deliver(&mut self, slot: SlotId, handle: u64, o: Outcome, at: std::time::Instant) {
         self.counters_dirty = true;
         let answer = record::Answer {
             handle,
@@ -821,6 +831,7 @@ impl Driver {
             },
             Err(_) => self.counters.outcomes_dropped += 1,
         }
+        self.script_request_latency.observe(at.elapsed());
     }
 
     /// Workers are attached (someone may read the status): keep `uptime_s` fresh.
