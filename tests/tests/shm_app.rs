@@ -838,26 +838,35 @@ fn outgoing_requests_get_their_outcome_class_in_their_own_worker() {
     let big = get("toobig");
     assert_eq!(big["class"].as_i64(), Some(-3), "{big}");
     assert!(big["error"].as_str().unwrap().contains("exceeds"), "{big}");
-    // Each outcome the worker got is one observation of the bridge's originate round trip
-    // (issue 15 item 3): answered, timed out or refused before sending alike.
+    // Each request the bridge took from the worker is one observation of its originate
+    // round trip (issue 15 item 3), answered, timed out or refused alike; the status counts
+    // those requests (it is republished within a second).
     let count = |body: &str| {
         body.lines()
             .find_map(|l| l.strip_prefix("dmbridge_script_request_latency_seconds_count "))
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
+    use dmshm::worker::{Worker, WorkerConfig};
+    let mut probe =
+        Worker::attach(WorkerConfig::new(&ctl, "status-probe")).expect("probe attaches");
     let deadline = Instant::now() + WAIT;
     loop {
         let body = harness::prometheus::http_get(mport, "/metrics", WAIT)
             .map(|(_, b)| b)
             .unwrap_or_default();
-        let n = count(&body);
-        if n == Some(lines.len() as u64) {
+        let doc: serde_json::Value = probe
+            .status(Duration::from_millis(500))
+            .bridge
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default();
+        let (n, sent) = (count(&body), doc["counters"]["requests_sent"].as_u64());
+        if n.is_some_and(|n| n > 0) && n == sent {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "script_request_latency count {n:?} for {} outcomes:\n{body}",
-            lines.len()
+            "script_request_latency count {n:?}, requests taken {sent:?}:\n{body}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
