@@ -456,25 +456,26 @@ struct Attached {
     broken: Option<String>,
 }
 
-/// A worker whose requests ring holds fewer than this many of its requests (handed and not
-/// replied to) is preferred while it is awake (see [`rank`]).
+/// A worker with fewer than this many of its requests in flight (handed and not replied to)
+/// is preferred while it is awake and keeping up (see [`rank`]).
 pub const AWAKE_BACKLOG: usize = 16;
 
 /// A dispatch candidate's order, lowest first: (tier, requests in flight, round-robin
 /// position, slot).
 type Rank = (u8, usize, u32, SlotId);
 
-/// Where a request waits least (issue 15 item 3). A worker that is awake (it has not set its
-/// ring's sleep flag: it is taking records, or was just rung) with fewer than
-/// [`AWAKE_BACKLOG`] requests in flight comes first: it takes the record in its current
-/// batch, without a doorbell (two system calls here) and without a wake-up, whose
-/// scheduling delay on a busy machine is what a sleeping worker adds, even an emptier one.
-/// Otherwise (every worker asleep, or the awake ones backed up, e.g. descheduled in the
-/// middle of a batch) the least loaded, as before. Ties go round-robin from `rr`.
+/// Where a request waits least (issue 15 item 3). First a worker that is awake (it has not
+/// set its ring's sleep flag) and keeping up (it has taken every record pushed to it: not
+/// descheduled with records waiting), with fewer than [`AWAKE_BACKLOG`] requests in flight:
+/// it takes the record in its current batch, without a doorbell (two system calls here) and
+/// without a wake-up, whose scheduling delay on a busy machine is what a sleeping worker
+/// adds, even an emptier one. Otherwise (every worker asleep, rung and not yet running,
+/// descheduled with records waiting, or backed up) the least loaded, as before: a worker
+/// that stalls holds at most the records it had taken. Ties go round-robin from `rr`.
 fn rank(a: &Attached, slot: SlotId, n: u32, rr: u32) -> Rank {
     let in_flight = a.tokens.len();
-    let tier = u8::from(!(a.req_tx.consumer_awake() && in_flight < AWAKE_BACKLOG));
-    (tier, in_flight, (slot + n - rr % n) % n, slot)
+    let running = in_flight < AWAKE_BACKLOG && a.req_tx.consumer_awake() && a.req_tx.is_drained();
+    (u8::from(!running), in_flight, (slot + n - rr % n) % n, slot)
 }
 
 enum Slot {
@@ -1239,14 +1240,14 @@ impl Bridge {
     }
 
     /// Hands an incoming request to the best-placed worker serving `name`
-    /// (the command's abbreviation like `PPR`, or its code; [`rank`]: an awake one that is
-    /// not backed up, else the least loaded), falling back to
+    /// (the command's abbreviation like `PPR`, or its code; [`rank`]: an awake one that
+    /// keeps up, else the least loaded), falling back to
     /// workers serving `E_DM_REQUEST`/`*`. `req.event` and `req.token` are
     /// filled in here.
     pub fn dispatch(&mut self, name: &str, req: &IncomingRequest<'_>) -> Dispatch {
         let name = normalize(name);
         // One pass, no allocation (issue 15 item 2): the best-ranked worker serving `name`
-        // (`rank`: awake and not backed up, else least loaded), else the best-ranked
+        // (`rank`: awake and keeping up, else least loaded), else the best-ranked
         // catch-all; ties broken round-robin. Only when that one's ring
         // is full are the others tried, in the same order (`dispatch_others`).
         let mut any_attached = false;
