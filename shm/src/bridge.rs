@@ -456,28 +456,6 @@ struct Attached {
     broken: Option<String>,
 }
 
-/// A worker with fewer than this many of its requests in flight (handed and not replied to)
-/// is preferred while it is awake and keeping up (see [`rank`]).
-pub const AWAKE_BACKLOG: usize = 16;
-
-/// A dispatch candidate's order, lowest first: (tier, requests in flight, round-robin
-/// position, slot).
-type Rank = (u8, usize, u32, SlotId);
-
-/// Where a request waits least (issue 15 item 3). First a worker that is awake (it has not
-/// set its ring's sleep flag) and keeping up (it has taken every record pushed to it: not
-/// descheduled with records waiting), with fewer than [`AWAKE_BACKLOG`] requests in flight:
-/// it takes the record in its current batch, without a doorbell (two system calls here) and
-/// without a wake-up, whose scheduling delay on a busy machine is what a sleeping worker
-/// adds, even an emptier one. Otherwise (every worker asleep, rung and not yet running,
-/// descheduled with records waiting, or backed up) the least loaded, as before: a worker
-/// that stalls holds at most the records it had taken. Ties go round-robin from `rr`.
-fn rank(a: &Attached, slot: SlotId, n: u32, rr: u32) -> Rank {
-    let in_flight = a.tokens.len();
-    let running = in_flight < AWAKE_BACKLOG && a.req_tx.consumer_awake() && a.req_tx.is_drained();
-    (u8::from(!running), in_flight, (slot + n - rr % n) % n, slot)
-}
-
 enum Slot {
     Free,
     Attached(Box<Attached>),
@@ -1239,20 +1217,18 @@ impl Bridge {
         }
     }
 
-    /// Hands an incoming request to the best-placed worker serving `name`
-    /// (the command's abbreviation like `PPR`, or its code; [`rank`]: an awake one that
-    /// keeps up, else the least loaded), falling back to
+    /// Hands an incoming request to the least-loaded worker serving `name`
+    /// (the command's abbreviation like `PPR`, or its code), falling back to
     /// workers serving `E_DM_REQUEST`/`*`. `req.event` and `req.token` are
     /// filled in here.
     pub fn dispatch(&mut self, name: &str, req: &IncomingRequest<'_>) -> Dispatch {
         let name = normalize(name);
-        // One pass, no allocation (issue 15 item 2): the best-ranked worker serving `name`
-        // (`rank`: awake and keeping up, else least loaded), else the best-ranked
-        // catch-all; ties broken round-robin. Only when that one's ring
+        // One pass, no allocation (issue 15 item 2): the least-loaded worker serving `name`,
+        // else the least-loaded catch-all; ties broken round-robin. Only when that one's ring
         // is full are the others tried, in the same order (`dispatch_others`).
         let mut any_attached = false;
-        let mut specific: Option<Rank> = None;
-        let mut fallback: Option<Rank> = None;
+        let mut specific: Option<(usize, u32, SlotId)> = None;
+        let mut fallback: Option<(usize, u32, SlotId)> = None;
         let n = self.slots.len() as u32;
         for (i, s) in self.slots.iter().enumerate() {
             if let Slot::Attached(a) = s {
@@ -1260,7 +1236,8 @@ impl Bridge {
                 if a.broken.is_some() {
                     continue;
                 }
-                let key = rank(a, i as u32, n, self.rr);
+                let i = i as u32;
+                let key = (a.tokens.len(), (i + n - self.rr % n) % n, i);
                 let best = if a.handles.iter().any(|h| h == name) {
                     &mut specific
                 } else if a.catch_all {
@@ -1297,9 +1274,9 @@ impl Bridge {
             ..req.clone()
         });
         rec.encode(&mut self.enc);
-        match self.push_request(first.3, token, catch_all) {
+        match self.push_request(first.2, token, catch_all) {
             Some(d) => d,
-            None => self.dispatch_others(name, catch_all, first.3, token),
+            None => self.dispatch_others(name, catch_all, first.2, token),
         }
     }
 
@@ -1340,7 +1317,7 @@ impl Bridge {
     }
 
     /// The slow path of [`Bridge::dispatch`] (the first choice's ring was full or broken):
-    /// the other candidates of the same kind, best-ranked first.
+    /// the other candidates of the same kind, least-loaded first.
     fn dispatch_others(
         &mut self,
         name: &str,
@@ -1351,7 +1328,7 @@ impl Bridge {
         let n = self.slots.len() as u32;
         // `rr` was advanced once already: the same order as the first pass.
         let rr = self.rr.wrapping_sub(1);
-        let mut cands: Vec<Rank> = Vec::new();
+        let mut cands: Vec<(usize, u32, SlotId)> = Vec::new();
         for (i, s) in self.slots.iter().enumerate() {
             if let Slot::Attached(a) = s {
                 let i = i as u32;
@@ -1361,12 +1338,12 @@ impl Bridge {
                     a.handles.iter().any(|h| h == name)
                 };
                 if a.broken.is_none() && serves && i != tried {
-                    cands.push(rank(a, i, n, rr));
+                    cands.push((a.tokens.len(), (i + n - rr % n) % n, i));
                 }
             }
         }
         cands.sort_unstable();
-        for (_, _, _, slot) in cands {
+        for (_, _, slot) in cands {
             if let Some(d) = self.push_request(slot, token, catch_all) {
                 return d;
             }

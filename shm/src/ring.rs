@@ -318,14 +318,6 @@ impl<M: RingMem> Producer<M> {
         f.load(Relaxed) != 0 && f.swap(0, Relaxed) != 0
     }
 
-    /// Whether the consumer is awake by its own flag: it has not declared that it sleeps (it is
-    /// taking records, or runnable and about to), or it was rung since. A hint for choosing
-    /// among consumers, read without a fence: a stale answer costs a doorbell or a short wait,
-    /// never a lost wake-up (that is [`Producer::needs_wakeup`]'s job after the push).
-    pub fn consumer_awake(&self) -> bool {
-        self.mem.header().flags.0.consumer_sleeping.load(Relaxed) == 0
-    }
-
     /// After [`PushError::Full`]: asks the consumer to ring when it frees
     /// space. Returns true if `bytes` payload bytes already fit (retry now
     /// instead of waiting).
