@@ -29,8 +29,8 @@ for l in out.splitlines():
     last[tid] = state; run[pid] += ran; names[pid].add(comm)
 span = (t1 - t0) * 1000 if t0 is not None else 1
 def q(v, p): v = sorted(v); return v[min(len(v) - 1, int(p * len(v)))]
-print(f"{'process (threads)':<34} {'runs':>8} {'cores':>6} {'rq delay ms: p50':>17} {'p99':>7} {'p99.9':>7} {'max':>7} {'>1ms':>6}")
+print(f"{'process (threads)':<34} {'runs':>8} {'cores':>6} {'rq delay ms: p50':>17} {'p99':>7} {'p99.9':>7} {'max':>7} {'>1ms':>6} {'ms in them':>10}")
 for pid, v in sorted(delays.items(), key=lambda kv: -run[kv[0]])[:14]:
     if run[pid] < span * 0.01 and pid not in labels: continue
     name = labels.get(pid, "") or ",".join(sorted(names[pid]))[:20]
-    print(f"{(name + ' ' + pid)[:34]:<34} {len(v):>8} {run[pid] / span:>6.2f} {q(v, .5):>17.3f} {q(v, .99):>7.3f} {q(v, .999):>7.3f} {max(v):>7.3f} {sum(x > 1 for x in v):>6}")
+    print(f"{(name + ' ' + pid)[:34]:<34} {len(v):>8} {run[pid] / span:>6.2f} {q(v, .5):>17.3f} {q(v, .99):>7.3f} {q(v, .999):>7.3f} {max(v):>7.3f} {sum(x > 1 for x in v):>6} {sum(x for x in v if x > 1):>10.1f}")
