@@ -44,8 +44,15 @@ impl MessageWriter {
     /// A writer for AVPs alone, without a message header (see the module docs): `len`
     /// and the size limit count the AVPs only, and [`finish`](Self::finish) returns them.
     pub fn avps_only() -> MessageWriter {
+        MessageWriter::avps_only_with_capacity(256)
+    }
+
+    /// [`avps_only`](Self::avps_only) with room for `capacity` bytes from the start: a caller
+    /// that knows about how large the AVPs will be (the JSON they are read from is an upper
+    /// estimate) saves the buffer's regrowth copies (~1k instructions per Ro CCR-I).
+    pub fn avps_only_with_capacity(capacity: usize) -> MessageWriter {
         MessageWriter {
-            buf: BytesMut::with_capacity(256),
+            buf: BytesMut::with_capacity(capacity),
             start: 0,
             groups: [0; MAX_DEPTH],
             depth: 0,
