@@ -66,8 +66,10 @@ else
   echo "test.sh: include/dmbridge.h not generated yet: Kamailio module build and tests skipped" >&2
 fi
 
+# = `cargo test --workspace --release --no-fail-fast`, the test binaries two at a time (most
+# of them wait on peers and timers); each one's output whole, every failure counted.
 phase cargo-test
-cargo test --workspace --release --no-fail-fast
+scripts/test-binaries.sh
 
 # The OpenSIPS module's end-to-end test: needs a built OpenSIPS source tree in OPENSIPS_SRC
 # (OpenSIPS is not packaged by Debian); without it the script says it is skipped.
@@ -77,7 +79,8 @@ tests/opensips/run.sh
 module-glue/opensips/tests/functions.py
 
 # The shared-memory ring protocol under the loom model checker (every interleaving of the
-# publication and sleep/wake-up protocol, bounded), in its own target dir: --cfg loom changes
-# every dependency's build.
+# publication and sleep/wake-up protocol, bounded). The `loom` feature sets `cfg(loom)` for
+# dmbridge-shm alone (shm/build.rs), so the dependencies built above are reused (RUSTFLAGS
+# would rebuild every one in a target dir of its own).
 phase loom
-RUSTFLAGS="--cfg loom" cargo test -q -p dmbridge-shm --lib --release --target-dir target/loom -- loom
+cargo test -q -p dmbridge-shm --lib --release --features loom -- loom
