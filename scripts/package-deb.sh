@@ -10,6 +10,9 @@
 # Dependencies are computed by dpkg-shlibdeps from the binaries.
 #
 # usage: scripts/package-deb.sh [OUTDIR=target/debian]
+#   DMB_DEB_XZ_LEVEL=0..9 (default 6, dpkg-deb's): the xz level of the packages. The packages
+#   test (tests/tests/ops_packages.rs) uses 0: the same xz format and dpkg code path for a
+#   sixth of the CPU (about 3 s instead of 20 s for the stripped bridge and library).
 # Builds what it packages (cargo release build, make -C module-glue/kamailio into OUTDIR).
 # Prints the paths of the two packages, one a line.
 set -euo pipefail
@@ -67,7 +70,7 @@ Homepage: https://github.com/dmbridge/dmbridge
 Description: $desc
 CTRL
   find "$stage" -path "$stage/DEBIAN" -prune -o -type f -print0 | xargs -0 chmod go-w
-  dpkg-deb --root-owner-group -Zxz --build "$stage" "$out/${pkg}_${debver}_${arch}.deb" >/dev/null
+  dpkg-deb --root-owner-group -Zxz -z"${DMB_DEB_XZ_LEVEL:-6}" --build "$stage" "$out/${pkg}_${debver}_${arch}.deb" >/dev/null
   echo "$out/${pkg}_${debver}_${arch}.deb"
 }
 
