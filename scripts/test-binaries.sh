@@ -71,6 +71,28 @@ if [ $# -gt 0 ]; then
   mv "$work/picked.tsv" "$work/all.tsv"
 fi
 
+# The end-to-end tests run the `dmbridge` binary this build just made (DMBRIDGE_BIN, as
+# tests/README.md documents), instead of each test process running `cargo build -p
+# dmbridge-bridge --bin dmbridge` to find it: on this machine such a nested build relinked
+# the LTO binary inside the first test that asked for it (origin_state: 112 s of CPU, 253 s
+# wall at load 8), and two lanes would both wait on cargo's lock.
+if [ -z "${DMBRIDGE_BIN:-}" ]; then
+  DMBRIDGE_BIN=$(python3 - "$work/build.json" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    if line.startswith("{"):
+        m = json.loads(line)
+        if (m.get("reason") == "compiler-artifact" and m.get("executable")
+                and m["target"]["kind"] == ["bin"] and m["target"]["name"] == "dmbridge"
+                and not m["profile"]["test"]):
+            print(m["executable"])
+            break
+PY
+)
+  [ -x "$DMBRIDGE_BIN" ] || { echo "test-binaries: cargo built no dmbridge binary" >&2; exit 2; }
+  export DMBRIDGE_BIN
+fi
+
 # The order: SLOW_FIRST, then the rest as cargo lists them; SERIAL apart.
 in_list() { local x=$1; shift; local y; for y in "$@"; do [ "$x" = "$y" ] && return 0; done; return 1; }
 : > "$work/parallel.tsv"; : > "$work/serial.tsv"

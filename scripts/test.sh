@@ -79,8 +79,7 @@ tests/opensips/run.sh
 module-glue/opensips/tests/functions.py
 
 # The shared-memory ring protocol under the loom model checker (every interleaving of the
-# publication and sleep/wake-up protocol, bounded). The `loom` feature sets `cfg(loom)` for
-# dmbridge-shm alone (shm/build.rs), so the dependencies built above are reused (RUSTFLAGS
-# would rebuild every one in a target dir of its own).
+# publication and sleep/wake-up protocol, bounded), in its own target dir: --cfg loom changes
+# every dependency's build.
 phase loom
-cargo test -q -p dmbridge-shm --lib --release --features loom -- loom
+RUSTFLAGS="--cfg loom" cargo test -q -p dmbridge-shm --lib --release --target-dir target/loom -- loom
