@@ -120,6 +120,7 @@ run_one() {
   (
     cd "$root"
     CARGO_MANIFEST_DIR=$root CARGO_PKG_NAME=$pkg CARGO_PKG_VERSION=$ver CARGO_CRATE_NAME=$name \
+      LD_LIBRARY_PATH=$(dirname "$exe"):$(dirname "$(dirname "$exe")"):$libpath \
       "$exe"
   ) > "$out" 2>&1 || rc=$?
   t1=$EPOCHREALTIME
@@ -135,8 +136,11 @@ run_one() {
   [ "$rc" = 0 ] || echo "$name ($exe): exit $rc" >> "$work/failed"
   return 0
 }
+# The library path cargo gives a test: its deps and profile directories (prepended above), the
+# toolchain's libraries, then the caller's.
+libpath="$(rustc --print sysroot)/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export -f run_one children_cpu
-export work top
+export work top libpath
 
 tr '\n' '\0' < "$work/parallel.tsv" \
   | xargs -0 -r -P "$jobs" -I{} bash -c 'IFS=$'"'"'\t'"'"' read -r -a f <<< "$1"; run_one "${f[@]}"' _ {}
