@@ -95,6 +95,19 @@
 #define DMB_ANSWER_NOT_SENT -3
 
 /**
+ * The default of `dmb_set_sync_spin()` (and of the modules' `sync_spin_us`), in microseconds.
+ * (The same number as `dmshm::worker::DEFAULT_SYNC_SPIN_US`, written out for cbindgen; a
+ * unit test keeps the two equal.)
+ */
+#define DMB_DEFAULT_SYNC_SPIN_US 0
+
+/**
+ * The largest bound `dmb_set_sync_spin()` takes: 10 ms (a poll longer than a few round trips
+ * only burns the core).
+ */
+#define DMB_MAX_SYNC_SPIN_US 10000
+
+/**
  * The outcome of an outgoing request (opaque); free with
  * `dmb_answer_free()`.
  */
@@ -190,6 +203,19 @@ int dmb_is_attached(const dmb_worker *w);
  * `names` points at `n` NUL-terminated strings (or is NULL with n == 0).
  */
 int dmb_set_handled(dmb_worker *w, const char *const *names, size_t n);
+
+/**
+ * How long, in microseconds, `dmb_send_request()` polls for its answer before it sleeps on
+ * the bridge's doorbell (0: never poll). The poll is adaptive: it runs only while the recent
+ * round trips of this worker were shorter than the bound and the request is its only one in
+ * flight, so a loaded SIP server sleeps at once (BENCHMARKS.md "Session 10: the sync round
+ * trip" measures the default, `DMB_DEFAULT_SYNC_SPIN_US`). Kept across re-attaches. Returns
+ * `DMB_OK` or `DMB_E_INVAL` (NULL worker, or more than `DMB_MAX_SYNC_SPIN_US`).
+ *
+ * # Safety
+ * `w` is NULL or a live worker.
+ */
+int dmb_set_sync_spin(dmb_worker *w, uint32_t us);
 
 /**
  * Takes the next incoming request without blocking. Returns 1 and sets

@@ -573,6 +573,41 @@ pub unsafe extern "C" fn dmb_set_handled(
     })
 }
 
+/// How long, in microseconds, `dmb_send_request()` polls for its answer before it sleeps on
+/// the bridge's doorbell (0: never poll). The poll is adaptive: it runs only while the recent
+/// round trips of this worker were shorter than the bound and the request is its only one in
+/// flight, so a loaded SIP server sleeps at once (BENCHMARKS.md "Session 10: the sync round
+/// trip" measures the default, `DMB_DEFAULT_SYNC_SPIN_US`). Kept across re-attaches. Returns
+/// `DMB_OK` or `DMB_E_INVAL` (NULL worker, or more than `DMB_MAX_SYNC_SPIN_US`).
+///
+/// # Safety
+/// `w` is NULL or a live worker.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_set_sync_spin(w: *mut dmb_worker, us: u32) -> c_int {
+    guard(DMB_E_PANIC, || {
+        // SAFETY: w is NULL or live per the contract.
+        let w = match unsafe { worker(w) } {
+            Ok(w) => w,
+            Err(c) => return c,
+        };
+        if us > DMB_MAX_SYNC_SPIN_US {
+            return invalid(format!(
+                "sync spin of {us} us, at most {DMB_MAX_SYNC_SPIN_US}"
+            ));
+        }
+        w.set_sync_spin(std::time::Duration::from_micros(u64::from(us)));
+        DMB_OK
+    })
+}
+
+/// The default of `dmb_set_sync_spin()` (and of the modules' `sync_spin_us`), in microseconds.
+/// (The same number as `dmshm::worker::DEFAULT_SYNC_SPIN_US`, written out for cbindgen; a
+/// unit test keeps the two equal.)
+pub const DMB_DEFAULT_SYNC_SPIN_US: u32 = 1000;
+/// The largest bound `dmb_set_sync_spin()` takes: 10 ms (a poll longer than a few round trips
+/// only burns the core).
+pub const DMB_MAX_SYNC_SPIN_US: u32 = 10_000;
+
 /// Takes the next incoming request without blocking. Returns 1 and sets
 /// `*out` (free it with `dmb_request_free()`), 0 when there is none, or a
 /// negative code (`*out` NULL; for a damaged record, later calls may still
@@ -1343,6 +1378,30 @@ mod tests {
                 .to_str()
                 .unwrap()
                 .starts_with("libdmbridge "));
+        }
+    }
+
+    #[test]
+    fn sync_spin_is_bounded_and_its_default_is_the_library_s() {
+        assert_eq!(
+            u64::from(DMB_DEFAULT_SYNC_SPIN_US),
+            dmshm::worker::DEFAULT_SYNC_SPIN_US
+        );
+        let dir = std::env::temp_dir().join(format!("dmb-spin-{}.sock", std::process::id()));
+        let path = CString::new(dir.to_str().unwrap()).unwrap();
+        // SAFETY: valid strings and out pointer; the worker is detached at the end.
+        unsafe {
+            assert_eq!(dmb_set_sync_spin(std::ptr::null_mut(), 10), DMB_E_INVAL);
+            let mut w: *mut dmb_worker = std::ptr::null_mut();
+            // No bridge listens there: a detached worker (0), which takes settings all the same.
+            assert_eq!(dmb_attach(path.as_ptr(), c"spin".as_ptr(), &mut w), 0);
+            assert!(!w.is_null());
+            assert_eq!(dmb_set_sync_spin(w, DMB_MAX_SYNC_SPIN_US + 1), DMB_E_INVAL);
+            let msg = CStr::from_ptr(dmb_last_error()).to_str().unwrap();
+            assert!(msg.contains("at most 10000"), "{msg}");
+            assert_eq!(dmb_set_sync_spin(w, 0), DMB_OK);
+            assert_eq!(dmb_set_sync_spin(w, DMB_MAX_SYNC_SPIN_US), DMB_OK);
+            dmb_detach(w);
         }
     }
 

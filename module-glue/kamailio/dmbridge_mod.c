@@ -70,6 +70,7 @@ static param_export_t params[] = {
 	{"auto_reply_code",    PARAM_INT,    &dmk_cfg.auto_reply_code},
 	{"reconnect_interval", PARAM_INT,    &dmk_cfg.reconnect_interval},
 	{"event_callback",     PARAM_STR,    &dmk_cfg.event_callback},
+	{"sync_spin_us",       PARAM_INT,    &dmk_cfg.sync_spin_us},
 	{0, 0, 0}
 };
 
@@ -173,6 +174,10 @@ static int mod_init(void)
 
 	if(dmk_cfg.workers < 0) {
 		LM_ERR("workers must be >= 0\n");
+		return -1;
+	}
+	if(dmk_cfg.sync_spin_us < 0 || dmk_cfg.sync_spin_us > DMB_MAX_SYNC_SPIN_US) {
+		LM_ERR("sync_spin_us must be 0..%d (us)\n", DMB_MAX_SYNC_SPIN_US);
 		return -1;
 	}
 	if(dmk_cfg.request_timeout <= 0) {

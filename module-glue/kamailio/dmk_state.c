@@ -18,6 +18,7 @@ dmk_cfg_t dmk_cfg = {
 	.request_timeout = 5000,
 	.auto_reply_code = 5012,
 	.reconnect_interval = 1000,
+	.sync_spin_us = DMB_DEFAULT_SYNC_SPIN_US,
 	.event_callback = STR_NULL,
 };
 
@@ -125,6 +126,9 @@ int dmk_attach(const char *role)
 		return -1;
 	}
 	dmg_attach_ok(&_dmk_pacer);
+	/* the sync wait's poll bound (checked in mod_init) */
+	if(dmb_set_sync_spin(_dmk_w, (uint32_t)dmk_cfg.sync_spin_us) < 0)
+		LM_ERR("setting sync_spin_us: %s\n", dmb_last_error());
 	/* only module workers take requests; everyone else declares none */
 	if(_dmk_worker_idx >= 0)
 		rc = dmb_set_handled(_dmk_w, _dmk_handled, _dmk_handled_n);

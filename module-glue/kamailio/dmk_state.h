@@ -35,6 +35,7 @@ typedef struct dmk_cfg {
 	int request_timeout;    /* ms */
 	int auto_reply_code;    /* answer for requests the script leaves unanswered; 0: none */
 	int reconnect_interval; /* ms between attach attempts of a process */
+	int sync_spin_us;       /* dm_send_request polls for its answer this long (adaptive) */
 	str event_callback;     /* KEMI: the function that gets every incoming request */
 } dmk_cfg_t;
 extern dmk_cfg_t dmk_cfg;

@@ -84,6 +84,7 @@ static const param_export_t params[] = {
 	{"auto_reply_code",   INT_PARAM, &dmo_cfg.auto_reply_code},
 	{"dict_file",         STR_PARAM, &dmo_dict_file},
 	{"max_json_log_size", INT_PARAM, &dmo_cfg.max_json_log_size},
+	{"sync_spin_us",      INT_PARAM, &dmo_cfg.sync_spin_us},
 	/* aaa_diameter's parameters, so its scripts only change loadmodule */
 	{"answer_timeout",    INT_PARAM, &dmo_cfg.request_timeout},
 	{"aaa_url",           STR_PARAM, &dmo_aaa_url},
@@ -312,6 +313,10 @@ static int mod_init(void)
 	const char **handled = NULL;
 	size_t nhandled = 0;
 
+	if(dmo_cfg.sync_spin_us < 0 || dmo_cfg.sync_spin_us > DMB_MAX_SYNC_SPIN_US) {
+		LM_ERR("sync_spin_us must be 0..%d (us)\n", DMB_MAX_SYNC_SPIN_US);
+		return -1;
+	}
 	if(dmo_cfg.request_timeout <= 0) {
 		LM_ERR("request_timeout (answer_timeout) must be > 0 ms\n");
 		return -1;

@@ -20,6 +20,7 @@ dmo_cfg_t dmo_cfg = {
 	.request_timeout = 2000,
 	.auto_reply_code = 5012,
 	.max_json_log_size = 512,
+	.sync_spin_us = DMB_DEFAULT_SYNC_SPIN_US,
 };
 
 /* shared by all processes, set in mod_init */
@@ -91,6 +92,9 @@ int dmo_attach(const char *role)
 		return -1;
 	}
 	dmg_attach_ok(&_dmo_pacer);
+	/* the sync wait's poll bound (checked in mod_init) */
+	if(dmb_set_sync_spin(_dmo_w, (uint32_t)dmo_cfg.sync_spin_us) < 0)
+		LM_ERR("setting sync_spin_us: %s\n", dmb_last_error());
 	if(rc == 0 && !_dmo_unreachable_logged) {
 		/* the worker exists and attaches by itself when the bridge comes up */
 		LM_WARN("bridge at %s not reachable yet (%s): Diameter calls fail with -3 until it"

@@ -48,6 +48,7 @@ typedef struct dmo_cfg {
 	int request_timeout;   /* ms, aaa_diameter's answer_timeout default */
 	int auto_reply_code;   /* answer for requests the script leaves unanswered; 0: none */
 	int max_json_log_size; /* characters of bad JSON quoted in a log line */
+	int sync_spin_us;      /* dm_send_request polls for its answer this long (adaptive) */
 } dmo_cfg_t;
 extern dmo_cfg_t dmo_cfg;
 

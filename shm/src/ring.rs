@@ -454,6 +454,22 @@ impl<M: RingMem> Consumer<M> {
         }
     }
 
+    /// Withdraws a sleep declared by [`prepare_sleep`](Self::prepare_sleep) (or left armed by
+    /// an earlier one) while the consumer stays awake and polls the ring itself: the worker's
+    /// bounded spin in a sync wait, so the producer skips the doorbell of an answer the
+    /// spinner is about to see. Safe at any time: the consumer blocks only after a later
+    /// `prepare_sleep`, whose flag store, fence and re-check come after this store; a
+    /// producer that still saw the old flag rings once more, and the worker reads that
+    /// doorbell as a no-op (checked by `loom_no_lost_wakeup_after_spin`).
+    pub fn cancel_sleep(&mut self) {
+        self.mem
+            .header()
+            .flags
+            .0
+            .consumer_sleeping
+            .store(0, Relaxed);
+    }
+
     /// After popping: true if the producer is waiting for space and must be
     /// told (the flag is cleared, so exactly one doorbell is sent).
     pub fn space_wakeup_needed(&self) -> bool {
@@ -790,6 +806,42 @@ mod loom_tests {
             }
             // Either way the record is there to be read.
             if !got_before {
+                assert!(c.pop_into(&mut buf).unwrap());
+            }
+        });
+    }
+
+    /// No lost wake-up when the consumer spins first (the worker's sync wait): its sleep flag
+    /// was left armed by an earlier wait, it withdraws it, polls once, and only then declares
+    /// the sleep again; whatever the interleaving with a producer that publishes and checks
+    /// the flag, a consumer that blocks was rung, and the record is there to be read.
+    #[test]
+    fn loom_no_lost_wakeup_after_spin() {
+        model(|| {
+            let r = HeapRing::new(16);
+            let mut p = Producer::new(r.clone(), 8);
+            let mut c = Consumer::new(r, 8);
+            assert!(c.prepare_sleep(), "armed by an earlier wait");
+            let rang = Arc::new(AtomicBool::new(false));
+            let rang2 = rang.clone();
+            let t = loom::thread::spawn(move || {
+                p.push(&[b"x"]).unwrap();
+                if p.needs_wakeup() {
+                    rang2.store(true, SeqCst);
+                }
+            });
+            c.cancel_sleep();
+            let mut buf = Vec::new();
+            let spun = c.pop_into(&mut buf).unwrap();
+            let sleeps = !spun && c.prepare_sleep();
+            t.join().unwrap();
+            if sleeps {
+                assert!(
+                    rang.load(SeqCst),
+                    "consumer slept after its spin but nobody rang"
+                );
+            }
+            if !spun {
                 assert!(c.pop_into(&mut buf).unwrap());
             }
         });

@@ -78,7 +78,23 @@ pub struct WorkerConfig {
     pub default_timeout_ms: u32,
     /// Most outgoing requests in flight.
     pub max_in_flight: usize,
+    /// Longest the sync wait ([`Worker::send_request`]) polls the answers ring before it
+    /// sleeps on the doorbell; zero: never poll, always sleep. Adaptive ([`SpinPolicy`]):
+    /// it polls only while the recent round trips were shorter than this bound and this is
+    /// the only request in flight, so a loaded worker (long round trips) sleeps at once and
+    /// leaves the core to the bridge, the peer and the other workers.
+    pub sync_spin: Duration,
+    /// Poll (up to `sync_spin`) whatever the machine's load: no look at the runnable count
+    /// and no stop when a `sched_yield` gave the core away. For tests, whose result must not
+    /// depend on what else runs, and for a box whose cores are reserved for the SIP server.
+    pub sync_spin_ignores_load: bool,
 }
+
+/// The default [`WorkerConfig::sync_spin`], chosen by measurement (BENCHMARKS.md "Session 10:
+/// the sync round trip").
+pub const DEFAULT_SYNC_SPIN: Duration = Duration::from_micros(DEFAULT_SYNC_SPIN_US);
+/// [`DEFAULT_SYNC_SPIN`] in microseconds (the modules' `sync_spin_us` default).
+pub const DEFAULT_SYNC_SPIN_US: u64 = 1000;
 
 impl WorkerConfig {
     /// Sensible defaults for `path` and `name`.
@@ -93,6 +109,8 @@ impl WorkerConfig {
             grace: Duration::from_millis(2000),
             default_timeout_ms: 5000,
             max_in_flight: 4096,
+            sync_spin: DEFAULT_SYNC_SPIN,
+            sync_spin_ignores_load: false,
         }
     }
 }
@@ -204,6 +222,13 @@ struct Link {
     max_msg: u32,
 }
 
+/// Ring polls between two clock reads (and `sched_yield`s) of the sync wait's spin: a poll is
+/// one load of the ring's tail, the clock read is a vDSO call.
+const SPIN_POLLS: u32 = 64;
+/// A `sched_yield` that took this long let another process run on this core: the sync wait's
+/// poll stops and backs off (a yield with nothing else to run returns in about a microsecond).
+const CONTENDED_YIELD: Duration = Duration::from_micros(20);
+
 const TAG_CONN: u64 = 1;
 const TAG_EVENT: u64 = 2;
 const TAG_TIMER: u64 = 3;
@@ -239,6 +264,152 @@ pub struct Worker {
     buf: Vec<u8>,
     enc: Vec<u8>,
     ctl: Vec<u8>,
+    spin: SpinPolicy,
+}
+
+/// When the sync wait polls the answers ring before sleeping, and what it got.
+///
+/// Sleeping on the doorbell costs the bridge a `sendmsg` and this process a wake-up from
+/// `poll`, which on a virtual machine whose vCPU halted while idle is the slow part of the
+/// hand-back (BENCHMARKS.md "Session 9: the sync round trip"). Polling the ring instead pays
+/// only when the answer comes within the bound, and costs a core while it polls: so the
+/// policy polls only when the moving average of the recent round trips (every sync call
+/// feeds it, polled or slept) is within the bound, and only for the single request of a
+/// blocked worker. Under load the round trips grow past the bound and the worker sleeps at
+/// once; when the load goes, the short round trips bring the poll back by themselves.
+#[derive(Debug, Default)]
+pub struct SpinPolicy {
+    bound: Duration,
+    /// Moving average of the recent sync round trips in ns (weight 1/8 for the newest).
+    recent_ns: u64,
+    stats: SpinStats,
+    /// Whether the machine had a core to spare at the last look ([`Runnable`]).
+    runnable: Runnable,
+    /// [`WorkerConfig::sync_spin_ignores_load`].
+    ignore_load: bool,
+}
+
+/// Whether this machine has more runnable processes than cores: the 4th field of
+/// `/proc/loadavg` ("running/total", the kernel's count of runnable tasks now, this one
+/// included), read at most every [`RUNNABLE_EVERY`] with one `pread` of a descriptor kept
+/// open. A SIP server with more busy workers than cores (a closed loop of 4 workers on 2
+/// cores) must not poll: each poll then takes a core from the bridge, the peer or another
+/// worker, and the answer comes later, not sooner (measured: BENCHMARKS.md "Session 10").
+#[derive(Debug, Default)]
+struct Runnable {
+    file: Option<std::fs::File>,
+    cores: usize,
+    checked: Option<Instant>,
+    spare: bool,
+}
+
+/// How often [`Runnable`] looks at `/proc/loadavg` (a `pread` of about a microsecond).
+const RUNNABLE_EVERY: Duration = Duration::from_millis(1);
+
+impl Runnable {
+    fn new() -> Runnable {
+        Runnable {
+            file: std::fs::File::open("/proc/loadavg").ok(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            checked: None,
+            spare: false,
+        }
+    }
+
+    /// True when, at the last look (at most `RUNNABLE_EVERY` ago), no more processes were
+    /// runnable than there are cores. Unreadable: false (never poll).
+    fn spare_core(&mut self, now: Instant) -> bool {
+        if self
+            .checked
+            .is_some_and(|t| now.saturating_duration_since(t) < RUNNABLE_EVERY)
+        {
+            return self.spare;
+        }
+        self.checked = Some(now);
+        self.spare = self.read().is_some_and(|running| running <= self.cores);
+        self.spare
+    }
+
+    fn read(&self) -> Option<usize> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 128];
+        let n = self.file.as_ref()?.read_at(&mut buf, 0).ok()?;
+        parse_running(buf.get(..n)?)
+    }
+}
+
+/// "0.18 0.99 1.62 2/345 12345" -> 2.
+fn parse_running(loadavg: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(loadavg).ok()?;
+    let field = text.split_ascii_whitespace().nth(3)?;
+    field.split('/').next()?.parse().ok()
+}
+
+/// Counters of [`SpinPolicy`]: how often the sync wait polled and whether it paid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpinStats {
+    /// The answer came while polling (no doorbell, no wake-up).
+    pub caught: u64,
+    /// The bound ran out and the wait went to sleep on the doorbell.
+    pub missed: u64,
+    /// Not polled: the bound is zero, the recent round trips were longer, or other requests
+    /// were in flight.
+    pub skipped: u64,
+    /// Stopped because another process needed the core (a `sched_yield` gave it away).
+    pub contended: u64,
+    /// Not polled: more processes were runnable than there are cores.
+    pub busy: u64,
+}
+
+impl SpinPolicy {
+    fn new(bound: Duration, ignore_load: bool) -> SpinPolicy {
+        SpinPolicy {
+            bound,
+            runnable: Runnable::new(),
+            ignore_load,
+            ..SpinPolicy::default()
+        }
+    }
+
+    /// Whether the round trips allow a poll for the answer of a sync request, `in_flight`
+    /// counting it (the machine's load is asked separately: [`SpinPolicy::decide`]).
+    fn wants(&self, in_flight: usize) -> bool {
+        !self.bound.is_zero() && in_flight == 1 && self.recent_ns <= self.bound.as_nanos() as u64
+    }
+
+    /// [`SpinPolicy::wants`] and a core to spare; counts the calls it says no to.
+    fn decide(&mut self, in_flight: usize, now: Instant) -> bool {
+        if !self.wants(in_flight) {
+            self.stats.skipped += 1;
+            return false;
+        }
+        if !self.ignore_load && !self.runnable.spare_core(now) {
+            self.stats.busy += 1;
+            return false;
+        }
+        true
+    }
+
+    /// The cores are busy: the average jumps to its clamp (twice the bound), so polling
+    /// resumes only after about six round trips shorter than the bound.
+    fn back_off(&mut self) {
+        self.recent_ns = self.recent_ns.max(self.cap_ns());
+    }
+
+    fn cap_ns(&self) -> u64 {
+        u64::try_from(self.bound.as_nanos()).unwrap_or(u64::MAX / 2) * 2
+    }
+
+    /// Feeds one round trip into the moving average, clamped at twice the bound: one
+    /// outlier (a peer's hiccup, a preempted bridge) then stops the poll for a call or two,
+    /// not for dozens, while round trips that are all longer than the bound still take the
+    /// average past it within a few calls.
+    fn record(&mut self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos())
+            .unwrap_or(u64::MAX)
+            .min(self.cap_ns());
+        self.recent_ns = self.recent_ns - self.recent_ns / 8 + ns / 8;
+    }
 }
 
 fn sys_fd(rc: libc::c_int, what: &str) -> Result<OwnedFd> {
@@ -293,6 +464,7 @@ impl Worker {
         )?;
         epoll_ctl(&epoll, libc::EPOLL_CTL_ADD, efd.as_raw_fd(), TAG_EVENT)?;
         epoll_ctl(&epoll, libc::EPOLL_CTL_ADD, tfd.as_raw_fd(), TAG_TIMER)?;
+        let (cfg_spin, cfg_ignore) = (cfg.sync_spin, cfg.sync_spin_ignores_load);
         let stats = WorkerStatus {
             name: cfg.name.clone(),
             pid: std::process::id(),
@@ -323,6 +495,7 @@ impl Worker {
             buf: Vec::new(),
             enc: Vec::new(),
             ctl: vec![0; MAX_CONTROL_MSG],
+            spin: SpinPolicy::new(cfg_spin, cfg_ignore),
         };
         match w.connect() {
             Ok(()) => {}
@@ -1044,12 +1217,74 @@ impl Worker {
         timeout_ms: u32,
     ) -> Completion {
         self.service();
+        let t0 = Instant::now();
         let c = match self.start(app_id, cmd_code, avps_json, timeout_ms) {
-            Ok(handle) => self.wait_for(handle),
+            Ok(handle) => {
+                if self.spin.decide(self.in_flight.len(), t0) {
+                    self.spin_for_answer(t0);
+                }
+                let c = self.wait_for(handle);
+                self.spin.record(t0.elapsed());
+                c
+            }
             Err(e) => Completion::not_sent(0, e.to_string()),
         };
         self.arm();
         c
+    }
+
+    /// Polls the answers ring until a record is there or `sync_spin` since `t0` ran out; the
+    /// caller's [`Worker::wait_for`] then takes the answer, or sleeps as without the poll.
+    ///
+    /// The ring's sleep flag, left armed by the last wait, is withdrawn first, so the bridge
+    /// publishes the answer without a doorbell while we poll; `wait_for` arms it again (flag,
+    /// fence, re-check: [`Consumer::prepare_sleep`]) before it blocks, so no wake-up is lost
+    /// (the loom model `loom_no_lost_wakeup_after_spin`). `sched_yield` between polls lets a
+    /// process that became runnable on this core (the bridge, the peer) run first.
+    fn spin_for_answer(&mut self, t0: Instant) {
+        let Some(link) = &mut self.link else { return };
+        link.ans_rx.cancel_sleep();
+        let until = t0 + self.spin.bound;
+        let mut before_yield: Option<Instant> = None;
+        loop {
+            for _ in 0..SPIN_POLLS {
+                if !link.ans_rx.is_empty() {
+                    self.spin.stats.caught += 1;
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+            let now = Instant::now();
+            let gave_away =
+                before_yield.is_some_and(|b| now.saturating_duration_since(b) >= CONTENDED_YIELD);
+            if gave_away && !self.spin.ignore_load {
+                // Another process ran on this core while we yielded: the cores are busy (more
+                // runnable processes than cores), and polling takes time from the bridge and
+                // the peer that produce the answer. Sleep now, and poll again only after
+                // short round trips brought the average back under the bound.
+                self.spin.stats.contended += 1;
+                self.spin.back_off();
+                return;
+            }
+            if now >= until {
+                self.spin.stats.missed += 1;
+                return;
+            }
+            std::thread::yield_now();
+            before_yield = Some(Instant::now());
+        }
+    }
+
+    /// Changes [`WorkerConfig::sync_spin`] (the modules set it from their parameter after
+    /// attaching); the moving average of the round trips is kept.
+    pub fn set_sync_spin(&mut self, bound: Duration) {
+        self.cfg.sync_spin = bound;
+        self.spin.bound = bound;
+    }
+
+    /// What the sync wait's poll did so far ([`WorkerConfig::sync_spin`]).
+    pub fn spin_stats(&self) -> SpinStats {
+        self.spin.stats
     }
 
     fn wait_for(&mut self, handle: u64) -> Completion {
@@ -1120,5 +1355,50 @@ impl Worker {
         s.bridge = self.status_reply.take();
         self.arm();
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_running, SpinPolicy};
+    use std::time::Duration;
+
+    #[test]
+    fn runnable_count_from_loadavg() {
+        assert_eq!(parse_running(b"0.18 0.99 1.62 2/345 12345\n"), Some(2));
+        assert_eq!(parse_running(b"7.35 7.32 5.10 13/1024 99"), Some(13));
+        assert_eq!(parse_running(b"0.18 0.99"), None);
+        assert_eq!(parse_running(b"a b c x/1 2"), None);
+    }
+
+    #[test]
+    fn spin_policy_polls_only_for_a_lone_request_after_short_round_trips() {
+        let off = SpinPolicy::new(Duration::ZERO, false);
+        assert!(!off.wants(1), "a zero bound never polls");
+        let mut p = SpinPolicy::new(Duration::from_micros(100), false);
+        assert!(p.wants(1), "nothing measured yet: poll");
+        assert!(!p.wants(2), "other requests in flight: sleep at once");
+        for _ in 0..8 {
+            p.record(Duration::from_millis(5));
+        }
+        assert!(!p.wants(1), "long round trips put the average past 100 us");
+        // Short round trips bring the poll back (the average decays by 7/8 per call).
+        let mut calls = 0;
+        while !p.wants(1) {
+            p.record(Duration::from_micros(40));
+            calls += 1;
+            assert!(calls < 100, "the average never came back under the bound");
+        }
+        assert!(
+            calls > 1,
+            "one short round trip does not outvote a long one"
+        );
+        p.back_off();
+        assert!(!p.wants(1), "a contended core stops the poll");
+        p.record(Duration::from_micros(40));
+        assert!(
+            !p.wants(1),
+            "and one short round trip does not bring it back"
+        );
     }
 }

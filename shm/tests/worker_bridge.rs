@@ -748,3 +748,63 @@ fn worker_waiting_is_rung_for_answers_only() {
     let c = w.next_answer().expect("the answer");
     assert_eq!((c.handle, c.result_code), (handle, 2001));
 }
+
+#[test]
+fn sync_spin_catches_answers_honours_its_bound_and_backs_off() {
+    // The sync wait polls the answers ring for up to `sync_spin` (issue 15 item 1). Against
+    // the reference bridge, which answers at once, the poll takes the answers.
+    let bc = cfg("sync-spin");
+    let h = EchoBridge::spawn(bc.clone()).unwrap();
+    let mut wc = wcfg(&bc, "w");
+    wc.sync_spin = Duration::from_millis(10);
+    wc.grace = Duration::from_secs(20);
+    // Whatever else runs on the machine (the load check is unit-tested in worker.rs).
+    wc.sync_spin_ignores_load = true;
+    let mut w = Worker::attach(wc).unwrap();
+    assert!(w.is_attached());
+    for i in 0..20 {
+        let json = format!("[{{\"Session-Id\":\"s{i}\"}}]");
+        let c = w.send_request(4, 272, json.as_bytes(), 1000);
+        assert_eq!(
+            (c.class, c.avps_json.as_str()),
+            (class::SUCCESS, json.as_str())
+        );
+    }
+    let s = w.spin_stats();
+    assert_eq!(s.caught + s.missed + s.skipped, 20, "{s:?}");
+    assert!(s.caught > 0, "no answer was taken by polling: {s:?}");
+
+    // Requests the bridge holds for 60 ms outlast a 20 ms poll: it gives up at its bound and
+    // the wait sleeps on the doorbell, which must come. Without it the wait would sleep
+    // through the library's 20 s grace (and then find the answer in the ring): the call
+    // returning well before that is the doorbell. Such round trips take the moving average
+    // past the bound: the poll stops by itself.
+    w.set_sync_spin(Duration::from_millis(20));
+    let before = w.spin_stats();
+    for i in 0..8 {
+        let t = Instant::now();
+        let c = w.send_request(4, CMD_NEVER_ANSWER, b"[]", 60);
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the answer's doorbell was lost after the poll"
+        );
+        assert_eq!(c.class, class::TIMEOUT);
+        if i == 0 {
+            assert_eq!(
+                w.spin_stats().missed,
+                before.missed + 1,
+                "{:?}",
+                w.spin_stats()
+            );
+        }
+    }
+    let s = w.spin_stats();
+    let c = w.send_request(4, 272, b"[]", 1000);
+    assert_eq!(c.class, class::SUCCESS);
+    assert_eq!(
+        w.spin_stats().skipped,
+        s.skipped + 1,
+        "polled after long round trips"
+    );
+    h.stop();
+}
