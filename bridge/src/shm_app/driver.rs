@@ -73,6 +73,72 @@ struct Asker {
     handle: u64,
     /// When the driver took the worker's request record (for `script_request_latency`).
     at: std::time::Instant,
+    /// When it went to the node (the round trip feeds [`BusyPoll`]).
+    sent: Instant,
+}
+
+/// The driver's poll for a peer's answer (`[app] busy_poll_us`).
+///
+/// A worker blocked in `dm_send_request` waits for the one request it sent; if the driver
+/// sleeps in epoll meanwhile, the peer's answer first has to wake this thread, which on a
+/// virtual machine whose vCPU halted while idle is one of the slow hops of the sync round
+/// trip (BENCHMARKS.md "Session 9: the sync round trip"). While polling, the driver yields to
+/// the runtime instead of sleeping: tokio then polls its I/O driver without blocking
+/// (`epoll_wait` with a zero timeout) and runs the connection's reader as soon as the answer
+/// is there. It polls only when it pays: one request in flight (a blocked worker's, not a
+/// loaded bridge's, which has other work anyway), and the recent round trips (moving
+/// average, every answer feeds it) no longer than the bound, so a slow peer or a loaded box
+/// turns it off by itself.
+struct BusyPoll {
+    bound: Duration,
+    /// Moving average of the recent request -> outcome times in ns (weight 1/8 for the newest).
+    recent_ns: u64,
+    /// Polling until then.
+    until: Option<Instant>,
+}
+
+impl BusyPoll {
+    fn new(bound: Duration) -> BusyPoll {
+        BusyPoll {
+            bound,
+            recent_ns: 0,
+            until: None,
+        }
+    }
+
+    /// A request went out with `in_flight` requests (itself included) waiting: poll?
+    fn start(&mut self, now: Instant, in_flight: usize) -> bool {
+        let go = !self.bound.is_zero()
+            && in_flight == 1
+            && self.recent_ns <= u64::try_from(self.bound.as_nanos()).unwrap_or(u64::MAX);
+        self.until = go.then(|| now + self.bound);
+        go
+    }
+
+    /// An outcome came at `now` for a request sent at `sent`; returns whether the driver was
+    /// still polling for it.
+    /// The round trip feeds the moving average clamped at twice the bound (as the worker's
+    /// `SpinPolicy` does: one outlier does not stop the poll for long).
+    fn answered(&mut self, now: Instant, sent: Instant) -> bool {
+        let cap = u64::try_from(self.bound.as_nanos()).unwrap_or(u64::MAX / 2) * 2;
+        let ns = u64::try_from(now.saturating_duration_since(sent).as_nanos())
+            .unwrap_or(u64::MAX)
+            .min(cap);
+        self.recent_ns = self.recent_ns - self.recent_ns / 8 + ns / 8;
+        self.until.take().is_some_and(|t| now < t)
+    }
+
+    /// Whether to keep polling now (false once the bound ran out).
+    fn polling(&mut self, now: Instant) -> bool {
+        match self.until {
+            Some(t) if now < t => true,
+            Some(_) => {
+                self.until = None;
+                false
+            }
+            None => false,
+        }
+    }
 }
 
 /// Readiness found by one poll.
@@ -148,6 +214,7 @@ pub struct Driver {
     /// Outgoing requests in flight by tag, and the queue their outcomes arrive on.
     asked: HashMap<u64, Asker>,
     next_tag: u64,
+    busy_poll: BusyPoll,
     outcomes: OutcomeQueue,
     /// Slots whose service stopped at its budget: serviced again without waiting.
     hot: Vec<SlotId>,
@@ -249,6 +316,7 @@ impl Driver {
             policy: Policy::new(DECLARE_GRACE),
             asked: HashMap::new(),
             next_tag: 0,
+            busy_poll: BusyPoll::new(options.busy_poll),
             outcomes,
             hot: Vec::new(),
             events: Vec::new(),
@@ -330,6 +398,7 @@ impl Driver {
                 sleep.as_mut().reset(next.unwrap_or_else(far));
             }
             let hot = !self.hot.is_empty();
+            let poll = self.busy_poll.polling(Instant::now());
             tokio::select! {
                 _ = &mut stop => break,
                 r = requests.recv(), if requests_open => match r {
@@ -366,6 +435,9 @@ impl Driver {
                     self.timers();
                 }
                 _ = std::future::ready(()), if hot => {}
+                // Pending once: the runtime polls its I/O without blocking and runs what
+                // became ready, then this loop turns again (BusyPoll).
+                _ = tokio::task::yield_now(), if poll && !hot => {}
             }
             self.handle_events();
             self.sync_fds();
@@ -762,6 +834,7 @@ impl Driver {
         let tag = self.next_tag;
         match self.handle.submit_queued(req, tag, &self.outcomes) {
             Ok(()) => {
+                let now = Instant::now();
                 self.asked.insert(
                     tag,
                     Asker {
@@ -769,8 +842,12 @@ impl Driver {
                         epoch,
                         handle,
                         at,
+                        sent: now,
                     },
                 );
+                if self.busy_poll.start(now, self.asked.len()) {
+                    self.counters.busy_polls += 1;
+                }
             }
             Err(e) => {
                 let o = convert::outcome(self.dict, Err(e));
@@ -783,6 +860,9 @@ impl Driver {
         let Some(asker) = self.asked.remove(&tag) else {
             return;
         };
+        if self.busy_poll.answered(Instant::now(), asker.sent) {
+            self.counters.busy_poll_answers += 1;
+        }
         if !self.policy.is_current(asker.slot, asker.epoch) {
             self.counters.outcomes_dropped += 1;
             return;
@@ -869,5 +949,54 @@ impl Driver {
         self.status_dirty = false;
         self.counters_dirty = false;
         self.status_due = Instant::now() + STATUS_EVERY;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BusyPoll;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[test]
+    fn busy_poll_runs_for_a_lone_request_within_its_bound_and_backs_off() {
+        let t0 = Instant::now();
+        let us = Duration::from_micros;
+        let mut off = BusyPoll::new(Duration::ZERO);
+        assert!(!off.start(t0, 1), "a zero bound never polls");
+        assert!(!off.polling(t0));
+
+        let mut p = BusyPoll::new(us(100));
+        assert!(!p.start(t0, 2), "another request in flight: no poll");
+        assert!(!p.polling(t0));
+        assert!(p.start(t0, 1));
+        assert!(p.polling(t0 + us(99)));
+        assert!(!p.polling(t0 + us(100)), "the bound is honoured");
+        assert!(!p.polling(t0 + us(50)), "and stays ended");
+        assert!(
+            !p.answered(t0 + us(150), t0),
+            "answered after the poll ended"
+        );
+
+        assert!(p.start(t0, 1));
+        assert!(p.answered(t0 + us(30), t0), "answered while polling");
+        assert!(!p.polling(t0 + us(31)), "the answer ends the poll");
+
+        // Slow answers (5 ms) turn the poll off until short round trips bring it back.
+        for _ in 0..8 {
+            p.start(t0, 1);
+            p.answered(t0 + Duration::from_millis(5), t0);
+        }
+        assert!(
+            !p.start(t0, 1),
+            "the recent round trips are longer than the bound"
+        );
+        let mut calls = 0;
+        while !p.start(t0, 1) {
+            p.answered(t0 + us(20), t0);
+            calls += 1;
+            assert!(calls < 100, "never came back");
+        }
+        assert!(calls > 1);
     }
 }

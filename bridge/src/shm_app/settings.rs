@@ -19,6 +19,8 @@ pub struct ShmOptions {
     pub bridge: BridgeConfig,
     /// How long a worker may take to reply to an incoming request.
     pub reply_timeout: Duration,
+    /// `[app] busy_poll_us`: the driver's poll for a peer's answer ([`super::driver`]).
+    pub busy_poll: Duration,
 }
 
 /// Why the `[app]` settings cannot make a shared-memory configuration.
@@ -97,6 +99,7 @@ impl ShmOptions {
         Ok(ShmOptions {
             bridge,
             reply_timeout: s.reply_timeout,
+            busy_poll: s.busy_poll,
         })
     }
 }

@@ -48,6 +48,10 @@ pub struct Counters {
     pub workers_attached: u64,
     /// Workers whose connection ended (exit, crash, detach, protocol fault).
     pub workers_gone: u64,
+    /// Busy polls started for a peer's answer (`[app] busy_poll_us`).
+    pub busy_polls: u64,
+    /// Outcomes that arrived while the driver was polling (the poll paid).
+    pub busy_poll_answers: u64,
     /// The local seam's own counters (refusals by cause, protocol drops, segment bytes): a
     /// plain struct kept by `dmshm::bridge::Bridge::counters`, copied here on publication.
     pub seam: dmshm::bridge::SeamCounters,
@@ -163,6 +167,7 @@ pub fn render(
             },
             "workers_attached": c.workers_attached,
             "workers_gone": c.workers_gone,
+            "busy_poll": { "polls": c.busy_polls, "answered_while_polling": c.busy_poll_answers },
             "seam": seam(&c.seam),
         },
     });

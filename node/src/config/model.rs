@@ -393,7 +393,16 @@ pub struct ShmSettings {
     /// `allow_groups = ["opensips"]`: groups (names or gids) whose processes may attach, by
     /// the effective gid the kernel reports, besides `group`.
     pub allow_groups: Vec<String>,
+    /// `busy_poll_us = 50`: after sending a worker's request to a peer, the bridge polls for
+    /// the answer this long (without sleeping in epoll) when the recent round trips were
+    /// shorter and it is the only request in flight; 0: never. Measured default:
+    /// [`DEFAULT_BUSY_POLL`].
+    pub busy_poll: Duration,
 }
+
+/// The default `[app] busy_poll_us`, chosen by measurement (BENCHMARKS.md "Session 10: the sync
+/// round trip").
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(0);
 
 /// A group as written in `[app] group`: a numeric gid, or a name to look up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -416,6 +425,7 @@ impl Default for ShmSettings {
             max_message_size: None,
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
+            busy_poll: DEFAULT_BUSY_POLL,
         }
     }
 }

@@ -96,6 +96,7 @@ const SHM_KEYS: &[&str] = &[
     "max_message_size",
     "allow_users",
     "allow_groups",
+    "busy_poll_us",
 ];
 
 pub(super) fn read_config(cx: &mut Cx<'_>, root: &Table) -> Config {
@@ -708,6 +709,9 @@ fn read_shm(cx: &mut Cx<'_>, root: Tbl<'_>) -> ShmSettings {
     }
     if let Some(d) = s.duration(cx, "reply_timeout") {
         shm.reply_timeout = d;
+    }
+    if let Some(v) = s.int(cx, "busy_poll_us", 0, 10_000) {
+        shm.busy_poll = Duration::from_micros(u64::try_from(v).unwrap_or(0));
     }
     if let Some(v) = s.int(cx, "max_workers", 1, 4096) {
         shm.max_workers = u32::try_from(v).unwrap_or(shm.max_workers);
