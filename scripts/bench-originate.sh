@@ -45,7 +45,9 @@
 #                           rate of the same round (empty: none)
 #   RESULTS=FILE            append one JSON line per run
 #   DMBRIDGE_BIN, DMB_LIBDIR  another dmbridge binary / libdmbridge.a (A/B runs)
-#   DMB_SO                  a Kamailio dmbridge.so built elsewhere (A/B runs of module-glue/)
+#   DMB_SO                  a Kamailio dmbridge.so built elsewhere (A/B runs of module-glue/;
+#                           nothing is built then)
+#   SYNC_SPIN_US=N          the Kamailio module's sync_spin_us (unset: its default)
 #   BRIDGE_THREADS=N        dmbridge run --threads N
 #   SHM_MB=4096             shared memory of every Kamailio and OpenSIPS (-m), the same on all
 #                           sides: tm keeps each answered transaction for its wait timer (5 s,
@@ -195,7 +197,8 @@ wait_log "$work/bridge.log" "serving workers" 10
 kam_dmb_port=$(free_udp_port)
 mkdir -p "$work/kam-dmb"
 kamailio -m "$shm_mb" -DD -E -Y "$work/kam-dmb" -f "$cfg" -A "SIP_PORT=$kam_dmb_port" \
-  -A "DMB_SO=\"$so\"" -A "DMB_SOCKET=\"$work/control.sock\"" >"$work/kam-dmb.log" 2>&1 &
+  -A "DMB_SO=\"$so\"" -A "DMB_SOCKET=\"$work/control.sock\"" \
+  ${SYNC_SPIN_US:+-A "SYNC_SPIN_US=$SYNC_SPIN_US"} >"$work/kam-dmb.log" 2>&1 &
 kam_dmb=$!; pids+=("$kam_dmb")
 
 # --- Kamailio cdp + ims_diameter_server ----------------------------------------------------
@@ -548,7 +551,7 @@ done
 python3 - "$results" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print(f"{'run':<34} {'calls/s':>9} {'ok':>8} {'fail':>5} {'p50':>7} {'p99':>7} {'p999':>7}"
+print(f"{'run':<52} {'calls/s':>9} {'ok':>8} {'fail':>5} {'p50':>7} {'p99':>7} {'p999':>7}"
       f"  cpu: {'sip':>5} {'bridge':>6} {'peer':>5} {'sipp':>5}  load")
 f = lambda v: "-" if v is None else f"{v:g}"
 for r in rows:
@@ -559,11 +562,14 @@ for r in rows:
         what = f"@{int(r['rate'])}/s"
     else:
         what = "one at a time"
+        rt = r.get("rt_us")
+        if rt:  # the script's time in its request function (bench-originate.cfg's X-Rt-Us)
+            what += f" (rt {rt['p50']:g}/{rt['p99']:g}us)"
     what = f"{r['side']} {r['app']} {what}"
     rate = "-" if r["calls_per_s"] is None else f"{r['calls_per_s']:,.0f}"
     cpu = "" if c is None else (f"{c['sip_server']:>5} {c['bridge']:>6} "
                                 f"{max(c['fd_server'], c['erlang_ocs']):>5} {c['sipp']:>5}")
-    print(f"{what:<34} {rate:>9} {r['ok']:>8} {r['failed']:>5} {f(l['p50']):>7} {f(l['p99']):>7}"
+    print(f"{what:<52} {rate:>9} {r['ok']:>8} {r['failed']:>5} {f(l['p50']):>7} {f(l['p99']):>7}"
           f" {f(l['p999']):>7}       {cpu:<26}  {r['loadavg'][0]}-{r['loadavg'][1]}")
 EOF
 log "work dir $work"

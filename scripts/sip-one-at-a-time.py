@@ -6,7 +6,10 @@ tests/kamailio/bench-originate.cfg and tests/opensips/bench-originate.cfg put th
 
 usage: sip-one-at-a-time.py PORT USER CALLS [GAP_SECONDS [EXTRA_JSON]]
 Prints one JSON object: EXTRA_JSON's fields (its "loadavg_start" becomes "loadavg": [start,
-now]), then mode, calls, ok, failed and latency_ms (samples, p50, p90, p99, p999, max).
+now]), then mode, calls, ok, failed and latency_ms (samples, p50, p90, p99, p999, max), and,
+when the replies carry "X-Rt-Us: <us>" (the sync routes of bench-originate.cfg: the time the
+script spent in its Diameter request function, as the blocked worker sees it), rt_us (samples,
+p50, p90, p99) of the calls that counted.
 Used by scripts/bench-originate.sh (the one-at-a-time rows) and scripts/trace-sync.sh.
 """
 import json
@@ -22,7 +25,8 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", 0))
 s.settimeout(2.0)
 lp = s.getsockname()[1]
-lat, failed = [], 0
+lat, rts, failed = [], [], 0
+rt_re = re.compile(rb"^X-Rt-Us: (-?[0-9]+)\r$", re.M)
 ok_re = re.compile(rb"^SIP/2\.0 200 .*^X-Result: (2[0-9]{3}|answered)\r$", re.S | re.M)
 for i in range(n):
     msg = (f"MESSAGE sip:{user}@127.0.0.1:{port} SIP/2.0\r\n"
@@ -43,15 +47,19 @@ for i in range(n):
     t1 = time.perf_counter()
     if ok_re.search(data):
         lat.append((t1 - t0) * 1000.0)
+        rt = rt_re.search(data)
+        if rt:
+            rts.append(int(rt.group(1)))
     else:
         failed += 1
     if gap:
         time.sleep(gap)
 lat.sort()
+rts.sort()
 
 
-def pct(q):
-    return round(lat[min(len(lat) - 1, int(q * len(lat)))], 3) if lat else None
+def pct(q, v=lat, nd=3):
+    return round(v[min(len(v) - 1, int(q * len(v)))], nd) if v else None
 
 
 if "loadavg_start" in out:
@@ -61,4 +69,7 @@ out.update({"mode": "one-at-a-time", "calls": n, "ok": len(lat), "failed": faile
             "latency_ms": {"samples": len(lat), "p50": pct(0.5), "p90": pct(0.9),
                            "p99": pct(0.99), "p999": pct(0.999),
                            "max": lat[-1] if lat else None}})
+if rts:
+    out["rt_us"] = {"samples": len(rts), "p50": pct(0.5, rts, 0), "p90": pct(0.9, rts, 0),
+                    "p99": pct(0.99, rts, 0)}
 print(json.dumps(out))
