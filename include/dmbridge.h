@@ -99,7 +99,7 @@
  * (The same number as `dmshm::worker::DEFAULT_SYNC_SPIN_US`, written out for cbindgen; a
  * unit test keeps the two equal.)
  */
-#define DMB_DEFAULT_SYNC_SPIN_US 0
+#define DMB_DEFAULT_SYNC_SPIN_US 1000
 
 /**
  * The largest bound `dmb_set_sync_spin()` takes: 10 ms (a poll longer than a few round trips
