@@ -26,22 +26,7 @@ bench_name=ab-sync
 . "$top/scripts/bench-lib.sh"
 trap 'bench_cleanup; rm -f /dev/shm/dmb-ab-sync-$$-*' EXIT
 peer_port=$(free_port)
-mkdir -p "$work/peer"
-case ${PEER:-echo} in
-  fd)
-    cp "$top/build/deps/fd/test_app.fdx" "$top/build/deps/fd/bind_lo.so" "$work/peer/"
-    sh "$shared/peers/freediameter/run.sh" server "$work/peer" "$peer_port"
-    pids+=("$(cat "$work/peer/server.pid")")
-    ;;
-  echo)
-    printf '[node]\norigin_host = "server.test.local"\norigin_realm = "test.local"\nlisten = ["127.0.0.1:%s"]\nallow_unknown_peers = true\n[[applications]]\nid = 16777215\nvendor = 999999\n' \
-      "$peer_port" >"$work/peer/echo.toml"
-    "${ECHO_BIN:-$top/target/release/dmbridge}" run --echo --threads 1 \
-      --config "$work/peer/echo.toml" >"$work/peer/echo.log" 2>&1 &
-    pids+=($!)
-    ;;
-  *) log "PEER is echo or fd"; exit 1 ;;
-esac
+start_ta_peer "${PEER:-echo}" "$work/peer" "$peer_port"
 names=() ports=()
 i=0
 for v in "$@"; do

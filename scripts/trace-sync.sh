@@ -27,22 +27,7 @@ shm_name="dmb-trace-sync-$$"
 trap 'bench_cleanup; [ "${KEEP:-0}" = 1 ] || rm -rf "$work"' EXIT
 [ -x "$bin" ] && [ -f "$so" ] || { log "build first: cargo build --release --workspace; make -C module-glue/kamailio"; exit 1; }
 peer_port=$(free_port)
-mkdir -p "$work/peer"
-case ${PEER:-fd} in
-  fd)
-    cp "$top/build/deps/fd/test_app.fdx" "$top/build/deps/fd/bind_lo.so" "$work/peer/"
-    sh "$shared/peers/freediameter/run.sh" server "$work/peer" "$peer_port"
-    peer_pid=$(cat "$work/peer/server.pid")
-    ;;
-  echo)
-    printf '[node]\norigin_host = "server.test.local"\norigin_realm = "test.local"\nlisten = ["127.0.0.1:%s"]\nallow_unknown_peers = true\n[[applications]]\nid = 16777215\nvendor = 999999\n' \
-      "$peer_port" >"$work/peer/echo.toml"
-    "$bin" run --echo --threads 1 --config "$work/peer/echo.toml" >"$work/peer/echo.log" 2>&1 &
-    peer_pid=$!
-    ;;
-  *) log "PEER is fd or echo"; exit 1 ;;
-esac
-pids+=("$peer_pid")
+ECHO_BIN=$bin start_ta_peer "${PEER:-fd}" "$work/peer" "$peer_port"
 # the bridge: the peer above as the route of test_app, and the workers' socket
 cat >"$work/bridge.toml" <<EOT
 node = { origin_host = "bridge.test.local", origin_realm = "test.local", listen = ["127.0.0.1:$(free_port)"] }

@@ -785,10 +785,28 @@ mod loom_tests {
     /// No lost wake-up: if the consumer decides to block, the producer rang.
     #[test]
     fn loom_no_lost_wakeup() {
-        model(|| {
+        no_lost_wakeup(false);
+    }
+
+    /// No lost wake-up when the consumer spins first (the worker's sync wait): its sleep flag
+    /// was left armed by an earlier wait, it withdraws it, polls once, and only then declares
+    /// the sleep again.
+    #[test]
+    fn loom_no_lost_wakeup_after_spin() {
+        no_lost_wakeup(true);
+    }
+
+    /// Whatever the interleaving with a producer that publishes and checks the flag, a
+    /// consumer that blocks was rung, and the record is there to be read; `spin`: the flag
+    /// starts armed and is withdrawn ([`Consumer::cancel_sleep`]) before the first poll.
+    fn no_lost_wakeup(spin: bool) {
+        model(move || {
             let r = HeapRing::new(16);
             let mut p = Producer::new(r.clone(), 8);
             let mut c = Consumer::new(r, 8);
+            if spin {
+                assert!(c.prepare_sleep(), "armed by an earlier wait");
+            }
             let rang = Arc::new(AtomicBool::new(false));
             let rang2 = rang.clone();
             let t = loom::thread::spawn(move || {
@@ -797,6 +815,9 @@ mod loom_tests {
                     rang2.store(true, SeqCst);
                 }
             });
+            if spin {
+                c.cancel_sleep();
+            }
             let mut buf = Vec::new();
             let got_before = c.pop_into(&mut buf).unwrap();
             let sleeps = !got_before && c.prepare_sleep();
@@ -806,42 +827,6 @@ mod loom_tests {
             }
             // Either way the record is there to be read.
             if !got_before {
-                assert!(c.pop_into(&mut buf).unwrap());
-            }
-        });
-    }
-
-    /// No lost wake-up when the consumer spins first (the worker's sync wait): its sleep flag
-    /// was left armed by an earlier wait, it withdraws it, polls once, and only then declares
-    /// the sleep again; whatever the interleaving with a producer that publishes and checks
-    /// the flag, a consumer that blocks was rung, and the record is there to be read.
-    #[test]
-    fn loom_no_lost_wakeup_after_spin() {
-        model(|| {
-            let r = HeapRing::new(16);
-            let mut p = Producer::new(r.clone(), 8);
-            let mut c = Consumer::new(r, 8);
-            assert!(c.prepare_sleep(), "armed by an earlier wait");
-            let rang = Arc::new(AtomicBool::new(false));
-            let rang2 = rang.clone();
-            let t = loom::thread::spawn(move || {
-                p.push(&[b"x"]).unwrap();
-                if p.needs_wakeup() {
-                    rang2.store(true, SeqCst);
-                }
-            });
-            c.cancel_sleep();
-            let mut buf = Vec::new();
-            let spun = c.pop_into(&mut buf).unwrap();
-            let sleeps = !spun && c.prepare_sleep();
-            t.join().unwrap();
-            if sleeps {
-                assert!(
-                    rang.load(SeqCst),
-                    "consumer slept after its spin but nobody rang"
-                );
-            }
-            if !spun {
                 assert!(c.pop_into(&mut buf).unwrap());
             }
         });
