@@ -128,16 +128,15 @@ impl BusyPoll {
         self.until.take().is_some_and(|t| now < t)
     }
 
-    /// Whether to keep polling now (false once the bound ran out).
-    fn polling(&mut self, now: Instant) -> bool {
-        match self.until {
-            Some(t) if now < t => true,
-            Some(_) => {
-                self.until = None;
-                false
-            }
-            None => false,
+    /// Whether to keep polling at `now` (false once the bound ran out); the clock is read
+    /// only while a poll runs, so the loop's other turns (the incoming path) pay nothing.
+    fn polling(&mut self, now: impl FnOnce() -> Instant) -> bool {
+        let Some(t) = self.until else { return false };
+        if now() < t {
+            return true;
         }
+        self.until = None;
+        false
     }
 }
 
@@ -398,7 +397,7 @@ impl Driver {
                 sleep.as_mut().reset(next.unwrap_or_else(far));
             }
             let hot = !self.hot.is_empty();
-            let poll = self.busy_poll.polling(Instant::now());
+            let poll = self.busy_poll.polling(Instant::now);
             tokio::select! {
                 _ = &mut stop => break,
                 r = requests.recv(), if requests_open => match r {
@@ -964,15 +963,15 @@ mod tests {
         let us = Duration::from_micros;
         let mut off = BusyPoll::new(Duration::ZERO);
         assert!(!off.start(t0, 1), "a zero bound never polls");
-        assert!(!off.polling(t0));
+        assert!(!off.polling(|| t0));
 
         let mut p = BusyPoll::new(us(100));
         assert!(!p.start(t0, 2), "another request in flight: no poll");
-        assert!(!p.polling(t0));
+        assert!(!p.polling(|| t0));
         assert!(p.start(t0, 1));
-        assert!(p.polling(t0 + us(99)));
-        assert!(!p.polling(t0 + us(100)), "the bound is honoured");
-        assert!(!p.polling(t0 + us(50)), "and stays ended");
+        assert!(p.polling(|| t0 + us(99)));
+        assert!(!p.polling(|| t0 + us(100)), "the bound is honoured");
+        assert!(!p.polling(|| t0 + us(50)), "and stays ended");
         assert!(
             !p.answered(t0 + us(150), t0),
             "answered after the poll ended"
@@ -980,7 +979,7 @@ mod tests {
 
         assert!(p.start(t0, 1));
         assert!(p.answered(t0 + us(30), t0), "answered while polling");
-        assert!(!p.polling(t0 + us(31)), "the answer ends the poll");
+        assert!(!p.polling(|| t0 + us(31)), "the answer ends the poll");
 
         // Slow answers (5 ms) turn the poll off until short round trips bring it back.
         for _ in 0..8 {
