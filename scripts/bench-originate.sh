@@ -37,8 +37,10 @@
 #                           opensips-dmb-sync opensips-aaa-sync opensips-dmb-async
 #                           opensips-aaa-async" when OPENSIPS_SRC is usable)
 #   OPENSIPS_SRC=DIR        a built OpenSIPS source tree (3.6 here), for the opensips-* sides
-#   CONCURRENCY=100         closed loop: calls in flight, over all sipp clients
-#   CLIENTS=2               sipp instances per run (each CONCURRENCY/CLIENTS in flight)
+#   CONCURRENCY=400         closed loop: calls in flight, over all sipp clients (400: at 100 the
+#                           sipp clients bound the loop, 1.25 of 2 cores used; BENCHMARKS
+#                           "Session 10: the quiet-machine race")
+#   CLIENTS=4               sipp instances per run (each CONCURRENCY/CLIENTS in flight)
 #   LOW=1                   also LOW_CALLS (2000) calls one at a time per side from a plain
 #                           UDP socket: the round trip at low load, in microseconds
 #   LOADS="0.2 0.5 0.8"     also fixed-rate runs at these fractions of each side's closed-loop
@@ -67,8 +69,8 @@ apps=${APPS:-ta ro}
 kam_sides="sip-only dmb-sync ims-sync dmb-async ims-async"
 os_sides="opensips-sip-only opensips-dmb-sync opensips-aaa-sync opensips-dmb-async opensips-aaa-async"
 sides=${SIDES:-$kam_sides $os_sides}
-conc=${CONCURRENCY:-100}
-clients=${CLIENTS:-2}
+conc=${CONCURRENCY:-400}
+clients=${CLIENTS:-4}
 low=${LOW:-1}
 low_calls=${LOW_CALLS:-2000}
 loads=${LOADS-0.2 0.5 0.8}
