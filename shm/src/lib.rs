@@ -36,6 +36,8 @@ pub mod control;
 #[cfg(all(feature = "tokio", not(loom)))]
 pub mod reactor;
 #[cfg(not(loom))]
+pub mod recent;
+#[cfg(not(loom))]
 pub mod record;
 #[cfg(not(loom))]
 pub mod reference;

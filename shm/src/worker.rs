@@ -42,6 +42,7 @@ use crate::control::{
     refusal, Conn, Ctl, Recv, MAX_CONTROL_MSG, MAX_DICTIONARY_BLOB, MAX_HANDLES, MAX_NAME,
 };
 use crate::error::{Error, Result};
+use crate::recent::RecentRoundTrips;
 use crate::record::{class, OutgoingRequest, Payload, Record, Reply, ReplyStatus};
 use crate::ring::{Consumer, Producer, PushError};
 use crate::segment::{RingId, Segment, ShmRing, WIRE_VERSION};
@@ -279,9 +280,8 @@ pub struct Worker {
 /// once; when the load goes, the short round trips bring the poll back by themselves.
 #[derive(Debug, Default)]
 pub struct SpinPolicy {
-    bound: Duration,
-    /// Moving average of the recent sync round trips in ns (weight 1/8 for the newest).
-    recent_ns: u64,
+    /// The bound, and the moving average of the recent sync round trips.
+    recent: RecentRoundTrips,
     stats: SpinStats,
     /// Whether the machine had a core to spare at the last look ([`Runnable`]).
     runnable: Runnable,
@@ -364,7 +364,7 @@ pub struct SpinStats {
 impl SpinPolicy {
     fn new(bound: Duration, ignore_load: bool) -> SpinPolicy {
         SpinPolicy {
-            bound,
+            recent: RecentRoundTrips::new(bound),
             runnable: Runnable::new(),
             ignore_load,
             ..SpinPolicy::default()
@@ -374,7 +374,7 @@ impl SpinPolicy {
     /// Whether the round trips allow a poll for the answer of a sync request, `in_flight`
     /// counting it (the machine's load is asked separately: [`SpinPolicy::decide`]).
     fn wants(&self, in_flight: usize) -> bool {
-        !self.bound.is_zero() && in_flight == 1 && self.recent_ns <= self.bound.as_nanos() as u64
+        in_flight == 1 && self.recent.within_bound()
     }
 
     /// [`SpinPolicy::wants`] and a core to spare; counts the calls it says no to.
@@ -390,25 +390,15 @@ impl SpinPolicy {
         true
     }
 
-    /// The cores are busy: the average jumps to its clamp (twice the bound), so polling
-    /// resumes only after about six round trips shorter than the bound.
+    /// The cores are busy: poll again only after short round trips
+    /// ([`RecentRoundTrips::back_off`]).
     fn back_off(&mut self) {
-        self.recent_ns = self.recent_ns.max(self.cap_ns());
+        self.recent.back_off();
     }
 
-    fn cap_ns(&self) -> u64 {
-        u64::try_from(self.bound.as_nanos()).unwrap_or(u64::MAX / 2) * 2
-    }
-
-    /// Feeds one round trip into the moving average, clamped at twice the bound: one
-    /// outlier (a peer's hiccup, a preempted bridge) then stops the poll for a call or two,
-    /// not for dozens, while round trips that are all longer than the bound still take the
-    /// average past it within a few calls.
+    /// Feeds one sync round trip (polled or slept) into the average.
     fn record(&mut self, took: Duration) {
-        let ns = u64::try_from(took.as_nanos())
-            .unwrap_or(u64::MAX)
-            .min(self.cap_ns());
-        self.recent_ns = self.recent_ns - self.recent_ns / 8 + ns / 8;
+        self.recent.record(took);
     }
 }
 
@@ -1244,7 +1234,7 @@ impl Worker {
     fn spin_for_answer(&mut self, t0: Instant) {
         let Some(link) = &mut self.link else { return };
         link.ans_rx.cancel_sleep();
-        let until = t0 + self.spin.bound;
+        let until = t0 + self.spin.recent.bound();
         let mut before_yield: Option<Instant> = None;
         loop {
             for _ in 0..SPIN_POLLS {
@@ -1279,7 +1269,7 @@ impl Worker {
     /// attaching); the moving average of the round trips is kept.
     pub fn set_sync_spin(&mut self, bound: Duration) {
         self.cfg.sync_spin = bound;
-        self.spin.bound = bound;
+        self.spin.recent.set_bound(bound);
     }
 
     /// What the sync wait's poll did so far ([`WorkerConfig::sync_spin`]).

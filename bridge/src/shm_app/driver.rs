@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use dmshm::bridge::{Bridge, BridgeEvent, Dispatch, SlotId};
+use dmshm::recent::RecentRoundTrips;
 use dmshm::record::{self, Payload, ReplyStatus};
 
 use super::convert::{self, Outcome};
@@ -90,9 +91,8 @@ struct Asker {
 /// average, every answer feeds it) no longer than the bound, so a slow peer or a loaded box
 /// turns it off by itself.
 struct BusyPoll {
-    bound: Duration,
-    /// Moving average of the recent request -> outcome times in ns (weight 1/8 for the newest).
-    recent_ns: u64,
+    /// The bound, and the moving average of the recent request -> outcome times.
+    recent: RecentRoundTrips,
     /// Polling until then.
     until: Option<Instant>,
 }
@@ -100,31 +100,23 @@ struct BusyPoll {
 impl BusyPoll {
     fn new(bound: Duration) -> BusyPoll {
         BusyPoll {
-            bound,
-            recent_ns: 0,
+            recent: RecentRoundTrips::new(bound),
             until: None,
         }
     }
 
     /// A request went out with `in_flight` requests (itself included) waiting: poll?
     fn start(&mut self, now: Instant, in_flight: usize) -> bool {
-        let go = !self.bound.is_zero()
-            && in_flight == 1
-            && self.recent_ns <= u64::try_from(self.bound.as_nanos()).unwrap_or(u64::MAX);
-        self.until = go.then(|| now + self.bound);
+        let go = in_flight == 1 && self.recent.within_bound();
+        self.until = go.then(|| now + self.recent.bound());
         go
     }
 
     /// An outcome came at `now` for a request sent at `sent`; returns whether the driver was
-    /// still polling for it.
-    /// The round trip feeds the moving average clamped at twice the bound (as the worker's
-    /// `SpinPolicy` does: one outlier does not stop the poll for long).
+    /// still polling for it. The round trip feeds the moving average (as the worker's
+    /// `SpinPolicy` does: [`RecentRoundTrips`]).
     fn answered(&mut self, now: Instant, sent: Instant) -> bool {
-        let cap = u64::try_from(self.bound.as_nanos()).unwrap_or(u64::MAX / 2) * 2;
-        let ns = u64::try_from(now.saturating_duration_since(sent).as_nanos())
-            .unwrap_or(u64::MAX)
-            .min(cap);
-        self.recent_ns = self.recent_ns - self.recent_ns / 8 + ns / 8;
+        self.recent.record(now.saturating_duration_since(sent));
         self.until.take().is_some_and(|t| now < t)
     }
 
