@@ -72,10 +72,9 @@ struct Asker {
     slot: SlotId,
     epoch: u64,
     handle: u64,
-    /// When the driver took the worker's request record (for `script_request_latency`).
-    at: std::time::Instant,
-    /// When it went to the node (the round trip feeds [`BusyPoll`]).
-    sent: Instant,
+    /// When the driver took the worker's request record: the round trip observed in
+    /// `script_request_latency` and fed to [`BusyPoll`] (one clock read per request).
+    at: Instant,
 }
 
 /// The driver's poll for a peer's answer (`[app] busy_poll_us`).
@@ -804,7 +803,7 @@ impl Driver {
         timeout_ms: u32,
         json: &[u8],
     ) {
-        let at = std::time::Instant::now();
+        let at = Instant::now();
         self.counters.requests_sent += 1;
         self.counters_dirty = true;
         let epoch = self.policy.epoch(slot);
@@ -825,7 +824,6 @@ impl Driver {
         let tag = self.next_tag;
         match self.handle.submit_queued(req, tag, &self.outcomes) {
             Ok(()) => {
-                let now = Instant::now();
                 self.asked.insert(
                     tag,
                     Asker {
@@ -833,10 +831,9 @@ impl Driver {
                         epoch,
                         handle,
                         at,
-                        sent: now,
                     },
                 );
-                if self.busy_poll.start(now, self.asked.len()) {
+                if self.busy_poll.start(at, self.asked.len()) {
                     self.counters.busy_polls += 1;
                 }
             }
@@ -851,7 +848,7 @@ impl Driver {
         let Some(asker) = self.asked.remove(&tag) else {
             return;
         };
-        if self.busy_poll.answered(Instant::now(), asker.sent) {
+        if self.busy_poll.answered(Instant::now(), asker.at) {
             self.counters.busy_poll_answers += 1;
         }
         if !self.policy.is_current(asker.slot, asker.epoch) {
@@ -864,7 +861,7 @@ impl Driver {
 
     /// Puts an outcome in the worker's answers ring; one too large for it becomes a -3 that
     /// says so. `at`: when the request's record was taken (the round trip is observed).
-    fn deliver(&mut self, slot: SlotId, handle: u64, o: Outcome, at: std::time::Instant) {
+    fn deliver(&mut self, slot: SlotId, handle: u64, o: Outcome, at: Instant) {
         self.counters_dirty = true;
         let answer = record::Answer {
             handle,
