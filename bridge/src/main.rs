@@ -164,7 +164,8 @@ fn run(file: &std::path::Path, echo: bool, threads: u16) -> ExitCode {
     // bridge twice (the worker's doorbell, the peer's answer); with the multi-thread runtime
     // it woke tokio's other workers 4.4 times more per request, and took 15.9 system calls
     // instead of 9 (BENCHMARKS.md, "Session 9: the sync round trip"). More threads: that
-    // many workers, plus the thread that runs the node loop.
+    // many workers, which run every task, the node loop among them (the thread that calls
+    // `block_on` only waits for it).
     let mut builder = match threads {
         1 => tokio::runtime::Builder::new_current_thread(),
         n => {
@@ -308,7 +309,19 @@ fn run(file: &std::path::Path, echo: bool, threads: u16) -> ExitCode {
             tokio::spawn(dmrun::ops::watchdog(node_calls, interval));
         }
         dmrun::sd_notify::notify("READY=1\nSTATUS=serving");
-        let result = node.run(app, submissions, stop_signal()).await;
+        // The node loop runs as a spawned task, not as `block_on`'s own future: with the
+        // current-thread runtime, a task waking the `block_on` future makes the scheduler poll
+        // the I/O driver once (an `epoll_wait` with a zero timeout) before it polls that
+        // future, on every hand-over between the node loop and the connections or the shm
+        // driver; between spawned tasks a wake-up is a push on the local run queue.
+        // (BENCHMARKS.md "Session 11: the sync round trip": two system calls fewer per sync
+        // request.)
+        let result = match tokio::spawn(node.run(app, submissions, stop_signal())).await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(format!(
+                "the node loop ended abnormally: {e}"
+            ))),
+        };
         // After the node's graceful stop (which waited for the workers' replies): the
         // segment goes, workers see EOF and re-attach to the next bridge by themselves.
         if let Some(service) = shm {
