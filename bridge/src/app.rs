@@ -24,6 +24,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use dmproto::Message;
@@ -137,7 +138,20 @@ pub trait Application: Send + Sync + 'static {
 /// ([`AppHandle::submit_queued`]): one channel for all of its requests, no task per request.
 /// Unbounded on purpose: its length is bounded by the requests the submitter has in flight,
 /// which the node bounds (`[limits] max_pending_requests`).
-pub type OutcomeQueue = mpsc::UnboundedSender<(u64, Result<Message, RequestError>)>;
+pub type OutcomeQueue = mpsc::UnboundedSender<QueuedOutcome>;
+
+/// One outcome in a submitter's [`OutcomeQueue`].
+#[derive(Debug, PartialEq)]
+pub struct QueuedOutcome {
+    /// The tag the request was submitted under.
+    pub tag: u64,
+    /// Its answer, or why there is none.
+    pub result: Result<Message, RequestError>,
+    /// For an answer: how long the node waited for it (the request's first write to a
+    /// connection -> the answer read), so the submitter can tell the node's own share of its
+    /// round trip, request by request (`dmbridge_script_request_bridge_seconds`).
+    pub waited: Option<Duration>,
+}
 
 /// Where one outcome goes: its own channel, or the submitter's queue under a tag.
 #[derive(Debug)]
@@ -152,14 +166,18 @@ enum OutcomeSink {
 struct OutcomeTx(Option<OutcomeSink>);
 
 impl OutcomeTx {
-    fn send(mut self, outcome: Result<Message, RequestError>) {
+    fn send(mut self, outcome: Result<Message, RequestError>, waited: Option<Duration>) {
         // The submitter may have given up waiting; that is its right.
         match self.0.take() {
             Some(OutcomeSink::Oneshot(tx)) => {
                 let _ = tx.send(outcome);
             }
             Some(OutcomeSink::Queue { tag, tx }) => {
-                let _ = tx.send((tag, outcome));
+                let _ = tx.send(QueuedOutcome {
+                    tag,
+                    result: outcome,
+                    waited,
+                });
             }
             None => {}
         }
@@ -177,7 +195,11 @@ impl OutcomeTx {
 impl Drop for OutcomeTx {
     fn drop(&mut self) {
         if let Some(OutcomeSink::Queue { tag, tx }) = self.0.take() {
-            let _ = tx.send((tag, Err(RequestError::NodeDown)));
+            let _ = tx.send(QueuedOutcome {
+                tag,
+                result: Err(RequestError::NodeDown),
+                waited: None,
+            });
         }
     }
 }
@@ -193,7 +215,7 @@ pub struct Submission {
 impl Submission {
     /// Delivers the outcome. Consumes the submission: one outcome per request.
     pub fn complete(self, outcome: Result<Message, RequestError>) {
-        self.reply.send(outcome);
+        self.reply.send(outcome, None);
     }
 
     /// Whether the submitter still waits.
@@ -218,7 +240,13 @@ pub struct Completion {
 impl Completion {
     /// Delivers the outcome, once.
     pub fn complete(self, outcome: Result<Message, RequestError>) {
-        self.reply.send(outcome);
+        self.reply.send(outcome, None);
+    }
+
+    /// Delivers the outcome with how long the node waited for the answer (queued
+    /// submitters read it in [`QueuedOutcome::waited`]).
+    pub fn complete_after(self, outcome: Result<Message, RequestError>, waited: Option<Duration>) {
+        self.reply.send(outcome, waited);
     }
 
     /// Whether the submitter still waits.
@@ -510,11 +538,26 @@ mod tests {
         );
         let (_, first) = subs.recv().await.unwrap().into_parts();
         let second = subs.recv().await.unwrap();
-        first.complete(Err(RequestError::Timeout));
+        first.complete_after(Err(RequestError::Timeout), Some(Duration::from_millis(3)));
         // Dropped by the node without an outcome: NodeDown, under its own tag.
         drop(second);
-        assert_eq!(rx.recv().await, Some((1, Err(RequestError::Timeout))));
-        assert_eq!(rx.recv().await, Some((2, Err(RequestError::NodeDown))));
+        let outcome = |tag, result, waited| QueuedOutcome {
+            tag,
+            result,
+            waited,
+        };
+        assert_eq!(
+            rx.recv().await,
+            Some(outcome(
+                1,
+                Err(RequestError::Timeout),
+                Some(Duration::from_millis(3))
+            ))
+        );
+        assert_eq!(
+            rx.recv().await,
+            Some(outcome(2, Err(RequestError::NodeDown), None))
+        );
         assert!(
             rx.try_recv().is_err(),
             "one outcome each, none for the refused one"

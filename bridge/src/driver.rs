@@ -882,9 +882,9 @@ impl Driver {
                     let responder = Responder::queued(token, self.reply_tx.clone());
                     self.app.on_request(request, responder);
                 }
-                Output::Outcome { id, result } => {
+                Output::Outcome { id, result, waited } => {
                     if let Some(c) = self.completions.remove(&id) {
-                        c.complete(result);
+                        c.complete_after(result, waited);
                     }
                 }
             }

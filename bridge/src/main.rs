@@ -192,7 +192,7 @@ fn run(file: &std::path::Path, echo: bool, threads: u16) -> ExitCode {
         let status = tokio::sync::watch::channel(Vec::new()).0;
         let (handle, submissions) = dmrun::app::channel(4096);
         // The shm driver observes it from the start; the exporter, if any, shows it.
-        let script_request_latency = dmrun::metrics::LatencyHistogram::default();
+        let script_request_latency = dmrun::metrics::ScriptRequestLatency::default();
         let (app, shm): (std::sync::Arc<dyn dmrun::app::Application>, _) = if echo {
             (std::sync::Arc::new(dmrun::responders::Echo), None)
         } else {

@@ -43,6 +43,20 @@ const LATENCY_BOUNDS_US: [u64; 22] = [
     100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
 ];
 
+/// The shm driver's histograms of the originate path (requests the scripts send), made
+/// before the exporter exists and shared with it.
+#[derive(Clone, Debug, Default)]
+pub struct ScriptRequestLatency {
+    /// A worker's request record taken -> its outcome record published, every request
+    /// (answers, timeouts and requests refused before sending alike); the peer's own time is
+    /// in it.
+    pub round_trip: LatencyHistogram,
+    /// For each answered request, the round trip minus the time the node waited for the
+    /// peer's answer (our request written -> its answer read): what the bridge itself adds
+    /// to a script's request, request by request (issue 15 item 3 asks it at load).
+    pub bridge: LatencyHistogram,
+}
+
 /// A latency histogram on atomics: `observe` is a bucket search and three relaxed
 /// increments. Clones share the counts.
 #[derive(Clone, Debug, Default)]
@@ -209,9 +223,9 @@ pub struct Metrics {
     /// worker's request record to the driver publishing its outcome record (one per request:
     /// answers, timeouts and requests refused before sending alike). The peer's own
     /// time is in it too; `dmbridge_answer_latency_seconds` (our request written -> its
-    /// answer read, by the node loop) is that part, so what the bridge adds to a script's
-    /// request is the difference of the two.
-    pub script_request_latency: LatencyHistogram,
+    /// answer read, by the node loop) is that part; `script_request_latency.bridge` is the
+    /// difference, taken request by request.
+    pub script_request_latency: ScriptRequestLatency,
     refusals: Family<CauseLabels, Counter>,
     local_answers: Family<LocalAnswerLabels, Counter>,
     events: Family<EventLabels, Counter>,
@@ -236,12 +250,12 @@ impl Metrics {
     /// A registry with every dmbridge family registered and zero values; share it between the node
     /// loop's [`Recorder`] and the exporter.
     pub fn new() -> Metrics {
-        Metrics::with_script_request_latency(LatencyHistogram::default())
+        Metrics::with_script_request_latency(ScriptRequestLatency::default())
     }
 
-    /// [`Metrics::new`] showing `script_request_latency`, the histogram the shm driver was
-    /// started with (it exists before the exporter).
-    pub fn with_script_request_latency(script_request_latency: LatencyHistogram) -> Metrics {
+    /// [`Metrics::new`] showing `script_request_latency`, the histograms the shm driver was
+    /// started with (they exist before the exporter).
+    pub fn with_script_request_latency(script_request_latency: ScriptRequestLatency) -> Metrics {
         let mut registry = Registry::default();
         let requests: Family<MsgLabels, Counter> =
             family(&mut registry, "dmbridge_requests", "Diameter requests (not base protocol) by peer, application, command and direction (in: from the peer, out: ours)");
@@ -262,7 +276,12 @@ impl Metrics {
         registry.register(
             "dmbridge_script_request_latency_seconds",
             "Time from a SIP-server worker's request reaching the bridge to its answer handed back (the peer's time included)",
-            script_request_latency.clone(),
+            script_request_latency.round_trip.clone(),
+        );
+        registry.register(
+            "dmbridge_script_request_bridge_seconds",
+            "The bridge's own part of each answered script request: its round trip through the bridge minus the time waited for the peer's answer",
+            script_request_latency.bridge.clone(),
         );
         let refusals: Family<CauseLabels, Counter> = family(
             &mut registry,

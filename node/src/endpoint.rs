@@ -17,7 +17,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dmproto::dict::Dictionary;
@@ -123,6 +123,10 @@ pub enum Output {
         id: RequestId,
         /// The answer (any Result-Code: an error answer is still an answer), or why none came.
         result: Result<Message, RequestError>,
+        /// For an answer: how long the request waited for it, from its first write to a
+        /// connection to the answer read (failover resends included). The driver subtracts
+        /// it from the submitter's round trip to tell the node's own time, request by request.
+        waited: Option<Duration>,
     },
 }
 
@@ -820,15 +824,16 @@ impl Endpoint {
                     if let Some(entry) = self.pending.answer(conn, hbh) {
                         let code = result_code(&msg.body);
                         let host = self.peers.owner(conn).and_then(|p| self.peers.get(p));
+                        let waited = now.saturating_duration_since(entry.data.sent);
                         self.observer.answer(
                             host.map_or("", |p| p.host()),
                             msg.header.app_id,
                             msg.header.code,
                             Direction::In,
                             code,
-                            Some(now.saturating_duration_since(entry.data.sent)),
+                            Some(waited),
                         );
-                        self.complete(entry.data.owner, Ok(msg));
+                        self.complete_after(entry.data.owner, Ok(msg), Some(waited));
                         self.observer.pending(self.pending.len());
                     }
                 } else {
@@ -1036,8 +1041,18 @@ impl Endpoint {
     /// Its one outcome: for a request of the application, an output for the driver to pass
     /// on; for a relayed request, the answer (or an error answer) to the peer it came from.
     fn complete(&mut self, owner: Owner, result: Result<Message, RequestError>) {
+        self.complete_after(owner, result, None);
+    }
+
+    /// [`Endpoint::complete`] with the time the request waited for its answer.
+    fn complete_after(
+        &mut self,
+        owner: Owner,
+        result: Result<Message, RequestError>,
+        waited: Option<Duration>,
+    ) {
         match owner {
-            Owner::App(id) => self.out.push_back(Output::Outcome { id, result }),
+            Owner::App(id) => self.out.push_back(Output::Outcome { id, result, waited }),
             Owner::Relay(r) => self.relayed_outcome(r, result),
         }
     }

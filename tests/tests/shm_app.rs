@@ -877,11 +877,13 @@ fn originate_round_trips_are_observed_once_per_request() {
     wait_worker_lines(&w, "W out ", 7);
     // The status counts the requests the bridge took (republished within a second); a
     // request the library refuses itself never reaches the bridge.
-    let count = |body: &str| {
+    let value = |body: &str, name: &str| {
         body.lines()
-            .find_map(|l| l.strip_prefix("dmbridge_script_request_latency_seconds_count "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
     };
+    let count =
+        |body: &str| value(body, "dmbridge_script_request_latency_seconds_count").map(|v| v as u64);
     use dmshm::worker::{Worker, WorkerConfig};
     let mut probe =
         Worker::attach(WorkerConfig::new(&ctl, "status-probe")).expect("probe attaches");
@@ -898,6 +900,26 @@ fn originate_round_trips_are_observed_once_per_request() {
             .unwrap_or_default();
         let (n, sent) = (count(&body), doc["counters"]["requests_sent"].as_u64());
         if n.is_some_and(|n| n > 0) && n == sent {
+            // The bridge's own part: one per request a peer answered (success or error
+            // answer), never longer in sum than the round trips it is part of.
+            let c = &doc["counters"]["outcomes"];
+            let answered =
+                c["success"].as_u64().unwrap_or(0) + c["error_answer"].as_u64().unwrap_or(0);
+            let own = value(&body, "dmbridge_script_request_bridge_seconds_count");
+            if own.map(|v| v as u64) != Some(answered) || answered == 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "bridge part count {own:?}, answered {answered}:\n{body}\n{doc}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            let own_sum = value(&body, "dmbridge_script_request_bridge_seconds_sum").unwrap();
+            let all_sum = value(&body, "dmbridge_script_request_latency_seconds_sum").unwrap();
+            assert!(
+                own_sum <= all_sum,
+                "own part {own_sum} > round trips {all_sum}"
+            );
             break;
         }
         assert!(

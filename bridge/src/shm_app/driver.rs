@@ -19,7 +19,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use dmproto::dict::Dictionary;
 use dmproto::json::JsonReader;
-use dmproto::Message;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -35,10 +34,10 @@ use super::refusals::RefusalLog;
 use super::status::{self, Counters, Identity};
 use super::ShmOptions;
 use crate::app::{
-    AppHandle, IncomingRequest, OutcomeQueue, OutgoingRequest, RequestError, Responder,
+    AppHandle, IncomingRequest, OutcomeQueue, OutgoingRequest, QueuedOutcome, Responder,
 };
 use crate::dictionary::CurrentDictionary;
-use crate::metrics::LatencyHistogram;
+use crate::metrics::ScriptRequestLatency;
 use dmnode::config::AppAdvert;
 use dmnode::endpoint::PeerStatus;
 
@@ -187,7 +186,7 @@ pub struct Driver {
     handle: AppHandle,
     /// The originate path's round trip through the bridge: the worker's request record
     /// taken -> its answer record published (`dmbridge_script_request_latency_seconds`).
-    script_request_latency: LatencyHistogram,
+    script_request_latency: ScriptRequestLatency,
     peers: watch::Receiver<Vec<PeerStatus>>,
     /// The applications of the commands attached workers serve (for CER/CEA).
     adverts: watch::Sender<Vec<AppAdvert>>,
@@ -267,7 +266,7 @@ impl Driver {
         handle: AppHandle,
         peers: watch::Receiver<Vec<PeerStatus>>,
         outcomes: OutcomeQueue,
-        script_request_latency: LatencyHistogram,
+        script_request_latency: ScriptRequestLatency,
     ) -> Result<Driver, super::StartError> {
         let dict_generation = current_dict.generation();
         let dict = current_dict.get();
@@ -343,7 +342,7 @@ impl Driver {
     pub async fn run(
         mut self,
         mut requests: mpsc::UnboundedReceiver<(IncomingRequest, Responder)>,
-        mut outcomes: mpsc::UnboundedReceiver<(u64, Result<Message, RequestError>)>,
+        mut outcomes: mpsc::UnboundedReceiver<QueuedOutcome>,
         mut stop: oneshot::Receiver<()>,
     ) {
         let cfg = self.bridge.config();
@@ -409,11 +408,11 @@ impl Driver {
                         self.service(slot);
                     }
                 }
-                Some((tag, result)) = outcomes.recv() => {
-                    self.complete(tag, result);
+                Some(outcome) = outcomes.recv() => {
+                    self.complete(outcome);
                     for _ in 1..BATCH {
-                        let Ok((tag, result)) = outcomes.try_recv() else { break };
-                        self.complete(tag, result);
+                        let Ok(outcome) = outcomes.try_recv() else { break };
+                        self.complete(outcome);
                     }
                 }
                 r = self.peers.changed(), if peers_open => match r {
@@ -811,7 +810,7 @@ impl Driver {
             Ok(a) => a,
             Err(e) => {
                 let o = Outcome::not_sent(format!("invalid request JSON: {e}"));
-                return self.deliver(slot, handle, o, at);
+                return self.deliver(slot, handle, o, at, None);
             }
         };
         let req = OutgoingRequest {
@@ -839,12 +838,17 @@ impl Driver {
             }
             Err(e) => {
                 let o = convert::outcome(self.dict, Err(e));
-                self.deliver(slot, handle, o, at);
+                self.deliver(slot, handle, o, at, None);
             }
         }
     }
 
-    fn complete(&mut self, tag: u64, result: Result<Message, RequestError>) {
+    fn complete(&mut self, outcome: QueuedOutcome) {
+        let QueuedOutcome {
+            tag,
+            result,
+            waited,
+        } = outcome;
         let Some(asker) = self.asked.remove(&tag) else {
             return;
         };
@@ -856,12 +860,21 @@ impl Driver {
             return;
         }
         let o = convert::outcome(self.dict, result);
-        self.deliver(asker.slot, asker.handle, o, asker.at);
+        self.deliver(asker.slot, asker.handle, o, asker.at, waited);
     }
 
     /// Puts an outcome in the worker's answers ring; one too large for it becomes a -3 that
-    /// says so. `at`: when the request's record was taken (the round trip is observed).
-    fn deliver(&mut self, slot: SlotId, handle: u64, o: Outcome, at: Instant) {
+    /// says so. `at`: when the request's record was taken (the round trip is observed);
+    /// `waited`: how long the node waited for the peer's answer, if one came (the round trip
+    /// less that is the bridge's own part).
+    fn deliver(
+        &mut self,
+        slot: SlotId,
+        handle: u64,
+        o: Outcome,
+        at: Instant,
+        waited: Option<Duration>,
+    ) {
         self.counters_dirty = true;
         let answer = record::Answer {
             handle,
@@ -899,7 +912,13 @@ impl Driver {
             },
             Err(_) => self.counters.outcomes_dropped += 1,
         }
-        self.script_request_latency.observe(at.elapsed());
+        let round_trip = at.elapsed();
+        self.script_request_latency.round_trip.observe(round_trip);
+        if let Some(w) = waited {
+            self.script_request_latency
+                .bridge
+                .observe(round_trip.saturating_sub(w));
+        }
     }
 
     /// Workers are attached (someone may read the status): keep `uptime_s` fresh.

@@ -124,13 +124,14 @@ impl ShmService {
     /// Creates the segment and control socket and starts the driver on the current tokio
     /// runtime. `handle` submits the workers' requests to the node; `peers` is the node's
     /// status (for the status document); `script_request_latency` gets the round trip of
-    /// each request a worker sends (give it to [`crate::metrics::Metrics::with_script_request_latency`]).
+    /// each request a worker sends, and the bridge's own part of it (give it to
+    /// [`crate::metrics::Metrics::with_script_request_latency`]).
     pub fn start(
         config: &Config,
         dict: &CurrentDictionary,
         handle: AppHandle,
         peers: watch::Receiver<Vec<PeerStatus>>,
-        script_request_latency: crate::metrics::LatencyHistogram,
+        script_request_latency: crate::metrics::ScriptRequestLatency,
     ) -> Result<(Arc<ShmApp>, ShmService), StartError> {
         let options = ShmOptions::from_settings(&config.app)?;
         let (tx, rx) = mpsc::unbounded_channel();

@@ -65,6 +65,8 @@ struct Net {
     seen: Vec<Seen>,
     now: Instant,
     outcomes: Outcomes,
+    /// The time each answered request waited for its answer ([`Output::Outcome`]'s `waited`).
+    waits: HashMap<RequestId, Option<Duration>>,
     /// Every id ever reported, to check each request gets exactly one outcome.
     reported: std::collections::HashSet<RequestId>,
     next_id: u64,
@@ -119,6 +121,7 @@ impl Net {
             seen: Vec::new(),
             now: Instant::now(),
             outcomes: Outcomes::default(),
+            waits: HashMap::new(),
             reported: Default::default(),
             next_id: 0,
             handshakes: Vec::new(),
@@ -222,8 +225,9 @@ impl Net {
                     Behaviour::Hold => self.nodes[i].held.push(token),
                 }
             }
-            Output::Outcome { id, result } => {
+            Output::Outcome { id, result, waited } => {
                 assert!(self.reported.insert(id), "a second outcome for {id:?}");
+                self.waits.insert(id, waited);
                 self.outcomes.borrow_mut().insert(id, result);
             }
         }
@@ -429,6 +433,24 @@ fn capabilities_exchange_then_request_and_answer() {
     assert!(req.session_id().unwrap().starts_with("client.example.net;"));
     assert_eq!(req.find_ref(264, 0).unwrap().data, b"client.example.net");
     assert_eq!(req.find_ref(283, 0).unwrap().data, b"example.net");
+}
+
+#[test]
+fn an_answer_reports_how_long_it_was_waited_for() {
+    // The driver subtracts this from the script's round trip (the bridge's own time).
+    let mut net = net(&[Behaviour::Hold]);
+    let mut p = net.submit(0, 1);
+    let mut t = net.submit(0, 2);
+    net.advance(Duration::from_millis(700));
+    net.release(1);
+    assert!(answered(&mut p).expect("answered").is_ok());
+    assert!(answered(&mut t).expect("answered").is_ok());
+    assert_eq!(net.waits[&p.id], Some(Duration::from_millis(700)));
+    // No answer, no wait to report.
+    let mut q = net.submit(0, 3);
+    net.advance(Duration::from_millis(3100));
+    assert_eq!(answered(&mut q), Some(Err(RequestError::Timeout)));
+    assert_eq!(net.waits[&q.id], None);
 }
 
 #[test]
