@@ -51,6 +51,11 @@
 #                           nothing is built then)
 #   SYNC_SPIN_US=N          the Kamailio module's sync_spin_us (unset: its default)
 #   BRIDGE_THREADS=N        dmbridge run --threads N
+#   BRIDGE_METRICS=1        the bridges serve [metrics] on a free port, scraped before and after
+#                           each dmbridge run (scripts/prom-delta.py): the run's line gets
+#                           "bridge_us", the bridge's histograms over that run (its round trip,
+#                           its own part per answered request, the peer's answer latency),
+#                           p50/p99/p99.9 in µs; the summary prints them under the run
 #   SHM_MB=4096             shared memory of every Kamailio and OpenSIPS (-m), the same on all
 #                           sides: tm keeps each answered transaction for its wait timer (5 s,
 #                           ~13 KB each in Kamailio 5.6: 79,072 waiting held 1.0 GB), so 16k
@@ -147,11 +152,12 @@ ocs_pid=$!; pids+=("$ocs_pid")
 wait_log "$work/ocs.log" listening 30
 
 # --- dmbridge + Kamailio -----------------------------------------------------------------
-# bridge_toml FILE ORIGIN_HOST SEGMENT SOCKET [DICTIONARY]: the same peers and routes for every
-# bridge of the race (the test_app server and the OCS)
+# bridge_toml FILE ORIGIN_HOST SEGMENT SOCKET [DICTIONARY] [METRICS_PORT]: the same peers and
+# routes for every bridge of the race (the test_app server and the OCS)
 bridge_toml() {
-  local dicts=""
+  local dicts="" metrics=""
   [ -z "${5:-}" ] || dicts="dictionaries = [\"$5\"]"
+  [ -z "${6:-}" ] || metrics=$(printf '\n[metrics]\nlisten = "127.0.0.1:%s"' "$6")
   cat >"$1" <<EOF
 [node]
 origin_host = "$2"
@@ -189,9 +195,15 @@ peers = ["ocs.test.local"]
 [app]
 segment = "/dev/shm/$3"
 control_socket = "$4"
+$metrics
 EOF
 }
-bridge_toml "$work/dmbridge.toml" bridge.test.local "$shm_name" "$work/control.sock"
+bridge_mport="" os_bridge_mport=""
+if [ "${BRIDGE_METRICS:-0}" = 1 ]; then
+  bridge_mport=$(free_port)
+  os_bridge_mport=$(free_port)
+fi
+bridge_toml "$work/dmbridge.toml" bridge.test.local "$shm_name" "$work/control.sock" "" "$bridge_mport"
 "$dmb" run --config "$work/dmbridge.toml" ${BRIDGE_THREADS:+--threads "$BRIDGE_THREADS"} \
   >"$work/bridge.log" 2>&1 &
 bridge_pid=$!; pids+=("$bridge_pid")
@@ -288,7 +300,7 @@ if [ -n "$os_src" ]; then
   # sides' bridge), with test_app's dictionary: the script names Test-AVP, as aaa_diameter
   # must
   bridge_toml "$work/os-bridge.toml" osbridge.test.local "$shm_name-os" "$work/os-control.sock" \
-    "$top/tests/opensips/bench/dictionary.bench"
+    "$top/tests/opensips/bench/dictionary.bench" "$os_bridge_mport"
   "$dmb" run --config "$work/os-bridge.toml" ${BRIDGE_THREADS:+--threads "$BRIDGE_THREADS"} \
     >"$work/os-bridge.log" 2>&1 &
   os_bridge_pid=$!; pids+=("$os_bridge_pid")
@@ -342,6 +354,12 @@ bridge_of() { # side -> the bridge it sends through (none: nothing)
     opensips-dmb-*) echo "$os_bridge_pid" ;;
   esac
 }
+mport_of() { # side -> the metrics port of its bridge (none: nothing)
+  case $1 in
+    dmb-*) echo "$bridge_mport" ;;
+    opensips-dmb-*) echo "$os_bridge_mport" ;;
+  esac
+}
 user_of() { # side app -> Request-URI user
   case $1 in
     *sip-only) echo "none-$2" ;;
@@ -363,6 +381,9 @@ run_sipp() {
   procs_srv=$(tree "$(server_of "$side")")
   bridge=$(bridge_of "$side")
   local b0 k0 f0 o0 t0 l0
+  local mport
+  mport=$(mport_of "$side")
+  [ -z "$mport" ] || python3 "$top/scripts/prom-delta.py" --scrape "$mport" "$dir/metrics0.txt"
   b0=$(ticks $bridge); k0=$(ticks $procs_srv); f0=$(ticks "$fd_pid"); o0=$(ticks $(tree "$ocs_pid"))
   l0=$(cut -d' ' -f1 /proc/loadavg)
   t0=$(date +%s.%N)
@@ -387,6 +408,10 @@ run_sipp() {
   t1=$(date +%s.%N)
   b1=$(ticks $bridge); k1=$(ticks $procs_srv); f1=$(ticks "$fd_pid"); o1=$(ticks $(tree "$ocs_pid"))
   l1=$(cut -d' ' -f1 /proc/loadavg)
+  if [ -n "$mport" ]; then
+    python3 "$top/scripts/prom-delta.py" --scrape "$mport" "$dir/metrics1.txt"
+    python3 "$top/scripts/prom-delta.py" "$dir/metrics0.txt" "$dir/metrics1.txt" >"$dir/bridge_us.json"
+  fi
   python3 - "$dir" "$side" "$app" "$mode" "$value" "$s" "$tag" \
     "$((b1 - b0))" "$((k1 - k0))" "$((f1 - f0))" "$((o1 - o0))" \
     "$(python3 -c "print($t1 - $t0)")" "$l0" "$l1" \
@@ -442,6 +467,8 @@ print(json.dumps({
                   "fd_server": cpu(ft), "erlang_ocs": cpu(ot),
                   "sipp": round(sipp_cpu / secs, 3)},
     "loadavg": [float(l0), float(l1)],
+    **({"bridge_us": json.load(open(os.path.join(d, "bridge_us.json")))}
+       if os.path.exists(os.path.join(d, "bridge_us.json")) else {}),
 }))
 EOF
   tail -n1 "$results"
@@ -450,10 +477,21 @@ EOF
 # Latency at low load: one MESSAGE at a time (scripts/sip-one-at-a-time.py), timed from send
 # to the final reply, which must be the 200 with a 2xxx or "answered" X-Result.
 low_latency() { # side app calls tag
-  local port user extra
-  port=$(port_of "$1"); user=$(user_of "$1" "$2")
+  local port user extra mport d="$work/runs/$4"
+  port=$(port_of "$1"); user=$(user_of "$1" "$2"); mport=$(mport_of "$1")
+  mkdir -p "$d"
+  [ -z "$mport" ] || python3 "$top/scripts/prom-delta.py" --scrape "$mport" "$d/metrics0.txt"
+
   extra=$(python3 -c 'import json, os, sys; print(json.dumps({"tag": sys.argv[1], "side": sys.argv[2], "app": sys.argv[3], "ta_peer": os.environ.get("TA_PEER", "fd"), "calls_per_s": None, "cpu_cores": None, "loadavg_start": open("/proc/loadavg").read().split()[0]}))' "$4" "$1" "$2")
-  python3 "$top/scripts/sip-one-at-a-time.py" "$port" "$user" "$3" 0 "$extra" >>"$results"
+  if [ -z "$mport" ]; then
+    python3 "$top/scripts/sip-one-at-a-time.py" "$port" "$user" "$3" 0 "$extra" >>"$results"
+  else
+    python3 "$top/scripts/sip-one-at-a-time.py" "$port" "$user" "$3" 0 "$extra" >"$d/line.json"
+    python3 "$top/scripts/prom-delta.py" --scrape "$mport" "$d/metrics1.txt"
+    python3 "$top/scripts/prom-delta.py" "$d/metrics0.txt" "$d/metrics1.txt" >"$d/bridge_us.json"
+    python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); r["bridge_us"] = json.load(open(sys.argv[2])); print(json.dumps(r))' \
+      "$d/line.json" "$d/bridge_us.json" >>"$results"
+  fi
   tail -n1 "$results"
 }
 
@@ -573,5 +611,9 @@ for r in rows:
                                 f"{max(c['fd_server'], c['erlang_ocs']):>5} {c['sipp']:>5}")
     print(f"{what:<52} {rate:>9} {r['ok']:>8} {r['failed']:>5} {f(l['p50']):>7} {f(l['p99']):>7}"
           f" {f(l['p999']):>7}       {cpu:<26}  {r['loadavg'][0]}-{r['loadavg'][1]}")
+    for k, h in (r.get("bridge_us") or {}).items():
+        if h["n"]:
+            print(f"    bridge {k:<24} n {h['n']:>9}  p50/p99/p99.9 us "
+                  f"{f(h['p50_us'])}/{f(h['p99_us'])}/{f(h['p999_us'])}")
 EOF
 log "work dir $work"
