@@ -1318,13 +1318,63 @@ pub unsafe extern "C" fn dmb_status_json(w: *mut dmb_worker, out: *mut *mut c_ch
 /// Frees a string returned by this library (NULL is ignored).
 ///
 /// # Safety
-/// `s` is NULL or a string from `dmb_status_json()` not yet freed.
+/// `s` is NULL or a string from `dmb_status_json()` or `dmb_set_scheduling()` not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn dmb_string_free(s: *mut c_char) {
     guard((), || {
         if !s.is_null() {
             // SAFETY: s came from CString::into_raw in this library.
             drop(unsafe { CString::from_raw(s) });
+        }
+    })
+}
+
+/// Asks the kernel to schedule the calling thread, and the processes and threads it starts
+/// afterwards, for short run-queue waits (issue 15 item 3; `dmshm::sched` and BENCHMARKS.md
+/// "Session 11: latency under load"): the modules call it in each process that runs the
+/// Diameter routes (their `sched_slice_us` / `sched_fifo_priority` parameters). Independent of
+/// any worker: call it before or after `dmb_attach()`.
+///
+/// * `slice_us`: the EEVDF slice of a `SCHED_OTHER` thread (Linux 6.12+), 100..=100000; 0: the
+///   kernel's. Needs no privilege.
+/// * `fifo_priority`: `SCHED_FIFO` at this priority, 1..=99, instead (then `slice_us` is not
+///   used); 0: stay `SCHED_OTHER`. Needs `CAP_SYS_NICE` or `RLIMIT_RTPRIO`.
+///
+/// On `DMB_OK` and a non-NULL `out`, `*out` is the scheduling the kernel then reports
+/// (`SCHED_OTHER nice 0 slice 100 us`; free it with `dmb_string_free()`). `DMB_E_INVAL`: a
+/// value out of range; `DMB_E_REFUSED`: the kernel refused it (`EPERM` without the privilege)
+/// or ignored it (a kernel before 6.12), and the thread keeps its scheduling; the reason, one
+/// line for the log, is in `dmb_last_error()`. Both 0: nothing asked, `DMB_OK`.
+///
+/// # Safety
+/// `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_set_scheduling(
+    slice_us: u32,
+    fifo_priority: u32,
+    out: *mut *mut c_char,
+) -> c_int {
+    guard(DMB_E_PANIC, || {
+        let s = dmshm::sched::Scheduling {
+            slice: (slice_us != 0).then(|| std::time::Duration::from_micros(slice_us.into())),
+            nice: None,
+            fifo_priority: (fifo_priority != 0).then_some(fifo_priority),
+        };
+        if let Some(p) = s.problems().into_iter().next() {
+            return invalid(format!("scheduling: {p}"));
+        }
+        match s.apply() {
+            Ok(now) => {
+                if !out.is_null() {
+                    // SAFETY: out is writable per the contract.
+                    unsafe { *out = cstring(now.to_string()).into_raw() };
+                }
+                DMB_OK
+            }
+            Err(e) => {
+                set_error(e.to_string());
+                DMB_E_REFUSED
+            }
         }
     })
 }
@@ -1436,5 +1486,47 @@ mod tests {
             .unwrap()
             .to_owned();
         assert!(msg.contains("boom"), "{msg}");
+    }
+
+    #[test]
+    fn scheduling_is_applied_read_back_or_refused_with_a_reason() {
+        // in a thread of its own, so the harness's threads keep their scheduling
+        std::thread::spawn(|| {
+            // SAFETY: out is a valid pointer or NULL; the string is freed below.
+            unsafe {
+                let mut out: *mut c_char = std::ptr::null_mut();
+                assert_eq!(dmb_set_scheduling(0, 0, &mut out), DMB_OK);
+                assert!(CStr::from_ptr(out)
+                    .to_str()
+                    .unwrap()
+                    .starts_with("SCHED_OTHER"));
+                dmb_string_free(out);
+                assert_eq!(dmb_set_scheduling(50, 0, std::ptr::null_mut()), DMB_E_INVAL);
+                let msg = CStr::from_ptr(dmb_last_error()).to_str().unwrap();
+                assert!(msg.contains("100..=100000 us"), "{msg}");
+                assert_eq!(
+                    dmb_set_scheduling(0, 100, std::ptr::null_mut()),
+                    DMB_E_INVAL
+                );
+                // a kernel before 6.12 ignores the slice: refused with the reason
+                let mut out: *mut c_char = std::ptr::null_mut();
+                match dmb_set_scheduling(200, 0, &mut out) {
+                    DMB_OK => {
+                        let now = CStr::from_ptr(out).to_str().unwrap().to_owned();
+                        dmb_string_free(out);
+                        assert!(now.ends_with("slice 200 us"), "{now}");
+                        let read = dmshm::sched::current_thread().unwrap();
+                        assert_eq!(read.slice, std::time::Duration::from_micros(200));
+                    }
+                    DMB_E_REFUSED => {
+                        let msg = CStr::from_ptr(dmb_last_error()).to_str().unwrap();
+                        assert!(msg.contains("before 6.12"), "{msg}");
+                    }
+                    c => panic!("code {c}"),
+                }
+            }
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -10,6 +10,8 @@
 //! * [`bridge`]: the bridge's side, non-blocking and fd-driven so a tokio
 //!   layer can run it with `AsyncFd`;
 //! * [`worker`]: the worker's side, wrapped by the C library;
+//! * [`sched`]: the scheduling (EEVDF slice, nice, `SCHED_FIFO`) of the threads on a
+//!   request's path, applied with `sched_setattr(2)`;
 //! * `reactor` (feature `tokio`): the bridge's descriptors registered with tokio's reactor
 //!   without `unsafe` in the caller;
 //! * [`reference`](mod@reference): a small synchronous bridge that answers everything, for
@@ -41,6 +43,8 @@ pub mod recent;
 pub mod record;
 #[cfg(not(loom))]
 pub mod reference;
+#[cfg(not(loom))]
+pub mod sched;
 #[cfg(not(loom))]
 pub mod segment;
 #[cfg(not(loom))]
