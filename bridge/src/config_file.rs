@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use dmnode::config::{Config, ConfigError};
 use dmnode::rules::RuleError;
+use dmshm::sched::Scheduling;
 
 /// Why a configuration file (or the rules file it names) was refused. `Display` gives one
 /// line per problem, `file:line:column: message` (the rules file's with its own name and
@@ -88,14 +89,30 @@ pub fn rules_path(config: &Config, config_file: &Path) -> Option<PathBuf> {
 
 /// Reads and validates the configuration file and the rules file it names.
 pub fn load(file: &Path) -> Result<Config, LoadError> {
+    load_with_scheduling(file).map(|(config, _)| config)
+}
+
+/// [`load`], and the file's `[scheduling]` table, which the node does not read: `dmbridge run`
+/// applies it to its runtime threads at start-up ([`scheduling`]).
+pub fn load_with_scheduling(file: &Path) -> Result<(Config, Scheduling), LoadError> {
     let text = std::fs::read_to_string(file).map_err(|source| LoadError::Read {
         path: file.to_path_buf(),
         source,
     })?;
-    let mut config = dmnode::config::parse(&text).map_err(|errors| LoadError::Config {
-        path: file.to_path_buf(),
-        errors,
-    })?;
+    let parsed = dmnode::config::parse(&text);
+    let sched = scheduling(&text);
+    let (mut config, sched) = match (parsed, sched) {
+        (Ok(c), Ok(s)) => (c, s),
+        (parsed, sched) => {
+            let mut errors = parsed.err().unwrap_or_default();
+            errors.extend(sched.err().unwrap_or_default());
+            errors.sort_by_key(|e| (e.line, e.column));
+            return Err(LoadError::Config {
+                path: file.to_path_buf(),
+                errors,
+            });
+        }
+    };
     if let Some(path) = rules_path(&config, file) {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -104,7 +121,103 @@ pub fn load(file: &Path) -> Result<Config, LoadError> {
         config.routing.rules =
             dmnode::rules::parse(&text).map_err(|errors| LoadError::Rules { path, errors })?;
     }
-    Ok(config)
+    Ok((config, sched))
+}
+
+/// The keys of `[scheduling]`.
+const SCHEDULING_KEYS: &[&str] = &["slice_us", "nice", "fifo_priority"];
+
+/// `[scheduling]`: how the kernel schedules the bridge's runtime thread(s) (issue 15 item 3;
+/// [`dmshm::sched`] says what each setting does and what privilege it needs). Applied once, at
+/// start-up, to the thread that then starts the others; a reload checks it but a change takes
+/// a restart.
+///
+/// ```toml
+/// [scheduling]
+/// slice_us = 100        # EEVDF slice (Linux 6.12+), 100..=100000 us; no privilege needed
+/// nice = -5             # optional; below the current nice needs CAP_SYS_NICE/LimitNICE=
+/// fifo_priority = 10    # optional, SCHED_FIFO 1..=99 instead (LimitRTPRIO=, RestrictRealtime=no)
+/// ```
+///
+/// Absent: the kernel's defaults. Errors come with their line and column, like the node's.
+pub fn scheduling(text: &str) -> Result<Scheduling, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut error = |span: Option<std::ops::Range<usize>>, message: String| {
+        let offset = span.map(|s| s.start).unwrap_or(0).min(text.len());
+        let before = text.get(..offset).unwrap_or("");
+        errors.push(ConfigError {
+            line: before.matches('\n').count() + 1,
+            column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+            message,
+        });
+    };
+    let mut s = Scheduling::default();
+    // A file that does not parse is reported by the node's reader.
+    let Ok(doc) = toml_edit::ImDocument::parse(text) else {
+        return Ok(s);
+    };
+    let Some(item) = doc.as_table().get("scheduling") else {
+        return Ok(s);
+    };
+    let Some(table) = item.as_table_like() else {
+        error(item.span(), "[scheduling] must be a table".into());
+        return Err(errors);
+    };
+    for (key, value) in table.iter() {
+        let span = table
+            .get_key_value(key)
+            .and_then(|(k, _)| k.span())
+            .or_else(|| value.span());
+        let Some(v) = value.as_integer() else {
+            if SCHEDULING_KEYS.contains(&key) {
+                error(span, format!("`{key}` in [scheduling] must be an integer"));
+            } else {
+                error(
+                    span,
+                    format!(
+                        "unknown key `{key}` in [scheduling] (known: {})",
+                        SCHEDULING_KEYS.join(", ")
+                    ),
+                );
+            }
+            continue;
+        };
+        let (min, max) = match key {
+            "slice_us" => (
+                dmshm::sched::MIN_SLICE.as_micros() as i64,
+                dmshm::sched::MAX_SLICE.as_micros() as i64,
+            ),
+            "nice" => (-20, 19),
+            "fifo_priority" => (1, 99),
+            _ => {
+                error(
+                    span,
+                    format!(
+                        "unknown key `{key}` in [scheduling] (known: {})",
+                        SCHEDULING_KEYS.join(", ")
+                    ),
+                );
+                continue;
+            }
+        };
+        if !(min..=max).contains(&v) {
+            error(
+                value.span().or(span),
+                format!("`{key}` = {v} is out of range {min}..={max}"),
+            );
+            continue;
+        }
+        match key {
+            "slice_us" => s.slice = Some(std::time::Duration::from_micros(v as u64)),
+            "nice" => s.nice = Some(v as i32),
+            _ => s.fifo_priority = Some(v as u32),
+        }
+    }
+    if errors.is_empty() {
+        Ok(s)
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]
@@ -170,5 +283,75 @@ mod tests {
                 if path == &cfg && source.kind() == std::io::ErrorKind::NotFound),
             "{e:?}"
         );
+    }
+
+    const BASE: &str = "[node]\norigin_host = \"me.example.net\"\norigin_realm = \"example.net\"\n\
+        [[applications]]\nid = 4\n";
+
+    #[test]
+    fn scheduling_is_read_and_absent_means_the_kernel_s_defaults() {
+        assert!(scheduling(BASE).unwrap().is_default());
+        let s = scheduling(&format!(
+            "{BASE}[scheduling]\nslice_us = 100\nnice = -5\nfifo_priority = 10\n"
+        ))
+        .unwrap();
+        assert_eq!(s.slice, Some(std::time::Duration::from_micros(100)));
+        assert_eq!((s.nice, s.fifo_priority), (Some(-5), Some(10)));
+        // the node's reader takes the table too, and load hands it over
+        let dir = std::env::temp_dir().join(format!("dmb-config-sched-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("dmbridge.toml");
+        std::fs::write(&cfg, format!("{BASE}[scheduling]\nslice_us = 300\n")).unwrap();
+        let (_, s) = load_with_scheduling(&cfg).unwrap();
+        assert_eq!(s.slice, Some(std::time::Duration::from_micros(300)));
+        // a bad key is refused by load (check-config, reload) with its line, next to the
+        // node's own errors in file order
+        std::fs::write(
+            &cfg,
+            format!("{BASE}[scheduling]\nslice_us = 50\n[timers]\ntc = \"x\"\n"),
+        )
+        .unwrap();
+        let e = load(&cfg).unwrap_err().to_string();
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 2, "{e}");
+        assert!(
+            lines[0].contains(":7:12: `slice_us` = 50 is out of range 100..=100000"),
+            "{e}"
+        );
+        assert!(lines[1].contains(":9:"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_scheduling_keys_are_refused_with_their_lines() {
+        let at = |extra: &str| -> Vec<(usize, String)> {
+            scheduling(&format!("{BASE}[scheduling]\n{extra}"))
+                .unwrap_err()
+                .into_iter()
+                .map(|e| (e.line, e.message))
+                .collect()
+        };
+        let e = at("slice = 100\n");
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].0, 7);
+        assert!(
+            e[0].1.contains("unknown key `slice` in [scheduling]"),
+            "{e:?}"
+        );
+        let e = at("slice_us = \"100us\"\nnice = 20\nfifo_priority = 0\n");
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].1.contains("must be an integer"), "{e:?}");
+        assert!(
+            e[1].1.contains("`nice` = 20 is out of range -20..=19"),
+            "{e:?}"
+        );
+        assert!(
+            e[2].1
+                .contains("`fifo_priority` = 0 is out of range 1..=99"),
+            "{e:?}"
+        );
+        assert_eq!((e[1].0, e[2].0), (8, 9));
+        let e = scheduling(&format!("scheduling = 3\n{BASE}")).unwrap_err();
+        assert!(e[0].message.contains("must be a table"), "{e:?}");
     }
 }

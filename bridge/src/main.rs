@@ -136,8 +136,12 @@ fn main() -> ExitCode {
 
 /// `dmbridge run`: the node, until SIGINT or SIGTERM, then a graceful stop (drain, DPR).
 fn run(file: &std::path::Path, echo: bool, threads: u16) -> ExitCode {
-    let Some(config) = load_config(file) else {
-        return ExitCode::FAILURE;
+    let (config, scheduling) = match dmrun::config_file::load_with_scheduling(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
     };
     let Some((dict, sources)) = load_dictionaries(&config, file) else {
         return ExitCode::FAILURE;
@@ -159,6 +163,15 @@ fn run(file: &std::path::Path, echo: bool, threads: u16) -> ExitCode {
         routes = config.routes.len(),
         "configuration loaded"
     );
+    // [scheduling], on this thread before the runtime starts any other: the runtime's threads
+    // (and the logger's) inherit it. A refusal is logged and the bridge runs as it was
+    // (BENCHMARKS.md "Session 11: latency under load").
+    if !scheduling.is_default() {
+        match scheduling.apply() {
+            Ok(now) => tracing::info!("scheduling: {now} for the runtime thread(s)"),
+            Err(e) => tracing::warn!("{e}; the runtime thread(s) keep the kernel's defaults"),
+        }
+    }
     // One thread (the default): a current-thread runtime, so the node loop, the shm driver
     // and the connections never hand work to another thread. A sync request then wakes the
     // bridge twice (the worker's doorbell, the peer's answer); with the multi-thread runtime

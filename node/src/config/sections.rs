@@ -26,6 +26,8 @@ const ROOT_KEYS: &[&str] = &[
     "admin",
     "routing",
     "tls",
+    // read by the bridge, not the node (dmrun::config_file::scheduling)
+    "scheduling",
 ];
 const ROUTING_KEYS: &[&str] = &["relay", "rules", "rules_file"];
 const NODE_KEYS: &[&str] = &[
