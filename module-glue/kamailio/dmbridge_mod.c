@@ -44,6 +44,12 @@ static int mod_init(void);
 static int child_init(int rank);
 static void mod_destroy(void);
 
+/* sched_slice_us / sched_fifo_priority: the scheduling of the processes that run the Diameter
+ * routes (the module workers, and the SIP workers that call dm_send_request), applied in
+ * child_init; 0: the kernel's (BENCHMARKS.md "Session 11: latency under load") */
+static int dmk_sched_slice_us = 0;
+static int dmk_sched_fifo_priority = 0;
+
 /* clang-format off */
 static cmd_export_t cmds[] = {
 	{"dm_send_reply", (cmd_function)w_dm_send_reply1, 1, fixup_dm_reply,
@@ -71,6 +77,8 @@ static param_export_t params[] = {
 	{"reconnect_interval", PARAM_INT,    &dmk_cfg.reconnect_interval},
 	{"event_callback",     PARAM_STR,    &dmk_cfg.event_callback},
 	{"sync_spin_us",       PARAM_INT,    &dmk_cfg.sync_spin_us},
+	{"sched_slice_us",     PARAM_INT,    &dmk_sched_slice_us},
+	{"sched_fifo_priority", PARAM_INT,   &dmk_sched_fifo_priority},
 	{0, 0, 0}
 };
 
@@ -180,6 +188,15 @@ static int mod_init(void)
 		LM_ERR("sync_spin_us must be 0..%d (us)\n", DMB_MAX_SYNC_SPIN_US);
 		return -1;
 	}
+	if(dmk_sched_slice_us != 0
+			&& (dmk_sched_slice_us < 100 || dmk_sched_slice_us > 100000)) {
+		LM_ERR("sched_slice_us must be 0 (the kernel's) or 100..100000 (us)\n");
+		return -1;
+	}
+	if(dmk_sched_fifo_priority < 0 || dmk_sched_fifo_priority > 99) {
+		LM_ERR("sched_fifo_priority must be 0 (SCHED_OTHER) or 1..99\n");
+		return -1;
+	}
 	if(dmk_cfg.request_timeout <= 0) {
 		LM_ERR("request_timeout must be > 0 (ms)\n");
 		return -1;
@@ -209,12 +226,32 @@ static int mod_init(void)
 	return 0;
 }
 
+/* The process's scheduling per sched_slice_us / sched_fifo_priority; a refusal (EPERM,
+ * a kernel before 6.12) is logged and the process runs as it was. */
+static void dmk_apply_scheduling(const char *who)
+{
+	char *now = NULL;
+
+	if(dmk_sched_slice_us == 0 && dmk_sched_fifo_priority == 0)
+		return;
+	if(dmb_set_scheduling((uint32_t)dmk_sched_slice_us, (uint32_t)dmk_sched_fifo_priority,
+			   &now)
+			== DMB_OK) {
+		LM_INFO("%s: %s\n", who, now);
+		dmb_string_free(now);
+	} else {
+		LM_WARN("%s: %s; running with the kernel's defaults\n", who, dmb_last_error());
+	}
+}
+
 static int child_init(int rank)
 {
 	int pid;
 
 	if(rank == PROC_INIT || rank == PROC_TCP_MAIN)
 		return 0;
+	if(rank > 0)
+		dmk_apply_scheduling("SIP worker"); /* it runs dm_send_request */
 	if(rank != PROC_MAIN)
 		return 0; /* SIP/RPC/timer processes attach on first use */
 
@@ -227,6 +264,7 @@ static int child_init(int rank)
 		if(pid == 0) {
 			if(cfg_child_init())
 				return -1;
+			dmk_apply_scheduling(desc);
 			dmk_worker_main(i);
 			/* not reached */
 			return -1;

@@ -46,6 +46,12 @@ static char *dmo_peer_identity = NULL;
 
 static int mod_init(void);
 static int child_init(int rank);
+
+/* sched_slice_us / sched_fifo_priority: the scheduling of the SIP workers, which run the
+ * Diameter routes and dm_send_request, applied in child_init; 0: the kernel's (BENCHMARKS.md
+ * "Session 11: latency under load") */
+static int dmo_sched_slice_us = 0;
+static int dmo_sched_fifo_priority = 0;
 static int dmo_retry_attach(struct sip_msg *msg, void *param);
 static void mod_destroy(void);
 
@@ -85,6 +91,8 @@ static const param_export_t params[] = {
 	{"dict_file",         STR_PARAM, &dmo_dict_file},
 	{"max_json_log_size", INT_PARAM, &dmo_cfg.max_json_log_size},
 	{"sync_spin_us",      INT_PARAM, &dmo_cfg.sync_spin_us},
+	{"sched_slice_us",    INT_PARAM, &dmo_sched_slice_us},
+	{"sched_fifo_priority", INT_PARAM, &dmo_sched_fifo_priority},
 	/* aaa_diameter's parameters, so its scripts only change loadmodule */
 	{"answer_timeout",    INT_PARAM, &dmo_cfg.request_timeout},
 	{"aaa_url",           STR_PARAM, &dmo_aaa_url},
@@ -317,6 +325,15 @@ static int mod_init(void)
 		LM_ERR("sync_spin_us must be 0..%d (us)\n", DMB_MAX_SYNC_SPIN_US);
 		return -1;
 	}
+	if(dmo_sched_slice_us != 0
+			&& (dmo_sched_slice_us < 100 || dmo_sched_slice_us > 100000)) {
+		LM_ERR("sched_slice_us must be 0 (the kernel's) or 100..100000 (us)\n");
+		return -1;
+	}
+	if(dmo_sched_fifo_priority < 0 || dmo_sched_fifo_priority > 99) {
+		LM_ERR("sched_fifo_priority must be 0 (SCHED_OTHER) or 1..99\n");
+		return -1;
+	}
 	if(dmo_cfg.request_timeout <= 0) {
 		LM_ERR("request_timeout (answer_timeout) must be > 0 ms\n");
 		return -1;
@@ -410,6 +427,19 @@ static int child_init(int rank)
 	 * the reactor is set up before child_init there */
 	if(rank < 1 || !dmo_has_reactor())
 		return 0;
+	if(dmo_sched_slice_us != 0 || dmo_sched_fifo_priority != 0) {
+		/* a refusal (EPERM, a kernel before 6.12) is logged; the worker runs as it was */
+		char *now = NULL;
+		if(dmb_set_scheduling((uint32_t)dmo_sched_slice_us,
+				   (uint32_t)dmo_sched_fifo_priority, &now)
+				== DMB_OK) {
+			LM_INFO("SIP worker %d: %s\n", rank, now);
+			dmb_string_free(now);
+		} else {
+			LM_WARN("SIP worker %d: %s; running with the kernel's defaults\n", rank,
+					dmb_last_error());
+		}
+	}
 	if(dmo_attach("sip") == 0)
 		dmo_serve();
 	/* failures are logged; SIP keeps running and Diameter calls fail with -3 until the

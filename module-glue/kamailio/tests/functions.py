@@ -193,7 +193,7 @@ def cfg_head(modules, params):
 
 WITH_BRIDGE = ['"htable", "htable", "c=>size=4;"', '"dmbridge", "bridge_socket", DMB_SOCKET',
                '"dmbridge", "workers", 1', '"dmbridge", "reconnect_interval", 200',
-               '"dmbridge", "request_timeout", 2000']
+               '"dmbridge", "request_timeout", 2000', '"dmbridge", "sched_slice_us", 200']
 
 
 def native_cfg(rs, uas_port):
@@ -351,6 +351,11 @@ def run_rows(procs, rs, api, cfg_path, sock, bridge, work, tag, uas):
     if not report.check(f"{tag}: module worker started",
                         fm.wait_for(log, "dmbridge worker 1 started", 20 * slow), fm.log_tail(log)):
         return
+    # sched_slice_us: applied and read back (Linux 6.12+), or refused with the reason
+    report.check(f"{tag}: sched_slice_us 200 applied to the module worker, or refused saying why",
+                 fm.wait_for(log, r"DMBRIDGE WORKER 1: (SCHED_OTHER nice -?\d+ slice 200 us"
+                             r"|scheduling slice 200 us: .*running with the kernel's defaults)",
+                             5 * slow), fm.log_tail(log))
     if bridge:
         report.check(f"{tag}: module worker attached to the reference bridge",
                      fm.wait_for(log, "attached to bridge", 10 * slow), fm.log_tail(log))
@@ -434,6 +439,19 @@ def config_errors(work):
         report.check(f"kamailio refuses to start with {what}, saying why",
                      rc not in (None, 0) and re.search(rx, out) is not None
                      and not re.search(r"(?i)segfault|signal 11", out), out)
+    for param, rx in (('"sched_slice_us", 50', r"sched_slice_us must be 0 .* or 100\.\.100000"),
+                      ('"sched_fifo_priority", 100',
+                       r"sched_fifo_priority must be 0 \(SCHED_OTHER\) or 1\.\.99")):
+        open(cfg, "w").write(base + f'modparam("dmbridge", {param})\nrequest_route {{ drop; }}\n')
+        argv = ["kamailio", "-DD", "-E", "-Y", work, "-f", cfg, "-A",
+                f"SIP_PORT={fm.free_port()}", "-A", f'DMB_SO="{so}"']
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+            out, rc = r.stdout + r.stderr, r.returncode
+        except subprocess.TimeoutExpired as e:
+            out, rc = f"still running after 20 s\n{e.stdout}{e.stderr}", None
+        report.check(f"kamailio refuses to start with modparam {param}, saying why",
+                     rc not in (None, 0) and re.search(rx, out) is not None, out)
 
 
 def runtime_errors(procs, work):
