@@ -23,6 +23,10 @@
 #                                                     run-queue delay per task (root; adds
 #                                                     the tracer's own cost to the run)
 #        DMB_WORKERS=N ...                            A's module workers (bench-echo.cfg: 2)
+#        SCHED_SLICE_US=N / SCHED_FIFO=P ...          A's bridge ([scheduling] slice_us /
+#                                                     fifo_priority, also the echo bridge's)
+#                                                     and module workers (sched_slice_us /
+#                                                     sched_fifo_priority): their scheduling
 #        ANCHOR=0 ECHO=0 ...                          skip B / the `run --echo` rate runs
 #        ECHO_REGEX=1 scripts/bench-kamailio.sh ...   A's route extracts the value with the
 #                                                     regex of B's route (see bench-echo.cfg)
@@ -173,6 +177,11 @@ control_socket = "$work/control.sock"
 [metrics]
 listen = "127.0.0.1:$mport"
 EOF
+if [ -n "${SCHED_SLICE_US:-}${SCHED_FIFO:-}" ]; then
+  printf '\n[scheduling]\n%s%s' "${SCHED_SLICE_US:+slice_us = $SCHED_SLICE_US
+}" "${SCHED_FIFO:+fifo_priority = $SCHED_FIFO
+}" >>"$work/dmbridge.toml"
+fi
 "$dmb" run --config "$work/dmbridge.toml" ${BRIDGE_THREADS:+--threads "$BRIDGE_THREADS"} \
   >"$work/bridge.log" 2>&1 &
 bridge_pid=$!
@@ -181,11 +190,17 @@ wait_log "$work/bridge.log" "serving workers" 10
 mkdir -p "$work/kam-a"
 kamailio -DD -E -Y "$work/kam-a" -f "$top/tests/kamailio/bench-echo.cfg" \
   -A "SIP_PORT=$(free_port)" -A "DMB_SO=\"$so\"" -A "DMB_SOCKET=\"$work/control.sock\"" \
-  ${ECHO_REGEX:+-A ECHO_REGEX} ${DMB_WORKERS:+-A "DMB_WORKERS=$DMB_WORKERS"} >"$work/kamailio-dmbridge.log" 2>&1 &
+  ${ECHO_REGEX:+-A ECHO_REGEX} ${DMB_WORKERS:+-A "DMB_WORKERS=$DMB_WORKERS"} \
+  ${SCHED_SLICE_US:+-A "DMB_SCHED_SLICE_US=$SCHED_SLICE_US"} \
+  ${SCHED_FIFO:+-A "DMB_SCHED_FIFO=$SCHED_FIFO"} >"$work/kamailio-dmbridge.log" 2>&1 &
 kam_a=$!
 pids+=("$kam_a")
 wait_log "$work/bridge.log" 'handles \["16777214"\]' 15
 sleep 1
+[ -z "${SCHED_SLICE_US:-}${SCHED_FIFO:-}" ] ||
+  log "A: bridge $(grep -h -o 'scheduling.*' "$work/bridge.log" | tail -1); Kamailio's processes (class priority/slice ns): $(
+    for p in $(pgrep -P "$kam_a"); do printf '%s/%s ' "$(ps -o cls=,rtprio= -p "$p" | tr -s ' ')" \
+      "$(sed -n 's/^se\.slice *: *//p' "/proc/$p/sched")"; done)"
 log "A: dmbridge bench -> dmbridge run + Kamailio dmbridge.so (${secs}s, $conc in flight; load average $(cut -d' ' -f1-3 /proc/loadavg))"
 bench dmbridge "$bport" bench.test.local
 at_loads dmbridge "$bport" bench.test.local dmbridge "$mport"
