@@ -295,6 +295,11 @@ pub struct SpinPolicy {
 /// open. A SIP server with more busy workers than cores (a closed loop of 4 workers on 2
 /// cores) must not poll: each poll then takes a core from the bridge, the peer or another
 /// worker, and the answer comes later, not sooner (measured: BENCHMARKS.md "Session 10").
+///
+/// Nor does a real-time thread poll (the modules' `sched_fifo_priority`, checked in the
+/// same look with one `sched_getattr`): its `sched_yield` hands the core only to threads of
+/// its own priority, so a time-sharing bridge or peer woken on that core would wait for the
+/// whole bound instead of answering.
 #[derive(Debug, Default)]
 struct Runnable {
     file: Option<std::fs::File>,
@@ -326,7 +331,7 @@ impl Runnable {
             return self.spare;
         }
         self.checked = Some(now);
-        self.spare = self.read().is_some_and(|running| running <= self.cores);
+        self.spare = !realtime() && self.read().is_some_and(|running| running <= self.cores);
         self.spare
     }
 
@@ -336,6 +341,15 @@ impl Runnable {
         let n = self.file.as_ref()?.read_at(&mut buf, 0).ok()?;
         parse_running(buf.get(..n)?)
     }
+}
+
+/// Whether the calling thread runs under a real-time policy (`SCHED_FIFO`, `SCHED_RR`,
+/// `SCHED_DEADLINE`); a thread whose policy cannot be read is taken as time-sharing.
+fn realtime() -> bool {
+    const RR: u32 = 2;
+    const DEADLINE: u32 = 6;
+    crate::sched::current_thread()
+        .is_ok_and(|t| matches!(t.policy, crate::sched::POLICY_FIFO | RR | DEADLINE))
 }
 
 /// "0.18 0.99 1.62 2/345 12345" -> 2.
@@ -1350,8 +1364,53 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_running, SpinPolicy};
-    use std::time::Duration;
+    use super::{parse_running, realtime, Runnable, SpinPolicy};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_real_time_thread_never_polls() {
+        // Its sched_yield would hand the core only to its own priority (sched_fifo_priority).
+        // An idle machine, whatever this one is doing: a loadavg file saying one runnable.
+        let idle = || {
+            let path = std::env::temp_dir().join(format!("dmb-loadavg-{}", std::process::id()));
+            std::fs::write(&path, "0.00 0.00 0.00 1/100 1\n").unwrap();
+            let file = std::fs::File::open(&path).ok();
+            let _ = std::fs::remove_file(&path);
+            Runnable {
+                file,
+                cores: 2,
+                checked: None,
+                spare: false,
+            }
+        };
+        assert!(!realtime(), "the test thread is time-sharing");
+        assert!(
+            idle().spare_core(Instant::now()),
+            "time-sharing on an idle machine polls"
+        );
+        let got = std::thread::spawn(move || {
+            let applied = crate::sched::Scheduling {
+                fifo_priority: Some(1),
+                ..crate::sched::Scheduling::default()
+            }
+            .apply();
+            (
+                applied.map(|_| ()),
+                realtime(),
+                idle().spare_core(Instant::now()),
+            )
+        })
+        .join()
+        .unwrap();
+        match got {
+            (Ok(()), rt, spare) => assert!(rt && !spare, "real-time {rt}, spare core {spare}"),
+            // Without CAP_SYS_NICE (not root): the refusal says what it needs.
+            (Err(e), rt, _) => {
+                assert!(!rt, "refused, yet real-time");
+                assert!(e.to_string().contains("RLIMIT_RTPRIO"), "{e}");
+            }
+        }
+    }
 
     #[test]
     fn runnable_count_from_loadavg() {
