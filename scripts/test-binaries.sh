@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# `cargo test --workspace --release --no-fail-fast`, with the test binaries run two at a time.
+# `cargo test --workspace --no-fail-fast` with the test binaries built with the `release-tests`
+# profile (release without LTO, Cargo.toml) and run two at a time, against the release build.
 #
-# Most of the end-to-end binaries spend their time waiting (peers starting, watchdog timers,
-# restarts), so while one waits the other can run: on 2 cores two lanes cut the wall time
-# without running anything less. Same binaries, same tests, same arguments as `cargo test`
-# gives them (none), same working directory (the package's root) and the same CARGO* variables;
-# then the doc tests (`cargo test --doc`), as `cargo test` runs them.
+# - What the tests run and link is the release build (thin LTO, as deployed): this script
+#   builds `cargo build --release -p dmbridge-bridge -p dmbridge-cabi` (a no-op after
+#   scripts/test.sh's build phase) and points the harness at it: DMBRIDGE_BIN (the `dmbridge`
+#   binary) and DMB_LIBDIR (libdmbridge, for the C echo worker); the SIP-server modules link
+#   target/release/libdmbridge.a themselves. The test binaries are built with `--profile
+#   release-tests`: the release code generation without the cross-crate LTO and debug info
+#   that made linking ~64 test binaries most of the test command's CPU.
+# - Most of the end-to-end binaries spend their time waiting (peers starting, watchdog timers,
+#   restarts), so while one waits the other can run: on 2 cores two lanes cut the wall time
+#   without running anything less. Same binaries, same tests, same arguments as `cargo test`
+#   gives them (none), same working directory (the package's root) and the same CARGO*
+#   variables; then the doc tests (`cargo test --doc`), as `cargo test` runs them.
 #
 # - Every binary's output is kept in a file and printed whole when it ends (never interleaved),
 #   with one summary line: name, result, wall and CPU time (user+sys of it and its children).
@@ -20,6 +28,7 @@
 #   NAME...      only these test binaries (e.g. origin_state peer_lifecycle; `dmproto` for a
 #                crate's unit tests), without the doc tests; default every binary + doc tests
 #   TEST_JOBS=N  lanes (default 2; 1 runs them one after another like cargo test)
+#   DMBRIDGE_BIN, DMB_LIBDIR   other artifacts to test (default: the release build's)
 set -euo pipefail
 exec </dev/null
 top=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
@@ -33,34 +42,50 @@ SLOW_FIRST=(origin_state bench_peers peer_lifecycle scale_out roles_as shm_app o
 work=$(mktemp -d "${TMPDIR:-/tmp}/dmb-test-binaries.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-# Build every test binary (as `cargo test` would) and list them: name, kind, package root,
-# package name and version, executable.
-cargo test --workspace --release --no-run --message-format=json-render-diagnostics \
+# The artifacts under test (release, thin LTO), then every test binary (as `cargo test` would,
+# in the release-tests profile); one pass over cargo's JSON lists the test binaries (name,
+# kind, package root, package name and version, executable) and the release `dmbridge` and
+# libdmbridge directory.
+cargo build --release -p dmbridge-bridge -p dmbridge-cabi --message-format=json-render-diagnostics \
+  > "$work/release.json"
+cargo test --workspace --profile release-tests --no-run --message-format=json-render-diagnostics \
   > "$work/build.json"
-python3 - "$work/build.json" > "$work/all.tsv" <<'PY'
+python3 - "$work/build.json" "$work/release.json" "$work/all.tsv" > "$work/artifacts" <<'PY'
 import json, os, sys
+def artifacts(path):
+    for line in open(path):
+        if line.startswith("{"):
+            m = json.loads(line)
+            if m.get("reason") == "compiler-artifact":
+                yield m
 seen = set()
-for line in open(sys.argv[1]):
-    if not line.startswith("{"):
-        continue
-    m = json.loads(line)
-    if m.get("reason") != "compiler-artifact" or not m.get("executable") or not m["profile"]["test"]:
-        continue
-    exe = m["executable"]
-    if exe in seen:
-        continue
-    seen.add(exe)
-    t = m["target"]
-    root = os.path.dirname(m["manifest_path"])
-    # package_id: "path+file:///.../bridge#dmbridge-bridge@0.1.0" (or "...#0.1.0" when the
-    # directory is the package name)
-    pid = m["package_id"].rsplit("#", 1)[-1]
-    name, _, ver = pid.rpartition("@")
-    if not name:
-        name = os.path.basename(root)
-    print("\t".join([t["name"], ",".join(t["kind"]), root, name, ver, exe]))
+with open(sys.argv[3], "w") as tsv:
+    for m in artifacts(sys.argv[1]):
+        if not m.get("executable") or not m["profile"]["test"]:
+            continue
+        exe = m["executable"]
+        if exe in seen:
+            continue
+        seen.add(exe)
+        t = m["target"]
+        root = os.path.dirname(m["manifest_path"])
+        # package_id: "path+file:///.../bridge#dmbridge-bridge@0.1.0" (or "...#0.1.0" when the
+        # directory is the package name)
+        pid = m["package_id"].rsplit("#", 1)[-1]
+        name, _, ver = pid.rpartition("@")
+        if not name:
+            name = os.path.basename(root)
+        print("\t".join([t["name"], ",".join(t["kind"]), root, name, ver, exe]), file=tsv)
+bin = libdir = ""
+for m in artifacts(sys.argv[2]):
+    if m["target"]["kind"] == ["bin"] and m["target"]["name"] == "dmbridge" and m.get("executable"):
+        bin = m["executable"]
+    for f in m["filenames"]:
+        if os.path.basename(f) == "libdmbridge.so":
+            libdir = os.path.dirname(f)
+print(bin)
+print(libdir)
 PY
-
 if [ $# -gt 0 ]; then
   for n in "$@"; do
     awk -F'\t' -v n="$n" '$1 == n { found = 1 } END { exit !found }' "$work/all.tsv" \
@@ -71,27 +96,18 @@ if [ $# -gt 0 ]; then
   mv "$work/picked.tsv" "$work/all.tsv"
 fi
 
-# The end-to-end tests run the `dmbridge` binary this build just made (DMBRIDGE_BIN, as
+# The end-to-end tests run the `dmbridge` binary of the release build (DMBRIDGE_BIN, as
 # tests/README.md documents), instead of each test process running `cargo build -p
-# dmbridge-bridge --bin dmbridge` to find it: on this machine such a nested build relinked
-# the LTO binary inside the first test that asked for it (origin_state: 112 s of CPU, 253 s
-# wall at load 8), and two lanes would both wait on cargo's lock.
-if [ -z "${DMBRIDGE_BIN:-}" ]; then
-  DMBRIDGE_BIN=$(python3 - "$work/build.json" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    if line.startswith("{"):
-        m = json.loads(line)
-        if (m.get("reason") == "compiler-artifact" and m.get("executable")
-                and m["target"]["kind"] == ["bin"] and m["target"]["name"] == "dmbridge"
-                and not m["profile"]["test"]):
-            print(m["executable"])
-            break
-PY
-)
-  [ -x "$DMBRIDGE_BIN" ] || { echo "test-binaries: cargo built no dmbridge binary" >&2; exit 2; }
-  export DMBRIDGE_BIN
-fi
+# dmbridge-bridge --bin dmbridge` to find it (session 10: such a nested build relinked the LTO
+# binary inside the first test that asked for it, 112 s of CPU), and the C echo worker links
+# the release libdmbridge (DMB_LIBDIR) instead of building one in the test profile.
+{ read -r built_bin; read -r built_libdir; } < "$work/artifacts"
+DMBRIDGE_BIN=${DMBRIDGE_BIN:-$built_bin}
+DMB_LIBDIR=${DMB_LIBDIR:-$built_libdir}
+[ -x "$DMBRIDGE_BIN" ] || { echo "test-binaries: no dmbridge binary (${DMBRIDGE_BIN:-none})" >&2; exit 2; }
+[ -f "$DMB_LIBDIR/libdmbridge.so" ] || { echo "test-binaries: no libdmbridge.so in ${DMB_LIBDIR:-none}" >&2; exit 2; }
+export DMBRIDGE_BIN DMB_LIBDIR
+echo "test-binaries: testing $DMBRIDGE_BIN and $DMB_LIBDIR/libdmbridge.{a,so}; test binaries: release-tests profile"
 
 # The order: SLOW_FIRST, then the rest as cargo lists them; SERIAL apart.
 in_list() { local x=$1; shift; local y; for y in "$@"; do [ "$x" = "$y" ] && return 0; done; return 1; }
@@ -153,7 +169,7 @@ done < "$work/serial.tsv"
 if [ $# -eq 0 ]; then
   echo "===== doc tests ====="
   t0=$EPOCHREALTIME
-  if ! cargo test --workspace --release --doc; then
+  if ! cargo test --workspace --profile release-tests --doc; then
     echo "doc tests: failed" >> "$work/failed"
   fi
   awk -v t0="$t0" -v t1="$EPOCHREALTIME" 'BEGIN { printf "test-binaries: %-28s wall %6.1f s\n", "(doc tests)", t1 - t0 }' \

@@ -66,8 +66,9 @@ else
   echo "test.sh: include/dmbridge.h not generated yet: Kamailio module build and tests skipped" >&2
 fi
 
-# = `cargo test --workspace --release --no-fail-fast`, the test binaries two at a time (most
-# of them wait on peers and timers); each one's output whole, every failure counted.
+# = `cargo test --workspace --no-fail-fast`, the test binaries built with the release-tests
+# profile (release without LTO) and run two at a time (most of them wait on peers and timers)
+# against the release build above; each one's output whole, every failure counted.
 phase cargo-test
 scripts/test-binaries.sh
 

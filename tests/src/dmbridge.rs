@@ -2,7 +2,9 @@
 //!
 //! `env!("CARGO_BIN_EXE_dmbridge")` exists only inside the bridge package, so the harness
 //! builds it once per test process with the same profile as the running test and finds it in
-//! the target directory. `DMBRIDGE_BIN` overrides all of that.
+//! the target directory. `DMBRIDGE_BIN` overrides all of that: `scripts/test-binaries.sh` sets
+//! it to the release (thin LTO) binary, as deployed, while the test binaries themselves are
+//! built with the `release-tests` profile (no LTO).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -25,13 +27,21 @@ fn profile_dir() -> Option<PathBuf> {
     Some(deps.parent()?.to_path_buf())
 }
 
+/// The cargo profile whose output directory is `profile_dir`: the directory's name, except
+/// `debug`, which is the `dev` profile's.
+pub(crate) fn profile_name(profile_dir: &std::path::Path) -> String {
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_string(),
+        Some(name) => name.to_string(),
+    }
+}
+
 fn build() -> Result<PathBuf, String> {
     if let Some(bin) = std::env::var_os("DMBRIDGE_BIN") {
         return Ok(PathBuf::from(bin));
     }
     let profile =
         profile_dir().ok_or("cannot tell the target directory from the test executable")?;
-    let release = profile.file_name().is_some_and(|n| n == "release");
     let mut cmd = crate::paths::cargo_command();
     cmd.current_dir(repo_root()).args([
         "build",
@@ -40,10 +50,9 @@ fn build() -> Result<PathBuf, String> {
         "dmbridge-bridge",
         "--bin",
         "dmbridge",
+        "--profile",
+        &profile_name(&profile),
     ]);
-    if release {
-        cmd.arg("--release");
-    }
     if let Some(target) = profile.parent() {
         cmd.env("CARGO_TARGET_DIR", target);
     }
