@@ -80,7 +80,7 @@ tests/opensips/run.sh
 module-glue/opensips/tests/functions.py
 
 # The shared-memory ring protocol under the loom model checker (every interleaving of the
-# publication and sleep/wake-up protocol, bounded), in its own target dir: --cfg loom changes
-# every dependency's build.
+# publication and sleep/wake-up protocol, bounded): dmbridge-shm's `loom` feature, in the test
+# profile, so only shm and loom's own dependencies are compiled here.
 phase loom
-RUSTFLAGS="--cfg loom" cargo test -q -p dmbridge-shm --lib --release --target-dir target/loom -- loom
+cargo test -q -p dmbridge-shm --lib --profile release-tests --features loom -- loom

@@ -17,12 +17,12 @@
 //! * [`reference`](mod@reference): a small synchronous bridge that answers everything, for
 //!   tests and for trying the C library without the real bridge.
 //!
-//! Model checking: `RUSTFLAGS="--cfg loom" cargo test -p dmbridge-shm --lib
-//! --release --target-dir target/loom -- loom` runs the ring protocol under
+//! Model checking: `cargo test -p dmbridge-shm --lib --profile release-tests
+//! --features loom -- loom` runs the ring protocol under
 //! loom (publication across wrap-around, no lost wake-up in either
 //! direction); it takes well under a minute.
 
-#![cfg_attr(loom, allow(dead_code, unused_imports))]
+#![cfg_attr(feature = "loom", allow(dead_code, unused_imports))]
 // Public items carry doc comments (issue 10 item 7); CI's clippy -D warnings makes it an error.
 #![warn(missing_docs)]
 
@@ -31,23 +31,23 @@ mod sync;
 pub mod error;
 pub mod ring;
 
-#[cfg(not(loom))]
+#[cfg(not(feature = "loom"))]
 pub mod bridge;
-#[cfg(not(loom))]
+#[cfg(not(feature = "loom"))]
 pub mod control;
-#[cfg(all(feature = "tokio", not(loom)))]
+#[cfg(all(feature = "tokio", not(feature = "loom")))]
 pub mod reactor;
-#[cfg(not(loom))]
+#[cfg(not(feature = "loom"))]
 pub mod recent;
-#[cfg(not(loom))]
+#[cfg(not(feature = "loom"))]
 pub mod record;
-#[cfg(not(loom))]
+#[cfg(not(feature = "loom"))]
 pub mod reference;
-#[cfg(not(loom))]
+#[cfg(not(feature = "loom"))]
 pub mod sched;
-#[cfg(not(loom))]
+#[cfg(not(feature = "loom"))]
 pub mod segment;
-#[cfg(not(loom))]
+#[cfg(not(feature = "loom"))]
 pub mod worker;
 
 pub use error::{Error, Result};

@@ -39,7 +39,7 @@
 //! does not sleep). `producer_waiting` is the mirror image for a full ring:
 //! the producer arms it and re-checks `head`; the consumer, after freeing
 //! space, fences and rings if it is set. Both are checked by the loom models
-//! in this module's tests (`RUSTFLAGS="--cfg loom"`, see the crate docs).
+//! in this module's tests (feature `loom`, see the crate docs).
 //!
 //! Nothing here blocks, allocates in shared memory or takes a lock; the ring
 //! never trusts positions or lengths read from the other process and reports
@@ -50,7 +50,7 @@ use std::fmt;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 /// Ordering of the tail store that publishes a record. Weakened to Relaxed
-/// under `--cfg dmshm_mutant_relaxed_publish` (with `--cfg loom`) to show
+/// under `--cfg dmshm_mutant_relaxed_publish` (with feature `loom`) to show
 /// that the loom models catch the data race that follows.
 #[cfg(not(dmshm_mutant_relaxed_publish))]
 const PUBLISH: std::sync::atomic::Ordering = Release;
@@ -480,14 +480,14 @@ impl<M: RingMem> Consumer<M> {
 }
 
 /// Heap-backed ring memory for single-process use (tests, benches, loom).
-#[cfg(any(test, loom))]
+#[cfg(any(test, feature = "loom"))]
 pub mod heap {
     use super::{RingHeader, RingMem};
     use std::sync::Arc;
 
-    #[cfg(loom)]
+    #[cfg(feature = "loom")]
     type Cell = loom::cell::UnsafeCell<u8>;
-    #[cfg(not(loom))]
+    #[cfg(not(feature = "loom"))]
     type Cell = std::cell::UnsafeCell<u8>;
 
     /// A ring's header and data on the heap.
@@ -526,12 +526,12 @@ pub mod heap {
         }
         unsafe fn write(&self, off: usize, src: &[u8]) {
             for (i, b) in src.iter().enumerate() {
-                #[cfg(loom)]
+                #[cfg(feature = "loom")]
                 self.data[off + i].with_mut(|p| {
                     // SAFETY: exclusive per the ring protocol (loom checks).
                     unsafe { *p = *b }
                 });
-                #[cfg(not(loom))]
+                #[cfg(not(feature = "loom"))]
                 // SAFETY: exclusive per the ring protocol.
                 unsafe {
                     *self.data[off + i].get() = *b
@@ -540,12 +540,12 @@ pub mod heap {
         }
         unsafe fn read(&self, off: usize, dst: &mut [u8]) {
             for (i, b) in dst.iter_mut().enumerate() {
-                #[cfg(loom)]
+                #[cfg(feature = "loom")]
                 self.data[off + i].with(|p| {
                     // SAFETY: published per the ring protocol (loom checks).
                     *b = unsafe { *p }
                 });
-                #[cfg(not(loom))]
+                #[cfg(not(feature = "loom"))]
                 // SAFETY: published per the ring protocol.
                 unsafe {
                     *b = *self.data[off + i].get()
@@ -555,7 +555,7 @@ pub mod heap {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(feature = "loom")))]
 mod tests {
     use super::heap::HeapRing;
     use super::*;
@@ -734,10 +734,10 @@ mod tests {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom"))]
 mod loom_tests {
-    //! Model-checked with `RUSTFLAGS="--cfg loom" cargo test -p dmbridge-shm
-    //! --lib --release --target-dir target/loom -- loom`.
+    //! Model-checked with `cargo test -p dmbridge-shm --lib --profile release-tests
+    //! --features loom -- loom`.
     use super::heap::HeapRing;
     use super::*;
     use loom::sync::atomic::AtomicBool;

@@ -1,13 +1,13 @@
 //! Atomics used by the ring protocol, switched to loom's model-checked
-//! versions under `--cfg loom` so the very same ring code is what loom explores.
+//! versions under feature `loom` so the very same ring code is what loom explores.
 
-#[cfg(loom)]
+#[cfg(feature = "loom")]
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64};
-#[cfg(not(loom))]
+#[cfg(not(feature = "loom"))]
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64};
 
 /// The SeqCst fence of the Dekker-style sleep/wake handshake (see
-/// [`crate::ring`]). Under `--cfg dmshm_mutant_no_fence` (with `--cfg loom`)
+/// [`crate::ring`]). Under `--cfg dmshm_mutant_no_fence` (with feature `loom`)
 /// it is removed on purpose, to show that the loom models catch the lost
 /// wake-up that follows.
 #[inline]
