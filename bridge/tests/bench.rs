@@ -225,7 +225,7 @@ const CCR: &str = r#"{"cmd_code": 272, "app_id": 4, "avps": [
 
 /// Runs `dmbridge bench` with `args` and returns its output once it exits (killed after 60 s).
 fn run_bench(args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_dmbridge"))
+    let child = Command::new(harness::dmbridge::bin_or(env!("CARGO_BIN_EXE_dmbridge")))
         .arg("bench")
         .args(args)
         .stdin(Stdio::null())
@@ -600,7 +600,7 @@ fn interrupt_stops_sending_drains_and_reports() {
     let mut r = Responder::start("127.0.0.1:0", behaviour(|_| Fate::Answer(2001), 1)).unwrap();
     let t = template_file("int", CCR);
     let addr = r.addr.to_string();
-    let child = Command::new(env!("CARGO_BIN_EXE_dmbridge"))
+    let child = Command::new(harness::dmbridge::bin_or(env!("CARGO_BIN_EXE_dmbridge")))
         .args([
             "bench",
             "--connect",

@@ -66,7 +66,7 @@ fn run(dir: &TestDir, args: &[&str], stdin: &[u8]) -> Out {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let input = dir.file(&format!("stdin-{n}"), stdin);
-    let child = Command::new(env!("CARGO_BIN_EXE_dmbridge"))
+    let child = Command::new(harness::dmbridge::bin_or(env!("CARGO_BIN_EXE_dmbridge")))
         .args(args)
         .stdin(std::fs::File::open(&input).expect("open stdin file"))
         .stdout(Stdio::piped())

@@ -60,6 +60,13 @@ fn bridge_cfg(dir: &Path, tag: &str) -> BridgeConfig {
 }
 
 fn library_dir() -> PathBuf {
+    // `DMB_LIBDIR` (scripts/test-binaries.sh): the release (thin LTO) library as deployed,
+    // while this test binary is built with the release-tests profile.
+    if let Some(dir) = std::env::var_os("DMB_LIBDIR").map(PathBuf::from) {
+        if dir.join("libdmbridge.so").exists() {
+            return dir;
+        }
+    }
     // target/<profile>/deps/c_program-<hash> -> the library is in deps/ too.
     let exe = std::env::current_exe().expect("current_exe");
     let deps = exe.parent().expect("deps dir").to_path_buf();

@@ -72,6 +72,13 @@ fn build() -> Result<PathBuf, String> {
     }
 }
 
+/// For the bridge package's own tests, which have cargo's `CARGO_BIN_EXE_dmbridge` (`built`,
+/// the binary of the test's own profile): `DMBRIDGE_BIN` if set (the release build under
+/// test, as for every other test), else `built`.
+pub fn bin_or(built: &str) -> PathBuf {
+    std::env::var_os("DMBRIDGE_BIN").map_or_else(|| PathBuf::from(built), PathBuf::from)
+}
+
 /// True when `dmbridge --help` lists `subcommand` (tests of tools still being written use this
 /// to know whether there is anything to run yet).
 pub fn has_subcommand(bin: &std::path::Path, subcommand: &str) -> bool {
