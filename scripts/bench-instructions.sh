@@ -14,6 +14,12 @@
 #             async-ta: dm_send_request_async of a test_app Test-Request, t_suspend, resumed
 #             on the answer); `dmbridge run` sends it to the freeDiameter 1.2.1 test_app
 #             server (not under callgrind). Counted per SIP call: bridge and Kamailio.
+#   originate-opensips
+#             the same with OpenSIPS instead of Kamailio (needs OPENSIPS_SRC, a built
+#             OpenSIPS 3.4-4.0 source tree with signaling sl tm sipmsgops json; the dmbridge
+#             module is built there as tests/opensips/run.sh does): tests/opensips/
+#             bench-originate.cfg's async-ta route, async(dm_send_request(...)) resumed in the
+#             SIP worker that sent it (4 UDP workers). Counted per SIP call: bridge and OpenSIPS.
 # Every process of a stack runs under callgrind, twice: once answering WARMUP + COUNT requests,
 # once answering WARMUP only; each process writes its instruction total when it exits, and
 # (first run - second run) / COUNT is the cost of one request, start-up and shut-down
@@ -22,6 +28,8 @@
 #
 # usage: scripts/bench-instructions.sh [COUNT (20000)] [STACKS ("echo kamailio ims")]
 # (`originate` is not in the default list: name it, e.g. `scripts/bench-instructions.sh 5000 originate`)
+# OPENSIPS_SRC: for originate-opensips (its dmbridge.so is built from this checkout's
+# module-glue/opensips, or copied from OS_DMB_SO, a module built elsewhere).
 # DMBRIDGE_BIN / DMB_LIBDIR: another dmbridge / libdmbridge.a (before/after comparisons).
 # DMB_SO: a Kamailio dmbridge.so built elsewhere (the module's C of another commit, e.g. the
 # "before" of a change to module-glue/), instead of building this tree's into target/.
@@ -51,7 +59,32 @@ if [ ! -x "$dmb" ] || [ ! -f "$libdir/libdmbridge.a" ]; then
   log "building dmbridge and libdmbridge (release)"
   (cd "$top" && cargo build --release -q -p dmbridge-bridge -p dmbridge-cabi)
 fi
-[ -n "${DMB_SO:-}" ] || make -s -C "$top/module-glue/kamailio" OUT="$kmod" DMB_LIBDIR="$libdir" >/dev/null
+case " $stacks " in
+  *" echo "* | *" kamailio "* | *" originate "*)
+    [ -n "${DMB_SO:-}" ] || make -s -C "$top/module-glue/kamailio" OUT="$kmod" DMB_LIBDIR="$libdir" >/dev/null ;;
+esac
+os_src=""
+case " $stacks " in
+  *" originate-opensips "*)
+    if [ -z "${OPENSIPS_SRC:-}" ] || [ ! -x "${OPENSIPS_SRC}/opensips" ] \
+        || [ ! -f "${OPENSIPS_SRC}/Makefile.modules" ]; then
+      log "originate-opensips needs OPENSIPS_SRC (a built OpenSIPS source tree)"; exit 1
+    fi
+    os_src=$(cd "$OPENSIPS_SRC" && pwd)
+    # the module in that tree, as scripts/bench-originate.sh builds it (OpenSIPS itself never)
+    mkdir -p "$os_src/modules/dmbridge"
+    rm -f "$os_src"/modules/dmbridge/*.[chod] "$os_src"/modules/dmbridge/dmbridge.so
+    cp "$top"/module-glue/opensips/{Makefile,*.c,*.h,README.md} "$os_src/modules/dmbridge/"
+    echo "DMB_TOP := $top" >"$os_src/modules/dmbridge/dmbridge-top.mk"
+    if [ -n "${OS_DMB_SO:-}" ]; then
+      cp "$OS_DMB_SO" "$os_src/modules/dmbridge/dmbridge.so"
+    else
+      make -C "$os_src" modules module=dmbridge DMB_LIB="$libdir/libdmbridge.a" \
+        >"$work/os-module-build.log" 2>&1 \
+        || { log "building the dmbridge module in $os_src failed"; tail -n 20 "$work/os-module-build.log" >&2; exit 1; }
+    fi
+    ;;
+esac
 
 cg() { # out-prefix command... : run under callgrind (exec: started with &, $! is its pid)
   exec valgrind --tool=callgrind --callgrind-out-file="$1.%p" "${@:2}"
@@ -151,9 +184,10 @@ start_stack() { # stack prefix
       sleep 2
     fi
     ;;
-  originate)
+  originate | originate-opensips)
     start_fd
     bridge_toml bridge.test.local
+    [ "$stack" = originate ] || sed -i "s|^\[node\]\$|[node]\ndictionaries = [\"$top/tests/opensips/bench/dictionary.bench\"]|" "$work/bridge.toml"
     cat >>"$work/bridge.toml" <<EOF
 
 [[peers]]
@@ -169,13 +203,22 @@ EOF
     cg "$prefix" "$dmb" run --config "$work/bridge.toml" >"$prefix.log" 2>&1 &
     bpid=$!; pids+=("$bpid")
     wait_log "$prefix.log" "serving workers" 120
-    mkdir -p "$work/kam"
     sip_port=$(free_udp_port)
-    # shellcheck disable=SC2086 # KAMAILIO_OPTS: words
-    cg "$prefix" kamailio -m 1024 ${KAMAILIO_OPTS:-} -DD -E -Y "$work/kam" \
-      -f "$top/tests/kamailio/bench-originate.cfg" \
-      -A "SIP_PORT=$sip_port" -A "DMB_SO=\"$so\"" \
-      -A "DMB_SOCKET=\"$work/control.sock\"" >"$prefix.kamailio.log" 2>&1 &
+    if [ "$stack" = originate-opensips ]; then
+      mkdir -p "$work/os"
+      sed -e "s|^#DMB ||" -e "s|@MPATH@|$os_src/modules/|" -e "s|@SIP_PORT@|$sip_port|" \
+        -e "s|@DMB_SOCKET@|$work/control.sock|" "$top/tests/opensips/bench-originate.cfg" \
+        >"$work/os.cfg"
+      cg "$prefix" "$os_src/opensips" -F -m 1024 -M 32 -f "$work/os.cfg" -w "$work/os" \
+        >"$prefix.opensips.log" 2>&1 &
+    else
+      mkdir -p "$work/kam"
+      # shellcheck disable=SC2086 # KAMAILIO_OPTS: words
+      cg "$prefix" kamailio -m 1024 ${KAMAILIO_OPTS:-} -DD -E -Y "$work/kam" \
+        -f "$top/tests/kamailio/bench-originate.cfg" \
+        -A "SIP_PORT=$sip_port" -A "DMB_SO=\"$so\"" \
+        -A "DMB_SOCKET=\"$work/control.sock\"" >"$prefix.kamailio.log" 2>&1 &
+    fi
     spid=$!; pids+=("$spid")
     # answering: one call at a time until one succeeds (the few probes are in both runs)
     for _ in $(seq 120); do
@@ -204,7 +247,7 @@ EOF
 # drive STACK COUNT: COUNT requests (Diameter ones from `dmbridge bench`; for originate, SIP
 # calls from sipp), a JSON summary with "answered" on stdout
 drive() {
-  if [ "$1" != originate ]; then
+  if [ "$1" != originate ] && [ "$1" != originate-opensips ]; then
     bench "$port" "$host" "$2"
     return
   fi
