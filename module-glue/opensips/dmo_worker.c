@@ -54,6 +54,14 @@ typedef struct dmo_async {
 } dmo_async;
 
 static dmg_pending dmo_pending; /* static storage: zeroed, i.e. initialised */
+/* Records of finished async requests kept for the next ones (chained through next_done), at
+ * most DMO_POOL_MAX: pkg_malloc was ~6k instructions per request on OpenSIPS 3.6's f_malloc
+ * (its size buckets scanned up to the next free fragment; BENCHMARKS.md, "Session 11: the
+ * OpenSIPS async path"), and a process keeps about as many records as it has requests in
+ * flight. */
+#define DMO_POOL_MAX 1024
+static dmo_async *dmo_pool;
+static int dmo_pool_n;
 /* outcomes taken while waiting synchronously for another request; resumed from the reactor */
 static dmo_async *dmo_done_head, *dmo_done_tail;
 static int dmo_kick_queued;
@@ -227,11 +235,33 @@ static void dmo_run_request(dmb_request *r)
 
 /* --- async requests ---------------------------------------------------------------------- */
 
+static dmo_async *dmo_async_new(void)
+{
+	dmo_async *a = dmo_pool;
+
+	if(a != NULL) {
+		dmo_pool = a->next_done;
+		dmo_pool_n--;
+	} else {
+		a = pkg_malloc(sizeof(*a));
+		if(a == NULL)
+			return NULL;
+	}
+	memset(a, 0, sizeof(*a));
+	return a;
+}
+
 static void dmo_async_free(dmo_async *a)
 {
 	if(a->ans)
 		dmb_answer_free(a->ans);
-	pkg_free(a);
+	if(dmo_pool_n >= DMO_POOL_MAX) {
+		pkg_free(a);
+		return;
+	}
+	a->next_done = dmo_pool;
+	dmo_pool = a;
+	dmo_pool_n++;
 }
 
 /* Takes every outcome libdmbridge holds; `want` (if any) is only marked, the others are queued
@@ -370,18 +400,17 @@ int dmo_async_start(struct sip_msg *msg, async_ctx *ctx, uint32_t app_id, uint32
 	if(route_type != REQUEST_ROUTE && route_type != ONREPLY_ROUTE)
 		goto sync; /* tm would resume at once; let it find the outcome ready */
 
-	a = pkg_malloc(sizeof(*a));
+	a = dmo_async_new();
 	if(a == NULL) {
 		LM_ERR("no more pkg memory\n");
 		goto not_sent;
 	}
-	memset(a, 0, sizeof(*a));
 	/* checked above (dmo_check_json): the library need not look again */
 	rc = dmb_send_request_async_checked(dmo_w(), app_id, cmd_code, json->s, (size_t)json->len,
 			(uint32_t)dmo_cfg.request_timeout, &handle);
 	if(rc < 0) {
 		LM_ERR("dm_send_request(%u, %u): %s\n", app_id, cmd_code, dmb_last_error());
-		pkg_free(a);
+		dmo_async_free(a);
 		goto not_sent;
 	}
 	a->job.handle = handle;
