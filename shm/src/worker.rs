@@ -46,8 +46,8 @@ use crate::recent::RecentRoundTrips;
 use crate::record::{class, OutgoingRequest, Payload, Record, Reply, ReplyStatus};
 use crate::ring::{Consumer, Producer, PushError};
 use crate::segment::{RingId, Segment, ShmRing, WIRE_VERSION};
-use rustc_hash::FxHashSet;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::{BTreeSet, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -234,6 +234,68 @@ const TAG_CONN: u64 = 1;
 const TAG_EVENT: u64 = 2;
 const TAG_TIMER: u64 = 3;
 
+/// The answer deadlines of the requests in flight, earliest first, without a tree insert and
+/// remove per request: a process sends with one timeout (the module's request_timeout), so
+/// deadlines come in send order and go to a FIFO; only one earlier than the FIFO's last (a
+/// shorter timeout) goes to an ordered set. Entries of answered requests are not looked up
+/// and removed: they are dropped when they reach the front, or by a compaction once they
+/// outnumber the live ones (so the FIFO stays within about twice the requests in flight).
+#[derive(Default)]
+struct Deadlines {
+    fifo: VecDeque<(Instant, u64)>,
+    early: BTreeSet<(Instant, u64)>,
+}
+
+impl Deadlines {
+    fn push(&mut self, at: Instant, handle: u64, live: &FxHashMap<u64, Instant>) {
+        if self.fifo.len() > 2 * live.len() + 64 {
+            self.fifo.retain(|(_, h)| live.contains_key(h));
+            self.early.retain(|(_, h)| live.contains_key(h));
+        }
+        match self.fifo.back() {
+            Some(&(last, _)) if last > at => {
+                self.early.insert((at, handle));
+            }
+            _ => self.fifo.push_back((at, handle)),
+        }
+    }
+
+    /// The earliest deadline of a request still in `live` (dropping the entries of the
+    /// others that are in the way).
+    fn first(&mut self, live: &FxHashMap<u64, Instant>) -> Option<(Instant, u64)> {
+        while let Some((_, h)) = self.fifo.front() {
+            if live.contains_key(h) {
+                break;
+            }
+            self.fifo.pop_front();
+        }
+        while let Some((_, h)) = self.early.first() {
+            if live.contains_key(h) {
+                break;
+            }
+            self.early.pop_first();
+        }
+        match (self.fifo.front(), self.early.first()) {
+            (Some(a), Some(b)) => Some(*a.min(b)),
+            (a, b) => a.or(b).copied(),
+        }
+    }
+
+    /// Removes `e`, which `first` returned.
+    fn pop(&mut self, e: (Instant, u64)) {
+        if self.fifo.front() == Some(&e) {
+            self.fifo.pop_front();
+        } else {
+            self.early.remove(&e);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.fifo.clear();
+        self.early.clear();
+    }
+}
+
 /// A registered worker process.
 pub struct Worker {
     cfg: WorkerConfig,
@@ -247,8 +309,10 @@ pub struct Worker {
     timer_at: Option<Instant>,
     handled: Vec<String>,
     answers: VecDeque<Completion>,
-    in_flight: HashMap<u64, Instant>,
-    deadlines: BTreeSet<(Instant, u64)>,
+    /// The requests in flight by handle (ours, sequential: FxHash, not SipHash), with their
+    /// answer deadlines.
+    in_flight: FxHashMap<u64, Instant>,
+    deadlines: Deadlines,
     /// The bridge's tokens of the requests taken and not replied yet (chosen by the bridge,
     /// not by a peer): FxHash, not SipHash (an insert, a lookup and a remove per request).
     tokens: FxHashSet<u64>,
@@ -486,8 +550,8 @@ impl Worker {
             timer_at: None,
             handled: Vec::new(),
             answers: VecDeque::new(),
-            in_flight: HashMap::new(),
-            deadlines: BTreeSet::new(),
+            in_flight: FxHashMap::default(),
+            deadlines: Deadlines::default(),
             tokens: FxHashSet::default(),
             next_handle: 1,
             last_try: None,
@@ -805,11 +869,11 @@ impl Worker {
             self.maybe_reattach();
         }
         let now = Instant::now();
-        while let Some(&(at, h)) = self.deadlines.first() {
+        while let Some((at, h)) = self.deadlines.first(&self.in_flight) {
             if at > now {
                 break;
             }
-            self.deadlines.pop_first();
+            self.deadlines.pop((at, h));
             if self.in_flight.remove(&h).is_some() {
                 self.answers.push_back(Completion {
                     handle: h,
@@ -890,7 +954,7 @@ impl Worker {
             }
             self.efd_set = pending;
         }
-        let mut next = self.deadlines.first().map(|&(at, _)| at);
+        let mut next = self.deadlines.first(&self.in_flight).map(|(at, _)| at);
         if self.link.is_none() {
             let mut retry = Instant::now() + self.cfg.retry_interval;
             if let Some((_, deadline)) = &self.pending {
@@ -898,7 +962,16 @@ impl Worker {
             }
             next = Some(next.map_or(retry, |n| n.min(retry)));
         }
-        if next != self.timer_at {
+        // Re-armed only for an earlier expiry than the armed one: an expiry left armed for a
+        // request answered since fires once (service() consumes it, this arms the next one),
+        // where re-arming whenever the first deadline moved cost a timerfd_settime(2) per
+        // wake-up under load (the earliest request is the one usually answered first).
+        let rearm = match (next, self.timer_at) {
+            (Some(n), Some(armed)) => n < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if rearm {
             let rel = next.map(|n| {
                 n.saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(1))
@@ -1132,7 +1205,7 @@ impl Worker {
         let deadline =
             Instant::now() + Duration::from_millis(u64::from(timeout_ms)) + self.cfg.grace;
         self.in_flight.insert(handle, deadline);
-        self.deadlines.insert((deadline, handle));
+        self.deadlines.push(deadline, handle, &self.in_flight);
         self.stats.requests_sent += 1;
         Ok(handle)
     }
@@ -1153,8 +1226,8 @@ impl Worker {
             }
             match Record::decode(&self.buf) {
                 Ok(Record::Answer(a)) => {
-                    if let Some(deadline) = self.in_flight.remove(&a.handle) {
-                        self.deadlines.remove(&(deadline, a.handle));
+                    // its deadline entry goes when it reaches the front (Deadlines)
+                    if self.in_flight.remove(&a.handle).is_some() {
                         self.stats.answers_received += 1;
                         self.answers.push_back(Completion {
                             handle: a.handle,
@@ -1303,7 +1376,6 @@ impl Worker {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 self.in_flight.remove(&handle);
-                self.deadlines.remove(&(deadline, handle));
                 return Completion {
                     handle,
                     class: class::TIMEOUT,
