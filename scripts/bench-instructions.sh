@@ -34,7 +34,10 @@
 # DMB_SO: a Kamailio dmbridge.so built elsewhere (the module's C of another commit, e.g. the
 # "before" of a change to module-glue/), instead of building this tree's into target/.
 # KAMAILIO_OPTS: more options for the originate stack's Kamailio, e.g. "-x tlsf" (its
-# shared-memory allocator; q_malloc by default).
+# shared-memory allocator; q_malloc by default). OPENSIPS_OPTS: the same for originate-opensips,
+# e.g. "-a HP_MALLOC" (its allocator for every memory pool; F_MALLOC by default).
+# ORIGINATE_USER: the route of the originate stacks (default async-ta; none-tm-ta is the
+# SIP-only ceiling's route: t_newtran + t_reply, no Diameter).
 # BRIDGE_EXTRA_TOML: appended to the bridge's configuration (PORT replaced by a free port),
 # e.g. $'[metrics]\nlisten = "127.0.0.1:PORT"' to count with metrics on.
 # Slow (valgrind runs everything ~50x slower): about a minute per stack for 20000 requests.
@@ -209,8 +212,9 @@ EOF
       sed -e "s|^#DMB ||" -e "s|@MPATH@|$os_src/modules/|" -e "s|@SIP_PORT@|$sip_port|" \
         -e "s|@DMB_SOCKET@|$work/control.sock|" "$top/tests/opensips/bench-originate.cfg" \
         >"$work/os.cfg"
-      cg "$prefix" "$os_src/opensips" -F -m 1024 -M 32 -f "$work/os.cfg" -w "$work/os" \
-        >"$prefix.opensips.log" 2>&1 &
+      # shellcheck disable=SC2086 # OPENSIPS_OPTS: words
+      cg "$prefix" "$os_src/opensips" -F -m 1024 -M 32 ${OPENSIPS_OPTS:-} -f "$work/os.cfg" \
+        -w "$work/os" >"$prefix.opensips.log" 2>&1 &
     else
       mkdir -p "$work/kam"
       # shellcheck disable=SC2086 # KAMAILIO_OPTS: words
