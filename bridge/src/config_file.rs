@@ -168,20 +168,6 @@ pub fn scheduling(text: &str) -> Result<Scheduling, Vec<ConfigError>> {
             .get_key_value(key)
             .and_then(|(k, _)| k.span())
             .or_else(|| value.span());
-        let Some(v) = value.as_integer() else {
-            if SCHEDULING_KEYS.contains(&key) {
-                error(span, format!("`{key}` in [scheduling] must be an integer"));
-            } else {
-                error(
-                    span,
-                    format!(
-                        "unknown key `{key}` in [scheduling] (known: {})",
-                        SCHEDULING_KEYS.join(", ")
-                    ),
-                );
-            }
-            continue;
-        };
         let (min, max) = match key {
             "slice_us" => (
                 dmshm::sched::MIN_SLICE.as_micros() as i64,
@@ -199,6 +185,10 @@ pub fn scheduling(text: &str) -> Result<Scheduling, Vec<ConfigError>> {
                 );
                 continue;
             }
+        };
+        let Some(v) = value.as_integer() else {
+            error(span, format!("`{key}` in [scheduling] must be an integer"));
+            continue;
         };
         if !(min..=max).contains(&v) {
             error(

@@ -427,29 +427,26 @@ def config_errors(work):
     report.check("kamailio -c refuses dm_send_request_async in a failure route",
                  r.returncode != 0 and "config file ok" not in out
                  and "dm_send_request_async" in out, out)
-    for what, call, rx in BAD_AT_START:
-        open(cfg, "w").write(base + f"request_route {{\n\t{call};\n}}\n")
+    def start(text):
+        # Kamailio in the foreground with this script: (its output, its exit code or None
+        # when it was still running after 20 s).
+        open(cfg, "w").write(text)
         argv = ["kamailio", "-DD", "-E", "-Y", work, "-f", cfg, "-A",
                 f"SIP_PORT={fm.free_port()}", "-A", f'DMB_SO="{so}"']
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-            out, rc = r.stdout + r.stderr, r.returncode
+            return r.stdout + r.stderr, r.returncode
         except subprocess.TimeoutExpired as e:
-            out, rc = f"still running after 20 s\n{e.stdout}{e.stderr}", None
+            return f"still running after 20 s\n{e.stdout}{e.stderr}", None
+    for what, call, rx in BAD_AT_START:
+        out, rc = start(base + f"request_route {{\n\t{call};\n}}\n")
         report.check(f"kamailio refuses to start with {what}, saying why",
                      rc not in (None, 0) and re.search(rx, out) is not None
                      and not re.search(r"(?i)segfault|signal 11", out), out)
     for param, rx in (('"sched_slice_us", 50', r"sched_slice_us must be 0 .* or 100\.\.100000"),
                       ('"sched_fifo_priority", 100',
                        r"sched_fifo_priority must be 0 \(SCHED_OTHER\) or 1\.\.99")):
-        open(cfg, "w").write(base + f'modparam("dmbridge", {param})\nrequest_route {{ drop; }}\n')
-        argv = ["kamailio", "-DD", "-E", "-Y", work, "-f", cfg, "-A",
-                f"SIP_PORT={fm.free_port()}", "-A", f'DMB_SO="{so}"']
-        try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-            out, rc = r.stdout + r.stderr, r.returncode
-        except subprocess.TimeoutExpired as e:
-            out, rc = f"still running after 20 s\n{e.stdout}{e.stderr}", None
+        out, rc = start(base + f'modparam("dmbridge", {param})\nrequest_route {{ drop; }}\n')
         report.check(f"kamailio refuses to start with modparam {param}, saying why",
                      rc not in (None, 0) and re.search(rx, out) is not None, out)
 
