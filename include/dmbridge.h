@@ -108,6 +108,21 @@
 #define DMB_MAX_SYNC_SPIN_US 10000
 
 /**
+ * The shortest `slice_us` of `dmb_set_scheduling()` (the kernel's shortest slice).
+ */
+#define DMB_MIN_SLICE_US 100
+
+/**
+ * The longest `slice_us` of `dmb_set_scheduling()` (the kernel's longest slice).
+ */
+#define DMB_MAX_SLICE_US 100000
+
+/**
+ * The highest `fifo_priority` of `dmb_set_scheduling()` (1 is the lowest).
+ */
+#define DMB_MAX_FIFO_PRIORITY 99
+
+/**
  * The outcome of an outgoing request (opaque); free with
  * `dmb_answer_free()`.
  */

@@ -173,8 +173,14 @@ pub fn scheduling(text: &str) -> Result<Scheduling, Vec<ConfigError>> {
                 dmshm::sched::MIN_SLICE.as_micros() as i64,
                 dmshm::sched::MAX_SLICE.as_micros() as i64,
             ),
-            "nice" => (-20, 19),
-            "fifo_priority" => (1, 99),
+            "nice" => (
+                i64::from(*dmshm::sched::NICE.start()),
+                i64::from(*dmshm::sched::NICE.end()),
+            ),
+            "fifo_priority" => (
+                i64::from(*dmshm::sched::FIFO_PRIORITY.start()),
+                i64::from(*dmshm::sched::FIFO_PRIORITY.end()),
+            ),
             _ => {
                 error(
                     span,

@@ -608,6 +608,17 @@ pub const DMB_DEFAULT_SYNC_SPIN_US: u32 = 1000;
 /// only burns the core).
 pub const DMB_MAX_SYNC_SPIN_US: u32 = 10_000;
 
+/// The shortest `slice_us` of `dmb_set_scheduling()` (the kernel's shortest slice).
+pub const DMB_MIN_SLICE_US: u32 = 100;
+/// The longest `slice_us` of `dmb_set_scheduling()` (the kernel's longest slice).
+pub const DMB_MAX_SLICE_US: u32 = 100_000;
+/// The highest `fifo_priority` of `dmb_set_scheduling()` (1 is the lowest).
+pub const DMB_MAX_FIFO_PRIORITY: u32 = 99;
+// Written as literals for cbindgen; the kernel's values are dmshm::sched's.
+const _: () = assert!(DMB_MIN_SLICE_US as u128 == dmshm::sched::MIN_SLICE.as_micros());
+const _: () = assert!(DMB_MAX_SLICE_US as u128 == dmshm::sched::MAX_SLICE.as_micros());
+const _: () = assert!(DMB_MAX_FIFO_PRIORITY == *dmshm::sched::FIFO_PRIORITY.end());
+
 /// Takes the next incoming request without blocking. Returns 1 and sets
 /// `*out` (free it with `dmb_request_free()`), 0 when there is none, or a
 /// negative code (`*out` NULL; for a damaged record, later calls may still

@@ -326,12 +326,14 @@ static int mod_init(void)
 		return -1;
 	}
 	if(dmo_sched_slice_us != 0
-			&& (dmo_sched_slice_us < 100 || dmo_sched_slice_us > 100000)) {
-		LM_ERR("sched_slice_us must be 0 (the kernel's) or 100..100000 (us)\n");
+			&& (dmo_sched_slice_us < DMB_MIN_SLICE_US
+					|| dmo_sched_slice_us > DMB_MAX_SLICE_US)) {
+		LM_ERR("sched_slice_us must be 0 (the kernel's) or %d..%d (us)\n", DMB_MIN_SLICE_US,
+				DMB_MAX_SLICE_US);
 		return -1;
 	}
-	if(dmo_sched_fifo_priority < 0 || dmo_sched_fifo_priority > 99) {
-		LM_ERR("sched_fifo_priority must be 0 (SCHED_OTHER) or 1..99\n");
+	if(dmo_sched_fifo_priority < 0 || dmo_sched_fifo_priority > DMB_MAX_FIFO_PRIORITY) {
+		LM_ERR("sched_fifo_priority must be 0 (SCHED_OTHER) or 1..%d\n", DMB_MAX_FIFO_PRIORITY);
 		return -1;
 	}
 	if(dmo_cfg.request_timeout <= 0) {

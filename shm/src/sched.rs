@@ -36,6 +36,14 @@ pub const MAX_SLICE: Duration = Duration::from_millis(100);
 pub const POLICY_OTHER: u32 = 0;
 /// `SCHED_FIFO`: real-time, first in first out.
 pub const POLICY_FIFO: u32 = 1;
+/// `SCHED_RR`: real-time, round robin.
+pub const POLICY_RR: u32 = 2;
+/// `SCHED_DEADLINE`: real-time, by deadline.
+pub const POLICY_DEADLINE: u32 = 6;
+/// The nice values the kernel takes.
+pub const NICE: std::ops::RangeInclusive<i32> = -20..=19;
+/// The `SCHED_FIFO` priorities the kernel takes.
+pub const FIFO_PRIORITY: std::ops::RangeInclusive<u32> = 1..=99;
 
 /// `struct sched_attr` of `sched_setattr(2)` (the 56-byte version 1 layout with the
 /// utilisation clamps; the kernel takes any size it knows).
@@ -65,6 +73,14 @@ pub struct ThreadScheduling {
     pub priority: u32,
     /// The EEVDF slice of a time-sharing thread (Linux 6.12+ reports it; older kernels 0).
     pub slice: Duration,
+}
+
+impl ThreadScheduling {
+    /// Under a real-time policy (`SCHED_FIFO`, `SCHED_RR`, `SCHED_DEADLINE`): its
+    /// `sched_yield` hands the core only to threads of its own priority.
+    pub fn is_realtime(&self) -> bool {
+        matches!(self.policy, POLICY_FIFO | POLICY_RR | POLICY_DEADLINE)
+    }
 }
 
 impl fmt::Display for ThreadScheduling {
@@ -179,13 +195,17 @@ impl Scheduling {
             }
         }
         if let Some(n) = self.nice {
-            if !(-20..=19).contains(&n) {
-                v.push(format!("nice {n}: -20..=19"));
+            if !NICE.contains(&n) {
+                v.push(format!("nice {n}: {}..={}", NICE.start(), NICE.end()));
             }
         }
         if let Some(p) = self.fifo_priority {
-            if !(1..=99).contains(&p) {
-                v.push(format!("SCHED_FIFO priority {p}: 1..=99"));
+            if !FIFO_PRIORITY.contains(&p) {
+                v.push(format!(
+                    "SCHED_FIFO priority {p}: {}..={}",
+                    FIFO_PRIORITY.start(),
+                    FIFO_PRIORITY.end()
+                ));
             }
         }
         v

@@ -407,13 +407,10 @@ impl Runnable {
     }
 }
 
-/// Whether the calling thread runs under a real-time policy (`SCHED_FIFO`, `SCHED_RR`,
-/// `SCHED_DEADLINE`); a thread whose policy cannot be read is taken as time-sharing.
+/// Whether the calling thread runs under a real-time policy; a thread whose policy cannot be
+/// read is taken as time-sharing.
 fn realtime() -> bool {
-    const RR: u32 = 2;
-    const DEADLINE: u32 = 6;
-    crate::sched::current_thread()
-        .is_ok_and(|t| matches!(t.policy, crate::sched::POLICY_FIFO | RR | DEADLINE))
+    crate::sched::current_thread().is_ok_and(|t| t.is_realtime())
 }
 
 /// "0.18 0.99 1.62 2/345 12345" -> 2.
