@@ -2,12 +2,21 @@
 //!
 //! Binding port 0 and handing the number back is racy: another test may get the same number
 //! from the kernel between our close and the peer's bind. Instead each process draws from its
-//! own block of ports (chosen from its PID), below the kernel's ephemeral range so outgoing
-//! connections never take them, with an in-process counter so two threads never get the same
-//! port, and each candidate is checked by binding 127.0.0.1 before it is handed out.
+//! own block of ports, below the kernel's ephemeral range so outgoing connections never take
+//! them, with an in-process counter so two threads never get the same port, and each
+//! candidate is checked by binding 127.0.0.1 before it is handed out.
+//!
+//! The block is claimed with a lock file (`flock`, released when the process exits), starting
+//! from the one the PID names: two test binaries running at once (scripts/test-binaries.sh
+//! runs two) never share a block. Chosen by PID alone, 110 blocks gave two concurrent
+//! processes the same block about once in 110 pairs, and then the same port sequence: a port
+//! handed out here and not yet bound by its peer (an Erlang node starting) was handed out
+//! there too (peer_lifecycle saw another test's HTTP GET on its peer's port).
 
+use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 
 /// First port of the pool; the kernel's ephemeral range starts at 32768 by default.
 const POOL_START: u32 = 10_000;
@@ -18,13 +27,39 @@ const BLOCK: u32 = 200;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// This process's block, and the lock file that holds it for the process's lifetime.
+static BLOCK_HELD: OnceLock<(u32, Option<File>)> = OnceLock::new();
+
+/// The first block, from the one the PID names, whose lock file this process could lock;
+/// the PID's block unlocked when no lock file can be had (a read-only temp dir).
+fn own_block(blocks: u32) -> u32 {
+    BLOCK_HELD
+        .get_or_init(|| {
+            let start = std::process::id() % blocks;
+            let dir = std::env::temp_dir().join("dmbridge-test-ports");
+            if std::fs::create_dir_all(&dir).is_ok() {
+                for i in 0..blocks {
+                    let b = (start + i) % blocks;
+                    let Ok(f) = File::create(dir.join(format!("{b}.lock"))) else {
+                        break;
+                    };
+                    if f.try_lock().is_ok() {
+                        return (b, Some(f));
+                    }
+                }
+            }
+            (start, None)
+        })
+        .0
+}
+
 /// Returns a TCP port on 127.0.0.1 that was free a moment ago and that no other caller of
 /// this function in this process has received (and, with high probability, no other process).
 ///
 /// Panics when no port in the pool is free (never expected).
 pub fn free_port() -> u16 {
     let blocks = (POOL_END - POOL_START) / BLOCK;
-    let block = std::process::id() % blocks;
+    let block = own_block(blocks);
     let pool = POOL_END - POOL_START;
     for _ in 0..pool {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -42,4 +77,23 @@ pub fn free_port() -> u16 {
 pub fn port_is_free(port: u16) -> bool {
     TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
         && TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_block_is_held_against_other_processes() {
+        let port = u32::from(free_port());
+        let (block, held) = BLOCK_HELD.get().expect("claimed by free_port");
+        assert!(held.is_some(), "no lock file in the temp dir");
+        assert!((POOL_START + block * BLOCK..POOL_START + (block + 1) * BLOCK).contains(&port));
+        // Another open of the same lock file (as another test process would) cannot lock it.
+        let path = std::env::temp_dir()
+            .join("dmbridge-test-ports")
+            .join(format!("{block}.lock"));
+        let other = File::create(path).unwrap();
+        assert!(other.try_lock().is_err(), "block {block} is not held");
+    }
 }
