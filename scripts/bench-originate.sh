@@ -46,6 +46,14 @@
 #   LOADS="0.2 0.5 0.8"     also fixed-rate runs at these fractions of each side's closed-loop
 #                           rate of the same round (empty: none)
 #   RESULTS=FILE            append one JSON line per run
+#   WARMUP=10               seconds of closed loop per side and app before the first round,
+#                           not reported (0: none). A fresh SIP server is slower: tm keeps each
+#                           transaction for its 5 s wait timer, and the first pass through its
+#                           shared memory pays a page fault per 4 KiB touched (Kamailio's
+#                           SIP-only route ran 28k, 40k, 45k, 47k calls/s in four rounds, at 110k,
+#                           80k, 40k, 30k minor faults/s; BENCHMARKS "Session 12: the ceiling's
+#                           two modes"). Every row's "flt/call" is its SIP server's minor faults
+#                           per call, to show a run that still paid them.
 #   DMBRIDGE_BIN, DMB_LIBDIR  another dmbridge binary / libdmbridge.a (A/B runs)
 #   DMB_SO                  a Kamailio dmbridge.so built elsewhere (A/B runs of module-glue/;
 #                           nothing is built then)
@@ -98,6 +106,14 @@ trap 'bench_cleanup; rm -f "/dev/shm/$shm_name-os"' EXIT
 os_bridge_pid="" os_dmb="" os_aaa=""
 # CPU time (clock ticks) of a process and its children: "pid utime+stime" per line.
 tree() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; }
+faults() { # pids... -> total minor page faults (field 10 of /proc/PID/stat)
+  local p t=0 f
+  for p in "$@"; do
+    f=$(awk '{print $10}' "/proc/$p/stat" 2>/dev/null) || f=0
+    t=$((t + ${f:-0}))
+  done
+  echo "$t"
+}
 ticks() { # pids... -> total utime+stime
   local t=0 p
   for p in "$@"; do
@@ -385,6 +401,8 @@ run_sipp() {
   mport=$(mport_of "$side")
   [ -z "$mport" ] || python3 "$top/scripts/prom-delta.py" --scrape "$mport" "$dir/metrics0.txt"
   b0=$(ticks $bridge); k0=$(ticks $procs_srv); f0=$(ticks "$fd_pid"); o0=$(ticks $(tree "$ocs_pid"))
+  local m0 m1
+  m0=$(faults $procs_srv)
   l0=$(cut -d' ' -f1 /proc/loadavg)
   t0=$(date +%s.%N)
   for i in $(seq "$n"); do
@@ -407,6 +425,7 @@ run_sipp() {
   local t1 b1 k1 f1 o1 l1
   t1=$(date +%s.%N)
   b1=$(ticks $bridge); k1=$(ticks $procs_srv); f1=$(ticks "$fd_pid"); o1=$(ticks $(tree "$ocs_pid"))
+  m1=$(faults $procs_srv)
   l1=$(cut -d' ' -f1 /proc/loadavg)
   if [ -n "$mport" ]; then
     python3 "$top/scripts/prom-delta.py" --scrape "$mport" "$dir/metrics1.txt"
@@ -414,10 +433,10 @@ run_sipp() {
   fi
   python3 - "$dir" "$side" "$app" "$mode" "$value" "$s" "$tag" \
     "$((b1 - b0))" "$((k1 - k0))" "$((f1 - f0))" "$((o1 - o0))" \
-    "$(python3 -c "print($t1 - $t0)")" "$l0" "$l1" \
+    "$(python3 -c "print($t1 - $t0)")" "$l0" "$l1" "$((m1 - m0))" \
     >>"$results" <<'EOF'
 import csv, glob, json, os, sys
-(d, side, app, mode, value, secs, tag, bt, kt, ft, ot, wall, l0, l1) = sys.argv[1:]
+(d, side, app, mode, value, secs, tag, bt, kt, ft, ot, wall, l0, l1, mf) = sys.argv[1:]
 def times_cpu(path):
     # bash `times`: second line "XmY.YYYs XmY.YYYs" = children's user and system time
     try:
@@ -467,6 +486,7 @@ print(json.dumps({
                   "fd_server": cpu(ft), "erlang_ocs": cpu(ot),
                   "sipp": round(sipp_cpu / secs, 3)},
     "loadavg": [float(l0), float(l1)],
+    "sip_minflt_per_call": round(int(mf) / ok, 2) if ok else None,
     **({"bridge_us": json.load(open(os.path.join(d, "bridge_us.json")))}
        if os.path.exists(os.path.join(d, "bridge_us.json")) else {}),
 }))
@@ -556,6 +576,23 @@ fresh() { # side
     || { log "a fresh OpenSIPS + aaa_diameter does not answer:$failing; logs in $work"; exit 1; }
 }
 
+warmup=${WARMUP:-10}
+if [ "$warmup" -gt 0 ]; then
+  for app in $apps; do
+    for side in $sides; do
+      list=$side
+      case $side in *sip-only) list="$side $side-tm" ;; esac
+      for sd in $list; do
+        # aaa_diameter gets a fresh OpenSIPS for every run (fresh() above): nothing to warm
+        case $sd in opensips-aaa-*) continue ;; esac
+        line=$(results="$work/warmup.jsonl" run_sipp "$sd" "$app" closed "$conc" "$warmup" \
+          "warmup-$app-$sd")
+        log "warm-up: $sd $app $warmup s, $(python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(f\"{r['calls_per_s']:,.0f} calls/s, {r['sip_minflt_per_call']} faults/call\")" "$line")"
+      done
+    done
+  done
+fi
+
 for r in $(seq "$rounds"); do
   for app in $apps; do
     for side in $sides; do
@@ -592,7 +629,7 @@ python3 - "$results" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 print(f"{'run':<52} {'calls/s':>9} {'ok':>8} {'fail':>5} {'p50':>7} {'p99':>7} {'p999':>7}"
-      f"  cpu: {'sip':>5} {'bridge':>6} {'peer':>5} {'sipp':>5}  load")
+      f"  cpu: {'sip':>5} {'bridge':>6} {'peer':>5} {'sipp':>5}  load       flt/call")
 f = lambda v: "-" if v is None else f"{v:g}"
 for r in rows:
     l = r["latency_ms"]; c = r["cpu_cores"]
@@ -610,7 +647,8 @@ for r in rows:
     cpu = "" if c is None else (f"{c['sip_server']:>5} {c['bridge']:>6} "
                                 f"{max(c['fd_server'], c['erlang_ocs']):>5} {c['sipp']:>5}")
     print(f"{what:<52} {rate:>9} {r['ok']:>8} {r['failed']:>5} {f(l['p50']):>7} {f(l['p99']):>7}"
-          f" {f(l['p999']):>7}       {cpu:<26}  {r['loadavg'][0]}-{r['loadavg'][1]}")
+          f" {f(l['p999']):>7}       {cpu:<26}  {r['loadavg'][0]}-{r['loadavg'][1]:<6}"
+          f" {f(r.get('sip_minflt_per_call'))}")
     for k, h in (r.get("bridge_us") or {}).items():
         if h["n"]:
             print(f"    bridge {k:<24} n {h['n']:>9}  p50/p99/p99.9 us "
