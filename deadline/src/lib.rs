@@ -1,0 +1,431 @@
+//! Deadlines of requests in flight, earliest first, without a tree insert and remove per
+//! request.
+//!
+//! Three tables keep one deadline per request and must know the earliest that still matters:
+//! the requests the node sent, waiting for their answers (`dmnode::pending`: failed at the
+//! answer deadline, RFC 6733 §5.5.4 and §6.2; a failover resend keeps its first deadline), the
+//! requests a SIP server sent through libdmbridge (`dmshm::worker`, in the SIP server's
+//! process), and the incoming requests the bridge handed to SIP workers and waits to reply to
+//! (`dmrun::shm_app::held`). This crate is theirs alone: no dependencies, no `unsafe`, no
+//! runtime, so the bridge and the C servers' static library link the same code.
+//!
+//! **The FIFO is deadline order.** Each table schedules with one timeout (a monotonic clock
+//! plus a constant: the module's request timeout, `[timers] answer_timeout`, `[app]
+//! reply_timeout`), so the order of scheduling is the order of the deadlines: a
+//! [`DeadlineQueue`] pushes at the back of a FIFO (a `VecDeque` push, no search) and only a
+//! deadline earlier than the FIFO's last (a shorter timeout, a failover resend keeping its
+//! first deadline) goes to an ordered set (a `BTreeSet`). A B-tree insert and remove per
+//! request cost ~700 instructions per originated call in the node (BENCHMARKS "Session 10:
+//! the originate path's cost"); the FIFO costs a few.
+//!
+//! **Stale at the front.** A request answered in time is not searched for: its record stays,
+//! *stale* (the owner's table no longer holds its key, or holds it with another deadline).
+//! The queue does not see the table; the owner passes a liveness test.
+//! [`DeadlineQueue::first`] drops the stale records at the front, so the deadline it reports
+//! belongs to a request that still waits and a timer armed for it wakes nobody early (armed
+//! for stale records, it would fire about once per request under steady load).
+//! [`DeadlineQueue::pop_due`] hands back the records due, stale ones included, for the owner to
+//! skip: a live one leaves the owner's table when it expires, so its other records (if any)
+//! are stale from then on and nothing expires twice. An owner that knows a record may be in the
+//! ordered set removes it exactly ([`DeadlineQueue::remove`]), a `BTreeSet` search only when
+//! that set is not empty.
+//!
+//! **The bound.** Behind a live front wait the stale records of the requests answered since:
+//! at most one per request scheduled within one timeout, which with long timeouts may be many
+//! times the requests in flight. So [`DeadlineQueue::push`] compacts (drops every stale
+//! record) once the records outnumber `2 x live + SLACK` (live = the requests the owner has in
+//! flight): after a push the queue holds at most `2 x live + SLACK + 1` records. A compaction
+//! keeps at most the live records, less than half of those it scans, so its cost is at most
+//! twice the stale records it drops, each dropped once: a constant per push, amortised
+//! (libdmbridge's rule since BENCHMARKS "Session 11: the OpenSIPS async path", now every
+//! owner's).
+//!
+//! Time is a type parameter (`Instant` by default), so the tests use plain integers.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Instant;
+
+/// Records kept beyond twice the live ones before a compaction: a short queue is not worth
+/// scanning.
+pub const SLACK: usize = 64;
+
+/// Deadlines (`T`) of keys (`K`), earliest first: a FIFO for deadlines scheduled in order, an
+/// ordered set for the earlier ones (see the crate documentation).
+#[derive(Clone, Debug)]
+pub struct DeadlineQueue<K, T = Instant> {
+    /// Deadlines not earlier than the one pushed before them, in the order pushed.
+    fifo: VecDeque<(T, K)>,
+    /// Deadlines earlier than the FIFO's last when pushed, in order.
+    early: BTreeSet<(T, K)>,
+}
+
+impl<K, T> Default for DeadlineQueue<K, T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, T> DeadlineQueue<K, T> {
+    /// An empty queue (allocates nothing until the first push).
+    pub const fn new() -> Self {
+        DeadlineQueue {
+            fifo: VecDeque::new(),
+            early: BTreeSet::new(),
+        }
+    }
+
+    /// Records held, stale ones included.
+    pub fn len(&self) -> usize {
+        self.fifo.len() + self.early.len()
+    }
+
+    /// No record held.
+    pub fn is_empty(&self) -> bool {
+        self.fifo.is_empty() && self.early.is_empty()
+    }
+
+    /// Forgets every record (the owner dropped every request).
+    pub fn clear(&mut self) {
+        self.fifo.clear();
+        self.early.clear();
+    }
+}
+
+impl<K: Ord + Copy, T: Ord + Copy> DeadlineQueue<K, T> {
+    /// Schedules `key` at `at`: at the FIFO's back unless earlier than its last record, else in
+    /// the ordered set. `live_count` (the requests the owner has in flight) and `live` (whether
+    /// a record still stands for a waiting request) are used only to compact, when the records
+    /// outnumber `2 x live_count + SLACK`.
+    pub fn push(&mut self, at: T, key: K, live_count: usize, live: impl FnMut(T, K) -> bool) {
+        if self.len() > live_count.saturating_mul(2).saturating_add(SLACK) {
+            self.compact(live);
+        }
+        match self.fifo.back() {
+            Some(&(last, _)) if at < last => {
+                self.early.insert((at, key));
+            }
+            _ => self.fifo.push_back((at, key)),
+        }
+    }
+
+    /// Drops every stale record (order kept).
+    #[cold]
+    #[inline(never)]
+    pub fn compact(&mut self, mut live: impl FnMut(T, K) -> bool) {
+        self.fifo.retain(|&(t, k)| live(t, k));
+        self.early.retain(|&(t, k)| live(t, k));
+    }
+
+    /// The earliest record, stale or not, dropping nothing: for an owner that keeps both
+    /// fronts live itself (after each change, [`first`](Self::first) and exact
+    /// [`remove`](Self::remove)s).
+    pub fn peek(&self) -> Option<(T, K)> {
+        match (self.fifo.front(), self.early.first()) {
+            (Some(a), Some(b)) => Some(*a.min(b)),
+            (a, b) => a.or(b).copied(),
+        }
+    }
+
+    /// The earliest record for which `live` holds, after dropping the stale records in front
+    /// of it (in the FIFO and in the ordered set).
+    pub fn first(&mut self, mut live: impl FnMut(T, K) -> bool) -> Option<(T, K)> {
+        while let Some(&(t, k)) = self.fifo.front() {
+            if live(t, k) {
+                break;
+            }
+            self.fifo.pop_front();
+        }
+        while let Some(&(t, k)) = self.early.first() {
+            if live(t, k) {
+                break;
+            }
+            self.early.pop_first();
+        }
+        self.peek()
+    }
+
+    /// Removes and returns the earliest record if it is due (at or before `now`), stale or
+    /// not: the owner skips the stale ones. Called until `None`, it gives every record due in
+    /// deadline order (equal deadlines: the FIFO's in the order pushed, the set's by key).
+    pub fn pop_due(&mut self, now: T) -> Option<(T, K)> {
+        let fifo_first = match (self.fifo.front(), self.early.first()) {
+            (Some(a), Some(b)) => a <= b,
+            (a, _) => a.is_some(),
+        };
+        if fifo_first {
+            match self.fifo.front() {
+                Some(&(t, _)) if t <= now => self.fifo.pop_front(),
+                _ => None,
+            }
+        } else {
+            match self.early.first() {
+                Some(&(t, _)) if t <= now => self.early.pop_first(),
+                _ => None,
+            }
+        }
+    }
+
+    /// Forgets the record (`at`, `key`) if it is in the ordered set (exactly, a search only
+    /// when that set is not empty). One in the FIFO stays, stale, until it reaches the front
+    /// or a compaction: the FIFO is never searched.
+    pub fn remove(&mut self, at: T, key: K) {
+        if !self.early.is_empty() {
+            self.early.remove(&(at, key));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// The owner's table in the tests: key -> its deadline.
+    type Table = BTreeMap<u32, u64>;
+
+    fn live(table: &Table) -> impl FnMut(u64, u32) -> bool + '_ {
+        |t, k| table.get(&k) == Some(&t)
+    }
+
+    fn push(q: &mut DeadlineQueue<u32, u64>, table: &mut Table, at: u64, key: u32) {
+        table.insert(key, at);
+        q.push(at, key, table.len(), live(table));
+    }
+
+    /// Every record due at `now`, live ones removed from `table`: what expired, in order.
+    fn expire(q: &mut DeadlineQueue<u32, u64>, table: &mut Table, now: u64) -> Vec<(u64, u32)> {
+        let mut out = Vec::new();
+        while let Some((t, k)) = q.pop_due(now) {
+            if table.get(&k) == Some(&t) {
+                table.remove(&k);
+                out.push((t, k));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn in_order_deadlines_queue_in_the_fifo() {
+        let (mut q, mut table) = (DeadlineQueue::new(), Table::new());
+        for (k, t) in [(1, 10), (2, 10), (3, 11), (4, 15)] {
+            push(&mut q, &mut table, t, k);
+        }
+        assert!(q.early.is_empty(), "no tree for deadlines in order");
+        assert_eq!(q.peek(), Some((10, 1)));
+        assert_eq!(q.first(live(&table)), Some((10, 1)));
+        assert_eq!(
+            expire(&mut q, &mut table, 11),
+            vec![(10, 1), (10, 2), (11, 3)]
+        );
+        assert_eq!(q.pop_due(14), None, "not due yet");
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn an_earlier_deadline_goes_to_the_set_and_expires_in_order() {
+        let (mut q, mut table) = (DeadlineQueue::new(), Table::new());
+        push(&mut q, &mut table, 50, 1);
+        push(&mut q, &mut table, 20, 2); // a shorter timeout
+        push(&mut q, &mut table, 60, 3);
+        push(&mut q, &mut table, 10, 4); // a failover resend keeping its first deadline
+        push(&mut q, &mut table, 60, 5); // equal to the FIFO's last: FIFO
+        assert_eq!((q.fifo.len(), q.early.len()), (3, 2));
+        assert_eq!(q.first(live(&table)), Some((10, 4)));
+        assert_eq!(
+            expire(&mut q, &mut table, 60),
+            vec![(10, 4), (20, 2), (50, 1), (60, 3), (60, 5)]
+        );
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn first_drops_stale_records_in_front_of_both_parts() {
+        let (mut q, mut table) = (DeadlineQueue::new(), Table::new());
+        push(&mut q, &mut table, 10, 1);
+        push(&mut q, &mut table, 30, 2);
+        push(&mut q, &mut table, 5, 3);
+        push(&mut q, &mut table, 20, 4);
+        table.remove(&1); // answered: not searched for
+        table.remove(&3);
+        assert_eq!(q.peek(), Some((5, 3)), "peek drops nothing");
+        assert_eq!(q.first(live(&table)), Some((20, 4)));
+        assert_eq!(q.len(), 2, "the two stale fronts are gone");
+        // rescheduled with another deadline: the old record is stale
+        push(&mut q, &mut table, 40, 4);
+        assert_eq!(q.first(live(&table)), Some((30, 2)));
+        table.clear();
+        assert_eq!(q.first(live(&table)), None);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn pop_due_hands_back_stale_records_and_stops_at_the_first_not_due() {
+        let (mut q, mut table) = (DeadlineQueue::new(), Table::new());
+        push(&mut q, &mut table, 10, 1);
+        push(&mut q, &mut table, 20, 2);
+        push(&mut q, &mut table, 30, 3);
+        table.remove(&1);
+        table.remove(&3);
+        assert_eq!(q.pop_due(25), Some((10, 1)), "stale: the owner skips it");
+        assert_eq!(q.pop_due(25), Some((20, 2)));
+        assert_eq!(q.pop_due(25), None, "a stale record not due stays");
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn remove_is_exact_in_the_set_and_leaves_the_fifo_alone() {
+        let (mut q, mut table) = (DeadlineQueue::new(), Table::new());
+        push(&mut q, &mut table, 50, 1);
+        push(&mut q, &mut table, 20, 2);
+        push(&mut q, &mut table, 30, 3);
+        q.remove(20, 2);
+        q.remove(30, 9); // not there: nothing happens
+        q.remove(50, 1); // in the FIFO: stays until the front
+        assert_eq!((q.fifo.len(), q.early.len()), (1, 1));
+        assert_eq!(q.peek(), Some((30, 3)));
+        let mut empty = DeadlineQueue::<u32, u64>::new();
+        empty.remove(1, 1);
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn push_compacts_beyond_twice_the_live_records_plus_slack() {
+        let (mut q, mut table) = (DeadlineQueue::new(), Table::new());
+        // one slow request in front, then many answered at once: their records wait behind it
+        push(&mut q, &mut table, 0, 0);
+        for k in 1..1000u32 {
+            push(&mut q, &mut table, u64::from(k), k);
+            // (the bound is at the push, with the requests in flight then)
+            assert!(
+                q.len() <= 2 * table.len() + SLACK + 1,
+                "{} records",
+                q.len()
+            );
+            table.remove(&k);
+        }
+        assert!(q.len() <= 2 * 2 + SLACK + 1);
+        // the live ones kept, in order, the set's too
+        push(&mut q, &mut table, 2000, 5000);
+        push(&mut q, &mut table, 1, 5001);
+        for k in 1..=200u32 {
+            push(&mut q, &mut table, 3000, k + 6000);
+            assert!(q.len() <= 2 * table.len() + SLACK + 1);
+            table.remove(&(k + 6000));
+        }
+        assert_eq!(
+            expire(&mut q, &mut table, u64::MAX),
+            vec![(0, 0), (1, 5001), (2000, 5000)]
+        );
+    }
+
+    #[test]
+    fn clear_forgets_everything() {
+        let (mut q, mut table) = (DeadlineQueue::default(), Table::new());
+        push(&mut q, &mut table, 2, 1);
+        push(&mut q, &mut table, 1, 2);
+        q.clear();
+        assert!(q.is_empty() && q.peek().is_none() && q.pop_due(u64::MAX).is_none());
+    }
+
+    #[test]
+    fn instants_by_default() {
+        let mut q: DeadlineQueue<u64> = DeadlineQueue::new();
+        let now = Instant::now();
+        q.push(now, 7, 1, |_, _| true);
+        assert_eq!(q.pop_due(now), Some((now, 7)));
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Schedule a new key at now + offset (out of order when the offsets differ).
+        Push(u64),
+        /// Reschedule a waiting key (the n-th, modulo) at now + offset: its old record goes
+        /// stale (a failover resend, a restore, a token inserted again).
+        Reschedule(usize, u64),
+        /// The n-th waiting key answered; with `true` its record removed exactly as well.
+        Answer(usize, bool),
+        /// Time passes by this much, then the records due are expired.
+        Expire(u64),
+        /// The earliest live deadline asked for.
+        First,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..100u64).prop_map(Op::Push),
+            1 => (any::<usize>(), 0..100u64).prop_map(|(i, o)| Op::Reschedule(i, o)),
+            3 => (any::<usize>(), any::<bool>()).prop_map(|(i, r)| Op::Answer(i, r)),
+            2 => (0..40u64).prop_map(Op::Expire),
+            1 => Just(Op::First),
+        ]
+    }
+
+    proptest! {
+        /// Against the model (the table itself, sorted): the same expiry order, nothing lost,
+        /// nothing expired twice, the earliest live deadline, the length bound.
+        #[test]
+        fn behaves_as_a_sorted_table(ops in proptest::collection::vec(op(), 1..400)) {
+            let (mut q, mut table) = (DeadlineQueue::<u32, u64>::new(), Table::new());
+            let (mut now, mut next_key) = (0u64, 0u32);
+            let mut expired = std::collections::BTreeSet::new();
+            for op in ops {
+                match op {
+                    Op::Push(off) => {
+                        push(&mut q, &mut table, now + off, next_key);
+                        next_key += 1;
+                        prop_assert!(q.len() <= 2 * table.len() + SLACK + 1);
+                    }
+                    Op::Reschedule(i, off) => {
+                        if let Some(&k) = table.keys().nth(i % table.len().max(1)) {
+                            push(&mut q, &mut table, now + off, k);
+                            prop_assert!(q.len() <= 2 * table.len() + SLACK + 1);
+                        }
+                    }
+                    Op::Answer(i, exact) => {
+                        if let Some(&k) = table.keys().nth(i % table.len().max(1)) {
+                            let t = table.remove(&k).unwrap();
+                            if exact {
+                                q.remove(t, k);
+                            }
+                        }
+                    }
+                    Op::Expire(dt) => {
+                        now += dt;
+                        let mut model: Vec<(u64, u32)> =
+                            table.iter().filter(|(_, &t)| t <= now).map(|(&k, &t)| (t, k)).collect();
+                        model.sort_unstable();
+                        let mut got = expire(&mut q, &mut table, now);
+                        prop_assert!(got.windows(2).all(|w| w[0].0 <= w[1].0), "deadline order: {got:?}");
+                        for &(_, k) in &got {
+                            prop_assert!(expired.insert(k), "key {k} expired twice");
+                        }
+                        got.sort_unstable();
+                        prop_assert_eq!(got, model, "exactly the waiting ones due");
+                        prop_assert!(table.values().all(|&t| t > now), "nothing due left");
+                    }
+                    Op::First => {
+                        let model = table.iter().map(|(&k, &t)| (t, k)).min().map(|(t, _)| t);
+                        let got = q.first(live(&table));
+                        prop_assert_eq!(got.map(|(t, _)| t), model);
+                        if let Some((t, k)) = got {
+                            prop_assert_eq!(table.get(&k), Some(&t), "a live record");
+                        }
+                    }
+                }
+            }
+            // Nothing lost: at the end of time every waiting key expires, once.
+            let left: Vec<u32> = table.keys().copied().collect();
+            let got = expire(&mut q, &mut table, u64::MAX);
+            let mut keys: Vec<u32> = got.iter().map(|&(_, k)| k).collect();
+            keys.sort_unstable();
+            prop_assert_eq!(keys, left);
+            for (_, k) in got {
+                prop_assert!(expired.insert(k));
+            }
+            prop_assert!(q.is_empty() && table.is_empty());
+        }
+    }
+}
