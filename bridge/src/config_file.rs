@@ -99,18 +99,22 @@ pub fn load_with_scheduling(file: &Path) -> Result<(Config, Scheduling), LoadErr
         path: file.to_path_buf(),
         source,
     })?;
-    let parsed = dmnode::config::parse(&text);
-    let sched = scheduling(&text);
-    let (mut config, sched) = match (parsed, sched) {
+    let config_error = |errors: Vec<ConfigError>| LoadError::Config {
+        path: file.to_path_buf(),
+        errors,
+    };
+    // One parse for both readers: the node's sections and the bridge's `[scheduling]`.
+    let doc = dmnode::config::document(&text).map_err(config_error)?;
+    let (mut config, sched) = match (
+        dmnode::config::parse_document(&text, &doc),
+        scheduling(&text, &doc),
+    ) {
         (Ok(c), Ok(s)) => (c, s),
         (parsed, sched) => {
             let mut errors = parsed.err().unwrap_or_default();
             errors.extend(sched.err().unwrap_or_default());
             errors.sort_by_key(|e| (e.line, e.column));
-            return Err(LoadError::Config {
-                path: file.to_path_buf(),
-                errors,
-            });
+            return Err(config_error(errors));
         }
     };
     if let Some(path) = rules_path(&config, file) {
@@ -140,22 +144,15 @@ const SCHEDULING_KEYS: &[&str] = &["slice_us", "nice", "fifo_priority"];
 /// ```
 ///
 /// Absent: the kernel's defaults. Errors come with their line and column, like the node's.
-pub fn scheduling(text: &str) -> Result<Scheduling, Vec<ConfigError>> {
+pub fn scheduling(
+    text: &str,
+    doc: &toml_edit::ImDocument<&str>,
+) -> Result<Scheduling, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut error = |span: Option<std::ops::Range<usize>>, message: String| {
-        let offset = span.map(|s| s.start).unwrap_or(0).min(text.len());
-        let before = text.get(..offset).unwrap_or("");
-        errors.push(ConfigError {
-            line: before.matches('\n').count() + 1,
-            column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
-            message,
-        });
+        errors.push(ConfigError::at(text, span, message));
     };
     let mut s = Scheduling::default();
-    // A file that does not parse is reported by the node's reader.
-    let Ok(doc) = toml_edit::ImDocument::parse(text) else {
-        return Ok(s);
-    };
     let Some(item) = doc.as_table().get("scheduling") else {
         return Ok(s);
     };
@@ -219,6 +216,11 @@ pub fn scheduling(text: &str) -> Result<Scheduling, Vec<ConfigError>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`scheduling`] of `text`, parsed as `load` parses it.
+    fn sched(text: &str) -> Result<Scheduling, Vec<ConfigError>> {
+        scheduling(text, &dmnode::config::document(text).unwrap())
+    }
 
     const CONFIG: &str =
         "[node]\norigin_host = \"me.example.net\"\norigin_realm = \"example.net\"\n\
@@ -286,8 +288,8 @@ mod tests {
 
     #[test]
     fn scheduling_is_read_and_absent_means_the_kernel_s_defaults() {
-        assert!(scheduling(BASE).unwrap().is_default());
-        let s = scheduling(&format!(
+        assert!(sched(BASE).unwrap().is_default());
+        let s = sched(&format!(
             "{BASE}[scheduling]\nslice_us = 100\nnice = -5\nfifo_priority = 10\n"
         ))
         .unwrap();
@@ -321,7 +323,7 @@ mod tests {
     #[test]
     fn bad_scheduling_keys_are_refused_with_their_lines() {
         let at = |extra: &str| -> Vec<(usize, String)> {
-            scheduling(&format!("{BASE}[scheduling]\n{extra}"))
+            sched(&format!("{BASE}[scheduling]\n{extra}"))
                 .unwrap_err()
                 .into_iter()
                 .map(|e| (e.line, e.message))
@@ -347,7 +349,7 @@ mod tests {
             "{e:?}"
         );
         assert_eq!((e[1].0, e[2].0), (8, 9));
-        let e = scheduling(&format!("scheduling = 3\n{BASE}")).unwrap_err();
+        let e = sched(&format!("scheduling = 3\n{BASE}")).unwrap_err();
         assert!(e[0].message.contains("must be a table"), "{e:?}");
     }
 }

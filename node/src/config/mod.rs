@@ -46,16 +46,22 @@ pub fn check(text: &str) -> Vec<ConfigError> {
 
 /// Parses and validates a configuration, returning every error found.
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+    parse_document(text, &document(text)?)
+}
+
+/// `text` as a TOML document, or its syntax error. With [`parse_document`], for an embedder
+/// that reads tables of its own from the same file (the bridge's `[scheduling]`): one parse
+/// serves both readers.
+pub fn document(text: &str) -> Result<ImDocument<&str>, Vec<ConfigError>> {
+    ImDocument::parse(text)
+        .map_err(|e| vec![ConfigError::at(text, e.span(), e.message().trim_end())])
+}
+
+/// Validates the configuration in `doc`, the [`document`] of `text` (which places errors).
+pub fn parse_document(text: &str, doc: &ImDocument<&str>) -> Result<Config, Vec<ConfigError>> {
     let mut cx = Cx {
         src: text,
         errors: Vec::new(),
-    };
-    let doc = match ImDocument::parse(text) {
-        Ok(doc) => doc,
-        Err(e) => {
-            cx.error(e.span(), e.message().trim_end().to_string());
-            return Err(cx.errors);
-        }
     };
     let config = read_config(&mut cx, doc.as_table());
     if cx.errors.is_empty() {

@@ -26,6 +26,26 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// The error `message` about the bytes at `span` of `src` (the file's start when `span`
+    /// is `None`), placed by line and column. Also for readers of tables the node does not
+    /// own (the bridge's `[scheduling]`), so every error of one file is placed alike.
+    pub fn at(src: &str, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> Self {
+        let offset = span.map(|s| s.start).unwrap_or(0).min(src.len());
+        let before = src.get(..offset).unwrap_or("");
+        ConfigError {
+            line: before.matches('\n').count() + 1,
+            column: before
+                .rsplit('\n')
+                .next()
+                .map(|l| l.chars().count())
+                .unwrap_or(0)
+                + 1,
+            message: message.into(),
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "line {}:{}: {}", self.line, self.column, self.message)

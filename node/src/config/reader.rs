@@ -18,20 +18,7 @@ pub(super) struct Cx<'s> {
 
 impl Cx<'_> {
     pub(super) fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
-        let offset = span.map(|s| s.start).unwrap_or(0).min(self.src.len());
-        let before = self.src.get(..offset).unwrap_or("");
-        let line = before.matches('\n').count() + 1;
-        let column = before
-            .rsplit('\n')
-            .next()
-            .map(|l| l.chars().count())
-            .unwrap_or(0)
-            + 1;
-        self.errors.push(ConfigError {
-            line,
-            column,
-            message: message.into(),
-        });
+        self.errors.push(ConfigError::at(self.src, span, message));
     }
 }
 
