@@ -46,8 +46,9 @@ use crate::recent::RecentRoundTrips;
 use crate::record::{class, OutgoingRequest, Payload, Record, Reply, ReplyStatus};
 use crate::ring::{Consumer, Producer, PushError};
 use crate::segment::{RingId, Segment, ShmRing, WIRE_VERSION};
+use dmdeadline::DeadlineQueue;
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -234,68 +235,6 @@ const TAG_CONN: u64 = 1;
 const TAG_EVENT: u64 = 2;
 const TAG_TIMER: u64 = 3;
 
-/// The answer deadlines of the requests in flight, earliest first, without a tree insert and
-/// remove per request: a process sends with one timeout (the module's request_timeout), so
-/// deadlines come in send order and go to a FIFO; only one earlier than the FIFO's last (a
-/// shorter timeout) goes to an ordered set. Entries of answered requests are not looked up
-/// and removed: they are dropped when they reach the front, or by a compaction once they
-/// outnumber the live ones (so the FIFO stays within about twice the requests in flight).
-#[derive(Default)]
-struct Deadlines {
-    fifo: VecDeque<(Instant, u64)>,
-    early: BTreeSet<(Instant, u64)>,
-}
-
-impl Deadlines {
-    fn push(&mut self, at: Instant, handle: u64, live: &FxHashMap<u64, Instant>) {
-        if self.fifo.len() > 2 * live.len() + 64 {
-            self.fifo.retain(|(_, h)| live.contains_key(h));
-            self.early.retain(|(_, h)| live.contains_key(h));
-        }
-        match self.fifo.back() {
-            Some(&(last, _)) if last > at => {
-                self.early.insert((at, handle));
-            }
-            _ => self.fifo.push_back((at, handle)),
-        }
-    }
-
-    /// The earliest deadline of a request still in `live` (dropping the entries of the
-    /// others that are in the way).
-    fn first(&mut self, live: &FxHashMap<u64, Instant>) -> Option<(Instant, u64)> {
-        while let Some((_, h)) = self.fifo.front() {
-            if live.contains_key(h) {
-                break;
-            }
-            self.fifo.pop_front();
-        }
-        while let Some((_, h)) = self.early.first() {
-            if live.contains_key(h) {
-                break;
-            }
-            self.early.pop_first();
-        }
-        match (self.fifo.front(), self.early.first()) {
-            (Some(a), Some(b)) => Some(*a.min(b)),
-            (a, b) => a.or(b).copied(),
-        }
-    }
-
-    /// Removes `e`, which `first` returned.
-    fn pop(&mut self, e: (Instant, u64)) {
-        if self.fifo.front() == Some(&e) {
-            self.fifo.pop_front();
-        } else {
-            self.early.remove(&e);
-        }
-    }
-
-    fn clear(&mut self) {
-        self.fifo.clear();
-        self.early.clear();
-    }
-}
-
 /// A registered worker process.
 pub struct Worker {
     cfg: WorkerConfig,
@@ -312,7 +251,12 @@ pub struct Worker {
     /// The requests in flight by handle (ours, sequential: FxHash, not SipHash), with their
     /// answer deadlines.
     in_flight: FxHashMap<u64, Instant>,
-    deadlines: Deadlines,
+    /// Their answer deadlines, earliest first, without a tree insert and remove per request:
+    /// a process sends with one timeout (the module's request_timeout), so send order is
+    /// deadline order ([`DeadlineQueue`]: a FIFO, an ordered set only for a shorter timeout).
+    /// An answered request's record is not searched for: it is dropped when it reaches the
+    /// front, or by a compaction once the records outnumber twice the requests in flight.
+    deadlines: DeadlineQueue<u64>,
     /// The bridge's tokens of the requests taken and not replied yet (chosen by the bridge,
     /// not by a peer): FxHash, not SipHash (an insert, a lookup and a remove per request).
     tokens: FxHashSet<u64>,
@@ -548,7 +492,7 @@ impl Worker {
             handled: Vec::new(),
             answers: VecDeque::new(),
             in_flight: FxHashMap::default(),
-            deadlines: Deadlines::default(),
+            deadlines: DeadlineQueue::new(),
             tokens: FxHashSet::default(),
             next_handle: 1,
             last_try: None,
@@ -866,11 +810,8 @@ impl Worker {
             self.maybe_reattach();
         }
         let now = Instant::now();
-        while let Some((at, h)) = self.deadlines.first(&self.in_flight) {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop((at, h));
+        // records due in deadline order; an answered request's is stale, skipped here
+        while let Some((_, h)) = self.deadlines.pop_due(now) {
             if self.in_flight.remove(&h).is_some() {
                 self.answers.push_back(Completion {
                     handle: h,
@@ -951,7 +892,11 @@ impl Worker {
             }
             self.efd_set = pending;
         }
-        let mut next = self.deadlines.first(&self.in_flight).map(|(at, _)| at);
+        let in_flight = &self.in_flight;
+        let mut next = self
+            .deadlines
+            .first(|_, h| in_flight.contains_key(&h))
+            .map(|(at, _)| at);
         if self.link.is_none() {
             let mut retry = Instant::now() + self.cfg.retry_interval;
             if let Some((_, deadline)) = &self.pending {
@@ -1202,7 +1147,11 @@ impl Worker {
         let deadline =
             Instant::now() + Duration::from_millis(u64::from(timeout_ms)) + self.cfg.grace;
         self.in_flight.insert(handle, deadline);
-        self.deadlines.push(deadline, handle, &self.in_flight);
+        let in_flight = &self.in_flight;
+        self.deadlines
+            .push(deadline, handle, in_flight.len(), |_, h| {
+                in_flight.contains_key(&h)
+            });
         self.stats.requests_sent += 1;
         Ok(handle)
     }
@@ -1223,7 +1172,7 @@ impl Worker {
             }
             match Record::decode(&self.buf) {
                 Ok(Record::Answer(a)) => {
-                    // its deadline entry goes when it reaches the front (Deadlines)
+                    // its deadline record goes when it reaches the front (DeadlineQueue)
                     if self.in_flight.remove(&a.handle).is_some() {
                         self.stats.answers_received += 1;
                         self.answers.push_back(Completion {
