@@ -145,7 +145,7 @@ extern "C" {
 
 /**
  * The library's version and the wire version it speaks, e.g.
- * `"libdmbridge 0.1.0 (wire 3)"`. Static storage; never NULL.
+ * `"libdmbridge 0.1.0 (wire 4)"`. Static storage; never NULL.
  */
 const char *dmb_version(void);
 

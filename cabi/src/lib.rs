@@ -379,16 +379,16 @@ fn blank_as_empty(json: &[u8]) -> &[u8] {
 }
 
 /// The library's version and the wire version it speaks, e.g.
-/// `"libdmbridge 0.1.0 (wire 3)"`. Static storage; never NULL.
+/// `"libdmbridge 0.1.0 (wire 4)"`. Static storage; never NULL.
 #[no_mangle]
 pub extern "C" fn dmb_version() -> *const c_char {
     // `concat!` takes literals only: the number is written here, and the build fails when
     // it is not `WIRE_VERSION`, so a bump cannot leave the version text behind.
     const _: () = assert!(
-        dmshm::segment::WIRE_VERSION == 3,
+        dmshm::segment::WIRE_VERSION == 4,
         "dmb_version's text names another wire version than dmshm::segment::WIRE_VERSION"
     );
-    static V: &str = concat!("libdmbridge ", env!("CARGO_PKG_VERSION"), " (wire 3)\0");
+    static V: &str = concat!("libdmbridge ", env!("CARGO_PKG_VERSION"), " (wire 4)\0");
     V.as_ptr().cast()
 }
 

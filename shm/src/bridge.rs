@@ -58,10 +58,12 @@ use crate::error::{Error, Result};
 use crate::record::{self, Answer, IncomingRequest, Payload, Record, ReplyStatus};
 use crate::ring::{Consumer, Producer, PushError};
 use crate::segment::{Geometry, RingId, Segment, ShmRing, WIRE_VERSION};
+use crate::times::ScriptTimesBoard;
 use rustc_hash::FxHashSet;
 use std::collections::{HashSet, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Index of a worker slot.
@@ -497,6 +499,8 @@ pub struct Bridge {
     /// [`Bridge::set_dictionary`]) and its generation; `None` until the driver sets one.
     dictionary: Option<(u64, OwnedFd)>,
     counters: SeamCounters,
+    /// The attached workers' request histograms, for the exporter ([`Bridge::script_times`]).
+    script_times: Arc<ScriptTimesBoard>,
     /// Refused connections kept open until the worker has read the reason
     /// (closing a socket whose Hello is still unread would make the worker
     /// see ECONNRESET instead of the Refused message).
@@ -573,8 +577,22 @@ impl Bridge {
             status_json: String::from("{}"),
             dictionary: None,
             counters: SeamCounters::default(),
+            script_times: ScriptTimesBoard::new(),
             refusing: VecDeque::new(),
         })
+    }
+
+    /// The workers' histograms of their requests' round trips ([`crate::times`]): the
+    /// attached ones read from their segments, those gone kept; share it with an exporter.
+    pub fn script_times(&self) -> Arc<ScriptTimesBoard> {
+        self.script_times.clone()
+    }
+
+    /// Keeps the workers' histograms on `board` (one an exporter already shows) instead of
+    /// the bridge's own; call it before workers attach (those attached before stay on the
+    /// previous board).
+    pub fn set_script_times(&mut self, board: Arc<ScriptTimesBoard>) {
+        self.script_times = board;
     }
 
     /// This instance's generation (changes on every start).
@@ -1026,6 +1044,7 @@ impl Bridge {
         }));
         self.counters.workers_attached += 1;
         self.counters.segment_bytes += segment.geometry().segment_size();
+        self.script_times.attached(slot, segment);
         events.push(BridgeEvent::WorkerAttached {
             slot,
             pid: p.pid,
@@ -1061,6 +1080,7 @@ impl Bridge {
                 self.counters.workers_dropped += 1;
             }
             self.counters.workers_gone += 1;
+            self.script_times.gone(slot);
             self.counters.segment_bytes = self
                 .counters
                 .segment_bytes
@@ -1450,6 +1470,18 @@ impl Bridge {
         v.sort();
         v.dedup();
         v
+    }
+}
+
+impl Drop for Bridge {
+    /// The workers' final counts stay on the board (it may outlive this bridge, in an
+    /// exporter), and their mappings go with the bridge.
+    fn drop(&mut self) {
+        for (i, s) in self.slots.iter().enumerate() {
+            if matches!(s, Slot::Attached(_)) {
+                self.script_times.gone(i as SlotId);
+            }
+        }
     }
 }
 

@@ -10,6 +10,8 @@
 //! * [`bridge`]: the bridge's side, non-blocking and fd-driven so a tokio
 //!   layer can run it with `AsyncFd`;
 //! * [`worker`]: the worker's side, wrapped by the C library;
+//! * [`times`]: the script's side of each request it sends (per-worker histograms in the
+//!   segment, summed by the bridge);
 //! * [`sched`]: the scheduling (EEVDF slice, nice, `SCHED_FIFO`) of the threads on a
 //!   request's path, applied with `sched_setattr(2)`;
 //! * `reactor` (feature `tokio`): the bridge's descriptors registered with tokio's reactor
@@ -47,6 +49,8 @@ pub mod reference;
 pub mod sched;
 #[cfg(not(feature = "loom"))]
 pub mod segment;
+#[cfg(not(feature = "loom"))]
+pub mod times;
 #[cfg(not(feature = "loom"))]
 pub mod worker;
 

@@ -15,7 +15,8 @@
 use crate::error::{Error, Result};
 
 /// Version of the record formats below.
-pub const RECORD_VERSION: u8 = 1;
+/// Version 2: an [`Answer`] carries the bridge's round trip (`bridge_ns`).
+pub const RECORD_VERSION: u8 = 2;
 
 const KIND_INCOMING: u8 = 1;
 const KIND_REPLY: u8 = 2;
@@ -131,6 +132,10 @@ pub struct Answer<'a> {
     pub class: i32,
     /// Result-Code (or Experimental-Result-Code) of the answer, 0 if none.
     pub result_code: u32,
+    /// The bridge's round trip for this request in nanoseconds: its taking of the request
+    /// record -> this record about to be published (the push and doorbell are not in it).
+    /// The worker subtracts it from its own round trip ([`crate::times`]).
+    pub bridge_ns: u64,
     /// The answer's AVPs as JSON (empty if there is no answer).
     pub avps_json: &'a str,
     /// Human-readable reason for classes -2/-3 or protocol errors.
@@ -214,6 +219,7 @@ impl Record<'_> {
                 put_u64(out, r.handle);
                 put_u32(out, r.class as u32);
                 put_u32(out, r.result_code);
+                put_u64(out, r.bridge_ns);
                 put_bytes(out, r.avps_json.as_bytes());
                 put_bytes(out, r.error.as_bytes());
             }
@@ -308,6 +314,7 @@ impl Record<'_> {
                     handle,
                     class,
                     result_code: r.u32()?,
+                    bridge_ns: r.u64()?,
                     avps_json: r.str()?,
                     error: r.str()?,
                 })
@@ -415,6 +422,7 @@ mod tests {
                 handle: 1,
                 class: class::TIMEOUT,
                 result_code: 0,
+                bridge_ns: 1_500_000_123,
                 avps_json: "",
                 error: "timeout after 1500 ms",
             }),
@@ -474,8 +482,27 @@ mod tests {
     fn version_mismatch_is_named() {
         let mut buf = Vec::new();
         samples()[0].encode(&mut buf);
-        buf[1] = 2;
+        buf[1] = 3;
         let e = Record::decode(&buf).unwrap_err();
         assert!(e.to_string().contains("version mismatch"), "{e}");
+    }
+
+    /// An Answer of record version 1 (before `bridge_ns`), as a library or bridge of wire
+    /// version 3 wrote it, is refused by its version, not misread as a shorter record.
+    #[test]
+    fn version_1_answer_refused() {
+        let mut v1 = vec![4u8, 1, 0, 0];
+        v1.extend_from_slice(&7u64.to_le_bytes());
+        v1.extend_from_slice(&(class::SUCCESS as u32).to_le_bytes());
+        v1.extend_from_slice(&2001u32.to_le_bytes());
+        v1.extend_from_slice(&2u32.to_le_bytes());
+        v1.extend_from_slice(b"[]");
+        v1.extend_from_slice(&0u32.to_le_bytes());
+        match Record::decode(&v1) {
+            Err(Error::Version {
+                ours: 2, theirs: 1, ..
+            }) => {}
+            other => panic!("version 1 answer: {other:?}"),
+        }
     }
 }

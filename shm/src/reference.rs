@@ -177,6 +177,8 @@ impl EchoBridge {
                 handle,
                 class: class::TIMEOUT,
                 result_code: 0,
+                // (the time it was held is not measured here)
+                bridge_ns: 0,
                 avps_json: "",
                 error: "timeout (reference bridge)",
             };
@@ -264,6 +266,8 @@ impl EchoBridge {
         timeout_ms: u32,
         json: &[u8],
     ) {
+        // The reference's own round trip, as the real bridge puts it in the answer record.
+        let taken = Instant::now();
         let text = String::from_utf8_lossy(json).into_owned();
         let answer = match cmd_code {
             CMD_NEVER_ANSWER => {
@@ -324,10 +328,12 @@ impl EchoBridge {
             }
             _ => (class::SUCCESS, 2001, text),
         };
+        let bridge_ns = u64::try_from(taken.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let a = Answer {
             handle,
             class: answer.0,
             result_code: answer.1,
+            bridge_ns,
             avps_json: &answer.2,
             error: "",
         };
@@ -337,6 +343,7 @@ impl EchoBridge {
                     handle,
                     class: class::NOT_SENT,
                     result_code: 0,
+                    bridge_ns,
                     avps_json: "",
                     error: "answer too large",
                 };
@@ -353,6 +360,7 @@ impl EchoBridge {
     pub fn spawn(cfg: BridgeConfig) -> Result<EchoHandle> {
         let mut me = EchoBridge::new(cfg)?;
         let stats = me.stats();
+        let script_times = me.bridge().script_times();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -370,6 +378,7 @@ impl EchoBridge {
             stop,
             thread: Some(thread),
             stats,
+            script_times,
         })
     }
 }
@@ -380,12 +389,18 @@ pub struct EchoHandle {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     stats: Arc<Mutex<EchoStats>>,
+    script_times: Arc<crate::times::ScriptTimesBoard>,
 }
 
 impl EchoHandle {
     /// A snapshot of the counters.
     pub fn stats(&self) -> EchoStats {
         self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The workers' request histograms as the bridge sums them ([`crate::times`]).
+    pub fn script_times(&self) -> crate::times::ScriptTimesCounts {
+        self.script_times.sum()
     }
 
     /// Stops the bridge and waits for its thread.

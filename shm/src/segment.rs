@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! 0        SegmentHeader (magic, wire version, geometry, generation)  4 KiB
-//! 4096     slot 0: SlotHeader | 3 RingHeaders | 3 data areas          slot_stride
+//! 4096     slot 0: SlotHeader, ScriptTimes | 3 RingHeaders | 3 data areas   slot_stride
 //! ...      (a file made by `Segment::create` may hold more slots; the
 //!           per-worker memfds of `Segment::create_anonymous` hold one)
 //! ```
@@ -37,6 +37,7 @@
 use crate::error::{Error, Result};
 use crate::ring::{RingHeader, RingMem};
 use crate::sync::AtomicU32;
+use crate::times::ScriptTimes;
 use memmap2::MmapRaw;
 use std::fs::{File, OpenOptions, Permissions};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -51,10 +52,20 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"DMBRSHM\0");
 /// together; bumped on any incompatible change.
 /// Version 2: one segment (memfd) per worker, its slot at index 0.
 /// Version 3: the Dictionary control message; a Reply may carry encoded AVPs.
-pub const WIRE_VERSION: u32 = 3;
+/// Version 4: an Answer carries the bridge's round trip (record version 2); the slot area
+/// holds the worker's [`ScriptTimes`] (1 KiB instead of 256 bytes before the rings).
+pub const WIRE_VERSION: u32 = 4;
 
 const HEADER_BYTES: u64 = 4096;
-const SLOT_HEADER_BYTES: u64 = 256;
+const SLOT_HEADER_BYTES: u64 = 1024;
+/// Where a slot's [`ScriptTimes`] start: their own cache lines, apart from the
+/// [`SlotHeader`] the bridge writes.
+const SCRIPT_TIMES_OFFSET: u64 = 128;
+const _: () = assert!(
+    SCRIPT_TIMES_OFFSET as usize >= std::mem::size_of::<SlotHeader>()
+        && SCRIPT_TIMES_OFFSET as usize + std::mem::size_of::<ScriptTimes>()
+            <= SLOT_HEADER_BYTES as usize
+);
 const RING_HEADER_BYTES: u64 = 256;
 const MIN_RING: u32 = 4096;
 const MAX_RING: u32 = 1 << 30;
@@ -385,6 +396,23 @@ impl Segment {
         // SAFETY: base + SLOT_HEADER_BYTES is inside the validated mapping;
         // SlotHeader is atomics only (all-zero valid), 64-byte aligned offset.
         Some(unsafe { &*self.map.as_ptr().add(base as usize).cast::<SlotHeader>() })
+    }
+
+    /// The histograms of `slot`'s worker ([`crate::times`]): written by that worker only,
+    /// read by the bridge.
+    pub fn script_times(&self, slot: u32) -> Option<&ScriptTimes> {
+        let base = self.slot_base(slot)?;
+        // SAFETY: base + SCRIPT_TIMES_OFFSET + size_of::<ScriptTimes>() <= base +
+        // SLOT_HEADER_BYTES (checked at compile time), inside the validated mapping; the
+        // offset is 8-byte aligned (slot bases are page aligned); ScriptTimes is atomics
+        // only, valid for any bit pattern (all-zero: empty), and the mapping outlives &self.
+        Some(unsafe {
+            &*self
+                .map
+                .as_ptr()
+                .add((base + SCRIPT_TIMES_OFFSET) as usize)
+                .cast::<ScriptTimes>()
+        })
     }
 
     /// One ring of `slot`, for a producer or consumer to take.

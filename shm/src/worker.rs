@@ -235,6 +235,28 @@ const TAG_CONN: u64 = 1;
 const TAG_EVENT: u64 = 2;
 const TAG_TIMER: u64 = 3;
 
+/// An outgoing request in flight.
+#[derive(Clone, Copy)]
+struct Flight {
+    /// When the library gives up on the bridge's answer (timeout plus grace).
+    deadline: Instant,
+    /// When the caller's call entered the library: the start of the round trip the
+    /// worker's histograms count ([`crate::times`]).
+    sent: Instant,
+}
+
+/// What the histograms need of a completion the bridge delivered: when its request entered
+/// the library, and the bridge's round trip from the answer record.
+#[derive(Clone, Copy)]
+struct Bridged {
+    sent: Instant,
+    bridge: Duration,
+}
+
+/// A completion waiting for the caller, with its [`Bridged`] times when the bridge's answer
+/// record made it (not for those the library made itself: timeouts, detaches).
+type Done = (Completion, Option<Bridged>);
+
 /// A registered worker process.
 pub struct Worker {
     cfg: WorkerConfig,
@@ -247,10 +269,10 @@ pub struct Worker {
     efd_set: bool,
     timer_at: Option<Instant>,
     handled: Vec<String>,
-    answers: VecDeque<Completion>,
+    answers: VecDeque<Done>,
     /// The requests in flight by handle (ours, sequential: FxHash, not SipHash), with their
-    /// answer deadlines.
-    in_flight: FxHashMap<u64, Instant>,
+    /// answer deadlines and start times.
+    in_flight: FxHashMap<u64, Flight>,
     /// Their answer deadlines, earliest first, without a tree insert and remove per request:
     /// a process sends with one timeout (the module's request_timeout), so send order is
     /// deadline order ([`DeadlineQueue`]: a FIFO, an ordered set only for a shorter timeout).
@@ -726,9 +748,9 @@ impl Worker {
         let mut handles: Vec<u64> = self.in_flight.drain().map(|(h, _)| h).collect();
         handles.sort_unstable();
         for h in handles {
-            self.answers.push_back(Completion::not_sent(
-                h,
-                format!("bridge went away before answering: {reason}"),
+            self.answers.push_back((
+                Completion::not_sent(h, format!("bridge went away before answering: {reason}")),
+                None,
             ));
         }
         self.deadlines.clear();
@@ -813,13 +835,14 @@ impl Worker {
         // records due in deadline order; an answered request's is stale, skipped here
         while let Some((_, h)) = self.deadlines.pop_due(now) {
             if self.in_flight.remove(&h).is_some() {
-                self.answers.push_back(Completion {
+                let c = Completion {
                     handle: h,
                     class: class::TIMEOUT,
                     result_code: 0,
                     avps_json: String::new(),
                     error: "no answer from the bridge in time (request timeout plus grace)".into(),
-                });
+                };
+                self.answers.push_back((c, None));
             }
         }
     }
@@ -1082,18 +1105,23 @@ impl Worker {
         avps_json: &[u8],
         timeout_ms: u32,
     ) -> Result<u64> {
+        // The round trip's start (and the deadline's): the call's entry.
+        let t0 = Instant::now();
         if self.link.is_none() {
             self.service();
         }
-        let r = self.start(app_id, cmd_code, avps_json, timeout_ms);
+        let r = self.start(t0, app_id, cmd_code, avps_json, timeout_ms);
         if self.link.is_none() {
             self.arm();
         }
         r
     }
 
+    /// Pushes the request's record; `t0`: when the caller's call entered the library (the
+    /// round trip's start, and the deadline's: no clock read here).
     fn start(
         &mut self,
+        t0: Instant,
         app_id: u32,
         cmd_code: u32,
         avps_json: &[u8],
@@ -1144,9 +1172,8 @@ impl Worker {
             link.conn.ring();
         }
         self.next_handle += 1;
-        let deadline =
-            Instant::now() + Duration::from_millis(u64::from(timeout_ms)) + self.cfg.grace;
-        self.in_flight.insert(handle, deadline);
+        let deadline = t0 + Duration::from_millis(u64::from(timeout_ms)) + self.cfg.grace;
+        self.in_flight.insert(handle, Flight { deadline, sent: t0 });
         let in_flight = &self.in_flight;
         self.deadlines
             .push(deadline, handle, in_flight.len(), |_, h| {
@@ -1173,15 +1200,20 @@ impl Worker {
             match Record::decode(&self.buf) {
                 Ok(Record::Answer(a)) => {
                     // its deadline record goes when it reaches the front (DeadlineQueue)
-                    if self.in_flight.remove(&a.handle).is_some() {
+                    if let Some(f) = self.in_flight.remove(&a.handle) {
                         self.stats.answers_received += 1;
-                        self.answers.push_back(Completion {
+                        let c = Completion {
                             handle: a.handle,
                             class: a.class,
                             result_code: a.result_code,
                             avps_json: a.avps_json.to_owned(),
                             error: a.error.to_owned(),
-                        });
+                        };
+                        let bridged = Bridged {
+                            sent: f.sent,
+                            bridge: Duration::from_nanos(a.bridge_ns),
+                        };
+                        self.answers.push_back((c, Some(bridged)));
                     }
                 }
                 Ok(other) => {
@@ -1209,22 +1241,48 @@ impl Worker {
         }
     }
 
-    /// The next completed outgoing request, if any (never blocks).
+    /// The next completed outgoing request, if any (never blocks). A completion the
+    /// bridge answered is counted in the worker's histograms here, as it is handed back
+    /// (the one clock read per request the histograms add on this path).
     pub fn next_answer(&mut self) -> Option<Completion> {
         self.drain_answers();
         if self.answers.is_empty() {
             self.service();
             self.drain_answers();
         }
-        let next = self.answers.pop_front();
-        if next.is_none() {
-            self.arm();
+        match self.answers.pop_front() {
+            Some((c, bridged)) => {
+                if let Some(b) = bridged {
+                    self.observe(Instant::now().saturating_duration_since(b.sent), b.bridge);
+                }
+                Some(c)
+            }
+            None => {
+                self.arm();
+                None
+            }
         }
-        next
     }
 
-    fn take_local(&mut self, handle: u64) -> Option<Completion> {
-        let i = self.answers.iter().position(|c| c.handle == handle)?;
+    /// Counts one request the bridge answered: the worker's round trip `took` and the
+    /// bridge's part of it, into this worker's histograms in its segment ([`crate::times`];
+    /// a relaxed load and store per field: this worker is their only writer). Detached: not
+    /// counted (the segment, and the bridge reading it, are gone).
+    fn observe(&self, took: Duration, bridge: Duration) {
+        if let Some(t) = self.link.as_ref().and_then(|l| l.segment.script_times(0)) {
+            t.record(took, bridge);
+        }
+    }
+
+    /// The worker's histograms so far ([`crate::times`]), while attached: what this
+    /// worker's requests took, as the bridge will export them.
+    pub fn script_times(&self) -> Option<crate::times::ScriptTimesCounts> {
+        let link = self.link.as_ref()?;
+        Some(link.segment.script_times(0)?.counts())
+    }
+
+    fn take_local(&mut self, handle: u64) -> Option<Done> {
+        let i = self.answers.iter().position(|(c, _)| c.handle == handle)?;
         self.answers.remove(i)
     }
 
@@ -1239,15 +1297,22 @@ impl Worker {
         avps_json: &[u8],
         timeout_ms: u32,
     ) -> Completion {
-        self.service();
+        // The round trip's start: the call's entry (the servicing of the connection is the
+        // library's time too).
         let t0 = Instant::now();
-        let c = match self.start(app_id, cmd_code, avps_json, timeout_ms) {
+        self.service();
+        let c = match self.start(t0, app_id, cmd_code, avps_json, timeout_ms) {
             Ok(handle) => {
                 if self.spin.decide(self.in_flight.len(), t0) {
                     self.spin_for_answer(t0);
                 }
-                let c = self.wait_for(handle);
-                self.spin.record(t0.elapsed());
+                let (c, bridged) = self.wait_for(handle);
+                // One clock read for both: the poll's average and the histograms.
+                let took = t0.elapsed();
+                self.spin.record(took);
+                if let Some(b) = bridged {
+                    self.observe(took, b.bridge);
+                }
                 c
             }
             Err(e) => Completion::not_sent(0, e.to_string()),
@@ -1310,25 +1375,27 @@ impl Worker {
         self.spin.stats
     }
 
-    fn wait_for(&mut self, handle: u64) -> Completion {
+    fn wait_for(&mut self, handle: u64) -> Done {
         loop {
             self.drain_answers();
-            if let Some(c) = self.take_local(handle) {
-                return c;
+            if let Some(done) = self.take_local(handle) {
+                return done;
             }
-            let Some(&deadline) = self.in_flight.get(&handle) else {
-                return Completion::not_sent(handle, "request lost by the library (bug)".into());
+            let Some(&Flight { deadline, .. }) = self.in_flight.get(&handle) else {
+                let lost = "request lost by the library (bug)".into();
+                return (Completion::not_sent(handle, lost), None);
             };
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 self.in_flight.remove(&handle);
-                return Completion {
+                let c = Completion {
                     handle,
                     class: class::TIMEOUT,
                     result_code: 0,
                     avps_json: String::new(),
                     error: "no answer from the bridge in time (request timeout plus grace)".into(),
                 };
+                return (c, None);
             }
             let Some(link) = &mut self.link else { continue };
             if !link.ans_rx.prepare_sleep() {

@@ -326,6 +326,134 @@ fn requests_sync_async_timeout_and_errors_against_the_reference_bridge() {
     assert_eq!(st.replies_mismatched, 0);
 }
 
+/// Issue 15 item 3: each request the bridge answers is counted once in the worker's own
+/// histograms (sync when `send_request` returns, async when `next_answer` hands it back),
+/// its part outside the bridge never more than its round trip; requests the bridge never
+/// saw are not counted; the bridge sums them, and keeps a departed worker's counts.
+#[test]
+fn each_answered_request_is_one_observation_in_the_workers_histograms() {
+    let bc = cfg("times");
+    let h = EchoBridge::spawn(bc.clone()).unwrap();
+    let mut w = Worker::attach(wcfg(&bc, "w")).unwrap();
+    let zero = w.script_times().expect("attached");
+    assert_eq!(
+        (zero.round_trip.count(), zero.outside_bridge.count()),
+        (0, 0)
+    );
+
+    let c = w.send_request(4, 272, br#"[{"Session-Id":"x"}]"#, 1000);
+    assert_eq!(c.class, class::SUCCESS);
+    let one = w.script_times().unwrap();
+    assert_eq!(one.round_trip.count(), 1, "{one:?}");
+    assert_eq!(one.outside_bridge.count(), 1, "{one:?}");
+    let bucket_of = |b: &[u64]| b.iter().position(|&n| n > 0).unwrap();
+    assert!(
+        bucket_of(&one.outside_bridge.buckets) <= bucket_of(&one.round_trip.buckets)
+            && one.outside_bridge.sum_ns <= one.round_trip.sum_ns
+            && one.round_trip.sum_ns > 0,
+        "{one:?}"
+    );
+
+    let handle = w.send_request_async(4, 272, b"[1]", 1000).unwrap();
+    assert_eq!(
+        w.script_times().unwrap(),
+        one,
+        "not counted before the completion is handed back"
+    );
+    let t0 = Instant::now();
+    let c = loop {
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        poll_fd(w.fd(), 100);
+        if let Some(c) = w.next_answer() {
+            break c;
+        }
+    };
+    assert_eq!((c.handle, c.class), (handle, class::SUCCESS));
+    let two = w.script_times().unwrap();
+    assert_eq!(
+        (two.round_trip.count(), two.outside_bridge.count()),
+        (2, 2),
+        "{two:?}"
+    );
+    let async_rt = two.round_trip.sum_ns - one.round_trip.sum_ns;
+    let async_outside = two.outside_bridge.sum_ns - one.outside_bridge.sum_ns;
+    assert!(async_outside <= async_rt && async_rt > 0, "{two:?}");
+
+    // Never reached the bridge (too big): not counted.
+    assert!(w.send_request(4, 272, &vec![b'z'; 5000], 1000).class == class::NOT_SENT);
+    assert_eq!(w.script_times().unwrap(), two);
+
+    // The bridge reads the same counts from the worker's segment, and keeps them once the
+    // worker is gone.
+    assert_eq!(h.script_times(), two);
+    drop(w);
+    let t0 = Instant::now();
+    while h.stats().gone.is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the bridge never saw the EOF"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(h.script_times(), two, "a departed worker's counts are kept");
+    let mut w2 = Worker::attach(wcfg(&bc, "w2")).unwrap();
+    assert_eq!(w2.send_request(4, 272, b"[2]", 1000).class, class::SUCCESS);
+    assert_eq!(
+        w2.script_times().unwrap().round_trip.count(),
+        1,
+        "a new worker's own histograms start empty"
+    );
+    assert_eq!(
+        h.script_times().round_trip.count(),
+        3,
+        "and add to the kept ones"
+    );
+    drop(w2);
+    h.stop();
+}
+
+/// A library of the previous wire version (3: answers without the bridge's round trip)
+/// is refused at its Hello with the version refusal, naming both versions, before it can
+/// read a record of the new format.
+#[test]
+fn a_library_of_wire_version_3_is_refused() {
+    use dmshm::control::{refusal, Conn, Ctl, Recv, MAX_CONTROL_MSG};
+    let bc = cfg("wire3");
+    let h = EchoBridge::spawn(bc.clone()).unwrap();
+    let conn = Conn::connect(&bc.control_path).unwrap();
+    let hello = Ctl::Hello {
+        version: 3,
+        pid: std::process::id(),
+        name: "old library".into(),
+    };
+    conn.send_ctl(&hello, None).unwrap();
+    let mut buf = vec![0; MAX_CONTROL_MSG];
+    let t0 = Instant::now();
+    let msg = loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no answer to the Hello"
+        );
+        conn.wait_readable(Duration::from_millis(100)).unwrap();
+        match conn.recv(&mut buf).unwrap() {
+            Recv::Msg(n, _) => break Ctl::decode(&buf[..n]).unwrap(),
+            Recv::WouldBlock => {}
+            Recv::Eof => panic!("closed without a reason"),
+        }
+    };
+    match msg {
+        Ctl::Refused { code, reason } => {
+            assert_eq!(code, refusal::VERSION, "{reason}");
+            assert!(
+                reason.contains("version mismatch") && reason.contains('3') && reason.contains('4'),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(h.stop().refused.len(), 1);
+}
+
 #[test]
 fn bridge_restart_fails_fast_then_reattaches() {
     let bc = cfg("restart");
@@ -438,6 +566,7 @@ fn answer_for_unknown_handle_is_rejected() {
         handle: 1,
         class: class::SUCCESS,
         result_code: 2001,
+        bridge_ns: 0,
         avps_json: "[]",
         error: "",
     };
@@ -740,6 +869,7 @@ fn worker_waiting_is_rung_for_answers_only() {
         handle,
         class: class::SUCCESS,
         result_code: 2001,
+        bridge_ns: 0,
         avps_json: "[]",
         error: "",
     };

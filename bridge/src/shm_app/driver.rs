@@ -185,7 +185,7 @@ pub struct Driver {
     dict_generation: u64,
     handle: AppHandle,
     /// The originate path's round trip through the bridge: the worker's request record
-    /// taken -> its answer record published (`dmbridge_script_request_latency_seconds`).
+    /// taken -> its answer record ready to publish (`dmbridge_script_request_latency_seconds`).
     script_request_latency: ScriptRequestLatency,
     peers: watch::Receiver<Vec<PeerStatus>>,
     /// The applications of the commands attached workers serve (for CER/CEA).
@@ -867,6 +867,11 @@ impl Driver {
     /// says so. `at`: when the request's record was taken (the round trip is observed);
     /// `waited`: how long the node waited for the peer's answer, if one came (the round trip
     /// less that is the bridge's own part).
+    ///
+    /// The round trip is read once, before the record is encoded: the record carries it to
+    /// the worker (which subtracts it from its own round trip, [`dmshm::times`]) and the
+    /// histograms count the same value, so the worker's "outside the bridge" part and the
+    /// bridge's histograms add up (the push and its doorbell fall in the worker's part).
     fn deliver(
         &mut self,
         slot: SlotId,
@@ -876,10 +881,13 @@ impl Driver {
         waited: Option<Duration>,
     ) {
         self.counters_dirty = true;
+        let round_trip = at.elapsed();
+        let bridge_ns = u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX);
         let answer = record::Answer {
             handle,
             class: o.class,
             result_code: o.result_code,
+            bridge_ns,
             avps_json: &o.avps_json,
             error: &o.error,
         };
@@ -894,6 +902,7 @@ impl Driver {
                     handle,
                     class: record::class::NOT_SENT,
                     result_code: o.result_code,
+                    bridge_ns,
                     avps_json: "",
                     error: &why,
                 };
@@ -912,7 +921,6 @@ impl Driver {
             },
             Err(_) => self.counters.outcomes_dropped += 1,
         }
-        let round_trip = at.elapsed();
         self.script_request_latency.round_trip.observe(round_trip);
         if let Some(w) = waited {
             self.script_request_latency
