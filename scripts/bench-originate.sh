@@ -62,7 +62,8 @@
 #   BRIDGE_METRICS=1        the bridges serve [metrics] on a free port, scraped before and after
 #                           each dmbridge run (scripts/prom-delta.py): the run's line gets
 #                           "bridge_us", the bridge's histograms over that run (its round trip,
-#                           its own part per answered request, the peer's answer latency),
+#                           its own part per answered request, the peer's answer latency, and
+#                           the workers' round trip and its part outside the bridge),
 #                           p50/p99/p99.9 in µs; the summary prints them under the run
 #   SHM_MB=4096             shared memory of every Kamailio and OpenSIPS (-m), the same on all
 #                           sides: tm keeps each answered transaction for its wait timer (5 s,
@@ -651,7 +652,7 @@ for r in rows:
           f" {f(r.get('sip_minflt_per_call'))}")
     for k, h in (r.get("bridge_us") or {}).items():
         if h["n"]:
-            print(f"    bridge {k:<24} n {h['n']:>9}  p50/p99/p99.9 us "
+            print(f"    hist {k:<30} n {h['n']:>9}  p50/p99/p99.9 us "
                   f"{f(h['p50_us'])}/{f(h['p99_us'])}/{f(h['p999_us'])}")
 EOF
 log "work dir $work"

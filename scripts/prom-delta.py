@@ -6,10 +6,14 @@ usage: scripts/prom-delta.py BEFORE AFTER   (files holding the /metrics text; or
 
 Prints one JSON object: for each histogram family below (all label sets summed), the
 requests observed between the two scrapes and their p50/p99/p99.9 in microseconds,
-interpolated linearly inside the bucket (buckets: bridge/src/metrics.rs LATENCY_BOUNDS_US,
+interpolated linearly inside the bucket (buckets: shm/src/times.rs BOUNDS_US, all families,
 25 µs steps at the bottom, so a quantile under 1 ms is read to within 25-250 µs).
   script_request_latency  a script's request through the bridge, the peer's time included
   script_request_bridge   the same per answered request minus the time waited for the peer
+  script_request_worker   the same requests as the SIP-server worker's library saw them: the
+                          script's call -> its outcome handed back to the module
+  script_request_outside_bridge  that minus the bridge's round trip, request by request (the
+                          SIP server's process, the rings, doorbells and wake-ups)
   answer_latency          our request written -> the peer's answer read
   script_reply_latency    incoming: request handed to a worker -> the script's reply
 """
@@ -21,6 +25,8 @@ import urllib.request
 FAMILIES = {
     "script_request_latency": "dmbridge_script_request_latency_seconds",
     "script_request_bridge": "dmbridge_script_request_bridge_seconds",
+    "script_request_worker": "dmbridge_script_request_worker_seconds",
+    "script_request_outside_bridge": "dmbridge_script_request_outside_bridge_seconds",
     "answer_latency": "dmbridge_answer_latency_seconds",
     "script_reply_latency": "dmbridge_script_reply_latency_seconds",
 }

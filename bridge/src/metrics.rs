@@ -33,21 +33,16 @@ use prometheus_client::registry::Registry;
 
 pub use dmnode::observe::{Direction, LocalCause, Observer};
 
-/// Upper bounds (microseconds) of the latency buckets: Diameter answers on a LAN take
-/// sub-millisecond to tens of milliseconds; timeouts are seconds. The bridge's own share of
-/// an incoming request (the script round trip) is tens to hundreds of microseconds, and
-/// issue 15's goal is stated at 1 ms, so the buckets below 1 ms are fine enough to read a
-/// p99 there (25 µs steps at the bottom, 250 µs around the goal).
-const LATENCY_BOUNDS_US: [u64; 22] = [
-    25, 50, 75, 100, 150, 250, 375, 500, 750, 1_000, 1_500, 2_500, 5_000, 10_000, 25_000, 50_000,
-    100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
-];
+/// Upper bounds (microseconds) of the latency buckets: those of [`dmshm::times::BOUNDS_US`]
+/// (why these: there), which the workers' own histograms in shared memory use too, so every
+/// `dmbridge_script_request_*` histogram can be subtracted from another bucket by bucket.
+const LATENCY_BOUNDS_US: [u64; 22] = dmshm::times::BOUNDS_US;
 
 /// The shm driver's histograms of the originate path (requests the scripts send), made
 /// before the exporter exists and shared with it.
 #[derive(Clone, Debug, Default)]
 pub struct ScriptRequestLatency {
-    /// A worker's request record taken -> its outcome record published, every request
+    /// A worker's request record taken -> its outcome record ready to publish, every request
     /// (answers, timeouts and requests refused before sending alike); the peer's own time is
     /// in it.
     pub round_trip: LatencyHistogram,
@@ -55,6 +50,56 @@ pub struct ScriptRequestLatency {
     /// peer's answer (our request written -> its answer read): what the bridge itself adds
     /// to a script's request, request by request (issue 15 item 3 asks it at load).
     pub bridge: LatencyHistogram,
+    /// The SIP-server side of the same requests, kept by the workers in their segments
+    /// ([`dmshm::times`]) and summed at scrape time: each request's round trip as the
+    /// library saw it (call entered -> completion handed back), and that minus the round
+    /// trip above (what the SIP server's process and the hops between the processes add).
+    pub workers: Arc<dmshm::times::ScriptTimesBoard>,
+}
+
+/// Which of a worker's two histograms ([`dmshm::times::ScriptTimes`]).
+#[derive(Clone, Copy, Debug)]
+enum WorkerPart {
+    RoundTrip,
+    OutsideBridge,
+}
+
+/// One of the workers' histograms, summed over the workers (and those gone) when scraped.
+#[derive(Clone, Debug)]
+struct WorkerHistogram {
+    board: Arc<dmshm::times::ScriptTimesBoard>,
+    part: WorkerPart,
+}
+
+impl TypedMetric for WorkerHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for WorkerHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let sum = self.board.sum();
+        let h = match self.part {
+            WorkerPart::RoundTrip => sum.round_trip,
+            WorkerPart::OutsideBridge => sum.outside_bridge,
+        };
+        let mut buckets = [(0.0, 0u64); LATENCY_BOUNDS_US.len() + 1];
+        for (i, b) in buckets.iter_mut().enumerate() {
+            let bound = LATENCY_BOUNDS_US
+                .get(i)
+                .map_or(f64::MAX, |&us| us as f64 / 1e6);
+            *b = (bound, h.buckets[i]);
+        }
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            h.sum_ns as f64 / 1e9,
+            h.count(),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// A latency histogram on atomics: `observe` is a bucket search and three relaxed
@@ -282,6 +327,22 @@ impl Metrics {
             "dmbridge_script_request_bridge_seconds",
             "The bridge's own part of each answered script request: its round trip through the bridge minus the time waited for the peer's answer",
             script_request_latency.bridge.clone(),
+        );
+        registry.register(
+            "dmbridge_script_request_worker_seconds",
+            "A script's request as the SIP-server worker's library saw it, from the call to the outcome handed back to the module (requests the bridge answered; the peer's time included)",
+            WorkerHistogram {
+                board: script_request_latency.workers.clone(),
+                part: WorkerPart::RoundTrip,
+            },
+        );
+        registry.register(
+            "dmbridge_script_request_outside_bridge_seconds",
+            "The SIP-server side of each script request the bridge answered: the worker's round trip minus the bridge's (the library, the rings, doorbells and wake-ups)",
+            WorkerHistogram {
+                board: script_request_latency.workers.clone(),
+                part: WorkerPart::OutsideBridge,
+            },
         );
         let refusals: Family<CauseLabels, Counter> = family(
             &mut registry,

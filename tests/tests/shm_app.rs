@@ -861,27 +861,36 @@ fn outgoing_outcomes(name: &str, app_toml: &str, after: impl FnOnce(&Path)) {
     after(&ctl);
 }
 
+/// A bridge serving `[metrics]` on a free port, with a peer whose connection is open: the
+/// test directory, the bridge, its control socket, the metrics port and the peer.
+fn bridge_with_metrics(name: &str) -> (TestDir, Bridge, PathBuf, u16, Peer) {
+    let dir = TestDir::new(name);
+    let mport = free_port();
+    let metrics = format!("\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n");
+    let b = Bridge::start(dir.path(), &options(free_port(), &metrics));
+    let ctl = control_socket(&b);
+    let peer = Peer::start(b.port());
+    wait_peer_open(&ctl);
+    (dir, b, ctl, mport, peer)
+}
+
+/// The value of the sample `name` (no labels) in a scrape.
+fn value(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+}
+
 /// Each request the bridge takes from a worker is one observation of its originate round
 /// trip, `dmbridge_script_request_latency_seconds` (issue 15 item 3): answered, timed out or
 /// refused alike.
 #[test]
 fn originate_round_trips_are_observed_once_per_request() {
-    let dir = TestDir::new("shm-outgoing-metrics");
-    let mport = free_port();
-    let metrics = format!("\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n");
-    let b = Bridge::start(dir.path(), &options(free_port(), &metrics));
-    let ctl = control_socket(&b);
-    let _peer = Peer::start(b.port());
-    wait_peer_open(&ctl);
+    let (dir, _b, ctl, mport, _peer) = bridge_with_metrics("shm-outgoing-metrics");
     let w = spawn_worker(dir.path(), "w-out", &ctl, "outgoing", "", &[]);
     wait_worker_lines(&w, "W out ", 7);
     // The status counts the requests the bridge took (republished within a second); a
     // request the library refuses itself never reaches the bridge.
-    let value = |body: &str, name: &str| {
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    };
     let count =
         |body: &str| value(body, "dmbridge_script_request_latency_seconds_count").map(|v| v as u64);
     use dmshm::worker::{Worker, WorkerConfig};
@@ -928,6 +937,86 @@ fn originate_round_trips_are_observed_once_per_request() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The workers' side of each script request (issue 15 item 3), exported by the real binary:
+/// `dmbridge_script_request_worker_seconds` and `..._outside_bridge_seconds` count one
+/// observation per outcome the bridge handed to a worker, sync (`outgoing`: eight requests
+/// reach the bridge, the ninth the library refuses) and async (`load`) alike, so their
+/// counts equal the bridge's own round-trip count; the part outside the bridge is never
+/// longer in sum than the round trips; and the counts stay when the workers are killed.
+#[test]
+fn script_requests_are_counted_by_their_workers_sync_and_async() {
+    let (dir, _b, ctl, mport, _peer) = bridge_with_metrics("shm-worker-times");
+    let sync = spawn_worker(dir.path(), "w-sync", &ctl, "outgoing", "", &[]);
+    let load_env = [
+        ("DMB_SECS", "1".to_string()),
+        ("DMB_INFLIGHT", "4".to_string()),
+    ];
+    let asynch = spawn_worker(dir.path(), "w-async", &ctl, "load", "", &load_env);
+    wait_worker_lines(&sync, "W out ", 9);
+    let summary = wait_worker_lines(&asynch, "W summary ", 1);
+    assert!(
+        summary[0].contains(" pending=0 ") && !summary[0].contains(" ok=0 "),
+        "{summary:?}"
+    );
+    let scrape = || {
+        harness::prometheus::http_get(mport, "/metrics", WAIT)
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    };
+    let counts = |body: &str| {
+        [
+            "dmbridge_script_request_latency_seconds_count",
+            "dmbridge_script_request_worker_seconds_count",
+            "dmbridge_script_request_outside_bridge_seconds_count",
+        ]
+        .map(|n| value(body, n).map(|v| v as u64))
+    };
+    let deadline = Instant::now() + WAIT;
+    let (n, body) = loop {
+        let body = scrape();
+        let [bridge, worker, outside] = counts(&body);
+        // 8 sync requests reached the bridge, and the async ones (at least one answered)
+        if bridge.is_some_and(|n| n > 8) && worker == bridge && outside == bridge {
+            break (bridge.unwrap(), body);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bridge {bridge:?}, worker {worker:?}, outside {outside:?}:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let sum = |name| value(&body, name).unwrap();
+    let (worker_sum, outside_sum) = (
+        sum("dmbridge_script_request_worker_seconds_sum"),
+        sum("dmbridge_script_request_outside_bridge_seconds_sum"),
+    );
+    assert!(
+        0.0 < outside_sum && outside_sum <= worker_sum,
+        "outside {outside_sum}, round trips {worker_sum}"
+    );
+    for name in [
+        "dmbridge_script_request_worker_seconds",
+        "dmbridge_script_request_outside_bridge_seconds",
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {name} histogram")),
+            "{name}:\n{body}"
+        );
+        assert!(
+            body.contains(&format!("{name}_bucket{{le=\"0.000025\"}}")),
+            "the bridge's buckets:\n{body}"
+        );
+    }
+    // Killed workers (SIGKILL): their counts are kept, not reset.
+    drop(sync);
+    drop(asynch);
+    status_until(&ctl, "the killed workers are still attached", |doc| {
+        doc["workers"].as_array().is_some_and(|w| w.len() == 1)
+    });
+    let body = scrape();
+    assert_eq!(counts(&body), [Some(n); 3], "{body}");
 }
 
 #[test]

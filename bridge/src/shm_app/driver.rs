@@ -277,6 +277,8 @@ impl Driver {
             source,
         })?;
         let mut bridge = bridge;
+        // The workers' own histograms, on the board the exporter shows.
+        bridge.set_script_times(script_request_latency.workers.clone());
         tell_dictionary(&mut bridge, &current_dict);
         let listener = bridge
             .listener_fd_dup()
