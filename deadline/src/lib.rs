@@ -32,13 +32,20 @@
 //!
 //! **The bound.** Behind a live front wait the stale records of the requests answered since:
 //! at most one per request scheduled within one timeout, which with long timeouts may be many
-//! times the requests in flight. So [`DeadlineQueue::push`] compacts (drops every stale
-//! record) once the records outnumber `2 x live + SLACK` (live = the requests the owner has in
-//! flight): after a push the queue holds at most `2 x live + SLACK + 1` records. A compaction
-//! keeps at most the live records, less than half of those it scans, so its cost is at most
-//! twice the stale records it drops, each dropped once: a constant per push, amortised
-//! (libdmbridge's rule since BENCHMARKS "Session 11: the OpenSIPS async path", now every
-//! owner's).
+//! times the requests in flight. Stale records cost memory only when they make the queue
+//! allocate, so that is when [`DeadlineQueue::push`] looks at them: before the FIFO reallocates
+//! (it is full) and before a record goes into the ordered set, it compacts (drops every stale
+//! record) if the records outnumber `2 x live + SLACK` (live = the requests the owner has in
+//! flight). The FIFO's capacity therefore doubles only while at least about half its records
+//! are live: it stays within `2 x (2 x peak + SLACK)` records (peak = the most requests in
+//! flight at a push; a `VecDeque` never shrinks, so its memory follows the peak in any case),
+//! and the ordered set holds at most `2 x live + SLACK + 1` records after a push into it. A
+//! compaction keeps at most the live records, less than half of those it scans, so its cost is
+//! at most twice the stale records it drops, each dropped once: a constant per push,
+//! amortised. A push into a FIFO with room costs its store and one comparison with the FIFO's
+//! last deadline, no more (libdmbridge's bound of BENCHMARKS "Session 11: the OpenSIPS async
+//! path" checked the count at every push; "Session 12: one deadline queue" measured the
+//! difference).
 //!
 //! Time is a type parameter (`Instant` by default), so the tests use plain integers.
 #![forbid(unsafe_code)]
@@ -77,6 +84,7 @@ impl<K, T> DeadlineQueue<K, T> {
     }
 
     /// Records held, stale ones included.
+    #[inline]
     pub fn len(&self) -> usize {
         self.fifo.len() + self.early.len()
     }
@@ -96,23 +104,38 @@ impl<K, T> DeadlineQueue<K, T> {
 impl<K: Ord + Copy, T: Ord + Copy> DeadlineQueue<K, T> {
     /// Schedules `key` at `at`: at the FIFO's back unless earlier than its last record, else in
     /// the ordered set. `live_count` (the requests the owner has in flight) and `live` (whether
-    /// a record still stands for a waiting request) are used only to compact, when the records
-    /// outnumber `2 x live_count + SLACK`.
+    /// a record still stands for a waiting request) are used only when the queue would
+    /// allocate: it compacts instead if the records outnumber `2 x live_count + SLACK`.
+    #[inline]
     pub fn push(&mut self, at: T, key: K, live_count: usize, live: impl FnMut(T, K) -> bool) {
+        match self.fifo.back() {
+            Some(&(last, _)) if at < last => self.push_early(at, key, live_count, live),
+            _ => {
+                if self.fifo.len() == self.fifo.capacity() {
+                    self.make_room(live_count, live);
+                }
+                self.fifo.push_back((at, key));
+            }
+        }
+    }
+
+    /// [`push`](Self::push) into the ordered set (out of line: a B-tree insert, rare).
+    #[inline(never)]
+    fn push_early(&mut self, at: T, key: K, live_count: usize, live: impl FnMut(T, K) -> bool) {
+        self.make_room(live_count, live);
+        self.early.insert((at, key));
+    }
+
+    /// Compacts if the stale records are more than half (plus `SLACK`): before an allocation.
+    #[cold]
+    #[inline(never)]
+    fn make_room(&mut self, live_count: usize, live: impl FnMut(T, K) -> bool) {
         if self.len() > live_count.saturating_mul(2).saturating_add(SLACK) {
             self.compact(live);
-        }
-        match self.fifo.back() {
-            Some(&(last, _)) if at < last => {
-                self.early.insert((at, key));
-            }
-            _ => self.fifo.push_back((at, key)),
         }
     }
 
     /// Drops every stale record (order kept).
-    #[cold]
-    #[inline(never)]
     pub fn compact(&mut self, mut live: impl FnMut(T, K) -> bool) {
         self.fifo.retain(|&(t, k)| live(t, k));
         self.early.retain(|&(t, k)| live(t, k));
@@ -121,6 +144,7 @@ impl<K: Ord + Copy, T: Ord + Copy> DeadlineQueue<K, T> {
     /// The earliest record, stale or not, dropping nothing: for an owner that keeps both
     /// fronts live itself (after each change, [`first`](Self::first) and exact
     /// [`remove`](Self::remove)s).
+    #[inline]
     pub fn peek(&self) -> Option<(T, K)> {
         match (self.fifo.front(), self.early.first()) {
             (Some(a), Some(b)) => Some(*a.min(b)),
@@ -130,25 +154,44 @@ impl<K: Ord + Copy, T: Ord + Copy> DeadlineQueue<K, T> {
 
     /// The earliest record for which `live` holds, after dropping the stale records in front
     /// of it (in the FIFO and in the ordered set).
-    pub fn first(&mut self, mut live: impl FnMut(T, K) -> bool) -> Option<(T, K)> {
+    #[inline]
+    pub fn first(&mut self, live: impl FnMut(T, K) -> bool) -> Option<(T, K)> {
+        self.drop_stale(live);
+        self.peek()
+    }
+
+    /// Drops the stale records at the fronts of the FIFO and of the ordered set: after it,
+    /// [`peek`](Self::peek) gives a live record (or none). For an owner that does not need the
+    /// record now (an answer arrived), this is [`first`](Self::first) without comparing the
+    /// two fronts.
+    #[inline]
+    pub fn drop_stale(&mut self, mut live: impl FnMut(T, K) -> bool) {
         while let Some(&(t, k)) = self.fifo.front() {
             if live(t, k) {
                 break;
             }
             self.fifo.pop_front();
         }
+        if !self.early.is_empty() {
+            self.drop_stale_early(live);
+        }
+    }
+
+    /// [`drop_stale`](Self::drop_stale) in the ordered set (out of line: usually empty).
+    #[inline(never)]
+    fn drop_stale_early(&mut self, mut live: impl FnMut(T, K) -> bool) {
         while let Some(&(t, k)) = self.early.first() {
             if live(t, k) {
                 break;
             }
             self.early.pop_first();
         }
-        self.peek()
     }
 
     /// Removes and returns the earliest record if it is due (at or before `now`), stale or
     /// not: the owner skips the stale ones. Called until `None`, it gives every record due in
     /// deadline order (equal deadlines: the FIFO's in the order pushed, the set's by key).
+    #[inline]
     pub fn pop_due(&mut self, now: T) -> Option<(T, K)> {
         let fifo_first = match (self.fifo.front(), self.early.first()) {
             (Some(a), Some(b)) => a <= b,
@@ -170,6 +213,7 @@ impl<K: Ord + Copy, T: Ord + Copy> DeadlineQueue<K, T> {
     /// Forgets the record (`at`, `key`) if it is in the ordered set (exactly, a search only
     /// when that set is not empty). One in the FIFO stays, stale, until it reaches the front
     /// or a compaction: the FIFO is never searched.
+    #[inline]
     pub fn remove(&mut self, at: T, key: K) {
         if !self.early.is_empty() {
             self.early.remove(&(at, key));
@@ -193,6 +237,24 @@ mod tests {
     fn push(q: &mut DeadlineQueue<u32, u64>, table: &mut Table, at: u64, key: u32) {
         table.insert(key, at);
         q.push(at, key, table.len(), live(table));
+    }
+
+    /// [`push`] and whether the bound holds after it (crate documentation): the FIFO's
+    /// capacity within `2 x (2 x peak + SLACK)` (at least the `VecDeque`'s first allocation),
+    /// the ordered set, when pushed into, within `2 x live + SLACK + 1`. `peak`: the most keys
+    /// in `table` at any push, kept up to date here.
+    fn push_bounded(
+        q: &mut DeadlineQueue<u32, u64>,
+        table: &mut Table,
+        at: u64,
+        key: u32,
+        peak: &mut usize,
+    ) -> bool {
+        let early = q.early.len();
+        push(q, table, at, key);
+        *peak = (*peak).max(table.len());
+        q.fifo.capacity() <= (2 * (2 * *peak + SLACK)).max(4)
+            && (q.early.len() <= early || q.early.len() <= 2 * table.len() + SLACK + 1)
     }
 
     /// Every record due at `now`, live ones removed from `table`: what expired, in order.
@@ -292,29 +354,33 @@ mod tests {
     }
 
     #[test]
-    fn push_compacts_beyond_twice_the_live_records_plus_slack() {
-        let (mut q, mut table) = (DeadlineQueue::new(), Table::new());
+    fn push_compacts_before_allocating_when_most_records_are_stale() {
+        let (mut q, mut table, mut peak) = (DeadlineQueue::new(), Table::new(), 0);
         // one slow request in front, then many answered at once: their records wait behind it
-        push(&mut q, &mut table, 0, 0);
+        assert!(push_bounded(&mut q, &mut table, 0, 0, &mut peak));
         for k in 1..1000u32 {
-            push(&mut q, &mut table, u64::from(k), k);
-            // (the bound is at the push, with the requests in flight then)
-            assert!(
-                q.len() <= 2 * table.len() + SLACK + 1,
-                "{} records",
-                q.len()
-            );
+            assert!(push_bounded(&mut q, &mut table, u64::from(k), k, &mut peak));
             table.remove(&k);
         }
-        assert!(q.len() <= 2 * 2 + SLACK + 1);
+        assert_eq!(peak, 2);
+        assert!(
+            q.fifo.capacity() <= 2 * (2 * 2 + SLACK),
+            "no growth past the bound"
+        );
+        assert!(q.len() <= q.fifo.capacity());
         // the live ones kept, in order, the set's too
-        push(&mut q, &mut table, 2000, 5000);
-        push(&mut q, &mut table, 1, 5001);
+        assert!(push_bounded(&mut q, &mut table, 2000, 5000, &mut peak));
+        assert!(push_bounded(&mut q, &mut table, 1, 5001, &mut peak));
         for k in 1..=200u32 {
-            push(&mut q, &mut table, 3000, k + 6000);
-            assert!(q.len() <= 2 * table.len() + SLACK + 1);
+            assert!(push_bounded(&mut q, &mut table, 3000, k + 6000, &mut peak));
             table.remove(&(k + 6000));
         }
+        // deadlines earlier than the FIFO's last, all answered: the set is compacted too
+        for k in 1..=500u32 {
+            assert!(push_bounded(&mut q, &mut table, 2, k + 7000, &mut peak));
+            table.remove(&(k + 7000));
+        }
+        assert!(q.early.len() <= 2 * 4 + SLACK + 1);
         assert_eq!(
             expire(&mut q, &mut table, u64::MAX),
             vec![(0, 0), (1, 5001), (2000, 5000)]
@@ -342,8 +408,8 @@ mod tests {
     enum Op {
         /// Schedule a new key at now + offset (out of order when the offsets differ).
         Push(u64),
-        /// Reschedule a waiting key (the n-th, modulo) at now + offset: its old record goes
-        /// stale (a failover resend, a restore, a token inserted again).
+        /// Reschedule a waiting key (the n-th, modulo) later: its old record goes stale (a
+        /// key given another deadline).
         Reschedule(usize, u64),
         /// The n-th waiting key answered; with `true` its record removed exactly as well.
         Answer(usize, bool),
@@ -369,19 +435,20 @@ mod tests {
         #[test]
         fn behaves_as_a_sorted_table(ops in proptest::collection::vec(op(), 1..400)) {
             let (mut q, mut table) = (DeadlineQueue::<u32, u64>::new(), Table::new());
-            let (mut now, mut next_key) = (0u64, 0u32);
+            let (mut now, mut next_key, mut peak) = (0u64, 0u32, 0usize);
             let mut expired = std::collections::BTreeSet::new();
             for op in ops {
                 match op {
                     Op::Push(off) => {
-                        push(&mut q, &mut table, now + off, next_key);
+                        prop_assert!(push_bounded(&mut q, &mut table, now + off, next_key, &mut peak));
                         next_key += 1;
-                        prop_assert!(q.len() <= 2 * table.len() + SLACK + 1);
                     }
                     Op::Reschedule(i, off) => {
-                        if let Some(&k) = table.keys().nth(i % table.len().max(1)) {
-                            push(&mut q, &mut table, now + off, k);
-                            prop_assert!(q.len() <= 2 * table.len() + SLACK + 1);
+                        if let Some((&k, &t)) = table.iter().nth(i % table.len().max(1)) {
+                            // later than its current deadline: an earlier record of the key
+                            // never looks live again
+                            let at = t.max(now) + 1 + off;
+                            prop_assert!(push_bounded(&mut q, &mut table, at, k, &mut peak));
                         }
                     }
                     Op::Answer(i, exact) => {

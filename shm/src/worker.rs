@@ -277,7 +277,8 @@ pub struct Worker {
     /// a process sends with one timeout (the module's request_timeout), so send order is
     /// deadline order ([`DeadlineQueue`]: a FIFO, an ordered set only for a shorter timeout).
     /// An answered request's record is not searched for: it is dropped when it reaches the
-    /// front, or by a compaction once the records outnumber twice the requests in flight.
+    /// front, or by a compaction when the queue would otherwise grow while they are more than
+    /// half of it.
     deadlines: DeadlineQueue<u64>,
     /// The bridge's tokens of the requests taken and not replied yet (chosen by the bridge,
     /// not by a peer): FxHash, not SipHash (an insert, a lookup and a remove per request).
