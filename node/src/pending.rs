@@ -14,10 +14,11 @@
 //! The other direction — requests *peers* sent us, and their retransmissions — is
 //! [`crate::duplicates`].
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::hash_map::Entry;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use dmdeadline::DeadlineQueue;
 use dmproto::Flags;
 use rustc_hash::FxHashMap;
 
@@ -58,19 +59,20 @@ pub struct PendingTable<T> {
     /// The per-connection questions (`count_on`, `connection_lost`) walk the map: they
     /// come with draining and losing a peer, not with each message.
     entries: FxHashMap<(ConnId, u32), PendingEntry<T>>,
-    /// Deadlines in the order they were scheduled, which is deadline order for requests sent
-    /// with the same timeout (a monotonic clock plus a constant): a push at the back per
-    /// request, instead of a B-tree insert and remove (~700 instructions per originated
-    /// call, BENCHMARKS "Session 10"). An answer does not search it: a record whose entry is
-    /// gone (or carries another deadline) is stale and dropped when it reaches the front;
-    /// `answer`, `expire` and `connection_lost` drop the stale front, so the front is live
-    /// and `next_deadline` wakes nobody early. Behind a live front the records of requests
+    /// The answer deadlines ([`DeadlineQueue`]), in the order they were scheduled, which is
+    /// deadline order for requests sent with the same timeout (a monotonic clock plus a
+    /// constant): a push at the back of a FIFO per request, instead of a B-tree insert and
+    /// remove (~700 instructions per originated call, BENCHMARKS "Session 10"). Only a
+    /// deadline earlier than the FIFO's last (a shorter timeout than the one before it, a
+    /// failover resend keeping its first deadline) goes to its ordered set, and is removed
+    /// from it exactly. An answer does not search the FIFO: a record whose entry is gone (or
+    /// carries another deadline) is stale and dropped when it reaches the front; `answer`,
+    /// `expire` and `connection_lost` drop the stale front, so the front is live and
+    /// `next_deadline` wakes nobody early. Behind a live front the records of requests
     /// answered since then wait for it: at most one per request sent within one answer
-    /// timeout.
-    queue: VecDeque<(Instant, ConnId, u32)>,
-    /// Deadlines earlier than the queue's last (a shorter timeout than the one before it, a
-    /// failover resend keeping its first deadline), in order; removed exactly.
-    late: BTreeSet<(Instant, ConnId, u32)>,
+    /// timeout, and the queue drops them all (compacts) rather than grow while they are more
+    /// than half of it.
+    deadlines: DeadlineQueue<(ConnId, u32)>,
     next_hbh: u32,
     max: usize,
 }
@@ -81,8 +83,7 @@ impl<T> PendingTable<T> {
     pub fn new(max: usize, first_hop_by_hop: u32) -> PendingTable<T> {
         PendingTable {
             entries: FxHashMap::default(),
-            queue: VecDeque::new(),
-            late: BTreeSet::new(),
+            deadlines: DeadlineQueue::new(),
             next_hbh: first_hop_by_hop,
             max,
         }
@@ -205,39 +206,25 @@ impl<T> PendingTable<T> {
         Ok(())
     }
 
-    /// Records a deadline: at the back of the queue when it is not earlier than the last
-    /// one there, else in the ordered `late` set.
+    /// Records a deadline: at the back of the FIFO when it is not earlier than the last one
+    /// there, else in the ordered set.
     fn schedule(&mut self, deadline: Instant, conn: ConnId, hbh: u32) {
-        match self.queue.back() {
-            Some(&(last, _, _)) if deadline < last => {
-                self.late.insert((deadline, conn, hbh));
-            }
-            _ => self.queue.push_back((deadline, conn, hbh)),
-        }
+        let entries = &self.entries;
+        self.deadlines
+            .push(deadline, (conn, hbh), entries.len(), |t, k| {
+                live(entries, t, k)
+            });
     }
 
-    /// Whether a deadline record still stands for a waiting entry.
-    fn live(&self, &(t, conn, hbh): &(Instant, ConnId, u32)) -> bool {
-        self.entries
-            .get(&(conn, hbh))
-            .is_some_and(|e| e.deadline == t)
-    }
-
-    /// Drops the stale records at the front of the queue.
+    /// Drops the stale records at the front.
     fn drop_stale_front(&mut self) {
-        while let Some(r) = self.queue.front() {
-            if self.live(r) {
-                break;
-            }
-            self.queue.pop_front();
-        }
+        let entries = &self.entries;
+        self.deadlines.drop_stale(|t, k| live(entries, t, k));
     }
 
     /// Forgets the deadline of an entry just removed from `entries`.
     fn unschedule(&mut self, deadline: Instant, conn: ConnId, hbh: u32) {
-        if !self.late.is_empty() {
-            self.late.remove(&(deadline, conn, hbh));
-        }
+        self.deadlines.remove(deadline, (conn, hbh));
         self.drop_stale_front();
     }
 
@@ -256,48 +243,29 @@ impl<T> PendingTable<T> {
 
     /// The earliest answer deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let queued = self.queue.front().map(|(t, _, _)| *t);
-        let late = self.late.first().map(|(t, _, _)| *t);
-        match (queued, late) {
-            (Some(q), Some(l)) => Some(q.min(l)),
-            (q, l) => q.or(l),
-        }
+        // every change drops the stale front: the earliest record is live
+        self.deadlines.peek().map(|(t, _)| t)
     }
 
-    /// Removes and returns every entry whose deadline is at or before `now`.
+    /// Removes and returns every entry whose deadline is at or before `now`, in deadline
+    /// order.
     pub fn expire(&mut self, now: Instant) -> Vec<PendingEntry<T>> {
         let mut out = Vec::new();
-        while let Some(&r) = self.queue.front() {
-            if r.0 > now {
-                break;
-            }
-            self.queue.pop_front();
-            if self.live(&r) {
-                out.extend(self.entries.remove(&(r.1, r.2)));
-            }
-        }
-        let from_queue = out.len();
-        while let Some(&r) = self.late.first() {
-            if r.0 > now {
-                break;
-            }
-            self.late.pop_first();
-            if self.live(&r) {
-                out.extend(self.entries.remove(&(r.1, r.2)));
+        while let Some((t, key)) = self.deadlines.pop_due(now) {
+            // a stale record (answered, or rescheduled with another deadline) is skipped
+            if let Entry::Occupied(e) = self.entries.entry(key) {
+                if e.get().deadline == t {
+                    out.push(e.remove());
+                }
             }
         }
         self.drop_stale_front();
-        if from_queue > 0 && out.len() > from_queue {
-            // both sources: in deadline order, as one ordered set gave them
-            out.sort_by_key(|e| (e.deadline, e.conn, e.hop_by_hop));
-        }
         out
     }
 
     /// Removes and returns every entry (when the node gives up at shutdown).
     pub fn take_all(&mut self) -> Vec<PendingEntry<T>> {
-        self.queue.clear();
-        self.late.clear();
+        self.deadlines.clear();
         let mut all: Vec<PendingEntry<T>> =
             std::mem::take(&mut self.entries).into_values().collect();
         // in (connection, hop-by-hop id) order, as before the map was hashed
@@ -318,15 +286,23 @@ impl<T> PendingTable<T> {
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
             if let Some(e) = self.entries.remove(&k) {
-                if !self.late.is_empty() {
-                    self.late.remove(&(e.deadline, e.conn, e.hop_by_hop));
-                }
+                self.deadlines.remove(e.deadline, (e.conn, e.hop_by_hop));
                 out.push(e);
             }
         }
         self.drop_stale_front();
         out
     }
+}
+
+/// Whether a deadline record still stands for a waiting entry: the entry is there, with this
+/// deadline.
+fn live<T>(
+    entries: &FxHashMap<(ConnId, u32), PendingEntry<T>>,
+    deadline: Instant,
+    key: (ConnId, u32),
+) -> bool {
+    entries.get(&key).is_some_and(|e| e.deadline == deadline)
 }
 
 /// Writes `hop_by_hop` into an encoded message's header, and the T flag when `retransmit`
@@ -441,11 +417,7 @@ mod tests {
         }
         assert!(t.answer(A, ids[0]).is_some());
         assert_eq!(t.next_deadline(), None, "nothing waits, no early wake-up");
-        assert_eq!(
-            (t.queue.len(), t.late.len()),
-            (0, 0),
-            "stale records dropped"
-        );
+        assert_eq!(t.deadlines.len(), 0, "stale records dropped");
         // a slow first request: the answered ones behind it go when it does
         let slow = t.insert(A, 20, at(200), "slow").unwrap();
         let quick: Vec<u32> = (0..5)
@@ -461,7 +433,7 @@ mod tests {
             .map(|e| e.hop_by_hop)
             .collect();
         assert_eq!(gone, vec![slow], "only the live one expires");
-        assert_eq!((t.queue.len(), t.next_deadline()), (0, None));
+        assert_eq!((t.deadlines.len(), t.next_deadline()), (0, None));
     }
 
     #[test]
