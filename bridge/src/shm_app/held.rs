@@ -7,13 +7,15 @@
 //! finds nothing here is late (or a duplicate) and must be dropped.
 //!
 //! Every request shares one reply timeout, so arrival order is deadline order and a queue
-//! suffices (no heap). Replied requests leave their queue entry behind; [`Held::next_deadline`]
-//! drops such entries from the front, so the timer is armed only for a request that still
-//! waits (under steady load it would otherwise fire once per request) and the queue is only
-//! as long as the span since the oldest outstanding request.
+//! suffices (no heap): the FIFO of a [`DeadlineQueue`], its ordered set never used. Replied
+//! requests leave their queue entry behind; [`Held::next_deadline`] drops such entries from
+//! the front, so the timer is armed only for a request that still waits (under steady load it
+//! would otherwise fire once per request) and the queue is only as long as the span since the
+//! oldest outstanding request (and the queue drops them all rather than grow while they are
+//! more than half of it).
 
+use dmdeadline::DeadlineQueue;
 use rustc_hash::FxHashMap;
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The table; `R` is what answers the request (the node's `Responder`).
@@ -22,7 +24,8 @@ pub struct Held<R> {
     /// Keyed by the bridge's own tokens (`token_tag | seq`, chosen by no peer): FxHash, not
     /// SipHash (an insert and a remove per request).
     by_token: FxHashMap<u64, (R, u32)>,
-    deadlines: VecDeque<(Instant, u64)>,
+    /// Reply deadlines by token, in arrival order.
+    deadlines: DeadlineQueue<u64>,
     timeout: Duration,
 }
 
@@ -31,7 +34,7 @@ impl<R> Held<R> {
     pub fn new(timeout: Duration) -> Held<R> {
         Held {
             by_token: FxHashMap::default(),
-            deadlines: VecDeque::new(),
+            deadlines: DeadlineQueue::new(),
             timeout,
         }
     }
@@ -55,7 +58,11 @@ impl<R> Held<R> {
     /// A request handed to the worker in `slot` under `token` at `now`.
     pub fn insert(&mut self, token: u64, slot: u32, responder: R, now: Instant) {
         if self.by_token.insert(token, (responder, slot)).is_none() {
-            self.deadlines.push_back((now + self.timeout, token));
+            let by_token = &self.by_token;
+            self.deadlines
+                .push(now + self.timeout, token, by_token.len(), |_, t| {
+                    by_token.contains_key(&t)
+                });
         }
     }
 
@@ -75,11 +82,7 @@ impl<R> Held<R> {
     /// The requests whose deadline is at or before `now`: (token, slot, responder).
     pub fn expire(&mut self, now: Instant) -> Vec<(u64, u32, R)> {
         let mut out = Vec::new();
-        while let Some(&(at, token)) = self.deadlines.front() {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop_front();
+        while let Some((_, token)) = self.deadlines.pop_due(now) {
             if let Some((r, slot)) = self.by_token.remove(&token) {
                 out.push((token, slot, r));
             }
@@ -89,13 +92,10 @@ impl<R> Held<R> {
 
     /// The earliest deadline of a request that still waits.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(&(at, token)) = self.deadlines.front() {
-            if self.by_token.contains_key(&token) {
-                return Some(at);
-            }
-            self.deadlines.pop_front();
-        }
-        None
+        let by_token = &self.by_token;
+        self.deadlines
+            .first(|_, t| by_token.contains_key(&t))
+            .map(|(at, _)| at)
     }
 
     /// Queue entries kept (for tests: bounded by the outstanding span).
