@@ -371,6 +371,14 @@ bridge_of() { # side -> the bridge it sends through (none: nothing)
     opensips-dmb-*) echo "$os_bridge_pid" ;;
   esac
 }
+# scrape_before / scrape_after PORT DIR: the bridge's histograms over one run into
+# DIR/bridge_us.json (nothing when PORT is empty: a side without a bridge)
+scrape_before() { [ -z "$1" ] || python3 "$top/scripts/prom-delta.py" --scrape "$1" "$2/metrics0.txt"; }
+scrape_after() {
+  [ -n "$1" ] || return 0
+  python3 "$top/scripts/prom-delta.py" --scrape "$1" "$2/metrics1.txt"
+  python3 "$top/scripts/prom-delta.py" "$2/metrics0.txt" "$2/metrics1.txt" >"$2/bridge_us.json"
+}
 mport_of() { # side -> the metrics port of its bridge (none: nothing)
   case $1 in
     dmb-*) echo "$bridge_mport" ;;
@@ -400,7 +408,7 @@ run_sipp() {
   local b0 k0 f0 o0 t0 l0
   local mport
   mport=$(mport_of "$side")
-  [ -z "$mport" ] || python3 "$top/scripts/prom-delta.py" --scrape "$mport" "$dir/metrics0.txt"
+  scrape_before "$mport" "$dir"
   b0=$(ticks $bridge); k0=$(ticks $procs_srv); f0=$(ticks "$fd_pid"); o0=$(ticks $(tree "$ocs_pid"))
   local m0 m1
   m0=$(faults $procs_srv)
@@ -428,10 +436,7 @@ run_sipp() {
   b1=$(ticks $bridge); k1=$(ticks $procs_srv); f1=$(ticks "$fd_pid"); o1=$(ticks $(tree "$ocs_pid"))
   m1=$(faults $procs_srv)
   l1=$(cut -d' ' -f1 /proc/loadavg)
-  if [ -n "$mport" ]; then
-    python3 "$top/scripts/prom-delta.py" --scrape "$mport" "$dir/metrics1.txt"
-    python3 "$top/scripts/prom-delta.py" "$dir/metrics0.txt" "$dir/metrics1.txt" >"$dir/bridge_us.json"
-  fi
+  scrape_after "$mport" "$dir"
   python3 - "$dir" "$side" "$app" "$mode" "$value" "$s" "$tag" \
     "$((b1 - b0))" "$((k1 - k0))" "$((f1 - f0))" "$((o1 - o0))" \
     "$(python3 -c "print($t1 - $t0)")" "$l0" "$l1" "$((m1 - m0))" \
@@ -501,15 +506,13 @@ low_latency() { # side app calls tag
   local port user extra mport d="$work/runs/$4"
   port=$(port_of "$1"); user=$(user_of "$1" "$2"); mport=$(mport_of "$1")
   mkdir -p "$d"
-  [ -z "$mport" ] || python3 "$top/scripts/prom-delta.py" --scrape "$mport" "$d/metrics0.txt"
-
+  scrape_before "$mport" "$d"
   extra=$(python3 -c 'import json, os, sys; print(json.dumps({"tag": sys.argv[1], "side": sys.argv[2], "app": sys.argv[3], "ta_peer": os.environ.get("TA_PEER", "fd"), "calls_per_s": None, "cpu_cores": None, "loadavg_start": open("/proc/loadavg").read().split()[0]}))' "$4" "$1" "$2")
   if [ -z "$mport" ]; then
     python3 "$top/scripts/sip-one-at-a-time.py" "$port" "$user" "$3" 0 "$extra" >>"$results"
   else
     python3 "$top/scripts/sip-one-at-a-time.py" "$port" "$user" "$3" 0 "$extra" >"$d/line.json"
-    python3 "$top/scripts/prom-delta.py" --scrape "$mport" "$d/metrics1.txt"
-    python3 "$top/scripts/prom-delta.py" "$d/metrics0.txt" "$d/metrics1.txt" >"$d/bridge_us.json"
+    scrape_after "$mport" "$d"
     python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); r["bridge_us"] = json.load(open(sys.argv[2])); print(json.dumps(r))' \
       "$d/line.json" "$d/bridge_us.json" >>"$results"
   fi
