@@ -420,79 +420,107 @@ mod tests {
     }
 
     fn op() -> impl Strategy<Value = Op> {
+        // Short timeouts (due within the run) and long ones (waiting behind which the answered
+        // requests' records pile up: the compaction's case); as many answers as requests.
         prop_oneof![
-            4 => (0..100u64).prop_map(Op::Push),
+            3 => (0..100u64).prop_map(Op::Push),
+            1 => (0..5000u64).prop_map(Op::Push),
             1 => (any::<usize>(), 0..100u64).prop_map(|(i, o)| Op::Reschedule(i, o)),
-            3 => (any::<usize>(), any::<bool>()).prop_map(|(i, r)| Op::Answer(i, r)),
+            4 => (any::<usize>(), any::<bool>()).prop_map(|(i, r)| Op::Answer(i, r)),
             2 => (0..40u64).prop_map(Op::Expire),
             1 => Just(Op::First),
         ]
     }
 
-    proptest! {
-        /// Against the model (the table itself, sorted): the same expiry order, nothing lost,
-        /// nothing expired twice, the earliest live deadline, the length bound.
-        #[test]
-        fn behaves_as_a_sorted_table(ops in proptest::collection::vec(op(), 1..400)) {
-            let (mut q, mut table) = (DeadlineQueue::<u32, u64>::new(), Table::new());
-            let (mut now, mut next_key, mut peak) = (0u64, 0u32, 0usize);
-            let mut expired = std::collections::BTreeSet::new();
-            for op in ops {
-                match op {
-                    Op::Push(off) => {
-                        prop_assert!(push_bounded(&mut q, &mut table, now + off, next_key, &mut peak));
-                        next_key += 1;
+    /// Against the model (the table itself, sorted): the same expiry order, nothing lost,
+    /// nothing expired twice, the earliest live deadline, the bound after every push.
+    /// `timeout`: 0, the pushes at now + their offset (out of order); else every push at now +
+    /// `timeout` (one timeout, in order: the FIFO only), and with one longer than the run
+    /// nothing is due before the end: the answered requests' records pile up in the FIFO and
+    /// only the compactions before it grows keep it within its bound.
+    fn against_the_model(ops: Vec<Op>, timeout: u64) -> Result<(), TestCaseError> {
+        let (mut q, mut table) = (DeadlineQueue::<u32, u64>::new(), Table::new());
+        let (mut now, mut next_key, mut peak) = (0u64, 0u32, 0usize);
+        let mut expired = std::collections::BTreeSet::new();
+        for op in ops {
+            match op {
+                Op::Push(off) => {
+                    let at = now + if timeout == 0 { off } else { timeout };
+                    prop_assert!(push_bounded(&mut q, &mut table, at, next_key, &mut peak));
+                    next_key += 1;
+                }
+                Op::Reschedule(i, off) => {
+                    let pick = table.iter().nth(i % table.len().max(1));
+                    // (not with one timeout: it would push out of order)
+                    if let Some((&k, &t)) = pick.filter(|_| timeout == 0) {
+                        // later than its current deadline: an earlier record of the key
+                        // never looks live again
+                        let at = t.max(now) + 1 + off;
+                        prop_assert!(push_bounded(&mut q, &mut table, at, k, &mut peak));
                     }
-                    Op::Reschedule(i, off) => {
-                        if let Some((&k, &t)) = table.iter().nth(i % table.len().max(1)) {
-                            // later than its current deadline: an earlier record of the key
-                            // never looks live again
-                            let at = t.max(now) + 1 + off;
-                            prop_assert!(push_bounded(&mut q, &mut table, at, k, &mut peak));
-                        }
-                    }
-                    Op::Answer(i, exact) => {
-                        if let Some(&k) = table.keys().nth(i % table.len().max(1)) {
-                            let t = table.remove(&k).unwrap();
-                            if exact {
-                                q.remove(t, k);
-                            }
-                        }
-                    }
-                    Op::Expire(dt) => {
-                        now += dt;
-                        let mut model: Vec<(u64, u32)> =
-                            table.iter().filter(|(_, &t)| t <= now).map(|(&k, &t)| (t, k)).collect();
-                        model.sort_unstable();
-                        let mut got = expire(&mut q, &mut table, now);
-                        prop_assert!(got.windows(2).all(|w| w[0].0 <= w[1].0), "deadline order: {got:?}");
-                        for &(_, k) in &got {
-                            prop_assert!(expired.insert(k), "key {k} expired twice");
-                        }
-                        got.sort_unstable();
-                        prop_assert_eq!(got, model, "exactly the waiting ones due");
-                        prop_assert!(table.values().all(|&t| t > now), "nothing due left");
-                    }
-                    Op::First => {
-                        let model = table.iter().map(|(&k, &t)| (t, k)).min().map(|(t, _)| t);
-                        let got = q.first(live(&table));
-                        prop_assert_eq!(got.map(|(t, _)| t), model);
-                        if let Some((t, k)) = got {
-                            prop_assert_eq!(table.get(&k), Some(&t), "a live record");
+                }
+                Op::Answer(i, exact) => {
+                    if let Some(&k) = table.keys().nth(i % table.len().max(1)) {
+                        let t = table.remove(&k).unwrap();
+                        if exact {
+                            q.remove(t, k);
                         }
                     }
                 }
+                Op::Expire(dt) => {
+                    now += dt;
+                    let mut model: Vec<(u64, u32)> = table
+                        .iter()
+                        .filter(|(_, &t)| t <= now)
+                        .map(|(&k, &t)| (t, k))
+                        .collect();
+                    model.sort_unstable();
+                    let mut got = expire(&mut q, &mut table, now);
+                    prop_assert!(
+                        got.windows(2).all(|w| w[0].0 <= w[1].0),
+                        "deadline order: {got:?}"
+                    );
+                    for &(_, k) in &got {
+                        prop_assert!(expired.insert(k), "key {k} expired twice");
+                    }
+                    got.sort_unstable();
+                    prop_assert_eq!(got, model, "exactly the waiting ones due");
+                    prop_assert!(table.values().all(|&t| t > now), "nothing due left");
+                }
+                Op::First => {
+                    let model = table.iter().map(|(&k, &t)| (t, k)).min().map(|(t, _)| t);
+                    let got = q.first(live(&table));
+                    prop_assert_eq!(got.map(|(t, _)| t), model);
+                    if let Some((t, k)) = got {
+                        prop_assert_eq!(table.get(&k), Some(&t), "a live record");
+                    }
+                }
             }
-            // Nothing lost: at the end of time every waiting key expires, once.
-            let left: Vec<u32> = table.keys().copied().collect();
-            let got = expire(&mut q, &mut table, u64::MAX);
-            let mut keys: Vec<u32> = got.iter().map(|&(_, k)| k).collect();
-            keys.sort_unstable();
-            prop_assert_eq!(keys, left);
-            for (_, k) in got {
-                prop_assert!(expired.insert(k));
-            }
-            prop_assert!(q.is_empty() && table.is_empty());
+        }
+        // Nothing lost: at the end of time every waiting key expires, once.
+        let left: Vec<u32> = table.keys().copied().collect();
+        let got = expire(&mut q, &mut table, u64::MAX);
+        let mut keys: Vec<u32> = got.iter().map(|&(_, k)| k).collect();
+        keys.sort_unstable();
+        prop_assert_eq!(keys, left);
+        for (_, k) in got {
+            prop_assert!(expired.insert(k));
+        }
+        prop_assert!(q.is_empty() && table.is_empty());
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn behaves_as_a_sorted_table(ops in proptest::collection::vec(op(), 1..1500)) {
+            against_the_model(ops, 0)?;
+        }
+
+        #[test]
+        fn stays_bounded_with_a_timeout_longer_than_the_run(
+            ops in proptest::collection::vec(op(), 1..1500)
+        ) {
+            against_the_model(ops, 1 << 20)?;
         }
     }
 }
