@@ -638,7 +638,8 @@ impl Driver {
             } => match result {
                 Ok((stream, cert)) => {
                     self.endpoint.accepted_tls(conn, cert);
-                    self.attach(conn, stream, source);
+                    let ack = transport::quick_ack(stream.get_ref().0);
+                    self.attach(conn, stream, source, ack);
                 }
                 Err(e) => {
                     self.endpoint
@@ -654,7 +655,8 @@ impl Driver {
             } => match result {
                 Ok((stream, cert)) => {
                     // Attach first: opening makes the core write (DWR) on the TLS stream.
-                    self.attach(conn, *stream, source);
+                    let ack = transport::quick_ack(stream.get_ref().0.get_ref());
+                    self.attach(conn, *stream, source, ack);
                     self.endpoint.inband_tls_up(conn, cert, source, now);
                 }
                 Err(e) => {
@@ -693,7 +695,8 @@ impl Driver {
                             self.endpoint.connected(conn, None, now);
                             return;
                         }
-                        self.attach(conn, *s, source);
+                        let ack = transport::quick_ack(s.get_ref().0);
+                        self.attach(conn, *s, source, ack);
                     }
                 }
                 if !self.endpoint.connected(conn, Some(local), now) {
@@ -706,9 +709,14 @@ impl Driver {
         }
     }
 
-    fn read_limits(&self, source: Option<std::net::IpAddr>) -> transport::ReadLimits {
+    fn read_limits(
+        &self,
+        source: Option<std::net::IpAddr>,
+        ack: Option<Arc<socket2::Socket>>,
+    ) -> transport::ReadLimits {
         let l = self.endpoint.config().limits;
         transport::ReadLimits {
+            ack,
             before_open: l.max_message_size_before_cer as usize,
             message_timeout: l.message_timeout,
             budget: self.budget.clone(),
@@ -717,11 +725,17 @@ impl Driver {
         }
     }
 
-    fn attach<S>(&mut self, conn: ConnId, stream: S, source: Option<std::net::IpAddr>)
-    where
+    /// `ack`: the TCP socket under `stream` ([`transport::quick_ack`]).
+    fn attach<S>(
+        &mut self,
+        conn: ConnId,
+        stream: S,
+        source: Option<std::net::IpAddr>,
+        ack: Option<Arc<socket2::Socket>>,
+    ) where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let limits = self.read_limits(source);
+        let limits = self.read_limits(source, ack);
         let handle = transport::spawn(conn, stream, limits, self.conn_tx.clone());
         self.conns.insert(conn, handle);
     }
@@ -730,9 +744,13 @@ impl Driver {
     /// TLS material loaded) keeps the way to take its stream back.
     fn attach_plain(&mut self, conn: ConnId, stream: TcpStream, source: Option<std::net::IpAddr>) {
         if self.tls.is_none() || !self.endpoint.may_start_tls(conn) {
-            return self.attach(conn, stream, source);
+            let tcp = transport::quick_ack(&stream);
+            let limits = self.read_limits(source, tcp);
+            let handle = transport::spawn(conn, stream, limits, self.conn_tx.clone());
+            self.conns.insert(conn, handle);
+            return;
         }
-        let limits = self.read_limits(source);
+        let limits = self.read_limits(source, transport::quick_ack(&stream));
         let (handle, upgrade) =
             transport::spawn_upgradable(conn, stream, limits, self.conn_tx.clone());
         self.conns.insert(conn, handle);
