@@ -126,10 +126,12 @@ pub struct ReadLimits {
 ///
 /// The price: each immediate ACK is a packet of its own where a delayed one would ride on
 /// our next request. In a closed loop (requests written continuously) that cost the bridge
-/// ~2-3 µs of CPU per originated call (0.114 -> 0.166-0.186 core at 23-25k calls/s, 5% fewer
-/// calls/s in that run). Limiting it to one ACK per 200 µs per connection saved little of
-/// that CPU (reads under load come that rarely anyway) and gave back half the gain in p99,
-/// so every read asks for it.
+/// ~2-3 µs of CPU per originated call (0.116 -> 0.18 core at 22-25k calls/s, 5-10% fewer
+/// async calls/s in a closed loop), mostly because the peer's answers no longer pile up
+/// behind its Nagle: more, smaller segments, more reads. Neither one ACK per 200 µs per
+/// connection nor none after reads of 4 KiB or more kept that CPU (and the first gave back
+/// half the gain in p99), so every read asks for it; the incoming path did not move
+/// (`bench-threads.sh`, echo and Kamailio).
 pub fn quick_ack(tcp: &tokio::net::TcpStream) -> Option<Arc<socket2::Socket>> {
     socket2::SockRef::from(tcp).try_clone().ok().map(Arc::new)
 }
