@@ -54,7 +54,7 @@ pub struct ScriptRequestLatency {
     /// ([`dmshm::times`]) and summed at scrape time: each request's round trip as the
     /// library saw it (call entered -> completion handed back), and that minus the round
     /// trip above (what the SIP server's process and the hops between the processes add).
-    pub workers: Arc<dmshm::times::ScriptTimesBoard>,
+    pub workers: Arc<dmshm::times_board::ScriptTimesBoard>,
 }
 
 /// Which of a worker's two histograms ([`dmshm::times::ScriptTimes`]).
@@ -67,7 +67,7 @@ enum WorkerPart {
 /// One of the workers' histograms, summed over the workers (and those gone) when scraped.
 #[derive(Clone, Debug)]
 struct WorkerHistogram {
-    board: Arc<dmshm::times::ScriptTimesBoard>,
+    board: Arc<dmshm::times_board::ScriptTimesBoard>,
     part: WorkerPart,
 }
 

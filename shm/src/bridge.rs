@@ -58,7 +58,7 @@ use crate::error::{Error, Result};
 use crate::record::{self, Answer, IncomingRequest, Payload, Record, ReplyStatus};
 use crate::ring::{Consumer, Producer, PushError};
 use crate::segment::{Geometry, RingId, Segment, ShmRing, WIRE_VERSION};
-use crate::times::ScriptTimesBoard;
+use crate::times_board::ScriptTimesBoard;
 use rustc_hash::FxHashSet;
 use std::collections::{HashSet, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -52,6 +52,8 @@ pub mod segment;
 #[cfg(not(feature = "loom"))]
 pub mod times;
 #[cfg(not(feature = "loom"))]
+pub mod times_board;
+#[cfg(not(feature = "loom"))]
 pub mod worker;
 
 pub use error::{Error, Result};

@@ -389,7 +389,7 @@ pub struct EchoHandle {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     stats: Arc<Mutex<EchoStats>>,
-    script_times: Arc<crate::times::ScriptTimesBoard>,
+    script_times: Arc<crate::times_board::ScriptTimesBoard>,
 }
 
 impl EchoHandle {
