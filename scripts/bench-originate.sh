@@ -59,6 +59,8 @@
 #                           nothing is built then)
 #   SYNC_SPIN_US=N          the Kamailio module's sync_spin_us (unset: its default)
 #   BRIDGE_THREADS=N        dmbridge run --threads N
+#   QUICK_ACK=false         the bridges' [limits] quick_ack (default true: ACK each read at
+#                           once; false: the kernel's delayed ACKs, BENCHMARKS "Session 12")
 #   BRIDGE_METRICS=1        the bridges serve [metrics] on a free port, scraped before and after
 #                           each dmbridge run (scripts/prom-delta.py): the run's line gets
 #                           "bridge_us", the bridge's histograms over that run (its round trip,
@@ -208,6 +210,9 @@ peers = ["server.test.local"]
 realm = "test.local"
 app_id = 4
 peers = ["ocs.test.local"]
+
+[limits]
+quick_ack = ${QUICK_ACK:-true}
 
 [app]
 segment = "/dev/shm/$3"

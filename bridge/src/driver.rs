@@ -716,7 +716,7 @@ impl Driver {
     ) -> transport::ReadLimits {
         let l = self.endpoint.config().limits;
         transport::ReadLimits {
-            ack,
+            ack: ack.filter(|_| l.quick_ack),
             before_open: l.max_message_size_before_cer as usize,
             message_timeout: l.message_timeout,
             budget: self.budget.clone(),

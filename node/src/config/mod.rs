@@ -17,7 +17,8 @@
 //! [[routes]]      # realm, app_id (optional), peers, priority
 //! [default_route] # peers
 //! [timers]        # tc, tw, answer_timeout, cer_timeout, dpa_timeout, drain_timeout
-//! [limits]        # max_message_size, max_pending_requests, max_connections, dup_cache_*
+//! [limits]        # max_message_size, max_pending_requests, max_connections, dup_cache_*,
+//!                 # quick_ack
 //! [app]           # the shared-memory seam: segment, control_socket, reply_timeout,
 //!                 # max_workers, ring_size, group, max_message_size
 //! ```
@@ -170,6 +171,23 @@ max_message_size = 16_384
         assert_eq!(c.app.group, Some(GroupSpec::Name("kamailio".into())));
         assert_eq!(c.app.max_message_size, Some(16384));
         assert!(check(GOOD).is_empty());
+    }
+
+    #[test]
+    fn quick_ack_is_on_unless_turned_off_and_must_be_a_boolean() {
+        assert!(parse(GOOD).unwrap().limits.quick_ack);
+        let off = GOOD.replace(
+            "max_pending_requests = 100",
+            "max_pending_requests = 100\nquick_ack = false",
+        );
+        assert!(!parse(&off).unwrap().limits.quick_ack);
+        let bad = GOOD.replace(
+            "max_pending_requests = 100",
+            "max_pending_requests = 100\nquick_ack = 1",
+        );
+        let e = lines(&bad);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].1.contains("quick_ack"), "{e:?}");
     }
 
     fn lines(text: &str) -> Vec<(usize, String)> {

@@ -363,6 +363,11 @@ pub struct Limits {
     /// How long an answer is remembered (default 240 s, RFC 6733 §3's four minutes of
     /// end-to-end uniqueness).
     pub dup_cache_ttl: Duration,
+    /// Acknowledge what each read took at once (default true; `TCP_QUICKACK`), so a peer
+    /// with Nagle's algorithm on does not hold its answers until our next request carries
+    /// the ACK (the bridge's `transport::quick_ack` says what it buys and costs). `false`:
+    /// the kernel's delayed ACKs, some CPU back at saturation, ms more latency below it.
+    pub quick_ack: bool,
 }
 
 impl Default for Limits {
@@ -379,6 +384,7 @@ impl Default for Limits {
             dup_cache_entries: 16_384,
             // RFC 6733 §3: end-to-end ids stay unique for at least 4 minutes.
             dup_cache_ttl: Duration::from_secs(240),
+            quick_ack: true,
         }
     }
 }

@@ -84,6 +84,7 @@ const LIMIT_KEYS: &[&str] = &[
     "max_connections",
     "dup_cache_entries",
     "dup_cache_ttl",
+    "quick_ack",
 ];
 const LOG_KEYS: &[&str] = &["level", "format"];
 const METRICS_KEYS: &[&str] = &["listen"];
@@ -693,6 +694,9 @@ fn read_limits(cx: &mut Cx<'_>, root: Tbl<'_>) -> Limits {
     }
     if let Some(v) = s.duration(cx, "dup_cache_ttl") {
         l.dup_cache_ttl = v;
+    }
+    if let Some(v) = s.bool(cx, "quick_ack") {
+        l.quick_ack = v;
     }
     l
 }
