@@ -638,7 +638,7 @@ impl Driver {
             } => match result {
                 Ok((stream, cert)) => {
                     self.endpoint.accepted_tls(conn, cert);
-                    let ack = transport::quick_ack(stream.get_ref().0);
+                    let ack = self.quick_ack(stream.get_ref().0);
                     self.attach(conn, stream, source, ack);
                 }
                 Err(e) => {
@@ -655,7 +655,7 @@ impl Driver {
             } => match result {
                 Ok((stream, cert)) => {
                     // Attach first: opening makes the core write (DWR) on the TLS stream.
-                    let ack = transport::quick_ack(stream.get_ref().0.get_ref());
+                    let ack = self.quick_ack(stream.get_ref().0.get_ref());
                     self.attach(conn, *stream, source, ack);
                     self.endpoint.inband_tls_up(conn, cert, source, now);
                 }
@@ -695,7 +695,7 @@ impl Driver {
                             self.endpoint.connected(conn, None, now);
                             return;
                         }
-                        let ack = transport::quick_ack(s.get_ref().0);
+                        let ack = self.quick_ack(s.get_ref().0);
                         self.attach(conn, *s, source, ack);
                     }
                 }
@@ -709,6 +709,16 @@ impl Driver {
         }
     }
 
+    /// The handle for immediate ACKs on `tcp` ([`transport::quick_ack`]), unless `[limits]
+    /// quick_ack` is off.
+    fn quick_ack(&self, tcp: &TcpStream) -> Option<Arc<socket2::Socket>> {
+        if self.endpoint.config().limits.quick_ack {
+            transport::quick_ack(tcp)
+        } else {
+            None
+        }
+    }
+
     fn read_limits(
         &self,
         source: Option<std::net::IpAddr>,
@@ -716,7 +726,7 @@ impl Driver {
     ) -> transport::ReadLimits {
         let l = self.endpoint.config().limits;
         transport::ReadLimits {
-            ack: ack.filter(|_| l.quick_ack),
+            ack,
             before_open: l.max_message_size_before_cer as usize,
             message_timeout: l.message_timeout,
             budget: self.budget.clone(),
@@ -725,7 +735,7 @@ impl Driver {
         }
     }
 
-    /// `ack`: the TCP socket under `stream` ([`transport::quick_ack`]).
+    /// `ack`: the TCP socket under `stream` ([`Driver::quick_ack`]).
     fn attach<S>(
         &mut self,
         conn: ConnId,
@@ -743,14 +753,11 @@ impl Driver {
     /// A plain TCP connection: one that may turn to TLS after CER/CEA (in-band TLS, with
     /// TLS material loaded) keeps the way to take its stream back.
     fn attach_plain(&mut self, conn: ConnId, stream: TcpStream, source: Option<std::net::IpAddr>) {
+        let ack = self.quick_ack(&stream);
         if self.tls.is_none() || !self.endpoint.may_start_tls(conn) {
-            let tcp = transport::quick_ack(&stream);
-            let limits = self.read_limits(source, tcp);
-            let handle = transport::spawn(conn, stream, limits, self.conn_tx.clone());
-            self.conns.insert(conn, handle);
-            return;
+            return self.attach(conn, stream, source, ack);
         }
-        let limits = self.read_limits(source, transport::quick_ack(&stream));
+        let limits = self.read_limits(source, ack);
         let (handle, upgrade) =
             transport::spawn_upgradable(conn, stream, limits, self.conn_tx.clone());
         self.conns.insert(conn, handle);

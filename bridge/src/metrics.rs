@@ -76,25 +76,13 @@ impl TypedMetric for WorkerHistogram {
 }
 
 impl EncodeMetric for WorkerHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let sum = self.board.sum();
         let h = match self.part {
             WorkerPart::RoundTrip => sum.round_trip,
             WorkerPart::OutsideBridge => sum.outside_bridge,
         };
-        let mut buckets = [(0.0, 0u64); LATENCY_BOUNDS_US.len() + 1];
-        for (i, b) in buckets.iter_mut().enumerate() {
-            let bound = LATENCY_BOUNDS_US
-                .get(i)
-                .map_or(f64::MAX, |&us| us as f64 / 1e6);
-            *b = (bound, h.buckets[i]);
-        }
-        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-            h.sum_ns as f64 / 1e9,
-            h.count(),
-            &buckets,
-            None,
-        )
+        encode_latency(encoder, |i| h.buckets[i], h.sum_ns as f64 / 1e9)
     }
 
     fn metric_type(&self) -> MetricType {
@@ -119,9 +107,8 @@ impl LatencyHistogram {
     /// Counts one latency; durations over the last bound land in +Inf, so a timeout still shows.
     pub fn observe(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        // The first bound >= us (len: +Inf).
-        let i = LATENCY_BOUNDS_US.partition_point(|&b| b < us);
-        self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
+        // The first bound >= us (len: +Inf), as the workers' histograms count.
+        self.0.buckets[dmshm::times::bucket(d)].fetch_add(1, Ordering::Relaxed);
         self.0.count.fetch_add(1, Ordering::Relaxed);
         self.0.sum_us.fetch_add(us, Ordering::Relaxed);
     }
@@ -137,24 +124,33 @@ impl TypedMetric for LatencyHistogram {
 }
 
 impl EncodeMetric for LatencyHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let mut buckets = [(0.0, 0u64); LATENCY_BOUNDS_US.len() + 1];
-        for (i, b) in buckets.iter_mut().enumerate() {
-            let bound = LATENCY_BOUNDS_US
-                .get(i)
-                .map_or(f64::MAX, |&us| us as f64 / 1e6);
-            *b = (bound, self.0.buckets[i].load(Ordering::Relaxed));
-        }
-        // The count is the buckets' sum, so a scrape racing an observation stays coherent.
-        let count = buckets.iter().map(|b| b.1).sum();
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let sum = self.0.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        encoder
-            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+        encode_latency(encoder, |i| self.0.buckets[i].load(Ordering::Relaxed), sum)
     }
 
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
     }
+}
+
+/// A latency histogram on [`LATENCY_BOUNDS_US`]: `count(i)` is bucket `i`'s non-cumulative
+/// count (the last +Inf), `sum` the observations' sum in seconds. The count exported is the
+/// buckets' sum, so a scrape racing an observation stays coherent.
+fn encode_latency(
+    mut encoder: MetricEncoder,
+    count: impl Fn(usize) -> u64,
+    sum: f64,
+) -> Result<(), std::fmt::Error> {
+    let mut buckets = [(0.0, 0u64); LATENCY_BOUNDS_US.len() + 1];
+    for (i, b) in buckets.iter_mut().enumerate() {
+        let bound = LATENCY_BOUNDS_US
+            .get(i)
+            .map_or(f64::MAX, |&us| us as f64 / 1e6);
+        *b = (bound, count(i));
+    }
+    let total = buckets.iter().map(|b| b.1).sum();
+    encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, total, &buckets, None)
 }
 
 fn direction_label(d: Direction) -> &'static str {

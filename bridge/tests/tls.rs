@@ -315,19 +315,15 @@ fn certificate_reload_end_to_end() {
         ),
         ..Default::default()
     };
-    let (mut bridge, config) = harness::dmbridge::run_echo(
-        &harness::dmbridge::bin_or(env!("CARGO_BIN_EXE_dmbridge")),
-        d,
-        &opts,
-    );
+    let bin = harness::dmbridge::bin_or(env!("CARGO_BIN_EXE_dmbridge"));
+    let (mut bridge, config) = harness::dmbridge::run_echo(&bin, d, &opts);
     let ctl_reload = || {
-        let out =
-            std::process::Command::new(harness::dmbridge::bin_or(env!("CARGO_BIN_EXE_dmbridge")))
-                .args(["ctl", "--timeout", "10", "--config"])
-                .arg(&config)
-                .arg("reload")
-                .output()
-                .expect("run dmbridge ctl");
+        let out = std::process::Command::new(&bin)
+            .args(["ctl", "--timeout", "10", "--config"])
+            .arg(&config)
+            .arg("reload")
+            .output()
+            .expect("run dmbridge ctl");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

@@ -166,6 +166,17 @@ impl Completion {
             error,
         }
     }
+
+    /// The library's own timeout: no outcome from the bridge by the request's deadline.
+    fn timeout(handle: u64) -> Completion {
+        Completion {
+            handle,
+            class: class::TIMEOUT,
+            result_code: 0,
+            avps_json: String::new(),
+            error: "no answer from the bridge in time (request timeout plus grace)".into(),
+        }
+    }
 }
 
 /// Counters and state for status output.
@@ -836,14 +847,7 @@ impl Worker {
         // records due in deadline order; an answered request's is stale, skipped here
         while let Some((_, h)) = self.deadlines.pop_due(now) {
             if self.in_flight.remove(&h).is_some() {
-                let c = Completion {
-                    handle: h,
-                    class: class::TIMEOUT,
-                    result_code: 0,
-                    avps_json: String::new(),
-                    error: "no answer from the bridge in time (request timeout plus grace)".into(),
-                };
-                self.answers.push_back((c, None));
+                self.answers.push_back((Completion::timeout(h), None));
             }
         }
     }
@@ -1389,14 +1393,7 @@ impl Worker {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 self.in_flight.remove(&handle);
-                let c = Completion {
-                    handle,
-                    class: class::TIMEOUT,
-                    result_code: 0,
-                    avps_json: String::new(),
-                    error: "no answer from the bridge in time (request timeout plus grace)".into(),
-                };
-                return (c, None);
+                return (Completion::timeout(handle), None);
             }
             let Some(link) = &mut self.link else { continue };
             if !link.ans_rx.prepare_sleep() {

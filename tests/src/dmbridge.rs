@@ -29,41 +29,43 @@ fn profile_dir() -> Option<PathBuf> {
 
 /// The cargo profile whose output directory is `profile_dir`: the directory's name, except
 /// `debug`, which is the `dev` profile's.
-pub(crate) fn profile_name(profile_dir: &std::path::Path) -> String {
+fn profile_name(profile_dir: &std::path::Path) -> String {
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => "dev".to_string(),
         Some(name) => name.to_string(),
     }
 }
 
-fn build() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os("DMBRIDGE_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
+/// Runs `cargo build --quiet ARGS` with the running test's profile, into its target
+/// directory (as cargo built the test itself); returns that profile's directory.
+pub(crate) fn cargo_build_this_profile(args: &[&str]) -> Result<PathBuf, String> {
     let profile =
         profile_dir().ok_or("cannot tell the target directory from the test executable")?;
     let mut cmd = crate::paths::cargo_command();
-    cmd.current_dir(repo_root()).args([
-        "build",
-        "--quiet",
-        "-p",
-        "dmbridge-bridge",
-        "--bin",
-        "dmbridge",
-        "--profile",
-        &profile_name(&profile),
-    ]);
+    cmd.current_dir(repo_root())
+        .args(["build", "--quiet"])
+        .args(args)
+        .args(["--profile", &profile_name(&profile)]);
     if let Some(target) = profile.parent() {
         cmd.env("CARGO_TARGET_DIR", target);
     }
     let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "cargo build -p dmbridge-bridge --bin dmbridge failed ({}):\n{}",
+            "cargo build {} failed ({}):\n{}",
+            args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr)
         ));
     }
+    Ok(profile)
+}
+
+fn build() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("DMBRIDGE_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let profile = cargo_build_this_profile(&["-p", "dmbridge-bridge", "--bin", "dmbridge"])?;
     let bin = profile.join("dmbridge");
     if bin.is_file() {
         Ok(bin)

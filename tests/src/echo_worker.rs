@@ -10,7 +10,7 @@ pub fn build_c_echo_worker(dir: &Path) -> PathBuf {
     let root = crate::paths::repo_root();
     let libdir = match std::env::var_os("DMB_LIBDIR") {
         Some(libdir) => PathBuf::from(libdir),
-        None => build_libdmbridge(&root),
+        None => build_libdmbridge(),
     };
     let cc = crate::paths::require_program("cc", "gcc");
     let bin = dir.join("dmb_echo_worker");
@@ -38,26 +38,7 @@ pub fn build_c_echo_worker(dir: &Path) -> PathBuf {
 }
 
 /// Builds libdmbridge with the running test's profile; returns that profile's directory.
-fn build_libdmbridge(root: &Path) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let mut cmd = crate::paths::cargo_command();
-    cmd.current_dir(root).args([
-        "build",
-        "--quiet",
-        "-p",
-        "dmbridge-cabi",
-        "--profile",
-        &crate::dmbridge::profile_name(&profile),
-    ]);
-    if let Some(target) = profile.parent() {
-        cmd.env("CARGO_TARGET_DIR", target);
-    }
-    let out = cmd.output().expect("run cargo");
-    assert!(
-        out.status.success(),
-        "cargo build -p dmbridge-cabi: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    profile
+fn build_libdmbridge() -> PathBuf {
+    crate::dmbridge::cargo_build_this_profile(&["-p", "dmbridge-cabi"])
+        .unwrap_or_else(|e| panic!("{e}"))
 }
