@@ -38,6 +38,14 @@
 # e.g. "-a HP_MALLOC" (its allocator for every memory pool; F_MALLOC by default).
 # ORIGINATE_USER: the route of the originate stacks (default async-ta; none-tm-ta is the
 # SIP-only ceiling's route: t_newtran + t_reply, no Diameter).
+# Every line also has "per_role": instructions per request by process role, each role's
+# processes together (bridge; dmk: Kamailio's dmbridge workers; sip: the SIP workers; other),
+# told apart by a function each role runs (dmk_worker_main, udp_rcv_loop); the callgrind files
+# stay in the work directory for callgrind_annotate.
+# STRACE=1: count system calls instead (strace -ff on the SIP server only, the bridge untraced):
+# per role, each system call's count per request (full run - baseline run) / COUNT. Under
+# strace every call is slower, so a process batches differently than untraced: compare two
+# builds traced alike, not a traced run with an untraced one.
 # BRIDGE_EXTRA_TOML: appended to the bridge's configuration (PORT replaced by a free port),
 # e.g. $'[metrics]\nlisten = "127.0.0.1:PORT"' to count with metrics on.
 # Slow (valgrind runs everything ~50x slower): about a minute per stack for 20000 requests.
@@ -90,7 +98,16 @@ case " $stacks " in
 esac
 
 cg() { # out-prefix command... : run under callgrind (exec: started with &, $! is its pid)
+  if [ "${STRACE:-0}" = 1 ]; then
+    exec strace -ff -qq -o "$1.st" "${@:2}"
+  fi
   exec valgrind --tool=callgrind --callgrind-out-file="$1.%p" "${@:2}"
+}
+cgb() { # the same for the bridge: with STRACE=1 it runs untraced (the SIP server is counted)
+  if [ "${STRACE:-0}" = 1 ]; then
+    exec "${@:2}"
+  fi
+  cg "$@"
 }
 bench() { # port origin-host count
   "$dmb" bench --connect "127.0.0.1:$1" --template "$top/cfg-examples/bench/test_app.json" \
@@ -110,8 +127,41 @@ totals() { # prefix bridge-pid
   echo "$b $o"
 }
 
+# instruction totals per process role of the files starting with prefix, as JSON
+# {role: [instructions, processes]}: bridge (bridge-pid), dmk (a Kamailio dmbridge worker:
+# dmk_worker_main ran there), sip (a SIP worker: udp_rcv_loop), other (main, timers, ctl, ...)
+role_totals() { # prefix bridge-pid
+  python3 - "$1" "$2" <<'PY'
+import glob, json, re, sys
+prefix, bpid = sys.argv[1], sys.argv[2]
+out = {}
+for f in glob.glob(prefix + ".*"):
+    if not re.fullmatch(r"\d+", f.rsplit(".", 1)[1]):
+        continue
+    text = open(f, errors="replace").read()
+    m = re.search(r"^totals: (\d+)", text, re.M)
+    if not m:
+        continue
+    if f.rsplit(".", 1)[1] == bpid:
+        role = "bridge"
+    elif "dmk_worker_main" in text:
+        role = "dmk"
+    elif "udp_rcv_loop" in text:
+        role = "sip"
+    else:
+        role = "other"
+    n, c = out.get(role, [0, 0])
+    out[role] = [n + int(m.group(1)), c + 1]
+print(json.dumps(out))
+PY
+}
+
 stop() { # pids: TERM, then wait until they are gone (callgrind writes its totals on exit)
   local p
+  if [ "${STRACE:-0}" = 1 ]; then # the traced program, a child of strace, exits first
+    for p in "$@"; do pkill -TERM -P "$p" 2>/dev/null || true; done
+    sleep 2
+  fi
   kill "$@" 2>/dev/null || true
   for p in "$@"; do
     for _ in $(seq 600); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
@@ -174,7 +224,7 @@ start_stack() { # stack prefix
     bridge_toml server.test.local
     local echo=()
     [ "$stack" = echo ] && echo=(--echo)
-    cg "$prefix" "$dmb" run --config "$work/bridge.toml" "${echo[@]}" >"$prefix.log" 2>&1 &
+    cgb "$prefix" "$dmb" run --config "$work/bridge.toml" "${echo[@]}" >"$prefix.log" 2>&1 &
     bpid=$!; pids+=("$bpid")
     wait_log "$prefix.log" "listening on" 120
     if [ "$stack" = kamailio ]; then
@@ -203,7 +253,7 @@ realm = "test.local"
 app_id = 16777215
 peers = ["server.test.local"]
 EOF
-    cg "$prefix" "$dmb" run --config "$work/bridge.toml" >"$prefix.log" 2>&1 &
+    cgb "$prefix" "$dmb" run --config "$work/bridge.toml" >"$prefix.log" 2>&1 &
     bpid=$!; pids+=("$bpid")
     wait_log "$prefix.log" "serving workers" 120
     sip_port=$(free_udp_port)
@@ -276,23 +326,60 @@ for stack in $stacks; do
   sleep 1
   stop $spid $bpid
   read -r fb fs < <(totals "$work/cg-$stack-full" "$bpid")
+  role_totals "$work/cg-$stack-full" "$bpid" >"$work/$stack.roles-full.json"
   log "$stack: $warmup requests (the baseline)"
   start_stack "$stack" "$work/cg-$stack-base"
   drive "$stack" "$warmup" >"$work/$stack.base.json"
   sleep 1
   stop $spid $bpid
   read -r bb bs < <(totals "$work/cg-$stack-base" "$bpid")
-  python3 - "$stack" "$count" "$fb" "$fs" "$bb" "$bs" "$work/$stack.json" <<'EOF' | tee -a "$work/results.jsonl"
+  role_totals "$work/cg-$stack-base" "$bpid" >"$work/$stack.roles-base.json"
+  if [ "${STRACE:-0}" = 1 ]; then
+    python3 - "$stack" "$count" "$work/cg-$stack-full.st" "$work/cg-$stack-base.st" \
+      "$work/$stack.json" <<'EOF' | tee -a "$work/results.jsonl"
+import collections, glob, json, re, sys
+stack, n, full, base = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def roles(prefix):
+    out = collections.defaultdict(collections.Counter)
+    for f in glob.glob(prefix + ".*"):
+        text = open(f, errors="replace").read()
+        if re.search(r"^poll\(\[\{fd=\d+, events=POLLIN\}, \{fd=", text, re.M):
+            role = "dmk"      # the dmbridge worker: its pipe and the library's fd
+        elif re.search(r"^recvfrom\(", text, re.M):
+            role = "sip"      # a UDP SIP worker
+        else:
+            role = "other"
+        for m in re.finditer(r"^([a-z_0-9]+)\(", text, re.M):
+            out[role][m.group(1)] += 1
+    return out
+rf, rb = roles(full), roles(base)
+res = {}
+for r in sorted(rf):
+    d = {k: round((v - rb[r].get(k, 0)) / n, 3) for k, v in rf[r].items()}
+    d = {k: v for k, v in sorted(d.items(), key=lambda kv: -kv[1]) if abs(v) >= 0.005}
+    res[r] = {"total": round(sum(d.values()), 3), "calls": d}
+b = json.load(open(sys.argv[5]))
+print(json.dumps({"stack": stack, "requests": n, "answered": b.get("answered"),
+                  "syscalls_per_request": res}))
+EOF
+    continue
+  fi
+  python3 - "$stack" "$count" "$fb" "$fs" "$bb" "$bs" "$work/$stack.json" \
+    "$work/$stack.roles-full.json" "$work/$stack.roles-base.json" <<'EOF' | tee -a "$work/results.jsonl"
 import json, sys
 stack, n = sys.argv[1], int(sys.argv[2])
 fb, fs, bb, bs = (int(x) for x in sys.argv[3:7])
 b = json.load(open(sys.argv[7]))
+rf, rb = json.load(open(sys.argv[8])), json.load(open(sys.argv[9]))
 bi, si = (fb - bb) / n, (fs - bs) / n
+# per role: instructions per request over all its processes (the SIP workers together)
+roles = {r: round((rf[r][0] - rb.get(r, [0, 0])[0]) / n) for r in sorted(rf)}
 print(json.dumps({"stack": stack, "requests": n, "answered": b.get("answered"),
                   "result_codes": b.get("result_codes"),
                   "bridge_instructions_per_request": round(bi),
                   "sip_server_instructions_per_request": round(si),
-                  "total_per_request": round(bi + si)}))
+                  "total_per_request": round(bi + si),
+                  "per_role": roles}))
 EOF
 done
 log "callgrind files and bench summaries in $work"

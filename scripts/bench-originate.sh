@@ -53,7 +53,11 @@
 #                           SIP-only route ran 28k, 40k, 45k, 47k calls/s in four rounds, at 110k,
 #                           80k, 40k, 30k minor faults/s; BENCHMARKS "Session 12: the ceiling's
 #                           two modes"). Every row's "flt/call" is its SIP server's minor faults
-#                           per call, to show a run that still paid them.
+#                           per call, to show a run that still paid them; each JSON line
+#                           also has "sip_ctxsw_per_call", the SIP server's voluntary
+#                           (wake-ups) and involuntary context switches per call, and
+#                           "sip_syscalls_per_call", its read- and write-class system calls
+#                           (/proc/PID/io syscr, syscw) per call.
 #   DMBRIDGE_BIN, DMB_LIBDIR  another dmbridge binary / libdmbridge.a (A/B runs)
 #   DMB_SO                  a Kamailio dmbridge.so built elsewhere (A/B runs of module-glue/;
 #                           nothing is built then)
@@ -116,6 +120,18 @@ faults() { # pids... -> total minor page faults (field 10 of /proc/PID/stat)
     t=$((t + ${f:-0}))
   done
   echo "$t"
+}
+ctxsw() { # pids... -> "voluntary involuntary syscr syscw", summed: context switches
+  # (/proc/PID/status) and read- and write-class system calls (/proc/PID/io), read untraced
+  local p v=0 i=0 r=0 w=0 a b c d
+  for p in "$@"; do
+    read -r a b < <(awk '/^voluntary_ctxt_switches/{v=$2} /^nonvoluntary_ctxt_switches/{n=$2}
+      END{print v+0, n+0}' "/proc/$p/status" 2>/dev/null || echo "0 0")
+    read -r c d < <(awk '/^syscr/{r=$2} /^syscw/{w=$2} END{print r+0, w+0}' "/proc/$p/io" \
+      2>/dev/null || echo "0 0")
+    v=$((v + a)); i=$((i + b)); r=$((r + c)); w=$((w + d))
+  done
+  echo "$v $i $r $w"
 }
 ticks() { # pids... -> total utime+stime
   local t=0 p
@@ -417,6 +433,8 @@ run_sipp() {
   b0=$(ticks $bridge); k0=$(ticks $procs_srv); f0=$(ticks "$fd_pid"); o0=$(ticks $(tree "$ocs_pid"))
   local m0 m1
   m0=$(faults $procs_srv)
+  local cv0 ci0 cv1 ci1 cr0 cw0 cr1 cw1
+  read -r cv0 ci0 cr0 cw0 < <(ctxsw $procs_srv)
   l0=$(cut -d' ' -f1 /proc/loadavg)
   t0=$(date +%s.%N)
   for i in $(seq "$n"); do
@@ -440,14 +458,16 @@ run_sipp() {
   t1=$(date +%s.%N)
   b1=$(ticks $bridge); k1=$(ticks $procs_srv); f1=$(ticks "$fd_pid"); o1=$(ticks $(tree "$ocs_pid"))
   m1=$(faults $procs_srv)
+  read -r cv1 ci1 cr1 cw1 < <(ctxsw $procs_srv)
   l1=$(cut -d' ' -f1 /proc/loadavg)
   scrape_after "$mport" "$dir"
   python3 - "$dir" "$side" "$app" "$mode" "$value" "$s" "$tag" \
     "$((b1 - b0))" "$((k1 - k0))" "$((f1 - f0))" "$((o1 - o0))" \
     "$(python3 -c "print($t1 - $t0)")" "$l0" "$l1" "$((m1 - m0))" \
-    >>"$results" <<'EOF'
+    "$((cv1 - cv0))" "$((ci1 - ci0))" "$((cr1 - cr0))" "$((cw1 - cw0))" >>"$results" <<'EOF'
 import csv, glob, json, os, sys
-(d, side, app, mode, value, secs, tag, bt, kt, ft, ot, wall, l0, l1, mf) = sys.argv[1:]
+(d, side, app, mode, value, secs, tag, bt, kt, ft, ot, wall, l0, l1, mf, cv, ci, cr,
+ cw) = sys.argv[1:]
 def times_cpu(path):
     # bash `times`: second line "XmY.YYYs XmY.YYYs" = children's user and system time
     try:
@@ -498,6 +518,13 @@ print(json.dumps({
                   "sipp": round(sipp_cpu / secs, 3)},
     "loadavg": [float(l0), float(l1)],
     "sip_minflt_per_call": round(int(mf) / ok, 2) if ok else None,
+    # the SIP server's processes' context switches per call: voluntary ones are its sleeps
+    # (each a wake-up), involuntary ones preemptions
+    "sip_ctxsw_per_call": ({"voluntary": round(int(cv) / ok, 2),
+                            "involuntary": round(int(ci) / ok, 2)} if ok else None),
+    # its read-class (read, recv*) and write-class (write, send*) system calls per call
+    "sip_syscalls_per_call": ({"read": round(int(cr) / ok, 2),
+                               "write": round(int(cw) / ok, 2)} if ok else None),
     **({"bridge_us": json.load(open(os.path.join(d, "bridge_us.json")))}
        if os.path.exists(os.path.join(d, "bridge_us.json")) else {}),
 }))
