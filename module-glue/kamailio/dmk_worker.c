@@ -2,8 +2,9 @@
  * dmbridge Kamailio module: the module processes.
  *
  * Each one owns a bridge attachment and waits (poll) on two things: the attachment's fd
- * (incoming requests, answers to what it sent, bridge state changes) and a pipe on which SIP
- * workers hand over asynchronous requests. Incoming requests run
+ * (incoming requests, answers to what it sent, bridge state changes) and a doorbell pipe.
+ * SIP workers hand over asynchronous requests on a list in shared memory, and write to the
+ * pipe only when the worker said it is going to sleep. Incoming requests run
  * event_route[dmbridge:E_DM_<ABBR>] (or dmbridge:E_DM_REQUEST, or the KEMI event callback).
  * Async requests are sent from here because answers come back to the sender; their suspended
  * transactions resume here, in the script route the caller named, with $dm(reply_json),
@@ -36,10 +37,34 @@
 /* requests / answers taken per wake-up before looking at the other queue */
 #define DMK_BATCH 64
 
+/* jobs a module worker's list may hold, as many as its pipe of job pointers held before
+ * (64 KiB / 8): beyond it the worker is stuck, and the call fails instead of queueing */
+#define DMK_QUEUE_MAX 8192
+
+/*
+ * The hand-over to one module worker, in shared memory. It replaced a pipe that carried each
+ * job pointer: a write(2) in the SIP worker and a wake-up plus two read(2)s in the module
+ * worker per call (BENCHMARKS "Session 13: the async call's cost in Kamailio"). Now SIP
+ * workers push jobs on `head` (a lock-free stack: compare-and-swap, newest first) and ring
+ * the worker's pipe only when `sleeping` is set; the worker takes the whole list with one
+ * exchange and runs it oldest first. Sleeping is the doorbell pattern of libdmbridge's own
+ * queues: the worker sets `sleeping` and then looks at `head` again before poll(2), the
+ * producer pushes and then looks at `sleeping` (both sequentially consistent), so a job
+ * pushed while the worker goes to sleep is seen by one of the two.
+ */
+typedef struct dmk_jobq
+{
+	dmg_job *head; /* pushed jobs, newest first, linked by job->next */
+	int queued;	   /* jobs on the list, bounded by DMK_QUEUE_MAX */
+	int sleeping;  /* the worker is in (or about to enter) poll: ring the pipe */
+	char pad[64 - sizeof(dmg_job *) - 2 * sizeof(int)]; /* one cache line per worker */
+} dmk_jobq;
+
 static dmg_pending _dmk_pending;
-/* pipes from SIP workers to module worker i: _dmk_pipes[2*i] read, [2*i+1] write */
+/* doorbell pipes of the module workers: _dmk_pipes[2*i] read, [2*i+1] write */
 static int *_dmk_pipes = NULL;
 static int _dmk_npipes = 0;
+static dmk_jobq *_dmk_queues = NULL; /* shared memory, one per module worker */
 
 int dmk_worker_init(int n)
 {
@@ -50,13 +75,19 @@ int dmk_worker_init(int n)
 		PKG_MEM_ERROR;
 		return -1;
 	}
+	_dmk_queues = shm_malloc(n * sizeof(dmk_jobq));
+	if(_dmk_queues == NULL) {
+		SHM_MEM_ERROR;
+		return -1;
+	}
+	memset(_dmk_queues, 0, n * sizeof(dmk_jobq));
 	for(int i = 0; i < n; i++) {
 		if(pipe(&_dmk_pipes[2 * i]) < 0) {
 			LM_ERR("pipe: %s\n", strerror(errno));
 			return -1;
 		}
 		/* the worker drains its end without blocking; a SIP worker never waits on a full
-		 * pipe (a stuck module worker): the call fails and the transaction is released */
+		 * pipe (bytes in it already wake the worker) */
 		fcntl(_dmk_pipes[2 * i], F_SETFL, O_NONBLOCK);
 		fcntl(_dmk_pipes[2 * i + 1], F_SETFL, O_NONBLOCK);
 	}
@@ -68,15 +99,32 @@ int dmk_worker_hand_over(dmg_job *job)
 {
 	static unsigned int rr = 0;
 	int widx;
+	dmk_jobq *q;
+	dmg_job *head;
+	char bell = 0;
 
 	if(_dmk_npipes <= 0)
 		return -1;
 	widx = (int)(rr++ % (unsigned int)_dmk_npipes);
-	/* a pointer is 8 bytes < PIPE_BUF: the write is atomic, whole or EAGAIN */
-	if(write(_dmk_pipes[2 * widx + 1], &job, sizeof(job)) != sizeof(job)) {
-		LM_ERR("cannot hand the job to worker %d: %s\n", widx + 1, strerror(errno));
+	q = &_dmk_queues[widx];
+	if(__atomic_add_fetch(&q->queued, 1, __ATOMIC_RELAXED) > DMK_QUEUE_MAX) {
+		__atomic_sub_fetch(&q->queued, 1, __ATOMIC_RELAXED);
+		LM_ERR("cannot hand the job to worker %d: %d jobs wait for it already\n", widx + 1,
+				DMK_QUEUE_MAX);
 		return -1;
 	}
+	/* job->next is the pending table's link in the worker; until then it links the list */
+	head = __atomic_load_n(&q->head, __ATOMIC_RELAXED);
+	do {
+		job->next = head;
+	} while(!__atomic_compare_exchange_n(
+			&q->head, &head, job, 1, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+	/* one producer rings per sleep; EAGAIN: the pipe is full of rings already */
+	if(__atomic_load_n(&q->sleeping, __ATOMIC_SEQ_CST)
+			&& __atomic_exchange_n(&q->sleeping, 0, __ATOMIC_SEQ_CST)
+			&& write(_dmk_pipes[2 * widx + 1], &bell, 1) < 0 && errno != EAGAIN)
+		/* the job is queued: the worker takes it at its next poll timeout (<= 1 s) */
+		LM_ERR("cannot wake worker %d: %s\n", widx + 1, strerror(errno));
 	LM_DBG("job handed to worker %d\n", widx + 1);
 	return 0;
 }
@@ -256,22 +304,36 @@ static void dmk_async_finish(dmb_answer *a)
 	dmb_answer_free(a);
 }
 
+/* empties the doorbell pipe (its bytes carry nothing) */
 static void dmk_drain_pipe(int fd)
 {
-	dmg_job *job;
+	char buf[64];
 	ssize_t n;
 
-	for(;;) {
-		n = read(fd, &job, sizeof(job));
-		if(n == sizeof(job)) {
-			dmk_async_start(job);
-			continue;
-		}
-		if(n < 0 && errno == EINTR)
-			continue;
-		if(n > 0)
-			LM_CRIT("short read of %zd bytes on the job pipe\n", n);
+	do {
+		n = read(fd, buf, sizeof(buf));
+	} while(n == (ssize_t)sizeof(buf) || (n < 0 && errno == EINTR));
+}
+
+/* takes every job handed to this worker and sends them, oldest first */
+static void dmk_take_jobs(dmk_jobq *q)
+{
+	dmg_job *list, *fifo = NULL, *next;
+	int n = 0;
+
+	if(__atomic_load_n(&q->head, __ATOMIC_RELAXED) == NULL)
 		return;
+	list = __atomic_exchange_n(&q->head, NULL, __ATOMIC_ACQUIRE);
+	for(; list != NULL; list = next, n++) {
+		next = list->next;
+		list->next = fifo;
+		fifo = list;
+	}
+	__atomic_sub_fetch(&q->queued, n, __ATOMIC_RELAXED);
+	for(; fifo != NULL; fifo = next) {
+		next = fifo->next;
+		fifo->next = NULL;
+		dmk_async_start(fifo);
 	}
 }
 
@@ -289,6 +351,7 @@ static void dmk_log_queue_error(const char *what)
 void dmk_worker_main(int idx)
 {
 	int rfd = _dmk_pipes[2 * idx];
+	dmk_jobq *q = &_dmk_queues[idx];
 	dmb_worker *w;
 	dmb_request *req;
 	dmb_answer *ans;
@@ -329,11 +392,20 @@ void dmk_worker_main(int idx)
 		}
 		if(_dmk_pending.count > 0 && timeout > 250)
 			timeout = 250;
-		if(more)
+		if(more) {
 			timeout = 0;
+		} else {
+			/* going to sleep: say so, then look again (see dmk_jobq) */
+			__atomic_store_n(&q->sleeping, 1, __ATOMIC_SEQ_CST);
+			if(__atomic_load_n(&q->head, __ATOMIC_SEQ_CST) != NULL) {
+				__atomic_store_n(&q->sleeping, 0, __ATOMIC_RELAXED);
+				timeout = 0;
+			}
+		}
 		more = 0;
 
 		n = poll(pfd, nfd, timeout);
+		__atomic_store_n(&q->sleeping, 0, __ATOMIC_SEQ_CST);
 		if(n < 0 && errno != EINTR) {
 			LM_ERR("poll: %s\n", strerror(errno));
 			usleep(100000);
@@ -341,6 +413,7 @@ void dmk_worker_main(int idx)
 		}
 		if(n > 0 && (pfd[0].revents & POLLIN))
 			dmk_drain_pipe(rfd);
+		dmk_take_jobs(q);
 
 		/* always look at the queues: a missed wake-up costs at most one poll timeout */
 		if(w != NULL) {

@@ -7,10 +7,10 @@
 
 #include "dmglue.h"
 
-/* mod_init: the pipes from SIP workers to each of the n module workers */
+/* mod_init: the job lists (shared memory) and doorbell pipes of the n module workers */
 int dmk_worker_init(int n);
 /* a SIP worker hands an async request to a module worker (round robin); -1 when it cannot
- * (pipe full: a stuck worker), the caller keeps the job */
+ * (its list full: a stuck worker), the caller keeps the job */
 int dmk_worker_hand_over(dmg_job *job);
 /* the module worker's loop: never returns */
 void dmk_worker_main(int idx);
