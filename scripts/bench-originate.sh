@@ -62,6 +62,8 @@
 #   DMB_SO                  a Kamailio dmbridge.so built elsewhere (A/B runs of module-glue/;
 #                           nothing is built then)
 #   SYNC_SPIN_US=N          the Kamailio module's sync_spin_us (unset: its default)
+#   DMB_WORKERS=N           the Kamailio module's workers (dmbridge worker processes; unset:
+#                           tests/kamailio/bench-originate.cfg's 2)
 #   BRIDGE_THREADS=N        dmbridge run --threads N
 #   QUICK_ACK=false         the bridges' [limits] quick_ack (default true: ACK each read at
 #                           once; false: the kernel's delayed ACKs, BENCHMARKS "Session 12")
@@ -250,7 +252,8 @@ kam_dmb_port=$(free_udp_port)
 mkdir -p "$work/kam-dmb"
 kamailio -m "$shm_mb" -DD -E -Y "$work/kam-dmb" -f "$cfg" -A "SIP_PORT=$kam_dmb_port" \
   -A "DMB_SO=\"$so\"" -A "DMB_SOCKET=\"$work/control.sock\"" \
-  ${SYNC_SPIN_US:+-A "SYNC_SPIN_US=$SYNC_SPIN_US"} >"$work/kam-dmb.log" 2>&1 &
+  ${SYNC_SPIN_US:+-A "SYNC_SPIN_US=$SYNC_SPIN_US"} ${DMB_WORKERS:+-A "DMB_WORKERS=$DMB_WORKERS"} \
+  >"$work/kam-dmb.log" 2>&1 &
 kam_dmb=$!; pids+=("$kam_dmb")
 
 # --- Kamailio cdp + ims_diameter_server ----------------------------------------------------
