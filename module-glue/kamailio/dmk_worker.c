@@ -95,6 +95,28 @@ int dmk_worker_init(int n)
 	return 0;
 }
 
+/* a worker that is awake takes a job without a wake-up, if few jobs wait for it already (a
+ * worker blocked in a long event route must not collect them all); else one that sleeps (it
+ * is not blocked); else the next in turn */
+#define DMK_AWAKE_MAX 16
+static int dmk_pick_worker(unsigned int turn)
+{
+	int i, j, n = _dmk_npipes;
+
+	for(i = 0; i < n; i++) {
+		j = (int)((turn + i) % (unsigned int)n);
+		if(!__atomic_load_n(&_dmk_queues[j].sleeping, __ATOMIC_RELAXED)
+				&& __atomic_load_n(&_dmk_queues[j].queued, __ATOMIC_RELAXED) < DMK_AWAKE_MAX)
+			return j;
+	}
+	for(i = 0; i < n; i++) {
+		j = (int)((turn + i) % (unsigned int)n);
+		if(__atomic_load_n(&_dmk_queues[j].sleeping, __ATOMIC_RELAXED))
+			return j;
+	}
+	return (int)(turn % (unsigned int)n);
+}
+
 int dmk_worker_hand_over(dmg_job *job)
 {
 	static unsigned int rr = 0;
@@ -105,7 +127,7 @@ int dmk_worker_hand_over(dmg_job *job)
 
 	if(_dmk_npipes <= 0)
 		return -1;
-	widx = (int)(rr++ % (unsigned int)_dmk_npipes);
+	widx = dmk_pick_worker(rr++);
 	q = &_dmk_queues[widx];
 	if(__atomic_add_fetch(&q->queued, 1, __ATOMIC_RELAXED) > DMK_QUEUE_MAX) {
 		__atomic_sub_fetch(&q->queued, 1, __ATOMIC_RELAXED);
