@@ -455,6 +455,19 @@ impl SpinPolicy {
     }
 }
 
+/// `s` owned, with room for one more byte: the NUL that libdmbridge's C API appends when
+/// it hands the field over (`CString::new`), which would otherwise reallocate every field of
+/// every request and answer (issue 15 item 2: one allocation per field, not two). Empty:
+/// nothing allocated here (`CString::new` makes its one byte, as before).
+fn c_ready(s: &str) -> String {
+    if s.is_empty() {
+        return String::new();
+    }
+    let mut o = String::with_capacity(s.len() + 1);
+    o.push_str(s);
+    o
+}
+
 fn sys_fd(rc: libc::c_int, what: &str) -> Result<OwnedFd> {
     if rc < 0 {
         return Err(Error::last_os(what));
@@ -1029,12 +1042,12 @@ impl Worker {
                     token: r.token,
                     app_id: r.app_id,
                     cmd_code: r.cmd_code,
-                    event: r.event.to_owned(),
-                    sess_id: r.sess_id.to_owned(),
-                    cmd_name: r.cmd_name.to_owned(),
-                    origin_host: r.origin_host.to_owned(),
-                    origin_realm: r.origin_realm.to_owned(),
-                    avps_json: r.avps_json.to_owned(),
+                    event: c_ready(r.event),
+                    sess_id: c_ready(r.sess_id),
+                    cmd_name: c_ready(r.cmd_name),
+                    origin_host: c_ready(r.origin_host),
+                    origin_realm: c_ready(r.origin_realm),
+                    avps_json: c_ready(r.avps_json),
                 }))
             }
             Ok(other) => Err(Error::Protocol(format!(
@@ -1211,8 +1224,8 @@ impl Worker {
                             handle: a.handle,
                             class: a.class,
                             result_code: a.result_code,
-                            avps_json: a.avps_json.to_owned(),
-                            error: a.error.to_owned(),
+                            avps_json: c_ready(a.avps_json),
+                            error: c_ready(a.error),
                         };
                         let bridged = Bridged {
                             sent: f.sent,
