@@ -59,6 +59,7 @@ use crate::record::{self, Answer, IncomingRequest, Payload, Record, ReplyStatus}
 use crate::ring::{Consumer, Producer, PushError};
 use crate::segment::{Geometry, RingId, Segment, ShmRing, WIRE_VERSION};
 use crate::times_board::ScriptTimesBoard;
+use bytes::{Bytes, BytesMut};
 use rustc_hash::FxHashSet;
 use std::collections::{HashSet, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -71,6 +72,26 @@ pub type SlotId = u32;
 
 /// Longest worker name accepted in a Hello (the library sends at most 256).
 const MAX_WORKER_NAME: usize = 256;
+
+/// The size of the buffer the payloads of [`BridgeEvent::Reply`] and [`BridgeEvent::Request`]
+/// are sliced from (issue 15 item 2: no allocation per message on the bridge's side of the
+/// seam, in either direction).
+///
+/// Each payload is copied once out of the ring record into the arena and handed over as a
+/// [`Bytes`] slice of it: a reference count, no allocation, and for a reply the slice can
+/// become the answer's body without a copy, though the node consumes it in another task (a
+/// free list the driver hands buffers back to could not get that one back). The arena is
+/// rewound to its start whenever no slice of it is alive any more (checked at each
+/// [`Bridge::service`], one atomic load), so in the steady state every record is written into
+/// the same memory. When it fills while slices are still alive (replies the node has not
+/// taken yet), a new buffer of this size (or of the record, if larger: at most `max_msg`) is
+/// allocated and the old one is freed when its last slice is dropped.
+///
+/// The bound: the bridge holds one buffer of this size; older ones live only as long as the
+/// replies and requests sliced from them, which are bounded by the requests in flight, so a
+/// burst pins no memory once its messages are answered. 64 KiB: a few hundred typical
+/// records (a reply or request of a few hundred bytes), one `max_msg` record by default.
+pub const ARENA_BYTES: usize = 64 * 1024;
 
 /// Who may attach: a connecting process is admitted if its uid (SO_PEERCRED)
 /// is in `uids` or its gid (the effective gid the kernel reports, i.e. the
@@ -324,8 +345,10 @@ pub enum BridgeEvent {
         status: ReplyStatus,
         /// What `avps` holds: JSON, or AVPs the library encoded with the dictionary.
         form: Payload,
-        /// The reply's AVPs, in the form `form` names.
-        avps: Vec<u8>,
+        /// The reply's AVPs, in the form `form` names: a slice of the bridge's record arena
+        /// (no allocation per reply; see [`ARENA_BYTES`]), which can become the answer's body
+        /// as it is.
+        avps: Bytes,
         /// Why the reply failed, when `status` is [`ReplyStatus::Failed`]; empty otherwise.
         error: String,
     },
@@ -342,8 +365,9 @@ pub enum BridgeEvent {
         /// How long to wait for the answer, in milliseconds (0: the node's default); after it
         /// the worker gets a timeout outcome instead.
         timeout_ms: u32,
-        /// The request's AVPs as DESIGN §4 JSON.
-        avps_json: Vec<u8>,
+        /// The request's AVPs as DESIGN §4 JSON: a slice of the bridge's record arena (no
+        /// allocation per request; see [`ARENA_BYTES`]).
+        avps_json: Bytes,
     },
     /// Something odd but survivable (a reply to an unknown token, ...).
     Warning {
@@ -491,6 +515,8 @@ pub struct Bridge {
     rr: u32,
     buf: Vec<u8>,
     enc: Vec<u8>,
+    /// Where the payloads of replies and requests are sliced from ([`ARENA_BYTES`]).
+    arena: BytesMut,
     /// The event name of the request being dispatched (reused: no allocation per request).
     event: String,
     ctl: Vec<u8>,
@@ -505,6 +531,18 @@ pub struct Bridge {
     /// (closing a socket whose Hello is still unread would make the worker
     /// see ECONNRESET instead of the Refused message).
     refusing: VecDeque<(Conn, Instant)>,
+}
+
+/// `data` copied into the arena and handed out as a slice of it ([`ARENA_BYTES`]): no
+/// allocation while the arena has room, or can be rewound because no slice of it is alive.
+fn slice(arena: &mut BytesMut, data: &[u8]) -> Bytes {
+    let want = ARENA_BYTES.max(data.len());
+    if arena.capacity() < data.len() && !arena.try_reclaim(want) {
+        // Slices of it are still alive: a new buffer; the old one goes with its last slice.
+        arena.reserve(want);
+    }
+    arena.extend_from_slice(data);
+    arena.split().freeze()
 }
 
 fn normalize(name: &str) -> &str {
@@ -572,6 +610,7 @@ impl Bridge {
             rr: 0,
             buf: Vec::new(),
             enc: Vec::new(),
+            arena: BytesMut::with_capacity(ARENA_BYTES),
             event: String::new(),
             ctl: vec![0; MAX_CONTROL_MSG],
             status_json: String::from("{}"),
@@ -1111,6 +1150,9 @@ impl Bridge {
         if let Some(why) = a.broken.take() {
             return Err((why, true));
         }
+        // Back to the arena's start if the driver dropped every slice of it (one atomic load;
+        // nothing is allocated here either way).
+        let _ = self.arena.try_reclaim(ARENA_BYTES);
         // Control messages.
         loop {
             match a.conn.recv(&mut self.ctl) {
@@ -1193,8 +1235,13 @@ impl Bridge {
                             token: r.token,
                             status: r.status,
                             form: r.form,
-                            avps: r.avps.to_vec(),
-                            error: r.error.to_owned(),
+                            avps: slice(&mut self.arena, r.avps),
+                            // Empty unless the reply failed: no call into the allocator then.
+                            error: if r.error.is_empty() {
+                                String::new()
+                            } else {
+                                r.error.to_owned()
+                            },
                         });
                     } else {
                         events.push(BridgeEvent::Warning {
@@ -1226,7 +1273,7 @@ impl Bridge {
                         app_id: r.app_id,
                         cmd_code: r.cmd_code,
                         timeout_ms: r.timeout_ms,
-                        avps_json: r.avps_json.to_vec(),
+                        avps_json: slice(&mut self.arena, r.avps_json),
                     });
                 }
                 Ok(other) => {

@@ -237,13 +237,31 @@ impl Outcome {
 /// DESIGN §3 return codes: 1 for a 2xxx answer (Result-Code or Experimental-Result-Code),
 /// -1 for any other answer (or one with the E bit), -2 timeout, -3 not sent.
 pub fn outcome(dict: &Dictionary, result: Result<Message, RequestError>) -> Outcome {
+    outcome_in(dict, result, String::new())
+}
+
+/// [`outcome`], its `avps_json` written into `json` (cleared first): a buffer the caller
+/// takes back from the outcome and keeps across answers (the driver: no allocation per
+/// answer for its JSON, issue 15 item 2).
+pub fn outcome_in(
+    dict: &Dictionary,
+    result: Result<Message, RequestError>,
+    mut json: String,
+) -> Outcome {
+    json.clear();
     match result {
         Ok(msg) => {
             let rc = answer_result_code(&msg);
             let ok = (2000..3000).contains(&rc) && !msg.header.flags.is_error();
-            let (avps_json, error) = match dmproto::json::avps_to_string(msg.avp_refs(), dict) {
-                Ok(j) => (j, String::new()),
-                Err(e) => (String::from("[]"), format!("answer AVPs unreadable: {e}")),
+            let avps = msg.avp_refs();
+            // Names and quotes take more room than AVP headers: one reservation, no regrowth.
+            json.reserve(avps.remaining().len() * 2 + 16);
+            let error = match dmproto::json::write_avps(&mut json, avps, dict) {
+                Ok(()) => String::new(),
+                Err(e) => {
+                    json.push_str("[]");
+                    format!("answer AVPs unreadable: {e}")
+                }
             };
             Outcome {
                 class: if ok {
@@ -252,14 +270,14 @@ pub fn outcome(dict: &Dictionary, result: Result<Message, RequestError>) -> Outc
                     class::ERROR_ANSWER
                 },
                 result_code: rc,
-                avps_json,
+                avps_json: json,
                 error,
             }
         }
         Err(RequestError::Timeout) => Outcome {
             class: class::TIMEOUT,
             result_code: 0,
-            avps_json: String::new(),
+            avps_json: json,
             error: RequestError::Timeout.to_string(),
         },
         Err(RequestError::NoRoute {
@@ -268,10 +286,13 @@ pub fn outcome(dict: &Dictionary, result: Result<Message, RequestError>) -> Outc
         }) => Outcome {
             class: class::NOT_SENT,
             result_code,
-            avps_json: String::new(),
+            avps_json: json,
             error: format!("no route: {message}"),
         },
-        Err(e) => Outcome::not_sent(e.to_string()),
+        Err(e) => Outcome {
+            avps_json: json,
+            ..Outcome::not_sent(e.to_string())
+        },
     }
 }
 

@@ -215,6 +215,10 @@ pub struct Driver {
     /// library accepted it, so this is where the SIP server can read it (`dmb_status_json`).
     last_reply_error: HashMap<SlotId, String>,
     json: String,
+    /// The JSON of the outcomes of workers' requests, written here and kept across answers
+    /// (`convert::outcome_in`): as large as the largest answer so far, which
+    /// `[app] max_message_size` bounds.
+    answer_json: String,
     counters: Counters,
     started: Instant,
     stopping: bool,
@@ -314,6 +318,7 @@ impl Driver {
             names: HashMap::new(),
             last_reply_error: HashMap::new(),
             json: String::new(),
+            answer_json: String::new(),
             counters: Counters::default(),
             started: now,
             stopping: false,
@@ -742,7 +747,7 @@ impl Driver {
         token: u64,
         status: ReplyStatus,
         form: Payload,
-        avps: Vec<u8>,
+        avps: Bytes,
         error: &str,
     ) {
         self.counters_dirty = true;
@@ -764,10 +769,11 @@ impl Driver {
                     self.node.max_message_size,
                 )
                 .map_err(|e| format!("invalid reply JSON: {e}")),
-                // The record's own allocation becomes the answer's body (no copy).
+                // The record's slice of the bridge's arena becomes the answer's body (no copy,
+                // no allocation: `dmshm::bridge::ARENA_BYTES`).
                 Payload::Avps => convert::reply_avps(
                     self.dict,
-                    Bytes::from(avps),
+                    avps,
                     status == ReplyStatus::Error,
                     self.node.max_message_size,
                 )
@@ -812,7 +818,7 @@ impl Driver {
             Ok(a) => a,
             Err(e) => {
                 let o = Outcome::not_sent(format!("invalid request JSON: {e}"));
-                return self.deliver(slot, handle, o, at, None);
+                return self.deliver(slot, handle, &o, at, None);
             }
         };
         let req = OutgoingRequest {
@@ -840,7 +846,7 @@ impl Driver {
             }
             Err(e) => {
                 let o = convert::outcome(self.dict, Err(e));
-                self.deliver(slot, handle, o, at, None);
+                self.deliver(slot, handle, &o, at, None);
             }
         }
     }
@@ -861,8 +867,11 @@ impl Driver {
             self.counters.outcomes_dropped += 1;
             return;
         }
-        let o = convert::outcome(self.dict, result);
-        self.deliver(asker.slot, asker.handle, o, asker.at, waited);
+        let json = std::mem::take(&mut self.answer_json);
+        let o = convert::outcome_in(self.dict, result, json);
+        self.deliver(asker.slot, asker.handle, &o, asker.at, waited);
+        // The answers' JSON buffer, kept (not one allocation per answer).
+        self.answer_json = o.avps_json;
     }
 
     /// Puts an outcome in the worker's answers ring; one too large for it becomes a -3 that
@@ -878,7 +887,7 @@ impl Driver {
         &mut self,
         slot: SlotId,
         handle: u64,
-        o: Outcome,
+        o: &Outcome,
         at: Instant,
         waited: Option<Duration>,
     ) {

@@ -1,8 +1,8 @@
 //! Helpers shared by the integration tests.
 
-use dmshm::bridge::BridgeConfig;
+use dmshm::bridge::{Bridge, BridgeConfig, BridgeEvent};
 use dmshm::worker::WorkerConfig;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A worker configuration for the bridge `b`, with a short grace.
 pub fn wcfg(b: &BridgeConfig, name: &str) -> WorkerConfig {
@@ -20,4 +20,27 @@ pub fn poll_fd(fd: i32, ms: i32) -> bool {
     };
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut p, 1, ms) > 0 }
+}
+
+/// Services the bridge (accepting, and every watched slot) until `pred` holds on the
+/// collected events; panics after 5 s.
+#[allow(dead_code)] // not every test binary pumps
+pub fn pump(
+    b: &mut Bridge,
+    watched: &mut Vec<u32>,
+    evs: &mut Vec<BridgeEvent>,
+    pred: impl Fn(&[BridgeEvent]) -> bool,
+) {
+    let t0 = Instant::now();
+    while !pred(evs) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "timed out; events so far: {evs:?}"
+        );
+        watched.extend(b.accept_all(evs).unwrap());
+        for s in watched.clone() {
+            while b.service(s, evs) {}
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
