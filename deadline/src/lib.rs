@@ -9,14 +9,27 @@
 //! (`dmrun::shm_app::held`). This crate is theirs alone: no dependencies, no `unsafe`, no
 //! runtime, so the bridge and the C servers' static library link the same code.
 //!
-//! **The FIFO is deadline order.** Each table schedules with one timeout (a monotonic clock
-//! plus a constant: the module's request timeout, `[timers] answer_timeout`, `[app]
-//! reply_timeout`), so the order of scheduling is the order of the deadlines: a
-//! [`DeadlineQueue`] pushes at the back of a FIFO (a `VecDeque` push, no search) and only a
-//! deadline earlier than the FIFO's last (a shorter timeout, a failover resend keeping its
-//! first deadline) goes to an ordered set (a `BTreeSet`). A B-tree insert and remove per
-//! request cost ~700 instructions per originated call in the node (BENCHMARKS "Session 10:
-//! the originate path's cost"); the FIFO costs a few.
+//! **A FIFO is deadline order.** Each table schedules with one timeout or a few (a monotonic
+//! clock plus a constant: the module's request timeout or the script's `timeout_ms` per call,
+//! `[timers] answer_timeout` or the peer's, `[app] reply_timeout`), so for one timeout the
+//! order of scheduling is the order of the deadlines: a [`DeadlineQueue`] pushes at the back
+//! of a FIFO (a `VecDeque` push, no search). A B-tree insert and remove per request cost ~700
+//! instructions per originated call in the node (BENCHMARKS "Session 10: the originate path's
+//! cost"); the FIFO costs a few.
+//!
+//! **A FIFO per timeout.** A deadline earlier than a FIFO's last cannot go behind it. With one
+//! FIFO, one request of a longer timeout (a script's call with 60 s among 5 s ones) would send
+//! every later push of the shorter timeout to the ordered set until that deadline passed. So
+//! the queue has [`LANES`] FIFOs ("lanes"): a push goes to the lane whose last deadline is the
+//! latest one not after it (best fit: a lane keeps to one timeout), or opens an empty lane,
+//! and only a deadline that fits no lane goes to an ordered set (a `BTreeSet`): more timeouts
+//! in use at once than lanes, or a failover resend keeping its first deadline. With a
+//! monotonic clock, deadlines that must go to different lanes (each earlier than the one
+//! before) have pairwise different timeouts, so up to [`LANES`] timeouts never reach the set.
+//! Lanes that emptied are closed at the next push that needs more than the first one, so with
+//! one timeout in use (again) a push compares with one lane's last deadline, as before; the
+//! other lanes' fronts are looked at only while they are open. Equal deadlines leave in the
+//! order pushed within a lane, then by lane, then the set's by key.
 //!
 //! **Stale at the front.** A request answered in time is not searched for: its record stays,
 //! *stale* (the owner's table no longer holds its key, or holds it with another deadline).
@@ -33,11 +46,11 @@
 //! **The bound.** Behind a live front wait the stale records of the requests answered since:
 //! at most one per request scheduled within one timeout, which with long timeouts may be many
 //! times the requests in flight. Stale records cost memory only when they make the queue
-//! allocate, so that is when [`DeadlineQueue::push`] looks at them: before the FIFO reallocates
+//! allocate, so that is when [`DeadlineQueue::push`] looks at them: before a lane reallocates
 //! (it is full) and before a record goes into the ordered set, it compacts (drops every stale
 //! record) if the records outnumber `2 x live + SLACK` (live = the requests the owner has in
-//! flight). The FIFO's capacity therefore doubles only while at least about half its records
-//! are live: it stays within `2 x (2 x peak + SLACK)` records (peak = the most requests in
+//! flight). A lane's capacity therefore doubles only while at least about half the records are
+//! live: each stays within `2 x (2 x peak + SLACK)` records (peak = the most requests in
 //! flight at a push; a `VecDeque` never shrinks, so its memory follows the peak in any case),
 //! and the ordered set holds at most `2 x live + SLACK + 1` records after a push into it. A
 //! compaction keeps at most the live records, less than half of those it scans, so its cost is
@@ -58,13 +71,22 @@ use std::time::Instant;
 /// scanning.
 pub const SLACK: usize = 64;
 
-/// Deadlines (`T`) of keys (`K`), earliest first: a FIFO for deadlines scheduled in order, an
-/// ordered set for the earlier ones (see the crate documentation).
+/// FIFOs ("lanes", crate documentation): the most timeouts in use at once whose deadlines
+/// stay off the ordered set. The users have one or a few (libdmbridge: the scripts'
+/// `timeout_ms`; the node: its answer timeout and a peer's); four keeps the scan of the lanes'
+/// last deadlines, done only when more than one is open, to four comparisons.
+pub const LANES: usize = 4;
+
+/// Deadlines (`T`) of keys (`K`), earliest first: a FIFO per timeout for deadlines scheduled
+/// in order, an ordered set for the others (see the crate documentation).
 #[derive(Clone, Debug)]
 pub struct DeadlineQueue<K, T = Instant> {
-    /// Deadlines not earlier than the one pushed before them, in the order pushed.
-    fifo: VecDeque<(T, K)>,
-    /// Deadlines earlier than the FIFO's last when pushed, in order.
+    /// FIFOs, each in deadline order (nothing is pushed behind a later deadline); those from
+    /// `open` on are empty.
+    lanes: [VecDeque<(T, K)>; LANES],
+    /// Lanes that may hold records: 1 to [`LANES`].
+    open: usize,
+    /// Deadlines that fit no lane when pushed, in order.
     early: BTreeSet<(T, K)>,
 }
 
@@ -78,7 +100,13 @@ impl<K, T> DeadlineQueue<K, T> {
     /// An empty queue (allocates nothing until the first push).
     pub const fn new() -> Self {
         DeadlineQueue {
-            fifo: VecDeque::new(),
+            lanes: [
+                VecDeque::new(),
+                VecDeque::new(),
+                VecDeque::new(),
+                VecDeque::new(),
+            ],
+            open: 1,
             early: BTreeSet::new(),
         }
     }
@@ -86,44 +114,103 @@ impl<K, T> DeadlineQueue<K, T> {
     /// Records held, stale ones included.
     #[inline]
     pub fn len(&self) -> usize {
-        self.fifo.len() + self.early.len()
+        self.lanes.iter().map(VecDeque::len).sum::<usize>() + self.early.len()
     }
 
     /// No record held.
     pub fn is_empty(&self) -> bool {
-        self.fifo.is_empty() && self.early.is_empty()
+        self.lanes.iter().all(VecDeque::is_empty) && self.early.is_empty()
     }
 
     /// Forgets every record (the owner dropped every request).
     pub fn clear(&mut self) {
-        self.fifo.clear();
+        self.lanes.iter_mut().for_each(VecDeque::clear);
+        self.open = 1;
         self.early.clear();
+    }
+
+    /// Records in the ordered set (the slow path): for tests and diagnostics.
+    pub fn ordered_len(&self) -> usize {
+        self.early.len()
+    }
+
+    /// Lanes open (crate documentation): for tests and diagnostics.
+    pub fn open_lanes(&self) -> usize {
+        self.open
     }
 }
 
 impl<K: Ord + Copy, T: Ord + Copy> DeadlineQueue<K, T> {
-    /// Schedules `key` at `at`: at the FIFO's back unless earlier than its last record, else in
-    /// the ordered set. `live_count` (the requests the owner has in flight) and `live` (whether
-    /// a record still stands for a waiting request) are used only when the queue would
-    /// allocate: it compacts instead if the records outnumber `2 x live_count + SLACK`.
+    /// Schedules `key` at `at`: at the back of the lane whose last deadline is the latest not
+    /// after `at`, or of an empty lane, else in the ordered set. `live_count` (the requests the
+    /// owner has in flight) and `live` (whether a record still stands for a waiting request)
+    /// are used only when the queue would allocate: it compacts instead if the records
+    /// outnumber `2 x live_count + SLACK`.
     #[inline]
     pub fn push(&mut self, at: T, key: K, live_count: usize, live: impl FnMut(T, K) -> bool) {
-        match self.fifo.back() {
-            Some(&(last, _)) if at < last => self.push_early(at, key, live_count, live),
-            _ => {
-                if self.fifo.len() == self.fifo.capacity() {
-                    self.make_room(live_count, live);
-                }
-                self.fifo.push_back((at, key));
-            }
+        // One lane open (one timeout): one comparison, as with a single FIFO.
+        if self.open == 1 && self.lanes[0].back().is_none_or(|&(last, _)| last <= at) {
+            self.push_lane(0, at, key, live_count, live);
+        } else {
+            self.push_lanes(at, key, live_count, live);
         }
     }
 
-    /// [`push`](Self::push) into the ordered set (out of line: a B-tree insert, rare).
+    #[inline]
+    fn push_lane(
+        &mut self,
+        lane: usize,
+        at: T,
+        key: K,
+        live_count: usize,
+        live: impl FnMut(T, K) -> bool,
+    ) {
+        if self.lanes[lane].len() == self.lanes[lane].capacity() {
+            self.make_room(live_count, live);
+        }
+        self.lanes[lane].push_back((at, key));
+    }
+
+    /// [`push`](Self::push) with more than one lane to consider (out of line: another
+    /// timeout in use).
     #[inline(never)]
-    fn push_early(&mut self, at: T, key: K, live_count: usize, live: impl FnMut(T, K) -> bool) {
-        self.make_room(live_count, live);
-        self.early.insert((at, key));
+    fn push_lanes(&mut self, at: T, key: K, live_count: usize, live: impl FnMut(T, K) -> bool) {
+        // Close the lanes that emptied (the last open one takes the place of each).
+        let mut i = 0;
+        while i < self.open {
+            if self.lanes[i].is_empty() && self.open > 1 {
+                self.open -= 1;
+                self.lanes.swap(i, self.open);
+            } else {
+                i += 1;
+            }
+        }
+        // Best fit: the lane whose last deadline is the latest not after `at`.
+        let mut best: Option<(T, usize)> = None;
+        for (i, lane) in self.lanes[..self.open].iter().enumerate() {
+            match lane.back() {
+                None => {
+                    // Only the first lane can be open and empty (when it is the only one).
+                    best = best.or(Some((at, i)));
+                    break;
+                }
+                Some(&(last, _)) if last <= at && best.is_none_or(|(b, _)| last > b) => {
+                    best = Some((last, i));
+                }
+                Some(_) => {}
+            }
+        }
+        match best {
+            Some((_, lane)) => self.push_lane(lane, at, key, live_count, live),
+            None if self.open < LANES => {
+                self.open += 1;
+                self.push_lane(self.open - 1, at, key, live_count, live);
+            }
+            None => {
+                self.make_room(live_count, live);
+                self.early.insert((at, key));
+            }
+        }
     }
 
     /// Compacts if the stale records are more than half (plus `SLACK`): before an allocation.
@@ -137,19 +224,48 @@ impl<K: Ord + Copy, T: Ord + Copy> DeadlineQueue<K, T> {
 
     /// Drops every stale record (order kept).
     pub fn compact(&mut self, mut live: impl FnMut(T, K) -> bool) {
-        self.fifo.retain(|&(t, k)| live(t, k));
+        for lane in &mut self.lanes[..self.open] {
+            lane.retain(|&(t, k)| live(t, k));
+        }
         self.early.retain(|&(t, k)| live(t, k));
     }
 
-    /// The earliest record, stale or not, dropping nothing: for an owner that keeps both
+    /// The earliest record, stale or not, dropping nothing: for an owner that keeps the
     /// fronts live itself (after each change, [`first`](Self::first) and exact
     /// [`remove`](Self::remove)s).
     #[inline]
     pub fn peek(&self) -> Option<(T, K)> {
-        match (self.fifo.front(), self.early.first()) {
-            (Some(a), Some(b)) => Some(*a.min(b)),
-            (a, b) => a.or(b).copied(),
+        self.front().map(|(r, _)| r)
+    }
+
+    /// The earliest record and where it is (`Some(lane)`, or `None`: the ordered set); on
+    /// equal records the first lane's.
+    #[inline]
+    fn front(&self) -> Option<((T, K), Option<usize>)> {
+        let mut best = self.lanes[0].front().map(|&r| (r, Some(0)));
+        if self.open > 1 {
+            best = self.front_of_lanes(best);
         }
+        match (best, self.early.first()) {
+            (Some((a, at)), Some(&b)) => Some(if a <= b { (a, at) } else { (b, None) }),
+            (a, b) => a.or(b.map(|&b| (b, None))),
+        }
+    }
+
+    /// [`front`](Self::front) over the other open lanes (out of line: more than one timeout).
+    #[inline(never)]
+    fn front_of_lanes(
+        &self,
+        mut best: Option<((T, K), Option<usize>)>,
+    ) -> Option<((T, K), Option<usize>)> {
+        for (i, lane) in self.lanes[..self.open].iter().enumerate().skip(1) {
+            if let Some(&r) = lane.front() {
+                if best.is_none_or(|(b, _)| r < b) {
+                    best = Some((r, Some(i)));
+                }
+            }
+        }
+        best
     }
 
     /// The earliest record for which `live` holds, after dropping the stale records in front
@@ -160,17 +276,17 @@ impl<K: Ord + Copy, T: Ord + Copy> DeadlineQueue<K, T> {
         self.peek()
     }
 
-    /// Drops the stale records at the fronts of the FIFO and of the ordered set: after it,
+    /// Drops the stale records at the fronts of the lanes and of the ordered set: after it,
     /// [`peek`](Self::peek) gives a live record (or none). For an owner that does not need the
     /// record now (an answer arrived), this is [`first`](Self::first) without comparing the
-    /// two fronts.
+    /// fronts.
     #[inline]
     pub fn drop_stale(&mut self, mut live: impl FnMut(T, K) -> bool) {
-        while let Some(&(t, k)) = self.fifo.front() {
-            if live(t, k) {
-                break;
+        drop_stale_front(&mut self.lanes[0], &mut live);
+        if self.open > 1 {
+            for lane in &mut self.lanes[1..self.open] {
+                drop_stale_front(lane, &mut live);
             }
-            self.fifo.pop_front();
         }
         if !self.early.is_empty() {
             self.drop_stale_early(live);
@@ -190,34 +306,39 @@ impl<K: Ord + Copy, T: Ord + Copy> DeadlineQueue<K, T> {
 
     /// Removes and returns the earliest record if it is due (at or before `now`), stale or
     /// not: the owner skips the stale ones. Called until `None`, it gives every record due in
-    /// deadline order (equal deadlines: the FIFO's in the order pushed, the set's by key).
+    /// deadline order (equal deadlines: a lane's in the order pushed, the first lane's first,
+    /// the set's by key).
     #[inline]
     pub fn pop_due(&mut self, now: T) -> Option<(T, K)> {
-        let fifo_first = match (self.fifo.front(), self.early.first()) {
-            (Some(a), Some(b)) => a <= b,
-            (a, _) => a.is_some(),
-        };
-        if fifo_first {
-            match self.fifo.front() {
-                Some(&(t, _)) if t <= now => self.fifo.pop_front(),
-                _ => None,
-            }
-        } else {
-            match self.early.first() {
-                Some(&(t, _)) if t <= now => self.early.pop_first(),
-                _ => None,
-            }
+        match self.front()? {
+            ((t, _), _) if t > now => None,
+            (_, Some(lane)) => self.lanes[lane].pop_front(),
+            (_, None) => self.early.pop_first(),
         }
     }
 
     /// Forgets the record (`at`, `key`) if it is in the ordered set (exactly, a search only
-    /// when that set is not empty). One in the FIFO stays, stale, until it reaches the front
-    /// or a compaction: the FIFO is never searched.
+    /// when that set is not empty). One in a lane stays, stale, until it reaches the front or
+    /// a compaction: the lanes are never searched.
     #[inline]
     pub fn remove(&mut self, at: T, key: K) {
         if !self.early.is_empty() {
             self.early.remove(&(at, key));
         }
+    }
+}
+
+/// Drops the stale records at a lane's front.
+#[inline]
+fn drop_stale_front<K: Copy, T: Copy>(
+    lane: &mut VecDeque<(T, K)>,
+    live: &mut impl FnMut(T, K) -> bool,
+) {
+    while let Some(&(t, k)) = lane.front() {
+        if live(t, k) {
+            break;
+        }
+        lane.pop_front();
     }
 }
 
@@ -253,7 +374,9 @@ mod tests {
         let early = q.early.len();
         push(q, table, at, key);
         *peak = (*peak).max(table.len());
-        q.fifo.capacity() <= (2 * (2 * *peak + SLACK)).max(4)
+        q.lanes
+            .iter()
+            .all(|l| l.capacity() <= (2 * (2 * *peak + SLACK)).max(4))
             && (q.early.len() <= early || q.early.len() <= 2 * table.len() + SLACK + 1)
     }
 
@@ -276,6 +399,7 @@ mod tests {
             push(&mut q, &mut table, t, k);
         }
         assert!(q.early.is_empty(), "no tree for deadlines in order");
+        assert_eq!(q.open_lanes(), 1);
         assert_eq!(q.peek(), Some((10, 1)));
         assert_eq!(q.first(live(&table)), Some((10, 1)));
         assert_eq!(
@@ -287,20 +411,72 @@ mod tests {
     }
 
     #[test]
-    fn an_earlier_deadline_goes_to_the_set_and_expires_in_order() {
+    fn an_earlier_deadline_opens_a_lane_and_beyond_the_lanes_goes_to_the_set() {
         let (mut q, mut table) = (DeadlineQueue::new(), Table::new());
         push(&mut q, &mut table, 50, 1);
-        push(&mut q, &mut table, 20, 2); // a shorter timeout
-        push(&mut q, &mut table, 60, 3);
-        push(&mut q, &mut table, 10, 4); // a failover resend keeping its first deadline
-        push(&mut q, &mut table, 60, 5); // equal to the FIFO's last: FIFO
-        assert_eq!((q.fifo.len(), q.early.len()), (3, 2));
-        assert_eq!(q.first(live(&table)), Some((10, 4)));
+        push(&mut q, &mut table, 20, 2); // a shorter timeout: a lane of its own
+        push(&mut q, &mut table, 60, 3); // best fit: after 50, not after 20
+        push(&mut q, &mut table, 25, 4); // after 20
+        assert_eq!((q.open_lanes(), q.ordered_len()), (2, 0));
+        assert_eq!(
+            q.lanes[..2].iter().map(VecDeque::len).collect::<Vec<_>>(),
+            [2, 2]
+        );
+        push(&mut q, &mut table, 15, 5);
+        push(&mut q, &mut table, 10, 6); // all lanes open: each had a later last deadline
+        assert_eq!((q.open_lanes(), q.ordered_len()), (LANES, 0));
+        push(&mut q, &mut table, 5, 7); // a failover resend keeping its first deadline
+        push(&mut q, &mut table, 60, 8); // equal to a lane's last: that lane
+        assert_eq!(q.ordered_len(), 1, "fits no lane: the set");
+        assert_eq!(q.first(live(&table)), Some((5, 7)));
         assert_eq!(
             expire(&mut q, &mut table, 60),
-            vec![(10, 4), (20, 2), (50, 1), (60, 3), (60, 5)]
+            vec![
+                (5, 7),
+                (10, 6),
+                (15, 5),
+                (20, 2),
+                (25, 4),
+                (50, 1),
+                (60, 3),
+                (60, 8)
+            ]
         );
         assert!(q.is_empty());
+    }
+
+    /// The case of a lone FIFO: after one push with a long deadline, every push of the short
+    /// timeout was earlier than the FIFO's last and went to the B-tree until that deadline
+    /// passed. Now the short ones take a lane of their own, and once the long one is gone the
+    /// queue is back to one lane.
+    #[test]
+    fn after_one_long_deadline_the_short_ones_stay_off_the_set() {
+        let (mut q, mut table) = (DeadlineQueue::new(), Table::new());
+        let (short, long) = (5_000u64, 60_000u64);
+        push(&mut q, &mut table, long, 0);
+        for now in 1..=20_000u64 {
+            let k = now as u32;
+            push(&mut q, &mut table, now + short, k);
+            // answered at once, as most are: stale until the front
+            if now % 2 == 0 {
+                table.remove(&k);
+            }
+            q.drop_stale(live(&table));
+            expire(&mut q, &mut table, now);
+            assert_eq!(q.ordered_len(), 0, "at {now}: a short push went to the set");
+        }
+        assert_eq!(q.open_lanes(), 2);
+        assert_eq!(q.first(live(&table)), Some((20_001, 15_001)));
+        // the long one answered: dropped once at its lane's front; the next push that needs
+        // another lane closes the empty one
+        table.remove(&0);
+        q.drop_stale(live(&table));
+        assert_eq!(q.peek(), Some((20_001, 15_001)));
+        push(&mut q, &mut table, 100, 99_999); // earlier than the short lane's last
+        assert_eq!((q.open_lanes(), q.ordered_len()), (2, 0));
+        expire(&mut q, &mut table, 100);
+        push(&mut q, &mut table, 25_001, 99_998);
+        assert_eq!(q.open_lanes(), 1, "the emptied lane closed");
     }
 
     #[test]
@@ -338,16 +514,20 @@ mod tests {
     }
 
     #[test]
-    fn remove_is_exact_in_the_set_and_leaves_the_fifo_alone() {
+    fn remove_is_exact_in_the_set_and_leaves_the_lanes_alone() {
         let (mut q, mut table) = (DeadlineQueue::new(), Table::new());
-        push(&mut q, &mut table, 50, 1);
-        push(&mut q, &mut table, 20, 2);
-        push(&mut q, &mut table, 30, 3);
-        q.remove(20, 2);
+        // one record per lane, each earlier than the last: the next earlier one goes to the set
+        for (k, t) in [(1, 50), (2, 40), (3, 35), (4, 32)] {
+            push(&mut q, &mut table, t, k);
+        }
+        push(&mut q, &mut table, 20, 5);
+        push(&mut q, &mut table, 30, 6);
+        assert_eq!(q.ordered_len(), 2);
+        q.remove(20, 5);
         q.remove(30, 9); // not there: nothing happens
-        q.remove(50, 1); // in the FIFO: stays until the front
-        assert_eq!((q.fifo.len(), q.early.len()), (1, 1));
-        assert_eq!(q.peek(), Some((30, 3)));
+        q.remove(50, 1); // in a lane: stays until the front
+        assert_eq!((q.len(), q.ordered_len()), (5, 1));
+        assert_eq!(q.peek(), Some((30, 6)));
         let mut empty = DeadlineQueue::<u32, u64>::new();
         empty.remove(1, 1);
         assert!(empty.is_empty());
@@ -364,26 +544,29 @@ mod tests {
         }
         assert_eq!(peak, 2);
         assert!(
-            q.fifo.capacity() <= 2 * (2 * 2 + SLACK),
+            q.lanes[0].capacity() <= 2 * (2 * 2 + SLACK),
             "no growth past the bound"
         );
-        assert!(q.len() <= q.fifo.capacity());
-        // the live ones kept, in order, the set's too
+        assert!(q.len() <= q.lanes[0].capacity());
+        // the live ones kept, in order, the other lanes' and the set's too
         assert!(push_bounded(&mut q, &mut table, 2000, 5000, &mut peak));
-        assert!(push_bounded(&mut q, &mut table, 1, 5001, &mut peak));
+        for (t, k) in [(10, 5001), (9, 5002), (8, 5003)] {
+            assert!(push_bounded(&mut q, &mut table, t, k, &mut peak));
+        }
+        assert_eq!(q.open_lanes(), LANES);
         for k in 1..=200u32 {
             assert!(push_bounded(&mut q, &mut table, 3000, k + 6000, &mut peak));
             table.remove(&(k + 6000));
         }
-        // deadlines earlier than the FIFO's last, all answered: the set is compacted too
+        // deadlines earlier than every lane's last, all answered: the set is compacted too
         for k in 1..=500u32 {
             assert!(push_bounded(&mut q, &mut table, 2, k + 7000, &mut peak));
             table.remove(&(k + 7000));
         }
-        assert!(q.early.len() <= 2 * 4 + SLACK + 1);
+        assert!(q.early.len() <= 2 * table.len() + SLACK + 1);
         assert_eq!(
             expire(&mut q, &mut table, u64::MAX),
-            vec![(0, 0), (1, 5001), (2000, 5000)]
+            vec![(0, 0), (8, 5003), (9, 5002), (10, 5001), (2000, 5000)]
         );
     }
 
@@ -434,25 +617,33 @@ mod tests {
 
     /// Against the model (the table itself, sorted): the same expiry order, nothing lost,
     /// nothing expired twice, the earliest live deadline, the bound after every push.
-    /// `timeout`: 0, the pushes at now + their offset (out of order); else every push at now +
-    /// `timeout` (one timeout, in order: the FIFO only), and with one longer than the run
-    /// nothing is due before the end: the answered requests' records pile up in the FIFO and
-    /// only the compactions before it grows keep it within its bound.
-    fn against_the_model(ops: Vec<Op>, timeout: u64) -> Result<(), TestCaseError> {
+    /// `timeouts`: none, the pushes at now + their offset (out of order); else every push at
+    /// now + one of them (the offset picks which): with up to [`LANES`] of them the ordered set
+    /// is never used (crate documentation), and with one longer than the run nothing is due
+    /// before the end: the answered requests' records pile up in the lanes and only the
+    /// compactions before one grows keep it within its bound.
+    fn against_the_model(ops: Vec<Op>, timeouts: &[u64]) -> Result<(), TestCaseError> {
         let (mut q, mut table) = (DeadlineQueue::<u32, u64>::new(), Table::new());
         let (mut now, mut next_key, mut peak) = (0u64, 0u32, 0usize);
         let mut expired = std::collections::BTreeSet::new();
         for op in ops {
             match op {
                 Op::Push(off) => {
-                    let at = now + if timeout == 0 { off } else { timeout };
+                    let at = now
+                        + match timeouts.len() {
+                            0 => off,
+                            n => timeouts[off as usize % n],
+                        };
                     prop_assert!(push_bounded(&mut q, &mut table, at, next_key, &mut peak));
+                    if timeouts.len() <= LANES && !timeouts.is_empty() {
+                        prop_assert_eq!(q.ordered_len(), 0, "a timeout of a lane in the set");
+                    }
                     next_key += 1;
                 }
                 Op::Reschedule(i, off) => {
                     let pick = table.iter().nth(i % table.len().max(1));
-                    // (not with one timeout: it would push out of order)
-                    if let Some((&k, &t)) = pick.filter(|_| timeout == 0) {
+                    // (not with timeouts: it would push at another distance from now)
+                    if let Some((&k, &t)) = pick.filter(|_| timeouts.is_empty()) {
                         // later than its current deadline: an earlier record of the key
                         // never looks live again
                         let at = t.max(now) + 1 + off;
@@ -513,14 +704,32 @@ mod tests {
     proptest! {
         #[test]
         fn behaves_as_a_sorted_table(ops in proptest::collection::vec(op(), 1..1500)) {
-            against_the_model(ops, 0)?;
+            against_the_model(ops, &[])?;
         }
 
         #[test]
         fn stays_bounded_with_a_timeout_longer_than_the_run(
             ops in proptest::collection::vec(op(), 1..1500)
         ) {
-            against_the_model(ops, 1 << 20)?;
+            against_the_model(ops, &[1 << 20])?;
+        }
+
+        /// Up to [`LANES`] timeouts: the set stays empty (asserted at every push).
+        #[test]
+        fn keeps_a_few_timeouts_in_lanes(
+            ops in proptest::collection::vec(op(), 1..1500),
+            timeouts in proptest::collection::vec(1..3000u64, 1..=LANES),
+        ) {
+            against_the_model(ops, &timeouts)?;
+        }
+
+        /// More timeouts than lanes: the set takes what fits no lane, in order still.
+        #[test]
+        fn behaves_as_a_sorted_table_with_many_timeouts(
+            ops in proptest::collection::vec(op(), 1..1500),
+            timeouts in proptest::collection::vec(1..3000u64, LANES + 1..12),
+        ) {
+            against_the_model(ops, &timeouts)?;
         }
     }
 }
