@@ -529,4 +529,29 @@ mod tests {
         assert_eq!(outcome(dict(), Err(RequestError::NodeDown)).class, -3);
         assert_eq!(outcome(dict(), Err(RequestError::TooBusy)).class, -3);
     }
+
+    /// The driver's buffer for the answers' JSON: written into, given back, not replaced.
+    #[test]
+    fn outcome_in_writes_into_the_buffer_it_is_given() {
+        let ok = || {
+            answer(false, |w| {
+                w.u32(268, AvpFlags::M, 0, 2001);
+            })
+        };
+        let buf = String::with_capacity(4096);
+        let at = buf.as_ptr();
+        let o = outcome_in(dict(), Ok(ok()), buf);
+        assert_eq!(o, outcome(dict(), Ok(ok())), "the same outcome");
+        assert_eq!(o.avps_json.as_ptr(), at, "no new allocation");
+        let o = outcome_in(dict(), Err(RequestError::Timeout), o.avps_json);
+        assert_eq!((o.class, o.avps_json.as_str()), (-2, ""), "cleared");
+        assert_eq!(o.avps_json.as_ptr(), at, "and handed back");
+        let o = outcome_in(dict(), Ok(ok()), o.avps_json);
+        assert!(
+            o.avps_json.starts_with("[{\"Session-Id\""),
+            "{}",
+            o.avps_json
+        );
+        assert_eq!(o.avps_json.as_ptr(), at);
+    }
 }
