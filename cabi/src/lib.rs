@@ -21,8 +21,8 @@ mod avps_check;
 pub mod fuzzing;
 mod reply;
 
-use dmshm::record::{Payload, ReplyStatus};
-use dmshm::worker::{Completion, Request, Worker, WorkerConfig};
+use dmshm::record::{IncomingRequest, Payload, ReplyStatus};
+use dmshm::worker::{Completion, Worker, WorkerConfig};
 use dmshm::Error;
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, CStr, CString};
@@ -75,7 +75,26 @@ pub struct dmb_worker {
     alive: Rc<Cell<bool>>,
     /// The bridge's dictionary, for converting replies here (see [`reply`]).
     dict: reply::ReplyDictionary,
+    /// Freed requests kept for the next ones, their buffers with them (see [`SPARE_REQUESTS`]).
+    /// Boxed: C holds a request by the box's address, so keeping the box is what saves its
+    /// allocation.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<dmb_request>>,
+    /// The buffer a reply's AVPs are encoded into, kept from one reply to the next.
+    reply_buf: bytes::BytesMut,
 }
+
+/// At most this many freed requests are kept per worker for reuse: a Kamailio or OpenSIPS
+/// worker runs one request's route at a time, so one is the steady state; a few more cover a
+/// module that holds requests a while. With them, taking, reading and freeing a request
+/// allocates nothing once the buffers have grown to the traffic's sizes (issue 15 item 2: no
+/// per-request allocation on either side of the seam); before, each request was a box and six
+/// strings, allocated and freed.
+const SPARE_REQUESTS: usize = 4;
+
+/// A request whose buffers have grown past this many bytes in all is not kept: one large
+/// request must not pin its memory in every SIP worker for the process's life.
+const SPARE_REQUEST_BYTES: usize = 64 * 1024;
 
 /// This process's id, cached: `std::process::id()` is a `getpid` system call each time
 /// (glibc stopped caching it in 2.25), and every call that takes a worker checks the pid
@@ -167,12 +186,81 @@ pub struct dmb_request {
     token: u64,
     app_id: u32,
     cmd_code: u32,
-    event: CString,
-    sess_id: CString,
-    cmd_name: CString,
-    origin_host: CString,
-    origin_realm: CString,
-    avps_json: CString,
+    event: CText,
+    sess_id: CText,
+    cmd_name: CText,
+    origin_host: CText,
+    origin_realm: CText,
+    avps_json: CText,
+}
+
+impl dmb_request {
+    /// Overwrites this request (a new one, or a spare) with `r` from `owner`, reusing the
+    /// buffers.
+    fn fill(&mut self, owner: *mut dmb_worker, alive: &Rc<Cell<bool>>, r: &IncomingRequest<'_>) {
+        self.owner = owner;
+        if !Rc::ptr_eq(&self.alive, alive) {
+            self.alive = Rc::clone(alive);
+        }
+        self.token = r.token;
+        self.app_id = r.app_id;
+        self.cmd_code = r.cmd_code;
+        self.event.set(r.event);
+        self.sess_id.set(r.sess_id);
+        self.cmd_name.set(r.cmd_name);
+        self.origin_host.set(r.origin_host);
+        self.origin_realm.set(r.origin_realm);
+        self.avps_json.set(r.avps_json);
+    }
+
+    /// The bytes its buffers hold on to.
+    fn capacity(&self) -> usize {
+        [
+            &self.event,
+            &self.sess_id,
+            &self.cmd_name,
+            &self.origin_host,
+            &self.origin_realm,
+            &self.avps_json,
+        ]
+        .iter()
+        .map(|t| t.0.capacity())
+        .sum()
+    }
+}
+
+/// A NUL-terminated text handed to C whose buffer is reused for the next text (see
+/// [`SPARE_REQUESTS`]). Empty until [`set`](Self::set): then it reads as "".
+#[derive(Default)]
+struct CText(Vec<u8>);
+
+impl CText {
+    /// Replaces the text with `s` and its NUL. An interior NUL, which C could not see past, is
+    /// dropped, as [`cstring`] does.
+    fn set(&mut self, s: &str) {
+        self.0.clear();
+        // With the NUL's byte: a new buffer is allocated once, not grown for the NUL.
+        self.0.reserve(s.len() + 1);
+        if s.as_bytes().contains(&0) {
+            self.0.extend(s.bytes().filter(|b| *b != 0));
+        } else {
+            self.0.extend_from_slice(s.as_bytes());
+        }
+        self.0.push(0);
+    }
+
+    fn as_c_str(&self) -> &CStr {
+        if self.0.is_empty() {
+            return c"";
+        }
+        // SAFETY: `set` is the only writer: the bytes end with the one NUL it pushed after
+        // text from which every NUL was removed.
+        unsafe { CStr::from_bytes_with_nul_unchecked(&self.0) }
+    }
+
+    fn as_ptr(&self) -> *const c_char {
+        self.as_c_str().as_ptr()
+    }
 }
 
 /// The outcome of an outgoing request (opaque); free with
@@ -469,6 +557,8 @@ pub unsafe extern "C" fn dmb_attach(
                         pid: current_pid(),
                         alive: Rc::new(Cell::new(true)),
                         dict: reply::ReplyDictionary::new(),
+                        spare: Vec::new(),
+                        reply_buf: bytes::BytesMut::new(),
                     }))
                 };
                 c_int::from(attached)
@@ -630,43 +720,38 @@ const _: () = assert!(DMB_MAX_FIFO_PRIORITY == *dmshm::sched::FIFO_PRIORITY.end(
 pub unsafe extern "C" fn dmb_next_request(w: *mut dmb_worker, out: *mut *mut dmb_request) -> c_int {
     guard(DMB_E_PANIC, || {
         let owner = w;
-        // SAFETY: w and out per the contract.
-        let w = match unsafe { worker_out(w, out) } {
-            Ok(w) => w,
+        if out.is_null() {
+            return invalid("out is NULL");
+        }
+        // SAFETY: out is non-NULL and writable per the contract.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: w is NULL or live per the contract.
+        let h = match unsafe { handle(w) } {
+            Ok(h) => h,
             Err(c) => return c,
         };
-        // SAFETY: worker_out checked that owner is a live worker of this process; only its
-        // `alive` field is read here, next to the `inner` borrowed as `w`.
-        let alive = unsafe { Rc::clone(&(*owner).alive) };
-        match w.next_request() {
+        match h.inner.next_request_view() {
             Ok(None) => 0,
             Ok(Some(r)) => {
-                let Request {
-                    token,
-                    app_id,
-                    cmd_code,
-                    event,
-                    sess_id,
-                    cmd_name,
-                    origin_host,
-                    origin_realm,
-                    avps_json,
-                } = r;
-                let req = dmb_request {
-                    owner,
-                    alive,
-                    token,
-                    app_id,
-                    cmd_code,
-                    event: cstring(event),
-                    sess_id: cstring(sess_id),
-                    cmd_name: cstring(cmd_name),
-                    origin_host: cstring(origin_host),
-                    origin_realm: cstring(origin_realm),
-                    avps_json: cstring(avps_json),
-                };
+                // A spare request's buffers, or new ones (see SPARE_REQUESTS).
+                let mut req = h.spare.pop().unwrap_or_else(|| {
+                    Box::new(dmb_request {
+                        owner,
+                        alive: Rc::clone(&h.alive),
+                        token: 0,
+                        app_id: 0,
+                        cmd_code: 0,
+                        event: CText::default(),
+                        sess_id: CText::default(),
+                        cmd_name: CText::default(),
+                        origin_host: CText::default(),
+                        origin_realm: CText::default(),
+                        avps_json: CText::default(),
+                    })
+                });
+                req.fill(owner, &h.alive, &r);
                 // SAFETY: out is writable per the contract.
-                unsafe { *out = Box::into_raw(Box::new(req)) };
+                unsafe { *out = Box::into_raw(req) };
                 1
             }
             Err(e) => fail(e),
@@ -814,16 +899,19 @@ pub unsafe extern "C" fn dmb_request_free(r: *mut dmb_request) {
         // Answered already (the usual case), or the bridge restarted: nothing owed. Asked
         // first, not found out from `reply`'s error, whose message is a `format!` (~1,000
         // instructions per request in a Kamailio worker, issue 15 item 2).
-        if !owner.inner.owes_reply(req.token) {
-            return;
+        if owner.inner.owes_reply(req.token) {
+            let _ = owner.inner.reply(
+                req.token,
+                ReplyStatus::Failed,
+                Payload::Json,
+                b"",
+                "the SIP server freed the request without answering it",
+            );
         }
-        let _ = owner.inner.reply(
-            req.token,
-            ReplyStatus::Failed,
-            Payload::Json,
-            b"",
-            "the SIP server freed the request without answering it",
-        );
+        // Kept for the next request, buffers and all (see SPARE_REQUESTS).
+        if owner.spare.len() < SPARE_REQUESTS && req.capacity() <= SPARE_REQUEST_BYTES {
+            owner.spare.push(req);
+        }
     })
 }
 
@@ -927,8 +1015,13 @@ fn reply_json(h: &mut dmb_worker, token: u64, json: &[u8], status: ReplyStatus) 
     // The record is written from the encoded AVPs (or the script's own JSON) as they
     // are: one copy, into the ring.
     let sent = match h.dict.get(w.dictionary()) {
-        Some(dict) => reply::encode(dict, json, max)
-            .map(|avps| w.reply(token, status, Payload::Avps, &avps, "")),
+        Some(dict) => {
+            reply::encode_in(dict, json, max, std::mem::take(&mut h.reply_buf)).map(|avps| {
+                let sent = w.reply(token, status, Payload::Avps, &avps, "");
+                h.reply_buf = avps;
+                sent
+            })
+        }
         None => check_avps(json)
             .and_then(|(json, counts)| avps_check::check_reply(counts).map(|()| json))
             .map(|json| w.reply(token, status, Payload::Json, json, "")),
@@ -1393,6 +1486,23 @@ pub unsafe extern "C" fn dmb_set_scheduling(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reused_texts_read_as_the_last_one_set_without_interior_nuls() {
+        let mut t = CText::default();
+        assert_eq!(t.as_c_str(), c"");
+        t.set("a longer first text");
+        assert_eq!(t.as_c_str(), c"a longer first text");
+        let cap = t.0.capacity();
+        t.set("short");
+        assert_eq!(t.as_c_str(), c"short");
+        assert_eq!(t.0.capacity(), cap, "the buffer is reused");
+        t.set("a\0b\0");
+        assert_eq!(t.as_c_str(), c"ab", "as cstring() does");
+        t.set("");
+        assert_eq!(t.as_c_str(), c"");
+        assert_eq!(t.as_ptr(), t.0.as_ptr().cast());
+    }
 
     #[test]
     fn json_checks() {

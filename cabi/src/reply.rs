@@ -11,7 +11,9 @@
 //! (the first moments of an attachment), or if it cannot be read, the reply goes as JSON and
 //! the bridge converts and checks it, as before.
 
+#[cfg(test)]
 use bytes::Bytes;
+use bytes::BytesMut;
 use dmproto::avp::AvpRefs;
 use dmproto::avp_code::{EXPERIMENTAL_RESULT, RESULT_CODE};
 use dmproto::dict::Dictionary;
@@ -69,12 +71,25 @@ fn build(blob: &[u8]) -> Option<Built> {
 /// The reply's JSON (`[]` when blank) as encoded AVPs (message-body form), at most `max`
 /// bytes, with at most one result AVP; the error is a sentence for the script writer that
 /// names the JSON path at fault.
+#[cfg(test)]
 pub(crate) fn encode(dict: &Dictionary, json: &[u8], max: usize) -> Result<Bytes, ScriptJsonError> {
+    encode_in(dict, json, max, BytesMut::new()).map(BytesMut::freeze)
+}
+
+/// [`encode`] into `buf` (cleared first), which comes back with the AVPs: the worker keeps it
+/// from one reply to the next, so a reply allocates nothing once it has grown (issue 15 item
+/// 2). On an error the buffer goes with it; the next reply starts a new one.
+pub(crate) fn encode_in(
+    dict: &Dictionary,
+    json: &[u8],
+    max: usize,
+    buf: BytesMut,
+) -> Result<BytesMut, ScriptJsonError> {
     let text = std::str::from_utf8(json).map_err(ScriptJsonError::NotUtf8)?;
     let text = if text.trim().is_empty() { "[]" } else { text };
-    let mut w = MessageWriter::avps_only().max_len(max);
+    let mut w = MessageWriter::avps_only_in(buf).max_len(max);
     JsonReader::new(dict).read_avps(text, &mut w)?;
-    let avps = w.finish()?;
+    let avps = w.finish_buf()?;
     avps_check::check_reply(result_counts(&avps))?;
     Ok(avps)
 }

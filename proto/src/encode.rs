@@ -51,8 +51,17 @@ impl MessageWriter {
     /// that knows about how large the AVPs will be (the JSON they are read from is an upper
     /// estimate) saves the buffer's regrowth copies (~1k instructions per Ro CCR-I).
     pub fn avps_only_with_capacity(capacity: usize) -> MessageWriter {
+        MessageWriter::avps_only_in(BytesMut::with_capacity(capacity))
+    }
+
+    /// [`avps_only`](Self::avps_only), appending to `buf` (cleared first): a caller that
+    /// encodes one set of AVPs after another keeps the buffer, [`finish_buf`](Self::finish_buf)
+    /// gives it back, and nothing is allocated once it has grown (libdmbridge's script replies,
+    /// issue 15 item 2).
+    pub fn avps_only_in(mut buf: BytesMut) -> MessageWriter {
+        buf.clear();
         MessageWriter {
-            buf: BytesMut::with_capacity(capacity),
+            buf,
             start: 0,
             groups: [0; MAX_DEPTH],
             depth: 0,

@@ -43,7 +43,7 @@ use crate::control::{
 };
 use crate::error::{Error, Result};
 use crate::recent::RecentRoundTrips;
-use crate::record::{class, OutgoingRequest, Payload, Record, Reply, ReplyStatus};
+use crate::record::{class, IncomingRequest, OutgoingRequest, Payload, Record, Reply, ReplyStatus};
 use crate::ring::{Consumer, Producer, PushError};
 use crate::segment::{RingId, Segment, ShmRing, WIRE_VERSION};
 use dmdeadline::DeadlineQueue;
@@ -139,6 +139,21 @@ pub struct Request {
     pub origin_realm: String,
     /// The AVPs as DESIGN §4 JSON.
     pub avps_json: String,
+}
+
+/// `r` owned, as [`Worker::next_request`] hands it out.
+fn owned(r: &IncomingRequest<'_>) -> Request {
+    Request {
+        token: r.token,
+        app_id: r.app_id,
+        cmd_code: r.cmd_code,
+        event: c_ready(r.event),
+        sess_id: c_ready(r.sess_id),
+        cmd_name: c_ready(r.cmd_name),
+        origin_host: c_ready(r.origin_host),
+        origin_realm: c_ready(r.origin_realm),
+        avps_json: c_ready(r.avps_json),
+    }
 }
 
 /// The outcome of an outgoing request, owned.
@@ -1012,8 +1027,16 @@ impl Worker {
         Ok(())
     }
 
-    /// The next incoming request, if any (never blocks).
+    /// The next incoming request, if any (never blocks), owned.
     pub fn next_request(&mut self) -> Result<Option<Request>> {
+        Ok(self.next_request_view()?.map(|r| owned(&r)))
+    }
+
+    /// The next incoming request, if any (never blocks), as its record holds it: borrowed from
+    /// the worker's record buffer until the next call: a caller that keeps buffers of its own (libdmbridge's C API
+    /// reuses each `dmb_request`'s) copies the fields without an allocation per request
+    /// (issue 15 item 2: none on either side of the seam).
+    pub fn next_request_view(&mut self) -> Result<Option<IncomingRequest<'_>>> {
         // Fast path without system calls while records are waiting; the
         // connection (doorbells, EOF, timer) is serviced when the ring runs
         // dry, which is also when a dead bridge shows.
@@ -1038,17 +1061,7 @@ impl Worker {
             Ok(Record::Incoming(r)) => {
                 self.tokens.insert(r.token);
                 self.stats.requests_received += 1;
-                Ok(Some(Request {
-                    token: r.token,
-                    app_id: r.app_id,
-                    cmd_code: r.cmd_code,
-                    event: c_ready(r.event),
-                    sess_id: c_ready(r.sess_id),
-                    cmd_name: c_ready(r.cmd_name),
-                    origin_host: c_ready(r.origin_host),
-                    origin_realm: c_ready(r.origin_realm),
-                    avps_json: c_ready(r.avps_json),
-                }))
+                Ok(Some(r))
             }
             Ok(other) => Err(Error::Protocol(format!(
                 "unexpected record in the requests ring: {other:?}"

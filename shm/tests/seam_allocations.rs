@@ -3,78 +3,25 @@
 //! calls) counts what `Bridge::dispatch`, `Bridge::service` (replies and the workers' own
 //! requests, handed over as `BridgeEvent`s), the events' drop and `Bridge::push_answer` (the
 //! outcomes) allocate in the steady state: nothing. The worker's side (libdmbridge) is counted
-//! too, as its C API hands things over: one allocation per NUL-terminated field the SIP server
-//! receives, no reallocation (BENCHMARKS.md "Session 13: allocation-free seam").
+//! too: taking a request (borrowed) and replying allocate nothing; an answer, as the C API hands
+//! it over, one allocation per NUL-terminated field the SIP server receives, no reallocation
+//! (BENCHMARKS.md "Session 13: allocation-free seam").
 //!
 //! A count, not a time: the assertion holds on any machine. Its own test binary, so no other
 //! test's threads share the allocator.
 
 mod common;
+mod counting;
 
 use common::{poll_fd, pump, wcfg};
+use counting::counted;
 use dmshm::bridge::{Bridge, BridgeConfig, BridgeEvent, Dispatch, SlotId};
-use dmshm::record::{class, Answer, IncomingRequest, Payload, ReplyStatus};
+use dmshm::record::{class, Answer, Payload, ReplyStatus};
 use dmshm::segment::Geometry;
 use dmshm::worker::Worker;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// `System`, counting the allocations (and reallocations) made by a thread while its switch
-/// is on.
-struct Counting;
-
-thread_local! {
-    static ON: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<u64> = const { Cell::new(0) };
-}
-
-fn note() {
-    // `try_with`: the thread's locals may be gone while it exits.
-    let _ = ON.try_with(|on| {
-        if on.get() {
-            let _ = COUNT.try_with(|c| c.set(c.get() + 1));
-        }
-    });
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; the counting touches only
-// const-initialised thread locals without destructors, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-/// Allocations made by `f` on this thread.
-fn counted<R>(f: impl FnOnce() -> R) -> (R, u64) {
-    COUNT.with(|c| c.set(0));
-    ON.with(|on| on.set(true));
-    let r = f();
-    ON.with(|on| on.set(false));
-    (r, COUNT.with(|c| c.get()))
-}
 
 fn cfg() -> BridgeConfig {
     let dir = std::env::temp_dir();
@@ -112,38 +59,20 @@ fn round(b: &mut Bridge, slot: SlotId, w: &mut Worker, evs: &mut Vec<BridgeEvent
     let mut n = Counts::default();
     let json = r#"[{"Session-Id":"s;1"},{"User-Name":"alice"}]"#;
     let reply_avps = [0u8; 96];
-    let req = IncomingRequest {
-        token: 0,
-        app_id: 16777216,
-        cmd_code: 305,
-        event: "",
-        sess_id: "s;1",
-        cmd_name: "Push-Profile-Request",
-        origin_host: "hss",
-        origin_realm: "realm",
-        avps_json: json,
-    };
+    let req = common::ppr(json);
     for _ in 0..PER_ROUND {
         let (d, a) = counted(|| b.dispatch("PPR", &req));
         assert!(matches!(d, Dispatch::Sent { .. }), "{d:?}");
         n.bridge += a;
     }
     for _ in 0..PER_ROUND {
-        // As libdmbridge's C API hands the request over: each field NUL-terminated.
-        let ((token, fields), a) = counted(|| {
-            let r = w.next_request().unwrap().unwrap();
-            let fields = [
-                r.event,
-                r.sess_id,
-                r.cmd_name,
-                r.origin_host,
-                r.origin_realm,
-                r.avps_json,
-            ]
-            .map(|f| CString::new(f).unwrap());
-            (r.token, fields)
+        // As libdmbridge's C API takes it: borrowed, copied into buffers the C API keeps
+        // (counted in cabi/tests/seam_allocations.rs).
+        let (token, a) = counted(|| {
+            let r = w.next_request_view().unwrap().unwrap();
+            assert_eq!(r.avps_json, json);
+            r.token
         });
-        drop(fields);
         n.worker_next_request += a;
         let (r, a) = counted(|| w.reply(token, ReplyStatus::Ok, Payload::Avps, &reply_avps, ""));
         r.unwrap();
@@ -262,12 +191,13 @@ fn the_bridge_allocates_nothing_per_message_in_either_direction() {
         total.bridge, 0,
         "the bridge's side of the seam allocated in the steady state"
     );
-    // The library's side, as its C API hands things over: one allocation per field the
-    // SIP server receives and frees (`dmb_request_free`, `dmb_answer_free`), none more (no
-    // reallocation to append the NUL): six per request (all six fields non-empty here), two
-    // per answer (its JSON; the empty error's one byte, made by `CString::new`).
+    // The library's side: taking a request allocates nothing (the C API copies it into the
+    // buffers of a reused `dmb_request`); an answer, as the C API hands it over, one
+    // allocation per field the SIP server receives and frees (`dmb_answer_free`), none more
+    // (no reallocation to append the NUL): two (its JSON; the empty error's one byte, made by
+    // `CString::new`).
     let msgs = (ROUNDS * PER_ROUND) as u64;
-    assert_eq!(total.worker_next_request, 6 * msgs, "per incoming request");
+    assert_eq!(total.worker_next_request, 0, "per incoming request");
     assert_eq!(total.worker_next_answer, 2 * msgs, "per answer");
     assert_eq!(total.worker_reply, 0, "a reply");
     assert_eq!(total.worker_send_async, 0, "an async request");

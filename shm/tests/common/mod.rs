@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 
 use dmshm::bridge::{Bridge, BridgeConfig, BridgeEvent};
+use dmshm::record::IncomingRequest;
 use dmshm::worker::WorkerConfig;
 use std::time::{Duration, Instant};
 
@@ -42,5 +43,22 @@ pub fn pump(
             while b.service(s, evs) {}
         }
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A Push-Profile-Request record as the bridge dispatches it (Cx, from "hss" in "realm",
+/// Session-Id "s;1"), its AVPs `json`.
+#[allow(dead_code)] // not every test binary dispatches
+pub fn ppr(json: &str) -> IncomingRequest<'_> {
+    IncomingRequest {
+        token: 0,
+        app_id: 16777216,
+        cmd_code: 305,
+        event: "",
+        sess_id: "s;1",
+        cmd_name: "Push-Profile-Request",
+        origin_host: "hss",
+        origin_realm: "realm",
+        avps_json: json,
     }
 }

@@ -1,0 +1,165 @@
+//! Issue 15 item 2 on the SIP server's side of the seam: what a SIP worker does with each
+//! incoming request through libdmbridge's C API — `dmb_next_request`, the getters,
+//! `dmb_reply` (the JSON converted with the bridge's dictionary), `dmb_request_free` —
+//! allocates nothing in the steady state. Before, each request was a box and six strings, and
+//! each reply's AVPs a new buffer grown twice and frozen (10 allocations per request, BENCHMARKS
+//! "Session 13: allocation-free seam").
+//!
+//! A counting global allocator (per thread, switched on only around the worker's calls) over
+//! a real bridge (`dmshm::bridge::Bridge`, in process, on another thread's turn) and the C API
+//! called as a module calls it. A count, not a time. Its own test binary, so no other test's
+//! threads share the allocator.
+
+use dmbridge::{
+    dmb_attach, dmb_detach, dmb_next_request, dmb_reply, dmb_request_avps_json, dmb_request_event,
+    dmb_request_free, dmb_request_origin_host, dmb_request_sess_id, dmb_request_token,
+    dmb_set_handled, dmb_worker, DMB_OK,
+};
+#[allow(dead_code)] // only `pump` and `ppr` are used here
+#[path = "../../shm/tests/common/mod.rs"]
+mod common;
+#[path = "../../shm/tests/counting/mod.rs"]
+mod counting;
+
+use common::pump;
+use counting::{counted, uncounted};
+use dmshm::bridge::{Bridge, BridgeConfig, BridgeEvent, Dispatch};
+use dmshm::record::Payload;
+use dmshm::segment::Geometry;
+use std::ffi::{c_char, CStr, CString};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const PER_ROUND: usize = 8;
+const WARM_UP: usize = 100;
+const ROUNDS: usize = 300;
+
+fn text(p: *const c_char) -> String {
+    // SAFETY: the C API hands NUL-terminated text valid until the request is freed.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+#[test]
+fn taking_reading_answering_and_freeing_a_request_allocates_nothing() {
+    let id = format!("{}-cabi-alloc", std::process::id());
+    let mut bc = BridgeConfig::new(
+        std::env::temp_dir().join(format!("dmb-{id}.sock")),
+        PathBuf::from(format!("/dev/shm/dmb-test-{id}")),
+    );
+    bc.geometry = Geometry {
+        slots: 2,
+        ring_bytes: 64 * 1024,
+        max_msg: 4096,
+    };
+    let mut b = Bridge::create(bc.clone()).unwrap();
+    // The built-in dictionary: replies are converted in the worker (`Payload::Avps`).
+    b.set_dictionary(&dmshm::control::encode_sources([]))
+        .unwrap();
+    let mut evs = Vec::with_capacity(4 * PER_ROUND);
+    let mut watched = Vec::new();
+
+    let path = CString::new(bc.control_path.to_str().unwrap()).unwrap();
+    let t = std::thread::spawn(move || {
+        let mut w: *mut dmb_worker = std::ptr::null_mut();
+        // SAFETY: NUL-terminated strings and a writable out pointer.
+        let rc = unsafe { dmb_attach(path.as_ptr(), c"w1".as_ptr(), &mut w) };
+        assert!(rc >= 0, "dmb_attach: {rc}");
+        w as usize // the worker is used from the test's thread only after this one ends
+    });
+    pump(&mut b, &mut watched, &mut evs, |e| {
+        e.iter()
+            .any(|e| matches!(e, BridgeEvent::WorkerAttached { .. }))
+    });
+    let w = t.join().unwrap() as *mut dmb_worker;
+    let names = [c"PPR".as_ptr()];
+    // SAFETY: a live worker; one name.
+    assert_eq!(unsafe { dmb_set_handled(w, names.as_ptr(), 1) }, DMB_OK);
+    pump(&mut b, &mut watched, &mut evs, |e| {
+        e.iter().any(|e| matches!(e, BridgeEvent::Handles { .. }))
+    });
+    evs.clear();
+    let slot = watched[0];
+
+    let json = r#"[{"Session-Id":"s;1"},{"Origin-Host":"hss"},{"User-Name":"alice"}]"#;
+    let req = common::ppr(json);
+    let answer = c"[{\"Result-Code\":2001},{\"Session-Id\":\"s;1\"}]";
+    let mut total = 0;
+    let mut as_avps = 0;
+    for round in 0..WARM_UP + ROUNDS {
+        for _ in 0..PER_ROUND {
+            let d = b.dispatch("PPR", &req);
+            assert!(matches!(d, Dispatch::Sent { .. }), "{d:?}");
+        }
+        // As a module's loop does: take until there is none (the empty take services the
+        // connection: the bridge's control messages, the dictionary among them, are read then).
+        let mut taken = 0;
+        let t0 = Instant::now();
+        loop {
+            assert!(t0.elapsed() < Duration::from_secs(5), "stuck");
+            let mut r = std::ptr::null_mut();
+            let mut seen = (String::new(), String::new(), String::new());
+            let (rc, n) = counted(|| {
+                // SAFETY: a live worker, a writable out pointer; `r` is live until freed.
+                unsafe {
+                    let rc = dmb_next_request(w, &mut r);
+                    if rc == 1 {
+                        let mut len = 0;
+                        let avps = dmb_request_avps_json(r, &mut len);
+                        let _ = (dmb_request_event(r), dmb_request_sess_id(r));
+                        let host = dmb_request_origin_host(r);
+                        // the test's own copies are not counted
+                        seen = uncounted(|| (text(avps), text(host), text(dmb_request_sess_id(r))));
+                        assert_eq!(len, seen.0.len());
+                        let token = dmb_request_token(r);
+                        let sent = dmb_reply(w, token, answer.as_ptr(), answer.count_bytes(), 0);
+                        assert_eq!(sent, DMB_OK);
+                        dmb_request_free(r);
+                    }
+                    rc
+                }
+            });
+            if rc == 1 {
+                assert_eq!(seen.0, json);
+                assert_eq!(seen.1, "hss");
+                assert_eq!(seen.2, "s;1");
+                taken += 1;
+                if round >= WARM_UP {
+                    total += n;
+                }
+            } else {
+                assert_eq!(rc, 0);
+                if round >= WARM_UP {
+                    total += n;
+                }
+                if taken == PER_ROUND {
+                    break;
+                }
+                while b.service(slot, &mut evs) {}
+            }
+        }
+        // The bridge takes the replies (not counted: its side has its own test in dmshm).
+        let t0 = Instant::now();
+        let mut replies = 0;
+        while replies < PER_ROUND {
+            assert!(t0.elapsed() < Duration::from_secs(5), "stuck");
+            while b.service(slot, &mut evs) {}
+            for e in evs.drain(..) {
+                if let BridgeEvent::Reply { form, .. } = e {
+                    replies += 1;
+                    if round >= WARM_UP && form == Payload::Avps {
+                        as_avps += 1;
+                    }
+                }
+            }
+        }
+    }
+    // SAFETY: the worker is live and not used after.
+    unsafe { dmb_detach(w) };
+    let msgs = ROUNDS * PER_ROUND;
+    println!("{total} allocations over {msgs} requests taken, read, answered and freed, and the empty takes between");
+    assert_eq!(
+        as_avps, msgs,
+        "every reply converted in the worker with the bridge's dictionary"
+    );
+    assert_eq!(total, 0, "the C API allocated in the steady state");
+}
