@@ -80,6 +80,9 @@ pub struct dmb_worker {
     /// allocation.
     #[allow(clippy::vec_box)]
     spare: Vec<Box<dmb_request>>,
+    /// Freed answers kept for the next ones, as `spare` (see [`SPARE_REQUESTS`]).
+    #[allow(clippy::vec_box)]
+    spare_answers: Vec<Box<dmb_answer>>,
     /// The buffer a reply's AVPs are encoded into, kept from one reply to the next.
     reply_buf: bytes::BytesMut,
 }
@@ -92,9 +95,9 @@ pub struct dmb_worker {
 /// strings, allocated and freed.
 const SPARE_REQUESTS: usize = 4;
 
-/// A request whose buffers have grown past this many bytes in all is not kept: one large
-/// request must not pin its memory in every SIP worker for the process's life.
-const SPARE_REQUEST_BYTES: usize = 64 * 1024;
+/// A request or answer whose buffers have grown past this many bytes in all is not kept: one
+/// large message must not pin its memory in every SIP worker for the process's life.
+const SPARE_BYTES: usize = 64 * 1024;
 
 /// This process's id, cached: `std::process::id()` is a `getpid` system call each time
 /// (glibc stopped caching it in 2.25), and every call that takes a worker checks the pid
@@ -266,11 +269,15 @@ impl CText {
 /// The outcome of an outgoing request (opaque); free with
 /// `dmb_answer_free()`.
 pub struct dmb_answer {
+    /// The worker that took it, which keeps it for reuse when it is freed while `alive` is set
+    /// (see [`SPARE_REQUESTS`]).
+    owner: *mut dmb_worker,
+    alive: Rc<Cell<bool>>,
     handle: u64,
     class: c_int,
     result_code: u32,
-    avps_json: CString,
-    error: CString,
+    avps_json: CText,
+    error: CText,
 }
 
 thread_local! {
@@ -558,6 +565,7 @@ pub unsafe extern "C" fn dmb_attach(
                         alive: Rc::new(Cell::new(true)),
                         dict: reply::ReplyDictionary::new(),
                         spare: Vec::new(),
+                        spare_answers: Vec::new(),
                         reply_buf: bytes::BytesMut::new(),
                     }))
                 };
@@ -909,7 +917,7 @@ pub unsafe extern "C" fn dmb_request_free(r: *mut dmb_request) {
             );
         }
         // Kept for the next request, buffers and all (see SPARE_REQUESTS).
-        if owner.spare.len() < SPARE_REQUESTS && req.capacity() <= SPARE_REQUEST_BYTES {
+        if owner.spare.len() < SPARE_REQUESTS && req.capacity() <= SPARE_BYTES {
             owner.spare.push(req);
         }
     })
@@ -1046,14 +1054,33 @@ fn reply_json(h: &mut dmb_worker, token: u64, json: &[u8], status: ReplyStatus) 
     }
 }
 
-fn answer_box(c: Completion) -> *mut dmb_answer {
-    Box::into_raw(Box::new(dmb_answer {
-        handle: c.handle,
-        class: c.class,
-        result_code: c.result_code,
-        avps_json: cstring(c.avps_json),
-        error: cstring(c.error),
-    }))
+fn answer_box(h: &mut dmb_worker, c: Completion) -> *mut dmb_answer {
+    let owner: *mut dmb_worker = h;
+    // A spare answer's buffers, or new ones (see SPARE_REQUESTS).
+    let mut a = h.spare_answers.pop().unwrap_or_else(|| {
+        Box::new(dmb_answer {
+            owner,
+            alive: Rc::clone(&h.alive),
+            handle: 0,
+            class: 0,
+            result_code: 0,
+            avps_json: CText::default(),
+            error: CText::default(),
+        })
+    });
+    a.owner = owner;
+    if !Rc::ptr_eq(&a.alive, &h.alive) {
+        a.alive = Rc::clone(&h.alive);
+    }
+    a.handle = c.handle;
+    a.class = c.class;
+    a.result_code = c.result_code;
+    a.avps_json.set(&c.avps_json);
+    a.error.set(&c.error);
+    // The library's strings go back to it for the next answers.
+    h.inner.reuse_text(c.avps_json);
+    h.inner.reuse_text(c.error);
+    Box::into_raw(a)
 }
 
 /// Sends a request to a Diameter peer through the bridge and waits for the
@@ -1127,13 +1154,13 @@ unsafe fn send_sync(
             unsafe { *out = std::ptr::null_mut() };
         }
         // SAFETY: w is NULL or live per the contract.
-        let w = match unsafe { worker(w) } {
-            Ok(w) => w,
+        let h = match unsafe { handle(w) } {
+            Ok(h) => h,
             Err(_) => return DMB_ANSWER_NOT_SENT,
         };
         // SAFETY: json/len per the contract.
         let c = match unsafe { request_json(json, len, check) } {
-            Ok(json) => w.send_request(app_id, cmd_code, json, timeout_ms),
+            Ok(json) => h.inner.send_request(app_id, cmd_code, json, timeout_ms),
             Err(why) => Completion {
                 handle: 0,
                 class: DMB_ANSWER_NOT_SENT,
@@ -1148,7 +1175,10 @@ unsafe fn send_sync(
         }
         if !out.is_null() {
             // SAFETY: out is writable per the contract.
-            unsafe { *out = answer_box(c) };
+            unsafe { *out = answer_box(h, c) };
+        } else {
+            h.inner.reuse_text(c.avps_json);
+            h.inner.reuse_text(c.error);
         }
         class
     })
@@ -1254,15 +1284,20 @@ pub unsafe extern "C" fn dmb_send_request_async_checked(
 #[no_mangle]
 pub unsafe extern "C" fn dmb_next_answer(w: *mut dmb_worker, out: *mut *mut dmb_answer) -> c_int {
     guard(DMB_E_PANIC, || {
-        // SAFETY: w and out per the contract.
-        let w = match unsafe { worker_out(w, out) } {
-            Ok(w) => w,
+        if out.is_null() {
+            return invalid("out is NULL");
+        }
+        // SAFETY: out is non-NULL and writable per the contract.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: w is NULL or live per the contract.
+        let h = match unsafe { handle(w) } {
+            Ok(h) => h,
             Err(c) => return c,
         };
-        match w.next_answer() {
+        match h.inner.next_answer() {
             Some(c) => {
                 // SAFETY: out is writable per the contract.
-                unsafe { *out = answer_box(c) };
+                unsafe { *out = answer_box(h, c) };
                 1
             }
             None => 0,
@@ -1358,9 +1393,24 @@ unsafe fn json_out(json: Option<&CStr>, len: *mut usize) -> *const c_char {
 #[no_mangle]
 pub unsafe extern "C" fn dmb_answer_free(a: *mut dmb_answer) {
     guard((), || {
-        if !a.is_null() {
-            // SAFETY: a came from Box::into_raw in answer_box.
-            drop(unsafe { Box::from_raw(a) });
+        if a.is_null() {
+            return;
+        }
+        // SAFETY: a came from Box::into_raw in answer_box.
+        let a = unsafe { Box::from_raw(a) };
+        if !a.alive.get() {
+            return; // the worker was freed
+        }
+        // SAFETY: `alive` is cleared when the worker is dropped, so `owner` is live; C uses a
+        // worker from one thread at a time and no other borrow of it exists during this call.
+        let owner = unsafe { &mut *a.owner };
+        // Kept for the next answer, buffers and all (see SPARE_REQUESTS); not in a forked
+        // child, whose worker is the parent's.
+        if owner.pid == current_pid()
+            && owner.spare_answers.len() < SPARE_REQUESTS
+            && a.avps_json.0.capacity() + a.error.0.capacity() <= SPARE_BYTES
+        {
+            owner.spare_answers.push(a);
         }
     })
 }

@@ -11,20 +11,22 @@
 //! threads share the allocator.
 
 use dmbridge::{
-    dmb_attach, dmb_detach, dmb_next_request, dmb_reply, dmb_request_avps_json, dmb_request_event,
-    dmb_request_free, dmb_request_origin_host, dmb_request_sess_id, dmb_request_token,
-    dmb_set_handled, dmb_worker, DMB_OK,
+    dmb_answer_avps_json, dmb_answer_class, dmb_answer_error, dmb_answer_free,
+    dmb_answer_result_code, dmb_attach, dmb_detach, dmb_fd, dmb_next_answer, dmb_next_request,
+    dmb_reply, dmb_request_avps_json, dmb_request_event, dmb_request_free, dmb_request_origin_host,
+    dmb_request_sess_id, dmb_request_token, dmb_send_request_async, dmb_set_handled, dmb_worker,
+    DMB_ANSWER_SUCCESS, DMB_OK,
 };
-#[allow(dead_code)] // only `pump` and `ppr` are used here
+#[allow(dead_code)] // not every helper is used here
 #[path = "../../shm/tests/common/mod.rs"]
 mod common;
 #[path = "../../shm/tests/counting/mod.rs"]
 mod counting;
 
-use common::pump;
+use common::{poll_fd, pump};
 use counting::{counted, uncounted};
 use dmshm::bridge::{Bridge, BridgeConfig, BridgeEvent, Dispatch};
-use dmshm::record::Payload;
+use dmshm::record::{class, Answer, Payload};
 use dmshm::segment::Geometry;
 use std::ffi::{c_char, CStr, CString};
 use std::path::PathBuf;
@@ -39,9 +41,9 @@ fn text(p: *const c_char) -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
-#[test]
-fn taking_reading_answering_and_freeing_a_request_allocates_nothing() {
-    let id = format!("{}-cabi-alloc", std::process::id());
+/// A bridge in process with one worker attached through the C API, handling PPR.
+fn attached(tag: &str) -> (Bridge, u32, *mut dmb_worker, Vec<BridgeEvent>) {
+    let id = format!("{}-cabi-{tag}", std::process::id());
     let mut bc = BridgeConfig::new(
         std::env::temp_dir().join(format!("dmb-{id}.sock")),
         PathBuf::from(format!("/dev/shm/dmb-test-{id}")),
@@ -78,8 +80,12 @@ fn taking_reading_answering_and_freeing_a_request_allocates_nothing() {
         e.iter().any(|e| matches!(e, BridgeEvent::Handles { .. }))
     });
     evs.clear();
-    let slot = watched[0];
+    (b, watched[0], w, evs)
+}
 
+#[test]
+fn taking_reading_answering_and_freeing_a_request_allocates_nothing() {
+    let (mut b, slot, w, mut evs) = attached("req");
     let json = r#"[{"Session-Id":"s;1"},{"Origin-Host":"hss"},{"User-Name":"alice"}]"#;
     let req = common::ppr(json);
     let answer = c"[{\"Result-Code\":2001},{\"Session-Id\":\"s;1\"}]";
@@ -161,5 +167,101 @@ fn taking_reading_answering_and_freeing_a_request_allocates_nothing() {
         as_avps, msgs,
         "every reply converted in the worker with the bridge's dictionary"
     );
+    assert_eq!(total, 0, "the C API allocated in the steady state");
+}
+
+#[test]
+fn sending_a_request_and_taking_and_freeing_its_answer_allocates_nothing() {
+    let (mut b, slot, w, mut evs) = attached("ans");
+    let json = c"[{\"Session-Id\":\"s;2\"},{\"User-Name\":\"alice\"}]";
+    let answer_json = r#"[{"Result-Code":2001},{"Session-Id":"s;2"}]"#;
+    let mut total = 0;
+    for round in 0..WARM_UP + ROUNDS {
+        for _ in 0..PER_ROUND {
+            let mut handle = 0;
+            let (rc, n) = counted(|| {
+                // SAFETY: a live worker, `json` of that length, a writable handle.
+                unsafe {
+                    dmb_send_request_async(
+                        w,
+                        4,
+                        272,
+                        json.as_ptr(),
+                        json.count_bytes(),
+                        5000,
+                        &mut handle,
+                    )
+                }
+            });
+            assert_eq!(rc, DMB_OK);
+            if round >= WARM_UP {
+                total += n;
+            }
+        }
+        // The bridge answers each (not counted: its side has its own test in dmshm).
+        let t0 = Instant::now();
+        let mut answered = 0;
+        while answered < PER_ROUND {
+            assert!(t0.elapsed() < Duration::from_secs(5), "stuck");
+            while b.service(slot, &mut evs) {}
+            for e in evs.drain(..) {
+                if let BridgeEvent::Request { handle, .. } = e {
+                    let a = Answer {
+                        handle,
+                        class: class::SUCCESS,
+                        result_code: 2001,
+                        bridge_ns: 1000,
+                        avps_json: answer_json,
+                        error: "",
+                    };
+                    b.push_answer(slot, &a).unwrap();
+                    answered += 1;
+                }
+            }
+        }
+        // As the module's loop does: take answers until there is none.
+        let mut taken = 0;
+        let t0 = Instant::now();
+        loop {
+            assert!(t0.elapsed() < Duration::from_secs(5), "stuck");
+            let mut a = std::ptr::null_mut();
+            let mut seen = String::new();
+            let (rc, n) = counted(|| {
+                // SAFETY: a live worker, a writable out pointer; `a` is live until freed.
+                unsafe {
+                    let rc = dmb_next_answer(w, &mut a);
+                    if rc == 1 {
+                        let mut len = 0;
+                        let p = dmb_answer_avps_json(a, &mut len);
+                        seen = uncounted(|| text(p));
+                        assert_eq!(len, seen.len());
+                        assert_eq!(dmb_answer_class(a), DMB_ANSWER_SUCCESS);
+                        assert_eq!(dmb_answer_result_code(a), 2001);
+                        assert_eq!(uncounted(|| text(dmb_answer_error(a))), "");
+                        dmb_answer_free(a);
+                    }
+                    rc
+                }
+            });
+            if round >= WARM_UP {
+                total += n;
+            }
+            if rc == 1 {
+                assert_eq!(seen, answer_json);
+                taken += 1;
+            } else {
+                assert_eq!(rc, 0);
+                if taken == PER_ROUND {
+                    break;
+                }
+                // SAFETY: a live worker.
+                poll_fd(unsafe { dmb_fd(w) }, 100);
+            }
+        }
+    }
+    // SAFETY: the worker is live and not used after.
+    unsafe { dmb_detach(w) };
+    let msgs = ROUNDS * PER_ROUND;
+    println!("{total} allocations over {msgs} requests sent and answers taken, read and freed, and the empty takes between");
     assert_eq!(total, 0, "the C API allocated in the steady state");
 }

@@ -141,6 +141,31 @@ pub struct Request {
     pub avps_json: String,
 }
 
+/// Most strings [`Worker::reuse_text`] keeps: enough for the answers one drain of the ring
+/// queues at a time in the usual case; the rest are freed.
+const SPARE_TEXTS: usize = 64;
+
+/// A string whose buffer has grown past this is not kept (one large answer must not pin its
+/// memory in every SIP worker).
+const SPARE_TEXT_BYTES: usize = 64 * 1024;
+
+/// `s` in a string from `spare` if there is one (no allocation once they have grown to the
+/// traffic's sizes), else as [`c_ready`]; with room for the NUL the C API appends.
+fn text_in(spare: &mut Vec<String>, s: &str) -> String {
+    if s.is_empty() {
+        return String::new();
+    }
+    match spare.pop() {
+        Some(mut t) => {
+            t.clear();
+            t.reserve(s.len() + 1);
+            t.push_str(s);
+            t
+        }
+        None => c_ready(s),
+    }
+}
+
 /// `r` owned, as [`Worker::next_request`] hands it out.
 fn owned(r: &IncomingRequest<'_>) -> Request {
     Request {
@@ -296,6 +321,9 @@ pub struct Worker {
     timer_at: Option<Instant>,
     handled: Vec<String>,
     answers: VecDeque<Done>,
+    /// Strings of completions handed back by the caller ([`Worker::reuse_text`]), filled
+    /// again for the next answers instead of allocated (issue 15 item 2).
+    spare_texts: Vec<String>,
     /// The requests in flight by handle (ours, sequential: FxHash, not SipHash), with their
     /// answer deadlines and start times.
     in_flight: FxHashMap<u64, Flight>,
@@ -553,6 +581,7 @@ impl Worker {
             timer_at: None,
             handled: Vec::new(),
             answers: VecDeque::new(),
+            spare_texts: Vec::new(),
             in_flight: FxHashMap::default(),
             deadlines: DeadlineQueue::new(),
             tokens: FxHashSet::default(),
@@ -1237,8 +1266,8 @@ impl Worker {
                             handle: a.handle,
                             class: a.class,
                             result_code: a.result_code,
-                            avps_json: c_ready(a.avps_json),
-                            error: c_ready(a.error),
+                            avps_json: text_in(&mut self.spare_texts, a.avps_json),
+                            error: text_in(&mut self.spare_texts, a.error),
                         };
                         let bridged = Bridged {
                             sent: f.sent,
@@ -1269,6 +1298,19 @@ impl Worker {
         match &mut self.link {
             Some(link) => link.req_rx.pop_into(&mut self.buf),
             None => Ok(false),
+        }
+    }
+
+    /// Gives back a string of a [`Completion`] the caller is done with (libdmbridge's C API
+    /// copies each answer into buffers of its own): the next answers are written into it
+    /// instead of a new allocation (issue 15 item 2). Bounded ([`SPARE_TEXTS`],
+    /// [`SPARE_TEXT_BYTES`]); empty strings are not kept (they hold nothing).
+    pub fn reuse_text(&mut self, s: String) {
+        if s.capacity() > 0
+            && s.capacity() <= SPARE_TEXT_BYTES
+            && self.spare_texts.len() < SPARE_TEXTS
+        {
+            self.spare_texts.push(s);
         }
     }
 
