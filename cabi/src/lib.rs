@@ -85,6 +85,8 @@ pub struct dmb_worker {
     spare_answers: Vec<Box<dmb_answer>>,
     /// The buffer a reply's AVPs are encoded into, kept from one reply to the next.
     reply_buf: bytes::BytesMut,
+    /// The JSON reader's scratch buffer for replies (hex, base64, escaped strings), kept too.
+    reply_scratch: Vec<u8>,
 }
 
 /// At most this many freed requests are kept per worker for reuse: a Kamailio or OpenSIPS
@@ -567,6 +569,7 @@ pub unsafe extern "C" fn dmb_attach(
                         spare: Vec::new(),
                         spare_answers: Vec::new(),
                         reply_buf: bytes::BytesMut::new(),
+                        reply_scratch: Vec::new(),
                     }))
                 };
                 c_int::from(attached)
@@ -1024,7 +1027,8 @@ fn reply_json(h: &mut dmb_worker, token: u64, json: &[u8], status: ReplyStatus) 
     // are: one copy, into the ring.
     let sent = match h.dict.get(w.dictionary()) {
         Some(dict) => {
-            reply::encode_in(dict, json, max, std::mem::take(&mut h.reply_buf)).map(|avps| {
+            let buf = std::mem::take(&mut h.reply_buf);
+            reply::encode_in(dict, json, max, buf, &mut h.reply_scratch).map(|avps| {
                 let sent = w.reply(token, status, Payload::Avps, &avps, "");
                 h.reply_buf = avps;
                 sent

@@ -73,22 +73,27 @@ fn build(blob: &[u8]) -> Option<Built> {
 /// names the JSON path at fault.
 #[cfg(test)]
 pub(crate) fn encode(dict: &Dictionary, json: &[u8], max: usize) -> Result<Bytes, ScriptJsonError> {
-    encode_in(dict, json, max, BytesMut::new()).map(BytesMut::freeze)
+    encode_in(dict, json, max, BytesMut::new(), &mut Vec::new()).map(BytesMut::freeze)
 }
 
-/// [`encode`] into `buf` (cleared first), which comes back with the AVPs: the worker keeps it
-/// from one reply to the next, so a reply allocates nothing once it has grown (issue 15 item
-/// 2). On an error the buffer goes with it; the next reply starts a new one.
+/// [`encode`] into `buf` (cleared first), which comes back with the AVPs, reading the JSON
+/// with `scratch` (hex, base64 and escaped strings are decoded there): the worker keeps both
+/// from one reply to the next, so a reply allocates nothing once they have grown (issue 15
+/// item 2). On an error the buffer goes with it; the next reply starts a new one.
 pub(crate) fn encode_in(
     dict: &Dictionary,
     json: &[u8],
     max: usize,
     buf: BytesMut,
+    scratch: &mut Vec<u8>,
 ) -> Result<BytesMut, ScriptJsonError> {
     let text = std::str::from_utf8(json).map_err(ScriptJsonError::NotUtf8)?;
     let text = if text.trim().is_empty() { "[]" } else { text };
     let mut w = MessageWriter::avps_only_in(buf).max_len(max);
-    JsonReader::new(dict).read_avps(text, &mut w)?;
+    let mut reader = JsonReader::with_scratch(dict, std::mem::take(scratch));
+    let read = reader.read_avps(text, &mut w);
+    *scratch = reader.into_scratch();
+    read?;
     let avps = w.finish_buf()?;
     avps_check::check_reply(result_counts(&avps))?;
     Ok(avps)

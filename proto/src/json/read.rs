@@ -49,6 +49,19 @@ impl<'d> JsonReader<'d> {
         }
     }
 
+    /// A reader for messages of `dict` with a scratch buffer kept elsewhere between readers
+    /// (cleared before use; [`into_scratch`](Self::into_scratch) gives it back): for a caller
+    /// whose dictionary may change under it, such as libdmbridge's worker, which cannot keep
+    /// the reader itself (issue 15 item 2: no allocation per reply).
+    pub fn with_scratch(dict: &'d Dictionary, scratch: Vec<u8>) -> JsonReader<'d> {
+        JsonReader { dict, scratch }
+    }
+
+    /// The scratch buffer, for the next [`with_scratch`](Self::with_scratch).
+    pub fn into_scratch(self) -> Vec<u8> {
+        self.scratch
+    }
+
     /// Parses a §4 AVP array and appends its AVPs to `w` (at the writer's current position:
     /// a message body, or inside an open group). On error the writer may hold part of the
     /// AVPs; discard it.
