@@ -388,10 +388,10 @@ mod tests {
         let mut w = MessageWriter::new(Header::request(309, 16777217, 1, 2));
         w.str(263, 0x40, 0, "s;1");
         IncomingRequest {
-            peer: PeerInfo {
+            peer: std::sync::Arc::new(PeerInfo {
                 host: "hss.example.net".into(),
                 realm: "example.net".into(),
-            },
+            }),
             message: Message::decode(w.finish().unwrap()).unwrap(),
         }
     }

@@ -81,10 +81,10 @@ mod tests {
         w.str(1, AvpFlags::M, 0, "odd"); // 3 bytes: padding matters
         w.i32(345678, 0, 999999, 7);
         IncomingRequest {
-            peer: PeerInfo {
+            peer: std::sync::Arc::new(PeerInfo {
                 host: "c.test.local".into(),
                 realm: "test.local".into(),
-            },
+            }),
             message: Message::decode(w.finish().unwrap()).unwrap(),
         }
     }

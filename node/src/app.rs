@@ -33,8 +33,9 @@ pub struct PeerInfo {
 /// An incoming request handed to the application.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IncomingRequest {
-    /// The connection's peer: what the script sees as the previous hop.
-    pub peer: PeerInfo,
+    /// The connection's peer: what the script sees as the previous hop. Shared: the node
+    /// keeps one per peer and hands out a reference count per request, not two strings.
+    pub peer: std::sync::Arc<PeerInfo>,
     /// The whole request, already validated against the dictionary.
     pub message: Message,
 }

@@ -22,6 +22,7 @@ use dmproto::avp::AvpFlags;
 use dmproto::header::HEADER_LEN;
 use dmproto::result_code as rc;
 use dmproto::Message;
+use std::borrow::Cow;
 
 use dmproto::avp_code::{DESTINATION_HOST, DESTINATION_REALM, ROUTE_RECORD};
 
@@ -63,21 +64,23 @@ impl NotOurs {
 }
 
 /// The request's Destination-Host and Destination-Realm, as text (lossy: a value that is
-/// not UTF-8 cannot name us, and is reported as it is).
-pub struct Destination {
+/// not UTF-8 cannot name us, and is reported as it is). Borrowed from the message when the
+/// value is UTF-8, as it is in practice: read for every incoming request, so no allocation
+/// (issue 15 item 2).
+pub struct Destination<'m> {
     /// Destination-Host (RFC 6733 §6.5); `None`: any host of the realm may answer.
-    pub host: Option<String>,
+    pub host: Option<Cow<'m, str>>,
     /// Destination-Realm (§6.6); `None` with no Destination-Host either: the request is for
     /// this node (§6.1.4, third case).
-    pub realm: Option<String>,
+    pub realm: Option<Cow<'m, str>>,
 }
 
-impl Destination {
+impl<'m> Destination<'m> {
     /// Reads both AVPs (the first of each) from `msg`.
-    pub fn of(msg: &Message) -> Destination {
+    pub fn of(msg: &'m Message) -> Destination<'m> {
         let text = |code| {
             msg.find_ref(code, 0)
-                .map(|a| String::from_utf8_lossy(a.data).into_owned())
+                .map(|a| String::from_utf8_lossy(a.data))
         };
         Destination {
             host: text(DESTINATION_HOST),
@@ -92,9 +95,9 @@ pub fn decide(dest: &Destination, me: &str, realms: &[&str]) -> Delivery {
     let ours = |r: &str| realms.iter().any(|x| x.eq_ignore_ascii_case(r));
     match (&dest.host, &dest.realm) {
         (Some(h), _) if h.eq_ignore_ascii_case(me) => Delivery::Local,
-        (Some(h), _) => Delivery::Elsewhere(NotOurs::OtherHost(h.clone())),
+        (Some(h), _) => Delivery::Elsewhere(NotOurs::OtherHost(h.to_string())),
         (None, Some(r)) if ours(r) => Delivery::Local,
-        (None, Some(r)) => Delivery::Elsewhere(NotOurs::ForeignRealm(r.clone())),
+        (None, Some(r)) => Delivery::Elsewhere(NotOurs::ForeignRealm(r.to_string())),
         (None, None) => Delivery::Local,
     }
 }

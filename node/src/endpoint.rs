@@ -246,6 +246,11 @@ pub struct Endpoint {
     /// Requests delivered to the application, by token, with their reply deadlines. Tokens
     /// are our own counter (no peer chooses them): FxHash, as for `conns`.
     delivered: FxHashMap<u64, Delivered>,
+    /// Each peer's names as handed to the application with its requests, kept so that a
+    /// request costs a reference count, not two strings (issue 15 item 2). Checked against
+    /// the peer's current capabilities at each use (a reconnect may bring a new CER). At
+    /// most one per peer of the table, whose ids are never reused.
+    peer_infos: FxHashMap<PeerId, Arc<PeerInfo>>,
     delivered_deadlines: BTreeSet<(Instant, u64)>,
     next_token: u64,
     status_version: u64,
@@ -309,6 +314,7 @@ impl Endpoint {
             base_hbh: (seeds.random >> 32) as u32,
             stopping: false,
             delivered: FxHashMap::default(),
+            peer_infos: FxHashMap::default(),
             delivered_deadlines: BTreeSet::new(),
             next_token: 0,
             status_version: 0,
@@ -843,6 +849,26 @@ impl Endpoint {
         }
     }
 
+    /// The names of `peer` for the application ([`IncomingRequest::peer`]): the kept ones
+    /// while they are still the peer's (two short comparisons), else made and kept anew.
+    fn peer_info(&mut self, peer: PeerId) -> Arc<PeerInfo> {
+        let (host, realm) = match self.peers.get(peer).and_then(|p| p.remote()) {
+            Some(r) => (r.origin_host.as_str(), r.origin_realm.as_str()),
+            None => ("", ""),
+        };
+        match self.peer_infos.get(&peer) {
+            Some(i) if i.host == host && i.realm == realm => Arc::clone(i),
+            _ => {
+                let info = Arc::new(PeerInfo {
+                    host: host.to_owned(),
+                    realm: realm.to_owned(),
+                });
+                self.peer_infos.insert(peer, Arc::clone(&info));
+                info
+            }
+        }
+    }
+
     /// A request from a peer. RFC 6733 §6.1 decides first, before any application sees it
     /// (DESIGN §9): a request for another host or realm is relayed when this node is a relay
     /// agent (§6.1.8), else answered 3002 / 3003; then an application we do not serve is
@@ -937,16 +963,7 @@ impl Endpoint {
             );
             return;
         }
-        let info = match self.peers.get(peer).and_then(|p| p.remote()) {
-            Some(r) => PeerInfo {
-                host: r.origin_host.clone(),
-                realm: r.origin_realm.clone(),
-            },
-            None => PeerInfo {
-                host: String::new(),
-                realm: String::new(),
-            },
-        };
+        let info = self.peer_info(peer);
         self.next_token = self.next_token.wrapping_add(1);
         let token = self.next_token;
         let deadline = now + self.config.app.reply_timeout;

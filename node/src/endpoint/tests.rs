@@ -32,6 +32,8 @@ struct Node {
     addr: SocketAddr,
     held: Vec<u64>,
     delivered: Vec<Message>,
+    /// The peer each delivered request came from, as the application got it.
+    delivered_from: Vec<Arc<app::PeerInfo>>,
     up: bool,
 }
 
@@ -141,6 +143,7 @@ impl Net {
             addr: addr(i as u16),
             held: Vec::new(),
             delivered: Vec::new(),
+            delivered_from: Vec::new(),
             up: true,
         });
         i
@@ -217,6 +220,7 @@ impl Net {
             Output::Deliver { token, request } => {
                 let msg = request.message;
                 self.nodes[i].delivered.push(msg.clone());
+                self.nodes[i].delivered_from.push(request.peer);
                 match self.nodes[i].behaviour {
                     Behaviour::Echo => {
                         let reply = Reply::Answer(echo_body(&msg));
@@ -433,6 +437,22 @@ fn capabilities_exchange_then_request_and_answer() {
     assert!(req.session_id().unwrap().starts_with("client.example.net;"));
     assert_eq!(req.find_ref(264, 0).unwrap().data, b"client.example.net");
     assert_eq!(req.find_ref(283, 0).unwrap().data, b"example.net");
+}
+
+#[test]
+fn requests_from_one_peer_share_its_names() {
+    // The application gets the peer's names from its CER with every request, as one shared
+    // value, not two strings per request (issue 15 item 2).
+    let mut net = net(&[Behaviour::Echo]);
+    let mut p1 = net.submit(0, 1);
+    let mut p2 = net.submit(0, 2);
+    assert!(answered(&mut p1).unwrap().is_ok());
+    assert!(answered(&mut p2).unwrap().is_ok());
+    let from = &net.nodes[1].delivered_from;
+    assert_eq!(from.len(), 2);
+    assert_eq!(from[0].host, "client.example.net");
+    assert_eq!(from[0].realm, "example.net");
+    assert!(Arc::ptr_eq(&from[0], &from[1]));
 }
 
 #[test]
