@@ -924,7 +924,8 @@ impl Endpoint {
             }
             return;
         }
-        let origin_host = origin_host(&msg).to_string();
+        // Borrowed: the cache keeps its own key for a host it has not seen (issue 15 item 2).
+        let origin_host = origin_host(&msg);
         let from = Requester {
             conn,
             hop_by_hop: msg.header.hop_by_hop,
@@ -932,7 +933,7 @@ impl Endpoint {
         let retransmit = msg.header.flags.is_retransmit();
         match self
             .dup
-            .check(&origin_host, msg.header.end_to_end, retransmit, from, now)
+            .check(origin_host, msg.header.end_to_end, retransmit, from, now)
         {
             DupCheck::New => {
                 let host = self.peers.get(peer).map_or("", |p| p.host());
