@@ -14,7 +14,7 @@
 //! there too (peer_lifecycle saw another test's HTTP GET on its peer's port).
 
 use std::fs::File;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
@@ -73,15 +73,49 @@ pub fn free_port() -> u16 {
     panic!("no free TCP port in 127.0.0.1:{POOL_START}..{POOL_END}");
 }
 
-/// True when 127.0.0.1:`port` can be bound now and nothing listens on it on any address.
+/// True when 127.0.0.1:`port` can be bound now, by a peer that does not set `SO_REUSEADDR`,
+/// and nothing listens on it on any address.
+///
+/// Without `SO_REUSEADDR`, which std's `TcpListener::bind` sets: a port whose earlier
+/// connections are still in TIME_WAIT (a peer of a test that has ended, in a process that
+/// held this block before) binds for a peer that sets it (freeDiameter, Kamailio) but not for
+/// one that does not (Erlang's `gen_tcp`, by default: an in-band TLS test's Erlang server
+/// failed with `eaddrinuse` on a port handed out here).
 pub fn port_is_free(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-        && TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
+    let bindable = |ip: Ipv4Addr| {
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .and_then(|s| s.bind(&std::net::SocketAddr::from((ip, port)).into()))
+            .is_ok()
+    };
+    bindable(Ipv4Addr::LOCALHOST) && bindable(Ipv4Addr::UNSPECIFIED)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn a_port_with_connections_in_time_wait_is_not_free() {
+        let port = free_port();
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+        let client = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        let (server_side, _) = listener.accept().unwrap();
+        // The server's side closes first: its socket on `port` goes to TIME_WAIT.
+        drop(server_side);
+        drop(listener);
+        let mut buf = [0u8; 1];
+        let _ = std::io::Read::read(&mut &client, &mut buf); // EOF: the FIN arrived
+        drop(client);
+        assert!(
+            TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok(),
+            "with SO_REUSEADDR (std's bind) the port binds"
+        );
+        assert!(
+            !port_is_free(port),
+            "a peer without SO_REUSEADDR could not bind it"
+        );
+    }
 
     #[test]
     fn the_block_is_held_against_other_processes() {
