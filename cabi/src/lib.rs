@@ -75,31 +75,72 @@ pub struct dmb_worker {
     alive: Rc<Cell<bool>>,
     /// The bridge's dictionary, for converting replies here (see [`reply`]).
     dict: reply::ReplyDictionary,
-    /// Freed requests kept for the next ones, their buffers with them (see [`SPARE_REQUESTS`]).
-    /// Boxed: C holds a request by the box's address, so keeping the box is what saves its
-    /// allocation.
-    #[allow(clippy::vec_box)]
-    spare: Vec<Box<dmb_request>>,
-    /// Freed answers kept for the next ones, as `spare` (see [`SPARE_REQUESTS`]).
-    #[allow(clippy::vec_box)]
-    spare_answers: Vec<Box<dmb_answer>>,
+    /// Freed requests kept for the next ones, their buffers with them.
+    spare: Spares<dmb_request>,
+    /// Freed answers kept for the next ones, as `spare`.
+    spare_answers: Spares<dmb_answer>,
     /// The buffer a reply's AVPs are encoded into, kept from one reply to the next.
     reply_buf: bytes::BytesMut,
     /// The JSON reader's scratch buffer for replies (hex, base64, escaped strings), kept too.
     reply_scratch: Vec<u8>,
 }
 
-/// At most this many freed requests are kept per worker for reuse: a Kamailio or OpenSIPS
-/// worker runs one request's route at a time, so one is the steady state; a few more cover a
-/// module that holds requests a while. With them, taking, reading and freeing a request
-/// allocates nothing once the buffers have grown to the traffic's sizes (issue 15 item 2: no
-/// per-request allocation on either side of the seam); before, each request was a box and six
-/// strings, allocated and freed.
+/// At most this many freed requests (and as many answers) are kept per worker for reuse: a
+/// Kamailio or OpenSIPS worker runs one request's route at a time, so one is the steady state;
+/// a few more cover a module that holds requests a while. With them, taking, reading and
+/// freeing a request or an answer allocates nothing once the buffers have grown to the
+/// traffic's sizes (issue 15 item 2: no per-request allocation on either side of the seam);
+/// before, each was a box and its strings, allocated and freed.
 const SPARE_REQUESTS: usize = 4;
 
 /// A request or answer whose buffers have grown past this many bytes in all is not kept: one
 /// large message must not pin its memory in every SIP worker for the process's life.
 const SPARE_BYTES: usize = 64 * 1024;
+
+/// What a worker hands to C and takes back when C frees it: a request or an answer.
+trait Handed {
+    /// The bytes its buffers hold on to.
+    fn capacity(&self) -> usize;
+}
+
+/// Freed requests or answers of one worker, kept with their buffers for the next ones
+/// ([`SPARE_REQUESTS`], [`SPARE_BYTES`]). Boxed: C holds one by the box's address, so keeping
+/// the box is what saves its allocation. A spare's `owner` and `alive` are its worker's
+/// already: a worker keeps only its own.
+struct Spares<T>(Vec<Box<T>>);
+
+impl<T: Handed> Spares<T> {
+    const fn new() -> Self {
+        Spares(Vec::new())
+    }
+
+    /// A spare, or `new()` boxed.
+    fn take(&mut self, new: impl FnOnce() -> T) -> Box<T> {
+        self.0.pop().unwrap_or_else(|| Box::new(new()))
+    }
+
+    /// Keeps `b` for the next one, unless enough are kept or it holds too much.
+    fn keep(&mut self, b: Box<T>) {
+        if self.0.len() < SPARE_REQUESTS && b.capacity() <= SPARE_BYTES {
+            self.0.push(b);
+        }
+    }
+}
+
+/// The worker that handed out a request or answer being freed, if C may still use it from
+/// here: not after `dmb_detach` (`alive` cleared), not in a forked child (the parent's).
+///
+/// # Safety
+/// `owner` is the worker the object was handed out by, live while `alive` is set.
+unsafe fn owner_here<'a>(owner: *mut dmb_worker, alive: &Cell<bool>) -> Option<&'a mut dmb_worker> {
+    if !alive.get() {
+        return None;
+    }
+    // SAFETY: `alive` is cleared when the worker is dropped, so `owner` is live; C uses a
+    // worker from one thread at a time and no other borrow of it exists during this call.
+    let owner = unsafe { &mut *owner };
+    (owner.pid == current_pid()).then_some(owner)
+}
 
 /// This process's id, cached: `std::process::id()` is a `getpid` system call each time
 /// (glibc stopped caching it in 2.25), and every call that takes a worker checks the pid
@@ -168,18 +209,21 @@ unsafe fn handle<'a>(w: *mut dmb_worker) -> Result<&'a mut dmb_worker, c_int> {
 }
 
 /// The start of every function that hands back one pointer: `*out` is cleared first, so it
-/// is NULL on every error, then the worker is checked as by [`worker`].
+/// is NULL on every error, then the worker is checked as by [`handle`].
 ///
 /// # Safety
 /// `w` is NULL or a live worker (the caller's contract); `out` is NULL or writable.
-unsafe fn worker_out<'a, T>(w: *mut dmb_worker, out: *mut *mut T) -> Result<&'a mut Worker, c_int> {
+unsafe fn worker_out<'a, T>(
+    w: *mut dmb_worker,
+    out: *mut *mut T,
+) -> Result<&'a mut dmb_worker, c_int> {
     if out.is_null() {
         return Err(invalid("out is NULL"));
     }
     // SAFETY: out is non-NULL and writable per the caller's contract.
     unsafe { *out = std::ptr::null_mut() };
     // SAFETY: w is NULL or live per the caller's contract.
-    unsafe { worker(w) }
+    unsafe { handle(w) }
 }
 
 /// An incoming Diameter request (opaque); free with `dmb_request_free()`.
@@ -200,13 +244,8 @@ pub struct dmb_request {
 }
 
 impl dmb_request {
-    /// Overwrites this request (a new one, or a spare) with `r` from `owner`, reusing the
-    /// buffers.
-    fn fill(&mut self, owner: *mut dmb_worker, alive: &Rc<Cell<bool>>, r: &IncomingRequest<'_>) {
-        self.owner = owner;
-        if !Rc::ptr_eq(&self.alive, alive) {
-            self.alive = Rc::clone(alive);
-        }
+    /// Overwrites this request (a new one, or a spare) with `r`, reusing the buffers.
+    fn fill(&mut self, r: &IncomingRequest<'_>) {
         self.token = r.token;
         self.app_id = r.app_id;
         self.cmd_code = r.cmd_code;
@@ -217,8 +256,9 @@ impl dmb_request {
         self.origin_realm.set(r.origin_realm);
         self.avps_json.set(r.avps_json);
     }
+}
 
-    /// The bytes its buffers hold on to.
+impl Handed for dmb_request {
     fn capacity(&self) -> usize {
         [
             &self.event,
@@ -272,7 +312,7 @@ impl CText {
 /// `dmb_answer_free()`.
 pub struct dmb_answer {
     /// The worker that took it, which keeps it for reuse when it is freed while `alive` is set
-    /// (see [`SPARE_REQUESTS`]).
+    /// ([`Spares`]).
     owner: *mut dmb_worker,
     alive: Rc<Cell<bool>>,
     handle: u64,
@@ -280,6 +320,12 @@ pub struct dmb_answer {
     result_code: u32,
     avps_json: CText,
     error: CText,
+}
+
+impl Handed for dmb_answer {
+    fn capacity(&self) -> usize {
+        self.avps_json.0.capacity() + self.error.0.capacity()
+    }
 }
 
 thread_local! {
@@ -566,8 +612,8 @@ pub unsafe extern "C" fn dmb_attach(
                         pid: current_pid(),
                         alive: Rc::new(Cell::new(true)),
                         dict: reply::ReplyDictionary::new(),
-                        spare: Vec::new(),
-                        spare_answers: Vec::new(),
+                        spare: Spares::new(),
+                        spare_answers: Spares::new(),
                         reply_buf: bytes::BytesMut::new(),
                         reply_scratch: Vec::new(),
                     }))
@@ -731,36 +777,28 @@ const _: () = assert!(DMB_MAX_FIFO_PRIORITY == *dmshm::sched::FIFO_PRIORITY.end(
 pub unsafe extern "C" fn dmb_next_request(w: *mut dmb_worker, out: *mut *mut dmb_request) -> c_int {
     guard(DMB_E_PANIC, || {
         let owner = w;
-        if out.is_null() {
-            return invalid("out is NULL");
-        }
-        // SAFETY: out is non-NULL and writable per the contract.
-        unsafe { *out = std::ptr::null_mut() };
-        // SAFETY: w is NULL or live per the contract.
-        let h = match unsafe { handle(w) } {
+        // SAFETY: w and out per the contract.
+        let h = match unsafe { worker_out(w, out) } {
             Ok(h) => h,
             Err(c) => return c,
         };
         match h.inner.next_request_view() {
             Ok(None) => 0,
             Ok(Some(r)) => {
-                // A spare request's buffers, or new ones (see SPARE_REQUESTS).
-                let mut req = h.spare.pop().unwrap_or_else(|| {
-                    Box::new(dmb_request {
-                        owner,
-                        alive: Rc::clone(&h.alive),
-                        token: 0,
-                        app_id: 0,
-                        cmd_code: 0,
-                        event: CText::default(),
-                        sess_id: CText::default(),
-                        cmd_name: CText::default(),
-                        origin_host: CText::default(),
-                        origin_realm: CText::default(),
-                        avps_json: CText::default(),
-                    })
+                let mut req = h.spare.take(|| dmb_request {
+                    owner,
+                    alive: Rc::clone(&h.alive),
+                    token: 0,
+                    app_id: 0,
+                    cmd_code: 0,
+                    event: CText::default(),
+                    sess_id: CText::default(),
+                    cmd_name: CText::default(),
+                    origin_host: CText::default(),
+                    origin_realm: CText::default(),
+                    avps_json: CText::default(),
                 });
-                req.fill(owner, &h.alive, &r);
+                req.fill(&r);
                 // SAFETY: out is writable per the contract.
                 unsafe { *out = Box::into_raw(req) };
                 1
@@ -898,15 +936,12 @@ pub unsafe extern "C" fn dmb_request_free(r: *mut dmb_request) {
         }
         // SAFETY: r came from Box::into_raw in dmb_next_request.
         let req = unsafe { Box::from_raw(r) };
-        if !req.alive.get() {
-            return; // the worker was freed: the bridge answered what it held
-        }
-        // SAFETY: `alive` is cleared when the worker is dropped, so `owner` is live; C uses a
-        // worker from one thread at a time and no other borrow of it exists during this call.
-        let owner = unsafe { &mut *req.owner };
-        if owner.pid != current_pid() {
-            return; // freed in a forked child: the request belongs to the parent's slot
-        }
+        // Detached: the bridge answered what it held; in a forked child: the request belongs
+        // to the parent's slot.
+        // SAFETY: `owner` handed the request out; it is live while `alive` is set.
+        let Some(owner) = (unsafe { owner_here(req.owner, &req.alive) }) else {
+            return;
+        };
         // Answered already (the usual case), or the bridge restarted: nothing owed. Asked
         // first, not found out from `reply`'s error, whose message is a `format!` (~1,000
         // instructions per request in a Kamailio worker, issue 15 item 2).
@@ -919,10 +954,7 @@ pub unsafe extern "C" fn dmb_request_free(r: *mut dmb_request) {
                 "the SIP server freed the request without answering it",
             );
         }
-        // Kept for the next request, buffers and all (see SPARE_REQUESTS).
-        if owner.spare.len() < SPARE_REQUESTS && req.capacity() <= SPARE_BYTES {
-            owner.spare.push(req);
-        }
+        owner.spare.keep(req);
     })
 }
 
@@ -1060,22 +1092,15 @@ fn reply_json(h: &mut dmb_worker, token: u64, json: &[u8], status: ReplyStatus) 
 
 fn answer_box(h: &mut dmb_worker, c: Completion) -> *mut dmb_answer {
     let owner: *mut dmb_worker = h;
-    // A spare answer's buffers, or new ones (see SPARE_REQUESTS).
-    let mut a = h.spare_answers.pop().unwrap_or_else(|| {
-        Box::new(dmb_answer {
-            owner,
-            alive: Rc::clone(&h.alive),
-            handle: 0,
-            class: 0,
-            result_code: 0,
-            avps_json: CText::default(),
-            error: CText::default(),
-        })
+    let mut a = h.spare_answers.take(|| dmb_answer {
+        owner,
+        alive: Rc::clone(&h.alive),
+        handle: 0,
+        class: 0,
+        result_code: 0,
+        avps_json: CText::default(),
+        error: CText::default(),
     });
-    a.owner = owner;
-    if !Rc::ptr_eq(&a.alive, &h.alive) {
-        a.alive = Rc::clone(&h.alive);
-    }
     a.handle = c.handle;
     a.class = c.class;
     a.result_code = c.result_code;
@@ -1288,13 +1313,8 @@ pub unsafe extern "C" fn dmb_send_request_async_checked(
 #[no_mangle]
 pub unsafe extern "C" fn dmb_next_answer(w: *mut dmb_worker, out: *mut *mut dmb_answer) -> c_int {
     guard(DMB_E_PANIC, || {
-        if out.is_null() {
-            return invalid("out is NULL");
-        }
-        // SAFETY: out is non-NULL and writable per the contract.
-        unsafe { *out = std::ptr::null_mut() };
-        // SAFETY: w is NULL or live per the contract.
-        let h = match unsafe { handle(w) } {
+        // SAFETY: w and out per the contract.
+        let h = match unsafe { worker_out(w, out) } {
             Ok(h) => h,
             Err(c) => return c,
         };
@@ -1402,19 +1422,9 @@ pub unsafe extern "C" fn dmb_answer_free(a: *mut dmb_answer) {
         }
         // SAFETY: a came from Box::into_raw in answer_box.
         let a = unsafe { Box::from_raw(a) };
-        if !a.alive.get() {
-            return; // the worker was freed
-        }
-        // SAFETY: `alive` is cleared when the worker is dropped, so `owner` is live; C uses a
-        // worker from one thread at a time and no other borrow of it exists during this call.
-        let owner = unsafe { &mut *a.owner };
-        // Kept for the next answer, buffers and all (see SPARE_REQUESTS); not in a forked
-        // child, whose worker is the parent's.
-        if owner.pid == current_pid()
-            && owner.spare_answers.len() < SPARE_REQUESTS
-            && a.avps_json.0.capacity() + a.error.0.capacity() <= SPARE_BYTES
-        {
-            owner.spare_answers.push(a);
+        // SAFETY: `owner` handed the answer out; it is live while `alive` is set.
+        if let Some(owner) = unsafe { owner_here(a.owner, &a.alive) } {
+            owner.spare_answers.keep(a);
         }
     })
 }
@@ -1463,7 +1473,7 @@ pub unsafe extern "C" fn dmb_status_json(w: *mut dmb_worker, out: *mut *mut c_ch
     guard(DMB_E_PANIC, || {
         // SAFETY: w and out per the contract.
         let w = match unsafe { worker_out(w, out) } {
-            Ok(w) => w,
+            Ok(h) => &mut h.inner,
             Err(c) => return c,
         };
         let s = cstring(status_json(w));

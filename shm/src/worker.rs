@@ -150,20 +150,15 @@ const SPARE_TEXTS: usize = 64;
 const SPARE_TEXT_BYTES: usize = 64 * 1024;
 
 /// `s` in a string from `spare` if there is one (no allocation once they have grown to the
-/// traffic's sizes), else as [`c_ready`]; with room for the NUL the C API appends.
+/// traffic's sizes), else in a new one.
 fn text_in(spare: &mut Vec<String>, s: &str) -> String {
     if s.is_empty() {
         return String::new();
     }
-    match spare.pop() {
-        Some(mut t) => {
-            t.clear();
-            t.reserve(s.len() + 1);
-            t.push_str(s);
-            t
-        }
-        None => c_ready(s),
-    }
+    let mut t = spare.pop().unwrap_or_default();
+    t.clear();
+    t.push_str(s);
+    t
 }
 
 /// `r` owned, as [`Worker::next_request`] hands it out.
@@ -172,12 +167,12 @@ fn owned(r: &IncomingRequest<'_>) -> Request {
         token: r.token,
         app_id: r.app_id,
         cmd_code: r.cmd_code,
-        event: c_ready(r.event),
-        sess_id: c_ready(r.sess_id),
-        cmd_name: c_ready(r.cmd_name),
-        origin_host: c_ready(r.origin_host),
-        origin_realm: c_ready(r.origin_realm),
-        avps_json: c_ready(r.avps_json),
+        event: r.event.to_owned(),
+        sess_id: r.sess_id.to_owned(),
+        cmd_name: r.cmd_name.to_owned(),
+        origin_host: r.origin_host.to_owned(),
+        origin_realm: r.origin_realm.to_owned(),
+        avps_json: r.avps_json.to_owned(),
     }
 }
 
@@ -496,19 +491,6 @@ impl SpinPolicy {
     fn record(&mut self, took: Duration) {
         self.recent.record(took);
     }
-}
-
-/// `s` owned, with room for one more byte: the NUL that libdmbridge's C API appends when
-/// it hands the field over (`CString::new`), which would otherwise reallocate every field of
-/// every request and answer (issue 15 item 2: one allocation per field, not two). Empty:
-/// nothing allocated here (`CString::new` makes its one byte, as before).
-fn c_ready(s: &str) -> String {
-    if s.is_empty() {
-        return String::new();
-    }
-    let mut o = String::with_capacity(s.len() + 1);
-    o.push_str(s);
-    o
 }
 
 fn sys_fd(rc: libc::c_int, what: &str) -> Result<OwnedFd> {
@@ -1061,10 +1043,10 @@ impl Worker {
         Ok(self.next_request_view()?.map(|r| owned(&r)))
     }
 
-    /// The next incoming request, if any (never blocks), as its record holds it: borrowed from
-    /// the worker's record buffer until the next call: a caller that keeps buffers of its own (libdmbridge's C API
-    /// reuses each `dmb_request`'s) copies the fields without an allocation per request
-    /// (issue 15 item 2: none on either side of the seam).
+    /// The next incoming request, if any (never blocks), as its record holds it: borrowed
+    /// from the worker's record buffer until the next call. A caller that keeps buffers of its
+    /// own (libdmbridge's C API reuses each `dmb_request`'s) copies the fields without an
+    /// allocation per request (issue 15 item 2: none on either side of the seam).
     pub fn next_request_view(&mut self) -> Result<Option<IncomingRequest<'_>>> {
         // Fast path without system calls while records are waiting; the
         // connection (doorbells, EOF, timer) is serviced when the ring runs

@@ -43,10 +43,7 @@ impl<'d> JsonReader<'d> {
     /// A reader for messages of `dict`; make one per connection or worker and reuse it, so the
     /// scratch buffer is allocated once.
     pub fn new(dict: &'d Dictionary) -> JsonReader<'d> {
-        JsonReader {
-            dict,
-            scratch: Vec::new(),
-        }
+        JsonReader::with_scratch(dict, Vec::new())
     }
 
     /// A reader for messages of `dict` with a scratch buffer kept elsewhere between readers
