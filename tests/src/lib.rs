@@ -13,6 +13,8 @@
 //! - [`roles`]: Kamailio with a role cfg of `cfg-examples/roles/`, and the scripted peers'
 //!   control ports.
 //! - [`oracle`]: `dmproto`'s decoding compared with tshark's, AVP by AVP.
+//! - [`held_peer`]: a Diameter peer that holds its answers until told, a SIP client sending
+//!   many requests at once, and the bridge's workers and counters, for the tests of stops.
 //! - [`dmbridge`]: the product binary, built once per test process; [`bridge::Bridge`] runs
 //!   it as a node with a per-test configuration.
 //!
@@ -26,6 +28,7 @@ pub mod certs;
 pub mod child;
 pub mod dmbridge;
 pub mod echo_worker;
+pub mod held_peer;
 pub mod hss;
 pub mod icscf;
 pub mod ocs;

@@ -1,0 +1,209 @@
+//! For the tests of what happens to originated requests when something stops
+//! (`tests/tests/originate_stops*.rs`): a Diameter peer that holds the requests it gets until
+//! the test tells it to answer them, a SIP client that sends many requests at once and
+//! collects their final replies, and the bridge's own view (`dmbridge ctl --json`) of its
+//! workers, counters and pending requests.
+//!
+//! The peer is [`RawClient`] connected to the bridge (`mode = "accept"` in the bridge's
+//! configuration, its default route): CER/CEA, DWRs answered while it reads, every request
+//! of test_app kept until [`HeldPeer::answer_all`]. Nothing is answered behind the test's back.
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::bridge::{BridgeOptions, BridgePeer};
+use crate::dmbridge::dmbridge_bin;
+use crate::wire::{answer_to, test_app, RawClient, RawMessage};
+
+/// The held peer's Diameter identity.
+pub const HELD_HOST: &str = "held.test.local";
+/// Its realm (the bridge's too).
+pub const HELD_REALM: &str = "test.local";
+
+/// Bridge options for a held peer: the defaults (test_app advertised), the peer accepted
+/// under [`HELD_HOST`] and made the default route, and `extra_toml` appended to `[app]`.
+pub fn held_bridge_options(port: u16, extra_toml: &str) -> BridgeOptions {
+    let mut o = BridgeOptions {
+        port,
+        ..BridgeOptions::default()
+    };
+    o.peers.push(BridgePeer {
+        host: HELD_HOST.into(),
+        port: None,
+    });
+    o.default_route = vec![HELD_HOST.into()];
+    o.timers = vec![
+        ("tw".into(), "6s".into()),
+        ("answer_timeout".into(), "20s".into()),
+    ];
+    o.extra_toml = extra_toml.into();
+    o
+}
+
+/// A peer connected to the bridge that answers nothing until told to.
+pub struct HeldPeer {
+    c: RawClient,
+    held: Vec<RawMessage>,
+}
+
+impl HeldPeer {
+    /// Connects to the bridge on `port` and exchanges CER/CEA; panics if the bridge refuses.
+    pub fn connect(port: u16) -> HeldPeer {
+        let mut c = RawClient::connect(port, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("held peer: connect to the bridge: {e}"));
+        let cea = c
+            .handshake(HELD_HOST, HELD_REALM, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("held peer: CER/CEA: {e}"));
+        assert_eq!(cea.result_code(), Some(2001), "held peer: CEA");
+        HeldPeer {
+            c,
+            held: Vec::new(),
+        }
+    }
+
+    /// Reads until it holds `n` test_app requests (DWRs answered on the way); returns how
+    /// many it holds when `timeout` ran out first.
+    pub fn hold(&mut self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        while self.held.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.c.read_until(left, (HELD_HOST, HELD_REALM), |m| {
+                m.is_request() && m.cmd_code == test_app::CMD
+            }) {
+                Ok(m) => self.held.push(m),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+                Err(e) => panic!("held peer: reading requests: {e}"),
+            }
+        }
+        self.held.len()
+    }
+
+    /// How many requests it holds.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Answers every held request 2001 (and forgets them); returns how many.
+    pub fn answer_all(&mut self) -> usize {
+        let held = std::mem::take(&mut self.held);
+        for m in &held {
+            let a = answer_to(m, 2001, HELD_HOST, HELD_REALM, &[]);
+            self.c
+                .send(&a)
+                .unwrap_or_else(|e| panic!("held peer: answering: {e}"));
+        }
+        held.len()
+    }
+
+    /// Answers DWRs and holds requests for `window` (keeps the connection alive while a test
+    /// waits for something else).
+    pub fn idle(&mut self, window: Duration) {
+        let _ = self.hold(usize::MAX, window);
+    }
+}
+
+/// Sends `n` SIP MESSAGEs for `sip:<user>@test.local` to 127.0.0.1:`port` from one socket at
+/// once; their final replies (status line and the reply's whole text) are read by
+/// [`SipBatch::finals`].
+pub struct SipBatch {
+    s: UdpSocket,
+    n: usize,
+}
+
+impl SipBatch {
+    /// Sends the requests (Call-IDs `<tag>-<i>`), nothing read yet.
+    pub fn send(port: u16, user: &str, tag: &str, n: usize) -> SipBatch {
+        let (s, me) = crate::sip::loopback_udp(Duration::from_millis(200));
+        for i in 0..n {
+            let msg = format!(
+                "MESSAGE sip:{user}@test.local SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-{tag}-{i}\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: <sip:{tag}@test.local>;tag={tag}{i}\r\n\
+                 To: <sip:{user}@test.local>\r\n\
+                 Call-ID: {tag}-{i}@test\r\n\
+                 CSeq: 1 MESSAGE\r\n\
+                 Content-Length: 0\r\n\r\n"
+            );
+            s.send_to(msg.as_bytes(), (Ipv4Addr::LOCALHOST, port))
+                .unwrap_or_else(|e| panic!("udp send: {e}"));
+        }
+        SipBatch { s, n }
+    }
+
+    /// The final replies that came within `timeout`, one per Call-ID (retransmissions
+    /// dropped), as (call index, status line): stops early once every request has one.
+    pub fn finals(&self, timeout: Duration) -> Vec<(usize, String)> {
+        let deadline = Instant::now() + timeout;
+        let mut got: Vec<(usize, String)> = Vec::new();
+        let mut buf = vec![0u8; 65535];
+        while got.len() < self.n && Instant::now() < deadline {
+            let Ok(n) = self.s.recv(&mut buf) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]);
+            let line = text.lines().next().unwrap_or("").to_string();
+            if line.starts_with("SIP/2.0 1") {
+                continue;
+            }
+            let idx = text
+                .lines()
+                .find_map(|l| {
+                    let l = l
+                        .strip_prefix("Call-ID:")
+                        .or_else(|| l.strip_prefix("i:"))?;
+                    let id = l.trim().split('@').next()?;
+                    id.rsplit('-').next()?.parse::<usize>().ok()
+                })
+                .unwrap_or(usize::MAX);
+            if !got.iter().any(|(i, _)| *i == idx) {
+                got.push((idx, line));
+            }
+        }
+        got.sort();
+        got
+    }
+}
+
+/// `dmbridge ctl --config CONFIG --json WHAT`, parsed; `Value::Null` when the bridge does
+/// not answer (stopped, or not yet listening).
+pub fn ctl_json(config: &Path, what: &str) -> Value {
+    let Ok(bin) = dmbridge_bin() else {
+        return Value::Null;
+    };
+    let Ok(out) = Command::new(bin)
+        .arg("ctl")
+        .arg("--config")
+        .arg(config)
+        .args(["--json", "--timeout", "5", what])
+        .output()
+    else {
+        return Value::Null;
+    };
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// The workers attached to the bridge as (pid, name).
+pub fn bridge_workers(config: &Path) -> Vec<(u32, String)> {
+    let v = ctl_json(config, "workers");
+    let list = if v.is_array() { &v } else { &v["workers"] };
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|w| {
+                    (
+                        w["pid"].as_u64().unwrap_or(0) as u32,
+                        w["name"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,461 @@
+//! Kamailio's originate path when something stops (issue 15's last closing note): the real
+//! `kamailio` with `dmbridge.so`, the real `dmbridge run`, a Diameter peer that holds its
+//! answers until the test says so ([`harness::held_peer`]) and SIP clients on UDP. The script
+//! (`CFG` below) sends a test_app request per SIP MESSAGE, `dm_send_request_async` (tm
+//! suspends the transaction, a dmbridge worker sends it) for `async` and `dm_send_request`
+//! (the SIP worker waits) for `sync`, and replies 200 for a 2xxx answer, else
+//! `500 Diameter <rc> <error>`. Every wait is bounded and polls a condition.
+//!
+//! - `sigterm_with_async_and_sync_calls_in_flight`: Kamailio stops (SIGTERM) while the peer
+//!   holds 4 async and 2 sync requests. It exits 0 well within its exit_timeout, with no
+//!   crash in its log; the bridge logs each attachment's departure with the 6 requests it
+//!   abandons; then a new Kamailio attaches (in the same slots) and the peer answers the old
+//!   requests: the bridge counts all 6 as dropped, none reaches the new workers, nothing
+//!   stays pending in the node, and the new Kamailio's next call is answered.
+//! - `killed_dmbridge_worker_takes_kamailio_down`: a dmbridge worker killed (SIGKILL) with 4
+//!   jobs in flight. Kamailio's main process ends the whole server when a child dies
+//!   ("terminating due to SIGCHLD"), so the suspended transactions end with it and the SIP
+//!   clients get no reply (no tm timer runs after). The bridge reaps every attachment and
+//!   the late answers end as in the first test.
+//! - `bridge_restart_ends_waiting_calls_then_reattaches`: the bridge killed with 4 async and 2
+//!   sync calls waiting: each gets -3 (DESIGN §3: bridge down, "bridge went away before
+//!   answering") at once, not at its 8 s timeout, and the SIP client the script's 500; the
+//!   bridge started again, the module's processes re-attach by themselves and the next async
+//!   and sync calls are answered 200.
+//! - `sigterm_with_jobs_on_the_shared_list`: both dmbridge workers stopped (SIGSTOP), so the
+//!   SIP workers' 6 jobs stay on the shared-memory lists; tm's fr_timer answers the clients
+//!   408; then SIGTERM. The stopped workers cannot take it: Kamailio's main process kills them
+//!   at exit_timeout and exits 0, with the jobs abandoned in shared memory, no crash, and no
+//!   request ever sent.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use harness::bridge::Bridge;
+use harness::held_peer::{bridge_workers, ctl_json, held_bridge_options, HeldPeer, SipBatch};
+use harness::roles::RoleKamailio;
+use harness::wait::poll_until;
+use harness::{free_port, Sig, TestDir};
+use serde_json::Value;
+
+/// The script: `MESSAGE sip:async@` / `sip:sync@` send a test_app request.
+const CFG: &str = r#"#!KAMAILIO
+debug=2
+log_stderror=yes
+children=4
+port=SIP_PORT
+listen=udp:127.0.0.1
+disable_tcp=yes
+auto_aliases=no
+exit_timeout=EXIT_TIMEOUT
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "xlog.so"
+loadmodule "textops.so"
+loadmodule "ctl.so"
+loadmodule DMB_SO
+modparam("dmbridge", "bridge_socket", DMB_SOCKET)
+modparam("dmbridge", "workers", 2)
+modparam("dmbridge", "request_timeout", REQUEST_TIMEOUT)
+modparam("tm", "fr_timer", FR_TIMER)
+
+request_route {
+	if (!is_method("MESSAGE")) {
+		sl_send_reply("405", "Method Not Allowed");
+		exit;
+	}
+	$var(req) = '[{"Session-Id":"bridge.test.local;' + $ci + '"},{"Destination-Realm":"test.local"},'
+		+ '{"345678:999999":{"hex":"0000002a"}}]';
+	if ($rU == "sync") {
+		dm_send_request("16777215", "16777214", "$var(req)");
+		$var(rc) = $rc;
+		if ($var(rc) == 1) {
+			sl_send_reply("200", "OK");
+		} else {
+			sl_send_reply("500", "Diameter $var(rc) $dm(error)");
+		}
+		exit;
+	}
+	if (!t_newtran()) {
+		sl_reply_error();
+		exit;
+	}
+	dm_send_request_async("16777215", "16777214", "$var(req)", "ASYNC_DONE");
+	t_reply("500", "Diameter not sent $dm(error)");
+}
+
+# t_reply's reason is a constant or one variable, not a format
+route[ASYNC_DONE] {
+	if ($dm(result) == 1) {
+		t_reply("200", "OK");
+	} else {
+		$var(why) = "Diameter " + $dm(result) + " " + $dm(error);
+		t_reply("500", "$var(why)");
+	}
+}
+"#;
+
+/// What a Kamailio log must never say.
+const CRASH: &[&str] = &[
+    "BUG",
+    "CRITICAL",
+    "segfault",
+    "core was generated",
+    "exited by a signal",
+    "shutdown timeout triggered",
+];
+
+struct Setup {
+    dir: TestDir,
+    cfg: PathBuf,
+    bridge: Bridge,
+    socket: PathBuf,
+}
+
+/// A bridge whose default route is the held peer (answer timeout 20 s: only the script's
+/// request timeout ends a request), and the script written with `defines`' values.
+fn setup(name: &str, request_timeout_ms: u32, fr_timer_ms: u32, exit_timeout_s: u32) -> Setup {
+    let dir = TestDir::new(name);
+    let _ = harness::dmbridge::dmbridge_bin();
+    let bport = free_port();
+    let bridge = Bridge::start(dir.path(), &held_bridge_options(bport, ""));
+    let socket = dir
+        .path()
+        .join(format!("bridge-{bport}"))
+        .join("control.sock");
+    let cfg = dir.path().join("stops.cfg");
+    let text = CFG
+        .replace("REQUEST_TIMEOUT", &request_timeout_ms.to_string())
+        .replace("FR_TIMER", &fr_timer_ms.to_string())
+        .replace("EXIT_TIMEOUT", &exit_timeout_s.to_string());
+    std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{}: {e}", cfg.display()));
+    Setup {
+        dir,
+        cfg,
+        bridge,
+        socket,
+    }
+}
+
+fn kamailio(s: &Setup, name: &str) -> RoleKamailio {
+    RoleKamailio::start(s.dir.path(), name, &s.cfg, &s.socket, &[], 2)
+}
+
+/// The bridge's own status document, as the module shows it (`dmbridge.status`'s `bridge`).
+fn bridge_doc(k: &RoleKamailio) -> Value {
+    let st = k.kamcmd(&["dmbridge.status"]);
+    st.lines()
+        .find_map(|l| l.trim().strip_prefix("bridge: "))
+        .and_then(|j| serde_json::from_str::<Value>(j).ok())
+        .map(|v| v.get("bridge").cloned().unwrap_or(v))
+        .unwrap_or(Value::Null)
+}
+
+/// One counter of `dmbridge.status` (the module's own).
+fn module_counter(k: &RoleKamailio, name: &str) -> Option<u64> {
+    let st = k.kamcmd(&["dmbridge.status"]);
+    st.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The node's pending requests (`dmbridge ctl status`).
+fn pending(bridge: &Bridge) -> Option<u64> {
+    ctl_json(bridge.config_path(), "status")["pending"].as_u64()
+}
+
+/// Lines of `text` naming a crash.
+fn crash_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| CRASH.iter().any(|c| l.contains(c)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Sums the "N of its outgoing requests abandoned" of the bridge's "gone" lines.
+fn abandoned(bridge_log: &str) -> u64 {
+    bridge_log
+        .lines()
+        .filter(|l| l.contains(") gone: "))
+        .filter_map(|l| {
+            let head = l.split(" of its outgoing requests abandoned").next()?;
+            head.rsplit(", ").next()?.trim().parse::<u64>().ok()
+        })
+        .sum()
+}
+
+fn signal_pid(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+fn dm_worker_pids(bridge: &Bridge) -> Vec<u32> {
+    bridge_workers(bridge.config_path())
+        .into_iter()
+        .filter(|(_, n)| n.starts_with("kamailio-dm-"))
+        .map(|(p, _)| p)
+        .collect()
+}
+
+fn wait_exit(k: &mut RoleKamailio, within: Duration) -> std::process::ExitStatus {
+    k.guard.wait_exit(within).unwrap_or_else(|| {
+        panic!(
+            "kamailio did not exit within {within:?}\n{}",
+            k.guard.tail(40)
+        )
+    })
+}
+
+/// Waits until the bridge has no worker attached, and its "gone" lines abandoned `n`
+/// outgoing requests in all; returns that sum.
+fn wait_all_gone(s: &mut Setup, n: u64) -> u64 {
+    let config = s.bridge.config_path().to_path_buf();
+    let r = poll_until(
+        "the bridge reaped every attachment",
+        Duration::from_secs(10),
+        || {
+            let gone = abandoned(&s.bridge.guard().output());
+            (gone >= n && bridge_workers(&config).is_empty()).then_some(gone)
+        },
+    );
+    r.unwrap_or_else(|e| panic!("{e}\n{}", s.bridge.guard().tail(20)))
+}
+
+/// After a Kamailio went away with `n` requests at the peer: a new Kamailio attaches (in the
+/// slots the old workers had), then the peer answers the old requests. The bridge counts each
+/// answer as dropped (its worker is gone) and delivers none to the new workers; nothing stays
+/// pending; and the new Kamailio's next call is answered.
+fn answers_after_the_workers_left_are_dropped(s: &Setup, peer: &mut HeldPeer, n: u64) {
+    let k = kamailio(s, "kamailio-b");
+    assert_eq!(peer.answer_all() as u64, n);
+    let r = poll_until(
+        "the late answers counted as dropped",
+        Duration::from_secs(10),
+        || {
+            let d = bridge_doc(&k)["counters"]["outcomes"]["dropped_worker_gone"].as_u64();
+            (d == Some(n)).then_some(())
+        },
+    );
+    r.unwrap_or_else(|e| panic!("{e}: {}", bridge_doc(&k)));
+    assert_eq!(pending(&s.bridge), Some(0), "the node still holds requests");
+    for c in ["answers_ok", "answers_error", "timeouts", "not_sent"] {
+        assert_eq!(
+            module_counter(&k, c),
+            Some(0),
+            "{c}: an old answer reached the new workers"
+        );
+    }
+    assert!(
+        k.log_lines("unknown async handle").is_empty(),
+        "{}",
+        k.guard.tail(20)
+    );
+    let b = SipBatch::send(k.sip_port, "async", "next", 1);
+    assert_eq!(
+        peer.hold(1, Duration::from_secs(10)),
+        1,
+        "{}",
+        k.guard.tail(20)
+    );
+    peer.answer_all();
+    assert_eq!(
+        b.finals(Duration::from_secs(10)),
+        [(0, "SIP/2.0 200 OK".to_string())]
+    );
+}
+
+#[test]
+fn sigterm_with_async_and_sync_calls_in_flight() {
+    let mut s = setup("originate-stops-sigterm", 8000, 20000, 10);
+    let mut peer = HeldPeer::connect(s.bridge.port());
+    let mut k = kamailio(&s, "kamailio-a");
+    let _a = SipBatch::send(k.sip_port, "async", "a", 4);
+    let _y = SipBatch::send(k.sip_port, "sync", "y", 2);
+    assert_eq!(
+        peer.hold(6, Duration::from_secs(10)),
+        6,
+        "{}",
+        k.guard.tail(30)
+    );
+
+    k.guard
+        .signal(Sig::Term)
+        .unwrap_or_else(|e| panic!("SIGTERM: {e}"));
+    // exit_timeout is 10 s: a shutdown that needed Kamailio's SIGKILL would take that long,
+    // and say "shutdown timeout" or leave a child killed by a signal
+    let st = wait_exit(&mut k, Duration::from_secs(15));
+    assert!(
+        st.success(),
+        "kamailio exited with {st:?}\n{}",
+        k.guard.tail(30)
+    );
+    let log = k.guard.output();
+    assert_eq!(crash_lines(&log), Vec::<String>::new());
+    assert!(
+        log.contains("Thank you for flying kamailio"),
+        "{}",
+        k.guard.tail(30)
+    );
+
+    // each dmbridge worker and SIP worker that had a request out is logged as gone with it
+    assert_eq!(wait_all_gone(&mut s, 6), 6);
+    answers_after_the_workers_left_are_dropped(&s, &mut peer, 6);
+}
+
+#[test]
+fn killed_dmbridge_worker_takes_kamailio_down() {
+    let mut s = setup("originate-stops-kill", 8000, 20000, 10);
+    let mut peer = HeldPeer::connect(s.bridge.port());
+    let mut k = kamailio(&s, "kamailio-a");
+    let a = SipBatch::send(k.sip_port, "async", "a", 4);
+    assert_eq!(
+        peer.hold(4, Duration::from_secs(10)),
+        4,
+        "{}",
+        k.guard.tail(30)
+    );
+    let pids = dm_worker_pids(&s.bridge);
+    assert_eq!(
+        pids.len(),
+        2,
+        "{:?}",
+        bridge_workers(s.bridge.config_path())
+    );
+
+    signal_pid(pids[0], "KILL");
+    // Kamailio's main process ends the whole server when a child dies: the suspended
+    // transactions go with it (no tm timer runs after), and the SIP clients get nothing
+    let st = wait_exit(&mut k, Duration::from_secs(15));
+    assert!(!st.success(), "{st:?}");
+    let log = k.guard.output();
+    assert!(
+        log.contains(&format!("child process {} exited by a signal 9", pids[0]))
+            && log.contains("terminating due to SIGCHLD"),
+        "{}",
+        k.guard.tail(30)
+    );
+    let crashes: Vec<String> = crash_lines(&log)
+        .into_iter()
+        .filter(|l| !l.contains(&format!("child process {} exited by a signal 9", pids[0])))
+        .collect();
+    assert_eq!(crashes, Vec::<String>::new());
+    assert_eq!(a.finals(Duration::from_millis(500)), []);
+
+    assert_eq!(wait_all_gone(&mut s, 4), 4);
+    answers_after_the_workers_left_are_dropped(&s, &mut peer, 4);
+}
+
+#[test]
+fn bridge_restart_ends_waiting_calls_then_reattaches() {
+    let mut s = setup("originate-stops-restart", 8000, 20000, 10);
+    let mut peer = HeldPeer::connect(s.bridge.port());
+    let mut k = kamailio(&s, "kamailio-a");
+    let a = SipBatch::send(k.sip_port, "async", "a", 4);
+    let y = SipBatch::send(k.sip_port, "sync", "y", 2);
+    assert_eq!(
+        peer.hold(6, Duration::from_secs(10)),
+        6,
+        "{}",
+        k.guard.tail(30)
+    );
+
+    s.bridge
+        .guard()
+        .signal(Sig::Kill)
+        .unwrap_or_else(|e| panic!("SIGKILL: {e}"));
+    s.bridge.guard().wait_exit(Duration::from_secs(5));
+    drop(peer);
+    // every waiting call ends with -3 (DESIGN §3: bridge down) well before its 8 s timeout,
+    // and the script answers the SIP client
+    let went = "-3 bridge went away before answering";
+    for (what, b, n) in [("async", &a, 4), ("sync", &y, 2)] {
+        let f = b.finals(Duration::from_secs(6));
+        assert_eq!(f.len(), n, "{what}: {f:?}\n{}", k.guard.tail(20));
+        for (_, line) in &f {
+            assert!(
+                line.starts_with(&format!("SIP/2.0 500 Diameter {went}")),
+                "{what}: {line}"
+            );
+        }
+    }
+    assert_eq!(module_counter(&k, "not_sent"), Some(6));
+    assert!(k.guard.is_running());
+
+    // the same bridge again: the module's processes re-attach by themselves
+    let opts = held_bridge_options(s.bridge.port(), "");
+    s.bridge = Bridge::start(s.dir.path(), &opts);
+    let mut peer = HeldPeer::connect(s.bridge.port());
+    let r = poll_until(
+        "the dmbridge workers re-attached",
+        Duration::from_secs(10),
+        || (dm_worker_pids(&s.bridge).len() == 2).then_some(()),
+    );
+    r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
+    for user in ["async", "sync"] {
+        let b = SipBatch::send(k.sip_port, user, &format!("after-{user}"), 1);
+        assert_eq!(
+            peer.hold(1, Duration::from_secs(10)),
+            1,
+            "{user}: {}",
+            k.guard.tail(20)
+        );
+        peer.answer_all();
+        assert_eq!(
+            b.finals(Duration::from_secs(10)),
+            [(0, "SIP/2.0 200 OK".to_string())],
+            "{user}"
+        );
+    }
+    assert_eq!(module_counter(&k, "answers_ok"), Some(2));
+}
+
+#[test]
+fn sigterm_with_jobs_on_the_shared_list() {
+    // fr_timer 3 s: tm ends the suspended transactions while the dmbridge workers are stopped
+    let mut s = setup("originate-stops-list", 8000, 3000, 4);
+    let mut peer = HeldPeer::connect(s.bridge.port());
+    let mut k = kamailio(&s, "kamailio-a");
+    let pids = dm_worker_pids(&s.bridge);
+    assert_eq!(pids.len(), 2);
+    for p in &pids {
+        signal_pid(*p, "STOP");
+    }
+    let a = SipBatch::send(k.sip_port, "async", "a", 6);
+    // handed over: on the workers' lists in shared memory, nobody takes them
+    let r = poll_until("the jobs handed over", Duration::from_secs(10), || {
+        (module_counter(&k, "sent_async") == Some(6)).then_some(())
+    });
+    r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
+    // tm's own timer answers the SIP clients
+    let f = a.finals(Duration::from_secs(10));
+    assert_eq!(f.len(), 6, "{f:?}");
+    assert!(
+        f.iter().all(|(_, l)| l == "SIP/2.0 408 Request Timeout"),
+        "{f:?}"
+    );
+
+    k.guard
+        .signal(Sig::Term)
+        .unwrap_or_else(|e| panic!("SIGTERM: {e}"));
+    // the stopped workers cannot take their SIGTERM: after exit_timeout (4 s) Kamailio's
+    // main process kills them, then frees shared memory with the jobs still on the lists
+    let st = wait_exit(&mut k, Duration::from_secs(15));
+    assert!(
+        st.success(),
+        "kamailio exited with {st:?}\n{}",
+        k.guard.tail(30)
+    );
+    assert_eq!(crash_lines(&k.guard.output()), Vec::<String>::new());
+    assert_eq!(wait_all_gone(&mut s, 0), 0);
+    peer.idle(Duration::from_millis(300));
+    assert_eq!(peer.held(), 0, "a job of the stopped workers was sent");
+    assert_eq!(pending(&s.bridge), Some(0));
+}
