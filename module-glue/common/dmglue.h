@@ -77,6 +77,9 @@ typedef struct dmg_stats {
 	uint64_t answers_error;   /* outcome -1 */
 	uint64_t timeouts;        /* outcome -2 */
 	uint64_t not_sent;        /* outcome -3 */
+	uint64_t async_abandoned; /* async requests whose transaction the SIP server ended (its
+	                             timer's 408, a CANCEL) before they were sent (not sent) or
+	                             before their outcome could resume it (outcome dropped) */
 	int32_t workers_attached; /* processes attached to the bridge */
 	int32_t workers_serving;  /* of those, the ones taking incoming requests */
 } dmg_stats;
@@ -163,6 +166,7 @@ typedef struct dmg_job {
 	uint32_t app_id;
 	uint32_t cmd_code;
 	uint32_t timeout_ms;
+	uint32_t sip_status; /* Kamailio: the transaction's final reply status when suspended */
 	size_t json_len;
 	char *route; /* NUL-terminated, inside this block */
 	char *json;  /* NUL-terminated, inside this block */

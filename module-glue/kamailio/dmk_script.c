@@ -477,6 +477,7 @@ static int dmk_send_async(
 	}
 	job->tindex = tindex;
 	job->tlabel = tlabel;
+	job->sip_status = (uint32_t)t->uas.status; /* dmk_transaction_ended() compares */
 	if(dmk_worker_hand_over(job) < 0) {
 		LM_ERR("dm_send_request_async: no module worker takes the request\n");
 		tm->t_cancel_suspend(tindex, tlabel);

@@ -284,12 +284,32 @@ static void dmk_async_resume(
 		str ev = str_init("dmbridge:async");
 		ret = dmk_tm()->t_continue_cb(job->tindex, job->tlabel, &cb, &ev);
 	}
-	if(ret < 0)
+	if(ret < 0) {
 		LM_ERR("cannot resume transaction [%u:%u] (already gone?)\n", job->tindex, job->tlabel);
+		DMG_INC(dmk_stats(), async_abandoned);
+	}
 	shm_free(job);
 }
 
-static void dmk_async_start(dmg_job *job)
+/* Whether tm ended the job's transaction since it was suspended: freed it, or sent a final
+ * reply it had not sent then (its fr_timer's 408 while the job waited for a blocked worker, a
+ * CANCEL's 487). t_lookup_ident() sets T and takes a reference: both are given back. */
+static int dmk_transaction_ended(const dmg_job *job)
+{
+	tm_api_t *tm = dmk_tm();
+	tm_cell_t *backup = tm->t_gett(), *t = NULL;
+	int backup_branch = tm->t_gett_branch();
+	int ended = 1;
+
+	if(tm->t_lookup_ident(&t, job->tindex, job->tlabel) > 0 && t != NULL) {
+		ended = t->uas.status >= 200 && job->sip_status < 200;
+		tm->unref_cell(t);
+	}
+	tm->t_sett(backup, backup_branch);
+	return ended;
+}
+
+static void dmk_async_start(dmg_job *job, uint64_t now)
 {
 	uint64_t handle = 0;
 
@@ -307,7 +327,7 @@ static void dmk_async_start(dmg_job *job)
 		return;
 	}
 	job->handle = handle;
-	job->deadline_ms = dmg_now_ms() + job->timeout_ms + DMK_ASYNC_GRACE_MS;
+	job->deadline_ms = now + job->timeout_ms + DMK_ASYNC_GRACE_MS;
 	dmg_pending_put(&_dmk_pending, job);
 }
 
@@ -337,12 +357,24 @@ static void dmk_drain_pipe(int fd)
 	} while(n == (ssize_t)sizeof(buf) || (n < 0 && errno == EINTR));
 }
 
-/* takes every job handed to this worker and sends them, oldest first */
-static void dmk_take_jobs(dmk_jobq *q)
+/* Takes every job handed to this worker and sends them, oldest first.
+ *
+ * A job waited at most since this worker's previous take. When that is long (the worker was
+ * blocked in an event route, or stopped), tm may have ended the job's transaction meanwhile:
+ * its fr_timer answered the SIP client 408. Such a job is not sent (a Diameter request whose
+ * answer nobody would see; a charging request for a call that failed): it is counted
+ * (async_abandoned) and logged once per take. A worker that turns often pays nothing for
+ * the check; a fr_timer shorter than DMK_STALE_MS is not seen before sending, only when the
+ * outcome cannot resume the transaction (also counted). */
+#define DMK_STALE_MS 100
+static void dmk_take_jobs(dmk_jobq *q, uint64_t now)
 {
+	static uint64_t last = 0;
 	dmg_job *list, *fifo = NULL, *next;
-	int n = 0;
+	uint64_t waited = now - last;
+	int n = 0, ended = 0;
 
+	last = now;
 	if(__atomic_load_n(&q->head, __ATOMIC_RELAXED) == NULL)
 		return;
 	list = __atomic_exchange_n(&q->head, NULL, __ATOMIC_ACQUIRE);
@@ -355,8 +387,18 @@ static void dmk_take_jobs(dmk_jobq *q)
 	for(; fifo != NULL; fifo = next) {
 		next = fifo->next;
 		fifo->next = NULL;
-		dmk_async_start(fifo);
+		if(waited >= DMK_STALE_MS && dmk_transaction_ended(fifo)) {
+			DMG_INC(dmk_stats(), async_abandoned);
+			shm_free(fifo);
+			ended++;
+			continue;
+		}
+		dmk_async_start(fifo, now);
 	}
+	if(ended > 0)
+		LM_WARN("%d of %d async requests not sent: their transactions ended (tm's fr_timer)"
+				" while they waited up to %llu ms for this worker\n",
+				ended, n, (unsigned long long)waited);
 }
 
 static void dmk_log_queue_error(const char *what)
@@ -391,6 +433,7 @@ void dmk_worker_main(int idx)
 	for(;;) {
 		struct pollfd pfd[2];
 		int nfd = 1, timeout, n;
+		uint64_t now;
 
 		cfg_update();
 		if(dmk_w() == NULL && dmk_attach("dm") == 0) {
@@ -435,7 +478,8 @@ void dmk_worker_main(int idx)
 		}
 		if(n > 0 && (pfd[0].revents & POLLIN))
 			dmk_drain_pipe(rfd);
-		dmk_take_jobs(q);
+		now = dmg_now_ms();
+		dmk_take_jobs(q, now);
 
 		/* always look at the queues: a missed wake-up costs at most one poll timeout */
 		if(w != NULL) {
@@ -462,7 +506,6 @@ void dmk_worker_main(int idx)
 				more = 1;
 		}
 		if(_dmk_pending.count > 0) {
-			uint64_t now = dmg_now_ms();
 			while((job = dmg_pending_take_expired(&_dmk_pending, now)) != NULL) {
 				LM_ERR("async request %llu: no outcome from libdmbridge %d ms after its"
 					   " timeout, resuming with a timeout\n",

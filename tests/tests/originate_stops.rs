@@ -27,6 +27,10 @@
 //!   408; then SIGTERM. The stopped workers cannot take it: Kamailio's main process kills them
 //!   at exit_timeout and exits 0, with the jobs abandoned in shared memory, no crash, and no
 //!   request ever sent.
+//! - `stopped_dmbridge_workers_send_nothing_for_ended_transactions`: the same stopped workers,
+//!   then SIGCONT after tm's 408s. The module finds each job's transaction ended and sends
+//!   nothing for it (before, the 4 requests went to the peer and their answers then failed to
+//!   resume anything): counted as async_abandoned, logged, and the next call is answered.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -458,4 +462,68 @@ fn sigterm_with_jobs_on_the_shared_list() {
     peer.idle(Duration::from_millis(300));
     assert_eq!(peer.held(), 0, "a job of the stopped workers was sent");
     assert_eq!(pending(&s.bridge), Some(0));
+}
+
+#[test]
+fn stopped_dmbridge_workers_send_nothing_for_ended_transactions() {
+    let s = setup("originate-stops-stuck", 8000, 3000, 10);
+    let mut peer = HeldPeer::connect(s.bridge.port());
+    let k = kamailio(&s, "kamailio-a");
+    let pids = dm_worker_pids(&s.bridge);
+    assert_eq!(pids.len(), 2);
+    for p in &pids {
+        signal_pid(*p, "STOP");
+    }
+    let a = SipBatch::send(k.sip_port, "async", "a", 4);
+    let r = poll_until("the jobs handed over", Duration::from_secs(10), || {
+        (module_counter(&k, "sent_async") == Some(4)).then_some(())
+    });
+    r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
+    let f = a.finals(Duration::from_secs(10));
+    assert_eq!(f.len(), 4, "{f:?}");
+    assert!(
+        f.iter().all(|(_, l)| l == "SIP/2.0 408 Request Timeout"),
+        "{f:?}"
+    );
+
+    // the workers go on: the jobs of the ended transactions are dropped, counted and logged,
+    // and no Diameter request goes out for them
+    for p in &pids {
+        signal_pid(*p, "CONT");
+    }
+    let r = poll_until(
+        "the jobs counted as abandoned",
+        Duration::from_secs(10),
+        || (module_counter(&k, "async_abandoned") == Some(4)).then_some(()),
+    );
+    r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
+    assert_eq!(bridge_doc(&k)["counters"]["requests_sent"], 0);
+    let logged: u64 = k
+        .log_lines("async requests not sent: their transactions ended")
+        .iter()
+        .filter_map(|l| {
+            l.split(" of ")
+                .next()?
+                .rsplit(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(logged, 4, "{}", k.guard.tail(20));
+    assert_eq!(module_counter(&k, "answers_ok"), Some(0));
+
+    let b = SipBatch::send(k.sip_port, "async", "next", 1);
+    assert_eq!(
+        peer.hold(1, Duration::from_secs(10)),
+        1,
+        "{}",
+        k.guard.tail(20)
+    );
+    peer.answer_all();
+    assert_eq!(
+        b.finals(Duration::from_secs(10)),
+        [(0, "SIP/2.0 200 OK".to_string())]
+    );
+    assert_eq!(peer.held(), 0);
 }
