@@ -10,14 +10,15 @@
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::bridge::{BridgeOptions, BridgePeer};
+use crate::bridge::{Bridge, BridgeOptions, BridgePeer};
+use crate::child::{ChildGuard, Sig};
 use crate::dmbridge::dmbridge_bin;
-use crate::wire::{answer_to, test_app, RawClient, RawMessage};
+use crate::wire::{answer_to, cmd, test_app, RawClient, RawMessage};
 
 /// The held peer's Diameter identity.
 pub const HELD_HOST: &str = "held.test.local";
@@ -65,8 +66,8 @@ impl HeldPeer {
         }
     }
 
-    /// Reads until it holds `n` test_app requests (DWRs answered on the way); returns how
-    /// many it holds when `timeout` ran out first.
+    /// Reads until it holds `n` test_app requests (DWRs and DPRs answered on the way); returns
+    /// how many it holds when `timeout` ran out (or the bridge closed the connection) first.
     pub fn hold(&mut self, n: usize, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         while self.held.len() < n {
@@ -75,9 +76,17 @@ impl HeldPeer {
                 break;
             }
             match self.c.read_until(left, (HELD_HOST, HELD_REALM), |m| {
-                m.is_request() && m.cmd_code == test_app::CMD
+                m.is_request() && (m.cmd_code == test_app::CMD || m.cmd_code == cmd::DPR)
             }) {
+                // a bridge that stops says goodbye (RFC 6733 §5.4): DPA, then it closes
+                Ok(m) if m.cmd_code == cmd::DPR => {
+                    let dpa = answer_to(&m, 2001, HELD_HOST, HELD_REALM, &[]);
+                    self.c
+                        .send(&dpa)
+                        .unwrap_or_else(|e| panic!("held peer: DPA: {e}"));
+                }
                 Ok(m) => self.held.push(m),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
                 Err(e) => panic!("held peer: reading requests: {e}"),
             }
@@ -206,4 +215,115 @@ pub fn bridge_workers(config: &Path) -> Vec<(u32, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The lines of `text` containing any of `needles` (a SIP server's log and the words of a
+/// crash).
+pub fn lines_with_any(text: &str, needles: &[&str]) -> Vec<String> {
+    text.lines()
+        .filter(|l| needles.iter().any(|c| l.contains(c)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The outgoing requests the bridge's log says its departed workers abandoned: the sum of
+/// the "N of its outgoing requests abandoned" of its "gone" lines.
+pub fn abandoned(bridge_log: &str) -> u64 {
+    bridge_log
+        .lines()
+        .filter(|l| l.contains(") gone: "))
+        .filter_map(|l| {
+            let head = l.split(" of its outgoing requests abandoned").next()?;
+            head.rsplit(", ").next()?.trim().parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// Waits (up to 10 s) until `bridge` has no worker attached and its departed workers
+/// abandoned at least `n` requests; returns how many they abandoned.
+pub fn wait_all_gone(bridge: &mut Bridge, n: u64) -> u64 {
+    let config = bridge.config_path().to_path_buf();
+    let r = crate::wait::poll_until(
+        "the bridge reaped every attachment",
+        Duration::from_secs(10),
+        || {
+            let gone = abandoned(&bridge.guard().output());
+            (gone >= n && bridge_workers(&config).is_empty()).then_some(gone)
+        },
+    );
+    r.unwrap_or_else(|e| panic!("{e}\n{}", bridge.guard().tail(20)))
+}
+
+/// What a SIP server's log must never say, in Kamailio's and OpenSIPS's words.
+pub const CRASH_WORDS: &[&str] = &[
+    "BUG",
+    "CRITICAL",
+    "segfault",
+    "core was generated",
+    "shutdown timeout triggered",
+];
+
+/// Sends `sig` to `server` and waits up to `within` for it to exit; returns its exit status
+/// and its log (stdout and stderr), and panics with the log's tail if it does not exit.
+pub fn signal_and_wait_exit(
+    server: &mut ChildGuard,
+    sig: Sig,
+    within: Duration,
+) -> (ExitStatus, String) {
+    server
+        .signal(sig)
+        .unwrap_or_else(|e| panic!("signalling {}: {e}", server.name()));
+    let st = server.wait_exit(within).unwrap_or_else(|| {
+        panic!(
+            "{} did not exit within {within:?}\n{}",
+            server.name(),
+            server.tail(40)
+        )
+    });
+    (st, server.output())
+}
+
+/// Sends `n_async` SIP MESSAGEs to `sip:async@` and `n_sync` to `sip:sync@` (the scripts of
+/// the originate_stops tests) to 127.0.0.1:`sip_port` and waits (up to 10 s) until `peer`
+/// holds all their Diameter requests; returns the two batches. `server` is the SIP server,
+/// for its log's tail if the requests do not all arrive.
+pub fn calls_at_the_peer(
+    peer: &mut HeldPeer,
+    server: &ChildGuard,
+    sip_port: u16,
+    n_async: usize,
+    n_sync: usize,
+) -> (SipBatch, SipBatch) {
+    let a = SipBatch::send(sip_port, "async", "a", n_async);
+    let y = SipBatch::send(sip_port, "sync", "y", n_sync);
+    let n = n_async + n_sync;
+    let got = peer.hold(n, Duration::from_secs(10));
+    assert_eq!(
+        got,
+        n,
+        "the peer did not get every request\n{}",
+        server.tail(30)
+    );
+    (a, y)
+}
+
+/// One SIP MESSAGE to `sip:<user>@` (`async` or `sync`), whose Diameter request `peer`
+/// answers 2001: asserts the SIP client gets 200 OK (within 10 s each way).
+pub fn call_answered(peer: &mut HeldPeer, server: &ChildGuard, sip_port: u16, user: &str) {
+    let b = SipBatch::send(sip_port, user, &format!("answered-{user}"), 1);
+    let got = peer.hold(1, Duration::from_secs(10));
+    assert_eq!(
+        got,
+        1,
+        "{user}: no request at the peer\n{}",
+        server.tail(20)
+    );
+    peer.answer_all();
+    let f = b.finals(Duration::from_secs(10));
+    assert_eq!(
+        f,
+        [(0, "SIP/2.0 200 OK".to_string())],
+        "{user}\n{}",
+        server.tail(20)
+    );
 }

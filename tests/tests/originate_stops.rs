@@ -27,6 +27,10 @@
 //!   408; then SIGTERM. The stopped workers cannot take it: Kamailio's main process kills them
 //!   at exit_timeout and exits 0, with the jobs abandoned in shared memory, no crash, and no
 //!   request ever sent.
+//! - `graceful_bridge_stop_delivers_the_answers_in_flight`: the bridge stopped with SIGTERM
+//!   while 2 async and 1 sync calls wait: it waits for their answers (RFC 6733 §5.4), which
+//!   the peer then sends: every SIP client gets 200; DPR/DPA, the bridge exits 0; started
+//!   again, the workers re-attach and the next call is answered.
 //! - `stopped_dmbridge_workers_send_nothing_for_ended_transactions`: the same stopped workers,
 //!   then SIGCONT after tm's 408s. The module finds each job's transaction ended and sends
 //!   nothing for it (before, the 4 requests went to the peer and their answers then failed to
@@ -37,7 +41,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use harness::bridge::Bridge;
-use harness::held_peer::{bridge_workers, ctl_json, held_bridge_options, HeldPeer, SipBatch};
+use harness::held_peer::{
+    bridge_workers, call_answered, calls_at_the_peer, ctl_json, held_bridge_options,
+    lines_with_any, signal_and_wait_exit, wait_all_gone, HeldPeer, SipBatch, CRASH_WORDS,
+};
 use harness::roles::RoleKamailio;
 use harness::wait::poll_until;
 use harness::{free_port, Sig, TestDir};
@@ -102,14 +109,14 @@ route[ASYNC_DONE] {
 }
 "#;
 
-/// What a Kamailio log must never say.
+/// What a Kamailio log must never say: a crash, or a child the shutdown had to kill.
 const CRASH: &[&str] = &[
-    "BUG",
-    "CRITICAL",
-    "segfault",
-    "core was generated",
+    CRASH_WORDS[0],
+    CRASH_WORDS[1],
+    CRASH_WORDS[2],
+    CRASH_WORDS[3],
+    CRASH_WORDS[4],
     "exited by a signal",
-    "shutdown timeout triggered",
 ];
 
 struct Setup {
@@ -171,26 +178,6 @@ fn pending(bridge: &Bridge) -> Option<u64> {
     ctl_json(bridge.config_path(), "status")["pending"].as_u64()
 }
 
-/// Lines of `text` naming a crash.
-fn crash_lines(text: &str) -> Vec<String> {
-    text.lines()
-        .filter(|l| CRASH.iter().any(|c| l.contains(c)))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Sums the "N of its outgoing requests abandoned" of the bridge's "gone" lines.
-fn abandoned(bridge_log: &str) -> u64 {
-    bridge_log
-        .lines()
-        .filter(|l| l.contains(") gone: "))
-        .filter_map(|l| {
-            let head = l.split(" of its outgoing requests abandoned").next()?;
-            head.rsplit(", ").next()?.trim().parse::<u64>().ok()
-        })
-        .sum()
-}
-
 fn signal_pid(pid: u32, sig: &str) {
     let ok = Command::new("kill")
         .arg(format!("-{sig}"))
@@ -216,21 +203,6 @@ fn wait_exit(k: &mut RoleKamailio, within: Duration) -> std::process::ExitStatus
             k.guard.tail(40)
         )
     })
-}
-
-/// Waits until the bridge has no worker attached, and its "gone" lines abandoned `n`
-/// outgoing requests in all; returns that sum.
-fn wait_all_gone(s: &mut Setup, n: u64) -> u64 {
-    let config = s.bridge.config_path().to_path_buf();
-    let r = poll_until(
-        "the bridge reaped every attachment",
-        Duration::from_secs(10),
-        || {
-            let gone = abandoned(&s.bridge.guard().output());
-            (gone >= n && bridge_workers(&config).is_empty()).then_some(gone)
-        },
-    );
-    r.unwrap_or_else(|e| panic!("{e}\n{}", s.bridge.guard().tail(20)))
 }
 
 /// After a Kamailio went away with `n` requests at the peer: a new Kamailio attaches (in the
@@ -262,18 +234,7 @@ fn answers_after_the_workers_left_are_dropped(s: &Setup, peer: &mut HeldPeer, n:
         "{}",
         k.guard.tail(20)
     );
-    let b = SipBatch::send(k.sip_port, "async", "next", 1);
-    assert_eq!(
-        peer.hold(1, Duration::from_secs(10)),
-        1,
-        "{}",
-        k.guard.tail(20)
-    );
-    peer.answer_all();
-    assert_eq!(
-        b.finals(Duration::from_secs(10)),
-        [(0, "SIP/2.0 200 OK".to_string())]
-    );
+    call_answered(peer, &k.guard, k.sip_port, "async");
 }
 
 #[test]
@@ -281,28 +242,17 @@ fn sigterm_with_async_and_sync_calls_in_flight() {
     let mut s = setup("originate-stops-sigterm", 8000, 20000, 10);
     let mut peer = HeldPeer::connect(s.bridge.port());
     let mut k = kamailio(&s, "kamailio-a");
-    let _a = SipBatch::send(k.sip_port, "async", "a", 4);
-    let _y = SipBatch::send(k.sip_port, "sync", "y", 2);
-    assert_eq!(
-        peer.hold(6, Duration::from_secs(10)),
-        6,
-        "{}",
-        k.guard.tail(30)
-    );
+    let (_a, _y) = calls_at_the_peer(&mut peer, &k.guard, k.sip_port, 4, 2);
 
-    k.guard
-        .signal(Sig::Term)
-        .unwrap_or_else(|e| panic!("SIGTERM: {e}"));
     // exit_timeout is 10 s: a shutdown that needed Kamailio's SIGKILL would take that long,
     // and say "shutdown timeout" or leave a child killed by a signal
-    let st = wait_exit(&mut k, Duration::from_secs(15));
+    let (st, log) = signal_and_wait_exit(&mut k.guard, Sig::Term, Duration::from_secs(15));
     assert!(
         st.success(),
         "kamailio exited with {st:?}\n{}",
         k.guard.tail(30)
     );
-    let log = k.guard.output();
-    assert_eq!(crash_lines(&log), Vec::<String>::new());
+    assert_eq!(lines_with_any(&log, CRASH), Vec::<String>::new());
     assert!(
         log.contains("Thank you for flying kamailio"),
         "{}",
@@ -310,7 +260,7 @@ fn sigterm_with_async_and_sync_calls_in_flight() {
     );
 
     // each dmbridge worker and SIP worker that had a request out is logged as gone with it
-    assert_eq!(wait_all_gone(&mut s, 6), 6);
+    assert_eq!(wait_all_gone(&mut s.bridge, 6), 6);
     answers_after_the_workers_left_are_dropped(&s, &mut peer, 6);
 }
 
@@ -319,13 +269,7 @@ fn killed_dmbridge_worker_takes_kamailio_down() {
     let mut s = setup("originate-stops-kill", 8000, 20000, 10);
     let mut peer = HeldPeer::connect(s.bridge.port());
     let mut k = kamailio(&s, "kamailio-a");
-    let a = SipBatch::send(k.sip_port, "async", "a", 4);
-    assert_eq!(
-        peer.hold(4, Duration::from_secs(10)),
-        4,
-        "{}",
-        k.guard.tail(30)
-    );
+    let (a, _) = calls_at_the_peer(&mut peer, &k.guard, k.sip_port, 4, 0);
     let pids = dm_worker_pids(&s.bridge);
     assert_eq!(
         pids.len(),
@@ -346,14 +290,14 @@ fn killed_dmbridge_worker_takes_kamailio_down() {
         "{}",
         k.guard.tail(30)
     );
-    let crashes: Vec<String> = crash_lines(&log)
+    let crashes: Vec<String> = lines_with_any(&log, CRASH)
         .into_iter()
         .filter(|l| !l.contains(&format!("child process {} exited by a signal 9", pids[0])))
         .collect();
     assert_eq!(crashes, Vec::<String>::new());
     assert_eq!(a.finals(Duration::from_millis(500)), []);
 
-    assert_eq!(wait_all_gone(&mut s, 4), 4);
+    assert_eq!(wait_all_gone(&mut s.bridge, 4), 4);
     answers_after_the_workers_left_are_dropped(&s, &mut peer, 4);
 }
 
@@ -362,14 +306,7 @@ fn bridge_restart_ends_waiting_calls_then_reattaches() {
     let mut s = setup("originate-stops-restart", 8000, 20000, 10);
     let mut peer = HeldPeer::connect(s.bridge.port());
     let mut k = kamailio(&s, "kamailio-a");
-    let a = SipBatch::send(k.sip_port, "async", "a", 4);
-    let y = SipBatch::send(k.sip_port, "sync", "y", 2);
-    assert_eq!(
-        peer.hold(6, Duration::from_secs(10)),
-        6,
-        "{}",
-        k.guard.tail(30)
-    );
+    let (a, y) = calls_at_the_peer(&mut peer, &k.guard, k.sip_port, 4, 2);
 
     s.bridge
         .guard()
@@ -404,21 +341,32 @@ fn bridge_restart_ends_waiting_calls_then_reattaches() {
     );
     r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
     for user in ["async", "sync"] {
-        let b = SipBatch::send(k.sip_port, user, &format!("after-{user}"), 1);
-        assert_eq!(
-            peer.hold(1, Duration::from_secs(10)),
-            1,
-            "{user}: {}",
-            k.guard.tail(20)
-        );
-        peer.answer_all();
-        assert_eq!(
-            b.finals(Duration::from_secs(10)),
-            [(0, "SIP/2.0 200 OK".to_string())],
-            "{user}"
-        );
+        call_answered(&mut peer, &k.guard, k.sip_port, user);
     }
     assert_eq!(module_counter(&k, "answers_ok"), Some(2));
+}
+
+/// Stops (SIGSTOP) both dmbridge workers of `k`, then sends `n` async calls: the SIP workers
+/// hand them over (sent_async counts them) onto the stopped workers' lists, and tm's
+/// fr_timer answers each SIP client 408. Returns the workers' pids.
+fn stop_workers_until_tm_ends_calls(s: &Setup, k: &RoleKamailio, n: usize) -> Vec<u32> {
+    let pids = dm_worker_pids(&s.bridge);
+    assert_eq!(pids.len(), 2);
+    for p in &pids {
+        signal_pid(*p, "STOP");
+    }
+    let a = SipBatch::send(k.sip_port, "async", "a", n);
+    let r = poll_until("the jobs handed over", Duration::from_secs(10), || {
+        (module_counter(k, "sent_async") == Some(n as u64)).then_some(())
+    });
+    r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
+    let f = a.finals(Duration::from_secs(10));
+    assert_eq!(f.len(), n, "{f:?}");
+    assert!(
+        f.iter().all(|(_, l)| l == "SIP/2.0 408 Request Timeout"),
+        "{f:?}"
+    );
+    pids
 }
 
 #[test]
@@ -427,38 +375,19 @@ fn sigterm_with_jobs_on_the_shared_list() {
     let mut s = setup("originate-stops-list", 8000, 3000, 4);
     let mut peer = HeldPeer::connect(s.bridge.port());
     let mut k = kamailio(&s, "kamailio-a");
-    let pids = dm_worker_pids(&s.bridge);
-    assert_eq!(pids.len(), 2);
-    for p in &pids {
-        signal_pid(*p, "STOP");
-    }
-    let a = SipBatch::send(k.sip_port, "async", "a", 6);
-    // handed over: on the workers' lists in shared memory, nobody takes them
-    let r = poll_until("the jobs handed over", Duration::from_secs(10), || {
-        (module_counter(&k, "sent_async") == Some(6)).then_some(())
-    });
-    r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
-    // tm's own timer answers the SIP clients
-    let f = a.finals(Duration::from_secs(10));
-    assert_eq!(f.len(), 6, "{f:?}");
-    assert!(
-        f.iter().all(|(_, l)| l == "SIP/2.0 408 Request Timeout"),
-        "{f:?}"
-    );
+    // the jobs stay on the workers' lists in shared memory: nobody takes them
+    stop_workers_until_tm_ends_calls(&s, &k, 6);
 
-    k.guard
-        .signal(Sig::Term)
-        .unwrap_or_else(|e| panic!("SIGTERM: {e}"));
     // the stopped workers cannot take their SIGTERM: after exit_timeout (4 s) Kamailio's
     // main process kills them, then frees shared memory with the jobs still on the lists
-    let st = wait_exit(&mut k, Duration::from_secs(15));
+    let (st, log) = signal_and_wait_exit(&mut k.guard, Sig::Term, Duration::from_secs(15));
     assert!(
         st.success(),
         "kamailio exited with {st:?}\n{}",
         k.guard.tail(30)
     );
-    assert_eq!(crash_lines(&k.guard.output()), Vec::<String>::new());
-    assert_eq!(wait_all_gone(&mut s, 0), 0);
+    assert_eq!(lines_with_any(&log, CRASH), Vec::<String>::new());
+    assert_eq!(wait_all_gone(&mut s.bridge, 0), 0);
     peer.idle(Duration::from_millis(300));
     assert_eq!(peer.held(), 0, "a job of the stopped workers was sent");
     assert_eq!(pending(&s.bridge), Some(0));
@@ -469,22 +398,7 @@ fn stopped_dmbridge_workers_send_nothing_for_ended_transactions() {
     let s = setup("originate-stops-stuck", 8000, 3000, 10);
     let mut peer = HeldPeer::connect(s.bridge.port());
     let k = kamailio(&s, "kamailio-a");
-    let pids = dm_worker_pids(&s.bridge);
-    assert_eq!(pids.len(), 2);
-    for p in &pids {
-        signal_pid(*p, "STOP");
-    }
-    let a = SipBatch::send(k.sip_port, "async", "a", 4);
-    let r = poll_until("the jobs handed over", Duration::from_secs(10), || {
-        (module_counter(&k, "sent_async") == Some(4)).then_some(())
-    });
-    r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
-    let f = a.finals(Duration::from_secs(10));
-    assert_eq!(f.len(), 4, "{f:?}");
-    assert!(
-        f.iter().all(|(_, l)| l == "SIP/2.0 408 Request Timeout"),
-        "{f:?}"
-    );
+    let pids = stop_workers_until_tm_ends_calls(&s, &k, 4);
 
     // the workers go on: the jobs of the ended transactions are dropped, counted and logged,
     // and no Diameter request goes out for them
@@ -513,17 +427,58 @@ fn stopped_dmbridge_workers_send_nothing_for_ended_transactions() {
     assert_eq!(logged, 4, "{}", k.guard.tail(20));
     assert_eq!(module_counter(&k, "answers_ok"), Some(0));
 
-    let b = SipBatch::send(k.sip_port, "async", "next", 1);
-    assert_eq!(
-        peer.hold(1, Duration::from_secs(10)),
-        1,
-        "{}",
-        k.guard.tail(20)
-    );
-    peer.answer_all();
-    assert_eq!(
-        b.finals(Duration::from_secs(10)),
-        [(0, "SIP/2.0 200 OK".to_string())]
-    );
+    call_answered(&mut peer, &k.guard, k.sip_port, "async");
     assert_eq!(peer.held(), 0);
+}
+
+#[test]
+fn graceful_bridge_stop_delivers_the_answers_in_flight() {
+    let mut s = setup("originate-stops-graceful", 8000, 20000, 10);
+    let mut peer = HeldPeer::connect(s.bridge.port());
+    let mut k = kamailio(&s, "kamailio-a");
+    let (a, y) = calls_at_the_peer(&mut peer, &k.guard, k.sip_port, 2, 1);
+
+    // SIGTERM: the bridge takes no new request but waits for the answers of those at the
+    // peer before it says goodbye (RFC 6733 §5.4)
+    s.bridge
+        .guard()
+        .signal(Sig::Term)
+        .unwrap_or_else(|e| panic!("SIGTERM: {e}"));
+    let r = poll_until("the bridge stopping", Duration::from_secs(10), || {
+        s.bridge
+            .guard()
+            .output()
+            .contains("usable=false")
+            .then_some(())
+    });
+    r.unwrap_or_else(|e| panic!("{e}\n{}", s.bridge.guard().tail(20)));
+    assert_eq!(peer.answer_all(), 3);
+    for (what, b, n) in [("async", &a, 2), ("sync", &y, 1)] {
+        let f = b.finals(Duration::from_secs(6));
+        assert_eq!(f.len(), n, "{what}: {f:?}\n{}", k.guard.tail(20));
+        assert!(
+            f.iter().all(|(_, l)| l == "SIP/2.0 200 OK"),
+            "{what}: {f:?}"
+        );
+    }
+    // then the DPR, answered by the peer, and the bridge exits
+    peer.idle(Duration::from_secs(3));
+    let st = s.bridge.guard().wait_exit(Duration::from_secs(10));
+    assert!(
+        st.is_some_and(|st| st.success()),
+        "{st:?}\n{}",
+        s.bridge.guard().tail(20)
+    );
+    assert_eq!(module_counter(&k, "answers_ok"), Some(3));
+    assert!(k.guard.is_running());
+
+    s.bridge = Bridge::start(s.dir.path(), &held_bridge_options(s.bridge.port(), ""));
+    let mut peer = HeldPeer::connect(s.bridge.port());
+    let r = poll_until(
+        "the dmbridge workers re-attached",
+        Duration::from_secs(10),
+        || (dm_worker_pids(&s.bridge).len() == 2).then_some(()),
+    );
+    r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
+    call_answered(&mut peer, &k.guard, k.sip_port, "async");
 }
