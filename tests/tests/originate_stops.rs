@@ -151,6 +151,20 @@ fn setup(name: &str, request_timeout_ms: u32, fr_timer_ms: u32, exit_timeout_s: 
     }
 }
 
+impl Setup {
+    /// Whether the bridge's log (its stderr, as `Bridge` keeps it) has a line with `needle`.
+    fn bridge_log_has(&self, needle: &str) -> bool {
+        let p = self.bridge.port();
+        let log = self
+            .dir
+            .path()
+            .join(format!("bridge-{p}/dmbridge-{p}.stderr"));
+        std::fs::read_to_string(&log)
+            .unwrap_or_else(|e| panic!("{}: {e}", log.display()))
+            .contains(needle)
+    }
+}
+
 fn kamailio(s: &Setup, name: &str) -> RoleKamailio {
     RoleKamailio::start(s.dir.path(), name, &s.cfg, &s.socket, &[], 2)
 }
@@ -221,6 +235,11 @@ fn answers_after_the_workers_left_are_dropped(s: &Setup, peer: &mut HeldPeer, n:
         },
     );
     r.unwrap_or_else(|e| panic!("{e}: {}", bridge_doc(&k)));
+    // and logged (rate-limited: at least one line)
+    assert!(
+        s.bridge_log_has("dropped: that worker is gone"),
+        "no log line for the dropped answers"
+    );
     assert_eq!(pending(&s.bridge), Some(0), "the node still holds requests");
     for c in ["answers_ok", "answers_error", "timeouts", "not_sent"] {
         assert_eq!(

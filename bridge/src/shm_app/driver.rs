@@ -864,7 +864,14 @@ impl Driver {
             self.counters.busy_poll_answers += 1;
         }
         if !self.policy.is_current(asker.slot, asker.epoch) {
+            // Its worker left (the count of its requests abandoned is in the "gone" line):
+            // never delivered to whoever holds the slot now.
             self.counters.outcomes_dropped += 1;
+            self.counters_dirty = true;
+            fault(format_args!(
+                "the outcome of request {} of worker slot {} dropped: that worker is gone",
+                asker.handle, asker.slot
+            ));
             return;
         }
         let json = std::mem::take(&mut self.answer_json);
