@@ -35,6 +35,9 @@
 //!   then SIGCONT after tm's 408s. The module finds each job's transaction ended and sends
 //!   nothing for it (before, the 4 requests went to the peer and their answers then failed to
 //!   resume anything): counted as async_abandoned, logged, and the next call is answered.
+//! - `answer_after_tm_ended_the_transaction_is_counted`: fr_timer below request_timeout: tm
+//!   answers 408 first; the peer's answers then resume nothing, and are counted
+//!   (async_abandoned) and logged.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -499,5 +502,30 @@ fn graceful_bridge_stop_delivers_the_answers_in_flight() {
         || (dm_worker_pids(&s.bridge).len() == 2).then_some(()),
     );
     r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
+    call_answered(&mut peer, &k.guard, k.sip_port, "async");
+}
+
+#[test]
+fn answer_after_tm_ended_the_transaction_is_counted() {
+    // fr_timer 2 s below request_timeout 8 s (a misconfiguration the docs warn about)
+    let s = setup("originate-stops-late", 8000, 2000, 10);
+    let mut peer = HeldPeer::connect(s.bridge.port());
+    let k = kamailio(&s, "kamailio-a");
+    let (a, _) = calls_at_the_peer(&mut peer, &k.guard, k.sip_port, 2, 0);
+    let f = a.finals(Duration::from_secs(10));
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert!(
+        f.iter().all(|(_, l)| l == "SIP/2.0 408 Request Timeout"),
+        "{f:?}"
+    );
+    // the answers come after tm's 408: they cannot resume anything, counted and logged
+    assert_eq!(peer.answer_all(), 2);
+    let r = poll_until(
+        "the outcomes counted as abandoned",
+        Duration::from_secs(10),
+        || (module_counter(&k, "async_abandoned") == Some(2)).then_some(()),
+    );
+    r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
+    assert_eq!(k.log_lines("cannot resume transaction").len(), 2);
     call_answered(&mut peer, &k.guard, k.sip_port, "async");
 }
