@@ -327,3 +327,10 @@ pub fn call_answered(peer: &mut HeldPeer, server: &ChildGuard, sip_port: u16, us
         server.tail(20)
     );
 }
+
+/// The log (stderr) of the bridge `Bridge::start(dir, ..)` started on `port`, read from its
+/// file (no `&mut Bridge` needed).
+pub fn bridge_log(dir: &Path, port: u16) -> String {
+    let log = dir.join(format!("bridge-{port}/dmbridge-{port}.stderr"));
+    std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()))
+}

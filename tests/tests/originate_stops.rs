@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use harness::bridge::Bridge;
 use harness::held_peer::{
-    bridge_workers, call_answered, calls_at_the_peer, ctl_json, held_bridge_options,
+    bridge_log, bridge_workers, call_answered, calls_at_the_peer, ctl_json, held_bridge_options,
     lines_with_any, signal_and_wait_exit, wait_all_gone, HeldPeer, SipBatch, CRASH_WORDS,
 };
 use harness::roles::RoleKamailio;
@@ -154,20 +154,6 @@ fn setup(name: &str, request_timeout_ms: u32, fr_timer_ms: u32, exit_timeout_s: 
     }
 }
 
-impl Setup {
-    /// Whether the bridge's log (its stderr, as `Bridge` keeps it) has a line with `needle`.
-    fn bridge_log_has(&self, needle: &str) -> bool {
-        let p = self.bridge.port();
-        let log = self
-            .dir
-            .path()
-            .join(format!("bridge-{p}/dmbridge-{p}.stderr"));
-        std::fs::read_to_string(&log)
-            .unwrap_or_else(|e| panic!("{}: {e}", log.display()))
-            .contains(needle)
-    }
-}
-
 fn kamailio(s: &Setup, name: &str) -> RoleKamailio {
     RoleKamailio::start(s.dir.path(), name, &s.cfg, &s.socket, &[], 2)
 }
@@ -238,9 +224,17 @@ fn answers_after_the_workers_left_are_dropped(s: &Setup, peer: &mut HeldPeer, n:
         },
     );
     r.unwrap_or_else(|e| panic!("{e}: {}", bridge_doc(&k)));
-    // and logged (rate-limited: at least one line)
+    // every departure the bridge logged, it counted
+    let gone = bridge_log(s.dir.path(), s.bridge.port())
+        .matches(") gone: ")
+        .count() as u64;
+    assert_eq!(
+        bridge_doc(&k)["counters"]["workers_gone"].as_u64(),
+        Some(gone)
+    );
+    // and the dropped answers are logged (rate-limited: at least one line)
     assert!(
-        s.bridge_log_has("dropped: that worker is gone"),
+        bridge_log(s.dir.path(), s.bridge.port()).contains("dropped: that worker is gone"),
         "no log line for the dropped answers"
     );
     assert_eq!(pending(&s.bridge), Some(0), "the node still holds requests");

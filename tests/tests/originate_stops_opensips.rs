@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use harness::bridge::Bridge;
 use harness::held_peer::{
-    bridge_workers, call_answered, calls_at_the_peer, ctl_json, held_bridge_options,
+    bridge_log, bridge_workers, call_answered, calls_at_the_peer, ctl_json, held_bridge_options,
     lines_with_any, signal_and_wait_exit, wait_all_gone, HeldPeer, CRASH_WORDS,
 };
 use harness::opensips::{mi_fifo, OpensipsTree, RoleOpensips};
@@ -151,6 +151,14 @@ fn answers_after_the_workers_left_are_dropped(s: &Setup, peer: &mut HeldPeer, n:
         },
     );
     let st = r.unwrap_or_else(|e| panic!("{e}: {}", dm_status(&fifo)));
+    // every departure the bridge logged, it counted; the dropped answers are logged too
+    let log = bridge_log(s.dir.path(), s.bridge.port());
+    let gone = log.matches(") gone: ").count() as u64;
+    assert_eq!(
+        st["bridge"]["bridge"]["counters"]["workers_gone"].as_u64(),
+        Some(gone)
+    );
+    assert!(log.contains("dropped: that worker is gone"));
     assert_eq!(
         ctl_json(s.bridge.config_path(), "status")["pending"].as_u64(),
         Some(0),
