@@ -76,7 +76,7 @@ typedef struct dmg_stats {
 	uint64_t answers_ok;      /* outcome 1 */
 	uint64_t answers_error;   /* outcome -1 */
 	uint64_t timeouts;        /* outcome -2 */
-	uint64_t not_sent;        /* outcome -3 */
+	uint64_t not_sent;        /* outcome -3, and async calls that suspended nothing */
 	uint64_t async_abandoned; /* async requests whose transaction the SIP server ended (its
 	                             timer's 408, a CANCEL) before they were sent (not sent) or
 	                             before their outcome could resume it (outcome dropped) */

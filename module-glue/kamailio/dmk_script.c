@@ -419,7 +419,31 @@ static void *dmk_shm_alloc(size_t size, void *ctx)
 	return shm_malloc(size);
 }
 
+/* Every call is counted in sent_async, and one that suspends nothing in not_sent, as the
+ * synchronous side counts its calls (dmk_send_sync). */
+static int dmk_send_async_call(
+		sip_msg_t *msg, int64_t app_id, int64_t cmd_code, str *json, str *route);
+
+/* a call that suspended nothing: counted, and its return code passed on */
+static int dmk_async_not_sent(int rc)
+{
+	DMG_INC(dmk_stats(), sent_async);
+	dmg_count_outcome(dmk_stats(), DMG_RC_NOT_SENT);
+	return rc;
+}
+
 static int dmk_send_async(
+		sip_msg_t *msg, int64_t app_id, int64_t cmd_code, str *json, str *route)
+{
+	int rc = dmk_send_async_call(msg, app_id, cmd_code, json, route);
+
+	if(rc < 0)
+		return dmk_async_not_sent(rc);
+	DMG_INC(dmk_stats(), sent_async);
+	return rc;
+}
+
+static int dmk_send_async_call(
 		sip_msg_t *msg, int64_t app_id, int64_t cmd_code, str *json, str *route)
 {
 	unsigned int tindex = 0, tlabel = 0;
@@ -484,7 +508,6 @@ static int dmk_send_async(
 		shm_free(job);
 		return -1;
 	}
-	DMG_INC(dmk_stats(), sent_async);
 	LM_DBG("transaction [%u:%u] suspended, job handed over\n", tindex, tlabel);
 	return 0; /* stop the script: the transaction continues in the route */
 }
@@ -503,22 +526,22 @@ int w_dm_send_request_async(
 
 	if(dmk_get_u32(msg, papp, "dm_send_request_async", "app_id", &app_id) < 0
 			|| dmk_get_u32(msg, pcmd, "dm_send_request_async", "cmd_code", &cmd_code) < 0)
-		return -1;
+		return dmk_async_not_sent(-1);
 	if(fixup_get_svalue(msg, (gparam_t *)proute, &route) < 0) {
 		LM_ERR("dm_send_request_async: invalid route parameter\n");
-		return -1;
+		return dmk_async_not_sent(-1);
 	}
 	/* the route name is in the pv buffer; copy before printing the JSON */
 	char rbuf[128];
 	if(route.len <= 0 || route.len >= (int)sizeof(rbuf)) {
 		LM_ERR("dm_send_request_async: invalid route name\n");
-		return -1;
+		return dmk_async_not_sent(-1);
 	}
 	memcpy(rbuf, route.s, route.len);
 	route.s = rbuf;
 	if(dmk_get_json(msg, (pv_elem_t *)pjson, &json) < 0) {
 		LM_ERR("dm_send_request_async: cannot print the JSON parameter\n");
-		return -1;
+		return dmk_async_not_sent(-1);
 	}
 	return dmk_send_async(msg, app_id, cmd_code, &json, &route);
 }

@@ -120,7 +120,8 @@ static int dmk_pick_worker(unsigned int turn)
 int dmk_worker_hand_over(dmg_job *job)
 {
 	static unsigned int rr = 0;
-	int widx;
+	static uint64_t logged = 0;
+	int widx, tries;
 	dmk_jobq *q;
 	dmg_job *head;
 	char bell = 0;
@@ -128,12 +129,27 @@ int dmk_worker_hand_over(dmg_job *job)
 	if(_dmk_npipes <= 0)
 		return -1;
 	widx = dmk_pick_worker(rr++);
-	q = &_dmk_queues[widx];
-	if(__atomic_add_fetch(&q->queued, 1, __ATOMIC_RELAXED) > DMK_QUEUE_MAX) {
+	/* a full list is a stuck worker (stopped, or blocked in an event route): the next
+	 * workers in turn before refusing, so one stuck worker does not fail calls others can
+	 * take */
+	for(tries = 1;; tries++) {
+		q = &_dmk_queues[widx];
+		if(__atomic_add_fetch(&q->queued, 1, __ATOMIC_RELAXED) <= DMK_QUEUE_MAX)
+			break;
 		__atomic_sub_fetch(&q->queued, 1, __ATOMIC_RELAXED);
-		LM_ERR("cannot hand the job to worker %d: %d jobs wait for it already\n", widx + 1,
-				DMK_QUEUE_MAX);
-		return -1;
+		if(tries >= _dmk_npipes) {
+			/* once per 5 s per process: every call fails the same way meanwhile (each
+			 * counted in not_sent) */
+			uint64_t now = dmg_now_ms();
+			if(now - logged >= 5000) {
+				LM_ERR("cannot hand the job over: each of the %d dmbridge workers has %d jobs"
+					   " waiting (stuck?)\n",
+						_dmk_npipes, DMK_QUEUE_MAX);
+				logged = now;
+			}
+			return -1;
+		}
+		widx = (widx + 1) % _dmk_npipes;
 	}
 	/* job->next is the pending table's link in the worker; until then it links the list */
 	head = __atomic_load_n(&q->head, __ATOMIC_RELAXED);

@@ -35,6 +35,8 @@
 //!   then SIGCONT after tm's 408s. The module finds each job's transaction ended and sends
 //!   nothing for it (before, the 4 requests went to the peer and their answers then failed to
 //!   resume anything): counted as async_abandoned, logged, and the next call is answered.
+//! - `async_calls_that_suspend_nothing_are_counted`: a dm_send_request_async call refused
+//!   (here: invalid JSON) is counted in sent_async and not_sent, as dm_send_request's are.
 //! - `answer_after_tm_ended_the_transaction_is_counted`: fr_timer below request_timeout: tm
 //!   answers 408 first; the peer's answers then resume nothing, and are counted
 //!   (async_abandoned) and logged.
@@ -93,12 +95,15 @@ request_route {
 		}
 		exit;
 	}
+	if ($rU == "badjson") {
+		$var(req) = "[";
+	}
 	if (!t_newtran()) {
 		sl_reply_error();
 		exit;
 	}
 	dm_send_request_async("16777215", "16777214", "$var(req)", "ASYNC_DONE");
-	t_reply("500", "Diameter not sent $dm(error)");
+	t_reply("500", "Diameter not sent");
 }
 
 # t_reply's reason is a constant or one variable, not a format
@@ -522,4 +527,22 @@ fn answer_after_tm_ended_the_transaction_is_counted() {
     r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
     assert_eq!(k.log_lines("cannot resume transaction").len(), 2);
     call_answered(&mut peer, &k.guard, k.sip_port, "async");
+}
+
+#[test]
+fn async_calls_that_suspend_nothing_are_counted() {
+    let s = setup("originate-stops-refused", 8000, 20000, 10);
+    let k = kamailio(&s, "kamailio-a");
+    let b = SipBatch::send(k.sip_port, "badjson", "bad", 2);
+    let f = b.finals(Duration::from_secs(10));
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert!(
+        f.iter().all(|(_, l)| l == "SIP/2.0 500 Diameter not sent"),
+        "{f:?}"
+    );
+    // as dm_send_request counts its refusals: each call in sent_async, each refusal in
+    // not_sent (and logged)
+    assert_eq!(module_counter(&k, "sent_async"), Some(2));
+    assert_eq!(module_counter(&k, "not_sent"), Some(2));
+    assert_eq!(k.log_lines("invalid AVP JSON at offset").len(), 2);
 }
