@@ -26,6 +26,7 @@ use dmshm::worker::{Completion, Worker, WorkerConfig};
 use dmshm::Error;
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, CStr, CString};
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -328,12 +329,25 @@ impl Handed for dmb_answer {
     }
 }
 
+// Both are `ManuallyDrop` so that no thread-exit destructor is registered with the C library:
+// glibc's `exit()` runs those (`__call_tls_dtors`), and OpenSIPS's children call `exit(0)` from
+// their SIGTERM handler, where a `free()` that meets the malloc lock held by the code the
+// signal interrupted would hang the process until the main process kills it. What is left at
+// a thread's exit is one error string and one backoff per thread, which a SIP server's
+// single-threaded processes give back with the process. Assignments through the `RefCell`
+// still drop the value they replace. tests/c/dmb_test.c counts the registrations (0).
 thread_local! {
-    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    static LAST_ERROR: RefCell<ManuallyDrop<CString>> =
+        RefCell::new(ManuallyDrop::new(CString::default()));
     /// Set while the bridge refuses this process (no free slot, not allowed): further
     /// `dmb_attach()` calls wait for `next` instead of knocking again at once.
-    static REFUSED: RefCell<Option<Backoff>> = const { RefCell::new(None) };
+    static REFUSED: RefCell<ManuallyDrop<Option<Backoff>>> =
+        const { RefCell::new(ManuallyDrop::new(None)) };
 }
+const _: () = assert!(
+    !std::mem::needs_drop::<RefCell<ManuallyDrop<CString>>>()
+        && !std::mem::needs_drop::<RefCell<ManuallyDrop<Option<Backoff>>>>()
+);
 
 /// The pacing of attach attempts after a refusal: the first retry after
 /// [`BACKOFF_FIRST`], each further refusal doubles the wait up to [`BACKOFF_MAX`];
@@ -351,7 +365,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Before an attach: `Err(DMB_E_REFUSED)` (and the message) while the backoff runs.
 fn backoff_wait() -> Result<(), c_int> {
-    REFUSED.with(|b| match &*b.borrow() {
+    REFUSED.with(|b| match &**b.borrow() {
         Some(b) if Instant::now() < b.next => {
             set_error(format!(
                 "the bridge refused this process ({}); next attach attempt in {} ms \
@@ -370,7 +384,7 @@ fn backoff_wait() -> Result<(), c_int> {
 fn backoff_note(refused: Option<&str>) {
     REFUSED.with(|b| {
         let mut b = b.borrow_mut();
-        *b = refused.map(|reason| {
+        **b = refused.map(|reason| {
             let delay = b
                 .as_ref()
                 .map_or(BACKOFF_FIRST, |p| (p.delay * 2).min(BACKOFF_MAX));
@@ -395,7 +409,7 @@ fn cstring(s: String) -> CString {
 
 fn set_error(msg: impl Into<String>) {
     let c = cstring(msg.into());
-    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+    LAST_ERROR.with(|e| **e.borrow_mut() = c);
 }
 
 fn code_of(e: &Error) -> c_int {

@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include "dmbridge.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -30,6 +31,22 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Thread-exit destructors registered with glibc (Rust's thread_local! with a Drop type, C++
+ * thread_local): exit() runs them (__call_tls_dtors). OpenSIPS's children call exit(0) from
+ * their SIGTERM handler, so such a destructor would run inside a signal handler, where a free()
+ * that lands on the malloc lock the interrupted code holds hangs the process. The library must
+ * register none: this program's definition comes first in the symbol search (the library's
+ * reference to it is weak and dynamic), counts, and forwards to glibc's. */
+static int tls_dtors;
+int __cxa_thread_atexit_impl(void (*dtor)(void *), void *obj, void *dso);
+int __cxa_thread_atexit_impl(void (*dtor)(void *), void *obj, void *dso)
+{
+    int (*real)(void (*)(void *), void *, void *);
+    *(void **)&real = dlsym(RTLD_NEXT, "__cxa_thread_atexit_impl");
+    tls_dtors++;
+    return real ? real(dtor, obj, dso) : 0;
+}
 
 /* Command codes the reference bridge treats specially (dmshm::reference). */
 #define CMD_NEVER_ANSWER 999001u
@@ -565,6 +582,8 @@ int main(int argc, char **argv)
     line_out("KILLED %d\n", (int)victim);
 
     dmb_detach(w);
+    CHECK(tls_dtors == 0, "no thread-exit destructor registered (%d): exit() from a signal"
+          " handler (OpenSIPS's SIGTERM) must not run library code", tls_dtors);
     if (failures)
         line_out("FAIL %d of %d\n", failures, checks);
     else
