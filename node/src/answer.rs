@@ -15,6 +15,7 @@ use dmproto::result_code::is_protocol_error;
 use dmproto::{AvpRefs, EncodeError, Flags, Message, MessageWriter};
 
 use crate::app::AnswerBody;
+use crate::arena::Arena;
 use crate::peer::wire::avp;
 
 pub use dmproto::avp_code::{EXPERIMENTAL_RESULT, PROXY_INFO, SESSION_ID};
@@ -48,13 +49,14 @@ pub enum AnswerError {
     Encode(#[from] EncodeError),
 }
 
-/// Starts an answer to `request`: header, Session-Id. The E bit is set by the caller.
-fn begin(request: &Message, error: bool, max_len: usize) -> MessageWriter {
+/// Starts an answer to `request` in `arena`: header, Session-Id. The E bit is set by the
+/// caller.
+fn begin(arena: &mut Arena, request: &Message, error: bool, max_len: usize) -> MessageWriter {
     let mut header = request.answer_header();
     if error {
         header.flags = header.flags.with(Flags::E);
     }
-    let mut w = MessageWriter::new(header).max_len(max_len);
+    let mut w = arena.writer(header).max_len(max_len);
     if let Some(sid) = request.find_ref(SESSION_ID, 0) {
         w.raw(sid.raw);
     }
@@ -86,6 +88,7 @@ fn proxy_info(w: &mut MessageWriter, request: &Message) {
 /// accepts (RFC 6733 §7: every answer satisfies its command's ABNF). What the body gives
 /// wins; nothing is copied twice.
 pub fn app_answer(
+    arena: &mut Arena,
     request: &Message,
     origin: Origin<'_>,
     body: &AnswerBody,
@@ -94,7 +97,7 @@ pub fn app_answer(
 ) -> Result<Bytes, AnswerError> {
     let (has_result, result_code) = result_of(body)?;
     let error = body.is_error || result_code.is_some_and(is_protocol_error);
-    let mut w = begin(request, error, max_len);
+    let mut w = begin(arena, request, error, max_len);
     if !has_result {
         w.u32(
             avp::RESULT_CODE,
@@ -120,7 +123,7 @@ pub fn app_answer(
             .any(|a| a.code == code && a.vendor == vendor)
     });
     proxy_info(&mut w, request);
-    Ok(w.finish()?)
+    Ok(arena.finish(w)?)
 }
 
 /// What the application's answer says about its outcome: whether it has a result AVP, and
@@ -130,7 +133,8 @@ pub fn app_answer(
 /// TS 29.229 §6.2), and both have fixed types (Unsigned32; Grouped with an Unsigned32
 /// Experimental-Result-Code).
 fn result_of(body: &AnswerBody) -> Result<(bool, Option<u32>), AnswerError> {
-    let (mut codes, mut experimental) = (Vec::new(), 0usize);
+    // Counted, not collected: a reply carries one Result-Code (no allocation per answer).
+    let (mut codes, mut first_code, mut experimental) = (0usize, None, 0usize);
     for a in AvpRefs::new(&body.avps, 0) {
         let a = a.map_err(|e| AnswerError::BadAvps(e.to_string()))?;
         if a.vendor != 0 {
@@ -143,7 +147,8 @@ fn result_of(body: &AnswerBody) -> Result<(bool, Option<u32>), AnswerError> {
                     a.data.len()
                 ))
             })?;
-            codes.push(c);
+            codes += 1;
+            first_code = first_code.or(Some(c));
         } else if a.code == EXPERIMENTAL_RESULT {
             experimental += 1;
             let code = AvpRefs::new(a.data, 0)
@@ -156,10 +161,9 @@ fn result_of(body: &AnswerBody) -> Result<(bool, Option<u32>), AnswerError> {
             };
         }
     }
-    if codes.len() > 1 {
+    if codes > 1 {
         return Err(AnswerError::Invalid(format!(
-            "{} Result-Code AVPs ({codes:?}); an answer has one",
-            codes.len()
+            "{codes} Result-Code AVPs; an answer has one"
         )));
     }
     if experimental > 1 {
@@ -167,15 +171,12 @@ fn result_of(body: &AnswerBody) -> Result<(bool, Option<u32>), AnswerError> {
             "more than one Experimental-Result".into(),
         ));
     }
-    if !codes.is_empty() && experimental > 0 {
+    if codes > 0 && experimental > 0 {
         return Err(AnswerError::Invalid(
             "Result-Code and Experimental-Result together; an answer carries one of them".into(),
         ));
     }
-    Ok((
-        !codes.is_empty() || experimental > 0,
-        codes.first().copied(),
-    ))
+    Ok((codes > 0 || experimental > 0, first_code))
 }
 
 /// A local error answer to `request`: Result-Code, Error-Message, and Failed-AVP when given.
@@ -187,7 +188,10 @@ fn result_of(body: &AnswerBody) -> Result<(bool, Option<u32>), AnswerError> {
 /// (Auth-Application-Id, Vendor-Specific-Application-Id, Auth-Session-State,
 /// CC-Request-Type, CC-Request-Number, ...; [`dmproto::answer::copy_required`]), so the
 /// peer's validator accepts it (DESIGN §9).
+// Eight: where to write it, and the seven things an error answer is made of.
+#[allow(clippy::too_many_arguments)]
 pub fn error_answer(
+    arena: &mut Arena,
     request: &Message,
     origin: Origin<'_>,
     result_code: u32,
@@ -196,7 +200,7 @@ pub fn error_answer(
     max_len: usize,
     dict: &Dictionary,
 ) -> Result<Bytes, EncodeError> {
-    let mut w = begin(request, is_protocol_error(result_code), max_len);
+    let mut w = begin(arena, request, is_protocol_error(result_code), max_len);
     w.u32(avp::RESULT_CODE, M, 0, result_code);
     origin_avps(&mut w, origin);
     if !message.is_empty() {
@@ -212,7 +216,7 @@ pub fn error_answer(
         dmproto::answer::copy_required(&mut w, request, dict);
     }
     proxy_info(&mut w, request);
-    w.finish()
+    arena.finish(w)
 }
 
 #[cfg(test)]
@@ -264,9 +268,18 @@ mod tests {
             }),
             is_error: false,
         };
-        let ans =
-            Message::decode(app_answer(&req, ORIGIN, &body, 65536, Dictionary::builtin()).unwrap())
-                .unwrap();
+        let ans = Message::decode(
+            app_answer(
+                &mut Arena::new(),
+                &req,
+                ORIGIN,
+                &body,
+                65536,
+                Dictionary::builtin(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
         assert!(!ans.is_request());
         assert!(ans.header.flags.is_proxiable(), "P is kept");
         assert!(!ans.header.flags.is_error());
@@ -330,7 +343,9 @@ mod tests {
             }),
             is_error: false,
         };
-        let ans = Message::decode(app_answer(&req, ORIGIN, &terse, 65536, d).unwrap()).unwrap();
+        let ans =
+            Message::decode(app_answer(&mut Arena::new(), &req, ORIGIN, &terse, 65536, d).unwrap())
+                .unwrap();
         assert_eq!(
             codes(&ans),
             vec![SESSION_ID, 264, 296, EXPERIMENTAL_RESULT, 602, 260, 277]
@@ -349,7 +364,9 @@ mod tests {
             }),
             is_error: false,
         };
-        let ans = Message::decode(app_answer(&req, ORIGIN, &given, 65536, d).unwrap()).unwrap();
+        let ans =
+            Message::decode(app_answer(&mut Arena::new(), &req, ORIGIN, &given, 65536, d).unwrap())
+                .unwrap();
         assert_eq!(codes(&ans), vec![SESSION_ID, 268, 264, 296, 277, 260]);
         assert_eq!(ans.find_u32(277, 0), Some(0));
         assert_eq!(v.validate_answer(&ans), Ok(()));
@@ -364,9 +381,18 @@ mod tests {
             }),
             is_error: false,
         };
-        let ans =
-            Message::decode(app_answer(&req, ORIGIN, &body, 65536, Dictionary::builtin()).unwrap())
-                .unwrap();
+        let ans = Message::decode(
+            app_answer(
+                &mut Arena::new(),
+                &req,
+                ORIGIN,
+                &body,
+                65536,
+                Dictionary::builtin(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
         assert_eq!(ans.find_u32(268, 0), Some(3002));
         assert_eq!(codes(&ans).iter().filter(|c| **c == 268).count(), 1);
         assert!(ans.header.flags.is_error());
@@ -380,9 +406,18 @@ mod tests {
             }),
             is_error: false,
         };
-        let ans =
-            Message::decode(app_answer(&req, ORIGIN, &body, 65536, Dictionary::builtin()).unwrap())
-                .unwrap();
+        let ans = Message::decode(
+            app_answer(
+                &mut Arena::new(),
+                &req,
+                ORIGIN,
+                &body,
+                65536,
+                Dictionary::builtin(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
         assert_eq!(
             ans.find_u32(268, 0),
             None,
@@ -398,7 +433,14 @@ mod tests {
             is_error: false,
         };
         assert!(matches!(
-            app_answer(&req, ORIGIN, &body, 65536, Dictionary::builtin()),
+            app_answer(
+                &mut Arena::new(),
+                &req,
+                ORIGIN,
+                &body,
+                65536,
+                Dictionary::builtin()
+            ),
             Err(AnswerError::BadAvps(_))
         ));
     }
@@ -413,7 +455,14 @@ mod tests {
             is_error: false,
         };
         assert!(matches!(
-            app_answer(&req, ORIGIN, &body, 4096, Dictionary::builtin()),
+            app_answer(
+                &mut Arena::new(),
+                &req,
+                ORIGIN,
+                &body,
+                4096,
+                Dictionary::builtin()
+            ),
             Err(AnswerError::Encode(_))
         ));
     }
@@ -423,6 +472,7 @@ mod tests {
         let req = request(true);
         let failed = req.find_ref(avp::ORIGIN_HOST, 0).unwrap().raw.to_vec();
         let ans = error_answer(
+            &mut Arena::new(),
             &req,
             ORIGIN,
             5005,
@@ -440,7 +490,17 @@ mod tests {
         assert_eq!(&fa.group().next().unwrap().unwrap().raw[..], &failed[..]);
 
         let ans = Message::decode(
-            error_answer(&req, ORIGIN, 3002, "", None, 65536, Dictionary::builtin()).unwrap(),
+            error_answer(
+                &mut Arena::new(),
+                &req,
+                ORIGIN,
+                3002,
+                "",
+                None,
+                65536,
+                Dictionary::builtin(),
+            )
+            .unwrap(),
         )
         .unwrap();
         assert!(ans.header.flags.is_error());
@@ -459,7 +519,14 @@ mod tests {
                 avps: avps(f),
                 is_error: false,
             };
-            match app_answer(&req, ORIGIN, &body, 65536, Dictionary::builtin()) {
+            match app_answer(
+                &mut Arena::new(),
+                &req,
+                ORIGIN,
+                &body,
+                65536,
+                Dictionary::builtin(),
+            ) {
                 Err(AnswerError::Invalid(why)) => why,
                 other => panic!("not refused: {other:?}"),
             }
@@ -506,16 +573,20 @@ mod tests {
         let req = Message::decode(w.finish().unwrap()).unwrap();
         let d = Dictionary::builtin();
         let v = dmproto::Validator::new(d);
-        let five = Message::decode(error_answer(&req, ORIGIN, 5005, "x", None, 65536, d).unwrap())
-            .unwrap();
+        let five = Message::decode(
+            error_answer(&mut Arena::new(), &req, ORIGIN, 5005, "x", None, 65536, d).unwrap(),
+        )
+        .unwrap();
         assert!(!five.header.flags.is_error());
         assert_eq!(five.find_u32(416, 0), Some(2));
         assert_eq!(five.find_u32(415, 0), Some(7));
         assert_eq!(five.find_u32(258, 0), Some(4));
         assert_eq!(v.validate_answer(&five), Ok(()));
         // 3xxx: the generic answer-message of §7.2, E bit, nothing of the CCA.
-        let three = Message::decode(error_answer(&req, ORIGIN, 3002, "x", None, 65536, d).unwrap())
-            .unwrap();
+        let three = Message::decode(
+            error_answer(&mut Arena::new(), &req, ORIGIN, 3002, "x", None, 65536, d).unwrap(),
+        )
+        .unwrap();
         assert!(three.header.flags.is_error());
         assert_eq!(three.find_u32(416, 0), None);
         assert_eq!(v.validate_answer(&three), Ok(()));

@@ -4,6 +4,11 @@
 //! retransmission (T flag) after a failover gets the answer already given instead of being
 //! handled twice, and a copy that arrives while the original is still being handled gets the
 //! same answer when it is ready. Entries are bounded in number, in cached bytes, and in age.
+//!
+//! The answers kept are the very bytes sent ([`Bytes`], no copy): slices of the chunks the
+//! endpoint encodes its answers into ([`crate::arena`]). The byte bound counts the answers'
+//! own bytes; a kept answer also keeps its chunk alive, so an entry evicted is what lets a
+//! chunk go (the arena's docs give the bound on what that pins: never longer than the TTL).
 
 use std::collections::VecDeque;
 use std::sync::Arc;

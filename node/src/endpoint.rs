@@ -14,18 +14,20 @@
 //! were submitted under, as soon as they are known — polled like everything else, symmetric
 //! with incoming requests ([`Output::Deliver`] with a token): no channel, no task per request.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use dmdeadline::DeadlineQueue;
 use dmproto::dict::Dictionary;
 use dmproto::{FrameError, Message, Validator};
 use rustc_hash::FxHashMap;
 
 use crate::answer::{self, Origin};
 use crate::app::{IncomingRequest, OutgoingRequest, PeerInfo, Reply, RequestError, RequestId};
+use crate::arena::{Arena, Pool};
 use crate::config::{AppAdvert, Config, PeerMode};
 use crate::delivery::{self, Delivery};
 use crate::duplicates::{DupCache, DupCheck, Requester};
@@ -202,9 +204,49 @@ struct Inflight {
     app_id: u32,
     cmd_code: u32,
     /// Peers it was sent to, so a resend goes elsewhere.
-    tried: Vec<PeerId>,
+    tried: Tried,
     /// When it was first sent (answer latency).
     sent: Instant,
+}
+
+/// The peers a request went to, so that a resend after failover goes elsewhere: the first
+/// few inline (a request is sent once, or a few times after failovers), so recording one
+/// costs no allocation (issue 15 item 2); more spill into a `Vec`.
+#[derive(Debug, Default)]
+struct Tried {
+    inline: [Option<PeerId>; TRIED_INLINE],
+    /// All of them, once there are more than fit inline.
+    more: Vec<PeerId>,
+}
+
+const TRIED_INLINE: usize = 4;
+
+impl Tried {
+    fn push(&mut self, peer: PeerId) {
+        if self.more.is_empty() {
+            if let Some(slot) = self.inline.iter_mut().find(|p| p.is_none()) {
+                *slot = Some(peer);
+                return;
+            }
+            self.more.extend(self.inline.iter().flatten());
+        }
+        self.more.push(peer);
+    }
+
+    /// Every peer tried, in a slice for the router.
+    fn with_slice<R>(&self, f: impl FnOnce(&[PeerId]) -> R) -> R {
+        if self.more.is_empty() {
+            let mut ids = [PeerId(0); TRIED_INLINE];
+            let mut n = 0;
+            for p in self.inline.iter().flatten() {
+                ids[n] = *p;
+                n += 1;
+            }
+            f(&ids[..n])
+        } else {
+            f(&self.more)
+        }
+    }
 }
 
 /// Seeds for one run of the node: they make ids differ across restarts. The driver makes
@@ -233,6 +275,12 @@ pub struct Endpoint {
     router: Router,
     pending: PendingTable<Inflight>,
     dup: DupCache,
+    /// Buffers for the requests we originate, given back by their answers (bounded: see
+    /// [`crate::arena::Pool`]).
+    requests: Pool,
+    /// The answers we build, encoded into shared chunks: no allocation per answer although
+    /// the duplicate cache keeps each one (see [`crate::arena`] for the bound).
+    answers: Arena,
     sessions: SessionIds,
     /// Open transport connections, with their local address (for Host-IP-Address). Looked up
     /// for every message sent; the keys are ids we allocate, not a peer's choice, so an
@@ -251,7 +299,10 @@ pub struct Endpoint {
     /// the peer's current capabilities at each use (a reconnect may bring a new CER). At
     /// most one per peer of the table, whose ids are never reused.
     peer_infos: FxHashMap<PeerId, Arc<PeerInfo>>,
-    delivered_deadlines: BTreeSet<(Instant, u64)>,
+    /// The reply deadlines of `delivered`: `[app] reply_timeout` after each delivery, so a
+    /// FIFO in the order delivered ([`DeadlineQueue`]); a B-tree insert and remove per request
+    /// allocated a node about every sixth request at 100 in flight (issue 15 item 2).
+    delivered_deadlines: DeadlineQueue<u64>,
     next_token: u64,
     status_version: u64,
     out: VecDeque<Output>,
@@ -305,6 +356,8 @@ impl Endpoint {
                 limits.dup_cache_entries.saturating_mul(4096),
                 limits.dup_cache_ttl,
             ),
+            answers: Arena::new(),
+            requests: Pool::new(),
             sessions: SessionIds::new(&config.node.origin_host, seeds.start_secs),
             peers,
             conns: FxHashMap::default(),
@@ -315,7 +368,7 @@ impl Endpoint {
             stopping: false,
             delivered: FxHashMap::default(),
             peer_infos: FxHashMap::default(),
-            delivered_deadlines: BTreeSet::new(),
+            delivered_deadlines: DeadlineQueue::new(),
             next_token: 0,
             status_version: 0,
             out: VecDeque::new(),
@@ -483,7 +536,8 @@ impl Endpoint {
     /// deadlines; `None`
     /// when nothing is timed (the driver then waits for input only).
     pub fn next_timeout(&self) -> Option<Instant> {
-        let reply = self.delivered_deadlines.iter().next().map(|(t, _)| *t);
+        // Every change drops the stale front: the earliest record is live.
+        let reply = self.delivered_deadlines.peek().map(|(t, _)| t);
         [
             self.peers.next_timeout(),
             self.pending.next_deadline(),
@@ -498,12 +552,15 @@ impl Endpoint {
     /// watchdog and reconnect timers, expired requests end in [`RequestError::Timeout`].
     /// Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(t, token)) = self.delivered_deadlines.iter().next() {
-            if t > now {
-                break;
+        while let Some((t, token)) = self.delivered_deadlines.pop_due(now) {
+            // A stale record (replied to in time) is skipped.
+            if reply_live(&self.delivered, t, token) {
+                self.reply(token, &Reply::Unanswered, now);
             }
-            self.reply(token, &Reply::Unanswered, now);
         }
+        let delivered = &self.delivered;
+        self.delivered_deadlines
+            .drop_stale(|t, k| reply_live(delivered, t, k));
         self.peers.handle_timeout(now);
         for e in self.pending.expire(now) {
             self.complete(e.data.owner, Err(RequestError::Timeout));
@@ -839,6 +896,8 @@ impl Endpoint {
                             code,
                             Some(waited),
                         );
+                        // Its buffer is kept for the next request, once written.
+                        self.requests.give(entry.data.request);
                         self.complete_after(entry.data.owner, Ok(msg), Some(waited));
                         self.observer.pending(self.pending.len());
                     }
@@ -968,7 +1027,6 @@ impl Endpoint {
         self.next_token = self.next_token.wrapping_add(1);
         let token = self.next_token;
         let deadline = now + self.config.app.reply_timeout;
-        self.delivered_deadlines.insert((deadline, token));
         self.delivered.insert(
             token,
             Delivered {
@@ -979,6 +1037,11 @@ impl Endpoint {
                 at: now,
             },
         );
+        let delivered = &self.delivered;
+        self.delivered_deadlines
+            .push(deadline, token, delivered.len(), |t, k| {
+                reply_live(delivered, t, k)
+            });
         self.out.push_back(Output::Deliver {
             token,
             request: IncomingRequest {
@@ -995,7 +1058,10 @@ impl Endpoint {
         let Some(d) = self.delivered.remove(&token) else {
             return;
         };
-        self.delivered_deadlines.remove(&(d.deadline, token));
+        self.delivered_deadlines.remove(d.deadline, token);
+        let delivered = &self.delivered;
+        self.delivered_deadlines
+            .drop_stale(|t, k| reply_live(delivered, t, k));
         let unable = dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY;
         let outcome = match reply {
             Reply::Answer(body) => {
@@ -1078,13 +1144,16 @@ impl Endpoint {
     /// A local error answer to `request` in the layout its Result-Code needs (see
     /// [`answer::error_answer`]); `None` if it cannot be encoded (too large).
     fn error_answer(
-        &self,
+        &mut self,
         request: &Message,
         code: u32,
         why: &str,
         failed_avp: Option<&[u8]>,
     ) -> Option<Bytes> {
-        answer::error_answer(
+        // Out of `self` while it is written: `origin` borrows the configuration.
+        let mut arena = std::mem::take(&mut self.answers);
+        let built = answer::error_answer(
+            &mut arena,
             request,
             self.origin(),
             code,
@@ -1092,8 +1161,9 @@ impl Endpoint {
             failed_avp,
             self.max_len(),
             self.dict,
-        )
-        .ok()
+        );
+        self.answers = arena;
+        built.ok()
     }
 
     /// The answer built from the application's reply, or the reason to answer 5012 instead
@@ -1106,7 +1176,7 @@ impl Endpoint {
     /// neither has (5005) does not refuse it: the script may answer tersely, and 5012 would
     /// not be better.
     fn app_answer(
-        &self,
+        &mut self,
         request: &Message,
         body: &crate::app::AnswerBody,
     ) -> Result<Bytes, (u32, String)> {
@@ -1119,8 +1189,17 @@ impl Endpoint {
             );
             (rc::DIAMETER_UNABLE_TO_COMPLY, why)
         };
-        let bytes = answer::app_answer(request, self.origin(), body, self.max_len(), self.dict)
-            .map_err(|e| refuse(e.to_string()))?;
+        let mut arena = std::mem::take(&mut self.answers);
+        let built = answer::app_answer(
+            &mut arena,
+            request,
+            self.origin(),
+            body,
+            self.max_len(),
+            self.dict,
+        );
+        self.answers = arena;
+        let bytes = built.map_err(|e| refuse(e.to_string()))?;
         if let Ok(m) = Message::decode(bytes.clone()) {
             if let Err(e) = self.validator.validate_answer(&m) {
                 if matches!(
@@ -1159,27 +1238,33 @@ impl Endpoint {
             dict: self.dict,
             max_len: config.limits.max_message_size as usize,
         };
-        let outgoing::Built {
-            bytes,
-            mut route,
-            session,
-        } = match outgoing::build_request(&ctx, &req, e2e, &mut self.sessions) {
-            Ok(b) => b,
-            Err(e) => return self.complete(Owner::App(id), Err(e)),
-        };
-        if session.is_some() {
-            route.view.session_id = session.as_deref();
+        // Out of `self` while the route facts borrow the Session-Id it wrote.
+        let mut sessions = std::mem::take(&mut self.sessions);
+        let buf = self.requests.take();
+        let built = outgoing::build_request(&ctx, &req, e2e, &mut sessions, buf);
+        match built {
+            Ok(outgoing::Built {
+                bytes,
+                mut route,
+                session,
+            }) => {
+                if session.is_some() {
+                    route.view.session_id = session;
+                }
+                let inflight = Inflight {
+                    owner: Owner::App(id),
+                    request: bytes,
+                    app_id: req.app_id,
+                    cmd_code: req.cmd_code,
+                    tried: Tried::default(),
+                    sent: now,
+                };
+                let deadline = now + req.timeout.unwrap_or(config.timers.answer_timeout);
+                self.dispatch(inflight, Some(&route), deadline, e2e, None);
+            }
+            Err(e) => self.complete(Owner::App(id), Err(e)),
         }
-        let inflight = Inflight {
-            owner: Owner::App(id),
-            request: bytes,
-            app_id: req.app_id,
-            cmd_code: req.cmd_code,
-            tried: Vec::new(),
-            sent: now,
-        };
-        let deadline = now + req.timeout.unwrap_or(config.timers.answer_timeout);
-        self.dispatch(inflight, Some(&route), deadline, e2e, None);
+        self.sessions = sessions;
     }
 
     /// Relay agent (RFC 6733 §6.1.8), for a request that is not ours when `[routing] relay`
@@ -1219,8 +1304,11 @@ impl Endpoint {
             let why = "too large to relay with a Route-Record";
             return refuse(self, rc::DIAMETER_UNABLE_TO_DELIVER, why);
         };
-        let mut tried = vec![from];
-        tried.extend(records.iter().filter_map(|r| self.peers.by_host(r)));
+        let mut tried = Tried::default();
+        tried.push(from);
+        for p in records.iter().filter_map(|r| self.peers.by_host(r)) {
+            tried.push(p);
+        }
         let inflight = Inflight {
             owner: Owner::Relay(Relayed {
                 conn,
@@ -1313,9 +1401,10 @@ impl Endpoint {
             .dict
             .command(inflight.app_id, inflight.cmd_code)
             .map(|c| &*c.request_abbr);
-        let peer = self
-            .router
-            .route_excluding(&info.request(inflight.app_id, abbrev), &inflight.tried)
+        let request = info.request(inflight.app_id, abbrev);
+        let peer = inflight
+            .tried
+            .with_slice(|tried| self.router.route_excluding(&request, tried))
             .map_err(|e| RequestError::NoRoute {
                 result_code: e.result_code,
                 message: e.message,
@@ -1855,6 +1944,14 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// Whether a reply-deadline record still stands for a request the application holds: it is
+/// delivered, with this deadline.
+fn reply_live(delivered: &FxHashMap<u64, Delivered>, deadline: Instant, token: u64) -> bool {
+    delivered
+        .get(&token)
+        .is_some_and(|d| d.deadline == deadline)
 }
 
 /// The Result-Code of a message body (AVPs after the header), 0 when it has none: a walk

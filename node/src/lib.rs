@@ -17,6 +17,7 @@
 //! - [`pending`]: requests we sent (by connection and hop-by-hop id).
 //! - [`duplicates`]: requests peers sent us, by (Origin-Host, end-to-end id).
 //! - [`outgoing`], [`answer`]: completing originated requests and building answers.
+//! - [`arena`]: the chunks the node encodes its messages into (no allocation per message).
 //! - [`app`]: the seam to the application (incoming requests, originated requests).
 //! - [`endpoint`]: all of the above as one state machine.
 //! - [`observe`]: what the endpoint reports per request (the runtime's metrics plug in).
@@ -28,6 +29,7 @@
 #![warn(missing_docs)]
 pub mod answer;
 pub mod app;
+pub mod arena;
 pub mod config;
 pub mod conn;
 pub mod delivery;

@@ -15,7 +15,7 @@
 //! router reads those rather than decoding what was just encoded. [`route_info`] reads them
 //! from an encoded request (a received one to relay, a stored one to resend after failover).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use dmproto::avp::AvpFlags;
 use dmproto::dict::Dictionary;
 use dmproto::{AvpRefs, Flags, Header, Message, MessageWriter};
@@ -30,11 +30,13 @@ use crate::rules::RequestView;
 const M: u8 = AvpFlags::M;
 
 /// Generates Session-Ids unique to this node run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SessionIds {
     host: String,
     high: u32,
     low: u32,
+    /// The last id, written in place: no allocation per request once it has grown.
+    last: String,
 }
 
 impl SessionIds {
@@ -44,17 +46,26 @@ impl SessionIds {
             host: origin_host.to_string(),
             high,
             low: 0,
+            last: String::new(),
         }
     }
 
     /// The next `<Origin-Host>;<high 32 bits>;<low 32 bits>` (RFC 6733 §8.8's recommended
     /// form); the low part counts, carrying into the high part.
     pub fn next_id(&mut self) -> String {
+        self.next_in_place().to_owned()
+    }
+
+    /// [`SessionIds::next_id`] written into a buffer the generator keeps (issue 15 item 2).
+    pub fn next_in_place(&mut self) -> &str {
+        use std::fmt::Write;
         self.low = self.low.wrapping_add(1);
         if self.low == 0 {
             self.high = self.high.wrapping_add(1);
         }
-        format!("{};{};{}", self.host, self.high, self.low)
+        self.last.clear();
+        let _ = write!(self.last, "{};{};{}", self.host, self.high, self.low);
+        &self.last
     }
 }
 
@@ -85,16 +96,17 @@ pub struct Built<'a> {
     /// What [`route_info`] would read from `bytes`, borrowed from the context and the
     /// script's AVPs; its Session-Id is `None` when the node generated one (`session`).
     pub route: RouteInfo<'a>,
-    /// The Session-Id the node generated, if it did.
-    pub session: Option<String>,
+    /// The Session-Id the node generated, if it did (the generator's buffer).
+    pub session: Option<&'a str>,
 }
 
-/// Builds the complete request.
+/// Builds the complete request into `buf` (empty: [`crate::arena::Pool::take`]).
 pub fn build_request<'a>(
     ctx: &RequestContext<'a>,
     req: &'a OutgoingRequest,
     end_to_end: u32,
-    sessions: &mut SessionIds,
+    sessions: &'a mut SessionIds,
+    buf: BytesMut,
 ) -> Result<Built<'a>, RequestError> {
     let mut session = None;
     let mut has_dest_realm = false;
@@ -135,7 +147,7 @@ pub fn build_request<'a>(
     if !matches!(command, Some(c) if !c.proxiable) {
         header.flags = header.flags.with(Flags::P);
     }
-    let mut w = MessageWriter::new(header).max_len(ctx.max_len);
+    let mut w = MessageWriter::with_buffer(buf, header).max_len(ctx.max_len);
     let rules = command.map(|c| &c.request.rules[..]).unwrap_or(&[]);
     let listed = |code: u32| rules.iter().any(|r| r.code == code && r.vendor == 0);
 
@@ -148,8 +160,8 @@ pub fn build_request<'a>(
             .first()
             .is_some_and(|r| r.code == SESSION_ID && r.vendor == 0) =>
         {
-            let id = sessions.next_id();
-            w.str(SESSION_ID, M, 0, &id);
+            let id = sessions.next_in_place();
+            w.str(SESSION_ID, M, 0, id);
             generated = Some(id);
         }
         None => {}
@@ -308,11 +320,11 @@ mod tests {
             avps: body,
             timeout: None,
         };
-        let built = build_request(&ctx, &req, 8, &mut sessions).unwrap();
+        let built = build_request(&ctx, &req, 8, &mut sessions, BytesMut::new()).unwrap();
         let m = Message::decode(built.bytes.clone()).unwrap();
         // The facts the builder returns are the ones the router would read from the bytes.
         let mut facts = built.route;
-        facts.view.session_id = facts.view.session_id.or(built.session.as_deref());
+        facts.view.session_id = facts.view.session_id.or(built.session);
         let read = route_info(&m);
         assert_eq!(facts.view, read.view);
         assert_eq!(facts.route_records, read.route_records);
@@ -403,7 +415,7 @@ mod tests {
         };
         let mut s = SessionIds::new("h", 1);
         assert!(matches!(
-            build_request(&ctx, &req, 1, &mut s),
+            build_request(&ctx, &req, 1, &mut s, BytesMut::new()),
             Err(RequestError::Invalid(_))
         ));
     }

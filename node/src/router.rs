@@ -95,8 +95,12 @@ enum RrKey {
         app_id: u32,
         priority: u32,
     },
-    Realm {
-        realm: String,
+    /// The directly connected peers of one realm (step 4), named by the first of them (the
+    /// lowest id with that realm; ids are never reused): no copy of the realm per routed
+    /// request. When that peer goes down the realm's next peer names it, and round-robin
+    /// starts over.
+    Direct {
+        first_peer: PeerId,
         app_id: u32,
     },
     Default {
@@ -120,6 +124,9 @@ pub struct Router {
     /// Round-robin positions, looked up per routed request. Seeded foldhash rather than
     /// SipHash (cheaper): realms in the keys may come from requests, a peer's choice.
     rr: HashMap<RrKey, usize>,
+    /// The candidates of one routing step, kept between requests so that gathering them
+    /// allocates nothing once it has grown (at most one entry per peer).
+    scratch: Vec<PeerId>,
 }
 
 impl Router {
@@ -150,6 +157,7 @@ impl Router {
             default: ids(&config.default_route),
             rules: config.routing.rules.clone(),
             rr: HashMap::new(),
+            scratch: Vec::new(),
         };
         for p in &config.peers {
             if let Some(id) = peer_id(&p.host) {
@@ -400,22 +408,27 @@ impl Router {
             if let Some(routed) = self.route_table(realm, app, exclude) {
                 return routed;
             }
-            let realm = realm.to_ascii_lowercase();
-            let mut direct: Vec<PeerId> = (0..self.peers.len())
-                .map(PeerId)
-                .filter(|id| self.info(*id).and_then(|p| p.realm.as_deref()) == Some(&realm))
-                .collect();
+            // Step 4, the realm's own peers, gathered in the router's scratch list and their
+            // realms (kept lower case) compared without a lowered copy of the request's:
+            // nothing allocated per request (issue 15 item 2).
+            let mut direct = std::mem::take(&mut self.scratch);
+            direct.clear();
+            direct.extend((0..self.peers.len()).map(PeerId).filter(|id| {
+                self.info(*id)
+                    .and_then(|p| p.realm.as_deref())
+                    .is_some_and(|r| r.eq_ignore_ascii_case(realm))
+            }));
             lacking_app |= direct
                 .iter()
                 .any(|id| self.lacks_only_app(*id, app, exclude));
+            let key = direct.first().map(|&first_peer| RrKey::Direct {
+                first_peer,
+                app_id: app,
+            });
             direct.retain(|id| ok(self, *id));
-            if let Some(id) = self.pick(
-                RrKey::Realm {
-                    realm: realm.clone(),
-                    app_id: app,
-                },
-                &direct,
-            ) {
+            let picked = key.and_then(|key| self.pick(key, &direct));
+            self.scratch = direct;
+            if let Some(id) = picked {
                 return Ok(id);
             }
         }
@@ -430,12 +443,16 @@ impl Router {
                 message: format!("no route to realm {realm} and no default route"),
             });
         }
-        let mut default = self.default.clone();
+        let mut default = std::mem::take(&mut self.scratch);
+        default.clear();
+        default.extend_from_slice(&self.default);
         lacking_app |= default
             .iter()
             .any(|id| self.lacks_only_app(*id, app, exclude));
         default.retain(|id| ok(self, *id));
-        match self.pick(RrKey::Default { app_id: app }, &default) {
+        let picked = self.pick(RrKey::Default { app_id: app }, &default);
+        self.scratch = default;
+        match picked {
             Some(id) => Ok(id),
             None => Err(self.no_peer(
                 req.view.destination_realm.unwrap_or("(default route)"),

@@ -316,6 +316,12 @@ impl MessageWriter {
     /// this message). On error the partial message is removed from the buffer and the error
     /// returned; the buffer is dropped.
     pub fn finish_buf(mut self) -> Result<BytesMut, EncodeError> {
+        self.seal()?;
+        Ok(self.buf)
+    }
+
+    /// Checks that the message is whole and patches its Message Length.
+    fn seal(&mut self) -> Result<(), EncodeError> {
         if self.error.is_none() && self.depth != 0 {
             self.fail(EncodeError::OpenGroups(self.depth));
         }
@@ -328,7 +334,29 @@ impl MessageWriter {
                 l.copy_from_slice(&len.to_be_bytes()[1..]);
             }
         }
-        Ok(self.buf)
+        Ok(())
+    }
+
+    /// [`finish`](Self::finish) for a writer over an arena ([`with_buffer`](Self::with_buffer)
+    /// of an empty buffer with spare capacity): the message is split off the front of the
+    /// buffer, which comes back empty with the capacity left after the message, in the same
+    /// allocation. Once the buffer is shared (its first split makes it so), neither the
+    /// split, nor [`Bytes`] made of it, nor [`Bytes::try_into_mut`] of a unique one
+    /// allocates: many messages are encoded into one allocation, freed when the last of them
+    /// is dropped (the node's answers, issue 15 item 2). Bytes the buffer held before the
+    /// message are not part of it, and are dropped. On error the buffer comes back emptied
+    /// (its allocation kept) with the error.
+    pub fn finish_split(mut self) -> (Result<Bytes, EncodeError>, BytesMut) {
+        let start = self.start;
+        if let Err(e) = self.seal() {
+            self.buf.clear();
+            return (Err(e), self.buf);
+        }
+        let mut message = self.buf.split();
+        if start > 0 {
+            let _ = message.split_to(start);
+        }
+        (Ok(message.freeze()), self.buf)
     }
 
     /// Patches the Message Length and returns this message's bytes (the AVPs alone in
