@@ -16,7 +16,7 @@ use std::os::fd::OwnedFd;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use dmproto::dict::Dictionary;
 use dmproto::json::JsonReader;
 use tokio::io::unix::AsyncFd;
@@ -180,6 +180,10 @@ pub struct Driver {
     node: NodeView,
     dict: &'static Dictionary,
     reader: JsonReader<'static>,
+    /// The AVPs read from workers' JSON (their requests, and replies in JSON form), split
+    /// off one chunk that is rewound once the node has dropped them: no allocation per
+    /// message ([`convert::json_to_avps`] gives the bound).
+    avps: BytesMut,
     /// Where a reload puts a new dictionary, and the generation `dict` is from.
     current_dict: CurrentDictionary,
     dict_generation: u64,
@@ -298,6 +302,7 @@ impl Driver {
             node,
             dict,
             reader: JsonReader::new(dict),
+            avps: BytesMut::new(),
             current_dict,
             dict_generation,
             handle,
@@ -763,6 +768,7 @@ impl Driver {
             ReplyStatus::Failed => Err(format!("the worker reported a failed reply: {error}")),
             ReplyStatus::Ok | ReplyStatus::Error => match form {
                 Payload::Json => convert::reply_body(
+                    &mut self.avps,
                     &mut self.reader,
                     &avps,
                     status == ReplyStatus::Error,
@@ -814,7 +820,12 @@ impl Driver {
         self.counters.requests_sent += 1;
         self.counters_dirty = true;
         let epoch = self.policy.epoch(slot);
-        let avps = match convert::json_to_avps(&mut self.reader, json, self.node.max_message_size) {
+        let avps = match convert::json_to_avps(
+            &mut self.avps,
+            &mut self.reader,
+            json,
+            self.node.max_message_size,
+        ) {
             Ok(a) => a,
             Err(e) => {
                 let o = Outcome::not_sent(format!("invalid request JSON: {e}"));
