@@ -254,6 +254,19 @@ mod tests {
         w.finish().unwrap()
     }
 
+    /// The application's answer to `req` with `body`, decoded (built-in dictionary).
+    fn answered(req: &Message, body: &AnswerBody) -> Message {
+        let built = app_answer(
+            &mut Arena::new(),
+            req,
+            ORIGIN,
+            body,
+            65536,
+            Dictionary::builtin(),
+        );
+        Message::decode(built.unwrap()).unwrap()
+    }
+
     fn codes(m: &Message) -> Vec<u32> {
         m.avp_refs().map(|a| a.unwrap().code).collect()
     }
@@ -268,18 +281,7 @@ mod tests {
             }),
             is_error: false,
         };
-        let ans = Message::decode(
-            app_answer(
-                &mut Arena::new(),
-                &req,
-                ORIGIN,
-                &body,
-                65536,
-                Dictionary::builtin(),
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let ans = answered(&req, &body);
         assert!(!ans.is_request());
         assert!(ans.header.flags.is_proxiable(), "P is kept");
         assert!(!ans.header.flags.is_error());
@@ -381,18 +383,7 @@ mod tests {
             }),
             is_error: false,
         };
-        let ans = Message::decode(
-            app_answer(
-                &mut Arena::new(),
-                &req,
-                ORIGIN,
-                &body,
-                65536,
-                Dictionary::builtin(),
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let ans = answered(&req, &body);
         assert_eq!(ans.find_u32(268, 0), Some(3002));
         assert_eq!(codes(&ans).iter().filter(|c| **c == 268).count(), 1);
         assert!(ans.header.flags.is_error());
@@ -406,18 +397,7 @@ mod tests {
             }),
             is_error: false,
         };
-        let ans = Message::decode(
-            app_answer(
-                &mut Arena::new(),
-                &req,
-                ORIGIN,
-                &body,
-                65536,
-                Dictionary::builtin(),
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let ans = answered(&req, &body);
         assert_eq!(
             ans.find_u32(268, 0),
             None,

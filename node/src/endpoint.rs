@@ -1150,20 +1150,22 @@ impl Endpoint {
         why: &str,
         failed_avp: Option<&[u8]>,
     ) -> Option<Bytes> {
-        // Out of `self` while it is written: `origin` borrows the configuration.
+        self.in_answers(|arena, origin, max_len, dict| {
+            answer::error_answer(arena, request, origin, code, why, failed_avp, max_len, dict)
+        })
+        .ok()
+    }
+
+    /// `write` given the answers' arena, our identity, `max_message_size` and the dictionary:
+    /// the arena is out of `self` meanwhile, as the identity borrows the configuration.
+    fn in_answers<R>(
+        &mut self,
+        write: impl FnOnce(&mut Arena, Origin<'_>, usize, &Dictionary) -> R,
+    ) -> R {
         let mut arena = std::mem::take(&mut self.answers);
-        let built = answer::error_answer(
-            &mut arena,
-            request,
-            self.origin(),
-            code,
-            why,
-            failed_avp,
-            self.max_len(),
-            self.dict,
-        );
+        let built = write(&mut arena, self.origin(), self.max_len(), self.dict);
         self.answers = arena;
-        built.ok()
+        built
     }
 
     /// The answer built from the application's reply, or the reason to answer 5012 instead
@@ -1189,17 +1191,11 @@ impl Endpoint {
             );
             (rc::DIAMETER_UNABLE_TO_COMPLY, why)
         };
-        let mut arena = std::mem::take(&mut self.answers);
-        let built = answer::app_answer(
-            &mut arena,
-            request,
-            self.origin(),
-            body,
-            self.max_len(),
-            self.dict,
-        );
-        self.answers = arena;
-        let bytes = built.map_err(|e| refuse(e.to_string()))?;
+        let bytes = self
+            .in_answers(|arena, origin, max_len, dict| {
+                answer::app_answer(arena, request, origin, body, max_len, dict)
+            })
+            .map_err(|e| refuse(e.to_string()))?;
         if let Ok(m) = Message::decode(bytes.clone()) {
             if let Err(e) = self.validator.validate_answer(&m) {
                 if matches!(
