@@ -78,6 +78,25 @@
 #                           ~13 KB each in Kamailio 5.6: 79,072 waiting held 1.0 GB), so 16k
 #                           calls/s need ~1.1 GB; at 1024 MB the SIP-only tm side lost ~20% of
 #                           its calls (`new_t(): out of mem`, BENCHMARKS "Session 8")
+#   SCHED_FIFO=P            the bridges' [scheduling] fifo_priority and the modules'
+#                           sched_fifo_priority (Kamailio: its SIP workers and the module's
+#                           workers; OpenSIPS: its SIP workers): SCHED_FIFO at priority P for
+#                           the bridge and the SIP server's Diameter processes (root)
+#   SCHED_SLICE_US=N        the same for [scheduling] slice_us / sched_slice_us (EEVDF slice)
+#                           The peers (freeDiameter's test_app server, the echo peer, the
+#                           Erlang OCS), cdp/ims_diameter_server and aaa_diameter keep the
+#                           kernel's defaults: the anchors have no such knob, the peers are
+#                           not what is measured
+#   SCHED=1                 `perf sched record -a` over each fixed-rate run of a side with a
+#                           bridge, then the run-queue delay per process (scripts/
+#                           sched-delays.py; the bridge, the peer and the SIP server's
+#                           processes by role); root, and the tracer costs CPU of its own
+#   RT_US=1                 sipp keeps every reply's X-Rt-Us (bench-originate.cfg: the script's
+#                           round trip, dm_send_request's or dm_send_request_async -> its resume
+#                           route's, per call, in us); each line gets "rt_us" p50/p99/p99.9
+#                           (one log line per call more for sipp, and for async a transaction
+#                           AVP more in Kamailio, -A RT_ASYNC: off by default, so the other
+#                           figures and bench-instructions.sh's counts stay comparable)
 #   TA_PEER=fd|echo         who answers the test_app requests: freeDiameter's test_app server
 #                           (fd, default) or `ECHO_BIN run --echo --threads 1` (echo; ECHO_BIN
 #                           defaults to this tree's release binary, so an A/B run with
@@ -237,6 +256,11 @@ segment = "/dev/shm/$3"
 control_socket = "$4"
 $metrics
 EOF
+  if [ -n "${SCHED_SLICE_US:-}${SCHED_FIFO:-}" ]; then
+    printf '\n[scheduling]\n%s%s' "${SCHED_SLICE_US:+slice_us = $SCHED_SLICE_US
+}" "${SCHED_FIFO:+fifo_priority = $SCHED_FIFO
+}" >>"$1"
+  fi
 }
 bridge_mport="" os_bridge_mport=""
 if [ "${BRIDGE_METRICS:-0}" = 1 ]; then
@@ -253,6 +277,8 @@ mkdir -p "$work/kam-dmb"
 kamailio -m "$shm_mb" -DD -E -Y "$work/kam-dmb" -f "$cfg" -A "SIP_PORT=$kam_dmb_port" \
   -A "DMB_SO=\"$so\"" -A "DMB_SOCKET=\"$work/control.sock\"" \
   ${SYNC_SPIN_US:+-A "SYNC_SPIN_US=$SYNC_SPIN_US"} ${DMB_WORKERS:+-A "DMB_WORKERS=$DMB_WORKERS"} \
+  ${SCHED_SLICE_US:+-A "DMB_SCHED_SLICE_US=$SCHED_SLICE_US"} \
+  ${SCHED_FIFO:+-A "DMB_SCHED_FIFO=$SCHED_FIFO"} $([ "${RT_US:-0}" != 1 ] || echo "-A RT_ASYNC") \
   >"$work/kam-dmb.log" 2>&1 &
 kam_dmb=$!; pids+=("$kam_dmb")
 
@@ -333,6 +359,12 @@ if [ -n "$os_src" ]; then
     sed -e "s|^#$mod ||" -e "s|@MPATH@|$os_src/modules/|" -e "s|@SIP_PORT@|$port|" \
       -e "s|@DMB_SOCKET@|$work/os-control.sock|" -e "s|@FD_CONF@|$work/$name/fd.conf|" \
       -e "s|@DICT@|$work/$name/bench.dict|" "$os_cfg" >"$work/$name.cfg"
+    # SCHED_FIFO / SCHED_SLICE_US: the module's scheduling of the SIP workers
+    if [ "$mod" = DMB ] && [ -n "${SCHED_SLICE_US:-}${SCHED_FIFO:-}" ]; then
+      sed -i "/^modparam(\"dmbridge\", \"bridge_socket\"/a\\
+modparam(\"dmbridge\", \"sched_fifo_priority\", ${SCHED_FIFO:-0})\\
+modparam(\"dmbridge\", \"sched_slice_us\", ${SCHED_SLICE_US:-0})" "$work/$name.cfg"
+    fi
     env "$@" "$os_src/opensips" -F -m "$shm_mb" -M 32 -f "$work/$name.cfg" -w "$work/$name" \
       >>"$work/$name.log" 2>&1 &
     os_started=$!
@@ -377,6 +409,32 @@ if [ -n "$os_src" ]; then
 fi
 
 # --- runs ----------------------------------------------------------------------------------
+# RT_US=1: the same scenario, also keeping each reply's X-Rt-Us (not checked: the sides
+# without it log an empty line) with a <log> action, one line per call in rtN.log
+scen_run=$scen
+if [ "${RT_US:-0}" = 1 ]; then
+  scen_run="$work/bench-originate-rt.xml"
+  sed -e 's|^\(.*assign_to="rc"/>\)$|\1\n      <ereg regexp="-?[0-9]+" search_in="hdr" header="X-Rt-Us:" assign_to="rt"/>\n      <log message="[$rt]"/>|' \
+    -e 's|<Reference variables="rc"/>|<Reference variables="rc,rt"/>|' "$scen" >"$scen_run"
+  grep -q 'X-Rt-Us' "$scen_run" || { log "RT_US=1: could not extend $scen"; exit 1; }
+fi
+# sched_labels SIDE: PID=label arguments for scripts/sched-delays.py: the bridge, the peers,
+# and the SIP server's processes by role (Kamailio: core.psx over its ctl socket)
+sched_labels() {
+  local b srv
+  b=$(bridge_of "$1"); srv=$(server_of "$1")
+  [ -z "$b" ] || echo "$b=bridge"
+  echo "$fd_pid=peer-$ta_peer" "$ocs_pid=ocs"
+  case $(instance_of "$1") in
+    kam_*)
+      kamcmd -s "unix:$work/$(instance_of "$1" | tr _ -)/kamailio_ctl" core.psx 2>/dev/null \
+        | awk '/PID:/{p=$2} /DSC:/{sub(/.*DSC: /, "");
+            r = /^udp receiver/ ? "sip-worker" : /^DMBRIDGE WORKER/ ? "dmb-worker" : "kam-other";
+            print p "=" r "#" (++n[r])}'
+      ;;
+    *) for p in $(pgrep -P "$srv"); do echo "$p=sip-server#$p"; done ;;
+  esac
+}
 instance_of() { # side -> the SIP server it runs on: the variable holding its main PID (and
   # NAME_port its SIP port)
   case $1 in
@@ -439,6 +497,14 @@ run_sipp() {
   local cv0 ci0 cv1 ci1 cr0 cw0 cr1 cw1
   read -r cv0 ci0 cr0 cw0 < <(ctxsw $procs_srv)
   l0=$(cut -d' ' -f1 /proc/loadavg)
+  # SCHED=1: the run queues over SCHED_SECS (3) of the run, from its second second (the
+  # capture of a whole run at 20k calls/s is hundreds of MB, and its reading takes minutes)
+  local sched_pid=""
+  if [ "${SCHED:-0}" = 1 ] && [ "$mode" = rate ] && [ -n "$bridge" ]; then
+    (sleep 1; exec perf sched record -a -o "$dir/sched.data" -- sleep "${SCHED_SECS:-3}") \
+      >"$dir/perf.log" 2>&1 &
+    sched_pid=$!; pids+=("$sched_pid")
+  fi
   t0=$(date +%s.%N)
   for i in $(seq "$n"); do
     local opts
@@ -449,7 +515,8 @@ run_sipp() {
       opts="-r $(python3 -c "print(max(1, round($value / $n)))") -l 100000"
     fi
     # `times`: the CPU the sipp child used, written when it has exited
-    (cd "$dir" && timeout $((s + 30)) sipp -sf "$scen" -s "$user" "127.0.0.1:$port" \
+    [ "$scen_run" = "$scen" ] || opts="$opts -trace_logs -log_file rt$i.log"
+    (cd "$dir" && timeout $((s + 30)) sipp -sf "$scen_run" -s "$user" "127.0.0.1:$port" \
       -i 127.0.0.1 -p "$(free_udp_port)" $opts -timeout "$s" -nostdin \
       -trace_stat -stf "stat$i.csv" -fd 1 -trace_rtt -rtt_freq 200 \
       -trace_err -error_file "err$i.log" >"out$i.txt" 2>&1; times >"cpu$i.txt") &
@@ -457,6 +524,15 @@ run_sipp() {
   done
   local c
   for c in "${cpids[@]}"; do wait "$c" || true; done
+  if [ -n "$sched_pid" ]; then
+    wait "$sched_pid" || true
+    # shellcheck disable=SC2046 # one word per label
+    python3 "$top/scripts/sched-delays.py" --json "$dir/sched.json" "$dir/sched.data" \
+      $(sched_labels "$side") >"$dir/sched.txt" 2>&1 || true
+    rm -f "$dir/sched.data" "$dir/sched.data.old"
+    log "$side $app @$value/s: run-queue delays (perf sched, ${SCHED_SECS:-3} s of the run)"
+    cat "$dir/sched.txt" >&2
+  fi
   local t1 b1 k1 f1 o1 l1
   t1=$(date +%s.%N)
   b1=$(ticks $bridge); k1=$(ticks $procs_srv); f1=$(ticks "$fd_pid"); o1=$(ticks $(tree "$ocs_pid"))
@@ -503,8 +579,13 @@ for f in glob.glob(os.path.join(d, "*_rtt.csv")):
         if len(p) >= 2 and p[0] != "Date_ms":
             lat.append(float(p[1]))
 lat.sort()
-def pct(q):
-    return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None
+def pct(q, v=None):
+    v = lat if v is None else v
+    return v[min(len(v) - 1, int(q * len(v)))] if v else None
+# RT_US=1: the script's round trip per call (X-Rt-Us), logged by sipp
+rts = sorted(int(x) for f in glob.glob(os.path.join(d, "rt*.log"))
+             for x in open(f).read().split() if x.lstrip("-").isdigit())
+sched_file = os.path.join(d, "sched.json")
 secs = float(secs)
 hz = os.sysconf("SC_CLK_TCK")
 cpu = lambda t: round(int(t) / hz / secs, 3)
@@ -520,6 +601,12 @@ print(json.dumps({
                   "fd_server": cpu(ft), "erlang_ocs": cpu(ot),
                   "sipp": round(sipp_cpu / secs, 3)},
     "loadavg": [float(l0), float(l1)],
+    # the scheduling asked for the bridge and the SIP server's Diameter processes
+    "sched": {"fifo_priority": int(os.environ.get("SCHED_FIFO") or 0),
+              "slice_us": int(os.environ.get("SCHED_SLICE_US") or 0)},
+    **({"rt_us": {"samples": len(rts), "p50": pct(0.5, rts), "p99": pct(0.99, rts),
+                  "p999": pct(0.999, rts), "max": rts[-1]}} if rts else {}),
+    **({"sched_delays": json.load(open(sched_file))} if os.path.exists(sched_file) else {}),
     "sip_minflt_per_call": round(int(mf) / ok, 2) if ok else None,
     # the SIP server's processes' context switches per call: voluntary ones are its sleeps
     # (each a wake-up), involuntary ones preemptions
@@ -591,6 +678,14 @@ wait_answering() {
 # shellcheck disable=SC2086 # one word per side
 wait_answering 60 $warm || { log "not answering after 60 tries:$failing; logs in $work"; exit 1; }
 log "all sides answer; results in $results (one JSON line per run)"
+if [ -n "${SCHED_SLICE_US:-}${SCHED_FIFO:-}" ]; then
+  log "bridge: $(grep -h -o 'scheduling.*' "$work/bridge.log" | tail -1)"
+  log "Kamailio + dmbridge.so's processes (class priority/slice ns): $(
+    for p in $(pgrep -P "$kam_dmb"); do printf '%s/%s ' "$(ps -o cls=,rtprio= -p "$p" | tr -s ' ')" \
+      "$(sed -n 's/^se\.slice *: *//p' "/proc/$p/sched")"; done)"
+  [ -z "$os_dmb" ] || log "OpenSIPS + dmbridge.so's processes (class priority): $(
+    for p in $(pgrep -P "$os_dmb"); do printf '%s ' "$(ps -o cls=,rtprio= -p "$p" | tr -s ' ')"; done)"
+fi
 
 # aaa_diameter's sender wedges for good once requests queue up in it (BENCHMARKS.md, issue
 # 15 OpenSIPS section: a lost wake-up in its freeDiameter sending thread), and then answers
@@ -682,12 +777,20 @@ for r in rows:
         if rt:  # the script's time in its request function (bench-originate.cfg's X-Rt-Us)
             what += f" (rt {rt['p50']:g}/{rt['p99']:g}us)"
     what = f"{r['side']} {r['app']} {what}"
+    if (r.get("sched") or {}).get("fifo_priority"):
+        what += f" fifo{r['sched']['fifo_priority']}"
+    if (r.get("sched") or {}).get("slice_us"):
+        what += f" slice{r['sched']['slice_us']}"
     rate = "-" if r["calls_per_s"] is None else f"{r['calls_per_s']:,.0f}"
     cpu = "" if c is None else (f"{c['sip_server']:>5} {c['bridge']:>6} "
                                 f"{max(c['fd_server'], c['erlang_ocs']):>5} {c['sipp']:>5}")
     print(f"{what:<52} {rate:>9} {r['ok']:>8} {r['failed']:>5} {f(l['p50']):>7} {f(l['p99']):>7}"
           f" {f(l['p999']):>7}       {cpu:<26}  {r['loadavg'][0]}-{r['loadavg'][1]:<6}"
           f" {f(r.get('sip_minflt_per_call'))}")
+    if r.get("mode") in ("closed", "rate") and r.get("rt_us"):
+        rt = r["rt_us"]
+        print(f"    script round trip (X-Rt-Us) n {rt['samples']:>9}  p50/p99/p99.9 us "
+              f"{rt['p50']}/{rt['p99']}/{rt['p999']}")
     for k, h in (r.get("bridge_us") or {}).items():
         if h["n"]:
             print(f"    hist {k:<30} n {h['n']:>9}  p50/p99/p99.9 us "
