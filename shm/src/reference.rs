@@ -159,12 +159,14 @@ impl EchoBridge {
         self.expire();
         self.bridge
             .expire_handshakes(Instant::now(), Duration::from_secs(2), &mut self.events);
+        // The counters first: whoever sees an event's effect in the stats (a refusal listed)
+        // then also sees the counters that count it (a test read the two in between).
+        let seam = self.bridge.counters();
+        self.lock().seam = seam;
         let events = std::mem::take(&mut self.events);
         for ev in events {
             self.handle(ev);
         }
-        let seam = self.bridge.counters();
-        self.lock().seam = seam;
         Ok(())
     }
 
