@@ -77,6 +77,7 @@ static param_export_t params[] = {
 	{"reconnect_interval", PARAM_INT,    &dmk_cfg.reconnect_interval},
 	{"event_callback",     PARAM_STR,    &dmk_cfg.event_callback},
 	{"sync_spin_us",       PARAM_INT,    &dmk_cfg.sync_spin_us},
+	{"async_queue",        PARAM_INT,    &dmk_cfg.async_queue},
 	{"sched_slice_us",     PARAM_INT,    &dmk_sched_slice_us},
 	{"sched_fifo_priority", PARAM_INT,   &dmk_sched_fifo_priority},
 	{0, 0, 0}
@@ -182,6 +183,10 @@ static int mod_init(void)
 
 	if(dmk_cfg.workers < 0) {
 		LM_ERR("workers must be >= 0\n");
+		return -1;
+	}
+	if(dmk_cfg.async_queue < 1 || dmk_cfg.async_queue > DMK_MAX_ASYNC_QUEUE) {
+		LM_ERR("async_queue must be 1..%d (jobs per module worker)\n", DMK_MAX_ASYNC_QUEUE);
 		return -1;
 	}
 	if(dmk_cfg.sync_spin_us < 0 || dmk_cfg.sync_spin_us > DMB_MAX_SYNC_SPIN_US) {

@@ -19,6 +19,7 @@ dmk_cfg_t dmk_cfg = {
 	.auto_reply_code = 5012,
 	.reconnect_interval = 1000,
 	.sync_spin_us = DMB_DEFAULT_SYNC_SPIN_US,
+	.async_queue = DMK_DEFAULT_ASYNC_QUEUE,
 	.event_callback = STR_NULL,
 };
 

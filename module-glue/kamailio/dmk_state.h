@@ -29,6 +29,11 @@
 #define DMK_RT_PREFIX_LEN (sizeof(DMK_RT_PREFIX) - 1)
 
 /* the module parameters (modparam writes them before mod_init; read-only afterwards) */
+/* jobs a module worker's list holds by default, as many as its pipe of job pointers held
+ * before (64 KiB / 8) */
+#define DMK_DEFAULT_ASYNC_QUEUE 8192
+#define DMK_MAX_ASYNC_QUEUE (1 << 20)
+
 typedef struct dmk_cfg {
 	char *bridge_socket;
 	int workers;
@@ -36,6 +41,7 @@ typedef struct dmk_cfg {
 	int auto_reply_code;    /* answer for requests the script leaves unanswered; 0: none */
 	int reconnect_interval; /* ms between attach attempts of a process */
 	int sync_spin_us;       /* dm_send_request polls for its answer this long (adaptive) */
+	int async_queue;        /* async jobs one module worker's list may hold */
 	str event_callback;     /* KEMI: the function that gets every incoming request */
 } dmk_cfg_t;
 extern dmk_cfg_t dmk_cfg;

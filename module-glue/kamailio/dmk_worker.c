@@ -37,10 +37,6 @@
 /* requests / answers taken per wake-up before looking at the other queue */
 #define DMK_BATCH 64
 
-/* jobs a module worker's list may hold, as many as its pipe of job pointers held before
- * (64 KiB / 8): beyond it the worker is stuck, and the call fails instead of queueing */
-#define DMK_QUEUE_MAX 8192
-
 /*
  * The hand-over to one module worker, in shared memory. It replaced a pipe that carried each
  * job pointer: a write(2) in the SIP worker and a wake-up plus two read(2)s in the module
@@ -55,7 +51,7 @@
 typedef struct dmk_jobq
 {
 	dmg_job *head; /* pushed jobs, newest first, linked by job->next */
-	int queued;	   /* jobs on the list, bounded by DMK_QUEUE_MAX */
+	int queued;	   /* jobs on the list, bounded by the async_queue parameter */
 	int sleeping;  /* the worker is in (or about to enter) poll: ring the pipe */
 	char pad[64 - sizeof(dmg_job *) - 2 * sizeof(int)]; /* one cache line per worker */
 } dmk_jobq;
@@ -134,7 +130,8 @@ int dmk_worker_hand_over(dmg_job *job)
 	 * take */
 	for(tries = 1;; tries++) {
 		q = &_dmk_queues[widx];
-		if(__atomic_add_fetch(&q->queued, 1, __ATOMIC_RELAXED) <= DMK_QUEUE_MAX)
+		/* beyond async_queue the worker is stuck: the call fails instead of queueing */
+		if(__atomic_add_fetch(&q->queued, 1, __ATOMIC_RELAXED) <= dmk_cfg.async_queue)
 			break;
 		__atomic_sub_fetch(&q->queued, 1, __ATOMIC_RELAXED);
 		if(tries >= _dmk_npipes) {
@@ -144,7 +141,7 @@ int dmk_worker_hand_over(dmg_job *job)
 			if(now - logged >= 5000) {
 				LM_ERR("cannot hand the job over: each of the %d dmbridge workers has %d jobs"
 					   " waiting (stuck?)\n",
-						_dmk_npipes, DMK_QUEUE_MAX);
+						_dmk_npipes, dmk_cfg.async_queue);
 				logged = now;
 			}
 			return -1;

@@ -35,6 +35,10 @@
 //!   then SIGCONT after tm's 408s. The module finds each job's transaction ended and sends
 //!   nothing for it (before, the 4 requests went to the peer and their answers then failed to
 //!   resume anything): counted as async_abandoned, logged, and the next call is answered.
+//! - `full_job_lists_refuse_only_when_every_list_is_full`: `async_queue` 2 and both dmbridge
+//!   workers stopped: 4 calls fill both lists (a SIP worker whose chosen list is full hands
+//!   its job to the other worker's), the 5th is refused at once (500 from the script, counted
+//!   in not_sent, logged); the workers go on and the 4 queued calls are answered.
 //! - `async_calls_that_suspend_nothing_are_counted`: a dm_send_request_async call refused
 //!   (here: invalid JSON) is counted in sent_async and not_sent, as dm_send_request's are.
 //! - `answer_after_tm_ended_the_transaction_is_counted`: fr_timer below request_timeout: tm
@@ -76,6 +80,7 @@ loadmodule DMB_SO
 modparam("dmbridge", "bridge_socket", DMB_SOCKET)
 modparam("dmbridge", "workers", 2)
 modparam("dmbridge", "request_timeout", REQUEST_TIMEOUT)
+modparam("dmbridge", "async_queue", ASYNC_QUEUE)
 modparam("tm", "fr_timer", FR_TIMER)
 
 request_route {
@@ -137,6 +142,17 @@ struct Setup {
 /// A bridge whose default route is the held peer (answer timeout 20 s: only the script's
 /// request timeout ends a request), and the script written with `defines`' values.
 fn setup(name: &str, request_timeout_ms: u32, fr_timer_ms: u32, exit_timeout_s: u32) -> Setup {
+    setup_queue(name, request_timeout_ms, fr_timer_ms, exit_timeout_s, 8192)
+}
+
+/// [`setup`] with the module's `async_queue` (jobs per dmbridge worker's list).
+fn setup_queue(
+    name: &str,
+    request_timeout_ms: u32,
+    fr_timer_ms: u32,
+    exit_timeout_s: u32,
+    async_queue: u32,
+) -> Setup {
     let dir = TestDir::new(name);
     let _ = harness::dmbridge::dmbridge_bin();
     let bport = free_port();
@@ -149,7 +165,8 @@ fn setup(name: &str, request_timeout_ms: u32, fr_timer_ms: u32, exit_timeout_s: 
     let text = CFG
         .replace("REQUEST_TIMEOUT", &request_timeout_ms.to_string())
         .replace("FR_TIMER", &fr_timer_ms.to_string())
-        .replace("EXIT_TIMEOUT", &exit_timeout_s.to_string());
+        .replace("EXIT_TIMEOUT", &exit_timeout_s.to_string())
+        .replace("ASYNC_QUEUE", &async_queue.to_string());
     std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{}: {e}", cfg.display()));
     Setup {
         dir,
@@ -545,4 +562,65 @@ fn async_calls_that_suspend_nothing_are_counted() {
     assert_eq!(module_counter(&k, "sent_async"), Some(2));
     assert_eq!(module_counter(&k, "not_sent"), Some(2));
     assert_eq!(k.log_lines("invalid AVP JSON at offset").len(), 2);
+}
+
+#[test]
+fn full_job_lists_refuse_only_when_every_list_is_full() {
+    let s = setup_queue("originate-stops-full", 8000, 20000, 10, 2);
+    let mut peer = HeldPeer::connect(s.bridge.port());
+    let k = kamailio(&s, "kamailio-a");
+    let pids = dm_worker_pids(&s.bridge);
+    assert_eq!(pids.len(), 2);
+    for p in &pids {
+        signal_pid(*p, "STOP");
+    }
+    // 4 jobs, 2 per list: the first SIP worker's pick is the worker it woke, which stays
+    // "awake" (it cannot run), so without the fall-over to the next list the third job would
+    // be refused with a list free
+    let a = SipBatch::send(k.sip_port, "async", "a", 4);
+    let r = poll_until("4 jobs handed over", Duration::from_secs(10), || {
+        (module_counter(&k, "sent_async") == Some(4)).then_some(())
+    });
+    r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
+    assert_eq!(
+        module_counter(&k, "not_sent"),
+        Some(0),
+        "{}",
+        k.guard.tail(20)
+    );
+
+    // every list full: the 5th call suspends nothing and the script answers at once
+    let b = SipBatch::send(k.sip_port, "async", "b", 1);
+    assert_eq!(
+        b.finals(Duration::from_secs(10)),
+        [(0, "SIP/2.0 500 Diameter not sent".to_string())],
+        "{}",
+        k.guard.tail(20)
+    );
+    assert_eq!(module_counter(&k, "sent_async"), Some(5));
+    assert_eq!(module_counter(&k, "not_sent"), Some(1));
+    assert_eq!(
+        k.log_lines("cannot hand the job over: each of the 2 dmbridge workers has 2 jobs")
+            .len(),
+        1,
+        "{}",
+        k.guard.tail(20)
+    );
+
+    // the workers go on: the 4 queued jobs are sent (their transactions are alive) and answered
+    for p in &pids {
+        signal_pid(*p, "CONT");
+    }
+    assert_eq!(
+        peer.hold(4, Duration::from_secs(10)),
+        4,
+        "{}",
+        k.guard.tail(20)
+    );
+    assert_eq!(peer.answer_all(), 4);
+    let f = a.finals(Duration::from_secs(10));
+    assert_eq!(f.len(), 4, "{f:?}\n{}", k.guard.tail(20));
+    assert!(f.iter().all(|(_, l)| l == "SIP/2.0 200 OK"), "{f:?}");
+    assert_eq!(module_counter(&k, "async_abandoned"), Some(0));
+    call_answered(&mut peer, &k.guard, k.sip_port, "async");
 }

@@ -445,7 +445,8 @@ def config_errors(work):
                      and not re.search(r"(?i)segfault|signal 11", out), out)
     for param, rx in (('"sched_slice_us", 50', r"sched_slice_us must be 0 .* or 100\.\.100000"),
                       ('"sched_fifo_priority", 100',
-                       r"sched_fifo_priority must be 0 \(SCHED_OTHER\) or 1\.\.99")):
+                       r"sched_fifo_priority must be 0 \(SCHED_OTHER\) or 1\.\.99"),
+                      ('"async_queue", 0', r"async_queue must be 1\.\.1048576")):
         out, rc = start(base + f'modparam("dmbridge", {param})\nrequest_route {{ drop; }}\n')
         report.check(f"kamailio refuses to start with modparam {param}, saying why",
                      rc not in (None, 0) and re.search(rx, out) is not None, out)
