@@ -45,6 +45,9 @@
 #                           UDP socket: the round trip at low load, in microseconds
 #   LOADS="0.2 0.5 0.8"     also fixed-rate runs at these fractions of each side's closed-loop
 #                           rate of the same round (empty: none)
+#   MAX_FROM=FILE           LOADS are fractions of the closed-loop rate of the same side and
+#                           app in FILE (another run's RESULTS) instead of this run's: two
+#                           configurations (e.g. SCHED_FIFO and not) at equal absolute rates
 #   RESULTS=FILE            append one JSON line per run
 #   WARMUP=10               seconds of closed loop per side and app before the first round,
 #                           not reported (0: none). A fresh SIP server is slower: tm keeps each
@@ -744,6 +747,16 @@ for r in $(seq "$rounds"); do
         fi
         if [ -n "$loads" ]; then
           max=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['calls_per_s'])" "$line")
+          if [ -n "${MAX_FROM:-}" ]; then
+            # another run's closed-loop maximum of this side and app: equal absolute rates
+            max=$(python3 - "$MAX_FROM" "$sd" "$app" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print([r for r in rows if r["mode"] == "closed" and r["side"] == sys.argv[2]
+       and r["app"] == sys.argv[3]][-1]["calls_per_s"])
+EOF
+            ) || { log "MAX_FROM=$MAX_FROM has no closed-loop line of $sd $app"; exit 1; }
+          fi
           for f in $loads; do
             rate=$(python3 -c "print(int($max * $f))")
             [ "$rate" -ge 1 ] || continue
