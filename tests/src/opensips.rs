@@ -111,6 +111,31 @@ impl OpensipsTree {
         );
         let dst = self.src.join("modules/dmbridge");
         std::fs::create_dir_all(&dst).unwrap_or_else(|e| panic!("mkdir {}: {e}", dst.display()));
+        // Other test binaries (scripts/test-binaries.sh runs two at a time) build in this same
+        // tree and load the module from it: one build at a time (the lock, released when the
+        // file is dropped or the process ends), and no rebuild of a module already built from
+        // the same sources and library, which another binary's OpenSIPS may be loading now
+        // (a rebuild removes it for a moment: "failed to load module 'dmbridge.so'").
+        let lock_path = dst.join(".dmbridge-build.lock");
+        let lock = std::fs::File::create(&lock_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", lock_path.display()));
+        lock.lock()
+            .unwrap_or_else(|e| panic!("lock {}: {e}", lock_path.display()));
+        let glue = top.join("module-glue/opensips");
+        let stamp_path = dst.join(".dmbridge-build.stamp");
+        let stamp = build_stamp(&glue, &lib, &top);
+        let so = dst.join("dmbridge.so");
+        let so_time = |so: &Path| {
+            std::fs::metadata(so)
+                .and_then(|m| m.modified())
+                .map(|t| format!("{t:?}"))
+                .ok()
+        };
+        if let (Some(t), Ok(old)) = (so_time(&so), std::fs::read_to_string(&stamp_path)) {
+            if old == format!("{stamp} {t}") {
+                return;
+            }
+        }
         // an older version's sources and objects must not stay behind
         for e in std::fs::read_dir(&dst).unwrap_or_else(|e| panic!("{}: {e}", dst.display())) {
             let p = e
@@ -123,7 +148,6 @@ impl OpensipsTree {
                 std::fs::remove_file(&p).unwrap_or_else(|e| panic!("rm {}: {e}", p.display()));
             }
         }
-        let glue = top.join("module-glue/opensips");
         for e in std::fs::read_dir(&glue).unwrap_or_else(|e| panic!("{}: {e}", glue.display())) {
             let p = e
                 .unwrap_or_else(|e| panic!("{}: {e}", glue.display()))
@@ -158,7 +182,35 @@ impl OpensipsTree {
             self.src.display(),
             text.lines().rev().take(30).collect::<Vec<_>>().join("\n")
         );
+        if let Some(t) = so_time(&so) {
+            std::fs::write(&stamp_path, format!("{stamp} {t}"))
+                .unwrap_or_else(|e| panic!("{}: {e}", stamp_path.display()));
+        }
+        drop(lock);
     }
+}
+
+/// What a module build in the tree is made from: the glue's sources, the library (size and
+/// time) and the header, and this checkout's path (the Makefile links from it).
+fn build_stamp(glue: &Path, lib: &Path, top: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(glue)
+        .unwrap_or_else(|e| panic!("{}: {e}", glue.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    names.sort();
+    names.push(top.join("include/dmbridge.h"));
+    for p in &names {
+        p.hash(&mut h);
+        std::fs::read(p).unwrap_or_default().hash(&mut h);
+    }
+    let m = std::fs::metadata(lib).unwrap_or_else(|e| panic!("{}: {e}", lib.display()));
+    m.len().hash(&mut h);
+    format!("{:?}", m.modified().ok()).hash(&mut h);
+    top.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 /// Says on the test's real stderr (past libtest's capture, so CI logs show it) that `test` is
