@@ -49,6 +49,9 @@
 #                           app in FILE (another run's RESULTS) instead of this run's: two
 #                           configurations (e.g. SCHED_FIFO and not) at equal absolute rates
 #   RESULTS=FILE            append one JSON line per run
+#   SETTLE_MAX=30           before each measured run, wait (at most this long) until the SIP
+#                           server has no transaction left from the run before (Kamailio: tm.stats
+#                           over ctl; others: SETTLE_S=6 s); 0: no wait (see settle() below)
 #   WARMUP=10               seconds of closed loop per side and app before the first round,
 #                           not reported (0: none). A fresh SIP server is slower: tm keeps each
 #                           transaction for its 5 s wait timer, and the first pass through its
@@ -713,6 +716,31 @@ fresh() { # side
     || { log "a fresh OpenSIPS + aaa_diameter does not answer:$failing; logs in $work"; exit 1; }
 }
 
+# settle SIDE: before a measured run, wait until the SIP server has no transaction left from
+# the run before. After a closed loop of 400 in flight a Kamailio holds ~100k+ transactions in
+# tm's wait timer (5 s) and its timer process spends seconds deleting them under tm's locks:
+# the next run's async calls then waited for those locks (outside-the-bridge p99 of 14-89 ms
+# at 20% right after the closed loop, against 1-1.4 ms at 50%; with the order 0.5 then 0.2 the
+# 50% run got it instead: BENCHMARKS "Session 14: the quiet repeat"). Kamailio: tm.stats over
+# its ctl socket until `current` is 0 (at most SETTLE_MAX s, default 30); other servers: tm's
+# wait timer and a margin (SETTLE_S, default 6 s). SETTLE_MAX=0: no wait (the old behaviour).
+settle() { # side
+  local max=${SETTLE_MAX:-30} t0=$SECONDS cur
+  [ "$max" -gt 0 ] || return 0
+  case $(instance_of "$1") in
+    kam_*)
+      while [ $((SECONDS - t0)) -lt "$max" ]; do
+        cur=$(kamcmd -s "unix:$work/$(instance_of "$1" | tr _ -)/kamailio_ctl" tm.stats \
+          2>/dev/null | awk '/current:/{print $2; exit}')
+        [ "${cur:-1}" = 0 ] && break
+        sleep 0.5
+      done
+      [ "${cur:-1}" = 0 ] || log "settle: $1 still has ${cur:-?} transactions after ${max}s"
+      ;;
+    *) sleep "${SETTLE_S:-6}" ;;
+  esac
+}
+
 warmup=${WARMUP:-10}
 if [ "$warmup" -gt 0 ]; then
   for app in $apps; do
@@ -738,6 +766,7 @@ for r in $(seq "$rounds"); do
       for sd in $list; do
         log "round $r: $sd $app closed loop $conc in flight, ${secs}s"
         fresh "$sd"
+        settle "$sd"
         line=$(run_sipp "$sd" "$app" closed "$conc" "$secs" "r$r-$app-$sd-c$conc")
         echo "$line"
         if [ "$low" = 1 ]; then
@@ -762,6 +791,7 @@ EOF
             [ "$rate" -ge 1 ] || continue
             log "round $r: $sd $app rate $rate/s ($f of $max)"
             fresh "$sd"
+            settle "$sd"
             run_sipp "$sd" "$app" rate "$rate" "$secs" "r$r-$app-$sd-rate$f"
           done
         fi
