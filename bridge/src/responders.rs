@@ -9,7 +9,8 @@
 //!   (Session-Id, Origin-*, Destination-*, Route-Record, Proxy-Info), so test_app's Test-AVP
 //!   and similar "echo me" AVPs come back as their servers expect.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use dmnode::arena::Arena;
 use dmproto::avp::AvpFlags;
 use dmproto::MessageWriter;
 
@@ -61,19 +62,17 @@ thread_local! {
     /// The chunk this thread's echoed bodies are split off (no allocation per request, issue
     /// 15 item 2, so that `run --echo` counts the node's work, not the responder's). A body
     /// lives until the node has built its answer from it, so the chunk is free again when it
-    /// runs out and is rewound in place ([`BytesMut::try_reclaim`]). Bound: one chunk per
-    /// thread that answers (or one body's size, when larger).
-    static ECHO_ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    /// runs out and is rewound in place ([`Arena::room`]). Bound: one chunk per thread that
+    /// answers (or one body's size, when larger).
+    static ECHO_ARENA: std::cell::RefCell<Arena> =
+        std::cell::RefCell::new(Arena::with_chunk(ECHO_CHUNK));
 }
 
 /// The request's top-level AVPs minus those the node sets itself, each padded.
 pub fn echo_avps(msg: &dmproto::Message) -> Bytes {
     ECHO_ARENA.with(|arena| {
-        let mut out = arena.borrow_mut();
-        let need = msg.body.len();
-        if out.capacity() < need && !out.try_reclaim(ECHO_CHUNK.max(need)) {
-            *out = BytesMut::with_capacity(ECHO_CHUNK.max(need));
-        }
+        let mut arena = arena.borrow_mut();
+        let out = arena.room(msg.body.len());
         for a in msg.avp_refs().map_while(Result::ok) {
             if a.vendor == 0 && NOT_ECHOED.contains(&a.code) {
                 continue;

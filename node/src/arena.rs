@@ -39,10 +39,18 @@ pub const CHUNK: usize = 16 * 1024;
 pub const ROOM: usize = 1024;
 
 /// See the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Arena {
     /// The chunk being written: empty, its capacity what is left of it.
     chunk: BytesMut,
+    /// Bytes of a new chunk ([`CHUNK`] unless [`Arena::with_chunk`] says otherwise).
+    size: usize,
+}
+
+impl Default for Arena {
+    fn default() -> Arena {
+        Arena::with_chunk(CHUNK)
+    }
 }
 
 impl Arena {
@@ -51,13 +59,38 @@ impl Arena {
         Arena::default()
     }
 
+    /// An arena whose chunks are `size` bytes (other users of the same scheme: the bridge's
+    /// worker-request AVPs and `run --echo`'s bodies).
+    pub fn with_chunk(size: usize) -> Arena {
+        Arena {
+            chunk: BytesMut::new(),
+            size,
+        }
+    }
+
+    /// The current chunk with room for `need` more bytes: as it is, rewound in place when
+    /// none of its slices is alive ([`BytesMut::try_reclaim`]), or a new one (`size`, or
+    /// `need` when larger). Write at its end and `split` the message off.
+    pub fn room(&mut self, need: usize) -> &mut BytesMut {
+        let size = self.size.max(need);
+        if self.chunk.capacity() < need && !self.chunk.try_reclaim(size) {
+            self.chunk = BytesMut::with_capacity(size);
+        }
+        &mut self.chunk
+    }
+
     /// A writer for a message with `header`, in the current chunk: hand it back to
     /// [`Arena::finish`].
     pub fn writer(&mut self, header: Header) -> MessageWriter {
-        if self.chunk.capacity() < ROOM && !self.chunk.try_reclaim(CHUNK) {
-            self.chunk = BytesMut::with_capacity(CHUNK);
-        }
-        MessageWriter::with_buffer(std::mem::take(&mut self.chunk), header)
+        let chunk = std::mem::take(self.room(ROOM));
+        MessageWriter::with_buffer(chunk, header)
+    }
+
+    /// A writer for AVPs alone (a message body), with room for `need` bytes in the current
+    /// chunk: hand it back to [`Arena::finish`].
+    pub fn avps_writer(&mut self, need: usize) -> MessageWriter {
+        let chunk = std::mem::take(self.room(need));
+        MessageWriter::avps_only_in(chunk)
     }
 
     /// The message `w` wrote ([`MessageWriter::finish`]); the chunk's rest is kept for the

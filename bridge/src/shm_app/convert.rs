@@ -6,7 +6,8 @@
 //! Kept apart from the driver so each rule of DESIGN §3 (event names, result classes) is
 //! unit-tested without shared memory.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use dmnode::arena::Arena;
 use dmproto::dict::Dictionary;
 use dmproto::json::JsonReader;
 use dmproto::{AvpFlags, Message, MessageWriter};
@@ -114,16 +115,16 @@ pub fn request_ids(msg: &Message) -> (&str, &str, &str) {
 pub const AVPS_CHUNK: usize = 32 * 1024;
 
 /// Encoded AVPs (message body form) from a DESIGN §4 JSON array, at most `max_len` bytes;
-/// the error names the JSON path at fault. Written into `arena`: the AVPs are split off its
-/// front (no allocation), and the chunk is rewound in place once every slice of it is
-/// dropped ([`BytesMut::try_reclaim`]).
+/// the error names the JSON path at fault. Written into `arena` (chunks of [`AVPS_CHUNK`]):
+/// the AVPs are split off its front (no allocation), and the chunk is rewound in place once
+/// every slice of it is dropped ([`Arena::room`]).
 /// A worker request's AVPs live only until the node has built the request from them (its
 /// own buffer, [`dmnode::arena::Pool`]): the chunk is usually free again at the next request,
 /// so requests cost no allocation (issue 15 item 2). Bound: one chunk of [`AVPS_CHUNK`]
 /// (or one request's JSON length, when larger) kept; a chunk still held when it runs out is
 /// left to its slices, which the node drops within the batch that submitted them.
 pub fn json_to_avps(
-    arena: &mut BytesMut,
+    arena: &mut Arena,
     reader: &mut JsonReader<'_>,
     json: &[u8],
     max_len: usize,
@@ -131,14 +132,9 @@ pub fn json_to_avps(
     let text = std::str::from_utf8(json).map_err(ConvertError::NotUtf8)?;
     // The JSON's length bounds the AVPs' in practice (names and quotes take more room than
     // AVP headers): room for that from the start, so the writer does not regrow.
-    let need = json.len().min(max_len);
-    if arena.capacity() < need && !arena.try_reclaim(AVPS_CHUNK.max(need)) {
-        *arena = BytesMut::with_capacity(AVPS_CHUNK.max(need));
-    }
-    let mut w = MessageWriter::avps_only_in(std::mem::take(arena)).max_len(max_len);
+    let mut w = arena.avps_writer(json.len().min(max_len)).max_len(max_len);
     let read = reader.read_avps(text, &mut w);
-    let (avps, rest) = w.finish_split();
-    *arena = rest;
+    let avps = arena.finish(w);
     read.map_err(ConvertError::Json)?;
     avps.map_err(ConvertError::Encode)
 }
@@ -147,7 +143,7 @@ pub fn json_to_avps(
 /// Result-Code 2001 unless given; E bit when `is_error`). Written into `arena` as
 /// [`json_to_avps`] does: the body lives until the node has built the answer from it.
 pub fn reply_body(
-    arena: &mut BytesMut,
+    arena: &mut Arena,
     reader: &mut JsonReader<'_>,
     json: &[u8],
     is_error: bool,
@@ -407,7 +403,7 @@ mod tests {
     #[test]
     fn request_avps_share_a_chunk_rewound_once_dropped() {
         let mut r = JsonReader::new(dict());
-        let mut arena = BytesMut::new();
+        let mut arena = Arena::with_chunk(AVPS_CHUNK);
         let json = br#"[{"Result-Code":2001},{"User-Name":"alice"}]"#;
         let first = json_to_avps(&mut arena, &mut r, json, 4096).unwrap();
         let (start, len) = (first.as_ptr(), first.len());
@@ -435,7 +431,7 @@ mod tests {
     fn reply_json_becomes_avps_and_bad_json_names_the_path() {
         let mut r = JsonReader::new(dict());
         let body = reply_body(
-            &mut BytesMut::new(),
+            &mut Arena::with_chunk(AVPS_CHUNK),
             &mut r,
             br#"[{"Result-Code":2001},{"User-Name":"alice"}]"#,
             false,
@@ -447,7 +443,7 @@ mod tests {
             .collect();
         assert_eq!(codes, vec![268, 1]);
         let err = reply_body(
-            &mut BytesMut::new(),
+            &mut Arena::with_chunk(AVPS_CHUNK),
             &mut r,
             br#"[{"No-Such-AVP":1}]"#,
             false,
@@ -457,7 +453,7 @@ mod tests {
         // What the library encoded is taken as it is when its framing holds.
         let dict = Dictionary::builtin();
         let good = reply_body(
-            &mut BytesMut::new(),
+            &mut Arena::with_chunk(AVPS_CHUNK),
             &mut r,
             br#"[{"Result-Code":2001},{"Experimental-Result":[{"Vendor-Id":10415},{"Experimental-Result-Code":2001}]}]"#,
             false,
@@ -497,11 +493,23 @@ mod tests {
         assert!(matches!(err, ConvertError::Json(_)), "{err}");
         assert!(err.to_string().contains("No-Such-AVP"), "{err}");
         assert!(matches!(
-            reply_body(&mut BytesMut::new(), &mut r, b"[{", false, 4096),
+            reply_body(
+                &mut Arena::with_chunk(AVPS_CHUNK),
+                &mut r,
+                b"[{",
+                false,
+                4096
+            ),
             Err(ConvertError::Json(_))
         ));
         assert!(matches!(
-            reply_body(&mut BytesMut::new(), &mut r, b"\xff", false, 4096),
+            reply_body(
+                &mut Arena::with_chunk(AVPS_CHUNK),
+                &mut r,
+                b"\xff",
+                false,
+                4096
+            ),
             Err(ConvertError::NotUtf8(_))
         ));
     }
@@ -510,8 +518,22 @@ mod tests {
     fn oversized_reply_is_refused() {
         let mut r = JsonReader::new(dict());
         let big = format!(r#"[{{"User-Name":"{}"}}]"#, "x".repeat(5000));
-        assert!(reply_body(&mut BytesMut::new(), &mut r, big.as_bytes(), false, 1000).is_err());
-        assert!(reply_body(&mut BytesMut::new(), &mut r, big.as_bytes(), false, 10_000).is_ok());
+        assert!(reply_body(
+            &mut Arena::with_chunk(AVPS_CHUNK),
+            &mut r,
+            big.as_bytes(),
+            false,
+            1000
+        )
+        .is_err());
+        assert!(reply_body(
+            &mut Arena::with_chunk(AVPS_CHUNK),
+            &mut r,
+            big.as_bytes(),
+            false,
+            10_000
+        )
+        .is_ok());
     }
 
     #[test]

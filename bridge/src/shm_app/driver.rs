@@ -16,7 +16,7 @@ use std::os::fd::OwnedFd;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use dmproto::dict::Dictionary;
 use dmproto::json::JsonReader;
 use tokio::io::unix::AsyncFd;
@@ -183,7 +183,7 @@ pub struct Driver {
     /// The AVPs read from workers' JSON (their requests, and replies in JSON form), split
     /// off one chunk that is rewound once the node has dropped them: no allocation per
     /// message ([`convert::json_to_avps`] gives the bound).
-    avps: BytesMut,
+    avps: dmnode::arena::Arena,
     /// Where a reload puts a new dictionary, and the generation `dict` is from.
     current_dict: CurrentDictionary,
     dict_generation: u64,
@@ -302,7 +302,7 @@ impl Driver {
             node,
             dict,
             reader: JsonReader::new(dict),
-            avps: BytesMut::new(),
+            avps: dmnode::arena::Arena::with_chunk(convert::AVPS_CHUNK),
             current_dict,
             dict_generation,
             handle,
