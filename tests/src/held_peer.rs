@@ -283,6 +283,20 @@ pub fn signal_and_wait_exit(
     (st, server.output())
 }
 
+/// SIGTERM to the SIP server `server`, then asserts it exited 0 within `within` and that its
+/// output has none of `crash` (a crash, a child the shutdown had to kill); returns the output.
+pub fn terminates_cleanly(server: &mut ChildGuard, within: Duration, crash: &[&str]) -> String {
+    let (st, log) = signal_and_wait_exit(server, Sig::Term, within);
+    assert!(
+        st.success(),
+        "{} exited with {st:?}\n{}",
+        server.name(),
+        server.tail(30)
+    );
+    assert_eq!(lines_with_any(&log, crash), Vec::<String>::new());
+    log
+}
+
 /// Sends `n_async` SIP MESSAGEs to `sip:async@` and `n_sync` to `sip:sync@` (the scripts of
 /// the originate_stops tests) to 127.0.0.1:`sip_port` and waits (up to 10 s) until `peer`
 /// holds all their Diameter requests; returns the two batches. `server` is the SIP server,

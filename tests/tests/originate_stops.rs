@@ -52,7 +52,7 @@ use std::time::Duration;
 use harness::bridge::Bridge;
 use harness::held_peer::{
     bridge_log, bridge_workers, call_answered, calls_at_the_peer, ctl_json, held_bridge_options,
-    lines_with_any, signal_and_wait_exit, wait_all_gone, HeldPeer, SipBatch, CRASH_WORDS,
+    lines_with_any, terminates_cleanly, wait_all_gone, HeldPeer, SipBatch, CRASH_WORDS,
 };
 use harness::roles::RoleKamailio;
 use harness::wait::poll_until;
@@ -284,13 +284,7 @@ fn sigterm_with_async_and_sync_calls_in_flight() {
 
     // exit_timeout is 10 s: a shutdown that needed Kamailio's SIGKILL would take that long,
     // and say "shutdown timeout" or leave a child killed by a signal
-    let (st, log) = signal_and_wait_exit(&mut k.guard, Sig::Term, Duration::from_secs(15));
-    assert!(
-        st.success(),
-        "kamailio exited with {st:?}\n{}",
-        k.guard.tail(30)
-    );
-    assert_eq!(lines_with_any(&log, CRASH), Vec::<String>::new());
+    let log = terminates_cleanly(&mut k.guard, Duration::from_secs(15), CRASH);
     assert!(
         log.contains("Thank you for flying kamailio"),
         "{}",
@@ -418,13 +412,7 @@ fn sigterm_with_jobs_on_the_shared_list() {
 
     // the stopped workers cannot take their SIGTERM: after exit_timeout (4 s) Kamailio's
     // main process kills them, then frees shared memory with the jobs still on the lists
-    let (st, log) = signal_and_wait_exit(&mut k.guard, Sig::Term, Duration::from_secs(15));
-    assert!(
-        st.success(),
-        "kamailio exited with {st:?}\n{}",
-        k.guard.tail(30)
-    );
-    assert_eq!(lines_with_any(&log, CRASH), Vec::<String>::new());
+    terminates_cleanly(&mut k.guard, Duration::from_secs(15), CRASH);
     assert_eq!(wait_all_gone(&mut s.bridge, 0), 0);
     peer.idle(Duration::from_millis(300));
     assert_eq!(peer.held(), 0, "a job of the stopped workers was sent");

@@ -31,7 +31,7 @@ use std::time::Duration;
 use harness::bridge::Bridge;
 use harness::held_peer::{
     bridge_log, bridge_workers, call_answered, calls_at_the_peer, ctl_json, held_bridge_options,
-    lines_with_any, signal_and_wait_exit, wait_all_gone, HeldPeer, CRASH_WORDS,
+    lines_with_any, terminates_cleanly, wait_all_gone, HeldPeer, CRASH_WORDS,
 };
 use harness::opensips::{mi_fifo, OpensipsTree, RoleOpensips};
 use harness::wait::poll_until;
@@ -183,13 +183,7 @@ fn sigterm_with_async_and_sync_calls_in_flight() {
     let (mut o, _fifo) = opensips(&s, "opensips-a");
     let (_a, _y) = calls_at_the_peer(&mut peer, &o.guard, o.sip_port, 4, 2);
 
-    let (st, log) = signal_and_wait_exit(&mut o.guard, Sig::Term, Duration::from_secs(20));
-    assert!(
-        st.success(),
-        "opensips exited with {st:?}\n{}",
-        o.guard.tail(30)
-    );
-    assert_eq!(lines_with_any(&log, CRASH_WORDS), Vec::<String>::new());
+    let log = terminates_cleanly(&mut o.guard, Duration::from_secs(20), CRASH_WORDS);
     assert!(
         log.contains("Thank you for running opensips"),
         "{}",
