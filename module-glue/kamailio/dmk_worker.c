@@ -297,8 +297,13 @@ static void dmk_async_resume(
 		str ev = str_init("dmbridge:async");
 		ret = dmk_tm()->t_continue_cb(job->tindex, job->tlabel, &cb, &ev);
 	}
-	if(ret < 0) {
-		LM_ERR("cannot resume transaction [%u:%u] (already gone?)\n", job->tindex, job->tlabel);
+	/* tm's t_continue (modules/tm/t_suspend.c, 5.6): < 0 when the transaction is gone or no
+	 * longer suspended; 1 when it resumed nothing because tm ended the transaction first: a
+	 * CANCEL, or the suspend's blind branch timed out (fr_timer's 408) and the transaction is
+	 * not yet on its wait timer. 0: the route ran. */
+	if(ret < 0 || ret == 1) {
+		LM_ERR("cannot resume transaction [%u:%u] (%s)\n", job->tindex, job->tlabel,
+				ret < 0 ? "already gone?" : "tm ended it: cancelled or timed out");
 		DMG_INC(dmk_stats(), async_abandoned);
 	}
 	shm_free(job);

@@ -948,7 +948,19 @@ impl Driver {
                 record::class::TIMEOUT => self.counters.outcome_timeout += 1,
                 _ => self.counters.outcome_not_sent += 1,
             },
-            Err(_) => self.counters.outcomes_dropped += 1,
+            // Mostly a worker that detached after its request was taken, its departure not
+            // yet seen by `complete`: dropped like the outcomes of a worker known to be gone,
+            // and logged like them.
+            Err(e) => {
+                self.counters.outcomes_dropped += 1;
+                let why = match e {
+                    dmshm::Error::Detached(_) => "that worker is gone",
+                    _ => "the worker's queue refused it",
+                };
+                fault(format_args!(
+                    "the outcome of request {handle} of worker slot {slot} dropped: {why} ({e})"
+                ));
+            }
         }
         self.script_request_latency.round_trip.observe(round_trip);
         if let Some(w) = waited {
