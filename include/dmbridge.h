@@ -491,6 +491,18 @@ int dmb_answer_class(const dmb_answer *a);
 uint32_t dmb_answer_result_code(const dmb_answer *a);
 
 /**
+ * How long the bridge waited for the Diameter peer's answer to this request, in
+ * nanoseconds: the request first written to the peer -> its answer read. 0 when no peer
+ * answered (timeout, not sent, an error answer the bridge made itself) or the bridge is of
+ * an older build that does not say. The caller's own round trip less this is the time the
+ * module, library and bridge added to the request (issue 15 item 3).
+ *
+ * # Safety
+ * `a` is NULL or a live answer.
+ */
+uint64_t dmb_answer_peer_ns(const dmb_answer *a);
+
+/**
  * Why the request timed out or was not sent ("" otherwise). Valid
  * until the answer is freed.
  *

@@ -319,6 +319,7 @@ pub struct dmb_answer {
     handle: u64,
     class: c_int,
     result_code: u32,
+    peer_ns: u64,
     avps_json: CText,
     error: CText,
 }
@@ -1112,12 +1113,14 @@ fn answer_box(h: &mut dmb_worker, c: Completion) -> *mut dmb_answer {
         handle: 0,
         class: 0,
         result_code: 0,
+        peer_ns: 0,
         avps_json: CText::default(),
         error: CText::default(),
     });
     a.handle = c.handle;
     a.class = c.class;
     a.result_code = c.result_code;
+    a.peer_ns = c.peer_ns;
     a.avps_json.set(&c.avps_json);
     a.error.set(&c.error);
     // The library's strings go back to it for the next answers.
@@ -1208,6 +1211,7 @@ unsafe fn send_sync(
                 handle: 0,
                 class: DMB_ANSWER_NOT_SENT,
                 result_code: 0,
+                peer_ns: 0,
                 avps_json: String::new(),
                 error: why.to_string(),
             },
@@ -1379,6 +1383,22 @@ pub unsafe extern "C" fn dmb_answer_result_code(a: *const dmb_answer) -> u32 {
     // SAFETY: a is NULL or live per the contract.
     match unsafe { a.as_ref() } {
         Some(a) => a.result_code,
+        None => 0,
+    }
+}
+/// How long the bridge waited for the Diameter peer's answer to this request, in
+/// nanoseconds: the request first written to the peer -> its answer read. 0 when no peer
+/// answered (timeout, not sent, an error answer the bridge made itself) or the bridge is of
+/// an older build that does not say. The caller's own round trip less this is the time the
+/// module, library and bridge added to the request (issue 15 item 3).
+///
+/// # Safety
+/// `a` is NULL or a live answer.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_answer_peer_ns(a: *const dmb_answer) -> u64 {
+    // SAFETY: a is NULL or live per the contract.
+    match unsafe { a.as_ref() } {
+        Some(a) => a.peer_ns,
         None => 0,
     }
 }

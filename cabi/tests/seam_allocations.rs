@@ -11,7 +11,7 @@
 //! threads share the allocator.
 
 use dmbridge::{
-    dmb_answer_avps_json, dmb_answer_class, dmb_answer_error, dmb_answer_free,
+    dmb_answer_avps_json, dmb_answer_class, dmb_answer_error, dmb_answer_free, dmb_answer_peer_ns,
     dmb_answer_result_code, dmb_attach, dmb_detach, dmb_fd, dmb_next_answer, dmb_next_request,
     dmb_reply, dmb_request_avps_json, dmb_request_event, dmb_request_free, dmb_request_origin_host,
     dmb_request_sess_id, dmb_request_token, dmb_send_request_async, dmb_set_handled, dmb_worker,
@@ -212,6 +212,7 @@ fn sending_a_request_and_taking_and_freeing_its_answer_allocates_nothing() {
                         class: class::SUCCESS,
                         result_code: 2001,
                         bridge_ns: 1000,
+                        peer_ns: 800,
                         avps_json: answer_json,
                         error: "",
                     };
@@ -238,6 +239,7 @@ fn sending_a_request_and_taking_and_freeing_its_answer_allocates_nothing() {
                         assert_eq!(len, seen.len());
                         assert_eq!(dmb_answer_class(a), DMB_ANSWER_SUCCESS);
                         assert_eq!(dmb_answer_result_code(a), 2001);
+                        assert_eq!(dmb_answer_peer_ns(a), 800);
                         assert_eq!(uncounted(|| text(dmb_answer_error(a))), "");
                         dmb_answer_free(a);
                     }

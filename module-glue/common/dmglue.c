@@ -750,6 +750,12 @@ int dmg_aaa_url_dict_file(const char *url, const char **out, size_t *out_len)
 	return -1;
 }
 
+uint32_t dmg_peer_us(uint64_t peer_ns)
+{
+	uint64_t us = peer_ns / 1000u + (peer_ns % 1000u != 0);
+	return us > INT32_MAX ? (uint32_t)INT32_MAX : (uint32_t)us;
+}
+
 uint64_t dmg_now_ms(void)
 {
 	struct timespec ts;

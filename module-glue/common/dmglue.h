@@ -248,6 +248,13 @@ int dmg_aaa_url_dict_file(const char *url, const char **out, size_t *out_len);
 uint64_t dmg_now_ms(void);
 
 /**
+ * The bridge's wait for the peer (dmb_answer_peer_ns) as the scripts see it: microseconds,
+ * rounded up so that any wait reads as at least 1 (0 says no peer answered), at most
+ * INT32_MAX (the SIP servers' integer variables are int).
+ */
+uint32_t dmg_peer_us(uint64_t peer_ns);
+
+/**
  * This process's pid, cached: getpid() is a system call each time (glibc >= 2.25), and the
  * OpenSIPS glue checks the pid on every use of its worker (the fork rule). A pthread_atfork
  * child handler forgets the cached value, so a forked child reads its own.

@@ -202,6 +202,12 @@ static void test_common_homes(void)
 static void test_rc(void)
 {
 	CHECK(dmg_rc_from_class(1) == 1);
+	CHECK(dmg_peer_us(0) == 0);
+	CHECK(dmg_peer_us(1) == 1);
+	CHECK(dmg_peer_us(1000) == 1);
+	CHECK(dmg_peer_us(1001) == 2);
+	CHECK(dmg_peer_us(812345) == 813);
+	CHECK(dmg_peer_us(UINT64_MAX) == INT32_MAX);
 	CHECK(dmg_rc_from_class(-1) == -1);
 	CHECK(dmg_rc_from_class(-2) == -2);
 	CHECK(dmg_rc_from_class(-3) == -3);

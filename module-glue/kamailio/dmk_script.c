@@ -358,6 +358,7 @@ static int dmk_send_sync(sip_msg_t *msg, int64_t app_id, int64_t cmd_code, str *
 	rc = dmg_rc_from_class(dmb_answer_class(ans));
 	dmk_outcome_set(rc, dmb_answer_result_code(ans), dmb_answer_avps_json(ans, NULL),
 			dmb_answer_error(ans));
+	dmk_outcome_set_peer(dmb_answer_peer_ns(ans));
 	if(rc == DMG_RC_NOT_SENT || rc == DMG_RC_TIMEOUT)
 		LM_NOTICE("dm_send_request(%lld, %lld): %s\n", (long long)app_id, (long long)cmd_code,
 				dmb_answer_error(ans) ? dmb_answer_error(ans) : "no answer");
@@ -555,6 +556,7 @@ enum {
 	DMK_PV_RESULT_CODE,
 	DMK_PV_RESULT,
 	DMK_PV_ERROR,
+	DMK_PV_PEER_US,
 };
 
 static const struct {
@@ -565,6 +567,7 @@ static const struct {
 	{"result_code", DMK_PV_RESULT_CODE},
 	{"result", DMK_PV_RESULT},
 	{"error", DMK_PV_ERROR},
+	{"peer_us", DMK_PV_PEER_US},
 };
 
 int pv_parse_dm_name(pv_spec_p sp, str *in)
@@ -620,6 +623,8 @@ int pv_get_dm(sip_msg_t *msg, pv_param_t *param, pv_value_t *res)
 			return pv_get_sintval(msg, param, res, dmk_outcome_rc());
 		case DMK_PV_ERROR:
 			return pv_get_cstr(msg, param, res, dmk_outcome_error());
+		case DMK_PV_PEER_US:
+			return pv_get_uintval(msg, param, res, dmk_outcome_peer_us());
 	}
 	if(r == NULL)
 		return pv_get_null(msg, param, res);

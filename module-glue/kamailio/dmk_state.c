@@ -37,6 +37,7 @@ static dmb_request *_dmk_cur_req = NULL;
 static int _dmk_cur_replied = 0;
 static int _dmk_out_rc = 0;
 static uint32_t _dmk_out_code = 0;
+static uint32_t _dmk_out_peer_us = 0;
 static str _dmk_out_json = STR_NULL;
 static int _dmk_out_json_size = 0;
 static char _dmk_out_error[256] = "";
@@ -178,6 +179,7 @@ void dmk_outcome_set(int rc, uint32_t result_code, const char *json, const char 
 
 	_dmk_out_rc = rc;
 	_dmk_out_code = result_code;
+	_dmk_out_peer_us = 0;
 	snprintf(_dmk_out_error, sizeof(_dmk_out_error), "%s", error ? error : "");
 	if(len + 1 > _dmk_out_json_size) {
 		char *b = pkg_malloc(len + 1);
@@ -206,6 +208,16 @@ int dmk_outcome_rc(void)
 uint32_t dmk_outcome_code(void)
 {
 	return _dmk_out_code;
+}
+
+void dmk_outcome_set_peer(uint64_t peer_ns)
+{
+	_dmk_out_peer_us = dmg_peer_us(peer_ns);
+}
+
+uint32_t dmk_outcome_peer_us(void)
+{
+	return _dmk_out_peer_us;
 }
 
 str *dmk_outcome_json(void)

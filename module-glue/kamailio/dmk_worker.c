@@ -8,7 +8,7 @@
  * event_route[dmbridge:E_DM_<ABBR>] (or dmbridge:E_DM_REQUEST, or the KEMI event callback).
  * Async requests are sent from here because answers come back to the sender; their suspended
  * transactions resume here, in the script route the caller named, with $dm(reply_json),
- * $dm(result_code) and $dm(result) set.
+ * $dm(result_code), $dm(result) and $dm(peer_us) set.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -273,14 +273,16 @@ static void dmk_run_request(dmb_request *r)
 	dmb_request_free(r);
 }
 
-static void dmk_async_resume(
-		dmg_job *job, int rc, uint32_t code, const char *json, const char *error)
+/* resumes the job's transaction with an answer's outcome (`peer_ns`: dmb_answer_peer_ns) */
+static void dmk_async_resume_peer(dmg_job *job, int rc, uint32_t code, const char *json,
+		const char *error, uint64_t peer_ns)
 {
 	sr_kemi_eng_t *keng;
 	int ri, ret;
 
 	dmg_count_outcome(dmk_stats(), rc);
 	dmk_outcome_set(rc, code, json, error);
+	dmk_outcome_set_peer(peer_ns);
 	keng = sr_kemi_eng_get();
 	if(keng == NULL) {
 		ri = route_lookup(&main_rt, job->route);
@@ -307,6 +309,13 @@ static void dmk_async_resume(
 		DMG_INC(dmk_stats(), async_abandoned);
 	}
 	shm_free(job);
+}
+
+/* ... and with the module's own outcome (no answer, so no wait for a peer) */
+static void dmk_async_resume(
+		dmg_job *job, int rc, uint32_t code, const char *json, const char *error)
+{
+	dmk_async_resume_peer(job, rc, code, json, error, 0);
 }
 
 /* Whether tm ended the job's transaction since it was suspended: freed it, or sent a final
@@ -359,8 +368,9 @@ static void dmk_async_finish(dmb_answer *a)
 		dmb_answer_free(a);
 		return;
 	}
-	dmk_async_resume(job, dmg_rc_from_class(dmb_answer_class(a)), dmb_answer_result_code(a),
-			dmb_answer_avps_json(a, NULL), dmb_answer_error(a));
+	dmk_async_resume_peer(job, dmg_rc_from_class(dmb_answer_class(a)),
+			dmb_answer_result_code(a), dmb_answer_avps_json(a, NULL), dmb_answer_error(a),
+			dmb_answer_peer_ns(a));
 	dmb_answer_free(a);
 }
 

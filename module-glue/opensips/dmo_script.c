@@ -45,16 +45,28 @@ int fixup_dm_json(void **param)
 	return 0;
 }
 
-int fixup_dm_reply_var(void **param)
+/* an output variable of dm_send_request (`what` names it) must be writable */
+static int fixup_dm_out_var(void **param, const char *what)
 {
 	pv_spec_t *sp = (pv_spec_t *)*param;
 
 	if(sp != NULL && !pv_is_w(sp)) {
-		LM_ERR("dm_send_request: reply variable is read-only: use a writable one"
-			   " such as $var(x) or $avp(x)\n");
+		LM_ERR("dm_send_request: %s variable is read-only: use a writable one"
+			   " such as $var(x) or $avp(x)\n",
+				what);
 		return E_CFG;
 	}
 	return 0;
+}
+
+int fixup_dm_reply_var(void **param)
+{
+	return fixup_dm_out_var(param, "reply");
+}
+
+int fixup_dm_peer_var(void **param)
+{
+	return fixup_dm_out_var(param, "peer wait");
 }
 
 /* --- dm_send_reply ----------------------------------------------------------------------- */
@@ -96,7 +108,7 @@ int w_dm_send_reply(struct sip_msg *msg, str *json, int *is_error)
 /* --- dm_send_request (synchronous) ------------------------------------------------------- */
 
 int w_dm_send_request(struct sip_msg *msg, int *app_id, int *cmd_code, str *json,
-		pv_spec_t *rpl)
+		pv_spec_t *rpl, pv_spec_t *peer)
 {
 	dmb_answer *ans = NULL;
 	const char *aj = NULL;
@@ -135,6 +147,7 @@ int w_dm_send_request(struct sip_msg *msg, int *app_id, int *cmd_code, str *json
 	}
 done:
 	dmo_set_reply_var(msg, rpl, aj, alen);
+	dmo_set_peer_var(msg, peer, ans);
 	if(ans)
 		dmb_answer_free(ans);
 	dmg_count_outcome(dmo_stats(), rc);
@@ -142,15 +155,16 @@ done:
 }
 
 int w_dm_send_request_async(struct sip_msg *msg, async_ctx *ctx, int *app_id,
-		int *cmd_code, str *json, pv_spec_t *rpl)
+		int *cmd_code, str *json, pv_spec_t *rpl, pv_spec_t *peer)
 {
 	if(*app_id < 0 || *cmd_code < 0) {
 		LM_ERR("dm_send_request: app_id and cmd_code must be >= 0\n");
 		dmo_set_reply_var(msg, rpl, NULL, 0);
+		dmo_set_peer_var(msg, peer, NULL);
 		DMG_INC(dmo_stats(), sent_async);
 		dmg_count_outcome(dmo_stats(), DMG_RC_NOT_SENT);
 		async_status = ASYNC_NO_IO;
 		return DMG_RC_NOT_SENT;
 	}
-	return dmo_async_start(msg, ctx, (uint32_t)*app_id, (uint32_t)*cmd_code, json, rpl);
+	return dmo_async_start(msg, ctx, (uint32_t)*app_id, (uint32_t)*cmd_code, json, rpl, peer);
 }

@@ -200,3 +200,16 @@ void dmo_set_reply_var(struct sip_msg *msg, pv_spec_t *rpl, const char *json, si
 	if(pv_set_value(msg, rpl, 0, &val) != 0)
 		LM_ERR("dm_send_request: cannot set the reply variable\n");
 }
+
+void dmo_set_peer_var(struct sip_msg *msg, pv_spec_t *pv, const dmb_answer *ans)
+{
+	pv_value_t val;
+
+	if(pv == NULL)
+		return;
+	memset(&val, 0, sizeof(val));
+	val.ri = (int)dmg_peer_us(ans ? dmb_answer_peer_ns(ans) : 0);
+	val.flags = PV_VAL_INT | PV_TYPE_INT;
+	if(pv_set_value(msg, pv, 0, &val) != 0)
+		LM_ERR("dm_send_request: cannot set the peer wait variable\n");
+}

@@ -48,6 +48,7 @@ typedef struct dmo_async {
 	dmg_job job;           /* handle, deadline, chaining in dmo_pending */
 	async_ctx *ctx;        /* the suspended transaction's context */
 	pv_spec_t *rpl;        /* reply variable or NULL */
+	pv_spec_t *peer;       /* peer wait variable or NULL */
 	dmb_answer *ans;       /* the outcome, once taken */
 	int rc;                /* its script return code */
 	struct dmo_async *next_done;
@@ -342,6 +343,7 @@ static enum async_ret_code dmo_async_resume(int fd, struct sip_msg *msg, void *p
 	}
 	rc = a->rc;
 	dmo_set_reply_var(msg, a->rpl, json, len);
+	dmo_set_peer_var(msg, a->peer, a->ans);
 	dmg_count_outcome(dmo_stats(), rc);
 	dmo_async_free(a);
 	async_status = ASYNC_DONE;
@@ -382,7 +384,7 @@ static void dmo_resume_done(void)
 }
 
 int dmo_async_start(struct sip_msg *msg, async_ctx *ctx, uint32_t app_id, uint32_t cmd_code,
-		const str *json, pv_spec_t *rpl)
+		const str *json, pv_spec_t *rpl, pv_spec_t *peer)
 {
 	dmo_async *a;
 	uint64_t handle = 0;
@@ -419,6 +421,7 @@ int dmo_async_start(struct sip_msg *msg, async_ctx *ctx, uint32_t app_id, uint32
 	a->job.timeout_ms = (uint32_t)dmo_cfg.request_timeout;
 	a->ctx = ctx;
 	a->rpl = rpl;
+	a->peer = peer;
 	a->rc = DMG_RC_TIMEOUT;
 	dmg_pending_put(&dmo_pending, &a->job);
 	ctx->resume_param = a;
@@ -437,6 +440,7 @@ sync: {
 	if(ans)
 		aj = dmb_answer_avps_json(ans, &alen);
 	dmo_set_reply_var(msg, rpl, aj, alen);
+	dmo_set_peer_var(msg, peer, ans);
 	if(ans)
 		dmb_answer_free(ans);
 	dmg_count_outcome(dmo_stats(), rc);
@@ -445,6 +449,7 @@ sync: {
 }
 not_sent:
 	dmo_set_reply_var(msg, rpl, NULL, 0);
+	dmo_set_peer_var(msg, peer, NULL);
 	dmg_count_outcome(dmo_stats(), DMG_RC_NOT_SENT);
 	async_status = ASYNC_NO_IO;
 	return DMG_RC_NOT_SENT;

@@ -472,6 +472,9 @@ struct Attached {
     /// FxHash instead of SipHash (one insert and one remove per request).
     tokens: FxHashSet<u64>,
     in_flight: HashSet<u64>,
+    /// Whether its library reads Answers of record version 3 (with `peer_ns`), as its
+    /// OutgoingRequests say; a library of an older build gets version-2 Answers.
+    reads_answer_v3: bool,
     overflow: VecDeque<Vec<u8>>,
     /// Ring-full events (see [`WorkerInfo`]): plain counters, read at status time.
     requests_ring_full: u64,
@@ -1076,6 +1079,7 @@ impl Bridge {
             catch_all: false,
             tokens: FxHashSet::default(),
             in_flight: HashSet::new(),
+            reads_answer_v3: false,
             overflow: VecDeque::new(),
             requests_ring_full: 0,
             answers_ring_full: 0,
@@ -1267,6 +1271,7 @@ impl Bridge {
                         });
                         continue;
                     }
+                    a.reads_answer_v3 = r.reads_answer_v3;
                     events.push(BridgeEvent::Request {
                         slot,
                         handle: r.handle,
@@ -1435,7 +1440,11 @@ impl Bridge {
                 answer.handle
             )));
         }
-        Record::Answer(answer.clone()).encode(&mut self.enc);
+        if a.reads_answer_v3 {
+            Record::Answer(answer.clone()).encode(&mut self.enc);
+        } else {
+            answer.encode_v2(&mut self.enc);
+        }
         if self.enc.len() > a.ans_tx.max_record() {
             return Err(Error::TooBig {
                 len: self.enc.len(),

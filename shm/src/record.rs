@@ -2,10 +2,18 @@
 //!
 //! ```text
 //! byte 0      kind (1 IncomingRequest, 2 Reply, 3 OutgoingRequest, 4 Answer)
-//! byte 1      record format version (RECORD_VERSION)
-//! bytes 2..4  reserved, zero
+//! byte 1      record format version (RECORD_VERSION; an older one, down to
+//!             MIN_RECORD_VERSION, is still read)
+//! byte 2      flags: in an OutgoingRequest, bit 0 = the sender reads Answers of
+//!             version 3 (`peer_ns`); zero elsewhere
+//! byte 3      reserved, zero
 //! then        fixed-size fields, then strings as u32 length + bytes
 //! ```
+//!
+//! Only the Answer changed from version 2 to 3, so a library and a bridge of different
+//! builds still talk: every other record is written as version 2 (a version-2 reader takes
+//! it, and skips byte 2 as it always did), and the bridge writes a worker's Answers as
+//! version 3 only when that worker's OutgoingRequest said it reads them.
 //!
 //! Decoding borrows from the caller's buffer and checks every length, so a
 //! damaged record is an [`Error::Protocol`], never a panic or an
@@ -16,7 +24,15 @@ use crate::error::{Error, Result};
 
 /// Version of the record formats below.
 /// Version 2: an [`Answer`] carries the bridge's round trip (`bridge_ns`).
-pub const RECORD_VERSION: u8 = 2;
+/// Version 3: an [`Answer`] carries the bridge's wait for the peer (`peer_ns`); the other
+/// records are as in version 2 and are still written as version 2 (see the module doc).
+pub const RECORD_VERSION: u8 = 3;
+/// The oldest record version still read: a version-2 Answer has no `peer_ns` (read as 0).
+pub const MIN_RECORD_VERSION: u8 = 2;
+/// The version the records that did not change since version 2 are written as.
+const UNCHANGED_SINCE: u8 = 2;
+/// Byte 2 of an OutgoingRequest: its sender reads version-3 Answers.
+const READS_ANSWER_V3: u8 = 1;
 
 const KIND_INCOMING: u8 = 1;
 const KIND_REPLY: u8 = 2;
@@ -109,6 +125,10 @@ pub struct OutgoingRequest<'a> {
     pub timeout_ms: u32,
     /// The AVPs as JSON; validated by the bridge against the dictionary.
     pub avps_json: &'a [u8],
+    /// Whether the sender reads [`Answer`]s of record version 3 (with `peer_ns`): true from
+    /// libraries of version 3, false (byte 2 zero) from older ones, which the bridge then
+    /// answers with version-2 records ([`Answer::encode_v2`]).
+    pub reads_answer_v3: bool,
 }
 
 /// Outcome classes of an outgoing request (DESIGN §3 return codes).
@@ -136,6 +156,12 @@ pub struct Answer<'a> {
     /// record -> this record about to be published (the push and doorbell are not in it).
     /// The worker subtracts it from its own round trip ([`crate::times`]).
     pub bridge_ns: u64,
+    /// How long the bridge waited for the Diameter peer for this request, in nanoseconds:
+    /// the request first written to a connection -> its answer read (failover resends
+    /// included; what `dmbridge_answer_latency_seconds` counts). 0 when no peer answered
+    /// (timeouts, requests not sent, local error answers) and in a version-2 record. The
+    /// bridge's and library's own part of the script's round trip is that less this.
+    pub peer_ns: u64,
     /// The answer's AVPs as JSON (empty if there is no answer).
     pub avps_json: &'a str,
     /// Human-readable reason for classes -2/-3 or protocol errors.
@@ -155,9 +181,9 @@ pub enum Record<'a> {
     Answer(Answer<'a>),
 }
 
-fn head(out: &mut Vec<u8>, kind: u8) {
+fn head(out: &mut Vec<u8>, kind: u8, version: u8, flags: u8) {
     out.clear();
-    out.extend_from_slice(&[kind, RECORD_VERSION, 0, 0]);
+    out.extend_from_slice(&[kind, version, flags, 0]);
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
@@ -180,7 +206,7 @@ impl Record<'_> {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Record::Incoming(r) => {
-                head(out, KIND_INCOMING);
+                head(out, KIND_INCOMING, UNCHANGED_SINCE, 0);
                 put_u64(out, r.token);
                 put_u32(out, r.app_id);
                 put_u32(out, r.cmd_code);
@@ -196,7 +222,7 @@ impl Record<'_> {
                 }
             }
             Record::Reply(r) => {
-                head(out, KIND_REPLY);
+                head(out, KIND_REPLY, UNCHANGED_SINCE, 0);
                 put_u64(out, r.token);
                 let form = match r.form {
                     Payload::Json => 0,
@@ -207,22 +233,19 @@ impl Record<'_> {
                 put_bytes(out, r.error.as_bytes());
             }
             Record::Outgoing(r) => {
-                head(out, KIND_OUTGOING);
+                let flags = if r.reads_answer_v3 {
+                    READS_ANSWER_V3
+                } else {
+                    0
+                };
+                head(out, KIND_OUTGOING, UNCHANGED_SINCE, flags);
                 put_u64(out, r.handle);
                 put_u32(out, r.app_id);
                 put_u32(out, r.cmd_code);
                 put_u32(out, r.timeout_ms);
                 put_bytes(out, r.avps_json);
             }
-            Record::Answer(r) => {
-                head(out, KIND_ANSWER);
-                put_u64(out, r.handle);
-                put_u32(out, r.class as u32);
-                put_u32(out, r.result_code);
-                put_u64(out, r.bridge_ns);
-                put_bytes(out, r.avps_json.as_bytes());
-                put_bytes(out, r.error.as_bytes());
-            }
+            Record::Answer(r) => r.encode_as(out, RECORD_VERSION),
         }
     }
 
@@ -234,14 +257,15 @@ impl Record<'_> {
         };
         let kind = r.u8()?;
         let version = r.u8()?;
-        if version != RECORD_VERSION {
+        if !(MIN_RECORD_VERSION..=RECORD_VERSION).contains(&version) {
             return Err(Error::Version {
                 ours: u32::from(RECORD_VERSION),
                 theirs: u32::from(version),
                 detail: "ring record format",
             });
         }
-        r.take(2)?;
+        let flags = r.u8()?;
+        r.take(1)?;
         let rec = match kind {
             KIND_INCOMING => {
                 r.what = "IncomingRequest";
@@ -292,6 +316,7 @@ impl Record<'_> {
                     cmd_code: r.u32()?,
                     timeout_ms: r.u32()?,
                     avps_json: r.bytes()?,
+                    reads_answer_v3: flags & READS_ANSWER_V3 != 0,
                 })
             }
             KIND_ANSWER => {
@@ -315,6 +340,7 @@ impl Record<'_> {
                     class,
                     result_code: r.u32()?,
                     bridge_ns: r.u64()?,
+                    peer_ns: if version >= 3 { r.u64()? } else { 0 },
                     avps_json: r.str()?,
                     error: r.str()?,
                 })
@@ -329,6 +355,27 @@ impl Record<'_> {
             )));
         }
         Ok(rec)
+    }
+}
+
+impl Answer<'_> {
+    /// Serialises into `out` (cleared first) as record version 2, without `peer_ns`: for a
+    /// library that did not say it reads version 3 ([`OutgoingRequest::reads_answer_v3`]).
+    pub fn encode_v2(&self, out: &mut Vec<u8>) {
+        self.encode_as(out, 2);
+    }
+
+    fn encode_as(&self, out: &mut Vec<u8>, version: u8) {
+        head(out, KIND_ANSWER, version, 0);
+        put_u64(out, self.handle);
+        put_u32(out, self.class as u32);
+        put_u32(out, self.result_code);
+        put_u64(out, self.bridge_ns);
+        if version >= 3 {
+            put_u64(out, self.peer_ns);
+        }
+        put_bytes(out, self.avps_json.as_bytes());
+        put_bytes(out, self.error.as_bytes());
     }
 }
 
@@ -417,14 +464,33 @@ mod tests {
                 cmd_code: 272,
                 timeout_ms: 1500,
                 avps_json: b"[]",
+                reads_answer_v3: true,
+            }),
+            Record::Outgoing(OutgoingRequest {
+                handle: 2,
+                app_id: 4,
+                cmd_code: 272,
+                timeout_ms: 0,
+                avps_json: b"[]",
+                reads_answer_v3: false,
             }),
             Record::Answer(Answer {
                 handle: 1,
                 class: class::TIMEOUT,
                 result_code: 0,
                 bridge_ns: 1_500_000_123,
+                peer_ns: 0,
                 avps_json: "",
                 error: "timeout after 1500 ms",
+            }),
+            Record::Answer(Answer {
+                handle: 2,
+                class: class::SUCCESS,
+                result_code: 2001,
+                bridge_ns: 812_345,
+                peer_ns: 790_001,
+                avps_json: "[]",
+                error: "",
             }),
         ]
     }
@@ -482,7 +548,7 @@ mod tests {
     fn version_mismatch_is_named() {
         let mut buf = Vec::new();
         samples()[0].encode(&mut buf);
-        buf[1] = 3;
+        buf[1] = RECORD_VERSION + 1;
         let e = Record::decode(&buf).unwrap_err();
         assert!(e.to_string().contains("version mismatch"), "{e}");
     }
@@ -500,9 +566,83 @@ mod tests {
         v1.extend_from_slice(&0u32.to_le_bytes());
         match Record::decode(&v1) {
             Err(Error::Version {
-                ours: 2, theirs: 1, ..
+                ours: 3, theirs: 1, ..
             }) => {}
             other => panic!("version 1 answer: {other:?}"),
+        }
+    }
+
+    /// Record versions 2 and 3 interwork (a library and a bridge of different builds):
+    /// a version-2 Answer, as an older bridge writes it, is read with `peer_ns` 0, and
+    /// [`Answer::encode_v2`] writes exactly those bytes for an older library; the records
+    /// that did not change are written as version 2, the Outgoing's flag in byte 2 (which a
+    /// version-2 reader skips), and an older library's Outgoing reads as not reading v3.
+    #[test]
+    fn version_2_and_3_interwork() {
+        let mut v2 = vec![4u8, 2, 0, 0];
+        v2.extend_from_slice(&7u64.to_le_bytes());
+        v2.extend_from_slice(&(class::SUCCESS as u32).to_le_bytes());
+        v2.extend_from_slice(&2001u32.to_le_bytes());
+        v2.extend_from_slice(&55_000u64.to_le_bytes());
+        v2.extend_from_slice(&2u32.to_le_bytes());
+        v2.extend_from_slice(b"[]");
+        v2.extend_from_slice(&0u32.to_le_bytes());
+        let answer = Answer {
+            handle: 7,
+            class: class::SUCCESS,
+            result_code: 2001,
+            bridge_ns: 55_000,
+            peer_ns: 0,
+            avps_json: "[]",
+            error: "",
+        };
+        assert_eq!(Record::decode(&v2).unwrap(), Record::Answer(answer.clone()));
+        let mut buf = Vec::new();
+        Answer {
+            peer_ns: 41_000,
+            ..answer.clone()
+        }
+        .encode_v2(&mut buf);
+        assert_eq!(buf, v2, "a version-2 answer for an older library");
+        Record::Answer(Answer {
+            peer_ns: 41_000,
+            ..answer
+        })
+        .encode(&mut buf);
+        assert_eq!(buf[1], 3);
+        assert_eq!(buf.len(), v2.len() + 8);
+        match Record::decode(&buf).unwrap() {
+            Record::Answer(a) => assert_eq!(a.peer_ns, 41_000),
+            other => panic!("{other:?}"),
+        }
+
+        for rec in samples() {
+            rec.encode(&mut buf);
+            if let Record::Answer(_) = rec {
+                continue;
+            }
+            assert_eq!(buf[1], 2, "{rec:?} is written as version 2");
+            assert_eq!(buf[3], 0);
+            let want = match &rec {
+                Record::Outgoing(o) if o.reads_answer_v3 => READS_ANSWER_V3,
+                _ => 0,
+            };
+            assert_eq!(buf[2], want, "{rec:?}");
+        }
+        let mut old = Vec::new();
+        Record::Outgoing(OutgoingRequest {
+            handle: 9,
+            app_id: 4,
+            cmd_code: 272,
+            timeout_ms: 0,
+            avps_json: b"[]",
+            reads_answer_v3: true,
+        })
+        .encode(&mut old);
+        old[2] = 0;
+        match Record::decode(&old).unwrap() {
+            Record::Outgoing(o) => assert!(!o.reads_answer_v3),
+            other => panic!("{other:?}"),
         }
     }
 }

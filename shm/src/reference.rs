@@ -181,6 +181,7 @@ impl EchoBridge {
                 result_code: 0,
                 // (the time it was held is not measured here)
                 bridge_ns: 0,
+                peer_ns: 0,
                 avps_json: "",
                 error: "timeout (reference bridge)",
             };
@@ -331,11 +332,20 @@ impl EchoBridge {
             _ => (class::SUCCESS, 2001, text),
         };
         let bridge_ns = u64::try_from(taken.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // The reference plays the peer: its whole time on an echo or error answer is the
+        // "wait for the peer" (at least 1 ns, so that an answered request reads as one);
+        // the inject command's answer is its own, as a local answer of the real bridge.
+        let peer_ns = if cmd_code == CMD_INJECT {
+            0
+        } else {
+            bridge_ns.max(1)
+        };
         let a = Answer {
             handle,
             class: answer.0,
             result_code: answer.1,
             bridge_ns,
+            peer_ns,
             avps_json: &answer.2,
             error: "",
         };
@@ -346,6 +356,7 @@ impl EchoBridge {
                     class: class::NOT_SENT,
                     result_code: 0,
                     bridge_ns,
+                    peer_ns: 0,
                     avps_json: "",
                     error: "answer too large",
                 };

@@ -185,6 +185,11 @@ pub struct Completion {
     pub class: i32,
     /// The answer's Result-Code (or Experimental-Result-Code), 0 when there was no answer.
     pub result_code: u32,
+    /// How long the bridge waited for the Diameter peer's answer, in nanoseconds (the
+    /// answer record's `peer_ns`): 0 when no peer answered (timeouts, unsent requests,
+    /// local error answers) or the bridge is of a build that does not say. The caller's
+    /// round trip less this is what the library, the bridge and the hand-overs added.
+    pub peer_ns: u64,
     /// The answer's AVPs as DESIGN §4 JSON; empty for timeouts and unsent requests.
     pub avps_json: String,
     /// Why the request failed or was not sent; empty on success.
@@ -197,6 +202,7 @@ impl Completion {
             handle,
             class: class::NOT_SENT,
             result_code: 0,
+            peer_ns: 0,
             avps_json: String::new(),
             error,
         }
@@ -208,6 +214,7 @@ impl Completion {
             handle,
             class: class::TIMEOUT,
             result_code: 0,
+            peer_ns: 0,
             avps_json: String::new(),
             error: "no answer from the bridge in time (request timeout plus grace)".into(),
         }
@@ -1194,6 +1201,7 @@ impl Worker {
             cmd_code,
             timeout_ms,
             avps_json,
+            reads_answer_v3: true,
         })
         .encode(&mut self.enc);
         match link.tx.push(&[&self.enc]) {
@@ -1248,6 +1256,7 @@ impl Worker {
                             handle: a.handle,
                             class: a.class,
                             result_code: a.result_code,
+                            peer_ns: a.peer_ns,
                             avps_json: text_in(&mut self.spare_texts, a.avps_json),
                             error: text_in(&mut self.spare_texts, a.error),
                         };

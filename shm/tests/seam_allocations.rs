@@ -104,6 +104,7 @@ fn round(b: &mut Bridge, slot: SlotId, w: &mut Worker, evs: &mut Vec<BridgeEvent
                             class: class::SUCCESS,
                             result_code: 2001,
                             bridge_ns: 1000,
+                            peer_ns: 800,
                             avps_json: r#"[{"Result-Code":2001}]"#,
                             error: "",
                         };

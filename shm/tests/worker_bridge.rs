@@ -546,6 +546,7 @@ fn answer_for_unknown_handle_is_rejected() {
         class: class::SUCCESS,
         result_code: 2001,
         bridge_ns: 0,
+        peer_ns: 0,
         avps_json: "[]",
         error: "",
     };
@@ -849,6 +850,7 @@ fn worker_waiting_is_rung_for_answers_only() {
         class: class::SUCCESS,
         result_code: 2001,
         bridge_ns: 0,
+        peer_ns: 0,
         avps_json: "[]",
         error: "",
     };
@@ -856,6 +858,48 @@ fn worker_waiting_is_rung_for_answers_only() {
     assert!(poll_fd(w.fd(), 2000), "the answer's doorbell was lost");
     let c = w.next_answer().expect("the answer");
     assert_eq!((c.handle, c.result_code), (handle, 2001));
+}
+
+#[test]
+fn answers_carry_the_bridge_wait_for_the_peer() {
+    // Record version 3 (issue 15 item 3): the library says in its requests that it reads
+    // `peer_ns`, so the bridge's answer carries it to the caller, async and sync.
+    let bc = cfg("peer-ns");
+    let mut b = Bridge::create(bc.clone()).unwrap();
+    let (mut watched, mut evs) = (Vec::new(), Vec::new());
+    let mut w = attach(&mut b, &bc, &mut watched, &mut evs);
+    let slot = watched[0];
+    let handle = w.send_request_async(4, 272, b"[]", 5000).unwrap();
+    evs.clear();
+    pump(&mut b, &mut watched, &mut evs, |e| {
+        e.iter()
+            .any(|e| matches!(e, BridgeEvent::Request { handle: h, .. } if *h == handle))
+    });
+    let answer = Answer {
+        handle,
+        class: class::SUCCESS,
+        result_code: 2001,
+        bridge_ns: 90_000,
+        peer_ns: 77_777,
+        avps_json: "[]",
+        error: "",
+    };
+    b.push_answer(slot, &answer).unwrap();
+    assert!(poll_fd(w.fd(), 2000), "the answer's doorbell was lost");
+    let c = w.next_answer().expect("the answer");
+    assert_eq!((c.handle, c.peer_ns), (handle, 77_777));
+    drop(b);
+    // The reference bridge plays the peer: an echo's peer_ns is its time on it (> 0), a
+    // timeout's 0.
+    let bc = cfg("peer-ns-ref");
+    let h = EchoBridge::spawn(bc.clone()).unwrap();
+    let mut w = Worker::attach(wcfg(&bc, "w")).unwrap();
+    let c = w.send_request(4, 272, b"[]", 5000);
+    assert_eq!(c.class, class::SUCCESS);
+    assert!(c.peer_ns > 0, "{c:?}");
+    let c = w.send_request(4, dmshm::reference::CMD_NEVER_ANSWER, b"[]", 50);
+    assert_eq!((c.class, c.peer_ns), (class::TIMEOUT, 0));
+    drop(h);
 }
 
 #[test]

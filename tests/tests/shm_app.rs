@@ -858,6 +858,18 @@ fn outgoing_outcomes(name: &str, app_toml: &str, after: impl FnOnce(&Path)) {
     let big = get("toobig");
     assert_eq!(big["class"].as_i64(), Some(-3), "{big}");
     assert!(big["error"].as_str().unwrap().contains("exceeds"), "{big}");
+    // The bridge's wait for the peer (record version 3, issue 15 item 3): there for every
+    // answer the peer gave (its 5012 too), 0 where no peer answered (a timeout, a request
+    // not sent).
+    for o in [&ok, &exp, &err] {
+        assert!(o["peer_ns"].as_u64().unwrap() > 0, "{o}");
+    }
+    for o in [&to, &bad, &nr, &big] {
+        assert_eq!(o["peer_ns"].as_u64(), Some(0), "{o}");
+    }
+    for label in ["notjson", "notarray"] {
+        assert_eq!(get(label)["peer_ns"].as_u64(), Some(0));
+    }
     after(&ctl);
 }
 
@@ -1339,6 +1351,7 @@ mod worker {
             let c = w.send_request(app, cmd, json.as_bytes(), timeout);
             let doc = serde_json::json!({
                 "class": c.class, "rc": c.result_code, "json": c.avps_json, "error": c.error,
+                "peer_ns": c.peer_ns,
             });
             say(format!("W out {label} {doc}"));
         }

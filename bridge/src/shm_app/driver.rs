@@ -895,7 +895,8 @@ impl Driver {
     /// Puts an outcome in the worker's answers ring; one too large for it becomes a -3 that
     /// says so. `at`: when the request's record was taken (the round trip is observed);
     /// `waited`: how long the node waited for the peer's answer, if one came (the round trip
-    /// less that is the bridge's own part).
+    /// less that is the bridge's own part); the record carries it to the worker as `peer_ns`,
+    /// so the script sees, request by request, what the bridge and module added.
     ///
     /// The round trip is read once, before the record is encoded: the record carries it to
     /// the worker (which subtracts it from its own round trip, [`dmshm::times`]) and the
@@ -912,11 +913,17 @@ impl Driver {
         self.counters_dirty = true;
         let round_trip = at.elapsed();
         let bridge_ns = u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX);
+        // The node's wait for the peer, which it measured anyway (no clock read here): 0
+        // says no peer answered, so an answer read in under the clock's step counts as 1 ns.
+        let peer_ns = waited.map_or(0, |w| {
+            u64::try_from(w.as_nanos()).unwrap_or(u64::MAX).max(1)
+        });
         let answer = record::Answer {
             handle,
             class: o.class,
             result_code: o.result_code,
             bridge_ns,
+            peer_ns,
             avps_json: &o.avps_json,
             error: &o.error,
         };
@@ -932,6 +939,7 @@ impl Driver {
                     class: record::class::NOT_SENT,
                     result_code: o.result_code,
                     bridge_ns,
+                    peer_ns,
                     avps_json: "",
                     error: &why,
                 };

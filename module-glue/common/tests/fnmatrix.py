@@ -27,6 +27,7 @@ KINDS = ("literal", "variable", "format")
 # What the reference bridge (dmshm::reference) does with the command codes the rows use.
 APP = 16777216
 CMD_ECHO = 301  # answered 2001 with the AVPs echoed: class 1
+CMD_NEVER_ANSWER = 999001  # never answered: the request times out (class -2)
 CMD_INJECT = 999003  # makes the bridge dispatch app_id incoming requests of the named command
 
 
@@ -294,6 +295,36 @@ def send_row(port, log, row, slow):
     what, key = ("FIN", "result") if row["fkind"] == "async" else ("CASE", "rc")
     m = wait_for(log, rf"{what} {row['id']} {key}=(\S+)(?: r=(\S*))?", 5 * slow, pos)
     return (m.group(1), m.group(2), status) if m else (None, None, status)
+
+
+def peer_of(log, row, pos, slow):
+    """The peer wait (microseconds) a row's log line printed after "peer=": the script's view
+    of the bridge's wait for the peer (record version 3); None when the line has none. `pos`:
+    the log's size before the row's request was sent."""
+    what = "FIN" if row["fkind"] == "async" else "CASE"
+    m = wait_for(log, rf"{what} {row['id']} \S+.*? peer=(\S+)", 2 * slow, pos)
+    return m.group(1) if m else None
+
+
+def check_peer(report, label, peer, bridge):
+    """An answered request (the reference bridge plays the peer) shows a peer wait > 0; one
+    not sent (no bridge) shows 0."""
+    ok = peer is not None and peer.isdigit() and (int(peer) > 0 if bridge else peer == "0")
+    report.check(f"{label}: peer wait {'> 0' if bridge else '0'} (got {peer})", ok)
+
+
+def check_timeouts(report, tag, port, log, slow, var):
+    """A request the peer never answers (the scripts' X-Where "timeout": sync, logging "TIMEOUT
+    rc=<rc> peer=<v>"; "atimeout": async, its resume route logging "TFIN result=<rc>
+    peer=<v>"): -2, and `var` (the script's peer wait) 0, no wait for a peer to show."""
+    for where, rx in (("timeout", r"TIMEOUT rc=(\S+) peer=(\S+)"),
+                      ("atimeout", r"TFIN result=(\S+) peer=(\S+)")):
+        pos = log_size(log)
+        sip_request(port, "OPTIONS", [f"X-Where: {where}"], timeout=5 * slow)
+        m = wait_for(log, rx, 5 * slow, pos)
+        got = m.groups() if m else None
+        report.check(f"{tag}: a request timing out ({where}) -> -2, {var} 0 (got {got})",
+                     got == ("-2", "0"), log_tail(log))
 
 
 def run_phases(report, prefix, top, before, phase, refused=None):

@@ -177,7 +177,7 @@ def native_blocks(rs, where):
             continue
         out.append(f'\tif ($var(c) == {r["id"]}) {{\n\t\t$var(r) = "unset";\n\t\t{r["call"]};\n'
                    f'\t\t$var(rc) = $rc;\n\t\txlog("L_NOTICE", "CASE {r["id"]} rc=$var(rc) '
-                   f'r=$var(r)\\n");\n\t}}\n')
+                   f'r=$var(r) peer=$dm(peer_us)\\n");\n\t}}\n')
     return "".join(out)
 
 
@@ -218,6 +218,18 @@ request_route {{
 		sl_send_reply("500", "not suspended");
 		exit;
 	}}
+	if ($hdr(X-Where) == "timeout") {{
+		dm_send_request(16777216, {fm.CMD_NEVER_ANSWER}, '[]');
+		$var(rc) = $rc;
+		xlog("L_NOTICE", "TIMEOUT rc=$var(rc) peer=$dm(peer_us)\\n");
+		sl_send_reply("299", "timeout");
+		exit;
+	}}
+	if ($hdr(X-Where) == "atimeout") {{
+		dm_send_request_async(16777216, {fm.CMD_NEVER_ANSWER}, '[]', "TFIN");
+		sl_send_reply("500", "not suspended");
+		exit;
+	}}
 	if ($hdr(X-Where) == "event") {{
 		$sht(c=>case) = $var(c);
 		dm_send_request(1, {fm.CMD_INJECT}, '[{{"inject":"PPR"}}]', "$var(inj)");
@@ -245,7 +257,12 @@ route[RESUME] {{
 }}
 
 route[FIN] {{
-	xlog("L_NOTICE", "FIN $hdr(X-Case) result=$dm(result)\\n");
+	xlog("L_NOTICE", "FIN $hdr(X-Case) result=$dm(result) peer=$dm(peer_us)\\n");
+	t_reply("299", "fin");
+}}
+
+route[TFIN] {{
+	xlog("L_NOTICE", "TFIN result=$dm(result) peer=$dm(peer_us)\\n");
 	t_reply("299", "fin");
 }}
 
@@ -281,7 +298,8 @@ local function run(where, c)
   if k == nil or k.where ~= where then return end
   local rc = k.call()
   if k.async and rc == 0 then KSR.x.exit() end
-  KSR.notice("CASE " .. c .. " rc=" .. tostring(rc) .. "\\n")
+  KSR.notice("CASE " .. c .. " rc=" .. tostring(rc) .. " peer="
+             .. tostring(KSR.pv.get("$dm(peer_us)")) .. "\\n")
 end
 function ksr_request_route()
   local w = KSR.hdr.get("X-Where")
@@ -317,7 +335,8 @@ function ksr_resume(ev)
   KSR.tm.t_reply(299, "resumed")
 end
 function ksr_fin(ev)
-  KSR.notice("FIN " .. case_no() .. " result=" .. tostring(KSR.pv.get("$dm(result)")) .. "\\n")
+  KSR.notice("FIN " .. case_no() .. " result=" .. tostring(KSR.pv.get("$dm(result)"))
+             .. " peer=" .. tostring(KSR.pv.get("$dm(peer_us)")) .. "\\n")
   KSR.tm.t_reply(299, "fin")
 end
 function ksr_dm_event(ev)
@@ -364,6 +383,7 @@ def run_rows(procs, rs, api, cfg_path, sock, bridge, work, tag, uas):
         if r["api"] != api or (r["where"] == "event" and not bridge):
             continue
         n += 1
+        pos = fm.log_size(log)
         got, var, status = fm.send_row(port, log, r, slow)
         exp = expected(r["fkind"], r["where"], bridge)
         label = (f"{tag}: {r['name']}/{r['arity']} {r['kind']} in {r['where']} route -> "
@@ -378,6 +398,11 @@ def run_rows(procs, rs, api, cfg_path, sock, bridge, work, tag, uas):
             detail = f"reply variable {var!r}, expected {want_r!r}\n" + detail
             label += f", reply variable {want_r}"
         report.check(label, ok, detail)
+        if ok and r["fkind"] != "reply":
+            # $dm(peer_us) beside $dm(result_code), after the call and in the resume route
+            fm.check_peer(report, label, fm.peer_of(log, r, pos, slow), bridge)
+    if bridge and api == "native":
+        fm.check_timeouts(report, tag, port, log, slow, "$dm(peer_us)")
     alive = k.poll() is None
     text = open(log, errors="replace").read()
     crash = re.search(r"(?i)segfault|signal 11|core dump|child process \d+ exited by a signal",

@@ -88,6 +88,9 @@ SYNC = {
         4: {"literal": f"dm_send_request(16777216, 301, {J}, $var(r))",
             "variable": "dm_send_request($var(app), $var(cmd), $var(json), $var(r))",
             "format": f"dm_send_request(16777216, 301, {JF}, $var(r))"},
+        5: {"literal": f"dm_send_request(16777216, 301, {J}, $var(r), $var(p))",
+            "variable": "dm_send_request($var(app), $var(cmd), $var(json), $var(r), $var(p))",
+            "format": f"dm_send_request(16777216, 301, {JF}, $var(r), $var(p))"},
     },
 }
 SYNC["dm_send_answer"] = {n: {k: c.replace("dm_send_reply", "dm_send_answer")
@@ -143,9 +146,10 @@ def blocks(rs, where):
     for r in rs:
         if r["where"] != where:
             continue
-        out.append(f'\tif ($var(c) == {r["id"]}) {{\n\t\t$var(r) = "unset";\n\t\t{r["call"]};\n'
+        out.append(f'\tif ($var(c) == {r["id"]}) {{\n\t\t$var(r) = "unset"; $var(p) = "unset";'
+                   f'\n\t\t{r["call"]};\n'
                    f'\t\t$var(rc) = $rc;\n\t\txlog("L_NOTICE", "CASE {r["id"]} rc=$var(rc) '
-                   f'r=$var(r)\\n");\n\t}}\n')
+                   f'r=$var(r) peer=$var(p)\\n");\n\t}}\n')
     return "".join(out)
 
 
@@ -199,6 +203,18 @@ route {{
 		t_newtran();
 		async(dm_send_request(16777216, 301, {J}), RESUME);
 	}}
+	if ($hdr(X-Where) == "timeout") {{
+		dm_send_request(16777216, {fm.CMD_NEVER_ANSWER}, "[]", $var(r), $var(p));
+		$var(rc) = $rc;
+		xlog("L_NOTICE", "TIMEOUT rc=$var(rc) peer=$var(p)\\n");
+		sl_send_reply(299, "timeout");
+		exit;
+	}}
+	if ($hdr(X-Where) == "atimeout") {{
+		t_newtran();
+		$var(p) = "unset";
+		async(dm_send_request(16777216, {fm.CMD_NEVER_ANSWER}, "[]", $var(r), $var(p)), TFIN);
+	}}
 	if ($hdr(X-Where) == "event") {{
 		cache_store("local", "case", "$var(c)");
 		dm_send_request(1, {fm.CMD_INJECT}, "[{{\\"inject\\":\\"PPR\\"}}]", $var(inj));
@@ -227,7 +243,13 @@ route[RESUME] {{
 
 route[FIN] {{
 	$var(res) = $rc;
-	xlog("L_NOTICE", "FIN $hdr(X-Case) result=$var(res) r=$var(r)\\n");
+	xlog("L_NOTICE", "FIN $hdr(X-Case) result=$var(res) r=$var(r) peer=$var(p)\\n");
+	t_reply(299, "fin");
+}}
+
+route[TFIN] {{
+	$var(res) = $rc;
+	xlog("L_NOTICE", "TFIN result=$var(res) peer=$var(p)\\n");
 	t_reply(299, "fin");
 }}
 
@@ -269,6 +291,7 @@ def run_rows(procs, rs, cfg_text, bridge, work, tag):
         if r["where"] == "event" and not bridge:
             continue
         n += 1
+        pos = fm.log_size(log)
         got, var, status = fm.send_row(port, log, r, slow)
         exp = expected(r["fkind"], r["where"], bridge)
         label = (f"{tag}: {'async ' if r['fkind'] == 'async' else ''}{r['name']}/{r['arity']} "
@@ -284,6 +307,16 @@ def run_rows(procs, rs, cfg_text, bridge, work, tag):
             detail = f"reply variable {var!r}, expected {want_r!r}\n" + detail
             label += f", reply variable {want_r}"
         report.check(label, ok, detail)
+        if ok and r["name"] == "dm_send_request":
+            # peer_us_pv: the bridge's wait for the peer, after the call and in the resume route
+            peer = fm.peer_of(log, r, pos, slow)
+            if r["arity"] == 5:
+                fm.check_peer(report, label, peer, bridge)
+            else:
+                report.check(f"{label}: no peer variable, untouched (got {peer})",
+                             peer == "unset")
+    if bridge:
+        fm.check_timeouts(report, tag, port, log, slow, "peer_us_pv")
     alive = k.poll() is None
     text = open(log, errors="replace").read()
     crash = re.search(r"(?i)segfault|signal 11|core dump|exited by a signal|"
