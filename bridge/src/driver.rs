@@ -111,14 +111,20 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Opens a TCP connection to a peer. A name is resolved now (every attempt, so a peer that
 /// moved is found again) and its addresses are tried in order.
-/// This run's seeds, from the system clock and the process id.
+/// This run's seeds: the start time from the system clock, the randomness from the
+/// operating system (std's `RandomState` keys come from it), mixed with the clock and the
+/// process id. It also seeds the duplicate cache's hasher, whose keys a peer chooses, so it
+/// must not be guessable from the start time.
 fn seeds_from_clock() -> Seeds {
+    use std::hash::BuildHasher;
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
+    let random =
+        std::collections::hash_map::RandomState::new().hash_one((t.as_nanos(), std::process::id()));
     Seeds {
         start_secs: t.as_secs() as u32,
-        random: (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32),
+        random,
     }
 }
 

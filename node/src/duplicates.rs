@@ -14,7 +14,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use foldhash::{HashMap, HashMapExt};
+use std::collections::HashMap;
+
+use foldhash::fast::FixedState;
 
 use bytes::Bytes;
 
@@ -61,10 +63,14 @@ struct DupEntry {
 /// Keyed in two levels, Origin-Host then end-to-end id, so that a request from a host already
 /// present costs no allocation: the host is looked up as the `&str` the request carries
 /// (lowercased only when it has capitals), and the insertion-order queue shares the map's
-/// `Arc<str>`. The maps use a seeded hasher (foldhash): the keys are the peers' choice.
+/// `Arc<str>`. The maps use a seeded hasher (foldhash), as the keys are the peers' choice;
+/// the seed is the node's ([`crate::endpoint::Seeds::random`]: the operating system's
+/// randomness in the bridge, fixed in tests, so that a test's table layouts, and with them
+/// the moment a map grows, are the same in every run).
 #[derive(Debug)]
 pub struct DupCache {
-    hosts: HashMap<Arc<str>, HostEntries>,
+    hosts: HashMap<Arc<str>, HostEntries, FixedState>,
+    hasher: FixedState,
     /// Entries in all hosts' maps.
     count: usize,
     /// Insertion order, for age and size eviction; stale items are skipped by `seq`.
@@ -83,7 +89,7 @@ pub struct DupCache {
 #[derive(Debug)]
 struct HostEntries {
     key: Arc<str>,
-    by_e2e: HashMap<u32, DupEntry>,
+    by_e2e: HashMap<u32, DupEntry, FixedState>,
 }
 
 /// Origin-Host as the cache keys it: DiameterIdentity compares case-insensitively
@@ -103,10 +109,12 @@ const MAX_WAITERS: usize = 8;
 impl DupCache {
     /// An empty cache holding at most `max_entries` requests (`[limits] dup_cache_entries`;
     /// at least 1), `max_bytes` of cached answers (an answer larger than that is not kept),
-    /// each for `ttl` (`[limits] dup_cache_ttl`).
-    pub fn new(max_entries: usize, max_bytes: usize, ttl: Duration) -> DupCache {
+    /// each for `ttl` (`[limits] dup_cache_ttl`); `hash_seed` seeds its maps' hasher.
+    pub fn new(max_entries: usize, max_bytes: usize, ttl: Duration, hash_seed: u64) -> DupCache {
+        let hasher = FixedState::with_seed(hash_seed);
         DupCache {
-            hosts: HashMap::new(),
+            hosts: HashMap::with_hasher(hasher.clone()),
+            hasher,
             count: 0,
             order: VecDeque::new(),
             seq: 0,
@@ -190,7 +198,7 @@ impl DupCache {
             }
             None => {
                 let key: Arc<str> = Arc::from(host.as_ref());
-                let mut by_e2e = HashMap::new();
+                let mut by_e2e = HashMap::with_hasher(self.hasher.clone());
                 by_e2e.insert(end_to_end, entry);
                 let entries = HostEntries {
                     key: key.clone(),
@@ -304,7 +312,7 @@ mod tests {
 
     #[test]
     fn duplicate_with_t_flag_gets_the_cached_answer() {
-        let mut c = DupCache::new(100, 1 << 20, Duration::from_secs(240));
+        let mut c = DupCache::new(100, 1 << 20, Duration::from_secs(240), 7);
         let now = Instant::now();
         assert_eq!(c.check("hss.net", 7, false, req(1, 1), now), DupCheck::New);
         assert!(c
@@ -324,7 +332,7 @@ mod tests {
 
     #[test]
     fn duplicate_while_in_progress_waits_for_the_answer() {
-        let mut c = DupCache::new(100, 1 << 20, Duration::from_secs(240));
+        let mut c = DupCache::new(100, 1 << 20, Duration::from_secs(240), 7);
         let now = Instant::now();
         assert_eq!(c.check("hss.net", 7, false, req(1, 1), now), DupCheck::New);
         assert_eq!(
@@ -344,7 +352,7 @@ mod tests {
 
     #[test]
     fn without_t_flag_the_request_is_handled_again() {
-        let mut c = DupCache::new(100, 1 << 20, Duration::from_secs(240));
+        let mut c = DupCache::new(100, 1 << 20, Duration::from_secs(240), 7);
         let now = Instant::now();
         c.check("hss.net", 7, false, req(1, 1), now);
         c.complete("hss.net", 7, Bytes::from_static(b"a"));
@@ -354,7 +362,7 @@ mod tests {
     #[test]
     fn bounded_by_count_bytes_and_age() {
         let now = Instant::now();
-        let mut c = DupCache::new(2, 1 << 20, Duration::from_secs(10));
+        let mut c = DupCache::new(2, 1 << 20, Duration::from_secs(10), 7);
         for e2e in 0..3 {
             c.check("h", e2e, false, req(1, e2e), now);
             c.complete("h", e2e, Bytes::from_static(b"abc"));
@@ -366,7 +374,7 @@ mod tests {
             "oldest evicted"
         );
 
-        let mut c = DupCache::new(100, 10, Duration::from_secs(10));
+        let mut c = DupCache::new(100, 10, Duration::from_secs(10), 7);
         for e2e in 0..4 {
             c.check("h", e2e, false, req(1, e2e), now);
             c.complete("h", e2e, Bytes::from_static(b"abcd"));
@@ -378,7 +386,7 @@ mod tests {
         ));
         assert_eq!(c.check("h", 0, true, req(1, 9), now), DupCheck::New);
 
-        let mut c = DupCache::new(100, 1 << 20, Duration::from_secs(10));
+        let mut c = DupCache::new(100, 1 << 20, Duration::from_secs(10), 7);
         c.check("h", 1, false, req(1, 1), now);
         c.complete("h", 1, Bytes::from_static(b"x"));
         let later = now + Duration::from_secs(10);

@@ -255,7 +255,9 @@ impl Tried {
 pub struct Seeds {
     /// Seconds since the epoch at start: Origin-State-Id, Session-Id high part.
     pub start_secs: u32,
-    /// Randomness for hop-by-hop and end-to-end ids and the watchdog jitter.
+    /// Randomness for hop-by-hop and end-to-end ids, the watchdog jitter and the seed of the
+    /// duplicate cache's hasher (whose keys the peers choose): unpredictable in a running
+    /// node.
     pub random: u64,
 }
 
@@ -355,6 +357,7 @@ impl Endpoint {
                 limits.dup_cache_entries,
                 limits.dup_cache_entries.saturating_mul(4096),
                 limits.dup_cache_ttl,
+                seeds.random,
             ),
             answers: Arena::new(),
             requests: Pool::new(),
