@@ -102,7 +102,13 @@
 #                           route's, per call, in us); each line gets "rt_us" p50/p99/p99.9
 #                           (one log line per call more for sipp, and for async a transaction
 #                           AVP more in Kamailio, -A RT_ASYNC: off by default, so the other
-#                           figures and bench-instructions.sh's counts stay comparable)
+#                           figures and bench-instructions.sh's counts stay comparable).
+#                           The dmbridge sides also put X-Peer-Us in the reply: the bridge's
+#                           wait for the Diameter peer for that request ($dm(peer_us), OpenSIPS
+#                           dm_send_request's peer_us_pv); each line then also gets "peer_us"
+#                           and "added_us" = rt - peer per call (what the module, libdmbridge,
+#                           the bridge and the hand-overs between them added to that request,
+#                           issue 15 item 3), p50/p99/p99.9 each
 #   TA_PEER=fd|echo         who answers the test_app requests: freeDiameter's test_app server
 #                           (fd, default) or `ECHO_BIN run --echo --threads 1` (echo; ECHO_BIN
 #                           defaults to this tree's release binary, so an A/B run with
@@ -365,6 +371,8 @@ if [ -n "$os_src" ]; then
     sed -e "s|^#$mod ||" -e "s|@MPATH@|$os_src/modules/|" -e "s|@SIP_PORT@|$port|" \
       -e "s|@DMB_SOCKET@|$work/os-control.sock|" -e "s|@FD_CONF@|$work/$name/fd.conf|" \
       -e "s|@DICT@|$work/$name/bench.dict|" "$os_cfg" >"$work/$name.cfg"
+    # RT_US=1: the script's round trip (and the peer's part) in the reply, as on Kamailio
+    [ "${RT_US:-0}" != 1 ] || sed -i -e "s|^#RT ||" -e "/# NORT$/d" "$work/$name.cfg"
     # SCHED_FIFO / SCHED_SLICE_US: the module's scheduling of the SIP workers
     if [ "$mod" = DMB ] && [ -n "${SCHED_SLICE_US:-}${SCHED_FIFO:-}" ]; then
       sed -i "/^modparam(\"dmbridge\", \"bridge_socket\"/a\\
@@ -415,13 +423,14 @@ modparam(\"dmbridge\", \"sched_slice_us\", ${SCHED_SLICE_US:-0})" "$work/$name.c
 fi
 
 # --- runs ----------------------------------------------------------------------------------
-# RT_US=1: the same scenario, also keeping each reply's X-Rt-Us (not checked: the sides
-# without it log an empty line) with a <log> action, one line per call in rtN.log
+# RT_US=1: the same scenario, also keeping each reply's X-Rt-Us and X-Peer-Us (not checked: the
+# sides without them log an empty field) with a <log> action, one line "rt peer" per call in
+# rtN.log
 scen_run=$scen
 if [ "${RT_US:-0}" = 1 ]; then
   scen_run="$work/bench-originate-rt.xml"
-  sed -e 's|^\(.*assign_to="rc"/>\)$|\1\n      <ereg regexp="-?[0-9]+" search_in="hdr" header="X-Rt-Us:" assign_to="rt"/>\n      <log message="[$rt]"/>|' \
-    -e 's|<Reference variables="rc"/>|<Reference variables="rc,rt"/>|' "$scen" >"$scen_run"
+  sed -e 's|^\(.*assign_to="rc"/>\)$|\1\n      <ereg regexp="-?[0-9]+" search_in="hdr" header="X-Rt-Us:" assign_to="rt"/>\n      <ereg regexp="[0-9]+" search_in="hdr" header="X-Peer-Us:" assign_to="peer"/>\n      <log message="[$rt] [$peer]"/>|' \
+    -e 's|<Reference variables="rc"/>|<Reference variables="rc,rt,peer"/>|' "$scen" >"$scen_run"
   grep -q 'X-Rt-Us' "$scen_run" || { log "RT_US=1: could not extend $scen"; exit 1; }
 fi
 # sched_labels SIDE: PID=label arguments for scripts/sched-delays.py: the bridge, the peers,
@@ -588,9 +597,23 @@ lat.sort()
 def pct(q, v=None):
     v = lat if v is None else v
     return v[min(len(v) - 1, int(q * len(v)))] if v else None
-# RT_US=1: the script's round trip per call (X-Rt-Us), logged by sipp
-rts = sorted(int(x) for f in glob.glob(os.path.join(d, "rt*.log"))
-             for x in open(f).read().split() if x.lstrip("-").isdigit())
+# RT_US=1: the script's round trip per call (X-Rt-Us) and, on the dmbridge sides, the bridge's
+# wait for the peer for that call (X-Peer-Us), logged by sipp as "rt peer" lines; added = rt -
+# peer per call (the module's, libdmbridge's and the bridge's time with the hand-overs)
+rts, peers, added = [], [], []
+for f in glob.glob(os.path.join(d, "rt*.log")):
+    for line in open(f):
+        v = [int(x) for x in line.split() if x.lstrip("-").isdigit()]
+        if not v:
+            continue
+        rts.append(v[0])
+        if len(v) > 1:
+            peers.append(v[1])
+            added.append(v[0] - v[1])
+rts.sort(); peers.sort(); added.sort()
+def dist(v):
+    return {"samples": len(v), "p50": pct(0.5, v), "p99": pct(0.99, v), "p999": pct(0.999, v),
+            "max": v[-1]}
 sched_file = os.path.join(d, "sched.json")
 secs = float(secs)
 hz = os.sysconf("SC_CLK_TCK")
@@ -610,8 +633,8 @@ print(json.dumps({
     # the scheduling asked for the bridge and the SIP server's Diameter processes
     "sched": {"fifo_priority": int(os.environ.get("SCHED_FIFO") or 0),
               "slice_us": int(os.environ.get("SCHED_SLICE_US") or 0)},
-    **({"rt_us": {"samples": len(rts), "p50": pct(0.5, rts), "p99": pct(0.99, rts),
-                  "p999": pct(0.999, rts), "max": rts[-1]}} if rts else {}),
+    **({"rt_us": dist(rts)} if rts else {}),
+    **({"peer_us": dist(peers), "added_us": dist(added)} if peers else {}),
     **({"sched_delays": json.load(open(sched_file))} if os.path.exists(sched_file) else {}),
     "sip_minflt_per_call": round(int(mf) / ok, 2) if ok else None,
     # the SIP server's processes' context switches per call: voluntary ones are its sleeps
@@ -834,6 +857,12 @@ for r in rows:
         rt = r["rt_us"]
         print(f"    script round trip (X-Rt-Us) n {rt['samples']:>9}  p50/p99/p99.9 us "
               f"{rt['p50']}/{rt['p99']}/{rt['p999']}")
+        for k, label in (("peer_us", "peer's part (X-Peer-Us)"),
+                         ("added_us", "added = rt - peer, per call")):
+            h = r.get(k)
+            if h:
+                print(f"    {label:<28} n {h['samples']:>9}  p50/p99/p99.9 us "
+                      f"{h['p50']}/{h['p99']}/{h['p999']}")
     for k, h in (r.get("bridge_us") or {}).items():
         if h["n"]:
             print(f"    hist {k:<30} n {h['n']:>9}  p50/p99/p99.9 us "
