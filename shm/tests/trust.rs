@@ -13,9 +13,9 @@ mod common;
 use common::{poll_fd, wcfg};
 use dmshm::bridge::{BridgeConfig, PeerAllow, RefusalCause};
 use dmshm::control::{Conn, Ctl, Recv, MAX_CONTROL_MSG};
-use dmshm::record::class;
+use dmshm::record::{class, OutgoingRequest, Record};
 use dmshm::reference::{EchoBridge, EchoHandle, EchoStats, CMD_INJECT};
-use dmshm::ring::Producer;
+use dmshm::ring::{Consumer, Producer};
 use dmshm::segment::{Geometry, RingId, Segment, WIRE_VERSION};
 use dmshm::worker::{Worker, WorkerConfig};
 use dmshm::Error;
@@ -349,6 +349,56 @@ fn scribbling_workers_are_dropped_and_others_served() {
     let st = h.stop();
     assert_eq!(st.seam.workers_dropped, 2, "{:?}", st.seam);
     assert_eq!(st.attached, 4);
+}
+
+/// A library of an older build (record version 2) still talks to this bridge: its
+/// OutgoingRequest leaves byte 2 zero, so its answers come as version 2, which it reads (no
+/// `peer_ns`); the same worker's request that says it reads version 3 gets the peer's wait.
+#[test]
+fn a_library_of_record_version_2_gets_version_2_answers() {
+    let dir = TmpDir::new("v2-library");
+    let bc = cfg(&dir.0);
+    let h = EchoBridge::spawn(bc.clone()).unwrap();
+    let (conn, _slot, generation, file) = raw_attach(&bc.control_path, "v2 library");
+    let seg = Segment::open(file, Path::new("v2 library"), generation).unwrap();
+    let max = seg.geometry().max_msg as usize;
+    let mut tx = Producer::new(seg.ring(0, RingId::ToBridge).unwrap(), max);
+    let mut rx = Consumer::new(seg.ring(0, RingId::Answers).unwrap(), max);
+    let (mut rec, mut buf) = (Vec::new(), Vec::new());
+    for (handle, reads_answer_v3) in [(1u64, false), (2, true)] {
+        Record::Outgoing(OutgoingRequest {
+            handle,
+            app_id: 4,
+            cmd_code: 272,
+            timeout_ms: 2000,
+            avps_json: b"[]",
+            reads_answer_v3,
+        })
+        .encode(&mut rec);
+        assert_eq!((rec[1], rec[2]), (2, u8::from(reads_answer_v3)));
+        tx.push(&[&rec]).unwrap();
+        conn.send(&[0x01], None).unwrap(); // doorbell
+        let t0 = Instant::now();
+        while !rx.pop_into(&mut buf).unwrap() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "no answer to {handle}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let version = buf[1];
+        let Record::Answer(a) = Record::decode(&buf).unwrap() else {
+            panic!("not an answer: {buf:?}")
+        };
+        assert_eq!((a.handle, a.class), (handle, class::SUCCESS));
+        if reads_answer_v3 {
+            assert_eq!(version, 3);
+            assert!(a.peer_ns > 0, "{a:?}");
+        } else {
+            assert_eq!((version, a.peer_ns), (2, 0), "{a:?}");
+        }
+    }
+    drop(h);
 }
 
 // ---------------------------------------------------------------------------
