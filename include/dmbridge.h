@@ -123,6 +123,16 @@
 #define DMB_MAX_FIFO_PRIORITY 99
 
 /**
+ * The lowest `nice` of `dmb_set_scheduling()` (the most weight).
+ */
+#define DMB_MIN_NICE -20
+
+/**
+ * The highest `nice` of `dmb_set_scheduling()`.
+ */
+#define DMB_MAX_NICE 19
+
+/**
  * The outcome of an outgoing request (opaque); free with
  * `dmb_answer_free()`.
  */
@@ -551,24 +561,28 @@ void dmb_string_free(char *s);
  * Asks the kernel to schedule the calling thread, and the processes and threads it starts
  * afterwards, for short run-queue waits (issue 15 item 3; `dmshm::sched` and BENCHMARKS.md
  * "Session 11: latency under load"): the modules call it in each process that runs the
- * Diameter routes (their `sched_slice_us` / `sched_fifo_priority` parameters). Independent of
- * any worker: call it before or after `dmb_attach()`.
+ * Diameter routes (their `sched_slice_us` / `sched_fifo_priority` parameters, and Kamailio's
+ * `sched_nice`). Independent of any worker: call it before or after `dmb_attach()`.
  *
  * * `slice_us`: the EEVDF slice of a `SCHED_OTHER` thread (Linux 6.12+), 100..=100000; 0: the
  *   kernel's. Needs no privilege.
- * * `fifo_priority`: `SCHED_FIFO` at this priority, 1..=99, instead (then `slice_us` is not
- *   used); 0: stay `SCHED_OTHER`. Needs `CAP_SYS_NICE` or `RLIMIT_RTPRIO`.
+ * * `nice`: the nice value of a `SCHED_OTHER` thread, -20..=19 (more weight below 0: the
+ *   kernel still lets a busy thread take several messages per wake-up, BENCHMARKS.md
+ *   "Session 15: async p99 at load without losing throughput"); 0: unchanged. Below the
+ *   current one it needs `CAP_SYS_NICE` or `RLIMIT_NICE`.
+ * * `fifo_priority`: `SCHED_FIFO` at this priority, 1..=99, instead (then `slice_us` and
+ *   `nice` are not used); 0: stay `SCHED_OTHER`. Needs `CAP_SYS_NICE` or `RLIMIT_RTPRIO`.
  *
  * On `DMB_OK` and a non-NULL `out`, `*out` is the scheduling the kernel then reports
  * (`SCHED_OTHER nice 0 slice 100 us`; free it with `dmb_string_free()`). `DMB_E_INVAL`: a
  * value out of range; `DMB_E_REFUSED`: the kernel refused it (`EPERM` without the privilege)
  * or ignored it (a kernel before 6.12), and the thread keeps its scheduling; the reason, one
- * line for the log, is in `dmb_last_error()`. Both 0: nothing asked, `DMB_OK`.
+ * line for the log, is in `dmb_last_error()`. All 0: nothing asked, `DMB_OK`.
  *
  * # Safety
  * `out` is NULL or writable.
  */
-int dmb_set_scheduling(uint32_t slice_us, uint32_t fifo_priority, char **out);
+int dmb_set_scheduling(uint32_t slice_us, int32_t nice, uint32_t fifo_priority, char **out);
 
 #ifdef __cplusplus
 }  // extern "C"

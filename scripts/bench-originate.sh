@@ -89,6 +89,10 @@
 #                           workers; OpenSIPS: its SIP workers): SCHED_FIFO at priority P for
 #                           the bridge and the SIP server's Diameter processes (root)
 #   SCHED_SLICE_US=N        the same for [scheduling] slice_us / sched_slice_us (EEVDF slice)
+#   NICE=N                  the same for [scheduling] nice / Kamailio's sched_nice (-20..19;
+#                           OpenSIPS's processes are reniced): weight instead of a real-time
+#                           class, so the kernel can still let a busy process take several
+#                           messages per wake-up (BENCHMARKS "Session 15")
 #                           The peers (freeDiameter's test_app server, the echo peer, the
 #                           Erlang OCS), cdp/ims_diameter_server and aaa_diameter keep the
 #                           kernel's defaults: the anchors have no such knob, the peers are
@@ -268,9 +272,10 @@ segment = "/dev/shm/$3"
 control_socket = "$4"
 $metrics
 EOF
-  if [ -n "${SCHED_SLICE_US:-}${SCHED_FIFO:-}" ]; then
-    printf '\n[scheduling]\n%s%s' "${SCHED_SLICE_US:+slice_us = $SCHED_SLICE_US
+  if [ -n "${SCHED_SLICE_US:-}${SCHED_FIFO:-}${NICE:-}" ]; then
+    printf '\n[scheduling]\n%s%s%s' "${SCHED_SLICE_US:+slice_us = $SCHED_SLICE_US
 }" "${SCHED_FIFO:+fifo_priority = $SCHED_FIFO
+}" "${NICE:+nice = $NICE
 }" >>"$1"
   fi
 }
@@ -290,7 +295,7 @@ kamailio -m "$shm_mb" -DD -E -Y "$work/kam-dmb" -f "$cfg" -A "SIP_PORT=$kam_dmb_
   -A "DMB_SO=\"$so\"" -A "DMB_SOCKET=\"$work/control.sock\"" \
   ${SYNC_SPIN_US:+-A "SYNC_SPIN_US=$SYNC_SPIN_US"} ${DMB_WORKERS:+-A "DMB_WORKERS=$DMB_WORKERS"} \
   ${SCHED_SLICE_US:+-A "DMB_SCHED_SLICE_US=$SCHED_SLICE_US"} \
-  ${SCHED_FIFO:+-A "DMB_SCHED_FIFO=$SCHED_FIFO"} $([ "${RT_US:-0}" != 1 ] || echo "-A RT_ASYNC") \
+  ${SCHED_FIFO:+-A "DMB_SCHED_FIFO=$SCHED_FIFO"} ${NICE:+-A "DMB_SCHED_NICE=$NICE"} $([ "${RT_US:-0}" != 1 ] || echo "-A RT_ASYNC") \
   >"$work/kam-dmb.log" 2>&1 &
 kam_dmb=$!; pids+=("$kam_dmb")
 
@@ -379,6 +384,7 @@ if [ -n "$os_src" ]; then
 modparam(\"dmbridge\", \"sched_fifo_priority\", ${SCHED_FIFO:-0})\\
 modparam(\"dmbridge\", \"sched_slice_us\", ${SCHED_SLICE_US:-0})" "$work/$name.cfg"
     fi
+    # NICE: the OpenSIPS module has no sched_nice; its processes are reniced once they answer
     env "$@" "$os_src/opensips" -F -m "$shm_mb" -M 32 -f "$work/$name.cfg" -w "$work/$name" \
       >>"$work/$name.log" 2>&1 &
     os_started=$!
@@ -632,7 +638,8 @@ print(json.dumps({
     "loadavg": [float(l0), float(l1)],
     # the scheduling asked for the bridge and the SIP server's Diameter processes
     "sched": {"fifo_priority": int(os.environ.get("SCHED_FIFO") or 0),
-              "slice_us": int(os.environ.get("SCHED_SLICE_US") or 0)},
+              "slice_us": int(os.environ.get("SCHED_SLICE_US") or 0),
+              "nice": int(os.environ.get("NICE") or 0)},
     **({"rt_us": dist(rts)} if rts else {}),
     **({"peer_us": dist(peers), "added_us": dist(added)} if peers else {}),
     **({"sched_delays": json.load(open(sched_file))} if os.path.exists(sched_file) else {}),
@@ -707,13 +714,16 @@ wait_answering() {
 # shellcheck disable=SC2086 # one word per side
 wait_answering 60 $warm || { log "not answering after 60 tries:$failing; logs in $work"; exit 1; }
 log "all sides answer; results in $results (one JSON line per run)"
-if [ -n "${SCHED_SLICE_US:-}${SCHED_FIFO:-}" ]; then
+if [ -n "${NICE:-}" ] && [ -n "$os_dmb" ]; then
+  for p in $(pgrep -P "$os_dmb"); do renice -n "$NICE" -p "$p" >/dev/null; done
+fi
+if [ -n "${SCHED_SLICE_US:-}${SCHED_FIFO:-}${NICE:-}" ]; then
   log "bridge: $(grep -h -o 'scheduling.*' "$work/bridge.log" | tail -1)"
-  log "Kamailio + dmbridge.so's processes (class priority/slice ns): $(
-    for p in $(pgrep -P "$kam_dmb"); do printf '%s/%s ' "$(ps -o cls=,rtprio= -p "$p" | tr -s ' ')" \
+  log "Kamailio + dmbridge.so's processes (class priority nice/slice ns): $(
+    for p in $(pgrep -P "$kam_dmb"); do printf '%s/%s ' "$(ps -o cls=,rtprio=,ni= -p "$p" | tr -s ' ')" \
       "$(sed -n 's/^se\.slice *: *//p' "/proc/$p/sched")"; done)"
-  [ -z "$os_dmb" ] || log "OpenSIPS + dmbridge.so's processes (class priority): $(
-    for p in $(pgrep -P "$os_dmb"); do printf '%s ' "$(ps -o cls=,rtprio= -p "$p" | tr -s ' ')"; done)"
+  [ -z "$os_dmb" ] || log "OpenSIPS + dmbridge.so's processes (class priority nice): $(
+    for p in $(pgrep -P "$os_dmb"); do printf '%s ' "$(ps -o cls=,rtprio=,ni= -p "$p" | tr -s ' ')"; done)"
 fi
 
 # aaa_diameter's sender wedges for good once requests queue up in it (BENCHMARKS.md, issue
@@ -847,6 +857,8 @@ for r in rows:
         what += f" fifo{r['sched']['fifo_priority']}"
     if (r.get("sched") or {}).get("slice_us"):
         what += f" slice{r['sched']['slice_us']}"
+    if (r.get("sched") or {}).get("nice"):
+        what += f" nice{r['sched']['nice']}"
     rate = "-" if r["calls_per_s"] is None else f"{r['calls_per_s']:,.0f}"
     cpu = "" if c is None else (f"{c['sip_server']:>5} {c['bridge']:>6} "
                                 f"{max(c['fd_server'], c['erlang_ocs']):>5} {c['sipp']:>5}")

@@ -776,10 +776,16 @@ pub const DMB_MIN_SLICE_US: u32 = 100;
 pub const DMB_MAX_SLICE_US: u32 = 100_000;
 /// The highest `fifo_priority` of `dmb_set_scheduling()` (1 is the lowest).
 pub const DMB_MAX_FIFO_PRIORITY: u32 = 99;
+/// The lowest `nice` of `dmb_set_scheduling()` (the most weight).
+pub const DMB_MIN_NICE: i32 = -20;
+/// The highest `nice` of `dmb_set_scheduling()`.
+pub const DMB_MAX_NICE: i32 = 19;
 // Written as literals for cbindgen; the kernel's values are dmshm::sched's.
 const _: () = assert!(DMB_MIN_SLICE_US as u128 == dmshm::sched::MIN_SLICE.as_micros());
 const _: () = assert!(DMB_MAX_SLICE_US as u128 == dmshm::sched::MAX_SLICE.as_micros());
 const _: () = assert!(DMB_MAX_FIFO_PRIORITY == *dmshm::sched::FIFO_PRIORITY.end());
+const _: () = assert!(DMB_MIN_NICE == *dmshm::sched::NICE.start());
+const _: () = assert!(DMB_MAX_NICE == *dmshm::sched::NICE.end());
 
 /// Takes the next incoming request without blocking. Returns 1 and sets
 /// `*out` (free it with `dmb_request_free()`), 0 when there is none, or a
@@ -1534,32 +1540,37 @@ pub unsafe extern "C" fn dmb_string_free(s: *mut c_char) {
 /// Asks the kernel to schedule the calling thread, and the processes and threads it starts
 /// afterwards, for short run-queue waits (issue 15 item 3; `dmshm::sched` and BENCHMARKS.md
 /// "Session 11: latency under load"): the modules call it in each process that runs the
-/// Diameter routes (their `sched_slice_us` / `sched_fifo_priority` parameters). Independent of
-/// any worker: call it before or after `dmb_attach()`.
+/// Diameter routes (their `sched_slice_us` / `sched_fifo_priority` parameters, and Kamailio's
+/// `sched_nice`). Independent of any worker: call it before or after `dmb_attach()`.
 ///
 /// * `slice_us`: the EEVDF slice of a `SCHED_OTHER` thread (Linux 6.12+), 100..=100000; 0: the
 ///   kernel's. Needs no privilege.
-/// * `fifo_priority`: `SCHED_FIFO` at this priority, 1..=99, instead (then `slice_us` is not
-///   used); 0: stay `SCHED_OTHER`. Needs `CAP_SYS_NICE` or `RLIMIT_RTPRIO`.
+/// * `nice`: the nice value of a `SCHED_OTHER` thread, -20..=19 (more weight below 0: the
+///   kernel still lets a busy thread take several messages per wake-up, BENCHMARKS.md
+///   "Session 15: async p99 at load without losing throughput"); 0: unchanged. Below the
+///   current one it needs `CAP_SYS_NICE` or `RLIMIT_NICE`.
+/// * `fifo_priority`: `SCHED_FIFO` at this priority, 1..=99, instead (then `slice_us` and
+///   `nice` are not used); 0: stay `SCHED_OTHER`. Needs `CAP_SYS_NICE` or `RLIMIT_RTPRIO`.
 ///
 /// On `DMB_OK` and a non-NULL `out`, `*out` is the scheduling the kernel then reports
 /// (`SCHED_OTHER nice 0 slice 100 us`; free it with `dmb_string_free()`). `DMB_E_INVAL`: a
 /// value out of range; `DMB_E_REFUSED`: the kernel refused it (`EPERM` without the privilege)
 /// or ignored it (a kernel before 6.12), and the thread keeps its scheduling; the reason, one
-/// line for the log, is in `dmb_last_error()`. Both 0: nothing asked, `DMB_OK`.
+/// line for the log, is in `dmb_last_error()`. All 0: nothing asked, `DMB_OK`.
 ///
 /// # Safety
 /// `out` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn dmb_set_scheduling(
     slice_us: u32,
+    nice: i32,
     fifo_priority: u32,
     out: *mut *mut c_char,
 ) -> c_int {
     guard(DMB_E_PANIC, || {
         let s = dmshm::sched::Scheduling {
             slice: (slice_us != 0).then(|| std::time::Duration::from_micros(slice_us.into())),
-            nice: None,
+            nice: (nice != 0).then_some(nice),
             fifo_priority: (fifo_priority != 0).then_some(fifo_priority),
         };
         if let Some(p) = s.problems().into_iter().next() {
@@ -1714,22 +1725,25 @@ mod tests {
             // SAFETY: out is a valid pointer or NULL; the string is freed below.
             unsafe {
                 let mut out: *mut c_char = std::ptr::null_mut();
-                assert_eq!(dmb_set_scheduling(0, 0, &mut out), DMB_OK);
+                assert_eq!(dmb_set_scheduling(0, 0, 0, &mut out), DMB_OK);
                 assert!(CStr::from_ptr(out)
                     .to_str()
                     .unwrap()
                     .starts_with("SCHED_OTHER"));
                 dmb_string_free(out);
-                assert_eq!(dmb_set_scheduling(50, 0, std::ptr::null_mut()), DMB_E_INVAL);
+                assert_eq!(
+                    dmb_set_scheduling(50, 0, 0, std::ptr::null_mut()),
+                    DMB_E_INVAL
+                );
                 let msg = CStr::from_ptr(dmb_last_error()).to_str().unwrap();
                 assert!(msg.contains("100..=100000 us"), "{msg}");
                 assert_eq!(
-                    dmb_set_scheduling(0, 100, std::ptr::null_mut()),
+                    dmb_set_scheduling(0, 0, 100, std::ptr::null_mut()),
                     DMB_E_INVAL
                 );
                 // a kernel before 6.12 ignores the slice: refused with the reason
                 let mut out: *mut c_char = std::ptr::null_mut();
-                match dmb_set_scheduling(200, 0, &mut out) {
+                match dmb_set_scheduling(200, 0, 0, &mut out) {
                     DMB_OK => {
                         let now = CStr::from_ptr(out).to_str().unwrap().to_owned();
                         dmb_string_free(out);
@@ -1743,6 +1757,18 @@ mod tests {
                     }
                     c => panic!("code {c}"),
                 }
+                assert_eq!(
+                    dmb_set_scheduling(0, 20, 0, std::ptr::null_mut()),
+                    DMB_E_INVAL
+                );
+                let msg = CStr::from_ptr(dmb_last_error()).to_str().unwrap();
+                assert!(msg.contains("-20..=19"), "{msg}");
+                // a higher nice needs no privilege (this thread is thrown away afterwards)
+                let mut out: *mut c_char = std::ptr::null_mut();
+                assert_eq!(dmb_set_scheduling(0, 3, 0, &mut out), DMB_OK);
+                let now = CStr::from_ptr(out).to_str().unwrap().to_owned();
+                dmb_string_free(out);
+                assert!(now.starts_with("SCHED_OTHER nice 3"), "{now}");
             }
         })
         .join()

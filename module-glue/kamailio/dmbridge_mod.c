@@ -44,10 +44,12 @@ static int mod_init(void);
 static int child_init(int rank);
 static void mod_destroy(void);
 
-/* sched_slice_us / sched_fifo_priority: the scheduling of the processes that run the Diameter
- * routes (the module workers, and the SIP workers that call dm_send_request), applied in
- * child_init; 0: the kernel's (BENCHMARKS.md "Session 11: latency under load") */
+/* sched_slice_us / sched_nice / sched_fifo_priority: the scheduling of the processes that run
+ * the Diameter routes (the module workers, and the SIP workers that call dm_send_request),
+ * applied in child_init; 0: the kernel's (BENCHMARKS.md "Session 11: latency under load",
+ * "Session 15: async p99 at load without losing throughput") */
 static int dmk_sched_slice_us = 0;
+static int dmk_sched_nice = 0;
 static int dmk_sched_fifo_priority = 0;
 
 /* clang-format off */
@@ -79,6 +81,7 @@ static param_export_t params[] = {
 	{"sync_spin_us",       PARAM_INT,    &dmk_cfg.sync_spin_us},
 	{"async_queue",        PARAM_INT,    &dmk_cfg.async_queue},
 	{"sched_slice_us",     PARAM_INT,    &dmk_sched_slice_us},
+	{"sched_nice",          PARAM_INT,   &dmk_sched_nice},
 	{"sched_fifo_priority", PARAM_INT,   &dmk_sched_fifo_priority},
 	{0, 0, 0}
 };
@@ -200,6 +203,10 @@ static int mod_init(void)
 				DMB_MAX_SLICE_US);
 		return -1;
 	}
+	if(dmk_sched_nice < DMB_MIN_NICE || dmk_sched_nice > DMB_MAX_NICE) {
+		LM_ERR("sched_nice must be %d..%d (0: unchanged)\n", DMB_MIN_NICE, DMB_MAX_NICE);
+		return -1;
+	}
 	if(dmk_sched_fifo_priority < 0 || dmk_sched_fifo_priority > DMB_MAX_FIFO_PRIORITY) {
 		LM_ERR("sched_fifo_priority must be 0 (SCHED_OTHER) or 1..%d\n", DMB_MAX_FIFO_PRIORITY);
 		return -1;
@@ -233,16 +240,16 @@ static int mod_init(void)
 	return 0;
 }
 
-/* The process's scheduling per sched_slice_us / sched_fifo_priority; a refusal (EPERM,
- * a kernel before 6.12) is logged and the process runs as it was. */
+/* The process's scheduling per sched_slice_us / sched_nice / sched_fifo_priority; a refusal
+ * (EPERM, a kernel before 6.12) is logged and the process runs as it was. */
 static void dmk_apply_scheduling(const char *who)
 {
 	char *now = NULL;
 
-	if(dmk_sched_slice_us == 0 && dmk_sched_fifo_priority == 0)
+	if(dmk_sched_slice_us == 0 && dmk_sched_nice == 0 && dmk_sched_fifo_priority == 0)
 		return;
-	if(dmb_set_scheduling((uint32_t)dmk_sched_slice_us, (uint32_t)dmk_sched_fifo_priority,
-			   &now)
+	if(dmb_set_scheduling((uint32_t)dmk_sched_slice_us, (int32_t)dmk_sched_nice,
+			   (uint32_t)dmk_sched_fifo_priority, &now)
 			== DMB_OK) {
 		LM_INFO("%s: %s\n", who, now);
 		dmb_string_free(now);

@@ -49,7 +49,9 @@ static int child_init(int rank);
 
 /* sched_slice_us / sched_fifo_priority: the scheduling of the SIP workers, which run the
  * Diameter routes and dm_send_request, applied in child_init; 0: the kernel's (BENCHMARKS.md
- * "Session 11: latency under load") */
+ * "Session 11: latency under load"). No sched_nice as Kamailio's: measured once, nice -10 did
+ * not help OpenSIPS's async path (BENCHMARKS.md "Session 15: async p99 at load without losing
+ * throughput") */
 static int dmo_sched_slice_us = 0;
 static int dmo_sched_fifo_priority = 0;
 static int dmo_retry_attach(struct sip_msg *msg, void *param);
@@ -434,7 +436,7 @@ static int child_init(int rank)
 	if(dmo_sched_slice_us != 0 || dmo_sched_fifo_priority != 0) {
 		/* a refusal (EPERM, a kernel before 6.12) is logged; the worker runs as it was */
 		char *now = NULL;
-		if(dmb_set_scheduling((uint32_t)dmo_sched_slice_us,
+		if(dmb_set_scheduling((uint32_t)dmo_sched_slice_us, 0,
 				   (uint32_t)dmo_sched_fifo_priority, &now)
 				== DMB_OK) {
 			LM_INFO("SIP worker %d: %s\n", rank, now);

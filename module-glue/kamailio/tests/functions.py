@@ -193,7 +193,8 @@ def cfg_head(modules, params):
 
 WITH_BRIDGE = ['"htable", "htable", "c=>size=4;"', '"dmbridge", "bridge_socket", DMB_SOCKET',
                '"dmbridge", "workers", 1', '"dmbridge", "reconnect_interval", 200',
-               '"dmbridge", "request_timeout", 2000', '"dmbridge", "sched_slice_us", 200']
+               '"dmbridge", "request_timeout", 2000', '"dmbridge", "sched_slice_us", 200',
+               '"dmbridge", "sched_nice", 3']
 
 
 def native_cfg(rs, uas_port):
@@ -370,10 +371,12 @@ def run_rows(procs, rs, api, cfg_path, sock, bridge, work, tag, uas):
     if not report.check(f"{tag}: module worker started",
                         fm.wait_for(log, "dmbridge worker 1 started", 20 * slow), fm.log_tail(log)):
         return
-    # sched_slice_us: applied and read back (Linux 6.12+), or refused with the reason
-    report.check(f"{tag}: sched_slice_us 200 applied to the module worker, or refused saying why",
-                 fm.wait_for(log, r"DMBRIDGE WORKER 1: (SCHED_OTHER nice -?\d+ slice 200 us"
-                             r"|scheduling slice 200 us: .*running with the kernel's defaults)",
+    # sched_slice_us: applied and read back (Linux 6.12+), or refused with the reason; with
+    # sched_nice 3 (a higher nice needs no privilege)
+    report.check(f"{tag}: sched_slice_us 200 and sched_nice 3 applied to the module worker, "
+                 "or refused saying why",
+                 fm.wait_for(log, r"DMBRIDGE WORKER 1: (SCHED_OTHER nice 3 slice 200 us"
+                             r"|scheduling slice 200 us, nice 3: .*running with the kernel's defaults)",
                              5 * slow), fm.log_tail(log))
     if bridge:
         report.check(f"{tag}: module worker attached to the reference bridge",
@@ -469,6 +472,7 @@ def config_errors(work):
                      rc not in (None, 0) and re.search(rx, out) is not None
                      and not re.search(r"(?i)segfault|signal 11", out), out)
     for param, rx in (('"sched_slice_us", 50', r"sched_slice_us must be 0 .* or 100\.\.100000"),
+                      ('"sched_nice", -21', r"sched_nice must be -20\.\.19"),
                       ('"sched_fifo_priority", 100',
                        r"sched_fifo_priority must be 0 \(SCHED_OTHER\) or 1\.\.99"),
                       ('"async_queue", 0', r"async_queue must be 1\.\.1048576")):
