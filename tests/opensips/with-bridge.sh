@@ -100,6 +100,7 @@ check "e2e: REGISTER alice -> SAR -> SAA 2001 -> 200 (got '$r')" "[ '$r' = 'SIP/
 check "e2e: the HSS saw alice's SAR" \
   "grep -q 'SAR user=alice@test.local impu=sip:alice@test.local sat=1 -> Result-Code 2001' '$work/hss.log'" "$work/hss.log"
 check "e2e: SAR_DONE ran with \$rc = 1" "wait_log '$log' 'SAA for sip:alice@test.local: result 1 code 2001' 3" "$log"
+check "e2e: SAR_DONE got the HSS's time in peer_us_pv (> 0)" "wait_log '$log' 'SAA for sip:alice@test.local: result 1 code 2001 in [1-9][0-9]* us' 3" "$log"
 r=$("$here/sipreq.py" "$port" REGISTER bob 2>&1)
 check "e2e: REGISTER bob -> Experimental-Result 5001 -> 403 (got '$r')" "[ '$r' = 'SIP/2.0 403 Forbidden' ]" "$log"
 check "e2e: SAR_DONE saw -1 and the experimental code" "wait_log '$log' 'SAA for sip:bob@test.local: result -1 code 5001' 3" "$log"

@@ -455,6 +455,14 @@ fn cx_example_end_to_end() {
             Duration::from_secs(5),
         )
         .unwrap_or_else(|e| panic!("HSS did not see alice's SAR: {e}"));
+    // the example logs the HSS's time from $dm(peer_us): a real answer took more than 0 us
+    let line = k.wait_log("SAA for sip:alice@test.local: result 1 code 2001 in ", 5);
+    let hss_us = line
+        .rsplit(" in ")
+        .next()
+        .and_then(|t| t.trim_end().strip_suffix(" us"))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(hss_us.is_some_and(|us| us > 0), "{line}");
     let r = sip(k.sip_port, "REGISTER", "bob", &[]);
     assert_eq!(r, "SIP/2.0 403 Forbidden");
     hss.guard
