@@ -865,11 +865,9 @@ for r in rows:
     print(f"{what:<52} {rate:>9} {r['ok']:>8} {r['failed']:>5} {f(l['p50']):>7} {f(l['p99']):>7}"
           f" {f(l['p999']):>7}       {cpu:<26}  {r['loadavg'][0]}-{r['loadavg'][1]:<6}"
           f" {f(r.get('sip_minflt_per_call'))}")
-    if r.get("mode") in ("closed", "rate") and r.get("rt_us"):
-        rt = r["rt_us"]
-        print(f"    script round trip (X-Rt-Us) n {rt['samples']:>9}  p50/p99/p99.9 us "
-              f"{rt['p50']}/{rt['p99']}/{rt['p999']}")
-        for k, label in (("peer_us", "peer's part (X-Peer-Us)"),
+    if r.get("mode") in ("closed", "rate"):
+        for k, label in (("rt_us", "script round trip (X-Rt-Us)"),
+                         ("peer_us", "peer's part (X-Peer-Us)"),
                          ("added_us", "added = rt - peer, per call")):
             h = r.get(k)
             if h:

@@ -1213,14 +1213,7 @@ unsafe fn send_sync(
         // SAFETY: json/len per the contract.
         let c = match unsafe { request_json(json, len, check) } {
             Ok(json) => h.inner.send_request(app_id, cmd_code, json, timeout_ms),
-            Err(why) => Completion {
-                handle: 0,
-                class: DMB_ANSWER_NOT_SENT,
-                result_code: 0,
-                peer_ns: 0,
-                avps_json: String::new(),
-                error: why.to_string(),
-            },
+            Err(why) => Completion::not_sent(0, why.to_string()),
         };
         let class = c.class;
         if class == DMB_ANSWER_NOT_SENT || class == DMB_ANSWER_TIMEOUT {

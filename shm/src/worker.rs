@@ -197,7 +197,8 @@ pub struct Completion {
 }
 
 impl Completion {
-    fn not_sent(handle: u64, error: String) -> Completion {
+    /// A request that never reached the bridge (class -3), with the reason.
+    pub fn not_sent(handle: u64, error: String) -> Completion {
         Completion {
             handle,
             class: class::NOT_SENT,

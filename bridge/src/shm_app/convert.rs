@@ -400,10 +400,15 @@ mod tests {
         assert!(handled_applications(dict(), &[]).is_empty());
     }
 
+    /// A fresh chunk for a test's AVPs, as the driver keeps one.
+    fn arena() -> Arena {
+        Arena::with_chunk(AVPS_CHUNK)
+    }
+
     #[test]
     fn request_avps_share_a_chunk_rewound_once_dropped() {
         let mut r = JsonReader::new(dict());
-        let mut arena = Arena::with_chunk(AVPS_CHUNK);
+        let mut arena = arena();
         let json = br#"[{"Result-Code":2001},{"User-Name":"alice"}]"#;
         let first = json_to_avps(&mut arena, &mut r, json, 4096).unwrap();
         let (start, len) = (first.as_ptr(), first.len());
@@ -431,7 +436,7 @@ mod tests {
     fn reply_json_becomes_avps_and_bad_json_names_the_path() {
         let mut r = JsonReader::new(dict());
         let body = reply_body(
-            &mut Arena::with_chunk(AVPS_CHUNK),
+            &mut arena(),
             &mut r,
             br#"[{"Result-Code":2001},{"User-Name":"alice"}]"#,
             false,
@@ -442,18 +447,12 @@ mod tests {
             .map(|a| a.unwrap().code)
             .collect();
         assert_eq!(codes, vec![268, 1]);
-        let err = reply_body(
-            &mut Arena::with_chunk(AVPS_CHUNK),
-            &mut r,
-            br#"[{"No-Such-AVP":1}]"#,
-            false,
-            4096,
-        )
-        .unwrap_err();
+        let err =
+            reply_body(&mut arena(), &mut r, br#"[{"No-Such-AVP":1}]"#, false, 4096).unwrap_err();
         // What the library encoded is taken as it is when its framing holds.
         let dict = Dictionary::builtin();
         let good = reply_body(
-            &mut Arena::with_chunk(AVPS_CHUNK),
+            &mut arena(),
             &mut r,
             br#"[{"Result-Code":2001},{"Experimental-Result":[{"Vendor-Id":10415},{"Experimental-Result-Code":2001}]}]"#,
             false,
@@ -493,23 +492,11 @@ mod tests {
         assert!(matches!(err, ConvertError::Json(_)), "{err}");
         assert!(err.to_string().contains("No-Such-AVP"), "{err}");
         assert!(matches!(
-            reply_body(
-                &mut Arena::with_chunk(AVPS_CHUNK),
-                &mut r,
-                b"[{",
-                false,
-                4096
-            ),
+            reply_body(&mut arena(), &mut r, b"[{", false, 4096),
             Err(ConvertError::Json(_))
         ));
         assert!(matches!(
-            reply_body(
-                &mut Arena::with_chunk(AVPS_CHUNK),
-                &mut r,
-                b"\xff",
-                false,
-                4096
-            ),
+            reply_body(&mut arena(), &mut r, b"\xff", false, 4096),
             Err(ConvertError::NotUtf8(_))
         ));
     }
@@ -518,22 +505,8 @@ mod tests {
     fn oversized_reply_is_refused() {
         let mut r = JsonReader::new(dict());
         let big = format!(r#"[{{"User-Name":"{}"}}]"#, "x".repeat(5000));
-        assert!(reply_body(
-            &mut Arena::with_chunk(AVPS_CHUNK),
-            &mut r,
-            big.as_bytes(),
-            false,
-            1000
-        )
-        .is_err());
-        assert!(reply_body(
-            &mut Arena::with_chunk(AVPS_CHUNK),
-            &mut r,
-            big.as_bytes(),
-            false,
-            10_000
-        )
-        .is_ok());
+        assert!(reply_body(&mut arena(), &mut r, big.as_bytes(), false, 1000).is_err());
+        assert!(reply_body(&mut arena(), &mut r, big.as_bytes(), false, 10_000).is_ok());
     }
 
     #[test]
