@@ -356,9 +356,7 @@ static int dmk_send_sync(sip_msg_t *msg, int64_t app_id, int64_t cmd_code, str *
 		goto done;
 	}
 	rc = dmg_rc_from_class(dmb_answer_class(ans));
-	dmk_outcome_set(rc, dmb_answer_result_code(ans), dmb_answer_avps_json(ans, NULL),
-			dmb_answer_error(ans));
-	dmk_outcome_set_peer(dmb_answer_peer_ns(ans));
+	dmk_outcome_from_answer(rc, ans);
 	if(rc == DMG_RC_NOT_SENT || rc == DMG_RC_TIMEOUT)
 		LM_NOTICE("dm_send_request(%lld, %lld): %s\n", (long long)app_id, (long long)cmd_code,
 				dmb_answer_error(ans) ? dmb_answer_error(ans) : "no answer");

@@ -210,9 +210,11 @@ uint32_t dmk_outcome_code(void)
 	return _dmk_out_code;
 }
 
-void dmk_outcome_set_peer(uint64_t peer_ns)
+void dmk_outcome_from_answer(int rc, const dmb_answer *ans)
 {
-	_dmk_out_peer_us = dmg_peer_us(peer_ns);
+	dmk_outcome_set(rc, dmb_answer_result_code(ans), dmb_answer_avps_json(ans, NULL),
+			dmb_answer_error(ans));
+	_dmk_out_peer_us = dmg_peer_us(dmb_answer_peer_ns(ans));
 }
 
 uint32_t dmk_outcome_peer_us(void)

@@ -76,9 +76,10 @@ void dmk_request_end(void);
 void dmk_outcome_set(int rc, uint32_t result_code, const char *json, const char *error);
 int dmk_outcome_rc(void);
 uint32_t dmk_outcome_code(void);
-/* $dm(peer_us): the bridge's wait for the peer for an answered request (dmb_answer_peer_ns,
- * as dmg_peer_us); dmk_outcome_set() makes it 0, an answer then sets it */
-void dmk_outcome_set_peer(uint64_t peer_ns);
+/* the outcome of an answer from libdmbridge: as dmk_outcome_set, and $dm(peer_us), the
+ * bridge's wait for the peer (dmb_answer_peer_ns, as dmg_peer_us), which dmk_outcome_set
+ * leaves 0 */
+void dmk_outcome_from_answer(int rc, const dmb_answer *ans);
 uint32_t dmk_outcome_peer_us(void);
 str *dmk_outcome_json(void); /* len 0 when none */
 const char *dmk_outcome_error(void); /* NULL when none */

@@ -273,16 +273,18 @@ static void dmk_run_request(dmb_request *r)
 	dmb_request_free(r);
 }
 
-/* resumes the job's transaction with an answer's outcome (`peer_ns`: dmb_answer_peer_ns) */
-static void dmk_async_resume_peer(dmg_job *job, int rc, uint32_t code, const char *json,
-		const char *error, uint64_t peer_ns)
+/* resumes the job's transaction with its outcome: the answer's (`ans`), or the module's own
+ * (`rc` and `error`) when there is none */
+static void dmk_async_resume(dmg_job *job, int rc, const dmb_answer *ans, const char *error)
 {
 	sr_kemi_eng_t *keng;
 	int ri, ret;
 
 	dmg_count_outcome(dmk_stats(), rc);
-	dmk_outcome_set(rc, code, json, error);
-	dmk_outcome_set_peer(peer_ns);
+	if(ans != NULL)
+		dmk_outcome_from_answer(rc, ans);
+	else
+		dmk_outcome_set(rc, 0, NULL, error);
 	keng = sr_kemi_eng_get();
 	if(keng == NULL) {
 		ri = route_lookup(&main_rt, job->route);
@@ -311,13 +313,6 @@ static void dmk_async_resume_peer(dmg_job *job, int rc, uint32_t code, const cha
 	shm_free(job);
 }
 
-/* ... and with the module's own outcome (no answer, so no wait for a peer) */
-static void dmk_async_resume(
-		dmg_job *job, int rc, uint32_t code, const char *json, const char *error)
-{
-	dmk_async_resume_peer(job, rc, code, json, error, 0);
-}
-
 /* Whether tm ended the job's transaction since it was suspended: freed it, or sent a final
  * reply it had not sent then (its fr_timer's 408 while the job waited for a blocked worker, a
  * CANCEL's 487). t_lookup_ident() sets T and takes a reference: both are given back. */
@@ -341,7 +336,7 @@ static void dmk_async_start(dmg_job *job, uint64_t now)
 	uint64_t handle = 0;
 
 	if(dmk_attach("dm") < 0) {
-		dmk_async_resume(job, DMG_RC_NOT_SENT, 0, NULL, "bridge not attached");
+		dmk_async_resume(job, DMG_RC_NOT_SENT, NULL, "bridge not attached");
 		return;
 	}
 	/* the SIP worker checked the JSON (dmk_send_async): the library need not look again */
@@ -350,7 +345,7 @@ static void dmk_async_start(dmg_job *job, uint64_t now)
 			< 0) {
 		const char *err = dmb_last_error();
 		LM_ERR("dm_send_request_async(%u, %u): %s\n", job->app_id, job->cmd_code, err);
-		dmk_async_resume(job, DMG_RC_NOT_SENT, 0, NULL, err);
+		dmk_async_resume(job, DMG_RC_NOT_SENT, NULL, err);
 		return;
 	}
 	job->handle = handle;
@@ -368,9 +363,7 @@ static void dmk_async_finish(dmb_answer *a)
 		dmb_answer_free(a);
 		return;
 	}
-	dmk_async_resume_peer(job, dmg_rc_from_class(dmb_answer_class(a)),
-			dmb_answer_result_code(a), dmb_answer_avps_json(a, NULL), dmb_answer_error(a),
-			dmb_answer_peer_ns(a));
+	dmk_async_resume(job, dmg_rc_from_class(dmb_answer_class(a)), a, NULL);
 	dmb_answer_free(a);
 }
 
@@ -538,7 +531,7 @@ void dmk_worker_main(int idx)
 				LM_ERR("async request %llu: no outcome from libdmbridge %d ms after its"
 					   " timeout, resuming with a timeout\n",
 						(unsigned long long)job->handle, DMK_ASYNC_GRACE_MS);
-				dmk_async_resume(job, DMG_RC_TIMEOUT, 0, NULL, "no answer (module safety net)");
+				dmk_async_resume(job, DMG_RC_TIMEOUT, NULL, "no answer (module safety net)");
 			}
 		}
 	}

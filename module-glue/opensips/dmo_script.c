@@ -111,8 +111,6 @@ int w_dm_send_request(struct sip_msg *msg, int *app_id, int *cmd_code, str *json
 		pv_spec_t *rpl, pv_spec_t *peer)
 {
 	dmb_answer *ans = NULL;
-	const char *aj = NULL;
-	size_t alen = 0;
 	int rc;
 
 	DMG_INC(dmo_stats(), sent_sync);
@@ -139,15 +137,13 @@ int w_dm_send_request(struct sip_msg *msg, int *app_id, int *cmd_code, str *json
 		goto done;
 	}
 	rc = dmg_rc_from_class(dmb_answer_class(ans));
-	aj = dmb_answer_avps_json(ans, &alen);
 	if(rc == DMG_RC_NOT_SENT || rc == DMG_RC_TIMEOUT) {
 		const char *why = dmb_answer_error(ans);
 		LM_NOTICE("dm_send_request(%d, %d): %s\n", *app_id, *cmd_code,
 				why && *why ? why : (rc == DMG_RC_TIMEOUT ? "no answer in time" : "not sent"));
 	}
 done:
-	dmo_set_reply_var(msg, rpl, aj, alen);
-	dmo_set_peer_var(msg, peer, ans);
+	dmo_set_out_vars(msg, rpl, peer, ans);
 	if(ans)
 		dmb_answer_free(ans);
 	dmg_count_outcome(dmo_stats(), rc);
@@ -159,8 +155,7 @@ int w_dm_send_request_async(struct sip_msg *msg, async_ctx *ctx, int *app_id,
 {
 	if(*app_id < 0 || *cmd_code < 0) {
 		LM_ERR("dm_send_request: app_id and cmd_code must be >= 0\n");
-		dmo_set_reply_var(msg, rpl, NULL, 0);
-		dmo_set_peer_var(msg, peer, NULL);
+		dmo_set_out_vars(msg, rpl, peer, NULL);
 		DMG_INC(dmo_stats(), sent_async);
 		dmg_count_outcome(dmo_stats(), DMG_RC_NOT_SENT);
 		async_status = ASYNC_NO_IO;

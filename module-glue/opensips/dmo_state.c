@@ -183,33 +183,32 @@ int dmo_check_json(const char *fn, const str *json)
 
 /* --- the reply variable ------------------------------------------------------------------- */
 
-void dmo_set_reply_var(struct sip_msg *msg, pv_spec_t *rpl, const char *json, size_t len)
+void dmo_set_out_vars(
+		struct sip_msg *msg, pv_spec_t *rpl, pv_spec_t *peer, const dmb_answer *ans)
 {
+	const char *json = NULL;
+	size_t len = 0;
 	pv_value_t val;
 
-	if(rpl == NULL)
-		return;
-	memset(&val, 0, sizeof(val));
-	if(json != NULL && len > 0) {
-		val.rs.s = (char *)json;
-		val.rs.len = (int)len;
-		val.flags = PV_VAL_STR;
-	} else {
-		val.flags = PV_VAL_NULL;
+	if(ans != NULL)
+		json = dmb_answer_avps_json(ans, &len);
+	if(rpl != NULL) {
+		memset(&val, 0, sizeof(val));
+		if(json != NULL && len > 0) {
+			val.rs.s = (char *)json;
+			val.rs.len = (int)len;
+			val.flags = PV_VAL_STR;
+		} else {
+			val.flags = PV_VAL_NULL;
+		}
+		if(pv_set_value(msg, rpl, 0, &val) != 0)
+			LM_ERR("dm_send_request: cannot set the reply variable\n");
 	}
-	if(pv_set_value(msg, rpl, 0, &val) != 0)
-		LM_ERR("dm_send_request: cannot set the reply variable\n");
-}
-
-void dmo_set_peer_var(struct sip_msg *msg, pv_spec_t *pv, const dmb_answer *ans)
-{
-	pv_value_t val;
-
-	if(pv == NULL)
-		return;
-	memset(&val, 0, sizeof(val));
-	val.ri = (int)dmg_peer_us(ans ? dmb_answer_peer_ns(ans) : 0);
-	val.flags = PV_VAL_INT | PV_TYPE_INT;
-	if(pv_set_value(msg, pv, 0, &val) != 0)
-		LM_ERR("dm_send_request: cannot set the peer wait variable\n");
+	if(peer != NULL) {
+		memset(&val, 0, sizeof(val));
+		val.ri = (int)dmg_peer_us(ans ? dmb_answer_peer_ns(ans) : 0);
+		val.flags = PV_VAL_INT | PV_TYPE_INT;
+		if(pv_set_value(msg, peer, 0, &val) != 0)
+			LM_ERR("dm_send_request: cannot set the peer wait variable\n");
+	}
 }

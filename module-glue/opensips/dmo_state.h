@@ -77,10 +77,10 @@ void dmo_request_end(void);
 
 /* logs a JSON error with at most max_json_log_size characters of the input */
 int dmo_check_json(const char *fn, const str *json);
-/* sets the reply variable to the answer's AVPs (or NULL) */
-void dmo_set_reply_var(struct sip_msg *msg, pv_spec_t *rpl, const char *json, size_t len);
-/* peer_us_pv of dm_send_request: the bridge's wait for the peer for this request, in
- * microseconds (dmg_peer_us); 0 without an answer from a peer (ans NULL: not sent) */
-void dmo_set_peer_var(struct sip_msg *msg, pv_spec_t *pv, const dmb_answer *ans);
+/* dm_send_request's output variables, each when given: rpl_avps_pv, the answer's AVPs (NULL
+ * without any); peer_us_pv, the bridge's wait for the peer for this request in microseconds
+ * (dmg_peer_us), 0 without an answer from a peer. `ans` NULL: not sent. */
+void dmo_set_out_vars(
+		struct sip_msg *msg, pv_spec_t *rpl, pv_spec_t *peer, const dmb_answer *ans);
 
 #endif

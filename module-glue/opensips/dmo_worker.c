@@ -309,8 +309,6 @@ static int dmo_take_answers(dmo_async *want, int limit)
 static enum async_ret_code dmo_async_resume(int fd, struct sip_msg *msg, void *param)
 {
 	dmo_async *a = param;
-	const char *json = NULL;
-	size_t len = 0;
 	int rc;
 
 	if(a->ans == NULL) {
@@ -332,18 +330,13 @@ static enum async_ret_code dmo_async_resume(int fd, struct sip_msg *msg, void *p
 			usleep(200);
 		}
 	}
-	if(a->ans) {
-		json = dmb_answer_avps_json(a->ans, &len);
-		if(a->rc == DMG_RC_NOT_SENT || a->rc == DMG_RC_TIMEOUT) {
-			const char *why = dmb_answer_error(a->ans);
-			LM_NOTICE("dm_send_request(%u, %u): %s\n", a->job.app_id, a->job.cmd_code,
-					why && *why ? why
-								: (a->rc == DMG_RC_TIMEOUT ? "no answer in time" : "not sent"));
-		}
+	if(a->ans && (a->rc == DMG_RC_NOT_SENT || a->rc == DMG_RC_TIMEOUT)) {
+		const char *why = dmb_answer_error(a->ans);
+		LM_NOTICE("dm_send_request(%u, %u): %s\n", a->job.app_id, a->job.cmd_code,
+				why && *why ? why : (a->rc == DMG_RC_TIMEOUT ? "no answer in time" : "not sent"));
 	}
 	rc = a->rc;
-	dmo_set_reply_var(msg, a->rpl, json, len);
-	dmo_set_peer_var(msg, a->peer, a->ans);
+	dmo_set_out_vars(msg, a->rpl, a->peer, a->ans);
 	dmg_count_outcome(dmo_stats(), rc);
 	dmo_async_free(a);
 	async_status = ASYNC_DONE;
@@ -431,16 +424,11 @@ int dmo_async_start(struct sip_msg *msg, async_ctx *ctx, uint32_t app_id, uint32
 
 sync: {
 	dmb_answer *ans = NULL;
-	const char *aj = NULL;
-	size_t alen = 0;
 
 	rc = dmb_send_request_checked(dmo_w(), app_id, cmd_code, json->s, (size_t)json->len,
 			(uint32_t)dmo_cfg.request_timeout, &ans);
 	rc = ans ? dmg_rc_from_class(dmb_answer_class(ans)) : DMG_RC_NOT_SENT;
-	if(ans)
-		aj = dmb_answer_avps_json(ans, &alen);
-	dmo_set_reply_var(msg, rpl, aj, alen);
-	dmo_set_peer_var(msg, peer, ans);
+	dmo_set_out_vars(msg, rpl, peer, ans);
 	if(ans)
 		dmb_answer_free(ans);
 	dmg_count_outcome(dmo_stats(), rc);
@@ -448,8 +436,7 @@ sync: {
 	return rc;
 }
 not_sent:
-	dmo_set_reply_var(msg, rpl, NULL, 0);
-	dmo_set_peer_var(msg, peer, NULL);
+	dmo_set_out_vars(msg, rpl, peer, NULL);
 	dmg_count_outcome(dmo_stats(), DMG_RC_NOT_SENT);
 	async_status = ASYNC_NO_IO;
 	return DMG_RC_NOT_SENT;
