@@ -65,6 +65,21 @@ fn attach(
     t.join().unwrap()
 }
 
+/// Services `b` until it has taken the worker's outgoing request `handle` (`evs` cleared
+/// first, so only the events since are looked at).
+fn pump_until_request(
+    b: &mut Bridge,
+    watched: &mut Vec<u32>,
+    evs: &mut Vec<BridgeEvent>,
+    handle: u64,
+) {
+    evs.clear();
+    pump(b, watched, evs, |e| {
+        e.iter()
+            .any(|e| matches!(e, BridgeEvent::Request { handle: h, .. } if *h == handle))
+    });
+}
+
 #[test]
 fn dispatch_reply_and_gone_with_outstanding_tokens() {
     let bc = cfg("dispatch");
@@ -833,11 +848,7 @@ fn worker_waiting_is_rung_for_answers_only() {
     assert!(w.next_answer().is_none());
     let handle = w.send_request_async(4, 272, b"[]", 5000).unwrap();
     assert!(w.next_answer().is_none(), "armed again, nothing to collect");
-    evs.clear();
-    pump(&mut b, &mut watched, &mut evs, |e| {
-        e.iter()
-            .any(|e| matches!(e, BridgeEvent::Request { handle: h, .. } if *h == handle))
-    });
+    pump_until_request(&mut b, &mut watched, &mut evs, handle);
     for _ in 0..3 {
         while b.service(slot, &mut evs) {}
     }
@@ -870,11 +881,7 @@ fn answers_carry_the_bridge_wait_for_the_peer() {
     let mut w = attach(&mut b, &bc, &mut watched, &mut evs);
     let slot = watched[0];
     let handle = w.send_request_async(4, 272, b"[]", 5000).unwrap();
-    evs.clear();
-    pump(&mut b, &mut watched, &mut evs, |e| {
-        e.iter()
-            .any(|e| matches!(e, BridgeEvent::Request { handle: h, .. } if *h == handle))
-    });
+    pump_until_request(&mut b, &mut watched, &mut evs, handle);
     let answer = Answer {
         handle,
         class: class::SUCCESS,
