@@ -190,14 +190,19 @@ impl OpensipsTree {
     }
 }
 
-/// What a module build in the tree is made from: the glue's sources, the library (size and
+/// What a module build in the tree is made from: the glue's sources and the common glue
+/// they include (`dmo_glue.c` includes module-glue/common/dmglue.c), the library (size and
 /// time) and the header, and this checkout's path (the Makefile links from it).
 fn build_stamp(glue: &Path, lib: &Path, top: &Path) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    let mut names: Vec<PathBuf> = std::fs::read_dir(glue)
-        .unwrap_or_else(|e| panic!("{}: {e}", glue.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
+    let mut names: Vec<PathBuf> = [glue.to_path_buf(), top.join("module-glue/common")]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(d)
+                .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
+                .filter_map(|e| e.ok().map(|e| e.path()))
+        })
         .filter(|p| p.is_file())
         .collect();
     names.sort();
