@@ -464,6 +464,48 @@ int dmb_send_request_async_checked(dmb_worker *w,
                                    uint64_t *handle);
 
 /**
+ * This attachment's reply address: what another attachment of the same bridge names in
+ * `dmb_send_request_reply_to_checked()` to have an outcome delivered here. 0 when not
+ * attached (or `w` is NULL, or was attached by the parent process), or when the bridge
+ * cannot deliver to another attachment (an older bridge): then send with
+ * `dmb_send_request_async_checked()` as before. Changes when the worker re-attaches (a new
+ * bridge, or the same slot given to another process), so an old address is never delivered
+ * to a stranger. No system call: the bridge wrote it in this worker's segment.
+ *
+ * # Safety
+ * `w` is NULL or a live worker.
+ */
+uint64_t dmb_reply_address(const dmb_worker *w);
+
+/**
+ * Like `dmb_send_request_async_checked()` (the caller checked the JSON), but the outcome
+ * goes to the attachment whose `dmb_reply_address()` is `reply_to`, as a `dmb_answer` from
+ * `dmb_next_answer()` whose `dmb_answer_handle()` is `token` (the caller's: the library
+ * neither checks nor stores it). The sender keeps nothing in flight for it and never sees
+ * its outcome. The bridge times it out (`timeout_ms`, 0: the default) and that outcome
+ * goes to `reply_to` too.
+ *
+ * `DMB_OK`: the request is on the ring, and exactly one outcome will reach `reply_to` if
+ * that attachment is still the one the address named when the outcome is ready (otherwise
+ * the bridge logs and counts it, and the address's owner, being gone, cannot wait for it).
+ * <0 with `dmb_last_error()`: not sent, and no outcome will come (`DMB_E_DETACHED` not
+ * attached, `DMB_E_INVAL` `reply_to` 0 or a bridge that does not support reply-to,
+ * `DMB_E_FULL` ring full, `DMB_E_TOO_BIG`).
+ *
+ * # Safety
+ * `w` is NULL or a live worker; `json` points at `json_len` bytes or is NULL (then
+ * `json_len` is 0).
+ */
+int dmb_send_request_reply_to_checked(dmb_worker *w,
+                                      uint64_t reply_to,
+                                      uint64_t token,
+                                      uint32_t app_id,
+                                      uint32_t cmd_code,
+                                      const char *json,
+                                      size_t json_len,
+                                      uint32_t timeout_ms);
+
+/**
  * Takes the next completed asynchronous request without blocking. Returns
  * 1 and sets `*out` (free with `dmb_answer_free()`), 0 when there is none,
  * or a negative code.

@@ -55,7 +55,15 @@ pub struct ScriptRequestLatency {
     /// library saw it (call entered -> completion handed back), and that minus the round
     /// trip above (what the SIP server's process and the hops between the processes add).
     pub workers: Arc<dmshm::times_board::ScriptTimesBoard>,
+    /// Script requests the bridge refused to send, by cause (`dmbridge_shm_refused_total`):
+    /// `reply_to_gone`, a reply-to request whose address named no live attachment (DESIGN
+    /// §5; the request is not sent and nobody gets an outcome).
+    pub refused: Family<CauseLabels, Counter>,
 }
+
+/// The `cause` of [`ScriptRequestLatency::refused`] for a reply-to request whose attachment
+/// was gone.
+pub const REFUSED_REPLY_TO_GONE: &str = "reply_to_gone";
 
 /// Which of a worker's two histograms ([`dmshm::times::ScriptTimes`]).
 #[derive(Clone, Copy, Debug)]
@@ -183,9 +191,11 @@ struct PeerAppLabels {
     app: String,
 }
 
+/// The `cause` label of the refusal counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CauseLabels {
-    cause: String,
+pub struct CauseLabels {
+    /// A short stable name (`reply_to_gone`, `cer_unknown_peer`, ...).
+    pub cause: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -339,6 +349,15 @@ impl Metrics {
                 board: script_request_latency.workers.clone(),
                 part: WorkerPart::OutsideBridge,
             },
+        );
+        // Shown at 0 from the start, so an alert on its rate needs no "absent" case.
+        let _ = script_request_latency.refused.get_or_create(&CauseLabels {
+            cause: REFUSED_REPLY_TO_GONE.to_string(),
+        });
+        registry.register(
+            "dmbridge_shm_refused",
+            "Script requests the bridge refused to send, by cause (reply_to_gone: the reply-to address named an attachment no longer attached)",
+            script_request_latency.refused.clone(),
         );
         let refusals: Family<CauseLabels, Counter> = family(
             &mut registry,

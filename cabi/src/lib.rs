@@ -1321,6 +1321,74 @@ pub unsafe extern "C" fn dmb_send_request_async_checked(
     unsafe { send_async(w, app_id, cmd_code, json, len, timeout_ms, handle, false) }
 }
 
+/// This attachment's reply address: what another attachment of the same bridge names in
+/// `dmb_send_request_reply_to_checked()` to have an outcome delivered here. 0 when not
+/// attached (or `w` is NULL, or was attached by the parent process), or when the bridge
+/// cannot deliver to another attachment (an older bridge): then send with
+/// `dmb_send_request_async_checked()` as before. Changes when the worker re-attaches (a new
+/// bridge, or the same slot given to another process), so an old address is never delivered
+/// to a stranger. No system call: the bridge wrote it in this worker's segment.
+///
+/// # Safety
+/// `w` is NULL or a live worker.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_reply_address(w: *const dmb_worker) -> u64 {
+    guard(0, || {
+        // SAFETY: w is NULL or live per the contract.
+        match unsafe { w.as_ref() } {
+            Some(w) if w.pid == current_pid() => w.inner.reply_address(),
+            _ => 0,
+        }
+    })
+}
+
+/// Like `dmb_send_request_async_checked()` (the caller checked the JSON), but the outcome
+/// goes to the attachment whose `dmb_reply_address()` is `reply_to`, as a `dmb_answer` from
+/// `dmb_next_answer()` whose `dmb_answer_handle()` is `token` (the caller's: the library
+/// neither checks nor stores it). The sender keeps nothing in flight for it and never sees
+/// its outcome. The bridge times it out (`timeout_ms`, 0: the default) and that outcome
+/// goes to `reply_to` too.
+///
+/// `DMB_OK`: the request is on the ring, and exactly one outcome will reach `reply_to` if
+/// that attachment is still the one the address named when the outcome is ready (otherwise
+/// the bridge logs and counts it, and the address's owner, being gone, cannot wait for it).
+/// <0 with `dmb_last_error()`: not sent, and no outcome will come (`DMB_E_DETACHED` not
+/// attached, `DMB_E_INVAL` `reply_to` 0 or a bridge that does not support reply-to,
+/// `DMB_E_FULL` ring full, `DMB_E_TOO_BIG`).
+///
+/// # Safety
+/// `w` is NULL or a live worker; `json` points at `json_len` bytes or is NULL (then
+/// `json_len` is 0).
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn dmb_send_request_reply_to_checked(
+    w: *mut dmb_worker,
+    reply_to: u64,
+    token: u64,
+    app_id: u32,
+    cmd_code: u32,
+    json: *const c_char,
+    json_len: usize,
+    timeout_ms: u32,
+) -> c_int {
+    guard(DMB_E_PANIC, || {
+        // SAFETY: w is NULL or live per the contract.
+        let w = match unsafe { worker(w) } {
+            Ok(w) => w,
+            Err(c) => return c,
+        };
+        // SAFETY: json/json_len per the contract.
+        let json = match unsafe { request_json(json, json_len, false) } {
+            Ok(j) => j,
+            Err(why) => return invalid(why.to_string()),
+        };
+        match w.send_request_reply_to(reply_to, token, app_id, cmd_code, json, timeout_ms) {
+            Ok(()) => DMB_OK,
+            Err(e) => fail(e),
+        }
+    })
+}
+
 /// Takes the next completed asynchronous request without blocking. Returns
 /// 1 and sets `*out` (free with `dmb_answer_free()`), 0 when there is none,
 /// or a negative code.

@@ -11,11 +11,12 @@
 //! threads share the allocator.
 
 use dmbridge::{
-    dmb_answer_avps_json, dmb_answer_class, dmb_answer_error, dmb_answer_free, dmb_answer_peer_ns,
-    dmb_answer_result_code, dmb_attach, dmb_detach, dmb_fd, dmb_next_answer, dmb_next_request,
-    dmb_reply, dmb_request_avps_json, dmb_request_event, dmb_request_free, dmb_request_origin_host,
-    dmb_request_sess_id, dmb_request_token, dmb_send_request_async, dmb_set_handled, dmb_worker,
-    DMB_ANSWER_SUCCESS, DMB_OK,
+    dmb_answer_avps_json, dmb_answer_class, dmb_answer_error, dmb_answer_free, dmb_answer_handle,
+    dmb_answer_peer_ns, dmb_answer_result_code, dmb_attach, dmb_detach, dmb_fd, dmb_next_answer,
+    dmb_next_request, dmb_reply, dmb_reply_address, dmb_request_avps_json, dmb_request_event,
+    dmb_request_free, dmb_request_origin_host, dmb_request_sess_id, dmb_request_token,
+    dmb_send_request_async, dmb_send_request_reply_to_checked, dmb_set_handled, dmb_worker,
+    DMB_ANSWER_SUCCESS, DMB_E_DETACHED, DMB_E_INVAL, DMB_OK,
 };
 #[allow(dead_code)] // not every helper is used here
 #[path = "../../shm/tests/common/mod.rs"]
@@ -215,6 +216,7 @@ fn sending_a_request_and_taking_and_freeing_its_answer_allocates_nothing() {
                         peer_ns: 800,
                         avps_json: answer_json,
                         error: "",
+                        reply_to: false,
                     };
                     b.push_answer(slot, &a).unwrap();
                     answered += 1;
@@ -266,5 +268,152 @@ fn sending_a_request_and_taking_and_freeing_its_answer_allocates_nothing() {
     unsafe { dmb_detach(w) };
     let msgs = ROUNDS * PER_ROUND;
     println!("{total} allocations over {msgs} requests sent and answers taken, read and freed, and the empty takes between");
+    assert_eq!(total, 0, "the C API allocated in the steady state");
+}
+
+/// The reply-to path (DESIGN §5) costs no allocation either: `dmb_send_request_reply_to_checked`
+/// on the sending side, and `dmb_next_answer` / the getters / `dmb_answer_free` for the
+/// outcome on the receiving side. One attachment is both here (it names its own reply
+/// address); the outcome comes back as a reply-to Answer with the token as its handle.
+#[test]
+fn sending_a_reply_to_request_and_taking_its_outcome_allocates_nothing() {
+    let (mut b, slot, w, mut evs) = attached("replyto");
+    // SAFETY: a live worker.
+    let address = unsafe { dmb_reply_address(w) };
+    assert_ne!(address, 0, "this bridge offers reply-to");
+    // SAFETY: NULL is allowed (it has no address).
+    assert_eq!(unsafe { dmb_reply_address(std::ptr::null()) }, 0);
+    let json = c"[{\"Session-Id\":\"s;3\"},{\"User-Name\":\"alice\"}]";
+    // SAFETY: a live worker, `json` of that length.
+    let zero = unsafe {
+        dmb_send_request_reply_to_checked(w, 0, 1, 4, 272, json.as_ptr(), json.count_bytes(), 0)
+    };
+    assert_eq!(zero, DMB_E_INVAL, "reply_to 0 names nobody");
+    let answer_json = r#"[{"Result-Code":2001},{"Session-Id":"s;3"}]"#;
+    let mut total = 0;
+    let mut token = 1u64 << 63;
+    for round in 0..WARM_UP + ROUNDS {
+        for _ in 0..PER_ROUND {
+            token += 1;
+            let (rc, n) = counted(|| {
+                // SAFETY: a live worker, `json` of that length.
+                unsafe {
+                    dmb_send_request_reply_to_checked(
+                        w,
+                        address,
+                        token,
+                        4,
+                        272,
+                        json.as_ptr(),
+                        json.count_bytes(),
+                        5000,
+                    )
+                }
+            });
+            assert_eq!(rc, DMB_OK);
+            if round >= WARM_UP {
+                total += n;
+            }
+        }
+        // The bridge delivers each outcome to the address (not counted).
+        let t0 = Instant::now();
+        let mut answered = 0;
+        while answered < PER_ROUND {
+            assert!(t0.elapsed() < Duration::from_secs(5), "stuck");
+            while b.service(slot, &mut evs) {}
+            for e in evs.drain(..) {
+                if let BridgeEvent::Request {
+                    handle, reply_to, ..
+                } = e
+                {
+                    let to = reply_to.expect("a reply-to request");
+                    assert_eq!(b.reply_target(to), Some(slot));
+                    let a = Answer {
+                        handle,
+                        class: class::SUCCESS,
+                        result_code: 2001,
+                        bridge_ns: 1000,
+                        peer_ns: 800,
+                        avps_json: answer_json,
+                        error: "",
+                        reply_to: false,
+                    };
+                    b.push_reply_to(to, &a).unwrap();
+                    answered += 1;
+                }
+            }
+        }
+        let mut taken = 0;
+        let t0 = Instant::now();
+        loop {
+            assert!(t0.elapsed() < Duration::from_secs(5), "stuck");
+            let mut a = std::ptr::null_mut();
+            let mut handle = 0;
+            let (rc, n) = counted(|| {
+                // SAFETY: a live worker, a writable out pointer; `a` is live until freed.
+                unsafe {
+                    let rc = dmb_next_answer(w, &mut a);
+                    if rc == 1 {
+                        handle = dmb_answer_handle(a);
+                        assert_eq!(dmb_answer_class(a), DMB_ANSWER_SUCCESS);
+                        assert_eq!(dmb_answer_peer_ns(a), 800);
+                        dmb_answer_free(a);
+                    }
+                    rc
+                }
+            });
+            if round >= WARM_UP {
+                total += n;
+            }
+            if rc == 1 {
+                assert_eq!(handle, token - PER_ROUND as u64 + 1 + taken as u64);
+                taken += 1;
+            } else {
+                assert_eq!(rc, 0);
+                if taken == PER_ROUND {
+                    break;
+                }
+                // SAFETY: a live worker.
+                poll_fd(unsafe { dmb_fd(w) }, 100);
+            }
+        }
+    }
+    drop(b);
+    // The bridge is gone: once the worker saw it, no address and no send.
+    let t0 = Instant::now();
+    loop {
+        // SAFETY: a live worker, `json` of that length.
+        let rc = unsafe {
+            dmb_send_request_reply_to_checked(
+                w,
+                address,
+                1,
+                4,
+                272,
+                json.as_ptr(),
+                json.count_bytes(),
+                0,
+            )
+        };
+        if rc == DMB_E_DETACHED {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "still sending: {rc}");
+        // The EOF is seen when the worker services its connection (as the module's loop
+        // does when the descriptor fires).
+        let mut a = std::ptr::null_mut();
+        // SAFETY: a live worker, a writable out pointer.
+        if unsafe { dmb_next_answer(w, &mut a) } == 1 {
+            // SAFETY: `a` is live.
+            unsafe { dmb_answer_free(a) };
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: a live worker.
+    assert_eq!(unsafe { dmb_reply_address(w) }, 0);
+    // SAFETY: the worker is live and not used after.
+    unsafe { dmb_detach(w) };
+    let msgs = ROUNDS * PER_ROUND;
+    println!("{total} allocations over {msgs} reply-to requests sent and their outcomes taken, read and freed, and the empty takes between");
     assert_eq!(total, 0, "the C API allocated in the steady state");
 }

@@ -73,6 +73,26 @@ pub type SlotId = u32;
 /// Longest worker name accepted in a Hello (the library sends at most 256).
 const MAX_WORKER_NAME: usize = 256;
 
+/// A reply address ([`crate::worker::Worker::reply_address`]) names one attachment over
+/// time: bits 63..32 the bridge instance's generation (its low 32 bits, so an address of a
+/// previous instance is refused), bits 31..12 the slot's attach count (1..=2^20-1, wrapping
+/// past 0: the same slot given to another worker gets another address), bits 11..0 the slot
+/// (`segment::MAX_SLOTS` is 4096). Never 0 (the count is not), which means "none".
+const ADDRESS_SLOT_BITS: u32 = 12;
+const ADDRESS_SEQ_BITS: u32 = 20;
+
+fn reply_address(generation: u64, seq: u32, slot: SlotId) -> u64 {
+    ((generation & 0xFFFF_FFFF) << 32)
+        | (u64::from(seq & ((1 << ADDRESS_SEQ_BITS) - 1)) << ADDRESS_SLOT_BITS)
+        | u64::from(slot & ((1 << ADDRESS_SLOT_BITS) - 1))
+}
+
+/// The slot a reply address names (whether that attachment is still there is
+/// [`Bridge::reply_target`]'s question), for log lines.
+pub fn reply_address_slot(address: u64) -> SlotId {
+    (address & ((1 << ADDRESS_SLOT_BITS) - 1)) as SlotId
+}
+
 /// The size of the buffer the payloads of [`BridgeEvent::Reply`] and [`BridgeEvent::Request`]
 /// are sliced from (issue 15 item 2: no allocation per message on the bridge's side of the
 /// seam, in either direction).
@@ -352,10 +372,15 @@ pub enum BridgeEvent {
         /// Why the reply failed, when `status` is [`ReplyStatus::Failed`]; empty otherwise.
         error: String,
     },
-    /// A worker wants a request sent; answer with [`Bridge::push_answer`].
+    /// A worker wants a request sent; answer with [`Bridge::push_answer`] (or, for a
+    /// reply-to request, [`Bridge::push_reply_to`]).
     Request {
-        /// The worker that sent it, where the answer goes.
+        /// The worker that sent it, where the answer goes (unless `reply_to`).
         slot: SlotId,
+        /// The reply address its outcome goes to instead ([`record::OutgoingRequest::reply_to`]);
+        /// `handle` is then that attachment's token. Check it with [`Bridge::reply_target`]
+        /// before sending: an address that names no live attachment is refused, not sent.
+        reply_to: Option<u64>,
         /// The worker's id for the request, echoed in the answer so the library finds its caller.
         handle: u64,
         /// Application-Id of the request to send.
@@ -475,6 +500,8 @@ struct Attached {
     /// Whether its library reads Answers of record version 3 (with `peer_ns`), as its
     /// OutgoingRequests say; a library of an older build gets version-2 Answers.
     reads_answer_v3: bool,
+    /// This attachment's reply address (also in its slot header for the worker to read).
+    address: u64,
     overflow: VecDeque<Vec<u8>>,
     /// Ring-full events (see [`WorkerInfo`]): plain counters, read at status time.
     requests_ring_full: u64,
@@ -513,6 +540,8 @@ pub struct Bridge {
     generation: u64,
     seg_name: String,
     slots: Vec<Slot>,
+    /// Attachments of each slot so far (the middle of a reply address).
+    attach_seq: Vec<u32>,
     token_tag: u64,
     next_seq: u64,
     rr: u32,
@@ -598,6 +627,7 @@ impl Bridge {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "dmbridge".into());
         let slots = (0..cfg.geometry.slots).map(|_| Slot::Free).collect();
+        let attach_seq = vec![0; cfg.geometry.slots as usize];
         Ok(Bridge {
             token_tag: (generation & 0xFF_FFFF) << 40,
             allow: cfg.effective_allow(),
@@ -609,6 +639,7 @@ impl Bridge {
             generation,
             seg_name,
             slots,
+            attach_seq,
             next_seq: 0,
             rr: 0,
             buf: Vec::new(),
@@ -1033,7 +1064,13 @@ impl Bridge {
         seg_file: std::fs::File,
         events: &mut Vec<BridgeEvent>,
     ) -> Option<SlotId> {
-        segment.reset_slot(0, p.pid);
+        let seq = self.attach_seq.get_mut(slot as usize)?;
+        *seq = (*seq + 1) & ((1 << ADDRESS_SEQ_BITS) - 1);
+        if *seq == 0 {
+            *seq = 1;
+        }
+        let address = reply_address(self.generation, *seq, slot);
+        segment.reset_slot(0, p.pid, address);
         let max = self.cfg.geometry.max_msg as usize;
         let rings = (
             segment.ring(0, RingId::Requests),
@@ -1080,6 +1117,7 @@ impl Bridge {
             tokens: FxHashSet::default(),
             in_flight: HashSet::new(),
             reads_answer_v3: false,
+            address,
             overflow: VecDeque::new(),
             requests_ring_full: 0,
             answers_ring_full: 0,
@@ -1257,6 +1295,20 @@ impl Bridge {
                         });
                     }
                 }
+                Ok(Record::Outgoing(r)) if r.reply_to.is_some() => {
+                    // Not the sender's: nothing in flight for it here (its outcome goes to
+                    // the named attachment, which the driver checks with `reply_target`).
+                    a.reads_answer_v3 = r.reads_answer_v3;
+                    events.push(BridgeEvent::Request {
+                        slot,
+                        reply_to: r.reply_to,
+                        handle: r.handle,
+                        app_id: r.app_id,
+                        cmd_code: r.cmd_code,
+                        timeout_ms: r.timeout_ms,
+                        avps_json: slice(&mut self.arena, r.avps_json),
+                    });
+                }
                 Ok(Record::Outgoing(r)) => {
                     if a.in_flight.len() >= max_in_flight {
                         return Err((
@@ -1274,6 +1326,7 @@ impl Bridge {
                     a.reads_answer_v3 = r.reads_answer_v3;
                     events.push(BridgeEvent::Request {
                         slot,
+                        reply_to: None,
                         handle: r.handle,
                         app_id: r.app_id,
                         cmd_code: r.cmd_code,
@@ -1452,8 +1505,60 @@ impl Bridge {
             });
         }
         a.in_flight.remove(&answer.handle);
+        Self::publish_answer(a, &self.enc)
+    }
+
+    /// The slot of the attachment `address` names, if it is still attached (the same
+    /// bridge instance, the same slot, the same attachment of that slot): where a reply-to
+    /// request's outcome may go. `None`: the address is of a previous bridge, or its
+    /// attachment left (the slot may have another worker now, who must not get it).
+    pub fn reply_target(&self, address: u64) -> Option<SlotId> {
+        if address >> 32 != self.generation & 0xFFFF_FFFF {
+            return None;
+        }
+        let slot = reply_address_slot(address);
+        match self.slots.get(slot as usize) {
+            Some(Slot::Attached(a)) if a.address == address => Some(slot),
+            _ => None,
+        }
+    }
+
+    /// Delivers the outcome of a reply-to request to the attachment `address` names, as a
+    /// version-3 Answer marked reply-to (whatever `answer.reply_to` says; its `handle` is
+    /// that attachment's token), with the doorbell as for any answer. Like
+    /// [`Bridge::push_answer`] it never loses it while that attachment lives (queued when the
+    /// ring is full). Errors: [`Error::Detached`] when the address names no live attachment
+    /// any more (drop the outcome), [`Error::TooBig`] for the receiver's ring (deliver a
+    /// shorter error answer instead).
+    pub fn push_reply_to(&mut self, address: u64, answer: &Answer<'_>) -> Result<()> {
+        let Some(slot) = self.reply_target(address) else {
+            return Err(Error::Detached(format!(
+                "reply address {address:#x} names no attached worker"
+            )));
+        };
+        let Some(Slot::Attached(a)) = self.slots.get_mut(slot as usize) else {
+            return Err(Error::Detached(format!(
+                "worker slot {slot} is not attached"
+            )));
+        };
+        Record::Answer(Answer {
+            reply_to: true,
+            ..answer.clone()
+        })
+        .encode(&mut self.enc);
+        if self.enc.len() > a.ans_tx.max_record() {
+            return Err(Error::TooBig {
+                len: self.enc.len(),
+                max: a.ans_tx.max_record(),
+            });
+        }
+        Self::publish_answer(a, &self.enc)
+    }
+
+    /// `rec` into `a`'s answers ring, or its overflow queue while the ring is full.
+    fn publish_answer(a: &mut Attached, rec: &[u8]) -> Result<()> {
         if a.overflow.is_empty() {
-            match a.ans_tx.push(&[&self.enc]) {
+            match a.ans_tx.push(&[rec]) {
                 Ok(()) => {
                     if a.ans_tx.needs_wakeup() {
                         a.conn.ring();
@@ -1468,8 +1573,8 @@ impl Bridge {
                 }
             }
         }
-        a.overflow.push_back(self.enc.clone());
-        if a.ans_tx.arm_space_wakeup(self.enc.len()) {
+        a.overflow.push_back(rec.to_vec());
+        if a.ans_tx.arm_space_wakeup(rec.len()) {
             // Space appeared meanwhile; the next service flushes. Make sure
             // one happens by poking ourselves through the worker's doorbell
             // path is not possible, so flush right here.

@@ -5,7 +5,9 @@
 //! byte 1      record format version (RECORD_VERSION; an older one, down to
 //!             MIN_RECORD_VERSION, is still read)
 //! byte 2      flags: in an OutgoingRequest, bit 0 = the sender reads Answers of
-//!             version 3 (`peer_ns`); zero elsewhere
+//!             version 3 (`peer_ns`), bit 1 = reply-to (a u64 reply address follows
+//!             the fixed part); in an Answer, bit 0 = the outcome of another
+//!             attachment's reply-to request; zero elsewhere
 //! byte 3      reserved, zero
 //! then        fixed-size fields, then strings as u32 length + bytes
 //! ```
@@ -14,6 +16,13 @@
 //! builds still talk: every other record is written as version 2 (a version-2 reader takes
 //! it, and skips byte 2 as it always did), and the bridge writes a worker's Answers as
 //! version 3 only when that worker's OutgoingRequest said it reads them.
+//!
+//! Reply-to (an OutgoingRequest whose outcome goes to another attachment of the same
+//! bridge) changed no version either: a library sets the flag only for a bridge that
+//! offered the capability (the reply address in its slot header, [`crate::segment`]), and
+//! an older library never sets it, so its records decode as before. The outcome goes to the
+//! named attachment as a version-3 Answer with its own flag: only a library that knows
+//! reply-to can learn its reply address, and every such library reads version 3.
 //!
 //! Decoding borrows from the caller's buffer and checks every length, so a
 //! damaged record is an [`Error::Protocol`], never a panic or an
@@ -33,6 +42,11 @@ pub const MIN_RECORD_VERSION: u8 = 2;
 const UNCHANGED_SINCE: u8 = 2;
 /// Byte 2 of an OutgoingRequest: its sender reads version-3 Answers.
 const READS_ANSWER_V3: u8 = 1;
+/// Byte 2 of an OutgoingRequest: a reply address (u64) follows the fixed part.
+const REPLY_TO: u8 = 2;
+/// Byte 2 of an Answer: the outcome of a reply-to request another attachment sent; its
+/// handle is that sender's token, not one of the receiver's own handles.
+const ANSWER_REPLY_TO: u8 = 1;
 
 const KIND_INCOMING: u8 = 1;
 const KIND_REPLY: u8 = 2;
@@ -129,6 +143,11 @@ pub struct OutgoingRequest<'a> {
     /// libraries of version 3, false (byte 2 zero) from older ones, which the bridge then
     /// answers with version-2 records ([`Answer::encode_v2`]).
     pub reads_answer_v3: bool,
+    /// Where the outcome goes instead of the sender: the reply address of another
+    /// attachment of the same bridge ([`crate::worker::Worker::reply_address`]); `handle` is
+    /// then the receiver's token, echoed in the outcome, and the sender keeps nothing in
+    /// flight for it. `None`: the outcome comes back to the sender (every older library).
+    pub reply_to: Option<u64>,
 }
 
 /// Outcome classes of an outgoing request (DESIGN §3 return codes).
@@ -166,6 +185,10 @@ pub struct Answer<'a> {
     pub avps_json: &'a str,
     /// Human-readable reason for classes -2/-3 or protocol errors.
     pub error: &'a str,
+    /// The outcome of another attachment's reply-to request ([`OutgoingRequest::reply_to`]):
+    /// `handle` is the token that sender chose, so the receiver neither looks it up among
+    /// its own requests nor drops it as unknown. Written only in version 3 (byte 2, bit 0).
+    pub reply_to: bool,
 }
 
 /// Any record.
@@ -233,16 +256,22 @@ impl Record<'_> {
                 put_bytes(out, r.error.as_bytes());
             }
             Record::Outgoing(r) => {
-                let flags = if r.reads_answer_v3 {
+                let mut flags = if r.reads_answer_v3 {
                     READS_ANSWER_V3
                 } else {
                     0
                 };
+                if r.reply_to.is_some() {
+                    flags |= REPLY_TO;
+                }
                 head(out, KIND_OUTGOING, UNCHANGED_SINCE, flags);
                 put_u64(out, r.handle);
                 put_u32(out, r.app_id);
                 put_u32(out, r.cmd_code);
                 put_u32(out, r.timeout_ms);
+                if let Some(address) = r.reply_to {
+                    put_u64(out, address);
+                }
                 put_bytes(out, r.avps_json);
             }
             Record::Answer(r) => r.encode_as(out, RECORD_VERSION),
@@ -310,13 +339,21 @@ impl Record<'_> {
             }
             KIND_OUTGOING => {
                 r.what = "OutgoingRequest";
+                let (handle, app_id, cmd_code, timeout_ms) =
+                    (r.u64()?, r.u32()?, r.u32()?, r.u32()?);
+                let reply_to = if flags & REPLY_TO != 0 {
+                    Some(r.u64()?)
+                } else {
+                    None
+                };
                 Record::Outgoing(OutgoingRequest {
-                    handle: r.u64()?,
-                    app_id: r.u32()?,
-                    cmd_code: r.u32()?,
-                    timeout_ms: r.u32()?,
+                    handle,
+                    app_id,
+                    cmd_code,
+                    timeout_ms,
                     avps_json: r.bytes()?,
                     reads_answer_v3: flags & READS_ANSWER_V3 != 0,
+                    reply_to,
                 })
             }
             KIND_ANSWER => {
@@ -343,6 +380,7 @@ impl Record<'_> {
                     peer_ns: if version >= 3 { r.u64()? } else { 0 },
                     avps_json: r.str()?,
                     error: r.str()?,
+                    reply_to: version >= 3 && flags & ANSWER_REPLY_TO != 0,
                 })
             }
             other => return Err(Error::Protocol(format!("unknown record kind {other}"))),
@@ -366,7 +404,12 @@ impl Answer<'_> {
     }
 
     fn encode_as(&self, out: &mut Vec<u8>, version: u8) {
-        head(out, KIND_ANSWER, version, 0);
+        let flags = if self.reply_to && version >= 3 {
+            ANSWER_REPLY_TO
+        } else {
+            0
+        };
+        head(out, KIND_ANSWER, version, flags);
         put_u64(out, self.handle);
         put_u32(out, self.class as u32);
         put_u32(out, self.result_code);
@@ -465,6 +508,7 @@ mod tests {
                 timeout_ms: 1500,
                 avps_json: b"[]",
                 reads_answer_v3: true,
+                reply_to: None,
             }),
             Record::Outgoing(OutgoingRequest {
                 handle: 2,
@@ -473,6 +517,7 @@ mod tests {
                 timeout_ms: 0,
                 avps_json: b"[]",
                 reads_answer_v3: false,
+                reply_to: None,
             }),
             Record::Answer(Answer {
                 handle: 1,
@@ -482,6 +527,7 @@ mod tests {
                 peer_ns: 0,
                 avps_json: "",
                 error: "timeout after 1500 ms",
+                reply_to: false,
             }),
             Record::Answer(Answer {
                 handle: 2,
@@ -491,6 +537,26 @@ mod tests {
                 peer_ns: 790_001,
                 avps_json: "[]",
                 error: "",
+                reply_to: false,
+            }),
+            Record::Outgoing(OutgoingRequest {
+                handle: (1 << 63) | 5,
+                app_id: 4,
+                cmd_code: 272,
+                timeout_ms: 2000,
+                avps_json: b"[]",
+                reads_answer_v3: true,
+                reply_to: Some(0x00AB_CDEF_0000_0103),
+            }),
+            Record::Answer(Answer {
+                handle: (1 << 63) | 5,
+                class: class::SUCCESS,
+                result_code: 2001,
+                bridge_ns: 812_345,
+                peer_ns: 790_001,
+                avps_json: "[]",
+                error: "",
+                reply_to: true,
             }),
         ]
     }
@@ -595,6 +661,7 @@ mod tests {
             peer_ns: 0,
             avps_json: "[]",
             error: "",
+            reply_to: false,
         };
         assert_eq!(Record::decode(&v2).unwrap(), Record::Answer(answer.clone()));
         let mut buf = Vec::new();
@@ -624,7 +691,10 @@ mod tests {
             assert_eq!(buf[1], 2, "{rec:?} is written as version 2");
             assert_eq!(buf[3], 0);
             let want = match &rec {
-                Record::Outgoing(o) if o.reads_answer_v3 => READS_ANSWER_V3,
+                Record::Outgoing(o) => {
+                    u8::from(o.reads_answer_v3) * READS_ANSWER_V3
+                        + u8::from(o.reply_to.is_some()) * REPLY_TO
+                }
                 _ => 0,
             };
             assert_eq!(buf[2], want, "{rec:?}");
@@ -637,11 +707,77 @@ mod tests {
             timeout_ms: 0,
             avps_json: b"[]",
             reads_answer_v3: true,
+            reply_to: None,
         })
         .encode(&mut old);
         old[2] = 0;
         match Record::decode(&old).unwrap() {
             Record::Outgoing(o) => assert!(!o.reads_answer_v3),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Reply-to: the flag in byte 2 and the address after the fixed part; an
+    /// OutgoingRequest without it is byte for byte what a library before reply-to writes
+    /// (handle, app, command, timeout, AVPs), so an older library's records decode as
+    /// before (`reply_to: None`); a reply-to Answer is marked in byte 2, and the mark is
+    /// not written in (nor read from) a version-2 Answer.
+    #[test]
+    fn reply_to_layout_and_old_records() {
+        // As a library of session 15 writes it.
+        let mut old = vec![3u8, 2, READS_ANSWER_V3, 0];
+        old.extend_from_slice(&9u64.to_le_bytes());
+        old.extend_from_slice(&4u32.to_le_bytes());
+        old.extend_from_slice(&272u32.to_le_bytes());
+        old.extend_from_slice(&1500u32.to_le_bytes());
+        old.extend_from_slice(&2u32.to_le_bytes());
+        old.extend_from_slice(b"[]");
+        let plain = OutgoingRequest {
+            handle: 9,
+            app_id: 4,
+            cmd_code: 272,
+            timeout_ms: 1500,
+            avps_json: b"[]",
+            reads_answer_v3: true,
+            reply_to: None,
+        };
+        assert_eq!(
+            Record::decode(&old).unwrap(),
+            Record::Outgoing(plain.clone())
+        );
+        let mut buf = Vec::new();
+        Record::Outgoing(plain.clone()).encode(&mut buf);
+        assert_eq!(buf, old, "no reply-to: the old bytes");
+        Record::Outgoing(OutgoingRequest {
+            reply_to: Some(0x1122_3344_5566_7788),
+            ..plain.clone()
+        })
+        .encode(&mut buf);
+        assert_eq!(buf[2], READS_ANSWER_V3 | REPLY_TO);
+        assert_eq!(buf.len(), old.len() + 8);
+        assert_eq!(buf[24..32], 0x1122_3344_5566_7788u64.to_le_bytes());
+        // A reply-to flag without the address is truncated, never misread.
+        let mut cut = old.clone();
+        cut[2] |= REPLY_TO;
+        assert!(Record::decode(&cut).is_err());
+
+        let a = Answer {
+            handle: 1 << 63,
+            class: class::TIMEOUT,
+            result_code: 0,
+            bridge_ns: 5,
+            peer_ns: 0,
+            avps_json: "",
+            error: "timeout",
+            reply_to: true,
+        };
+        Record::Answer(a.clone()).encode(&mut buf);
+        assert_eq!((buf[1], buf[2]), (3, ANSWER_REPLY_TO));
+        assert_eq!(Record::decode(&buf).unwrap(), Record::Answer(a.clone()));
+        a.encode_v2(&mut buf);
+        assert_eq!(buf[2], 0, "version 2 has no reply-to mark");
+        match Record::decode(&buf).unwrap() {
+            Record::Answer(v2) => assert!(!v2.reply_to),
             other => panic!("{other:?}"),
         }
     }

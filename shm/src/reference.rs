@@ -11,6 +11,11 @@
 //! | [`CMD_INJECT`] | dispatches `app_id` incoming requests for the command named in `avps_json` as `[{"inject":"PPR"}]`, then class 1 with `[{"sent":n},{"busy":n},{"unhandled":n},{"no_worker":n}]` |
 //! | anything else | class 1, Result-Code 2001, the AVPs echoed |
 //!
+//! A reply-to request ([`crate::record::OutgoingRequest::reply_to`]) is answered the same
+//! way, to the attachment its address names, if it is still attached when the request is
+//! taken (else refused: counted in [`EchoStats::reply_to_refused`], not answered) and when
+//! the outcome is ready (else dropped: [`EchoStats::reply_to_dropped`]).
+//!
 //! Injected requests carry `sess_id` `ref;<n>`; a reply whose JSON contains
 //! its request's `sess_id` counts as matched in [`EchoStats`].
 
@@ -23,6 +28,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Where an outcome goes: the sender's slot, or a reply-to address.
+#[derive(Debug, Clone, Copy)]
+enum To {
+    Slot(SlotId),
+    Address(u64),
+}
 
 /// Held until its timeout, then answered with class -2.
 pub const CMD_NEVER_ANSWER: u32 = 999_001;
@@ -63,6 +75,10 @@ pub struct EchoStats {
     pub warnings: Vec<String>,
     /// (pid, worker name, unreplied tokens, unanswered handles) per gone worker.
     pub gone: Vec<(u32, String, Vec<u64>, Vec<u64>)>,
+    /// Reply-to requests refused when taken: their address named no live attachment.
+    pub reply_to_refused: u64,
+    /// Reply-to outcomes dropped: the attachment their address named left meanwhile.
+    pub reply_to_dropped: u64,
     /// Tokens dispatched, by worker pid (to compare with `gone`).
     pub dispatched_to: HashMap<u32, Vec<u64>>,
 }
@@ -72,7 +88,7 @@ pub struct EchoStats {
 pub struct EchoBridge {
     bridge: Bridge,
     watched: Vec<SlotId>,
-    held: Vec<(Instant, SlotId, u64)>,
+    held: Vec<(Instant, To, u64)>,
     sess_of: HashMap<u64, String>,
     seq: u64,
     stats: Arc<Mutex<EchoStats>>,
@@ -184,9 +200,25 @@ impl EchoBridge {
                 peer_ns: 0,
                 avps_json: "",
                 error: "timeout (reference bridge)",
+                reply_to: false,
             };
-            if self.bridge.push_answer(slot, &a).is_ok() {
+            if self.push(slot, &a).is_ok() {
                 self.lock().timeouts += 1;
+            }
+        }
+    }
+
+    /// `a` to its requester: the sender, or the attachment a reply-to address names (a
+    /// reply-to outcome whose attachment left is counted as dropped).
+    fn push(&mut self, to: To, a: &Answer<'_>) -> Result<()> {
+        match to {
+            To::Slot(slot) => self.bridge.push_answer(slot, a),
+            To::Address(address) => {
+                let r = self.bridge.push_reply_to(address, a);
+                if matches!(r, Err(crate::Error::Detached(_))) {
+                    self.lock().reply_to_dropped += 1;
+                }
+                r
             }
         }
     }
@@ -246,23 +278,37 @@ impl EchoBridge {
                 for t in &tokens {
                     self.sess_of.remove(t);
                 }
-                self.held.retain(|(_, _, h)| !handles.contains(h));
+                self.held
+                    .retain(|(_, to, h)| !(matches!(to, To::Slot(_)) && handles.contains(h)));
                 self.lock().gone.push((pid, name, tokens, handles));
             }
             BridgeEvent::Request {
                 slot,
+                reply_to,
                 handle,
                 app_id,
                 cmd_code,
                 timeout_ms,
                 avps_json,
-            } => self.request(slot, handle, app_id, cmd_code, timeout_ms, &avps_json),
+            } => {
+                let to = match reply_to {
+                    None => To::Slot(slot),
+                    Some(address) if self.bridge.reply_target(address).is_some() => {
+                        To::Address(address)
+                    }
+                    Some(_) => {
+                        self.lock().reply_to_refused += 1;
+                        return;
+                    }
+                };
+                self.request(to, handle, app_id, cmd_code, timeout_ms, &avps_json)
+            }
         }
     }
 
     fn request(
         &mut self,
-        slot: SlotId,
+        slot: To,
         handle: u64,
         app_id: u32,
         cmd_code: u32,
@@ -348,8 +394,9 @@ impl EchoBridge {
             peer_ns,
             avps_json: &answer.2,
             error: "",
+            reply_to: false,
         };
-        let ok = match self.bridge.push_answer(slot, &a) {
+        let ok = match self.push(slot, &a) {
             Err(crate::Error::TooBig { .. }) => {
                 let short = Answer {
                     handle,
@@ -359,8 +406,9 @@ impl EchoBridge {
                     peer_ns: 0,
                     avps_json: "",
                     error: "answer too large",
+                    reply_to: false,
                 };
-                self.bridge.push_answer(slot, &short).is_ok()
+                self.push(slot, &short).is_ok()
             }
             r => r.is_ok(),
         };

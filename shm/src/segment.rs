@@ -154,6 +154,13 @@ pub struct SlotHeader {
     pub attached: AtomicU32,
     /// The attached worker's pid (0 when free).
     pub worker_pid: AtomicU32,
+    /// This attachment's reply address ([`crate::worker::Worker::reply_address`]), written by
+    /// the bridge before its Welcome; 0 from a bridge that cannot deliver an outcome to
+    /// another attachment (one of before reply-to left these bytes zero, so the capability
+    /// needs no new wire version). The bridge never reads it back: it checks an address
+    /// against its own table, so a worker that overwrites it only names another address,
+    /// which the bridge refuses or delivers to that address's owner as named.
+    pub reply_address: std::sync::atomic::AtomicU64,
 }
 
 /// A mapped segment. Cheap to clone (the mapping is shared).
@@ -436,10 +443,10 @@ impl Segment {
         })
     }
 
-    /// Empties the three rings of `slot` and marks it attached to `pid`.
-    /// Bridge only, before handing the slot to a new worker (the previous
-    /// owner is gone: its control connection reached EOF).
-    pub fn reset_slot(&self, slot: u32, pid: u32) {
+    /// Empties the three rings of `slot`, marks it attached to `pid` and writes its reply
+    /// address ([`SlotHeader::reply_address`]). Bridge only, before handing the slot to a
+    /// new worker (the previous owner is gone: its control connection reached EOF).
+    pub fn reset_slot(&self, slot: u32, pid: u32, reply_address: u64) {
         for id in [RingId::Requests, RingId::Answers, RingId::ToBridge] {
             if let Some(r) = self.ring(slot, id) {
                 r.header().reset();
@@ -448,6 +455,8 @@ impl Segment {
         if let Some(h) = self.slot_header(slot) {
             h.worker_pid.store(pid, Relaxed);
             h.attached.store(u32::from(pid != 0), Relaxed);
+            // Before the Welcome is sent, which orders it before the worker's read.
+            h.reply_address.store(reply_address, Relaxed);
         }
     }
 }

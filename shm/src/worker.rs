@@ -324,6 +324,11 @@ pub struct Worker {
     timer_at: Option<Instant>,
     handled: Vec<String>,
     answers: VecDeque<Done>,
+    /// Outcomes of other attachments' reply-to requests naming this one
+    /// ([`Worker::send_request_reply_to`]), for [`Worker::next_answer`] only: kept apart so
+    /// the sync wait ([`Worker::wait_for`]) never takes one for its own (a token may equal
+    /// one of our handles) and never drops one.
+    replies_to_us: VecDeque<Completion>,
     /// Strings of completions handed back by the caller ([`Worker::reuse_text`]), filled
     /// again for the next answers instead of allocated (issue 15 item 2).
     spare_texts: Vec<String>,
@@ -501,6 +506,26 @@ impl SpinPolicy {
     }
 }
 
+/// Pushes an OutgoingRequest record `rec` (whose AVPs are `avps_len` bytes of it) and rings
+/// the bridge if it sleeps. Too big: the size of what the caller gave and its maximum, not
+/// of our record.
+fn push_request(link: &mut Link, rec: &[u8], avps_len: usize) -> Result<()> {
+    match link.tx.push(&[rec]) {
+        Ok(()) => {}
+        Err(PushError::TooBig { .. }) => {
+            return Err(Error::TooBig {
+                len: avps_len,
+                max: link.tx.max_record().saturating_sub(rec.len() - avps_len),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if link.tx.needs_wakeup() {
+        link.conn.ring();
+    }
+    Ok(())
+}
+
 fn sys_fd(rc: libc::c_int, what: &str) -> Result<OwnedFd> {
     if rc < 0 {
         return Err(Error::last_os(what));
@@ -571,6 +596,7 @@ impl Worker {
             timer_at: None,
             handled: Vec::new(),
             answers: VecDeque::new(),
+            replies_to_us: VecDeque::new(),
             spare_texts: Vec::new(),
             in_flight: FxHashMap::default(),
             deadlines: DeadlineQueue::new(),
@@ -947,7 +973,7 @@ impl Worker {
     /// Tells the bridge we sleep, and makes the fd readable if anything is
     /// left for the caller; re-arms the timer.
     fn arm(&mut self) {
-        let mut pending = !self.answers.is_empty();
+        let mut pending = !self.answers.is_empty() || !self.replies_to_us.is_empty();
         if let Some(link) = &mut self.link {
             // Both flags are armed (no short-circuit): a doorbell is wanted
             // for whichever ring gets a record first.
@@ -1167,6 +1193,80 @@ impl Worker {
         r
     }
 
+    /// This attachment's reply address: what another attachment of the same bridge names in
+    /// [`Worker::send_request_reply_to`] to have an outcome delivered here (as a
+    /// [`Completion`] from [`Worker::next_answer`]). The bridge writes it in this worker's
+    /// slot header before the Welcome ([`crate::segment::SlotHeader::reply_address`]); 0
+    /// while detached, or from a bridge that cannot deliver to another attachment. A
+    /// re-attach (a new bridge, or this slot given to another process meanwhile) changes it,
+    /// so an old address is never delivered to a stranger.
+    pub fn reply_address(&self) -> u64 {
+        self.link
+            .as_ref()
+            .and_then(|l| l.segment.slot_header(0))
+            .map_or(0, |h| {
+                h.reply_address.load(std::sync::atomic::Ordering::Relaxed)
+            })
+    }
+
+    /// Sends a request whose outcome goes to the attachment whose
+    /// [`Worker::reply_address`] is `reply_to`, as a [`Completion`] with `handle` = `token`
+    /// (the caller's: neither checked nor stored here). Nothing is kept in flight and no
+    /// deadline is set: the bridge times the request out (`timeout_ms`, 0: the default)
+    /// and delivers that outcome to `reply_to` too. `Ok`: the record is in the ring, and
+    /// exactly one outcome reaches `reply_to` if that attachment is still the one the
+    /// address named when the outcome is ready (otherwise the bridge logs and counts it).
+    /// `Err`: nothing was written and no outcome will come — detached, `reply_to` 0, a
+    /// bridge without the capability (this attachment's own reply address is 0), ring full,
+    /// too big. The caller checked `avps_json` (the bridge converts it and sends a
+    /// not-sent outcome for a document it cannot convert).
+    pub fn send_request_reply_to(
+        &mut self,
+        reply_to: u64,
+        token: u64,
+        app_id: u32,
+        cmd_code: u32,
+        avps_json: &[u8],
+        timeout_ms: u32,
+    ) -> Result<()> {
+        if self.link.is_none() {
+            self.service();
+        }
+        let offered = self.reply_address() != 0;
+        let Some(link) = &mut self.link else {
+            let why = self.last_error.as_deref().unwrap_or("bridge not attached");
+            let e = Error::Detached(why.to_owned());
+            self.arm();
+            return Err(e);
+        };
+        if reply_to == 0 {
+            return Err(Error::Invalid("reply-to address 0 names nobody".into()));
+        }
+        if !offered {
+            return Err(Error::Invalid(
+                "the bridge cannot deliver an outcome to another attachment (an older bridge): send with dmb_send_request_async_checked() instead".into(),
+            ));
+        }
+        let timeout_ms = if timeout_ms == 0 {
+            self.cfg.default_timeout_ms
+        } else {
+            timeout_ms
+        };
+        Record::Outgoing(OutgoingRequest {
+            handle: token,
+            app_id,
+            cmd_code,
+            timeout_ms,
+            avps_json,
+            reads_answer_v3: true,
+            reply_to: Some(reply_to),
+        })
+        .encode(&mut self.enc);
+        push_request(link, &self.enc, avps_json.len())?;
+        self.stats.requests_sent += 1;
+        Ok(())
+    }
+
     /// Pushes the request's record; `t0`: when the caller's call entered the library (the
     /// round trip's start, and the deadline's: no clock read here).
     fn start(
@@ -1203,25 +1303,10 @@ impl Worker {
             timeout_ms,
             avps_json,
             reads_answer_v3: true,
+            reply_to: None,
         })
         .encode(&mut self.enc);
-        match link.tx.push(&[&self.enc]) {
-            Ok(()) => {}
-            Err(PushError::TooBig { .. }) => {
-                // Report the size of what the caller gave, not of our record.
-                return Err(Error::TooBig {
-                    len: avps_json.len(),
-                    max: link
-                        .tx
-                        .max_record()
-                        .saturating_sub(self.enc.len() - avps_json.len()),
-                });
-            }
-            Err(e) => return Err(e.into()),
-        }
-        if link.tx.needs_wakeup() {
-            link.conn.ring();
-        }
+        push_request(link, &self.enc, avps_json.len())?;
         self.next_handle += 1;
         let deadline = t0 + Duration::from_millis(u64::from(timeout_ms)) + self.cfg.grace;
         self.in_flight.insert(handle, Flight { deadline, sent: t0 });
@@ -1249,6 +1334,19 @@ impl Worker {
                 }
             }
             match Record::decode(&self.buf) {
+                Ok(Record::Answer(a)) if a.reply_to => {
+                    // Not ours to look up or time out: the bridge timed it (DESIGN §5).
+                    self.stats.answers_received += 1;
+                    let c = Completion {
+                        handle: a.handle,
+                        class: a.class,
+                        result_code: a.result_code,
+                        peer_ns: a.peer_ns,
+                        avps_json: text_in(&mut self.spare_texts, a.avps_json),
+                        error: text_in(&mut self.spare_texts, a.error),
+                    };
+                    self.replies_to_us.push_back(c);
+                }
                 Ok(Record::Answer(a)) => {
                     // its deadline record goes when it reaches the front (DeadlineQueue)
                     if let Some(f) = self.in_flight.remove(&a.handle) {
@@ -1309,9 +1407,12 @@ impl Worker {
     /// The next completed outgoing request, if any (never blocks). A completion the
     /// bridge answered is counted in the worker's histograms here, as it is handed back
     /// (the one clock read per request the histograms add on this path).
+    /// Outcomes of reply-to requests naming this attachment come here too, with the
+    /// sender's token as `handle` (not counted in this worker's histograms: it did not
+    /// send them).
     pub fn next_answer(&mut self) -> Option<Completion> {
         self.drain_answers();
-        if self.answers.is_empty() {
+        if self.answers.is_empty() && self.replies_to_us.is_empty() {
             self.service();
             self.drain_answers();
         }
@@ -1322,10 +1423,13 @@ impl Worker {
                 }
                 Some(c)
             }
-            None => {
-                self.arm();
-                None
-            }
+            None => match self.replies_to_us.pop_front() {
+                Some(c) => Some(c),
+                None => {
+                    self.arm();
+                    None
+                }
+            },
         }
     }
 
@@ -1496,7 +1600,7 @@ impl Worker {
         s.max_msg = self.max_msg();
         s.handles = self.handled.clone();
         s.in_flight = self.in_flight.len();
-        s.queued_answers = self.answers.len();
+        s.queued_answers = self.answers.len() + self.replies_to_us.len();
         s.unreplied_requests = self.tokens.len();
         s.last_error = self.last_error.clone();
         s.bridge = self.status_reply.take();

@@ -373,6 +373,7 @@ fn a_library_of_record_version_2_gets_version_2_answers() {
             timeout_ms: 2000,
             avps_json: b"[]",
             reads_answer_v3,
+            reply_to: None,
         })
         .encode(&mut rec);
         assert_eq!((rec[1], rec[2]), (2, u8::from(reads_answer_v3)));

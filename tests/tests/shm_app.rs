@@ -1031,6 +1031,90 @@ fn script_requests_are_counted_by_their_workers_sync_and_async() {
     assert_eq!(counts(&body), [Some(n); 3], "{body}");
 }
 
+/// Reply-to (DESIGN §5) through the real binary and a real peer: a request one attachment
+/// sends naming another's reply address gets its outcome, of every kind (answer, error
+/// answer, timeout, not sent), at that other attachment with the sender's token; once that
+/// attachment left, a request naming it is not sent, and the refusal is counted in the
+/// status and in `/metrics` (`dmbridge_shm_refused_total{cause="reply_to_gone"}`).
+#[test]
+fn reply_to_outcomes_reach_the_named_worker_and_stale_addresses_are_refused() {
+    use dmshm::worker::{Completion, Worker, WorkerConfig};
+    let (_dir, _b, ctl, mport, _peer) = bridge_with_metrics("shm-reply-to");
+    let mut sip = Worker::attach(WorkerConfig::new(&ctl, "sip worker")).expect("attaches");
+    let mut module = Worker::attach(WorkerConfig::new(&ctl, "module worker")).expect("attaches");
+    let to = module.reply_address();
+    assert_ne!(to, 0, "the bridge offers reply-to");
+    const T: u64 = 1 << 63;
+    let (ta, cmd) = (test_app::APP_ID, test_app::CMD);
+    let cases: [(u64, u32, &[u8], u32); 4] = [
+        (T | 1, ta, br#"[{"User-Name":"ok"}]"#, 2000),
+        (T | 2, ta, br#"[{"User-Name":"err"}]"#, 2000),
+        (T | 3, ta, br#"[{"User-Name":"noanswer"}]"#, 300),
+        // Cx: neither we nor the peer advertise it, so no route: not sent (3007, the
+        // bridge's own answer).
+        (T | 4, 16777216, br#"[{"User-Name":"x"}]"#, 2000),
+    ];
+    for (token, app, json, timeout) in cases {
+        sip.send_request_reply_to(to, token, app, cmd, json, timeout)
+            .expect("sent");
+    }
+    let mut got: Vec<Completion> = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while got.len() < cases.len() {
+        assert!(Instant::now() < deadline, "outcomes so far: {got:?}");
+        std::thread::sleep(Duration::from_millis(10));
+        while let Some(c) = module.next_answer() {
+            got.push(c);
+        }
+    }
+    got.sort_by_key(|c| c.handle);
+    let seen: Vec<(u64, i32, u32)> = got
+        .iter()
+        .map(|c| (c.handle, c.class, c.result_code))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (T | 1, 1, 2001),
+            (T | 2, -1, 5012),
+            (T | 3, -2, 0),
+            (T | 4, -3, 3007)
+        ]
+    );
+    assert!(got[0].peer_ns > 0 && got[2].peer_ns == 0, "{got:?}");
+    assert_eq!(sip.next_answer(), None, "the sender gets nothing");
+
+    // The module worker leaves: its address is refused, not sent, counted.
+    drop(module);
+    status_until(&ctl, "the module worker still attached", |doc| {
+        doc["workers"]
+            .as_array()
+            .is_some_and(|w| !w.iter().any(|w| w["name"] == "module worker"))
+    });
+    sip.send_request_reply_to(to, T | 5, ta, cmd, br#"[{"User-Name":"ok"}]"#, 2000)
+        .expect("the library cannot know");
+    let doc = status_until(&ctl, "no reply-to refusal counted", |doc| {
+        doc["counters"]["requests_refused_reply_to_gone"].as_u64() == Some(1)
+    });
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = harness::prometheus::http_get(mport, "/metrics", WAIT)
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        if value(
+            &body,
+            r#"dmbridge_shm_refused_total{cause="reply_to_gone"}"#,
+        ) == Some(1.0)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Only the requests it took were sent to the peer (5 taken, the refused one not sent).
+    assert_eq!(doc["counters"]["requests_sent"].as_u64(), Some(4), "{doc}");
+}
+
 #[test]
 fn outcomes_never_reach_the_next_tenant_of_a_dead_workers_slot() {
     let dir = TestDir::new("shm-epoch");

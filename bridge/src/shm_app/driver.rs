@@ -66,11 +66,23 @@ pub struct NodeView {
     pub max_message_size: usize,
 }
 
+/// Where an outcome goes: the worker that sent the request, or the attachment a reply-to
+/// request named ([`Bridge::push_reply_to`], which checks it is still that attachment).
+#[derive(Clone, Copy, Debug)]
+enum To {
+    Slot(SlotId),
+    Address(u64),
+}
+
 /// A worker's outgoing request in flight: whom its outcome is for.
 struct Asker {
+    /// The sender's slot (where the outcome goes unless `reply_to`).
     slot: SlotId,
     epoch: u64,
     handle: u64,
+    /// The reply address the outcome goes to instead of the sender (the bridge checks the
+    /// attachment is still there when it delivers; the sender's epoch is not looked at).
+    reply_to: Option<u64>,
     /// When the driver took the worker's request record: the round trip observed in
     /// `script_request_latency` and fed to [`BusyPoll`] (one clock read per request).
     at: Instant,
@@ -717,12 +729,22 @@ impl Driver {
             } => self.reply(slot, token, status, form, avps, &error),
             BridgeEvent::Request {
                 slot,
+                reply_to,
                 handle,
                 app_id,
                 cmd_code,
                 timeout_ms,
                 avps_json,
-            } => self.request(slot, handle, app_id, cmd_code, timeout_ms, &avps_json),
+            } => {
+                if let Some(address) = reply_to {
+                    if self.bridge.reply_target(address).is_none() {
+                        return self.refuse_reply_to(slot, address, handle);
+                    }
+                }
+                self.request(
+                    slot, reply_to, handle, app_id, cmd_code, timeout_ms, &avps_json,
+                )
+            }
             BridgeEvent::WorkerGone {
                 slot,
                 pid,
@@ -807,9 +829,28 @@ impl Driver {
         }
     }
 
+    /// A reply-to request whose address names no live attachment (the worker it named left,
+    /// its slot may have another worker now, or the address is of a previous bridge): not
+    /// sent, nobody is told (the owner of the address is gone), logged and counted.
+    fn refuse_reply_to(&mut self, slot: SlotId, address: u64, token: u64) {
+        self.counters.reply_to_refused += 1;
+        self.counters_dirty = true;
+        self.script_request_latency
+            .refused
+            .get_or_create(&crate::metrics::CauseLabels {
+                cause: crate::metrics::REFUSED_REPLY_TO_GONE.to_string(),
+            })
+            .inc();
+        fault(format_args!(
+            "request of worker slot {slot} (token {token:#x}) not sent: its reply-to address {address:#x} names no attached worker (it left)"
+        ));
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn request(
         &mut self,
         slot: SlotId,
+        reply_to: Option<u64>,
         handle: u64,
         app_id: u32,
         cmd_code: u32,
@@ -817,6 +858,7 @@ impl Driver {
         json: &[u8],
     ) {
         let at = Instant::now();
+        let to = reply_to.map_or(To::Slot(slot), To::Address);
         self.counters.requests_sent += 1;
         self.counters_dirty = true;
         let epoch = self.policy.epoch(slot);
@@ -829,7 +871,7 @@ impl Driver {
             Ok(a) => a,
             Err(e) => {
                 let o = Outcome::not_sent(format!("invalid request JSON: {e}"));
-                return self.deliver(slot, handle, &o, at, None);
+                return self.deliver(to, handle, &o, at, None);
             }
         };
         let req = OutgoingRequest {
@@ -848,6 +890,7 @@ impl Driver {
                         slot,
                         epoch,
                         handle,
+                        reply_to,
                         at,
                     },
                 );
@@ -857,7 +900,7 @@ impl Driver {
             }
             Err(e) => {
                 let o = convert::outcome(self.dict, Err(e));
-                self.deliver(slot, handle, &o, at, None);
+                self.deliver(to, handle, &o, at, None);
             }
         }
     }
@@ -874,7 +917,7 @@ impl Driver {
         if self.busy_poll.answered(Instant::now(), asker.at) {
             self.counters.busy_poll_answers += 1;
         }
-        if !self.policy.is_current(asker.slot, asker.epoch) {
+        if asker.reply_to.is_none() && !self.policy.is_current(asker.slot, asker.epoch) {
             // Its worker left (the count of its requests abandoned is in the "gone" line):
             // never delivered to whoever holds the slot now.
             self.counters.outcomes_dropped += 1;
@@ -887,7 +930,8 @@ impl Driver {
         }
         let json = std::mem::take(&mut self.answer_json);
         let o = convert::outcome_in(self.dict, result, json);
-        self.deliver(asker.slot, asker.handle, &o, asker.at, waited);
+        let to = asker.reply_to.map_or(To::Slot(asker.slot), To::Address);
+        self.deliver(to, asker.handle, &o, asker.at, waited);
         // The answers' JSON buffer, kept (not one allocation per answer).
         self.answer_json = o.avps_json;
     }
@@ -902,14 +946,11 @@ impl Driver {
     /// the worker (which subtracts it from its own round trip, [`dmshm::times`]) and the
     /// histograms count the same value, so the worker's "outside the bridge" part and the
     /// bridge's histograms add up (the push and its doorbell fall in the worker's part).
-    fn deliver(
-        &mut self,
-        slot: SlotId,
-        handle: u64,
-        o: &Outcome,
-        at: Instant,
-        waited: Option<Duration>,
-    ) {
+    ///
+    /// `to`: the sender's slot, or a reply-to address ([`Bridge::push_reply_to`]: a
+    /// reply-to-marked version-3 Answer, sized against the receiver's ring; an attachment
+    /// that left is refused there and the outcome dropped and counted as for a gone sender).
+    fn deliver(&mut self, to: To, handle: u64, o: &Outcome, at: Instant, waited: Option<Duration>) {
         self.counters_dirty = true;
         let round_trip = at.elapsed();
         let bridge_ns = u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX);
@@ -926,8 +967,13 @@ impl Driver {
             peer_ns,
             avps_json: &o.avps_json,
             error: &o.error,
+            reply_to: false,
         };
-        let r = match self.bridge.push_answer(slot, &answer) {
+        let slot = match to {
+            To::Slot(s) => s,
+            To::Address(a) => dmshm::bridge::reply_address_slot(a),
+        };
+        let r = match self.push(to, &answer) {
             Err(dmshm::Error::TooBig { len, max }) => {
                 let why = format!(
                     "the answer ({len} bytes as JSON) exceeds the SIP-server queue's maximum of {max} bytes (raise [app] max_message_size); Result-Code {}",
@@ -942,10 +988,9 @@ impl Driver {
                     peer_ns,
                     avps_json: "",
                     error: &why,
+                    reply_to: false,
                 };
-                self.bridge
-                    .push_answer(slot, &short)
-                    .map(|_| record::class::NOT_SENT)
+                self.push(to, &short).map(|_| record::class::NOT_SENT)
             }
             r => r.map(|_| o.class),
         };
@@ -975,6 +1020,13 @@ impl Driver {
             self.script_request_latency
                 .bridge
                 .observe(round_trip.saturating_sub(w));
+        }
+    }
+
+    fn push(&mut self, to: To, answer: &record::Answer<'_>) -> Result<(), dmshm::Error> {
+        match to {
+            To::Slot(slot) => self.bridge.push_answer(slot, answer),
+            To::Address(address) => self.bridge.push_reply_to(address, answer),
         }
     }
 

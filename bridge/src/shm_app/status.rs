@@ -42,8 +42,11 @@ pub struct Counters {
     pub outcome_timeout: u64,
     /// Outcomes of class -3: never sent (bad JSON, no route, ring full, stopping).
     pub outcome_not_sent: u64,
-    /// Outcomes dropped because their worker was gone.
+    /// Outcomes dropped because their worker was gone (for a reply-to request: the
+    /// attachment it named left after the request was taken).
     pub outcomes_dropped: u64,
+    /// Reply-to requests not sent: their address named no live attachment when taken.
+    pub reply_to_refused: u64,
     /// Worker attachments since start (a re-attach counts again).
     pub workers_attached: u64,
     /// Workers whose connection ended (exit, crash, detach, protocol fault).
@@ -158,6 +161,7 @@ pub fn render(
             "answered_5012_worker_lost": c.worker_lost,
             "late_replies_dropped": c.late_replies,
             "requests_sent": c.requests_sent,
+            "requests_refused_reply_to_gone": c.reply_to_refused,
             "outcomes": {
                 "success": c.outcome_success,
                 "error_answer": c.outcome_error,
