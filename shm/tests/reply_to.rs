@@ -12,7 +12,7 @@ use common::{poll_fd, wcfg};
 use dmshm::bridge::BridgeConfig;
 use dmshm::reference::{EchoBridge, EchoHandle, EchoStats, CMD_ERROR_ANSWER, CMD_NEVER_ANSWER};
 use dmshm::segment::Geometry;
-use dmshm::worker::{Completion, Worker};
+use dmshm::worker::{Completion, Worker, WorkerConfig};
 use dmshm::Error;
 use std::time::{Duration, Instant};
 
@@ -209,4 +209,78 @@ fn an_address_whose_attachment_left_is_never_delivered_to_another() {
         .unwrap();
     assert_eq!(collect(&mut d, 1)[0].handle, T | 10);
     h2.stop();
+}
+
+/// A bridge from before reply-to: it never writes the slot header's reply address (those
+/// bytes stay zero), played here by a hand-made one (a listener, a segment, a Welcome). The
+/// worker attaches as always; its reply address is 0 and a reply-to send fails with a clear
+/// error and writes nothing into its ring, while its ordinary requests still go out.
+#[test]
+fn a_bridge_without_reply_to_gets_no_reply_to_record() {
+    use dmshm::control::{Ctl, Listener, Recv};
+    use dmshm::record::Record;
+    use dmshm::ring::Consumer;
+    use dmshm::segment::{RingId, Segment, WIRE_VERSION};
+    use std::os::fd::AsFd;
+
+    let bc = cfg("old-bridge", 1);
+    let listener = Listener::bind(&bc.control_path, None).unwrap();
+    let generation = 0x5eed;
+    let (seg, file) =
+        Segment::create_anonymous("old-bridge", bc.geometry, generation, WIRE_VERSION).unwrap();
+    let ctl = bc.control_path.clone();
+    let worker = std::thread::spawn(move || {
+        let mut w = Worker::attach(WorkerConfig::new(&ctl, "module worker")).unwrap();
+        assert!(w.is_attached());
+        assert_eq!(w.reply_address(), 0, "an older bridge offers no reply-to");
+        let e = w
+            .send_request_reply_to(0x1234_0000_1001, T, 4, 272, b"[]", 0)
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::Invalid(_)) && e.to_string().contains("older bridge"),
+            "{e}"
+        );
+        // The ordinary path still goes out (the only record the bridge will find).
+        w.send_request_async(4, 272, b"[\"plain\"]", 1000).unwrap();
+        w
+    });
+    let t0 = Instant::now();
+    let conn = loop {
+        if let Some(c) = listener.accept().unwrap() {
+            break c;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no connection");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let mut buf = vec![0; 65536];
+    let t0 = Instant::now();
+    loop {
+        conn.wait_readable(Duration::from_millis(100)).unwrap();
+        if let Recv::Msg(n, _) = conn.recv(&mut buf).unwrap() {
+            assert!(matches!(Ctl::decode(&buf[..n]).unwrap(), Ctl::Hello { .. }));
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no Hello");
+    }
+    let welcome = Ctl::Welcome {
+        version: WIRE_VERSION,
+        slot: 0,
+        generation,
+        max_msg: bc.geometry.max_msg,
+        segment_path: "old-bridge".into(),
+    };
+    conn.send_ctl(&welcome, Some(file.as_fd())).unwrap();
+    let w = worker.join().unwrap();
+    let mut rx = Consumer::new(
+        seg.ring(0, RingId::ToBridge).unwrap(),
+        bc.geometry.max_msg as usize,
+    );
+    let mut rec = Vec::new();
+    assert!(rx.pop_into(&mut rec).unwrap());
+    match Record::decode(&rec).unwrap() {
+        Record::Outgoing(o) => assert_eq!((o.reply_to, o.avps_json), (None, &b"[\"plain\"]"[..])),
+        other => panic!("{other:?}"),
+    }
+    assert!(!rx.pop_into(&mut rec).unwrap(), "nothing else was written");
+    drop(w);
 }
