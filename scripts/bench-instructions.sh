@@ -36,6 +36,8 @@
 # KAMAILIO_OPTS: more options for the originate stack's Kamailio, e.g. "-x tlsf" (its
 # shared-memory allocator; q_malloc by default). OPENSIPS_OPTS: the same for originate-opensips,
 # e.g. "-a HP_MALLOC" (its allocator for every memory pool; F_MALLOC by default).
+# ASYNC_DIRECT=0|1: the originate stack's async_direct (Kamailio module; unset: its default):
+# 1 the SIP workers send the requests themselves, 0 the module's workers do (the hand-over).
 # ORIGINATE_USER: the route of the originate stacks (default async-ta; none-tm-ta is the
 # SIP-only ceiling's route: t_newtran + t_reply, no Diameter).
 # Every line also has "per_role": instructions per request by process role, each role's
@@ -270,7 +272,7 @@ EOF
       # shellcheck disable=SC2086 # KAMAILIO_OPTS: words
       cg "$prefix" kamailio -m 1024 ${KAMAILIO_OPTS:-} -DD -E -Y "$work/kam" \
         -f "$top/tests/kamailio/bench-originate.cfg" \
-        -A "SIP_PORT=$sip_port" -A "DMB_SO=\"$so\"" \
+        -A "SIP_PORT=$sip_port" -A "DMB_SO=\"$so\"" ${ASYNC_DIRECT:+-A "DMB_ASYNC_DIRECT=$ASYNC_DIRECT"} \
         -A "DMB_SOCKET=\"$work/control.sock\"" >"$prefix.kamailio.log" 2>&1 &
     fi
     spid=$!; pids+=("$spid")

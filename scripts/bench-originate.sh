@@ -68,6 +68,11 @@
 #   DMB_SO                  a Kamailio dmbridge.so built elsewhere (A/B runs of module-glue/;
 #                           nothing is built then)
 #   SYNC_SPIN_US=N          the Kamailio module's sync_spin_us (unset: its default)
+#   ASYNC_DIRECT=0|1        the Kamailio module's async_direct (unset: its default): 1, the
+#                           SIP worker sends dm_send_request_async's request itself and the
+#                           module's worker only resumes; 0, the worker sends it (the
+#                           hand-over of sessions 13-15). A/B: alternate runs, e.g.
+#                           for d in 0 1 0 1; do ASYNC_DIRECT=$d SIDES=dmb-async ...; done
 #   DMB_WORKERS=N           the Kamailio module's workers (dmbridge worker processes; unset:
 #                           tests/kamailio/bench-originate.cfg's 2)
 #   BRIDGE_THREADS=N        dmbridge run --threads N
@@ -294,6 +299,7 @@ mkdir -p "$work/kam-dmb"
 kamailio -m "$shm_mb" -DD -E -Y "$work/kam-dmb" -f "$cfg" -A "SIP_PORT=$kam_dmb_port" \
   -A "DMB_SO=\"$so\"" -A "DMB_SOCKET=\"$work/control.sock\"" \
   ${SYNC_SPIN_US:+-A "SYNC_SPIN_US=$SYNC_SPIN_US"} ${DMB_WORKERS:+-A "DMB_WORKERS=$DMB_WORKERS"} \
+  ${ASYNC_DIRECT:+-A "DMB_ASYNC_DIRECT=$ASYNC_DIRECT"} \
   ${SCHED_SLICE_US:+-A "DMB_SCHED_SLICE_US=$SCHED_SLICE_US"} \
   ${SCHED_FIFO:+-A "DMB_SCHED_FIFO=$SCHED_FIFO"} ${NICE:+-A "DMB_SCHED_NICE=$NICE"} $([ "${RT_US:-0}" != 1 ] || echo "-A RT_ASYNC") \
   >"$work/kam-dmb.log" 2>&1 &

@@ -521,6 +521,40 @@ dmg_job *dmg_pending_take_any(dmg_pending *p)
 	return dmg_pending_take_expired(p, UINT64_MAX);
 }
 
+dmg_job *dmg_pending_take_masked(dmg_pending *p, uint64_t mask)
+{
+	dmg_job *j, **pp;
+
+	for(j = p->first; j != NULL; j = j->dnext) {
+		if((j->handle & mask) != 0 && (pp = pending_find(p, j->handle)) != NULL)
+			return pending_unlink(p, pp);
+	}
+	return NULL;
+}
+
+int dmg_job_claim(dmg_job *job, int32_t who)
+{
+	int32_t open = DMG_CLAIM_OPEN;
+
+	return __atomic_compare_exchange_n(
+				   &job->claim, &open, who, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
+				   ? 1
+				   : 0;
+}
+
+int32_t dmg_job_claimed(const dmg_job *job)
+{
+	return __atomic_load_n(&job->claim, __ATOMIC_ACQUIRE);
+}
+
+int dmg_job_release(dmg_job *job)
+{
+	/* refs 0 (a job only one process ever held) is one hold */
+	if(__atomic_load_n(&job->refs, __ATOMIC_ACQUIRE) <= 1)
+		return 1;
+	return __atomic_sub_fetch(&job->refs, 1, __ATOMIC_ACQ_REL) == 0;
+}
+
 /* --- event names of the dictionaries' request commands ------------------------------------ */
 
 static const dmg_command builtin_requests[] = {

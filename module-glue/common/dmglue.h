@@ -80,6 +80,8 @@ typedef struct dmg_stats {
 	uint64_t async_abandoned; /* async requests whose transaction the SIP server ended (its
 	                             timer's 408, a CANCEL) before they were sent (not sent) or
 	                             before their outcome could resume it (outcome dropped) */
+	uint64_t async_direct;    /* Kamailio: async requests the SIP worker sent itself (the
+	                             direct path, async_direct=1), a part of sent_async */
 	int32_t workers_attached; /* processes attached to the bridge */
 	int32_t workers_serving;  /* of those, the ones taking incoming requests */
 } dmg_stats;
@@ -167,6 +169,10 @@ typedef struct dmg_job {
 	uint32_t cmd_code;
 	uint32_t timeout_ms;
 	uint32_t sip_status; /* Kamailio: the transaction's final reply status when suspended */
+	uint64_t reply_to;   /* Kamailio's direct path: the executor's reply address the request
+	                        was sent to (dmb_reply_address); 0: the executor sends it */
+	int32_t refs;        /* processes still holding the job (dmg_job_release); 0 is 1 */
+	int32_t claim;       /* who ends the suspended transaction (dmg_job_claim) */
 	size_t json_len;
 	char *route; /* NUL-terminated, inside this block */
 	char *json;  /* NUL-terminated, inside this block */
@@ -175,6 +181,34 @@ typedef struct dmg_job {
 dmg_job *dmg_job_new(dmg_alloc_f alloc, void *actx, uint32_t app_id, uint32_t cmd_code,
 		uint32_t timeout_ms, const char *route, size_t route_len, const char *json,
 		size_t json_len);
+
+/**
+ * The direct path (Kamailio's async_direct): the SIP worker pushes the job on the executor's
+ * list and THEN sends the request itself, naming the executor as where the outcome goes. Both
+ * processes hold the job until each is done with it (refs 2, the last release frees it), and
+ * exactly one of them ends the suspended transaction: the SIP worker when its send failed (it
+ * cancels the suspend and the script gets the error), or the executor (it resumes it with the
+ * outcome, or with not-sent when its attachment went away). Whoever claims first wins; the
+ * other leaves the transaction alone.
+ */
+enum {
+	DMG_CLAIM_OPEN = 0,     /* nobody has ended the transaction yet */
+	DMG_CLAIM_SENDER = 1,   /* the SIP worker's send failed: it cancelled the suspend */
+	DMG_CLAIM_EXECUTOR = 2, /* the executor resumes (or resumed) the transaction */
+};
+/** Tokens of the direct path carry this bit; libdmbridge's own handles never reach it. */
+#define DMG_DIRECT_BIT (1ull << 63)
+
+/** Sets the job's claim to `who` if nobody claimed it yet: 1 won, 0 the other side had. */
+int dmg_job_claim(dmg_job *job, int32_t who);
+/** The job's claim now (DMG_CLAIM_*). */
+int32_t dmg_job_claimed(const dmg_job *job);
+/**
+ * Gives up one process's hold on the job: 1 when it was the last (the caller frees the job),
+ * 0 when the other process still holds it. A job whose refs were never set (0) counts as
+ * held once.
+ */
+int dmg_job_release(dmg_job *job);
 
 /**
  * Jobs sent and waiting for their answer, by handle, and in deadline order. Process-local, no
@@ -203,6 +237,12 @@ dmg_job *dmg_pending_take(dmg_pending *p, uint64_t handle);
 dmg_job *dmg_pending_take_expired(dmg_pending *p, uint64_t now_ms);
 /** Removes and returns any job (for shutdown), or NULL when empty. */
 dmg_job *dmg_pending_take_any(dmg_pending *p);
+/**
+ * Removes and returns the job with the earliest deadline among those whose handle has a bit
+ * of `mask` (DMG_DIRECT_BIT: the direct path's jobs), or NULL. Walks the table: for rare
+ * events (the attachment lost), not per call.
+ */
+dmg_job *dmg_pending_take_masked(dmg_pending *p, uint64_t mask);
 
 /* --- event names of the dictionaries' request commands ------------------------------------ */
 

@@ -215,6 +215,45 @@ static void test_rc(void)
 	CHECK(dmg_rc_from_class(42) == -3);
 }
 
+/* the direct path: one claim wins, the last of two releases frees; the sweep of a lost
+ * attachment takes only the direct jobs, in deadline order */
+static void test_direct_jobs(void)
+{
+	int allocs = 0;
+	dmg_job *j = dmg_job_new(t_alloc, &allocs, 1, 2, 3, "r", 1, "[]", 2);
+
+	CHECK(dmg_job_claimed(j) == DMG_CLAIM_OPEN);
+	CHECK(dmg_job_claim(j, DMG_CLAIM_EXECUTOR) == 1);
+	CHECK(dmg_job_claim(j, DMG_CLAIM_SENDER) == 0); /* the sender's failure comes too late */
+	CHECK(dmg_job_claimed(j) == DMG_CLAIM_EXECUTOR);
+	j->refs = 2;
+	CHECK(dmg_job_release(j) == 0); /* the other process still holds it */
+	CHECK(dmg_job_release(j) == 1); /* the last: free it */
+	j->refs = 0;
+	CHECK(dmg_job_release(j) == 1); /* a job one process held */
+	free(j);
+
+	dmg_pending p;
+	dmg_job *js[6];
+	dmg_pending_init(&p);
+	for(int i = 0; i < 6; i++) {
+		js[i] = dmg_job_new(t_alloc, &allocs, 1, 2, 3, "r", 1, "[]", 2);
+		js[i]->handle = (i % 2 ? DMG_DIRECT_BIT : 0) | (uint64_t)(i + 1);
+		js[i]->deadline_ms = 100 - (uint64_t)i; /* the later put, the earlier deadline */
+		dmg_pending_put(&p, js[i]);
+	}
+	CHECK(dmg_pending_take_masked(&p, DMG_DIRECT_BIT) == js[5]);
+	CHECK(dmg_pending_take_masked(&p, DMG_DIRECT_BIT) == js[3]);
+	CHECK(dmg_pending_take_masked(&p, DMG_DIRECT_BIT) == js[1]);
+	CHECK(dmg_pending_take_masked(&p, DMG_DIRECT_BIT) == NULL);
+	CHECK(p.count == 3);
+	CHECK(dmg_pending_take(&p, 3) == js[2]); /* the table still finds the others */
+	CHECK(dmg_pending_take_any(&p) == js[4] && dmg_pending_take_any(&p) == js[0]);
+	CHECK(p.count == 0 && p.first == NULL && p.last == NULL);
+	for(int i = 0; i < 6; i++)
+		free(js[i]);
+}
+
 static void test_jobs_and_pending(void)
 {
 	int allocs = 0;
@@ -446,6 +485,7 @@ int main(void)
 	test_json();
 	test_rc();
 	test_jobs_and_pending();
+	test_direct_jobs();
 	test_builtin_requests();
 	test_dict_events();
 	test_aaa_url();

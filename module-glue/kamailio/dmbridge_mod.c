@@ -80,6 +80,7 @@ static param_export_t params[] = {
 	{"event_callback",     PARAM_STR,    &dmk_cfg.event_callback},
 	{"sync_spin_us",       PARAM_INT,    &dmk_cfg.sync_spin_us},
 	{"async_queue",        PARAM_INT,    &dmk_cfg.async_queue},
+	{"async_direct",       PARAM_INT,    &dmk_cfg.async_direct},
 	{"sched_slice_us",     PARAM_INT,    &dmk_sched_slice_us},
 	{"sched_nice",          PARAM_INT,   &dmk_sched_nice},
 	{"sched_fifo_priority", PARAM_INT,   &dmk_sched_fifo_priority},
@@ -190,6 +191,10 @@ static int mod_init(void)
 	}
 	if(dmk_cfg.async_queue < 1 || dmk_cfg.async_queue > DMK_MAX_ASYNC_QUEUE) {
 		LM_ERR("async_queue must be 1..%d (jobs per module worker)\n", DMK_MAX_ASYNC_QUEUE);
+		return -1;
+	}
+	if(dmk_cfg.async_direct != 0 && dmk_cfg.async_direct != 1) {
+		LM_ERR("async_direct must be 0 (module workers send) or 1 (SIP workers send)\n");
 		return -1;
 	}
 	if(dmk_cfg.sync_spin_us < 0 || dmk_cfg.sync_spin_us > DMB_MAX_SYNC_SPIN_US) {

@@ -37,13 +37,14 @@ void dmk_rpc_status(rpc_t *rpc, void *ctx)
 										__ATOMIC_RELAXED),
 			"handled_commands", (int)nhandled, "request_timeout_ms", dmk_cfg.request_timeout);
 	/* 'j' is unsigned long: 64 bits on the LP64 targets Kamailio runs on */
-	rpc->struct_add(th, "jjjjjjjjjj", "requests_in", (unsigned long)s.requests_in, "replies",
+	rpc->struct_add(th, "jjjjjjjjjjj", "requests_in", (unsigned long)s.requests_in, "replies",
 			(unsigned long)s.replies, "auto_replies", (unsigned long)s.auto_replies,
 			"sent_sync", (unsigned long)s.sent_sync, "sent_async",
 			(unsigned long)s.sent_async, "answers_ok", (unsigned long)s.answers_ok,
 			"answers_error", (unsigned long)s.answers_error, "timeouts",
 			(unsigned long)s.timeouts, "not_sent", (unsigned long)s.not_sent,
-			"async_abandoned", (unsigned long)s.async_abandoned);
+			"async_abandoned", (unsigned long)s.async_abandoned, "async_direct",
+			(unsigned long)s.async_direct);
 }
 
 /* One string member of a peer object ("" when absent). */

@@ -450,6 +450,7 @@ static int dmk_send_async_call(
 	tm_cell_t *t;
 	dmg_job *job;
 	char rname[128];
+	int rc;
 
 	if(dmk_cfg.workers <= 0 || tm->t_suspend == NULL) {
 		LM_ERR("dm_send_request_async needs tm and workers > 0\n");
@@ -501,13 +502,14 @@ static int dmk_send_async_call(
 	job->tindex = tindex;
 	job->tlabel = tlabel;
 	job->sip_status = (uint32_t)t->uas.status; /* dmk_transaction_ended() compares */
-	if(dmk_worker_hand_over(job) < 0) {
-		LM_ERR("dm_send_request_async: no module worker takes the request\n");
+	rc = dmk_worker_submit(job); /* the job is not ours any more */
+	if(rc < 0) {
+		if(rc == -1)
+			LM_ERR("dm_send_request_async: no module worker takes the request\n");
 		tm->t_cancel_suspend(tindex, tlabel);
-		shm_free(job);
-		return -1;
+		return rc;
 	}
-	LM_DBG("transaction [%u:%u] suspended, job handed over\n", tindex, tlabel);
+	LM_DBG("transaction [%u:%u] suspended, request sent or handed over\n", tindex, tlabel);
 	return 0; /* stop the script: the transaction continues in the route */
 }
 

@@ -6,8 +6,9 @@
  * Process model:
  *  - `workers` module processes (forked from PROC_MAIN) attach to the bridge, declare the
  *    commands the script has event routes for, run those routes for incoming requests, and
- *    execute asynchronous requests handed over by SIP workers (answers always come back to
- *    the process that sent the request, so the process that sends is the one that resumes).
+ *    resume the transactions of asynchronous requests: requests SIP workers sent themselves
+ *    naming a module worker's attachment for the outcome (async_direct), or requests handed
+ *    over to the module worker, which sends them (answers come back to the sender).
  *  - SIP workers, RPC and timer processes attach lazily, only for synchronous requests and
  *    status, and declare no handled commands so the bridge never routes requests to them.
  */
@@ -42,6 +43,7 @@ typedef struct dmk_cfg {
 	int reconnect_interval; /* ms between attach attempts of a process */
 	int sync_spin_us;       /* dm_send_request polls for its answer this long (adaptive) */
 	int async_queue;        /* async jobs one module worker's list may hold */
+	int async_direct;       /* 1: the SIP worker sends async requests itself (reply-to) */
 	str event_callback;     /* KEMI: the function that gets every incoming request */
 } dmk_cfg_t;
 extern dmk_cfg_t dmk_cfg;

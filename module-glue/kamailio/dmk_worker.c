@@ -6,9 +6,13 @@
  * SIP workers hand over asynchronous requests on a list in shared memory, and write to the
  * pipe only when the worker said it is going to sleep. Incoming requests run
  * event_route[dmbridge:E_DM_<ABBR>] (or dmbridge:E_DM_REQUEST, or the KEMI event callback).
- * Async requests are sent from here because answers come back to the sender; their suspended
- * transactions resume here, in the script route the caller named, with $dm(reply_json),
- * $dm(result_code), $dm(result) and $dm(peer_us) set.
+ * Async requests resume here, in the script route the caller named, with $dm(reply_json),
+ * $dm(result_code), $dm(result) and $dm(peer_us) set. With async_direct (the default) the SIP
+ * worker sends the request itself, naming this worker's attachment (its reply address, which
+ * the worker publishes in its dmk_jobq) as where the outcome goes: the job on the list only
+ * tells the worker which transaction an outcome resumes. Otherwise (async_direct 0, no
+ * address: a bridge without reply-to, the worker detached) the worker sends it, and its
+ * answer comes back to this worker because it sent it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +31,7 @@
 #include "core/mem/mem.h"
 #include "core/mem/shm_mem.h"
 #include "core/cfg/cfg_struct.h"
+#include "core/pt.h"
 
 #include "dmk_state.h"
 #include "dmk_worker.h"
@@ -53,14 +58,29 @@ typedef struct dmk_jobq
 	dmg_job *head; /* pushed jobs, newest first, linked by job->next */
 	int queued;	   /* jobs on the list, bounded by the async_queue parameter */
 	int sleeping;  /* the worker is in (or about to enter) poll: ring the pipe */
-	char pad[64 - sizeof(dmg_job *) - 2 * sizeof(int)]; /* one cache line per worker */
+	/* the worker's dmb_reply_address(): where a SIP worker's direct request names the outcome
+	 * to go; 0 while the worker is detached or its bridge has no reply-to */
+	uint64_t reply_addr;
+	char pad[64 - sizeof(dmg_job *) - 2 * sizeof(int) - sizeof(uint64_t)]; /* a cache line */
 } dmk_jobq;
+
+/* the library's text for its own requests when the bridge goes away (the scripts see the same
+ * $dm(error) whichever process sent) */
+#define DMK_BRIDGE_LOST "bridge went away before answering"
 
 static dmg_pending _dmk_pending;
 /* doorbell pipes of the module workers: _dmk_pipes[2*i] read, [2*i+1] write */
 static int *_dmk_pipes = NULL;
 static int _dmk_npipes = 0;
 static dmk_jobq *_dmk_queues = NULL; /* shared memory, one per module worker */
+/* Shared memory: bumped by a module worker before it publishes a changed reply address (its
+ * bridge went away, or a new bridge took it). A SIP worker that only sends direct requests
+ * never waits on its attachment's descriptor, so its library does not see a dead bridge's
+ * EOF by itself: it would push the next request into the dead bridge's ring ("sent", and no
+ * outcome ever). When the epoch moved since its last look, the SIP worker has its library
+ * service the connection first (EOF -> detach -> re-attach), once per change. */
+static unsigned int *_dmk_epoch = NULL;
+static unsigned int _dmk_epoch_seen = 0; /* per SIP worker */
 
 int dmk_worker_init(int n)
 {
@@ -77,6 +97,11 @@ int dmk_worker_init(int n)
 		return -1;
 	}
 	memset(_dmk_queues, 0, n * sizeof(dmk_jobq));
+	_dmk_epoch = shm_mallocxz(sizeof(*_dmk_epoch));
+	if(_dmk_epoch == NULL) {
+		SHM_MEM_ERROR;
+		return -1;
+	}
 	for(int i = 0; i < n; i++) {
 		if(pipe(&_dmk_pipes[2 * i]) < 0) {
 			LM_ERR("pipe: %s\n", strerror(errno));
@@ -113,14 +138,14 @@ static int dmk_pick_worker(unsigned int turn)
 	return (int)(turn % (unsigned int)n);
 }
 
-int dmk_worker_hand_over(dmg_job *job)
+/* A place on a module worker's list (an awake worker first, see dmk_pick_worker): its index,
+ * with its `queued` counting the job, or -1 when every list is full. */
+static int dmk_reserve(void)
 {
 	static unsigned int rr = 0;
 	static uint64_t logged = 0;
 	int widx, tries;
 	dmk_jobq *q;
-	dmg_job *head;
-	char bell = 0;
 
 	if(_dmk_npipes <= 0)
 		return -1;
@@ -132,7 +157,7 @@ int dmk_worker_hand_over(dmg_job *job)
 		q = &_dmk_queues[widx];
 		/* beyond async_queue the worker is stuck: the call fails instead of queueing */
 		if(__atomic_add_fetch(&q->queued, 1, __ATOMIC_RELAXED) <= dmk_cfg.async_queue)
-			break;
+			return widx;
 		__atomic_sub_fetch(&q->queued, 1, __ATOMIC_RELAXED);
 		if(tries >= _dmk_npipes) {
 			/* once per 5 s per process: every call fails the same way meanwhile (each
@@ -148,18 +173,121 @@ int dmk_worker_hand_over(dmg_job *job)
 		}
 		widx = (widx + 1) % _dmk_npipes;
 	}
+}
+
+static void dmk_push(dmk_jobq *q, dmg_job *job)
+{
+	dmg_job *head;
+
 	/* job->next is the pending table's link in the worker; until then it links the list */
 	head = __atomic_load_n(&q->head, __ATOMIC_RELAXED);
 	do {
 		job->next = head;
 	} while(!__atomic_compare_exchange_n(
 			&q->head, &head, job, 1, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
-	/* one producer rings per sleep; EAGAIN: the pipe is full of rings already */
+}
+
+/* wakes worker `widx` if it said it sleeps: one producer rings per sleep */
+static void dmk_ring(dmk_jobq *q, int widx)
+{
+	char bell = 0;
+
+	/* EAGAIN: the pipe is full of rings already */
 	if(__atomic_load_n(&q->sleeping, __ATOMIC_SEQ_CST)
 			&& __atomic_exchange_n(&q->sleeping, 0, __ATOMIC_SEQ_CST)
 			&& write(_dmk_pipes[2 * widx + 1], &bell, 1) < 0 && errno != EAGAIN)
 		/* the job is queued: the worker takes it at its next poll timeout (<= 1 s) */
 		LM_ERR("cannot wake worker %d: %s\n", widx + 1, strerror(errno));
+}
+
+/* A token for a direct request: DMG_DIRECT_BIT (libdmbridge's own handles never reach it),
+ * this process's number and a counter, so tokens of different SIP workers never collide in a
+ * module worker's pending table. */
+static uint64_t dmk_direct_token(void)
+{
+	static uint64_t n = 0;
+
+	n = (n + 1) & ((1ull << 40) - 1);
+	return DMG_DIRECT_BIT | ((uint64_t)(unsigned int)process_no << 40) | n;
+}
+
+/* Has libdmbridge look at this process's connection to the bridge (see _dmk_epoch): taking
+ * answers services it, and a SIP worker has none of its own to take (its sync requests are
+ * waited for in dm_send_request). */
+static void dmk_service_attachment(void)
+{
+	dmb_answer *a = NULL;
+
+	while(dmb_next_answer(dmk_w(), &a) == 1 && a != NULL) {
+		LM_WARN("unexpected answer %llu in a SIP worker, dropped\n",
+				(unsigned long long)dmb_answer_handle(a));
+		dmb_answer_free(a);
+		a = NULL;
+	}
+}
+
+/* The direct path: the job goes on worker `widx`'s list first, without its doorbell (the
+ * outcome wakes it), so it is there before its outcome can arrive; then this process sends.
+ * A failed send claims the transaction (unless the worker claimed it already: it found the
+ * worker's address stale and resumes it with not-sent); the worker frees what it holds when
+ * it sees the claim. */
+static int dmk_send_direct(dmg_job *job, int widx, uint64_t addr)
+{
+	dmk_jobq *q = &_dmk_queues[widx];
+	int rc;
+
+	job->handle = dmk_direct_token();
+	job->reply_to = addr;
+	job->refs = 2; /* this process until the send returns, and the worker */
+	dmk_push(q, job);
+	/* the SIP worker checked the JSON (dmk_send_async): the library need not look again */
+	rc = dmb_send_request_reply_to_checked(dmk_w(), addr, job->handle, job->app_id,
+			job->cmd_code, job->json, job->json_len, job->timeout_ms);
+	if(rc == DMB_OK) {
+		DMG_INC(dmk_stats(), async_direct);
+		if(dmg_job_release(job))
+			shm_free(job); /* the worker resumed it already */
+		return 0;
+	}
+	LM_ERR("dm_send_request_async(%u, %u): %s\n", job->app_id, job->cmd_code,
+			dmb_last_error());
+	if(!dmg_job_claim(job, DMG_CLAIM_SENDER)) {
+		/* the worker took the transaction first (its address went stale) and resumes it */
+		if(dmg_job_release(job))
+			shm_free(job);
+		return 0;
+	}
+	dmk_outcome_set(DMG_RC_NOT_SENT, 0, NULL, dmb_last_error());
+	if(dmg_job_release(job))
+		shm_free(job);
+	return DMG_RC_NOT_SENT;
+}
+
+int dmk_worker_submit(dmg_job *job)
+{
+	int widx;
+	dmk_jobq *q;
+	uint64_t addr = 0;
+
+	widx = dmk_reserve();
+	if(widx < 0) {
+		shm_free(job);
+		return -1;
+	}
+	q = &_dmk_queues[widx];
+	/* a module worker (a resume route calls again) hands over, as before */
+	if(dmk_cfg.async_direct && dmk_worker_index() < 0)
+		addr = __atomic_load_n(&q->reply_addr, __ATOMIC_ACQUIRE);
+	if(addr != 0 && dmk_attach("sip") == 0) {
+		unsigned int e = __atomic_load_n(_dmk_epoch, __ATOMIC_ACQUIRE);
+		if(e != _dmk_epoch_seen) {
+			dmk_service_attachment();
+			_dmk_epoch_seen = e;
+		}
+		return dmk_send_direct(job, widx, addr);
+	}
+	dmk_push(q, job);
+	dmk_ring(q, widx);
 	LM_DBG("job handed to worker %d\n", widx + 1);
 	return 0;
 }
@@ -273,6 +401,14 @@ static void dmk_run_request(dmb_request *r)
 	dmb_request_free(r);
 }
 
+/* this worker is done with the job: freed unless the SIP worker still holds it (a direct
+ * request whose send has not returned there yet) */
+static void dmk_job_done(dmg_job *job)
+{
+	if(dmg_job_release(job))
+		shm_free(job);
+}
+
 /* resumes the job's transaction with its outcome: the answer's (`ans`), or the module's own
  * (`rc` and `error`) when there is none */
 static void dmk_async_resume(dmg_job *job, int rc, const dmb_answer *ans, const char *error)
@@ -310,7 +446,7 @@ static void dmk_async_resume(dmg_job *job, int rc, const dmb_answer *ans, const 
 				ret < 0 ? "already gone?" : "tm ended it: cancelled or timed out");
 		DMG_INC(dmk_stats(), async_abandoned);
 	}
-	shm_free(job);
+	dmk_job_done(job);
 }
 
 /* Whether tm ended the job's transaction since it was suspended: freed it, or sent a final
@@ -329,6 +465,16 @@ static int dmk_transaction_ended(const dmg_job *job)
 	}
 	tm->t_sett(backup, backup_branch);
 	return ended;
+}
+
+/* A direct job this worker ends without an answer (its address stale, the safety net): it
+ * resumes the transaction only if the SIP worker's send did not fail first. */
+static void dmk_direct_end(dmg_job *job, int rc, const char *error)
+{
+	if(job->reply_to == 0 || dmg_job_claim(job, DMG_CLAIM_EXECUTOR))
+		dmk_async_resume(job, rc, NULL, error);
+	else
+		dmk_job_done(job); /* the send failed: the SIP worker cancelled the suspend */
 }
 
 static void dmk_async_start(dmg_job *job, uint64_t now)
@@ -351,20 +497,6 @@ static void dmk_async_start(dmg_job *job, uint64_t now)
 	job->handle = handle;
 	job->deadline_ms = now + job->timeout_ms + DMK_ASYNC_GRACE_MS;
 	dmg_pending_put(&_dmk_pending, job);
-}
-
-static void dmk_async_finish(dmb_answer *a)
-{
-	dmg_job *job = dmg_pending_take(&_dmk_pending, dmb_answer_handle(a));
-
-	if(job == NULL) {
-		LM_WARN("answer for unknown async handle %llu (given up on already?)\n",
-				(unsigned long long)dmb_answer_handle(a));
-		dmb_answer_free(a);
-		return;
-	}
-	dmk_async_resume(job, dmg_rc_from_class(dmb_answer_class(a)), a, NULL);
-	dmb_answer_free(a);
 }
 
 /* empties the doorbell pipe (its bytes carry nothing) */
@@ -390,6 +522,7 @@ static void dmk_drain_pipe(int fd)
 #define DMK_STALE_MS 100
 static void dmk_take_jobs(dmk_jobq *q, uint64_t now)
 {
+	uint64_t addr = __atomic_load_n(&q->reply_addr, __ATOMIC_RELAXED);
 	static uint64_t last = 0;
 	dmg_job *list, *fifo = NULL, *next;
 	uint64_t waited = now - last;
@@ -408,6 +541,20 @@ static void dmk_take_jobs(dmk_jobq *q, uint64_t now)
 	for(; fifo != NULL; fifo = next) {
 		next = fifo->next;
 		fifo->next = NULL;
+		if(fifo->reply_to != 0) {
+			/* a direct request, on the wire already (or its send failed) */
+			if(dmg_job_claimed(fifo) == DMG_CLAIM_SENDER) {
+				dmk_job_done(fifo);
+			} else if(fifo->reply_to != addr) {
+				/* sent to this worker's address from before it lost its bridge: no outcome
+				 * will come */
+				dmk_direct_end(fifo, DMG_RC_NOT_SENT, DMK_BRIDGE_LOST);
+			} else {
+				fifo->deadline_ms = now + fifo->timeout_ms + DMK_ASYNC_GRACE_MS;
+				dmg_pending_put(&_dmk_pending, fifo);
+			}
+			continue;
+		}
 		if(waited >= DMK_STALE_MS && dmk_transaction_ended(fifo)) {
 			DMG_INC(dmk_stats(), async_abandoned);
 			shm_free(fifo);
@@ -420,6 +567,55 @@ static void dmk_take_jobs(dmk_jobq *q, uint64_t now)
 		LM_WARN("%d of %d async requests not sent: their transactions ended (tm's fr_timer)"
 				" while they waited up to %llu ms for this worker\n",
 				ended, n, (unsigned long long)waited);
+}
+
+static void dmk_async_finish(dmk_jobq *q, dmb_answer *a)
+{
+	uint64_t h = dmb_answer_handle(a);
+	dmg_job *job = dmg_pending_take(&_dmk_pending, h);
+
+	if(job == NULL && (h & DMG_DIRECT_BIT) != 0) {
+		/* a direct request's job may have been pushed after this turn's take */
+		dmk_take_jobs(q, dmg_now_ms());
+		job = dmg_pending_take(&_dmk_pending, h);
+	}
+	if(job == NULL) {
+		LM_WARN("answer for unknown async handle %llu (given up on already?)\n",
+				(unsigned long long)h);
+		dmb_answer_free(a);
+		return;
+	}
+	if(job->reply_to == 0 || dmg_job_claim(job, DMG_CLAIM_EXECUTOR))
+		dmk_async_resume(job, dmg_rc_from_class(dmb_answer_class(a)), a, NULL);
+	else
+		dmk_job_done(job); /* not expected: an outcome for a send that failed */
+	dmb_answer_free(a);
+}
+
+/* Publishes this worker's reply address when it changed. An address that changed (the bridge
+ * went away, or a new one took the worker) ends the direct requests sent to the old one at
+ * once: their outcomes can no longer come here (libdmbridge ends its own requests the same
+ * way, and says nothing about these). */
+static void dmk_publish_address(dmk_jobq *q, dmb_worker *w)
+{
+	/* async_direct 0: none published, the SIP workers hand every request over */
+	uint64_t addr = w != NULL && dmk_cfg.async_direct ? dmb_reply_address(w) : 0;
+	dmg_job *job;
+	int n = 0;
+
+	if(addr == __atomic_load_n(&q->reply_addr, __ATOMIC_RELAXED))
+		return;
+	/* before the address: a SIP worker that sees the new address sees the new epoch */
+	__atomic_add_fetch(_dmk_epoch, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&q->reply_addr, addr, __ATOMIC_RELEASE);
+	while((job = dmg_pending_take_masked(&_dmk_pending, DMG_DIRECT_BIT)) != NULL) {
+		dmk_direct_end(job, DMG_RC_NOT_SENT, DMK_BRIDGE_LOST);
+		n++;
+	}
+	if(n > 0)
+		LM_WARN("%d direct async requests ended: %s\n", n, DMK_BRIDGE_LOST);
+	LM_INFO("reply address %s\n", addr != 0 ? "published: SIP workers send async requests"
+												: "withdrawn: this worker sends them");
 }
 
 static void dmk_log_queue_error(const char *what)
@@ -521,17 +717,23 @@ void dmk_worker_main(int idx)
 					dmk_log_queue_error("taking an answer");
 				if(rc <= 0 || ans == NULL)
 					break;
-				dmk_async_finish(ans);
+				dmk_async_finish(q, ans);
 			}
 			if(i == DMK_BATCH)
 				more = 1;
 		}
+		dmk_publish_address(q, w);
 		if(_dmk_pending.count > 0) {
 			while((job = dmg_pending_take_expired(&_dmk_pending, now)) != NULL) {
+				if(job->reply_to != 0 && dmg_job_claimed(job) == DMG_CLAIM_SENDER) {
+					/* its send failed after this worker took it: nothing to resume */
+					dmk_job_done(job);
+					continue;
+				}
 				LM_ERR("async request %llu: no outcome from libdmbridge %d ms after its"
 					   " timeout, resuming with a timeout\n",
 						(unsigned long long)job->handle, DMK_ASYNC_GRACE_MS);
-				dmk_async_resume(job, DMG_RC_TIMEOUT, NULL, "no answer (module safety net)");
+				dmk_direct_end(job, DMG_RC_TIMEOUT, "no answer (module safety net)");
 			}
 		}
 	}

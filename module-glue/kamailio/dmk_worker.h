@@ -9,9 +9,13 @@
 
 /* mod_init: the job lists (shared memory) and doorbell pipes of the n module workers */
 int dmk_worker_init(int n);
-/* a SIP worker hands an async request to a module worker (an awake one first, else in turn);
- * -1 when it cannot (its list full: a stuck worker), the caller keeps the job */
-int dmk_worker_hand_over(dmg_job *job);
+/* A SIP worker gives a suspended transaction's async request to a module worker (an awake one
+ * first, else in turn): with async_direct, when the worker has a reply address, it sends the
+ * request itself and the worker gets the outcome; else the worker sends it. Takes the job in
+ * every case. 0: the transaction resumes in the worker; -1: no worker takes it (every list
+ * full: stuck workers), DMG_RC_NOT_SENT: the send failed ($dm(error) says why); on both the
+ * caller cancels the suspend. */
+int dmk_worker_submit(dmg_job *job);
 /* the module worker's loop: never returns */
 void dmk_worker_main(int idx);
 

@@ -2,16 +2,22 @@
 //! `kamailio` with `dmbridge.so`, the real `dmbridge run`, a Diameter peer that holds its
 //! answers until the test says so ([`harness::held_peer`]) and SIP clients on UDP. The script
 //! (`CFG` below) sends a test_app request per SIP MESSAGE, `dm_send_request_async` (tm
-//! suspends the transaction, a dmbridge worker sends it) for `async` and `dm_send_request`
-//! (the SIP worker waits) for `sync`, and replies 200 for a 2xxx answer, else
-//! `500 Diameter <rc> <error>`. Every wait is bounded and polls a condition.
+//! suspends the transaction; with `async_direct` 1, the module's default, the SIP worker sends
+//! the request itself naming a dmbridge worker as where the outcome goes, with 0 it hands the
+//! job over and the dmbridge worker sends it) for `async` and `dm_send_request` (the SIP worker
+//! waits) for `sync`, and replies 200 for a 2xxx answer, else `500 Diameter <rc> <error>`.
+//! Every wait is bounded and polls a condition. The tests about jobs that wait on the
+//! shared-memory lists of stopped dmbridge workers run the hand-over (`async_direct` 0): with
+//! the direct path the request is on the wire before the job is on a list.
 //!
 //! - `sigterm_with_async_and_sync_calls_in_flight`: Kamailio stops (SIGTERM) while the peer
 //!   holds 4 async and 2 sync requests. It exits 0 well within its exit_timeout, with no
 //!   crash in its log; the bridge logs each attachment's departure with the 6 requests it
 //!   abandons; then a new Kamailio attaches (in the same slots) and the peer answers the old
 //!   requests: the bridge counts all 6 as dropped, none reaches the new workers, nothing
-//!   stays pending in the node, and the new Kamailio's next call is answered.
+//!   stays pending in the node, and the new Kamailio's next call is answered. With the direct
+//!   path only the 2 sync requests are logged as abandoned with their workers (a direct
+//!   request is no attachment's own); `_handover` runs it with `async_direct` 0 (all 6).
 //! - `killed_dmbridge_worker_takes_kamailio_down`: a dmbridge worker killed (SIGKILL) with 4
 //!   jobs in flight. Kamailio's main process ends the whole server when a child dies
 //!   ("terminating due to SIGCHLD"), so the suspended transactions end with it and the SIP
@@ -44,6 +50,21 @@
 //! - `answer_after_tm_ended_the_transaction_is_counted`: fr_timer below request_timeout: tm
 //!   answers 408 first; the peer's answers then resume nothing, and are counted
 //!   (async_abandoned) and logged.
+//!
+//! The direct path (session 16; `async_direct` 1):
+//! - `direct_requests_go_out_while_the_dmbridge_workers_are_stopped`: both dmbridge workers
+//!   stopped (SIGSTOP), 3 async calls still reach the peer (so the SIP workers sent them:
+//!   a stopped worker sends nothing), counted in async_direct; answered, then SIGCONT: the
+//!   workers resume the 3 transactions, 200 each. The same with `async_direct` 0 reaches the
+//!   peer only after SIGCONT and counts nothing in async_direct.
+//! - `direct_request_timeout_resumes_once`: the peer never answers; the bridge's timeout
+//!   outcome goes to the dmbridge worker, which resumes with -2 once.
+//! - `direct_send_failure_is_the_scripts_not_sent`: the dmbridge workers stopped and the bridge
+//!   killed: a SIP worker's send fails, the script gets the error return at once (500
+//!   "Diameter not sent", not_sent), and when the workers go on they drop the job without
+//!   resuming anything (no "cannot resume", async_abandoned 0).
+//! - `bridge_restart_ends_waiting_calls_then_reattaches` runs both ways (`_handover`): each
+//!   waiting call resumes once with -3, none waits for its timeout.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -81,6 +102,7 @@ modparam("dmbridge", "bridge_socket", DMB_SOCKET)
 modparam("dmbridge", "workers", 2)
 modparam("dmbridge", "request_timeout", REQUEST_TIMEOUT)
 modparam("dmbridge", "async_queue", ASYNC_QUEUE)
+modparam("dmbridge", "async_direct", ASYNC_DIRECT)
 modparam("tm", "fr_timer", FR_TIMER)
 
 request_route {
@@ -102,6 +124,16 @@ request_route {
 	}
 	if ($rU == "badjson") {
 		$var(req) = "[";
+	}
+	if ($rU == "big") {
+		# valid JSON larger than the bridge's largest message (256 KiB): the send refuses it
+		$var(x) = "aaaaaaaaaa";
+		$var(i) = 0;
+		while ($var(i) < 15) {
+			$var(x) = $var(x) + $var(x);
+			$var(i) = $var(i) + 1;
+		}
+		$var(req) = '[{"User-Name":"' + $var(x) + '"}]';
 	}
 	if (!t_newtran()) {
 		sl_reply_error();
@@ -140,18 +172,45 @@ struct Setup {
 }
 
 /// A bridge whose default route is the held peer (answer timeout 20 s: only the script's
-/// request timeout ends a request), and the script written with `defines`' values.
+/// request timeout ends a request), and the script written with `defines`' values; the
+/// module's default `async_direct` (1).
 fn setup(name: &str, request_timeout_ms: u32, fr_timer_ms: u32, exit_timeout_s: u32) -> Setup {
-    setup_queue(name, request_timeout_ms, fr_timer_ms, exit_timeout_s, 8192)
+    setup_queue(
+        name,
+        request_timeout_ms,
+        fr_timer_ms,
+        exit_timeout_s,
+        8192,
+        1,
+    )
 }
 
-/// [`setup`] with the module's `async_queue` (jobs per dmbridge worker's list).
+/// [`setup`] with `async_direct` 0: the dmbridge workers send the async requests.
+fn setup_handover(
+    name: &str,
+    request_timeout_ms: u32,
+    fr_timer_ms: u32,
+    exit_timeout_s: u32,
+) -> Setup {
+    setup_queue(
+        name,
+        request_timeout_ms,
+        fr_timer_ms,
+        exit_timeout_s,
+        8192,
+        0,
+    )
+}
+
+/// [`setup`] with the module's `async_queue` (jobs per dmbridge worker's list) and
+/// `async_direct`.
 fn setup_queue(
     name: &str,
     request_timeout_ms: u32,
     fr_timer_ms: u32,
     exit_timeout_s: u32,
     async_queue: u32,
+    async_direct: u32,
 ) -> Setup {
     let dir = TestDir::new(name);
     let _ = harness::dmbridge::dmbridge_bin();
@@ -166,7 +225,8 @@ fn setup_queue(
         .replace("REQUEST_TIMEOUT", &request_timeout_ms.to_string())
         .replace("FR_TIMER", &fr_timer_ms.to_string())
         .replace("EXIT_TIMEOUT", &exit_timeout_s.to_string())
-        .replace("ASYNC_QUEUE", &async_queue.to_string());
+        .replace("ASYNC_QUEUE", &async_queue.to_string())
+        .replace("ASYNC_DIRECT", &async_direct.to_string());
     std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{}: {e}", cfg.display()));
     Setup {
         dir,
@@ -230,6 +290,31 @@ fn wait_exit(k: &mut RoleKamailio, within: Duration) -> std::process::ExitStatus
     })
 }
 
+/// Kills the bridge (SIGKILL) and drops the peer's connection to it.
+fn kill_bridge(s: &mut Setup, peer: HeldPeer) {
+    s.bridge
+        .guard()
+        .signal(Sig::Kill)
+        .unwrap_or_else(|e| panic!("SIGKILL: {e}"));
+    s.bridge.guard().wait_exit(Duration::from_secs(5));
+    drop(peer);
+}
+
+/// Starts the same bridge again and waits until both dmbridge workers of `k` re-attached by
+/// themselves; returns the peer connected to it.
+fn restart_bridge(s: &mut Setup, k: &RoleKamailio) -> HeldPeer {
+    let opts = held_bridge_options(s.bridge.port(), "");
+    s.bridge = Bridge::start(s.dir.path(), &opts);
+    let peer = HeldPeer::connect(s.bridge.port());
+    let r = poll_until(
+        "the dmbridge workers re-attached",
+        Duration::from_secs(10),
+        || (dm_worker_pids(&s.bridge).len() == 2).then_some(()),
+    );
+    r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
+    peer
+}
+
 /// After a Kamailio went away with `n` requests at the peer: a new Kamailio attaches (in the
 /// slots the old workers had), then the peer answers the old requests. The bridge counts each
 /// answer as dropped (its worker is gone) and delivers none to the new workers; nothing stays
@@ -277,7 +362,18 @@ fn answers_after_the_workers_left_are_dropped(s: &Setup, peer: &mut HeldPeer, n:
 
 #[test]
 fn sigterm_with_async_and_sync_calls_in_flight() {
-    let mut s = setup("originate-stops-sigterm", 8000, 20000, 10);
+    sigterm_with_calls_in_flight(setup("originate-stops-sigterm", 8000, 20000, 10), true);
+}
+
+#[test]
+fn sigterm_with_async_and_sync_calls_in_flight_handover() {
+    let s = setup_handover("originate-stops-sigterm-h", 8000, 20000, 10);
+    sigterm_with_calls_in_flight(s, false);
+}
+
+/// Kamailio stopped (SIGTERM) while the peer holds 4 async and 2 sync requests; `direct`:
+/// the SIP workers sent the async ones (async_direct 1).
+fn sigterm_with_calls_in_flight(mut s: Setup, direct: bool) {
     let mut peer = HeldPeer::connect(s.bridge.port());
     let mut k = kamailio(&s, "kamailio-a");
     let (_a, _y) = calls_at_the_peer(&mut peer, &k.guard, k.sip_port, 4, 2);
@@ -291,8 +387,11 @@ fn sigterm_with_async_and_sync_calls_in_flight() {
         k.guard.tail(30)
     );
 
-    // each dmbridge worker and SIP worker that had a request out is logged as gone with it
-    assert_eq!(wait_all_gone(&mut s.bridge, 6), 6);
+    // each dmbridge worker and SIP worker that had a request out is logged as gone with it;
+    // a direct request is nobody's own (its sender keeps nothing, the dmbridge worker it names
+    // only gets its outcome): the bridge drops its outcome when it comes
+    let own = if direct { 2 } else { 6 };
+    assert_eq!(wait_all_gone(&mut s.bridge, own), own);
     answers_after_the_workers_left_are_dropped(&s, &mut peer, 6);
 }
 
@@ -329,23 +428,33 @@ fn killed_dmbridge_worker_takes_kamailio_down() {
     assert_eq!(crashes, Vec::<String>::new());
     assert_eq!(a.finals(Duration::from_millis(500)), []);
 
-    assert_eq!(wait_all_gone(&mut s.bridge, 4), 4);
+    // the 4 async requests are direct (the SIP workers sent them): no attachment owns them,
+    // and their outcomes are dropped when they come
+    assert_eq!(wait_all_gone(&mut s.bridge, 0), 0);
     answers_after_the_workers_left_are_dropped(&s, &mut peer, 4);
 }
 
 #[test]
 fn bridge_restart_ends_waiting_calls_then_reattaches() {
-    let mut s = setup("originate-stops-restart", 8000, 20000, 10);
+    bridge_restart(setup("originate-stops-restart", 8000, 20000, 10), 4);
+}
+
+#[test]
+fn bridge_restart_ends_waiting_calls_then_reattaches_handover() {
+    bridge_restart(
+        setup_handover("originate-stops-restart-h", 8000, 20000, 10),
+        0,
+    );
+}
+
+/// The bridge killed while 4 async and 2 sync calls wait at the peer; `direct`: how many of the
+/// async requests the SIP workers sent themselves (async_direct).
+fn bridge_restart(mut s: Setup, direct: u64) {
     let mut peer = HeldPeer::connect(s.bridge.port());
     let mut k = kamailio(&s, "kamailio-a");
     let (a, y) = calls_at_the_peer(&mut peer, &k.guard, k.sip_port, 4, 2);
 
-    s.bridge
-        .guard()
-        .signal(Sig::Kill)
-        .unwrap_or_else(|e| panic!("SIGKILL: {e}"));
-    s.bridge.guard().wait_exit(Duration::from_secs(5));
-    drop(peer);
+    kill_bridge(&mut s, peer);
     // every waiting call ends with -3 (DESIGN §3: bridge down) well before its 8 s timeout,
     // and the script answers the SIP client
     let went = "-3 bridge went away before answering";
@@ -360,22 +469,23 @@ fn bridge_restart_ends_waiting_calls_then_reattaches() {
         }
     }
     assert_eq!(module_counter(&k, "not_sent"), Some(6));
+    assert_eq!(module_counter(&k, "async_direct"), Some(direct));
+    // each resumed once: no second resume attempt failed, no safety net
+    assert_eq!(k.log_lines("cannot resume transaction").len(), 0);
+    assert_eq!(k.log_lines("module safety net").len(), 0);
     assert!(k.guard.is_running());
 
     // the same bridge again: the module's processes re-attach by themselves
-    let opts = held_bridge_options(s.bridge.port(), "");
-    s.bridge = Bridge::start(s.dir.path(), &opts);
-    let mut peer = HeldPeer::connect(s.bridge.port());
-    let r = poll_until(
-        "the dmbridge workers re-attached",
-        Duration::from_secs(10),
-        || (dm_worker_pids(&s.bridge).len() == 2).then_some(()),
-    );
-    r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
+    let mut peer = restart_bridge(&mut s, &k);
     for user in ["async", "sync"] {
         call_answered(&mut peer, &k.guard, k.sip_port, user);
     }
     assert_eq!(module_counter(&k, "answers_ok"), Some(2));
+    // after the restart the SIP workers send again when the path is direct
+    assert_eq!(
+        module_counter(&k, "async_direct"),
+        Some(if direct > 0 { direct + 1 } else { 0 })
+    );
 }
 
 /// Stops (SIGSTOP) both dmbridge workers of `k`, then sends `n` async calls: the SIP workers
@@ -404,7 +514,7 @@ fn stop_workers_until_tm_ends_calls(s: &Setup, k: &RoleKamailio, n: usize) -> Ve
 #[test]
 fn sigterm_with_jobs_on_the_shared_list() {
     // fr_timer 3 s: tm ends the suspended transactions while the dmbridge workers are stopped
-    let mut s = setup("originate-stops-list", 8000, 3000, 4);
+    let mut s = setup_handover("originate-stops-list", 8000, 3000, 4);
     let mut peer = HeldPeer::connect(s.bridge.port());
     let mut k = kamailio(&s, "kamailio-a");
     // the jobs stay on the workers' lists in shared memory: nobody takes them
@@ -421,7 +531,7 @@ fn sigterm_with_jobs_on_the_shared_list() {
 
 #[test]
 fn stopped_dmbridge_workers_send_nothing_for_ended_transactions() {
-    let s = setup("originate-stops-stuck", 8000, 3000, 10);
+    let s = setup_handover("originate-stops-stuck", 8000, 3000, 10);
     let mut peer = HeldPeer::connect(s.bridge.port());
     let k = kamailio(&s, "kamailio-a");
     let pids = stop_workers_until_tm_ends_calls(&s, &k, 4);
@@ -498,14 +608,7 @@ fn graceful_bridge_stop_delivers_the_answers_in_flight() {
     assert_eq!(module_counter(&k, "answers_ok"), Some(3));
     assert!(k.guard.is_running());
 
-    s.bridge = Bridge::start(s.dir.path(), &held_bridge_options(s.bridge.port(), ""));
-    let mut peer = HeldPeer::connect(s.bridge.port());
-    let r = poll_until(
-        "the dmbridge workers re-attached",
-        Duration::from_secs(10),
-        || (dm_worker_pids(&s.bridge).len() == 2).then_some(()),
-    );
-    r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
+    let mut peer = restart_bridge(&mut s, &k);
     call_answered(&mut peer, &k.guard, k.sip_port, "async");
 }
 
@@ -554,7 +657,7 @@ fn async_calls_that_suspend_nothing_are_counted() {
 
 #[test]
 fn full_job_lists_refuse_only_when_every_list_is_full() {
-    let s = setup_queue("originate-stops-full", 8000, 20000, 10, 2);
+    let s = setup_queue("originate-stops-full", 8000, 20000, 10, 2, 0);
     let mut peer = HeldPeer::connect(s.bridge.port());
     let k = kamailio(&s, "kamailio-a");
     let pids = dm_worker_pids(&s.bridge);
@@ -611,4 +714,168 @@ fn full_job_lists_refuse_only_when_every_list_is_full() {
     assert!(f.iter().all(|(_, l)| l == "SIP/2.0 200 OK"), "{f:?}");
     assert_eq!(module_counter(&k, "async_abandoned"), Some(0));
     call_answered(&mut peer, &k.guard, k.sip_port, "async");
+}
+
+/// Stops both dmbridge workers, sends 3 async calls, and returns (the workers' pids, the
+/// batch, how many requests reached the peer while the workers were stopped).
+fn async_calls_with_stopped_workers(
+    s: &Setup,
+    k: &RoleKamailio,
+    peer: &mut HeldPeer,
+) -> (Vec<u32>, SipBatch, usize) {
+    let pids = dm_worker_pids(&s.bridge);
+    assert_eq!(pids.len(), 2);
+    for p in &pids {
+        signal_pid(*p, "STOP");
+    }
+    let a = SipBatch::send(k.sip_port, "async", "a", 3);
+    let r = poll_until("3 async calls made", Duration::from_secs(10), || {
+        (module_counter(k, "sent_async") == Some(3)).then_some(())
+    });
+    r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
+    let at_peer = peer.hold(3, Duration::from_secs(2));
+    (pids, a, at_peer)
+}
+
+#[test]
+fn direct_requests_go_out_while_the_dmbridge_workers_are_stopped() {
+    for direct in [1u32, 0] {
+        let name = format!("originate-stops-direct-{direct}");
+        let s = setup_queue(&name, 8000, 20000, 10, 8192, direct);
+        let mut peer = HeldPeer::connect(s.bridge.port());
+        let k = kamailio(&s, "kamailio-a");
+        let (pids, a, at_peer) = async_calls_with_stopped_workers(&s, &k, &mut peer);
+        if direct == 1 {
+            // a stopped worker sends nothing: the SIP workers did
+            assert_eq!(at_peer, 3, "direct: {}", k.guard.tail(20));
+            assert_eq!(module_counter(&k, "async_direct"), Some(3));
+        } else {
+            assert_eq!(at_peer, 0, "hand-over: sent by a stopped worker?");
+            assert_eq!(module_counter(&k, "async_direct"), Some(0));
+        }
+        for p in &pids {
+            signal_pid(*p, "CONT");
+        }
+        assert_eq!(peer.hold(3, Duration::from_secs(10)), 3);
+        assert_eq!(peer.answer_all(), 3);
+        let f = a.finals(Duration::from_secs(10));
+        assert_eq!(f.len(), 3, "{f:?}\n{}", k.guard.tail(20));
+        assert!(f.iter().all(|(_, l)| l == "SIP/2.0 200 OK"), "{f:?}");
+        assert_eq!(module_counter(&k, "answers_ok"), Some(3));
+        assert_eq!(module_counter(&k, "async_abandoned"), Some(0));
+        assert!(
+            k.log_lines("unknown async handle").is_empty(),
+            "{}",
+            k.guard.tail(20)
+        );
+    }
+}
+
+#[test]
+fn direct_request_timeout_resumes_once() {
+    // request_timeout 1 s: the bridge ends the request and sends its timeout to the worker
+    let s = setup("originate-stops-direct-timeout", 1000, 20000, 10);
+    let mut peer = HeldPeer::connect(s.bridge.port());
+    let k = kamailio(&s, "kamailio-a");
+    let (a, _) = calls_at_the_peer(&mut peer, &k.guard, k.sip_port, 2, 0);
+    let f = a.finals(Duration::from_secs(10));
+    assert_eq!(f.len(), 2, "{f:?}\n{}", k.guard.tail(20));
+    assert!(
+        f.iter()
+            .all(|(_, l)| l.starts_with("SIP/2.0 500 Diameter -2")),
+        "{f:?}"
+    );
+    assert_eq!(module_counter(&k, "async_direct"), Some(2));
+    assert_eq!(module_counter(&k, "timeouts"), Some(2));
+    assert_eq!(k.log_lines("module safety net").len(), 0);
+    // the late answers reach nobody's transaction
+    assert_eq!(peer.answer_all(), 2);
+    peer.idle(Duration::from_millis(300));
+    assert_eq!(module_counter(&k, "answers_ok"), Some(0));
+    assert_eq!(k.log_lines("cannot resume transaction").len(), 0);
+    call_answered(&mut peer, &k.guard, k.sip_port, "async");
+}
+
+#[test]
+fn direct_send_failure_is_the_scripts_not_sent() {
+    let s = setup("originate-stops-direct-fail", 8000, 20000, 10);
+    let mut peer = HeldPeer::connect(s.bridge.port());
+    let k = kamailio(&s, "kamailio-a");
+    // a request the SIP worker's send refuses (too big for the bridge): the script gets the
+    // error return at once, and the dmbridge worker that has the job drops it unresumed
+    let b = SipBatch::send(k.sip_port, "big", "big", 2);
+    let f = b.finals(Duration::from_secs(10));
+    assert_eq!(f.len(), 2, "{f:?}\n{}", k.guard.tail(20));
+    assert!(
+        f.iter().all(|(_, l)| l == "SIP/2.0 500 Diameter not sent"),
+        "{f:?}"
+    );
+    assert_eq!(module_counter(&k, "sent_async"), Some(2));
+    assert_eq!(module_counter(&k, "not_sent"), Some(2));
+    assert_eq!(module_counter(&k, "async_direct"), Some(0));
+    assert_eq!(
+        k.log_lines("dm_send_request_async(16777215, 16777214): ")
+            .len(),
+        2,
+        "{}",
+        k.guard.tail(20)
+    );
+    call_answered(&mut peer, &k.guard, k.sip_port, "async");
+    assert_eq!(peer.held(), 0);
+    assert_eq!(module_counter(&k, "async_direct"), Some(1));
+    assert_eq!(module_counter(&k, "answers_ok"), Some(1));
+    assert_eq!(module_counter(&k, "async_abandoned"), Some(0));
+    assert_eq!(k.log_lines("cannot resume transaction").len(), 0);
+}
+
+#[test]
+fn direct_requests_into_a_dead_bridge_end_when_the_workers_see_it() {
+    let mut s = setup("originate-stops-direct-dead", 8000, 20000, 10);
+    // one SIP worker, attached by the first call
+    let text = std::fs::read_to_string(&s.cfg).expect("cfg");
+    std::fs::write(&s.cfg, text.replace("children=4", "children=1")).expect("cfg");
+    let mut peer = HeldPeer::connect(s.bridge.port());
+    let k = kamailio(&s, "kamailio-a");
+    // (not call_answered: its Call-ID again within tm's wait timer would be a retransmission)
+    let (a, _) = calls_at_the_peer(&mut peer, &k.guard, k.sip_port, 1, 0);
+    assert_eq!(peer.answer_all(), 1);
+    assert_eq!(
+        a.finals(Duration::from_secs(10)),
+        [(0, "SIP/2.0 200 OK".to_string())]
+    );
+    let pids = dm_worker_pids(&s.bridge);
+    assert_eq!(pids.len(), 2);
+    // the dmbridge workers stopped, the bridge killed: the SIP worker's library has not seen
+    // the EOF (it waits on nothing), so its sends go into the dead bridge's ring
+    for p in &pids {
+        signal_pid(*p, "STOP");
+    }
+    kill_bridge(&mut s, peer);
+    let b = SipBatch::send(k.sip_port, "async", "dead", 3);
+    let r = poll_until("3 async calls made", Duration::from_secs(10), || {
+        (module_counter(&k, "sent_async") == Some(4)).then_some(())
+    });
+    r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
+    // the workers go on, see the bridge gone, and end each call at once (not at its 8 s
+    // timeout, not by the safety net), once
+    for p in &pids {
+        signal_pid(*p, "CONT");
+    }
+    let f = b.finals(Duration::from_secs(6));
+    assert_eq!(f.len(), 3, "{f:?}\n{}", k.guard.tail(20));
+    assert!(
+        f.iter().all(
+            |(_, l)| l.starts_with("SIP/2.0 500 Diameter -3 bridge went away before answering")
+        ),
+        "{f:?}"
+    );
+    assert_eq!(module_counter(&k, "not_sent"), Some(3));
+    assert_eq!(k.log_lines("module safety net").len(), 0);
+    assert_eq!(k.log_lines("cannot resume transaction").len(), 0);
+    // the bridge back: the SIP worker's library sees its old connection's EOF first (the
+    // workers' new addresses tell it), re-attaches, and sends directly again
+    let mut peer = restart_bridge(&mut s, &k);
+    call_answered(&mut peer, &k.guard, k.sip_port, "async");
+    assert_eq!(module_counter(&k, "async_direct"), Some(5));
+    assert_eq!(module_counter(&k, "answers_ok"), Some(2));
 }

@@ -197,8 +197,9 @@ WITH_BRIDGE = ['"htable", "htable", "c=>size=4;"', '"dmbridge", "bridge_socket",
                '"dmbridge", "sched_nice", 3']
 
 
-def native_cfg(rs, uas_port):
-    return cfg_head(["tm", "sl", "pv", "xlog", "textops", "htable"], WITH_BRIDGE) + f"""
+def native_cfg(rs, uas_port, extra=()):
+    return cfg_head(["tm", "sl", "pv", "xlog", "textops", "htable"],
+                    WITH_BRIDGE + list(extra)) + f"""
 {VARS}
 request_route {{
 	route(VARS);
@@ -381,6 +382,14 @@ def run_rows(procs, rs, api, cfg_path, sock, bridge, work, tag, uas):
     if bridge:
         report.check(f"{tag}: module worker attached to the reference bridge",
                      fm.wait_for(log, "attached to bridge", 10 * slow), fm.log_tail(log))
+        # async_direct (session 16): the module worker publishes its reply address (the
+        # reference bridge offers reply-to) and the SIP worker sends the async rows' requests
+        # itself; with async_direct 0 it publishes none and the worker sends them
+        direct = "handover" not in tag
+        published = fm.wait_for(log, "reply address published", (5 if direct else 1) * slow)
+        report.check(f"{tag}: reply address {'published' if direct else 'not published'}"
+                     f" (async_direct {int(direct)})", bool(published) == direct,
+                     fm.log_tail(log))
     n = 0
     for r in rs:
         if r["api"] != api or (r["where"] == "event" and not bridge):
@@ -475,7 +484,8 @@ def config_errors(work):
                       ('"sched_nice", -21', r"sched_nice must be -20\.\.19"),
                       ('"sched_fifo_priority", 100',
                        r"sched_fifo_priority must be 0 \(SCHED_OTHER\) or 1\.\.99"),
-                      ('"async_queue", 0', r"async_queue must be 1\.\.1048576")):
+                      ('"async_queue", 0', r"async_queue must be 1\.\.1048576"),
+                      ('"async_direct", 2', r"async_direct must be 0 .* or 1 ")):
         out, rc = start(base + f'modparam("dmbridge", {param})\nrequest_route {{ drop; }}\n')
         report.check(f"kamailio refuses to start with modparam {param}, saying why",
                      rc not in (None, 0) and re.search(rx, out) is not None, out)
@@ -549,6 +559,12 @@ def main():
         suffix = "bridge" if bridge else "nobridge"
         run_rows(procs, rs, "native", ncfg, sock, bridge, work, f"native-{suffix}", uas)
         run_rows(procs, rs, "kemi", kcfg, sock, bridge, work, f"kemi-{suffix}", uas)
+        if bridge:
+            # the same native rows with the hand-over (async_direct 0): the same outcomes
+            hcfg = os.path.join(work, "native-handover.cfg")
+            open(hcfg, "w").write(native_cfg(rs, uas.port, ['"dmbridge", "async_direct", 0']))
+            run_rows(procs, rs, "native", hcfg, sock, bridge, work, "native-bridge-handover",
+                     uas)
 
     def refused(procs, work, uas, sock):
         # the module worker takes the only slot; the SIP worker's attach is refused: its call
