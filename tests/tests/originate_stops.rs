@@ -717,11 +717,13 @@ fn full_job_lists_refuse_only_when_every_list_is_full() {
 }
 
 /// Stops both dmbridge workers, sends 3 async calls, and returns (the workers' pids, the
-/// batch, how many requests reached the peer while the workers were stopped).
+/// batch, how many requests reached the peer while the workers were stopped: waiting up to
+/// `wait` for the 3).
 fn async_calls_with_stopped_workers(
     s: &Setup,
     k: &RoleKamailio,
     peer: &mut HeldPeer,
+    wait: Duration,
 ) -> (Vec<u32>, SipBatch, usize) {
     let pids = dm_worker_pids(&s.bridge);
     assert_eq!(pids.len(), 2);
@@ -733,7 +735,7 @@ fn async_calls_with_stopped_workers(
         (module_counter(k, "sent_async") == Some(3)).then_some(())
     });
     r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
-    let at_peer = peer.hold(3, Duration::from_secs(2));
+    let at_peer = peer.hold(3, wait);
     (pids, a, at_peer)
 }
 
@@ -744,7 +746,9 @@ fn direct_requests_go_out_while_the_dmbridge_workers_are_stopped() {
         let s = setup_queue(&name, 8000, 20000, 10, 8192, direct);
         let mut peer = HeldPeer::connect(s.bridge.port());
         let k = kamailio(&s, "kamailio-a");
-        let (pids, a, at_peer) = async_calls_with_stopped_workers(&s, &k, &mut peer);
+        // direct: the 3 requests arrive (bounded wait); hand-over: none may, 2 s to show it
+        let wait = Duration::from_secs(if direct == 1 { 10 } else { 2 });
+        let (pids, a, at_peer) = async_calls_with_stopped_workers(&s, &k, &mut peer, wait);
         if direct == 1 {
             // a stopped worker sends nothing: the SIP workers did
             assert_eq!(at_peer, 3, "direct: {}", k.guard.tail(20));
