@@ -716,6 +716,17 @@ fn full_job_lists_refuse_only_when_every_list_is_full() {
     call_answered(&mut peer, &k.guard, k.sip_port, "async");
 }
 
+/// No crash, no allocator complaint (Kamailio's shm allocator logs "BUG: ... freeing already
+/// freed pointer" for a double free) and no job resumed twice in `k`'s log so far.
+fn no_crash_no_double_free(k: &RoleKamailio) {
+    let log = k.guard.output();
+    assert_eq!(lines_with_any(&log, CRASH), Vec::<String>::new());
+    assert_eq!(
+        lines_with_any(&log, &["cannot resume transaction"]),
+        Vec::<String>::new()
+    );
+}
+
 /// Stops both dmbridge workers, sends 3 async calls, and returns (the workers' pids, the
 /// batch, how many requests reached the peer while the workers were stopped: waiting up to
 /// `wait` for the 3).
@@ -772,6 +783,7 @@ fn direct_requests_go_out_while_the_dmbridge_workers_are_stopped() {
             "{}",
             k.guard.tail(20)
         );
+        no_crash_no_double_free(&k);
     }
 }
 
@@ -798,6 +810,7 @@ fn direct_request_timeout_resumes_once() {
     assert_eq!(module_counter(&k, "answers_ok"), Some(0));
     assert_eq!(k.log_lines("cannot resume transaction").len(), 0);
     call_answered(&mut peer, &k.guard, k.sip_port, "async");
+    no_crash_no_double_free(&k);
 }
 
 #[test]
@@ -830,6 +843,7 @@ fn direct_send_failure_is_the_scripts_not_sent() {
     assert_eq!(module_counter(&k, "answers_ok"), Some(1));
     assert_eq!(module_counter(&k, "async_abandoned"), Some(0));
     assert_eq!(k.log_lines("cannot resume transaction").len(), 0);
+    no_crash_no_double_free(&k);
 }
 
 #[test]
@@ -882,4 +896,5 @@ fn direct_requests_into_a_dead_bridge_end_when_the_workers_see_it() {
     call_answered(&mut peer, &k.guard, k.sip_port, "async");
     assert_eq!(module_counter(&k, "async_direct"), Some(5));
     assert_eq!(module_counter(&k, "answers_ok"), Some(2));
+    no_crash_no_double_free(&k);
 }
