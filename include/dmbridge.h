@@ -555,6 +555,26 @@ uint32_t dmb_answer_result_code(const dmb_answer *a);
 uint64_t dmb_answer_peer_ns(const dmb_answer *a);
 
 /**
+ * The library's round trip for this answer, in nanoseconds: for this worker's own request,
+ * its send call entered (`dmb_send_request()`, `dmb_send_request_async*()`) -> the answer
+ * taken (returned by the sync call, or by `dmb_next_answer()`); for an outcome of another
+ * attachment's `dmb_send_request_reply_to_checked()`, that sender's call entered (the send
+ * time it stamped into the request, on the host's CLOCK_MONOTONIC) -> taken here. It
+ * includes the library on both sides, the rings and doorbells, the wake-ups, the bridge and
+ * the peer (`dmb_answer_peer_ns()`); it does not include what the module did before the send
+ * call or does after the take. So the script's round trip less this is the SIP server's
+ * own part: for the Kamailio async path, the hand-over per call (suspending the
+ * transaction, and resuming it in the module worker). What the library's histograms
+ * (`dmbridge_script_request_worker_seconds`) count. 0 when unknown: an outcome the library
+ * made itself (not sent, its own timeout, the bridge gone), or a reply-to send stamp that is
+ * not a round trip (in the future, or older than any timeout).
+ *
+ * # Safety
+ * `a` is NULL or a live answer.
+ */
+uint64_t dmb_answer_worker_ns(const dmb_answer *a);
+
+/**
  * Why the request timed out or was not sent ("" otherwise). Valid
  * until the answer is freed.
  *

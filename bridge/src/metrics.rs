@@ -336,7 +336,7 @@ impl Metrics {
         );
         registry.register(
             "dmbridge_script_request_worker_seconds",
-            "A script's request as the SIP-server worker's library saw it, from the call to the outcome handed back to the module (requests the bridge answered; the peer's time included)",
+            "A script's request as the SIP-server worker's library saw it, from the call to the outcome handed back to the module (requests the bridge answered; the peer's time included; a reply-to request from the sending worker's call to the outcome handed back to the receiving worker)",
             WorkerHistogram {
                 board: script_request_latency.workers.clone(),
                 part: WorkerPart::RoundTrip,

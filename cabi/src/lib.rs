@@ -320,6 +320,7 @@ pub struct dmb_answer {
     class: c_int,
     result_code: u32,
     peer_ns: u64,
+    worker_ns: u64,
     avps_json: CText,
     error: CText,
 }
@@ -1120,6 +1121,7 @@ fn answer_box(h: &mut dmb_worker, c: Completion) -> *mut dmb_answer {
         class: 0,
         result_code: 0,
         peer_ns: 0,
+        worker_ns: 0,
         avps_json: CText::default(),
         error: CText::default(),
     });
@@ -1127,6 +1129,7 @@ fn answer_box(h: &mut dmb_worker, c: Completion) -> *mut dmb_answer {
     a.class = c.class;
     a.result_code = c.result_code;
     a.peer_ns = c.peer_ns;
+    a.worker_ns = c.worker_ns;
     a.avps_json.set(&c.avps_json);
     a.error.set(&c.error);
     // The library's strings go back to it for the next answers.
@@ -1466,6 +1469,30 @@ pub unsafe extern "C" fn dmb_answer_peer_ns(a: *const dmb_answer) -> u64 {
     // SAFETY: a is NULL or live per the contract.
     match unsafe { a.as_ref() } {
         Some(a) => a.peer_ns,
+        None => 0,
+    }
+}
+/// The library's round trip for this answer, in nanoseconds: for this worker's own request,
+/// its send call entered (`dmb_send_request()`, `dmb_send_request_async*()`) -> the answer
+/// taken (returned by the sync call, or by `dmb_next_answer()`); for an outcome of another
+/// attachment's `dmb_send_request_reply_to_checked()`, that sender's call entered (the send
+/// time it stamped into the request, on the host's CLOCK_MONOTONIC) -> taken here. It
+/// includes the library on both sides, the rings and doorbells, the wake-ups, the bridge and
+/// the peer (`dmb_answer_peer_ns()`); it does not include what the module did before the send
+/// call or does after the take. So the script's round trip less this is the SIP server's
+/// own part: for the Kamailio async path, the hand-over per call (suspending the
+/// transaction, and resuming it in the module worker). What the library's histograms
+/// (`dmbridge_script_request_worker_seconds`) count. 0 when unknown: an outcome the library
+/// made itself (not sent, its own timeout, the bridge gone), or a reply-to send stamp that is
+/// not a round trip (in the future, or older than any timeout).
+///
+/// # Safety
+/// `a` is NULL or a live answer.
+#[no_mangle]
+pub unsafe extern "C" fn dmb_answer_worker_ns(a: *const dmb_answer) -> u64 {
+    // SAFETY: a is NULL or live per the contract.
+    match unsafe { a.as_ref() } {
+        Some(a) => a.worker_ns,
         None => 0,
     }
 }

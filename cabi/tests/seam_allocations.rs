@@ -12,11 +12,11 @@
 
 use dmbridge::{
     dmb_answer_avps_json, dmb_answer_class, dmb_answer_error, dmb_answer_free, dmb_answer_handle,
-    dmb_answer_peer_ns, dmb_answer_result_code, dmb_attach, dmb_detach, dmb_fd, dmb_next_answer,
-    dmb_next_request, dmb_reply, dmb_reply_address, dmb_request_avps_json, dmb_request_event,
-    dmb_request_free, dmb_request_origin_host, dmb_request_sess_id, dmb_request_token,
-    dmb_send_request_async, dmb_send_request_reply_to_checked, dmb_set_handled, dmb_worker,
-    DMB_ANSWER_SUCCESS, DMB_E_DETACHED, DMB_E_INVAL, DMB_OK,
+    dmb_answer_peer_ns, dmb_answer_result_code, dmb_answer_worker_ns, dmb_attach, dmb_detach,
+    dmb_fd, dmb_next_answer, dmb_next_request, dmb_reply, dmb_reply_address, dmb_request_avps_json,
+    dmb_request_event, dmb_request_free, dmb_request_origin_host, dmb_request_sess_id,
+    dmb_request_token, dmb_send_request_async, dmb_send_request_reply_to_checked, dmb_set_handled,
+    dmb_worker, DMB_ANSWER_SUCCESS, DMB_E_DETACHED, DMB_E_INVAL, DMB_OK,
 };
 #[allow(dead_code)] // not every helper is used here
 #[path = "../../shm/tests/common/mod.rs"]
@@ -179,6 +179,9 @@ fn sending_a_request_and_taking_and_freeing_its_answer_allocates_nothing() {
     let answer_json = r#"[{"Result-Code":2001},{"Session-Id":"s;2"}]"#;
     let mut total = 0;
     for round in 0..WARM_UP + ROUNDS {
+        // The test's own round trip of this round's requests: from before the first send
+        // to after each take (dmb_answer_worker_ns is within it).
+        let t_send = Instant::now();
         for _ in 0..PER_ROUND {
             let mut handle = 0;
             let (rc, n) = counted(|| {
@@ -216,7 +219,7 @@ fn sending_a_request_and_taking_and_freeing_its_answer_allocates_nothing() {
                         peer_ns: 800,
                         avps_json: answer_json,
                         error: "",
-                        reply_to: false,
+                        reply_to: None,
                     };
                     b.push_answer(slot, &a).unwrap();
                     answered += 1;
@@ -230,6 +233,7 @@ fn sending_a_request_and_taking_and_freeing_its_answer_allocates_nothing() {
             assert!(t0.elapsed() < Duration::from_secs(5), "stuck");
             let mut a = std::ptr::null_mut();
             let mut seen = String::new();
+            let mut worker_ns = 0;
             let (rc, n) = counted(|| {
                 // SAFETY: a live worker, a writable out pointer; `a` is live until freed.
                 unsafe {
@@ -243,6 +247,7 @@ fn sending_a_request_and_taking_and_freeing_its_answer_allocates_nothing() {
                         assert_eq!(dmb_answer_result_code(a), 2001);
                         assert_eq!(dmb_answer_peer_ns(a), 800);
                         assert_eq!(uncounted(|| text(dmb_answer_error(a))), "");
+                        worker_ns = dmb_answer_worker_ns(a);
                         dmb_answer_free(a);
                     }
                     rc
@@ -253,6 +258,11 @@ fn sending_a_request_and_taking_and_freeing_its_answer_allocates_nothing() {
             }
             if rc == 1 {
                 assert_eq!(seen, answer_json);
+                let ours = t_send.elapsed().as_nanos() as u64;
+                assert!(
+                    worker_ns > 0 && worker_ns <= ours,
+                    "the library's round trip {worker_ns} ns, the test's {ours} ns"
+                );
                 taken += 1;
             } else {
                 assert_eq!(rc, 0);
@@ -293,6 +303,7 @@ fn sending_a_reply_to_request_and_taking_its_outcome_allocates_nothing() {
     let mut total = 0;
     let mut token = 1u64 << 63;
     for round in 0..WARM_UP + ROUNDS {
+        let t_send = Instant::now();
         for _ in 0..PER_ROUND {
             token += 1;
             let (rc, n) = counted(|| {
@@ -327,7 +338,7 @@ fn sending_a_reply_to_request_and_taking_its_outcome_allocates_nothing() {
                 } = e
                 {
                     let to = reply_to.expect("a reply-to request");
-                    assert_eq!(b.reply_target(to), Some(slot));
+                    assert_eq!(b.reply_target(to.address), Some(slot));
                     let a = Answer {
                         handle,
                         class: class::SUCCESS,
@@ -336,7 +347,7 @@ fn sending_a_reply_to_request_and_taking_its_outcome_allocates_nothing() {
                         peer_ns: 800,
                         avps_json: answer_json,
                         error: "",
-                        reply_to: false,
+                        reply_to: None,
                     };
                     b.push_reply_to(to, &a).unwrap();
                     answered += 1;
@@ -349,6 +360,7 @@ fn sending_a_reply_to_request_and_taking_its_outcome_allocates_nothing() {
             assert!(t0.elapsed() < Duration::from_secs(5), "stuck");
             let mut a = std::ptr::null_mut();
             let mut handle = 0;
+            let mut worker_ns = 0;
             let (rc, n) = counted(|| {
                 // SAFETY: a live worker, a writable out pointer; `a` is live until freed.
                 unsafe {
@@ -357,6 +369,7 @@ fn sending_a_reply_to_request_and_taking_its_outcome_allocates_nothing() {
                         handle = dmb_answer_handle(a);
                         assert_eq!(dmb_answer_class(a), DMB_ANSWER_SUCCESS);
                         assert_eq!(dmb_answer_peer_ns(a), 800);
+                        worker_ns = dmb_answer_worker_ns(a);
                         dmb_answer_free(a);
                     }
                     rc
@@ -367,6 +380,12 @@ fn sending_a_reply_to_request_and_taking_its_outcome_allocates_nothing() {
             }
             if rc == 1 {
                 assert_eq!(handle, token - PER_ROUND as u64 + 1 + taken as u64);
+                // The sender's stamp -> taken here: the echoed stamp made it a round trip.
+                let ours = t_send.elapsed().as_nanos() as u64;
+                assert!(
+                    worker_ns > 0 && worker_ns <= ours,
+                    "the library's round trip {worker_ns} ns, the test's {ours} ns"
+                );
                 taken += 1;
             } else {
                 assert_eq!(rc, 0);

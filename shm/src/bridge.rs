@@ -55,7 +55,7 @@ use crate::control::{
     prepare_runtime_dir, refusal, Conn, Ctl, Listener, Recv, RuntimeDir, MAX_CONTROL_MSG,
 };
 use crate::error::{Error, Result};
-use crate::record::{self, Answer, IncomingRequest, Payload, Record, ReplyStatus};
+use crate::record::{self, Answer, IncomingRequest, Payload, Record, ReplyStatus, ReplyTo};
 use crate::ring::{Consumer, Producer, PushError};
 use crate::segment::{Geometry, RingId, Segment, ShmRing, WIRE_VERSION};
 use crate::times_board::ScriptTimesBoard;
@@ -377,10 +377,11 @@ pub enum BridgeEvent {
     Request {
         /// The worker that sent it, where the answer goes (unless `reply_to`).
         slot: SlotId,
-        /// The reply address its outcome goes to instead ([`record::OutgoingRequest::reply_to`]);
-        /// `handle` is then that attachment's token. Check it with [`Bridge::reply_target`]
-        /// before sending: an address that names no live attachment is refused, not sent.
-        reply_to: Option<u64>,
+        /// The reply address its outcome goes to instead, and the sender's send stamp to echo
+        /// in it ([`record::OutgoingRequest::reply_to`]); `handle` is then that attachment's
+        /// token. Check the address with [`Bridge::reply_target`] before sending: one that
+        /// names no live attachment is refused, not sent.
+        reply_to: Option<ReplyTo>,
         /// The worker's id for the request, echoed in the answer so the library finds its caller.
         handle: u64,
         /// Application-Id of the request to send.
@@ -1523,14 +1524,16 @@ impl Bridge {
         }
     }
 
-    /// Delivers the outcome of a reply-to request to the attachment `address` names, as a
-    /// version-3 Answer marked reply-to (whatever `answer.reply_to` says; its `handle` is
-    /// that attachment's token), with the doorbell as for any answer. Like
+    /// Delivers the outcome of a reply-to request to the attachment `to.address` names, as
+    /// a version-3 Answer marked reply-to, the sender's send stamp `to.sent_ns` echoed in it
+    /// (whatever `answer.reply_to` says; its `handle` is that attachment's token), with the
+    /// doorbell as for any answer. Like
     /// [`Bridge::push_answer`] it never loses it while that attachment lives (queued when the
     /// ring is full). Errors: [`Error::Detached`] when the address names no live attachment
     /// any more (drop the outcome), [`Error::TooBig`] for the receiver's ring (deliver a
     /// shorter error answer instead).
-    pub fn push_reply_to(&mut self, address: u64, answer: &Answer<'_>) -> Result<()> {
+    pub fn push_reply_to(&mut self, to: ReplyTo, answer: &Answer<'_>) -> Result<()> {
+        let address = to.address;
         let Some(slot) = self.reply_target(address) else {
             return Err(Error::Detached(format!(
                 "reply address {address:#x} names no attached worker"
@@ -1542,7 +1545,7 @@ impl Bridge {
             )));
         };
         Record::Answer(Answer {
-            reply_to: true,
+            reply_to: Some(to.sent_ns),
             ..answer.clone()
         })
         .encode(&mut self.enc);

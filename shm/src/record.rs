@@ -5,9 +5,10 @@
 //! byte 1      record format version (RECORD_VERSION; an older one, down to
 //!             MIN_RECORD_VERSION, is still read)
 //! byte 2      flags: in an OutgoingRequest, bit 0 = the sender reads Answers of
-//!             version 3 (`peer_ns`), bit 1 = reply-to (a u64 reply address follows
-//!             the fixed part); in an Answer, bit 0 = the outcome of another
-//!             attachment's reply-to request; zero elsewhere
+//!             version 3 (`peer_ns`), bit 1 = reply-to (a u64 reply address and the
+//!             u64 send stamp follow the fixed part); in an Answer, bit 0 = the
+//!             outcome of another attachment's reply-to request (the sender's send
+//!             stamp, u64, follows `peer_ns`); zero elsewhere
 //! byte 3      reserved, zero
 //! then        fixed-size fields, then strings as u32 length + bytes
 //! ```
@@ -23,6 +24,20 @@
 //! an older library never sets it, so its records decode as before. The outcome goes to the
 //! named attachment as a version-3 Answer with its own flag: only a library that knows
 //! reply-to can learn its reply address, and every such library reads version 3.
+//!
+//! ```text
+//! OutgoingRequest, reply-to (byte 2 bit 1):
+//!   handle u64 (the receiver's token), app_id u32, cmd_code u32, timeout_ms u32,
+//!   reply address u64, send stamp u64 (the sender's CLOCK_MONOTONIC, ns), AVPs u32 + bytes
+//! Answer version 3, reply-to (byte 2 bit 0):
+//!   handle u64, class u32, result_code u32, bridge_ns u64, peer_ns u64,
+//!   send stamp u64 (echoed from the request), AVPs u32 + bytes, error u32 + bytes
+//! ```
+//!
+//! The send stamp lets the receiving library count the worker's round trip of a request
+//! another process sent ([`crate::times`]): neither the sender (which never sees the
+//! outcome) nor the receiver (which never saw the send) has both ends otherwise. Records
+//! without the flags are byte for byte those of before.
 //!
 //! Decoding borrows from the caller's buffer and checks every length, so a
 //! damaged record is an [`Error::Protocol`], never a panic or an
@@ -42,10 +57,12 @@ pub const MIN_RECORD_VERSION: u8 = 2;
 const UNCHANGED_SINCE: u8 = 2;
 /// Byte 2 of an OutgoingRequest: its sender reads version-3 Answers.
 const READS_ANSWER_V3: u8 = 1;
-/// Byte 2 of an OutgoingRequest: a reply address (u64) follows the fixed part.
+/// Byte 2 of an OutgoingRequest: a reply address and a send stamp ([`ReplyTo`], two u64)
+/// follow the fixed part.
 const REPLY_TO: u8 = 2;
 /// Byte 2 of an Answer: the outcome of a reply-to request another attachment sent; its
-/// handle is that sender's token, not one of the receiver's own handles.
+/// handle is that sender's token, not one of the receiver's own handles, and the sender's
+/// send stamp (u64) follows `peer_ns`.
 const ANSWER_REPLY_TO: u8 = 1;
 
 const KIND_INCOMING: u8 = 1;
@@ -143,11 +160,24 @@ pub struct OutgoingRequest<'a> {
     /// libraries of version 3, false (byte 2 zero) from older ones, which the bridge then
     /// answers with version-2 records ([`Answer::encode_v2`]).
     pub reads_answer_v3: bool,
-    /// Where the outcome goes instead of the sender: the reply address of another
-    /// attachment of the same bridge ([`crate::worker::Worker::reply_address`]); `handle` is
-    /// then the receiver's token, echoed in the outcome, and the sender keeps nothing in
-    /// flight for it. `None`: the outcome comes back to the sender (every older library).
-    pub reply_to: Option<u64>,
+    /// Where the outcome goes instead of the sender, and when the sender sent it
+    /// ([`ReplyTo`]); `handle` is then the receiver's token, echoed in the outcome, and the
+    /// sender keeps nothing in flight for it. `None`: the outcome comes back to the sender
+    /// (every older library).
+    pub reply_to: Option<ReplyTo>,
+}
+
+/// What a reply-to [`OutgoingRequest`] carries after its fixed part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// The reply address of the attachment of the same bridge the outcome goes to
+    /// ([`crate::worker::Worker::reply_address`]).
+    pub address: u64,
+    /// When the sender's call entered the library, on CLOCK_MONOTONIC in nanoseconds
+    /// ([`crate::times::monotonic_ns`]). The bridge echoes it in the outcome
+    /// ([`Answer::reply_to`]) untouched and never reads a clock against it; the receiver,
+    /// a process of the same host reading the same clock, counts its round trip from it.
+    pub sent_ns: u64,
 }
 
 /// Outcome classes of an outgoing request (DESIGN §3 return codes).
@@ -185,10 +215,12 @@ pub struct Answer<'a> {
     pub avps_json: &'a str,
     /// Human-readable reason for classes -2/-3 or protocol errors.
     pub error: &'a str,
-    /// The outcome of another attachment's reply-to request ([`OutgoingRequest::reply_to`]):
-    /// `handle` is the token that sender chose, so the receiver neither looks it up among
-    /// its own requests nor drops it as unknown. Written only in version 3 (byte 2, bit 0).
-    pub reply_to: bool,
+    /// `Some(the sender's send stamp, [`ReplyTo::sent_ns`], echoed)`: the outcome of
+    /// another attachment's reply-to request ([`OutgoingRequest::reply_to`]): `handle` is
+    /// the token that sender chose, so the receiver neither looks it up among its own
+    /// requests nor drops it as unknown, and counts the round trip from the stamp. Written
+    /// only in version 3 (byte 2, bit 0, the stamp after `peer_ns`).
+    pub reply_to: Option<u64>,
 }
 
 /// Any record.
@@ -269,8 +301,9 @@ impl Record<'_> {
                 put_u32(out, r.app_id);
                 put_u32(out, r.cmd_code);
                 put_u32(out, r.timeout_ms);
-                if let Some(address) = r.reply_to {
-                    put_u64(out, address);
+                if let Some(to) = r.reply_to {
+                    put_u64(out, to.address);
+                    put_u64(out, to.sent_ns);
                 }
                 put_bytes(out, r.avps_json);
             }
@@ -342,7 +375,10 @@ impl Record<'_> {
                 let (handle, app_id, cmd_code, timeout_ms) =
                     (r.u64()?, r.u32()?, r.u32()?, r.u32()?);
                 let reply_to = if flags & REPLY_TO != 0 {
-                    Some(r.u64()?)
+                    Some(ReplyTo {
+                        address: r.u64()?,
+                        sent_ns: r.u64()?,
+                    })
                 } else {
                     None
                 };
@@ -372,15 +408,23 @@ impl Record<'_> {
                         "Answer with unknown class {class}"
                     )));
                 }
+                let result_code = r.u32()?;
+                let bridge_ns = r.u64()?;
+                let peer_ns = if version >= 3 { r.u64()? } else { 0 };
+                let reply_to = if version >= 3 && flags & ANSWER_REPLY_TO != 0 {
+                    Some(r.u64()?)
+                } else {
+                    None
+                };
                 Record::Answer(Answer {
                     handle,
                     class,
-                    result_code: r.u32()?,
-                    bridge_ns: r.u64()?,
-                    peer_ns: if version >= 3 { r.u64()? } else { 0 },
+                    result_code,
+                    bridge_ns,
+                    peer_ns,
                     avps_json: r.str()?,
                     error: r.str()?,
-                    reply_to: version >= 3 && flags & ANSWER_REPLY_TO != 0,
+                    reply_to,
                 })
             }
             other => return Err(Error::Protocol(format!("unknown record kind {other}"))),
@@ -404,11 +448,8 @@ impl Answer<'_> {
     }
 
     fn encode_as(&self, out: &mut Vec<u8>, version: u8) {
-        let flags = if self.reply_to && version >= 3 {
-            ANSWER_REPLY_TO
-        } else {
-            0
-        };
+        let stamp = self.reply_to.filter(|_| version >= 3);
+        let flags = if stamp.is_some() { ANSWER_REPLY_TO } else { 0 };
         head(out, KIND_ANSWER, version, flags);
         put_u64(out, self.handle);
         put_u32(out, self.class as u32);
@@ -416,6 +457,9 @@ impl Answer<'_> {
         put_u64(out, self.bridge_ns);
         if version >= 3 {
             put_u64(out, self.peer_ns);
+        }
+        if let Some(sent_ns) = stamp {
+            put_u64(out, sent_ns);
         }
         put_bytes(out, self.avps_json.as_bytes());
         put_bytes(out, self.error.as_bytes());
@@ -527,7 +571,7 @@ mod tests {
                 peer_ns: 0,
                 avps_json: "",
                 error: "timeout after 1500 ms",
-                reply_to: false,
+                reply_to: None,
             }),
             Record::Answer(Answer {
                 handle: 2,
@@ -537,7 +581,7 @@ mod tests {
                 peer_ns: 790_001,
                 avps_json: "[]",
                 error: "",
-                reply_to: false,
+                reply_to: None,
             }),
             Record::Outgoing(OutgoingRequest {
                 handle: (1 << 63) | 5,
@@ -546,7 +590,10 @@ mod tests {
                 timeout_ms: 2000,
                 avps_json: b"[]",
                 reads_answer_v3: true,
-                reply_to: Some(0x00AB_CDEF_0000_0103),
+                reply_to: Some(ReplyTo {
+                    address: 0x00AB_CDEF_0000_0103,
+                    sent_ns: 7_000_123_456,
+                }),
             }),
             Record::Answer(Answer {
                 handle: (1 << 63) | 5,
@@ -556,7 +603,7 @@ mod tests {
                 peer_ns: 790_001,
                 avps_json: "[]",
                 error: "",
-                reply_to: true,
+                reply_to: Some(7_000_123_456),
             }),
         ]
     }
@@ -661,7 +708,7 @@ mod tests {
             peer_ns: 0,
             avps_json: "[]",
             error: "",
-            reply_to: false,
+            reply_to: None,
         };
         assert_eq!(Record::decode(&v2).unwrap(), Record::Answer(answer.clone()));
         let mut buf = Vec::new();
@@ -717,11 +764,12 @@ mod tests {
         }
     }
 
-    /// Reply-to: the flag in byte 2 and the address after the fixed part; an
-    /// OutgoingRequest without it is byte for byte what a library before reply-to writes
-    /// (handle, app, command, timeout, AVPs), so an older library's records decode as
-    /// before (`reply_to: None`); a reply-to Answer is marked in byte 2, and the mark is
-    /// not written in (nor read from) a version-2 Answer.
+    /// Reply-to: the flag in byte 2, then the address and the send stamp after the fixed
+    /// part; an OutgoingRequest without it is byte for byte what a library before reply-to
+    /// writes (handle, app, command, timeout, AVPs), so an older library's records decode as
+    /// before (`reply_to: None`). A reply-to Answer is marked in byte 2 with the stamp right
+    /// after `peer_ns`; a version-3 Answer without the mark is byte for byte that of session
+    /// 15, and the mark (and stamp) is not written in (nor read from) a version-2 Answer.
     #[test]
     fn reply_to_layout_and_old_records() {
         // As a library of session 15 writes it.
@@ -748,36 +796,71 @@ mod tests {
         let mut buf = Vec::new();
         Record::Outgoing(plain.clone()).encode(&mut buf);
         assert_eq!(buf, old, "no reply-to: the old bytes");
+        let to = ReplyTo {
+            address: 0x1122_3344_5566_7788,
+            sent_ns: 0x0102_0304_0506_0708,
+        };
         Record::Outgoing(OutgoingRequest {
-            reply_to: Some(0x1122_3344_5566_7788),
+            reply_to: Some(to),
             ..plain.clone()
         })
         .encode(&mut buf);
-        assert_eq!(buf[2], READS_ANSWER_V3 | REPLY_TO);
-        assert_eq!(buf.len(), old.len() + 8);
-        assert_eq!(buf[24..32], 0x1122_3344_5566_7788u64.to_le_bytes());
-        // A reply-to flag without the address is truncated, never misread.
+        let mut want = old[..24].to_vec();
+        want[2] = READS_ANSWER_V3 | REPLY_TO;
+        want.extend_from_slice(&to.address.to_le_bytes());
+        want.extend_from_slice(&to.sent_ns.to_le_bytes());
+        want.extend_from_slice(&old[24..]);
+        assert_eq!(
+            buf, want,
+            "address then stamp between the fixed part and the AVPs"
+        );
+        // A reply-to flag without the address and stamp is truncated, never misread.
         let mut cut = old.clone();
         cut[2] |= REPLY_TO;
         assert!(Record::decode(&cut).is_err());
 
+        // A version-3 Answer as the bridge of session 15 writes it.
+        let mut v3 = vec![4u8, 3, 0, 0];
+        v3.extend_from_slice(&(1u64 << 63).to_le_bytes());
+        v3.extend_from_slice(&(class::TIMEOUT as u32).to_le_bytes());
+        v3.extend_from_slice(&0u32.to_le_bytes());
+        v3.extend_from_slice(&5u64.to_le_bytes());
+        v3.extend_from_slice(&6u64.to_le_bytes());
+        v3.extend_from_slice(&0u32.to_le_bytes());
+        v3.extend_from_slice(&7u32.to_le_bytes());
+        v3.extend_from_slice(b"timeout");
         let a = Answer {
             handle: 1 << 63,
             class: class::TIMEOUT,
             result_code: 0,
             bridge_ns: 5,
-            peer_ns: 0,
+            peer_ns: 6,
             avps_json: "",
             error: "timeout",
-            reply_to: true,
+            reply_to: None,
         };
         Record::Answer(a.clone()).encode(&mut buf);
-        assert_eq!((buf[1], buf[2]), (3, ANSWER_REPLY_TO));
+        assert_eq!(buf, v3, "no reply-to: the old bytes");
+        assert_eq!(Record::decode(&v3).unwrap(), Record::Answer(a.clone()));
+        let a = Answer {
+            reply_to: Some(to.sent_ns),
+            ..a
+        };
+        Record::Answer(a.clone()).encode(&mut buf);
+        let mut want = v3[..36].to_vec();
+        want[2] = ANSWER_REPLY_TO;
+        want.extend_from_slice(&to.sent_ns.to_le_bytes());
+        want.extend_from_slice(&v3[36..]);
+        assert_eq!(buf, want, "the stamp right after peer_ns");
         assert_eq!(Record::decode(&buf).unwrap(), Record::Answer(a.clone()));
+        // The mark without the stamp is truncated, never misread.
+        let mut cut = v3.clone();
+        cut[2] = ANSWER_REPLY_TO;
+        assert!(Record::decode(&cut).is_err());
         a.encode_v2(&mut buf);
         assert_eq!(buf[2], 0, "version 2 has no reply-to mark");
         match Record::decode(&buf).unwrap() {
-            Record::Answer(v2) => assert!(!v2.reply_to),
+            Record::Answer(v2) => assert_eq!(v2.reply_to, None),
             other => panic!("{other:?}"),
         }
     }

@@ -29,11 +29,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Where an outcome goes: the sender's slot, or a reply-to address.
+/// Where an outcome goes: the sender's slot, or a reply-to address (with the send stamp
+/// to echo).
 #[derive(Debug, Clone, Copy)]
 enum To {
     Slot(SlotId),
-    Address(u64),
+    Address(crate::record::ReplyTo),
 }
 
 /// Held until its timeout, then answered with class -2.
@@ -200,7 +201,7 @@ impl EchoBridge {
                 peer_ns: 0,
                 avps_json: "",
                 error: "timeout (reference bridge)",
-                reply_to: false,
+                reply_to: None,
             };
             if self.push(slot, &a).is_ok() {
                 self.lock().timeouts += 1;
@@ -213,8 +214,8 @@ impl EchoBridge {
     fn push(&mut self, to: To, a: &Answer<'_>) -> Result<()> {
         match to {
             To::Slot(slot) => self.bridge.push_answer(slot, a),
-            To::Address(address) => {
-                let r = self.bridge.push_reply_to(address, a);
+            To::Address(to) => {
+                let r = self.bridge.push_reply_to(to, a);
                 if matches!(r, Err(crate::Error::Detached(_))) {
                     self.lock().reply_to_dropped += 1;
                 }
@@ -293,9 +294,7 @@ impl EchoBridge {
             } => {
                 let to = match reply_to {
                     None => To::Slot(slot),
-                    Some(address) if self.bridge.reply_target(address).is_some() => {
-                        To::Address(address)
-                    }
+                    Some(to) if self.bridge.reply_target(to.address).is_some() => To::Address(to),
                     Some(_) => {
                         self.lock().reply_to_refused += 1;
                         return;
@@ -394,7 +393,7 @@ impl EchoBridge {
             peer_ns,
             avps_json: &answer.2,
             error: "",
-            reply_to: false,
+            reply_to: None,
         };
         let ok = match self.push(slot, &a) {
             Err(crate::Error::TooBig { .. }) => {
@@ -406,7 +405,7 @@ impl EchoBridge {
                     peer_ns: 0,
                     avps_json: "",
                     error: "answer too large",
-                    reply_to: false,
+                    reply_to: None,
                 };
                 self.push(slot, &short).is_ok()
             }

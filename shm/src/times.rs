@@ -17,6 +17,12 @@
 //! `dmbridge_script_request_*` histograms), so the exported histograms can be subtracted
 //! from each other bucket by bucket.
 //!
+//! A reply-to request ([`crate::record::ReplyTo`]) is sent by one process and its outcome
+//! taken by another, so neither has both ends of the round trip from its own clock reads:
+//! the sender stamps its send time ([`monotonic_ns`]) into the request, the bridge echoes it
+//! in the outcome, and the receiver counts `now - stamp` ([`stamp_age`]) with the bridge's
+//! figure, as for its own requests.
+//!
 //! Single writer per histogram (its worker, one thread at a time by the library's caller
 //! contract): an observation is a relaxed load and store per field, no locked instruction;
 //! the bridge reads with relaxed loads. A reader may see a bucket incremented and the sum
@@ -45,6 +51,45 @@ pub const BUCKETS: usize = BOUNDS_US.len() + 1;
 pub fn bucket(d: Duration) -> usize {
     let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
     BOUNDS_US.partition_point(|&b| b < us)
+}
+
+/// Now on CLOCK_MONOTONIC in nanoseconds: the clock of a reply-to send stamp.
+///
+/// Why this clock: the stamp is read by another process (the receiving attachment), so it
+/// must be a clock every process on the host shares, counting from the same origin.
+/// CLOCK_MONOTONIC is system-wide (since boot), never set back by settimeofday or NTP steps
+/// (CLOCK_REALTIME is), and is the clock Rust's `Instant` reads on Linux, so a stamp and the
+/// receiver's own `Instant`-based round trips measure alike. One vDSO read, no system call.
+/// (Processes in different time namespaces see it offset; the bridge and the SIP server's
+/// workers run in one. A stamp that reads as in the future is not counted: [`stamp_age`].)
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
+}
+
+/// The oldest send stamp counted: no request waits longer than its timeout (a u32 of
+/// milliseconds, about 49.7 days) plus the bridge's and the queues' delays (an hour is
+/// generous). An older stamp is not a real round trip (a stamp the sender never wrote, a
+/// bug): it would only fill the +Inf bucket and the sum.
+pub const MAX_STAMP_AGE: Duration = Duration::from_millis(u32::MAX as u64 + 3_600_000);
+
+/// The round trip from a send stamp `sent_ns` to `now_ns` (both [`monotonic_ns`]), or
+/// `None` when it is not one: a stamp in the future (another clock, a damaged record) or
+/// older than [`MAX_STAMP_AGE`]. Never panics, whatever the stamp.
+pub fn stamp_age(now_ns: u64, sent_ns: u64) -> Option<Duration> {
+    let age = Duration::from_nanos(now_ns.checked_sub(sent_ns)?);
+    (age <= MAX_STAMP_AGE).then_some(age)
 }
 
 /// One histogram in shared memory (all-zero is empty).
@@ -108,7 +153,9 @@ impl HistogramCounts {
 #[repr(C)]
 pub struct ScriptTimes {
     /// The worker's round trip of each request the bridge answered: the library's call
-    /// entered (`send_request`, `send_request_async`) -> the completion handed back.
+    /// entered (`send_request`, `send_request_async`) -> the completion handed back; for a
+    /// reply-to request, the sender's call entered (its send stamp) -> the completion handed
+    /// back by the receiving library, which counts it here (not the sender).
     pub round_trip: ShmHistogram,
     /// The same minus the bridge's round trip carried in the answer record.
     pub outside_bridge: ShmHistogram,
@@ -182,5 +229,26 @@ mod tests {
         sum.add(&c);
         sum.add(&c);
         assert_eq!(sum.round_trip.count(), 4);
+    }
+
+    /// A send stamp counts only as a round trip that can be one: not from the future, not
+    /// older than the longest timeout; never a panic or a wrap, whatever the stamp.
+    #[test]
+    fn stamp_ages() {
+        let now = 10 * MAX_STAMP_AGE.as_nanos() as u64;
+        assert_eq!(
+            stamp_age(now, now - 1_500),
+            Some(Duration::from_nanos(1_500))
+        );
+        assert_eq!(stamp_age(now, now), Some(Duration::ZERO));
+        assert_eq!(stamp_age(now, now + 1), None, "in the future");
+        assert_eq!(stamp_age(now, u64::MAX), None);
+        let oldest = now - MAX_STAMP_AGE.as_nanos() as u64;
+        assert_eq!(stamp_age(now, oldest), Some(MAX_STAMP_AGE));
+        assert_eq!(stamp_age(now, oldest - 1), None, "absurdly old");
+        assert_eq!(stamp_age(0, 0), Some(Duration::ZERO));
+        let (a, b) = (monotonic_ns(), monotonic_ns());
+        assert!(a > 0 && b >= a, "{a} {b}");
+        assert!(stamp_age(monotonic_ns(), a).is_some());
     }
 }

@@ -43,7 +43,9 @@ use crate::control::{
 };
 use crate::error::{Error, Result};
 use crate::recent::RecentRoundTrips;
-use crate::record::{class, IncomingRequest, OutgoingRequest, Payload, Record, Reply, ReplyStatus};
+use crate::record::{
+    class, IncomingRequest, OutgoingRequest, Payload, Record, Reply, ReplyStatus, ReplyTo,
+};
 use crate::ring::{Consumer, Producer, PushError};
 use crate::segment::{RingId, Segment, ShmRing, WIRE_VERSION};
 use dmdeadline::DeadlineQueue;
@@ -190,6 +192,15 @@ pub struct Completion {
     /// local error answers) or the bridge is of a build that does not say. The caller's
     /// round trip less this is what the library, the bridge and the hand-overs added.
     pub peer_ns: u64,
+    /// The library's round trip for this outcome, in nanoseconds: for the worker's own
+    /// requests its call entered (`send_request`, `send_request_async`) -> the completion
+    /// handed back; for a reply-to outcome, the sender's call entered (its send stamp,
+    /// [`crate::record::ReplyTo::sent_ns`]) -> handed back here. What the histograms count
+    /// ([`crate::times`]); the script's round trip less this is the SIP server's own part
+    /// (for the Kamailio async path, the hand-over to the module worker that resumes). 0
+    /// when unknown: an outcome the library made itself (not sent, its own timeout, the
+    /// bridge gone), or a send stamp that is not a round trip ([`crate::times::stamp_age`]).
+    pub worker_ns: u64,
     /// The answer's AVPs as DESIGN §4 JSON; empty for timeouts and unsent requests.
     pub avps_json: String,
     /// Why the request failed or was not sent; empty on success.
@@ -204,6 +215,7 @@ impl Completion {
             class: class::NOT_SENT,
             result_code: 0,
             peer_ns: 0,
+            worker_ns: 0,
             avps_json: String::new(),
             error,
         }
@@ -216,6 +228,7 @@ impl Completion {
             class: class::TIMEOUT,
             result_code: 0,
             peer_ns: 0,
+            worker_ns: 0,
             avps_json: String::new(),
             error: "no answer from the bridge in time (request timeout plus grace)".into(),
         }
@@ -311,6 +324,10 @@ struct Bridged {
 /// record made it (not for those the library made itself: timeouts, detaches).
 type Done = (Completion, Option<Bridged>);
 
+/// A reply-to outcome waiting for the caller, with what the histograms need of it: the
+/// sender's send stamp ([`crate::times::monotonic_ns`]) and the bridge's round trip.
+type RepliedToUs = (Completion, u64, Duration);
+
 /// A registered worker process.
 pub struct Worker {
     cfg: WorkerConfig,
@@ -328,7 +345,7 @@ pub struct Worker {
     /// ([`Worker::send_request_reply_to`]), for [`Worker::next_answer`] only: kept apart so
     /// the sync wait ([`Worker::wait_for`]) never takes one for its own (a token may equal
     /// one of our handles) and never drops one.
-    replies_to_us: VecDeque<Completion>,
+    replies_to_us: VecDeque<RepliedToUs>,
     /// Strings of completions handed back by the caller ([`Worker::reuse_text`]), filled
     /// again for the next answers instead of allocated (issue 15 item 2).
     spare_texts: Vec<String>,
@@ -524,6 +541,11 @@ fn push_request(link: &mut Link, rec: &[u8], avps_len: usize) -> Result<()> {
         link.conn.ring();
     }
     Ok(())
+}
+
+/// `d` in nanoseconds (saturating: no round trip is 584 years).
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn sys_fd(rc: libc::c_int, what: &str) -> Result<OwnedFd> {
@@ -1229,6 +1251,9 @@ impl Worker {
         avps_json: &[u8],
         timeout_ms: u32,
     ) -> Result<()> {
+        // The round trip's start, as `t0` of the worker's own requests: the call's entry. The
+        // receiver counts from it ([`crate::times`]).
+        let sent_ns = crate::times::monotonic_ns();
         if self.link.is_none() {
             self.service();
         }
@@ -1259,7 +1284,10 @@ impl Worker {
             timeout_ms,
             avps_json,
             reads_answer_v3: true,
-            reply_to: Some(reply_to),
+            reply_to: Some(ReplyTo {
+                address: reply_to,
+                sent_ns,
+            }),
         })
         .encode(&mut self.enc);
         push_request(link, &self.enc, avps_json.len())?;
@@ -1334,7 +1362,7 @@ impl Worker {
                 }
             }
             match Record::decode(&self.buf) {
-                Ok(Record::Answer(a)) if a.reply_to => {
+                Ok(Record::Answer(a)) if a.reply_to.is_some() => {
                     // Not ours to look up or time out: the bridge timed it (DESIGN §5).
                     self.stats.answers_received += 1;
                     let c = Completion {
@@ -1342,10 +1370,13 @@ impl Worker {
                         class: a.class,
                         result_code: a.result_code,
                         peer_ns: a.peer_ns,
+                        worker_ns: 0,
                         avps_json: text_in(&mut self.spare_texts, a.avps_json),
                         error: text_in(&mut self.spare_texts, a.error),
                     };
-                    self.replies_to_us.push_back(c);
+                    let sent_ns = a.reply_to.unwrap_or(0);
+                    let bridge = Duration::from_nanos(a.bridge_ns);
+                    self.replies_to_us.push_back((c, sent_ns, bridge));
                 }
                 Ok(Record::Answer(a)) => {
                     // its deadline record goes when it reaches the front (DeadlineQueue)
@@ -1356,6 +1387,7 @@ impl Worker {
                             class: a.class,
                             result_code: a.result_code,
                             peer_ns: a.peer_ns,
+                            worker_ns: 0,
                             avps_json: text_in(&mut self.spare_texts, a.avps_json),
                             error: text_in(&mut self.spare_texts, a.error),
                         };
@@ -1408,8 +1440,10 @@ impl Worker {
     /// bridge answered is counted in the worker's histograms here, as it is handed back
     /// (the one clock read per request the histograms add on this path).
     /// Outcomes of reply-to requests naming this attachment come here too, with the
-    /// sender's token as `handle` (not counted in this worker's histograms: it did not
-    /// send them).
+    /// sender's token as `handle`, and are counted in this worker's histograms from the
+    /// sender's send stamp (one CLOCK_MONOTONIC read; a stamp that is not a round trip,
+    /// [`crate::times::stamp_age`], is not counted). [`Completion::worker_ns`] is the round
+    /// trip counted.
     pub fn next_answer(&mut self) -> Option<Completion> {
         self.drain_answers();
         if self.answers.is_empty() && self.replies_to_us.is_empty() {
@@ -1417,14 +1451,23 @@ impl Worker {
             self.drain_answers();
         }
         match self.answers.pop_front() {
-            Some((c, bridged)) => {
+            Some((mut c, bridged)) => {
                 if let Some(b) = bridged {
-                    self.observe(Instant::now().saturating_duration_since(b.sent), b.bridge);
+                    let took = Instant::now().saturating_duration_since(b.sent);
+                    c.worker_ns = duration_ns(took);
+                    self.observe(took, b.bridge);
                 }
                 Some(c)
             }
             None => match self.replies_to_us.pop_front() {
-                Some(c) => Some(c),
+                Some((mut c, sent_ns, bridge)) => {
+                    let now_ns = crate::times::monotonic_ns();
+                    if let Some(took) = crate::times::stamp_age(now_ns, sent_ns) {
+                        c.worker_ns = duration_ns(took);
+                        self.observe(took, bridge);
+                    }
+                    Some(c)
+                }
                 None => {
                     self.arm();
                     None
@@ -1475,11 +1518,12 @@ impl Worker {
                 if self.spin.decide(self.in_flight.len(), t0) {
                     self.spin_for_answer(t0);
                 }
-                let (c, bridged) = self.wait_for(handle);
+                let (mut c, bridged) = self.wait_for(handle);
                 // One clock read for both: the poll's average and the histograms.
                 let took = t0.elapsed();
                 self.spin.record(took);
                 if let Some(b) = bridged {
+                    c.worker_ns = duration_ns(took);
                     self.observe(took, b.bridge);
                 }
                 c

@@ -83,22 +83,36 @@ fn attach_when_free(bc: &BridgeConfig, name: &str) -> Worker {
     }
 }
 
+/// A reference bridge of `slots` slots with two workers attached: a SIP worker that sends,
+/// a module worker that receives.
+fn sender_and_receiver(name: &str, slots: u32) -> (EchoHandle, Worker, Worker) {
+    let bc = cfg(name, slots);
+    let h = EchoBridge::spawn(bc.clone()).unwrap();
+    let a = Worker::attach(wcfg(&bc, "sip worker")).unwrap();
+    let b = Worker::attach(wcfg(&bc, "module worker")).unwrap();
+    (h, a, b)
+}
+
+/// Three reply-to requests from `a` named to `rb`: answered (token T|1), error answer
+/// (T|2), and timed out by the bridge after 30 ms (T|3: that outcome goes to `rb` too).
+fn send_each_kind(a: &mut Worker, rb: u64) {
+    for (token, cmd, json, timeout) in [
+        (T | 1, 272, &b"[1]"[..], 2000),
+        (T | 2, CMD_ERROR_ANSWER, b"[2]", 2000),
+        (T | 3, CMD_NEVER_ANSWER, b"[]", 30),
+    ] {
+        a.send_request_reply_to(rb, token, 4, cmd, json, timeout)
+            .unwrap();
+    }
+}
+
 #[test]
 fn every_outcome_reaches_the_named_attachment_with_the_token() {
-    let bc = cfg("deliver", 3);
-    let h = EchoBridge::spawn(bc.clone()).unwrap();
-    let mut a = Worker::attach(wcfg(&bc, "sip worker")).unwrap();
-    let mut b = Worker::attach(wcfg(&bc, "module worker")).unwrap();
+    let (h, mut a, mut b) = sender_and_receiver("deliver", 3);
     let (ra, rb) = (a.reply_address(), b.reply_address());
     assert!(ra != 0 && rb != 0 && ra != rb, "{ra:#x} {rb:#x}");
 
-    a.send_request_reply_to(rb, T | 1, 4, 272, b"[1]", 2000)
-        .unwrap();
-    a.send_request_reply_to(rb, T | 2, 4, CMD_ERROR_ANSWER, b"[2]", 2000)
-        .unwrap();
-    // The bridge's timeout outcome goes to the named attachment too.
-    a.send_request_reply_to(rb, T | 3, 4, CMD_NEVER_ANSWER, b"[]", 30)
-        .unwrap();
+    send_each_kind(&mut a, rb);
     let mut got = collect(&mut b, 3);
     got.sort_by_key(|c| c.handle);
     let seen: Vec<_> = got
@@ -283,4 +297,146 @@ fn a_bridge_without_reply_to_gets_no_reply_to_record() {
     }
     assert!(!rx.pop_into(&mut rec).unwrap(), "nothing else was written");
     drop(w);
+}
+
+/// The worker-side histograms ([`dmshm::times`]) count reply-to requests at the receiver:
+/// the sender stamps its send time into the request, the bridge echoes it in the outcome,
+/// and the receiving library counts `now - stamp` in both histograms when it hands the
+/// outcome out, as it does for its own requests. The sender counts nothing (it never sees
+/// the outcome); the bridge's board (what it exports) sums the receiver's counts. Each
+/// outcome's `worker_ns` is that round trip: > 0 and within the test's own (the send call
+/// entered -> the outcome taken), as a count, not a timing assertion.
+#[test]
+fn the_receiver_counts_reply_to_outcomes_from_the_senders_stamp() {
+    let (h, mut a, mut b) = sender_and_receiver("times", 2);
+    let rb = b.reply_address();
+    let zero = (
+        a.script_times().unwrap().round_trip.count(),
+        b.script_times().unwrap().round_trip.count(),
+    );
+    assert_eq!(zero, (0, 0));
+
+    let t0 = Instant::now();
+    send_each_kind(&mut a, rb);
+    let got = collect(&mut b, 3);
+    let ours = u64::try_from(t0.elapsed().as_nanos()).unwrap();
+    for c in &got {
+        assert!(
+            c.worker_ns > 0 && c.worker_ns <= ours,
+            "{c:?}: the library's round trip within the test's {ours} ns"
+        );
+    }
+    let bt = b.script_times().unwrap();
+    assert_eq!(bt.round_trip.count(), 3, "every outcome, the timeout too");
+    assert_eq!(bt.outside_bridge.count(), 3);
+    let sum: u64 = got.iter().map(|c| c.worker_ns).sum();
+    assert_eq!(bt.round_trip.sum_ns, sum, "the round trips handed out");
+    assert_eq!(
+        a.script_times().unwrap().round_trip.count(),
+        0,
+        "not the sender's"
+    );
+    let board = h.script_times();
+    assert_eq!(
+        (board.round_trip.count(), board.outside_bridge.count()),
+        (3, 3),
+        "the bridge exports the receiver's counts"
+    );
+
+    // The worker's own requests keep being counted as before, with their worker_ns.
+    let own = b.send_request(4, 272, b"[]", 2000);
+    assert!(own.class == 1 && own.worker_ns > 0, "{own:?}");
+    let ha = b.send_request_async(4, 272, b"[]", 2000).unwrap();
+    let c = collect(&mut b, 1).remove(0);
+    assert!(c.handle == ha && c.worker_ns > 0, "{c:?}");
+    assert_eq!(b.script_times().unwrap().round_trip.count(), 5);
+    h.stop();
+}
+
+/// A send stamp that is not a round trip — in the future (another clock, a damaged
+/// record) or absurdly old — is not counted and does not panic: the outcome is handed out
+/// as always with `worker_ns` 0. A bridge in process plays the echo so the test chooses
+/// the stamp it echoes.
+#[test]
+fn a_stamp_in_the_future_or_absurdly_old_is_not_counted() {
+    use dmshm::bridge::{Bridge, BridgeEvent};
+    use dmshm::record::{class, Answer, ReplyTo};
+    use dmshm::times::{monotonic_ns, MAX_STAMP_AGE};
+
+    let bc = cfg("stamp", 1);
+    let mut br = Bridge::create(bc.clone()).unwrap();
+    let (mut watched, mut evs) = (Vec::new(), Vec::new());
+    let ctl = bc.clone();
+    let t = std::thread::spawn(move || Worker::attach(wcfg(&ctl, "module worker")).unwrap());
+    common::pump(&mut br, &mut watched, &mut evs, |e| {
+        e.iter()
+            .any(|e| matches!(e, BridgeEvent::WorkerAttached { .. }))
+    });
+    let mut w = t.join().unwrap();
+    let me = w.reply_address();
+    for i in 1..=4 {
+        w.send_request_reply_to(me, T | i, 4, 272, b"[]", 2000)
+            .unwrap();
+    }
+    evs.clear();
+    let mut requests = Vec::new();
+    common::pump(&mut br, &mut watched, &mut evs, |e| {
+        e.iter()
+            .filter(|e| matches!(e, BridgeEvent::Request { .. }))
+            .count()
+            == 4
+    });
+    for e in evs.drain(..) {
+        if let BridgeEvent::Request {
+            handle, reply_to, ..
+        } = e
+        {
+            requests.push((handle, reply_to.expect("reply-to")));
+        }
+    }
+    let now = monotonic_ns();
+    let old = now.checked_sub(u64::try_from(MAX_STAMP_AGE.as_nanos()).unwrap() + 1);
+    for (handle, to) in requests {
+        assert_eq!(to.address, me);
+        assert!(
+            to.sent_ns > 0 && to.sent_ns <= now,
+            "the sender's stamp: {to:?}"
+        );
+        let sent_ns = match handle & 0xF {
+            1 => to.sent_ns,              // as sent: counted
+            2 => now + 3_600_000_000_000, // an hour ahead
+            3 => u64::MAX,                // the farthest future
+            _ => old.unwrap_or(u64::MAX), // older than any timeout (if the host is)
+        };
+        let a = Answer {
+            handle,
+            class: class::SUCCESS,
+            result_code: 2001,
+            bridge_ns: 1_000,
+            peer_ns: 800,
+            avps_json: "[]",
+            error: "",
+            reply_to: None,
+        };
+        br.push_reply_to(ReplyTo { sent_ns, ..to }, &a).unwrap();
+    }
+    let mut got = collect(&mut w, 4);
+    got.sort_by_key(|c| c.handle);
+    let worker_ns: Vec<_> = got.iter().map(|c| (c.handle, c.worker_ns > 0)).collect();
+    assert_eq!(
+        worker_ns,
+        [
+            (T | 1, true),
+            (T | 2, false),
+            (T | 3, false),
+            (T | 4, false)
+        ]
+    );
+    let times = w.script_times().unwrap();
+    assert_eq!(
+        (times.round_trip.count(), times.outside_bridge.count()),
+        (1, 1),
+        "only the real stamp"
+    );
+    assert_eq!(times.round_trip.sum_ns, got[0].worker_ns);
 }

@@ -107,7 +107,7 @@ fn round(b: &mut Bridge, slot: SlotId, w: &mut Worker, evs: &mut Vec<BridgeEvent
                             peer_ns: 800,
                             avps_json: r#"[{"Result-Code":2001}]"#,
                             error: "",
-                            reply_to: false,
+                            reply_to: None,
                         };
                         b.push_answer(slot, &answer).unwrap();
                     }

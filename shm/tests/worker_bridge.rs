@@ -564,7 +564,7 @@ fn answer_for_unknown_handle_is_rejected() {
         peer_ns: 0,
         avps_json: "[]",
         error: "",
-        reply_to: false,
+        reply_to: None,
     };
     assert!(b.push_answer(0, &a).is_err());
 }
@@ -865,7 +865,7 @@ fn worker_waiting_is_rung_for_answers_only() {
         peer_ns: 0,
         avps_json: "[]",
         error: "",
-        reply_to: false,
+        reply_to: None,
     };
     b.push_answer(slot, &answer).unwrap();
     assert!(poll_fd(w.fd(), 2000), "the answer's doorbell was lost");
@@ -892,7 +892,7 @@ fn answers_carry_the_bridge_wait_for_the_peer() {
         peer_ns: 77_777,
         avps_json: "[]",
         error: "",
-        reply_to: false,
+        reply_to: None,
     };
     b.push_answer(slot, &answer).unwrap();
     assert!(poll_fd(w.fd(), 2000), "the answer's doorbell was lost");

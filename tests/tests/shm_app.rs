@@ -1035,7 +1035,11 @@ fn script_requests_are_counted_by_their_workers_sync_and_async() {
 /// sends naming another's reply address gets its outcome, of every kind (answer, error
 /// answer, timeout, not sent), at that other attachment with the sender's token; once that
 /// attachment left, a request naming it is not sent, and the refusal is counted in the
-/// status and in `/metrics` (`dmbridge_shm_refused_total{cause="reply_to_gone"}`).
+/// status and in `/metrics` (`dmbridge_shm_refused_total{cause="reply_to_gone"}`). The
+/// workers' histograms count the reply-to requests (the receiver, from the sender's send
+/// stamp the bridge echoes): `dmbridge_script_request_worker_seconds` and
+/// `..._outside_bridge_seconds` have one observation per outcome, as many as the bridge's
+/// own round trips.
 #[test]
 fn reply_to_outcomes_reach_the_named_worker_and_stale_addresses_are_refused() {
     use dmshm::worker::{Completion, Worker, WorkerConfig};
@@ -1083,6 +1087,30 @@ fn reply_to_outcomes_reach_the_named_worker_and_stale_addresses_are_refused() {
     );
     assert!(got[0].peer_ns > 0 && got[2].peer_ns == 0, "{got:?}");
     assert_eq!(sip.next_answer(), None, "the sender gets nothing");
+    assert!(got.iter().all(|c| c.worker_ns > 0), "{got:?}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = harness::prometheus::http_get(mport, "/metrics", WAIT)
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let counts = [
+            "dmbridge_script_request_latency_seconds_count",
+            "dmbridge_script_request_worker_seconds_count",
+            "dmbridge_script_request_outside_bridge_seconds_count",
+        ]
+        .map(|n| value(&body, n).map(|v| v as u64));
+        if counts == [Some(4); 3] {
+            let sum = value(&body, "dmbridge_script_request_worker_seconds_sum").unwrap();
+            let ours: u64 = got.iter().map(|c| c.worker_ns).sum();
+            assert!(
+                (sum - ours as f64 / 1e9).abs() < 1e-6,
+                "exported {sum} s, handed out {ours} ns"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{counts:?}:\n{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // The module worker leaves: its address is refused, not sent, counted.
     drop(module);

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use dmshm::bridge::{Bridge, BridgeEvent, Dispatch, SlotId};
 use dmshm::recent::RecentRoundTrips;
-use dmshm::record::{self, Payload, ReplyStatus};
+use dmshm::record::{self, Payload, ReplyStatus, ReplyTo};
 
 use super::convert::{self, Outcome};
 use super::held::Held;
@@ -67,11 +67,12 @@ pub struct NodeView {
 }
 
 /// Where an outcome goes: the worker that sent the request, or the attachment a reply-to
-/// request named ([`Bridge::push_reply_to`], which checks it is still that attachment).
+/// request named ([`Bridge::push_reply_to`], which checks it is still that attachment), with
+/// the sender's send stamp to echo.
 #[derive(Clone, Copy, Debug)]
 enum To {
     Slot(SlotId),
-    Address(u64),
+    Address(ReplyTo),
 }
 
 /// A worker's outgoing request in flight: whom its outcome is for.
@@ -81,8 +82,9 @@ struct Asker {
     epoch: u64,
     handle: u64,
     /// The reply address the outcome goes to instead of the sender (the bridge checks the
-    /// attachment is still there when it delivers; the sender's epoch is not looked at).
-    reply_to: Option<u64>,
+    /// attachment is still there when it delivers; the sender's epoch is not looked at), and
+    /// the sender's send stamp, echoed in the outcome for the receiver's histograms.
+    reply_to: Option<ReplyTo>,
     /// When the driver took the worker's request record: the round trip observed in
     /// `script_request_latency` and fed to [`BusyPoll`] (one clock read per request).
     at: Instant,
@@ -736,9 +738,9 @@ impl Driver {
                 timeout_ms,
                 avps_json,
             } => {
-                if let Some(address) = reply_to {
-                    if self.bridge.reply_target(address).is_none() {
-                        return self.refuse_reply_to(slot, address, handle);
+                if let Some(to) = reply_to {
+                    if self.bridge.reply_target(to.address).is_none() {
+                        return self.refuse_reply_to(slot, to.address, handle);
                     }
                 }
                 self.request(
@@ -850,7 +852,7 @@ impl Driver {
     fn request(
         &mut self,
         slot: SlotId,
-        reply_to: Option<u64>,
+        reply_to: Option<ReplyTo>,
         handle: u64,
         app_id: u32,
         cmd_code: u32,
@@ -967,11 +969,11 @@ impl Driver {
             peer_ns,
             avps_json: &o.avps_json,
             error: &o.error,
-            reply_to: false,
+            reply_to: None,
         };
         let slot = match to {
             To::Slot(s) => s,
-            To::Address(a) => dmshm::bridge::reply_address_slot(a),
+            To::Address(a) => dmshm::bridge::reply_address_slot(a.address),
         };
         let r = match self.push(to, &answer) {
             Err(dmshm::Error::TooBig { len, max }) => {
@@ -988,7 +990,7 @@ impl Driver {
                     peer_ns,
                     avps_json: "",
                     error: &why,
-                    reply_to: false,
+                    reply_to: None,
                 };
                 self.push(to, &short).map(|_| record::class::NOT_SENT)
             }
