@@ -26,11 +26,9 @@ mod counting;
 
 use common::{poll_fd, pump};
 use counting::{counted, uncounted};
-use dmshm::bridge::{Bridge, BridgeConfig, BridgeEvent, Dispatch};
+use dmshm::bridge::{Bridge, BridgeEvent, Dispatch};
 use dmshm::record::{class, Answer, Payload};
-use dmshm::segment::Geometry;
 use std::ffi::{c_char, CStr, CString};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const PER_ROUND: usize = 8;
@@ -44,16 +42,7 @@ fn text(p: *const c_char) -> String {
 
 /// A bridge in process with one worker attached through the C API, handling PPR.
 fn attached(tag: &str) -> (Bridge, u32, *mut dmb_worker, Vec<BridgeEvent>) {
-    let id = format!("{}-cabi-{tag}", std::process::id());
-    let mut bc = BridgeConfig::new(
-        std::env::temp_dir().join(format!("dmb-{id}.sock")),
-        PathBuf::from(format!("/dev/shm/dmb-test-{id}")),
-    );
-    bc.geometry = Geometry {
-        slots: 2,
-        ring_bytes: 64 * 1024,
-        max_msg: 4096,
-    };
+    let bc = common::small_bridge_cfg(&format!("cabi-{tag}"));
     let mut b = Bridge::create(bc.clone()).unwrap();
     // The built-in dictionary: replies are converted in the worker (`Payload::Avps`).
     b.set_dictionary(&dmshm::control::encode_sources([]))

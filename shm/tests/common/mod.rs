@@ -5,6 +5,24 @@ use dmshm::record::IncomingRequest;
 use dmshm::worker::WorkerConfig;
 use std::time::{Duration, Instant};
 
+/// A bridge configuration of this process's own (`id` tells tests apart): its control socket
+/// in the temporary directory, its segments under /dev/shm, two slots of 64 KiB rings and
+/// 4 KiB messages.
+#[allow(dead_code)] // not every test binary makes its bridge so
+pub fn small_bridge_cfg(id: &str) -> BridgeConfig {
+    let id = format!("{}-{id}", std::process::id());
+    let mut bc = BridgeConfig::new(
+        std::env::temp_dir().join(format!("dmb-{id}.sock")),
+        std::path::PathBuf::from(format!("/dev/shm/dmb-test-{id}")),
+    );
+    bc.geometry = dmshm::segment::Geometry {
+        slots: 2,
+        ring_bytes: 64 * 1024,
+        max_msg: 4096,
+    };
+    bc
+}
+
 /// A worker configuration for the bridge `b`, with a short grace.
 pub fn wcfg(b: &BridgeConfig, name: &str) -> WorkerConfig {
     let mut w = WorkerConfig::new(&b.control_path, name);
