@@ -43,7 +43,8 @@ typedef struct dmk_cfg {
 	int reconnect_interval; /* ms between attach attempts of a process */
 	int sync_spin_us;       /* dm_send_request polls for its answer this long (adaptive) */
 	int async_queue;        /* async jobs one module worker's list may hold */
-	int async_direct;       /* 1: the SIP worker sends async requests itself (reply-to) */
+	int async_direct;       /* 1: the SIP worker sends async requests itself (reply-to);
+	                           0 (default): it hands them to a module worker */
 	str event_callback;     /* KEMI: the function that gets every incoming request */
 } dmk_cfg_t;
 extern dmk_cfg_t dmk_cfg;

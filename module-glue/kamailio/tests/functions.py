@@ -197,6 +197,9 @@ WITH_BRIDGE = ['"htable", "htable", "c=>size=4;"', '"dmbridge", "bridge_socket",
                '"dmbridge", "sched_nice", 3']
 
 
+DIRECT = '"dmbridge", "async_direct", 1'
+
+
 def native_cfg(rs, uas_port, extra=()):
     return cfg_head(["tm", "sl", "pv", "xlog", "textops", "htable"],
                     WITH_BRIDGE + list(extra)) + f"""
@@ -277,7 +280,8 @@ event_route[dmbridge:E_DM_PPR] {{
 
 def kemi_files(rs, uas_port, lua_path):
     cfg = cfg_head(["tm", "sl", "pv", "xlog", "htable", "app_lua"], WITH_BRIDGE + [
-        '"dmbridge", "event_callback", "ksr_dm_event"', f'"app_lua", "load", "{lua_path}"'])
+        DIRECT, '"dmbridge", "event_callback", "ksr_dm_event"',
+        f'"app_lua", "load", "{lua_path}"'])
     cfg += 'cfgengine "lua"\n'
     cases = []
     for r in rs:
@@ -382,9 +386,10 @@ def run_rows(procs, rs, api, cfg_path, sock, bridge, work, tag, uas):
     if bridge:
         report.check(f"{tag}: module worker attached to the reference bridge",
                      fm.wait_for(log, "attached to bridge", 10 * slow), fm.log_tail(log))
-        # async_direct (session 16): the module worker publishes its reply address (the
-        # reference bridge offers reply-to) and the SIP worker sends the async rows' requests
-        # itself; with async_direct 0 it publishes none and the worker sends them
+        # async_direct 1 (session 16; these phases set it): the module worker publishes its
+        # reply address (the reference bridge offers reply-to) and the SIP worker sends the
+        # async rows' requests itself; with the default (0) it publishes none and the worker
+        # sends them
         direct = "handover" not in tag
         published = fm.wait_for(log, "reply address published", (5 if direct else 1) * slow)
         report.check(f"{tag}: reply address {'published' if direct else 'not published'}"
@@ -551,7 +556,7 @@ def main():
 
     def phase(procs, work, uas, sock, bridge):
         ncfg = os.path.join(work, "native.cfg")
-        open(ncfg, "w").write(native_cfg(rs, uas.port))
+        open(ncfg, "w").write(native_cfg(rs, uas.port, [DIRECT]))
         kcfg_text, lua = kemi_files(rs, uas.port, os.path.join(work, "cases.lua"))
         kcfg = os.path.join(work, "kemi.cfg")
         open(kcfg, "w").write(kcfg_text)
@@ -560,9 +565,10 @@ def main():
         run_rows(procs, rs, "native", ncfg, sock, bridge, work, f"native-{suffix}", uas)
         run_rows(procs, rs, "kemi", kcfg, sock, bridge, work, f"kemi-{suffix}", uas)
         if bridge:
-            # the same native rows with the hand-over (async_direct 0): the same outcomes
+            # the same native rows with the module's default, the hand-over (async_direct 0):
+            # the same outcomes
             hcfg = os.path.join(work, "native-handover.cfg")
-            open(hcfg, "w").write(native_cfg(rs, uas.port, ['"dmbridge", "async_direct", 0']))
+            open(hcfg, "w").write(native_cfg(rs, uas.port))
             run_rows(procs, rs, "native", hcfg, sock, bridge, work, "native-bridge-handover",
                      uas)
 
