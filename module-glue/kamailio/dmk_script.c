@@ -557,6 +557,7 @@ enum {
 	DMK_PV_RESULT,
 	DMK_PV_ERROR,
 	DMK_PV_PEER_US,
+	DMK_PV_WORKER_US,
 };
 
 static const struct {
@@ -568,6 +569,7 @@ static const struct {
 	{"result", DMK_PV_RESULT},
 	{"error", DMK_PV_ERROR},
 	{"peer_us", DMK_PV_PEER_US},
+	{"worker_us", DMK_PV_WORKER_US},
 };
 
 int pv_parse_dm_name(pv_spec_p sp, str *in)
@@ -625,6 +627,8 @@ int pv_get_dm(sip_msg_t *msg, pv_param_t *param, pv_value_t *res)
 			return pv_get_cstr(msg, param, res, dmk_outcome_error());
 		case DMK_PV_PEER_US:
 			return pv_get_uintval(msg, param, res, dmk_outcome_peer_us());
+		case DMK_PV_WORKER_US:
+			return pv_get_uintval(msg, param, res, dmk_outcome_worker_us());
 	}
 	if(r == NULL)
 		return pv_get_null(msg, param, res);

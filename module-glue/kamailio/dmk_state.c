@@ -39,6 +39,7 @@ static int _dmk_cur_replied = 0;
 static int _dmk_out_rc = 0;
 static uint32_t _dmk_out_code = 0;
 static uint32_t _dmk_out_peer_us = 0;
+static uint32_t _dmk_out_worker_us = 0;
 static str _dmk_out_json = STR_NULL;
 static int _dmk_out_json_size = 0;
 static char _dmk_out_error[256] = "";
@@ -181,6 +182,7 @@ void dmk_outcome_set(int rc, uint32_t result_code, const char *json, const char 
 	_dmk_out_rc = rc;
 	_dmk_out_code = result_code;
 	_dmk_out_peer_us = 0;
+	_dmk_out_worker_us = 0;
 	snprintf(_dmk_out_error, sizeof(_dmk_out_error), "%s", error ? error : "");
 	if(len + 1 > _dmk_out_json_size) {
 		char *b = pkg_malloc(len + 1);
@@ -216,11 +218,18 @@ void dmk_outcome_from_answer(int rc, const dmb_answer *ans)
 	dmk_outcome_set(rc, dmb_answer_result_code(ans), dmb_answer_avps_json(ans, NULL),
 			dmb_answer_error(ans));
 	_dmk_out_peer_us = dmg_peer_us(dmb_answer_peer_ns(ans));
+	/* same rounding and cap as peer_us, so that peer_us <= worker_us holds for the script */
+	_dmk_out_worker_us = dmg_peer_us(dmb_answer_worker_ns(ans));
 }
 
 uint32_t dmk_outcome_peer_us(void)
 {
 	return _dmk_out_peer_us;
+}
+
+uint32_t dmk_outcome_worker_us(void)
+{
+	return _dmk_out_worker_us;
 }
 
 str *dmk_outcome_json(void)

@@ -80,10 +80,14 @@ void dmk_outcome_set(int rc, uint32_t result_code, const char *json, const char 
 int dmk_outcome_rc(void);
 uint32_t dmk_outcome_code(void);
 /* the outcome of an answer from libdmbridge: as dmk_outcome_set, and $dm(peer_us), the
- * bridge's wait for the peer (dmb_answer_peer_ns, as dmg_peer_us), which dmk_outcome_set
- * leaves 0 */
+ * bridge's wait for the peer (dmb_answer_peer_ns, as dmg_peer_us), and $dm(worker_us), the
+ * library's round trip (dmb_answer_worker_ns: send call entered -> answer taken, peer
+ * included, as dmg_peer_us), which dmk_outcome_set leaves 0. The script's round trip less
+ * worker_us is the module's own part (suspend before the send, resume after the take);
+ * worker_us less peer_us the library's and the bridge's */
 void dmk_outcome_from_answer(int rc, const dmb_answer *ans);
 uint32_t dmk_outcome_peer_us(void);
+uint32_t dmk_outcome_worker_us(void);
 str *dmk_outcome_json(void); /* len 0 when none */
 const char *dmk_outcome_error(void); /* NULL when none */
 
