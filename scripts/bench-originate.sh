@@ -117,7 +117,14 @@
 #                           dm_send_request's peer_us_pv); each line then also gets "peer_us"
 #                           and "added_us" = rt - peer per call (what the module, libdmbridge,
 #                           the bridge and the hand-overs between them added to that request,
-#                           issue 15 item 3), p50/p99/p99.9 each
+#                           issue 15 item 3), p50/p99/p99.9 each. The Kamailio dmbridge
+#                           sides also put X-Worker-Us ($dm(worker_us): libdmbridge's round
+#                           trip, its send call entered -> the answer taken, the peer
+#                           included); their lines then also split added per call into
+#                           "script_side_us" = rt - worker (suspend, hand-over, t_continue, the
+#                           resume route's start) and "bridge_side_us" = worker - peer (the library,
+#                           the rings, the doorbells and the bridge). Sides without the header
+#                           (OpenSIPS, ims) get neither
 #   TA_PEER=fd|echo         who answers the test_app requests: freeDiameter's test_app server
 #                           (fd, default) or `ECHO_BIN run --echo --threads 1` (echo; ECHO_BIN
 #                           defaults to this tree's release binary, so an A/B run with
@@ -435,14 +442,14 @@ modparam(\"dmbridge\", \"sched_slice_us\", ${SCHED_SLICE_US:-0})" "$work/$name.c
 fi
 
 # --- runs ----------------------------------------------------------------------------------
-# RT_US=1: the same scenario, also keeping each reply's X-Rt-Us and X-Peer-Us (not checked: the
-# sides without them log an empty field) with a <log> action, one line "rt peer" per call in
-# rtN.log
+# RT_US=1: the same scenario, also keeping each reply's X-Rt-Us, X-Peer-Us and X-Worker-Us
+# (not checked: the sides without them log an empty field) with a <log> action, one line
+# "rt peer worker" per call in rtN.log
 scen_run=$scen
 if [ "${RT_US:-0}" = 1 ]; then
   scen_run="$work/bench-originate-rt.xml"
-  sed -e 's|^\(.*assign_to="rc"/>\)$|\1\n      <ereg regexp="-?[0-9]+" search_in="hdr" header="X-Rt-Us:" assign_to="rt"/>\n      <ereg regexp="[0-9]+" search_in="hdr" header="X-Peer-Us:" assign_to="peer"/>\n      <log message="[$rt] [$peer]"/>|' \
-    -e 's|<Reference variables="rc"/>|<Reference variables="rc,rt,peer"/>|' "$scen" >"$scen_run"
+  sed -e 's|^\(.*assign_to="rc"/>\)$|\1\n      <ereg regexp="-?[0-9]+" search_in="hdr" header="X-Rt-Us:" assign_to="rt"/>\n      <ereg regexp="[0-9]+" search_in="hdr" header="X-Peer-Us:" assign_to="peer"/>\n      <ereg regexp="[0-9]+" search_in="hdr" header="X-Worker-Us:" assign_to="worker"/>\n      <log message="[$rt] [$peer] [$worker]"/>|' \
+    -e 's|<Reference variables="rc"/>|<Reference variables="rc,rt,peer,worker"/>|' "$scen" >"$scen_run"
   grep -q 'X-Rt-Us' "$scen_run" || { log "RT_US=1: could not extend $scen"; exit 1; }
 fi
 # sched_labels SIDE: PID=label arguments for scripts/sched-delays.py: the bridge, the peers,
@@ -610,9 +617,13 @@ def pct(q, v=None):
     v = lat if v is None else v
     return v[min(len(v) - 1, int(q * len(v)))] if v else None
 # RT_US=1: the script's round trip per call (X-Rt-Us) and, on the dmbridge sides, the bridge's
-# wait for the peer for that call (X-Peer-Us), logged by sipp as "rt peer" lines; added = rt -
-# peer per call (the module's, libdmbridge's and the bridge's time with the hand-overs)
+# wait for the peer for that call (X-Peer-Us), logged by sipp as "rt peer worker" lines; added =
+# rt - peer per call (the module's, libdmbridge's and the bridge's time with the hand-overs);
+# on the Kamailio dmbridge sides also libdmbridge's round trip (X-Worker-Us), which splits
+# added into the script's side (rt - worker) and the library's and bridge's (worker - peer).
+# A worker of 0 (the library knew no round trip) splits nothing: such calls are counted apart
 rts, peers, added = [], [], []
+script_side, bridge_side, no_worker = [], [], 0
 for f in glob.glob(os.path.join(d, "rt*.log")):
     for line in open(f):
         v = [int(x) for x in line.split() if x.lstrip("-").isdigit()]
@@ -622,7 +633,13 @@ for f in glob.glob(os.path.join(d, "rt*.log")):
         if len(v) > 1:
             peers.append(v[1])
             added.append(v[0] - v[1])
-rts.sort(); peers.sort(); added.sort()
+        if len(v) > 2:
+            if v[2] > 0:
+                script_side.append(v[0] - v[2])
+                bridge_side.append(v[2] - v[1])
+            else:
+                no_worker += 1
+rts.sort(); peers.sort(); added.sort(); script_side.sort(); bridge_side.sort()
 def dist(v):
     return {"samples": len(v), "p50": pct(0.5, v), "p99": pct(0.99, v), "p999": pct(0.999, v),
             "max": v[-1]}
@@ -648,6 +665,8 @@ print(json.dumps({
               "nice": int(os.environ.get("NICE") or 0)},
     **({"rt_us": dist(rts)} if rts else {}),
     **({"peer_us": dist(peers), "added_us": dist(added)} if peers else {}),
+    **({"script_side_us": dist(script_side), "bridge_side_us": dist(bridge_side),
+        "no_worker_us": no_worker} if script_side else {}),
     **({"sched_delays": json.load(open(sched_file))} if os.path.exists(sched_file) else {}),
     "sip_minflt_per_call": round(int(mf) / ok, 2) if ok else None,
     # the SIP server's processes' context switches per call: voluntary ones are its sleeps
@@ -874,7 +893,9 @@ for r in rows:
     if r.get("mode") in ("closed", "rate"):
         for k, label in (("rt_us", "script round trip (X-Rt-Us)"),
                          ("peer_us", "peer's part (X-Peer-Us)"),
-                         ("added_us", "added = rt - peer, per call")):
+                         ("added_us", "added = rt - peer, per call"),
+                         ("script_side_us", "script side = rt - worker"),
+                         ("bridge_side_us", "bridge side = worker - peer")):
             h = r.get(k)
             if h:
                 print(f"    {label:<28} n {h['samples']:>9}  p50/p99/p99.9 us "
