@@ -73,7 +73,8 @@ static const cmd_export_t cmds[] = {
 		{CMD_PARAM_INT, 0, 0},
 		{CMD_PARAM_STR, fixup_dm_json, 0},
 		{CMD_PARAM_VAR | CMD_PARAM_OPT, fixup_dm_reply_var, 0},
-		{CMD_PARAM_VAR | CMD_PARAM_OPT, fixup_dm_peer_var, 0}, {0, 0, 0}},
+		{CMD_PARAM_VAR | CMD_PARAM_OPT, fixup_dm_peer_var, 0},
+		{CMD_PARAM_VAR | CMD_PARAM_OPT, fixup_dm_worker_var, 0}, {0, 0, 0}},
 		ALL_ROUTES},
 	{0, 0, {{0, 0, 0}}, 0}
 };
@@ -84,7 +85,8 @@ static const acmd_export_t acmds[] = {
 		{CMD_PARAM_INT, 0, 0},
 		{CMD_PARAM_STR, fixup_dm_json, 0},
 		{CMD_PARAM_VAR | CMD_PARAM_OPT, fixup_dm_reply_var, 0},
-		{CMD_PARAM_VAR | CMD_PARAM_OPT, fixup_dm_peer_var, 0}, {0, 0, 0}}},
+		{CMD_PARAM_VAR | CMD_PARAM_OPT, fixup_dm_peer_var, 0},
+		{CMD_PARAM_VAR | CMD_PARAM_OPT, fixup_dm_worker_var, 0}, {0, 0, 0}}},
 	{0, 0, {{0, 0, 0}}}
 };
 

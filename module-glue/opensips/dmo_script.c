@@ -69,6 +69,11 @@ int fixup_dm_peer_var(void **param)
 	return fixup_dm_out_var(param, "peer wait");
 }
 
+int fixup_dm_worker_var(void **param)
+{
+	return fixup_dm_out_var(param, "library round trip");
+}
+
 /* --- dm_send_reply ----------------------------------------------------------------------- */
 
 int w_dm_send_reply(struct sip_msg *msg, str *json, int *is_error)
@@ -108,7 +113,7 @@ int w_dm_send_reply(struct sip_msg *msg, str *json, int *is_error)
 /* --- dm_send_request (synchronous) ------------------------------------------------------- */
 
 int w_dm_send_request(struct sip_msg *msg, int *app_id, int *cmd_code, str *json,
-		pv_spec_t *rpl, pv_spec_t *peer)
+		pv_spec_t *rpl, pv_spec_t *peer, pv_spec_t *worker)
 {
 	dmb_answer *ans = NULL;
 	int rc;
@@ -143,7 +148,7 @@ int w_dm_send_request(struct sip_msg *msg, int *app_id, int *cmd_code, str *json
 				why && *why ? why : (rc == DMG_RC_TIMEOUT ? "no answer in time" : "not sent"));
 	}
 done:
-	dmo_set_out_vars(msg, rpl, peer, ans);
+	dmo_set_out_vars(msg, rpl, peer, worker, ans);
 	if(ans)
 		dmb_answer_free(ans);
 	dmg_count_outcome(dmo_stats(), rc);
@@ -151,15 +156,16 @@ done:
 }
 
 int w_dm_send_request_async(struct sip_msg *msg, async_ctx *ctx, int *app_id,
-		int *cmd_code, str *json, pv_spec_t *rpl, pv_spec_t *peer)
+		int *cmd_code, str *json, pv_spec_t *rpl, pv_spec_t *peer, pv_spec_t *worker)
 {
 	if(*app_id < 0 || *cmd_code < 0) {
 		LM_ERR("dm_send_request: app_id and cmd_code must be >= 0\n");
-		dmo_set_out_vars(msg, rpl, peer, NULL);
+		dmo_set_out_vars(msg, rpl, peer, worker, NULL);
 		DMG_INC(dmo_stats(), sent_async);
 		dmg_count_outcome(dmo_stats(), DMG_RC_NOT_SENT);
 		async_status = ASYNC_NO_IO;
 		return DMG_RC_NOT_SENT;
 	}
-	return dmo_async_start(msg, ctx, (uint32_t)*app_id, (uint32_t)*cmd_code, json, rpl, peer);
+	return dmo_async_start(
+			msg, ctx, (uint32_t)*app_id, (uint32_t)*cmd_code, json, rpl, peer, worker);
 }

@@ -183,8 +183,20 @@ int dmo_check_json(const char *fn, const str *json)
 
 /* --- the reply variable ------------------------------------------------------------------- */
 
-void dmo_set_out_vars(
-		struct sip_msg *msg, pv_spec_t *rpl, pv_spec_t *peer, const dmb_answer *ans)
+/* an integer output variable of dm_send_request: `ns` as microseconds (dmg_peer_us) */
+static void dmo_set_us_var(struct sip_msg *msg, pv_spec_t *sp, uint64_t ns, const char *what)
+{
+	pv_value_t val;
+
+	memset(&val, 0, sizeof(val));
+	val.ri = (int)dmg_peer_us(ns);
+	val.flags = PV_VAL_INT | PV_TYPE_INT;
+	if(pv_set_value(msg, sp, 0, &val) != 0)
+		LM_ERR("dm_send_request: cannot set the %s variable\n", what);
+}
+
+void dmo_set_out_vars(struct sip_msg *msg, pv_spec_t *rpl, pv_spec_t *peer, pv_spec_t *worker,
+		const dmb_answer *ans)
 {
 	const char *json = NULL;
 	size_t len = 0;
@@ -204,11 +216,8 @@ void dmo_set_out_vars(
 		if(pv_set_value(msg, rpl, 0, &val) != 0)
 			LM_ERR("dm_send_request: cannot set the reply variable\n");
 	}
-	if(peer != NULL) {
-		memset(&val, 0, sizeof(val));
-		val.ri = (int)dmg_peer_us(ans ? dmb_answer_peer_ns(ans) : 0);
-		val.flags = PV_VAL_INT | PV_TYPE_INT;
-		if(pv_set_value(msg, peer, 0, &val) != 0)
-			LM_ERR("dm_send_request: cannot set the peer wait variable\n");
-	}
+	if(peer != NULL)
+		dmo_set_us_var(msg, peer, ans ? dmb_answer_peer_ns(ans) : 0, "peer wait");
+	if(worker != NULL)
+		dmo_set_us_var(msg, worker, ans ? dmb_answer_worker_ns(ans) : 0, "library round trip");
 }

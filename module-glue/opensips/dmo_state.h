@@ -79,8 +79,10 @@ void dmo_request_end(void);
 int dmo_check_json(const char *fn, const str *json);
 /* dm_send_request's output variables, each when given: rpl_avps_pv, the answer's AVPs (NULL
  * without any); peer_us_pv, the bridge's wait for the peer for this request in microseconds
- * (dmg_peer_us), 0 without an answer from a peer. `ans` NULL: not sent. */
-void dmo_set_out_vars(
-		struct sip_msg *msg, pv_spec_t *rpl, pv_spec_t *peer, const dmb_answer *ans);
+ * (dmg_peer_us), 0 without an answer from a peer; worker_us_pv, libdmbridge's round trip for it
+ * (dmb_answer_worker_ns: send call entered -> answer taken, the peer included; rounded like
+ * peer_us), 0 when unknown (not sent, the library's own timeout). `ans` NULL: not sent. */
+void dmo_set_out_vars(struct sip_msg *msg, pv_spec_t *rpl, pv_spec_t *peer, pv_spec_t *worker,
+		const dmb_answer *ans);
 
 #endif

@@ -49,6 +49,7 @@ typedef struct dmo_async {
 	async_ctx *ctx;        /* the suspended transaction's context */
 	pv_spec_t *rpl;        /* reply variable or NULL */
 	pv_spec_t *peer;       /* peer wait variable or NULL */
+	pv_spec_t *worker;     /* library round trip variable or NULL */
 	dmb_answer *ans;       /* the outcome, once taken */
 	int rc;                /* its script return code */
 	struct dmo_async *next_done;
@@ -336,7 +337,7 @@ static enum async_ret_code dmo_async_resume(int fd, struct sip_msg *msg, void *p
 				why && *why ? why : (a->rc == DMG_RC_TIMEOUT ? "no answer in time" : "not sent"));
 	}
 	rc = a->rc;
-	dmo_set_out_vars(msg, a->rpl, a->peer, a->ans);
+	dmo_set_out_vars(msg, a->rpl, a->peer, a->worker, a->ans);
 	dmg_count_outcome(dmo_stats(), rc);
 	dmo_async_free(a);
 	async_status = ASYNC_DONE;
@@ -377,7 +378,7 @@ static void dmo_resume_done(void)
 }
 
 int dmo_async_start(struct sip_msg *msg, async_ctx *ctx, uint32_t app_id, uint32_t cmd_code,
-		const str *json, pv_spec_t *rpl, pv_spec_t *peer)
+		const str *json, pv_spec_t *rpl, pv_spec_t *peer, pv_spec_t *worker)
 {
 	dmo_async *a;
 	uint64_t handle = 0;
@@ -415,6 +416,7 @@ int dmo_async_start(struct sip_msg *msg, async_ctx *ctx, uint32_t app_id, uint32
 	a->ctx = ctx;
 	a->rpl = rpl;
 	a->peer = peer;
+	a->worker = worker;
 	a->rc = DMG_RC_TIMEOUT;
 	dmg_pending_put(&dmo_pending, &a->job);
 	ctx->resume_param = a;
@@ -428,7 +430,7 @@ sync: {
 	rc = dmb_send_request_checked(dmo_w(), app_id, cmd_code, json->s, (size_t)json->len,
 			(uint32_t)dmo_cfg.request_timeout, &ans);
 	rc = ans ? dmg_rc_from_class(dmb_answer_class(ans)) : DMG_RC_NOT_SENT;
-	dmo_set_out_vars(msg, rpl, peer, ans);
+	dmo_set_out_vars(msg, rpl, peer, worker, ans);
 	if(ans)
 		dmb_answer_free(ans);
 	dmg_count_outcome(dmo_stats(), rc);
@@ -436,7 +438,7 @@ sync: {
 	return rc;
 }
 not_sent:
-	dmo_set_out_vars(msg, rpl, peer, NULL);
+	dmo_set_out_vars(msg, rpl, peer, worker, NULL);
 	dmg_count_outcome(dmo_stats(), DMG_RC_NOT_SENT);
 	async_status = ASYNC_NO_IO;
 	return DMG_RC_NOT_SENT;

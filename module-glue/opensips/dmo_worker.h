@@ -15,6 +15,6 @@
 int dmo_serve(void);
 /* async dm_send_request: sends, and resumes the transaction when the outcome comes */
 int dmo_async_start(struct sip_msg *msg, async_ctx *ctx, uint32_t app_id, uint32_t cmd_code,
-		const str *json, pv_spec_t *rpl, pv_spec_t *peer);
+		const str *json, pv_spec_t *rpl, pv_spec_t *peer, pv_spec_t *worker);
 
 #endif

@@ -313,6 +313,41 @@ def check_peer(report, label, peer, bridge):
     report.check(f"{label}: peer wait {'> 0' if bridge else '0'} (got {peer})", ok)
 
 
+def worker_of(log, row, pos, slow):
+    """The library's round trip (microseconds) a row's log line printed after "worker=" (the
+    script's view of dmb_answer_worker_ns); None when the line has none. `pos`: the log's size
+    before the row's request was sent."""
+    what = "FIN" if row["fkind"] == "async" else "CASE"
+    m = wait_for(log, rf"{what} {row['id']} \S+.*? worker=(\S+)", 2 * slow, pos)
+    return m.group(1) if m else None
+
+
+def check_worker(report, label, peer, worker, bridge):
+    """The library's round trip: > 0 for an answered request (the reference bridge plays the
+    peer), and at least the peer wait (it includes the bridge's wait for the peer; both are
+    rounded up the same way); 0 for one not sent (no bridge: an outcome the module or the
+    library made)."""
+    ok = worker is not None and worker.isdigit()
+    if ok and bridge:
+        ok = int(worker) > 0 and peer is not None and peer.isdigit() and int(peer) <= int(worker)
+    elif ok:
+        ok = worker == "0"
+    want = "> 0 and >= peer wait" if bridge else "0"
+    report.check(f"{label}: library round trip {want} (got {worker}, peer {peer})", ok)
+
+
+def check_timeout_workers(report, tag, log, slow, pos, var):
+    """After check_timeouts (`pos`: the log's size before it), the "worker=<v>" its two lines
+    printed (`var`, the script's library round trip): a timeout the bridge answers is a round
+    trip through the library (about the request timeout), one the library makes itself (the
+    bridge late) is 0: either is a number."""
+    for what in ("TIMEOUT", "TFIN"):
+        m = wait_for(log, rf"{what} \S+ peer=\S+ worker=(\S+)", 2 * slow, pos)
+        got = m.group(1) if m else None
+        report.check(f"{tag}: a request timing out ({what}) -> {var} a number (got {got})",
+                     got is not None and got.isdigit(), log_tail(log))
+
+
 def check_timeouts(report, tag, port, log, slow, var):
     """A request the peer never answers (the scripts' X-Where "timeout": sync, logging "TIMEOUT
     rc=<rc> peer=<v>"; "atimeout": async, its resume route logging "TFIN result=<rc>

@@ -355,29 +355,6 @@ end
 
 
 # --- running ---------------------------------------------------------------------------------
-def worker_of(log, row, pos, slow):
-    """The library's round trip (microseconds) a row's log line printed after "worker="
-    ($dm(worker_us)); None when the line has none. `pos`: the log's size before the row's
-    request was sent."""
-    what = "FIN" if row["fkind"] == "async" else "CASE"
-    m = fm.wait_for(log, rf"{what} {row['id']} \S+.*? worker=(\S+)", 2 * slow, pos)
-    return m.group(1) if m else None
-
-
-def check_worker(label, peer, worker, bridge):
-    """$dm(worker_us) (dmb_answer_worker_ns): > 0 for an answered request (the reference
-    bridge plays the peer), and at least $dm(peer_us) (the library's round trip includes the
-    bridge's wait for the peer; both rounded up the same way); 0 for one not sent (no bridge:
-    an outcome the module or the library made)."""
-    ok = worker is not None and worker.isdigit()
-    if ok and bridge:
-        ok = int(worker) > 0 and peer is not None and peer.isdigit() and int(peer) <= int(worker)
-    elif ok:
-        ok = worker == "0"
-    want = "> 0 and >= peer wait" if bridge else "0"
-    report.check(f"{label}: library round trip {want} (got {worker}, peer {peer})", ok)
-
-
 def kamailio_argv(cfg, port, sock, rundir, vg_name=None, work=None):
     argv = ["kamailio", "-DD", "-E", "-Y", rundir, "-f", cfg, "-A", f"SIP_PORT={port}",
             "-A", f'DMB_SO="{so}"', "-A", f'DMB_SOCKET="{sock}"']
@@ -444,17 +421,11 @@ def run_rows(procs, rs, api, cfg_path, sock, bridge, work, tag, uas):
             # $dm(peer_us) beside $dm(result_code), after the call and in the resume route
             peer = fm.peer_of(log, r, pos, slow)
             fm.check_peer(report, label, peer, bridge)
-            check_worker(label, peer, worker_of(log, r, pos, slow), bridge)
+            fm.check_worker(report, label, peer, fm.worker_of(log, r, pos, slow), bridge)
     if bridge and api == "native":
         pos = fm.log_size(log)
         fm.check_timeouts(report, tag, port, log, slow, "$dm(peer_us)")
-        # a timeout the bridge answers is a round trip through the library (about the request
-        # timeout); one the library makes itself (the bridge late) is 0: either is a number
-        for what in ("TIMEOUT", "TFIN"):
-            m = fm.wait_for(log, rf"{what} \S+ peer=\S+ worker=(\S+)", 2 * slow, pos)
-            got = m.group(1) if m else None
-            report.check(f"{tag}: a request timing out ({what}) -> $dm(worker_us) a number "
-                         f"(got {got})", got is not None and got.isdigit(), fm.log_tail(log))
+        fm.check_timeout_workers(report, tag, log, slow, pos, "$dm(worker_us)")
     alive = k.poll() is None
     text = open(log, errors="replace").read()
     crash = re.search(r"(?i)segfault|signal 11|core dump|child process \d+ exited by a signal",

@@ -91,6 +91,10 @@ SYNC = {
         5: {"literal": f"dm_send_request(16777216, 301, {J}, $var(r), $var(p))",
             "variable": "dm_send_request($var(app), $var(cmd), $var(json), $var(r), $var(p))",
             "format": f"dm_send_request(16777216, 301, {JF}, $var(r), $var(p))"},
+        6: {"literal": f"dm_send_request(16777216, 301, {J}, $var(r), $var(p), $var(w))",
+            "variable": "dm_send_request($var(app), $var(cmd), $var(json), $var(r), $var(p), "
+                        "$var(w))",
+            "format": f"dm_send_request(16777216, 301, {JF}, $var(r), $var(p), $var(w))"},
     },
 }
 SYNC["dm_send_answer"] = {n: {k: c.replace("dm_send_reply", "dm_send_answer")
@@ -147,9 +151,9 @@ def blocks(rs, where):
         if r["where"] != where:
             continue
         out.append(f'\tif ($var(c) == {r["id"]}) {{\n\t\t$var(r) = "unset"; $var(p) = "unset";'
-                   f'\n\t\t{r["call"]};\n'
+                   f' $var(w) = "unset";\n\t\t{r["call"]};\n'
                    f'\t\t$var(rc) = $rc;\n\t\txlog("L_NOTICE", "CASE {r["id"]} rc=$var(rc) '
-                   f'r=$var(r) peer=$var(p)\\n");\n\t}}\n')
+                   f'r=$var(r) peer=$var(p) worker=$var(w)\\n");\n\t}}\n')
     return "".join(out)
 
 
@@ -204,16 +208,17 @@ route {{
 		async(dm_send_request(16777216, 301, {J}), RESUME);
 	}}
 	if ($hdr(X-Where) == "timeout") {{
-		dm_send_request(16777216, {fm.CMD_NEVER_ANSWER}, "[]", $var(r), $var(p));
+		dm_send_request(16777216, {fm.CMD_NEVER_ANSWER}, "[]", $var(r), $var(p), $var(w));
 		$var(rc) = $rc;
-		xlog("L_NOTICE", "TIMEOUT rc=$var(rc) peer=$var(p)\\n");
+		xlog("L_NOTICE", "TIMEOUT rc=$var(rc) peer=$var(p) worker=$var(w)\\n");
 		sl_send_reply(299, "timeout");
 		exit;
 	}}
 	if ($hdr(X-Where) == "atimeout") {{
 		t_newtran();
-		$var(p) = "unset";
-		async(dm_send_request(16777216, {fm.CMD_NEVER_ANSWER}, "[]", $var(r), $var(p)), TFIN);
+		$var(p) = "unset"; $var(w) = "unset";
+		async(dm_send_request(16777216, {fm.CMD_NEVER_ANSWER}, "[]", $var(r), $var(p), $var(w)),
+		      TFIN);
 	}}
 	if ($hdr(X-Where) == "event") {{
 		cache_store("local", "case", "$var(c)");
@@ -243,13 +248,13 @@ route[RESUME] {{
 
 route[FIN] {{
 	$var(res) = $rc;
-	xlog("L_NOTICE", "FIN $hdr(X-Case) result=$var(res) r=$var(r) peer=$var(p)\\n");
+	xlog("L_NOTICE", "FIN $hdr(X-Case) result=$var(res) r=$var(r) peer=$var(p) worker=$var(w)\\n");
 	t_reply(299, "fin");
 }}
 
 route[TFIN] {{
 	$var(res) = $rc;
-	xlog("L_NOTICE", "TFIN result=$var(res) peer=$var(p)\\n");
+	xlog("L_NOTICE", "TFIN result=$var(res) peer=$var(p) worker=$var(w)\\n");
 	t_reply(299, "fin");
 }}
 
@@ -310,13 +315,22 @@ def run_rows(procs, rs, cfg_text, bridge, work, tag):
         if ok and r["name"] == "dm_send_request":
             # peer_us_pv: the bridge's wait for the peer, after the call and in the resume route
             peer = fm.peer_of(log, r, pos, slow)
-            if r["arity"] == 5:
+            if r["arity"] >= 5:
                 fm.check_peer(report, label, peer, bridge)
             else:
                 report.check(f"{label}: no peer variable, untouched (got {peer})",
                              peer == "unset")
+            # worker_us_pv: libdmbridge's round trip, > 0 and >= the peer wait when answered
+            worker = fm.worker_of(log, r, pos, slow)
+            if r["arity"] == 6:
+                fm.check_worker(report, label, peer, worker, bridge)
+            else:
+                report.check(f"{label}: no library round trip variable, untouched (got "
+                             f"{worker})", worker == "unset")
     if bridge:
+        pos = fm.log_size(log)
         fm.check_timeouts(report, tag, port, log, slow, "peer_us_pv")
+        fm.check_timeout_workers(report, tag, log, slow, pos, "worker_us_pv")
     alive = k.poll() is None
     text = open(log, errors="replace").read()
     crash = re.search(r"(?i)segfault|signal 11|core dump|exited by a signal|"
