@@ -123,8 +123,10 @@
 #                           included); their lines then also split added per call into
 #                           "script_side_us" = rt - worker (suspend, hand-over, t_continue, the
 #                           resume route's start) and "bridge_side_us" = worker - peer (the library,
-#                           the rings, the doorbells and the bridge). Sides without the header
-#                           (OpenSIPS, ims) get neither
+#                           the rings, the doorbells and the bridge), and "tail_split": for the
+#                           calls at or above added's p99 the mean of each side, and the share
+#                           of calls whose added time / each side alone is >= 1 ms. Sides
+#                           without the header (OpenSIPS, ims) get none of these
 #   TA_PEER=fd|echo         who answers the test_app requests: freeDiameter's test_app server
 #                           (fd, default) or `ECHO_BIN run --echo --threads 1` (echo; ECHO_BIN
 #                           defaults to this tree's release binary, so an A/B run with
@@ -624,6 +626,7 @@ def pct(q, v=None):
 # A worker of 0 (the library knew no round trip) splits nothing: such calls are counted apart
 rts, peers, added = [], [], []
 script_side, bridge_side, no_worker = [], [], 0
+split = []  # (added, script side, bridge side) per call with a worker
 for f in glob.glob(os.path.join(d, "rt*.log")):
     for line in open(f):
         v = [int(x) for x in line.split() if x.lstrip("-").isdigit()]
@@ -637,12 +640,25 @@ for f in glob.glob(os.path.join(d, "rt*.log")):
             if v[2] > 0:
                 script_side.append(v[0] - v[2])
                 bridge_side.append(v[2] - v[1])
+                split.append((v[0] - v[1], v[0] - v[2], v[2] - v[1]))
             else:
                 no_worker += 1
 rts.sort(); peers.sort(); added.sort(); script_side.sort(); bridge_side.sort()
 def dist(v):
     return {"samples": len(v), "p50": pct(0.5, v), "p99": pct(0.99, v), "p999": pct(0.999, v),
             "max": v[-1]}
+def tail_split(calls):
+    """Where the tail of the added time lives, per call: the calls at or above added's p99,
+    their mean script side and bridge side (us); and the share of all calls (%) whose added
+    time, script side, bridge side alone is >= 1 ms (issue 15 item 3's bound)."""
+    calls.sort()
+    p99 = calls[min(len(calls) - 1, int(0.99 * len(calls)))][0]
+    tail = [c for c in calls if c[0] >= p99]
+    over = lambda i: round(100 * sum(1 for c in calls if c[i] >= 1000) / len(calls), 2)
+    return {"added_p99": p99, "calls": len(tail),
+            "script_mean_us": sum(c[1] for c in tail) // len(tail),
+            "bridge_mean_us": sum(c[2] for c in tail) // len(tail),
+            "over_1ms_pct": {"added": over(0), "script_side": over(1), "bridge_side": over(2)}}
 sched_file = os.path.join(d, "sched.json")
 secs = float(secs)
 hz = os.sysconf("SC_CLK_TCK")
@@ -666,7 +682,7 @@ print(json.dumps({
     **({"rt_us": dist(rts)} if rts else {}),
     **({"peer_us": dist(peers), "added_us": dist(added)} if peers else {}),
     **({"script_side_us": dist(script_side), "bridge_side_us": dist(bridge_side),
-        "no_worker_us": no_worker} if script_side else {}),
+        "no_worker_us": no_worker, "tail_split": tail_split(split)} if script_side else {}),
     **({"sched_delays": json.load(open(sched_file))} if os.path.exists(sched_file) else {}),
     "sip_minflt_per_call": round(int(mf) / ok, 2) if ok else None,
     # the SIP server's processes' context switches per call: voluntary ones are its sleeps
@@ -900,6 +916,13 @@ for r in rows:
             if h:
                 print(f"    {label:<28} n {h['samples']:>9}  p50/p99/p99.9 us "
                       f"{h['p50']}/{h['p99']}/{h['p999']}")
+        t = r.get("tail_split")
+        if t:
+            o = t["over_1ms_pct"]
+            print(f"    tail: {t['calls']} calls added >= {t['added_p99']} us, mean script side "
+                  f"{t['script_mean_us']} us, bridge side {t['bridge_mean_us']} us; >= 1 ms: "
+                  f"added {o['added']}%, script side {o['script_side']}%, bridge side "
+                  f"{o['bridge_side']}%")
     for k, h in (r.get("bridge_us") or {}).items():
         if h["n"]:
             print(f"    hist {k:<30} n {h['n']:>9}  p50/p99/p99.9 us "
