@@ -44,7 +44,7 @@ use crate::control::{
 use crate::error::{Error, Result};
 use crate::recent::RecentRoundTrips;
 use crate::record::{
-    class, IncomingRequest, OutgoingRequest, Payload, Record, Reply, ReplyStatus, ReplyTo,
+    class, Answer, IncomingRequest, OutgoingRequest, Payload, Record, Reply, ReplyStatus, ReplyTo,
 };
 use crate::ring::{Consumer, Producer, PushError};
 use crate::segment::{RingId, Segment, ShmRing, WIRE_VERSION};
@@ -218,6 +218,20 @@ impl Completion {
             worker_ns: 0,
             avps_json: String::new(),
             error,
+        }
+    }
+
+    /// The outcome an Answer record carries, its texts in strings kept from earlier answers
+    /// (`spare`, no allocation per answer once warm); `worker_ns` is set when it is handed out.
+    fn of(a: &Answer<'_>, spare: &mut Vec<String>) -> Completion {
+        Completion {
+            handle: a.handle,
+            class: a.class,
+            result_code: a.result_code,
+            peer_ns: a.peer_ns,
+            worker_ns: 0,
+            avps_json: text_in(spare, a.avps_json),
+            error: text_in(spare, a.error),
         }
     }
 
@@ -1365,15 +1379,7 @@ impl Worker {
                 Ok(Record::Answer(a)) if a.reply_to.is_some() => {
                     // Not ours to look up or time out: the bridge timed it (DESIGN §5).
                     self.stats.answers_received += 1;
-                    let c = Completion {
-                        handle: a.handle,
-                        class: a.class,
-                        result_code: a.result_code,
-                        peer_ns: a.peer_ns,
-                        worker_ns: 0,
-                        avps_json: text_in(&mut self.spare_texts, a.avps_json),
-                        error: text_in(&mut self.spare_texts, a.error),
-                    };
+                    let c = Completion::of(&a, &mut self.spare_texts);
                     let sent_ns = a.reply_to.unwrap_or(0);
                     let bridge = Duration::from_nanos(a.bridge_ns);
                     self.replies_to_us.push_back((c, sent_ns, bridge));
@@ -1382,15 +1388,7 @@ impl Worker {
                     // its deadline record goes when it reaches the front (DeadlineQueue)
                     if let Some(f) = self.in_flight.remove(&a.handle) {
                         self.stats.answers_received += 1;
-                        let c = Completion {
-                            handle: a.handle,
-                            class: a.class,
-                            result_code: a.result_code,
-                            peer_ns: a.peer_ns,
-                            worker_ns: 0,
-                            avps_json: text_in(&mut self.spare_texts, a.avps_json),
-                            error: text_in(&mut self.spare_texts, a.error),
-                        };
+                        let c = Completion::of(&a, &mut self.spare_texts);
                         let bridged = Bridged {
                             sent: f.sent,
                             bridge: Duration::from_nanos(a.bridge_ns),
