@@ -93,6 +93,33 @@ pub fn reply_address_slot(address: u64) -> SlotId {
     (address & ((1 << ADDRESS_SLOT_BITS) - 1)) as SlotId
 }
 
+/// Where a worker's outgoing request's outcome goes: back to the worker that sent it
+/// ([`Bridge::push_answer`]), or to the attachment its reply-to address names
+/// ([`Bridge::push_reply_to`]). [`Bridge::push_outcome`] takes either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerTo {
+    /// The sender's slot.
+    Sender(SlotId),
+    /// A reply-to request's address and the sender's send stamp to echo.
+    ReplyTo(ReplyTo),
+}
+
+impl AnswerTo {
+    /// Where the outcome of a request `sender` took with `reply_to` goes.
+    pub fn of(sender: SlotId, reply_to: Option<ReplyTo>) -> AnswerTo {
+        reply_to.map_or(AnswerTo::Sender(sender), AnswerTo::ReplyTo)
+    }
+
+    /// The slot it names (for a reply-to address, whether that attachment is still there
+    /// is [`Bridge::reply_target`]'s question), for log lines and counters.
+    pub fn slot(&self) -> SlotId {
+        match self {
+            AnswerTo::Sender(slot) => *slot,
+            AnswerTo::ReplyTo(to) => reply_address_slot(to.address),
+        }
+    }
+}
+
 /// The size of the buffer the payloads of [`BridgeEvent::Reply`] and [`BridgeEvent::Request`]
 /// are sliced from (issue 15 item 2: no allocation per message on the bridge's side of the
 /// seam, in either direction).
@@ -1296,38 +1323,29 @@ impl Bridge {
                         });
                     }
                 }
-                Ok(Record::Outgoing(r)) if r.reply_to.is_some() => {
-                    // Not the sender's: nothing in flight for it here (its outcome goes to
-                    // the named attachment, which the driver checks with `reply_target`).
+                Ok(Record::Outgoing(r)) => {
+                    // A reply-to request is not the sender's: nothing in flight for it here
+                    // (its outcome goes to the named attachment, which the driver checks with
+                    // `reply_target`).
+                    if r.reply_to.is_none() {
+                        if a.in_flight.len() >= max_in_flight {
+                            return Err((
+                                format!("more than {max_in_flight} requests in flight"),
+                                true,
+                            ));
+                        }
+                        if !a.in_flight.insert(r.handle) {
+                            events.push(BridgeEvent::Warning {
+                                slot,
+                                message: format!("duplicate request handle {} ignored", r.handle),
+                            });
+                            continue;
+                        }
+                    }
                     a.reads_answer_v3 = r.reads_answer_v3;
                     events.push(BridgeEvent::Request {
                         slot,
                         reply_to: r.reply_to,
-                        handle: r.handle,
-                        app_id: r.app_id,
-                        cmd_code: r.cmd_code,
-                        timeout_ms: r.timeout_ms,
-                        avps_json: slice(&mut self.arena, r.avps_json),
-                    });
-                }
-                Ok(Record::Outgoing(r)) => {
-                    if a.in_flight.len() >= max_in_flight {
-                        return Err((
-                            format!("more than {max_in_flight} requests in flight"),
-                            true,
-                        ));
-                    }
-                    if !a.in_flight.insert(r.handle) {
-                        events.push(BridgeEvent::Warning {
-                            slot,
-                            message: format!("duplicate request handle {} ignored", r.handle),
-                        });
-                        continue;
-                    }
-                    a.reads_answer_v3 = r.reads_answer_v3;
-                    events.push(BridgeEvent::Request {
-                        slot,
-                        reply_to: None,
                         handle: r.handle,
                         app_id: r.app_id,
                         cmd_code: r.cmd_code,
@@ -1499,12 +1517,7 @@ impl Bridge {
         } else {
             answer.encode_v2(&mut self.enc);
         }
-        if self.enc.len() > a.ans_tx.max_record() {
-            return Err(Error::TooBig {
-                len: self.enc.len(),
-                max: a.ans_tx.max_record(),
-            });
-        }
+        Self::fits(a, &self.enc)?;
         a.in_flight.remove(&answer.handle);
         Self::publish_answer(a, &self.enc)
     }
@@ -1534,14 +1547,11 @@ impl Bridge {
     /// shorter error answer instead).
     pub fn push_reply_to(&mut self, to: ReplyTo, answer: &Answer<'_>) -> Result<()> {
         let address = to.address;
-        let Some(slot) = self.reply_target(address) else {
+        let target = self.reply_target(address);
+        let Some(Slot::Attached(a)) = target.and_then(|slot| self.slots.get_mut(slot as usize))
+        else {
             return Err(Error::Detached(format!(
                 "reply address {address:#x} names no attached worker"
-            )));
-        };
-        let Some(Slot::Attached(a)) = self.slots.get_mut(slot as usize) else {
-            return Err(Error::Detached(format!(
-                "worker slot {slot} is not attached"
             )));
         };
         Record::Answer(Answer {
@@ -1549,13 +1559,30 @@ impl Bridge {
             ..answer.clone()
         })
         .encode(&mut self.enc);
-        if self.enc.len() > a.ans_tx.max_record() {
+        Self::fits(a, &self.enc)?;
+        Self::publish_answer(a, &self.enc)
+    }
+
+    /// Delivers an outgoing request's outcome where it goes: [`Bridge::push_answer`] or
+    /// [`Bridge::push_reply_to`], with their errors.
+    pub fn push_outcome(&mut self, to: AnswerTo, answer: &Answer<'_>) -> Result<()> {
+        match to {
+            AnswerTo::Sender(slot) => self.push_answer(slot, answer),
+            AnswerTo::ReplyTo(to) => self.push_reply_to(to, answer),
+        }
+    }
+
+    /// Whether the encoded answer `rec` fits `a`'s answers ring at all ([`Error::TooBig`]:
+    /// the caller delivers a shorter error answer instead).
+    fn fits(a: &Attached, rec: &[u8]) -> Result<()> {
+        let max = a.ans_tx.max_record();
+        if rec.len() > max {
             return Err(Error::TooBig {
-                len: self.enc.len(),
-                max: a.ans_tx.max_record(),
+                len: rec.len(),
+                max,
             });
         }
-        Self::publish_answer(a, &self.enc)
+        Ok(())
     }
 
     /// `rec` into `a`'s answers ring, or its overflow queue while the ring is full.

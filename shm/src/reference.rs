@@ -20,7 +20,7 @@
 //! its request's `sess_id` counts as matched in [`EchoStats`].
 
 use crate::bridge::{
-    Bridge, BridgeConfig, BridgeEvent, Dispatch, RefusalCause, SeamCounters, SlotId,
+    AnswerTo, Bridge, BridgeConfig, BridgeEvent, Dispatch, RefusalCause, SeamCounters, SlotId,
 };
 use crate::error::Result;
 use crate::record::{class, Answer, IncomingRequest, ReplyStatus};
@@ -28,14 +28,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Where an outcome goes: the sender's slot, or a reply-to address (with the send stamp
-/// to echo).
-#[derive(Debug, Clone, Copy)]
-enum To {
-    Slot(SlotId),
-    Address(crate::record::ReplyTo),
-}
 
 /// Held until its timeout, then answered with class -2.
 pub const CMD_NEVER_ANSWER: u32 = 999_001;
@@ -89,7 +81,7 @@ pub struct EchoStats {
 pub struct EchoBridge {
     bridge: Bridge,
     watched: Vec<SlotId>,
-    held: Vec<(Instant, To, u64)>,
+    held: Vec<(Instant, AnswerTo, u64)>,
     sess_of: HashMap<u64, String>,
     seq: u64,
     stats: Arc<Mutex<EchoStats>>,
@@ -211,17 +203,12 @@ impl EchoBridge {
 
     /// `a` to its requester: the sender, or the attachment a reply-to address names (a
     /// reply-to outcome whose attachment left is counted as dropped).
-    fn push(&mut self, to: To, a: &Answer<'_>) -> Result<()> {
-        match to {
-            To::Slot(slot) => self.bridge.push_answer(slot, a),
-            To::Address(to) => {
-                let r = self.bridge.push_reply_to(to, a);
-                if matches!(r, Err(crate::Error::Detached(_))) {
-                    self.lock().reply_to_dropped += 1;
-                }
-                r
-            }
+    fn push(&mut self, to: AnswerTo, a: &Answer<'_>) -> Result<()> {
+        let r = self.bridge.push_outcome(to, a);
+        if matches!(to, AnswerTo::ReplyTo(_)) && matches!(r, Err(crate::Error::Detached(_))) {
+            self.lock().reply_to_dropped += 1;
         }
+        r
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, EchoStats> {
@@ -279,8 +266,9 @@ impl EchoBridge {
                 for t in &tokens {
                     self.sess_of.remove(t);
                 }
-                self.held
-                    .retain(|(_, to, h)| !(matches!(to, To::Slot(_)) && handles.contains(h)));
+                self.held.retain(|(_, to, h)| {
+                    !(matches!(to, AnswerTo::Sender(_)) && handles.contains(h))
+                });
                 self.lock().gone.push((pid, name, tokens, handles));
             }
             BridgeEvent::Request {
@@ -292,14 +280,11 @@ impl EchoBridge {
                 timeout_ms,
                 avps_json,
             } => {
-                let to = match reply_to {
-                    None => To::Slot(slot),
-                    Some(to) if self.bridge.reply_target(to.address).is_some() => To::Address(to),
-                    Some(_) => {
-                        self.lock().reply_to_refused += 1;
-                        return;
-                    }
-                };
+                if reply_to.is_some_and(|to| self.bridge.reply_target(to.address).is_none()) {
+                    self.lock().reply_to_refused += 1;
+                    return;
+                }
+                let to = AnswerTo::of(slot, reply_to);
                 self.request(to, handle, app_id, cmd_code, timeout_ms, &avps_json)
             }
         }
@@ -307,7 +292,7 @@ impl EchoBridge {
 
     fn request(
         &mut self,
-        slot: To,
+        answer_to: AnswerTo,
         handle: u64,
         app_id: u32,
         cmd_code: u32,
@@ -320,7 +305,7 @@ impl EchoBridge {
         let answer = match cmd_code {
             CMD_NEVER_ANSWER => {
                 let at = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
-                self.held.push((at, slot, handle));
+                self.held.push((at, answer_to, handle));
                 return;
             }
             CMD_ERROR_ANSWER => (class::ERROR_ANSWER, 5012, text),
@@ -395,7 +380,7 @@ impl EchoBridge {
             error: "",
             reply_to: None,
         };
-        let ok = match self.push(slot, &a) {
+        let ok = match self.push(answer_to, &a) {
             Err(crate::Error::TooBig { .. }) => {
                 let short = Answer {
                     handle,
@@ -407,7 +392,7 @@ impl EchoBridge {
                     error: "answer too large",
                     reply_to: None,
                 };
-                self.push(slot, &short).is_ok()
+                self.push(answer_to, &short).is_ok()
             }
             r => r.is_ok(),
         };

@@ -23,7 +23,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use dmshm::bridge::{Bridge, BridgeEvent, Dispatch, SlotId};
+use dmshm::bridge::{AnswerTo, Bridge, BridgeEvent, Dispatch, SlotId};
 use dmshm::recent::RecentRoundTrips;
 use dmshm::record::{self, Payload, ReplyStatus, ReplyTo};
 
@@ -64,15 +64,6 @@ pub struct NodeView {
     pub origin_realm: String,
     /// Bound for answers built from workers' replies and requests from their JSON.
     pub max_message_size: usize,
-}
-
-/// Where an outcome goes: the worker that sent the request, or the attachment a reply-to
-/// request named ([`Bridge::push_reply_to`], which checks it is still that attachment), with
-/// the sender's send stamp to echo.
-#[derive(Clone, Copy, Debug)]
-enum To {
-    Slot(SlotId),
-    Address(ReplyTo),
 }
 
 /// A worker's outgoing request in flight: whom its outcome is for.
@@ -860,7 +851,7 @@ impl Driver {
         json: &[u8],
     ) {
         let at = Instant::now();
-        let to = reply_to.map_or(To::Slot(slot), To::Address);
+        let to = AnswerTo::of(slot, reply_to);
         self.counters.requests_sent += 1;
         self.counters_dirty = true;
         let epoch = self.policy.epoch(slot);
@@ -932,7 +923,7 @@ impl Driver {
         }
         let json = std::mem::take(&mut self.answer_json);
         let o = convert::outcome_in(self.dict, result, json);
-        let to = asker.reply_to.map_or(To::Slot(asker.slot), To::Address);
+        let to = AnswerTo::of(asker.slot, asker.reply_to);
         self.deliver(to, asker.handle, &o, asker.at, waited);
         // The answers' JSON buffer, kept (not one allocation per answer).
         self.answer_json = o.avps_json;
@@ -952,7 +943,14 @@ impl Driver {
     /// `to`: the sender's slot, or a reply-to address ([`Bridge::push_reply_to`]: a
     /// reply-to-marked version-3 Answer, sized against the receiver's ring; an attachment
     /// that left is refused there and the outcome dropped and counted as for a gone sender).
-    fn deliver(&mut self, to: To, handle: u64, o: &Outcome, at: Instant, waited: Option<Duration>) {
+    fn deliver(
+        &mut self,
+        to: AnswerTo,
+        handle: u64,
+        o: &Outcome,
+        at: Instant,
+        waited: Option<Duration>,
+    ) {
         self.counters_dirty = true;
         let round_trip = at.elapsed();
         let bridge_ns = u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX);
@@ -971,11 +969,8 @@ impl Driver {
             error: &o.error,
             reply_to: None,
         };
-        let slot = match to {
-            To::Slot(s) => s,
-            To::Address(a) => dmshm::bridge::reply_address_slot(a.address),
-        };
-        let r = match self.push(to, &answer) {
+        let slot = to.slot();
+        let r = match self.bridge.push_outcome(to, &answer) {
             Err(dmshm::Error::TooBig { len, max }) => {
                 let why = format!(
                     "the answer ({len} bytes as JSON) exceeds the SIP-server queue's maximum of {max} bytes (raise [app] max_message_size); Result-Code {}",
@@ -992,7 +987,9 @@ impl Driver {
                     error: &why,
                     reply_to: None,
                 };
-                self.push(to, &short).map(|_| record::class::NOT_SENT)
+                self.bridge
+                    .push_outcome(to, &short)
+                    .map(|_| record::class::NOT_SENT)
             }
             r => r.map(|_| o.class),
         };
@@ -1022,13 +1019,6 @@ impl Driver {
             self.script_request_latency
                 .bridge
                 .observe(round_trip.saturating_sub(w));
-        }
-    }
-
-    fn push(&mut self, to: To, answer: &record::Answer<'_>) -> Result<(), dmshm::Error> {
-        match to {
-            To::Slot(slot) => self.bridge.push_answer(slot, answer),
-            To::Address(address) => self.bridge.push_reply_to(address, answer),
         }
     }
 
