@@ -101,6 +101,15 @@ pub const DEFAULT_SYNC_SPIN: Duration = Duration::from_micros(DEFAULT_SYNC_SPIN_
 pub const DEFAULT_SYNC_SPIN_US: u64 = 1000;
 
 impl WorkerConfig {
+    /// A request's timeout: the caller's, or `default_timeout_ms` for 0.
+    fn timeout_ms(&self, requested: u32) -> u32 {
+        if requested == 0 {
+            self.default_timeout_ms
+        } else {
+            requested
+        }
+    }
+
     /// Sensible defaults for `path` and `name`.
     pub fn new(control_path: impl Into<PathBuf>, name: impl Into<String>) -> WorkerConfig {
         WorkerConfig {
@@ -1286,11 +1295,7 @@ impl Worker {
                 "the bridge cannot deliver an outcome to another attachment (an older bridge): send with dmb_send_request_async_checked() instead".into(),
             ));
         }
-        let timeout_ms = if timeout_ms == 0 {
-            self.cfg.default_timeout_ms
-        } else {
-            timeout_ms
-        };
+        let timeout_ms = self.cfg.timeout_ms(timeout_ms);
         Record::Outgoing(OutgoingRequest {
             handle: token,
             app_id,
@@ -1333,11 +1338,7 @@ impl Worker {
             )));
         }
         let handle = self.next_handle;
-        let timeout_ms = if timeout_ms == 0 {
-            self.cfg.default_timeout_ms
-        } else {
-            timeout_ms
-        };
+        let timeout_ms = self.cfg.timeout_ms(timeout_ms);
         Record::Outgoing(OutgoingRequest {
             handle,
             app_id,
