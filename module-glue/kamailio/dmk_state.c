@@ -20,7 +20,7 @@ dmk_cfg_t dmk_cfg = {
 	.reconnect_interval = 1000,
 	.sync_spin_us = DMB_DEFAULT_SYNC_SPIN_US,
 	.async_queue = DMK_DEFAULT_ASYNC_QUEUE,
-	.async_direct = 0,
+	.async_direct = 1,
 	.event_callback = STR_NULL,
 };
 

@@ -2,9 +2,9 @@
 //! `kamailio` with `dmbridge.so`, the real `dmbridge run`, a Diameter peer that holds its
 //! answers until the test says so ([`harness::held_peer`]) and SIP clients on UDP. The script
 //! (`CFG` below) sends a test_app request per SIP MESSAGE, `dm_send_request_async` (tm
-//! suspends the transaction; with `async_direct` 1, set here (the module's default is 0), the
-//! SIP worker sends the request itself naming a dmbridge worker as where the outcome goes, with
-//! 0 it hands the job over and the dmbridge worker sends it) for `async` and `dm_send_request`
+//! suspends the transaction; with `async_direct` 1, set here (the module's default), the SIP
+//! worker sends the request itself naming a dmbridge worker as where the outcome goes, with 0
+//! it hands the job over and the dmbridge worker sends it) for `async` and `dm_send_request`
 //! (the SIP worker waits) for `sync`, and replies 200 for a 2xxx answer, else
 //! `500 Diameter <rc> <error>`.
 //! Every wait is bounded and polls a condition. The tests about jobs that wait on the
@@ -174,7 +174,7 @@ struct Setup {
 
 /// A bridge whose default route is the held peer (answer timeout 20 s: only the script's
 /// request timeout ends a request), and the script written with `defines`' values;
-/// `async_direct` 1 (the direct path; the module's default is 0).
+/// `async_direct` 1 (the direct path; the module's default).
 fn setup(name: &str, request_timeout_ms: u32, fr_timer_ms: u32, exit_timeout_s: u32) -> Setup {
     setup_queue(
         name,

@@ -198,6 +198,7 @@ WITH_BRIDGE = ['"htable", "htable", "c=>size=4;"', '"dmbridge", "bridge_socket",
 
 
 DIRECT = '"dmbridge", "async_direct", 1'
+HANDOVER = '"dmbridge", "async_direct", 0'
 
 
 def native_cfg(rs, uas_port, extra=()):
@@ -388,10 +389,10 @@ def run_rows(procs, rs, api, cfg_path, sock, bridge, work, tag, uas):
     if bridge:
         report.check(f"{tag}: module worker attached to the reference bridge",
                      fm.wait_for(log, "attached to bridge", 10 * slow), fm.log_tail(log))
-        # async_direct 1 (session 16; these phases set it): the module worker publishes its
-        # reply address (the reference bridge offers reply-to) and the SIP worker sends the
-        # async rows' requests itself; with the default (0) it publishes none and the worker
-        # sends them
+        # async_direct 1 (the default since session 17; the native phase leaves it unset, the
+        # KEMI phase sets it): the module worker publishes its reply address (the reference
+        # bridge offers reply-to) and the SIP worker sends the async rows' requests itself;
+        # with 0 (the handover phase) it publishes none and the worker sends them
         direct = "handover" not in tag
         published = fm.wait_for(log, "reply address published", (5 if direct else 1) * slow)
         report.check(f"{tag}: reply address {'published' if direct else 'not published'}"
@@ -562,7 +563,7 @@ def main():
 
     def phase(procs, work, uas, sock, bridge):
         ncfg = os.path.join(work, "native.cfg")
-        open(ncfg, "w").write(native_cfg(rs, uas.port, [DIRECT]))
+        open(ncfg, "w").write(native_cfg(rs, uas.port))
         kcfg_text, lua = kemi_files(rs, uas.port, os.path.join(work, "cases.lua"))
         kcfg = os.path.join(work, "kemi.cfg")
         open(kcfg, "w").write(kcfg_text)
@@ -571,10 +572,9 @@ def main():
         run_rows(procs, rs, "native", ncfg, sock, bridge, work, f"native-{suffix}", uas)
         run_rows(procs, rs, "kemi", kcfg, sock, bridge, work, f"kemi-{suffix}", uas)
         if bridge:
-            # the same native rows with the module's default, the hand-over (async_direct 0):
-            # the same outcomes
+            # the same native rows with the hand-over (async_direct 0): the same outcomes
             hcfg = os.path.join(work, "native-handover.cfg")
-            open(hcfg, "w").write(native_cfg(rs, uas.port))
+            open(hcfg, "w").write(native_cfg(rs, uas.port, [HANDOVER]))
             run_rows(procs, rs, "native", hcfg, sock, bridge, work, "native-bridge-handover",
                      uas)
 
