@@ -13,7 +13,9 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -135,11 +137,57 @@ impl BusyPoll {
     }
 }
 
-/// Readiness found by one poll.
+/// The driver task's waker, shared by the wakers of its descriptors ([`SlotWake`]).
 #[derive(Default)]
-struct Ready {
-    listener: bool,
-    slots: Vec<SlotId>,
+struct TaskWaker(std::sync::Mutex<Option<Waker>>);
+
+impl TaskWaker {
+    /// Keeps `w` (cloned only when it is not the one kept already: the same task's waker is
+    /// kept across polls).
+    fn set(&self, w: &Waker) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *g {
+            Some(kept) => kept.clone_from(w),
+            None => *g = Some(w.clone()),
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(w) = &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// The waker one worker descriptor's readiness is registered with: it marks its descriptor
+/// due, then wakes the driver task. So a turn polls only the descriptors whose readiness fired
+/// (or that were ready last turn, to register again), not every attached worker's: with the
+/// SIP workers sending their own requests (Kamailio `async_direct`, 4 + 2 descriptors instead
+/// of 2) polling each descriptor on every turn was 1.5k of the bridge's 24k instructions per
+/// call (BENCHMARKS.md "Session 17: the bridge with more rings").
+struct SlotWake {
+    due: AtomicBool,
+    task: Arc<TaskWaker>,
+}
+
+impl Wake for SlotWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Marked before the task is woken: the poll it causes sees the mark.
+        self.due.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// One worker connection the driver waits on.
+struct Watched {
+    fd: AsyncFd<OwnedFd>,
+    wake: Arc<SlotWake>,
+    /// `wake` as a `Waker`, made once: tokio keeps it without a clone (`Waker::will_wake`).
+    waker: Waker,
 }
 
 /// The descriptors the driver waits on. Declared before the `Bridge` in [`Driver`]: dropped
@@ -148,30 +196,68 @@ struct Fds {
     /// A duplicate of the bridge's listener (`Bridge::listener_fd_dup`).
     listener: AsyncFd<OwnedFd>,
     /// A duplicate of each connected slot's socket (`Bridge::worker_fd_dup`).
-    workers: HashMap<SlotId, AsyncFd<OwnedFd>>,
+    workers: HashMap<SlotId, Watched>,
+    task: Arc<TaskWaker>,
+    /// The slots found readable by the last poll (kept: no allocation per turn).
+    ready: Vec<SlotId>,
 }
 
 impl Fds {
-    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Ready> {
-        let mut ready = Ready::default();
+    fn new(listener: AsyncFd<OwnedFd>) -> Fds {
+        Fds {
+            listener,
+            workers: HashMap::new(),
+            task: Arc::default(),
+            ready: Vec::new(),
+        }
+    }
+
+    /// Starts waiting on `fd` for `slot` (replacing a previous one): polled on the next turn.
+    fn watch(&mut self, slot: SlotId, fd: AsyncFd<OwnedFd>) {
+        let wake = Arc::new(SlotWake {
+            due: AtomicBool::new(true),
+            task: self.task.clone(),
+        });
+        let waker = Waker::from(wake.clone());
+        self.workers.insert(slot, Watched { fd, wake, waker });
+    }
+
+    /// Whether the listener is readable; the readable slots are left in `ready`.
+    ///
+    /// A worker descriptor is polled only when it is due: new, woken by the runtime (its
+    /// readiness fired), or ready on its last poll. Otherwise its `SlotWake` is still
+    /// registered with the runtime from its last `Pending` poll, and the runtime keeps it
+    /// until readiness fires, so skipping it loses nothing. The mark is taken before the poll,
+    /// and the runtime re-checks readiness after storing a waker, so a wake-up that races
+    /// with the poll marks the slot again.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        self.task.set(cx.waker());
+        let mut listener = false;
         if let Poll::Ready(r) = self.listener.poll_read_ready(cx) {
             if let Ok(mut g) = r {
                 g.clear_ready();
             }
-            ready.listener = true;
+            listener = true;
         }
-        for (slot, fd) in &self.workers {
-            if let Poll::Ready(r) = fd.poll_read_ready(cx) {
+        self.ready.clear();
+        for (slot, w) in &self.workers {
+            if !w.wake.due.swap(false, Ordering::Acquire) {
+                continue;
+            }
+            let mut wcx = Context::from_waker(&w.waker);
+            if let Poll::Ready(r) = w.fd.poll_read_ready(&mut wcx) {
                 // Cleared before servicing: data arriving after this raises readiness anew,
                 // data before it is read by `service`, which reads until it would block.
                 if let Ok(mut g) = r {
                     g.clear_ready();
                 }
-                ready.slots.push(*slot);
+                // Polled again next turn, which registers its waker again.
+                w.wake.due.store(true, Ordering::Relaxed);
+                self.ready.push(*slot);
             }
         }
-        if ready.listener || !ready.slots.is_empty() {
-            Poll::Ready(ready)
+        if listener || !self.ready.is_empty() {
+            Poll::Ready(listener)
         } else {
             Poll::Pending
         }
@@ -299,10 +385,7 @@ impl Driver {
             .map_err(super::StartError::Register)?;
         let now = Instant::now();
         Ok(Driver {
-            fds: Fds {
-                listener,
-                workers: HashMap::new(),
-            },
+            fds: Fds::new(listener),
             bridge,
             node,
             dict,
@@ -417,13 +500,15 @@ impl Driver {
                     }
                     None => requests_open = false,
                 },
-                ready = std::future::poll_fn(|cx| self.fds.poll_ready(cx)) => {
-                    if ready.listener {
+                listener = std::future::poll_fn(|cx| self.fds.poll_ready(cx)) => {
+                    if listener {
                         self.accept();
                     }
-                    for slot in ready.slots {
+                    let ready = std::mem::take(&mut self.fds.ready);
+                    for &slot in &ready {
                         self.service(slot);
                     }
+                    self.fds.ready = ready;
                 }
                 Some(outcome) = outcomes.recv() => {
                     self.complete(outcome);
@@ -528,7 +613,7 @@ impl Driver {
         };
         match dmshm::reactor::register(fd) {
             Ok(a) => {
-                self.fds.workers.insert(slot, a);
+                self.fds.watch(slot, a);
                 // A new connection may already have its Hello waiting.
                 self.hot.push(slot);
             }
