@@ -57,13 +57,20 @@ pub struct ScriptRequestLatency {
     pub workers: Arc<dmshm::times_board::ScriptTimesBoard>,
     /// Script requests the bridge refused to send, by cause (`dmbridge_shm_refused_total`):
     /// `reply_to_gone`, a reply-to request whose address named no live attachment (DESIGN
-    /// §5; the request is not sent and nobody gets an outcome).
+    /// §5; the request is not sent and nobody gets an outcome); `reply_to_full`, a reply-to
+    /// request whose receiver was owed `max_in_flight` outcomes already (not sent; the
+    /// receiver gets a not-sent outcome while its queue is short, else it is dropped).
     pub refused: Family<CauseLabels, Counter>,
 }
 
 /// The `cause` of [`ScriptRequestLatency::refused`] for a reply-to request whose attachment
 /// was gone.
 pub const REFUSED_REPLY_TO_GONE: &str = "reply_to_gone";
+
+/// The `cause` of [`ScriptRequestLatency::refused`] for a reply-to request whose receiver
+/// was owed the most outcomes the bridge holds for one worker
+/// (`dmshm::bridge::Bridge::accept_reply_to`).
+pub const REFUSED_REPLY_TO_FULL: &str = "reply_to_full";
 
 /// Which of a worker's two histograms ([`dmshm::times::ScriptTimes`]).
 #[derive(Clone, Copy, Debug)]
@@ -351,12 +358,14 @@ impl Metrics {
             },
         );
         // Shown at 0 from the start, so an alert on its rate needs no "absent" case.
-        let _ = script_request_latency.refused.get_or_create(&CauseLabels {
-            cause: REFUSED_REPLY_TO_GONE.to_string(),
-        });
+        for cause in [REFUSED_REPLY_TO_GONE, REFUSED_REPLY_TO_FULL] {
+            let _ = script_request_latency.refused.get_or_create(&CauseLabels {
+                cause: cause.to_string(),
+            });
+        }
         registry.register(
             "dmbridge_shm_refused",
-            "Script requests the bridge refused to send, by cause (reply_to_gone: the reply-to address named an attachment no longer attached)",
+            "Script requests the bridge refused to send, by cause (reply_to_gone: the reply-to address named an attachment no longer attached; reply_to_full: that attachment was owed the most outcomes the bridge holds for one worker)",
             script_request_latency.refused.clone(),
         );
         let refusals: Family<CauseLabels, Counter> = family(

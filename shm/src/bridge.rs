@@ -50,6 +50,12 @@
 //! would have delivered. A worker that breaks the protocol (garbage in its
 //! rings or on its socket) is dropped the same way; its segment was its own,
 //! so the slot is reused at once with a fresh one.
+//!
+//! A reply-to request is in nobody's in-flight set: per receiving attachment the bridge
+//! counts the outcomes it owes ([`Bridge::accept_reply_to`], bounded like a sender's own
+//! requests) until each is in that attachment's answers ring, and refuses more beyond the
+//! bound; when the attachment leaves, the count goes with it and the outcomes still to come
+//! are dropped ([`Bridge::push_reply_to`]: [`Error::Detached`]).
 
 use crate::control::{
     prepare_runtime_dir, refusal, Conn, Ctl, Listener, Recv, RuntimeDir, MAX_CONTROL_MSG,
@@ -120,6 +126,28 @@ impl AnswerTo {
     }
 }
 
+/// What [`Bridge::accept_reply_to`] makes of a reply-to request the bridge took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyToCheck {
+    /// Send it: its outcome is owed to the attachment in `slot` from now on, until
+    /// [`Bridge::push_reply_to`] has put it in that attachment's answers ring (or dropped it:
+    /// the attachment left), or [`Bridge::abandon_reply_to`] says it will not come.
+    Accepted(SlotId),
+    /// The address names no live attachment (it left, or the address is of a previous
+    /// bridge): do not send it; there is nobody to tell.
+    Gone,
+    /// The attachment in `slot` is owed `owed` outcomes already, the bound
+    /// ([`BridgeConfig::max_in_flight`]): do not send it; tell that attachment with
+    /// [`Bridge::push_reply_to_refusal`] (a short not-sent outcome, dropped when its queue is
+    /// long too).
+    Full {
+        /// The receiving attachment's slot.
+        slot: SlotId,
+        /// The outcomes it is owed (the bound).
+        owed: usize,
+    },
+}
+
 /// The size of the buffer the payloads of [`BridgeEvent::Reply`] and [`BridgeEvent::Request`]
 /// are sliced from (issue 15 item 2: no allocation per message on the bridge's side of the
 /// seam, in either direction).
@@ -185,7 +213,10 @@ pub struct BridgeConfig {
     pub max_pending: usize,
     /// Most outgoing requests one worker may have unanswered; bounds the
     /// answers the bridge may have to hold when that worker's answer ring is
-    /// full.
+    /// full. Also the most reply-to outcomes one attachment may be owed
+    /// ([`Bridge::accept_reply_to`] says why the same number), and the length
+    /// of its answers queue beyond which the short notices of reply-to requests
+    /// refused for it are dropped ([`Bridge::push_reply_to_refusal`]).
     pub max_in_flight: u32,
     /// Records handled per [`Bridge::service`] call before yielding.
     pub service_budget: u32,
@@ -400,14 +431,15 @@ pub enum BridgeEvent {
         error: String,
     },
     /// A worker wants a request sent; answer with [`Bridge::push_answer`] (or, for a
-    /// reply-to request, [`Bridge::push_reply_to`]).
+    /// reply-to request, [`Bridge::accept_reply_to`] first, then [`Bridge::push_reply_to`]).
     Request {
         /// The worker that sent it, where the answer goes (unless `reply_to`).
         slot: SlotId,
         /// The reply address its outcome goes to instead, and the sender's send stamp to echo
         /// in it ([`record::OutgoingRequest::reply_to`]); `handle` is then that attachment's
-        /// token. Check the address with [`Bridge::reply_target`] before sending: one that
-        /// names no live attachment is refused, not sent.
+        /// token. Take it with [`Bridge::accept_reply_to`] before sending: one whose address
+        /// names no live attachment, or an attachment owed too many outcomes already, is
+        /// refused, not sent.
         reply_to: Option<ReplyTo>,
         /// The worker's id for the request, echoed in the answer so the library finds its caller.
         handle: u64,
@@ -497,6 +529,10 @@ pub struct WorkerInfo {
     pub in_flight: usize,
     /// Answers waiting for room in its answer ring.
     pub queued_answers: usize,
+    /// Reply-to outcomes it is owed: requests others sent naming it, accepted, whose outcome
+    /// is not in its answers ring yet (at the peer, or among `queued_answers`); at most
+    /// [`BridgeConfig::max_in_flight`] ([`Bridge::accept_reply_to`]).
+    pub reply_to_owed: usize,
     /// Bytes waiting in its requests ring (bridge to worker: incoming requests).
     pub ring_requests_bytes: u64,
     /// Bytes waiting in its answers ring (bridge to worker: outcomes of its requests).
@@ -530,7 +566,19 @@ struct Attached {
     reads_answer_v3: bool,
     /// This attachment's reply address (also in its slot header for the worker to read).
     address: u64,
+    /// Answers waiting for room in `ans_tx`; queued only by `Bridge::publish_answer`
+    /// (which counts them in `overflow_pushed`), taken in order.
     overflow: VecDeque<Vec<u8>>,
+    /// Records ever queued in `overflow` (so `overflow_pushed - overflow.len()` have left it,
+    /// in order: the positions below that are in the ring now).
+    overflow_pushed: u64,
+    /// Reply-to requests naming this attachment that were accepted
+    /// ([`Bridge::accept_reply_to`]) and whose outcome was not pushed yet (at the peer).
+    reply_to_pending: u32,
+    /// The positions in `overflow` (`overflow_pushed` when queued) of the reply-to outcomes
+    /// queued there: still owed until they reach the ring. Ascending; the ones that left
+    /// are pruned whenever one is added, so it holds at most the owed ones and one more.
+    reply_to_queued: VecDeque<u64>,
     /// Ring-full events (see [`WorkerInfo`]): plain counters, read at status time.
     requests_ring_full: u64,
     answers_ring_full: u64,
@@ -538,6 +586,24 @@ struct Attached {
     /// (dispatch, push_answer); the connection is shut down so the next
     /// `service` of this slot runs and drops the worker.
     broken: Option<String>,
+}
+
+impl Attached {
+    /// Records taken out of `overflow` into the ring so far.
+    fn overflow_left(&self) -> u64 {
+        // (Saturating: a record queued other than through `publish_answer` would only make
+        // the owed look higher for a while, never wrap.)
+        self.overflow_pushed
+            .saturating_sub(self.overflow.len() as u64)
+    }
+
+    /// Reply-to outcomes owed to this attachment: accepted, not in its ring yet (the queued
+    /// ones whose position has left `overflow` are in the ring: no hook in the flush needed).
+    fn reply_to_owed(&self) -> usize {
+        let left = self.overflow_left();
+        let in_ring = self.reply_to_queued.partition_point(|&p| p < left);
+        self.reply_to_pending as usize + (self.reply_to_queued.len() - in_ring)
+    }
 }
 
 enum Slot {
@@ -1147,6 +1213,9 @@ impl Bridge {
             reads_answer_v3: false,
             address,
             overflow: VecDeque::new(),
+            overflow_pushed: 0,
+            reply_to_pending: 0,
+            reply_to_queued: VecDeque::new(),
             requests_ring_full: 0,
             answers_ring_full: 0,
             broken: None,
@@ -1325,8 +1394,8 @@ impl Bridge {
                 }
                 Ok(Record::Outgoing(r)) => {
                     // A reply-to request is not the sender's: nothing in flight for it here
-                    // (its outcome goes to the named attachment, which the driver checks with
-                    // `reply_target`).
+                    // (its outcome goes to the named attachment, which the driver checks and
+                    // counts against that attachment's bound with `accept_reply_to`).
                     if r.reply_to.is_none() {
                         if a.in_flight.len() >= max_in_flight {
                             return Err((
@@ -1519,7 +1588,7 @@ impl Bridge {
         }
         Self::fits(a, &self.enc)?;
         a.in_flight.remove(&answer.handle);
-        Self::publish_answer(a, &self.enc)
+        Self::publish_answer(a, &self.enc).map(|_| ())
     }
 
     /// The slot of the attachment `address` names, if it is still attached (the same
@@ -1537,21 +1606,72 @@ impl Bridge {
         }
     }
 
-    /// Delivers the outcome of a reply-to request to the attachment `to.address` names, as
-    /// a version-3 Answer marked reply-to, the sender's send stamp `to.sent_ns` echoed in it
-    /// (whatever `answer.reply_to` says; its `handle` is that attachment's token), with the
-    /// doorbell as for any answer. Like
-    /// [`Bridge::push_answer`] it never loses it while that attachment lives (queued when the
-    /// ring is full). Errors: [`Error::Detached`] when the address names no live attachment
-    /// any more (drop the outcome), [`Error::TooBig`] for the receiver's ring (deliver a
-    /// shorter error answer instead).
-    pub fn push_reply_to(&mut self, to: ReplyTo, answer: &Answer<'_>) -> Result<()> {
-        let address = to.address;
+    /// Takes a reply-to request naming `address` (a [`BridgeEvent::Request`] with `reply_to`):
+    /// whether to send it, and if so, counts its outcome as owed to that attachment.
+    ///
+    /// The bound is [`BridgeConfig::max_in_flight`], the same as for a sender's own
+    /// requests: a receiver is owed at most what a sender may have in flight. Without it, every
+    /// attachment (each sending reply-to requests without bound, as none is in its in-flight
+    /// set) could name one receiver that stopped reading, and the bridge would queue all their
+    /// outcomes for it, of up to `max_msg` each. With it, what the bridge holds for one attachment is what it holds for
+    /// a sender of its own requests (the outcomes it is owed, plus its own), whoever sent
+    /// them: the Kamailio module worker that gets the outcomes of requests the SIP workers
+    /// sent (`async_direct 1`) is bounded as when it sends them itself. An outcome is owed
+    /// until it is in the receiver's answers ring, not merely queued for it: the queue is
+    /// what the bound is for.
+    ///
+    /// [`ReplyToCheck::Accepted`]: send it; every outcome of it must then go to
+    /// [`Bridge::push_reply_to`] (or, if none will come, [`Bridge::abandon_reply_to`]), which
+    /// settles the count once. [`ReplyToCheck::Gone`] and [`ReplyToCheck::Full`]: do not send
+    /// it (the latter: tell the receiver with [`Bridge::push_reply_to_refusal`]).
+    pub fn accept_reply_to(&mut self, address: u64) -> ReplyToCheck {
+        let max = self.cfg.max_in_flight as usize;
+        let Some(slot) = self.reply_target(address) else {
+            return ReplyToCheck::Gone;
+        };
+        let Some(Slot::Attached(a)) = self.slots.get_mut(slot as usize) else {
+            return ReplyToCheck::Gone;
+        };
+        let owed = a.reply_to_owed();
+        if owed >= max {
+            return ReplyToCheck::Full { slot, owed };
+        }
+        a.reply_to_pending += 1;
+        ReplyToCheck::Accepted(slot)
+    }
+
+    /// The outcome of a reply-to request accepted for `address` will not come (the driver
+    /// gave up on it, e.g. even its short error outcome was too big): it is owed no more.
+    /// Nothing happens if that attachment left (its count went with it).
+    pub fn abandon_reply_to(&mut self, address: u64) {
         let target = self.reply_target(address);
-        let Some(Slot::Attached(a)) = target.and_then(|slot| self.slots.get_mut(slot as usize))
-        else {
+        if let Some(Slot::Attached(a)) = target.and_then(|slot| self.slots.get_mut(slot as usize)) {
+            a.reply_to_pending = a.reply_to_pending.saturating_sub(1);
+        }
+    }
+
+    /// The outcomes owed to the attachment in `slot` ([`Bridge::accept_reply_to`]); 0 for a
+    /// free slot.
+    pub fn reply_to_owed(&self, slot: SlotId) -> usize {
+        match self.slots.get(slot as usize) {
+            Some(Slot::Attached(a)) => a.reply_to_owed(),
+            _ => 0,
+        }
+    }
+
+    /// The attachment `to.address` names and `answer` encoded for it in `self.enc` (a
+    /// version-3 Answer marked reply-to, the send stamp `to.sent_ns` echoed), checked against
+    /// its ring's maximum.
+    fn encode_reply_to(&mut self, to: ReplyTo, answer: &Answer<'_>) -> Result<SlotId> {
+        let address = to.address;
+        let Some(slot) = self.reply_target(address) else {
             return Err(Error::Detached(format!(
                 "reply address {address:#x} names no attached worker"
+            )));
+        };
+        let Some(Slot::Attached(a)) = self.slots.get(slot as usize) else {
+            return Err(Error::Detached(format!(
+                "worker slot {slot} is not attached"
             )));
         };
         Record::Answer(Answer {
@@ -1560,7 +1680,64 @@ impl Bridge {
         })
         .encode(&mut self.enc);
         Self::fits(a, &self.enc)?;
-        Self::publish_answer(a, &self.enc)
+        Ok(slot)
+    }
+
+    /// Delivers the outcome of a reply-to request to the attachment `to.address` names, as
+    /// a version-3 Answer marked reply-to, the sender's send stamp `to.sent_ns` echoed in it
+    /// (whatever `answer.reply_to` says; its `handle` is that attachment's token), with the
+    /// doorbell as for any answer. Like
+    /// [`Bridge::push_answer`] it never loses it while that attachment lives (queued when the
+    /// ring is full). Errors: [`Error::Detached`] when the address names no live attachment
+    /// any more (drop the outcome), [`Error::TooBig`] for the receiver's ring (deliver a
+    /// shorter error answer instead).
+    ///
+    /// The request must have been accepted ([`Bridge::accept_reply_to`]): this settles what
+    /// that attachment is owed, once — at once if the outcome goes into its ring, when it
+    /// leaves the queue if queued; not on [`Error::TooBig`] (the shorter answer settles it).
+    pub fn push_reply_to(&mut self, to: ReplyTo, answer: &Answer<'_>) -> Result<()> {
+        let slot = self.encode_reply_to(to, answer)?;
+        let Some(Slot::Attached(a)) = self.slots.get_mut(slot as usize) else {
+            return Err(Error::Detached(format!(
+                "worker slot {slot} is not attached"
+            )));
+        };
+        // Not counted (pushed without `accept_reply_to`): not tracked either.
+        let owed = a.reply_to_pending > 0;
+        a.reply_to_pending = a.reply_to_pending.saturating_sub(1);
+        let queued = Self::publish_answer(a, &self.enc)?;
+        if let (true, Some(position)) = (owed, queued) {
+            let left = a.overflow_left();
+            while a.reply_to_queued.front().is_some_and(|&p| p < left) {
+                a.reply_to_queued.pop_front();
+            }
+            a.reply_to_queued.push_back(position);
+        }
+        Ok(())
+    }
+
+    /// Delivers the short not-sent outcome of a reply-to request that
+    /// [`Bridge::accept_reply_to`] refused ([`ReplyToCheck::Full`]) to the attachment it
+    /// named, as [`Bridge::push_reply_to`] would (so its caller resumes with an error instead
+    /// of waiting for its own timeout), but only into its ring or a queue shorter than
+    /// [`BridgeConfig::max_in_flight`]: beyond, [`Error::Full`] and it is dropped. A receiver
+    /// that reads nothing is not helped by more records, and each would be memory held for
+    /// it: so at most `max_in_flight` such notices (a few hundred bytes each) wait for one
+    /// attachment, next to the outcomes it is owed and those of its own requests. It owes
+    /// nothing ([`Bridge::accept_reply_to`] counted nothing). Errors as
+    /// [`Bridge::push_reply_to`]'s, and [`Error::Full`].
+    pub fn push_reply_to_refusal(&mut self, to: ReplyTo, answer: &Answer<'_>) -> Result<()> {
+        let max = self.cfg.max_in_flight as usize;
+        let slot = self.encode_reply_to(to, answer)?;
+        let Some(Slot::Attached(a)) = self.slots.get_mut(slot as usize) else {
+            return Err(Error::Detached(format!(
+                "worker slot {slot} is not attached"
+            )));
+        };
+        if a.overflow.len() >= max {
+            return Err(Error::Full);
+        }
+        Self::publish_answer(a, &self.enc).map(|_| ())
     }
 
     /// Delivers an outgoing request's outcome where it goes: [`Bridge::push_answer`] or
@@ -1585,15 +1762,16 @@ impl Bridge {
         Ok(())
     }
 
-    /// `rec` into `a`'s answers ring, or its overflow queue while the ring is full.
-    fn publish_answer(a: &mut Attached, rec: &[u8]) -> Result<()> {
+    /// `rec` into `a`'s answers ring, or its overflow queue while the ring is full:
+    /// `Some(position)` (`a.overflow_pushed` before it) when queued.
+    fn publish_answer(a: &mut Attached, rec: &[u8]) -> Result<Option<u64>> {
         if a.overflow.is_empty() {
             match a.ans_tx.push(&[rec]) {
                 Ok(()) => {
                     if a.ans_tx.needs_wakeup() {
                         a.conn.ring();
                     }
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(PushError::Full) => a.answers_ring_full += 1,
                 Err(e) => {
@@ -1603,7 +1781,9 @@ impl Bridge {
                 }
             }
         }
+        let position = a.overflow_pushed;
         a.overflow.push_back(rec.to_vec());
+        a.overflow_pushed += 1;
         if a.ans_tx.arm_space_wakeup(rec.len()) {
             // Space appeared meanwhile; the next service flushes. Make sure
             // one happens by poking ourselves through the worker's doorbell
@@ -1618,7 +1798,7 @@ impl Bridge {
                 a.conn.ring();
             }
         }
-        Ok(())
+        Ok(Some(position))
     }
 
     /// Attached workers, for status output.
@@ -1635,6 +1815,7 @@ impl Bridge {
                     outstanding: a.tokens.len(),
                     in_flight: a.in_flight.len(),
                     queued_answers: a.overflow.len(),
+                    reply_to_owed: a.reply_to_owed(),
                     ring_requests_bytes: a.req_tx.used_bytes(),
                     ring_answers_bytes: a.ans_tx.used_bytes(),
                     ring_to_bridge_bytes: a.rx.used_bytes(),

@@ -13,14 +13,17 @@
 //!
 //! A reply-to request ([`crate::record::OutgoingRequest::reply_to`]) is answered the same
 //! way, to the attachment its address names, if it is still attached when the request is
-//! taken (else refused: counted in [`EchoStats::reply_to_refused`], not answered) and when
-//! the outcome is ready (else dropped: [`EchoStats::reply_to_dropped`]).
+//! taken and owed fewer than `max_in_flight` outcomes ([`Bridge::accept_reply_to`]; else
+//! refused: counted in [`EchoStats::reply_to_refused`], not sent, the receiver told with a
+//! short not-sent outcome if it is still there) and when the outcome is ready (else dropped:
+//! [`EchoStats::reply_to_dropped`]).
 //!
 //! Injected requests carry `sess_id` `ref;<n>`; a reply whose JSON contains
 //! its request's `sess_id` counts as matched in [`EchoStats`].
 
 use crate::bridge::{
-    AnswerTo, Bridge, BridgeConfig, BridgeEvent, Dispatch, RefusalCause, SeamCounters, SlotId,
+    AnswerTo, Bridge, BridgeConfig, BridgeEvent, Dispatch, RefusalCause, ReplyToCheck,
+    SeamCounters, SlotId,
 };
 use crate::error::Result;
 use crate::record::{class, Answer, IncomingRequest, ReplyStatus};
@@ -68,7 +71,8 @@ pub struct EchoStats {
     pub warnings: Vec<String>,
     /// (pid, worker name, unreplied tokens, unanswered handles) per gone worker.
     pub gone: Vec<(u32, String, Vec<u64>, Vec<u64>)>,
-    /// Reply-to requests refused when taken: their address named no live attachment.
+    /// Reply-to requests refused when taken: their address named no live attachment, or one
+    /// owed `max_in_flight` outcomes already.
     pub reply_to_refused: u64,
     /// Reply-to outcomes dropped: the attachment their address named left meanwhile.
     pub reply_to_dropped: u64,
@@ -280,9 +284,31 @@ impl EchoBridge {
                 timeout_ms,
                 avps_json,
             } => {
-                if reply_to.is_some_and(|to| self.bridge.reply_target(to.address).is_none()) {
-                    self.lock().reply_to_refused += 1;
-                    return;
+                if let Some(to) = reply_to {
+                    match self.bridge.accept_reply_to(to.address) {
+                        ReplyToCheck::Accepted(_) => {}
+                        ReplyToCheck::Gone => {
+                            self.lock().reply_to_refused += 1;
+                            return;
+                        }
+                        // Owed too many outcomes: not sent; a short not-sent outcome while
+                        // its queue is short (dropped beyond), as the real driver does.
+                        ReplyToCheck::Full { .. } => {
+                            self.lock().reply_to_refused += 1;
+                            let a = Answer {
+                                handle,
+                                class: class::NOT_SENT,
+                                result_code: 0,
+                                bridge_ns: 0,
+                                peer_ns: 0,
+                                avps_json: "",
+                                error: "not sent: the receiver is owed too many outcomes",
+                                reply_to: None,
+                            };
+                            let _ = self.bridge.push_reply_to_refusal(to, &a);
+                            return;
+                        }
+                    }
                 }
                 let to = AnswerTo::of(slot, reply_to);
                 self.request(to, handle, app_id, cmd_code, timeout_ms, &avps_json)

@@ -353,26 +353,39 @@ fn the_receiver_counts_reply_to_outcomes_from_the_senders_stamp() {
     h.stop();
 }
 
+/// A bridge in this process (the test plays its driver) with one worker attached: the
+/// bridge, its watched slots, the events so far and the worker.
+fn in_process(
+    bc: &BridgeConfig,
+) -> (
+    dmshm::bridge::Bridge,
+    Vec<u32>,
+    Vec<dmshm::bridge::BridgeEvent>,
+    Worker,
+) {
+    let mut br = dmshm::bridge::Bridge::create(bc.clone()).unwrap();
+    let (mut watched, mut evs) = (Vec::new(), Vec::new());
+    let ctl = bc.clone();
+    let t = std::thread::spawn(move || Worker::attach(wcfg(&ctl, "module worker")).unwrap());
+    common::pump(&mut br, &mut watched, &mut evs, |e| {
+        e.iter()
+            .any(|e| matches!(e, dmshm::bridge::BridgeEvent::WorkerAttached { .. }))
+    });
+    (br, watched, evs, t.join().unwrap())
+}
+
 /// A send stamp that is not a round trip — in the future (another clock, a damaged
 /// record) or absurdly old — is not counted and does not panic: the outcome is handed out
 /// as always with `worker_ns` 0. A bridge in process plays the echo so the test chooses
 /// the stamp it echoes.
 #[test]
 fn a_stamp_in_the_future_or_absurdly_old_is_not_counted() {
-    use dmshm::bridge::{Bridge, BridgeEvent};
+    use dmshm::bridge::BridgeEvent;
     use dmshm::record::{class, Answer, ReplyTo};
     use dmshm::times::{monotonic_ns, MAX_STAMP_AGE};
 
     let bc = cfg("stamp", 1);
-    let mut br = Bridge::create(bc.clone()).unwrap();
-    let (mut watched, mut evs) = (Vec::new(), Vec::new());
-    let ctl = bc.clone();
-    let t = std::thread::spawn(move || Worker::attach(wcfg(&ctl, "module worker")).unwrap());
-    common::pump(&mut br, &mut watched, &mut evs, |e| {
-        e.iter()
-            .any(|e| matches!(e, BridgeEvent::WorkerAttached { .. }))
-    });
-    let mut w = t.join().unwrap();
+    let (mut br, mut watched, mut evs, mut w) = in_process(&bc);
     let me = w.reply_address();
     for i in 1..=4 {
         w.send_request_reply_to(me, T | i, 4, 272, b"[]", 2000)
@@ -439,4 +452,171 @@ fn a_stamp_in_the_future_or_absurdly_old_is_not_counted() {
         "only the real stamp"
     );
     assert_eq!(times.round_trip.sum_ns, got[0].worker_ns);
+}
+
+/// An answer for `handle` with `avps` (its size is what fills a ring).
+fn answer<'a>(handle: u64, class: i32, avps: &'a str, error: &'a str) -> dmshm::record::Answer<'a> {
+    dmshm::record::Answer {
+        handle,
+        class,
+        result_code: if class == 1 { 2001 } else { 0 },
+        bridge_ns: 1_000,
+        peer_ns: 0,
+        avps_json: avps,
+        error,
+        reply_to: None,
+    }
+}
+
+/// What one receiver is owed (`Bridge::accept_reply_to`), in a bridge in process with a
+/// bound of 4 and rings of 16 KiB: counted per accepted request until its outcome is in the
+/// receiver's ring (queued ones stay owed until they leave the queue), refused beyond the
+/// bound, settled once on every path (delivered, too big then the short one, abandoned,
+/// queued then read, receiver gone); the not-sent notices of refused requests are queued
+/// only while the receiver's queue is shorter than the bound; the receiver gets every
+/// outcome and notice once when it reads again.
+#[test]
+fn what_one_receiver_is_owed_is_bounded_and_settled_once() {
+    use dmshm::bridge::{Bridge, BridgeEvent, ReplyToCheck};
+    use dmshm::record::{class, ReplyTo};
+    use dmshm::times::monotonic_ns;
+
+    let mut bc = cfg("owed", 2);
+    bc.max_in_flight = 4;
+    let (mut br, mut watched, mut evs, mut w) = in_process(&bc);
+    let me = w.reply_address();
+    let slot = dmshm::bridge::reply_address_slot(me);
+    let to = |sent_ns| ReplyTo {
+        address: me,
+        sent_ns,
+    };
+    let owed = |br: &Bridge| {
+        let info = br.workers().into_iter().find(|i| i.slot == slot).unwrap();
+        assert_eq!(info.reply_to_owed, br.reply_to_owed(slot));
+        (info.reply_to_owed, info.queued_answers)
+    };
+    let mut sent = Vec::new(); // the tokens whose outcome or notice was pushed
+    let mut next = T;
+    let mut token = || {
+        next += 1;
+        next
+    };
+
+    // The bound: four accepted, the fifth refused; addresses of nobody are gone.
+    for _ in 0..4 {
+        assert_eq!(br.accept_reply_to(me), ReplyToCheck::Accepted(slot));
+    }
+    assert_eq!(owed(&br), (4, 0));
+    assert_eq!(br.accept_reply_to(me), ReplyToCheck::Full { slot, owed: 4 });
+    assert_eq!(br.accept_reply_to(0), ReplyToCheck::Gone);
+    assert_eq!(br.accept_reply_to(me + (1 << 12)), ReplyToCheck::Gone);
+    assert_eq!(owed(&br), (4, 0), "refusals count nothing");
+
+    // Settled once each: into the ring; too big (still owed), then the short one; abandoned.
+    let t1 = token();
+    br.push_reply_to(to(monotonic_ns()), &answer(t1, class::SUCCESS, "[1]", ""))
+        .unwrap();
+    sent.push(t1);
+    assert_eq!(owed(&br), (3, 0));
+    let huge = "x".repeat(5000);
+    let t2 = token();
+    assert!(matches!(
+        br.push_reply_to(to(monotonic_ns()), &answer(t2, class::SUCCESS, &huge, "")),
+        Err(Error::TooBig { .. })
+    ));
+    assert_eq!(owed(&br), (3, 0), "not settled by a refused push");
+    br.push_reply_to(
+        to(monotonic_ns()),
+        &answer(t2, class::NOT_SENT, "", "too big"),
+    )
+    .unwrap();
+    sent.push(t2);
+    assert_eq!(owed(&br), (2, 0));
+    br.abandon_reply_to(me);
+    assert_eq!(owed(&br), (1, 0));
+    br.abandon_reply_to(me + (1 << 12)); // another attachment's: nothing
+    assert_eq!(owed(&br), (1, 0));
+    assert_eq!(br.accept_reply_to(me), ReplyToCheck::Accepted(slot));
+    assert_eq!(br.accept_reply_to(me), ReplyToCheck::Accepted(slot));
+    assert_eq!(br.accept_reply_to(me), ReplyToCheck::Accepted(slot));
+    assert!(matches!(br.accept_reply_to(me), ReplyToCheck::Full { .. }));
+
+    // The receiver reads nothing. Notices of refused requests fill its ring, then its queue
+    // up to the bound (4 records); beyond, they are dropped.
+    let big = "y".repeat(3000);
+    let mut notices = 0;
+    loop {
+        let n = token();
+        match br.push_reply_to_refusal(
+            to(monotonic_ns()),
+            &answer(n, class::NOT_SENT, &big, "owed"),
+        ) {
+            Ok(()) => {
+                sent.push(n);
+                notices += 1;
+            }
+            Err(Error::Full) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(notices < 100, "never full");
+    }
+    assert_eq!(
+        owed(&br),
+        (4, 4),
+        "the queue at the bound, nothing owed for notices"
+    );
+    assert!(matches!(
+        br.push_reply_to_refusal(
+            to(monotonic_ns()),
+            &answer(token(), class::NOT_SENT, "", "owed")
+        ),
+        Err(Error::Full)
+    ));
+
+    // The four owed outcomes come: queued, still owed; the bound holds.
+    for _ in 0..4 {
+        let t = token();
+        br.push_reply_to(to(monotonic_ns()), &answer(t, class::SUCCESS, &big, ""))
+            .unwrap();
+        sent.push(t);
+    }
+    assert_eq!(owed(&br), (4, 8));
+    assert!(matches!(br.accept_reply_to(me), ReplyToCheck::Full { .. }));
+
+    // It reads again: every outcome and notice once, in order; the queue empties and it is
+    // owed nothing; a new request is accepted.
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    while got.len() < sent.len() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "got {got:?}");
+        while br.service(slot, &mut evs) {}
+        poll_fd(w.fd(), 10);
+        while let Some(c) = w.next_answer() {
+            got.push(c.handle);
+        }
+    }
+    nothing_for(&mut w);
+    assert_eq!(got, sent);
+    assert_eq!(owed(&br), (0, 0));
+    assert_eq!(br.accept_reply_to(me), ReplyToCheck::Accepted(slot));
+    assert_eq!(br.accept_reply_to(me), ReplyToCheck::Accepted(slot));
+
+    // The receiver leaves: its count goes with it, outcomes still coming are dropped, and
+    // its address is gone.
+    drop(w);
+    evs.clear();
+    common::pump(&mut br, &mut watched, &mut evs, |e| {
+        e.iter()
+            .any(|e| matches!(e, BridgeEvent::WorkerGone { .. }))
+    });
+    assert!(matches!(
+        br.push_reply_to(
+            to(monotonic_ns()),
+            &answer(token(), class::SUCCESS, "[]", "")
+        ),
+        Err(Error::Detached(_))
+    ));
+    assert_eq!(br.accept_reply_to(me), ReplyToCheck::Gone);
+    assert_eq!(br.reply_to_owed(slot), 0);
+    br.abandon_reply_to(me);
 }

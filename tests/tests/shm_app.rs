@@ -876,9 +876,14 @@ fn outgoing_outcomes(name: &str, app_toml: &str, after: impl FnOnce(&Path)) {
 /// A bridge serving `[metrics]` on a free port, with a peer whose connection is open: the
 /// test directory, the bridge, its control socket, the metrics port and the peer.
 fn bridge_with_metrics(name: &str) -> (TestDir, Bridge, PathBuf, u16, Peer) {
+    bridge_with_metrics_and(name, "")
+}
+
+/// [`bridge_with_metrics`] with `app_toml` in its `[app]` section.
+fn bridge_with_metrics_and(name: &str, app_toml: &str) -> (TestDir, Bridge, PathBuf, u16, Peer) {
     let dir = TestDir::new(name);
     let mport = free_port();
-    let metrics = format!("\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n");
+    let metrics = format!("{app_toml}\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n");
     let b = Bridge::start(dir.path(), &options(free_port(), &metrics));
     let ctl = control_socket(&b);
     let peer = Peer::start(b.port());
@@ -1141,6 +1146,158 @@ fn reply_to_outcomes_reach_the_named_worker_and_stale_addresses_are_refused() {
     }
     // Only the requests it took were sent to the peer (5 taken, the refused one not sent).
     assert_eq!(doc["counters"]["requests_sent"].as_u64(), Some(4), "{doc}");
+}
+
+/// What the bridge holds for one receiver of reply-to requests is bounded (DESIGN §10: nobody
+/// can exhaust the node): a module worker stops reading and a SIP worker floods it with
+/// reply-to requests the peer answers at once. The outcomes it is owed stop at the bound
+/// (`max_in_flight`, 4096: the status's `reply_to_owed`), so its queue in the bridge stays
+/// within twice that (the owed outcomes and the short notices of refused requests); the
+/// requests beyond are not sent, counted in the status and in `/metrics`
+/// (`dmbridge_shm_refused_total{cause="reply_to_full"}`), each settled once (a not-sent
+/// notice to the receiver or, its queue being full, dropped and counted). When it reads again
+/// it gets every outcome and notice exactly once, is owed nothing, and a new request reaches
+/// it. Counts only, no timing.
+#[test]
+fn a_receiver_that_stops_reading_is_owed_at_most_the_bound_and_gets_each_outcome_once() {
+    use dmshm::worker::{Worker, WorkerConfig};
+    use std::collections::HashSet;
+    /// `BridgeConfig::max_in_flight` (the `dmbridge run` default).
+    const BOUND: u64 = 4096;
+    const T: u64 = 1 << 63;
+    // Rings of 16 KiB: the receiver's holds about a hundred outcomes, the rest is the bridge's.
+    let (_dir, _b, ctl, mport, _peer) =
+        bridge_with_metrics_and("shm-reply-to-bound", "ring_size = 16384\n");
+    let mut sip = Worker::attach(WorkerConfig::new(&ctl, "sip worker")).expect("attaches");
+    let mut module = Worker::attach(WorkerConfig::new(&ctl, "module worker")).expect("attaches");
+    let to = module.reply_address();
+    let (ta, cmd) = (test_app::APP_ID, test_app::CMD);
+    let n = BOUND + 1500;
+    let deadline = Instant::now() + 6 * WAIT;
+    for i in 1..=n {
+        loop {
+            match sip.send_request_reply_to(to, T | i, ta, cmd, br#"[{"User-Name":"ok"}]"#, 5000) {
+                Ok(()) => break,
+                // Its ring to the bridge is full for a moment: the bridge is taking them.
+                Err(dmshm::Error::Full) => {
+                    assert!(Instant::now() < deadline, "the bridge took nothing more");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("request {i}: {e}"),
+            }
+        }
+    }
+    let module_of = |doc: &serde_json::Value| -> serde_json::Value {
+        doc["workers"]
+            .as_array()
+            .and_then(|ws| ws.iter().find(|w| w["name"] == "module worker").cloned())
+            .unwrap_or_default()
+    };
+    let count = |doc: &serde_json::Value, path: &[&str]| -> u64 {
+        path.iter()
+            .fold(&doc["counters"], |v, k| &v[*k])
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let outcomes = |doc: &serde_json::Value| -> u64 {
+        [
+            "success",
+            "error_answer",
+            "timeout",
+            "not_sent",
+            "dropped_worker_gone",
+            "dropped_receiver_full",
+        ]
+        .iter()
+        .map(|k| count(doc, &["outcomes", k]))
+        .sum()
+    };
+    // Every request taken, and each settled once: an outcome for each one sent, a notice or
+    // a drop for each one refused.
+    let doc = status_until(&ctl, "not every request taken and settled", |doc| {
+        let (sent, refused) = (
+            count(doc, &["requests_sent"]),
+            count(doc, &["requests_refused_reply_to_full"]),
+        );
+        sent + refused == n && outcomes(doc) == n
+    });
+    let sent = count(&doc, &["requests_sent"]);
+    let refused = count(&doc, &["requests_refused_reply_to_full"]);
+    let dropped = count(&doc, &["outcomes", "dropped_receiver_full"]);
+    let m = module_of(&doc);
+    assert!(refused > 0 && sent >= BOUND, "{doc}");
+    assert_eq!(m["reply_to_owed"].as_u64(), Some(BOUND), "{m}");
+    let queued = m["queued_answers"].as_u64().unwrap();
+    assert!(
+        (BOUND..=2 * BOUND).contains(&queued),
+        "the owed outcomes and at most {BOUND} notices: {m}"
+    );
+    assert_eq!(count(&doc, &["requests_refused_reply_to_gone"]), 0);
+    eprintln!(
+        "reply-to bound: {n} requests, {sent} sent, {refused} refused ({dropped} of their \
+         notices dropped); the receiver owed {BOUND}, {queued} records queued for it"
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = harness::prometheus::http_get(mport, "/metrics", WAIT)
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let v = value(
+            &body,
+            r#"dmbridge_shm_refused_total{cause="reply_to_full"}"#,
+        );
+        if v == Some(refused as f64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{v:?}, status {refused}:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // It reads again: every outcome of a request sent, and every notice kept, once.
+    let want = sent + (refused - dropped);
+    let mut seen = HashSet::new();
+    let (mut answered, mut notices) = (0, 0);
+    let deadline = Instant::now() + 3 * WAIT;
+    while (seen.len() as u64) < want {
+        assert!(Instant::now() < deadline, "{} of {want}", seen.len());
+        let mut any = false;
+        while let Some(c) = module.next_answer() {
+            any = true;
+            assert!(c.handle & T != 0 && c.handle & !T <= n, "{c:?}");
+            assert!(seen.insert(c.handle), "twice: {c:?}");
+            if c.class == 1 {
+                answered += 1;
+            } else {
+                assert!(c.class == -3 && c.error.contains("owed"), "{c:?}");
+                notices += 1;
+            }
+        }
+        if !any {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert_eq!((answered, notices), (sent, refused - dropped));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(module.next_answer(), None, "nothing more");
+    status_until(&ctl, "still owed after reading", |doc| {
+        let m = module_of(doc);
+        m["reply_to_owed"].as_u64() == Some(0) && m["queued_answers"].as_u64() == Some(0)
+    });
+    // The bound is free again.
+    sip.send_request_reply_to(to, T | (n + 1), ta, cmd, br#"[{"User-Name":"ok"}]"#, 5000)
+        .expect("sent");
+    let deadline = Instant::now() + WAIT;
+    let c = loop {
+        if let Some(c) = module.next_answer() {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "no outcome");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!((c.handle, c.class), (T | (n + 1), 1));
 }
 
 #[test]

@@ -25,7 +25,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use dmshm::bridge::{AnswerTo, Bridge, BridgeEvent, Dispatch, SlotId};
+use dmshm::bridge::{AnswerTo, Bridge, BridgeEvent, Dispatch, ReplyToCheck, SlotId};
 use dmshm::recent::RecentRoundTrips;
 use dmshm::record::{self, Payload, ReplyStatus, ReplyTo};
 
@@ -814,9 +814,18 @@ impl Driver {
                 timeout_ms,
                 avps_json,
             } => {
+                // Counted against the receiver's bound from here until its outcome is in
+                // its ring: every path below ends in `deliver` (`Bridge::push_reply_to`).
                 if let Some(to) = reply_to {
-                    if self.bridge.reply_target(to.address).is_none() {
-                        return self.refuse_reply_to(slot, to.address, handle);
+                    match self.bridge.accept_reply_to(to.address) {
+                        ReplyToCheck::Accepted(_) => {}
+                        ReplyToCheck::Gone => {
+                            return self.refuse_reply_to(slot, to.address, handle);
+                        }
+                        ReplyToCheck::Full {
+                            slot: receiver,
+                            owed,
+                        } => return self.refuse_reply_to_full(slot, receiver, owed, to, handle),
                     }
                 }
                 self.request(
@@ -907,21 +916,78 @@ impl Driver {
         }
     }
 
+    /// A script request refused before sending, in `dmbridge_shm_refused_total{cause}` (its
+    /// status counter is the caller's).
+    fn count_refused(&mut self, cause: &str) {
+        self.counters_dirty = true;
+        self.script_request_latency
+            .refused
+            .get_or_create(&crate::metrics::CauseLabels {
+                cause: cause.to_string(),
+            })
+            .inc();
+    }
+
     /// A reply-to request whose address names no live attachment (the worker it named left,
     /// its slot may have another worker now, or the address is of a previous bridge): not
     /// sent, nobody is told (the owner of the address is gone), logged and counted.
     fn refuse_reply_to(&mut self, slot: SlotId, address: u64, token: u64) {
         self.counters.reply_to_refused += 1;
-        self.counters_dirty = true;
-        self.script_request_latency
-            .refused
-            .get_or_create(&crate::metrics::CauseLabels {
-                cause: crate::metrics::REFUSED_REPLY_TO_GONE.to_string(),
-            })
-            .inc();
+        self.count_refused(crate::metrics::REFUSED_REPLY_TO_GONE);
         fault(format_args!(
             "request of worker slot {slot} (token {token:#x}) not sent: its reply-to address {address:#x} names no attached worker (it left)"
         ));
+    }
+
+    /// A reply-to request whose receiver is owed `max_in_flight` outcomes already
+    /// (`Bridge::accept_reply_to`: a receiver is owed at most what a sender may have in
+    /// flight): not sent, logged and counted, and the receiver told with a short not-sent
+    /// outcome (class -3, the receiver's token, the sender's stamp) so the call it suspended
+    /// resumes with an error instead of waiting for its own timeout — while its queue is
+    /// shorter than that bound; beyond, dropped and counted (a receiver that reads nothing is
+    /// not helped by more records, and each would be memory held for it;
+    /// `Bridge::push_reply_to_refusal`). Each refused request is thus one outcome delivered
+    /// (`outcomes.not_sent`) or one dropped (`outcomes.dropped_receiver_full`).
+    fn refuse_reply_to_full(
+        &mut self,
+        slot: SlotId,
+        receiver: SlotId,
+        owed: usize,
+        to: ReplyTo,
+        token: u64,
+    ) {
+        let at = Instant::now();
+        self.counters.reply_to_refused_full += 1;
+        self.count_refused(crate::metrics::REFUSED_REPLY_TO_FULL);
+        let why = format!(
+            "not sent: the worker in slot {receiver} that gets its outcome is owed {owed} outcomes already, the most the bridge holds for one worker (it is not taking its answers)"
+        );
+        let round_trip = at.elapsed();
+        let answer = record::Answer {
+            handle: token,
+            class: record::class::NOT_SENT,
+            result_code: 0,
+            bridge_ns: u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX),
+            peer_ns: 0,
+            avps_json: "",
+            error: &why,
+            reply_to: None,
+        };
+        match self.bridge.push_reply_to_refusal(to, &answer) {
+            Ok(()) => {
+                self.counters.outcome_not_sent += 1;
+                self.script_request_latency.round_trip.observe(round_trip);
+                fault(format_args!(
+                    "request of worker slot {slot} (token {token:#x}) {why}; that worker gets a not-sent outcome"
+                ));
+            }
+            Err(e) => {
+                self.counters.outcomes_dropped_receiver_full += 1;
+                fault(format_args!(
+                    "request of worker slot {slot} (token {token:#x}) {why}; its not-sent outcome is dropped too ({e})"
+                ));
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1072,9 +1138,12 @@ impl Driver {
                     error: &why,
                     reply_to: None,
                 };
-                self.bridge
-                    .push_outcome(to, &short)
-                    .map(|_| record::class::NOT_SENT)
+                let r = self.bridge.push_outcome(to, &short);
+                if let (AnswerTo::ReplyTo(rt), Err(dmshm::Error::TooBig { .. })) = (to, &r) {
+                    // Not even the short one fits (a tiny max_msg): owed no more.
+                    self.bridge.abandon_reply_to(rt.address);
+                }
+                r.map(|_| record::class::NOT_SENT)
             }
             r => r.map(|_| o.class),
         };

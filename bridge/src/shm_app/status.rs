@@ -40,13 +40,23 @@ pub struct Counters {
     pub outcome_error: u64,
     /// Outcomes of class -2: no answer before the request's timeout.
     pub outcome_timeout: u64,
-    /// Outcomes of class -3: never sent (bad JSON, no route, ring full, stopping).
+    /// Outcomes of class -3: never sent (bad JSON, no route, ring full, stopping), and the
+    /// notices of reply-to requests refused for their receiver's bound
+    /// (`reply_to_refused_full`) that reached the receiver.
     pub outcome_not_sent: u64,
     /// Outcomes dropped because their worker was gone (for a reply-to request: the
     /// attachment it named left after the request was taken).
     pub outcomes_dropped: u64,
     /// Reply-to requests not sent: their address named no live attachment when taken.
     pub reply_to_refused: u64,
+    /// Reply-to requests not sent: the attachment they named was owed `max_in_flight`
+    /// outcomes already (`dmshm::bridge::Bridge::accept_reply_to`). Each is also counted
+    /// once in `outcome_not_sent` (the receiver was told) or in
+    /// `outcomes_dropped_receiver_full`.
+    pub reply_to_refused_full: u64,
+    /// The not-sent notices of `reply_to_refused_full` requests dropped: the receiver's
+    /// queue was full too (it reads nothing).
+    pub outcomes_dropped_receiver_full: u64,
     /// Worker attachments since start (a re-attach counts again).
     pub workers_attached: u64,
     /// Workers whose connection ended (exit, crash, detach, protocol fault).
@@ -97,6 +107,9 @@ fn worker(w: &WorkerInfo, last_error: Option<&String>) -> Value {
         "outstanding": w.outstanding,
         "in_flight": w.in_flight,
         "queued_answers": w.queued_answers,
+        // Outcomes of requests others sent naming it (reply-to), not in its ring yet; at most
+        // the bridge's bound (requests_refused_reply_to_full counts those refused beyond).
+        "reply_to_owed": w.reply_to_owed,
         "last_reply_error": last_error,
         // Depth in bytes (frames included) as of this publication, and ring-full events
         // since the worker attached (what `dmbridge_worker_ring_*` show).
@@ -162,12 +175,14 @@ pub fn render(
             "late_replies_dropped": c.late_replies,
             "requests_sent": c.requests_sent,
             "requests_refused_reply_to_gone": c.reply_to_refused,
+            "requests_refused_reply_to_full": c.reply_to_refused_full,
             "outcomes": {
                 "success": c.outcome_success,
                 "error_answer": c.outcome_error,
                 "timeout": c.outcome_timeout,
                 "not_sent": c.outcome_not_sent,
                 "dropped_worker_gone": c.outcomes_dropped,
+                "dropped_receiver_full": c.outcomes_dropped_receiver_full,
             },
             "workers_attached": c.workers_attached,
             "workers_gone": c.workers_gone,
@@ -204,6 +219,7 @@ mod tests {
             outstanding: 1,
             in_flight: 0,
             queued_answers: 0,
+            reply_to_owed: 4,
             ring_requests_bytes: 96,
             ring_answers_bytes: 0,
             ring_to_bridge_bytes: 8,
@@ -213,6 +229,8 @@ mod tests {
         let c = Counters {
             dispatched: 7,
             busy: 1,
+            reply_to_refused_full: 3,
+            outcomes_dropped_receiver_full: 2,
             ..Counters::default()
         };
         let id = Identity {
@@ -236,6 +254,9 @@ mod tests {
         assert_eq!(v["workers"][0]["rings"]["answers_full"], 1);
         assert_eq!(v["counters"]["dispatched"], 7);
         assert_eq!(v["counters"]["answered_3004_busy"], 1);
+        assert_eq!(v["workers"][0]["reply_to_owed"], 4);
+        assert_eq!(v["counters"]["requests_refused_reply_to_full"], 3);
+        assert_eq!(v["counters"]["outcomes"]["dropped_receiver_full"], 2);
         assert_eq!(v["counters"]["seam"]["refused"]["not_allowed"], 0);
         assert_eq!(v["state"], "running");
     }
