@@ -244,6 +244,10 @@ pub struct WorkerGauge {
     pub name: String,
     /// Requests handed to it and not replied to.
     pub in_flight: u64,
+    /// Reply-to outcomes it is owed: requests other attachments sent naming it, accepted and
+    /// not yet in its answers ring (at most `max_in_flight`; a worker that stops taking its
+    /// answers shows it here before the refusals start).
+    pub reply_to_owed: u64,
     /// Bytes waiting in its requests ring (bridge to worker).
     pub ring_requests_bytes: u64,
     /// Bytes waiting in its answers ring (bridge to worker).
@@ -799,6 +803,20 @@ impl Collector for StateCollector {
                 let slot = w.slot.to_string();
                 e.encode_family(&[("slot", slot.as_str()), ("name", w.name.as_str())])?
                     .encode_gauge(&(w.in_flight as i64))?;
+            }
+        }
+        {
+            let mut e = encoder.encode_descriptor(
+                "dmbridge_worker_reply_to_owed",
+                "Reply-to outcomes the worker is owed (requests other workers sent naming it, \
+                 accepted, not yet in its answers ring; at most 4096, then they are refused)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for w in &workers {
+                let slot = w.slot.to_string();
+                e.encode_family(&[("slot", slot.as_str()), ("name", w.name.as_str())])?
+                    .encode_gauge(&(w.reply_to_owed as i64))?;
             }
         }
         per_worker_ring(

@@ -322,6 +322,7 @@ pub fn worker_gauges(workers: &Value) -> Vec<crate::metrics::WorkerGauge> {
                     pid: w["pid"].as_u64().unwrap_or(0) as u32,
                     name: w["name"].as_str().unwrap_or("").to_string(),
                     in_flight: w["outstanding"].as_u64().unwrap_or(0),
+                    reply_to_owed: w["reply_to_owed"].as_u64().unwrap_or(0),
                     ring_requests_bytes: w["rings"]["requests_bytes"].as_u64().unwrap_or(0),
                     ring_answers_bytes: w["rings"]["answers_bytes"].as_u64().unwrap_or(0),
                     ring_to_bridge_bytes: w["rings"]["to_bridge_bytes"].as_u64().unwrap_or(0),

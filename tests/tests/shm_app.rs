@@ -1246,12 +1246,21 @@ fn a_receiver_that_stops_reading_is_owed_at_most_the_bound_and_gets_each_outcome
             &body,
             r#"dmbridge_shm_refused_total{cause="reply_to_full"}"#,
         );
-        if v == Some(refused as f64) {
+        // The receiver's gauge shows what the status shows: owed the bound.
+        let owed = value(
+            &body,
+            &format!(
+                r#"dmbridge_worker_reply_to_owed{{slot="{}",name="{}"}}"#,
+                m["slot"],
+                m["name"].as_str().unwrap_or("")
+            ),
+        );
+        if v == Some(refused as f64) && owed == Some(BOUND as f64) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "{v:?}, status {refused}:\n{body}"
+            "{v:?} {owed:?}, status {refused} and {BOUND}:\n{body}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
