@@ -792,33 +792,21 @@ impl Collector for StateCollector {
                 MetricType::Gauge,
             )?
             .encode_gauge(&(workers.len() as i64))?;
-        {
-            let mut e = encoder.encode_descriptor(
-                "dmbridge_worker_in_flight_requests",
-                "Requests handed to the worker and not replied to",
-                None,
-                MetricType::Gauge,
-            )?;
-            for w in &workers {
-                let slot = w.slot.to_string();
-                e.encode_family(&[("slot", slot.as_str()), ("name", w.name.as_str())])?
-                    .encode_gauge(&(w.in_flight as i64))?;
-            }
-        }
-        {
-            let mut e = encoder.encode_descriptor(
-                "dmbridge_worker_reply_to_owed",
-                "Reply-to outcomes the worker is owed (requests other workers sent naming it, \
-                 accepted, not yet in its answers ring; at most 4096, then they are refused)",
-                None,
-                MetricType::Gauge,
-            )?;
-            for w in &workers {
-                let slot = w.slot.to_string();
-                e.encode_family(&[("slot", slot.as_str()), ("name", w.name.as_str())])?
-                    .encode_gauge(&(w.reply_to_owed as i64))?;
-            }
-        }
+        per_worker(
+            &mut encoder,
+            "dmbridge_worker_in_flight_requests",
+            "Requests handed to the worker and not replied to",
+            &workers,
+            |w| w.in_flight,
+        )?;
+        per_worker(
+            &mut encoder,
+            "dmbridge_worker_reply_to_owed",
+            "Reply-to outcomes the worker is owed (requests other workers sent naming it, \
+             accepted, not yet in its answers ring; at most 4096, then they are refused)",
+            &workers,
+            |w| w.reply_to_owed,
+        )?;
         per_worker_ring(
             &mut encoder,
             "dmbridge_worker_ring_depth_bytes",
@@ -851,6 +839,23 @@ impl Collector for StateCollector {
         )?;
         Ok(())
     }
+}
+
+/// A gauge per attached worker (labels `slot`, `name`).
+fn per_worker(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    workers: &[WorkerGauge],
+    value: impl Fn(&WorkerGauge) -> u64,
+) -> Result<(), std::fmt::Error> {
+    let mut e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for w in workers {
+        let slot = w.slot.to_string();
+        e.encode_family(&[("slot", slot.as_str()), ("name", w.name.as_str())])?
+            .encode_gauge(&(value(w) as i64))?;
+    }
+    Ok(())
 }
 
 /// A gauge or counter per worker and ring (labels `slot`, `name`, `ring`).
