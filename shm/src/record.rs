@@ -440,7 +440,22 @@ impl Record<'_> {
     }
 }
 
-impl Answer<'_> {
+impl<'a> Answer<'a> {
+    /// The outcome of a request the bridge did not send (class [`class::NOT_SENT`]), saying
+    /// why: no result code, no AVPs, no time at a peer.
+    pub fn not_sent(handle: u64, error: &'a str) -> Answer<'a> {
+        Answer {
+            handle,
+            class: class::NOT_SENT,
+            result_code: 0,
+            bridge_ns: 0,
+            peer_ns: 0,
+            avps_json: "",
+            error,
+            reply_to: None,
+        }
+    }
+
     /// Serialises into `out` (cleared first) as record version 2, without `peer_ns`: for a
     /// library that did not say it reads version 3 ([`OutgoingRequest::reads_answer_v3`]).
     pub fn encode_v2(&self, out: &mut Vec<u8>) {

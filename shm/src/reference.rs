@@ -295,16 +295,10 @@ impl EchoBridge {
                         // its queue is short (dropped beyond), as the real driver does.
                         ReplyToCheck::Full { .. } => {
                             self.lock().reply_to_refused += 1;
-                            let a = Answer {
+                            let a = Answer::not_sent(
                                 handle,
-                                class: class::NOT_SENT,
-                                result_code: 0,
-                                bridge_ns: 0,
-                                peer_ns: 0,
-                                avps_json: "",
-                                error: "not sent: the receiver is owed too many outcomes",
-                                reply_to: None,
-                            };
+                                "not sent: the receiver is owed too many outcomes",
+                            );
                             let _ = self.bridge.push_reply_to_refusal(to, &a);
                             return;
                         }

@@ -964,14 +964,8 @@ impl Driver {
         );
         let round_trip = at.elapsed();
         let answer = record::Answer {
-            handle: token,
-            class: record::class::NOT_SENT,
-            result_code: 0,
             bridge_ns: u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX),
-            peer_ns: 0,
-            avps_json: "",
-            error: &why,
-            reply_to: None,
+            ..record::Answer::not_sent(token, &why)
         };
         match self.bridge.push_reply_to_refusal(to, &answer) {
             Ok(()) => {
