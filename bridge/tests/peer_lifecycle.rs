@@ -29,6 +29,7 @@ const R_FLAG: u8 = 0x80;
 const CER: u32 = 257;
 const DWR: u32 = 280;
 const DPR: u32 = 282;
+const ORIGIN_STATE_ID: u32 = 278;
 
 /// Runs a blocking harness call (start/stop a peer or a capture) right here, on the test's
 /// own thread: a multi-thread `tokio::test` polls its body there while the node runs on the
@@ -42,6 +43,12 @@ async fn blocking<T>(f: impl FnOnce() -> T) -> T {
 /// One captured TCP connection: who opened it and the whole messages each side sent.
 #[derive(Debug)]
 struct Conn {
+    /// tshark's `tcp.stream` index.
+    stream: u32,
+    /// The opening side, `ip:port`.
+    opener: String,
+    /// The accepting side, `ip:port`.
+    acceptor: String,
     /// Messages from the side that opened the connection.
     from_opener: Vec<RawMessage>,
     /// Messages from the side that accepted it.
@@ -54,6 +61,90 @@ impl Conn {
             .filter(|m| m.cmd_code == cmd && (m.flags & R_FLAG != 0) == request)
             .count()
     }
+
+    /// The messages one side sent, one per line: command, request or answer, Result-Code,
+    /// Origin-Host and Origin-State-Id (which tell the peer's runs apart).
+    fn describe(msgs: &[RawMessage]) -> String {
+        let mut out = String::new();
+        for m in msgs {
+            let name = match m.cmd_code {
+                CER => "CE",
+                DWR => "DW",
+                DPR => "DP",
+                TA_CMD => "Test",
+                _ => "?",
+            };
+            let kind = if m.flags & R_FLAG != 0 { "R" } else { "A" };
+            out.push_str(&format!(
+                "      {name}{kind} ({}) hbh={:#010x} Origin-Host={:?}",
+                m.cmd_code,
+                m.hbh,
+                m.origin_host().unwrap_or_default()
+            ));
+            if let Some(rc) = m.result_code() {
+                out.push_str(&format!(" Result-Code={rc}"));
+            }
+            if let Some(osi) = m.find(ORIGIN_STATE_ID, None).and_then(|a| a.as_u32()) {
+                out.push_str(&format!(" Origin-State-Id={osi}"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// What the capture holds, for an assertion's message: every TCP connection (also those with
+/// no Diameter payload) with its ports, the times (s from the first packet) and senders of
+/// its SYN, FIN and RST segments, and the messages each side sent.
+fn wire_report(pcap: &Path, cs: &[Conn]) -> String {
+    let rows = harness::tshark::fields(
+        pcap,
+        &[],
+        "tcp.flags.syn == 1 || tcp.flags.fin == 1 || tcp.flags.reset == 1",
+        &[
+            "tcp.stream",
+            "frame.time_relative",
+            "tcp.srcport",
+            "tcp.dstport",
+            "tcp.flags.str",
+        ],
+    );
+    let mut out = format!("capture {}:\n", pcap.display());
+    let mut streams: Vec<u32> = rows
+        .iter()
+        .filter_map(|r| r.first().and_then(|s| s.parse().ok()))
+        .collect();
+    streams.sort_unstable();
+    streams.dedup();
+    for s in streams {
+        let c = cs.iter().find(|c| c.stream == s);
+        out.push_str(&format!(
+            "  stream {s}{}:",
+            c.map(|c| format!(" {} -> {}", c.opener, c.acceptor))
+                .unwrap_or_default()
+        ));
+        for r in rows
+            .iter()
+            .filter(|r| r.first().map(String::as_str) == Some(&s.to_string()))
+        {
+            let get = |i: usize| r.get(i).map(String::as_str).unwrap_or("?");
+            out.push_str(&format!(
+                " [{} {}->{} {}]",
+                get(1),
+                get(2),
+                get(3),
+                get(4).trim_matches('\u{b7}')
+            ));
+        }
+        out.push('\n');
+        if let Some(c) = c {
+            out.push_str("    from the opener:\n");
+            out.push_str(&Conn::describe(&c.from_opener));
+            out.push_str("    from the acceptor:\n");
+            out.push_str(&Conn::describe(&c.from_acceptor));
+        }
+    }
+    out
 }
 
 fn conns(pcap: &Path) -> Vec<Conn> {
@@ -67,6 +158,9 @@ fn conns(pcap: &Path) -> Vec<Conn> {
     tcp_conversations(pcap)
         .into_iter()
         .map(|c| Conn {
+            stream: c.stream,
+            opener: c.client,
+            acceptor: c.server,
             from_opener: split(&c.to_server),
             from_acceptor: split(&c.to_client),
         })
@@ -397,7 +491,7 @@ async fn erlang_server_watchdog_and_our_dpr() {
     drop(server);
 
     let cs = conns(&pcap);
-    assert_eq!(cs.len(), 1, "one connection");
+    assert_eq!(cs.len(), 1, "one connection\n{}", wire_report(&pcap, &cs));
     let c = &cs[0];
     assert_eq!(Conn::count(&c.from_opener, CER, true), 1);
     assert_eq!(Conn::count(&c.from_acceptor, CER, false), 1);
@@ -476,7 +570,12 @@ async fn erlang_server_restart_and_reconnect() {
     );
 
     let cs = conns(&pcap);
-    assert_eq!(cs.len(), 2, "a second connection after the restart");
+    assert_eq!(
+        cs.len(),
+        2,
+        "a second connection after the restart\n{}",
+        wire_report(&pcap, &cs)
+    );
     for c in &cs {
         assert_eq!(Conn::count(&c.from_opener, CER, true), 1);
         assert_eq!(Conn::count(&c.from_acceptor, CER, false), 1);
@@ -536,7 +635,12 @@ async fn erlang_client_dpr_answered_and_reconnect_accepted() {
     let pcap = blocking(move || cap.stop()).await;
 
     let cs = conns(&pcap);
-    assert_eq!(cs.len(), 2, "one connection per client");
+    assert_eq!(
+        cs.len(),
+        2,
+        "one connection per client\n{}",
+        wire_report(&pcap, &cs)
+    );
     for c in &cs {
         assert_opened_and_closed_by_peer(c);
         assert_eq!(Conn::count(&c.from_opener, TA_CMD, true), 200);
@@ -615,7 +719,26 @@ async fn freediameter_initiator_dpr_answered_and_restart_served() {
     let pcap = blocking(move || cap.stop()).await;
 
     let cs = conns(&pcap);
-    assert_eq!(cs.len(), 2, "one connection per freeDiameter run");
+    let fd_logs = || {
+        (1..=2)
+            .map(|round| {
+                let log = work.join(format!("fd{round}")).join("fd.log");
+                format!(
+                    "--- {} ---\n{}",
+                    log.display(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        cs.len(),
+        2,
+        "one connection per freeDiameter run\n{}{}",
+        wire_report(&pcap, &cs),
+        fd_logs()
+    );
     for c in &cs {
         assert_opened_and_closed_by_peer(c);
         assert_eq!(Conn::count(&c.from_opener, TA_CMD, true), 2);
