@@ -619,7 +619,7 @@ async fn erlang_client_dpr_answered_and_reconnect_accepted() {
                     ..Default::default()
                 },
             );
-            let r = c.wait_result(Duration::from_secs(20));
+            let r = c.wait_result();
             // After RESULT the script stops its service (DPR) and exits.
             let exited = c.guard().wait_exit(Duration::from_secs(10));
             (r, exited)

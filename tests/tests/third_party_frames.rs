@@ -217,7 +217,7 @@ fn erlang_frames_decode_like_tshark() {
     // about decoding the frames, so one such loss is tolerated; every request must still be
     // on the wire and every answer must match one.
     for c in [&mut ta, &mut acct] {
-        let r = c.wait_result(Duration::from_secs(20)).unwrap();
+        let r = c.wait_result().unwrap();
         assert_eq!(r.ok + r.err, TEST_REQUESTS as u64, "{}", r.line);
         assert!(r.ok + 1 >= TEST_REQUESTS as u64, "{}", r.line);
         c.guard().wait_exit(Duration::from_secs(5));

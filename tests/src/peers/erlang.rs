@@ -15,7 +15,19 @@ pub struct ErlangPeer {
     guard: ChildGuard,
     host: String,
     port: Option<u16>,
+    /// A client's cap on its sending phase (`--duration`), seconds.
+    duration: Option<u32>,
 }
+
+/// How long an Erlang VM may take to start the script and its `diameter` service on a busy
+/// machine: a server's "listening" line, a client's connection. Session 18: with two test
+/// binaries and a CPU hog at load 10, a client's first SYN came 25 s after its start (its
+/// `RESULT` after 25.3 s, past the 20 s the test waited for it in all).
+const VM_START: Duration = Duration::from_secs(30);
+
+/// How long the client script waits for its peer to come up (`after 10000` in
+/// dia_peer.escript) before it gives up.
+const CLIENT_UP: Duration = Duration::from_secs(10);
 
 /// Client options; `Default` is 100 `ta` requests, 10 in flight, 10 s cap.
 #[derive(Debug, Clone)]
@@ -106,12 +118,13 @@ impl ErlangPeer {
             ]);
             let name = format!("erlang-server-{port}-{attempt}");
             let mut guard = ChildGuard::spawn(&name, cmd, dir);
-            match guard.wait_for_line("listening 127.0.0.1:", Duration::from_secs(30)) {
+            match guard.wait_for_line("listening 127.0.0.1:", VM_START) {
                 Ok(_) => {
                     return ErlangPeer {
                         guard,
                         host: host.to_string(),
                         port: Some(port),
+                        duration: None,
                     }
                 }
                 Err(_) if attempt < 3 && guard.output().contains("listen failed") => continue,
@@ -153,6 +166,7 @@ impl ErlangPeer {
             guard,
             host: opts.host.clone(),
             port: None,
+            duration: Some(opts.duration),
         }
     }
 
@@ -171,8 +185,12 @@ impl ErlangPeer {
         &mut self.guard
     }
 
-    /// Client: waits for the `RESULT` line and parses it.
-    pub fn wait_result(&mut self, timeout: Duration) -> Result<ErlResult, WaitError> {
+    /// Client: waits for the `RESULT` line and parses it. The wait is bounded by what the
+    /// script bounds itself to, after its VM started: its peer coming up and its sending
+    /// phase (`duration`), plus a second to print.
+    pub fn wait_result(&mut self) -> Result<ErlResult, WaitError> {
+        let sending = Duration::from_secs(self.duration.map_or(60, u64::from));
+        let timeout = VM_START + CLIENT_UP + sending + Duration::from_secs(1);
         let line = self.guard.wait_for_line("RESULT ", timeout)?;
         parse_result(&line).ok_or_else(|| WaitError::new(format!("cannot parse {line:?}")))
     }
