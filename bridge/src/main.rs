@@ -329,7 +329,22 @@ fn run(file: &std::path::Path, echo: bool, threads: u16) -> ExitCode {
         // driver; between spawned tasks a wake-up is a push on the local run queue.
         // (BENCHMARKS.md "Session 11: the sync round trip": two system calls fewer per sync
         // request.)
-        let result = match tokio::spawn(node.run(app, submissions, stop_signal())).await {
+        // SIGINT and SIGTERM are awaited in a task of their own, and reach the node loop
+        // through a oneshot. A future in the node loop's `select!` is polled on every wake-up
+        // of the loop, whichever branch's waker fired: the signal futures themselves (two
+        // signal receivers re-arming their watch channels) cost about 1k instructions per
+        // poll there, a oneshot receiver a few dozen (BENCHMARKS.md "Session 18: the cost of
+        // a bridge wake-up").
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            stop_signal().await;
+            let _ = stop_tx.send(());
+        });
+        // The sender lives as long as the runtime: an error here is the runtime going away.
+        let shutdown = async move {
+            let _ = stop_rx.await;
+        };
+        let result = match tokio::spawn(node.run(app, submissions, shutdown)).await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(format!(
                 "the node loop ended abnormally: {e}"
