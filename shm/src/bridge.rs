@@ -59,6 +59,7 @@
 
 use crate::control::{
     prepare_runtime_dir, refusal, Conn, Ctl, Listener, Recv, RuntimeDir, MAX_CONTROL_MSG,
+    RECV_BATCH,
 };
 use crate::error::{Error, Result};
 use crate::record::{self, Answer, IncomingRequest, Payload, Record, ReplyStatus, ReplyTo};
@@ -645,7 +646,12 @@ pub struct Bridge {
     arena: BytesMut,
     /// The event name of the request being dispatched (reused: no allocation per request).
     event: String,
+    /// Control messages are received here: [`RECV_BATCH`] parts of [`MAX_CONTROL_MSG`] for
+    /// an attached worker's ([`Conn::recv_batch`]), the first part alone for one-at-a-time
+    /// receives (registrations, refused connections).
     ctl: Vec<u8>,
+    /// What the last [`Conn::recv_batch`] took (reused: no allocation per wake-up).
+    ctl_got: Vec<Recv>,
     status_json: String,
     /// The dictionary sources workers get after their Welcome (a sealed memfd, see
     /// [`Bridge::set_dictionary`]) and its generation; `None` until the driver sets one.
@@ -740,7 +746,8 @@ impl Bridge {
             enc: Vec::new(),
             arena: BytesMut::with_capacity(ARENA_BYTES),
             event: String::new(),
-            ctl: vec![0; MAX_CONTROL_MSG],
+            ctl: vec![0; RECV_BATCH * MAX_CONTROL_MSG],
+            ctl_got: Vec::with_capacity(RECV_BATCH + 1),
             status_json: String::from("{}"),
             dictionary: None,
             counters: SeamCounters::default(),
@@ -936,7 +943,7 @@ impl Bridge {
         let mut i = 0;
         while i < self.pending.len() {
             let Some(p) = self.pending.get(i) else { break };
-            match p.conn.recv(&mut self.ctl) {
+            match p.conn.recv(&mut self.ctl[..MAX_CONTROL_MSG]) {
                 Ok(Recv::WouldBlock) => {
                     if now.saturating_duration_since(p.since) >= self.cfg.handshake_timeout {
                         if let Some(p) = self.pending.remove(i) {
@@ -1018,7 +1025,7 @@ impl Bridge {
     }
 
     fn sweep_refusing(&mut self, now: Instant) {
-        let ctl = &mut self.ctl;
+        let ctl = &mut self.ctl[..MAX_CONTROL_MSG];
         self.refusing.retain(|(conn, since)| {
             // Drain what the peer sent (its Hello), a bounded number of
             // messages per sweep: a refused peer cannot keep us here.
@@ -1292,18 +1299,27 @@ impl Bridge {
         // Back to the arena's start if the driver dropped every slice of it (one atomic load;
         // nothing is allocated here either way).
         let _ = self.arena.try_reclaim(ARENA_BYTES);
-        // Control messages.
+        // Control messages, up to RECV_BATCH per system call, until one finds the socket
+        // empty: a lone doorbell costs one `recvmmsg`, not a `recvmsg` and an `EAGAIN`.
+        let each = self.ctl.len() / RECV_BATCH;
         loop {
-            match a.conn.recv(&mut self.ctl) {
-                Ok(Recv::WouldBlock) => break,
-                Ok(Recv::Eof) => {
-                    return Err((
-                        "connection closed (worker exited or detached)".into(),
-                        false,
-                    ))
-                }
+            let drained = match a.conn.recv_batch(&mut self.ctl, &mut self.ctl_got) {
+                Ok(drained) => drained,
                 Err(e) => return Err((format!("control socket error: {e}"), true)),
-                Ok(Recv::Msg(n, _fd)) => match Ctl::decode(self.ctl.get(..n).unwrap_or(&[])) {
+            };
+            for (i, got) in self.ctl_got.drain(..).enumerate() {
+                let n = match got {
+                    Recv::Msg(n, _fd) => n,
+                    Recv::WouldBlock => continue,
+                    Recv::Eof => {
+                        return Err((
+                            "connection closed (worker exited or detached)".into(),
+                            false,
+                        ))
+                    }
+                };
+                let msg = self.ctl.get(i * each..i * each + n).unwrap_or(&[]);
+                match Ctl::decode(msg) {
                     Ok(Ctl::Doorbell) => {}
                     Ok(Ctl::Handles { names }) => {
                         a.catch_all = names.iter().any(|n| is_catch_all(n));
@@ -1321,7 +1337,10 @@ impl Bridge {
                         return Err((format!("unexpected control message {other:?}"), true))
                     }
                     Err(e) => return Err((e.to_string(), true)),
-                },
+                }
+            }
+            if drained {
+                break;
             }
         }
         // Answers that waited for room.

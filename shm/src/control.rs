@@ -39,6 +39,9 @@ use std::time::Duration;
 
 /// Largest control message (status JSON is truncated to fit).
 pub const MAX_CONTROL_MSG: usize = 64 * 1024;
+/// Most messages one [`Conn::recv_batch`] takes: a doorbell, and room to learn in the same
+/// call that nothing follows it.
+pub const RECV_BATCH: usize = 2;
 /// Most event names one worker may declare.
 pub const MAX_HANDLES: usize = 1024;
 /// Longest event name.
@@ -488,6 +491,112 @@ impl Conn {
             return Ok(Recv::Eof);
         }
         Ok(Recv::Msg(n as usize, got))
+    }
+
+    /// Receives up to [`RECV_BATCH`] messages without blocking, in one `recvmmsg(2)`: message
+    /// `i` lands in the `i`-th of `RECV_BATCH` equal parts of `buf` (each at least
+    /// [`MAX_CONTROL_MSG`] long; a longer message is an error, as in [`Conn::recv`]). What came
+    /// is appended to `got` (cleared first): [`Recv::Msg`] per message, then [`Recv::Eof`] if
+    /// the other side closed; nothing if nothing was queued.
+    ///
+    /// Returns whether the socket was found empty (or closed): fewer messages than
+    /// `RECV_BATCH` came, so the kernel's own next receive in the call would have blocked.
+    /// A reader that cleared its readiness before calling needs no further receive to learn
+    /// that, where a loop of [`Conn::recv`] spends one more system call per drain on the
+    /// `EAGAIN` that ends it: with one doorbell per bridge wake-up, half of the bridge's
+    /// `recvmsg` calls (BENCHMARKS.md "Session 18: the cost of a bridge wake-up"). A message
+    /// that arrives after the call raises readiness anew, as after an `EAGAIN`.
+    pub fn recv_batch(&self, buf: &mut [u8], got: &mut Vec<Recv>) -> io::Result<bool> {
+        got.clear();
+        let each = buf.len() / RECV_BATCH;
+        if each < MAX_CONTROL_MSG {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "receive buffer smaller than RECV_BATCH control messages",
+            ));
+        }
+        let mut iovs: [libc::iovec; RECV_BATCH] = std::array::from_fn(|_| libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        });
+        for (iov, part) in iovs.iter_mut().zip(buf.chunks_exact_mut(each)) {
+            iov.iov_base = part.as_mut_ptr().cast();
+            iov.iov_len = part.len();
+        }
+        let mut cbufs = [[0u64; 8]; RECV_BATCH];
+        // SAFETY: mmsghdr is plain data; all-zero is valid.
+        let mut hdrs: [libc::mmsghdr; RECV_BATCH] = unsafe { zeroed() };
+        for ((h, iov), cbuf) in hdrs.iter_mut().zip(iovs.iter_mut()).zip(cbufs.iter_mut()) {
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = cbuf.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = size_of::<[u64; 8]>() as _;
+        }
+        let n = loop {
+            // SAFETY: every header points at live iov/control buffers for the duration of the
+            // call; the count passed is the array's length.
+            let n = unsafe {
+                libc::recvmmsg(
+                    self.fd.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    RECV_BATCH as _,
+                    libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n >= 0 {
+                break n as usize;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(true),
+                io::ErrorKind::ConnectionReset => {
+                    got.push(Recv::Eof);
+                    return Ok(true);
+                }
+                _ => return Err(e),
+            }
+        };
+        // Every message's descriptors first, so none leaks, even on error below.
+        let mut truncated = false;
+        for h in hdrs.iter().take(n) {
+            let mut fd: Option<OwnedFd> = None;
+            // SAFETY: walking the control buffer the kernel filled for this message, with the
+            // CMSG_* macros, bounded by its msg_controllen.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                        let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                        let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                            / size_of::<RawFd>();
+                        for i in 0..count {
+                            let got = OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i)));
+                            if fd.is_none() {
+                                fd = Some(got);
+                            } // extra descriptors are closed by dropping them
+                        }
+                    }
+                    c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
+                }
+            }
+            truncated |= h.msg_hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+            if h.msg_len == 0 {
+                // End of stream (repeated by every receive after it): the last entry.
+                got.push(Recv::Eof);
+                break;
+            }
+            got.push(Recv::Msg(h.msg_len as usize, fd));
+        }
+        if truncated {
+            got.clear();
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "control message too long",
+            ));
+        }
+        Ok(n < RECV_BATCH || matches!(got.last(), Some(Recv::Eof)))
     }
 
     /// Sends a control message.
@@ -965,6 +1074,54 @@ mod tests {
         assert!(matches!(b.recv(&mut buf).unwrap(), Recv::Msg(1, None)));
         drop(a);
         assert!(matches!(b.recv(&mut buf).unwrap(), Recv::Eof));
+    }
+
+    /// `recv_batch` says "drained" exactly when fewer than RECV_BATCH messages were queued, keeps
+    /// each message in its own part, passes descriptors, ends with EOF, refuses long messages.
+    #[test]
+    fn recv_batch_tells_when_drained() {
+        let (a, b) = Conn::pair().unwrap();
+        let mut buf = vec![0u8; RECV_BATCH * MAX_CONTROL_MSG];
+        let mut got = Vec::new();
+        // Nothing queued: drained, nothing taken.
+        assert!(b.recv_batch(&mut buf, &mut got).unwrap());
+        assert!(got.is_empty());
+        // One doorbell: taken and drained in the same call.
+        a.ring();
+        assert!(b.recv_batch(&mut buf, &mut got).unwrap());
+        assert!(matches!(got.as_slice(), [Recv::Msg(1, None)]));
+        // RECV_BATCH + 1 messages: a full batch (not known drained), then the rest.
+        let f = std::fs::File::open("/dev/null").unwrap();
+        a.send_ctl(&Ctl::StatusQuery, Some(f.as_fd())).unwrap();
+        for _ in 0..RECV_BATCH {
+            a.ring();
+        }
+        assert!(!b.recv_batch(&mut buf, &mut got).unwrap());
+        assert_eq!(got.len(), RECV_BATCH);
+        match &got[0] {
+            Recv::Msg(n, Some(_fd)) => {
+                assert_eq!(Ctl::decode(&buf[..*n]).unwrap(), Ctl::StatusQuery)
+            }
+            other => panic!("{other:?}"),
+        }
+        let each = buf.len() / RECV_BATCH;
+        assert!(matches!(got[1], Recv::Msg(1, None)));
+        assert_eq!(Ctl::decode(&buf[each..each + 1]).unwrap(), Ctl::Doorbell);
+        assert!(b.recv_batch(&mut buf, &mut got).unwrap());
+        assert!(matches!(got.as_slice(), [Recv::Msg(1, None)]));
+        // A message, then the other side gone: the message, then EOF, drained.
+        a.ring();
+        drop(a);
+        assert!(b.recv_batch(&mut buf, &mut got).unwrap());
+        assert!(matches!(got.as_slice(), [Recv::Msg(1, None), Recv::Eof]));
+        assert!(b.recv_batch(&mut buf, &mut got).unwrap());
+        assert!(matches!(got.as_slice(), [Recv::Eof]));
+        // Longer than a part: an error, as for `recv`; a buffer too small is refused.
+        let (a, b) = Conn::pair().unwrap();
+        a.send(&vec![K_DOORBELL; MAX_CONTROL_MSG + 1], None)
+            .unwrap();
+        assert!(b.recv_batch(&mut buf, &mut got).is_err());
+        assert!(b.recv_batch(&mut buf[..MAX_CONTROL_MSG], &mut got).is_err());
     }
 
     #[test]
