@@ -88,6 +88,9 @@ enum Input {
         host: String,
         addrs: Vec<std::net::IpAddr>,
     },
+    /// The applications to advertise beside the configured ones changed
+    /// ([`Node::advertise_also`]).
+    Advertised(Vec<AppAdvert>),
 }
 
 /// How often peers' address names are resolved again (for the source-address check).
@@ -369,10 +372,27 @@ impl Node {
             }));
         }
         let (reply_tx, reply_rx) = mpsc::unbounded_channel();
-        // Without a source of extra applications the branch stays disabled.
-        let (advertised_open, advertised) = match self.advertised {
-            Some(rx) => (true, rx),
-            None => (false, watch::channel(Vec::new()).1),
+        // The applications to advertise beside the configured ones: the set there is now, and
+        // each change after it as an input, from a task of its own. In the loop's `select!` a
+        // `watch::Receiver::changed()` future was made, registered and dropped on every turn,
+        // whichever branch woke the loop (BENCHMARKS.md "Session 18: the cost of a bridge
+        // wake-up"); the input queue is polled anyway.
+        let mut forwarder = None;
+        let advertised = match self.advertised {
+            Some(mut rx) => {
+                let first = rx.borrow_and_update().clone();
+                let tx = input_tx.clone();
+                forwarder = Some(tokio::spawn(async move {
+                    while rx.changed().await.is_ok() {
+                        let extra = rx.borrow_and_update().clone();
+                        if tx.send(Input::Advertised(extra)).await.is_err() {
+                            return;
+                        }
+                    }
+                }));
+                Some(first)
+            }
+            None => None,
         };
         let budget = Arc::new(transport::Budget::new(
             self.config.limits.max_buffered_bytes,
@@ -382,6 +402,9 @@ impl Node {
             endpoint.set_observer(o);
         }
         endpoint.set_refusals(self.refusals.clone());
+        if let Some(extra) = &advertised {
+            endpoint.advertise_extra(extra);
+        }
         let (admin_open, admin) = match self.admin {
             Some(rx) => (true, rx),
             None => (false, mpsc::channel(1).1),
@@ -399,8 +422,6 @@ impl Node {
             reply_tx,
             status: self.status,
             status_version: u64::MAX,
-            advertised,
-            advertised_open,
             completions: FxHashMap::default(),
             upgrades: FxHashMap::default(),
             next_request: 0,
@@ -418,6 +439,9 @@ impl Node {
             )
             .await;
         for t in accept_tasks {
+            t.abort();
+        }
+        if let Some(t) = forwarder {
             t.abort();
         }
         result
@@ -442,9 +466,6 @@ struct Driver {
     status: watch::Sender<Vec<PeerStatus>>,
     /// The core's status version last published.
     status_version: u64,
-    /// Applications to advertise beside the configured ones ([`Node::advertise_also`]).
-    advertised: watch::Receiver<Vec<AppAdvert>>,
-    advertised_open: bool,
     /// The submitters of requests in flight, by the id the endpoint reports their outcome
     /// under ([`Output::Outcome`]).
     completions: FxHashMap<RequestId, Completion>,
@@ -468,10 +489,6 @@ impl Driver {
         accept_tasks: &[tokio::task::JoinHandle<()>],
     ) -> io::Result<()> {
         tokio::pin!(shutdown);
-        if self.advertised_open {
-            let extra = self.advertised.borrow_and_update().clone();
-            self.endpoint.advertise_extra(&extra);
-        }
         self.endpoint.start(Instant::now());
         self.outputs();
         // One timer, re-armed only when the core's next deadline changes.
@@ -535,13 +552,6 @@ impl Driver {
                         self.submit(sub, now);
                     }
                 }
-                r = self.advertised.changed(), if self.advertised_open => match r {
-                    Ok(()) => {
-                        let extra = self.advertised.borrow_and_update().clone();
-                        self.endpoint.advertise_extra(&extra);
-                    }
-                    Err(_) => self.advertised_open = false,
-                },
                 _ = &mut sleep => {
                     armed = None;
                     let now = Instant::now();
@@ -712,6 +722,7 @@ impl Driver {
                 }
             }
             Input::Resolved { host, addrs } => self.endpoint.set_resolved(&host, &addrs),
+            Input::Advertised(extra) => self.endpoint.advertise_extra(&extra),
         }
     }
 

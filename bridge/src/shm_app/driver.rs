@@ -474,6 +474,20 @@ impl Driver {
         let mut armed: Option<Instant> = None;
         let mut requests_open = true;
         let mut peers_open = true;
+        // The node's peer status changes reach this loop through a queue of one, from a task
+        // of its own: a `watch::Receiver::changed()` future in the `select!` below was made,
+        // registered and dropped on every turn, whichever branch woke the driver (BENCHMARKS.md
+        // "Session 18: the cost of a bridge wake-up"). Changes while one is queued coalesce:
+        // the status is rendered from the latest.
+        let (peers_tx, mut peers_changed) = mpsc::channel::<()>(1);
+        let mut peers = self.peers.clone();
+        let forwarder = tokio::spawn(async move {
+            while peers.changed().await.is_ok() {
+                if let Err(mpsc::error::TrySendError::Closed(())) = peers_tx.try_send(()) {
+                    return;
+                }
+            }
+        });
         self.publish_status();
         loop {
             self.follow_dictionary();
@@ -517,9 +531,9 @@ impl Driver {
                         self.complete(outcome);
                     }
                 }
-                r = self.peers.changed(), if peers_open => match r {
-                    Ok(()) => self.status_dirty = true,
-                    Err(_) => peers_open = false,
+                r = peers_changed.recv(), if peers_open => match r {
+                    Some(()) => self.status_dirty = true,
+                    None => peers_open = false,
                 },
                 _ = &mut sleep => {
                     armed = None;
@@ -554,6 +568,7 @@ impl Driver {
             }
             self.maybe_publish();
         }
+        forwarder.abort();
         self.stopping = true;
         let held = self.held.len();
         if held > 0 {
