@@ -527,7 +527,11 @@ async fn reader<R: AsyncRead + Unpin>(
                 _ => break None,
             },
             _ = &mut abort => break Some("aborted".to_string()),
-            _ = tokio::time::sleep_until(deadline) => {
+            // Armed only while a partial message is held: a timer made and polled on every
+            // read registered with the runtime's timer wheel and left it again each time, a
+            // cost per wake-up of the reader (BENCHMARKS.md "Session 18: the cost of a bridge
+            // wake-up"). Disabled, the future is made but not polled: nothing registered.
+            _ = tokio::time::sleep_until(deadline), if partial_since.is_some() => {
                 break refuse(
                     Refusal::MessageTimeout,
                     format!(
