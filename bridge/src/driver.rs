@@ -772,7 +772,10 @@ impl Driver {
     fn attach_plain(&mut self, conn: ConnId, stream: TcpStream, source: Option<std::net::IpAddr>) {
         let ack = self.quick_ack(&stream);
         if self.tls.is_none() || !self.endpoint.may_start_tls(conn) {
-            return self.attach(conn, stream, source, ack);
+            let limits = self.read_limits(source, ack);
+            let handle = transport::spawn_plain(conn, stream, limits, self.conn_tx.clone());
+            self.conns.insert(conn, handle);
+            return;
         }
         let limits = self.read_limits(source, ack);
         let (handle, upgrade) =

@@ -248,7 +248,22 @@ pub fn spawn<S>(
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    start(conn, stream, limits, events, None)
+    start(conn, stream, limits, events, None, true)
+}
+
+/// [`spawn`] for a plain TCP connection: its reader and writer are not polled inside the
+/// connection's span. Entering and leaving a span on every poll of the two tasks cost about
+/// 570 instructions a poll (BENCHMARKS.md "Session 18: the cost of a bridge wake-up"); on a
+/// plain connection nothing under those polls logs but the reader's refusals, which enter the
+/// span themselves. A TLS stream's polls run rustls, which may log: [`spawn`] keeps the span
+/// around them.
+pub fn spawn_plain(
+    conn: ConnId,
+    stream: tokio::net::TcpStream,
+    limits: ReadLimits,
+    events: mpsc::Sender<ConnEvent>,
+) -> ConnHandle {
+    start(conn, stream, limits, events, None, false)
 }
 
 /// The halves of a connection started with [`spawn_upgradable`], once released.
@@ -282,7 +297,16 @@ where
 {
     let (read_tx, read) = oneshot::channel();
     let (write_tx, write) = oneshot::channel();
-    let handle = start(conn, stream, limits, events, Some((read_tx, write_tx)));
+    // Plain until released (the TLS handshake then runs on the stream handed back): no span
+    // around the polls, as for `spawn_plain`.
+    let handle = start(
+        conn,
+        stream,
+        limits,
+        events,
+        Some((read_tx, write_tx)),
+        false,
+    );
     (handle, Upgrade { read, write })
 }
 
@@ -291,12 +315,15 @@ type GiveBack<S> = (
     oneshot::Sender<WriteHalf<S>>,
 );
 
+/// `polls_in_span`: every poll of the reader and writer runs inside the connection's span
+/// (whatever their stream logs carries it); otherwise only the reader's refusals do.
 fn start<S>(
     conn: ConnId,
     stream: S,
     limits: ReadLimits,
     events: mpsc::Sender<ConnEvent>,
     give_back: Option<GiveBack<S>>,
+    polls_in_span: bool,
 ) -> ConnHandle
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -318,20 +345,22 @@ where
         Some(ip) => dmnode::spans::conn_from(conn, &ip),
         None => dmnode::spans::conn(conn),
     };
-    tokio::spawn(
-        writer(write_half, rx, stop_tx, abort_rx.clone(), give_write).instrument(span.clone()),
+    let writer = writer(write_half, rx, stop_tx, abort_rx.clone(), give_write);
+    let reader = reader(
+        conn,
+        read_half,
+        (limits, max_len.clone(), opened.clone()),
+        events,
+        (stop_rx, abort_rx),
+        (give_read, span.clone()),
     );
-    tokio::spawn(
-        reader(
-            conn,
-            read_half,
-            (limits, max_len.clone(), opened.clone()),
-            events,
-            (stop_rx, abort_rx),
-            give_read,
-        )
-        .instrument(span),
-    );
+    if polls_in_span {
+        tokio::spawn(writer.instrument(span.clone()));
+        tokio::spawn(reader.instrument(span));
+    } else {
+        tokio::spawn(writer);
+        tokio::spawn(reader);
+    }
     ConnHandle {
         tx,
         max_len,
@@ -487,7 +516,7 @@ async fn reader<R: AsyncRead + Unpin>(
     (limits, max_len, opened): (ReadLimits, Arc<AtomicUsize>, Arc<Notify>),
     events: mpsc::Sender<ConnEvent>,
     (mut stop, abort): (oneshot::Receiver<Stop>, watch::Receiver<bool>),
-    give_back: Option<oneshot::Sender<(R, Bytes)>>,
+    (give_back, span): (Option<oneshot::Sender<(R, Bytes)>>, tracing::Span),
 ) {
     let abort = aborted(abort);
     tokio::pin!(abort);
@@ -501,13 +530,16 @@ async fn reader<R: AsyncRead + Unpin>(
     let mut share = 0usize;
     let mut partial_since: Option<tokio::time::Instant> = None;
     let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+    // In the connection's span, which the reader's polls may not be in (`spawn_plain`).
     let refuse = |cause: Refusal, detail: String| {
-        limits.refusals.record(
-            cause,
-            limits.source,
-            &format!("connection {conn:?}: {detail}"),
-            std::time::Instant::now(),
-        );
+        span.in_scope(|| {
+            limits.refusals.record(
+                cause,
+                limits.source,
+                &format!("connection {conn:?}: {detail}"),
+                std::time::Instant::now(),
+            )
+        });
         Some(detail)
     };
     let error = 'read: loop {
