@@ -12,6 +12,8 @@
 //! next turn without waiting for its descriptor (other work gets its turn in between).
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -295,8 +297,11 @@ pub struct Driver {
     refusals: RefusalLog,
     /// Epochs, declarations (3001 or 3004), handshake checks: the decisions, time passed in.
     policy: Policy,
-    /// Outgoing requests in flight by tag, and the queue their outcomes arrive on.
-    asked: HashMap<u64, Asker>,
+    /// Outgoing requests in flight by tag, and the queue their outcomes arrive on. Keyed by
+    /// our own tags, looked up twice per request: FxHash, as the node loop's maps (no peer
+    /// chooses these keys), where SipHash cost ~130 instructions a lookup (BENCHMARKS.md
+    /// "Session 18: the cost of a bridge wake-up").
+    asked: FxHashMap<u64, Asker>,
     next_tag: u64,
     busy_poll: BusyPoll,
     outcomes: OutcomeQueue,
@@ -402,7 +407,7 @@ impl Driver {
             held: Held::new(options.reply_timeout),
             refusals: RefusalLog::default(),
             policy: Policy::new(DECLARE_GRACE),
-            asked: HashMap::new(),
+            asked: FxHashMap::default(),
             next_tag: 0,
             busy_poll: BusyPoll::new(options.busy_poll),
             outcomes,

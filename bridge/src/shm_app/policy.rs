@@ -19,7 +19,7 @@
 //!   (all its workers run the same script and declare the same events): a command outside
 //!   it is a definite 3001, whatever attaches later.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
 use dmproto::result_code::{
@@ -66,10 +66,12 @@ enum Declared {
 #[derive(Debug)]
 pub struct Policy {
     grace: Duration,
-    /// Bumped on every attach to a slot, so outcomes never reach a later tenant of it.
-    epochs: HashMap<SlotId, u64>,
+    /// Bumped on every attach to a slot, so outcomes never reach a later tenant of it. Read
+    /// twice per originated request (its epoch when sent, the check when its outcome comes):
+    /// FxHash, keyed by our own slot numbers.
+    epochs: FxHashMap<SlotId, u64>,
     /// Attached workers and their declarations.
-    attached: HashMap<SlotId, Declared>,
+    attached: FxHashMap<SlotId, Declared>,
 }
 
 impl Policy {
@@ -78,8 +80,8 @@ impl Policy {
     pub fn new(grace: Duration) -> Policy {
         Policy {
             grace,
-            epochs: HashMap::new(),
-            attached: HashMap::new(),
+            epochs: FxHashMap::default(),
+            attached: FxHashMap::default(),
         }
     }
 
