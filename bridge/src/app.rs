@@ -274,6 +274,15 @@ impl Submissions {
         self.rx.recv().await
     }
 
+    /// [`Submissions::recv`] as a poll, for a `select!` branch with a waker of its own
+    /// (`crate::due`).
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Submission>> {
+        self.rx.poll_recv(cx)
+    }
+
     /// The next submission if one is queued now, without waiting: the node loop drains a burst in
     /// one turn.
     pub fn try_recv(&mut self) -> Option<Submission> {

@@ -24,7 +24,7 @@
 //! logged like one at connect ([`Endpoint::tls_refused`]) and closes only that connection.
 
 use rustc_hash::FxHashMap;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::app::{Application, Completion, Reply, ReplyQueue, Responder, Submission, Submissions};
+use crate::due::{Gate, TaskWaker};
 use crate::tls::{HandshakeError, Tls};
 use crate::transport::{self, ConnEvent, ConnHandle, Rewound, Upgrade};
 use dmnode::app::RequestId;
@@ -497,6 +498,11 @@ impl Driver {
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
         let mut hard_deadline: Option<Instant> = None;
+        // The channels' branches are gated (crate::due): polled only when their own waker
+        // fired, not on every turn whichever branch woke the loop.
+        let task = Arc::new(TaskWaker::default());
+        let gates = [(); 5].map(|()| Gate::new(&task));
+        let [conn_gate, input_gate, admin_gate, reply_gate, submit_gate] = &gates;
         loop {
             let next = [self.endpoint.next_timeout(), hard_deadline]
                 .into_iter()
@@ -508,6 +514,8 @@ impl Driver {
                     .as_mut()
                     .reset(next.map(Into::into).unwrap_or_else(far));
             }
+            // Before any gate is polled: the waker its wake-ups go to.
+            task.set_current().await;
             // Not `biased`: under a steady stream of frames, replies, submissions and timers
             // must still get their turn (tokio picks a ready branch at random).
             tokio::select! {
@@ -524,19 +532,22 @@ impl Driver {
                 }
                 // Each branch also takes what else is already queued (up to BATCH), so that
                 // under load one wake-up serves many messages.
-                Some(ev) = conn_rx.recv() => {
+                Some(ev) = poll_fn(|_| conn_gate.poll(|cx| conn_rx.poll_recv(cx))) => {
                     self.on_conn_event(ev);
                     for _ in 1..BATCH {
                         let Ok(ev) = conn_rx.try_recv() else { break };
                         self.on_conn_event(ev);
                     }
                 }
-                Some(input) = input_rx.recv() => self.on_input(input),
-                call = self.admin.recv(), if self.admin_open => match call {
+                Some(input) = poll_fn(|_| input_gate.poll(|cx| input_rx.poll_recv(cx))) => {
+                    self.on_input(input)
+                }
+                call = poll_fn(|_| admin_gate.poll(|cx| self.admin.poll_recv(cx))),
+                    if self.admin_open => match call {
                     Some(call) => self.on_admin(call),
                     None => self.admin_open = false,
                 },
-                Some((token, reply)) = reply_rx.recv() => {
+                Some((token, reply)) = poll_fn(|_| reply_gate.poll(|cx| reply_rx.poll_recv(cx))) => {
                     let now = Instant::now();
                     self.endpoint.reply(token, &reply, now);
                     for _ in 1..BATCH {
@@ -544,7 +555,8 @@ impl Driver {
                         self.endpoint.reply(token, &reply, now);
                     }
                 }
-                Some(sub) = submissions.recv(), if !self.endpoint.is_stopping() => {
+                Some(sub) = poll_fn(|_| submit_gate.poll(|cx| submissions.poll_recv(cx))),
+                    if !self.endpoint.is_stopping() => {
                     let now = Instant::now();
                     self.submit(sub, now);
                     for _ in 1..BATCH {

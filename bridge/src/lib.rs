@@ -19,6 +19,7 @@ pub mod app;
 pub mod config_file;
 pub mod dictionary;
 pub mod driver;
+mod due;
 pub mod logging;
 pub mod metrics;
 pub mod ops;

@@ -15,9 +15,8 @@ use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,6 +40,7 @@ use crate::app::{
     AppHandle, IncomingRequest, OutcomeQueue, OutgoingRequest, QueuedOutcome, Responder,
 };
 use crate::dictionary::CurrentDictionary;
+use crate::due::{Gate, TaskWaker};
 use crate::metrics::ScriptRequestLatency;
 use dmnode::config::AppAdvert;
 use dmnode::endpoint::PeerStatus;
@@ -139,57 +139,16 @@ impl BusyPoll {
     }
 }
 
-/// The driver task's waker, shared by the wakers of its descriptors ([`SlotWake`]).
-#[derive(Default)]
-struct TaskWaker(std::sync::Mutex<Option<Waker>>);
-
-impl TaskWaker {
-    /// Keeps `w` (cloned only when it is not the one kept already: the same task's waker is
-    /// kept across polls).
-    fn set(&self, w: &Waker) {
-        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match &mut *g {
-            Some(kept) => kept.clone_from(w),
-            None => *g = Some(w.clone()),
-        }
-    }
-
-    fn wake(&self) {
-        if let Some(w) = &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
-            w.wake_by_ref();
-        }
-    }
-}
-
-/// The waker one worker descriptor's readiness is registered with: it marks its descriptor
-/// due, then wakes the driver task. So a turn polls only the descriptors whose readiness fired
-/// (or that were ready last turn, to register again), not every attached worker's: with the
-/// SIP workers sending their own requests (Kamailio `async_direct`, 4 + 2 descriptors instead
-/// of 2) polling each descriptor on every turn was 1.5k of the bridge's 24k instructions per
-/// call (BENCHMARKS.md "Session 17: the bridge with more rings").
-struct SlotWake {
-    due: AtomicBool,
-    task: Arc<TaskWaker>,
-}
-
-impl Wake for SlotWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        // Marked before the task is woken: the poll it causes sees the mark.
-        self.due.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
 /// One worker connection the driver waits on.
+///
+/// Its readiness is registered with a [`Gate`]'s waker: a turn polls only the descriptors
+/// whose readiness fired (or that were ready last turn, to register again), not every attached
+/// worker's. With the SIP workers sending their own requests (Kamailio `async_direct`, 4 + 2
+/// descriptors instead of 2) polling each descriptor on every turn was 1.5k of the bridge's
+/// 24k instructions per call (BENCHMARKS.md "Session 17: the bridge with more rings").
 struct Watched {
     fd: AsyncFd<OwnedFd>,
-    wake: Arc<SlotWake>,
-    /// `wake` as a `Waker`, made once: tokio keeps it without a clone (`Waker::will_wake`).
-    waker: Waker,
+    gate: Gate,
 }
 
 /// The descriptors the driver waits on. Declared before the `Bridge` in [`Driver`]: dropped
@@ -216,24 +175,16 @@ impl Fds {
 
     /// Starts waiting on `fd` for `slot` (replacing a previous one): polled on the next turn.
     fn watch(&mut self, slot: SlotId, fd: AsyncFd<OwnedFd>) {
-        let wake = Arc::new(SlotWake {
-            due: AtomicBool::new(true),
-            task: self.task.clone(),
-        });
-        let waker = Waker::from(wake.clone());
-        self.workers.insert(slot, Watched { fd, wake, waker });
+        let gate = Gate::new(&self.task);
+        self.workers.insert(slot, Watched { fd, gate });
     }
 
     /// Whether the listener is readable; the readable slots are left in `ready`.
     ///
-    /// A worker descriptor is polled only when it is due: new, woken by the runtime (its
-    /// readiness fired), or ready on its last poll. Otherwise its `SlotWake` is still
-    /// registered with the runtime from its last `Pending` poll, and the runtime keeps it
-    /// until readiness fires, so skipping it loses nothing. The mark is taken before the poll,
-    /// and the runtime re-checks readiness after storing a waker, so a wake-up that races
-    /// with the poll marks the slot again.
+    /// A worker descriptor is polled only when its [`Gate`] says it is due: new, woken by the
+    /// runtime (its readiness fired), or ready on its last poll (see [`crate::due`]). The
+    /// task's waker (`task`) is set at the start of each turn of [`Driver::run`].
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        self.task.set(cx.waker());
         let mut listener = false;
         if let Poll::Ready(r) = self.listener.poll_read_ready(cx) {
             if let Ok(mut g) = r {
@@ -243,18 +194,12 @@ impl Fds {
         }
         self.ready.clear();
         for (slot, w) in &self.workers {
-            if !w.wake.due.swap(false, Ordering::Acquire) {
-                continue;
-            }
-            let mut wcx = Context::from_waker(&w.waker);
-            if let Poll::Ready(r) = w.fd.poll_read_ready(&mut wcx) {
+            if let Poll::Ready(r) = w.gate.poll(|wcx| w.fd.poll_read_ready(wcx)) {
                 // Cleared before servicing: data arriving after this raises readiness anew,
                 // data before it is read by `service`, which reads until it would block.
                 if let Ok(mut g) = r {
                     g.clear_ready();
                 }
-                // Polled again next turn, which registers its waker again.
-                w.wake.due.store(true, Ordering::Relaxed);
                 self.ready.push(*slot);
             }
         }
@@ -494,6 +439,9 @@ impl Driver {
             }
         });
         self.publish_status();
+        // The channels' branches are gated (crate::due): polled only when their own waker fired.
+        let gates = [(); 3].map(|()| Gate::new(&self.fds.task));
+        let [requests_gate, outcomes_gate, peers_gate] = &gates;
         loop {
             self.follow_dictionary();
             self.service_hot();
@@ -507,9 +455,12 @@ impl Driver {
             }
             let hot = !self.hot.is_empty();
             let poll = self.busy_poll.polling(Instant::now);
+            // Before any gate is polled: the waker its wake-ups go to.
+            self.fds.task.set_current().await;
             tokio::select! {
                 _ = &mut stop => break,
-                r = requests.recv(), if requests_open => match r {
+                r = std::future::poll_fn(|_| requests_gate.poll(|cx| requests.poll_recv(cx))),
+                    if requests_open => match r {
                     Some((req, responder)) => {
                         self.incoming(req, responder);
                         for _ in 1..BATCH {
@@ -529,14 +480,15 @@ impl Driver {
                     }
                     self.fds.ready = ready;
                 }
-                Some(outcome) = outcomes.recv() => {
+                Some(outcome) = std::future::poll_fn(|_| outcomes_gate.poll(|cx| outcomes.poll_recv(cx))) => {
                     self.complete(outcome);
                     for _ in 1..BATCH {
                         let Ok(outcome) = outcomes.try_recv() else { break };
                         self.complete(outcome);
                     }
                 }
-                r = peers_changed.recv(), if peers_open => match r {
+                r = std::future::poll_fn(|_| peers_gate.poll(|cx| peers_changed.poll_recv(cx))),
+                    if peers_open => match r {
                     Some(()) => self.status_dirty = true,
                     None => peers_open = false,
                 },
