@@ -60,11 +60,14 @@ impl Held {
             Some((b, _)) => (b + 1) % BLOCKS,
         };
         let dir = std::env::temp_dir().join("dmbridge-test-ports");
-        let ours = |b: u32, blocks: &[(u32, Option<File>)]| blocks.iter().any(|(h, _)| *h == b);
+        let ephemeral = ephemeral_range();
+        let usable = |b: u32, blocks: &[(u32, Option<File>)]| {
+            !blocks.iter().any(|(h, _)| *h == b) && !block_overlaps(b, ephemeral)
+        };
         if std::fs::create_dir_all(&dir).is_ok() {
             for i in 0..BLOCKS {
                 let b = (start + i) % BLOCKS;
-                if ours(b, &self.blocks) {
+                if !usable(b, &self.blocks) {
                     continue;
                 }
                 let Ok(f) = File::create(dir.join(format!("{b}.lock"))) else {
@@ -82,10 +85,34 @@ impl Held {
         }
         let b = (0..BLOCKS)
             .map(|i| (start + i) % BLOCKS)
-            .find(|b| !ours(*b, &self.blocks))?;
+            .find(|b| usable(*b, &self.blocks))?;
         self.blocks.push((b, None));
         Some(b)
     }
+}
+
+/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`), from which it picks
+/// the local port of every outgoing connection; 32768-60999 (Linux's default) when it cannot
+/// be read.
+fn ephemeral_range() -> (u32, u32) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|n| n.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
+}
+
+/// True when block `b` has a port in the ephemeral range `(low, high)`. Such a block is never
+/// used: an outgoing connection anywhere on the machine (another test's peer) could take one
+/// of its ports as its local port, and a capture filtered on that port would record another
+/// test's conversation. The pool sits below Linux's default range; this holds on a machine
+/// whose range was widened too.
+fn block_overlaps(b: u32, (low, high): (u32, u32)) -> bool {
+    let first = POOL_START + b * BLOCK;
+    let last = first + BLOCK - 1;
+    first <= high && low <= last
 }
 
 /// Returns a TCP port on 127.0.0.1 that was free a moment ago and that no other caller of
@@ -97,7 +124,11 @@ pub fn free_port() -> u16 {
     loop {
         let index = (held.next / BLOCK) as usize;
         if index >= held.blocks.len() && held.claim().is_none() {
-            panic!("no free TCP port in 127.0.0.1:{POOL_START}..{POOL_END}");
+            let (low, high) = ephemeral_range();
+            panic!(
+                "no free TCP port in 127.0.0.1:{POOL_START}..{POOL_END} outside the ephemeral \
+                 range {low}-{high} (net.ipv4.ip_local_port_range)"
+            );
         }
         let block = held.blocks[index].0;
         let port = POOL_START + block * BLOCK + held.next % BLOCK;
@@ -170,6 +201,19 @@ mod tests {
             .join(format!("{block}.lock"));
         let other = File::create(path).unwrap();
         assert!(other.try_lock().is_err(), "block {block} is not held");
+    }
+
+    #[test]
+    fn blocks_in_the_ephemeral_range_are_never_used() {
+        assert!(!block_overlaps(0, (32_768, 60_999)), "the default range");
+        assert!(!block_overlaps(BLOCKS - 1, (32_768, 60_999)));
+        assert!(block_overlaps(0, (1_024, 65_535)), "a widened range");
+        assert!(block_overlaps(5, (11_100, 11_100)), "one port of block 5");
+        assert!(!block_overlaps(5, (11_200, 20_000)), "from block 6 on");
+        assert!(block_overlaps(BLOCKS - 1, (31_999, 40_000)));
+        let port = u32::from(free_port());
+        let (low, high) = ephemeral_range();
+        assert!(port < low || port > high, "port {port} in {low}-{high}");
     }
 
     /// More ports than one block holds: the process claims (locks) a second block, and
