@@ -206,7 +206,11 @@ fn fd_both(fd: &Path, work: &Path, port: u16, peer: &str, peer_port: u16) -> Pro
     )
     .unwrap();
     let mut cmd = Command::new("freeDiameterd");
-    cmd.arg("-c")
+    // Two -d: debug level, so the log holds each connection attempt and its ports
+    // ("Connection established, ...127.0.0.1:PORT->127.0.0.1:PORT"), each failed or broken
+    // connection and why, and every message sent and received: what a failure message
+    // needs to tell which freeDiameter run opened a connection, and why.
+    cmd.args(["-d", "-d", "-c"])
         .arg(&conf)
         .env("LD_PRELOAD", fd.join("bind_lo.so"));
     Proc::spawn(cmd, &work.join("fd.log"))
