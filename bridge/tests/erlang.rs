@@ -38,7 +38,9 @@ async fn bridge_initiates_to_erlang_server() {
         &work.join("server.log"),
     );
     assert!(
-        server.wait_log("listening", Duration::from_secs(20)).await,
+        server
+            .wait_log("listening", harness::peers::erlang::VM_START)
+            .await,
         "Erlang server did not start:\n{}",
         server.log()
     );

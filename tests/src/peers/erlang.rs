@@ -23,7 +23,7 @@ pub struct ErlangPeer {
 /// machine: a server's "listening" line, a client's connection. Session 18: with two test
 /// binaries and a CPU hog at load 10, a client's first SYN came 25 s after its start (its
 /// `RESULT` after 25.3 s, past the 20 s the test waited for it in all).
-const VM_START: Duration = Duration::from_secs(30);
+pub const VM_START: Duration = Duration::from_secs(30);
 
 /// How long the client script waits for its peer to come up (`after 10000` in
 /// dia_peer.escript) before it gives up.
