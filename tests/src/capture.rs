@@ -19,6 +19,11 @@ pub struct Capture {
     guard: ChildGuard,
     pcap: PathBuf,
     port: u16,
+    /// The probe port, bound (not listening) for the capture's lifetime: its SYNs are still
+    /// answered with a RST, and no outgoing connection on the machine can take the port as
+    /// its local port (the kernel skips bound ports), whose conversation the filter would
+    /// otherwise record beside the port under test.
+    _probe: socket2::Socket,
 }
 
 impl Capture {
@@ -33,6 +38,12 @@ impl Capture {
         let dumpcap = require_program("dumpcap", "tshark");
         let pcap = dir.join(format!("capture-{port}.pcapng"));
         let probe = free_port();
+        let probe_socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .and_then(|s| {
+                s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, probe)).into())?;
+                Ok(s)
+            })
+            .unwrap_or_else(|e| panic!("cannot hold the capture's probe port {probe}: {e}"));
         let mut cmd = Command::new(dumpcap);
         cmd.args([
             "-i",
@@ -64,7 +75,12 @@ impl Capture {
         if let Err(e) = live {
             panic!("{e}\n{}", guard.tail(10));
         }
-        Capture { guard, pcap, port }
+        Capture {
+            guard,
+            pcap,
+            port,
+            _probe: probe_socket,
+        }
     }
 
     /// Packets recorded so far, from dumpcap's progress counter (updated about twice a

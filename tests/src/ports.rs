@@ -55,14 +55,27 @@ impl Held {
     /// session 18: harness_selftest's 201st to 204th ports were the first four of the next
     /// block).
     fn claim(&mut self) -> Option<u32> {
+        // Blocks outside the kernel's ephemeral range first; only on a machine whose range
+        // covers every block of the pool, the old behaviour (any block), rather than no port
+        // at all: a panic here would fail every test on such a machine.
+        self.claim_avoiding(ephemeral_range())
+    }
+
+    /// [`Held::claim`] with the ephemeral range given.
+    fn claim_avoiding(&mut self, ephemeral: (u32, u32)) -> Option<u32> {
+        self.claim_where(|b| !block_overlaps(b, ephemeral))
+            .or_else(|| self.claim_where(|_| true))
+    }
+
+    /// [`Held::claim`] among the blocks `fits` accepts.
+    fn claim_where(&mut self, fits: impl Fn(u32) -> bool) -> Option<u32> {
         let start = match self.blocks.last() {
             None => std::process::id() % BLOCKS,
             Some((b, _)) => (b + 1) % BLOCKS,
         };
         let dir = std::env::temp_dir().join("dmbridge-test-ports");
-        let ephemeral = ephemeral_range();
         let usable = |b: u32, blocks: &[(u32, Option<File>)]| {
-            !blocks.iter().any(|(h, _)| *h == b) && !block_overlaps(b, ephemeral)
+            !blocks.iter().any(|(h, _)| *h == b) && fits(b)
         };
         if std::fs::create_dir_all(&dir).is_ok() {
             for i in 0..BLOCKS {
@@ -79,7 +92,7 @@ impl Held {
                 }
             }
             if self.blocks.iter().any(|(_, f)| f.is_some()) {
-                // Lock files work and every other block is held: none to take.
+                // Lock files work and every other such block is held: none to take.
                 return None;
             }
         }
@@ -104,8 +117,8 @@ fn ephemeral_range() -> (u32, u32) {
         .unwrap_or((32_768, 60_999))
 }
 
-/// True when block `b` has a port in the ephemeral range `(low, high)`. Such a block is never
-/// used: an outgoing connection anywhere on the machine (another test's peer) could take one
+/// True when block `b` has a port in the ephemeral range `(low, high)`. Such a block is used
+/// only when no other is left (a range that covers the whole pool): an outgoing connection anywhere on the machine (another test's peer) could take one
 /// of its ports as its local port, and a capture filtered on that port would record another
 /// test's conversation. The pool sits below Linux's default range; this holds on a machine
 /// whose range was widened too.
@@ -124,11 +137,7 @@ pub fn free_port() -> u16 {
     loop {
         let index = (held.next / BLOCK) as usize;
         if index >= held.blocks.len() && held.claim().is_none() {
-            let (low, high) = ephemeral_range();
-            panic!(
-                "no free TCP port in 127.0.0.1:{POOL_START}..{POOL_END} outside the ephemeral \
-                 range {low}-{high} (net.ipv4.ip_local_port_range)"
-            );
+            panic!("no free TCP port in 127.0.0.1:{POOL_START}..{POOL_END}");
         }
         let block = held.blocks[index].0;
         let port = POOL_START + block * BLOCK + held.next % BLOCK;
@@ -204,7 +213,7 @@ mod tests {
     }
 
     #[test]
-    fn blocks_in_the_ephemeral_range_are_never_used() {
+    fn blocks_in_the_ephemeral_range_are_used_only_when_no_other_is_left() {
         assert!(!block_overlaps(0, (32_768, 60_999)), "the default range");
         assert!(!block_overlaps(BLOCKS - 1, (32_768, 60_999)));
         assert!(block_overlaps(0, (1_024, 65_535)), "a widened range");
@@ -213,7 +222,42 @@ mod tests {
         assert!(block_overlaps(BLOCKS - 1, (31_999, 40_000)));
         let port = u32::from(free_port());
         let (low, high) = ephemeral_range();
-        assert!(port < low || port > high, "port {port} in {low}-{high}");
+        let some_outside = (0..BLOCKS).any(|b| !block_overlaps(b, (low, high)));
+        assert!(
+            !some_outside || port < low || port > high,
+            "port {port} in {low}-{high}, though blocks outside it exist"
+        );
+    }
+
+    /// A machine whose ephemeral range covers the whole pool still gets a block (the one
+    /// outside the range it prefers does not exist there), rather than a panic in every test.
+    #[test]
+    fn a_range_over_the_whole_pool_still_gets_a_block() {
+        let mut held = Held {
+            blocks: Vec::new(),
+            next: 0,
+        };
+        let b = held.claim_avoiding((1_024, 65_535)).expect("a block");
+        assert!(b < BLOCKS);
+        let mut narrow = Held {
+            blocks: Vec::new(),
+            next: 0,
+        };
+        // Only the pool's first block is outside this range: it is the one taken (unless
+        // another process holds it, then one inside).
+        let got = narrow
+            .claim_avoiding((POOL_START + BLOCK, 65_535))
+            .expect("a block");
+        let path = std::env::temp_dir()
+            .join("dmbridge-test-ports")
+            .join("0.lock");
+        if got != 0 {
+            let other = File::create(path).unwrap();
+            assert!(
+                other.try_lock().is_err(),
+                "block 0 was free but {got} was taken"
+            );
+        }
     }
 
     /// More ports than one block holds: the process claims (locks) a second block, and
