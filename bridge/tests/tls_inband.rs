@@ -397,7 +397,7 @@ fn erlang_inband_tls_server_answers(extra: &[&str]) {
         &ca.cert_file,
         &args,
     );
-    erl.wait_for_line("listening", std::time::Duration::from_secs(30))
+    erl.wait_for_line("listening", harness::peers::erlang::VM_START)
         .unwrap_or_else(|e| panic!("Erlang in-band TLS server: {e}\n{}", erl.tail(20)));
     let toml = tls_node_toml(
         &ca.cert_file,

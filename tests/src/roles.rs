@@ -202,7 +202,7 @@ impl ScriptedPeer {
             .args(["--ctl-port", &ctl.to_string()]);
         let mut guard = ChildGuard::spawn(&format!("{script}-{ctl}"), cmd, dir);
         guard
-            .wait_for_line(ready, Duration::from_secs(30))
+            .wait_for_line(ready, crate::peers::erlang::VM_START)
             .unwrap_or_else(|e| panic!("{script} did not start: {e}"));
         ScriptedPeer { guard, ctl }
     }

@@ -68,7 +68,7 @@ impl Hss {
         ]);
         let mut guard = ChildGuard::spawn(&format!("cx-hss-{port}"), cmd, dir);
         guard
-            .wait_for_line("listening 127.0.0.1:", Duration::from_secs(30))
+            .wait_for_line("listening 127.0.0.1:", harness::peers::erlang::VM_START)
             .unwrap_or_else(|e| panic!("the Erlang HSS did not start: {e}"));
         Hss { guard, ctl }
     }

@@ -22,8 +22,10 @@ pub struct ErlangPeer {
 /// How long an Erlang VM may take to start the script and its `diameter` service on a busy
 /// machine: a server's "listening" line, a client's connection. Session 18: with two test
 /// binaries and a CPU hog at load 10, a client's first SYN came 25 s after its start (its
-/// `RESULT` after 25.3 s, past the 20 s the test waited for it in all).
-pub const VM_START: Duration = Duration::from_secs(30);
+/// `RESULT` after 25.3 s, past the 20 s the test waited for it in all); at load 13-21, four
+/// escript peers (dia_peer server, cx_hss) did not print their ready line within 30 s. A
+/// bound for a hang, not a timing check: a start that works takes a few seconds.
+pub const VM_START: Duration = Duration::from_secs(60);
 
 /// How long the client script waits for its peer to come up (`after 10000` in
 /// dia_peer.escript) before it gives up.
