@@ -24,7 +24,7 @@
 //! logged like one at connect ([`Endpoint::tls_refused`]) and closes only that connection.
 
 use rustc_hash::FxHashMap;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -532,22 +532,22 @@ impl Driver {
                 }
                 // Each branch also takes what else is already queued (up to BATCH), so that
                 // under load one wake-up serves many messages.
-                Some(ev) = poll_fn(|_| conn_gate.poll(|cx| conn_rx.poll_recv(cx))) => {
+                Some(ev) = conn_gate.ready(|cx| conn_rx.poll_recv(cx)) => {
                     self.on_conn_event(ev);
                     for _ in 1..BATCH {
                         let Ok(ev) = conn_rx.try_recv() else { break };
                         self.on_conn_event(ev);
                     }
                 }
-                Some(input) = poll_fn(|_| input_gate.poll(|cx| input_rx.poll_recv(cx))) => {
+                Some(input) = input_gate.ready(|cx| input_rx.poll_recv(cx)) => {
                     self.on_input(input)
                 }
-                call = poll_fn(|_| admin_gate.poll(|cx| self.admin.poll_recv(cx))),
+                call = admin_gate.ready(|cx| self.admin.poll_recv(cx)),
                     if self.admin_open => match call {
                     Some(call) => self.on_admin(call),
                     None => self.admin_open = false,
                 },
-                Some((token, reply)) = poll_fn(|_| reply_gate.poll(|cx| reply_rx.poll_recv(cx))) => {
+                Some((token, reply)) = reply_gate.ready(|cx| reply_rx.poll_recv(cx)) => {
                     let now = Instant::now();
                     self.endpoint.reply(token, &reply, now);
                     for _ in 1..BATCH {
@@ -555,7 +555,7 @@ impl Driver {
                         self.endpoint.reply(token, &reply, now);
                     }
                 }
-                Some(sub) = poll_fn(|_| submit_gate.poll(|cx| submissions.poll_recv(cx))),
+                Some(sub) = submit_gate.ready(|cx| submissions.poll_recv(cx)),
                     if !self.endpoint.is_stopping() => {
                     let now = Instant::now();
                     self.submit(sub, now);
@@ -783,13 +783,12 @@ impl Driver {
     /// TLS material loaded) keeps the way to take its stream back.
     fn attach_plain(&mut self, conn: ConnId, stream: TcpStream, source: Option<std::net::IpAddr>) {
         let ack = self.quick_ack(&stream);
+        let limits = self.read_limits(source, ack);
         if self.tls.is_none() || !self.endpoint.may_start_tls(conn) {
-            let limits = self.read_limits(source, ack);
             let handle = transport::spawn_plain(conn, stream, limits, self.conn_tx.clone());
             self.conns.insert(conn, handle);
             return;
         }
-        let limits = self.read_limits(source, ack);
         let (handle, upgrade) =
             transport::spawn_upgradable(conn, stream, limits, self.conn_tx.clone());
         self.conns.insert(conn, handle);

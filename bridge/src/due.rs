@@ -87,6 +87,15 @@ impl Gate {
         Gate { due, waker }
     }
 
+    /// The branch's future for a `select!`: `poll` (a source's `poll_recv`, say) through
+    /// [`Gate::poll`] on every poll of it.
+    pub(crate) fn ready<'a, T>(
+        &'a self,
+        mut poll: impl FnMut(&mut Context<'_>) -> Poll<T> + 'a,
+    ) -> impl std::future::Future<Output = T> + 'a {
+        std::future::poll_fn(move |_| self.poll(&mut poll))
+    }
+
     /// `poll` with this gate's waker if the branch is due, else `Pending` at once.
     pub(crate) fn poll<T>(&self, poll: impl FnOnce(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
         if !self.due.due.swap(false, Ordering::Acquire) {

@@ -403,14 +403,8 @@ impl EchoBridge {
         let ok = match self.push(answer_to, &a) {
             Err(crate::Error::TooBig { .. }) => {
                 let short = Answer {
-                    handle,
-                    class: class::NOT_SENT,
-                    result_code: 0,
                     bridge_ns,
-                    peer_ns: 0,
-                    avps_json: "",
-                    error: "answer too large",
-                    reply_to: None,
+                    ..Answer::not_sent(handle, "answer too large")
                 };
                 self.push(answer_to, &short).is_ok()
             }

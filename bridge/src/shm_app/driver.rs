@@ -11,9 +11,8 @@
 //! spent on an idle ring. A slot that used up its service budget is serviced again on the
 //! next turn without waiting for its descriptor (other work gets its turn in between).
 
-use std::collections::HashMap;
-
 use rustc_hash::FxHashMap;
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -459,7 +458,7 @@ impl Driver {
             self.fds.task.set_current().await;
             tokio::select! {
                 _ = &mut stop => break,
-                r = std::future::poll_fn(|_| requests_gate.poll(|cx| requests.poll_recv(cx))),
+                r = requests_gate.ready(|cx| requests.poll_recv(cx)),
                     if requests_open => match r {
                     Some((req, responder)) => {
                         self.incoming(req, responder);
@@ -480,14 +479,14 @@ impl Driver {
                     }
                     self.fds.ready = ready;
                 }
-                Some(outcome) = std::future::poll_fn(|_| outcomes_gate.poll(|cx| outcomes.poll_recv(cx))) => {
+                Some(outcome) = outcomes_gate.ready(|cx| outcomes.poll_recv(cx)) => {
                     self.complete(outcome);
                     for _ in 1..BATCH {
                         let Ok(outcome) = outcomes.try_recv() else { break };
                         self.complete(outcome);
                     }
                 }
-                r = std::future::poll_fn(|_| peers_gate.poll(|cx| peers_changed.poll_recv(cx))),
+                r = peers_gate.ready(|cx| peers_changed.poll_recv(cx)),
                     if peers_open => match r {
                     Some(()) => self.status_dirty = true,
                     None => peers_open = false,
@@ -1095,14 +1094,10 @@ impl Driver {
                 );
                 fault(format_args!("worker slot {slot}, handle {handle}: {why}"));
                 let short = record::Answer {
-                    handle,
-                    class: record::class::NOT_SENT,
                     result_code: o.result_code,
                     bridge_ns,
                     peer_ns,
-                    avps_json: "",
-                    error: &why,
-                    reply_to: None,
+                    ..record::Answer::not_sent(handle, &why)
                 };
                 let r = self.bridge.push_outcome(to, &short);
                 if let (AnswerTo::ReplyTo(rt), Err(dmshm::Error::TooBig { .. })) = (to, &r) {
