@@ -51,9 +51,8 @@ impl Held {
     /// Never a block that another process holds: a process that used up its block (the
     /// harness self-test hands out 200 ports in one test) used to walk on into the next
     /// block, whoever held it, and could hand out a port that the block's owner had handed
-    /// out too and not bound yet, or a capture's probe port, which is never bound (found in
-    /// session 18: harness_selftest's 201st to 204th ports were the first four of the next
-    /// block).
+    /// out too and not bound yet (found in session 18: harness_selftest's 201st to 204th
+    /// ports were the first four of the next block).
     fn claim(&mut self) -> Option<u32> {
         // Blocks outside the kernel's ephemeral range first; only on a machine whose range
         // covers every block of the pool, the old behaviour (any block), rather than no port
@@ -118,10 +117,10 @@ fn ephemeral_range() -> (u32, u32) {
 }
 
 /// True when block `b` has a port in the ephemeral range `(low, high)`. Such a block is used
-/// only when no other is left (a range that covers the whole pool): an outgoing connection anywhere on the machine (another test's peer) could take one
-/// of its ports as its local port, and a capture filtered on that port would record another
-/// test's conversation. The pool sits below Linux's default range; this holds on a machine
-/// whose range was widened too.
+/// only when no other is left (a range over the whole pool): an outgoing connection anywhere
+/// on the machine (another test's peer) could take one of its ports as its local port, and a
+/// capture filtered on that port would record another test's conversation. The pool sits
+/// below Linux's default range; this keeps it apart on a machine whose range was widened.
 fn block_overlaps(b: u32, (low, high): (u32, u32)) -> bool {
     let first = POOL_START + b * BLOCK;
     let last = first + BLOCK - 1;
