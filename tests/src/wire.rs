@@ -542,6 +542,10 @@ impl RawClient {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed")),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                // A read with SO_RCVTIMEO that a signal handler interrupts fails with EINTR
+                // whatever SA_RESTART says (signal(7)); seen once in originate_stops (held
+                // peer, session 18, the signal not known): read again, within the deadline.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
                         e.kind(),
