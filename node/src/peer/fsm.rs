@@ -655,11 +655,25 @@ impl PeerFsm {
                 }
                 _ => {}
             },
-            Event::RcvCer { conn, .. } => {
-                if Some(conn) == self.open_conn {
-                    self.close_open(CloseReason::ProtocolError, now, true);
+            // R-Open, R-Rcv-CER: R-Snd-CEA -> R-Open (and I-Open, I-Rcv-CER: I-Snd-CEA ->
+            // I-Open): RFC 6733 §5.6.1 answers a CER on the open connection and keeps it.
+            // The CEA is negative, 5012 DIAMETER_UNABLE_TO_COMPLY, as freeDiameter's
+            // `fd_p_ce_msgrcv` answers ("No CER allowed in current state"): RFC 6733 has no
+            // capabilities update (that is RFC 6737), so what was agreed stays agreed.
+            Event::RcvCer { conn, cer } if Some(conn) == self.open_conn => {
+                self.send(
+                    conn,
+                    Outgoing::Cea {
+                        ids: cer.ids,
+                        result_code: result::UNABLE_TO_COMPLY,
+                        error_message: Some("no CER allowed on an open connection".into()),
+                    },
+                );
+                if let Some(a) = self.watchdog.on_traffic(now) {
+                    self.watchdog_action(a, now);
                 }
             }
+            Event::RcvCer { .. } => {}
             Event::PeerDisc { conn } => self.peer_disc(conn, now),
             Event::RcvDpr {
                 conn,

@@ -832,24 +832,33 @@ fn open_r_conn_cer_is_rejected() {
     }
 }
 
+/// RFC 6733 §5.6.1: R-Open, R-Rcv-CER: R-Snd-CEA -> R-Open (I-Open, I-Rcv-CER: I-Snd-CEA ->
+/// I-Open). The CEA is negative (5012, as freeDiameter's `fd_p_ce_msgrcv`) and the
+/// connection stays open. (Until session 19 this closed the connection without a CEA.)
 #[test]
-fn open_cer_on_open_connection_is_protocol_error() {
+fn open_cer_on_open_connection_is_answered_and_the_connection_stays() {
     for (mut h, c) in open_both() {
+        let state = h.state();
         h.ev(Event::RcvCer {
             conn: c,
             cer: cer(HIGHER, 3),
         });
         assert_eq!(
             h.actions(),
-            vec![
-                Action::Close {
-                    conn: c,
-                    reason: CloseReason::ProtocolError
-                },
-                Action::Down { conn: c }
-            ]
+            vec![Action::Send {
+                conn: c,
+                msg: Outgoing::Cea {
+                    ids: MsgIds {
+                        hop_by_hop: 3,
+                        end_to_end: 1003
+                    },
+                    result_code: 5012,
+                    error_message: Some("no CER allowed on an open connection".into()),
+                }
+            }]
         );
-        assert_eq!(h.state(), State::Closed);
+        assert_eq!(h.state(), state);
+        assert_eq!(h.fsm.open_conn(), Some(c));
     }
 }
 
