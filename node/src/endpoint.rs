@@ -865,6 +865,9 @@ impl Endpoint {
     }
 
     fn message(&mut self, conn: ConnId, msg: Message, now: Instant) {
+        if msg.is_request() && self.refused_base_request(conn, &msg, now) {
+            return;
+        }
         match self.peers.received(conn, &msg, now) {
             Received::Consumed => {}
             Received::NotOpen => {
@@ -909,6 +912,63 @@ impl Endpoint {
                 }
             }
         }
+    }
+
+    /// RFC 6733 §7: the base protocol's own requests (CER, DWR, DPR) are checked against
+    /// their command's ABNF like any other request (§3 reserved header bits 3008, an unknown
+    /// M-bit AVP 5001, a missing AVP 5005, ...) before the peer layer acts on them, as
+    /// freeDiameter does (`fd_msg_parse_or_error` on every link-local message, `p_psm.c`).
+    /// The error answer takes the place of the CEA / DWA / DPA and the request is not acted
+    /// on: a CER opening a connection is refused and the connection closed, as every refused
+    /// CER is; a DWR, a DPR or a CER on the open connection is answered and the connection
+    /// goes on as it was. Base requests on a connection in any other state are left to the
+    /// peer layer (which closes). Returns whether `msg` was refused. Off the per-request path:
+    /// application requests return at the first test.
+    fn refused_base_request(&mut self, conn: ConnId, msg: &Message, now: Instant) -> bool {
+        use wire::BaseKind;
+        let kind = wire::classify(&msg.header);
+        if !matches!(kind, BaseKind::Cer | BaseKind::Dwr | BaseKind::Dpr) {
+            return false;
+        }
+        let first = kind == BaseKind::Cer && self.peers.is_unidentified(conn);
+        if !first && !self.peers.is_open_conn(conn) {
+            return false;
+        }
+        let Err(e) = self.validator.validate_request(msg) else {
+            return false;
+        };
+        let error = wire::WireError {
+            result_code: e.result_code,
+            message: e.message,
+            failed_avp: e.failed_avp,
+        };
+        if first {
+            // Logged and counted with the other refused CERs (`act`).
+            self.peers.refuse_invalid_cer(conn, msg, error);
+            return true;
+        }
+        self.local_answer(error.result_code, LocalCause::Invalid, now);
+        tracing::debug!(
+            conn = conn.0,
+            command = msg.header.code,
+            result_code = error.result_code,
+            "invalid base protocol request: {}",
+            error.message
+        );
+        let answer = if kind == BaseKind::Cer {
+            wire::encode_cea_error(&msg.header, &self.local_for(conn), &error).ok()
+        } else {
+            self.error_answer(
+                msg,
+                error.result_code,
+                &error.message,
+                error.failed_avp.as_deref(),
+            )
+        };
+        if let Some(b) = answer {
+            self.transmit(conn, b);
+        }
+        true
     }
 
     /// The names of `peer` for the application ([`IncomingRequest::peer`]): the kept ones

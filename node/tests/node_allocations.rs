@@ -165,8 +165,11 @@ mode = "accept"
         match out {
             Output::Connect { conn, .. } => {
                 self.c_conn = conn;
-                self.s_conn = self.server.accept(None, None, None, now).unwrap();
-                assert!(self.client.connected(conn, Some(None), now));
+                // The connections' local address: the CER and CEA carry it as
+                // Host-IP-Address, which their ABNF requires and the peer validates.
+                let local = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+                self.s_conn = self.server.accept(local, None, None, now).unwrap();
+                assert!(self.client.connected(conn, Some(local), now));
             }
             Output::Transmit { bytes, .. } => {
                 let wire = wire(&bytes);

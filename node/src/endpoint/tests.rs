@@ -110,6 +110,10 @@ drain_timeout = "4s"
     crate::config::parse(&s).unwrap()
 }
 
+/// The local address of every test connection: our CER and CEA carry it as Host-IP-Address,
+/// which their ABNF requires (RFC 6733 §5.3.1) and the peer's validator checks.
+const LOCAL_IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 fn addr(i: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 2], 4000 + i))
 }
@@ -202,13 +206,16 @@ impl Net {
                 match target.and_then(|j| {
                     self.nodes[j]
                         .core
-                        .accept(None, None, None, now)
+                        .accept(Some(LOCAL_IP), None, None, now)
                         .map(|c| (j, c))
                 }) {
                     Some((j, their)) => {
                         self.links.insert((i, conn), (j, their));
                         self.links.insert((j, their), (i, conn));
-                        if !self.nodes[i].core.connected(conn, Some(None), now) {
+                        if !self.nodes[i]
+                            .core
+                            .connected(conn, Some(Some(LOCAL_IP)), now)
+                        {
                             self.cut(i, conn);
                         }
                     }

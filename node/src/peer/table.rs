@@ -478,6 +478,32 @@ impl Peers {
         }
     }
 
+    /// Whether `conn` was accepted and has sent nothing yet (its first message must be a CER).
+    pub fn is_unidentified(&self, conn: ConnId) -> bool {
+        self.unidentified.contains_key(&conn)
+    }
+
+    /// Whether `conn` is the open connection of its peer (R-Open / I-Open, or Closing).
+    pub fn is_open_conn(&self, conn: ConnId) -> bool {
+        self.owner(conn)
+            .and_then(|p| self.get(p))
+            .is_some_and(|f| f.open_conn() == Some(conn))
+    }
+
+    /// Refuses the first message of the accepted connection `conn`, a CER that failed
+    /// validation (RFC 6733 §7: 3008, 5001, 5005, ...): a CEA with `error`, then the
+    /// connection closes, as for every refused CER.
+    pub fn refuse_invalid_cer(&mut self, conn: ConnId, request: &Message, error: WireError) {
+        if let Some(deadline) = self.unidentified.remove(&conn) {
+            self.deadlines.remove(&(deadline, conn));
+        }
+        self.actions.push_back(NodeAction::RefuseCer {
+            conn,
+            request: request.header,
+            error,
+        });
+    }
+
     /// A message arrived on `conn`.
     pub fn received(&mut self, conn: ConnId, msg: &Message, now: Instant) -> Received {
         let kind = wire::classify(&msg.header);
