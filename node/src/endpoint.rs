@@ -1001,6 +1001,11 @@ impl Endpoint {
         let relay = self.config.routing.relay;
         let dest = delivery::Destination::of(&msg);
         let realms = [self.config.node.origin_realm.as_str()];
+        // RFC 6733 §3, the P bit: "If cleared, the message MUST be locally processed". A
+        // relay forwards only proxiable requests; one with the P bit clear that is not ours is
+        // answered as by a node that relays nothing (§6.1 step 4, DESIGN §9: 3002 / 3003),
+        // and one of an application we do not serve gets 3007.
+        let relay = relay && msg.header.flags.is_proxiable();
         if let Delivery::Elsewhere(why) =
             delivery::decide(&dest, &self.config.node.origin_host, &realms)
         {

@@ -1022,6 +1022,52 @@ fn relay_forwards_with_route_record_its_own_hop_by_hop_and_restores_the_answer()
     );
 }
 
+/// RFC 6733 §3: a request whose P bit is clear "MUST be locally processed": the relay does
+/// not forward it, and not being its destination answers as a node that relays nothing
+/// (3003 for a realm not its own, DESIGN §9). Until session 19 it was relayed.
+#[test]
+fn relay_does_not_forward_a_request_whose_p_bit_is_clear() {
+    let mut net = relay_net();
+    let (&(_, _), &(_, at_relay)) = net
+        .links
+        .iter()
+        .find(|((i, _), (j, _))| *i == 0 && *j == 1)
+        .expect("client -> relay link");
+    let (hbh, e2e) = (0x5150, 0x5151);
+    let mut w = MessageWriter::new(Header::request(CCR, 4, hbh, e2e));
+    w.str(263, M, 0, "client.example.net;not-proxiable");
+    w.str(264, M, 0, "client.example.net");
+    w.str(296, M, 0, "example.net");
+    w.str(283, M, 0, "far.net");
+    w.u32(258, M, 0, 4);
+    w.str(461, M, 0, "32251@3gpp.org");
+    w.u32(416, M, 0, 1);
+    w.u32(415, M, 0, 0);
+    let now = net.now;
+    net.nodes[1].core.frame(at_relay, w.finish().unwrap(), now);
+    net.run();
+    let a = &net
+        .seen
+        .iter()
+        .find(|s| s.from == 1 && !s.msg.is_request() && s.msg.header.hop_by_hop == hbh)
+        .expect("the relay answers it")
+        .msg;
+    assert_eq!(a.header.end_to_end, e2e);
+    assert_eq!(a.find_u32(268, 0), Some(3003), "{a:?}");
+    assert!(a.header.flags.is_error());
+    assert!(
+        !a.header.flags.is_proxiable(),
+        "§6.2: the answer keeps P clear"
+    );
+    assert_eq!(net.nodes[2].delivered.len(), 0, "not relayed");
+    assert!(
+        !net.seen
+            .iter()
+            .any(|s| s.from == 1 && s.msg.is_request() && s.msg.header.code == CCR),
+        "nothing forwarded"
+    );
+}
+
 #[test]
 fn relay_detects_loops_and_answers_what_it_cannot_deliver() {
     let mut net = relay_net();
