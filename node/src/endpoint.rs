@@ -935,6 +935,20 @@ impl Endpoint {
             return false;
         }
         let Err(e) = self.validator.validate_request(msg) else {
+            if kind == BaseKind::Cer && !first {
+                // A valid CER on the open connection: the peer layer answers it 5012
+                // (§5.6.1 R-Rcv-CER, `peer::fsm`); a refusal, logged and counted here
+                // (DESIGN §10).
+                self.observer.refusal("cer_on_open_connection");
+                if let Some(suppressed) = self.refusal_log.admit(now) {
+                    tracing::warn!(
+                        conn = conn.0,
+                        peer = self.peer_host(conn),
+                        suppressed,
+                        "CER on an open connection answered 5012, the connection kept"
+                    );
+                }
+            }
             return false;
         };
         let error = wire::WireError {

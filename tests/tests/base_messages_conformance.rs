@@ -14,11 +14,13 @@
 //!   freeDiameter's `fd_p_ce_msgrcv` answers "No CER allowed in current state"), and the
 //!   connection keeps working.
 //!
-//! Every answer must also pass tshark's Diameter dissector.
+//! Every answer must also pass tshark's Diameter dissector, and every refusal is counted in
+//! `dmbridge_refusals_total` (DESIGN §10).
 
 use std::time::Duration;
 
 use harness::bridge::{Bridge, BridgeOptions};
+use harness::prometheus::http_get;
 use harness::tshark::{decode_offline, is_unknown_to_dictionary, EXPERT_WARN};
 use harness::wire::{avp_flags, code, encode_message, flags, Avp, RawClient, RawMessage};
 use harness::{free_port, TestDir};
@@ -101,10 +103,12 @@ fn still_open(c: &mut RawClient, host: &str) {
 fn invalid_base_requests_get_error_answers_and_cer_on_open_connection_gets_a_cea() {
     let dir = TestDir::new("base-conformance");
     let port = free_port();
+    let mport = free_port();
     let _bridge = Bridge::start(
         dir.path(),
         &BridgeOptions {
             port,
+            extra_toml: format!("\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n"),
             ..BridgeOptions::default()
         },
     );
@@ -175,6 +179,19 @@ fn invalid_base_requests_get_error_answers_and_cer_on_open_connection_gets_a_cea
     assert_eq!(a.flags & flags::ERROR, 0, "{a:?}");
     wire.push(a.bytes);
     still_open(&mut c, host);
+
+    // DESIGN §10: every refusal is counted (and logged): the three refused CERs, the CER on
+    // the open connection, and the four invalid DWR/DPR answered by the node.
+    let (_, metrics) = http_get(mport, "/metrics", T).unwrap();
+    for line in [
+        r#"dmbridge_refusals_total{cause="cer_invalid"} 3"#,
+        r#"dmbridge_refusals_total{cause="cer_on_open_connection"} 1"#,
+        r#"dmbridge_local_answers_total{result_code="5005",cause="invalid_request"} 1"#,
+        r#"dmbridge_local_answers_total{result_code="5001",cause="invalid_request"} 2"#,
+        r#"dmbridge_local_answers_total{result_code="3008",cause="invalid_request"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
 
     let decoded = decode_offline(dir.path(), "base-conformance", &wire);
     assert_eq!(decoded.len(), wire.len());
