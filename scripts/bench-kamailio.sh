@@ -30,6 +30,15 @@
 #        ANCHOR=0 ECHO=0 ...                          skip B / the `run --echo` rate runs
 #        ECHO_REGEX=1 scripts/bench-kamailio.sh ...   A's route extracts the value with the
 #                                                     regex of B's route (see bench-echo.cfg)
+#        CPUS_SERVER=1 CPUS_LOAD=0 ...                taskset -c lists: the Kamailio
+#                                                     instances (their processes inherit),
+#                                                     the bridges (also the echo one) on
+#                                                     CPUS_SERVER (CPUS_BRIDGE=L: the
+#                                                     bridges on L), this script and so the
+#                                                     `dmbridge bench` client and perf on
+#                                                     CPUS_LOAD (BENCHMARKS "Session 19");
+#                                                     every run logs each process's CPU list
+#                                                     and each CPU's busy share (/proc/stat)
 # Needs scripts/setup.sh, `cargo build --release -p dmbridge-bridge -p dmbridge-cabi` (done
 # here when missing; DMBRIDGE_BIN / DMB_LIBDIR take another dmbridge / libdmbridge.a, for A/B
 # runs; BRIDGE_THREADS=N: dmbridge run --threads N); the module is built into
@@ -51,6 +60,24 @@ work=$(mktemp -d /tmp/dmb-bench-kam.XXXXXX)
 bench_name=bench-kamailio
 shm_name="dmb-bench-kam-$$"
 . "$top/scripts/bench-lib.sh"
+pin_setup
+# run_client NAME SERVER_PIDS ARGS...: `dmbridge bench ARGS` (the client) -> $work/NAME.json,
+# logging once what every process got (CPU lists) and each CPU's busy share over the run
+run_client() {
+  local name=$1 srv=$2 rc=0 c
+  shift 2
+  cpu_stat >"$work/$name.cpustat0"
+  "$dmb" bench "$@" >"$work/$name.json" 2>"$work/$name.bench.log" &
+  client_pid=$!
+  sleep 0.3
+  # shellcheck disable=SC2086 # one word per PID
+  affinity "server=$(descendants $srv | paste -sd,)" "client=$client_pid" "script=$$" >/dev/null
+  wait "$client_pid" || rc=$?
+  cpu_stat >"$work/$name.cpustat1"
+  log "$name: cpu busy $(paste -d' ' "$work/$name.cpustat0" "$work/$name.cpustat1" |
+    awk '{printf "%s %.0f%% ", $1, 100 * ($5 - $2) / ($6 - $3 > 0 ? $6 - $3 : 1)}')"
+  return "$rc"
+}
 
 if [ ! -x "$dmb" ] || [ ! -f "$libdir/libdmbridge.a" ]; then
   log "building dmbridge and libdmbridge (release)"
@@ -60,10 +87,18 @@ fi
 [ -n "${DMB_SO:-}" ] || make -s -C "$top/module-glue/kamailio" OUT="$kmod" DMB_LIBDIR="$libdir" >/dev/null
 
 bench() { # name port origin-host -> $work/name.json
-  "$dmb" bench --connect "127.0.0.1:$2" --template "$top/cfg-examples/bench/test_app.json" \
+  run_client "$1" "$(server_pids "$1")" --connect "127.0.0.1:$2" \
+    --template "$top/cfg-examples/bench/test_app.json" \
     --origin-host "$3" --app-vendor 999999 --concurrency "$conc" --duration "$secs" \
-    --timeout-ms 5000 --connect-timeout-ms 15000 --json --quiet >"$work/$1.json" 2>"$work/$1.bench.log" || {
+    --timeout-ms 5000 --connect-timeout-ms 15000 --json --quiet || {
       log "bench against $1 failed:"; cat "$work/$1.bench.log" >&2; return 1; }
+}
+server_pids() { # name -> the PIDs answering it (the Kamailio instance, its bridge)
+  case $1 in
+    dmbridge) echo "$kam_a $bridge_pid" ;;
+    echo) echo "$echo_pid" ;;
+    ims) echo "$ims_pid" ;;
+  esac
 }
 
 # LOADS="0.2 0.5 0.8": open-loop runs at these fractions of the closed-loop rate just
@@ -96,12 +131,11 @@ at_loads() { # name port origin-host [side whose maximum sets the rates] [metric
       sched_pid=$!
       pids+=("$sched_pid")
     fi
-    "$dmb" bench --connect "127.0.0.1:$2" --template "$top/cfg-examples/bench/test_app.json" \
+    run_client "$1-load$f" "$(server_pids "$1")" --connect "127.0.0.1:$2" \
+      --template "$top/cfg-examples/bench/test_app.json" \
       --origin-host "$3" --app-vendor 999999 --rate "$rate" --duration "$secs" \
       ${TICK_US:+--tick-us "$TICK_US"} \
-      --timeout-ms 5000 --connect-timeout-ms 15000 --json --quiet >"$work/$1-load$f.json" &
-    client_pid=$!
-    wait "$client_pid" ||
+      --timeout-ms 5000 --connect-timeout-ms 15000 --json --quiet ||
       log "$1 at $rate/s: the run failed (an overloaded server cuts a client off); its counts follow"
     [ -z "${5:-}" ] || scrape "$5" "$work/$1-load$f.after.prom"
     if [ -n "${sched_pid:-}" ]; then
@@ -182,13 +216,13 @@ if [ -n "${SCHED_SLICE_US:-}${SCHED_FIFO:-}" ]; then
 }" "${SCHED_FIFO:+fifo_priority = $SCHED_FIFO
 }" >>"$work/dmbridge.toml"
 fi
-"$dmb" run --config "$work/dmbridge.toml" ${BRIDGE_THREADS:+--threads "$BRIDGE_THREADS"} \
+"${on_bridge[@]}" "$dmb" run --config "$work/dmbridge.toml" ${BRIDGE_THREADS:+--threads "$BRIDGE_THREADS"} \
   >"$work/bridge.log" 2>&1 &
 bridge_pid=$!
 pids+=($!)
 wait_log "$work/bridge.log" "serving workers" 10
 mkdir -p "$work/kam-a"
-kamailio -DD -E -Y "$work/kam-a" -f "$top/tests/kamailio/bench-echo.cfg" \
+"${on_server[@]}" kamailio -DD -E -Y "$work/kam-a" -f "$top/tests/kamailio/bench-echo.cfg" \
   -A "SIP_PORT=$(free_port)" -A "DMB_SO=\"$so\"" -A "DMB_SOCKET=\"$work/control.sock\"" \
   ${ECHO_REGEX:+-A ECHO_REGEX} ${DMB_WORKERS:+-A "DMB_WORKERS=$DMB_WORKERS"} \
   ${SCHED_SLICE_US:+-A "DMB_SCHED_SLICE_US=$SCHED_SLICE_US"} \
@@ -213,7 +247,7 @@ if [ -n "${LOADS:-}" ] && [ "${ECHO:-1}" != 0 ]; then
   eport=$(free_port)
   sed "s/127.0.0.1:$bport/127.0.0.1:$eport/; s/127.0.0.1:$mport/127.0.0.1:$(free_port)/" \
     "$work/dmbridge.toml" | grep -v -e '^segment' -e '^control_socket' >"$work/echo.toml"
-  "$dmb" run --echo --config "$work/echo.toml" >"$work/echo.log" 2>&1 &
+  "${on_bridge[@]}" "$dmb" run --echo --config "$work/echo.toml" >"$work/echo.log" 2>&1 &
   echo_pid=$!
   pids+=("$echo_pid")
   wait_log "$work/echo.log" "listening on" 10
@@ -228,8 +262,9 @@ if [ "${ANCHOR:-1}" = 0 ]; then
 else
 iport=$(free_port)
 mkdir -p "$work/ims"
-sh "$shared/peers/kamailio-ims/run.sh" "$work/ims" "$iport" "$(free_port)" 4 "$(free_port)"
-pids+=("$(cat "$work/ims/kamailio.pid")")
+"${on_server[@]}" sh "$shared/peers/kamailio-ims/run.sh" "$work/ims" "$iport" "$(free_port)" 4 "$(free_port)"
+ims_pid=$(cat "$work/ims/kamailio.pid")
+pids+=("$ims_pid")
 for _ in $(seq 100); do
   python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$iport)))" && break
   sleep 0.1

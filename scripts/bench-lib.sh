@@ -44,3 +44,61 @@ start_ta_peer() {
   esac
   pids+=("$peer_pid")
 }
+
+# CPUS_SERVER / CPUS_LOAD [/ CPUS_BRIDGE] (taskset -c lists, e.g. CPUS_SERVER=1 CPUS_LOAD=0):
+# the arrangement of an operator's network, where the SIP clients and the Diameter peers are
+# other machines, emulated with CPU affinity. The script itself goes to CPUS_LOAD, so all it
+# starts (the load generator, the peers, perf) inherits that set; the SIP server (its forked
+# processes inherit, with any Diameter stack inside it) starts under "${on_server[@]}" and
+# the bridge under "${on_bridge[@]}": CPUS_SERVER (CPUS_BRIDGE when set). taskset execs the
+# command, so $! is still its PID. Unset: nobody is pinned (the kernel places everything).
+pin_setup() {
+  on_server=() on_bridge=()
+  [ -z "${CPUS_LOAD:-}" ] || taskset -cp "$CPUS_LOAD" $$ >/dev/null
+  [ -z "${CPUS_SERVER:-}" ] || on_server=(taskset -c "$CPUS_SERVER")
+  local b=${CPUS_BRIDGE:-${CPUS_SERVER:-}}
+  [ -z "$b" ] || on_bridge=(taskset -c "$b")
+  [ -z "${CPUS_SERVER:-}${CPUS_LOAD:-}${CPUS_BRIDGE:-}" ] ||
+    log "pinned: SIP server on CPUs ${CPUS_SERVER:-any}, bridge ${b:-any}, load (clients, peers, this script) ${CPUS_LOAD:-any}"
+}
+# descendants PID...: the PIDs and all their descendants' PIDs
+descendants() {
+  local p
+  for p in "$@"; do
+    echo "$p"
+    # shellcheck disable=SC2046 # one word per child
+    descendants $(pgrep -P "$p" 2>/dev/null || true)
+  done
+}
+# affinity ROLE=PID,PID... ...: what each process got (the CPU lists of all its threads,
+# /proc/PID/task/*/status), as "role pid:list ..." on stderr and one JSON object
+# {"role": "list[/list...]"} (the distinct lists of the role's threads) on stdout
+affinity() {
+  python3 - "$@" <<'PY'
+import glob, json, sys
+out, text = {}, []
+for arg in sys.argv[1:]:
+    role, _, pids = arg.partition("=")
+    seen, each = [], []
+    for pid in filter(None, pids.split(",")):
+        lists = set()
+        for f in glob.glob(f"/proc/{pid}/task/*/status"):
+            try:
+                for line in open(f):
+                    if line.startswith("Cpus_allowed_list:"):
+                        lists.add(line.split()[1])
+            except OSError:
+                pass
+        if lists:
+            each.append(f"{pid}:{'/'.join(sorted(lists))}")
+            seen += [l for l in sorted(lists) if l not in seen]
+    if seen:
+        out[role] = "/".join(seen)
+        text.append(f"{role} " + " ".join(each))
+print(json.dumps(out))
+sys.stderr.write("affinity (pid:CPUs): " + "; ".join(text) + "\n")
+PY
+}
+# cpu_stat: /proc/stat's per-CPU "cpuN busy total" (clock ticks; busy = user nice system
+# irq softirq steal, total adds idle and iowait), to take each CPU's busy share over a window
+cpu_stat() { awk '/^cpu[0-9]/{print $1, $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }

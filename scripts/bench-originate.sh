@@ -131,6 +131,18 @@
 #                           (fd, default) or `ECHO_BIN run --echo --threads 1` (echo; ECHO_BIN
 #                           defaults to this tree's release binary, so an A/B run with
 #                           DMBRIDGE_BIN swaps the bridge under test, not the peer)
+#   CPUS_SERVER=L CPUS_LOAD=L  (taskset -c lists, e.g. CPUS_SERVER=1 CPUS_LOAD=0) the SIP
+#                           servers (all their forked processes, cdp/ims_diameter_server and
+#                           aaa_diameter inside them) and the bridges on CPUS_SERVER; this script
+#                           and so everything else it starts (sipp, the Diameter peers, perf) on
+#                           CPUS_LOAD: an operator's arrangement, where the SIP clients and the
+#                           peers are other machines (BENCHMARKS "Session 19"). CPUS_BRIDGE=L
+#                           puts the bridges on L instead. Every run logs what each process got
+#                           (all its threads' CPU lists) and its line gets "cpus" (as asked),
+#                           "affinity" (per role, as got) and "cpu_busy" (each CPU's busy share
+#                           over the run, /proc/stat), printed under the run. Unset: no
+#                           pinning, as before (the line still gets affinity and cpu_busy)
+#   SIP_CHILDREN=N          both Kamailio instances' SIP workers (bench-originate.cfg's 4)
 # Loopback only, free ports, every process bounded and stopped by PID on exit.
 set -euo pipefail
 exec </dev/null
@@ -161,6 +173,7 @@ shm_name="dmb-bench-orig-$$"
 . "$top/scripts/bench-lib.sh"
 # the OpenSIPS sides' bridge has a segment of its own
 trap 'bench_cleanup; rm -f "/dev/shm/$shm_name-os"' EXIT
+pin_setup
 os_bridge_pid="" os_dmb="" os_aaa=""
 # CPU time (clock ticks) of a process and its children: "pid utime+stime" per line.
 tree() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; }
@@ -299,13 +312,14 @@ if [ "${BRIDGE_METRICS:-0}" = 1 ]; then
   os_bridge_mport=$(free_port)
 fi
 bridge_toml "$work/dmbridge.toml" bridge.test.local "$shm_name" "$work/control.sock" "" "$bridge_mport"
-"$dmb" run --config "$work/dmbridge.toml" ${BRIDGE_THREADS:+--threads "$BRIDGE_THREADS"} \
+"${on_bridge[@]}" "$dmb" run --config "$work/dmbridge.toml" ${BRIDGE_THREADS:+--threads "$BRIDGE_THREADS"} \
   >"$work/bridge.log" 2>&1 &
 bridge_pid=$!; pids+=("$bridge_pid")
 wait_log "$work/bridge.log" "serving workers" 10
 kam_dmb_port=$(free_udp_port)
 mkdir -p "$work/kam-dmb"
-kamailio -m "$shm_mb" -DD -E -Y "$work/kam-dmb" -f "$cfg" -A "SIP_PORT=$kam_dmb_port" \
+"${on_server[@]}" kamailio -m "$shm_mb" -DD -E -Y "$work/kam-dmb" -f "$cfg" -A "SIP_PORT=$kam_dmb_port" \
+  ${SIP_CHILDREN:+-A "SIP_CHILDREN=$SIP_CHILDREN"} \
   -A "DMB_SO=\"$so\"" -A "DMB_SOCKET=\"$work/control.sock\"" \
   ${SYNC_SPIN_US:+-A "SYNC_SPIN_US=$SYNC_SPIN_US"} ${DMB_WORKERS:+-A "DMB_WORKERS=$DMB_WORKERS"} \
   ${ASYNC_DIRECT:+-A "DMB_ASYNC_DIRECT=$ASYNC_DIRECT"} \
@@ -335,7 +349,8 @@ cat >"$work/cdp.xml" <<EOF
 	<DefaultRoute FQDN="127.0.0.1" metric="10"/>
 </DiameterPeer>
 EOF
-kamailio -m "$shm_mb" -DD -E -Y "$work/kam-ims" -f "$cfg" -A "SIP_PORT=$kam_ims_port" -A IMS \
+"${on_server[@]}" kamailio -m "$shm_mb" -DD -E -Y "$work/kam-ims" -f "$cfg" -A "SIP_PORT=$kam_ims_port" -A IMS \
+  ${SIP_CHILDREN:+-A "SIP_CHILDREN=$SIP_CHILDREN"} \
   -A "CDP_XML=\"$work/cdp.xml\"" >"$work/kam-ims.log" 2>&1 &
 kam_ims=$!; pids+=("$kam_ims")
 
@@ -400,7 +415,7 @@ modparam(\"dmbridge\", \"sched_fifo_priority\", ${SCHED_FIFO:-0})\\
 modparam(\"dmbridge\", \"sched_slice_us\", ${SCHED_SLICE_US:-0})" "$work/$name.cfg"
     fi
     # NICE: the OpenSIPS module has no sched_nice; its processes are reniced once they answer
-    env "$@" "$os_src/opensips" -F -m "$shm_mb" -M 32 -f "$work/$name.cfg" -w "$work/$name" \
+    "${on_server[@]}" env "$@" "$os_src/opensips" -F -m "$shm_mb" -M 32 -f "$work/$name.cfg" -w "$work/$name" \
       >>"$work/$name.log" 2>&1 &
     os_started=$!
   }
@@ -409,7 +424,7 @@ modparam(\"dmbridge\", \"sched_slice_us\", ${SCHED_SLICE_US:-0})" "$work/$name.c
   # must
   bridge_toml "$work/os-bridge.toml" osbridge.test.local "$shm_name-os" "$work/os-control.sock" \
     "$top/tests/opensips/bench/dictionary.bench" "$os_bridge_mport"
-  "$dmb" run --config "$work/os-bridge.toml" ${BRIDGE_THREADS:+--threads "$BRIDGE_THREADS"} \
+  "${on_bridge[@]}" "$dmb" run --config "$work/os-bridge.toml" ${BRIDGE_THREADS:+--threads "$BRIDGE_THREADS"} \
     >"$work/os-bridge.log" 2>&1 &
   os_bridge_pid=$!; pids+=("$os_bridge_pid")
   wait_log "$work/os-bridge.log" "serving workers" 10
@@ -541,6 +556,7 @@ run_sipp() {
       >"$dir/perf.log" 2>&1 &
     sched_pid=$!; pids+=("$sched_pid")
   fi
+  cpu_stat >"$dir/cpustat0"
   t0=$(date +%s.%N)
   for i in $(seq "$n"); do
     local opts
@@ -558,8 +574,14 @@ run_sipp() {
       -trace_err -error_file "err$i.log" >"out$i.txt" 2>&1; times >"cpu$i.txt") &
     cpids+=($!)
   done
+  # what every process got, once per run (sipp's processes exist only now)
+  sleep 0.3
+  affinity "sip_server=$(echo $procs_srv | tr ' ' ,)" "bridge=$bridge" \
+    "peer=$(descendants "$fd_pid" | paste -sd,)" "ocs=$(descendants "$ocs_pid" | paste -sd,)" \
+    "sipp=$(descendants "${cpids[@]}" | paste -sd,)" "script=$$" >"$dir/affinity.json"
   local c
   for c in "${cpids[@]}"; do wait "$c" || true; done
+  cpu_stat >"$dir/cpustat1"
   if [ -n "$sched_pid" ]; then
     wait "$sched_pid" || true
     # shellcheck disable=SC2046 # one word per label
@@ -660,6 +682,19 @@ def tail_split(calls):
             "bridge_mean_us": sum(c[2] for c in tail) // len(tail),
             "over_1ms_pct": {"added": over(0), "script_side": over(1), "bridge_side": over(2)}}
 sched_file = os.path.join(d, "sched.json")
+def cpu_busy():
+    """Each CPU's busy share over the run (/proc/stat before and after the load ran)."""
+    try:
+        a, b = ({l.split()[0]: [int(x) for x in l.split()[1:]] for l in open(os.path.join(d, f))}
+                for f in ("cpustat0", "cpustat1"))
+    except OSError:
+        return None
+    return {c: round((b[c][0] - a[c][0]) / max(1, b[c][1] - a[c][1]), 3) for c in sorted(b) if c in a}
+def affinity():
+    try:
+        return json.load(open(os.path.join(d, "affinity.json")))
+    except (OSError, ValueError):
+        return None
 secs = float(secs)
 hz = os.sysconf("SC_CLK_TCK")
 cpu = lambda t: round(int(t) / hz / secs, 3)
@@ -675,6 +710,15 @@ print(json.dumps({
                   "fd_server": cpu(ft), "erlang_ocs": cpu(ot),
                   "sipp": round(sipp_cpu / secs, 3)},
     "loadavg": [float(l0), float(l1)],
+    # CPUS_SERVER / CPUS_LOAD / CPUS_BRIDGE as asked (null: not pinned), what each role's
+    # processes got, and each CPU's busy share over the run
+    "cpus": ({"server": os.environ.get("CPUS_SERVER") or None,
+              "bridge": os.environ.get("CPUS_BRIDGE") or os.environ.get("CPUS_SERVER") or None,
+              "load": os.environ.get("CPUS_LOAD") or None}
+             if any(os.environ.get(k) for k in ("CPUS_SERVER", "CPUS_LOAD", "CPUS_BRIDGE"))
+             else None),
+    "affinity": affinity(), "cpu_busy": cpu_busy(),
+    "sip_children": int(os.environ.get("SIP_CHILDREN") or 4),
     # the scheduling asked for the bridge and the SIP server's Diameter processes
     "sched": {"fifo_priority": int(os.environ.get("SCHED_FIFO") or 0),
               "slice_us": int(os.environ.get("SCHED_SLICE_US") or 0),
@@ -900,6 +944,11 @@ for r in rows:
         what += f" slice{r['sched']['slice_us']}"
     if (r.get("sched") or {}).get("nice"):
         what += f" nice{r['sched']['nice']}"
+    if r.get("cpus"):  # pinned: server/bridge/load CPU lists
+        p = r["cpus"]
+        what += f" pin{p['server'] or '-'}/{p['bridge'] or '-'}/{p['load'] or '-'}"
+    if r.get("sip_children", 4) != 4:
+        what += f" children{r['sip_children']}"
     rate = "-" if r["calls_per_s"] is None else f"{r['calls_per_s']:,.0f}"
     cpu = "" if c is None else (f"{c['sip_server']:>5} {c['bridge']:>6} "
                                 f"{max(c['fd_server'], c['erlang_ocs']):>5} {c['sipp']:>5}")
@@ -916,6 +965,9 @@ for r in rows:
             if h:
                 print(f"    {label:<28} n {h['samples']:>9}  p50/p99/p99.9 us "
                       f"{h['p50']}/{h['p99']}/{h['p999']}")
+        if r.get("cpu_busy"):
+            print("    cpu busy " + " ".join(f"{k} {v:.0%}" for k, v in r["cpu_busy"].items())
+                  + "  affinity " + " ".join(f"{k} {v}" for k, v in (r.get("affinity") or {}).items()))
         t = r.get("tail_split")
         if t:
             o = t["over_1ms_pct"]
