@@ -99,6 +99,13 @@ print(json.dumps(out))
 sys.stderr.write("affinity (pid:CPUs): " + "; ".join(text) + "\n")
 PY
 }
-# cpu_stat: /proc/stat's per-CPU "cpuN busy total" (clock ticks; busy = user nice system
-# irq softirq steal, total adds idle and iowait), to take each CPU's busy share over a window
-cpu_stat() { awk '/^cpu[0-9]/{print $1, $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+# cpu_stat: per CPU "cpuN busy wall" in clock ticks, to take each CPU's busy share over a window:
+# wall from /proc/uptime, busy = wall less the CPU's idle and iowait time in /proc/stat. Those two
+# are exact (the kernel's idle-time bookkeeping), while /proc/stat's user and system time are
+# sampled at the scheduler tick, which an idle CPU stops: work in bursts shorter than a tick
+# between idle spells was not counted there (a CPU running 0.27 of a core of Kamailio and the
+# bridge at 4.7k calls/s showed 3% busy that way)
+cpu_stat() {
+  awk -v hz="$(getconf CLK_TCK)" 'NR == FNR {wall = $1 * hz; next}
+    /^cpu[0-9]/ {printf "%s %d %d\n", $1, wall - $5 - $6, wall}' /proc/uptime /proc/stat
+}
