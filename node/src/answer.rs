@@ -96,6 +96,21 @@ pub fn app_answer(
     dict: &Dictionary,
 ) -> Result<Bytes, AnswerError> {
     let (has_result, result_code) = result_of(body)?;
+    // RFC 6733 §3: "E(rror) - If set, the message contains a protocol error"; §7.2: those
+    // are the 3xxx answers, in the generic error layout. 2xxx, 4xxx (§7.1.4) and 5xxx
+    // (§7.1.5) are the command's own answer without E, so the application's E bit on
+    // anything but a 3xxx Result-Code (or with no Result-Code: 2001 would be added) is an
+    // invalid answer, refused (DESIGN §9: the peer gets 5012). The library refuses it first
+    // when it can read the value; this is the backstop for what it could not.
+    if body.is_error && !result_code.is_some_and(is_protocol_error) {
+        return Err(AnswerError::Invalid(match (has_result, result_code) {
+            (_, Some(c)) => format!(
+                "the E bit (is_error) with Result-Code {c}; it needs a 3xxx Result-Code (RFC 6733 §7.2)"
+            ),
+            (true, None) => "the E bit (is_error) with an Experimental-Result; it needs a 3xxx Result-Code (RFC 6733 §7.2)".into(),
+            (false, None) => "the E bit (is_error) with no Result-Code (2001 would be added); it needs a 3xxx Result-Code (RFC 6733 §7.2)".into(),
+        }));
+    }
     let error = body.is_error || result_code.is_some_and(is_protocol_error);
     let mut w = begin(arena, request, error, max_len);
     if !has_result {
@@ -534,6 +549,82 @@ mod tests {
             });
         });
         assert!(empty_er.contains("Experimental-Result-Code"), "{empty_er}");
+    }
+
+    #[test]
+    fn the_e_bit_needs_a_3xxx_result_code() {
+        // RFC 6733 §3 / §7.2: the E bit marks a protocol error (3xxx) in the generic error
+        // layout; 2xxx, 4xxx and 5xxx answers go without it (§7.1.4, §7.1.5). A script that
+        // asks for E with anything else is refused (DESIGN §9) and the peer gets 5012.
+        let req = request(false);
+        let with_e = |f: &dyn Fn(&mut MessageWriter)| {
+            let body = AnswerBody {
+                avps: avps(f),
+                is_error: true,
+            };
+            app_answer(
+                &mut Arena::new(),
+                &req,
+                ORIGIN,
+                &body,
+                65536,
+                Dictionary::builtin(),
+            )
+        };
+        for (what, refused) in [
+            (
+                "2001",
+                with_e(&|w| {
+                    w.u32(268, M, 0, 2001);
+                }),
+            ),
+            (
+                "5012",
+                with_e(&|w| {
+                    w.u32(268, M, 0, 5012);
+                }),
+            ),
+            (
+                "4xxx",
+                with_e(&|w| {
+                    w.u32(268, M, 0, 4001);
+                }),
+            ),
+            (
+                "no Result-Code",
+                with_e(&|w| {
+                    w.str(1, M, 0, "alice");
+                }),
+            ),
+            (
+                "Experimental-Result",
+                with_e(&|w| {
+                    w.group(EXPERIMENTAL_RESULT, M, 0, |w| {
+                        w.u32(266, M, 0, 10415);
+                        w.u32(298, M, 0, 3002);
+                    });
+                }),
+            ),
+        ] {
+            match refused {
+                Err(AnswerError::Invalid(why)) => {
+                    assert!(
+                        why.contains("§7.2") && why.contains("3xxx"),
+                        "{what}: {why}"
+                    )
+                }
+                other => panic!("{what}: not refused: {other:?}"),
+            }
+        }
+        let three = Message::decode(
+            with_e(&|w| {
+                w.u32(268, M, 0, 3002);
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(three.header.flags.is_error());
+        assert_eq!(three.find_u32(268, 0), Some(3002));
     }
 
     #[test]

@@ -396,7 +396,8 @@ fn bad_replies_get_one_5012_and_script_result_codes_are_kept() {
         ("bad-avp", 5012),     // JSON naming an AVP no dictionary has
         ("broken-json", 5012), // not JSON at all
         ("failed", 5012),      // the library's "Failed" reply
-        ("error-5003", 5003),  // the script's own Result-Code (is_error)
+        ("error-5003", 5012),  // is_error with a 5xxx: refused (RFC 6733 §7.2), DESIGN §9
+        ("error-3002", 3002),  // is_error with a 3xxx: the script's own protocol error
         ("fine", 2001),
     ] {
         let (req, id) = ta_request(&mut c, &format!("client;{user}"), &[Avp::str(1, user)]);
@@ -407,6 +408,9 @@ fn bad_replies_get_one_5012_and_script_result_codes_are_kept() {
     let answers = collect_answers(&mut c, &ids, WAIT);
     for (id, m) in &answers {
         assert_eq!(m.result_code(), Some(want[id]), "answer {id:#x}");
+        // RFC 6733 §3 / §7.2: the E bit on the 3xxx answer only
+        let e = m.flags & harness::wire::flags::ERROR != 0;
+        assert_eq!(e, want[id] / 1000 == 3, "answer {id:#x}");
     }
     assert_no_more_answers(&mut c, Duration::from_millis(300));
     // The worker can read why (dmb_status_json): its entry names its last refused reply
@@ -426,6 +430,11 @@ fn bad_replies_get_one_5012_and_script_result_codes_are_kept() {
         "bad reply logged:\n{log}"
     );
     assert!(log.contains("failed reply"), "failed reply logged:\n{log}");
+    // the E bit with 5003: the node's backstop refuses it, with a log line
+    assert!(
+        log.contains("application reply refused") && log.contains("Result-Code 5003"),
+        "E bit refusal logged:\n{log}"
+    );
 }
 
 #[test]
@@ -1519,6 +1528,11 @@ mod worker {
             "error-5003" => (
                 ReplyStatus::Error,
                 br#"[{"Result-Code":5003}]"#.to_vec(),
+                String::new(),
+            ),
+            "error-3002" => (
+                ReplyStatus::Error,
+                br#"[{"Result-Code":3002}]"#.to_vec(),
                 String::new(),
             ),
             _ => {
