@@ -342,13 +342,17 @@ void dmb_request_free(dmb_request *r);
 /**
  * Answers the incoming request `token` with the AVPs in `json` (`len`
  * bytes; NULL/0 for none: the bridge adds Result-Code 2001). `is_error`
- * non-zero asks for an error answer. Each token can be answered once.
+ * non-zero asks for the E bit, which marks a protocol error (RFC 6733 §3,
+ * §7.2): the reply must then carry a 3xxx Result-Code (2xxx, 4xxx and 5xxx
+ * go without it; the bridge sets it for a 3xxx by itself). Each token can be
+ * answered once.
  *
  * JSON that is not an AVP array (a syntax error, a top level that is not an
  * array) returns `DMB_E_INVAL` and leaves the token open: nothing was
  * answered, a corrected reply may follow, and a request freed unanswered is
  * answered 5012. A reply that is an AVP array but would make an invalid
- * answer (a name or type the dictionary refuses, two result AVPs) returns
+ * answer (a name or type the dictionary refuses, two result AVPs,
+ * `is_error` without a 3xxx Result-Code) returns
  * `DMB_E_INVAL` *and* tells the bridge, which answers the peer 5012 at once
  * (the peer always gets exactly one answer); so does an oversized reply
  * (`DMB_E_TOO_BIG`). The glue tells the two `DMB_E_INVAL`s apart with its

@@ -6,13 +6,13 @@ pub use crate::avps_check::ScriptJsonError;
 
 /// Runs the check `dm_send_request` (`reply == false`) or `dm_send_reply` (`reply == true`)
 /// applies to a script's `avps_json` before anything goes on a ring: the shape (DESIGN §4),
-/// and for a reply at most one result AVP (DESIGN §9). `Err`'s text is the sentence the
+/// and for a reply at most one result AVP (DESIGN §9; without `is_error`). `Err`'s text is the sentence the
 /// script would see.
 #[doc(hidden)]
 pub fn script_json(json: &[u8], reply: bool) -> Result<(), ScriptJsonError> {
     let (_, counts) = crate::check_avps(json)?;
     if reply {
-        crate::avps_check::check_reply(counts)?;
+        crate::avps_check::check_reply(counts, false)?;
     }
     Ok(())
 }

@@ -982,13 +982,17 @@ pub unsafe extern "C" fn dmb_request_free(r: *mut dmb_request) {
 
 /// Answers the incoming request `token` with the AVPs in `json` (`len`
 /// bytes; NULL/0 for none: the bridge adds Result-Code 2001). `is_error`
-/// non-zero asks for an error answer. Each token can be answered once.
+/// non-zero asks for the E bit, which marks a protocol error (RFC 6733 §3,
+/// §7.2): the reply must then carry a 3xxx Result-Code (2xxx, 4xxx and 5xxx
+/// go without it; the bridge sets it for a 3xxx by itself). Each token can be
+/// answered once.
 ///
 /// JSON that is not an AVP array (a syntax error, a top level that is not an
 /// array) returns `DMB_E_INVAL` and leaves the token open: nothing was
 /// answered, a corrected reply may follow, and a request freed unanswered is
 /// answered 5012. A reply that is an AVP array but would make an invalid
-/// answer (a name or type the dictionary refuses, two result AVPs) returns
+/// answer (a name or type the dictionary refuses, two result AVPs,
+/// `is_error` without a 3xxx Result-Code) returns
 /// `DMB_E_INVAL` *and* tells the bridge, which answers the peer 5012 at once
 /// (the peer always gets exactly one answer); so does an oversized reply
 /// (`DMB_E_TOO_BIG`). The glue tells the two `DMB_E_INVAL`s apart with its
@@ -1082,14 +1086,17 @@ fn reply_json(h: &mut dmb_worker, token: u64, json: &[u8], status: ReplyStatus) 
     let sent = match h.dict.get(w.dictionary()) {
         Some(dict) => {
             let buf = std::mem::take(&mut h.reply_buf);
-            reply::encode_in(dict, json, max, buf, &mut h.reply_scratch).map(|avps| {
+            let is_error = status == ReplyStatus::Error;
+            reply::encode_in(dict, json, max, is_error, buf, &mut h.reply_scratch).map(|avps| {
                 let sent = w.reply(token, status, Payload::Avps, &avps, "");
                 h.reply_buf = avps;
                 sent
             })
         }
         None => check_avps(json)
-            .and_then(|(json, counts)| avps_check::check_reply(counts).map(|()| json))
+            .and_then(|(json, counts)| {
+                avps_check::check_reply(counts, status == ReplyStatus::Error).map(|()| json)
+            })
             .map(|json| w.reply(token, status, Payload::Json, json, "")),
     };
     match sent {

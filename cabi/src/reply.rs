@@ -73,17 +73,31 @@ fn build(blob: &[u8]) -> Option<Built> {
 /// names the JSON path at fault.
 #[cfg(test)]
 pub(crate) fn encode(dict: &Dictionary, json: &[u8], max: usize) -> Result<Bytes, ScriptJsonError> {
-    encode_in(dict, json, max, BytesMut::new(), &mut Vec::new()).map(BytesMut::freeze)
+    encode_reply(dict, json, max, false)
+}
+
+/// [`encode`] of a reply with `is_error` (the E bit): it needs a 3xxx Result-Code.
+#[cfg(test)]
+pub(crate) fn encode_reply(
+    dict: &Dictionary,
+    json: &[u8],
+    max: usize,
+    is_error: bool,
+) -> Result<Bytes, ScriptJsonError> {
+    encode_in(dict, json, max, is_error, BytesMut::new(), &mut Vec::new()).map(BytesMut::freeze)
 }
 
 /// [`encode`] into `buf` (cleared first), which comes back with the AVPs, reading the JSON
 /// with `scratch` (hex, base64 and escaped strings are decoded there): the worker keeps both
 /// from one reply to the next, so a reply allocates nothing once they have grown (issue 15
-/// item 2). On an error the buffer goes with it; the next reply starts a new one.
+/// item 2). On an error the buffer goes with it; the next reply starts a new one. With
+/// `is_error` the converted Result-Code must be 3xxx (RFC 6733 §7.2; a name is read as its
+/// value here).
 pub(crate) fn encode_in(
     dict: &Dictionary,
     json: &[u8],
     max: usize,
+    is_error: bool,
     buf: BytesMut,
     scratch: &mut Vec<u8>,
 ) -> Result<BytesMut, ScriptJsonError> {
@@ -95,7 +109,7 @@ pub(crate) fn encode_in(
     *scratch = reader.into_scratch();
     read?;
     let avps = w.finish_buf()?;
-    avps_check::check_reply(result_counts(&avps))?;
+    avps_check::check_reply(result_counts(&avps), is_error)?;
     Ok(avps)
 }
 
@@ -104,7 +118,17 @@ fn result_counts(avps: &[u8]) -> Counts {
     let mut counts = Counts::default();
     for a in AvpRefs::new(avps, 0).map_while(Result::ok) {
         match (a.code, a.vendor) {
-            (RESULT_CODE, 0) => counts.result_code += 1,
+            (RESULT_CODE, 0) => {
+                if counts.result_code == 0 {
+                    // A 4-byte Unsigned32 (the dictionary's type; anything else is no
+                    // value the E bit rule can accept).
+                    counts.first_result_code = Some(
+                        <[u8; 4]>::try_from(a.data)
+                            .map_or(u64::MAX, |b| u32::from_be_bytes(b).into()),
+                    );
+                }
+                counts.result_code += 1;
+            }
             (EXPERIMENTAL_RESULT, 0) => counts.experimental_result += 1,
             _ => {}
         }
@@ -188,5 +212,27 @@ mod tests {
         assert!(d.get(None).is_none());
         let broken = dmshm::control::encode_sources([("bad.dict", &b"ATTRIBUTE"[..])]);
         assert!(d.get(Some((3, &broken))).is_none());
+    }
+
+    #[test]
+    fn the_e_bit_needs_a_3xxx_result_code() {
+        // RFC 6733 §7.2, read from the converted AVPs: a name is a value here too.
+        let dict = Dictionary::builtin();
+        let e = |json: &[u8]| encode_reply(dict, json, 4096, true);
+        assert!(e(br#"[{"Result-Code":3002}]"#).is_ok());
+        assert!(e(br#"[{"Result-Code":"DIAMETER_UNABLE_TO_DELIVER"}]"#).is_ok());
+        for (json, says) in [
+            (&br#"[{"Result-Code":2001}]"#[..], "2001"),
+            (br#"[{"Result-Code":"DIAMETER_UNABLE_TO_COMPLY"}]"#, "5012"),
+            (b"  ", "no Result-Code"),
+            (
+                br#"[{"Experimental-Result":[{"Vendor-Id":10415},{"Experimental-Result-Code":3002}]}]"#,
+                "Experimental-Result",
+            ),
+        ] {
+            let why = e(json).unwrap_err().to_string();
+            assert!(why.contains(says) && why.contains("§7.2"), "{why}");
+        }
+        assert!(encode_reply(dict, br#"[{"Result-Code":2001}]"#, 4096, false).is_ok());
     }
 }

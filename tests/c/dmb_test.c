@@ -378,7 +378,15 @@ int main(int argc, char **argv)
         CHECK(contains(dmb_last_error(), "2 Result-Code AVPs"), "says why: %s", dmb_last_error());
         CHECK(dmb_reply(w, t0, "[]", 2, 0) == DMB_E_INVAL, "token answered once (bridge got a 5012)");
         CHECK(contains(dmb_last_error(), "unknown token"), "says why");
-        CHECK(dmb_reply(w, dmb_request_token(r[1]), "[{\"Result-Code\":5012}]", 22, 1) == DMB_OK, "error reply");
+        /* is_error (the E bit) with a 5xxx: RFC 6733 §7.2 gives E to 3xxx only; refused, and
+         * the bridge answers the peer 5012 (the token is spent). */
+        CHECK(dmb_reply(w, dmb_request_token(r[1]), "[{\"Result-Code\":5012}]", 22, 1) == DMB_E_INVAL,
+              "E bit with 5012 refused");
+        CHECK(contains(dmb_last_error(), "3xxx") && contains(dmb_last_error(), "7.2"), "says why: %s",
+              dmb_last_error());
+        CHECK(dmb_reply(w, dmb_request_token(r[1]), "[{\"Result-Code\":3002}]", 22, 1) == DMB_E_INVAL
+                  && contains(dmb_last_error(), "unknown token"),
+              "E bit refusal answered it (token spent)");
         CHECK(dmb_reply(w, dmb_request_token(r[2]), NULL, 0, 0) == DMB_OK, "empty reply");
         CHECK(dmb_reply(w, 12345, "[]", 2, 0) == DMB_E_INVAL, "unknown token");
         char *big = malloc(70000);

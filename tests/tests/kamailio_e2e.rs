@@ -758,6 +758,8 @@ fn kamailio_faults_counted() {
     let fine = raw.send_ppr("fine@test.local");
     let badtype = raw.send_ppr("badtype@test.local");
     let badname = raw.send_ppr("badname@test.local");
+    let ebit5 = raw.send_ppr("ebit5@test.local");
+    let ebit3 = raw.send_ppr("ebit3@test.local");
     // reply_timeout is 2 s: wait past it, long enough to see any duplicate
     let got = raw.answers_for(Duration::from_millis(4500));
     let count = |id: u32| got.iter().filter(|(h, _, _)| *h == id).count();
@@ -768,10 +770,12 @@ fn kamailio_faults_counted() {
         ("fine", fine),
         ("badtype", badtype),
         ("badname", badname),
+        ("ebit5", ebit5),
+        ("ebit3", ebit3),
     ] {
         assert_eq!(count(id), 1, "{what}: answers {got:#?}");
     }
-    assert_eq!(got.len(), 6, "unexpected extra answers: {got:#?}");
+    assert_eq!(got.len(), 8, "unexpected extra answers: {got:#?}");
     let answer = |id: u32| {
         got.iter()
             .find(|(h, _, _)| *h == id)
@@ -800,6 +804,8 @@ fn kamailio_faults_counted() {
     for (what, id, line) in [
         ("badtype", badtype, "wrong type refused: rc=-1"),
         ("badname", badname, "unknown name refused: rc=-1"),
+        // is_error with 5012: the E bit needs a 3xxx (RFC 6733 §7.2)
+        ("ebit5", ebit5, "E bit with 5012 refused: rc=-1"),
     ] {
         let (rc, after) = answer(id);
         assert_eq!(rc, Some(5012), "{what}");
@@ -812,6 +818,24 @@ fn kamailio_faults_counted() {
             && why.iter().any(|l| l.contains("No-Such-AVP-Name")),
         "the module logs the library's reason, naming the AVP: {why:#?}"
     );
+    assert!(
+        why.iter().any(|l| l.contains("3xxx") && l.contains("7.2")),
+        "the module logs why the E bit was refused: {why:#?}"
+    );
+    // is_error with 3002: sent, with the E bit
+    let e3 = got.iter().find(|(h, _, _)| *h == ebit3).map(|(_, m, _)| m);
+    assert_eq!(e3.and_then(|m| m.result_code()), Some(3002));
+    assert!(
+        e3.is_some_and(|m| m.flags & harness::wire::flags::ERROR != 0),
+        "3xxx with the E bit"
+    );
+    assert_eq!(k.log_lines("E bit with 3002: rc=1").len(), 1);
+    // the bridge counts the refusals (badtype, badname, ebit5 refused by the library;
+    // silent and badonly freed unanswered) and logs each
+    let st = k.kamcmd(&["dmbridge.status"]);
+    assert!(st.contains("\"answered_5012_bad_reply\":5"), "{st}");
+    let blog = bridge.guard().output();
+    assert!(blog.contains("3xxx Result-Code"), "bridge log:\n{blog}");
     let refused = k.log_lines("invalid reply refused: rc=-1");
     assert_eq!(refused.len(), 2, "{refused:#?}");
     let why = k.log_lines("dm_send_reply: invalid AVP JSON at offset");
