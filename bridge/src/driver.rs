@@ -35,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use crate::alarm::Alarm;
 use crate::app::{Application, Completion, Reply, ReplyQueue, Responder, Submission, Submissions};
 use crate::due::{Gate, TaskWaker};
 use crate::tls::{HandshakeError, Tls};
@@ -493,10 +494,7 @@ impl Driver {
         self.endpoint.start(Instant::now());
         self.outputs();
         // One timer, re-armed only when the core's next deadline changes.
-        let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
-        let sleep = tokio::time::sleep_until(far());
-        tokio::pin!(sleep);
-        let mut armed: Option<Instant> = None;
+        let mut alarm = Alarm::new();
         let mut hard_deadline: Option<Instant> = None;
         // The channels' branches are gated (crate::due): polled only when their own waker
         // fired, not on every turn whichever branch woke the loop.
@@ -508,12 +506,7 @@ impl Driver {
                 .into_iter()
                 .flatten()
                 .min();
-            if next != armed {
-                armed = next;
-                sleep
-                    .as_mut()
-                    .reset(next.map(Into::into).unwrap_or_else(far));
-            }
+            alarm.set(next.map(Into::into));
             // Before any gate is polled: the waker its wake-ups go to.
             task.set_current().await;
             // Not `biased`: under a steady stream of frames, replies, submissions and timers
@@ -564,8 +557,7 @@ impl Driver {
                         self.submit(sub, now);
                     }
                 }
-                _ = &mut sleep => {
-                    armed = None;
+                () = alarm.ring() => {
                     let now = Instant::now();
                     self.endpoint.handle_timeout(now);
                     if hard_deadline.is_some_and(|d| d <= now) {

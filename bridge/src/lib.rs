@@ -15,6 +15,7 @@
 // Public items carry doc comments (issue 10 item 7); CI's clippy -D warnings makes it an error.
 #![warn(missing_docs)]
 pub mod admin;
+mod alarm;
 pub mod app;
 pub mod config_file;
 pub mod dictionary;

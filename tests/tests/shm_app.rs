@@ -319,6 +319,16 @@ fn requests_are_served_by_workers_with_exact_avps_both_ways() {
     assert_eq!(avps, want);
 }
 
+/// User + system CPU time of `pid`, in clock ticks (/proc/PID/stat fields 14 and 15; 100 a
+/// second on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("bridge's stat");
+    // After the command name in parentheses (which may hold spaces): state is field 3.
+    let rest = &stat[stat.rfind(')').expect("stat has the command") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
 #[test]
 fn named_events_unhandled_commands_and_no_worker() {
     let dir = TestDir::new("shm-3001");
@@ -331,6 +341,19 @@ fn named_events_unhandled_commands_and_no_worker() {
     let ans = c.request(&req, id, CLIENT, WAIT).unwrap();
     assert_eq!(ans.result_code(), Some(3004));
     assert_ne!(ans.flags & flags::ERROR, 0);
+
+    // The refusal's status refresh (1 s later) was the only deadline of a bridge with no
+    // worker: the timer, completed and never re-armed, made its loop turn without sleeping
+    // at 100% of a core from then on. Idle now, it must use next to no CPU (a spinning loop
+    // uses all 250 ticks of 2.5 s; an idle one ~0; the bound leaves room for a loaded box).
+    let pid = b.guard().pid();
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_millis(2500));
+    let used = cpu_ticks(pid) - before;
+    assert!(
+        used < 60,
+        "the idle bridge used {used} of 250 CPU ticks in 2.5 s: a busy loop"
+    );
 
     // A worker that serves only accounting: test_app requests get 3001 at once (E bit); an
     // ACR raises E_DM_ACR.

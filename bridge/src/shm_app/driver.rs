@@ -35,6 +35,7 @@ use super::policy::{OwnAnswerKind, Policy};
 use super::refusals::RefusalLog;
 use super::status::{self, Counters, Identity};
 use super::ShmOptions;
+use crate::alarm::Alarm;
 use crate::app::{
     AppHandle, IncomingRequest, OutcomeQueue, OutgoingRequest, QueuedOutcome, Responder,
 };
@@ -417,10 +418,7 @@ impl Driver {
             allow.uids,
             allow.gids,
         ));
-        let far = || Instant::now() + Duration::from_secs(3600);
-        let sleep = tokio::time::sleep_until(far());
-        tokio::pin!(sleep);
-        let mut armed: Option<Instant> = None;
+        let mut alarm = Alarm::new();
         let mut requests_open = true;
         let mut peers_open = true;
         // The node's peer status changes reach this loop through a queue of one, from a task
@@ -447,11 +445,7 @@ impl Driver {
             // Before anything else is taken in: a worker attached there (its Welcome already
             // sent) must count before a request that may have raced in (see `incoming`).
             self.handle_events();
-            let next = self.next_deadline();
-            if next != armed {
-                armed = next;
-                sleep.as_mut().reset(next.unwrap_or_else(far));
-            }
+            alarm.set(self.next_deadline());
             let hot = !self.hot.is_empty();
             let poll = self.busy_poll.polling(Instant::now);
             // Before any gate is polled: the waker its wake-ups go to.
@@ -491,10 +485,7 @@ impl Driver {
                     Some(()) => self.status_dirty = true,
                     None => peers_open = false,
                 },
-                _ = &mut sleep => {
-                    armed = None;
-                    self.timers();
-                }
+                () = alarm.ring() => self.timers(),
                 _ = std::future::ready(()), if hot => {}
                 // Pending once: the runtime polls its I/O without blocking and runs what
                 // became ready, then this loop turns again (BusyPoll).
