@@ -311,7 +311,8 @@ pub struct Timers {
     pub answer_timeout: Duration,
     /// How long a connection may stay without CER (responder) or CEA (initiator).
     pub cer_timeout: Duration,
-    /// How long we wait for a DPA before closing anyway.
+    /// How long we wait for a DPA before closing anyway; also how long, after our DPA to the
+    /// peer's DPR, we wait for the peer to close the connection (RFC 6733 §5.4).
     pub dpa_timeout: Duration,
     /// On shutdown, how long pending requests may drain before DPR is sent regardless.
     pub drain_timeout: Duration,

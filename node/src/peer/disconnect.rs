@@ -1,6 +1,7 @@
 //! Disconnection (RFC 6733 §5.4): the Disconnect-Cause a DPR carries, and what it means for
 //! reconnecting to that peer. The DPR/DPA exchange itself is a set of transitions of the
-//! state machine ([`super::fsm`]: Snd-DPR -> Closing, Rcv-DPR: Snd-DPA -> Closed); its
+//! state machine ([`super::fsm`]: Snd-DPR -> Closing, Rcv-DPR: Snd-DPA -> Closing until the
+//! peer closes the connection, RFC 6733 §5.4 and §5.6.1); its
 //! encoding is in [`super::wire`].
 
 use std::time::Duration;

@@ -24,6 +24,8 @@
 //!   REBOOTING reconnects after Tc, BUSY backs off starting at 4×Tc, and
 //!   DO_NOT_WANT_TO_TALK_TO_YOU stops reconnecting until [`Event::Start`] comes again
 //!   (operator restart). The peer may still connect to us.
+//! - After our DPA the peer closes (RFC 6733 §5.4, §5.6.1: Rcv-DPR, Snd-DPA -> Closing);
+//!   the DPA timeout bounds the wait, a DPR in Closing is answered too (see `rcv_dpr`).
 //! - The RFC 3539 watchdog ([`super::watchdog`]) runs while open; it decides whether the peer
 //!   may carry new requests ([`Action::Usable`]) and when to fail over or close.
 //!
@@ -81,8 +83,11 @@ pub enum State {
     ROpen,
     /// Open on the connection we initiated (we received the CEA); otherwise as R-Open.
     IOpen,
-    /// We sent DPR (after draining) and wait for the DPA or the DPA timeout; answers to our
-    /// requests still arrive, new ones are not sent.
+    /// We sent DPR (after draining) and wait for the DPA, or we answered the peer's DPR and
+    /// wait for it to close the connection (RFC 6733 §5.4: "The receiver of the
+    /// Disconnect-Peer-Answer message initiates the transport disconnect"); either way for
+    /// at most the DPA timeout. Messages still arrive and are processed, new requests are
+    /// not sent.
     Closing,
     /// CER/CEA agreed on in-band TLS; the handshake runs (freeDiameter's
     /// STATE_OPEN_HANDSHAKE). Not open: nothing is routed to the peer yet.
@@ -268,7 +273,8 @@ pub enum Outgoing {
         /// Our Disconnect-Cause.
         cause: DisconnectCause,
     },
-    /// Disconnect-Peer-Answer (§5.4.2); the connection is closed after it.
+    /// Disconnect-Peer-Answer (§5.4.2); the peer closes the connection after it (§5.4),
+    /// or the DPA timeout does.
     Dpa {
         /// The DPR's ids.
         ids: MsgIds,
@@ -293,7 +299,8 @@ pub enum CloseReason {
     ProtocolError,
     /// The watchdog declared the connection dead.
     Watchdog,
-    /// DPR/DPA completed, or the DPA did not come in time.
+    /// DPR/DPA completed, or the DPA (or, after our DPA, the peer's close) did not come in
+    /// time.
     Disconnect,
     /// Stop while not open.
     Stopped,
@@ -444,6 +451,10 @@ pub struct PeerFsm {
     reconnect: Reconnect,
     /// Stop was requested: no reconnecting; in an open state, draining.
     stopping: Option<DisconnectCause>,
+    /// In Closing: we sent our DPR (its DPA disconnects).
+    sent_dpr: bool,
+    /// In Closing: we answered the peer's DPR (the peer disconnects, RFC 6733 §5.4).
+    sent_dpa: bool,
     /// The peer is configured for in-band TLS (`tls_inband`).
     inband_tls: bool,
     /// The connection whose in-band TLS handshake runs.
@@ -470,6 +481,8 @@ impl PeerFsm {
             failures: 0,
             reconnect: Reconnect::Normal,
             stopping: None,
+            sent_dpr: false,
+            sent_dpa: false,
             inband_tls: false,
             handshake: None,
             actions: VecDeque::new(),
@@ -679,19 +692,12 @@ impl PeerFsm {
                 conn,
                 ids: msg,
                 cause,
-            } if Some(conn) == self.open_conn => {
-                // R-/I-Open (and Closing, DPRs crossing), Rcv-DPR: Snd-DPA -> Closed
-                self.send(conn, Outgoing::Dpa { ids: msg });
-                self.reconnect = Reconnect::after(cause);
-                self.actions.push_back(Action::Close {
-                    conn,
-                    reason: CloseReason::Disconnect,
-                });
-                self.watchdog.reset();
-                self.leave_open(now, false);
-            }
-            Event::RcvDpa { conn } if Some(conn) == self.open_conn && self.state == Closing => {
-                // Closing, Rcv-DPA: Disc -> Closed
+            } if Some(conn) == self.open_conn => self.rcv_dpr(conn, msg, cause, now),
+            Event::RcvDpa { conn }
+                if Some(conn) == self.open_conn && self.state == Closing && self.sent_dpr =>
+            {
+                // Closing, Rcv-DPA: Disc -> Closed (a DPA for a DPR we never sent is
+                // ignored, as freeDiameter's p_dp.c does: "Ignoring DPA received in state")
                 self.actions.push_back(Action::Close {
                     conn,
                     reason: CloseReason::Disconnect,
@@ -781,6 +787,57 @@ impl PeerFsm {
             | Event::TlsRefused { .. } => {}
         }
         false
+    }
+
+    /// Rcv-DPR on the open connection. RFC 6733 §5.6.1 (RFC 3588's table closed at once,
+    /// "I-Snd-DPA, I-Disc -> Closed"; RFC 6733 waits for the DPR's sender to close):
+    ///
+    ///   state    event       action     next state
+    ///   -------  ----------  ---------  ----------
+    ///   I-Open   I-Rcv-DPR   I-Snd-DPA  Closing
+    ///   R-Open   R-Rcv-DPR   R-Snd-DPA  Closing
+    ///   Closing  I-Peer-Disc I-Disc     Closed
+    ///   Closing  R-Peer-Disc R-Disc     Closed
+    ///   Closing  Timeout     Error      Closed
+    ///
+    /// §5.4: "The receiver of the Disconnect-Peer-Answer message initiates the transport
+    /// disconnect. The sender of the Disconnect-Peer-Answer should be able to detect the
+    /// transport closure and clean up the connection." The Timeout is the DPA timeout
+    /// (`[timers] dpa_timeout`), the bound we already give a peer to answer our own DPR:
+    /// a peer that never closes costs no more than one that never answers, also when the
+    /// node shuts down meanwhile. The Disconnect-Cause is kept for the reconnect timer
+    /// armed in Closed (§5.4.3).
+    ///
+    /// In Closing, what the peer still sends is processed as in the open state (answers to
+    /// our pending requests, which then need no failover; requests, answered): the RFC
+    /// defines nothing, and freeDiameter's STATE_CLOSING_GRACE accepts routable messages
+    /// the same way ("Accepted a message while not in OPEN state"). No new request is
+    /// routed to the peer ([`Action::Usable`] false, [`PeerFsm::send_target`] none).
+    ///
+    /// Not in the table: a DPR in Closing (DPRs crossing after our own DPR, or a repeated
+    /// one) is answered too (every request gets its answer) and Closing goes on with its
+    /// deadline unchanged: after crossing DPRs each side is a DPA receiver and disconnects
+    /// on the DPA it gets.
+    fn rcv_dpr(&mut self, conn: ConnId, ids: MsgIds, cause: DisconnectCause, now: Instant) {
+        self.send(conn, Outgoing::Dpa { ids });
+        self.reconnect = Reconnect::after(cause);
+        self.sent_dpa = true;
+        if matches!(self.state, State::ROpen | State::IOpen) {
+            if self.send_target().is_some() {
+                self.actions.push_back(Action::Usable {
+                    conn,
+                    usable: false,
+                });
+            }
+            self.state = State::Closing;
+            self.deadline = Some(now + self.settings.timers.dpa_timeout);
+        }
+        tracing::info!(
+            peer = %self.settings.host,
+            conn = conn.0,
+            cause = ?cause,
+            "DPR answered: waiting for the peer to close the connection (RFC 6733 §5.4)"
+        );
     }
 
     fn send(&mut self, conn: ConnId, msg: Outgoing) {
@@ -1095,6 +1152,13 @@ impl PeerFsm {
                 } else {
                     self.watchdog.reset();
                 }
+                if self.state == Closing && self.sent_dpa {
+                    tracing::info!(
+                        peer = %self.settings.host,
+                        conn = conn.0,
+                        "peer closed the connection after our DPA (RFC 6733 §5.4)"
+                    );
+                }
                 self.actions.push_back(Action::Down { conn });
                 self.closed(now, failure);
             }
@@ -1176,7 +1240,11 @@ impl PeerFsm {
                     self.deadline = Some(now + self.settings.timers.drain_timeout);
                 }
             }
-            Closing => {}
+            // Already leaving (our DPR, or our DPA to the peer's): no reconnect after it; the
+            // DPA timeout bounds the wait.
+            Closing => {
+                self.stopping.get_or_insert(cause);
+            }
             // Not in the table: Cleanup -> Closed, and stay there.
             Closed | WaitConnAck | WaitICea | WaitConnAckElect | WaitReturns | TlsHandshake => {
                 self.stopping = Some(cause);
@@ -1192,6 +1260,7 @@ impl PeerFsm {
     fn snd_dpr(&mut self, cause: DisconnectCause, now: Instant) {
         let Some(conn) = self.open_conn else { return };
         self.send(conn, Outgoing::Dpr { cause });
+        self.sent_dpr = true;
         self.state = State::Closing;
         self.deadline = Some(now + self.settings.timers.dpa_timeout);
     }
@@ -1329,6 +1398,8 @@ impl PeerFsm {
     /// Enter Closed and arm the reconnect timer when we should reconnect.
     fn closed(&mut self, now: Instant, failure: bool) {
         self.state = State::Closed;
+        self.sent_dpr = false;
+        self.sent_dpa = false;
         self.remote = None;
         self.apps = AppSet::default();
         self.deadline = None;

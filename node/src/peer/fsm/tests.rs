@@ -918,14 +918,28 @@ fn open_stop_sends_dpr_when_drain_times_out() {
     }
 }
 
-#[test]
-fn open_rcv_dpr_answers_and_honours_the_cause() {
-    let cases = [
+/// Each Disconnect-Cause and the reconnect delay it sets (§5.4.3).
+fn causes() -> [(DisconnectCause, Option<Duration>); 3] {
+    [
         (DisconnectCause::Rebooting, Some(TC)),
         (DisconnectCause::Busy, Some(TC * 4)),
         (DisconnectCause::DoNotWantToTalkToYou, None),
-    ];
-    for (cause, reconnect) in cases {
+    ]
+}
+
+/// Closed, with the reconnect timer the peer's `cause` asked for.
+fn closed_then_reconnects(h: &H, cause: DisconnectCause, reconnect: Option<Duration>) {
+    assert_eq!(h.state(), State::Closed);
+    assert_eq!(
+        h.fsm.next_timeout().map(|t| t - h.now),
+        reconnect,
+        "{cause:?}"
+    );
+}
+
+#[test]
+fn open_rcv_dpr_answers_and_honours_the_cause() {
+    for (cause, reconnect) in causes() {
         for (mut h, c) in open_both() {
             let ids = MsgIds {
                 hop_by_hop: 5,
@@ -936,6 +950,8 @@ fn open_rcv_dpr_answers_and_honours_the_cause() {
                 ids,
                 cause,
             });
+            // RFC 6733 §5.6.1: R-/I-Rcv-DPR, R-/I-Snd-DPA -> Closing; the DPR's sender
+            // closes (§5.4), not us.
             assert_eq!(
                 h.actions(),
                 vec![
@@ -943,19 +959,19 @@ fn open_rcv_dpr_answers_and_honours_the_cause() {
                         conn: c,
                         msg: Outgoing::Dpa { ids }
                     },
-                    Action::Close {
+                    Action::Usable {
                         conn: c,
-                        reason: CloseReason::Disconnect
+                        usable: false
                     },
-                    Action::Down { conn: c },
                 ]
             );
-            assert_eq!(h.state(), State::Closed);
-            assert_eq!(
-                h.fsm.next_timeout().map(|t| t - h.now),
-                reconnect,
-                "{cause:?}"
-            );
+            assert_eq!(h.state(), State::Closing);
+            assert_eq!(h.fsm.send_target(), None);
+            assert_eq!(h.fsm.next_timeout(), Some(h.now + Duration::from_secs(5)));
+            // Closing, R-/I-Peer-Disc: Disc -> Closed, then the cause's reconnect timer.
+            h.ev(Event::PeerDisc { conn: c });
+            assert_eq!(h.actions(), vec![Action::Down { conn: c }]);
+            closed_then_reconnects(&h, cause, reconnect);
         }
     }
 }
@@ -972,6 +988,7 @@ fn do_not_want_to_talk_still_accepts_the_peer_and_start_reconnects() {
         },
         cause: DisconnectCause::DoNotWantToTalkToYou,
     });
+    h.ev(Event::PeerDisc { conn: c });
     h.actions();
     assert_eq!(h.fsm.next_timeout(), None);
     h.ev(Event::Start);
@@ -1112,6 +1129,17 @@ fn watchdog_failover_failback_and_close() {
 
 // ---- Closing ----
 
+/// We close the open connection `c` (DPA received, or Closing timed out) and it goes down.
+fn disconnected(c: ConnId) -> Vec<Action> {
+    vec![
+        Action::Close {
+            conn: c,
+            reason: CloseReason::Disconnect,
+        },
+        Action::Down { conn: c },
+    ]
+}
+
 fn to_closing() -> Vec<(H, ConnId)> {
     open_both()
         .into_iter()
@@ -1139,16 +1167,7 @@ fn closing_still_processes_messages() {
 fn closing_dpa_disconnects_without_reconnect() {
     for (mut h, c) in to_closing() {
         h.ev(Event::RcvDpa { conn: c });
-        assert_eq!(
-            h.actions(),
-            vec![
-                Action::Close {
-                    conn: c,
-                    reason: CloseReason::Disconnect
-                },
-                Action::Down { conn: c }
-            ]
-        );
+        assert_eq!(h.actions(), disconnected(c));
         assert_eq!(h.state(), State::Closed);
         assert_eq!(h.fsm.next_timeout(), None, "we stopped: no reconnect");
     }
@@ -1158,16 +1177,7 @@ fn closing_dpa_disconnects_without_reconnect() {
 fn closing_timeout_disconnects() {
     for (mut h, c) in to_closing() {
         h.fire();
-        assert_eq!(
-            h.actions(),
-            vec![
-                Action::Close {
-                    conn: c,
-                    reason: CloseReason::Disconnect
-                },
-                Action::Down { conn: c }
-            ]
-        );
+        assert_eq!(h.actions(), disconnected(c));
         assert_eq!(h.state(), State::Closed);
     }
 }
@@ -1193,14 +1203,156 @@ fn closing_crossing_dpr_is_answered() {
             ids,
             cause: DisconnectCause::Rebooting,
         });
+        let deadline = h.fsm.next_timeout();
         assert_eq!(
-            h.actions()[0],
-            Action::Send {
+            h.actions(),
+            vec![Action::Send {
                 conn: c,
                 msg: Outgoing::Dpa { ids }
-            }
+            }]
         );
+        // Both sides sent a DPR: each disconnects on the DPA it receives (§5.4).
+        assert_eq!(h.state(), State::Closing);
+        assert_eq!(
+            h.fsm.next_timeout(),
+            deadline,
+            "the DPA timeout still bounds it"
+        );
+        h.ev(Event::RcvDpa { conn: c });
+        assert_eq!(h.actions(), disconnected(c));
         assert_eq!(h.state(), State::Closed);
+        assert_eq!(h.fsm.next_timeout(), None, "we stopped: no reconnect");
+    }
+}
+
+// ---- Closing after our DPA (RFC 6733 §5.4, §5.6.1) ----
+
+fn dpr_ids() -> MsgIds {
+    MsgIds {
+        hop_by_hop: 9,
+        end_to_end: 10,
+    }
+}
+
+/// Open, then the peer's DPR with `cause` answered: Closing, waiting for the peer to close.
+fn to_closing_after_dpa(cause: DisconnectCause) -> Vec<(H, ConnId)> {
+    open_both()
+        .into_iter()
+        .map(|(mut h, c)| {
+            h.ev(Event::RcvDpr {
+                conn: c,
+                ids: dpr_ids(),
+                cause,
+            });
+            h.actions();
+            assert_eq!(h.state(), State::Closing);
+            (h, c)
+        })
+        .collect()
+}
+
+#[test]
+fn closing_after_dpa_waits_for_the_peer_to_close() {
+    for (mut h, c) in to_closing_after_dpa(DisconnectCause::Rebooting) {
+        // Answers to our requests (and the peer's requests) are still processed.
+        assert!(h.ev(Event::RcvMessage { conn: c }));
+        // A DPA for a DPR we never sent changes nothing.
+        h.ev(Event::RcvDpa { conn: c });
+        assert_eq!(h.actions(), vec![]);
+        assert_eq!(h.state(), State::Closing);
+        assert!(
+            h.fsm.owns(c),
+            "the connection stays open until the peer closes it"
+        );
+    }
+}
+
+#[test]
+fn closing_after_dpa_timeout_closes_and_reconnects_per_cause() {
+    for (cause, reconnect) in causes() {
+        for (mut h, c) in to_closing_after_dpa(cause) {
+            let dpa_sent = h.now;
+            h.fire();
+            assert_eq!(h.now - dpa_sent, Duration::from_secs(5), "the DPA timeout");
+            // Closing, Timeout: Error -> Closed
+            assert_eq!(h.actions(), disconnected(c));
+            closed_then_reconnects(&h, cause, reconnect);
+        }
+    }
+}
+
+#[test]
+fn closing_after_dpa_repeated_dpr_is_answered_again() {
+    for (mut h, c) in to_closing_after_dpa(DisconnectCause::Rebooting) {
+        let deadline = h.fsm.next_timeout();
+        h.ev(Event::RcvDpr {
+            conn: c,
+            ids: dpr_ids(),
+            cause: DisconnectCause::Busy,
+        });
+        assert_eq!(
+            h.actions(),
+            vec![Action::Send {
+                conn: c,
+                msg: Outgoing::Dpa { ids: dpr_ids() }
+            }]
+        );
+        assert_eq!(h.fsm.next_timeout(), deadline);
+        h.ev(Event::PeerDisc { conn: c });
+        h.actions();
+        assert_eq!(
+            h.fsm.next_timeout(),
+            Some(h.now + TC * 4),
+            "the last cause counts"
+        );
+    }
+}
+
+#[test]
+fn stop_in_closing_after_dpa_ends_by_the_dpa_timeout_without_reconnect() {
+    for (mut h, c) in to_closing_after_dpa(DisconnectCause::Rebooting) {
+        let deadline = h.fsm.next_timeout();
+        h.ev(Event::Stop {
+            cause: DisconnectCause::Rebooting,
+        });
+        assert_eq!(
+            h.actions(),
+            vec![],
+            "nothing more to send: the DPA went out"
+        );
+        assert_eq!(h.fsm.next_timeout(), deadline, "not extended by the stop");
+        h.fire();
+        assert_eq!(h.actions(), disconnected(c));
+        assert_eq!(h.state(), State::Closed);
+        assert_eq!(h.fsm.next_timeout(), None, "stopped: no reconnect");
+    }
+}
+
+#[test]
+fn dpr_while_draining_is_answered_and_ends_by_the_dpa_timeout() {
+    for (mut h, c) in open_both() {
+        h.ev(Event::Stop {
+            cause: DisconnectCause::Rebooting,
+        });
+        h.actions();
+        h.ev(Event::RcvDpr {
+            conn: c,
+            ids: dpr_ids(),
+            cause: DisconnectCause::Rebooting,
+        });
+        assert_eq!(
+            h.actions(),
+            vec![Action::Send {
+                conn: c,
+                msg: Outgoing::Dpa { ids: dpr_ids() }
+            }]
+        );
+        assert_eq!(h.state(), State::Closing);
+        h.ev(Event::Drained);
+        assert_eq!(h.actions(), vec![], "no DPR after the peer's");
+        h.ev(Event::PeerDisc { conn: c });
+        assert_eq!(h.actions(), vec![Action::Down { conn: c }]);
+        assert_eq!(h.fsm.next_timeout(), None, "stopped: no reconnect");
     }
 }
 
