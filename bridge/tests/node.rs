@@ -256,7 +256,8 @@ async fn raw_peer_exchanges_capabilities_requests_watchdog_and_disconnect() {
     assert_eq!(wire::classify(&dwa.header), wire::BaseKind::Dwa);
     assert_eq!(dwa.header.hop_by_hop, 7);
 
-    // DPR -> DPA, then the node closes.
+    // DPR -> DPA; the node then waits for us to close (RFC 6733 §5.4) and, as we do not,
+    // closes itself after dpa_timeout (dpr_closing.rs tests the order).
     let dpr = Outgoing::Dpr {
         cause: dmnode::peer::fsm::DisconnectCause::Rebooting,
     };
@@ -264,7 +265,7 @@ async fn raw_peer_exchanges_capabilities_requests_watchdog_and_disconnect() {
         .await;
     let dpa = r.recv().await.unwrap();
     assert_eq!(wire::classify(&dpa.header), wire::BaseKind::Dpa);
-    assert!(r.recv().await.is_none(), "closed after DPA");
+    assert!(r.recv().await.is_none(), "closed after DPA and dpa_timeout");
     node.stop().await;
 }
 
