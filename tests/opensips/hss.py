@@ -49,7 +49,9 @@ AVPS = {
     "Feature-List": (630, VENDOR_3GPP, "u32"), "Associated-Identities": (632, VENDOR_3GPP, "grp"),
     "Visited-Network-Identifier": (600, VENDOR_3GPP, "str"),
 }
-NOT_MANDATORY = {"Supported-Features", "Feature-List-ID", "Feature-List", "Associated-Identities"}
+# RFC 6733 §4.5: Product-Name MUST NOT have the M bit (the node refuses a CER with it: 3009)
+NOT_MANDATORY = {"Supported-Features", "Feature-List-ID", "Feature-List", "Associated-Identities",
+                 "Product-Name"}
 BY_CODE = {(c, v): (n, t) for n, (c, v, t) in AVPS.items()}
 
 
