@@ -506,25 +506,32 @@ mod tests {
         );
     }
 
+    /// The answer to `req` from a reply body written by `f`, with or without the E bit.
+    fn reply(
+        req: &Message,
+        is_error: bool,
+        f: &dyn Fn(&mut MessageWriter),
+    ) -> Result<Bytes, AnswerError> {
+        let body = AnswerBody {
+            avps: avps(f),
+            is_error,
+        };
+        app_answer(
+            &mut Arena::new(),
+            req,
+            ORIGIN,
+            &body,
+            65536,
+            Dictionary::builtin(),
+        )
+    }
+
     #[test]
     fn invalid_app_replies_are_refused() {
         let req = request(false);
-        let refuse = |f: &dyn Fn(&mut MessageWriter)| {
-            let body = AnswerBody {
-                avps: avps(f),
-                is_error: false,
-            };
-            match app_answer(
-                &mut Arena::new(),
-                &req,
-                ORIGIN,
-                &body,
-                65536,
-                Dictionary::builtin(),
-            ) {
-                Err(AnswerError::Invalid(why)) => why,
-                other => panic!("not refused: {other:?}"),
-            }
+        let refuse = |f: &dyn Fn(&mut MessageWriter)| match reply(&req, false, f) {
+            Err(AnswerError::Invalid(why)) => why,
+            other => panic!("not refused: {other:?}"),
         };
         let two = refuse(&|w| {
             w.u32(268, M, 0, 2001);
@@ -557,20 +564,7 @@ mod tests {
         // layout; 2xxx, 4xxx and 5xxx answers go without it (§7.1.4, §7.1.5). A script that
         // asks for E with anything else is refused (DESIGN §9) and the peer gets 5012.
         let req = request(false);
-        let with_e = |f: &dyn Fn(&mut MessageWriter)| {
-            let body = AnswerBody {
-                avps: avps(f),
-                is_error: true,
-            };
-            app_answer(
-                &mut Arena::new(),
-                &req,
-                ORIGIN,
-                &body,
-                65536,
-                Dictionary::builtin(),
-            )
-        };
+        let with_e = |f: &dyn Fn(&mut MessageWriter)| reply(&req, true, f);
         for (what, refused) in [
             (
                 "2001",
