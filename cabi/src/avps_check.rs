@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+use dmproto::result_code::is_protocol_error;
+
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// Why a script's `avps_json` was refused. The text is the sentence the script writer sees
@@ -108,7 +110,7 @@ pub(crate) fn check_reply(counts: Counts, is_error: bool) -> Result<(), ScriptJs
     ) {
         (1, _, _) => Err(ScriptJsonError::ErrorBitExperimentalResult),
         (_, 0, _) => Err(ScriptJsonError::ErrorBitWithoutResultCode),
-        (_, _, Some(c)) if !(3000..4000).contains(&c) => {
+        (_, _, Some(c)) if !u32::try_from(c).is_ok_and(is_protocol_error) => {
             Err(ScriptJsonError::ErrorBitResultCode(c))
         }
         _ => Ok(()),

@@ -102,16 +102,17 @@ pub fn app_answer(
     // anything but a 3xxx Result-Code (or with no Result-Code: 2001 would be added) is an
     // invalid answer, refused (DESIGN §9: the peer gets 5012). The library refuses it first
     // when it can read the value; this is the backstop for what it could not.
-    if body.is_error && !result_code.is_some_and(is_protocol_error) {
-        return Err(AnswerError::Invalid(match (has_result, result_code) {
-            (_, Some(c)) => format!(
-                "the E bit (is_error) with Result-Code {c}; it needs a 3xxx Result-Code (RFC 6733 §7.2)"
-            ),
-            (true, None) => "the E bit (is_error) with an Experimental-Result; it needs a 3xxx Result-Code (RFC 6733 §7.2)".into(),
-            (false, None) => "the E bit (is_error) with no Result-Code (2001 would be added); it needs a 3xxx Result-Code (RFC 6733 §7.2)".into(),
-        }));
+    let error = result_code.is_some_and(is_protocol_error);
+    if body.is_error && !error {
+        let with = match (has_result, result_code) {
+            (_, Some(c)) => format!("Result-Code {c}"),
+            (true, None) => "an Experimental-Result".into(),
+            (false, None) => "no Result-Code (2001 would be added)".into(),
+        };
+        return Err(AnswerError::Invalid(format!(
+            "the E bit (is_error) with {with}; it needs a 3xxx Result-Code (RFC 6733 §7.2)"
+        )));
     }
-    let error = body.is_error || result_code.is_some_and(is_protocol_error);
     let mut w = begin(arena, request, error, max_len);
     if !has_result {
         w.u32(
