@@ -1168,6 +1168,46 @@ impl Endpoint {
         self.after(now);
     }
 
+    /// Before our DPR on `conn` (a stop, `peer disable`, a reload that removes the peer —
+    /// after the drain timeout), each request from it that the application still holds is
+    /// answered 5012 DIAMETER_UNABLE_TO_COMPLY (RFC 6733 §7.1.5), as after a reply timeout:
+    /// the DPR announces the connection's close (§5.4), so a reply the application sends
+    /// later would find no connection and the peer would get no answer at all. A reply that
+    /// comes later is ignored like any late one; logged once per DPR and counted per request
+    /// (`drain_timeout`).
+    fn answer_undrained(&mut self, conn: ConnId, host: &str, now: Instant) {
+        let mut tokens: Vec<u64> = self
+            .delivered
+            .iter()
+            .filter(|(_, d)| d.conn == conn)
+            .map(|(t, _)| *t)
+            .collect();
+        if tokens.is_empty() {
+            return;
+        }
+        tokens.sort_unstable();
+        tracing::warn!(
+            peer = host,
+            conn = conn.0,
+            requests = tokens.len(),
+            "drain timeout: {} requests the application has not answered are answered 5012 before our DPR",
+            tokens.len()
+        );
+        let unable = dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY;
+        for token in tokens {
+            let Some(d) = self.delivered.remove(&token) else {
+                continue;
+            };
+            self.delivered_deadlines.remove(d.deadline, token);
+            self.local_answer(unable, LocalCause::DrainTimeout, now);
+            let why = "the application gave no answer before the connection closed";
+            self.finish(d.conn, d.peer, &d.request, Err((unable, why.to_string())));
+        }
+        let delivered = &self.delivered;
+        self.delivered_deadlines
+            .drop_stale(|t, k| reply_live(delivered, t, k));
+    }
+
     /// Sends the answer to `request` (or a local error answer), also to the copies of it
     /// that arrived meanwhile, and caches it for later retransmissions.
     fn finish(
@@ -1914,6 +1954,9 @@ impl Endpoint {
             Action::Accept { .. } => {}
             Action::Send { conn, msg } => {
                 tracing::debug!(peer = host, conn = conn.0, msg = ?msg, "base protocol message");
+                if matches!(msg, crate::peer::fsm::Outgoing::Dpr { .. }) {
+                    self.answer_undrained(conn, host, now);
+                }
                 if let crate::peer::fsm::Outgoing::Cea {
                     result_code: crate::peer::capabilities::result::NO_COMMON_SECURITY,
                     error_message: Some(why),

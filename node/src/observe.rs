@@ -40,6 +40,9 @@ pub enum LocalCause {
     ReplyTimeout,
     /// 5012: the application dropped the request without replying (worker died, stopping).
     NoReply,
+    /// 5012: still unanswered by the application when our DPR closes its connection (the
+    /// drain timeout of a stop, a disabled or removed peer).
+    DrainTimeout,
     /// The application answered with an error of its own choosing (3001 no script route,
     /// 3004 no worker): reported by the application with its own cause.
     Application(&'static str),
@@ -58,6 +61,7 @@ impl LocalCause {
             LocalCause::BadReply => "bad_reply",
             LocalCause::ReplyTimeout => "reply_timeout",
             LocalCause::NoReply => "no_reply",
+            LocalCause::DrainTimeout => "drain_timeout",
             LocalCause::Application(s) => s,
         }
     }

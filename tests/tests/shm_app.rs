@@ -2158,3 +2158,75 @@ fn silent_and_scribbling_local_clients_leave_the_worker_served() {
     assert_eq!(doc["workers"].as_array().map(Vec::len), Some(2), "{doc}");
     drop(silent);
 }
+
+/// SIGTERM on the bridge while a worker holds requests it will not reply to within the drain
+/// time (`reply_timeout` longer than `drain_timeout`): each request still gets exactly one
+/// answer, 5012 DIAMETER_UNABLE_TO_COMPLY (RFC 6733 §7.1.5), before the bridge's DPR
+/// (§5.4), and the bridge exits.
+#[test]
+fn sigterm_with_held_requests_answers_each_once_before_the_dpr() {
+    const N: usize = 5;
+    let dir = TestDir::new("shm-sigterm-held");
+    let mut opts = options(free_port(), "reply_timeout = \"60s\"\n");
+    opts.timers.push(("drain_timeout".into(), "1s".into()));
+    opts.timers.push(("dpa_timeout".into(), "2s".into()));
+    let mut b = Bridge::start(dir.path(), &opts);
+    let ctl = control_socket(&b);
+    let w = spawn_worker(dir.path(), "w-hold", &ctl, "hold", TA_EVENT, &[]);
+    wait_log_count(&mut b, " handles [", 1);
+    let mut c = client(&b);
+    let ids: Vec<u32> = (0..N)
+        .map(|i| {
+            let (req, id) = ta_request(&mut c, &format!("client;term;{i}"), &[]);
+            c.send(&req).unwrap();
+            id
+        })
+        .collect();
+    wait_worker_lines(&w, "W held ", N);
+    b.guard().signal(Sig::Term).unwrap();
+    // Everything the bridge sends until it closes: the answers, then its DPR (answered).
+    let mut seen: Vec<RawMessage> = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "the bridge did not close: {seen:#?}");
+        match c.read_message(left) {
+            Ok(m) => {
+                if m.is_request() && m.cmd_code == wire::cmd::DPR {
+                    c.send(&answer_to(&m, 2001, CLIENT.0, CLIENT.1, &[]))
+                        .unwrap();
+                }
+                seen.push(m);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                break
+            }
+            Err(e) => panic!("reading: {e}; so far {seen:#?}"),
+        }
+    }
+    let dpr_at = seen
+        .iter()
+        .position(|m| m.is_request() && m.cmd_code == wire::cmd::DPR);
+    for id in &ids {
+        let answers: Vec<(usize, &RawMessage)> = seen
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !m.is_request() && m.hbh == *id)
+            .collect();
+        assert_eq!(answers.len(), 1, "request {id:#x}: {seen:#?}");
+        assert_eq!(answers[0].1.result_code(), Some(5012), "{seen:#?}");
+        assert!(
+            dpr_at.is_none_or(|d| answers[0].0 < d),
+            "answer after the DPR: {seen:#?}"
+        );
+    }
+    assert!(dpr_at.is_some(), "no DPR: {seen:#?}");
+    b.guard().wait_exit(WAIT);
+    let log = b.guard().output();
+    assert!(log.contains("answered 5012"), "{log}");
+}

@@ -763,6 +763,48 @@ fn stop_waits_for_the_application_to_answer_the_peer_before_dpr() {
 }
 
 #[test]
+fn stop_answers_what_the_application_still_holds_at_the_drain_timeout_before_dpr() {
+    // The server's application never answers within the drain time (its reply timeout is
+    // longer): at the drain timeout the request is answered 5012 once, before the DPR, and
+    // the application's late reply sends nothing more.
+    let patient = |c: &mut Config| c.app.reply_timeout = Duration::from_secs(300);
+    let long = |c: &mut Config| c.timers.answer_timeout = Duration::from_secs(300);
+    let mut net = net_cfg(&[Behaviour::Hold], long, patient);
+    let mut p = net.submit(0, 3);
+    net.nodes[1].core.stop(net.now);
+    net.run();
+    assert_eq!(
+        net.sent_by(1, BaseKind::Dpr),
+        0,
+        "DPR before the drain timeout"
+    );
+    let drain = net.nodes[1].core.config().timers.drain_timeout;
+    net.advance(drain + Duration::from_secs(1));
+    let a = answered(&mut p).expect("answered").unwrap();
+    assert_eq!(a.find_u32(268, 0), Some(5012));
+    let answers_from_1 = |net: &Net| {
+        net.seen
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.from == 1 && s.msg.header.code == CCR)
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
+    };
+    let answers = answers_from_1(&net);
+    let dpr = net
+        .seen
+        .iter()
+        .position(|s| s.from == 1 && wire::classify(&s.msg.header) == BaseKind::Dpr);
+    assert_eq!(answers.len(), 1);
+    assert!(
+        dpr.is_some_and(|d| answers[0] < d),
+        "the answer before the DPR"
+    );
+    net.release(1);
+    assert_eq!(answers_from_1(&net).len(), 1, "the late reply sent nothing");
+}
+
+#[test]
 fn watchdog_suspicion_moves_requests_to_an_alternate_peer() {
     let long = |c: &mut Config| c.timers.answer_timeout = Duration::from_secs(300);
     let mut net = net_cfg(&[Behaviour::Hold, Behaviour::Echo], long, |_| {});
