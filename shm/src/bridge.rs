@@ -1405,7 +1405,7 @@ impl Bridge {
                         events.push(BridgeEvent::Warning {
                             slot,
                             message: format!(
-                                "reply to unknown or already answered token {:#x} ignored",
+                                "reply to token {:#x} ignored: not a request this worker holds (another worker's, already answered, or never given)",
                                 r.token
                             ),
                         });

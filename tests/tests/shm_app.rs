@@ -2230,3 +2230,81 @@ fn sigterm_with_held_requests_answers_each_once_before_the_dpr() {
     let log = b.guard().output();
     assert!(log.contains("answered 5012"), "{log}");
 }
+
+/// A worker that replies to another worker's request (its token read from that worker; a
+/// process on the seam that skips libdmbridge's own token check): the reply is ignored, so the
+/// peer is not answered with it; it is counted (`worker_records_ignored`) and logged; the
+/// request's owner still decides its one answer (here it dies holding it: one 5012).
+#[test]
+fn a_reply_to_another_workers_request_is_ignored_logged_and_counted() {
+    use dmshm::control::{Conn, Ctl, Recv};
+    use dmshm::record::{Payload, Record, Reply, ReplyStatus};
+    let dir = TestDir::new("shm-foreign-reply");
+    let mut b = Bridge::start(
+        dir.path(),
+        &options(free_port(), "reply_timeout = \"30s\"\n"),
+    );
+    let ctl = control_socket(&b);
+    let owner = spawn_worker(dir.path(), "w-hold", &ctl, "hold", TA_EVENT, &[]);
+    wait_log_count(&mut b, " handles [", 1);
+    let mut c = client(&b);
+    let (req, id) = ta_request(&mut c, "client;foreign;1", &[]);
+    c.send(&req).unwrap();
+    let held = wait_worker_lines(&owner, "W held ", 1);
+    let token: u64 = held[0]["W held ".len()..].trim().parse().unwrap();
+
+    // The other worker: attaches by hand and replies to the owner's token, twice.
+    let s = Conn::connect(&ctl).unwrap();
+    s.send_ctl(
+        &Ctl::Hello {
+            version: dmshm::segment::WIRE_VERSION,
+            pid: std::process::id(),
+            name: "intruder".into(),
+        },
+        None,
+    )
+    .unwrap();
+    let mut buf = vec![0u8; dmshm::control::MAX_CONTROL_MSG];
+    let (generation, file) = loop {
+        assert!(s.wait_readable(WAIT).unwrap(), "no Welcome");
+        if let Recv::Msg(n, Some(fd)) = s.recv(&mut buf).unwrap() {
+            match Ctl::decode(&buf[..n]).unwrap() {
+                Ctl::Welcome { generation, .. } => break (generation, std::fs::File::from(fd)),
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let seg = dmshm::segment::Segment::open(file, Path::new("intruder"), generation).unwrap();
+    // Each attachment has a segment of its own: slot 0 of it.
+    let mut p =
+        dmshm::ring::Producer::new(seg.ring(0, dmshm::segment::RingId::ToBridge).unwrap(), 1024);
+    let mut rec = Vec::new();
+    Record::Reply(Reply {
+        token,
+        status: ReplyStatus::Ok,
+        form: Payload::Json,
+        avps: br#"[{"Result-Code":2001}]"#,
+        error: "",
+    })
+    .encode(&mut rec);
+    for _ in 0..2 {
+        p.push(&[&rec]).unwrap();
+    }
+    s.send(&[0x01], None).unwrap(); // its doorbell
+    let doc = status_until(&ctl, "the foreign replies counted", |d| {
+        d["counters"]["worker_records_ignored"] == 2
+    });
+    assert_eq!(doc["counters"]["replies"], 0, "{doc}");
+    assert_no_more_answers(&mut c, Duration::from_millis(300));
+    let log = b.guard().output();
+    assert!(
+        log.contains(&format!("reply to token {token:#x} ignored")),
+        "logged:\n{log}"
+    );
+    // The owner dies holding it: the request's one answer.
+    owner.signal(Sig::Kill).unwrap();
+    let answers = collect_answers(&mut c, &[id], WAIT);
+    assert_eq!(codes_of(&answers), HashMap::from([(5012, 1)]));
+    assert_no_more_answers(&mut c, Duration::from_millis(300));
+    drop(s);
+}

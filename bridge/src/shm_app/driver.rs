@@ -756,8 +756,12 @@ impl Driver {
                 self.handles_changed = true;
                 log(format_args!("worker slot {slot} handles {names:?}"));
             }
+            // One per record a worker may send in a loop (a reply to a token that is not its
+            // own, a duplicate handle): counted, and logged rate-limited (DESIGN §10).
             BridgeEvent::Warning { slot, message } => {
-                log(format_args!("worker slot {slot}: {message}"));
+                self.counters.records_ignored += 1;
+                self.counters_dirty = true;
+                fault(format_args!("worker slot {slot}: {message}"));
             }
             BridgeEvent::Reply {
                 slot,

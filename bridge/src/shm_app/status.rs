@@ -32,6 +32,9 @@ pub struct Counters {
     pub worker_lost: u64,
     /// Replies that came after the request's timeout (dropped).
     pub late_replies: u64,
+    /// Records a worker sent that were ignored: a reply to a token that is not its own
+    /// (another worker's, already answered, never given), a duplicate request handle.
+    pub records_ignored: u64,
     /// Outgoing requests from workers.
     pub requests_sent: u64,
     /// Outcomes of class 1: answered with a 2xxx Result-Code.
@@ -173,6 +176,7 @@ pub fn render(
             "answered_5012_reply_timeout": c.reply_timeouts,
             "answered_5012_worker_lost": c.worker_lost,
             "late_replies_dropped": c.late_replies,
+            "worker_records_ignored": c.records_ignored,
             "requests_sent": c.requests_sent,
             "requests_refused_reply_to_gone": c.reply_to_refused,
             "requests_refused_reply_to_full": c.reply_to_refused_full,
