@@ -383,7 +383,7 @@ impl Metrics {
             "Answers the bridge made itself (no script involved), by Result-Code and cause",
         );
         let events: Family<EventLabels, Counter> =
-            family(&mut registry, "dmbridge_events", "Protocol events: duplicate (answered from the duplicate cache), retransmission (sent again with the T flag after failover), failover");
+            family(&mut registry, "dmbridge_events", "Protocol events: duplicate (answered from the duplicate cache), retransmission (sent again with the T flag after failover), failover, answer_unmatched (an answer no request of ours waits for: late, after its timeout or a failover, and dropped)");
         let pending = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "dmbridge_pending_requests",

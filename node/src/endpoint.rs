@@ -908,7 +908,17 @@ impl Endpoint {
                         self.observer.pending(self.pending.len());
                     }
                 } else {
-                    tracing::debug!(conn = conn.0, hop_by_hop = hbh, "unmatched answer dropped");
+                    // Counted and logged (rate-limited, DESIGN §10): a late answer is the
+                    // sign of a peer slower than our answer timeout.
+                    self.observer.event("answer_unmatched");
+                    if let Some(suppressed) = self.refusal_log.admit(now) {
+                        tracing::warn!(
+                            conn = conn.0,
+                            hop_by_hop = hbh,
+                            suppressed,
+                            "answer dropped: no request of ours waits for it (late, after its timeout or a failover; or not an answer to ours)"
+                        );
+                    }
                 }
             }
         }

@@ -2308,3 +2308,53 @@ fn a_reply_to_another_workers_request_is_ignored_logged_and_counted() {
     assert_no_more_answers(&mut c, Duration::from_millis(300));
     drop(s);
 }
+
+/// A script's request the peer answers only after its timeout: the script gets the timeout
+/// (class -2) once, and the late answer is dropped, logged and counted
+/// (`dmbridge_events_total{event="answer_unmatched"}`), never delivered.
+#[test]
+fn a_late_answer_to_a_scripts_request_is_dropped_logged_and_counted() {
+    let dir = TestDir::new("shm-late-answer");
+    let mport = free_port();
+    let metrics = format!("\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n");
+    let mut b = Bridge::start(dir.path(), &options(free_port(), &metrics));
+    let ctl = control_socket(&b);
+    let mut peer = RawClient::connect(b.port(), WAIT).unwrap();
+    assert_eq!(
+        peer.handshake(PEER.0, PEER.1, WAIT).unwrap().result_code(),
+        Some(2001)
+    );
+    wait_peer_open(&ctl);
+    let w = spawn_worker(
+        dir.path(),
+        "w-late-answer",
+        &ctl,
+        "unanswered",
+        "",
+        &[("DMB_TIMEOUT_MS", "300".into())],
+    );
+    let req = peer
+        .read_until(WAIT, PEER, |m| {
+            m.is_request() && m.cmd_code == test_app::CMD
+        })
+        .unwrap();
+    let done = wait_worker_lines(&w, "W done ", 1);
+    assert!(done[0].contains("class=-2"), "{done:?}");
+    peer.send(&answer_to(&req, 2001, PEER.0, PEER.1, &[]))
+        .unwrap();
+    let unmatched = r#"dmbridge_events_total{event="answer_unmatched"}"#;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = harness::prometheus::http_get(mport, "/metrics", WAIT)
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        if value(&body, unmatched) == Some(1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{unmatched} not 1:\n{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_log_count(&mut b, "answer dropped: no request of ours waits for it", 1);
+    // The script had its one outcome; nothing more reached it.
+    assert_eq!(worker_lines(&w, "W ").len(), 1, "{}", w.tail(10));
+}
