@@ -418,6 +418,7 @@ fn bad_replies_get_one_5012_and_script_result_codes_are_kept() {
     for (user, rc) in [
         ("bad-avp", 5012),     // JSON naming an AVP no dictionary has
         ("broken-json", 5012), // not JSON at all
+        ("huge", 5012),        // larger than the ring's maximum message: the library's TooBig
         ("failed", 5012),      // the library's "Failed" reply
         ("error-5003", 5012),  // is_error with a 5xxx: refused (RFC 6733 §7.2), DESIGN §9
         ("error-3002", 3002),  // is_error with a 3xxx: the script's own protocol error
@@ -446,7 +447,7 @@ fn bad_replies_get_one_5012_and_script_result_codes_are_kept() {
         .unwrap_or_default();
     let last = me["last_reply_error"].as_str().unwrap_or("");
     assert!(last.contains("failed reply: script error"), "{status}");
-    assert_eq!(status["counters"]["answered_5012_bad_reply"], 3, "{status}");
+    assert_eq!(status["counters"]["answered_5012_bad_reply"], 4, "{status}");
     let log = b.guard().output();
     assert!(
         log.contains("invalid reply JSON"),
@@ -1547,6 +1548,16 @@ mod worker {
                 String::new(),
             ),
             "broken-json" => (ReplyStatus::Ok, b"[{".to_vec(), String::new()),
+            // More than the segment's maximum message (262144 bytes by default).
+            "huge" => (
+                ReplyStatus::Ok,
+                format!(
+                    r#"[{{"Result-Code":2001}},{{"User-Name":"{}"}}]"#,
+                    "x".repeat(300_000)
+                )
+                .into_bytes(),
+                String::new(),
+            ),
             "failed" => (ReplyStatus::Failed, Vec::new(), "script error".into()),
             "error-5003" => (
                 ReplyStatus::Error,
