@@ -85,7 +85,8 @@
 #define DMB_ANSWER_ERROR -1
 
 /**
- * Answer class: no answer within the timeout.
+ * Answer class: no answer within the timeout, or none coming (its connection was lost after
+ * sending and no alternate peer could take it): the peer may have acted on it.
  */
 #define DMB_ANSWER_TIMEOUT -2
 

@@ -471,7 +471,11 @@ async fn nodes_originate_route_round_robin_and_fail_over() {
                 assert_eq!(a.find_u32(268, 0), Some(2001));
                 answered += 1;
             }
-            Err(RequestError::NoRoute { .. } | RequestError::Timeout) => failed += 1,
+            Err(
+                RequestError::NoRoute { .. }
+                | RequestError::Timeout
+                | RequestError::ConnectionLost(_),
+            ) => failed += 1,
             Err(e) => panic!("{e:?}"),
         }
     }

@@ -59,7 +59,8 @@ pub const DMB_E_PANIC: c_int = -9;
 pub const DMB_ANSWER_SUCCESS: c_int = 1;
 /// Answer class: an answer with an error Result-Code.
 pub const DMB_ANSWER_ERROR: c_int = -1;
-/// Answer class: no answer within the timeout.
+/// Answer class: no answer within the timeout, or none coming (its connection was lost after
+/// sending and no alternate peer could take it): the peer may have acted on it.
 pub const DMB_ANSWER_TIMEOUT: c_int = -2;
 /// Answer class: not sent (bad JSON, no route, bridge down, too big, busy).
 pub const DMB_ANSWER_NOT_SENT: c_int = -3;

@@ -105,6 +105,11 @@ pub enum RequestError {
     /// The node stopped (or is stopping) before an answer came.
     #[error("the node is down")]
     NodeDown,
+    /// Sent, but its connection was lost before the answer and no alternate peer could take
+    /// it (RFC 6733 §5.5.4 fails pending requests over only to an alternate). Like
+    /// [`RequestError::Timeout`], the caller must not assume the peer did not act on it.
+    #[error("no answer: the connection to the peer was lost after sending, and {0}")]
+    ConnectionLost(String),
 }
 
 /// Names one request the application submitted: its [`crate::endpoint::Output::Outcome`]

@@ -1388,7 +1388,7 @@ impl Endpoint {
                     sent: now,
                 };
                 let deadline = now + req.timeout.unwrap_or(config.timers.answer_timeout);
-                self.dispatch(inflight, Some(&route), deadline, e2e, None);
+                self.dispatch(inflight, &route, deadline, e2e);
             }
             Err(e) => self.complete(Owner::App(id), Err(e)),
         }
@@ -1455,7 +1455,7 @@ impl Endpoint {
         route.route_records.push(&from_host);
         let deadline = now + self.config.timers.answer_timeout;
         let e2e = msg.header.end_to_end;
-        self.dispatch(inflight, Some(&route), deadline, e2e, None);
+        self.dispatch(inflight, &route, deadline, e2e);
     }
 
     /// The outcome of a relayed request goes back to the peer it came from: the answer with
@@ -1490,23 +1490,18 @@ impl Endpoint {
         }
     }
 
-    /// Routes and sends a request (new, or a resend after failover with its count). `route`:
-    /// its routing facts as the builder returned them; `None` for a stored request (a
-    /// resend), whose facts are read from its bytes.
+    /// Routes and sends a new request; `route`: its routing facts as the builder returned
+    /// them. (A resend after failover is routed in [`Endpoint::failover`], which ends it
+    /// differently when no peer can take it.)
     fn dispatch(
         &mut self,
         inflight: Inflight,
-        route: Option<&outgoing::RouteInfo<'_>>,
+        route: &outgoing::RouteInfo<'_>,
         deadline: Instant,
         e2e: u32,
-        resend: Option<u32>,
     ) {
-        let routed = match route {
-            Some(info) => self.route(&inflight, info),
-            None => self.route_stored(&inflight),
-        };
-        match routed {
-            Ok((peer, conn)) => self.send_to(inflight, peer, conn, deadline, e2e, resend),
+        match self.route(&inflight, route) {
+            Ok((peer, conn)) => self.send_to(inflight, peer, conn, deadline, e2e, None),
             Err(e) => self.complete(inflight.owner, Err(e)),
         }
     }
@@ -1633,7 +1628,18 @@ impl Endpoint {
             } else if now >= deadline {
                 self.complete(e.data.owner, Err(RequestError::Timeout));
             } else {
-                self.dispatch(e.data, None, deadline, e2e, Some(n));
+                // Sent once already: without an alternate it ends as "no answer", never as
+                // "not sent" (a caller that retries the latter might make the peer act twice).
+                match self.route_stored(&e.data) {
+                    Ok((peer, to)) => self.send_to(e.data, peer, to, deadline, e2e, Some(n)),
+                    Err(why) => {
+                        let why = match why {
+                            RequestError::NoRoute { message, .. } => message,
+                            other => other.to_string(),
+                        };
+                        self.complete(e.data.owner, Err(RequestError::ConnectionLost(why)));
+                    }
+                }
             }
         }
     }

@@ -2369,3 +2369,46 @@ fn a_late_answer_to_a_scripts_request_is_dropped_logged_and_counted() {
     // The script had its one outcome; nothing more reached it.
     assert_eq!(worker_lines(&w, "W ").len(), 1, "{}", w.tail(10));
 }
+
+/// The peer's connection drops while it holds a script's request and no other peer can take
+/// it (RFC 6733 §5.5.4: failover needs an alternate): the script gets its one outcome at
+/// once, as "no answer" (class -2: the request went out, the peer may have acted on it),
+/// not "not sent" (-3, which says it never left and invites a blind retry).
+#[test]
+fn a_scripts_request_lost_with_its_only_peer_ends_as_no_answer_not_as_not_sent() {
+    let dir = TestDir::new("shm-peer-lost");
+    let mut b = Bridge::start(dir.path(), &options(free_port(), ""));
+    let ctl = control_socket(&b);
+    let mut peer = RawClient::connect(b.port(), WAIT).unwrap();
+    assert_eq!(
+        peer.handshake(PEER.0, PEER.1, WAIT).unwrap().result_code(),
+        Some(2001)
+    );
+    wait_peer_open(&ctl);
+    let w = spawn_worker(
+        dir.path(),
+        "w-peer-lost",
+        &ctl,
+        "unanswered",
+        "",
+        &[("DMB_TIMEOUT_MS", "20000".into())],
+    );
+    peer.read_until(WAIT, PEER, |m| {
+        m.is_request() && m.cmd_code == test_app::CMD
+    })
+    .unwrap();
+    drop(peer);
+    let done = wait_worker_lines(&w, "W done ", 1);
+    assert!(done[0].contains("class=-2"), "{done:?}");
+    let ms: u64 = done[0]
+        .rsplit("ms=")
+        .next()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(
+        ms < 20_000,
+        "ended by its timeout, not by the loss: {done:?}"
+    );
+    assert_eq!(worker_lines(&w, "W ").len(), 1, "{}", w.tail(10));
+    let _ = b.guard().output();
+}

@@ -296,6 +296,14 @@ pub fn outcome_in(
             avps_json: json,
             error: RequestError::Timeout.to_string(),
         },
+        // Sent, then lost with its connection: "no answer", as a timeout (the peer may have
+        // acted on it), with the reason.
+        Err(e @ RequestError::ConnectionLost(_)) => Outcome {
+            class: class::TIMEOUT,
+            result_code: 0,
+            avps_json: json,
+            error: e.to_string(),
+        },
         Err(RequestError::NoRoute {
             result_code,
             message,
@@ -578,6 +586,13 @@ mod tests {
         assert_eq!((nr.class, nr.result_code), (-3, 3003));
         assert!(nr.error.contains("realm x"));
         assert_eq!(outcome(dict(), Err(RequestError::NodeDown)).class, -3);
+        let lost = outcome(dict(), Err(RequestError::ConnectionLost("no peer".into())));
+        assert_eq!(lost.class, -2);
+        assert!(
+            lost.error.contains("connection to the peer was lost"),
+            "{}",
+            lost.error
+        );
         assert_eq!(outcome(dict(), Err(RequestError::TooBusy)).class, -3);
     }
 
