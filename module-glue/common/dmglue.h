@@ -70,6 +70,9 @@ int dmg_parse_u32(const char *s, size_t len, uint32_t *out, const char **why);
 typedef struct dmg_stats {
 	uint64_t requests_in;     /* incoming requests given to the script */
 	uint64_t replies;         /* dm_send_reply calls that reached the bridge */
+	uint64_t replies_refused; /* dm_send_reply calls that returned an error (invalid JSON or
+	                             AVPs, a second reply, no request here, too big, detached;
+	                             each also logged) */
 	uint64_t auto_replies;    /* requests the module answered (no route, no reply) */
 	uint64_t sent_sync;       /* dm_send_request */
 	uint64_t sent_async;      /* dm_send_request_async / async(dm_send_request) */

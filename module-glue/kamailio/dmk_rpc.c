@@ -37,8 +37,9 @@ void dmk_rpc_status(rpc_t *rpc, void *ctx)
 										__ATOMIC_RELAXED),
 			"handled_commands", (int)nhandled, "request_timeout_ms", dmk_cfg.request_timeout);
 	/* 'j' is unsigned long: 64 bits on the LP64 targets Kamailio runs on */
-	rpc->struct_add(th, "jjjjjjjjjjj", "requests_in", (unsigned long)s.requests_in, "replies",
-			(unsigned long)s.replies, "auto_replies", (unsigned long)s.auto_replies,
+	rpc->struct_add(th, "jjjjjjjjjjjj", "requests_in", (unsigned long)s.requests_in, "replies",
+			(unsigned long)s.replies, "replies_refused", (unsigned long)s.replies_refused,
+			"auto_replies", (unsigned long)s.auto_replies,
 			"sent_sync", (unsigned long)s.sent_sync, "sent_async",
 			(unsigned long)s.sent_async, "answers_ok", (unsigned long)s.answers_ok,
 			"answers_error", (unsigned long)s.answers_error, "timeouts",

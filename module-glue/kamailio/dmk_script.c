@@ -261,7 +261,19 @@ int fixup_free_dm_request_async(void **param, int param_no)
 
 /* --- dm_send_reply ------------------------------------------------------------------------- */
 
+static int dmk_send_reply(str *json, int is_error);
+
+/* Every refused call is counted (replies_refused) as well as logged. */
 int ki_dm_send_reply_ex(sip_msg_t *msg, str *json, int is_error)
+{
+	int rc = dmk_send_reply(json, is_error);
+
+	if(rc < 0 && dmk_stats() != NULL)
+		DMG_INC(dmk_stats(), replies_refused);
+	return rc;
+}
+
+static int dmk_send_reply(str *json, int is_error)
 {
 	int rc;
 

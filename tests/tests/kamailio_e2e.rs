@@ -760,6 +760,7 @@ fn kamailio_faults_counted() {
     let badname = raw.send_ppr("badname@test.local");
     let ebit5 = raw.send_ppr("ebit5@test.local");
     let ebit3 = raw.send_ppr("ebit3@test.local");
+    let twice = raw.send_ppr("twice@test.local");
     // reply_timeout is 2 s: wait past it, long enough to see any duplicate
     let got = raw.answers_for(Duration::from_millis(4500));
     let count = |id: u32| got.iter().filter(|(h, _, _)| *h == id).count();
@@ -772,10 +773,11 @@ fn kamailio_faults_counted() {
         ("badname", badname),
         ("ebit5", ebit5),
         ("ebit3", ebit3),
+        ("twice", twice),
     ] {
         assert_eq!(count(id), 1, "{what}: answers {got:#?}");
     }
-    assert_eq!(got.len(), 8, "unexpected extra answers: {got:#?}");
+    assert_eq!(got.len(), 9, "unexpected extra answers: {got:#?}");
     let answer = |id: u32| {
         got.iter()
             .find(|(h, _, _)| *h == id)
@@ -798,6 +800,15 @@ fn kamailio_faults_counted() {
     );
     assert_eq!(answer(badonly).0, Some(5012), "only a refused reply");
     assert_eq!(answer(fine).0, Some(2001));
+    // A second dm_send_reply: refused with a log line, the first one's answer is the only one
+    assert_eq!(answer(twice).0, Some(2001));
+    assert_eq!(k.log_lines("first of two replies: rc=1").len(), 1);
+    assert_eq!(k.log_lines("second of two replies: rc=-1").len(), 1);
+    assert_eq!(
+        k.log_lines("dm_send_reply: this request was already answered")
+            .len(),
+        1
+    );
     // DESIGN §9: a reply that does not fit the dictionary is refused by dm_send_reply itself
     // (the library converts it with the dictionary the bridge sent), and the peer gets 5012
     // at once, not after the reply timeout
@@ -834,6 +845,12 @@ fn kamailio_faults_counted() {
     // silent and badonly freed unanswered) and logs each
     let st = k.kamcmd(&["dmbridge.status"]);
     assert!(st.contains("\"answered_5012_bad_reply\":5"), "{st}");
+    // the module counts every refused dm_send_reply: badjson's and badonly's invalid JSON,
+    // badtype, badname, ebit5, and twice's second reply
+    assert!(
+        st.contains("replies_refused: 6"),
+        "module counter replies_refused: {st}"
+    );
     let blog = bridge.guard().output();
     assert!(blog.contains("3xxx Result-Code"), "bridge log:\n{blog}");
     let refused = k.log_lines("invalid reply refused: rc=-1");
