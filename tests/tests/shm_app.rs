@@ -2412,3 +2412,67 @@ fn a_scripts_request_lost_with_its_only_peer_ends_as_no_answer_not_as_not_sent()
     assert_eq!(worker_lines(&w, "W ").len(), 1, "{}", w.tail(10));
     let _ = b.guard().output();
 }
+
+/// `[limits] max_pending_requests` reached (the workers hold that many): each further request
+/// is answered 3004 DIAMETER_TOO_BUSY with the E bit at once (RFC 6733 §7.1.3), counted
+/// (`dmbridge_local_answers_total{cause="too_many_in_progress"}`); the held ones still get
+/// their one answer (here 5012 when their worker dies), and the table drains: a request
+/// after that is served.
+#[test]
+fn a_full_pending_table_answers_3004_counts_it_and_drains() {
+    const LIMIT: usize = 3;
+    const N: usize = 7;
+    let dir = TestDir::new("shm-pending-full");
+    let mport = free_port();
+    let toml = format!(
+        "reply_timeout = \"30s\"\n\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n\n[limits]\nmax_pending_requests = {LIMIT}\n"
+    );
+    let mut b = Bridge::start(dir.path(), &options(free_port(), &toml));
+    let ctl = control_socket(&b);
+    let holder = spawn_worker(dir.path(), "w-hold", &ctl, "hold", TA_EVENT, &[]);
+    wait_log_count(&mut b, " handles [", 1);
+    let mut c = client(&b);
+    let ids: Vec<u32> = (0..N)
+        .map(|i| {
+            let (req, id) = ta_request(&mut c, &format!("client;pf;{i}"), &[]);
+            c.send(&req).unwrap();
+            id
+        })
+        .collect();
+    let busy = collect_answers(&mut c, &ids[LIMIT..], WAIT);
+    assert_eq!(codes_of(&busy), HashMap::from([(3004, N - LIMIT)]));
+    assert!(busy.values().all(|m| m.flags & flags::ERROR != 0));
+    wait_worker_lines(&holder, "W held ", LIMIT);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = harness::prometheus::http_get(mport, "/metrics", WAIT)
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let n: f64 = body
+            .lines()
+            .filter(|l| {
+                l.contains("dmbridge_local_answers_total") && l.contains("too_many_in_progress")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if n == (N - LIMIT) as f64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "local answers too_many_in_progress: {n}\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    holder.signal(Sig::Kill).unwrap();
+    let lost = collect_answers(&mut c, &ids[..LIMIT], WAIT);
+    assert_eq!(codes_of(&lost), HashMap::from([(5012, LIMIT)]));
+    assert_no_more_answers(&mut c, Duration::from_millis(300));
+    let _echo = spawn_worker(dir.path(), "w-echo", &ctl, "echo", TA_EVENT, &[]);
+    wait_log_count(&mut b, " handles [", 2);
+    let (req, id) = ta_request(&mut c, "client;pf;after", &[]);
+    assert_eq!(
+        c.request(&req, id, CLIENT, WAIT).unwrap().result_code(),
+        Some(2001)
+    );
+}
