@@ -168,6 +168,18 @@ fn ta_request(c: &mut RawClient, sid: &str, extra: &[Avp]) -> (Vec<u8>, u32) {
     (bytes, id)
 }
 
+/// Sends `n` test_app requests pipelined (Session-Id `client;<tag>;<i>`); returns their
+/// hop-by-hop ids in order.
+fn send_requests(c: &mut RawClient, tag: &str, n: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| {
+            let (req, id) = ta_request(c, &format!("client;{tag};{i}"), &[]);
+            c.send(&req).unwrap();
+            id
+        })
+        .collect()
+}
+
 /// Reads answers until every id in `ids` has one (answering DWRs), failing on duplicates or
 /// strangers; returns the Result-Code by hop-by-hop id.
 fn collect_answers(c: &mut RawClient, ids: &[u32], timeout: Duration) -> HashMap<u32, RawMessage> {
@@ -475,13 +487,7 @@ fn worker_killed_holding_requests_each_gets_exactly_one_5012() {
     let w = spawn_worker(dir.path(), "w-hold", &ctl, "hold", TA_EVENT, &[]);
     wait_log_count(&mut b, " handles [", 1);
     let mut c = client(&b);
-    let ids: Vec<u32> = (0..N)
-        .map(|i| {
-            let (req, id) = ta_request(&mut c, &format!("client;k;{i}"), &[]);
-            c.send(&req).unwrap();
-            id
-        })
-        .collect();
+    let ids = send_requests(&mut c, "k", N);
     // The worker holds all N (read from its ring, never replied).
     wait_worker_lines(&w, "W held ", N);
     w.signal(Sig::Kill).unwrap();
@@ -522,13 +528,7 @@ fn reply_timeout_answers_5012_once_and_late_replies_are_dropped() {
     );
     wait_log_count(&mut b, " handles [", 1);
     let mut c = client(&b);
-    let ids: Vec<u32> = (0..3)
-        .map(|i| {
-            let (req, id) = ta_request(&mut c, &format!("client;t;{i}"), &[]);
-            c.send(&req).unwrap();
-            id
-        })
-        .collect();
+    let ids = send_requests(&mut c, "t", 3);
     let answers = collect_answers(&mut c, &ids, WAIT);
     assert_eq!(codes_of(&answers), HashMap::from([(5012, 3)]));
     // The worker does reply, late: dropped with a log line, no second answer.
@@ -2102,6 +2102,43 @@ fn status_counters_and_uptime_move_and_undeclared_workers_mean_busy_not_unsuppor
     }
 }
 
+/// A local client that registers by hand (Hello, then the Welcome with its segment), with no
+/// library checks: its control connection (the bridge drops it when this closes) and the
+/// producer of its own requests ring (each attachment has a segment of its own: slot 0).
+fn attach_by_hand(
+    ctl: &Path,
+    name: &str,
+) -> (
+    dmshm::control::Conn,
+    dmshm::ring::Producer<dmshm::segment::ShmRing>,
+) {
+    use dmshm::control::{Conn, Ctl, Recv};
+    let s = Conn::connect(ctl).unwrap();
+    s.send_ctl(
+        &Ctl::Hello {
+            version: dmshm::segment::WIRE_VERSION,
+            pid: std::process::id(),
+            name: name.into(),
+        },
+        None,
+    )
+    .unwrap();
+    let mut buf = vec![0u8; dmshm::control::MAX_CONTROL_MSG];
+    let (generation, file) = loop {
+        assert!(s.wait_readable(WAIT).unwrap(), "no Welcome");
+        if let Recv::Msg(n, Some(fd)) = s.recv(&mut buf).unwrap() {
+            match Ctl::decode(&buf[..n]).unwrap() {
+                Ctl::Welcome { generation, .. } => break (generation, std::fs::File::from(fd)),
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let seg = dmshm::segment::Segment::open(file, Path::new(name), generation).unwrap();
+    let p =
+        dmshm::ring::Producer::new(seg.ring(0, dmshm::segment::RingId::ToBridge).unwrap(), 1024);
+    (s, p)
+}
+
 /// Local clients attacking the seam while a worker serves: a hundred connections that never
 /// register, and a registered client that writes garbage records into its ring. The worker
 /// keeps answering every request; the garbage writer is dropped and counted; the silent ones
@@ -2109,7 +2146,7 @@ fn status_counters_and_uptime_move_and_undeclared_workers_mean_busy_not_unsuppor
 /// refused when their registration time is up, counted.
 #[test]
 fn silent_and_scribbling_local_clients_leave_the_worker_served() {
-    use dmshm::control::{Conn, Ctl, Recv};
+    use dmshm::control::Conn;
     let dir = TestDir::new("shm-attacks");
     let mut b = Bridge::start(dir.path(), &options(free_port(), "max_workers = 3\n"));
     let ctl = control_socket(&b);
@@ -2131,29 +2168,7 @@ fn silent_and_scribbling_local_clients_leave_the_worker_served() {
     echo_round(&mut c, "silent", 20);
 
     // The scribbler: registers by hand and publishes well-framed garbage in its own ring.
-    let s = Conn::connect(&ctl).unwrap();
-    s.send_ctl(
-        &Ctl::Hello {
-            version: dmshm::segment::WIRE_VERSION,
-            pid: std::process::id(),
-            name: "scribbler".into(),
-        },
-        None,
-    )
-    .unwrap();
-    let mut buf = vec![0u8; dmshm::control::MAX_CONTROL_MSG];
-    let (generation, file) = loop {
-        assert!(s.wait_readable(WAIT).unwrap(), "no Welcome");
-        if let Recv::Msg(n, Some(fd)) = s.recv(&mut buf).unwrap() {
-            match Ctl::decode(&buf[..n]).unwrap() {
-                Ctl::Welcome { generation, .. } => break (generation, std::fs::File::from(fd)),
-                other => panic!("{other:?}"),
-            }
-        }
-    };
-    let seg = dmshm::segment::Segment::open(file, Path::new("scribbler"), generation).unwrap();
-    let mut p =
-        dmshm::ring::Producer::new(seg.ring(0, dmshm::segment::RingId::ToBridge).unwrap(), 1024);
+    let (s, mut p) = attach_by_hand(&ctl, "scribbler");
     p.push(&[b"\xff garbage, not a record"]).unwrap();
     s.send(&[0x01], None).unwrap(); // its doorbell
     wait_log_count(&mut b, "\"scribbler\" (pid", 2); // attached, then gone
@@ -2186,13 +2201,7 @@ fn sigterm_with_held_requests_answers_each_once_before_the_dpr() {
     let w = spawn_worker(dir.path(), "w-hold", &ctl, "hold", TA_EVENT, &[]);
     wait_log_count(&mut b, " handles [", 1);
     let mut c = client(&b);
-    let ids: Vec<u32> = (0..N)
-        .map(|i| {
-            let (req, id) = ta_request(&mut c, &format!("client;term;{i}"), &[]);
-            c.send(&req).unwrap();
-            id
-        })
-        .collect();
+    let ids = send_requests(&mut c, "term", N);
     wait_worker_lines(&w, "W held ", N);
     b.guard().signal(Sig::Term).unwrap();
     // Everything the bridge sends until it closes: the answers, then its DPR (answered).
@@ -2248,7 +2257,6 @@ fn sigterm_with_held_requests_answers_each_once_before_the_dpr() {
 /// request's owner still decides its one answer (here it dies holding it: one 5012).
 #[test]
 fn a_reply_to_another_workers_request_is_ignored_logged_and_counted() {
-    use dmshm::control::{Conn, Ctl, Recv};
     use dmshm::record::{Payload, Record, Reply, ReplyStatus};
     let dir = TestDir::new("shm-foreign-reply");
     let mut b = Bridge::start(
@@ -2265,30 +2273,7 @@ fn a_reply_to_another_workers_request_is_ignored_logged_and_counted() {
     let token: u64 = held[0]["W held ".len()..].trim().parse().unwrap();
 
     // The other worker: attaches by hand and replies to the owner's token, twice.
-    let s = Conn::connect(&ctl).unwrap();
-    s.send_ctl(
-        &Ctl::Hello {
-            version: dmshm::segment::WIRE_VERSION,
-            pid: std::process::id(),
-            name: "intruder".into(),
-        },
-        None,
-    )
-    .unwrap();
-    let mut buf = vec![0u8; dmshm::control::MAX_CONTROL_MSG];
-    let (generation, file) = loop {
-        assert!(s.wait_readable(WAIT).unwrap(), "no Welcome");
-        if let Recv::Msg(n, Some(fd)) = s.recv(&mut buf).unwrap() {
-            match Ctl::decode(&buf[..n]).unwrap() {
-                Ctl::Welcome { generation, .. } => break (generation, std::fs::File::from(fd)),
-                other => panic!("{other:?}"),
-            }
-        }
-    };
-    let seg = dmshm::segment::Segment::open(file, Path::new("intruder"), generation).unwrap();
-    // Each attachment has a segment of its own: slot 0 of it.
-    let mut p =
-        dmshm::ring::Producer::new(seg.ring(0, dmshm::segment::RingId::ToBridge).unwrap(), 1024);
+    let (s, mut p) = attach_by_hand(&ctl, "intruder");
     let mut rec = Vec::new();
     Record::Reply(Reply {
         token,
@@ -2320,6 +2305,37 @@ fn a_reply_to_another_workers_request_is_ignored_logged_and_counted() {
     drop(s);
 }
 
+/// A raw peer connected to `b` (CER/CEA done, open in the status) and a worker that sends one
+/// synchronous request with `timeout_ms` (`unanswered` mode); returns once the peer has the
+/// request, unanswered: the peer, the worker, the request.
+fn peer_holding_a_scripts_request(
+    dir: &Path,
+    b: &Bridge,
+    timeout_ms: u32,
+) -> (RawClient, ChildGuard, RawMessage) {
+    let ctl = control_socket(b);
+    let mut peer = RawClient::connect(b.port(), WAIT).unwrap();
+    assert_eq!(
+        peer.handshake(PEER.0, PEER.1, WAIT).unwrap().result_code(),
+        Some(2001)
+    );
+    wait_peer_open(&ctl);
+    let w = spawn_worker(
+        dir,
+        "w-unanswered",
+        &ctl,
+        "unanswered",
+        "",
+        &[("DMB_TIMEOUT_MS", timeout_ms.to_string())],
+    );
+    let req = peer
+        .read_until(WAIT, PEER, |m| {
+            m.is_request() && m.cmd_code == test_app::CMD
+        })
+        .unwrap();
+    (peer, w, req)
+}
+
 /// A script's request the peer answers only after its timeout: the script gets the timeout
 /// (class -2) once, and the late answer is dropped, logged and counted
 /// (`dmbridge_events_total{event="answer_unmatched"}`), never delivered.
@@ -2329,26 +2345,7 @@ fn a_late_answer_to_a_scripts_request_is_dropped_logged_and_counted() {
     let mport = free_port();
     let metrics = format!("\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n");
     let mut b = Bridge::start(dir.path(), &options(free_port(), &metrics));
-    let ctl = control_socket(&b);
-    let mut peer = RawClient::connect(b.port(), WAIT).unwrap();
-    assert_eq!(
-        peer.handshake(PEER.0, PEER.1, WAIT).unwrap().result_code(),
-        Some(2001)
-    );
-    wait_peer_open(&ctl);
-    let w = spawn_worker(
-        dir.path(),
-        "w-late-answer",
-        &ctl,
-        "unanswered",
-        "",
-        &[("DMB_TIMEOUT_MS", "300".into())],
-    );
-    let req = peer
-        .read_until(WAIT, PEER, |m| {
-            m.is_request() && m.cmd_code == test_app::CMD
-        })
-        .unwrap();
+    let (mut peer, w, req) = peer_holding_a_scripts_request(dir.path(), &b, 300);
     let done = wait_worker_lines(&w, "W done ", 1);
     assert!(done[0].contains("class=-2"), "{done:?}");
     peer.send(&answer_to(&req, 2001, PEER.0, PEER.1, &[]))
@@ -2378,25 +2375,7 @@ fn a_late_answer_to_a_scripts_request_is_dropped_logged_and_counted() {
 fn a_scripts_request_lost_with_its_only_peer_ends_as_no_answer_not_as_not_sent() {
     let dir = TestDir::new("shm-peer-lost");
     let mut b = Bridge::start(dir.path(), &options(free_port(), ""));
-    let ctl = control_socket(&b);
-    let mut peer = RawClient::connect(b.port(), WAIT).unwrap();
-    assert_eq!(
-        peer.handshake(PEER.0, PEER.1, WAIT).unwrap().result_code(),
-        Some(2001)
-    );
-    wait_peer_open(&ctl);
-    let w = spawn_worker(
-        dir.path(),
-        "w-peer-lost",
-        &ctl,
-        "unanswered",
-        "",
-        &[("DMB_TIMEOUT_MS", "20000".into())],
-    );
-    peer.read_until(WAIT, PEER, |m| {
-        m.is_request() && m.cmd_code == test_app::CMD
-    })
-    .unwrap();
+    let (peer, w, _) = peer_holding_a_scripts_request(dir.path(), &b, 20_000);
     drop(peer);
     let done = wait_worker_lines(&w, "W done ", 1);
     assert!(done[0].contains("class=-2"), "{done:?}");
@@ -2432,13 +2411,7 @@ fn a_full_pending_table_answers_3004_counts_it_and_drains() {
     let holder = spawn_worker(dir.path(), "w-hold", &ctl, "hold", TA_EVENT, &[]);
     wait_log_count(&mut b, " handles [", 1);
     let mut c = client(&b);
-    let ids: Vec<u32> = (0..N)
-        .map(|i| {
-            let (req, id) = ta_request(&mut c, &format!("client;pf;{i}"), &[]);
-            c.send(&req).unwrap();
-            id
-        })
-        .collect();
+    let ids = send_requests(&mut c, "pf", N);
     let busy = collect_answers(&mut c, &ids[LIMIT..], WAIT);
     assert_eq!(codes_of(&busy), HashMap::from([(3004, N - LIMIT)]));
     assert!(busy.values().all(|m| m.flags & flags::ERROR != 0));

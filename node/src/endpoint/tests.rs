@@ -766,14 +766,20 @@ fn stop_waits_for_the_application_to_answer_the_peer_before_dpr() {
     assert!(net.nodes[1].core.is_finished());
 }
 
+/// A client and a holding server that both wait 300 s (the client's answer timeout, the
+/// server's reply timeout): only what a test does ends a request.
+fn patient_net() -> Net {
+    let long = |c: &mut Config| c.timers.answer_timeout = Duration::from_secs(300);
+    let patient = |c: &mut Config| c.app.reply_timeout = Duration::from_secs(300);
+    net_cfg(&[Behaviour::Hold], long, patient)
+}
+
 #[test]
 fn stop_answers_what_the_application_still_holds_at_the_drain_timeout_before_dpr() {
     // The server's application never answers within the drain time (its reply timeout is
     // longer): at the drain timeout the request is answered 5012 once, before the DPR, and
     // the application's late reply sends nothing more.
-    let patient = |c: &mut Config| c.app.reply_timeout = Duration::from_secs(300);
-    let long = |c: &mut Config| c.timers.answer_timeout = Duration::from_secs(300);
-    let mut net = net_cfg(&[Behaviour::Hold], long, patient);
+    let mut net = patient_net();
     let mut p = net.submit(0, 3);
     net.nodes[1].core.stop(net.now);
     net.run();
@@ -840,10 +846,8 @@ fn retransmitted_to(net: &Net, j: usize) -> usize {
 
 #[test]
 fn watchdog_suspicion_without_alternate_keeps_waiting_for_the_answer() {
-    let long = |c: &mut Config| c.timers.answer_timeout = Duration::from_secs(300);
     // The server's application takes its time too (no 5012 while the link is silent).
-    let patient = |c: &mut Config| c.app.reply_timeout = Duration::from_secs(300);
-    let mut net = net_cfg(&[Behaviour::Hold], long, patient);
+    let mut net = patient_net();
     let mut p = net.submit(0, 8);
     net.muted.insert(1);
     // Past SUSPECT (2 Tw ~ 60 s) but before DOWN (3 Tw ~ 90 s).
