@@ -1469,3 +1469,65 @@ fn operator_peer_commands_refuse_unknown_hosts_and_needless_enables() {
         "no peer named hss1"
     );
 }
+
+/// Counts what the core reports as refusals and events (by label).
+#[derive(Clone, Default)]
+struct Counted(Arc<std::sync::Mutex<Vec<&'static str>>>);
+
+impl Observer for Counted {
+    fn refusal(&mut self, cause: &'static str) {
+        self.0.lock().unwrap().push(cause);
+    }
+    fn event(&mut self, event: &'static str) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+impl Counted {
+    fn count(&self, label: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| **l == label)
+            .count()
+    }
+}
+
+/// The client's requests as they went out (CCRs), in order.
+fn ccrs_sent(net: &Net) -> Vec<&Message> {
+    net.seen
+        .iter()
+        .filter(|s| s.from == 0 && s.msg.header.code == CCR && s.msg.is_request())
+        .map(|s| &s.msg)
+        .collect()
+}
+
+#[test]
+fn an_unmatched_answer_is_dropped_and_counted() {
+    // RFC 6733 §6.2: an answer whose hop-by-hop id matches no pending request is
+    // discarded; DESIGN §10: every refusal is counted.
+    let mut net = net(&[Behaviour::Hold]);
+    let counted = Counted::default();
+    net.nodes[0].core.set_observer(Box::new(counted.clone()));
+    let mut p = net.submit(0, 1);
+    let req = ccrs_sent(&net)[0].clone();
+    let (&(_, client_conn), _) = net.links.iter().find(|((n, _), _)| *n == 0).unwrap();
+    let mut h = req.header.answer();
+    h.hop_by_hop ^= 0x5a5a;
+    let mut w = MessageWriter::new(h);
+    w.str(263, M, 0, req.session_id().unwrap());
+    w.u32(268, M, 0, 2001);
+    w.str(264, M, 0, "s1.example.net");
+    w.str(296, M, 0, "example.net");
+    let now = net.now;
+    net.nodes[0]
+        .core
+        .frame(client_conn, w.finish().unwrap(), now);
+    net.run();
+    assert!(answered(&mut p).is_none());
+    assert_eq!(counted.count("answer_unmatched"), 1);
+    net.release(1);
+    assert!(answered(&mut p).unwrap().is_ok());
+    assert_eq!(counted.count("answer_unmatched"), 1);
+}
