@@ -24,7 +24,7 @@ use dmproto::result_code as rc;
 use dmproto::Message;
 use std::borrow::Cow;
 
-use dmproto::avp_code::{DESTINATION_HOST, DESTINATION_REALM, ROUTE_RECORD};
+use dmproto::avp_code::{DESTINATION_HOST, DESTINATION_REALM, REDIRECT_HOST, ROUTE_RECORD};
 
 /// The outcome of the §6.1 decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,6 +152,34 @@ pub fn restored(answer: &Bytes, original_hop_by_hop: u32) -> Bytes {
     crate::pending::with_hop_by_hop(answer, original_hop_by_hop)
 }
 
+/// The hosts a 3006 DIAMETER_REDIRECT_INDICATION answer names, in order: the FQDN of each
+/// Redirect-Host (§6.12), a DiameterURI (§4.3.1: `"aaa://" / "aaas://"` FQDN, then an
+/// optional `:port` and `;transport=` / `;protocol=` parameters). A value without the scheme
+/// is read as a bare identity, as some agents send it.
+pub fn redirect_hosts(answer: &Message) -> Vec<String> {
+    answer
+        .avp_refs()
+        .map_while(Result::ok)
+        .filter(|a| a.code == REDIRECT_HOST && a.vendor == 0)
+        .filter_map(|a| std::str::from_utf8(a.data).ok().map(uri_host))
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The FQDN of a DiameterURI (see [`redirect_hosts`]).
+fn uri_host(uri: &str) -> &str {
+    let rest = ["aaas://", "aaa://"]
+        .iter()
+        .find_map(|scheme| {
+            uri.get(..scheme.len())
+                .filter(|s| s.eq_ignore_ascii_case(scheme))
+                .map(|_| &uri[scheme.len()..])
+        })
+        .unwrap_or(uri);
+    rest.split([':', ';', '/']).next().unwrap_or("")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +243,23 @@ mod tests {
         let f2 = Message::decode(forwarded(&fwd, "relay1.x", 65536).unwrap()).unwrap();
         assert_eq!(route_records(&f2), ["client.example.net", "relay1.x"]);
         assert!(forwarded(&fwd, "relay1.x", fwd.len() + 4).is_none());
+    }
+
+    #[test]
+    fn redirect_hosts_are_the_fqdns_of_the_uris() {
+        let mut w = MessageWriter::new(Header::request(272, 4, 7, 8).answer());
+        for uri in [
+            "aaa://hss1.example.net:3868;transport=tcp;protocol=diameter",
+            "AAAS://hss2.example.net;transport=sctp",
+            "hss3.example.net",
+            "aaa://",
+        ] {
+            w.str(REDIRECT_HOST, AvpFlags::M, 0, uri);
+        }
+        let m = Message::decode(w.finish().unwrap()).unwrap();
+        assert_eq!(
+            redirect_hosts(&m),
+            ["hss1.example.net", "hss2.example.net", "hss3.example.net"]
+        );
     }
 }

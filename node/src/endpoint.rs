@@ -902,6 +902,9 @@ impl Endpoint {
                             code,
                             Some(waited),
                         );
+                        let Some(entry) = self.try_elsewhere(entry, &msg, code, now) else {
+                            return;
+                        };
                         // Its buffer is kept for the next request, once written.
                         self.requests.give(entry.data.request);
                         self.complete_after(entry.data.owner, Ok(msg), Some(waited));
@@ -1678,6 +1681,80 @@ impl Endpoint {
                 }
             }
         }
+    }
+
+    /// RFC 6733 §7.1.3: protocol errors that ask the sender to try another peer. Returns the
+    /// entry when the answer stays the request's outcome, `None` when the request went on.
+    ///
+    /// - 3004 DIAMETER_TOO_BUSY: "When returned, a Diameter node SHOULD attempt to send the
+    ///   message to an alternate peer": to one the router chooses among those the request has
+    ///   not been to. Also when the request names the busy node in Destination-Host: the
+    ///   RFC makes no exception ("This error MUST only be used when a specific server is
+    ///   requested", so that is its usual case), and freeDiameter 1.2.1's rt_busypeers does
+    ///   the same (see tests/tests/scale_out.rs). DESIGN §9's "does not [re-route] when it
+    ///   was" the Destination-Host is not followed here: an alternate agent may still reach
+    ///   the host, and a server that is not it answers 3002.
+    /// - 3006 DIAMETER_REDIRECT_INDICATION: "the initiator of the request SHOULD direct the
+    ///   request directly to the server" named in Redirect-Host (§6.12: "SHOULD forward the
+    ///   request directly to one of the hosts identified in these AVPs"): the first that is
+    ///   a peer of ours, open, carrying the application and not tried yet. A host we have
+    ///   no connection to cannot be reached (no dynamic peer discovery here), and the 3006
+    ///   goes to the requester. Redirect-Host-Usage caching is not kept (see below).
+    ///
+    /// The request goes unchanged but for its hop-by-hop id, without the T flag (§3: T marks
+    /// requests "not yet acknowledged"; this one was answered). A relayed request is handled
+    /// the same way (§6.1.8: the relay "MUST" route it like its own). Without an alternate,
+    /// past its deadline or while stopping, the answer is the outcome as it came.
+    ///
+    /// Not done: §6.12's "The server contained in the selected Redirect-Host AVP SHOULD be
+    /// used for all messages matching the criteria set by the Redirect-Host-Usage AVP" — a
+    /// redirect cache (§6.13, §6.14); each redirected request is redirected on its own.
+    fn try_elsewhere(
+        &mut self,
+        entry: PendingEntry<Inflight>,
+        answer: &Message,
+        code: u32,
+        now: Instant,
+    ) -> Option<PendingEntry<Inflight>> {
+        use dmproto::result_code as rc;
+        if !answer.header.flags.is_error()
+            || !matches!(
+                code,
+                rc::DIAMETER_TOO_BUSY | rc::DIAMETER_REDIRECT_INDICATION
+            )
+            || self.stopping
+            || now >= entry.deadline
+        {
+            return Some(entry);
+        }
+        let target = if code == rc::DIAMETER_TOO_BUSY {
+            self.route_stored(&entry.data).ok()
+        } else {
+            let app = entry.data.app_id;
+            delivery::redirect_hosts(answer)
+                .iter()
+                .filter_map(|h| self.peers.by_host(h))
+                .filter(|p| !entry.data.tried.with_slice(|t| t.contains(p)))
+                .filter(|p| self.router.carries(*p, app))
+                .find_map(|p| Some((p, self.peers.get(p)?.send_target()?)))
+        };
+        let Some((peer, conn)) = target else {
+            return Some(entry);
+        };
+        self.observer.event(if code == rc::DIAMETER_TOO_BUSY {
+            "busy_resent"
+        } else {
+            "redirected"
+        });
+        tracing::debug!(
+            result_code = code,
+            from = origin_host(answer),
+            to = self.peers.get(peer).map_or("", |p| p.host()),
+            "request sent to an alternate peer"
+        );
+        let (deadline, e2e) = (entry.deadline, entry.end_to_end);
+        self.send_to(entry.data, peer, conn, deadline, e2e, None);
+        None
     }
 
     /// `dmbridge ctl peer disable`: the peer drains (no new requests are routed to it, its

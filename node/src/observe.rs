@@ -89,7 +89,9 @@ pub trait Observer: Send {
     /// refused, a framing error. `cause` is a short snake_case label.
     fn refusal(&mut self, _cause: &'static str) {}
     /// "duplicate" (answered from the duplicate cache), "failover" (a connection's pending
-    /// requests moved), "retransmission" (one request sent again with the T flag).
+    /// requests moved), "retransmission" (one request sent again with the T flag),
+    /// "busy_resent" / "redirected" (a request answered 3004 / 3006 sent to another peer,
+    /// RFC 6733 §7.1.3).
     fn event(&mut self, _event: &'static str) {}
     /// The application replied to an incoming request this long after it was handed over
     /// (the SIP-server script's reply time, through the shared-memory seam).

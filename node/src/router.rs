@@ -219,6 +219,13 @@ impl Router {
         info.apps = AppSet::default();
     }
 
+    /// Whether the peer may take a request of application `app` now: usable, and it
+    /// advertised the application (for a request sent to a named peer, not chosen by
+    /// [`Router::route`]: the host a 3006 answer redirects to, RFC 6733 §6.12).
+    pub fn carries(&self, id: PeerId, app: u32) -> bool {
+        self.eligible(id, app, &[])
+    }
+
     /// Whether [`Router::route`] may choose the peer now.
     pub fn is_usable(&self, id: PeerId) -> bool {
         self.info(id).is_some_and(|p| p.usable)

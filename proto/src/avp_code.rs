@@ -43,6 +43,8 @@ pub const ROUTE_RECORD: u32 = 282;
 pub const DESTINATION_REALM: u32 = 283;
 /// Proxy-Info (RFC 6733 §6.7.2), Grouped.
 pub const PROXY_INFO: u32 = 284;
+/// Redirect-Host (RFC 6733 §6.12), DiameterURI: where a 3006 answer sends the request.
+pub const REDIRECT_HOST: u32 = 292;
 /// Destination-Host (RFC 6733 §6.5), DiameterIdentity.
 pub const DESTINATION_HOST: u32 = 293;
 /// Origin-Realm (RFC 6733 §6.4), DiameterIdentity.

@@ -24,6 +24,10 @@ enum Behaviour {
     Echo,
     /// Keep the request unanswered until the test releases it.
     Hold,
+    /// Answer 3004 DIAMETER_TOO_BUSY (E bit), as a loaded server or a DRA does.
+    Busy,
+    /// Answer 3006 DIAMETER_REDIRECT_INDICATION naming this host in Redirect-Host.
+    Redirect(&'static str),
 }
 
 struct Node {
@@ -234,6 +238,14 @@ impl Net {
                         self.nodes[i].core.reply(token, &reply, now);
                     }
                     Behaviour::Hold => self.nodes[i].held.push(token),
+                    Behaviour::Busy => {
+                        let reply = Reply::Answer(error_body(3004, None));
+                        self.nodes[i].core.reply(token, &reply, now);
+                    }
+                    Behaviour::Redirect(to) => {
+                        let reply = Reply::Answer(error_body(3006, Some(to)));
+                        self.nodes[i].core.reply(token, &reply, now);
+                    }
                 }
             }
             Output::Outcome { id, result, waited } => {
@@ -386,6 +398,19 @@ fn echo_body(req: &Message) -> AnswerBody {
     AnswerBody {
         avps: w.finish().unwrap(),
         is_error: false,
+    }
+}
+
+/// A protocol-error reply (E bit) with `code`, and a Redirect-Host URI for `redirect`.
+fn error_body(code: u32, redirect: Option<&str>) -> AnswerBody {
+    let mut w = MessageWriter::avps_only();
+    w.u32(268, M, 0, code);
+    if let Some(h) = redirect {
+        w.str(292, M, 0, &format!("aaa://{h}:3868;transport=tcp"));
+    }
+    AnswerBody {
+        avps: w.finish().unwrap(),
+        is_error: true,
     }
 }
 
@@ -1530,4 +1555,92 @@ fn an_unmatched_answer_is_dropped_and_counted() {
     net.release(1);
     assert!(answered(&mut p).unwrap().is_ok());
     assert_eq!(counted.count("answer_unmatched"), 1);
+}
+
+#[test]
+fn a_too_busy_answer_sends_the_request_to_an_alternate_peer() {
+    // RFC 6733 §7.1.3, DIAMETER_TOO_BUSY: "When returned, a Diameter node SHOULD attempt to
+    // send the message to an alternate peer."
+    let mut net = net(&[Behaviour::Busy, Behaviour::Echo]);
+    let counted = Counted::default();
+    net.nodes[0].core.set_observer(Box::new(counted.clone()));
+    let mut ps: Vec<PendingAnswer> = (0..4).map(|n| net.submit(0, n)).collect();
+    for (n, p) in ps.iter_mut().enumerate() {
+        let a = answered(p).expect("one outcome").unwrap();
+        assert_eq!(a.find_u32(268, 0), Some(2001), "request {n}");
+        assert_eq!(a.find_u32(415, 0), Some(n as u32));
+    }
+    let busy = net.nodes[1].delivered.len();
+    assert!(busy >= 1, "some went to the busy s1 first");
+    assert_eq!(net.nodes[2].delivered.len(), 4, "s2 served them all");
+    assert_eq!(counted.count("busy_resent"), busy);
+    // The resent request is the same request (end-to-end id, AVPs), not a retransmission
+    // after a link failure: no T flag.
+    for m in &net.nodes[1].delivered {
+        let again: Vec<&Message> = net.nodes[2]
+            .delivered
+            .iter()
+            .filter(|d| d.header.end_to_end == m.header.end_to_end)
+            .collect();
+        assert_eq!(again.len(), 1);
+        assert!(!again[0].header.flags.is_retransmit());
+        assert_eq!(again[0].session_id(), m.session_id());
+    }
+}
+
+#[test]
+fn a_too_busy_answer_without_alternate_reaches_the_requester() {
+    // No alternate peer: the 3004 answer is the outcome, once.
+    let mut net = net(&[Behaviour::Busy]);
+    let mut p = net.submit(0, 1);
+    let a = answered(&mut p).expect("one outcome").unwrap();
+    assert_eq!(a.find_u32(268, 0), Some(3004));
+    assert!(a.header.flags.is_error());
+    // Every peer busy: each tried once, then the last 3004 is the outcome.
+    let mut two = net_cfg(&[Behaviour::Busy, Behaviour::Busy], |_| {}, |_| {});
+    let mut p = two.submit(0, 2);
+    let a = answered(&mut p).expect("one outcome").unwrap();
+    assert_eq!(a.find_u32(268, 0), Some(3004));
+    assert_eq!(two.nodes[1].delivered.len(), 1);
+    assert_eq!(two.nodes[2].delivered.len(), 1);
+}
+
+#[test]
+fn a_redirect_indication_sends_the_request_to_the_redirect_host() {
+    // RFC 6733 §6.12: "the receiving Diameter node SHOULD forward the request directly to
+    // one of the hosts identified in these AVPs". s1 alone is in the realm table; it
+    // redirects to s3, a peer of ours.
+    let only_s1 = |c: &mut Config| c.routes[0].peers = vec!["s1.example.net".into()];
+    let servers = [
+        Behaviour::Redirect("s3.example.net"),
+        Behaviour::Echo,
+        Behaviour::Echo,
+    ];
+    let mut net = net_cfg(&servers, only_s1, |_| {});
+    let counted = Counted::default();
+    net.nodes[0].core.set_observer(Box::new(counted.clone()));
+    let mut p = net.submit(0, 5);
+    let a = answered(&mut p).expect("one outcome").unwrap();
+    assert_eq!(a.find_u32(268, 0), Some(2001));
+    assert_eq!(a.find_ref(264, 0).unwrap().data, b"s3.example.net");
+    assert_eq!(net.nodes[1].delivered.len(), 1);
+    assert_eq!(net.nodes[2].delivered.len(), 0);
+    assert_eq!(net.nodes[3].delivered.len(), 1);
+    assert_eq!(counted.count("redirected"), 1);
+    let sent = ccrs_sent(&net);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].header.end_to_end, sent[1].header.end_to_end);
+    assert!(!sent[1].header.flags.is_retransmit());
+
+    // A Redirect-Host we have no connection to: the 3006 reaches the requester as it came.
+    let servers = [
+        Behaviour::Redirect("elsewhere.example.org"),
+        Behaviour::Echo,
+    ];
+    let mut net = net_cfg(&servers, only_s1, |_| {});
+    let mut p = net.submit(0, 6);
+    let a = answered(&mut p).expect("one outcome").unwrap();
+    assert_eq!(a.find_u32(268, 0), Some(3006));
+    assert!(a.header.flags.is_error());
+    assert_eq!(net.nodes[2].delivered.len(), 0);
 }
