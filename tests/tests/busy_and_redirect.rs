@@ -1,0 +1,193 @@
+//! RFC 6733 §7.1.3 against real peers: a request the node sends on (here as a relay agent,
+//! §6.1.8) that is answered 3004 DIAMETER_TOO_BUSY ("When returned, a Diameter node SHOULD
+//! attempt to send the message to an alternate peer") or 3006 DIAMETER_REDIRECT_INDICATION
+//! ("the initiator of the request SHOULD direct the request directly to the server", §6.12:
+//! "SHOULD forward the request directly to one of the hosts identified in these AVPs") goes
+//! to that other peer, and its requester gets that peer's answer, once.
+//!
+//! The node under test, `edge.test.local` (realm `edge.local`), relays test_app requests for
+//! realm `test.local` to two peers: `busy.test.local`, another `dmbridge run` with no SIP
+//! worker attached (it answers every request 3004, DESIGN §9), and freeDiameter 1.2.1's
+//! test_app server, which answers 2001. Requests for realm `redirect.local` go to a raw peer
+//! that answers 3006 naming another raw peer, `target.test.local`, in Redirect-Host.
+//!
+//! (Erlang/OTP `diameter` is no target here: with its default `strict_mbit` it answers 5001
+//! to a relayed request, whose Route-Record carries the M bit as RFC 6733 §4.5 requires but
+//! which dia_peer's test_app grammar lists only under `* [ AVP ]`.)
+
+use std::time::Duration;
+
+use harness::bridge::{Bridge, BridgeOptions, BridgePeer};
+use harness::peers::freediameter::FreeDiameter;
+use harness::prometheus::http_get;
+use harness::wait::poll_until;
+use harness::wire::{answer_to, test_app, Avp, RawClient, RawMessage, TestRequest};
+use harness::{free_port, wait_for_port, TestDir};
+
+const EDGE: (&str, &str) = ("edge.test.local", "edge.local");
+const CLIENT: (&str, &str) = ("client.client.local", "client.local");
+const REDIR: (&str, &str) = ("redir.test.local", "test.local");
+const TARGET: (&str, &str) = ("target.test.local", "target.local");
+const BUSY: &str = "busy.test.local";
+const FD: &str = "server.test.local";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The value of the metric line starting with `line` (e.g. `name{labels}`), 0 if absent.
+fn metric(mport: u16, line: &str) -> f64 {
+    let (_, body) = http_get(mport, "/metrics", Duration::from_secs(5)).unwrap_or_default();
+    body.lines()
+        .find_map(|l| l.strip_prefix(line))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn test_request(c: &mut RawClient, sid: &str, realm: &str, n: i32) -> (Vec<u8>, u32) {
+    let id = c.next_id();
+    let req = TestRequest {
+        session_id: sid,
+        origin_host: CLIENT.0,
+        origin_realm: CLIENT.1,
+        dest_realm: realm,
+        dest_host: None,
+        test_avp: n,
+    };
+    (req.encode(id, id), id)
+}
+
+fn is_test_request(m: &RawMessage) -> bool {
+    m.is_request() && m.cmd_code == test_app::CMD
+}
+
+#[test]
+fn requests_answered_3004_or_3006_go_to_the_alternate_peer() {
+    let dir = TestDir::new("busy-and-redirect");
+    let fd_port = free_port();
+    let _fd = FreeDiameter::server(dir.path(), fd_port);
+    // The busy node validates what it gets: it must know test_app's Test-AVP (M bit), or it
+    // answers 5001 before it would find no worker.
+    let dict = dir.path().join("test_app.dict");
+    std::fs::write(
+        &dict,
+        format!(
+            "VENDOR {v} TestVendor\nATTRIBUTE Test-AVP {a} integer32 {v}\n",
+            v = test_app::VENDOR_ID,
+            a = test_app::TEST_AVP
+        ),
+    )
+    .unwrap();
+    let busy_port = free_port();
+    let _busy = Bridge::start(
+        dir.path(),
+        &BridgeOptions {
+            origin_host: BUSY.into(),
+            port: busy_port,
+            dictionaries: vec![dict],
+            ..BridgeOptions::default()
+        },
+    );
+    let port = free_port();
+    let mport = free_port();
+    let peer = |host: &str, port| BridgePeer {
+        host: host.into(),
+        port,
+    };
+    let opts = BridgeOptions {
+        origin_host: EDGE.0.into(),
+        origin_realm: EDGE.1.into(),
+        port,
+        peers: vec![
+            peer(BUSY, Some(busy_port)),
+            peer(FD, Some(fd_port)),
+            peer(REDIR.0, None),
+            peer(TARGET.0, None),
+        ],
+        extra_toml: format!(
+            "\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n\n[routing]\nrelay = true\n\n\
+             [[routes]]\nrealm = \"test.local\"\npeers = [\"{BUSY}\", \"{FD}\"]\n\n\
+             [[routes]]\nrealm = \"redirect.local\"\npeers = [\"{}\"]\n",
+            REDIR.0
+        ),
+        ..BridgeOptions::default()
+    };
+    let _edge = Bridge::start(dir.path(), &opts);
+    wait_for_port(mport, WAIT).unwrap();
+    let mut redir = RawClient::connect(port, WAIT).unwrap();
+    let cea = redir.handshake(REDIR.0, REDIR.1, WAIT).expect("CEA");
+    assert_eq!(cea.result_code(), Some(2001));
+    let mut target = RawClient::connect(port, WAIT).unwrap();
+    let cea = target.handshake(TARGET.0, TARGET.1, WAIT).expect("CEA");
+    assert_eq!(cea.result_code(), Some(2001));
+    for host in [BUSY, FD, REDIR.0, TARGET.0] {
+        let up = format!("dmbridge_peer_up{{peer=\"{host}\"}}");
+        poll_until(&format!("{host} up"), WAIT, || {
+            (metric(mport, &up) == 1.0).then_some(())
+        })
+        .unwrap();
+    }
+    let mut client = RawClient::connect(port, WAIT).unwrap();
+    assert_eq!(
+        client
+            .handshake(CLIENT.0, CLIENT.1, WAIT)
+            .unwrap()
+            .result_code(),
+        Some(2001)
+    );
+
+    // 3004: the requests the edge sends to the busy node first come back from freeDiameter;
+    // none reaches the client as 3004.
+    for n in 0..4 {
+        let (req, hbh) = test_request(&mut client, &format!("c;busy;{n}"), "test.local", n);
+        let a = client.request(&req, hbh, CLIENT, WAIT).unwrap();
+        assert_eq!(a.result_code(), Some(2001), "request {n}: {a:?}");
+        assert_eq!(a.origin_host().as_deref(), Some(FD));
+    }
+    let resent = metric(mport, "dmbridge_events_total{event=\"busy_resent\"}");
+    assert!(resent >= 1.0, "no request went to the busy node first");
+
+    // 3006: the redirect agent names the target, which gets the same request (end-to-end
+    // id, AVPs; no T flag) and answers.
+    let (req, hbh) = test_request(&mut client, "c;redirect;1", "redirect.local", 9);
+    client.send(&req).unwrap();
+    let got = redir
+        .read_until(WAIT, REDIR, is_test_request)
+        .expect("the request at the redirect agent");
+    let uri = Avp::str(292, &format!("aaa://{}:3868;transport=tcp", TARGET.0));
+    redir
+        .send(&answer_to(&got, 3006, REDIR.0, REDIR.1, &[uri]))
+        .unwrap();
+    let again = target
+        .read_until(WAIT, TARGET, is_test_request)
+        .expect("the redirected request at the target");
+    assert_eq!(again.e2e, got.e2e);
+    assert_eq!(again.flags, got.flags, "same flags: no T");
+    assert_eq!(again.bytes[20..], got.bytes[20..], "same AVPs");
+    target
+        .send(&answer_to(&again, 2001, TARGET.0, TARGET.1, &[]))
+        .unwrap();
+    let a = client
+        .read_until(WAIT, CLIENT, |m| !m.is_request() && m.hbh == hbh)
+        .unwrap();
+    assert_eq!(a.result_code(), Some(2001), "{a:?}");
+    assert_eq!(a.origin_host().as_deref(), Some(TARGET.0));
+    assert_eq!(a.e2e, hbh, "the client's end-to-end id");
+    assert_eq!(
+        metric(mport, "dmbridge_events_total{event=\"redirected\"}"),
+        1.0
+    );
+
+    // A Redirect-Host that is no peer of the edge: the 3006 reaches the client as it came.
+    let (req, hbh) = test_request(&mut client, "c;redirect;2", "redirect.local", 10);
+    client.send(&req).unwrap();
+    let got = redir
+        .read_until(WAIT, REDIR, is_test_request)
+        .expect("the request at the redirect agent");
+    let uri = Avp::str(292, "aaa://nowhere.test.local");
+    redir
+        .send(&answer_to(&got, 3006, REDIR.0, REDIR.1, &[uri]))
+        .unwrap();
+    let a = client
+        .read_until(WAIT, CLIENT, |m| !m.is_request() && m.hbh == hbh)
+        .unwrap();
+    assert_eq!(a.result_code(), Some(3006), "{a:?}");
+    assert_eq!(a.origin_host().as_deref(), Some(REDIR.0));
+}
