@@ -1157,6 +1157,19 @@ fn relay_detects_loops_and_answers_what_it_cannot_deliver() {
     let a = answered(&mut looped).unwrap().unwrap();
     assert_eq!(a.find_u32(268, 0), Some(3005), "DIAMETER_LOOP_DETECTED");
     assert!(a.header.flags.is_error());
+    // §6.1.7 predictive loop avoidance: the only next hop is already in Route-Record, so
+    // it is not chosen; no route, and the server sees nothing.
+    let mut predicted = net.submit_request(
+        0,
+        ccr_with(1, |w| {
+            w.str(283, M, 0, "far.net");
+            w.str(282, M, 0, "S2.far.net");
+        }),
+    );
+    net.run();
+    let a = answered(&mut predicted).unwrap().unwrap();
+    assert!(matches!(a.find_u32(268, 0), Some(3002 | 3003)), "{a:?}");
+    assert_eq!(net.nodes[2].delivered.len(), 0);
     let mut nowhere = net.submit_request(
         0,
         ccr_with(2, |w| {
