@@ -141,6 +141,7 @@ pub fn node(data: &[u8]) {
         fixed.validator.clone(),
         Seeds {
             start_secs: 1_700_000_000,
+            start_micros: 0,
             random: 0x5eed,
         },
     );

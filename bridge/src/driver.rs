@@ -129,6 +129,7 @@ fn seeds_from_clock() -> Seeds {
         std::collections::hash_map::RandomState::new().hash_one((t.as_nanos(), std::process::id()));
     Seeds {
         start_secs: t.as_secs() as u32,
+        start_micros: t.subsec_micros(),
         random,
     }
 }

@@ -255,6 +255,10 @@ impl Tried {
 pub struct Seeds {
     /// Seconds since the epoch at start: Origin-State-Id, Session-Id high part.
     pub start_secs: u32,
+    /// The microseconds within that second (0..1_000_000): where the Session-Id low part
+    /// starts ([`SessionIds::new`]), so two runs started within one second do not make the
+    /// same Session-Ids (RFC 6733 §8.8: "globally and eternally unique").
+    pub start_micros: u32,
     /// Randomness for hop-by-hop and end-to-end ids, the watchdog jitter and the seed of the
     /// duplicate cache's hasher (whose keys the peers choose): unpredictable in a running
     /// node.
@@ -361,7 +365,11 @@ impl Endpoint {
             ),
             answers: Arena::new(),
             requests: Pool::new(),
-            sessions: SessionIds::new(&config.node.origin_host, seeds.start_secs),
+            sessions: SessionIds::new(
+                &config.node.origin_host,
+                seeds.start_secs,
+                seeds.start_micros,
+            ),
             peers,
             conns: FxHashMap::default(),
             // RFC 6733 §3: the high 12 bits of end-to-end ids from the clock, the low 20

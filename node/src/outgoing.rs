@@ -40,12 +40,18 @@ pub struct SessionIds {
 }
 
 impl SessionIds {
-    /// `high` should differ per run (the start time in seconds is the RFC's suggestion).
-    pub fn new(origin_host: &str, high: u32) -> SessionIds {
+    /// `high` should differ per run: the start time in seconds, as RFC 6733 §8.8 recommends.
+    /// The low part starts from `start_micros` (the microseconds within that second) times
+    /// 4096, where the RFC's recommended method starts it at zero: two runs started in the
+    /// same second (a crash and a restart by systemd) would then make the same ids, which
+    /// §8.8 forbids ("MUST be globally and eternally unique"). Runs even 1 ms apart start
+    /// 4 million ids apart, more than a run that lasted under a second can make; 999_999 x
+    /// 4096 still leaves 199 million ids before the low part carries into the high one.
+    pub fn new(origin_host: &str, high: u32, start_micros: u32) -> SessionIds {
         SessionIds {
             host: origin_host.to_string(),
             high,
-            low: 0,
+            low: start_micros.min(999_999) << 12,
             last: String::new(),
         }
     }
@@ -313,7 +319,7 @@ mod tests {
             dict: Dictionary::builtin(),
             max_len: 65536,
         };
-        let mut sessions = SessionIds::new("bridge.example.net", 1700000000);
+        let mut sessions = SessionIds::new("bridge.example.net", 1700000000, 0);
         let req = OutgoingRequest {
             app_id,
             cmd_code: cmd,
@@ -390,11 +396,19 @@ mod tests {
 
     #[test]
     fn session_ids_are_unique() {
-        let mut s = SessionIds::new("h", 5);
+        let mut s = SessionIds::new("h", 5, 0);
         let a = s.next_id();
         let b = s.next_id();
         assert_ne!(a, b);
         assert_eq!(a, "h;5;1");
+        // Two runs started in the same second, 1 ms apart: the first would have to make
+        // four million ids before it met the second's first one.
+        let mut first = SessionIds::new("h", 5, 250_000);
+        let mut second = SessionIds::new("h", 5, 251_000);
+        assert_eq!(first.next_id(), "h;5;1024000001");
+        assert_eq!(second.next_id(), "h;5;1028096001");
+        // The last microsecond of a second still fits the low 32 bits.
+        assert_eq!(SessionIds::new("h", 5, 999_999).next_id(), "h;5;4095995905");
     }
 
     #[test]
@@ -413,7 +427,7 @@ mod tests {
             avps: Bytes::from_static(&[1, 2, 3]),
             timeout: None,
         };
-        let mut s = SessionIds::new("h", 1);
+        let mut s = SessionIds::new("h", 1, 0);
         assert!(matches!(
             build_request(&ctx, &req, 1, &mut s, BytesMut::new()),
             Err(RequestError::Invalid(_))

@@ -88,6 +88,7 @@ mode = "accept"
         let dict = dmproto::dict::Dictionary::builtin();
         let seeds = |i: u64| Seeds {
             start_secs: 1_700_000_000,
+            start_micros: 0,
             random: 77 + i,
         };
         let mut p = Pair {

@@ -143,6 +143,7 @@ impl Net {
         let i = self.nodes.len();
         let seeds = Seeds {
             start_secs: 1_700_000_000 + i as u32,
+            start_micros: 0,
             random: 77 + i as u64,
         };
         self.nodes.push(Node {
@@ -1455,6 +1456,7 @@ fn nothing_is_sent_on_a_connection_after_the_core_closed_it() {
     let cfg = config("ocs.example.net", &[], &["scscf.example.net"]);
     let seeds = Seeds {
         start_secs: 1_700_000_000,
+        start_micros: 0,
         random: 1,
     };
     let mut core = Endpoint::new(cfg, dmproto::dict::Dictionary::builtin(), seeds);
