@@ -58,6 +58,27 @@ fn is_test_request(m: &RawMessage) -> bool {
     m.is_request() && m.cmd_code == test_app::CMD
 }
 
+/// Sends a request for realm `redirect.local` and has the redirect agent answer it 3006
+/// naming `redirect_uri`; returns the request as the agent got it and the client's
+/// hop-by-hop id.
+fn redirected(
+    client: &mut RawClient,
+    redir: &mut RawClient,
+    sid: &str,
+    redirect_uri: &str,
+) -> (RawMessage, u32) {
+    let (req, hbh) = test_request(client, sid, "redirect.local", 9);
+    client.send(&req).unwrap();
+    let got = redir
+        .read_until(WAIT, REDIR, is_test_request)
+        .expect("the request at the redirect agent");
+    let uri = Avp::str(292, redirect_uri);
+    redir
+        .send(&answer_to(&got, 3006, REDIR.0, REDIR.1, &[uri]))
+        .unwrap();
+    (got, hbh)
+}
+
 #[test]
 fn requests_answered_3004_or_3006_go_to_the_alternate_peer() {
     let dir = TestDir::new("busy-and-redirect");
@@ -146,15 +167,8 @@ fn requests_answered_3004_or_3006_go_to_the_alternate_peer() {
 
     // 3006: the redirect agent names the target, which gets the same request (end-to-end
     // id, AVPs; no T flag) and answers.
-    let (req, hbh) = test_request(&mut client, "c;redirect;1", "redirect.local", 9);
-    client.send(&req).unwrap();
-    let got = redir
-        .read_until(WAIT, REDIR, is_test_request)
-        .expect("the request at the redirect agent");
-    let uri = Avp::str(292, &format!("aaa://{}:3868;transport=tcp", TARGET.0));
-    redir
-        .send(&answer_to(&got, 3006, REDIR.0, REDIR.1, &[uri]))
-        .unwrap();
+    let uri = format!("aaa://{}:3868;transport=tcp", TARGET.0);
+    let (got, hbh) = redirected(&mut client, &mut redir, "c;redirect;1", &uri);
     let again = target
         .read_until(WAIT, TARGET, is_test_request)
         .expect("the redirected request at the target");
@@ -176,15 +190,12 @@ fn requests_answered_3004_or_3006_go_to_the_alternate_peer() {
     );
 
     // A Redirect-Host that is no peer of the edge: the 3006 reaches the client as it came.
-    let (req, hbh) = test_request(&mut client, "c;redirect;2", "redirect.local", 10);
-    client.send(&req).unwrap();
-    let got = redir
-        .read_until(WAIT, REDIR, is_test_request)
-        .expect("the request at the redirect agent");
-    let uri = Avp::str(292, "aaa://nowhere.test.local");
-    redir
-        .send(&answer_to(&got, 3006, REDIR.0, REDIR.1, &[uri]))
-        .unwrap();
+    let (_, hbh) = redirected(
+        &mut client,
+        &mut redir,
+        "c;redirect;2",
+        "aaa://nowhere.test.local",
+    );
     let a = client
         .read_until(WAIT, CLIENT, |m| !m.is_request() && m.hbh == hbh)
         .unwrap();

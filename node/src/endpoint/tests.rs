@@ -742,6 +742,8 @@ fn too_many_requests_in_the_application_is_3004() {
 #[test]
 fn an_answer_must_match_its_request_to_complete_it() {
     let mut net = net(&[Behaviour::Hold]);
+    let counted = Counted::default();
+    net.nodes[0].core.set_observer(Box::new(counted.clone()));
     let mut p = net.submit(0, 1);
     let req = net
         .seen
@@ -750,14 +752,18 @@ fn an_answer_must_match_its_request_to_complete_it() {
         .map(|s| s.msg.clone())
         .unwrap();
     let (&(_, client_conn), _) = net.links.iter().find(|((n, _), _)| *n == 0).unwrap();
-    // Same hop-by-hop id, wrong end-to-end id, then wrong command: both ignored.
-    for (code, e2e) in [
-        (CCR, req.header.end_to_end ^ 1),
-        (271, req.header.end_to_end),
+    // Same hop-by-hop id, wrong end-to-end id, then wrong command, then a hop-by-hop id
+    // nothing waits for: all dropped (RFC 6733 §6.2) and counted (DESIGN §10).
+    let (hbh, e2e) = (req.header.hop_by_hop, req.header.end_to_end);
+    for (code, hop_by_hop, end_to_end) in [
+        (CCR, hbh, e2e ^ 1),
+        (271, hbh, e2e),
+        (CCR, hbh ^ 0x5a5a, e2e),
     ] {
         let mut h = req.header.answer();
         h.code = code;
-        h.end_to_end = e2e;
+        h.hop_by_hop = hop_by_hop;
+        h.end_to_end = end_to_end;
         let mut w = MessageWriter::new(h);
         w.str(263, M, 0, req.session_id().unwrap());
         w.u32(268, M, 0, 2001);
@@ -773,8 +779,10 @@ fn an_answer_must_match_its_request_to_complete_it() {
             "a mismatched answer completed the request"
         );
     }
+    assert_eq!(counted.count("answer_unmatched"), 3);
     net.release(1);
     assert!(answered(&mut p).unwrap().is_ok());
+    assert_eq!(counted.count("answer_unmatched"), 3);
 }
 
 #[test]
@@ -1144,31 +1152,28 @@ fn relay_does_not_forward_a_request_whose_p_bit_is_clear() {
     );
 }
 
-#[test]
-fn relay_detects_loops_and_answers_what_it_cannot_deliver() {
-    let mut net = relay_net();
-    let mut looped = net.submit_request(
+/// The answer to a request for far.net that already went through `record`.
+fn relayed_after(net: &mut Net, record: &str) -> Message {
+    let mut p = net.submit_request(
         0,
         ccr_with(1, |w| {
             w.str(283, M, 0, "far.net");
-            w.str(282, M, 0, "RELAY.example.net");
+            w.str(282, M, 0, record);
         }),
     );
     net.run();
-    let a = answered(&mut looped).unwrap().unwrap();
+    answered(&mut p).unwrap().unwrap()
+}
+
+#[test]
+fn relay_detects_loops_and_answers_what_it_cannot_deliver() {
+    let mut net = relay_net();
+    let a = relayed_after(&mut net, "RELAY.example.net");
     assert_eq!(a.find_u32(268, 0), Some(3005), "DIAMETER_LOOP_DETECTED");
     assert!(a.header.flags.is_error());
     // §6.1.7 predictive loop avoidance: the only next hop is already in Route-Record, so
     // it is not chosen; no route, and the server sees nothing.
-    let mut predicted = net.submit_request(
-        0,
-        ccr_with(1, |w| {
-            w.str(283, M, 0, "far.net");
-            w.str(282, M, 0, "S2.far.net");
-        }),
-    );
-    net.run();
-    let a = answered(&mut predicted).unwrap().unwrap();
+    let a = relayed_after(&mut net, "S2.far.net");
     assert!(matches!(a.find_u32(268, 0), Some(3002 | 3003)), "{a:?}");
     assert_eq!(net.nodes[2].delivered.len(), 0);
     let mut nowhere = net.submit_request(
@@ -1541,35 +1546,6 @@ fn ccrs_sent(net: &Net) -> Vec<&Message> {
         .filter(|s| s.from == 0 && s.msg.header.code == CCR && s.msg.is_request())
         .map(|s| &s.msg)
         .collect()
-}
-
-#[test]
-fn an_unmatched_answer_is_dropped_and_counted() {
-    // RFC 6733 §6.2: an answer whose hop-by-hop id matches no pending request is
-    // discarded; DESIGN §10: every refusal is counted.
-    let mut net = net(&[Behaviour::Hold]);
-    let counted = Counted::default();
-    net.nodes[0].core.set_observer(Box::new(counted.clone()));
-    let mut p = net.submit(0, 1);
-    let req = ccrs_sent(&net)[0].clone();
-    let (&(_, client_conn), _) = net.links.iter().find(|((n, _), _)| *n == 0).unwrap();
-    let mut h = req.header.answer();
-    h.hop_by_hop ^= 0x5a5a;
-    let mut w = MessageWriter::new(h);
-    w.str(263, M, 0, req.session_id().unwrap());
-    w.u32(268, M, 0, 2001);
-    w.str(264, M, 0, "s1.example.net");
-    w.str(296, M, 0, "example.net");
-    let now = net.now;
-    net.nodes[0]
-        .core
-        .frame(client_conn, w.finish().unwrap(), now);
-    net.run();
-    assert!(answered(&mut p).is_none());
-    assert_eq!(counted.count("answer_unmatched"), 1);
-    net.release(1);
-    assert!(answered(&mut p).unwrap().is_ok());
-    assert_eq!(counted.count("answer_unmatched"), 1);
 }
 
 #[test]
