@@ -664,8 +664,8 @@ impl Recorder {
         );
     }
 
-    /// A protocol event: "duplicate", "retransmission", "failover", "busy_resent",
-    /// "redirected".
+    /// A protocol event: "duplicate", "retransmission", "failover", "answer_unmatched",
+    /// "busy_resent", "redirected".
     pub fn event(&mut self, event: &'static str) {
         inc_cached(&mut self.events, event, &self.m.events, || EventLabels {
             event: event.to_string(),

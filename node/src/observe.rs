@@ -90,7 +90,7 @@ pub trait Observer: Send {
     fn refusal(&mut self, _cause: &'static str) {}
     /// "duplicate" (answered from the duplicate cache), "failover" (a connection's pending
     /// requests moved), "retransmission" (one request sent again with the T flag),
-    /// "busy_resent" / "redirected" (a request answered 3004 / 3006 sent to another peer,
+    /// "answer_unmatched" (an answer no request of ours waits for, dropped), "busy_resent" / "redirected" (a request answered 3004 / 3006 sent to another peer,
     /// RFC 6733 §7.1.3).
     fn event(&mut self, _event: &'static str) {}
     /// The application replied to an incoming request this long after it was handed over
