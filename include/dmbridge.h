@@ -86,7 +86,8 @@
 
 /**
  * Answer class: no answer within the timeout, or none coming (its connection was lost after
- * sending and no alternate peer could take it): the peer may have acted on it.
+ * sending and no alternate peer could take it, or the bridge stopped first): the peer may
+ * have acted on it.
  */
 #define DMB_ANSWER_TIMEOUT -2
 

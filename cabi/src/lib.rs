@@ -60,7 +60,8 @@ pub const DMB_ANSWER_SUCCESS: c_int = 1;
 /// Answer class: an answer with an error Result-Code.
 pub const DMB_ANSWER_ERROR: c_int = -1;
 /// Answer class: no answer within the timeout, or none coming (its connection was lost after
-/// sending and no alternate peer could take it): the peer may have acted on it.
+/// sending and no alternate peer could take it, or the bridge stopped first): the peer may
+/// have acted on it.
 pub const DMB_ANSWER_TIMEOUT: c_int = -2;
 /// Answer class: not sent (bad JSON, no route, bridge down, too big, busy).
 pub const DMB_ANSWER_NOT_SENT: c_int = -3;

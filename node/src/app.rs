@@ -102,7 +102,8 @@ pub enum RequestError {
     /// The request itself is unusable (bad AVPs, too large).
     #[error("invalid request: {0}")]
     Invalid(String),
-    /// The node stopped (or is stopping) before an answer came.
+    /// The node stopped (or is stopping) before the request was sent (a request that was
+    /// sent ends in [`RequestError::ConnectionLost`] instead).
     #[error("the node is down")]
     NodeDown,
     /// Sent, but its connection was lost before the answer and no alternate peer could take

@@ -535,7 +535,9 @@ impl Endpoint {
     /// Fails whatever is still pending (the driver gives up waiting).
     pub fn abandon(&mut self) {
         for e in self.pending.take_all() {
-            self.complete(e.data.owner, Err(RequestError::NodeDown));
+            // Sent already: "no answer" (the peer may have acted on it), not NodeDown.
+            let why = "the node stopped before its answer came".to_string();
+            self.complete(e.data.owner, Err(RequestError::ConnectionLost(why)));
         }
         for conn in self.conns.keys().copied().collect::<Vec<_>>() {
             self.close(conn);
@@ -1635,7 +1637,9 @@ impl Endpoint {
         for e in lost {
             let (deadline, e2e, n) = (e.deadline, e.end_to_end, e.retransmissions);
             if self.stopping {
-                self.complete(e.data.owner, Err(RequestError::NodeDown));
+                // Sent already: "no answer", not NodeDown (which says it never went out).
+                let why = "the node is stopping".to_string();
+                self.complete(e.data.owner, Err(RequestError::ConnectionLost(why)));
             } else if now >= deadline {
                 self.complete(e.data.owner, Err(RequestError::Timeout));
             } else {

@@ -2449,3 +2449,30 @@ fn a_full_pending_table_answers_3004_counts_it_and_drains() {
         Some(2001)
     );
 }
+
+/// SIGTERM while the peer holds a script's request past the drain time: the bridge sends DPR
+/// (RFC 6733 §5.4) and the request ends for the script as "no answer" (class -2: it went out,
+/// the peer may have acted on it), not "not sent" (-3); the bridge exits.
+#[test]
+fn sigterm_with_a_scripts_request_at_the_peer_ends_it_as_no_answer() {
+    let dir = TestDir::new("shm-sigterm-out");
+    let mut opts = options(free_port(), "");
+    opts.timers.push(("drain_timeout".into(), "1s".into()));
+    opts.timers.push(("dpa_timeout".into(), "2s".into()));
+    let mut b = Bridge::start(dir.path(), &opts);
+    let (mut peer, w, _) = peer_holding_a_scripts_request(dir.path(), &b, 20_000);
+    b.guard().signal(Sig::Term).unwrap();
+    let dpr = peer
+        .read_until(WAIT, PEER, |m| {
+            m.is_request() && m.cmd_code == wire::cmd::DPR
+        })
+        .unwrap();
+    peer.send(&answer_to(&dpr, 2001, PEER.0, PEER.1, &[]))
+        .unwrap();
+    let done = wait_worker_lines(&w, "W done ", 1);
+    assert!(done[0].contains("class=-2"), "{done:?}");
+    assert!(
+        b.guard().wait_exit(WAIT).is_some(),
+        "the bridge did not exit"
+    );
+}

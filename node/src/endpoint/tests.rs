@@ -600,6 +600,25 @@ fn stop_sends_dpr_after_drain_timeout_and_fails_the_rest() {
 }
 
 #[test]
+fn stop_with_a_request_still_at_the_peer_after_the_drain_ends_it_as_no_answer() {
+    // The client stops while the server holds its request past the drain timeout (the
+    // answer timeout is longer): DPR, the connection closes, and the request ends as
+    // ConnectionLost ("no answer": it was sent), not NodeDown ("never sent").
+    let long = |c: &mut Config| c.timers.answer_timeout = Duration::from_secs(300);
+    let mut net = net_cfg(&[Behaviour::Hold], long, |_| {});
+    let mut p = net.submit(0, 5);
+    net.nodes[0].core.stop(net.now);
+    let drain = net.nodes[0].core.config().timers.drain_timeout;
+    let dpa = net.nodes[0].core.config().timers.dpa_timeout;
+    net.advance(drain + dpa + Duration::from_secs(1));
+    assert_eq!(net.sent_by(0, BaseKind::Dpr), 1);
+    match answered(&mut p) {
+        Some(Err(RequestError::ConnectionLost(why))) => assert!(why.contains("stopp"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn idle_connection_is_watched_with_dwr() {
     let mut net = net(&[Behaviour::Echo]);
     net.advance(Duration::from_secs(33));
