@@ -721,24 +721,58 @@ impl RawHss {
     }
 }
 
+/// The faults rig: a Cx HSS (Erlang), the bridge, Kamailio with tests/kamailio/faults.cfg and
+/// its two module workers attached.
+struct Faults {
+    dir: TestDir,
+    hss: Hss,
+    opts: BridgeOptions,
+    bridge: Bridge,
+    socket: PathBuf,
+    cfg: PathBuf,
+    k: Kamailio,
+}
+
+impl Faults {
+    fn start(name: &str) -> Faults {
+        let dir = TestDir::new(name);
+        let _ = harness::dmbridge::dmbridge_bin();
+        let hss_port = free_port();
+        let hss = Hss::start(dir.path(), hss_port, "");
+        let bport = free_port();
+        let opts = bridge_options(bport, hss_port);
+        let bridge = Bridge::start(dir.path(), &opts);
+        let socket = dir
+            .path()
+            .join(format!("bridge-{bport}"))
+            .join("control.sock");
+        let cfg = repo_root().join("tests/kamailio/faults.cfg");
+        let k = Kamailio::start(dir.path(), name, &cfg, &socket);
+        hss.wait_up(15);
+        wait_attached(&k, r#"["PPR"]"#);
+        Faults {
+            dir,
+            hss,
+            opts,
+            bridge,
+            socket,
+            cfg,
+            k,
+        }
+    }
+}
+
 #[test]
 fn kamailio_faults_counted() {
-    let dir = TestDir::new("kamailio-faults");
-    let _ = harness::dmbridge::dmbridge_bin();
-    let hss_port = free_port();
-    let hss = Hss::start(dir.path(), hss_port, "");
-    let bport = free_port();
-    let opts = bridge_options(bport, hss_port);
-    let mut bridge = Bridge::start(dir.path(), &opts);
-    let socket = dir
-        .path()
-        .join(format!("bridge-{bport}"))
-        .join("control.sock");
-    let cfg = repo_root().join("tests/kamailio/faults.cfg");
-    let mut k = Kamailio::start(dir.path(), "kamailio-faults", &cfg, &socket);
+    let Faults {
+        dir,
+        hss,
+        opts,
+        mut bridge,
+        mut k,
+        ..
+    } = Faults::start("kamailio-faults");
     let kpid = k.guard.pid();
-    hss.wait_up(15);
-    wait_attached(&k, r#"["PPR"]"#);
 
     // the synchronous path works: 1 and the SAA's code
     let sar = "X-Json: [{\"User-Name\":\"alice@test.local\"},{\"Public-Identity\":\"sip:alice@test.local\"},\
@@ -750,7 +784,7 @@ fn kamailio_faults_counted() {
     assert!(r.starts_with("SIP/2.0 299 rc=1 code=2001"), "{r}");
 
     // three misbehaving replies at once; every request gets exactly one answer
-    let mut raw = RawHss::connect(bport);
+    let mut raw = RawHss::connect(bridge.port());
     let t0 = Instant::now();
     let silent = raw.send_ppr("silent@test.local");
     let badjson = raw.send_ppr("badjson@test.local");
@@ -918,6 +952,52 @@ fn kamailio_faults_counted() {
     assert_eq!(k.guard.pid(), kpid);
     assert!(k.guard.is_running(), "kamailio died: {}", k.guard.tail(30));
     let _ = k.wait_log("PPR for [again@test.local]", 2);
+}
+
+/// The whole Kamailio killed (SIGKILL to every process) while its module workers hold
+/// incoming requests in their event routes: the bridge answers each 5012 once (its workers are
+/// gone), nothing more; a new Kamailio attaches and its workers serve the next request.
+#[test]
+fn kamailio_killed_holding_requests_each_gets_one_5012_and_a_new_one_serves() {
+    let Faults {
+        dir,
+        bridge,
+        socket,
+        cfg,
+        mut k,
+        ..
+    } = Faults::start("kamailio-killed");
+    let mut raw = RawHss::connect(bridge.port());
+    // one for each of the two module workers
+    let held = [
+        raw.send_ppr("hold@test.local"),
+        raw.send_ppr("hold@test.local"),
+    ];
+    let in_routes = retry(
+        "both requests in a module worker's route",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || (k.log_lines("PPR held").len() == 2).then_some(()),
+    );
+    assert!(in_routes.is_ok(), "{in_routes:?}\n{}", k.guard.tail(20));
+    k.guard
+        .signal_group(Sig::Kill)
+        .unwrap_or_else(|e| panic!("kill: {e}"));
+    k.guard.wait_exit(Duration::from_secs(10));
+    // well within the route's 30 s sleep and the bridge's reply timeout: no duplicate later
+    let got = raw.answers_for(Duration::from_millis(3000));
+    for id in held {
+        let a: Vec<_> = got.iter().filter(|(h, _, _)| *h == id).collect();
+        assert_eq!(a.len(), 1, "{got:#?}");
+        assert_eq!(a[0].1.result_code(), Some(5012), "{got:#?}");
+    }
+    assert_eq!(got.len(), 2, "{got:#?}");
+    let k2 = Kamailio::start(dir.path(), "kamailio-b", &cfg, &socket);
+    wait_attached(&k2, r#"["PPR"]"#);
+    let id = raw.send_ppr("after@test.local");
+    let got = raw.answers_for(Duration::from_millis(2500));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!((got[0].0, got[0].1.result_code()), (id, Some(2001)));
 }
 
 // ------------------------------------------------------------------------------------------
