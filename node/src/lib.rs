@@ -40,6 +40,7 @@ pub mod observe;
 pub mod outgoing;
 pub mod peer;
 pub mod pending;
+pub mod redirect;
 pub mod router;
 pub mod rules;
 pub mod spans;

@@ -13,6 +13,11 @@ pub const AUTH_APPLICATION_ID: u32 = 258;
 pub const ACCT_APPLICATION_ID: u32 = 259;
 /// Vendor-Specific-Application-Id (RFC 6733 §6.11), Grouped.
 pub const VENDOR_SPECIFIC_APPLICATION_ID: u32 = 260;
+/// Redirect-Host-Usage (RFC 6733 §6.13), Enumerated: what a 3006 answer's Redirect-Host
+/// is to be used for after the redirected request.
+pub const REDIRECT_HOST_USAGE: u32 = 261;
+/// Redirect-Max-Cache-Time (RFC 6733 §6.14), Unsigned32: how many seconds at most.
+pub const REDIRECT_MAX_CACHE_TIME: u32 = 262;
 /// Session-Id (RFC 6733 §8.8), UTF8String.
 pub const SESSION_ID: u32 = 263;
 /// Origin-Host (RFC 6733 §6.3), DiameterIdentity.
