@@ -39,6 +39,7 @@ use crate::peer::fsm::{Action, DisconnectCause};
 use crate::peer::table::{NodeAction, PeerId, Peers, Received};
 use crate::peer::{wire, Capabilities, ConnId};
 use crate::pending::{self, PendingEntry, PendingTable};
+use crate::redirect::{Learned, RedirectCache};
 use crate::router::Router;
 use crate::trust::{self, PeerCert, Refusal, Refusals};
 
@@ -323,6 +324,10 @@ pub struct Endpoint {
     /// error answers: each kind is logged at most 10 times per 10 s, then summarised.
     refusal_log: LogLimit,
     local_answer_log: LogLimit,
+    /// Where 3006 answers send later requests (RFC 6733 §6.12-§6.14), and flood control of
+    /// the lines about 3006 answers that break §6.14 (no Redirect-Max-Cache-Time).
+    redirects: RedirectCache,
+    redirect_log: LogLimit,
 }
 
 impl Endpoint {
@@ -388,6 +393,8 @@ impl Endpoint {
             remotes: FxHashMap::default(),
             refusal_log: LogLimit::refusals(),
             local_answer_log: LogLimit::refusals(),
+            redirects: RedirectCache::default(),
+            redirect_log: LogLimit::refusals(),
             config: Arc::new(config),
             dict,
             validator,
@@ -1401,7 +1408,7 @@ impl Endpoint {
                     sent: now,
                 };
                 let deadline = now + req.timeout.unwrap_or(config.timers.answer_timeout);
-                self.dispatch(inflight, &route, deadline, e2e);
+                self.dispatch(inflight, &route, deadline, e2e, now);
             }
             Err(e) => self.complete(Owner::App(id), Err(e)),
         }
@@ -1468,7 +1475,7 @@ impl Endpoint {
         route.route_records.push(&from_host);
         let deadline = now + self.config.timers.answer_timeout;
         let e2e = msg.header.end_to_end;
-        self.dispatch(inflight, &route, deadline, e2e);
+        self.dispatch(inflight, &route, deadline, e2e, now);
     }
 
     /// The outcome of a relayed request goes back to the peer it came from: the answer with
@@ -1512,11 +1519,67 @@ impl Endpoint {
         route: &outgoing::RouteInfo<'_>,
         deadline: Instant,
         e2e: u32,
+        now: Instant,
     ) {
-        match self.route(&inflight, route) {
+        match self.route_new(&inflight, route, now) {
             Ok((peer, conn)) => self.send_to(inflight, peer, conn, deadline, e2e, None),
             Err(e) => self.complete(inflight.owner, Err(e)),
         }
+    }
+
+    /// A new request's route: a cached redirect that matches it (RFC 6733 §6.12: "The
+    /// server contained in the selected Redirect-Host AVP SHOULD be used for all messages
+    /// matching the criteria set by the Redirect-Host-Usage AVP"; §6.13's order when several
+    /// match), else the normal routes. An entry is used only when its host is an open peer
+    /// of ours carrying the application and not yet tried (a relayed request's sender and
+    /// Route-Record hosts); otherwise the normal routes apply. Not when the request names a
+    /// Destination-Host that is such a peer: §6.1.5 sends it there, as freeDiameter's
+    /// FINALDEST score outweighs every REDIR_* one. ALL_HOST applies to the next hop the
+    /// normal routes chose ("All messages that would be sent to the host that generated
+    /// the Redirect-Host"). Failover and 3004 resends keep to the normal routes.
+    fn route_new(
+        &mut self,
+        inflight: &Inflight,
+        info: &outgoing::RouteInfo<'_>,
+        now: Instant,
+    ) -> Result<(PeerId, ConnId), RequestError> {
+        if self.redirects.is_empty() {
+            return self.route(inflight, info);
+        }
+        let app = inflight.app_id;
+        let view = &info.view;
+        let to_named_peer = view
+            .destination_host
+            .and_then(|h| self.peers.by_host(h))
+            .is_some_and(|p| self.router.carries(p, app));
+        let cached = if to_named_peer {
+            None
+        } else {
+            self.redirects.lookup(view, app, now, |h| {
+                redirect_target(&self.peers, &self.router, &inflight.tried, app, h)
+            })
+        };
+        let (usage, (peer, conn)) = match cached {
+            Some((usage, target)) => (usage, target),
+            None => {
+                let (peer, conn) = self.route(inflight, info)?;
+                let hop = self.peers.get(peer).map_or("", |p| p.host());
+                let cached = self.redirects.for_next_hop(hop, now, |h| {
+                    redirect_target(&self.peers, &self.router, &inflight.tried, app, h)
+                });
+                match cached {
+                    Some(target) => (crate::redirect::Usage::Host, target),
+                    None => return Ok((peer, conn)),
+                }
+            }
+        };
+        self.observer.event("redirect_cache_used");
+        tracing::debug!(
+            usage = usage.name(),
+            to = self.peers.get(peer).map_or("", |p| p.host()),
+            "request sent to a cached Redirect-Host"
+        );
+        Ok((peer, conn))
     }
 
     /// [`route`](Self::route) for a stored request (failover): the facts decoded from it.
@@ -1718,9 +1781,8 @@ impl Endpoint {
     /// the same way (§6.1.8: the relay "MUST" route it like its own). Without an alternate,
     /// past its deadline or while stopping, the answer is the outcome as it came.
     ///
-    /// Not done: §6.12's "The server contained in the selected Redirect-Host AVP SHOULD be
-    /// used for all messages matching the criteria set by the Redirect-Host-Usage AVP" — a
-    /// redirect cache (§6.13, §6.14); each redirected request is redirected on its own.
+    /// The selected Redirect-Host is then cached as the 3006's Redirect-Host-Usage asks
+    /// ([`Endpoint::learn_redirect`], used by [`Endpoint::route_new`]).
     fn try_elsewhere(
         &mut self,
         entry: PendingEntry<Inflight>,
@@ -1745,14 +1807,14 @@ impl Endpoint {
             let app = entry.data.app_id;
             delivery::redirect_hosts(answer)
                 .iter()
-                .filter_map(|h| self.peers.by_host(h))
-                .filter(|p| !entry.data.tried.with_slice(|t| t.contains(p)))
-                .filter(|p| self.router.carries(*p, app))
-                .find_map(|p| Some((p, self.peers.get(p)?.send_target()?)))
+                .find_map(|h| redirect_target(&self.peers, &self.router, &entry.data.tried, app, h))
         };
         let Some((peer, conn)) = target else {
             return Some(entry);
         };
+        if code == rc::DIAMETER_REDIRECT_INDICATION {
+            self.learn_redirect(&entry.data, answer, peer, now);
+        }
         self.observer.event(if code == rc::DIAMETER_TOO_BUSY {
             "busy_resent"
         } else {
@@ -1767,6 +1829,55 @@ impl Endpoint {
         let (deadline, e2e) = (entry.deadline, entry.end_to_end);
         self.send_to(entry.data, peer, conn, deadline, e2e, None);
         None
+    }
+
+    /// Caches the Redirect-Host selected for a 3006 (`peer`, where the request now goes) as
+    /// its Redirect-Host-Usage asks (RFC 6733 §6.12-§6.14, [`crate::redirect`]). A caching
+    /// usage without Redirect-Max-Cache-Time, which §6.14 says "MUST be present", is taken as
+    /// DONT_CACHE (for how long is unknown), counted and logged.
+    fn learn_redirect(
+        &mut self,
+        inflight: &Inflight,
+        answer: &Message,
+        peer: PeerId,
+        now: Instant,
+    ) {
+        let Ok(req) = Message::decode(inflight.request.clone()) else {
+            return;
+        };
+        let info = outgoing::route_info(&req);
+        let host = self.peers.get(peer).map_or("", |p| p.host());
+        let learned = self
+            .redirects
+            .learn(answer, &info.view, inflight.app_id, host, now);
+        match learned {
+            Learned::Cached(usage) => {
+                self.observer.event("redirect_cached");
+                tracing::debug!(
+                    usage = usage.name(),
+                    to = host,
+                    max_cache_time = answer.find_u32(dmproto::avp_code::REDIRECT_MAX_CACHE_TIME, 0),
+                    "Redirect-Host cached"
+                );
+            }
+            Learned::NoCacheTime(usage) => {
+                self.observer.event("redirect_cache_time_missing");
+                if let Some(suppressed) = self.redirect_log.admit(now) {
+                    tracing::warn!(
+                        suppressed,
+                        usage = usage.name(),
+                        from = origin_host(answer),
+                        "3006 answer with Redirect-Host-Usage but no Redirect-Max-Cache-Time \
+                         (RFC 6733 §6.14: MUST be present): not cached"
+                    );
+                }
+            }
+            Learned::NotKeyed(usage) => tracing::debug!(
+                usage = usage.name(),
+                "Redirect-Host not cached: Max-Cache-Time 0, or the request lacks what the usage keys on"
+            ),
+            Learned::DontCache => {}
+        }
     }
 
     /// `dmbridge ctl peer disable`: the peer drains (no new requests are routed to it, its
@@ -2152,6 +2263,16 @@ impl Endpoint {
                 let state = self.peers.get(peer).map_or("?", |p| p.state().name());
                 tracing::info!(peer = host, conn = conn.0, state, "peer down");
                 self.router.peer_down(peer);
+                // RFC 6733 §6.14: "once a host is no longer reachable, any associated cache
+                // ... entries MUST be deleted."
+                let forgotten = self.redirects.forget_host(host);
+                if forgotten > 0 {
+                    tracing::debug!(
+                        peer = host,
+                        forgotten,
+                        "cached redirects to the peer deleted"
+                    );
+                }
                 self.failover(conn, now);
             }
             Action::StartTls { conn, role } => {
@@ -2200,6 +2321,22 @@ fn result_code(body: &[u8]) -> u32 {
         at += (len + 3) & !3;
     }
     0
+}
+
+/// A cached Redirect-Host's peer and connection, when it may take a request of `app` now:
+/// a peer of ours, open, carrying the application, not tried yet.
+fn redirect_target(
+    peers: &Peers,
+    router: &Router,
+    tried: &Tried,
+    app: u32,
+    host: &str,
+) -> Option<(PeerId, ConnId)> {
+    let p = peers.by_host(host)?;
+    if tried.with_slice(|t| t.contains(&p)) || !router.carries(p, app) {
+        return None;
+    }
+    Some((p, peers.get(p)?.send_target()?))
 }
 
 fn origin_host(msg: &Message) -> &str {

@@ -90,8 +90,12 @@ pub trait Observer: Send {
     fn refusal(&mut self, _cause: &'static str) {}
     /// "duplicate" (answered from the duplicate cache), "failover" (a connection's pending
     /// requests moved), "retransmission" (one request sent again with the T flag),
-    /// "answer_unmatched" (an answer no request of ours waits for, dropped), "busy_resent" / "redirected" (a request answered 3004 / 3006 sent to another peer,
-    /// RFC 6733 §7.1.3).
+    /// "answer_unmatched" (an answer no request of ours waits for, dropped), "busy_resent" /
+    /// "redirected" (a request answered 3004 / 3006 sent to another peer, RFC 6733 §7.1.3),
+    /// "redirect_cached" (a 3006's Redirect-Host kept for later requests, §6.12-§6.14),
+    /// "redirect_cache_used" (a request sent to a cached Redirect-Host),
+    /// "redirect_cache_time_missing" (a caching 3006 without Redirect-Max-Cache-Time: not
+    /// cached).
     fn event(&mut self, _event: &'static str) {}
     /// The application replied to an incoming request this long after it was handed over
     /// (the SIP-server script's reply time, through the shared-memory seam).

@@ -40,9 +40,9 @@ use std::fmt;
 ///
 /// The values are freeDiameter's, so a rules file written for its `rt_default` scores the
 /// same here. The `REDIR_*` ones are what freeDiameter's redirect handling adds for each
-/// Redirect-Host-Usage (RFC 6733 §6.13); dmbridge follows a redirect for the redirected
-/// request only and keeps no redirect cache, so here they are only names a rule may use for
-/// its score.
+/// Redirect-Host-Usage (RFC 6733 §6.13), in §6.13's precedence order (ALL_SESSION highest).
+/// dmbridge's redirect cache ([`crate::redirect`]) is consulted before the routes rather than
+/// scored, in that same order; here they are only names a rule may use for its score.
 pub mod score {
 
     /// A rule's way to keep matching requests off a peer: the final score is negative

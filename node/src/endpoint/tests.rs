@@ -28,6 +28,9 @@ enum Behaviour {
     Busy,
     /// Answer 3006 DIAMETER_REDIRECT_INDICATION naming this host in Redirect-Host.
     Redirect(&'static str),
+    /// Answer 3006 naming this host, with this Redirect-Host-Usage and (if `Some`)
+    /// Redirect-Max-Cache-Time in seconds (RFC 6733 §6.13, §6.14).
+    RedirectCaching(&'static str, u32, Option<u32>),
 }
 
 struct Node {
@@ -246,6 +249,17 @@ impl Net {
                     Behaviour::Redirect(to) => {
                         let reply = Reply::Answer(error_body(3006, Some(to)));
                         self.nodes[i].core.reply(token, &reply, now);
+                    }
+                    Behaviour::RedirectCaching(to, usage, secs) => {
+                        let mut body = error_body(3006, Some(to));
+                        let mut w = MessageWriter::avps_only();
+                        w.u32(261, M, 0, usage);
+                        if let Some(secs) = secs {
+                            w.u32(262, M, 0, secs);
+                        }
+                        let extra = w.finish().unwrap();
+                        body.avps = [&body.avps[..], &extra[..]].concat().into();
+                        self.nodes[i].core.reply(token, &Reply::Answer(body), now);
                     }
                 }
             }
@@ -1653,4 +1667,208 @@ fn a_redirect_indication_sends_the_request_to_the_redirect_host() {
     assert_eq!(a.find_u32(268, 0), Some(3006));
     assert!(a.header.flags.is_error());
     assert_eq!(net.nodes[2].delivered.len(), 0);
+}
+
+/// Each server's delivered requests, as counts (server 1 is `nodes[1]`).
+fn delivered_counts(net: &Net) -> Vec<usize> {
+    net.nodes[1..].iter().map(|n| n.delivered.len()).collect()
+}
+
+/// A CCR of session `sid` (and User-Name `user`), with its outcome's Result-Code and
+/// Origin-Host.
+fn ccr_outcome(net: &mut Net, n: u32, sid: &str, user: &str, realm: &str) -> (u32, String) {
+    let req = ccr_with(n, |w| {
+        w.str(263, M, 0, sid);
+        w.str(1, M, 0, user);
+        w.str(283, M, 0, realm);
+    });
+    let mut p = net.submit_request(0, req);
+    net.run();
+    let a = answered(&mut p).expect("one outcome").unwrap();
+    let host = a
+        .find_ref(264, 0)
+        .map(|h| String::from_utf8_lossy(h.data).into_owned());
+    (a.find_u32(268, 0).unwrap(), host.unwrap_or_default())
+}
+
+/// client -> s1 (the realm table's only peer; a redirect agent behaving as `agent`), s2,
+/// s3 (peers of the client the agent may redirect to, echoing unless given), with
+/// Counted events.
+fn redirect_net(agent: Behaviour, s2: Behaviour) -> (Net, Counted) {
+    let only_s1 = |c: &mut Config| {
+        c.routes[0].peers = vec!["s1.example.net".into()];
+        c.routes.push(crate::config::RouteConfig {
+            realm: "far.net".into(),
+            app_id: None,
+            peers: vec!["s1.example.net".into()],
+            priority: 0,
+        });
+    };
+    let mut net = net_cfg(&[agent, s2, Behaviour::Echo], only_s1, |_| {});
+    let counted = Counted::default();
+    net.nodes[0].core.set_observer(Box::new(counted.clone()));
+    (net, counted)
+}
+
+const S3: &str = "s3.example.net";
+
+#[test]
+fn a_cached_all_realm_redirect_sends_later_requests_straight_to_the_host_until_it_expires() {
+    // RFC 6733 §6.12: "The server contained in the selected Redirect-Host AVP SHOULD be used
+    // for all messages matching the criteria set by the Redirect-Host-Usage AVP"; §6.13
+    // ALL_REALM: "All messages destined for the realm requested"; §6.14: at most
+    // Redirect-Max-Cache-Time seconds.
+    let (mut net, counted) =
+        redirect_net(Behaviour::RedirectCaching(S3, 2, Some(60)), Behaviour::Echo);
+    assert_eq!(
+        ccr_outcome(&mut net, 1, "c;1", "u1", "example.net"),
+        (2001, S3.into())
+    );
+    assert_eq!(delivered_counts(&net), [1, 0, 1]);
+    assert_eq!(counted.count("redirect_cached"), 1);
+    // Other sessions and users of the realm: straight to s3, the agent not visited.
+    for n in 2..5 {
+        let sid = format!("c;{n}");
+        assert_eq!(
+            ccr_outcome(&mut net, n, &sid, "u2", "example.net"),
+            (2001, S3.into())
+        );
+    }
+    assert_eq!(delivered_counts(&net), [1, 0, 4]);
+    assert_eq!(counted.count("redirect_cache_used"), 3);
+    assert_eq!(counted.count("redirected"), 1);
+    // Another realm is not matched: it goes to s1 (which serves example.net only: 3003).
+    assert_eq!(
+        ccr_outcome(&mut net, 5, "c;5", "u2", "far.net"),
+        (3003, "s1.example.net".into())
+    );
+    // Expired (the watchdogs keep the connections up meanwhile): the agent again.
+    net.advance(Duration::from_secs(61));
+    assert_eq!(
+        ccr_outcome(&mut net, 6, "c;6", "u2", "example.net"),
+        (2001, S3.into())
+    );
+    assert_eq!(delivered_counts(&net), [2, 0, 5]);
+    assert_eq!(counted.count("redirected"), 2);
+    assert_eq!(counted.count("redirect_cache_used"), 3);
+}
+
+#[test]
+fn a_cached_session_or_user_redirect_is_used_for_that_session_or_user_only() {
+    // §6.13 ALL_SESSION: "All messages within the same session, as defined by the same value
+    // of the Session-ID AVP"; ALL_USER: "All messages for the user requested".
+    for (usage, same, other) in [
+        (1, ("c;1", "u2"), ("c;2", "u1")),
+        (6, ("c;2", "u1"), ("c;3", "u2")),
+    ] {
+        let agent = Behaviour::RedirectCaching(S3, usage, Some(60));
+        let (mut net, counted) = redirect_net(agent, Behaviour::Echo);
+        assert_eq!(ccr_outcome(&mut net, 1, "c;1", "u1", "example.net").0, 2001);
+        assert_eq!(delivered_counts(&net), [1, 0, 1], "usage {usage}");
+        let (sid, user) = same;
+        assert_eq!(ccr_outcome(&mut net, 2, sid, user, "example.net").0, 2001);
+        assert_eq!(delivered_counts(&net), [1, 0, 2], "usage {usage}: cached");
+        let (sid, user) = other;
+        assert_eq!(ccr_outcome(&mut net, 3, sid, user, "example.net").0, 2001);
+        assert_eq!(
+            delivered_counts(&net),
+            [2, 0, 3],
+            "usage {usage}: not matched"
+        );
+        assert_eq!(counted.count("redirect_cache_used"), 1);
+        assert_eq!(counted.count("redirect_cached"), 2);
+    }
+}
+
+#[test]
+fn a_cached_realm_and_application_redirect_matches_that_realm() {
+    // §6.13 REALM_AND_APPLICATION: "All messages for the application requested to the realm
+    // specified".
+    let agent = Behaviour::RedirectCaching(S3, 3, Some(60));
+    let (mut net, counted) = redirect_net(agent, Behaviour::Echo);
+    assert_eq!(ccr_outcome(&mut net, 1, "c;1", "u1", "example.net").0, 2001);
+    assert_eq!(
+        ccr_outcome(&mut net, 2, "c;2", "u2", "EXAMPLE.net"),
+        (2001, S3.into())
+    );
+    assert_eq!(delivered_counts(&net), [1, 0, 2]);
+    assert_eq!(
+        ccr_outcome(&mut net, 3, "c;3", "u2", "far.net").1,
+        "s1.example.net"
+    );
+    assert_eq!(counted.count("redirect_cache_used"), 1);
+}
+
+#[test]
+fn a_session_redirect_takes_precedence_over_a_realm_redirect() {
+    // §6.13: when several cached routes match, "ALL_SESSION" comes first, "ALL_REALM" fourth.
+    // s1 redirects the realm to s2; s2 redirects the session to s3.
+    let (mut net, counted) = redirect_net(
+        Behaviour::RedirectCaching("s2.example.net", 2, Some(60)),
+        Behaviour::RedirectCaching(S3, 1, Some(60)),
+    );
+    assert_eq!(
+        ccr_outcome(&mut net, 1, "c;1", "u1", "example.net"),
+        (2001, S3.into())
+    );
+    assert_eq!(delivered_counts(&net), [1, 1, 1]);
+    assert_eq!(counted.count("redirect_cached"), 2);
+    // The session: both entries match; ALL_SESSION wins (s3, s2 not visited).
+    assert_eq!(
+        ccr_outcome(&mut net, 2, "c;1", "u1", "example.net"),
+        (2001, S3.into())
+    );
+    assert_eq!(delivered_counts(&net), [1, 1, 2]);
+    // Another session: ALL_REALM to s2, which redirects it to s3 in turn.
+    assert_eq!(
+        ccr_outcome(&mut net, 3, "c;2", "u1", "example.net"),
+        (2001, S3.into())
+    );
+    assert_eq!(delivered_counts(&net), [1, 2, 3]);
+    assert_eq!(counted.count("redirect_cache_used"), 2);
+}
+
+#[test]
+fn a_caching_redirect_without_max_cache_time_is_not_cached_and_counted() {
+    // §6.14: Redirect-Max-Cache-Time "MUST be present" when Redirect-Host-Usage is not
+    // DONT_CACHE; without it, how long to cache is unknown: DONT_CACHE.
+    let agent = Behaviour::RedirectCaching(S3, 2, None);
+    let (mut net, counted) = redirect_net(agent, Behaviour::Echo);
+    for n in 1..3 {
+        let sid = format!("c;{n}");
+        assert_eq!(
+            ccr_outcome(&mut net, n, &sid, "u1", "example.net"),
+            (2001, S3.into())
+        );
+    }
+    assert_eq!(delivered_counts(&net), [2, 0, 2], "the agent saw both");
+    assert_eq!(counted.count("redirect_cache_time_missing"), 2);
+    assert_eq!(counted.count("redirect_cached"), 0);
+}
+
+#[test]
+fn a_cached_redirect_to_a_peer_that_went_down_is_deleted() {
+    // §6.14: "once a host is no longer reachable, any associated cache ... entries MUST be
+    // deleted"; meanwhile the normal routes apply.
+    let agent = Behaviour::RedirectCaching(S3, 2, Some(3600));
+    let (mut net, counted) = redirect_net(agent, Behaviour::Echo);
+    assert_eq!(ccr_outcome(&mut net, 1, "c;1", "u1", "example.net").0, 2001);
+    net.kill(3);
+    // s3 is gone: the agent answers 3006 naming it, which reaches the requester.
+    assert_eq!(ccr_outcome(&mut net, 2, "c;2", "u1", "example.net").0, 3006);
+    assert_eq!(delivered_counts(&net), [2, 0, 1]);
+    // s3 back (redialled after Tc, usable after three DWAs, RFC 3539 REOPEN; well within
+    // the entry's hour): the entry is gone, so the agent is asked again.
+    net.nodes[3].up = true;
+    net.advance(Duration::from_secs(100));
+    assert!(
+        net.nodes[0].core.status().iter().all(|p| p.usable),
+        "s3 open again"
+    );
+    assert_eq!(
+        ccr_outcome(&mut net, 3, "c;3", "u1", "example.net"),
+        (2001, S3.into())
+    );
+    assert_eq!(delivered_counts(&net), [3, 0, 2]);
+    assert_eq!(counted.count("redirect_cache_used"), 0);
 }
