@@ -9,7 +9,9 @@
 //! realm `test.local` to two peers: `busy.test.local`, another `dmbridge run` with no SIP
 //! worker attached (it answers every request 3004, DESIGN §9), and freeDiameter 1.2.1's
 //! test_app server, which answers 2001. Requests for realm `redirect.local` go to a raw peer
-//! that answers 3006 naming another raw peer, `target.test.local`, in Redirect-Host.
+//! that answers 3006 naming another raw peer, `target.test.local`, in Redirect-Host; one such
+//! 3006 with Redirect-Host-Usage ALL_REALM is cached (§6.12-§6.14), and the next request for
+//! the realm goes to the target without visiting the agent.
 //!
 //! (Erlang/OTP `diameter` is no target here: with its default `strict_mbit` it answers 5001
 //! to a relayed request, whose Route-Record carries the M bit as RFC 6733 §4.5 requires but
@@ -59,24 +61,47 @@ fn is_test_request(m: &RawMessage) -> bool {
 }
 
 /// Sends a request for realm `redirect.local` and has the redirect agent answer it 3006
-/// naming `redirect_uri`; returns the request as the agent got it and the client's
-/// hop-by-hop id.
+/// naming `redirect_uri` (and the `extra` AVPs); returns the request as the agent got it and
+/// the client's hop-by-hop id.
 fn redirected(
     client: &mut RawClient,
     redir: &mut RawClient,
     sid: &str,
     redirect_uri: &str,
+    extra: &[Avp],
 ) -> (RawMessage, u32) {
     let (req, hbh) = test_request(client, sid, "redirect.local", 9);
     client.send(&req).unwrap();
     let got = redir
         .read_until(WAIT, REDIR, is_test_request)
         .expect("the request at the redirect agent");
-    let uri = Avp::str(292, redirect_uri);
+    let mut avps = vec![Avp::str(292, redirect_uri)];
+    avps.extend_from_slice(extra);
     redir
-        .send(&answer_to(&got, 3006, REDIR.0, REDIR.1, &[uri]))
+        .send(&answer_to(&got, 3006, REDIR.0, REDIR.1, &avps))
         .unwrap();
     (got, hbh)
+}
+
+/// The target gets a request, answers it 2001, and the client gets that answer for its
+/// request `hbh`: the request as the target got it, and the client's answer.
+fn served_by_target(
+    client: &mut RawClient,
+    target: &mut RawClient,
+    hbh: u32,
+) -> (RawMessage, RawMessage) {
+    let again = target
+        .read_until(WAIT, TARGET, is_test_request)
+        .expect("the request at the target");
+    target
+        .send(&answer_to(&again, 2001, TARGET.0, TARGET.1, &[]))
+        .unwrap();
+    let a = client
+        .read_until(WAIT, CLIENT, |m| !m.is_request() && m.hbh == hbh)
+        .unwrap();
+    assert_eq!(a.result_code(), Some(2001), "{a:?}");
+    assert_eq!(a.origin_host().as_deref(), Some(TARGET.0));
+    (again, a)
 }
 
 #[test]
@@ -168,21 +193,11 @@ fn requests_answered_3004_or_3006_go_to_the_alternate_peer() {
     // 3006: the redirect agent names the target, which gets the same request (end-to-end
     // id, AVPs; no T flag) and answers.
     let uri = format!("aaa://{}:3868;transport=tcp", TARGET.0);
-    let (got, hbh) = redirected(&mut client, &mut redir, "c;redirect;1", &uri);
-    let again = target
-        .read_until(WAIT, TARGET, is_test_request)
-        .expect("the redirected request at the target");
+    let (got, hbh) = redirected(&mut client, &mut redir, "c;redirect;1", &uri, &[]);
+    let (again, a) = served_by_target(&mut client, &mut target, hbh);
     assert_eq!(again.e2e, got.e2e);
     assert_eq!(again.flags, got.flags, "same flags: no T");
     assert_eq!(again.bytes[20..], got.bytes[20..], "same AVPs");
-    target
-        .send(&answer_to(&again, 2001, TARGET.0, TARGET.1, &[]))
-        .unwrap();
-    let a = client
-        .read_until(WAIT, CLIENT, |m| !m.is_request() && m.hbh == hbh)
-        .unwrap();
-    assert_eq!(a.result_code(), Some(2001), "{a:?}");
-    assert_eq!(a.origin_host().as_deref(), Some(TARGET.0));
     assert_eq!(a.e2e, hbh, "the client's end-to-end id");
     assert_eq!(
         metric(mport, "dmbridge_events_total{event=\"redirected\"}"),
@@ -195,10 +210,50 @@ fn requests_answered_3004_or_3006_go_to_the_alternate_peer() {
         &mut redir,
         "c;redirect;2",
         "aaa://nowhere.test.local",
+        &[],
     );
     let a = client
         .read_until(WAIT, CLIENT, |m| !m.is_request() && m.hbh == hbh)
         .unwrap();
     assert_eq!(a.result_code(), Some(3006), "{a:?}");
     assert_eq!(a.origin_host().as_deref(), Some(REDIR.0));
+
+    // A 3006 with Redirect-Host-Usage ALL_REALM (2) and Redirect-Max-Cache-Time 600 s
+    // (§6.12: the server "SHOULD be used for all messages matching the criteria set by the
+    // Redirect-Host-Usage AVP"; §6.13, §6.14): the next request for the realm goes straight
+    // to the target, without visiting the agent.
+    let caching = [Avp::u32(261, 2), Avp::u32(262, 600)];
+    let (_, hbh) = redirected(&mut client, &mut redir, "c;redirect;3", &uri, &caching);
+    served_by_target(&mut client, &mut target, hbh);
+    let (req, hbh) = test_request(&mut client, "c;redirect;4", "redirect.local", 10);
+    client.send(&req).unwrap();
+    let (again, _) = served_by_target(&mut client, &mut target, hbh);
+    assert_eq!(again.session_id().as_deref(), Some("c;redirect;4"));
+    // The agent's next request is one sent to it by name after that one: the cached request
+    // (sent before, on the same ordered connection) never reached it.
+    let marker = TestRequest {
+        session_id: "c;marker",
+        origin_host: CLIENT.0,
+        origin_realm: CLIENT.1,
+        dest_realm: "redirect.local",
+        dest_host: Some(REDIR.0),
+        test_avp: 11,
+    };
+    let id = client.next_id();
+    client.send(&marker.encode(id, id)).unwrap();
+    let got = redir
+        .read_until(WAIT, REDIR, is_test_request)
+        .expect("the request named for the agent");
+    assert_eq!(got.session_id().as_deref(), Some("c;marker"));
+    redir
+        .send(&answer_to(&got, 2001, REDIR.0, REDIR.1, &[]))
+        .unwrap();
+    let a = client
+        .read_until(WAIT, CLIENT, |m| !m.is_request() && m.hbh == id)
+        .unwrap();
+    assert_eq!(a.result_code(), Some(2001), "{a:?}");
+    for (event, n) in [("redirect_cached", 1.0), ("redirect_cache_used", 1.0)] {
+        let line = format!("dmbridge_events_total{{event=\"{event}\"}}");
+        assert_eq!(metric(mport, &line), n, "{event}");
+    }
 }
