@@ -93,6 +93,16 @@
 #                           sched_fifo_priority (Kamailio: its SIP workers and the module's
 #                           workers; OpenSIPS: its SIP workers): SCHED_FIFO at priority P for
 #                           the bridge and the SIP server's Diameter processes (root)
+#   SCHED_FIFO_TIERS="B M S"  SCHED_FIFO priorities along the answer path, set with chrt once
+#                           every side answers (no product setting does this): the bridge's
+#                           threads at B, the Kamailio module's workers at M, Kamailio's SIP
+#                           workers at S (0: SCHED_OTHER), e.g. "30 20 10". With one priority
+#                           for all (SCHED_FIFO) a woken bridge or module worker waits behind a
+#                           SIP worker draining its socket; here it preempts it. BENCHMARKS
+#                           "Session 20": it cuts the added time, but the bridge, woken for
+#                           every message, costs 3-5x the CPU per call and the maximum falls
+#                           (ta by about half); above that the SIP intake starves (see
+#                           sipp_retransmissions, udp_rcvbuf_errors)
 #   SCHED_SLICE_US=N        the same for [scheduling] slice_us / sched_slice_us (EEVDF slice)
 #   NICE=N                  the same for [scheduling] nice / Kamailio's sched_nice (-20..19;
 #                           OpenSIPS's processes are reniced): weight instead of a real-time
@@ -143,6 +153,9 @@
 #                           over the run, /proc/stat), printed under the run. Unset: no
 #                           pinning, as before (the line still gets affinity and cpu_busy)
 #   SIP_CHILDREN=N          both Kamailio instances' SIP workers (bench-originate.cfg's 4)
+#   SIP_MAXBUFFER=BYTES     Kamailio + dmbridge.so's largest UDP receive buffer (core maxbuffer,
+#                           default 256 KiB; capped by net.core.rmem_max): how many requests can
+#                           wait in its socket before the kernel drops them (udp_rcvbuf_errors)
 # Loopback only, free ports, every process bounded and stopped by PID on exit.
 set -euo pipefail
 exec </dev/null
@@ -196,6 +209,10 @@ ctxsw() { # pids... -> "voluntary involuntary syscr syscw", summed: context swit
     v=$((v + a)); i=$((i + b)); r=$((r + c)); w=$((w + d))
   done
   echo "$v $i $r $w"
+}
+udp_rcvbuf_errors() { # the kernel's UDP RcvbufErrors (/proc/net/snmp), all sockets
+  awk '/^Udp:/{if (n++) {for (i = 1; i <= NF; i++) if (h[i] == "RcvbufErrors") print $i}
+    else for (i = 1; i <= NF; i++) h[i] = $i}' /proc/net/snmp
 }
 ticks() { # pids... -> total utime+stime
   local t=0 p
@@ -319,7 +336,7 @@ wait_log "$work/bridge.log" "serving workers" 10
 kam_dmb_port=$(free_udp_port)
 mkdir -p "$work/kam-dmb"
 "${on_server[@]}" kamailio -m "$shm_mb" -DD -E -Y "$work/kam-dmb" -f "$cfg" -A "SIP_PORT=$kam_dmb_port" \
-  ${SIP_CHILDREN:+-A "SIP_CHILDREN=$SIP_CHILDREN"} \
+  ${SIP_CHILDREN:+-A "SIP_CHILDREN=$SIP_CHILDREN"} ${SIP_MAXBUFFER:+-A "SIP_MAXBUFFER=$SIP_MAXBUFFER"} \
   -A "DMB_SO=\"$so\"" -A "DMB_SOCKET=\"$work/control.sock\"" \
   ${SYNC_SPIN_US:+-A "SYNC_SPIN_US=$SYNC_SPIN_US"} ${DMB_WORKERS:+-A "DMB_WORKERS=$DMB_WORKERS"} \
   ${ASYNC_DIRECT:+-A "DMB_ASYNC_DIRECT=$ASYNC_DIRECT"} \
@@ -548,6 +565,7 @@ run_sipp() {
   local cv0 ci0 cv1 ci1 cr0 cw0 cr1 cw1
   read -r cv0 ci0 cr0 cw0 < <(ctxsw $procs_srv)
   l0=$(cut -d' ' -f1 /proc/loadavg)
+  u0=$(udp_rcvbuf_errors)
   # SCHED=1: the run queues over SCHED_SECS (3) of the run, from its second second (the
   # capture of a whole run at 20k calls/s is hundreds of MB, and its reading takes minutes)
   local sched_pid=""
@@ -597,14 +615,16 @@ run_sipp() {
   m1=$(faults $procs_srv)
   read -r cv1 ci1 cr1 cw1 < <(ctxsw $procs_srv)
   l1=$(cut -d' ' -f1 /proc/loadavg)
+  u1=$(udp_rcvbuf_errors)
   scrape_after "$mport" "$dir"
   python3 - "$dir" "$side" "$app" "$mode" "$value" "$s" "$tag" \
     "$((b1 - b0))" "$((k1 - k0))" "$((f1 - f0))" "$((o1 - o0))" \
     "$(python3 -c "print($t1 - $t0)")" "$l0" "$l1" "$((m1 - m0))" \
-    "$((cv1 - cv0))" "$((ci1 - ci0))" "$((cr1 - cr0))" "$((cw1 - cw0))" >>"$results" <<'EOF'
+    "$((cv1 - cv0))" "$((ci1 - ci0))" "$((cr1 - cr0))" "$((cw1 - cw0))" "$((u1 - u0))" \
+    >>"$results" <<'EOF'
 import csv, glob, json, os, sys
 (d, side, app, mode, value, secs, tag, bt, kt, ft, ot, wall, l0, l1, mf, cv, ci, cr,
- cw) = sys.argv[1:]
+ cw, udp_drops) = sys.argv[1:]
 def times_cpu(path):
     # bash `times`: second line "XmY.YYYs XmY.YYYs" = children's user and system time
     try:
@@ -617,7 +637,7 @@ def times_cpu(path):
         total += int(m) * 60 + float(sec)
     return total
 sipp_cpu = sum(times_cpu(f) for f in glob.glob(os.path.join(d, "cpu*.txt")))
-ok = failed = 0
+ok = failed = retrans = 0
 elapsed = 0.0
 for f in glob.glob(os.path.join(d, "stat*.csv")):
     rows = list(csv.reader(open(f), delimiter=";"))
@@ -627,6 +647,7 @@ for f in glob.glob(os.path.join(d, "stat*.csv")):
     col = {k: i for i, k in enumerate(h)}
     ok += int(last[col["SuccessfulCall(C)"]])
     failed += int(last[col["FailedCall(C)"]])
+    retrans += int(last[col["Retransmissions(C)"]])
     e = last[col["ElapsedTime(C)"]]           # hh:mm:ss
     hh, mm, ss = (int(x) for x in e.split(":")[:3])
     elapsed = max(elapsed, hh * 3600 + mm * 60 + ss)
@@ -703,6 +724,10 @@ print(json.dumps({
     "mode": mode,
     ("in_flight" if mode == "closed" else "rate"): float(value),
     "seconds": secs, "ok": ok, "failed": failed,
+    # requests sipp sent again (no reply within its 500 ms T1), and datagrams the kernel
+    # dropped for a full UDP receive buffer (all sockets): a request that waits in the SIP
+    # server's socket is not in the script's round trip, these show it
+    "sipp_retransmissions": retrans, "udp_rcvbuf_errors": int(udp_drops),
     "calls_per_s": round(ok / secs, 1),
     "latency_ms": {"samples": len(lat), "p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999),
                    "max": lat[-1] if lat else None},
@@ -721,6 +746,7 @@ print(json.dumps({
     "sip_children": int(os.environ.get("SIP_CHILDREN") or 4),
     # the scheduling asked for the bridge and the SIP server's Diameter processes
     "sched": {"fifo_priority": int(os.environ.get("SCHED_FIFO") or 0),
+              "fifo_tiers": os.environ.get("SCHED_FIFO_TIERS") or None,
               "slice_us": int(os.environ.get("SCHED_SLICE_US") or 0),
               "nice": int(os.environ.get("NICE") or 0)},
     **({"rt_us": dist(rts)} if rts else {}),
@@ -801,6 +827,27 @@ wait_answering 60 $warm || { log "not answering after 60 tries:$failing; logs in
 log "all sides answer; results in $results (one JSON line per run)"
 if [ -n "${NICE:-}" ] && [ -n "$os_dmb" ]; then
   for p in $(pgrep -P "$os_dmb"); do renice -n "$NICE" -p "$p" >/dev/null; done
+fi
+# SCHED_FIFO_TIERS="B M S": SCHED_FIFO priorities along the answer path, set with chrt once
+# every side answers: the bridge's threads at B, Kamailio + dmbridge.so's module workers
+# (core.psx "DMBRIDGE WORKER") at M, its SIP workers ("udp receiver") at S (0: SCHED_OTHER).
+# Then a woken bridge or module worker preempts a SIP worker draining new requests.
+if [ -n "${SCHED_FIFO_TIERS:-}" ]; then
+  read -r tier_b tier_m tier_s <<<"$SCHED_FIFO_TIERS"
+  [ -n "$tier_s" ] || { log "SCHED_FIFO_TIERS needs three priorities: bridge module sip"; exit 1; }
+  chrt -f -a -p "$tier_b" "$bridge_pid" >/dev/null
+  kamcmd -s "unix:$work/kam-dmb/kamailio_ctl" core.psx | awk '/PID:/{p=$2} /DSC:/{sub(/.*DSC: /, "");
+      if (/^DMBRIDGE WORKER/) print p, "m"; else if (/^udp receiver/) print p, "s"}' \
+    >"$work/tiers.txt"
+  while read -r p r; do
+    if [ "$r" = m ]; then chrt -f -p "$tier_m" "$p"
+    elif [ "$tier_s" = 0 ]; then chrt -o -p 0 "$p"
+    else chrt -f -p "$tier_s" "$p"; fi
+  done <"$work/tiers.txt"
+  log "SCHED_FIFO_TIERS: bridge threads (class prio): $(ps -L -o cls=,rtprio= -p "$bridge_pid" \
+    | tr -s ' ' | sort | uniq -c | tr -s ' ' | tr '\n' ';'); Kamailio (pid role class prio):$(
+    while read -r p r; do printf ' %s/%s/%s' "$p" "$r" "$(ps -o cls=,rtprio= -p "$p" | tr -s ' ')"
+    done <"$work/tiers.txt")"
 fi
 if [ -n "${SCHED_SLICE_US:-}${SCHED_FIFO:-}${NICE:-}" ]; then
   log "bridge: $(grep -h -o 'scheduling.*' "$work/bridge.log" | tail -1)"
@@ -940,6 +987,8 @@ for r in rows:
     what = f"{r['side']} {r['app']} {what}"
     if (r.get("sched") or {}).get("fifo_priority"):
         what += f" fifo{r['sched']['fifo_priority']}"
+    if (r.get("sched") or {}).get("fifo_tiers"):
+        what += " tiers" + r["sched"]["fifo_tiers"].replace(" ", "/")
     if (r.get("sched") or {}).get("slice_us"):
         what += f" slice{r['sched']['slice_us']}"
     if (r.get("sched") or {}).get("nice"):
@@ -956,6 +1005,9 @@ for r in rows:
           f" {f(l['p999']):>7}       {cpu:<26}  {r['loadavg'][0]}-{r['loadavg'][1]:<6}"
           f" {f(r.get('sip_minflt_per_call'))}")
     if r.get("mode") in ("closed", "rate"):
+        if r.get("sipp_retransmissions") or r.get("udp_rcvbuf_errors"):
+            print(f"    sipp retransmissions {r.get('sipp_retransmissions', 0)}, UDP receive "
+                  f"buffer drops {r.get('udp_rcvbuf_errors', 0)} (the SIP wait before the script)")
         for k, label in (("rt_us", "script round trip (X-Rt-Us)"),
                          ("peer_us", "peer's part (X-Peer-Us)"),
                          ("added_us", "added = rt - peer, per call"),
