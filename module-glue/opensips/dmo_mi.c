@@ -72,6 +72,7 @@ mi_response_t *mi_dm_status(const mi_params_t *params, struct mi_handler *async_
 	cnt = add_mi_object(obj, MI_SSTR("counters"));
 	if(cnt == NULL || add_mi_number(cnt, MI_SSTR("requests_in"), (double)s.requests_in) < 0
 			|| add_mi_number(cnt, MI_SSTR("replies"), (double)s.replies) < 0
+			|| add_mi_number(cnt, MI_SSTR("replies_refused"), (double)s.replies_refused) < 0
 			|| add_mi_number(cnt, MI_SSTR("auto_replies"), (double)s.auto_replies) < 0
 			|| add_mi_number(cnt, MI_SSTR("sent_sync"), (double)s.sent_sync) < 0
 			|| add_mi_number(cnt, MI_SSTR("sent_async"), (double)s.sent_async) < 0

@@ -76,7 +76,21 @@ int fixup_dm_worker_var(void **param)
 
 /* --- dm_send_reply ----------------------------------------------------------------------- */
 
+static int dmo_send_reply(str *json, int *is_error);
+
+/* Every refused call (no request here, a second reply, invalid JSON or AVPs, the E-bit rule,
+ * too big, detached, full) is counted (replies_refused) as well as logged: the bridge sees
+ * only those the library reported to it. */
 int w_dm_send_reply(struct sip_msg *msg, str *json, int *is_error)
+{
+	int rc = dmo_send_reply(json, is_error);
+
+	if(rc < 0 && dmo_stats() != NULL)
+		DMG_INC(dmo_stats(), replies_refused);
+	return rc;
+}
+
+static int dmo_send_reply(str *json, int *is_error)
 {
 	int rc;
 
