@@ -65,7 +65,11 @@ check "ref: no reply to an unknown or already answered token" \
 
 st=$(mi "$work/ref.fifo" dm_status)
 check "ref: dm_status attached, counters add up" \
-  "printf '%s' \"\$st\" | grep -q '\"attached\":true' && printf '%s' \"\$st\" | grep -q '\"requests_in\":25,\"replies\":22,\"auto_replies\":3'" "$log"
+  "printf '%s' \"\$st\" | grep -q '\"attached\":true' && printf '%s' \"\$st\" | grep -q '\"requests_in\":25,\"replies\":22,\"replies_refused\":5,\"auto_replies\":3'" "$log"
+check "ref: the 2 second replies refused with a log line each" \
+  "[ \$(grep -c 'E_DM_REQUEST ref;[0-9]* second reply: rc=-1' '$log') = 2 ] && [ \$(grep -c 'dm_send_reply: this request was already answered' '$log') = 2 ]" "$log"
+check "ref: the 3 invalid replies refused with a log line each, naming the offset" \
+  "[ \$(grep -c 'E_DM_RTR ref;[0-9]* invalid reply: rc=-1' '$log') = 3 ] && [ \$(grep -c 'dm_send_reply: invalid AVP JSON at offset' '$log') = 3 ]" "$log"
 check "ref: no crash" "! grep -qiE 'segfault|signal 11|core dump|BUG' '$log'"
 
 # the bridge goes away: calls fail fast and SIP goes on; it comes back: the workers re-attach
