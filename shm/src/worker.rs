@@ -1011,6 +1011,11 @@ impl Worker {
             }
         }
         if let Some(reason) = gone {
+            // The answers ring is still mapped: what the bridge put there before it closed
+            // (the outcomes it delivered on its way out) is taken first, so a request it
+            // answered does not end as "bridge went away" (-3, not sent) only because the
+            // EOF was read before the record.
+            self.drain_answers();
             self.detach(reason);
         }
     }
