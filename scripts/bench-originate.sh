@@ -152,6 +152,10 @@
 #                           "affinity" (per role, as got) and "cpu_busy" (each CPU's busy share
 #                           over the run, /proc/stat), printed under the run. Unset: no
 #                           pinning, as before (the line still gets affinity and cpu_busy)
+#   CPUS_KAM_OTHERS=L       (with CPUS_SERVER) Kamailio + dmbridge.so's processes other than
+#                           its SIP workers and the module's workers (main, timers, ctl) moved
+#                           to L once every side answers (taskset), to see what their bursts
+#                           on the server's core cost the call path
 #   SIP_CHILDREN=N          both Kamailio instances' SIP workers (bench-originate.cfg's 4)
 #   SIP_MAXBUFFER=BYTES     Kamailio + dmbridge.so's largest UDP receive buffer (core maxbuffer,
 #                           default 256 KiB; capped by net.core.rmem_max): how many requests can
@@ -848,6 +852,17 @@ if [ -n "${SCHED_FIFO_TIERS:-}" ]; then
     | tr -s ' ' | sort | uniq -c | tr -s ' ' | tr '\n' ';'); Kamailio (pid role class prio):$(
     while read -r p r; do printf ' %s/%s/%s' "$p" "$r" "$(ps -o cls=,rtprio= -p "$p" | tr -s ' ')"
     done <"$work/tiers.txt")"
+fi
+# CPUS_KAM_OTHERS=L: Kamailio + dmbridge.so's processes other than its SIP workers ("udp
+# receiver") and the module's workers ("DMBRIDGE WORKER") — main, timers, ctl — on L
+# (taskset), once every side answers: does a timer process's burst on the server's core
+# delay a woken worker or the bridge (BENCHMARKS "Session 20: Kamailio's timers")?
+if [ -n "${CPUS_KAM_OTHERS:-}" ]; then
+  kamcmd -s "unix:$work/kam-dmb/kamailio_ctl" core.psx | awk '/PID:/{p=$2} /DSC:/{sub(/.*DSC: /, "");
+      if (!/^DMBRIDGE WORKER/ && !/^udp receiver/) print p}' >"$work/kam-others.txt"
+  while read -r p; do taskset -a -p -c "$CPUS_KAM_OTHERS" "$p" >/dev/null; done <"$work/kam-others.txt"
+  log "CPUS_KAM_OTHERS: $(while read -r p; do printf '%s:%s:%s ' "$p" "$(tr '\0' ' ' <"/proc/$p/cmdline" | cut -c1-20)" \
+    "$(taskset -p "$p" | awk '{print $NF}')"; done <"$work/kam-others.txt")"
 fi
 if [ -n "${SCHED_SLICE_US:-}${SCHED_FIFO:-}${NICE:-}" ]; then
   log "bridge: $(grep -h -o 'scheduling.*' "$work/bridge.log" | tail -1)"
