@@ -1801,7 +1801,8 @@ impl Endpoint {
         {
             return Some(entry);
         }
-        let target = if code == rc::DIAMETER_TOO_BUSY {
+        let busy = code == rc::DIAMETER_TOO_BUSY;
+        let target = if busy {
             self.route_stored(&entry.data).ok()
         } else {
             let app = entry.data.app_id;
@@ -1812,14 +1813,12 @@ impl Endpoint {
         let Some((peer, conn)) = target else {
             return Some(entry);
         };
-        if code == rc::DIAMETER_REDIRECT_INDICATION {
-            self.learn_redirect(&entry.data, answer, peer, now);
-        }
-        self.observer.event(if code == rc::DIAMETER_TOO_BUSY {
-            "busy_resent"
+        if busy {
+            self.observer.event("busy_resent");
         } else {
-            "redirected"
-        });
+            self.learn_redirect(&entry.data, answer, peer, now);
+            self.observer.event("redirected");
+        }
         tracing::debug!(
             result_code = code,
             from = origin_host(answer),

@@ -62,6 +62,11 @@ impl Usage {
         })
     }
 
+    /// Its place in [`RedirectCache`]'s per-usage counts.
+    fn index(self) -> usize {
+        self as usize
+    }
+
     /// The RFC's name, for log lines.
     pub fn name(self) -> &'static str {
         match self {
@@ -103,6 +108,19 @@ enum Key {
     Host(String),
 }
 
+impl Key {
+    fn usage(&self) -> Usage {
+        match self {
+            Key::Session(_) => Usage::Session,
+            Key::User(_) => Usage::User,
+            Key::RealmAndApplication(..) => Usage::RealmAndApplication,
+            Key::Realm(_) => Usage::Realm,
+            Key::Application(_) => Usage::Application,
+            Key::Host(_) => Usage::Host,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Entry {
     /// The selected Redirect-Host's DiameterIdentity.
@@ -114,6 +132,10 @@ struct Entry {
 #[derive(Debug)]
 pub struct RedirectCache {
     entries: HashMap<Key, Entry>,
+    /// Entries held per [`Usage`]: a lookup builds (and allocates) the key of a usage only
+    /// when an entry of that usage exists, so a cache holding one ALL_REALM entry does not
+    /// cost every request a copy of its Session-Id and User-Name.
+    per_usage: [usize; 6],
     limit: usize,
 }
 
@@ -128,6 +150,7 @@ impl RedirectCache {
     pub fn new(limit: usize) -> RedirectCache {
         RedirectCache {
             entries: HashMap::new(),
+            per_usage: [0; 6],
             limit: limit.max(1),
         }
     }
@@ -185,7 +208,9 @@ impl RedirectCache {
             self.make_room(now);
         }
         let host = host.to_ascii_lowercase();
-        self.entries.insert(key, Entry { host, expires });
+        if self.entries.insert(key, Entry { host, expires }).is_none() {
+            self.per_usage[usage.index()] += 1;
+        }
         Learned::Cached(usage)
     }
 
@@ -199,29 +224,30 @@ impl RedirectCache {
         now: Instant,
         mut take: impl FnMut(&str) -> Option<T>,
     ) -> Option<(Usage, T)> {
-        if self.entries.is_empty() {
-            return None;
-        }
-        let realm = req.destination_realm.map(str::to_ascii_lowercase);
+        let present = self.per_usage;
+        let realm = || req.destination_realm.map(str::to_ascii_lowercase);
         // §6.13's order: ALL_SESSION, ALL_USER, REALM_AND_APPLICATION, ALL_REALM,
         // ALL_APPLICATION (ALL_HOST, last, is matched after routing).
-        let in_order = [
-            (
-                Usage::Session,
-                req.session_id.map(|s| Key::Session(s.to_owned())),
-            ),
-            (Usage::User, req.user_name.map(|u| Key::User(u.to_owned()))),
-            (
-                Usage::RealmAndApplication,
-                realm.clone().map(|r| Key::RealmAndApplication(r, app)),
-            ),
-            (Usage::Realm, realm.map(Key::Realm)),
-            (Usage::Application, Some(Key::Application(app))),
-        ];
-        in_order
-            .into_iter()
-            .filter_map(|(u, k)| Some((u, k?)))
-            .find_map(|(u, k)| Some((u, self.take_live(&k, now, &mut take)?)))
+        [
+            Usage::Session,
+            Usage::User,
+            Usage::RealmAndApplication,
+            Usage::Realm,
+            Usage::Application,
+        ]
+        .into_iter()
+        .filter(|u| present[u.index()] > 0)
+        .find_map(|u| {
+            let key = match u {
+                Usage::Session => Key::Session(req.session_id?.to_owned()),
+                Usage::User => Key::User(req.user_name?.to_owned()),
+                Usage::RealmAndApplication => Key::RealmAndApplication(realm()?, app),
+                Usage::Realm => Key::Realm(realm()?),
+                Usage::Application => Key::Application(app),
+                Usage::Host => return None,
+            };
+            Some((u, self.take_live(&key, now, &mut take)?))
+        })
     }
 
     /// ALL_HOST: the cached host for a request the normal routes send to `next_hop`, if
@@ -232,7 +258,7 @@ impl RedirectCache {
         now: Instant,
         take: impl FnMut(&str) -> Option<T>,
     ) -> Option<T> {
-        if self.entries.is_empty() {
+        if self.per_usage[Usage::Host.index()] == 0 {
             return None;
         }
         let key = Key::Host(next_hop.to_ascii_lowercase());
@@ -244,8 +270,7 @@ impl RedirectCache {
     /// how many.
     pub fn forget_host(&mut self, host: &str) -> usize {
         let before = self.entries.len();
-        self.entries
-            .retain(|_, e| !e.host.eq_ignore_ascii_case(host));
+        self.retain(|e| !e.host.eq_ignore_ascii_case(host));
         before - self.entries.len()
     }
 
@@ -259,7 +284,7 @@ impl RedirectCache {
     ) -> Option<T> {
         let e = self.entries.get(key)?;
         if now >= e.expires {
-            self.entries.remove(key);
+            self.remove(key);
             return None;
         }
         take(&e.host)
@@ -268,7 +293,7 @@ impl RedirectCache {
     /// Room for one more: drop the expired entries; if none had, the one that would expire
     /// first (the least time left to serve).
     fn make_room(&mut self, now: Instant) {
-        self.entries.retain(|_, e| now < e.expires);
+        self.retain(|e| now < e.expires);
         if self.entries.len() < self.limit {
             return;
         }
@@ -278,8 +303,26 @@ impl RedirectCache {
             .min_by_key(|(_, e)| e.expires)
             .map(|(k, _)| k.clone());
         if let Some(k) = first {
-            self.entries.remove(&k);
+            self.remove(&k);
         }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if self.entries.remove(key).is_some() {
+            self.per_usage[key.usage().index()] -= 1;
+        }
+    }
+
+    /// Keeps the entries `keep` accepts, the per-usage counts with them.
+    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+        let per_usage = &mut self.per_usage;
+        self.entries.retain(|k, e| {
+            let kept = keep(e);
+            if !kept {
+                per_usage[k.usage().index()] -= 1;
+            }
+            kept
+        });
     }
 }
 
