@@ -328,6 +328,23 @@ impl<M: RingMem> Producer<M> {
         matches!(self.free_cached(), Ok(free) if free >= frame_size(bytes))
     }
 
+    /// The position just past the last record pushed: this side's own `tail`, read from the
+    /// producer's copy (no load of shared memory, nothing added to a push). A record that
+    /// ended at `p` has been taken by the consumer once its position ([`Producer::consumed`])
+    /// reached `p`.
+    pub fn position(&self) -> u64 {
+        self.tail
+    }
+
+    /// The consumer's position now (one Acquire load of `head`): every record that ended at
+    /// or before it was copied out by the consumer, none after it was. The worker reads it
+    /// once when the bridge went away, to tell the requests the bridge took from those it
+    /// never saw. Not checked against our `tail`: a caller comparing positions with it
+    /// treats an impossible value as "taken" (the careful answer).
+    pub fn consumed(&self) -> u64 {
+        self.mem.header().head.0.load(Acquire)
+    }
+
     /// True if no record is waiting to be consumed.
     pub fn is_drained(&self) -> bool {
         self.mem.header().head.0.load(Acquire) == self.tail

@@ -24,7 +24,9 @@
 //! # Bridge restarts
 //!
 //! EOF on the connection detaches: the mapping is dropped, every outgoing
-//! request still in flight completes with class -3 ("bridge went away"),
+//! request still in flight completes at once — class -2 ("no answer": it may
+//! have reached the peer) if the bridge had taken its record from the ring,
+//! class -3 ("not sent") if the record was still there ([`Worker::detach`]),
 //! tokens of unreplied incoming requests become invalid (the old bridge
 //! instance answered them or died with them), and calls fail fast with
 //! [`Error::Detached`]. The worker re-attaches by itself — on any call, at
@@ -244,6 +246,20 @@ impl Completion {
         }
     }
 
+    /// A request the bridge took and then went away without an outcome (class -2, as a
+    /// timeout): it may have reached the peer, which may have acted on it.
+    fn lost(handle: u64, error: String) -> Completion {
+        Completion {
+            handle,
+            class: class::TIMEOUT,
+            result_code: 0,
+            peer_ns: 0,
+            worker_ns: 0,
+            avps_json: String::new(),
+            error,
+        }
+    }
+
     /// The library's own timeout: no outcome from the bridge by the request's deadline.
     fn timeout(handle: u64) -> Completion {
         Completion {
@@ -333,6 +349,25 @@ struct Flight {
     /// When the caller's call entered the library: the start of the round trip the
     /// worker's histograms count ([`crate::times`]).
     sent: Instant,
+    /// The ring position just past its record ([`Producer::position`], the producer's own
+    /// copy: no shared-memory access on the send path). If the bridge goes away without an
+    /// outcome, its consumer position tells whether it took the record ([`Worker::detach`]).
+    end: u64,
+}
+
+/// How an attachment ended, which decides what its requests in flight were
+/// ([`Worker::detach`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Parting {
+    /// The bridge closed its end (EOF, or the connection reset by a bridge that died with
+    /// doorbells unread): nothing takes records from our ring any more (a dead process, or a
+    /// bridge that freed our slot first), so its consumer position is final and tells the
+    /// requests it took (-2) from those it never saw (-3).
+    BridgeClosed,
+    /// We drop a bridge that may still run (it broke the protocol, a socket call failed, the
+    /// caller detached): until it reads our EOF it may take more records, so every request
+    /// in flight may have gone out (-2).
+    WeLeft,
 }
 
 /// What the histograms need of a completion the bridge delivered: when its request entered
@@ -864,9 +899,21 @@ impl Worker {
         Ok(())
     }
 
-    /// Drops the attachment: every request in flight completes with -3.
-    fn detach(&mut self, reason: String) {
+    /// Drops the attachment; every request in flight completes now, once, with what is
+    /// known of it. A request whose record the bridge had taken from our ring (its consumer
+    /// position passed the record's end) may be at the peer, which may have acted on it (an
+    /// Ro CCR-Initial reserved credit): "no answer", -2, like a request lost with its peer
+    /// connection (RFC 6733 §5.5.4: the sender cannot know whether the peer processed it),
+    /// so that a script does not retry it blindly. A record still in the ring when a bridge
+    /// that closed its end went away was never seen by it: "not sent", -3 (DESIGN §3, bridge
+    /// down), safe to retry. [`Parting`] says whether that position is final.
+    fn detach(&mut self, reason: String, parting: Parting) {
+        // Every record ending at or before this was taken by the bridge.
+        let mut taken_up_to = u64::MAX;
         if let Some(link) = self.link.take() {
+            if parting == Parting::BridgeClosed {
+                taken_up_to = link.tx.consumed();
+            }
             let _ = epoll_ctl(
                 &self.epoll,
                 libc::EPOLL_CTL_DEL,
@@ -875,13 +922,26 @@ impl Worker {
             );
             drop(link);
         }
-        let mut handles: Vec<u64> = self.in_flight.drain().map(|(h, _)| h).collect();
-        handles.sort_unstable();
-        for h in handles {
-            self.answers.push_back((
-                Completion::not_sent(h, format!("bridge went away before answering: {reason}")),
-                None,
-            ));
+        let mut flights: Vec<(u64, Flight)> = self.in_flight.drain().collect();
+        flights.sort_unstable_by_key(|(h, _)| *h);
+        for (h, f) in flights {
+            let c = if f.end > taken_up_to {
+                Completion::not_sent(
+                    h,
+                    format!("bridge went away before taking the request (not sent): {reason}"),
+                )
+            } else if parting == Parting::BridgeClosed {
+                Completion::lost(
+                    h,
+                    format!("no answer: the bridge went away after taking the request, which may have reached the peer: {reason}"),
+                )
+            } else {
+                Completion::lost(
+                    h,
+                    format!("no answer: the library left the bridge, which may have taken the request and sent it to the peer: {reason}"),
+                )
+            };
+            self.answers.push_back((c, None));
         }
         self.deadlines.clear();
         self.tokens.clear();
@@ -902,7 +962,7 @@ impl Worker {
     /// Explicitly detaches (the bridge sees EOF). The worker re-attaches on
     /// a later call like after a bridge restart; dropping it is final.
     pub fn detach_now(&mut self) {
-        self.detach("detached by the caller".into());
+        self.detach("detached by the caller".into(), Parting::WeLeft);
     }
 
     fn maybe_reattach(&mut self) {
@@ -978,13 +1038,23 @@ impl Worker {
             match link.conn.recv(&mut self.ctl) {
                 Ok(Recv::WouldBlock) => break,
                 Ok(Recv::Eof) => {
-                    gone = Some(
+                    gone = Some((
                         "the bridge closed the connection (stopped or restarting)".to_string(),
-                    );
+                        Parting::BridgeClosed,
+                    ));
+                    break;
+                }
+                // A bridge that died with our doorbells unread resets the connection
+                // (ECONNRESET instead of EOF): it closed its end all the same.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    gone = Some((
+                        format!("the bridge reset the connection (it died): {e}"),
+                        Parting::BridgeClosed,
+                    ));
                     break;
                 }
                 Err(e) => {
-                    gone = Some(format!("control socket error: {e}"));
+                    gone = Some((format!("control socket error: {e}"), Parting::WeLeft));
                     break;
                 }
                 Ok(Recv::Msg(n, fd)) => match Ctl::decode(self.ctl.get(..n).unwrap_or(&[])) {
@@ -998,25 +1068,26 @@ impl Worker {
                             .map(|blob| (self.dictionary_seq, blob));
                     }
                     Ok(other) => {
-                        gone = Some(format!(
-                            "unexpected control message from the bridge: {other:?}"
+                        gone = Some((
+                            format!("unexpected control message from the bridge: {other:?}"),
+                            Parting::WeLeft,
                         ));
                         break;
                     }
                     Err(e) => {
-                        gone = Some(e.to_string());
+                        gone = Some((e.to_string(), Parting::WeLeft));
                         break;
                     }
                 },
             }
         }
-        if let Some(reason) = gone {
+        if let Some((reason, parting)) = gone {
             // The answers ring is still mapped: what the bridge put there before it closed
             // (the outcomes it delivered on its way out) is taken first, so a request it
-            // answered does not end as "bridge went away" (-3, not sent) only because the
-            // EOF was read before the record.
+            // answered does not end without its outcome only because the EOF was read
+            // before the record.
             self.drain_answers();
-            self.detach(reason);
+            self.detach(reason, parting);
         }
     }
 
@@ -1116,7 +1187,7 @@ impl Worker {
                 },
                 None,
             ) {
-                self.detach(format!("sending handled names: {e}"));
+                self.detach(format!("sending handled names: {e}"), Parting::WeLeft);
             }
         }
         Ok(())
@@ -1147,7 +1218,7 @@ impl Worker {
                 return Ok(None);
             }
             Err(e) => {
-                self.detach(e.to_string());
+                self.detach(e.to_string(), Parting::WeLeft);
                 self.arm();
                 return Err(e.into());
             }
@@ -1355,9 +1426,17 @@ impl Worker {
         })
         .encode(&mut self.enc);
         push_request(link, &self.enc, avps_json.len())?;
+        let end = link.tx.position();
         self.next_handle += 1;
         let deadline = t0 + Duration::from_millis(u64::from(timeout_ms)) + self.cfg.grace;
-        self.in_flight.insert(handle, Flight { deadline, sent: t0 });
+        self.in_flight.insert(
+            handle,
+            Flight {
+                deadline,
+                sent: t0,
+                end,
+            },
+        );
         let in_flight = &self.in_flight;
         self.deadlines
             .push(deadline, handle, in_flight.len(), |_, h| {
@@ -1416,7 +1495,7 @@ impl Worker {
             link.conn.ring();
         }
         if let Some(reason) = bad {
-            self.detach(reason);
+            self.detach(reason, Parting::WeLeft);
         }
     }
 
@@ -1612,7 +1691,7 @@ impl Worker {
                 continue;
             }
             if let Err(e) = link.conn.wait_readable(left) {
-                self.detach(format!("waiting for the bridge: {e}"));
+                self.detach(format!("waiting for the bridge: {e}"), Parting::WeLeft);
                 continue;
             }
             self.drain_conn();

@@ -458,13 +458,16 @@ fn bridge_restart_fails_fast_then_reattaches() {
         .send_request_async(4, CMD_NEVER_ANSWER, b"[]", 10_000)
         .unwrap();
     let gen1 = w.status(Duration::from_millis(200)).generation;
+    // Answered after it, in ring order: the bridge has taken the unanswered request.
+    assert_eq!(w.send_request(4, 272, b"[]", 1000).class, class::SUCCESS);
     drop(h); // bridge stops: connection closes
 
     assert!(poll_fd(w.fd(), 2000), "EOF wakes the worker");
     let c = w.next_answer().unwrap();
+    // Taken, so it may be at the peer: "no answer", not "not sent".
     assert_eq!(
         (c.handle, c.class),
-        (in_flight, class::NOT_SENT),
+        (in_flight, class::TIMEOUT),
         "{}",
         c.error
     );
@@ -628,7 +631,7 @@ fn silent_connection_holds_no_slot_and_expires() {
 }
 
 /// Bridge restarted twice while three workers keep requests in flight:
-/// every request ends exactly once (answer or -3), the workers carry on by
+/// every request ends exactly once (answer, -3 or -2), the workers carry on by
 /// themselves, and nothing hangs.
 #[test]
 fn restart_under_load_every_request_ends_exactly_once() {
@@ -674,7 +677,10 @@ fn restart_under_load_every_request_ends_exactly_once() {
                                 ok_after += 1;
                             }
                         }
-                        class::NOT_SENT => not_sent += 1,
+                        // -3: still in the ring when the bridge went; -2: taken and not
+                        // answered (the reference answers what it takes in the same pass,
+                        // unless the answers ring was full).
+                        class::NOT_SENT | class::TIMEOUT => not_sent += 1,
                         other => panic!("class {other}: {}", c.error),
                     }
                 }
@@ -970,4 +976,146 @@ fn sync_spin_catches_answers_honours_its_bound_and_backs_off() {
         "polled after long round trips"
     );
     h.stop();
+}
+
+/// The bridge goes away (its end of the connection closes) after taking two of the worker's
+/// five async requests from the ring and answering one of them: the answered one keeps its
+/// answer, the other taken one ends as "no answer" (-2: it may be at the peer, which may have
+/// acted on it), and the three still in the ring as "not sent" (-3: the bridge never saw
+/// them, a retry is safe). Each ends once, at the EOF, not at its timeout.
+#[test]
+fn a_bridge_gone_ends_what_it_took_as_no_answer_and_what_it_never_took_as_not_sent() {
+    let mut bc = cfg("gone-split");
+    // one service pass takes two records
+    bc.service_budget = 2;
+    let mut b = Bridge::create(bc.clone()).unwrap();
+    let (mut watched, mut evs) = (Vec::new(), Vec::new());
+    let mut w = attach(&mut b, &bc, &mut watched, &mut evs);
+    let slot = watched[0];
+    let hs: Vec<u64> = (0..5)
+        .map(|i| {
+            w.send_request_async(4, 272, format!("[{i}]").as_bytes(), 60_000)
+                .unwrap()
+        })
+        .collect();
+    evs.clear();
+    assert!(b.service(slot, &mut evs), "the budget ended the pass");
+    let taken: Vec<u64> = evs
+        .iter()
+        .filter_map(|e| match e {
+            BridgeEvent::Request { handle, .. } => Some(*handle),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(taken, hs[..2], "{evs:?}");
+    let answer = Answer {
+        handle: hs[0],
+        class: class::SUCCESS,
+        result_code: 2001,
+        bridge_ns: 0,
+        peer_ns: 0,
+        avps_json: "[]",
+        error: "",
+        reply_to: None,
+    };
+    b.push_answer(slot, &answer).unwrap();
+    drop(b);
+
+    assert!(poll_fd(w.fd(), 2000), "EOF wakes the worker");
+    let mut got = Vec::new();
+    while let Some(c) = w.next_answer() {
+        got.push(c);
+    }
+    let classes: Vec<(u64, i32)> = got.iter().map(|c| (c.handle, c.class)).collect();
+    assert_eq!(
+        classes,
+        [
+            (hs[0], class::SUCCESS),
+            (hs[1], class::TIMEOUT),
+            (hs[2], class::NOT_SENT),
+            (hs[3], class::NOT_SENT),
+            (hs[4], class::NOT_SENT),
+        ],
+        "{got:?}"
+    );
+    assert!(
+        got[1]
+            .error
+            .starts_with("no answer: the bridge went away after taking the request"),
+        "{}",
+        got[1].error
+    );
+    for c in &got[2..] {
+        assert!(
+            c.error
+                .starts_with("bridge went away before taking the request (not sent)"),
+            "{}",
+            c.error
+        );
+    }
+    assert!(!w.is_attached());
+    assert_eq!(w.status(Duration::ZERO).in_flight, 0);
+}
+
+/// A sync call blocked in `send_request` when the bridge goes away: "no answer" (-2) when the
+/// bridge had taken its record, "not sent" (-3) when the record was still in the ring.
+#[test]
+fn a_sync_call_waiting_when_the_bridge_goes_away_ends_by_whether_it_was_taken() {
+    for taken in [true, false] {
+        let bc = cfg(if taken {
+            "gone-sync-taken"
+        } else {
+            "gone-sync-queued"
+        });
+        let mut b = Bridge::create(bc.clone()).unwrap();
+        let (mut watched, mut evs) = (Vec::new(), Vec::new());
+        let mut w = attach(&mut b, &bc, &mut watched, &mut evs);
+        let slot = watched[0];
+        let caller = std::thread::spawn(move || w.send_request(4, 272, b"[]", 60_000));
+        if taken {
+            pump(&mut b, &mut watched, &mut evs, |e| {
+                e.iter().any(|e| matches!(e, BridgeEvent::Request { .. }))
+            });
+        } else {
+            // The bridge left its sleep flag set at its last pass: the worker's push rings
+            // the doorbell, so a readable socket says the record is in the ring, untaken.
+            let fd = b.worker_fd(slot).unwrap();
+            assert!(poll_fd(fd, 5000), "the request's doorbell");
+        }
+        drop(b);
+        let c = caller.join().unwrap();
+        let want = if taken {
+            class::TIMEOUT
+        } else {
+            class::NOT_SENT
+        };
+        assert_eq!(c.class, want, "taken {taken}: {}", c.error);
+        assert!(c.error.contains("bridge went away"), "{}", c.error);
+    }
+}
+
+/// The worker leaving a bridge that still runs ([`Worker::detach_now`]): the bridge may take
+/// what is in the ring until it reads the EOF, so nothing in flight is "not sent": each
+/// request ends as "no answer" (-2).
+#[test]
+fn leaving_a_running_bridge_ends_every_request_in_flight_as_no_answer() {
+    let bc = cfg("leave");
+    let mut b = Bridge::create(bc.clone()).unwrap();
+    let (mut watched, mut evs) = (Vec::new(), Vec::new());
+    let mut w = attach(&mut b, &bc, &mut watched, &mut evs);
+    let h1 = w.send_request_async(4, 272, b"[1]", 60_000).unwrap();
+    pump_until_request(&mut b, &mut watched, &mut evs, h1);
+    let h2 = w.send_request_async(4, 272, b"[2]", 60_000).unwrap();
+    w.detach_now();
+    let mut got = Vec::new();
+    while let Some(c) = w.next_answer() {
+        got.push((c.handle, c.class));
+        assert!(
+            c.error.contains("the library left the bridge"),
+            "{}",
+            c.error
+        );
+    }
+    assert_eq!(got, [(h1, class::TIMEOUT), (h2, class::TIMEOUT)]);
+    drop(b);
 }
