@@ -86,13 +86,16 @@
 
 /**
  * Answer class: no answer within the timeout, or none coming (its connection was lost after
- * sending and no alternate peer could take it, or the bridge stopped first): the peer may
- * have acted on it.
+ * sending and no alternate peer could take it, the bridge stopped first, or the bridge went
+ * away after taking the request from the library's ring): the peer may have acted on it, so
+ * a blind retry may act twice.
  */
 #define DMB_ANSWER_TIMEOUT -2
 
 /**
- * Answer class: not sent (bad JSON, no route, bridge down, too big, busy).
+ * Answer class: not sent (bad JSON, no route, bridge down, too big, busy). "Bridge down"
+ * includes a bridge that went away before it took the request from the library's ring
+ * (DESIGN §3's "bridge down", made exact: what it had taken is -2): never sent, safe to retry.
  */
 #define DMB_ANSWER_NOT_SENT -3
 
@@ -392,8 +395,9 @@ int dmb_reply_result(dmb_worker *w, uint64_t token, uint32_t result_code);
  * afterwards).
  *
  * Returns the answer class: `DMB_ANSWER_SUCCESS` (1, a 2xxx answer),
- * `DMB_ANSWER_ERROR` (-1), `DMB_ANSWER_TIMEOUT` (-2) or
- * `DMB_ANSWER_NOT_SENT` (-3: bad JSON, no route, bridge down, too big, ring
+ * `DMB_ANSWER_ERROR` (-1), `DMB_ANSWER_TIMEOUT` (-2: no answer, also when the
+ * bridge went away after taking the request) or `DMB_ANSWER_NOT_SENT` (-3:
+ * bad JSON, no route, bridge down before it took the request, too big, ring
  * full; `dmb_last_error()` says which). When `out` is not NULL, `*out`
  * receives the answer (also for -2/-3, with the reason in
  * `dmb_answer_error()`); free it with `dmb_answer_free()`.

@@ -60,10 +60,13 @@ pub const DMB_ANSWER_SUCCESS: c_int = 1;
 /// Answer class: an answer with an error Result-Code.
 pub const DMB_ANSWER_ERROR: c_int = -1;
 /// Answer class: no answer within the timeout, or none coming (its connection was lost after
-/// sending and no alternate peer could take it, or the bridge stopped first): the peer may
-/// have acted on it.
+/// sending and no alternate peer could take it, the bridge stopped first, or the bridge went
+/// away after taking the request from the library's ring): the peer may have acted on it, so
+/// a blind retry may act twice.
 pub const DMB_ANSWER_TIMEOUT: c_int = -2;
-/// Answer class: not sent (bad JSON, no route, bridge down, too big, busy).
+/// Answer class: not sent (bad JSON, no route, bridge down, too big, busy). "Bridge down"
+/// includes a bridge that went away before it took the request from the library's ring
+/// (DESIGN §3's "bridge down", made exact: what it had taken is -2): never sent, safe to retry.
 pub const DMB_ANSWER_NOT_SENT: c_int = -3;
 
 /// A worker's connection to the bridge (opaque). One per process, created
@@ -1153,8 +1156,9 @@ fn answer_box(h: &mut dmb_worker, c: Completion) -> *mut dmb_answer {
 /// afterwards).
 ///
 /// Returns the answer class: `DMB_ANSWER_SUCCESS` (1, a 2xxx answer),
-/// `DMB_ANSWER_ERROR` (-1), `DMB_ANSWER_TIMEOUT` (-2) or
-/// `DMB_ANSWER_NOT_SENT` (-3: bad JSON, no route, bridge down, too big, ring
+/// `DMB_ANSWER_ERROR` (-1), `DMB_ANSWER_TIMEOUT` (-2: no answer, also when the
+/// bridge went away after taking the request) or `DMB_ANSWER_NOT_SENT` (-3:
+/// bad JSON, no route, bridge down before it took the request, too big, ring
 /// full; `dmb_last_error()` says which). When `out` is not NULL, `*out`
 /// receives the answer (also for -2/-3, with the reason in
 /// `dmb_answer_error()`); free it with `dmb_answer_free()`.
