@@ -1528,6 +1528,7 @@ mod worker {
             "echo" | "hold" | "late" | "gated" => serve(&mut w, mode),
             "outgoing" => outgoing(&mut w),
             "unanswered" => unanswered(&mut w),
+            "gone" => gone(&mut w),
             "load" => load(&mut w),
             other => say(format!("W unknown mode {other}")),
         }
@@ -1709,6 +1710,39 @@ mod worker {
         }
         loop {
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends request A asynchronously ("W sent A"), waits for the file `DMB_GO`, sends
+    /// request B asynchronously ("W queued B": its record is in the ring when the call
+    /// returns), then prints each outcome as it comes ("W done handle=.. class=.. error=..")
+    /// and waits to be killed. The peer never answers either (timeout 20 s).
+    fn gone(w: &mut Worker) {
+        let go = PathBuf::from(env("DMB_GO"));
+        let json = br#"[{"User-Name":"noanswer"}]"#;
+        let mut send = |what: &str| match w.send_request_async(
+            test_app::APP_ID,
+            test_app::CMD,
+            json,
+            20_000,
+        ) {
+            Ok(h) => say(format!("W {what} {h}")),
+            Err(e) => say(format!("W send failed {e}")),
+        };
+        send("sent A");
+        while !go.exists() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        send("queued B");
+        // next_answer services the connection: the bridge's EOF ends what is in flight.
+        loop {
+            while let Some(c) = w.next_answer() {
+                say(format!(
+                    "W done handle={} class={} error={}",
+                    c.handle, c.class, c.error
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -2390,6 +2424,84 @@ fn a_scripts_request_lost_with_its_only_peer_ends_as_no_answer_not_as_not_sent()
     );
     assert_eq!(worker_lines(&w, "W ").len(), 1, "{}", w.tail(10));
     let _ = b.guard().output();
+}
+
+/// The bridge killed (SIGKILL) while scripts' requests are in flight: each ends at once, by
+/// whether the bridge had taken it from the worker's ring. The sync call whose request the
+/// peer holds, and the async request A the peer holds, end as "no answer" (class -2: they
+/// went out, the peer may have acted on them, a blind retry may act twice); request B, queued
+/// while the bridge was stopped (SIGSTOP: it took nothing more), ends as "not sent" (-3: the
+/// bridge never saw it, DESIGN §3 bridge down; safe to retry). None waits for its timeout.
+#[test]
+fn a_killed_bridge_ends_what_it_took_as_no_answer_and_what_it_never_took_as_not_sent() {
+    let dir = TestDir::new("shm-bridge-killed");
+    let mut b = Bridge::start(dir.path(), &options(free_port(), ""));
+    let ctl = control_socket(&b);
+    let (mut peer, sync_w, _) = peer_holding_a_scripts_request(dir.path(), &b, 20_000);
+    let go = dir.join("go");
+    let w = spawn_worker(
+        dir.path(),
+        "w-gone",
+        &ctl,
+        "gone",
+        "",
+        &[("DMB_GO", go.display().to_string())],
+    );
+    let a: u64 = wait_worker_lines(&w, "W sent A ", 1)[0]
+        .trim_start_matches("W sent A ")
+        .parse()
+        .unwrap();
+    peer.read_until(WAIT, PEER, |m| {
+        m.is_request() && m.cmd_code == test_app::CMD
+    })
+    .unwrap();
+    // Stopped, the bridge takes nothing more from the rings.
+    let stop = Command::new("kill")
+        .args(["-STOP", &b.guard().pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(stop.success());
+    std::fs::write(&go, b"go").unwrap();
+    let queued: u64 = wait_worker_lines(&w, "W queued B ", 1)[0]
+        .trim_start_matches("W queued B ")
+        .parse()
+        .unwrap();
+    b.guard().signal(Sig::Kill).unwrap();
+    assert!(
+        b.guard().wait_exit(WAIT).is_some(),
+        "the bridge did not die"
+    );
+
+    let done = wait_worker_lines(&sync_w, "W done ", 1);
+    assert!(done[0].contains("class=-2"), "{done:?}");
+    let ms: u64 = done[0]
+        .rsplit("ms=")
+        .next()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(ms < 20_000, "ended by its timeout: {done:?}");
+    let done = wait_worker_lines(&w, "W done ", 2);
+    assert_eq!(done.len(), 2, "one outcome each: {done:?}");
+    let class_of = |h: u64| {
+        let l = done
+            .iter()
+            .find(|l| l.starts_with(&format!("W done handle={h} ")))
+            .unwrap_or_else(|| panic!("no outcome for {h}: {done:?}"));
+        (
+            l.split("class=")
+                .nth(1)
+                .and_then(|v| v.split(' ').next())
+                .unwrap_or("")
+                .to_string(),
+            l.clone(),
+        )
+    };
+    let (ca, la) = class_of(a);
+    assert_eq!(ca, "-2", "A was at the peer: {la}");
+    assert!(la.contains("after taking the request"), "{la}");
+    let (cb, lb) = class_of(queued);
+    assert_eq!(cb, "-3", "B was never taken: {lb}");
+    assert!(lb.contains("before taking the request (not sent)"), "{lb}");
 }
 
 /// `[limits] max_pending_requests` reached (the workers hold that many): each further request
