@@ -64,9 +64,16 @@ typedef struct dmk_jobq
 	char pad[64 - sizeof(dmg_job *) - 2 * sizeof(int) - sizeof(uint64_t)]; /* a cache line */
 } dmk_jobq;
 
-/* the library's text for its own requests when the bridge goes away (the scripts see the same
- * $dm(error) whichever process sent) */
-#define DMK_BRIDGE_LOST "bridge went away before answering"
+/* A direct request whose outcome can no longer come: its bridge went away (or this worker lost
+ * it). The SIP worker put it in its own attachment's ring, which this process cannot see, so
+ * whether the bridge had taken it is not known here: it may have reached the peer, and the
+ * peer may have acted on it (an Ro CCR-Initial reserved credit). So -2, "no answer", as the
+ * library says for its own requests the bridge took (RFC 6733 §5.5.4: the sender cannot know
+ * whether the peer processed it), never -3 "not sent", which invites a retry that may act
+ * twice. (For the requests this worker sends itself, async_direct 0, the library knows and
+ * says -3 for those the bridge never took.) */
+#define DMK_BRIDGE_LOST \
+	"no answer: the bridge went away before answering; the request may have reached the peer"
 
 static dmg_pending _dmk_pending;
 /* doorbell pipes of the module workers: _dmk_pipes[2*i] read, [2*i+1] write */
@@ -547,8 +554,8 @@ static void dmk_take_jobs(dmk_jobq *q, uint64_t now)
 				dmk_job_done(fifo);
 			} else if(fifo->reply_to != addr) {
 				/* sent to this worker's address from before it lost its bridge: no outcome
-				 * will come */
-				dmk_direct_end(fifo, DMG_RC_NOT_SENT, DMK_BRIDGE_LOST);
+				 * will come (DMK_BRIDGE_LOST: why -2) */
+				dmk_direct_end(fifo, DMG_RC_TIMEOUT, DMK_BRIDGE_LOST);
 			} else {
 				fifo->deadline_ms = now + fifo->timeout_ms + DMK_ASYNC_GRACE_MS;
 				dmg_pending_put(&_dmk_pending, fifo);
@@ -594,8 +601,9 @@ static void dmk_async_finish(dmk_jobq *q, dmb_answer *a)
 
 /* Publishes this worker's reply address when it changed. An address that changed (the bridge
  * went away, or a new one took the worker) ends the direct requests sent to the old one at
- * once: their outcomes can no longer come here (libdmbridge ends its own requests the same
- * way, and says nothing about these). */
+ * once, as "no answer" (DMK_BRIDGE_LOST says why not "not sent"): their outcomes can no
+ * longer come here (libdmbridge ends its own requests at the same moment, and says nothing
+ * about these). */
 static void dmk_publish_address(dmk_jobq *q, dmb_worker *w)
 {
 	/* async_direct 0: none published, the SIP workers hand every request over */
@@ -609,7 +617,7 @@ static void dmk_publish_address(dmk_jobq *q, dmb_worker *w)
 	__atomic_add_fetch(_dmk_epoch, 1, __ATOMIC_RELEASE);
 	__atomic_store_n(&q->reply_addr, addr, __ATOMIC_RELEASE);
 	while((job = dmg_pending_take_masked(&_dmk_pending, DMG_DIRECT_BIT)) != NULL) {
-		dmk_direct_end(job, DMG_RC_NOT_SENT, DMK_BRIDGE_LOST);
+		dmk_direct_end(job, DMG_RC_TIMEOUT, DMK_BRIDGE_LOST);
 		n++;
 	}
 	if(n > 0)
