@@ -497,6 +497,79 @@ fn bridge_restart(mut s: Setup, direct: u64) {
     );
 }
 
+/// Whether the process `pid` (a stopped bridge) has bytes waiting on one of its connected
+/// control sockets (`ss`, from the kernel's socket diagnostics): a doorbell, which a worker's
+/// library rings only after it put a record in its ring for a bridge that said it sleeps.
+fn doorbell_waiting(pid: u32) -> bool {
+    let out = Command::new("ss")
+        .args(["-x", "-p", "-n"])
+        .output()
+        .unwrap_or_else(|e| panic!("ss: {e}"));
+    let owner = format!("pid={pid},");
+    String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+        let mut f = l.split_whitespace();
+        l.contains(&owner)
+            && matches!(
+                (f.next(), f.next(), f.next()),
+                (Some("u_seq"), Some("ESTAB"), Some(q)) if q != "0"
+            )
+    })
+}
+
+/// The bridge stopped (SIGSTOP: it takes nothing more from the rings) while the peer holds an
+/// async and a sync call, then an async call queued for it (the dmbridge worker put it in its
+/// ring: the doorbell waits on the stopped bridge's socket), then killed: the two it had taken
+/// end as "no answer" (-2: at the peer, which may have acted on them), the queued one as "not
+/// sent" (-3: the bridge never saw it; DESIGN §3's bridge down, safe to retry). At once, each
+/// once. `async_direct` 0: the dmbridge worker sends the async requests through its own
+/// attachment, whose ring the library reads (a direct request's ring is the SIP worker's).
+#[test]
+fn killed_bridge_ends_a_call_it_never_took_as_not_sent() {
+    let mut s = setup_handover("originate-stops-not-taken", 8000, 20000, 10);
+    let mut peer = HeldPeer::connect(s.bridge.port());
+    let k = kamailio(&s, "kamailio-a");
+    let (a, y) = calls_at_the_peer(&mut peer, &k.guard, k.sip_port, 1, 1);
+    let pid = s.bridge.guard().pid();
+    signal_pid(pid, "STOP");
+    let q = SipBatch::send(k.sip_port, "async", "queued", 1);
+    let r = poll_until(
+        "the queued request's doorbell at the stopped bridge",
+        Duration::from_secs(10),
+        || doorbell_waiting(pid).then_some(()),
+    );
+    r.unwrap_or_else(|e| panic!("{e}\n{}", k.guard.tail(20)));
+    kill_bridge(&mut s, peer);
+    for (what, b, want) in [
+        (
+            "async",
+            &a,
+            "-2 no answer: the bridge went away after taking the request",
+        ),
+        (
+            "sync",
+            &y,
+            "-2 no answer: the bridge went away after taking the request",
+        ),
+        (
+            "queued",
+            &q,
+            "-3 bridge went away before taking the request (not sent)",
+        ),
+    ] {
+        let f = b.finals(Duration::from_secs(6));
+        assert_eq!(f.len(), 1, "{what}: {f:?}\n{}", k.guard.tail(20));
+        assert!(
+            f[0].1.starts_with(&format!("SIP/2.0 500 Diameter {want}")),
+            "{what}: {f:?}"
+        );
+    }
+    assert_eq!(module_counter(&k, "timeouts"), Some(2));
+    assert_eq!(module_counter(&k, "not_sent"), Some(1));
+    assert_eq!(k.log_lines("cannot resume transaction").len(), 0);
+    assert_eq!(k.log_lines("module safety net").len(), 0);
+    no_crash_no_double_free(&k);
+}
+
 /// Stops (SIGSTOP) both dmbridge workers of `k`, then sends `n` async calls: the SIP workers
 /// hand them over (sent_async counts them) onto the stopped workers' lists, and tm's
 /// fr_timer answers each SIP client 408. Returns the workers' pids.
