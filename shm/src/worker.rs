@@ -246,9 +246,10 @@ impl Completion {
         }
     }
 
-    /// A request the bridge took and then went away without an outcome (class -2, as a
-    /// timeout): it may have reached the peer, which may have acted on it.
-    fn lost(handle: u64, error: String) -> Completion {
+    /// No answer, and none coming (class -2): the library's own timeout, or a bridge that
+    /// went away after taking the request. It may have reached the peer, which may have
+    /// acted on it.
+    fn no_answer(handle: u64, error: String) -> Completion {
         Completion {
             handle,
             class: class::TIMEOUT,
@@ -262,15 +263,10 @@ impl Completion {
 
     /// The library's own timeout: no outcome from the bridge by the request's deadline.
     fn timeout(handle: u64) -> Completion {
-        Completion {
+        Completion::no_answer(
             handle,
-            class: class::TIMEOUT,
-            result_code: 0,
-            peer_ns: 0,
-            worker_ns: 0,
-            avps_json: String::new(),
-            error: "no answer from the bridge in time (request timeout plus grace)".into(),
-        }
+            "no answer from the bridge in time (request timeout plus grace)".into(),
+        )
     }
 }
 
@@ -931,12 +927,12 @@ impl Worker {
                     format!("bridge went away before taking the request (not sent): {reason}"),
                 )
             } else if parting == Parting::BridgeClosed {
-                Completion::lost(
+                Completion::no_answer(
                     h,
                     format!("no answer: the bridge went away after taking the request, which may have reached the peer: {reason}"),
                 )
             } else {
-                Completion::lost(
+                Completion::no_answer(
                     h,
                     format!("no answer: the library left the bridge, which may have taken the request and sent it to the peer: {reason}"),
                 )

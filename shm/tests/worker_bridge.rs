@@ -65,6 +65,20 @@ fn attach(
     t.join().unwrap()
 }
 
+/// A 2001 answer to the worker's request `handle`, without AVPs.
+fn success(handle: u64) -> Answer<'static> {
+    Answer {
+        handle,
+        class: class::SUCCESS,
+        result_code: 2001,
+        bridge_ns: 0,
+        peer_ns: 0,
+        avps_json: "[]",
+        error: "",
+        reply_to: None,
+    }
+}
+
 /// Services `b` until it has taken the worker's outgoing request `handle` (`evs` cleared
 /// first, so only the events since are looked at).
 fn pump_until_request(
@@ -559,17 +573,7 @@ fn answers_overflow_is_held_not_lost() {
 fn answer_for_unknown_handle_is_rejected() {
     let bc = cfg("unknown");
     let mut b = Bridge::create(bc).unwrap();
-    let a = Answer {
-        handle: 1,
-        class: class::SUCCESS,
-        result_code: 2001,
-        bridge_ns: 0,
-        peer_ns: 0,
-        avps_json: "[]",
-        error: "",
-        reply_to: None,
-    };
-    assert!(b.push_answer(0, &a).is_err());
+    assert!(b.push_answer(0, &success(1)).is_err());
 }
 
 #[test]
@@ -863,17 +867,7 @@ fn worker_waiting_is_rung_for_answers_only() {
         !poll_fd(w.fd(), 100),
         "the worker was rung although no answer was published"
     );
-    let answer = Answer {
-        handle,
-        class: class::SUCCESS,
-        result_code: 2001,
-        bridge_ns: 0,
-        peer_ns: 0,
-        avps_json: "[]",
-        error: "",
-        reply_to: None,
-    };
-    b.push_answer(slot, &answer).unwrap();
+    b.push_answer(slot, &success(handle)).unwrap();
     assert!(poll_fd(w.fd(), 2000), "the answer's doorbell was lost");
     let c = w.next_answer().expect("the answer");
     assert_eq!((c.handle, c.result_code), (handle, 2001));
@@ -1008,17 +1002,7 @@ fn a_bridge_gone_ends_what_it_took_as_no_answer_and_what_it_never_took_as_not_se
         })
         .collect();
     assert_eq!(taken, hs[..2], "{evs:?}");
-    let answer = Answer {
-        handle: hs[0],
-        class: class::SUCCESS,
-        result_code: 2001,
-        bridge_ns: 0,
-        peer_ns: 0,
-        avps_json: "[]",
-        error: "",
-        reply_to: None,
-    };
-    b.push_answer(slot, &answer).unwrap();
+    b.push_answer(slot, &success(hs[0])).unwrap();
     drop(b);
 
     assert!(poll_fd(w.fd(), 2000), "EOF wakes the worker");

@@ -2370,6 +2370,19 @@ fn peer_holding_a_scripts_request(
     (peer, w, req)
 }
 
+/// Waits for the outcome of the `unanswered` worker `w`'s sync request: "no answer" (class
+/// -2), ended by what happened, before its `timeout_ms`.
+fn ended_as_no_answer_before_its_timeout(w: &ChildGuard, timeout_ms: u64) {
+    let done = wait_worker_lines(w, "W done ", 1);
+    assert!(done[0].contains("class=-2"), "{done:?}");
+    let ms: u64 = done[0]
+        .rsplit("ms=")
+        .next()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(ms < timeout_ms, "ended by its timeout: {done:?}");
+}
+
 /// A script's request the peer answers only after its timeout: the script gets the timeout
 /// (class -2) once, and the late answer is dropped, logged and counted
 /// (`dmbridge_events_total{event="answer_unmatched"}`), never delivered.
@@ -2411,17 +2424,7 @@ fn a_scripts_request_lost_with_its_only_peer_ends_as_no_answer_not_as_not_sent()
     let mut b = Bridge::start(dir.path(), &options(free_port(), ""));
     let (peer, w, _) = peer_holding_a_scripts_request(dir.path(), &b, 20_000);
     drop(peer);
-    let done = wait_worker_lines(&w, "W done ", 1);
-    assert!(done[0].contains("class=-2"), "{done:?}");
-    let ms: u64 = done[0]
-        .rsplit("ms=")
-        .next()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
-    assert!(
-        ms < 20_000,
-        "ended by its timeout, not by the loss: {done:?}"
-    );
+    ended_as_no_answer_before_its_timeout(&w, 20_000);
     assert_eq!(worker_lines(&w, "W ").len(), 1, "{}", w.tail(10));
     let _ = b.guard().output();
 }
@@ -2472,14 +2475,7 @@ fn a_killed_bridge_ends_what_it_took_as_no_answer_and_what_it_never_took_as_not_
         "the bridge did not die"
     );
 
-    let done = wait_worker_lines(&sync_w, "W done ", 1);
-    assert!(done[0].contains("class=-2"), "{done:?}");
-    let ms: u64 = done[0]
-        .rsplit("ms=")
-        .next()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
-    assert!(ms < 20_000, "ended by its timeout: {done:?}");
+    ended_as_no_answer_before_its_timeout(&sync_w, 20_000);
     let done = wait_worker_lines(&w, "W done ", 2);
     assert_eq!(done.len(), 2, "one outcome each: {done:?}");
     let class_of = |h: u64| {

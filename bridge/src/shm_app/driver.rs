@@ -519,8 +519,9 @@ impl Driver {
         // The node loop has returned before `stop` fires (main.rs): the outcomes it completed
         // on its way out (its final abandon() among them, "no answer" for a request still at
         // the peer) are all queued. Delivered now, before the segment goes, so each worker
-        // reads its request's own outcome instead of the "bridge went away" (-3, not sent)
-        // its library gives whatever is left unanswered at EOF. The `select!` above is not
+        // reads its request's own outcome instead of the "bridge went away" its library gives
+        // whatever is left unanswered at EOF (-2 "no answer" for a request this bridge took,
+        // which says less than the outcome itself). The `select!` above is not
         // biased: `stop` could win over outcomes queued just before it.
         while let Ok(outcome) = outcomes.try_recv() {
             self.complete(outcome);
