@@ -84,6 +84,15 @@ impl Responder {
         }
     }
 
+    /// The node's token for this request ([`Responder::queued`]), as
+    /// [`Application::withdrawn`] names it; `None` for a responder of its own channel.
+    pub fn token(&self) -> Option<u64> {
+        match &self.sink {
+            Some(Sink::Queue { token, .. }) => Some(*token),
+            _ => None,
+        }
+    }
+
     /// Whether the node may still want this answer (false once it is known not to).
     pub fn is_wanted(&self) -> bool {
         match &self.sink {
@@ -132,6 +141,15 @@ pub trait Application: Send + Sync + 'static {
     /// dropping it unanswered makes the node answer 5012, so the peer always gets exactly one
     /// answer.
     fn on_request(&self, request: IncomingRequest, responder: Responder);
+
+    /// The node answered the requests of these responders' tokens ([`Responder::token`])
+    /// itself: 5012 at the drain timeout, just before its DPR closed their connection
+    /// (RFC 6733 §5.4, §7.1.5). Their answers, if the application still gives them, go
+    /// nowhere; an application that counts its replies counts those as late. The default
+    /// ignores it: the node discards such an answer either way.
+    fn withdrawn(&self, tokens: Vec<u64>) {
+        let _ = tokens;
+    }
 }
 
 /// A submitter's queue of outcomes, each tagged with the tag it submitted under

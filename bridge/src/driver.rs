@@ -931,6 +931,7 @@ impl Driver {
                     let responder = Responder::queued(token, self.reply_tx.clone());
                     self.app.on_request(request, responder);
                 }
+                Output::Withdrawn { tokens } => self.app.withdrawn(tokens),
                 Output::Outcome { id, result, waited } => {
                     if let Some(c) = self.completions.remove(&id) {
                         c.complete_after(result, waited);

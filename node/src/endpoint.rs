@@ -119,6 +119,15 @@ pub enum Output {
         /// The validated request and the peer it came from.
         request: IncomingRequest,
     },
+    /// The requests delivered under `tokens` were answered by the node itself, without the
+    /// application: 5012 at the drain timeout just before our DPR (RFC 6733 §5.4, §7.1.5;
+    /// [`Endpoint::reply`] now ignores their replies). Told so that an application that
+    /// still holds them counts a reply that comes later as late, not as an answer sent; one
+    /// output per DPR, not per request.
+    Withdrawn {
+        /// Tokens of [`Output::Deliver`]s, each withdrawn once.
+        tokens: Vec<u64>,
+    },
     /// The one outcome of the request submitted under `id` ([`Endpoint::submit`]): its
     /// answer, or why there is none.
     Outcome {
@@ -1204,7 +1213,8 @@ impl Endpoint {
     /// the DPR announces the connection's close (§5.4), so a reply the application sends
     /// later would find no connection and the peer would get no answer at all. A reply that
     /// comes later is ignored like any late one; logged once per DPR and counted per request
-    /// (`drain_timeout`).
+    /// (`drain_timeout`). The application is told ([`Output::Withdrawn`]), so it does not
+    /// count such a reply as an answer.
     fn answer_undrained(&mut self, conn: ConnId, host: &str, now: Instant) {
         let mut tokens: Vec<u64> = self
             .delivered
@@ -1224,7 +1234,7 @@ impl Endpoint {
             tokens.len()
         );
         let unable = dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY;
-        for token in tokens {
+        for &token in &tokens {
             let Some(d) = self.delivered.remove(&token) else {
                 continue;
             };
@@ -1236,6 +1246,7 @@ impl Endpoint {
         let delivered = &self.delivered;
         self.delivered_deadlines
             .drop_stale(|t, k| reply_live(delivered, t, k));
+        self.out.push_back(Output::Withdrawn { tokens });
     }
 
     /// Sends the answer to `request` (or a local error answer), also to the copies of it

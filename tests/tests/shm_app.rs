@@ -2238,7 +2238,15 @@ fn sigterm_with_held_requests_answers_each_once_before_the_dpr() {
     let ids = send_requests(&mut c, "term", N);
     wait_worker_lines(&w, "W held ", N);
     b.guard().signal(Sig::Term).unwrap();
-    // Everything the bridge sends until it closes: the answers, then its DPR (answered).
+    each_answered_5012_before_the_dpr(&mut c, &ids);
+    b.guard().wait_exit(WAIT);
+    let log = b.guard().output();
+    assert!(log.contains("answered 5012"), "{log}");
+}
+
+/// Reads everything the bridge sends `c` until it closes (answering its DPR): each of `ids`
+/// has exactly one answer, 5012, before the DPR, and there is a DPR.
+fn each_answered_5012_before_the_dpr(c: &mut RawClient, ids: &[u32]) {
     let mut seen: Vec<RawMessage> = Vec::new();
     let deadline = Instant::now() + WAIT;
     loop {
@@ -2266,7 +2274,7 @@ fn sigterm_with_held_requests_answers_each_once_before_the_dpr() {
     let dpr_at = seen
         .iter()
         .position(|m| m.is_request() && m.cmd_code == wire::cmd::DPR);
-    for id in &ids {
+    for id in ids {
         let answers: Vec<(usize, &RawMessage)> = seen
             .iter()
             .enumerate()
@@ -2280,9 +2288,62 @@ fn sigterm_with_held_requests_answers_each_once_before_the_dpr() {
         );
     }
     assert!(dpr_at.is_some(), "no DPR: {seen:#?}");
-    b.guard().wait_exit(WAIT);
+}
+
+/// `peer disable` of a peer whose requests a worker holds past the drain time: the node
+/// answers each 5012 before its DPR (RFC 6733 §5.4, §7.1.5), and the bridge keeps running.
+/// When the worker's replies come afterwards, nothing more goes on the wire and the status
+/// tells the truth: each request counted once as drained and its reply as late — not as a
+/// reply, and no reply timeout later.
+#[test]
+fn replies_after_the_drain_5012_are_counted_late_not_as_replies() {
+    const N: usize = 3;
+    let dir = TestDir::new("shm-drain-late");
+    let mut opts = options(free_port(), "reply_timeout = \"4s\"\n");
+    opts.timers.push(("drain_timeout".into(), "1s".into()));
+    opts.timers.push(("dpa_timeout".into(), "2s".into()));
+    let mut b = Bridge::start(dir.path(), &opts);
+    let ctl = control_socket(&b);
+    let w = spawn_worker(
+        dir.path(),
+        "w-late",
+        &ctl,
+        "late",
+        TA_EVENT,
+        &[("DMB_DELAY_MS", "2000".into()), ("DMB_VERBOSE", "1".into())],
+    );
+    wait_log_count(&mut b, " handles [", 1);
+    let mut c = client(&b);
+    let ids = send_requests(&mut c, "drain", N);
+    let sent = Instant::now();
+    // Taken by the worker (its replies come 2 s later, past the 1 s drain).
+    wait_worker_lines(&w, "W req ", N);
+    let out = Command::new(harness::dmbridge::dmbridge_bin().expect("dmbridge binary"))
+        .arg("ctl")
+        .arg("--config")
+        .arg(b.config_path())
+        .args(["peer", "disable", CLIENT.0])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "peer disable: {out:?}");
+    each_answered_5012_before_the_dpr(&mut c, &ids);
+    wait_worker_lines(&w, "W replied ", N);
+    let doc = status_until(&ctl, "the late replies are counted", |d| {
+        let k = |n: &str| d["counters"][n].as_u64().unwrap_or(0);
+        k("late_replies_dropped") + k("replies") >= N as u64
+    });
+    let k = |n: &str| doc["counters"][n].as_u64().unwrap_or(u64::MAX);
+    assert_eq!(k("dispatched"), N as u64, "{doc}");
+    assert_eq!(k("replies"), 0, "{doc}");
+    assert_eq!(k("late_replies_dropped"), N as u64, "{doc}");
+    assert_eq!(k("answered_5012_drain"), N as u64, "{doc}");
+    wait_log_count(&mut b, "5012 at the drain before our DPR", 1);
+    // Past the requests' 4 s reply timeout: none of them is given up on a second time.
+    std::thread::sleep((sent + Duration::from_secs(5)).saturating_duration_since(Instant::now()));
+    let doc = status_until(&ctl, "status", |d| d["counters"].is_object());
+    assert_eq!(doc["counters"]["answered_5012_reply_timeout"], 0, "{doc}");
     let log = b.guard().output();
-    assert!(log.contains("answered 5012"), "{log}");
+    assert!(!log.contains("no reply from worker"), "{log}");
 }
 
 /// A worker that replies to another worker's request (its token read from that worker; a

@@ -30,7 +30,7 @@ use dmshm::recent::RecentRoundTrips;
 use dmshm::record::{self, Payload, ReplyStatus, ReplyTo};
 
 use super::convert::{self, Outcome};
-use super::held::Held;
+use super::held::{Found, Held};
 use super::policy::{OwnAnswerKind, Policy};
 use super::refusals::RefusalLog;
 use super::status::{self, Counters, Identity};
@@ -391,7 +391,7 @@ impl Driver {
     /// Runs until `stop` fires (or its sender is dropped).
     pub async fn run(
         mut self,
-        mut requests: mpsc::UnboundedReceiver<(IncomingRequest, Responder)>,
+        mut requests: mpsc::UnboundedReceiver<super::FromNode>,
         mut outcomes: mpsc::UnboundedReceiver<QueuedOutcome>,
         mut stop: oneshot::Receiver<()>,
     ) {
@@ -454,11 +454,11 @@ impl Driver {
                 _ = &mut stop => break,
                 r = requests_gate.ready(|cx| requests.poll_recv(cx)),
                     if requests_open => match r {
-                    Some((req, responder)) => {
-                        self.incoming(req, responder);
+                    Some(first) => {
+                        self.take_from_node(first);
                         for _ in 1..BATCH {
-                            let Ok((req, responder)) = requests.try_recv() else { break };
-                            self.incoming(req, responder);
+                            let Ok(next) = requests.try_recv() else { break };
+                            self.take_from_node(next);
                         }
                     }
                     None => requests_open = false,
@@ -643,6 +643,28 @@ impl Driver {
             self.bridge
                 .expire_handshakes(now.into_std(), max, &mut self.events);
         }
+    }
+
+    fn take_from_node(&mut self, m: super::FromNode) {
+        match m {
+            super::FromNode::Request(req, responder) => self.incoming(req, responder),
+            super::FromNode::Withdrawn(tokens) => self.withdrawn(&tokens),
+        }
+    }
+
+    /// The node answered these requests itself (5012 at the drain before its DPR, RFC 6733
+    /// §5.4): those a worker still holds stop waiting, so that the worker's reply is counted
+    /// as late (`late_replies_dropped`), not as a reply, and no reply timeout is counted for
+    /// them. Counted in `answered_5012_drain`; the node logged the drain once per DPR.
+    fn withdrawn(&mut self, tokens: &[u64]) {
+        let tokens: rustc_hash::FxHashSet<u64> = tokens.iter().copied().collect();
+        let gone = self
+            .held
+            .withdraw(|r| r.token().is_some_and(|t| tokens.contains(&t)));
+        self.counters.drained += gone.len() as u64;
+        self.counters_dirty = true;
+        // Dropped: the node ignores what they send (it no longer waits for these tokens).
+        drop(gone);
     }
 
     /// An incoming request from the node: to a worker, or answered here.
@@ -841,12 +863,20 @@ impl Driver {
         error: &str,
     ) {
         self.counters_dirty = true;
-        let Some((responder, _)) = self.held.take(token) else {
-            self.counters.late_replies += 1;
-            fault(format_args!(
-                "late reply from worker slot {slot} (token {token:#x}) dropped: the peer already got 5012 after the reply timeout"
-            ));
-            return;
+        let responder = match self.held.take(token) {
+            Some(Found::Held(responder, _)) => responder,
+            found => {
+                // Nothing goes on the wire for it: the peer has its one answer.
+                let when = match found {
+                    Some(Found::Withdrawn) => "at the drain before our DPR",
+                    _ => "after the reply timeout",
+                };
+                self.counters.late_replies += 1;
+                fault(format_args!(
+                    "late reply from worker slot {slot} (token {token:#x}) dropped: the peer already got 5012 {when}"
+                ));
+                return;
+            }
         };
         let unable = dmproto::result_code::DIAMETER_UNABLE_TO_COMPLY;
         let body = match status {

@@ -28,7 +28,11 @@
 //! - no reply within `[app] reply_timeout`, or the worker died holding it: the held
 //!   [`Responder`] is dropped, which the node answers 5012 (and the node's own reply timer
 //!   does the same, whichever is first — the node answers once). A reply that arrives later
-//!   finds no responder and is dropped with a log line.
+//!   finds no responder and is dropped with a log line;
+//! - still held when the node drains a connection before its DPR (a stop, `peer disable`, a
+//!   reload removing the peer): the node answers 5012 itself and withdraws it
+//!   ([`Application::withdrawn`]); the worker's reply, if it comes, is late: dropped, logged
+//!   and counted as such (`late_replies_dropped`), never as a reply.
 //!
 //! Outgoing requests from workers go through the node's [`AppHandle`]; each ends in exactly
 //! one outcome record back to the very worker (slot *and* attachment epoch: a worker that
@@ -96,9 +100,19 @@ pub enum StartError {
     Register(std::io::Error),
 }
 
+/// What the node loop hands the shm driver, in the node's order (a withdrawal after the
+/// request it names).
+#[derive(Debug)]
+pub enum FromNode {
+    /// An incoming request and what answers it.
+    Request(IncomingRequest, Responder),
+    /// The node answered these (its tokens) itself: [`Application::withdrawn`].
+    Withdrawn(Vec<u64>),
+}
+
 /// The node's side of the seam: hands each request to the shm driver. Never blocks.
 pub struct ShmApp {
-    tx: mpsc::UnboundedSender<(IncomingRequest, Responder)>,
+    tx: mpsc::UnboundedSender<FromNode>,
 }
 
 impl Application for ShmApp {
@@ -107,7 +121,12 @@ impl Application for ShmApp {
         // node answer 5012: the peer is never left waiting. The channel is unbounded because
         // the node bounds how many requests are delivered and unanswered at once
         // (`[limits] max_pending_requests`, beyond which it answers 3004 itself).
-        let _ = self.tx.send((request, responder));
+        let _ = self.tx.send(FromNode::Request(request, responder));
+    }
+
+    fn withdrawn(&self, tokens: Vec<u64>) {
+        // Through the same channel, so it is read after the requests it names.
+        let _ = self.tx.send(FromNode::Withdrawn(tokens));
     }
 }
 

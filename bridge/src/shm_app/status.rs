@@ -30,7 +30,11 @@ pub struct Counters {
     pub reply_timeouts: u64,
     /// Requests held by workers that died: 5012.
     pub worker_lost: u64,
-    /// Replies that came after the request's timeout (dropped).
+    /// Requests a worker held when the node answered them 5012 itself, at the drain
+    /// timeout before its DPR (RFC 6733 §5.4, §7.1.5): neither a reply nor a reply timeout.
+    pub drained: u64,
+    /// Replies that came after the request was answered without them (dropped): after the
+    /// reply timeout, or after the node's 5012 at the drain (`drained`).
     pub late_replies: u64,
     /// Records a worker sent that were ignored: a reply to a token that is not its own
     /// (another worker's, already answered, never given), a duplicate request handle.
@@ -175,6 +179,7 @@ pub fn render(
             "answered_5012_bad_reply": c.bad_replies,
             "answered_5012_reply_timeout": c.reply_timeouts,
             "answered_5012_worker_lost": c.worker_lost,
+            "answered_5012_drain": c.drained,
             "late_replies_dropped": c.late_replies,
             "worker_records_ignored": c.records_ignored,
             "requests_sent": c.requests_sent,

@@ -38,6 +38,8 @@ struct Node {
     behaviour: Behaviour,
     addr: SocketAddr,
     held: Vec<u64>,
+    /// Tokens the core answered itself and told the application so ([`Output::Withdrawn`]).
+    withdrawn: Vec<u64>,
     delivered: Vec<Message>,
     /// The peer each delivered request came from, as the application got it.
     delivered_from: Vec<Arc<app::PeerInfo>>,
@@ -154,6 +156,7 @@ impl Net {
             behaviour,
             addr: addr(i as u16),
             held: Vec::new(),
+            withdrawn: Vec::new(),
             delivered: Vec::new(),
             delivered_from: Vec::new(),
             up: true,
@@ -261,6 +264,12 @@ impl Net {
                         body.avps = [&body.avps[..], &extra[..]].concat().into();
                         self.nodes[i].core.reply(token, &Reply::Answer(body), now);
                     }
+                }
+            }
+            Output::Withdrawn { tokens } => {
+                for t in tokens {
+                    assert!(!self.nodes[i].withdrawn.contains(&t), "withdrawn twice");
+                    self.nodes[i].withdrawn.push(t);
                 }
             }
             Output::Outcome { id, result, waited } => {
@@ -877,6 +886,9 @@ fn stop_answers_what_the_application_still_holds_at_the_drain_timeout_before_dpr
         dpr.is_some_and(|d| answers[0] < d),
         "the answer before the DPR"
     );
+    // The application is told, once, which of its held requests the node answered.
+    assert_eq!(net.nodes[1].withdrawn, net.nodes[1].held);
+    assert_eq!(net.nodes[1].held.len(), 1);
     net.release(1);
     assert_eq!(answers_from_1(&net).len(), 1, "the late reply sent nothing");
 }
