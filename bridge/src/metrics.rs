@@ -666,7 +666,7 @@ impl Recorder {
 
     /// A protocol event: "duplicate", "retransmission", "failover", "answer_unmatched",
     /// "busy_resent", "redirected", "redirect_cached", "redirect_cache_used",
-    /// "redirect_cache_time_missing".
+    /// "redirect_cache_time_missing", "redirect_cache_time_capped".
     pub fn event(&mut self, event: &'static str) {
         inc_cached(&mut self.events, event, &self.m.events, || EventLabels {
             event: event.to_string(),

@@ -334,9 +334,11 @@ pub struct Endpoint {
     refusal_log: LogLimit,
     local_answer_log: LogLimit,
     /// Where 3006 answers send later requests (RFC 6733 §6.12-§6.14), and flood control of
-    /// the lines about 3006 answers that break §6.14 (no Redirect-Max-Cache-Time).
+    /// the lines about 3006 answers that break §6.14 (no Redirect-Max-Cache-Time) and,
+    /// apart so they cannot hide those, about cache times cut to the cap.
     redirects: RedirectCache,
     redirect_log: LogLimit,
+    redirect_cap_log: LogLimit,
 }
 
 impl Endpoint {
@@ -402,8 +404,12 @@ impl Endpoint {
             remotes: FxHashMap::default(),
             refusal_log: LogLimit::refusals(),
             local_answer_log: LogLimit::refusals(),
-            redirects: RedirectCache::default(),
+            redirects: RedirectCache::new(
+                limits.redirect_cache_entries,
+                limits.redirect_cache_max_time,
+            ),
             redirect_log: LogLimit::refusals(),
+            redirect_cap_log: LogLimit::refusals(),
             config: Arc::new(config),
             dict,
             validator,
@@ -1844,7 +1850,9 @@ impl Endpoint {
     /// Caches the Redirect-Host selected for a 3006 (`peer`, where the request now goes) as
     /// its Redirect-Host-Usage asks (RFC 6733 §6.12-§6.14, [`crate::redirect`]). A caching
     /// usage without Redirect-Max-Cache-Time, which §6.14 says "MUST be present", is taken as
-    /// DONT_CACHE (for how long is unknown), counted and logged.
+    /// DONT_CACHE (for how long is unknown), counted and logged. One longer than
+    /// `[limits] redirect_cache_max_time` is cached for that long (the AVP is a maximum,
+    /// §6.14), counted and logged too.
     fn learn_redirect(
         &mut self,
         inflight: &Inflight,
@@ -1870,6 +1878,25 @@ impl Endpoint {
                     "Redirect-Host cached"
                 );
             }
+            Learned::Capped { usage, asked } => {
+                self.observer.event("redirect_cached");
+                self.observer.event("redirect_cache_time_capped");
+                if let Some(suppressed) = self.redirect_cap_log.admit(now) {
+                    tracing::info!(
+                        suppressed,
+                        usage = usage.name(),
+                        to = host,
+                        from = origin_host(answer),
+                        max_cache_time = asked,
+                        cap_s = self.config.limits.redirect_cache_max_time.as_secs(),
+                        "Redirect-Host cached for [limits] redirect_cache_max_time, less than its Redirect-Max-Cache-Time"
+                    );
+                }
+            }
+            Learned::Disabled(usage) => tracing::debug!(
+                usage = usage.name(),
+                "Redirect-Host not cached: [limits] redirect_cache_entries = 0"
+            ),
             Learned::NoCacheTime(usage) => {
                 self.observer.event("redirect_cache_time_missing");
                 if let Some(suppressed) = self.redirect_log.admit(now) {
@@ -2025,6 +2052,18 @@ impl Endpoint {
                 }
                 Some(_) => {}
             }
+        }
+        let (entries, max_time) = (
+            new.limits.redirect_cache_entries,
+            new.limits.redirect_cache_max_time,
+        );
+        if (entries, max_time)
+            != (
+                old.limits.redirect_cache_entries,
+                old.limits.redirect_cache_max_time,
+            )
+        {
+            self.redirects.configure(entries, max_time, now);
         }
         self.config = Arc::new(new);
         let peers = &self.peers;

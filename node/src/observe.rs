@@ -95,7 +95,9 @@ pub trait Observer: Send {
     /// "redirect_cached" (a 3006's Redirect-Host kept for later requests, §6.12-§6.14),
     /// "redirect_cache_used" (a request sent to a cached Redirect-Host),
     /// "redirect_cache_time_missing" (a caching 3006 without Redirect-Max-Cache-Time: not
-    /// cached).
+    /// cached), "redirect_cache_time_capped" (a 3006 cached for `[limits]
+    /// redirect_cache_max_time`, less than its Redirect-Max-Cache-Time; also counted in
+    /// "redirect_cached").
     fn event(&mut self, _event: &'static str) {}
     /// The application replied to an incoming request this long after it was handed over
     /// (the SIP-server script's reply time, through the shared-memory seam).

@@ -13,8 +13,11 @@
 //! Sans-IO like the rest of the crate: the caller passes `now`. The cache only stores and
 //! matches; the endpoint decides whether an entry's host may take the request (an open peer
 //! of ours carrying the application, not already tried) and otherwise routes as usual.
-//! Bounded: at most `limit` entries; a full cache drops what expired, then the entry that
-//! would expire first, so a peer answering 3006 with ever new Session-Ids cannot grow it.
+//! Bounded: at most `limit` entries (`[limits] redirect_cache_entries`; 0 caches nothing); a
+//! full cache drops what expired, then the entry that would expire first, so a peer answering
+//! 3006 with ever new Session-Ids cannot grow it. Kept for at most `max_time`
+//! (`[limits] redirect_cache_max_time`, [`DEFAULT_MAX_TIME`]) whatever Redirect-Max-Cache-Time
+//! asks.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -24,8 +27,19 @@ use dmproto::Message;
 
 use crate::rules::RequestView;
 
-/// The default bound on cached redirects (entries of every usage together).
+/// The default bound on cached redirects (entries of every usage together),
+/// `[limits] redirect_cache_entries`.
 pub const DEFAULT_LIMIT: usize = 4096;
+
+/// The default cap on how long a redirect is cached, `[limits] redirect_cache_max_time`: one
+/// hour. Redirect-Max-Cache-Time is an Unsigned32 of seconds (RFC 6733 §6.14), up to 136
+/// years, and a cached entry overrides the routing table until it expires or its host becomes
+/// unreachable (§6.12, §6.14): uncapped, any redirect agent could pin a realm, application or
+/// user to a host for as long as that host stays up, past any change of the agent's mind or
+/// of our configuration. The AVP is "the maximum number of seconds" an entry SHOULD be
+/// cached, so keeping it less is within the RFC; an hour costs one extra 3006 round trip an
+/// hour per cached key, and bounds how long a stale redirect outlives the agent's decision.
+pub const DEFAULT_MAX_TIME: Duration = Duration::from_secs(3600);
 
 /// Redirect-Host-Usage values that cache (§6.13; DONT_CACHE, 0, is the default and caches
 /// nothing).
@@ -83,8 +97,18 @@ impl Usage {
 /// What a 3006 answer asked of the cache, as [`RedirectCache::learn`] took it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Learned {
-    /// Cached under this usage.
+    /// Cached under this usage, for the Redirect-Max-Cache-Time it asked.
     Cached(Usage),
+    /// Cached under this usage, but for the cache's `max_time` instead of the `asked`
+    /// seconds, which were longer.
+    Capped {
+        /// The Redirect-Host-Usage.
+        usage: Usage,
+        /// The Redirect-Max-Cache-Time it asked, in seconds.
+        asked: u32,
+    },
+    /// A caching usage while caching is off (`redirect_cache_entries = 0`): nothing cached.
+    Disabled(Usage),
     /// No Redirect-Host-Usage, DONT_CACHE, or a value §6.13 does not define: nothing cached.
     DontCache,
     /// A caching usage without Redirect-Max-Cache-Time, which §6.14 says "MUST be present":
@@ -136,22 +160,45 @@ pub struct RedirectCache {
     /// when an entry of that usage exists, so a cache holding one ALL_REALM entry does not
     /// cost every request a copy of its Session-Id and User-Name.
     per_usage: [usize; 6],
+    /// Most entries; 0: caching is off.
     limit: usize,
+    /// Longest an entry is kept, whatever its Redirect-Max-Cache-Time.
+    max_time: Duration,
 }
 
 impl Default for RedirectCache {
     fn default() -> Self {
-        RedirectCache::new(DEFAULT_LIMIT)
+        RedirectCache::new(DEFAULT_LIMIT, DEFAULT_MAX_TIME)
     }
 }
 
 impl RedirectCache {
-    /// An empty cache holding at most `limit` entries (at least one).
-    pub fn new(limit: usize) -> RedirectCache {
+    /// An empty cache holding at most `limit` entries (0: it caches nothing), each for at most
+    /// `max_time`.
+    pub fn new(limit: usize, max_time: Duration) -> RedirectCache {
         RedirectCache {
             entries: HashMap::new(),
             per_usage: [0; 6],
-            limit: limit.max(1),
+            limit,
+            max_time,
+        }
+    }
+
+    /// New settings (a reload), applied at once: entries beyond a smaller `limit` are dropped
+    /// as a full cache drops them, and none is kept past `now + max_time`.
+    pub fn configure(&mut self, limit: usize, max_time: Duration, now: Instant) {
+        self.limit = limit;
+        self.max_time = max_time;
+        if limit == 0 {
+            self.retain(|_| false);
+        }
+        while self.entries.len() > limit {
+            self.make_room(now);
+        }
+        if let Some(latest) = now.checked_add(max_time) {
+            for e in self.entries.values_mut() {
+                e.expires = e.expires.min(latest);
+            }
         }
     }
 
@@ -182,6 +229,9 @@ impl RedirectCache {
         else {
             return Learned::DontCache;
         };
+        if self.limit == 0 {
+            return Learned::Disabled(usage);
+        }
         let Some(secs) = answer.find_u32(REDIRECT_MAX_CACHE_TIME, 0) else {
             return Learned::NoCacheTime(usage);
         };
@@ -200,7 +250,8 @@ impl RedirectCache {
                 .and_then(|a| std::str::from_utf8(a.data).ok())
                 .map(|h| Key::Host(h.to_ascii_lowercase())),
         };
-        let expires = now.checked_add(Duration::from_secs(secs.into()));
+        let asked = Duration::from_secs(secs.into());
+        let expires = now.checked_add(asked.min(self.max_time));
         let (Some(key), Some(expires)) = (key, expires.filter(|_| secs > 0)) else {
             return Learned::NotKeyed(usage);
         };
@@ -211,7 +262,11 @@ impl RedirectCache {
         if self.entries.insert(key, Entry { host, expires }).is_none() {
             self.per_usage[usage.index()] += 1;
         }
-        Learned::Cached(usage)
+        if asked > self.max_time {
+            Learned::Capped { usage, asked: secs }
+        } else {
+            Learned::Cached(usage)
+        }
     }
 
     /// The cached host for `req` (application `app`), of the matching entries the first in
@@ -404,7 +459,7 @@ mod tests {
     #[test]
     fn the_cache_is_bounded_and_drops_what_expires_first() {
         let now = Instant::now();
-        let mut c = RedirectCache::new(2);
+        let mut c = RedirectCache::new(2, DEFAULT_MAX_TIME);
         let a = answer(Some(1), Some(60));
         let b = answer(Some(1), Some(30));
         c.learn(&a, &view("s;1", "r"), 4, "h1", now);
@@ -419,5 +474,93 @@ mod tests {
         let later = now + Duration::from_secs(61);
         c.learn(&b, &view("s;4", "r"), 4, "h4", later);
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn a_cache_time_beyond_the_cap_is_cut_to_it_and_said_so() {
+        let now = Instant::now();
+        let cap = Duration::from_secs(3600);
+        let mut c = RedirectCache::new(16, cap);
+        let got = |c: &mut RedirectCache, s, at| c.lookup(&view(s, "r"), 4, at, any).map(|x| x.1);
+        // 136 years asked: kept for the cap, and the caller learns it was cut.
+        assert_eq!(
+            c.learn(
+                &answer(Some(1), Some(u32::MAX)),
+                &view("s;1", "r"),
+                4,
+                "h1",
+                now
+            ),
+            Learned::Capped {
+                usage: Usage::Session,
+                asked: u32::MAX
+            }
+        );
+        // Exactly the cap, or less: as asked.
+        assert_eq!(
+            c.learn(
+                &answer(Some(1), Some(3600)),
+                &view("s;2", "r"),
+                4,
+                "h2",
+                now
+            ),
+            Learned::Cached(Usage::Session)
+        );
+        assert_eq!(
+            c.learn(&answer(Some(1), Some(60)), &view("s;3", "r"), 4, "h3", now),
+            Learned::Cached(Usage::Session)
+        );
+        let before = now + cap - Duration::from_secs(1);
+        assert_eq!(got(&mut c, "s;1", before).as_deref(), Some("h1"));
+        assert_eq!(got(&mut c, "s;2", before).as_deref(), Some("h2"));
+        assert_eq!(got(&mut c, "s;1", now + cap), None, "gone at the cap");
+        assert_eq!(got(&mut c, "s;2", now + cap), None);
+        assert_eq!(got(&mut c, "s;3", now + cap), None);
+    }
+
+    #[test]
+    fn no_entries_means_no_caching() {
+        let now = Instant::now();
+        let mut c = RedirectCache::new(0, DEFAULT_MAX_TIME);
+        let v = view("s;1", "r");
+        assert_eq!(
+            c.learn(&answer(Some(2), Some(60)), &v, 4, "h1", now),
+            Learned::Disabled(Usage::Realm)
+        );
+        assert_eq!(
+            c.learn(&answer(None, Some(60)), &v, 4, "h1", now),
+            Learned::DontCache
+        );
+        assert!(c.is_empty());
+        assert_eq!(c.lookup(&v, 4, now, any), None);
+    }
+
+    #[test]
+    fn new_settings_apply_to_what_is_cached() {
+        let now = Instant::now();
+        let mut c = RedirectCache::default();
+        for (i, secs) in [600u32, 60, 6000].into_iter().enumerate() {
+            let sid = format!("s;{i}");
+            c.learn(&answer(Some(1), Some(secs)), &view(&sid, "r"), 4, "h", now);
+        }
+        assert_eq!(c.len(), 3);
+        // A smaller bound drops the entries expiring first; a shorter cap shortens the rest.
+        c.configure(2, Duration::from_secs(120), now);
+        assert_eq!(c.len(), 2);
+        let got = |c: &mut RedirectCache, s, at| c.lookup(&view(s, "r"), 4, at, any).map(|x| x.1);
+        assert_eq!(got(&mut c, "s;1", now), None, "the 60 s one went");
+        let t = now + Duration::from_secs(119);
+        assert!(got(&mut c, "s;0", t).is_some() && got(&mut c, "s;2", t).is_some());
+        assert_eq!(got(&mut c, "s;0", now + Duration::from_secs(120)), None);
+        assert_eq!(got(&mut c, "s;2", now + Duration::from_secs(120)), None);
+        // 0: everything goes, nothing more is cached.
+        c.learn(&answer(Some(1), Some(60)), &view("s;9", "r"), 4, "h", now);
+        c.configure(0, DEFAULT_MAX_TIME, now);
+        assert!(c.is_empty());
+        assert_eq!(
+            c.learn(&answer(Some(1), Some(60)), &view("s;9", "r"), 4, "h", now),
+            Learned::Disabled(Usage::Session)
+        );
     }
 }

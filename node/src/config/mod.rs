@@ -18,7 +18,7 @@
 //! [default_route] # peers
 //! [timers]        # tc, tw, answer_timeout, cer_timeout, dpa_timeout, drain_timeout
 //! [limits]        # max_message_size, max_pending_requests, max_connections, dup_cache_*,
-//!                 # quick_ack
+//!                 # quick_ack, redirect_cache_entries, redirect_cache_max_time
 //! [app]           # the shared-memory seam: segment, control_socket, reply_timeout,
 //!                 # max_workers, ring_size, group, max_message_size
 //! ```
@@ -188,6 +188,46 @@ max_message_size = 16_384
         let e = lines(&bad);
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].1.contains("quick_ack"), "{e:?}");
+    }
+
+    #[test]
+    fn redirect_cache_settings_have_defaults_and_bad_values_are_refused() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.limits.redirect_cache_entries, 4096);
+        assert_eq!(
+            c.limits.redirect_cache_max_time,
+            std::time::Duration::from_secs(3600)
+        );
+        let set = |extra: &str| {
+            GOOD.replace(
+                "max_pending_requests = 100",
+                &format!("max_pending_requests = 100\n{extra}"),
+            )
+        };
+        let c = parse(&set(
+            "redirect_cache_entries = 0\nredirect_cache_max_time = \"10m\"",
+        ))
+        .unwrap();
+        assert_eq!(c.limits.redirect_cache_entries, 0, "0 turns caching off");
+        assert_eq!(
+            c.limits.redirect_cache_max_time,
+            std::time::Duration::from_secs(600)
+        );
+        for (bad, says) in [
+            ("redirect_cache_entries = -1", "out of range"),
+            ("redirect_cache_entries = \"many\"", "must be an integer"),
+            ("redirect_cache_max_time = \"0s\"", "positive duration"),
+            ("redirect_cache_max_time = \"forever\"", "positive duration"),
+            ("redirect_cache_max_time = \"500ms\"", "at least 1s"),
+        ] {
+            let e = lines(&set(bad));
+            assert_eq!(e.len(), 1, "{bad}: {e:?}");
+            let key = bad.split(' ').next().unwrap();
+            assert!(
+                e[0].1.contains(key) && e[0].1.contains(says),
+                "{bad}: {e:?}"
+            );
+        }
     }
 
     fn lines(text: &str) -> Vec<(usize, String)> {

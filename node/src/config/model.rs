@@ -369,6 +369,13 @@ pub struct Limits {
     /// the ACK (the bridge's `transport::quick_ack` says what it buys and costs). `false`:
     /// the kernel's delayed ACKs, some CPU back at saturation, ms more latency below it.
     pub quick_ack: bool,
+    /// Redirects remembered (default 4096; RFC 6733 §6.12-§6.14, [`crate::redirect`]): a
+    /// full cache drops the entry expiring first, so 3006s with ever new keys cannot grow
+    /// it. 0: no 3006 is cached (each redirected request still goes to its Redirect-Host).
+    pub redirect_cache_entries: usize,
+    /// Longest a redirect is cached (default 1 h, [`crate::redirect::DEFAULT_MAX_TIME`]
+    /// says why), whatever its Redirect-Max-Cache-Time asks (§6.14: up to 2^32-1 s).
+    pub redirect_cache_max_time: Duration,
 }
 
 impl Default for Limits {
@@ -386,6 +393,8 @@ impl Default for Limits {
             // RFC 6733 §3: end-to-end ids stay unique for at least 4 minutes.
             dup_cache_ttl: Duration::from_secs(240),
             quick_ack: true,
+            redirect_cache_entries: crate::redirect::DEFAULT_LIMIT,
+            redirect_cache_max_time: crate::redirect::DEFAULT_MAX_TIME,
         }
     }
 }

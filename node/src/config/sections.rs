@@ -85,6 +85,8 @@ const LIMIT_KEYS: &[&str] = &[
     "dup_cache_entries",
     "dup_cache_ttl",
     "quick_ack",
+    "redirect_cache_entries",
+    "redirect_cache_max_time",
 ];
 const LOG_KEYS: &[&str] = &["level", "format"];
 const METRICS_KEYS: &[&str] = &["listen"];
@@ -697,6 +699,21 @@ fn read_limits(cx: &mut Cx<'_>, root: Tbl<'_>) -> Limits {
     }
     if let Some(v) = s.bool(cx, "quick_ack") {
         l.quick_ack = v;
+    }
+    // 0 is allowed: no redirect is cached.
+    if let Some(v) = s.int(cx, "redirect_cache_entries", 0, 100_000_000) {
+        l.redirect_cache_entries = usize::try_from(v).unwrap_or(l.redirect_cache_entries);
+    }
+    if let Some(v) = s.duration(cx, "redirect_cache_max_time") {
+        if v < Duration::from_secs(1) {
+            let span = s.item("redirect_cache_max_time").and_then(|i| i.0);
+            cx.error(
+                span,
+                "`redirect_cache_max_time` must be at least 1s: Redirect-Max-Cache-Time counts whole seconds (RFC 6733 §6.14); to cache nothing, set `redirect_cache_entries = 0`",
+            );
+        } else {
+            l.redirect_cache_max_time = v;
+        }
     }
     l
 }

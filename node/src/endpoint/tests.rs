@@ -1707,7 +1707,17 @@ fn ccr_outcome(net: &mut Net, n: u32, sid: &str, user: &str, realm: &str) -> (u3
 /// s3 (peers of the client the agent may redirect to, echoing unless given), with
 /// Counted events.
 fn redirect_net(agent: Behaviour, s2: Behaviour) -> (Net, Counted) {
+    redirect_net_with(agent, s2, |_| {})
+}
+
+/// [`redirect_net`] with the client's configuration tweaked by `tweak` too.
+fn redirect_net_with(
+    agent: Behaviour,
+    s2: Behaviour,
+    tweak: impl FnOnce(&mut Config),
+) -> (Net, Counted) {
     let only_s1 = |c: &mut Config| {
+        tweak(c);
         c.routes[0].peers = vec!["s1.example.net".into()];
         c.routes.push(crate::config::RouteConfig {
             realm: "far.net".into(),
@@ -1763,6 +1773,57 @@ fn a_cached_all_realm_redirect_sends_later_requests_straight_to_the_host_until_i
     assert_eq!(delivered_counts(&net), [2, 0, 5]);
     assert_eq!(counted.count("redirected"), 2);
     assert_eq!(counted.count("redirect_cache_used"), 3);
+}
+
+#[test]
+fn a_redirect_is_cached_no_longer_than_the_configured_cap() {
+    // §6.14 lets the agent ask for up to 2^32-1 s; `[limits] redirect_cache_max_time` keeps
+    // it to 2 minutes here: used within them, gone after, and the cut is counted.
+    let agent = Behaviour::RedirectCaching(S3, 2, Some(u32::MAX));
+    let cap = |c: &mut Config| c.limits.redirect_cache_max_time = Duration::from_secs(120);
+    let (mut net, counted) = redirect_net_with(agent, Behaviour::Echo, cap);
+    assert_eq!(ccr_outcome(&mut net, 1, "c;1", "u1", "example.net").0, 2001);
+    assert_eq!(counted.count("redirect_cached"), 1);
+    assert_eq!(counted.count("redirect_cache_time_capped"), 1);
+    net.advance(Duration::from_secs(100));
+    assert_eq!(ccr_outcome(&mut net, 2, "c;2", "u1", "example.net").0, 2001);
+    assert_eq!(delivered_counts(&net), [1, 0, 2], "cached within the cap");
+    assert_eq!(counted.count("redirect_cache_used"), 1);
+    net.advance(Duration::from_secs(21));
+    assert_eq!(ccr_outcome(&mut net, 3, "c;3", "u1", "example.net").0, 2001);
+    assert_eq!(
+        delivered_counts(&net),
+        [2, 0, 3],
+        "past the cap: the agent again"
+    );
+    assert_eq!(counted.count("redirect_cache_used"), 1);
+    assert_eq!(counted.count("redirected"), 2);
+    // The default cap (1 h) leaves a shorter time alone.
+    let agent = Behaviour::RedirectCaching(S3, 2, Some(60));
+    let (mut net, counted) = redirect_net(agent, Behaviour::Echo);
+    assert_eq!(ccr_outcome(&mut net, 1, "c;1", "u1", "example.net").0, 2001);
+    assert_eq!(counted.count("redirect_cached"), 1);
+    assert_eq!(counted.count("redirect_cache_time_capped"), 0);
+}
+
+#[test]
+fn no_redirect_is_cached_when_the_cache_has_no_entries() {
+    // `[limits] redirect_cache_entries = 0`: each 3006 still sends its request to the
+    // Redirect-Host (§6.12), but later requests go by the routes (to the agent) again.
+    let agent = Behaviour::RedirectCaching(S3, 2, Some(60));
+    let off = |c: &mut Config| c.limits.redirect_cache_entries = 0;
+    let (mut net, counted) = redirect_net_with(agent, Behaviour::Echo, off);
+    for n in 1..4 {
+        let sid = format!("c;{n}");
+        assert_eq!(
+            ccr_outcome(&mut net, n, &sid, "u1", "example.net"),
+            (2001, S3.into())
+        );
+    }
+    assert_eq!(delivered_counts(&net), [3, 0, 3]);
+    assert_eq!(counted.count("redirected"), 3);
+    assert_eq!(counted.count("redirect_cached"), 0);
+    assert_eq!(counted.count("redirect_cache_used"), 0);
 }
 
 #[test]
