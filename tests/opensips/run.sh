@@ -14,7 +14,10 @@
 #   2b. with shm's reference bridge (echo_bridge example): sync and async outcomes 1/-1/-2 with
 #      the answer in the variable, 100 async requests in flight at once, injected PPR/RTR/CCR
 #      run E_DM_PPR (with every $param), 5012 for a route without reply, E_DM_REQUEST for the
-#      rest, each answered exactly once; bridge stopped -> -3 at once, restarted -> re-attached;
+#      rest, each answered exactly once; every refused dm_send_reply (a second reply, invalid
+#      JSON, none where no Diameter request is handled: an event route of another event) -1,
+#      logged and counted in MI dm_status replies_refused; bridge stopped -> -3 at once,
+#      restarted -> re-attached;
 #   3. with the bridge (target/release/dmbridge) and hss.py as the Cx HSS peer (what the
 #      Kamailio e2e test asserts): PPR for an unregistered user -> 5001, the event route sees
 #      every AVP in wire order with grouped/vendor values, REGISTER -> async SAR -> 200 / 403

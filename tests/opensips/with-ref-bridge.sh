@@ -63,9 +63,17 @@ check "ref: every one of the 25 injected requests answered exactly once (saw $n_
 check "ref: no reply to an unknown or already answered token" \
   "! grep -q 'unknown or already answered token' '$work/ref-bridge.log'" "$work/ref-bridge.log"
 
+# dm_send_reply in the event route of an event that is not Diameter's: no request to answer
+r=$(req "$port" INFO alice)
+check "ref: dm_send_reply where no Diameter request is handled -> -1 (got '$r')" \
+  "[ '$r' = 'SIP/2.0 299 raised' ] && wait_log '$log' 'E_TEST_NOT_DIAMETER reply without a request: rc=-1' 5" "$log"
+check "ref: ... with a log line saying so" \
+  "[ \$(grep -c 'dm_send_reply: no Diameter request is being handled here' '$log') = 1 ]" "$log"
+
+# replies_refused: 2 second replies, 3 invalid ones, 1 without a request
 st=$(mi "$work/ref.fifo" dm_status)
 check "ref: dm_status attached, counters add up" \
-  "printf '%s' \"\$st\" | grep -q '\"attached\":true' && printf '%s' \"\$st\" | grep -q '\"requests_in\":25,\"replies\":22,\"replies_refused\":5,\"auto_replies\":3'" "$log"
+  "printf '%s' \"\$st\" | grep -q '\"attached\":true' && printf '%s' \"\$st\" | grep -q '\"requests_in\":25,\"replies\":22,\"replies_refused\":6,\"auto_replies\":3'" "$log"
 check "ref: the 2 second replies refused with a log line each" \
   "[ \$(grep -c 'E_DM_REQUEST ref;[0-9]* second reply: rc=-1' '$log') = 2 ] && [ \$(grep -c 'dm_send_reply: this request was already answered' '$log') = 2 ]" "$log"
 check "ref: the 3 invalid replies refused with a log line each, naming the offset" \
