@@ -506,8 +506,8 @@ def config_errors(work):
 def runtime_errors(procs, work):
     """Values only known at run time: an error return (-3 / -1) and a log line, no crash."""
     cfg = os.path.join(work, "rt.cfg")
-    head = cfg_head(["tm", "sl", "pv", "xlog"], ['"dmbridge", "bridge_socket", DMB_SOCKET',
-                                                  '"dmbridge", "workers", 1'])
+    head = cfg_head(["tm", "sl", "pv", "xlog", "jsonrpcs"],
+                    ['"dmbridge", "bridge_socket", DMB_SOCKET', '"dmbridge", "workers", 1'])
     open(cfg, "w").write(head + """request_route {
 	$var(v) = $hdr(X-V);
 	if ($hdr(X-Where) == "app") dm_send_request("$var(v)", 301, '[]');
@@ -516,6 +516,10 @@ def runtime_errors(procs, work):
 	else if ($hdr(X-Where) == "route") {
 		dm_send_request_async(16777216, 301, '[]', "$var(v)");
 	} else if ($hdr(X-Where) == "reply") dm_send_reply("$var(v)");
+	else if ($hdr(X-Where) == "status") {
+		jsonrpc_exec('{"jsonrpc":"2.0","method":"dmbridge.status","id":1}');
+		xlog("L_NOTICE", "RT status $jsonrpl(body)\n");
+	}
 	$var(rc) = $rc;
 	xlog("L_NOTICE", "RT rc=$var(rc)\\n");
 	sl_send_reply("299", "rc=$var(rc)");
@@ -543,6 +547,9 @@ route[FIN] { t_reply("299", "fin"); }
          r"dm_send_request_async: invalid AVP JSON at offset 20: trailing"),
         ("route", "NO_SUCH_ROUTE", "-1", r"route \[NO_SUCH_ROUTE\] does not exist"),
         ("reply", "[]", "-1", r"no Diameter request is being handled here"),
+        # ... and counted: the RPC dmbridge.status's module counter (no other reply was
+        # refused here)
+        ("status", "-", "1", r'"replies_refused":\s*1,'),
     ]
     fm.runtime_cases(report, procs, work, "kamailio", k, port, log, cases, slow, VALGRIND)
 
