@@ -2219,6 +2219,21 @@ fn silent_and_scribbling_local_clients_leave_the_worker_served() {
     drop(silent);
 }
 
+/// A bridge whose stops and disabled peers drain for 1 s (then DPR, DPA awaited 2 s), with
+/// this `[app] reply_timeout`; its directory, itself and its control socket.
+fn bridge_draining_in_1s(name: &str, reply_timeout: &str) -> (TestDir, Bridge, PathBuf) {
+    let dir = TestDir::new(name);
+    let mut opts = options(
+        free_port(),
+        &format!("reply_timeout = \"{reply_timeout}\"\n"),
+    );
+    opts.timers.push(("drain_timeout".into(), "1s".into()));
+    opts.timers.push(("dpa_timeout".into(), "2s".into()));
+    let b = Bridge::start(dir.path(), &opts);
+    let ctl = control_socket(&b);
+    (dir, b, ctl)
+}
+
 /// SIGTERM on the bridge while a worker holds requests it will not reply to within the drain
 /// time (`reply_timeout` longer than `drain_timeout`): each request still gets exactly one
 /// answer, 5012 DIAMETER_UNABLE_TO_COMPLY (RFC 6733 §7.1.5), before the bridge's DPR
@@ -2226,12 +2241,7 @@ fn silent_and_scribbling_local_clients_leave_the_worker_served() {
 #[test]
 fn sigterm_with_held_requests_answers_each_once_before_the_dpr() {
     const N: usize = 5;
-    let dir = TestDir::new("shm-sigterm-held");
-    let mut opts = options(free_port(), "reply_timeout = \"60s\"\n");
-    opts.timers.push(("drain_timeout".into(), "1s".into()));
-    opts.timers.push(("dpa_timeout".into(), "2s".into()));
-    let mut b = Bridge::start(dir.path(), &opts);
-    let ctl = control_socket(&b);
+    let (dir, mut b, ctl) = bridge_draining_in_1s("shm-sigterm-held", "60s");
     let w = spawn_worker(dir.path(), "w-hold", &ctl, "hold", TA_EVENT, &[]);
     wait_log_count(&mut b, " handles [", 1);
     let mut c = client(&b);
@@ -2298,12 +2308,7 @@ fn each_answered_5012_before_the_dpr(c: &mut RawClient, ids: &[u32]) {
 #[test]
 fn replies_after_the_drain_5012_are_counted_late_not_as_replies() {
     const N: usize = 3;
-    let dir = TestDir::new("shm-drain-late");
-    let mut opts = options(free_port(), "reply_timeout = \"4s\"\n");
-    opts.timers.push(("drain_timeout".into(), "1s".into()));
-    opts.timers.push(("dpa_timeout".into(), "2s".into()));
-    let mut b = Bridge::start(dir.path(), &opts);
-    let ctl = control_socket(&b);
+    let (dir, mut b, ctl) = bridge_draining_in_1s("shm-drain-late", "4s");
     let w = spawn_worker(
         dir.path(),
         "w-late",
