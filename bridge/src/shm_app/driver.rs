@@ -526,6 +526,14 @@ impl Driver {
         while let Ok(outcome) = outcomes.try_recv() {
             self.complete(outcome);
         }
+        // Likewise the node's last withdrawals (its drain 5012s before the DPRs of the stop),
+        // so the final status and the line below count only what it did not answer. A request
+        // still queued here is dropped with the channel: 5012 if the node still runs.
+        while let Ok(m) = requests.try_recv() {
+            if let super::FromNode::Withdrawn(tokens) = m {
+                self.withdrawn(&tokens);
+            }
+        }
         self.stopping = true;
         let held = self.held.len();
         if held > 0 {
