@@ -157,6 +157,14 @@
 #                           to L once every side answers (taskset), to see what their bursts
 #                           on the server's core cost the call path
 #   SIP_CHILDREN=N          both Kamailio instances' SIP workers (bench-originate.cfg's 4)
+#   ARRIVALS=sipp|even|poisson  who sends the fixed-rate runs' requests: sipp (default; it
+#                           opens the calls due once per turn of its ~1 ms loop, so each client's
+#                           requests leave in bursts every millisecond), or scripts/sip-paced.py
+#                           from CLIENTS processes, each at rate/CLIENTS: even (evenly spaced,
+#                           the processes interleaved) or poisson (exponential gaps, as many
+#                           independent clients would send). sip-paced.py never resends (a loss
+#                           is a failure) and writes sipp's file names, so every figure of the
+#                           line is computed the same way (BENCHMARKS "Session 21")
 #   SIP_MAXBUFFER=BYTES     Kamailio + dmbridge.so's largest UDP receive buffer (core maxbuffer,
 #                           default 256 KiB; capped by net.core.rmem_max): how many requests can
 #                           wait in its socket before the kernel drops them (udp_rcvbuf_errors)
@@ -588,6 +596,15 @@ run_sipp() {
       # open loop: a fixed rate per client, no cap on calls in flight below sipp's own
       opts="-r $(python3 -c "print(max(1, round($value / $n)))") -l 100000"
     fi
+    if [ "$mode" = rate ] && [ "${ARRIVALS:-sipp}" != sipp ]; then
+      # ARRIVALS=even|poisson: scripts/sip-paced.py instead of sipp, the same files written
+      (python3 "$top/scripts/sip-paced.py" "$port" "$user" \
+        "$(python3 -c "print($value / $n)")" "$s" "$ARRIVALS" \
+        "$(python3 -c "print(($i - 1) / $n)")" "$dir" "$i" >"$dir/out$i.txt" 2>&1
+        times >"$dir/cpu$i.txt") &
+      cpids+=($!)
+      continue
+    fi
     # `times`: the CPU the sipp child used, written when it has exited
     [ "$scen_run" = "$scen" ] || opts="$opts -trace_logs -log_file rt$i.log"
     (cd "$dir" && timeout $((s + 30)) sipp -sf "$scen_run" -s "$user" "127.0.0.1:$port" \
@@ -748,6 +765,7 @@ print(json.dumps({
              else None),
     "affinity": affinity(), "cpu_busy": cpu_busy(),
     "sip_children": int(os.environ.get("SIP_CHILDREN") or 4),
+    "arrivals": os.environ.get("ARRIVALS") or "sipp",
     # the scheduling asked for the bridge and the SIP server's Diameter processes
     "sched": {"fifo_priority": int(os.environ.get("SCHED_FIFO") or 0),
               "fifo_tiers": os.environ.get("SCHED_FIFO_TIERS") or None,
@@ -1013,6 +1031,8 @@ for r in rows:
         what += f" pin{p['server'] or '-'}/{p['bridge'] or '-'}/{p['load'] or '-'}"
     if r.get("sip_children", 4) != 4:
         what += f" children{r['sip_children']}"
+    if r.get("arrivals", "sipp") != "sipp" and r["mode"] == "rate":
+        what += f" {r['arrivals']}"
     rate = "-" if r["calls_per_s"] is None else f"{r['calls_per_s']:,.0f}"
     cpu = "" if c is None else (f"{c['sip_server']:>5} {c['bridge']:>6} "
                                 f"{max(c['fd_server'], c['erlang_ocs']):>5} {c['sipp']:>5}")
