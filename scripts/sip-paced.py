@@ -18,7 +18,9 @@ Writes into OUTDIR what bench-originate.sh reads from a sipp client (the same na
 INDEX): stat{INDEX}.csv (the counters' last row: SuccessfulCall(C), FailedCall(C),
 Retransmissions(C) always 0, ElapsedTime(C)), paced{INDEX}_rtt.csv (response times, ms)
 and rt{INDEX}.log ("rt peer worker" per call, from the reply's X-Rt-Us, X-Peer-Us and
-X-Worker-Us, as sipp logs them with bench-originate.sh's RT_US=1 scenario).
+X-Worker-Us, as sipp logs them with bench-originate.sh's RT_US=1 scenario, then a fourth field
+sipp has not: when the reply arrived, CLOCK_MONOTONIC in us, to line a slow call up with a
+`perf sched record -k mono` trace of the same seconds).
 
 A call counts when its reply is a 200 with an X-Result of a 2xxx Result-Code or "answered";
 one without a final reply within 2 s of the last request is failed (nothing is resent: a loss
@@ -72,7 +74,8 @@ if pid == 0:
         if m:
             lat.append((now - int(m.group(1))) / 1e6)
         v = [r.search(data) for r in (rt_re, peer_re, worker_re)]
-        rtlog.append(" ".join(x.group(1).decode() for x in v if x))
+        if all(v):
+            rtlog.append(" ".join(x.group(1).decode() for x in v) + f" {now // 1000}")
     failed = n - ok
     with open(os.path.join(outdir, f"paced{idx}_rtt.csv"), "w") as f:
         f.write("Date_ms;response_time_ms\n")
