@@ -2389,9 +2389,7 @@ fn redirect_target(
 }
 
 fn origin_host(msg: &Message) -> &str {
-    msg.find_ref(wire::avp::ORIGIN_HOST, 0)
-        .and_then(|a| std::str::from_utf8(a.data).ok())
-        .unwrap_or("")
+    msg.find_str(wire::avp::ORIGIN_HOST, 0).unwrap_or("")
 }
 
 #[cfg(test)]

@@ -72,7 +72,13 @@ impl Message {
 
     /// The Session-Id, if present (anywhere at top level) and valid UTF-8.
     pub fn session_id(&self) -> Option<&str> {
-        self.find_ref(SESSION_ID, 0)
+        self.find_str(SESSION_ID, 0)
+    }
+
+    /// The first top-level AVP with this code and vendor as text (UTF8String,
+    /// DiameterIdentity: Origin-Host, ...); `None` if absent or not valid UTF-8.
+    pub fn find_str(&self, code: u32, vendor: u32) -> Option<&str> {
+        self.find_ref(code, vendor)
             .and_then(|a| value::decode_str(a.data).ok())
     }
 

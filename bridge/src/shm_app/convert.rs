@@ -97,9 +97,7 @@ pub fn event_name(dict: &Dictionary, app_id: u32, cmd_code: u32) -> EventName {
 
 /// The text of a top-level UTF8String/DiameterIdentity AVP (empty when absent or not text).
 pub fn text_avp(msg: &Message, code: u32) -> &str {
-    msg.find_ref(code, 0)
-        .and_then(|a| std::str::from_utf8(a.data).ok())
-        .unwrap_or("")
+    msg.find_str(code, 0).unwrap_or("")
 }
 
 /// Session-Id, Origin-Host and Origin-Realm of a request, for the record's parameters.
