@@ -1791,7 +1791,7 @@ impl Endpoint {
     ///   request directly to one of the hosts identified in these AVPs"): the first that is
     ///   a peer of ours, open, carrying the application and not tried yet. A host we have
     ///   no connection to cannot be reached (no dynamic peer discovery here), and the 3006
-    ///   goes to the requester. Redirect-Host-Usage caching is not kept (see below).
+    ///   goes to the requester.
     ///
     /// The request goes unchanged but for its hop-by-hop id, without the T flag (§3: T marks
     /// requests "not yet acknowledged"; this one was answered). A relayed request is handled
@@ -2053,18 +2053,12 @@ impl Endpoint {
                 Some(_) => {}
             }
         }
-        let (entries, max_time) = (
+        // Unchanged settings change nothing: every entry already fits them.
+        self.redirects.configure(
             new.limits.redirect_cache_entries,
             new.limits.redirect_cache_max_time,
+            now,
         );
-        if (entries, max_time)
-            != (
-                old.limits.redirect_cache_entries,
-                old.limits.redirect_cache_max_time,
-            )
-        {
-            self.redirects.configure(entries, max_time, now);
-        }
         self.config = Arc::new(new);
         let peers = &self.peers;
         self.router.set_routes(&self.config, |h| peers.by_host(h));

@@ -143,6 +143,25 @@ impl Key {
             Key::Host(_) => Usage::Host,
         }
     }
+
+    /// The key of `usage` for a request `req` of application `app`; `None` when the request
+    /// lacks what the usage keys on, and for ALL_HOST, which keys on a host, not the request.
+    fn of_request(usage: Usage, req: &RequestView<'_>, app: u32) -> Option<Key> {
+        let realm = || req.destination_realm.map(str::to_ascii_lowercase);
+        Some(match usage {
+            Usage::Session => Key::Session(req.session_id?.to_owned()),
+            Usage::User => Key::User(req.user_name?.to_owned()),
+            Usage::RealmAndApplication => Key::RealmAndApplication(realm()?, app),
+            Usage::Realm => Key::Realm(realm()?),
+            Usage::Application => Key::Application(app),
+            Usage::Host => return None,
+        })
+    }
+
+    /// The ALL_HOST key of `host`.
+    fn host(host: &str) -> Key {
+        Key::Host(host.to_ascii_lowercase())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -236,19 +255,8 @@ impl RedirectCache {
             return Learned::NoCacheTime(usage);
         };
         let key = match usage {
-            Usage::Session => req.session_id.map(|s| Key::Session(s.to_owned())),
-            Usage::User => req.user_name.map(|u| Key::User(u.to_owned())),
-            Usage::RealmAndApplication => req
-                .destination_realm
-                .map(|r| Key::RealmAndApplication(r.to_ascii_lowercase(), app)),
-            Usage::Realm => req
-                .destination_realm
-                .map(|r| Key::Realm(r.to_ascii_lowercase())),
-            Usage::Application => Some(Key::Application(app)),
-            Usage::Host => answer
-                .find_ref(ORIGIN_HOST, 0)
-                .and_then(|a| std::str::from_utf8(a.data).ok())
-                .map(|h| Key::Host(h.to_ascii_lowercase())),
+            Usage::Host => answer.find_str(ORIGIN_HOST, 0).map(Key::host),
+            u => Key::of_request(u, req, app),
         };
         let asked = Duration::from_secs(secs.into());
         let expires = now.checked_add(asked.min(self.max_time));
@@ -280,7 +288,6 @@ impl RedirectCache {
         mut take: impl FnMut(&str) -> Option<T>,
     ) -> Option<(Usage, T)> {
         let present = self.per_usage;
-        let realm = || req.destination_realm.map(str::to_ascii_lowercase);
         // §6.13's order: ALL_SESSION, ALL_USER, REALM_AND_APPLICATION, ALL_REALM,
         // ALL_APPLICATION (ALL_HOST, last, is matched after routing).
         [
@@ -293,14 +300,7 @@ impl RedirectCache {
         .into_iter()
         .filter(|u| present[u.index()] > 0)
         .find_map(|u| {
-            let key = match u {
-                Usage::Session => Key::Session(req.session_id?.to_owned()),
-                Usage::User => Key::User(req.user_name?.to_owned()),
-                Usage::RealmAndApplication => Key::RealmAndApplication(realm()?, app),
-                Usage::Realm => Key::Realm(realm()?),
-                Usage::Application => Key::Application(app),
-                Usage::Host => return None,
-            };
+            let key = Key::of_request(u, req, app)?;
             Some((u, self.take_live(&key, now, &mut take)?))
         })
     }
@@ -316,8 +316,7 @@ impl RedirectCache {
         if self.per_usage[Usage::Host.index()] == 0 {
             return None;
         }
-        let key = Key::Host(next_hop.to_ascii_lowercase());
-        self.take_live(&key, now, take)
+        self.take_live(&Key::host(next_hop), now, take)
     }
 
     /// §6.14: "once a host is no longer reachable, any associated cache ... entries MUST be
