@@ -501,9 +501,22 @@ fn worker_killed_holding_requests_each_gets_exactly_one_5012() {
         "{log}"
     );
     // The slot is free again (the only one): a new worker attaches and serves.
-    let _w2 = spawn_worker(dir.path(), "w-echo", &ctl, "echo", TA_EVENT, &[]);
-    wait_log_count(&mut b, " handles [", 2);
-    let (req, id) = ta_request(&mut c, "client;k;after", &[]);
+    a_new_echo_worker_serves(dir.path(), &ctl, &mut b, &mut c, 2, "client;k;after");
+}
+
+/// An echo worker started now attaches (the bridge's `attached`-th " handles [" line) and
+/// answers a request 2001: what a test runs after a worker went away.
+fn a_new_echo_worker_serves(
+    dir: &Path,
+    ctl: &Path,
+    b: &mut Bridge,
+    c: &mut RawClient,
+    attached: usize,
+    sid: &str,
+) {
+    let _w = spawn_worker(dir, "w-echo", ctl, "echo", TA_EVENT, &[]);
+    wait_log_count(b, " handles [", attached);
+    let (req, id) = ta_request(c, sid, &[]);
     assert_eq!(
         c.request(&req, id, CLIENT, WAIT).unwrap().result_code(),
         Some(2001)
@@ -2618,13 +2631,7 @@ fn a_full_pending_table_answers_3004_counts_it_and_drains() {
     let lost = collect_answers(&mut c, &ids[..LIMIT], WAIT);
     assert_eq!(codes_of(&lost), HashMap::from([(5012, LIMIT)]));
     assert_no_more_answers(&mut c, Duration::from_millis(300));
-    let _echo = spawn_worker(dir.path(), "w-echo", &ctl, "echo", TA_EVENT, &[]);
-    wait_log_count(&mut b, " handles [", 2);
-    let (req, id) = ta_request(&mut c, "client;pf;after", &[]);
-    assert_eq!(
-        c.request(&req, id, CLIENT, WAIT).unwrap().result_code(),
-        Some(2001)
-    );
+    a_new_echo_worker_serves(dir.path(), &ctl, &mut b, &mut c, 2, "client;pf;after");
 }
 
 /// SIGTERM while the peer holds a script's request past the drain time: the bridge sends DPR
