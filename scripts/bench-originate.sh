@@ -850,6 +850,12 @@ log "all sides answer; results in $results (one JSON line per run)"
 if [ -n "${NICE:-}" ] && [ -n "$os_dmb" ]; then
   for p in $(pgrep -P "$os_dmb"); do renice -n "$NICE" -p "$p" >/dev/null; done
 fi
+# Kamailio + dmbridge.so's processes by role, from core.psx: "PID m" for the module's workers
+# ("DMBRIDGE WORKER"), "PID s" for its SIP workers ("udp receiver"), "PID o" for the others.
+kam_roles() {
+  kamcmd -s "unix:$work/kam-dmb/kamailio_ctl" core.psx | awk '/PID:/{p=$2} /DSC:/{sub(/.*DSC: /, "");
+      if (/^DMBRIDGE WORKER/) print p, "m"; else if (/^udp receiver/) print p, "s"; else print p, "o"}'
+}
 # SCHED_FIFO_TIERS="B M S": SCHED_FIFO priorities along the answer path, set with chrt once
 # every side answers: the bridge's threads at B, Kamailio + dmbridge.so's module workers
 # (core.psx "DMBRIDGE WORKER") at M, its SIP workers ("udp receiver") at S (0: SCHED_OTHER).
@@ -858,9 +864,7 @@ if [ -n "${SCHED_FIFO_TIERS:-}" ]; then
   read -r tier_b tier_m tier_s <<<"$SCHED_FIFO_TIERS"
   [ -n "$tier_s" ] || { log "SCHED_FIFO_TIERS needs three priorities: bridge module sip"; exit 1; }
   chrt -f -a -p "$tier_b" "$bridge_pid" >/dev/null
-  kamcmd -s "unix:$work/kam-dmb/kamailio_ctl" core.psx | awk '/PID:/{p=$2} /DSC:/{sub(/.*DSC: /, "");
-      if (/^DMBRIDGE WORKER/) print p, "m"; else if (/^udp receiver/) print p, "s"}' \
-    >"$work/tiers.txt"
+  kam_roles | grep -v ' o$' >"$work/tiers.txt"
   while read -r p r; do
     if [ "$r" = m ]; then chrt -f -p "$tier_m" "$p"
     elif [ "$tier_s" = 0 ]; then chrt -o -p 0 "$p"
@@ -876,8 +880,7 @@ fi
 # (taskset), once every side answers: does a timer process's burst on the server's core
 # delay a woken worker or the bridge (BENCHMARKS "Session 20: Kamailio's timers")?
 if [ -n "${CPUS_KAM_OTHERS:-}" ]; then
-  kamcmd -s "unix:$work/kam-dmb/kamailio_ctl" core.psx | awk '/PID:/{p=$2} /DSC:/{sub(/.*DSC: /, "");
-      if (!/^DMBRIDGE WORKER/ && !/^udp receiver/) print p}' >"$work/kam-others.txt"
+  kam_roles | awk '$2 == "o" {print $1}' >"$work/kam-others.txt"
   while read -r p; do taskset -a -p -c "$CPUS_KAM_OTHERS" "$p" >/dev/null; done <"$work/kam-others.txt"
   log "CPUS_KAM_OTHERS: $(while read -r p; do printf '%s:%s:%s ' "$p" "$(tr '\0' ' ' <"/proc/$p/cmdline" | cut -c1-20)" \
     "$(taskset -p "$p" | awk '{print $NF}')"; done <"$work/kam-others.txt")"
